@@ -1,0 +1,65 @@
+// The dense ops of the model on the CPU: the fp32 reference (and, instantiated for double, what
+// the finite-difference gradient checks run). Each op is a *_forward / *_backward pair with the
+// same argument order; backward takes gradients out first, then the forward's inputs.
+// Parameter gradients accumulate (+=); activation gradients are assigned (=).
+//
+// Letters: B sequences, T positions, N = B*T tokens, C d_model, NH heads, HD = C/NH head dim,
+// V vocab. All tensors row-major. Implemented for T = float and double.
+// The matrix products live in gemm.h; the MoE-specific ops (router, SwiGLU, permutation) in
+// moe_ops.h.
+#pragma once
+
+#include <cstdint>
+
+namespace sy::cpu {
+
+// out[N,C] (=) emb[tokens[n], :]                                     emb: [V,C]
+template <class T>
+void embedding_forward(T* out, const int32_t* tokens, const T* emb, int N, int C);
+// demb[V,C] (+=) scatter-add of dout[N,C] by token
+template <class T>
+void embedding_backward(T* demb, const T* dout, const int32_t* tokens, int N, int C);
+
+// out[N,C] (=) x / sqrt(mean(x^2) + eps) * g;  rstd[N] (=) saved 1/sqrt(mean(x^2)+eps)
+template <class T>
+void rmsnorm_forward(T* out, T* rstd, const T* x, const T* g, int N, int C, double eps);
+// dx[N,C] (=), dg[C] (+=)
+template <class T>
+void rmsnorm_backward(T* dx, T* dg, const T* dout, const T* x, const T* g, const T* rstd, int N,
+                      int C);
+
+// RoPE on the q and k blocks of qkv[N,3C] ([q | k | v] per token, head h = columns h*HD..),
+// rotate-half convention: for i < HD/2 the pair (i, i+HD/2) rotates by angle
+// pos * theta^(-2i/HD), pos = position inside the sequence (0..T-1). v is copied unchanged.
+// out[N,3C] (=). out may not alias qkv.
+template <class T>
+void rope_forward(T* out, const T* qkv, int B, int T_, int C, int NH, double theta);
+// dqkv[N,3C] (=) the inverse rotation of dout (v part copied).
+template <class T>
+void rope_backward(T* dqkv, const T* dout, int B, int T_, int C, int NH, double theta);
+
+// Causal multi-head attention on qkv[N,3C] (after RoPE):
+//   att[B,NH,T,T] (=) softmax_causal(q k^T / sqrt(HD)) (zeros above the diagonal)
+//   out[N,C] (=) att @ v, heads concatenated (head h -> columns h*HD..)
+template <class T>
+void attention_forward(T* out, T* att, const T* qkv, int B, int T_, int C, int NH);
+// dqkv[N,3C] (=). scratch: at least B*NH*T*T elements (datt), contents undefined after.
+template <class T>
+void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int B,
+                        int T_, int C, int NH);
+
+// losses[N] (=) logsumexp(logits[n,:]) - logits[n, targets[n]];  probs[N,V] (=) softmax(logits).
+// probs may alias logits (in place).
+template <class T>
+void crossentropy_forward(T* losses, T* probs, const T* logits, const int32_t* targets, int N,
+                          int V);
+// dlogits[N,V] (=) (probs - onehot(targets)) * dlosses[n]. dlogits may alias probs.
+template <class T>
+void crossentropy_backward(T* dlogits, const T* probs, const int32_t* targets, const T* dlosses,
+                           int N, int V);
+
+// out[n] (=) a[n] + b[n]  (the residual stream)
+template <class T>
+void residual_forward(T* out, const T* a, const T* b, long n);
+
+}  // namespace sy::cpu

@@ -1,0 +1,131 @@
+// The experiment config (SPEC section 7): one struct per YAML section, defaults here, documented
+// key by key in configs/README.md. load_config() parses, applies `--set a.b=v` overrides, and
+// validates; every problem is a UsageError (exit 2) naming the key path, the value and what is
+// allowed, raised before any work is done.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sy {
+
+struct RunConfig {
+  std::string name = "run";
+  uint64_t seed = 1234;
+  std::string out_dir;  // empty -> "runs/<name>" (resolved by load_config)
+};
+
+struct ModelConfig {
+  int64_t vocab_size = 256;
+  int64_t d_model = 64;
+  int64_t n_layers = 2;
+  int64_t n_heads = 4;
+  int64_t seq_len = 64;
+  double norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+  bool tie_embeddings = true;
+};
+
+enum class AuxScope { kSequence, kMicroBatch };
+
+struct MoeConfig {
+  int64_t num_experts = 4;
+  int64_t top_k = 2;
+  int64_t ffn_hidden = 128;
+  int64_t shared_experts = 0;
+  bool norm_topk = true;
+  std::optional<double> capacity_factor;  // nullopt = dropless
+  double aux_loss_coeff = 1e-2;
+  AuxScope aux_loss_scope = AuxScope::kSequence;
+  double z_loss_coeff = 1e-3;
+  double bias_update_rate = 0.0;
+  int64_t overlap_chunks = 1;
+};
+
+enum class A2aKind { kAuto, kFlat, kHierarchical };  // auto: hierarchical when > 1 node
+enum class InternodeKind { kUcx, kMpi };
+
+struct ParallelConfig {
+  int64_t tp = 1;
+  int64_t ep = 1;
+  int64_t etp = 1;
+  int64_t ranks_per_node = 0;  // 0 = as MPI reports (MPI_COMM_TYPE_SHARED)
+  A2aKind a2a = A2aKind::kAuto;
+  InternodeKind internode = InternodeKind::kUcx;
+  bool zero1 = false;
+};
+
+enum class Precision { kFp32, kBf16 };
+
+struct TrainConfig {
+  int64_t steps = 100;
+  int64_t global_batch = 8;  // sequences per optimizer step
+  int64_t micro_batch = 8;   // sequences per forward/backward on one data-parallel rank
+  double lr = 1e-3;
+  double min_lr = 1e-4;
+  int64_t warmup_steps = 10;
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;  // 0 = no clipping
+  Precision precision = Precision::kFp32;
+};
+
+struct DataConfig {
+  std::string path;  // token file written by `switchyard data prepare` (required)
+};
+
+struct EvalConfig {
+  int64_t every = 50;  // 0 = only at the end
+  int64_t sequences = 32;
+};
+
+struct CheckpointConfig {
+  std::string dir;  // empty -> "<run.out_dir>/checkpoints"
+  int64_t every = 0;  // 0 = no periodic checkpoints
+  int64_t keep = 3;
+};
+
+struct LogConfig {
+  int64_t every = 1;
+};
+
+enum class Device { kCpu, kCuda };
+
+struct Config {
+  RunConfig run;
+  ModelConfig model;
+  MoeConfig moe;
+  ParallelConfig parallel;
+  TrainConfig train;
+  DataConfig data;
+  EvalConfig eval;
+  CheckpointConfig checkpoint;
+  LogConfig log;
+  Device device = Device::kCpu;
+};
+
+// Parses `path` (YAML), applies `overrides` ("a.b=value", in order, each parsed as YAML scalar),
+// fills defaults, resolves derived paths, validates. Throws UsageError naming the key path.
+// Relative data.path is taken relative to the current directory (as a user typed it).
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// Same, from YAML text (tests; `source_name` is used in messages instead of a file name).
+Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {},
+                    const std::string& source_name = "<config>");
+
+// Validation of a Config built in code (load/parse call it). Checks single-process invariants
+// (the world size is checked by the parallel layout code).
+void validate_config(const Config& cfg);
+
+// The resolved config as YAML, every key present (printed at start, stored with the run).
+std::string to_yaml(const Config& cfg);
+
+// Enum spellings used in YAML, to_yaml and messages.
+const char* to_string(AuxScope v);
+const char* to_string(A2aKind v);
+const char* to_string(InternodeKind v);
+const char* to_string(Precision v);
+const char* to_string(Device v);
+
+}  // namespace sy

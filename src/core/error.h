@@ -1,0 +1,49 @@
+// Errors and exit codes (SPEC section 9).
+//
+// Code throws; app/ catches at the top and turns the exception type into the exit code:
+//   UsageError     -> 2  bad usage, bad config or bad input file (message names key/file and what)
+//   NumericalError -> 3  non-finite loss or gradients
+//   anything else  -> 1
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace sy {
+
+enum ExitCode : int { kExitOk = 0, kExitOther = 1, kExitUsage = 2, kExitNumerical = 3 };
+
+// Bad command line, config or input file. The message must name the key or the file.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Non-finite loss or gradients.
+class NumericalError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+[[noreturn]] inline void throw_check(const char* expr, const char* file, int line,
+                                     const std::string& msg) {
+  std::ostringstream os;
+  os << file << ":" << line << ": check failed: " << expr;
+  if (!msg.empty()) os << ": " << msg;
+  throw std::logic_error(os.str());
+}
+}  // namespace detail
+
+}  // namespace sy
+
+// Internal invariant (a bug if it fails, not a user error): throws std::logic_error with file:line.
+#define SY_CHECK(cond, msg)                                                              \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
+      std::ostringstream sy_check_os_;                                                   \
+      sy_check_os_ << msg;                                                               \
+      ::sy::detail::throw_check(#cond, __FILE__, __LINE__, sy_check_os_.str());          \
+    }                                                                                    \
+  } while (0)
