@@ -5,13 +5,16 @@
 namespace sy::cpu {
 
 namespace {
-CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
+CBLAS_TRANSPOSE tr(bool t) {
+  return t ? CblasTrans : CblasNoTrans;
+}
 
 // K == 0 (e.g. an expert that received no tokens): the product is empty, C = beta * C.
 template <class T>
 void scale_only(int M, int N, T beta, T* C, int ldc) {
   for (int i = 0; i < M; ++i)
-    for (int j = 0; j < N; ++j) C[(long)i * ldc + j] = beta == T(0) ? T(0) : beta * C[(long)i * ldc + j];
+    for (int j = 0; j < N; ++j)
+      C[(long)i * ldc + j] = beta == T(0) ? T(0) : beta * C[(long)i * ldc + j];
 }
 }  // namespace
 
@@ -50,9 +53,9 @@ void matmul_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, int N, i
 
 template void matmul_forward<float>(float*, const float*, const float*, int, int, int);
 template void matmul_forward<double>(double*, const double*, const double*, int, int, int);
-template void matmul_backward<float>(float*, float*, const float*, const float*, const float*,
-                                     int, int, int, Grad);
-template void matmul_backward<double>(double*, double*, const double*, const double*,
-                                      const double*, int, int, int, Grad);
+template void matmul_backward<float>(float*, float*, const float*, const float*, const float*, int,
+                                     int, int, Grad);
+template void matmul_backward<double>(double*, double*, const double*, const double*, const double*,
+                                      int, int, int, Grad);
 
 }  // namespace sy::cpu

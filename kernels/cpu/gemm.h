@@ -10,8 +10,8 @@ namespace sy::cpu {
 //   op(B) is [K,N]: B is [K,N] (ldb >= N) or, when trans_b, [N,K] (ldb >= K).
 // M, N or K == 0 is allowed (C is scaled by beta when K == 0, untouched when M or N == 0).
 template <class T>
-void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
-          const T* B, int ldb, T beta, T* C, int ldc);
+void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda, const T* B,
+          int ldb, T beta, T* C, int ldc);
 
 // How a backward writes an activation gradient: assigned (the usual case) or accumulated into
 // (when several paths feed one tensor, e.g. the routed and shared experts of one MoE input).

@@ -31,7 +31,7 @@ void rmsnorm_backward(T* dx, T* dg, const T* dout, const T* x, const T* g, const
 // RoPE on the q and k blocks of qkv[N,3C] ([q | k | v] per token, head h = columns h*HD..),
 // rotate-half convention: for i < HD/2 the pair (i, i+HD/2) rotates by angle
 // pos * theta^(-2i/HD), pos = position inside the sequence (0..T-1). v is copied unchanged.
-// out[N,3C] (=). out may not alias qkv.
+// HD must be even. Angles are computed in double. out[N,3C] (=). out may not alias qkv.
 template <class T>
 void rope_forward(T* out, const T* qkv, int B, int T_, int C, int NH, double theta);
 // dqkv[N,3C] (=) the inverse rotation of dout (v part copied).
@@ -41,6 +41,8 @@ void rope_backward(T* dqkv, const T* dout, int B, int T_, int C, int NH, double 
 // Causal multi-head attention on qkv[N,3C] (after RoPE):
 //   att[B,NH,T,T] (=) softmax_causal(q k^T / sqrt(HD)) (zeros above the diagonal)
 //   out[N,C] (=) att @ v, heads concatenated (head h -> columns h*HD..)
+// The (b,h) pairs run on OpenMP threads when OpenBLAS is sequential, single-threaded or
+// OpenMP-built; results are bitwise reproducible run to run (see attention.cpp).
 template <class T>
 void attention_forward(T* out, T* att, const T* qkv, int B, int T_, int C, int NH);
 // dqkv[N,3C] (=). scratch: at least B*NH*T*T elements (datt), contents undefined after.
@@ -49,7 +51,7 @@ void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const 
                         int T_, int C, int NH);
 
 // losses[N] (=) logsumexp(logits[n,:]) - logits[n, targets[n]];  probs[N,V] (=) softmax(logits).
-// probs may alias logits (in place).
+// targets[n] in [0, V). probs may alias logits (in place).
 template <class T>
 void crossentropy_forward(T* losses, T* probs, const T* logits, const int32_t* targets, int N,
                           int V);
@@ -58,7 +60,8 @@ template <class T>
 void crossentropy_backward(T* dlogits, const T* probs, const int32_t* targets, const T* dlosses,
                            int N, int V);
 
-// out[n] (=) a[n] + b[n]  (the residual stream)
+// out[n] (=) a[n] + b[n]  (the residual stream); out may alias a or b. Its backward is the
+// identity: the caller adds the incoming gradient to both branches.
 template <class T>
 void residual_forward(T* out, const T* a, const T* b, long n);
 

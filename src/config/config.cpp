@@ -1,1 +1,517 @@
-// placeholder: implemented in a following commit
+// The config schema (SPEC section 7) as one table: every key path with the member it fills. The
+// parser, the `--set` overrides, the unknown-key check and to_yaml all walk this table, so a key
+// added here is parsed, overridable, checked and dumped at once. Range rules live in validate.cpp.
+#include "src/config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <set>
+#include <span>
+#include <sstream>
+#include <string_view>
+#include <system_error>
+#include <variant>
+
+#include "src/core/error.h"
+
+namespace sy {
+
+namespace {
+
+template <class T>
+using Accessor = T& (*)(Config&);
+using Field =
+    std::variant<Accessor<int64_t>, Accessor<uint64_t>, Accessor<double>, Accessor<bool>,
+                 Accessor<std::string>, Accessor<std::optional<double>>, Accessor<AuxScope>,
+                 Accessor<A2aKind>, Accessor<InternodeKind>, Accessor<Precision>, Accessor<Device>>;
+
+struct Key {
+  std::string_view path;  // "section.key", or "key" for a top-level scalar
+  Field field;
+};
+
+// A captureless lambda returning a reference to the member: decays to the Accessor alternative.
+#define SY_KEY(path, member)                                          \
+  Key {                                                               \
+    path, +[](Config& c) -> decltype((c.member)) { return c.member; } \
+  }
+
+const Key kKeys[] = {
+    SY_KEY("run.name", run.name),
+    SY_KEY("run.seed", run.seed),
+    SY_KEY("run.out_dir", run.out_dir),
+    SY_KEY("model.vocab_size", model.vocab_size),
+    SY_KEY("model.d_model", model.d_model),
+    SY_KEY("model.n_layers", model.n_layers),
+    SY_KEY("model.n_heads", model.n_heads),
+    SY_KEY("model.seq_len", model.seq_len),
+    SY_KEY("model.norm_eps", model.norm_eps),
+    SY_KEY("model.rope_theta", model.rope_theta),
+    SY_KEY("model.tie_embeddings", model.tie_embeddings),
+    SY_KEY("moe.num_experts", moe.num_experts),
+    SY_KEY("moe.top_k", moe.top_k),
+    SY_KEY("moe.ffn_hidden", moe.ffn_hidden),
+    SY_KEY("moe.shared_experts", moe.shared_experts),
+    SY_KEY("moe.norm_topk", moe.norm_topk),
+    SY_KEY("moe.capacity_factor", moe.capacity_factor),
+    SY_KEY("moe.aux_loss_coeff", moe.aux_loss_coeff),
+    SY_KEY("moe.aux_loss_scope", moe.aux_loss_scope),
+    SY_KEY("moe.z_loss_coeff", moe.z_loss_coeff),
+    SY_KEY("moe.bias_update_rate", moe.bias_update_rate),
+    SY_KEY("moe.overlap_chunks", moe.overlap_chunks),
+    SY_KEY("parallel.tp", parallel.tp),
+    SY_KEY("parallel.ep", parallel.ep),
+    SY_KEY("parallel.etp", parallel.etp),
+    SY_KEY("parallel.ranks_per_node", parallel.ranks_per_node),
+    SY_KEY("parallel.a2a", parallel.a2a),
+    SY_KEY("parallel.internode", parallel.internode),
+    SY_KEY("parallel.zero1", parallel.zero1),
+    SY_KEY("train.steps", train.steps),
+    SY_KEY("train.global_batch", train.global_batch),
+    SY_KEY("train.micro_batch", train.micro_batch),
+    SY_KEY("train.lr", train.lr),
+    SY_KEY("train.min_lr", train.min_lr),
+    SY_KEY("train.warmup_steps", train.warmup_steps),
+    SY_KEY("train.weight_decay", train.weight_decay),
+    SY_KEY("train.grad_clip", train.grad_clip),
+    SY_KEY("train.precision", train.precision),
+    SY_KEY("data.path", data.path),
+    SY_KEY("eval.every", eval.every),
+    SY_KEY("eval.sequences", eval.sequences),
+    SY_KEY("checkpoint.dir", checkpoint.dir),
+    SY_KEY("checkpoint.every", checkpoint.every),
+    SY_KEY("checkpoint.keep", checkpoint.keep),
+    SY_KEY("log.every", log.every),
+    SY_KEY("device", device),
+};
+#undef SY_KEY
+
+template <class E>
+struct Spelling {
+  E value;
+  const char* name;
+};
+constexpr Spelling<AuxScope> kAuxScopes[] = {{AuxScope::kSequence, "sequence"},
+                                             {AuxScope::kMicroBatch, "micro_batch"}};
+constexpr Spelling<A2aKind> kA2aKinds[] = {
+    {A2aKind::kAuto, "auto"}, {A2aKind::kFlat, "flat"}, {A2aKind::kHierarchical, "hierarchical"}};
+constexpr Spelling<InternodeKind> kInternodeKinds[] = {{InternodeKind::kUcx, "ucx"},
+                                                       {InternodeKind::kMpi, "mpi"}};
+constexpr Spelling<Precision> kPrecisions[] = {{Precision::kFp32, "fp32"},
+                                               {Precision::kBf16, "bf16"}};
+constexpr Spelling<Device> kDevices[] = {{Device::kCpu, "cpu"}, {Device::kCuda, "cuda"}};
+
+std::span<const Spelling<AuxScope>> spellings(AuxScope) {
+  return kAuxScopes;
+}
+std::span<const Spelling<A2aKind>> spellings(A2aKind) {
+  return kA2aKinds;
+}
+std::span<const Spelling<InternodeKind>> spellings(InternodeKind) {
+  return kInternodeKinds;
+}
+std::span<const Spelling<Precision>> spellings(Precision) {
+  return kPrecisions;
+}
+std::span<const Spelling<Device>> spellings(Device) {
+  return kDevices;
+}
+
+template <class E>
+const char* spell(E v) {
+  for (const auto& s : spellings(v))
+    if (s.value == v) return s.name;
+  return "?";
+}
+
+std::string_view section_of(std::string_view path) {
+  const size_t dot = path.find('.');
+  return dot == std::string_view::npos ? std::string_view{} : path.substr(0, dot);
+}
+std::string_view leaf_of(std::string_view path) {
+  const size_t dot = path.find('.');
+  return dot == std::string_view::npos ? path : path.substr(dot + 1);
+}
+
+const Key* find_key(std::string_view path) {
+  for (const Key& k : kKeys)
+    if (k.path == path) return &k;
+  return nullptr;
+}
+
+bool is_section(std::string_view name) {
+  for (const Key& k : kKeys)
+    if (section_of(k.path) == name) return true;
+  return false;
+}
+
+// Optimal-string-alignment distance: Levenshtein plus adjacent transpositions ("modle" -> 1).
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i)
+    for (size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min(
+          {d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+// " (did you mean 'x'?)" for the closest candidate within edit distance 2, else "". Short words
+// get less slack: two edits turn "foo" into "moe", which is no hint at all.
+std::string suggestion(std::string_view word, const std::vector<std::string>& candidates) {
+  const size_t limit = std::min<size_t>(2, word.size() / 2);
+  size_t best = limit + 1;
+  std::string best_name;
+  for (const auto& c : candidates) {
+    const size_t d = edit_distance(word, c);
+    if (d < best) best = d, best_name = c;
+  }
+  return best_name.empty() ? "" : " (did you mean '" + best_name + "'?)";
+}
+
+// Names valid directly under `section` ("" = the root: section names and top-level keys).
+std::vector<std::string> names_under(std::string_view section) {
+  std::vector<std::string> out;
+  for (const Key& k : kKeys) {
+    const std::string name{section.empty()
+                               ? (section_of(k.path).empty() ? k.path : section_of(k.path))
+                               : leaf_of(k.path)};
+    if (section.empty() || section_of(k.path) == section)
+      if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
+  }
+  return out;
+}
+
+std::string describe(const YAML::Node& n) {
+  if (n.IsNull()) return "nothing (null)";
+  if (n.IsMap()) return "a mapping";
+  if (n.IsSequence()) return "a list";
+  return "'" + n.Scalar() + "'";
+}
+
+// Where messages say a value came from: the config file's line, or the --set that put it there.
+struct Context {
+  const std::string& source;
+  const std::map<std::string, std::string>& overridden;  // key path -> the --set text
+
+  [[noreturn]] void fail(const std::string& path, const std::string& what,
+                         const YAML::Node* node = nullptr) const {
+    std::ostringstream os;
+    os << source << ": " << path << ": " << what;
+    if (auto it = overridden.find(path); it != overridden.end())
+      os << " (from --set " << it->second << ")";
+    else if (node && !node->Mark().is_null())
+      os << " (line " << node->Mark().line + 1 << ")";
+    throw UsageError(os.str());
+  }
+};
+
+// ---- scalar conversions: strict, so "64abc" or "1.5" for an integer is an error, not 64 or 1 ---
+
+template <class Int>
+bool parse_integer(const std::string& text, Int& out) {
+  std::string_view s = text;
+  if (!s.empty() && s[0] == '+') s.remove_prefix(1);
+  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return !s.empty() && ec == std::errc{} && ptr == s.data() + s.size();
+}
+
+bool parse_number(const std::string& text, double& out) {
+  std::string_view s = text;
+  if (!s.empty() && s[0] == '+') s.remove_prefix(1);
+  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return !s.empty() && ec == std::errc{} && ptr == s.data() + s.size() && std::isfinite(out);
+}
+
+void convert(const YAML::Node& n, int64_t& out, const std::string& path, const Context& ctx) {
+  if (!n.IsScalar() || !parse_integer(n.Scalar(), out))
+    ctx.fail(path, "expected an integer, got " + describe(n), &n);
+}
+
+void convert(const YAML::Node& n, uint64_t& out, const std::string& path, const Context& ctx) {
+  if (!n.IsScalar() || !parse_integer(n.Scalar(), out))
+    ctx.fail(path, "expected a non-negative integer, got " + describe(n), &n);
+}
+
+void convert(const YAML::Node& n, double& out, const std::string& path, const Context& ctx) {
+  if (!n.IsScalar() || !parse_number(n.Scalar(), out))
+    ctx.fail(path, "expected a finite number, got " + describe(n), &n);
+}
+
+void convert(const YAML::Node& n, std::optional<double>& out, const std::string& path,
+             const Context& ctx) {
+  if (n.IsNull()) {
+    out.reset();
+    return;
+  }
+  double v = 0;
+  if (!n.IsScalar() || !parse_number(n.Scalar(), v))
+    ctx.fail(path, "expected null (dropless) or a positive number, got " + describe(n), &n);
+  out = v;
+}
+
+void convert(const YAML::Node& n, bool& out, const std::string& path, const Context& ctx) {
+  static constexpr std::string_view kTrue[] = {"true", "True", "TRUE", "yes", "Yes",
+                                               "YES",  "on",   "On",   "ON"};
+  static constexpr std::string_view kFalse[] = {"false", "False", "FALSE", "no", "No",
+                                                "NO",    "off",   "Off",   "OFF"};
+  if (n.IsScalar()) {
+    const std::string& s = n.Scalar();
+    if (std::find(std::begin(kTrue), std::end(kTrue), s) != std::end(kTrue)) {
+      out = true;
+      return;
+    }
+    if (std::find(std::begin(kFalse), std::end(kFalse), s) != std::end(kFalse)) {
+      out = false;
+      return;
+    }
+  }
+  ctx.fail(path, "expected true or false, got " + describe(n), &n);
+}
+
+void convert(const YAML::Node& n, std::string& out, const std::string& path, const Context& ctx) {
+  if (n.IsNull()) {
+    out.clear();
+    return;
+  }
+  if (!n.IsScalar()) ctx.fail(path, "expected a string, got " + describe(n), &n);
+  out = n.Scalar();
+}
+
+template <class E>
+requires std::is_enum_v<E>
+void convert(const YAML::Node& n, E& out, const std::string& path, const Context& ctx) {
+  std::string allowed;
+  for (const auto& s : spellings(out)) {
+    if (n.IsScalar() && n.Scalar() == s.name) {
+      out = s.value;
+      return;
+    }
+    allowed += (allowed.empty() ? "" : "|") + std::string(s.name);
+  }
+  ctx.fail(path, "expected one of " + allowed + ", got " + describe(n), &n);
+}
+
+// ---- the tree: structure check, overrides, conversion ------------------------------------------
+
+// Every key must be in the schema and every section a mapping; duplicate keys are errors too
+// (yaml-cpp would silently keep one of them).
+void check_structure(const YAML::Node& map, const std::string& section, const Context& ctx) {
+  std::set<std::string> seen;
+  const std::vector<std::string> valid = names_under(section);
+  for (const auto& kv : map) {
+    const std::string where = section.empty() ? "" : section + ".";
+    if (!kv.first.IsScalar())
+      ctx.fail(where + "<key>", "keys must be plain names, got " + describe(kv.first), &kv.first);
+    const std::string name = kv.first.Scalar();
+    const std::string path = where + name;
+    if (!seen.insert(name).second) ctx.fail(path, "duplicate key", &kv.first);
+    if (std::find(valid.begin(), valid.end(), name) == valid.end()) {
+      // A leaf key one level too high ("d_model:" at the top) gets its full path suggested.
+      std::string hint;
+      if (section.empty())
+        for (const Key& k : kKeys)
+          if (leaf_of(k.path) == name) hint = " (did you mean '" + std::string(k.path) + "'?)";
+      if (hint.empty()) hint = suggestion(name, valid);
+      ctx.fail(path, "unknown key" + hint, &kv.first);
+    }
+    if (section.empty() && is_section(name)) {
+      if (kv.second.IsNull()) continue;  // "model:" with nothing under it: all defaults
+      if (!kv.second.IsMap())
+        ctx.fail(path, "expected a mapping of " + name + ".* keys, got " + describe(kv.second),
+                 &kv.second);
+      check_structure(kv.second, name, ctx);
+    }
+  }
+}
+
+void apply_override(YAML::Node& root, const std::string& assignment, const std::string& source,
+                    std::map<std::string, std::string>& overridden) {
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw UsageError("--set " + assignment + ": expected key.path=value, e.g. model.d_model=128");
+  const std::string path = assignment.substr(0, eq), text = assignment.substr(eq + 1);
+  if (!find_key(path)) {
+    std::vector<std::string> all;
+    for (const Key& k : kKeys) all.emplace_back(k.path);
+    const std::string what = is_section(path) ? "is a section; set its keys one by one"
+                                              : "unknown key" + suggestion(path, all);
+    throw UsageError("--set " + assignment + ": " + path + ": " + what);
+  }
+  YAML::Node value;
+  try {
+    value = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw UsageError("--set " + assignment + ": " + path + ": value is not valid YAML: " + e.msg);
+  }
+  const std::string section{section_of(path)};
+  const std::string leaf{leaf_of(path)};
+  if (section.empty()) {
+    root[leaf] = value;
+  } else {
+    if (!root[section] || root[section].IsNull()) root[section] = YAML::Node(YAML::NodeType::Map);
+    if (!root[section].IsMap())
+      throw UsageError(source + ": " + section + ": expected a mapping of " + section +
+                       ".* keys, got " + describe(root[section]));
+    root[section][leaf] = value;
+  }
+  overridden[path] = assignment;
+}
+
+// ---- to_yaml -----------------------------------------------------------------------------------
+
+// The shortest text that reads back to exactly v, with a mantissa dot when there is an exponent
+// ("1.0e-05", not "1e-05"): YAML 1.1 readers such as PyYAML take "1e-05" for a string.
+std::string format_double(double v) {
+  char buf[64];
+  const auto [ptr, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  std::string s(buf, ptr);
+  const size_t e = s.find('e');
+  if (e != std::string::npos && s.find('.') == std::string::npos) s.insert(e, ".0");
+  return s;
+}
+
+void emit(YAML::Emitter& out, Config& c, Accessor<double> f) {
+  out << format_double(f(c));
+}
+void emit(YAML::Emitter& out, Config& c, Accessor<std::optional<double>> f) {
+  if (f(c))
+    out << format_double(*f(c));
+  else
+    out << YAML::Null;
+}
+template <class T>
+void emit(YAML::Emitter& out, Config& c, Accessor<T> f) {
+  if constexpr (std::is_enum_v<T>)
+    out << spell(f(c));
+  else
+    out << f(c);
+}
+
+}  // namespace
+
+const char* to_string(AuxScope v) {
+  return spell(v);
+}
+const char* to_string(A2aKind v) {
+  return spell(v);
+}
+const char* to_string(InternodeKind v) {
+  return spell(v);
+}
+const char* to_string(Precision v) {
+  return spell(v);
+}
+const char* to_string(Device v) {
+  return spell(v);
+}
+
+std::vector<std::string> config_key_paths() {
+  std::vector<std::string> out;
+  for (const Key& k : kKeys) out.emplace_back(k.path);
+  return out;
+}
+
+Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                    const std::string& source_name) {
+  std::map<std::string, std::string> overridden;
+  const Context ctx{source_name, overridden};
+
+  YAML::Node root;
+  try {
+    const std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
+    if (docs.size() > 1)
+      throw UsageError(source_name + ": holds " + std::to_string(docs.size()) +
+                       " YAML documents; a config is one mapping");
+    if (!docs.empty()) root = docs[0];
+  } catch (const YAML::ParserException& e) {
+    std::ostringstream os;
+    os << source_name << ": YAML syntax error at line " << e.mark.line + 1 << ", column "
+       << e.mark.column + 1 << ": " << e.msg;
+    throw UsageError(os.str());
+  }
+  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap())
+    throw UsageError(source_name + ": expected a mapping of sections (run:, model:, ...), got " +
+                     describe(root));
+
+  try {
+    for (const auto& o : overrides) apply_override(root, o, source_name, overridden);
+    check_structure(root, "", ctx);
+
+    Config cfg;
+    const YAML::Node& croot = root;  // const lookups never insert
+    for (const Key& k : kKeys) {
+      const std::string path{k.path};
+      const std::string section{section_of(k.path)};
+      // Copy-constructed, never assigned: yaml-cpp's Node::operator= throws on a missing key's
+      // (invalid) node, and on a valid one it would rebind the tree.
+      const YAML::Node sec = section.empty() ? croot : croot[section];
+      if (!sec.IsDefined() || !sec.IsMap()) continue;  // section absent or empty: the defaults
+      const YAML::Node node = sec[section.empty() ? path : std::string(leaf_of(k.path))];
+      if (!node.IsDefined()) continue;  // key absent: keep the default
+      std::visit([&](auto f) { convert(node, f(cfg), path, ctx); }, k.field);
+    }
+
+    if (cfg.run.out_dir.empty()) cfg.run.out_dir = "runs/" + cfg.run.name;
+    if (cfg.checkpoint.dir.empty())
+      cfg.checkpoint.dir = (std::filesystem::path(cfg.run.out_dir) / "checkpoints").string();
+    try {
+      validate_config(cfg);
+    } catch (const UsageError& e) {
+      throw UsageError(source_name + ": " + e.what());
+    }
+    return cfg;
+  } catch (const YAML::Exception& e) {
+    // Defensive: every node shape is checked above, but a yaml-cpp surprise is still a bad config.
+    throw UsageError(source_name + ": " + e.msg);
+  }
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw UsageError("config file '" + path + "' not found");
+  if (fs::is_directory(path, ec))
+    throw UsageError("config file '" + path + "' is a directory, expected a YAML file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw UsageError("config file '" + path + "' cannot be read");
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (in.bad()) throw UsageError("config file '" + path + "' cannot be read");
+  return parse_config(text, overrides, path);
+}
+
+std::string to_yaml(const Config& cfg) {
+  Config c = cfg;  // the accessors take a mutable Config; this copy is only read
+  YAML::Emitter out;
+  out.SetNullFormat(YAML::LowerNull);
+  out << YAML::BeginMap;
+  std::string_view open_section;
+  for (const Key& k : kKeys) {
+    const std::string_view section = section_of(k.path);
+    if (section != open_section) {
+      if (!open_section.empty()) out << YAML::EndMap;
+      if (!section.empty())
+        out << YAML::Key << std::string(section) << YAML::Value << YAML::BeginMap;
+      open_section = section;
+    }
+    out << YAML::Key << std::string(leaf_of(k.path)) << YAML::Value;
+    std::visit([&](auto f) { emit(out, c, f); }, k.field);
+  }
+  if (!open_section.empty()) out << YAML::EndMap;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace sy

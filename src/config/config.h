@@ -15,6 +15,8 @@ struct RunConfig {
   std::string name = "run";
   uint64_t seed = 1234;
   std::string out_dir;  // empty -> "runs/<name>" (resolved by load_config)
+
+  bool operator==(const RunConfig&) const = default;
 };
 
 struct ModelConfig {
@@ -26,6 +28,8 @@ struct ModelConfig {
   double norm_eps = 1e-5;
   double rope_theta = 10000.0;
   bool tie_embeddings = true;
+
+  bool operator==(const ModelConfig&) const = default;
 };
 
 enum class AuxScope { kSequence, kMicroBatch };
@@ -42,6 +46,8 @@ struct MoeConfig {
   double z_loss_coeff = 1e-3;
   double bias_update_rate = 0.0;
   int64_t overlap_chunks = 1;
+
+  bool operator==(const MoeConfig&) const = default;
 };
 
 enum class A2aKind { kAuto, kFlat, kHierarchical };  // auto: hierarchical when > 1 node
@@ -55,6 +61,8 @@ struct ParallelConfig {
   A2aKind a2a = A2aKind::kAuto;
   InternodeKind internode = InternodeKind::kUcx;
   bool zero1 = false;
+
+  bool operator==(const ParallelConfig&) const = default;
 };
 
 enum class Precision { kFp32, kBf16 };
@@ -69,25 +77,35 @@ struct TrainConfig {
   double weight_decay = 0.1;
   double grad_clip = 1.0;  // 0 = no clipping
   Precision precision = Precision::kFp32;
+
+  bool operator==(const TrainConfig&) const = default;
 };
 
 struct DataConfig {
   std::string path;  // token file written by `switchyard data prepare` (required)
+
+  bool operator==(const DataConfig&) const = default;
 };
 
 struct EvalConfig {
   int64_t every = 50;  // 0 = only at the end
   int64_t sequences = 32;
+
+  bool operator==(const EvalConfig&) const = default;
 };
 
 struct CheckpointConfig {
-  std::string dir;  // empty -> "<run.out_dir>/checkpoints"
+  std::string dir;    // empty -> "<run.out_dir>/checkpoints"
   int64_t every = 0;  // 0 = no periodic checkpoints
   int64_t keep = 3;
+
+  bool operator==(const CheckpointConfig&) const = default;
 };
 
 struct LogConfig {
   int64_t every = 1;
+
+  bool operator==(const LogConfig&) const = default;
 };
 
 enum class Device { kCpu, kCuda };
@@ -103,6 +121,8 @@ struct Config {
   CheckpointConfig checkpoint;
   LogConfig log;
   Device device = Device::kCpu;
+
+  bool operator==(const Config&) const = default;
 };
 
 // Parses `path` (YAML), applies `overrides` ("a.b=value", in order, each parsed as YAML scalar),
@@ -120,6 +140,9 @@ void validate_config(const Config& cfg);
 
 // The resolved config as YAML, every key present (printed at start, stored with the run).
 std::string to_yaml(const Config& cfg);
+
+// Every key path of the schema ("run.name", ..., "device"), in to_yaml order.
+std::vector<std::string> config_key_paths();
 
 // Enum spellings used in YAML, to_yaml and messages.
 const char* to_string(AuxScope v);

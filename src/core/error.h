@@ -39,11 +39,11 @@ namespace detail {
 }  // namespace sy
 
 // Internal invariant (a bug if it fails, not a user error): throws std::logic_error with file:line.
-#define SY_CHECK(cond, msg)                                                              \
-  do {                                                                                   \
-    if (!(cond)) {                                                                       \
-      std::ostringstream sy_check_os_;                                                   \
-      sy_check_os_ << msg;                                                               \
-      ::sy::detail::throw_check(#cond, __FILE__, __LINE__, sy_check_os_.str());          \
-    }                                                                                    \
+#define SY_CHECK(cond, msg)                                                     \
+  do {                                                                          \
+    if (!(cond)) {                                                              \
+      std::ostringstream sy_check_os_;                                          \
+      sy_check_os_ << msg;                                                      \
+      ::sy::detail::throw_check(#cond, __FILE__, __LINE__, sy_check_os_.str()); \
+    }                                                                           \
   } while (0)

@@ -1,1 +1,274 @@
-// placeholder: implemented in a following commit
+#include "src/data/tokens.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "src/core/error.h"
+#include "src/core/h5.h"
+
+namespace sy {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kByteVocab = 256;
+constexpr const char* kByteTokenizer = "bytes";
+
+std::vector<unsigned char> read_input(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw UsageError("input file '" + path + "' not found");
+  if (fs::is_directory(path, ec))
+    throw UsageError("input file '" + path + "' is a directory, expected a text file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw UsageError("input file '" + path + "' cannot be read");
+  std::vector<unsigned char> bytes{std::istreambuf_iterator<char>(in),
+                                   std::istreambuf_iterator<char>()};
+  if (in.bad()) throw UsageError("input file '" + path + "' cannot be read");
+  if (bytes.empty()) throw UsageError("input file '" + path + "' is empty");
+  return bytes;
+}
+
+// SPEC section 8: uint16 ids while they fit, uint32 above.
+hid_t token_file_type(int64_t vocab_size) {
+  return vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_U32LE;
+}
+
+void write_tokens(hid_t file, const char* name, const std::vector<uint32_t>& tokens,
+                  int64_t vocab_size) {
+  const hsize_t dims[1] = {tokens.size()};
+  h5::Dataspace space{H5_CHECK(H5Screate_simple(1, dims, nullptr))};
+  h5::Dataset ds{H5_CHECK(H5Dcreate2(file, name, token_file_type(vocab_size), space, H5P_DEFAULT,
+                                     H5P_DEFAULT, H5P_DEFAULT))};
+  // HDF5 narrows the uint32 buffer to the file's uint16 on write.
+  if (!tokens.empty())
+    H5_CHECK(H5Dwrite(ds, H5T_NATIVE_UINT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, tokens.data()));
+}
+
+void write_root_attributes(hid_t file, int64_t vocab_size, const std::string& tokenizer) {
+  h5::Dataspace scalar{H5_CHECK(H5Screate(H5S_SCALAR))};
+  h5::Attribute vocab{
+      H5_CHECK(H5Acreate2(file, "vocab_size", H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT))};
+  H5_CHECK(H5Awrite(vocab, H5T_NATIVE_INT64, &vocab_size));
+  // Variable-length UTF-8: h5py reads it as a str, h5dump prints it plainly.
+  h5::Datatype str{H5_CHECK(H5Tcopy(H5T_C_S1))};
+  H5_CHECK(H5Tset_size(str, H5T_VARIABLE));
+  H5_CHECK(H5Tset_cset(str, H5T_CSET_UTF8));
+  h5::Attribute tok{H5_CHECK(H5Acreate2(file, "tokenizer", str, scalar, H5P_DEFAULT, H5P_DEFAULT))};
+  const char* text = tokenizer.c_str();
+  H5_CHECK(H5Awrite(tok, str, &text));
+}
+
+// ---- reading -----------------------------------------------------------------------------------
+
+const char* class_name(H5T_class_t c) {
+  switch (c) {
+    case H5T_INTEGER:
+      return "integer";
+    case H5T_FLOAT:
+      return "float";
+    case H5T_STRING:
+      return "string";
+    case H5T_COMPOUND:
+      return "compound";
+    case H5T_ARRAY:
+      return "array";
+    case H5T_ENUM:
+      return "enum";
+    default:
+      return "non-numeric";
+  }
+}
+
+class Reader {
+ public:
+  explicit Reader(const std::string& path) : path_(path) {}
+
+  [[noreturn]] void fail(const std::string& what) const {
+    throw UsageError("token file '" + path_ + "': " + what);
+  }
+
+  h5::Attribute open_attribute(hid_t file, const char* name) const {
+    if (H5_CHECK(H5Aexists(file, name)) <= 0)
+      fail(std::string("missing root attribute '") + name +
+           "' (files from `switchyard data prepare` have vocab_size and tokenizer)");
+    h5::Attribute attr{H5_CHECK(H5Aopen(file, name, H5P_DEFAULT))};
+    h5::Dataspace space{H5_CHECK(H5Aget_space(attr))};
+    if (H5_CHECK(H5Sget_simple_extent_npoints(space)) != 1)
+      fail(std::string("root attribute '") + name + "' must be a single value");
+    return attr;
+  }
+
+  int64_t read_int_attribute(hid_t file, const char* name) const {
+    h5::Attribute attr = open_attribute(file, name);
+    h5::Datatype type{H5_CHECK(H5Aget_type(attr))};
+    if (H5Tget_class(type) != H5T_INTEGER)
+      fail(std::string("root attribute '") + name + "' must be an integer, it is " +
+           class_name(H5Tget_class(type)));
+    int64_t v = 0;
+    H5_CHECK(H5Aread(attr, H5T_NATIVE_INT64, &v));
+    return v;
+  }
+
+  // Fixed-length (h5dump/C writers) or variable-length (h5py, prepare) strings alike.
+  std::string read_string_attribute(hid_t file, const char* name) const {
+    h5::Attribute attr = open_attribute(file, name);
+    h5::Datatype type{H5_CHECK(H5Aget_type(attr))};
+    if (H5Tget_class(type) != H5T_STRING)
+      fail(std::string("root attribute '") + name + "' must be a string, it is " +
+           class_name(H5Tget_class(type)));
+    if (H5_CHECK(H5Tis_variable_str(type)) > 0) {
+      char* text = nullptr;
+      H5_CHECK(H5Aread(attr, type, &text));
+      std::string out = text ? text : "";
+      H5free_memory(text);
+      return out;
+    }
+    std::string buf(H5Tget_size(type), '\0');
+    H5_CHECK(H5Aread(attr, type, buf.data()));
+    buf.resize(std::min(buf.find('\0'), buf.size()));
+    while (!buf.empty() && buf.back() == ' ') buf.pop_back();  // space-padded strings
+    return buf;
+  }
+
+  // Reads a 1-D integer dataset into int32, checking every id against vocab_size.
+  std::vector<int32_t> read_split(hid_t file, const char* name, int64_t vocab_size,
+                                  int64_t seq_len) const {
+    const std::string ds_name = std::string("/") + name;
+    if (H5_CHECK(H5Lexists(file, name, H5P_DEFAULT)) <= 0)
+      fail("missing dataset " + ds_name + " (expected /train and /val)");
+    const hid_t ds_id = H5Dopen2(file, name, H5P_DEFAULT);
+    if (ds_id < 0) fail(ds_name + " is not a dataset");
+    h5::Dataset ds{ds_id};
+    h5::Dataspace space{H5_CHECK(H5Dget_space(ds))};
+    const int rank = H5_CHECK(H5Sget_simple_extent_ndims(space));
+    if (rank != 1)
+      fail(ds_name + " has rank " + std::to_string(rank) +
+           ", expected a one-dimensional array of token ids");
+    h5::Datatype type{H5_CHECK(H5Dget_type(ds))};
+    if (H5Tget_class(type) != H5T_INTEGER)
+      fail(ds_name + " holds " + class_name(H5Tget_class(type)) +
+           " values, expected unsigned integer token ids");
+    hsize_t n = 0;
+    H5_CHECK(H5Sget_simple_extent_dims(space, &n, nullptr));
+    if (static_cast<int64_t>(n) < seq_len + 1)
+      fail(ds_name + " holds " + std::to_string(n) + " tokens, fewer than one sequence of " +
+           "model.seq_len + 1 = " + std::to_string(seq_len + 1));
+
+    // Blocks through an int64 buffer: any integer type converts exactly (HDF5 saturates a
+    // uint64 beyond int64, which the range check then rejects), and memory stays at int32 + block.
+    std::vector<int32_t> out(n);
+    constexpr hsize_t kBlock = hsize_t{1} << 20;
+    std::vector<int64_t> buf(std::min<hsize_t>(n, kBlock));
+    for (hsize_t start = 0; start < n; start += kBlock) {
+      const hsize_t count = std::min(kBlock, n - start);
+      H5_CHECK(H5Sselect_hyperslab(space, H5S_SELECT_SET, &start, nullptr, &count, nullptr));
+      h5::Dataspace mem{H5_CHECK(H5Screate_simple(1, &count, nullptr))};
+      H5_CHECK(H5Dread(ds, H5T_NATIVE_INT64, mem, space, H5P_DEFAULT, buf.data()));
+      for (hsize_t i = 0; i < count; ++i) {
+        if (buf[i] < 0 || buf[i] >= vocab_size)
+          fail(ds_name + "[" + std::to_string(start + i) + "] = " + std::to_string(buf[i]) +
+               " is outside the vocabulary [0, " + std::to_string(vocab_size) + ")");
+        out[start + i] = static_cast<int32_t>(buf[i]);
+      }
+    }
+    return out;
+  }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace
+
+PrepareReport prepare_token_file(const PrepareOptions& opt) {
+  if (opt.inputs.empty()) throw UsageError("data prepare: no input files given");
+  if (!(opt.val_fraction >= 0.0 && opt.val_fraction < 1.0))
+    throw UsageError("data prepare: val_fraction " + std::to_string(opt.val_fraction) +
+                     " must be in [0, 1)");
+  if (opt.output.empty()) throw UsageError("data prepare: no output file given");
+  std::error_code ec;
+  const fs::path out_path(opt.output);
+  const fs::path out_dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");
+  if (!fs::is_directory(out_dir, ec))
+    throw UsageError("output directory '" + out_dir.string() + "' for '" + opt.output +
+                     "' does not exist");
+  if (fs::is_directory(out_path, ec))
+    throw UsageError("output '" + opt.output + "' is a directory, expected a file name");
+
+  std::vector<uint32_t> train, val;
+  for (const auto& input : opt.inputs) {
+    const std::vector<unsigned char> bytes = read_input(input);
+    const size_t n = bytes.size();
+    const auto n_val = static_cast<size_t>(std::floor(static_cast<double>(n) * opt.val_fraction));
+    train.insert(train.end(), bytes.begin(), bytes.end() - static_cast<std::ptrdiff_t>(n_val));
+    val.insert(val.end(), bytes.end() - static_cast<std::ptrdiff_t>(n_val), bytes.end());
+  }
+
+  const std::string tmp = opt.output + ".tmp";
+  try {
+    h5::ErrorSilencer quiet;
+    const hid_t file_id = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (file_id < 0)
+      throw UsageError("cannot create '" + tmp + "' (is '" + out_dir.string() +
+                       "' writable?): " + h5::error_stack_message());
+    h5::File file{file_id};
+    write_tokens(file, "train", train, kByteVocab);
+    write_tokens(file, "val", val, kByteVocab);
+    write_root_attributes(file, kByteVocab, kByteTokenizer);
+    H5_CHECK(H5Fflush(file, H5F_SCOPE_LOCAL));
+  } catch (const h5::Error& e) {
+    fs::remove(tmp, ec);
+    throw std::runtime_error("writing '" + tmp + "': " + e.what());
+  }
+  fs::rename(tmp, out_path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw std::runtime_error("renaming '" + tmp + "' to '" + opt.output + "': " + ec.message());
+  }
+
+  PrepareReport r;
+  r.train_tokens = static_cast<int64_t>(train.size());
+  r.val_tokens = static_cast<int64_t>(val.size());
+  r.vocab_size = kByteVocab;
+  r.tokenizer = kByteTokenizer;
+  return r;
+}
+
+TokenData read_token_file(const std::string& path, int64_t model_vocab_size, int64_t seq_len) {
+  std::error_code ec;
+  if (path.empty()) throw UsageError("token file: no path given (set data.path)");
+  if (!fs::exists(path, ec)) throw UsageError("token file '" + path + "' not found");
+  if (fs::is_directory(path, ec))
+    throw UsageError("token file '" + path + "' is a directory, expected an HDF5 file");
+
+  const Reader r(path);
+  h5::ErrorSilencer quiet;
+  try {
+    if (H5Fis_hdf5(path.c_str()) <= 0)
+      r.fail("not an HDF5 file (make one with `switchyard data prepare`)");
+    const hid_t file_id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file_id < 0) r.fail("cannot be opened: " + h5::error_stack_message());
+    h5::File file{file_id};
+
+    TokenData data;
+    data.vocab_size = r.read_int_attribute(file, "vocab_size");
+    data.tokenizer = r.read_string_attribute(file, "tokenizer");
+    if (data.vocab_size < 2)
+      r.fail("root attribute vocab_size = " + std::to_string(data.vocab_size) +
+             ", expected at least 2");
+    if (data.vocab_size > model_vocab_size)
+      r.fail("vocab_size " + std::to_string(data.vocab_size) + " is larger than model.vocab_size " +
+             std::to_string(model_vocab_size) + " (raise model.vocab_size to at least the file's)");
+    data.train = r.read_split(file, "train", data.vocab_size, seq_len);
+    data.val = r.read_split(file, "val", data.vocab_size, seq_len);
+    return data;
+  } catch (const h5::Error& e) {
+    r.fail(std::string("cannot be read: ") + e.what());
+  }
+}
+
+}  // namespace sy

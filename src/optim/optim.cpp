@@ -1,1 +1,84 @@
-// placeholder: implemented in a following commit
+#include "src/optim/optim.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numbers>
+
+#include "src/core/error.h"
+
+namespace sy {
+
+double learning_rate(const TrainConfig& t, int64_t step) {
+  SY_CHECK(step >= 0, "step " << step);
+  SY_CHECK(t.warmup_steps >= 0, "warmup_steps " << t.warmup_steps);
+  const int64_t W = t.warmup_steps;
+  if (step < W) return t.lr * static_cast<double>(step + 1) / static_cast<double>(W);
+  const int64_t decay_steps = t.steps - 1 - W;
+  double p = 1.0;
+  if (decay_steps > 0)
+    p = std::clamp(static_cast<double>(step - W) / static_cast<double>(decay_steps), 0.0, 1.0);
+  return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + std::cos(std::numbers::pi * p));
+}
+
+double grad_sq_sum(const float* grads, size_t n) {
+  double sum = 0.0;
+  for (size_t i = 0; i < n; ++i) sum += static_cast<double>(grads[i]) * grads[i];
+  return sum;
+}
+
+double global_grad_norm(const float* grads, size_t n) {
+  return std::sqrt(grad_sq_sum(grads, n));
+}
+
+double clip_factor(double grad_norm, double grad_clip) {
+  if (!std::isfinite(grad_norm)) return std::numeric_limits<double>::quiet_NaN();
+  if (grad_clip <= 0.0) return 1.0;
+  return std::min(1.0, grad_clip / (grad_norm + 1e-6));
+}
+
+AdamW::AdamW(const ParamTable& table, double weight_decay)
+    : weight_decay_(weight_decay), m_(table.total_numel(), 0.0f), v_(table.total_numel(), 0.0f) {
+  for (const ParamSpec& s : table.specs()) segments_.push_back({s.offset, s.numel, s.kind});
+}
+
+void AdamW::step(float* params, const float* grads, double lr, double grad_scale) {
+  SY_CHECK(m_.size() == v_.size(), "m has " << m_.size() << " elements, v " << v_.size());
+  ++step_count_;
+  const double t = static_cast<double>(step_count_);
+  const double bc1 = 1.0 - std::pow(kBeta1, t);
+  const double bc2 = 1.0 - std::pow(kBeta2, t);
+  for (const Segment& seg : segments_) {
+    if (seg.kind == ParamKind::kBias) continue;
+    SY_CHECK(seg.offset + seg.numel <= m_.size(), "optimizer state smaller than the table");
+    const double wd = seg.kind == ParamKind::kMatrix ? weight_decay_ : 0.0;
+    float* p = params + seg.offset;
+    const float* g = grads + seg.offset;
+    float* m1 = m_.data() + seg.offset;
+    float* m2 = v_.data() + seg.offset;
+    for (size_t i = 0; i < seg.numel; ++i) {
+      const double gi = static_cast<double>(g[i]) * grad_scale;
+      const double mi = kBeta1 * m1[i] + (1.0 - kBeta1) * gi;
+      const double vi = kBeta2 * m2[i] + (1.0 - kBeta2) * gi * gi;
+      const double u = (mi / bc1) / (std::sqrt(vi / bc2) + kEps);
+      const double pi = p[i];
+      p[i] = static_cast<float>(pi - lr * (u + wd * pi));
+      m1[i] = static_cast<float>(mi);
+      m2[i] = static_cast<float>(vi);
+    }
+  }
+}
+
+void update_router_bias(float* bias, const int64_t* load, int E, double rate) {
+  SY_CHECK(E > 0, "E = " << E);
+  double total = 0.0;
+  for (int i = 0; i < E; ++i) total += static_cast<double>(load[i]);
+  const double mean_load = total / E;
+  for (int i = 0; i < E; ++i) {
+    const double diff = mean_load - static_cast<double>(load[i]);
+    const double sign = diff > 0.0 ? 1.0 : (diff < 0.0 ? -1.0 : 0.0);
+    bias[i] = static_cast<float>(bias[i] + rate * sign);
+  }
+}
+
+}  // namespace sy

@@ -1,0 +1,97 @@
+#include "comm/mpi.h"
+
+#include <sstream>
+#include <stdexcept>
+#include <utility>
+
+namespace sy::comm {
+
+int world_rank() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return -1;
+  int rank = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+std::string mpi_error_string(int error_code) {
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int len = 0;
+  if (MPI_Error_string(error_code, text, &len) != MPI_SUCCESS) {
+    return "unknown MPI error code " + std::to_string(error_code);
+  }
+  return std::string(text, static_cast<size_t>(len));
+}
+
+namespace detail {
+void throw_mpi_error(int error_code, const char* call, const char* file, int line) {
+  std::ostringstream os;
+  os << "rank " << world_rank() << ": " << file << ":" << line << ": " << call
+     << " failed: " << mpi_error_string(error_code);
+  throw std::runtime_error(os.str());
+}
+}  // namespace detail
+
+namespace {
+bool owned(MPI_Comm comm) {
+  return comm != MPI_COMM_NULL && comm != MPI_COMM_WORLD && comm != MPI_COMM_SELF;
+}
+}  // namespace
+
+Comm::Comm(MPI_Comm comm) : comm_(comm) {
+  if (comm_ == MPI_COMM_NULL) return;
+  try {
+    // World and self keep the handler their owner gave them (see install_abort_error_handler).
+    if (owned(comm_)) MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+    MPI_CHECK(MPI_Comm_size(comm_, &size_));
+  } catch (...) {
+    reset();
+    throw;
+  }
+}
+
+Comm::~Comm() {
+  reset();
+}
+
+Comm::Comm(Comm&& other) noexcept
+    : comm_(std::exchange(other.comm_, MPI_COMM_NULL)),
+      rank_(std::exchange(other.rank_, -1)),
+      size_(std::exchange(other.size_, 0)) {}
+
+Comm& Comm::operator=(Comm&& other) noexcept {
+  if (this != &other) {
+    reset();
+    comm_ = std::exchange(other.comm_, MPI_COMM_NULL);
+    rank_ = std::exchange(other.rank_, -1);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+void Comm::reset() noexcept {
+  // A destructor cannot throw; after MPI_Finalize there is nothing left to free.
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (owned(comm_) && !finalized) MPI_Comm_free(&comm_);
+  comm_ = MPI_COMM_NULL;
+  rank_ = -1;
+  size_ = 0;
+}
+
+Comm Comm::dup(MPI_Comm parent) {
+  MPI_Comm out = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_dup(parent, &out));
+  return Comm(out);
+}
+
+Comm Comm::split(MPI_Comm parent, int color, int key) {
+  MPI_Comm out = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_split(parent, color, key, &out));
+  return Comm(out);
+}
+
+}  // namespace sy::comm

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Build everything with warnings as errors and run the whole test suite (what CI runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash jobs/deps.sh
+cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Release -DSWITCHYARD_WERROR=ON >/dev/null
+cmake --build build-test -j"$(nproc)"
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
+cd build-test && ctest --output-on-failure -j"$(nproc)" --timeout 600

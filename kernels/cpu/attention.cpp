@@ -1,0 +1,125 @@
+// Causal multi-head self-attention on the fused qkv[N,3C] (shape letters in ops.h).
+// Per (sequence b, head h) the q, k, v blocks are [T,HD] strided views of qkv (row stride 3C),
+// so every product is one gemm() with leading dimensions and nothing is copied.
+// The (b,h) loop is parallel: each iteration writes only its own att/scratch block and its own
+// HD-wide column slice of out/dqkv, and nothing is reduced across threads, so results are
+// bitwise the same for any OpenMP thread count.
+#include <cblas.h>
+
+#include <cmath>
+
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/ops.h"
+
+namespace sy::cpu {
+
+namespace {
+
+// OpenBLAS built on pthreads (Debian's default) runs its own thread pool per call; calling it
+// from several OpenMP threads at once makes the pools fight for the cores (measured 6-9x slower
+// on 2 cores). So heads go parallel only when BLAS is sequential, limited to one thread
+// (OPENBLAS_NUM_THREADS=1, the fastest setting here), or OpenMP-built (it then runs each call
+// single-threaded inside our region). Otherwise each gemm is threaded by OpenBLAS instead.
+// Results are bitwise reproducible for a given OpenBLAS thread count; a threaded OpenBLAS gemm
+// may differ from a single-threaded one in the last bits (as for every gemm of the model).
+bool parallel_heads() {
+  return openblas_get_parallel() != OPENBLAS_THREAD || openblas_get_num_threads() == 1;
+}
+
+// Strided [T,HD] views of one (b,h) block.
+struct HeadView {
+  long q, k, v;  // offsets of q/k/v[b, 0, h*HD] in qkv (row stride 3C)
+  long o;        // offset of out[b, 0, h*HD] (row stride C)
+  long a;        // offset of att[b, h, 0, 0] (row stride T)
+};
+
+HeadView head_view(int bh, int T_, int C, int NH) {
+  const int b = bh / NH;
+  const int h = bh % NH;
+  const int HD = C / NH;
+  const long tok0 = static_cast<long>(b) * T_;
+  HeadView v{};
+  v.q = tok0 * 3L * C + static_cast<long>(h) * HD;
+  v.k = v.q + C;
+  v.v = v.q + 2L * C;
+  v.o = tok0 * C + static_cast<long>(h) * HD;
+  v.a = static_cast<long>(bh) * T_ * T_;
+  return v;
+}
+
+}  // namespace
+
+// out[N,C] (=) att @ v per head; att[B,NH,T,T] (=) softmax_causal(q k^T / sqrt(HD)), zeros
+// above the diagonal; qkv: [N,3C] (after RoPE).
+template <class T>
+void attention_forward(T* out, T* att, const T* qkv, int B, int T_, int C, int NH) {
+  const int HD = C / NH;
+  const int C3 = 3 * C;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HD)));
+#pragma omp parallel for schedule(static) if (parallel_heads())
+  for (int bh = 0; bh < B * NH; ++bh) {
+    const HeadView hv = head_view(bh, T_, C, NH);
+    T* a = att + hv.a;
+    // Full [T,T] scores; the upper triangle is computed and then overwritten by the mask
+    // (cheaper than T small gemms for the lower triangle).
+    gemm<T>(false, true, T_, T_, HD, scale, qkv + hv.q, C3, qkv + hv.k, C3, T(0), a, T_);
+    for (int t = 0; t < T_; ++t) {
+      T* row = a + static_cast<long>(t) * T_;
+      T mx = row[0];
+      for (int s = 1; s <= t; ++s) mx = row[s] > mx ? row[s] : mx;
+      double sum = 0.0;
+      for (int s = 0; s <= t; ++s) {
+        row[s] = static_cast<T>(std::exp(static_cast<double>(row[s] - mx)));
+        sum += static_cast<double>(row[s]);
+      }
+      const T inv = static_cast<T>(1.0 / sum);
+      for (int s = 0; s <= t; ++s) row[s] *= inv;
+      for (int s = t + 1; s < T_; ++s) row[s] = T(0);
+    }
+    // The zeros above the diagonal make the full product causal.
+    gemm<T>(false, false, T_, HD, T_, T(1), a, T_, qkv + hv.v, C3, T(0), out + hv.o, C);
+  }
+}
+
+// dqkv[N,3C] (=); scratch: >= B*NH*T*T elements (datt), undefined after; dout: [N,C];
+// qkv: [N,3C] and att[B,NH,T,T] from the forward.
+//   datt = dout v^T, dv = att^T dout,
+//   dS = att * (datt - rowsum(att * datt))   (softmax backward, zero above the diagonal),
+//   dq = dS k / sqrt(HD), dk = dS^T q / sqrt(HD).
+template <class T>
+void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int B,
+                        int T_, int C, int NH) {
+  const int HD = C / NH;
+  const int C3 = 3 * C;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HD)));
+#pragma omp parallel for schedule(static) if (parallel_heads())
+  for (int bh = 0; bh < B * NH; ++bh) {
+    const HeadView hv = head_view(bh, T_, C, NH);
+    const T* a = att + hv.a;
+    T* ds = scratch + hv.a;
+    const T* dy = dout + hv.o;
+    gemm<T>(false, true, T_, T_, HD, T(1), dy, C, qkv + hv.v, C3, T(0), ds, T_);
+    gemm<T>(true, false, T_, HD, T_, T(1), a, T_, dy, C, T(0), dqkv + hv.v, C3);
+    for (int t = 0; t < T_; ++t) {
+      const T* arow = a + static_cast<long>(t) * T_;
+      T* drow = ds + static_cast<long>(t) * T_;
+      double dot = 0.0;
+      for (int s = 0; s <= t; ++s)
+        dot += static_cast<double>(arow[s]) * static_cast<double>(drow[s]);
+      const T d = static_cast<T>(dot);
+      for (int s = 0; s <= t; ++s) drow[s] = arow[s] * (drow[s] - d);
+      for (int s = t + 1; s < T_; ++s) drow[s] = T(0);
+    }
+    gemm<T>(false, false, T_, HD, T_, scale, ds, T_, qkv + hv.k, C3, T(0), dqkv + hv.q, C3);
+    gemm<T>(true, false, T_, HD, T_, scale, ds, T_, qkv + hv.q, C3, T(0), dqkv + hv.k, C3);
+  }
+}
+
+#define SY_INSTANTIATE(T)                                                   \
+  template void attention_forward<T>(T*, T*, const T*, int, int, int, int); \
+  template void attention_backward<T>(T*, T*, const T*, const T*, const T*, int, int, int, int);
+SY_INSTANTIATE(float)
+SY_INSTANTIATE(double)
+#undef SY_INSTANTIATE
+
+}  // namespace sy::cpu

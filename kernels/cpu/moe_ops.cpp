@@ -1,0 +1,180 @@
+// MoE-specific ops on the CPU (see moe_ops.h for the shape letters and conventions).
+#include "kernels/cpu/moe_ops.h"
+
+#include <cmath>
+
+namespace sy::cpu {
+
+// probs[N,E], lse[N], topk_idx[N,K], gates[N,K] (=); logits: [N,E], bias: [E] or null.
+template <class T>
+void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logits, const T* bias,
+                    int N, int E, int K, bool norm_topk) {
+  for (int n = 0; n < N; ++n) {
+    const T* z = logits + static_cast<long>(n) * E;
+    T* p = probs + static_cast<long>(n) * E;
+    int32_t* sel = topk_idx + static_cast<long>(n) * K;
+    T* g = gates + static_cast<long>(n) * K;
+
+    double zmax = static_cast<double>(z[0]);
+    for (int i = 1; i < E; ++i) zmax = std::fmax(zmax, static_cast<double>(z[i]));
+    double sum = 0.0;
+    for (int i = 0; i < E; ++i) sum += std::exp(static_cast<double>(z[i]) - zmax);
+    const double l = zmax + std::log(sum);
+    lse[n] = static_cast<T>(l);
+    for (int i = 0; i < E; ++i) p[i] = static_cast<T>(std::exp(static_cast<double>(z[i]) - l));
+
+    // K passes of argmax over the not yet selected experts. The strict '>' keeps the lower
+    // index on ties; starting from the first candidate keeps the selection defined (distinct
+    // experts) even when the scores are NaN, so a bad step fails on its loss, not here.
+    for (int j = 0; j < K; ++j) {
+      int best = -1;
+      T best_score = T(0);
+      for (int i = 0; i < E; ++i) {
+        bool taken = false;
+        for (int q = 0; q < j; ++q) taken = taken || sel[q] == i;
+        if (taken) continue;
+        const T score = bias ? p[i] + bias[i] : p[i];
+        if (best < 0 || score > best_score) {
+          best = i;
+          best_score = score;
+        }
+      }
+      sel[j] = best;
+    }
+
+    double gsum = 0.0;
+    for (int j = 0; j < K; ++j) gsum += static_cast<double>(p[sel[j]]);
+    for (int j = 0; j < K; ++j) {
+      g[j] = norm_topk ? static_cast<T>(static_cast<double>(p[sel[j]]) / gsum) : p[sel[j]];
+    }
+  }
+}
+
+// dlogits[N,E] (=); dgates: [N,K], dprobs: [N,E] or null, dlse: [N] or null, probs: [N,E],
+// topk_idx: [N,K].
+// With S = sum_j p_{e_j} and w_j = p_{e_j} / S (norm_topk):
+//   dp_{e_j} += (dw_j - sum_l dw_l w_l) / S      (without norm_topk: dp_{e_j} += dw_j)
+// then through the softmax and d lse / dz_i = p_i:
+//   dz_i = p_i (dp_i - sum_k p_k dp_k) + dlse p_i.
+template <class T>
+void router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* dlse, const T* probs,
+                     const int32_t* topk_idx, int N, int E, int K, bool norm_topk) {
+  for (int n = 0; n < N; ++n) {
+    const T* p = probs + static_cast<long>(n) * E;
+    const int32_t* sel = topk_idx + static_cast<long>(n) * K;
+    const T* dg = dgates + static_cast<long>(n) * K;
+    T* dz = dlogits + static_cast<long>(n) * E;  // holds dp until the softmax step
+
+    for (int i = 0; i < E; ++i) dz[i] = dprobs ? dprobs[static_cast<long>(n) * E + i] : T(0);
+    if (norm_topk) {
+      double s = 0.0;
+      for (int j = 0; j < K; ++j) s += static_cast<double>(p[sel[j]]);
+      double dot = 0.0;  // sum_l dw_l w_l = sum_l dw_l p_{e_l} / S
+      for (int j = 0; j < K; ++j)
+        dot += static_cast<double>(dg[j]) * static_cast<double>(p[sel[j]]);
+      dot /= s;
+      for (int j = 0; j < K; ++j) {
+        dz[sel[j]] += static_cast<T>((static_cast<double>(dg[j]) - dot) / s);
+      }
+    } else {
+      for (int j = 0; j < K; ++j) dz[sel[j]] += dg[j];
+    }
+
+    double pdp = 0.0;
+    for (int i = 0; i < E; ++i) pdp += static_cast<double>(p[i]) * static_cast<double>(dz[i]);
+    const double dl = dlse ? static_cast<double>(dlse[n]) : 0.0;
+    for (int i = 0; i < E; ++i) {
+      dz[i] = static_cast<T>(static_cast<double>(p[i]) * (static_cast<double>(dz[i]) - pdp + dl));
+    }
+  }
+}
+
+// h[n] (=); a, b: [n]. sigmoid as 1/(1+exp(-a)): for very negative a, exp overflows to inf and
+// the sigmoid to 0, never NaN.
+template <class T>
+void swiglu_forward(T* h, const T* a, const T* b, long n) {
+  for (long i = 0; i < n; ++i) {
+    const T s = T(1) / (T(1) + std::exp(-a[i]));
+    h[i] = a[i] * s * b[i];
+  }
+}
+
+// da[n], db[n] (=); dh, a, b: [n]. silu'(a) = s (1 + a (1 - s)), s = sigmoid(a).
+template <class T>
+void swiglu_backward(T* da, T* db, const T* dh, const T* a, const T* b, long n) {
+  for (long i = 0; i < n; ++i) {
+    const T g = dh[i];
+    const T s = T(1) / (T(1) + std::exp(-a[i]));
+    const T silu = a[i] * s;
+    da[i] = g * b[i] * s * (T(1) + a[i] * (T(1) - s));
+    db[i] = g * silu;
+  }
+}
+
+// out[A,C] (=); in: [N,C], idx: [A].
+template <class T>
+void gather_rows_forward(T* out, const T* in, const int32_t* idx, int A, int C) {
+  for (int r = 0; r < A; ++r) {
+    const T* src = in + static_cast<long>(idx[r]) * C;
+    T* dst = out + static_cast<long>(r) * C;
+    for (int c = 0; c < C; ++c) dst[c] = src[c];
+  }
+}
+
+// din[N,C] (+=); dout: [A,C], idx: [A].
+template <class T>
+void gather_rows_backward(T* din, const T* dout, const int32_t* idx, int A, int C) {
+  for (int r = 0; r < A; ++r) {
+    const T* src = dout + static_cast<long>(r) * C;
+    T* dst = din + static_cast<long>(idx[r]) * C;
+    for (int c = 0; c < C; ++c) dst[c] += src[c];
+  }
+}
+
+// out[N,C] (+=); in: [A,C], idx: [A], scale: [A].
+template <class T>
+void scatter_rows_forward(T* out, const T* in, const int32_t* idx, const T* scale, int A, int C) {
+  for (int r = 0; r < A; ++r) {
+    const T* src = in + static_cast<long>(r) * C;
+    T* dst = out + static_cast<long>(idx[r]) * C;
+    const T w = scale[r];
+    for (int c = 0; c < C; ++c) dst[c] += w * src[c];
+  }
+}
+
+// din[A,C] (=), dscale[A] (=); dout: [N,C], in: [A,C], idx: [A], scale: [A].
+template <class T>
+void scatter_rows_backward(T* din, T* dscale, const T* dout, const T* in, const int32_t* idx,
+                           const T* scale, int A, int C) {
+  for (int r = 0; r < A; ++r) {
+    const T* dy = dout + static_cast<long>(idx[r]) * C;
+    if (din) {
+      T* dx = din + static_cast<long>(r) * C;
+      const T w = scale[r];
+      for (int c = 0; c < C; ++c) dx[c] = w * dy[c];
+    }
+    if (dscale) {
+      const T* x = in + static_cast<long>(r) * C;
+      double dot = 0.0;
+      for (int c = 0; c < C; ++c) dot += static_cast<double>(dy[c]) * static_cast<double>(x[c]);
+      dscale[r] = static_cast<T>(dot);
+    }
+  }
+}
+
+#define SY_INSTANTIATE(T)                                                                         \
+  template void router_forward<T>(T*, T*, int32_t*, T*, const T*, const T*, int, int, int, bool); \
+  template void router_backward<T>(T*, const T*, const T*, const T*, const T*, const int32_t*,    \
+                                   int, int, int, bool);                                          \
+  template void swiglu_forward<T>(T*, const T*, const T*, long);                                  \
+  template void swiglu_backward<T>(T*, T*, const T*, const T*, const T*, long);                   \
+  template void gather_rows_forward<T>(T*, const T*, const int32_t*, int, int);                   \
+  template void gather_rows_backward<T>(T*, const T*, const int32_t*, int, int);                  \
+  template void scatter_rows_forward<T>(T*, const T*, const int32_t*, const T*, int, int);        \
+  template void scatter_rows_backward<T>(T*, T*, const T*, const T*, const int32_t*, const T*,    \
+                                         int, int);
+SY_INSTANTIATE(float)
+SY_INSTANTIATE(double)
+#undef SY_INSTANTIATE
+
+}  // namespace sy::cpu

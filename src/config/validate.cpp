@@ -1,0 +1,119 @@
+// Range and consistency rules of the config: everything that a type alone cannot say. Each
+// failure names the key path, the value it got and what is allowed, so a user fixes the config
+// without reading code. Single-field rules run first: a cross-field rule (d_model % n_heads) may
+// then rely on both fields being in range.
+#include <charconv>
+#include <cstdint>
+#include <string>
+
+#include "src/config/config.h"
+#include "src/core/error.h"
+
+namespace sy {
+
+namespace {
+
+std::string str(int64_t v) {
+  return std::to_string(v);
+}
+std::string str(double v) {
+  char buf[64];
+  const auto [ptr, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, ptr);
+}
+
+[[noreturn]] void bad(const std::string& path, const std::string& got,
+                      const std::string& expected) {
+  throw UsageError(path + ": got " + got + ", expected " + expected);
+}
+
+void at_least(const char* path, int64_t v, int64_t lo) {
+  if (v < lo) bad(path, str(v), "an integer >= " + str(lo));
+}
+void positive(const char* path, double v) {
+  if (!(v > 0)) bad(path, str(v), "a number > 0");
+}
+void non_negative(const char* path, double v) {
+  if (!(v >= 0)) bad(path, str(v), "a number >= 0");
+}
+void divisible(const char* path, int64_t v, const char* by_path, int64_t by) {
+  if (v % by != 0)
+    bad(path, str(v), "a multiple of " + std::string(by_path) + " (" + str(by) + ")");
+}
+
+}  // namespace
+
+void validate_config(const Config& cfg) {
+  const auto& run = cfg.run;
+  const auto& m = cfg.model;
+  const auto& moe = cfg.moe;
+  const auto& par = cfg.parallel;
+  const auto& tr = cfg.train;
+
+  if (run.name.empty()) bad("run.name", "''", "a non-empty name");
+
+  // Token ids are int32 in memory: the vocabulary must fit.
+  at_least("model.vocab_size", m.vocab_size, 2);
+  if (m.vocab_size > INT32_MAX) bad("model.vocab_size", str(m.vocab_size), "at most 2147483647");
+  at_least("model.d_model", m.d_model, 1);
+  at_least("model.n_layers", m.n_layers, 1);
+  at_least("model.n_heads", m.n_heads, 1);
+  at_least("model.seq_len", m.seq_len, 1);
+  positive("model.norm_eps", m.norm_eps);
+  positive("model.rope_theta", m.rope_theta);
+
+  at_least("moe.num_experts", moe.num_experts, 1);
+  at_least("moe.top_k", moe.top_k, 1);
+  at_least("moe.ffn_hidden", moe.ffn_hidden, 1);
+  at_least("moe.shared_experts", moe.shared_experts, 0);
+  if (moe.capacity_factor && !(*moe.capacity_factor > 0))
+    bad("moe.capacity_factor", str(*moe.capacity_factor), "null (dropless) or a number > 0");
+  non_negative("moe.aux_loss_coeff", moe.aux_loss_coeff);
+  non_negative("moe.z_loss_coeff", moe.z_loss_coeff);
+  non_negative("moe.bias_update_rate", moe.bias_update_rate);
+  at_least("moe.overlap_chunks", moe.overlap_chunks, 1);
+
+  at_least("parallel.tp", par.tp, 1);
+  at_least("parallel.ep", par.ep, 1);
+  at_least("parallel.etp", par.etp, 1);
+  at_least("parallel.ranks_per_node", par.ranks_per_node, 0);
+
+  at_least("train.steps", tr.steps, 0);  // 0: evaluate the initial (or resumed) model only
+  at_least("train.global_batch", tr.global_batch, 1);
+  at_least("train.micro_batch", tr.micro_batch, 1);
+  positive("train.lr", tr.lr);
+  non_negative("train.min_lr", tr.min_lr);
+  at_least("train.warmup_steps", tr.warmup_steps, 0);
+  non_negative("train.weight_decay", tr.weight_decay);
+  non_negative("train.grad_clip", tr.grad_clip);
+
+  if (cfg.data.path.empty())
+    bad("data.path", "''", "the token file written by `switchyard data prepare`");
+  at_least("eval.every", cfg.eval.every, 0);
+  at_least("eval.sequences", cfg.eval.sequences, 1);
+  at_least("checkpoint.every", cfg.checkpoint.every, 0);
+  at_least("checkpoint.keep", cfg.checkpoint.keep, 1);
+  at_least("log.every", cfg.log.every, 1);
+
+  // ---- cross-field rules ----
+  divisible("model.d_model", m.d_model, "model.n_heads", m.n_heads);
+  if ((m.d_model / m.n_heads) % 2 != 0)
+    bad("model.d_model", str(m.d_model),
+        "an even head dim d_model / n_heads for RoPE's rotate-half pairs (got " +
+            str(m.d_model / m.n_heads) + " with model.n_heads " + str(m.n_heads) + ")");
+  if (moe.top_k > moe.num_experts)
+    bad("moe.top_k", str(moe.top_k), "at most moe.num_experts (" + str(moe.num_experts) + ")");
+  divisible("moe.num_experts", moe.num_experts, "parallel.ep", par.ep);
+  divisible("model.n_heads", m.n_heads, "parallel.tp", par.tp);
+  divisible("moe.ffn_hidden", moe.ffn_hidden, "parallel.etp", par.etp);
+  divisible("train.global_batch", tr.global_batch, "train.micro_batch", tr.micro_batch);
+  // warmup_steps > steps is allowed: the whole (short) run is then warmup, which is what a user
+  // shortening a run with `--set train.steps=4` expects (learning_rate() documents it).
+  if (tr.min_lr > tr.lr)
+    bad("train.min_lr", str(tr.min_lr), "at most train.lr (" + str(tr.lr) + ")");
+  // The CPU path is the fp32 reference (SPEC section 1); bf16 is a CUDA-path option.
+  if (tr.precision == Precision::kBf16 && cfg.device == Device::kCpu)
+    bad("train.precision", "bf16", "fp32 with device: cpu (bf16 needs device: cuda)");
+}
+
+}  // namespace sy

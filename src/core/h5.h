@@ -1,0 +1,119 @@
+// HDF5 helpers: RAII owners for handles, a check that turns a failed call into an exception that
+// carries HDF5's own message, and a guard that keeps HDF5's automatic error printing off the
+// terminal. Header-only, and included only by code that links HDF5 (sy_data and later).
+//
+//   sy::h5::ErrorSilencer quiet;                       // for the scope of the calls
+//   sy::h5::File f{H5_CHECK(H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT))};
+//   H5_CHECK(H5Dread(...));
+#pragma once
+
+#include <hdf5.h>
+#include <mpi.h>
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace sy::h5 {
+
+// A failed HDF5 call. Callers that read user files turn it into a UsageError naming the file.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Switches HDF5's automatic error-stack printing off for its lifetime and restores the previous
+// handler after: HDF5's spew must not reach the terminal, and our own message says what failed.
+class ErrorSilencer {
+ public:
+  ErrorSilencer() {
+    H5Eget_auto2(H5E_DEFAULT, &old_func_, &old_data_);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  ~ErrorSilencer() { H5Eset_auto2(H5E_DEFAULT, old_func_, old_data_); }
+  ErrorSilencer(const ErrorSilencer&) = delete;
+  ErrorSilencer& operator=(const ErrorSilencer&) = delete;
+
+ private:
+  H5E_auto2_t old_func_ = nullptr;
+  void* old_data_ = nullptr;
+};
+
+// The descriptions on HDF5's current error stack, outermost (the API call) first.
+inline std::string error_stack_message() {
+  std::string msg;
+  auto walk = [](unsigned n, const H5E_error2_t* e, void* data) -> herr_t {
+    auto& out = *static_cast<std::string*>(data);
+    if (n >= 4) return 0;  // the first few frames say it; the rest is HDF5 internals
+    if (!out.empty()) out += "; ";
+    out += e->func_name ? e->func_name : "?";
+    out += ": ";
+    out += e->desc ? e->desc : "?";
+    return 0;
+  };
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk, &msg);
+  return msg.empty() ? "no HDF5 error message" : msg;
+}
+
+// Returns `value` (a handle or status) when it is >= 0, else throws h5::Error naming the call,
+// the source location, the MPI rank (when MPI is up) and HDF5's own message.
+template <class T>
+T check(T value, const char* call, const char* file, int line) {
+  if (value >= 0) return value;
+  std::ostringstream os;
+  os << call << " failed at " << file << ":" << line;
+  int mpi_up = 0;
+  MPI_Initialized(&mpi_up);
+  if (mpi_up) {
+    int finalized = 0, rank = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized && MPI_Comm_rank(MPI_COMM_WORLD, &rank) == MPI_SUCCESS)
+      os << " (rank " << rank << ")";
+  }
+  os << ": " << error_stack_message();
+  throw Error(os.str());
+}
+
+// Owner of one HDF5 identifier; Close is the matching H5?close. Move-only.
+template <herr_t (*Close)(hid_t)>
+class Handle {
+ public:
+  Handle() = default;
+  explicit Handle(hid_t id) : id_(id) {}
+  ~Handle() { reset(); }
+  Handle(Handle&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)) {}
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = std::exchange(o.id_, H5I_INVALID_HID);
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+
+  hid_t get() const { return id_; }
+  operator hid_t() const { return id_; }  // NOLINT: pass straight to H5* calls
+  void reset() {
+    if (id_ >= 0) Close(id_);  // a close failure in a destructor has nowhere to go
+    id_ = H5I_INVALID_HID;
+  }
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+};
+
+using File = Handle<H5Fclose>;
+using Group = Handle<H5Gclose>;
+using Dataset = Handle<H5Dclose>;
+using Dataspace = Handle<H5Sclose>;
+using Datatype = Handle<H5Tclose>;
+using Attribute = Handle<H5Aclose>;
+using PropList = Handle<H5Pclose>;
+
+}  // namespace sy::h5
+
+// Evaluates an HDF5 call; on a negative result throws sy::h5::Error with the call's text,
+// file:line, rank and HDF5's message. Usable as an expression: hid_t f = H5_CHECK(H5Fopen(...)).
+#define H5_CHECK(call) ::sy::h5::check((call), #call, __FILE__, __LINE__)

@@ -1,0 +1,87 @@
+#include "src/data/loader.h"
+
+#include <algorithm>
+#include <numeric>
+#include <utility>
+
+#include "kernels/cpu/philox.h"
+#include "src/core/error.h"
+
+namespace sy {
+
+namespace {
+
+// Tags the data-order counters so they never coincide with the parameter-init streams, which
+// share run.seed as the Philox key.
+constexpr uint32_t kDataOrderTag = 0x44415441u;  // "DATA"
+
+// Draw i of epoch e's shuffle: 64 bits of Philox4x32-10 at counter (i, e, tag), key = seed.
+uint64_t draw(uint64_t seed, int64_t epoch, int64_t i) {
+  const auto ui = static_cast<uint64_t>(i), ue = static_cast<uint64_t>(epoch);
+  const philox::Counter ctr{{static_cast<uint32_t>(ui), static_cast<uint32_t>(ui >> 32),
+                             static_cast<uint32_t>(ue),
+                             static_cast<uint32_t>(ue >> 32) ^ kDataOrderTag}};
+  const philox::Counter r = philox::philox4x32(ctr, philox::key_from_seed(seed));
+  return static_cast<uint64_t>(r.v[0]) | (static_cast<uint64_t>(r.v[1]) << 32);
+}
+
+}  // namespace
+
+std::vector<int64_t> epoch_permutation(uint64_t seed, int64_t epoch, int64_t num_windows) {
+  std::vector<int64_t> perm(static_cast<size_t>(num_windows));
+  std::iota(perm.begin(), perm.end(), int64_t{0});
+  // Fisher-Yates from the top. The modulo's bias is below num_windows / 2^64: irrelevant here,
+  // and unlike rejection sampling it keeps one draw per position.
+  for (int64_t i = num_windows - 1; i > 0; --i) {
+    const auto j = static_cast<int64_t>(draw(seed, epoch, i) % static_cast<uint64_t>(i + 1));
+    std::swap(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(j)]);
+  }
+  return perm;
+}
+
+int64_t num_val_windows(int64_t n_val, int64_t seq_len) {
+  return n_val >= seq_len + 1 ? (n_val - 1) / seq_len : 0;
+}
+
+BatchLoader::BatchLoader(const std::vector<int32_t>& train, int64_t seq_len, int64_t global_batch,
+                         uint64_t seed)
+    : train_(train),
+      seq_len_(seq_len),
+      global_batch_(global_batch),
+      num_windows_(seq_len > 0 ? (static_cast<int64_t>(train.size()) - 1) / seq_len : 0),
+      seed_(seed) {
+  SY_CHECK(seq_len > 0 && global_batch > 0,
+           "seq_len " << seq_len << ", global_batch " << global_batch);
+  SY_CHECK(num_windows_ >= 1, "train split of " << train.size() << " tokens holds no window of "
+                                                << seq_len + 1 << " tokens");
+}
+
+const std::vector<int64_t>& BatchLoader::permutation(int64_t epoch) {
+  for (const Cached& c : cache_)
+    if (c.epoch == epoch) return c.perm;
+  Cached& slot = cache_[next_slot_];
+  next_slot_ = 1 - next_slot_;
+  slot.perm = epoch_permutation(seed_, epoch, num_windows_);
+  slot.epoch = epoch;
+  return slot.perm;
+}
+
+int64_t BatchLoader::window_of(int64_t step, int64_t j) {
+  SY_CHECK(step >= 0 && j >= 0 && j < global_batch_, "step " << step << ", sequence " << j);
+  const int64_t g = step * global_batch_ + j;
+  return permutation(g / num_windows_)[static_cast<size_t>(g % num_windows_)];
+}
+
+void BatchLoader::fill(int64_t step, int64_t first_seq, int64_t num_seqs, int32_t* tokens) {
+  SY_CHECK(first_seq >= 0 && num_seqs >= 0 && first_seq + num_seqs <= global_batch_,
+           "rows [" << first_seq << ", " << first_seq + num_seqs << ") of a global batch of "
+                    << global_batch_);
+  const int64_t row = seq_len_ + 1;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int64_t w = window_of(step, first_seq + s);
+    const auto src = train_.subspan(static_cast<size_t>(w * seq_len_), static_cast<size_t>(row));
+    std::copy(src.begin(), src.end(), tokens + s * row);
+  }
+}
+
+}  // namespace sy

@@ -1,0 +1,72 @@
+// The training batch order (SPEC section 3 "Data order"): which sequences make up the global
+// batch of step t depends only on (seed, t, the train split), never on the parallel layout, so a
+// data-parallel rank or a micro-batch asks for its slice [first_seq, first_seq + num_seqs) and
+// gets exactly the rows a 1-rank run would put there.
+//
+// Letters: T = seq_len, GB = global_batch, W = number of windows.
+// The train split is cut into W = (n_train - 1) / T windows of T + 1 tokens at stride T (window w
+// = train[w*T .. w*T + T]: T inputs and their T next-token targets). Sequence j of step t has the
+// global index g = t * GB + j; it lies in epoch e = g / W at position g % W of that epoch's
+// permutation of the windows, a Fisher-Yates shuffle driven by a counter-based generator keyed by
+// (seed, e). So every window is seen once per epoch, and the order is the same on every platform
+// (no std:: distributions, whose output is implementation-defined).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace sy {
+
+// The loader's position, all a checkpoint needs to resume the same order (the step is the
+// position: batches are a pure function of it).
+struct LoaderState {
+  uint64_t seed = 0;
+  int64_t step = 0;
+
+  bool operator==(const LoaderState&) const = default;
+};
+
+class BatchLoader {
+ public:
+  // `train` must outlive the loader (it is viewed, not copied). Needs at least T + 1 tokens.
+  BatchLoader(const std::vector<int32_t>& train, int64_t seq_len, int64_t global_batch,
+              uint64_t seed);
+
+  // tokens: [num_seqs, T + 1] (=), rows first_seq .. first_seq + num_seqs - 1 of step's global
+  // batch; 0 <= first_seq, first_seq + num_seqs <= GB.
+  void fill(int64_t step, int64_t first_seq, int64_t num_seqs, int32_t* tokens);
+
+  // The window (start token / T) of sequence j of step's global batch.
+  int64_t window_of(int64_t step, int64_t j);
+
+  // What a checkpoint stores to resume at `next_step`.
+  LoaderState state(int64_t next_step) const { return {seed_, next_step}; }
+
+  int64_t num_windows() const { return num_windows_; }
+  uint64_t seed() const { return seed_; }
+
+ private:
+  const std::vector<int64_t>& permutation(int64_t epoch);
+
+  std::span<const int32_t> train_;
+  int64_t seq_len_, global_batch_, num_windows_;
+  uint64_t seed_;
+  // The last two epochs' permutations: a step may straddle an epoch boundary, and micro-batches
+  // of one step are filled in turn, so two slots never recompute within a step.
+  struct Cached {
+    int64_t epoch = -1;
+    std::vector<int64_t> perm;
+  };
+  Cached cache_[2];
+  int next_slot_ = 0;
+};
+
+// The permutation of [0, num_windows) for (seed, epoch), exposed for tests.
+std::vector<int64_t> epoch_permutation(uint64_t seed, int64_t epoch, int64_t num_windows);
+
+// Validation windows (SPEC section 3): window i = val[i*T .. i*T + T], non-overlapping inputs,
+// in file order; this many fit in a split of n_val tokens.
+int64_t num_val_windows(int64_t n_val, int64_t seq_len);
+
+}  // namespace sy

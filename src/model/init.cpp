@@ -1,0 +1,59 @@
+#include "src/model/init.h"
+
+#include <cstdint>
+
+#include "kernels/cpu/philox.h"
+#include "src/core/error.h"
+
+namespace sy {
+
+uint64_t param_stream_id(const std::string& name) {
+  return philox::fnv1a64(name.data(), name.size());
+}
+
+template <class T>
+void init_param_range(T* dst, const ParamSpec& spec, uint64_t seed, size_t first, size_t count) {
+  SY_CHECK(first <= spec.numel && count <= spec.numel - first,
+           "range [" << first << ", " << first + count << ") outside '" << spec.name << "' of "
+                     << spec.numel << " elements");
+  if (count == 0) return;
+  switch (spec.kind) {
+    case ParamKind::kGain:
+      for (size_t i = 0; i < count; ++i) dst[i] = T(1);
+      return;
+    case ParamKind::kBias:
+      for (size_t i = 0; i < count; ++i) dst[i] = T(0);
+      return;
+    case ParamKind::kMatrix:
+      break;
+  }
+  const uint64_t stream = param_stream_id(spec.name);
+  const double init_std = spec.init_std;
+  const size_t end = first + count;
+  // One Philox block feeds four consecutive elements; a range may start or end mid-block, which
+  // is why each block writes only the lanes inside [first, end).
+  const auto block_begin = static_cast<int64_t>(first / 4);
+  const auto block_end = static_cast<int64_t>((end + 3) / 4);
+#pragma omp parallel for schedule(static)
+  for (int64_t b = block_begin; b < block_end; ++b) {
+    double z[4];
+    philox::normal4(seed, stream, static_cast<uint64_t>(b), z);
+    for (size_t lane = 0; lane < 4; ++lane) {
+      const size_t idx = static_cast<size_t>(b) * 4 + lane;
+      if (idx >= first && idx < end) dst[idx - first] = static_cast<T>(init_std * z[lane]);
+    }
+  }
+}
+
+template <class T>
+void init_params(T* params, const ParamTable& table, uint64_t seed) {
+  for (const ParamSpec& spec : table.specs())
+    init_param_range(params + spec.offset, spec, seed, 0, spec.numel);
+}
+
+template void init_param_range<float>(float*, const ParamSpec&, uint64_t, size_t, size_t);
+template void init_param_range<double>(double*, const ParamSpec&, uint64_t, size_t, size_t);
+template void init_params<float>(float*, const ParamTable&, uint64_t);
+template void init_params<double>(double*, const ParamTable&, uint64_t);
+
+}  // namespace sy

@@ -1,0 +1,99 @@
+// The whole MoE transformer of SPEC section 1 on the CPU: parameters and gradients in one flat
+// buffer each (laid out by ParamTable, found by SPEC name), activations saved by forward for
+// backward, like llm.c's train_gpt2.c. Instantiated for float (training) and double (the
+// finite-difference gradient checks).
+//
+// Letters: B sequences of the micro-batch, T positions (seq_len), N = B*T tokens, C d_model,
+// NH heads, L layers, V vocab, E experts.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "src/config/config.h"
+#include "src/model/moe.h"
+#include "src/model/params.h"
+
+namespace sy {
+
+// The loss terms one micro-batch adds to the global batch's loss (already weighted by its
+// LossScale): summing them over the micro-batches gives SPEC's lm_loss, sum_l aux_l, sum_l zloss_l.
+struct LossParts {
+  double lm = 0.0;
+  double aux = 0.0;
+  double z = 0.0;
+  double total() const { return lm + aux + z; }
+  LossParts& operator+=(const LossParts& o) {
+    lm += o.lm;
+    aux += o.aux;
+    z += o.z;
+    return *this;
+  }
+};
+
+template <class T>
+class Model {
+ public:
+  explicit Model(const Config& cfg);
+
+  const ParamTable& table() const { return table_; }
+  int num_layers() const { return L_; }
+  int seq_len() const { return T_; }
+  int num_experts() const { return E_; }
+
+  // Flat buffers in table() order.
+  std::vector<T> params;  // initialised by the caller (init_params), or loaded
+  std::vector<T> grads;   // accumulated by backward(); zero_grads() between optimizer steps
+
+  void zero_grads();
+  T* param(const std::string& name) { return params.data() + table_.at(name).offset; }
+
+  // Forward of B sequences; tokens [B, T+1] (inputs tokens[:, :T], targets tokens[:, 1:]).
+  // stats: null, or L entries that receive each layer's routing counts.
+  // Saves the activations backward() needs.
+  LossParts forward(const int32_t* tokens, int B, const LossScale& s,
+                    std::vector<MoeStats>* stats = nullptr);
+  // Accumulates d(weighted loss of the last forward)/d(params) into grads (+=).
+  void backward();
+
+ private:
+  struct LayerPtrs {
+    T *attn_norm, *wqkv, *wo, *moe_norm;
+    MoeWeights<T> moe;
+  };
+  LayerPtrs layer_ptrs(std::vector<T>& buf, int l) const;
+  void ensure_activations(int B);
+
+  Config cfg_;
+  ParamTable table_;
+  int L_, T_, C_, NH_, V_, E_;
+  std::vector<MoeLayer<T>> moe_;
+
+  // Saved activations of the last forward (grown to the largest B seen, never per step).
+  int B_ = 0, capacity_B_ = 0;
+  LossScale scale_;
+  std::vector<int32_t> inputs_, targets_;  // [N]
+  struct LayerActs {
+    std::vector<T> x_in;     // [N,C]  residual stream entering the layer
+    std::vector<T> a;        // [N,C]  RMSNorm(x_in)
+    std::vector<T> a_rstd;   // [N]
+    std::vector<T> qkv;      // [N,3C] a @ wqkv
+    std::vector<T> qkv_rot;  // [N,3C] after RoPE
+    std::vector<T> att;      // [B,NH,T,T]
+    std::vector<T> atty;     // [N,C]  attention output before wo
+    std::vector<T> x_mid;    // [N,C]  x_in + atty @ wo
+    std::vector<T> m;        // [N,C]  RMSNorm(x_mid)
+    std::vector<T> m_rstd;   // [N]
+    std::vector<T> moe_out;  // [N,C]
+  };
+  std::vector<LayerActs> acts_;
+  std::vector<T> x_out_;    // [N,C] residual stream after the last layer
+  std::vector<T> xf_;       // [N,C] RMSNorm(x_out)
+  std::vector<T> xf_rstd_;  // [N]
+  std::vector<T> probs_;    // [N,V] logits, then softmax in place
+  std::vector<T> losses_;   // [N]
+  // Backward scratch.
+  std::vector<T> dx_, dtmp_, dtmp2_, dqkv_, dqkv2_, datt_, dlosses_;
+};
+
+}  // namespace sy

@@ -1,0 +1,24 @@
+// metrics.jsonl (SPEC section 6): one JSON object per line, flushed per line so a crash loses
+// nothing already logged.
+#pragma once
+
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace sy {
+
+class MetricsWriter {
+ public:
+  // append = false starts a new file; an existing one is kept as "<path>.prev" first.
+  MetricsWriter(const std::string& path, bool append);
+  void write(const nlohmann::json& line);
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
+
+}  // namespace sy

@@ -1,0 +1,188 @@
+// Bad input at the command line (SPEC section 9): a table of malformed configs, overrides, token
+// files and prepare inputs, each run through the real binary. Every one must exit with exactly 2
+// (not 1, not a signal), print a message on stderr naming the key path or the file, and keep
+// HDF5's own error dump off the terminal.
+#include <gtest/gtest.h>
+#include <hdf5.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "common/temp_dir.h"
+#include "src/data/tokens.h"
+
+namespace {
+
+const std::string kBin = SWITCHYARD_BIN;
+
+struct Result {
+  int exit_code = -1;  // -1: killed by a signal (a crash)
+  std::string err;     // stderr only; stdout is discarded
+};
+
+Result run(const std::string& args) {
+  Result r;
+  FILE* pipe = popen((kBin + " " + args + " 2>&1 >/dev/null").c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.err.append(buf.data(), n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+// A token file with one out-of-range id (300 with vocab_size 256) at /train[7], written with the
+// HDF5 API so the defect is exactly the one stated.
+void write_bad_token_file(const std::string& path) {
+  std::vector<uint16_t> train(4000, 65), val(1000, 66);
+  train[7] = 300;
+  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  for (const auto& [name, data] : {std::pair{"train", &train}, std::pair{"val", &val}}) {
+    const hsize_t dims[1] = {data->size()};
+    const hid_t space = H5Screate_simple(1, dims, nullptr);
+    const hid_t ds =
+        H5Dcreate2(f, name, H5T_STD_U16LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(ds, H5T_NATIVE_UINT16, H5S_ALL, H5S_ALL, H5P_DEFAULT, data->data());
+    H5Dclose(ds);
+    H5Sclose(space);
+  }
+  const hid_t scalar = H5Screate(H5S_SCALAR);
+  const int64_t vocab = 256;
+  const hid_t a = H5Acreate2(f, "vocab_size", H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(a, H5T_NATIVE_INT64, &vocab);
+  H5Aclose(a);
+  const hid_t str = H5Tcopy(H5T_C_S1);
+  H5Tset_size(str, 5);
+  const hid_t t = H5Acreate2(f, "tokenizer", str, scalar, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(t, str, "bytes");
+  H5Aclose(t);
+  H5Tclose(str);
+  H5Sclose(scalar);
+  H5Fclose(f);
+}
+
+struct Case {
+  std::string label;
+  std::string config;  // YAML written to <label>.yaml ("" = no config file written)
+  std::string args;    // after the binary; {cfg} = that file, {dir} = the temp dir
+  std::string expect;  // substring of stderr: the key path or the file name
+};
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size()))
+    s.replace(p, from.size(), to);
+  return s;
+}
+
+TEST(CliBadInput, EveryMalformedInputExitsTwoNamingTheCulprit) {
+  sy::test::TempDir dir;
+  const std::string d = dir.path().string();
+
+  // Valid inputs the defects are planted next to: a token file and a config that trains.
+  std::string text;
+  for (int i = 0; i < 100; ++i)
+    text += "a small amount of valid training text, line " + std::to_string(i) + "\n";
+  write_text(d + "/text.txt", text);
+  write_text(d + "/empty.txt", "");
+  write_text(d + "/not_hdf5.h5", "this is plain text, not HDF5\n");
+  sy::PrepareOptions prep;
+  prep.inputs = {d + "/text.txt"};
+  prep.output = d + "/good.h5";
+  sy::prepare_token_file(prep);
+  write_bad_token_file(d + "/bad_token.h5");
+
+  const std::string base = "run: {name: bad, out_dir: " + d +
+                           "/out}\n"
+                           "model: {d_model: 16, n_layers: 1, n_heads: 2, seq_len: 16}\n"
+                           "moe: {num_experts: 4, top_k: 2, ffn_hidden: 16}\n"
+                           "train: {steps: 1, global_batch: 4, micro_batch: 2, warmup_steps: 0}\n"
+                           "eval: {every: 0, sequences: 2}\n";
+  const std::string good_data = "data: {path: " + d + "/good.h5}\n";
+  const std::string train = "train --config {cfg}";
+
+  const std::vector<Case> cases = {
+      // ---- config: keys and types ----
+      {"unknown_key", base + good_data + "checkpoint: {kep: 2}\n", train, "checkpoint.kep"},
+      {"unknown_nested", "model: {d_model: 16, dmodel: 3}\n" + good_data, train, "model.dmodel"},
+      {"unknown_section", base + good_data + "optimizer: {lr: 1}\n", train, "optimizer"},
+      {"section_not_map", base + good_data + "log: 5\n", train, "log"},
+      {"duplicate_key", base + good_data + "data: {path: x.h5}\n", train, "data"},
+      {"int_not_int", base + good_data, train + " --set model.d_model=abc", "model.d_model"},
+      {"int_is_float", base + good_data, train + " --set train.steps=1.5", "train.steps"},
+      {"bad_bool", base + good_data, train + " --set model.tie_embeddings=maybe",
+       "model.tie_embeddings"},
+      {"bad_enum", base + good_data, train + " --set moe.aux_loss_scope=batch",
+       "moe.aux_loss_scope"},
+      {"bad_device", base + good_data, train + " --set device=tpu", "device"},
+      {"yaml_syntax", "model:\n  d_model: [16, 32\n" + good_data, train, "yaml_syntax.yaml"},
+      {"yaml_tab_indent", "model:\n\td_model: 16\n", train, "yaml_tab_indent.yaml"},
+      {"missing_config", "", "train --config {dir}/no_such.yaml", "no_such.yaml"},
+      {"config_is_list", "- 1\n- 2\n", train, "config_is_list.yaml"},
+      // ---- config: ranges and cross-key rules ----
+      {"top_k_gt_experts", base + good_data, train + " --set moe.top_k=5", "moe.top_k"},
+      {"d_model_heads", base + good_data, train + " --set model.n_heads=3", "model.d_model"},
+      {"odd_head_dim", base + good_data, train + " --set model.d_model=18", "model.d_model"},
+      {"batch_not_multiple", base + good_data, train + " --set train.micro_batch=3",
+       "train.global_batch"},
+      {"negative_warmup", base + good_data, train + " --set train.warmup_steps=-2",
+       "train.warmup_steps"},
+      {"min_lr_gt_lr", base + good_data, train + " --set train.lr=1e-4 --set train.min_lr=1e-3",
+       "train.min_lr"},
+      {"negative_eps", base + good_data, train + " --set model.norm_eps=-1", "model.norm_eps"},
+      {"zero_capacity", base + good_data, train + " --set moe.capacity_factor=0",
+       "moe.capacity_factor"},
+      {"negative_coeff", base + good_data, train + " --set moe.z_loss_coeff=-0.1",
+       "moe.z_loss_coeff"},
+      {"vocab_one", base + good_data, train + " --set model.vocab_size=1", "model.vocab_size"},
+      {"zero_eval_seqs", base + good_data, train + " --set eval.sequences=0", "eval.sequences"},
+      {"ep_not_divisor", base + good_data, train + " --set parallel.ep=3", "moe.num_experts"},
+      {"zero_keep", base + good_data, train + " --set checkpoint.keep=0", "checkpoint.keep"},
+      {"empty_data_path", base, train, "data.path"},
+      // ---- overrides ----
+      {"set_unknown", base + good_data, train + " --set moe.topk=1", "moe.topk"},
+      {"set_no_equals", base + good_data, train + " --set model.d_model", "model.d_model"},
+      // ---- token files ----
+      {"data_missing", base + "data: {path: " + d + "/absent.h5}\n", train, "absent.h5"},
+      {"data_not_hdf5", base + "data: {path: " + d + "/not_hdf5.h5}\n", train, "not_hdf5.h5"},
+      {"data_is_dir", base + "data: {path: " + d + "}\n", train, d},
+      {"data_bad_token", base + "data: {path: " + d + "/bad_token.h5}\n", train, "bad_token.h5"},
+      {"data_vocab_too_big", base + good_data, train + " --set model.vocab_size=100", "good.h5"},
+      {"data_too_short", base + good_data, train + " --set model.seq_len=100000", "good.h5"},
+      // ---- data prepare ----
+      {"prepare_missing_input", "", "data prepare --input {dir}/nope.txt --output {dir}/o.h5",
+       "nope.txt"},
+      {"prepare_empty_input", "",
+       "data prepare --input {dir}/text.txt {dir}/empty.txt --output {dir}/o.h5", "empty.txt"},
+      {"prepare_no_out_dir", "", "data prepare --input {dir}/text.txt --output {dir}/no_dir/o.h5",
+       "no_dir"},
+  };
+  ASSERT_GE(cases.size(), 15u);
+
+  for (const auto& c : cases) {
+    const std::string cfg = d + "/" + c.label + ".yaml";
+    if (!c.config.empty()) write_text(cfg, c.config);
+    const std::string args = replace_all(replace_all(c.args, "{cfg}", cfg), "{dir}", d);
+    const Result r = run(args);
+    EXPECT_EQ(r.exit_code, 2) << c.label << ": switchyard " << args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos)
+        << c.label << ": stderr does not name '" << c.expect << "':\n"
+        << r.err;
+    EXPECT_EQ(r.err.find("HDF5-DIAG"), std::string::npos) << c.label << ": HDF5 spew\n" << r.err;
+    EXPECT_LT(r.err.size(), 2000u) << c.label << ": a message, not a dump\n" << r.err;
+  }
+  // No case got as far as writing outputs.
+  EXPECT_FALSE(std::filesystem::exists(d + "/out/metrics.jsonl"));
+  EXPECT_FALSE(std::filesystem::exists(d + "/o.h5"));
+}
+
+}  // namespace

@@ -1,0 +1,81 @@
+// The command line as a user meets it: help everywhere, exit codes, and an end-to-end run whose
+// metrics.jsonl has the SPEC section 6 keys.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/run_command.h"
+#include "common/temp_dir.h"
+
+namespace {
+
+using sy::test::run_command;
+const std::string kBin = SWITCHYARD_BIN;
+const std::string kSrc = SWITCHYARD_SOURCE_DIR;
+
+TEST(Cli, HelpOnEveryCommand) {
+  for (const std::string args : {"--help", "train --help", "data --help", "data prepare --help"}) {
+    const auto r = run_command(kBin + " " + args);
+    EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find("Usage"), std::string::npos) << args << "\n" << r.output;
+  }
+}
+
+TEST(Cli, BadUsageExitsTwo) {
+  for (const std::string args : {"", "frobnicate", "train", "train --config", "data prepare",
+                                 "train --config /nonexistent.yaml"}) {
+    const auto r = run_command(kBin + " " + args);
+    EXPECT_EQ(r.exit_code, 2) << "'" << args << "'\n" << r.output;
+  }
+}
+
+TEST(Cli, PrepareThenTrainWritesSpecMetrics) {
+  sy::test::TempDir dir;
+  {
+    std::ofstream a(dir.file("a.txt")), b(dir.file("b.txt"));
+    for (int i = 0; i < 200; ++i) a << "the quick brown fox jumps over the lazy dog " << i << "\n";
+    for (int i = 0; i < 200; ++i) b << "pack my box with five dozen liquor jugs " << i << "\n";
+  }
+  const std::string h5 = dir.file("tok.h5");
+  auto r = run_command(kBin + " data prepare --input " + dir.file("a.txt") + " " +
+                       dir.file("b.txt") + " --output " + h5);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_TRUE(std::filesystem::exists(h5));
+
+  const std::string out = dir.file("run");
+  r = run_command(kBin + " train --config " + kSrc + "/configs/tiny.yaml --set data.path=" + h5 +
+                  " --set run.out_dir=" + out +
+                  " --set train.steps=4 --set eval.every=2 --set log.every=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ETA"), std::string::npos) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(out + "/config.yaml"));
+
+  std::ifstream in(out + "/metrics.jsonl");
+  int train_lines = 0, eval_lines = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("val_loss")) {
+      ++eval_lines;
+      EXPECT_TRUE(j.contains("step"));
+      continue;
+    }
+    ++train_lines;
+    for (const char* key : {"step", "loss", "lm_loss", "aux_loss", "z_loss", "lr", "grad_norm",
+                            "tokens_per_s", "step_ms", "a2a_ms", "dropped_frac", "expert_load"})
+      EXPECT_TRUE(j.contains(key)) << key << " missing in " << line;
+    // expert_load: per layer, the fraction of assignments per expert -> each layer sums to 1.
+    for (const auto& layer : j["expert_load"]) {
+      double sum = 0;
+      for (const auto& f : layer) sum += f.get<double>();
+      EXPECT_NEAR(sum, 1.0, 1e-9);
+    }
+  }
+  EXPECT_EQ(train_lines, 4);
+  EXPECT_EQ(eval_lines, 2);  // after step 2 and at the end
+}
+
+}  // namespace

@@ -1,0 +1,451 @@
+// The config (SPEC section 7): defaults, every key parsed, --set overrides, the to_yaml round trip,
+// and every rejection: unknown keys, wrong types, out-of-range values, bad files. Every rejection
+// must be a UsageError whose message names the key path (or the file) and the offending value.
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/temp_dir.h"
+#include "src/config/config.h"
+#include "src/core/error.h"
+
+namespace sy {
+namespace {
+
+const std::filesystem::path kRepo =
+    std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+
+const std::string kMinimal = "data:\n  path: tokens.h5\n";
+
+// Runs f, expects a UsageError whose message contains every one of `parts`.
+void expect_usage_error(const std::function<void()>& f, const std::vector<std::string>& parts,
+                        const std::string& label = "") {
+  try {
+    f();
+    ADD_FAILURE() << label << ": no UsageError";
+  } catch (const UsageError& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << label << ": '" << p << "' not in: " << msg;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << label << ": wrong exception type: " << e.what();
+  }
+}
+
+TEST(Config, DefaultsWhenOnlyDataPathIsGiven) {
+  const Config c = parse_config(kMinimal);
+  EXPECT_EQ(c.run.name, "run");
+  EXPECT_EQ(c.run.seed, 1234u);
+  EXPECT_EQ(c.run.out_dir, "runs/run");
+  EXPECT_EQ(c.model.vocab_size, 256);
+  EXPECT_EQ(c.model.d_model, 64);
+  EXPECT_EQ(c.model.n_layers, 2);
+  EXPECT_EQ(c.model.n_heads, 4);
+  EXPECT_EQ(c.model.seq_len, 64);
+  EXPECT_EQ(c.model.norm_eps, 1e-5);
+  EXPECT_EQ(c.model.rope_theta, 10000.0);
+  EXPECT_TRUE(c.model.tie_embeddings);
+  EXPECT_EQ(c.moe.num_experts, 4);
+  EXPECT_EQ(c.moe.top_k, 2);
+  EXPECT_EQ(c.moe.ffn_hidden, 128);
+  EXPECT_EQ(c.moe.shared_experts, 0);
+  EXPECT_TRUE(c.moe.norm_topk);
+  EXPECT_FALSE(c.moe.capacity_factor.has_value());
+  EXPECT_EQ(c.moe.aux_loss_coeff, 1e-2);  // SPEC default
+  EXPECT_EQ(c.moe.aux_loss_scope, AuxScope::kSequence);
+  EXPECT_EQ(c.moe.z_loss_coeff, 1e-3);  // SPEC default
+  EXPECT_EQ(c.moe.bias_update_rate, 0.0);
+  EXPECT_EQ(c.moe.overlap_chunks, 1);
+  EXPECT_EQ(c.parallel.tp, 1);
+  EXPECT_EQ(c.parallel.ep, 1);
+  EXPECT_EQ(c.parallel.etp, 1);
+  EXPECT_EQ(c.parallel.ranks_per_node, 0);
+  EXPECT_EQ(c.parallel.a2a, A2aKind::kAuto);
+  EXPECT_EQ(c.parallel.internode, InternodeKind::kUcx);
+  EXPECT_FALSE(c.parallel.zero1);
+  EXPECT_EQ(c.train.steps, 100);
+  EXPECT_EQ(c.train.global_batch, 8);
+  EXPECT_EQ(c.train.micro_batch, 8);
+  EXPECT_EQ(c.train.lr, 1e-3);
+  EXPECT_EQ(c.train.min_lr, 1e-4);
+  EXPECT_EQ(c.train.warmup_steps, 10);
+  EXPECT_EQ(c.train.weight_decay, 0.1);
+  EXPECT_EQ(c.train.grad_clip, 1.0);
+  EXPECT_EQ(c.train.precision, Precision::kFp32);
+  EXPECT_EQ(c.data.path, "tokens.h5");
+  EXPECT_EQ(c.eval.every, 50);
+  EXPECT_EQ(c.eval.sequences, 32);
+  EXPECT_EQ(c.checkpoint.dir, "runs/run/checkpoints");
+  EXPECT_EQ(c.checkpoint.every, 0);
+  EXPECT_EQ(c.checkpoint.keep, 3);
+  EXPECT_EQ(c.log.every, 1);
+  EXPECT_EQ(c.device, Device::kCpu);
+}
+
+// Every key set to a non-default value, so a key that is not read keeps its default and fails.
+const char* kEveryKey = R"(
+run: {name: exp1, seed: 7, out_dir: /tmp/out}
+model:
+  vocab_size: 300
+  d_model: 48
+  n_layers: 3
+  n_heads: 6
+  seq_len: 17
+  norm_eps: 2.5e-6
+  rope_theta: 500000
+  tie_embeddings: false
+moe:
+  num_experts: 6
+  top_k: 3
+  ffn_hidden: 40
+  shared_experts: 2
+  norm_topk: no
+  capacity_factor: 1.25
+  aux_loss_coeff: 0.03
+  aux_loss_scope: micro_batch
+  z_loss_coeff: 0
+  bias_update_rate: 0.001
+  overlap_chunks: 2
+parallel: {tp: 2, ep: 3, etp: 4, ranks_per_node: 8, a2a: hierarchical, internode: mpi, zero1: true}
+train:
+  steps: 11
+  global_batch: 12
+  micro_batch: 3
+  lr: 0.02
+  min_lr: 0.002
+  warmup_steps: 4
+  weight_decay: 0.05
+  grad_clip: 0
+  precision: bf16
+data: {path: /data/t.h5}
+eval: {every: 5, sequences: 9}
+checkpoint: {dir: /ckpt, every: 3, keep: 2}
+log: {every: 2}
+device: cuda
+)";
+
+TEST(Config, EveryKeyIsRead) {
+  const Config c = parse_config(kEveryKey);
+  EXPECT_EQ(c.run.name, "exp1");
+  EXPECT_EQ(c.run.seed, 7u);
+  EXPECT_EQ(c.run.out_dir, "/tmp/out");
+  EXPECT_EQ(c.model.vocab_size, 300);
+  EXPECT_EQ(c.model.d_model, 48);
+  EXPECT_EQ(c.model.n_layers, 3);
+  EXPECT_EQ(c.model.n_heads, 6);
+  EXPECT_EQ(c.model.seq_len, 17);
+  EXPECT_EQ(c.model.norm_eps, 2.5e-6);
+  EXPECT_EQ(c.model.rope_theta, 500000.0);
+  EXPECT_FALSE(c.model.tie_embeddings);
+  EXPECT_EQ(c.moe.num_experts, 6);
+  EXPECT_EQ(c.moe.top_k, 3);
+  EXPECT_EQ(c.moe.ffn_hidden, 40);
+  EXPECT_EQ(c.moe.shared_experts, 2);
+  EXPECT_FALSE(c.moe.norm_topk);
+  ASSERT_TRUE(c.moe.capacity_factor.has_value());
+  EXPECT_EQ(*c.moe.capacity_factor, 1.25);
+  EXPECT_EQ(c.moe.aux_loss_coeff, 0.03);
+  EXPECT_EQ(c.moe.aux_loss_scope, AuxScope::kMicroBatch);
+  EXPECT_EQ(c.moe.z_loss_coeff, 0.0);
+  EXPECT_EQ(c.moe.bias_update_rate, 0.001);
+  EXPECT_EQ(c.moe.overlap_chunks, 2);
+  EXPECT_EQ(c.parallel.tp, 2);
+  EXPECT_EQ(c.parallel.ep, 3);
+  EXPECT_EQ(c.parallel.etp, 4);
+  EXPECT_EQ(c.parallel.ranks_per_node, 8);
+  EXPECT_EQ(c.parallel.a2a, A2aKind::kHierarchical);
+  EXPECT_EQ(c.parallel.internode, InternodeKind::kMpi);
+  EXPECT_TRUE(c.parallel.zero1);
+  EXPECT_EQ(c.train.steps, 11);
+  EXPECT_EQ(c.train.global_batch, 12);
+  EXPECT_EQ(c.train.micro_batch, 3);
+  EXPECT_EQ(c.train.lr, 0.02);
+  EXPECT_EQ(c.train.min_lr, 0.002);
+  EXPECT_EQ(c.train.warmup_steps, 4);
+  EXPECT_EQ(c.train.weight_decay, 0.05);
+  EXPECT_EQ(c.train.grad_clip, 0.0);
+  EXPECT_EQ(c.train.precision, Precision::kBf16);
+  EXPECT_EQ(c.data.path, "/data/t.h5");
+  EXPECT_EQ(c.eval.every, 5);
+  EXPECT_EQ(c.eval.sequences, 9);
+  EXPECT_EQ(c.checkpoint.dir, "/ckpt");
+  EXPECT_EQ(c.checkpoint.every, 3);
+  EXPECT_EQ(c.checkpoint.keep, 2);
+  EXPECT_EQ(c.log.every, 2);
+  EXPECT_EQ(c.device, Device::kCuda);
+}
+
+TEST(Config, DerivedPathsFollowNameAndOutDir) {
+  Config c = parse_config("run: {name: abc}\n" + kMinimal);
+  EXPECT_EQ(c.run.out_dir, "runs/abc");
+  EXPECT_EQ(c.checkpoint.dir, "runs/abc/checkpoints");
+  c = parse_config("run: {out_dir: /x/y}\n" + kMinimal);
+  EXPECT_EQ(c.checkpoint.dir, "/x/y/checkpoints");
+}
+
+TEST(Config, EmptySectionAndEmptyFileMeanDefaults) {
+  const Config c = parse_config("model:\n" + kMinimal);
+  EXPECT_EQ(c.model.d_model, 64);
+  expect_usage_error([] { parse_config(""); }, {"data.path"});  // the only required key
+}
+
+TEST(Config, OverridesApplyInOrderAndBeatTheFile) {
+  const Config c = parse_config(
+      "model: {d_model: 32}\n" + kMinimal,
+      {"model.d_model=128", "moe.capacity_factor=1.5", "moe.capacity_factor=null",
+       "moe.norm_topk=false", "parallel.a2a=flat", "device=cuda", "data.path=/other.h5",
+       "train.lr=3e-3", "run.name=x1", "eval.sequences=4", "eval.sequences=5"});
+  EXPECT_EQ(c.model.d_model, 128);
+  EXPECT_FALSE(c.moe.capacity_factor.has_value());
+  EXPECT_FALSE(c.moe.norm_topk);
+  EXPECT_EQ(c.parallel.a2a, A2aKind::kFlat);
+  EXPECT_EQ(c.device, Device::kCuda);
+  EXPECT_EQ(c.data.path, "/other.h5");
+  EXPECT_EQ(c.train.lr, 3e-3);
+  EXPECT_EQ(c.run.name, "x1");
+  EXPECT_EQ(c.run.out_dir, "runs/x1");
+  EXPECT_EQ(c.eval.sequences, 5);
+  // A section the file does not have at all is created by the override.
+  EXPECT_EQ(parse_config(kMinimal, {"checkpoint.keep=9"}).checkpoint.keep, 9);
+}
+
+TEST(Config, BadOverridesNameTheKey) {
+  expect_usage_error([] { parse_config(kMinimal, {"model.d_modl=3"}); },
+                     {"model.d_modl", "unknown key", "model.d_model"});
+  expect_usage_error([] { parse_config(kMinimal, {"nosuch.key=3"}); }, {"nosuch.key"});
+  expect_usage_error([] { parse_config(kMinimal, {"model=3"}); }, {"model", "section"});
+  expect_usage_error([] { parse_config(kMinimal, {"model.d_model"}); },
+                     {"model.d_model", "key.path=value"});
+  expect_usage_error([] { parse_config(kMinimal, {"model.d_model=abc"}); },
+                     {"model.d_model", "expected an integer, got 'abc'", "--set"});
+  expect_usage_error([] { parse_config(kMinimal, {"run.name=[1,"}); }, {"run.name"});
+  expect_usage_error([] { parse_config("model: 5\n" + kMinimal, {"model.d_model=8"}); },
+                     {"model", "mapping"});
+}
+
+Config every_field_changed() {
+  Config c = parse_config(kEveryKey);
+  c.run.name = "name: with # odd 'chars' and \"quotes\"";
+  c.run.seed = 18446744073709551615ull;  // the largest seed
+  c.model.norm_eps = 0.1 + 0.2;          // not exactly representable in short decimal
+  c.train.lr = 1.0 / 3.0;
+  c.train.min_lr = 1e-300;
+  c.data.path = "null";  // a string that looks like YAML null
+  return c;
+}
+
+TEST(Config, ToYamlRoundTrips) {
+  for (const Config& c :
+       {parse_config(kMinimal), parse_config(kEveryKey), every_field_changed(),
+        parse_config(kMinimal, {"moe.capacity_factor=2", "run.name=yes", "run.out_dir=''"})}) {
+    const std::string y = to_yaml(c);
+    const Config back = parse_config(y, {}, "<to_yaml>");
+    EXPECT_TRUE(back == c) << y;
+    EXPECT_EQ(to_yaml(back), y);
+  }
+}
+
+TEST(Config, ToYamlFloatsAreYaml11Floats) {
+  // PyYAML reads "1e-05" as a string; the dump must say "1.0e-05".
+  const std::string y = to_yaml(parse_config(kMinimal, {"train.min_lr=1e-20"}));
+  EXPECT_NE(y.find("norm_eps: 1.0e-05\n"), std::string::npos) << y;
+  EXPECT_NE(y.find("min_lr: 1.0e-20\n"), std::string::npos) << y;
+  EXPECT_NE(y.find("lr: 0.001\n"), std::string::npos) << y;
+}
+
+TEST(Config, ToYamlHasEveryKeyOnce) {
+  const YAML::Node root = YAML::Load(to_yaml(parse_config(kEveryKey)));
+  size_t leaves = 0;
+  for (const auto& kv : root) leaves += kv.second.IsMap() ? kv.second.size() : 1;
+  const std::vector<std::string> keys = config_key_paths();
+  EXPECT_EQ(leaves, keys.size());
+  EXPECT_EQ(keys.size(), 46u);  // SPEC section 7's list, counted by hand
+  for (const auto& k : keys) {
+    const size_t dot = k.find('.');
+    const YAML::Node n =
+        dot == std::string::npos ? root[k] : root[k.substr(0, dot)][k.substr(dot + 1)];
+    EXPECT_TRUE(n.IsDefined()) << k;
+  }
+}
+
+TEST(Config, UnknownKeysAreRejectedWithASuggestion) {
+  expect_usage_error([] { parse_config("model: {d_modle: 64}\n" + kMinimal); },
+                     {"model.d_modle", "unknown key", "did you mean 'd_model'"});
+  expect_usage_error([] { parse_config("modle: {d_model: 64}\n" + kMinimal); },
+                     {"modle", "did you mean 'model'"});
+  expect_usage_error([] { parse_config("d_model: 64\n" + kMinimal); },
+                     {"d_model", "did you mean 'model.d_model'"});
+  expect_usage_error([] { parse_config("moe: {experts_count: 8}\n" + kMinimal); },
+                     {"moe.experts_count", "unknown key"});
+  expect_usage_error([] { parse_config("model: {d_model: 64, d_model: 32}\n" + kMinimal); },
+                     {"model.d_model", "duplicate"});
+  expect_usage_error([] { parse_config("model: [1, 2]\n" + kMinimal); }, {"model", "a list"});
+  expect_usage_error([] { parse_config("- a\n- b\n"); }, {"<config>", "mapping"});
+  try {
+    parse_config("foo: 1\n" + kMinimal);
+    ADD_FAILURE();
+  } catch (const UsageError& e) {
+    EXPECT_EQ(std::string(e.what()).find("did you mean"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Config, WrongTypesNameKeyValueAndExpectation) {
+  struct Case {
+    std::string yaml, key, expect;
+  };
+  const std::vector<Case> cases = {
+      {"model: {d_model: abc}", "model.d_model", "expected an integer, got 'abc'"},
+      {"model: {d_model: 1.5}", "model.d_model", "expected an integer, got '1.5'"},
+      {"model: {d_model: 64abc}", "model.d_model", "got '64abc'"},
+      {"model: {d_model: }", "model.d_model", "got nothing"},
+      {"model: {d_model: [64]}", "model.d_model", "got a list"},
+      {"run: {seed: -1}", "run.seed", "non-negative integer"},
+      {"model: {norm_eps: small}", "model.norm_eps", "expected a finite number, got 'small'"},
+      {"model: {norm_eps: .nan}", "model.norm_eps", "finite number"},
+      {"model: {tie_embeddings: maybe}", "model.tie_embeddings", "expected true or false"},
+      {"moe: {capacity_factor: lots}", "moe.capacity_factor", "null (dropless) or a positive"},
+      {"moe: {aux_loss_scope: batch}", "moe.aux_loss_scope", "sequence|micro_batch, got 'batch'"},
+      {"parallel: {a2a: ring}", "parallel.a2a", "auto|flat|hierarchical"},
+      {"parallel: {internode: nccl}", "parallel.internode", "ucx|mpi"},
+      {"train: {precision: fp16}", "train.precision", "fp32|bf16"},
+      {"device: gpu", "device", "cpu|cuda, got 'gpu'"},
+      {"run: {name: {a: 1}}", "run.name", "expected a string, got a mapping"},
+  };
+  for (const auto& c : cases)
+    expect_usage_error([&] { parse_config(c.yaml + "\n" + kMinimal, {}, "my.yaml"); },
+                       {"my.yaml", c.key, c.expect, "(line 1)"}, c.yaml);
+}
+
+TEST(Config, EveryRangeRuleIsEnforced) {
+  struct Case {
+    std::vector<std::string> set;
+    std::string key;
+  };
+  const std::vector<Case> cases = {
+      {{"run.name=''"}, "run.name"},
+      {{"model.vocab_size=1"}, "model.vocab_size"},
+      {{"model.vocab_size=3000000000"}, "model.vocab_size"},
+      {{"model.d_model=0"}, "model.d_model"},
+      {{"model.n_layers=0"}, "model.n_layers"},
+      {{"model.n_heads=-2"}, "model.n_heads"},
+      {{"model.seq_len=0"}, "model.seq_len"},
+      {{"model.norm_eps=0"}, "model.norm_eps"},
+      {{"model.rope_theta=-1"}, "model.rope_theta"},
+      {{"model.d_model=30"}, "model.d_model"},  // 30 % 4 != 0
+      {{"model.d_model=36"}, "model.d_model"},  // head dim 9 is odd
+      {{"moe.num_experts=0"}, "moe.num_experts"},
+      {{"moe.top_k=0"}, "moe.top_k"},
+      {{"moe.top_k=5"}, "moe.top_k"},  // > num_experts 4
+      {{"moe.ffn_hidden=0"}, "moe.ffn_hidden"},
+      {{"moe.shared_experts=-1"}, "moe.shared_experts"},
+      {{"moe.capacity_factor=0"}, "moe.capacity_factor"},
+      {{"moe.capacity_factor=-1.5"}, "moe.capacity_factor"},
+      {{"moe.aux_loss_coeff=-0.1"}, "moe.aux_loss_coeff"},
+      {{"moe.z_loss_coeff=-1e-3"}, "moe.z_loss_coeff"},
+      {{"moe.bias_update_rate=-1"}, "moe.bias_update_rate"},
+      {{"moe.overlap_chunks=0"}, "moe.overlap_chunks"},
+      {{"parallel.tp=0"}, "parallel.tp"},
+      {{"parallel.ep=0"}, "parallel.ep"},
+      {{"parallel.etp=0"}, "parallel.etp"},
+      {{"parallel.ranks_per_node=-1"}, "parallel.ranks_per_node"},
+      {{"parallel.ep=3"}, "moe.num_experts"},  // 4 % 3
+      {{"parallel.tp=3"}, "model.n_heads"},    // 4 % 3
+      {{"parallel.etp=3"}, "moe.ffn_hidden"},  // 128 % 3
+      {{"train.steps=-1"}, "train.steps"},
+      {{"train.global_batch=0"}, "train.global_batch"},
+      {{"train.micro_batch=0"}, "train.micro_batch"},
+      {{"train.micro_batch=3"}, "train.global_batch"},   // 8 % 3
+      {{"train.micro_batch=16"}, "train.global_batch"},  // 8 % 16
+      {{"train.lr=0"}, "train.lr"},
+      {{"train.min_lr=-1e-5"}, "train.min_lr"},
+      {{"train.min_lr=0.01"}, "train.min_lr"},  // > lr 1e-3
+      {{"train.warmup_steps=-1"}, "train.warmup_steps"},
+      {{"train.weight_decay=-0.1"}, "train.weight_decay"},
+      {{"train.grad_clip=-1"}, "train.grad_clip"},
+      {{"train.precision=bf16"}, "train.precision"},  // device cpu
+      {{"data.path="}, "data.path"},
+      {{"data.path=''"}, "data.path"},
+      {{"eval.every=-1"}, "eval.every"},
+      {{"eval.sequences=0"}, "eval.sequences"},
+      {{"checkpoint.every=-5"}, "checkpoint.every"},
+      {{"checkpoint.keep=0"}, "checkpoint.keep"},
+      {{"log.every=0"}, "log.every"},
+  };
+  for (const auto& c : cases) {
+    expect_usage_error([&] { parse_config(kMinimal, c.set, "base.yaml"); },
+                       {"base.yaml", c.key + ": got "}, c.set[0]);
+  }
+  // The boundary values themselves are accepted.
+  EXPECT_NO_THROW(
+      parse_config(kMinimal, {"moe.top_k=4", "train.warmup_steps=1000", "train.steps=0",
+                              "train.min_lr=1e-3", "train.micro_batch=8", "model.vocab_size=2",
+                              "moe.z_loss_coeff=0", "eval.every=0", "train.grad_clip=0"}));
+  EXPECT_NO_THROW(parse_config(kMinimal, {"train.precision=bf16", "device=cuda"}));
+}
+
+TEST(Config, ValueInRangeMessageShowsTheValue) {
+  expect_usage_error([] { parse_config(kMinimal, {"moe.top_k=5"}); },
+                     {"moe.top_k: got 5", "moe.num_experts (4)"});
+  expect_usage_error([] { parse_config(kMinimal, {"model.d_model=30"}); },
+                     {"model.d_model: got 30", "model.n_heads (4)"});
+}
+
+TEST(Config, SyntaxErrorsGiveTheLine) {
+  expect_usage_error(
+      [] { parse_config("run:\n  name: a\nmodel:\n  d_model: [1, 2\n", {}, "s.yaml"); },
+      {"s.yaml", "YAML syntax error at line"});
+  expect_usage_error([] { parse_config("run: {name: a\n", {}, "s.yaml"); }, {"s.yaml", "line"});
+  expect_usage_error([] { parse_config(kMinimal + "---\nrun: {name: b}\n", {}, "s.yaml"); },
+                     {"s.yaml", "2 YAML documents"});
+}
+
+TEST(Config, FilesMissingEmptyOrDirectories) {
+  test::TempDir dir;
+  expect_usage_error([&] { load_config(dir.file("nope.yaml")); }, {"nope.yaml", "not found"});
+  expect_usage_error([&] { load_config(dir.path().string()); }, {"is a directory"});
+  std::ofstream(dir.file("empty.yaml")).flush();
+  expect_usage_error([&] { load_config(dir.file("empty.yaml")); }, {"empty.yaml", "data.path"});
+  std::ofstream(dir.file("ok.yaml")) << "model:\n  d_model: 96\n" << kMinimal;
+  const Config c = load_config(dir.file("ok.yaml"), {"model.n_heads=3"});
+  EXPECT_EQ(c.model.d_model, 96);
+  EXPECT_EQ(c.model.n_heads, 3);
+  std::ofstream(dir.file("bad.yaml")) << "model:\n  d_model: 96\n  n_heads: x\n" << kMinimal;
+  expect_usage_error([&] { load_config(dir.file("bad.yaml")); },
+                     {"bad.yaml", "model.n_heads", "'x'", "(line 3)"});
+}
+
+TEST(Config, ShippedConfigsLoad) {
+  for (const char* name : {"tiny.yaml", "small.yaml"}) {
+    const Config c = load_config((kRepo / "configs" / name).string());
+    EXPECT_EQ(c.data.path, "data/licenses.h5") << name;
+    EXPECT_TRUE(parse_config(to_yaml(c)) == c) << name;
+  }
+}
+
+TEST(Config, ReferenceDocumentsEveryKey) {
+  std::ifstream in(kRepo / "configs" / "README.md");
+  ASSERT_TRUE(in) << "configs/README.md missing";
+  std::stringstream text;
+  text << in.rdbuf();
+  for (const auto& k : config_key_paths()) {
+    const std::string leaf = k.substr(k.find('.') + 1);
+    EXPECT_NE(text.str().find("`" + leaf + "`"), std::string::npos) << k << " undocumented";
+  }
+}
+
+TEST(Config, EnumSpellings) {
+  EXPECT_STREQ(to_string(AuxScope::kMicroBatch), "micro_batch");
+  EXPECT_STREQ(to_string(A2aKind::kHierarchical), "hierarchical");
+  EXPECT_STREQ(to_string(InternodeKind::kMpi), "mpi");
+  EXPECT_STREQ(to_string(Precision::kBf16), "bf16");
+  EXPECT_STREQ(to_string(Device::kCuda), "cuda");
+}
+
+}  // namespace
+}  // namespace sy

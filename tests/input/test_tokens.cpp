@@ -1,0 +1,365 @@
+// Token files (SPEC section 8): prepare -> read round trip checked against splits computed here
+// and against the file as the HDF5 API sees it, and every way a token file can be wrong, each of
+// which must be a UsageError naming the file and the problem (never a crash or HDF5 spew).
+#include <gtest/gtest.h>
+#include <hdf5.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/temp_dir.h"
+#include "src/core/error.h"
+#include "src/core/h5.h"
+#include "src/data/tokens.h"
+
+namespace sy {
+namespace {
+
+namespace fs = std::filesystem;
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::vector<int32_t> as_tokens(const std::string& s) {
+  std::vector<int32_t> t;
+  for (char c : s) t.push_back(static_cast<unsigned char>(c));
+  return t;
+}
+
+void expect_usage_error(const std::function<void()>& f, const std::vector<std::string>& parts,
+                        const std::string& label) {
+  try {
+    f();
+    ADD_FAILURE() << label << ": no UsageError";
+  } catch (const UsageError& e) {
+    for (const auto& p : parts)
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
+          << label << ": '" << p << "' not in: " << e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << label << ": wrong exception type: " << e.what();
+  }
+}
+
+TEST(Prepare, SplitsEachFileAtItsEndAndRoundTrips) {
+  test::TempDir dir;
+  // Every byte value appears (0 and 255 included): the tokenizer is the identity on bytes.
+  std::string a;
+  for (int i = 0; i < 300; ++i) a.push_back(static_cast<char>(i % 256));
+  const std::string b = "the quick brown fox jumps over the lazy dog, 57 bytes ok.";
+  ASSERT_EQ(b.size(), 57u);
+  write_bytes(dir.file("a.bin"), a);
+  write_bytes(dir.file("b.txt"), b);
+
+  PrepareOptions opt;
+  opt.inputs = {dir.file("a.bin"), dir.file("b.txt")};
+  opt.output = dir.file("tok.h5");
+  opt.val_fraction = 0.1;
+  const PrepareReport rep = prepare_token_file(opt);
+
+  // floor(300 * 0.1) = 30 and floor(57 * 0.1) = 5 bytes go to /val, from each file's end.
+  const std::vector<int32_t> want_train = as_tokens(a.substr(0, 270) + b.substr(0, 52));
+  const std::vector<int32_t> want_val = as_tokens(a.substr(270) + b.substr(52));
+  EXPECT_EQ(rep.train_tokens, 322);
+  EXPECT_EQ(rep.val_tokens, 35);
+  EXPECT_EQ(rep.vocab_size, 256);
+  EXPECT_EQ(rep.tokenizer, "bytes");
+  EXPECT_FALSE(fs::exists(opt.output + ".tmp"));
+
+  const TokenData d = read_token_file(opt.output, 256, 8);
+  EXPECT_EQ(d.train, want_train);
+  EXPECT_EQ(d.val, want_val);
+  EXPECT_EQ(d.vocab_size, 256);
+  EXPECT_EQ(d.tokenizer, "bytes");
+
+  // The file as any HDF5 reader sees it: 1-D little-endian uint16 datasets and the attributes.
+  h5::File f{H5Fopen(opt.output.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)};
+  ASSERT_GE(f.get(), 0);
+  for (const auto& [name, want] : {std::pair{"train", &want_train}, std::pair{"val", &want_val}}) {
+    h5::Dataset ds{H5Dopen2(f, name, H5P_DEFAULT)};
+    ASSERT_GE(ds.get(), 0) << name;
+    h5::Datatype type{H5Dget_type(ds)};
+    EXPECT_GT(H5Tequal(type, H5T_STD_U16LE), 0) << name;
+    h5::Dataspace space{H5Dget_space(ds)};
+    EXPECT_EQ(H5Sget_simple_extent_ndims(space), 1);
+    std::vector<uint16_t> raw(want->size());
+    hsize_t n = 0;
+    H5Sget_simple_extent_dims(space, &n, nullptr);
+    ASSERT_EQ(n, want->size()) << name;
+    ASSERT_GE(H5Dread(ds, H5T_NATIVE_UINT16, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()), 0);
+    for (size_t i = 0; i < raw.size(); ++i) ASSERT_EQ(raw[i], (*want)[i]) << name << " " << i;
+  }
+  h5::Attribute vocab{H5Aopen(f, "vocab_size", H5P_DEFAULT)};
+  int64_t v = 0;
+  ASSERT_GE(H5Aread(vocab, H5T_NATIVE_INT64, &v), 0);
+  EXPECT_EQ(v, 256);
+  h5::Attribute tok{H5Aopen(f, "tokenizer", H5P_DEFAULT)};
+  h5::Datatype tok_type{H5Aget_type(tok)};
+  EXPECT_EQ(H5Tget_class(tok_type), H5T_STRING);
+}
+
+TEST(Prepare, InputOrderIsKeptAndZeroValFractionIsAllTrain) {
+  test::TempDir dir;
+  write_bytes(dir.file("x"), "XXXXXXXXXXXXXXXXXXXX");
+  write_bytes(dir.file("y"), "yyyyyyyyyy");
+  PrepareOptions opt;
+  opt.inputs = {dir.file("y"), dir.file("x")};
+  opt.output = dir.file("t.h5");
+  opt.val_fraction = 0.5;
+  prepare_token_file(opt);
+  TokenData d = read_token_file(opt.output, 256, 4);
+  EXPECT_EQ(d.train, as_tokens("yyyyyXXXXXXXXXX"));
+  EXPECT_EQ(d.val, as_tokens("yyyyyXXXXXXXXXX"));
+
+  opt.val_fraction = 0.0;  // allowed; then /val is empty and reading for training says so
+  EXPECT_EQ(prepare_token_file(opt).val_tokens, 0);
+  expect_usage_error([&] { read_token_file(opt.output, 256, 4); }, {"t.h5", "/val", "0 tokens"},
+                     "empty val");
+}
+
+TEST(Prepare, BadInputsNameTheFile) {
+  test::TempDir dir;
+  write_bytes(dir.file("ok.txt"), "some text");
+  write_bytes(dir.file("empty.txt"), "");
+  auto prep = [&](std::vector<std::string> in, std::string out, double frac = 0.1) {
+    return [=] {
+      PrepareOptions o;
+      o.inputs = in;
+      o.output = out;
+      o.val_fraction = frac;
+      prepare_token_file(o);
+    };
+  };
+  const std::string out = dir.file("o.h5");
+  expect_usage_error(prep({dir.file("missing.txt")}, out), {"missing.txt", "not found"}, "missing");
+  expect_usage_error(prep({dir.file("ok.txt"), dir.file("empty.txt")}, out), {"empty.txt", "empty"},
+                     "empty");
+  expect_usage_error(prep({dir.path().string()}, out), {"is a directory"}, "dir input");
+  expect_usage_error(prep({dir.file("ok.txt")}, dir.file("nodir/o.h5")),
+                     {"nodir", "does not exist"}, "no out dir");
+  expect_usage_error(prep({dir.file("ok.txt")}, dir.path().string()), {"is a directory"},
+                     "out is dir");
+  expect_usage_error(prep({}, out), {"no input"}, "no inputs");
+  expect_usage_error(prep({dir.file("ok.txt")}, out, 1.0), {"val_fraction"}, "fraction 1");
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(out + ".tmp"));
+}
+
+// ---- hand-made token files, one defect each ----------------------------------------------------
+
+// Builds an HDF5 file with the C API directly, so each test states the defect it plants.
+class Builder {
+ public:
+  explicit Builder(const std::string& path)
+      : file_(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)) {}
+
+  template <class T>
+  Builder& dataset(const char* name, hid_t file_type, hid_t mem_type, const std::vector<T>& data,
+                   std::vector<hsize_t> dims = {}) {
+    if (dims.empty()) dims = {data.size()};
+    h5::Dataspace space{H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)};
+    h5::Dataset ds{
+        H5Dcreate2(file_, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)};
+    if (!data.empty()) H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data());
+    return *this;
+  }
+  Builder& tokens(const char* name, int n, int value_base = 0) {
+    std::vector<uint16_t> t(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) t[i] = static_cast<uint16_t>((value_base + i * 7) % 256);
+    return dataset(name, H5T_STD_U16LE, H5T_NATIVE_UINT16, t);
+  }
+  Builder& group(const char* name) {
+    h5::Group g{H5Gcreate2(file_, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)};
+    return *this;
+  }
+  Builder& int_attr(const char* name, int64_t v) {
+    h5::Dataspace s{H5Screate(H5S_SCALAR)};
+    h5::Attribute a{H5Acreate2(file_, name, H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT)};
+    H5Awrite(a, H5T_NATIVE_INT64, &v);
+    return *this;
+  }
+  Builder& fixed_str_attr(const char* name, const std::string& v) {
+    h5::Dataspace s{H5Screate(H5S_SCALAR)};
+    h5::Datatype t{H5Tcopy(H5T_C_S1)};
+    H5Tset_size(t, v.size());
+    h5::Attribute a{H5Acreate2(file_, name, t, s, H5P_DEFAULT, H5P_DEFAULT)};
+    H5Awrite(a, t, v.data());
+    return *this;
+  }
+  Builder& valid_attrs(int64_t vocab = 256) {
+    return int_attr("vocab_size", vocab).fixed_str_attr("tokenizer", "bytes");
+  }
+
+ private:
+  h5::File file_;
+};
+
+TEST(ReadTokens, AcceptsOtherIntegerTypesAndFixedStrings) {
+  test::TempDir dir;
+  const std::string p = dir.file("wide.h5");
+  // A uint32 file with a 70000-token vocabulary, the way an external tokenizer would write it.
+  std::vector<uint32_t> train(40), val(20);
+  for (size_t i = 0; i < train.size(); ++i) train[i] = static_cast<uint32_t>(i * 1699 % 70000);
+  for (size_t i = 0; i < val.size(); ++i) val[i] = 69999 - static_cast<uint32_t>(i);
+  Builder(p)
+      .dataset("train", H5T_STD_U32LE, H5T_NATIVE_UINT32, train)
+      .dataset("val", H5T_STD_I64LE, H5T_NATIVE_UINT32, val)
+      .int_attr("vocab_size", 70000)
+      .fixed_str_attr("tokenizer", "bpe-70k");
+  const TokenData d = read_token_file(p, 70000, 8);
+  ASSERT_EQ(d.train.size(), 40u);
+  for (size_t i = 0; i < train.size(); ++i) EXPECT_EQ(d.train[i], static_cast<int32_t>(train[i]));
+  EXPECT_EQ(d.val.front(), 69999);
+  EXPECT_EQ(d.tokenizer, "bpe-70k");
+  EXPECT_EQ(d.vocab_size, 70000);
+}
+
+TEST(ReadTokens, EveryDefectIsAUsageErrorNamingFileAndProblem) {
+  test::TempDir dir;
+  struct Case {
+    std::string label;
+    std::function<void(const std::string&)> make;  // writes the defective file
+    std::vector<std::string> expect;               // substrings of the message
+    int64_t model_vocab = 256, seq_len = 8;
+  };
+  const std::vector<Case> cases = {
+      {"not hdf5",
+       [](const std::string& p) { write_bytes(p, "just some text\n"); },
+       {"not an HDF5 file"}},
+      {"empty file", [](const std::string& p) { write_bytes(p, ""); }, {"not an HDF5 file"}},
+      {"no train",
+       [](const std::string& p) { Builder(p).tokens("val", 20).valid_attrs(); },
+       {"missing dataset /train"}},
+      {"no val",
+       [](const std::string& p) { Builder(p).tokens("train", 20).valid_attrs(); },
+       {"missing dataset /val"}},
+      {"train is a group",
+       [](const std::string& p) { Builder(p).group("train").tokens("val", 20).valid_attrs(); },
+       {"/train is not a dataset"}},
+      {"rank 2",
+       [](const std::string& p) {
+         Builder(p)
+             .dataset("train", H5T_STD_U16LE, H5T_NATIVE_UINT16, std::vector<uint16_t>(20), {4, 5})
+             .tokens("val", 20)
+             .valid_attrs();
+       },
+       {"/train has rank 2"}},
+      {"float tokens",
+       [](const std::string& p) {
+         Builder(p)
+             .tokens("train", 20)
+             .dataset("val", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, std::vector<float>(20, 1.0f))
+             .valid_attrs();
+       },
+       {"/val holds float values"}},
+      {"no vocab_size",
+       [](const std::string& p) {
+         Builder(p).tokens("train", 20).tokens("val", 20).fixed_str_attr("tokenizer", "bytes");
+       },
+       {"missing root attribute 'vocab_size'"}},
+      {"no tokenizer",
+       [](const std::string& p) {
+         Builder(p).tokens("train", 20).tokens("val", 20).int_attr("vocab_size", 256);
+       },
+       {"missing root attribute 'tokenizer'"}},
+      {"vocab_size is a string",
+       [](const std::string& p) {
+         Builder(p)
+             .tokens("train", 20)
+             .tokens("val", 20)
+             .fixed_str_attr("vocab_size", "256")
+             .fixed_str_attr("tokenizer", "bytes");
+       },
+       {"'vocab_size' must be an integer"}},
+      {"tokenizer is a number",
+       [](const std::string& p) {
+         Builder(p)
+             .tokens("train", 20)
+             .tokens("val", 20)
+             .int_attr("vocab_size", 256)
+             .int_attr("tokenizer", 1);
+       },
+       {"'tokenizer' must be a string"}},
+      {"vocab larger than model",
+       [](const std::string& p) {
+         Builder(p).tokens("train", 20).tokens("val", 20).valid_attrs(300);
+       },
+       {"vocab_size 300", "model.vocab_size 256"}},
+      {"token out of range",
+       [](const std::string& p) {
+         std::vector<uint16_t> t(20, 3);
+         t[13] = 256;
+         Builder(p)
+             .dataset("train", H5T_STD_U16LE, H5T_NATIVE_UINT16, t)
+             .tokens("val", 20)
+             .valid_attrs();
+       },
+       {"/train[13] = 256", "[0, 256)"}},
+      {"token beyond a smaller file vocab",
+       [](const std::string& p) {
+         std::vector<uint16_t> t(20, 3);
+         t[19] = 100;
+         Builder(p)
+             .dataset("train", H5T_STD_U16LE, H5T_NATIVE_UINT16, std::vector<uint16_t>(20, 99))
+             .dataset("val", H5T_STD_U16LE, H5T_NATIVE_UINT16, t)
+             .valid_attrs(100);
+       },
+       {"/val[19] = 100", "[0, 100)"}},
+      {"negative token",
+       [](const std::string& p) {
+         std::vector<int32_t> t(20, 3);
+         t[2] = -4;
+         Builder(p)
+             .dataset("train", H5T_STD_I32LE, H5T_NATIVE_INT32, t)
+             .tokens("val", 20)
+             .valid_attrs();
+       },
+       {"/train[2] = -4"}},
+      {"train too short",
+       [](const std::string& p) { Builder(p).tokens("train", 8).tokens("val", 20).valid_attrs(); },
+       {"/train holds 8 tokens", "model.seq_len + 1 = 9"}},
+      {"val too short",
+       [](const std::string& p) { Builder(p).tokens("train", 20).tokens("val", 3).valid_attrs(); },
+       {"/val holds 3 tokens"}},
+      {"truncated file",
+       [&dir](const std::string& p) {
+         write_bytes(dir.file("src.txt"), std::string(5000, 'a'));
+         PrepareOptions o;
+         o.inputs = {dir.file("src.txt")};
+         o.output = dir.file("whole.h5");
+         prepare_token_file(o);
+         const std::string whole = read_bytes(o.output);
+         write_bytes(p, whole.substr(0, whole.size() / 2));
+       },
+       {"truncated.h5"}},
+  };
+  int i = 0;
+  for (const auto& c : cases) {
+    const std::string name =
+        c.label == "truncated file" ? "truncated.h5" : "case" + std::to_string(i++) + ".h5";
+    const std::string p = dir.file(name);
+    c.make(p);
+    expect_usage_error([&] { read_token_file(p, c.model_vocab, c.seq_len); },
+                       [&] {
+                         auto e = c.expect;
+                         e.push_back(name);
+                         return e;
+                       }(),
+                       c.label);
+  }
+  expect_usage_error([&] { read_token_file(dir.file("absent.h5"), 256, 8); },
+                     {"absent.h5", "not found"}, "missing");
+  expect_usage_error([&] { read_token_file(dir.path().string(), 256, 8); }, {"is a directory"},
+                     "directory");
+}
+
+}  // namespace
+}  // namespace sy
