@@ -1,74 +1,23 @@
-// switchyard: the command line. Parses arguments with CLI11 and calls into src/; turns the
-// exception type into the exit code of SPEC section 9.
-#include <CLI/CLI.hpp>
-
+// switchyard: the command line. Parses arguments with CLI11, runs the chosen subcommand (one
+// app/cmd_*.cpp each) and turns the exception type into the exit code of SPEC section 9.
 #include <exception>
 #include <iostream>
-#include <string>
 #include <vector>
 
-#include "src/config/config.h"
+#include "app/commands.h"
 #include "src/core/error.h"
-#include "src/data/tokens.h"
-#include "src/train/trainer.h"
-
-namespace {
-
-struct TrainArgs {
-  std::string config;
-  std::vector<std::string> overrides;
-};
-
-struct PrepareArgs {
-  std::vector<std::string> inputs;
-  std::string output;
-  double val_fraction = 0.1;
-};
-
-int run_train(const TrainArgs& a) {
-  const sy::Config cfg = sy::load_config(a.config, a.overrides);
-  sy::train(cfg, std::cout);
-  return sy::kExitOk;
-}
-
-int run_prepare(const PrepareArgs& a) {
-  sy::PrepareOptions opt;
-  opt.inputs = a.inputs;
-  opt.output = a.output;
-  opt.val_fraction = a.val_fraction;
-  const sy::PrepareReport r = sy::prepare_token_file(opt);
-  std::cout << "wrote " << a.output << ": " << r.train_tokens << " train / " << r.val_tokens
-            << " val tokens from " << a.inputs.size() << " file(s)\n";
-  return sy::kExitOk;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"switchyard: a Mixture-of-Experts transformer trainer"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "switchyard 0.1.0");
 
-  TrainArgs train_args;
-  auto* train = app.add_subcommand("train", "Train a model from a YAML config");
-  train->add_option("-c,--config", train_args.config, "Experiment config (YAML)")
-      ->required()
-      ->check(CLI::ExistingFile);
-  train->add_option("--set", train_args.overrides,
-                    "Override a config key, e.g. --set moe.num_experts=8 (repeatable)");
-
-  PrepareArgs prep_args;
-  auto* data = app.add_subcommand("data", "Token-file tools");
-  data->require_subcommand(1);
-  auto* prepare = data->add_subcommand(
-      "prepare", "Turn text files into a byte-level token file (HDF5, SPEC section 8)");
-  prepare->add_option("-i,--input", prep_args.inputs, "Text files, concatenated in order")
-      ->required();
-  prepare->add_option("-o,--output", prep_args.output, "Token file to write (.h5)")->required();
-  prepare
-      ->add_option("--val-fraction", prep_args.val_fraction,
-                   "Fraction of each input (its end) held out for validation")
-      ->check(CLI::Range(0.0, 0.9));
+  std::vector<sy::app::Command> commands;
+  sy::app::add_train_command(app, commands);
+  sy::app::add_data_commands(app, commands);
+  sy::app::add_ckpt_commands(app, commands);
+  sy::app::add_bench_commands(app, commands);
+  sy::app::add_plot_command(app, commands);
 
   try {
     app.parse(argc, argv);
@@ -84,8 +33,9 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (*train) return run_train(train_args);
-    if (*prepare) return run_prepare(prep_args);
+    for (const auto& c : commands)
+      if (c.selected->parsed()) return c.run();
+    std::cerr << "error: no command given (see --help)\n";
     return sy::kExitUsage;
   } catch (const sy::UsageError& e) {
     std::cerr << "error: " << e.what() << "\n";

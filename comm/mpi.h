@@ -29,6 +29,25 @@ int world_rank();
 // MPI's text for an error code ("MPI_ERR_RANK: invalid rank" and the like).
 std::string mpi_error_string(int error_code);
 
+// MPI for the lifetime of a command: MPI_Init_thread (MPI_THREAD_FUNNELED: only the main thread
+// calls MPI; the watchdog thread only ever calls MPI_Abort) unless MPI is already initialized,
+// and MPI_Finalize on destruction if this object initialized it. Works without mpirun (an MPI
+// singleton of one rank). One per process, created in app/ before any communicator.
+class MpiSession {
+ public:
+  MpiSession(int* argc, char*** argv);
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+
+  int world_rank() const { return rank_; }
+  int world_size() const { return size_; }
+
+ private:
+  bool owns_ = false;
+  int rank_ = 0, size_ = 1;
+};
+
 // Owner of one communicator. Frees it on destruction unless it is MPI_COMM_WORLD, MPI_COMM_SELF
 // or MPI_COMM_NULL (those are not ours to free). Non-copyable, movable.
 class Comm {

@@ -184,6 +184,20 @@ class Reader {
 
 }  // namespace
 
+double unigram_entropy_nats(const std::vector<uint32_t>& tokens) {
+  if (tokens.empty()) return 0.0;
+  std::vector<int64_t> counts;
+  for (uint32_t t : tokens) {
+    if (t >= counts.size()) counts.resize(static_cast<size_t>(t) + 1, 0);
+    ++counts[t];
+  }
+  const double n = static_cast<double>(tokens.size());
+  double h = 0.0;
+  for (int64_t c : counts)
+    if (c > 0) h -= static_cast<double>(c) / n * std::log(static_cast<double>(c) / n);
+  return h;
+}
+
 PrepareReport prepare_token_file(const PrepareOptions& opt) {
   if (opt.inputs.empty()) throw UsageError("data prepare: no input files given");
   if (!(opt.val_fraction >= 0.0 && opt.val_fraction < 1.0))
@@ -235,6 +249,8 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
   r.val_tokens = static_cast<int64_t>(val.size());
   r.vocab_size = kByteVocab;
   r.tokenizer = kByteTokenizer;
+  r.train_unigram_nats = unigram_entropy_nats(train);
+  r.val_unigram_nats = unigram_entropy_nats(val);
   return r;
 }
 

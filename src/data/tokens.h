@@ -21,7 +21,15 @@ struct PrepareReport {
   int64_t val_tokens = 0;
   int64_t vocab_size = 0;
   std::string tokenizer;
+  // Entropy (nats) of each split's own unigram (token frequency) distribution: the lowest loss a
+  // model that ignores context can reach on that split, the baseline a trained model must beat.
+  double train_unigram_nats = 0.0;
+  double val_unigram_nats = 0.0;
 };
+
+// -sum_v p_v ln p_v of the token frequencies p_v of `tokens` (0 for an empty span), summed in
+// double in token-id order.
+double unigram_entropy_nats(const std::vector<uint32_t>& tokens);
 
 // Byte-level tokenizer (vocab 256, tokenizer "bytes"): token = byte value. Each input i of n_i
 // bytes contributes its first n_i - v_i bytes to /train and its last v_i = floor(n_i *

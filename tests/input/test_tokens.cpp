@@ -2,7 +2,9 @@
 // and against the file as the HDF5 API sees it, and every way a token file can be wrong, each of
 // which must be a UsageError naming the file and the problem (never a crash or HDF5 spew).
 #include <gtest/gtest.h>
+
 #include <hdf5.h>
+#include <cmath>
 
 #include <filesystem>
 #include <fstream>
@@ -104,6 +106,24 @@ TEST(Prepare, SplitsEachFileAtItsEndAndRoundTrips) {
   h5::Attribute tok{H5Aopen(f, "tokenizer", H5P_DEFAULT)};
   h5::Datatype tok_type{H5Aget_type(tok)};
   EXPECT_EQ(H5Tget_class(tok_type), H5T_STRING);
+}
+
+TEST(Prepare, UnigramEntropyOfHandCountedSplits) {
+  EXPECT_EQ(unigram_entropy_nats({}), 0.0);
+  EXPECT_EQ(unigram_entropy_nats({7, 7, 7}), 0.0);
+  EXPECT_NEAR(unigram_entropy_nats({0, 0, 1, 1}), std::log(2.0), 1e-15);
+  // p = (1/2, 1/4, 1/4): H = 1/2 ln 2 + 2 * 1/4 ln 4 = 1.5 ln 2.
+  EXPECT_NEAR(unigram_entropy_nats({9, 3, 9, 200}), 1.5 * std::log(2.0), 1e-15);
+
+  test::TempDir dir;
+  write_bytes(dir.file("t.txt"), "aabbaaaaab");  // train "aabbaaaaa" (9), val "b" (1)
+  PrepareOptions opt;
+  opt.inputs = {dir.file("t.txt")};
+  opt.output = dir.file("t.h5");
+  const PrepareReport rep = prepare_token_file(opt);
+  const double p = 7.0 / 9.0, q = 2.0 / 9.0;
+  EXPECT_NEAR(rep.train_unigram_nats, -p * std::log(p) - q * std::log(q), 1e-15);
+  EXPECT_EQ(rep.val_unigram_nats, 0.0);
 }
 
 TEST(Prepare, InputOrderIsKeptAndZeroValFractionIsAllTrain) {

@@ -1,0 +1,1 @@
+# The CUDA backend: -DSWITCHYARD_CUDA=ON|OFF|AUTO. Not built yet (the CUDA issue fills this in).
