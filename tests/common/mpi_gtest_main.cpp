@@ -1,4 +1,5 @@
-// MPI-aware GoogleTest main for test_comm (run by CTest under mpirun at 1, 2, 4 and 8 ranks).
+// MPI-aware GoogleTest main of every multi-rank test executable (sy_mpi_gtest: run by CTest under
+// mpirun at several rank counts).
 //
 // - Rank 0 prints the usual gtest report; the other ranks print only their failures, prefixed
 //   with the rank, so a failure on any rank is visible.
@@ -70,7 +71,7 @@ int main(int argc, char** argv) {
     failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
     MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   }
-  if (rank == 0 && failed) std::fprintf(stderr, "test_comm: a test failed on some rank\n");
+  if (rank == 0 && failed) std::fprintf(stderr, "%s: a test failed on some rank\n", argv[0]);
   MPI_Finalize();
   return failed;
 }
