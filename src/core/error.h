@@ -12,7 +12,16 @@
 
 namespace sy {
 
-enum ExitCode : int { kExitOk = 0, kExitOther = 1, kExitUsage = 2, kExitNumerical = 3 };
+// kExitPreempted is switchyard's addition to SPEC section 9: SIGUSR1/SIGTERM arrived, the current
+// step finished and a checkpoint was written; the job script requeues the job (75 = EX_TEMPFAIL
+// of sysexits.h, "try again later").
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitOther = 1,
+  kExitUsage = 2,
+  kExitNumerical = 3,
+  kExitPreempted = 75
+};
 
 // Bad command line, config or input file. The message must name the key or the file.
 class UsageError : public std::runtime_error {
