@@ -1,5 +1,6 @@
 #include "src/model/init.h"
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cpu/philox.h"
@@ -13,9 +14,10 @@ uint64_t param_stream_id(const std::string& name) {
 
 template <class T>
 void init_param_range(T* dst, const ParamSpec& spec, uint64_t seed, size_t first, size_t count) {
-  SY_CHECK(first <= spec.numel && count <= spec.numel - first,
-           "range [" << first << ", " << first + count << ") outside '" << spec.name << "' of "
-                     << spec.numel << " elements");
+  const size_t total = spec.global_numel();
+  SY_CHECK(first <= total && count <= total - first, "range [" << first << ", " << first + count
+                                                               << ") outside '" << spec.name
+                                                               << "' of " << total << " elements");
   if (count == 0) return;
   switch (spec.kind) {
     case ParamKind::kGain:
@@ -47,8 +49,14 @@ void init_param_range(T* dst, const ParamSpec& spec, uint64_t seed, size_t first
 
 template <class T>
 void init_params(T* params, const ParamTable& table, uint64_t seed) {
-  for (const ParamSpec& spec : table.specs())
-    init_param_range(params + spec.offset, spec, seed, 0, spec.numel);
+  std::fill(params, params + table.total_numel(), T(0));  // padding included
+  for (const ParamSpec& spec : table.specs()) {
+    T* local = params + spec.offset;
+    spec.slab.for_each_run(spec.shape, [&](int64_t global, int64_t local_idx, int64_t n) {
+      init_param_range(local + local_idx, spec, seed, static_cast<size_t>(global),
+                       static_cast<size_t>(n));
+    });
+  }
 }
 
 template void init_param_range<float>(float*, const ParamSpec&, uint64_t, size_t, size_t);

@@ -30,12 +30,14 @@ namespace sy {
 // The Philox stream id of a parameter: FNV-1a 64 of its name.
 uint64_t param_stream_id(const std::string& name);
 
-// dst[0..count) (=) global elements first .. first+count-1 of `spec` (flat row-major indices).
+// dst[0..count) (=) GLOBAL elements first .. first+count-1 of `spec` (flat row-major indices
+// into its global shape, whatever part of it this rank holds).
 // Throws (SY_CHECK) when the range leaves the parameter.
 template <class T>
 void init_param_range(T* dst, const ParamSpec& spec, uint64_t seed, size_t first, size_t count);
 
-// params[table.total_numel()] (=) every parameter of `table` at its offset.
+// params[table.total_numel()] (=) the local part (slab) of every parameter of `table` at its
+// offset, zeros in the padding.
 template <class T>
 void init_params(T* params, const ParamTable& table, uint64_t seed);
 

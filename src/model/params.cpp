@@ -1,22 +1,58 @@
 #include "src/model/params.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
+#include "src/core/error.h"
+
 namespace sy {
+
+size_t ParamSpec::global_numel() const {
+  size_t n = 1;
+  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  return n;
+}
 
 void ParamTable::add(std::string name, std::vector<int64_t> shape, ParamKind kind,
                      double init_std) {
   ParamSpec s;
   s.name = std::move(name);
+  s.slab = Slab::whole(shape);
   s.shape = std::move(shape);
   s.kind = kind;
   s.init_std = init_std;
+  add(std::move(s));
+}
+
+void ParamTable::add(ParamSpec s) {
+  SY_CHECK(s.slab.start.size() == s.shape.size(), s.name << ": slab rank differs from the shape");
+  s.local_shape = s.slab.local_shape();
+  s.numel = static_cast<size_t>(s.slab.numel());
   s.offset = total_;
-  s.numel = 1;
-  for (int64_t d : s.shape) s.numel *= static_cast<size_t>(d);
   total_ += s.numel;
+  (s.group == ParamGroup::kDense ? dense_ : expert_).size += s.numel;
   specs_.push_back(std::move(s));
+}
+
+void ParamTable::layout_groups(size_t dense_align, size_t expert_align) {
+  SY_CHECK(dense_align > 0 && expert_align > 0, "alignments must be positive");
+  size_t at = 0;
+  auto place = [&](ParamGroup g, size_t align) {
+    Range r;
+    r.first = at;
+    for (ParamSpec& s : specs_)
+      if (s.group == g) {
+        s.offset = at;
+        at += s.numel;
+      }
+    at = (at + align - 1) / align * align;
+    r.size = at - r.first;
+    return r;
+  };
+  dense_ = place(ParamGroup::kDense, dense_align);
+  expert_ = place(ParamGroup::kExpert, expert_align);
+  total_ = at;
 }
 
 const ParamSpec& ParamTable::at(const std::string& name) const {
@@ -35,36 +71,88 @@ std::string layer_param_name(int64_t layer, const std::string& leaf) {
   return "model/layers/" + std::to_string(layer) + "/" + leaf;
 }
 
-ParamTable make_param_table(const Config& cfg) {
+ParamTable make_param_table(const Config& cfg, const ShardLayout& lay) {
   const auto& m = cfg.model;
   const auto& moe = cfg.moe;
   const int64_t V = m.vocab_size, C = m.d_model, E = moe.num_experts, F = moe.ffn_hidden,
                 S = moe.shared_experts;
+  SY_CHECK(C % lay.tp == 0 && E % lay.ep == 0 && F % lay.etp == 0 && (S == 0 || F % lay.tp == 0),
+           "layout does not divide the model (validate the layout first)");
+  const int64_t Ct = C / lay.tp, Ft = F / lay.tp;   // tensor-parallel shares
+  const int64_t Le = E / lay.ep, Fe = F / lay.etp;  // local experts, expert hidden share
+  const int64_t tp_r = lay.tp_rank, ep_r = lay.ep_rank, etp_r = lay.etp_rank;
   // SPEC 2: Normal(0, 0.02) for matrices, output projections (wo, w2) scaled by 1/sqrt(2L).
   const double std = 0.02;
   const double out_std = std / std::sqrt(2.0 * static_cast<double>(m.n_layers));
+  const bool world_rank0 = lay.dp_rank == 0 && lay.tp_rank == 0;
 
   ParamTable t;
-  t.add("model/embed", {V, C}, ParamKind::kMatrix, std);
-  if (!m.tie_embeddings) t.add("model/head", {V, C}, ParamKind::kMatrix, std);
-  t.add("model/final_norm", {C}, ParamKind::kGain);
+  auto add = [&](std::string name, std::vector<int64_t> shape, ParamKind kind, double init_std,
+                 ParamGroup group, TpMode mode, Slab slab) {
+    ParamSpec s;
+    s.name = std::move(name);
+    s.shape = std::move(shape);
+    s.kind = kind;
+    s.init_std = init_std;
+    s.group = group;
+    s.tp_mode = mode;
+    s.slab = std::move(slab);
+    if (group == ParamGroup::kExpert) {
+      s.writer = lay.edp_rank == 0;
+      s.in_norm = true;
+    } else if (mode == TpMode::kSharded) {
+      s.writer = lay.dp_rank == 0;
+      s.in_norm = true;
+    } else {
+      s.writer = world_rank0;
+      s.in_norm = lay.tp_rank == 0;
+    }
+    t.add(std::move(s));
+  };
+  auto replicated = [&](std::string name, std::vector<int64_t> shape, ParamKind kind,
+                        double init_std = 0.0, TpMode mode = TpMode::kReplicated) {
+    Slab slab = Slab::whole(shape);
+    add(std::move(name), std::move(shape), kind, init_std, ParamGroup::kDense, mode,
+        std::move(slab));
+  };
+  // HDF5 wants stride >= block; for a dimension with one block the stride is irrelevant.
+  auto slab = [](std::vector<int64_t> start, std::vector<int64_t> stride,
+                 std::vector<int64_t> count, std::vector<int64_t> block) {
+    for (size_t d = 0; d < stride.size(); ++d)
+      if (count[d] == 1) stride[d] = std::max<int64_t>(block[d], 1);
+    return Slab{std::move(start), std::move(stride), std::move(count), std::move(block)};
+  };
+
+  replicated("model/embed", {V, C}, ParamKind::kMatrix, std);
+  if (!m.tie_embeddings) replicated("model/head", {V, C}, ParamKind::kMatrix, std);
+  replicated("model/final_norm", {C}, ParamKind::kGain);
   for (int64_t l = 0; l < m.n_layers; ++l) {
     auto n = [l](const char* leaf) { return layer_param_name(l, leaf); };
-    t.add(n("attn_norm"), {C}, ParamKind::kGain);
-    t.add(n("attn/wqkv"), {C, 3 * C}, ParamKind::kMatrix, std);
-    t.add(n("attn/wo"), {C, C}, ParamKind::kMatrix, out_std);
-    t.add(n("moe_norm"), {C}, ParamKind::kGain);
-    t.add(n("moe/router"), {C, E}, ParamKind::kMatrix, std);
-    t.add(n("moe/bias"), {E}, ParamKind::kBias);
-    t.add(n("moe/w1"), {E, C, F}, ParamKind::kMatrix, std);
-    t.add(n("moe/w3"), {E, C, F}, ParamKind::kMatrix, std);
-    t.add(n("moe/w2"), {E, F, C}, ParamKind::kMatrix, out_std);
+    replicated(n("attn_norm"), {C}, ParamKind::kGain);
+    // Heads h of tp rank r: output columns r*Ct .. of each of the q, k and v blocks.
+    add(n("attn/wqkv"), {C, 3 * C}, ParamKind::kMatrix, std, ParamGroup::kDense, TpMode::kSharded,
+        slab({0, tp_r * Ct}, {1, C}, {1, 3}, {C, Ct}));
+    add(n("attn/wo"), {C, C}, ParamKind::kMatrix, out_std, ParamGroup::kDense, TpMode::kSharded,
+        slab({tp_r * Ct, 0}, {Ct, 1}, {1, 1}, {Ct, C}));
+    replicated(n("moe_norm"), {C}, ParamKind::kGain);
+    replicated(n("moe/router"), {C, E}, ParamKind::kMatrix, std, TpMode::kPartialGrad);
+    replicated(n("moe/bias"), {E}, ParamKind::kBias);
+    add(n("moe/w1"), {E, C, F}, ParamKind::kMatrix, std, ParamGroup::kExpert, TpMode::kSharded,
+        slab({ep_r * Le, 0, etp_r * Fe}, {Le, 1, Fe}, {1, 1, 1}, {Le, C, Fe}));
+    add(n("moe/w3"), {E, C, F}, ParamKind::kMatrix, std, ParamGroup::kExpert, TpMode::kSharded,
+        slab({ep_r * Le, 0, etp_r * Fe}, {Le, 1, Fe}, {1, 1, 1}, {Le, C, Fe}));
+    add(n("moe/w2"), {E, F, C}, ParamKind::kMatrix, out_std, ParamGroup::kExpert, TpMode::kSharded,
+        slab({ep_r * Le, etp_r * Fe, 0}, {Le, Fe, 1}, {1, 1, 1}, {Le, Fe, C}));
     if (S > 0) {
-      t.add(n("moe/shared/w1"), {S, C, F}, ParamKind::kMatrix, std);
-      t.add(n("moe/shared/w3"), {S, C, F}, ParamKind::kMatrix, std);
-      t.add(n("moe/shared/w2"), {S, F, C}, ParamKind::kMatrix, out_std);
+      add(n("moe/shared/w1"), {S, C, F}, ParamKind::kMatrix, std, ParamGroup::kDense,
+          TpMode::kSharded, slab({0, 0, tp_r * Ft}, {S, 1, Ft}, {1, 1, 1}, {S, C, Ft}));
+      add(n("moe/shared/w3"), {S, C, F}, ParamKind::kMatrix, std, ParamGroup::kDense,
+          TpMode::kSharded, slab({0, 0, tp_r * Ft}, {S, 1, Ft}, {1, 1, 1}, {S, C, Ft}));
+      add(n("moe/shared/w2"), {S, F, C}, ParamKind::kMatrix, out_std, ParamGroup::kDense,
+          TpMode::kSharded, slab({0, tp_r * Ft, 0}, {S, Ft, 1}, {1, 1, 1}, {S, Ft, C}));
     }
   }
+  t.layout_groups(static_cast<size_t>(lay.dp), static_cast<size_t>(lay.edp));
   return t;
 }
 

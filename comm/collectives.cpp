@@ -1,0 +1,102 @@
+#include "comm/collectives.h"
+
+#include <algorithm>
+#include <climits>
+#include <string>
+
+#include "comm/watchdog.h"
+#include "src/core/error.h"
+
+namespace sy::comm {
+
+template <>
+MPI_Datatype mpi_type<float>() {
+  return MPI_FLOAT;
+}
+template <>
+MPI_Datatype mpi_type<double>() {
+  return MPI_DOUBLE;
+}
+template <>
+MPI_Datatype mpi_type<int64_t>() {
+  return MPI_INT64_T;
+}
+template <>
+MPI_Datatype mpi_type<int32_t>() {
+  return MPI_INT32_T;
+}
+
+namespace {
+
+int as_count(size_t n, const char* what) {
+  SY_CHECK(n <= static_cast<size_t>(INT_MAX),
+           what << ": " << n << " elements exceed MPI's int count; split the call");
+  return static_cast<int>(n);
+}
+
+}  // namespace
+
+template <class T>
+void allreduce_sum(std::span<T> data, const Comm& comm, Watchdog* watchdog, const char* what) {
+  if (comm.size() <= 1 || data.empty()) return;
+  const int n = as_count(data.size(), what);
+  WatchdogScope scope(watchdog, std::string("all-reduce: ") + what);
+  if (comm.rank() == 0) {
+    MPI_CHECK(MPI_Reduce(MPI_IN_PLACE, data.data(), n, mpi_type<T>(), MPI_SUM, 0, comm.get()));
+  } else {
+    MPI_CHECK(MPI_Reduce(data.data(), nullptr, n, mpi_type<T>(), MPI_SUM, 0, comm.get()));
+  }
+  MPI_CHECK(MPI_Bcast(data.data(), n, mpi_type<T>(), 0, comm.get()));
+}
+
+template <class T>
+void reduce_scatter_sum(std::span<const T> send, std::span<T> recv_chunk, const Comm& comm,
+                        Watchdog* watchdog, const char* what) {
+  const size_t chunk = recv_chunk.size();
+  SY_CHECK(send.size() == chunk * static_cast<size_t>(comm.size()),
+           what << ": send holds " << send.size() << " elements, expected " << comm.size()
+                << " chunks of " << chunk);
+  if (comm.size() <= 1) {
+    std::copy(send.begin(), send.end(), recv_chunk.begin());
+    return;
+  }
+  if (chunk == 0) return;
+  const int n = as_count(chunk, what);
+  WatchdogScope scope(watchdog, std::string("reduce-scatter: ") + what);
+  MPI_CHECK(MPI_Reduce_scatter_block(send.data(), recv_chunk.data(), n, mpi_type<T>(), MPI_SUM,
+                                     comm.get()));
+}
+
+template <class T>
+void allgather_inplace(std::span<T> buf, const Comm& comm, Watchdog* watchdog, const char* what) {
+  if (comm.size() <= 1 || buf.empty()) return;
+  const size_t p = static_cast<size_t>(comm.size());
+  SY_CHECK(buf.size() % p == 0,
+           what << ": " << buf.size() << " elements are not " << p << " equal chunks");
+  const int n = as_count(buf.size() / p, what);
+  WatchdogScope scope(watchdog, std::string("all-gather: ") + what);
+  MPI_CHECK(
+      MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf.data(), n, mpi_type<T>(), comm.get()));
+}
+
+template <class T>
+void broadcast(std::span<T> data, int root, const Comm& comm, Watchdog* watchdog,
+               const char* what) {
+  if (comm.size() <= 1 || data.empty()) return;
+  const int n = as_count(data.size(), what);
+  WatchdogScope scope(watchdog, std::string("broadcast: ") + what);
+  MPI_CHECK(MPI_Bcast(data.data(), n, mpi_type<T>(), root, comm.get()));
+}
+
+#define SY_INSTANTIATE(T)                                                                       \
+  template void allreduce_sum<T>(std::span<T>, const Comm&, Watchdog*, const char*);            \
+  template void reduce_scatter_sum<T>(std::span<const T>, std::span<T>, const Comm&, Watchdog*, \
+                                      const char*);                                             \
+  template void allgather_inplace<T>(std::span<T>, const Comm&, Watchdog*, const char*);        \
+  template void broadcast<T>(std::span<T>, int, const Comm&, Watchdog*, const char*);
+SY_INSTANTIATE(float)
+SY_INSTANTIATE(double)
+SY_INSTANTIATE(int64_t)
+#undef SY_INSTANTIATE
+
+}  // namespace sy::comm
