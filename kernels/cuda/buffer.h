@@ -1,0 +1,148 @@
+// RAII owners for device memory, streams, events and the cuBLAS handle. Nothing here is global:
+// the model (or a test) owns one of each and passes the stream / handle into every kernel entry.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <utility>
+#include <vector>
+
+#include "kernels/cuda/check.h"
+
+namespace sy::cuda {
+
+// n elements of T in device memory. Move-only. resize() reallocates only to grow (contents are
+// not kept); the destructor never throws (a failing cudaFree at exit is ignored).
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t n) { resize(n); }
+  ~DeviceBuffer() { release(); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept
+      : ptr_(std::exchange(o.ptr_, nullptr)),
+        size_(std::exchange(o.size_, 0)),
+        capacity_(std::exchange(o.capacity_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      ptr_ = std::exchange(o.ptr_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+      capacity_ = std::exchange(o.capacity_, 0);
+    }
+    return *this;
+  }
+
+  void resize(size_t n) {
+    if (n > capacity_) {
+      release();
+      void* p = nullptr;
+      CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+      ptr_ = static_cast<T*>(p);
+      capacity_ = n;
+    }
+    size_ = n;
+  }
+  T* data() { return ptr_; }
+  const T* data() const { return ptr_; }
+  size_t size() const { return size_; }
+  size_t bytes() const { return size_ * sizeof(T); }
+
+  // Synchronous copies (tests, set-up); the hot path uses cudaMemcpyAsync on its stream.
+  void upload(const std::vector<T>& host) {
+    resize(host.size());
+    if (!host.empty())
+      CUDA_CHECK(cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(size_);
+    if (size_ > 0) CUDA_CHECK(cudaMemcpy(host.data(), ptr_, bytes(), cudaMemcpyDeviceToHost));
+    return host;
+  }
+  // Every byte set to `byte`: 0xFF makes every float and bf16 element a NaN (the tests' poison).
+  void fill_bytes(int byte) {
+    if (size_ > 0) CUDA_CHECK(cudaMemset(ptr_, byte, bytes()));
+  }
+  void fill_bytes_async(int byte, cudaStream_t stream) {
+    if (size_ > 0) CUDA_CHECK(cudaMemsetAsync(ptr_, byte, bytes(), stream));
+  }
+
+ private:
+  void release() noexcept {
+    if (ptr_) (void)cudaFree(ptr_);
+    ptr_ = nullptr;
+    size_ = capacity_ = 0;
+  }
+  T* ptr_ = nullptr;
+  size_t size_ = 0, capacity_ = 0;
+};
+
+template <class T>
+DeviceBuffer<T> to_device(const std::vector<T>& host) {
+  DeviceBuffer<T> d;
+  d.upload(host);
+  return d;
+}
+
+class Stream {
+ public:
+  Stream() { CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+  ~Stream() {
+    if (s_) (void)cudaStreamDestroy(s_);
+  }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return s_; }
+  void sync() const { CUDA_CHECK(cudaStreamSynchronize(s_)); }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+class Event {
+ public:
+  Event() { CUDA_CHECK(cudaEventCreate(&e_)); }
+  ~Event() {
+    if (e_) (void)cudaEventDestroy(e_);
+  }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return e_; }
+  void record(cudaStream_t s) { CUDA_CHECK(cudaEventRecord(e_, s)); }
+  void sync() const { CUDA_CHECK(cudaEventSynchronize(e_)); }
+  // Milliseconds from `start` to this event (both recorded and complete).
+  float ms_since(const Event& start) const {
+    float ms = 0.0f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start.e_, e_));
+    return ms;
+  }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+
+// A cuBLAS handle bound to one stream. Pointer mode host (alpha/beta are host scalars); the
+// default math mode, so fp32 GEMMs are true fp32 (no TF32), which the 1e-5 tests rely on.
+class CublasHandle {
+ public:
+  explicit CublasHandle(cudaStream_t stream) {
+    CUBLAS_CHECK(cublasCreate(&h_));
+    CUBLAS_CHECK(cublasSetStream(h_, stream));
+    CUBLAS_CHECK(cublasSetMathMode(h_, CUBLAS_DEFAULT_MATH));
+  }
+  ~CublasHandle() {
+    if (h_) (void)cublasDestroy(h_);
+  }
+  CublasHandle(const CublasHandle&) = delete;
+  CublasHandle& operator=(const CublasHandle&) = delete;
+  cublasHandle_t get() const { return h_; }
+
+ private:
+  cublasHandle_t h_ = nullptr;
+};
+
+}  // namespace sy::cuda

@@ -1,0 +1,64 @@
+#include "kernels/cuda/check.h"
+
+#include <sstream>
+
+namespace sy::cuda {
+
+void throw_error(const char* library, const char* call, int code, const char* what,
+                 const char* file, int line) {
+  std::ostringstream os;
+  os << file << ":" << line << ": " << library << " error " << code << " (" << what << ") in "
+     << call;
+  throw CudaError(os.str());
+}
+
+const char* cublas_status_name(cublasStatus_t s) {
+  return cublasGetStatusString(s);
+}
+
+const char* curand_status_name(curandStatus_t s) {
+  switch (s) {
+    case CURAND_STATUS_SUCCESS:
+      return "CURAND_STATUS_SUCCESS";
+    case CURAND_STATUS_VERSION_MISMATCH:
+      return "CURAND_STATUS_VERSION_MISMATCH";
+    case CURAND_STATUS_NOT_INITIALIZED:
+      return "CURAND_STATUS_NOT_INITIALIZED";
+    case CURAND_STATUS_ALLOCATION_FAILED:
+      return "CURAND_STATUS_ALLOCATION_FAILED";
+    case CURAND_STATUS_TYPE_ERROR:
+      return "CURAND_STATUS_TYPE_ERROR";
+    case CURAND_STATUS_OUT_OF_RANGE:
+      return "CURAND_STATUS_OUT_OF_RANGE";
+    case CURAND_STATUS_LENGTH_NOT_MULTIPLE:
+      return "CURAND_STATUS_LENGTH_NOT_MULTIPLE";
+    case CURAND_STATUS_DOUBLE_PRECISION_REQUIRED:
+      return "CURAND_STATUS_DOUBLE_PRECISION_REQUIRED";
+    case CURAND_STATUS_LAUNCH_FAILURE:
+      return "CURAND_STATUS_LAUNCH_FAILURE";
+    case CURAND_STATUS_PREEXISTING_FAILURE:
+      return "CURAND_STATUS_PREEXISTING_FAILURE";
+    case CURAND_STATUS_INITIALIZATION_FAILED:
+      return "CURAND_STATUS_INITIALIZATION_FAILED";
+    case CURAND_STATUS_ARCH_MISMATCH:
+      return "CURAND_STATUS_ARCH_MISMATCH";
+    case CURAND_STATUS_INTERNAL_ERROR:
+      return "CURAND_STATUS_INTERNAL_ERROR";
+  }
+  return "unknown curandStatus_t";
+}
+
+int device_count(std::string* reason) {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    // Clear the sticky "last error" so a later, unrelated check does not report it.
+    (void)cudaGetLastError();
+    if (reason) *reason = std::string("cudaGetDeviceCount: ") + cudaGetErrorString(err);
+    return 0;
+  }
+  if (n == 0 && reason) *reason = "cudaGetDeviceCount: no CUDA device visible";
+  return n;
+}
+
+}  // namespace sy::cuda

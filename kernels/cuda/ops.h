@@ -1,0 +1,87 @@
+// The dense ops of the model on the GPU, mirroring kernels/cpu/ops.h op for op (same argument
+// order, same "(=)" / "(+=)" conventions; the CPU versions are the reference the tests compare
+// with). Host-side entry points only; each launches on `stream` and returns without waiting.
+//
+// Precision: T is the activation storage type, float or bf16 (__nv_bfloat16). All arithmetic and
+// every reduction is fp32. Parameters (emb, g) and parameter gradients (demb, dg) are always fp32
+// (the master copy); per-token statistics (rstd, losses) are fp32.
+//
+// Letters: B sequences, T positions, N = B*T tokens, C d_model, NH heads, HD = C/NH, V vocab.
+// Row-major throughout.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace sy::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// out[N,C] (=) emb[tokens[n], :]                                      emb: [V,C] fp32
+template <class T>
+void embedding_forward(T* out, const int32_t* tokens, const float* emb, int N, int C,
+                       cudaStream_t stream);
+// demb[V,C] (+=) scatter-add of dout[N,C] by token, in token order n = 0..N-1 per column (so a
+// repeated token sums in the CPU's order: bitwise reproducible, no atomics).
+template <class T>
+void embedding_backward(float* demb, const T* dout, const int32_t* tokens, int N, int C,
+                        cudaStream_t stream);
+
+// out[n] (=) a[n] + b[n]; out may alias a or b.
+template <class T>
+void residual_forward(T* out, const T* a, const T* b, long n, cudaStream_t stream);
+
+// dst[n] (=) src[n] converted (fp32 master weights -> bf16 compute copies, and back for tests).
+template <class TD, class TS>
+void convert(TD* dst, const TS* src, long n, cudaStream_t stream);
+
+// out[N,C] (=) x / sqrt(mean(x^2) + eps) * g;  rstd[N] (=). g: [C] fp32.
+template <class T>
+void rmsnorm_forward(T* out, float* rstd, const T* x, const float* g, int N, int C, double eps,
+                     cudaStream_t stream);
+// dx[N,C] (=), dg[C] (+=, summed over rows in order n = 0..N-1).
+template <class T>
+void rmsnorm_backward(T* dx, float* dg, const T* dout, const T* x, const float* g,
+                      const float* rstd, int N, int C, cudaStream_t stream);
+
+// RoPE on the q and k blocks of qkv[N,3C] (rotate-half; see kernels/cpu/ops.h). out[N,3C] (=);
+// out may not alias qkv. Angles in double, as on the CPU.
+template <class T>
+void rope_forward(T* out, const T* qkv, int B, int T_, int C, int NH, double theta,
+                  cudaStream_t stream);
+// dqkv[N,3C] (=) the inverse rotation of dout.
+template <class T>
+void rope_backward(T* dqkv, const T* dout, int B, int T_, int C, int NH, double theta,
+                   cudaStream_t stream);
+
+// Scratch the attention entry points need, in elements of T.
+long attention_forward_scratch(int B, int T_, int C, int NH);   // 4*N*C
+long attention_backward_scratch(int B, int T_, int C, int NH);  // 4*N*C + B*NH*T*T
+
+// Causal multi-head attention on qkv[N,3C] (after RoPE), as kernels/cpu/ops.h:
+//   att[B,NH,T,T] (=) softmax_causal(q k^T / sqrt(HD)) (zeros above the diagonal)
+//   out[N,C]      (=) att @ v, heads concatenated
+// The heads are first copied into [3,B,NH,T,HD] so each product is one cuBLAS strided-batched
+// GEMM over the B*NH heads. `cublas` must be bound to `stream`.
+template <class T>
+void attention_forward(T* out, T* att, T* scratch, const T* qkv, int B, int T_, int C, int NH,
+                       cublasHandle_t cublas, cudaStream_t stream);
+// dqkv[N,3C] (=); scratch: attention_backward_scratch elements.
+template <class T>
+void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int B,
+                        int T_, int C, int NH, cublasHandle_t cublas, cudaStream_t stream);
+
+// losses[N] (=) logsumexp(logits[n,:]) - logits[n,targets[n]];  probs[N,V] (=) softmax(logits).
+// probs may alias logits.
+template <class T>
+void crossentropy_forward(float* losses, T* probs, const T* logits, const int32_t* targets, int N,
+                          int V, cudaStream_t stream);
+// dlogits[N,V] (=) (probs - onehot(targets)) * dlosses[n]. dlogits may alias probs.
+template <class T>
+void crossentropy_backward(T* dlogits, const T* probs, const int32_t* targets, const float* dlosses,
+                           int N, int V, cudaStream_t stream);
+
+}  // namespace sy::cuda

@@ -1,0 +1,125 @@
+// Helpers of the GPU suite: skip without a GPU, seeded random inputs, bf16 rounding on the host,
+// NaN-poisoned device outputs and the normalised comparison every test uses.
+//
+// Comparison: for each element |gpu - ref| <= tol * (|ref| + max_abs(ref)) -- relative to the
+// element, with the tensor's scale as the floor so elements that cancel to ~0 are judged against
+// the size of the values around them (ggml's normalised error, per element). NaN never passes,
+// so an element the kernel did not write (still the 0xFF poison) fails.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/buffer.h"
+#include "kernels/cuda/check.h"
+
+namespace sy::gputest {
+
+using bf16 = __nv_bfloat16;
+
+constexpr double kTolF32 = 1e-5;
+constexpr double kTolBf16 = 1e-2;
+
+// GTEST_SKIP()s the calling test, with the reason, when no GPU can be used.
+#define SY_REQUIRE_GPU()                                              \
+  do {                                                                \
+    std::string sy_reason_;                                           \
+    if (::sy::cuda::device_count(&sy_reason_) == 0)                   \
+      GTEST_SKIP() << "no usable CUDA device (" << sy_reason_ << ")"; \
+  } while (0)
+
+inline std::vector<float> random_floats(std::mt19937& rng, size_t n, float lo = -1.0f,
+                                        float hi = 1.0f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+inline std::vector<int32_t> random_ints(std::mt19937& rng, size_t n, int32_t hi_exclusive) {
+  std::uniform_int_distribution<int32_t> d(0, hi_exclusive - 1);
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Element type conversion on the host (bf16 <-> float through cuda_bf16.h's host paths).
+template <class TD, class TS>
+std::vector<TD> convert(const std::vector<TS>& src) {
+  std::vector<TD> dst(src.size());
+  for (size_t i = 0; i < src.size(); ++i) {
+    if constexpr (std::is_same_v<TD, bf16>)
+      dst[i] = __float2bfloat16_rn(static_cast<float>(src[i]));
+    else if constexpr (std::is_same_v<TS, bf16>)
+      dst[i] = static_cast<TD>(__bfloat162float(src[i]));
+    else
+      dst[i] = static_cast<TD>(src[i]);
+  }
+  return dst;
+}
+
+// The values a T-typed tensor can hold: x rounded to bf16 when T is bf16 (so the CPU reference
+// sees exactly the GPU's inputs), unchanged for float.
+template <class T>
+std::vector<float> representable(const std::vector<float>& x) {
+  if constexpr (std::is_same_v<T, bf16>) return convert<float>(convert<bf16>(x));
+  return x;
+}
+
+template <class T>
+constexpr double tol() {
+  return std::is_same_v<T, bf16> ? kTolBf16 : kTolF32;
+}
+
+// A device copy of x in storage type T.
+template <class T>
+cuda::DeviceBuffer<T> upload_as(const std::vector<float>& x) {
+  return cuda::to_device(convert<T>(x));
+}
+
+// A device buffer of n elements, every byte 0xFF (NaN for float and bf16).
+template <class T>
+cuda::DeviceBuffer<T> poisoned(size_t n) {
+  cuda::DeviceBuffer<T> d(n);
+  d.fill_bytes(0xFF);
+  return d;
+}
+
+// The device buffer as floats (synchronises the device first so kernel faults surface here).
+template <class T>
+std::vector<float> download_f32(const cuda::DeviceBuffer<T>& d) {
+  CUDA_CHECK(cudaDeviceSynchronize());
+  return convert<float>(d.download());
+}
+
+// Counts elements outside tolerance (NaN counts as wrong) and reports the first few.
+inline ::testing::AssertionResult close(const std::vector<float>& got,
+                                        const std::vector<float>& ref, double tol) {
+  if (got.size() != ref.size())
+    return ::testing::AssertionFailure() << "size " << got.size() << " vs " << ref.size();
+  double scale = 0.0;
+  for (float r : ref) scale = std::fmax(scale, std::fabs(static_cast<double>(r)));
+  size_t wrong = 0;
+  std::string first;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double g = got[i], r = ref[i];
+    const double err = std::fabs(g - r);
+    if (!(err <= tol * (std::fabs(r) + scale))) {  // written so NaN fails
+      if (wrong < 5)
+        first += " [" + std::to_string(i) + "] got " + std::to_string(g) + " want " +
+                 std::to_string(r) + ";";
+      ++wrong;
+    }
+  }
+  if (wrong == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << wrong << " of " << got.size() << " elements outside tol "
+                                       << tol << " (scale " << scale << "):" << first;
+}
+
+}  // namespace sy::gputest
