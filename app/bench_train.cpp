@@ -1,10 +1,59 @@
-// `switchyard bench train`: not built yet (registers nothing until its issue lands).
+// `switchyard bench train`: model FLOPs, step time, tokens/s and achieved GFLOP/s of a config on
+// one rank, against the machine's GEMM ceiling and, when PyTorch is installed, the same model in
+// PyTorch (the work is src/bench/train_bench.h).
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "app/commands.h"
+#include "src/bench/train_bench.h"
+#include "src/config/config.h"
+#include "src/core/error.h"
 
 namespace sy::app {
 
-void add_bench_train(CLI::App& /*bench*/, std::vector<Command>& /*out*/) {}
+void add_bench_train(CLI::App& bench, std::vector<Command>& out) {
+  struct Args {
+    std::string config;
+    std::vector<std::string> overrides;
+    TrainBenchOptions opt;
+    bool no_torch = false;
+  };
+  auto a = std::make_shared<Args>();
+  if (const char* py = std::getenv("SWITCHYARD_TORCH_PYTHON")) a->opt.python = py;
+  auto* cmd = bench.add_subcommand(
+      "train",
+      "Time training steps of a config on 1 rank: model FLOPs/step, median step time, tokens/s, "
+      "achieved GFLOP/s vs the machine's cblas_sgemm ceiling on the model's shapes, and tokens/s "
+      "vs the same model in PyTorch when a Python with torch is found");
+  cmd->add_option("-c,--config", a->config, "Experiment config (YAML)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--set", a->overrides,
+                  "Override a config key, e.g. --set train.micro_batch=4 (repeatable)");
+  cmd->add_option("--steps", a->opt.steps, "Timed optimizer steps")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--warmup", a->opt.warmup, "Untimed steps first")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--python", a->opt.python,
+                  "Python interpreter for the PyTorch peer (env SWITCHYARD_TORCH_PYTHON)")
+      ->capture_default_str();
+  cmd->add_option("--torch-script", a->opt.torch_script,
+                  "Path of bench/torch_moe.py (default: found from the binary or the current "
+                  "directory)");
+  cmd->add_flag("--no-torch", a->no_torch, "Do not run the PyTorch peer");
+  out.push_back({cmd, [a] {
+                   const Config cfg = load_config(a->config, a->overrides);
+                   TrainBenchOptions opt = a->opt;
+                   if (a->no_torch) opt.python.clear();
+                   const TrainBenchResult r = run_train_bench(cfg, opt, std::cerr);
+                   print_train_bench(cfg, opt, r, std::cout);
+                   return static_cast<int>(kExitOk);
+                 }});
+}
 
 }  // namespace sy::app

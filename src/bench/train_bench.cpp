@@ -1,0 +1,259 @@
+#include "src/bench/train_bench.h"
+
+#include <cblas.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "src/core/error.h"
+#include "src/data/loader.h"
+#include "src/data/tokens.h"
+#include "src/model/init.h"
+#include "src/model/model.h"
+#include "src/optim/optim.h"
+
+namespace sy {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  SY_CHECK(!v.empty(), "median of nothing");
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Single quotes for /bin/sh, with embedded quotes closed, escaped and reopened.
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+struct Captured {
+  int exit_code = -1;
+  std::string output;  // stdout only
+};
+
+Captured capture(const std::string& cmd) {
+  Captured r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string find_torch_script(const std::string& given) {
+  namespace fs = std::filesystem;
+  if (!given.empty()) return given;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  std::vector<fs::path> candidates;
+  if (!ec) candidates.push_back(exe.parent_path().parent_path() / "bench" / "torch_moe.py");
+  candidates.push_back(fs::path("bench") / "torch_moe.py");
+  for (const auto& c : candidates)
+    if (fs::exists(c, ec)) return c.string();
+  return {};
+}
+
+// The PyTorch peer on the same resolved config: bench/torch_moe.py prints one JSON line.
+TorchPeer run_torch_peer(const Config& cfg, const TrainBenchOptions& opt, std::ostream& log) {
+  namespace fs = std::filesystem;
+  TorchPeer p;
+  if (opt.python.empty()) {
+    p.note = "skipped (--no-torch)";
+    return p;
+  }
+  const std::string py = shell_quote(opt.python);
+  if (std::system((py + " -c 'import torch' >/dev/null 2>&1").c_str()) != 0) {
+    p.note = "skipped: '" + opt.python + "' cannot import torch (see bench/README.md)";
+    return p;
+  }
+  const std::string script = find_torch_script(opt.torch_script);
+  if (script.empty()) {
+    p.note = "skipped: bench/torch_moe.py not found (use --torch-script)";
+    return p;
+  }
+  // The resolved config, so both sides read the very same keys.
+  std::string tmpl = (fs::temp_directory_path() / "switchyard-bench-XXXXXX").string();
+  if (!mkdtemp(tmpl.data())) {
+    p.note = "skipped: cannot create a temporary directory";
+    return p;
+  }
+  const fs::path dir = tmpl;
+  const fs::path yaml = dir / "config.yaml";
+  {
+    std::ofstream out(yaml);
+    out << to_yaml(cfg);
+  }
+  log << "running the PyTorch peer: " << script << "\n" << std::flush;
+  const Captured c =
+      capture(py + " " + shell_quote(script) + " bench --config " + shell_quote(yaml.string()) +
+              " --steps " + std::to_string(opt.steps) + " --warmup " + std::to_string(opt.warmup));
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  if (c.exit_code != 0) {
+    p.note = "failed: exit code " + std::to_string(c.exit_code);
+    return p;
+  }
+  // The last non-empty line is the JSON result.
+  const auto end = c.output.find_last_not_of('\n');
+  const auto start = end == std::string::npos ? 0 : c.output.rfind('\n', end);
+  const std::string last = c.output.substr(start == std::string::npos ? 0 : start + 1);
+  try {
+    const auto j = nlohmann::json::parse(last);
+    p.tokens_per_s = j.at("tokens_per_s").get<double>();
+    p.step_s = j.at("step_s").get<double>();
+    p.note = "torch " + j.value("torch", std::string("?")) + ", " +
+             std::to_string(j.value("threads", 0)) + " threads";
+    p.ran = true;
+  } catch (const std::exception& e) {
+    p.note = std::string("failed: unreadable output (") + e.what() + ")";
+  }
+  return p;
+}
+
+}  // namespace
+
+TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt,
+                                 std::ostream& log) {
+  if (opt.steps < 1)
+    throw UsageError("--steps: got " + std::to_string(opt.steps) + ", expected >= 1");
+  if (opt.warmup < 0)
+    throw UsageError("--warmup: got " + std::to_string(opt.warmup) + ", expected >= 0");
+  const int64_t T = cfg.model.seq_len, GB = cfg.train.global_batch, MB = cfg.train.micro_batch;
+  const TokenData data = read_token_file(cfg.data.path, cfg.model.vocab_size, T);
+
+  Model<float> model(cfg);
+  init_params(model.params.data(), model.table(), cfg.run.seed);
+  AdamW opt_state(model.table(), cfg.train.weight_decay);
+  BatchLoader loader(data.train, T, GB, cfg.run.seed);
+  LossScale scale;
+  scale.token_weight = 1.0 / static_cast<double>(GB * T);
+  scale.group_weight =
+      1.0 / static_cast<double>(cfg.moe.aux_loss_scope == AuxScope::kSequence ? GB : GB / MB);
+  std::vector<int32_t> tokens(static_cast<size_t>(MB * (T + 1)));
+
+  TrainBenchResult r;
+  r.flops = step_flops(cfg);
+  std::vector<double> step_t, fwd_t, bwd_t, opt_t;
+  log << "running " << opt.warmup << " warm-up + " << opt.steps << " timed steps\n" << std::flush;
+  for (int64_t step = 0; step < opt.warmup + opt.steps; ++step) {
+    const auto t0 = Clock::now();
+    double fwd = 0, bwd = 0;
+    model.zero_grads();
+    LossParts loss;
+    for (int64_t first = 0; first < GB; first += MB) {
+      loader.fill(step, first, MB, tokens.data());
+      const auto tf = Clock::now();
+      loss += model.forward(tokens.data(), static_cast<int>(MB), scale);
+      const auto tb = Clock::now();
+      model.backward();
+      fwd += std::chrono::duration<double>(tb - tf).count();
+      bwd += since(tb);
+    }
+    if (!std::isfinite(loss.total()))
+      throw NumericalError("non-finite loss at bench step " + std::to_string(step + 1));
+    const auto to = Clock::now();
+    const double norm = global_grad_norm(model.grads.data(), model.grads.size());
+    opt_state.step(model.params.data(), model.grads.data(), learning_rate(cfg.train, step),
+                   clip_factor(norm, cfg.train.grad_clip));
+    const double ot = since(to), st = since(t0);
+    if (step < opt.warmup) continue;
+    if (step == opt.warmup) r.first_loss = loss.total();
+    r.last_loss = loss.total();
+    step_t.push_back(st);
+    fwd_t.push_back(fwd);
+    bwd_t.push_back(bwd);
+    opt_t.push_back(ot);
+  }
+  r.step_s = median(step_t);
+  r.forward_s = median(fwd_t);
+  r.backward_s = median(bwd_t);
+  r.optimizer_s = median(opt_t);
+  r.tokens_per_s = static_cast<double>(GB * T) / r.step_s;
+  r.gflops = r.flops.total() / r.step_s * 1e-9;
+
+  log << "timing cblas_sgemm on the model's shapes\n" << std::flush;
+  r.gemms = time_gemms(model_gemm_shapes(cfg), opt.gemm_seconds);
+  r.ceiling_gflops = best_gflops(r.gemms);
+  r.gemm_only_gflops = weighted_gflops(r.gemms);
+  r.torch = run_torch_peer(cfg, opt, log);
+  return r;
+}
+
+void print_train_bench(const Config& cfg, const TrainBenchOptions& opt, const TrainBenchResult& r,
+                       std::ostream& out) {
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  char buf[512];
+  out << "\n# switchyard bench train: " << cfg.run.name << ", 1 rank, " << opt.steps
+      << " timed steps after " << opt.warmup << " warm-up, fp32 CPU\n"
+      << "# OpenBLAS " << openblas_get_num_threads() << " threads (" << openblas_get_config()
+      << "), OPENBLAS_CORETYPE=" << (coretype ? coretype : "(unset)") << "\n"
+      << "# model FLOPs/step = " << flops_formula(cfg) << "\n\n";
+
+  std::snprintf(buf, sizeof buf, "%-28s %14s\n", "metric", "value");
+  out << buf;
+  auto row = [&](const char* name, const char* fmt, double v) {
+    char val[64];
+    std::snprintf(val, sizeof val, fmt, v);
+    std::snprintf(buf, sizeof buf, "%-28s %14s\n", name, val);
+    out << buf;
+  };
+  const double tokens = static_cast<double>(cfg.train.global_batch * cfg.model.seq_len);
+  row("tokens/step", "%.0f", tokens);
+  row("model GFLOP/step", "%.3f", r.flops.total() * 1e-9);
+  row("step time, median (ms)", "%.1f", r.step_s * 1e3);
+  row("  forward (ms)", "%.1f", r.forward_s * 1e3);
+  row("  backward (ms)", "%.1f", r.backward_s * 1e3);
+  row("  optimizer (ms)", "%.1f", r.optimizer_s * 1e3);
+  row("tokens/s", "%.0f", r.tokens_per_s);
+  row("achieved GFLOP/s", "%.1f", r.gflops);
+  row("GEMM ceiling GFLOP/s", "%.1f", r.ceiling_gflops);
+  row("achieved / ceiling", "%.1f %%", 100.0 * r.gflops / r.ceiling_gflops);
+  row("GEMM-only step GFLOP/s", "%.1f", r.gemm_only_gflops);
+  row("loss first -> last step", "%.4f", r.first_loss);
+  row("", "-> %.4f", r.last_loss);
+  if (r.torch.ran) {
+    row("PyTorch tokens/s", "%.0f", r.torch.tokens_per_s);
+    row("switchyard / PyTorch", "%.2f x", r.tokens_per_s / r.torch.tokens_per_s);
+  }
+  out << "PyTorch peer: " << (r.torch.ran ? r.torch.note : r.torch.note) << "\n";
+
+  out << "\n# GEMM ceiling: cblas_sgemm on the shapes one micro-batch multiplies (M x N x K, median"
+         " of repeated calls)\n";
+  std::snprintf(buf, sizeof buf, "%-20s %6s %6s %6s %4s %6s %10s\n", "product", "M", "N", "K", "op",
+                "calls", "GFLOP/s");
+  out << buf;
+  for (const auto& g : r.gemms) {
+    const std::string op = std::string(g.shape.trans_a ? "T" : "N") + (g.shape.trans_b ? "T" : "N");
+    std::snprintf(buf, sizeof buf, "%-20s %6d %6d %6d %4s %6d %10.1f\n", g.shape.what.c_str(),
+                  g.shape.M, g.shape.N, g.shape.K, op.c_str(), g.shape.calls, g.gflops());
+    out << buf;
+  }
+  out << "ceiling = the best of these; GEMM-only step = sum(calls*flops) / sum(calls*time)\n";
+}
+
+}  // namespace sy
