@@ -4,8 +4,9 @@
 #   AUTO the backend is built when nvcc is found (NCCL then optional)
 #   OFF  nothing of it is built
 # What it builds:
-#   sy_cuda   kernels/cuda/*.cu|*.cpp + src/model/cuda_model.cu: the kernels, cuBLAS GEMMs, the
-#             Philox init and the single-GPU model. Targets that link it get SWITCHYARD_HAVE_CUDA.
+#   sy_cuda_kernels  kernels/cuda/*.cu|*.cpp: the kernels, cuBLAS GEMMs and the Philox init.
+#             Targets that link it get SWITCHYARD_HAVE_CUDA.
+#   sy_cuda   src/model/cuda_*.cu: the single-GPU model on top of them (and of sy_model).
 #   sy_nccl   comm/nccl.cpp: NCCL communicators from MPI ones (SWITCHYARD_HAVE_NCCL), when NCCL
 #             is found.
 # sy_bench links sy_cuda so that `switchyard bench moe-layer` can run on a GPU.
@@ -72,16 +73,27 @@ if(SWITCHYARD_WERROR)
     $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
 endif()
 
-file(GLOB sy_cuda_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/kernels/cuda/*.cu
-     ${CMAKE_SOURCE_DIR}/kernels/cuda/*.cpp ${CMAKE_SOURCE_DIR}/src/model/cuda_*.cu)
-add_library(sy_cuda STATIC ${sy_cuda_srcs})
-target_include_directories(sy_cuda PUBLIC ${CMAKE_SOURCE_DIR})
-target_link_libraries(sy_cuda PUBLIC CUDA::cudart CUDA::cublas CUDA::curand sy_model sy_optim
+# The kernels know nothing of the model (kernels/ rule), so they are their own library and build
+# without src/; the model on top of them is sy_cuda.
+file(GLOB sy_cuda_kernel_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/kernels/cuda/*.cu
+     ${CMAKE_SOURCE_DIR}/kernels/cuda/*.cpp)
+add_library(sy_cuda_kernels STATIC ${sy_cuda_kernel_srcs})
+target_include_directories(sy_cuda_kernels PUBLIC ${CMAKE_SOURCE_DIR})
+target_link_libraries(sy_cuda_kernels PUBLIC CUDA::cudart CUDA::cublas CUDA::curand
                       PRIVATE sy_cuda_warnings)
-target_compile_definitions(sy_cuda PUBLIC SWITCHYARD_HAVE_CUDA)
+target_compile_definitions(sy_cuda_kernels PUBLIC SWITCHYARD_HAVE_CUDA)
 # --expt-relaxed-constexpr: philox.h's inline constexpr constants are read in device code.
+target_compile_options(sy_cuda_kernels PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
+
+file(GLOB sy_cuda_model_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/model/cuda_*.cu
+     ${CMAKE_SOURCE_DIR}/src/model/cuda_*.cpp)
+if(NOT sy_cuda_model_srcs)
+  set(sy_cuda_model_srcs ${CMAKE_SOURCE_DIR}/cmake/empty.cpp)
+endif()
+add_library(sy_cuda STATIC ${sy_cuda_model_srcs})
+target_include_directories(sy_cuda PUBLIC ${CMAKE_SOURCE_DIR})
+target_link_libraries(sy_cuda PUBLIC sy_cuda_kernels sy_model sy_optim PRIVATE sy_cuda_warnings)
 target_compile_options(sy_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
-set_target_properties(sy_cuda PROPERTIES CUDA_SEPARABLE_COMPILATION OFF POSITION_INDEPENDENT_CODE ON)
 
 if(SY_NCCL_LIBRARY AND SY_NCCL_INCLUDE_DIR AND EXISTS ${CMAKE_SOURCE_DIR}/comm/nccl.cpp)
   add_library(sy_nccl STATIC ${CMAKE_SOURCE_DIR}/comm/nccl.cpp)

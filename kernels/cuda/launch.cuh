@@ -54,3 +54,32 @@ __device__ __forceinline__ double warp_sum_f64(double v) {
 }
 
 }  // namespace sy::cuda
+
+namespace sy::cuda {
+
+// Sum / max over the whole block (blockDim.x a multiple of 32, <= 1024); every thread gets the
+// result. Uses 32 floats of shared memory and two __syncthreads, so all threads must call it.
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float partial[kWarp];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int num_warps = blockDim.x / kWarp;
+  v = warp_sum(v);
+  __syncthreads();  // partial[] may still be read by a previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  float total = lane < num_warps ? partial[lane] : 0.0f;
+  return warp_sum(total);
+}
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float partial[kWarp];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int num_warps = blockDim.x / kWarp;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  float m = lane < num_warps ? partial[lane] : -INFINITY;
+  return warp_max(m);
+}
+
+}  // namespace sy::cuda

@@ -59,7 +59,7 @@ void rope_backward(T* dqkv, const T* dout, int B, int T_, int C, int NH, double 
 
 // Scratch the attention entry points need, in elements of T.
 long attention_forward_scratch(int B, int T_, int C, int NH);   // 4*N*C
-long attention_backward_scratch(int B, int T_, int C, int NH);  // 4*N*C + B*NH*T*T
+long attention_backward_scratch(int B, int T_, int C, int NH);  // 7*N*C + B*NH*T*T
 
 // Causal multi-head attention on qkv[N,3C] (after RoPE), as kernels/cpu/ops.h:
 //   att[B,NH,T,T] (=) softmax_causal(q k^T / sqrt(HD)) (zeros above the diagonal)

@@ -8,7 +8,10 @@
 #include <vector>
 
 #include "gpu_test_util.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cuda/buffer.h"
+#include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
 
 namespace {
@@ -58,6 +61,158 @@ TYPED_TEST(DenseOps, RmsNorm) {
                        d_rstd.data(), kN, kC, nullptr);
   EXPECT_TRUE(close(download_f32(d_dx), dx, tol<T>()));
   EXPECT_TRUE(close(download_f32(d_dg), dg, tol<T>()));
+}
+
+TYPED_TEST(DenseOps, Embedding) {
+  SY_REQUIRE_GPU();
+  using T = TypeParam;
+  std::mt19937 rng(2);
+  auto tokens = random_ints(rng, kN, kV);
+  tokens[5] = tokens[1] = tokens[9];  // repeated tokens collide in the backward
+  const auto emb = random_floats(rng, kV * kC);
+  const auto dout = representable<T>(random_floats(rng, kN * kC));
+  const auto demb0 = random_floats(rng, kV * kC);
+  std::vector<float> out(kN * kC), demb = demb0;
+  cpu::embedding_forward(out.data(), tokens.data(), emb.data(), kN, kC);
+  cpu::embedding_backward(demb.data(), dout.data(), tokens.data(), kN, kC);
+
+  auto d_tok = sy::cuda::to_device(tokens);
+  auto d_emb = upload_as<float>(emb), d_demb = upload_as<float>(demb0);
+  auto d_dout = upload_as<T>(dout);
+  auto d_out = poisoned<T>(kN * kC);
+  cu::embedding_forward(d_out.data(), d_tok.data(), d_emb.data(), kN, kC, nullptr);
+  // bf16 output: the table values rounded once, so compare with the rounded reference.
+  EXPECT_TRUE(close(download_f32(d_out), representable<T>(out), tol<T>()));
+  cu::embedding_backward(d_demb.data(), d_dout.data(), d_tok.data(), kN, kC, nullptr);
+  EXPECT_TRUE(close(download_f32(d_demb), demb, tol<T>()));
+}
+
+TYPED_TEST(DenseOps, ResidualAndConvert) {
+  SY_REQUIRE_GPU();
+  using T = TypeParam;
+  std::mt19937 rng(3);
+  const long n = 1000;
+  const auto a = representable<T>(random_floats(rng, n));
+  const auto b = representable<T>(random_floats(rng, n));
+  std::vector<float> out(n);
+  cpu::residual_forward(out.data(), a.data(), b.data(), n);
+  auto d_a = upload_as<T>(a), d_b = upload_as<T>(b);
+  auto d_out = poisoned<T>(n);
+  cu::residual_forward(d_out.data(), d_a.data(), d_b.data(), n, nullptr);
+  EXPECT_TRUE(close(download_f32(d_out), out, tol<T>()));
+  // float -> T -> float round trip equals the host's rounding.
+  auto d_f = upload_as<float>(a);
+  auto d_t = poisoned<T>(n);
+  auto d_back = poisoned<float>(n);
+  cu::convert(d_t.data(), d_f.data(), n, nullptr);
+  cu::convert(d_back.data(), d_t.data(), n, nullptr);
+  EXPECT_TRUE(close(download_f32(d_back), a, 0.0));
+}
+
+TYPED_TEST(DenseOps, Rope) {
+  SY_REQUIRE_GPU();
+  using T = TypeParam;
+  std::mt19937 rng(4);
+  const double theta = 10000.0;
+  const auto qkv = representable<T>(random_floats(rng, kN * 3 * kC));
+  std::vector<float> out(kN * 3 * kC), back(kN * 3 * kC);
+  cpu::rope_forward(out.data(), qkv.data(), kB, kT, kC, kNH, theta);
+  cpu::rope_backward(back.data(), qkv.data(), kB, kT, kC, kNH, theta);
+  auto d_qkv = upload_as<T>(qkv);
+  auto d_out = poisoned<T>(kN * 3 * kC), d_back = poisoned<T>(kN * 3 * kC);
+  cu::rope_forward(d_out.data(), d_qkv.data(), kB, kT, kC, kNH, theta, nullptr);
+  cu::rope_backward(d_back.data(), d_qkv.data(), kB, kT, kC, kNH, theta, nullptr);
+  EXPECT_TRUE(close(download_f32(d_out), out, tol<T>()));
+  EXPECT_TRUE(close(download_f32(d_back), back, tol<T>()));
+}
+
+TYPED_TEST(DenseOps, Attention) {
+  SY_REQUIRE_GPU();
+  using T = TypeParam;
+  std::mt19937 rng(5);
+  const auto qkv = representable<T>(random_floats(rng, kN * 3 * kC, -2.0f, 2.0f));
+  const auto dout = representable<T>(random_floats(rng, kN * kC));
+  const long natt = static_cast<long>(kB) * kNH * kT * kT;
+  std::vector<float> out(kN * kC), att(natt), dqkv(kN * 3 * kC), scratch(natt);
+  cpu::attention_forward(out.data(), att.data(), qkv.data(), kB, kT, kC, kNH);
+  cpu::attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), kB, kT,
+                          kC, kNH);
+
+  sy::cuda::CublasHandle cublas(nullptr);
+  auto d_qkv = upload_as<T>(qkv), d_dout = upload_as<T>(dout);
+  auto d_out = poisoned<T>(kN * kC), d_att = poisoned<T>(natt);
+  auto d_dqkv = poisoned<T>(kN * 3 * kC);
+  auto d_fs = poisoned<T>(cu::attention_forward_scratch(kB, kT, kC, kNH));
+  auto d_bs = poisoned<T>(cu::attention_backward_scratch(kB, kT, kC, kNH));
+  cu::attention_forward(d_out.data(), d_att.data(), d_fs.data(), d_qkv.data(), kB, kT, kC, kNH,
+                        cublas.get(), nullptr);
+  EXPECT_TRUE(close(download_f32(d_att), att, tol<T>()));
+  EXPECT_TRUE(close(download_f32(d_out), out, tol<T>()));
+  // The backward gets the CPU's att (rounded to T) so it is tested on its own.
+  auto d_att_ref = upload_as<T>(representable<T>(att));
+  cu::attention_backward(d_dqkv.data(), d_bs.data(), d_dout.data(), d_qkv.data(), d_att_ref.data(),
+                         kB, kT, kC, kNH, cublas.get(), nullptr);
+  EXPECT_TRUE(close(download_f32(d_dqkv), dqkv, tol<T>()));
+}
+
+TYPED_TEST(DenseOps, CrossEntropy) {
+  SY_REQUIRE_GPU();
+  using T = TypeParam;
+  std::mt19937 rng(6);
+  const auto logits = representable<T>(random_floats(rng, kN * kV, -3.0f, 3.0f));
+  const auto targets = random_ints(rng, kN, kV);
+  const auto dlosses = random_floats(rng, kN);
+  std::vector<float> losses(kN), probs(kN * kV), dlogits(kN * kV);
+  cpu::crossentropy_forward(losses.data(), probs.data(), logits.data(), targets.data(), kN, kV);
+  cpu::crossentropy_backward(dlogits.data(), probs.data(), targets.data(), dlosses.data(), kN, kV);
+
+  auto d_logits = upload_as<T>(logits);
+  auto d_tg = sy::cuda::to_device(targets);
+  auto d_dl = upload_as<float>(dlosses);
+  auto d_losses = poisoned<float>(kN);
+  // In place, as the model calls it: probs overwrite the logits, then dlogits the probs.
+  cu::crossentropy_forward(d_losses.data(), d_logits.data(), d_logits.data(), d_tg.data(), kN, kV,
+                           nullptr);
+  EXPECT_TRUE(close(download_f32(d_losses), losses, tol<T>()));
+  EXPECT_TRUE(close(download_f32(d_logits), probs, tol<T>()));
+  auto d_probs = upload_as<T>(representable<T>(probs));
+  auto d_dlogits = poisoned<T>(kN * kV);
+  cu::crossentropy_backward(d_dlogits.data(), d_probs.data(), d_tg.data(), d_dl.data(), kN, kV,
+                            nullptr);
+  EXPECT_TRUE(close(download_f32(d_dlogits), dlogits, tol<T>()));
+}
+
+// matmul_forward / matmul_backward (dx assigned and accumulated; dw fp32 +=) against cpu::.
+TYPED_TEST(DenseOps, Matmul) {
+  SY_REQUIRE_GPU();
+  using T = TypeParam;
+  std::mt19937 rng(7);
+  const int IC = kC, OC = 3 * kC + 5;
+  const auto x = representable<T>(random_floats(rng, kN * IC));
+  const auto w = representable<T>(random_floats(rng, IC * OC));
+  const auto dy = representable<T>(random_floats(rng, kN * OC));
+  const auto dx0 = representable<T>(random_floats(rng, kN * IC));
+  const auto dw0 = random_floats(rng, IC * OC);
+  std::vector<float> y(kN * OC), dx(kN * IC), dxacc = dx0, dw = dw0;
+  cpu::matmul_forward(y.data(), x.data(), w.data(), kN, IC, OC);
+  cpu::matmul_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), kN, IC, OC);
+  cpu::matmul_backward<float>(dxacc.data(), nullptr, dy.data(), x.data(), w.data(), kN, IC, OC,
+                              cpu::Grad::kAccumulate);
+
+  sy::cuda::CublasHandle cublas(nullptr);
+  auto d_x = upload_as<T>(x), d_w = upload_as<T>(w), d_dy = upload_as<T>(dy);
+  auto d_y = poisoned<T>(kN * OC), d_dx = poisoned<T>(kN * IC);
+  auto d_dxacc = upload_as<T>(dx0);
+  auto d_dw = upload_as<float>(dw0);
+  cu::matmul_forward(d_y.data(), d_x.data(), d_w.data(), kN, IC, OC, cublas.get());
+  EXPECT_TRUE(close(download_f32(d_y), y, tol<T>()));
+  cu::matmul_backward(d_dx.data(), d_dw.data(), d_dy.data(), d_x.data(), d_w.data(), kN, IC, OC,
+                      cublas.get());
+  EXPECT_TRUE(close(download_f32(d_dx), dx, tol<T>()));
+  EXPECT_TRUE(close(download_f32(d_dw), dw, tol<T>()));
+  cu::matmul_backward<T>(d_dxacc.data(), nullptr, d_dy.data(), d_x.data(), d_w.data(), kN, IC, OC,
+                         cublas.get(), cu::Grad::kAccumulate);
+  EXPECT_TRUE(close(download_f32(d_dxacc), dxacc, tol<T>()));
 }
 
 }  // namespace

@@ -6,17 +6,25 @@
 if(NOT TARGET sy_cuda)
   return()
 endif()
-file(GLOB sy_gpu_test_srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_*.cpp
-     ${CMAKE_CURRENT_SOURCE_DIR}/gpu/model/test_*.cpp)
-add_executable(test_gpu ${sy_gpu_test_srcs})
-target_include_directories(test_gpu PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR}
-                                            ${CMAKE_CURRENT_SOURCE_DIR}/gpu)
-target_link_libraries(test_gpu PRIVATE sy_cuda sy_kernels sy_model sy_optim GTest::gtest
-                                       GTest::gtest_main sy_warnings)
+# Kernel tests: CUDA kernels against kernels/cpu (no src/ dependency, as in the standalone build).
+file(GLOB sy_gpu_kernel_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_*.cpp)
+add_executable(test_gpu_kernels ${sy_gpu_kernel_tests})
+target_include_directories(test_gpu_kernels PRIVATE ${CMAKE_SOURCE_DIR}
+                                                    ${CMAKE_CURRENT_SOURCE_DIR}/gpu)
+target_link_libraries(test_gpu_kernels PRIVATE sy_cuda_kernels sy_kernels GTest::gtest
+                                               GTest::gtest_main sy_warnings)
 # One value per property: gtest_discover_tests writes PROPERTIES out unquoted, so a ;-list
 # value would split into stray key/value pairs (and the label would silently not be set).
-gtest_discover_tests(test_gpu DISCOVERY_TIMEOUT 60
+gtest_discover_tests(test_gpu_kernels DISCOVERY_TIMEOUT 60
                      PROPERTIES LABELS gpu ENVIRONMENT OPENBLAS_CORETYPE=Haswell)
-if(TARGET sy_nccl)
-  target_link_libraries(test_gpu PRIVATE sy_nccl)
+
+# Model-level tests: the Philox init against src/model/init, the GPU model against Model<float>.
+file(GLOB sy_gpu_model_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/model/test_*.cpp)
+if(sy_gpu_model_tests)
+  add_executable(test_gpu_model ${sy_gpu_model_tests})
+  target_include_directories(test_gpu_model PRIVATE ${CMAKE_SOURCE_DIR}
+                                                    ${CMAKE_CURRENT_SOURCE_DIR}/gpu)
+  target_link_libraries(test_gpu_model PRIVATE sy_cuda GTest::gtest GTest::gtest_main sy_warnings)
+  gtest_discover_tests(test_gpu_model DISCOVERY_TIMEOUT 60
+                       PROPERTIES LABELS gpu ENVIRONMENT OPENBLAS_CORETYPE=Haswell)
 endif()

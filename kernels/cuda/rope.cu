@@ -1,0 +1,70 @@
+// Rotary position embedding, rotate-half convention (see ops.h and kernels/cpu/rope.cpp).
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/ops.h"
+
+namespace sy::cuda {
+
+namespace {
+
+// One thread per element of dst[N,3C]. Element `within` of an HD-wide q or k head pairs with
+// the element half a head away; the angle pos * theta^(-2i/HD) is computed in double and rounded
+// to float once, as the CPU's table is. sign = -1 applies the inverse rotation (the backward).
+template <class T>
+__global__ void rope_kernel(T* dst, const T* src, int B, int T_, int C, int NH, double theta,
+                            float sign) {
+  const int HD = C / NH, half = HD / 2;
+  const long C3 = 3L * C;
+  const long total = static_cast<long>(B) * T_ * C3;
+  for (long idx = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<long>(gridDim.x) * blockDim.x) {
+    const long n = idx / C3;
+    const int j = static_cast<int>(idx % C3);
+    if (j >= 2 * C) {  // v: copied
+      dst[idx] = src[idx];
+      continue;
+    }
+    const int t = static_cast<int>(n % T_);
+    const int within = j % HD;
+    const int i = within % half;
+    const long base = idx - within;  // element 0 of this head
+    const double angle = t * pow(theta, -2.0 * i / HD);
+    const float c = static_cast<float>(cos(angle));
+    const float s = sign * static_cast<float>(sin(angle));
+    const float x1 = to_f32(src[base + i]);
+    const float x2 = to_f32(src[base + i + half]);
+    dst[idx] = from_f32<T>(within < half ? x1 * c - x2 * s : x2 * c + x1 * s);
+  }
+}
+
+template <class T>
+void rope_launch(T* dst, const T* src, int B, int T_, int C, int NH, double theta, float sign,
+                 cudaStream_t stream) {
+  const long total = static_cast<long>(B) * T_ * 3L * C;
+  if (total == 0) return;
+  rope_kernel<<<grid_for(total), kBlock, 0, stream>>>(dst, src, B, T_, C, NH, theta, sign);
+  SY_CUDA_LAUNCH_CHECK("rope_kernel");
+}
+
+}  // namespace
+
+template <class T>
+void rope_forward(T* out, const T* qkv, int B, int T_, int C, int NH, double theta,
+                  cudaStream_t stream) {
+  rope_launch(out, qkv, B, T_, C, NH, theta, 1.0f, stream);
+}
+
+template <class T>
+void rope_backward(T* dqkv, const T* dout, int B, int T_, int C, int NH, double theta,
+                   cudaStream_t stream) {
+  rope_launch(dqkv, dout, B, T_, C, NH, theta, -1.0f, stream);
+}
+
+#define SY_INSTANTIATE(T)                                                                \
+  template void rope_forward<T>(T*, const T*, int, int, int, int, double, cudaStream_t); \
+  template void rope_backward<T>(T*, const T*, int, int, int, int, double, cudaStream_t);
+SY_INSTANTIATE(float)
+SY_INSTANTIATE(bf16)
+#undef SY_INSTANTIATE
+
+}  // namespace sy::cuda
