@@ -4,8 +4,6 @@
 // The (b,h) loop is parallel: each iteration writes only its own att/scratch block and its own
 // HD-wide column slice of out/dqkv, and nothing is reduced across threads, so results are
 // bitwise the same for any OpenMP thread count.
-#include <cblas.h>
-
 #include <cmath>
 
 #include "kernels/cpu/gemm.h"
@@ -15,17 +13,9 @@ namespace sy::cpu {
 
 namespace {
 
-// OpenBLAS built on pthreads (Debian's default) runs its own thread pool per call; calling it
-// from several OpenMP threads at once makes the pools fight for the cores (measured 6-9x slower
-// on 2 cores). So heads go parallel only when BLAS is sequential, limited to one thread
-// (OPENBLAS_NUM_THREADS=1, the fastest setting here), or OpenMP-built (it then runs each call
-// single-threaded inside our region). Otherwise each gemm is threaded by OpenBLAS instead.
-// Results are bitwise reproducible for a given OpenBLAS thread count; a threaded OpenBLAS gemm
-// may differ from a single-threaded one in the last bits (as for every gemm of the model).
-bool parallel_heads() {
-  return openblas_get_parallel() != OPENBLAS_THREAD || openblas_get_num_threads() == 1;
-}
-
+// The (b,h) blocks run on the OpenMP threads, each gemm() inside them one single-threaded BLAS
+// call (see gemm.h: a pthreads OpenBLAS pool per call would fight the OpenMP threads for the
+// cores, measured 6-9x slower on 2 cores).
 // Strided [T,HD] views of one (b,h) block.
 struct HeadView {
   long q, k, v;  // offsets of q/k/v[b, 0, h*HD] in qkv (row stride 3C)
@@ -56,7 +46,8 @@ void attention_forward(T* out, T* att, const T* qkv, int B, int T_, int C, int N
   const int HD = C / NH;
   const int C3 = 3 * C;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HD)));
-#pragma omp parallel for schedule(static) if (parallel_heads())
+  use_single_threaded_blas();
+#pragma omp parallel for schedule(static)
   for (int bh = 0; bh < B * NH; ++bh) {
     const HeadView hv = head_view(bh, T_, C, NH);
     T* a = att + hv.a;
@@ -92,7 +83,8 @@ void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const 
   const int HD = C / NH;
   const int C3 = 3 * C;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HD)));
-#pragma omp parallel for schedule(static) if (parallel_heads())
+  use_single_threaded_blas();
+#pragma omp parallel for schedule(static)
   for (int bh = 0; bh < B * NH; ++bh) {
     const HeadView hv = head_view(bh, T_, C, NH);
     const T* a = att + hv.a;

@@ -1,10 +1,14 @@
 #include "kernels/cpu/gemm.h"
 
 #include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
 
 namespace sy::cpu {
 
 namespace {
+
 CBLAS_TRANSPOSE tr(bool t) {
   return t ? CblasTrans : CblasNoTrans;
 }
@@ -16,25 +20,88 @@ void scale_only(int M, int N, T beta, T* C, int ldc) {
     for (int j = 0; j < N; ++j)
       C[(long)i * ldc + j] = beta == T(0) ? T(0) : beta * C[(long)i * ldc + j];
 }
+
+void blas(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
+          const float* B, int ldb, float beta, float* C, int ldc) {
+  cblas_sgemm(CblasRowMajor, tr(ta), tr(tb), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void blas(bool ta, bool tb, int M, int N, int K, double alpha, const double* A, int lda,
+          const double* B, int ldb, double beta, double* C, int ldc) {
+  cblas_dgemm(CblasRowMajor, tr(ta), tr(tb), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// Why the products are split here and BLAS runs single-threaded: the model's matrices are
+// small (an expert's [R,C]x[C,F] with R in the hundreds, a head's [T,HD]x[HD,T]), and Debian's
+// pthreads OpenBLAS wakes and parks its own pool on every call. Measured on 2 cores for
+// [256,128]x[128,256]: OpenBLAS 2 threads 105-175 GFLOP/s (it yields the CPU between calls),
+// 1 thread 110, two halves on our OpenMP threads 200-208. OpenMP threads stay warm across the
+// many calls of a step. So the first product sets OpenBLAS to one thread (once per process;
+// a caller may still raise it for its own cblas calls, the split stays correct either way).
+// (use_single_threaded_blas() is defined below, outside this anonymous namespace.)
+// Below this many FLOPs a product is not worth waking a second thread for (~2-3 us of work).
+constexpr double kSplitMinFlops = 2.0 * 48 * 48 * 48;
+// Split boundaries are multiples of this (the sgemm micro-kernel's row/column tile), so every
+// part but the last keeps full tiles.
+constexpr int kSplitAlign = 16;
+
+// C[M,N] = alpha op(A) op(B) + beta C on up to omp_get_max_threads() threads: the larger of M
+// and N is cut into contiguous blocks, one single-threaded BLAS call each. Every element of C is
+// computed by exactly one call over the full K, so the result does not depend on where the cut
+// falls beyond the kernel's own tiling; run to run it is bitwise the same for a given thread
+// count. Inside an enclosing parallel region (heads, experts) it is one plain call.
+template <class T>
+void gemm_split(bool ta, bool tb, int M, int N, int K, T alpha, const T* A, int lda, const T* B,
+                int ldb, T beta, T* C, int ldc) {
+  use_single_threaded_blas();
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const bool split_m = M >= N;
+  const int D = split_m ? M : N;
+  const int parts = std::min(threads, std::max(1, D / kSplitAlign));  // at least one tile per part
+  if (parts <= 1 || 2.0 * M * N * K < kSplitMinFlops) {
+    blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  const int tiles = (D + kSplitAlign - 1) / kSplitAlign;
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+  for (int p = 0; p < parts; ++p) {
+    const int lo = std::min(D, tiles * p / parts * kSplitAlign);
+    const int hi = p + 1 == parts ? D : std::min(D, tiles * (p + 1) / parts * kSplitAlign);
+    if (hi <= lo) continue;
+    if (split_m) {
+      // rows lo..hi of op(A) and C; op(A) row i is A row i, or A column i when ta.
+      const T* a = ta ? A + lo : A + static_cast<long>(lo) * lda;
+      blas(ta, tb, hi - lo, N, K, alpha, a, lda, B, ldb, beta, C + static_cast<long>(lo) * ldc,
+           ldc);
+    } else {
+      // columns lo..hi of op(B) and C; op(B) column j is B column j, or B row j when tb.
+      const T* b = tb ? B + static_cast<long>(lo) * ldb : B + lo;
+      blas(ta, tb, M, hi - lo, K, alpha, A, lda, b, ldb, beta, C + lo, ldc);
+    }
+  }
+}
+
 }  // namespace
 
-template <>
-void gemm<float>(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
-                 int lda, const float* B, int ldb, float beta, float* C, int ldc) {
-  if (M == 0 || N == 0) return;
-  if (K == 0) return scale_only(M, N, beta, C, ldc);
-  cblas_sgemm(CblasRowMajor, tr(trans_a), tr(trans_b), M, N, K, alpha, A, lda, B, ldb, beta, C,
-              ldc);
+void use_single_threaded_blas() {
+  static const bool done = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)done;
 }
 
-template <>
-void gemm<double>(bool trans_a, bool trans_b, int M, int N, int K, double alpha, const double* A,
-                  int lda, const double* B, int ldb, double beta, double* C, int ldc) {
+template <class T>
+void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda, const T* B,
+          int ldb, T beta, T* C, int ldc) {
   if (M == 0 || N == 0) return;
   if (K == 0) return scale_only(M, N, beta, C, ldc);
-  cblas_dgemm(CblasRowMajor, tr(trans_a), tr(trans_b), M, N, K, alpha, A, lda, B, ldb, beta, C,
-              ldc);
+  gemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+
+template void gemm<float>(bool, bool, int, int, int, float, const float*, int, const float*, int,
+                          float, float*, int);
+template void gemm<double>(bool, bool, int, int, int, double, const double*, int, const double*,
+                           int, double, double*, int);
 
 template <class T>
 void matmul_forward(T* y, const T* x, const T* w, int N, int IC, int OC) {

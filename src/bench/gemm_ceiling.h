@@ -28,13 +28,26 @@ struct GemmShape {
 // Attention's per-head [T,T] products are left out (they are small and counted separately).
 std::vector<GemmShape> model_gemm_shapes(const Config& cfg);
 
+// Two ways to keep P cores busy with one shape, both plain cblas_sgemm:
+//   threaded   one call with OpenBLAS's own P threads (what a naive caller gets),
+//   per core   P single-threaded calls at once, one per core, each its own full product
+//              (P * flops per call time: the rate of every core running this shape's kernel).
+// The better of the two is the machine's rate for the shape.
 struct GemmTiming {
   GemmShape shape;
-  double seconds = 0;  // median of the timed calls
-  double gflops() const { return shape.flops() / seconds * 1e-9; }
+  int threads = 1;        // P
+  double threaded_s = 0;  // median time of one threaded call
+  double per_core_s = 0;  // median time of P concurrent single-threaded calls
+  double threaded_gflops() const { return shape.flops() / threaded_s * 1e-9; }
+  double per_core_gflops() const { return threads * shape.flops() / per_core_s * 1e-9; }
+  double gflops() const {
+    return threaded_gflops() > per_core_gflops() ? threaded_gflops() : per_core_gflops();
+  }
+  double seconds() const { return shape.flops() / (gflops() * 1e9); }  // at the better rate
 };
 
-// Times each shape on random data (warm-up, then the median of calls over >= min_seconds).
+// Times each shape on random data (warm-up, then the median of calls over >= min_seconds per
+// mode) with P = omp_get_max_threads(). OpenBLAS's thread count is restored afterwards.
 std::vector<GemmTiming> time_gemms(const std::vector<GemmShape>& shapes, double min_seconds);
 
 // The ceiling the bench reports: the best GFLOP/s over the timed shapes (the fastest this BLAS
