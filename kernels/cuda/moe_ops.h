@@ -1,0 +1,89 @@
+// The MoE-specific ops on the GPU, mirroring kernels/cpu/moe_ops.h and the routing stages of
+// src/model/moe.cpp (the CPU reference the tests compare with): the fused router (softmax +
+// top-k + gates in ONE kernel), the dispatch layout (permutation of token slots into an
+// expert-sorted buffer), gather/combine, SwiGLU, and the aux and z losses.
+//
+// Router math is fp32 whatever the compute precision (SPEC: p in fp32); T is the activation
+// storage type (float or bf16) of the gathered rows and expert activations.
+//
+// Letters: N tokens, E experts, K top-k, C d_model, A rows of the expert-sorted buffer (= N*K
+// when dropless), G balance groups, NG tokens per group, n a flat element count.
+// Deterministic: no floating-point atomics anywhere; every sum has a fixed order.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace sy::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// One warp per token, fused: probs[N,E] (=) softmax(z), lse[N] (=) logsumexp(z),
+// topk_idx[N,K] (=) the K largest probs + bias (best first; ties to the lower expert index; a NaN
+// score ranks lowest), gates[N,K] (=) probs at topk_idx, / their sum when norm_topk.
+// bias[E] may be null. K <= kMaxTopK.
+constexpr int kMaxTopK = 16;
+void router_forward(float* probs, float* lse, int32_t* topk_idx, float* gates, const float* logits,
+                    const float* bias, int N, int E, int K, bool norm_topk, cudaStream_t stream);
+// dlogits[N,E] (=) as cpu::router_backward; dprobs and dlse may be null.
+void router_backward(float* dlogits, const float* dgates, const float* dprobs, const float* dlse,
+                     const float* probs, const int32_t* topk_idx, int N, int E, int K,
+                     bool norm_topk, cudaStream_t stream);
+
+// Dropless dispatch layout from topk_idx[N,K] (capacity limits are not implemented on the GPU):
+//   counts[E]      (=) rows per expert
+//   offsets[E+1]   (=) exclusive prefix sum of counts (offsets[E] = N*K)
+//   row_token[A]   (=) token of each row; rows of an expert are in token order (as on the CPU)
+//   row_gate[A]    (=) gate of each row (from gates[N,K])
+//   slot_row[N*K]  (=) the row of slot n*K+j (the inverse map, used by combine and backward)
+void moe_layout(int32_t* counts, int32_t* offsets, int32_t* row_token, float* row_gate,
+                int32_t* slot_row, const int32_t* topk_idx, const float* gates, int N, int E, int K,
+                cudaStream_t stream);
+
+// Dispatch: xs[A,C] (=) m[row_token[r], :]
+template <class T>
+void gather_rows_forward(T* xs, const T* m, const int32_t* row_token, int A, int C,
+                         cudaStream_t stream);
+// dm[N,C] (+=) sum over the token's slots j = 0..K-1 of dxs[slot_row[n*K+j], :] (slot_row < 0:
+// a dropped slot, skipped). Per token, so no two threads write one row.
+template <class T>
+void gather_rows_backward(T* dm, const T* dxs, const int32_t* slot_row, int N, int K, int C,
+                          cudaStream_t stream);
+
+// Combine: out[N,C] (+=) sum_j row_gate[r] * ys[r, :] over the token's rows r = slot_row[n*K+j].
+// (cpu::scatter_rows_forward adds the same terms row by row; the order differs only by rounding.)
+template <class T>
+void combine_forward(T* out, const T* ys, const int32_t* slot_row, const float* row_gate, int N,
+                     int K, int C, cudaStream_t stream);
+// dys[A,C] (=) row_gate[r] * dout[row_token[r], :];
+// dgates[N*K] (=) dot(dout[n, :], ys[slot_row[q], :]) per slot q (0 for a dropped slot).
+template <class T>
+void combine_backward(T* dys, float* dgates, const T* dout, const T* ys, const int32_t* row_token,
+                      const float* row_gate, const int32_t* slot_row, int A, int N, int K, int C,
+                      cudaStream_t stream);
+
+// h[n] (=) silu(a) * b;  backward: da, db (=), da may alias dh.
+template <class T>
+void swiglu_forward(T* h, const T* a, const T* b, long n, cudaStream_t stream);
+template <class T>
+void swiglu_backward(T* da, T* db, const T* dh, const T* a, const T* b, long n,
+                     cudaStream_t stream);
+
+// Aux load-balancing and z losses of one layer (SPEC 1; src/model/moe.cpp route()):
+//   grp_frac[G,E] (=) f_i of each group (assignments to i / (NG*K), before capacity)
+//   loss[2]       (=) {aux * group_weight, z * token_weight}: aux = sum_G coeff*E*sum_i f_i P_i,
+//                      z = z_coeff * sum_n lse_n^2. Device doubles, summed in a fixed order.
+// Groups are consecutive runs of NG tokens (NG = seq_len for `sequence` scope, N for
+// `micro_batch`); N must be a multiple of NG. scratch: G*E + N floats.
+void router_losses_forward(double* loss, float* grp_frac, float* scratch, const float* probs,
+                           const float* lse, const int32_t* topk_idx, int N, int E, int K, int NG,
+                           double aux_coeff, double z_coeff, double token_weight,
+                           double group_weight, cudaStream_t stream);
+// dprobs[N,E] (=) group_weight*aux_coeff*E*f_i(G(n))/NG;  dlse[N] (=) 2*token_weight*z_coeff*lse.
+void router_losses_backward(float* dprobs, float* dlse, const float* grp_frac, const float* lse,
+                            int N, int E, int NG, double aux_coeff, double z_coeff,
+                            double token_weight, double group_weight, cudaStream_t stream);
+
+}  // namespace sy::cuda

@@ -1,0 +1,282 @@
+// The fused router (softmax + top-k + gates), the dropless dispatch layout and the aux / z
+// losses (see moe_ops.h and, for the reference, kernels/cpu/moe_ops.cpp and src/model/moe.cpp).
+#include <cub/block/block_scan.cuh>
+
+#include <string>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/moe_ops.h"
+
+namespace sy::cuda {
+
+namespace {
+
+constexpr int kRowsPerBlock = kBlock / kWarp;
+
+// (score, index) of the better candidate: higher score, ties to the lower index; index E means
+// "none". A strict total order, so the xor-butterfly leaves every lane with the same winner.
+__device__ __forceinline__ bool better(float s, int i, float best_s, int best_i, int E) {
+  if (i >= E) return false;
+  if (best_i >= E) return true;
+  return s > best_s || (s == best_s && i < best_i);
+}
+
+__global__ void router_forward_kernel(float* probs, float* lse, int32_t* topk_idx, float* gates,
+                                      const float* logits, const float* bias, int N, int E, int K,
+                                      bool norm_topk) {
+  const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (n >= N) return;  // uniform per warp
+  const float* z = logits + static_cast<long>(n) * E;
+  float* p = probs + static_cast<long>(n) * E;
+
+  float zmax = -INFINITY;
+  for (int i = lane; i < E; i += kWarp) zmax = fmaxf(zmax, z[i]);
+  zmax = warp_max(zmax);
+  float sum = 0.0f;
+  for (int i = lane; i < E; i += kWarp) sum += expf(z[i] - zmax);
+  sum = warp_sum(sum);
+  const float l = zmax + logf(sum);
+  for (int i = lane; i < E; i += kWarp) p[i] = expf(z[i] - l);
+
+  // K rounds of warp argmax over the experts not yet taken. Each lane recomputes its own p_i
+  // (the same expression as above) instead of reading p back from another lane.
+  int sel[kMaxTopK];
+  for (int j = 0; j < K; ++j) {
+    float best_s = -INFINITY;
+    int best_i = E;
+    for (int i = lane; i < E; i += kWarp) {
+      bool taken = false;
+      for (int q = 0; q < j; ++q) taken = taken || sel[q] == i;
+      if (taken) continue;
+      float s = expf(z[i] - l) + (bias ? bias[i] : 0.0f);
+      if (isnan(s)) s = -INFINITY;  // a diverged step still selects K distinct experts
+      if (better(s, i, best_s, best_i, E)) {
+        best_s = s;
+        best_i = i;
+      }
+    }
+    for (int o = kWarp / 2; o > 0; o /= 2) {
+      const float other_s = __shfl_xor_sync(0xffffffffu, best_s, o);
+      const int other_i = __shfl_xor_sync(0xffffffffu, best_i, o);
+      if (better(other_s, other_i, best_s, best_i, E)) {
+        best_s = other_s;
+        best_i = other_i;
+      }
+    }
+    sel[j] = best_i;
+  }
+  if (lane == 0) {
+    float gsum = 0.0f;
+    for (int j = 0; j < K; ++j) gsum += expf(z[sel[j]] - l);
+    for (int j = 0; j < K; ++j) {
+      const float pj = expf(z[sel[j]] - l);
+      topk_idx[static_cast<long>(n) * K + j] = sel[j];
+      gates[static_cast<long>(n) * K + j] = norm_topk ? pj / gsum : pj;
+    }
+  }
+}
+
+// One warp per token; dlogits holds dp until the softmax step (cpu::router_backward's scheme).
+__global__ void router_backward_kernel(float* dlogits, const float* dgates, const float* dprobs,
+                                       const float* dlse, const float* probs,
+                                       const int32_t* topk_idx, int N, int E, int K,
+                                       bool norm_topk) {
+  const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (n >= N) return;
+  const long row = static_cast<long>(n) * E;
+  const float* p = probs + row;
+  float* dz = dlogits + row;
+  const int32_t* sel = topk_idx + static_cast<long>(n) * K;
+  const float* dg = dgates + static_cast<long>(n) * K;
+  for (int i = lane; i < E; i += kWarp) dz[i] = dprobs ? dprobs[row + i] : 0.0f;
+  __syncwarp();
+  if (lane == 0) {  // K is small: the gate part serially, in the CPU's order
+    if (norm_topk) {
+      float s = 0.0f, dot = 0.0f;
+      for (int j = 0; j < K; ++j) s += p[sel[j]];
+      for (int j = 0; j < K; ++j) dot += dg[j] * p[sel[j]];
+      dot /= s;
+      for (int j = 0; j < K; ++j) dz[sel[j]] += (dg[j] - dot) / s;
+    } else {
+      for (int j = 0; j < K; ++j) dz[sel[j]] += dg[j];
+    }
+  }
+  __syncwarp();
+  float pdp = 0.0f;
+  for (int i = lane; i < E; i += kWarp) pdp += p[i] * dz[i];
+  pdp = warp_sum(pdp);
+  const float dl = dlse ? dlse[n] : 0.0f;
+  __syncwarp();
+  for (int i = lane; i < E; i += kWarp) dz[i] = p[i] * (dz[i] - pdp + dl);
+}
+
+__global__ void count_kernel(int32_t* counts, const int32_t* topk_idx, int NK) {
+  const int q = blockIdx.x * blockDim.x + threadIdx.x;
+  if (q < NK) atomicAdd(&counts[topk_idx[q]], 1);  // integer: the result is order-independent
+}
+
+__global__ void offsets_kernel(int32_t* offsets, const int32_t* counts, int E) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  offsets[0] = 0;
+  for (int e = 0; e < E; ++e) offsets[e + 1] = offsets[e] + counts[e];
+}
+
+// Block e walks the slots in order and places those routed to e at consecutive rows (a block
+// scan of the "routed to e" flags gives each its rank), so rows inside an expert are in slot
+// = token order, exactly the CPU layout.
+__global__ void place_kernel(int32_t* row_token, float* row_gate, int32_t* slot_row,
+                             const int32_t* offsets, const int32_t* topk_idx, const float* gates,
+                             int NK, int K) {
+  using Scan = cub::BlockScan<int, kBlock>;
+  __shared__ typename Scan::TempStorage tmp;
+  const int e = blockIdx.x;
+  int running = offsets[e];
+  for (int base = 0; base < NK; base += kBlock) {
+    const int q = base + threadIdx.x;
+    const int flag = (q < NK && topk_idx[q] == e) ? 1 : 0;
+    int prefix = 0, total = 0;
+    Scan(tmp).ExclusiveSum(flag, prefix, total);
+    if (flag) {
+      const int r = running + prefix;
+      row_token[r] = q / K;
+      row_gate[r] = gates[q];
+      slot_row[q] = r;
+    }
+    running += total;
+    __syncthreads();  // tmp is reused by the next chunk's scan
+  }
+}
+
+// Block g, thread per expert i: grp_frac[g,i] = f_i, terms[g,i] = f_i * P_i.
+__global__ void aux_terms_kernel(float* grp_frac, float* terms, const float* probs,
+                                 const int32_t* topk_idx, int E, int K, int NG) {
+  const int g = blockIdx.x;
+  const long n0 = static_cast<long>(g) * NG;
+  for (int i = threadIdx.x; i < E; i += blockDim.x) {
+    int count = 0;
+    float P = 0.0f;
+    for (long n = n0; n < n0 + NG; ++n) {
+      for (int j = 0; j < K; ++j) count += topk_idx[n * K + j] == i ? 1 : 0;
+      P += probs[n * E + i];
+    }
+    const float f = static_cast<float>(count) / (static_cast<float>(NG) * K);
+    grp_frac[static_cast<long>(g) * E + i] = f;
+    terms[static_cast<long>(g) * E + i] = f * (P / static_cast<float>(NG));
+  }
+}
+
+__device__ double block_sum_f64(double v) {
+  __shared__ double partial[kWarp];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  double t = lane < static_cast<int>(blockDim.x / kWarp) ? partial[lane] : 0.0;
+  return warp_sum_f64(t);
+}
+
+// One block: loss = {aux_coeff*E*sum(terms)*group_weight, z_coeff*sum(lse^2)*token_weight}.
+__global__ void loss_sum_kernel(double* loss, const float* terms, long num_terms, const float* lse,
+                                int N, double aux_scale, double z_scale) {
+  double a = 0.0, z = 0.0;
+  for (long i = threadIdx.x; i < num_terms; i += blockDim.x) a += terms[i];
+  for (long n = threadIdx.x; n < N; n += blockDim.x) z += static_cast<double>(lse[n]) * lse[n];
+  a = block_sum_f64(a);
+  z = block_sum_f64(z);
+  if (threadIdx.x == 0) {
+    loss[0] = a * aux_scale;
+    loss[1] = z * z_scale;
+  }
+}
+
+__global__ void losses_backward_kernel(float* dprobs, float* dlse, const float* grp_frac,
+                                       const float* lse, int N, int E, int NG, float aux_scale,
+                                       float z_scale) {
+  const long total = static_cast<long>(N) * E;
+  for (long idx = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<long>(gridDim.x) * blockDim.x) {
+    const long n = idx / E;
+    const int i = static_cast<int>(idx % E);
+    dprobs[idx] = aux_scale * grp_frac[(n / NG) * E + i];
+    if (i == 0) dlse[n] = z_scale * lse[n];
+  }
+}
+
+unsigned row_blocks(int rows) {
+  return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+}
+
+}  // namespace
+
+void router_forward(float* probs, float* lse, int32_t* topk_idx, float* gates, const float* logits,
+                    const float* bias, int N, int E, int K, bool norm_topk, cudaStream_t stream) {
+  if (K < 1 || K > kMaxTopK || K > E)
+    throw CudaError("router_forward: top_k " + std::to_string(K) + " not in [1, min(" +
+                    std::to_string(kMaxTopK) + ", E=" + std::to_string(E) + ")]");
+  if (N == 0) return;
+  router_forward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(probs, lse, topk_idx, gates, logits,
+                                                              bias, N, E, K, norm_topk);
+  SY_CUDA_LAUNCH_CHECK("router_forward_kernel");
+}
+
+void router_backward(float* dlogits, const float* dgates, const float* dprobs, const float* dlse,
+                     const float* probs, const int32_t* topk_idx, int N, int E, int K,
+                     bool norm_topk, cudaStream_t stream) {
+  if (N == 0) return;
+  router_backward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(dlogits, dgates, dprobs, dlse, probs,
+                                                               topk_idx, N, E, K, norm_topk);
+  SY_CUDA_LAUNCH_CHECK("router_backward_kernel");
+}
+
+void moe_layout(int32_t* counts, int32_t* offsets, int32_t* row_token, float* row_gate,
+                int32_t* slot_row, const int32_t* topk_idx, const float* gates, int N, int E, int K,
+                cudaStream_t stream) {
+  const int NK = N * K;
+  CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int32_t) * E, stream));
+  if (NK > 0) {
+    count_kernel<<<(NK + kBlock - 1) / kBlock, kBlock, 0, stream>>>(counts, topk_idx, NK);
+    SY_CUDA_LAUNCH_CHECK("count_kernel");
+  }
+  offsets_kernel<<<1, 1, 0, stream>>>(offsets, counts, E);
+  SY_CUDA_LAUNCH_CHECK("offsets_kernel");
+  if (NK > 0) {
+    place_kernel<<<E, kBlock, 0, stream>>>(row_token, row_gate, slot_row, offsets, topk_idx, gates,
+                                           NK, K);
+    SY_CUDA_LAUNCH_CHECK("place_kernel");
+  }
+}
+
+void router_losses_forward(double* loss, float* grp_frac, float* scratch, const float* probs,
+                           const float* lse, const int32_t* topk_idx, int N, int E, int K, int NG,
+                           double aux_coeff, double z_coeff, double token_weight,
+                           double group_weight, cudaStream_t stream) {
+  if (NG <= 0 || N % NG != 0)
+    throw CudaError("router_losses_forward: " + std::to_string(N) +
+                    " tokens are not whole groups of " + std::to_string(NG));
+  const int G = N / NG;
+  if (G > 0) {
+    aux_terms_kernel<<<G, kBlock, 0, stream>>>(grp_frac, scratch, probs, topk_idx, E, K, NG);
+    SY_CUDA_LAUNCH_CHECK("aux_terms_kernel");
+  }
+  loss_sum_kernel<<<1, kBlock, 0, stream>>>(loss, scratch, static_cast<long>(G) * E, lse, N,
+                                            aux_coeff * E * group_weight, z_coeff * token_weight);
+  SY_CUDA_LAUNCH_CHECK("loss_sum_kernel");
+}
+
+void router_losses_backward(float* dprobs, float* dlse, const float* grp_frac, const float* lse,
+                            int N, int E, int NG, double aux_coeff, double z_coeff,
+                            double token_weight, double group_weight, cudaStream_t stream) {
+  const long total = static_cast<long>(N) * E;
+  if (total == 0) return;
+  const auto aux_scale = static_cast<float>(group_weight * aux_coeff * E / NG);
+  const auto z_scale = static_cast<float>(2.0 * token_weight * z_coeff);
+  losses_backward_kernel<<<grid_for(total), kBlock, 0, stream>>>(dprobs, dlse, grp_frac, lse, N, E,
+                                                                 NG, aux_scale, z_scale);
+  SY_CUDA_LAUNCH_CHECK("losses_backward_kernel");
+}
+
+}  // namespace sy::cuda

@@ -1,0 +1,348 @@
+// The MoE CUDA ops (kernels/cuda/moe_ops.h, GroupedGemm) against the CPU reference
+// (kernels/cpu/moe_ops.h, cpu::gemm per expert) and, for the layout and the losses, against
+// naive host loops written from SPEC section 1. fp32 within 1e-5, bf16 within 1e-2; outputs are
+// NaN-poisoned first.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "gpu_test_util.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/moe_ops.h"
+#include "kernels/cuda/buffer.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/moe_ops.h"
+
+namespace {
+
+namespace cpu = sy::cpu;
+namespace cu = sy::cuda;
+using sy::cuda::to_device;
+using sy::gputest::bf16;
+using sy::gputest::close;
+using sy::gputest::download_f32;
+using sy::gputest::kTolF32;
+using sy::gputest::poisoned;
+using sy::gputest::random_floats;
+using sy::gputest::random_ints;
+using sy::gputest::representable;
+using sy::gputest::tol;
+using sy::gputest::upload_as;
+
+struct RouterCase {
+  int N, E, K;
+  bool norm_topk, with_bias;
+};
+
+class Router : public ::testing::TestWithParam<RouterCase> {};
+
+// E = 13 (a partial warp), 40 (two experts per lane), 64 with K = 8.
+INSTANTIATE_TEST_SUITE_P(Shapes, Router,
+                         ::testing::Values(RouterCase{37, 13, 3, true, true},
+                                           RouterCase{37, 13, 1, false, false},
+                                           RouterCase{21, 40, 2, true, false},
+                                           RouterCase{9, 64, 8, false, true}));
+
+TEST_P(Router, ForwardBackwardMatchCpu) {
+  SY_REQUIRE_GPU();
+  const auto [N, E, K, norm_topk, with_bias] = GetParam();
+  std::mt19937 rng(11);
+  const auto logits = random_floats(rng, N * E, -3.0f, 3.0f);
+  const auto bias = random_floats(rng, E, -0.05f, 0.05f);
+  const auto dgates = random_floats(rng, N * K);
+  const auto dprobs = random_floats(rng, N * E);
+  const auto dlse = random_floats(rng, N);
+  std::vector<float> probs(N * E), lse(N), gates(N * K), dlogits(N * E);
+  std::vector<int32_t> topk(N * K);
+  const float* bias_ptr = with_bias ? bias.data() : nullptr;
+  cpu::router_forward(probs.data(), lse.data(), topk.data(), gates.data(), logits.data(), bias_ptr,
+                      N, E, K, norm_topk);
+  cpu::router_backward(dlogits.data(), dgates.data(), dprobs.data(), dlse.data(), probs.data(),
+                       topk.data(), N, E, K, norm_topk);
+
+  auto d_logits = upload_as<float>(logits), d_bias = upload_as<float>(bias);
+  auto d_probs = poisoned<float>(N * E), d_lse = poisoned<float>(N);
+  auto d_gates = poisoned<float>(N * K);
+  auto d_topk = poisoned<int32_t>(N * K);
+  cu::router_forward(d_probs.data(), d_lse.data(), d_topk.data(), d_gates.data(), d_logits.data(),
+                     with_bias ? d_bias.data() : nullptr, N, E, K, norm_topk, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(d_topk.download(), topk);
+  EXPECT_TRUE(close(download_f32(d_probs), probs, kTolF32));
+  EXPECT_TRUE(close(download_f32(d_lse), lse, kTolF32));
+  EXPECT_TRUE(close(download_f32(d_gates), gates, kTolF32));
+
+  auto d_dg = upload_as<float>(dgates), d_dp = upload_as<float>(dprobs);
+  auto d_dl = upload_as<float>(dlse);
+  auto d_dlogits = poisoned<float>(N * E);
+  auto d_probs_ref = upload_as<float>(probs);
+  auto d_topk_ref = to_device(topk);
+  cu::router_backward(d_dlogits.data(), d_dg.data(), d_dp.data(), d_dl.data(), d_probs_ref.data(),
+                      d_topk_ref.data(), N, E, K, norm_topk, nullptr);
+  EXPECT_TRUE(close(download_f32(d_dlogits), dlogits, kTolF32));
+  // Null dprobs / dlse are zeros.
+  std::vector<float> dlogits0(N * E);
+  cpu::router_backward<float>(dlogits0.data(), dgates.data(), nullptr, nullptr, probs.data(),
+                              topk.data(), N, E, K, norm_topk);
+  d_dlogits.fill_bytes(0xFF);
+  cu::router_backward(d_dlogits.data(), d_dg.data(), nullptr, nullptr, d_probs_ref.data(),
+                      d_topk_ref.data(), N, E, K, norm_topk, nullptr);
+  EXPECT_TRUE(close(download_f32(d_dlogits), dlogits0, kTolF32));
+}
+
+TEST(RouterTies, LowerExpertIndexWins) {
+  SY_REQUIRE_GPU();
+  // All logits equal: every p is 1/E, so the top-k must be experts 0..K-1 in order.
+  const int N = 3, E = 37, K = 4;
+  std::vector<float> logits(N * E, 0.5f);
+  auto d_logits = upload_as<float>(logits);
+  auto d_probs = poisoned<float>(N * E), d_lse = poisoned<float>(N);
+  auto d_gates = poisoned<float>(N * K);
+  auto d_topk = poisoned<int32_t>(N * K);
+  cu::router_forward(d_probs.data(), d_lse.data(), d_topk.data(), d_gates.data(), d_logits.data(),
+                     nullptr, N, E, K, true, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const auto topk = d_topk.download();
+  for (int n = 0; n < N; ++n)
+    for (int j = 0; j < K; ++j) EXPECT_EQ(topk[n * K + j], j) << "token " << n;
+  EXPECT_TRUE(close(download_f32(d_gates), std::vector<float>(N * K, 0.25f), kTolF32));
+}
+
+// The dropless layout by its definition: experts in order, inside an expert the slots in order.
+struct HostLayout {
+  std::vector<int32_t> counts, offsets, row_token, slot_row;
+  std::vector<float> row_gate;
+};
+HostLayout host_layout(const std::vector<int32_t>& topk, const std::vector<float>& gates, int N,
+                       int E, int K) {
+  HostLayout l;
+  l.counts.assign(E, 0);
+  l.offsets.assign(E + 1, 0);
+  l.slot_row.assign(N * K, -1);
+  for (int e = 0; e < E; ++e) {
+    l.offsets[e] = static_cast<int32_t>(l.row_token.size());
+    for (int q = 0; q < N * K; ++q) {
+      if (topk[q] != e) continue;
+      l.slot_row[q] = static_cast<int32_t>(l.row_token.size());
+      l.row_token.push_back(q / K);
+      l.row_gate.push_back(gates[q]);
+      ++l.counts[e];
+    }
+  }
+  l.offsets[E] = N * K;
+  return l;
+}
+
+// Distinct random experts per token (one expert at most once per token, as top-k gives).
+std::vector<int32_t> random_topk(std::mt19937& rng, int N, int E, int K) {
+  std::vector<int32_t> topk(N * K);
+  std::vector<int32_t> perm(E);
+  for (int n = 0; n < N; ++n) {
+    for (int e = 0; e < E; ++e) perm[e] = e;
+    std::shuffle(perm.begin(), perm.end(), rng);
+    for (int j = 0; j < K; ++j) topk[n * K + j] = perm[j];
+  }
+  return topk;
+}
+
+TEST(MoeLayout, MatchesDefinition) {
+  SY_REQUIRE_GPU();
+  const int N = 300, E = 7, K = 2;  // NK = 600 > one 256-slot chunk; some experts may be empty
+  std::mt19937 rng(12);
+  auto topk = random_topk(rng, N, E - 1, K);  // expert E-1 never chosen: an empty expert
+  const auto gates = random_floats(rng, N * K, 0.0f, 1.0f);
+  const HostLayout want = host_layout(topk, gates, N, E, K);
+  auto d_topk = to_device(topk);
+  auto d_gates = upload_as<float>(gates);
+  auto counts = poisoned<int32_t>(E), offsets = poisoned<int32_t>(E + 1);
+  auto row_token = poisoned<int32_t>(N * K), slot_row = poisoned<int32_t>(N * K);
+  auto row_gate = poisoned<float>(N * K);
+  cu::moe_layout(counts.data(), offsets.data(), row_token.data(), row_gate.data(), slot_row.data(),
+                 d_topk.data(), d_gates.data(), N, E, K, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(counts.download(), want.counts);
+  EXPECT_EQ(offsets.download(), want.offsets);
+  EXPECT_EQ(row_token.download(), want.row_token);
+  EXPECT_EQ(slot_row.download(), want.slot_row);
+  EXPECT_TRUE(close(download_f32(row_gate), want.row_gate, 0.0));
+}
+
+template <class T>
+class MoeRows : public ::testing::Test {};
+using Types = ::testing::Types<float, bf16>;
+TYPED_TEST_SUITE(MoeRows, Types);
+
+// gather/combine and their backward against cpu::gather_rows_* / scatter_rows_*.
+TYPED_TEST(MoeRows, DispatchCombine) {
+  SY_REQUIRE_GPU();
+  using T = TypeParam;
+  const int N = 29, E = 5, K = 2, C = 40, A = N * K;
+  std::mt19937 rng(13);
+  const auto topk = random_topk(rng, N, E, K);
+  const auto gates = random_floats(rng, N * K, 0.0f, 1.0f);
+  const HostLayout l = host_layout(topk, gates, N, E, K);
+  const auto m = representable<T>(random_floats(rng, N * C));
+  const auto ys = representable<T>(random_floats(rng, A * C));
+  const auto out0 = representable<T>(random_floats(rng, N * C));
+  const auto dout = representable<T>(random_floats(rng, N * C));
+  const auto dxs = representable<T>(random_floats(rng, A * C));
+  const auto dm0 = representable<T>(random_floats(rng, N * C));
+
+  std::vector<float> xs(A * C), out = out0, dys(A * C), drow_gate(A), dm = dm0;
+  cpu::gather_rows_forward(xs.data(), m.data(), l.row_token.data(), A, C);
+  cpu::scatter_rows_forward(out.data(), ys.data(), l.row_token.data(), l.row_gate.data(), A, C);
+  cpu::scatter_rows_backward(dys.data(), drow_gate.data(), dout.data(), ys.data(),
+                             l.row_token.data(), l.row_gate.data(), A, C);
+  cpu::gather_rows_backward(dm.data(), dxs.data(), l.row_token.data(), A, C);
+  std::vector<float> dgates(N * K);
+  for (int q = 0; q < N * K; ++q) dgates[q] = drow_gate[l.slot_row[q]];
+
+  auto d_rt = to_device(l.row_token), d_sr = to_device(l.slot_row);
+  auto d_rg = upload_as<float>(l.row_gate);
+  auto d_m = upload_as<T>(m), d_ys = upload_as<T>(ys), d_out = upload_as<T>(out0);
+  auto d_dout = upload_as<T>(dout), d_dxs = upload_as<T>(dxs), d_dm = upload_as<T>(dm0);
+  auto d_xs = poisoned<T>(A * C), d_dys = poisoned<T>(A * C);
+  auto d_dgates = poisoned<float>(N * K);
+  cu::gather_rows_forward(d_xs.data(), d_m.data(), d_rt.data(), A, C, nullptr);
+  EXPECT_TRUE(close(download_f32(d_xs), xs, tol<T>()));
+  cu::combine_forward(d_out.data(), d_ys.data(), d_sr.data(), d_rg.data(), N, K, C, nullptr);
+  EXPECT_TRUE(close(download_f32(d_out), out, tol<T>()));
+  cu::combine_backward(d_dys.data(), d_dgates.data(), d_dout.data(), d_ys.data(), d_rt.data(),
+                       d_rg.data(), d_sr.data(), A, N, K, C, nullptr);
+  EXPECT_TRUE(close(download_f32(d_dys), dys, tol<T>()));
+  EXPECT_TRUE(close(download_f32(d_dgates), dgates, tol<T>()));
+  cu::gather_rows_backward(d_dm.data(), d_dxs.data(), d_sr.data(), N, K, C, nullptr);
+  EXPECT_TRUE(close(download_f32(d_dm), dm, tol<T>()));
+}
+
+TYPED_TEST(MoeRows, SwiGlu) {
+  SY_REQUIRE_GPU();
+  using T = TypeParam;
+  const long n = 1234;
+  std::mt19937 rng(14);
+  const auto a = representable<T>(random_floats(rng, n, -4.0f, 4.0f));
+  const auto b = representable<T>(random_floats(rng, n));
+  const auto dh = representable<T>(random_floats(rng, n));
+  std::vector<float> h(n), da(n), db(n);
+  cpu::swiglu_forward(h.data(), a.data(), b.data(), n);
+  cpu::swiglu_backward(da.data(), db.data(), dh.data(), a.data(), b.data(), n);
+  auto d_a = upload_as<T>(a), d_b = upload_as<T>(b), d_dh = upload_as<T>(dh);
+  auto d_h = poisoned<T>(n), d_db = poisoned<T>(n);
+  cu::swiglu_forward(d_h.data(), d_a.data(), d_b.data(), n, nullptr);
+  EXPECT_TRUE(close(download_f32(d_h), h, tol<T>()));
+  // da aliases dh, as in the expert backward.
+  cu::swiglu_backward(d_dh.data(), d_db.data(), d_dh.data(), d_a.data(), d_b.data(), n, nullptr);
+  EXPECT_TRUE(close(download_f32(d_dh), da, tol<T>()));
+  EXPECT_TRUE(close(download_f32(d_db), db, tol<T>()));
+}
+
+// Expert-grouped GEMMs (one cuBLAS call per projection) against cpu::gemm expert by expert,
+// with an empty expert in the middle.
+TYPED_TEST(MoeRows, GroupedGemm) {
+  SY_REQUIRE_GPU();
+  using T = TypeParam;
+  const std::vector<int> rows = {5, 0, 17, 1, 9};
+  const int E = static_cast<int>(rows.size()), Kd = 24, Nd = 40;
+  int R = 0;
+  for (int r : rows) R += r;
+  std::mt19937 rng(15);
+  const auto X = representable<T>(random_floats(rng, R * Kd));
+  const auto W = representable<T>(random_floats(rng, E * Kd * Nd));
+  const auto dY = representable<T>(random_floats(rng, R * Nd));
+  const auto dX0 = representable<T>(random_floats(rng, R * Kd));
+  const auto dW0 = random_floats(rng, E * Kd * Nd);
+  std::vector<float> Y(R * Nd), dX = dX0, dW = dW0;
+  long r0 = 0;
+  for (int e = 0; e < E; ++e) {
+    const long w0 = static_cast<long>(e) * Kd * Nd;
+    cpu::gemm<float>(false, false, rows[e], Nd, Kd, 1.0f, X.data() + r0 * Kd, Kd, W.data() + w0, Nd,
+                     0.0f, Y.data() + r0 * Nd, Nd);
+    cpu::gemm<float>(false, true, rows[e], Kd, Nd, 1.0f, dY.data() + r0 * Nd, Nd, W.data() + w0, Nd,
+                     1.0f, dX.data() + r0 * Kd, Kd);
+    cpu::gemm<float>(true, false, Kd, Nd, rows[e], 1.0f, X.data() + r0 * Kd, Kd,
+                     dY.data() + r0 * Nd, Nd, 1.0f, dW.data() + w0, Nd);
+    r0 += rows[e];
+  }
+  cu::Stream stream;
+  cu::CublasHandle cublas(stream.get());
+  cu::GroupedGemm gg;
+  auto d_X = upload_as<T>(X), d_W = upload_as<T>(W), d_dY = upload_as<T>(dY);
+  auto d_dX = upload_as<T>(dX0);
+  auto d_dW = upload_as<float>(dW0);
+  auto d_Y = poisoned<T>(R * Nd);
+  gg.forward(d_Y.data(), d_X.data(), d_W.data(), rows, Kd, Nd, cu::Grad::kAssign, cublas.get(),
+             stream.get());
+  gg.backward_dx(d_dX.data(), d_dY.data(), d_W.data(), rows, Kd, Nd, cu::Grad::kAccumulate,
+                 cublas.get(), stream.get());
+  gg.backward_dw(d_dW.data(), d_X.data(), d_dY.data(), rows, Kd, Nd, cublas.get(), stream.get());
+  stream.sync();
+  EXPECT_TRUE(close(download_f32(d_Y), Y, tol<T>()));
+  EXPECT_TRUE(close(download_f32(d_dX), dX, tol<T>()));
+  EXPECT_TRUE(close(download_f32(d_dW), dW, tol<T>()));
+  if (gg.used_fallback())
+    std::printf("note: cuBLAS rejected the grouped call; per-expert fallback\n");
+}
+
+// Aux and z losses (values and gradients) against SPEC section 1 written as naive host loops.
+TEST(RouterLosses, MatchSpecFormulas) {
+  SY_REQUIRE_GPU();
+  const int B = 3, T = 11, N = B * T, E = 6, K = 2;
+  const double aux_coeff = 1e-2, z_coeff = 1e-3, token_weight = 1.0 / 50, group_weight = 1.0 / 4;
+  std::mt19937 rng(16);
+  auto probs = random_floats(rng, N * E, 0.0f, 1.0f);
+  const auto lse = random_floats(rng, N, -2.0f, 3.0f);
+  const auto topk = random_topk(rng, N, E, K);
+  for (int NG : {T, N}) {  // sequence scope, micro-batch scope
+    const int G = N / NG;
+    std::vector<float> frac(G * E);
+    double aux = 0.0, z = 0.0;
+    for (int g = 0; g < G; ++g) {
+      double aux_g = 0.0;
+      for (int i = 0; i < E; ++i) {
+        int count = 0;
+        double P = 0.0;
+        for (int n = g * NG; n < (g + 1) * NG; ++n) {
+          for (int j = 0; j < K; ++j) count += topk[n * K + j] == i;
+          P += probs[n * E + i];
+        }
+        const double f = static_cast<double>(count) / (NG * K);
+        frac[g * E + i] = static_cast<float>(f);
+        aux_g += f * P / NG;
+      }
+      aux += aux_coeff * E * aux_g;
+    }
+    for (int n = 0; n < N; ++n) z += static_cast<double>(lse[n]) * lse[n];
+    std::vector<float> dprobs(N * E), dlse(N);
+    for (int n = 0; n < N; ++n) {
+      for (int i = 0; i < E; ++i)
+        dprobs[n * E + i] =
+            static_cast<float>(group_weight * aux_coeff * E * frac[(n / NG) * E + i] / NG);
+      dlse[n] = static_cast<float>(2.0 * token_weight * z_coeff * lse[n]);
+    }
+
+    auto d_probs = upload_as<float>(probs), d_lse = upload_as<float>(lse);
+    auto d_topk = to_device(topk);
+    auto d_frac = poisoned<float>(G * E), d_scratch = poisoned<float>(G * E + N);
+    auto d_loss = poisoned<double>(2);
+    cu::router_losses_forward(d_loss.data(), d_frac.data(), d_scratch.data(), d_probs.data(),
+                              d_lse.data(), d_topk.data(), N, E, K, NG, aux_coeff, z_coeff,
+                              token_weight, group_weight, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto loss = d_loss.download();
+    EXPECT_NEAR(loss[0], aux * group_weight, 1e-5 * std::fabs(aux * group_weight)) << "NG " << NG;
+    EXPECT_NEAR(loss[1], z_coeff * z * token_weight, 1e-5 * z_coeff * z * token_weight);
+    EXPECT_TRUE(close(download_f32(d_frac), frac, kTolF32));
+    auto d_dprobs = poisoned<float>(N * E), d_dlse = poisoned<float>(N);
+    cu::router_losses_backward(d_dprobs.data(), d_dlse.data(), d_frac.data(), d_lse.data(), N, E,
+                               NG, aux_coeff, z_coeff, token_weight, group_weight, nullptr);
+    EXPECT_TRUE(close(download_f32(d_dprobs), dprobs, kTolF32));
+    EXPECT_TRUE(close(download_f32(d_dlse), dlse, kTolF32));
+  }
+}
+
+}  // namespace
