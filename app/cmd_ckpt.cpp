@@ -1,10 +1,152 @@
-// `switchyard ckpt`: not built yet (registers nothing until its issue lands).
+// `switchyard ckpt info <file>` and `switchyard ckpt export <file> --output <file.safetensors>`:
+// look inside a checkpoint (step, layout, config, every tensor with its shape and whether its
+// checksums verify) and hand the model weights to Python. Both read through the same verifying
+// code as --resume; both run on one process or under mpirun (rank 0 prints).
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "app/commands.h"
+#include "comm/mpi.h"
+#include "src/ckpt/checkpoint.h"
+#include "src/ckpt/safetensors.h"
+#include "src/core/error.h"
 
 namespace sy::app {
 
-void add_ckpt_commands(CLI::App& /*root*/, std::vector<Command>& /*out*/) {}
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (d) s += ", ";
+    s += std::to_string(shape[d]);
+  }
+  return s + "]";
+}
+
+std::string utc_time(int64_t unix_s) {
+  const std::time_t t = static_cast<std::time_t>(unix_s);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
+}
+
+std::string loss_text(double v) {
+  if (std::isnan(v)) return "none";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6f", v);
+  return buf;
+}
+
+void print_inspection(const ckpt::Inspection& ins, bool show_config, std::ostream& out) {
+  const ckpt::TrainState& s = ins.state;
+  int64_t elements = 0, bad = 0;
+  for (const auto& t : ins.tensors) {
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    elements += n;
+    if (!t.problem.empty()) ++bad;
+  }
+  char lr[32];
+  std::snprintf(lr, sizeof lr, "%.6g", s.lr);
+  out << "checkpoint   " << ins.file << "\n"
+      << "format       switchyard-checkpoint, version 1\n"
+      << "step         " << s.step << " (tokens seen " << s.tokens_seen << ")\n"
+      << "created      " << utc_time(s.created_unix) << " (unix " << s.created_unix << ")\n"
+      << "layout       " << s.layout << "\n"
+      << "optimizer    step " << s.optim_step << ", lr " << lr << "\n"
+      << "data loader  seed " << s.loader.seed << ", next step " << s.loader.step << "\n"
+      << "rng          philox4x32-10, seed " << s.rng.seed << ", offset " << s.rng.offset << "\n"
+      << "val loss     last " << loss_text(s.last_val_loss) << ", best "
+      << loss_text(s.best_val_loss) << "\n"
+      << "tensors      " << ins.tensors.size() << " datasets, " << elements << " float32 elements, "
+      << (bad ? std::to_string(bad) + " BAD" : std::string("all checksums verify (Fletcher32)"))
+      << "\n";
+  size_t width = 0;
+  for (const auto& t : ins.tensors) width = std::max(width, t.path.size() + 1);
+  for (const auto& t : ins.tensors) {
+    std::string name = "/" + t.path;
+    name.resize(width, ' ');
+    std::string shape = shape_text(t.shape);
+    if (shape.size() < 16) shape.resize(16, ' ');
+    out << "  " << name << "  " << shape << "  ";
+    if (t.problem.empty())
+      out << "ok (" << t.chunks << (t.chunks == 1 ? " chunk" : " chunks") << ")\n";
+    else
+      out << "BAD: " << t.problem << "\n";
+  }
+  if (show_config) {
+    out << "config\n";
+    std::istringstream cfg(s.config_yaml);
+    for (std::string line; std::getline(cfg, line);) out << "  " << line << "\n";
+  }
+}
+
+}  // namespace
+
+void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
+  auto* ckpt = root.add_subcommand("ckpt", "Inspect and export checkpoints (HDF5, SPEC section 5)");
+  ckpt->require_subcommand(1);
+
+  struct InfoArgs {
+    std::string file;
+    bool no_config = false;
+  };
+  auto ia = std::make_shared<InfoArgs>();
+  auto* info = ckpt->add_subcommand(
+      "info",
+      "Print a checkpoint's step, layout, state and config, and every tensor with its shape and "
+      "checksum status (every chunk is read and verified). Exit code 2 when anything is bad.");
+  info->add_option("file", ia->file, "Checkpoint file (step_<N>.h5)")->required();
+  info->add_flag("--no-config", ia->no_config, "Do not print the stored config");
+  out.push_back({info, [ia] {
+                   comm::MpiSession mpi(nullptr, nullptr);
+                   const ckpt::Inspection ins = ckpt::inspect_checkpoint(MPI_COMM_WORLD, ia->file);
+                   if (mpi.world_rank() == 0) print_inspection(ins, !ia->no_config, std::cout);
+                   for (const auto& t : ins.tensors)
+                     if (!t.problem.empty())
+                       throw ckpt::CheckpointError(ins.file, "/" + t.path, t.problem);
+                   return static_cast<int>(kExitOk);
+                 }});
+
+  struct ExportArgs {
+    std::string file, output;
+  };
+  auto ea = std::make_shared<ExportArgs>();
+  auto* exp = ckpt->add_subcommand(
+      "export",
+      "Write a checkpoint's model weights (/model tensors, float32, SPEC names such as "
+      "model/layers/0/attn/wqkv) to a safetensors file, after verifying the checkpoint");
+  exp->add_option("file", ea->file, "Checkpoint file (step_<N>.h5)")->required();
+  exp->add_option("-o,--output", ea->output, "The .safetensors file to write")->required();
+  out.push_back({exp, [ea] {
+                   comm::MpiSession mpi(nullptr, nullptr);
+                   ckpt::TrainState st;
+                   const auto tensors = ckpt::read_model_tensors(MPI_COMM_WORLD, ea->file, &st);
+                   if (mpi.world_rank() == 0) {
+                     ckpt::write_safetensors(ea->output, tensors,
+                                             {{"format", "switchyard"},
+                                              {"source", ea->file},
+                                              {"step", std::to_string(st.step)},
+                                              {"layout", st.layout},
+                                              {"config", st.config_yaml}});
+                     int64_t elements = 0;
+                     for (const auto& t : tensors) elements += static_cast<int64_t>(t.data.size());
+                     std::cout << "exported " << tensors.size() << " tensors (" << elements
+                               << " float32 elements) of step " << st.step << " to " << ea->output
+                               << "\n";
+                   }
+                   return static_cast<int>(kExitOk);
+                 }});
+}
 
 }  // namespace sy::app

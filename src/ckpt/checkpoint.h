@@ -1,0 +1,212 @@
+// Checkpoints (SPEC section 5): one HDF5 file per checkpoint, `<dir>/step_<8-digit step>.h5`,
+// holding GLOBAL logical tensors written collectively with parallel HDF5, so that any parallel
+// layout can read what any other layout wrote. The pointer file `<dir>/latest` names the newest
+// complete checkpoint.
+//
+// Every rank of the job calls save/load/verify together (they are collective over `comm`). Each
+// rank describes the part of each tensor it holds with a TensorRef: a sy::Slab of the global
+// tensor and a buffer holding the slab's elements in row-major global order. A replicated tensor
+// is held whole (Slab::whole) by several ranks; exactly one of them has writer = true.
+//
+//   std::vector<ckpt::TensorRef> refs = ...;               // params, optim/m/..., optim/v/...
+//   ckpt::TrainState st;  st.step = 100; ...               // scalar state
+//   ckpt::save_checkpoint(comm, cfg.checkpoint.dir, st, refs, {.keep = cfg.checkpoint.keep});
+//   ...
+//   ckpt::ResumePlan plan = ckpt::plan_resume(comm, "auto", cfg.checkpoint.dir);
+//   if (!plan.path.empty()) st = ckpt::load_checkpoint(comm, plan.path, refs);   // fills refs
+//
+// Files on disk (besides SPEC 5's datasets and root attributes):
+//   - every tensor dataset is chunked with HDF5's Fletcher32 filter: each chunk carries a checksum
+//     that HDF5 (and so h5py, h5dump) verifies on every read. It works with collective parallel
+//     writes in HDF5 1.10.8 (filtered parallel writes exist since 1.10.2).
+//   - root attribute `tensors`: the manifest, one line "<path> <d0>,<d1>,..." per dataset, so a
+//     deleted dataset or a changed shape is detected without knowing the model.
+//   - /state/data (seed, next_step), /state/rng (generator, seed, offset), /state/train
+//     (best_val_loss, last_val_loss); /optim attributes step and lr.
+//   - the file format's own metadata checksums (HDF5 1.10 format: superblock v3, object header
+//     v2) catch damage to the structure; Fletcher32 catches damage to the data.
+//
+// Atomicity: the file is written as `step_N.h5.tmp`, flushed (MPI_File_sync), closed, fsync'ed,
+// renamed to `step_N.h5`, the directory fsync'ed, then `latest` is replaced the same way (tmp,
+// fsync, rename). A crash at any point leaves the previous checkpoint and `latest` intact.
+// Rotation (keep) removes older checkpoints only after the new one is complete.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "comm/mpi.h"
+#include "src/core/error.h"
+#include "src/core/slab.h"
+#include "src/data/loader.h"
+#include "src/model/params.h"
+
+namespace sy::ckpt {
+
+// A checkpoint that cannot be used: missing, truncated, corrupted, foreign, or not matching what
+// the caller expects. A UsageError (exit code 2); what() names the file, and the dataset when one
+// is at fault: "checkpoint 'run/step_00000010.h5', dataset /model/embed: ...".
+class CheckpointError : public UsageError {
+ public:
+  CheckpointError(std::string file, std::string dataset, const std::string& problem);
+  const std::string& file() const { return file_; }
+  const std::string& dataset() const { return dataset_; }  // "/model/embed", or "" (the file)
+  const std::string& problem() const { return problem_; }
+
+ private:
+  std::string file_, dataset_, problem_;
+};
+
+// One rank's part of one global tensor. `path` is the SPEC 5 path without the leading '/'
+// ("model/layers/0/attn/wqkv", "optim/m/layers/0/attn/wqkv": see moment_path). `data` holds
+// slab.numel() floats in row-major global order: read by save (when writer), written by load.
+struct TensorRef {
+  std::string path;
+  std::vector<int64_t> global_shape;
+  Slab slab;
+  bool writer = true;  // save: write this part (false for the extra copies of replicated parts)
+  float* data = nullptr;
+};
+
+// The counter-based generator's position (Philox4x32-10: a stream is a pure function of its key
+// and counter, so (seed, offset) is its whole state).
+struct RngState {
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+
+  bool operator==(const RngState&) const = default;
+};
+
+// Everything of a checkpoint that is not a tensor.
+struct TrainState {
+  int64_t step = 0;          // optimizer steps completed; a resumed run continues at this step
+  int64_t tokens_seen = 0;   // training tokens consumed so far
+  std::string config_yaml;   // the resolved config (sy::to_yaml)
+  std::string layout;        // layout_string(...): "dp=2,tp=1,ep=2,etp=1"
+  int64_t created_unix = 0;  // set by save_checkpoint from rank 0's clock
+  // /optim attributes: the learning-rate schedule position.
+  int64_t optim_step = 0;  // AdamW::step_count()
+  double lr = 0.0;         // learning rate of the last update applied
+  // /state
+  LoaderState loader;  // /state/data: seed, next_step (the batch order is a function of these)
+  RngState rng;        // /state/rng
+  double best_val_loss = std::numeric_limits<double>::quiet_NaN();  // /state/train
+  double last_val_loss = std::numeric_limits<double>::quiet_NaN();
+};
+
+// "dp=2,tp=1,ep=2,etp=1"
+std::string layout_string(int64_t dp, int64_t tp, int64_t ep, int64_t etp);
+
+// "step_00000010.h5"; the step of such a name, or -1 when `name` is not one.
+std::string checkpoint_file_name(int64_t step);
+int64_t step_of_file_name(const std::string& name);
+
+// ---- writing -----------------------------------------------------------------------------------
+
+struct SaveOptions {
+  // Keep this many newest checkpoints (checkpoint.keep); <= 0 keeps all.
+  int64_t keep = 0;
+  // Called on every rank as the write progresses ("created", "wrote <path>", "closed", and on
+  // rank 0 "renamed", "latest"), for tests that crash a writer at a chosen point.
+  std::function<void(const std::string& stage)> on_stage;
+};
+
+struct SaveResult {
+  std::string path;                  // the checkpoint written
+  std::vector<std::string> removed;  // files removed by rotation (and stale *.tmp)
+  std::vector<std::string> notes;    // things the trainer may want to log
+};
+
+// Collective over `comm`. Writes <dir>/step_<state.step>.h5 atomically (see top), updates
+// <dir>/latest, rotates. Every rank passes its parts of every tensor it holds (the lists may
+// differ between ranks; a tensor is the union of its writer parts, which must cover it exactly
+// once: checked by element count). State and config come from rank 0. On failure every rank
+// throws and no file named step_*.h5 or latest has changed.
+SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainState& state,
+                           const std::vector<TensorRef>& tensors, const SaveOptions& options = {});
+
+// ---- reading -----------------------------------------------------------------------------------
+
+struct TensorStatus {
+  std::string path;            // "model/embed"
+  std::vector<int64_t> shape;  // as the manifest says
+  int64_t chunks = 0;          // Fletcher32-checked chunks
+  std::string problem;         // empty: present, float32, shape as listed, every chunk verifies
+};
+
+struct Inspection {
+  std::string file;
+  TrainState state;
+  std::vector<TensorStatus> tensors;  // in manifest (write) order
+  bool ok() const;                    // every tensor without problem
+};
+
+// Collective. Opens `file`, checks the format attributes and the manifest, and reads every
+// chunk of every dataset (in parallel: each rank a share) so that HDF5 verifies its Fletcher32
+// checksum. Problems with single datasets are reported per tensor; a file that cannot be used at
+// all (missing, not HDF5, truncated, foreign, unknown format_version) throws CheckpointError.
+Inspection inspect_checkpoint(MPI_Comm comm, const std::string& file);
+
+// inspect_checkpoint, then throws CheckpointError naming the first bad dataset.
+TrainState verify_checkpoint(MPI_Comm comm, const std::string& file);
+
+// Collective. Verifies the whole file, then fills every ref (any slab layout; the refs may differ
+// between ranks, writer is ignored) with collective hyperslab reads. Throws CheckpointError when
+// the file does not verify, a requested tensor is absent, or its shape differs from global_shape.
+TrainState load_checkpoint(MPI_Comm comm, const std::string& file,
+                           const std::vector<TensorRef>& tensors);
+
+// Collective. Verifies the file, then reads every /model tensor whole on every rank (export and
+// tools). Returns them in manifest (write) order.
+struct WholeTensor {
+  std::string path;
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+// `state`, when given, receives the checkpoint's state.
+std::vector<WholeTensor> read_model_tensors(MPI_Comm comm, const std::string& file,
+                                            TrainState* state = nullptr);
+
+// ---- resuming ----------------------------------------------------------------------------------
+
+struct SkippedCheckpoint {
+  std::string file;
+  std::string reason;
+};
+
+struct ResumePlan {
+  std::string path;                        // the checkpoint to load; empty: start from step 0
+  std::vector<SkippedCheckpoint> skipped;  // newer candidates that did not verify, and why
+  std::string message;                     // one line for the log saying what was chosen
+};
+
+// Collective. `resume` is the --resume argument:
+//   ""      no resume: path empty.
+//   "auto"  the checkpoint `latest` names, else (or when it does not verify) the newest
+//           step_*.h5 in `dir` that verifies, newest first; skipped ones are listed with their
+//           reason. No checkpoint at all in `dir`: path empty (a fresh start). Checkpoints
+//           present but none verifies: throws CheckpointError listing each and why (never a
+//           silent restart from step 0 over a directory of damaged checkpoints).
+//   a file  that file, verified; throws CheckpointError when it does not verify.
+ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::string& dir);
+
+// The newest-first candidates plan_resume("auto") tries: latest's target, then every
+// step_*.h5 by decreasing step (no *.tmp). Not collective (reads the directory).
+std::vector<std::string> resume_candidates(const std::string& dir);
+
+// ---- names and helpers --------------------------------------------------------------------------
+
+// SPEC 5 "/optim/m/<same path as under /model>": ("m", "model/layers/0/attn/wqkv") ->
+// "optim/m/layers/0/attn/wqkv". `moment` is "m" or "v"; param_name a ParamSpec name.
+std::string moment_path(const std::string& moment, const std::string& param_name);
+
+// Refs for a process that holds every parameter whole in the ParamTable's flat layout: the
+// params under their names, and, when m and v are non-null, the moments under moment_path.
+// writer = `writer` on all of them.
+std::vector<TensorRef> whole_table_refs(const ParamTable& table, float* params, float* m, float* v,
+                                        bool writer = true);
+
+}  // namespace sy::ckpt

@@ -1,0 +1,94 @@
+#include "src/ckpt/compat.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <map>
+
+#include "src/core/error.h"
+
+namespace sy::ckpt {
+
+namespace {
+
+// Scalar leaves of a YAML tree as "a.b" -> text; null -> "null"; a sequence as its flow text.
+void flatten(const YAML::Node& node, const std::string& prefix,
+             std::map<std::string, std::string>& out) {
+  if (node.IsMap()) {
+    for (const auto& kv : node)
+      flatten(
+          kv.second,
+          prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(),
+          out);
+  } else if (node.IsNull()) {
+    out[prefix] = "null";
+  } else if (node.IsScalar()) {
+    out[prefix] = node.Scalar();
+  } else {
+    YAML::Emitter e;
+    e << YAML::Flow << node;
+    out[prefix] = e.c_str();
+  }
+}
+
+std::map<std::string, std::string> flat(const std::string& yaml, const char* which) {
+  std::map<std::string, std::string> out;
+  try {
+    flatten(YAML::Load(yaml), "", out);
+  } catch (const YAML::Exception& e) {
+    throw UsageError(std::string(which) + " is not valid YAML: " + e.what());
+  }
+  return out;
+}
+
+}  // namespace
+
+const std::vector<std::string>& model_shape_keys() {
+  static const std::vector<std::string> keys = {
+      "model.vocab_size",     "model.d_model",   "model.n_layers", "model.n_heads",
+      "model.tie_embeddings", "moe.num_experts", "moe.ffn_hidden", "moe.shared_experts"};
+  return keys;
+}
+
+ConfigDiff diff_configs(const std::string& checkpoint_yaml, const std::string& new_yaml) {
+  const auto a = flat(checkpoint_yaml, "the checkpoint's config");
+  const auto b = flat(new_yaml, "the new config");
+  std::map<std::string, std::pair<std::string, std::string>> keys;
+  for (const auto& [k, v] : a) keys[k] = {v, "(absent)"};
+  for (const auto& [k, v] : b) {
+    auto [it, fresh] = keys.emplace(k, std::pair<std::string, std::string>{"(absent)", v});
+    if (!fresh) it->second.second = v;
+  }
+  ConfigDiff diff;
+  const auto& shape_keys = model_shape_keys();
+  for (const auto& [k, v] : keys) {
+    if (v.first == v.second) continue;
+    const bool shape = std::find(shape_keys.begin(), shape_keys.end(), k) != shape_keys.end();
+    (shape ? diff.incompatible : diff.compatible).push_back({k, v.first, v.second});
+  }
+  return diff;
+}
+
+std::vector<ConfigChange> check_resume_config(const std::string& checkpoint_file,
+                                              const std::string& checkpoint_yaml,
+                                              const std::string& new_yaml) {
+  ConfigDiff diff = diff_configs(checkpoint_yaml, new_yaml);
+  if (!diff.incompatible.empty()) {
+    std::string msg = "cannot resume from '" + checkpoint_file +
+                      "': the config changes the model's shape, which a checkpoint cannot "
+                      "follow:";
+    for (const auto& c : diff.incompatible)
+      msg += "\n  " + c.key + ": " + c.old_value + " in the checkpoint, " + c.new_value +
+             " in the config";
+    throw UsageError(msg);
+  }
+  return diff.compatible;
+}
+
+std::string describe_changes(const std::vector<ConfigChange>& changes) {
+  std::string out;
+  for (const auto& c : changes) out += c.key + ": " + c.old_value + " -> " + c.new_value + "\n";
+  return out;
+}
+
+}  // namespace sy::ckpt

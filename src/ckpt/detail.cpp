@@ -1,0 +1,407 @@
+#include "src/ckpt/detail.h"
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+
+namespace sy::ckpt::detail {
+
+// ---- HDF5 attributes ---------------------------------------------------------------------------
+
+namespace {
+
+h5::Datatype vlen_utf8() {
+  h5::Datatype t{H5_CHECK(H5Tcopy(H5T_C_S1))};
+  H5_CHECK(H5Tset_size(t, H5T_VARIABLE));
+  H5_CHECK(H5Tset_cset(t, H5T_CSET_UTF8));
+  return t;
+}
+
+// Creates (or replaces) a scalar attribute and writes one value of `mem_type` from `value`.
+void write_scalar(hid_t obj, const char* name, hid_t file_type, hid_t mem_type, const void* value) {
+  if (H5_CHECK(H5Aexists(obj, name)) > 0) H5_CHECK(H5Adelete(obj, name));
+  h5::Dataspace scalar{H5_CHECK(H5Screate(H5S_SCALAR))};
+  h5::Attribute a{H5_CHECK(H5Acreate2(obj, name, file_type, scalar, H5P_DEFAULT, H5P_DEFAULT))};
+  H5_CHECK(H5Awrite(a, mem_type, value));
+}
+
+h5::Attribute open_attr(hid_t obj, const char* name, H5T_class_t want, const char* want_text) {
+  if (H5_CHECK(H5Aexists(obj, name)) <= 0)
+    throw std::runtime_error(std::string("attribute '") + name + "' missing");
+  h5::Attribute a{H5_CHECK(H5Aopen(obj, name, H5P_DEFAULT))};
+  h5::Datatype t{H5_CHECK(H5Aget_type(a))};
+  h5::Dataspace s{H5_CHECK(H5Aget_space(a))};
+  if (H5_CHECK(H5Tget_class(t)) != want || H5_CHECK(H5Sget_simple_extent_npoints(s)) != 1)
+    throw std::runtime_error(std::string("attribute '") + name + "' is not a scalar " + want_text);
+  return a;
+}
+
+}  // namespace
+
+void write_attr(hid_t obj, const char* name, const std::string& value) {
+  const h5::Datatype t = vlen_utf8();
+  const char* text = value.c_str();
+  write_scalar(obj, name, t, t, &text);
+}
+void write_attr(hid_t obj, const char* name, int64_t value) {
+  write_scalar(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+}
+void write_attr(hid_t obj, const char* name, uint64_t value) {
+  write_scalar(obj, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &value);
+}
+void write_attr(hid_t obj, const char* name, double value) {
+  write_scalar(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+}
+
+bool has_attr(hid_t obj, const char* name) {
+  return H5_CHECK(H5Aexists(obj, name)) > 0;
+}
+
+std::string read_attr_string(hid_t obj, const char* name) {
+  h5::Attribute a = open_attr(obj, name, H5T_STRING, "string");
+  h5::Datatype t{H5_CHECK(H5Aget_type(a))};
+  if (H5_CHECK(H5Tis_variable_str(t)) > 0) {
+    const h5::Datatype mem = vlen_utf8();
+    char* text = nullptr;
+    H5_CHECK(H5Aread(a, mem, &text));
+    std::string out = text ? text : "";
+    h5::Dataspace s{H5_CHECK(H5Aget_space(a))};
+    H5Dvlen_reclaim(mem, s, H5P_DEFAULT, &text);  // frees what HDF5 allocated for `text`
+    return out;
+  }
+  // Fixed-length strings (as other tools may write them).
+  const size_t n = H5Tget_size(t);
+  std::string out(n, '\0');
+  h5::Datatype mem{H5_CHECK(H5Tcopy(H5T_C_S1))};
+  H5_CHECK(H5Tset_size(mem, n));
+  H5_CHECK(H5Aread(a, mem, out.data()));
+  out.resize(std::strlen(out.c_str()));
+  return out;
+}
+
+int64_t read_attr_i64(hid_t obj, const char* name) {
+  h5::Attribute a = open_attr(obj, name, H5T_INTEGER, "integer");
+  int64_t v = 0;
+  H5_CHECK(H5Aread(a, H5T_NATIVE_INT64, &v));
+  return v;
+}
+uint64_t read_attr_u64(hid_t obj, const char* name) {
+  h5::Attribute a = open_attr(obj, name, H5T_INTEGER, "integer");
+  uint64_t v = 0;
+  H5_CHECK(H5Aread(a, H5T_NATIVE_UINT64, &v));
+  return v;
+}
+double read_attr_f64(hid_t obj, const char* name) {
+  h5::Attribute a = open_attr(obj, name, H5T_FLOAT, "float");
+  double v = 0;
+  H5_CHECK(H5Aread(a, H5T_NATIVE_DOUBLE, &v));
+  return v;
+}
+
+bool path_exists(hid_t loc, const std::string& path) {
+  size_t pos = 0;
+  while (true) {
+    const size_t slash = path.find('/', pos);
+    const std::string prefix = path.substr(0, slash);
+    if (H5_CHECK(H5Lexists(loc, prefix.c_str(), H5P_DEFAULT)) <= 0) return false;
+    if (slash == std::string::npos) return true;
+    pos = slash + 1;
+  }
+}
+
+h5::PropList mpio_fapl(MPI_Comm comm) {
+  h5::PropList fapl{H5_CHECK(H5Pcreate(H5P_FILE_ACCESS))};
+  H5_CHECK(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
+  H5_CHECK(H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110));
+  return fapl;
+}
+
+h5::PropList serial_fapl() {
+  h5::PropList fapl{H5_CHECK(H5Pcreate(H5P_FILE_ACCESS))};
+  H5_CHECK(H5Pset_fapl_sec2(fapl));
+  return fapl;
+}
+
+// ---- agreement across ranks --------------------------------------------------------------------
+
+int comm_rank(MPI_Comm comm) {
+  int r = 0;
+  MPI_CHECK(MPI_Comm_rank(comm, &r));
+  return r;
+}
+int comm_size(MPI_Comm comm) {
+  int n = 0;
+  MPI_CHECK(MPI_Comm_size(comm, &n));
+  return n;
+}
+
+std::string bcast_string(MPI_Comm comm, const std::string& s, int root) {
+  int64_t n = static_cast<int64_t>(s.size());
+  MPI_CHECK(MPI_Bcast(&n, 1, MPI_INT64_T, root, comm));
+  std::string out = comm_rank(comm) == root ? s : std::string(static_cast<size_t>(n), '\0');
+  // Checkpoint metadata is far below 2 GiB; MPI counts are int.
+  SY_CHECK(n < (int64_t{1} << 31), "broadcast of " << n << " bytes");
+  if (n > 0) MPI_CHECK(MPI_Bcast(out.data(), static_cast<int>(n), MPI_CHAR, root, comm));
+  return out;
+}
+
+std::vector<std::string> allgather_strings(MPI_Comm comm, const std::string& mine) {
+  const int size = comm_size(comm);
+  SY_CHECK(mine.size() < (size_t{1} << 31), "allgather of " << mine.size() << " bytes");
+  int n = static_cast<int>(mine.size());
+  std::vector<int> counts(static_cast<size_t>(size)), displs(static_cast<size_t>(size));
+  MPI_CHECK(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, comm));
+  int64_t total = 0;
+  for (int r = 0; r < size; ++r) {
+    displs[static_cast<size_t>(r)] = static_cast<int>(total);
+    total += counts[static_cast<size_t>(r)];
+  }
+  SY_CHECK(total < (int64_t{1} << 31), "allgather of " << total << " bytes");
+  std::string all(static_cast<size_t>(total), '\0');
+  MPI_CHECK(MPI_Allgatherv(mine.data(), n, MPI_CHAR, all.data(), counts.data(), displs.data(),
+                           MPI_CHAR, comm));
+  std::vector<std::string> out;
+  for (int r = 0; r < size; ++r)
+    out.push_back(all.substr(static_cast<size_t>(displs[static_cast<size_t>(r)]),
+                             static_cast<size_t>(counts[static_cast<size_t>(r)])));
+  return out;
+}
+
+void agree(MPI_Comm comm, const std::function<void()>& fn) {
+  enum Kind : int64_t { kNone, kCheckpoint, kUsage, kOther };
+  int64_t kind = kNone;
+  std::string file, dataset, message;
+  try {
+    fn();
+  } catch (const CheckpointError& e) {
+    kind = kCheckpoint;
+    file = e.file();
+    dataset = e.dataset();
+    message = e.problem();
+  } catch (const UsageError& e) {
+    kind = kUsage;
+    message = e.what();
+  } catch (const std::exception& e) {
+    kind = kOther;
+    message = e.what();
+  }
+  const int rank = comm_rank(comm), size = comm_size(comm);
+  int first = kind != kNone ? rank : size;
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm));
+  if (first == size) return;
+  Packer p;
+  p.i64(kind);
+  p.str(file);
+  p.str(dataset);
+  p.str(message);
+  const std::string blob = bcast_string(comm, p.bytes(), first);
+  Unpacker u(blob);
+  kind = u.i64();
+  file = u.str();
+  dataset = u.str();
+  message = u.str();
+  if (kind == kCheckpoint) throw CheckpointError(file, dataset, message);
+  if (kind == kUsage) throw UsageError(message);
+  throw std::runtime_error(first == rank ? message
+                                         : message + " (on rank " + std::to_string(first) + ")");
+}
+
+void on_root(MPI_Comm comm, const std::function<void()>& fn) {
+  const bool root = comm_rank(comm) == 0;
+  agree(comm, [&] {
+    if (root) fn();
+  });
+}
+
+// ---- serializer --------------------------------------------------------------------------------
+
+void Packer::i64(int64_t v) {
+  out_.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+void Packer::u64(uint64_t v) {
+  out_.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+void Packer::f64(double v) {
+  out_.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+void Packer::str(const std::string& s) {
+  i64(static_cast<int64_t>(s.size()));
+  out_ += s;
+}
+void Packer::shape(const std::vector<int64_t>& s) {
+  i64(static_cast<int64_t>(s.size()));
+  for (int64_t d : s) i64(d);
+}
+
+void Unpacker::take(void* dst, size_t n) {
+  SY_CHECK(pos_ + n <= in_.size(), "unpacking past the end of a " << in_.size() << "-byte blob");
+  std::memcpy(dst, in_.data() + pos_, n);
+  pos_ += n;
+}
+int64_t Unpacker::i64() {
+  int64_t v;
+  take(&v, sizeof v);
+  return v;
+}
+uint64_t Unpacker::u64() {
+  uint64_t v;
+  take(&v, sizeof v);
+  return v;
+}
+double Unpacker::f64() {
+  double v;
+  take(&v, sizeof v);
+  return v;
+}
+std::string Unpacker::str() {
+  const int64_t n = i64();
+  SY_CHECK(n >= 0 && pos_ + static_cast<size_t>(n) <= in_.size(), "bad string length " << n);
+  std::string s = in_.substr(pos_, static_cast<size_t>(n));
+  pos_ += static_cast<size_t>(n);
+  return s;
+}
+std::vector<int64_t> Unpacker::shape() {
+  const int64_t n = i64();
+  SY_CHECK(n >= 0 && n < 64, "bad rank " << n);
+  std::vector<int64_t> s(static_cast<size_t>(n));
+  for (auto& d : s) d = i64();
+  return s;
+}
+
+void pack(Packer& p, const TrainState& s) {
+  p.i64(s.step);
+  p.i64(s.tokens_seen);
+  p.str(s.config_yaml);
+  p.str(s.layout);
+  p.i64(s.created_unix);
+  p.i64(s.optim_step);
+  p.f64(s.lr);
+  p.u64(s.loader.seed);
+  p.i64(s.loader.step);
+  p.u64(s.rng.seed);
+  p.u64(s.rng.offset);
+  p.f64(s.best_val_loss);
+  p.f64(s.last_val_loss);
+}
+
+TrainState unpack_state(Unpacker& u) {
+  TrainState s;
+  s.step = u.i64();
+  s.tokens_seen = u.i64();
+  s.config_yaml = u.str();
+  s.layout = u.str();
+  s.created_unix = u.i64();
+  s.optim_step = u.i64();
+  s.lr = u.f64();
+  s.loader.seed = u.u64();
+  s.loader.step = u.i64();
+  s.rng.seed = u.u64();
+  s.rng.offset = u.u64();
+  s.best_val_loss = u.f64();
+  s.last_val_loss = u.f64();
+  return s;
+}
+
+// ---- manifest and shapes -----------------------------------------------------------------------
+
+std::string format_manifest(const std::vector<ManifestEntry>& entries) {
+  std::string out;
+  for (const auto& e : entries) {
+    out += e.path + " ";
+    for (size_t d = 0; d < e.shape.size(); ++d) {
+      if (d) out += ',';
+      out += std::to_string(e.shape[d]);
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+std::vector<ManifestEntry> parse_manifest(const std::string& text) {
+  std::vector<ManifestEntry> out;
+  std::istringstream in(text);
+  int line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    if (line.empty()) continue;
+    const size_t sp = line.rfind(' ');
+    auto bad = [&] {
+      throw std::runtime_error("manifest line " + std::to_string(line_no) + " '" + line +
+                               "' is not '<path> <d0>,<d1>,...'");
+    };
+    if (sp == std::string::npos || sp == 0) bad();
+    ManifestEntry e;
+    e.path = line.substr(0, sp);
+    std::istringstream dims(line.substr(sp + 1));
+    for (std::string d; std::getline(dims, d, ',');) {
+      if (d.empty() || d.find_first_not_of("0123456789") != std::string::npos) bad();
+      e.shape.push_back(std::stoll(d));
+    }
+    if (e.shape.empty()) bad();
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (d) s += ", ";
+    s += std::to_string(shape[d]);
+  }
+  return s + "]";
+}
+
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::vector<int64_t> chunk_shape(const std::vector<int64_t>& shape) {
+  constexpr int64_t kTargetBytes = int64_t{4} << 20;
+  std::vector<int64_t> chunk(shape);
+  for (int64_t& d : chunk) d = std::max<int64_t>(d, 1);
+  for (size_t d = 0; d < chunk.size(); ++d) {
+    int64_t inner_bytes = 4;  // float32
+    for (size_t i = d + 1; i < chunk.size(); ++i) inner_bytes *= chunk[i];
+    if (inner_bytes * chunk[d] <= kTargetBytes) break;
+    chunk[d] = std::clamp<int64_t>(kTargetBytes / inner_bytes, 1, chunk[d]);
+    if (inner_bytes <= kTargetBytes) break;  // rows of this dimension now fit the target
+  }
+  return chunk;
+}
+
+void check_slab(const std::string& path, const std::vector<int64_t>& shape, const Slab& slab) {
+  const size_t nd = shape.size();
+  SY_CHECK(
+      slab.start.size() == nd && slab.stride.size() == nd && slab.count.size() == nd &&
+          slab.block.size() == nd,
+      "tensor " << path << ": slab has " << slab.start.size() << " dimensions, the tensor " << nd);
+  for (size_t d = 0; d < nd; ++d) {
+    const int64_t st = slab.start[d], sd = slab.stride[d], c = slab.count[d], b = slab.block[d];
+    SY_CHECK(st >= 0 && sd >= 1 && c >= 0 && b >= 0,
+             "tensor " << path << ": negative slab field in dimension " << d);
+    if (c == 0 || b == 0) continue;
+    SY_CHECK(c == 1 || b <= sd, "tensor " << path << ": slab blocks overlap in dimension " << d
+                                          << " (block " << b << " > stride " << sd << ")");
+    SY_CHECK(st + (c - 1) * sd + b <= shape[d], "tensor " << path << ": slab leaves the tensor "
+                                                          << shape_string(shape) << " in dimension "
+                                                          << d);
+  }
+}
+
+void select_slab(hid_t space, const Slab& slab) {
+  if (slab.numel() == 0) {
+    H5_CHECK(H5Sselect_none(space));
+    return;
+  }
+  auto h = [](const std::vector<int64_t>& v) { return std::vector<hsize_t>(v.begin(), v.end()); };
+  const auto start = h(slab.start), stride = h(slab.stride), count = h(slab.count),
+             block = h(slab.block);
+  H5_CHECK(H5Sselect_hyperslab(space, H5S_SELECT_SET, start.data(), stride.data(), count.data(),
+                               block.data()));
+}
+
+}  // namespace sy::ckpt::detail

@@ -1,0 +1,117 @@
+// Internals shared by the checkpoint writer and reader (not for use outside src/ckpt): HDF5
+// attribute helpers, the rank-agreement helpers that keep every rank on the same path through a
+// collective operation, a small binary serializer for broadcasting state, and the manifest.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "comm/mpi.h"
+#include "src/ckpt/checkpoint.h"
+#include "src/core/h5.h"
+
+namespace sy::ckpt::detail {
+
+inline constexpr const char* kFormat = "switchyard-checkpoint";
+inline constexpr int64_t kFormatVersion = 1;
+inline constexpr const char* kRngGenerator = "philox4x32-10";
+
+// ---- HDF5 attributes (scalar; strings are variable-length UTF-8, as h5py writes them) ---------
+
+void write_attr(hid_t obj, const char* name, const std::string& value);
+void write_attr(hid_t obj, const char* name, int64_t value);
+void write_attr(hid_t obj, const char* name, uint64_t value);
+void write_attr(hid_t obj, const char* name, double value);
+bool has_attr(hid_t obj, const char* name);
+// Throw std::runtime_error("attribute '<name>' ...") when absent or of the wrong class.
+std::string read_attr_string(hid_t obj, const char* name);
+int64_t read_attr_i64(hid_t obj, const char* name);
+uint64_t read_attr_u64(hid_t obj, const char* name);
+double read_attr_f64(hid_t obj, const char* name);
+
+// Whether every link of "a/b/c" exists below `loc` (H5Lexists needs each parent to exist).
+bool path_exists(hid_t loc, const std::string& path);
+
+// File access through MPI-IO on `comm`, HDF5 1.10 file format (its metadata carries checksums).
+h5::PropList mpio_fapl(MPI_Comm comm);
+// Same format bounds, POSIX driver (one process).
+h5::PropList serial_fapl();
+
+// ---- agreement across ranks --------------------------------------------------------------------
+
+// Runs `fn` on every rank; fn must not call MPI. When it throws on any rank, every rank throws
+// the exception of the lowest failing rank (CheckpointError and UsageError keep their type, the
+// rest become std::runtime_error), so all ranks leave a collective operation together.
+void agree(MPI_Comm comm, const std::function<void()>& fn);
+// Runs `fn` on rank 0 only, with the same error agreement.
+void on_root(MPI_Comm comm, const std::function<void()>& fn);
+
+// `s` of rank `root`, on every rank.
+std::string bcast_string(MPI_Comm comm, const std::string& s, int root);
+// Every rank's `mine`, in rank order.
+std::vector<std::string> allgather_strings(MPI_Comm comm, const std::string& mine);
+
+int comm_rank(MPI_Comm comm);
+int comm_size(MPI_Comm comm);
+
+// ---- a tiny serializer for broadcasting structs (same binary on every rank of one job) ---------
+
+class Packer {
+ public:
+  void i64(int64_t v);
+  void u64(uint64_t v);
+  void f64(double v);
+  void str(const std::string& s);
+  void shape(const std::vector<int64_t>& s);
+  const std::string& bytes() const { return out_; }
+
+ private:
+  std::string out_;
+};
+
+class Unpacker {
+ public:
+  explicit Unpacker(const std::string& bytes) : in_(bytes) {}
+  int64_t i64();
+  uint64_t u64();
+  double f64();
+  std::string str();
+  std::vector<int64_t> shape();
+
+ private:
+  void take(void* dst, size_t n);
+  const std::string& in_;
+  size_t pos_ = 0;
+};
+
+void pack(Packer& p, const TrainState& s);
+TrainState unpack_state(Unpacker& u);
+
+// ---- manifest (root attribute `tensors`): one line "<path> <d0>,<d1>,..." per dataset ----------
+
+struct ManifestEntry {
+  std::string path;  // without the leading '/'
+  std::vector<int64_t> shape;
+};
+std::string format_manifest(const std::vector<ManifestEntry>& entries);
+// Throws std::runtime_error on a malformed line.
+std::vector<ManifestEntry> parse_manifest(const std::string& text);
+
+// "[256, 32]"
+std::string shape_string(const std::vector<int64_t>& shape);
+int64_t numel_of(const std::vector<int64_t>& shape);
+
+// The chunk shape of a tensor dataset: whole trailing dimensions, as many leading rows as fit in
+// about 4 MiB (splitting a dimension further only when one row alone is larger).
+std::vector<int64_t> chunk_shape(const std::vector<int64_t>& shape);
+
+// Checks that `slab` selects inside `shape` with non-overlapping blocks; throws std::logic_error
+// naming `path` otherwise.
+void check_slab(const std::string& path, const std::vector<int64_t>& shape, const Slab& slab);
+
+// Selects `slab` in the file dataspace `space` (H5S_SELECT_SET), or nothing when numel() == 0.
+void select_slab(hid_t space, const Slab& slab);
+
+}  // namespace sy::ckpt::detail

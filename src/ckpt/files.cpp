@@ -1,0 +1,144 @@
+#include "src/ckpt/files.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "src/ckpt/checkpoint.h"
+
+namespace sy::ckpt {
+
+std::string checkpoint_file_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%08lld.h5", static_cast<long long>(step));
+  return buf;
+}
+
+int64_t step_of_file_name(const std::string& name) {
+  constexpr std::string_view prefix = "step_", suffix = ".h5";
+  if (name.size() < prefix.size() + 8 + suffix.size() || !name.starts_with(prefix) ||
+      !name.ends_with(suffix))
+    return -1;
+  const std::string digits =
+      name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 18) return -1;
+  return std::stoll(digits);
+}
+
+namespace files {
+
+namespace fs = std::filesystem;
+
+namespace {
+[[noreturn]] void throw_errno(const std::string& what, const std::string& path) {
+  throw std::runtime_error(what + " '" + path + "' failed: " + std::strerror(errno));
+}
+
+std::string parent_dir(const std::string& path) {
+  const fs::path p = fs::path(path).parent_path();
+  return p.empty() ? "." : p.string();
+}
+}  // namespace
+
+void fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw_errno("open for fsync of", path);
+  const int rc = ::fsync(fd);
+  const int saved = errno;
+  ::close(fd);
+  errno = saved;
+  if (rc != 0) throw_errno("fsync of", path);
+}
+
+void durable_rename(const std::string& from, const std::string& to) {
+  if (std::rename(from.c_str(), to.c_str()) != 0) throw_errno("rename to '" + to + "' of", from);
+  fsync_path(parent_dir(to));
+}
+
+void atomic_write_text(const std::string& dir, const std::string& name, const std::string& text) {
+  const std::string path = (fs::path(dir) / name).string(), tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw_errno("create", tmp);
+    out << text;
+    out.flush();
+    if (!out) throw_errno("write", tmp);
+  }
+  fsync_path(tmp);
+  durable_rename(tmp, path);
+}
+
+std::optional<std::string> read_latest(const std::string& dir) {
+  const fs::path p = fs::path(dir) / "latest";
+  std::error_code ec;
+  if (!fs::exists(p, ec)) return std::nullopt;
+  std::ifstream in(p);
+  std::string name;
+  in >> name;  // one token: the file name, whitespace trimmed
+  return name;
+}
+
+std::vector<StepFile> list_step_files(const std::string& dir) {
+  std::vector<StepFile> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const int64_t step = step_of_file_name(entry.path().filename().string());
+    if (step >= 0 && entry.is_regular_file(ec)) out.push_back({step, entry.path().string()});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const StepFile& a, const StepFile& b) { return a.step < b.step; });
+  return out;
+}
+
+std::vector<std::string> list_temp_files(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.ends_with(".h5.tmp") && step_of_file_name(name.substr(0, name.size() - 4)) >= 0)
+      out.push_back(entry.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> rotate(const std::string& dir, int64_t new_step, int64_t keep,
+                                std::vector<std::string>& notes) {
+  std::vector<std::string> removed;
+  std::vector<StepFile> older;
+  for (auto& f : list_step_files(dir)) {
+    if (f.step <= new_step)
+      older.push_back(f);
+    else
+      notes.push_back(f.path + " is of a later step than the checkpoint just written (left by a " +
+                      "run resumed from an older checkpoint); kept");
+  }
+  if (keep > 0 && static_cast<int64_t>(older.size()) > keep) {
+    const size_t drop = older.size() - static_cast<size_t>(keep);
+    for (size_t i = 0; i < drop; ++i) {
+      std::error_code ec;
+      if (fs::remove(older[i].path, ec))
+        removed.push_back(older[i].path);
+      else if (ec)
+        notes.push_back("could not remove " + older[i].path + ": " + ec.message());
+    }
+  }
+  for (const auto& tmp : list_temp_files(dir)) {
+    std::error_code ec;
+    if (fs::remove(tmp, ec)) removed.push_back(tmp);
+  }
+  return removed;
+}
+
+}  // namespace files
+}  // namespace sy::ckpt

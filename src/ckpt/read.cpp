@@ -1,0 +1,388 @@
+// inspect / verify / load: reading a checkpoint in three passes.
+//   1. structure (rank 0 alone, POSIX driver, then broadcast): can the file be opened, is it ours,
+//      which version, the root/optim/state attributes, and for every manifest entry: present,
+//      float32, the listed shape, Fletcher32 on. Rank 0 alone so that a damaged file gives one
+//      answer instead of P ranks failing in different places of a collective open.
+//   2. data (all ranks, independent reads): every chunk of every dataset is read by exactly one
+//      rank, so HDF5 checks each chunk's Fletcher32 checksum once; independent I/O keeps a rank
+//      that hits a bad chunk from leaving the others stuck in a collective call. The problems
+//      are then gathered so every rank knows all of them.
+//   3. slabs (all ranks, collective reads): each rank's refs, any layout.
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "src/ckpt/checkpoint.h"
+#include "src/ckpt/detail.h"
+
+namespace sy::ckpt {
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace detail;
+
+struct EntryInfo {
+  ManifestEntry m;
+  std::vector<int64_t> chunk;  // the dataset's chunk shape (empty when it has no data)
+  int64_t chunks = 0;
+  std::string problem;
+};
+
+struct FileInfo {
+  TrainState state;
+  std::vector<EntryInfo> entries;
+};
+
+// HDF5 looks for its signature at 0, 512, 1024, 2048, ... (a user block may precede it).
+bool has_hdf5_signature(const std::string& file) {
+  static constexpr char kSig[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+  std::ifstream in(file, std::ios::binary);
+  std::error_code ec;
+  const auto size = static_cast<int64_t>(fs::file_size(file, ec));
+  if (!in || ec) return false;
+  for (int64_t off = 0; off + 8 <= size; off = off ? off * 2 : 512) {
+    char buf[8];
+    in.seekg(off);
+    if (!in.read(buf, 8)) return false;
+    if (std::memcmp(buf, kSig, 8) == 0) return true;
+  }
+  return false;
+}
+
+std::string dataset_name(const std::string& path) {
+  return "/" + path;
+}
+
+// Pass 1 (one process). Throws CheckpointError for a file that cannot be used at all.
+FileInfo read_structure(const std::string& file) {
+  std::error_code ec;
+  if (!fs::exists(file, ec)) throw CheckpointError(file, "", "file not found");
+  if (!fs::is_regular_file(file, ec)) throw CheckpointError(file, "", "not a regular file");
+  h5::PropList fapl = serial_fapl();
+  const hid_t id = H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl);
+  if (id < 0) {
+    if (!has_hdf5_signature(file))
+      throw CheckpointError(file, "", "not an HDF5 file (no HDF5 signature)");
+    throw CheckpointError(
+        file, "",
+        "HDF5 file cannot be opened: truncated or damaged (" + h5::error_stack_message() + ")");
+  }
+  h5::File f{id};
+
+  auto attr_error = [&](const std::string& where, const std::exception& e) {
+    return CheckpointError(file, where, e.what());
+  };
+  if (!has_attr(f, "format"))
+    throw CheckpointError(file, "",
+                          "not a switchyard checkpoint (no root attribute 'format'; a foreign "
+                          "HDF5 file?)");
+  FileInfo info;
+  std::string manifest_text;
+  try {
+    const std::string format = read_attr_string(f, "format");
+    if (format != kFormat)
+      throw CheckpointError(file, "",
+                            "not a switchyard checkpoint (root attribute format is '" + format +
+                                "', expected '" + kFormat + "')");
+    const int64_t version = read_attr_i64(f, "format_version");
+    if (version != kFormatVersion)
+      throw CheckpointError(file, "",
+                            "format_version " + std::to_string(version) +
+                                " is not supported (this switchyard reads version " +
+                                std::to_string(kFormatVersion) + ")");
+    TrainState& s = info.state;
+    s.step = read_attr_i64(f, "step");
+    s.tokens_seen = read_attr_i64(f, "tokens_seen");
+    s.config_yaml = read_attr_string(f, "config");
+    s.layout = read_attr_string(f, "layout");
+    s.created_unix = read_attr_i64(f, "created_unix");
+    manifest_text = read_attr_string(f, "tensors");
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw attr_error("/", e);
+  }
+  auto group_attrs = [&](const char* group, auto&& read) {
+    try {
+      if (!path_exists(f, group)) throw std::runtime_error("group missing");
+      h5::Group g{H5_CHECK(H5Gopen2(f, group, H5P_DEFAULT))};
+      read(g.get());
+    } catch (const std::exception& e) {
+      throw attr_error(std::string("/") + group, e);
+    }
+  };
+  TrainState& s = info.state;
+  group_attrs("optim", [&](hid_t g) {
+    s.optim_step = read_attr_i64(g, "step");
+    s.lr = read_attr_f64(g, "lr");
+  });
+  group_attrs("state/data", [&](hid_t g) {
+    s.loader.seed = read_attr_u64(g, "seed");
+    s.loader.step = read_attr_i64(g, "next_step");
+  });
+  group_attrs("state/rng", [&](hid_t g) {
+    s.rng.seed = read_attr_u64(g, "seed");
+    s.rng.offset = read_attr_u64(g, "offset");
+  });
+  group_attrs("state/train", [&](hid_t g) {
+    s.best_val_loss = read_attr_f64(g, "best_val_loss");
+    s.last_val_loss = read_attr_f64(g, "last_val_loss");
+  });
+
+  std::vector<ManifestEntry> manifest;
+  try {
+    manifest = parse_manifest(manifest_text);
+  } catch (const std::exception& e) {
+    throw CheckpointError(file, "/", std::string("root attribute 'tensors': ") + e.what());
+  }
+  for (auto& m : manifest) {
+    EntryInfo e;
+    e.m = m;
+    try {
+      if (!path_exists(f, m.path))
+        throw std::runtime_error("dataset missing (listed in the manifest)");
+      h5::Dataset ds{H5_CHECK(H5Dopen2(f, m.path.c_str(), H5P_DEFAULT))};
+      h5::Datatype type{H5_CHECK(H5Dget_type(ds))};
+      if (H5_CHECK(H5Tequal(type, H5T_IEEE_F32LE)) <= 0)
+        throw std::runtime_error("not float32 little-endian");
+      h5::Dataspace space{H5_CHECK(H5Dget_space(ds))};
+      const int nd = H5_CHECK(H5Sget_simple_extent_ndims(space));
+      std::vector<hsize_t> dims(static_cast<size_t>(nd));
+      H5_CHECK(H5Sget_simple_extent_dims(space, dims.data(), nullptr));
+      const std::vector<int64_t> shape(dims.begin(), dims.end());
+      if (shape != m.shape)
+        throw std::runtime_error("shape " + shape_string(shape) + ", the manifest says " +
+                                 shape_string(m.shape));
+      if (numel_of(shape) > 0) {
+        h5::PropList dcpl{H5_CHECK(H5Dget_create_plist(ds))};
+        unsigned flags = 0, config = 0;
+        size_t nelem = 0;
+        if (H5Pget_filter_by_id2(dcpl, H5Z_FILTER_FLETCHER32, &flags, &nelem, nullptr, 0, nullptr,
+                                 &config) < 0)
+          throw std::runtime_error("has no Fletcher32 checksum");
+        std::vector<hsize_t> chunk(static_cast<size_t>(nd));
+        H5_CHECK(H5Pget_chunk(dcpl, nd, chunk.data()));
+        e.chunk.assign(chunk.begin(), chunk.end());
+        e.chunks = 1;
+        for (int d = 0; d < nd; ++d)
+          e.chunks *= (shape[static_cast<size_t>(d)] + e.chunk[static_cast<size_t>(d)] - 1) /
+                      e.chunk[static_cast<size_t>(d)];
+      }
+    } catch (const std::exception& ex) {
+      e.problem = ex.what();
+    }
+    info.entries.push_back(std::move(e));
+  }
+  return info;
+}
+
+std::string pack_info(const FileInfo& info) {
+  Packer p;
+  pack(p, info.state);
+  p.i64(static_cast<int64_t>(info.entries.size()));
+  for (const auto& e : info.entries) {
+    p.str(e.m.path);
+    p.shape(e.m.shape);
+    p.shape(e.chunk);
+    p.i64(e.chunks);
+    p.str(e.problem);
+  }
+  return p.bytes();
+}
+
+FileInfo unpack_info(const std::string& bytes) {
+  Unpacker u(bytes);
+  FileInfo info;
+  info.state = unpack_state(u);
+  info.entries.resize(static_cast<size_t>(u.i64()));
+  for (auto& e : info.entries) {
+    e.m.path = u.str();
+    e.m.shape = u.shape();
+    e.chunk = u.shape();
+    e.chunks = u.i64();
+    e.problem = u.str();
+  }
+  return info;
+}
+
+FileInfo structure_everywhere(MPI_Comm comm, const std::string& file) {
+  std::string bytes;
+  on_root(comm, [&] { bytes = pack_info(read_structure(file)); });
+  return unpack_info(bcast_string(comm, bytes, 0));
+}
+
+// The file opened on every rank through MPI-IO (collective).
+h5::File open_parallel(MPI_Comm comm, const std::string& file) {
+  hid_t id = H5I_INVALID_HID;
+  agree(comm, [&] {
+    h5::PropList fapl = mpio_fapl(comm);
+    id = H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl);
+    if (id < 0)
+      throw CheckpointError(file, "", "parallel open failed: " + h5::error_stack_message());
+  });
+  return h5::File{id};
+}
+
+// Pass 2: this rank reads its share of the chunk rows of every healthy dataset.
+void verify_data(MPI_Comm comm, const std::string& file, FileInfo& info) {
+  const int rank = comm_rank(comm), size = comm_size(comm);
+  h5::File f = open_parallel(comm, file);
+  Packer problems;  // (entry index, message) of this rank
+  int64_t n_problems = 0;
+  std::vector<float> buf;
+  for (size_t i = 0; i < info.entries.size(); ++i) {
+    const EntryInfo& e = info.entries[i];
+    if (!e.problem.empty() || e.chunks == 0) continue;
+    try {
+      h5::Dataset ds{H5_CHECK(H5Dopen2(f, e.m.path.c_str(), H5P_DEFAULT))};
+      // Units of work: slabs of chunk[0] rows; rank r takes blocks [r*B/P, (r+1)*B/P).
+      const int64_t rows = e.m.shape[0], rows_per = e.chunk[0];
+      const int64_t blocks = (rows + rows_per - 1) / rows_per;
+      const int64_t row_numel = numel_of(e.m.shape) / rows;
+      for (int64_t b = blocks * rank / size; b < blocks * (rank + 1) / size; ++b) {
+        const int64_t r0 = b * rows_per, nr = std::min(rows_per, rows - r0);
+        Slab s = Slab::whole(e.m.shape);
+        s.start[0] = r0;
+        s.block[0] = nr;
+        buf.resize(static_cast<size_t>(nr * row_numel));
+        h5::Dataspace fs{H5_CHECK(H5Dget_space(ds))};
+        select_slab(fs, s);
+        const hsize_t n = buf.size();
+        h5::Dataspace ms{H5_CHECK(H5Screate_simple(1, &n, nullptr))};
+        if (H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf.data()) < 0)
+          throw std::runtime_error("data does not verify (rows " + std::to_string(r0) + ".." +
+                                   std::to_string(r0 + nr - 1) + "): " + h5::error_stack_message());
+      }
+    } catch (const std::exception& ex) {
+      problems.i64(static_cast<int64_t>(i));
+      problems.str(ex.what());
+      ++n_problems;
+    }
+  }
+  Packer p;
+  p.i64(n_problems);
+  const std::string mine = p.bytes() + problems.bytes();
+  for (const std::string& theirs : allgather_strings(comm, mine)) {
+    Unpacker u(theirs);
+    const int64_t n = u.i64();
+    for (int64_t k = 0; k < n; ++k) {
+      const auto i = static_cast<size_t>(u.i64());
+      std::string msg = u.str();
+      if (info.entries[i].problem.empty()) info.entries[i].problem = std::move(msg);
+    }
+  }
+}
+
+Inspection to_inspection(const std::string& file, const FileInfo& info) {
+  Inspection ins;
+  ins.file = file;
+  ins.state = info.state;
+  for (const auto& e : info.entries)
+    ins.tensors.push_back({e.m.path, e.m.shape, e.chunks, e.problem});
+  return ins;
+}
+
+void throw_first_problem(const Inspection& ins) {
+  for (const auto& t : ins.tensors)
+    if (!t.problem.empty()) throw CheckpointError(ins.file, dataset_name(t.path), t.problem);
+}
+
+// Pass 3: collective hyperslab reads of every ref, checked against the manifest first.
+void read_refs(MPI_Comm comm, const std::string& file, const Inspection& ins,
+               const std::vector<TensorRef>& refs) {
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < ins.tensors.size(); ++i) index[ins.tensors[i].path] = i;
+  // Per manifest entry, this rank's refs (its rounds).
+  std::vector<std::vector<const TensorRef*>> mine(ins.tensors.size());
+  agree(comm, [&] {
+    for (const auto& r : refs) {
+      auto it = index.find(r.path);
+      if (it == index.end())
+        throw CheckpointError(file, dataset_name(r.path), "dataset missing (the model needs it)");
+      const auto& t = ins.tensors[it->second];
+      if (t.shape != r.global_shape)
+        throw CheckpointError(file, dataset_name(r.path),
+                              "shape " + shape_string(t.shape) + " in the checkpoint, the model " +
+                                  "expects " + shape_string(r.global_shape) +
+                                  " (was it written with another model config?)");
+      check_slab(r.path, r.global_shape, r.slab);
+      SY_CHECK(r.data != nullptr || r.slab.numel() == 0, "tensor " << r.path << ": null data");
+      mine[it->second].push_back(&r);
+    }
+  });
+  std::vector<int64_t> rounds(ins.tensors.size());
+  for (size_t i = 0; i < rounds.size(); ++i) rounds[i] = static_cast<int64_t>(mine[i].size());
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, rounds.data(), static_cast<int>(rounds.size()), MPI_INT64_T,
+                          MPI_MAX, comm));
+
+  h5::File f = open_parallel(comm, file);
+  h5::PropList dxpl{H5_CHECK(H5Pcreate(H5P_DATASET_XFER))};
+  H5_CHECK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  agree(comm, [&] {  // verified above: a failure here is the same on every rank or a bug
+    for (size_t i = 0; i < ins.tensors.size(); ++i) {
+      if (rounds[i] == 0) continue;
+      h5::Dataset ds{H5_CHECK(H5Dopen2(f, ins.tensors[i].path.c_str(), H5P_DEFAULT))};
+      for (int64_t round = 0; round < rounds[i]; ++round) {
+        const TensorRef* r = round < static_cast<int64_t>(mine[i].size())
+                                 ? mine[i][static_cast<size_t>(round)]
+                                 : nullptr;
+        const hsize_t n = r ? static_cast<hsize_t>(r->slab.numel()) : 0;
+        h5::Dataspace fs{H5_CHECK(H5Dget_space(ds))};
+        h5::Dataspace ms{H5_CHECK(H5Screate_simple(1, &n, nullptr))};
+        float dummy = 0.0f;
+        if (n > 0) {
+          select_slab(fs, r->slab);
+        } else {
+          H5_CHECK(H5Sselect_none(fs));
+          H5_CHECK(H5Sselect_none(ms));
+        }
+        H5_CHECK(H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, dxpl, n > 0 ? r->data : &dummy));
+      }
+    }
+  });
+}
+
+}  // namespace
+
+Inspection inspect_checkpoint(MPI_Comm comm, const std::string& file) {
+  h5::ErrorSilencer quiet;
+  FileInfo info = structure_everywhere(comm, file);
+  verify_data(comm, file, info);
+  return to_inspection(file, info);
+}
+
+TrainState verify_checkpoint(MPI_Comm comm, const std::string& file) {
+  const Inspection ins = inspect_checkpoint(comm, file);
+  throw_first_problem(ins);
+  return ins.state;
+}
+
+TrainState load_checkpoint(MPI_Comm comm, const std::string& file,
+                           const std::vector<TensorRef>& tensors) {
+  const Inspection ins = inspect_checkpoint(comm, file);
+  throw_first_problem(ins);
+  h5::ErrorSilencer quiet;
+  read_refs(comm, file, ins, tensors);
+  return ins.state;
+}
+
+std::vector<WholeTensor> read_model_tensors(MPI_Comm comm, const std::string& file,
+                                            TrainState* state) {
+  const Inspection ins = inspect_checkpoint(comm, file);
+  throw_first_problem(ins);
+  if (state) *state = ins.state;
+  std::vector<WholeTensor> out;
+  for (const auto& t : ins.tensors)
+    if (t.path.starts_with("model/"))
+      out.push_back({t.path, t.shape, std::vector<float>(static_cast<size_t>(numel_of(t.shape)))});
+  std::vector<TensorRef> refs;
+  for (auto& w : out) refs.push_back({w.path, w.shape, Slab::whole(w.shape), true, w.data.data()});
+  h5::ErrorSilencer quiet;
+  read_refs(comm, file, ins, refs);
+  return out;
+}
+
+}  // namespace sy::ckpt

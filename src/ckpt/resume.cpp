@@ -1,0 +1,87 @@
+// Choosing the checkpoint to resume from (--resume auto|<file>).
+#include <filesystem>
+
+#include "src/ckpt/checkpoint.h"
+#include "src/ckpt/detail.h"
+#include "src/ckpt/files.h"
+
+namespace sy::ckpt {
+
+namespace {
+namespace fs = std::filesystem;
+
+std::string reason_of(const CheckpointError& e) {
+  return e.dataset().empty() ? e.problem() : "dataset " + e.dataset() + ": " + e.problem();
+}
+}  // namespace
+
+std::vector<std::string> resume_candidates(const std::string& dir) {
+  std::vector<std::string> out;
+  std::string latest_path;
+  if (const auto latest = files::read_latest(dir); latest && !latest->empty()) {
+    latest_path = (fs::path(dir) / *latest).string();
+    out.push_back(latest_path);
+  }
+  const auto steps = files::list_step_files(dir);
+  for (auto it = steps.rbegin(); it != steps.rend(); ++it)
+    if (it->path != latest_path) out.push_back(it->path);
+  return out;
+}
+
+ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::string& dir) {
+  ResumePlan plan;
+  if (resume.empty()) {
+    plan.message = "starting at step 0 (no --resume)";
+    return plan;
+  }
+  if (resume != "auto") {
+    const TrainState st = verify_checkpoint(comm, resume);
+    plan.path = resume;
+    plan.message = "resuming from " + resume + " (step " + std::to_string(st.step) + ")";
+    return plan;
+  }
+
+  // Rank 0 reads the directory: on a shared file system every rank must try the same list.
+  std::vector<std::string> candidates;
+  {
+    std::string packed;
+    detail::on_root(comm, [&] {
+      detail::Packer p;
+      const auto list = resume_candidates(dir);
+      p.i64(static_cast<int64_t>(list.size()));
+      for (const auto& c : list) p.str(c);
+      packed = p.bytes();
+    });
+    const std::string bytes = detail::bcast_string(comm, packed, 0);
+    detail::Unpacker u(bytes);
+    candidates.resize(static_cast<size_t>(u.i64()));
+    for (auto& c : candidates) c = u.str();
+  }
+
+  int64_t step = 0;
+  for (const auto& c : candidates) {
+    try {
+      step = verify_checkpoint(comm, c).step;
+      plan.path = c;
+      break;
+    } catch (const CheckpointError& e) {
+      plan.skipped.push_back({c, reason_of(e)});
+    }
+  }
+  std::string skipped_text;
+  for (const auto& s : plan.skipped) skipped_text += "\n  skipped " + s.file + ": " + s.reason;
+  if (plan.path.empty()) {
+    if (candidates.empty()) {
+      plan.message = "--resume auto: no checkpoint in '" + dir + "'; starting at step 0";
+      return plan;
+    }
+    throw UsageError("--resume auto: none of the " + std::to_string(candidates.size()) +
+                     " checkpoints in '" + dir +
+                     "' verifies (not starting over from step 0):" + skipped_text);
+  }
+  plan.message = "--resume auto: resuming from " + plan.path + " (step " + std::to_string(step) +
+                 ")" + skipped_text;
+  return plan;
+}
+
+}  // namespace sy::ckpt

@@ -1,0 +1,25 @@
+// Writing the safetensors format (https://github.com/huggingface/safetensors), so that the model
+// weights of a checkpoint load in Python without HDF5:
+//   [8 bytes] N, little-endian u64: the length of the header
+//   [N bytes] JSON: {"__metadata__": {str: str}, "<name>": {"dtype": "F32", "shape": [..],
+//             "data_offsets": [begin, end]}, ...}, padded with spaces to a multiple of 8 bytes
+//   [...]     the tensors' raw little-endian bytes, back to back, offsets relative to here
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "src/ckpt/checkpoint.h"
+
+namespace sy::ckpt {
+
+// Writes `tensors` (float32, in the given order) to `path` atomically (path.tmp, then rename).
+// Throws UsageError naming `path` when it cannot be written.
+void write_safetensors(const std::string& path, const std::vector<WholeTensor>& tensors,
+                       const std::vector<std::pair<std::string, std::string>>& metadata);
+
+// A JSON string literal (quotes included) for `s` (UTF-8 passes through).
+std::string json_string(const std::string& s);
+
+}  // namespace sy::ckpt
