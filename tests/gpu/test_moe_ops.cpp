@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -46,7 +47,13 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Router,
                          ::testing::Values(RouterCase{37, 13, 3, true, true},
                                            RouterCase{37, 13, 1, false, false},
                                            RouterCase{21, 40, 2, true, false},
-                                           RouterCase{9, 64, 8, false, true}));
+                                           RouterCase{9, 64, 8, false, true}),
+                         [](const ::testing::TestParamInfo<RouterCase>& info) {
+                           const RouterCase& c = info.param;
+                           return "N" + std::to_string(c.N) + "_E" + std::to_string(c.E) + "_K" +
+                                  std::to_string(c.K) + (c.norm_topk ? "_norm" : "_raw") +
+                                  (c.with_bias ? "_bias" : "");
+                         });
 
 TEST_P(Router, ForwardBackwardMatchCpu) {
   SY_REQUIRE_GPU();
