@@ -1,256 +1,255 @@
+// The transport-independent parts of the token exchange: argument checks, the node topology,
+// small MPI helpers and the factory.
 #include "comm/alltoall.h"
 
 #include <algorithm>
 #include <climits>
-#include <cstring>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 #include <type_traits>
 
-#include "comm/mpi.h"
+#include "comm/exchange_detail.h"
 #include "comm/watchdog.h"
 #include "src/core/error.h"
 
 namespace sy::comm {
 
+namespace detail {
+// The two transports (comm/exchange_flat.cpp, comm/exchange_hier.cpp).
+std::unique_ptr<TokenExchange> make_flat_exchange(const ExchangeOptions& opt, Topology topo);
+std::unique_ptr<TokenExchange> make_hier_exchange(const ExchangeOptions& opt, Topology topo);
+}  // namespace detail
+
 std::size_t elem_bytes(ElemType t) {
   return t == ElemType::kF32 ? sizeof(float) : sizeof(double);
 }
 
+const char* to_string(A2aAlgo algo) {
+  return algo == A2aAlgo::kFlat ? "flat" : "hierarchical";
+}
+
+const char* to_string(Internode internode) {
+  return internode == Internode::kUcx ? "ucx" : "mpi";
+}
+
+// ---- typed entry points: the size checks every transport shares ----
+
 namespace {
+template <class T>
+constexpr ElemType elem_type_of() {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                "the token exchange moves float or double rows");
+  return std::is_same_v<T, float> ? ElemType::kF32 : ElemType::kF64;
+}
+}  // namespace
+
+template <class T>
+void TokenExchange::dispatch_typed(const ExchangeHandle& h, std::span<const T> x, std::span<T> recv,
+                                   int64_t width) {
+  SY_CHECK(h.state != nullptr, "dispatch with a handle that layout() did not fill");
+  SY_CHECK(width >= 0, "width=" << width);
+  SY_CHECK(static_cast<int64_t>(x.size()) == h.num_tokens * width,
+           "dispatch x holds " << x.size() << " elements, the handle wants " << h.num_tokens
+                               << " tokens of " << width);
+  SY_CHECK(static_cast<int64_t>(recv.size()) == h.num_recv * width,
+           "dispatch recv holds " << recv.size() << " elements, the handle wants " << h.num_recv
+                                  << " rows of " << width);
+  do_dispatch(h, x.data(), recv.data(), width, elem_type_of<T>());
+}
+
+template <class T>
+void TokenExchange::combine_typed(const ExchangeHandle& h, std::span<const T> y, std::span<T> out,
+                                  int64_t width) {
+  SY_CHECK(h.state != nullptr, "combine with a handle that layout() did not fill");
+  SY_CHECK(width >= 0, "width=" << width);
+  SY_CHECK(static_cast<int64_t>(y.size()) == h.num_recv * width,
+           "combine y holds " << y.size() << " elements, the handle wants " << h.num_recv
+                              << " rows of " << width);
+  SY_CHECK(static_cast<int64_t>(out.size()) == h.num_tokens * width,
+           "combine out holds " << out.size() << " elements, the handle wants " << h.num_tokens
+                                << " tokens of " << width);
+  do_combine(h, y.data(), out.data(), width, elem_type_of<T>());
+}
+
+void TokenExchange::dispatch(const ExchangeHandle& h, std::span<const float> x,
+                             std::span<float> recv, int64_t width) {
+  dispatch_typed(h, x, recv, width);
+}
+void TokenExchange::dispatch(const ExchangeHandle& h, std::span<const double> x,
+                             std::span<double> recv, int64_t width) {
+  dispatch_typed(h, x, recv, width);
+}
+void TokenExchange::combine(const ExchangeHandle& h, std::span<const float> y, std::span<float> out,
+                            int64_t width) {
+  combine_typed(h, y, out, width);
+}
+void TokenExchange::combine(const ExchangeHandle& h, std::span<const double> y,
+                            std::span<double> out, int64_t width) {
+  combine_typed(h, y, out, width);
+}
+
+// ---- MPI counts ----
+
+namespace detail {
+
+int checked_int(int64_t value, const char* what, int peer) {
+  if (value > INT_MAX) {
+    std::ostringstream os;
+    os << "rank " << world_rank() << ": expert all-to-all " << what << " for EP peer " << peer
+       << " is " << value << " elements, more than MPI's int count allows (" << INT_MAX
+       << "); use a smaller train.micro_batch";
+    throw std::runtime_error(os.str());
+  }
+  return static_cast<int>(value);
+}
 
 MPI_Datatype mpi_type(ElemType t) {
   return t == ElemType::kF32 ? MPI_FLOAT : MPI_DOUBLE;
 }
 
-template <class T>
-constexpr ElemType elem_type_of() {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                "the expert exchange moves float or double rows");
-  return std::is_same_v<T, float> ? ElemType::kF32 : ElemType::kF64;
-}
-
-void check_handle(const ExchangeHandle& h, int num_ranks, int num_experts) {
-  SY_CHECK(h.num_ranks == num_ranks && h.num_experts == num_experts,
-           "handle from an exchange with P=" << h.num_ranks << " E=" << h.num_experts
-                                             << " used on one with P=" << num_ranks
-                                             << " E=" << num_experts);
-}
-
-}  // namespace
-
-// ---- typed entry points: size checks shared by every transport ----
-
-template <class T>
-void ExpertExchange::dispatch_typed(const ExchangeHandle& h, std::span<const T> send,
-                                    std::span<T> recv, int64_t row) {
-  SY_CHECK(row >= 0, "row=" << row);
-  SY_CHECK(static_cast<int64_t>(send.size()) == h.num_send_rows * row,
-           "dispatch send holds " << send.size() << " elements, handle wants " << h.num_send_rows
-                                  << " rows of " << row);
-  SY_CHECK(static_cast<int64_t>(recv.size()) == h.num_recv_rows * row,
-           "dispatch recv holds " << recv.size() << " elements, handle wants " << h.num_recv_rows
-                                  << " rows of " << row);
-  do_dispatch(h, send.data(), recv.data(), row, elem_type_of<T>());
-}
-
-template <class T>
-void ExpertExchange::combine_typed(const ExchangeHandle& h, std::span<const T> in, std::span<T> out,
-                                   int64_t row) {
-  SY_CHECK(row >= 0, "row=" << row);
-  SY_CHECK(static_cast<int64_t>(in.size()) == h.num_recv_rows * row,
-           "combine input holds " << in.size() << " elements, handle wants " << h.num_recv_rows
-                                  << " rows of " << row);
-  SY_CHECK(static_cast<int64_t>(out.size()) == h.num_send_rows * row,
-           "combine output holds " << out.size() << " elements, handle wants " << h.num_send_rows
-                                   << " rows of " << row);
-  do_combine(h, in.data(), out.data(), row, elem_type_of<T>());
-}
-
-template void ExpertExchange::dispatch_typed<float>(const ExchangeHandle&, std::span<const float>,
-                                                    std::span<float>, int64_t);
-template void ExpertExchange::dispatch_typed<double>(const ExchangeHandle&, std::span<const double>,
-                                                     std::span<double>, int64_t);
-template void ExpertExchange::combine_typed<float>(const ExchangeHandle&, std::span<const float>,
-                                                   std::span<float>, int64_t);
-template void ExpertExchange::combine_typed<double>(const ExchangeHandle&, std::span<const double>,
-                                                    std::span<double>, int64_t);
-
-// ---- flat transport ----
-
-FlatExchange::FlatExchange(MPI_Comm ep_comm, int num_experts, Watchdog* watchdog)
-    : comm_(ep_comm), num_experts_(num_experts), watchdog_(watchdog) {
-  MPI_CHECK(MPI_Comm_size(comm_, &num_ranks_));
-  MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
-  SY_CHECK(num_experts_ > 0 && num_experts_ % num_ranks_ == 0,
-           "num_experts=" << num_experts_ << " not divisible by the EP size " << num_ranks_
-                          << " (validate_layout should have caught this)");
-  local_experts_ = num_experts_ / num_ranks_;
-  const auto P = static_cast<size_t>(num_ranks_);
-  send_counts_.resize(P);
-  send_displs_.resize(P);
-  recv_counts_.resize(P);
-  recv_displs_.resize(P);
-  cursor_.resize(static_cast<size_t>(local_experts_));
-  counts_by_source_.resize(P * static_cast<size_t>(local_experts_));
-}
-
-void FlatExchange::notify(std::span<const int64_t> send_counts_per_expert, ExchangeHandle& h) {
-  SY_CHECK(static_cast<int>(send_counts_per_expert.size()) == num_experts_,
-           "send_counts_per_expert has " << send_counts_per_expert.size()
-                                         << " entries, E=" << num_experts_);
-  const int P = num_ranks_, L = local_experts_;
-  h.num_ranks = P;
-  h.num_experts = num_experts_;
-  h.local_experts = L;
-  h.state.reset();
-  h.send_counts_per_expert.assign(send_counts_per_expert.begin(), send_counts_per_expert.end());
-  h.send_rows_per_rank.assign(static_cast<size_t>(P), 0);
-  h.num_send_rows = 0;
-  for (int e = 0; e < num_experts_; ++e) {
-    const int64_t n = send_counts_per_expert[e];
-    SY_CHECK(n >= 0, "send_counts_per_expert[" << e << "]=" << n);
-    h.send_rows_per_rank[static_cast<size_t>(e / L)] += n;
-    h.num_send_rows += n;
-  }
-
-  // The counts for EP rank p are the contiguous block of its experts [p*L, (p+1)*L).
-  if (P == 1) {
-    std::copy(send_counts_per_expert.begin(), send_counts_per_expert.end(),
-              counts_by_source_.begin());
-  } else {
-    WatchdogScope scope(watchdog_, "notify: all-to-all of per-expert row counts on the EP group");
-    MPI_CHECK(MPI_Alltoall(send_counts_per_expert.data(), L, MPI_INT64_T, counts_by_source_.data(),
-                           L, MPI_INT64_T, comm_));
-  }
-
-  // counts_by_source_ is [P,L]; the handle keeps the transpose [L,P] (the receive order).
-  h.recv_counts.assign(static_cast<size_t>(L) * static_cast<size_t>(P), 0);
-  h.recv_rows_per_rank.assign(static_cast<size_t>(P), 0);
-  h.recv_rows_per_local_expert.assign(static_cast<size_t>(L), 0);
-  h.recv_offset_per_local_expert.assign(static_cast<size_t>(L) + 1, 0);
-  for (int p = 0; p < P; ++p) {
-    for (int l = 0; l < L; ++l) {
-      const int64_t n = counts_by_source_[static_cast<size_t>(p * L + l)];
-      h.recv_counts[static_cast<size_t>(l * P + p)] = n;
-      h.recv_rows_per_rank[static_cast<size_t>(p)] += n;
-      h.recv_rows_per_local_expert[static_cast<size_t>(l)] += n;
-    }
-  }
-  for (int l = 0; l < L; ++l) {
-    h.recv_offset_per_local_expert[static_cast<size_t>(l) + 1] =
-        h.recv_offset_per_local_expert[static_cast<size_t>(l)] +
-        h.recv_rows_per_local_expert[static_cast<size_t>(l)];
-  }
-  h.num_recv_rows = h.recv_offset_per_local_expert[static_cast<size_t>(L)];
-}
-
-namespace {
-int checked_int(int64_t elements, const char* what, size_t peer) {
-  if (elements > INT_MAX) {
-    std::ostringstream os;
-    os << "rank " << world_rank() << ": expert all-to-all " << what << " for EP rank " << peer
-       << " is " << elements << " elements, more than MPI's int count allows (" << INT_MAX
-       << "); use a smaller train.micro_batch";
-    throw std::runtime_error(os.str());
-  }
-  return static_cast<int>(elements);
-}
-}  // namespace
+}  // namespace detail
 
 void rows_to_mpi_counts(std::span<const int64_t> rows_per_rank, int64_t row, std::span<int> counts,
                         std::span<int> displs) {
   SY_CHECK(counts.size() == rows_per_rank.size() && displs.size() == rows_per_rank.size(),
            "counts/displs must have one entry per rank");
   int64_t displ = 0;
-  for (size_t p = 0; p < rows_per_rank.size(); ++p) {
+  for (std::size_t p = 0; p < rows_per_rank.size(); ++p) {
     const int64_t count = rows_per_rank[p] * row;
-    counts[p] = checked_int(count, "count", p);
-    displs[p] = checked_int(displ, "displacement", p);
+    counts[p] = detail::checked_int(count, "count", static_cast<int>(p));
+    displs[p] = detail::checked_int(displ, "displacement", static_cast<int>(p));
     displ += count;
   }
 }
 
-void FlatExchange::fill_mpi_counts(const ExchangeHandle& h, int64_t row) {
-  rows_to_mpi_counts(h.send_rows_per_rank, row, send_counts_, send_displs_);
-  rows_to_mpi_counts(h.recv_rows_per_rank, row, recv_counts_, recv_displs_);
+namespace detail {
+
+std::vector<int64_t> alltoallv_records(MPI_Comm comm, std::span<const int64_t> data,
+                                       std::span<const int64_t> rows, int record,
+                                       std::vector<int64_t>& recv_rows, Watchdog* watchdog,
+                                       const char* what) {
+  const std::size_t P = rows.size();
+  recv_rows.assign(P, 0);
+  std::vector<int> send_counts(P), send_displs(P), recv_counts(P), recv_displs(P);
+  WatchdogScope scope(watchdog, what);
+  MPI_CHECK(MPI_Alltoall(rows.data(), 1, MPI_INT64_T, recv_rows.data(), 1, MPI_INT64_T, comm));
+  rows_to_mpi_counts(rows, record, send_counts, send_displs);
+  rows_to_mpi_counts(recv_rows, record, recv_counts, recv_displs);
+  int64_t total = 0;
+  for (int64_t r : recv_rows) total += r;
+  SY_CHECK(static_cast<int64_t>(data.size()) == (P ? send_displs[P - 1] + send_counts[P - 1] : 0),
+           "records do not match their counts");
+  std::vector<int64_t> out(static_cast<std::size_t>(total * record));
+  MPI_CHECK(MPI_Alltoallv(data.data(), send_counts.data(), send_displs.data(), MPI_INT64_T,
+                          out.data(), recv_counts.data(), recv_displs.data(), MPI_INT64_T, comm));
+  return out;
 }
 
-void FlatExchange::permute(const ExchangeHandle& h, const std::byte* from, std::byte* to,
-                           std::size_t row_bytes, bool source_major_to_expert_major) {
-  const int P = num_ranks_, L = local_experts_;
-  // Walk the source-major order (p outer, l inner); cursor_[l] is where the next block of local
-  // expert l sits in the expert-major order (its sources arrive in ascending p).
-  for (int l = 0; l < L; ++l) {
-    cursor_[static_cast<size_t>(l)] = h.recv_offset_per_local_expert[static_cast<size_t>(l)];
+Topology make_topology(MPI_Comm ep_comm, const std::vector<int>& node_of_ep_rank) {
+  Topology t;
+  MPI_CHECK(MPI_Comm_size(ep_comm, &t.num_ranks));
+  MPI_CHECK(MPI_Comm_rank(ep_comm, &t.rank));
+  const auto P = static_cast<std::size_t>(t.num_ranks);
+  std::vector<int> ids = node_of_ep_rank;
+  if (ids.empty()) {
+    // Real nodes: name each by its lowest EP rank.
+    MPI_Comm shared = MPI_COMM_NULL;
+    MPI_CHECK(MPI_Comm_split_type(ep_comm, MPI_COMM_TYPE_SHARED, t.rank, MPI_INFO_NULL, &shared));
+    Comm node(shared);
+    int leader = t.rank;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &leader, 1, MPI_INT, MPI_MIN, node.get()));
+    ids.resize(P);
+    MPI_CHECK(MPI_Allgather(&leader, 1, MPI_INT, ids.data(), 1, MPI_INT, ep_comm));
   }
-  int64_t source_major_row = 0;
-  for (int p = 0; p < P; ++p) {
-    for (int l = 0; l < L; ++l) {
-      const int64_t n = h.recv_counts[static_cast<size_t>(l * P + p)];
-      if (n == 0) continue;
-      int64_t& expert_major_row = cursor_[static_cast<size_t>(l)];
-      const std::size_t bytes = static_cast<std::size_t>(n) * row_bytes;
-      const std::size_t sm = static_cast<std::size_t>(source_major_row) * row_bytes;
-      const std::size_t em = static_cast<std::size_t>(expert_major_row) * row_bytes;
-      if (source_major_to_expert_major) {
-        std::memcpy(to + em, from + sm, bytes);
-      } else {
-        std::memcpy(to + sm, from + em, bytes);
-      }
-      source_major_row += n;
-      expert_major_row += n;
+  if (ids.size() != P) {
+    std::ostringstream os;
+    os << "node_of_ep_rank has " << ids.size() << " entries for an EP group of " << P << " ranks";
+    throw UsageError(os.str());
+  }
+  std::map<int, int> index_of_id;  // id -> 0..G-1 in increasing id order
+  for (int id : ids) index_of_id.emplace(id, 0);
+  int g = 0;
+  for (auto& [id, index] : index_of_id) index = g++;
+  t.num_nodes = g;
+  t.node_of.resize(P);
+  t.local_of.resize(P);
+  std::vector<int> count(static_cast<std::size_t>(g), 0);
+  for (std::size_t p = 0; p < P; ++p) {
+    const int node = index_of_id[ids[p]];
+    t.node_of[p] = node;
+    t.local_of[p] = count[static_cast<std::size_t>(node)]++;
+  }
+  t.uniform = std::all_of(count.begin(), count.end(), [&](int c) { return c == count[0]; });
+  if (t.uniform) {
+    t.ranks_per_node = count[0];
+    t.ep_of.assign(P, -1);
+    for (std::size_t p = 0; p < P; ++p) {
+      t.ep_of[static_cast<std::size_t>(t.node_of[p] * t.ranks_per_node + t.local_of[p])] =
+          static_cast<int>(p);
+    }
+  }
+  return t;
+}
+
+void check_topk(std::span<const int32_t> topk_idx, int64_t num_tokens, int top_k, int num_experts) {
+  if (num_tokens < 0 || top_k < 1 || static_cast<int64_t>(topk_idx.size()) != num_tokens * top_k) {
+    std::ostringstream os;
+    os << "token exchange layout: topk_idx holds " << topk_idx.size()
+       << " entries for N=" << num_tokens << " tokens and K=" << top_k;
+    throw std::invalid_argument(os.str());
+  }
+  for (std::size_t i = 0; i < topk_idx.size(); ++i) {
+    const int32_t e = topk_idx[i];
+    if (e < -1 || e >= num_experts) {
+      std::ostringstream os;
+      os << "token exchange layout: topk_idx[" << i << "] (token " << i / top_k << ", slot "
+         << i % top_k << ") = " << e << " is not -1 or a global expert in [0, " << num_experts
+         << ")";
+      throw std::invalid_argument(os.str());
     }
   }
 }
 
-void FlatExchange::do_dispatch(const ExchangeHandle& h, const void* send, void* recv, int64_t row,
-                               ElemType type) {
-  check_handle(h, num_ranks_, num_experts_);
-  const std::size_t row_bytes = static_cast<std::size_t>(row) * elem_bytes(type);
-  if (num_ranks_ == 1) {
-    // One source: the global order is already the local-expert order.
-    if (h.num_send_rows > 0) {
-      std::memcpy(recv, send, static_cast<std::size_t>(h.num_send_rows) * row_bytes);
-    }
-    return;
-  }
-  fill_mpi_counts(h, row);
-  // With one local expert the source-major order is the expert-major order: receive in place.
-  const bool direct = local_experts_ == 1;
-  const std::size_t recv_bytes = static_cast<std::size_t>(h.num_recv_rows) * row_bytes;
-  if (!direct && staging_.size() < recv_bytes) staging_.resize(recv_bytes);
-  void* landing = direct ? recv : static_cast<void*>(staging_.data());
+void check_same_top_k(MPI_Comm comm, int top_k, Watchdog* watchdog) {
+  int k[2] = {top_k, -top_k};  // max of K and of -K: min and max in one reduction
   {
-    WatchdogScope scope(watchdog_, "dispatch: all-to-all of token rows on the EP group");
-    MPI_CHECK(MPI_Alltoallv(send, send_counts_.data(), send_displs_.data(), mpi_type(type), landing,
-                            recv_counts_.data(), recv_displs_.data(), mpi_type(type), comm_));
+    WatchdogScope scope(watchdog, "layout: top_k agreement on the EP group");
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, k, 2, MPI_INT, MPI_MAX, comm));
   }
-  if (!direct) permute(h, staging_.data(), static_cast<std::byte*>(recv), row_bytes, true);
+  SY_CHECK(k[0] == -k[1], "top_k differs between EP ranks: " << -k[1] << " to " << k[0]);
 }
 
-void FlatExchange::do_combine(const ExchangeHandle& h, const void* in, void* out, int64_t row,
-                              ElemType type) {
-  check_handle(h, num_ranks_, num_experts_);
-  const std::size_t row_bytes = static_cast<std::size_t>(row) * elem_bytes(type);
-  if (num_ranks_ == 1) {
-    if (h.num_recv_rows > 0) {
-      std::memcpy(out, in, static_cast<std::size_t>(h.num_recv_rows) * row_bytes);
-    }
-    return;
+void add_row(ElemType type, void* dst, const void* src, int64_t width) {
+  if (type == ElemType::kF32) {
+    float* d = static_cast<float*>(dst);
+    const float* s = static_cast<const float*>(src);
+    for (int64_t c = 0; c < width; ++c) d[c] += s[c];
+  } else {
+    double* d = static_cast<double*>(dst);
+    const double* s = static_cast<const double*>(src);
+    for (int64_t c = 0; c < width; ++c) d[c] += s[c];
   }
-  fill_mpi_counts(h, row);
-  const bool direct = local_experts_ == 1;
-  const std::size_t in_bytes = static_cast<std::size_t>(h.num_recv_rows) * row_bytes;
-  if (!direct && staging_.size() < in_bytes) staging_.resize(in_bytes);
-  if (!direct) permute(h, static_cast<const std::byte*>(in), staging_.data(), row_bytes, false);
-  const void* source_major = direct ? in : static_cast<const void*>(staging_.data());
-  {
-    WatchdogScope scope(watchdog_, "combine: all-to-all of expert output rows on the EP group");
-    // The reverse exchange: what was received from p goes back to p.
-    MPI_CHECK(MPI_Alltoallv(source_major, recv_counts_.data(), recv_displs_.data(), mpi_type(type),
-                            out, send_counts_.data(), send_displs_.data(), mpi_type(type), comm_));
+}
+
+}  // namespace detail
+
+std::unique_ptr<TokenExchange> make_exchange(const ExchangeOptions& opt) {
+  SY_CHECK(opt.ep_comm != MPI_COMM_NULL, "make_exchange without an EP communicator");
+  detail::Topology topo = detail::make_topology(opt.ep_comm, opt.node_of_ep_rank);
+  if (opt.num_experts < 1 || opt.num_experts % topo.num_ranks != 0) {
+    std::ostringstream os;
+    os << "moe.num_experts=" << opt.num_experts << " is not divisible by the EP group size "
+       << topo.num_ranks;
+    throw UsageError(os.str());
   }
+  if (opt.algo == A2aAlgo::kFlat) return detail::make_flat_exchange(opt, std::move(topo));
+  if (!topo.uniform) {
+    throw UsageError(
+        "parallel.a2a=hierarchical needs the same number of EP ranks on every node (set "
+        "parallel.ranks_per_node to a divisor of the EP size, or use parallel.a2a=flat)");
+  }
+  return detail::make_hier_exchange(opt, std::move(topo));
 }
 
 }  // namespace sy::comm

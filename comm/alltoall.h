@@ -1,28 +1,29 @@
-// Expert-parallel exchange: moves token rows to the ranks holding their experts and back.
+// Expert-parallel token exchange: moves token rows to the EP ranks holding their experts and the
+// expert outputs back (DeepEP style, token-level).
 //
-// Letters: P ranks in the EP communicator, E global experts, L = E / P local experts per rank,
-// R row width in elements, Ns rows this rank sends, Nr rows it receives.
+// Letters: P = EP group size, E global experts, L = E / P local experts (global expert e lives on
+// EP rank e / L, local index e % L), N tokens on this rank, K top-k, W row width (elements),
+// Mr rows received by this rank, G nodes, R = P / G EP ranks per node.
 //
-// Phases (as in DeepEP), the combine reusing the dispatch's layout ("handle"):
-//   notify   : exchange per-expert row counts -> ExchangeHandle
-//   dispatch : send[Ns,R], sorted by GLOBAL expert -> recv[Nr,R] on the experts' ranks
-//   combine  : recv-layout rows [Nr,R] -> send-layout rows [Ns,R] (exact inverse movement)
+// Phases, the combine reusing the dispatch's layout ("handle"):
+//   layout   : topk_idx[N,K] -> ExchangeHandle (who sends which token where; counts exchanged)
+//   dispatch : x[N,W] -> recv[Mr,W]   (copies: a token goes ONCE to every EP rank holding at
+//                                      least one of its experts)
+//   combine  : y[Mr,W] -> out[N,W]    (sums: out[n] = sum of the rows dispatched from token n)
+// Received rows are ordered by source EP rank ascending, then source token ascending, on every
+// transport. dispatch and combine are adjoint (copy vs. sum), so the MoE backward runs combine as
+// dispatch's backward and dispatch as combine's backward, with the same handle.
 //
-// Global expert e lives on EP rank e / L. The dispatch output on each rank is sorted by LOCAL
-// expert, inside one local expert by source EP rank (ascending), inside one source in the
-// sender's order:
-//   recv = [ l=0: src 0 rows, src 1 rows, ... | l=1: src 0 rows, ... | ... ]
-// Both directions only move rows, so each is the other's adjoint: the MoE backward runs combine
-// as dispatch's backward and dispatch as combine's backward, with the same handle.
-//
-// The transport behind ExpertExchange is replaceable (flat MPI_Alltoallv here, hierarchical
-// next); the handle's public fields are the same for every transport.
+// Transports (make_exchange): flat (one MPI_Alltoallv over the EP group, comm/exchange_flat.cpp)
+// and hierarchical (network once per destination node, then shared memory inside the node,
+// comm/exchange_hier.cpp). comm/README.md has the buffer layouts and the synchronisation argument.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "comm/mpi.h"
@@ -31,132 +32,113 @@ namespace sy::comm {
 
 class Watchdog;
 
-// Transport-specific state a handle may carry (the flat transport has none).
+enum class ElemType { kF32, kF64 };
+std::size_t elem_bytes(ElemType t);
+
+// Transport-specific layout a handle carries (row lists, offsets); opaque to callers.
 struct HandleState {
   virtual ~HandleState() = default;
 };
 
-// The layout of one dispatch/combine pair, from notify. Row counts, never bytes.
-struct ExchangeHandle {
-  int num_ranks = 0;          // P
-  int num_experts = 0;        // E
-  int local_experts = 0;      // L = E / P
-  int64_t num_send_rows = 0;  // Ns = sum of send_counts_per_expert
-  int64_t num_recv_rows = 0;  // Nr = sum of recv_counts
-
-  std::vector<int64_t> send_counts_per_expert;        // [E]   rows sent to each global expert
-  std::vector<int64_t> send_rows_per_rank;            // [P]   rows sent to each EP rank
-  std::vector<int64_t> recv_rows_per_rank;            // [P]   rows received from each EP rank
-  std::vector<int64_t> recv_counts;                   // [L,P] rows of local expert l from source p
-  std::vector<int64_t> recv_rows_per_local_expert;    // [L]   sum over sources
-  std::vector<int64_t> recv_offset_per_local_expert;  // [L+1] row offsets into recv (prefix)
-
-  std::shared_ptr<const HandleState> state;  // transport-specific, may be null
+struct ExchangeStats {             // accumulated since construction or reset_stats()
+  int64_t calls = 0;               // dispatch + combine calls
+  double seconds = 0;              // wall time inside layout/dispatch/combine
+  int64_t internode_bytes = 0;     // payload bytes this rank SENT to other nodes
+  int64_t intranode_bytes = 0;     // payload bytes this rank sent to other ranks of its node
+  int64_t internode_messages = 0;  // messages this rank sent across node boundaries
 };
 
-enum class ElemType { kF32, kF64 };
-std::size_t elem_bytes(ElemType t);
+struct ExchangeHandle {    // the layout of one dispatch/combine pair ("handle")
+  int64_t num_tokens = 0;  // N
+  int top_k = 0;           // K
+  int64_t num_recv = 0;    // Mr
+  // Per received row: which source EP rank and source token it is, and for each of the K slots
+  // the LOCAL expert index (0..L-1) when that slot's expert is on this rank, else -1.
+  std::vector<int32_t> recv_src_rank;        // [Mr]
+  std::vector<int64_t> recv_src_token;       // [Mr]
+  std::vector<int32_t> recv_topk_local;      // [Mr*K]
+  std::shared_ptr<const HandleState> state;  // transport-specific (may be null)
+};
 
-// MPI_Alltoallv arguments for rows of `row` elements: counts[p] (=) rows_per_rank[p] * row and
-// displs[p] (=) the prefix sum, in elements of the MPI datatype (never bytes). Throws
-// std::runtime_error naming the rank and the peer when one does not fit MPI's int (only this
-// rank knows its displacements, so its peers stay in the collective: a Watchdog ends the job).
-// rows_per_rank, counts, displs: [P].
-void rows_to_mpi_counts(std::span<const int64_t> rows_per_rank, int64_t row, std::span<int> counts,
-                        std::span<int> displs);
-
-class ExpertExchange {
+class TokenExchange {
  public:
-  virtual ~ExpertExchange() = default;
-
+  virtual ~TokenExchange() = default;
   virtual int num_ranks() const = 0;    // P
   virtual int num_experts() const = 0;  // E
 
-  // Collective over the EP communicator. send_counts_per_expert[E]: rows this rank sends to
-  // each global expert (>= 0). Fills `handle`, reusing its vectors.
-  virtual void notify(std::span<const int64_t> send_counts_per_expert, ExchangeHandle& handle) = 0;
-  ExchangeHandle notify(std::span<const int64_t> send_counts_per_expert) {
-    ExchangeHandle handle;
-    notify(send_counts_per_expert, handle);
-    return handle;
-  }
+  // Collective over the EP group. topk_idx[N*K]: the GLOBAL expert of each (token, slot), or -1
+  // (no assignment: dropped by capacity). A token is delivered ONCE to every EP rank that holds
+  // at least one of its experts (deduplicated per rank), never to a rank holding none. Every rank
+  // passes the same top_k; N may differ between ranks (and be 0).
+  virtual void layout(std::span<const int32_t> topk_idx, int64_t num_tokens, int top_k,
+                      ExchangeHandle& h) = 0;
 
-  // recv[Nr,R] (=) dispatch(send[Ns,R]). Collective. send and recv must not overlap.
-  void dispatch(const ExchangeHandle& h, std::span<const float> send, std::span<float> recv,
-                int64_t row) {
-    dispatch_typed(h, send, recv, row);
-  }
-  void dispatch(const ExchangeHandle& h, std::span<const double> send, std::span<double> recv,
-                int64_t row) {
-    dispatch_typed(h, send, recv, row);
-  }
+  // recv[Mr*W] (=) the rows of x[N*W] per the layout. Collective. x and recv must not overlap.
+  void dispatch(const ExchangeHandle& h, std::span<const float> x, std::span<float> recv,
+                int64_t width);
+  void dispatch(const ExchangeHandle& h, std::span<const double> x, std::span<double> recv,
+                int64_t width);
+  // out[N*W] (=) for each token n: the SUM of the rows y[Mr*W] that dispatch delivered from
+  // token n (on every rank that received it); zero rows for tokens with no assignment.
+  // Collective. Flat sums at the source in ascending EP-rank order; hierarchical first sums
+  // inside the destination node, then at the source over nodes: the same values up to
+  // summation order.
+  void combine(const ExchangeHandle& h, std::span<const float> y, std::span<float> out,
+               int64_t width);
+  void combine(const ExchangeHandle& h, std::span<const double> y, std::span<double> out,
+               int64_t width);
 
-  // out[Ns,R] (=) combine(in[Nr,R]), in the dispatch's receive layout, back to the sender's
-  // send layout. Collective. in and out must not overlap.
-  void combine(const ExchangeHandle& h, std::span<const float> in, std::span<float> out,
-               int64_t row) {
-    combine_typed(h, in, out, row);
-  }
-  void combine(const ExchangeHandle& h, std::span<const double> in, std::span<double> out,
-               int64_t row) {
-    combine_typed(h, in, out, row);
-  }
-
-  // Bytes of internal buffers currently held (they grow, never shrink; tests check that a
-  // repeated exchange of the same size does not grow them).
+  virtual const ExchangeStats& stats() const = 0;
+  virtual void reset_stats() = 0;
+  // Transport summary for the start-up log: flat/hier, nodes x ranks, intra-node mechanism,
+  // inter-node UCX transports+devices (or MPI), and a loud warning when a job spanning real
+  // nodes crosses them over TCP.
+  virtual std::string describe() const = 0;
+  // Bytes of internal buffers currently held (grown to the largest exchange seen, never per
+  // step; a repeated exchange of the same size does not grow them).
   virtual std::size_t buffer_bytes() const = 0;
 
  protected:
-  // Sizes are checked before these run: send/in hold Ns*row, recv/out Nr*row elements.
-  virtual void do_dispatch(const ExchangeHandle& h, const void* send, void* recv, int64_t row,
+  // Sizes are checked before these run: x/y hold N*W (resp. Mr*W) elements of `type`.
+  virtual void do_dispatch(const ExchangeHandle& h, const void* x, void* recv, int64_t width,
                            ElemType type) = 0;
-  virtual void do_combine(const ExchangeHandle& h, const void* in, void* out, int64_t row,
+  virtual void do_combine(const ExchangeHandle& h, const void* y, void* out, int64_t width,
                           ElemType type) = 0;
 
  private:
   template <class T>
-  void dispatch_typed(const ExchangeHandle& h, std::span<const T> send, std::span<T> recv,
-                      int64_t row);
+  void dispatch_typed(const ExchangeHandle& h, std::span<const T> x, std::span<T> recv,
+                      int64_t width);
   template <class T>
-  void combine_typed(const ExchangeHandle& h, std::span<const T> in, std::span<T> out, int64_t row);
+  void combine_typed(const ExchangeHandle& h, std::span<const T> y, std::span<T> out,
+                     int64_t width);
 };
 
-// The flat transport: counts by MPI_Alltoall, rows by one MPI_Alltoallv on the EP communicator,
-// then a local permutation from (source, expert) to (expert, source) order (and back for
-// combine). P == 1 is a local copy. Buffers grow to the largest exchange seen and are reused.
-class FlatExchange final : public ExpertExchange {
- public:
-  // ep_comm: the EP communicator (not owned; must outlive this object). num_experts % size == 0.
-  // watchdog (optional, not owned) is armed around every collective.
-  FlatExchange(MPI_Comm ep_comm, int num_experts, Watchdog* watchdog = nullptr);
+enum class A2aAlgo { kFlat, kHierarchical };
+enum class Internode { kUcx, kMpi };
+const char* to_string(A2aAlgo algo);         // "flat" | "hierarchical"
+const char* to_string(Internode internode);  // "ucx" | "mpi"
 
-  int num_ranks() const override { return num_ranks_; }
-  int num_experts() const override { return num_experts_; }
-  using ExpertExchange::notify;
-  void notify(std::span<const int64_t> send_counts_per_expert, ExchangeHandle& handle) override;
-  std::size_t buffer_bytes() const override { return staging_.capacity(); }
-
- protected:
-  void do_dispatch(const ExchangeHandle& h, const void* send, void* recv, int64_t row,
-                   ElemType type) override;
-  void do_combine(const ExchangeHandle& h, const void* in, void* out, int64_t row,
-                  ElemType type) override;
-
- private:
-  void fill_mpi_counts(const ExchangeHandle& h, int64_t row);
-  // Rows of one rank's receive buffer between (source, expert) order and (expert, source) order.
-  void permute(const ExchangeHandle& h, const std::byte* from, std::byte* to, std::size_t row_bytes,
-               bool source_major_to_expert_major);
-
-  MPI_Comm comm_;
-  int num_ranks_ = 1, rank_ = 0;
-  int num_experts_ = 0, local_experts_ = 0;
-  Watchdog* watchdog_;
-
-  std::vector<std::byte> staging_;  // [Nr,R] rows in (source, expert) order
-  std::vector<int> send_counts_, send_displs_, recv_counts_, recv_displs_;  // [P] each
-  std::vector<int64_t> cursor_;            // [L] permutation scratch
-  std::vector<int64_t> counts_by_source_;  // [P,L] notify scratch
+struct ExchangeOptions {
+  MPI_Comm ep_comm = MPI_COMM_NULL;  // not owned; must outlive the exchange
+  int num_experts = 0;
+  std::vector<int> node_of_ep_rank;  // [P] node id of each EP rank (emulated or real); equal
+                                     // counts per node required for hierarchical. Empty: the
+                                     // nodes MPI_COMM_TYPE_SHARED reports.
+  A2aAlgo algo = A2aAlgo::kFlat;
+  Internode internode = Internode::kUcx;
+  Watchdog* watchdog = nullptr;  // armed around every wait (not owned, may be null)
 };
+
+// Collective over opt.ep_comm. Throws sy::UsageError when the options cannot work (E not
+// divisible by P, unequal nodes for hierarchical, node_of_ep_rank of the wrong size).
+std::unique_ptr<TokenExchange> make_exchange(const ExchangeOptions& opt);
+
+// MPI_Alltoallv arguments for rows of `row` elements: counts[p] (=) rows_per_rank[p] * row and
+// displs[p] (=) the prefix sum, in elements of the MPI datatype (never bytes). Throws
+// std::runtime_error naming the rank and the peer when one does not fit MPI's int.
+// rows_per_rank, counts, displs: [P].
+void rows_to_mpi_counts(std::span<const int64_t> rows_per_rank, int64_t row, std::span<int> counts,
+                        std::span<int> displs);
 
 }  // namespace sy::comm
