@@ -50,9 +50,10 @@ void write_safetensors(const std::string& path, const std::vector<WholeTensor>& 
   std::string header = "{";
   if (!metadata.empty()) {
     header += "\"__metadata__\":{";
-    for (size_t i = 0; i < metadata.size(); ++i)
-      header +=
-          (i ? "," : "") + json_string(metadata[i].first) + ":" + json_string(metadata[i].second);
+    for (size_t i = 0; i < metadata.size(); ++i) {
+      if (i) header += ",";
+      header += json_string(metadata[i].first) + ":" + json_string(metadata[i].second);
+    }
     header += "}";
   }
   uint64_t offset = 0;
