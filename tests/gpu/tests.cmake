@@ -28,3 +28,21 @@ if(sy_gpu_model_tests)
   gtest_discover_tests(test_gpu_model DISCOVERY_TIMEOUT 60
                        PROPERTIES LABELS gpu ENVIRONMENT OPENBLAS_CORETYPE=Haswell)
 endif()
+
+# NCCL from MPI groups: under mpirun at 1 and 2 ranks (skipped with fewer GPUs than ranks).
+file(GLOB sy_gpu_nccl_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/nccl/test_*.cpp)
+if(TARGET sy_nccl AND sy_gpu_nccl_tests)
+  add_executable(test_gpu_nccl ${sy_gpu_nccl_tests}
+                               ${CMAKE_CURRENT_SOURCE_DIR}/common/mpi_gtest_main.cpp)
+  target_include_directories(test_gpu_nccl PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
+  target_link_libraries(test_gpu_nccl PRIVATE sy_nccl sy_cuda_kernels sy_comm GTest::gtest
+                                              sy_warnings)
+  foreach(np 1 2)
+    add_test(NAME test_gpu_nccl_np${np} COMMAND ${SY_MPIRUN} -np ${np}
+                                                $<TARGET_FILE:test_gpu_nccl>)
+    # Skipped (not passed) when every rank skipped: gtest's summary line then reads SKIPPED.
+    set_tests_properties(test_gpu_nccl_np${np} PROPERTIES LABELS gpu TIMEOUT 300
+      SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\] 2 tests"
+      ENVIRONMENT "GTEST_COLOR=no;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+  endforeach()
+endif()

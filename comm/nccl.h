@@ -1,0 +1,96 @@
+// NCCL on top of the MPI groups (CUDA build only: cmake/cuda.cmake builds comm/nccl.cpp into
+// sy_nccl with SWITCHYARD_HAVE_NCCL). An NcclComm is built from an MPI communicator: rank 0 makes
+// the unique id, MPI broadcasts it, every rank joins with its MPI rank, so the NCCL group has
+// exactly the members and rank order of the MPI one (a dp group, a tp group, the intra-node part
+// of the all-to-all...). Helpers: all-reduce, reduce-scatter, all-gather, and the grouped
+// ncclSend/ncclRecv exchange for the intra-node stage of the expert all-to-all.
+//
+// Every NCCL call goes through NCCL_CHECK (the library's message, the call, file:line, rank).
+// NCCL calls are asynchronous on a stream; wait() is the bounded wait: it polls the stream and
+// the communicator's async error and, past the timeout, aborts the communicator and throws
+// naming the rank and what it was waiting for.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "comm/mpi.h"
+
+namespace sy::comm {
+
+[[noreturn]] void throw_nccl_error(ncclResult_t r, ncclComm_t comm, const char* call,
+                                   const char* file, int line);
+
+#define NCCL_CHECK(nccl_comm, call)                                                     \
+  do {                                                                                  \
+    const ncclResult_t sy_nccl_r_ = (call);                                             \
+    if (sy_nccl_r_ != ncclSuccess && sy_nccl_r_ != ncclInProgress)                      \
+      ::sy::comm::throw_nccl_error(sy_nccl_r_, (nccl_comm), #call, __FILE__, __LINE__); \
+  } while (0)
+
+// Whether device pointers can be handed to MPI directly (the inter-node stage otherwise stages
+// through host memory). Open MPI answers through MPIX_Query_cuda_support (mpi-ext.h); other MPIs,
+// or an Open MPI built without the extension, give kUnknown (treat as "no").
+enum class CudaAwareMpi { kYes, kNo, kUnknown };
+CudaAwareMpi cuda_aware_mpi();
+const char* to_string(CudaAwareMpi v);
+
+template <class T>
+constexpr ncclDataType_t nccl_type() {
+  if constexpr (std::is_same_v<T, float>) return ncclFloat32;
+  if constexpr (std::is_same_v<T, double>) return ncclFloat64;
+  if constexpr (std::is_same_v<T, int32_t>) return ncclInt32;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return ncclBfloat16;
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> ||
+                    std::is_same_v<T, int32_t> || std::is_same_v<T, __nv_bfloat16>,
+                "no NCCL type for T");
+  return ncclFloat32;
+}
+
+class NcclComm {
+ public:
+  // Collective over `mpi`: every member must call it. The calling rank must have selected its
+  // CUDA device (cudaSetDevice) first.
+  explicit NcclComm(MPI_Comm mpi);
+  ~NcclComm();
+  NcclComm(const NcclComm&) = delete;
+  NcclComm& operator=(const NcclComm&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  ncclComm_t get() const { return comm_; }
+
+  // recv[count] (=) sum over ranks of send[count] (in place when send == recv).
+  void all_reduce_sum(const void* send, void* recv, size_t count, ncclDataType_t type,
+                      cudaStream_t stream);
+  // recv[recv_count] (=) this rank's slice of the sum of send[size * recv_count].
+  void reduce_scatter_sum(const void* send, void* recv, size_t recv_count, ncclDataType_t type,
+                          cudaStream_t stream);
+  // recv[size * send_count] (=) every rank's send[send_count], in rank order.
+  void all_gather(const void* send, void* recv, size_t send_count, ncclDataType_t type,
+                  cudaStream_t stream);
+  // The variable all-to-all as one NCCL group of sends and receives (counts and displacements in
+  // elements, per peer; a zero count posts nothing, so a rank may send or receive nothing).
+  void all_to_all_v(const void* send, const std::vector<size_t>& send_counts,
+                    const std::vector<size_t>& send_displs, void* recv,
+                    const std::vector<size_t>& recv_counts, const std::vector<size_t>& recv_displs,
+                    ncclDataType_t type, cudaStream_t stream);
+
+  // Bounded wait for everything queued on `stream`; on timeout aborts the communicator and
+  // throws "rank r: timed out after s seconds waiting for <what>".
+  void wait(cudaStream_t stream, double timeout_s, const std::string& what);
+
+ private:
+  ncclComm_t comm_ = nullptr;
+  int rank_ = 0, size_ = 1;
+  bool aborted_ = false;
+};
+
+}  // namespace sy::comm
