@@ -1,0 +1,173 @@
+// The MoE layer on one GPU (see cuda_moe.h); the CPU reference is src/model/moe.cpp.
+#include "src/model/cuda_moe.h"
+
+#include <type_traits>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/moe_ops.h"
+#include "kernels/cuda/ops.h"
+#include "src/core/error.h"
+
+namespace sy {
+
+using cuda::Grad;
+
+template <class T>
+CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims) : d_(dims) {
+  SY_CHECK(d_.C > 0 && d_.E > 0 && d_.F > 0 && d_.S >= 0, "bad MoE dims");
+  SY_CHECK(d_.K >= 1 && d_.K <= d_.E && d_.K <= cuda::kMaxTopK,
+           "top_k " << d_.K << " not in [1, min(" << d_.E << ", " << cuda::kMaxTopK << ")]");
+  SY_CHECK(!d_.has_capacity,
+           "moe.capacity_factor is not implemented on the CUDA backend (dropless only)");
+  counts_.resize(d_.E);
+  offsets_.resize(d_.E + 1);
+  loss_.resize(2);
+}
+
+template <class T>
+MoeLoss CudaMoeLayer<T>::forward(T* out, const T* m, int B, int T_, const CudaMoeWeights<T>& w,
+                                 const LossScale& s, cudaStream_t stream, cublasHandle_t cublas) {
+  const int N = B * T_, C = d_.C, E = d_.E, K = d_.K, F = d_.F, S = d_.S, A = N * K;
+  N_ = N;
+  NG_ = d_.aux_scope == AuxScope::kSequence ? T_ : N;
+  const int G = N == 0 ? 0 : N / NG_;
+  logits_.resize(static_cast<size_t>(N) * E);
+  probs_.resize(static_cast<size_t>(N) * E);
+  lse_.resize(N);
+  topk_.resize(A);
+  gates_.resize(A);
+  grp_frac_.resize(static_cast<size_t>(G) * E + 1);
+  loss_scratch_.resize(static_cast<size_t>(G) * E + N + 1);
+  row_token_.resize(A);
+  row_gate_.resize(A);
+  slot_row_.resize(A);
+  const size_t AC = static_cast<size_t>(A) * C, AF = static_cast<size_t>(A) * F;
+  const size_t NF = static_cast<size_t>(N) * F, CF = static_cast<size_t>(C) * F;
+  xs_.resize(AC);
+  ys_.resize(AC);
+  h1_.resize(AF);
+  h3_.resize(AF);
+  h_.resize(AF);
+  sh1_.resize(S * NF);
+  sh3_.resize(S * NF);
+  sh_.resize(S * NF);
+
+  // route: z[N,E] = m Wr (fp32 out), p, top-k, gates, losses, layout
+  cuda::gemm<T, float>(cublas, false, false, N, E, C, 1.0f, m, C, w.router, E, 0.0f, logits_.data(),
+                       E);
+  cuda::router_forward(probs_.data(), lse_.data(), topk_.data(), gates_.data(), logits_.data(),
+                       w.bias, N, E, K, d_.norm_topk, stream);
+  cuda::router_losses_forward(loss_.data(), grp_frac_.data(), loss_scratch_.data(), probs_.data(),
+                              lse_.data(), topk_.data(), N, E, K, NG_ > 0 ? NG_ : 1, d_.aux_coeff,
+                              d_.z_coeff, s.token_weight, s.group_weight, stream);
+  cuda::moe_layout(counts_.data(), offsets_.data(), row_token_.data(), row_gate_.data(),
+                   slot_row_.data(), topk_.data(), gates_.data(), N, E, K, stream);
+  h_counts_.resize(E);
+  CUDA_CHECK(cudaMemcpyAsync(h_counts_.data(), counts_.data(), sizeof(int32_t) * E,
+                             cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(
+      cudaMemcpyAsync(h_loss_, loss_.data(), sizeof(h_loss_), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  rows_.assign(h_counts_.begin(), h_counts_.end());
+
+  // dispatch + experts: h1 = xs W1, h3 = xs W3, h = silu(h1) h3, ys = h W2 (per expert)
+  cuda::gather_rows_forward(xs_.data(), m, row_token_.data(), A, C, stream);
+  gg_.forward(h1_.data(), xs_.data(), w.w1, rows_, C, F, Grad::kAssign, cublas, stream);
+  gg_.forward(h3_.data(), xs_.data(), w.w3, rows_, C, F, Grad::kAssign, cublas, stream);
+  cuda::swiglu_forward(h_.data(), h1_.data(), h3_.data(), static_cast<long>(AF), stream);
+  gg_.forward(ys_.data(), h_.data(), w.w2, rows_, F, C, Grad::kAssign, cublas, stream);
+
+  // shared experts (out =), then combine (out +=)
+  if (S == 0) {
+    CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(T) * N * C, stream));
+  } else {
+    const std::vector<int> all = {N};
+    for (int e = 0; e < S; ++e) {
+      T* h1 = sh1_.data() + e * NF;
+      T* h3 = sh3_.data() + e * NF;
+      T* h = sh_.data() + e * NF;
+      gg_.forward(h1, m, w.sw1 + e * CF, all, C, F, Grad::kAssign, cublas, stream);
+      gg_.forward(h3, m, w.sw3 + e * CF, all, C, F, Grad::kAssign, cublas, stream);
+      cuda::swiglu_forward(h, h1, h3, static_cast<long>(NF), stream);
+      gg_.forward(out, h, w.sw2 + e * CF, all, F, C, e == 0 ? Grad::kAssign : Grad::kAccumulate,
+                  cublas, stream);
+    }
+  }
+  cuda::combine_forward(out, ys_.data(), slot_row_.data(), row_gate_.data(), N, K, C, stream);
+  return MoeLoss{h_loss_[0], h_loss_[1]};
+}
+
+template <class T>
+void CudaMoeLayer<T>::backward(T* dm, const CudaMoeGrads& g, const T* dout, const T* m,
+                               const CudaMoeWeights<T>& w, const LossScale& s, cudaStream_t stream,
+                               cublasHandle_t cublas) {
+  const int N = N_, C = d_.C, E = d_.E, K = d_.K, F = d_.F, S = d_.S, A = N * K;
+  const size_t AC = static_cast<size_t>(A) * C, AF = static_cast<size_t>(A) * F;
+  const size_t NF = static_cast<size_t>(N) * F, CF = static_cast<size_t>(C) * F;
+  dys_.resize(AC);
+  dxs_.resize(AC);
+  dh1_.resize(AF > NF ? AF : NF);
+  dh3_.resize(AF > NF ? AF : NF);
+  dgates_.resize(A);
+  dprobs_.resize(static_cast<size_t>(N) * E);
+  dlogits_.resize(static_cast<size_t>(N) * E);
+  dlse_.resize(N);
+
+  // shared experts: dm (=)
+  if (S == 0) {
+    CUDA_CHECK(cudaMemsetAsync(dm, 0, sizeof(T) * N * C, stream));
+  } else {
+    const std::vector<int> all = {N};
+    for (int e = 0; e < S; ++e) {
+      const T* h1 = sh1_.data() + e * NF;
+      const T* h3 = sh3_.data() + e * NF;
+      const T* h = sh_.data() + e * NF;
+      gg_.backward_dx(dh1_.data(), dout, w.sw2 + e * CF, all, F, C, Grad::kAssign, cublas, stream);
+      gg_.backward_dw(g.sw2 + e * CF, h, dout, all, F, C, cublas, stream);
+      cuda::swiglu_backward(dh1_.data(), dh3_.data(), dh1_.data(), h1, h3, static_cast<long>(NF),
+                            stream);
+      gg_.backward_dx(dm, dh1_.data(), w.sw1 + e * CF, all, C, F,
+                      e == 0 ? Grad::kAssign : Grad::kAccumulate, cublas, stream);
+      gg_.backward_dx(dm, dh3_.data(), w.sw3 + e * CF, all, C, F, Grad::kAccumulate, cublas,
+                      stream);
+      gg_.backward_dw(g.sw1 + e * CF, m, dh1_.data(), all, C, F, cublas, stream);
+      gg_.backward_dw(g.sw3 + e * CF, m, dh3_.data(), all, C, F, cublas, stream);
+    }
+  }
+
+  // combine: dys = gate * dout rows; dgates per slot
+  cuda::combine_backward(dys_.data(), dgates_.data(), dout, ys_.data(), row_token_.data(),
+                         row_gate_.data(), slot_row_.data(), A, N, K, C, stream);
+  // experts: dh = dys W2^T, dW2 += h^T dys, SwiGLU back, dxs = dh1 W1^T + dh3 W3^T, dW1, dW3
+  gg_.backward_dx(dh1_.data(), dys_.data(), w.w2, rows_, F, C, Grad::kAssign, cublas, stream);
+  gg_.backward_dw(g.w2, h_.data(), dys_.data(), rows_, F, C, cublas, stream);
+  cuda::swiglu_backward(dh1_.data(), dh3_.data(), dh1_.data(), h1_.data(), h3_.data(),
+                        static_cast<long>(AF), stream);
+  gg_.backward_dx(dxs_.data(), dh1_.data(), w.w1, rows_, C, F, Grad::kAssign, cublas, stream);
+  gg_.backward_dx(dxs_.data(), dh3_.data(), w.w3, rows_, C, F, Grad::kAccumulate, cublas, stream);
+  gg_.backward_dw(g.w1, xs_.data(), dh1_.data(), rows_, C, F, cublas, stream);
+  gg_.backward_dw(g.w3, xs_.data(), dh3_.data(), rows_, C, F, cublas, stream);
+  // dispatch: dm += the rows of each token
+  cuda::gather_rows_backward(dm, dxs_.data(), slot_row_.data(), N, K, C, stream);
+
+  // route: gates, aux and z losses -> dlogits -> dm += dlogits Wr^T, dWr += m^T dlogits
+  cuda::router_losses_backward(dprobs_.data(), dlse_.data(), grp_frac_.data(), lse_.data(), N, E,
+                               NG_ > 0 ? NG_ : 1, d_.aux_coeff, d_.z_coeff, s.token_weight,
+                               s.group_weight, stream);
+  cuda::router_backward(dlogits_.data(), dgates_.data(), dprobs_.data(), dlse_.data(),
+                        probs_.data(), topk_.data(), N, E, K, d_.norm_topk, stream);
+  const T* dz = nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    dz = dlogits_.data();
+  } else {  // the GEMM wants both operands in T
+    dlogits_t_.resize(static_cast<size_t>(N) * E);
+    cuda::convert(dlogits_t_.data(), dlogits_.data(), static_cast<long>(N) * E, stream);
+    dz = dlogits_t_.data();
+  }
+  cuda::matmul_backward<T>(dm, g.router, dz, m, w.router, N, C, E, cublas, Grad::kAccumulate);
+}
+
+template class CudaMoeLayer<float>;
+template class CudaMoeLayer<cuda::bf16>;
+
+}  // namespace sy
