@@ -1,15 +1,27 @@
 // `switchyard train`: load the config, train.
+#include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "app/commands.h"
+#include "comm/mpi.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
 #include "src/train/trainer.h"
 
 namespace sy::app {
+
+namespace {
+// This process's rank as mpirun or srun announce it, before MPI is initialized (-1: unknown).
+int launcher_rank() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID", "PMI_RANK"})
+    if (const char* v = std::getenv(var)) return std::atoi(v);
+  return -1;
+}
+}  // namespace
 
 void add_train_command(CLI::App& root, std::vector<Command>& out) {
   struct Args {
@@ -24,8 +36,16 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
   cmd->add_option("--set", a->overrides,
                   "Override a config key, e.g. --set moe.num_experts=8 (repeatable)");
   out.push_back({cmd, [a] {
-                   const Config cfg = load_config(a->config, a->overrides);
-                   train(cfg, std::cout);
+                   // The config is checked before MPI starts: every rank reads the same file and
+                   // fails alike; only rank 0 (by the launcher's environment) says so.
+                   std::optional<Config> cfg;
+                   try {
+                     cfg = load_config(a->config, a->overrides);
+                   } catch (const UsageError& e) {
+                     throw UsageError(e.what(), /*quiet=*/launcher_rank() > 0);
+                   }
+                   comm::MpiSession mpi(nullptr, nullptr);
+                   train(*cfg, std::cout);
                    return static_cast<int>(kExitOk);
                  }});
 }

@@ -37,12 +37,11 @@ int main(int argc, char** argv) {
       if (c.selected->parsed()) return c.run();
     std::cerr << "error: no command given (see --help)\n";
     return sy::kExitUsage;
-  } catch (const sy::UsageError& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return sy::kExitUsage;
-  } catch (const sy::NumericalError& e) {
-    std::cerr << "numerical failure: " << e.what() << "\n";
-    return sy::kExitNumerical;
+  } catch (const sy::Error& e) {
+    if (!e.quiet())
+      std::cerr << (e.code() == sy::kExitNumerical ? "numerical failure: " : "error: ") << e.what()
+                << "\n";
+    return e.code();
   } catch (const std::exception& e) {
     std::cerr << "fatal: " << e.what() << "\n";
     return sy::kExitOther;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <string>
+#include <vector>
 
 #include "comm/watchdog.h"
 #include "src/core/error.h"
@@ -79,6 +80,58 @@ void allgather_inplace(std::span<T> buf, const Comm& comm, Watchdog* watchdog, c
       MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf.data(), n, mpi_type<T>(), comm.get()));
 }
 
+namespace {
+// MPI's int counts and displacements of a variable-count collective.
+void int_counts(std::span<const int64_t> counts, std::vector<int>& n, std::vector<int>& displ,
+                const char* what) {
+  n.resize(counts.size());
+  displ.resize(counts.size());
+  size_t at = 0;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    SY_CHECK(counts[r] >= 0, what << ": negative count " << counts[r] << " of rank " << r);
+    n[r] = as_count(static_cast<size_t>(counts[r]), what);
+    displ[r] = as_count(at, what);
+    at += static_cast<size_t>(counts[r]);
+  }
+}
+}  // namespace
+
+template <class T>
+void allgatherv(std::span<const T> mine, std::span<T> all, std::span<const int64_t> counts,
+                const Comm& comm, Watchdog* watchdog, const char* what) {
+  SY_CHECK(static_cast<int>(counts.size()) == comm.size() &&
+               static_cast<int64_t>(mine.size()) == counts[static_cast<size_t>(comm.rank())],
+           what << ": counts do not match the communicator or this rank's part");
+  if (comm.size() <= 1) {
+    std::copy(mine.begin(), mine.end(), all.begin());
+    return;
+  }
+  std::vector<int> n, displ;
+  int_counts(counts, n, displ, what);
+  SY_CHECK(all.size() >= static_cast<size_t>(displ.back()) + static_cast<size_t>(n.back()),
+           what << ": output too small");
+  WatchdogScope scope(watchdog, std::string("all-gather-v: ") + what);
+  MPI_CHECK(MPI_Allgatherv(mine.data(), n[static_cast<size_t>(comm.rank())], mpi_type<T>(),
+                           all.data(), n.data(), displ.data(), mpi_type<T>(), comm.get()));
+}
+
+template <class T>
+void reduce_scatter_v(std::span<const T> all, std::span<T> mine, std::span<const int64_t> counts,
+                      const Comm& comm, Watchdog* watchdog, const char* what) {
+  SY_CHECK(static_cast<int>(counts.size()) == comm.size() &&
+               static_cast<int64_t>(mine.size()) == counts[static_cast<size_t>(comm.rank())],
+           what << ": counts do not match the communicator or this rank's part");
+  if (comm.size() <= 1) {
+    std::copy(all.begin(), all.begin() + static_cast<long>(mine.size()), mine.begin());
+    return;
+  }
+  std::vector<int> n, displ;
+  int_counts(counts, n, displ, what);
+  WatchdogScope scope(watchdog, std::string("reduce-scatter-v: ") + what);
+  MPI_CHECK(
+      MPI_Reduce_scatter(all.data(), mine.data(), n.data(), mpi_type<T>(), MPI_SUM, comm.get()));
+}
+
 template <class T>
 void broadcast(std::span<T> data, int root, const Comm& comm, Watchdog* watchdog,
                const char* what) {
@@ -93,10 +146,15 @@ void broadcast(std::span<T> data, int root, const Comm& comm, Watchdog* watchdog
   template void reduce_scatter_sum<T>(std::span<const T>, std::span<T>, const Comm&, Watchdog*, \
                                       const char*);                                             \
   template void allgather_inplace<T>(std::span<T>, const Comm&, Watchdog*, const char*);        \
-  template void broadcast<T>(std::span<T>, int, const Comm&, Watchdog*, const char*);
+  template void broadcast<T>(std::span<T>, int, const Comm&, Watchdog*, const char*);           \
+  template void allgatherv<T>(std::span<const T>, std::span<T>, std::span<const int64_t>,       \
+                              const Comm&, Watchdog*, const char*);                             \
+  template void reduce_scatter_v<T>(std::span<const T>, std::span<T>, std::span<const int64_t>, \
+                                    const Comm&, Watchdog*, const char*);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(double)
 SY_INSTANTIATE(int64_t)
+SY_INSTANTIATE(int32_t)
 #undef SY_INSTANTIATE
 
 }  // namespace sy::comm

@@ -37,6 +37,18 @@ void reduce_scatter_sum(std::span<const T> send, std::span<T> recv_chunk, const 
 template <class T>
 void allgather_inplace(std::span<T> buf, const Comm& comm, Watchdog* watchdog, const char* what);
 
+// all[sum(counts)] (=) every rank's `mine` (counts[r] elements from rank r) in rank order.
+// counts[rank()] must equal mine.size().
+template <class T>
+void allgatherv(std::span<const T> mine, std::span<T> all, std::span<const int64_t> counts,
+                const Comm& comm, Watchdog* watchdog, const char* what);
+
+// mine[counts[rank()]] (=) sum over ranks of their all[offset_r .. offset_r + counts[r]) for
+// r = rank(), offsets the prefix sums of counts. The adjoint of allgatherv.
+template <class T>
+void reduce_scatter_v(std::span<const T> all, std::span<T> mine, std::span<const int64_t> counts,
+                      const Comm& comm, Watchdog* watchdog, const char* what);
+
 // data (=) root's data on every rank.
 template <class T>
 void broadcast(std::span<T> data, int root, const Comm& comm, Watchdog* watchdog, const char* what);

@@ -73,6 +73,7 @@ const Key kKeys[] = {
     SY_KEY("parallel.a2a", parallel.a2a),
     SY_KEY("parallel.internode", parallel.internode),
     SY_KEY("parallel.zero1", parallel.zero1),
+    SY_KEY("parallel.timeout_s", parallel.timeout_s),
     SY_KEY("train.steps", train.steps),
     SY_KEY("train.global_batch", train.global_batch),
     SY_KEY("train.micro_batch", train.micro_batch),

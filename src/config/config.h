@@ -61,6 +61,7 @@ struct ParallelConfig {
   A2aKind a2a = A2aKind::kAuto;
   InternodeKind internode = InternodeKind::kUcx;
   bool zero1 = false;
+  double timeout_s = 300.0;  // a wait on other ranks longer than this ends the job (0 = never)
 
   bool operator==(const ParallelConfig&) const = default;
 };

@@ -77,6 +77,7 @@ void validate_config(const Config& cfg) {
   at_least("parallel.ep", par.ep, 1);
   at_least("parallel.etp", par.etp, 1);
   at_least("parallel.ranks_per_node", par.ranks_per_node, 0);
+  non_negative("parallel.timeout_s", par.timeout_s);
 
   at_least("train.steps", tr.steps, 0);  // 0: evaluate the initial (or resumed) model only
   at_least("train.global_batch", tr.global_batch, 1);
@@ -106,6 +107,8 @@ void validate_config(const Config& cfg) {
   divisible("moe.num_experts", moe.num_experts, "parallel.ep", par.ep);
   divisible("model.n_heads", m.n_heads, "parallel.tp", par.tp);
   divisible("moe.ffn_hidden", moe.ffn_hidden, "parallel.etp", par.etp);
+  if (moe.shared_experts > 0)  // the shared experts' hidden width is split over tp
+    divisible("moe.ffn_hidden", moe.ffn_hidden, "parallel.tp", par.tp);
   divisible("train.global_batch", tr.global_batch, "train.micro_batch", tr.micro_batch);
   // warmup_steps > steps is allowed: the whole (short) run is then warmup, which is what a user
   // shortening a run with `--set train.steps=4` expects (learning_rate() documents it).

@@ -23,16 +23,31 @@ enum ExitCode : int {
   kExitPreempted = 75
 };
 
-// Bad command line, config or input file. The message must name the key or the file.
-class UsageError : public std::runtime_error {
+// An error with its exit code. `quiet`: every rank of the job found the same problem and rank 0
+// reports it, so this rank exits with the code and prints nothing.
+class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  Error(ExitCode code, const std::string& msg, bool quiet = false)
+      : std::runtime_error(msg), code_(code), quiet_(quiet) {}
+  ExitCode code() const { return code_; }
+  bool quiet() const { return quiet_; }
+
+ private:
+  ExitCode code_;
+  bool quiet_;
+};
+
+// Bad command line, config or input file. The message must name the key or the file.
+class UsageError : public Error {
+ public:
+  explicit UsageError(const std::string& msg, bool quiet = false) : Error(kExitUsage, msg, quiet) {}
 };
 
 // Non-finite loss or gradients.
-class NumericalError : public std::runtime_error {
+class NumericalError : public Error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit NumericalError(const std::string& msg, bool quiet = false)
+      : Error(kExitNumerical, msg, quiet) {}
 };
 
 namespace detail {

@@ -2,28 +2,37 @@
 
 #include <algorithm>
 
+#include <span>
+
+#include "comm/collectives.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
+#include "src/core/error.h"
 
 namespace sy {
 
 using cpu::Grad;
 
 template <class T>
-Model<T>::Model(const Config& cfg)
+Model<T>::Model(const Config& cfg, const ModelParallel& par)
     : cfg_(cfg),
-      table_(make_param_table(cfg)),
+      par_(par),
+      table_(make_param_table(cfg, par.layout)),
       L_(static_cast<int>(cfg.model.n_layers)),
       T_(static_cast<int>(cfg.model.seq_len)),
       C_(static_cast<int>(cfg.model.d_model)),
       NH_(static_cast<int>(cfg.model.n_heads)),
       V_(static_cast<int>(cfg.model.vocab_size)),
-      E_(static_cast<int>(cfg.moe.num_experts)) {
+      E_(static_cast<int>(cfg.moe.num_experts)),
+      Ct_(C_ / par.layout.tp),
+      NHt_(NH_ / par.layout.tp) {
+  SY_CHECK(par.layout.tp == (par.moe.tp ? par.moe.tp->size() : 1),
+           "layout tp " << par.layout.tp << " differs from the tp communicator");
   params.assign(table_.total_numel(), T(0));
   grads.assign(table_.total_numel(), T(0));
-  const MoeDims dims = moe_dims(cfg);
+  const MoeDims dims = moe_dims(cfg, par.layout.tp, par.layout.ep, par.layout.etp);
   moe_.reserve(static_cast<size_t>(L_));
-  for (int l = 0; l < L_; ++l) moe_.emplace_back(dims);
+  for (int l = 0; l < L_; ++l) moe_.emplace_back(dims, par.moe);
   acts_.resize(static_cast<size_t>(L_));
 }
 
@@ -59,18 +68,18 @@ void Model<T>::ensure_activations(int B) {
   B_ = B;
   if (B <= capacity_B_) return;
   capacity_B_ = B;
-  const size_t N = static_cast<size_t>(B) * T_, C = C_;
-  const size_t att = static_cast<size_t>(B) * NH_ * T_ * T_;
+  const size_t N = static_cast<size_t>(B) * T_, C = C_, Ct = Ct_;
+  const size_t att = static_cast<size_t>(B) * NHt_ * T_ * T_;
   inputs_.resize(N);
   targets_.resize(N);
   for (auto& a : acts_) {
     a.x_in.resize(N * C);
     a.a.resize(N * C);
     a.a_rstd.resize(N);
-    a.qkv.resize(N * 3 * C);
-    a.qkv_rot.resize(N * 3 * C);
+    a.qkv.resize(N * 3 * Ct);
+    a.qkv_rot.resize(N * 3 * Ct);
     a.att.resize(att);
-    a.atty.resize(N * C);
+    a.atty.resize(N * Ct);
     a.x_mid.resize(N * C);
     a.m.resize(N * C);
     a.m_rstd.resize(N);
@@ -84,8 +93,8 @@ void Model<T>::ensure_activations(int B) {
   dx_.resize(N * C);
   dtmp_.resize(N * C);
   dtmp2_.resize(N * C);
-  dqkv_.resize(N * 3 * C);
-  dqkv2_.resize(N * 3 * C);
+  dqkv_.resize(N * 3 * Ct);
+  dqkv2_.resize(N * 3 * Ct);
   datt_.resize(att);
   dlosses_.resize(N);
 }
@@ -111,12 +120,13 @@ LossParts Model<T>::forward(const int32_t* tokens, int B, const LossScale& s,
   for (int l = 0; l < L_; ++l) {
     LayerActs& a = acts_[l];
     const LayerPtrs w = layer_ptrs(params, l);
-    // x_mid = x_in + Attn(RMSNorm(x_in))
+    // x_mid = x_in + Attn(RMSNorm(x_in)); this rank's NHt heads give a partial wo product.
     cpu::rmsnorm_forward(a.a.data(), a.a_rstd.data(), a.x_in.data(), w.attn_norm, N, C, eps);
-    cpu::matmul_forward(a.qkv.data(), a.a.data(), w.wqkv, N, C, 3 * C);
-    cpu::rope_forward(a.qkv_rot.data(), a.qkv.data(), B, T_, C, NH_, cfg_.model.rope_theta);
-    cpu::attention_forward(a.atty.data(), a.att.data(), a.qkv_rot.data(), B, T_, C, NH_);
-    cpu::matmul_forward(a.x_mid.data(), a.atty.data(), w.wo, N, C, C);
+    cpu::matmul_forward(a.qkv.data(), a.a.data(), w.wqkv, N, C, 3 * Ct_);
+    cpu::rope_forward(a.qkv_rot.data(), a.qkv.data(), B, T_, Ct_, NHt_, cfg_.model.rope_theta);
+    cpu::attention_forward(a.atty.data(), a.att.data(), a.qkv_rot.data(), B, T_, Ct_, NHt_);
+    cpu::matmul_forward(a.x_mid.data(), a.atty.data(), w.wo, N, Ct_, C);
+    sum_over_tp(a.x_mid.data(), static_cast<long>(N) * C, "attention output");
     cpu::residual_forward(a.x_mid.data(), a.x_mid.data(), a.x_in.data(), static_cast<long>(N) * C);
     // x_out = x_mid + MoE(RMSNorm(x_mid))
     cpu::rmsnorm_forward(a.m.data(), a.m_rstd.data(), a.x_mid.data(), w.moe_norm, N, C, eps);
@@ -173,17 +183,26 @@ void Model<T>::backward() {
     cpu::rmsnorm_backward(dtmp2_.data(), g.moe_norm, dtmp_.data(), a.x_mid.data(), w.moe_norm,
                           a.m_rstd.data(), N, C);
     cpu::residual_forward(dx_.data(), dx_.data(), dtmp2_.data(), NC);
-    // Attention block: x_mid = x_in + Attn(RMSNorm(x_in)); dx_ becomes d/dx_in.
-    cpu::matmul_backward(dtmp_.data(), g.wo, dx_.data(), a.atty.data(), w.wo, N, C, C);
+    // Attention block: x_mid = x_in + Attn(RMSNorm(x_in)); dx_ becomes d/dx_in. The gradient
+    // reaching RMSNorm is this rank's heads' share: summed over tp before the (replicated) norm.
+    cpu::matmul_backward(dtmp_.data(), g.wo, dx_.data(), a.atty.data(), w.wo, N, Ct_, C);
     cpu::attention_backward(dqkv_.data(), datt_.data(), dtmp_.data(), a.qkv_rot.data(),
-                            a.att.data(), B, T_, C, NH_);
-    cpu::rope_backward(dqkv2_.data(), dqkv_.data(), B, T_, C, NH_, cfg_.model.rope_theta);
-    cpu::matmul_backward(dtmp_.data(), g.wqkv, dqkv2_.data(), a.a.data(), w.wqkv, N, C, 3 * C);
+                            a.att.data(), B, T_, Ct_, NHt_);
+    cpu::rope_backward(dqkv2_.data(), dqkv_.data(), B, T_, Ct_, NHt_, cfg_.model.rope_theta);
+    cpu::matmul_backward(dtmp_.data(), g.wqkv, dqkv2_.data(), a.a.data(), w.wqkv, N, C, 3 * Ct_);
+    sum_over_tp(dtmp_.data(), NC, "attention input gradient");
     cpu::rmsnorm_backward(dtmp2_.data(), g.attn_norm, dtmp_.data(), a.x_in.data(), w.attn_norm,
                           a.a_rstd.data(), N, C);
     cpu::residual_forward(dx_.data(), dx_.data(), dtmp2_.data(), NC);
   }
   cpu::embedding_backward(dembed, dx_.data(), inputs_.data(), N, C);
+}
+
+template <class T>
+void Model<T>::sum_over_tp(T* x, long n, const char* what) {
+  const comm::Comm* tp = par_.moe.tp;
+  if (tp && tp->size() > 1)
+    comm::allreduce_sum(std::span<T>(x, static_cast<size_t>(n)), *tp, par_.moe.watchdog, what);
 }
 
 template class Model<float>;

@@ -3,8 +3,15 @@
 // backward, like llm.c's train_gpt2.c. Instantiated for float (training) and double (the
 // finite-difference gradient checks).
 //
+// Parallel (ModelParallel): this rank holds its shards of the parameters (params.h). Attention
+// runs its heads' share (NH/tp heads: wqkv column-parallel, wo row-parallel) and sums the
+// partial outputs over tp — one all-reduce in forward and one in backward per block; the MoE
+// layer moves tokens as moe.h describes. Everything else (embedding, norms, head, loss) is
+// computed identically on every tp rank. Gradients come out as this rank's contribution; the
+// data-parallel reduction is the trainer's (src/train/grad_sync.h).
+//
 // Letters: B sequences of the micro-batch, T positions (seq_len), N = B*T tokens, C d_model,
-// NH heads, L layers, V vocab, E experts.
+// NH heads, L layers, V vocab, E experts; Ct = C/tp and NHt = NH/tp this rank's attention share.
 #pragma once
 
 #include <cstdint>
@@ -31,10 +38,16 @@ struct LossParts {
   }
 };
 
+// Where this rank sits in the layout and what it communicates over (default: one rank).
+struct ModelParallel {
+  ShardLayout layout;
+  MoeParallel moe;  // moe.tp is also the attention's tensor-parallel group
+};
+
 template <class T>
 class Model {
  public:
-  explicit Model(const Config& cfg);
+  explicit Model(const Config& cfg, const ModelParallel& par = {});
 
   const ParamTable& table() const { return table_; }
   int num_layers() const { return L_; }
@@ -62,11 +75,14 @@ class Model {
     MoeWeights<T> moe;
   };
   LayerPtrs layer_ptrs(std::vector<T>& buf, int l) const;
+  void sum_over_tp(T* x, long n, const char* what);  // x[n] (=) its sum over tp
   void ensure_activations(int B);
 
   Config cfg_;
+  ModelParallel par_;
   ParamTable table_;
   int L_, T_, C_, NH_, V_, E_;
+  int Ct_, NHt_;  // this rank's attention share
   std::vector<MoeLayer<T>> moe_;
 
   // Saved activations of the last forward (grown to the largest B seen, never per step).
@@ -77,10 +93,10 @@ class Model {
     std::vector<T> x_in;     // [N,C]  residual stream entering the layer
     std::vector<T> a;        // [N,C]  RMSNorm(x_in)
     std::vector<T> a_rstd;   // [N]
-    std::vector<T> qkv;      // [N,3C] a @ wqkv
-    std::vector<T> qkv_rot;  // [N,3C] after RoPE
-    std::vector<T> att;      // [B,NH,T,T]
-    std::vector<T> atty;     // [N,C]  attention output before wo
+    std::vector<T> qkv;      // [N,3Ct] a @ wqkv
+    std::vector<T> qkv_rot;  // [N,3Ct] after RoPE
+    std::vector<T> att;      // [B,NHt,T,T]
+    std::vector<T> atty;     // [N,Ct] attention output before wo
     std::vector<T> x_mid;    // [N,C]  x_in + atty @ wo
     std::vector<T> m;        // [N,C]  RMSNorm(x_mid)
     std::vector<T> m_rstd;   // [N]

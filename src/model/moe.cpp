@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "comm/mpi.h"
 #include "kernels/cpu/moe_ops.h"
 #include "src/core/error.h"
 
@@ -22,7 +23,7 @@ void grow(V& v, long n) {
 }
 }  // namespace
 
-MoeDims moe_dims(const Config& cfg) {
+MoeDims moe_dims(const Config& cfg, int tp, int ep, int etp) {
   MoeDims d;
   d.C = static_cast<int>(cfg.model.d_model);
   d.E = static_cast<int>(cfg.moe.num_experts);
@@ -35,6 +36,12 @@ MoeDims moe_dims(const Config& cfg) {
   d.aux_coeff = cfg.moe.aux_loss_coeff;
   d.z_coeff = cfg.moe.z_loss_coeff;
   d.aux_scope = cfg.moe.aux_loss_scope;
+  SY_CHECK(
+      tp > 0 && ep > 0 && etp > 0 && d.E % ep == 0 && d.F % etp == 0 && (d.S == 0 || d.F % tp == 0),
+      "layout tp=" << tp << " ep=" << ep << " etp=" << etp << " does not divide the layer");
+  d.L = d.E / ep;
+  d.Fl = d.F / etp;
+  d.Fs = d.F / tp;
   return d;
 }
 
@@ -47,15 +54,6 @@ int64_t moe_expert_capacity(const MoeDims& d, int num_tokens) {
   const double r = std::round(x);
   if (std::fabs(x - r) <= 1e-9 * std::max(1.0, std::fabs(x))) return static_cast<int64_t>(r);
   return static_cast<int64_t>(std::ceil(x));
-}
-
-template <class T>
-MoeLayer<T>::MoeLayer(const MoeDims& dims) : d_(dims) {
-  SY_CHECK(d_.C > 0 && d_.E > 0 && d_.F > 0 && d_.S >= 0, "bad MoE dims");
-  SY_CHECK(d_.K >= 1 && d_.K <= d_.E, "top_k " << d_.K << " not in [1, " << d_.E << "]");
-  SY_CHECK(!d_.has_capacity || d_.capacity_factor > 0, "capacity_factor must be > 0");
-  grow(sel_off_, d_.E + 1);
-  grow(counts_, d_.E);
 }
 
 template <class T>
@@ -102,25 +100,30 @@ MoeLoss MoeLayer<T>::route(const T* m, int B, int T_, const T* router, const T* 
   }
   loss.aux = aux * s.group_weight;
 
-  build_layout(stats);
+  apply_capacity(stats);
+  // This rank's token slice: with tp > 1 each tp rank moves and differentiates its share of
+  // the (replicated) micro-batch, so each token's routed work is done once.
+  const int tp = par_.tp ? par_.tp->size() : 1, tp_rank = par_.tp ? par_.tp->rank() : 0;
+  n0_ = static_cast<int>(static_cast<int64_t>(N) * tp_rank / tp);
+  n1_ = static_cast<int>(static_cast<int64_t>(N) * (tp_rank + 1) / tp);
+  if (!moves_rows()) build_layout(kept_.data(), gates_.data(), N);
   return loss;
 }
 
-// Capacity and the dispatch layout. The slots n*K+j of every expert are listed in token order;
-// an expert over capacity keeps its `cap` slots of highest p (ties: lower token index), which
-// are then put back in token order so rows inside an expert are always sorted by token.
+// Capacity. The slots n*K+j of every expert are listed in token order; an expert over capacity
+// keeps its `cap` slots of highest p (ties: lower token index).
 template <class T>
-void MoeLayer<T>::build_layout(MoeStats* stats) {
+void MoeLayer<T>::apply_capacity(MoeStats* stats) {
   const int N = N_, E = d_.E, K = d_.K, NK = N * K;
   grow(sel_, NK);
-  grow(row_token_, NK);
-  grow(row_slot_, NK);
-  grow(row_gate_, NK);
+  grow(kept_, NK);
+  grow(sel_off_, E + 1);
+  grow(counts_, E);
 
   std::fill(sel_off_.begin(), sel_off_.begin() + E + 1, 0);
   for (int q = 0; q < NK; ++q) ++sel_off_[topk_[q] + 1];
   for (int e = 0; e < E; ++e) sel_off_[e + 1] += sel_off_[e];
-  std::fill(counts_.begin(), counts_.begin() + E, 0);  // used as fill cursors first
+  std::fill(counts_.begin(), counts_.begin() + E, 0);  // fill cursors
   for (int q = 0; q < NK; ++q) {
     const int e = topk_[q];
     sel_[sel_off_[e] + counts_[e]++] = q;
@@ -132,7 +135,7 @@ void MoeLayer<T>::build_layout(MoeStats* stats) {
     stats->kept.assign(static_cast<size_t>(E), 0);
     stats->dropped = 0;
   }
-  int A = 0;
+  std::fill(kept_.begin(), kept_.begin() + NK, -1);
   for (int e = 0; e < E; ++e) {
     int32_t* list = sel_.data() + sel_off_[e];
     const int n_sel = sel_off_[e + 1] - sel_off_[e];
@@ -144,52 +147,75 @@ void MoeLayer<T>::build_layout(MoeStats* stats) {
         const double p = static_cast<double>(probs_[static_cast<long>(q / K) * E + e]);
         return std::isnan(p) ? -std::numeric_limits<double>::infinity() : p;
       };
-      std::sort(list, list + n_sel, [&](int32_t a, int32_t b) {
+      std::partial_sort(list, list + keep, list + n_sel, [&](int32_t a, int32_t b) {
         const double pa = p_of(a), pb = p_of(b);
         return pa != pb ? pa > pb : a < b;
       });
-      std::sort(list, list + keep);
     }
-    counts_[e] = keep;
-    for (int r = 0; r < keep; ++r, ++A) {
-      row_slot_[A] = list[r];
-      row_token_[A] = list[r] / K;
-      row_gate_[A] = gates_[list[r]];
-    }
+    for (int r = 0; r < keep; ++r) kept_[list[r]] = e;
     if (stats) {
       stats->selected[e] = n_sel;
       stats->kept[e] = keep;
       stats->dropped += n_sel - keep;
     }
   }
+}
+
+// The local experts' assignments among M rows, expert-sorted and inside an expert by row.
+template <class T>
+void MoeLayer<T>::build_layout(const int32_t* row_experts, const T* row_gates, int M) {
+  const int L = d_.local_experts(), K = d_.K;
+  const long MK = static_cast<long>(M) * K;
+  grow(counts_, L);
+  grow(sel_off_, L + 1);
+  std::fill(counts_.begin(), counts_.begin() + L, 0);
+  for (long q = 0; q < MK; ++q)
+    if (row_experts[q] >= 0) ++counts_[row_experts[q]];
+  sel_off_[0] = 0;
+  for (int l = 0; l < L; ++l) sel_off_[l + 1] = sel_off_[l] + counts_[l];
+  const int A = sel_off_[L];
+  grow(row_of_, A);
+  grow(slot_of_, A);
+  grow(row_gate_, A);
+  for (long q = 0; q < MK; ++q) {
+    const int l = row_experts[q];
+    if (l < 0) continue;
+    const int a = sel_off_[l]++;
+    row_of_[a] = static_cast<int32_t>(q / K);
+    slot_of_[a] = static_cast<int32_t>(q);
+    row_gate_[a] = row_gates[q];
+  }
+  M_ = M;
   A_ = A;
 }
 
 template <class T>
-void MoeLayer<T>::dispatch(T* xs, const T* m) const {
-  cpu::gather_rows_forward(xs, m, row_token_.data(), A_, d_.C);
+void MoeLayer<T>::dispatch(T* xs, const T* rows) const {
+  cpu::gather_rows_forward(xs, rows, row_of_.data(), A_, d_.C);
 }
 
 template <class T>
 void MoeLayer<T>::combine(T* out, const T* ys) const {
-  cpu::scatter_rows_forward(out, ys, row_token_.data(), row_gate_.data(), A_, d_.C);
+  cpu::scatter_rows_forward(out, ys, row_of_.data(), row_gate_.data(), A_, d_.C);
 }
 
+// The one-rank form: rows are tokens, so each assignment's gate gradient lands on its token's
+// slot directly.
 template <class T>
 void MoeLayer<T>::combine_backward(T* dys, const T* dout, const T* ys) {
   const int NK = N_ * d_.K;
-  grow(drow_gate_, NK);
+  grow(drow_gate_, A_);
   grow(dgates_, NK);
-  cpu::scatter_rows_backward(dys, drow_gate_.data(), dout, ys, row_token_.data(), row_gate_.data(),
-                             A_, d_.C);
+  cpu::scatter_rows_backward(dys, drow_gate_.data(), dout, ys, row_of_.data(), row_gate_.data(), A_,
+                             d_.C);
   // A dropped assignment contributed nothing, so its gate gets no gradient.
   std::fill(dgates_.begin(), dgates_.begin() + NK, T(0));
-  for (int r = 0; r < A_; ++r) dgates_[row_slot_[r]] = drow_gate_[r];
+  for (int a = 0; a < A_; ++a) dgates_[slot_of_[a]] = drow_gate_[a];
 }
 
 template <class T>
-void MoeLayer<T>::dispatch_backward(T* dm, const T* dxs) const {
-  cpu::gather_rows_backward(dm, dxs, row_token_.data(), A_, d_.C);
+void MoeLayer<T>::dispatch_backward(T* drows, const T* dxs) const {
+  cpu::gather_rows_backward(drows, dxs, row_of_.data(), A_, d_.C);
 }
 
 // aux = group_weight * coeff * E * sum_G sum_i f_i P_i with P_i = (1/N_G) sum_{n in G} p_{n,i}:
@@ -199,21 +225,25 @@ template <class T>
 void MoeLayer<T>::route_backward(T* dm, T* drouter, const T* m, const T* router,
                                  const LossScale& s) {
   const int N = N_, C = d_.C, E = d_.E, K = d_.K;
+  const int n0 = n0_, Ns = n1_ - n0_;  // this rank's tokens: each token's terms counted once
   const bool per_seq = d_.aux_scope == AuxScope::kSequence;
   const int NG = per_seq ? seq_len_ : N;
   grow(dprobs_, static_cast<long>(N) * E);
   grow(dlogits_, static_cast<long>(N) * E);
   grow(dlse_, N);
   const double aux_scale = N == 0 ? 0.0 : s.group_weight * d_.aux_coeff * E / NG;
-  for (int n = 0; n < N; ++n) {
+  for (int n = n0; n < n0 + Ns; ++n) {
     const double* f = grp_frac_.data() + static_cast<long>(n / NG) * E;
     for (int i = 0; i < E; ++i)
       dprobs_[static_cast<long>(n) * E + i] = static_cast<T>(aux_scale * f[i]);
     dlse_[n] = static_cast<T>(2.0 * s.token_weight * d_.z_coeff * static_cast<double>(lse_[n]));
   }
-  cpu::router_backward(dlogits_.data(), dgates_.data(), dprobs_.data(), dlse_.data(), probs_.data(),
-                       topk_.data(), N, E, K, d_.norm_topk);
-  cpu::matmul_backward(dm, drouter, dlogits_.data(), m, router, N, C, E, Grad::kAccumulate);
+  const long nE = static_cast<long>(n0) * E, nK = static_cast<long>(n0) * K;
+  cpu::router_backward(dlogits_.data() + nE, dgates_.data() + nK, dprobs_.data() + nE,
+                       dlse_.data() + n0, probs_.data() + nE, topk_.data() + nK, Ns, E, K,
+                       d_.norm_topk);
+  cpu::matmul_backward(dm + static_cast<long>(n0) * C, drouter, dlogits_.data() + nE,
+                       m + static_cast<long>(n0) * C, router, Ns, C, E, Grad::kAccumulate);
 }
 
 template <class T>
@@ -221,27 +251,19 @@ MoeLoss MoeLayer<T>::forward(T* out, const T* m, int B, int T_, const MoeWeights
                              const LossScale& s, MoeStats* stats) {
   const MoeLoss loss = route(m, B, T_, w.router, w.bias, s, stats);
   shared_forward(out, m, w);
-  const long rows_cap = static_cast<long>(N_) * d_.K * d_.C;
-  grow(xs_, rows_cap);
-  grow(ys_, rows_cap);
-  dispatch(xs_.data(), m);
-  experts_forward(ys_.data(), xs_.data(), counts_.data(), d_.E, w.w1, w.w3, w.w2);
-  combine(out, ys_.data());
+  routed_forward(out, m, w);
   return loss;
 }
 
 template <class T>
 void MoeLayer<T>::backward(T* dm, const MoeWeights<T>& g, const T* dout, const T* m,
                            const MoeWeights<T>& w, const LossScale& s) {
-  const long rows_cap = static_cast<long>(N_) * d_.K * d_.C;
-  grow(dys_, rows_cap);
-  grow(dxs_, rows_cap);
+  grow(dgates_, static_cast<long>(N_) * d_.K);
+  std::fill(dgates_.begin(), dgates_.begin() + static_cast<long>(N_) * d_.K, T(0));
   shared_backward(dm, g, dout, m, w);
-  combine_backward(dys_.data(), dout, ys_.data());
-  experts_backward(dxs_.data(), g.w1, g.w3, g.w2, dys_.data(), xs_.data(), counts_.data(), d_.E,
-                   w.w1, w.w3, w.w2);
-  dispatch_backward(dm, dxs_.data());
+  routed_backward(dm, g, dout, w);
   route_backward(dm, g.router, m, w.router, s);
+  sum_over_tp(dm, "MoE input gradient");
 }
 
 template class MoeLayer<float>;

@@ -79,13 +79,14 @@ void MoeLayer<T>::experts_forward(T* ys, const T* xs, const int32_t* counts, int
                                   const T* w1, const T* w3, const T* w2) {
   long R = 0;
   for (int e = 0; e < num_experts; ++e) R += counts[e];
-  const long RF = R * d_.F;
+  const int F = d_.expert_hidden();
+  const long RF = R * F;
   grow(h1_, RF);
   grow(h3_, RF);
   grow(h_, RF);
   R_ = static_cast<int>(R);
   grouped_swiglu_forward(ys, h1_.data(), h3_.data(), h_.data(), xs, counts, num_experts, w1, w3, w2,
-                         d_.C, d_.F);
+                         d_.C, F);
 }
 
 template <class T>
@@ -95,16 +96,18 @@ void MoeLayer<T>::experts_backward(T* dxs, T* dw1, T* dw3, T* dw2, const T* dys,
   long R = 0;
   for (int e = 0; e < num_experts; ++e) R += counts[e];
   SY_CHECK(R == R_, "experts_backward on " << R << " rows, forward had " << R_);
-  grow(dh_, 2 * R * d_.F);
+  const int F = d_.expert_hidden();
+  grow(dh_, 2 * R * F);
   grouped_swiglu_backward(dxs, dw1, dw3, dw2, dh_.data(), dys, xs, h1_.data(), h3_.data(),
-                          h_.data(), counts, num_experts, w1, w3, w2, d_.C, d_.F);
+                          h_.data(), counts, num_experts, w1, w3, w2, d_.C, F);
 }
 
-// Shared expert s is a one-expert grouped pass over all N tokens; the first assigns out, the
-// others accumulate into it.
+// Shared expert s is a one-expert grouped pass over all N tokens (its Fs columns of W1/W3 and
+// rows of W2 with tp > 1: a partial output, summed over tp by the caller); the first assigns
+// out, the others accumulate into it.
 template <class T>
 void MoeLayer<T>::shared_forward(T* out, const T* m, const MoeWeights<T>& w) {
-  const int N = N_, C = d_.C, F = d_.F, S = d_.S;
+  const int N = N_, C = d_.C, F = d_.shared_hidden(), S = d_.S;
   if (S == 0) {
     std::fill(out, out + static_cast<long>(N) * C, T(0));
     return;
@@ -124,7 +127,7 @@ void MoeLayer<T>::shared_forward(T* out, const T* m, const MoeWeights<T>& w) {
 template <class T>
 void MoeLayer<T>::shared_backward(T* dm, const MoeWeights<T>& g, const T* dout, const T* m,
                                   const MoeWeights<T>& w) {
-  const int N = N_, C = d_.C, F = d_.F, S = d_.S;
+  const int N = N_, C = d_.C, F = d_.shared_hidden(), S = d_.S;
   if (S == 0) {
     std::fill(dm, dm + static_cast<long>(N) * C, T(0));
     return;

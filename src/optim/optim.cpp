@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numbers>
+#include <utility>
 
 #include "src/core/error.h"
 
@@ -39,7 +40,18 @@ double clip_factor(double grad_norm, double grad_clip) {
 
 AdamW::AdamW(const ParamTable& table, double weight_decay)
     : weight_decay_(weight_decay), m_(table.total_numel(), 0.0f), v_(table.total_numel(), 0.0f) {
-  for (const ParamSpec& s : table.specs()) segments_.push_back({s.offset, s.numel, s.kind});
+  for (const ParamSpec& s : table.specs())
+    segments_.push_back({s.offset, s.offset, s.numel, s.kind});
+}
+
+AdamW::AdamW(std::vector<Segment> segments, size_t moment_numel, double weight_decay)
+    : segments_(std::move(segments)),
+      weight_decay_(weight_decay),
+      m_(moment_numel, 0.0f),
+      v_(moment_numel, 0.0f) {
+  for (const Segment& seg : segments_)
+    SY_CHECK(seg.moment_offset + seg.numel <= moment_numel,
+             "segment leaves the optimizer state of " << moment_numel << " elements");
 }
 
 void AdamW::step(float* params, const float* grads, double lr, double grad_scale) {
@@ -50,12 +62,12 @@ void AdamW::step(float* params, const float* grads, double lr, double grad_scale
   const double bc2 = 1.0 - std::pow(kBeta2, t);
   for (const Segment& seg : segments_) {
     if (seg.kind == ParamKind::kBias) continue;
-    SY_CHECK(seg.offset + seg.numel <= m_.size(), "optimizer state smaller than the table");
+    SY_CHECK(seg.moment_offset + seg.numel <= m_.size(), "optimizer state smaller than the table");
     const double wd = seg.kind == ParamKind::kMatrix ? weight_decay_ : 0.0;
-    float* p = params + seg.offset;
-    const float* g = grads + seg.offset;
-    float* m1 = m_.data() + seg.offset;
-    float* m2 = v_.data() + seg.offset;
+    float* p = params + seg.param_offset;
+    const float* g = grads + seg.param_offset;
+    float* m1 = m_.data() + seg.moment_offset;
+    float* m2 = v_.data() + seg.moment_offset;
     for (size_t i = 0; i < seg.numel; ++i) {
       const double gi = static_cast<double>(g[i]) * grad_scale;
       const double mi = kBeta1 * m1[i] + (1.0 - kBeta1) * gi;

@@ -49,14 +49,25 @@ class AdamW {
   static constexpr double kBeta2 = 0.95;
   static constexpr double kEps = 1e-8;
 
-  // m and v start at zero, step_count at 0. The table's layout is copied (no reference kept).
+  // A run of elements of one kind: params/grads at param_offset, m/v at moment_offset.
+  struct Segment {
+    size_t param_offset;
+    size_t moment_offset;
+    size_t numel;
+    ParamKind kind;
+  };
+
+  // m and v start at zero, step_count at 0. The table's layout is copied (no reference kept):
+  // every parameter, moments laid out like the parameters.
   AdamW(const ParamTable& table, double weight_decay);
+  // Only the given segments (e.g. this rank's ZeRO-1 share), m and v of moment_numel elements.
+  AdamW(std::vector<Segment> segments, size_t moment_numel, double weight_decay);
 
   // params[P] (=) updated in place; grads[P] read; m, v (=) updated; step_count += 1.
   void step(float* params, const float* grads, double lr, double grad_scale);
 
-  std::vector<float>& m() { return m_; }  // [P]
-  std::vector<float>& v() { return v_; }  // [P]
+  std::vector<float>& m() { return m_; }  // [P], or [moment_numel]
+  std::vector<float>& v() { return v_; }
   const std::vector<float>& m() const { return m_; }
   const std::vector<float>& v() const { return v_; }
   int64_t step_count() const { return step_count_; }
@@ -64,11 +75,6 @@ class AdamW {
   double weight_decay() const { return weight_decay_; }
 
  private:
-  struct Segment {
-    size_t offset;
-    size_t numel;
-    ParamKind kind;
-  };
   std::vector<Segment> segments_;
   double weight_decay_;
   std::vector<float> m_, v_;

@@ -1,20 +1,31 @@
 #include "src/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <ostream>
+#include <span>
 #include <vector>
 
+#include "comm/alltoall.h"
+#include "comm/collectives.h"
+#include "comm/groups.h"
+#include "comm/watchdog.h"
 #include "src/core/error.h"
 #include "src/data/loader.h"
 #include "src/data/tokens.h"
 #include "src/model/init.h"
 #include "src/model/model.h"
+#include "src/optim/distributed.h"
 #include "src/optim/optim.h"
+#include "src/train/flops.h"
 #include "src/train/metrics.h"
 
 namespace sy {
@@ -34,68 +45,269 @@ std::string format_duration(double s) {
   return buf;
 }
 
-// val_loss (SPEC 3): mean lm_loss over the first eval.sequences windows of T+1 tokens of the
-// validation split, in file order.
-double evaluate(Model<float>& model, const TokenData& data, const Config& cfg, int64_t windows) {
-  const int T = static_cast<int>(cfg.model.seq_len);
-  const int chunk = static_cast<int>(cfg.train.micro_batch);
-  std::vector<int32_t> tokens(static_cast<size_t>(chunk) * (T + 1));
+ShardLayout shard_layout(const comm::Layout& l) {
+  ShardLayout s;
+  s.tp = l.tp;
+  s.tp_rank = l.coords.tp_rank;
+  s.dp = l.dp;
+  s.dp_rank = l.coords.dp_rank;
+  s.ep = l.ep;
+  s.ep_rank = l.coords.ep_rank;
+  s.etp = l.etp;
+  s.etp_rank = l.coords.etp_rank;
+  s.edp = l.edp;
+  s.edp_rank = l.coords.edp_rank;
+  return s;
+}
+
+// Runs `work` on every rank; if it throws UsageError on any rank, every rank throws: rank 0 with
+// its own message (or naming the first failing rank), the others quietly. Inputs are checked
+// this way before any other collective, so a bad file ends the job with one message and exit 2.
+template <class F>
+void agree_on_usage(const comm::Comm& world, F&& work) {
+  std::string err;
+  try {
+    work();
+  } catch (const UsageError& e) {
+    err = e.what();
+  }
+  int failed_rank = err.empty() ? world.size() : world.rank();
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failed_rank, 1, MPI_INT, MPI_MIN, world.get()));
+  if (failed_rank == world.size()) return;
+  if (world.rank() != 0) throw UsageError(err, /*quiet=*/true);
+  if (err.empty()) err = "rank " + std::to_string(failed_rank) + " could not start (see above)";
+  throw UsageError(err);
+}
+
+// Test hook for the failure tests (issue 3): SWITCHYARD_FAULT="<rank>:<step>:throw|exit" makes
+// that world rank throw (or _exit) at the start of that step.
+void maybe_inject_fault(int world_rank, int64_t step) {
+  const char* spec = std::getenv("SWITCHYARD_FAULT");
+  if (!spec) return;
+  int rank = -1;
+  long long at = -1;
+  char kind[16] = {};
+  if (std::sscanf(spec, "%d:%lld:%15s", &rank, &at, kind) != 3) return;
+  if (rank != world_rank || at != step) return;
+  if (std::string(kind) == "exit") std::_Exit(9);
+  throw std::runtime_error("injected fault (SWITCHYARD_FAULT=" + std::string(spec) + ") at step " +
+                           std::to_string(step));
+}
+
+struct StepTotals {
+  LossParts loss;
+  std::vector<int64_t> selected;  // [L*E] assignments per layer and expert
+  int64_t dropped = 0;
+};
+
+// Everything one rank needs, built collectively in a fixed order.
+struct Runtime {
+  comm::Comm world;
+  std::unique_ptr<comm::ProcessGroups> groups;
+  std::unique_ptr<comm::Watchdog> watchdog;
+  std::unique_ptr<comm::TokenExchange> exchange;
+  std::unique_ptr<Model<float>> model;
+  std::unique_ptr<DistributedOptimizer> opt;
+};
+
+std::unique_ptr<comm::TokenExchange> make_expert_exchange(const Config& cfg,
+                                                          const comm::ProcessGroups& g,
+                                                          comm::Watchdog* wd) {
+  const comm::Layout& l = g.layout();
+  if (l.ep == 1) return nullptr;
+  comm::ExchangeOptions o;
+  o.ep_comm = g.ep().get();
+  o.num_experts = static_cast<int>(cfg.moe.num_experts);
+  o.watchdog = wd;
+  for (int p = 0; p < l.ep; ++p) {
+    const int global = (l.coords.edp_rank * l.ep + p) * l.etp + l.coords.etp_rank;
+    o.node_of_ep_rank.push_back(l.node_of_rank[static_cast<size_t>(global)]);
+  }
+  const bool spans_nodes = std::any_of(o.node_of_ep_rank.begin(), o.node_of_ep_rank.end(),
+                                       [&](int n) { return n != o.node_of_ep_rank[0]; });
+  switch (cfg.parallel.a2a) {
+    case A2aKind::kFlat:
+      o.algo = comm::A2aAlgo::kFlat;
+      break;
+    case A2aKind::kHierarchical:
+      o.algo = comm::A2aAlgo::kHierarchical;
+      break;
+    case A2aKind::kAuto:
+      o.algo = spans_nodes ? comm::A2aAlgo::kHierarchical : comm::A2aAlgo::kFlat;
+      break;
+  }
+  o.internode =
+      cfg.parallel.internode == InternodeKind::kUcx ? comm::Internode::kUcx : comm::Internode::kMpi;
+  return comm::make_exchange(o);
+}
+
+// val_loss (SPEC 3): mean lm_loss over the first `windows` windows of T+1 tokens of the
+// validation split, in file order. Each data-parallel rank takes a contiguous share; every rank
+// runs the same number of forwards (some with no sequences), since the expert exchange is
+// collective.
+double evaluate(Runtime& rt, const TokenData& data, const Config& cfg, int64_t windows) {
+  const comm::Layout& l = rt.groups->layout();
+  const int64_t T = cfg.model.seq_len, MB = cfg.train.micro_batch;
+  const int64_t per_rank = (windows + l.dp - 1) / l.dp;
+  const int64_t first = std::min(windows, per_rank * l.coords.dp_rank);
+  const int64_t mine = std::min(windows, first + per_rank) - first;
+  std::vector<int32_t> tokens(static_cast<size_t>(MB * (T + 1)));
   double sum = 0.0;
-  for (int64_t first = 0; first < windows; first += chunk) {
-    const int n = static_cast<int>(std::min<int64_t>(chunk, windows - first));
-    for (int i = 0; i < n; ++i) {
-      const auto* src = data.val.data() + (first + i) * T;
-      std::copy(src, src + T + 1, tokens.begin() + static_cast<long>(i) * (T + 1));
+  for (int64_t done = 0; done < per_rank; done += MB) {
+    const int64_t n = std::clamp<int64_t>(mine - done, 0, MB);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto* src = data.val.data() + (first + done + i) * T;
+      std::copy(src, src + T + 1, tokens.begin() + i * (T + 1));
     }
     LossScale s;
     s.token_weight = 1.0;  // sum of per-token losses; divided once below
-    sum += model.forward(tokens.data(), n, s).lm;
+    sum += rt.model->forward(tokens.data(), static_cast<int>(n), s).lm;
   }
+  comm::allreduce_sum(std::span<double>(&sum, 1), rt.groups->dp(), rt.watchdog.get(),
+                      "validation loss");
   return sum / static_cast<double>(windows * T);
 }
 
-bool all_finite(const std::vector<float>& v) {
-  for (float x : v)
-    if (!std::isfinite(x)) return false;
-  return true;
+// The final parameters as global tensors on world rank 0: every writer rank sends its parts,
+// rank 0 knows every rank's slabs from the layout arithmetic.
+std::map<std::string, std::vector<float>> gather_params(const Runtime& rt, const Config& cfg) {
+  const comm::Layout& l = rt.groups->layout();
+  const ParamTable& mine = rt.model->table();
+  const MPI_Comm w = rt.world.get();
+  std::map<std::string, std::vector<float>> out;
+  if (l.world_rank != 0) {
+    for (size_t i = 0; i < mine.specs().size(); ++i) {
+      const ParamSpec& p = mine.specs()[i];
+      if (!p.writer) continue;
+      MPI_CHECK(MPI_Send(rt.model->params.data() + p.offset, static_cast<int>(p.numel), MPI_FLOAT,
+                         0, static_cast<int>(i), w));
+    }
+    return out;
+  }
+  for (const ParamSpec& p : mine.specs()) out[p.name].assign(p.global_numel(), 0.0f);
+  std::vector<float> buf;
+  for (int r = 0; r < l.world_size; ++r) {
+    comm::Layout lr = l;
+    lr.coords = comm::rank_coords(r, l.tp, l.ep, l.etp);
+    const ParamTable t = make_param_table(cfg, shard_layout(lr));
+    for (size_t i = 0; i < t.specs().size(); ++i) {
+      const ParamSpec& p = t.specs()[i];
+      if (!p.writer) continue;
+      buf.resize(p.numel);
+      if (r == 0) {
+        std::copy_n(rt.model->params.begin() + static_cast<long>(p.offset), p.numel, buf.begin());
+      } else {
+        MPI_CHECK(MPI_Recv(buf.data(), static_cast<int>(p.numel), MPI_FLOAT, r, static_cast<int>(i),
+                           w, MPI_STATUS_IGNORE));
+      }
+      std::vector<float>& dst = out[p.name];
+      p.slab.for_each_run(p.shape, [&](int64_t g, int64_t loc, int64_t n) {
+        std::copy_n(buf.begin() + loc, n, dst.begin() + g);
+      });
+    }
+  }
+  return out;
 }
 
-}  // namespace
+// The names of parameters whose copies differ between the ranks that hold the same part: every
+// rank for replicated parameters, the dp group for tp shards, the edp group for experts.
+std::vector<std::string> diverged_replicas(const Runtime& rt) {
+  const comm::ProcessGroups& g = *rt.groups;
+  std::vector<std::string> out;
+  for (const ParamSpec& p : rt.model->table().specs()) {
+    const comm::Comm& c = p.group == ParamGroup::kExpert  ? g.edp()
+                          : p.tp_mode == TpMode::kSharded ? g.dp()
+                                                          : g.world();
+    const auto* bytes = reinterpret_cast<const unsigned char*>(rt.model->params.data() + p.offset);
+    uint64_t h = 1469598103934665603ull;  // FNV-1a 64 of the part's bytes
+    for (size_t i = 0; i < p.numel * sizeof(float); ++i) h = (h ^ bytes[i]) * 1099511628211ull;
+    std::vector<int64_t> all(static_cast<size_t>(c.size()), 0);
+    all[static_cast<size_t>(c.rank())] = static_cast<int64_t>(h);
+    comm::allreduce_sum(std::span<int64_t>(all), c, rt.watchdog.get(), "replica check");
+    if (std::any_of(all.begin(), all.end(), [&](int64_t v) { return v != all[0]; }))
+      out.push_back(p.name);
+  }
+  return out;
+}
 
-TrainSummary train(const Config& cfg, std::ostream& log) {
+TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
+                        const TrainOptions& options) {
   namespace fs = std::filesystem;
   const auto t_start = Clock::now();
   const int64_t T = cfg.model.seq_len, GB = cfg.train.global_batch, MB = cfg.train.micro_batch;
   const int L = static_cast<int>(cfg.model.n_layers), E = static_cast<int>(cfg.moe.num_experts);
   const int64_t K = cfg.moe.top_k;
+  const bool rank0 = rt.world.rank() == 0;
+  std::ostream null_log(nullptr);
+  std::ostream& log = rank0 ? log_all : null_log;
 
-  // Inputs first: a bad data file is a usage error before any allocation or output.
-  const TokenData data = read_token_file(cfg.data.path, cfg.model.vocab_size, T);
+  // Inputs first, agreed by every rank: a bad layout or data file is one message and exit 2
+  // before any allocation or output.
+  TokenData data;
+  agree_on_usage(rt.world, [&] {
+    comm::validate_layout(rt.world.size(), static_cast<int>(cfg.parallel.tp),
+                          static_cast<int>(cfg.parallel.ep), static_cast<int>(cfg.parallel.etp), E,
+                          static_cast<int>(cfg.model.n_heads), static_cast<int>(cfg.moe.ffn_hidden),
+                          static_cast<int>(cfg.parallel.ranks_per_node));
+    const int64_t dp = rt.world.size() / cfg.parallel.tp;
+    if (GB % (dp * MB) != 0)
+      throw UsageError("train.global_batch=" + std::to_string(GB) + " must be a multiple of dp * " +
+                       "train.micro_batch = " + std::to_string(dp) + " * " + std::to_string(MB) +
+                       " (dp = world size / parallel.tp)");
+    data = read_token_file(cfg.data.path, cfg.model.vocab_size, T);
+  });
+
+  rt.groups = std::make_unique<comm::ProcessGroups>(
+      rt.world.get(),
+      comm::ParallelSizes{static_cast<int>(cfg.parallel.tp), static_cast<int>(cfg.parallel.ep),
+                          static_cast<int>(cfg.parallel.etp),
+                          static_cast<int>(cfg.parallel.ranks_per_node)});
+  const comm::ProcessGroups& g = *rt.groups;
+  const comm::Layout& lay = g.layout();
+  rt.watchdog = std::make_unique<comm::Watchdog>(cfg.parallel.timeout_s);
+  comm::Watchdog* wd = rt.watchdog.get();
+  rt.exchange = make_expert_exchange(cfg, g, wd);
+
+  ModelParallel mp;
+  mp.layout = shard_layout(lay);
+  mp.moe.tp = &g.tp();
+  mp.moe.etp = &g.etp();
+  mp.moe.exchange = rt.exchange.get();
+  mp.moe.watchdog = wd;
+  rt.model = std::make_unique<Model<float>>(cfg, mp);
+  Model<float>& model = *rt.model;
+  init_params(model.params.data(), model.table(), cfg.run.seed);
+  rt.opt = std::make_unique<DistributedOptimizer>(
+      model.table(), OptimComms{&g.world(), &g.tp(), &g.dp(), &g.edp(), wd}, cfg.parallel.zero1,
+      cfg.train.weight_decay);
+  DistributedOptimizer& opt = *rt.opt;
+  BatchLoader loader(data.train, T, GB, cfg.run.seed);
+
   const int64_t val_windows = std::min<int64_t>(
       cfg.eval.sequences, num_val_windows(static_cast<int64_t>(data.val.size()), T));
-
-  fs::create_directories(cfg.run.out_dir);
-  {
-    std::ofstream yaml(fs::path(cfg.run.out_dir) / "config.yaml");
-    yaml << to_yaml(cfg);
+  std::optional<MetricsWriter> metrics;
+  if (rank0) {
+    fs::create_directories(cfg.run.out_dir);
+    std::ofstream(fs::path(cfg.run.out_dir) / "config.yaml") << to_yaml(cfg);
+    metrics.emplace((fs::path(cfg.run.out_dir) / "metrics.jsonl").string(), false);
   }
+  const StepFlops flops = step_flops(cfg);
   log << "switchyard: run '" << cfg.run.name << "' -> " << cfg.run.out_dir << "\n"
       << "resolved config:\n"
       << to_yaml(cfg) << "\n"
       << "data: " << cfg.data.path << " (" << data.train.size() << " train / " << data.val.size()
-      << " val tokens, tokenizer " << data.tokenizer << ")\n";
+      << " val tokens, tokenizer " << data.tokenizer << ")\n"
+      << comm::describe(lay, E);
+  if (rt.exchange) log << "expert all-to-all: " << rt.exchange->describe() << "\n";
   if (val_windows < cfg.eval.sequences)
     log << "warning: eval.sequences = " << cfg.eval.sequences << " but the validation split holds "
         << val_windows << " windows of " << T + 1 << " tokens; evaluating on " << val_windows
         << "\n";
-
-  Model<float> model(cfg);
-  init_params(model.params.data(), model.table(), cfg.run.seed);
-  AdamW opt(model.table(), cfg.train.weight_decay);
-  BatchLoader loader(data.train, T, GB, cfg.run.seed);
-  MetricsWriter metrics((fs::path(cfg.run.out_dir) / "metrics.jsonl").string(), false);
-  log << "model: " << model.table().total_numel() << " parameters, " << L << " layers, " << E
-      << " experts (top-" << K << ")\n";
+  size_t global_params = 0;
+  for (const ParamSpec& p : model.table().specs()) global_params += p.global_numel();
+  log << "model: " << global_params << " parameters (" << model.table().total_numel()
+      << " on this rank), " << L << " layers, " << E << " experts (top-" << K << "), "
+      << flops.total() / 1e9 << " GFLOP per step\n";
 
   // The loss of the global batch is the mean over its tokens; aux is the mean over its groups.
   LossScale scale;
@@ -103,104 +315,152 @@ TrainSummary train(const Config& cfg, std::ostream& log) {
   const int64_t groups =
       cfg.moe.aux_loss_scope == AuxScope::kSequence ? GB : GB / MB;  // micro_batch: one per MB
   scale.group_weight = 1.0 / static_cast<double>(groups);
+  const int64_t per_dp = GB / lay.dp, first_seq = per_dp * lay.coords.dp_rank;
 
   std::vector<int32_t> tokens(static_cast<size_t>(MB * (T + 1)));
   std::vector<MoeStats> mb_stats;
-  std::vector<std::vector<int64_t>> load(L, std::vector<int64_t>(E));  // selected, global batch
   TrainSummary summary;
   summary.final_val_loss = summary.best_val_loss = std::numeric_limits<double>::quiet_NaN();
   double step_s_sum = 0.0;
 
   auto run_eval = [&](int64_t step) {
-    const double v = evaluate(model, data, cfg, val_windows);
+    const double v = evaluate(rt, data, cfg, val_windows);
     summary.final_val_loss = v;
     if (!(v >= summary.best_val_loss)) summary.best_val_loss = v;  // also replaces NaN
-    metrics.write({{"step", step}, {"val_loss", v}});
+    if (metrics) metrics->write({{"step", step}, {"val_loss", v}});
     char buf[96];
     std::snprintf(buf, sizeof buf, "eval step %lld | val_loss %.4f\n", static_cast<long long>(step),
                   v);
     log << buf << std::flush;
   };
 
+  StepTotals tot;
   for (int64_t step = 0; step < cfg.train.steps; ++step) {
+    maybe_inject_fault(lay.world_rank, step + 1);
     const auto t0 = Clock::now();
+    if (rt.exchange) rt.exchange->reset_stats();
     model.zero_grads();
-    for (auto& row : load) std::fill(row.begin(), row.end(), 0);
-    int64_t dropped = 0;
-    LossParts loss;
-    for (int64_t first = 0; first < GB; first += MB) {
-      loader.fill(step, first, MB, tokens.data());
-      loss += model.forward(tokens.data(), static_cast<int>(MB), scale, &mb_stats);
+    tot = StepTotals{};
+    tot.selected.assign(static_cast<size_t>(L) * E, 0);
+    for (int64_t mb = 0; mb < per_dp; mb += MB) {
+      loader.fill(step, first_seq + mb, MB, tokens.data());
+      tot.loss += model.forward(tokens.data(), static_cast<int>(MB), scale, &mb_stats);
       model.backward();
       for (int l = 0; l < L; ++l) {
-        for (int e = 0; e < E; ++e) load[l][e] += mb_stats[l].selected[e];
-        dropped += mb_stats[l].dropped;
+        for (int e = 0; e < E; ++e)
+          tot.selected[static_cast<size_t>(l * E + e)] += mb_stats[l].selected[e];
+        tot.dropped += mb_stats[l].dropped;
       }
     }
-    if (!std::isfinite(loss.total()) || !all_finite(model.grads))
-      throw NumericalError("non-finite " +
-                           std::string(std::isfinite(loss.total()) ? "gradients" : "loss") +
-                           " at step " + std::to_string(step + 1));
+    // Loss and routing counts of the global batch (identical on tp ranks: summed over dp).
+    double parts[3] = {tot.loss.lm, tot.loss.aux, tot.loss.z};
+    comm::allreduce_sum(std::span<double>(parts, 3), g.dp(), wd, "step loss");
+    tot.loss = LossParts{parts[0], parts[1], parts[2]};
+    tot.selected.push_back(tot.dropped);
+    comm::allreduce_sum(std::span<int64_t>(tot.selected), g.dp(), wd, "expert load");
+    tot.dropped = tot.selected.back();
+    tot.selected.pop_back();
 
-    const double norm = global_grad_norm(model.grads.data(), model.grads.size());
+    const double norm = opt.reduce_gradients(model.grads.data());
+    if (!std::isfinite(tot.loss.total()) || !std::isfinite(norm))
+      throw NumericalError("non-finite " +
+                               std::string(std::isfinite(tot.loss.total()) ? "gradients" : "loss") +
+                               " at step " + std::to_string(step + 1),
+                           /*quiet=*/!rank0);
     const double lr = learning_rate(cfg.train, step);
     opt.step(model.params.data(), model.grads.data(), lr, clip_factor(norm, cfg.train.grad_clip));
     if (cfg.moe.bias_update_rate > 0)
       for (int l = 0; l < L; ++l)
-        update_router_bias(model.param(layer_param_name(l, "moe/bias")), load[l].data(), E,
+        update_router_bias(model.param(layer_param_name(l, "moe/bias")),
+                           tot.selected.data() + static_cast<size_t>(l) * E, E,
                            cfg.moe.bias_update_rate);
 
     const double step_s = seconds_since(t0);
     step_s_sum += step_s;
     const int64_t done = step + 1;
     summary.steps_done = done;
-    summary.final_loss = loss.total();
+    summary.final_loss = tot.loss.total();
+    summary.step_losses.push_back(tot.loss.total());
     if (done % cfg.log.every == 0 || done == cfg.train.steps) {
       const double assignments = static_cast<double>(GB * T * K);
       nlohmann::json expert_load = nlohmann::json::array();
       for (int l = 0; l < L; ++l) {
         std::vector<double> frac(E);
-        for (int e = 0; e < E; ++e) frac[e] = static_cast<double>(load[l][e]) / assignments;
+        for (int e = 0; e < E; ++e)
+          frac[e] = static_cast<double>(tot.selected[static_cast<size_t>(l * E + e)]) / assignments;
         expert_load.push_back(frac);
       }
+      comm::ExchangeStats a2a;
+      if (rt.exchange) a2a = rt.exchange->stats();
       const double tok_s = static_cast<double>(GB * T) / step_s;
-      metrics.write({{"step", done},
-                     {"loss", loss.total()},
-                     {"lm_loss", loss.lm},
-                     {"aux_loss", loss.aux},
-                     {"z_loss", loss.z},
-                     {"lr", lr},
-                     {"grad_norm", norm},
-                     {"tokens_per_s", tok_s},
-                     {"step_ms", step_s * 1e3},
-                     {"a2a_ms", 0.0},
-                     {"dropped_frac", static_cast<double>(dropped) / (assignments * L)},
-                     {"expert_load", expert_load}});
+      const double gflops = flops.total() / step_s / 1e9;
+      if (metrics)
+        metrics->write({{"step", done},
+                        {"loss", tot.loss.total()},
+                        {"lm_loss", tot.loss.lm},
+                        {"aux_loss", tot.loss.aux},
+                        {"z_loss", tot.loss.z},
+                        {"lr", lr},
+                        {"grad_norm", norm},
+                        {"tokens_per_s", tok_s},
+                        {"step_ms", step_s * 1e3},
+                        {"a2a_ms", a2a.seconds * 1e3},
+                        {"a2a_internode_bytes", a2a.internode_bytes},
+                        {"a2a_intranode_bytes", a2a.intranode_bytes},
+                        {"gflops", gflops},
+                        {"dropped_frac", static_cast<double>(tot.dropped) / (assignments * L)},
+                        {"expert_load", expert_load}});
       const double eta =
           step_s_sum / static_cast<double>(done) * static_cast<double>(cfg.train.steps - done);
-      char buf[256];
+      char buf[320];
       std::snprintf(buf, sizeof buf,
                     "step %6lld/%lld | loss %.4f (lm %.4f aux %.4f z %.4f) | lr %.2e | "
-                    "grad %.3f | %.0f tok/s | %.1f ms | ETA %s\n",
+                    "grad %.3f | %.0f tok/s | %.2f GFLOP/s | a2a %.0f%% | %.1f ms | ETA %s\n",
                     static_cast<long long>(done), static_cast<long long>(cfg.train.steps),
-                    loss.total(), loss.lm, loss.aux, loss.z, lr, norm, tok_s, step_s * 1e3,
+                    tot.loss.total(), tot.loss.lm, tot.loss.aux, tot.loss.z, lr, norm, tok_s,
+                    gflops, 100.0 * a2a.seconds / step_s, step_s * 1e3,
                     format_duration(eta).c_str());
       log << buf << std::flush;
     }
     if (cfg.eval.every > 0 && done % cfg.eval.every == 0 && done != cfg.train.steps) run_eval(done);
   }
   run_eval(summary.steps_done);
+  if (options.gather_params) summary.final_params = gather_params(rt, cfg);
+  if (options.check_replicas) summary.diverged_replicas = diverged_replicas(rt);
 
   summary.wall_s = seconds_since(t_start);
-  char buf[256];
+  char buf[320];
   std::snprintf(buf, sizeof buf,
                 "done: %lld steps in %s | final loss %.4f | val_loss %.4f (best %.4f) | "
                 "metrics: %s\n",
                 static_cast<long long>(summary.steps_done), format_duration(summary.wall_s).c_str(),
                 summary.final_loss, summary.final_val_loss, summary.best_val_loss,
-                metrics.path().c_str());
+                metrics ? metrics->path().c_str() : "-");
   log << buf << std::flush;
   return summary;
+}
+
+}  // namespace
+
+TrainSummary train(const Config& cfg, std::ostream& log, MPI_Comm world,
+                   const TrainOptions& options) {
+  // The runtime outlives the try block: a rank that fails alone must not run the destructors of
+  // communicators, shared windows and UCX endpoints that its peers are still waiting in; it
+  // reports and aborts the job (the others' watchdogs would end it too, later).
+  Runtime rt;
+  rt.world = comm::Comm::dup(world);
+  try {
+    return train_impl(rt, cfg, log, options);
+  } catch (const Error&) {
+    throw;  // usage and numerical errors are found by every rank alike
+  } catch (const std::exception& e) {
+    if (rt.world.size() == 1) throw;
+    std::fprintf(stderr, "rank %d: fatal: %s\nrank %d: aborting the job\n", comm::world_rank(),
+                 e.what(), comm::world_rank());
+    std::fflush(stderr);
+    MPI_Abort(rt.world.get(), kExitOther);
+    throw;  // not reached
+  }
 }
 
 }  // namespace sy

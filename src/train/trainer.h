@@ -1,12 +1,17 @@
-// The training loop (SPEC section 3) on one process: micro-batches with gradient accumulation,
-// global-norm clipping, AdamW, the aux-loss-free bias update, periodic evaluation, metrics.jsonl
-// (SPEC section 6) and a progress line per log step.
+// The training loop (SPEC section 3) over any parallel layout (SPEC section 4): process groups,
+// the model's shards, micro-batches with gradient accumulation on each data-parallel rank, the
+// gradient reduction and global-norm clipping, AdamW (optionally ZeRO-1), the aux-loss-free bias
+// update, periodic evaluation, metrics.jsonl (SPEC section 6) and a progress line per log step
+// (rank 0 writes both).
 #pragma once
 
 #include <cstdint>
 #include <iosfwd>
+#include <map>
 #include <string>
+#include <vector>
 
+#include "comm/mpi.h"
 #include "src/config/config.h"
 
 namespace sy {
@@ -17,10 +22,28 @@ struct TrainSummary {
   double final_val_loss = 0.0;  // NaN when no evaluation ran
   double best_val_loss = 0.0;   // NaN when no evaluation ran
   double wall_s = 0.0;
+  std::vector<double> step_losses;  // total loss of every step, in order
+  // When requested (TrainOptions::gather_params): the final parameters as GLOBAL tensors by SPEC
+  // name, assembled on the world's rank 0 (empty elsewhere).
+  std::map<std::string, std::vector<float>> final_params;
+  // When requested (TrainOptions::check_replicas): the parameters whose copies on different
+  // ranks (replicas of a data-parallel or tensor-parallel group) are NOT bitwise identical at the
+  // end of the run, as seen from this rank. Empty when every copy agrees.
+  std::vector<std::string> diverged_replicas;
 };
 
-// Runs cfg.train.steps optimizer steps. Progress goes to `log`. Throws UsageError for bad input
-// files, NumericalError when the loss or the gradients stop being finite.
-TrainSummary train(const Config& cfg, std::ostream& log);
+struct TrainOptions {
+  bool gather_params = false;   // fill TrainSummary::final_params (tests, tools)
+  bool check_replicas = false;  // fill TrainSummary::diverged_replicas
+};
+
+// Runs cfg.train.steps optimizer steps on the ranks of `world` (MPI must be initialized; one rank
+// is fine). Progress goes to `log` on world rank 0. Collective: every rank of `world` calls it.
+// Throws UsageError (the same on every rank, reported by rank 0 only) for a layout that does not
+// fit the world or the model, or a bad input file; NumericalError when the loss or the gradients
+// stop being finite; anything else is a failure of this rank that the caller must turn into the
+// end of the job (app/cmd_train.cpp aborts the communicator).
+TrainSummary train(const Config& cfg, std::ostream& log, MPI_Comm world = MPI_COMM_WORLD,
+                   const TrainOptions& options = {});
 
 }  // namespace sy
