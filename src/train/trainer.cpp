@@ -12,6 +12,7 @@
 #include <optional>
 #include <ostream>
 #include <span>
+#include <thread>
 #include <vector>
 
 #include "comm/alltoall.h"
@@ -79,8 +80,8 @@ void agree_on_usage(const comm::Comm& world, F&& work) {
   throw UsageError(err);
 }
 
-// Test hook for the failure tests (issue 3): SWITCHYARD_FAULT="<rank>:<step>:throw|exit" makes
-// that world rank throw (or _exit) at the start of that step.
+// Test hook for the failure tests (issue 3): SWITCHYARD_FAULT="<rank>:<step>:throw|exit|hang"
+// makes that world rank throw, _exit, or go silent (sleep) at the start of that step.
 void maybe_inject_fault(int world_rank, int64_t step) {
   const char* spec = std::getenv("SWITCHYARD_FAULT");
   if (!spec) return;
@@ -90,6 +91,7 @@ void maybe_inject_fault(int world_rank, int64_t step) {
   if (std::sscanf(spec, "%d:%lld:%15s", &rank, &at, kind) != 3) return;
   if (rank != world_rank || at != step) return;
   if (std::string(kind) == "exit") std::_Exit(9);
+  if (std::string(kind) == "hang") std::this_thread::sleep_for(std::chrono::hours(1));
   throw std::runtime_error("injected fault (SWITCHYARD_FAULT=" + std::string(spec) + ") at step " +
                            std::to_string(step));
 }

@@ -1,0 +1,106 @@
+// `mpirun -np N switchyard train` as a user launches it (issue 3, items 5 and 6): a layout that
+// does not fit is one clear message and exit 2 from every rank; a rank that throws or dies
+// mid-run ends the whole job non-zero, promptly, naming the rank and the reason.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+
+#include "common/run_command.h"
+#include "common/temp_dir.h"
+
+namespace {
+
+using sy::test::run_command;
+const std::string kBin = SWITCHYARD_BIN;
+const std::string kSrc = SWITCHYARD_SOURCE_DIR;
+
+std::string mpirun(int np) {
+  return "OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none --mca "
+         "mpi_yield_when_idle 1 -np " +
+         std::to_string(np) + " ";
+}
+
+class Launch : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    {
+      std::ofstream t(dir_.file("t.txt"));
+      for (int i = 0; i < 400; ++i)
+        t << "the quick brown fox jumps over the lazy dog " << i << "\n";
+    }
+    const auto r = run_command(kBin + " data prepare --input " + dir_.file("t.txt") + " --output " +
+                               dir_.file("t.h5"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  std::string train(const std::string& extra) {
+    return kBin + " train --config " + kSrc +
+           "/configs/tiny.yaml --set data.path=" + dir_.file("t.h5") +
+           " --set run.out_dir=" + dir_.file("run") +
+           " --set train.micro_batch=1 --set eval.every=0 --set eval.sequences=2 " + extra;
+  }
+  sy::test::TempDir dir_;
+};
+
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST_F(Launch, LayoutThatDoesNotFitIsOneMessageAndExitTwo) {
+  // tp=2 does not divide 3 ranks; ep=3 does not divide 4 experts.
+  for (const auto& [np, set, key] :
+       {std::tuple{3, std::string("--set parallel.tp=2"), std::string("parallel.tp=2")},
+        std::tuple{3, std::string("--set parallel.ep=3"), std::string("moe.num_experts")}}) {
+    const auto r = run_command(mpirun(np) + train(set));
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_EQ(count(r.output, "error: "), 1u) << "one message, from rank 0:\n" << r.output;
+    EXPECT_NE(r.output.find(key), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("step "), std::string::npos) << "no work before the check";
+  }
+}
+
+TEST_F(Launch, RankThatThrowsEndsTheJobNamingIt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run_command("SWITCHYARD_FAULT=1:3:throw " + mpirun(2) +
+                             train("--set train.steps=50 --set parallel.ep=2"));
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("rank 1: fatal: injected fault"), std::string::npos) << r.output;
+  EXPECT_LT(s, 60.0) << "the job must end promptly, not at the watchdog's 300 s";
+}
+
+TEST_F(Launch, RankThatDiesEndsTheJob) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run_command("SWITCHYARD_FAULT=0:2:exit " + mpirun(2) +
+                             train("--set train.steps=50 --set parallel.ep=2"));
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_LT(s, 60.0) << r.output;
+}
+
+TEST_F(Launch, WatchdogEndsAJobWhoseRankStopsTalking) {
+  // Rank 1 hangs (alive, silent) at the start of step 2 while rank 0 waits in the step's first
+  // collective: only rank 0's watchdog can end this, after parallel.timeout_s.
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run_command("SWITCHYARD_FAULT=1:2:hang " + mpirun(2) +
+                             train("--set train.steps=50 --set parallel.timeout_s=3"));
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("rank 0: timed out after"), std::string::npos) << r.output;
+  EXPECT_GE(s, 3.0) << r.output;
+  EXPECT_LT(s, 60.0) << r.output;
+}
+
+TEST_F(Launch, TwoRanksTrainAndReportTheLayout) {
+  const auto r = run_command(mpirun(2) + train("--set train.steps=2 --set parallel.ep=2"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("layout: world=2 dp=2 tp=1 | edp=1 ep=2 etp=1"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("rank 1: dp=1 tp=0 | edp=0 ep=1 etp=0"), std::string::npos);
+  EXPECT_EQ(count(r.output, "step      2/2"), 1u) << "rank 0 alone prints progress";
+}
+
+}  // namespace
