@@ -1,0 +1,392 @@
+// The single-GPU model (see cuda_model.h). Mirrors src/model/model.cpp step for step; the CPU
+// Model<float> is the reference the GPU test compares 10 training steps against.
+#include "src/model/cuda_model.h"
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "kernels/cuda/buffer.h"
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/init.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/optim.h"
+#include "src/core/error.h"
+#include "src/model/cuda_moe.h"
+#include "src/model/init.h"
+#include "src/optim/optim.h"
+
+namespace sy {
+
+using cuda::DeviceBuffer;
+using cuda::Grad;
+
+struct CudaModel::Impl {
+  virtual ~Impl() = default;
+  virtual const ParamTable& table() const = 0;
+  virtual void init_params(uint64_t seed) = 0;
+  virtual void upload_params(const std::vector<float>& host) = 0;
+  virtual std::vector<float> download_params() const = 0;
+  virtual std::vector<float> download_grads() const = 0;
+  virtual void zero_grads() = 0;
+  virtual LossParts forward(const int32_t* tokens, int B, const LossScale& s,
+                            std::vector<MoeStats>* stats) = 0;
+  virtual void backward() = 0;
+  virtual double optimizer_step(double lr, double grad_clip, double weight_decay) = 0;
+  virtual int64_t step_count() const = 0;
+};
+
+namespace {
+
+template <class T>
+class ModelImpl final : public CudaModel::Impl {
+ public:
+  explicit ModelImpl(const Config& cfg)
+      : cfg_(cfg),
+        table_(make_param_table(cfg)),
+        L_(static_cast<int>(cfg.model.n_layers)),
+        T_(static_cast<int>(cfg.model.seq_len)),
+        C_(static_cast<int>(cfg.model.d_model)),
+        NH_(static_cast<int>(cfg.model.n_heads)),
+        V_(static_cast<int>(cfg.model.vocab_size)),
+        cublas_(stream_.get()) {
+    const size_t P = table_.total_numel();
+    params_.resize(P);
+    grads_.resize(P);
+    m_.resize(P);
+    v_.resize(P);
+    if constexpr (!std::is_same_v<T, float>) params_t_.resize(P);
+    for (auto* b : {&params_, &grads_, &m_, &v_}) b->fill_bytes_async(0, s());
+    norm_.resize(1);
+    norm_scratch_.resize(cuda::kNormBlocks);
+    const MoeDims dims = moe_dims(cfg);
+    for (int l = 0; l < L_; ++l) moe_.emplace_back(dims);
+    acts_.resize(static_cast<size_t>(L_));
+    sync();
+  }
+
+  const ParamTable& table() const override { return table_; }
+
+  void init_params(uint64_t seed) override {
+    for (const ParamSpec& spec : table_.specs()) {
+      float* dst = params_.data() + spec.offset;
+      switch (spec.kind) {
+        case ParamKind::kGain:
+          cuda::fill(dst, 1.0f, spec.numel, s());
+          break;
+        case ParamKind::kBias:
+          cuda::fill(dst, 0.0f, spec.numel, s());
+          break;
+        case ParamKind::kMatrix:
+          cuda::init_normal(dst, seed, param_stream_id(spec.name), spec.init_std, 0, spec.numel,
+                            s());
+          break;
+      }
+    }
+    refresh_compute_copy();
+    sync();
+  }
+
+  void upload_params(const std::vector<float>& host) override {
+    SY_CHECK(host.size() == table_.total_numel(),
+             "upload_params: " << host.size() << " values for " << table_.total_numel());
+    CUDA_CHECK(cudaMemcpyAsync(params_.data(), host.data(), host.size() * sizeof(float),
+                               cudaMemcpyHostToDevice, s()));
+    refresh_compute_copy();
+    sync();
+  }
+  std::vector<float> download_params() const override {
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    return params_.download();
+  }
+  std::vector<float> download_grads() const override {
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    return grads_.download();
+  }
+  void zero_grads() override { grads_.fill_bytes_async(0, s()); }
+  int64_t step_count() const override { return step_count_; }
+
+  LossParts forward(const int32_t* tokens, int B, const LossScale& scale,
+                    std::vector<MoeStats>* stats) override {
+    ensure_activations(B);
+    scale_ = scale;
+    const int N = B * T_, C = C_;
+    const long NC = static_cast<long>(N) * C;
+    h_inputs_.resize(N);
+    h_targets_.resize(N);
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < T_; ++t) {
+        h_inputs_[b * T_ + t] = tokens[b * (T_ + 1) + t];
+        h_targets_[b * T_ + t] = tokens[b * (T_ + 1) + t + 1];
+      }
+    for (int32_t tok : h_inputs_)
+      SY_CHECK(tok >= 0 && tok < V_, "token " << tok << " outside the vocabulary of " << V_);
+    CUDA_CHECK(cudaMemcpyAsync(inputs_.data(), h_inputs_.data(), sizeof(int32_t) * N,
+                               cudaMemcpyHostToDevice, s()));
+    CUDA_CHECK(cudaMemcpyAsync(targets_.data(), h_targets_.data(), sizeof(int32_t) * N,
+                               cudaMemcpyHostToDevice, s()));
+    if (stats) stats->resize(static_cast<size_t>(L_));
+
+    const double eps = cfg_.model.norm_eps, theta = cfg_.model.rope_theta;
+    LossParts out;
+    cuda::embedding_forward(acts_[0].x_in.data(), inputs_.data(), pf("model/embed"), N, C, s());
+    for (int l = 0; l < L_; ++l) {
+      Acts& a = acts_[l];
+      // x_mid = x_in + Attn(RMSNorm(x_in))
+      cuda::rmsnorm_forward(a.a.data(), a.a_rstd.data(), a.x_in.data(), pf(lp(l, "attn_norm")), N,
+                            C, eps, s());
+      cuda::matmul_forward(a.qkv.data(), a.a.data(), wt(lp(l, "attn/wqkv")), N, C, 3 * C, cb());
+      cuda::rope_forward(a.qkv_rot.data(), a.qkv.data(), B, T_, C, NH_, theta, s());
+      cuda::attention_forward(a.atty.data(), a.att.data(), att_scratch_.data(), a.qkv_rot.data(), B,
+                              T_, C, NH_, cb(), s());
+      cuda::matmul_forward(a.x_mid.data(), a.atty.data(), wt(lp(l, "attn/wo")), N, C, C, cb());
+      cuda::residual_forward(a.x_mid.data(), a.x_mid.data(), a.x_in.data(), NC, s());
+      // x_out = x_mid + MoE(RMSNorm(x_mid))
+      cuda::rmsnorm_forward(a.m.data(), a.m_rstd.data(), a.x_mid.data(), pf(lp(l, "moe_norm")), N,
+                            C, eps, s());
+      const MoeLoss ml =
+          moe_[l].forward(a.moe_out.data(), a.m.data(), B, T_, moe_weights(l), scale, s(), cb());
+      out.aux += ml.aux;
+      out.z += ml.z;
+      if (stats) {
+        MoeStats& st = (*stats)[l];
+        const auto& counts = moe_[l].expert_counts();
+        st.selected.assign(counts.begin(), counts.end());
+        st.kept = st.selected;
+        st.dropped = 0;
+      }
+      T* x_next = l + 1 < L_ ? acts_[l + 1].x_in.data() : x_out_.data();
+      cuda::residual_forward(x_next, a.x_mid.data(), a.moe_out.data(), NC, s());
+    }
+    // logits[N,V] = RMSNorm(x_out) @ Head^T, then softmax in place
+    cuda::rmsnorm_forward(xf_.data(), xf_rstd_.data(), x_out_.data(), pf("model/final_norm"), N, C,
+                          eps, s());
+    cuda::gemm<T, T>(cublas_.get(), false, true, N, V_, C, 1.0f, xf_.data(), C, wt(head_name()), C,
+                     0.0f, probs_.data(), V_);
+    cuda::crossentropy_forward(losses_.data(), probs_.data(), probs_.data(), targets_.data(), N, V_,
+                               s());
+    h_losses_.resize(N);
+    CUDA_CHECK(cudaMemcpyAsync(h_losses_.data(), losses_.data(), sizeof(float) * N,
+                               cudaMemcpyDeviceToHost, s()));
+    sync();
+    double lm = 0.0;
+    for (float x : h_losses_) lm += static_cast<double>(x);
+    out.lm = lm * scale.token_weight;
+    return out;
+  }
+
+  void backward() override {
+    const int B = B_, N = B * T_, C = C_;
+    const long NC = static_cast<long>(N) * C;
+    const double theta = cfg_.model.rope_theta;
+    // lm = token_weight * sum_n losses[n]
+    cuda::fill(dlosses_.data(), static_cast<float>(scale_.token_weight), N, s());
+    cuda::crossentropy_backward(probs_.data(), probs_.data(), targets_.data(), dlosses_.data(), N,
+                                V_, s());
+    const T* dlogits = probs_.data();
+    // dxf[N,C] = dlogits[N,V] @ Head[V,C];  dHead[V,C] += dlogits^T @ xf
+    cuda::gemm<T, T>(cublas_.get(), false, false, N, C, V_, 1.0f, dlogits, V_, wt(head_name()), C,
+                     0.0f, dtmp_.data(), C);
+    cuda::gemm<T, float>(cublas_.get(), true, false, V_, C, N, 1.0f, dlogits, V_, xf_.data(), C,
+                         1.0f, gf(head_name()), C);
+    cuda::rmsnorm_backward(dx_.data(), gf("model/final_norm"), dtmp_.data(), x_out_.data(),
+                           pf("model/final_norm"), xf_rstd_.data(), N, C, s());
+    for (int l = L_ - 1; l >= 0; --l) {
+      Acts& a = acts_[l];
+      // MoE block; dx_ is d/dx_out, becomes d/dx_mid
+      moe_[l].backward(dtmp_.data(), moe_grads(l), dx_.data(), a.m.data(), moe_weights(l), scale_,
+                       s(), cb());
+      cuda::rmsnorm_backward(dtmp2_.data(), gf(lp(l, "moe_norm")), dtmp_.data(), a.x_mid.data(),
+                             pf(lp(l, "moe_norm")), a.m_rstd.data(), N, C, s());
+      cuda::residual_forward(dx_.data(), dx_.data(), dtmp2_.data(), NC, s());
+      // attention block; dx_ becomes d/dx_in
+      cuda::matmul_backward(dtmp_.data(), gf(lp(l, "attn/wo")), dx_.data(), a.atty.data(),
+                            wt(lp(l, "attn/wo")), N, C, C, cb());
+      cuda::attention_backward(dqkv_.data(), att_scratch_.data(), dtmp_.data(), a.qkv_rot.data(),
+                               a.att.data(), B, T_, C, NH_, cb(), s());
+      cuda::rope_backward(dqkv2_.data(), dqkv_.data(), B, T_, C, NH_, theta, s());
+      cuda::matmul_backward(dtmp_.data(), gf(lp(l, "attn/wqkv")), dqkv2_.data(), a.a.data(),
+                            wt(lp(l, "attn/wqkv")), N, C, 3 * C, cb());
+      cuda::rmsnorm_backward(dtmp2_.data(), gf(lp(l, "attn_norm")), dtmp_.data(), a.x_in.data(),
+                             pf(lp(l, "attn_norm")), a.a_rstd.data(), N, C, s());
+      cuda::residual_forward(dx_.data(), dx_.data(), dtmp2_.data(), NC, s());
+    }
+    cuda::embedding_backward(gf("model/embed"), dx_.data(), inputs_.data(), N, C, s());
+  }
+
+  double optimizer_step(double lr, double grad_clip, double weight_decay) override {
+    const size_t P = table_.total_numel();
+    cuda::grad_sq_sum(norm_.data(), norm_scratch_.data(), grads_.data(), P, s());
+    double sq = 0.0;
+    CUDA_CHECK(cudaMemcpyAsync(&sq, norm_.data(), sizeof(double), cudaMemcpyDeviceToHost, s()));
+    sync();
+    const double grad_norm = std::sqrt(sq);
+    if (!std::isfinite(grad_norm)) return grad_norm;
+    const double scale = clip_factor(grad_norm, grad_clip);
+    ++step_count_;
+    const double t = static_cast<double>(step_count_);
+    const double bc1 = 1.0 - std::pow(AdamW::kBeta1, t), bc2 = 1.0 - std::pow(AdamW::kBeta2, t);
+    for (const ParamSpec& spec : table_.specs()) {
+      if (spec.kind == ParamKind::kBias) continue;  // SPEC 3: the bias follows its sign rule
+      const double wd = spec.kind == ParamKind::kMatrix ? weight_decay : 0.0;
+      const size_t o = spec.offset;
+      cuda::adamw_step(params_.data() + o, grads_.data() + o, m_.data() + o, v_.data() + o,
+                       spec.numel, lr, wd, AdamW::kBeta1, AdamW::kBeta2, AdamW::kEps, bc1, bc2,
+                       scale, s());
+    }
+    refresh_compute_copy();
+    return grad_norm;
+  }
+
+ private:
+  struct Acts {
+    DeviceBuffer<T> x_in, a, qkv, qkv_rot, att, atty, x_mid, m, moe_out;
+    DeviceBuffer<float> a_rstd, m_rstd;
+  };
+
+  cudaStream_t s() const { return stream_.get(); }
+  cublasHandle_t cb() const { return cublas_.get(); }
+  void sync() const { CUDA_CHECK(cudaStreamSynchronize(stream_.get())); }
+  static std::string lp(int l, const char* leaf) { return layer_param_name(l, leaf); }
+  std::string head_name() const { return cfg_.model.tie_embeddings ? "model/embed" : "model/head"; }
+  float* pf(const std::string& name) { return params_.data() + table_.at(name).offset; }
+  float* gf(const std::string& name) { return grads_.data() + table_.at(name).offset; }
+  // The compute copy (the master itself in fp32 mode).
+  const T* wt(const std::string& name) {
+    const size_t o = table_.at(name).offset;
+    if constexpr (std::is_same_v<T, float>)
+      return params_.data() + o;
+    else
+      return params_t_.data() + o;
+  }
+  const T* wt_or_null(const std::string& name) {
+    return table_.contains(name) ? wt(name) : nullptr;
+  }
+  float* gf_or_null(const std::string& name) { return table_.contains(name) ? gf(name) : nullptr; }
+  void refresh_compute_copy() {
+    if constexpr (!std::is_same_v<T, float>)
+      cuda::convert(params_t_.data(), params_.data(), static_cast<long>(params_.size()), s());
+  }
+
+  CudaMoeWeights<T> moe_weights(int l) {
+    CudaMoeWeights<T> w;
+    w.router = wt(lp(l, "moe/router"));
+    w.bias = pf(lp(l, "moe/bias"));
+    w.w1 = wt(lp(l, "moe/w1"));
+    w.w3 = wt(lp(l, "moe/w3"));
+    w.w2 = wt(lp(l, "moe/w2"));
+    w.sw1 = wt_or_null(lp(l, "moe/shared/w1"));
+    w.sw3 = wt_or_null(lp(l, "moe/shared/w3"));
+    w.sw2 = wt_or_null(lp(l, "moe/shared/w2"));
+    return w;
+  }
+  CudaMoeGrads moe_grads(int l) {
+    CudaMoeGrads g;
+    g.router = gf(lp(l, "moe/router"));
+    g.w1 = gf(lp(l, "moe/w1"));
+    g.w3 = gf(lp(l, "moe/w3"));
+    g.w2 = gf(lp(l, "moe/w2"));
+    g.sw1 = gf_or_null(lp(l, "moe/shared/w1"));
+    g.sw3 = gf_or_null(lp(l, "moe/shared/w3"));
+    g.sw2 = gf_or_null(lp(l, "moe/shared/w2"));
+    return g;
+  }
+
+  // Grown to the largest B seen (resize never shrinks an allocation).
+  void ensure_activations(int B) {
+    B_ = B;
+    const size_t N = static_cast<size_t>(B) * T_, C = C_;
+    const size_t att = static_cast<size_t>(B) * NH_ * T_ * T_;
+    inputs_.resize(N);
+    targets_.resize(N);
+    for (Acts& a : acts_) {
+      for (auto* b : {&a.x_in, &a.a, &a.atty, &a.x_mid, &a.m, &a.moe_out}) b->resize(N * C);
+      a.qkv.resize(3 * N * C);
+      a.qkv_rot.resize(3 * N * C);
+      a.att.resize(att);
+      a.a_rstd.resize(N);
+      a.m_rstd.resize(N);
+    }
+    att_scratch_.resize(static_cast<size_t>(cuda::attention_backward_scratch(B, T_, C_, NH_)));
+    for (auto* b : {&x_out_, &xf_, &dx_, &dtmp_, &dtmp2_}) b->resize(N * C);
+    dqkv_.resize(3 * N * C);
+    dqkv2_.resize(3 * N * C);
+    xf_rstd_.resize(N);
+    probs_.resize(N * V_);
+    losses_.resize(N);
+    dlosses_.resize(N);
+  }
+
+  Config cfg_;
+  ParamTable table_;
+  int L_, T_, C_, NH_, V_;
+  cuda::Stream stream_;
+  cuda::CublasHandle cublas_;
+  DeviceBuffer<float> params_, grads_, m_, v_;  // fp32 master, [P] in table order
+  DeviceBuffer<T> params_t_;                    // bf16 compute copy (bf16 mode only)
+  DeviceBuffer<double> norm_, norm_scratch_;
+  int64_t step_count_ = 0;
+  std::vector<CudaMoeLayer<T>> moe_;
+
+  int B_ = 0;
+  LossScale scale_;
+  std::vector<int32_t> h_inputs_, h_targets_;
+  std::vector<float> h_losses_;
+  DeviceBuffer<int32_t> inputs_, targets_;
+  std::vector<Acts> acts_;
+  DeviceBuffer<T> x_out_, xf_, probs_, att_scratch_;
+  DeviceBuffer<float> xf_rstd_, losses_, dlosses_;
+  DeviceBuffer<T> dx_, dtmp_, dtmp2_, dqkv_, dqkv2_;
+};
+
+}  // namespace
+
+CudaModel::CudaModel(const Config& cfg) {
+  std::string reason;
+  if (cuda::device_count(&reason) == 0)
+    throw UsageError("device: cuda needs a usable CUDA GPU: " + reason);
+  SY_CHECK(cfg.model.d_model % cfg.model.n_heads == 0 &&
+               (cfg.model.d_model / cfg.model.n_heads) % 2 == 0,
+           "head dim must be even (RoPE)");
+  if (cfg.train.precision == Precision::kBf16)
+    impl_ = std::make_unique<ModelImpl<cuda::bf16>>(cfg);
+  else
+    impl_ = std::make_unique<ModelImpl<float>>(cfg);
+}
+CudaModel::~CudaModel() = default;
+
+const ParamTable& CudaModel::table() const {
+  return impl_->table();
+}
+void CudaModel::init_params(uint64_t seed) {
+  impl_->init_params(seed);
+}
+void CudaModel::upload_params(const std::vector<float>& host) {
+  impl_->upload_params(host);
+}
+std::vector<float> CudaModel::download_params() const {
+  return impl_->download_params();
+}
+std::vector<float> CudaModel::download_grads() const {
+  return impl_->download_grads();
+}
+void CudaModel::zero_grads() {
+  impl_->zero_grads();
+}
+LossParts CudaModel::forward(const int32_t* tokens, int B, const LossScale& s,
+                             std::vector<MoeStats>* stats) {
+  return impl_->forward(tokens, B, s, stats);
+}
+void CudaModel::backward() {
+  impl_->backward();
+}
+double CudaModel::optimizer_step(double lr, double grad_clip, double weight_decay) {
+  return impl_->optimizer_step(lr, grad_clip, weight_decay);
+}
+int64_t CudaModel::step_count() const {
+  return impl_->step_count();
+}
+
+}  // namespace sy
