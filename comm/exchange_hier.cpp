@@ -139,6 +139,9 @@ HierExchange::Regions HierExchange::prepare(const HierState& s, std::size_t row_
   if (2 * set_bytes > window_.bytes_per_rank()) {
     const std::size_t old_bytes = window_.bytes_per_rank();
     const std::size_t grown = round_up(std::max(2 * set_bytes, old_bytes + old_bytes / 4), 4096);
+    WatchdogScope scope(watchdog_,
+                        "growing the exchange buffers (collective over the node and "
+                        "the node peers)");
     if (ucx_) ucx_->unexpose();
     window_ = SharedWindow();  // free first (collective over the node): never hold both
     window_ = SharedWindow(node_comm_.get(), grown);

@@ -274,7 +274,8 @@ void UcxPeers::put(int peer, const void* src, std::size_t bytes, std::size_t rem
   if (UCS_PTR_IS_ERR(request)) {
     std::ostringstream os;
     os << "rank " << world_rank() << ": ucp_put_nbx of " << bytes << " bytes to " << peer_names_[p]
-       << " failed: " << ucs_status_string(UCS_PTR_STATUS(request));
+       << " failed (" << ucs_status_string(UCS_PTR_STATUS(request))
+       << "): the peer process is gone or unreachable";
     throw std::runtime_error(os.str());
   }
   if (request) pending_.emplace_back(request, peer);

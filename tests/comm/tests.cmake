@@ -1,0 +1,37 @@
+# Extra CTest entries for the token exchange (comm/alltoall.h). Included by tests/CMakeLists.txt
+# (CMAKE_CURRENT_SOURCE_DIR = tests/); test_comm itself (all tests/comm/*.cpp) runs at np 1, 2, 4
+# and 8 through sy_mpi_gtest. Emulated nodes are set inside the tests (node = rank / ranks per
+# node, and round-robin), so these entries only change the transports:
+#   test_comm_ucx_tcp_np{4,8}  the hierarchical exchange with UCX forced onto TCP for the
+#                              inter-node stage (UCX_TLS=tcp,self), so it is really exercised
+#   test_comm_pml_ucx_np4      MPI itself over UCX/TCP too (the pml flags of MACHINE-NOTES):
+#                              flat, hierarchical-over-MPI and hierarchical-over-UCX side by side
+#   test_comm_ucx_peer_killed  a rank SIGKILLed mid-exchange: the job must end non-zero within
+#                              60 s (tests/comm/ucx_peer_killed.sh checks exit code and time)
+# All carry the labels mpi and test_comm.
+if(NOT TARGET test_comm)
+  return()
+endif()
+
+set(sy_comm_env "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMP_NUM_THREADS=1;OPENBLAS_CORETYPE=Haswell")
+set(sy_comm_hier_filter "--gtest_filter=HierExchange.*:UcxFailure.PeerThatLeavesIsNamed")
+
+foreach(np 4 8)
+  add_test(NAME test_comm_ucx_tcp_np${np}
+    COMMAND ${SY_MPIRUN} -np ${np} $<TARGET_FILE:test_comm> ${sy_comm_hier_filter})
+  set_tests_properties(test_comm_ucx_tcp_np${np} PROPERTIES LABELS "mpi;test_comm" TIMEOUT 300
+    ENVIRONMENT "${sy_comm_env};UCX_TLS=tcp,self")
+endforeach()
+
+add_test(NAME test_comm_pml_ucx_np4
+  COMMAND ${SY_MPIRUN} --mca pml ucx --mca pml_ucx_tls any --mca pml_ucx_devices any -np 4
+          $<TARGET_FILE:test_comm> "--gtest_filter=HierExchange.*:FlatExchange.*")
+set_tests_properties(test_comm_pml_ucx_np4 PROPERTIES LABELS "mpi;test_comm" TIMEOUT 300
+  ENVIRONMENT "${sy_comm_env};UCX_TLS=tcp,self")
+
+add_test(NAME test_comm_ucx_peer_killed
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/comm/ucx_peer_killed.sh 60
+          ${SY_MPIRUN} -np 4 $<TARGET_FILE:test_comm>
+          --gtest_filter=UcxFailure.PeerKilledEndsTheJob)
+set_tests_properties(test_comm_ucx_peer_killed PROPERTIES LABELS "mpi;test_comm" TIMEOUT 120
+  ENVIRONMENT "${sy_comm_env};UCX_TLS=tcp,self")
