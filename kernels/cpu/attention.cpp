@@ -5,9 +5,11 @@
 // HD-wide column slice of out/dqkv, and nothing is reduced across threads, so results are
 // bitwise the same for any OpenMP thread count.
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace sy::cpu {
 
@@ -15,7 +17,10 @@ namespace {
 
 // The (b,h) blocks run on the OpenMP threads, each gemm() inside them one single-threaded BLAS
 // call (see gemm.h: a pthreads OpenBLAS pool per call would fight the OpenMP threads for the
-// cores, measured 6-9x slower on 2 cores).
+// cores, measured 6-9x slower on 2 cores). Tiny calls (the tests' shapes) stay serial.
+bool parallel_heads(int B, int T_, int C) {
+  return 4.0 * B * T_ * T_ * C >= 2.0 * 128 * 128 * 64;  // forward FLOPs of all heads
+}
 // Strided [T,HD] views of one (b,h) block.
 struct HeadView {
   long q, k, v;  // offsets of q/k/v[b, 0, h*HD] in qkv (row stride 3C)
@@ -47,7 +52,7 @@ void attention_forward(T* out, T* att, const T* qkv, int B, int T_, int C, int N
   const int C3 = 3 * C;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HD)));
   use_single_threaded_blas();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_heads(B, T_, C))
   for (int bh = 0; bh < B * NH; ++bh) {
     const HeadView hv = head_view(bh, T_, C, NH);
     T* a = att + hv.a;
@@ -58,11 +63,15 @@ void attention_forward(T* out, T* att, const T* qkv, int B, int T_, int C, int N
       T* row = a + static_cast<long>(t) * T_;
       T mx = row[0];
       for (int s = 1; s <= t; ++s) mx = row[s] > mx ? row[s] : mx;
-      double sum = 0.0;
-      for (int s = 0; s <= t; ++s) {
-        row[s] = static_cast<T>(std::exp(static_cast<double>(row[s] - mx)));
-        sum += static_cast<double>(row[s]);
+      // exp in one vectorised pass (float: exp_approx), the sum in double in a second.
+      if constexpr (std::is_same_v<T, float>) {
+#pragma omp simd
+        for (int s = 0; s <= t; ++s) row[s] = exp_approx(row[s] - mx);
+      } else {
+        for (int s = 0; s <= t; ++s) row[s] = std::exp(row[s] - mx);
       }
+      double sum = 0.0;
+      for (int s = 0; s <= t; ++s) sum += static_cast<double>(row[s]);
       const T inv = static_cast<T>(1.0 / sum);
       for (int s = 0; s <= t; ++s) row[s] *= inv;
       for (int s = t + 1; s < T_; ++s) row[s] = T(0);
@@ -84,7 +93,7 @@ void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const 
   const int C3 = 3 * C;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HD)));
   use_single_threaded_blas();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_heads(B, T_, C))
   for (int bh = 0; bh < B * NH; ++bh) {
     const HeadView hv = head_view(bh, T_, C, NH);
     const T* a = att + hv.a;

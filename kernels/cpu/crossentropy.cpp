@@ -13,6 +13,8 @@ namespace sy::cpu {
 template <class T>
 void crossentropy_forward(T* losses, T* probs, const T* logits, const int32_t* targets, int N,
                           int V) {
+  // Rows are independent: OpenMP threads, bitwise the same as serial for any thread count.
+#pragma omp parallel for schedule(static) if (static_cast <long>(N) * V >= (1L << 16))
   for (int n = 0; n < N; ++n) {
     const T* x = logits + static_cast<long>(n) * V;
     T* p = probs + static_cast<long>(n) * V;
@@ -36,6 +38,7 @@ void crossentropy_forward(T* losses, T* probs, const T* logits, const int32_t* t
 template <class T>
 void crossentropy_backward(T* dlogits, const T* probs, const int32_t* targets, const T* dlosses,
                            int N, int V) {
+#pragma omp parallel for schedule(static) if (static_cast <long>(N) * V >= (1L << 16))
   for (int n = 0; n < N; ++n) {
     const T* p = probs + static_cast<long>(n) * V;
     T* d = dlogits + static_cast<long>(n) * V;

@@ -38,8 +38,10 @@ void blas(bool ta, bool tb, int M, int N, int K, double alpha, const double* A, 
 // many calls of a step. So the first product sets OpenBLAS to one thread (once per process;
 // a caller may still raise it for its own cblas calls, the split stays correct either way).
 // (use_single_threaded_blas() is defined below, outside this anonymous namespace.)
-// Below this many FLOPs a product is not worth waking a second thread for (~2-3 us of work).
-constexpr double kSplitMinFlops = 2.0 * 48 * 48 * 48;
+// Below this many FLOPs (~10 us on one core) a product stays one call: waking a second thread
+// costs ~1 us when the cores are free, and much more when other processes hold them (a test
+// suite running in parallel), so small models and the tests' shapes run serially.
+constexpr double kSplitMinFlops = 2.0 * 128 * 128 * 64;
 // Split boundaries are multiples of this (the sgemm micro-kernel's row/column tile), so every
 // part but the last keeps full tiles.
 constexpr int kSplitAlign = 16;

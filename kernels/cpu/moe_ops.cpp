@@ -1,14 +1,38 @@
 // MoE-specific ops on the CPU (see moe_ops.h for the shape letters and conventions).
 #include "kernels/cpu/moe_ops.h"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
+
+#include "kernels/cpu/vec_math.h"
 
 namespace sy::cpu {
+
+// Parallel loops (OpenMP): each op's iterations write disjoint outputs, and every element is
+// computed by the same operations in the same order as a serial loop, so results are bitwise the
+// same for any thread count. Where rows collide (scatter-adds by token) the loop runs over column
+// blocks instead, keeping the row order r = 0..A-1 of every sum. Small calls stay serial: waking
+// the second thread costs about a microsecond when the cores are free, much more when other
+// processes hold them (so the tests' tiny shapes run serially).
+namespace {
+constexpr long kParallelMinElems = 1L << 16;
+
+// Column blocks for a scatter-add of A rows of C: one per thread when the call is big enough
+// and each block keeps at least 16 columns (a cache line of floats), else 1.
+int column_blocks(int A, int C) {
+  if (static_cast<long>(A) * C < kParallelMinElems) return 1;
+  return std::max(1, std::min(omp_get_max_threads(), C / 16));
+}
+}  // namespace
 
 // probs[N,E], lse[N], topk_idx[N,K], gates[N,K] (=); logits: [N,E], bias: [E] or null.
 template <class T>
 void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logits, const T* bias,
                     int N, int E, int K, bool norm_topk) {
+#pragma omp parallel for schedule(static) if (static_cast <long>(N) * E >= kParallelMinElems / 4)
   for (int n = 0; n < N; ++n) {
     const T* z = logits + static_cast<long>(n) * E;
     T* p = probs + static_cast<long>(n) * E;
@@ -59,6 +83,7 @@ void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logi
 template <class T>
 void router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* dlse, const T* probs,
                      const int32_t* topk_idx, int N, int E, int K, bool norm_topk) {
+#pragma omp parallel for schedule(static) if (static_cast <long>(N) * E >= kParallelMinElems / 4)
   for (int n = 0; n < N; ++n) {
     const T* p = probs + static_cast<long>(n) * E;
     const int32_t* sel = topk_idx + static_cast<long>(n) * K;
@@ -89,12 +114,24 @@ void router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* dlse
   }
 }
 
-// h[n] (=); a, b: [n]. sigmoid as 1/(1+exp(-a)): for very negative a, exp overflows to inf and
-// the sigmoid to 0, never NaN.
+// sigmoid(a) = 1/(1+exp(-a)): for very negative a, exp overflows to inf and the sigmoid to 0,
+// never NaN. float uses the vectorised exp_approx (within 2 ulp of std::exp; the loops below then
+// vectorise), double keeps std::exp (it is the finite-difference reference).
+template <class T>
+inline T sigmoid(T a) {
+  if constexpr (std::is_same_v<T, float>) {
+    return 1.0f / (1.0f + exp_approx(-a));
+  } else {
+    return T(1) / (T(1) + std::exp(-a));
+  }
+}
+
+// h[n] (=); a, b: [n].
 template <class T>
 void swiglu_forward(T* h, const T* a, const T* b, long n) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMinElems / 2)
   for (long i = 0; i < n; ++i) {
-    const T s = T(1) / (T(1) + std::exp(-a[i]));
+    const T s = sigmoid(a[i]);
     h[i] = a[i] * s * b[i];
   }
 }
@@ -102,9 +139,10 @@ void swiglu_forward(T* h, const T* a, const T* b, long n) {
 // da[n], db[n] (=); dh, a, b: [n]. silu'(a) = s (1 + a (1 - s)), s = sigmoid(a).
 template <class T>
 void swiglu_backward(T* da, T* db, const T* dh, const T* a, const T* b, long n) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMinElems / 2)
   for (long i = 0; i < n; ++i) {
     const T g = dh[i];
-    const T s = T(1) / (T(1) + std::exp(-a[i]));
+    const T s = sigmoid(a[i]);
     const T silu = a[i] * s;
     da[i] = g * b[i] * s * (T(1) + a[i] * (T(1) - s));
     db[i] = g * silu;
@@ -114,6 +152,7 @@ void swiglu_backward(T* da, T* db, const T* dh, const T* a, const T* b, long n) 
 // out[A,C] (=); in: [N,C], idx: [A].
 template <class T>
 void gather_rows_forward(T* out, const T* in, const int32_t* idx, int A, int C) {
+#pragma omp parallel for schedule(static) if (static_cast <long>(A) * C >= kParallelMinElems)
   for (int r = 0; r < A; ++r) {
     const T* src = in + static_cast<long>(idx[r]) * C;
     T* dst = out + static_cast<long>(r) * C;
@@ -124,21 +163,31 @@ void gather_rows_forward(T* out, const T* in, const int32_t* idx, int A, int C) 
 // din[N,C] (+=); dout: [A,C], idx: [A].
 template <class T>
 void gather_rows_backward(T* din, const T* dout, const int32_t* idx, int A, int C) {
-  for (int r = 0; r < A; ++r) {
-    const T* src = dout + static_cast<long>(r) * C;
-    T* dst = din + static_cast<long>(idx[r]) * C;
-    for (int c = 0; c < C; ++c) dst[c] += src[c];
+  const int blocks = column_blocks(A, C);
+#pragma omp parallel for schedule(static) if (blocks > 1)
+  for (int blk = 0; blk < blocks; ++blk) {
+    const int c0 = C * blk / blocks, c1 = C * (blk + 1) / blocks;
+    for (int r = 0; r < A; ++r) {
+      const T* src = dout + static_cast<long>(r) * C;
+      T* dst = din + static_cast<long>(idx[r]) * C;
+      for (int c = c0; c < c1; ++c) dst[c] += src[c];
+    }
   }
 }
 
 // out[N,C] (+=); in: [A,C], idx: [A], scale: [A].
 template <class T>
 void scatter_rows_forward(T* out, const T* in, const int32_t* idx, const T* scale, int A, int C) {
-  for (int r = 0; r < A; ++r) {
-    const T* src = in + static_cast<long>(r) * C;
-    T* dst = out + static_cast<long>(idx[r]) * C;
-    const T w = scale[r];
-    for (int c = 0; c < C; ++c) dst[c] += w * src[c];
+  const int blocks = column_blocks(A, C);
+#pragma omp parallel for schedule(static) if (blocks > 1)
+  for (int blk = 0; blk < blocks; ++blk) {
+    const int c0 = C * blk / blocks, c1 = C * (blk + 1) / blocks;
+    for (int r = 0; r < A; ++r) {
+      const T* src = in + static_cast<long>(r) * C;
+      T* dst = out + static_cast<long>(idx[r]) * C;
+      const T w = scale[r];
+      for (int c = c0; c < c1; ++c) dst[c] += w * src[c];
+    }
   }
 }
 
@@ -146,6 +195,7 @@ void scatter_rows_forward(T* out, const T* in, const int32_t* idx, const T* scal
 template <class T>
 void scatter_rows_backward(T* din, T* dscale, const T* dout, const T* in, const int32_t* idx,
                            const T* scale, int A, int C) {
+#pragma omp parallel for schedule(static) if (static_cast <long>(A) * C >= kParallelMinElems)
   for (int r = 0; r < A; ++r) {
     const T* dy = dout + static_cast<long>(idx[r]) * C;
     if (din) {

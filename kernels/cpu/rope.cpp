@@ -37,26 +37,27 @@ void rope_apply(T* dst, const T* src, int B, int T_, int C, int NH, double theta
   const int half = HD / 2;
   const RopeTable<T> tab(T_, HD, theta);
   const long C3 = 3L * C;
-  for (int b = 0; b < B; ++b) {
-    for (int t = 0; t < T_; ++t) {
-      const long row = (static_cast<long>(b) * T_ + t) * C3;
-      const T* cs = tab.cos.data() + static_cast<size_t>(t) * half;
-      const T* sn = tab.sin.data() + static_cast<size_t>(t) * half;
-      // q heads and k heads are 2*NH consecutive HD-wide groups at the start of the row.
-      for (int grp = 0; grp < 2 * NH; ++grp) {
-        const T* x = src + row + static_cast<long>(grp) * HD;
-        T* y = dst + row + static_cast<long>(grp) * HD;
-        for (int i = 0; i < half; ++i) {
-          const T c = cs[i];
-          const T s = sign * sn[i];
-          const T x1 = x[i];
-          const T x2 = x[i + half];
-          y[i] = x1 * c - x2 * s;
-          y[i + half] = x2 * c + x1 * s;
-        }
+  // Tokens are independent: OpenMP threads, bitwise the same as serial for any thread count.
+#pragma omp parallel for schedule(static) if (static_cast <long>(B) * T_ * C >= (1L << 16))
+  for (int bt = 0; bt < B * T_; ++bt) {
+    const int t = bt % T_;
+    const long row = static_cast<long>(bt) * C3;
+    const T* cs = tab.cos.data() + static_cast<size_t>(t) * half;
+    const T* sn = tab.sin.data() + static_cast<size_t>(t) * half;
+    // q heads and k heads are 2*NH consecutive HD-wide groups at the start of the row.
+    for (int grp = 0; grp < 2 * NH; ++grp) {
+      const T* x = src + row + static_cast<long>(grp) * HD;
+      T* y = dst + row + static_cast<long>(grp) * HD;
+      for (int i = 0; i < half; ++i) {
+        const T c = cs[i];
+        const T s = sign * sn[i];
+        const T x1 = x[i];
+        const T x2 = x[i + half];
+        y[i] = x1 * c - x2 * s;
+        y[i + half] = x2 * c + x1 * s;
       }
-      std::memcpy(dst + row + 2L * C, src + row + 2L * C, sizeof(T) * static_cast<size_t>(C));
     }
+    std::memcpy(dst + row + 2L * C, src + row + 2L * C, sizeof(T) * static_cast<size_t>(C));
   }
 }
 
