@@ -1,10 +1,40 @@
-// `switchyard plot`: not built yet (registers nothing until its issue lands).
+// `switchyard plot <run dir>`: PNG charts of a run's metrics.jsonl through gnuplot (the work is in
+// src/plot/plot.h).
+#include <iostream>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "app/commands.h"
+#include "src/core/error.h"
+#include "src/plot/plot.h"
 
 namespace sy::app {
 
-void add_plot_command(CLI::App& /*root*/, std::vector<Command>& /*out*/) {}
+void add_plot_command(CLI::App& root, std::vector<Command>& out) {
+  struct Args {
+    std::string run_dir;
+    PlotOptions opt;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = root.add_subcommand(
+      "plot",
+      "Draw PNG charts of a run with gnuplot: loss (train, validation), aux and z loss, tokens/s, "
+      "the expert-load heatmap per layer and the dropped-token fraction");
+  cmd->add_option("run_dir", a->run_dir, "Run directory (holds metrics.jsonl)")->required();
+  cmd->add_option("-o,--out", a->opt.out_dir, "Where the PNGs go (default: <run dir>/plots)");
+  cmd->add_option("--gnuplot", a->opt.gnuplot, "gnuplot executable")->capture_default_str();
+  cmd->add_option("--width", a->opt.width, "Chart width in pixels")
+      ->capture_default_str()
+      ->check(CLI::Range(200, 8000));
+  cmd->add_option("--height", a->opt.height, "Height of a single-panel chart in pixels")
+      ->capture_default_str()
+      ->check(CLI::Range(150, 8000));
+  out.push_back({cmd, [a] {
+                   for (const auto& p : plot_run(a->run_dir, a->opt, std::cerr))
+                     std::cout << p << "\n";
+                   return static_cast<int>(kExitOk);
+                 }});
+}
 
 }  // namespace sy::app

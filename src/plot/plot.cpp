@@ -1,0 +1,253 @@
+#include "src/plot/plot.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+#include <sstream>
+#include <stdexcept>
+
+#include "src/core/error.h"
+
+namespace sy {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// A temporary directory removed with its contents when the owner goes out of scope.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string tmpl = (fs::temp_directory_path() / "switchyard-plot-XXXXXX").string();
+    if (!mkdtemp(tmpl.data()))
+      throw std::runtime_error("plot: cannot create a temporary directory under " +
+                               fs::temp_directory_path().string());
+    path_ = tmpl;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+// gnuplot string literal: single quotes, a quote inside doubled.
+std::string gp_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string sh_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// Common look: white background, light grid, the run name in the title.
+std::string header(const std::string& png, int w, int h) {
+  std::ostringstream g;
+  g << "set terminal pngcairo size " << w << "," << h
+    << " enhanced font 'DejaVu Sans,11' background '#ffffff'\n"
+    << "set output " << gp_quote(png) << "\n"
+    << "set grid lc rgb '#dddddd' lw 1\n"
+    << "set border lc rgb '#555555'\n"
+    << "set key top right opaque box lc rgb '#cccccc'\n"
+    << "set xlabel 'step'\n";
+  return g.str();
+}
+
+// Cell edges of a heatmap column per logged step: halfway to the neighbours (the first and last
+// cells are as wide as their one neighbour gap), so uneven log intervals still tile the axis.
+std::vector<std::pair<double, double>> step_cells(const std::vector<TrainPoint>& t) {
+  std::vector<std::pair<double, double>> cells(t.size());
+  for (size_t i = 0; i < t.size(); ++i) {
+    const auto s = static_cast<double>(t[i].step);
+    const double prev = i > 0 ? static_cast<double>(t[i - 1].step) : s;
+    const double next = i + 1 < t.size() ? static_cast<double>(t[i + 1].step) : s;
+    double lo = i > 0 ? 0.5 * (prev + s) : s - 0.5 * (next - s);
+    double hi = i + 1 < t.size() ? 0.5 * (s + next) : s + 0.5 * (s - prev);
+    if (t.size() == 1) {
+      lo = s - 0.5;
+      hi = s + 0.5;
+    }
+    cells[i] = {lo, hi};
+  }
+  return cells;
+}
+
+void run_gnuplot(const std::string& gnuplot, const std::string& script) {
+  const std::string cmd = sh_quote(gnuplot) + " " + sh_quote(script) + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) throw std::runtime_error("plot: cannot start gnuplot");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+  const int status = pclose(pipe);
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  if (code == 127)
+    throw std::runtime_error("plot: '" + gnuplot +
+                             "' not found; install Debian's gnuplot-nox (jobs/deps.sh does)");
+  if (code != 0)
+    throw std::runtime_error("plot: gnuplot failed (exit " + std::to_string(code) + "):\n" + out);
+}
+
+}  // namespace
+
+std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& title,
+                                      const PlotOptions& opt) {
+  SY_CHECK(!opt.out_dir.empty(), "plot_metrics needs an output directory");
+  SY_CHECK(!m.train.empty(), "no train points");
+  fs::create_directories(opt.out_dir);
+  const ScratchDir tmp;
+  const int W = opt.width, H = opt.height;
+  auto png = [&](const char* name) { return (fs::path(opt.out_dir) / name).string(); };
+
+  // ---- data files
+  const std::string train_dat = tmp.file("train.dat"), eval_dat = tmp.file("eval.dat"),
+                    load_dat = tmp.file("load.dat");
+  {
+    std::ofstream f(train_dat);
+    f.precision(9);
+    f << "# step loss lm_loss aux_loss z_loss tokens_per_s dropped_frac lr\n";
+    for (const auto& t : m.train)
+      f << t.step << ' ' << t.loss << ' ' << t.lm_loss << ' ' << t.aux_loss << ' ' << t.z_loss
+        << ' ' << t.tokens_per_s << ' ' << t.dropped_frac << ' ' << t.lr << '\n';
+  }
+  {
+    std::ofstream f(eval_dat);
+    f.precision(9);
+    f << "# step val_loss\n";
+    for (const auto& e : m.eval) f << e.step << ' ' << e.val_loss << '\n';
+  }
+  const int L = m.num_layers(), E = m.num_experts();
+  double max_share = 0;
+  const auto cells = step_cells(m.train);
+  {
+    // One block per layer (separated by two blank lines, gnuplot's "index"): x_lo x_hi expert share
+    std::ofstream f(load_dat);
+    f.precision(9);
+    for (int l = 0; l < L; ++l) {
+      f << "# layer " << l << "\n";
+      for (size_t i = 0; i < m.train.size(); ++i) {
+        const auto& el = m.train[i].expert_load;
+        if (static_cast<int>(el.size()) != L) continue;
+        for (int e = 0; e < E && e < static_cast<int>(el[l].size()); ++e) {
+          f << cells[i].first << ' ' << cells[i].second << ' ' << e << ' ' << el[l][e] << '\n';
+          max_share = std::max(max_share, el[l][e]);
+        }
+      }
+      f << "\n\n";
+    }
+  }
+
+  // ---- the script
+  std::ostringstream g;
+  const std::string t = title.empty() ? std::string() : title + ": ";
+  const bool has_eval = !m.eval.empty();
+  g << header(png("loss.png"), W, H) << "set title " << gp_quote(t + "loss") << "\n"
+    << "set ylabel 'loss (nats/token)'\n"
+    << "plot " << gp_quote(train_dat)
+    << " using 1:2 with lines lw 2 lc rgb '#1f77b4' title 'train loss (lm + aux + z)', \\\n"
+    << "     " << gp_quote(train_dat)
+    << " using 1:3 with lines lw 1 dt 2 lc rgb '#6baed6' title 'train lm loss'";
+  if (has_eval)
+    g << ", \\\n     " << gp_quote(eval_dat)
+      << " using 1:2 with linespoints lw 2 pt 7 ps 1.2 lc rgb '#d62728' title 'validation loss'";
+  g << "\n\n";
+
+  g << header(png("aux_z_loss.png"), W, H + H / 3) << "set multiplot layout 2,1 title "
+    << gp_quote(t + "router losses (summed over layers)") << "\n"
+    << "set title 'aux load-balancing loss'\nset ylabel 'aux'\nunset xlabel\n"
+    << "plot " << gp_quote(train_dat)
+    << " using 1:4 with lines lw 2 lc rgb '#2ca02c' title 'aux\\_loss'\n"
+    << "set title 'router z-loss'\nset ylabel 'z'\nset xlabel 'step'\n"
+    << "plot " << gp_quote(train_dat)
+    << " using 1:5 with lines lw 2 lc rgb '#9467bd' title 'z\\_loss'\n"
+    << "unset multiplot\n\n";
+
+  g << header(png("tokens_per_s.png"), W, H) << "set title " << gp_quote(t + "throughput") << "\n"
+    << "set ylabel 'tokens/s'\nset yrange [0:*]\n"
+    << "plot " << gp_quote(train_dat)
+    << " using 1:6 with linespoints lw 2 pt 7 ps 0.6 lc rgb '#ff7f0e' title 'tokens/s'\n"
+    << "set yrange [*:*]\n\n";
+
+  g << header(png("dropped_frac.png"), W, H) << "set title "
+    << gp_quote(t + "tokens dropped by the capacity limit") << "\n"
+    << "set ylabel 'dropped fraction of assignments'\nset yrange [0:"
+    << "*]\n"
+    << "plot " << gp_quote(train_dat)
+    << " using 1:7 with lines lw 2 lc rgb '#8c564b' title 'dropped\\_frac'\n"
+    << "set yrange [*:*]\n\n";
+
+  std::vector<std::string> written = {png("loss.png"), png("aux_z_loss.png"),
+                                      png("tokens_per_s.png"), png("dropped_frac.png")};
+  if (L > 0 && E > 0) {
+    // One panel per layer, stacked; each panel ~ 60 px + 22 px per expert, capped.
+    const int panel = std::clamp(60 + 22 * E, 160, 420);
+    const int height = std::min(16000, 90 + panel * L);
+    const double cbmax = std::max(max_share, 2.0 / E);
+    char uniform[32];
+    std::snprintf(uniform, sizeof uniform, "%.3g", 1.0 / E);
+    g << header(png("expert_load.png"), W, height)
+      << "set palette defined (0 '#000004', 0.25 '#3b0f70', 0.5 '#8c2981', 0.75 '#de4968', 0.9 "
+         "'#fe9f6d', 1 '#fcfdbf')\n"
+      << "set cbrange [0:" << cbmax << "]\nset cblabel 'share of the layer''s assignments'\n"
+      << "set yrange [-0.5:" << E - 0.5 << "]\nset ylabel 'expert'\nunset grid\nunset key\n"
+      << "set ytics 0," << std::max(1, E / 16) << "," << E - 1 << "\n"
+      << "set xrange [" << cells.front().first << ":" << cells.back().second << "]\n"
+      << "set style fill solid 1.0 noborder\n"
+      << "set tmargin 2\nset bmargin 2.5\n"
+      << "set multiplot layout " << L << ",1 title "
+      << gp_quote(t + "expert load per layer (uniform = 1/E = " + uniform +
+                  "; one bright row = routing collapsed)")
+      << "\n";
+    for (int l = 0; l < L; ++l) {
+      g << "set title 'layer " << l << "' offset 0,-0.8\n"
+        << "plot " << gp_quote(load_dat) << " index " << l
+        << " using (($1+$2)/2):3:(($2-$1)/2):(0.5):4 with boxxyerror lc palette\n";
+    }
+    g << "unset multiplot\n";
+    written.push_back(png("expert_load.png"));
+  }
+  const std::string script = tmp.file("plots.gp");
+  {
+    std::ofstream f(script);
+    f << g.str();
+  }
+  run_gnuplot(opt.gnuplot, script);
+  for (const auto& p : written)
+    if (!fs::exists(p)) throw std::runtime_error("plot: gnuplot did not write " + p);
+  return written;
+}
+
+std::vector<std::string> plot_run(const std::string& run_dir, const PlotOptions& opt,
+                                  std::ostream& log) {
+  if (!fs::is_directory(run_dir)) throw UsageError(run_dir + ": no such run directory");
+  const std::string metrics = (fs::path(run_dir) / "metrics.jsonl").string();
+  if (!fs::exists(metrics)) throw UsageError(metrics + ": missing (not a run directory?)");
+  const RunMetrics m = read_run_metrics(metrics);
+  PlotOptions o = opt;
+  if (o.out_dir.empty()) o.out_dir = (fs::path(run_dir) / "plots").string();
+  log << "plot: " << m.train.size() << " train points, " << m.eval.size() << " eval points";
+  if (m.num_layers() > 0) log << ", expert load " << m.num_layers() << "x" << m.num_experts();
+  if (m.skipped_lines > 0) log << ", " << m.skipped_lines << " unreadable lines skipped";
+  log << "\n";
+  const std::string title = fs::path(run_dir).lexically_normal().filename().string();
+  return plot_metrics(
+      m, title.empty() ? fs::path(run_dir).parent_path().filename().string() : title, o);
+}
+
+}  // namespace sy

@@ -1,0 +1,37 @@
+// `switchyard plot <run dir>`: the pictures people look at during and after a run, as PNGs drawn
+// by gnuplot (Debian's gnuplot-nox, pngcairo terminal) from <run dir>/metrics.jsonl:
+//   loss.png          train loss (total and lm) and validation loss against the step
+//   aux_z_loss.png    the aux load-balancing loss and the router z-loss (two panels)
+//   tokens_per_s.png  throughput against the step
+//   expert_load.png   per layer a heatmap: x = step, y = expert, colour = the expert's share of
+//                     the layer's assignments in that logged step (uniform = 1/E): a collapsed
+//                     router shows as one bright row and dark others
+//   dropped_frac.png  the fraction of assignments dropped by the capacity limit
+// The data and the gnuplot script are written to a temporary directory and removed afterwards.
+#pragma once
+
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "src/plot/run_metrics.h"
+
+namespace sy {
+
+struct PlotOptions {
+  std::string out_dir;              // empty: <run dir>/plots
+  std::string gnuplot = "gnuplot";  // the executable
+  int width = 1000, height = 560;   // pixels of each single-panel chart
+};
+
+// Renders the charts of `run_dir` and returns the PNG paths written. Throws UsageError (exit 2)
+// when run_dir or its metrics.jsonl is missing or holds no train line; std::runtime_error when
+// gnuplot is missing or fails (its message included).
+std::vector<std::string> plot_run(const std::string& run_dir, const PlotOptions& opt,
+                                  std::ostream& log);
+
+// The same from metrics already read (tests, other callers); out_dir must be set.
+std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& title,
+                                      const PlotOptions& opt);
+
+}  // namespace sy

@@ -1,0 +1,150 @@
+// switchyard plot: metrics.jsonl read back as a resumed run leaves it (the newest lines win, added
+// keys and a cut-off last line tolerated), and the PNGs gnuplot draws from a synthetic run are
+// real images of the requested size with something drawn in them.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/temp_dir.h"
+#include "src/core/error.h"
+#include "src/plot/plot.h"
+#include "src/plot/run_metrics.h"
+
+namespace sy {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A train line as the trainer writes it (SPEC 6), plus a key a later version might add.
+std::string train_line(int step, double loss, int L, int E, double skew) {
+  std::ostringstream o;
+  o << R"({"step":)" << step << R"(,"loss":)" << loss << R"(,"lm_loss":)" << loss - 0.05
+    << R"(,"aux_loss":0.04,"z_loss":0.01,"lr":0.001,"grad_norm":0.5,"tokens_per_s":)"
+    << 10000 + step << R"(,"step_ms":200,"a2a_ms":0,"dropped_frac":)"
+    << 0.001 * static_cast<double>(step) << R"(,"future_key":[1,2],"expert_load":[)";
+  for (int l = 0; l < L; ++l) {
+    o << (l ? ",[" : "[");
+    // Expert 0 takes `skew` of the assignments, the rest share the remainder evenly.
+    for (int e = 0; e < E; ++e) o << (e ? "," : "") << (e == 0 ? skew : (1 - skew) / (E - 1));
+    o << "]";
+  }
+  o << "]}";
+  return o.str();
+}
+
+// A run that logged steps 10..100, crashed after 100 (half a line written), and resumed from a
+// checkpoint at step 60: steps 70..100 are logged again with other values, then 110..150.
+std::string resumed_run(int L, int E, bool with_eval) {
+  std::ostringstream o;
+  for (int s = 10; s <= 100; s += 10) {
+    o << train_line(s, 5.0 - s * 0.01, L, E, 0.2) << "\n";
+    if (with_eval && s % 50 == 0)
+      o << R"({"step":)" << s << R"(,"val_loss":)" << 4.9 - s * 0.01 << "}\n";
+  }
+  o << R"({"step":110,"loss":3.)"
+    << "\n";  // cut off by the crash
+  for (int s = 70; s <= 150; s += 10) {
+    o << train_line(s, 9.0 - s * 0.01, L, E, 0.2 + 0.004 * s) << "\n";
+    if (with_eval && s % 50 == 0)
+      o << R"({"step":)" << s << R"(,"val_loss":)" << 8.9 - s * 0.01 << "}\n";
+  }
+  return o.str();
+}
+
+void write(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+TEST(PlotMetrics, ResumedRunKeepsTheNewestLines) {
+  test::TempDir dir;
+  write(dir.file("metrics.jsonl"), resumed_run(3, 4, true));
+  const RunMetrics m = read_run_metrics(dir.file("metrics.jsonl"));
+  // 10..60 from the first attempt, 70..150 from the resumed one: 15 points, increasing.
+  ASSERT_EQ(m.train.size(), 15u);
+  for (size_t i = 0; i < m.train.size(); ++i) EXPECT_EQ(m.train[i].step, 10 * (int64_t(i) + 1));
+  EXPECT_DOUBLE_EQ(m.train[5].loss, 5.0 - 0.6);  // step 60: first attempt
+  EXPECT_DOUBLE_EQ(m.train[6].loss, 9.0 - 0.7);  // step 70: the resumed run's line
+  EXPECT_DOUBLE_EQ(m.train[14].dropped_frac, 0.15);
+  EXPECT_EQ(m.skipped_lines, 1);
+  ASSERT_EQ(m.eval.size(), 3u);  // 50 (first attempt), 100 (resumed), 150
+  EXPECT_DOUBLE_EQ(m.eval[1].val_loss, 8.9 - 1.0);
+  EXPECT_EQ(m.num_layers(), 3);
+  EXPECT_EQ(m.num_experts(), 4);
+  EXPECT_DOUBLE_EQ(m.train[14].expert_load[2][0], 0.2 + 0.004 * 150);
+}
+
+TEST(PlotMetrics, ClearErrorsForMissingInput) {
+  test::TempDir dir;
+  std::ostringstream log;
+  EXPECT_THROW(plot_run(dir.file("nope"), {}, log), UsageError);
+  EXPECT_THROW(plot_run(dir.path().string(), {}, log), UsageError);  // no metrics.jsonl
+  write(dir.file("metrics.jsonl"), "{\"step\":10,\"val_loss\":3.0}\n");
+  try {
+    plot_run(dir.path().string(), {}, log);
+    FAIL() << "no train lines must be an error";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("no train lines"), std::string::npos) << e.what();
+  }
+}
+
+// Width and height from a PNG's IHDR chunk (bytes 16..23, big-endian), after checking the
+// 8-byte signature; {0, 0} when the file is not a PNG.
+std::pair<uint32_t, uint32_t> png_size(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  unsigned char h[24] = {};
+  f.read(reinterpret_cast<char*>(h), sizeof h);
+  const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (!f || !std::equal(sig, sig + 8, h) || std::string(h + 12, h + 16) != "IHDR") return {0, 0};
+  auto be32 = [&](int i) {
+    return uint32_t(h[i]) << 24 | uint32_t(h[i + 1]) << 16 | uint32_t(h[i + 2]) << 8 | h[i + 3];
+  };
+  return {be32(16), be32(20)};
+}
+
+TEST(Plot, DrawsEveryChartOfASyntheticRun) {
+  test::TempDir dir;
+  write(dir.file("metrics.jsonl"), resumed_run(2, 8, true));
+  PlotOptions opt;
+  opt.out_dir = dir.file("charts");
+  opt.width = 800;
+  opt.height = 450;
+  std::ostringstream log;
+  const auto pngs = plot_run(dir.path().string(), opt, log);
+  ASSERT_EQ(pngs.size(), 5u);
+  for (const char* name :
+       {"loss.png", "aux_z_loss.png", "tokens_per_s.png", "dropped_frac.png", "expert_load.png"}) {
+    const std::string p = (fs::path(opt.out_dir) / name).string();
+    SCOPED_TRACE(p);
+    ASSERT_TRUE(fs::exists(p));
+    const auto [w, h] = png_size(p);
+    EXPECT_EQ(w, 800u);
+    EXPECT_GE(h, 450u);
+    // An empty white 800x450 PNG compresses to ~3 KB; axes, text and curves take far more.
+    EXPECT_GT(fs::file_size(p), 12000u);
+  }
+  // The heatmap stacks one panel per layer, so it is taller than a single chart.
+  EXPECT_GT(png_size((fs::path(opt.out_dir) / "expert_load.png").string()).second, 450u);
+}
+
+TEST(Plot, RunWithoutEvalOrExpertLoadStillPlots) {
+  test::TempDir dir;
+  std::ostringstream o;
+  for (int s = 1; s <= 5; ++s)
+    o << R"({"step":)" << s << R"(,"loss":)" << 5.0 / s << R"(,"tokens_per_s":)" << 1000 * s
+      << "}\n";
+  write(dir.file("metrics.jsonl"), o.str());
+  std::ostringstream log;
+  const auto pngs = plot_run(dir.path().string(), {}, log);
+  EXPECT_EQ(pngs.size(), 4u);  // no expert_load in the lines: no heatmap
+  for (const auto& p : pngs) EXPECT_EQ(png_size(p).first, 1000u) << p;
+  EXPECT_TRUE(fs::exists(dir.file("plots/loss.png")));
+}
+
+}  // namespace
+}  // namespace sy
