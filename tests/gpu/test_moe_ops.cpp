@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -48,11 +49,14 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Router,
                                            RouterCase{37, 13, 1, false, false},
                                            RouterCase{21, 40, 2, true, false},
                                            RouterCase{9, 64, 8, false, true}),
-                         [](const ::testing::TestParamInfo<RouterCase>& info) {
-                           const RouterCase& c = info.param;
-                           return "N" + std::to_string(c.N) + "_E" + std::to_string(c.E) + "_K" +
-                                  std::to_string(c.K) + (c.norm_topk ? "_norm" : "_raw") +
-                                  (c.with_bias ? "_bias" : "");
+                         [](const ::testing::TestParamInfo<RouterCase>& p) {
+                           // ostringstream, not string operator+: GCC 12 -Wrestrict misfires on
+                           // the inlined concatenation.
+                           std::ostringstream os;
+                           os << "N" << p.param.N << "_E" << p.param.E << "_K" << p.param.K
+                              << (p.param.norm_topk ? "_norm" : "_raw")
+                              << (p.param.with_bias ? "_bias" : "");
+                           return os.str();
                          });
 
 TEST_P(Router, ForwardBackwardMatchCpu) {
