@@ -10,3 +10,8 @@ add_test(NAME bench_torch_loss_crosscheck
 set_tests_properties(bench_torch_loss_crosscheck PROPERTIES
   SKIP_RETURN_CODE 77 LABELS "bench;torch" TIMEOUT 600
   ENVIRONMENT "OPENBLAS_CORETYPE=Haswell;OMP_NUM_THREADS=2")
+
+# test_bench (tests/bench/*.cpp, declared in tests/CMakeLists.txt) reads configs/tiny.yaml.
+if(TARGET test_bench)
+  target_compile_definitions(test_bench PRIVATE SWITCHYARD_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+endif()
