@@ -46,6 +46,10 @@ struct ExchangeStats {             // accumulated since construction or reset_st
   int64_t internode_bytes = 0;     // payload bytes this rank SENT to other nodes
   int64_t intranode_bytes = 0;     // payload bytes this rank sent to other ranks of its node
   int64_t internode_messages = 0;  // messages this rank sent across node boundaries
+  // Where `seconds` went (for profiles; the rest is local packing, copying and summing):
+  double transfer_seconds = 0;  // moving rows between ranks: flat's MPI_Alltoallv, hierarchical's
+                                // inter-node stage (puts + flush + wait, or MPI_Alltoallv)
+  double sync_seconds = 0;      // hierarchical: node barriers around the shared-memory stage
 };
 
 struct ExchangeHandle {    // the layout of one dispatch/combine pair ("handle")

@@ -198,6 +198,7 @@ void FlatExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* rec
   }
   fill_counts(s, width);
   {
+    StatsTimer transfer(&stats_.transfer_seconds);
     WatchdogScope scope(watchdog_, "dispatch: all-to-all of token rows on the EP group");
     MPI_CHECK(MPI_Alltoallv(staging_.data(), send_counts_.data(), send_displs_.data(),
                             mpi_type(type), recv, recv_counts_.data(), recv_displs_.data(),
@@ -216,6 +217,7 @@ void FlatExchange::do_combine(const ExchangeHandle& h, const void* y, void* out,
   if (staging_.size() < S * row_bytes) staging_.resize(S * row_bytes);
   fill_counts(s, width);
   {
+    StatsTimer transfer(&stats_.transfer_seconds);
     WatchdogScope scope(watchdog_, "combine: all-to-all of expert output rows on the EP group");
     // The reverse exchange: what was received from p goes back to p.
     MPI_CHECK(MPI_Alltoallv(y, recv_counts_.data(), recv_displs_.data(), mpi_type(type),

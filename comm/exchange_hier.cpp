@@ -3,14 +3,17 @@
 // sit where they do: comm/README.md "synchronisation".
 //
 // dispatch (D1..D6)                          combine (C1..C6)
-//   D1 pack x rows: own node -> my xrecv,      C1 copy y -> my ybuf
-//      other nodes -> my xsend sections        C2 node barrier (ybufs visible)
-//   D2 put xsend[g'] -> peer g' xrecv[g]       C3 forwarder: xrecv[j] (=) sum over the node's
-//   D3 flush + node-peer barrier                  receivers of row j (ascending local rank)
-//   D4 node barrier (every xrecv complete)     C4 put xrecv[h] -> peer h xsend[g]
+//   D1 pack x rows of the other nodes into     C1 copy y -> my ybuf
+//      my xsend sections                       C2 node barrier (ybufs visible)
+//   D2 put xsend[g'] -> peer g' xrecv[g];      C3 forwarder: xrecv[j] (=) sum over the node's
+//      meanwhile pack the own node's rows         receivers of row j (ascending local rank),
+//      into my xrecv[g]                           other nodes' sections first
+//   D3 flush + node-peer barrier               C4 put xrecv[h] -> peer h xsend[g]; meanwhile
+//   D4 node barrier (every xrecv complete)        reduce the own node's section
 //   D5 gather recv rows from the node's        C5 flush + node-peer barrier
 //      xrecvs (shared memory loads)            C6 out[n] (=) sum over nodes (ascending) of the
 //   D6 node barrier (gathers done)                partial rows of token n
+// With parallel.internode=mpi, D2-D3 and C4-C5 are one MPI_Ialltoallv on the node peers.
 #include "comm/exchange_hier.h"
 
 #include <algorithm>
@@ -116,6 +119,11 @@ std::string HierExchange::make_description() {
   return os.str();
 }
 
+void HierExchange::sync_barrier(const char* what) {
+  StatsTimer t(&stats_.sync_seconds);
+  window_.sync_barrier(watchdog_, what);
+}
+
 std::size_t HierExchange::buffer_bytes() const {
   return window_.bytes_per_rank();
 }
@@ -157,8 +165,8 @@ HierExchange::Regions HierExchange::prepare(const HierState& s, std::size_t row_
   return reg;
 }
 
-void HierExchange::transfer(const HierState& s, const Regions& reg, int64_t width, ElemType type,
-                            bool dispatch) {
+void HierExchange::start_transfer(const HierState& s, const Regions& reg, int64_t width,
+                                  ElemType type, bool dispatch) {
   const int G = topo_.num_nodes, g = topo_.node();
   if (G == 1) return;
   const std::size_t rb = reg.row_bytes;
@@ -184,12 +192,10 @@ void HierExchange::transfer(const HierState& s, const Regions& reg, int64_t widt
                   reg.set + reg.xsend + static_cast<std::size_t>(s.combine_put_row[oi]) * rb);
       }
     }
-    ucx_->complete_puts(dispatch ? "dispatch: inter-node UCX puts to the node peers"
-                                 : "combine: inter-node UCX puts to the node peers");
     return;
   }
-  // MPI fallback: the same sections, moved by one MPI_Alltoallv on the node peers (counts and
-  // displacements in elements; nothing to or from self, whose section is already in place).
+  // MPI fallback: the same sections, moved by one MPI_Ialltoallv on the node peers (counts and
+  // displacements in elements; nothing to or from self, whose section never leaves the rank).
   for (int o = 0; o < G; ++o) {
     const auto oi = static_cast<std::size_t>(o);
     const bool self = o == g;
@@ -204,11 +210,21 @@ void HierExchange::transfer(const HierState& s, const Regions& reg, int64_t widt
     rcounts_[oi] = checked_int(in_rows * width, "count", o);
     rdispls_[oi] = checked_int(dispatch ? xrecv_at : xsend_at, "displacement", o);
   }
-  WatchdogScope scope(watchdog_, dispatch ? "dispatch: inter-node MPI_Alltoallv on the node peers"
-                                          : "combine: inter-node MPI_Alltoallv on the node peers");
-  MPI_CHECK(MPI_Alltoallv(dispatch ? xsend : xrecv, counts_.data(), displs_.data(), mpi_type(type),
-                          dispatch ? xrecv : xsend, rcounts_.data(), rdispls_.data(),
-                          mpi_type(type), peers_comm_.get()));
+  MPI_CHECK(MPI_Ialltoallv(dispatch ? xsend : xrecv, counts_.data(), displs_.data(), mpi_type(type),
+                           dispatch ? xrecv : xsend, rcounts_.data(), rdispls_.data(),
+                           mpi_type(type), peers_comm_.get(), &mpi_request_));
+}
+
+void HierExchange::finish_transfer(bool dispatch) {
+  if (topo_.num_nodes == 1) return;
+  if (ucx_) {
+    ucx_->complete_puts(dispatch ? "dispatch: inter-node UCX puts to the node peers"
+                                 : "combine: inter-node UCX puts to the node peers");
+    return;
+  }
+  WatchdogScope scope(watchdog_, dispatch ? "dispatch: inter-node MPI_Ialltoallv on the node peers"
+                                          : "combine: inter-node MPI_Ialltoallv on the node peers");
+  MPI_CHECK(MPI_Wait(&mpi_request_, MPI_STATUS_IGNORE));
 }
 
 void HierExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* recv, int64_t width,
@@ -221,9 +237,10 @@ void HierExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* rec
   const Regions reg = prepare(s, rb);
   std::byte* mine = window_.mine() + reg.set;
 
-  // D1: pack. The own node's section goes straight to where the node reads it.
+  // D1: pack; D2: send the other nodes' sections while packing the own node's (which goes
+  // straight to where the node reads it); D3: complete.
   const auto* src = static_cast<const std::byte*>(x);
-  for (int o = 0; o < G; ++o) {
+  auto pack = [&](int o) {
     const auto oi = static_cast<std::size_t>(o);
     std::byte* dst = o == g ? mine + reg.xrecv + static_cast<std::size_t>(s.xrecv_begin[oi]) * rb
                             : mine + reg.xsend + static_cast<std::size_t>(s.xsend_row[oi]) * rb;
@@ -232,16 +249,28 @@ void HierExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* rec
                   src + static_cast<std::size_t>(s.send_token[static_cast<std::size_t>(k)]) * rb,
                   rb);
     }
-    if (o != g && s.node_begin[oi + 1] > s.node_begin[oi]) {
-      stats_.internode_bytes +=
-          (s.node_begin[oi + 1] - s.node_begin[oi]) * static_cast<int64_t>(rb);
+  };
+  for (int o = 0; o < G; ++o) {
+    if (o == g) continue;
+    pack(o);
+    const int64_t rows =
+        s.node_begin[static_cast<std::size_t>(o) + 1] - s.node_begin[static_cast<std::size_t>(o)];
+    if (rows > 0) {
+      stats_.internode_bytes += rows * static_cast<int64_t>(rb);
       ++stats_.internode_messages;
     }
   }
-  // D2 + D3: across the network, once per destination node.
-  transfer(s, reg, width, type, /*dispatch=*/true);
+  {
+    StatsTimer t(&stats_.transfer_seconds);
+    start_transfer(s, reg, width, type, /*dispatch=*/true);
+  }
+  pack(g);
+  {
+    StatsTimer t(&stats_.transfer_seconds);
+    finish_transfer(/*dispatch=*/true);
+  }
   // D4: every forwarder's xrecv on this node is complete and visible.
-  window_.sync_barrier(watchdog_, "dispatch: node barrier after the inter-node stage");
+  sync_barrier("dispatch: node barrier after the inter-node stage");
   // D5: gather this rank's rows from the forwarders (shared-memory loads).
   auto* dst = static_cast<std::byte*>(recv);
   for (std::size_t i = 0; i < s.gather_rank.size(); ++i) {
@@ -251,7 +280,7 @@ void HierExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* rec
         rb);
   }
   // D6: nobody overwrites a forwarder's xrecv (next call but one) before every gather is done.
-  window_.sync_barrier(watchdog_, "dispatch: node barrier after the intra-node gather");
+  sync_barrier("dispatch: node barrier after the intra-node gather");
   stats_.intranode_bytes += s.dispatch_intranode_rows * static_cast<int64_t>(rb);
 }
 
@@ -267,32 +296,46 @@ void HierExchange::do_combine(const ExchangeHandle& h, const void* y, void* out,
 
   // C1 + C2: y where the node's forwarders can read it.
   if (h.num_recv > 0) std::memcpy(mine + reg.ybuf, y, static_cast<std::size_t>(h.num_recv) * rb);
-  window_.sync_barrier(watchdog_, "combine: node barrier before the intra-node reduction");
-  // C3: reduce inside the node, in ascending local rank, into xrecv (in place).
+  sync_barrier("combine: node barrier before the intra-node reduction");
+  // C3: reduce inside the node, in ascending local rank, into xrecv (in place): first the rows
+  // that go back to other nodes, which start travelling (C4) while the own node's are reduced.
   std::byte* xrecv = mine + reg.xrecv;
-  const int64_t X = static_cast<int64_t>(s.fwd_begin.size()) - 1;
-  for (int64_t j = 0; j < X; ++j) {
-    std::byte* acc = xrecv + static_cast<std::size_t>(j) * rb;
-    const auto begin = static_cast<std::size_t>(s.fwd_begin[static_cast<std::size_t>(j)]);
-    const auto end = static_cast<std::size_t>(s.fwd_begin[static_cast<std::size_t>(j) + 1]);
-    for (std::size_t f = begin; f < end; ++f) {
-      const std::byte* row = window_.segment(s.fwd_rank[f]) + reg.set + reg.ybuf +
-                             static_cast<std::size_t>(s.fwd_row[f]) * rb;
-      if (f == begin) {
-        std::memcpy(acc, row, rb);
-      } else {
-        add_row(type, acc, row, width);
+  auto reduce = [&](int source_node) {
+    const auto oi = static_cast<std::size_t>(source_node);
+    for (int64_t j = s.xrecv_begin[oi]; j < s.xrecv_begin[oi + 1]; ++j) {
+      std::byte* acc = xrecv + static_cast<std::size_t>(j) * rb;
+      const auto begin = static_cast<std::size_t>(s.fwd_begin[static_cast<std::size_t>(j)]);
+      const auto end = static_cast<std::size_t>(s.fwd_begin[static_cast<std::size_t>(j) + 1]);
+      for (std::size_t f = begin; f < end; ++f) {
+        const std::byte* row = window_.segment(s.fwd_rank[f]) + reg.set + reg.ybuf +
+                               static_cast<std::size_t>(s.fwd_row[f]) * rb;
+        if (f == begin) {
+          std::memcpy(acc, row, rb);
+        } else {
+          add_row(type, acc, row, width);
+        }
       }
     }
-  }
+  };
   for (int o = 0; o < G; ++o) {
+    if (o == g) continue;
+    reduce(o);
     const int64_t rows = s.peer_rows[static_cast<std::size_t>(o * G + g)];
-    if (o == g || rows == 0) continue;
-    stats_.internode_bytes += rows * static_cast<int64_t>(rb);
-    ++stats_.internode_messages;
+    if (rows > 0) {
+      stats_.internode_bytes += rows * static_cast<int64_t>(rb);
+      ++stats_.internode_messages;
+    }
   }
   // C4 + C5: the node's partial sums back across the network, once per source node.
-  transfer(s, reg, width, type, /*dispatch=*/false);
+  {
+    StatsTimer t(&stats_.transfer_seconds);
+    start_transfer(s, reg, width, type, /*dispatch=*/false);
+  }
+  reduce(g);
+  {
+    StatsTimer t(&stats_.transfer_seconds);
+    finish_transfer(/*dispatch=*/false);
+  }
   // C6: at the source, sum over destination nodes in ascending order.
   auto* dst = static_cast<std::byte*>(out);
   if (h.num_tokens > 0) std::memset(dst, 0, static_cast<std::size_t>(h.num_tokens) * rb);

@@ -88,10 +88,13 @@ class HierExchange final : public ExchangeBase {
   const HierState& state_of(const ExchangeHandle& h) const;
   // Grows the window (collectively, the same decision on every rank) and picks the next set.
   Regions prepare(const HierState& s, std::size_t row_bytes);
-  // Inter-node stage: dispatch sends xsend sections to xrecv; combine the reverse.
-  void transfer(const HierState& s, const Regions& reg, int64_t width, ElemType type,
-                bool dispatch);
+  // Inter-node stage: dispatch sends xsend sections to xrecv; combine the reverse. start puts
+  // (or starts an MPI_Ialltoallv), finish completes it (and, over UCX, waits for the peers).
+  void start_transfer(const HierState& s, const Regions& reg, int64_t width, ElemType type,
+                      bool dispatch);
+  void finish_transfer(bool dispatch);
   std::string make_description();
+  void sync_barrier(const char* what);  // window_.sync_barrier, timed into stats_.sync_seconds
 
   MPI_Comm ep_comm_;
   Topology topo_;
@@ -104,6 +107,7 @@ class HierExchange final : public ExchangeBase {
   std::unique_ptr<UcxPeers> ucx_;  // null with one node or Internode::kMpi
   int64_t op_count_ = 0;           // dispatch + combine calls: picks the buffer set
   std::vector<int> counts_, displs_, rcounts_, rdispls_;  // [G] MPI fallback, elements
+  MPI_Request mpi_request_ = MPI_REQUEST_NULL;            // MPI fallback in flight
   std::string description_;
 };
 
