@@ -2,7 +2,7 @@
 // exchange_hier_layout.cpp). Buffer layout and letters: comm/exchange_hier.h; why the barriers
 // sit where they do: comm/README.md "synchronisation".
 //
-// dispatch (D1..D6)                          combine (C1..C6)
+// dispatch (D1..D5)                          combine (C1..C6)
 //   D1 pack x rows of the other nodes into     C1 copy y -> my ybuf
 //      my xsend sections                       C2 node barrier (ybufs visible)
 //   D2 put xsend[g'] -> peer g' xrecv[g];      C3 forwarder: xrecv[j] (=) sum over the node's
@@ -12,7 +12,7 @@
 //   D4 node barrier (every xrecv complete)        reduce the own node's section
 //   D5 gather recv rows from the node's        C5 flush + node-peer barrier
 //      xrecvs (shared memory loads)            C6 out[n] (=) sum over nodes (ascending) of the
-//   D6 node barrier (gathers done)                partial rows of token n
+//                                                 partial rows of token n
 // With parallel.internode=mpi, D2-D3 and C4-C5 are one MPI_Ialltoallv on the node peers.
 #include "comm/exchange_hier.h"
 
@@ -29,9 +29,15 @@ namespace sy::comm::detail {
 namespace {
 
 constexpr std::size_t kInitialSegmentBytes = 64 * 1024;
+constexpr std::size_t kSets = 3;  // buffer sets used in turn by successive calls
 
 std::size_t round_up(std::size_t bytes, std::size_t to) {
   return (bytes + to - 1) / to * to;
+}
+
+// Bytes of one set's slot in a segment (64-byte aligned).
+std::size_t slot_bytes(std::size_t segment_bytes) {
+  return segment_bytes / kSets / 64 * 64;
 }
 
 }  // namespace
@@ -142,11 +148,14 @@ HierExchange::Regions HierExchange::prepare(const HierState& s, std::size_t row_
   const std::size_t ybuf_bytes = round_up(static_cast<std::size_t>(s.max_recv_rows) * rb, 64);
   const std::size_t xsend_bytes = round_up(static_cast<std::size_t>(s.max_xsend_rows) * rb, 64);
   const std::size_t set_bytes = xrecv_bytes + ybuf_bytes + xsend_bytes;
-  // Every input of this decision is identical on every rank (group maxima, W, the capacity), so
-  // all of them grow together: the collectives below match.
-  if (2 * set_bytes > window_.bytes_per_rank()) {
+  // Three sets, used by calls in turn, each in its own third of the segment: a call never
+  // touches the memory of the two calls before it (README "synchronisation"). Every input of the
+  // growth decision is identical on every rank (group maxima, W, the capacity), so all of them
+  // grow together and the collectives below match.
+  if (set_bytes > slot_bytes(window_.bytes_per_rank())) {
     const std::size_t old_bytes = window_.bytes_per_rank();
-    const std::size_t grown = round_up(std::max(2 * set_bytes, old_bytes + old_bytes / 4), 4096);
+    const std::size_t grown =
+        round_up(std::max(kSets * set_bytes + kSets * 64, old_bytes + old_bytes / 4), 4096);
     WatchdogScope scope(watchdog_,
                         "growing the exchange buffers (collective over the node and "
                         "the node peers)");
@@ -155,10 +164,7 @@ HierExchange::Regions HierExchange::prepare(const HierState& s, std::size_t row_
     window_ = SharedWindow(node_comm_.get(), grown);
     if (ucx_) ucx_->expose(window_.mine(), grown);
   }
-  // Set 0 at the start of the segment, set 1 at its end: alternate calls never overlap, even
-  // when their sizes differ, because each set is at most half the segment.
-  const bool second = op_count_++ % 2 == 1;
-  reg.set = second ? window_.bytes_per_rank() - set_bytes : 0;
+  reg.set = static_cast<std::size_t>(op_count_++ % kSets) * slot_bytes(window_.bytes_per_rank());
   reg.xrecv = 0;
   reg.ybuf = xrecv_bytes;
   reg.xsend = xrecv_bytes + ybuf_bytes;
@@ -279,8 +285,6 @@ void HierExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* rec
         reg.xrecv_of(window_, s.gather_rank[i]) + static_cast<std::size_t>(s.gather_row[i]) * rb,
         rb);
   }
-  // D6: nobody overwrites a forwarder's xrecv (next call but one) before every gather is done.
-  sync_barrier("dispatch: node barrier after the intra-node gather");
   stats_.intranode_bytes += s.dispatch_intranode_rows * static_cast<int64_t>(rb);
 }
 

@@ -8,8 +8,8 @@
 //   X      rows this rank holds as forwarder (from every source node with its local index)
 //   F      (forwarder row, receiving local rank) pairs: X rows fanned out inside the node
 //
-// Buffers: one MPI shared-memory window segment per rank, also registered with UCX, holding two
-// sets (used by alternate calls, see README "synchronisation") of
+// Buffers: one MPI shared-memory window segment per rank, also registered with UCX, holding three
+// sets (used by successive calls in turn, see README "synchronisation") of
 //   xrecv[X,W]   rows from source node h at xrecv_begin[h] (own node's packed locally); the
 //                combine reduces into it in place and sends section h back
 //   ybuf[Mr,W]   combine: a copy of y, read by the node's forwarders
