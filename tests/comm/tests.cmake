@@ -8,6 +8,8 @@
 #                              flat, hierarchical-over-MPI and hierarchical-over-UCX side by side
 #   test_comm_ucx_peer_killed  a rank SIGKILLed mid-exchange: the job must end non-zero within
 #                              60 s (tests/comm/ucx_peer_killed.sh checks exit code and time)
+#   bench_a2a_np4              `switchyard bench a2a` on 2 emulated nodes x 2, small sizes, two
+#                              skews, every algorithm: it checks each row and exits 1 on #wrong
 # All carry the labels mpi and test_comm.
 if(NOT TARGET test_comm)
   return()
@@ -35,3 +37,11 @@ add_test(NAME test_comm_ucx_peer_killed
           --gtest_filter=UcxFailure.PeerKilledEndsTheJob)
 set_tests_properties(test_comm_ucx_peer_killed PROPERTIES LABELS "mpi;test_comm" TIMEOUT 120
   ENVIRONMENT "${sy_comm_env};UCX_TLS=tcp,self")
+
+if(TARGET switchyard)
+  add_test(NAME bench_a2a_np4
+    COMMAND ${SY_MPIRUN} -np 4 $<TARGET_FILE:switchyard> bench a2a --ranks-per-node 2
+            --min-bytes 64K --max-bytes 256K --width 64 --skew 0,1.5 --iters 3 --warmup 1)
+  set_tests_properties(bench_a2a_np4 PROPERTIES LABELS "mpi;test_comm" TIMEOUT 120
+    ENVIRONMENT "${sy_comm_env};UCX_TLS=tcp,self")
+endif()
