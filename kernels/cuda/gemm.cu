@@ -83,7 +83,10 @@ void GroupedGemm::run(bool trans_a, bool trans_b, float alpha, float beta, cudaD
     h_ptrs_[G + g] = p.A;
     h_ptrs_[2 * G + g] = p.C;
   }
-  if (!used_fallback_) {
+  // The fallback is remembered per type combination: a cuBLAS that lacks the mixed bf16 -> fp32
+  // grouped kernel keeps using the grouped call for the same-type products.
+  bool& fallback = ab_type == c_type ? fallback_same_ : fallback_mixed_;
+  if (!fallback) {
     d_ptrs_.resize(h_ptrs_.size());
     // Pageable source: the copy is staged before cudaMemcpyAsync returns, so h_ptrs_ may be
     // reused by the next call; stream order keeps the device array alive for this GEMM.
@@ -104,7 +107,7 @@ void GroupedGemm::run(bool trans_a, bool trans_b, float alpha, float beta, cudaD
       CUBLAS_CHECK(st);
       return;
     }
-    used_fallback_ = true;
+    fallback = true;
   }
   for (int g = 0; g < G; ++g) {
     CUBLAS_CHECK(cublasGemmEx(h, ta[g], tb[g], m[g], n[g], k[g], &alpha, h_ptrs_[g], ab_type,

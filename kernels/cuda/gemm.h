@@ -45,8 +45,8 @@ void matmul_backward(T* dx, float* dw, const T* dy, const T* x, const T* w, int 
 // The row counts are host values (the caller copied the routing counts back once per layer).
 // Owns the device arrays of operand pointers, so keep one per stream; calls on one object must
 // be on one stream. If this cuBLAS rejects the grouped call for a type combination
-// (CUBLAS_STATUS_NOT_SUPPORTED), it falls back to one cublasGemmEx per expert and says so in
-// used_fallback().
+// (CUBLAS_STATUS_NOT_SUPPORTED; or INVALID_VALUE for bf16 inputs with an fp32 output), it falls
+// back to one cublasGemmEx per expert for that type combination and says so in used_fallback().
 class GroupedGemm {
  public:
   // Expert e has rows[e] rows starting at row sum(rows[0..e)) of the sorted buffers.
@@ -63,7 +63,7 @@ class GroupedGemm {
   void backward_dw(float* dW, const T* X, const T* dY, const std::vector<int>& rows, int K, int N,
                    cublasHandle_t h, cudaStream_t stream);
 
-  bool used_fallback() const { return used_fallback_; }
+  bool used_fallback() const { return fallback_same_ || fallback_mixed_; }
 
   // One row-major product C = op(A) op(B) of the group (public for the implementation file).
   struct Problem {
@@ -83,7 +83,8 @@ class GroupedGemm {
   std::vector<Problem> problems_;
   DeviceBuffer<const void*> d_ptrs_;  // [3, G]: A' then B' then C (cuBLAS's order)
   std::vector<const void*> h_ptrs_;
-  bool used_fallback_ = false;
+  bool fallback_same_ = false;   // A/B and C of one type
+  bool fallback_mixed_ = false;  // bf16 A/B, fp32 C
 };
 
 }  // namespace sy::cuda
