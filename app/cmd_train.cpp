@@ -27,6 +27,7 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
   struct Args {
     std::string config;
     std::vector<std::string> overrides;
+    std::string resume;
   };
   auto a = std::make_shared<Args>();
   auto* cmd = root.add_subcommand("train", "Train a model from a YAML config");
@@ -35,6 +36,9 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--set", a->overrides,
                   "Override a config key, e.g. --set moe.num_experts=8 (repeatable)");
+  cmd->add_option("--resume", a->resume,
+                  "Continue from a checkpoint: 'auto' (the newest one in checkpoint.dir that "
+                  "verifies; a fresh start when there is none) or a step_*.h5 file");
   out.push_back({cmd, [a] {
                    // The config is checked before MPI starts: every rank reads the same file and
                    // fails alike; only rank 0 (by the launcher's environment) says so.
@@ -45,7 +49,9 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
                      throw UsageError(e.what(), /*quiet=*/launcher_rank() > 0);
                    }
                    comm::MpiSession mpi(nullptr, nullptr);
-                   train(*cfg, std::cout);
+                   TrainOptions options;
+                   options.resume = a->resume;
+                   train(*cfg, std::cout, MPI_COMM_WORLD, options);
                    return static_cast<int>(kExitOk);
                  }});
 }

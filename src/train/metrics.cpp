@@ -1,6 +1,8 @@
 #include "src/train/metrics.h"
 
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "src/core/error.h"
 
@@ -10,6 +12,32 @@ MetricsWriter::MetricsWriter(const std::string& path, bool append) : path_(path)
   namespace fs = std::filesystem;
   if (!append && fs::exists(path)) fs::rename(path, path + ".prev");
   out_.open(path, append ? std::ios::app : std::ios::trunc);
+  if (!out_) throw UsageError("cannot open metrics file '" + path + "' for writing");
+}
+
+MetricsWriter::MetricsWriter(const std::string& path, int64_t resume_step) : path_(path) {
+  namespace fs = std::filesystem;
+  if (fs::exists(path)) {
+    std::vector<std::string> keep;
+    {
+      std::ifstream in(path);
+      for (std::string line; std::getline(in, line);) {
+        const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+        // A torn last line (the kill came mid-write) is dropped with the superseded steps.
+        if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+            j["step"].get<int64_t>() <= resume_step)
+          keep.push_back(line);
+      }
+    }
+    const std::string tmp = path + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      for (const auto& line : keep) out << line << '\n';
+      if (!out) throw std::runtime_error("rewriting metrics file '" + tmp + "' failed");
+    }
+    fs::rename(tmp, path);
+  }
+  out_.open(path, std::ios::app);
   if (!out_) throw UsageError("cannot open metrics file '" + path + "' for writing");
 }
 

@@ -2,6 +2,7 @@
 // nothing already logged.
 #pragma once
 
+#include <cstdint>
 #include <fstream>
 #include <string>
 
@@ -13,6 +14,9 @@ class MetricsWriter {
  public:
   // append = false starts a new file; an existing one is kept as "<path>.prev" first.
   MetricsWriter(const std::string& path, bool append);
+  // Resuming at `step`: keeps the lines of steps <= step (a run killed after its last checkpoint
+  // logged steps that the resumed run does again) and appends after them.
+  MetricsWriter(const std::string& path, int64_t resume_step);
   void write(const nlohmann::json& line);
   const std::string& path() const { return path_; }
 

@@ -12,6 +12,7 @@
 #include <optional>
 #include <ostream>
 #include <span>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -28,6 +29,8 @@
 #include "src/optim/optim.h"
 #include "src/train/flops.h"
 #include "src/train/metrics.h"
+#include "src/train/signals.h"
+#include "src/train/train_ckpt.h"
 
 namespace sy {
 
@@ -284,6 +287,11 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       cfg.train.weight_decay);
   DistributedOptimizer& opt = *rt.opt;
   BatchLoader loader(data.train, T, GB, cfg.run.seed);
+  const CkptContext ckpt_ctx{cfg, rt.world.get(),
+                             ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), model, opt};
+  std::ostringstream resume_log;
+  const ResumeResult resumed = resume_training(ckpt_ctx, options.resume, resume_log);
+  const int64_t first_step = resumed.resumed ? resumed.state.step : 0;
 
   const int64_t val_windows = std::min<int64_t>(
       cfg.eval.sequences, num_val_windows(static_cast<int64_t>(data.val.size()), T));
@@ -291,7 +299,12 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   if (rank0) {
     fs::create_directories(cfg.run.out_dir);
     std::ofstream(fs::path(cfg.run.out_dir) / "config.yaml") << to_yaml(cfg);
-    metrics.emplace((fs::path(cfg.run.out_dir) / "metrics.jsonl").string(), false);
+    const std::string path = (fs::path(cfg.run.out_dir) / "metrics.jsonl").string();
+    if (resumed.resumed) {
+      metrics.emplace(path, first_step);
+    } else {
+      metrics.emplace(path, false);
+    }
   }
   const StepFlops flops = step_flops(cfg);
   log << "switchyard: run '" << cfg.run.name << "' -> " << cfg.run.out_dir << "\n"
@@ -309,7 +322,8 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   for (const ParamSpec& p : model.table().specs()) global_params += p.global_numel();
   log << "model: " << global_params << " parameters (" << model.table().total_numel()
       << " on this rank), " << L << " layers, " << E << " experts (top-" << K << "), "
-      << flops.total() / 1e9 << " GFLOP per step\n";
+      << flops.total() / 1e9 << " GFLOP per step\n"
+      << resume_log.str();
 
   // The loss of the global batch is the mean over its tokens; aux is the mean over its groups.
   LossScale scale;
@@ -323,7 +337,30 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   std::vector<MoeStats> mb_stats;
   TrainSummary summary;
   summary.final_val_loss = summary.best_val_loss = std::numeric_limits<double>::quiet_NaN();
-  double step_s_sum = 0.0;
+  summary.first_step = summary.steps_done = first_step;
+  if (resumed.resumed) {
+    summary.best_val_loss = resumed.state.best_val_loss;
+    summary.final_val_loss = resumed.state.last_val_loss;
+  }
+  double step_s_sum = 0.0, last_lr = resumed.state.lr;
+  PreemptionSignals signals;
+  int64_t saved_step = resumed.resumed ? first_step : -1;
+  auto save = [&](int64_t done) {
+    ckpt::TrainState st;
+    st.step = done;
+    st.tokens_seen = done * GB * T;
+    st.optim_step = opt.step_count();
+    st.lr = last_lr;
+    st.loader = loader.state(done);
+    st.rng = {cfg.run.seed, 0};
+    st.best_val_loss = summary.best_val_loss;
+    st.last_val_loss = summary.final_val_loss;
+    const ckpt::SaveResult r = save_training_checkpoint(ckpt_ctx, st);
+    summary.checkpoints_written.push_back(r.path);
+    saved_step = done;
+    log << "checkpoint: " << r.path << "\n";
+    for (const auto& note : r.notes) log << "  " << note << "\n";
+  };
 
   auto run_eval = [&](int64_t step) {
     const double v = evaluate(rt, data, cfg, val_windows);
@@ -337,7 +374,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   };
 
   StepTotals tot;
-  for (int64_t step = 0; step < cfg.train.steps; ++step) {
+  for (int64_t step = first_step; step < cfg.train.steps; ++step) {
     maybe_inject_fault(lay.world_rank, step + 1);
     const auto t0 = Clock::now();
     if (rt.exchange) rt.exchange->reset_stats();
@@ -371,6 +408,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                            /*quiet=*/!rank0);
     const double lr = learning_rate(cfg.train, step);
     opt.step(model.params.data(), model.grads.data(), lr, clip_factor(norm, cfg.train.grad_clip));
+    last_lr = lr;
     if (cfg.moe.bias_update_rate > 0)
       for (int l = 0; l < L; ++l)
         update_router_bias(model.param(layer_param_name(l, "moe/bias")),
@@ -412,8 +450,8 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                         {"gflops", gflops},
                         {"dropped_frac", static_cast<double>(tot.dropped) / (assignments * L)},
                         {"expert_load", expert_load}});
-      const double eta =
-          step_s_sum / static_cast<double>(done) * static_cast<double>(cfg.train.steps - done);
+      const double eta = step_s_sum / static_cast<double>(done - first_step) *
+                         static_cast<double>(cfg.train.steps - done);
       char buf[320];
       std::snprintf(buf, sizeof buf,
                     "step %6lld/%lld | loss %.4f (lm %.4f aux %.4f z %.4f) | lr %.2e | "
@@ -425,8 +463,21 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       log << buf << std::flush;
     }
     if (cfg.eval.every > 0 && done % cfg.eval.every == 0 && done != cfg.train.steps) run_eval(done);
+    if (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0) save(done);
+    if (stop_requested(rt.world.get(), signals)) {
+      if (saved_step != done) save(done);
+      log << "preempted ("
+          << (signals.requested() ? signals.signal_name() : "signal on another rank")
+          << ") after step " << done << ": checkpoint written, exiting with " << kExitPreempted
+          << " so the job script requeues the run\n"
+          << std::flush;
+      throw Error(kExitPreempted,
+                  "preempted after step " + std::to_string(done) + "; resume with --resume auto",
+                  /*quiet=*/true);
+    }
   }
   run_eval(summary.steps_done);
+  if (cfg.checkpoint.every > 0 && saved_step != summary.steps_done) save(summary.steps_done);
   if (options.gather_params) summary.final_params = gather_params(rt, cfg);
   if (options.check_replicas) summary.diverged_replicas = diverged_replicas(rt);
 
@@ -434,10 +485,10 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   char buf[320];
   std::snprintf(buf, sizeof buf,
                 "done: %lld steps in %s | final loss %.4f | val_loss %.4f (best %.4f) | "
-                "metrics: %s\n",
+                "%zu checkpoint(s) written | metrics: %s\n",
                 static_cast<long long>(summary.steps_done), format_duration(summary.wall_s).c_str(),
                 summary.final_loss, summary.final_val_loss, summary.best_val_loss,
-                metrics ? metrics->path().c_str() : "-");
+                summary.checkpoints_written.size(), metrics ? metrics->path().c_str() : "-");
   log << buf << std::flush;
   return summary;
 }

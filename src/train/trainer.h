@@ -30,19 +30,26 @@ struct TrainSummary {
   // ranks (replicas of a data-parallel or tensor-parallel group) are NOT bitwise identical at the
   // end of the run, as seen from this rank. Empty when every copy agrees.
   std::vector<std::string> diverged_replicas;
+  int64_t first_step = 0;  // the step the run started from (> 0 when resumed)
+  std::vector<std::string> checkpoints_written;
 };
 
 struct TrainOptions {
   bool gather_params = false;   // fill TrainSummary::final_params (tests, tools)
   bool check_replicas = false;  // fill TrainSummary::diverged_replicas
+  // --resume: "" (fresh start), "auto" (the newest checkpoint in checkpoint.dir that verifies;
+  // none there: a fresh start) or a checkpoint file.
+  std::string resume;
 };
 
 // Runs cfg.train.steps optimizer steps on the ranks of `world` (MPI must be initialized; one rank
 // is fine). Progress goes to `log` on world rank 0. Collective: every rank of `world` calls it.
-// Throws UsageError (the same on every rank, reported by rank 0 only) for a layout that does not
-// fit the world or the model, or a bad input file; NumericalError when the loss or the gradients
-// stop being finite; anything else is a failure of this rank that the caller must turn into the
-// end of the job (app/cmd_train.cpp aborts the communicator).
+// Checkpoints every checkpoint.every steps and at the end (when checkpoint.every > 0), and
+// whenever SIGUSR1 or SIGTERM arrived (after finishing the step; then throws Error with
+// kExitPreempted). Throws UsageError (the same on every rank, reported by rank 0 only) for a
+// layout that does not fit the world or the model, a bad input file or an unusable checkpoint;
+// NumericalError when the loss or the gradients stop being finite (no checkpoint is written
+// then); anything else is a failure of this rank, which aborts the job.
 TrainSummary train(const Config& cfg, std::ostream& log, MPI_Comm world = MPI_COMM_WORLD,
                    const TrainOptions& options = {});
 

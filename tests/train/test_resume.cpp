@@ -1,0 +1,220 @@
+// Resuming from checkpoints (issue 5, "What must be shown"):
+// - bitwise resume: a run SIGKILLed after its step-10 checkpoint and resumed with --resume auto
+//   logs exactly the uninterrupted run's metrics for steps 11-20 and writes exactly its final
+//   checkpoint (every tensor, moments included);
+// - reshard: a checkpoint written at (dp=2, ep=2) resumed at (tp=2, ep=1) and on one rank gives
+//   the uninterrupted run's losses within reduction-order tolerance;
+// - a config whose model shape differs from the checkpoint's is refused naming the key; a
+//   compatible change is accepted and reported.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "comm/mpi.h"
+#include "common/run_command.h"
+#include "common/temp_dir.h"
+#include "src/ckpt/checkpoint.h"
+#include "src/config/config.h"
+#include "src/data/tokens.h"
+#include "src/model/params.h"
+#include "src/train/trainer.h"
+
+namespace sy {
+namespace {
+
+namespace fs = std::filesystem;
+// The switchyard binary as a user starts it: outside this test's mpirun job, whose OMPI_*/PMIX_*
+// environment would make its MPI_Init try to join this job.
+test::CommandResult run_command(const std::string& cmd) {
+  return test::run_command(
+      "env -i PATH=\"$PATH\" HOME=\"$HOME\" OPENBLAS_CORETYPE=Haswell "
+      "OMP_NUM_THREADS=1 bash -c '" +
+      cmd + "'");
+}
+
+int world_size() {
+  int n = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  return n;
+}
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+// The metrics lines by step (train lines; eval lines keyed by -step), timing keys removed.
+std::map<int64_t, std::string> metrics_by_step(const std::string& run_dir) {
+  std::map<int64_t, std::string> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    for (const char* timing : {"tokens_per_s", "step_ms", "a2a_ms", "gflops"}) j.erase(timing);
+    const int64_t step = j["step"].get<int64_t>();
+    out[j.contains("val_loss") ? -step : step] = j.dump();
+  }
+  return out;
+}
+
+// Every tensor of a checkpoint (model and moments), read whole on this rank alone.
+std::map<std::string, std::vector<float>> all_tensors(const std::string& file) {
+  const ckpt::TrainState st = ckpt::verify_checkpoint(MPI_COMM_SELF, file);
+  const Config cfg = parse_config(st.config_yaml, {}, file);
+  const ParamTable t = make_param_table(cfg);
+  std::vector<float> p(t.total_numel()), m(p.size()), v(p.size());
+  ckpt::load_checkpoint(MPI_COMM_SELF, file,
+                        ckpt::whole_table_refs(t, p.data(), m.data(), v.data()));
+  std::map<std::string, std::vector<float>> out;
+  for (const ParamSpec& s : t.specs())
+    for (const auto& [prefix, buf] : {std::pair{"", &p}, std::pair{"m:", &m}, std::pair{"v:", &v}})
+      out[prefix + s.name].assign(buf->begin() + static_cast<long>(s.offset),
+                                  buf->begin() + static_cast<long>(s.offset + s.numel));
+  return out;
+}
+
+class Resume : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (world_size() != 1) GTEST_SKIP() << "the one-process resume tests run in the np=1 instance";
+    std::ofstream t(dir_.file("t.txt"));
+    for (int i = 0; i < 600; ++i) t << "pack my box with five dozen liquor jugs, " << i << "\n";
+    t.close();
+    const auto r = run_command(std::string(SWITCHYARD_BIN) + " data prepare --input " +
+                               dir_.file("t.txt") + " --output " + dir_.file("t.h5"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  std::string train_cmd(const std::string& run, const std::string& extra = "") {
+    return std::string(SWITCHYARD_BIN) + " train --config " + SWITCHYARD_SOURCE_DIR +
+           "/configs/tiny.yaml --set data.path=" + dir_.file("t.h5") +
+           " --set run.out_dir=" + dir_.file(run) +
+           " --set train.steps=20 --set checkpoint.every=10 --set log.every=1"
+           " --set eval.every=5 --set eval.sequences=4 " +
+           extra;
+  }
+  test::TempDir dir_;
+};
+
+TEST_F(Resume, KilledAfterCheckpointResumesBitwise) {
+  auto r = run_command(train_cmd("straight"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  // The interrupted run hangs at the start of step 12 (after the step-10 checkpoint and a
+  // step-11 line that the resumed run must redo), and is SIGKILLed there.
+  const std::string latest = dir_.file("killed") + "/checkpoints/latest";
+  r = run_command("SWITCHYARD_FAULT=0:12:hang " + train_cmd("killed") + " & pid=$!; " +
+                  "for i in $(seq 600); do grep -q step_00000010 " + latest +
+                  " 2>/dev/null && break; sleep 0.05; done; sleep 0.3; kill -9 $pid; wait $pid");
+  EXPECT_EQ(r.exit_code, 137) << "SIGKILLed: " << r.output;
+  ASSERT_TRUE(fs::exists(dir_.file("killed") + "/checkpoints/step_00000010.h5"));
+  ASSERT_FALSE(fs::exists(dir_.file("killed") + "/checkpoints/step_00000020.h5"));
+
+  r = run_command(train_cmd("killed", "--resume auto"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("step_00000010.h5 (step 10)"), std::string::npos) << r.output;
+
+  const auto want = metrics_by_step(dir_.file("straight"));
+  const auto got = metrics_by_step(dir_.file("killed"));
+  EXPECT_EQ(got.size(), want.size()) << "no duplicated or missing lines";
+  for (int64_t step = 11; step <= 20; ++step) EXPECT_EQ(got.at(step), want.at(step)) << step;
+  EXPECT_EQ(got.at(-15), want.at(-15));
+  EXPECT_EQ(got.at(-20), want.at(-20));
+
+  const auto a = all_tensors(dir_.file("straight") + "/checkpoints/step_00000020.h5");
+  const auto b = all_tensors(dir_.file("killed") + "/checkpoints/step_00000020.h5");
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, values] : a) EXPECT_EQ(b.at(name), values) << name;
+}
+
+TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
+  auto r = run_command(train_cmd("run", "--set train.steps=10"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(train_cmd("run", "--resume auto --set moe.num_experts=8"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("moe.num_experts"), std::string::npos) << r.output;
+  r = run_command(train_cmd("run", "--resume auto --set train.steps=12 --set log.every=2"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("train.steps: 10 -> 12"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("step     12/12"), std::string::npos) << r.output;
+  r = run_command(train_cmd("run", "--resume " + dir_.file("nope.h5")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("nope.h5"), std::string::npos) << r.output;
+}
+
+// In the np=8 instance: the run and its checkpoints on 2 ranks (dp=2, ep=2), then resumes from
+// its step-10 checkpoint on 2 ranks at (tp=2) and on 1 rank.
+class Reshard : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (world_size() != 8) GTEST_SKIP() << "the reshard test runs in the np=8 instance";
+  }
+};
+
+TEST_F(Reshard, CheckpointOfOneLayoutResumesUnderOthers) {
+  const int rank = world_rank();
+  auto dir = std::make_unique<test::TempDir>();
+  std::vector<char> buf(4096, '\0');
+  if (rank == 0) {
+    PrepareOptions opt;
+    for (const auto& e : fs::directory_iterator("/usr/share/common-licenses"))
+      if (e.is_regular_file() && !e.is_symlink()) opt.inputs.push_back(e.path().string());
+    opt.output = dir->file("licenses.h5");
+    prepare_token_file(opt);
+    const std::string root = dir->path().string();
+    std::copy(root.begin(), root.end(), buf.begin());
+  }
+  MPI_Bcast(buf.data(), static_cast<int>(buf.size()), MPI_CHAR, 0, MPI_COMM_WORLD);
+  const std::string root = buf.data();  // rank 0's directory, shared by every rank (one host)
+  auto config = [&](const std::string& run, std::vector<std::string> set) {
+    std::vector<std::string> o = {"data.path=" + root + "/licenses.h5",
+                                  "run.out_dir=" + root + "/" + run,
+                                  "checkpoint.dir=" + root + "/ckpt",
+                                  "train.steps=20",
+                                  "train.micro_batch=1",
+                                  "checkpoint.every=10",
+                                  "checkpoint.keep=5",
+                                  "eval.every=0",
+                                  "eval.sequences=2"};
+    o.insert(o.end(), set.begin(), set.end());
+    return load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml", o);
+  };
+  auto run_on = [&](int ranks, const Config& cfg, const std::string& resume) {
+    MPI_Comm sub = MPI_COMM_NULL;
+    MPI_Comm_split(MPI_COMM_WORLD, rank < ranks ? 0 : MPI_UNDEFINED, rank, &sub);
+    TrainSummary s;
+    if (sub != MPI_COMM_NULL) {
+      std::ostringstream log;
+      TrainOptions o;
+      o.resume = resume;
+      s = train(cfg, log, sub, o);
+      MPI_Comm_free(&sub);
+    }
+    return s;
+  };
+  const TrainSummary straight = run_on(2, config("straight", {"parallel.ep=2"}), "");
+  const std::string ckpt10 = root + "/ckpt/step_00000010.h5";
+  for (const auto& [ranks, set] : {std::pair{2, std::vector<std::string>{"parallel.tp=2"}},
+                                   std::pair{1, std::vector<std::string>{}}}) {
+    const TrainSummary resumed = run_on(ranks, config("resumed", set), ckpt10);
+    if (rank != 0) continue;
+    EXPECT_EQ(resumed.first_step, 10);
+    ASSERT_EQ(resumed.step_losses.size(), 10u);
+    for (size_t i = 0; i < 10; ++i)
+      EXPECT_NEAR(resumed.step_losses[i], straight.step_losses[10 + i],
+                  1e-5 * straight.step_losses[10 + i])
+          << ranks << " ranks, step " << 11 + i;
+  }
+  MPI_Barrier(MPI_COMM_WORLD);  // rank 0's directory goes last
+}
+
+}  // namespace
+}  // namespace sy
