@@ -32,14 +32,21 @@ void router_backward(float* dlogits, const float* dgates, const float* dprobs, c
                      const float* probs, const int32_t* topk_idx, int N, int E, int K,
                      bool norm_topk, cudaStream_t stream);
 
-// Dropless dispatch layout from topk_idx[N,K] (capacity limits are not implemented on the GPU):
-//   counts[E]      (=) rows per expert
-//   offsets[E+1]   (=) exclusive prefix sum of counts (offsets[E] = N*K)
+// Dispatch layout from topk_idx[N,K] (SPEC 1 capacity rule; src/model/moe.cpp build_layout):
+//   selected[E]    (=) assignments routed to each expert (before capacity)
+//   counts[E]      (=) rows kept per expert: min(selected, capacity), or selected when
+//                      capacity < 0 (dropless)
+//   offsets[E+1]   (=) exclusive prefix sum of counts (offsets[E] = A, the kept rows)
 //   row_token[A]   (=) token of each row; rows of an expert are in token order (as on the CPU)
 //   row_gate[A]    (=) gate of each row (from gates[N,K])
-//   slot_row[N*K]  (=) the row of slot n*K+j (the inverse map, used by combine and backward)
-void moe_layout(int32_t* counts, int32_t* offsets, int32_t* row_token, float* row_gate,
-                int32_t* slot_row, const int32_t* topk_idx, const float* gates, int N, int E, int K,
+//   slot_row[N*K]  (=) the row of slot n*K+j, or -1 for a dropped assignment
+// Over capacity an expert keeps the assignments of highest probs[n, e] (NaN lowest; ties: lower
+// token index). scratch: moe_layout_scratch(N, E, K) int32. Ranking is O(selected^2) per
+// expert, fine for capacity runs of moderate size.
+long moe_layout_scratch(int N, int E, int K);
+void moe_layout(int32_t* selected, int32_t* counts, int32_t* offsets, int32_t* row_token,
+                float* row_gate, int32_t* slot_row, int32_t* scratch, const int32_t* topk_idx,
+                const float* gates, const float* probs, int N, int E, int K, long capacity,
                 cudaStream_t stream);
 
 // Dispatch: xs[A,C] (=) m[row_token[r], :]

@@ -1,7 +1,5 @@
-// The fused router (softmax + top-k + gates), the dropless dispatch layout and the aux / z
-// losses (see moe_ops.h and, for the reference, kernels/cpu/moe_ops.cpp and src/model/moe.cpp).
-#include <cub/block/block_scan.cuh>
-
+// The fused router (softmax + top-k + gates) and the aux / z losses (see moe_ops.h and, for the
+// reference, kernels/cpu/moe_ops.cpp and src/model/moe.cpp).
 #include <string>
 
 #include "kernels/cuda/check.h"
@@ -113,43 +111,6 @@ __global__ void router_backward_kernel(float* dlogits, const float* dgates, cons
   for (int i = lane; i < E; i += kWarp) dz[i] = p[i] * (dz[i] - pdp + dl);
 }
 
-__global__ void count_kernel(int32_t* counts, const int32_t* topk_idx, int NK) {
-  const int q = blockIdx.x * blockDim.x + threadIdx.x;
-  if (q < NK) atomicAdd(&counts[topk_idx[q]], 1);  // integer: the result is order-independent
-}
-
-__global__ void offsets_kernel(int32_t* offsets, const int32_t* counts, int E) {
-  if (blockIdx.x != 0 || threadIdx.x != 0) return;
-  offsets[0] = 0;
-  for (int e = 0; e < E; ++e) offsets[e + 1] = offsets[e] + counts[e];
-}
-
-// Block e walks the slots in order and places those routed to e at consecutive rows (a block
-// scan of the "routed to e" flags gives each its rank), so rows inside an expert are in slot
-// = token order, exactly the CPU layout.
-__global__ void place_kernel(int32_t* row_token, float* row_gate, int32_t* slot_row,
-                             const int32_t* offsets, const int32_t* topk_idx, const float* gates,
-                             int NK, int K) {
-  using Scan = cub::BlockScan<int, kBlock>;
-  __shared__ typename Scan::TempStorage tmp;
-  const int e = blockIdx.x;
-  int running = offsets[e];
-  for (int base = 0; base < NK; base += kBlock) {
-    const int q = base + threadIdx.x;
-    const int flag = (q < NK && topk_idx[q] == e) ? 1 : 0;
-    int prefix = 0, total = 0;
-    Scan(tmp).ExclusiveSum(flag, prefix, total);
-    if (flag) {
-      const int r = running + prefix;
-      row_token[r] = q / K;
-      row_gate[r] = gates[q];
-      slot_row[q] = r;
-    }
-    running += total;
-    __syncthreads();  // tmp is reused by the next chunk's scan
-  }
-}
-
 // Block g, thread per expert i: grp_frac[g,i] = f_i, terms[g,i] = f_i * P_i.
 __global__ void aux_terms_kernel(float* grp_frac, float* terms, const float* probs,
                                  const int32_t* topk_idx, int E, int K, int NG) {
@@ -230,24 +191,6 @@ void router_backward(float* dlogits, const float* dgates, const float* dprobs, c
   router_backward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(dlogits, dgates, dprobs, dlse, probs,
                                                                topk_idx, N, E, K, norm_topk);
   SY_CUDA_LAUNCH_CHECK("router_backward_kernel");
-}
-
-void moe_layout(int32_t* counts, int32_t* offsets, int32_t* row_token, float* row_gate,
-                int32_t* slot_row, const int32_t* topk_idx, const float* gates, int N, int E, int K,
-                cudaStream_t stream) {
-  const int NK = N * K;
-  CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int32_t) * E, stream));
-  if (NK > 0) {
-    count_kernel<<<(NK + kBlock - 1) / kBlock, kBlock, 0, stream>>>(counts, topk_idx, NK);
-    SY_CUDA_LAUNCH_CHECK("count_kernel");
-  }
-  offsets_kernel<<<1, 1, 0, stream>>>(offsets, counts, E);
-  SY_CUDA_LAUNCH_CHECK("offsets_kernel");
-  if (NK > 0) {
-    place_kernel<<<E, kBlock, 0, stream>>>(row_token, row_gate, slot_row, offsets, topk_idx, gates,
-                                           NK, K);
-    SY_CUDA_LAUNCH_CHECK("place_kernel");
-  }
 }
 
 void router_losses_forward(double* loss, float* grp_frac, float* scratch, const float* probs,

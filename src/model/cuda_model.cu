@@ -150,13 +150,7 @@ class ModelImpl final : public CudaModel::Impl {
           moe_[l].forward(a.moe_out.data(), a.m.data(), B, T_, moe_weights(l), scale, s(), cb());
       out.aux += ml.aux;
       out.z += ml.z;
-      if (stats) {
-        MoeStats& st = (*stats)[l];
-        const auto& counts = moe_[l].expert_counts();
-        st.selected.assign(counts.begin(), counts.end());
-        st.kept = st.selected;
-        st.dropped = 0;
-      }
+      if (stats) (*stats)[l] = moe_[l].stats();
       T* x_next = l + 1 < L_ ? acts_[l + 1].x_in.data() : x_out_.data();
       cuda::residual_forward(x_next, a.x_mid.data(), a.moe_out.data(), NC, s());
     }

@@ -6,7 +6,7 @@
 // Precision (train.precision): fp32, or bf16 compute with fp32 master weights -- the master
 // parameters, gradients and moments are always fp32; in bf16 mode activations are bf16 and a
 // bf16 copy of the parameters (refreshed after every update) feeds the GEMMs; all reductions
-// are fp32. Dropless routing only (a capacity_factor is refused, see cuda_moe.h).
+// are fp32.
 //
 // One CUDA stream and one cuBLAS handle per model, owned here (no globals).
 #pragma once

@@ -17,8 +17,8 @@ CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims) : d_(dims) {
   SY_CHECK(d_.C > 0 && d_.E > 0 && d_.F > 0 && d_.S >= 0, "bad MoE dims");
   SY_CHECK(d_.K >= 1 && d_.K <= d_.E && d_.K <= cuda::kMaxTopK,
            "top_k " << d_.K << " not in [1, min(" << d_.E << ", " << cuda::kMaxTopK << ")]");
-  SY_CHECK(!d_.has_capacity,
-           "moe.capacity_factor is not implemented on the CUDA backend (dropless only)");
+  SY_CHECK(!d_.has_capacity || d_.capacity_factor > 0, "capacity_factor must be > 0");
+  selected_.resize(d_.E);
   counts_.resize(d_.E);
   offsets_.resize(d_.E + 1);
   loss_.resize(2);
@@ -27,27 +27,22 @@ CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims) : d_(dims) {
 template <class T>
 MoeLoss CudaMoeLayer<T>::forward(T* out, const T* m, int B, int T_, const CudaMoeWeights<T>& w,
                                  const LossScale& s, cudaStream_t stream, cublasHandle_t cublas) {
-  const int N = B * T_, C = d_.C, E = d_.E, K = d_.K, F = d_.F, S = d_.S, A = N * K;
+  const int N = B * T_, C = d_.C, E = d_.E, K = d_.K, F = d_.F, S = d_.S, NK = N * K;
   N_ = N;
   NG_ = d_.aux_scope == AuxScope::kSequence ? T_ : N;
   const int G = N == 0 ? 0 : N / NG_;
   logits_.resize(static_cast<size_t>(N) * E);
   probs_.resize(static_cast<size_t>(N) * E);
   lse_.resize(N);
-  topk_.resize(A);
-  gates_.resize(A);
+  topk_.resize(NK);
+  gates_.resize(NK);
   grp_frac_.resize(static_cast<size_t>(G) * E + 1);
   loss_scratch_.resize(static_cast<size_t>(G) * E + N + 1);
-  row_token_.resize(A);
-  row_gate_.resize(A);
-  slot_row_.resize(A);
-  const size_t AC = static_cast<size_t>(A) * C, AF = static_cast<size_t>(A) * F;
+  row_token_.resize(NK);
+  row_gate_.resize(NK);
+  slot_row_.resize(NK);
+  layout_scratch_.resize(static_cast<size_t>(cuda::moe_layout_scratch(N, E, K)));
   const size_t NF = static_cast<size_t>(N) * F, CF = static_cast<size_t>(C) * F;
-  xs_.resize(AC);
-  ys_.resize(AC);
-  h1_.resize(AF);
-  h3_.resize(AF);
-  h_.resize(AF);
   sh1_.resize(S * NF);
   sh3_.resize(S * NF);
   sh_.resize(S * NF);
@@ -60,15 +55,29 @@ MoeLoss CudaMoeLayer<T>::forward(T* out, const T* m, int B, int T_, const CudaMo
   cuda::router_losses_forward(loss_.data(), grp_frac_.data(), loss_scratch_.data(), probs_.data(),
                               lse_.data(), topk_.data(), N, E, K, NG_ > 0 ? NG_ : 1, d_.aux_coeff,
                               d_.z_coeff, s.token_weight, s.group_weight, stream);
-  cuda::moe_layout(counts_.data(), offsets_.data(), row_token_.data(), row_gate_.data(),
-                   slot_row_.data(), topk_.data(), gates_.data(), N, E, K, stream);
+  const long capacity = d_.has_capacity ? static_cast<long>(moe_expert_capacity(d_, N)) : -1;
+  cuda::moe_layout(selected_.data(), counts_.data(), offsets_.data(), row_token_.data(),
+                   row_gate_.data(), slot_row_.data(), layout_scratch_.data(), topk_.data(),
+                   gates_.data(), probs_.data(), N, E, K, capacity, stream);
   h_counts_.resize(E);
+  h_selected_.resize(E);
   CUDA_CHECK(cudaMemcpyAsync(h_counts_.data(), counts_.data(), sizeof(int32_t) * E,
+                             cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaMemcpyAsync(h_selected_.data(), selected_.data(), sizeof(int32_t) * E,
                              cudaMemcpyDeviceToHost, stream));
   CUDA_CHECK(
       cudaMemcpyAsync(h_loss_, loss_.data(), sizeof(h_loss_), cudaMemcpyDeviceToHost, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
   rows_.assign(h_counts_.begin(), h_counts_.end());
+  int A = 0;
+  for (int r : rows_) A += r;
+  A_ = A;
+  const size_t AC = static_cast<size_t>(A) * C, AF = static_cast<size_t>(A) * F;
+  xs_.resize(AC);
+  ys_.resize(AC);
+  h1_.resize(AF);
+  h3_.resize(AF);
+  h_.resize(AF);
 
   // dispatch + experts: h1 = xs W1, h3 = xs W3, h = silu(h1) h3, ys = h W2 (per expert)
   cuda::gather_rows_forward(xs_.data(), m, row_token_.data(), A, C, stream);
@@ -101,14 +110,14 @@ template <class T>
 void CudaMoeLayer<T>::backward(T* dm, const CudaMoeGrads& g, const T* dout, const T* m,
                                const CudaMoeWeights<T>& w, const LossScale& s, cudaStream_t stream,
                                cublasHandle_t cublas) {
-  const int N = N_, C = d_.C, E = d_.E, K = d_.K, F = d_.F, S = d_.S, A = N * K;
+  const int N = N_, C = d_.C, E = d_.E, K = d_.K, F = d_.F, S = d_.S, A = A_;
   const size_t AC = static_cast<size_t>(A) * C, AF = static_cast<size_t>(A) * F;
   const size_t NF = static_cast<size_t>(N) * F, CF = static_cast<size_t>(C) * F;
   dys_.resize(AC);
   dxs_.resize(AC);
   dh1_.resize(AF > NF ? AF : NF);
   dh3_.resize(AF > NF ? AF : NF);
-  dgates_.resize(A);
+  dgates_.resize(static_cast<size_t>(N) * K);
   dprobs_.resize(static_cast<size_t>(N) * E);
   dlogits_.resize(static_cast<size_t>(N) * E);
   dlse_.resize(N);
@@ -165,6 +174,16 @@ void CudaMoeLayer<T>::backward(T* dm, const CudaMoeGrads& g, const T* dout, cons
     dz = dlogits_t_.data();
   }
   cuda::matmul_backward<T>(dm, g.router, dz, m, w.router, N, C, E, cublas, Grad::kAccumulate);
+}
+
+template <class T>
+MoeStats CudaMoeLayer<T>::stats() const {
+  MoeStats st;
+  st.selected.assign(h_selected_.begin(), h_selected_.end());
+  st.kept.assign(h_counts_.begin(), h_counts_.end());
+  st.dropped = 0;
+  for (size_t e = 0; e < st.selected.size(); ++e) st.dropped += st.selected[e] - st.kept[e];
+  return st;
 }
 
 template class CudaMoeLayer<float>;

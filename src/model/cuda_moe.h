@@ -1,13 +1,13 @@
 // One MoE layer on one GPU (SPEC section 1), forward and backward, built from the CUDA kernels:
 // the same stages as the CPU MoeLayer (src/model/moe.h) -- route (fused router kernel, aux and z
 // losses, dispatch layout), dispatch (gather), experts (grouped GEMMs: one cuBLAS call per
-// projection for all experts), combine -- plus the shared experts. Dropless only: a capacity
-// limit (moe.capacity_factor) is not implemented on the GPU yet and is refused at construction.
+// projection for all experts), combine -- plus the shared experts, and the capacity limit of
+// moe.capacity_factor (the micro-batch is the routing group, as on the CPU).
 //
 // Precision: T (float or bf16) is the storage of activations and of the compute copy of the
 // weights; router probabilities, gates and losses are fp32, weight gradients fp32 (+=).
 // Letters as moe.h: N tokens, C d_model, E experts, K top-k, F expert hidden, S shared experts,
-// A = N*K rows of the expert-sorted buffer.
+// A <= N*K kept rows of the expert-sorted buffer.
 #pragma once
 
 #include <cublas_v2.h>
@@ -45,7 +45,6 @@ struct CudaMoeGrads {
 template <class T>
 class CudaMoeLayer {
  public:
-  // Throws std::logic_error for a capacity limit (not implemented on the GPU).
   explicit CudaMoeLayer(const MoeDims& dims);
 
   // out[N,C] (=) MoE(m[N,C]) for B sequences of T_ tokens. Returns the weighted aux and z terms.
@@ -56,23 +55,26 @@ class CudaMoeLayer {
   void backward(T* dm, const CudaMoeGrads& g, const T* dout, const T* m, const CudaMoeWeights<T>& w,
                 const LossScale& s, cudaStream_t stream, cublasHandle_t cublas);
 
-  // Rows per expert of the last forward (dropless: assignments selected = kept).
+  // Rows kept per expert by the last forward, and its routing counts (selected before
+  // capacity, kept, dropped) in the CPU's MoeStats form.
   const std::vector<int>& expert_counts() const { return rows_; }
+  MoeStats stats() const;
   // Whether the grouped GEMM fell back to one call per expert (a cuBLAS without the grouped
   // type combination; see kernels/cuda/gemm.h).
   bool grouped_fallback() const { return gg_.used_fallback(); }
 
  private:
   MoeDims d_;
-  int N_ = 0, NG_ = 0;
+  int N_ = 0, NG_ = 0, A_ = 0;
   std::vector<int> rows_;
-  std::vector<int32_t> h_counts_;
+  std::vector<int32_t> h_counts_, h_selected_;
   double h_loss_[2] = {0.0, 0.0};
   cuda::GroupedGemm gg_;
 
   // Routing (fp32 / int32).
   cuda::DeviceBuffer<float> logits_, probs_, lse_, gates_, grp_frac_, loss_scratch_, row_gate_;
-  cuda::DeviceBuffer<int32_t> topk_, counts_, offsets_, row_token_, slot_row_;
+  cuda::DeviceBuffer<int32_t> topk_, selected_, counts_, offsets_, row_token_, slot_row_,
+      layout_scratch_;
   cuda::DeviceBuffer<double> loss_;
   // Expert activations (T).
   cuda::DeviceBuffer<T> xs_, h1_, h3_, h_, ys_, sh1_, sh3_, sh_;

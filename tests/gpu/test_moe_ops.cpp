@@ -124,28 +124,41 @@ TEST(RouterTies, LowerExpertIndexWins) {
   EXPECT_TRUE(close(download_f32(d_gates), std::vector<float>(N * K, 0.25f), kTolF32));
 }
 
-// The dropless layout by its definition: experts in order, inside an expert the slots in order.
+// The layout by its definition (SPEC 1, src/model/moe.cpp build_layout): experts in order; an
+// expert over capacity keeps its slots of highest p (ties: lower slot), then in slot order.
+// capacity < 0: dropless.
 struct HostLayout {
-  std::vector<int32_t> counts, offsets, row_token, slot_row;
+  std::vector<int32_t> selected, counts, offsets, row_token, slot_row;
   std::vector<float> row_gate;
 };
-HostLayout host_layout(const std::vector<int32_t>& topk, const std::vector<float>& gates, int N,
-                       int E, int K) {
+HostLayout host_layout(const std::vector<int32_t>& topk, const std::vector<float>& gates,
+                       const std::vector<float>& probs, int N, int E, int K, long capacity) {
   HostLayout l;
+  l.selected.assign(E, 0);
   l.counts.assign(E, 0);
   l.offsets.assign(E + 1, 0);
   l.slot_row.assign(N * K, -1);
   for (int e = 0; e < E; ++e) {
+    std::vector<int32_t> list;
+    for (int q = 0; q < N * K; ++q)
+      if (topk[q] == e) list.push_back(q);
+    l.selected[e] = static_cast<int32_t>(list.size());
+    if (capacity >= 0 && static_cast<long>(list.size()) > capacity) {
+      std::stable_sort(list.begin(), list.end(), [&](int32_t a, int32_t b) {
+        return probs[(a / K) * E + e] > probs[(b / K) * E + e];
+      });
+      list.resize(static_cast<size_t>(capacity));
+      std::sort(list.begin(), list.end());
+    }
     l.offsets[e] = static_cast<int32_t>(l.row_token.size());
-    for (int q = 0; q < N * K; ++q) {
-      if (topk[q] != e) continue;
+    for (int32_t q : list) {
       l.slot_row[q] = static_cast<int32_t>(l.row_token.size());
       l.row_token.push_back(q / K);
       l.row_gate.push_back(gates[q]);
-      ++l.counts[e];
     }
+    l.counts[e] = static_cast<int32_t>(list.size());
   }
-  l.offsets[E] = N * K;
+  l.offsets[E] = static_cast<int32_t>(l.row_token.size());
   return l;
 }
 
@@ -163,24 +176,43 @@ std::vector<int32_t> random_topk(std::mt19937& rng, int N, int E, int K) {
 
 TEST(MoeLayout, MatchesDefinition) {
   SY_REQUIRE_GPU();
-  const int N = 300, E = 7, K = 2;  // NK = 600 > one 256-slot chunk; some experts may be empty
+  const int N = 300, E = 7, K = 2;  // NK = 600 > one 256-slot chunk
   std::mt19937 rng(12);
   auto topk = random_topk(rng, N, E - 1, K);  // expert E-1 never chosen: an empty expert
   const auto gates = random_floats(rng, N * K, 0.0f, 1.0f);
-  const HostLayout want = host_layout(topk, gates, N, E, K);
-  auto d_topk = to_device(topk);
-  auto d_gates = upload_as<float>(gates);
-  auto counts = poisoned<int32_t>(E), offsets = poisoned<int32_t>(E + 1);
-  auto row_token = poisoned<int32_t>(N * K), slot_row = poisoned<int32_t>(N * K);
-  auto row_gate = poisoned<float>(N * K);
-  cu::moe_layout(counts.data(), offsets.data(), row_token.data(), row_gate.data(), slot_row.data(),
-                 d_topk.data(), d_gates.data(), N, E, K, nullptr);
-  CUDA_CHECK(cudaDeviceSynchronize());
-  EXPECT_EQ(counts.download(), want.counts);
-  EXPECT_EQ(offsets.download(), want.offsets);
-  EXPECT_EQ(row_token.download(), want.row_token);
-  EXPECT_EQ(slot_row.download(), want.slot_row);
-  EXPECT_TRUE(close(download_f32(row_gate), want.row_gate, 0.0));
+  auto probs = random_floats(rng, N * E, 0.0f, 1.0f);
+  probs[3 * E + 1] = probs[5 * E + 1] = probs[8 * E + 1];  // ties: the lower token must win
+  // dropless, a capacity that binds for most experts, and one larger than any expert's load
+  for (long capacity : {-1L, 60L, 100000L}) {
+    const HostLayout want = host_layout(topk, gates, probs, N, E, K, capacity);
+    auto d_topk = to_device(topk);
+    auto d_gates = upload_as<float>(gates), d_probs = upload_as<float>(probs);
+    auto selected = poisoned<int32_t>(E), counts = poisoned<int32_t>(E);
+    auto offsets = poisoned<int32_t>(E + 1);
+    auto row_token = poisoned<int32_t>(N * K), slot_row = poisoned<int32_t>(N * K);
+    auto row_gate = poisoned<float>(N * K);
+    auto scratch = poisoned<int32_t>(cu::moe_layout_scratch(N, E, K));
+    cu::moe_layout(selected.data(), counts.data(), offsets.data(), row_token.data(),
+                   row_gate.data(), slot_row.data(), scratch.data(), d_topk.data(), d_gates.data(),
+                   d_probs.data(), N, E, K, capacity, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const size_t A = want.row_token.size();
+    auto head = [A](std::vector<int32_t> v) {
+      v.resize(A);
+      return v;
+    };
+    EXPECT_EQ(selected.download(), want.selected) << "capacity " << capacity;
+    EXPECT_EQ(counts.download(), want.counts) << "capacity " << capacity;
+    EXPECT_EQ(offsets.download(), want.offsets) << "capacity " << capacity;
+    EXPECT_EQ(head(row_token.download()), want.row_token) << "capacity " << capacity;
+    EXPECT_EQ(slot_row.download(), want.slot_row) << "capacity " << capacity;
+    auto gate_rows = download_f32(row_gate);
+    gate_rows.resize(A);
+    EXPECT_TRUE(close(gate_rows, want.row_gate, 0.0)) << "capacity " << capacity;
+    if (capacity == 60) {
+      EXPECT_LT(A, static_cast<size_t>(N * K)) << "capacity did not bind";
+    }
+  }
 }
 
 template <class T>
@@ -196,7 +228,7 @@ TYPED_TEST(MoeRows, DispatchCombine) {
   std::mt19937 rng(13);
   const auto topk = random_topk(rng, N, E, K);
   const auto gates = random_floats(rng, N * K, 0.0f, 1.0f);
-  const HostLayout l = host_layout(topk, gates, N, E, K);
+  const HostLayout l = host_layout(topk, gates, {}, N, E, K, -1);
   const auto m = representable<T>(random_floats(rng, N * C));
   const auto ys = representable<T>(random_floats(rng, A * C));
   const auto out0 = representable<T>(random_floats(rng, N * C));

@@ -2,8 +2,9 @@
 //   - the device Philox initialisation equals init_params() bit for bit (SPEC section 2);
 //   - the first step's gradients of every parameter match (fp32, 1e-4 scale-relative: a whole
 //     model's worth of reduction-order differences);
-//   - the loss of each of 10 training steps (forward, backward, global-norm clipping, AdamW)
-//     matches: fp32 within 1e-3 relative, bf16 within 3e-2 relative (bf16 activations).
+//   - the loss of each of 10 training steps (forward, backward, global-norm clipping, AdamW;
+//     dropless, with shared experts, with a capacity limit) matches: fp32 within 1e-3 relative,
+//     bf16 within 3e-2 relative (bf16 activations).
 // Skipped without a GPU.
 #include <gtest/gtest.h>
 
@@ -23,7 +24,7 @@
 
 namespace {
 
-sy::Config tiny_config(sy::Precision precision, int shared_experts) {
+sy::Config tiny_config(sy::Precision precision, int shared_experts, double capacity_factor = 0) {
   sy::Config cfg;
   cfg.model.vocab_size = 61;
   cfg.model.d_model = 32;
@@ -34,6 +35,7 @@ sy::Config tiny_config(sy::Precision precision, int shared_experts) {
   cfg.moe.top_k = 2;
   cfg.moe.ffn_hidden = 24;
   cfg.moe.shared_experts = shared_experts;
+  if (capacity_factor > 0) cfg.moe.capacity_factor = capacity_factor;
   cfg.train.steps = 10;
   cfg.train.global_batch = 3;
   cfg.train.micro_batch = 3;
@@ -69,8 +71,9 @@ TEST(CudaModel, InitMatchesCpuBitForBit) {
   EXPECT_EQ(wrong, 0u) << "of " << got.size() << " parameters";
 }
 
-void train_and_compare(sy::Precision precision, int shared_experts, double loss_tol) {
-  const sy::Config cfg = tiny_config(precision, shared_experts);
+void train_and_compare(sy::Precision precision, int shared_experts, double loss_tol,
+                       double capacity_factor = 0) {
+  const sy::Config cfg = tiny_config(precision, shared_experts, capacity_factor);
   const int B = static_cast<int>(cfg.train.global_batch);
   const int T = static_cast<int>(cfg.model.seq_len);
   const sy::LossScale scale{1.0 / (B * T), 1.0 / B};  // sequence-scope aux: B groups
@@ -111,6 +114,7 @@ TEST(CudaModel, TenStepsMatchCpuFp32) {
   SY_REQUIRE_GPU();
   train_and_compare(sy::Precision::kFp32, 0, 1e-3);
   train_and_compare(sy::Precision::kFp32, 1, 1e-3);
+  train_and_compare(sy::Precision::kFp32, 0, 1e-3, 0.8);  // capacity drops assignments
 }
 
 TEST(CudaModel, TenStepsMatchCpuBf16) {

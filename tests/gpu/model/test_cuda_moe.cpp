@@ -1,6 +1,7 @@
 // The CUDA MoE layer (src/model/cuda_moe.h) against the CPU MoeLayer<float> on random inputs:
 // output, aux and z terms, routing counts, dm and every weight gradient; with and without
-// shared experts, both aux scopes; fp32 (1e-5 scale-relative) and bf16 (1e-2).
+// shared experts, both aux scopes, with a binding capacity limit; fp32 (1e-5 scale-relative) and
+// bf16 (1e-2).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -25,6 +26,7 @@ using sy::gputest::upload_as;
 struct MoeCase {
   int S;
   sy::AuxScope scope;
+  double capacity_factor = 0.0;  // 0: dropless
 };
 
 template <class T>
@@ -40,6 +42,8 @@ void run_case(const MoeCase& mc) {
   d.aux_coeff = 1e-2;
   d.z_coeff = 1e-3;
   d.aux_scope = mc.scope;
+  d.has_capacity = mc.capacity_factor > 0;
+  d.capacity_factor = mc.capacity_factor;
   const sy::LossScale s{1.0 / (2 * N), 1.0 / 3};
 
   std::mt19937 rng(31);
@@ -106,7 +110,13 @@ void run_case(const MoeCase& mc) {
 
   EXPECT_NEAR(gl.aux, loss.aux, 1e-5 * loss.aux);
   EXPECT_NEAR(gl.z, loss.z, 1e-5 * loss.z);
-  for (int e = 0; e < E; ++e) EXPECT_EQ(gpu.expert_counts()[e], stats.selected[e]) << e;
+  const sy::MoeStats gs = gpu.stats();
+  EXPECT_EQ(gs.selected, stats.selected);
+  EXPECT_EQ(gs.kept, stats.kept);
+  EXPECT_EQ(gs.dropped, stats.dropped);
+  if (mc.capacity_factor > 0) {
+    EXPECT_GT(stats.dropped, 0) << "capacity did not bind";
+  }
   EXPECT_TRUE(close(download_f32(d_out), out, tol<T>())) << "out";
   EXPECT_TRUE(close(download_f32(d_dm), dm, tol<T>())) << "dm";
   EXPECT_TRUE(close(download_f32(dg_router), g_router, tol<T>())) << "router";
@@ -124,24 +134,14 @@ TEST(CudaMoeLayer, MatchesCpuFp32) {
   SY_REQUIRE_GPU();
   run_case<float>({0, sy::AuxScope::kSequence});
   run_case<float>({1, sy::AuxScope::kMicroBatch});
+  run_case<float>({0, sy::AuxScope::kSequence, 0.75});  // capacity drops assignments
 }
 
 TEST(CudaMoeLayer, MatchesCpuBf16) {
   SY_REQUIRE_GPU();
   run_case<bf16>({0, sy::AuxScope::kSequence});
   run_case<bf16>({2, sy::AuxScope::kMicroBatch});
-}
-
-TEST(CudaMoeLayer, RefusesCapacity) {
-  // No GPU needed: the check is at construction, before any device call.
-  sy::MoeDims d;
-  d.C = 8;
-  d.E = 4;
-  d.K = 2;
-  d.F = 8;
-  d.has_capacity = true;
-  d.capacity_factor = 1.25;
-  EXPECT_THROW(sy::CudaMoeLayer<float>{d}, std::logic_error);
+  run_case<bf16>({1, sy::AuxScope::kSequence, 0.75});
 }
 
 }  // namespace
