@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# A stand-in for `switchyard train` with the same job-facing behaviour, for testing the SLURM
+# mechanics (cluster, jobs/train.sbatch, signal, requeue, resume) without the real trainer:
+#   train ... --set run.out_dir=D [--set train.steps=N] --resume auto
+#   - one "step" every 0.2 s; rank 0 (SLURM_PROCID) appends "step <k>" to D/steps.log
+#   - SIGUSR1/SIGTERM: finish the step, write D/checkpoint (the step), exit 75
+#   - --resume auto: continue after D/checkpoint when it exists ("resumed at step k")
+#   - at the end: rank 0 writes D/done with "final <N>", exit 0
+#   train --help: prints a usage line that includes --resume
+set -u
+[ "${1:-}" = train ] || { echo "fake switchyard: only 'train'" >&2; exit 2; }
+shift
+out="" steps=20 resume=""
+while (($#)); do
+  case $1 in
+    --help) echo "Usage: switchyard train --config FILE [--set k=v] [--resume auto|FILE]"; exit 0 ;;
+    --set) case $2 in run.out_dir=*) out=${2#*=} ;; train.steps=*) steps=${2#*=} ;; esac; shift ;;
+    --resume) resume=$2; shift ;;
+    --config) shift ;;
+  esac
+  shift
+done
+[ -n "$out" ] || { echo "fake switchyard: --set run.out_dir=... required" >&2; exit 2; }
+rank=${SLURM_PROCID:-0}
+mkdir -p "$out"
+stop=""
+trap 'stop=USR1' USR1
+trap 'stop=TERM' TERM
+
+step=0
+if [ "$resume" = auto ] && [ -f "$out/checkpoint" ]; then
+  step=$(cat "$out/checkpoint")
+  ((rank == 0)) && echo "resumed at step $step" >>"$out/steps.log"
+fi
+while ((step < steps)); do
+  sleep 0.2
+  step=$((step + 1))
+  ((rank == 0)) && echo "step $step" >>"$out/steps.log"
+  if [ -n "$stop" ]; then
+    ((rank == 0)) && { echo "$step" >"$out/checkpoint.tmp"; mv "$out/checkpoint.tmp" "$out/checkpoint"; }
+    echo "fake switchyard rank $rank: SIG$stop after step $step, checkpoint written, exit 75"
+    exit 75
+  fi
+done
+((rank == 0)) && echo "final $step" >"$out/done"
+exit 0
