@@ -47,18 +47,30 @@ __global__ void rmsnorm_backward_dx_kernel(T* dx, const T* dout, const T* x, con
     dx[row + c] = from_f32<T>(r * g[c] * to_f32(dout[row + c]) - coef * to_f32(x[row + c]));
 }
 
-// dg[C] (+=) sum_n dout[n,c] x[n,c] rstd[n]: thread c, rows in order.
+// dg[C] (+=) sum_n dout[n,c] x[n,c] rstd[n]. A block owns kDgCols columns; its kDgRows thread
+// rows take every kDgRows-th token row, then the partial sums are added in a fixed order in
+// shared memory: deterministic (no atomics) with kDgRows times the parallelism of one thread
+// per column.
+constexpr int kDgCols = 32, kDgRows = 16;
 template <class T>
 __global__ void rmsnorm_backward_dg_kernel(float* dg, const T* dout, const T* x, const float* rstd,
                                            int N, int C) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
+  __shared__ float partial[kDgRows][kDgCols];
+  const int c = blockIdx.x * kDgCols + threadIdx.x;
   float acc = 0.0f;
-  for (int n = 0; n < N; ++n) {
-    const long i = static_cast<long>(n) * C + c;
-    acc += to_f32(dout[i]) * to_f32(x[i]) * rstd[n];
+  if (c < C) {
+    for (int n = threadIdx.y; n < N; n += kDgRows) {
+      const long i = static_cast<long>(n) * C + c;
+      acc += to_f32(dout[i]) * to_f32(x[i]) * rstd[n];
+    }
   }
-  dg[c] += acc;
+  partial[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    float sum = 0.0f;
+    for (int r = 0; r < kDgRows; ++r) sum += partial[r][threadIdx.x];
+    dg[c] += sum;
+  }
 }
 
 }  // namespace
@@ -80,8 +92,9 @@ void rmsnorm_backward(T* dx, float* dg, const T* dout, const T* x, const float* 
   const unsigned blocks = (N + kRowsPerBlock - 1) / kRowsPerBlock;
   rmsnorm_backward_dx_kernel<<<blocks, kBlock, 0, stream>>>(dx, dout, x, g, rstd, N, C);
   SY_CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
-  rmsnorm_backward_dg_kernel<<<(C + kBlock - 1) / kBlock, kBlock, 0, stream>>>(dg, dout, x, rstd, N,
-                                                                               C);
+  const dim3 dg_block(kDgCols, kDgRows);
+  rmsnorm_backward_dg_kernel<<<(C + kDgCols - 1) / kDgCols, dg_block, 0, stream>>>(dg, dout, x,
+                                                                                   rstd, N, C);
   SY_CUDA_LAUNCH_CHECK("rmsnorm_backward_dg_kernel");
 }
 
