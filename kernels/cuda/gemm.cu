@@ -85,6 +85,7 @@ void GroupedGemm::run(bool trans_a, bool trans_b, float alpha, float beta, cudaD
   }
   // The fallback is remembered per type combination: a cuBLAS that lacks the mixed bf16 -> fp32
   // grouped kernel keeps using the grouped call for the same-type products.
+#if CUBLAS_VERSION >= 120500  // cublasGemmGroupedBatchedEx arrived in cuBLAS 12.5
   bool& fallback = ab_type == c_type ? fallback_same_ : fallback_mixed_;
   if (!fallback) {
     d_ptrs_.resize(h_ptrs_.size());
@@ -109,6 +110,10 @@ void GroupedGemm::run(bool trans_a, bool trans_b, float alpha, float beta, cudaD
     }
     fallback = true;
   }
+#else
+  fallback_same_ = fallback_mixed_ = true;  // older cuBLAS: one GEMM per expert
+  (void)stream;
+#endif
   for (int g = 0; g < G; ++g) {
     CUBLAS_CHECK(cublasGemmEx(h, ta[g], tb[g], m[g], n[g], k[g], &alpha, h_ptrs_[g], ab_type,
                               lda[g], h_ptrs_[G + g], ab_type, ldb[g], &beta,
