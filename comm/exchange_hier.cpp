@@ -109,7 +109,7 @@ std::string HierExchange::make_description() {
     os << "UCX ucp_put_nbx to the node peers over";
     for (const std::string& t : ucx_->transports()) os << " " << t;
   } else {
-    os << "MPI_Alltoallv on the node peers (parallel.internode=mpi)";
+    os << "MPI_Ialltoallv on the node peers (parallel.internode=mpi)";
   }
   if (flags[1]) {
     const char* warning =
