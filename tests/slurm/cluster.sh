@@ -22,9 +22,20 @@ _stop_pidfile() {  # $1: pid file; SIGTERM, wait up to 10 s, then SIGKILL
   kill -9 "$pid" 2>/dev/null || true
 }
 
+# The slurmstepd processes of this cluster (they detach from slurmd; they inherit its SLURM_CONF).
+_our_stepds() {
+  local p
+  for p in $(pgrep -x slurmstepd 2>/dev/null); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "SLURM_CONF=$_cluster_dir/slurm.conf" &&
+      echo "$p"
+  done
+}
+
 cluster_stop() {
   [ -n "$_cluster_dir" ] || return 0
   _stop_pidfile "$_cluster_dir/slurmd.pid"
+  local p
+  for p in $(_our_stepds); do kill -9 "$p" 2>/dev/null; done
   _stop_pidfile "$_cluster_dir/slurmctld.pid"
   _stop_pidfile "$_cluster_dir/munge/munged.pid"
   _cluster_dir=""
