@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # A one-node SLURM cluster for tests, in a temp dir (sourced by run_test.sh). Recipe:
 # ../../../shared/MACHINE-NOTES.md "SLURM 22.05 on one machine", with its own munged socket and
 # free ports so it is independent of any system munge/slurm. Needs root (slurmd launches jobs).
@@ -41,6 +42,7 @@ cluster_stop() {
   _cluster_dir=""
 }
 
+# shellcheck disable=SC2120  # run_test.sh passes the directory after cluster_stop
 cluster_log_tail() {
   local d=${1:-$_cluster_dir}
   for f in "$d/slurmctld.log" "$d/slurmd.log" "$d/munge/munged.log"; do

@@ -48,6 +48,7 @@ tmp=$(mktemp -d /tmp/switchyard-slurm-XXXXXX)
 chmod 755 "$tmp"
 cleanup() {
   if [ -n "${SLURM_CONF:-}" ]; then
+    # shellcheck disable=SC2046  # one job id per word
     scancel --quiet $(squeue -h -o %i 2>/dev/null) 2>/dev/null
     for _ in $(seq 50); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.2; done
   fi
