@@ -229,6 +229,7 @@ void UcxPeers::release_region() noexcept {
   }
   if (memh_) ucp_mem_unmap(context_, memh_);
   memh_ = nullptr;
+  exposed_bytes_ = 0;
 }
 
 void UcxPeers::expose(void* base, std::size_t bytes) {
@@ -239,6 +240,7 @@ void UcxPeers::expose(void* base, std::size_t bytes) {
   params.address = base;
   params.length = bytes;
   UCX_CHECK(ucp_mem_map(context_, &params, &memh_));
+  exposed_bytes_ = bytes;
 
   void* packed = nullptr;
   std::size_t packed_bytes = 0;
@@ -267,6 +269,10 @@ void UcxPeers::put(int peer, const void* src, std::size_t bytes, std::size_t rem
   if (bytes == 0) return;
   const auto p = static_cast<std::size_t>(peer);
   SY_CHECK(rkeys_[p] != nullptr, "put before expose()");
+  // Every rank exposes a region of the same size (the exchange sizes them from group maxima).
+  SY_CHECK(remote_offset + bytes <= exposed_bytes_,
+           "put of " << bytes << " bytes at offset " << remote_offset << " past the "
+                     << exposed_bytes_ << "-byte region of " << peer_names_[p]);
   throw_if_failed("a put");
   ucp_request_param_t param{};
   void* request =

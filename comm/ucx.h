@@ -104,8 +104,9 @@ class UcxPeers {
   std::vector<ucp_ep_h> eps_;                 // [size] null for self
   std::vector<std::unique_ptr<ErrArg>> err_;  // [size]
   ucp_mem_h memh_ = nullptr;
-  std::vector<uint64_t> remote_base_;           // [size] peers' region addresses
-  std::vector<ucp_rkey_h> rkeys_;               // [size] null for self
+  std::size_t exposed_bytes_ = 0;      // this rank's region; every peer's has the same size
+  std::vector<uint64_t> remote_base_;  // [size] peers' region addresses
+  std::vector<ucp_rkey_h> rkeys_;      // [size] null for self
   std::vector<std::pair<void*, int>> pending_;  // put requests in flight (request, peer)
 
   int failed_peer_ = -1;  // set by on_endpoint_error
