@@ -156,8 +156,14 @@ TrainState verify_checkpoint(MPI_Comm comm, const std::string& file);
 // Collective. Verifies the whole file, then fills every ref (any slab layout; the refs may differ
 // between ranks, writer is ignored) with collective hyperslab reads. Throws CheckpointError when
 // the file does not verify, a requested tensor is absent, or its shape differs from global_shape.
+struct LoadOptions {
+  // false: skip reading every chunk first (pass 2 of read.cpp) because the caller has just
+  // verified the file (plan_resume or verify_checkpoint did); the structure is still checked,
+  // and every chunk that is read is still checked by HDF5's Fletcher32 filter.
+  bool verify_all = true;
+};
 TrainState load_checkpoint(MPI_Comm comm, const std::string& file,
-                           const std::vector<TensorRef>& tensors);
+                           const std::vector<TensorRef>& tensors, const LoadOptions& options = {});
 
 // Collective. Verifies the file, then reads every /model tensor whole on every rank (export and
 // tools). Returns them in manifest (write) order.
@@ -181,6 +187,7 @@ struct ResumePlan {
   std::string path;                        // the checkpoint to load; empty: start from step 0
   std::vector<SkippedCheckpoint> skipped;  // newer candidates that did not verify, and why
   std::string message;                     // one line for the log saying what was chosen
+  TrainState state;                        // of `path` (verified), when path is not empty
 };
 
 // Collective. `resume` is the --resume argument:

@@ -321,14 +321,18 @@ void read_refs(MPI_Comm comm, const std::string& file, const Inspection& ins,
   h5::File f = open_parallel(comm, file);
   h5::PropList dxpl{H5_CHECK(H5Pcreate(H5P_DATASET_XFER))};
   H5_CHECK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
-  agree(comm, [&] {  // verified above: a failure here is the same on every rank or a bug
-    for (size_t i = 0; i < ins.tensors.size(); ++i) {
-      if (rounds[i] == 0) continue;
-      h5::Dataset ds{H5_CHECK(H5Dopen2(f, ins.tensors[i].path.c_str(), H5P_DEFAULT))};
-      for (int64_t round = 0; round < rounds[i]; ++round) {
-        const TensorRef* r = round < static_cast<int64_t>(mine[i].size())
-                                 ? mine[i][static_cast<size_t>(round)]
-                                 : nullptr;
+  // A failed read is remembered and the loop goes on, so that this rank keeps taking part in the
+  // collective reads of the other datasets; the ranks agree on the outcome at the end.
+  std::string first_error, error_dataset;
+  for (size_t i = 0; i < ins.tensors.size(); ++i) {
+    if (rounds[i] == 0) continue;
+    h5::Dataset ds{H5Dopen2(f, ins.tensors[i].path.c_str(), H5P_DEFAULT)};
+    for (int64_t round = 0; round < rounds[i]; ++round) {
+      const TensorRef* r = round < static_cast<int64_t>(mine[i].size())
+                               ? mine[i][static_cast<size_t>(round)]
+                               : nullptr;
+      try {
+        if (ds.get() < 0) throw std::runtime_error("cannot open: " + h5::error_stack_message());
         const hsize_t n = r ? static_cast<hsize_t>(r->slab.numel()) : 0;
         h5::Dataspace fs{H5_CHECK(H5Dget_space(ds))};
         h5::Dataspace ms{H5_CHECK(H5Screate_simple(1, &n, nullptr))};
@@ -339,9 +343,18 @@ void read_refs(MPI_Comm comm, const std::string& file, const Inspection& ins,
           H5_CHECK(H5Sselect_none(fs));
           H5_CHECK(H5Sselect_none(ms));
         }
-        H5_CHECK(H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, dxpl, n > 0 ? r->data : &dummy));
+        if (H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, dxpl, n > 0 ? r->data : &dummy) < 0)
+          throw std::runtime_error("read failed: " + h5::error_stack_message());
+      } catch (const std::exception& e) {
+        if (first_error.empty()) {
+          first_error = e.what();
+          error_dataset = dataset_name(ins.tensors[i].path);
+        }
       }
     }
+  }
+  agree(comm, [&] {
+    if (!first_error.empty()) throw CheckpointError(file, error_dataset, first_error);
   });
 }
 
@@ -361,10 +374,12 @@ TrainState verify_checkpoint(MPI_Comm comm, const std::string& file) {
 }
 
 TrainState load_checkpoint(MPI_Comm comm, const std::string& file,
-                           const std::vector<TensorRef>& tensors) {
-  const Inspection ins = inspect_checkpoint(comm, file);
-  throw_first_problem(ins);
+                           const std::vector<TensorRef>& tensors, const LoadOptions& options) {
   h5::ErrorSilencer quiet;
+  FileInfo info = structure_everywhere(comm, file);
+  if (options.verify_all) verify_data(comm, file, info);
+  const Inspection ins = to_inspection(file, info);
+  throw_first_problem(ins);
   read_refs(comm, file, ins, tensors);
   return ins.state;
 }

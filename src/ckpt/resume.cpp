@@ -35,9 +35,9 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
     return plan;
   }
   if (resume != "auto") {
-    const TrainState st = verify_checkpoint(comm, resume);
+    plan.state = verify_checkpoint(comm, resume);
     plan.path = resume;
-    plan.message = "resuming from " + resume + " (step " + std::to_string(st.step) + ")";
+    plan.message = "resuming from " + resume + " (step " + std::to_string(plan.state.step) + ")";
     return plan;
   }
 
@@ -58,10 +58,9 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
     for (auto& c : candidates) c = u.str();
   }
 
-  int64_t step = 0;
   for (const auto& c : candidates) {
     try {
-      step = verify_checkpoint(comm, c).step;
+      plan.state = verify_checkpoint(comm, c);
       plan.path = c;
       break;
     } catch (const CheckpointError& e) {
@@ -79,8 +78,8 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
                      " checkpoints in '" + dir +
                      "' verifies (not starting over from step 0):" + skipped_text);
   }
-  plan.message = "--resume auto: resuming from " + plan.path + " (step " + std::to_string(step) +
-                 ")" + skipped_text;
+  plan.message = "--resume auto: resuming from " + plan.path + " (step " +
+                 std::to_string(plan.state.step) + ")" + skipped_text;
   return plan;
 }
 

@@ -247,3 +247,38 @@ TEST(CkptRotation, KeepsTheNewestAfterEachCompleteWriteAndNothingOfOtherRuns) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(CkptDamageWithoutFullVerify, AChunkThatIsReadIsStillCheckedAndPlanStateIsTheFiles) {
+  SharedDir dir;
+  const std::string file = write_good(dir.path(), 30);
+  const auto plan = ckpt::plan_resume(MPI_COMM_WORLD, "auto", dir.path());
+  EXPECT_EQ(plan.path, file);
+  EXPECT_EQ(plan.state.step, 30);
+
+  std::vector<float> b(64);
+  const std::vector<ckpt::TensorRef> refs = {
+      {"model/b", kShapeB, Slab::whole(kShapeB), true, b.data()}};
+  ckpt::LoadOptions fast;
+  fast.verify_all = false;
+  ckpt::load_checkpoint(MPI_COMM_WORLD, file, refs, fast);
+  EXPECT_EQ(sum_wrong(count_wrong("model/b", kShapeB, Slab::whole(kShapeB), b, 30)), 0);
+
+  if (rank_of() == 0) {
+    const auto [addr, size] = first_chunk(file, "model/b");
+    xor_byte(file, addr + 3);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  // Only the last rank reads /model/b; every rank must report the failure.
+  std::vector<ckpt::TensorRef> last_only;
+  if (rank_of() == size_of() - 1) last_only = refs;
+  try {
+    ckpt::load_checkpoint(MPI_COMM_WORLD, file, last_only, fast);
+    ADD_FAILURE() << "a corrupted chunk was loaded";
+  } catch (const ckpt::CheckpointError& e) {
+    EXPECT_EQ(e.dataset(), "/model/b") << e.what();
+  }
+}
+
+}  // namespace
