@@ -63,10 +63,11 @@ void attention_forward(T* out, T* att, const T* qkv, int B, int T_, int C, int N
       T* row = a + static_cast<long>(t) * T_;
       T mx = row[0];
       for (int s = 1; s <= t; ++s) mx = row[s] > mx ? row[s] : mx;
-      // exp in one vectorised pass (float: exp_approx), the sum in double in a second.
+      // exp in one vectorised pass (float: exp_approx, 4 lanes), the sum in double in a second.
       if constexpr (std::is_same_v<T, float>) {
-#pragma omp simd
-        for (int s = 0; s <= t; ++s) row[s] = exp_approx(row[s] - mx);
+        int s = 0;
+        for (; s + 4 <= t + 1; s += 4) store4(row + s, exp_approx(load4(row + s) - mx));
+        for (; s <= t; ++s) row[s] = exp_approx(row[s] - mx);
       } else {
         for (int s = 0; s <= t; ++s) row[s] = std::exp(row[s] - mx);
       }

@@ -115,37 +115,73 @@ void router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* dlse
 }
 
 // sigmoid(a) = 1/(1+exp(-a)): for very negative a, exp overflows to inf and the sigmoid to 0,
-// never NaN. float uses the vectorised exp_approx (within 2 ulp of std::exp; the loops below then
-// vectorise), double keeps std::exp (it is the finite-difference reference).
-template <class T>
-inline T sigmoid(T a) {
-  if constexpr (std::is_same_v<T, float>) {
-    return 1.0f / (1.0f + exp_approx(-a));
-  } else {
-    return T(1) / (T(1) + std::exp(-a));
+// never NaN. float runs 4 lanes at a time on exp_approx (vec_math.h: within 2 ulp of std::exp);
+// a loop tail uses the same vector code on one lane, so every element gets the same bits
+// wherever the blocks fall. double keeps std::exp (it is the finite-difference reference).
+inline f32x4 sigmoid4(f32x4 a) {
+  return 1.0f / (1.0f + exp_approx(-a));
+}
+
+// Runs body4(i) for i = 0, 4, 8, ... and body1(i) for the last n % 4 elements, in blocks of
+// 4096 spread over the OpenMP threads when n >= min_parallel.
+template <class Body4, class Body1>
+void for_each4(long n, long min_parallel, Body4 body4, Body1 body1) {
+  constexpr long kBlock = 4096;
+  const long blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (n >= min_parallel)
+  for (long blk = 0; blk < blocks; ++blk) {
+    const long i1 = std::min(n, (blk + 1) * kBlock);
+    long i = blk * kBlock;
+    for (; i + 4 <= i1; i += 4) body4(i);
+    for (; i < i1; ++i) body1(i);
   }
 }
 
 // h[n] (=); a, b: [n].
 template <class T>
 void swiglu_forward(T* h, const T* a, const T* b, long n) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMinElems / 2)
-  for (long i = 0; i < n; ++i) {
-    const T s = sigmoid(a[i]);
-    h[i] = a[i] * s * b[i];
+  if constexpr (std::is_same_v<T, float>) {
+    auto body4 = [=](long i) {
+      const f32x4 av = load4(a + i);
+      store4(h + i, av * sigmoid4(av) * load4(b + i));
+    };
+    auto body1 = [=](long i) { h[i] = a[i] * sigmoid4(f32x4{} + a[i])[0] * b[i]; };
+    for_each4(n, kParallelMinElems / 2, body4, body1);
+  } else {
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElems / 2)
+    for (long i = 0; i < n; ++i) {
+      const T s = T(1) / (T(1) + std::exp(-a[i]));
+      h[i] = a[i] * s * b[i];
+    }
   }
 }
 
 // da[n], db[n] (=); dh, a, b: [n]. silu'(a) = s (1 + a (1 - s)), s = sigmoid(a).
 template <class T>
 void swiglu_backward(T* da, T* db, const T* dh, const T* a, const T* b, long n) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMinElems / 2)
-  for (long i = 0; i < n; ++i) {
-    const T g = dh[i];
-    const T s = sigmoid(a[i]);
-    const T silu = a[i] * s;
-    da[i] = g * b[i] * s * (T(1) + a[i] * (T(1) - s));
-    db[i] = g * silu;
+  if constexpr (std::is_same_v<T, float>) {
+    // All inputs of a block of 4 are loaded before da (which may alias dh) is written.
+    auto body4 = [=](long i) {
+      const f32x4 g = load4(dh + i), av = load4(a + i), bv = load4(b + i);
+      const f32x4 s = sigmoid4(av);
+      store4(da + i, g * bv * s * (1.0f + av * (1.0f - s)));
+      store4(db + i, g * (av * s));
+    };
+    auto body1 = [=](long i) {
+      const float g = dh[i], s = sigmoid4(f32x4{} + a[i])[0];
+      da[i] = g * b[i] * s * (1.0f + a[i] * (1.0f - s));
+      db[i] = g * (a[i] * s);
+    };
+    for_each4(n, kParallelMinElems / 2, body4, body1);
+  } else {
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElems / 2)
+    for (long i = 0; i < n; ++i) {
+      const T g = dh[i];
+      const T s = T(1) / (T(1) + std::exp(-a[i]));
+      const T silu = a[i] * s;
+      da[i] = g * b[i] * s * (T(1) + a[i] * (T(1) - s));
+      db[i] = g * silu;
+    }
   }
 }
 

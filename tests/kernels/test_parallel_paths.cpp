@@ -74,13 +74,21 @@ TEST(ParallelPaths, ExpApproxWithinTwoUlpOfLibm) {
 }
 
 TEST(ParallelPaths, ExpApproxEdges) {
+  const float inf = std::numeric_limits<float>::infinity();
   EXPECT_TRUE(std::isnan(cpu::exp_approx(std::numeric_limits<float>::quiet_NaN())));
+  EXPECT_TRUE(std::isnan(cpu::exp_approx(inf)));  // non-finite in, NaN out (documented)
+  EXPECT_TRUE(std::isnan(cpu::exp_approx(-inf)));
   const float tiny = cpu::exp_approx(-1000.0f);
   EXPECT_TRUE(std::isfinite(tiny));
   EXPECT_GE(tiny, 0.0f);
   EXPECT_LT(tiny, 1.2e-38f);
-  EXPECT_EQ(cpu::exp_approx(-std::numeric_limits<float>::infinity()), tiny);
-  EXPECT_EQ(cpu::exp_approx(1000.0f), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(cpu::exp_approx(1000.0f), inf);
+  EXPECT_EQ(cpu::exp_approx(88.8f), inf);  // e^88.8 > FLT_MAX, like std::exp
+  EXPECT_TRUE(std::isfinite(cpu::exp_approx(88.7f)));
+  // The 4-lane form gives every lane the bits of the one-float form.
+  const cpu::f32x4 v = {-3.25f, 0.5f, 41.0f, -70.125f};
+  const cpu::f32x4 e = cpu::exp_approx(v);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(e[i], cpu::exp_approx(v[i])) << i;
 }
 
 // ---------------------------------------------------------------- gemm split
