@@ -22,7 +22,16 @@ target_include_directories(ckpt_helper PRIVATE ${CMAKE_SOURCE_DIR})
 target_link_libraries(ckpt_helper PRIVATE sy_ckpt sy_warnings)
 
 # One process; the crash and CLI tests start mpirun and switchyard themselves.
-sy_gtest(test_ckpt_unit DIRS ckpt/unit DEPS sy_ckpt nlohmann_json::nlohmann_json)
+# (sy_gtest's wiring, with the `ckpt` label.)
+file(GLOB sy_ckpt_unit_srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/ckpt/unit/*.cpp)
+add_executable(test_ckpt_unit ${sy_ckpt_unit_srcs})
+target_include_directories(test_ckpt_unit PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(test_ckpt_unit PRIVATE sy_ckpt nlohmann_json::nlohmann_json GTest::gtest
+                      GTest::gtest_main sy_warnings)
+# One value per property: gtest_discover_tests splits a ';' list into separate arguments, which
+# shifts the properties after it (labels and environment get lost).
+gtest_discover_tests(test_ckpt_unit DISCOVERY_TIMEOUT 60
+  PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1" LABELS ckpt TIMEOUT 300)
 list(JOIN SY_MPIRUN " " sy_ckpt_mpirun)
 target_compile_definitions(test_ckpt_unit PRIVATE
   SWITCHYARD_BIN="$<TARGET_FILE:switchyard>" CKPT_HELPER="$<TARGET_FILE:ckpt_helper>"
