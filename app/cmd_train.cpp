@@ -10,6 +10,7 @@
 #include "comm/mpi.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
+#include "src/train/signals.h"
 #include "src/train/trainer.h"
 
 namespace sy::app {
@@ -48,9 +49,13 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
                    } catch (const UsageError& e) {
                      throw UsageError(e.what(), /*quiet=*/launcher_rank() > 0);
                    }
+                   // Installed for the rest of the process: a SIGUSR1 that arrives after the
+                   // last step must not kill a finished run (the job script reads its exit).
+                   PreemptionSignals signals;
                    comm::MpiSession mpi(nullptr, nullptr);
                    TrainOptions options;
                    options.resume = a->resume;
+                   options.signals = &signals;
                    train(*cfg, std::cout, MPI_COMM_WORLD, options);
                    return static_cast<int>(kExitOk);
                  }});

@@ -47,7 +47,7 @@ ResumeResult resume_training(const CkptContext& c, const std::string& resume, st
   if (plan.path.empty()) return r;
 
   // The model shape must match before any tensor is read (a clear key, not a dataset shape).
-  const ckpt::TrainState header = ckpt::verify_checkpoint(c.comm, plan.path);
+  const ckpt::TrainState& header = plan.state;
   const auto changes = ckpt::check_resume_config(plan.path, header.config_yaml, to_yaml(c.cfg));
   if (!changes.empty())
     log << "resuming with changed settings:\n" << ckpt::describe_changes(changes);
@@ -55,7 +55,9 @@ ResumeResult resume_training(const CkptContext& c, const std::string& resume, st
     log << "resuming a " << header.layout << " checkpoint under " << c.layout << "\n";
 
   std::vector<float> m(c.model.table().total_numel(), 0.0f), v(m.size(), 0.0f);
-  r.state = ckpt::load_checkpoint(c.comm, plan.path, refs(c.model, m, v));
+  ckpt::LoadOptions load;
+  load.verify_all = false;  // plan_resume has just verified every chunk
+  r.state = ckpt::load_checkpoint(c.comm, plan.path, refs(c.model, m, v), load);
   c.opt.set_moments(m, v);
   c.opt.set_step_count(r.state.optim_step);
   r.resumed = true;

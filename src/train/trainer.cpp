@@ -343,7 +343,9 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     summary.final_val_loss = resumed.state.last_val_loss;
   }
   double step_s_sum = 0.0, last_lr = resumed.state.lr;
-  PreemptionSignals signals;
+  std::optional<PreemptionSignals> own_signals;
+  if (!options.signals) own_signals.emplace();
+  const PreemptionSignals& signals = options.signals ? *options.signals : *own_signals;
   int64_t saved_step = resumed.resumed ? first_step : -1;
   auto save = [&](int64_t done) {
     ckpt::TrainState st;

@@ -16,6 +16,8 @@
 
 namespace sy {
 
+class PreemptionSignals;
+
 struct TrainSummary {
   int64_t steps_done = 0;
   double final_loss = 0.0;      // total loss of the last step
@@ -40,6 +42,10 @@ struct TrainOptions {
   // --resume: "" (fresh start), "auto" (the newest checkpoint in checkpoint.dir that verifies;
   // none there: a fresh start) or a checkpoint file.
   std::string resume;
+  // The preemption signal flags to watch (app/cmd_train.cpp installs them for the whole process,
+  // so a signal that arrives after training ends does not kill it); null: train() installs its
+  // own for its duration.
+  const PreemptionSignals* signals = nullptr;
 };
 
 // Runs cfg.train.steps optimizer steps on the ranks of `world` (MPI must be initialized; one rank
