@@ -59,7 +59,7 @@ std::string sh_quote(const std::string& s) {
 std::string header(const std::string& png, int w, int h) {
   std::ostringstream g;
   g << "set terminal pngcairo size " << w << "," << h
-    << " enhanced font 'DejaVu Sans,11' background '#ffffff'\n"
+    << " noenhanced font 'DejaVu Sans,11' background '#ffffff'\n"
     << "set output " << gp_quote(png) << "\n"
     << "set grid lc rgb '#dddddd' lw 1\n"
     << "set border lc rgb '#555555'\n"
@@ -172,10 +172,10 @@ std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& ti
     << gp_quote(t + "router losses (summed over layers)") << "\n"
     << "set title 'aux load-balancing loss'\nset ylabel 'aux'\nunset xlabel\n"
     << "plot " << gp_quote(train_dat)
-    << " using 1:4 with lines lw 2 lc rgb '#2ca02c' title 'aux\\_loss'\n"
+    << " using 1:4 with lines lw 2 lc rgb '#2ca02c' title 'aux_loss'\n"
     << "set title 'router z-loss'\nset ylabel 'z'\nset xlabel 'step'\n"
     << "plot " << gp_quote(train_dat)
-    << " using 1:5 with lines lw 2 lc rgb '#9467bd' title 'z\\_loss'\n"
+    << " using 1:5 with lines lw 2 lc rgb '#9467bd' title 'z_loss'\n"
     << "unset multiplot\n\n";
 
   g << header(png("tokens_per_s.png"), W, H) << "set title " << gp_quote(t + "throughput") << "\n"
@@ -189,30 +189,30 @@ std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& ti
     << "set ylabel 'dropped fraction of assignments'\nset yrange [0:"
     << "*]\n"
     << "plot " << gp_quote(train_dat)
-    << " using 1:7 with lines lw 2 lc rgb '#8c564b' title 'dropped\\_frac'\n"
+    << " using 1:7 with lines lw 2 lc rgb '#8c564b' title 'dropped_frac'\n"
     << "set yrange [*:*]\n\n";
 
   std::vector<std::string> written = {png("loss.png"), png("aux_z_loss.png"),
                                       png("tokens_per_s.png"), png("dropped_frac.png")};
   if (L > 0 && E > 0) {
     // One panel per layer, stacked; each panel ~ 60 px + 22 px per expert, capped.
-    const int panel = std::clamp(60 + 22 * E, 160, 420);
-    const int height = std::min(16000, 90 + panel * L);
+    const int panel = std::clamp(90 + 22 * E, 240, 440);
+    const int height = std::min(16000, 100 + panel * L);
     const double cbmax = std::max(max_share, 2.0 / E);
     char uniform[32];
     std::snprintf(uniform, sizeof uniform, "%.3g", 1.0 / E);
     g << header(png("expert_load.png"), W, height)
       << "set palette defined (0 '#000004', 0.25 '#3b0f70', 0.5 '#8c2981', 0.75 '#de4968', 0.9 "
          "'#fe9f6d', 1 '#fcfdbf')\n"
-      << "set cbrange [0:" << cbmax << "]\nset cblabel 'share of the layer''s assignments'\n"
+      << "set cbrange [0:" << cbmax << "]\nset cblabel 'share'\n"
       << "set yrange [-0.5:" << E - 0.5 << "]\nset ylabel 'expert'\nunset grid\nunset key\n"
       << "set ytics 0," << std::max(1, E / 16) << "," << E - 1 << "\n"
       << "set xrange [" << cells.front().first << ":" << cells.back().second << "]\n"
       << "set style fill solid 1.0 noborder\n"
-      << "set tmargin 2\nset bmargin 2.5\n"
+      << "set tmargin 2\nset bmargin 3.5\n"
       << "set multiplot layout " << L << ",1 title "
-      << gp_quote(t + "expert load per layer (uniform = 1/E = " + uniform +
-                  "; one bright row = routing collapsed)")
+      << gp_quote(t + "expert load per layer (share of its assignments; uniform = 1/E = " +
+                  uniform + ")")
       << "\n";
     for (int l = 0; l < L; ++l) {
       g << "set title 'layer " << l << "' offset 0,-0.8\n"
