@@ -64,48 +64,55 @@ std::vector<GemmShape> model_gemm_shapes(const Config& cfg) {
 std::vector<GemmTiming> time_gemms(const std::vector<GemmShape>& shapes, double min_seconds) {
   const int P = std::max(1, omp_get_max_threads());
   const int blas_threads_before = openblas_get_num_threads();
-  std::vector<GemmTiming> out;
+  std::vector<GemmTiming> out(shapes.size());
   std::vector<float> a, b;
   std::vector<std::vector<float>> c(static_cast<size_t>(P));  // one output per core
-  for (const GemmShape& s : shapes) {
-    SY_CHECK(s.M > 0 && s.N > 0 && s.K > 0, "empty GEMM shape " << s.what);
-    a.resize(static_cast<size_t>(s.M) * s.K);
-    b.resize(static_cast<size_t>(s.K) * s.N);
-    for (auto& ci : c) ci.assign(static_cast<size_t>(s.M) * s.N, 0.0f);
-    fill_random(a, 1);
-    fill_random(b, 2);
-    const int lda = s.trans_a ? s.M : s.K, ldb = s.trans_b ? s.K : s.N;
-    auto call = [&](float* out_c) {
-      cblas_sgemm(CblasRowMajor, s.trans_a ? CblasTrans : CblasNoTrans,
-                  s.trans_b ? CblasTrans : CblasNoTrans, s.M, s.N, s.K, 1.0f, a.data(), lda,
-                  b.data(), ldb, 0.0f, out_c, s.N);
-    };
-    // Median seconds of `run` after a warm-up (thread pools up, caches and pages touched).
-    auto time_it = [&](auto&& run) {
-      for (int i = 0; i < 3; ++i) run();
-      std::vector<double> times;
-      const auto t_start = Clock::now();
-      while (times.size() < 5 ||
-             std::chrono::duration<double>(Clock::now() - t_start).count() < min_seconds) {
-        const auto t0 = Clock::now();
-        run();
-        times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-      }
-      std::nth_element(times.begin(), times.begin() + static_cast<long>(times.size() / 2),
-                       times.end());
-      return times[times.size() / 2];
-    };
-    GemmTiming t;
-    t.shape = s;
-    t.threads = P;
-    openblas_set_num_threads(P);
-    t.threaded_s = time_it([&] { call(c[0].data()); });
-    openblas_set_num_threads(1);
-    t.per_core_s = time_it([&] {
+  // Median seconds of `run` after a warm-up (thread pools up, caches and pages touched).
+  auto time_it = [&](auto&& run) {
+    for (int i = 0; i < 3; ++i) run();
+    std::vector<double> times;
+    const auto t_start = Clock::now();
+    while (times.size() < 5 ||
+           std::chrono::duration<double>(Clock::now() - t_start).count() < min_seconds) {
+      const auto t0 = Clock::now();
+      run();
+      times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+    std::nth_element(times.begin(), times.begin() + static_cast<long>(times.size() / 2),
+                     times.end());
+    return times[times.size() / 2];
+  };
+  // Two passes, not two modes per shape: OpenBLAS's pool keeps spinning for a while after a
+  // threaded call, and would steal the cores from the per-core calls that follow it.
+  for (int pass = 0; pass < 2; ++pass) {
+    const bool per_core = pass == 0;
+    openblas_set_num_threads(per_core ? 1 : P);
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const GemmShape& s = shapes[i];
+      SY_CHECK(s.M > 0 && s.N > 0 && s.K > 0, "empty GEMM shape " << s.what);
+      a.resize(static_cast<size_t>(s.M) * s.K);
+      b.resize(static_cast<size_t>(s.K) * s.N);
+      for (auto& ci : c) ci.assign(static_cast<size_t>(s.M) * s.N, 0.0f);
+      fill_random(a, 1);
+      fill_random(b, 2);
+      const int lda = s.trans_a ? s.M : s.K, ldb = s.trans_b ? s.K : s.N;
+      auto call = [&](float* out_c) {
+        cblas_sgemm(CblasRowMajor, s.trans_a ? CblasTrans : CblasNoTrans,
+                    s.trans_b ? CblasTrans : CblasNoTrans, s.M, s.N, s.K, 1.0f, a.data(), lda,
+                    b.data(), ldb, 0.0f, out_c, s.N);
+      };
+      GemmTiming& t = out[i];
+      t.shape = s;
+      t.threads = P;
+      if (per_core) {
+        t.per_core_s = time_it([&] {
 #pragma omp parallel num_threads(P)
-      call(c[static_cast<size_t>(omp_get_thread_num())].data());
-    });
-    out.push_back(t);
+          call(c[static_cast<size_t>(omp_get_thread_num())].data());
+        });
+      } else {
+        t.threaded_s = time_it([&] { call(c[0].data()); });
+      }
+    }
   }
   openblas_set_num_threads(blas_threads_before);
   return out;
