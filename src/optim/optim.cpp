@@ -5,6 +5,7 @@
 #include <limits>
 #include <numbers>
 #include <utility>
+#include <vector>
 
 #include "src/core/error.h"
 
@@ -23,8 +24,25 @@ double learning_rate(const TrainConfig& t, int64_t step) {
 }
 
 double grad_sq_sum(const float* grads, size_t n) {
+  // Fixed blocks, each summed in a fixed order, the block sums added in block order: the same
+  // bits for any thread count (a resumed run may have a different OMP_NUM_THREADS).
+  constexpr size_t kBlock = size_t{1} << 15;
+  const auto blocks = static_cast<long>((n + kBlock - 1) / kBlock);
+  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+#pragma omp parallel for schedule(static) if (blocks > 1)
+  for (long b = 0; b < blocks; ++b) {
+    const size_t first = static_cast<size_t>(b) * kBlock, last = std::min(n, first + kBlock);
+    // Eight interleaved accumulators: no add waits on the previous one, and it vectorises.
+    double lane[8] = {};
+    size_t i = first;
+    for (; i + 8 <= last; i += 8)
+      for (size_t j = 0; j < 8; ++j) lane[j] += static_cast<double>(grads[i + j]) * grads[i + j];
+    for (; i < last; ++i) lane[0] += static_cast<double>(grads[i]) * grads[i];
+    partial[static_cast<size_t>(b)] =
+        ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  }
   double sum = 0.0;
-  for (size_t i = 0; i < n; ++i) sum += static_cast<double>(grads[i]) * grads[i];
+  for (double p : partial) sum += p;
   return sum;
 }
 
@@ -60,19 +78,24 @@ void AdamW::step(float* params, const float* grads, double lr, double grad_scale
   const double t = static_cast<double>(step_count_);
   const double bc1 = 1.0 - std::pow(kBeta1, t);
   const double bc2 = 1.0 - std::pow(kBeta2, t);
+  // Reciprocals once per step: a division less per element each (double divisions dominate).
+  const double inv_bc1 = 1.0 / bc1, inv_bc2 = 1.0 / bc2;
   for (const Segment& seg : segments_) {
     if (seg.kind == ParamKind::kBias) continue;
     SY_CHECK(seg.moment_offset + seg.numel <= m_.size(), "optimizer state smaller than the table");
     const double wd = seg.kind == ParamKind::kMatrix ? weight_decay_ : 0.0;
-    float* p = params + seg.param_offset;
-    const float* g = grads + seg.param_offset;
-    float* m1 = m_.data() + seg.moment_offset;
-    float* m2 = v_.data() + seg.moment_offset;
-    for (size_t i = 0; i < seg.numel; ++i) {
+    float* __restrict p = params + seg.param_offset;
+    const float* __restrict g = grads + seg.param_offset;
+    float* __restrict m1 = m_.data() + seg.moment_offset;
+    float* __restrict m2 = v_.data() + seg.moment_offset;
+    const auto n = static_cast<long>(seg.numel);
+    // Elementwise and independent: bitwise the same for any thread count.
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+    for (long i = 0; i < n; ++i) {
       const double gi = static_cast<double>(g[i]) * grad_scale;
       const double mi = kBeta1 * m1[i] + (1.0 - kBeta1) * gi;
       const double vi = kBeta2 * m2[i] + (1.0 - kBeta2) * gi * gi;
-      const double u = (mi / bc1) / (std::sqrt(vi / bc2) + kEps);
+      const double u = mi * inv_bc1 / (std::sqrt(vi * inv_bc2) + kEps);
       const double pi = p[i];
       p[i] = static_cast<float>(pi - lr * (u + wd * pi));
       m1[i] = static_cast<float>(mi);

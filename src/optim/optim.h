@@ -23,8 +23,9 @@ namespace sy {
 // for any step beyond. W = 0 means no warmup. Throws (SY_CHECK) on step < 0 or W < 0.
 double learning_rate(const TrainConfig& t, int64_t step);
 
-// sum of g[i]^2 over grads[0..n), accumulated in double in index order (the per-rank partial of
-// the global norm: ranks sum these before the sqrt).
+// sum of g[i]^2 over grads[0..n), accumulated in double: eight interleaved sums inside fixed
+// blocks of 32768 elements, the block sums in block order (deterministic for any thread count).
+// The per-rank partial of the global norm: ranks sum these before the sqrt.
 double grad_sq_sum(const float* grads, size_t n);
 // sqrt(grad_sq_sum(grads, n)).
 double global_grad_norm(const float* grads, size_t n);
@@ -37,7 +38,7 @@ double clip_factor(double grad_norm, double grad_clip);
 // count after increment (1 for the first update), all arithmetic in double, m, v, p stored float:
 //   m   = beta1 m + (1 - beta1) g
 //   v   = beta2 v + (1 - beta2) g^2
-//   u   = (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+//   u   = m (1 / (1 - beta1^t)) / (sqrt(v (1 / (1 - beta2^t))) + eps)
 //   p  -= lr * (u + wd * p)        kMatrix  (decoupled weight decay: wd multiplies p, not g)
 //   p  -= lr * u                   kGain    (no decay)
 //   kBias elements (router bias b) are never touched: not p, not m, not v (SPEC 3 sign update).
