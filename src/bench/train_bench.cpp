@@ -1,6 +1,7 @@
 #include "src/bench/train_bench.h"
 
 #include <cblas.h>
+#include <omp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -210,8 +211,11 @@ void print_train_bench(const Config& cfg, const TrainBenchOptions& opt, const Tr
   char buf[512];
   out << "\n# switchyard bench train: " << cfg.run.name << ", 1 rank, " << opt.steps
       << " timed steps after " << opt.warmup << " warm-up, fp32 CPU\n"
-      << "# OpenBLAS " << openblas_get_num_threads() << " threads (" << openblas_get_config()
-      << "), OPENBLAS_CORETYPE=" << (coretype ? coretype : "(unset)") << "\n"
+      << "# " << omp_get_max_threads()
+      << " OpenMP threads (gemm() splits each product over them, one single-threaded OpenBLAS "
+         "call each); "
+      << openblas_get_config() << ", OPENBLAS_CORETYPE=" << (coretype ? coretype : "(unset)")
+      << "\n"
       << "# model FLOPs/step = " << flops_formula(cfg) << "\n\n";
 
   std::snprintf(buf, sizeof buf, "%-28s %14s\n", "metric", "value");
