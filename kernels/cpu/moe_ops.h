@@ -6,7 +6,8 @@
 //
 // Letters: N tokens, E experts, K top-k, C d_model, A rows of an expert-sorted buffer (kept
 // assignments), n a flat element count. All tensors row-major. Implemented for T = float and
-// double. No op allocates; all run sequentially, so results are bitwise reproducible.
+// double. No op allocates; large calls run on the OpenMP threads, split so that every result is
+// bitwise the one of a serial loop for any thread count.
 #pragma once
 
 #include <cstdint>

@@ -41,8 +41,8 @@ void rope_backward(T* dqkv, const T* dout, int B, int T_, int C, int NH, double 
 // Causal multi-head attention on qkv[N,3C] (after RoPE):
 //   att[B,NH,T,T] (=) softmax_causal(q k^T / sqrt(HD)) (zeros above the diagonal)
 //   out[N,C] (=) att @ v, heads concatenated (head h -> columns h*HD..)
-// The (b,h) pairs run on OpenMP threads when OpenBLAS is sequential, single-threaded or
-// OpenMP-built; results are bitwise reproducible run to run (see attention.cpp).
+// The (b,h) pairs run on the OpenMP threads, each gemm() inside one single-threaded BLAS call
+// (gemm.h); results are bitwise the same for any thread count (see attention.cpp).
 template <class T>
 void attention_forward(T* out, T* att, const T* qkv, int B, int T_, int C, int NH);
 // dqkv[N,3C] (=). scratch: at least B*NH*T*T elements (datt), contents undefined after.
