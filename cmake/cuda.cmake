@@ -105,3 +105,5 @@ endif()
 
 # `switchyard bench moe-layer` runs the CUDA layer when it is built in.
 target_link_libraries(sy_bench PUBLIC sy_cuda)
+# `device: cuda` in the trainer (src/train/train_gpu.cpp).
+target_link_libraries(sy_train PUBLIC sy_cuda)

@@ -151,10 +151,7 @@ TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt
   init_params(model.params.data(), model.table(), cfg.run.seed);
   AdamW opt_state(model.table(), cfg.train.weight_decay);
   BatchLoader loader(data.train, T, GB, cfg.run.seed);
-  LossScale scale;
-  scale.token_weight = 1.0 / static_cast<double>(GB * T);
-  scale.group_weight =
-      1.0 / static_cast<double>(cfg.moe.aux_loss_scope == AuxScope::kSequence ? GB : GB / MB);
+  const LossScale scale = global_batch_scale(cfg);
   std::vector<int32_t> tokens(static_cast<size_t>(MB * (T + 1)));
 
   TrainBenchResult r;

@@ -13,6 +13,15 @@ namespace sy {
 
 using cpu::Grad;
 
+LossScale global_batch_scale(const Config& cfg) {
+  const int64_t GB = cfg.train.global_batch, MB = cfg.train.micro_batch;
+  LossScale s;
+  s.token_weight = 1.0 / static_cast<double>(GB * cfg.model.seq_len);
+  s.group_weight =
+      1.0 / static_cast<double>(cfg.moe.aux_loss_scope == AuxScope::kSequence ? GB : GB / MB);
+  return s;
+}
+
 template <class T>
 Model<T>::Model(const Config& cfg, const ModelParallel& par)
     : cfg_(cfg),

@@ -38,6 +38,11 @@ struct LossParts {
   }
 };
 
+// The loss weights of any micro-batch of cfg's global batch (SPEC section 3: the loss is the mean
+// over the global batch's tokens, aux the mean over its balance groups: every sequence, or
+// every micro-batch with aux_loss_scope micro_batch).
+LossScale global_batch_scale(const Config& cfg);
+
 // Where this rank sits in the layout and what it communicates over (default: one rank).
 struct ModelParallel {
   ShardLayout layout;

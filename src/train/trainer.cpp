@@ -29,8 +29,10 @@
 #include "src/optim/optim.h"
 #include "src/train/flops.h"
 #include "src/train/metrics.h"
+#include "src/train/report.h"
 #include "src/train/signals.h"
 #include "src/train/train_ckpt.h"
+#include "src/train/train_gpu.h"
 
 namespace sy {
 
@@ -40,13 +42,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-std::string format_duration(double s) {
-  const long t = static_cast<long>(s + 0.5);
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%02ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
-  return buf;
 }
 
 ShardLayout shard_layout(const comm::Layout& l) {
@@ -259,8 +254,10 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       throw UsageError("train.global_batch=" + std::to_string(GB) + " must be a multiple of dp * " +
                        "train.micro_batch = " + std::to_string(dp) + " * " + std::to_string(MB) +
                        " (dp = world size / parallel.tp)");
+    check_gpu_run(cfg, rt.world.size(), options.resume);
     data = read_token_file(cfg.data.path, cfg.model.vocab_size, T);
   });
+  if (cfg.device == Device::kCuda) return train_on_gpu(cfg, data, log);
 
   rt.groups = std::make_unique<comm::ProcessGroups>(
       rt.world.get(),
@@ -326,11 +323,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       << resume_log.str();
 
   // The loss of the global batch is the mean over its tokens; aux is the mean over its groups.
-  LossScale scale;
-  scale.token_weight = 1.0 / static_cast<double>(GB * T);
-  const int64_t groups =
-      cfg.moe.aux_loss_scope == AuxScope::kSequence ? GB : GB / MB;  // micro_batch: one per MB
-  scale.group_weight = 1.0 / static_cast<double>(groups);
+  const LossScale scale = global_batch_scale(cfg);
   const int64_t per_dp = GB / lay.dp, first_seq = per_dp * lay.coords.dp_rank;
 
   std::vector<int32_t> tokens(static_cast<size_t>(MB * (T + 1)));
@@ -368,11 +361,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     const double v = evaluate(rt, data, cfg, val_windows);
     summary.final_val_loss = v;
     if (!(v >= summary.best_val_loss)) summary.best_val_loss = v;  // also replaces NaN
-    if (metrics) metrics->write({{"step", step}, {"val_loss", v}});
-    char buf[96];
-    std::snprintf(buf, sizeof buf, "eval step %lld | val_loss %.4f\n", static_cast<long long>(step),
-                  v);
-    log << buf << std::flush;
+    report_eval(step, v, metrics ? &*metrics : nullptr, log);
   };
 
   StepTotals tot;
@@ -424,45 +413,22 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     summary.final_loss = tot.loss.total();
     summary.step_losses.push_back(tot.loss.total());
     if (done % cfg.log.every == 0 || done == cfg.train.steps) {
-      const double assignments = static_cast<double>(GB * T * K);
-      nlohmann::json expert_load = nlohmann::json::array();
-      for (int l = 0; l < L; ++l) {
-        std::vector<double> frac(E);
-        for (int e = 0; e < E; ++e)
-          frac[e] = static_cast<double>(tot.selected[static_cast<size_t>(l * E + e)]) / assignments;
-        expert_load.push_back(frac);
+      StepRecord rec;
+      rec.step = done;
+      rec.loss = tot.loss;
+      rec.lr = lr;
+      rec.grad_norm = norm;
+      rec.step_s = step_s;
+      if (rt.exchange) {
+        rec.a2a_s = rt.exchange->stats().seconds;
+        rec.a2a_internode_bytes = rt.exchange->stats().internode_bytes;
+        rec.a2a_intranode_bytes = rt.exchange->stats().intranode_bytes;
       }
-      comm::ExchangeStats a2a;
-      if (rt.exchange) a2a = rt.exchange->stats();
-      const double tok_s = static_cast<double>(GB * T) / step_s;
-      const double gflops = flops.total() / step_s / 1e9;
-      if (metrics)
-        metrics->write({{"step", done},
-                        {"loss", tot.loss.total()},
-                        {"lm_loss", tot.loss.lm},
-                        {"aux_loss", tot.loss.aux},
-                        {"z_loss", tot.loss.z},
-                        {"lr", lr},
-                        {"grad_norm", norm},
-                        {"tokens_per_s", tok_s},
-                        {"step_ms", step_s * 1e3},
-                        {"a2a_ms", a2a.seconds * 1e3},
-                        {"a2a_internode_bytes", a2a.internode_bytes},
-                        {"a2a_intranode_bytes", a2a.intranode_bytes},
-                        {"gflops", gflops},
-                        {"dropped_frac", static_cast<double>(tot.dropped) / (assignments * L)},
-                        {"expert_load", expert_load}});
+      rec.selected = &tot.selected;
+      rec.dropped = tot.dropped;
       const double eta = step_s_sum / static_cast<double>(done - first_step) *
                          static_cast<double>(cfg.train.steps - done);
-      char buf[320];
-      std::snprintf(buf, sizeof buf,
-                    "step %6lld/%lld | loss %.4f (lm %.4f aux %.4f z %.4f) | lr %.2e | "
-                    "grad %.3f | %.0f tok/s | %.2f GFLOP/s | a2a %.0f%% | %.1f ms | ETA %s\n",
-                    static_cast<long long>(done), static_cast<long long>(cfg.train.steps),
-                    tot.loss.total(), tot.loss.lm, tot.loss.aux, tot.loss.z, lr, norm, tok_s,
-                    gflops, 100.0 * a2a.seconds / step_s, step_s * 1e3,
-                    format_duration(eta).c_str());
-      log << buf << std::flush;
+      report_step(cfg, rec, flops, eta, metrics ? &*metrics : nullptr, log);
     }
     if (cfg.eval.every > 0 && done % cfg.eval.every == 0 && done != cfg.train.steps) run_eval(done);
     if (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0) save(done);

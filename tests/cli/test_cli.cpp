@@ -79,3 +79,20 @@ TEST(Cli, PrepareThenTrainWritesSpecMetrics) {
 }
 
 }  // namespace
+
+// `device: cuda` in a build without the CUDA backend: exit 2 naming the key and the fix, never a
+// silent CPU run. (In a CUDA build the GPU suite, `ctest -L gpu`, covers the device path.)
+TEST(Cli, DeviceCudaWithoutTheBackendIsAUsageError) {
+#if defined(SWITCHYARD_HAVE_CUDA)
+  GTEST_SKIP() << "this build has the CUDA backend";
+#else
+  sy::test::TempDir dir;
+  const auto r =
+      run_command(kBin + " train --config " + kSrc + "/configs/tiny.yaml --set device=cuda" +
+                  " --set run.out_dir=" + dir.file("run"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("device: cuda"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("-DSWITCHYARD_CUDA=ON"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("run/metrics.jsonl")));
+#endif
+}
