@@ -2,6 +2,7 @@
 // losses), dispatch/combine, and the composed forward/backward. The expert stages are in
 // moe_experts.cpp. See moe.h for the shape letters.
 #include "src/model/moe.h"
+#include "src/model/grow.h"
 
 #include <algorithm>
 #include <cmath>
@@ -14,14 +15,6 @@
 namespace sy {
 
 using cpu::Grad;
-
-namespace {
-// Grow-only resize: once a buffer has held the largest micro-batch, later calls never allocate.
-template <class V>
-void grow(V& v, long n) {
-  if (static_cast<long>(v.size()) < n) v.resize(static_cast<size_t>(n));
-}
-}  // namespace
 
 MoeDims moe_dims(const Config& cfg, int tp, int ep, int etp) {
   MoeDims d;

@@ -198,6 +198,11 @@ class MoeLayer {
   void routed_backward(T* dm, const MoeWeights<T>& g, const T* dout, const MoeWeights<T>& w);
   bool moves_rows() const;                   // anything but the one-rank path
   void sum_over_tp(T* x, const char* what);  // x[N,C] (=) its sum over tp (a no-op for tp = 1)
+  // etp > 1: v (=) every etp rank's rows (M of `width` elements in all, etp-rank order) from
+  // this rank's; and back, v's first rows (=) this rank's rows summed over the etp ranks.
+  template <class V>
+  void etp_gather(V& v, int width, int M, const char* what);
+  void etp_sum_to_owner(std::vector<T>& v, int width, int M, const char* what);
 
   MoeDims d_;
   MoeParallel par_;
@@ -230,6 +235,7 @@ class MoeLayer {
   std::vector<T> rows_x_, rows_g_;  // [M,C], [M,K]
   std::vector<int32_t> rows_e_;     // [M,K] local expert of each slot, -1 when elsewhere
   std::vector<int64_t> etp_rows_;   // [etp] rows each etp rank contributed
+  std::vector<T> etp_scratch_;      // this rank's rows of a reduce-scatter
   std::vector<T> yrows_;            // [M,C] / [M,C+K] weighted outputs, row gradients
   // Saved by the expert stages.
   std::vector<T> xs_, ys_;         // [A,C] dispatched inputs and expert outputs (forward())

@@ -6,18 +6,12 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/moe_ops.h"
 #include "src/core/error.h"
+#include "src/model/grow.h"
 #include "src/model/moe.h"
 
 namespace sy {
 
 using cpu::Grad;
-
-namespace {
-template <class V>
-void grow(V& v, long n) {
-  if (static_cast<long>(v.size()) < n) v.resize(static_cast<size_t>(n));
-}
-}  // namespace
 
 // y[R,C] (= or +=); h1, h3, h[R,F] (=); x: [R,C]; counts: [num_experts];
 // w1, w3: [num_experts,C,F]; w2: [num_experts,F,C].

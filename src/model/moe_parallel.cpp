@@ -10,15 +10,12 @@
 #include "comm/collectives.h"
 #include "kernels/cpu/moe_ops.h"
 #include "src/core/error.h"
+#include "src/model/grow.h"
 #include "src/model/moe.h"
 
 namespace sy {
 
 namespace {
-template <class V>
-void grow(V& v, long n) {
-  if (static_cast<long>(v.size()) < n) v.resize(static_cast<size_t>(n));
-}
 int size_of(const comm::Comm* c) {
   return c ? c->size() : 1;
 }
@@ -45,6 +42,32 @@ MoeLayer<T>::MoeLayer(const MoeDims& dims, const MoeParallel& par) : d_(dims), p
 template <class T>
 bool MoeLayer<T>::moves_rows() const {
   return par_.exchange || size_of(par_.tp) > 1 || size_of(par_.etp) > 1;
+}
+
+// Every etp rank contributed etp_rows_[r] rows; this rank's come first in v.
+template <class T>
+template <class V>
+void MoeLayer<T>::etp_gather(V& v, int width, int M, const char* what) {
+  using E = typename V::value_type;
+  std::vector<int64_t> counts(etp_rows_.size());
+  for (size_t r = 0; r < counts.size(); ++r) counts[r] = etp_rows_[r] * width;
+  const auto mine = static_cast<size_t>(counts[static_cast<size_t>(par_.etp->rank())]);
+  V all(static_cast<size_t>(M) * static_cast<size_t>(width));
+  comm::allgatherv(std::span<const E>(v.data(), mine), std::span<E>(all),
+                   std::span<const int64_t>(counts), *par_.etp, par_.watchdog, what);
+  v.swap(all);
+}
+
+template <class T>
+void MoeLayer<T>::etp_sum_to_owner(std::vector<T>& v, int width, int M, const char* what) {
+  std::vector<int64_t> counts(etp_rows_.size());
+  for (size_t r = 0; r < counts.size(); ++r) counts[r] = etp_rows_[r] * width;
+  const auto mine = static_cast<size_t>(counts[static_cast<size_t>(par_.etp->rank())]);
+  etp_scratch_.resize(mine);
+  comm::reduce_scatter_v(std::span<const T>(v.data(), static_cast<size_t>(M) * width),
+                         std::span<T>(etp_scratch_), std::span<const int64_t>(counts), *par_.etp,
+                         par_.watchdog, what);
+  std::copy(etp_scratch_.begin(), etp_scratch_.end(), v.begin());
 }
 
 template <class T>
@@ -108,19 +131,9 @@ void MoeLayer<T>::routed_forward(T* out, const T* m, const MoeWeights<T>& w) {
     comm::allreduce_sum(std::span<int64_t>(etp_rows_), *par_.etp, par_.watchdog, "etp row counts");
     M = 0;
     for (int64_t n : etp_rows_) M += static_cast<int>(n);
-    auto gather = [&](auto& v, int width, const char* what) {
-      using E = typename std::decay_t<decltype(v)>::value_type;
-      std::vector<int64_t> counts(etp_rows_.size());
-      for (size_t r = 0; r < counts.size(); ++r) counts[r] = etp_rows_[r] * width;
-      std::vector<E> all(static_cast<size_t>(M) * static_cast<size_t>(width));
-      comm::allgatherv(std::span<const E>(v.data(), static_cast<size_t>(Mo) * width),
-                       std::span<E>(all), std::span<const int64_t>(counts), *par_.etp,
-                       par_.watchdog, what);
-      v.swap(all);
-    };
-    gather(rows_x_, C, "etp rows");
-    gather(rows_g_, K, "etp gates");
-    gather(rows_e_, K, "etp experts");
+    etp_gather(rows_x_, C, M, "etp rows");
+    etp_gather(rows_g_, K, M, "etp gates");
+    etp_gather(rows_e_, K, M, "etp experts");
   }
 
   // 3. The local experts over the M rows; yrows (=) their gate-weighted outputs per row.
@@ -135,15 +148,7 @@ void MoeLayer<T>::routed_forward(T* out, const T* m, const MoeWeights<T>& w) {
   combine(yrows_.data(), ys_.data());
 
   // 4. Back: etp partial sums to their rows' owner, then over ep to the tokens.
-  if (etp > 1) {
-    std::vector<int64_t> counts(etp_rows_.size());
-    for (size_t r = 0; r < counts.size(); ++r) counts[r] = etp_rows_[r] * C;
-    std::vector<T> mine(static_cast<size_t>(Mo) * C);
-    comm::reduce_scatter_v(std::span<const T>(yrows_.data(), static_cast<size_t>(M) * C),
-                           std::span<T>(mine), std::span<const int64_t>(counts), *par_.etp,
-                           par_.watchdog, "etp expert outputs");
-    std::copy(mine.begin(), mine.end(), yrows_.begin());
-  }
+  if (etp > 1) etp_sum_to_owner(yrows_, C, M, "etp expert outputs");
   const T* ytok = yrows_.data();
   if (par_.exchange) {
     grow(send_, static_cast<long>(Ns) * C);
@@ -192,15 +197,7 @@ void MoeLayer<T>::routed_backward(T* dm, const MoeWeights<T>& g, const T* dout,
   } else {
     std::copy(dslice, dslice + static_cast<long>(Ns) * C, rows_x_.begin());
   }
-  if (etp > 1) {
-    std::vector<int64_t> counts(etp_rows_.size());
-    for (size_t r = 0; r < counts.size(); ++r) counts[r] = etp_rows_[r] * C;
-    std::vector<T> all(static_cast<size_t>(M) * C);
-    comm::allgatherv(std::span<const T>(rows_x_.data(), static_cast<size_t>(Mo) * C),
-                     std::span<T>(all), std::span<const int64_t>(counts), *par_.etp, par_.watchdog,
-                     "etp output gradients");
-    std::copy(all.begin(), all.end(), rows_x_.begin());
-  }
+  if (etp > 1) etp_gather(rows_x_, C, M, "etp output gradients");
 
   // 2. Through the gates and the experts; each assignment's input gradient goes to its row,
   // its gate gradient to its row's slot column.
@@ -219,15 +216,7 @@ void MoeLayer<T>::routed_backward(T* dm, const MoeWeights<T>& g, const T* dout,
   }
 
   // 3. Back to the tokens: etp partials to the rows' owner, then the sum over ep ranks.
-  if (etp > 1) {
-    std::vector<int64_t> counts(etp_rows_.size());
-    for (size_t r = 0; r < counts.size(); ++r) counts[r] = etp_rows_[r] * W;
-    std::vector<T> mine(static_cast<size_t>(Mo) * W);
-    comm::reduce_scatter_v(std::span<const T>(yrows_.data(), static_cast<size_t>(M) * W),
-                           std::span<T>(mine), std::span<const int64_t>(counts), *par_.etp,
-                           par_.watchdog, "etp row gradients");
-    std::copy(mine.begin(), mine.end(), yrows_.begin());
-  }
+  if (etp > 1) etp_sum_to_owner(yrows_, W, M, "etp row gradients");
   const T* dtok = yrows_.data();
   if (par_.exchange) {
     grow(send_, static_cast<long>(Ns) * W);
