@@ -70,6 +70,17 @@ __device__ __forceinline__ float block_sum(float v) {
   float total = lane < num_warps ? partial[lane] : 0.0f;
   return warp_sum(total);
 }
+// The same in double (fp32 data, fp64 reductions: gradient norms, aux/z loss sums).
+__device__ __forceinline__ double block_sum_f64(double v) {
+  __shared__ double partial[kWarp];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  double total = lane < static_cast<int>(blockDim.x / kWarp) ? partial[lane] : 0.0;
+  return warp_sum_f64(total);
+}
 __device__ __forceinline__ float block_max(float v) {
   __shared__ float partial[kWarp];
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;

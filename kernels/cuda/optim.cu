@@ -7,17 +7,6 @@ namespace sy::cuda {
 
 namespace {
 
-__device__ double block_sum_double(double v) {
-  __shared__ double partial[kWarp];
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  v = warp_sum_f64(v);
-  __syncthreads();
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  double t = lane < static_cast<int>(blockDim.x / kWarp) ? partial[lane] : 0.0;
-  return warp_sum_f64(t);
-}
-
 // Stage 1: block b sums the elements i = b*blockDim + tid (+ grid stride) into partial[b].
 __global__ void sq_sum_partial_kernel(double* partial, const float* g, size_t n) {
   double acc = 0.0;
@@ -26,14 +15,14 @@ __global__ void sq_sum_partial_kernel(double* partial, const float* g, size_t n)
     const double x = g[i];
     acc += x * x;
   }
-  acc = block_sum_double(acc);
+  acc = block_sum_f64(acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
 __global__ void sq_sum_final_kernel(double* out, const double* partial, int num_partials) {
   double acc = 0.0;
   for (int i = threadIdx.x; i < num_partials; i += blockDim.x) acc += partial[i];
-  acc = block_sum_double(acc);
+  acc = block_sum_f64(acc);
   if (threadIdx.x == 0) *out = acc;
 }
 

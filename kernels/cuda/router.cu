@@ -129,17 +129,6 @@ __global__ void aux_terms_kernel(float* grp_frac, float* terms, const float* pro
   }
 }
 
-__device__ double block_sum_f64(double v) {
-  __shared__ double partial[kWarp];
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  v = warp_sum_f64(v);
-  __syncthreads();
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  double t = lane < static_cast<int>(blockDim.x / kWarp) ? partial[lane] : 0.0;
-  return warp_sum_f64(t);
-}
-
 // One block: loss = {aux_coeff*E*sum(terms)*group_weight, z_coeff*sum(lse^2)*token_weight}.
 __global__ void loss_sum_kernel(double* loss, const float* terms, long num_terms, const float* lse,
                                 int N, double aux_scale, double z_scale) {
