@@ -75,6 +75,9 @@ class FlatExchange final : public ExchangeBase {
     SY_CHECK(s != nullptr && s->owner == this, "handle from another exchange");
     return *s;
   }
+  // Start of a dispatch or combine: counts the call, grows the staging rows, fills the MPI
+  // counts; returns the row size in bytes.
+  std::size_t begin_call(const FlatState& s, int64_t width, ElemType type);
   void fill_counts(const FlatState& s, int64_t width);
   void count_traffic(const FlatState& s, std::size_t row_bytes, bool dispatch);
 
@@ -162,6 +165,15 @@ void FlatExchange::layout(std::span<const int32_t> topk_idx, int64_t num_tokens,
   h.state = std::move(state);
 }
 
+std::size_t FlatExchange::begin_call(const FlatState& s, int64_t width, ElemType type) {
+  ++stats_.calls;
+  const std::size_t row_bytes = static_cast<std::size_t>(width) * elem_bytes(type);
+  const std::size_t staged = s.send_token.size() * row_bytes;
+  if (staging_.size() < staged) staging_.resize(staged);
+  fill_counts(s, width);
+  return row_bytes;
+}
+
 void FlatExchange::fill_counts(const FlatState& s, int64_t width) {
   rows_to_mpi_counts(s.send_rows_per_rank, width, send_counts_, send_displs_);
   rows_to_mpi_counts(s.recv_rows_per_rank, width, recv_counts_, recv_displs_);
@@ -187,16 +199,13 @@ void FlatExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* rec
                                ElemType type) {
   StatsTimer timer(&stats_.seconds);
   const FlatState& s = state_of(h);
-  ++stats_.calls;
-  const std::size_t row_bytes = static_cast<std::size_t>(width) * elem_bytes(type);
+  const std::size_t row_bytes = begin_call(s, width, type);
   const std::size_t S = s.send_token.size();
-  if (staging_.size() < S * row_bytes) staging_.resize(S * row_bytes);
   const auto* src = static_cast<const std::byte*>(x);
   for (std::size_t r = 0; r < S; ++r) {
     std::memcpy(staging_.data() + r * row_bytes,
                 src + static_cast<std::size_t>(s.send_token[r]) * row_bytes, row_bytes);
   }
-  fill_counts(s, width);
   {
     StatsTimer transfer(&stats_.transfer_seconds);
     WatchdogScope scope(watchdog_, "dispatch: all-to-all of token rows on the EP group");
@@ -211,11 +220,8 @@ void FlatExchange::do_combine(const ExchangeHandle& h, const void* y, void* out,
                               ElemType type) {
   StatsTimer timer(&stats_.seconds);
   const FlatState& s = state_of(h);
-  ++stats_.calls;
-  const std::size_t row_bytes = static_cast<std::size_t>(width) * elem_bytes(type);
+  const std::size_t row_bytes = begin_call(s, width, type);
   const std::size_t S = s.send_token.size();
-  if (staging_.size() < S * row_bytes) staging_.resize(S * row_bytes);
-  fill_counts(s, width);
   {
     StatsTimer transfer(&stats_.transfer_seconds);
     WatchdogScope scope(watchdog_, "combine: all-to-all of expert output rows on the EP group");
