@@ -102,39 +102,36 @@ void FlatExchange::layout(std::span<const int32_t> topk_idx, int64_t num_tokens,
   // Destination ranks of each token, deduplicated with a "last token that marked it" array:
   // count, prefix, fill (token ascending inside each rank's group).
   std::vector<int64_t> marked(static_cast<std::size_t>(P), -1);
+  // f(n, p) once for every destination rank p of token n (the first slot that names it).
+  auto for_each_destination = [&](auto&& f) {
+    std::fill(marked.begin(), marked.end(), -1);
+    for (std::size_t n = 0; n < N; ++n) {
+      for (int j = 0; j < K; ++j) {
+        const int32_t e = topk_idx[n * K + static_cast<std::size_t>(j)];
+        if (e < 0) continue;
+        const auto p = static_cast<std::size_t>(e / L);
+        if (marked[p] == static_cast<int64_t>(n)) continue;
+        marked[p] = static_cast<int64_t>(n);
+        f(n, p);
+      }
+    }
+  };
   std::vector<int64_t>& rows = state->send_rows_per_rank;
   rows.assign(static_cast<std::size_t>(P), 0);
-  for (std::size_t n = 0; n < N; ++n) {
-    for (int j = 0; j < K; ++j) {
-      const int32_t e = topk_idx[n * K + static_cast<std::size_t>(j)];
-      if (e < 0) continue;
-      const auto p = static_cast<std::size_t>(e / L);
-      if (marked[p] == static_cast<int64_t>(n)) continue;
-      marked[p] = static_cast<int64_t>(n);
-      ++rows[p];
-    }
-  }
+  for_each_destination([&](std::size_t, std::size_t p) { ++rows[p]; });
   std::vector<int64_t> cursor(static_cast<std::size_t>(P) + 1, 0);
   for (int p = 0; p < P; ++p) cursor[p + 1] = cursor[p] + rows[static_cast<std::size_t>(p)];
   const int64_t S = cursor[static_cast<std::size_t>(P)];
   state->send_token.resize(static_cast<std::size_t>(S));
   const int record = 1 + K;  // [token, topk_idx[K]]
   std::vector<int64_t> records(static_cast<std::size_t>(S * record));
-  std::fill(marked.begin(), marked.end(), -1);
-  for (std::size_t n = 0; n < N; ++n) {
-    for (int j = 0; j < K; ++j) {
-      const int32_t e = topk_idx[n * K + static_cast<std::size_t>(j)];
-      if (e < 0) continue;
-      const auto p = static_cast<std::size_t>(e / L);
-      if (marked[p] == static_cast<int64_t>(n)) continue;
-      marked[p] = static_cast<int64_t>(n);
-      const int64_t row = cursor[p]++;
-      state->send_token[static_cast<std::size_t>(row)] = static_cast<int64_t>(n);
-      int64_t* rec = &records[static_cast<std::size_t>(row * record)];
-      rec[0] = static_cast<int64_t>(n);
-      for (int i = 0; i < K; ++i) rec[1 + i] = topk_idx[n * K + static_cast<std::size_t>(i)];
-    }
-  }
+  for_each_destination([&](std::size_t n, std::size_t p) {
+    const int64_t row = cursor[p]++;
+    state->send_token[static_cast<std::size_t>(row)] = static_cast<int64_t>(n);
+    int64_t* rec = &records[static_cast<std::size_t>(row * record)];
+    rec[0] = static_cast<int64_t>(n);
+    for (int i = 0; i < K; ++i) rec[1 + i] = topk_idx[n * K + static_cast<std::size_t>(i)];
+  });
 
   check_same_top_k(comm_, K, watchdog_);
   const std::vector<int64_t> got =

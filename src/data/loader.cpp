@@ -84,4 +84,15 @@ void BatchLoader::fill(int64_t step, int64_t first_seq, int64_t num_seqs, int32_
   }
 }
 
+void fill_val_windows(const std::vector<int32_t>& val, int64_t seq_len, int64_t first, int64_t num,
+                      int32_t* tokens) {
+  SY_CHECK(
+      first >= 0 && num >= 0 && (first + num) * seq_len + 1 <= static_cast<int64_t>(val.size()),
+      "validation windows [" << first << ", " << first + num << ") beyond the split");
+  for (int64_t i = 0; i < num; ++i) {
+    const int32_t* src = val.data() + (first + i) * seq_len;
+    std::copy(src, src + seq_len + 1, tokens + i * (seq_len + 1));
+  }
+}
+
 }  // namespace sy

@@ -69,4 +69,9 @@ std::vector<int64_t> epoch_permutation(uint64_t seed, int64_t epoch, int64_t num
 // in file order; this many fit in a split of n_val tokens.
 int64_t num_val_windows(int64_t n_val, int64_t seq_len);
 
+// tokens[num, T + 1] (=) validation windows first .. first + num - 1 (as num_val_windows counts
+// them), for the evaluation forwards.
+void fill_val_windows(const std::vector<int32_t>& val, int64_t seq_len, int64_t first, int64_t num,
+                      int32_t* tokens);
+
 }  // namespace sy

@@ -12,6 +12,15 @@ std::string format_duration(double s) {
   return buf;
 }
 
+void add_routing_counts(const std::vector<MoeStats>& per_layer, std::vector<int64_t>& selected,
+                        int64_t& dropped) {
+  size_t at = 0;
+  for (const MoeStats& st : per_layer) {
+    for (int64_t n : st.selected) selected[at++] += n;
+    dropped += st.dropped;
+  }
+}
+
 void report_step(const Config& cfg, const StepRecord& r, const StepFlops& flops, double eta_s,
                  MetricsWriter* metrics, std::ostream& log) {
   const int64_t GB = cfg.train.global_batch, T = cfg.model.seq_len, K = cfg.moe.top_k;

@@ -28,6 +28,11 @@ struct StepRecord {
   int64_t dropped = 0;                             // assignments dropped by capacity
 };
 
+// selected[L*E] (+=) each layer's per-expert selections of one micro-batch, dropped (+=) its
+// capacity drops: the step's routing counts, over its micro-batches.
+void add_routing_counts(const std::vector<MoeStats>& per_layer, std::vector<int64_t>& selected,
+                        int64_t& dropped);
+
 // Writes the step's metrics line (when `metrics` is non-null) and its progress line to `log`;
 // eta_s: the estimated time left.
 void report_step(const Config& cfg, const StepRecord& r, const StepFlops& flops, double eta_s,

@@ -82,10 +82,7 @@ TrainSummary train_on_gpu(const Config& cfg, const TokenData& data, std::ostream
     double sum = 0.0;
     for (int64_t first = 0; first < val_windows; first += MB) {
       const int64_t n = std::min(MB, val_windows - first);
-      for (int64_t i = 0; i < n; ++i) {
-        const auto* src = data.val.data() + (first + i) * T;
-        std::copy(src, src + T + 1, tokens.begin() + i * (T + 1));
-      }
+      fill_val_windows(data.val, T, first, n, tokens.data());
       LossScale s;  // sums of per-token losses, divided once below
       sum += model.forward(tokens.data(), static_cast<int>(n), s).lm;
     }
@@ -107,11 +104,7 @@ TrainSummary train_on_gpu(const Config& cfg, const TokenData& data, std::ostream
       loader.fill(step, first, MB, tokens.data());
       loss += model.forward(tokens.data(), static_cast<int>(MB), scale, &mb_stats);
       model.backward();
-      for (int l = 0; l < L; ++l) {
-        for (int e = 0; e < E; ++e)
-          selected[static_cast<size_t>(l * E + e)] += mb_stats[l].selected[e];
-        dropped += mb_stats[l].dropped;
-      }
+      add_routing_counts(mb_stats, selected, dropped);
     }
     const double lr = learning_rate(cfg.train, step);
     const double norm = model.optimizer_step(lr, cfg.train.grad_clip, cfg.train.weight_decay);

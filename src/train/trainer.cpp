@@ -155,10 +155,7 @@ double evaluate(Runtime& rt, const TokenData& data, const Config& cfg, int64_t w
   double sum = 0.0;
   for (int64_t done = 0; done < per_rank; done += MB) {
     const int64_t n = std::clamp<int64_t>(mine - done, 0, MB);
-    for (int64_t i = 0; i < n; ++i) {
-      const auto* src = data.val.data() + (first + done + i) * T;
-      std::copy(src, src + T + 1, tokens.begin() + i * (T + 1));
-    }
+    fill_val_windows(data.val, T, first + done, n, tokens.data());
     LossScale s;
     s.token_weight = 1.0;  // sum of per-token losses; divided once below
     sum += rt.model->forward(tokens.data(), static_cast<int>(n), s).lm;
@@ -376,11 +373,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       loader.fill(step, first_seq + mb, MB, tokens.data());
       tot.loss += model.forward(tokens.data(), static_cast<int>(MB), scale, &mb_stats);
       model.backward();
-      for (int l = 0; l < L; ++l) {
-        for (int e = 0; e < E; ++e)
-          tot.selected[static_cast<size_t>(l * E + e)] += mb_stats[l].selected[e];
-        tot.dropped += mb_stats[l].dropped;
-      }
+      add_routing_counts(mb_stats, tot.selected, tot.dropped);
     }
     // Loss and routing counts of the global batch (identical on tp ranks: summed over dp).
     double parts[3] = {tot.loss.lm, tot.loss.aux, tot.loss.z};

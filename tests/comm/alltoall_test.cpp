@@ -16,8 +16,8 @@
 
 #include "comm/groups.h"
 #include "comm/watchdog.h"
+#include "common/mpi_util.h"
 #include "exchange_ref.h"
-#include "mpi_util.h"
 #include "src/core/error.h"
 
 namespace {

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "mpi_util.h"
+#include "common/mpi_util.h"
 #include "src/core/error.h"
 
 namespace {

@@ -16,8 +16,8 @@
 
 #include "comm/alltoall.h"
 #include "comm/groups.h"
+#include "common/mpi_util.h"
 #include "exchange_ref.h"
-#include "mpi_util.h"
 
 namespace {
 

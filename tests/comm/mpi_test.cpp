@@ -7,7 +7,7 @@
 #include <string>
 #include <utility>
 
-#include "mpi_util.h"
+#include "common/mpi_util.h"
 
 namespace {
 

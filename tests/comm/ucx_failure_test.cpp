@@ -21,7 +21,7 @@
 #include "comm/alltoall.h"
 #include "comm/mpi.h"
 #include "comm/watchdog.h"
-#include "mpi_util.h"
+#include "common/mpi_util.h"
 
 namespace {
 

@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "mpi_util.h"
+#include "common/mpi_util.h"
 
 namespace {
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "comm/mpi.h"
+#include "common/mpi_util.h"
 #include "common/temp_dir.h"
 #include "src/config/config.h"
 #include "src/data/tokens.h"
@@ -27,16 +28,8 @@
 namespace sy {
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
+using test::world_rank;
+using test::world_size;
 
 // Per-tensor ||a - b|| / ||b||: final parameters after 10 AdamW steps. Adam divides by
 // sqrt(v), so a gradient that differs in its last bits (summation order) moves an element by up

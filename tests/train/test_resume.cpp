@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "comm/mpi.h"
+#include "common/mpi_util.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
 #include "src/ckpt/checkpoint.h"
@@ -32,6 +33,9 @@
 namespace sy {
 namespace {
 
+using test::world_rank;
+using test::world_size;
+
 namespace fs = std::filesystem;
 // The switchyard binary as a user starts it: outside this test's mpirun job, whose OMPI_*/PMIX_*
 // environment would make its MPI_Init try to join this job.
@@ -40,17 +44,6 @@ test::CommandResult run_command(const std::string& cmd) {
       "env -i PATH=\"$PATH\" HOME=\"$HOME\" OPENBLAS_CORETYPE=Haswell "
       "OMP_NUM_THREADS=1 bash -c '" +
       cmd + "'");
-}
-
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
 }
 
 // The metrics lines by step (train lines; eval lines keyed by -step), timing keys removed.

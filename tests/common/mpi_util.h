@@ -1,4 +1,5 @@
-// Small MPI helpers for the comm tests (plain MPI calls, independent of comm/ where it matters).
+// Small MPI helpers for the multi-rank tests (plain MPI calls, independent of comm/ where it
+// matters).
 #pragma once
 
 #include <cstdint>
