@@ -9,13 +9,31 @@ bash jobs/check_format.sh
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 jobs=$(nproc)
 
+# Totals over both CTest runs, printed last as one "N passed, N failed, N skipped" line: the GPU
+# run alone ends with "100% tests passed" although without a GPU every one of its tests skipped.
+passed=0 failed=0 skipped=0
+run_ctest() {  # build dir, ctest arguments...
+  local dir=$1 rc=0 total bad skip
+  shift
+  (cd "$dir" && ctest "$@") 2>&1 | tee "$dir/ctest.log" || rc=$?
+  total=$(grep -oE 'tests failed out of [0-9]+' "$dir/ctest.log" | grep -oE '[0-9]+$' || echo 0)
+  bad=$(grep -oE '[0-9]+ tests failed out of' "$dir/ctest.log" | grep -oE '^[0-9]+' || echo 0)
+  skip=$(grep -cE '\((Skipped|Disabled)\)$' "$dir/ctest.log" || true)
+  passed=$((passed + total - bad - skip)) failed=$((failed + bad)) skipped=$((skipped + skip))
+  if [ "$rc" -ne 0 ]; then
+    echo "switchyard: $passed passed, $failed failed, $skipped skipped"
+    exit "$rc"
+  fi
+}
+
 cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Release -DSWITCHYARD_WERROR=ON -DSWITCHYARD_CUDA=OFF >/dev/null
 cmake --build build-test -j"$jobs"
-(cd build-test && ctest --output-on-failure -j"$jobs" --timeout 600)
+run_ctest build-test --output-on-failure -j"$jobs" --timeout 600
 
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   cmake -S . -B build-test-cuda -DCMAKE_BUILD_TYPE=Release -DSWITCHYARD_WERROR=ON \
     -DSWITCHYARD_CUDA=ON >/dev/null
   cmake --build build-test-cuda -j"$jobs"
-  (cd build-test-cuda && ctest --output-on-failure -L gpu --no-tests=ignore --timeout 600)
+  run_ctest build-test-cuda --output-on-failure -L gpu --no-tests=ignore --timeout 600
 fi
+echo "switchyard: $passed passed, $failed failed, $skipped skipped"
