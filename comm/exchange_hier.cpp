@@ -233,12 +233,40 @@ void HierExchange::finish_transfer(bool dispatch) {
   MPI_CHECK(MPI_Wait(&mpi_request_, MPI_STATUS_IGNORE));
 }
 
+template <class Work>
+void HierExchange::overlap_own_node(const HierState& s, const Regions& reg, int64_t width,
+                                    ElemType type, bool dispatch, Work&& work) {
+  const int G = topo_.num_nodes, g = topo_.node();
+  for (int o = 0; o < G; ++o) {
+    if (o == g) continue;
+    work(o);
+    // Rows this rank sends to node o: its own tokens' (dispatch) or node o's partial sums back
+    // (combine).
+    const int64_t rows = dispatch ? s.node_begin[static_cast<std::size_t>(o) + 1] -
+                                        s.node_begin[static_cast<std::size_t>(o)]
+                                  : s.peer_rows[static_cast<std::size_t>(o * G + g)];
+    if (rows > 0) {
+      stats_.internode_bytes += rows * static_cast<int64_t>(reg.row_bytes);
+      ++stats_.internode_messages;
+    }
+  }
+  {
+    StatsTimer t(&stats_.transfer_seconds);
+    start_transfer(s, reg, width, type, dispatch);
+  }
+  work(g);  // the own node's share, while the other nodes' sections travel
+  {
+    StatsTimer t(&stats_.transfer_seconds);
+    finish_transfer(dispatch);
+  }
+}
+
 void HierExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* recv, int64_t width,
                                ElemType type) {
   StatsTimer timer(&stats_.seconds);
   const HierState& s = state_of(h);
   ++stats_.calls;
-  const int G = topo_.num_nodes, g = topo_.node();
+  const int g = topo_.node();
   const std::size_t rb = static_cast<std::size_t>(width) * elem_bytes(type);
   const Regions reg = prepare(s, rb);
   std::byte* mine = window_.mine() + reg.set;
@@ -256,25 +284,7 @@ void HierExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* rec
                   rb);
     }
   };
-  for (int o = 0; o < G; ++o) {
-    if (o == g) continue;
-    pack(o);
-    const int64_t rows =
-        s.node_begin[static_cast<std::size_t>(o) + 1] - s.node_begin[static_cast<std::size_t>(o)];
-    if (rows > 0) {
-      stats_.internode_bytes += rows * static_cast<int64_t>(rb);
-      ++stats_.internode_messages;
-    }
-  }
-  {
-    StatsTimer t(&stats_.transfer_seconds);
-    start_transfer(s, reg, width, type, /*dispatch=*/true);
-  }
-  pack(g);
-  {
-    StatsTimer t(&stats_.transfer_seconds);
-    finish_transfer(/*dispatch=*/true);
-  }
+  overlap_own_node(s, reg, width, type, /*dispatch=*/true, pack);
   // D4: every forwarder's xrecv on this node is complete and visible.
   sync_barrier("dispatch: node barrier after the inter-node stage");
   // D5: gather this rank's rows from the forwarders (shared-memory loads).
@@ -321,25 +331,8 @@ void HierExchange::do_combine(const ExchangeHandle& h, const void* y, void* out,
       }
     }
   };
-  for (int o = 0; o < G; ++o) {
-    if (o == g) continue;
-    reduce(o);
-    const int64_t rows = s.peer_rows[static_cast<std::size_t>(o * G + g)];
-    if (rows > 0) {
-      stats_.internode_bytes += rows * static_cast<int64_t>(rb);
-      ++stats_.internode_messages;
-    }
-  }
   // C4 + C5: the node's partial sums back across the network, once per source node.
-  {
-    StatsTimer t(&stats_.transfer_seconds);
-    start_transfer(s, reg, width, type, /*dispatch=*/false);
-  }
-  reduce(g);
-  {
-    StatsTimer t(&stats_.transfer_seconds);
-    finish_transfer(/*dispatch=*/false);
-  }
+  overlap_own_node(s, reg, width, type, /*dispatch=*/false, reduce);
   // C6: at the source, sum over destination nodes in ascending order.
   auto* dst = static_cast<std::byte*>(out);
   if (h.num_tokens > 0) std::memset(dst, 0, static_cast<std::size_t>(h.num_tokens) * rb);

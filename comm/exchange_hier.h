@@ -93,6 +93,11 @@ class HierExchange final : public ExchangeBase {
   void start_transfer(const HierState& s, const Regions& reg, int64_t width, ElemType type,
                       bool dispatch);
   void finish_transfer(bool dispatch);
+  // work(o) for every other node o (counting what goes to it), start_transfer, work(own node)
+  // while the sections travel, finish_transfer: the shape both phases share.
+  template <class Work>
+  void overlap_own_node(const HierState& s, const Regions& reg, int64_t width, ElemType type,
+                        bool dispatch, Work&& work);
   std::string make_description();
   void sync_barrier(const char* what);  // window_.sync_barrier, timed into stats_.sync_seconds
 
