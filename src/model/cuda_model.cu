@@ -30,12 +30,17 @@ struct CudaModel::Impl {
   virtual void upload_params(const std::vector<float>& host) = 0;
   virtual std::vector<float> download_params() const = 0;
   virtual std::vector<float> download_grads() const = 0;
+  virtual void download_moments(std::vector<float>& m, std::vector<float>& v) const = 0;
+  virtual void upload_moments(const std::vector<float>& m, const std::vector<float>& v) = 0;
   virtual void zero_grads() = 0;
   virtual LossParts forward(const int32_t* tokens, int B, const LossScale& s,
                             std::vector<MoeStats>* stats) = 0;
   virtual void backward() = 0;
   virtual double optimizer_step(double lr, double grad_clip, double weight_decay) = 0;
   virtual int64_t step_count() const = 0;
+  virtual void set_step_count(int64_t n) = 0;
+  virtual float* device_grads() = 0;
+  virtual cudaStream_t stream() const = 0;
 };
 
 namespace {
@@ -43,9 +48,9 @@ namespace {
 template <class T>
 class ModelImpl final : public CudaModel::Impl {
  public:
-  explicit ModelImpl(const Config& cfg)
+  ModelImpl(const Config& cfg, const ShardLayout& layout)
       : cfg_(cfg),
-        table_(make_param_table(cfg)),
+        table_(make_param_table(cfg, layout)),
         L_(static_cast<int>(cfg.model.n_layers)),
         T_(static_cast<int>(cfg.model.seq_len)),
         C_(static_cast<int>(cfg.model.d_model)),
@@ -105,8 +110,26 @@ class ModelImpl final : public CudaModel::Impl {
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     return grads_.download();
   }
+  void download_moments(std::vector<float>& m, std::vector<float>& v) const override {
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    m = m_.download();
+    v = v_.download();
+  }
+  void upload_moments(const std::vector<float>& m, const std::vector<float>& v) override {
+    for (const auto* h : {&m, &v})
+      SY_CHECK(h->size() == table_.total_numel(),
+               "upload_moments: " << h->size() << " values for " << table_.total_numel());
+    CUDA_CHECK(cudaMemcpyAsync(m_.data(), m.data(), m.size() * sizeof(float),
+                               cudaMemcpyHostToDevice, s()));
+    CUDA_CHECK(cudaMemcpyAsync(v_.data(), v.data(), v.size() * sizeof(float),
+                               cudaMemcpyHostToDevice, s()));
+    sync();  // the host vectors may go away after this returns
+  }
   void zero_grads() override { grads_.fill_bytes_async(0, s()); }
   int64_t step_count() const override { return step_count_; }
+  void set_step_count(int64_t n) override { step_count_ = n; }
+  float* device_grads() override { return grads_.data(); }
+  cudaStream_t stream() const override { return stream_.get(); }
 
   LossParts forward(const int32_t* tokens, int B, const LossScale& scale,
                     std::vector<MoeStats>* stats) override {
@@ -337,17 +360,20 @@ class ModelImpl final : public CudaModel::Impl {
 
 }  // namespace
 
-CudaModel::CudaModel(const Config& cfg) {
+CudaModel::CudaModel(const Config& cfg, const ShardLayout& layout) {
   std::string reason;
   if (cuda::device_count(&reason) == 0)
     throw UsageError("device: cuda needs a usable CUDA GPU: " + reason);
   SY_CHECK(cfg.model.d_model % cfg.model.n_heads == 0 &&
                (cfg.model.d_model / cfg.model.n_heads) % 2 == 0,
            "head dim must be even (RoPE)");
+  SY_CHECK(layout.tp == 1 && layout.ep == 1 && layout.etp == 1,
+           "CudaModel holds the whole model: tp=" << layout.tp << " ep=" << layout.ep
+                                                  << " etp=" << layout.etp << " (need 1)");
   if (cfg.train.precision == Precision::kBf16)
-    impl_ = std::make_unique<ModelImpl<cuda::bf16>>(cfg);
+    impl_ = std::make_unique<ModelImpl<cuda::bf16>>(cfg, layout);
   else
-    impl_ = std::make_unique<ModelImpl<float>>(cfg);
+    impl_ = std::make_unique<ModelImpl<float>>(cfg, layout);
 }
 CudaModel::~CudaModel() = default;
 
@@ -381,6 +407,21 @@ double CudaModel::optimizer_step(double lr, double grad_clip, double weight_deca
 }
 int64_t CudaModel::step_count() const {
   return impl_->step_count();
+}
+void CudaModel::set_step_count(int64_t n) {
+  impl_->set_step_count(n);
+}
+void CudaModel::download_moments(std::vector<float>& m, std::vector<float>& v) const {
+  impl_->download_moments(m, v);
+}
+void CudaModel::upload_moments(const std::vector<float>& m, const std::vector<float>& v) {
+  impl_->upload_moments(m, v);
+}
+float* CudaModel::device_grads() {
+  return impl_->device_grads();
+}
+cudaStream_t CudaModel::stream() const {
+  return impl_->stream();
 }
 
 }  // namespace sy

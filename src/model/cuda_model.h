@@ -8,8 +8,16 @@
 // bf16 copy of the parameters (refreshed after every update) feeds the GEMMs; all reductions
 // are fp32.
 //
-// One CUDA stream and one cuBLAS handle per model, owned here (no globals).
+// One CUDA stream and one cuBLAS handle per model, owned here (no globals). Every op of the model
+// is queued on that stream; a data-parallel trainer reduces the gradients on it too (stream(),
+// device_grads()), between backward() and optimizer_step().
+//
+// Data parallelism (src/train/train_gpu.cpp): each rank's CudaModel holds the whole model, laid
+// out by the CPU rank's table for the same layout (make_param_table(cfg, layout), tp = ep = etp =
+// 1), so checkpoint writers and the padding of the groups are exactly the CPU trainer's.
 #pragma once
+
+#include <cuda_runtime.h>
 
 #include <cstdint>
 #include <memory>
@@ -23,8 +31,9 @@ namespace sy {
 
 class CudaModel {
  public:
-  // Throws UsageError (exit 2) when no GPU is usable, std::logic_error for an unsupported config.
-  explicit CudaModel(const Config& cfg);
+  // Throws UsageError (exit 2) when no GPU is usable, std::logic_error for an unsupported config
+  // (or a layout with tp, ep or etp > 1). Uses the current CUDA device (cudaSetDevice first).
+  explicit CudaModel(const Config& cfg, const ShardLayout& layout = {});
   ~CudaModel();
   CudaModel(const CudaModel&) = delete;
   CudaModel& operator=(const CudaModel&) = delete;
@@ -36,6 +45,9 @@ class CudaModel {
   void upload_params(const std::vector<float>& host);  // [table().total_numel()]
   std::vector<float> download_params() const;
   std::vector<float> download_grads() const;
+  // The AdamW moments [table().total_numel()] each, for checkpoints (=, host).
+  void download_moments(std::vector<float>& m, std::vector<float>& v) const;
+  void upload_moments(const std::vector<float>& m, const std::vector<float>& v);
 
   void zero_grads();
   // Forward of B sequences; tokens [B, T+1] on the host. Returns the weighted loss terms (as
@@ -49,6 +61,13 @@ class CudaModel {
   // sy::AdamW. Returns grad_norm (non-finite: nothing is updated and the caller should stop).
   double optimizer_step(double lr, double grad_clip, double weight_decay);
   int64_t step_count() const;
+  void set_step_count(int64_t n);  // resuming: the AdamW bias corrections continue from n
+
+  // The gradient buffer on the device [table().total_numel()] and the model's stream: a
+  // data-parallel reduction queued on this stream after backward() is ordered before
+  // optimizer_step() (which waits for the stream before reading the norm).
+  float* device_grads();
+  cudaStream_t stream() const;
 
   struct Impl;  // per compute precision (cuda_model.cu)
 
