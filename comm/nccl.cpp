@@ -143,7 +143,7 @@ void NcclComm::wait(cudaStream_t stream, double timeout_s, const std::string& wh
     NCCL_CHECK(comm_, async);
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (waited > timeout_s) {
+    if (timeout_s > 0 && waited > timeout_s) {
       (void)ncclCommAbort(comm_);
       aborted_ = true;
       std::ostringstream os;

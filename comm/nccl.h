@@ -84,7 +84,8 @@ class NcclComm {
                     ncclDataType_t type, cudaStream_t stream);
 
   // Bounded wait for everything queued on `stream`; on timeout aborts the communicator and
-  // throws "rank r: timed out after s seconds waiting for <what>".
+  // throws "rank r: timed out after s seconds waiting for <what>". timeout_s <= 0 waits without
+  // a bound (parallel.timeout_s = 0), still polling the communicator's asynchronous errors.
   void wait(cudaStream_t stream, double timeout_s, const std::string& what);
 
  private:
