@@ -105,5 +105,8 @@ endif()
 
 # `switchyard bench moe-layer` runs the CUDA layer when it is built in.
 target_link_libraries(sy_bench PUBLIC sy_cuda)
-# `device: cuda` in the trainer (src/train/train_gpu.cpp).
+# `device: cuda` in the trainer (src/train/train_gpu.cpp); data-parallel over NCCL when found.
 target_link_libraries(sy_train PUBLIC sy_cuda)
+if(TARGET sy_nccl)
+  target_link_libraries(sy_train PUBLIC sy_nccl)
+endif()

@@ -1,9 +1,15 @@
-// The trainer's side of checkpoints (issue 5): which tensors a rank contributes (its parameter
-// slabs and, gathered from the ZeRO-1 chunks when sharded, its AdamW moments), what state goes
-// with them, and resuming — under the same or another parallel layout, since every tensor is
-// read back through this rank's own slabs of the global tensors.
+// The trainer's side of checkpoints (issue 5), for both backends: which tensors a rank
+// contributes (its parameter slabs and its AdamW moments, as host buffers in its ParamTable's
+// flat layout), what state goes with them, when to write one (checkpoint.every, the end of the
+// run, a preemption signal), and resuming -- under the same or another parallel layout, since
+// every tensor is read back through this rank's own slabs of the global tensors.
+//
+// The CPU trainer passes its Model and DistributedOptimizer (CkptContext); the GPU trainer
+// downloads its device buffers to host vectors and uses the same functions underneath, so a file
+// written by one backend resumes on the other.
 #pragma once
 
+#include <functional>
 #include <iosfwd>
 #include <string>
 #include <vector>
@@ -11,11 +17,51 @@
 #include "comm/mpi.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/config/config.h"
+#include "src/data/loader.h"
 #include "src/model/model.h"
 #include "src/optim/distributed.h"
+#include "src/train/trainer.h"
 
 namespace sy {
 
+class PreemptionSignals;
+
+// Where this run's checkpoints go and how the run is laid out.
+struct CkptTarget {
+  const Config& cfg;
+  MPI_Comm comm;       // every rank of the job
+  std::string layout;  // ckpt::layout_string of this run
+};
+
+// This rank's refs over host buffers in `table`'s flat layout: the parameters under their SPEC
+// names, m and v under ckpt::moment_path; slabs and writers from the table.
+std::vector<ckpt::TensorRef> training_refs(const ParamTable& table, float* params, float* m,
+                                           float* v);
+
+// The scalar state of a checkpoint after `done` steps.
+ckpt::TrainState training_state(const Config& cfg, int64_t done, int64_t optim_step, double lr,
+                                const BatchLoader& loader, const TrainSummary& summary);
+
+// Collective. Writes the checkpoint of `state` (its step names the file) from `refs` (this
+// rank's parts) and rotates old ones.
+ckpt::SaveResult save_training_checkpoint(const CkptTarget& t, const ckpt::TrainState& state,
+                                          const std::vector<ckpt::TensorRef>& refs);
+
+// Collective. `resume` is --resume ("" for a fresh start, "auto", or a file). Chooses the
+// checkpoint, refuses (UsageError naming the key) a config whose model shape differs from it,
+// and loads it into the buffers of make_refs()'s refs (called only when there is something to
+// load). Returns its state (resumed = false: a fresh start, nothing was loaded). Compatible
+// changes and skipped damaged checkpoints are written to `log`.
+struct ResumeResult {
+  bool resumed = false;
+  ckpt::TrainState state;
+  std::string path;
+};
+ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std::ostream& log,
+                             const std::function<std::vector<ckpt::TensorRef>()>& make_refs);
+
+// The CPU trainer's tensors: parameters straight from the model, the moments gathered from (and
+// on resume scattered to) the ZeRO-1 chunks when sharded.
 struct CkptContext {
   const Config& cfg;
   MPI_Comm comm;       // every rank of the job
@@ -23,20 +69,36 @@ struct CkptContext {
   Model<float>& model;
   DistributedOptimizer& opt;
 };
-
-// Collective. Writes the checkpoint of `state` (its step names the file) and rotates old ones.
 ckpt::SaveResult save_training_checkpoint(const CkptContext& c, const ckpt::TrainState& state);
-
-// Collective. `resume` is --resume ("" for a fresh start, "auto", or a file). Loads the chosen
-// checkpoint into the model's parameters and the optimizer's moments and step count, and
-// returns its state (resumed = false when there is nothing to resume: a fresh start). Refuses
-// (UsageError naming the key) a config whose model shape differs from the checkpoint's;
-// compatible changes and skipped damaged checkpoints are written to `log`.
-struct ResumeResult {
-  bool resumed = false;
-  ckpt::TrainState state;
-  std::string path;
-};
+// Also sets the optimizer's moments and step count.
 ResumeResult resume_training(const CkptContext& c, const std::string& resume, std::ostream& log);
+
+// When a training loop checkpoints: every checkpoint.every steps, at the end of the run (when
+// checkpoint.every > 0), and after the step in which any rank received SIGUSR1/SIGTERM. `save`
+// (collective) writes the checkpoint after `done` steps; written ones are logged and listed in
+// the summary.
+class CheckpointCadence {
+ public:
+  using SaveFn = std::function<ckpt::SaveResult(int64_t done)>;
+  // saved_step: the step of the checkpoint the run resumed from, -1 for a fresh start.
+  CheckpointCadence(const Config& cfg, MPI_Comm comm, const PreemptionSignals& signals,
+                    int64_t saved_step, SaveFn save);
+
+  // Collective, after every step: the periodic checkpoint; then, when a preemption signal
+  // arrived on any rank, a checkpoint of `done` (unless just written) and throws
+  // Error(kExitPreempted).
+  void after_step(int64_t done, TrainSummary& summary, std::ostream& log);
+  // Collective, at the end: the final checkpoint when checkpoints are on and it is not written.
+  void at_end(int64_t done, TrainSummary& summary, std::ostream& log);
+
+ private:
+  void save(int64_t done, TrainSummary& summary, std::ostream& log);
+
+  const Config& cfg_;
+  MPI_Comm comm_;
+  const PreemptionSignals& signals_;
+  int64_t saved_step_;
+  SaveFn save_;
+};
 
 }  // namespace sy

@@ -1,154 +1,287 @@
-// `device: cuda`: the training loop of SPEC section 3 on one GPU with CudaModel (parameters,
-// gradients and AdamW moments on the device, the same flat layout as the CPU model). What the
-// GPU path does not do yet is refused up front with the key that asks for it: more than one rank
-// (the NCCL-based parallel path is not wired), checkpoints and --resume (the moments live on the
-// device and have no download yet).
+// `device: cuda`: the training loop of SPEC section 3 with CudaModel (parameters, gradients and
+// AdamW moments on the device, in the CPU rank's flat layout), on one GPU or data-parallel over
+// one GPU per rank:
+//
+//   - device choice: local rank (an MPI_COMM_TYPE_SHARED split) % the visible GPU count; a node
+//     with more ranks than GPUs is refused (NCCL needs a GPU per rank);
+//   - the work split: each rank processes its dp share of the global batch exactly as the CPU
+//     trainer does (same BatchLoader, same sequence indices), so a 2-GPU run sees the sequences
+//     of a 1-GPU run, in other micro-batches;
+//   - gradients: summed over the ranks by NCCL all-reduces (a few large buckets, on the model's
+//     stream, bounded wait) before the global-norm clip and AdamW; NCCL gives every rank the
+//     same bits, so every replica applies the same update and the parameters stay identical;
+//   - loss, routing counts (the router-bias sign rule needs the global ones) and val_loss are
+//     summed over the ranks with the CPU trainer's MPI collectives; evaluation is sharded over
+//     the ranks as on the CPU; rank 0 writes metrics.jsonl and the log;
+//   - checkpoints, --resume and preemption (SIGUSR1/SIGTERM: checkpoint, exit 75) go through the
+//     CPU trainer's code (train_ckpt.h) with the device buffers downloaded to host vectors: the
+//     same files, so a GPU checkpoint resumes on the CPU and the other way round.
+//
+// Not done on the GPU path (refused by check_gpu_run, naming the key): tensor or expert
+// parallelism (parallel.tp/ep/etp > 1: the expert all-to-all has no NCCL path yet) and ZeRO-1.
 #include "src/train/train_gpu.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <limits>
+#include <optional>
 #include <ostream>
+#include <sstream>
+#include <string>
 #include <vector>
 
+#include "comm/mpi.h"
+#include "src/ckpt/checkpoint.h"
 #include "src/core/error.h"
 #include "src/data/loader.h"
 #include "src/optim/optim.h"
 #include "src/train/flops.h"
+#include "src/train/loop_common.h"
 #include "src/train/metrics.h"
 #include "src/train/report.h"
+#include "src/train/signals.h"
+#include "src/train/train_ckpt.h"
 
 #if defined(SWITCHYARD_HAVE_CUDA)
+#include "kernels/cuda/check.h"
 #include "src/model/cuda_model.h"
+#endif
+#if defined(SWITCHYARD_HAVE_NCCL)
+#include "comm/nccl.h"
 #endif
 
 namespace sy {
 
-void check_gpu_run(const Config& cfg, int world_size, const std::string& resume) {
+void check_gpu_run(const Config& cfg, int world_size) {
   if (cfg.device != Device::kCuda) return;
+  for (const auto& [key, value] :
+       {std::pair{"parallel.tp", cfg.parallel.tp}, std::pair{"parallel.ep", cfg.parallel.ep},
+        std::pair{"parallel.etp", cfg.parallel.etp}})
+    if (value != 1)
+      throw UsageError(std::string(key) + "=" + std::to_string(value) +
+                       ": device: cuda trains data-parallel only for now (parallel.tp, "
+                       "parallel.ep and parallel.etp must be 1; tensor and expert parallelism run "
+                       "with device: cpu)");
+  if (cfg.parallel.zero1)
+    throw UsageError(
+        "parallel.zero1=true is not supported with device: cuda (every GPU keeps the whole AdamW "
+        "state); set parallel.zero1=false");
 #if !defined(SWITCHYARD_HAVE_CUDA)
   (void)world_size;
-  (void)resume;
   throw UsageError(
       "device: cuda, but this switchyard was built without the CUDA backend "
       "(configure with -DSWITCHYARD_CUDA=ON)");
-#else
+#elif !defined(SWITCHYARD_HAVE_NCCL)
   if (world_size != 1)
-    throw UsageError("device: cuda runs on one rank for now (got " + std::to_string(world_size) +
-                     " ranks); the multi-GPU path is not wired yet");
-  if (cfg.checkpoint.every > 0)
-    throw UsageError("checkpoint.every=" + std::to_string(cfg.checkpoint.every) +
-                     ": checkpoints are not supported with device: cuda yet (set 0)");
-  if (!resume.empty()) throw UsageError("--resume is not supported with device: cuda yet");
+    throw UsageError("device: cuda on " + std::to_string(world_size) +
+                     " ranks needs NCCL, and this switchyard was built without it (install NCCL "
+                     "and configure with -DSWITCHYARD_CUDA=ON)");
+#else
+  (void)world_size;
 #endif
 }
 
-TrainSummary train_on_gpu(const Config& cfg, const TokenData& data, std::ostream& log) {
 #if !defined(SWITCHYARD_HAVE_CUDA)
-  (void)data;
-  (void)log;
-  check_gpu_run(cfg, 1, "");
+
+struct GpuRun {};
+
+TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream&, std::shared_ptr<GpuRun>&) {
+  check_gpu_run(args.cfg, 1);  // throws: no CUDA backend in this build
   return {};
+}
+
 #else
-  namespace fs = std::filesystem;
-  using Clock = std::chrono::steady_clock;
-  auto since = [](Clock::time_point t) {
-    return std::chrono::duration<double>(Clock::now() - t).count();
-  };
-  const auto t_start = Clock::now();
-  const int64_t T = cfg.model.seq_len, GB = cfg.train.global_batch, MB = cfg.train.micro_batch;
+
+struct GpuRun {
+  comm::Comm node;  // the ranks sharing this node (MPI_COMM_TYPE_SHARED): the device choice
+  int device = 0;
+  std::unique_ptr<CudaModel> model;
+#if defined(SWITCHYARD_HAVE_NCCL)
+  std::unique_ptr<comm::NcclComm> nccl;  // over the dp group, when dp > 1
+#endif
+};
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Picks this rank's GPU (local rank % device count) and makes it current. Collective over the
+// world: every rank agrees on a UsageError (no GPU, fewer GPUs than ranks on a node).
+void select_device(GpuRun& run, const comm::Comm& world) {
+  MPI_Comm node = MPI_COMM_NULL;
+  MPI_CHECK(
+      MPI_Comm_split_type(world.get(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &node));
+  run.node = comm::Comm(node);
+  agree_on_usage(world, [&] {
+    std::string reason;
+    const int n = cuda::device_count(&reason);
+    if (n == 0) throw UsageError("device: cuda needs a usable CUDA GPU: " + reason);
+    if (world.size() > 1 && run.node.size() > n)
+      throw UsageError("device: cuda with " + std::to_string(run.node.size()) +
+                       " ranks on a node that has " + std::to_string(n) +
+                       " GPU(s): data-parallel training needs one GPU per rank (start at most " +
+                       std::to_string(n) + " ranks per node)");
+    run.device = run.node.rank() % n;
+  });
+  CUDA_CHECK(cudaSetDevice(run.device));
+}
+
+#if defined(SWITCHYARD_HAVE_NCCL)
+// grads[P] (=) their sum over the data-parallel ranks: NCCL all-reduces of at most kBucketElems
+// elements (a few large buckets: one for the models we test), queued on the model's stream after
+// backward(), then a bounded wait for them, so that the optimizer step reads the sums. Every rank
+// receives the same bits (each element is reduced once, then broadcast).
+void all_reduce_grads(CudaModel& model, comm::NcclComm& nccl, double timeout_s, int64_t step) {
+  constexpr size_t kBucketElems = size_t{32} << 20;  // 128 MiB of fp32
+  float* grads = model.device_grads();
+  const size_t P = model.table().total_numel();
+  for (size_t first = 0; first < P; first += kBucketElems)
+    nccl.all_reduce_sum(grads + first, grads + first, std::min(kBucketElems, P - first),
+                        comm::nccl_type<float>(), model.stream());
+  nccl.wait(model.stream(), timeout_s, "the gradient all-reduce of step " + std::to_string(step));
+}
+#endif
+
+// The router-bias sign rule (SPEC 3) on the host copy, from the global routing counts.
+void update_biases(CudaModel& model, const Config& cfg, const std::vector<int64_t>& selected) {
   const int L = static_cast<int>(cfg.model.n_layers), E = static_cast<int>(cfg.moe.num_experts);
+  std::vector<float> params = model.download_params();
+  for (int l = 0; l < L; ++l)
+    update_router_bias(params.data() + model.table().at(layer_param_name(l, "moe/bias")).offset,
+                       selected.data() + static_cast<size_t>(l) * E, E, cfg.moe.bias_update_rate);
+  model.upload_params(params);
+}
 
-  CudaModel model(cfg);  // throws UsageError when no GPU is usable
+// This rank's tensors brought to the host for a checkpoint (params, m, v in the table's layout).
+struct HostTensors {
+  std::vector<float> params, m, v;
+  std::vector<ckpt::TensorRef> refs(const ParamTable& table) {
+    return training_refs(table, params.data(), m.data(), v.data());
+  }
+};
+
+}  // namespace
+
+TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
+                          std::shared_ptr<GpuRun>& keep) {
+  const Config& cfg = args.cfg;
+  const TokenData& data = args.data;
+  const comm::ProcessGroups& g = args.groups;
+  const comm::Layout& lay = g.layout();
+  comm::Watchdog* wd = args.watchdog;
+  const auto t_start = Clock::now();
+  const bool rank0 = lay.world_rank == 0;
+  SY_CHECK(lay.tp == 1 && lay.ep == 1 && lay.etp == 1, "train_on_gpu: check_gpu_run first");
+
+  keep = std::make_shared<GpuRun>();
+  GpuRun& run = *keep;
+  select_device(run, g.world());
+  run.model = std::make_unique<CudaModel>(cfg, shard_layout(lay));
+  CudaModel& model = *run.model;
   model.init_params(cfg.run.seed);
-  BatchLoader loader(data.train, T, GB, cfg.run.seed);
-  fs::create_directories(cfg.run.out_dir);
-  std::ofstream(fs::path(cfg.run.out_dir) / "config.yaml") << to_yaml(cfg);
-  MetricsWriter metrics((fs::path(cfg.run.out_dir) / "metrics.jsonl").string(), false);
-  const StepFlops flops = step_flops(cfg);
-  log << "device: cuda (" << to_string(cfg.train.precision) << "), one GPU\n";
+#if defined(SWITCHYARD_HAVE_NCCL)
+  if (lay.dp > 1) run.nccl = std::make_unique<comm::NcclComm>(g.dp().get());
+#endif
+  BatchShare share(cfg, data, lay);
 
-  const LossScale scale = global_batch_scale(cfg);
-  const int64_t val_windows = std::min<int64_t>(
-      cfg.eval.sequences, num_val_windows(static_cast<int64_t>(data.val.size()), T));
-  std::vector<int32_t> tokens(static_cast<size_t>(MB * (T + 1)));
-  std::vector<MoeStats> mb_stats;
-  TrainSummary summary;
-  summary.final_val_loss = summary.best_val_loss = std::numeric_limits<double>::quiet_NaN();
+  const CkptTarget ckpt_target{cfg, g.world().get(),
+                               ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp)};
+  HostTensors host;
+  std::ostringstream resume_log;
+  const ResumeResult resumed = resume_training(ckpt_target, args.options.resume, resume_log, [&] {
+    const size_t P = model.table().total_numel();
+    host.params.assign(P, 0.0f);
+    host.m.assign(P, 0.0f);
+    host.v.assign(P, 0.0f);
+    return host.refs(model.table());
+  });
+  if (resumed.resumed) {
+    model.upload_params(host.params);
+    model.upload_moments(host.m, host.v);
+    model.set_step_count(resumed.state.optim_step);
+  }
+  const int64_t first_step = resumed.resumed ? resumed.state.step : 0;
+
+  const int64_t val_windows = eval_windows(cfg, data);
+  std::optional<MetricsWriter> metrics = open_run_outputs(cfg, rank0, resumed.resumed, first_step);
+  const StepFlops flops = step_flops(cfg);
+  std::ostringstream device_line;
+  device_line << "device: cuda (" << to_string(cfg.train.precision) << "), " << lay.dp
+              << (lay.dp > 1 ? " GPUs, gradients all-reduced with NCCL" : " GPU")
+              << " (rank 0 on GPU " << run.device << ")\n";
+  log_run_header(cfg, data, lay, device_line.str(), model.table(), flops, log);
+  log << resume_log.str();
+
+  RunProgress progress(cfg, flops, resumed, metrics ? &*metrics : nullptr, log);
+  TrainSummary& summary = progress.summary();
+  double last_lr = resumed.state.lr;
+  const RunSignals signals(args.options.signals);
+  CheckpointCadence ckpts(
+      cfg, g.world().get(), signals.get(), resumed.resumed ? first_step : -1, [&](int64_t done) {
+        host.params = model.download_params();
+        model.download_moments(host.m, host.v);
+        return save_training_checkpoint(
+            ckpt_target,
+            training_state(cfg, done, model.step_count(), last_lr, share.loader(), summary),
+            host.refs(model.table()));
+      });
 
   auto run_eval = [&](int64_t step) {
-    double sum = 0.0;
-    for (int64_t first = 0; first < val_windows; first += MB) {
-      const int64_t n = std::min(MB, val_windows - first);
-      fill_val_windows(data.val, T, first, n, tokens.data());
-      LossScale s;  // sums of per-token losses, divided once below
-      sum += model.forward(tokens.data(), static_cast<int>(n), s).lm;
-    }
-    const double v = sum / static_cast<double>(val_windows * T);
-    summary.final_val_loss = v;
-    if (!(v >= summary.best_val_loss)) summary.best_val_loss = v;
-    report_eval(step, v, &metrics, log);
+    const double v = evaluate(data, cfg, val_windows, g, wd, [&](const int32_t* tok, int n) {
+      if (n == 0) return 0.0;  // nothing collective inside the GPU forward: skip empty shares
+      LossScale s;
+      s.token_weight = 1.0;  // sum of per-token losses; evaluate divides once
+      return model.forward(tok, n, s).lm;
+    });
+    progress.eval_done(step, v);
   };
 
-  double step_s_sum = 0.0;
-  std::vector<int64_t> selected;
-  for (int64_t step = 0; step < cfg.train.steps; ++step) {
+  StepTotals tot;
+  for (int64_t step = first_step; step < cfg.train.steps; ++step) {
+    maybe_inject_fault(lay.world_rank, step + 1);
     const auto t0 = Clock::now();
     model.zero_grads();
-    selected.assign(static_cast<size_t>(L) * E, 0);
-    int64_t dropped = 0;
-    LossParts loss;
-    for (int64_t first = 0; first < GB; first += MB) {
-      loader.fill(step, first, MB, tokens.data());
-      loss += model.forward(tokens.data(), static_cast<int>(MB), scale, &mb_stats);
-      model.backward();
-      add_routing_counts(mb_stats, selected, dropped);
-    }
+    tot = share.accumulate(model, step);
+#if defined(SWITCHYARD_HAVE_NCCL)
+    if (run.nccl) all_reduce_grads(model, *run.nccl, cfg.parallel.timeout_s, step + 1);
+#endif
+    sum_over_dp(tot, g.dp(), wd);
+    if (!std::isfinite(tot.loss.total()))
+      throw NumericalError("non-finite loss at step " + std::to_string(step + 1),
+                           /*quiet=*/!rank0);
     const double lr = learning_rate(cfg.train, step);
     const double norm = model.optimizer_step(lr, cfg.train.grad_clip, cfg.train.weight_decay);
-    if (!std::isfinite(loss.total()) || !std::isfinite(norm))
-      throw NumericalError("non-finite " +
-                           std::string(std::isfinite(loss.total()) ? "gradients" : "loss") +
-                           " at step " + std::to_string(step + 1));
-    if (cfg.moe.bias_update_rate > 0) {  // the sign rule on the host copy (E values per layer)
-      std::vector<float> params = model.download_params();
-      for (int l = 0; l < L; ++l)
-        update_router_bias(params.data() + model.table().at(layer_param_name(l, "moe/bias")).offset,
-                           selected.data() + static_cast<size_t>(l) * E, E,
-                           cfg.moe.bias_update_rate);
-      model.upload_params(params);
-    }
-    const double step_s = since(t0);
-    step_s_sum += step_s;
+    if (!std::isfinite(norm))  // nothing was updated
+      throw NumericalError("non-finite gradients at step " + std::to_string(step + 1),
+                           /*quiet=*/!rank0);
+    last_lr = lr;
+    if (cfg.moe.bias_update_rate > 0) update_biases(model, cfg, tot.selected);
+
     const int64_t done = step + 1;
-    summary.steps_done = done;
-    summary.final_loss = loss.total();
-    summary.step_losses.push_back(loss.total());
-    if (done % cfg.log.every == 0 || done == cfg.train.steps) {
-      StepRecord rec;
-      rec.step = done;
-      rec.loss = loss;
-      rec.lr = lr;
-      rec.grad_norm = norm;
-      rec.step_s = step_s;
-      rec.selected = &selected;
-      rec.dropped = dropped;
-      report_step(
-          cfg, rec, flops,
-          step_s_sum / static_cast<double>(done) * static_cast<double>(cfg.train.steps - done),
-          &metrics, log);
-    }
-    if (cfg.eval.every > 0 && done % cfg.eval.every == 0 && done != cfg.train.steps) run_eval(done);
+    progress.step_done(step_record(done, tot, lr, norm, seconds_since(t0)));
+    if (progress.eval_due(done)) run_eval(done);
+    ckpts.after_step(done, summary, log);
   }
   run_eval(summary.steps_done);
-  summary.wall_s = since(t_start);
-  log << "done: " << summary.steps_done << " steps in " << format_duration(summary.wall_s)
-      << " | final loss " << summary.final_loss << " | val_loss " << summary.final_val_loss
-      << " | metrics: " << metrics.path() << "\n";
-  return summary;
-#endif
+  ckpts.at_end(summary.steps_done, summary, log);
+  if (args.options.gather_params || args.options.check_replicas) {
+    host.params = model.download_params();
+    if (args.options.gather_params)
+      summary.final_params = gather_params(g, cfg, model.table(), host.params.data());
+    if (args.options.check_replicas)
+      summary.diverged_replicas = diverged_replicas(g, model.table(), host.params.data(), wd);
+  }
+
+  summary.wall_s = seconds_since(t_start);
+  log_done(summary, metrics ? &*metrics : nullptr, log);
+  return std::move(summary);
 }
+
+#endif  // SWITCHYARD_HAVE_CUDA
 
 }  // namespace sy

@@ -1,21 +1,43 @@
-// `device: cuda` (issue 6): the single-GPU training loop over CudaModel (src/model/cuda_model.h).
+// `device: cuda` (issue 6): the training loop over CudaModel (src/model/cuda_model.h) on one GPU
+// or, data-parallel, on one GPU per rank with the gradients all-reduced by NCCL.
 #pragma once
 
 #include <iosfwd>
-#include <string>
+#include <memory>
 
+#include "comm/groups.h"
 #include "src/config/config.h"
 #include "src/data/tokens.h"
 #include "src/train/trainer.h"
 
 namespace sy {
 
-// Throws UsageError naming what a `device: cuda` run cannot do yet: a build without the CUDA
-// backend, more than one rank, checkpoints or --resume. Nothing for `device: cpu`.
-void check_gpu_run(const Config& cfg, int world_size, const std::string& resume);
+namespace comm {
+class Watchdog;
+}
 
-// The whole run on one GPU: metrics.jsonl, progress and eval lines as the CPU trainer writes
-// them. Call check_gpu_run first.
-TrainSummary train_on_gpu(const Config& cfg, const TokenData& data, std::ostream& log);
+// Throws UsageError naming what a `device: cuda` run cannot do: a layout other than pure data
+// parallelism (parallel.tp, parallel.ep or parallel.etp > 1), parallel.zero1, a build without
+// the CUDA backend, or more than one rank in a build without NCCL. Nothing for `device: cpu`.
+// Depends on the config and the build only, so every rank decides alike.
+void check_gpu_run(const Config& cfg, int world_size);
+
+// What a GPU run owns on the device: the model, the NCCL communicator, the device choice. The
+// caller keeps it alive past an exception (see train()): a rank that fails alone must abort the
+// job, not free device memory and communicators that its peers' collectives are still using.
+struct GpuRun;
+
+struct GpuRunArgs {
+  const Config& cfg;
+  const TokenData& data;
+  const comm::ProcessGroups& groups;  // tp = ep = etp = 1: the dp group is the world
+  comm::Watchdog* watchdog;           // bounds the MPI waits (NCCL waits use parallel.timeout_s)
+  const TrainOptions& options;        // resume, signals, gather_params, check_replicas
+};
+
+// The whole run: checkpoints, --resume, preemption, metrics.jsonl, progress and eval lines as the
+// CPU trainer (trainer.h) does them. Collective over args.groups.world(); call check_gpu_run
+// first. `keep` receives the run's device state.
+TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log, std::shared_ptr<GpuRun>& keep);
 
 }  // namespace sy

@@ -1,0 +1,247 @@
+#include "src/train/loop_common.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <ostream>
+#include <span>
+#include <stdexcept>
+#include <thread>
+
+#include "comm/collectives.h"
+#include "src/data/loader.h"
+#include "src/train/report.h"
+
+namespace sy {
+
+void maybe_inject_fault(int world_rank, int64_t step) {
+  const char* spec = std::getenv("SWITCHYARD_FAULT");
+  if (!spec) return;
+  int rank = -1;
+  long long at = -1;
+  char kind[16] = {};
+  if (std::sscanf(spec, "%d:%lld:%15s", &rank, &at, kind) != 3) return;
+  if (rank != world_rank || at != step) return;
+  if (std::string(kind) == "exit") std::_Exit(9);
+  if (std::string(kind) == "hang") std::this_thread::sleep_for(std::chrono::hours(1));
+  throw std::runtime_error("injected fault (SWITCHYARD_FAULT=" + std::string(spec) + ") at step " +
+                           std::to_string(step));
+}
+
+ShardLayout shard_layout(const comm::Layout& l) {
+  ShardLayout s;
+  s.tp = l.tp;
+  s.tp_rank = l.coords.tp_rank;
+  s.dp = l.dp;
+  s.dp_rank = l.coords.dp_rank;
+  s.ep = l.ep;
+  s.ep_rank = l.coords.ep_rank;
+  s.etp = l.etp;
+  s.etp_rank = l.coords.etp_rank;
+  s.edp = l.edp;
+  s.edp_rank = l.coords.edp_rank;
+  return s;
+}
+
+BatchShare::BatchShare(const Config& cfg, const TokenData& data, const comm::Layout& lay)
+    : loader_(data.train, cfg.model.seq_len, cfg.train.global_batch, cfg.run.seed),
+      scale_(global_batch_scale(cfg)),
+      num_layers_(cfg.model.n_layers),
+      num_experts_(cfg.moe.num_experts),
+      micro_batch_(cfg.train.micro_batch),
+      per_dp_(cfg.train.global_batch / lay.dp),
+      first_seq_(per_dp_ * lay.coords.dp_rank),
+      tokens_(static_cast<size_t>(micro_batch_ * (cfg.model.seq_len + 1))) {}
+
+void sum_over_dp(StepTotals& tot, const comm::Comm& dp, comm::Watchdog* wd) {
+  double parts[3] = {tot.loss.lm, tot.loss.aux, tot.loss.z};
+  comm::allreduce_sum(std::span<double>(parts, 3), dp, wd, "step loss");
+  tot.loss = LossParts{parts[0], parts[1], parts[2]};
+  tot.selected.push_back(tot.dropped);
+  comm::allreduce_sum(std::span<int64_t>(tot.selected), dp, wd, "expert load");
+  tot.dropped = tot.selected.back();
+  tot.selected.pop_back();
+}
+
+StepRecord step_record(int64_t done, const StepTotals& tot, double lr, double grad_norm,
+                       double step_s) {
+  StepRecord rec;
+  rec.step = done;
+  rec.loss = tot.loss;
+  rec.lr = lr;
+  rec.grad_norm = grad_norm;
+  rec.step_s = step_s;
+  rec.selected = &tot.selected;
+  rec.dropped = tot.dropped;
+  return rec;
+}
+
+int64_t eval_windows(const Config& cfg, const TokenData& data) {
+  return std::min<int64_t>(
+      cfg.eval.sequences,
+      num_val_windows(static_cast<int64_t>(data.val.size()), cfg.model.seq_len));
+}
+
+void log_run_header(const Config& cfg, const TokenData& data, const comm::Layout& lay,
+                    const std::string& backend, const ParamTable& table, const StepFlops& flops,
+                    std::ostream& log) {
+  const int64_t T = cfg.model.seq_len, E = cfg.moe.num_experts;
+  log << "switchyard: run '" << cfg.run.name << "' -> " << cfg.run.out_dir << "\n"
+      << "resolved config:\n"
+      << to_yaml(cfg) << "\n"
+      << "data: " << cfg.data.path << " (" << data.train.size() << " train / " << data.val.size()
+      << " val tokens, tokenizer " << data.tokenizer << ")\n"
+      << comm::describe(lay, static_cast<int>(E)) << backend;
+  const int64_t val_windows = eval_windows(cfg, data);
+  if (val_windows < cfg.eval.sequences)
+    log << "warning: eval.sequences = " << cfg.eval.sequences << " but the validation split holds "
+        << val_windows << " windows of " << T + 1 << " tokens; evaluating on " << val_windows
+        << "\n";
+  size_t global_params = 0;
+  for (const ParamSpec& p : table.specs()) global_params += p.global_numel();
+  log << "model: " << global_params << " parameters (" << table.total_numel() << " on this rank), "
+      << cfg.model.n_layers << " layers, " << E << " experts (top-" << cfg.moe.top_k << "), "
+      << flops.total() / 1e9 << " GFLOP per step\n";
+}
+
+double evaluate(const TokenData& data, const Config& cfg, int64_t windows,
+                const comm::ProcessGroups& g, comm::Watchdog* wd, const ForwardLm& forward_lm) {
+  const comm::Layout& l = g.layout();
+  const int64_t T = cfg.model.seq_len, MB = cfg.train.micro_batch;
+  const int64_t per_rank = (windows + l.dp - 1) / l.dp;
+  const int64_t first = std::min(windows, per_rank * l.coords.dp_rank);
+  const int64_t mine = std::min(windows, first + per_rank) - first;
+  std::vector<int32_t> tokens(static_cast<size_t>(MB * (T + 1)));
+  double sum = 0.0;
+  for (int64_t done = 0; done < per_rank; done += MB) {
+    const int64_t n = std::clamp<int64_t>(mine - done, 0, MB);
+    fill_val_windows(data.val, T, first + done, n, tokens.data());
+    sum += forward_lm(tokens.data(), static_cast<int>(n));
+  }
+  comm::allreduce_sum(std::span<double>(&sum, 1), g.dp(), wd, "validation loss");
+  return sum / static_cast<double>(windows * T);
+}
+
+std::map<std::string, std::vector<float>> gather_params(const comm::ProcessGroups& g,
+                                                        const Config& cfg, const ParamTable& table,
+                                                        const float* params) {
+  const comm::Layout& l = g.layout();
+  const MPI_Comm w = g.world().get();
+  std::map<std::string, std::vector<float>> out;
+  if (l.world_rank != 0) {
+    for (size_t i = 0; i < table.specs().size(); ++i) {
+      const ParamSpec& p = table.specs()[i];
+      if (!p.writer) continue;
+      MPI_CHECK(MPI_Send(params + p.offset, static_cast<int>(p.numel), MPI_FLOAT, 0,
+                         static_cast<int>(i), w));
+    }
+    return out;
+  }
+  for (const ParamSpec& p : table.specs()) out[p.name].assign(p.global_numel(), 0.0f);
+  std::vector<float> buf;
+  for (int r = 0; r < l.world_size; ++r) {
+    comm::Layout lr = l;
+    lr.coords = comm::rank_coords(r, l.tp, l.ep, l.etp);
+    const ParamTable t = make_param_table(cfg, shard_layout(lr));
+    for (size_t i = 0; i < t.specs().size(); ++i) {
+      const ParamSpec& p = t.specs()[i];
+      if (!p.writer) continue;
+      buf.resize(p.numel);
+      if (r == 0) {
+        std::copy_n(params + p.offset, p.numel, buf.begin());
+      } else {
+        MPI_CHECK(MPI_Recv(buf.data(), static_cast<int>(p.numel), MPI_FLOAT, r, static_cast<int>(i),
+                           w, MPI_STATUS_IGNORE));
+      }
+      std::vector<float>& dst = out[p.name];
+      p.slab.for_each_run(p.shape, [&](int64_t gi, int64_t loc, int64_t n) {
+        std::copy_n(buf.begin() + loc, n, dst.begin() + gi);
+      });
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> diverged_replicas(const comm::ProcessGroups& g, const ParamTable& table,
+                                           const float* params, comm::Watchdog* wd) {
+  std::vector<std::string> out;
+  for (const ParamSpec& p : table.specs()) {
+    const comm::Comm& c = p.group == ParamGroup::kExpert  ? g.edp()
+                          : p.tp_mode == TpMode::kSharded ? g.dp()
+                                                          : g.world();
+    const auto* bytes = reinterpret_cast<const unsigned char*>(params + p.offset);
+    uint64_t h = 1469598103934665603ull;  // FNV-1a 64 of the part's bytes
+    for (size_t i = 0; i < p.numel * sizeof(float); ++i) h = (h ^ bytes[i]) * 1099511628211ull;
+    std::vector<int64_t> all(static_cast<size_t>(c.size()), 0);
+    all[static_cast<size_t>(c.rank())] = static_cast<int64_t>(h);
+    comm::allreduce_sum(std::span<int64_t>(all), c, wd, "replica check");
+    if (std::any_of(all.begin(), all.end(), [&](int64_t v) { return v != all[0]; }))
+      out.push_back(p.name);
+  }
+  return out;
+}
+
+std::optional<MetricsWriter> open_run_outputs(const Config& cfg, bool rank0, bool resumed,
+                                              int64_t resume_step) {
+  namespace fs = std::filesystem;
+  std::optional<MetricsWriter> metrics;
+  if (!rank0) return metrics;
+  fs::create_directories(cfg.run.out_dir);
+  std::ofstream(fs::path(cfg.run.out_dir) / "config.yaml") << to_yaml(cfg);
+  const std::string path = (fs::path(cfg.run.out_dir) / "metrics.jsonl").string();
+  if (resumed) {
+    metrics.emplace(path, resume_step);
+  } else {
+    metrics.emplace(path, false);
+  }
+  return metrics;
+}
+
+RunProgress::RunProgress(const Config& cfg, const StepFlops& flops, const ResumeResult& resumed,
+                         MetricsWriter* metrics, std::ostream& log)
+    : cfg_(cfg), flops_(flops), metrics_(metrics), log_(log) {
+  summary_.final_val_loss = summary_.best_val_loss = std::numeric_limits<double>::quiet_NaN();
+  summary_.first_step = summary_.steps_done = resumed.resumed ? resumed.state.step : 0;
+  if (resumed.resumed) {
+    summary_.best_val_loss = resumed.state.best_val_loss;
+    summary_.final_val_loss = resumed.state.last_val_loss;
+  }
+}
+
+void RunProgress::step_done(const StepRecord& rec) {
+  step_s_sum_ += rec.step_s;
+  summary_.steps_done = rec.step;
+  summary_.final_loss = rec.loss.total();
+  summary_.step_losses.push_back(rec.loss.total());
+  if (rec.step % cfg_.log.every != 0 && rec.step != cfg_.train.steps) return;
+  const double eta = step_s_sum_ / static_cast<double>(rec.step - summary_.first_step) *
+                     static_cast<double>(cfg_.train.steps - rec.step);
+  report_step(cfg_, rec, flops_, eta, metrics_, log_);
+}
+
+bool RunProgress::eval_due(int64_t done) const {
+  return cfg_.eval.every > 0 && done % cfg_.eval.every == 0 && done != cfg_.train.steps;
+}
+
+void RunProgress::eval_done(int64_t step, double val_loss) {
+  summary_.final_val_loss = val_loss;
+  if (!(val_loss >= summary_.best_val_loss)) summary_.best_val_loss = val_loss;  // also NaN
+  report_eval(step, val_loss, metrics_, log_);
+}
+
+void log_done(const TrainSummary& summary, const MetricsWriter* metrics, std::ostream& log) {
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                "done: %lld steps in %s | final loss %.4f | val_loss %.4f (best %.4f) | "
+                "%zu checkpoint(s) written | metrics: %s\n",
+                static_cast<long long>(summary.steps_done), format_duration(summary.wall_s).c_str(),
+                summary.final_loss, summary.final_val_loss, summary.best_val_loss,
+                summary.checkpoints_written.size(), metrics ? metrics->path().c_str() : "-");
+  log << buf << std::flush;
+}
+
+}  // namespace sy

@@ -1,0 +1,186 @@
+// What the CPU training loop (trainer.cpp) and the GPU one (train_gpu.cpp) share, so that both
+// split the work, agree on errors, evaluate, sum a step's numbers and report their parameters
+// the same way: a 2-GPU data-parallel run sees exactly the sequences of the 2-rank CPU run.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "comm/groups.h"
+#include "comm/mpi.h"
+#include "src/config/config.h"
+#include "src/core/error.h"
+#include "src/data/loader.h"
+#include "src/data/tokens.h"
+#include "src/model/model.h"
+#include "src/model/params.h"
+#include "src/train/flops.h"
+#include "src/train/metrics.h"
+#include "src/train/report.h"
+#include "src/train/signals.h"
+#include "src/train/train_ckpt.h"
+#include "src/train/trainer.h"
+
+namespace sy {
+
+namespace comm {
+class Watchdog;
+}
+
+// Runs `work` on every rank; if it throws UsageError on any rank, every rank throws: rank 0 with
+// its own message (or naming the first failing rank), the others quietly. Inputs are checked
+// this way before any other collective, so a bad file ends the job with one message and exit 2.
+template <class F>
+void agree_on_usage(const comm::Comm& world, F&& work) {
+  std::string err;
+  try {
+    std::forward<F>(work)();
+  } catch (const UsageError& e) {
+    err = e.what();
+  }
+  int failed_rank = err.empty() ? world.size() : world.rank();
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failed_rank, 1, MPI_INT, MPI_MIN, world.get()));
+  if (failed_rank == world.size()) return;
+  if (world.rank() != 0) throw UsageError(err, /*quiet=*/true);
+  if (err.empty()) err = "rank " + std::to_string(failed_rank) + " could not start (see above)";
+  throw UsageError(err);
+}
+
+// Test hook for the failure tests (issue 3): SWITCHYARD_FAULT="<rank>:<step>:throw|exit|hang"
+// makes that world rank throw, _exit, or go silent (sleep) at the start of that step.
+void maybe_inject_fault(int world_rank, int64_t step);
+
+// This rank's coordinates as the parameter table wants them.
+ShardLayout shard_layout(const comm::Layout& l);
+
+// One optimizer step's numbers: this rank's share, then (sum_over_dp) the global batch's.
+struct StepTotals {
+  LossParts loss;
+  std::vector<int64_t> selected;  // [L*E] assignments per layer and expert
+  int64_t dropped = 0;
+};
+// This rank's share of every global batch, split as SPEC 3 under SPEC 4 says: data-parallel
+// rank r takes sequences [r * GB/dp, (r+1) * GB/dp) of each step's batch (BatchLoader's
+// layout-independent order), in micro-batches of train.micro_batch. The same for both backends,
+// so a 2-GPU run sees the sequences of a 1-GPU or a 2-rank CPU run.
+class BatchShare {
+ public:
+  // `data` must outlive the share.
+  BatchShare(const Config& cfg, const TokenData& data, const comm::Layout& lay);
+  const BatchLoader& loader() const { return loader_; }
+
+  // Forward and backward of step `step`'s share on `model` (Model<float> or CudaModel): its
+  // gradients (+=), whose sum over dp is the global batch's gradient. Returns the share's loss
+  // terms (weighted for the global batch) and routing counts.
+  template <class M>
+  StepTotals accumulate(M& model, int64_t step) {
+    StepTotals tot;
+    tot.selected.assign(static_cast<size_t>(num_layers_ * num_experts_), 0);
+    for (int64_t mb = 0; mb < per_dp_; mb += micro_batch_) {
+      loader_.fill(step, first_seq_ + mb, micro_batch_, tokens_.data());
+      tot.loss += model.forward(tokens_.data(), static_cast<int>(micro_batch_), scale_, &stats_);
+      model.backward();
+      add_routing_counts(stats_, tot.selected, tot.dropped);
+    }
+    return tot;
+  }
+
+ private:
+  BatchLoader loader_;
+  LossScale scale_;  // the global batch's: loss = mean over its tokens, aux over its groups
+  int64_t num_layers_, num_experts_, micro_batch_, per_dp_, first_seq_;
+  std::vector<int32_t> tokens_;  // [micro_batch, T + 1]
+  std::vector<MoeStats> stats_;
+};
+
+// The preemption flags a run watches: the caller's (TrainOptions::signals), or its own handlers
+// for the run's duration.
+class RunSignals {
+ public:
+  explicit RunSignals(const PreemptionSignals* given) : given_(given) {
+    if (!given_) own_.emplace();
+  }
+  const PreemptionSignals& get() const { return given_ ? *given_ : *own_; }
+
+ private:
+  const PreemptionSignals* given_;
+  std::optional<PreemptionSignals> own_;
+};
+
+// Loss and routing counts of the global batch (identical on tp ranks: summed over dp).
+void sum_over_dp(StepTotals& tot, const comm::Comm& dp, comm::Watchdog* wd);
+// The progress record of a finished step (the all-to-all figures left at 0); points into tot.
+StepRecord step_record(int64_t done, const StepTotals& tot, double lr, double grad_norm,
+                       double step_s);
+
+// val_loss (SPEC 3): mean lm_loss over the first `windows` windows of T+1 tokens of the
+// validation split, in file order. Each data-parallel rank takes a contiguous share; every rank
+// calls forward_lm the same number of times (some with n = 0 sequences), since the CPU expert
+// exchange is collective. forward_lm(tokens [n, T+1], n) returns the SUM of the per-token
+// lm losses of the n windows.
+using ForwardLm = std::function<double(const int32_t* tokens, int n)>;
+double evaluate(const TokenData& data, const Config& cfg, int64_t windows,
+                const comm::ProcessGroups& g, comm::Watchdog* wd, const ForwardLm& forward_lm);
+
+// The final parameters as global tensors on world rank 0 (empty elsewhere): every writer rank
+// sends its parts, rank 0 knows every rank's slabs from the layout arithmetic. `table` must be
+// make_param_table(cfg, shard_layout(g.layout())) and params its flat buffer.
+std::map<std::string, std::vector<float>> gather_params(const comm::ProcessGroups& g,
+                                                        const Config& cfg, const ParamTable& table,
+                                                        const float* params);
+
+// The names of parameters whose copies differ between the ranks that hold the same part: every
+// rank for replicated parameters, the dp group for tp shards, the edp group for experts.
+std::vector<std::string> diverged_replicas(const comm::ProcessGroups& g, const ParamTable& table,
+                                           const float* params, comm::Watchdog* wd);
+
+// The validation windows an evaluation uses: eval.sequences, or fewer when the split is short.
+int64_t eval_windows(const Config& cfg, const TokenData& data);
+
+// The run's opening lines on rank 0's log: name, resolved config, data, the layout (who holds
+// what), `backend` (lines the backend adds: its transport or device), a short validation split,
+// the model's size.
+void log_run_header(const Config& cfg, const TokenData& data, const comm::Layout& lay,
+                    const std::string& backend, const ParamTable& table, const StepFlops& flops,
+                    std::ostream& log);
+
+// <run.out_dir>/config.yaml and metrics.jsonl on rank 0 (nullopt elsewhere): a new file, or,
+// when resuming at resume_step > 0, the old one without the lines of the steps redone.
+std::optional<MetricsWriter> open_run_outputs(const Config& cfg, bool rank0, bool resumed,
+                                              int64_t resume_step);
+
+// The bookkeeping of a run's steps, the same for both loops: the summary (first step, losses,
+// validation losses), a progress line and metrics line every log.every steps and at the last
+// one (with the ETA), and the evaluation lines.
+class RunProgress {
+ public:
+  // metrics: rank 0's writer, null elsewhere. Starts at the resumed checkpoint's step (and its
+  // validation losses), or at 0.
+  RunProgress(const Config& cfg, const StepFlops& flops, const ResumeResult& resumed,
+              MetricsWriter* metrics, std::ostream& log);
+
+  TrainSummary& summary() { return summary_; }
+  // Step rec.step (1-based) finished with the global batch's rec.loss.
+  void step_done(const StepRecord& rec);
+  // Whether a periodic evaluation is due after step `done` (the last one is always evaluated).
+  bool eval_due(int64_t done) const;
+  void eval_done(int64_t step, double val_loss);
+
+ private:
+  const Config& cfg_;
+  const StepFlops& flops_;
+  MetricsWriter* metrics_;
+  std::ostream& log_;
+  TrainSummary summary_;
+  double step_s_sum_ = 0.0;
+};
+
+// The last line of a run: steps, wall time, losses, checkpoints, where the metrics are.
+void log_done(const TrainSummary& summary, const MetricsWriter* metrics, std::ostream& log);
+
+}  // namespace sy
