@@ -6,6 +6,7 @@
 #include <chrono>
 #include <fstream>
 #include <string>
+#include <utility>
 
 #include "common/run_command.h"
 #include "common/temp_dir.h"
@@ -92,6 +93,23 @@ TEST_F(Launch, WatchdogEndsAJobWhoseRankStopsTalking) {
   EXPECT_NE(r.output.find("rank 0: timed out after"), std::string::npos) << r.output;
   EXPECT_GE(s, 3.0) << r.output;
   EXPECT_LT(s, 60.0) << r.output;
+}
+
+// device: cuda trains data-parallel only: a tensor- or expert-parallel layout (or ZeRO-1) is one
+// message naming the key and exit 2 on every rank, before any GPU is looked for -- the same in a
+// build with or without the CUDA backend, and on a machine without a GPU.
+TEST_F(Launch, DeviceCudaBeyondDataParallelIsRefusedNamingTheKey) {
+  for (const auto& [set, key] :
+       {std::pair{std::string("--set parallel.tp=2"), std::string("parallel.tp=2")},
+        std::pair{std::string("--set parallel.ep=2"), std::string("parallel.ep=2")},
+        std::pair{std::string("--set parallel.zero1=true"), std::string("parallel.zero1")}}) {
+    const auto r = run_command(mpirun(2) + train("--set device=cuda " + set));
+    EXPECT_EQ(r.exit_code, 2) << set << "\n" << r.output;
+    EXPECT_EQ(count(r.output, "error: "), 1u) << "one message, from rank 0:\n" << r.output;
+    EXPECT_NE(r.output.find(key), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("device: cuda"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("step "), std::string::npos) << "no work before the check";
+  }
 }
 
 TEST_F(Launch, TwoRanksTrainAndReportTheLayout) {

@@ -46,3 +46,24 @@ if(TARGET sy_nccl AND sy_gpu_nccl_tests)
       ENVIRONMENT "GTEST_COLOR=no;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
   endforeach()
 endif()
+
+# The GPU trainer (src/train/train_gpu.cpp) under mpirun: at 1 rank checkpoints, --resume and
+# preemption on one GPU and the checkpoints' round trip through the CPU trainer; at 2 ranks
+# NCCL data parallelism against one GPU (skipped with fewer than 2 GPUs). The SKIP pattern counts
+# every test of the executable: CTest reports SKIPPED only when all of them were.
+file(GLOB sy_gpu_train_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/train/test_*.cpp)
+if(TARGET sy_nccl AND sy_gpu_train_tests)
+  add_executable(test_gpu_train ${sy_gpu_train_tests}
+                                ${CMAKE_CURRENT_SOURCE_DIR}/common/mpi_gtest_main.cpp)
+  target_include_directories(test_gpu_train PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR}
+                                                    ${CMAKE_CURRENT_SOURCE_DIR}/gpu)
+  target_link_libraries(test_gpu_train PRIVATE sy_train sy_ckpt sy_comm GTest::gtest sy_warnings)
+  target_compile_definitions(test_gpu_train PRIVATE SWITCHYARD_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+  foreach(np 1 2)
+    add_test(NAME test_gpu_train_np${np} COMMAND ${SY_MPIRUN} -np ${np}
+                                                 $<TARGET_FILE:test_gpu_train>)
+    set_tests_properties(test_gpu_train_np${np} PROPERTIES LABELS gpu TIMEOUT 600
+      SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\] 4 tests"
+      ENVIRONMENT "GTEST_COLOR=no;OPENBLAS_CORETYPE=Haswell;OMP_NUM_THREADS=1;SY_TEST_TIMEOUT_S=300;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+  endforeach()
+endif()

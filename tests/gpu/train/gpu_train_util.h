@@ -1,0 +1,131 @@
+// Helpers of the GPU trainer tests (test_gpu_train, run under mpirun): the licence token file
+// shared by the ranks of one host, the tiny config on the GPU, and exact comparisons of
+// parameters and checkpoints.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/mpi.h"
+#include "common/mpi_util.h"
+#include "common/temp_dir.h"
+#include "src/ckpt/checkpoint.h"
+#include "src/config/config.h"
+#include "src/data/tokens.h"
+#include "src/model/params.h"
+#include "src/train/trainer.h"
+
+namespace sy::gputest {
+
+// Rank 0's temporary directory, known to every rank of MPI_COMM_WORLD (one host), holding the
+// token file of /usr/share/common-licenses (as the layout tests use). Collective.
+class SharedRunDir {
+ public:
+  SharedRunDir() {
+    std::vector<char> buf(4096, '\0');
+    if (test::world_rank() == 0) {
+      dir_ = std::make_unique<test::TempDir>();
+      PrepareOptions opt;
+      for (const auto& e : std::filesystem::directory_iterator("/usr/share/common-licenses"))
+        if (e.is_regular_file() && !e.is_symlink()) opt.inputs.push_back(e.path().string());
+      std::sort(opt.inputs.begin(), opt.inputs.end());
+      opt.output = dir_->file("licenses.h5");
+      prepare_token_file(opt);
+      const std::string root = dir_->path().string();
+      std::copy(root.begin(), root.end(), buf.begin());
+    }
+    MPI_Bcast(buf.data(), static_cast<int>(buf.size()), MPI_CHAR, 0, MPI_COMM_WORLD);
+    root_ = buf.data();
+  }
+  // Rank 0's directory goes last, after every rank is done with it.
+  ~SharedRunDir() { MPI_Barrier(MPI_COMM_WORLD); }
+  SharedRunDir(const SharedRunDir&) = delete;
+  SharedRunDir& operator=(const SharedRunDir&) = delete;
+
+  const std::string& root() const { return root_; }
+  std::string ckpt_dir(const std::string& run) const { return root_ + "/" + run + "/checkpoints"; }
+  std::string ckpt(const std::string& run, int step) const {
+    return ckpt_dir(run) + "/" + ckpt::checkpoint_file_name(step);
+  }
+
+  // configs/tiny.yaml on the GPU: 20 steps of 8 sequences in micro-batches of 2, a checkpoint
+  // every 10 steps (5 kept), an evaluation every 10, then `set`.
+  Config config(const std::string& run, const std::vector<std::string>& set = {}) const {
+    std::vector<std::string> o = {"data.path=" + root_ + "/licenses.h5",
+                                  "run.out_dir=" + root_ + "/" + run,
+                                  "checkpoint.dir=" + ckpt_dir(run),
+                                  "device=cuda",
+                                  "train.steps=20",
+                                  "train.global_batch=8",
+                                  "train.micro_batch=2",
+                                  "checkpoint.every=10",
+                                  "checkpoint.keep=5",
+                                  "eval.every=10",
+                                  "eval.sequences=4",
+                                  "log.every=1",
+                                  "parallel.timeout_s=120"};
+    o.insert(o.end(), set.begin(), set.end());
+    return load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml", o);
+  }
+
+ private:
+  std::unique_ptr<test::TempDir> dir_;
+  std::string root_;
+};
+
+// The names of the tensors whose bits differ (sizes included).
+inline std::vector<std::string> differing(const std::map<std::string, std::vector<float>>& a,
+                                          const std::map<std::string, std::vector<float>>& b) {
+  std::vector<std::string> out;
+  for (const auto& [name, va] : a) {
+    const auto it = b.find(name);
+    if (it == b.end() || it->second.size() != va.size() ||
+        std::memcmp(it->second.data(), va.data(), va.size() * sizeof(float)) != 0)
+      out.push_back(name);
+  }
+  if (a.size() != b.size()) out.push_back("(different tensor sets)");
+  return out;
+}
+
+// A checkpoint's tensors as one flat buffer [params | m | v], each in make_param_table(cfg)'s
+// layout, read on this rank alone: two checkpoints hold the same numbers iff these are bitwise
+// equal.
+inline std::vector<float> checkpoint_flat(const std::string& file) {
+  const ckpt::TrainState st = ckpt::verify_checkpoint(MPI_COMM_SELF, file);
+  const ParamTable t = make_param_table(parse_config(st.config_yaml, {}, file));
+  const size_t P = t.total_numel();
+  std::vector<float> all(3 * P, 0.0f);
+  ckpt::load_checkpoint(MPI_COMM_SELF, file,
+                        ckpt::whole_table_refs(t, all.data(), all.data() + P, all.data() + 2 * P));
+  return all;
+}
+
+// ||got - want|| / ||want|| (infinite when the sizes differ).
+inline double relative_l2(const std::vector<float>& got, const std::vector<float>& want) {
+  if (got.size() != want.size()) return INFINITY;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double d = static_cast<double>(got[i]) - want[i];
+    num += d * d;
+    den += static_cast<double>(want[i]) * want[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+// Elements whose bits differ (the size difference counts too).
+inline size_t bitwise_differences(const std::vector<float>& a, const std::vector<float>& b) {
+  size_t n = a.size() > b.size() ? a.size() - b.size() : b.size() - a.size();
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+    n += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+  return n;
+}
+
+}  // namespace sy::gputest

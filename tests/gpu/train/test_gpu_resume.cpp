@@ -1,0 +1,155 @@
+// Checkpoints and --resume with device: cuda (issue 6), one GPU, in the np=1 instance:
+// - a run that crashes after its step-10 checkpoint and resumes with --resume auto repeats the
+//   uninterrupted run bit for bit: every loss of steps 11-20, the metrics lines, the final
+//   parameters and the final checkpoint (moments included);
+// - SIGUSR1 makes the GPU trainer finish its step, checkpoint and stop with exit code 75; the
+//   resumed run again matches the uninterrupted one bit for bit;
+// - the files are the CPU trainer's: a GPU checkpoint resumed with device: cpu, and a CPU one
+//   resumed with device: cuda, continue within fp32 reduction-order tolerance of the run that
+//   wrote them.
+// Skipped without a GPU.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "gpu_test_util.h"
+#include "src/core/error.h"
+#include "src/train/signals.h"
+#include "train/gpu_train_util.h"
+
+namespace sy {
+namespace {
+
+namespace fs = std::filesystem;
+
+// GPU against CPU after 10 steps from the same checkpoint: the CudaModel test's 10-step bound.
+constexpr double kCrossDeviceTolerance = 1e-3;
+
+TrainSummary run(const Config& cfg, TrainOptions o = {}) {
+  std::ostringstream log;
+  o.gather_params = true;
+  return train(cfg, log, MPI_COMM_SELF, o);
+}
+
+// metrics.jsonl's lines by step (evaluations at -step), without the timing keys.
+std::map<int64_t, std::string> metrics_lines(const std::string& run_dir) {
+  std::map<int64_t, std::string> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    for (const char* key : {"tokens_per_s", "step_ms", "a2a_ms", "gflops"}) j.erase(key);
+    const int64_t step = j.at("step").get<int64_t>();
+    out[j.contains("val_loss") ? -step : step] = j.dump();
+  }
+  return out;
+}
+
+class GpuResume : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (test::world_size() != 1) GTEST_SKIP() << "the one-GPU tests run in the np=1 instance";
+    SY_REQUIRE_GPU();
+    dir_ = std::make_unique<gputest::SharedRunDir>();
+  }
+  // The resumed run against the uninterrupted one: bit for bit from step `from` on.
+  void expect_bitwise_continuation(const TrainSummary& straight, const TrainSummary& resumed,
+                                   int from, const std::string& a, const std::string& b) {
+    EXPECT_EQ(resumed.first_step, from);
+    ASSERT_EQ(resumed.step_losses.size(), straight.step_losses.size() - from);
+    for (size_t i = 0; i < resumed.step_losses.size(); ++i)
+      EXPECT_EQ(resumed.step_losses[i], straight.step_losses[from + i]) << "step " << from + i + 1;
+    EXPECT_EQ(resumed.final_val_loss, straight.final_val_loss);
+    const auto diff = gputest::differing(straight.final_params, resumed.final_params);
+    EXPECT_TRUE(diff.empty()) << diff.size() << " tensors differ, first " << diff.front();
+    EXPECT_EQ(gputest::bitwise_differences(gputest::checkpoint_flat(dir_->ckpt(a, 20)),
+                                           gputest::checkpoint_flat(dir_->ckpt(b, 20))),
+              0u)
+        << "final checkpoints (parameters and moments)";
+    const auto want = metrics_lines(dir_->root() + "/" + a);
+    const auto got = metrics_lines(dir_->root() + "/" + b);
+    EXPECT_EQ(got.size(), want.size()) << "no duplicated or missing lines";
+    for (const auto& [step, line] : want) {
+      if (step <= from && step >= -from) continue;  // lines the resumed run kept, not wrote
+      EXPECT_EQ(got.count(step) ? got.at(step) : "", line) << step;
+    }
+  }
+  std::unique_ptr<gputest::SharedRunDir> dir_;
+};
+
+TEST_F(GpuResume, CrashAfterCheckpointResumesBitwise) {
+  const TrainSummary straight = run(dir_->config("straight"));
+  ASSERT_EQ(straight.step_losses.size(), 20u);
+  ASSERT_EQ(straight.checkpoints_written.size(), 2u);
+
+  // The crashed run throws at the start of step 12: after the step-10 checkpoint and a step-11
+  // metrics line that the resumed run must redo.
+  ::setenv("SWITCHYARD_FAULT", "0:12:throw", 1);
+  EXPECT_THROW(run(dir_->config("crashed")), std::runtime_error);
+  ::unsetenv("SWITCHYARD_FAULT");
+  ASSERT_TRUE(fs::exists(dir_->ckpt("crashed", 10)));
+  ASSERT_FALSE(fs::exists(dir_->ckpt("crashed", 20)));
+
+  TrainOptions o;
+  o.resume = "auto";
+  const TrainSummary resumed = run(dir_->config("crashed"), o);
+  expect_bitwise_continuation(straight, resumed, 10, "straight", "crashed");
+}
+
+TEST_F(GpuResume, PreemptionCheckpointsExits75AndResumesBitwise) {
+  const TrainSummary straight = run(dir_->config("straight"));
+  {
+    // The signal is already there when the run starts: it stops after its first step.
+    PreemptionSignals signals;
+    ASSERT_EQ(std::raise(SIGUSR1), 0);
+    TrainOptions o;
+    o.signals = &signals;
+    try {
+      run(dir_->config("preempted"), o);
+      ADD_FAILURE() << "the preempted run finished";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), kExitPreempted) << e.what();
+    }
+  }
+  ASSERT_TRUE(fs::exists(dir_->ckpt("preempted", 1)));
+  TrainOptions o;
+  o.resume = "auto";
+  const TrainSummary resumed = run(dir_->config("preempted"), o);
+  expect_bitwise_continuation(straight, resumed, 1, "straight", "preempted");
+}
+
+TEST_F(GpuResume, CheckpointsMoveBetweenGpuAndCpu) {
+  const TrainSummary gpu = run(dir_->config("gpu"));
+  const TrainSummary cpu = run(dir_->config("cpu", {"device=cpu"}));
+  for (const auto& [writer, device, straight] :
+       {std::tuple{std::string("gpu"), std::string("cpu"), &gpu},
+        std::tuple{std::string("cpu"), std::string("cuda"), &cpu}}) {
+    TrainOptions o;
+    o.resume = dir_->ckpt(writer, 10);
+    const std::string run_name = writer + "-on-" + device;
+    const TrainSummary resumed = run(dir_->config(run_name, {"device=" + device}), o);
+    EXPECT_EQ(resumed.first_step, 10) << run_name;
+    ASSERT_EQ(resumed.step_losses.size(), 10u) << run_name;
+    for (size_t i = 0; i < 10; ++i)
+      EXPECT_NEAR(resumed.step_losses[i], straight->step_losses[10 + i],
+                  kCrossDeviceTolerance * straight->step_losses[10 + i])
+          << run_name << ", step " << 11 + i;
+    EXPECT_NEAR(resumed.final_val_loss, straight->final_val_loss,
+                kCrossDeviceTolerance * straight->final_val_loss)
+        << run_name;
+  }
+}
+
+}  // namespace
+}  // namespace sy
