@@ -46,6 +46,8 @@ std::vector<char> allgather_blobs(MPI_Comm comm, const void* data, std::size_t b
   return all;
 }
 
+constexpr const char* kTcpSegmentBytes = "256k";  // see the constructor
+
 struct FreeDeleter {
   void operator()(char* p) const { std::free(p); }
 };
@@ -64,14 +66,23 @@ UcxPeers::UcxPeers(MPI_Comm comm, std::vector<std::string> peer_names, Watchdog*
   remote_base_.assign(P, 0);
   for (int i = 0; i < size_; ++i) err_.push_back(std::make_unique<ErrArg>(ErrArg{this, i}));
   try {
-    ucp_config_t* config = nullptr;
-    UCX_CHECK(ucp_config_read(nullptr, nullptr, &config));
+    ucp_config_t* raw_config = nullptr;
+    UCX_CHECK(ucp_config_read(nullptr, nullptr, &raw_config));
+    const std::unique_ptr<ucp_config_t, decltype(&ucp_config_release)> config(raw_config,
+                                                                              &ucp_config_release);
+    // Over TCP, UCX 1.13 has no RMA lane: a put travels as active messages of TX_SEG_SIZE bytes
+    // (8 KiB by default), each one copied into place by the target's progress. Our puts are few
+    // and large (one per node peer per phase), so larger segments mean far fewer of them; 256 KiB
+    // measured best (comm/README.md, "segment size"). Only this context is changed -- MPI's own
+    // UCX keeps its defaults -- and an explicit UCX_TCP_TX/RX_SEG_SIZE in the environment wins.
+    if (!std::getenv("UCX_TCP_TX_SEG_SIZE") && !std::getenv("UCX_TCP_RX_SEG_SIZE")) {
+      UCX_CHECK(ucp_config_modify(config.get(), "TX_SEG_SIZE", kTcpSegmentBytes));
+      UCX_CHECK(ucp_config_modify(config.get(), "RX_SEG_SIZE", kTcpSegmentBytes));
+    }
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES;
     params.features = UCP_FEATURE_RMA;
-    const ucs_status_t init_status = ucp_init(&params, config, &context_);
-    ucp_config_release(config);
-    UCX_CHECK(init_status);
+    UCX_CHECK(ucp_init(&params, config.get(), &context_));
 
     ucp_worker_params_t worker_params{};
     worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
