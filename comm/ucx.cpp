@@ -46,7 +46,7 @@ std::vector<char> allgather_blobs(MPI_Comm comm, const void* data, std::size_t b
   return all;
 }
 
-constexpr const char* kTcpSegmentBytes = "256k";  // see the constructor
+constexpr const char* kTcpSegmentBytes = "1m";  // see the constructor
 
 struct FreeDeleter {
   void operator()(char* p) const { std::free(p); }
@@ -72,8 +72,9 @@ UcxPeers::UcxPeers(MPI_Comm comm, std::vector<std::string> peer_names, Watchdog*
                                                                               &ucp_config_release);
     // Over TCP, UCX 1.13 has no RMA lane: a put travels as active messages of TX_SEG_SIZE bytes
     // (8 KiB by default), each one copied into place by the target's progress. Our puts are few
-    // and large (one per node peer per phase), so larger segments mean far fewer of them; 256 KiB
-    // measured best (comm/README.md, "segment size"). Only this context is changed -- MPI's own
+    // and large (one per node peer per phase), so larger segments mean far fewer of them; 1 MiB
+    // measured best (comm/README.md, "segment size"; the cost is UCX's TCP buffer pools, which
+    // grow 8 segments at a time). Only this context is changed -- MPI's own
     // UCX keeps its defaults -- and an explicit UCX_TCP_TX/RX_SEG_SIZE in the environment wins.
     if (!std::getenv("UCX_TCP_TX_SEG_SIZE") && !std::getenv("UCX_TCP_RX_SEG_SIZE")) {
       UCX_CHECK(ucp_config_modify(config.get(), "TX_SEG_SIZE", kTcpSegmentBytes));
