@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "app/commands.h"
+#include "app/run_mpi.h"
 #include "comm/mpi.h"
 #include "src/bench/a2a_bench.h"
 #include "src/core/error.h"
@@ -103,15 +104,16 @@ void add_bench_a2a(CLI::App& bench, std::vector<Command>& out) {
          for (const std::string& s : a->internodes) {
            opt.internodes.push_back(s == "ucx" ? comm::Internode::kUcx : comm::Internode::kMpi);
          }
-         comm::MpiSession mpi(nullptr, nullptr);
-         const int64_t wrong = run_a2a_bench(opt, std::cout);
-         if (wrong != 0) {
-           if (mpi.world_rank() == 0) {
-             std::cerr << "error: " << wrong << " wrong elements or handle fields\n";
+         return run_with_mpi([&](const comm::MpiSession& mpi) {
+           const int64_t wrong = run_a2a_bench(opt, std::cout);
+           if (wrong != 0) {
+             if (mpi.world_rank() == 0) {
+               std::cerr << "error: " << wrong << " wrong elements or handle fields\n";
+             }
+             return static_cast<int>(kExitOther);
            }
-           return static_cast<int>(kExitOther);
-         }
-         return static_cast<int>(kExitOk);
+           return static_cast<int>(kExitOk);
+         });
        }});
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "app/commands.h"
+#include "app/run_mpi.h"
 #include "comm/mpi.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/safetensors.h"
@@ -109,13 +110,15 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
   info->add_option("file", ia->file, "Checkpoint file (step_<N>.h5)")->required();
   info->add_flag("--no-config", ia->no_config, "Do not print the stored config");
   out.push_back({info, [ia] {
-                   comm::MpiSession mpi(nullptr, nullptr);
-                   const ckpt::Inspection ins = ckpt::inspect_checkpoint(MPI_COMM_WORLD, ia->file);
-                   if (mpi.world_rank() == 0) print_inspection(ins, !ia->no_config, std::cout);
-                   for (const auto& t : ins.tensors)
-                     if (!t.problem.empty())
-                       throw ckpt::CheckpointError(ins.file, "/" + t.path, t.problem);
-                   return static_cast<int>(kExitOk);
+                   return run_with_mpi([&](const comm::MpiSession& mpi) {
+                     const ckpt::Inspection ins =
+                         ckpt::inspect_checkpoint(MPI_COMM_WORLD, ia->file);
+                     if (mpi.world_rank() == 0) print_inspection(ins, !ia->no_config, std::cout);
+                     for (const auto& t : ins.tensors)
+                       if (!t.problem.empty())
+                         throw ckpt::CheckpointError(ins.file, "/" + t.path, t.problem);
+                     return static_cast<int>(kExitOk);
+                   });
                  }});
 
   struct ExportArgs {
@@ -129,23 +132,25 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
   exp->add_option("file", ea->file, "Checkpoint file (step_<N>.h5)")->required();
   exp->add_option("-o,--output", ea->output, "The .safetensors file to write")->required();
   out.push_back({exp, [ea] {
-                   comm::MpiSession mpi(nullptr, nullptr);
-                   ckpt::TrainState st;
-                   const auto tensors = ckpt::read_model_tensors(MPI_COMM_WORLD, ea->file, &st);
-                   if (mpi.world_rank() == 0) {
-                     ckpt::write_safetensors(ea->output, tensors,
-                                             {{"format", "switchyard"},
-                                              {"source", ea->file},
-                                              {"step", std::to_string(st.step)},
-                                              {"layout", st.layout},
-                                              {"config", st.config_yaml}});
-                     int64_t elements = 0;
-                     for (const auto& t : tensors) elements += static_cast<int64_t>(t.data.size());
-                     std::cout << "exported " << tensors.size() << " tensors (" << elements
-                               << " float32 elements) of step " << st.step << " to " << ea->output
-                               << "\n";
-                   }
-                   return static_cast<int>(kExitOk);
+                   return run_with_mpi([&](const comm::MpiSession& mpi) {
+                     ckpt::TrainState st;
+                     const auto tensors = ckpt::read_model_tensors(MPI_COMM_WORLD, ea->file, &st);
+                     if (mpi.world_rank() == 0) {
+                       ckpt::write_safetensors(ea->output, tensors,
+                                               {{"format", "switchyard"},
+                                                {"source", ea->file},
+                                                {"step", std::to_string(st.step)},
+                                                {"layout", st.layout},
+                                                {"config", st.config_yaml}});
+                       int64_t elements = 0;
+                       for (const auto& t : tensors)
+                         elements += static_cast<int64_t>(t.data.size());
+                       std::cout << "exported " << tensors.size() << " tensors (" << elements
+                                 << " float32 elements) of step " << st.step << " to " << ea->output
+                                 << "\n";
+                     }
+                     return static_cast<int>(kExitOk);
+                   });
                  }});
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "app/commands.h"
+#include "app/run_mpi.h"
 #include "comm/mpi.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
@@ -52,12 +53,13 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
                    // Installed for the rest of the process: a SIGUSR1 that arrives after the
                    // last step must not kill a finished run (the job script reads its exit).
                    PreemptionSignals signals;
-                   comm::MpiSession mpi(nullptr, nullptr);
-                   TrainOptions options;
-                   options.resume = a->resume;
-                   options.signals = &signals;
-                   train(*cfg, std::cout, MPI_COMM_WORLD, options);
-                   return static_cast<int>(kExitOk);
+                   return run_with_mpi([&](const comm::MpiSession&) {
+                     TrainOptions options;
+                     options.resume = a->resume;
+                     options.signals = &signals;
+                     train(*cfg, std::cout, MPI_COMM_WORLD, options);
+                     return static_cast<int>(kExitOk);
+                   });
                  }});
 }
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "app/commands.h"
+#include "app/run_mpi.h"
 #include "src/core/error.h"
 
 int main(int argc, char** argv) {
@@ -38,12 +39,10 @@ int main(int argc, char** argv) {
     std::cerr << "error: no command given (see --help)\n";
     return sy::kExitUsage;
   } catch (const sy::Error& e) {
-    if (!e.quiet())
-      std::cerr << (e.code() == sy::kExitNumerical ? "numerical failure: " : "error: ") << e.what()
-                << "\n";
+    sy::app::report_error(e);
     return e.code();
   } catch (const std::exception& e) {
-    std::cerr << "fatal: " << e.what() << "\n";
+    sy::app::report_error(e);
     return sy::kExitOther;
   }
 }
