@@ -58,6 +58,7 @@ HierExchange::HierExchange(const ExchangeOptions& opt, Topology topo)
            "node-peer communicator rank " << peers_comm_.rank() << " for node " << topo_.node());
   MPI_CHECK(MPI_Comm_set_name(node_comm_.get(), "sy.a2a.node"));
   MPI_CHECK(MPI_Comm_set_name(peers_comm_.get(), "sy.a2a.node_peers"));
+  node_barrier_ = NodeBarrier(node_comm_.get());
   window_ = SharedWindow(node_comm_.get(), kInitialSegmentBytes);
   if (G > 1 && internode_ == Internode::kUcx) {
     // Error messages name a peer by EP rank, world rank and node.
@@ -127,7 +128,7 @@ std::string HierExchange::make_description() {
 
 void HierExchange::sync_barrier(const char* what) {
   StatsTimer t(&stats_.sync_seconds);
-  window_.sync_barrier(watchdog_, what);
+  window_.sync_barrier(node_barrier_, watchdog_, what);
 }
 
 std::size_t HierExchange::buffer_bytes() const {

@@ -106,8 +106,9 @@ class HierExchange final : public ExchangeBase {
   int num_experts_, local_experts_;
   Internode internode_;
   Watchdog* watchdog_;
-  Comm node_comm_;   // the ranks of this node, by EP rank
-  Comm peers_comm_;  // the ranks with this local index, by node: rank = node index
+  Comm node_comm_;            // the ranks of this node, by EP rank
+  Comm peers_comm_;           // the ranks with this local index, by node: rank = node index
+  NodeBarrier node_barrier_;  // the node barriers of every call (shared-memory flags)
   SharedWindow window_;
   std::unique_ptr<UcxPeers> ucx_;  // null with one node or Internode::kMpi
   int64_t op_count_ = 0;           // dispatch + combine calls: picks the buffer set

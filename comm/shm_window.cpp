@@ -1,5 +1,7 @@
 #include "comm/shm_window.h"
 
+#include <atomic>
+#include <thread>
 #include <utility>
 
 #include "comm/watchdog.h"
@@ -77,12 +79,39 @@ void SharedWindow::reset() noexcept {
   bytes_per_rank_ = 0;
 }
 
-void SharedWindow::sync_barrier(Watchdog* watchdog, const char* what) const {
+void SharedWindow::sync_barrier(NodeBarrier& barrier, Watchdog* watchdog, const char* what) const {
   SY_CHECK(win_ != MPI_WIN_NULL, "sync_barrier on an empty window");
+  MPI_CHECK(MPI_Win_sync(win_));
+  barrier.wait(watchdog, what);
+  MPI_CHECK(MPI_Win_sync(win_));
+}
+
+namespace {
+constexpr std::size_t kSlotBytes = 64;  // one cache line per rank: no false sharing
+
+std::atomic_ref<uint64_t> slot_of(const SharedWindow& w, int local_rank) {
+  return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(w.segment(local_rank)));
+}
+}  // namespace
+
+NodeBarrier::NodeBarrier(MPI_Comm node_comm) : slots_(node_comm, kSlotBytes) {
+  MPI_CHECK(MPI_Comm_size(node_comm, &node_size_));
+  int me = 0;
+  MPI_CHECK(MPI_Comm_rank(node_comm, &me));
+  slot_of(slots_, me).store(0, std::memory_order_release);
+  MPI_CHECK(MPI_Barrier(node_comm));  // every slot is zero before anyone waits on it
+}
+
+void NodeBarrier::wait(Watchdog* watchdog, const char* what) {
+  SY_CHECK(!slots_.empty(), "wait on an empty NodeBarrier");
   WatchdogScope scope(watchdog, what);
-  MPI_CHECK(MPI_Win_sync(win_));
-  MPI_CHECK(MPI_Barrier(comm_));
-  MPI_CHECK(MPI_Win_sync(win_));
+  ++count_;
+  slot_of(slots_, slots_.local_rank()).store(count_, std::memory_order_release);
+  // A slot may already hold count_ + 1 (a node-mate that left this barrier and reached the next).
+  for (int r = 0; r < node_size_; ++r) {
+    const std::atomic_ref<uint64_t> slot = slot_of(slots_, r);
+    while (slot.load(std::memory_order_acquire) < count_) std::this_thread::yield();
+  }
 }
 
 }  // namespace sy::comm
