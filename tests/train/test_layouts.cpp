@@ -21,6 +21,7 @@
 #include "comm/mpi.h"
 #include "common/mpi_util.h"
 #include "common/temp_dir.h"
+#include "common/train_util.h"
 #include "src/config/config.h"
 #include "src/data/tokens.h"
 #include "src/train/trainer.h"
@@ -90,19 +91,10 @@ class Layouts : public ::testing::Test {
 
   // Trains `l` on the first l.ranks ranks; returns rank 0's summary (others: empty).
   static TrainSummary run(const Layout& l) {
-    const int rank = world_rank();
-    MPI_Comm sub = MPI_COMM_NULL;
-    MPI_Comm_split(MPI_COMM_WORLD, rank < l.ranks ? 0 : MPI_UNDEFINED, rank, &sub);
-    TrainSummary s;
-    if (sub != MPI_COMM_NULL) {
-      std::ostringstream log;
-      TrainOptions o;
-      o.gather_params = true;
-      o.check_replicas = true;
-      s = train(config(l.name, l.set), log, sub, o);
-      MPI_Comm_free(&sub);
-    }
-    return s;
+    TrainOptions o;
+    o.gather_params = true;
+    o.check_replicas = true;
+    return test::train_on_first(l.ranks, config(l.name, l.set), o);
   }
 
   static void expect_matches_reference(const Layout& l) {

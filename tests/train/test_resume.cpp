@@ -14,7 +14,6 @@
 #include <fstream>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -24,6 +23,7 @@
 #include "common/mpi_util.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
+#include "common/train_util.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/config/config.h"
 #include "src/data/tokens.h"
@@ -181,17 +181,9 @@ TEST_F(Reshard, CheckpointOfOneLayoutResumesUnderOthers) {
     return load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml", o);
   };
   auto run_on = [&](int ranks, const Config& cfg, const std::string& resume) {
-    MPI_Comm sub = MPI_COMM_NULL;
-    MPI_Comm_split(MPI_COMM_WORLD, rank < ranks ? 0 : MPI_UNDEFINED, rank, &sub);
-    TrainSummary s;
-    if (sub != MPI_COMM_NULL) {
-      std::ostringstream log;
-      TrainOptions o;
-      o.resume = resume;
-      s = train(cfg, log, sub, o);
-      MPI_Comm_free(&sub);
-    }
-    return s;
+    TrainOptions o;
+    o.resume = resume;
+    return test::train_on_first(ranks, cfg, o);
   };
   const TrainSummary straight = run_on(2, config("straight", {"parallel.ep=2"}), "");
   const std::string ckpt10 = root + "/ckpt/step_00000010.h5";

@@ -9,10 +9,10 @@
 // Skipped unless there are 2 ranks and at least 2 GPUs.
 #include <gtest/gtest.h>
 
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "common/train_util.h"
 #include "gpu_test_util.h"
 #include "train/gpu_train_util.h"
 
@@ -32,20 +32,11 @@ int gpus_everywhere() {
 
 // Trains on the first `ranks` ranks of the world; the others return an empty summary.
 TrainSummary run_on(int ranks, const Config& cfg, const std::string& resume = "") {
-  const int rank = test::world_rank();
-  MPI_Comm sub = MPI_COMM_NULL;
-  MPI_Comm_split(MPI_COMM_WORLD, rank < ranks ? 0 : MPI_UNDEFINED, rank, &sub);
-  TrainSummary s;
-  if (sub != MPI_COMM_NULL) {
-    std::ostringstream log;
-    TrainOptions o;
-    o.resume = resume;
-    o.gather_params = true;
-    o.check_replicas = true;
-    s = train(cfg, log, sub, o);
-    MPI_Comm_free(&sub);
-  }
-  return s;
+  TrainOptions o;
+  o.resume = resume;
+  o.gather_params = true;
+  o.check_replicas = true;
+  return test::train_on_first(ranks, cfg, o);
 }
 
 TEST(GpuDataParallel, TwoGpusMatchOneGpuWithIdenticalReplicas) {
