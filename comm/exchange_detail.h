@@ -11,6 +11,7 @@
 
 #include "comm/alltoall.h"
 #include "comm/mpi.h"
+#include "src/core/error.h"
 
 namespace sy::comm::detail {
 
@@ -70,13 +71,23 @@ std::vector<int64_t> alltoallv_records(MPI_Comm comm, std::span<const int64_t> d
                                        std::vector<int64_t>& recv_rows, Watchdog* watchdog,
                                        const char* what);
 
-// The base of both transports: the stats every transport keeps.
+// The base of both transports: the stats every transport keeps, and the check that a handle's
+// layout was made by this exchange.
 class ExchangeBase : public TokenExchange {
  public:
   const ExchangeStats& stats() const override { return stats_; }
   void reset_stats() override { stats_ = ExchangeStats{}; }
 
  protected:
+  // h's state as the transport's own State type (which has `const ExchangeBase* owner`); throws
+  // when the handle comes from another exchange or another transport.
+  template <class State>
+  const State& state_as(const ExchangeHandle& h) const {
+    const auto* s = dynamic_cast<const State*>(h.state.get());
+    SY_CHECK(s != nullptr && s->owner == this, "handle from another exchange");
+    return *s;
+  }
+
   ExchangeStats stats_;
 };
 

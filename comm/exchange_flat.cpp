@@ -27,7 +27,7 @@ namespace sy::comm::detail {
 namespace {
 
 struct FlatState final : HandleState {
-  const void* owner = nullptr;              // the exchange that made the layout
+  const ExchangeBase* owner = nullptr;      // the exchange that made the layout
   std::vector<int64_t> send_token;          // [S] grouped by destination rank, token ascending
   std::vector<int64_t> send_rows_per_rank;  // [P]
   std::vector<int64_t> recv_rows_per_rank;  // [P]
@@ -70,11 +70,6 @@ class FlatExchange final : public ExchangeBase {
                   ElemType type) override;
 
  private:
-  const FlatState& state_of(const ExchangeHandle& h) const {
-    const auto* s = dynamic_cast<const FlatState*>(h.state.get());
-    SY_CHECK(s != nullptr && s->owner == this, "handle from another exchange");
-    return *s;
-  }
   // Start of a dispatch or combine: counts the call, grows the staging rows, fills the MPI
   // counts; returns the row size in bytes.
   std::size_t begin_call(const FlatState& s, int64_t width, ElemType type);
@@ -195,7 +190,7 @@ void FlatExchange::count_traffic(const FlatState& s, std::size_t row_bytes, bool
 void FlatExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* recv, int64_t width,
                                ElemType type) {
   StatsTimer timer(&stats_.seconds);
-  const FlatState& s = state_of(h);
+  const FlatState& s = state_as<FlatState>(h);
   const std::size_t row_bytes = begin_call(s, width, type);
   const std::size_t S = s.send_token.size();
   const auto* src = static_cast<const std::byte*>(x);
@@ -216,7 +211,7 @@ void FlatExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* rec
 void FlatExchange::do_combine(const ExchangeHandle& h, const void* y, void* out, int64_t width,
                               ElemType type) {
   StatsTimer timer(&stats_.seconds);
-  const FlatState& s = state_of(h);
+  const FlatState& s = state_as<FlatState>(h);
   const std::size_t row_bytes = begin_call(s, width, type);
   const std::size_t S = s.send_token.size();
   {

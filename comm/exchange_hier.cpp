@@ -135,12 +135,6 @@ std::size_t HierExchange::buffer_bytes() const {
   return window_.bytes_per_rank();
 }
 
-const HierState& HierExchange::state_of(const ExchangeHandle& h) const {
-  const auto* s = dynamic_cast<const HierState*>(h.state.get());
-  SY_CHECK(s != nullptr && s->owner == this, "handle from another exchange");
-  return *s;
-}
-
 HierExchange::Regions HierExchange::prepare(const HierState& s, std::size_t row_bytes) {
   Regions reg;
   reg.row_bytes = row_bytes;
@@ -265,7 +259,7 @@ void HierExchange::overlap_own_node(const HierState& s, const Regions& reg, int6
 void HierExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* recv, int64_t width,
                                ElemType type) {
   StatsTimer timer(&stats_.seconds);
-  const HierState& s = state_of(h);
+  const HierState& s = state_as<HierState>(h);
   ++stats_.calls;
   const int g = topo_.node();
   const std::size_t rb = static_cast<std::size_t>(width) * elem_bytes(type);
@@ -302,7 +296,7 @@ void HierExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* rec
 void HierExchange::do_combine(const ExchangeHandle& h, const void* y, void* out, int64_t width,
                               ElemType type) {
   StatsTimer timer(&stats_.seconds);
-  const HierState& s = state_of(h);
+  const HierState& s = state_as<HierState>(h);
   ++stats_.calls;
   const int G = topo_.num_nodes, g = topo_.node();
   const std::size_t rb = static_cast<std::size_t>(width) * elem_bytes(type);

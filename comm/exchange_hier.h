@@ -32,7 +32,7 @@
 namespace sy::comm::detail {
 
 struct HierState final : HandleState {
-  const void* owner = nullptr;  // the exchange that made the layout
+  const ExchangeBase* owner = nullptr;  // the exchange that made the layout
   // Source side. send_token[S]: tokens grouped by destination node g' ascending, token ascending.
   std::vector<int64_t> send_token;        // [S]
   std::vector<int64_t> node_begin;        // [G+1] prefix of send_token by destination node
@@ -85,7 +85,6 @@ class HierExchange final : public ExchangeBase {
       return w.segment(local_rank) + set + xrecv;
     }
   };
-  const HierState& state_of(const ExchangeHandle& h) const;
   // Grows the window (collectively, the same decision on every rank) and picks the next set.
   Regions prepare(const HierState& s, std::size_t row_bytes);
   // Inter-node stage: dispatch sends xsend sections to xrecv; combine the reverse. start puts

@@ -155,6 +155,34 @@ TEST(FlatExchange, MakeExchangeRejectsBadOptions) {
   }
 }
 
+TEST(FlatExchange, HandleFromAnotherExchangeIsRefused) {
+  // On this rank alone: a handle laid out by one exchange must not drive another (of either
+  // transport), whose buffers and records it does not describe.
+  ExchangeOptions opt;
+  opt.ep_comm = MPI_COMM_SELF;
+  opt.num_experts = 2;
+  auto mine = make_exchange(opt);
+  auto other_flat = make_exchange(opt);
+  opt.algo = A2aAlgo::kHierarchical;
+  opt.node_of_ep_rank = {0};
+  auto other_hier = make_exchange(opt);
+  sy::comm::ExchangeHandle h;
+  mine->layout(std::vector<int32_t>{0, 1, 1, 0}, 2, 2, h);
+  const int64_t width = 3;
+  std::vector<float> x(static_cast<size_t>(2 * width), 1.f);
+  std::vector<float> recv(static_cast<size_t>(h.num_recv * width));
+  mine->dispatch(h, x, recv, width);  // its own handle: fine
+  for (auto* other : {other_flat.get(), other_hier.get()}) {
+    try {
+      other->dispatch(h, x, recv, width);
+      ADD_FAILURE() << "a foreign handle was accepted";
+    } catch (const std::logic_error& e) {
+      EXPECT_NE(std::string(e.what()).find("handle from another exchange"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 TEST(FlatExchange, MpiCountsAreElementsAndOverflowThrows) {
   const std::vector<int64_t> rows = {2, 0, 5};
   std::vector<int> counts(3), displs(3);
