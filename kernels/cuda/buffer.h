@@ -88,6 +88,46 @@ DeviceBuffer<T> to_device(const std::vector<T>& host) {
   return d;
 }
 
+// n elements of T in page-locked host memory (cudaMallocHost): the staging area of copies that
+// must overlap or feed MPI. Move-only; resize() reallocates only to grow (contents not kept).
+template <class T>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer() { release(); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  PinnedBuffer(PinnedBuffer&& o) noexcept
+      : ptr_(std::exchange(o.ptr_, nullptr)), capacity_(std::exchange(o.capacity_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      ptr_ = std::exchange(o.ptr_, nullptr);
+      capacity_ = std::exchange(o.capacity_, 0);
+    }
+    return *this;
+  }
+  void resize(size_t n) {
+    if (n <= capacity_) return;
+    release();
+    void* p = nullptr;
+    CUDA_CHECK(cudaMallocHost(&p, n * sizeof(T)));
+    ptr_ = static_cast<T*>(p);
+    capacity_ = n;
+  }
+  T* data() { return ptr_; }
+  size_t capacity() const { return capacity_; }
+
+ private:
+  void release() noexcept {
+    if (ptr_) (void)cudaFreeHost(ptr_);
+    ptr_ = nullptr;
+    capacity_ = 0;
+  }
+  T* ptr_ = nullptr;
+  size_t capacity_ = 0;
+};
+
 class Stream {
  public:
   Stream() { CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }

@@ -59,6 +59,16 @@ template <class T>
 void gather_rows_backward(T* dm, const T* dxs, const int32_t* slot_row, int N, int K, int C,
                           cudaStream_t stream);
 
+// Rows of a route plan (comm/route_plan.h), for any row width W:
+//   gather_rows      out[n,W] (=) src[idx[i], :] for i < n
+//   segment_sum_rows out[n,W] (=) sum over p in [begin[i], begin[i+1]) of src[pos[p], :], in p
+//                    order, fp32 accumulation (a row with an empty segment gets zeros)
+template <class T>
+void gather_rows(T* out, const T* src, const int64_t* idx, long n, int W, cudaStream_t stream);
+template <class T>
+void segment_sum_rows(T* out, const T* src, const int64_t* begin, const int64_t* pos, long n, int W,
+                      cudaStream_t stream);
+
 // Combine: out[N,C] (+=) sum_j row_gate[r] * ys[r, :] over the token's rows r = slot_row[n*K+j].
 // (cpu::scatter_rows_forward adds the same terms row by row; the order differs only by rounding.)
 template <class T>

@@ -59,6 +59,25 @@ __global__ void combine_backward_dys_kernel(T* dys, const T* dout, const int32_t
   }
 }
 
+template <class T>
+__global__ void gather_i64_kernel(T* out, const T* src, const int64_t* idx, long n, int W) {
+  SY_GRID_STRIDE(i, n * W) {
+    const long r = i / W, c = i % W;
+    out[i] = src[idx[r] * W + c];
+  }
+}
+
+template <class T>
+__global__ void segment_sum_kernel(T* out, const T* src, const int64_t* begin, const int64_t* pos,
+                                   long n, int W) {
+  SY_GRID_STRIDE(i, n * W) {
+    const long r = i / W, c = i % W;
+    float acc = 0.0f;
+    for (int64_t p = begin[r]; p < begin[r + 1]; ++p) acc += to_f32(src[pos[p] * W + c]);
+    out[i] = from_f32<T>(acc);
+  }
+}
+
 // One warp per slot q = n*K+j: dgates[q] = dot(dout[n,:], ys[slot_row[q],:]).
 template <class T>
 __global__ void combine_backward_dgates_kernel(float* dgates, const T* dout, const T* ys,
@@ -166,6 +185,23 @@ void swiglu_backward(T* da, T* db, const T* dh, const T* a, const T* b, long n,
   SY_CUDA_LAUNCH_CHECK("swiglu_backward_kernel");
 }
 
+template <class T>
+void gather_rows(T* out, const T* src, const int64_t* idx, long n, int W, cudaStream_t stream) {
+  const long total = n * W;
+  if (total == 0) return;
+  gather_i64_kernel<<<grid_for(total), kBlock, 0, stream>>>(out, src, idx, n, W);
+  SY_CUDA_LAUNCH_CHECK("gather_i64_kernel");
+}
+
+template <class T>
+void segment_sum_rows(T* out, const T* src, const int64_t* begin, const int64_t* pos, long n, int W,
+                      cudaStream_t stream) {
+  const long total = n * W;
+  if (total == 0) return;
+  segment_sum_kernel<<<grid_for(total), kBlock, 0, stream>>>(out, src, begin, pos, n, W);
+  SY_CUDA_LAUNCH_CHECK("segment_sum_kernel");
+}
+
 #define SY_INSTANTIATE(T)                                                                         \
   template void gather_rows_forward<T>(T*, const T*, const int32_t*, int, int, cudaStream_t);     \
   template void gather_rows_backward<T>(T*, const T*, const int32_t*, int, int, int,              \
@@ -175,7 +211,10 @@ void swiglu_backward(T* da, T* db, const T* dh, const T* a, const T* b, long n,
   template void combine_backward<T>(T*, float*, const T*, const T*, const int32_t*, const float*, \
                                     const int32_t*, int, int, int, int, cudaStream_t);            \
   template void swiglu_forward<T>(T*, const T*, const T*, long, cudaStream_t);                    \
-  template void swiglu_backward<T>(T*, T*, const T*, const T*, const T*, long, cudaStream_t);
+  template void swiglu_backward<T>(T*, T*, const T*, const T*, const T*, long, cudaStream_t);     \
+  template void gather_rows<T>(T*, const T*, const int64_t*, long, int, cudaStream_t);            \
+  template void segment_sum_rows<T>(T*, const T*, const int64_t*, const int64_t*, long, int,      \
+                                    cudaStream_t);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(bf16)
 #undef SY_INSTANTIATE

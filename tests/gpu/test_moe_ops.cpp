@@ -388,4 +388,51 @@ TEST(RouterLosses, MatchSpecFormulas) {
   }
 }
 
+// The route-plan row ops against host loops: a gather with repeated and skipped rows, and
+// segment sums with empty, single and long segments; the width 3 of a gate row and 67 of a
+// token row.
+template <class T>
+void plan_rows_match_host() {
+  std::mt19937 rng(31);
+  for (int W : {3, 67}) {
+    const long rows = 50, n = 80;
+    const auto src = representable<T>(random_floats(rng, rows * W));
+    std::vector<int64_t> idx(n);
+    for (auto& i : idx) i = std::uniform_int_distribution<int64_t>(0, rows - 1)(rng);
+    std::vector<float> want(static_cast<size_t>(n * W));
+    for (long i = 0; i < n; ++i)
+      for (int c = 0; c < W; ++c) want[i * W + c] = src[idx[i] * W + c];
+    auto d_src = upload_as<T>(src);
+    auto d_idx = to_device(idx);
+    auto out = poisoned<T>(n * W);
+    cu::gather_rows(out.data(), d_src.data(), d_idx.data(), n, W, nullptr);
+    EXPECT_TRUE(close(download_f32(out), want, 0.0)) << "gather W=" << W;
+
+    // segments of 0..4 rows (empty ones included), positions in any order
+    std::vector<int64_t> begin{0}, pos;
+    for (long j = 0; j < n; ++j) {
+      const int len = std::uniform_int_distribution<int>(0, 4)(rng);
+      for (int p = 0; p < len; ++p) pos.push_back(idx[(j + p) % n]);
+      begin.push_back(static_cast<int64_t>(pos.size()));
+    }
+    std::vector<float> sums(static_cast<size_t>(n * W), 0.0f);
+    for (long j = 0; j < n; ++j)
+      for (int64_t p = begin[j]; p < begin[j + 1]; ++p)
+        for (int c = 0; c < W; ++c) sums[j * W + c] += src[pos[p] * W + c];
+    auto d_begin = to_device(begin), d_pos = to_device(pos);
+    auto sum = poisoned<T>(n * W);
+    cu::segment_sum_rows(sum.data(), d_src.data(), d_begin.data(), d_pos.data(), n, W, nullptr);
+    EXPECT_TRUE(close(download_f32(sum), sums, tol<T>())) << "segment sums W=" << W;
+  }
+}
+
+TEST(PlanRows, GatherAndSegmentSumsMatchHostFp32) {
+  SY_REQUIRE_GPU();
+  plan_rows_match_host<float>();
+}
+TEST(PlanRows, GatherAndSegmentSumsMatchHostBf16) {
+  SY_REQUIRE_GPU();
+  plan_rows_match_host<bf16>();
+}
+
 }  // namespace
