@@ -7,8 +7,8 @@
 #   sy_cuda_kernels  kernels/cuda/*.cu|*.cpp: the kernels, cuBLAS GEMMs and the Philox init.
 #             Targets that link it get SWITCHYARD_HAVE_CUDA.
 #   sy_cuda   src/model/cuda_*.cu: the single-GPU model on top of them (and of sy_model).
-#   sy_nccl   comm/nccl.cpp: NCCL communicators from MPI ones (SWITCHYARD_HAVE_NCCL), when NCCL
-#             is found.
+#   sy_nccl   comm/nccl.cpp, comm/gpu_exchange.cpp: NCCL communicators from MPI ones and the GPU
+#             expert all-to-all (SWITCHYARD_HAVE_NCCL), when NCCL is found.
 # sy_bench links sy_cuda so that `switchyard bench moe-layer` can run on a GPU.
 set(SY_CUDA_ENABLED OFF)
 if(SWITCHYARD_CUDA STREQUAL "OFF")
@@ -96,11 +96,14 @@ target_link_libraries(sy_cuda PUBLIC sy_cuda_kernels sy_model sy_optim PRIVATE s
 target_compile_options(sy_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
 
 if(SY_NCCL_LIBRARY AND SY_NCCL_INCLUDE_DIR AND EXISTS ${CMAKE_SOURCE_DIR}/comm/nccl.cpp)
-  add_library(sy_nccl STATIC ${CMAKE_SOURCE_DIR}/comm/nccl.cpp)
+  add_library(sy_nccl STATIC ${CMAKE_SOURCE_DIR}/comm/nccl.cpp
+                             ${CMAKE_SOURCE_DIR}/comm/gpu_exchange.cpp)
   target_include_directories(sy_nccl PUBLIC ${CMAKE_SOURCE_DIR} ${SY_NCCL_INCLUDE_DIR})
   target_link_libraries(sy_nccl PUBLIC ${SY_NCCL_LIBRARY} CUDA::cudart MPI::MPI_C sy_comm
-                        PRIVATE sy_warnings)
+                        sy_cuda_kernels PRIVATE sy_warnings)
   target_compile_definitions(sy_nccl PUBLIC SWITCHYARD_HAVE_NCCL)
+  # The GPU model's expert parallelism moves rows through comm/gpu_exchange.
+  target_link_libraries(sy_cuda PUBLIC sy_nccl)
 endif()
 
 # `switchyard bench moe-layer` runs the CUDA layer when it is built in.

@@ -1,23 +1,19 @@
 // The route plan (comm/route_plan.h) run by a plain host executor (std::copy gathers, CSR sums,
-// MPI_Alltoallv over the plan's two communicators), on emulated nodes, against the naive
-// reference of exchange_ref.h:
-//   - every rank receives exactly the (source rank, token) rows the contract says, each once,
-//     with the right local experts per slot, and the dispatched values bit for bit;
-//   - the combine returns each token the exact sum of its rows' expert outputs (zeros for a
-//     token that went nowhere);
-//   - the hierarchical property: a token crosses to another node once per destination node
-//     holding one of its experts, never once per expert or per rank;
-//   - bad node layouts and expert counts are refused by name.
+// MPI_Alltoallv over the plan's two communicators), on emulated nodes, checked by route_check.h
+// against the naive reference (delivery, values, combine sums, once-per-node traffic); bad node
+// layouts and expert counts are refused by name.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <memory>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "comm/route_plan.h"
 #include "common/mpi_util.h"
-#include "exchange_ref.h"
+#include "route_check.h"
 #include "src/core/error.h"
 
 namespace {
@@ -83,77 +79,21 @@ std::vector<double> combine(const RouteGroups& g, const RoutePlan& p, const std:
   return segment_sum(a, p.a_token_begin, p.a_token_pos, w);
 }
 
-// Wrong entries of one plan against the reference (this rank's count).
-int64_t check_plan(const RouteGroups& g, const std::vector<int>& node_of,
-                   const sy::test::Routing& mine, int64_t width, std::string& first) {
-  const int P = g.topo.num_ranks, me = g.topo.rank, K = mine.top_k;
-  const int L = g.num_experts / P;
-  int64_t wrong = 0;
-  auto note = [&](const std::string& what) {
-    ++wrong;
-    if (first.empty()) first = "rank " + std::to_string(me) + ": " + what;
+// The plan run by the host executor above.
+sy::test::RouteExec host_executor(const RouteGroups& g) {
+  auto plan = std::make_shared<RoutePlan>();
+  sy::test::RouteExec ex;
+  ex.layout = [&g, plan](std::span<const int32_t> topk, int64_t n, int k) -> const RoutePlan& {
+    *plan = sy::comm::make_route_plan(g, topk, n, k, nullptr);
+    return *plan;
   };
-  const RoutePlan plan = sy::comm::make_route_plan(g, mine.topk, mine.num_tokens, K, nullptr);
-
-  // What arrives: (source, token, local experts), compared as sorted lists.
-  const sy::test::GlobalRouting all =
-      sy::test::allgather_routing(MPI_COMM_WORLD, mine, g.num_experts);
-  std::vector<std::tuple<int, int64_t, std::vector<int32_t>>> want, got;
-  for (const auto& r : sy::test::expected_recv(all, me))
-    want.emplace_back(r.src, r.token, r.topk_local);
-  std::vector<double> x(static_cast<size_t>(mine.num_tokens * width));
-  for (int64_t t = 0; t < mine.num_tokens; ++t)
-    for (int64_t c = 0; c < width; ++c)
-      x[static_cast<size_t>(t * width + c)] = sy::test::encode<double>(me, t, c);
-  const std::vector<double> recv = dispatch(g, plan, x, width);
-  if (static_cast<int64_t>(recv.size()) != plan.num_recv() * width) note("recv size");
-  const int64_t Mr = std::min(plan.num_recv(), static_cast<int64_t>(recv.size()) / width);
-  for (int64_t i = 0; i < Mr; ++i) {
-    const auto code = static_cast<int64_t>(recv[static_cast<size_t>(i * width)]) / 16;
-    const int src = static_cast<int>(code / 1024);
-    const int64_t token = code % 1024;
-    for (int64_t c = 0; c < width; ++c)
-      if (recv[static_cast<size_t>(i * width + c)] != sy::test::encode<double>(src, token, c))
-        note("dispatched value");
-    const auto* loc = plan.recv_topk_local.data() + i * K;
-    got.emplace_back(src, token, std::vector<int32_t>(loc, loc + K));
-  }
-  std::sort(want.begin(), want.end());
-  std::sort(got.begin(), got.end());
-  if (got != want)
-    note("received " + std::to_string(got.size()) + " rows, expected " +
-         std::to_string(want.size()) + " (or other ones)");
-
-  // The combine: each token the sum of its rows' expert outputs, exactly.
-  std::vector<double> y(recv.size());
-  for (size_t i = 0; i < recv.size(); ++i) y[i] = sy::test::expert_fn(recv[i], me);
-  const std::vector<double> out = combine(g, plan, y, width);
-  if (out.size() != x.size()) note("combine size");
-  int64_t internode = 0;
-  for (int64_t t = 0; t < mine.num_tokens && out.size() == x.size(); ++t) {
-    std::vector<int> ranks, nodes;
-    for (int j = 0; j < K; ++j) {
-      const int32_t e = mine.topk[static_cast<size_t>(t * K + j)];
-      if (e < 0) continue;
-      ranks.push_back(e / L);
-      nodes.push_back(node_of[static_cast<size_t>(e / L)]);
-    }
-    for (auto* v : {&ranks, &nodes}) {
-      std::sort(v->begin(), v->end());
-      v->erase(std::unique(v->begin(), v->end()), v->end());
-    }
-    for (int n : nodes) internode += n != node_of[static_cast<size_t>(me)];
-    for (int64_t c = 0; c < width; ++c) {
-      double expect = 0;
-      for (int q : ranks) expect += sy::test::expert_fn(sy::test::encode<double>(me, t, c), q);
-      if (out[static_cast<size_t>(t * width + c)] != expect) note("combined value");
-    }
-  }
-  // Once per destination node, never once per expert or per rank.
-  if (plan.internode_rows != internode)
-    note("internode rows " + std::to_string(plan.internode_rows) + ", expected " +
-         std::to_string(internode));
-  return wrong;
+  ex.dispatch = [&g, plan](const std::vector<double>& x, int64_t w) {
+    return dispatch(g, *plan, x, w);
+  };
+  ex.combine = [&g, plan](const std::vector<double>& y, int64_t w) {
+    return combine(g, *plan, y, w);
+  };
+  return ex;
 }
 
 TEST(RoutePlan, MatchesReferenceOnEmulatedNodes) {
@@ -171,7 +111,9 @@ TEST(RoutePlan, MatchesReferenceOnEmulatedNodes) {
           const auto routing =
               sy::test::make_routing(seed++, sy::test::world_rank(), P, P * L, k, skew);
           std::string first;
-          const int64_t w = check_plan(groups, node_of, routing, 1 + seed % 5, first);
+          sy::test::RouteExec ex = host_executor(groups);
+          const int64_t w = sy::test::check_route(ex, P, sy::test::world_rank(), P * L, node_of,
+                                                  routing, 1 + seed % 5, first);
           if (w)
             ADD_FAILURE() << G << " nodes L=" << L << " k=" << k << " skew=" << name(skew) << ": "
                           << w << " wrong; " << first;

@@ -29,7 +29,8 @@ if(sy_gpu_model_tests)
                        PROPERTIES LABELS gpu ENVIRONMENT OPENBLAS_CORETYPE=Haswell)
 endif()
 
-# NCCL from MPI groups: under mpirun at 1 and 2 ranks (skipped with fewer GPUs than ranks).
+# NCCL from MPI groups and the GPU expert exchange: under mpirun at 1 and 2 ranks (skipped with
+# fewer GPUs than ranks).
 file(GLOB sy_gpu_nccl_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/nccl/test_*.cpp)
 if(TARGET sy_nccl AND sy_gpu_nccl_tests)
   add_executable(test_gpu_nccl ${sy_gpu_nccl_tests}
@@ -42,14 +43,14 @@ if(TARGET sy_nccl AND sy_gpu_nccl_tests)
                                                 $<TARGET_FILE:test_gpu_nccl>)
     # Skipped (not passed) when every rank skipped: gtest's summary line then reads SKIPPED.
     set_tests_properties(test_gpu_nccl_np${np} PROPERTIES LABELS gpu TIMEOUT 300
-      SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\] 2 tests"
+      SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\] 4 tests"
       ENVIRONMENT "GTEST_COLOR=no;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
   endforeach()
 endif()
 
 # The GPU trainer (src/train/train_gpu.cpp) under mpirun: at 1 rank checkpoints, --resume and
 # preemption on one GPU and the checkpoints' round trip through the CPU trainer; at 2 ranks
-# NCCL data parallelism against one GPU (skipped with fewer than 2 GPUs). The SKIP pattern counts
+# NCCL data parallelism and expert parallelism against one GPU (skipped with fewer than 2 GPUs). The SKIP pattern counts
 # every test of the executable: CTest reports SKIPPED only when all of them were.
 file(GLOB sy_gpu_train_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/train/test_*.cpp)
 if(TARGET sy_nccl AND sy_gpu_train_tests)
@@ -63,7 +64,7 @@ if(TARGET sy_nccl AND sy_gpu_train_tests)
     add_test(NAME test_gpu_train_np${np} COMMAND ${SY_MPIRUN} -np ${np}
                                                  $<TARGET_FILE:test_gpu_train>)
     set_tests_properties(test_gpu_train_np${np} PROPERTIES LABELS gpu TIMEOUT 600
-      SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\] 4 tests"
+      SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\] 5 tests"
       ENVIRONMENT "GTEST_COLOR=no;OPENBLAS_CORETYPE=Haswell;OMP_NUM_THREADS=1;SY_TEST_TIMEOUT_S=300;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
   endforeach()
 endif()

@@ -11,35 +11,16 @@
 #include "comm/nccl.h"
 #include "kernels/cuda/buffer.h"
 #include "kernels/cuda/check.h"
+#include "nccl_test_util.h"
 
 namespace {
+
+using sy::gputest::sum_wrong;
+using sy::gputest::world_size;
 
 using sy::comm::nccl_type;
 using sy::comm::NcclComm;
 using sy::cuda::DeviceBuffer;
-
-int world_size() {
-  int n = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
-
-// Every rank takes the same decision (same node, same device count).
-#define SY_REQUIRE_GPU_PER_RANK()                                                              \
-  do {                                                                                         \
-    std::string sy_reason_;                                                                    \
-    const int sy_n_ = sy::cuda::device_count(&sy_reason_);                                     \
-    if (sy_n_ == 0) GTEST_SKIP() << "no usable CUDA device (" << sy_reason_ << ")";            \
-    if (sy_n_ < world_size())                                                                  \
-      GTEST_SKIP() << world_size() << " ranks but " << sy_n_ << " GPUs (NCCL needs one each)"; \
-    CUDA_CHECK(cudaSetDevice(sy::comm::world_rank() % sy_n_));                                 \
-  } while (0)
-
-long sum_wrong(long wrong) {
-  long total = 0;
-  MPI_Allreduce(&wrong, &total, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
-  return total;
-}
 
 TEST(Nccl, CollectivesMatchClosedForm) {
   SY_REQUIRE_GPU_PER_RANK();
