@@ -36,7 +36,8 @@ struct CudaModel::Impl {
   virtual LossParts forward(const int32_t* tokens, int B, const LossScale& s,
                             std::vector<MoeStats>* stats) = 0;
   virtual void backward() = 0;
-  virtual double optimizer_step(double lr, double grad_clip, double weight_decay) = 0;
+  virtual double optimizer_step(double lr, double grad_clip, double weight_decay,
+                                const CudaModel::TotalSq& total_sq) = 0;
   virtual int64_t step_count() const = 0;
   virtual void set_step_count(int64_t n) = 0;
   virtual float* device_grads() = 0;
@@ -48,7 +49,7 @@ namespace {
 template <class T>
 class ModelImpl final : public CudaModel::Impl {
  public:
-  ModelImpl(const Config& cfg, const ShardLayout& layout)
+  ModelImpl(const Config& cfg, const ShardLayout& layout, comm::GpuExchange* exchange)
       : cfg_(cfg),
         table_(make_param_table(cfg, layout)),
         L_(static_cast<int>(cfg.model.n_layers)),
@@ -64,10 +65,10 @@ class ModelImpl final : public CudaModel::Impl {
     v_.resize(P);
     if constexpr (!std::is_same_v<T, float>) params_t_.resize(P);
     for (auto* b : {&params_, &grads_, &m_, &v_}) b->fill_bytes_async(0, s());
-    norm_.resize(1);
+    norm_.resize(2);
     norm_scratch_.resize(cuda::kNormBlocks);
-    const MoeDims dims = moe_dims(cfg);
-    for (int l = 0; l < L_; ++l) moe_.emplace_back(dims);
+    const MoeDims dims = moe_dims(cfg, 1, layout.ep, 1);
+    for (int l = 0; l < L_; ++l) moe_.emplace_back(dims, exchange);
     acts_.resize(static_cast<size_t>(L_));
     sync();
   }
@@ -233,13 +234,19 @@ class ModelImpl final : public CudaModel::Impl {
     cuda::embedding_backward(gf("model/embed"), dx_.data(), inputs_.data(), N, C, s());
   }
 
-  double optimizer_step(double lr, double grad_clip, double weight_decay) override {
-    const size_t P = table_.total_numel();
-    cuda::grad_sq_sum(norm_.data(), norm_scratch_.data(), grads_.data(), P, s());
-    double sq = 0.0;
-    CUDA_CHECK(cudaMemcpyAsync(&sq, norm_.data(), sizeof(double), cudaMemcpyDeviceToHost, s()));
+  double optimizer_step(double lr, double grad_clip, double weight_decay,
+                        const CudaModel::TotalSq& total_sq) override {
+    // Padding is zero, so each group's range sums exactly its parameters' squares.
+    const ParamTable::Range dense = table_.group_range(ParamGroup::kDense);
+    const ParamTable::Range expert = table_.group_range(ParamGroup::kExpert);
+    cuda::grad_sq_sum(norm_.data(), norm_scratch_.data(), grads_.data() + dense.first, dense.size,
+                      s());
+    cuda::grad_sq_sum(norm_.data() + 1, norm_scratch_.data(), grads_.data() + expert.first,
+                      expert.size, s());
+    double sq[2] = {0.0, 0.0};
+    CUDA_CHECK(cudaMemcpyAsync(sq, norm_.data(), sizeof(sq), cudaMemcpyDeviceToHost, s()));
     sync();
-    const double grad_norm = std::sqrt(sq);
+    const double grad_norm = std::sqrt(total_sq ? total_sq(sq[0], sq[1]) : sq[0] + sq[1]);
     if (!std::isfinite(grad_norm)) return grad_norm;
     const double scale = clip_factor(grad_norm, grad_clip);
     ++step_count_;
@@ -360,20 +367,22 @@ class ModelImpl final : public CudaModel::Impl {
 
 }  // namespace
 
-CudaModel::CudaModel(const Config& cfg, const ShardLayout& layout) {
+CudaModel::CudaModel(const Config& cfg, const ShardLayout& layout, comm::GpuExchange* exchange) {
   std::string reason;
   if (cuda::device_count(&reason) == 0)
     throw UsageError("device: cuda needs a usable CUDA GPU: " + reason);
   SY_CHECK(cfg.model.d_model % cfg.model.n_heads == 0 &&
                (cfg.model.d_model / cfg.model.n_heads) % 2 == 0,
            "head dim must be even (RoPE)");
-  SY_CHECK(layout.tp == 1 && layout.ep == 1 && layout.etp == 1,
-           "CudaModel holds the whole model: tp=" << layout.tp << " ep=" << layout.ep
-                                                  << " etp=" << layout.etp << " (need 1)");
+  SY_CHECK(layout.tp == 1 && layout.etp == 1,
+           "CudaModel splits no dense or expert matrix: tp=" << layout.tp << " etp=" << layout.etp
+                                                             << " (need 1)");
+  SY_CHECK(layout.ep == 1 || exchange != nullptr,
+           "CudaModel with ep=" << layout.ep << " needs the EP group's exchange");
   if (cfg.train.precision == Precision::kBf16)
-    impl_ = std::make_unique<ModelImpl<cuda::bf16>>(cfg, layout);
+    impl_ = std::make_unique<ModelImpl<cuda::bf16>>(cfg, layout, exchange);
   else
-    impl_ = std::make_unique<ModelImpl<float>>(cfg, layout);
+    impl_ = std::make_unique<ModelImpl<float>>(cfg, layout, exchange);
 }
 CudaModel::~CudaModel() = default;
 
@@ -402,8 +411,9 @@ LossParts CudaModel::forward(const int32_t* tokens, int B, const LossScale& s,
 void CudaModel::backward() {
   impl_->backward();
 }
-double CudaModel::optimizer_step(double lr, double grad_clip, double weight_decay) {
-  return impl_->optimizer_step(lr, grad_clip, weight_decay);
+double CudaModel::optimizer_step(double lr, double grad_clip, double weight_decay,
+                                 const TotalSq& total_sq) {
+  return impl_->optimizer_step(lr, grad_clip, weight_decay, total_sq);
 }
 int64_t CudaModel::step_count() const {
   return impl_->step_count();

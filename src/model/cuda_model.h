@@ -12,14 +12,17 @@
 // is queued on that stream; a data-parallel trainer reduces the gradients on it too (stream(),
 // device_grads()), between backward() and optimizer_step().
 //
-// Data parallelism (src/train/train_gpu.cpp): each rank's CudaModel holds the whole model, laid
-// out by the CPU rank's table for the same layout (make_param_table(cfg, layout), tp = ep = etp =
-// 1), so checkpoint writers and the padding of the groups are exactly the CPU trainer's.
+// Data and expert parallelism (src/train/train_gpu.cpp): each rank's CudaModel holds the dense
+// model and, with parallel.ep > 1, its E/ep experts, laid out by the CPU rank's table for the
+// same layout (make_param_table(cfg, layout); tp = etp = 1), so checkpoint writers and the
+// padding of the groups are exactly the CPU trainer's. The MoE layers move their tokens through
+// the EP group's comm::GpuExchange (src/model/cuda_moe.h).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -27,13 +30,19 @@
 #include "src/model/model.h"
 #include "src/model/params.h"
 
+namespace sy::comm {
+class GpuExchange;
+}
+
 namespace sy {
 
 class CudaModel {
  public:
   // Throws UsageError (exit 2) when no GPU is usable, std::logic_error for an unsupported config
-  // (or a layout with tp, ep or etp > 1). Uses the current CUDA device (cudaSetDevice first).
-  explicit CudaModel(const Config& cfg, const ShardLayout& layout = {});
+  // (a layout with tp or etp > 1, or ep > 1 without an exchange). Uses the current CUDA device
+  // (cudaSetDevice first). exchange: the EP group's (not owned), null when ep = 1.
+  explicit CudaModel(const Config& cfg, const ShardLayout& layout = {},
+                     comm::GpuExchange* exchange = nullptr);
   ~CudaModel();
   CudaModel(const CudaModel&) = delete;
   CudaModel& operator=(const CudaModel&) = delete;
@@ -59,7 +68,12 @@ class CudaModel {
   // The SPEC 3 update from the accumulated gradients: grad_norm = ||grads||, the clip factor
   // (optim.h's clip_factor), AdamW with the same constants and per-kind weight decay as
   // sy::AdamW. Returns grad_norm (non-finite: nothing is updated and the caller should stop).
-  double optimizer_step(double lr, double grad_clip, double weight_decay);
+  // total_sq: the squared global norm from this rank's squared sums of the dense and the expert
+  // group (default: their sum, the whole model here); expert parallelism adds the other EP
+  // ranks' experts.
+  using TotalSq = std::function<double(double dense_sq, double expert_sq)>;
+  double optimizer_step(double lr, double grad_clip, double weight_decay,
+                        const TotalSq& total_sq = {});
   int64_t step_count() const;
   void set_step_count(int64_t n);  // resuming: the AdamW bias corrections continue from n
 

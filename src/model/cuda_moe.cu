@@ -1,6 +1,7 @@
 // The MoE layer on one GPU (see cuda_moe.h); the CPU reference is src/model/moe.cpp.
 #include "src/model/cuda_moe.h"
 
+#include <algorithm>
 #include <type_traits>
 
 #include "kernels/cuda/check.h"
@@ -8,16 +9,36 @@
 #include "kernels/cuda/ops.h"
 #include "src/core/error.h"
 
+#if defined(SWITCHYARD_HAVE_NCCL)
+#include "comm/gpu_exchange.h"
+#endif
+
 namespace sy {
 
 using cuda::Grad;
 
 template <class T>
-CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims) : d_(dims) {
+CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims, comm::GpuExchange* exchange)
+    : d_(dims), exchange_(exchange) {
   SY_CHECK(d_.C > 0 && d_.E > 0 && d_.F > 0 && d_.S >= 0, "bad MoE dims");
   SY_CHECK(d_.K >= 1 && d_.K <= d_.E && d_.K <= cuda::kMaxTopK,
            "top_k " << d_.K << " not in [1, min(" << d_.E << ", " << cuda::kMaxTopK << ")]");
   SY_CHECK(!d_.has_capacity || d_.capacity_factor > 0, "capacity_factor must be > 0");
+  SY_CHECK(d_.expert_hidden() == d_.F && d_.shared_hidden() == d_.F,
+           "the GPU layer splits no hidden dimension (etp = tp = 1)");
+#if defined(SWITCHYARD_HAVE_NCCL)
+  if (exchange_) {
+    SY_CHECK(
+        exchange_->num_experts() == d_.E && d_.local_experts() * exchange_->num_ranks() == d_.E,
+        "exchange over " << exchange_->num_ranks() << " ranks does not hold " << d_.local_experts()
+                         << " of " << d_.E << " experts per rank");
+    route_ = std::make_shared<comm::GpuRoute>();
+  }
+#else
+  SY_CHECK(exchange_ == nullptr, "expert parallelism on the GPU needs the NCCL build");
+#endif
+  SY_CHECK(exchange_ || d_.local_experts() == d_.E,
+           "local experts " << d_.local_experts() << " of " << d_.E << " need an exchange");
   selected_.resize(d_.E);
   counts_.resize(d_.E);
   offsets_.resize(d_.E + 1);
@@ -25,9 +46,9 @@ CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims) : d_(dims) {
 }
 
 template <class T>
-MoeLoss CudaMoeLayer<T>::forward(T* out, const T* m, int B, int T_, const CudaMoeWeights<T>& w,
-                                 const LossScale& s, cudaStream_t stream, cublasHandle_t cublas) {
-  const int N = B * T_, C = d_.C, E = d_.E, K = d_.K, F = d_.F, S = d_.S, NK = N * K;
+void CudaMoeLayer<T>::route(const T* m, int B, int T_, const CudaMoeWeights<T>& w,
+                            const LossScale& s, cudaStream_t stream, cublasHandle_t cublas) {
+  const int N = B * T_, C = d_.C, E = d_.E, K = d_.K, NK = N * K;
   N_ = N;
   NG_ = d_.aux_scope == AuxScope::kSequence ? T_ : N;
   const int G = N == 0 ? 0 : N / NG_;
@@ -42,12 +63,8 @@ MoeLoss CudaMoeLayer<T>::forward(T* out, const T* m, int B, int T_, const CudaMo
   row_gate_.resize(NK);
   slot_row_.resize(NK);
   layout_scratch_.resize(static_cast<size_t>(cuda::moe_layout_scratch(N, E, K)));
-  const size_t NF = static_cast<size_t>(N) * F, CF = static_cast<size_t>(C) * F;
-  sh1_.resize(S * NF);
-  sh3_.resize(S * NF);
-  sh_.resize(S * NF);
 
-  // route: z[N,E] = m Wr (fp32 out), p, top-k, gates, losses, layout
+  // z[N,E] = m Wr (fp32 out), p, top-k, gates, losses, the layout over the E experts
   cuda::gemm<T, float>(cublas, false, false, N, E, C, 1.0f, m, C, w.router, E, 0.0f, logits_.data(),
                        E);
   cuda::router_forward(probs_.data(), lse_.data(), topk_.data(), gates_.data(), logits_.data(),
@@ -67,87 +84,160 @@ MoeLoss CudaMoeLayer<T>::forward(T* out, const T* m, int B, int T_, const CudaMo
                              cudaMemcpyDeviceToHost, stream));
   CUDA_CHECK(
       cudaMemcpyAsync(h_loss_, loss_.data(), sizeof(h_loss_), cudaMemcpyDeviceToHost, stream));
+  if (exchange_) {  // which assignments are kept, for the exchange's route
+    h_topk_.resize(NK);
+    h_slot_row_.resize(NK);
+    CUDA_CHECK(cudaMemcpyAsync(h_topk_.data(), topk_.data(), sizeof(int32_t) * NK,
+                               cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaMemcpyAsync(h_slot_row_.data(), slot_row_.data(), sizeof(int32_t) * NK,
+                               cudaMemcpyDeviceToHost, stream));
+  }
   CUDA_CHECK(cudaStreamSynchronize(stream));
-  rows_.assign(h_counts_.begin(), h_counts_.end());
+}
+
+template <class T>
+void CudaMoeLayer<T>::move_rows_and_lay_out(const T* m, cudaStream_t stream) {
+#if defined(SWITCHYARD_HAVE_NCCL)
+  const int N = N_, C = d_.C, K = d_.K, L = d_.local_experts(), NK = N * K;
+  h_kept_.resize(NK);
+  for (int q = 0; q < NK; ++q) h_kept_[q] = h_slot_row_[q] >= 0 ? h_topk_[q] : -1;
+  comm::GpuRoute& route = *route_;
+  exchange_->layout(h_kept_, N, K, route, stream);
+  const int Mr = static_cast<int>(route.num_recv());
+  Mr_ = Mr;
+  rows_x_.resize(static_cast<size_t>(Mr) * C);
+  rows_g_.resize(static_cast<size_t>(Mr) * K);
+  exchange_->dispatch(route, m, rows_x_.data(), C, stream);
+  exchange_->dispatch(route, gates_.data(), rows_g_.data(), K, stream);
+
+  // The local layout over the Mr rows: expert-sorted, inside an expert by row (as the CPU's
+  // build_layout), from the local expert of each received slot.
+  const std::vector<int32_t>& loc = route.plan.recv_topk_local;
+  rows_.assign(static_cast<size_t>(L), 0);
+  for (int32_t e : loc)
+    if (e >= 0) ++rows_[static_cast<size_t>(e)];
+  std::vector<int> next(static_cast<size_t>(L), 0);
   int A = 0;
-  for (int r : rows_) A += r;
+  for (int e = 0; e < L; ++e) {
+    next[static_cast<size_t>(e)] = A;
+    A += rows_[static_cast<size_t>(e)];
+  }
   A_ = A;
+  h_loc_row_token_.resize(A);
+  h_loc_slot_.resize(A);
+  h_loc_slot_row_.assign(static_cast<size_t>(Mr) * K, -1);
+  for (int r = 0; r < Mr; ++r)
+    for (int j = 0; j < K; ++j) {
+      const int e = loc[static_cast<size_t>(r) * K + j];
+      if (e < 0) continue;
+      const int a = next[static_cast<size_t>(e)]++;
+      h_loc_row_token_[a] = r;
+      h_loc_slot_[a] = static_cast<int64_t>(r) * K + j;
+      h_loc_slot_row_[static_cast<size_t>(r) * K + j] = a;
+    }
+  loc_row_token_.resize(A);
+  loc_slot_.resize(A);
+  loc_slot_row_.resize(static_cast<size_t>(Mr) * K);
+  loc_row_gate_.resize(A);
+  auto up = [stream](auto& d, const auto& h) {
+    if (!h.empty())
+      CUDA_CHECK(cudaMemcpyAsync(d.data(), h.data(), h.size() * sizeof(h[0]),
+                                 cudaMemcpyHostToDevice, stream));
+  };
+  up(loc_row_token_, h_loc_row_token_);
+  up(loc_slot_, h_loc_slot_);
+  up(loc_slot_row_, h_loc_slot_row_);
+  cuda::gather_rows(loc_row_gate_.data(), rows_g_.data(), loc_slot_.data(), A, 1, stream);
+#else
+  (void)m;
+  (void)stream;
+#endif
+}
+
+template <class T>
+void CudaMoeLayer<T>::experts_forward(const T* src, const int32_t* row_token,
+                                      const CudaMoeWeights<T>& w, cudaStream_t stream,
+                                      cublasHandle_t cublas) {
+  const int A = A_, C = d_.C, F = d_.F;
   const size_t AC = static_cast<size_t>(A) * C, AF = static_cast<size_t>(A) * F;
   xs_.resize(AC);
   ys_.resize(AC);
   h1_.resize(AF);
   h3_.resize(AF);
   h_.resize(AF);
-
   // dispatch + experts: h1 = xs W1, h3 = xs W3, h = silu(h1) h3, ys = h W2 (per expert)
-  cuda::gather_rows_forward(xs_.data(), m, row_token_.data(), A, C, stream);
+  cuda::gather_rows_forward(xs_.data(), src, row_token, A, C, stream);
   gg_.forward(h1_.data(), xs_.data(), w.w1, rows_, C, F, Grad::kAssign, cublas, stream);
   gg_.forward(h3_.data(), xs_.data(), w.w3, rows_, C, F, Grad::kAssign, cublas, stream);
   cuda::swiglu_forward(h_.data(), h1_.data(), h3_.data(), static_cast<long>(AF), stream);
   gg_.forward(ys_.data(), h_.data(), w.w2, rows_, F, C, Grad::kAssign, cublas, stream);
+}
 
-  // shared experts (out =), then combine (out +=)
+template <class T>
+void CudaMoeLayer<T>::shared_forward(T* out, const T* m, const CudaMoeWeights<T>& w,
+                                     cudaStream_t stream, cublasHandle_t cublas) {
+  const int N = N_, C = d_.C, F = d_.F, S = d_.S;
+  const size_t NF = static_cast<size_t>(N) * F, CF = static_cast<size_t>(C) * F;
+  sh1_.resize(S * NF);
+  sh3_.resize(S * NF);
+  sh_.resize(S * NF);
   if (S == 0) {
     CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(T) * N * C, stream));
-  } else {
-    const std::vector<int> all = {N};
-    for (int e = 0; e < S; ++e) {
-      T* h1 = sh1_.data() + e * NF;
-      T* h3 = sh3_.data() + e * NF;
-      T* h = sh_.data() + e * NF;
-      gg_.forward(h1, m, w.sw1 + e * CF, all, C, F, Grad::kAssign, cublas, stream);
-      gg_.forward(h3, m, w.sw3 + e * CF, all, C, F, Grad::kAssign, cublas, stream);
-      cuda::swiglu_forward(h, h1, h3, static_cast<long>(NF), stream);
-      gg_.forward(out, h, w.sw2 + e * CF, all, F, C, e == 0 ? Grad::kAssign : Grad::kAccumulate,
-                  cublas, stream);
-    }
+    return;
   }
-  cuda::combine_forward(out, ys_.data(), slot_row_.data(), row_gate_.data(), N, K, C, stream);
+  const std::vector<int> all = {N};
+  for (int e = 0; e < S; ++e) {
+    T* h1 = sh1_.data() + e * NF;
+    T* h3 = sh3_.data() + e * NF;
+    T* h = sh_.data() + e * NF;
+    gg_.forward(h1, m, w.sw1 + e * CF, all, C, F, Grad::kAssign, cublas, stream);
+    gg_.forward(h3, m, w.sw3 + e * CF, all, C, F, Grad::kAssign, cublas, stream);
+    cuda::swiglu_forward(h, h1, h3, static_cast<long>(NF), stream);
+    gg_.forward(out, h, w.sw2 + e * CF, all, F, C, e == 0 ? Grad::kAssign : Grad::kAccumulate,
+                cublas, stream);
+  }
+}
+
+template <class T>
+MoeLoss CudaMoeLayer<T>::forward(T* out, const T* m, int B, int T_, const CudaMoeWeights<T>& w,
+                                 const LossScale& s, cudaStream_t stream, cublasHandle_t cublas) {
+  route(m, B, T_, w, s, stream, cublas);
+  const int N = N_, C = d_.C, K = d_.K;
+  if (!exchange_) {  // one GPU: the rows are the tokens, the layout route()'s
+    rows_.assign(h_counts_.begin(), h_counts_.end());
+    int A = 0;
+    for (int r : rows_) A += r;
+    A_ = A;
+    experts_forward(m, row_token_.data(), w, stream, cublas);
+    shared_forward(out, m, w, stream, cublas);  // out (=)
+    cuda::combine_forward(out, ys_.data(), slot_row_.data(), row_gate_.data(), N, K, C, stream);
+    return MoeLoss{h_loss_[0], h_loss_[1]};
+  }
+#if defined(SWITCHYARD_HAVE_NCCL)
+  move_rows_and_lay_out(m, stream);
+  const int Mr = Mr_;
+  experts_forward(rows_x_.data(), loc_row_token_.data(), w, stream, cublas);
+  yrows_.resize(static_cast<size_t>(Mr) * C);
+  yrows_.fill_bytes_async(0, stream);
+  cuda::combine_forward(yrows_.data(), ys_.data(), loc_slot_row_.data(), loc_row_gate_.data(), Mr,
+                        K, C, stream);
+  shared_forward(out, m, w, stream, cublas);  // out (=)
+  ytok_.resize(static_cast<size_t>(N) * C);
+  exchange_->combine(*route_, yrows_.data(), ytok_.data(), C, stream);
+  cuda::residual_forward(out, out, ytok_.data(), static_cast<long>(N) * C, stream);
+#endif
   return MoeLoss{h_loss_[0], h_loss_[1]};
 }
 
 template <class T>
-void CudaMoeLayer<T>::backward(T* dm, const CudaMoeGrads& g, const T* dout, const T* m,
-                               const CudaMoeWeights<T>& w, const LossScale& s, cudaStream_t stream,
-                               cublasHandle_t cublas) {
-  const int N = N_, C = d_.C, E = d_.E, K = d_.K, F = d_.F, S = d_.S, A = A_;
-  const size_t AC = static_cast<size_t>(A) * C, AF = static_cast<size_t>(A) * F;
-  const size_t NF = static_cast<size_t>(N) * F, CF = static_cast<size_t>(C) * F;
-  dys_.resize(AC);
-  dxs_.resize(AC);
-  dh1_.resize(AF > NF ? AF : NF);
-  dh3_.resize(AF > NF ? AF : NF);
-  dgates_.resize(static_cast<size_t>(N) * K);
-  dprobs_.resize(static_cast<size_t>(N) * E);
-  dlogits_.resize(static_cast<size_t>(N) * E);
-  dlse_.resize(N);
-
-  // shared experts: dm (=)
-  if (S == 0) {
-    CUDA_CHECK(cudaMemsetAsync(dm, 0, sizeof(T) * N * C, stream));
-  } else {
-    const std::vector<int> all = {N};
-    for (int e = 0; e < S; ++e) {
-      const T* h1 = sh1_.data() + e * NF;
-      const T* h3 = sh3_.data() + e * NF;
-      const T* h = sh_.data() + e * NF;
-      gg_.backward_dx(dh1_.data(), dout, w.sw2 + e * CF, all, F, C, Grad::kAssign, cublas, stream);
-      gg_.backward_dw(g.sw2 + e * CF, h, dout, all, F, C, cublas, stream);
-      cuda::swiglu_backward(dh1_.data(), dh3_.data(), dh1_.data(), h1, h3, static_cast<long>(NF),
-                            stream);
-      gg_.backward_dx(dm, dh1_.data(), w.sw1 + e * CF, all, C, F,
-                      e == 0 ? Grad::kAssign : Grad::kAccumulate, cublas, stream);
-      gg_.backward_dx(dm, dh3_.data(), w.sw3 + e * CF, all, C, F, Grad::kAccumulate, cublas,
-                      stream);
-      gg_.backward_dw(g.sw1 + e * CF, m, dh1_.data(), all, C, F, cublas, stream);
-      gg_.backward_dw(g.sw3 + e * CF, m, dh3_.data(), all, C, F, cublas, stream);
-    }
-  }
-
-  // combine: dys = gate * dout rows; dgates per slot
-  cuda::combine_backward(dys_.data(), dgates_.data(), dout, ys_.data(), row_token_.data(),
-                         row_gate_.data(), slot_row_.data(), A, N, K, C, stream);
-  // experts: dh = dys W2^T, dW2 += h^T dys, SwiGLU back, dxs = dh1 W1^T + dh3 W3^T, dW1, dW3
+void CudaMoeLayer<T>::experts_backward(const CudaMoeGrads& g, const CudaMoeWeights<T>& w,
+                                       cudaStream_t stream, cublasHandle_t cublas) {
+  const int A = A_, C = d_.C, F = d_.F;
+  const size_t AF = static_cast<size_t>(A) * F;
+  dxs_.resize(static_cast<size_t>(A) * C);
+  dh1_.resize(std::max(AF, dh1_.size()));
+  dh3_.resize(std::max(AF, dh3_.size()));
+  // dh = dys W2^T, dW2 += h^T dys, SwiGLU back, dxs = dh1 W1^T + dh3 W3^T, dW1, dW3
   gg_.backward_dx(dh1_.data(), dys_.data(), w.w2, rows_, F, C, Grad::kAssign, cublas, stream);
   gg_.backward_dw(g.w2, h_.data(), dys_.data(), rows_, F, C, cublas, stream);
   cuda::swiglu_backward(dh1_.data(), dh3_.data(), dh1_.data(), h1_.data(), h3_.data(),
@@ -156,8 +246,75 @@ void CudaMoeLayer<T>::backward(T* dm, const CudaMoeGrads& g, const T* dout, cons
   gg_.backward_dx(dxs_.data(), dh3_.data(), w.w3, rows_, C, F, Grad::kAccumulate, cublas, stream);
   gg_.backward_dw(g.w1, xs_.data(), dh1_.data(), rows_, C, F, cublas, stream);
   gg_.backward_dw(g.w3, xs_.data(), dh3_.data(), rows_, C, F, cublas, stream);
-  // dispatch: dm += the rows of each token
-  cuda::gather_rows_backward(dm, dxs_.data(), slot_row_.data(), N, K, C, stream);
+}
+
+template <class T>
+void CudaMoeLayer<T>::shared_backward(T* dm, const CudaMoeGrads& g, const T* dout, const T* m,
+                                      const CudaMoeWeights<T>& w, cudaStream_t stream,
+                                      cublasHandle_t cublas) {
+  const int N = N_, C = d_.C, F = d_.F, S = d_.S;
+  const size_t NF = static_cast<size_t>(N) * F, CF = static_cast<size_t>(C) * F;
+  if (S == 0) {
+    CUDA_CHECK(cudaMemsetAsync(dm, 0, sizeof(T) * N * C, stream));
+    return;
+  }
+  dh1_.resize(std::max(NF, dh1_.size()));
+  dh3_.resize(std::max(NF, dh3_.size()));
+  const std::vector<int> all = {N};
+  for (int e = 0; e < S; ++e) {
+    const T* h1 = sh1_.data() + e * NF;
+    const T* h3 = sh3_.data() + e * NF;
+    const T* h = sh_.data() + e * NF;
+    gg_.backward_dx(dh1_.data(), dout, w.sw2 + e * CF, all, F, C, Grad::kAssign, cublas, stream);
+    gg_.backward_dw(g.sw2 + e * CF, h, dout, all, F, C, cublas, stream);
+    cuda::swiglu_backward(dh1_.data(), dh3_.data(), dh1_.data(), h1, h3, static_cast<long>(NF),
+                          stream);
+    gg_.backward_dx(dm, dh1_.data(), w.sw1 + e * CF, all, C, F,
+                    e == 0 ? Grad::kAssign : Grad::kAccumulate, cublas, stream);
+    gg_.backward_dx(dm, dh3_.data(), w.sw3 + e * CF, all, C, F, Grad::kAccumulate, cublas, stream);
+    gg_.backward_dw(g.sw1 + e * CF, m, dh1_.data(), all, C, F, cublas, stream);
+    gg_.backward_dw(g.sw3 + e * CF, m, dh3_.data(), all, C, F, cublas, stream);
+  }
+}
+
+template <class T>
+void CudaMoeLayer<T>::backward(T* dm, const CudaMoeGrads& g, const T* dout, const T* m,
+                               const CudaMoeWeights<T>& w, const LossScale& s, cudaStream_t stream,
+                               cublasHandle_t cublas) {
+  const int N = N_, C = d_.C, E = d_.E, K = d_.K, A = A_;
+  dys_.resize(static_cast<size_t>(A) * C);
+  dgates_.resize(static_cast<size_t>(N) * K);
+  dprobs_.resize(static_cast<size_t>(N) * E);
+  dlogits_.resize(static_cast<size_t>(N) * E);
+  dlse_.resize(N);
+
+  shared_backward(dm, g, dout, m, w, stream, cublas);  // dm (=)
+  if (!exchange_) {
+    // combine: dys = gate * dout rows; dgates per slot; experts; dispatch: dm += token rows
+    cuda::combine_backward(dys_.data(), dgates_.data(), dout, ys_.data(), row_token_.data(),
+                           row_gate_.data(), slot_row_.data(), A, N, K, C, stream);
+    experts_backward(g, w, stream, cublas);
+    cuda::gather_rows_backward(dm, dxs_.data(), slot_row_.data(), N, K, C, stream);
+  } else {
+#if defined(SWITCHYARD_HAVE_NCCL)
+    // The output gradient of the received rows (combine's adjoint is dispatch), through the
+    // gates and the experts, then the row and gate gradients back to their tokens.
+    const int Mr = Mr_;
+    yrows_.resize(static_cast<size_t>(Mr) * C);
+    exchange_->dispatch(*route_, dout, yrows_.data(), C, stream);
+    drow_gates_.resize(static_cast<size_t>(Mr) * K);
+    cuda::combine_backward(dys_.data(), drow_gates_.data(), yrows_.data(), ys_.data(),
+                           loc_row_token_.data(), loc_row_gate_.data(), loc_slot_row_.data(), A, Mr,
+                           K, C, stream);
+    experts_backward(g, w, stream, cublas);
+    yrows_.fill_bytes_async(0, stream);
+    cuda::gather_rows_backward(yrows_.data(), dxs_.data(), loc_slot_row_.data(), Mr, K, C, stream);
+    ytok_.resize(static_cast<size_t>(N) * C);
+    exchange_->combine(*route_, yrows_.data(), ytok_.data(), C, stream);
+    cuda::residual_forward(dm, dm, ytok_.data(), static_cast<long>(N) * C, stream);
+    exchange_->combine(*route_, drow_gates_.data(), dgates_.data(), K, stream);
+#endif
+  }
 
   // route: gates, aux and z losses -> dlogits -> dm += dlogits Wr^T, dWr += m^T dlogits
   cuda::router_losses_backward(dprobs_.data(), dlse_.data(), grp_frac_.data(), lse_.data(), N, E,

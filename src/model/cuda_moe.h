@@ -6,19 +6,34 @@
 //
 // Precision: T (float or bf16) is the storage of activations and of the compute copy of the
 // weights; router probabilities, gates and losses are fp32, weight gradients fp32 (+=).
+// Expert parallelism (parallel.ep > 1, CUDA build with NCCL): with a comm::GpuExchange the layer
+// holds L = E/ep experts; after routing its N tokens it sends each token (with its K gates) to
+// the EP ranks holding its kept experts (comm/gpu_exchange.h: once per destination node across
+// the network, then NCCL inside the node), runs its local experts over the Mr rows it received,
+// and combines the gate-weighted outputs back onto the tokens. The backward moves the output
+// gradients along the same route (dispatch) and the row and gate gradients back (combine), as
+// the CPU MoeLayer does (src/model/moe_parallel.cpp).
+//
 // Letters as moe.h: N tokens, C d_model, E experts, K top-k, F expert hidden, S shared experts,
-// A <= N*K kept rows of the expert-sorted buffer.
+// L local experts, Mr rows received from the exchange, A <= N*K (or Mr*K) kept rows of the
+// expert-sorted buffer.
 #pragma once
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "kernels/cuda/buffer.h"
 #include "kernels/cuda/gemm.h"
 #include "src/model/moe.h"
+
+namespace sy::comm {
+class GpuExchange;
+struct GpuRoute;
+}  // namespace sy::comm
 
 namespace sy {
 
@@ -27,9 +42,9 @@ template <class T>
 struct CudaMoeWeights {
   const T* router = nullptr;    // [C,E]
   const float* bias = nullptr;  // [E] (may be null = zeros)
-  const T* w1 = nullptr;        // [E,C,F]
-  const T* w3 = nullptr;        // [E,C,F]
-  const T* w2 = nullptr;        // [E,F,C]
+  const T* w1 = nullptr;        // [L,C,F]
+  const T* w3 = nullptr;        // [L,C,F]
+  const T* w2 = nullptr;        // [L,F,C]
   const T* sw1 = nullptr;       // [S,C,F] (null when S == 0)
   const T* sw3 = nullptr;       // [S,C,F]
   const T* sw2 = nullptr;       // [S,F,C]
@@ -45,7 +60,9 @@ struct CudaMoeGrads {
 template <class T>
 class CudaMoeLayer {
  public:
-  explicit CudaMoeLayer(const MoeDims& dims);
+  // exchange: null on one GPU (dims.L must then be E); else the EP group's exchange (not owned),
+  // with dims.L = E / its size.
+  explicit CudaMoeLayer(const MoeDims& dims, comm::GpuExchange* exchange = nullptr);
 
   // out[N,C] (=) MoE(m[N,C]) for B sequences of T_ tokens. Returns the weighted aux and z terms.
   // Waits once for `stream`: the routing counts size the grouped GEMMs on the host.
@@ -55,8 +72,8 @@ class CudaMoeLayer {
   void backward(T* dm, const CudaMoeGrads& g, const T* dout, const T* m, const CudaMoeWeights<T>& w,
                 const LossScale& s, cudaStream_t stream, cublasHandle_t cublas);
 
-  // Rows kept per expert by the last forward, and its routing counts (selected before
-  // capacity, kept, dropped) in the CPU's MoeStats form.
+  // Rows kept per local expert by the last forward, and its routing counts over this rank's
+  // tokens (selected before capacity, kept, dropped; [E] each) in the CPU's MoeStats form.
   const std::vector<int>& expert_counts() const { return rows_; }
   MoeStats stats() const;
   // Whether the grouped GEMM fell back to one call per expert (a cuBLAS without the grouped
@@ -64,8 +81,30 @@ class CudaMoeLayer {
   bool grouped_fallback() const { return gg_.used_fallback(); }
 
  private:
+  // Route the N tokens: logits, probs, top-k, gates, losses and the one-GPU layout (global
+  // experts); waits for the stream once for the counts and losses.
+  void route(const T* m, int B, int T_, const CudaMoeWeights<T>& w, const LossScale& s,
+             cudaStream_t stream, cublasHandle_t cublas);
+  // With an exchange: the route of the kept assignments, the received rows x and gates, and the
+  // local layout over them (loc_*), rows_ = rows per local expert.
+  void move_rows_and_lay_out(const T* m, cudaStream_t stream);
+  // xs = rows of src by row_token (A of them); h1, h3, h, ys: the grouped SwiGLU of the L experts.
+  void experts_forward(const T* src, const int32_t* row_token, const CudaMoeWeights<T>& w,
+                       cudaStream_t stream, cublasHandle_t cublas);
+  // dxs from dys through the experts; weight gradients (+=).
+  void experts_backward(const CudaMoeGrads& g, const CudaMoeWeights<T>& w, cudaStream_t stream,
+                        cublasHandle_t cublas);
+  void shared_forward(T* out, const T* m, const CudaMoeWeights<T>& w, cudaStream_t stream,
+                      cublasHandle_t cublas);
+  void shared_backward(T* dm, const CudaMoeGrads& g, const T* dout, const T* m,
+                       const CudaMoeWeights<T>& w, cudaStream_t stream, cublasHandle_t cublas);
+
   MoeDims d_;
-  int N_ = 0, NG_ = 0, A_ = 0;
+  comm::GpuExchange* exchange_ = nullptr;
+  // The last forward's route (with an exchange). shared_ptr: its deleter is bound where it is
+  // made, so builds without NCCL never need the definition of comm::GpuRoute.
+  std::shared_ptr<comm::GpuRoute> route_;
+  int N_ = 0, NG_ = 0, A_ = 0, Mr_ = 0;
   std::vector<int> rows_;
   std::vector<int32_t> h_counts_, h_selected_;
   double h_loss_[2] = {0.0, 0.0};
@@ -78,6 +117,15 @@ class CudaMoeLayer {
   cuda::DeviceBuffer<double> loss_;
   // Expert activations (T).
   cuda::DeviceBuffer<T> xs_, h1_, h3_, h_, ys_, sh1_, sh3_, sh_;
+  // Expert parallelism: the received rows and their local layout.
+  std::vector<int32_t> h_topk_, h_slot_row_, h_kept_;  // [N*K] host copies, kept (-1 dropped)
+  std::vector<int32_t> h_loc_row_token_, h_loc_slot_row_;
+  std::vector<int64_t> h_loc_slot_;
+  cuda::DeviceBuffer<T> rows_x_, yrows_, ytok_;               // [Mr,C], [Mr,C], [N,C]
+  cuda::DeviceBuffer<float> rows_g_, loc_row_gate_;           // [Mr,K], [A]
+  cuda::DeviceBuffer<int32_t> loc_row_token_, loc_slot_row_;  // [A], [Mr*K]
+  cuda::DeviceBuffer<int64_t> loc_slot_;                      // [A] slot r*K+j of each row
+  cuda::DeviceBuffer<float> drow_gates_;                      // [Mr,K]
   // Backward scratch.
   cuda::DeviceBuffer<T> dys_, dxs_, dh1_, dh3_, dlogits_t_;
   cuda::DeviceBuffer<float> dgates_, dprobs_, dlse_, dlogits_;

@@ -47,6 +47,15 @@ ShardLayout shard_layout(const comm::Layout& l) {
   return s;
 }
 
+std::vector<int> ep_node_of_rank(const comm::Layout& l) {
+  std::vector<int> nodes;
+  for (int p = 0; p < l.ep; ++p) {
+    const int global = (l.coords.edp_rank * l.ep + p) * l.etp + l.coords.etp_rank;
+    nodes.push_back(l.node_of_rank[static_cast<size_t>(global)]);
+  }
+  return nodes;
+}
+
 BatchShare::BatchShare(const Config& cfg, const TokenData& data, const comm::Layout& lay)
     : loader_(data.train, cfg.model.seq_len, cfg.train.global_batch, cfg.run.seed),
       scale_(global_batch_scale(cfg)),

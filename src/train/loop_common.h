@@ -57,6 +57,9 @@ void maybe_inject_fault(int world_rank, int64_t step);
 
 // This rank's coordinates as the parameter table wants them.
 ShardLayout shard_layout(const comm::Layout& l);
+// The node (emulated or real) of each rank of this rank's EP group, in EP rank order: what the
+// expert exchanges group their inter-node stage by.
+std::vector<int> ep_node_of_rank(const comm::Layout& l);
 
 // One optimizer step's numbers: this rank's share, then (sum_over_dp) the global batch's.
 struct StepTotals {

@@ -1,15 +1,20 @@
 // `device: cuda`: the training loop of SPEC section 3 with CudaModel (parameters, gradients and
-// AdamW moments on the device, in the CPU rank's flat layout), on one GPU or data-parallel over
-// one GPU per rank:
+// AdamW moments on the device, in the CPU rank's flat layout), on one GPU or over one GPU per
+// rank, data- and expert-parallel:
 //
 //   - device choice: local rank (an MPI_COMM_TYPE_SHARED split) % the visible GPU count; a node
 //     with more ranks than GPUs is refused (NCCL needs a GPU per rank);
 //   - the work split: each rank processes its dp share of the global batch exactly as the CPU
 //     trainer does (same BatchLoader, same sequence indices), so a 2-GPU run sees the sequences
 //     of a 1-GPU run, in other micro-batches;
-//   - gradients: summed over the ranks by NCCL all-reduces (a few large buckets, on the model's
-//     stream, bounded wait) before the global-norm clip and AdamW; NCCL gives every rank the
-//     same bits, so every replica applies the same update and the parameters stay identical;
+//   - expert parallelism (parallel.ep > 1): each rank holds E/ep experts and its MoE layers move
+//     tokens through comm::GpuExchange (NCCL inside a node, MPI across nodes, the hierarchical
+//     route of comm/route_plan.h);
+//   - gradients: summed by NCCL all-reduces (a few large buckets, on the model's stream,
+//     bounded wait) before the global-norm clip and AdamW: the dense group over dp, the expert
+//     group over edp (the parameter table's two groups); the norm adds the other EP ranks'
+//     expert sums. NCCL gives every rank the same bits, so every replica applies the same update
+//     and the parameters stay identical;
 //   - loss, routing counts (the router-bias sign rule needs the global ones) and val_loss are
 //     summed over the ranks with the CPU trainer's MPI collectives; evaluation is sharded over
 //     the ranks as on the CPU; rank 0 writes metrics.jsonl and the log;
@@ -17,8 +22,8 @@
 //     CPU trainer's code (train_ckpt.h) with the device buffers downloaded to host vectors: the
 //     same files, so a GPU checkpoint resumes on the CPU and the other way round.
 //
-// Not done on the GPU path (refused by check_gpu_run, naming the key): tensor or expert
-// parallelism (parallel.tp/ep/etp > 1: the expert all-to-all has no NCCL path yet) and ZeRO-1.
+// Not done on the GPU path (refused by check_gpu_run, naming the key): tensor parallelism
+// (parallel.tp/etp > 1) and ZeRO-1.
 #include "src/train/train_gpu.h"
 
 #include <algorithm>
@@ -27,10 +32,12 @@
 #include <limits>
 #include <optional>
 #include <ostream>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "comm/collectives.h"
 #include "comm/mpi.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/core/error.h"
@@ -48,6 +55,7 @@
 #include "src/model/cuda_model.h"
 #endif
 #if defined(SWITCHYARD_HAVE_NCCL)
+#include "comm/gpu_exchange.h"
 #include "comm/nccl.h"
 #endif
 
@@ -56,13 +64,12 @@ namespace sy {
 void check_gpu_run(const Config& cfg, int world_size) {
   if (cfg.device != Device::kCuda) return;
   for (const auto& [key, value] :
-       {std::pair{"parallel.tp", cfg.parallel.tp}, std::pair{"parallel.ep", cfg.parallel.ep},
-        std::pair{"parallel.etp", cfg.parallel.etp}})
+       {std::pair{"parallel.tp", cfg.parallel.tp}, std::pair{"parallel.etp", cfg.parallel.etp}})
     if (value != 1)
       throw UsageError(std::string(key) + "=" + std::to_string(value) +
-                       ": device: cuda trains data-parallel only for now (parallel.tp, "
-                       "parallel.ep and parallel.etp must be 1; tensor and expert parallelism run "
-                       "with device: cpu)");
+                       ": device: cuda has no tensor parallelism yet (parallel.tp and "
+                       "parallel.etp must be 1; data and expert parallelism run on GPUs, tensor "
+                       "parallelism with device: cpu)");
   if (cfg.parallel.zero1)
     throw UsageError(
         "parallel.zero1=true is not supported with device: cuda (every GPU keeps the whole AdamW "
@@ -96,10 +103,12 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream&, std::shared_ptr
 struct GpuRun {
   comm::Comm node;  // the ranks sharing this node (MPI_COMM_TYPE_SHARED): the device choice
   int device = 0;
-  std::unique_ptr<CudaModel> model;
 #if defined(SWITCHYARD_HAVE_NCCL)
-  std::unique_ptr<comm::NcclComm> nccl;  // over the dp group, when dp > 1
+  std::unique_ptr<comm::GpuExchange> exchange;  // the EP group's, when ep > 1
+  std::unique_ptr<comm::NcclComm> dp_nccl;      // over the dp group, when dp > 1
+  std::unique_ptr<comm::NcclComm> edp_nccl;     // over the edp group, when ep > 1 and edp > 1
 #endif
+  std::unique_ptr<CudaModel> model;             // last: destroyed before the exchange it uses
 };
 
 namespace {
@@ -132,18 +141,21 @@ void select_device(GpuRun& run, const comm::Comm& world) {
 }
 
 #if defined(SWITCHYARD_HAVE_NCCL)
-// grads[P] (=) their sum over the data-parallel ranks: NCCL all-reduces of at most kBucketElems
+// grads[range] (=) their sum over `nccl`'s ranks: NCCL all-reduces of at most kBucketElems
 // elements (a few large buckets: one for the models we test), queued on the model's stream after
 // backward(), then a bounded wait for them, so that the optimizer step reads the sums. Every rank
 // receives the same bits (each element is reduced once, then broadcast).
-void all_reduce_grads(CudaModel& model, comm::NcclComm& nccl, double timeout_s, int64_t step) {
+void all_reduce_grads(CudaModel& model, ParamGroup group, comm::NcclComm& nccl, double timeout_s,
+                      int64_t step) {
   constexpr size_t kBucketElems = size_t{32} << 20;  // 128 MiB of fp32
-  float* grads = model.device_grads();
-  const size_t P = model.table().total_numel();
-  for (size_t first = 0; first < P; first += kBucketElems)
-    nccl.all_reduce_sum(grads + first, grads + first, std::min(kBucketElems, P - first),
+  const ParamTable::Range range = model.table().group_range(group);
+  float* grads = model.device_grads() + range.first;
+  for (size_t first = 0; first < range.size; first += kBucketElems)
+    nccl.all_reduce_sum(grads + first, grads + first, std::min(kBucketElems, range.size - first),
                         comm::nccl_type<float>(), model.stream());
-  nccl.wait(model.stream(), timeout_s, "the gradient all-reduce of step " + std::to_string(step));
+  nccl.wait(model.stream(), timeout_s,
+            std::string("the ") + (group == ParamGroup::kDense ? "dense" : "expert") +
+                " gradient all-reduce of step " + std::to_string(step));
 }
 #endif
 
@@ -176,17 +188,32 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   comm::Watchdog* wd = args.watchdog;
   const auto t_start = Clock::now();
   const bool rank0 = lay.world_rank == 0;
-  SY_CHECK(lay.tp == 1 && lay.ep == 1 && lay.etp == 1, "train_on_gpu: check_gpu_run first");
+  SY_CHECK(lay.tp == 1 && lay.etp == 1, "train_on_gpu: check_gpu_run first");
 
   keep = std::make_shared<GpuRun>();
   GpuRun& run = *keep;
   select_device(run, g.world());
-  run.model = std::make_unique<CudaModel>(cfg, shard_layout(lay));
+  comm::GpuExchange* exchange = nullptr;
+#if defined(SWITCHYARD_HAVE_NCCL)
+  if (lay.dp > 1) run.dp_nccl = std::make_unique<comm::NcclComm>(g.dp().get());
+  if (lay.ep > 1) {
+    run.exchange = std::make_unique<comm::GpuExchange>(g.ep().get(), ep_node_of_rank(lay),
+                                                       static_cast<int>(cfg.moe.num_experts),
+                                                       cfg.parallel.timeout_s, wd);
+    exchange = run.exchange.get();
+    if (lay.edp > 1) run.edp_nccl = std::make_unique<comm::NcclComm>(g.edp().get());
+  }
+#endif
+  run.model = std::make_unique<CudaModel>(cfg, shard_layout(lay), exchange);
   CudaModel& model = *run.model;
   model.init_params(cfg.run.seed);
-#if defined(SWITCHYARD_HAVE_NCCL)
-  if (lay.dp > 1) run.nccl = std::make_unique<comm::NcclComm>(g.dp().get());
-#endif
+  // The squared global gradient norm: the dense group is the same on every rank (all-reduced over
+  // dp = the world), the expert group differs between the EP ranks.
+  const CudaModel::TotalSq total_sq = [&](double dense_sq, double expert_sq) {
+    if (lay.ep > 1)
+      comm::allreduce_sum(std::span<double>(&expert_sq, 1), g.ep(), wd, "the expert gradient norm");
+    return dense_sq + expert_sq;
+  };
   BatchShare share(cfg, data, lay);
 
   const CkptTarget ckpt_target{cfg, g.world().get(),
@@ -211,9 +238,12 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   std::optional<MetricsWriter> metrics = open_run_outputs(cfg, rank0, resumed.resumed, first_step);
   const StepFlops flops = step_flops(cfg);
   std::ostringstream device_line;
-  device_line << "device: cuda (" << to_string(cfg.train.precision) << "), " << lay.dp
-              << (lay.dp > 1 ? " GPUs, gradients all-reduced with NCCL" : " GPU")
+  device_line << "device: cuda (" << to_string(cfg.train.precision) << "), " << lay.world_size
+              << (lay.world_size > 1 ? " GPUs, gradients all-reduced with NCCL" : " GPU")
               << " (rank 0 on GPU " << run.device << ")\n";
+#if defined(SWITCHYARD_HAVE_NCCL)
+  if (run.exchange) device_line << "expert all-to-all: " << run.exchange->describe() << "\n";
+#endif
   log_run_header(cfg, data, lay, device_line.str(), model.table(), flops, log);
   log << resume_log.str();
 
@@ -232,11 +262,15 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
       });
 
   auto run_eval = [&](int64_t step) {
+    const std::vector<int32_t> idle(static_cast<size_t>(cfg.model.seq_len) + 1, 0);
     const double v = evaluate(data, cfg, val_windows, g, wd, [&](const int32_t* tok, int n) {
-      if (n == 0) return 0.0;  // nothing collective inside the GPU forward: skip empty shares
       LossScale s;
       s.token_weight = 1.0;  // sum of per-token losses; evaluate divides once
-      return model.forward(tok, n, s).lm;
+      if (n > 0) return model.forward(tok, n, s).lm;
+      // An empty share: the expert exchange is collective, so take part with one window of
+      // token 0 and drop its loss (tokens are routed independently: the others' are unchanged).
+      if (lay.ep > 1) model.forward(idle.data(), 1, s);
+      return 0.0;
     });
     progress.eval_done(step, v);
   };
@@ -248,14 +282,20 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
     model.zero_grads();
     tot = share.accumulate(model, step);
 #if defined(SWITCHYARD_HAVE_NCCL)
-    if (run.nccl) all_reduce_grads(model, *run.nccl, cfg.parallel.timeout_s, step + 1);
+    if (run.dp_nccl)  // the expert group too when ep = 1 (then edp = dp)
+      all_reduce_grads(model, ParamGroup::kDense, *run.dp_nccl, cfg.parallel.timeout_s, step + 1);
+    if (run.dp_nccl && lay.ep == 1)
+      all_reduce_grads(model, ParamGroup::kExpert, *run.dp_nccl, cfg.parallel.timeout_s, step + 1);
+    if (run.edp_nccl)
+      all_reduce_grads(model, ParamGroup::kExpert, *run.edp_nccl, cfg.parallel.timeout_s, step + 1);
 #endif
     sum_over_dp(tot, g.dp(), wd);
     if (!std::isfinite(tot.loss.total()))
       throw NumericalError("non-finite loss at step " + std::to_string(step + 1),
                            /*quiet=*/!rank0);
     const double lr = learning_rate(cfg.train, step);
-    const double norm = model.optimizer_step(lr, cfg.train.grad_clip, cfg.train.weight_decay);
+    const double norm =
+        model.optimizer_step(lr, cfg.train.grad_clip, cfg.train.weight_decay, total_sq);
     if (!std::isfinite(norm))  // nothing was updated
       throw NumericalError("non-finite gradients at step " + std::to_string(step + 1),
                            /*quiet=*/!rank0);

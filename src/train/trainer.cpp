@@ -65,10 +65,7 @@ std::unique_ptr<comm::TokenExchange> make_expert_exchange(const Config& cfg,
   o.ep_comm = g.ep().get();
   o.num_experts = static_cast<int>(cfg.moe.num_experts);
   o.watchdog = wd;
-  for (int p = 0; p < l.ep; ++p) {
-    const int global = (l.coords.edp_rank * l.ep + p) * l.etp + l.coords.etp_rank;
-    o.node_of_ep_rank.push_back(l.node_of_rank[static_cast<size_t>(global)]);
-  }
+  o.node_of_ep_rank = ep_node_of_rank(l);
   const bool spans_nodes = std::any_of(o.node_of_ep_rank.begin(), o.node_of_ep_rank.end(),
                                        [&](int n) { return n != o.node_of_ep_rank[0]; });
   switch (cfg.parallel.a2a) {

@@ -17,6 +17,8 @@
 #include "comm/mpi.h"
 #include "common/mpi_util.h"
 #include "common/temp_dir.h"
+#include "common/train_util.h"
+#include "kernels/cuda/check.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/config/config.h"
 #include "src/data/tokens.h"
@@ -126,6 +128,22 @@ inline size_t bitwise_differences(const std::vector<float>& a, const std::vector
   for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
     n += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
   return n;
+}
+
+// The GPU count every rank can count on (the minimum over the ranks).
+inline int gpus_everywhere() {
+  int n = cuda::device_count();
+  MPI_Allreduce(MPI_IN_PLACE, &n, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  return n;
+}
+
+// Trains on the first `ranks` ranks of the world; the others return an empty summary.
+inline TrainSummary run_on(int ranks, const Config& cfg, const std::string& resume = "") {
+  TrainOptions o;
+  o.resume = resume;
+  o.gather_params = true;
+  o.check_replicas = true;
+  return test::train_on_first(ranks, cfg, o);
 }
 
 }  // namespace sy::gputest

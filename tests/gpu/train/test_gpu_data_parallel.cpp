@@ -23,30 +23,14 @@ constexpr double kLossTolerance = 1e-5;
 // Per-tensor ||a - b|| / ||b|| of the final parameters (as tests/train/test_layouts.cpp).
 constexpr double kParamTolerance = 1e-4;
 
-// The GPU count every rank can count on (the minimum over the ranks).
-int gpus_everywhere() {
-  int n = cuda::device_count();
-  MPI_Allreduce(MPI_IN_PLACE, &n, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  return n;
-}
-
-// Trains on the first `ranks` ranks of the world; the others return an empty summary.
-TrainSummary run_on(int ranks, const Config& cfg, const std::string& resume = "") {
-  TrainOptions o;
-  o.resume = resume;
-  o.gather_params = true;
-  o.check_replicas = true;
-  return test::train_on_first(ranks, cfg, o);
-}
-
 TEST(GpuDataParallel, TwoGpusMatchOneGpuWithIdenticalReplicas) {
   if (test::world_size() != 2) GTEST_SKIP() << "the data-parallel test runs in the np=2 instance";
-  const int n = gpus_everywhere();
+  const int n = gputest::gpus_everywhere();
   if (n < 2) GTEST_SKIP() << "2 ranks need 2 GPUs, found " << n;
   gputest::SharedRunDir dir;
   const std::vector<std::string> set = {"moe.bias_update_rate=1e-3"};
-  const TrainSummary one = run_on(1, dir.config("one-gpu", set));
-  const TrainSummary two = run_on(2, dir.config("two-gpus", set));
+  const TrainSummary one = gputest::run_on(1, dir.config("one-gpu", set));
+  const TrainSummary two = gputest::run_on(2, dir.config("two-gpus", set));
 
   EXPECT_TRUE(two.diverged_replicas.empty()) << "replicas differ on rank " << test::world_rank()
                                              << ", first " << two.diverged_replicas.front();
@@ -62,7 +46,8 @@ TEST(GpuDataParallel, TwoGpusMatchOneGpuWithIdenticalReplicas) {
   }
 
   // The 2-GPU checkpoint (written once, by rank 0) holds the whole model: one GPU resumes it.
-  const TrainSummary resumed = run_on(1, dir.config("resumed", set), dir.ckpt("two-gpus", 10));
+  const TrainSummary resumed =
+      gputest::run_on(1, dir.config("resumed", set), dir.ckpt("two-gpus", 10));
   if (test::world_rank() == 0) {
     EXPECT_EQ(resumed.first_step, 10);
     ASSERT_EQ(resumed.step_losses.size(), 10u);
