@@ -68,7 +68,8 @@ class ModelImpl final : public CudaModel::Impl {
     norm_.resize(2);
     norm_scratch_.resize(cuda::kNormBlocks);
     const MoeDims dims = moe_dims(cfg, 1, layout.ep, 1);
-    for (int l = 0; l < L_; ++l) moe_.emplace_back(dims, exchange);
+    const int chunks = static_cast<int>(cfg.moe.overlap_chunks);
+    for (int l = 0; l < L_; ++l) moe_.emplace_back(dims, exchange, chunks);
     acts_.resize(static_cast<size_t>(L_));
     sync();
   }

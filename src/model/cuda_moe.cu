@@ -18,7 +18,7 @@ namespace sy {
 using cuda::Grad;
 
 template <class T>
-CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims, comm::GpuExchange* exchange)
+CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims, comm::GpuExchange* exchange, int chunks)
     : d_(dims), exchange_(exchange) {
   SY_CHECK(d_.C > 0 && d_.E > 0 && d_.F > 0 && d_.S >= 0, "bad MoE dims");
   SY_CHECK(d_.K >= 1 && d_.K <= d_.E && d_.K <= cuda::kMaxTopK,
@@ -32,9 +32,15 @@ CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims, comm::GpuExchange* exchange)
         exchange_->num_experts() == d_.E && d_.local_experts() * exchange_->num_ranks() == d_.E,
         "exchange over " << exchange_->num_ranks() << " ranks does not hold " << d_.local_experts()
                          << " of " << d_.E << " experts per rank");
-    route_ = std::make_shared<comm::GpuRoute>();
+    SY_CHECK(chunks >= 1, "moe.overlap_chunks must be >= 1, not " << chunks);
+    chunks_.resize(static_cast<size_t>(chunks));
+    for (Chunk& c : chunks_) c.route = std::make_shared<comm::GpuRoute>();
+    comm_stream_ = std::make_unique<cuda::Stream>();
+    main_done_ = std::make_unique<cuda::Event>();
+    comm_done_ = std::make_unique<cuda::Event>();
   }
 #else
+  (void)chunks;
   SY_CHECK(exchange_ == nullptr, "expert parallelism on the GPU needs the NCCL build");
 #endif
   SY_CHECK(exchange_ || d_.local_experts() == d_.E,
@@ -96,81 +102,22 @@ void CudaMoeLayer<T>::route(const T* m, int B, int T_, const CudaMoeWeights<T>& 
 }
 
 template <class T>
-void CudaMoeLayer<T>::move_rows_and_lay_out(const T* m, cudaStream_t stream) {
-#if defined(SWITCHYARD_HAVE_NCCL)
-  const int N = N_, C = d_.C, K = d_.K, L = d_.local_experts(), NK = N * K;
-  h_kept_.resize(NK);
-  for (int q = 0; q < NK; ++q) h_kept_[q] = h_slot_row_[q] >= 0 ? h_topk_[q] : -1;
-  comm::GpuRoute& route = *route_;
-  exchange_->layout(h_kept_, N, K, route, stream);
-  const int Mr = static_cast<int>(route.num_recv());
-  Mr_ = Mr;
-  rows_x_.resize(static_cast<size_t>(Mr) * C);
-  rows_g_.resize(static_cast<size_t>(Mr) * K);
-  exchange_->dispatch(route, m, rows_x_.data(), C, stream);
-  exchange_->dispatch(route, gates_.data(), rows_g_.data(), K, stream);
-
-  // The local layout over the Mr rows: expert-sorted, inside an expert by row (as the CPU's
-  // build_layout), from the local expert of each received slot.
-  const std::vector<int32_t>& loc = route.plan.recv_topk_local;
-  rows_.assign(static_cast<size_t>(L), 0);
-  for (int32_t e : loc)
-    if (e >= 0) ++rows_[static_cast<size_t>(e)];
-  std::vector<int> next(static_cast<size_t>(L), 0);
+void CudaMoeLayer<T>::experts_forward(const T* src, const int32_t* row_token, int a0,
+                                      const std::vector<int>& rows, const CudaMoeWeights<T>& w,
+                                      cudaStream_t stream, cublasHandle_t cublas) {
+  const int C = d_.C, F = d_.F;
   int A = 0;
-  for (int e = 0; e < L; ++e) {
-    next[static_cast<size_t>(e)] = A;
-    A += rows_[static_cast<size_t>(e)];
-  }
-  A_ = A;
-  h_loc_row_token_.resize(A);
-  h_loc_slot_.resize(A);
-  h_loc_slot_row_.assign(static_cast<size_t>(Mr) * K, -1);
-  for (int r = 0; r < Mr; ++r)
-    for (int j = 0; j < K; ++j) {
-      const int e = loc[static_cast<size_t>(r) * K + j];
-      if (e < 0) continue;
-      const int a = next[static_cast<size_t>(e)]++;
-      h_loc_row_token_[a] = r;
-      h_loc_slot_[a] = static_cast<int64_t>(r) * K + j;
-      h_loc_slot_row_[static_cast<size_t>(r) * K + j] = a;
-    }
-  loc_row_token_.resize(A);
-  loc_slot_.resize(A);
-  loc_slot_row_.resize(static_cast<size_t>(Mr) * K);
-  loc_row_gate_.resize(A);
-  auto up = [stream](auto& d, const auto& h) {
-    if (!h.empty())
-      CUDA_CHECK(cudaMemcpyAsync(d.data(), h.data(), h.size() * sizeof(h[0]),
-                                 cudaMemcpyHostToDevice, stream));
-  };
-  up(loc_row_token_, h_loc_row_token_);
-  up(loc_slot_, h_loc_slot_);
-  up(loc_slot_row_, h_loc_slot_row_);
-  cuda::gather_rows(loc_row_gate_.data(), rows_g_.data(), loc_slot_.data(), A, 1, stream);
-#else
-  (void)m;
-  (void)stream;
-#endif
-}
-
-template <class T>
-void CudaMoeLayer<T>::experts_forward(const T* src, const int32_t* row_token,
-                                      const CudaMoeWeights<T>& w, cudaStream_t stream,
-                                      cublasHandle_t cublas) {
-  const int A = A_, C = d_.C, F = d_.F;
-  const size_t AC = static_cast<size_t>(A) * C, AF = static_cast<size_t>(A) * F;
-  xs_.resize(AC);
-  ys_.resize(AC);
-  h1_.resize(AF);
-  h3_.resize(AF);
-  h_.resize(AF);
+  for (int r : rows) A += r;
+  const size_t AF = static_cast<size_t>(A) * F, oc = static_cast<size_t>(a0) * C,
+               of = static_cast<size_t>(a0) * F;
+  T *xs = xs_.data() + oc, *ys = ys_.data() + oc;
+  T *h1 = h1_.data() + of, *h3 = h3_.data() + of, *h = h_.data() + of;
   // dispatch + experts: h1 = xs W1, h3 = xs W3, h = silu(h1) h3, ys = h W2 (per expert)
-  cuda::gather_rows_forward(xs_.data(), src, row_token, A, C, stream);
-  gg_.forward(h1_.data(), xs_.data(), w.w1, rows_, C, F, Grad::kAssign, cublas, stream);
-  gg_.forward(h3_.data(), xs_.data(), w.w3, rows_, C, F, Grad::kAssign, cublas, stream);
-  cuda::swiglu_forward(h_.data(), h1_.data(), h3_.data(), static_cast<long>(AF), stream);
-  gg_.forward(ys_.data(), h_.data(), w.w2, rows_, F, C, Grad::kAssign, cublas, stream);
+  cuda::gather_rows_forward(xs, src, row_token, A, C, stream);
+  gg_.forward(h1, xs, w.w1, rows, C, F, Grad::kAssign, cublas, stream);
+  gg_.forward(h3, xs, w.w3, rows, C, F, Grad::kAssign, cublas, stream);
+  cuda::swiglu_forward(h, h1, h3, static_cast<long>(AF), stream);
+  gg_.forward(ys, h, w.w2, rows, F, C, Grad::kAssign, cublas, stream);
 }
 
 template <class T>
@@ -202,50 +149,49 @@ template <class T>
 MoeLoss CudaMoeLayer<T>::forward(T* out, const T* m, int B, int T_, const CudaMoeWeights<T>& w,
                                  const LossScale& s, cudaStream_t stream, cublasHandle_t cublas) {
   route(m, B, T_, w, s, stream, cublas);
-  const int N = N_, C = d_.C, K = d_.K;
-  if (!exchange_) {  // one GPU: the rows are the tokens, the layout route()'s
-    rows_.assign(h_counts_.begin(), h_counts_.end());
-    int A = 0;
-    for (int r : rows_) A += r;
-    A_ = A;
-    experts_forward(m, row_token_.data(), w, stream, cublas);
+  const int N = N_, C = d_.C, K = d_.K, F = d_.F;
+  if (exchange_) {
+    routed_forward(m, w, stream, cublas);       // ytok_ (=); the experts on `stream`
     shared_forward(out, m, w, stream, cublas);  // out (=)
-    cuda::combine_forward(out, ys_.data(), slot_row_.data(), row_gate_.data(), N, K, C, stream);
+    cuda::residual_forward(out, out, ytok_.data(), static_cast<long>(N) * C, stream);
     return MoeLoss{h_loss_[0], h_loss_[1]};
   }
-#if defined(SWITCHYARD_HAVE_NCCL)
-  move_rows_and_lay_out(m, stream);
-  const int Mr = Mr_;
-  experts_forward(rows_x_.data(), loc_row_token_.data(), w, stream, cublas);
-  yrows_.resize(static_cast<size_t>(Mr) * C);
-  yrows_.fill_bytes_async(0, stream);
-  cuda::combine_forward(yrows_.data(), ys_.data(), loc_slot_row_.data(), loc_row_gate_.data(), Mr,
-                        K, C, stream);
+  // one GPU: the rows are the tokens, the layout route()'s
+  rows_.assign(h_counts_.begin(), h_counts_.end());
+  int A = 0;
+  for (int r : rows_) A += r;
+  A_ = A;
+  for (auto* b : {&xs_, &ys_}) b->resize(static_cast<size_t>(A) * C);
+  for (auto* b : {&h1_, &h3_, &h_}) b->resize(static_cast<size_t>(A) * F);
+  experts_forward(m, row_token_.data(), 0, rows_, w, stream, cublas);
   shared_forward(out, m, w, stream, cublas);  // out (=)
-  ytok_.resize(static_cast<size_t>(N) * C);
-  exchange_->combine(*route_, yrows_.data(), ytok_.data(), C, stream);
-  cuda::residual_forward(out, out, ytok_.data(), static_cast<long>(N) * C, stream);
-#endif
+  cuda::combine_forward(out, ys_.data(), slot_row_.data(), row_gate_.data(), N, K, C, stream);
   return MoeLoss{h_loss_[0], h_loss_[1]};
 }
 
 template <class T>
-void CudaMoeLayer<T>::experts_backward(const CudaMoeGrads& g, const CudaMoeWeights<T>& w,
-                                       cudaStream_t stream, cublasHandle_t cublas) {
-  const int A = A_, C = d_.C, F = d_.F;
-  const size_t AF = static_cast<size_t>(A) * F;
-  dxs_.resize(static_cast<size_t>(A) * C);
+void CudaMoeLayer<T>::experts_backward(int a0, const std::vector<int>& rows, const CudaMoeGrads& g,
+                                       const CudaMoeWeights<T>& w, cudaStream_t stream,
+                                       cublasHandle_t cublas) {
+  const int C = d_.C, F = d_.F;
+  int A = 0;
+  for (int r : rows) A += r;
+  const size_t AF = static_cast<size_t>(A) * F, oc = static_cast<size_t>(a0) * C,
+               of = static_cast<size_t>(a0) * F;
+  const T *xs = xs_.data() + oc, *dys = dys_.data() + oc;
+  const T *h1 = h1_.data() + of, *h3 = h3_.data() + of, *h = h_.data() + of;
+  T* dxs = dxs_.data() + oc;
   dh1_.resize(std::max(AF, dh1_.size()));
   dh3_.resize(std::max(AF, dh3_.size()));
   // dh = dys W2^T, dW2 += h^T dys, SwiGLU back, dxs = dh1 W1^T + dh3 W3^T, dW1, dW3
-  gg_.backward_dx(dh1_.data(), dys_.data(), w.w2, rows_, F, C, Grad::kAssign, cublas, stream);
-  gg_.backward_dw(g.w2, h_.data(), dys_.data(), rows_, F, C, cublas, stream);
-  cuda::swiglu_backward(dh1_.data(), dh3_.data(), dh1_.data(), h1_.data(), h3_.data(),
-                        static_cast<long>(AF), stream);
-  gg_.backward_dx(dxs_.data(), dh1_.data(), w.w1, rows_, C, F, Grad::kAssign, cublas, stream);
-  gg_.backward_dx(dxs_.data(), dh3_.data(), w.w3, rows_, C, F, Grad::kAccumulate, cublas, stream);
-  gg_.backward_dw(g.w1, xs_.data(), dh1_.data(), rows_, C, F, cublas, stream);
-  gg_.backward_dw(g.w3, xs_.data(), dh3_.data(), rows_, C, F, cublas, stream);
+  gg_.backward_dx(dh1_.data(), dys, w.w2, rows, F, C, Grad::kAssign, cublas, stream);
+  gg_.backward_dw(g.w2, h, dys, rows, F, C, cublas, stream);
+  cuda::swiglu_backward(dh1_.data(), dh3_.data(), dh1_.data(), h1, h3, static_cast<long>(AF),
+                        stream);
+  gg_.backward_dx(dxs, dh1_.data(), w.w1, rows, C, F, Grad::kAssign, cublas, stream);
+  gg_.backward_dx(dxs, dh3_.data(), w.w3, rows, C, F, Grad::kAccumulate, cublas, stream);
+  gg_.backward_dw(g.w1, xs, dh1_.data(), rows, C, F, cublas, stream);
+  gg_.backward_dw(g.w3, xs, dh3_.data(), rows, C, F, cublas, stream);
 }
 
 template <class T>
@@ -282,38 +228,22 @@ void CudaMoeLayer<T>::backward(T* dm, const CudaMoeGrads& g, const T* dout, cons
                                const CudaMoeWeights<T>& w, const LossScale& s, cudaStream_t stream,
                                cublasHandle_t cublas) {
   const int N = N_, C = d_.C, E = d_.E, K = d_.K, A = A_;
-  dys_.resize(static_cast<size_t>(A) * C);
   dgates_.resize(static_cast<size_t>(N) * K);
   dprobs_.resize(static_cast<size_t>(N) * E);
   dlogits_.resize(static_cast<size_t>(N) * E);
   dlse_.resize(N);
 
   shared_backward(dm, g, dout, m, w, stream, cublas);  // dm (=)
-  if (!exchange_) {
+  dys_.resize(static_cast<size_t>(A) * C);
+  dxs_.resize(static_cast<size_t>(A) * C);
+  if (exchange_) {
+    routed_backward(dm, g, dout, w, stream, cublas);  // dm (+=), dgates_ (=)
+  } else {
     // combine: dys = gate * dout rows; dgates per slot; experts; dispatch: dm += token rows
     cuda::combine_backward(dys_.data(), dgates_.data(), dout, ys_.data(), row_token_.data(),
                            row_gate_.data(), slot_row_.data(), A, N, K, C, stream);
-    experts_backward(g, w, stream, cublas);
+    experts_backward(0, rows_, g, w, stream, cublas);
     cuda::gather_rows_backward(dm, dxs_.data(), slot_row_.data(), N, K, C, stream);
-  } else {
-#if defined(SWITCHYARD_HAVE_NCCL)
-    // The output gradient of the received rows (combine's adjoint is dispatch), through the
-    // gates and the experts, then the row and gate gradients back to their tokens.
-    const int Mr = Mr_;
-    yrows_.resize(static_cast<size_t>(Mr) * C);
-    exchange_->dispatch(*route_, dout, yrows_.data(), C, stream);
-    drow_gates_.resize(static_cast<size_t>(Mr) * K);
-    cuda::combine_backward(dys_.data(), drow_gates_.data(), yrows_.data(), ys_.data(),
-                           loc_row_token_.data(), loc_row_gate_.data(), loc_slot_row_.data(), A, Mr,
-                           K, C, stream);
-    experts_backward(g, w, stream, cublas);
-    yrows_.fill_bytes_async(0, stream);
-    cuda::gather_rows_backward(yrows_.data(), dxs_.data(), loc_slot_row_.data(), Mr, K, C, stream);
-    ytok_.resize(static_cast<size_t>(N) * C);
-    exchange_->combine(*route_, yrows_.data(), ytok_.data(), C, stream);
-    cuda::residual_forward(dm, dm, ytok_.data(), static_cast<long>(N) * C, stream);
-    exchange_->combine(*route_, drow_gates_.data(), dgates_.data(), K, stream);
-#endif
   }
 
   // route: gates, aux and z losses -> dlogits -> dm += dlogits Wr^T, dWr += m^T dlogits

@@ -61,11 +61,14 @@ template <class T>
 class CudaMoeLayer {
  public:
   // exchange: null on one GPU (dims.L must then be E); else the EP group's exchange (not owned),
-  // with dims.L = E / its size.
-  explicit CudaMoeLayer(const MoeDims& dims, comm::GpuExchange* exchange = nullptr);
+  // with dims.L = E / its size. chunks (moe.overlap_chunks, with an exchange): the tokens are
+  // moved in that many chunks, each chunk's dispatch (on the layer's communication stream)
+  // overlapping the previous chunk's experts (on the caller's stream). Every EP rank must pass
+  // the same count.
+  explicit CudaMoeLayer(const MoeDims& dims, comm::GpuExchange* exchange = nullptr, int chunks = 1);
 
   // out[N,C] (=) MoE(m[N,C]) for B sequences of T_ tokens. Returns the weighted aux and z terms.
-  // Waits once for `stream`: the routing counts size the grouped GEMMs on the host.
+  // Waits for `stream`: the routing counts size the grouped GEMMs on the host.
   MoeLoss forward(T* out, const T* m, int B, int T_, const CudaMoeWeights<T>& w, const LossScale& s,
                   cudaStream_t stream, cublasHandle_t cublas);
   // dm[N,C] (=); weight gradients in g (+=). After the forward of the same micro-batch.
@@ -81,19 +84,41 @@ class CudaMoeLayer {
   bool grouped_fallback() const { return gg_.used_fallback(); }
 
  private:
+  // With an exchange: the tokens [n0, n1) of the micro-batch, moved and computed together
+  // (cuda_moe_parallel.cu). Its A expert-sorted rows sit at rows [a0, a0 + A) of xs_, h*_, ys_,
+  // dys_ and dxs_.
+  struct Chunk {
+    int n0 = 0, n1 = 0, Mr = 0, A = 0, a0 = 0;
+    std::vector<int> rows;  // [L] rows per local expert
+    // The route (shared_ptr: its deleter is bound where it is made, so builds without NCCL
+    // never need the definition of comm::GpuRoute).
+    std::shared_ptr<comm::GpuRoute> route;
+    std::vector<int32_t> h_row_token, h_slot_row;  // the local layout on the host
+    std::vector<int64_t> h_slot;
+    cuda::DeviceBuffer<T> rows_x, yrows;  // [Mr,C] received rows; weighted outputs / gradients
+    cuda::DeviceBuffer<float> rows_g, row_gate, drow_gates;  // [Mr,K], [A], [Mr,K]
+    cuda::DeviceBuffer<int32_t> row_token, slot_row;         // [A] row of each, [Mr*K] its row
+    cuda::DeviceBuffer<int64_t> slot;                        // [A] slot r*K+j of each row
+  };
+
   // Route the N tokens: logits, probs, top-k, gates, losses and the one-GPU layout (global
   // experts); waits for the stream once for the counts and losses.
   void route(const T* m, int B, int T_, const CudaMoeWeights<T>& w, const LossScale& s,
              cudaStream_t stream, cublasHandle_t cublas);
-  // With an exchange: the route of the kept assignments, the received rows x and gates, and the
-  // local layout over them (loc_*), rows_ = rows per local expert.
-  void move_rows_and_lay_out(const T* m, cudaStream_t stream);
-  // xs = rows of src by row_token (A of them); h1, h3, h, ys: the grouped SwiGLU of the L experts.
-  void experts_forward(const T* src, const int32_t* row_token, const CudaMoeWeights<T>& w,
+  // With an exchange (cuda_moe_parallel.cu): the chunks' routes and local layouts (host,
+  // collective), then their moves and experts; ytok_ (=) the routed output of every token.
+  void routed_forward(const T* m, const CudaMoeWeights<T>& w, cudaStream_t stream,
+                      cublasHandle_t cublas);
+  // dm (+=) the routed part's input gradient, dgates_ (=) the gate gradients; weight gradients.
+  void routed_backward(T* dm, const CudaMoeGrads& g, const T* dout, const CudaMoeWeights<T>& w,
                        cudaStream_t stream, cublasHandle_t cublas);
-  // dxs from dys through the experts; weight gradients (+=).
-  void experts_backward(const CudaMoeGrads& g, const CudaMoeWeights<T>& w, cudaStream_t stream,
-                        cublasHandle_t cublas);
+  // Rows [a0, a0 + sum(rows)) of xs (=) rows of src by row_token; h1, h3, h, ys there: the
+  // grouped SwiGLU of the L experts.
+  void experts_forward(const T* src, const int32_t* row_token, int a0, const std::vector<int>& rows,
+                       const CudaMoeWeights<T>& w, cudaStream_t stream, cublasHandle_t cublas);
+  // Rows [a0, ...) of dxs from those of dys through the experts; weight gradients (+=).
+  void experts_backward(int a0, const std::vector<int>& rows, const CudaMoeGrads& g,
+                        const CudaMoeWeights<T>& w, cudaStream_t stream, cublasHandle_t cublas);
   void shared_forward(T* out, const T* m, const CudaMoeWeights<T>& w, cudaStream_t stream,
                       cublasHandle_t cublas);
   void shared_backward(T* dm, const CudaMoeGrads& g, const T* dout, const T* m,
@@ -101,11 +126,13 @@ class CudaMoeLayer {
 
   MoeDims d_;
   comm::GpuExchange* exchange_ = nullptr;
-  // The last forward's route (with an exchange). shared_ptr: its deleter is bound where it is
-  // made, so builds without NCCL never need the definition of comm::GpuRoute.
-  std::shared_ptr<comm::GpuRoute> route_;
-  int N_ = 0, NG_ = 0, A_ = 0, Mr_ = 0;
-  std::vector<int> rows_;
+  std::vector<Chunk> chunks_;  // [moe.overlap_chunks] with an exchange
+  // The communication stream and the two events that order it with the caller's stream
+  // (unique_ptr: the layer stays movable).
+  std::unique_ptr<cuda::Stream> comm_stream_;
+  std::unique_ptr<cuda::Event> main_done_, comm_done_;
+  int N_ = 0, NG_ = 0, A_ = 0;
+  std::vector<int> rows_;  // rows per local expert (all chunks)
   std::vector<int32_t> h_counts_, h_selected_;
   double h_loss_[2] = {0.0, 0.0};
   cuda::GroupedGemm gg_;
@@ -117,15 +144,8 @@ class CudaMoeLayer {
   cuda::DeviceBuffer<double> loss_;
   // Expert activations (T).
   cuda::DeviceBuffer<T> xs_, h1_, h3_, h_, ys_, sh1_, sh3_, sh_;
-  // Expert parallelism: the received rows and their local layout.
   std::vector<int32_t> h_topk_, h_slot_row_, h_kept_;  // [N*K] host copies, kept (-1 dropped)
-  std::vector<int32_t> h_loc_row_token_, h_loc_slot_row_;
-  std::vector<int64_t> h_loc_slot_;
-  cuda::DeviceBuffer<T> rows_x_, yrows_, ytok_;               // [Mr,C], [Mr,C], [N,C]
-  cuda::DeviceBuffer<float> rows_g_, loc_row_gate_;           // [Mr,K], [A]
-  cuda::DeviceBuffer<int32_t> loc_row_token_, loc_slot_row_;  // [A], [Mr*K]
-  cuda::DeviceBuffer<int64_t> loc_slot_;                      // [A] slot r*K+j of each row
-  cuda::DeviceBuffer<float> drow_gates_;                      // [Mr,K]
+  cuda::DeviceBuffer<T> ytok_;                         // [N,C] routed output / input gradient
   // Backward scratch.
   cuda::DeviceBuffer<T> dys_, dxs_, dh1_, dh3_, dlogits_t_;
   cuda::DeviceBuffer<float> dgates_, dprobs_, dlse_, dlogits_;

@@ -1,7 +1,9 @@
 // Expert-parallel training on 2 GPUs (issue 6), in the np=2 instance: parallel.ep=2, each GPU
 // holding 2 of the 4 experts of configs/tiny.yaml and moving tokens through comm::GpuExchange,
 // against the 1-GPU run of the same config:
-// - on one node (the NCCL stage) and on two emulated nodes of one GPU (the MPI stage);
+// - on one node (the NCCL stage) and on two emulated nodes of one GPU (the MPI stage), with the
+//   tokens moved in one chunk and in 3 (moe.overlap_chunks: each chunk's dispatch on the
+//   communication stream overlapping the previous chunk's experts);
 // - dropless and with a capacity limit that drops tokens (the kept assignments travel), router
 //   bias updates on;
 // - every step's loss and the final val_loss within 1e-5 relative (the sums differ only in
@@ -11,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -31,12 +34,16 @@ TEST(GpuExpertParallel, TwoGpusWithTwoExpertsEachMatchOneGpu) {
     const std::vector<std::string> set = {"moe.bias_update_rate=1e-3",
                                           "moe.capacity_factor=" + capacity};
     const TrainSummary one = gputest::run_on(1, dir.config("one-" + capacity, set));
-    for (const std::string rpn : {"0", "1"}) {
+    for (const auto& [rpn, chunks] :
+         {std::pair{"0", "1"}, std::pair{"1", "1"}, std::pair{"0", "3"}, std::pair{"1", "3"}}) {
       std::vector<std::string> ep = set;
       ep.push_back("parallel.ep=2");
-      ep.push_back("parallel.ranks_per_node=" + rpn);
-      const std::string what = "capacity " + capacity + ", ranks_per_node " + rpn;
-      const TrainSummary two = gputest::run_on(2, dir.config("ep-" + capacity + "-" + rpn, ep));
+      ep.push_back(std::string("parallel.ranks_per_node=") + rpn);
+      ep.push_back(std::string("moe.overlap_chunks=") + chunks);
+      const std::string what =
+          "capacity " + capacity + ", ranks_per_node " + rpn + ", overlap_chunks " + chunks;
+      const TrainSummary two =
+          gputest::run_on(2, dir.config("ep-" + capacity + "-" + rpn + "-" + chunks, ep));
       EXPECT_TRUE(two.diverged_replicas.empty())
           << what << ": replicas differ, first " << two.diverged_replicas.front();
       if (test::world_rank() != 0) continue;

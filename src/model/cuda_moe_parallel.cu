@@ -1,0 +1,185 @@
+// The routed part of the GPU MoE layer across expert-parallel ranks (see cuda_moe.h; the CPU
+// counterpart is src/model/moe_parallel.cpp): the micro-batch's tokens travel in
+// moe.overlap_chunks chunks, each with its own route through comm::GpuExchange.
+//
+// Forward, with C chunks (host work first, then two streams):
+//   host    route and local layout of every chunk (collective, in chunk order on every rank)
+//   comm    dispatch(0)             dispatch(1)             ...  combine(0..C-1)
+//   main                experts(0)              experts(1)  ...                   (waits)
+// the main stream waits for a chunk's dispatch before its experts, and the communication stream
+// for the last experts before the combines; the dispatch of chunk c+1 runs while chunk c's
+// experts compute. The backward moves each chunk's gradients on the main stream.
+//
+// Each chunk's received rows get a local layout (expert-sorted, inside an expert by row, as the
+// CPU's build_layout) and go through the one-GPU kernels with rows in place of tokens: gather,
+// grouped SwiGLU, combine (gate-weighted sum per row), and their backward.
+#include <algorithm>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/moe_ops.h"
+#include "kernels/cuda/ops.h"
+#include "src/core/error.h"
+#include "src/model/cuda_moe.h"
+
+#if defined(SWITCHYARD_HAVE_NCCL)
+#include "comm/gpu_exchange.h"
+#endif
+
+namespace sy {
+
+#if defined(SWITCHYARD_HAVE_NCCL)
+
+namespace {
+
+template <class D, class H>
+void upload_async(D& device, const H& host, cudaStream_t stream) {
+  device.resize(host.size());
+  if (!host.empty())
+    CUDA_CHECK(cudaMemcpyAsync(device.data(), host.data(), host.size() * sizeof(host[0]),
+                               cudaMemcpyHostToDevice, stream));
+}
+
+}  // namespace
+
+template <class T>
+void CudaMoeLayer<T>::routed_forward(const T* m, const CudaMoeWeights<T>& w, cudaStream_t stream,
+                                     cublasHandle_t cublas) {
+  const int N = N_, C = d_.C, K = d_.K, F = d_.F, L = d_.local_experts(), NK = N * K;
+  const auto nc = static_cast<int>(chunks_.size());
+  h_kept_.resize(NK);
+  for (int q = 0; q < NK; ++q) h_kept_[q] = h_slot_row_[q] >= 0 ? h_topk_[q] : -1;
+
+  // 1. Host: every chunk's route (collective) and local layout over its received rows.
+  rows_.assign(static_cast<size_t>(L), 0);
+  int a0 = 0;
+  for (int c = 0; c < nc; ++c) {
+    Chunk& ch = chunks_[static_cast<size_t>(c)];
+    ch.n0 = static_cast<int>(static_cast<long>(N) * c / nc);
+    ch.n1 = static_cast<int>(static_cast<long>(N) * (c + 1) / nc);
+    exchange_->layout(std::span<const int32_t>(h_kept_.data() + static_cast<long>(ch.n0) * K,
+                                               static_cast<size_t>(ch.n1 - ch.n0) * K),
+                      ch.n1 - ch.n0, K, *ch.route, stream);
+    ch.Mr = static_cast<int>(ch.route->num_recv());
+    const std::vector<int32_t>& loc = ch.route->plan.recv_topk_local;
+    ch.rows.assign(static_cast<size_t>(L), 0);
+    for (int32_t e : loc)
+      if (e >= 0) ++ch.rows[static_cast<size_t>(e)];
+    std::vector<int> next(static_cast<size_t>(L), 0);
+    ch.A = 0;
+    for (int e = 0; e < L; ++e) {
+      next[static_cast<size_t>(e)] = ch.A;
+      ch.A += ch.rows[static_cast<size_t>(e)];
+      rows_[static_cast<size_t>(e)] += ch.rows[static_cast<size_t>(e)];
+    }
+    ch.a0 = a0;
+    a0 += ch.A;
+    ch.h_row_token.resize(static_cast<size_t>(ch.A));
+    ch.h_slot.resize(static_cast<size_t>(ch.A));
+    ch.h_slot_row.assign(static_cast<size_t>(ch.Mr) * K, -1);
+    for (int r = 0; r < ch.Mr; ++r)
+      for (int j = 0; j < K; ++j) {
+        const int e = loc[static_cast<size_t>(r) * K + j];
+        if (e < 0) continue;
+        const int a = next[static_cast<size_t>(e)]++;
+        ch.h_row_token[static_cast<size_t>(a)] = r;
+        ch.h_slot[static_cast<size_t>(a)] = static_cast<int64_t>(r) * K + j;
+        ch.h_slot_row[static_cast<size_t>(r) * K + j] = a;
+      }
+  }
+  A_ = a0;
+  // Buffers sized before any chunk's work is queued (a growing buffer is reallocated).
+  for (auto* b : {&xs_, &ys_}) b->resize(static_cast<size_t>(A_) * C);
+  for (auto* b : {&h1_, &h3_, &h_}) b->resize(static_cast<size_t>(A_) * F);
+  ytok_.resize(static_cast<size_t>(N) * C);
+  for (Chunk& ch : chunks_) {
+    ch.rows_x.resize(static_cast<size_t>(ch.Mr) * C);
+    ch.yrows.resize(static_cast<size_t>(ch.Mr) * C);
+    ch.rows_g.resize(static_cast<size_t>(ch.Mr) * K);
+    ch.row_gate.resize(static_cast<size_t>(ch.A));
+    upload_async(ch.row_token, ch.h_row_token, stream);
+    upload_async(ch.slot, ch.h_slot, stream);
+    upload_async(ch.slot_row, ch.h_slot_row, stream);
+  }
+
+  // 2. The moves on the communication stream, the experts on the caller's.
+  const cudaStream_t cs = comm_stream_->get();
+  main_done_->record(stream);  // m, the gates and the uploads are there
+  CUDA_CHECK(cudaStreamWaitEvent(cs, main_done_->get(), 0));
+  auto dispatch = [&](Chunk& ch) {
+    exchange_->dispatch(*ch.route, m + static_cast<long>(ch.n0) * C, ch.rows_x.data(), C, cs);
+    exchange_->dispatch(*ch.route, gates_.data() + static_cast<long>(ch.n0) * K, ch.rows_g.data(),
+                        K, cs);
+    cuda::gather_rows(ch.row_gate.data(), ch.rows_g.data(), ch.slot.data(), ch.A, 1, cs);
+    comm_done_->record(cs);
+  };
+  dispatch(chunks_[0]);
+  for (int c = 0; c < nc; ++c) {
+    Chunk& ch = chunks_[static_cast<size_t>(c)];
+    CUDA_CHECK(cudaStreamWaitEvent(stream, comm_done_->get(), 0));  // chunk c has arrived
+    experts_forward(ch.rows_x.data(), ch.row_token.data(), ch.a0, ch.rows, w, stream, cublas);
+    ch.yrows.fill_bytes_async(0, stream);
+    cuda::combine_forward(ch.yrows.data(), ys_.data() + static_cast<long>(ch.a0) * C,
+                          ch.slot_row.data(), ch.row_gate.data(), ch.Mr, K, C, stream);
+    if (c + 1 < nc) dispatch(chunks_[static_cast<size_t>(c + 1)]);  // overlaps chunk c's experts
+  }
+  main_done_->record(stream);
+  CUDA_CHECK(cudaStreamWaitEvent(cs, main_done_->get(), 0));
+  for (Chunk& ch : chunks_)
+    exchange_->combine(*ch.route, ch.yrows.data(), ytok_.data() + static_cast<long>(ch.n0) * C, C,
+                       cs);
+  comm_done_->record(cs);
+  CUDA_CHECK(cudaStreamWaitEvent(stream, comm_done_->get(), 0));
+}
+
+template <class T>
+void CudaMoeLayer<T>::routed_backward(T* dm, const CudaMoeGrads& g, const T* dout,
+                                      const CudaMoeWeights<T>& w, cudaStream_t stream,
+                                      cublasHandle_t cublas) {
+  const int N = N_, C = d_.C, K = d_.K;
+  ytok_.resize(static_cast<size_t>(N) * C);
+  for (Chunk& ch : chunks_) {
+    // The output gradient of the received rows (combine's adjoint is dispatch), through the
+    // gates and the experts, then the row and gate gradients back to their tokens.
+    const long oc = static_cast<long>(ch.a0) * C;
+    ch.drow_gates.resize(static_cast<size_t>(ch.Mr) * K);
+    exchange_->dispatch(*ch.route, dout + static_cast<long>(ch.n0) * C, ch.yrows.data(), C, stream);
+    cuda::combine_backward(dys_.data() + oc, ch.drow_gates.data(), ch.yrows.data(), ys_.data() + oc,
+                           ch.row_token.data(), ch.row_gate.data(), ch.slot_row.data(), ch.A, ch.Mr,
+                           K, C, stream);
+    experts_backward(ch.a0, ch.rows, g, w, stream, cublas);
+    ch.yrows.fill_bytes_async(0, stream);
+    cuda::gather_rows_backward(ch.yrows.data(), dxs_.data() + oc, ch.slot_row.data(), ch.Mr, K, C,
+                               stream);
+    exchange_->combine(*ch.route, ch.yrows.data(), ytok_.data() + static_cast<long>(ch.n0) * C, C,
+                       stream);
+    exchange_->combine(*ch.route, ch.drow_gates.data(),
+                       dgates_.data() + static_cast<long>(ch.n0) * K, K, stream);
+  }
+  cuda::residual_forward(dm, dm, ytok_.data(), static_cast<long>(N) * C, stream);
+}
+
+#else  // no NCCL: the constructor refuses an exchange, so these are never reached
+
+template <class T>
+void CudaMoeLayer<T>::routed_forward(const T*, const CudaMoeWeights<T>&, cudaStream_t,
+                                     cublasHandle_t) {
+  SY_CHECK(false, "expert parallelism on the GPU needs the NCCL build");
+}
+template <class T>
+void CudaMoeLayer<T>::routed_backward(T*, const CudaMoeGrads&, const T*, const CudaMoeWeights<T>&,
+                                      cudaStream_t, cublasHandle_t) {
+  SY_CHECK(false, "expert parallelism on the GPU needs the NCCL build");
+}
+
+#endif
+
+#define SY_INSTANTIATE(T)                                                                         \
+  template void CudaMoeLayer<T>::routed_forward(const T*, const CudaMoeWeights<T>&, cudaStream_t, \
+                                                cublasHandle_t);                                  \
+  template void CudaMoeLayer<T>::routed_backward(                                                 \
+      T*, const CudaMoeGrads&, const T*, const CudaMoeWeights<T>&, cudaStream_t, cublasHandle_t);
+SY_INSTANTIATE(float)
+SY_INSTANTIATE(cuda::bf16)
+#undef SY_INSTANTIATE
+
+}  // namespace sy
