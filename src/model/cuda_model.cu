@@ -18,6 +18,10 @@
 #include "src/model/init.h"
 #include "src/optim/optim.h"
 
+#if defined(SWITCHYARD_HAVE_NCCL)
+#include "comm/nccl.h"
+#endif
+
 namespace sy {
 
 using cuda::DeviceBuffer;
@@ -49,7 +53,8 @@ namespace {
 template <class T>
 class ModelImpl final : public CudaModel::Impl {
  public:
-  ModelImpl(const Config& cfg, const ShardLayout& layout, comm::GpuExchange* exchange)
+  ModelImpl(const Config& cfg, const ShardLayout& layout, comm::GpuExchange* exchange,
+            comm::NcclComm* tp)
       : cfg_(cfg),
         table_(make_param_table(cfg, layout)),
         L_(static_cast<int>(cfg.model.n_layers)),
@@ -57,6 +62,9 @@ class ModelImpl final : public CudaModel::Impl {
         C_(static_cast<int>(cfg.model.d_model)),
         NH_(static_cast<int>(cfg.model.n_heads)),
         V_(static_cast<int>(cfg.model.vocab_size)),
+        Ct_(C_ / layout.tp),
+        NHt_(NH_ / layout.tp),
+        tp_(tp),
         cublas_(stream_.get()) {
     const size_t P = table_.total_numel();
     params_.resize(P);
@@ -65,11 +73,18 @@ class ModelImpl final : public CudaModel::Impl {
     v_.resize(P);
     if constexpr (!std::is_same_v<T, float>) params_t_.resize(P);
     for (auto* b : {&params_, &grads_, &m_, &v_}) b->fill_bytes_async(0, s());
-    norm_.resize(2);
+    norm_.resize(table_.specs().size());
     norm_scratch_.resize(cuda::kNormBlocks);
-    const MoeDims dims = moe_dims(cfg, 1, layout.ep, 1);
-    const int chunks = static_cast<int>(cfg.moe.overlap_chunks);
-    for (int l = 0; l < L_; ++l) moe_.emplace_back(dims, exchange, chunks);
+    const MoeDims dims = moe_dims(cfg, layout.tp, layout.ep, 1);
+    CudaMoeParallel par;
+    par.exchange = exchange;
+    par.tp = tp;
+    par.tp_rank = layout.tp_rank;
+    par.tp_size = layout.tp;
+    par.chunks = static_cast<int>(cfg.moe.overlap_chunks);
+    par.timeout_s = cfg.parallel.timeout_s;
+    timeout_s_ = cfg.parallel.timeout_s;
+    for (int l = 0; l < L_; ++l) moe_.emplace_back(dims, par);
     acts_.resize(static_cast<size_t>(L_));
     sync();
   }
@@ -162,11 +177,13 @@ class ModelImpl final : public CudaModel::Impl {
       // x_mid = x_in + Attn(RMSNorm(x_in))
       cuda::rmsnorm_forward(a.a.data(), a.a_rstd.data(), a.x_in.data(), pf(lp(l, "attn_norm")), N,
                             C, eps, s());
-      cuda::matmul_forward(a.qkv.data(), a.a.data(), wt(lp(l, "attn/wqkv")), N, C, 3 * C, cb());
-      cuda::rope_forward(a.qkv_rot.data(), a.qkv.data(), B, T_, C, NH_, theta, s());
+      // this rank's NHt heads (Ct = C/tp columns of each of q, k, v) give a partial wo product
+      cuda::matmul_forward(a.qkv.data(), a.a.data(), wt(lp(l, "attn/wqkv")), N, C, 3 * Ct_, cb());
+      cuda::rope_forward(a.qkv_rot.data(), a.qkv.data(), B, T_, Ct_, NHt_, theta, s());
       cuda::attention_forward(a.atty.data(), a.att.data(), att_scratch_.data(), a.qkv_rot.data(), B,
-                              T_, C, NH_, cb(), s());
-      cuda::matmul_forward(a.x_mid.data(), a.atty.data(), wt(lp(l, "attn/wo")), N, C, C, cb());
+                              T_, Ct_, NHt_, cb(), s());
+      cuda::matmul_forward(a.x_mid.data(), a.atty.data(), wt(lp(l, "attn/wo")), N, Ct_, C, cb());
+      sum_over_tp(a.x_mid.data(), NC, "the attention output");
       cuda::residual_forward(a.x_mid.data(), a.x_mid.data(), a.x_in.data(), NC, s());
       // x_out = x_mid + MoE(RMSNorm(x_mid))
       cuda::rmsnorm_forward(a.m.data(), a.m_rstd.data(), a.x_mid.data(), pf(lp(l, "moe_norm")), N,
@@ -221,13 +238,15 @@ class ModelImpl final : public CudaModel::Impl {
                              pf(lp(l, "moe_norm")), a.m_rstd.data(), N, C, s());
       cuda::residual_forward(dx_.data(), dx_.data(), dtmp2_.data(), NC, s());
       // attention block; dx_ becomes d/dx_in
+      // the gradient reaching the (replicated) norm is this rank's heads' share: summed over tp
       cuda::matmul_backward(dtmp_.data(), gf(lp(l, "attn/wo")), dx_.data(), a.atty.data(),
-                            wt(lp(l, "attn/wo")), N, C, C, cb());
+                            wt(lp(l, "attn/wo")), N, Ct_, C, cb());
       cuda::attention_backward(dqkv_.data(), att_scratch_.data(), dtmp_.data(), a.qkv_rot.data(),
-                               a.att.data(), B, T_, C, NH_, cb(), s());
-      cuda::rope_backward(dqkv2_.data(), dqkv_.data(), B, T_, C, NH_, theta, s());
+                               a.att.data(), B, T_, Ct_, NHt_, cb(), s());
+      cuda::rope_backward(dqkv2_.data(), dqkv_.data(), B, T_, Ct_, NHt_, theta, s());
       cuda::matmul_backward(dtmp_.data(), gf(lp(l, "attn/wqkv")), dqkv2_.data(), a.a.data(),
-                            wt(lp(l, "attn/wqkv")), N, C, 3 * C, cb());
+                            wt(lp(l, "attn/wqkv")), N, C, 3 * Ct_, cb());
+      sum_over_tp(dtmp_.data(), NC, "the attention input gradient");
       cuda::rmsnorm_backward(dtmp2_.data(), gf(lp(l, "attn_norm")), dtmp_.data(), a.x_in.data(),
                              pf(lp(l, "attn_norm")), a.a_rstd.data(), N, C, s());
       cuda::residual_forward(dx_.data(), dx_.data(), dtmp2_.data(), NC, s());
@@ -237,17 +256,23 @@ class ModelImpl final : public CudaModel::Impl {
 
   double optimizer_step(double lr, double grad_clip, double weight_decay,
                         const CudaModel::TotalSq& total_sq) override {
-    // Padding is zero, so each group's range sums exactly its parameters' squares.
-    const ParamTable::Range dense = table_.group_range(ParamGroup::kDense);
-    const ParamTable::Range expert = table_.group_range(ParamGroup::kExpert);
-    cuda::grad_sq_sum(norm_.data(), norm_scratch_.data(), grads_.data() + dense.first, dense.size,
-                      s());
-    cuda::grad_sq_sum(norm_.data() + 1, norm_scratch_.data(), grads_.data() + expert.first,
-                      expert.size, s());
-    double sq[2] = {0.0, 0.0};
-    CUDA_CHECK(cudaMemcpyAsync(sq, norm_.data(), sizeof(sq), cudaMemcpyDeviceToHost, s()));
+    // Each parameter's squared sum; the dense ones that another tp rank counts (in_norm false:
+    // the copies of a replicated one) are left out.
+    const std::vector<ParamSpec>& specs = table_.specs();
+    for (size_t i = 0; i < specs.size(); ++i)
+      cuda::grad_sq_sum(norm_.data() + i, norm_scratch_.data(), grads_.data() + specs[i].offset,
+                        specs[i].numel, s());
+    h_norms_.resize(specs.size());
+    CUDA_CHECK(cudaMemcpyAsync(h_norms_.data(), norm_.data(), sizeof(double) * specs.size(),
+                               cudaMemcpyDeviceToHost, s()));
     sync();
-    const double grad_norm = std::sqrt(total_sq ? total_sq(sq[0], sq[1]) : sq[0] + sq[1]);
+    double dense_sq = 0.0, expert_sq = 0.0;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (!specs[i].in_norm) continue;
+      (specs[i].group == ParamGroup::kDense ? dense_sq : expert_sq) += h_norms_[i];
+    }
+    const double grad_norm =
+        std::sqrt(total_sq ? total_sq(dense_sq, expert_sq) : dense_sq + expert_sq);
     if (!std::isfinite(grad_norm)) return grad_norm;
     const double scale = clip_factor(grad_norm, grad_clip);
     ++step_count_;
@@ -323,30 +348,48 @@ class ModelImpl final : public CudaModel::Impl {
   void ensure_activations(int B) {
     B_ = B;
     const size_t N = static_cast<size_t>(B) * T_, C = C_;
-    const size_t att = static_cast<size_t>(B) * NH_ * T_ * T_;
+    const size_t att = static_cast<size_t>(B) * NHt_ * T_ * T_, Ct = Ct_;
     inputs_.resize(N);
     targets_.resize(N);
     for (Acts& a : acts_) {
-      for (auto* b : {&a.x_in, &a.a, &a.atty, &a.x_mid, &a.m, &a.moe_out}) b->resize(N * C);
-      a.qkv.resize(3 * N * C);
-      a.qkv_rot.resize(3 * N * C);
+      for (auto* b : {&a.x_in, &a.a, &a.x_mid, &a.m, &a.moe_out}) b->resize(N * C);
+      a.atty.resize(N * Ct);
+      a.qkv.resize(3 * N * Ct);
+      a.qkv_rot.resize(3 * N * Ct);
       a.att.resize(att);
       a.a_rstd.resize(N);
       a.m_rstd.resize(N);
     }
-    att_scratch_.resize(static_cast<size_t>(cuda::attention_backward_scratch(B, T_, C_, NH_)));
+    att_scratch_.resize(static_cast<size_t>(cuda::attention_backward_scratch(B, T_, Ct_, NHt_)));
     for (auto* b : {&x_out_, &xf_, &dx_, &dtmp_, &dtmp2_}) b->resize(N * C);
-    dqkv_.resize(3 * N * C);
-    dqkv2_.resize(3 * N * C);
+    dqkv_.resize(3 * N * Ct);
+    dqkv2_.resize(3 * N * Ct);
     xf_rstd_.resize(N);
     probs_.resize(N * V_);
     losses_.resize(N);
     dlosses_.resize(N);
   }
 
+  // x[n] (=) its sum over the tp group (a no-op for tp = 1), with a bounded wait.
+  void sum_over_tp(T* x, long n, const char* what) {
+#if defined(SWITCHYARD_HAVE_NCCL)
+    if (!tp_) return;
+    tp_->all_reduce_sum(x, x, static_cast<size_t>(n), comm::nccl_type<T>(), s());
+    tp_->wait(s(), timeout_s_, what);
+#else
+    (void)x;
+    (void)n;
+    (void)what;
+#endif
+  }
+
   Config cfg_;
   ParamTable table_;
   int L_, T_, C_, NH_, V_;
+  int Ct_, NHt_;  // this rank's attention columns (C/tp) and heads (NH/tp)
+  comm::NcclComm* tp_;
+  double timeout_s_ = 0;
+  std::vector<double> h_norms_;
   cuda::Stream stream_;
   cuda::CublasHandle cublas_;
   DeviceBuffer<float> params_, grads_, m_, v_;  // fp32 master, [P] in table order
@@ -368,22 +411,22 @@ class ModelImpl final : public CudaModel::Impl {
 
 }  // namespace
 
-CudaModel::CudaModel(const Config& cfg, const ShardLayout& layout, comm::GpuExchange* exchange) {
+CudaModel::CudaModel(const Config& cfg, const ShardLayout& layout, comm::GpuExchange* exchange,
+                     comm::NcclComm* tp) {
   std::string reason;
   if (cuda::device_count(&reason) == 0)
     throw UsageError("device: cuda needs a usable CUDA GPU: " + reason);
   SY_CHECK(cfg.model.d_model % cfg.model.n_heads == 0 &&
                (cfg.model.d_model / cfg.model.n_heads) % 2 == 0,
            "head dim must be even (RoPE)");
-  SY_CHECK(layout.tp == 1 && layout.etp == 1,
-           "CudaModel splits no dense or expert matrix: tp=" << layout.tp << " etp=" << layout.etp
-                                                             << " (need 1)");
+  SY_CHECK(layout.etp == 1, "CudaModel does not split the experts: etp=" << layout.etp);
+  SY_CHECK(layout.tp == 1 || tp != nullptr, "CudaModel with tp=" << layout.tp << " needs its comm");
   SY_CHECK(layout.ep == 1 || exchange != nullptr,
            "CudaModel with ep=" << layout.ep << " needs the EP group's exchange");
   if (cfg.train.precision == Precision::kBf16)
-    impl_ = std::make_unique<ModelImpl<cuda::bf16>>(cfg, layout, exchange);
+    impl_ = std::make_unique<ModelImpl<cuda::bf16>>(cfg, layout, exchange, tp);
   else
-    impl_ = std::make_unique<ModelImpl<float>>(cfg, layout, exchange);
+    impl_ = std::make_unique<ModelImpl<float>>(cfg, layout, exchange, tp);
 }
 CudaModel::~CudaModel() = default;
 

@@ -12,11 +12,13 @@
 // is queued on that stream; a data-parallel trainer reduces the gradients on it too (stream(),
 // device_grads()), between backward() and optimizer_step().
 //
-// Data and expert parallelism (src/train/train_gpu.cpp): each rank's CudaModel holds the dense
-// model and, with parallel.ep > 1, its E/ep experts, laid out by the CPU rank's table for the
-// same layout (make_param_table(cfg, layout); tp = etp = 1), so checkpoint writers and the
-// padding of the groups are exactly the CPU trainer's. The MoE layers move their tokens through
-// the EP group's comm::GpuExchange (src/model/cuda_moe.h).
+// Data, tensor and expert parallelism (src/train/train_gpu.cpp): each rank's CudaModel holds its
+// part of the model as the CPU rank's table lays it out for the same layout
+// (make_param_table(cfg, layout); etp = 1), so checkpoint writers and the padding of the groups
+// are exactly the CPU trainer's. With tp > 1 (as the CPU Model) attention runs this rank's
+// NH/tp heads (column-parallel wqkv, row-parallel wo) and its output and input gradient are
+// all-reduced over tp with NCCL; the MoE layers split their tokens and shared experts over tp
+// and move tokens through the EP group's comm::GpuExchange (src/model/cuda_moe.h).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -32,17 +34,19 @@
 
 namespace sy::comm {
 class GpuExchange;
-}
+class NcclComm;
+}  // namespace sy::comm
 
 namespace sy {
 
 class CudaModel {
  public:
   // Throws UsageError (exit 2) when no GPU is usable, std::logic_error for an unsupported config
-  // (a layout with tp or etp > 1, or ep > 1 without an exchange). Uses the current CUDA device
-  // (cudaSetDevice first). exchange: the EP group's (not owned), null when ep = 1.
+  // (a layout with etp > 1, or ep/tp > 1 without their communicators). Uses the current CUDA
+  // device (cudaSetDevice first). exchange: the EP group's, null when ep = 1; tp: the tp group's
+  // NCCL communicator, null when tp = 1 (neither owned).
   explicit CudaModel(const Config& cfg, const ShardLayout& layout = {},
-                     comm::GpuExchange* exchange = nullptr);
+                     comm::GpuExchange* exchange = nullptr, comm::NcclComm* tp = nullptr);
   ~CudaModel();
   CudaModel(const CudaModel&) = delete;
   CudaModel& operator=(const CudaModel&) = delete;
@@ -68,9 +72,11 @@ class CudaModel {
   // The SPEC 3 update from the accumulated gradients: grad_norm = ||grads||, the clip factor
   // (optim.h's clip_factor), AdamW with the same constants and per-kind weight decay as
   // sy::AdamW. Returns grad_norm (non-finite: nothing is updated and the caller should stop).
-  // total_sq: the squared global norm from this rank's squared sums of the dense and the expert
-  // group (default: their sum, the whole model here); expert parallelism adds the other EP
-  // ranks' experts.
+  // total_sq: the squared global norm from this rank's squared sums of the dense group (the
+  // parameters it counts: ParamSpec::in_norm) and the expert group (default: their sum, the
+  // whole model on one GPU); tensor and expert parallelism add the other tp ranks' dense sums
+  // and the other EP ranks' expert sums. The router's tp-partial gradients must have been
+  // summed over tp before.
   using TotalSq = std::function<double(double dense_sq, double expert_sq)>;
   double optimizer_step(double lr, double grad_clip, double weight_decay,
                         const TotalSq& total_sq = {});

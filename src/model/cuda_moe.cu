@@ -18,30 +18,34 @@ namespace sy {
 using cuda::Grad;
 
 template <class T>
-CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims, comm::GpuExchange* exchange, int chunks)
-    : d_(dims), exchange_(exchange) {
+CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims, const CudaMoeParallel& par)
+    : d_(dims), par_(par), exchange_(par.exchange) {
   SY_CHECK(d_.C > 0 && d_.E > 0 && d_.F > 0 && d_.S >= 0, "bad MoE dims");
   SY_CHECK(d_.K >= 1 && d_.K <= d_.E && d_.K <= cuda::kMaxTopK,
            "top_k " << d_.K << " not in [1, min(" << d_.E << ", " << cuda::kMaxTopK << ")]");
   SY_CHECK(!d_.has_capacity || d_.capacity_factor > 0, "capacity_factor must be > 0");
-  SY_CHECK(d_.expert_hidden() == d_.F && d_.shared_hidden() == d_.F,
-           "the GPU layer splits no hidden dimension (etp = tp = 1)");
+  SY_CHECK(d_.expert_hidden() == d_.F, "the GPU layer does not split the experts (etp = 1)");
+  SY_CHECK(par_.tp_size >= 1 && par_.tp_rank >= 0 && par_.tp_rank < par_.tp_size &&
+               d_.shared_hidden() * par_.tp_size == d_.F,
+           "shared hidden " << d_.shared_hidden() << " is not F/tp for tp " << par_.tp_size);
+  SY_CHECK(par_.chunks >= 1, "moe.overlap_chunks must be >= 1, not " << par_.chunks);
 #if defined(SWITCHYARD_HAVE_NCCL)
-  if (exchange_) {
+  SY_CHECK(par_.tp_size == 1 || par_.tp != nullptr,
+           "tp " << par_.tp_size << " needs its NCCL comm");
+  if (exchange_)
     SY_CHECK(
         exchange_->num_experts() == d_.E && d_.local_experts() * exchange_->num_ranks() == d_.E,
         "exchange over " << exchange_->num_ranks() << " ranks does not hold " << d_.local_experts()
                          << " of " << d_.E << " experts per rank");
-    SY_CHECK(chunks >= 1, "moe.overlap_chunks must be >= 1, not " << chunks);
-    chunks_.resize(static_cast<size_t>(chunks));
+  if (moves_rows()) {
+    chunks_.resize(static_cast<size_t>(exchange_ ? par_.chunks : 1));
     for (Chunk& c : chunks_) c.route = std::make_shared<comm::GpuRoute>();
     comm_stream_ = std::make_unique<cuda::Stream>();
     main_done_ = std::make_unique<cuda::Event>();
     comm_done_ = std::make_unique<cuda::Event>();
   }
 #else
-  (void)chunks;
-  SY_CHECK(exchange_ == nullptr, "expert parallelism on the GPU needs the NCCL build");
+  SY_CHECK(!moves_rows(), "expert or tensor parallelism on the GPU needs the NCCL build");
 #endif
   SY_CHECK(exchange_ || d_.local_experts() == d_.E,
            "local experts " << d_.local_experts() << " of " << d_.E << " need an exchange");
@@ -49,6 +53,19 @@ CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims, comm::GpuExchange* exchange, 
   counts_.resize(d_.E);
   offsets_.resize(d_.E + 1);
   loss_.resize(2);
+}
+
+template <class T>
+void CudaMoeLayer<T>::sum_over_tp(T* x, const char* what, cudaStream_t stream) {
+#if defined(SWITCHYARD_HAVE_NCCL)
+  if (par_.tp_size == 1) return;
+  par_.tp->all_reduce_sum(x, x, static_cast<size_t>(N_) * d_.C, comm::nccl_type<T>(), stream);
+  par_.tp->wait(stream, par_.timeout_s, what);
+#else
+  (void)x;
+  (void)what;
+  (void)stream;
+#endif
 }
 
 template <class T>
@@ -90,7 +107,7 @@ void CudaMoeLayer<T>::route(const T* m, int B, int T_, const CudaMoeWeights<T>& 
                              cudaMemcpyDeviceToHost, stream));
   CUDA_CHECK(
       cudaMemcpyAsync(h_loss_, loss_.data(), sizeof(h_loss_), cudaMemcpyDeviceToHost, stream));
-  if (exchange_) {  // which assignments are kept, for the exchange's route
+  if (moves_rows()) {  // which assignments are kept, for the routes and the local layouts
     h_topk_.resize(NK);
     h_slot_row_.resize(NK);
     CUDA_CHECK(cudaMemcpyAsync(h_topk_.data(), topk_.data(), sizeof(int32_t) * NK,
@@ -123,7 +140,7 @@ void CudaMoeLayer<T>::experts_forward(const T* src, const int32_t* row_token, in
 template <class T>
 void CudaMoeLayer<T>::shared_forward(T* out, const T* m, const CudaMoeWeights<T>& w,
                                      cudaStream_t stream, cublasHandle_t cublas) {
-  const int N = N_, C = d_.C, F = d_.F, S = d_.S;
+  const int N = N_, C = d_.C, F = d_.shared_hidden(), S = d_.S;  // F: the Fs held here
   const size_t NF = static_cast<size_t>(N) * F, CF = static_cast<size_t>(C) * F;
   sh1_.resize(S * NF);
   sh3_.resize(S * NF);
@@ -150,10 +167,11 @@ MoeLoss CudaMoeLayer<T>::forward(T* out, const T* m, int B, int T_, const CudaMo
                                  const LossScale& s, cudaStream_t stream, cublasHandle_t cublas) {
   route(m, B, T_, w, s, stream, cublas);
   const int N = N_, C = d_.C, K = d_.K, F = d_.F;
-  if (exchange_) {
+  if (moves_rows()) {
     routed_forward(m, w, stream, cublas);       // ytok_ (=); the experts on `stream`
-    shared_forward(out, m, w, stream, cublas);  // out (=)
+    shared_forward(out, m, w, stream, cublas);  // out (=), this rank's Fs share
     cuda::residual_forward(out, out, ytok_.data(), static_cast<long>(N) * C, stream);
+    sum_over_tp(out, "the MoE output", stream);
     return MoeLoss{h_loss_[0], h_loss_[1]};
   }
   // one GPU: the rows are the tokens, the layout route()'s
@@ -198,7 +216,7 @@ template <class T>
 void CudaMoeLayer<T>::shared_backward(T* dm, const CudaMoeGrads& g, const T* dout, const T* m,
                                       const CudaMoeWeights<T>& w, cudaStream_t stream,
                                       cublasHandle_t cublas) {
-  const int N = N_, C = d_.C, F = d_.F, S = d_.S;
+  const int N = N_, C = d_.C, F = d_.shared_hidden(), S = d_.S;  // F: the Fs held here
   const size_t NF = static_cast<size_t>(N) * F, CF = static_cast<size_t>(C) * F;
   if (S == 0) {
     CUDA_CHECK(cudaMemsetAsync(dm, 0, sizeof(T) * N * C, stream));
@@ -236,8 +254,11 @@ void CudaMoeLayer<T>::backward(T* dm, const CudaMoeGrads& g, const T* dout, cons
   shared_backward(dm, g, dout, m, w, stream, cublas);  // dm (=)
   dys_.resize(static_cast<size_t>(A) * C);
   dxs_.resize(static_cast<size_t>(A) * C);
-  if (exchange_) {
+  int n0 = 0, Ns = N;  // the tokens whose router terms this rank differentiates
+  if (moves_rows()) {
     routed_backward(dm, g, dout, w, stream, cublas);  // dm (+=), dgates_ (=)
+    n0 = n0_;
+    Ns = n1_ - n0_;
   } else {
     // combine: dys = gate * dout rows; dgates per slot; experts; dispatch: dm += token rows
     cuda::combine_backward(dys_.data(), dgates_.data(), dout, ys_.data(), row_token_.data(),
@@ -250,17 +271,22 @@ void CudaMoeLayer<T>::backward(T* dm, const CudaMoeGrads& g, const T* dout, cons
   cuda::router_losses_backward(dprobs_.data(), dlse_.data(), grp_frac_.data(), lse_.data(), N, E,
                                NG_ > 0 ? NG_ : 1, d_.aux_coeff, d_.z_coeff, s.token_weight,
                                s.group_weight, stream);
-  cuda::router_backward(dlogits_.data(), dgates_.data(), dprobs_.data(), dlse_.data(),
-                        probs_.data(), topk_.data(), N, E, K, d_.norm_topk, stream);
+  const long nE = static_cast<long>(n0) * E, nK = static_cast<long>(n0) * K;
+  cuda::router_backward(dlogits_.data() + nE, dgates_.data() + nK, dprobs_.data() + nE,
+                        dlse_.data() + n0, probs_.data() + nE, topk_.data() + nK, Ns, E, K,
+                        d_.norm_topk, stream);
   const T* dz = nullptr;
   if constexpr (std::is_same_v<T, float>) {
-    dz = dlogits_.data();
+    dz = dlogits_.data() + nE;
   } else {  // the GEMM wants both operands in T
     dlogits_t_.resize(static_cast<size_t>(N) * E);
-    cuda::convert(dlogits_t_.data(), dlogits_.data(), static_cast<long>(N) * E, stream);
-    dz = dlogits_t_.data();
+    cuda::convert(dlogits_t_.data() + nE, dlogits_.data() + nE, static_cast<long>(Ns) * E, stream);
+    dz = dlogits_t_.data() + nE;
   }
-  cuda::matmul_backward<T>(dm, g.router, dz, m, w.router, N, C, E, cublas, Grad::kAccumulate);
+  const long nC = static_cast<long>(n0) * C;
+  cuda::matmul_backward<T>(dm + nC, g.router, dz, m + nC, w.router, Ns, C, E, cublas,
+                           Grad::kAccumulate);
+  sum_over_tp(dm, "the MoE input gradient", stream);
 }
 
 template <class T>

@@ -33,6 +33,7 @@
 namespace sy::comm {
 class GpuExchange;
 struct GpuRoute;
+class NcclComm;
 }  // namespace sy::comm
 
 namespace sy {
@@ -57,15 +58,27 @@ struct CudaMoeGrads {
   float *sw1 = nullptr, *sw3 = nullptr, *sw2 = nullptr;
 };
 
+// The groups a layer works over (CUDA build with NCCL); all null / 1 on one GPU.
+struct CudaMoeParallel {
+  comm::GpuExchange* exchange = nullptr;  // the EP group's (ep > 1), not owned
+  comm::NcclComm* tp = nullptr;           // the tp group (tp > 1), not owned
+  int tp_rank = 0, tp_size = 1;
+  // moe.overlap_chunks, with an exchange: the tokens are moved in that many chunks, each
+  // chunk's dispatch (on the layer's communication stream) overlapping the previous chunk's
+  // experts (on the caller's stream). Every EP rank passes the same count.
+  int chunks = 1;
+  double timeout_s = 0;  // bounded NCCL waits (parallel.timeout_s)
+};
+
 template <class T>
 class CudaMoeLayer {
  public:
-  // exchange: null on one GPU (dims.L must then be E); else the EP group's exchange (not owned),
-  // with dims.L = E / its size. chunks (moe.overlap_chunks, with an exchange): the tokens are
-  // moved in that many chunks, each chunk's dispatch (on the layer's communication stream)
-  // overlapping the previous chunk's experts (on the caller's stream). Every EP rank must pass
-  // the same count.
-  explicit CudaMoeLayer(const MoeDims& dims, comm::GpuExchange* exchange = nullptr, int chunks = 1);
+  // dims: this rank's shares (moe_dims(cfg, tp, ep, 1)): L = E/ep local experts with an
+  // exchange (all E without), the shared experts' hidden split over tp (Fs = F/tp). With tp > 1
+  // (as the CPU MoeLayer) every tp rank routes the whole micro-batch but moves and
+  // differentiates only its token slice, and the output and the input gradient are summed over
+  // tp; the router gradient is this rank's partial sum (the trainer sums it over tp).
+  explicit CudaMoeLayer(const MoeDims& dims, const CudaMoeParallel& par = {});
 
   // out[N,C] (=) MoE(m[N,C]) for B sequences of T_ tokens. Returns the weighted aux and z terms.
   // Waits for `stream`: the routing counts size the grouped GEMMs on the host.
@@ -99,17 +112,21 @@ class CudaMoeLayer {
     cuda::DeviceBuffer<float> rows_g, row_gate, drow_gates;  // [Mr,K], [A], [Mr,K]
     cuda::DeviceBuffer<int32_t> row_token, slot_row;         // [A] row of each, [Mr*K] its row
     cuda::DeviceBuffer<int64_t> slot;                        // [A] slot r*K+j of each row
+    const T* x = nullptr;      // the rows: rows_x, or the tokens themselves without an exchange
+    const float* g = nullptr;  // their gates [Mr,K]
   };
 
   // Route the N tokens: logits, probs, top-k, gates, losses and the one-GPU layout (global
   // experts); waits for the stream once for the counts and losses.
   void route(const T* m, int B, int T_, const CudaMoeWeights<T>& w, const LossScale& s,
              cudaStream_t stream, cublasHandle_t cublas);
-  // With an exchange (cuda_moe_parallel.cu): the chunks' routes and local layouts (host,
-  // collective), then their moves and experts; ytok_ (=) the routed output of every token.
+  // With an exchange or tp > 1 (cuda_moe_parallel.cu): this rank's token slice [n0_, n1_) in
+  // chunks: their routes and local layouts (host, collective), then their moves and experts;
+  // ytok_ (=) the routed output of the slice's tokens (zeros elsewhere).
   void routed_forward(const T* m, const CudaMoeWeights<T>& w, cudaStream_t stream,
                       cublasHandle_t cublas);
-  // dm (+=) the routed part's input gradient, dgates_ (=) the gate gradients; weight gradients.
+  // dm (+=) the routed part's input gradient, dgates_ (=) the gate gradients (zeros outside the
+  // slice); weight gradients (+=).
   void routed_backward(T* dm, const CudaMoeGrads& g, const T* dout, const CudaMoeWeights<T>& w,
                        cudaStream_t stream, cublasHandle_t cublas);
   // Rows [a0, a0 + sum(rows)) of xs (=) rows of src by row_token; h1, h3, h, ys there: the
@@ -124,9 +141,14 @@ class CudaMoeLayer {
   void shared_backward(T* dm, const CudaMoeGrads& g, const T* dout, const T* m,
                        const CudaMoeWeights<T>& w, cudaStream_t stream, cublasHandle_t cublas);
 
+  bool moves_rows() const { return exchange_ != nullptr || par_.tp_size > 1; }
+  void sum_over_tp(T* x, const char* what, cudaStream_t stream);  // x[N,C] (=) its tp sum
+
   MoeDims d_;
+  CudaMoeParallel par_;
   comm::GpuExchange* exchange_ = nullptr;
-  std::vector<Chunk> chunks_;  // [moe.overlap_chunks] with an exchange
+  int n0_ = 0, n1_ = 0;        // this rank's token slice
+  std::vector<Chunk> chunks_;  // [moe.overlap_chunks] with an exchange, [1] with tp only
   // The communication stream and the two events that order it with the caller's stream
   // (unique_ptr: the layer stays movable).
   std::unique_ptr<cuda::Stream> comm_stream_;

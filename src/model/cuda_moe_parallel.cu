@@ -1,6 +1,7 @@
-// The routed part of the GPU MoE layer across expert-parallel ranks (see cuda_moe.h; the CPU
-// counterpart is src/model/moe_parallel.cpp): the micro-batch's tokens travel in
-// moe.overlap_chunks chunks, each with its own route through comm::GpuExchange.
+// The routed part of the GPU MoE layer across ranks (see cuda_moe.h; the CPU counterpart is
+// src/model/moe_parallel.cpp): this rank's token slice (all tokens unless tp > 1) travels in
+// moe.overlap_chunks chunks, each with its own route through comm::GpuExchange; with tp > 1 and
+// no exchange the slice's tokens are the rows themselves.
 //
 // Forward, with C chunks (host work first, then two streams):
 //   host    route and local layout of every chunk (collective, in chunk order on every rank)
@@ -14,6 +15,7 @@
 // CPU's build_layout) and go through the one-GPU kernels with rows in place of tokens: gather,
 // grouped SwiGLU, combine (gate-weighted sum per row), and their backward.
 #include <algorithm>
+#include <span>
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/moe_ops.h"
@@ -46,21 +48,28 @@ void CudaMoeLayer<T>::routed_forward(const T* m, const CudaMoeWeights<T>& w, cud
                                      cublasHandle_t cublas) {
   const int N = N_, C = d_.C, K = d_.K, F = d_.F, L = d_.local_experts(), NK = N * K;
   const auto nc = static_cast<int>(chunks_.size());
+  n0_ = static_cast<int>(static_cast<int64_t>(N) * par_.tp_rank / par_.tp_size);
+  n1_ = static_cast<int>(static_cast<int64_t>(N) * (par_.tp_rank + 1) / par_.tp_size);
+  const int Ns = n1_ - n0_;
   h_kept_.resize(NK);
   for (int q = 0; q < NK; ++q) h_kept_[q] = h_slot_row_[q] >= 0 ? h_topk_[q] : -1;
 
-  // 1. Host: every chunk's route (collective) and local layout over its received rows.
+  // 1. Host: every chunk's route (collective) and local layout over its rows: the rows the
+  // exchange delivers, or without one (tp only) the chunk's tokens, every expert local.
   rows_.assign(static_cast<size_t>(L), 0);
   int a0 = 0;
   for (int c = 0; c < nc; ++c) {
     Chunk& ch = chunks_[static_cast<size_t>(c)];
-    ch.n0 = static_cast<int>(static_cast<long>(N) * c / nc);
-    ch.n1 = static_cast<int>(static_cast<long>(N) * (c + 1) / nc);
-    exchange_->layout(std::span<const int32_t>(h_kept_.data() + static_cast<long>(ch.n0) * K,
-                                               static_cast<size_t>(ch.n1 - ch.n0) * K),
-                      ch.n1 - ch.n0, K, *ch.route, stream);
-    ch.Mr = static_cast<int>(ch.route->num_recv());
-    const std::vector<int32_t>& loc = ch.route->plan.recv_topk_local;
+    ch.n0 = n0_ + static_cast<int>(static_cast<long>(Ns) * c / nc);
+    ch.n1 = n0_ + static_cast<int>(static_cast<long>(Ns) * (c + 1) / nc);
+    const std::span<const int32_t> kept(h_kept_.data() + static_cast<long>(ch.n0) * K,
+                                        static_cast<size_t>(ch.n1 - ch.n0) * K);
+    std::span<const int32_t> loc = kept;
+    if (exchange_) {
+      exchange_->layout(kept, ch.n1 - ch.n0, K, *ch.route, stream);
+      loc = ch.route->plan.recv_topk_local;
+    }
+    ch.Mr = static_cast<int>(loc.size()) / K;
     ch.rows.assign(static_cast<size_t>(L), 0);
     for (int32_t e : loc)
       if (e >= 0) ++ch.rows[static_cast<size_t>(e)];
@@ -91,14 +100,33 @@ void CudaMoeLayer<T>::routed_forward(const T* m, const CudaMoeWeights<T>& w, cud
   for (auto* b : {&xs_, &ys_}) b->resize(static_cast<size_t>(A_) * C);
   for (auto* b : {&h1_, &h3_, &h_}) b->resize(static_cast<size_t>(A_) * F);
   ytok_.resize(static_cast<size_t>(N) * C);
+  ytok_.fill_bytes_async(0, stream);  // tokens outside the slice: no routed output here
   for (Chunk& ch : chunks_) {
-    ch.rows_x.resize(static_cast<size_t>(ch.Mr) * C);
     ch.yrows.resize(static_cast<size_t>(ch.Mr) * C);
-    ch.rows_g.resize(static_cast<size_t>(ch.Mr) * K);
     ch.row_gate.resize(static_cast<size_t>(ch.A));
+    if (exchange_) {
+      ch.rows_x.resize(static_cast<size_t>(ch.Mr) * C);
+      ch.rows_g.resize(static_cast<size_t>(ch.Mr) * K);
+      ch.x = ch.rows_x.data();
+      ch.g = ch.rows_g.data();
+    } else {
+      ch.x = m + static_cast<long>(ch.n0) * C;
+      ch.g = gates_.data() + static_cast<long>(ch.n0) * K;
+    }
     upload_async(ch.row_token, ch.h_row_token, stream);
     upload_async(ch.slot, ch.h_slot, stream);
     upload_async(ch.slot_row, ch.h_slot_row, stream);
+  }
+
+  if (!exchange_) {  // tp only: the chunk's tokens are its rows, the combine writes them
+    for (Chunk& ch : chunks_) {
+      cuda::gather_rows(ch.row_gate.data(), ch.g, ch.slot.data(), ch.A, 1, stream);
+      experts_forward(ch.x, ch.row_token.data(), ch.a0, ch.rows, w, stream, cublas);
+      cuda::combine_forward(ytok_.data() + static_cast<long>(ch.n0) * C,
+                            ys_.data() + static_cast<long>(ch.a0) * C, ch.slot_row.data(),
+                            ch.row_gate.data(), ch.Mr, K, C, stream);
+    }
+    return;
   }
 
   // 2. The moves on the communication stream, the experts on the caller's.
@@ -109,14 +137,14 @@ void CudaMoeLayer<T>::routed_forward(const T* m, const CudaMoeWeights<T>& w, cud
     exchange_->dispatch(*ch.route, m + static_cast<long>(ch.n0) * C, ch.rows_x.data(), C, cs);
     exchange_->dispatch(*ch.route, gates_.data() + static_cast<long>(ch.n0) * K, ch.rows_g.data(),
                         K, cs);
-    cuda::gather_rows(ch.row_gate.data(), ch.rows_g.data(), ch.slot.data(), ch.A, 1, cs);
+    cuda::gather_rows(ch.row_gate.data(), ch.g, ch.slot.data(), ch.A, 1, cs);
     comm_done_->record(cs);
   };
   dispatch(chunks_[0]);
   for (int c = 0; c < nc; ++c) {
     Chunk& ch = chunks_[static_cast<size_t>(c)];
     CUDA_CHECK(cudaStreamWaitEvent(stream, comm_done_->get(), 0));  // chunk c has arrived
-    experts_forward(ch.rows_x.data(), ch.row_token.data(), ch.a0, ch.rows, w, stream, cublas);
+    experts_forward(ch.x, ch.row_token.data(), ch.a0, ch.rows, w, stream, cublas);
     ch.yrows.fill_bytes_async(0, stream);
     cuda::combine_forward(ch.yrows.data(), ys_.data() + static_cast<long>(ch.a0) * C,
                           ch.slot_row.data(), ch.row_gate.data(), ch.Mr, K, C, stream);
@@ -137,21 +165,33 @@ void CudaMoeLayer<T>::routed_backward(T* dm, const CudaMoeGrads& g, const T* dou
                                       cublasHandle_t cublas) {
   const int N = N_, C = d_.C, K = d_.K;
   ytok_.resize(static_cast<size_t>(N) * C);
+  ytok_.fill_bytes_async(0, stream);    // the input gradient of the slice's tokens
+  dgates_.fill_bytes_async(0, stream);  // only the slice's gates get a gradient here
   for (Chunk& ch : chunks_) {
-    // The output gradient of the received rows (combine's adjoint is dispatch), through the
-    // gates and the experts, then the row and gate gradients back to their tokens.
-    const long oc = static_cast<long>(ch.a0) * C;
-    ch.drow_gates.resize(static_cast<size_t>(ch.Mr) * K);
-    exchange_->dispatch(*ch.route, dout + static_cast<long>(ch.n0) * C, ch.yrows.data(), C, stream);
-    cuda::combine_backward(dys_.data() + oc, ch.drow_gates.data(), ch.yrows.data(), ys_.data() + oc,
+    // The output gradient of the rows (combine's adjoint is dispatch), through the gates and the
+    // experts, then the row and gate gradients back to their tokens.
+    const long oc = static_cast<long>(ch.a0) * C, tc = static_cast<long>(ch.n0) * C;
+    const T* drows = dout + tc;  // tp only: the rows are the tokens
+    float* drow_gates = dgates_.data() + static_cast<long>(ch.n0) * K;
+    if (exchange_) {
+      exchange_->dispatch(*ch.route, dout + tc, ch.yrows.data(), C, stream);
+      drows = ch.yrows.data();
+      ch.drow_gates.resize(static_cast<size_t>(ch.Mr) * K);
+      drow_gates = ch.drow_gates.data();
+    }
+    cuda::combine_backward(dys_.data() + oc, drow_gates, drows, ys_.data() + oc,
                            ch.row_token.data(), ch.row_gate.data(), ch.slot_row.data(), ch.A, ch.Mr,
                            K, C, stream);
     experts_backward(ch.a0, ch.rows, g, w, stream, cublas);
+    if (!exchange_) {
+      cuda::gather_rows_backward(ytok_.data() + tc, dxs_.data() + oc, ch.slot_row.data(), ch.Mr, K,
+                                 C, stream);
+      continue;
+    }
     ch.yrows.fill_bytes_async(0, stream);
     cuda::gather_rows_backward(ch.yrows.data(), dxs_.data() + oc, ch.slot_row.data(), ch.Mr, K, C,
                                stream);
-    exchange_->combine(*ch.route, ch.yrows.data(), ytok_.data() + static_cast<long>(ch.n0) * C, C,
-                       stream);
+    exchange_->combine(*ch.route, ch.yrows.data(), ytok_.data() + tc, C, stream);
     exchange_->combine(*ch.route, ch.drow_gates.data(),
                        dgates_.data() + static_cast<long>(ch.n0) * K, K, stream);
   }
@@ -163,12 +203,12 @@ void CudaMoeLayer<T>::routed_backward(T* dm, const CudaMoeGrads& g, const T* dou
 template <class T>
 void CudaMoeLayer<T>::routed_forward(const T*, const CudaMoeWeights<T>&, cudaStream_t,
                                      cublasHandle_t) {
-  SY_CHECK(false, "expert parallelism on the GPU needs the NCCL build");
+  SY_CHECK(false, "expert or tensor parallelism on the GPU needs the NCCL build");
 }
 template <class T>
 void CudaMoeLayer<T>::routed_backward(T*, const CudaMoeGrads&, const T*, const CudaMoeWeights<T>&,
                                       cudaStream_t, cublasHandle_t) {
-  SY_CHECK(false, "expert parallelism on the GPU needs the NCCL build");
+  SY_CHECK(false, "expert or tensor parallelism on the GPU needs the NCCL build");
 }
 
 #endif

@@ -1,18 +1,21 @@
 // `device: cuda`: the training loop of SPEC section 3 with CudaModel (parameters, gradients and
 // AdamW moments on the device, in the CPU rank's flat layout), on one GPU or over one GPU per
-// rank, data- and expert-parallel:
+// rank, data-, tensor- and expert-parallel:
 //
 //   - device choice: local rank (an MPI_COMM_TYPE_SHARED split) % the visible GPU count; a node
 //     with more ranks than GPUs is refused (NCCL needs a GPU per rank);
 //   - the work split: each rank processes its dp share of the global batch exactly as the CPU
 //     trainer does (same BatchLoader, same sequence indices), so a 2-GPU run sees the sequences
 //     of a 1-GPU run, in other micro-batches;
+//   - tensor parallelism (parallel.tp > 1): attention heads and shared experts split over tp,
+//     activations all-reduced with NCCL (src/model/cuda_model.h);
 //   - expert parallelism (parallel.ep > 1): each rank holds E/ep experts and its MoE layers move
 //     tokens through comm::GpuExchange (NCCL inside a node, MPI across nodes, the hierarchical
 //     route of comm/route_plan.h);
 //   - gradients: summed by NCCL all-reduces (a few large buckets, on the model's stream,
-//     bounded wait) before the global-norm clip and AdamW: the dense group over dp, the expert
-//     group over edp (the parameter table's two groups); the norm adds the other EP ranks'
+//     bounded wait) before the global-norm clip and AdamW: the router's tp-partial gradients
+//     over tp, then the dense group over dp and the expert group over edp (the parameter
+//     table's two groups); the norm adds the other tp ranks' dense sums and the other EP ranks'
 //     expert sums. NCCL gives every rank the same bits, so every replica applies the same update
 //     and the parameters stay identical;
 //   - loss, routing counts (the router-bias sign rule needs the global ones) and val_loss are
@@ -22,8 +25,8 @@
 //     CPU trainer's code (train_ckpt.h) with the device buffers downloaded to host vectors: the
 //     same files, so a GPU checkpoint resumes on the CPU and the other way round.
 //
-// Not done on the GPU path (refused by check_gpu_run, naming the key): tensor parallelism
-// (parallel.tp/etp > 1) and ZeRO-1.
+// Not done on the GPU path (refused by check_gpu_run, naming the key): expert tensor parallelism
+// (parallel.etp > 1) and ZeRO-1.
 #include "src/train/train_gpu.h"
 
 #include <algorithm>
@@ -63,13 +66,11 @@ namespace sy {
 
 void check_gpu_run(const Config& cfg, int world_size) {
   if (cfg.device != Device::kCuda) return;
-  for (const auto& [key, value] :
-       {std::pair{"parallel.tp", cfg.parallel.tp}, std::pair{"parallel.etp", cfg.parallel.etp}})
-    if (value != 1)
-      throw UsageError(std::string(key) + "=" + std::to_string(value) +
-                       ": device: cuda has no tensor parallelism yet (parallel.tp and "
-                       "parallel.etp must be 1; data and expert parallelism run on GPUs, tensor "
-                       "parallelism with device: cpu)");
+  if (cfg.parallel.etp != 1)
+    throw UsageError("parallel.etp=" + std::to_string(cfg.parallel.etp) +
+                     ": device: cuda does not split the experts' hidden dimension (parallel.etp "
+                     "must be 1; data, tensor and expert parallelism run on GPUs, expert tensor "
+                     "parallelism with device: cpu)");
   if (cfg.parallel.zero1)
     throw UsageError(
         "parallel.zero1=true is not supported with device: cuda (every GPU keeps the whole AdamW "
@@ -106,6 +107,7 @@ struct GpuRun {
 #if defined(SWITCHYARD_HAVE_NCCL)
   std::unique_ptr<comm::GpuExchange> exchange;  // the EP group's, when ep > 1
   std::unique_ptr<comm::NcclComm> dp_nccl;      // over the dp group, when dp > 1
+  std::unique_ptr<comm::NcclComm> tp_nccl;      // over the tp group, when tp > 1
   std::unique_ptr<comm::NcclComm> edp_nccl;     // over the edp group, when ep > 1 and edp > 1
 #endif
   std::unique_ptr<CudaModel> model;             // last: destroyed before the exchange it uses
@@ -159,6 +161,21 @@ void all_reduce_grads(CudaModel& model, ParamGroup group, comm::NcclComm& nccl, 
 }
 #endif
 
+#if defined(SWITCHYARD_HAVE_NCCL)
+// The router gradients (TpMode::kPartialGrad: each tp rank's token slice) (=) their sum over tp,
+// before the data-parallel reduction.
+void sum_router_grads_over_tp(CudaModel& model, comm::NcclComm& tp, double timeout_s,
+                              int64_t step) {
+  for (const ParamSpec& spec : model.table().specs())
+    if (spec.tp_mode == TpMode::kPartialGrad) {
+      float* grads = model.device_grads() + spec.offset;
+      tp.all_reduce_sum(grads, grads, spec.numel, comm::nccl_type<float>(), model.stream());
+    }
+  tp.wait(model.stream(), timeout_s,
+          "the router gradient all-reduce over tp of step " + std::to_string(step));
+}
+#endif
+
 // The router-bias sign rule (SPEC 3) on the host copy, from the global routing counts.
 void update_biases(CudaModel& model, const Config& cfg, const std::vector<int64_t>& selected) {
   const int L = static_cast<int>(cfg.model.n_layers), E = static_cast<int>(cfg.moe.num_experts);
@@ -188,14 +205,19 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   comm::Watchdog* wd = args.watchdog;
   const auto t_start = Clock::now();
   const bool rank0 = lay.world_rank == 0;
-  SY_CHECK(lay.tp == 1 && lay.etp == 1, "train_on_gpu: check_gpu_run first");
+  SY_CHECK(lay.etp == 1, "train_on_gpu: check_gpu_run first");
 
   keep = std::make_shared<GpuRun>();
   GpuRun& run = *keep;
   select_device(run, g.world());
   comm::GpuExchange* exchange = nullptr;
+  comm::NcclComm* tp = nullptr;
 #if defined(SWITCHYARD_HAVE_NCCL)
   if (lay.dp > 1) run.dp_nccl = std::make_unique<comm::NcclComm>(g.dp().get());
+  if (lay.tp > 1) {
+    run.tp_nccl = std::make_unique<comm::NcclComm>(g.tp().get());
+    tp = run.tp_nccl.get();
+  }
   if (lay.ep > 1) {
     run.exchange = std::make_unique<comm::GpuExchange>(g.ep().get(), ep_node_of_rank(lay),
                                                        static_cast<int>(cfg.moe.num_experts),
@@ -204,12 +226,15 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
     if (lay.edp > 1) run.edp_nccl = std::make_unique<comm::NcclComm>(g.edp().get());
   }
 #endif
-  run.model = std::make_unique<CudaModel>(cfg, shard_layout(lay), exchange);
+  run.model = std::make_unique<CudaModel>(cfg, shard_layout(lay), exchange, tp);
   CudaModel& model = *run.model;
   model.init_params(cfg.run.seed);
-  // The squared global gradient norm: the dense group is the same on every rank (all-reduced over
-  // dp = the world), the expert group differs between the EP ranks.
+  // The squared global gradient norm: the dense group is the same on the dp ranks (all-reduced
+  // over dp) and split over tp (each parameter counted by one tp rank), the expert group is the
+  // same on the edp ranks and split over ep.
   const CudaModel::TotalSq total_sq = [&](double dense_sq, double expert_sq) {
+    if (lay.tp > 1)
+      comm::allreduce_sum(std::span<double>(&dense_sq, 1), g.tp(), wd, "the dense gradient norm");
     if (lay.ep > 1)
       comm::allreduce_sum(std::span<double>(&expert_sq, 1), g.ep(), wd, "the expert gradient norm");
     return dense_sq + expert_sq;
@@ -282,9 +307,11 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
     model.zero_grads();
     tot = share.accumulate(model, step);
 #if defined(SWITCHYARD_HAVE_NCCL)
-    if (run.dp_nccl)  // the expert group too when ep = 1 (then edp = dp)
+    if (run.tp_nccl)
+      sum_router_grads_over_tp(model, *run.tp_nccl, cfg.parallel.timeout_s, step + 1);
+    if (run.dp_nccl)
       all_reduce_grads(model, ParamGroup::kDense, *run.dp_nccl, cfg.parallel.timeout_s, step + 1);
-    if (run.dp_nccl && lay.ep == 1)
+    if (run.dp_nccl && lay.ep == 1)  // edp = dp
       all_reduce_grads(model, ParamGroup::kExpert, *run.dp_nccl, cfg.parallel.timeout_s, step + 1);
     if (run.edp_nccl)
       all_reduce_grads(model, ParamGroup::kExpert, *run.edp_nccl, cfg.parallel.timeout_s, step + 1);

@@ -95,13 +95,13 @@ TEST_F(Launch, WatchdogEndsAJobWhoseRankStopsTalking) {
   EXPECT_LT(s, 60.0) << r.output;
 }
 
-// device: cuda has data and expert parallelism but no tensor parallelism: a tp or etp layout (or
-// ZeRO-1) is one message naming the key and exit 2 on every rank, before any GPU is looked for
-// -- the same in a build with or without the CUDA backend, and on a machine without a GPU.
-TEST_F(Launch, DeviceCudaTensorParallelIsRefusedNamingTheKey) {
+// device: cuda has data, tensor and expert parallelism but does not split the experts: an etp
+// layout (or ZeRO-1) is one message naming the key and exit 2 on every rank, before any GPU is
+// looked for -- the same in a build with or without the CUDA backend, and on a machine without
+// a GPU.
+TEST_F(Launch, DeviceCudaExpertTensorParallelIsRefusedNamingTheKey) {
   for (const auto& [set, key] :
-       {std::pair{std::string("--set parallel.tp=2"), std::string("parallel.tp=2")},
-        std::pair{std::string("--set parallel.etp=2"), std::string("parallel.etp=2")},
+       {std::pair{std::string("--set parallel.etp=2"), std::string("parallel.etp=2")},
         std::pair{std::string("--set parallel.zero1=true"), std::string("parallel.zero1")}}) {
     const auto r = run_command(mpirun(2) + train("--set device=cuda " + set));
     EXPECT_EQ(r.exit_code, 2) << set << "\n" << r.output;
