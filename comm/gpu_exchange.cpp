@@ -145,17 +145,21 @@ void GpuExchange::inside_node(const T* send, const std::vector<int64_t>& send_ro
 }
 
 template <class T>
+GpuExchange::Scratch<T> GpuExchange::begin_call(const RoutePlan& p, size_t row_bytes) {
+  count_traffic(p, row_bytes);
+  a_.resize(static_cast<size_t>(p.num_sent()) * row_bytes);
+  xr_.resize(static_cast<size_t>(p.num_forwarded()) * row_bytes);
+  b_.resize(static_cast<size_t>(p.num_fanned()) * row_bytes);
+  return {reinterpret_cast<T*>(a_.data()), reinterpret_cast<T*>(xr_.data()),
+          reinterpret_cast<T*>(b_.data())};
+}
+
+template <class T>
 void GpuExchange::dispatch(const GpuRoute& route, const T* x, T* recv, int W, cudaStream_t stream) {
   detail::StatsTimer timer(&stats_.seconds);
   const RoutePlan& p = route.plan;
   const size_t row = static_cast<size_t>(W) * sizeof(T);
-  count_traffic(p, row);
-  a_.resize(static_cast<size_t>(p.num_sent()) * row);
-  xr_.resize(static_cast<size_t>(p.num_forwarded()) * row);
-  b_.resize(static_cast<size_t>(p.num_fanned()) * row);
-  T* a = reinterpret_cast<T*>(a_.data());
-  T* xr = reinterpret_cast<T*>(xr_.data());
-  T* b = reinterpret_cast<T*>(b_.data());
+  const auto [a, xr, b] = begin_call<T>(p, row);
   cuda::gather_rows(a, x, route.a_send_token.data(), p.num_sent(), W, stream);
   across_nodes(a, p.a_send_rows, xr, p.a_recv_rows, row, stream, "dispatch across nodes");
   cuda::gather_rows(b, xr, route.b_send_row.data(), p.num_fanned(), W, stream);
@@ -167,13 +171,7 @@ void GpuExchange::combine(const GpuRoute& route, const T* y, T* out, int W, cuda
   detail::StatsTimer timer(&stats_.seconds);
   const RoutePlan& p = route.plan;
   const size_t row = static_cast<size_t>(W) * sizeof(T);
-  count_traffic(p, row);
-  a_.resize(static_cast<size_t>(p.num_sent()) * row);
-  xr_.resize(static_cast<size_t>(p.num_forwarded()) * row);
-  b_.resize(static_cast<size_t>(p.num_fanned()) * row);
-  T* a = reinterpret_cast<T*>(a_.data());
-  T* xr = reinterpret_cast<T*>(xr_.data());
-  T* b = reinterpret_cast<T*>(b_.data());
+  const auto [a, xr, b] = begin_call<T>(p, row);
   inside_node(y, p.b_recv_rows, b, p.b_send_rows, W, stream, "combine inside the node");
   cuda::segment_sum_rows(xr, b, route.b_row_begin.data(), route.b_row_pos.data(), p.num_forwarded(),
                          W, stream);

@@ -79,6 +79,14 @@ class GpuExchange {
                    const std::vector<int64_t>& recv_rows, int W, cudaStream_t stream,
                    const char* what);
   void count_traffic(const RoutePlan& plan, size_t row_bytes);
+  // A dispatch or combine begins: its traffic counted, and the three row buffers grown for the
+  // plan: a[S], xr[X], b[F] rows.
+  template <class T>
+  struct Scratch {
+    T *a, *xr, *b;
+  };
+  template <class T>
+  Scratch<T> begin_call(const RoutePlan& plan, size_t row_bytes);
 
   RouteGroups groups_;
   NcclComm node_nccl_;

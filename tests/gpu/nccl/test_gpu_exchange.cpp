@@ -20,8 +20,7 @@ namespace {
 
 using sy::comm::GpuExchange;
 using sy::comm::GpuRoute;
-using sy::gputest::sum_wrong;
-using sy::gputest::world_size;
+using sy::test::world_size;
 
 // Host doubles <-> device T, through float (the test's values are small exact integers).
 template <class T>
@@ -94,7 +93,7 @@ TEST(GpuExchange, MatchesReferenceOnOneNodeAndOnEmulatedNodes) {
       }
     }
   }
-  EXPECT_EQ(sum_wrong(wrong), 0);
+  EXPECT_EQ(sy::test::sum_over_world(wrong), 0);
 }
 
 // bf16 rows: integers below 256 are exact in bf16, so the bf16 run must give the float run's
@@ -114,7 +113,7 @@ TEST(GpuExchange, Bf16RowsMatchFloatRows) {
   const auto r32 = f32.dispatch(x, W), r16 = b16.dispatch(x, W);
   const auto c32 = f32.combine(r32, W), c16 = b16.combine(r16, W);
   long wrong = (r32 != r16) + (c32 != c16);
-  EXPECT_EQ(sum_wrong(wrong), 0) << "bf16 rows differ from float rows";
+  EXPECT_EQ(sy::test::sum_over_world(wrong), 0) << "bf16 rows differ from float rows";
 }
 
 }  // namespace

@@ -15,8 +15,7 @@
 
 namespace {
 
-using sy::gputest::sum_wrong;
-using sy::gputest::world_size;
+using sy::test::world_size;
 
 using sy::comm::nccl_type;
 using sy::comm::NcclComm;
@@ -41,7 +40,7 @@ TEST(Nccl, CollectivesMatchClosedForm) {
   auto got = d_recv.download();
   for (size_t i = 0; i < got.size(); ++i)
     wrong += got[i] != static_cast<float>(n * static_cast<long>(i) + n * (n - 1) / 2);
-  EXPECT_EQ(sum_wrong(wrong), 0) << "all_reduce";
+  EXPECT_EQ(sy::test::sum_over_world(wrong), 0) << "all_reduce";
 
   // reduce-scatter: rank r gets elements [r*count, (r+1)*count) of the sum.
   DeviceBuffer<float> d_rs(count);
@@ -54,7 +53,7 @@ TEST(Nccl, CollectivesMatchClosedForm) {
     const long gi = static_cast<long>(r * count + i);
     wrong += got[i] != static_cast<float>(n * gi + n * (n - 1) / 2);
   }
-  EXPECT_EQ(sum_wrong(wrong), 0) << "reduce_scatter";
+  EXPECT_EQ(sy::test::sum_over_world(wrong), 0) << "reduce_scatter";
 
   // all-gather: slot p holds rank p's first `count` elements (p + i).
   DeviceBuffer<float> d_ag(count * n);
@@ -66,7 +65,7 @@ TEST(Nccl, CollectivesMatchClosedForm) {
   for (int p = 0; p < n; ++p)
     for (size_t i = 0; i < count; ++i)
       wrong += got[p * count + i] != static_cast<float>(p + static_cast<long>(i));
-  EXPECT_EQ(sum_wrong(wrong), 0) << "all_gather";
+  EXPECT_EQ(sy::test::sum_over_world(wrong), 0) << "all_gather";
 }
 
 // all_to_all_v with counts (src + dst) % 3 (zero for some pairs, so ranks send or receive
@@ -102,7 +101,7 @@ TEST(Nccl, AllToAllV) {
   for (int p = 0; p < n; ++p)
     for (size_t i = 0; i < rc[p]; ++i)
       wrong += got[rd[p] + i] != 1000 * p + 100 * r + static_cast<int32_t>(i);
-  EXPECT_EQ(sum_wrong(wrong), 0);
+  EXPECT_EQ(sy::test::sum_over_world(wrong), 0);
 }
 
 TEST(Nccl, CudaAwareMpiIsAnswered) {

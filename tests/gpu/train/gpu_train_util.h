@@ -146,4 +146,38 @@ inline TrainSummary run_on(int ranks, const Config& cfg, const std::string& resu
   return test::train_on_first(ranks, cfg, o);
 }
 
+// Multi-GPU runs against the 1-GPU run: losses within kLossTolerance (relative), final
+// parameters within kParamTolerance (per tensor, ||a - b|| / ||b||, as
+// tests/train/test_layouts.cpp).
+constexpr double kLossTolerance = 1e-5;
+constexpr double kParamTolerance = 1e-4;
+
+// Skips the calling test unless it runs in the np=2 instance with a GPU for each rank.
+#define SY_REQUIRE_TWO_GPU_RANKS()                                                  \
+  do {                                                                              \
+    if (::sy::test::world_size() != 2) GTEST_SKIP() << "runs in the np=2 instance"; \
+    const int sy_n_ = ::sy::gputest::gpus_everywhere();                             \
+    if (sy_n_ < 2) GTEST_SKIP() << "2 ranks need 2 GPUs, found " << sy_n_;          \
+  } while (0)
+
+// `two` (a run on both ranks, with gather_params and check_replicas) against `one` (the 1-GPU
+// run): every rank checks its replicas; rank 0 every step's loss, the final val_loss and the
+// gathered parameters.
+inline void expect_matches_one_gpu(const TrainSummary& two, const TrainSummary& one,
+                                   const std::string& what) {
+  EXPECT_TRUE(two.diverged_replicas.empty())
+      << what << ": replicas differ on rank " << test::world_rank() << ", first "
+      << two.diverged_replicas.front();
+  if (test::world_rank() != 0) return;
+  ASSERT_EQ(two.step_losses.size(), one.step_losses.size()) << what;
+  for (size_t i = 0; i < one.step_losses.size(); ++i)
+    EXPECT_NEAR(two.step_losses[i], one.step_losses[i], kLossTolerance * one.step_losses[i])
+        << what << ", step " << i + 1;
+  EXPECT_NEAR(two.final_val_loss, one.final_val_loss, kLossTolerance * one.final_val_loss) << what;
+  ASSERT_EQ(two.final_params.size(), one.final_params.size()) << what;
+  for (const auto& [name, want] : one.final_params)
+    EXPECT_LE(relative_l2(two.final_params.at(name), want), kParamTolerance)
+        << what << ": " << name;
+}
+
 }  // namespace sy::gputest

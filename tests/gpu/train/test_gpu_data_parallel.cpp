@@ -19,31 +19,15 @@
 namespace sy {
 namespace {
 
-constexpr double kLossTolerance = 1e-5;
-// Per-tensor ||a - b|| / ||b|| of the final parameters (as tests/train/test_layouts.cpp).
-constexpr double kParamTolerance = 1e-4;
+using gputest::kLossTolerance;
 
 TEST(GpuDataParallel, TwoGpusMatchOneGpuWithIdenticalReplicas) {
-  if (test::world_size() != 2) GTEST_SKIP() << "the data-parallel test runs in the np=2 instance";
-  const int n = gputest::gpus_everywhere();
-  if (n < 2) GTEST_SKIP() << "2 ranks need 2 GPUs, found " << n;
+  SY_REQUIRE_TWO_GPU_RANKS();
   gputest::SharedRunDir dir;
   const std::vector<std::string> set = {"moe.bias_update_rate=1e-3"};
   const TrainSummary one = gputest::run_on(1, dir.config("one-gpu", set));
   const TrainSummary two = gputest::run_on(2, dir.config("two-gpus", set));
-
-  EXPECT_TRUE(two.diverged_replicas.empty()) << "replicas differ on rank " << test::world_rank()
-                                             << ", first " << two.diverged_replicas.front();
-  if (test::world_rank() == 0) {
-    ASSERT_EQ(two.step_losses.size(), one.step_losses.size());
-    for (size_t i = 0; i < one.step_losses.size(); ++i)
-      EXPECT_NEAR(two.step_losses[i], one.step_losses[i], kLossTolerance * one.step_losses[i])
-          << "step " << i + 1;
-    EXPECT_NEAR(two.final_val_loss, one.final_val_loss, kLossTolerance * one.final_val_loss);
-    ASSERT_EQ(two.final_params.size(), one.final_params.size());
-    for (const auto& [name, want] : one.final_params)
-      EXPECT_LE(gputest::relative_l2(two.final_params.at(name), want), kParamTolerance) << name;
-  }
+  gputest::expect_matches_one_gpu(two, one, "data-parallel");
 
   // The 2-GPU checkpoint (written once, by rank 0) holds the whole model: one GPU resumes it.
   const TrainSummary resumed =

@@ -27,13 +27,8 @@
 namespace sy {
 namespace {
 
-constexpr double kLossTolerance = 1e-5;
-constexpr double kParamTolerance = 1e-4;
-
 TEST(GpuExpertParallel, TwoGpusWithTwoExpertsEachMatchOneGpu) {
-  if (test::world_size() != 2) GTEST_SKIP() << "the expert-parallel test runs in the np=2 instance";
-  const int n = gputest::gpus_everywhere();
-  if (n < 2) GTEST_SKIP() << "2 ranks need 2 GPUs, found " << n;
+  SY_REQUIRE_TWO_GPU_RANKS();
   gputest::SharedRunDir dir;
   for (const std::string capacity : {"null", "1.0"}) {
     const std::vector<std::string> set = {"moe.bias_update_rate=1e-3",
@@ -49,27 +44,13 @@ TEST(GpuExpertParallel, TwoGpusWithTwoExpertsEachMatchOneGpu) {
           "capacity " + capacity + ", ranks_per_node " + rpn + ", overlap_chunks " + chunks;
       const TrainSummary two =
           gputest::run_on(2, dir.config("ep-" + capacity + "-" + rpn + "-" + chunks, ep));
-      EXPECT_TRUE(two.diverged_replicas.empty())
-          << what << ": replicas differ, first " << two.diverged_replicas.front();
-      if (test::world_rank() != 0) continue;
-      ASSERT_EQ(two.step_losses.size(), one.step_losses.size()) << what;
-      for (size_t i = 0; i < one.step_losses.size(); ++i)
-        EXPECT_NEAR(two.step_losses[i], one.step_losses[i], kLossTolerance * one.step_losses[i])
-            << what << ", step " << i + 1;
-      EXPECT_NEAR(two.final_val_loss, one.final_val_loss, kLossTolerance * one.final_val_loss)
-          << what;
-      ASSERT_EQ(two.final_params.size(), one.final_params.size()) << what;
-      for (const auto& [name, want] : one.final_params)
-        EXPECT_LE(gputest::relative_l2(two.final_params.at(name), want), kParamTolerance)
-            << what << ": " << name;
+      gputest::expect_matches_one_gpu(two, one, what);
     }
   }
 }
 
 TEST(GpuTensorParallel, TwoGpusWithHalfTheHeadsEachMatchOneGpu) {
-  if (test::world_size() != 2) GTEST_SKIP() << "the tensor-parallel test runs in the np=2 instance";
-  const int n = gputest::gpus_everywhere();
-  if (n < 2) GTEST_SKIP() << "2 ranks need 2 GPUs, found " << n;
+  SY_REQUIRE_TWO_GPU_RANKS();
   gputest::SharedRunDir dir;
   const std::vector<std::string> set = {"moe.bias_update_rate=1e-3", "moe.capacity_factor=1.0",
                                         "moe.shared_experts=1"};
@@ -77,17 +58,7 @@ TEST(GpuTensorParallel, TwoGpusWithHalfTheHeadsEachMatchOneGpu) {
   std::vector<std::string> tp = set;
   tp.push_back("parallel.tp=2");
   const TrainSummary two = gputest::run_on(2, dir.config("tp", tp));
-  EXPECT_TRUE(two.diverged_replicas.empty())
-      << "replicas differ, first " << two.diverged_replicas.front();
-  if (test::world_rank() != 0) return;
-  ASSERT_EQ(two.step_losses.size(), one.step_losses.size());
-  for (size_t i = 0; i < one.step_losses.size(); ++i)
-    EXPECT_NEAR(two.step_losses[i], one.step_losses[i], kLossTolerance * one.step_losses[i])
-        << "step " << i + 1;
-  EXPECT_NEAR(two.final_val_loss, one.final_val_loss, kLossTolerance * one.final_val_loss);
-  ASSERT_EQ(two.final_params.size(), one.final_params.size());
-  for (const auto& [name, want] : one.final_params)
-    EXPECT_LE(gputest::relative_l2(two.final_params.at(name), want), kParamTolerance) << name;
+  gputest::expect_matches_one_gpu(two, one, "tensor-parallel");
 }
 
 }  // namespace
