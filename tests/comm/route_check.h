@@ -8,8 +8,11 @@
 //   - a token crosses to another node once per destination node holding one of its experts.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <functional>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <tuple>
@@ -95,6 +98,39 @@ inline int64_t check_route(RouteExec& ex, int P, int me, int E, const std::vecto
   if (plan.internode_rows != internode)
     note("internode rows " + std::to_string(plan.internode_rows) + ", expected " +
          std::to_string(internode));
+  return wrong;
+}
+
+// Node of each of P EP ranks on G emulated nodes of consecutive ranks.
+inline std::vector<int> block_nodes(int P, int G) {
+  std::vector<int> node_of(static_cast<size_t>(P));
+  for (int p = 0; p < P; ++p) node_of[static_cast<size_t>(p)] = p / (P / G);
+  return node_of;
+}
+
+// The sweep both executors' tests run: for each k of `ks` one uniform routing, and at k = 2 one
+// of every skew (seeds from `seed`, widths 1..max_width), through `ex` over MPI_COMM_WORLD with E
+// experts on node_of. Each failing case is reported under `where`; returns this rank's wrong
+// entries.
+inline int64_t check_routings(RouteExec& ex, int E, const std::vector<int>& node_of,
+                              std::initializer_list<int> ks, unsigned& seed, int max_width,
+                              const std::string& where) {
+  int P = 1, me = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &P);
+  MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  int64_t wrong = 0;
+  for (int k : ks) {
+    for (Skew skew : kAllSkews) {
+      if (k != 2 && skew != Skew::kUniform) continue;
+      const Routing routing = make_routing(seed++, me, P, E, k, skew);
+      std::string first;
+      const int64_t w = check_route(ex, P, me, E, node_of, routing, 1 + seed % max_width, first);
+      if (w)
+        ADD_FAILURE() << where << " k=" << k << " skew=" << name(skew) << ": " << w << " wrong; "
+                      << first;
+      wrong += w;
+    }
+  }
   return wrong;
 }
 

@@ -20,7 +20,6 @@ namespace {
 
 using sy::comm::RouteGroups;
 using sy::comm::RoutePlan;
-using sy::test::Skew;
 
 // One all-to-all of rows of `width` doubles: send[sum(send_rows)] -> recv[sum(recv_rows)].
 std::vector<double> alltoallv(MPI_Comm comm, const std::vector<double>& send,
@@ -101,25 +100,12 @@ TEST(RoutePlan, MatchesReferenceOnEmulatedNodes) {
   int64_t wrong = 0;
   unsigned seed = 11;
   for (int G : sy::test::divisors(P)) {
-    std::vector<int> node_of(static_cast<size_t>(P));
-    for (int p = 0; p < P; ++p) node_of[static_cast<size_t>(p)] = p / (P / G);
+    const std::vector<int> node_of = sy::test::block_nodes(P, G);
     for (int L : {1, 2}) {
       const RouteGroups groups(MPI_COMM_WORLD, node_of, P * L);
-      for (int k : {1, 2, 4}) {
-        for (Skew skew : sy::test::kAllSkews) {
-          if (k != 2 && skew != Skew::kUniform) continue;
-          const auto routing =
-              sy::test::make_routing(seed++, sy::test::world_rank(), P, P * L, k, skew);
-          std::string first;
-          sy::test::RouteExec ex = host_executor(groups);
-          const int64_t w = sy::test::check_route(ex, P, sy::test::world_rank(), P * L, node_of,
-                                                  routing, 1 + seed % 5, first);
-          if (w)
-            ADD_FAILURE() << G << " nodes L=" << L << " k=" << k << " skew=" << name(skew) << ": "
-                          << w << " wrong; " << first;
-          wrong += w;
-        }
-      }
+      sy::test::RouteExec ex = host_executor(groups);
+      wrong += sy::test::check_routings(ex, P * L, node_of, {1, 2, 4}, seed, 5,
+                                        std::to_string(G) + " nodes L=" + std::to_string(L));
     }
   }
   EXPECT_EQ(sy::test::sum_over_world(wrong), 0);

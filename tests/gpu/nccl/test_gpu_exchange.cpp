@@ -68,29 +68,17 @@ sy::test::RouteExec gpu_executor(GpuExchange& ex, cudaStream_t s) {
 
 TEST(GpuExchange, MatchesReferenceOnOneNodeAndOnEmulatedNodes) {
   SY_REQUIRE_GPU_PER_RANK();
-  const int P = world_size(), me = sy::comm::world_rank();
+  const int P = world_size();
   sy::cuda::Stream stream;
-  long wrong = 0;
+  int64_t wrong = 0;
   unsigned seed = 5;
   for (int G : {1, P}) {
-    std::vector<int> node_of(static_cast<size_t>(P));
-    for (int p = 0; p < P; ++p) node_of[static_cast<size_t>(p)] = p / (P / G);
+    const std::vector<int> node_of = sy::test::block_nodes(P, G);
     for (int L : {1, 3}) {
       GpuExchange ex(MPI_COMM_WORLD, node_of, P * L, 60.0, nullptr);
       sy::test::RouteExec run = gpu_executor<float>(ex, stream.get());
-      for (int k : {1, 2, 3}) {
-        for (sy::test::Skew skew : sy::test::kAllSkews) {
-          if (k != 2 && skew != sy::test::Skew::kUniform) continue;
-          const auto routing = sy::test::make_routing(seed++, me, P, P * L, k, skew);
-          std::string first;
-          const int64_t w =
-              sy::test::check_route(run, P, me, P * L, node_of, routing, 1 + seed % 7, first);
-          if (w)
-            ADD_FAILURE() << G << " node(s) L=" << L << " k=" << k << " skew=" << name(skew) << ": "
-                          << w << " wrong; " << first;
-          wrong += w;
-        }
-      }
+      wrong += sy::test::check_routings(run, P * L, node_of, {1, 2, 3}, seed, 7,
+                                        std::to_string(G) + " node(s) L=" + std::to_string(L));
     }
   }
   EXPECT_EQ(sy::test::sum_over_world(wrong), 0);
