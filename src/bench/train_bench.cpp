@@ -240,6 +240,9 @@ void print_train_bench(const Config& cfg, const TrainBenchOptions& opt, const Tr
   if (r.torch.ran) {
     row("PyTorch tokens/s", "%.0f", r.torch.tokens_per_s);
     row("switchyard / PyTorch", "%.2f x", r.tokens_per_s / r.torch.tokens_per_s);
+    // The most this BLAS allows: a step that did nothing but its products at the table's rates.
+    row("  GEMM-only step / PyTorch", "%.2f x",
+        r.tokens_per_s * (r.gemm_only_gflops / r.gflops) / r.torch.tokens_per_s);
   }
   out << "PyTorch peer: " << r.torch.note << "\n";
 
