@@ -443,11 +443,20 @@ def main():
     ap.add_argument("--checkpoint", help="check: a switchyard checkpoint (default: initial weights)")
     ap.add_argument("--step", type=int, help="check: whose batch (default: the checkpoint's step, or 0)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--profile", action="store_true",
+                    help="bench: print torch.profiler's table of ops by CPU time to stderr")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.set)
-    (cmd_bench if args.command == "bench" else cmd_check)(cfg, args)
+    run = cmd_bench if args.command == "bench" else cmd_check
+    if not args.profile:
+        run(cfg, args)
+        return
+    from torch.profiler import profile, ProfilerActivity
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run(cfg, args)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20), file=sys.stderr)
 
 
 if __name__ == "__main__":
