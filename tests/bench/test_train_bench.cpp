@@ -1,6 +1,7 @@
 // bench train's pieces: the GEMM shapes it times are the model's (worked out by hand for
 // small.yaml's dimensions), the timings are sane, and a short run on the tiny config reports
-// numbers that agree with each other (tokens/s and GFLOP/s from the same median step time).
+// numbers that agree with each other (tokens/s and GFLOP/s from the same median step time), and
+// the PyTorch ratios print what a hand-made result works out to.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -114,6 +115,38 @@ TEST(TrainBench, ShortRunOnTinyConfig) {
   TrainBenchOptions zero = opt;
   zero.steps = 0;
   EXPECT_THROW(run_train_bench(cfg, zero, log), UsageError);
+}
+
+// The PyTorch rows, from a result made up by hand: 1000 tokens/s at 100 GFLOP/s, whose products
+// alone would run at 250 (so 2500 tokens/s), against a peer at 500 tokens/s.
+TEST(TrainBench, PrintsThePeerRatioAndTheGemmOnlyBound) {
+  const Config cfg = small_like();
+  TrainBenchResult r;
+  r.step_s = 2.048;
+  r.tokens_per_s = 1000;
+  r.gflops = 100;
+  r.ceiling_gflops = 300;
+  r.gemm_only_gflops = 250;
+  r.torch.ran = true;
+  r.torch.tokens_per_s = 500;
+  std::ostringstream table;
+  print_train_bench(cfg, TrainBenchOptions{}, r, table);
+  const std::string t = table.str();
+  const auto value = [&](const std::string& name) {
+    const size_t at = t.find(name + " ");
+    if (at == std::string::npos) return std::string("(no row '" + name + "')");
+    const size_t eol = t.find('\n', at);
+    std::istringstream rest(t.substr(at + name.size(), eol - at - name.size()));
+    std::string v, unit;
+    rest >> v >> unit;
+    return v + " " + unit;
+  };
+  EXPECT_EQ(value("switchyard / PyTorch"), "2.00 x") << t;
+  EXPECT_EQ(value("GEMM-only step / PyTorch"), "5.00 x") << t;
+  r.torch.ran = false;
+  std::ostringstream without;
+  print_train_bench(cfg, TrainBenchOptions{}, r, without);
+  EXPECT_EQ(without.str().find("/ PyTorch"), std::string::npos) << without.str();
 }
 
 }  // namespace
