@@ -30,7 +30,8 @@ using Accessor = T& (*)(Config&);
 using Field =
     std::variant<Accessor<int64_t>, Accessor<uint64_t>, Accessor<double>, Accessor<bool>,
                  Accessor<std::string>, Accessor<std::optional<double>>, Accessor<AuxScope>,
-                 Accessor<A2aKind>, Accessor<InternodeKind>, Accessor<Precision>, Accessor<Device>>;
+                 Accessor<Score>, Accessor<RouteGroups>, Accessor<A2aKind>, Accessor<InternodeKind>,
+                 Accessor<Precision>, Accessor<Device>>;
 
 struct Key {
   std::string_view path;  // "section.key", or "key" for a top-level scalar
@@ -66,6 +67,10 @@ const Key kKeys[] = {
     SY_KEY("moe.z_loss_coeff", moe.z_loss_coeff),
     SY_KEY("moe.bias_update_rate", moe.bias_update_rate),
     SY_KEY("moe.overlap_chunks", moe.overlap_chunks),
+    SY_KEY("moe.score", moe.score),
+    SY_KEY("moe.gate_scale", moe.gate_scale),
+    SY_KEY("moe.route_groups", moe.route_groups),
+    SY_KEY("moe.route_groups_topk", moe.route_groups_topk),
     SY_KEY("parallel.tp", parallel.tp),
     SY_KEY("parallel.ep", parallel.ep),
     SY_KEY("parallel.etp", parallel.etp),
@@ -74,6 +79,7 @@ const Key kKeys[] = {
     SY_KEY("parallel.internode", parallel.internode),
     SY_KEY("parallel.zero1", parallel.zero1),
     SY_KEY("parallel.timeout_s", parallel.timeout_s),
+    SY_KEY("parallel.expert_placement", parallel.expert_placement),
     SY_KEY("train.steps", train.steps),
     SY_KEY("train.global_batch", train.global_batch),
     SY_KEY("train.micro_batch", train.micro_batch),
@@ -86,6 +92,7 @@ const Key kKeys[] = {
     SY_KEY("data.path", data.path),
     SY_KEY("eval.every", eval.every),
     SY_KEY("eval.sequences", eval.sequences),
+    SY_KEY("eval.sample_tokens", eval.sample_tokens),
     SY_KEY("checkpoint.dir", checkpoint.dir),
     SY_KEY("checkpoint.every", checkpoint.every),
     SY_KEY("checkpoint.keep", checkpoint.keep),
@@ -101,6 +108,7 @@ struct Spelling {
 };
 constexpr Spelling<AuxScope> kAuxScopes[] = {{AuxScope::kSequence, "sequence"},
                                              {AuxScope::kMicroBatch, "micro_batch"}};
+constexpr Spelling<Score> kScores[] = {{Score::kSoftmax, "softmax"}, {Score::kSigmoid, "sigmoid"}};
 constexpr Spelling<A2aKind> kA2aKinds[] = {
     {A2aKind::kAuto, "auto"}, {A2aKind::kFlat, "flat"}, {A2aKind::kHierarchical, "hierarchical"}};
 constexpr Spelling<InternodeKind> kInternodeKinds[] = {{InternodeKind::kUcx, "ucx"},
@@ -111,6 +119,9 @@ constexpr Spelling<Device> kDevices[] = {{Device::kCpu, "cpu"}, {Device::kCuda, 
 
 std::span<const Spelling<AuxScope>> spellings(AuxScope) {
   return kAuxScopes;
+}
+std::span<const Spelling<Score>> spellings(Score) {
+  return kScores;
 }
 std::span<const Spelling<A2aKind>> spellings(A2aKind) {
   return kA2aKinds;
@@ -290,6 +301,17 @@ void convert(const YAML::Node& n, std::string& out, const std::string& path, con
   out = n.Scalar();
 }
 
+void convert(const YAML::Node& n, RouteGroups& out, const std::string& path, const Context& ctx) {
+  if (n.IsScalar() && n.Scalar() == "nodes") {
+    out = RouteGroups{1, true};
+    return;
+  }
+  int64_t count = 0;
+  if (!n.IsScalar() || !parse_integer(n.Scalar(), count))
+    ctx.fail(path, "expected an integer or 'nodes', got " + describe(n), &n);
+  out = RouteGroups{count, false};
+}
+
 template <class E>
 requires std::is_enum_v<E>
 void convert(const YAML::Node& n, E& out, const std::string& path, const Context& ctx) {
@@ -299,7 +321,9 @@ void convert(const YAML::Node& n, E& out, const std::string& path, const Context
       out = s.value;
       return;
     }
-    allowed += (allowed.empty() ? "" : "|") + std::string(s.name);
+    // Appended in two steps: GCC 12's -Wrestrict misfires on `("|" or "") + std::string`.
+    if (!allowed.empty()) allowed += '|';
+    allowed += s.name;
   }
   ctx.fail(path, "expected one of " + allowed + ", got " + describe(n), &n);
 }
@@ -392,6 +416,12 @@ void emit(YAML::Emitter& out, Config& c, Accessor<std::optional<double>> f) {
   else
     out << YAML::Null;
 }
+void emit(YAML::Emitter& out, Config& c, Accessor<RouteGroups> f) {
+  if (f(c).nodes)
+    out << "nodes";
+  else
+    out << f(c).count;
+}
 template <class T>
 void emit(YAML::Emitter& out, Config& c, Accessor<T> f) {
   if constexpr (std::is_enum_v<T>)
@@ -403,6 +433,9 @@ void emit(YAML::Emitter& out, Config& c, Accessor<T> f) {
 }  // namespace
 
 const char* to_string(AuxScope v) {
+  return spell(v);
+}
+const char* to_string(Score v) {
   return spell(v);
 }
 const char* to_string(A2aKind v) {
@@ -465,6 +498,13 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
       std::visit([&](auto f) { convert(node, f(cfg), path, ctx); }, k.field);
     }
 
+    // SPEC section 1: the z-loss is defined for softmax scores only, so its default is 0 under
+    // sigmoid; a value the config sets explicitly is kept (and rejected by validate_config).
+    if (cfg.moe.score == Score::kSigmoid) {
+      const YAML::Node moe = croot["moe"];
+      if (!moe.IsDefined() || !moe.IsMap() || !moe["z_loss_coeff"].IsDefined())
+        cfg.moe.z_loss_coeff = 0.0;
+    }
     if (cfg.run.out_dir.empty()) cfg.run.out_dir = "runs/" + cfg.run.name;
     if (cfg.checkpoint.dir.empty())
       cfg.checkpoint.dir = (std::filesystem::path(cfg.run.out_dir) / "checkpoints").string();

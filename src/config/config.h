@@ -33,6 +33,17 @@ struct ModelConfig {
 };
 
 enum class AuxScope { kSequence, kMicroBatch };
+enum class Score { kSoftmax, kSigmoid };  // p = softmax(z) | sigmoid(z) (SPEC section 1)
+
+// moe.route_groups: R contiguous expert groups for group-limited routing (1 = off), or `nodes`:
+// R = the number of nodes the expert layout spans, known only once the layout is (resolve it with
+// the world's node count; until then `count` is meaningless).
+struct RouteGroups {
+  int64_t count = 1;
+  bool nodes = false;
+
+  bool operator==(const RouteGroups&) const = default;
+};
 
 struct MoeConfig {
   int64_t num_experts = 4;
@@ -43,9 +54,13 @@ struct MoeConfig {
   std::optional<double> capacity_factor;  // nullopt = dropless
   double aux_loss_coeff = 1e-2;
   AuxScope aux_loss_scope = AuxScope::kSequence;
-  double z_loss_coeff = 1e-3;
+  double z_loss_coeff = 1e-3;  // 0 by default under score: sigmoid (set by the parser)
   double bias_update_rate = 0.0;
   int64_t overlap_chunks = 1;
+  Score score = Score::kSoftmax;
+  double gate_scale = 1.0;  // every gate is multiplied by it (DeepSeek-V3's routed scaling)
+  RouteGroups route_groups;
+  int64_t route_groups_topk = 1;  // M: groups a token may pick experts from (with R > 1)
 
   bool operator==(const MoeConfig&) const = default;
 };
@@ -61,7 +76,8 @@ struct ParallelConfig {
   A2aKind a2a = A2aKind::kAuto;
   InternodeKind internode = InternodeKind::kUcx;
   bool zero1 = false;
-  double timeout_s = 300.0;  // a wait on other ranks longer than this ends the job (0 = never)
+  double timeout_s = 300.0;      // a wait on other ranks longer than this ends the job (0 = never)
+  std::string expert_placement;  // a placement file (`switchyard placement`); empty = contiguous
 
   bool operator==(const ParallelConfig&) const = default;
 };
@@ -91,6 +107,7 @@ struct DataConfig {
 struct EvalConfig {
   int64_t every = 50;  // 0 = only at the end
   int64_t sequences = 32;
+  int64_t sample_tokens = 0;  // > 0: print (and save) a sample this long at each evaluation
 
   bool operator==(const EvalConfig&) const = default;
 };
@@ -147,6 +164,7 @@ std::vector<std::string> config_key_paths();
 
 // Enum spellings used in YAML, to_yaml and messages.
 const char* to_string(AuxScope v);
+const char* to_string(Score v);
 const char* to_string(A2aKind v);
 const char* to_string(InternodeKind v);
 const char* to_string(Precision v);

@@ -72,6 +72,9 @@ void validate_config(const Config& cfg) {
   non_negative("moe.z_loss_coeff", moe.z_loss_coeff);
   non_negative("moe.bias_update_rate", moe.bias_update_rate);
   at_least("moe.overlap_chunks", moe.overlap_chunks, 1);
+  positive("moe.gate_scale", moe.gate_scale);
+  if (!moe.route_groups.nodes) at_least("moe.route_groups", moe.route_groups.count, 1);
+  at_least("moe.route_groups_topk", moe.route_groups_topk, 1);
 
   at_least("parallel.tp", par.tp, 1);
   at_least("parallel.ep", par.ep, 1);
@@ -92,6 +95,7 @@ void validate_config(const Config& cfg) {
     bad("data.path", "''", "the token file written by `switchyard data prepare`");
   at_least("eval.every", cfg.eval.every, 0);
   at_least("eval.sequences", cfg.eval.sequences, 1);
+  at_least("eval.sample_tokens", cfg.eval.sample_tokens, 0);
   at_least("checkpoint.every", cfg.checkpoint.every, 0);
   at_least("checkpoint.keep", cfg.checkpoint.keep, 1);
   at_least("log.every", cfg.log.every, 1);
@@ -105,6 +109,20 @@ void validate_config(const Config& cfg) {
   if (moe.top_k > moe.num_experts)
     bad("moe.top_k", str(moe.top_k), "at most moe.num_experts (" + str(moe.num_experts) + ")");
   divisible("moe.num_experts", moe.num_experts, "parallel.ep", par.ep);
+  if (moe.score == Score::kSigmoid && moe.z_loss_coeff > 0)
+    bad("moe.z_loss_coeff", str(moe.z_loss_coeff),
+        "0 with moe.score: sigmoid (the router z-loss is defined for softmax scores only)");
+  // Group-limited routing (SPEC section 1): R | E, 1 <= M <= R, M * E / R >= k. With
+  // `route_groups: nodes` R is known only with the layout; the trainer checks it there.
+  if (!moe.route_groups.nodes && moe.route_groups.count > 1) {
+    const int64_t R = moe.route_groups.count, M = moe.route_groups_topk;
+    divisible("moe.num_experts", moe.num_experts, "moe.route_groups", R);
+    if (M > R) bad("moe.route_groups_topk", str(M), "at most moe.route_groups (" + str(R) + ")");
+    if (M * (moe.num_experts / R) < moe.top_k)
+      bad("moe.route_groups_topk", str(M),
+          "enough groups for moe.top_k (" + str(moe.top_k) + "): route_groups_topk * " +
+              "num_experts / route_groups = " + str(M * (moe.num_experts / R)) + " experts");
+  }
   divisible("model.n_heads", m.n_heads, "parallel.tp", par.tp);
   divisible("moe.ffn_hidden", moe.ffn_hidden, "parallel.etp", par.etp);
   if (moe.shared_experts > 0)  // the shared experts' hidden width is split over tp

@@ -269,9 +269,9 @@ TEST(Config, ToYamlHasEveryKeyOnce) {
   for (const auto& kv : root) leaves += kv.second.IsMap() ? kv.second.size() : 1;
   const std::vector<std::string> keys = config_key_paths();
   EXPECT_EQ(leaves, keys.size());
-  // SPEC section 7's list (46 keys, counted by hand) plus switchyard's documented additions.
+  // SPEC section 7's list (52 keys, counted by hand) plus switchyard's documented additions.
   const std::vector<std::string> additions = {"parallel.timeout_s"};
-  EXPECT_EQ(keys.size(), 46u + additions.size());
+  EXPECT_EQ(keys.size(), 52u + additions.size());
   for (const auto& k : additions)
     EXPECT_NE(std::find(keys.begin(), keys.end(), k), keys.end()) << k;
   for (const auto& k : keys) {
@@ -358,6 +358,13 @@ TEST(Config, EveryRangeRuleIsEnforced) {
       {{"moe.z_loss_coeff=-1e-3"}, "moe.z_loss_coeff"},
       {{"moe.bias_update_rate=-1"}, "moe.bias_update_rate"},
       {{"moe.overlap_chunks=0"}, "moe.overlap_chunks"},
+      {{"moe.gate_scale=0"}, "moe.gate_scale"},
+      {{"moe.route_groups=0"}, "moe.route_groups"},
+      {{"moe.route_groups_topk=0"}, "moe.route_groups_topk"},
+      {{"moe.route_groups=3"}, "moe.num_experts"},                                   // 4 % 3
+      {{"moe.route_groups=2", "moe.route_groups_topk=3"}, "moe.route_groups_topk"},  // M > R
+      {{"moe.route_groups=4", "moe.top_k=2"}, "moe.route_groups_topk"},  // M*E/R = 1 < k
+      {{"moe.score=sigmoid", "moe.z_loss_coeff=1e-3"}, "moe.z_loss_coeff"},
       {{"parallel.tp=0"}, "parallel.tp"},
       {{"parallel.ep=0"}, "parallel.ep"},
       {{"parallel.etp=0"}, "parallel.etp"},
@@ -381,6 +388,7 @@ TEST(Config, EveryRangeRuleIsEnforced) {
       {{"data.path=''"}, "data.path"},
       {{"eval.every=-1"}, "eval.every"},
       {{"eval.sequences=0"}, "eval.sequences"},
+      {{"eval.sample_tokens=-1"}, "eval.sample_tokens"},
       {{"checkpoint.every=-5"}, "checkpoint.every"},
       {{"checkpoint.keep=0"}, "checkpoint.keep"},
       {{"log.every=0"}, "log.every"},
@@ -395,6 +403,34 @@ TEST(Config, EveryRangeRuleIsEnforced) {
                               "train.min_lr=1e-3", "train.micro_batch=8", "model.vocab_size=2",
                               "moe.z_loss_coeff=0", "eval.every=0", "train.grad_clip=0"}));
   EXPECT_NO_THROW(parse_config(kMinimal, {"train.precision=bf16", "device=cuda"}));
+  // Group-limited routing at its bounds: M = R, and M * E / R == k.
+  EXPECT_NO_THROW(parse_config(kMinimal, {"moe.route_groups=4", "moe.route_groups_topk=4"}));
+  EXPECT_NO_THROW(parse_config(kMinimal, {"moe.route_groups=2", "moe.route_groups_topk=1"}));
+}
+
+TEST(Config, SigmoidScoringHasNoZLossByDefault) {
+  // SPEC section 1: under sigmoid the z-loss default is 0; softmax keeps 1e-3.
+  EXPECT_EQ(parse_config(kMinimal, {"moe.score=sigmoid"}).moe.z_loss_coeff, 0.0);
+  EXPECT_EQ(parse_config(kMinimal, {"moe.score=softmax"}).moe.z_loss_coeff, 1e-3);
+  EXPECT_EQ(parse_config(kMinimal, {"moe.score=sigmoid", "moe.z_loss_coeff=0"}).moe.score,
+            Score::kSigmoid);
+  // Set explicitly with sigmoid: refused, naming both keys.
+  expect_usage_error(
+      [] { parse_config(kMinimal + "moe:\n  z_loss_coeff: 0.002\n", {"moe.score=sigmoid"}); },
+      {"moe.z_loss_coeff: got 0.002", "moe.score: sigmoid"});
+}
+
+TEST(Config, RouteGroupsTakesACountOrNodes) {
+  const Config n = parse_config(kMinimal, {"moe.route_groups=nodes", "moe.route_groups_topk=2"});
+  EXPECT_TRUE(n.moe.route_groups.nodes);
+  EXPECT_EQ(n.moe.route_groups_topk, 2);
+  EXPECT_TRUE(parse_config(to_yaml(n)) == n);  // `nodes` survives the resolved dump
+  const Config c = parse_config(kMinimal, {"moe.route_groups=2"});
+  EXPECT_FALSE(c.moe.route_groups.nodes);
+  EXPECT_EQ(c.moe.route_groups.count, 2);
+  EXPECT_TRUE(parse_config(to_yaml(c)) == c);
+  expect_usage_error([] { parse_config(kMinimal, {"moe.route_groups=racks"}); },
+                     {"moe.route_groups", "an integer or 'nodes'", "'racks'"});
 }
 
 TEST(Config, ValueInRangeMessageShowsTheValue) {
@@ -449,6 +485,7 @@ TEST(Config, ReferenceDocumentsEveryKey) {
 
 TEST(Config, EnumSpellings) {
   EXPECT_STREQ(to_string(AuxScope::kMicroBatch), "micro_batch");
+  EXPECT_STREQ(to_string(Score::kSigmoid), "sigmoid");
   EXPECT_STREQ(to_string(A2aKind::kHierarchical), "hierarchical");
   EXPECT_STREQ(to_string(InternodeKind::kMpi), "mpi");
   EXPECT_STREQ(to_string(Precision::kBf16), "bf16");
