@@ -3,6 +3,7 @@
 #if defined(SWITCHYARD_HAVE_NCCL)
 #include "comm/gpu_exchange.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "comm/watchdog.h"
@@ -20,11 +21,15 @@ int64_t total(const std::vector<int64_t>& rows) {
   return n;
 }
 
-void upload(cuda::DeviceBuffer<int64_t>& d, const std::vector<int64_t>& h, cudaStream_t s) {
+// d (=) h through stage[at ..] (page-locked: an asynchronous copy); returns the next free index.
+size_t upload(cuda::DeviceBuffer<int64_t>& d, const std::vector<int64_t>& h, int64_t* stage,
+              size_t at, cudaStream_t s) {
   d.resize(h.size());
-  if (!h.empty())
-    CUDA_CHECK(
-        cudaMemcpyAsync(d.data(), h.data(), h.size() * sizeof(int64_t), cudaMemcpyHostToDevice, s));
+  if (h.empty()) return at;
+  std::copy(h.begin(), h.end(), stage + at);
+  CUDA_CHECK(
+      cudaMemcpyAsync(d.data(), stage + at, h.size() * sizeof(int64_t), cudaMemcpyHostToDevice, s));
+  return at + h.size();
 }
 
 // Element counts and displacements of rows of W elements, for NCCL.
@@ -45,10 +50,15 @@ void element_counts(const std::vector<int64_t>& rows, int W, std::vector<size_t>
 GpuExchange::GpuExchange(MPI_Comm ep_comm, const std::vector<int>& node_of_ep_rank, int num_experts,
                          double timeout_s, Watchdog* watchdog)
     : groups_(ep_comm, node_of_ep_rank, num_experts),
-      node_nccl_(groups_.node.get()),
       cuda_aware_(cuda_aware_mpi()),
       timeout_s_(timeout_s),
-      watchdog_(watchdog) {}
+      watchdog_(watchdog) {
+  // NCCL only inside a node of several ranks: emulated nodes of one rank (and one-rank nodes)
+  // move their rows by device copies and MPI, and may even share a GPU.
+  if (groups_.node.size() > 1)
+    node_nccl_ = std::make_unique<NcclComm>(groups_.node.get(), timeout_s,
+                                            "the expert exchange inside a node");
+}
 
 std::string GpuExchange::describe() const {
   std::ostringstream os;
@@ -69,12 +79,16 @@ void GpuExchange::layout(std::span<const int32_t> topk_idx, int64_t num_tokens, 
   CUDA_CHECK(cudaStreamSynchronize(stream));
   route.plan = make_route_plan(groups_, topk_idx, num_tokens, top_k, watchdog_);
   const RoutePlan& p = route.plan;
-  upload(route.a_send_token, p.a_send_token, stream);
-  upload(route.a_token_begin, p.a_token_begin, stream);
-  upload(route.a_token_pos, p.a_token_pos, stream);
-  upload(route.b_send_row, p.b_send_row, stream);
-  upload(route.b_row_begin, p.b_row_begin, stream);
-  upload(route.b_row_pos, p.b_row_pos, stream);
+  // The stage is free: the synchronisation above waited for the previous layout's copies.
+  route.stage.resize(p.a_send_token.size() + p.a_token_begin.size() + p.a_token_pos.size() +
+                     p.b_send_row.size() + p.b_row_begin.size() + p.b_row_pos.size());
+  int64_t* st = route.stage.data();
+  size_t at = upload(route.a_send_token, p.a_send_token, st, 0, stream);
+  at = upload(route.a_token_begin, p.a_token_begin, st, at, stream);
+  at = upload(route.a_token_pos, p.a_token_pos, st, at, stream);
+  at = upload(route.b_send_row, p.b_send_row, st, at, stream);
+  at = upload(route.b_row_begin, p.b_row_begin, st, at, stream);
+  upload(route.b_row_pos, p.b_row_pos, st, at, stream);
 }
 
 void GpuExchange::count_traffic(const RoutePlan& plan, size_t row_bytes) {
@@ -132,7 +146,7 @@ void GpuExchange::inside_node(const T* send, const std::vector<int64_t>& send_ro
                               const std::vector<int64_t>& recv_rows, int W, cudaStream_t stream,
                               const char* what) {
   detail::StatsTimer timer(&stats_.transfer_seconds);
-  if (groups_.topo.ranks_per_node == 1) {
+  if (!node_nccl_) {  // this rank alone on its node: its own rows, to itself
     const size_t n = static_cast<size_t>(total(send_rows)) * static_cast<size_t>(W) * sizeof(T);
     if (n > 0) CUDA_CHECK(cudaMemcpyAsync(recv, send, n, cudaMemcpyDeviceToDevice, stream));
     return;
@@ -140,8 +154,8 @@ void GpuExchange::inside_node(const T* send, const std::vector<int64_t>& send_ro
   std::vector<size_t> sc, sd, rc, rd;
   element_counts(send_rows, W, sc, sd);
   element_counts(recv_rows, W, rc, rd);
-  node_nccl_.all_to_all_v(send, sc, sd, recv, rc, rd, nccl_type<T>(), stream);
-  node_nccl_.wait(stream, timeout_s_, what);
+  node_nccl_->all_to_all_v(send, sc, sd, recv, rc, rd, nccl_type<T>(), stream);
+  node_nccl_->wait(stream, timeout_s_, what);
 }
 
 template <class T>

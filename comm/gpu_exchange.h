@@ -19,6 +19,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -35,6 +36,7 @@ struct GpuRoute {
   RoutePlan plan;
   cuda::DeviceBuffer<int64_t> a_send_token, a_token_begin, a_token_pos;
   cuda::DeviceBuffer<int64_t> b_send_row, b_row_begin, b_row_pos;
+  cuda::PinnedBuffer<int64_t> stage;  // page-locked staging of the six uploads
   int64_t num_tokens() const { return plan.num_tokens; }
   int64_t num_recv() const { return plan.num_recv(); }  // Mr
 };
@@ -89,7 +91,7 @@ class GpuExchange {
   Scratch<T> begin_call(const RoutePlan& plan, size_t row_bytes);
 
   RouteGroups groups_;
-  NcclComm node_nccl_;
+  std::unique_ptr<NcclComm> node_nccl_;  // the node's ranks; none when a node has one rank
   CudaAwareMpi cuda_aware_;
   double timeout_s_;
   Watchdog* watchdog_;

@@ -7,9 +7,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 #if defined(OPEN_MPI) && OPEN_MPI
 #include <mpi-ext.h>
@@ -50,32 +52,112 @@ const char* to_string(CudaAwareMpi v) {
   return "?";
 }
 
-NcclComm::NcclComm(MPI_Comm mpi) {
+NcclComm::NcclComm(MPI_Comm mpi, double timeout_s, std::string what)
+    : timeout_s_(timeout_s), what_(std::move(what)) {
   MPI_CHECK(MPI_Comm_rank(mpi, &rank_));
   MPI_CHECK(MPI_Comm_size(mpi, &size_));
-  ncclUniqueId id{};
-  if (rank_ == 0) NCCL_CHECK(nullptr, ncclGetUniqueId(&id));
-  MPI_CHECK(MPI_Bcast(&id, static_cast<int>(sizeof(id)), MPI_BYTE, 0, mpi));
-  NCCL_CHECK(nullptr, ncclCommInitRank(&comm_, size_, id, rank_));
+  // Rank 0 makes the id; its success travels with it, so a failure there ends every rank alike.
+  struct {
+    ncclUniqueId id;
+    int ok;
+  } root{};
+  std::string root_error;
+  if (rank_ == 0) {
+    const ncclResult_t r = ncclGetUniqueId(&root.id);
+    root.ok = r == ncclSuccess ? 1 : 0;
+    if (!root.ok) root_error = ncclGetErrorString(r);
+  }
+  MPI_CHECK(MPI_Bcast(&root, static_cast<int>(sizeof(root)), MPI_BYTE, 0, mpi));
+  if (!root.ok)
+    throw std::runtime_error("rank " + std::to_string(world_rank()) + ": rank 0 of " + what_ +
+                             " could not make the NCCL unique id" +
+                             (root_error.empty() ? "" : ": " + root_error));
+  // Test hook (tests/gpu/nccl): SWITCHYARD_NCCL_INIT_FAULT=<world rank> makes that rank fail
+  // here, before joining, as a rank whose device or network set-up failed would.
+  if (const char* fault = std::getenv("SWITCHYARD_NCCL_INIT_FAULT");
+      fault && *fault && std::atoi(fault) == world_rank())
+    throw std::runtime_error("rank " + std::to_string(world_rank()) +
+                             ": injected failure before ncclCommInitRankConfig of " + what_ +
+                             " (SWITCHYARD_NCCL_INIT_FAULT)");
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;  // the set-up and every call return at once; settle() bounds the wait
+  const ncclResult_t r = ncclCommInitRankConfig(&comm_, size_, root.id, rank_, &config);
+  settle(r, "ncclCommInitRankConfig",
+         "the set-up of the NCCL communicator of " + what_ +
+             " (every rank must join; a peer that failed or died "
+             "before it never does)");
 }
 
 NcclComm::~NcclComm() {
-  if (comm_ && !aborted_) (void)ncclCommDestroy(comm_);
+  if (!comm_ || aborted_) return;
+  // Nonblocking teardown: finalize (flushes outstanding work), wait for it within the timeout,
+  // then free; a communicator that does not finish is aborted. Never throws.
+  ncclResult_t r = ncclCommFinalize(comm_);
+  const auto start = std::chrono::steady_clock::now();
+  const double limit = timeout_s_ > 0 ? timeout_s_ : 60.0;
+  while (r == ncclInProgress) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (ncclCommGetAsyncError(comm_, &r) != ncclSuccess) break;
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > limit)
+      break;
+  }
+  if (r == ncclSuccess)
+    (void)ncclCommDestroy(comm_);
+  else
+    (void)ncclCommAbort(comm_);
+}
+
+void NcclComm::abort_and_throw(const std::string& message) {
+  if (comm_ && !aborted_) (void)ncclCommAbort(comm_);
+  aborted_ = true;
+  throw std::runtime_error(message);
+}
+
+void NcclComm::settle(ncclResult_t r, const char* call, const std::string& what) {
+  if (r != ncclSuccess && r != ncclInProgress) {
+    std::ostringstream os;
+    os << "rank " << rank_ << " of " << size_ << " (world rank " << world_rank() << "): NCCL error "
+       << static_cast<int>(r) << " (" << ncclGetErrorString(r) << ")";
+    const char* last = comm_ ? ncclGetLastError(comm_) : nullptr;
+    if (last && *last) os << ": " << last;
+    os << " in " << call << " during " << what << " (NCCL communicator aborted)";
+    abort_and_throw(os.str());
+  }
+  const auto start = std::chrono::steady_clock::now();
+  while (r == ncclInProgress) {
+    const ncclResult_t q = ncclCommGetAsyncError(comm_, &r);
+    if (q != ncclSuccess) r = q;
+    if (r == ncclSuccess) return;
+    if (r != ncclInProgress) return settle(r, call, what);  // the error path above
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (timeout_s_ > 0 && waited > timeout_s_) {
+      std::ostringstream os;
+      os << "rank " << rank_ << " of " << size_ << " (world rank " << world_rank()
+         << "): timed out after " << timeout_s_ << " s waiting for " << what << " (" << call
+         << "; NCCL communicator aborted)";
+      abort_and_throw(os.str());
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
 }
 
 void NcclComm::all_reduce_sum(const void* send, void* recv, size_t count, ncclDataType_t type,
                               cudaStream_t stream) {
-  NCCL_CHECK(comm_, ncclAllReduce(send, recv, count, type, ncclSum, comm_, stream));
+  settle(ncclAllReduce(send, recv, count, type, ncclSum, comm_, stream), "ncclAllReduce",
+         "an all-reduce of " + what_);
 }
 
 void NcclComm::reduce_scatter_sum(const void* send, void* recv, size_t recv_count,
                                   ncclDataType_t type, cudaStream_t stream) {
-  NCCL_CHECK(comm_, ncclReduceScatter(send, recv, recv_count, type, ncclSum, comm_, stream));
+  settle(ncclReduceScatter(send, recv, recv_count, type, ncclSum, comm_, stream),
+         "ncclReduceScatter", "a reduce-scatter of " + what_);
 }
 
 void NcclComm::all_gather(const void* send, void* recv, size_t send_count, ncclDataType_t type,
                           cudaStream_t stream) {
-  NCCL_CHECK(comm_, ncclAllGather(send, recv, send_count, type, comm_, stream));
+  settle(ncclAllGather(send, recv, send_count, type, comm_, stream), "ncclAllGather",
+         "an all-gather of " + what_);
 }
 
 namespace {
@@ -124,7 +206,9 @@ void NcclComm::all_to_all_v(const void* send, const std::vector<size_t>& send_co
       NCCL_CHECK(comm_,
                  ncclRecv(r + recv_displs[p] * esize, recv_counts[p], type, peer, comm_, stream));
   }
-  NCCL_CHECK(comm_, ncclGroupEnd());
+  // Inside a group the calls only record; the group end launches (and, nonblocking, may still
+  // be connecting: settle).
+  settle(ncclGroupEnd(), "ncclGroupEnd", "an all-to-all of " + what_);
 }
 
 void NcclComm::wait(cudaStream_t stream, double timeout_s, const std::string& what) {
@@ -144,12 +228,10 @@ void NcclComm::wait(cudaStream_t stream, double timeout_s, const std::string& wh
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (timeout_s > 0 && waited > timeout_s) {
-      (void)ncclCommAbort(comm_);
-      aborted_ = true;
       std::ostringstream os;
       os << "rank " << rank_ << " of " << size_ << ": timed out after " << timeout_s
          << " s waiting for " << what << " (NCCL communicator aborted)";
-      throw std::runtime_error(os.str());
+      abort_and_throw(os.str());
     }
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }

@@ -9,6 +9,13 @@
 // NCCL calls are asynchronous on a stream; wait() is the bounded wait: it polls the stream and
 // the communicator's async error and, past the timeout, aborts the communicator and throws
 // naming the rank and what it was waiting for.
+//
+// The communicator is NONBLOCKING (ncclConfig_t::blocking = 0), so that no NCCL call can hang a
+// rank: its set-up (ncclCommInitRankConfig) and every later call may return ncclInProgress,
+// and the rank then polls ncclCommGetAsyncError -- bounded by the timeout -- before the next
+// call (settle()). A rank whose peers never join (one failed before, or died) times out, aborts
+// its communicator and throws "rank r of n: timed out after s seconds waiting for <what>",
+// instead of blocking forever in ncclCommInitRank.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -57,8 +64,9 @@ constexpr ncclDataType_t nccl_type() {
 class NcclComm {
  public:
   // Collective over `mpi`: every member must call it. The calling rank must have selected its
-  // CUDA device (cudaSetDevice) first.
-  explicit NcclComm(MPI_Comm mpi);
+  // CUDA device (cudaSetDevice) first. timeout_s bounds the set-up and every later call's
+  // settling (<= 0: unbounded, parallel.timeout_s = 0); `what` names the group in messages.
+  explicit NcclComm(MPI_Comm mpi, double timeout_s = 0, std::string what = "an NCCL group");
   ~NcclComm();
   NcclComm(const NcclComm&) = delete;
   NcclComm& operator=(const NcclComm&) = delete;
@@ -89,8 +97,16 @@ class NcclComm {
   void wait(cudaStream_t stream, double timeout_s, const std::string& what);
 
  private:
+  // After an NCCL call that returned r: an error throws; ncclInProgress (nonblocking mode) polls
+  // the communicator's state until the call has completed, bounded by timeout_s_ (on timeout:
+  // abort, throw naming this rank and `what`).
+  void settle(ncclResult_t r, const char* call, const std::string& what);
+  [[noreturn]] void abort_and_throw(const std::string& message);
+
   ncclComm_t comm_ = nullptr;
   int rank_ = 0, size_ = 1;
+  double timeout_s_ = 0;
+  std::string what_;
   bool aborted_ = false;
 };
 

@@ -52,21 +52,36 @@ class DeviceBuffer {
   size_t size() const { return size_; }
   size_t bytes() const { return size_ * sizeof(T); }
 
-  // Synchronous copies (tests, set-up); the hot path uses cudaMemcpyAsync on its stream.
+  // Synchronous set-up copies and fills (tests, set-up), for use OUTSIDE the hot path. They run
+  // on the legacy NULL stream, which does not order itself with the non-blocking streams the
+  // code under test uses (cuda::Stream), and cudaMemset / a pageable cudaMemcpy may return before
+  // the device is done. So each waits for the whole device before (no queued kernel still reads
+  // or writes the buffer) and after (the bytes are in place before the caller queues work on any
+  // stream): a poison fill can never land on a result, nor an upload arrive after its reader.
   void upload(const std::vector<T>& host) {
     resize(host.size());
-    if (!host.empty())
-      CUDA_CHECK(cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+    if (host.empty()) return;
+    CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaDeviceSynchronize());
   }
   std::vector<T> download() const {
     std::vector<T> host(size_);
-    if (size_ > 0) CUDA_CHECK(cudaMemcpy(host.data(), ptr_, bytes(), cudaMemcpyDeviceToHost));
+    if (size_ == 0) return host;
+    CUDA_CHECK(cudaDeviceSynchronize());  // results of every stream are written
+    CUDA_CHECK(cudaMemcpy(host.data(), ptr_, bytes(), cudaMemcpyDeviceToHost));
     return host;
   }
-  // Every byte set to `byte`: 0xFF makes every float and bf16 element a NaN (the tests' poison).
+  // Every byte set to `byte` (synchronous, as upload). The tests' poison: 0xFF makes every float
+  // and bf16 element a NaN; integer outputs use gputest::poison_byte<T>() instead (0xFF would
+  // be the legitimate -1).
   void fill_bytes(int byte) {
-    if (size_ > 0) CUDA_CHECK(cudaMemset(ptr_, byte, bytes()));
+    if (size_ == 0) return;
+    CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaMemset(ptr_, byte, bytes()));
+    CUDA_CHECK(cudaDeviceSynchronize());
   }
+  // Stream-ordered versions for the hot path: queued on `stream` like the kernels around them.
   void fill_bytes_async(int byte, cudaStream_t stream) {
     if (size_ > 0) CUDA_CHECK(cudaMemsetAsync(ptr_, byte, bytes(), stream));
   }

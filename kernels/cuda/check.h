@@ -31,6 +31,10 @@ const char* curand_status_name(curandStatus_t s);
 // visible; *reason then says why.
 int device_count(std::string* reason = nullptr);
 
+// The UUID of visible device `device` as "GPU-" and 32 hex digits: the same physical GPU gives
+// the same text in every process, whatever CUDA_VISIBLE_DEVICES numbered it.
+std::string device_uuid(int device);
+
 }  // namespace sy::cuda
 
 #define CUDA_CHECK(call)                                                             \

@@ -62,15 +62,33 @@ void matmul_backward(T* dx, float* dw, const T* dy, const T* x, const T* w, int 
 
 // ---- grouped ----
 
+struct GroupedGemm::Slot {
+  PinnedBuffer<const void*> host;  // [3, G]: A' then B' then C (cuBLAS's order)
+  DeviceBuffer<const void*> dev;
+  Event done;  // recorded after the GEMM that read dev (and, before it, the copy from host)
+  bool pending = false;
+};
+
+GroupedGemm::GroupedGemm() = default;
+GroupedGemm::~GroupedGemm() = default;
+GroupedGemm::GroupedGemm(GroupedGemm&&) noexcept = default;
+GroupedGemm& GroupedGemm::operator=(GroupedGemm&&) noexcept = default;
+
 void GroupedGemm::run(bool trans_a, bool trans_b, float alpha, float beta, cudaDataType_t ab_type,
                       cudaDataType_t c_type, cublasHandle_t h, cudaStream_t stream) {
   const int G = static_cast<int>(problems_.size());
   if (G == 0) return;
+  // The next staging slot, free once the GEMM that last read it is done (normally long ago).
+  if (ring_.size() < static_cast<size_t>(kRingSlots)) ring_.push_back(std::make_unique<Slot>());
+  Slot& slot = *ring_[next_slot_ % ring_.size()];
+  ++next_slot_;
+  if (slot.pending) slot.done.sync();
   // Per group, in cuBLAS's column-major terms (operands swapped, see gemm.h).
   std::vector<cublasOperation_t> ta(G, op(trans_b)), tb(G, op(trans_a));
   std::vector<int> m(G), n(G), k(G), lda(G), ldb(G), ldc(G), size(G, 1);
   std::vector<float> alphas(G, alpha), betas(G, beta);
-  h_ptrs_.assign(3 * static_cast<size_t>(G), nullptr);
+  slot.host.resize(3 * static_cast<size_t>(G));
+  const void** ptrs = slot.host.data();
   for (int g = 0; g < G; ++g) {
     const Problem& p = problems_[g];
     m[g] = p.N;
@@ -79,45 +97,46 @@ void GroupedGemm::run(bool trans_a, bool trans_b, float alpha, float beta, cudaD
     lda[g] = p.ldb;
     ldb[g] = p.lda;
     ldc[g] = p.ldc;
-    h_ptrs_[g] = p.B;
-    h_ptrs_[G + g] = p.A;
-    h_ptrs_[2 * G + g] = p.C;
+    ptrs[g] = p.B;
+    ptrs[G + g] = p.A;
+    ptrs[2 * G + g] = p.C;
   }
-  // The fallback is remembered per type combination: a cuBLAS that lacks the mixed bf16 -> fp32
+  // The path is remembered per type combination: a cuBLAS that lacks the mixed bf16 -> fp32
   // grouped kernel keeps using the grouped call for the same-type products.
+  Path& path = ab_type == c_type ? path_same_ : path_mixed_;
 #if CUBLAS_VERSION >= 120500  // cublasGemmGroupedBatchedEx arrived in cuBLAS 12.5
-  bool& fallback = ab_type == c_type ? fallback_same_ : fallback_mixed_;
-  if (!fallback) {
-    d_ptrs_.resize(h_ptrs_.size());
-    // Pageable source: the copy is staged before cudaMemcpyAsync returns, so h_ptrs_ may be
-    // reused by the next call; stream order keeps the device array alive for this GEMM.
-    CUDA_CHECK(cudaMemcpyAsync(d_ptrs_.data(), h_ptrs_.data(), h_ptrs_.size() * sizeof(void*),
+  if (path != Path::kPerExpert) {
+    slot.dev.resize(3 * static_cast<size_t>(G));
+    // From page-locked memory: a true asynchronous copy, ordered before the GEMM on `stream`.
+    CUDA_CHECK(cudaMemcpyAsync(slot.dev.data(), ptrs, 3 * static_cast<size_t>(G) * sizeof(void*),
                                cudaMemcpyHostToDevice, stream));
-    const void* const* dA = d_ptrs_.data();
-    const void* const* dB = d_ptrs_.data() + G;
-    void* const* dC = const_cast<void* const*>(d_ptrs_.data() + 2 * G);
+    const void* const* dA = slot.dev.data();
+    const void* const* dB = slot.dev.data() + G;
+    void* const* dC = const_cast<void* const*>(slot.dev.data() + 2 * G);
     const cublasStatus_t st = cublasGemmGroupedBatchedEx(
         h, ta.data(), tb.data(), m.data(), n.data(), k.data(), alphas.data(), dA, ab_type,
         lda.data(), dB, ab_type, ldb.data(), betas.data(), dC, c_type, ldc.data(), G, size.data(),
         CUBLAS_COMPUTE_32F);
+    slot.done.record(stream);
+    slot.pending = true;
     // Some cuBLAS builds reject a type combination of the grouped API (bf16 inputs with an fp32
     // output) with NOT_SUPPORTED, or INVALID_VALUE for the mixed case; anything else is an error.
     const bool unsupported = st == CUBLAS_STATUS_NOT_SUPPORTED ||
                              (st == CUBLAS_STATUS_INVALID_VALUE && ab_type != c_type);
     if (!unsupported) {
       CUBLAS_CHECK(st);
+      path = Path::kGrouped;
       return;
     }
-    fallback = true;
   }
 #else
-  fallback_same_ = fallback_mixed_ = true;  // older cuBLAS: one GEMM per expert
   (void)stream;
 #endif
+  path = Path::kPerExpert;  // older cuBLAS, or this type combination: one GEMM per expert
   for (int g = 0; g < G; ++g) {
-    CUBLAS_CHECK(cublasGemmEx(h, ta[g], tb[g], m[g], n[g], k[g], &alpha, h_ptrs_[g], ab_type,
-                              lda[g], h_ptrs_[G + g], ab_type, ldb[g], &beta,
-                              const_cast<void*>(h_ptrs_[2 * G + g]), c_type, ldc[g],
+    CUBLAS_CHECK(cublasGemmEx(h, ta[g], tb[g], m[g], n[g], k[g], &alpha, ptrs[g], ab_type, lda[g],
+                              ptrs[G + g], ab_type, ldb[g], &beta,
+                              const_cast<void*>(ptrs[2 * G + g]), c_type, ldc[g],
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 }

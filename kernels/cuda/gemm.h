@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "kernels/cuda/buffer.h"
@@ -43,12 +44,20 @@ void matmul_backward(T* dx, float* dw, const T* dy, const T* x, const T* w, int 
 // Expert-grouped products over an expert-sorted buffer, ONE cuBLAS call per projection
 // (cublasGemmGroupedBatchedEx, one group per non-empty expert) -- never a launch per expert.
 // The row counts are host values (the caller copied the routing counts back once per layer).
-// Owns the device arrays of operand pointers, so keep one per stream; calls on one object must
-// be on one stream. If this cuBLAS rejects the grouped call for a type combination
-// (CUBLAS_STATUS_NOT_SUPPORTED; or INVALID_VALUE for bf16 inputs with an fp32 output), it falls
-// back to one cublasGemmEx per expert for that type combination and says so in used_fallback().
+// The per-group operand pointers go to the device from page-locked memory, asynchronously, through
+// a ring of kRingSlots staging slots: a slot is reused only after the GEMM that read it has
+// completed (its event), so no call waits for the device unless kRingSlots calls are in flight.
+// Calls on one object must be on one stream. If this cuBLAS rejects the grouped call for a type
+// combination (CUBLAS_STATUS_NOT_SUPPORTED; or INVALID_VALUE for bf16 inputs with an fp32
+// output), it falls back to one cublasGemmEx per expert for that type combination; path() says
+// which ran.
 class GroupedGemm {
  public:
+  GroupedGemm();
+  ~GroupedGemm();
+  GroupedGemm(GroupedGemm&&) noexcept;
+  GroupedGemm& operator=(GroupedGemm&&) noexcept;
+
   // Expert e has rows[e] rows starting at row sum(rows[0..e)) of the sorted buffers.
   //   forward:  Y_e[r_e, N] (= / +=) X_e[r_e, K] @ W_e[K, N]       W: [E, K, N]
   template <class T>
@@ -63,7 +72,13 @@ class GroupedGemm {
   void backward_dw(float* dW, const T* X, const T* dY, const std::vector<int>& rows, int K, int N,
                    cublasHandle_t h, cudaStream_t stream);
 
-  bool used_fallback() const { return fallback_same_ || fallback_mixed_; }
+  // Which path the products of a type combination took: A/B and C of one type (same), or bf16
+  // A/B with an fp32 C (mixed: the weight gradients in bf16 mode). kNone until one ran.
+  enum class Path { kNone, kGrouped, kPerExpert };
+  Path path(bool mixed) const { return mixed ? path_mixed_ : path_same_; }
+  bool used_fallback() const {
+    return path_same_ == Path::kPerExpert || path_mixed_ == Path::kPerExpert;
+  }
 
   // One row-major product C = op(A) op(B) of the group (public for the implementation file).
   struct Problem {
@@ -75,16 +90,17 @@ class GroupedGemm {
     void* C;
     int ldc;
   };
+  static constexpr int kRingSlots = 16;
 
  private:
+  struct Slot;  // pinned host pointers, their device copy, the event of the GEMM that read them
   void run(bool trans_a, bool trans_b, float alpha, float beta, cudaDataType_t ab_type,
            cudaDataType_t c_type, cublasHandle_t h, cudaStream_t stream);
 
   std::vector<Problem> problems_;
-  DeviceBuffer<const void*> d_ptrs_;  // [3, G]: A' then B' then C (cuBLAS's order)
-  std::vector<const void*> h_ptrs_;
-  bool fallback_same_ = false;   // A/B and C of one type
-  bool fallback_mixed_ = false;  // bf16 A/B, fp32 C
+  std::vector<std::unique_ptr<Slot>> ring_;  // grown to kRingSlots on demand
+  size_t next_slot_ = 0;
+  Path path_same_ = Path::kNone, path_mixed_ = Path::kNone;
 };
 
 }  // namespace sy::cuda

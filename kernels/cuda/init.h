@@ -20,6 +20,21 @@ namespace sy::cuda {
 void init_normal(float* dst, uint64_t seed, uint64_t stream_id, double init_std, size_t first,
                  size_t count, cudaStream_t stream);
 
+// One run of a parameter's initialisation (src/model/init.h InitRun, flattened for the device):
+// dst[local .. local+count) (=) elements global .. global+count-1 of a Normal(0, init_std)
+// parameter of Philox stream `stream_id` when `normal`, else `value` (RMSNorm gains, the bias).
+struct InitRunDesc {
+  uint64_t global = 0, local = 0, count = 0, stream_id = 0;
+  double init_std = 0.0;
+  float value = 0.0f;
+  uint32_t normal = 0;
+};
+
+// Every run of runs[num_runs] (a DEVICE array) into dst: one launch for a whole parameter table
+// (a tensor-parallel shard has one run per row). Bit-identical to init_normal / fill per run.
+void init_runs(float* dst, uint64_t seed, const InitRunDesc* runs, size_t num_runs,
+               cudaStream_t stream);
+
 // dst[0..count) (=) value (RMSNorm gains 1, router bias 0).
 void fill(float* dst, float value, size_t count, cudaStream_t stream);
 

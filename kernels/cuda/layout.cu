@@ -4,6 +4,10 @@
 // scan over slots taken in order.
 #include <cub/block/block_scan.cuh>
 
+#include <climits>
+#include <stdexcept>
+#include <string>
+
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/moe_ops.h"
@@ -40,12 +44,12 @@ __global__ void list_kernel(int32_t* sel_list, const int32_t* sel_offsets, const
   __shared__ typename Scan::TempStorage tmp;
   const int e = blockIdx.x;
   int running = sel_offsets[e];
-  for (int base = 0; base < NK; base += kBlock) {
-    const int q = base + threadIdx.x;
+  for (long base = 0; base < NK; base += kBlock) {
+    const long q = base + threadIdx.x;
     const int flag = (q < NK && topk_idx[q] == e) ? 1 : 0;
     int prefix = 0, total = 0;
     Scan(tmp).ExclusiveSum(flag, prefix, total);
-    if (flag) sel_list[running + prefix] = q;
+    if (flag) sel_list[running + prefix] = static_cast<int32_t>(q);
     running += total;
     __syncthreads();  // tmp is reused by the next chunk's scan
   }
@@ -112,12 +116,17 @@ void moe_layout(int32_t* selected, int32_t* counts, int32_t* offsets, int32_t* r
                 float* row_gate, int32_t* slot_row, int32_t* scratch, const int32_t* topk_idx,
                 const float* gates, const float* probs, int N, int E, int K, long capacity,
                 cudaStream_t stream) {
+  // Rows, slots and tokens are int32 in the layout (row_token, slot_row): N*K must fit.
+  if (static_cast<long>(N) * K > INT32_MAX)
+    throw std::invalid_argument("moe_layout: " + std::to_string(N) + " tokens x top-k " +
+                                std::to_string(K) + " slots exceed the int32 row indices");
   const int NK = N * K;
   int32_t* sel_offsets = scratch;       // [E+1]
   int32_t* sel_list = scratch + E + 1;  // [NK]
   CUDA_CHECK(cudaMemsetAsync(selected, 0, sizeof(int32_t) * E, stream));
   if (NK > 0) {
-    count_kernel<<<(NK + kBlock - 1) / kBlock, kBlock, 0, stream>>>(selected, topk_idx, NK);
+    const auto blocks = static_cast<unsigned>((static_cast<long>(NK) + kBlock - 1) / kBlock);
+    count_kernel<<<blocks, kBlock, 0, stream>>>(selected, topk_idx, NK);
     SY_CUDA_LAUNCH_CHECK("count_kernel");
   }
   offsets_kernel<<<1, 1, 0, stream>>>(sel_offsets, counts, offsets, selected, E, capacity);

@@ -2,6 +2,7 @@
 // Model<float> is the reference the GPU test compares 10 training steps against.
 #include "src/model/cuda_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -36,6 +37,7 @@ struct CudaModel::Impl {
   virtual std::vector<float> download_grads() const = 0;
   virtual void download_moments(std::vector<float>& m, std::vector<float>& v) const = 0;
   virtual void upload_moments(const std::vector<float>& m, const std::vector<float>& v) = 0;
+  virtual void update_router_biases(const std::vector<int64_t>& selected, double rate) = 0;
   virtual void zero_grads() = 0;
   virtual LossParts forward(const int32_t* tokens, int B, const LossScale& s,
                             std::vector<MoeStats>* stats) = 0;
@@ -92,23 +94,27 @@ class ModelImpl final : public CudaModel::Impl {
   const ParamTable& table() const override { return table_; }
 
   void init_params(uint64_t seed) override {
-    for (const ParamSpec& spec : table_.specs()) {
-      float* dst = params_.data() + spec.offset;
-      switch (spec.kind) {
-        case ParamKind::kGain:
-          cuda::fill(dst, 1.0f, spec.numel, s());
-          break;
-        case ParamKind::kBias:
-          cuda::fill(dst, 0.0f, spec.numel, s());
-          break;
-        case ParamKind::kMatrix:
-          cuda::init_normal(dst, seed, param_stream_id(spec.name), spec.init_std, 0, spec.numel,
-                            s());
-          break;
-      }
-    }
+    cuda_init_params(params_.data(), table_, seed, s());
     refresh_compute_copy();
     sync();
+  }
+
+  void update_router_biases(const std::vector<int64_t>& selected, double rate) override {
+    const int E = static_cast<int>(cfg_.moe.num_experts);
+    SY_CHECK(selected.size() == static_cast<size_t>(L_) * E,
+             "update_router_biases: " << selected.size() << " counts for " << L_ << " x " << E);
+    h_bias_.resize(static_cast<size_t>(L_) * E);
+    for (int l = 0; l < L_; ++l)  // the fp32 master is what the router reads (no compute copy)
+      CUDA_CHECK(cudaMemcpyAsync(h_bias_.data() + static_cast<size_t>(l) * E, pf(lp(l, "moe/bias")),
+                                 sizeof(float) * E, cudaMemcpyDeviceToHost, s()));
+    sync();
+    for (int l = 0; l < L_; ++l) {
+      const size_t o = static_cast<size_t>(l) * E;
+      update_router_bias(h_bias_.data() + o, selected.data() + o, E, rate);
+      // page-locked source, stream-ordered: the next read of h_bias_ comes after this copy
+      CUDA_CHECK(cudaMemcpyAsync(pf(lp(l, "moe/bias")), h_bias_.data() + o, sizeof(float) * E,
+                                 cudaMemcpyHostToDevice, s()));
+    }
   }
 
   void upload_params(const std::vector<float>& host) override {
@@ -395,6 +401,7 @@ class ModelImpl final : public CudaModel::Impl {
   DeviceBuffer<float> params_, grads_, m_, v_;  // fp32 master, [P] in table order
   DeviceBuffer<T> params_t_;                    // bf16 compute copy (bf16 mode only)
   DeviceBuffer<double> norm_, norm_scratch_;
+  cuda::PinnedBuffer<float> h_bias_;  // [L*E] the biases on their way through the sign rule
   int64_t step_count_ = 0;
   std::vector<CudaMoeLayer<T>> moe_;
 
@@ -410,6 +417,30 @@ class ModelImpl final : public CudaModel::Impl {
 };
 
 }  // namespace
+
+void cuda_init_params(float* dst, const ParamTable& table, uint64_t seed, cudaStream_t stream) {
+  // Runs longer than kChunk are split so that one block per run keeps the GPU busy.
+  constexpr size_t kChunk = size_t{1} << 16;
+  std::vector<cuda::InitRunDesc> descs;
+  for (const InitRun& r : init_runs(table)) {
+    const ParamSpec& spec = *r.spec;
+    for (size_t at = 0; at < r.count; at += kChunk) {
+      cuda::InitRunDesc d;
+      d.global = r.global + at;
+      d.local = r.local + at;
+      d.count = std::min(kChunk, r.count - at);
+      d.normal = spec.kind == ParamKind::kMatrix ? 1u : 0u;
+      d.stream_id = param_stream_id(spec.name);
+      d.init_std = spec.init_std;
+      d.value = spec.kind == ParamKind::kGain ? 1.0f : 0.0f;
+      descs.push_back(d);
+    }
+  }
+  const DeviceBuffer<cuda::InitRunDesc> d_descs = cuda::to_device(descs);
+  CUDA_CHECK(cudaMemsetAsync(dst, 0, sizeof(float) * table.total_numel(), stream));  // padding
+  cuda::init_runs(dst, seed, d_descs.data(), descs.size(), stream);
+  CUDA_CHECK(cudaStreamSynchronize(stream));  // d_descs is freed on return
+}
 
 CudaModel::CudaModel(const Config& cfg, const ShardLayout& layout, comm::GpuExchange* exchange,
                      comm::NcclComm* tp) {
@@ -444,6 +475,9 @@ std::vector<float> CudaModel::download_params() const {
 }
 std::vector<float> CudaModel::download_grads() const {
   return impl_->download_grads();
+}
+void CudaModel::update_router_biases(const std::vector<int64_t>& selected, double rate) {
+  impl_->update_router_biases(selected, rate);
 }
 void CudaModel::zero_grads() {
   impl_->zero_grads();

@@ -62,6 +62,11 @@ class CudaModel {
   void download_moments(std::vector<float>& m, std::vector<float>& v) const;
   void upload_moments(const std::vector<float>& m, const std::vector<float>& v);
 
+  // The router-bias sign rule of SPEC 3 (update_router_bias) on the device copy of every layer's
+  // moe/bias, from the global routing counts selected[L*E]; only the L*E biases cross to the host
+  // and back (no other parameter is touched).
+  void update_router_biases(const std::vector<int64_t>& selected, double rate);
+
   void zero_grads();
   // Forward of B sequences; tokens [B, T+1] on the host. Returns the weighted loss terms (as
   // Model::forward). stats: null, or receives each layer's routing counts.
@@ -94,5 +99,10 @@ class CudaModel {
  private:
   std::unique_ptr<Impl> impl_;
 };
+
+// dst[table.total_numel()] (device memory) (=) init_params(table, seed) bit for bit: every run of
+// init_runs(table) at its GLOBAL offset (a shard of a tp- or ep-split parameter gets the values
+// the 1-GPU run has there), zeros in the padding. Synchronous.
+void cuda_init_params(float* dst, const ParamTable& table, uint64_t seed, cudaStream_t stream);
 
 }  // namespace sy

@@ -95,6 +95,7 @@ class CudaMoeLayer {
   // Whether the grouped GEMM fell back to one call per expert (a cuBLAS without the grouped
   // type combination; see kernels/cuda/gemm.h).
   bool grouped_fallback() const { return gg_.used_fallback(); }
+  const cuda::GroupedGemm& grouped_gemm() const { return gg_; }  // which path ran (tests)
 
  private:
   // With an exchange: the tokens [n0, n1) of the micro-batch, moved and computed together
@@ -108,6 +109,8 @@ class CudaMoeLayer {
     std::shared_ptr<comm::GpuRoute> route;
     std::vector<int32_t> h_row_token, h_slot_row;  // the local layout on the host
     std::vector<int64_t> h_slot;
+    cuda::PinnedBuffer<int32_t> h_stage32;  // page-locked staging of the uploads below
+    cuda::PinnedBuffer<int64_t> h_stage64;
     cuda::DeviceBuffer<T> rows_x, yrows;  // [Mr,C] received rows; weighted outputs / gradients
     cuda::DeviceBuffer<float> rows_g, row_gate, drow_gates;  // [Mr,K], [A], [Mr,K]
     cuda::DeviceBuffer<int32_t> row_token, slot_row;         // [A] row of each, [Mr*K] its row
@@ -157,6 +160,10 @@ class CudaMoeLayer {
   std::vector<int> rows_;  // rows per local expert (all chunks)
   std::vector<int32_t> h_counts_, h_selected_;
   double h_loss_[2] = {0.0, 0.0};
+  // Page-locked landing area of route()'s copies back: [counts E | selected E | topk NK |
+  // slot_row NK] and the two losses.
+  cuda::PinnedBuffer<int32_t> h_readback_;
+  cuda::PinnedBuffer<double> h_loss_readback_;
   cuda::GroupedGemm gg_;
 
   // Routing (fp32 / int32).

@@ -33,12 +33,17 @@ namespace sy {
 
 namespace {
 
-template <class D, class H>
-void upload_async(D& device, const H& host, cudaStream_t stream) {
+// device (=) host, staged through the page-locked `stage` (room for host.size() elements) so that
+// the copy is truly asynchronous. The stage stays untouched until the copy is done: a chunk's
+// stage is rewritten only by the next forward, after route() has waited for the stream.
+template <class E>
+void upload_async(cuda::DeviceBuffer<E>& device, const std::vector<E>& host, E* stage,
+                  cudaStream_t stream) {
   device.resize(host.size());
-  if (!host.empty())
-    CUDA_CHECK(cudaMemcpyAsync(device.data(), host.data(), host.size() * sizeof(host[0]),
-                               cudaMemcpyHostToDevice, stream));
+  if (host.empty()) return;
+  std::copy(host.begin(), host.end(), stage);
+  CUDA_CHECK(cudaMemcpyAsync(device.data(), stage, host.size() * sizeof(E), cudaMemcpyHostToDevice,
+                             stream));
 }
 
 }  // namespace
@@ -113,9 +118,11 @@ void CudaMoeLayer<T>::routed_forward(const T* m, const CudaMoeWeights<T>& w, cud
       ch.x = m + static_cast<long>(ch.n0) * C;
       ch.g = gates_.data() + static_cast<long>(ch.n0) * K;
     }
-    upload_async(ch.row_token, ch.h_row_token, stream);
-    upload_async(ch.slot, ch.h_slot, stream);
-    upload_async(ch.slot_row, ch.h_slot_row, stream);
+    ch.h_stage32.resize(ch.h_row_token.size() + ch.h_slot_row.size());
+    ch.h_stage64.resize(ch.h_slot.size());
+    upload_async(ch.row_token, ch.h_row_token, ch.h_stage32.data(), stream);
+    upload_async(ch.slot_row, ch.h_slot_row, ch.h_stage32.data() + ch.h_row_token.size(), stream);
+    upload_async(ch.slot, ch.h_slot, ch.h_stage64.data(), stream);
   }
 
   if (!exchange_) {  // tp only: the chunk's tokens are its rows, the combine writes them

@@ -47,16 +47,21 @@ void init_param_range(T* dst, const ParamSpec& spec, uint64_t seed, size_t first
   }
 }
 
+std::vector<InitRun> init_runs(const ParamTable& table) {
+  std::vector<InitRun> runs;
+  for (const ParamSpec& spec : table.specs())
+    spec.slab.for_each_run(spec.shape, [&](int64_t global, int64_t local_idx, int64_t n) {
+      runs.push_back({&spec, static_cast<size_t>(global),
+                      spec.offset + static_cast<size_t>(local_idx), static_cast<size_t>(n)});
+    });
+  return runs;
+}
+
 template <class T>
 void init_params(T* params, const ParamTable& table, uint64_t seed) {
   std::fill(params, params + table.total_numel(), T(0));  // padding included
-  for (const ParamSpec& spec : table.specs()) {
-    T* local = params + spec.offset;
-    spec.slab.for_each_run(spec.shape, [&](int64_t global, int64_t local_idx, int64_t n) {
-      init_param_range(local + local_idx, spec, seed, static_cast<size_t>(global),
-                       static_cast<size_t>(n));
-    });
-  }
+  for (const InitRun& r : init_runs(table))
+    init_param_range(params + r.local, *r.spec, seed, r.global, r.count);
 }
 
 template void init_param_range<float>(float*, const ParamSpec&, uint64_t, size_t, size_t);

@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "src/model/params.h"
 
@@ -36,8 +37,23 @@ uint64_t param_stream_id(const std::string& name);
 template <class T>
 void init_param_range(T* dst, const ParamSpec& spec, uint64_t seed, size_t first, size_t count);
 
+// One run of an initialisation: `count` elements that are contiguous both in the global tensor
+// of `spec` (from GLOBAL flat index `global`) and in the rank's flat local buffer (from `local`,
+// the offset of the parameter's slab included).
+struct InitRun {
+  const ParamSpec* spec = nullptr;
+  size_t global = 0, local = 0, count = 0;
+};
+
+// Every run the initialisation of `table` draws, parameter by parameter in table order and in
+// local order inside each (its slab's row-major runs, Slab::for_each_run): a whole parameter is
+// one run from global index 0; a shard is drawn at its global offsets (SPEC section 2). The one
+// enumeration both backends execute -- init_params below and CudaModel::init_params -- so the
+// GPU's shards get the CPU's values. Points into `table`.
+std::vector<InitRun> init_runs(const ParamTable& table);
+
 // params[table.total_numel()] (=) the local part (slab) of every parameter of `table` at its
-// offset, zeros in the padding.
+// offset (init_runs), zeros in the padding.
 template <class T>
 void init_params(T* params, const ParamTable& table, uint64_t seed);
 

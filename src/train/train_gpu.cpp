@@ -2,8 +2,10 @@
 // AdamW moments on the device, in the CPU rank's flat layout), on one GPU or over one GPU per
 // rank, data-, tensor- and expert-parallel:
 //
-//   - device choice: local rank (an MPI_COMM_TYPE_SHARED split) % the visible GPU count; a node
-//     with more ranks than GPUs is refused (NCCL needs a GPU per rank);
+//   - device choice: local rank (an MPI_COMM_TYPE_SHARED split) % the visible GPU count, so a
+//     node's ranks that all see every GPU take one each and ranks bound to one GPU per task
+//     (each sees one) take theirs; two ranks on one physical GPU (compared by UUID) are refused
+//     (NCCL needs a GPU per rank; comm/gpu_binding.h);
 //   - the work split: each rank processes its dp share of the global batch exactly as the CPU
 //     trainer does (same BatchLoader, same sequence indices), so a 2-GPU run sees the sequences
 //     of a 1-GPU run, in other micro-batches;
@@ -41,6 +43,7 @@
 #include <vector>
 
 #include "comm/collectives.h"
+#include "comm/gpu_binding.h"
 #include "comm/mpi.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/core/error.h"
@@ -121,23 +124,20 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Picks this rank's GPU (local rank % device count) and makes it current. Collective over the
-// world: every rank agrees on a UsageError (no GPU, fewer GPUs than ranks on a node).
+// Picks this rank's GPU (comm/gpu_binding.h: local rank % the GPUs it sees, one physical GPU per
+// rank of a node, so SLURM's per-task binding works) and makes it current. Collective over the
+// world: every rank agrees on a UsageError (a rank without a GPU, two ranks on one GPU).
 void select_device(GpuRun& run, const comm::Comm& world) {
   MPI_Comm node = MPI_COMM_NULL;
   MPI_CHECK(
       MPI_Comm_split_type(world.get(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &node));
   run.node = comm::Comm(node);
+  std::string reason;
+  const int n = cuda::device_count(&reason);
+  const comm::GpuBinding b = comm::bind_gpu_per_rank(run.node, n, cuda::device_uuid, reason);
   agree_on_usage(world, [&] {
-    std::string reason;
-    const int n = cuda::device_count(&reason);
-    if (n == 0) throw UsageError("device: cuda needs a usable CUDA GPU: " + reason);
-    if (world.size() > 1 && run.node.size() > n)
-      throw UsageError("device: cuda with " + std::to_string(run.node.size()) +
-                       " ranks on a node that has " + std::to_string(n) +
-                       " GPU(s): data-parallel training needs one GPU per rank (start at most " +
-                       std::to_string(n) + " ranks per node)");
-    run.device = run.node.rank() % n;
+    if (!b.error.empty()) throw UsageError("device: cuda: " + b.error);
+    run.device = b.device;
   });
   CUDA_CHECK(cudaSetDevice(run.device));
 }
@@ -176,16 +176,6 @@ void sum_router_grads_over_tp(CudaModel& model, comm::NcclComm& tp, double timeo
 }
 #endif
 
-// The router-bias sign rule (SPEC 3) on the host copy, from the global routing counts.
-void update_biases(CudaModel& model, const Config& cfg, const std::vector<int64_t>& selected) {
-  const int L = static_cast<int>(cfg.model.n_layers), E = static_cast<int>(cfg.moe.num_experts);
-  std::vector<float> params = model.download_params();
-  for (int l = 0; l < L; ++l)
-    update_router_bias(params.data() + model.table().at(layer_param_name(l, "moe/bias")).offset,
-                       selected.data() + static_cast<size_t>(l) * E, E, cfg.moe.bias_update_rate);
-  model.upload_params(params);
-}
-
 // This rank's tensors brought to the host for a checkpoint (params, m, v in the table's layout).
 struct HostTensors {
   std::vector<float> params, m, v;
@@ -213,9 +203,11 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   comm::GpuExchange* exchange = nullptr;
   comm::NcclComm* tp = nullptr;
 #if defined(SWITCHYARD_HAVE_NCCL)
-  if (lay.dp > 1) run.dp_nccl = std::make_unique<comm::NcclComm>(g.dp().get());
+  const double timeout_s = cfg.parallel.timeout_s;  // bounds each NCCL set-up and call
+  if (lay.dp > 1)
+    run.dp_nccl = std::make_unique<comm::NcclComm>(g.dp().get(), timeout_s, "the dp group");
   if (lay.tp > 1) {
-    run.tp_nccl = std::make_unique<comm::NcclComm>(g.tp().get());
+    run.tp_nccl = std::make_unique<comm::NcclComm>(g.tp().get(), timeout_s, "the tp group");
     tp = run.tp_nccl.get();
   }
   if (lay.ep > 1) {
@@ -223,7 +215,8 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
                                                        static_cast<int>(cfg.moe.num_experts),
                                                        cfg.parallel.timeout_s, wd);
     exchange = run.exchange.get();
-    if (lay.edp > 1) run.edp_nccl = std::make_unique<comm::NcclComm>(g.edp().get());
+    if (lay.edp > 1)
+      run.edp_nccl = std::make_unique<comm::NcclComm>(g.edp().get(), timeout_s, "the edp group");
   }
 #endif
   run.model = std::make_unique<CudaModel>(cfg, shard_layout(lay), exchange, tp);
@@ -327,7 +320,8 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
       throw NumericalError("non-finite gradients at step " + std::to_string(step + 1),
                            /*quiet=*/!rank0);
     last_lr = lr;
-    if (cfg.moe.bias_update_rate > 0) update_biases(model, cfg, tot.selected);
+    if (cfg.moe.bias_update_rate > 0)
+      model.update_router_biases(tot.selected, cfg.moe.bias_update_rate);
 
     const int64_t done = step + 1;
     progress.step_done(step_record(done, tot, lr, norm, seconds_since(t0)));

@@ -12,8 +12,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cuda/buffer.h"
@@ -83,11 +85,29 @@ cuda::DeviceBuffer<T> upload_as(const std::vector<float>& x) {
   return cuda::to_device(convert<T>(x));
 }
 
-// A device buffer of n elements, every byte 0xFF (NaN for float and bf16).
+// The byte every element of a poisoned output is filled with: 0xFF for float and bf16 (a NaN,
+// which no comparison accepts), 0x7F for integers (0x7F7F7F7F, far outside every legitimate
+// index; 0xFF would be -1, the legitimate "dropped" value of slot_row).
+template <class T>
+constexpr int poison_byte() {
+  return std::is_integral_v<T> ? 0x7F : 0xFF;
+}
+// That poison as a value of T (the tests compare integer outputs against it).
+template <class T>
+T poison_value() {
+  unsigned char bytes[sizeof(T)];
+  std::memset(bytes, poison_byte<T>(), sizeof(T));
+  T v;
+  std::memcpy(static_cast<void*>(&v), bytes, sizeof(T));
+  return v;
+}
+
+// A device buffer of n elements, every byte poison_byte<T>() (synchronous: the poison is in
+// place before any stream's kernel writes the results).
 template <class T>
 cuda::DeviceBuffer<T> poisoned(size_t n) {
   cuda::DeviceBuffer<T> d(n);
-  d.fill_bytes(0xFF);
+  d.fill_bytes(poison_byte<T>());
   return d;
 }
 

@@ -1,8 +1,9 @@
 // The GPU expert exchange (comm/gpu_exchange.h) under mpirun, one GPU per rank: layout, dispatch
 // and combine on device buffers, checked by tests/comm/route_check.h against the naive
 // reference (delivery of each (source, token) row to exactly the ranks holding its experts,
-// values bit for bit, exact combine sums, once-per-node traffic), on one node (NCCL only) and on
-// emulated nodes of one rank (the MPI stage, staged through host memory unless CUDA-aware);
+// values bit for bit, exact combine sums, once-per-node traffic), on one node (NCCL only, a GPU
+// per rank) and on emulated nodes of one rank (the MPI stage, staged through host memory unless
+// CUDA-aware; no NCCL, so the ranks may share one GPU);
 // plus the bf16 rows against the fp32 ones.
 #include <gtest/gtest.h>
 
@@ -66,22 +67,35 @@ sy::test::RouteExec gpu_executor(GpuExchange& ex, cudaStream_t s) {
   return e;
 }
 
-TEST(GpuExchange, MatchesReferenceOnOneNodeAndOnEmulatedNodes) {
-  SY_REQUIRE_GPU_PER_RANK();
+// Every routing of the sweep on the nodes node_of (block_nodes(P, G)), L experts per rank.
+int64_t check_on_nodes(int G, cudaStream_t stream, unsigned& seed) {
   const int P = world_size();
-  sy::cuda::Stream stream;
+  const std::vector<int> node_of = sy::test::block_nodes(P, G);
   int64_t wrong = 0;
-  unsigned seed = 5;
-  for (int G : {1, P}) {
-    const std::vector<int> node_of = sy::test::block_nodes(P, G);
-    for (int L : {1, 3}) {
-      GpuExchange ex(MPI_COMM_WORLD, node_of, P * L, 60.0, nullptr);
-      sy::test::RouteExec run = gpu_executor<float>(ex, stream.get());
-      wrong += sy::test::check_routings(run, P * L, node_of, {1, 2, 3}, seed, 7,
-                                        std::to_string(G) + " node(s) L=" + std::to_string(L));
-    }
+  for (int L : {1, 3}) {
+    GpuExchange ex(MPI_COMM_WORLD, node_of, P * L, 60.0, nullptr);
+    sy::test::RouteExec run = gpu_executor<float>(ex, stream);
+    wrong += sy::test::check_routings(run, P * L, node_of, {1, 2, 3}, seed, 7,
+                                      std::to_string(G) + " node(s) L=" + std::to_string(L));
   }
-  EXPECT_EQ(sy::test::sum_over_world(wrong), 0);
+  return wrong;
+}
+
+// One node: the NCCL stage inside it (a GPU per rank).
+TEST(GpuExchange, MatchesReferenceOnOneNode) {
+  SY_REQUIRE_GPU_PER_RANK();
+  sy::cuda::Stream stream;
+  unsigned seed = 5;
+  EXPECT_EQ(sy::test::sum_over_world(check_on_nodes(1, stream.get(), seed)), 0);
+}
+
+// Every rank its own emulated node: the inter-node stage is MPI (staged through pinned host
+// memory unless CUDA-aware) and no NCCL communicator is made, so the ranks may share one GPU.
+TEST(GpuExchange, MatchesReferenceOnEmulatedNodesWithoutNccl) {
+  SY_REQUIRE_GPU_ON_EVERY_RANK();
+  sy::cuda::Stream stream;
+  unsigned seed = 6;
+  EXPECT_EQ(sy::test::sum_over_world(check_on_nodes(world_size(), stream.get(), seed)), 0);
 }
 
 // bf16 rows: integers below 256 are exact in bf16, so the bf16 run must give the float run's

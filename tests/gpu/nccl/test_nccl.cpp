@@ -4,7 +4,10 @@
 // device per rank) or none at all.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "comm/mpi.h"
@@ -23,7 +26,7 @@ using sy::cuda::DeviceBuffer;
 
 TEST(Nccl, CollectivesMatchClosedForm) {
   SY_REQUIRE_GPU_PER_RANK();
-  NcclComm comm(MPI_COMM_WORLD);
+  NcclComm comm(MPI_COMM_WORLD, 60.0, "the world");
   const int r = comm.rank(), n = comm.size();
   sy::cuda::Stream stream;
   const size_t count = 1000;  // per-rank slice of the reduce-scatter
@@ -72,7 +75,7 @@ TEST(Nccl, CollectivesMatchClosedForm) {
 // nothing from some peers); element value = 1000*src + 100*dst + index.
 TEST(Nccl, AllToAllV) {
   SY_REQUIRE_GPU_PER_RANK();
-  NcclComm comm(MPI_COMM_WORLD);
+  NcclComm comm(MPI_COMM_WORLD, 60.0, "the world");
   const int r = comm.rank(), n = comm.size();
   sy::cuda::Stream stream;
   auto cnt = [](int src, int dst) { return static_cast<size_t>((src + dst) % 3); };
@@ -102,6 +105,38 @@ TEST(Nccl, AllToAllV) {
     for (size_t i = 0; i < rc[p]; ++i)
       wrong += got[rd[p] + i] != 1000 * p + 100 * r + static_cast<int32_t>(i);
   EXPECT_EQ(sy::test::sum_over_world(wrong), 0);
+}
+
+// A rank that fails before joining the NCCL set-up must not leave the others blocked forever:
+// they time out (parallel.timeout_s), abort their communicator and throw naming their rank and
+// what they waited for. Rank 1 fails through the SWITCHYARD_NCCL_INIT_FAULT hook and never
+// touches NCCL, so this runs at np=2 on one GPU. (Before the bounded nonblocking set-up, rank 0
+// sat in ncclCommInitRank until the test's watchdog killed the job.)
+TEST(Nccl, PeerThatNeverJoinsTimesOutInsteadOfHanging) {
+  if (world_size() != 2) GTEST_SKIP() << "runs in the np=2 instance";
+  SY_REQUIRE_GPU_ON_EVERY_RANK();
+  const int me = sy::comm::world_rank();
+  ::setenv("SWITCHYARD_NCCL_INIT_FAULT", "1", 1);
+  std::string message;
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    NcclComm comm(MPI_COMM_WORLD, 5.0, "the test group");
+    ADD_FAILURE() << "rank " << me << ": the set-up succeeded without rank 1";
+  } catch (const std::runtime_error& e) {
+    message = e.what();
+  }
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ::unsetenv("SWITCHYARD_NCCL_INIT_FAULT");
+  if (me == 1) {
+    EXPECT_NE(message.find("injected failure"), std::string::npos) << message;
+  } else {
+    EXPECT_NE(message.find("rank 0 of 2"), std::string::npos) << message;
+    EXPECT_NE(message.find("timed out after 5"), std::string::npos) << message;
+    EXPECT_NE(message.find("the test group"), std::string::npos) << message;
+    EXPECT_LT(waited, 60.0) << "the bounded wait took " << waited << " s";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
 }
 
 TEST(Nccl, CudaAwareMpiIsAnswered) {

@@ -18,6 +18,7 @@
 #include "common/mpi_util.h"
 #include "common/temp_dir.h"
 #include "common/train_util.h"
+#include "gpu_mpi_util.h"
 #include "kernels/cuda/check.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/config/config.h"
@@ -130,13 +131,6 @@ inline size_t bitwise_differences(const std::vector<float>& a, const std::vector
   return n;
 }
 
-// The GPU count every rank can count on (the minimum over the ranks).
-inline int gpus_everywhere() {
-  int n = cuda::device_count();
-  MPI_Allreduce(MPI_IN_PLACE, &n, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  return n;
-}
-
 // Trains on the first `ranks` ranks of the world; the others return an empty summary.
 inline TrainSummary run_on(int ranks, const Config& cfg, const std::string& resume = "") {
   TrainOptions o;
@@ -152,12 +146,13 @@ inline TrainSummary run_on(int ranks, const Config& cfg, const std::string& resu
 constexpr double kLossTolerance = 1e-5;
 constexpr double kParamTolerance = 1e-4;
 
-// Skips the calling test unless it runs in the np=2 instance with a GPU for each rank.
+// Skips the calling test unless it runs in the np=2 instance with a GPU of its own for each rank
+// (as the trainer binds them: every GPU visible to both, or one per task).
 #define SY_REQUIRE_TWO_GPU_RANKS()                                                  \
   do {                                                                              \
     if (::sy::test::world_size() != 2) GTEST_SKIP() << "runs in the np=2 instance"; \
-    const int sy_n_ = ::sy::gputest::gpus_everywhere();                             \
-    if (sy_n_ < 2) GTEST_SKIP() << "2 ranks need 2 GPUs, found " << sy_n_;          \
+    const std::string sy_why_ = ::sy::gputest::bind_gpu_of_own();                   \
+    if (!sy_why_.empty()) GTEST_SKIP() << "2 ranks need a GPU each: " << sy_why_;   \
   } while (0)
 
 // `two` (a run on both ranks, with gather_params and check_replicas) against `one` (the 1-GPU

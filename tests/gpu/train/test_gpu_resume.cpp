@@ -1,7 +1,7 @@
 // Checkpoints and --resume with device: cuda (issue 6), one GPU, in the np=1 instance:
 // - a run that crashes after its step-10 checkpoint and resumes with --resume auto repeats the
 //   uninterrupted run bit for bit: every loss of steps 11-20, the metrics lines, the final
-//   parameters and the final checkpoint (moments included);
+//   parameters and the final checkpoint (moments included); in fp32 and in bf16;
 // - SIGUSR1 makes the GPU trainer finish its step, checkpoint and stop with exit code 75; the
 //   resumed run again matches the uninterrupted one bit for bit;
 // - the files are the CPU trainer's: a GPU checkpoint resumed with device: cpu, and a CPU one
@@ -85,26 +85,38 @@ class GpuResume : public ::testing::Test {
       EXPECT_EQ(got.count(step) ? got.at(step) : "", line) << step;
     }
   }
+
+  // A run with `set` that crashes at the start of step 12 -- after the step-10 checkpoint and a
+  // step-11 metrics line that the resumed run must redo -- resumed with --resume auto, against
+  // the same run uninterrupted.
+  void crash_and_resume(const std::vector<std::string>& set, const std::string& prefix) {
+    const std::string straight_name = prefix + "straight", crashed_name = prefix + "crashed";
+    const TrainSummary straight = run(dir_->config(straight_name, set));
+    ASSERT_EQ(straight.step_losses.size(), 20u);
+    ASSERT_EQ(straight.checkpoints_written.size(), 2u);
+
+    ::setenv("SWITCHYARD_FAULT", "0:12:throw", 1);
+    EXPECT_THROW(run(dir_->config(crashed_name, set)), std::runtime_error);
+    ::unsetenv("SWITCHYARD_FAULT");
+    ASSERT_TRUE(fs::exists(dir_->ckpt(crashed_name, 10)));
+    ASSERT_FALSE(fs::exists(dir_->ckpt(crashed_name, 20)));
+
+    TrainOptions o;
+    o.resume = "auto";
+    const TrainSummary resumed = run(dir_->config(crashed_name, set), o);
+    expect_bitwise_continuation(straight, resumed, 10, straight_name, crashed_name);
+  }
   std::unique_ptr<gputest::SharedRunDir> dir_;
 };
 
 TEST_F(GpuResume, CrashAfterCheckpointResumesBitwise) {
-  const TrainSummary straight = run(dir_->config("straight"));
-  ASSERT_EQ(straight.step_losses.size(), 20u);
-  ASSERT_EQ(straight.checkpoints_written.size(), 2u);
+  crash_and_resume({}, "");
+}
 
-  // The crashed run throws at the start of step 12: after the step-10 checkpoint and a step-11
-  // metrics line that the resumed run must redo.
-  ::setenv("SWITCHYARD_FAULT", "0:12:throw", 1);
-  EXPECT_THROW(run(dir_->config("crashed")), std::runtime_error);
-  ::unsetenv("SWITCHYARD_FAULT");
-  ASSERT_TRUE(fs::exists(dir_->ckpt("crashed", 10)));
-  ASSERT_FALSE(fs::exists(dir_->ckpt("crashed", 20)));
-
-  TrainOptions o;
-  o.resume = "auto";
-  const TrainSummary resumed = run(dir_->config("crashed"), o);
-  expect_bitwise_continuation(straight, resumed, 10, "straight", "crashed");
+// bf16: the checkpoint holds the fp32 master weights and moments only; the resumed run rebuilds
+// its bf16 compute copy from them and must still repeat the uninterrupted run bit for bit.
+TEST_F(GpuResume, Bf16CrashAfterCheckpointResumesBitwise) {
+  crash_and_resume({"train.precision=bf16"}, "bf16-");
 }
 
 TEST_F(GpuResume, PreemptionCheckpointsExits75AndResumesBitwise) {

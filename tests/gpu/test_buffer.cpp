@@ -1,0 +1,78 @@
+// The set-up helpers the GPU tests rely on (kernels/cuda/buffer.h, gpu_test_util.h):
+//   - the poison of integer outputs is no legitimate value (0xFF bytes would be -1, the
+//     "dropped" mark of slot_row, so a kernel that skipped a dropped slot would pass);
+//   - DeviceBuffer::fill_bytes / upload (legacy NULL stream) are finished before work queued
+//     afterwards on a NON-BLOCKING stream runs: the legacy stream is first kept busy for tens of
+//     milliseconds, so a poison fill or an upload that merely got queued would land after the
+//     non-blocking stream's write or read (the race the kernel, layer and NCCL tests had).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "gpu_test_util.h"
+#include "kernels/cuda/buffer.h"
+
+namespace {
+
+using sy::cuda::DeviceBuffer;
+using sy::gputest::poison_value;
+
+// Passes only on a usable GPU: tests/gpu/sanitize.sh runs it to decide whether to skip.
+TEST(GpuProbe, DeviceIsUsable) {
+  SY_REQUIRE_GPU();
+  SUCCEED();
+}
+
+TEST(Poison, IsNoLegitimateValue) {  // no GPU needed
+  EXPECT_NE(poison_value<int32_t>(), -1) << "the dropped-slot mark";
+  EXPECT_GT(poison_value<int32_t>(), 1 << 30) << "beyond every row, token and expert index";
+  EXPECT_GT(poison_value<int64_t>(), int64_t{1} << 62);
+  EXPECT_TRUE(std::isnan(poison_value<float>()));
+  EXPECT_TRUE(std::isnan(__bfloat162float(poison_value<sy::gputest::bf16>())));
+}
+
+// Keeps the legacy NULL stream busy: `rounds` memsets of a 1 GiB buffer (~10+ ms on any GPU).
+void occupy_legacy_stream(DeviceBuffer<std::byte>& big, int rounds) {
+  for (int i = 0; i < rounds; ++i)
+    CUDA_CHECK(cudaMemsetAsync(big.data(), i & 0xFF, big.bytes(), /*legacy stream*/ 0));
+}
+
+TEST(DeviceBuffer, FillIsDoneBeforeLaterNonBlockingStreamWork) {
+  SY_REQUIRE_GPU();
+  DeviceBuffer<std::byte> big(size_t{1} << 30);
+  const size_t n = size_t{1} << 20;
+  DeviceBuffer<float> x(n);
+  sy::cuda::Stream stream;  // non-blocking, as the code under test uses
+  occupy_legacy_stream(big, 64);
+  x.fill_bytes(0xFF);  // the poison, queued behind the busy legacy stream
+  CUDA_CHECK(cudaMemsetAsync(x.data(), 0, x.bytes(), stream.get()));  // "the kernel's result"
+  stream.sync();
+  const std::vector<float> got = x.download();
+  size_t poisoned = 0;
+  for (float v : got) poisoned += std::isnan(v);
+  EXPECT_EQ(poisoned, 0u) << "the poison landed on the result";
+}
+
+TEST(DeviceBuffer, UploadIsDoneBeforeLaterNonBlockingStreamWork) {
+  SY_REQUIRE_GPU();
+  DeviceBuffer<std::byte> big(size_t{1} << 30);
+  const size_t n = size_t{1} << 22;
+  DeviceBuffer<float> x(n), y(n);
+  x.fill_bytes(0);
+  sy::cuda::Stream stream;
+  occupy_legacy_stream(big, 64);
+  x.upload(std::vector<float>(n, 1.0f));
+  // A reader on the non-blocking stream: y = x.
+  CUDA_CHECK(
+      cudaMemcpyAsync(y.data(), x.data(), x.bytes(), cudaMemcpyDeviceToDevice, stream.get()));
+  stream.sync();
+  const std::vector<float> got = y.download();
+  size_t stale = 0;
+  for (float v : got) stale += v != 1.0f;
+  EXPECT_EQ(stale, 0u) << "the reader saw the buffer before the upload arrived";
+}
+
+}  // namespace
