@@ -1,7 +1,8 @@
 // The sharded parameter table: Slab runs on hand-worked cases, and for every rank of several
 // layouts, the local buffer that init_params fills equals the matching elements of the 1-rank
 // initialisation (SPEC section 2: init never depends on the layout), with every global element
-// held by exactly one rank of each data-parallel replica.
+// held by exactly one rank of each data-parallel replica; and init_runs, the enumeration both
+// backends' init executes, against SPEC section 4's sharding written out.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -118,6 +119,105 @@ TEST_P(ShardedInit, LocalPartsAreSlicesOfTheOneRankInitAndCoverIt) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, ShardedInit,
+                         ::testing::Values(std::make_tuple(1, 1, 1, 1), std::make_tuple(2, 2, 1, 1),
+                                           std::make_tuple(2, 1, 2, 1), std::make_tuple(4, 2, 2, 1),
+                                           std::make_tuple(4, 1, 2, 2), std::make_tuple(8, 2, 2, 2),
+                                           std::make_tuple(8, 1, 4, 1),
+                                           std::make_tuple(4, 4, 4, 1)));
+
+// init_runs (src/model/init.h): the one enumeration of "which global elements go where" that the
+// CPU init_params and the GPU's cuda_init_params both execute. For every rank of tensor-, expert-
+// and expert-tensor-parallel layouts, the global index each run assigns to each local element
+// must equal the index computed independently from SPEC section 4's sharding (the shard of a
+// tp-split wqkv takes its heads' columns of q, k and v; an EP rank its block of experts; ...),
+// and every local element of every parameter must be drawn exactly once. The GPU used to draw
+// every parameter from global index 0, which this comparison rejects for every shard.
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// The global multi-index of local multi-index `idx` of parameter `name` (global shape `g`) on the
+// rank at `lay`, written from SPEC section 4 and params.h's sharding table -- not from its Slab.
+std::vector<int64_t> global_index(const std::string& name, const std::vector<int64_t>& g,
+                                  std::vector<int64_t> idx, const ShardLayout& lay) {
+  if (ends_with(name, "attn/wqkv")) {  // [C, 3C]: this rank's C/tp columns of each of q, k, v
+    const int64_t C = g[0], Ct = C / lay.tp;
+    const int64_t block = idx[1] / Ct, col = idx[1] % Ct;
+    idx[1] = block * C + lay.tp_rank * Ct + col;
+  } else if (ends_with(name, "attn/wo")) {  // [C, C]: rows over tp
+    idx[0] += lay.tp_rank * (g[0] / lay.tp);
+  } else if (ends_with(name, "moe/shared/w1") || ends_with(name, "moe/shared/w3")) {
+    idx[2] += lay.tp_rank * (g[2] / lay.tp);  // [S, C, F]: F columns over tp
+  } else if (ends_with(name, "moe/shared/w2")) {
+    idx[1] += lay.tp_rank * (g[1] / lay.tp);  // [S, F, C]: F rows over tp
+  } else if (ends_with(name, "moe/w1") || ends_with(name, "moe/w3")) {
+    idx[0] += lay.ep_rank * (g[0] / lay.ep);    // [E, C, F]: experts over ep
+    idx[2] += lay.etp_rank * (g[2] / lay.etp);  // F over etp
+  } else if (ends_with(name, "moe/w2")) {
+    idx[0] += lay.ep_rank * (g[0] / lay.ep);  // [E, F, C]
+    idx[1] += lay.etp_rank * (g[1] / lay.etp);
+  }
+  return idx;
+}
+
+int64_t flat(const std::vector<int64_t>& idx, const std::vector<int64_t>& shape) {
+  int64_t f = 0;
+  for (size_t d = 0; d < shape.size(); ++d) f = f * shape[d] + idx[d];
+  return f;
+}
+
+class InitRuns : public ::testing::TestWithParam<std::tuple<int, int, int, int>> {};
+
+TEST_P(InitRuns, DrawEveryLocalElementAtItsGlobalIndex) {
+  const auto [world, tp, ep, etp] = GetParam();
+  const Config cfg = model_config();
+  for (int rank = 0; rank < world; ++rank) {
+    const ShardLayout lay = coords(rank, world, tp, ep, etp);
+    const ParamTable table = make_param_table(cfg, lay);
+    // global_of[i]: the global index the runs draw for local buffer element i (-1: none).
+    std::vector<int64_t> global_of(table.total_numel(), -1);
+    std::vector<const ParamSpec*> owner(table.total_numel(), nullptr);
+    size_t drawn = 0;
+    for (const InitRun& r : init_runs(table)) {
+      ASSERT_NE(r.spec, nullptr);
+      ASSERT_GE(r.local, r.spec->offset);
+      ASSERT_LE(r.local + r.count, r.spec->offset + r.spec->numel) << r.spec->name;
+      ASSERT_LE(r.global + r.count, r.spec->global_numel()) << r.spec->name;
+      for (size_t i = 0; i < r.count; ++i) {
+        ASSERT_EQ(global_of[r.local + i], -1) << r.spec->name << ": local element drawn twice";
+        global_of[r.local + i] = static_cast<int64_t>(r.global + i);
+        owner[r.local + i] = r.spec;
+      }
+      drawn += r.count;
+    }
+    size_t wrong = 0, expected = 0;
+    for (const ParamSpec& p : table.specs()) {
+      expected += p.numel;
+      // Walk the local shape in row-major order: local flat index i <-> multi-index idx.
+      const std::vector<int64_t>& ls = p.local_shape;
+      std::vector<int64_t> idx(ls.size(), 0);
+      for (size_t i = 0; i < p.numel; ++i) {
+        const int64_t want = flat(global_index(p.name, p.shape, idx, lay), p.shape);
+        if (owner[p.offset + i] != &p || global_of[p.offset + i] != want) {
+          if (wrong < 5)
+            ADD_FAILURE() << p.name << " rank " << rank << " local " << i << ": drawn as global "
+                          << global_of[p.offset + i] << ", SPEC says " << want;
+          ++wrong;
+        }
+        for (int d = static_cast<int>(ls.size()) - 1; d >= 0; --d)
+          if (++idx[static_cast<size_t>(d)] < ls[static_cast<size_t>(d)])
+            break;
+          else
+            idx[static_cast<size_t>(d)] = 0;
+      }
+    }
+    EXPECT_EQ(wrong, 0u) << "rank " << rank;
+    EXPECT_EQ(drawn, expected) << "rank " << rank << ": every parameter element once";
+  }
+}
+
+// 1 rank; tp=2; ep=2; tp=2 x ep=2; ep=2 x etp=2; tp=2 x ep=2 x etp=2; ep=4; tp=4 x ep=4.
+INSTANTIATE_TEST_SUITE_P(Layouts, InitRuns,
                          ::testing::Values(std::make_tuple(1, 1, 1, 1), std::make_tuple(2, 2, 1, 1),
                                            std::make_tuple(2, 1, 2, 1), std::make_tuple(4, 2, 2, 1),
                                            std::make_tuple(4, 1, 2, 2), std::make_tuple(8, 2, 2, 2),
