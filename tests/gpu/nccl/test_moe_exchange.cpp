@@ -13,7 +13,9 @@
 // every rank's reference from the seeds). fp32 1e-5, bf16 1e-2 (scale-relative).
 #include <gtest/gtest.h>
 
+#include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "comm/gpu_exchange.h"
@@ -123,6 +125,7 @@ void run_exchange_case(const ExchangeCase& xc) {
   EXPECT_TRUE(close(download_f32(dw.g_w2), g_w2, tol<T>())) << what << ": w2";
   if (d.S > 0) {
     EXPECT_TRUE(close(download_f32(dw.g_sw1), mine.g_sw1, tol<T>())) << what << ": shared w1";
+    EXPECT_TRUE(close(download_f32(dw.g_sw3), mine.g_sw3, tol<T>())) << what << ": shared w3";
     EXPECT_TRUE(close(download_f32(dw.g_sw2), mine.g_sw2, tol<T>())) << what << ": shared w2";
   }
   const sy::comm::ExchangeStats& st = ex.stats();
