@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -327,8 +328,55 @@ TYPED_TEST(MoeRows, GroupedGemm) {
   EXPECT_TRUE(close(download_f32(d_Y), Y, tol<T>()));
   EXPECT_TRUE(close(download_f32(d_dX), dX, tol<T>()));
   EXPECT_TRUE(close(download_f32(d_dW), dW, tol<T>()));
-  if (gg.used_fallback())
-    std::printf("note: cuBLAS rejected the grouped call; per-expert fallback\n");
+  // Which path ran: cuBLAS 12.5+ takes the same-type grouped call; the weight gradient of bf16
+  // operands (bf16 -> fp32) took one of the two (recorded, and printed).
+  using Path = cu::GroupedGemm::Path;
+#if CUBLAS_VERSION >= 120500
+  EXPECT_EQ(gg.path(false), Path::kGrouped) << "same-type grouped GEMM fell back";
+#endif
+  if constexpr (std::is_same_v<T, bf16>) {
+    EXPECT_NE(gg.path(true), Path::kNone);
+    const char* mixed = gg.path(true) == Path::kGrouped ? "grouped" : "per-expert";
+    ::testing::Test::RecordProperty("mixed_bf16_fp32_path", mixed);
+    std::printf("bf16 -> fp32 weight-gradient GEMMs: %s path\n", mixed);
+  } else {
+    EXPECT_EQ(gg.path(true), Path::kNone);
+  }
+}
+
+// Many grouped products queued back to back on one stream without waiting: more calls than the
+// ring of page-locked pointer slots, each reading its own inputs and writing its own output, so
+// a slot rewritten before its GEMM had read it would put a wrong product somewhere.
+TYPED_TEST(MoeRows, GroupedGemmRingOfPointerSlots) {
+  SY_REQUIRE_GPU();
+  using T = TypeParam;
+  const std::vector<int> rows = {3, 0, 5, 2};
+  const int E = static_cast<int>(rows.size()), Kd = 16, Nd = 24, R = 10;
+  const int reps = 2 * cu::GroupedGemm::kRingSlots + 3;
+  std::mt19937 rng(17);
+  const auto X = representable<T>(random_floats(rng, static_cast<size_t>(reps) * R * Kd));
+  const auto W = representable<T>(random_floats(rng, E * Kd * Nd));
+  std::vector<float> Y(static_cast<size_t>(reps) * R * Nd);
+  for (int i = 0; i < reps; ++i) {
+    long r0 = 0;
+    for (int e = 0; e < E; ++e) {
+      cpu::gemm<float>(false, false, rows[e], Nd, Kd, 1.0f, X.data() + (i * R + r0) * Kd, Kd,
+                       W.data() + static_cast<long>(e) * Kd * Nd, Nd, 0.0f,
+                       Y.data() + (i * R + r0) * Nd, Nd);
+      r0 += rows[e];
+    }
+  }
+  cu::Stream stream;
+  cu::CublasHandle cublas(stream.get());
+  cu::GroupedGemm gg;
+  auto d_X = upload_as<T>(X), d_W = upload_as<T>(W);
+  auto d_Y = poisoned<T>(Y.size());
+  for (int i = 0; i < reps; ++i)
+    gg.forward(d_Y.data() + static_cast<long>(i) * R * Nd,
+               d_X.data() + static_cast<long>(i) * R * Kd, d_W.data(), rows, Kd, Nd,
+               cu::Grad::kAssign, cublas.get(), stream.get());
+  stream.sync();
+  EXPECT_TRUE(close(download_f32(d_Y), Y, tol<T>()));
 }
 
 // Aux and z losses (values and gradients) against SPEC section 1 written as naive host loops.
