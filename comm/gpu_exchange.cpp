@@ -64,7 +64,7 @@ std::string GpuExchange::describe() const {
   std::ostringstream os;
   const detail::Topology& t = groups_.topo;
   os << "hierarchical GPU exchange, " << t.num_nodes << " node(s) x " << t.ranks_per_node
-     << " GPU(s): inside a node NCCL";
+     << " GPU(s): inside a node " << (node_nccl_ ? "NCCL" : "a device copy (one rank per node)");
   if (t.num_nodes > 1)
     os << ", across nodes MPI "
        << (cuda_aware_ == CudaAwareMpi::kYes ? "on device memory (CUDA-aware)"
