@@ -52,7 +52,7 @@ void init_params(T* params, const ParamTable& table, uint64_t seed) {
   std::fill(params, params + table.total_numel(), T(0));  // padding included
   for (const ParamSpec& spec : table.specs()) {
     T* local = params + spec.offset;
-    spec.slab.for_each_run(spec.shape, [&](int64_t global, int64_t local_idx, int64_t n) {
+    spec.for_each_run([&](int64_t global, int64_t local_idx, int64_t n) {
       init_param_range(local + local_idx, spec, seed, static_cast<size_t>(global),
                        static_cast<size_t>(n));
     });
