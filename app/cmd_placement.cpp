@@ -28,7 +28,10 @@ void add_placement_command(CLI::App& root, std::vector<Command>& out) {
   cmd->add_option("--ranks-per-node", o->ranks_per_node,
                   "EP ranks per node (default: the run's parallel.ep / --nodes)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("-o,--output", o->output, "The placement file to write")->required();
+  cmd->add_option("-o,--output", o->output, "The placement file to write");
+  cmd->add_option("--evaluate", o->evaluate,
+                  "Instead of making a placement, rate this placement file against the run's "
+                  "co-activation (expected inter-node rows per token, per layer)");
   cmd->add_option("--imbalance", o->imbalance,
                   "Allowed expected load of the busiest EP rank over the mean")
       ->capture_default_str()

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <ostream>
 
 #include "src/core/error.h"
@@ -43,9 +44,25 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
                      " layers, " + std::to_string(c.num_experts) + " experts) does not match " +
                      "its config.yaml");
   if (c.tokens == 0) throw UsageError(o.run_dir + ": coactivation.h5 has counted no tokens yet");
+  if (o.output.empty() == o.evaluate.empty())
+    throw UsageError("give exactly one of --output (make a placement) and --evaluate (rate one)");
+  std::optional<ExpertPlacement> given;
+  if (!o.evaluate.empty()) {
+    given = read_placement(o.evaluate);
+    if (given->num_experts() != c.num_experts || given->num_layers() != c.num_layers)
+      throw UsageError("--evaluate=" + o.evaluate + ": a placement of " +
+                       std::to_string(given->num_layers()) + " layers x " +
+                       std::to_string(given->num_experts()) + " experts, the run has " +
+                       std::to_string(c.num_layers) + " x " + std::to_string(c.num_experts));
+  }
 
   int R = o.ranks_per_node;
-  if (R == 0) {
+  if (R == 0 && given) {
+    if (given->ep() % o.nodes != 0)
+      throw UsageError("--nodes=" + std::to_string(o.nodes) + " does not divide the placement's " +
+                       "ep = " + std::to_string(given->ep()));
+    R = given->ep() / o.nodes;
+  } else if (R == 0) {
     if (cfg.parallel.ep % o.nodes != 0)
       throw UsageError("--nodes=" + std::to_string(o.nodes) + " does not divide the run's " +
                        "parallel.ep = " + std::to_string(cfg.parallel.ep) +
@@ -53,6 +70,10 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
     R = static_cast<int>(cfg.parallel.ep) / o.nodes;
   }
   const int E = c.num_experts, G = o.nodes, P = G * R;
+  if (given && given->ep() != P)
+    throw UsageError("--evaluate=" + o.evaluate +
+                     ": a placement for ep = " + std::to_string(given->ep()) + ", not " +
+                     std::to_string(G) + " nodes x " + std::to_string(R) + " ranks");
   if (R < 1 || E % P != 0)
     throw UsageError("--nodes=" + std::to_string(G) + " x --ranks-per-node=" + std::to_string(R) +
                      " = " + std::to_string(P) + " EP ranks do not divide the " +
@@ -72,15 +93,22 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
   out << "co-activation of " << o.run_dir << ": steps " << c.first_step + 1 << ".." << c.last_step
       << ", " << c.tokens << " tokens per layer, sample of " << c.sample_tokens()
       << " tokens (step " << c.sample_step << ")\n"
-      << "placing " << E << " experts on " << G << " nodes x " << R << " EP ranks (max rank load "
-      << o.imbalance << "x the mean"
-      << (po.route_groups > 1 ? ", " + std::to_string(po.route_groups) + " routing groups whole"
-                              : std::string())
-      << ")\n"
-      << "expected inter-node rows per token (hierarchical all-to-all), contiguous -> placed:\n";
+      << (given ? "rating " + o.evaluate + ": " : std::string("placing "))  //
+      << E << " experts on " << G << " nodes x " << R << " EP ranks";
+  if (!given)
+    out << " (max rank load " << o.imbalance << "x the mean"
+        << (po.route_groups > 1 ? ", " + std::to_string(po.route_groups) + " routing groups whole"
+                                : std::string())
+        << ")";
+  out << "\nexpected inter-node rows per token (hierarchical all-to-all), contiguous -> placed:\n";
   std::vector<std::string> comments;
   for (int l = 0; l < c.num_layers; ++l) {
-    LayerPartition part = partition_layer(c.layer_counts(l), E, po);
+    LayerPartition part;
+    if (given) {
+      for (int e = 0; e < E; ++e) part.rank_of.push_back(given->rank_of(l, e));
+    } else {
+      part = partition_layer(c.layer_counts(l), E, po);
+    }
     std::vector<int32_t> contiguous(static_cast<size_t>(E));
     for (int e = 0; e < E; ++e) contiguous[static_cast<size_t>(e)] = before.rank_of(l, e);
     const LayerTraffic a = layer_traffic(c, l, contiguous, R);
@@ -98,7 +126,7 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
                   100.0 * a.pairs_in_node, 100.0 * b.pairs_in_node, 100.0 * a.pairs_in_rank,
                   100.0 * b.pairs_in_rank, a.load_ratio, b.load_ratio);
     std::string line = buf;
-    if (part.load_ratio > o.imbalance + 1e-9)
+    if (!given && part.load_ratio > o.imbalance + 1e-9)
       line += " (over --imbalance: no swap found that lowers it without breaking a node)";
     out << "  " << line << "\n";
     comments.push_back(line);
@@ -112,6 +140,7 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
                 static_cast<long long>(row_bytes));
   const std::string total = buf;
   out << total << "\n";
+  if (given) return *given;
   comments.insert(comments.begin(), "made from " + o.run_dir + " (steps " +
                                         std::to_string(c.first_step + 1) + ".." +
                                         std::to_string(c.last_step) + ")");

@@ -15,7 +15,8 @@ struct PlacementOptions {
   std::string run_dir;      // holds coactivation.h5 and config.yaml
   int nodes = 0;            // G (required)
   int ranks_per_node = 0;   // R EP ranks per node; 0: the run's parallel.ep / G
-  std::string output;       // the placement file to write
+  std::string output;       // the placement file to write, or:
+  std::string evaluate;     // a placement file to rate against the run's co-activation
   double imbalance = 1.10;  // allowed max expected rank load over the mean
   // Group-limited routing the placement must respect: "" = the run's moe.route_groups,
   // else an integer or "nodes".
@@ -23,6 +24,7 @@ struct PlacementOptions {
   int seed = 1;  // METIS's seed
 };
 
+// Writes o.output and returns the placement made, or (o.evaluate) only rates the given one.
 // Throws UsageError naming the option or file that cannot be used.
 ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out);
 
