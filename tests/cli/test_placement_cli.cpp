@@ -11,32 +11,28 @@
 #include "common/run_command.h"
 #include "common/temp_dir.h"
 #include "src/config/config.h"
+#include "src/data/tokens.h"
 #include "src/placement/coactivation_file.h"
 #include "src/placement/placement.h"
 
 namespace {
 
+using sy::test::mpirun;
 using sy::test::run_command;
 const std::string kBin = SWITCHYARD_BIN;
 const std::string kSrc = SWITCHYARD_SOURCE_DIR;
-
-std::string mpirun(int np) {
-  return "OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none --mca "
-         "mpi_yield_when_idle 1 -np " +
-         std::to_string(np) + " ";
-}
 
 class PlacementCli : public ::testing::Test {
  protected:
   void SetUp() override {
     {
       std::ofstream t(dir_.file("t.txt"));
-      for (int i = 0; i < 400; ++i)
-        t << "the quick brown fox jumps over the lazy dog " << i << "\n";
+      for (int i = 0; i < 300; ++i) t << "pack my box with five dozen liquor jugs, " << i << "\n";
     }
-    const auto r = run_command(kBin + " data prepare --input " + dir_.file("t.txt") + " --output " +
-                               dir_.file("t.h5"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+    sy::PrepareOptions prep;
+    prep.inputs = {dir_.file("t.txt")};
+    prep.output = dir_.file("t.h5");
+    sy::prepare_token_file(prep);
     // A run directory: one layer of 8 experts whose co-activation pairs experts into nodes
     // {0,3,5,6} {1,2,4,7} and, inside them, ranks {0,5} {3,6} {1,7} {2,4}.
     const sy::Config cfg = sy::load_config(

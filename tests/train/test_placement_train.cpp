@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "comm/mpi.h"
+#include "common/ckpt_tensors.h"
 #include "common/mpi_util.h"
 #include "common/temp_dir.h"
 #include "common/train_util.h"
@@ -33,6 +34,7 @@
 namespace sy {
 namespace {
 
+using test::all_tensors;
 using test::world_rank;
 using test::world_size;
 namespace fs = std::filesystem;
@@ -47,21 +49,6 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
     den += double(b[i]) * b[i];
   }
   return std::sqrt(num / std::max(den, 1e-30));
-}
-
-// Every tensor of a checkpoint (model and moments), read whole on this rank alone.
-std::map<std::string, std::vector<float>> all_tensors(const std::string& file) {
-  const ckpt::TrainState st = ckpt::verify_checkpoint(MPI_COMM_SELF, file);
-  const ParamTable t = make_param_table(parse_config(st.config_yaml, {}, file));
-  std::vector<float> p(t.total_numel()), m(p.size()), v(p.size());
-  ckpt::load_checkpoint(MPI_COMM_SELF, file,
-                        ckpt::whole_table_refs(t, p.data(), m.data(), v.data()));
-  std::map<std::string, std::vector<float>> out;
-  for (const ParamSpec& s : t.specs())
-    for (const auto& [prefix, buf] : {std::pair{"", &p}, std::pair{"m:", &m}, std::pair{"v:", &v}})
-      out[prefix + s.name].assign(buf->begin() + static_cast<long>(s.offset),
-                                  buf->begin() + static_cast<long>(s.offset + s.numel));
-  return out;
 }
 
 class PlacementTrain : public ::testing::Test {
