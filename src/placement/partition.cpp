@@ -238,6 +238,14 @@ LayerPartition partition_layer(const int64_t* counts, int E, const PartitionOpti
     for (size_t i = 0; i < members.size(); ++i)
       out.rank_of[static_cast<size_t>(members[i])] = n * R + part[i];
   }
+  // Balanced nodes need not split into balanced ranks (a node's loads may not divide evenly):
+  // then swap across nodes too, the cheapest load-lowering swaps first. Not with route groups,
+  // whose experts must keep their nodes.
+  if (R > 1 && RG <= 1 && load_ratio(counts, E, out.rank_of) > o.imbalance) {
+    std::vector<int> part(out.rank_of.begin(), out.rank_of.end());
+    out.repair_moves += repair_loads(graph_of(counts, E, all, 1), G * R, o.imbalance, part);
+    out.rank_of.assign(part.begin(), part.end());
+  }
   out.load_ratio = load_ratio(counts, E, out.rank_of);
   return out;
 }

@@ -9,7 +9,8 @@
 // each node's share into its ranks. METIS balances within a tolerance; a rank must hold exactly
 // E / ep experts, so its result is repaired to exact counts by moving the experts whose move
 // costs the least cut, and then, if the expected load of a rank exceeds the stated imbalance,
-// by the cheapest load-reducing swaps. With group-limited routing (moe.route_groups), groups
+// by the cheapest load-reducing swaps (inside the nodes first; across them when a node's experts
+// cannot split into balanced ranks). With group-limited routing (moe.route_groups), groups
 // are the vertices of the node level, so only whole groups move between nodes.
 //
 // Letters: E experts, G nodes, R EP ranks per node (ep = G * R), K top-k.

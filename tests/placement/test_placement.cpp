@@ -269,6 +269,24 @@ TEST(Partition, ExactCountsAndTheBestBalanceWhenLoadsAreSkewed) {
   EXPECT_NE(q.rank_of[0], q.rank_of[1]);  // the two heaviest apart
 }
 
+TEST(Partition, RanksBalanceEvenWhenANodesLoadsDoNotSplit) {
+  // Nodes {0,1,2,3} {4,5,6,7} (600 each) by co-activation; inside the first, loads 300 100 100
+  // 100 give a rank at least 400 (1.33x the mean 300). Swapping across nodes reaches <= 1.1
+  // (e.g. ranks {0,5} {1,4} {2,6} {3,7}: 320 300 290 290).
+  const std::vector<int64_t> loads = {300, 100, 100, 100, 200, 20, 190, 190};
+  std::vector<int64_t> c =
+      matrix(8, 0, [](int i, int j) -> int64_t { return (i < 4) == (j < 4) ? 40 : 1; });
+  for (int e = 0; e < 8; ++e) c[static_cast<size_t>(e * 9)] = loads[static_cast<size_t>(e)];
+  PartitionOptions o;
+  o.nodes = 2;
+  o.ranks_per_node = 2;
+  o.imbalance = 1.1;
+  const LayerPartition p = partition_layer(c.data(), 8, o);
+  EXPECT_LE(p.load_ratio, 1.1);
+  for (int r = 0; r < 4; ++r)
+    EXPECT_EQ(std::count(p.rank_of.begin(), p.rank_of.end(), r), 2) << "rank " << r;
+}
+
 TEST(Partition, MovesOnlyWholeRouteGroupsBetweenNodes) {
   // Experts 0 and 2 (groups 0 and 1 of size 2) are chosen together most, then 4 and 6 ...
   const auto c = matrix(8, 100, [](int i, int j) -> int64_t { return (i % 2 == j % 2) ? 40 : 1; });
