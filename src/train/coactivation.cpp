@@ -55,10 +55,14 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
   try {
     Coactivation old = read_coactivation(path_);
     if (old.num_layers == NL && old.num_experts == E && old.top_k == total_.top_k) {
+      log << "co-activation: continuing the counts of " << path_ << " (from step " << old.first_step
+          << ")";
+      if (old.last_step > resumed_step)  // counts cannot be taken back out
+        log << "; it counted steps up to " << old.last_step << ", so steps " << resumed_step + 1
+            << ".." << old.last_step << " will be counted twice";
+      log << "\n";
       old.last_step = resumed_step;
       total_ = std::move(old);
-      log << "co-activation: continuing the counts of " << path_ << " (from step "
-          << total_.first_step << ")\n";
       return;
     }
     log << "co-activation: " << path_ << " holds another model's counts; starting afresh\n";

@@ -6,8 +6,8 @@
 //
 // Every rank counts the tokens it routes; the tp ranks of one data-parallel rank route the same
 // tokens, so the world's sum is divided by tp. A resumed run continues the counts of the file in
-// its out_dir (the steps between the run's last log step and the checkpoint it resumed from are
-// counted twice: at most log.every - 1 steps).
+// its out_dir; steps the file counted after the checkpoint it resumed from are counted again (the
+// log says which: after a crash, the steps since that checkpoint up to the last log step).
 //
 // Letters: NL layers, E experts, K top-k, N tokens of a micro-batch.
 #pragma once

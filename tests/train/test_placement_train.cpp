@@ -27,6 +27,7 @@
 #include "src/data/tokens.h"
 #include "src/model/init.h"
 #include "src/model/params.h"
+#include "src/placement/coactivation_file.h"
 #include "src/placement/placement.h"
 #include "src/train/train_ckpt.h"
 #include "src/train/trainer.h"
@@ -147,6 +148,46 @@ TEST_F(PlacementTrain, LossesAndParametersMatchTheContiguousLayout) {
         c.name.c_str(), bitwise, plain.step_losses.size(), params_bitwise,
         plain.final_params.size());
   }
+}
+
+// coactivation.h5 (issue 17) counts every token once whatever the layout: on 1 rank and on 4
+// (dp 2 x tp 2, whose tp ranks route the same tokens), the loads sum to tokens * k, the pairs to
+// tokens * k(k-1) (both orders), the matrix is symmetric, the sample holds the last step's
+// tokens of both data-parallel ranks, and the two runs' counts agree (their routing may differ
+// only where fp32 reduction order flips a near-tie).
+TEST_F(PlacementTrain, CoactivationCountsEveryTokenOnce) {
+  TrainOptions o;
+  test::train_on_first(1, config("co1", {}), o);
+  test::train_on_first(4, config("co4", {"parallel.tp=2"}), o);
+  if (world_rank() != 0) return;
+  const Coactivation a = read_coactivation(root_ + "/co1/coactivation.h5");
+  const Coactivation b = read_coactivation(root_ + "/co4/coactivation.h5");
+  const int64_t tokens = 10 * 8 * 32;  // steps * global_batch * seq_len
+  for (const Coactivation* c : {&a, &b}) {
+    EXPECT_EQ(c->tokens, tokens);
+    EXPECT_EQ(c->first_step, 0);
+    EXPECT_EQ(c->last_step, 10);
+    EXPECT_EQ(c->sample_step, 10);
+    EXPECT_EQ(c->sample_tokens(), 8 * 32);
+    const int E = c->num_experts, K = c->top_k;
+    for (int l = 0; l < c->num_layers; ++l) {
+      const int64_t* n = c->layer_counts(l);
+      int64_t loads = 0, pairs = 0;
+      for (int i = 0; i < E; ++i)
+        for (int j = 0; j < E; ++j) {
+          (i == j ? loads : pairs) += n[i * E + j];
+          EXPECT_EQ(n[i * E + j], n[j * E + i]);
+        }
+      EXPECT_EQ(loads, tokens * K) << "layer " << l;
+      EXPECT_EQ(pairs, tokens * K * (K - 1)) << "layer " << l;
+    }
+  }
+  int64_t diff = 0, total = 0;
+  for (size_t i = 0; i < a.counts.size(); ++i) {
+    diff += std::abs(a.counts[i] - b.counts[i]);
+    total += a.counts[i];
+  }
+  EXPECT_LE(diff, total / 100) << "the two layouts' counts differ by more than 1 %";
 }
 
 // The checkpoints of a trained run with and without a placement hold the same logical tensors.
