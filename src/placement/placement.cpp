@@ -92,6 +92,21 @@ bool ExpertPlacement::is_contiguous() const {
   return true;
 }
 
+std::string describe_placement(const ExpertPlacement& p, int ranks_per_node, int max_layers) {
+  std::ostringstream os;
+  for (int l = 0; l < std::min(p.num_layers(), max_layers); ++l) {
+    os << (l ? "; " : "") << "layer " << l << ":";
+    for (int r = 0; r < p.ep(); ++r) {
+      os << (r > 0 && ranks_per_node > 0 && r % ranks_per_node == 0 ? " | [" : " [");
+      const auto& on = p.experts_on(l, r);
+      for (size_t j = 0; j < on.size(); ++j) os << (j ? " " : "") << on[j];
+      os << "]";
+    }
+  }
+  if (p.num_layers() > max_layers) os << "; ...";
+  return os.str();
+}
+
 ExpertPlacement read_placement(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;

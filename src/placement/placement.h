@@ -68,6 +68,10 @@ class ExpertPlacement {
   std::vector<std::vector<int32_t>> slot_;                     // [NL][E]
 };
 
+// "layer 0: [0 5] [1 4] | [2 7] [3 6]; layer 1: ..." (ranks, '|' between nodes of
+// ranks_per_node ranks when > 0), the first max_layers layers, for the start-up log.
+std::string describe_placement(const ExpertPlacement& p, int ranks_per_node, int max_layers = 4);
+
 // Reads a placement file. Throws UsageError naming the file and the problem: not a regular file,
 // YAML syntax (with the line), missing or unknown keys, a repeated or missing expert, an expert
 // out of range, a rank with the wrong number of experts.

@@ -163,9 +163,12 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   log_run_header(cfg, data, lay,
                  rt.exchange ? "expert all-to-all: " + rt.exchange->describe() + "\n" : "",
                  model.table(), flops, log);
-  if (placement)
-    log << "expert placement: " << cfg.parallel.expert_placement << " (per layer, EP rank r holds "
-        << "the experts it lists; checkpoints keep the logical order)\n";
+  if (placement)  // the layout lines above show the contiguous experts; these are the real ones
+    log << "expert placement " << cfg.parallel.expert_placement << " (EP ranks in order, '|' "
+        << "between nodes): "
+        << describe_placement(*placement, static_cast<int>(std::count(ep_nodes.begin(),
+                                                                      ep_nodes.end(), ep_nodes[0])))
+        << "\n";
   log << resume_log.str();
   CoactivationCounter coact(cfg, rank0, lay.coords.tp_rank == 0, rt.world.size(),
                             resumed.resumed ? first_step : -1, log);

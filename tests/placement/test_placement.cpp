@@ -59,6 +59,8 @@ TEST(PlacementFile, ReadsBackWhatItWrites) {
   EXPECT_EQ(p.experts_on(0, 1), (std::vector<int32_t>{0, 3}));
   EXPECT_EQ(p.slots(0), (std::vector<int32_t>{2, 0, 1, 3}));  // rank * L + local index
   EXPECT_FALSE(p.is_contiguous());
+  EXPECT_EQ(describe_placement(p, 1), "layer 0: [1 2] | [0 3]; layer 1: [0 3] | [1 2]");
+  EXPECT_EQ(describe_placement(p, 0, 1), "layer 0: [1 2] [0 3]; ...");
   EXPECT_TRUE(ExpertPlacement::contiguous(2, 4, 2).is_contiguous());
   const std::string path = dir.file("p.yaml");
   write_placement(path, p, {"a comment"});
