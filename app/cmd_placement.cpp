@@ -16,7 +16,8 @@ void add_placement_command(CLI::App& root, std::vector<Command>& out) {
   auto o = std::make_shared<PlacementOptions>();
   auto* cmd = root.add_subcommand(
       "placement",
-      "Place experts on EP ranks so that experts tokens choose together share a node: per layer, "
+      "Place experts on EP ranks so that experts chosen together by tokens share a node: per "
+      "layer, "
       "a METIS partition of the run's co-activation (<run>/coactivation.h5), balanced in expected "
       "load; prints the expected inter-node rows per token before and after and writes a file "
       "for parallel.expert_placement");
