@@ -26,4 +26,7 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out);   // cmd_ckpt
 void add_bench_commands(CLI::App& root, std::vector<Command>& out);  // cmd_bench.cpp
 void add_plot_command(CLI::App& root, std::vector<Command>& out);    // cmd_plot.cpp
 
+// cmd_placement.cpp
+void add_placement_command(CLI::App& root, std::vector<Command>& out);
+
 }  // namespace sy::app

@@ -12,6 +12,7 @@ SWITCHYARD_DEBS=(build-essential cmake pkg-config
   libcli11-dev                     # command line
   nlohmann-json3-dev               # metrics.jsonl
   gnuplot-nox                      # switchyard plot (PNG charts of a run)
+  libmetis-dev                     # switchyard placement (graph partitioning of experts)
   libgtest-dev googletest          # tests (googletest also ships the sources for GPU-only builds)
 )
 if [ "${1:-}" = "--test" ]; then

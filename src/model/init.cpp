@@ -50,7 +50,7 @@ void init_param_range(T* dst, const ParamSpec& spec, uint64_t seed, size_t first
 std::vector<InitRun> init_runs(const ParamTable& table) {
   std::vector<InitRun> runs;
   for (const ParamSpec& spec : table.specs())
-    spec.slab.for_each_run(spec.shape, [&](int64_t global, int64_t local_idx, int64_t n) {
+    spec.for_each_run([&](int64_t global, int64_t local_idx, int64_t n) {
       runs.push_back({&spec, static_cast<size_t>(global),
                       spec.offset + static_cast<size_t>(local_idx), static_cast<size_t>(n)});
     });

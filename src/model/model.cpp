@@ -8,6 +8,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
 #include "src/core/error.h"
+#include "src/placement/placement.h"
 
 namespace sy {
 
@@ -26,7 +27,7 @@ template <class T>
 Model<T>::Model(const Config& cfg, const ModelParallel& par)
     : cfg_(cfg),
       par_(par),
-      table_(make_param_table(cfg, par.layout)),
+      table_(make_param_table(cfg, par.layout, par.placement)),
       L_(static_cast<int>(cfg.model.n_layers)),
       T_(static_cast<int>(cfg.model.seq_len)),
       C_(static_cast<int>(cfg.model.d_model)),
@@ -41,7 +42,10 @@ Model<T>::Model(const Config& cfg, const ModelParallel& par)
   grads.assign(table_.total_numel(), T(0));
   const MoeDims dims = moe_dims(cfg, par.layout.tp, par.layout.ep, par.layout.etp);
   moe_.reserve(static_cast<size_t>(L_));
-  for (int l = 0; l < L_; ++l) moe_.emplace_back(dims, par.moe);
+  for (int l = 0; l < L_; ++l) {
+    moe_.emplace_back(dims, par.moe);
+    if (table_.placement()) moe_.back().set_expert_slots(table_.placement()->slots(l));
+  }
   acts_.resize(static_cast<size_t>(L_));
 }
 

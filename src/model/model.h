@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "src/config/config.h"
@@ -47,6 +48,8 @@ LossScale global_batch_scale(const Config& cfg);
 struct ModelParallel {
   ShardLayout layout;
   MoeParallel moe;  // moe.tp is also the attention's tensor-parallel group
+  // Which experts each EP rank holds, per layer (null: contiguous); see src/placement.
+  std::shared_ptr<const ExpertPlacement> placement;
 };
 
 template <class T>
@@ -65,6 +68,8 @@ class Model {
 
   void zero_grads();
   T* param(const std::string& name) { return params.data() + table_.at(name).offset; }
+  // Layer l's MoE (read-only: its last routing, for the co-activation counts).
+  const MoeLayer<T>& moe_layer(int l) const { return moe_[static_cast<size_t>(l)]; }
 
   // Forward of B sequences; tokens [B, T+1] (inputs tokens[:, :T], targets tokens[:, 1:]).
   // stats: null, or L entries that receive each layer's routing counts.

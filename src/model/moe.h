@@ -145,6 +145,15 @@ class MoeLayer {
   void backward(T* dm, const MoeWeights<T>& g, const T* dout, const T* m, const MoeWeights<T>& w,
                 const LossScale& s);
 
+  // Under an expert placement (src/placement/placement.h): slots[E], the exchange position (EP
+  // rank * L + local index) of each logical expert. Routing, losses and stats keep logical ids;
+  // only the exchange sees slots. Empty (the default): expert e is slot e.
+  void set_expert_slots(std::vector<int32_t> slots);
+  // The top-k of the last route() (or forward()): [num_tokens() * K] logical experts, selected
+  // before capacity (the co-activation counts of src/train/coactivation.h read them).
+  const int32_t* topk() const { return topk_.data(); }
+  int num_tokens() const { return N_; }
+
   // ---- The one-rank stages (no tp, ep or etp), for tests that compose them by hand ----
 
   // Router, top-k, gates, capacity, and (without an exchange) the local layout over all N
@@ -237,6 +246,11 @@ class MoeLayer {
   std::vector<int64_t> etp_rows_;   // [etp] rows each etp rank contributed
   std::vector<T> etp_scratch_;      // this rank's rows of a reduce-scatter
   std::vector<T> yrows_;            // [M,C] / [M,C+K] weighted outputs, row gradients
+
+  // Expert placement: the exchange slot of each expert [E] (empty: identity), and this slice's
+  // kept experts as slots [Ns,K].
+  std::vector<int32_t> expert_slot_, slot_e_;
+
   // Saved by the expert stages.
   std::vector<T> xs_, ys_;         // [A,C] dispatched inputs and expert outputs (forward())
   std::vector<T> h1_, h3_, h_;     // [R,Fl] routed expert activations

@@ -40,6 +40,20 @@ MoeLayer<T>::MoeLayer(const MoeDims& dims, const MoeParallel& par) : d_(dims), p
 }
 
 template <class T>
+void MoeLayer<T>::set_expert_slots(std::vector<int32_t> slots) {
+  SY_CHECK(slots.empty() || (par_.exchange && static_cast<int>(slots.size()) == d_.E),
+           "expert slots need an exchange and one slot per expert (" << slots.size() << " of "
+                                                                     << d_.E << ")");
+  std::vector<bool> seen(slots.size(), false);
+  for (int32_t s : slots) {
+    SY_CHECK(s >= 0 && s < d_.E && !seen[static_cast<size_t>(s)],
+             "expert slots are no permutation");
+    seen[static_cast<size_t>(s)] = true;
+  }
+  expert_slot_ = std::move(slots);
+}
+
+template <class T>
 bool MoeLayer<T>::moves_rows() const {
   return par_.exchange || size_of(par_.tp) > 1 || size_of(par_.etp) > 1;
 }
@@ -98,7 +112,15 @@ void MoeLayer<T>::routed_forward(T* out, const T* m, const MoeWeights<T>& w) {
                 send_.data() + static_cast<long>(i) * W + C);
     }
     comm::ExchangeHandle& h = *handle_;
-    par_.exchange->layout(std::span<const int32_t>(slice_e, static_cast<size_t>(Ns) * K), Ns, K, h);
+    const int32_t* route_e = slice_e;  // the exchange routes by slot (set_expert_slots)
+    if (!expert_slot_.empty()) {
+      grow(slot_e_, static_cast<long>(Ns) * K);
+      for (long i = 0; i < static_cast<long>(Ns) * K; ++i)
+        slot_e_[static_cast<size_t>(i)] =
+            slice_e[i] < 0 ? -1 : expert_slot_[static_cast<size_t>(slice_e[i])];
+      route_e = slot_e_.data();
+    }
+    par_.exchange->layout(std::span<const int32_t>(route_e, static_cast<size_t>(Ns) * K), Ns, K, h);
     Mo = static_cast<int>(h.num_recv);
     grow(recv_, static_cast<long>(Mo) * W);
     par_.exchange->dispatch(h, std::span<const T>(send_.data(), static_cast<size_t>(Ns) * W),
@@ -236,6 +258,7 @@ void MoeLayer<T>::routed_backward(T* dm, const MoeWeights<T>& g, const T* dout,
 
 #define SY_INSTANTIATE(T)                                                        \
   template MoeLayer<T>::MoeLayer(const MoeDims&, const MoeParallel&);            \
+  template void MoeLayer<T>::set_expert_slots(std::vector<int32_t>);             \
   template bool MoeLayer<T>::moves_rows() const;                                 \
   template void MoeLayer<T>::routed_forward(T*, const T*, const MoeWeights<T>&); \
   template void MoeLayer<T>::routed_backward(T*, const MoeWeights<T>&, const T*, \

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "src/core/error.h"
+#include "src/placement/placement.h"
 
 namespace sy {
 
@@ -29,6 +30,7 @@ void ParamTable::add(ParamSpec s) {
   SY_CHECK(s.slab.start.size() == s.shape.size(), s.name << ": slab rank differs from the shape");
   s.local_shape = s.slab.local_shape();
   s.numel = static_cast<size_t>(s.slab.numel());
+  if (s.parts.empty()) s.parts.push_back({s.slab, 0});
   s.offset = total_;
   total_ += s.numel;
   (s.group == ParamGroup::kDense ? dense_ : expert_).size += s.numel;
@@ -71,7 +73,30 @@ std::string layer_param_name(int64_t layer, const std::string& leaf) {
   return "model/layers/" + std::to_string(layer) + "/" + leaf;
 }
 
-ParamTable make_param_table(const Config& cfg, const ShardLayout& lay) {
+namespace {
+
+// The routed-expert slab `s` (dimension 0 = experts) of a rank holding `experts` (ascending) in
+// place of s's consecutive block: one part per run of consecutive experts.
+std::vector<SlabPart> expert_parts(const Slab& s, const std::vector<int32_t>& experts) {
+  const int64_t per_expert = s.numel() / static_cast<int64_t>(experts.size());
+  std::vector<SlabPart> parts;
+  for (size_t j = 0; j < experts.size();) {
+    size_t n = 1;
+    while (j + n < experts.size() && experts[j + n] == experts[j] + static_cast<int32_t>(n)) ++n;
+    Slab run = s;
+    run.start[0] = experts[j];
+    run.block[0] = static_cast<int64_t>(n);
+    run.stride[0] = static_cast<int64_t>(n);  // count[0] is 1
+    parts.push_back({std::move(run), static_cast<size_t>(static_cast<int64_t>(j) * per_expert)});
+    j += n;
+  }
+  return parts;
+}
+
+}  // namespace
+
+ParamTable make_param_table(const Config& cfg, const ShardLayout& lay,
+                            std::shared_ptr<const ExpertPlacement> placement) {
   const auto& m = cfg.model;
   const auto& moe = cfg.moe;
   const int64_t V = m.vocab_size, C = m.d_model, E = moe.num_experts, F = moe.ffn_hidden,
@@ -86,9 +111,16 @@ ParamTable make_param_table(const Config& cfg, const ShardLayout& lay) {
   const double out_std = std / std::sqrt(2.0 * static_cast<double>(m.n_layers));
   const bool world_rank0 = lay.dp_rank == 0 && lay.tp_rank == 0;
 
+  SY_CHECK(!placement || (placement->ep() == lay.ep && placement->num_experts() == E &&
+                          placement->num_layers() == m.n_layers),
+           "the expert placement does not fit the model and layout");
+  if (placement && placement->is_contiguous()) placement = nullptr;  // the default layout
+
   ParamTable t;
+  t.set_placement(placement);
   auto add = [&](std::string name, std::vector<int64_t> shape, ParamKind kind, double init_std,
-                 ParamGroup group, TpMode mode, Slab slab) {
+                 ParamGroup group, TpMode mode, Slab slab,
+                 const std::vector<int32_t>* experts = nullptr) {
     ParamSpec s;
     s.name = std::move(name);
     s.shape = std::move(shape);
@@ -97,6 +129,7 @@ ParamTable make_param_table(const Config& cfg, const ShardLayout& lay) {
     s.group = group;
     s.tp_mode = mode;
     s.slab = std::move(slab);
+    if (experts) s.parts = expert_parts(s.slab, *experts);
     if (group == ParamGroup::kExpert) {
       s.writer = lay.edp_rank == 0;
       s.in_norm = true;
@@ -137,12 +170,15 @@ ParamTable make_param_table(const Config& cfg, const ShardLayout& lay) {
     replicated(n("moe_norm"), {C}, ParamKind::kGain);
     replicated(n("moe/router"), {C, E}, ParamKind::kMatrix, std, TpMode::kPartialGrad);
     replicated(n("moe/bias"), {E}, ParamKind::kBias);
+    // Under a placement the local experts are the placement's, not ep_r * Le ..
+    const std::vector<int32_t>* experts =
+        placement ? &placement->experts_on(static_cast<int>(l), static_cast<int>(ep_r)) : nullptr;
     add(n("moe/w1"), {E, C, F}, ParamKind::kMatrix, std, ParamGroup::kExpert, TpMode::kSharded,
-        slab({ep_r * Le, 0, etp_r * Fe}, {Le, 1, Fe}, {1, 1, 1}, {Le, C, Fe}));
+        slab({ep_r * Le, 0, etp_r * Fe}, {Le, 1, Fe}, {1, 1, 1}, {Le, C, Fe}), experts);
     add(n("moe/w3"), {E, C, F}, ParamKind::kMatrix, std, ParamGroup::kExpert, TpMode::kSharded,
-        slab({ep_r * Le, 0, etp_r * Fe}, {Le, 1, Fe}, {1, 1, 1}, {Le, C, Fe}));
+        slab({ep_r * Le, 0, etp_r * Fe}, {Le, 1, Fe}, {1, 1, 1}, {Le, C, Fe}), experts);
     add(n("moe/w2"), {E, F, C}, ParamKind::kMatrix, out_std, ParamGroup::kExpert, TpMode::kSharded,
-        slab({ep_r * Le, etp_r * Fe, 0}, {Le, Fe, 1}, {1, 1, 1}, {Le, Fe, C}));
+        slab({ep_r * Le, etp_r * Fe, 0}, {Le, Fe, 1}, {1, 1, 1}, {Le, Fe, C}), experts);
     if (S > 0) {
       add(n("moe/shared/w1"), {S, C, F}, ParamKind::kMatrix, std, ParamGroup::kDense,
           TpMode::kSharded, slab({0, 0, tp_r * Ft}, {S, 1, Ft}, {1, 1, 1}, {S, C, Ft}));

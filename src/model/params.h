@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,14 @@
 #include "src/core/slab.h"
 
 namespace sy {
+
+class ExpertPlacement;
+
+// One hyperslab of a parameter's local part, and where it starts inside that part (elements).
+struct SlabPart {
+  Slab slab;
+  size_t local_offset = 0;
+};
 
 enum class ParamKind {
   kMatrix,  // Normal(0, init_std) init; AdamW with weight decay
@@ -57,6 +66,19 @@ struct ParamSpec {
   TpMode tp_mode = TpMode::kReplicated;
   Slab slab;                         // the part this rank holds (Slab::whole when not sharded)
   std::vector<int64_t> local_shape;  // slab.local_shape()
+  // The part this rank holds as hyperslabs of the global tensor, in local order: {slab} except
+  // for the routed experts under an expert placement (src/placement/placement.h), whose local
+  // experts need not be consecutive: one part per run of consecutive logical experts, and `slab`
+  // then gives only the local shape. Map local elements to global ones through these.
+  std::vector<SlabPart> parts;
+  // f(global_flat_index, local_flat_index, length) for every run of the local part (all parts).
+  template <class F>
+  void for_each_run(F&& f) const {
+    for (const SlabPart& p : parts)
+      p.slab.for_each_run(shape, [&](int64_t g, int64_t l, int64_t n) {
+        f(g, l + static_cast<int64_t>(p.local_offset), n);
+      });
+  }
   // The one rank, among those holding identical copies of this part, that writes it to a
   // checkpoint (replicas of other data-parallel or tensor-parallel ranks do not).
   bool writer = true;
@@ -91,8 +113,14 @@ class ParamTable {
   const ParamSpec& at(const std::string& name) const;
   bool contains(const std::string& name) const;
 
+  // The expert placement the routed experts follow (null: contiguous, expert i on EP rank
+  // i / (E / ep)).
+  const std::shared_ptr<const ExpertPlacement>& placement() const { return placement_; }
+  void set_placement(std::shared_ptr<const ExpertPlacement> p) { placement_ = std::move(p); }
+
  private:
   std::vector<ParamSpec> specs_;
+  std::shared_ptr<const ExpertPlacement> placement_;
   size_t total_ = 0;
   Range dense_, expert_;
 };
@@ -101,7 +129,10 @@ class ParamTable {
 // embed, [head], final_norm, then per layer attn_norm, attn/wqkv, attn/wo, moe_norm, moe/router,
 // moe/bias, moe/w1, moe/w3, moe/w2, [moe/shared/w1, w3, w2]; the local parts of the rank at
 // `layout` (default: one rank holding everything), groups laid out by layout_groups(dp, edp).
-ParamTable make_param_table(const Config& cfg, const ShardLayout& layout = {});
+// `placement` (null: contiguous) decides which experts each EP rank holds; its ep must be
+// layout.ep.
+ParamTable make_param_table(const Config& cfg, const ShardLayout& layout = {},
+                            std::shared_ptr<const ExpertPlacement> placement = nullptr);
 
 // Name helpers so no caller formats these strings by hand.
 std::string layer_param_name(int64_t layer, const std::string& leaf);  // "model/layers/<l>/<leaf>"

@@ -194,6 +194,28 @@ std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& ti
 
   std::vector<std::string> written = {png("loss.png"), png("aux_z_loss.png"),
                                       png("tokens_per_s.png"), png("dropped_frac.png")};
+  // Several nodes: the step's inter-node bytes (absent, -1, on one node).
+  const std::string node_dat = tmp.file("internode.dat");
+  bool has_internode = false;
+  {
+    std::ofstream f(node_dat);
+    f.precision(9);
+    f << "# step internode_MB\n";
+    for (const auto& p : m.train)
+      if (p.internode_bytes >= 0) {
+        f << p.step << ' ' << p.internode_bytes / 1e6 << '\n';
+        has_internode = true;
+      }
+  }
+  if (has_internode) {
+    g << header(png("internode_bytes.png"), W, H) << "set title "
+      << gp_quote(t + "expert all-to-all between nodes (all ranks together)") << "\n"
+      << "set ylabel 'inter-node MB per step'\nset yrange [0:*]\n"
+      << "plot " << gp_quote(node_dat)
+      << " using 1:2 with linespoints lw 2 pt 7 ps 0.6 lc rgb '#17becf' title 'inter-node MB'\n"
+      << "set yrange [*:*]\n\n";
+    written.push_back(png("internode_bytes.png"));
+  }
   if (L > 0 && E > 0) {
     // One panel per layer, stacked; each panel ~ 60 px + 22 px per expert, capped.
     const int panel = std::clamp(90 + 22 * E, 240, 440);
@@ -233,6 +255,63 @@ std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& ti
   return written;
 }
 
+std::string plot_coactivation(const Coactivation& c, const std::string& title,
+                              const PlotOptions& opt) {
+  SY_CHECK(!opt.out_dir.empty(), "plot_coactivation needs an output directory");
+  fs::create_directories(opt.out_dir);
+  const ScratchDir tmp;
+  const int L = c.num_layers, E = c.num_experts;
+  const std::string dat = tmp.file("coactivation.dat"),
+                    png = (fs::path(opt.out_dir) / "coactivation.png").string();
+  double vmax = 0;
+  {
+    // One block per layer: row i, column j, percent of the tokens that chose both (i != j).
+    std::ofstream f(dat);
+    f.precision(9);
+    const auto tokens = static_cast<double>(std::max<int64_t>(c.tokens, 1));
+    for (int l = 0; l < L; ++l) {
+      f << "# layer " << l << "\n";
+      const int64_t* n = c.layer_counts(l);
+      for (int i = 0; i < E; ++i)
+        for (int j = 0; j < E; ++j) {
+          if (i == j) continue;
+          const double v = 100.0 * static_cast<double>(n[i * E + j]) / tokens;
+          f << j << ' ' << i << ' ' << v << '\n';
+          vmax = std::max(vmax, v);
+        }
+      f << "\n\n";
+    }
+  }
+  const int cols = std::clamp(L, 1, 4), rows = (L + cols - 1) / cols;
+  const int side = std::clamp(opt.width * 2 / 5, 300, 480);  // pixels per panel
+  std::ostringstream g;
+  const std::string t = title.empty() ? std::string() : title + ": ";
+  g << header(png, side * cols, std::min(16000, 60 + side * rows))
+    << "set palette defined (0 '#000004', 0.25 '#3b0f70', 0.5 '#8c2981', 0.75 '#de4968', 0.9 "
+       "'#fe9f6d', 1 '#fcfdbf')\n"
+    << "set cbrange [0:" << std::max(vmax, 1e-9) << "]\nset cblabel '% of tokens'\n"
+    << "set xrange [-0.5:" << E - 0.5 << "]\nset yrange [" << E - 0.5 << ":-0.5]\n"
+    << "set xlabel 'expert'\nset ylabel 'expert'\nset size ratio -1\nunset grid\nunset key\n"
+    << "set xtics 0," << std::max(1, E / 8) << "," << E - 1 << "\nset ytics 0,"
+    << std::max(1, E / 8) << "," << E - 1 << "\n"
+    << "set style fill solid 1.0 noborder\n"
+    << "set multiplot layout " << rows << "," << cols << " title "
+    << gp_quote(t + "tokens choosing both experts (steps " + std::to_string(c.first_step + 1) +
+                ".." + std::to_string(c.last_step) + ", " + std::to_string(c.tokens) +
+                " tokens per layer)")
+    << "\n";
+  for (int l = 0; l < L; ++l)
+    g << "set title 'layer " << l << "'\n"
+      << "plot " << gp_quote(dat) << " index " << l
+      << " using 1:2:(0.5):(0.5):3 with boxxyerror lc palette\n";
+  g << "unset multiplot\n";
+  const std::string script = tmp.file("coactivation.gp");
+  std::ofstream(script) << g.str();
+  run_gnuplot(opt.gnuplot, script);
+  if (!fs::exists(png)) throw std::runtime_error("plot: gnuplot did not write " + png);
+  return png;
+}
+
 std::vector<std::string> plot_run(const std::string& run_dir, const PlotOptions& opt,
                                   std::ostream& log) {
   if (!fs::is_directory(run_dir)) throw UsageError(run_dir + ": no such run directory");
@@ -245,9 +324,12 @@ std::vector<std::string> plot_run(const std::string& run_dir, const PlotOptions&
   if (m.num_layers() > 0) log << ", expert load " << m.num_layers() << "x" << m.num_experts();
   if (m.skipped_lines > 0) log << ", " << m.skipped_lines << " unreadable lines skipped";
   log << "\n";
-  const std::string title = fs::path(run_dir).lexically_normal().filename().string();
-  return plot_metrics(
-      m, title.empty() ? fs::path(run_dir).parent_path().filename().string() : title, o);
+  std::string title = fs::path(run_dir).lexically_normal().filename().string();
+  if (title.empty()) title = fs::path(run_dir).parent_path().filename().string();
+  std::vector<std::string> written = plot_metrics(m, title, o);
+  const std::string coact = (fs::path(run_dir) / "coactivation.h5").string();
+  if (fs::exists(coact)) written.push_back(plot_coactivation(read_coactivation(coact), title, o));
+  return written;
 }
 
 }  // namespace sy

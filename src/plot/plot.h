@@ -7,6 +7,11 @@
 //                     the layer's assignments in that logged step (uniform = 1/E): a collapsed
 //                     router shows as one bright row and dark others
 //   dropped_frac.png  the fraction of assignments dropped by the capacity limit
+//   internode_bytes.png  where several nodes are emulated or real: the bytes the expert
+//                     all-to-all sends between nodes per step, all ranks together (MB)
+//   coactivation.png  from <run dir>/coactivation.h5 when there is one: per layer a heatmap of
+//                     the share of tokens that chose both expert i and expert j (the diagonal,
+//                     each expert's own load, is left blank so the pairs keep the colour scale)
 // The data and the gnuplot script are written to a temporary directory and removed afterwards.
 #pragma once
 
@@ -14,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "src/placement/coactivation_file.h"
 #include "src/plot/run_metrics.h"
 
 namespace sy {
@@ -33,5 +39,9 @@ std::vector<std::string> plot_run(const std::string& run_dir, const PlotOptions&
 // The same from metrics already read (tests, other callers); out_dir must be set.
 std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& title,
                                       const PlotOptions& opt);
+
+// coactivation.png from counts already read; out_dir must be set. Returns its path.
+std::string plot_coactivation(const Coactivation& c, const std::string& title,
+                              const PlotOptions& opt);
 
 }  // namespace sy

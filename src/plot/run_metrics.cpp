@@ -68,6 +68,7 @@ RunMetrics read_run_metrics(const std::string& path) {
       p.step_ms = number_or(j, "step_ms", 0);
       p.a2a_ms = number_or(j, "a2a_ms", 0);
       p.dropped_frac = number_or(j, "dropped_frac", 0);
+      p.internode_bytes = number_or(j, "internode_bytes", -1);
       if (const auto it = j.find("expert_load"); it != j.end() && it->is_array()) {
         try {
           p.expert_load = it->get<std::vector<std::vector<double>>>();

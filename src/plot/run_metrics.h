@@ -17,6 +17,7 @@ struct TrainPoint {
   int64_t step = 0;
   double loss = 0, lm_loss = 0, aux_loss = 0, z_loss = 0, lr = 0, grad_norm = 0;
   double tokens_per_s = 0, step_ms = 0, a2a_ms = 0, dropped_frac = 0;
+  double internode_bytes = -1;  // the step's over all ranks; -1: absent (the run spans one node)
   std::vector<std::vector<double>> expert_load;  // [L][E]; empty when the line has none
 };
 

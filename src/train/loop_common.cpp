@@ -155,7 +155,7 @@ std::map<std::string, std::vector<float>> gather_params(const comm::ProcessGroup
   for (int r = 0; r < l.world_size; ++r) {
     comm::Layout lr = l;
     lr.coords = comm::rank_coords(r, l.tp, l.ep, l.etp);
-    const ParamTable t = make_param_table(cfg, shard_layout(lr));
+    const ParamTable t = make_param_table(cfg, shard_layout(lr), table.placement());
     for (size_t i = 0; i < t.specs().size(); ++i) {
       const ParamSpec& p = t.specs()[i];
       if (!p.writer) continue;
@@ -167,7 +167,7 @@ std::map<std::string, std::vector<float>> gather_params(const comm::ProcessGroup
                            w, MPI_STATUS_IGNORE));
       }
       std::vector<float>& dst = out[p.name];
-      p.slab.for_each_run(p.shape, [&](int64_t gi, int64_t loc, int64_t n) {
+      p.for_each_run([&](int64_t gi, int64_t loc, int64_t n) {
         std::copy_n(buf.begin() + loc, n, dst.begin() + gi);
       });
     }

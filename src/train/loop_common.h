@@ -79,14 +79,16 @@ class BatchShare {
 
   // Forward and backward of step `step`'s share on `model` (Model<float> or CudaModel): its
   // gradients (+=), whose sum over dp is the global batch's gradient. Returns the share's loss
-  // terms (weighted for the global batch) and routing counts.
+  // terms (weighted for the global batch) and routing counts. `after_forward` (optional) runs
+  // after each micro-batch's forward (the co-activation counts read its routing).
   template <class M>
-  StepTotals accumulate(M& model, int64_t step) {
+  StepTotals accumulate(M& model, int64_t step, const std::function<void()>& after_forward = {}) {
     StepTotals tot;
     tot.selected.assign(static_cast<size_t>(num_layers_ * num_experts_), 0);
     for (int64_t mb = 0; mb < per_dp_; mb += micro_batch_) {
       loader_.fill(step, first_seq_ + mb, micro_batch_, tokens_.data());
       tot.loss += model.forward(tokens_.data(), static_cast<int>(micro_batch_), scale_, &stats_);
+      if (after_forward) after_forward();
       model.backward();
       add_routing_counts(stats_, tot.selected, tot.dropped);
     }

@@ -37,21 +37,25 @@ void report_step(const Config& cfg, const StepRecord& r, const StepFlops& flops,
             static_cast<double>((*r.selected)[static_cast<size_t>(l * E + e)]) / assignments;
       expert_load.push_back(frac);
     }
-    metrics->write({{"step", r.step},
-                    {"loss", r.loss.total()},
-                    {"lm_loss", r.loss.lm},
-                    {"aux_loss", r.loss.aux},
-                    {"z_loss", r.loss.z},
-                    {"lr", r.lr},
-                    {"grad_norm", r.grad_norm},
-                    {"tokens_per_s", tok_s},
-                    {"step_ms", r.step_s * 1e3},
-                    {"a2a_ms", r.a2a_s * 1e3},
-                    {"a2a_internode_bytes", r.a2a_internode_bytes},
-                    {"a2a_intranode_bytes", r.a2a_intranode_bytes},
-                    {"gflops", gflops},
-                    {"dropped_frac", static_cast<double>(r.dropped) / (assignments * L)},
-                    {"expert_load", expert_load}});
+    nlohmann::json line = {{"step", r.step},
+                           {"loss", r.loss.total()},
+                           {"lm_loss", r.loss.lm},
+                           {"aux_loss", r.loss.aux},
+                           {"z_loss", r.loss.z},
+                           {"lr", r.lr},
+                           {"grad_norm", r.grad_norm},
+                           {"tokens_per_s", tok_s},
+                           {"step_ms", r.step_s * 1e3},
+                           {"a2a_ms", r.a2a_s * 1e3},
+                           {"a2a_internode_bytes", r.a2a_internode_bytes},
+                           {"a2a_intranode_bytes", r.a2a_intranode_bytes},
+                           {"gflops", gflops},
+                           {"dropped_frac", static_cast<double>(r.dropped) / (assignments * L)},
+                           {"expert_load", expert_load}};
+    // Added key, where several nodes are emulated or real: the step's inter-node bytes, all
+    // ranks together (a2a_internode_bytes is rank 0's share).
+    if (r.internode_bytes >= 0) line["internode_bytes"] = r.internode_bytes;
+    metrics->write(line);
   }
   char buf[320];
   std::snprintf(buf, sizeof buf,
@@ -60,7 +64,14 @@ void report_step(const Config& cfg, const StepRecord& r, const StepFlops& flops,
                 static_cast<long long>(r.step), static_cast<long long>(cfg.train.steps),
                 r.loss.total(), r.loss.lm, r.loss.aux, r.loss.z, r.lr, r.grad_norm, tok_s, gflops,
                 100.0 * r.a2a_s / r.step_s, r.step_s * 1e3, format_duration(eta_s).c_str());
-  log << buf << std::flush;
+  std::string line = buf;
+  if (r.internode_bytes >= 0) {  // several nodes: "... | ETA 00:01:02 | inter-node 1.23 MB/step"
+    char extra[64];
+    std::snprintf(extra, sizeof extra, " | inter-node %.2f MB/step",
+                  static_cast<double>(r.internode_bytes) / 1e6);
+    line.insert(line.size() - 1, extra);
+  }
+  log << line << std::flush;
 }
 
 void report_eval(int64_t step, double val_loss, MetricsWriter* metrics, std::ostream& log) {

@@ -24,6 +24,9 @@ struct StepRecord {
   double lr = 0, grad_norm = 0, step_s = 0;
   double a2a_s = 0;  // time inside the expert all-to-all
   int64_t a2a_internode_bytes = 0, a2a_intranode_bytes = 0;
+  // The step's inter-node bytes summed over every rank (the two above are this rank's); -1: the
+  // run does not span nodes.
+  int64_t internode_bytes = -1;
   const std::vector<int64_t>* selected = nullptr;  // [L*E] assignments per layer and expert
   int64_t dropped = 0;                             // assignments dropped by capacity
 };

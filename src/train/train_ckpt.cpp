@@ -13,11 +13,15 @@ std::vector<ckpt::TensorRef> training_refs(const ParamTable& table, float* param
                                            float* v) {
   std::vector<ckpt::TensorRef> out;
   const auto& specs = table.specs();
+  // One ref per hyperslab: a placed expert tensor's local experts are several (SlabPart).
   for (const ParamSpec& s : specs)
-    out.push_back({s.name, s.shape, s.slab, s.writer, params + s.offset});
+    for (const SlabPart& p : s.parts)
+      out.push_back({s.name, s.shape, p.slab, s.writer, params + s.offset + p.local_offset});
   for (const auto& [moment, buf] : {std::pair{"m", m}, std::pair{"v", v}})
     for (const ParamSpec& s : specs)
-      out.push_back({ckpt::moment_path(moment, s.name), s.shape, s.slab, s.writer, buf + s.offset});
+      for (const SlabPart& p : s.parts)
+        out.push_back({ckpt::moment_path(moment, s.name), s.shape, p.slab, s.writer,
+                       buf + s.offset + p.local_offset});
   return out;
 }
 

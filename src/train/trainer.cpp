@@ -27,6 +27,8 @@
 #include "src/model/model.h"
 #include "src/optim/distributed.h"
 #include "src/optim/optim.h"
+#include "src/placement/placement.h"
+#include "src/train/coactivation.h"
 #include "src/train/flops.h"
 #include "src/train/loop_common.h"
 #include "src/train/metrics.h"
@@ -96,6 +98,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   // Inputs first, agreed by every rank: a bad layout or data file is one message and exit 2
   // before any allocation or output.
   TokenData data;
+  std::shared_ptr<const ExpertPlacement> placement;
   agree_on_usage(rt.world, [&] {
     comm::validate_layout(rt.world.size(), static_cast<int>(cfg.parallel.tp),
                           static_cast<int>(cfg.parallel.ep), static_cast<int>(cfg.parallel.etp), E,
@@ -108,6 +111,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                        " (dp = world size / parallel.tp)");
     check_gpu_run(cfg, rt.world.size());
     data = read_token_file(cfg.data.path, cfg.model.vocab_size, T);
+    placement = load_expert_placement(cfg);
   });
 
   rt.groups = std::make_unique<comm::ProcessGroups>(
@@ -117,6 +121,15 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                           static_cast<int>(cfg.parallel.ranks_per_node)});
   const comm::ProcessGroups& g = *rt.groups;
   const comm::Layout& lay = g.layout();
+  const std::vector<int> ep_nodes = ep_node_of_rank(lay);
+  // Whether any EP group crosses nodes (agreed: the step's byte count below is collective).
+  int64_t spans_nodes =
+      std::any_of(ep_nodes.begin(), ep_nodes.end(), [&](int n) { return n != ep_nodes[0]; });
+  comm::allreduce_sum(std::span<int64_t>(&spans_nodes, 1), rt.world, nullptr, "node span");
+  if (placement)
+    agree_on_usage(rt.world, [&] {
+      check_placement_route_groups(*placement, cfg.moe.route_groups, ep_nodes);
+    });
   rt.watchdog = std::make_unique<comm::Watchdog>(cfg.parallel.timeout_s);
   comm::Watchdog* wd = rt.watchdog.get();
   if (cfg.device == Device::kCuda)
@@ -129,6 +142,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   mp.moe.etp = &g.etp();
   mp.moe.exchange = rt.exchange.get();
   mp.moe.watchdog = wd;
+  mp.placement = placement;
   rt.model = std::make_unique<Model<float>>(cfg, mp);
   Model<float>& model = *rt.model;
   init_params(model.params.data(), model.table(), cfg.run.seed);
@@ -149,7 +163,15 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   log_run_header(cfg, data, lay,
                  rt.exchange ? "expert all-to-all: " + rt.exchange->describe() + "\n" : "",
                  model.table(), flops, log);
+  if (placement)  // the layout lines above show the contiguous experts; these are the real ones
+    log << "expert placement " << cfg.parallel.expert_placement << " (EP ranks in order, '|' "
+        << "between nodes): "
+        << describe_placement(*placement, static_cast<int>(std::count(ep_nodes.begin(),
+                                                                      ep_nodes.end(), ep_nodes[0])))
+        << "\n";
   log << resume_log.str();
+  CoactivationCounter coact(cfg, rank0, lay.coords.tp_rank == 0, rt.world.size(),
+                            resumed.resumed ? first_step : -1, log);
 
   RunProgress progress(cfg, flops, resumed, metrics ? &*metrics : nullptr, log);
   TrainSummary& summary = progress.summary();
@@ -176,7 +198,9 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     const auto t0 = Clock::now();
     if (rt.exchange) rt.exchange->reset_stats();
     model.zero_grads();
-    tot = share.accumulate(model, step);
+    const bool log_step = (step + 1) % cfg.log.every == 0 || step + 1 == cfg.train.steps;
+    coact.begin_step(step, log_step);
+    tot = share.accumulate(model, step, [&] { coact.add(model); });
     sum_over_dp(tot, g.dp(), wd);
 
     const double norm = opt.reduce_gradients(model.grads.data());
@@ -200,7 +224,13 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       rec.a2a_s = rt.exchange->stats().seconds;
       rec.a2a_internode_bytes = rt.exchange->stats().internode_bytes;
       rec.a2a_intranode_bytes = rt.exchange->stats().intranode_bytes;
+      if (spans_nodes) {  // the step's inter-node bytes, all ranks together
+        rec.internode_bytes = rec.a2a_internode_bytes;
+        comm::allreduce_sum(std::span<int64_t>(&rec.internode_bytes, 1), rt.world, wd,
+                            "inter-node bytes");
+      }
     }
+    if (log_step) coact.flush(rt.world, lay.tp, done, wd);
     progress.step_done(rec);
     if (progress.eval_due(done)) run_eval(done);
     ckpts.after_step(done, summary, log);

@@ -13,15 +13,10 @@
 
 namespace {
 
+using sy::test::mpirun;
 using sy::test::run_command;
 const std::string kBin = SWITCHYARD_BIN;
 const std::string kSrc = SWITCHYARD_SOURCE_DIR;
-
-std::string mpirun(int np) {
-  return "OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none --mca "
-         "mpi_yield_when_idle 1 -np " +
-         std::to_string(np) + " ";
-}
 
 class Launch : public ::testing::Test {
  protected:

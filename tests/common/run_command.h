@@ -27,4 +27,12 @@ inline CommandResult run_command(const std::string& cmd) {
   return r;
 }
 
+// The command prefix that starts `np` ranks the way the CLI tests launch jobs: as root, more ranks
+// than cores, ranks yielding while they wait.
+inline std::string mpirun(int np) {
+  return "OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none --mca "
+         "mpi_yield_when_idle 1 -np " +
+         std::to_string(np) + " ";
+}
+
 }  // namespace sy::test

@@ -13,6 +13,7 @@
 
 #include "common/temp_dir.h"
 #include "src/core/error.h"
+#include "src/placement/coactivation_file.h"
 #include "src/plot/plot.h"
 #include "src/plot/run_metrics.h"
 
@@ -144,6 +145,50 @@ TEST(Plot, RunWithoutEvalOrExpertLoadStillPlots) {
   EXPECT_EQ(pngs.size(), 4u);  // no expert_load in the lines: no heatmap
   for (const auto& p : pngs) EXPECT_EQ(png_size(p).first, 1000u) << p;
   EXPECT_TRUE(fs::exists(dir.file("plots/loss.png")));
+}
+
+// Issue 17: where the run spans nodes its lines carry internode_bytes, drawn per step; a run
+// directory with coactivation.h5 gets the per-layer co-activation heatmap.
+TEST(Plot, InterNodeBytesAndCoactivationWhereTheRunHasThem) {
+  test::TempDir dir;
+  std::ostringstream o;
+  for (int s = 1; s <= 6; ++s)
+    o << R"({"step":)" << s << R"(,"loss":)" << 5.0 / s << R"(,"internode_bytes":)"
+      << 1000000 * (10 - s) << "}\n";
+  write(dir.file("metrics.jsonl"), o.str());
+  const RunMetrics m = read_run_metrics(dir.file("metrics.jsonl"));
+  EXPECT_DOUBLE_EQ(m.train[2].internode_bytes, 7e6);
+  Coactivation c;
+  c.num_layers = 3;
+  c.num_experts = 4;
+  c.top_k = 2;
+  c.tokens = 100;
+  c.last_step = 6;
+  for (int l = 0; l < 3; ++l)
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) c.counts.push_back(i == j ? 50 : 10 * (i + j + l));
+  write_coactivation(dir.file("coactivation.h5"), c);
+  PlotOptions opt;
+  opt.out_dir = dir.file("charts");
+  std::ostringstream log;
+  const auto pngs = plot_run(dir.path().string(), opt, log);
+  EXPECT_EQ(pngs.size(), 6u);  // 4 charts, internode_bytes, coactivation (no expert load)
+  for (const char* name : {"internode_bytes.png", "coactivation.png"}) {
+    const std::string p = (fs::path(opt.out_dir) / name).string();
+    SCOPED_TRACE(p);
+    ASSERT_TRUE(fs::exists(p));
+    EXPECT_GT(png_size(p).first, 0u);
+    EXPECT_GT(fs::file_size(p), 12000u);
+  }
+  // Three layers side by side: three square panels of 400 px.
+  EXPECT_EQ(png_size((fs::path(opt.out_dir) / "coactivation.png").string()).first, 1200u);
+
+  // One node: no internode_bytes in the lines, no chart.
+  write(dir.file("metrics.jsonl"), R"({"step":1,"loss":2.0})"
+                                   "\n");
+  EXPECT_DOUBLE_EQ(read_run_metrics(dir.file("metrics.jsonl")).train[0].internode_bytes, -1);
+  fs::remove(dir.file("coactivation.h5"));
+  EXPECT_EQ(plot_run(dir.path().string(), opt, log).size(), 4u);
 }
 
 }  // namespace

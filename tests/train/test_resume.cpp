@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "comm/mpi.h"
+#include "common/ckpt_tensors.h"
 #include "common/mpi_util.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
@@ -33,6 +34,7 @@
 namespace sy {
 namespace {
 
+using test::all_tensors;
 using test::world_rank;
 using test::world_size;
 
@@ -56,22 +58,6 @@ std::map<int64_t, std::string> metrics_by_step(const std::string& run_dir) {
     const int64_t step = j["step"].get<int64_t>();
     out[j.contains("val_loss") ? -step : step] = j.dump();
   }
-  return out;
-}
-
-// Every tensor of a checkpoint (model and moments), read whole on this rank alone.
-std::map<std::string, std::vector<float>> all_tensors(const std::string& file) {
-  const ckpt::TrainState st = ckpt::verify_checkpoint(MPI_COMM_SELF, file);
-  const Config cfg = parse_config(st.config_yaml, {}, file);
-  const ParamTable t = make_param_table(cfg);
-  std::vector<float> p(t.total_numel()), m(p.size()), v(p.size());
-  ckpt::load_checkpoint(MPI_COMM_SELF, file,
-                        ckpt::whole_table_refs(t, p.data(), m.data(), v.data()));
-  std::map<std::string, std::vector<float>> out;
-  for (const ParamSpec& s : t.specs())
-    for (const auto& [prefix, buf] : {std::pair{"", &p}, std::pair{"m:", &m}, std::pair{"v:", &v}})
-      out[prefix + s.name].assign(buf->begin() + static_cast<long>(s.offset),
-                                  buf->begin() + static_cast<long>(s.offset + s.numel));
   return out;
 }
 

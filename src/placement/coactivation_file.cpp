@@ -1,0 +1,141 @@
+#include "src/placement/coactivation_file.h"
+
+#include <filesystem>
+
+#include "src/core/error.h"
+#include "src/core/h5.h"
+
+namespace sy {
+
+namespace {
+
+constexpr const char* kFormat = "switchyard-coactivation";
+constexpr int64_t kVersion = 1;
+
+void put_int(hid_t file, const char* name, int64_t v) {
+  h5::Dataspace scalar{H5_CHECK(H5Screate(H5S_SCALAR))};
+  h5::Attribute a{
+      H5_CHECK(H5Acreate2(file, name, H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT))};
+  H5_CHECK(H5Awrite(a, H5T_NATIVE_INT64, &v));
+}
+
+int64_t get_int(hid_t file, const char* name, const std::string& path) {
+  if (H5_CHECK(H5Aexists(file, name)) <= 0)
+    throw UsageError(path + ": missing root attribute '" + name + "'");
+  h5::Attribute a{H5_CHECK(H5Aopen(file, name, H5P_DEFAULT))};
+  int64_t v = 0;
+  H5_CHECK(H5Aread(a, H5T_NATIVE_INT64, &v));
+  return v;
+}
+
+template <class T>
+void put_dataset(hid_t file, const char* name, hid_t file_type, hid_t mem_type,
+                 std::vector<hsize_t> dims, const std::vector<T>& data) {
+  h5::Dataspace space{
+      H5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr))};
+  h5::Dataset ds{
+      H5_CHECK(H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT))};
+  if (!data.empty()) H5_CHECK(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()));
+}
+
+// dims of dataset `name`, and its contents into `out`.
+template <class T>
+std::vector<hsize_t> get_dataset(hid_t file, const char* name, hid_t mem_type,
+                                 const std::string& path, std::vector<T>& out) {
+  if (H5_CHECK(H5Lexists(file, name, H5P_DEFAULT)) <= 0)
+    throw UsageError(path + ": missing dataset " + name);
+  h5::Dataset ds{H5_CHECK(H5Dopen2(file, name, H5P_DEFAULT))};
+  h5::Dataspace space{H5_CHECK(H5Dget_space(ds))};
+  std::vector<hsize_t> dims(static_cast<size_t>(H5_CHECK(H5Sget_simple_extent_ndims(space))));
+  H5_CHECK(H5Sget_simple_extent_dims(space, dims.data(), nullptr));
+  out.resize(static_cast<size_t>(H5_CHECK(H5Sget_simple_extent_npoints(space))));
+  if (!out.empty()) H5_CHECK(H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()));
+  return dims;
+}
+
+}  // namespace
+
+int64_t Coactivation::sample_tokens() const {
+  const int64_t per_token = static_cast<int64_t>(num_layers) * top_k;
+  return per_token > 0 ? static_cast<int64_t>(sample.size()) / per_token : 0;
+}
+
+Coactivation read_coactivation(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw UsageError(path + ": no co-activation file (the trainer writes <run dir>/" +
+                     "coactivation.h5 at every log step)");
+  h5::ErrorSilencer quiet;
+  Coactivation c;
+  try {
+    if (H5Fis_hdf5(path.c_str()) <= 0) throw UsageError(path + ": not an HDF5 file");
+    h5::File f{H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT))};
+    if (H5_CHECK(H5Aexists(f, "format")) <= 0)
+      throw UsageError(path + ": not a co-activation file (no format attribute)");
+    {
+      h5::Attribute a{H5_CHECK(H5Aopen(f, "format", H5P_DEFAULT))};
+      h5::Datatype t{H5_CHECK(H5Aget_type(a))};
+      char* text = nullptr;
+      if (H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) <= 0 || H5Aread(a, t, &text) < 0 ||
+          !text || std::string(text) != kFormat) {
+        H5free_memory(text);
+        throw UsageError(path + ": format is not '" + std::string(kFormat) + "'");
+      }
+      H5free_memory(text);
+    }
+    if (get_int(f, "format_version", path) != kVersion)
+      throw UsageError(path + ": format_version is not " + std::to_string(kVersion));
+    c.num_layers = static_cast<int>(get_int(f, "num_layers", path));
+    c.num_experts = static_cast<int>(get_int(f, "num_experts", path));
+    c.top_k = static_cast<int>(get_int(f, "top_k", path));
+    c.first_step = get_int(f, "first_step", path);
+    c.last_step = get_int(f, "last_step", path);
+    c.tokens = get_int(f, "tokens", path);
+    c.sample_step = get_int(f, "sample_step", path);
+    const auto NL = static_cast<hsize_t>(c.num_layers), E = static_cast<hsize_t>(c.num_experts),
+               K = static_cast<hsize_t>(c.top_k);
+    if (get_dataset(f, "counts", H5T_NATIVE_INT64, path, c.counts) != std::vector{NL, E, E})
+      throw UsageError(path + ": /counts is not [num_layers, num_experts, num_experts]");
+    const auto sdims = get_dataset(f, "sample", H5T_NATIVE_INT32, path, c.sample);
+    if (sdims.size() != 3 || sdims[0] != NL || sdims[2] != K)
+      throw UsageError(path + ": /sample is not [num_layers, tokens, top_k]");
+    for (int32_t e : c.sample)
+      if (e < 0 || e >= c.num_experts)
+        throw UsageError(path + ": /sample holds expert " + std::to_string(e));
+  } catch (const h5::Error& e) {
+    throw UsageError(path + ": cannot read: " + e.what());
+  }
+  return c;
+}
+
+void write_coactivation(const std::string& path, const Coactivation& c) {
+  const std::string tmp = path + ".tmp";
+  {
+    h5::File f{H5_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT))};
+    h5::Dataspace scalar{H5_CHECK(H5Screate(H5S_SCALAR))};
+    h5::Datatype str{H5_CHECK(H5Tcopy(H5T_C_S1))};
+    H5_CHECK(H5Tset_size(str, H5T_VARIABLE));
+    H5_CHECK(H5Tset_cset(str, H5T_CSET_UTF8));
+    h5::Attribute fmt{H5_CHECK(H5Acreate2(f, "format", str, scalar, H5P_DEFAULT, H5P_DEFAULT))};
+    const char* text = kFormat;
+    H5_CHECK(H5Awrite(fmt, str, &text));
+    put_int(f, "format_version", kVersion);
+    put_int(f, "num_layers", c.num_layers);
+    put_int(f, "num_experts", c.num_experts);
+    put_int(f, "top_k", c.top_k);
+    put_int(f, "first_step", c.first_step);
+    put_int(f, "last_step", c.last_step);
+    put_int(f, "tokens", c.tokens);
+    put_int(f, "sample_step", c.sample_step);
+    const auto NL = static_cast<hsize_t>(c.num_layers), E = static_cast<hsize_t>(c.num_experts),
+               K = static_cast<hsize_t>(c.top_k);
+    SY_CHECK(c.counts.size() == NL * E * E, "counts: " << c.counts.size() << " entries");
+    put_dataset(f, "counts", H5T_STD_I64LE, H5T_NATIVE_INT64, {NL, E, E}, c.counts);
+    put_dataset(f, "sample", H5T_STD_I32LE, H5T_NATIVE_INT32,
+                {NL, static_cast<hsize_t>(c.sample_tokens()), K}, c.sample);
+    H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL));
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace sy

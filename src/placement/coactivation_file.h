@@ -1,0 +1,53 @@
+// <run dir>/coactivation.h5: which experts the router chooses together (issue 17), written by the
+// trainer (src/train/coactivation.h) at every log step and read by `switchyard placement` and
+// `switchyard plot`.
+//
+// A file of its own rather than part of the checkpoint: the checkpoint schema (SPEC section 5)
+// stays as it is, a run without checkpoints still records its routing, and the counts of the
+// latest log step are there while the run is going.
+//
+//   /        attrs: format ("switchyard-coactivation"), format_version (1), num_layers,
+//                   num_experts, top_k, first_step, last_step, tokens, sample_step
+//   /counts  int64 [NL, E, E]  counts[l, i, j] (i != j): tokens whose top-k in layer l holds both
+//                              i and j; counts[l, i, i]: tokens that chose i (its load). Summed
+//                              over every rank (each token once) and every training step
+//                              first_step+1 .. last_step; `tokens` per layer over the same steps.
+//   /sample  int32 [NL, S, K]  the top-k of S tokens of step sample_step (every data-parallel
+//                              rank's share, at most 65536 tokens): the routing of whole tokens,
+//                              from which the traffic of a placement follows when k > 2 (the
+//                              pair counts say it exactly for k <= 2 only).
+//
+// Letters: NL layers, E experts, K top-k, S sampled tokens.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sy {
+
+struct Coactivation {
+  int num_layers = 0, num_experts = 0, top_k = 0;
+  int64_t first_step = 0, last_step = 0;  // the steps counted are first_step+1 .. last_step
+  int64_t tokens = 0;                     // tokens counted per layer
+  int64_t sample_step = 0;
+  std::vector<int64_t> counts;  // [NL*E*E]
+  std::vector<int32_t> sample;  // [NL*S*K]
+
+  int64_t sample_tokens() const;  // S
+  const int64_t* layer_counts(int layer) const {
+    return counts.data() + static_cast<size_t>(layer) * num_experts * num_experts;
+  }
+  const int32_t* layer_sample(int layer) const {
+    return sample.data() + static_cast<size_t>(layer * sample_tokens() * top_k);
+  }
+};
+
+// Throws UsageError naming the file: missing, not HDF5, not a co-activation file, or shapes that
+// disagree with its attributes.
+Coactivation read_coactivation(const std::string& path);
+
+// Writes `c` to `path` atomically (a temporary file renamed over it), one process (serial HDF5).
+void write_coactivation(const std::string& path, const Coactivation& c);
+
+}  // namespace sy

@@ -1,0 +1,156 @@
+#include "src/placement/make_placement.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <ostream>
+
+#include "src/core/error.h"
+#include "src/placement/coactivation_file.h"
+#include "src/placement/partition.h"
+
+namespace sy {
+
+namespace {
+
+// --route-groups, or the run's moe.route_groups, as a group count for `nodes` nodes.
+int route_group_count(const std::string& opt, const RouteGroups& run, int nodes) {
+  if (opt.empty()) return run.nodes ? nodes : static_cast<int>(run.count);
+  if (opt == "nodes") return nodes;
+  try {
+    size_t used = 0;
+    const int r = std::stoi(opt, &used);
+    if (used == opt.size() && r >= 1) return r;
+  } catch (const std::exception&) {
+  }
+  throw UsageError("--route-groups=" + opt + ": expected a positive integer or 'nodes'");
+}
+
+}  // namespace
+
+ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
+  namespace fs = std::filesystem;
+  if (o.nodes < 1) throw UsageError("--nodes=" + std::to_string(o.nodes) + ": must be >= 1");
+  if (!(o.imbalance >= 1.0))
+    throw UsageError("--imbalance=" + std::to_string(o.imbalance) + ": must be >= 1");
+  const std::string cfg_path = (fs::path(o.run_dir) / "config.yaml").string();
+  if (!fs::is_regular_file(cfg_path))
+    throw UsageError("--run=" + o.run_dir + ": no config.yaml (not a run directory?)");
+  const Config cfg = load_config(cfg_path);
+  const Coactivation c = read_coactivation((fs::path(o.run_dir) / "coactivation.h5").string());
+  if (c.num_experts != cfg.moe.num_experts || c.num_layers != cfg.model.n_layers)
+    throw UsageError(o.run_dir + ": coactivation.h5 (" + std::to_string(c.num_layers) +
+                     " layers, " + std::to_string(c.num_experts) + " experts) does not match " +
+                     "its config.yaml");
+  if (c.tokens == 0) throw UsageError(o.run_dir + ": coactivation.h5 has counted no tokens yet");
+  if (o.output.empty() == o.evaluate.empty())
+    throw UsageError("give exactly one of --output (make a placement) and --evaluate (rate one)");
+  std::optional<ExpertPlacement> given;
+  if (!o.evaluate.empty()) {
+    given = read_placement(o.evaluate);
+    if (given->num_experts() != c.num_experts || given->num_layers() != c.num_layers)
+      throw UsageError("--evaluate=" + o.evaluate + ": a placement of " +
+                       std::to_string(given->num_layers()) + " layers x " +
+                       std::to_string(given->num_experts()) + " experts, the run has " +
+                       std::to_string(c.num_layers) + " x " + std::to_string(c.num_experts));
+  }
+
+  int R = o.ranks_per_node;
+  if (R == 0 && given) {
+    if (given->ep() % o.nodes != 0)
+      throw UsageError("--nodes=" + std::to_string(o.nodes) + " does not divide the placement's " +
+                       "ep = " + std::to_string(given->ep()));
+    R = given->ep() / o.nodes;
+  } else if (R == 0) {
+    if (cfg.parallel.ep % o.nodes != 0)
+      throw UsageError("--nodes=" + std::to_string(o.nodes) + " does not divide the run's " +
+                       "parallel.ep = " + std::to_string(cfg.parallel.ep) +
+                       "; give --ranks-per-node (EP ranks per node)");
+    R = static_cast<int>(cfg.parallel.ep) / o.nodes;
+  }
+  const int E = c.num_experts, G = o.nodes, P = G * R;
+  if (given && given->ep() != P)
+    throw UsageError("--evaluate=" + o.evaluate +
+                     ": a placement for ep = " + std::to_string(given->ep()) + ", not " +
+                     std::to_string(G) + " nodes x " + std::to_string(R) + " ranks");
+  if (R < 1 || E % P != 0)
+    throw UsageError("--nodes=" + std::to_string(G) + " x --ranks-per-node=" + std::to_string(R) +
+                     " = " + std::to_string(P) + " EP ranks do not divide the " +
+                     std::to_string(E) + " experts");
+  PartitionOptions po;
+  po.nodes = G;
+  po.ranks_per_node = R;
+  po.imbalance = o.imbalance;
+  po.route_groups = route_group_count(o.route_groups, cfg.moe.route_groups, G);
+  po.seed = o.seed;
+
+  const ExpertPlacement before = ExpertPlacement::contiguous(c.num_layers, E, P);
+  std::vector<std::vector<int32_t>> rank_of;
+  const int64_t tokens_per_step = cfg.train.global_batch * cfg.model.seq_len;
+  const auto row_bytes = static_cast<double>(internode_row_bytes(cfg.model.d_model, c.top_k));
+  double bytes_before = 0, bytes_after = 0;
+  out << "co-activation of " << o.run_dir << ": steps " << c.first_step + 1 << ".." << c.last_step
+      << ", " << c.tokens << " tokens per layer, sample of " << c.sample_tokens()
+      << " tokens (step " << c.sample_step << ")\n"
+      << (given ? "rating " + o.evaluate + ": " : std::string("placing "))  //
+      << E << " experts on " << G << " nodes x " << R << " EP ranks";
+  if (!given)
+    out << " (max rank load " << o.imbalance << "x the mean"
+        << (po.route_groups > 1 ? ", " + std::to_string(po.route_groups) + " routing groups whole"
+                                : std::string())
+        << ")";
+  out << "\nexpected inter-node rows per token (hierarchical all-to-all), contiguous -> placed:\n";
+  std::vector<std::string> comments;
+  for (int l = 0; l < c.num_layers; ++l) {
+    LayerPartition part;
+    if (given) {
+      for (int e = 0; e < E; ++e) part.rank_of.push_back(given->rank_of(l, e));
+    } else {
+      part = partition_layer(c.layer_counts(l), E, po);
+    }
+    std::vector<int32_t> contiguous(static_cast<size_t>(E));
+    for (int e = 0; e < E; ++e) contiguous[static_cast<size_t>(e)] = before.rank_of(l, e);
+    const LayerTraffic a = layer_traffic(c, l, contiguous, R);
+    const LayerTraffic b = layer_traffic(c, l, part.rank_of, R);
+    bytes_before += a.internode_rows_per_token * static_cast<double>(tokens_per_step) * row_bytes;
+    bytes_after += b.internode_rows_per_token * static_cast<double>(tokens_per_step) * row_bytes;
+    const double cut = a.internode_rows_per_token > 0
+                           ? 100.0 * (1.0 - b.internode_rows_per_token / a.internode_rows_per_token)
+                           : 0.0;
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "layer %d: %.3f -> %.3f rows/token (%+.1f%%) | co-selected pairs in a node "
+                  "%.1f%% -> %.1f%%, in a rank %.1f%% -> %.1f%% | max rank load %.2fx -> %.2fx",
+                  l, a.internode_rows_per_token, b.internode_rows_per_token, -cut,
+                  100.0 * a.pairs_in_node, 100.0 * b.pairs_in_node, 100.0 * a.pairs_in_rank,
+                  100.0 * b.pairs_in_rank, a.load_ratio, b.load_ratio);
+    std::string line = buf;
+    if (!given && part.load_ratio > o.imbalance + 1e-9)
+      line += " (over --imbalance: no swap found that lowers it without breaking a node)";
+    out << "  " << line << "\n";
+    comments.push_back(line);
+    rank_of.push_back(std::move(part.rank_of));
+  }
+  char buf[160];
+  std::snprintf(buf, sizeof buf,
+                "predicted inter-node bytes per step: %.2f MB -> %.2f MB (%lld tokens per step, "
+                "%lld bytes per inter-node row and layer)",
+                bytes_before / 1e6, bytes_after / 1e6, static_cast<long long>(tokens_per_step),
+                static_cast<long long>(row_bytes));
+  const std::string total = buf;
+  out << total << "\n";
+  if (given) return *given;
+  comments.insert(comments.begin(), "made from " + o.run_dir + " (steps " +
+                                        std::to_string(c.first_step + 1) + ".." +
+                                        std::to_string(c.last_step) + ")");
+  comments.push_back(total);
+  ExpertPlacement p = ExpertPlacement::from_ranks(std::move(rank_of), P, o.output);
+  p.ranks_per_node = R;
+  write_placement(o.output, p, comments);
+  out << "wrote " << o.output << " (use it with --set parallel.expert_placement=" << o.output
+      << " --set parallel.ep=" << P << ")\n";
+  return p;
+}
+
+}  // namespace sy

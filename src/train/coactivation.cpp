@@ -1,0 +1,132 @@
+#include "src/train/coactivation.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <numeric>
+#include <ostream>
+#include <span>
+
+#include "comm/collectives.h"
+#include "src/core/error.h"
+
+namespace sy {
+
+namespace {
+// The sample holds at most 65536 tokens, and at most 2^22 top-k entries (16 MB gathered per log
+// step) on models with many layers and a large k.
+int64_t sample_limit(int64_t num_layers, int64_t top_k) {
+  return std::max<int64_t>(1024,
+                           std::min<int64_t>(65536, (int64_t{1} << 22) / (num_layers * top_k)));
+}
+}  // namespace
+
+void add_coactivation(int64_t* counts, int E, const int32_t* topk, int64_t n, int K) {
+  for (int64_t t = 0; t < n; ++t) {
+    const int32_t* e = topk + t * K;
+    for (int i = 0; i < K; ++i) {
+      if (e[i] < 0) continue;
+      const size_t a = static_cast<size_t>(e[i]);
+      ++counts[a * E + a];
+      for (int j = i + 1; j < K; ++j) {
+        if (e[j] < 0) continue;
+        const size_t b = static_cast<size_t>(e[j]);
+        ++counts[a * E + b];
+        ++counts[b * E + a];
+      }
+    }
+  }
+}
+
+CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool samples,
+                                         int world_size, int64_t resumed_step, std::ostream& log)
+    : path_((std::filesystem::path(cfg.run.out_dir) / "coactivation.h5").string()),
+      rank0_(rank0),
+      samples_(samples),
+      max_sample_(sample_limit(cfg.model.n_layers, cfg.moe.top_k) / world_size) {
+  const int NL = static_cast<int>(cfg.model.n_layers), E = static_cast<int>(cfg.moe.num_experts);
+  pending_.assign(static_cast<size_t>(NL) * E * E + 1, 0);  // + the token count
+  sample_.resize(static_cast<size_t>(NL));
+  total_.num_layers = NL;
+  total_.num_experts = E;
+  total_.top_k = static_cast<int>(cfg.moe.top_k);
+  total_.first_step = total_.last_step = std::max<int64_t>(resumed_step, 0);
+  total_.counts.assign(static_cast<size_t>(NL) * E * E, 0);
+  if (!rank0_ || resumed_step < 0 || !std::filesystem::exists(path_)) return;
+  try {
+    Coactivation old = read_coactivation(path_);
+    if (old.num_layers == NL && old.num_experts == E && old.top_k == total_.top_k) {
+      log << "co-activation: continuing the counts of " << path_ << " (from step " << old.first_step
+          << ")";
+      if (old.last_step > resumed_step)  // counts cannot be taken back out
+        log << "; it counted steps up to " << old.last_step << ", so steps " << resumed_step + 1
+            << ".." << old.last_step << " will be counted twice";
+      log << "\n";
+      old.last_step = resumed_step;
+      total_ = std::move(old);
+      return;
+    }
+    log << "co-activation: " << path_ << " holds another model's counts; starting afresh\n";
+  } catch (const UsageError& e) {
+    log << "warning: co-activation: " << e.what() << "; starting afresh\n";
+  }
+}
+
+void CoactivationCounter::begin_step(int64_t step, bool keep_sample) {
+  keep_sample_ = keep_sample && samples_;
+  if (!keep_sample) return;
+  sample_step_ = step + 1;
+  for (auto& s : sample_) s.clear();
+}
+
+void CoactivationCounter::add(const Model<float>& model) {
+  const int E = total_.num_experts, K = total_.top_k;
+  for (int l = 0; l < total_.num_layers; ++l) {
+    const MoeLayer<float>& layer = model.moe_layer(l);
+    const int64_t N = layer.num_tokens();
+    add_coactivation(pending_.data() + static_cast<size_t>(l) * E * E, E, layer.topk(), N, K);
+    if (keep_sample_) {
+      auto& s = sample_[static_cast<size_t>(l)];
+      const int64_t room = max_sample_ - static_cast<int64_t>(s.size()) / K;
+      s.insert(s.end(), layer.topk(), layer.topk() + std::clamp<int64_t>(room, 0, N) * K);
+    }
+  }
+  pending_.back() += model.moe_layer(0).num_tokens();
+}
+
+void CoactivationCounter::flush(const comm::Comm& world, int tp, int64_t done, comm::Watchdog* wd) {
+  comm::allreduce_sum(std::span<int64_t>(pending_), world, wd, "co-activation counts");
+  // The sample: every rank's tokens of the step, layer by layer, in rank order.
+  const int NL = total_.num_layers;
+  std::vector<int64_t> per_rank(static_cast<size_t>(world.size()), 0);  // entries (S_r * K * NL)
+  per_rank[static_cast<size_t>(world.rank())] = static_cast<int64_t>(sample_[0].size()) * NL;
+  comm::allreduce_sum(std::span<int64_t>(per_rank), world, wd, "co-activation sample sizes");
+  const int64_t all = std::accumulate(per_rank.begin(), per_rank.end(), int64_t{0});
+  std::vector<int32_t> mine, gathered(static_cast<size_t>(all));
+  for (const auto& s : sample_) mine.insert(mine.end(), s.begin(), s.end());
+  if (all > 0)
+    comm::allgatherv(std::span<const int32_t>(mine), std::span<int32_t>(gathered),
+                     std::span<const int64_t>(per_rank), world, wd, "co-activation sample");
+  if (rank0_) {
+    for (size_t i = 0; i < total_.counts.size(); ++i) total_.counts[i] += pending_[i] / tp;
+    total_.tokens += pending_.back() / tp;
+    total_.last_step = done;
+    if (all > 0) {  // [ranks][NL][S_r*K] -> [NL][ranks][S_r*K]
+      total_.sample.clear();
+      for (int l = 0; l < NL; ++l) {
+        int64_t at = 0;
+        for (int64_t n : per_rank) {
+          const int64_t layer_len = n / NL;
+          const auto first = gathered.begin() + at + l * layer_len;
+          total_.sample.insert(total_.sample.end(), first, first + layer_len);
+          at += n;
+        }
+      }
+      total_.sample_step = sample_step_;
+    }
+    write_coactivation(path_, total_);
+  }
+  std::fill(pending_.begin(), pending_.end(), 0);
+  for (auto& s : sample_) s.clear();
+}
+
+}  // namespace sy

@@ -1,0 +1,157 @@
+// Expert placement at the command line (issue 17): `switchyard placement` on a run directory
+// holding a hand-made co-activation whose best split is known, and exit 2 naming the problem for
+// bad uses of it and for a training run given a bad placement file.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/run_command.h"
+#include "common/temp_dir.h"
+#include "src/config/config.h"
+#include "src/data/tokens.h"
+#include "src/placement/coactivation_file.h"
+#include "src/placement/placement.h"
+
+namespace {
+
+using sy::test::mpirun;
+using sy::test::run_command;
+const std::string kBin = SWITCHYARD_BIN;
+const std::string kSrc = SWITCHYARD_SOURCE_DIR;
+
+class PlacementCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    {
+      std::ofstream t(dir_.file("t.txt"));
+      for (int i = 0; i < 300; ++i) t << "pack my box with five dozen liquor jugs, " << i << "\n";
+    }
+    sy::PrepareOptions prep;
+    prep.inputs = {dir_.file("t.txt")};
+    prep.output = dir_.file("t.h5");
+    sy::prepare_token_file(prep);
+    // A run directory: one layer of 8 experts whose co-activation pairs experts into nodes
+    // {0,3,5,6} {1,2,4,7} and, inside them, ranks {0,5} {3,6} {1,7} {2,4}.
+    const sy::Config cfg = sy::load_config(
+        kSrc + "/configs/tiny.yaml",
+        {"data.path=" + dir_.file("t.h5"), "moe.num_experts=8", "model.n_layers=1"});
+    std::filesystem::create_directories(dir_.file("run"));
+    std::ofstream(dir_.file("run/config.yaml")) << sy::to_yaml(cfg);
+    const std::vector<int> node = {0, 1, 1, 0, 1, 0, 0, 1}, pair = {0, 2, 3, 1, 3, 0, 1, 2};
+    sy::Coactivation c;
+    c.num_layers = 1;
+    c.num_experts = 8;
+    c.top_k = 2;
+    c.tokens = 400;
+    c.last_step = 10;
+    for (int i = 0; i < 8; ++i)
+      for (int j = 0; j < 8; ++j)
+        c.counts.push_back(i == j                                                         ? 100
+                           : node[static_cast<size_t>(i)] != node[static_cast<size_t>(j)] ? 2
+                           : pair[static_cast<size_t>(i)] == pair[static_cast<size_t>(j)] ? 50
+                                                                                          : 20);
+    sy::write_coactivation(dir_.file("run/coactivation.h5"), c);
+  }
+  std::string placement(const std::string& args) {
+    return kBin + " placement --run " + dir_.file("run") + " " + args;
+  }
+  std::string train(const std::string& extra) {
+    return kBin + " train --config " + kSrc +
+           "/configs/tiny.yaml --set data.path=" + dir_.file("t.h5") +
+           " --set run.out_dir=" + dir_.file("train") +
+           " --set train.steps=2 --set train.micro_batch=1 --set eval.every=0" +
+           " --set eval.sequences=2 " + extra;
+  }
+  sy::test::TempDir dir_;
+};
+
+TEST_F(PlacementCli, PlacesTheKnownBestSplitAndRatesIt) {
+  auto r = run_command(placement("--nodes 2 --ranks-per-node 2 --output " + dir_.file("p.yaml")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("layer 0:"), std::string::npos) << r.output;
+  const sy::ExpertPlacement p = sy::read_placement(dir_.file("p.yaml"));
+  std::set<std::set<int>> ranks;
+  for (int rank = 0; rank < 4; ++rank) {
+    const auto& on = p.experts_on(0, rank);
+    ranks.insert(std::set<int>(on.begin(), on.end()));
+  }
+  EXPECT_EQ(ranks, (std::set<std::set<int>>{{0, 5}, {3, 6}, {1, 7}, {2, 4}}));
+  EXPECT_EQ(p.ranks_per_node, 2);
+  r = run_command(placement("--nodes 2 --evaluate " + dir_.file("p.yaml")));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("rows/token"), std::string::npos) << r.output;
+}
+
+TEST_F(PlacementCli, BadUsesExitTwoNamingTheProblem) {
+  std::ofstream(dir_.file("bad.yaml")) << "format: switchyard-expert-placement\n";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {kBin + " placement --run " + dir_.file("absent") + " --nodes 2 --output x.yaml", "absent"},
+      {placement("--nodes 3 --ranks-per-node 1 --output x.yaml"), "do not divide"},
+      {placement("--nodes 2 --ranks-per-node 2"), "--output"},
+      {placement("--nodes 2 --evaluate " + dir_.file("bad.yaml")), "bad.yaml"},
+      {placement("--nodes 2 --ranks-per-node 2 --route-groups 3 --output x.yaml"), "route_groups"},
+  };
+  for (const auto& [cmd, expect] : cases) {
+    const auto r = run_command(cmd);
+    EXPECT_EQ(r.exit_code, 2) << cmd << "\n" << r.output;
+    EXPECT_NE(r.output.find(expect), std::string::npos) << cmd << "\n" << r.output;
+  }
+}
+
+TEST_F(PlacementCli, TrainingRefusesABadPlacementNamingTheProblem) {
+  const std::string head = "format: switchyard-expert-placement\nversion: 1\n";
+  struct Case {
+    std::string label, text, expect;
+  };
+  const std::vector<Case> cases = {
+      {"missing", head + "num_experts: 4\nep: 1\nlayers:\n  - [[0, 1, 2]]\n  - [[0, 1, 2, 3]]\n",
+       "expert 3 is missing"},
+      {"repeated",
+       head + "num_experts: 4\nep: 1\nlayers:\n  - [[0, 1, 2, 2]]\n  - [[0, 1, 2, 3]]\n",
+       "expert 2 is repeated"},
+      {"wrong_e", head + "num_experts: 2\nep: 1\nlayers:\n  - [[0, 1]]\n  - [[0, 1]]\n",
+       "moe.num_experts = 4"},
+      {"wrong_layers", head + "num_experts: 4\nep: 1\nlayers:\n  - [[0, 1, 2, 3]]\n",
+       "model.n_layers = 2"},
+      {"wrong_ep",
+       head + "num_experts: 4\nep: 2\nlayers:\n  - [[0, 1], [2, 3]]\n  - [[0, 1], [2, 3]]\n",
+       "parallel.ep = 1"},
+  };
+  for (const auto& c : cases) {
+    const std::string file = dir_.file(c.label + ".yaml");
+    std::ofstream(file) << c.text;
+    const auto r = run_command(train("--set parallel.expert_placement=" + file));
+    EXPECT_EQ(r.exit_code, 2) << c.label << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.expect), std::string::npos) << c.label << "\n" << r.output;
+    EXPECT_NE(r.output.find("parallel.expert_placement"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("step "), std::string::npos) << c.label << ": no work before it";
+  }
+  const auto r = run_command(train("--set parallel.expert_placement=" + dir_.path().string()));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("not a regular file"), std::string::npos) << r.output;
+}
+
+// With route_groups on, 2 emulated nodes: a placement that moves experts of group 0 to the other
+// node (and some of group 1 back) would let a token reach more nodes than route_groups_topk.
+TEST_F(PlacementCli, TrainingRefusesAPlacementThatSplitsARouteGroup) {
+  const std::string file = dir_.file("split.yaml");
+  sy::write_placement(file, sy::ExpertPlacement::from_ranks({{0, 1, 0, 1}, {0, 0, 1, 1}}, 2, "t"));
+  const std::string set =
+      "--set parallel.ep=2 --set parallel.ranks_per_node=1 "
+      "--set moe.route_groups=2 --set parallel.expert_placement=" +
+      file;
+  const auto r = run_command(mpirun(2) + train(set));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("layer 0 spreads routing group 0"), std::string::npos) << r.output;
+  // The same placement is fine without group-limited routing.
+  const auto ok =
+      run_command(mpirun(2) + train("--set parallel.ep=2 --set parallel.ranks_per_node=1 "
+                                    "--set parallel.expert_placement=" +
+                                    file));
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+}
+
+}  // namespace
