@@ -18,6 +18,9 @@
 #      (ldd), b skips every GPU test with its reason (no test fails), c-f SKIP with theirs (no
 #      GPU, no compute-sanitizer, no torch), none hangs; no Open MPI help text or component is
 #      missing from any log.
+# NCCL: SY_PYTHON=<a python3 with the nvidia-nccl-cu13 wheel> takes it from the wheel, as the GPU
+# machine does (python3 -m venv .device/venv && .device/venv/bin/pip install --no-deps
+# nvidia-nccl-cu13); otherwise the CUDA toolkit's copy here stands in.
 # Exit 0 when all of that holds, 1 otherwise, 77 when it cannot run here (not root, no unshare).
 # Needs root: mount namespaces. Outputs (gpu_check's files, the runs' logs) go to --out
 # (default .device/rehearse-out).
@@ -83,7 +86,7 @@ hide[$(readlink -f /usr/bin/orterun)]=1
 hide[$(readlink -f /usr/bin/orted)]=1
 # NCCL: on the GPU machine only the Python wheel has it. Hide the toolkit's copy when a wheel
 # is there to take its place (env.sh finds it the same way).
-wheel_nccl=$(python3 -c 'import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], "lib"))' 2>/dev/null || true)
+wheel_nccl=$("${SY_PYTHON:-python3}" -c 'import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], "lib"))' 2>/dev/null || true)
 if [ -n "$wheel_nccl" ] && [ -e "$wheel_nccl/libnccl.so.2" ]; then
   for f in /usr/local/cuda/lib/libnccl.so* /usr/local/cuda/lib64/libnccl.so*; do
     [ -e "$f" ] && hide[$(readlink -f "$f")]=1
