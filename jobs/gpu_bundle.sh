@@ -205,9 +205,19 @@ export OMPI_MCA_ess_singleton_isolated=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 export SWITCHYARD_SOURCE_DIR=$SY_BUNDLE  # configs/ for the GPU trainer tests
-# NCCL: the nvidia-nccl-cu13 wheel of the machine's Python (run with the host's library path).
+# Open MPI's shared-memory transport without cross-process memory attach (CMA can be refused in
+# VMs and containers; single copies through the shared segment work everywhere).
+export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
+# NCCL: the nvidia-nccl-cu13 wheel of the machine's Python (run with the host's library path),
+# else the first wheel directory found in the usual Python prefixes.
 SY_NCCL_LIB=${SY_NCCL_LIB:-$(LD_LIBRARY_PATH=$SY_HOST_LD_LIBRARY_PATH ${SY_PYTHON:-python3} -c \
   'import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], "lib"))' 2>/dev/null)} || true
+if [ -z "$SY_NCCL_LIB" ] || [ ! -e "$SY_NCCL_LIB/libnccl.so.2" ]; then
+  for d in /opt/*/.venv/lib/python3*/site-packages/nvidia/nccl/lib \
+    /usr/local/lib/python3*/dist-packages/nvidia/nccl/lib /usr/lib/python3/dist-packages/nvidia/nccl/lib; do
+    [ -e "$d/libnccl.so.2" ] && { SY_NCCL_LIB=$d; break; }
+  done
+fi
 export SY_NCCL_LIB
 export LD_LIBRARY_PATH=$SY_BUNDLE/lib:$SY_BUNDLE/openmpi/lib${SY_NCCL_LIB:+:$SY_NCCL_LIB}:/usr/local/cuda/lib64${SY_HOST_LD_LIBRARY_PATH:+:$SY_HOST_LD_LIBRARY_PATH}
 export PATH=$SY_BUNDLE/bin:$PATH

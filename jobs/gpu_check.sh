@@ -51,7 +51,10 @@ if [ -z "$bundle" ]; then
   [ -f "$archive" ] || { echo "gpu_check.sh: no bundle: $archive (make it with jobs/gpu_bundle.sh)" | tee -a "$summary"; exit 2; }
   unpack=${TMPDIR:-/tmp}/switchyard-gpu-check
   rm -rf "$unpack" && mkdir -p "$unpack"
-  tar -C "$unpack" -xJf "$archive" || { echo "gpu_check.sh: cannot unpack $archive" | tee -a "$summary"; exit 2; }
+  # tar needs the xz program; Python's lzma module stands in where it is missing.
+  tar -C "$unpack" -xJf "$archive" 2>/dev/null ||
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$archive" "$unpack" ||
+    { echo "gpu_check.sh: cannot unpack $archive" | tee -a "$summary"; exit 2; }
   bundle=$unpack/switchyard-gpu
 fi
 [ -f "$bundle/env.sh" ] || { echo "gpu_check.sh: $bundle is not a bundle (no env.sh)" | tee -a "$summary"; exit 2; }
