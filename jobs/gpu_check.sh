@@ -152,7 +152,7 @@ gtest_counts() {
 }
 if want b; then
   begin b 120 "GPU tests"
-  export GTEST_COLOR=no OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} SY_TEST_TIMEOUT_S=120
+  export GTEST_COLOR=no OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} SY_TEST_TIMEOUT_S=120
   tp=0 ts=0 tf=0 problems="" reasons=""
   for t in "test_gpu_kernels:45" "test_gpu_model:30" "test_gpu_train:60" "test_gpu_nccl:20" \
     "mpirun2:test_gpu_nccl:20"; do
@@ -260,6 +260,7 @@ if want d; then
   for n in fp32 bf16; do
     [ -f "$work/d-$n/metrics.jsonl" ] && cp "$work/d-$n/metrics.jsonl" "$work/results/small-gpu-$n.metrics.jsonl"
   done
+  cp "$ref" "$work/results/"
 fi
 
 # ---- e: one MoE layer against PyTorch --------------------------------------------------------
