@@ -283,7 +283,9 @@ if want e; then
     if ((rc == 2)) && why=$(no_gpu_reason "$work/e-sy.log"); then skip_reason="switchyard exit 2: $why"; break; fi
     ((rc == 0)) || { fail+=" bench moe-layer $shape: exit $rc;"; continue; }
     rows=$((rows + 1))
-    line=$(grep -E "layer_fwd_bwd|expert_gemms" "$work/e-sy.log" | awk '{print $2 "=" $3 "ms/" $5}' | tr '\n' ' ')
+    # impl what ms TFLOP/s vs_dense
+    line=$(grep -E "^switchyard-cuda +(layer_fwd_bwd|expert_gemms)" "$work/e-sy.log" |
+      awk '{printf "%s %s ms %s TFLOP/s (%s of dense); ", $2, $3, $4, $5}')
     if [ "$torch_state" = yes ]; then
       echo "--- bench/torch_moe_layer.py $shape" | tee -a "$work/results/moe-layer.txt" >>"$log"
       # shellcheck disable=SC2086
@@ -291,9 +293,10 @@ if want e; then
       rc=$?
       tee -a "$work/results/moe-layer.txt" <"$work/e-pt.log" >>"$log"
       ((rc == 0)) || fail+=" torch_moe_layer.py $shape: exit $rc;"
-      line+=$(grep -E "layer_fwd_bwd" "$work/e-pt.log" | awk '{print $1 "=" $3 "ms "}' | tr '\n' ' ')
+      line+=$(grep -E "^torch-[a-z]+ +layer_fwd_bwd" "$work/e-pt.log" |
+        awk '{printf "%s %s ms; ", $1, $3}')
     fi
-    res+=" [$shape] $line;"
+    res+=" [$shape] $line"
   done
   if [ -n "$skip_reason" ]; then verdict e SKIP "$skip_reason; PyTorch: $torch_state"
   elif [ -n "$fail" ]; then verdict e FAIL "$fail$res"

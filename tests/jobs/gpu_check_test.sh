@@ -6,7 +6,9 @@
 #   1. without a GPU every stage ends in a verdict line, a PASS (ldd) and b-f SKIP with their
 #      reasons, exit 0, at most 8 files written;
 #   2. a failing test, an unresolved library and a trainer error are FAILs (exit 1);
-#   3. a hanging test binary is cut at the stage's budget (FAIL "timed out"), not waited for.
+#   3. a hanging test binary is cut at the stage's budget (FAIL "timed out"), not waited for;
+#   4. on a (stand-in) GPU machine where everything works every stage PASSes with its figures;
+#   5. a compute-sanitizer error is a FAIL.
 #
 #   bash tests/jobs/gpu_check_test.sh <source dir>
 set -uo pipefail
@@ -24,6 +26,20 @@ export PATH=$SY_BUNDLE/bin:$PATH
 EOF
 cat >"$B/bin/switchyard" <<'EOF'
 #!/usr/bin/env bash
+if [ -n "${FAKE_GPU:-}" ]; then  # a GPU machine where everything works
+  case "$1 $2" in
+    "bench moe-layer")
+      echo "# impl                  what                          ms   TFLOP/s    vs_dense"
+      echo "switchyard-cuda         layer_fwd_bwd              1.000     400.0       0.700" ;;
+    "bench train")
+      printf '%-28s %14s\n' "tokens/s" 300000 "MFU (dense bf16 peak)" "30.1 %" \
+        "peak GPU memory (GiB)" "65.00" ;;
+    *)  # train: the CPU reference's losses, as a GPU run that matches it would log
+      for a in "$@"; do case $a in run.out_dir=*) out=${a#*=} ;; esac; done
+      mkdir -p "$out" && cp "$SY_BUNDLE/ref/small-cpu-fp32.metrics.jsonl" "$out/metrics.jsonl" ;;
+  esac
+  exit 0
+fi
 if [ -n "${FAKE_TRAIN_ERROR:-}" ] && [ "$1" = train ]; then
   echo "switchyard: error: rank 0: CUDA error 700 (an illegal memory access)" >&2; exit 1
 fi
@@ -36,6 +52,7 @@ EOF
 cat >"$B/bin/test_gpu_stub" <<'EOF'
 #!/usr/bin/env bash
 [ -n "${FAKE_HANG:-}" ] && sleep 100
+if [ -n "${FAKE_GPU:-}" ]; then echo "[  PASSED  ] 2 tests."; exit 0; fi
 name=$(basename "$0")
 echo "[==========] Running 2 tests from 1 test suite."
 for t in A B; do
@@ -67,10 +84,20 @@ exec python3 "$@"
 EOF
 cat >"$tmp/path/nvidia-smi" <<'EOF'
 #!/usr/bin/env bash
+[ -n "${FAKE_GPU:-}" ] && { echo "NVIDIA H200, 580.159.03, 143771 MiB"; exit 0; }
 echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."
 exit 9
 EOF
-chmod +x "$B"/bin/* "$tmp/path/nvidia-smi"
+cat >"$tmp/path/compute-sanitizer" <<'EOF'
+#!/usr/bin/env bash
+echo "========= ERROR SUMMARY: ${FAKE_SAN_ERRORS:-0} errors"
+[ "${FAKE_SAN_ERRORS:-0}" = 0 ] || exit 99
+EOF
+chmod +x "$B"/bin/* "$tmp/path/nvidia-smi" "$tmp/path/compute-sanitizer"
+for s in 1 2 3; do  # a CPU reference of three steps and an evaluation
+  echo "{\"step\": $s, \"loss\": $((6 - s)).5, \"lm_loss\": $((6 - s)).4, \"aux_loss\": 0.05, \"z_loss\": 0.01}"
+done >"$B/ref/small-cpu-fp32.metrics.jsonl"
+echo '{"step": 3, "val_loss": 3.25}' >>"$B/ref/small-cpu-fp32.metrics.jsonl"
 # A real shared library, for ldd, and one whose dependency is gone.
 echo 'int sy_stub(void) { return 1; }' >"$tmp/stub.c"
 gcc -shared -fPIC -o "$B/lib/libsystub.so" "$tmp/stub.c" || { echo "FAIL: no C compiler"; exit 1; }
@@ -81,11 +108,15 @@ rm "$tmp/libsymissing.so"
 
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-run_check() {  # <out dir> <env...>: runs gpu_check.sh on the stand-in bundle; sets rc, sum
-  local o=$1
+run_check() {  # <out dir> <env...> [--stages x]: gpu_check.sh on the stand-in bundle; sets rc, sum
+  local o=$1 envs=() more=()
   shift
-  env PATH="$tmp/path:/usr/bin:/bin" TMPDIR="$tmp" "$@" \
-    timeout 120 bash "$src/jobs/gpu_check.sh" --bundle "$B" --out "$o" >"$o.stdout" 2>&1
+  while (($#)); do
+    case $1 in --*) more=("$@"); break ;; *) envs+=("$1") ;; esac
+    shift
+  done
+  env PATH="$tmp/path:/usr/bin:/bin" TMPDIR="$tmp" "${envs[@]}" \
+    timeout 120 bash "$src/jobs/gpu_check.sh" --bundle "$B" --out "$o" "${more[@]}" >"$o.stdout" 2>&1
   rc=$?
   sum=$(cat "$o/summary.txt" 2>/dev/null)
 }
@@ -121,5 +152,23 @@ run_check "$tmp/out3" FAKE_HANG=1 SY_BUDGET_b=4
 line b | grep -q ": FAIL .*test_gpu_kernels timed out" || fail "hang: b: $(line b)"
 ((rc == 1)) || fail "hang: exit $rc"
 
+# 4. a GPU machine where everything works: every stage PASSes, naming its figures.
+run_check "$tmp/out4" FAKE_GPU=1
+((rc == 0)) || fail "GPU: exit $rc: $sum"
+line a | grep -q ": PASS ldd: .*GPU: NVIDIA H200, 580.159.03, 143771 MiB" || fail "GPU: a: $(line a)"
+line b | grep -q ": PASS passed 10, skipped 0, failed 0" || fail "GPU: b: $(line b)"
+line c | grep -q ": PASS  memcheck: 0 errors; racecheck: 0 errors; initcheck: 0 errors;" || fail "GPU: c: $(line c)"
+line d | grep -q ": PASS PASS fp32: 3 steps x 4 losses within rtol 0.001; PASS bf16: 3 steps x 4 losses within rtol 0.03, val_loss within 0.02 of --val-ref" ||
+  fail "GPU: d: $(line d)"
+line e | grep -q ": PASS 4 shapes; \[--tokens 8192 .* --precision bf16\] layer_fwd_bwd 1.000 ms 400.0 TFLOP/s (0.700 of dense); " ||
+  fail "GPU: e: $(line e)"
+line f | grep -q ": PASS tokens/s 300000, MFU 30.1 %, peak GPU memory 65.00 GiB" || fail "GPU: f: $(line f)"
+tar -tzf "$tmp/out4/results.tar.gz" | grep -q "results/small-gpu-bf16.metrics.jsonl" || fail "GPU: no metrics in results.tar.gz"
+
+# 5. ... but a sanitizer error is a FAIL.
+run_check "$tmp/out5" FAKE_GPU=1 FAKE_SAN_ERRORS=3 --stages c
+line c | grep -q ": FAIL  memcheck: 3 errors (exit 99);" || fail "sanitizer: c: $(line c)"
+((rc == 1)) || fail "sanitizer: exit $rc"
+
 if ((fails)); then echo "$fails check(s) failed"; exit 1; fi
-echo "PASS: gpu_check.sh skips with reasons without a GPU, fails failures, cuts hangs at the budget"
+echo "PASS: gpu_check.sh passes a working GPU machine, skips with reasons without a GPU, fails failures, cuts hangs at the budget"
