@@ -161,7 +161,7 @@ for f in /usr/share/common-licenses/*; do [ -f "$f" ] && [ ! -L "$f" ] && licenc
 # The CPU reference for stage d: the losses of every step of configs/small.yaml on the CPU. It
 # is kept in .device/ref/ and made again only when what it depends on changed: the sources of the
 # CPU trainer (everything under kernels/cpu, comm and src but the benchmarks and the CUDA
-# backend), the config and the texts. ~30 s on 2 idle cores, 10+ minutes on busy ones.
+# backend), the config and the texts (100 steps: seconds on idle cores, many minutes on busy ones).
 ref_dir=$root/.device/ref
 ref_key=$( (cd "$root" && git ls-files -co --exclude-standard kernels/cpu comm src CMakeLists.txt |
   grep -Ev '^src/bench/|cuda|nccl|gpu_' | xargs sha256sum
