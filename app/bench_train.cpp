@@ -1,6 +1,6 @@
 // `switchyard bench train`: model FLOPs, step time, tokens/s and achieved GFLOP/s of a config on
-// one rank, against the machine's GEMM ceiling and, when PyTorch is installed, the same model in
-// PyTorch (the work is src/bench/train_bench.h).
+// one rank (the CPU, or one GPU with device: cuda), against the machine's GEMM ceiling and, when
+// PyTorch is installed, the same model in PyTorch (the work is src/bench/train_bench.h).
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -26,8 +26,9 @@ void add_bench_train(CLI::App& bench, std::vector<Command>& out) {
   auto* cmd = bench.add_subcommand(
       "train",
       "Time training steps of a config on 1 rank: model FLOPs/step, median step time, tokens/s, "
-      "achieved GFLOP/s vs the machine's cblas_sgemm ceiling on the model's shapes, and tokens/s "
-      "vs the same model in PyTorch when a Python with torch is found");
+      "achieved GFLOP/s vs the machine's GEMM ceiling on the model's shapes (cblas_sgemm, or "
+      "cuBLAS with device: cuda, which adds MFU and peak GPU memory), and tokens/s vs the same "
+      "model in PyTorch when a Python with torch is found");
   cmd->add_option("-c,--config", a->config, "Experiment config (YAML)")
       ->required()
       ->check(CLI::ExistingFile);
@@ -46,6 +47,10 @@ void add_bench_train(CLI::App& bench, std::vector<Command>& out) {
                   "Path of bench/torch_moe.py (default: found from the binary or the current "
                   "directory)");
   cmd->add_flag("--no-torch", a->no_torch, "Do not run the PyTorch peer");
+  cmd->add_option("--peak-tflops", a->opt.peak_tflops,
+                  "device: cuda: the GPU's dense bf16 peak for MFU, TFLOP/s (default: known for "
+                  "H100 SXM and H200 SXM from NVIDIA's datasheets)")
+      ->check(CLI::PositiveNumber);
   out.push_back({cmd, [a] {
                    const Config cfg = load_config(a->config, a->overrides);
                    TrainBenchOptions opt = a->opt;

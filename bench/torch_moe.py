@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""The switchyard model (SPEC section 1) in plain PyTorch, eager, on the CPU.
+"""The switchyard model (SPEC section 1) in plain PyTorch, eager, on the CPU or a CUDA GPU.
 
 Two uses:
   bench  the peer a user would otherwise run: the same config's training steps (micro-batches,
          gradient accumulation, clipping, AdamW) written the way most MoE code is, with a Python
          loop over the experts on gathered tokens; prints one JSON line with tokens/s.
+         --device cuda (default: the config's `device`) runs it on the GPU the way a user would
+         write it there: bf16 autocast when train.precision is bf16 (fp32 master weights, fp32
+         AdamW), fused causal attention (F.scaled_dot_product_attention), the same per-expert
+         loop, and weights drawn with torch.randn on the device (the timed steps do not depend
+         on which normal draws they start from; `check` keeps SPEC 2's Philox init).
   check  an independent cross-check of switchyard's loss: the loss (lm, aux, z) of one global
          batch from the initial weights of SPEC section 2 (Philox4x32-10 re-implemented here in
          numpy, bit for bit) or from a switchyard checkpoint (SPEC section 5, read with h5py), on
@@ -12,6 +17,7 @@ Two uses:
          here too). Prints one JSON line.
 
     python3 bench/torch_moe.py bench --config configs/small.yaml [--set k=v ...] [--steps N]
+    python3 bench/torch_moe.py bench --config configs/gpu-medium.yaml --device cuda
     python3 bench/torch_moe.py check --config runs/x/config.yaml [--checkpoint step_00000010.h5]
 
 Needs torch, numpy, pyyaml, and h5py (token files, checkpoints). Nothing here is imported by
@@ -60,6 +66,7 @@ def load_config(path, overrides):
     for sec, keys in DEFAULTS.items():
         cfg[sec] = dict(keys)
         cfg[sec].update((raw.get(sec) or {}))
+    cfg["device"] = raw.get("device", "cpu")
     return cfg
 
 
@@ -254,12 +261,12 @@ def rmsnorm(x, g, eps):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * g
 
 
-def rope_tables(T, hd, theta):
+def rope_tables(T, hd, theta, device="cpu"):
     # Angles in double, rounded once to float (as kernels/cpu/rope.cpp does).
     i = torch.arange(hd // 2, dtype=torch.float64)
     inv_freq = theta ** (-2.0 * i / hd)
     ang = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]
-    return torch.cos(ang).float(), torch.sin(ang).float()
+    return torch.cos(ang).float().to(device), torch.sin(ang).float().to(device)
 
 
 def rope(x, cos, sin):
@@ -308,7 +315,7 @@ def moe_layer(cfg, P, l, m, B, T, stats=None):
         tok, slot = torch.nonzero(sel == e, as_tuple=True)  # token order
         if tok.numel() > cap:  # keep the highest p, ties to the lower token index
             order = sorted(range(tok.numel()), key=lambda i: (-float(p_sel[tok[i], slot[i]]), int(tok[i])))
-            keep = torch.tensor(sorted(order[:cap]), dtype=torch.long)
+            keep = torch.tensor(sorted(order[:cap]), dtype=torch.long, device=m.device)
             if stats is not None:
                 stats["dropped"] += tok.numel() - cap
             tok, slot = tok[keep], slot[keep]
@@ -322,7 +329,7 @@ def moe_layer(cfg, P, l, m, B, T, stats=None):
     # aux per balance group (f before capacity, gradient through P only); z-loss on lse.
     groups = B if moe["aux_loss_scope"] == "sequence" else 1
     NG = N // groups
-    onehot = torch.zeros(N, E).scatter_(1, sel, 1.0)
+    onehot = torch.zeros(N, E, device=m.device).scatter_(1, sel, 1.0)
     f = onehot.view(groups, NG, E).sum(1) / (NG * K)
     Pm = probs.view(groups, NG, E).mean(1)
     aux_sum = (moe["aux_loss_coeff"] * E * (f * Pm).sum(-1)).sum()
@@ -337,7 +344,7 @@ def forward_loss(cfg, P, tokens, scale_tok, scale_group, stats=None):
     C, H, L = mc["d_model"], mc["n_heads"], mc["n_layers"]
     hd, eps = C // H, mc["norm_eps"]
     inp, tgt = tokens[:, :-1], tokens[:, 1:]
-    cos, sin = rope_tables(T, hd, mc["rope_theta"])
+    cos, sin = rope_tables(T, hd, mc["rope_theta"], tokens.device)
     x = P["model/embed"][inp]  # [B, T, C]
     aux = z = 0.0
     for l in range(L):
@@ -346,9 +353,14 @@ def forward_loss(cfg, P, tokens, scale_tok, scale_group, stats=None):
         q, k, v = (a @ P[p_ + "attn/wqkv"]).split(C, dim=-1)
         q, k, v = (t.view(B, T, H, hd).transpose(1, 2) for t in (q, k, v))
         q, k = rope(q, cos, sin), rope(k, cos, sin)
-        att = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
-        att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
-        y = (torch.softmax(att, dim=-1) @ v).transpose(1, 2).reshape(B, T, C)
+        if tokens.is_cuda:  # what GPU code calls: fused (flash) causal attention
+            q, k = q.to(v.dtype), k.to(v.dtype)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            att = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
+            att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+            y = torch.softmax(att, dim=-1) @ v
+        y = y.transpose(1, 2).reshape(B, T, C)
         x = x + y @ P[p_ + "attn/wo"]
         m = rmsnorm(x, P[p_ + "moe_norm"], eps).reshape(B * T, C)
         out, a_sum, z_sum = moe_layer(cfg, P, l, m, B, T, stats)
@@ -390,9 +402,27 @@ def cmd_check(cfg, args):
                       "z_loss": z, "dropped": stats["dropped"]}))
 
 
+def init_params_fast(cfg, device):
+    """The shapes and std of SPEC 2 drawn with torch.randn on `device` (speed runs only)."""
+    gen = torch.Generator(device=device).manual_seed(int(cfg["run"]["seed"]))
+    out = {}
+    for name, shape, kind, std in param_specs(cfg):
+        if kind == "matrix":
+            out[name] = torch.randn(shape, generator=gen, device=device) * std
+        else:
+            out[name] = torch.full(shape, 1.0 if kind == "gain" else 0.0, device=device)
+    return out
+
+
 def cmd_bench(cfg, args):
     torch.manual_seed(0)
-    P = init_params(cfg)
+    device = torch.device(args.device or cfg["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("torch_moe.py: --device cuda, but torch sees no CUDA GPU "
+              f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})", file=sys.stderr)
+        sys.exit(2)
+    bf16 = device.type == "cuda" and cfg["train"].get("precision", "fp32") == "bf16"
+    P = init_params_fast(cfg, device) if device.type == "cuda" else init_params(cfg)
     params = [t.requires_grad_() for t in P.values()]
     decay = [P[n] for n, _, kind, _ in param_specs(cfg) if kind == "matrix"]
     gains = [P[n] for n, _, kind, _ in param_specs(cfg) if kind == "gain"]
@@ -409,27 +439,36 @@ def cmd_bench(cfg, args):
         gen = torch.Generator().manual_seed(0)
         get = lambda t: torch.randint(0, cfg["model"]["vocab_size"], (GB, T + 1), generator=gen)
     st, sg = scales(cfg)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times, losses = [], []
     for step in range(args.warmup + args.steps):
-        batch = get(step)
+        batch = get(step).to(device)
+        sync()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for first in range(0, GB, MB):
-            lm, aux, z = forward_loss(cfg, P, batch[first:first + MB], st, sg)
-            loss = lm + aux + z
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                lm, aux, z = forward_loss(cfg, P, batch[first:first + MB], st, sg)
+                loss = lm + aux + z
             loss.backward()
             total += float(loss.detach())
         if tc["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(params, tc["grad_clip"])
         opt.step()
+        sync()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
             losses.append(total)
     step_s = statistics.median(times)
-    print(json.dumps({"tokens_per_s": GB * T / step_s, "step_s": step_s, "steps": args.steps,
-                      "first_loss": losses[0], "last_loss": losses[-1],
-                      "torch": torch.__version__, "threads": torch.get_num_threads()}))
+    result = {"tokens_per_s": GB * T / step_s, "step_s": step_s, "steps": args.steps,
+              "first_loss": losses[0], "last_loss": losses[-1], "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "device": str(device),
+              "precision": "bf16" if bf16 else "fp32"}
+    if device.type == "cuda":
+        result["device"] = torch.cuda.get_device_name(device)
+        result["peak_mem_bytes"] = torch.cuda.max_memory_allocated(device)
+    print(json.dumps(result))
 
 
 def main():
@@ -443,6 +482,8 @@ def main():
     ap.add_argument("--checkpoint", help="check: a switchyard checkpoint (default: initial weights)")
     ap.add_argument("--step", type=int, help="check: whose batch (default: the checkpoint's step, or 0)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--device", choices=["cpu", "cuda"],
+                    help="bench: where to run (default: the config's `device`, else cpu)")
     ap.add_argument("--profile", action="store_true",
                     help="bench: print torch.profiler's table of ops by CPU time to stderr")
     args = ap.parse_args()

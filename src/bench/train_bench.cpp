@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "src/bench/train_bench_steps.h"
 #include "src/core/error.h"
 #include "src/data/loader.h"
 #include "src/data/tokens.h"
@@ -28,19 +29,6 @@
 namespace sy {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  SY_CHECK(!v.empty(), "median of nothing");
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 // Single quotes for /bin/sh, with embedded quotes closed, escaped and reopened.
 std::string shell_quote(const std::string& s) {
@@ -112,7 +100,8 @@ TorchPeer run_torch_peer(const Config& cfg, const TrainBenchOptions& opt, std::o
   log << "running the PyTorch peer: " << script << "\n" << std::flush;
   const Captured c =
       capture(py + " " + shell_quote(script) + " bench --config " + shell_quote(yaml.string()) +
-              " --steps " + std::to_string(opt.steps) + " --warmup " + std::to_string(opt.warmup));
+              " --steps " + std::to_string(opt.steps) + " --warmup " + std::to_string(opt.warmup) +
+              (cfg.device == Device::kCuda ? " --device cuda" : ""));
   std::error_code ec;
   fs::remove_all(dir, ec);
   if (c.exit_code != 0) {
@@ -127,8 +116,11 @@ TorchPeer run_torch_peer(const Config& cfg, const TrainBenchOptions& opt, std::o
     const auto j = nlohmann::json::parse(last);
     p.tokens_per_s = j.at("tokens_per_s").get<double>();
     p.step_s = j.at("step_s").get<double>();
+    p.peak_mem_bytes = j.value("peak_mem_bytes", 0.0);
     p.note = "torch " + j.value("torch", std::string("?")) + ", " +
-             std::to_string(j.value("threads", 0)) + " threads";
+             (cfg.device == Device::kCuda ? j.value("device", std::string("cuda")) + ", " +
+                                                j.value("precision", std::string("?"))
+                                          : std::to_string(j.value("threads", 0)) + " threads");
     p.ran = true;
   } catch (const std::exception& e) {
     p.note = std::string("failed: unreadable output (") + e.what() + ")";
@@ -144,85 +136,95 @@ TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt
     throw UsageError("--steps: got " + std::to_string(opt.steps) + ", expected >= 1");
   if (opt.warmup < 0)
     throw UsageError("--warmup: got " + std::to_string(opt.warmup) + ", expected >= 0");
-  const int64_t T = cfg.model.seq_len, GB = cfg.train.global_batch, MB = cfg.train.micro_batch;
-  const TokenData data = read_token_file(cfg.data.path, cfg.model.vocab_size, T);
-
-  Model<float> model(cfg);
-  init_params(model.params.data(), model.table(), cfg.run.seed);
-  AdamW opt_state(model.table(), cfg.train.weight_decay);
-  BatchLoader loader(data.train, T, GB, cfg.run.seed);
-  const LossScale scale = global_batch_scale(cfg);
-  std::vector<int32_t> tokens(static_cast<size_t>(MB * (T + 1)));
-
   TrainBenchResult r;
   r.flops = step_flops(cfg);
-  std::vector<double> step_t, fwd_t, bwd_t, opt_t;
-  log << "running " << opt.warmup << " warm-up + " << opt.steps << " timed steps\n" << std::flush;
-  for (int64_t step = 0; step < opt.warmup + opt.steps; ++step) {
-    const auto t0 = Clock::now();
-    double fwd = 0, bwd = 0;
-    model.zero_grads();
-    LossParts loss;
-    for (int64_t first = 0; first < GB; first += MB) {
-      loader.fill(step, first, MB, tokens.data());
-      const auto tf = Clock::now();
-      loss += model.forward(tokens.data(), static_cast<int>(MB), scale);
-      const auto tb = Clock::now();
-      model.backward();
-      fwd += std::chrono::duration<double>(tb - tf).count();
-      bwd += since(tb);
-    }
-    if (!std::isfinite(loss.total()))
-      throw NumericalError("non-finite loss at bench step " + std::to_string(step + 1));
-    const auto to = Clock::now();
-    const double norm = global_grad_norm(model.grads.data(), model.grads.size());
-    opt_state.step(model.params.data(), model.grads.data(), learning_rate(cfg.train, step),
-                   clip_factor(norm, cfg.train.grad_clip));
-    const double ot = since(to), st = since(t0);
-    if (step < opt.warmup) continue;
-    if (step == opt.warmup) r.first_loss = loss.total();
-    r.last_loss = loss.total();
-    step_t.push_back(st);
-    fwd_t.push_back(fwd);
-    bwd_t.push_back(bwd);
-    opt_t.push_back(ot);
+  if (cfg.device == Device::kCuda) {
+    bench_detail::run_gpu_train_bench(cfg, opt, r, log);
+  } else {
+    const TokenData data = read_token_file(cfg.data.path, cfg.model.vocab_size, cfg.model.seq_len);
+    Model<float> model(cfg);
+    init_params(model.params.data(), model.table(), cfg.run.seed);
+    AdamW opt_state(model.table(), cfg.train.weight_decay);
+    bench_detail::time_train_steps(
+        cfg, data, opt, model,
+        [&](int64_t step) {
+          const double norm = global_grad_norm(model.grads.data(), model.grads.size());
+          opt_state.step(model.params.data(), model.grads.data(), learning_rate(cfg.train, step),
+                         clip_factor(norm, cfg.train.grad_clip));
+        },
+        [] {}, r, log);
+    log << "timing cblas_sgemm on the model's shapes\n" << std::flush;
+    r.gemms = time_gemms(model_gemm_shapes(cfg), opt.gemm_seconds);
   }
-  r.step_s = median(step_t);
-  r.forward_s = median(fwd_t);
-  r.backward_s = median(bwd_t);
-  r.optimizer_s = median(opt_t);
-  r.tokens_per_s = static_cast<double>(GB * T) / r.step_s;
-  r.gflops = r.flops.total() / r.step_s * 1e-9;
-
-  log << "timing cblas_sgemm on the model's shapes\n" << std::flush;
-  r.gemms = time_gemms(model_gemm_shapes(cfg), opt.gemm_seconds);
   r.ceiling_gflops = best_gflops(r.gemms);
   r.gemm_only_gflops = weighted_gflops(r.gemms);
   r.torch = run_torch_peer(cfg, opt, log);
   return r;
 }
 
+GpuPeak gpu_bf16_peak(const std::string& device_name) {
+  // NVIDIA's datasheets list bf16 tensor throughput "with sparsity" (2:4); the dense rate MFU
+  // uses is half of it. Matched on the name nvidia-smi and cudaGetDeviceProperties report.
+  struct Known {
+    const char* name;  // exact device name
+    double sparse_tflops;
+    const char* part;
+  };
+  static constexpr Known kKnown[] = {
+      {"NVIDIA H200", 1979, "NVIDIA H200 SXM"},
+      {"NVIDIA H100 80GB HBM3", 1979, "NVIDIA H100 SXM"},
+  };
+  for (const Known& k : kKnown)
+    if (device_name == k.name) {
+      GpuPeak p;
+      p.flops = k.sparse_tflops / 2 * 1e12;
+      char buf[160];
+      std::snprintf(buf, sizeof buf,
+                    "%s datasheet: %.0f TFLOP/s bf16 tensor with sparsity / 2 = %.1f dense", k.part,
+                    k.sparse_tflops, k.sparse_tflops / 2);
+      p.source = buf;
+      return p;
+    }
+  return {};
+}
+
+double model_flops_utilization(double flops_per_step, double step_s, double peak_flops) {
+  if (peak_flops <= 0 || step_s <= 0) return 0.0;
+  return flops_per_step / step_s / peak_flops;
+}
+
 void print_train_bench(const Config& cfg, const TrainBenchOptions& opt, const TrainBenchResult& r,
                        std::ostream& out) {
-  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  const bool gpu = cfg.device == Device::kCuda;
   char buf[512];
   out << "\n# switchyard bench train: " << cfg.run.name << ", 1 rank, " << opt.steps
-      << " timed steps after " << opt.warmup << " warm-up, fp32 CPU\n"
-      << "# " << omp_get_max_threads()
-      << " OpenMP threads (gemm() splits each product over them, one single-threaded OpenBLAS "
-         "call each); "
-      << openblas_get_config() << ", OPENBLAS_CORETYPE=" << (coretype ? coretype : "(unset)")
-      << "\n"
-      << "# model FLOPs/step = " << flops_formula(cfg) << "\n\n";
+      << " timed steps after " << opt.warmup << " warm-up, ";
+  if (gpu) {
+    out << to_string(cfg.train.precision) << " on 1 GPU (" << r.device << ")\n"
+        << "# MFU peak: "
+        << (r.peak.flops > 0 ? r.peak.source : "unknown for this GPU (give --peak-tflops)") << "\n";
+  } else {
+    const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+    out << "fp32 CPU\n"
+        << "# " << omp_get_max_threads()
+        << " OpenMP threads (gemm() splits each product over them, one single-threaded OpenBLAS "
+           "call each); "
+        << openblas_get_config() << ", OPENBLAS_CORETYPE=" << (coretype ? coretype : "(unset)")
+        << "\n";
+  }
+  out << "# model FLOPs/step = " << flops_formula(cfg) << "\n\n";
 
-  std::snprintf(buf, sizeof buf, "%-28s %14s\n", "metric", "value");
-  out << buf;
-  auto row = [&](const char* name, const char* fmt, double v) {
-    char val[64];
-    std::snprintf(val, sizeof val, fmt, v);
+  auto text_row = [&](const char* name, const char* val) {
     std::snprintf(buf, sizeof buf, "%-28s %14s\n", name, val);
     out << buf;
   };
+  auto row = [&](const char* name, const char* fmt, double v) {
+    char val[64];
+    std::snprintf(val, sizeof val, fmt, v);
+    text_row(name, val);
+  };
+  text_row("metric", "value");
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
   const double tokens = static_cast<double>(cfg.train.global_batch * cfg.model.seq_len);
   row("tokens/step", "%.0f", tokens);
   row("model GFLOP/step", "%.3f", r.flops.total() * 1e-9);
@@ -232,6 +234,15 @@ void print_train_bench(const Config& cfg, const TrainBenchOptions& opt, const Tr
   row("  optimizer (ms)", "%.1f", r.optimizer_s * 1e3);
   row("tokens/s", "%.0f", r.tokens_per_s);
   row("achieved GFLOP/s", "%.1f", r.gflops);
+  if (gpu) {
+    if (r.peak.flops > 0)
+      row("MFU (dense bf16 peak)", "%.1f %%", 100.0 * r.mfu);
+    else
+      text_row("MFU (dense bf16 peak)", "n/a");
+    row("peak GPU memory (GiB)", "%.2f", r.peak_mem_bytes / kGiB);
+    row("  this run's (GiB)", "%.2f", r.model_mem_bytes / kGiB);
+    row("  GPU total (GiB)", "%.2f", r.device_mem_bytes / kGiB);
+  }
   row("GEMM ceiling GFLOP/s", "%.1f", r.ceiling_gflops);
   row("achieved / ceiling", "%.1f %%", 100.0 * r.gflops / r.ceiling_gflops);
   row("GEMM-only step GFLOP/s", "%.1f", r.gemm_only_gflops);
@@ -239,6 +250,7 @@ void print_train_bench(const Config& cfg, const TrainBenchOptions& opt, const Tr
   row("", "-> %.4f", r.last_loss);
   if (r.torch.ran) {
     row("PyTorch tokens/s", "%.0f", r.torch.tokens_per_s);
+    if (gpu) row("PyTorch peak GPU mem (GiB)", "%.2f", r.torch.peak_mem_bytes / kGiB);
     row("switchyard / PyTorch", "%.2f x", r.tokens_per_s / r.torch.tokens_per_s);
     // The most this BLAS allows: a step that did nothing but its products at the table's rates.
     row("  GEMM-only step / PyTorch", "%.2f x",
@@ -246,24 +258,37 @@ void print_train_bench(const Config& cfg, const TrainBenchOptions& opt, const Tr
   }
   out << "PyTorch peer: " << r.torch.note << "\n";
 
-  const int P = r.gemms.empty() ? 1 : r.gemms.front().threads;
-  out << "\n# GEMM ceiling: cblas_sgemm on the shapes one micro-batch multiplies (median of "
-         "repeated"
-         " calls), GFLOP/s with OpenBLAS's "
-      << P << " threads in one call, and with " << P
-      << " single-threaded calls at once (one per core)\n";
-  std::snprintf(buf, sizeof buf, "%-18s %6s %6s %6s %3s %6s %10s %10s\n", "product", "M", "N", "K",
-                "op", "calls", "threaded", "per-core");
+  if (gpu) {
+    out << "\n# GEMM ceiling: cuBLAS (kernels/cuda/gemm.h, " << to_string(cfg.train.precision)
+        << " operands, fp32 accumulation) on the shapes one micro-batch multiplies, median of "
+           "timed batches of calls\n";
+    std::snprintf(buf, sizeof buf, "%-18s %6s %6s %6s %3s %6s %10s\n", "product", "M", "N", "K",
+                  "op", "calls", "GFLOP/s");
+  } else {
+    const int P = r.gemms.empty() ? 1 : r.gemms.front().threads;
+    out << "\n# GEMM ceiling: cblas_sgemm on the shapes one micro-batch multiplies (median of "
+           "repeated"
+           " calls), GFLOP/s with OpenBLAS's "
+        << P << " threads in one call, and with " << P
+        << " single-threaded calls at once (one per core)\n";
+    std::snprintf(buf, sizeof buf, "%-18s %6s %6s %6s %3s %6s %10s %10s\n", "product", "M", "N",
+                  "K", "op", "calls", "threaded", "per-core");
+  }
   out << buf;
   for (const auto& g : r.gemms) {
     const std::string op = std::string(g.shape.trans_a ? "T" : "N") + (g.shape.trans_b ? "T" : "N");
-    std::snprintf(buf, sizeof buf, "%-18s %6d %6d %6d %3s %6d %10.1f %10.1f\n",
-                  g.shape.what.c_str(), g.shape.M, g.shape.N, g.shape.K, op.c_str(), g.shape.calls,
-                  g.threaded_gflops(), g.per_core_gflops());
+    if (gpu)
+      std::snprintf(buf, sizeof buf, "%-18s %6d %6d %6d %3s %6d %10.1f\n", g.shape.what.c_str(),
+                    g.shape.M, g.shape.N, g.shape.K, op.c_str(), g.shape.calls, g.gflops());
+    else
+      std::snprintf(buf, sizeof buf, "%-18s %6d %6d %6d %3s %6d %10.1f %10.1f\n",
+                    g.shape.what.c_str(), g.shape.M, g.shape.N, g.shape.K, op.c_str(),
+                    g.shape.calls, g.threaded_gflops(), g.per_core_gflops());
     out << buf;
   }
   out << "ceiling = the best rate in this table; GEMM-only step = sum(calls*flops) / "
-         "sum(calls*time at the better rate of each row)\n";
+         "sum(calls*time at the "
+      << (gpu ? "rate" : "better rate") << " of each row)\n";
 }
 
 }  // namespace sy

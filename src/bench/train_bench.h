@@ -1,13 +1,19 @@
 // `switchyard bench train` (issue 7): the training step of a config on one rank, measured the way
 // MFU figures are: model FLOPs per step (src/train/flops.h), the median step time, tokens/s,
-// achieved GFLOP/s, and in the same run the machine's fp32 GEMM ceiling on the model's own
-// matrix shapes (gemm_ceiling.h). When a Python with PyTorch is at hand it also runs the same
-// model in plain PyTorch (bench/torch_moe.py) on the same resolved config and reports the ratio
-// of tokens/s, the peer a user would otherwise run.
+// achieved GFLOP/s, and in the same run the machine's GEMM ceiling on the model's own matrix
+// shapes (gemm_ceiling.h: cblas_sgemm on the CPU, cuBLAS in the run's precision on the GPU).
+// When a Python with PyTorch is at hand it also runs the same model in plain PyTorch
+// (bench/torch_moe.py, on the same device) on the same resolved config and reports the ratio of
+// tokens/s, the peer a user would otherwise run.
 //
 // The step is the trainer's (SPEC 3): every micro-batch's forward and backward into one gradient
 // buffer, the global gradient norm, clipping, AdamW. Steps run on real batches of the config's
 // token file, in the trainer's batch order; warm-up steps are run and not timed.
+//
+// With `device: cuda` (issue 14) the step is the GPU trainer's (CudaModel, one GPU, the config's
+// train.precision), timed on the host around a stream synchronisation at the end of each part,
+// and the table adds MFU (model FLOP/s over the GPU's dense bf16 tensor peak, gpu_bf16_peak) and
+// the peak device memory (cudaMemGetInfo sampled after every part of every step).
 #pragma once
 
 #include <cstdint>
@@ -30,13 +36,30 @@ struct TrainBenchOptions {
   // bench/torch_moe.py next to the binary's build folder, else under the current directory).
   std::string python = "python3";
   std::string torch_script;
+  // device: cuda: the dense bf16 peak in TFLOP/s that MFU divides by (0 = gpu_bf16_peak of the
+  // device's name).
+  double peak_tflops = 0;
 };
+
+// The dense (no 2:4 sparsity) bf16 tensor-core peak of a GPU, from its CUDA device name, and
+// where the figure comes from. flops = 0 for a GPU this table does not know (MFU then needs
+// --peak-tflops).
+struct GpuPeak {
+  double flops = 0;    // FLOP/s
+  std::string source;  // e.g. "NVIDIA H200 SXM datasheet: 1,979 TFLOP/s bf16 with sparsity / 2"
+};
+GpuPeak gpu_bf16_peak(const std::string& device_name);
+
+// Model FLOPs utilisation: (model FLOPs per step / step time) / peak FLOP/s; 0 when the peak is
+// unknown (<= 0).
+double model_flops_utilization(double flops_per_step, double step_s, double peak_flops);
 
 struct TorchPeer {
   bool ran = false;
   std::string note;  // why it did not run, or what ran
   double tokens_per_s = 0;
-  double step_s = 0;  // median
+  double step_s = 0;          // median
+  double peak_mem_bytes = 0;  // device: cuda (torch.cuda.max_memory_allocated), 0 otherwise
 };
 
 struct TrainBenchResult {
@@ -52,6 +75,14 @@ struct TrainBenchResult {
   double ceiling_gflops = 0;    // best_gflops(gemms)
   double gemm_only_gflops = 0;  // weighted_gflops(gemms)
   TorchPeer torch;
+  // device: cuda only.
+  std::string device;           // the GPU's name ("" on the CPU)
+  GpuPeak peak;                 // MFU's denominator
+  double mfu = 0;               // model_flops_utilization(flops, step_s, peak)
+  double peak_mem_bytes = 0;    // max over the steps of (total - free) device memory
+  double model_mem_bytes = 0;   // of that, what this run allocated (above the free memory
+                                // before the model existed)
+  double device_mem_bytes = 0;  // the device's total memory
 };
 
 // Runs the benchmark; progress notes go to `log`. Throws UsageError for a bad token file or

@@ -18,6 +18,8 @@
 #include "src/config/config.h"
 #include "src/core/error.h"
 #include "src/data/tokens.h"
+#include "src/model/params.h"
+#include "src/train/flops.h"
 
 namespace sy {
 namespace {
@@ -147,6 +149,103 @@ TEST(TrainBench, PrintsThePeerRatioAndTheGemmOnlyBound) {
   std::ostringstream without;
   print_train_bench(cfg, TrainBenchOptions{}, r, without);
   EXPECT_EQ(without.str().find("/ PyTorch"), std::string::npos) << without.str();
+}
+
+// MFU against a hand-computed case: configs/gpu-medium.yaml's step (worked out below from the
+// config's numbers, not from step_flops) in 0.5 s on an H200, whose dense bf16 peak is half of the
+// datasheet's 1,979 TFLOP/s with sparsity.
+TEST(TrainBench, MfuOfGpuMediumOnAnH200ByHand) {
+  const Config cfg = load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/gpu-medium.yaml");
+  // P_tok = L (4 C^2 + C E + 3 C F K) + V C with L 8, C 1024, E 16, F 1408, K 2, V 256.
+  const double P_tok = 8 * (4.0 * 1024 * 1024 + 1024 * 16 + 3.0 * 1024 * 1408 * 2) + 256 * 1024;
+  EXPECT_DOUBLE_EQ(P_tok, 103153664.0);
+  const double tokens = 128.0 * 1024;                                            // GB * T
+  const double flops = 6 * P_tok * tokens + 6 * 8 * 1024.0 * 1024 * 1024 * 128;  // + 6 L T^2 C GB
+  EXPECT_NEAR(flops, 87.72e12, 0.01e12);  // the config's comment
+  EXPECT_DOUBLE_EQ(step_flops(cfg).total(), flops);
+  const GpuPeak h200 = gpu_bf16_peak("NVIDIA H200");
+  EXPECT_DOUBLE_EQ(h200.flops, 989.5e12);
+  EXPECT_NE(h200.source.find("H200"), std::string::npos) << h200.source;
+  EXPECT_NEAR(model_flops_utilization(flops, 0.5, h200.flops), flops / 0.5 / 989.5e12, 1e-15);
+  EXPECT_NEAR(model_flops_utilization(flops, 0.5, h200.flops), 0.1773, 1e-4);
+  EXPECT_EQ(gpu_bf16_peak("NVIDIA H200 NVL").flops, 0.0);  // another part: not guessed
+  EXPECT_EQ(gpu_bf16_peak("").flops, 0.0);
+  EXPECT_EQ(model_flops_utilization(flops, 0.5, 0.0), 0.0);  // unknown peak: no MFU
+}
+
+// configs/gpu-medium.yaml: the model the issue asks for, its 587.6 M parameters (the config's
+// comment; counted by hand) and bf16 on the GPU.
+TEST(TrainBench, GpuMediumConfigLoads) {
+  const Config cfg = load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/gpu-medium.yaml");
+  EXPECT_EQ(cfg.device, Device::kCuda);
+  EXPECT_EQ(cfg.train.precision, Precision::kBf16);
+  EXPECT_EQ(cfg.model.d_model, 1024);
+  EXPECT_EQ(cfg.model.n_layers, 8);
+  EXPECT_EQ(cfg.model.n_heads, 16);
+  EXPECT_EQ(cfg.moe.num_experts, 16);
+  EXPECT_EQ(cfg.moe.top_k, 2);
+  EXPECT_EQ(cfg.moe.ffn_hidden, 1408);
+  EXPECT_EQ(cfg.model.seq_len, 1024);
+  // V C + C + L (C + 3 C^2 + C^2 + C + C E + E + 3 E C F)
+  const size_t per_layer =
+      1024 + 3 * 1024 * 1024 + 1024 * 1024 + 1024 + 1024 * 16 + 16 + size_t{3} * 16 * 1024 * 1408;
+  EXPECT_EQ(make_param_table(cfg).total_numel(), 256 * 1024 + 1024 + 8 * per_layer);
+  EXPECT_EQ(make_param_table(cfg).total_numel(), 587613312u);
+}
+
+// device: cuda without a usable GPU (this machine) or without the CUDA backend (the CPU build):
+// a UsageError (exit 2) that says so, before any work.
+TEST(TrainBench, CudaWithoutAGpuIsAUsageError) {
+  const Config cfg = load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml",
+                                 {"device=cuda", "data.path=/nonexistent/tokens.h5"});
+  TrainBenchOptions opt;
+  opt.python.clear();
+  std::ostringstream log;
+  try {
+    (void)run_train_bench(cfg, opt, log);
+    ADD_FAILURE() << "bench train ran with device: cuda on a machine without a GPU";
+  } catch (const UsageError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("CUDA"), std::string::npos) << what;
+    EXPECT_EQ(what.find("nonexistent"), std::string::npos)
+        << "refused for the data, not the GPU: " << what;
+  }
+}
+
+// The GPU table, from a result made up by hand: MFU, peak memory, the cuBLAS ceiling's header;
+// an unknown GPU prints MFU n/a.
+TEST(TrainBench, PrintsTheGpuRows) {
+  const Config cfg = load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/gpu-medium.yaml");
+  TrainBenchResult r;
+  r.flops = step_flops(cfg);
+  r.step_s = 0.5;
+  r.tokens_per_s = 262144;
+  r.gflops = r.flops.total() / 0.5 * 1e-9;
+  r.ceiling_gflops = 700000;
+  r.gemm_only_gflops = 600000;
+  r.device = "NVIDIA H200";
+  r.peak = gpu_bf16_peak(r.device);
+  r.mfu = 0.25;
+  r.peak_mem_bytes = 70.0 * (1 << 30);
+  r.model_mem_bytes = 69.5 * (1 << 30);
+  r.device_mem_bytes = 140.0 * (1 << 30);
+  r.gemms.push_back({{"wqkv fwd", 65536, 3072, 1024, false, false, 8}, 1, 1e-3, 1e-3});
+  std::ostringstream table;
+  print_train_bench(cfg, TrainBenchOptions{}, r, table);
+  const std::string t = table.str();
+  for (const char* s : {"bf16 on 1 GPU (NVIDIA H200)", "MFU peak: NVIDIA H200 SXM datasheet",
+                        "cuBLAS", "peak GPU memory (GiB)", "70.00", "GPU total (GiB)"})
+    EXPECT_NE(t.find(s), std::string::npos) << s << "\n" << t;
+  const size_t mfu = t.find("MFU (dense bf16 peak)");
+  ASSERT_NE(mfu, std::string::npos) << t;
+  EXPECT_NE(t.substr(mfu, 50).find("25.0 %"), std::string::npos) << t;
+  EXPECT_EQ(t.find("OpenMP threads"), std::string::npos) << t;  // the CPU's header
+  r.peak = {};
+  std::ostringstream unknown;
+  print_train_bench(cfg, TrainBenchOptions{}, r, unknown);
+  const size_t na = unknown.str().find("MFU (dense bf16 peak)");
+  ASSERT_NE(na, std::string::npos);
+  EXPECT_NE(unknown.str().substr(na, 50).find("n/a"), std::string::npos) << unknown.str();
 }
 
 }  // namespace

@@ -15,3 +15,10 @@ set_tests_properties(bench_torch_loss_crosscheck PROPERTIES
 if(TARGET test_bench)
   target_compile_definitions(test_bench PRIVATE SWITCHYARD_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 endif()
+
+# bench train with device: cuda without a GPU (or without the CUDA backend): exit 2 and why.
+add_test(NAME bench_train_cuda_without_gpu
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_train_no_gpu.sh
+                 $<TARGET_FILE:switchyard> ${CMAKE_SOURCE_DIR})
+set_tests_properties(bench_train_cuda_without_gpu PROPERTIES
+  LABELS bench SKIP_RETURN_CODE 77 TIMEOUT 60)

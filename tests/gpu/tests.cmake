@@ -50,7 +50,9 @@ if(TARGET sy_nccl AND sy_gpu_nccl_tests)
   endforeach()
 endif()
 
-# The GPU trainer (src/train/train_gpu.cpp) under mpirun: at 1 rank checkpoints, --resume and
+# The GPU trainer (src/train/train_gpu.cpp) under mpirun (configs/ found through
+# $SWITCHYARD_SOURCE_DIR at run time, so the binary runs from the GPU bundle of
+# jobs/gpu_bundle.sh as well): at 1 rank checkpoints, --resume and
 # preemption on one GPU and the checkpoints' round trip through the CPU trainer; at 2 ranks
 # NCCL data, expert and tensor parallelism against one GPU (skipped with fewer than 2 GPUs). The SKIP pattern counts
 # every test of the executable: CTest reports SKIPPED only when all of them were.
@@ -61,13 +63,12 @@ if(TARGET sy_nccl AND sy_gpu_train_tests)
   target_include_directories(test_gpu_train PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR}
                                                     ${CMAKE_CURRENT_SOURCE_DIR}/gpu)
   target_link_libraries(test_gpu_train PRIVATE sy_train sy_ckpt sy_comm GTest::gtest sy_warnings)
-  target_compile_definitions(test_gpu_train PRIVATE SWITCHYARD_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
   foreach(np 1 2)
     add_test(NAME test_gpu_train_np${np} COMMAND ${SY_MPIRUN} -np ${np}
                                                  $<TARGET_FILE:test_gpu_train>)
     set_tests_properties(test_gpu_train_np${np} PROPERTIES LABELS gpu TIMEOUT 600
       SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\] 7 tests"
-      ENVIRONMENT "GTEST_COLOR=no;OPENBLAS_CORETYPE=Haswell;OMP_NUM_THREADS=1;SY_TEST_TIMEOUT_S=300;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+      ENVIRONMENT "GTEST_COLOR=no;OPENBLAS_CORETYPE=Haswell;OMP_NUM_THREADS=1;SY_TEST_TIMEOUT_S=300;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;SWITCHYARD_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
   endforeach()
 endif()
 

@@ -7,10 +7,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,18 @@
 #include "src/train/trainer.h"
 
 namespace sy::gputest {
+
+// The folder holding configs/: $SWITCHYARD_SOURCE_DIR, set by CTest (tests/gpu/tests.cmake) and by
+// the GPU bundle's env.sh (jobs/gpu_bundle.sh). Read at run time, never compiled in: the GPU
+// machine runs these binaries from another path than the one they were built in.
+inline std::string source_dir() {
+  const char* dir = std::getenv("SWITCHYARD_SOURCE_DIR");
+  if (dir == nullptr || *dir == '\0')
+    throw std::runtime_error(
+        "SWITCHYARD_SOURCE_DIR is not set: point it at the folder holding configs/ (ctest and the "
+        "GPU bundle's env.sh set it)");
+  return dir;
+}
 
 // Rank 0's temporary directory, known to every rank of MPI_COMM_WORLD (one host), holding the
 // token file of /usr/share/common-licenses (as the layout tests use). Collective.
@@ -76,7 +90,7 @@ class SharedRunDir {
                                   "log.every=1",
                                   "parallel.timeout_s=120"};
     o.insert(o.end(), set.begin(), set.end());
-    return load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml", o);
+    return load_config(source_dir() + "/configs/tiny.yaml", o);
   }
 
  private:

@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# The GPU machine's validation run (issue 14 item 8), from the bundle of jobs/gpu_bundle.sh:
+#
+#   bash jobs/gpu_check.sh --archive .device/switchyard-gpu.tar.xz [--stages abcdef] [--out DIR]
+#   bash jobs/gpu_check.sh --bundle DIR ...          (an unpacked bundle, e.g. in the rehearsal)
+#
+# Stages, each ending in one verdict line `STAGE <x>: PASS|FAIL|SKIP <why>` (also collected in
+# $OUT/summary.txt), so a run cut short still tells what passed:
+#   a  nvidia-smi (device, driver, memory) and ldd of every carried binary, library and plugin
+#      (nothing "not found", no "error while loading");
+#   b  the GPU tests: kernels, model, the 1-GPU trainer (GpuResume) and NCCL at 1 rank, the
+#      NCCL ones at 2 ranks through the bundle's mpirun (they skip on one GPU, saying so);
+#   c  compute-sanitizer memcheck, racecheck and initcheck on the kernel tests (0 errors);
+#   d  configs/small.yaml with device: cuda, fp32 then bf16, 100 steps, every loss against the
+#      CPU run carried in ref/ (jobs/gpu_compare_metrics.py) at the GPU tests' tolerances:
+#      fp32 1e-3, bf16 3e-2 relative (tests/gpu/README.md, CudaModel), and bf16's val_loss
+#      within 2 % of fp32's;
+#   e  `switchyard bench moe-layer` and bench/torch_moe_layer.py on bench/results/README.md's
+#      shapes (bf16 first; fp32 and the other shapes while the stage's time lasts);
+#   f  `switchyard bench train --config configs/gpu-medium.yaml` with the PyTorch peer on the GPU.
+# Every stage runs under `timeout` within its own budget (seconds, SY_BUDGET_<x> overrides;
+# the defaults add up to under 8 minutes); a stage that cannot run here (no GPU, no
+# compute-sanitizer, no torch) reports SKIP with the reason, never hangs.
+#
+# Output ($OUT, else .device/check-out): summary.txt, a.log ... f.log, results.tar.gz (stage d's
+# metrics.jsonl files and stage e/f's tables): 8 files. Exit 0 when no stage failed.
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+archive="" bundle="" stages=abcdef
+out=${OUT:-}
+while (($#)); do
+  case $1 in
+    --archive) archive=$2; shift ;;
+    --bundle) bundle=$2; shift ;;
+    --stages) stages=$2; shift ;;
+    --out) out=$2; shift ;;
+    -h | --help) sed -n '2,/^set -uo/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -n "$out" ] || out=$here/../.device/check-out
+mkdir -p "$out" && out=$(cd "$out" && pwd)
+summary=$out/summary.txt
+: >"$summary"
+t_start=$SECONDS
+
+if [ -z "$bundle" ]; then
+  [ -n "$archive" ] || archive=$here/../.device/switchyard-gpu.tar.xz
+  [ -f "$archive" ] || { echo "gpu_check.sh: no bundle: $archive (make it with jobs/gpu_bundle.sh)" | tee -a "$summary"; exit 2; }
+  unpack=${TMPDIR:-/tmp}/switchyard-gpu-check
+  rm -rf "$unpack" && mkdir -p "$unpack"
+  # tar needs the xz program; Python's lzma module stands in where it is missing.
+  tar -C "$unpack" -xJf "$archive" 2>/dev/null ||
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$archive" "$unpack" ||
+    { echo "gpu_check.sh: cannot unpack $archive" | tee -a "$summary"; exit 2; }
+  bundle=$unpack/switchyard-gpu
+fi
+[ -f "$bundle/env.sh" ] || { echo "gpu_check.sh: $bundle is not a bundle (no env.sh)" | tee -a "$summary"; exit 2; }
+# shellcheck source=/dev/null
+source "$bundle/env.sh"
+B=$SY_BUNDLE
+work=${TMPDIR:-/tmp}/switchyard-gpu-work
+rm -rf "$work" && mkdir -p "$work/results"
+
+failed=0
+verdict() {  # <stage> PASS|FAIL|SKIP <why...>
+  local s=$1 v=$2
+  shift 2
+  [ "$v" = FAIL ] && failed=1
+  echo "STAGE $s: $v $* ($((SECONDS - stage_t0)) s)" | tee -a "$summary"
+}
+note() { echo "$*" | tee -a "$summary"; }
+budget() {  # <stage> <default seconds>
+  local var=SY_BUDGET_$1
+  echo "${!var:-$2}"
+}
+left() { echo $((stage_deadline - SECONDS)); }
+# run_for <max seconds> <cmd...>: the command under timeout, never past the stage's deadline.
+run_for() {
+  local max=$1 l
+  shift
+  l=$(left)
+  ((max > l)) && max=$l
+  ((max > 0)) || { echo "(no time left in this stage for: $*)"; return 124; }
+  timeout -k 10 "$max" "$@"
+}
+begin() {  # <stage> <default budget> <title>
+  stage_t0=$SECONDS
+  stage_deadline=$((SECONDS + $(budget "$1" "$2")))
+  log=$out/$1.log
+  {
+    echo "=== stage $1: $3 (budget $(budget "$1" "$2") s) ==="
+    echo "bundle: $B"
+    head -n 2 "$B/MANIFEST.txt"
+  } >"$log"
+}
+want() { [[ $stages == *$1* ]]; }
+
+# GPU present? (the reason is reported by the stages that need one)
+gpu_line=""
+if command -v nvidia-smi >/dev/null 2>&1 &&
+  gpu_line=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1) &&
+  [ -n "$gpu_line" ]; then
+  have_gpu=1
+else
+  have_gpu=0
+  if command -v nvidia-smi >/dev/null 2>&1; then no_gpu="nvidia-smi: ${gpu_line:-no GPU}"; else no_gpu="nvidia-smi not found"; fi
+  no_gpu=$(head -n 1 <<<"$no_gpu")
+  gpu_line=""
+fi
+note "gpu_check: $(head -n 2 "$B/MANIFEST.txt" | tail -n 1); GPU: ${gpu_line:-none ($no_gpu)}; stages $stages"
+
+# ---- a: the machine and the libraries ------------------------------------------------------
+if want a; then
+  begin a 20 "nvidia-smi and ldd"
+  {
+    echo "--- nvidia-smi"
+    if ((have_gpu)); then nvidia-smi; else echo "$no_gpu"; fi
+    echo "--- NCCL from: ${SY_NCCL_LIB:-(no nvidia-nccl wheel found by python3)}"
+    echo "--- ldd"
+  } >>"$log" 2>&1
+  n=0 bad=""
+  for f in "$B"/bin/switchyard "$B"/bin/test_gpu_* "$B"/bin/orterun "$B"/bin/orted "$B"/lib/*.so* \
+    "$B"/lib/ucx/*.so* "$B"/openmpi/lib/*.so* "$B"/openmpi/lib/openmpi3/*.so "$B"/pmix/lib/pmix/*.so; do
+    [ -e "$f" ] || continue
+    n=$((n + 1))
+    r=$(ldd "$f" 2>&1)
+    echo "$f" >>"$log"
+    printf '    %s\n' "${r//$'\n'/$'\n'    }" >>"$log"
+    # "not found" on the machine; "error while loading" (an unreadable copy) in the rehearsal.
+    if grep -q -e "not found" -e "error while loading" <<<"$r"; then
+      bad+=" $(basename "$f"): $(grep -e "not found" -e "error while loading" <<<"$r" |
+        sed -E 's/.*error while loading shared libraries: //; s/^[[:space:]]+//; s/ =>.*//' |
+        paste -sd, -);"
+    fi
+  done
+  gpu_note="GPU: ${gpu_line:-none ($no_gpu)}"
+  if [ -n "$bad" ]; then verdict a FAIL "ldd: unresolved in$bad $gpu_note"
+  else verdict a PASS "ldd: all $n binaries, libraries and plugins resolve; $gpu_note"; fi
+fi
+
+# ---- b: the GPU tests ------------------------------------------------------------------------
+# gtest_counts <log part>: "passed skipped failed" from gtest's summary lines.
+gtest_counts() {
+  local p s f
+  p=$(grep -Eo '^\[  PASSED  \] [0-9]+' "$1" | awk '{s += $NF} END {print s + 0}')
+  s=$(grep -Eo '^\[  SKIPPED \] [0-9]+ test' "$1" | awk '{s += $(NF-1)} END {print s + 0}')
+  f=$(grep -Eo '^\[  FAILED  \] [0-9]+ test' "$1" | awk '{s += $(NF-1)} END {print s + 0}')
+  echo "$p $s $f"
+}
+if want b; then
+  begin b 120 "GPU tests"
+  export GTEST_COLOR=no OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} SY_TEST_TIMEOUT_S=120
+  tp=0 ts=0 tf=0 problems="" reasons=""
+  for t in "test_gpu_kernels:45" "test_gpu_model:30" "test_gpu_train:60" "test_gpu_nccl:20" \
+    "mpirun2:test_gpu_nccl:20"; do
+    name=${t%:*} secs=${t##*:}
+    part=$work/b-$name.log
+    case $name in
+      mpirun2:*) bin=${name#mpirun2:}; cmd=(mpirun -np 2 --oversubscribe --bind-to none "$B/bin/$bin") ;;
+      *) cmd=("$B/bin/$name") ;;
+    esac
+    echo "--- ${cmd[*]}" >>"$log"
+    run_for "$secs" "${cmd[@]}" >"$part" 2>&1
+    rc=$?
+    cat "$part" >>"$log"
+    read -r p s f < <(gtest_counts "$part")
+    tp=$((tp + p)) ts=$((ts + s)) tf=$((tf + f))
+    if ((rc == 124 || rc == 137)); then problems+=" $name timed out after ${secs}s;"
+    elif ((rc != 0)); then problems+=" $name exit $rc;"
+    elif ((p + s + f == 0)); then problems+=" $name ran no test;"; fi
+    # The distinct skip reasons of each binary (gtest prints one after each test's "Skipped").
+    r=$(grep -A1 ": Skipped$" "$part" | grep -v -e ": Skipped$" -e "^--$" | sed 's/^ *//' |
+      sort | uniq -c | sort -rn | head -n 2 | awk '{n = $1; $1 = ""; printf "%s x%d |", $0, n}')
+    [ -n "$r" ] && reasons+=" $name:${r% |};"
+  done
+  counts="passed $tp, skipped $ts, failed $tf"
+  if ((tf > 0)) || [ -n "$problems" ]; then verdict b FAIL "$counts;$problems"
+  elif ((!have_gpu)); then verdict b SKIP "no GPU: $counts (the passed ones need none):$reasons"
+  elif ((tp == 0)); then verdict b SKIP "every test skipped ($counts):$reasons"
+  else verdict b PASS "$counts (skips:${reasons:- none})"; fi
+fi
+
+# ---- c: compute-sanitizer --------------------------------------------------------------------
+if want c; then
+  begin c 105 "compute-sanitizer on the kernel tests"
+  san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  if ((!have_gpu)); then verdict c SKIP "no GPU ($no_gpu)"
+  elif [ ! -x "$san" ]; then verdict c SKIP "compute-sanitizer not found"
+  else
+    res="" bad=0
+    # racecheck: the shared-memory block reductions; initcheck: without the cuBLAS grouped GEMM,
+    # whose own workspace reads can trip it (tests/gpu/README.md).
+    for t in "memcheck:45:*" "racecheck:30:DenseOps*:Router*:RouterLosses*" \
+      "initcheck:30:-*GroupedGemm*"; do
+      tool=${t%%:*} rest=${t#*:} secs=${rest%%:*} filter=${rest#*:}
+      part=$work/c-$tool.log
+      echo "--- $tool, --gtest_filter=$filter" >>"$log"
+      run_for "$secs" "$san" --tool "$tool" --error-exitcode 99 "$B/bin/test_gpu_kernels" \
+        "--gtest_filter=$filter" >"$part" 2>&1
+      rc=$?
+      tail -n 40 "$part" >>"$log"
+      errs=$(grep -Eo 'ERROR SUMMARY: [0-9]+' "$part" | tail -n 1 | awk '{print $NF}')
+      if ((rc == 124 || rc == 137)); then res+=" $tool: timed out after ${secs}s;"; bad=1
+      elif [ -z "$errs" ]; then res+=" $tool: no summary (exit $rc: $(grep -m1 -i error "$part" | cut -c1-100));"; bad=1
+      elif ((errs > 0 || rc != 0)); then res+=" $tool: $errs errors (exit $rc);"; bad=1
+      else res+=" $tool: 0 errors;"; fi
+    done
+    if ((bad)); then verdict c FAIL "$res"; else verdict c PASS "$res"; fi
+  fi
+fi
+
+# ---- d: small.yaml on the GPU against the CPU run --------------------------------------------
+# train_gpu <name> <precision> <seconds>: the CPU reference's command with device: cuda.
+train_gpu() {
+  local name=$1 prec=$2 secs=$3
+  echo "--- switchyard train configs/small.yaml device=cuda precision=$prec" >>"$log"
+  run_for "$secs" "$B/bin/switchyard" train --config "$B/configs/small.yaml" \
+    --set "data.path=$B/data/licenses.h5" --set "run.out_dir=$work/d-$name" --set device=cuda \
+    --set "train.precision=$prec" --set train.steps=100 --set log.every=1 --set eval.every=50 \
+    --set checkpoint.every=0 >"$work/d-$name.log" 2>&1
+  local rc=$?
+  tail -n 25 "$work/d-$name.log" >>"$log"
+  return $rc
+}
+no_gpu_reason() {  # <log>: switchyard's "needs a usable CUDA GPU: ..." line, if that is why it stopped
+  grep -m1 -Eo "needs (a usable CUDA GPU|a CUDA GPU|the CUDA backend)[^\"]*" "$1"
+}
+if want d; then
+  begin d 60 "configs/small.yaml on the GPU vs the CPU"
+  ref=$B/ref/small-cpu-fp32.metrics.jsonl
+  train_gpu fp32 fp32 30
+  rc=$?
+  if ((rc == 2)) && why=$(no_gpu_reason "$work/d-fp32.log"); then
+    verdict d SKIP "switchyard exit 2: $why"
+  elif ((rc != 0)); then
+    verdict d FAIL "fp32 run exit $rc: $(grep -m1 -iE "error|what" "$work/d-fp32.log" | cut -c1-200)"
+  else
+    r32=$("$B/bin/host-python" "$B/jobs/gpu_compare_metrics.py" --ref "$ref" \
+      --run "$work/d-fp32/metrics.jsonl" --rtol 1e-3 --label fp32 2>&1)
+    ok32=$?
+    echo "$r32" >>"$log"
+    train_gpu bf16 bf16 30
+    rc=$?
+    if ((rc != 0)); then
+      rbf="FAIL bf16: run exit $rc: $(grep -m1 -iE "error|what" "$work/d-bf16.log" | cut -c1-160)"
+      okbf=1
+    else
+      rbf=$("$B/bin/host-python" "$B/jobs/gpu_compare_metrics.py" --ref "$ref" \
+        --run "$work/d-bf16/metrics.jsonl" --rtol 3e-2 --label bf16 \
+        --val-ref "$work/d-fp32/metrics.jsonl" --val-rtol 0.02 2>&1)
+      okbf=$?
+      echo "$rbf" >>"$log"
+    fi
+    msg="$(echo "$r32" | tail -n 1); $(echo "$rbf" | tail -n 1)"
+    if ((ok32 == 0 && okbf == 0)); then verdict d PASS "$msg"; else verdict d FAIL "$msg"; fi
+  fi
+  for n in fp32 bf16; do
+    [ -f "$work/d-$n/metrics.jsonl" ] && cp "$work/d-$n/metrics.jsonl" "$work/results/small-gpu-$n.metrics.jsonl"
+  done
+  cp "$ref" "$work/results/"
+fi
+
+# ---- e: one MoE layer against PyTorch --------------------------------------------------------
+torch_ok() { "$B/bin/host-python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)' 2>/dev/null; }
+if want e; then
+  begin e 50 "bench moe-layer vs PyTorch"
+  shapes=("--tokens 8192 --d 2048 --ffn 1408 --experts 16 --top-k 2 --precision bf16"
+          "--tokens 8192 --d 2048 --ffn 1408 --experts 16 --top-k 2 --precision fp32"
+          "--tokens 8192 --d 2048 --ffn 512 --experts 64 --top-k 6 --precision bf16"
+          "--tokens 2048 --d 2048 --ffn 1408 --experts 16 --top-k 2 --precision bf16")
+  torch_state=$(torch_ok && echo yes || echo "no (host-python cannot import torch or sees no GPU)")
+  rows=0 res="" skip_reason="" fail=""
+  for shape in "${shapes[@]}"; do
+    (($(left) > 5)) || { res+=" out of time before '$shape';"; break; }
+    echo "--- switchyard bench moe-layer $shape" | tee -a "$work/results/moe-layer.txt" >>"$log"
+    # shellcheck disable=SC2086
+    run_for 20 "$B/bin/switchyard" bench moe-layer $shape >"$work/e-sy.log" 2>&1
+    rc=$?
+    tee -a "$work/results/moe-layer.txt" <"$work/e-sy.log" >>"$log"
+    if ((rc == 2)) && why=$(no_gpu_reason "$work/e-sy.log"); then skip_reason="switchyard exit 2: $why"; break; fi
+    ((rc == 0)) || { fail+=" bench moe-layer $shape: exit $rc;"; continue; }
+    rows=$((rows + 1))
+    # impl what ms TFLOP/s vs_dense
+    line=$(grep -E "^switchyard-cuda +(layer_fwd_bwd|expert_gemms)" "$work/e-sy.log" |
+      awk '{printf "%s %s ms %s TFLOP/s (%s of dense); ", $2, $3, $4, $5}')
+    if [ "$torch_state" = yes ]; then
+      echo "--- bench/torch_moe_layer.py $shape" | tee -a "$work/results/moe-layer.txt" >>"$log"
+      # shellcheck disable=SC2086
+      run_for 30 "$B/bin/host-python" "$B/bench/torch_moe_layer.py" $shape >"$work/e-pt.log" 2>&1
+      rc=$?
+      tee -a "$work/results/moe-layer.txt" <"$work/e-pt.log" >>"$log"
+      ((rc == 0)) || fail+=" torch_moe_layer.py $shape: exit $rc;"
+      line+=$(grep -E "^torch-[a-z]+ +layer_fwd_bwd" "$work/e-pt.log" |
+        awk '{printf "%s %s ms; ", $1, $3}')
+    fi
+    res+=" [$shape] $line"
+  done
+  if [ -n "$skip_reason" ]; then verdict e SKIP "$skip_reason; PyTorch: $torch_state"
+  elif [ -n "$fail" ]; then verdict e FAIL "$fail$res"
+  else verdict e PASS "$rows shapes;$res PyTorch: $torch_state"; fi
+fi
+
+# ---- f: the GPU training benchmark -----------------------------------------------------------
+if want f; then
+  begin f 120 "bench train configs/gpu-medium.yaml"
+  args=(bench train --config "$B/configs/gpu-medium.yaml" --set "data.path=$B/data/licenses.h5"
+        --steps 8 --warmup 2 --torch-script "$B/bench/torch_moe.py")
+  if torch_ok; then args+=(--python "$B/bin/host-python"); else args+=(--no-torch); fi
+  echo "--- switchyard ${args[*]}" >>"$log"
+  run_for 115 "$B/bin/switchyard" "${args[@]}" >"$work/f.log" 2>&1
+  rc=$?
+  cat "$work/f.log" >>"$log"
+  cp "$work/f.log" "$work/results/bench-train-gpu-medium.txt"
+  val() { grep -m1 -E "^$1 " "$work/f.log" | sed -E "s#^$1 +##"; }  # <row name regex>
+  if ((rc == 2)) && why=$(no_gpu_reason "$work/f.log"); then verdict f SKIP "switchyard exit 2: $why"
+  elif ((rc != 0)); then verdict f FAIL "exit $rc: $(grep -m1 -iE "error|what" "$work/f.log" | cut -c1-200)"
+  else
+    verdict f PASS "tokens/s $(val "tokens/s"), MFU $(val "MFU \(dense bf16 peak\)"), peak GPU memory $(val "peak GPU memory \(GiB\)") GiB, vs PyTorch $(val "switchyard / PyTorch")"
+  fi
+fi
+
+# ---- results ---------------------------------------------------------------------------------
+tar -C "$work" -czf "$out/results.tar.gz" results 2>/dev/null
+for f in "$out"/*.log; do  # at most 8 MiB a file comes back whole
+  [ "$(stat -c %s "$f")" -le 8388608 ] || { tail -c 8388608 "$f" >"$f.tmp" && mv "$f.tmp" "$f"; }
+done
+note "gpu_check: done in $((SECONDS - t_start)) s; $( ((failed)) && echo "some stage FAILED" || echo "no stage failed"); files in $out"
+exit "$failed"

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# jobs/gpu_check.sh's verdicts (issue 14 item 8) on a stand-in bundle: stub switchyard and test
+# binaries that behave as the real ones do without a GPU (gtest SKIPPED lines, exit 2 with
+# "needs a usable CUDA GPU"), a stub nvidia-smi that finds no driver, and a library whose
+# dependency is missing. Checks:
+#   1. without a GPU every stage ends in a verdict line, a PASS (ldd) and b-f SKIP with their
+#      reasons, exit 0, at most 8 files written;
+#   2. a failing test, an unresolved library and a trainer error are FAILs (exit 1);
+#   3. a hanging test binary is cut at the stage's budget (FAIL "timed out"), not waited for;
+#   4. on a (stand-in) GPU machine where everything works every stage PASSes with its figures;
+#   5. a compute-sanitizer error is a FAIL.
+#
+#   bash tests/jobs/gpu_check_test.sh <source dir>
+set -uo pipefail
+src=$(cd "${1:?source dir}" && pwd)
+tmp=$(mktemp -d /tmp/switchyard-gpu-check-test-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+B=$tmp/bundle
+mkdir -p "$B"/{bin,lib,openmpi/lib/openmpi3,pmix/lib/pmix,jobs,ref,configs,data,bench} "$tmp/path"
+cp "$src/jobs/gpu_check.sh" "$src/jobs/gpu_compare_metrics.py" "$B/jobs/"
+printf 'stand-in bundle\ncommit: test\n' >"$B/MANIFEST.txt"
+cat >"$B/env.sh" <<'EOF'
+SY_BUNDLE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export SY_BUNDLE SY_HOST_LD_LIBRARY_PATH=${LD_LIBRARY_PATH-}
+export PATH=$SY_BUNDLE/bin:$PATH
+EOF
+cat >"$B/bin/switchyard" <<'EOF'
+#!/usr/bin/env bash
+if [ -n "${FAKE_GPU:-}" ]; then  # a GPU machine where everything works
+  case "$1 $2" in
+    "bench moe-layer")
+      echo "# impl                  what                          ms   TFLOP/s    vs_dense"
+      echo "switchyard-cuda         layer_fwd_bwd              1.000     400.0       0.700" ;;
+    "bench train")
+      printf '%-28s %14s\n' "tokens/s" 300000 "MFU (dense bf16 peak)" "30.1 %" \
+        "peak GPU memory (GiB)" "65.00" ;;
+    *)  # train: the CPU reference's losses, as a GPU run that matches it would log
+      for a in "$@"; do case $a in run.out_dir=*) out=${a#*=} ;; esac; done
+      mkdir -p "$out" && cp "$SY_BUNDLE/ref/small-cpu-fp32.metrics.jsonl" "$out/metrics.jsonl" ;;
+  esac
+  exit 0
+fi
+if [ -n "${FAKE_TRAIN_ERROR:-}" ] && [ "$1" = train ]; then
+  echo "switchyard: error: rank 0: CUDA error 700 (an illegal memory access)" >&2; exit 1
+fi
+case "$1 $2" in
+  "bench moe-layer") echo "error: bench moe-layer needs a CUDA GPU, and none is usable here: cudaGetDeviceCount: stub" >&2 ;;
+  *) echo "error: device: cuda needs a usable CUDA GPU: cudaGetDeviceCount: stub" >&2 ;;
+esac
+exit 2
+EOF
+cat >"$B/bin/test_gpu_stub" <<'EOF'
+#!/usr/bin/env bash
+[ -n "${FAKE_HANG:-}" ] && sleep 100
+if [ -n "${FAKE_GPU:-}" ]; then echo "[  PASSED  ] 2 tests."; exit 0; fi
+name=$(basename "$0")
+echo "[==========] Running 2 tests from 1 test suite."
+for t in A B; do
+  echo "[ RUN      ] Gpu.$t"
+  echo "tests/gpu/$name.cpp:10: Skipped"
+  echo "no usable CUDA device (cudaGetDeviceCount: stub)"
+  echo "[  SKIPPED ] Gpu.$t (0 ms)"
+done
+if [ -n "${FAKE_FAIL:-}" ] && [ "$name" = test_gpu_model ]; then
+  echo "[  PASSED  ] 0 tests."
+  echo "[  SKIPPED ] 1 test, listed below:"
+  echo "[  FAILED  ] 1 test, listed below:"
+  exit 1
+fi
+echo "[  PASSED  ] 0 tests."
+echo "[  SKIPPED ] 2 tests, listed below:"
+EOF
+for t in test_gpu_kernels test_gpu_model test_gpu_train test_gpu_nccl; do
+  cp "$B/bin/test_gpu_stub" "$B/bin/$t"
+done
+rm "$B/bin/test_gpu_stub"
+cat >"$B/bin/mpirun" <<'EOF'
+#!/usr/bin/env bash
+exec "${@: -1}"
+EOF
+cat >"$B/bin/host-python" <<'EOF'
+#!/usr/bin/env bash
+exec python3 "$@"
+EOF
+cat >"$tmp/path/nvidia-smi" <<'EOF'
+#!/usr/bin/env bash
+[ -n "${FAKE_GPU:-}" ] && { echo "NVIDIA H200, 580.159.03, 143771 MiB"; exit 0; }
+echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."
+exit 9
+EOF
+cat >"$tmp/path/compute-sanitizer" <<'EOF'
+#!/usr/bin/env bash
+echo "========= ERROR SUMMARY: ${FAKE_SAN_ERRORS:-0} errors"
+[ "${FAKE_SAN_ERRORS:-0}" = 0 ] || exit 99
+EOF
+chmod +x "$B"/bin/* "$tmp/path/nvidia-smi" "$tmp/path/compute-sanitizer"
+for s in 1 2 3; do  # a CPU reference of three steps and an evaluation
+  echo "{\"step\": $s, \"loss\": $((6 - s)).5, \"lm_loss\": $((6 - s)).4, \"aux_loss\": 0.05, \"z_loss\": 0.01}"
+done >"$B/ref/small-cpu-fp32.metrics.jsonl"
+echo '{"step": 3, "val_loss": 3.25}' >>"$B/ref/small-cpu-fp32.metrics.jsonl"
+# A real shared library, for ldd, and one whose dependency is gone.
+echo 'int sy_stub(void) { return 1; }' >"$tmp/stub.c"
+gcc -shared -fPIC -o "$B/lib/libsystub.so" "$tmp/stub.c" || { echo "FAIL: no C compiler"; exit 1; }
+gcc -shared -fPIC -o "$tmp/libsymissing.so" "$tmp/stub.c"
+echo 'int sy_stub(void); int sy_uses(void) { return sy_stub(); }' >"$tmp/uses.c"
+gcc -shared -fPIC -o "$tmp/libsybroken.so" "$tmp/uses.c" -Wl,--no-as-needed -L"$tmp" -lsymissing
+rm "$tmp/libsymissing.so"
+
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+run_check() {  # <out dir> <env...> [--stages x]: gpu_check.sh on the stand-in bundle; sets rc, sum
+  local o=$1 envs=() more=()
+  shift
+  while (($#)); do
+    case $1 in --*) more=("$@"); break ;; *) envs+=("$1") ;; esac
+    shift
+  done
+  env PATH="$tmp/path:/usr/bin:/bin" TMPDIR="$tmp" "${envs[@]}" \
+    timeout 120 bash "$src/jobs/gpu_check.sh" --bundle "$B" --out "$o" "${more[@]}" >"$o.stdout" 2>&1
+  rc=$?
+  sum=$(cat "$o/summary.txt" 2>/dev/null)
+}
+line() { grep -E "^STAGE $1: " <<<"$sum"; }
+
+# 1. no GPU: every stage says why it skipped.
+run_check "$tmp/out1"
+((rc == 0)) || fail "no GPU: exit $rc: $sum"
+line a | grep -q ": PASS ldd: all .* resolve; GPU: none (nvidia-smi: NVIDIA-SMI has failed" || fail "no GPU: a: $(line a)"
+line b | grep -q ": SKIP no GPU: passed 0, skipped 10, failed 0 (the passed ones need none): test_gpu_kernels: no usable CUDA device (cudaGetDeviceCount: stub) x2;" ||
+  fail "no GPU: b: $(line b)"
+line c | grep -q ": SKIP no GPU" || fail "no GPU: c: $(line c)"
+for s in d f; do
+  line $s | grep -q ": SKIP switchyard exit 2: needs a usable CUDA GPU: cudaGetDeviceCount: stub" || fail "no GPU: $s: $(line $s)"
+done
+line e | grep -q ": SKIP switchyard exit 2: needs a CUDA GPU.*PyTorch: no" || fail "no GPU: e: $(line e)"
+n=$(find "$tmp/out1" -type f | wc -l)
+((n <= 8)) || fail "no GPU: $n files written, more than 8"
+
+# 2. failures are FAILs.
+cp "$tmp/libsybroken.so" "$B/lib/"
+run_check "$tmp/out2" FAKE_FAIL=1 FAKE_TRAIN_ERROR=1
+((rc == 1)) || fail "failures: exit $rc"
+line a | grep -q ": FAIL ldd: unresolved in libsybroken.so: libsymissing.so; GPU: none" || fail "failures: a: $(line a)"
+line b | grep -q ": FAIL passed 0, skipped 9, failed 1; test_gpu_model exit 1" || fail "failures: b: $(line b)"
+line d | grep -q ": FAIL fp32 run exit 1: switchyard: error: rank 0: CUDA error 700" || fail "failures: d: $(line d)"
+rm "$B/lib/libsybroken.so"
+
+# 3. a hang is cut at the stage's budget.
+start=$SECONDS
+run_check "$tmp/out3" FAKE_HANG=1 SY_BUDGET_b=4
+((SECONDS - start < 60)) || fail "hang: took $((SECONDS - start)) s"
+line b | grep -q ": FAIL .*test_gpu_kernels timed out" || fail "hang: b: $(line b)"
+((rc == 1)) || fail "hang: exit $rc"
+
+# 4. a GPU machine where everything works: every stage PASSes, naming its figures.
+run_check "$tmp/out4" FAKE_GPU=1
+((rc == 0)) || fail "GPU: exit $rc: $sum"
+line a | grep -q ": PASS ldd: .*GPU: NVIDIA H200, 580.159.03, 143771 MiB" || fail "GPU: a: $(line a)"
+line b | grep -q ": PASS passed 10, skipped 0, failed 0" || fail "GPU: b: $(line b)"
+line c | grep -q ": PASS  memcheck: 0 errors; racecheck: 0 errors; initcheck: 0 errors;" || fail "GPU: c: $(line c)"
+line d | grep -q ": PASS PASS fp32: 3 steps x 4 losses within rtol 0.001; PASS bf16: 3 steps x 4 losses within rtol 0.03, val_loss within 0.02 of --val-ref" ||
+  fail "GPU: d: $(line d)"
+line e | grep -q ": PASS 4 shapes; \[--tokens 8192 .* --precision bf16\] layer_fwd_bwd 1.000 ms 400.0 TFLOP/s (0.700 of dense); " ||
+  fail "GPU: e: $(line e)"
+line f | grep -q ": PASS tokens/s 300000, MFU 30.1 %, peak GPU memory 65.00 GiB" || fail "GPU: f: $(line f)"
+tar -tzf "$tmp/out4/results.tar.gz" | grep -q "results/small-gpu-bf16.metrics.jsonl" || fail "GPU: no metrics in results.tar.gz"
+
+# 5. ... but a sanitizer error is a FAIL.
+run_check "$tmp/out5" FAKE_GPU=1 FAKE_SAN_ERRORS=3 --stages c
+line c | grep -q ": FAIL  memcheck: 3 errors (exit 99);" || fail "sanitizer: c: $(line c)"
+((rc == 1)) || fail "sanitizer: exit $rc"
+
+if ((fails)); then echo "$fails check(s) failed"; exit 1; fi
+echo "PASS: gpu_check.sh passes a working GPU machine, skips with reasons without a GPU, fails failures, cuts hangs at the budget"

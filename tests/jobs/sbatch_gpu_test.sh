@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# jobs/train.sbatch's GPU handling (issue 14 item 9) without a cluster: the script runs as SLURM
+# would run it, with the job's environment variables set by hand and a stand-in `srun` on PATH
+# that records its arguments and exits with $FAKE_SRUN_RC. Checks:
+#   - GPUs allocated (SLURM_GPUS_ON_NODE=4, --gpus-per-task=1): `--set device=cuda` is passed
+#     before the user's arguments, the start line names the GPUs and the NCCL/UCX settings;
+#   - a `--set device=cpu` of the user's is left to win (no device=cuda added);
+#   - no GPUs: the CPU command line is exactly as before (no device, no GPU note);
+#   - more ranks than GPUs on a node: a warning;
+#   - srun's exit code passes through (2 stays 2).
+#
+#   bash tests/jobs/sbatch_gpu_test.sh <source dir>
+set -uo pipefail
+src=$(cd "${1:?source dir}" && pwd)
+tmp=$(mktemp -d /tmp/switchyard-sbatch-gpu-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/bin"
+cat >"$tmp/bin/srun" <<'EOF'
+#!/usr/bin/env bash
+echo "SRUN $*" >>"$FAKE_SRUN_LOG"
+exit "${FAKE_SRUN_RC:-0}"
+EOF
+chmod +x "$tmp/bin/srun"
+
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+# job <name> <env assignments...> -- <train.sbatch arguments...>: runs the script; sets out, srun, rc.
+job() {
+  local name=$1
+  shift
+  local envs=()
+  while [ "$1" != -- ]; do envs+=("$1"); shift; done
+  shift
+  : >"$tmp/$name.srun"
+  env -i PATH="$tmp/bin:/usr/bin:/bin" HOME="$tmp" SY_ROOT="$src" SY_BIN=/opt/fake/switchyard \
+    FAKE_SRUN_LOG="$tmp/$name.srun" SLURM_JOB_ID=42 SLURM_JOB_NUM_NODES=1 "${envs[@]}" \
+    bash "$src/jobs/train.sbatch" "$@" >"$tmp/$name.out" 2>&1
+  rc=$?
+  out=$(cat "$tmp/$name.out")
+  srun=$(cat "$tmp/$name.srun")
+}
+has() { [[ $1 == *"$2"* ]]; }
+
+job gpus SLURM_NTASKS_PER_NODE=4 SLURM_GPUS_ON_NODE=4 SLURM_GPUS_PER_TASK=1 \
+  NCCL_IB_HCA=mlx5_0:1,mlx5_1:1 NCCL_SOCKET_IFNAME=ib0 UCX_NET_DEVICES=mlx5_0:1 UCX_TLS=rc,sm,self \
+  -- --config configs/tiny.yaml --set parallel.ep=4
+((rc == 0)) || fail "gpus: exit $rc: $out"
+has "$srun" "/opt/fake/switchyard train --set device=cuda --config configs/tiny.yaml --set parallel.ep=4 --resume auto" ||
+  fail "gpus: srun did not get device=cuda before the user's arguments: $srun"
+has "$out" "1 node(s) x 4 rank(s), 4 GPU(s) per node (--gpus-per-task=1)" || fail "gpus: start line: $out"
+for v in NCCL_IB_HCA=mlx5_0:1,mlx5_1:1 NCCL_SOCKET_IFNAME=ib0 UCX_NET_DEVICES=mlx5_0:1 UCX_TLS=rc,sm,self; do
+  has "$out" "$v" || fail "gpus: the start line does not show $v: $out"
+done
+has "$out" "warning" && fail "gpus: unexpected warning: $out"
+
+job user_device SLURM_NTASKS_PER_NODE=2 SLURM_GPUS_ON_NODE=2 SLURM_GPUS_PER_NODE=2 \
+  -- --config configs/tiny.yaml --set device=cpu
+((rc == 0)) || fail "user_device: exit $rc"
+has "$srun" "device=cuda" && fail "user_device: device=cuda added over the user's device=cpu: $srun"
+has "$out" "(--gpus-per-node=2)" || fail "user_device: start line: $out"
+
+job cpu SLURM_NTASKS_PER_NODE=4 -- --config configs/tiny.yaml
+((rc == 0)) || fail "cpu: exit $rc"
+[ "$srun" = "SRUN --mpi=pmix /opt/fake/switchyard train --config configs/tiny.yaml --resume auto" ] ||
+  fail "cpu: the CPU command line changed: $srun"
+has "$out" "GPU" && fail "cpu: a GPU note without GPUs: $out"
+
+job oversubscribed SLURM_NTASKS_PER_NODE=8 SLURM_GPUS_ON_NODE=4 -- --config configs/tiny.yaml
+has "$out" "warning: 8 ranks per node but 4 GPU(s)" || fail "oversubscribed: no warning: $out"
+
+job exit_code SLURM_NTASKS_PER_NODE=1 SLURM_GPUS_ON_NODE=1 FAKE_SRUN_RC=2 -- --config configs/tiny.yaml
+((rc == 2)) || fail "exit_code: srun's 2 came back as $rc"
+
+if ((fails)); then echo "$fails check(s) failed"; exit 1; fi
+echo "PASS: train.sbatch passes device=cuda with GPUs (not over the user's choice), logs GPUs and network settings, leaves the CPU path unchanged"

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""jobs/gpu_compare_metrics.py (gpu_check.sh stage d's verdict) on hand-made metrics.jsonl files:
+identical runs and runs within the tolerance pass; a loss just outside it, a missing step, a NaN,
+a val_loss outside it and a bf16 run whose val_loss strays from the fp32 one's fail; a missing
+file is a usage error (exit 2).
+
+    python3 tests/jobs/test_gpu_compare_metrics.py <source dir>
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+SRC = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "..")
+SCRIPT = os.path.join(SRC, "jobs", "gpu_compare_metrics.py")
+
+
+def metrics(steps=10, scale=1.0, val=(5, 10), val_scale=1.0, edit=None):
+    """Lines of a made-up run: loss 5 - 0.2 step (its parts lm = 0.98, aux = 0.015, z = 0.005 of
+    it), times `scale`; val_loss 4 - 0.1 step at `val` steps, times `val_scale`."""
+    lines = []
+    for s in range(1, steps + 1):
+        loss = (5.0 - 0.2 * s) * scale
+        j = {"step": s, "loss": loss, "lm_loss": 0.98 * loss, "aux_loss": 0.015 * loss,
+             "z_loss": 0.005 * loss, "lr": 1e-3, "grad_norm": 1.0}
+        if edit:
+            edit(j)
+        lines.append(j)
+        if s in val:
+            lines.append({"step": s, "val_loss": (4.0 - 0.1 * s) * val_scale})
+    return lines
+
+
+class CompareMetrics(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def write(self, name, lines):
+        path = os.path.join(self.dir.name, name)
+        with open(path, "w") as f:
+            for j in lines:
+                f.write(json.dumps(j) + "\n")
+        return path
+
+    def run_cmp(self, ref, run, rtol, *extra):
+        r = subprocess.run([sys.executable, SCRIPT, "--ref", ref, "--run", run, "--rtol", str(rtol),
+                            *extra], capture_output=True, text=True)
+        return r.returncode, r.stdout + r.stderr
+
+    def test_identical_runs_pass(self):
+        ref = self.write("ref.jsonl", metrics())
+        rc, out = self.run_cmp(ref, self.write("run.jsonl", metrics()), 1e-3)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("PASS run: 10 steps x 4 losses", out)
+
+    def test_within_and_just_outside_the_tolerance(self):
+        ref = self.write("ref.jsonl", metrics())
+        rc, out = self.run_cmp(ref, self.write("in.jsonl", metrics(scale=1 + 0.9e-3)), 1e-3)
+        self.assertEqual(rc, 0, out)
+        rc, out = self.run_cmp(ref, self.write("out.jsonl", metrics(scale=1 + 1.1e-3)), 1e-3)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("FAIL", out)
+        self.assertIn("at step 1", out)
+
+    def test_one_component_at_one_step_fails(self):
+        def bump(j):
+            if j["step"] == 7:
+                j["z_loss"] *= 1.05
+        ref = self.write("ref.jsonl", metrics())
+        rc, out = self.run_cmp(ref, self.write("run.jsonl", metrics(edit=bump)), 3e-2)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("z_loss at step 7", out)
+
+    def test_nan_and_missing_steps_fail(self):
+        def nan(j):
+            if j["step"] == 3:
+                j["loss"] = float("nan")
+        ref = self.write("ref.jsonl", metrics())
+        rc, out = self.run_cmp(ref, self.write("nan.jsonl", metrics(edit=nan)), 1.0)
+        self.assertEqual(rc, 1, out)
+        rc, out = self.run_cmp(ref, self.write("short.jsonl", metrics(steps=8)), 1e-3)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("2 reference steps missing", out)
+
+    def test_a_repeated_step_counts_once_its_last_line(self):
+        ref = self.write("ref.jsonl", metrics())
+        lines = metrics()
+        stale = dict(lines[2], loss=99.0)
+        run = self.write("resumed.jsonl", lines[:3] + [stale] + lines[:3] + lines[3:])
+        rc, out = self.run_cmp(ref, run, 1e-3)
+        self.assertEqual(rc, 0, out)
+
+    def test_val_loss_and_the_fp32_run(self):
+        ref = self.write("ref.jsonl", metrics())
+        rc, out = self.run_cmp(ref, self.write("val.jsonl", metrics(val_scale=1.01)), 1e-3)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("val_loss at step 5", out)
+        fp32 = self.write("fp32.jsonl", metrics())
+        near = self.write("bf16.jsonl", metrics(scale=1.01, val_scale=1.015))
+        rc, out = self.run_cmp(ref, near, 3e-2, "--val-ref", fp32, "--val-rtol", "0.02")
+        self.assertEqual(rc, 0, out)
+        far = self.write("bf16-far.jsonl", metrics(scale=1.01, val_scale=1.025))
+        rc, out = self.run_cmp(ref, far, 3e-2, "--val-ref", fp32, "--val-rtol", "0.02")
+        self.assertEqual(rc, 1, out)
+        self.assertIn("--val-ref", out)
+
+    def test_missing_file_is_a_usage_error(self):
+        ref = self.write("ref.jsonl", metrics())
+        rc, out = self.run_cmp(ref, os.path.join(self.dir.name, "nope.jsonl"), 1e-3)
+        self.assertEqual(rc, 2, out)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

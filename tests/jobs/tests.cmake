@@ -1,0 +1,20 @@
+# The job scripts of issue 14 (jobs/): tests that need neither a GPU nor a cluster.
+#   jobs_gpu_compare_metrics  jobs/gpu_compare_metrics.py, gpu_check.sh stage d's verdict, on
+#                             hand-made metrics.jsonl files (passes within tolerance, fails
+#                             outside it, on a missing step, a NaN, a stray val_loss)
+#   jobs_sbatch_gpu           jobs/train.sbatch's GPU handling with a stand-in srun: device=cuda
+#                             when SLURM allocated GPUs (not over the user's choice), the GPUs
+#                             and NCCL/UCX settings in the start line, the CPU path unchanged
+#   jobs_gpu_check_verdicts   jobs/gpu_check.sh's stage verdicts on a stand-in bundle: SKIP with
+#                             the reason without a GPU, FAIL when a test or the ldd check fails
+# The bundle itself (jobs/gpu_bundle.sh: the CUDA build and a 100-step CPU run) and its
+# rehearsal (jobs/gpu_rehearse.sh: root, mount namespaces) are too heavy for CI: run by hand.
+add_test(NAME jobs_gpu_compare_metrics
+         COMMAND python3 ${CMAKE_CURRENT_SOURCE_DIR}/jobs/test_gpu_compare_metrics.py
+                 ${CMAKE_SOURCE_DIR})
+add_test(NAME jobs_sbatch_gpu
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/jobs/sbatch_gpu_test.sh ${CMAKE_SOURCE_DIR})
+add_test(NAME jobs_gpu_check_verdicts
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/jobs/gpu_check_test.sh ${CMAKE_SOURCE_DIR})
+set_tests_properties(jobs_gpu_compare_metrics jobs_sbatch_gpu jobs_gpu_check_verdicts
+                     PROPERTIES LABELS jobs TIMEOUT 120)
