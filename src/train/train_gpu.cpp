@@ -242,7 +242,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   BatchShare share(cfg, data, lay);
 
   const CkptTarget ckpt_target{cfg, g.world().get(),
-                               ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp)};
+                               ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), &data};
   HostTensors host;
   std::ostringstream resume_log;
   const ResumeResult resumed = resume_training(ckpt_target, args.options.resume, resume_log, [&] {

@@ -137,8 +137,8 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       cfg.train.weight_decay);
   DistributedOptimizer& opt = *rt.opt;
   BatchShare share(cfg, data, lay);
-  const CkptContext ckpt_ctx{cfg, rt.world.get(),
-                             ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), model, opt};
+  const CkptContext ckpt_ctx{
+      cfg, rt.world.get(), ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), model, opt, &data};
   std::ostringstream resume_log;
   const ResumeResult resumed = resume_training(ckpt_ctx, options.resume, resume_log);
   const int64_t first_step = resumed.resumed ? resumed.state.step : 0;
