@@ -73,6 +73,9 @@ class Model {
                     std::vector<MoeStats>* stats = nullptr);
   // Accumulates d(weighted loss of the last forward)/d(params) into grads (+=).
   void backward();
+  // RMSNorm(x_out) of the last forward, [B*T, C]: the hidden states the head multiplies (the
+  // logits of token n are final_hidden()[n] @ Head^T; the incremental decoder's tests use it).
+  const std::vector<T>& final_hidden() const { return xf_; }
 
  private:
   struct LayerPtrs {

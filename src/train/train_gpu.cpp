@@ -46,6 +46,7 @@
 #include "src/core/error.h"
 #include "src/data/loader.h"
 #include "src/optim/optim.h"
+#include "src/train/eval_sample.h"
 #include "src/train/flops.h"
 #include "src/train/loop_common.h"
 #include "src/train/metrics.h"
@@ -286,6 +287,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
             host.refs(model.table()));
       });
 
+  const EvalSampler sampler(cfg, data);
   auto run_eval = [&](int64_t step) {
     const std::vector<int32_t> idle(static_cast<size_t>(cfg.model.seq_len) + 1, 0);
     const double v = evaluate(data, cfg, val_windows, g, wd, [&](const int32_t* tok, int n) {
@@ -298,6 +300,8 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
       return 0.0;
     });
     progress.eval_done(step, v);
+    if (sampler.enabled())
+      sampler.sample(step, g, model.table(), model.download_params().data(), log);
   };
 
   StepTotals tot;

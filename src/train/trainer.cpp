@@ -27,6 +27,7 @@
 #include "src/model/model.h"
 #include "src/optim/distributed.h"
 #include "src/optim/optim.h"
+#include "src/train/eval_sample.h"
 #include "src/train/flops.h"
 #include "src/train/loop_common.h"
 #include "src/train/metrics.h"
@@ -161,6 +162,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                                                                  last_lr, share.loader(), summary));
       });
 
+  const EvalSampler sampler(cfg, data);
   auto run_eval = [&](int64_t step) {
     const double v = evaluate(data, cfg, val_windows, g, wd, [&](const int32_t* tok, int n) {
       LossScale s;
@@ -168,6 +170,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       return model.forward(tok, n, s).lm;
     });
     progress.eval_done(step, v);
+    sampler.sample(step, g, model.table(), model.params.data(), log);
   };
 
   StepTotals tot;
