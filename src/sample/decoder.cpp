@@ -6,6 +6,7 @@
 #include "kernels/cpu/ops.h"
 #include "src/core/error.h"
 #include "src/model/grow.h"
+#include "src/model/model.h"
 
 namespace sy {
 
@@ -46,27 +47,6 @@ float* Decoder::param(const std::string& name) {
   return params_.data() + table_.at(name).offset;
 }
 
-Decoder::LayerPtrs Decoder::layer_ptrs(int l) {
-  auto p = [&](const char* leaf) -> float* {
-    const std::string name = layer_param_name(l, leaf);
-    return table_.contains(name) ? param(name) : nullptr;
-  };
-  LayerPtrs r;
-  r.attn_norm = p("attn_norm");
-  r.wqkv = p("attn/wqkv");
-  r.wo = p("attn/wo");
-  r.moe_norm = p("moe_norm");
-  r.moe.router = p("moe/router");
-  r.moe.bias = p("moe/bias");
-  r.moe.w1 = p("moe/w1");
-  r.moe.w3 = p("moe/w3");
-  r.moe.w2 = p("moe/w2");
-  r.moe.sw1 = p("moe/shared/w1");
-  r.moe.sw3 = p("moe/shared/w3");
-  r.moe.sw2 = p("moe/shared/w2");
-  return r;
-}
-
 void Decoder::reset() {
   pos_ = 0;
 }
@@ -102,7 +82,7 @@ void Decoder::forward(const int32_t* tokens, int n) {
 
   cpu::embedding_forward(x_.data(), tokens, embed, n, C);
   for (int l = 0; l < L_; ++l) {
-    const LayerPtrs w = layer_ptrs(l);
+    const LayerWeights<float> w = layer_weights(table_, params_.data(), l);
     // x += Attn(RMSNorm(x)), the new keys and values into the cache first.
     cpu::rmsnorm_forward(a_.data(), rstd_.data(), x_.data(), w.attn_norm, n, C, eps);
     cpu::matmul_forward(qkv_.data(), a_.data(), w.wqkv, n, C, C3);

@@ -42,11 +42,6 @@ class Decoder {
   const std::vector<float>& feed(const int32_t* tokens, int n);
 
  private:
-  struct LayerPtrs {
-    float *attn_norm, *wqkv, *wo, *moe_norm;
-    MoeWeights<float> moe;
-  };
-  LayerPtrs layer_ptrs(int l);
   float* param(const std::string& name);
   void forward(const int32_t* tokens, int n);  // n tokens at pos_, then pos_ += n
 

@@ -218,6 +218,28 @@ std::map<std::string, std::vector<int64_t>> safetensors_table(const std::string&
   return out;
 }
 
+using TensorTable = std::map<std::string, std::vector<int64_t>>;
+
+// The rows of tiny.yaml's layer `p` (d 32, E 4, F 64) both layouts share, under their names:
+// norms, attention (Qwen2-MoE with zero q/k/v biases), the router and the routed experts with the
+// layout's names for W1, W3, W2.
+void add_layer_rows(TensorTable& table, const std::string& p, const std::string& moe, bool qkv_bias,
+                    const char* w1, const char* w3, const char* w2) {
+  table[p + "input_layernorm.weight"] = {32};
+  table[p + "post_attention_layernorm.weight"] = {32};
+  for (const char* w : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
+    table[p + "self_attn." + w + ".weight"] = {32, 32};
+    if (qkv_bias && std::string(w) != "o_proj") table[p + "self_attn." + w + ".bias"] = {32};
+  }
+  table[p + moe + "gate.weight"] = {4, 32};
+  for (int e = 0; e < 4; ++e) {
+    const std::string x = p + moe + "experts." + std::to_string(e) + ".";
+    table[x + w1 + ".weight"] = {64, 32};
+    table[x + w3 + ".weight"] = {64, 32};
+    table[x + w2 + ".weight"] = {32, 64};
+  }
+}
+
 TEST(HfExport, MixtralConfigAndTensorsAsTheTablesSay) {
   sy::test::TempDir dir;
   write_texts(dir);
@@ -243,22 +265,10 @@ TEST(HfExport, MixtralConfigAndTensorsAsTheTablesSay) {
     "pad_token_id": null, "torch_dtype": "float32", "dtype": "float32"})");
   EXPECT_EQ(read_json(hf + "/config.json"), want);
 
-  std::map<std::string, std::vector<int64_t>> table = {{"model.embed_tokens.weight", {256, 32}},
-                                                       {"model.norm.weight", {32}}};
-  for (int l = 0; l < 2; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    table[p + "input_layernorm.weight"] = {32};
-    table[p + "post_attention_layernorm.weight"] = {32};
-    for (const char* w : {"q_proj", "k_proj", "v_proj", "o_proj"})
-      table[p + "self_attn." + w + ".weight"] = {32, 32};
-    table[p + "block_sparse_moe.gate.weight"] = {4, 32};
-    for (int e = 0; e < 4; ++e) {
-      const std::string x = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
-      table[x + "w1.weight"] = {64, 32};
-      table[x + "w3.weight"] = {64, 32};
-      table[x + "w2.weight"] = {32, 64};
-    }
-  }
+  TensorTable table = {{"model.embed_tokens.weight", {256, 32}}, {"model.norm.weight", {32}}};
+  for (int l = 0; l < 2; ++l)
+    add_layer_rows(table, "model.layers." + std::to_string(l) + ".", "block_sparse_moe.", false,
+                   "w1", "w3", "w2");
   nlohmann::json meta;
   EXPECT_EQ(safetensors_table(hf + "/model.safetensors", &meta), table);
   EXPECT_EQ(meta["format"], "pt");                    // transformers refuses safetensors without it
@@ -294,25 +304,12 @@ TEST(HfExport, QwenMoeForSharedExpertsAndUnnormalisedGates) {
     "torch_dtype": "float32", "dtype": "float32"})");
   EXPECT_EQ(read_json(hf + "/config.json"), want);
 
-  std::map<std::string, std::vector<int64_t>> table = {{"model.embed_tokens.weight", {300, 32}},
-                                                       {"model.norm.weight", {32}},
-                                                       {"lm_head.weight", {300, 32}}};
+  TensorTable table = {{"model.embed_tokens.weight", {300, 32}},
+                       {"model.norm.weight", {32}},
+                       {"lm_head.weight", {300, 32}}};
   for (int l = 0; l < 2; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    table[p + "input_layernorm.weight"] = {32};
-    table[p + "post_attention_layernorm.weight"] = {32};
-    for (const char* w : {"q_proj", "k_proj", "v_proj"}) {
-      table[p + "self_attn." + w + ".weight"] = {32, 32};
-      table[p + "self_attn." + w + ".bias"] = {32};
-    }
-    table[p + "self_attn.o_proj.weight"] = {32, 32};
-    table[p + "mlp.gate.weight"] = {4, 32};
-    for (int e = 0; e < 4; ++e) {
-      const std::string x = p + "mlp.experts." + std::to_string(e) + ".";
-      table[x + "gate_proj.weight"] = {64, 32};
-      table[x + "up_proj.weight"] = {64, 32};
-      table[x + "down_proj.weight"] = {32, 64};
-    }
+    add_layer_rows(table, p, "mlp.", true, "gate_proj", "up_proj", "down_proj");
     table[p + "mlp.shared_expert.gate_proj.weight"] = {128, 32};
     table[p + "mlp.shared_expert.up_proj.weight"] = {128, 32};
     table[p + "mlp.shared_expert.down_proj.weight"] = {32, 128};

@@ -13,36 +13,20 @@ PyTorch is a multi-GB install that CI does not carry.
 
     python3 tests/export/check_hf_transformers.py --switchyard build/switchyard --source .
 """
-import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
-try:
-    import h5py
-    import numpy as np
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-except ImportError as e:
-    print(f"SKIP: {e} (install torch, transformers, h5py, numpy to run this check)")
-    sys.exit(77)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from switchyard_check import licence_texts, parse_args, require, run  # noqa: E402
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--switchyard", required=True)
-ap.add_argument("--source", required=True)
-ap.add_argument("--rel", type=float, default=1e-6)
-args = ap.parse_args()
+h5py, np, torch, transformers, spm = require("h5py", "numpy", "torch", "transformers",
+                                             "sentencepiece")
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+args = parse_args(lambda ap: ap.add_argument("--rel", type=float, default=1e-6))
 failures = 0
-
-
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"FAILED: {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
-    return r.stdout
 
 
 def hf_val_loss(model_dir, val, seq_len, windows):
@@ -90,9 +74,7 @@ def check(name, data, overrides, want_arch, tmp, steps=12):
 
 
 with tempfile.TemporaryDirectory() as tmp:
-    lic = "/usr/share/common-licenses"
-    inputs = [os.path.join(lic, f) for f in sorted(os.listdir(lic))
-              if os.path.isfile(os.path.join(lic, f)) and not os.path.islink(os.path.join(lic, f))]
+    inputs = licence_texts()
     data = os.path.join(tmp, "bytes.h5")
     run([args.switchyard, "data", "prepare", "--output", data, "--input"] + inputs)
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")
@@ -111,7 +93,6 @@ with tempfile.TemporaryDirectory() as tmp:
     tok = AutoTokenizer.from_pretrained(out)
     text = open(inputs[0], encoding="utf-8").read()
     with h5py.File(bpe, "r") as f:
-        import sentencepiece as spm  # noqa: E402 (only needed here)
         sp = spm.SentencePieceProcessor(model_proto=bytes(f["tokenizer/model"][:]))
     want = sp.encode(text[:2000])
     got = tok(text[:2000], add_special_tokens=False)["input_ids"]

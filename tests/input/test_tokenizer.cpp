@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/expect_error.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
 #include "src/core/error.h"
@@ -33,19 +34,7 @@ void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
 }
 
-void expect_usage_error(const std::function<void()>& f, const std::vector<std::string>& parts,
-                        const std::string& label) {
-  try {
-    f();
-    ADD_FAILURE() << label << ": no UsageError";
-  } catch (const UsageError& e) {
-    for (const auto& p : parts)
-      EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
-          << label << ": '" << p << "' not in: " << e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << label << ": wrong exception type: " << e.what();
-  }
-}
+using test::expect_usage_error;
 
 // English-like text with indentation, blank lines, a non-ASCII character and a tab.
 std::string corpus(int lines, int salt) {
