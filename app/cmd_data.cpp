@@ -90,6 +90,9 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
       ->check(CLI::Range(0.0, 0.9));
   out.push_back({import, [opt, format] {
                    opt->format = *format == "llmc" ? ShardFormat::kLlmc : ShardFormat::kRawUint16;
+                   opt->on_progress = [](const std::string& line) {
+                     std::cout << line << "\n" << std::flush;
+                   };
                    const ImportReport r = import_token_shards(*opt);
                    std::cout << "wrote " << opt->output << ": tokenizer imported, vocab_size "
                              << r.vocab_size << (opt->vocab_size > 0 ? "" : " (largest id + 1)")

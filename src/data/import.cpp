@@ -147,7 +147,14 @@ ImportReport import_token_shards(const ImportOptions& opt) {
   std::vector<Shard> shards;
   for (const auto& path : opt.shards) shards.push_back(inspect(path, opt.format));
   int64_t max_id = -1;
-  for (const Shard& s : shards)
+  auto progress = [&](const char* what, size_t i, const Shard& s) {
+    if (opt.on_progress)
+      opt.on_progress(std::string(what) + " " + std::to_string(i + 1) + "/" +
+                      std::to_string(shards.size()) + ": " + s.path + " (" +
+                      std::to_string(s.tokens) + " tokens)");
+  };
+  for (size_t k = 0; k < shards.size(); ++k) {
+    const Shard& s = shards[k];
     for_each_block(s, [&](int64_t first, std::span<const uint32_t> ids) {
       for (size_t i = 0; i < ids.size(); ++i) {
         const int64_t id = ids[i];
@@ -160,6 +167,8 @@ ImportReport import_token_shards(const ImportOptions& opt) {
         max_id = std::max(max_id, id);
       }
     });
+    progress("checked", k, s);
+  }
   ImportReport r;
   r.vocab_size = opt.vocab_size > 0 ? opt.vocab_size : std::max<int64_t>(max_id + 1, 2);
   const bool named =
@@ -167,7 +176,8 @@ ImportReport import_token_shards(const ImportOptions& opt) {
 
   // Pass 2: write.
   TokenFileWriter writer(opt.output, r.vocab_size);
-  for (const Shard& s : shards) {
+  for (size_t k = 0; k < shards.size(); ++k) {
+    const Shard& s = shards[k];
     if (named && s.val) r.val_shards.push_back(s.path);
     // The first `train_end` tokens go to /train.
     const int64_t train_end =
@@ -182,6 +192,7 @@ ImportReport import_token_shards(const ImportOptions& opt) {
       r.train_tokens += cut;
       r.val_tokens += n - cut;
     });
+    progress("wrote", k, s);
   }
   writer.commit(Tokenizer::imported(r.vocab_size));
   return r;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,9 @@ struct ImportOptions {
   std::string output;
   int64_t vocab_size = 0;  // 0: the largest id + 1
   double val_fraction = 0.1;
+  // Called after each shard of each pass ("checked 3/100 shards ...", "wrote 3/100 ..."): large
+  // imports take minutes.
+  std::function<void(const std::string&)> on_progress;
 };
 
 struct ImportReport {
