@@ -1,7 +1,8 @@
-// `switchyard ckpt info <file>` and `switchyard ckpt export <file> --output <file.safetensors>`:
-// look inside a checkpoint (step, layout, config, every tensor with its shape and whether its
-// checksums verify) and hand the model weights to Python. Both read through the same verifying
-// code as --resume; both run on one process or under mpirun (rank 0 prints).
+// `switchyard ckpt info <file>` and `switchyard ckpt export <file> --output <file.safetensors>`
+// (or `--format hf --output DIR`, src/export/hf_export.h): look inside a checkpoint (step, layout,
+// config, tokenizer, every tensor with its shape and whether its checksums verify) and hand the
+// model weights to Python. Both read through the same verifying code as --resume; both run on
+// one process or under mpirun (rank 0 prints).
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/safetensors.h"
 #include "src/core/error.h"
+#include "src/export/hf_export.h"
 
 namespace sy::app {
 
@@ -48,7 +50,8 @@ std::string loss_text(double v) {
   return buf;
 }
 
-void print_inspection(const ckpt::Inspection& ins, bool show_config, std::ostream& out) {
+void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& tok,
+                      bool show_config, std::ostream& out) {
   const ckpt::TrainState& s = ins.state;
   int64_t elements = 0, bad = 0;
   for (const auto& t : ins.tensors) {
@@ -69,6 +72,13 @@ void print_inspection(const ckpt::Inspection& ins, bool show_config, std::ostrea
       << "rng          philox4x32-10, seed " << s.rng.seed << ", offset " << s.rng.offset << "\n"
       << "val loss     last " << loss_text(s.last_val_loss) << ", best "
       << loss_text(s.best_val_loss) << "\n"
+      << "tokenizer    "
+      << (tok.name.empty() ? std::string("not recorded (a checkpoint from before tokenizers)")
+                           : tok.name)
+      << (tok.model.empty()
+              ? std::string()
+              : ", " + std::to_string(tok.model.size()) + " bytes at /tokenizer/model (verifies)")
+      << "\n"
       << "tensors      " << ins.tensors.size() << " datasets, " << elements << " float32 elements, "
       << (bad ? std::to_string(bad) + " BAD" : std::string("all checksums verify (Fletcher32)"))
       << "\n";
@@ -113,7 +123,10 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
                    return run_with_mpi([&](const comm::MpiSession& mpi) {
                      const ckpt::Inspection ins =
                          ckpt::inspect_checkpoint(MPI_COMM_WORLD, ia->file);
-                     if (mpi.world_rank() == 0) print_inspection(ins, !ia->no_config, std::cout);
+                     const ckpt::StoredTokenizer tok =
+                         ckpt::read_checkpoint_tokenizer(MPI_COMM_WORLD, ia->file);
+                     if (mpi.world_rank() == 0)
+                       print_inspection(ins, tok, !ia->no_config, std::cout);
                      for (const auto& t : ins.tensors)
                        if (!t.problem.empty())
                          throw ckpt::CheckpointError(ins.file, "/" + t.path, t.problem);
@@ -122,16 +135,44 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
                  }});
 
   struct ExportArgs {
-    std::string file, output;
+    std::string file, output, format = "safetensors";
+    bool allow_approximate = false;
   };
   auto ea = std::make_shared<ExportArgs>();
   auto* exp = ckpt->add_subcommand(
       "export",
-      "Write a checkpoint's model weights (/model tensors, float32, SPEC names such as "
-      "model/layers/0/attn/wqkv) to a safetensors file, after verifying the checkpoint");
+      "After verifying the checkpoint, write its model weights: --format safetensors (default): "
+      "the /model tensors, float32, under their SPEC names (model/layers/0/attn/wqkv) in one "
+      "file; --format hf: a directory Hugging Face transformers loads with "
+      "AutoModelForCausalLM.from_pretrained (Mixtral or Qwen2-MoE layout, the one whose math is "
+      "the checkpoint's; exit 2 naming what no architecture represents)");
   exp->add_option("file", ea->file, "Checkpoint file (step_<N>.h5)")->required();
-  exp->add_option("-o,--output", ea->output, "The .safetensors file to write")->required();
+  exp->add_option("-o,--output", ea->output,
+                  "The .safetensors file (--format safetensors) or the directory (--format hf)")
+      ->required();
+  exp->add_option("--format", ea->format, "safetensors | hf")
+      ->check(CLI::IsMember({"safetensors", "hf"}))
+      ->capture_default_str();
+  exp->add_flag("--allow-approximate", ea->allow_approximate,
+                "--format hf: export what no architecture represents exactly (a router bias, "
+                "capacity dropping, group-limited routing, a gate_scale that is not a power of "
+                "two) as the nearest model, and say what changes");
   out.push_back({exp, [ea] {
+                   if (ea->format == "hf")
+                     return run_with_mpi([&](const comm::MpiSession& mpi) {
+                       const HfExportReport r =
+                           export_hf(MPI_COMM_WORLD, ea->file, {ea->output, ea->allow_approximate});
+                       if (mpi.world_rank() != 0) return static_cast<int>(kExitOk);
+                       for (const auto& a : r.approximations)
+                         std::cout << "approximate: " << a << "\n";
+                       std::cout << "exported step " << r.step << " as " << r.architecture << " ("
+                                 << r.tensors << " tensors) to " << ea->output << ":";
+                       for (const auto& f : r.files) std::cout << " " << f;
+                       std::cout << "\n";
+                       return static_cast<int>(kExitOk);
+                     });
+                   if (ea->allow_approximate)
+                     throw UsageError("--allow-approximate applies to --format hf only");
                    return run_with_mpi([&](const comm::MpiSession& mpi) {
                      ckpt::TrainState st;
                      const auto tensors = ckpt::read_model_tensors(MPI_COMM_WORLD, ea->file, &st);

@@ -1,4 +1,6 @@
-// `switchyard data prepare`: text files -> token file (SPEC section 8).
+// `switchyard data prepare` (text files -> token file) and `switchyard data import` (token shards
+// -> token file): SPEC section 8.
+#include <cstdio>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -6,32 +8,113 @@
 
 #include "app/commands.h"
 #include "src/core/error.h"
+#include "src/data/import.h"
 #include "src/data/tokens.h"
 
 namespace sy::app {
 
-void add_data_commands(CLI::App& root, std::vector<Command>& out) {
+namespace {
+
+// "train: 123 tokens, 3.41 bytes/token, unigram entropy 5.12 nats/token (1.50 nats/byte)"
+std::string split_line(const char* name, int64_t tokens, int64_t bytes, double entropy) {
+  const double bpt = tokens > 0 ? static_cast<double>(bytes) / static_cast<double>(tokens) : 0.0;
+  char buf[200];
+  std::snprintf(buf, sizeof buf,
+                "%s: %lld tokens from %lld bytes, %.3f bytes/token, unigram entropy %.4f "
+                "nats/token (%.4f nats/byte)",
+                name, static_cast<long long>(tokens), static_cast<long long>(bytes), bpt, entropy,
+                bpt > 0 ? entropy / bpt : 0.0);
+  return buf;
+}
+
+void add_prepare(CLI::App& data, std::vector<Command>& out) {
   auto opt = std::make_shared<PrepareOptions>();
-  auto* data = root.add_subcommand("data", "Token-file tools");
-  data->require_subcommand(1);
-  auto* prepare = data->add_subcommand(
-      "prepare", "Turn text files into a byte-level token file (HDF5, SPEC section 8)");
+  auto* prepare = data.add_subcommand(
+      "prepare",
+      "Turn text files into a token file (HDF5, SPEC section 8): byte tokens, or a SentencePiece "
+      "BPE/unigram tokenizer trained on the train parts and stored in the file");
   prepare->add_option("-i,--input", opt->inputs, "Text files, concatenated in order")->required();
   prepare->add_option("-o,--output", opt->output, "Token file to write (.h5)")->required();
   prepare
       ->add_option("--val-fraction", opt->val_fraction,
                    "Fraction of each input (its end) held out for validation")
       ->check(CLI::Range(0.0, 0.9));
-  out.push_back({prepare, [opt] {
-                   const PrepareReport r = prepare_token_file(*opt);
-                   std::cout << "wrote " << opt->output << ": " << r.train_tokens << " train / "
-                             << r.val_tokens << " val tokens from " << opt->inputs.size()
-                             << " file(s)\n"
-                             << "unigram entropy: train " << r.train_unigram_nats << " nats, val "
-                             << r.val_unigram_nats
-                             << " nats (a trained model's val_loss must get below this)\n";
+  prepare
+      ->add_option("--tokenizer", opt->tokenizer,
+                   "bytes (token = byte, vocabulary 256), or bpe | unigram: train a lossless "
+                   "SentencePiece model of --vocab-size pieces (the token file carries it)")
+      ->check(CLI::IsMember({"bytes", "bpe", "unigram"}))
+      ->capture_default_str();
+  prepare->add_option(
+      "--vocab-size", opt->vocab_size,
+      "Pieces of the SentencePiece vocabulary, including its 3 control and 256 byte pieces "
+      "(bpe/unigram only; set model.vocab_size to at least this)");
+  out.push_back(
+      {prepare, [opt] {
+         const PrepareReport r = prepare_token_file(*opt);
+         std::cout << "wrote " << opt->output << ": tokenizer " << r.tokenizer << ", vocab_size "
+                   << r.vocab_size << ", " << opt->inputs.size() << " input file(s)\n"
+                   << split_line("train", r.train_tokens, r.train_bytes, r.train_unigram_nats)
+                   << "\n"
+                   << split_line("val  ", r.val_tokens, r.val_bytes, r.val_unigram_nats)
+                   << "\n(a trained model's val_loss must get below the val unigram "
+                      "entropy; divide by ln 2 * bytes/token for bits per byte)\n";
+         return static_cast<int>(kExitOk);
+       }});
+}
+
+void add_import(CLI::App& data, std::vector<Command>& out) {
+  auto opt = std::make_shared<ImportOptions>();
+  auto format = std::make_shared<std::string>();
+  auto* import = data.add_subcommand(
+      "import",
+      "Turn token shards into a token file without re-tokenizing: llm.c .bin shards (256-int32 "
+      "header, magic 20240520 uint16 or 20240801 uint32) or bare uint16 files (nanoGPT's "
+      "train.bin/val.bin). Shards whose file name contains 'val' become /val; with none, the "
+      "last --val-fraction of each shard does");
+  import->add_option("shards", opt->shards, "Token shards, in order")->required();
+  import->add_option("--format", opt->format, "llmc | raw-uint16")
+      ->transform(
+          CLI::CheckedTransformer(std::map<std::string, ShardFormat>{{"llmc", ShardFormat::kLlmc},
+                                                                     { "raw-uint16",
+                                                                       ShardFormat::kRawUint16 }},
+                                  CLI::ignore_case))
+      ->required();
+  import->add_option("-o,--output", opt->output, "Token file to write (.h5)")->required();
+  import->add_option("--vocab-size", opt->vocab_size,
+                     "The tokenizer's vocabulary (e.g. 50257 for GPT-2); every id must be below "
+                     "it. Default: the largest id + 1");
+  import
+      ->add_option("--val-fraction", opt->val_fraction,
+                   "With no shard named *val*: the fraction of each shard (its end) held out")
+      ->check(CLI::Range(0.0, 0.9));
+  out.push_back({import, [opt, format] {
+                   opt->format = *format == "llmc" ? ShardFormat::kLlmc : ShardFormat::kRawUint16;
+                   opt->on_progress = [](const std::string& line) {
+                     std::cout << line << "\n" << std::flush;
+                   };
+                   const ImportReport r = import_token_shards(*opt);
+                   std::cout << "wrote " << opt->output << ": tokenizer imported, vocab_size "
+                             << r.vocab_size << (opt->vocab_size > 0 ? "" : " (largest id + 1)")
+                             << ", " << r.train_tokens << " train / " << r.val_tokens
+                             << " val tokens from " << opt->shards.size() << " shard(s)\n";
+                   if (r.val_shards.empty()) {
+                     std::cout << "val: the last " << opt->val_fraction
+                               << " of each shard (no shard named *val*)\n";
+                   } else {
+                     for (const auto& s : r.val_shards) std::cout << "val: " << s << "\n";
+                   }
                    return static_cast<int>(kExitOk);
                  }});
+}
+
+}  // namespace
+
+void add_data_commands(CLI::App& root, std::vector<Command>& out) {
+  auto* data = root.add_subcommand("data", "Token-file tools");
+  data->require_subcommand(1);
+  add_prepare(*data, out);
+  add_import(*data, out);
 }
 
 }  // namespace sy::app

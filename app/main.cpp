@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   sy::app::add_bench_commands(app, commands);
   sy::app::add_plot_command(app, commands);
   sy::app::add_placement_command(app, commands);
+  sy::app::add_sample_command(app, commands);
 
   try {
     app.parse(argc, argv);

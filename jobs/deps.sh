@@ -10,6 +10,7 @@ SWITCHYARD_DEBS=(build-essential cmake pkg-config
   libopenblas-dev                  # CPU GEMM
   libucx-dev                       # inter-node all-to-all transport
   libcli11-dev                     # command line
+  libsentencepiece-dev             # data prepare --tokenizer bpe|unigram (SentencePiece models)
   nlohmann-json3-dev               # metrics.jsonl
   gnuplot-nox                      # switchyard plot (PNG charts of a run)
   libmetis-dev                     # switchyard placement (graph partitioning of experts)
@@ -21,6 +22,7 @@ if [ "${1:-}" = "--test" ]; then
     python3-h5py python3-numpy     # reads checkpoints from Python as a user would
     python3-venv python3-pip       # a private venv for PyPI's safetensors (export check)
     clang-format                   # the formatting check
+    sentencepiece                  # spm_encode: the tokenizer test's independent encoder
   )
 fi
 missing=()

@@ -144,8 +144,39 @@ void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const 
   }
 }
 
-#define SY_INSTANTIATE(T)                                                   \
-  template void attention_forward<T>(T*, T*, const T*, int, int, int, int); \
+// Per query row and head: scores over the cached positions in position order (the order of
+// attention_forward's row), the same softmax, then the weighted sum of the cached values.
+template <class T>
+void attention_cached_forward(T* out, T* scratch, const T* q, int ldq, const T* kc, const T* vc,
+                              int W, long p0, int n, int C, int NH) {
+  const int HD = C / NH;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HD)));
+  for (int i = 0; i < n; ++i) {
+    const long p = p0 + i, first = std::max(0L, p - W + 1);
+    const int count = static_cast<int>(p - first + 1);
+    for (int h = 0; h < NH; ++h) {
+      const T* qh = q + static_cast<long>(i) * ldq + static_cast<long>(h) * HD;
+      for (int s = 0; s < count; ++s) {
+        const T* kh = kc + ((first + s) % W) * C + static_cast<long>(h) * HD;
+        T dot = T(0);
+        for (int d = 0; d < HD; ++d) dot += qh[d] * kh[d];
+        scratch[s] = scale * dot;
+      }
+      causal_softmax_row(scratch, count - 1, count);
+      T* oh = out + static_cast<long>(i) * C + static_cast<long>(h) * HD;
+      std::fill(oh, oh + HD, T(0));
+      for (int s = 0; s < count; ++s) {
+        const T* vh = vc + ((first + s) % W) * C + static_cast<long>(h) * HD;
+        for (int d = 0; d < HD; ++d) oh[d] += scratch[s] * vh[d];
+      }
+    }
+  }
+}
+
+#define SY_INSTANTIATE(T)                                                                         \
+  template void attention_cached_forward<T>(T*, T*, const T*, int, const T*, const T*, int, long, \
+                                            int, int, int);                                       \
+  template void attention_forward<T>(T*, T*, const T*, int, int, int, int);                       \
   template void attention_backward<T>(T*, T*, const T*, const T*, const T*, int, int, int, int);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(double)

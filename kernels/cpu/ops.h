@@ -37,6 +37,10 @@ void rope_forward(T* out, const T* qkv, int B, int T_, int C, int NH, double the
 // dqkv[N,3C] (=) the inverse rotation of dout (v part copied).
 template <class T>
 void rope_backward(T* dqkv, const T* dout, int B, int T_, int C, int NH, double theta);
+// rope_forward of N consecutive tokens of one sequence at positions p0 .. p0+N-1 (incremental
+// decoding); the same angles as rope_forward's for the same positions.
+template <class T>
+void rope_forward_from(T* out, const T* qkv, int N, int C, int NH, double theta, long p0);
 
 // Causal multi-head attention on qkv[N,3C] (after RoPE):
 //   att[B,NH,T,T] (=) softmax_causal(q k^T / sqrt(HD)) (zeros above the diagonal)
@@ -49,6 +53,16 @@ void attention_forward(T* out, T* att, const T* qkv, int B, int T_, int C, int N
 template <class T>
 void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int B,
                         int T_, int C, int NH);
+
+// Attention of n query rows at positions p0 .. p0+n-1 of one sequence over a key/value cache
+// (incremental decoding): k and v of position s sit in row s % W of kc and vc [W,C] (k after
+// RoPE), and the query at position p attends to positions max(0, p-W+1) .. p, which the caller
+// has written. q: [n, ldq] (head h in columns h*HD..); out[n,C] (=); scratch: W elements.
+// The softmax is attention_forward's (same exp, sum in double), so within the first W positions
+// a row equals attention_forward's row up to the rounding of the dot products.
+template <class T>
+void attention_cached_forward(T* out, T* scratch, const T* q, int ldq, const T* kc, const T* vc,
+                              int W, long p0, int n, int C, int NH);
 
 // losses[N] (=) logsumexp(logits[n,:]) - logits[n, targets[n]];  probs[N,V] (=) softmax(logits).
 // targets[n] in [0, V). probs may alias logits (in place).

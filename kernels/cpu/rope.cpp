@@ -9,19 +9,19 @@ namespace sy::cpu {
 
 namespace {
 
-// cos/sin of pos * theta^(-2i/HD) for pos < T_, i < HD/2, as a [T_, HD/2] table each.
-// Computed in double and rounded once, so float and double runs see the same angles.
+// cos/sin of pos * theta^(-2i/HD) for pos = p0 + t, t < T_, i < HD/2, as a [T_, HD/2] table
+// each. Computed in double and rounded once, so float and double runs see the same angles.
 template <class T>
 struct RopeTable {
   std::vector<T> cos, sin;
-  RopeTable(int T_, int HD, double theta) {
+  RopeTable(int T_, int HD, double theta, long p0) {
     const int half = HD / 2;
     cos.resize(static_cast<size_t>(T_) * half);
     sin.resize(static_cast<size_t>(T_) * half);
     for (int i = 0; i < half; ++i) {
       const double inv_freq = std::pow(theta, -2.0 * i / HD);
       for (int t = 0; t < T_; ++t) {
-        const double a = t * inv_freq;
+        const double a = static_cast<double>(p0 + t) * inv_freq;
         cos[static_cast<size_t>(t) * half + i] = static_cast<T>(std::cos(a));
         sin[static_cast<size_t>(t) * half + i] = static_cast<T>(std::sin(a));
       }
@@ -30,12 +30,14 @@ struct RopeTable {
 };
 
 // Rotates the q and k blocks of every token of src[N,3C] into dst by +angle (sign = 1) or
-// -angle (sign = -1, the transpose of the rotation, i.e. the backward); v is copied.
+// -angle (sign = -1, the transpose of the rotation, i.e. the backward); v is copied. Token t of
+// each sequence is at position p0 + t.
 template <class T>
-void rope_apply(T* dst, const T* src, int B, int T_, int C, int NH, double theta, T sign) {
+void rope_apply(T* dst, const T* src, int B, int T_, int C, int NH, double theta, T sign,
+                long p0 = 0) {
   const int HD = C / NH;
   const int half = HD / 2;
-  const RopeTable<T> tab(T_, HD, theta);
+  const RopeTable<T> tab(T_, HD, theta, p0);
   const long C3 = 3L * C;
   // Tokens are independent: OpenMP threads, bitwise the same as serial for any thread count.
 #pragma omp parallel for schedule(static) if (static_cast <long>(B) * T_ * C >= (1L << 16))
@@ -75,9 +77,15 @@ void rope_backward(T* dqkv, const T* dout, int B, int T_, int C, int NH, double 
   rope_apply(dqkv, dout, B, T_, C, NH, theta, T(-1));
 }
 
-#define SY_INSTANTIATE(T)                                                  \
-  template void rope_forward<T>(T*, const T*, int, int, int, int, double); \
-  template void rope_backward<T>(T*, const T*, int, int, int, int, double);
+template <class T>
+void rope_forward_from(T* out, const T* qkv, int N, int C, int NH, double theta, long p0) {
+  rope_apply(out, qkv, 1, N, C, NH, theta, T(1), p0);
+}
+
+#define SY_INSTANTIATE(T)                                                   \
+  template void rope_forward<T>(T*, const T*, int, int, int, int, double);  \
+  template void rope_backward<T>(T*, const T*, int, int, int, int, double); \
+  template void rope_forward_from<T>(T*, const T*, int, int, int, double, long);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(double)
 #undef SY_INSTANTIATE

@@ -95,6 +95,12 @@ struct TrainState {
   RngState rng;        // /state/rng
   double best_val_loss = std::numeric_limits<double>::quiet_NaN();  // /state/train
   double last_val_loss = std::numeric_limits<double>::quiet_NaN();
+  // SPEC 8: the training data's tokenizer, root attribute `tokenizer` (not written when empty;
+  // read back as "" from checkpoints written before it was stored), and for sentencepiece its
+  // serialized model, written as the uint8 dataset /tokenizer/model (chunked, Fletcher32). Only
+  // read_checkpoint_tokenizer reads the model back; inspect and load leave it empty.
+  std::string tokenizer;
+  std::string tokenizer_model;
 };
 
 // "dp=2,tp=1,ep=2,etp=1"
@@ -175,6 +181,16 @@ struct WholeTensor {
 // `state`, when given, receives the checkpoint's state.
 std::vector<WholeTensor> read_model_tensors(MPI_Comm comm, const std::string& file,
                                             TrainState* state = nullptr);
+
+// Collective. The checkpoint's tokenizer: name (root attribute `tokenizer`, "" when absent) and,
+// when there is one, the bytes of /tokenizer/model (its checksums verified by the read). Throws
+// CheckpointError naming the file, and /tokenizer/model when that is missing, malformed or
+// damaged.
+struct StoredTokenizer {
+  std::string name;
+  std::string model;
+};
+StoredTokenizer read_checkpoint_tokenizer(MPI_Comm comm, const std::string& file);
 
 // ---- resuming ----------------------------------------------------------------------------------
 

@@ -283,6 +283,8 @@ void pack(Packer& p, const TrainState& s) {
   p.u64(s.rng.offset);
   p.f64(s.best_val_loss);
   p.f64(s.last_val_loss);
+  p.str(s.tokenizer);
+  p.str(s.tokenizer_model);
 }
 
 TrainState unpack_state(Unpacker& u) {
@@ -300,6 +302,8 @@ TrainState unpack_state(Unpacker& u) {
   s.rng.offset = u.u64();
   s.best_val_loss = u.f64();
   s.last_val_loss = u.f64();
+  s.tokenizer = u.str();
+  s.tokenizer_model = u.str();
   return s;
 }
 

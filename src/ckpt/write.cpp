@@ -13,6 +13,7 @@
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/detail.h"
 #include "src/ckpt/files.h"
+#include "src/data/tokenizer_h5.h"
 
 namespace sy::ckpt {
 
@@ -130,24 +131,47 @@ h5::Group ensure_group(hid_t file, const std::string& path) {
   return h5::Group{H5_CHECK(H5Gcreate2(file, path.c_str(), lcpl, H5P_DEFAULT, H5P_DEFAULT))};
 }
 
-// Creates the dataset of `t` (chunked, Fletcher32) and writes every rank's parts collectively.
-void write_tensor(hid_t file, const PlannedTensor& t, const LocalTensor* mine, hid_t dxpl) {
-  const std::vector<hsize_t> dims(t.shape.begin(), t.shape.end());
+// Creates the dataset `path` of `shape` and file type `type`, chunked with Fletcher32 (collective:
+// every rank calls it alike).
+h5::Dataset create_checked_dataset(hid_t file, const std::string& path,
+                                   const std::vector<int64_t>& shape, hid_t type) {
+  const std::vector<hsize_t> dims(shape.begin(), shape.end());
   h5::Dataspace space{
       H5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr))};
   h5::PropList dcpl{H5_CHECK(H5Pcreate(H5P_DATASET_CREATE))};
-  if (numel_of(t.shape) > 0) {
-    const std::vector<int64_t> c = chunk_shape(t.shape);
+  if (numel_of(shape) > 0) {
+    const std::vector<int64_t> c = chunk_shape(shape);
     const std::vector<hsize_t> chunk(c.begin(), c.end());
     H5_CHECK(H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()));
     H5_CHECK(H5Pset_fletcher32(dcpl));
   }
-  // Every element is written below: filling chunks first would write the file twice.
+  // Every element is written after: filling chunks first would write the file twice.
   H5_CHECK(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER));
   h5::PropList lcpl{H5_CHECK(H5Pcreate(H5P_LINK_CREATE))};
   H5_CHECK(H5Pset_create_intermediate_group(lcpl, 1));
-  h5::Dataset ds{
-      H5_CHECK(H5Dcreate2(file, t.path.c_str(), H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT))};
+  return h5::Dataset{
+      H5_CHECK(H5Dcreate2(file, path.c_str(), type, space, lcpl, dcpl, H5P_DEFAULT))};
+}
+
+// SPEC 8's /tokenizer/model: rank 0 writes the bytes (the same on every rank), collectively.
+void write_tokenizer_model(hid_t file, const std::string& model, bool writer, hid_t dxpl) {
+  const auto n = static_cast<int64_t>(model.size());
+  h5::Dataset ds = create_checked_dataset(file, kTokenizerModelPath, {n}, H5T_STD_U8LE);
+  h5::Dataspace file_space{H5_CHECK(H5Dget_space(ds))};
+  const hsize_t count = writer ? static_cast<hsize_t>(n) : 0;
+  h5::Dataspace mem_space{H5_CHECK(H5Screate_simple(1, &count, nullptr))};
+  if (!writer) {
+    H5_CHECK(H5Sselect_none(file_space));
+    H5_CHECK(H5Sselect_none(mem_space));
+  }
+  const char dummy = 0;
+  H5_CHECK(
+      H5Dwrite(ds, H5T_NATIVE_UINT8, mem_space, file_space, dxpl, writer ? model.data() : &dummy));
+}
+
+// Creates the dataset of `t` (chunked, Fletcher32) and writes every rank's parts collectively.
+void write_tensor(hid_t file, const PlannedTensor& t, const LocalTensor* mine, hid_t dxpl) {
+  h5::Dataset ds = create_checked_dataset(file, t.path, t.shape, H5T_IEEE_F32LE);
 
   for (int64_t round = 0; round < t.rounds; ++round) {
     const TensorRef* part = nullptr;
@@ -176,6 +200,7 @@ void write_state(hid_t file, const TrainState& s, const std::vector<PlannedTenso
   write_attr(file, "config", s.config_yaml);
   write_attr(file, "layout", s.layout);
   write_attr(file, "created_unix", s.created_unix);
+  if (!s.tokenizer.empty()) write_attr(file, "tokenizer", s.tokenizer);
   std::vector<ManifestEntry> manifest;
   for (const auto& t : plan) manifest.push_back({t.path, t.shape});
   write_attr(file, "tensors", format_manifest(manifest));
@@ -248,6 +273,8 @@ SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainSta
       write_tensor(file, t, it == mine.end() ? nullptr : it->second, dxpl);
       stage("wrote " + t.path);
     }
+    if (!st.tokenizer_model.empty())
+      write_tokenizer_model(file, st.tokenizer_model, rank == 0, dxpl);
     write_state(file, st, plan);
     H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL));  // MPI_File_sync: on disk on every node
     file.close();

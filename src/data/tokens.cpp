@@ -5,9 +5,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 
 #include "src/core/error.h"
 #include "src/core/h5.h"
+#include "src/data/tokenizer_h5.h"
 
 namespace sy {
 
@@ -16,7 +18,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr int64_t kByteVocab = 256;
-constexpr const char* kByteTokenizer = "bytes";
 
 std::vector<unsigned char> read_input(const std::string& path) {
   std::error_code ec;
@@ -37,15 +38,28 @@ hid_t token_file_type(int64_t vocab_size) {
   return vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_U32LE;
 }
 
-void write_tokens(hid_t file, const char* name, const std::vector<uint32_t>& tokens,
-                  int64_t vocab_size) {
-  const hsize_t dims[1] = {tokens.size()};
-  h5::Dataspace space{H5_CHECK(H5Screate_simple(1, dims, nullptr))};
-  h5::Dataset ds{H5_CHECK(H5Dcreate2(file, name, token_file_type(vocab_size), space, H5P_DEFAULT,
-                                     H5P_DEFAULT, H5P_DEFAULT))};
+// Chunks of the extendible /train and /val datasets: 64 Ki ids (128 KiB as uint16).
+constexpr hsize_t kTokenChunk = hsize_t{1} << 16;
+
+h5::Dataset create_split(hid_t file, const char* name, int64_t vocab_size) {
+  const hsize_t dims[1] = {0}, max_dims[1] = {H5S_UNLIMITED};
+  h5::Dataspace space{H5_CHECK(H5Screate_simple(1, dims, max_dims))};
+  h5::PropList dcpl{H5_CHECK(H5Pcreate(H5P_DATASET_CREATE))};
+  H5_CHECK(H5Pset_chunk(dcpl, 1, &kTokenChunk));
+  return h5::Dataset{H5_CHECK(
+      H5Dcreate2(file, name, token_file_type(vocab_size), space, H5P_DEFAULT, dcpl, H5P_DEFAULT))};
+}
+
+void append_ids(hid_t ds, hsize_t& size, std::span<const uint32_t> ids) {
+  if (ids.empty()) return;
+  const hsize_t start = size, count = ids.size(), grown = size + ids.size();
+  H5_CHECK(H5Dset_extent(ds, &grown));
+  h5::Dataspace file_space{H5_CHECK(H5Dget_space(ds))};
+  H5_CHECK(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, nullptr, &count, nullptr));
+  h5::Dataspace mem{H5_CHECK(H5Screate_simple(1, &count, nullptr))};
   // HDF5 narrows the uint32 buffer to the file's uint16 on write.
-  if (!tokens.empty())
-    H5_CHECK(H5Dwrite(ds, H5T_NATIVE_UINT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, tokens.data()));
+  H5_CHECK(H5Dwrite(ds, H5T_NATIVE_UINT32, mem, file_space, H5P_DEFAULT, ids.data()));
+  size = grown;
 }
 
 void write_root_attributes(hid_t file, int64_t vocab_size, const std::string& tokenizer) {
@@ -60,6 +74,31 @@ void write_root_attributes(hid_t file, int64_t vocab_size, const std::string& to
   h5::Attribute tok{H5_CHECK(H5Acreate2(file, "tokenizer", str, scalar, H5P_DEFAULT, H5P_DEFAULT))};
   const char* text = tokenizer.c_str();
   H5_CHECK(H5Awrite(tok, str, &text));
+}
+
+// /tokenizer/model: the serialized SentencePiece model as uint8.
+void write_tokenizer_model(hid_t file, const std::string& model) {
+  const hsize_t n = model.size();
+  h5::Dataspace space{H5_CHECK(H5Screate_simple(1, &n, nullptr))};
+  h5::PropList lcpl{H5_CHECK(H5Pcreate(H5P_LINK_CREATE))};
+  H5_CHECK(H5Pset_create_intermediate_group(lcpl, 1));
+  h5::Dataset ds{H5_CHECK(
+      H5Dcreate2(file, "tokenizer/model", H5T_STD_U8LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT))};
+  H5_CHECK(H5Dwrite(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, model.data()));
+}
+
+// The directory `path` will be written in; UsageError when it is missing or `path` is a directory.
+fs::path check_output_path(const std::string& path) {
+  if (path.empty()) throw UsageError("no output file given");
+  std::error_code ec;
+  const fs::path out_path(path);
+  const fs::path out_dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");
+  if (!fs::is_directory(out_dir, ec))
+    throw UsageError("output directory '" + out_dir.string() + "' for '" + path +
+                     "' does not exist");
+  if (fs::is_directory(out_path, ec))
+    throw UsageError("output '" + path + "' is a directory, expected a file name");
+  return out_dir;
 }
 
 // ---- reading -----------------------------------------------------------------------------------
@@ -184,6 +223,27 @@ class Reader {
 
 }  // namespace
 
+std::string read_tokenizer_model(hid_t file) {
+  h5::ErrorSilencer quiet;
+  if (H5_CHECK(H5Lexists(file, "tokenizer", H5P_DEFAULT)) <= 0 ||
+      H5_CHECK(H5Lexists(file, kTokenizerModelPath, H5P_DEFAULT)) <= 0)
+    return "";
+  const hid_t id = H5Dopen2(file, kTokenizerModelPath, H5P_DEFAULT);
+  if (id < 0) throw std::runtime_error("/tokenizer/model is not a dataset");
+  h5::Dataset ds{id};
+  h5::Dataspace space{H5_CHECK(H5Dget_space(ds))};
+  h5::Datatype type{H5_CHECK(H5Dget_type(ds))};
+  if (H5_CHECK(H5Sget_simple_extent_ndims(space)) != 1 || H5Tget_class(type) != H5T_INTEGER ||
+      H5Tget_size(type) != 1)
+    throw std::runtime_error("/tokenizer/model must be a one-dimensional uint8 dataset");
+  hsize_t n = 0;
+  H5_CHECK(H5Sget_simple_extent_dims(space, &n, nullptr));
+  std::string model(n, '\0');
+  if (n > 0 && H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, model.data()) < 0)
+    throw std::runtime_error("/tokenizer/model cannot be read: " + h5::error_stack_message());
+  return model;
+}
+
 double unigram_entropy_nats(const std::vector<uint32_t>& tokens) {
   if (tokens.empty()) return 0.0;
   std::vector<int64_t> counts;
@@ -198,57 +258,142 @@ double unigram_entropy_nats(const std::vector<uint32_t>& tokens) {
   return h;
 }
 
+// ---- writing -----------------------------------------------------------------------------------
+
+struct TokenFileWriter::Impl {
+  std::string path, tmp;
+  int64_t vocab_size = 0;
+  std::optional<h5::File> file;
+  std::optional<h5::Dataset> train, val;
+  hsize_t n_train = 0, n_val = 0;
+  bool committed = false;
+};
+
+TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size)
+    : impl_(std::make_unique<Impl>()) {
+  const fs::path out_dir = check_output_path(path);
+  Impl& m = *impl_;
+  m.path = path;
+  m.tmp = path + ".tmp";
+  m.vocab_size = vocab_size;
+  h5::ErrorSilencer quiet;
+  const hid_t file_id = H5Fcreate(m.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (file_id < 0)
+    throw UsageError("cannot create '" + m.tmp + "' (is '" + out_dir.string() +
+                     "' writable?): " + h5::error_stack_message());
+  m.file.emplace(file_id);
+  try {
+    m.train.emplace(create_split(*m.file, "train", vocab_size));
+    m.val.emplace(create_split(*m.file, "val", vocab_size));
+  } catch (const h5::Error& e) {
+    throw std::runtime_error("writing '" + m.tmp + "': " + e.what());
+  }
+}
+
+TokenFileWriter::~TokenFileWriter() {
+  if (impl_->committed) return;
+  impl_->train.reset();
+  impl_->val.reset();
+  impl_->file.reset();
+  std::error_code ec;
+  fs::remove(impl_->tmp, ec);
+}
+
+void TokenFileWriter::append_train(std::span<const uint32_t> ids) {
+  h5::ErrorSilencer quiet;
+  append_ids(*impl_->train, impl_->n_train, ids);
+}
+
+void TokenFileWriter::append_val(std::span<const uint32_t> ids) {
+  h5::ErrorSilencer quiet;
+  append_ids(*impl_->val, impl_->n_val, ids);
+}
+
+void TokenFileWriter::commit(const Tokenizer& tokenizer) {
+  Impl& m = *impl_;
+  try {
+    h5::ErrorSilencer quiet;
+    write_root_attributes(*m.file, m.vocab_size, tokenizer.name());
+    if (!tokenizer.model().empty()) write_tokenizer_model(*m.file, tokenizer.model());
+    m.train.reset();
+    m.val.reset();
+    H5_CHECK(H5Fflush(*m.file, H5F_SCOPE_LOCAL));
+    m.file.reset();
+  } catch (const h5::Error& e) {
+    throw std::runtime_error("writing '" + m.tmp + "': " + e.what());
+  }
+  std::error_code ec;
+  fs::rename(m.tmp, m.path, ec);
+  if (ec) throw std::runtime_error("renaming '" + m.tmp + "' to '" + m.path + "': " + ec.message());
+  m.committed = true;
+}
+
+// ---- prepare -----------------------------------------------------------------------------------
+
 PrepareReport prepare_token_file(const PrepareOptions& opt) {
   if (opt.inputs.empty()) throw UsageError("data prepare: no input files given");
   if (!(opt.val_fraction >= 0.0 && opt.val_fraction < 1.0))
     throw UsageError("data prepare: val_fraction " + std::to_string(opt.val_fraction) +
                      " must be in [0, 1)");
   if (opt.output.empty()) throw UsageError("data prepare: no output file given");
-  std::error_code ec;
-  const fs::path out_path(opt.output);
-  const fs::path out_dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");
-  if (!fs::is_directory(out_dir, ec))
-    throw UsageError("output directory '" + out_dir.string() + "' for '" + opt.output +
-                     "' does not exist");
-  if (fs::is_directory(out_path, ec))
-    throw UsageError("output '" + opt.output + "' is a directory, expected a file name");
+  check_output_path(opt.output);
+  const bool bytes = opt.tokenizer == kTokenizerBytes;
+  if (!bytes && opt.tokenizer != "bpe" && opt.tokenizer != "unigram")
+    throw UsageError("data prepare: --tokenizer '" + opt.tokenizer +
+                     "' is not one of bytes, bpe, unigram");
+  if (bytes && opt.vocab_size != 0 && opt.vocab_size != kByteVocab)
+    throw UsageError("data prepare: --vocab-size " + std::to_string(opt.vocab_size) +
+                     " with --tokenizer bytes (its vocabulary is 256; pick --tokenizer bpe or "
+                     "unigram for another size)");
+  if (!bytes && opt.vocab_size <= 0)
+    throw UsageError("data prepare: --tokenizer " + opt.tokenizer +
+                     " needs --vocab-size N (the number of pieces to learn)");
 
-  std::vector<uint32_t> train, val;
+  // Each input's train and val parts, as text.
+  std::vector<std::string> train_parts, val_parts;
   for (const auto& input : opt.inputs) {
-    const std::vector<unsigned char> bytes = read_input(input);
-    const size_t n = bytes.size();
-    const auto n_val = static_cast<size_t>(std::floor(static_cast<double>(n) * opt.val_fraction));
-    train.insert(train.end(), bytes.begin(), bytes.end() - static_cast<std::ptrdiff_t>(n_val));
-    val.insert(val.end(), bytes.end() - static_cast<std::ptrdiff_t>(n_val), bytes.end());
+    const std::vector<unsigned char> content = read_input(input);
+    const size_t n = content.size();
+    size_t split = n - static_cast<size_t>(std::floor(static_cast<double>(n) * opt.val_fraction));
+    // SentencePiece reads UTF-8: never cut a character in two.
+    while (!bytes && split < n && (content[split] & 0xC0) == 0x80) ++split;
+    train_parts.emplace_back(content.begin(), content.begin() + static_cast<std::ptrdiff_t>(split));
+    val_parts.emplace_back(content.begin() + static_cast<std::ptrdiff_t>(split), content.end());
   }
 
-  const std::string tmp = opt.output + ".tmp";
-  try {
-    h5::ErrorSilencer quiet;
-    const hid_t file_id = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (file_id < 0)
-      throw UsageError("cannot create '" + tmp + "' (is '" + out_dir.string() +
-                       "' writable?): " + h5::error_stack_message());
-    h5::File file{file_id};
-    write_tokens(file, "train", train, kByteVocab);
-    write_tokens(file, "val", val, kByteVocab);
-    write_root_attributes(file, kByteVocab, kByteTokenizer);
-    H5_CHECK(H5Fflush(file, H5F_SCOPE_LOCAL));
-  } catch (const h5::Error& e) {
-    fs::remove(tmp, ec);
-    throw std::runtime_error("writing '" + tmp + "': " + e.what());
-  }
-  fs::rename(tmp, out_path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw std::runtime_error("renaming '" + tmp + "' to '" + opt.output + "': " + ec.message());
-  }
-
+  const Tokenizer tok =
+      bytes ? Tokenizer::bytes()
+            : train_sentencepiece(
+                  train_parts,
+                  opt.tokenizer == "bpe" ? SentencePieceType::kBpe : SentencePieceType::kUnigram,
+                  opt.vocab_size);
   PrepareReport r;
+  r.vocab_size = tok.vocab_size();
+  r.tokenizer = tok.name();
+  std::vector<uint32_t> train, val;
+  auto encode_into = [&](std::vector<uint32_t>& dst, const std::string& text, size_t input) {
+    if (text.empty()) return;
+    try {
+      const std::vector<int32_t> ids = tok.encode(text);
+      dst.insert(dst.end(), ids.begin(), ids.end());
+    } catch (const UsageError& e) {
+      throw UsageError("input file '" + opt.inputs[input] + "': " + e.what());
+    }
+  };
+  for (size_t i = 0; i < opt.inputs.size(); ++i) {
+    encode_into(train, train_parts[i], i);
+    encode_into(val, val_parts[i], i);
+    r.train_bytes += static_cast<int64_t>(train_parts[i].size());
+    r.val_bytes += static_cast<int64_t>(val_parts[i].size());
+  }
+
+  TokenFileWriter writer(opt.output, tok.vocab_size());
+  writer.append_train(train);
+  writer.append_val(val);
+  writer.commit(tok);
+
   r.train_tokens = static_cast<int64_t>(train.size());
   r.val_tokens = static_cast<int64_t>(val.size());
-  r.vocab_size = kByteVocab;
-  r.tokenizer = kByteTokenizer;
   r.train_unigram_nats = unigram_entropy_nats(train);
   r.val_unigram_nats = unigram_entropy_nats(val);
   return r;
@@ -279,6 +424,19 @@ TokenData read_token_file(const std::string& path, int64_t model_vocab_size, int
     if (data.vocab_size > model_vocab_size)
       r.fail("vocab_size " + std::to_string(data.vocab_size) + " is larger than model.vocab_size " +
              std::to_string(model_vocab_size) + " (raise model.vocab_size to at least the file's)");
+    if (data.tokenizer == kTokenizerSentencePiece) {
+      try {
+        data.tokenizer_model = read_tokenizer_model(file);
+      } catch (const std::runtime_error& e) {
+        r.fail(e.what());
+      }
+      const Tokenizer tok = Tokenizer::from_stored(data.tokenizer, data.tokenizer_model,
+                                                   data.vocab_size, "token file '" + path + "'");
+      if (tok.vocab_size() != data.vocab_size)
+        r.fail("the SentencePiece model at /tokenizer/model has " +
+               std::to_string(tok.vocab_size()) + " pieces, root attribute vocab_size says " +
+               std::to_string(data.vocab_size));
+    }
     data.train = r.read_split(file, "train", data.vocab_size, seq_len);
     data.val = r.read_split(file, "val", data.vocab_size, seq_len);
     return data;

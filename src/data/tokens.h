@@ -1,12 +1,18 @@
-// Token files (SPEC section 8): HDF5 with one-dimensional unsigned datasets /train and /val and
-// root attributes vocab_size and tokenizer. prepare_token_file() writes one from text files with
-// the byte-level tokenizer; read_token_file() loads and checks one before training starts, so a
-// bad file is a UsageError (exit 2) naming the file and what is wrong, never a crash mid-run.
+// Token files (SPEC section 8): HDF5 with one-dimensional unsigned datasets /train and /val,
+// root attributes vocab_size and tokenizer, and, for a SentencePiece tokenizer, its serialized
+// model as the uint8 dataset /tokenizer/model. prepare_token_file() writes one from text files
+// (bytes, or a SentencePiece model it trains); import_token_shards() (import.h) from token shards;
+// read_token_file() loads and checks one before training starts, so a bad file is a UsageError
+// (exit 2) naming the file and what is wrong, never a crash mid-run.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
+
+#include "src/data/tokenizer.h"
 
 namespace sy {
 
@@ -14,11 +20,15 @@ struct PrepareOptions {
   std::vector<std::string> inputs;  // text files, concatenated in this order
   std::string output;               // the .h5 file to write
   double val_fraction = 0.1;        // the LAST fraction of EACH input goes to /val
+  std::string tokenizer = "bytes";  // bytes | bpe | unigram (the last two: SentencePiece)
+  int64_t vocab_size = 0;           // bpe/unigram: the pieces to learn (required); bytes: 0 or 256
 };
 
 struct PrepareReport {
   int64_t train_tokens = 0;
   int64_t val_tokens = 0;
+  int64_t train_bytes = 0;  // text bytes behind each split (bytes per token = bytes / tokens)
+  int64_t val_bytes = 0;
   int64_t vocab_size = 0;
   std::string tokenizer;
   // Entropy (nats) of each split's own unigram (token frequency) distribution: the lowest loss a
@@ -31,24 +41,53 @@ struct PrepareReport {
 // double in token-id order.
 double unigram_entropy_nats(const std::vector<uint32_t>& tokens);
 
-// Byte-level tokenizer (vocab 256, tokenizer "bytes"): token = byte value. Each input i of n_i
-// bytes contributes its first n_i - v_i bytes to /train and its last v_i = floor(n_i *
-// val_fraction) bytes to /val, so both splits hold every file's style. Written to
-// "<output>.tmp" and renamed, so a crash never leaves a half-written file under the real name.
-// Throws UsageError naming the file for: no inputs, a missing/unreadable/empty input, a missing
-// output directory, val_fraction outside [0, 1).
+// Each input i of n_i bytes contributes its first n_i - v_i bytes to /train and its last v_i =
+// floor(n_i * val_fraction) bytes to /val (moved forward to the next UTF-8 character boundary
+// for SentencePiece), so both splits hold every file's style. Tokenizer "bytes" (vocab 256):
+// token = byte value. "bpe"/"unigram": a lossless SentencePiece model (tokenizer.h) of
+// vocab_size pieces is trained on the train parts, then every part is encoded with it. Written
+// to "<output>.tmp" and renamed, so a crash never leaves a half-written file under the real name.
+// Throws UsageError naming the file or option for: no inputs, a missing/unreadable/empty input,
+// a missing output directory, val_fraction outside [0, 1), an unknown tokenizer, a vocab_size
+// the tokenizer cannot have, an input SentencePiece cannot encode exactly (invalid UTF-8).
 PrepareReport prepare_token_file(const PrepareOptions& opt);
+
+// Writes a token file: "<path>.tmp", renamed to `path` by commit() (the destructor removes an
+// uncommitted .tmp). Tokens are appended split by split, in blocks, so a file larger than memory
+// can be written. `vocab_size` decides the id type (SPEC 8: uint16 up to 65536, else uint32).
+class TokenFileWriter {
+ public:
+  // UsageError naming the file when it cannot be created (missing or read-only directory).
+  TokenFileWriter(const std::string& path, int64_t vocab_size);
+  ~TokenFileWriter();
+  TokenFileWriter(const TokenFileWriter&) = delete;
+  TokenFileWriter& operator=(const TokenFileWriter&) = delete;
+
+  // Appends ids (each < vocab_size) to /train or /val.
+  void append_train(std::span<const uint32_t> ids);
+  void append_val(std::span<const uint32_t> ids);
+  // Root attributes vocab_size and tokenizer (with /tokenizer/model for SentencePiece), flush,
+  // close, rename.
+  void commit(const Tokenizer& tokenizer);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 struct TokenData {
   std::vector<int32_t> train, val;  // token ids, each in [0, vocab_size)
   int64_t vocab_size = 0;           // the file's vocabulary (<= the model's)
-  std::string tokenizer;
+  std::string tokenizer;            // the root attribute (tokenizer.h)
+  std::string tokenizer_model;      // /tokenizer/model (sentencepiece), else empty
 };
 
 // Loads `path` and checks it against the model: UsageError naming the file and the problem for a
 // missing file, a non-HDF5 file, a missing /train or /val, a rank other than 1, a non-integer
 // type, missing or malformed attributes, a file vocab_size above `model_vocab_size`, any token
-// outside [0, vocab_size) (with its index and value), a split shorter than seq_len + 1 tokens.
+// outside [0, vocab_size) (with its index and value), a split shorter than seq_len + 1 tokens,
+// an unknown tokenizer, a SentencePiece file without a model that loads or whose piece count is
+// not vocab_size.
 TokenData read_token_file(const std::string& path, int64_t model_vocab_size, int64_t seq_len);
 
 }  // namespace sy

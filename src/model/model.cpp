@@ -59,12 +59,12 @@ void Model<T>::zero_grads() {
 }
 
 template <class T>
-typename Model<T>::LayerPtrs Model<T>::layer_ptrs(std::vector<T>& buf, int l) const {
+LayerWeights<T> layer_weights(const ParamTable& table, T* buf, int l) {
   auto p = [&](const char* leaf) -> T* {
     const std::string name = layer_param_name(l, leaf);
-    return table_.contains(name) ? buf.data() + table_.at(name).offset : nullptr;
+    return table.contains(name) ? buf + table.at(name).offset : nullptr;
   };
-  LayerPtrs r;
+  LayerWeights<T> r;
   r.attn_norm = p("attn_norm");
   r.wqkv = p("attn/wqkv");
   r.wo = p("attn/wo");
@@ -224,5 +224,7 @@ void Model<T>::sum_over_tp(T* x, long n, const char* what) {
 
 template class Model<float>;
 template class Model<double>;
+template LayerWeights<float> layer_weights(const ParamTable&, float*, int);
+template LayerWeights<double> layer_weights(const ParamTable&, double*, int);
 
 }  // namespace sy

@@ -44,6 +44,16 @@ struct LossParts {
 // every micro-batch with aux_loss_scope micro_batch).
 LossScale global_batch_scale(const Config& cfg);
 
+// Views of layer l's parameters (or gradients) in a flat buffer laid out by `table`; null for a
+// parameter the table does not hold (the shared experts when S == 0).
+template <class T>
+struct LayerWeights {
+  T *attn_norm, *wqkv, *wo, *moe_norm;
+  MoeWeights<T> moe;
+};
+template <class T>
+LayerWeights<T> layer_weights(const ParamTable& table, T* buf, int l);
+
 // Where this rank sits in the layout and what it communicates over (default: one rank).
 struct ModelParallel {
   ShardLayout layout;
@@ -78,13 +88,15 @@ class Model {
                     std::vector<MoeStats>* stats = nullptr);
   // Accumulates d(weighted loss of the last forward)/d(params) into grads (+=).
   void backward();
+  // RMSNorm(x_out) of the last forward, [B*T, C]: the hidden states the head multiplies (the
+  // logits of token n are final_hidden()[n] @ Head^T; the incremental decoder's tests use it).
+  const std::vector<T>& final_hidden() const { return xf_; }
 
  private:
-  struct LayerPtrs {
-    T *attn_norm, *wqkv, *wo, *moe_norm;
-    MoeWeights<T> moe;
-  };
-  LayerPtrs layer_ptrs(std::vector<T>& buf, int l) const;
+  using LayerPtrs = LayerWeights<T>;
+  LayerPtrs layer_ptrs(std::vector<T>& buf, int l) const {
+    return layer_weights(table_, buf.data(), l);
+  }
   void sum_over_tp(T* x, long n, const char* what);  // x[n] (=) its sum over tp
   void ensure_activations(int B);
 

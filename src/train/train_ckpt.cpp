@@ -44,6 +44,10 @@ ckpt::SaveResult save_training_checkpoint(const CkptTarget& t, const ckpt::Train
   ckpt::TrainState st = state;
   st.config_yaml = to_yaml(t.cfg);
   st.layout = t.layout;
+  if (t.data) {
+    st.tokenizer = t.data->tokenizer;
+    st.tokenizer_model = t.data->tokenizer_model;
+  }
   ckpt::SaveOptions o;
   o.keep = t.cfg.checkpoint.keep;
   return ckpt::save_checkpoint(t.comm, t.cfg.checkpoint.dir, st, refs, o);
@@ -79,7 +83,7 @@ ckpt::SaveResult save_training_checkpoint(const CkptContext& c, const ckpt::Trai
   std::vector<float> m, v;
   c.opt.gather_moments(m, v);
   return save_training_checkpoint(
-      CkptTarget{c.cfg, c.comm, c.layout}, state,
+      CkptTarget{c.cfg, c.comm, c.layout, c.data}, state,
       training_refs(c.model.table(), c.model.params.data(), m.data(), v.data()));
 }
 
@@ -111,7 +115,9 @@ void CheckpointCadence::save(int64_t done, TrainSummary& summary, std::ostream& 
 }
 
 void CheckpointCadence::after_step(int64_t done, TrainSummary& summary, std::ostream& log) {
-  if (cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0) save(done, summary, log);
+  // The last step's checkpoint waits for at_end, after the final evaluation.
+  if (cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0 && done != cfg_.train.steps)
+    save(done, summary, log);
   if (!stop_requested(comm_, signals_)) return;
   if (saved_step_ != done) save(done, summary, log);
   log << "preempted (" << (signals_.requested() ? signals_.signal_name() : "signal on another rank")

@@ -18,6 +18,7 @@
 #include "src/ckpt/checkpoint.h"
 #include "src/config/config.h"
 #include "src/data/loader.h"
+#include "src/data/tokens.h"
 #include "src/model/model.h"
 #include "src/optim/distributed.h"
 #include "src/train/trainer.h"
@@ -29,8 +30,9 @@ class PreemptionSignals;
 // Where this run's checkpoints go and how the run is laid out.
 struct CkptTarget {
   const Config& cfg;
-  MPI_Comm comm;       // every rank of the job
-  std::string layout;  // ckpt::layout_string of this run
+  MPI_Comm comm;                    // every rank of the job
+  std::string layout;               // ckpt::layout_string of this run
+  const TokenData* data = nullptr;  // its tokenizer goes into the checkpoint (SPEC 8)
 };
 
 // This rank's refs over host buffers in `table`'s flat layout: the parameters under their SPEC
@@ -68,13 +70,15 @@ struct CkptContext {
   std::string layout;  // ckpt::layout_string of this run
   Model<float>& model;
   DistributedOptimizer& opt;
+  const TokenData* data = nullptr;  // its tokenizer goes into the checkpoint (SPEC 8)
 };
 ckpt::SaveResult save_training_checkpoint(const CkptContext& c, const ckpt::TrainState& state);
 // Also sets the optimizer's moments and step count.
 ResumeResult resume_training(const CkptContext& c, const std::string& resume, std::ostream& log);
 
 // When a training loop checkpoints: every checkpoint.every steps, at the end of the run (when
-// checkpoint.every > 0), and after the step in which any rank received SIGUSR1/SIGTERM. `save`
+// checkpoint.every > 0; at_end, after the final evaluation, so the last checkpoint carries the
+// last val_loss), and after the step in which any rank received SIGUSR1/SIGTERM. `save`
 // (collective) writes the checkpoint after `done` steps; written ones are logged and listed in
 // the summary.
 class CheckpointCadence {

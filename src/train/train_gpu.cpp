@@ -49,6 +49,7 @@
 #include "src/core/error.h"
 #include "src/data/loader.h"
 #include "src/optim/optim.h"
+#include "src/train/eval_sample.h"
 #include "src/train/flops.h"
 #include "src/train/loop_common.h"
 #include "src/train/metrics.h"
@@ -235,7 +236,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   BatchShare share(cfg, data, lay);
 
   const CkptTarget ckpt_target{cfg, g.world().get(),
-                               ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp)};
+                               ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), &data};
   HostTensors host;
   std::ostringstream resume_log;
   const ResumeResult resumed = resume_training(ckpt_target, args.options.resume, resume_log, [&] {
@@ -279,6 +280,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
             host.refs(model.table()));
       });
 
+  const EvalSampler sampler(cfg, data);
   auto run_eval = [&](int64_t step) {
     const std::vector<int32_t> idle(static_cast<size_t>(cfg.model.seq_len) + 1, 0);
     const double v = evaluate(data, cfg, val_windows, g, wd, [&](const int32_t* tok, int n) {
@@ -291,6 +293,8 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
       return 0.0;
     });
     progress.eval_done(step, v);
+    if (sampler.enabled())
+      sampler.sample(step, g, model.table(), model.download_params().data(), log);
   };
 
   StepTotals tot;

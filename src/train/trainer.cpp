@@ -29,6 +29,7 @@
 #include "src/optim/optim.h"
 #include "src/placement/placement.h"
 #include "src/train/coactivation.h"
+#include "src/train/eval_sample.h"
 #include "src/train/flops.h"
 #include "src/train/loop_common.h"
 #include "src/train/metrics.h"
@@ -151,8 +152,8 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       cfg.train.weight_decay);
   DistributedOptimizer& opt = *rt.opt;
   BatchShare share(cfg, data, lay);
-  const CkptContext ckpt_ctx{cfg, rt.world.get(),
-                             ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), model, opt};
+  const CkptContext ckpt_ctx{
+      cfg, rt.world.get(), ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), model, opt, &data};
   std::ostringstream resume_log;
   const ResumeResult resumed = resume_training(ckpt_ctx, options.resume, resume_log);
   const int64_t first_step = resumed.resumed ? resumed.state.step : 0;
@@ -183,6 +184,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                                                                  last_lr, share.loader(), summary));
       });
 
+  const EvalSampler sampler(cfg, data);
   auto run_eval = [&](int64_t step) {
     const double v = evaluate(data, cfg, val_windows, g, wd, [&](const int32_t* tok, int n) {
       LossScale s;
@@ -190,6 +192,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       return model.forward(tok, n, s).lm;
     });
     progress.eval_done(step, v);
+    sampler.sample(step, g, model.table(), model.params.data(), log);
   };
 
   StepTotals tot;

@@ -4,12 +4,17 @@
 #   cmake -DSWITCHYARD_TORCH_PYTHON=/opt/torchenv/bin/python ...
 set(SWITCHYARD_TORCH_PYTHON "python3" CACHE STRING
     "Python interpreter with torch, numpy, pyyaml, h5py for the PyTorch cross-check test")
-add_test(NAME bench_torch_loss_crosscheck
-         COMMAND ${SWITCHYARD_TORCH_PYTHON} ${CMAKE_SOURCE_DIR}/tests/bench/torch_crosscheck.py
-                 --switchyard $<TARGET_FILE:switchyard> --source ${CMAKE_SOURCE_DIR})
-set_tests_properties(bench_torch_loss_crosscheck PROPERTIES
-  SKIP_RETURN_CODE 77 LABELS "bench;torch" TIMEOUT 600
-  ENVIRONMENT "OPENBLAS_CORETYPE=Haswell;OMP_NUM_THREADS=2")
+# A Python check run with that interpreter against the switchyard binary (also used by
+# tests/export/tests.cmake).
+function(sy_torch_test name script label timeout)
+  add_test(NAME ${name}
+           COMMAND ${SWITCHYARD_TORCH_PYTHON} ${CMAKE_SOURCE_DIR}/${script}
+                   --switchyard $<TARGET_FILE:switchyard> --source ${CMAKE_SOURCE_DIR})
+  set_tests_properties(${name} PROPERTIES
+    SKIP_RETURN_CODE 77 LABELS "${label};torch" TIMEOUT ${timeout}
+    ENVIRONMENT "OPENBLAS_CORETYPE=Haswell;OMP_NUM_THREADS=2")
+endfunction()
+sy_torch_test(bench_torch_loss_crosscheck tests/bench/torch_crosscheck.py bench 600)
 
 # test_bench (tests/bench/*.cpp, declared in tests/CMakeLists.txt) reads configs/tiny.yaml.
 if(TARGET test_bench)

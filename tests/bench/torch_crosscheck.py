@@ -8,33 +8,18 @@ head, un-normalised gates and micro-batch aux groups. Where switchyard writes ch
 the loss of a later step from a checkpoint. Exits 77 (CTest SKIP_RETURN_CODE) when this Python
 has no torch: PyTorch is a multi-GB install that CI does not carry.
 """
-import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
-try:
-    import h5py  # noqa: F401
-    import torch  # noqa: F401
-except ImportError as e:
-    print(f"SKIP: {e} (install torch, h5py, numpy, pyyaml to run this check)")
-    sys.exit(77)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from switchyard_check import licence_texts, parse_args, require, run  # noqa: E402
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--switchyard", required=True)
-ap.add_argument("--source", required=True)
-args = ap.parse_args()
+require("h5py", "torch")
+args = parse_args()
 script = os.path.join(args.source, "bench", "torch_moe.py")
 failures = 0
-
-
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"FAILED: {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
-    return r.stdout
 
 
 def metrics_line(run_dir, step):
@@ -57,9 +42,7 @@ def compare(what, sy, pt, rel=2e-5):
 
 with tempfile.TemporaryDirectory() as tmp:
     data = os.path.join(tmp, "tokens.h5")
-    lic = "/usr/share/common-licenses"
-    inputs = sorted(os.path.join(lic, f) for f in os.listdir(lic)
-                    if os.path.isfile(os.path.join(lic, f)) and not os.path.islink(os.path.join(lic, f)))
+    inputs = licence_texts()
     run([args.switchyard, "data", "prepare", "--input", *inputs, "--output", data])
     tiny = os.path.join(args.source, "configs", "tiny.yaml")
     base = ["--set", f"data.path={data}", "--set", "log.every=1", "--set", "eval.every=0",

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/expect_error.h"
 #include "common/temp_dir.h"
 #include "src/core/error.h"
 #include "src/core/h5.h"
@@ -37,19 +38,7 @@ std::vector<int32_t> as_tokens(const std::string& s) {
   return t;
 }
 
-void expect_usage_error(const std::function<void()>& f, const std::vector<std::string>& parts,
-                        const std::string& label) {
-  try {
-    f();
-    ADD_FAILURE() << label << ": no UsageError";
-  } catch (const UsageError& e) {
-    for (const auto& p : parts)
-      EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
-          << label << ": '" << p << "' not in: " << e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << label << ": wrong exception type: " << e.what();
-  }
-}
+using test::expect_usage_error;
 
 TEST(Prepare, SplitsEachFileAtItsEndAndRoundTrips) {
   test::TempDir dir;

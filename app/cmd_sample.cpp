@@ -1,0 +1,46 @@
+// `switchyard sample`: generate text from a checkpoint (src/sample/run.h).
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "app/commands.h"
+#include "app/run_mpi.h"
+#include "src/core/error.h"
+#include "src/sample/run.h"
+
+namespace sy::app {
+
+void add_sample_command(CLI::App& root, std::vector<Command>& out) {
+  auto req = std::make_shared<SampleRequest>();
+  auto prompt = std::make_shared<std::string>();
+  auto* cmd = root.add_subcommand(
+      "sample",
+      "Generate text from a checkpoint with its tokenizer, streaming it as it comes (one CPU "
+      "process, key/value cache). Routing is the training routing without capacity dropping");
+  cmd->add_option("-c,--checkpoint", req->checkpoint, "Checkpoint file (step_<N>.h5)")->required();
+  auto* p = cmd->add_option("-p,--prompt", *prompt, "The text to continue");
+  cmd->add_option("--prompt-file", req->prompt_file, "Read the prompt from this file")->excludes(p);
+  cmd->add_option("-n,--tokens", req->options.tokens, "Tokens to generate")->capture_default_str();
+  cmd->add_option("-t,--temperature", req->options.temperature,
+                  "Softmax temperature; 0 = greedy (always the most likely token)")
+      ->capture_default_str();
+  cmd->add_option("--top-k", req->options.top_k, "Sample among the k most likely tokens (0 = all)")
+      ->capture_default_str();
+  cmd->add_option("--top-p", req->options.top_p,
+                  "Sample among the most likely tokens whose probability reaches p (1 = all)")
+      ->capture_default_str();
+  cmd->add_option("--seed", req->options.seed, "Seed: the same seed gives the same text")
+      ->capture_default_str();
+  cmd->add_option("--device", req->device, "cpu (cuda: not implemented, exit 2)")
+      ->capture_default_str();
+  out.push_back({cmd, [req, prompt, p] {
+                   if (p->count() > 0) req->prompt = *prompt;
+                   return run_with_mpi([&](const comm::MpiSession&) {
+                     run_sample(MPI_COMM_WORLD, *req, std::cout, std::cerr);
+                     return static_cast<int>(kExitOk);
+                   });
+                 }});
+}
+
+}  // namespace sy::app

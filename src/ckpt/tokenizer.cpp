@@ -1,0 +1,38 @@
+// read_checkpoint_tokenizer: SPEC section 8's tokenizer in a checkpoint (root attribute
+// `tokenizer`, dataset /tokenizer/model), read by rank 0 and broadcast.
+#include "src/ckpt/checkpoint.h"
+#include "src/ckpt/detail.h"
+#include "src/data/tokenizer_h5.h"
+
+namespace sy::ckpt {
+
+using namespace detail;
+
+StoredTokenizer read_checkpoint_tokenizer(MPI_Comm comm, const std::string& file) {
+  StoredTokenizer out;
+  on_root(comm, [&] {
+    h5::ErrorSilencer quiet;
+    h5::PropList fapl = serial_fapl();
+    const hid_t id = H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl);
+    if (id < 0) throw CheckpointError(file, "", "cannot be opened: " + h5::error_stack_message());
+    h5::File f{id};
+    try {
+      if (has_attr(f, "tokenizer")) out.name = read_attr_string(f, "tokenizer");
+    } catch (const std::exception& e) {
+      throw CheckpointError(file, "/", e.what());
+    }
+    try {
+      out.model = read_tokenizer_model(f);
+    } catch (const std::exception& e) {
+      throw CheckpointError(file, std::string("/") + kTokenizerModelPath, e.what());
+    }
+    if (out.name == "sentencepiece" && out.model.empty())
+      throw CheckpointError(file, std::string("/") + kTokenizerModelPath,
+                            "missing (root attribute tokenizer is sentencepiece)");
+  });
+  out.name = bcast_string(comm, out.name, 0);
+  out.model = bcast_string(comm, out.model, 0);
+  return out;
+}
+
+}  // namespace sy::ckpt

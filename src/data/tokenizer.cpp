@@ -1,0 +1,213 @@
+#include "src/data/tokenizer.h"
+
+#include <sentencepiece_processor.h>
+#include <sentencepiece_trainer.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "src/core/error.h"
+
+namespace sy {
+
+namespace {
+
+constexpr int64_t kByteVocab = 256;
+
+// The training sentences: the non-empty lines of every text (SentencePiece learns pieces inside
+// lines; "\n" is a user-defined piece of its own).
+class LineIterator : public sentencepiece::SentenceIterator {
+ public:
+  explicit LineIterator(const std::vector<std::string>& texts) : texts_(texts) { advance(); }
+  bool done() const override { return text_ >= texts_.size(); }
+  void Next() override { advance(); }
+  const std::string& value() const override { return line_; }
+  sentencepiece::util::Status status() const override { return {}; }
+
+ private:
+  // Moves to the next non-empty line (or past the end).
+  void advance() {
+    while (text_ < texts_.size()) {
+      const std::string& t = texts_[text_];
+      if (pos_ >= t.size()) {
+        ++text_;
+        pos_ = 0;
+        continue;
+      }
+      const size_t end = std::min(t.find('\n', pos_), t.size());
+      line_.assign(t, pos_, end - pos_);
+      pos_ = end + 1;
+      if (!line_.empty()) return;
+    }
+  }
+
+  const std::vector<std::string>& texts_;
+  size_t text_ = 0, pos_ = 0;
+  std::string line_;
+};
+
+// Length of the UTF-8 sequence starting with byte c at text[i], or 0 when it is not a valid one.
+size_t utf8_length(std::string_view text, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned c = b(i);
+  size_t n = 0;
+  unsigned min = 0;
+  if (c < 0x80) return 1;
+  if ((c & 0xE0) == 0xC0) {
+    n = 2;
+    min = 0x80;
+  } else if ((c & 0xF0) == 0xE0) {
+    n = 3;
+    min = 0x800;
+  } else if ((c & 0xF8) == 0xF0) {
+    n = 4;
+    min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (i + n > text.size()) return 0;
+  unsigned cp = c & (0x7Fu >> n);
+  for (size_t k = 1; k < n; ++k) {
+    if ((b(i + k) & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (b(i + k) & 0x3F);
+  }
+  // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not valid UTF-8.
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return n;
+}
+
+}  // namespace
+
+int64_t first_invalid_utf8(std::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = utf8_length(text, i);
+    if (n == 0) return static_cast<int64_t>(i);
+    i += n;
+  }
+  return -1;
+}
+
+Tokenizer Tokenizer::bytes() {
+  Tokenizer t;
+  t.kind_ = Kind::kBytes;
+  t.name_ = kTokenizerBytes;
+  t.vocab_size_ = kByteVocab;
+  return t;
+}
+
+Tokenizer Tokenizer::imported(int64_t vocab_size) {
+  Tokenizer t;
+  t.kind_ = Kind::kIdsOnly;
+  t.name_ = kTokenizerImported;
+  t.vocab_size_ = vocab_size;
+  return t;
+}
+
+Tokenizer Tokenizer::sentencepiece(std::string model, const std::string& source) {
+  auto sp = std::make_shared<sentencepiece::SentencePieceProcessor>();
+  const auto status = sp->LoadFromSerializedProto(model);
+  if (!status.ok())
+    throw UsageError(source + ": the SentencePiece model (" + std::to_string(model.size()) +
+                     " bytes) does not load: " + status.ToString());
+  Tokenizer t;
+  t.kind_ = Kind::kSentencePiece;
+  t.name_ = kTokenizerSentencePiece;
+  t.model_ = std::move(model);
+  t.vocab_size_ = sp->GetPieceSize();
+  t.sp_ = std::move(sp);
+  return t;
+}
+
+Tokenizer Tokenizer::from_stored(const std::string& name, std::string model, int64_t vocab_size,
+                                 const std::string& source) {
+  if (name.empty() || name == kTokenizerBytes) return bytes();
+  if (name == kTokenizerSentencePiece) {
+    if (model.empty())
+      throw UsageError(source + ": tokenizer is sentencepiece but /tokenizer/model is missing");
+    return sentencepiece(std::move(model), source);
+  }
+  Tokenizer t = imported(vocab_size);
+  t.name_ = name;
+  return t;
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  if (kind_ == Kind::kBytes) {
+    std::vector<int32_t> ids(text.size());
+    std::transform(text.begin(), text.end(), ids.begin(),
+                   [](char c) { return static_cast<int32_t>(static_cast<unsigned char>(c)); });
+    return ids;
+  }
+  if (kind_ == Kind::kIdsOnly)
+    throw UsageError("tokenizer '" + name_ +
+                     "' has no text (ids imported without a tokenizer, or written by another "
+                     "tool): there is no way to turn text into its ids");
+  const int64_t bad = first_invalid_utf8(text);
+  if (bad >= 0)
+    throw UsageError("the text is not valid UTF-8 at byte offset " + std::to_string(bad) +
+                     " (SentencePiece encodes UTF-8 text only)");
+  std::vector<int> ids;
+  const auto status = sp_->Encode(text, &ids);
+  if (!status.ok()) throw UsageError("SentencePiece cannot encode the text: " + status.ToString());
+  std::string back;
+  if (!sp_->Decode(ids, &back).ok() || back != text) {
+    size_t i = 0;
+    while (i < back.size() && i < text.size() && back[i] == text[i]) ++i;
+    throw UsageError("the tokenizer cannot encode the text exactly: from byte offset " +
+                     std::to_string(i) +
+                     " on it would read differently (a character it does not know, or one it "
+                     "normalizes)");
+  }
+  return {ids.begin(), ids.end()};
+}
+
+std::string Tokenizer::decode(std::span<const int32_t> ids) const {
+  std::string out;
+  if (kind_ == Kind::kBytes) {
+    for (int32_t id : ids)
+      if (id >= 0 && id < kByteVocab) out.push_back(static_cast<char>(id));
+    return out;
+  }
+  if (kind_ == Kind::kIdsOnly) {
+    for (int32_t id : ids) {
+      if (!out.empty()) out += ' ';
+      out += std::to_string(id);
+    }
+    return out;
+  }
+  std::vector<int> known;
+  for (int32_t id : ids)
+    if (id >= 0 && id < vocab_size_) known.push_back(id);
+  const auto status = sp_->Decode(known, &out);
+  SY_CHECK(status.ok(), "SentencePiece decode: " << status.ToString());
+  return out;
+}
+
+Tokenizer train_sentencepiece(const std::vector<std::string>& texts, SentencePieceType type,
+                              int64_t vocab_size) {
+  LineIterator lines(texts);
+  const std::unordered_map<std::string, std::string> args = {
+      {"model_type", type == SentencePieceType::kBpe ? "bpe" : "unigram"},
+      {"vocab_size", std::to_string(vocab_size)},
+      // Lossless: every byte representable, nothing normalised or dropped, newlines kept.
+      {"byte_fallback", "true"},
+      {"character_coverage", "1.0"},
+      {"normalization_rule_name", "identity"},
+      {"remove_extra_whitespaces", "false"},
+      // No "▁" in front of a text: the ids of texts encoded one by one (each input's splits)
+      // then decode, concatenated, to the concatenated texts.
+      {"add_dummy_prefix", "false"},
+      {"user_defined_symbols", "\n"},
+      {"max_sentence_length", "65536"},
+      {"minloglevel", "2"},  // SentencePiece's own progress log: warnings and errors only
+  };
+  std::string model;
+  const auto status = sentencepiece::SentencePieceTrainer::Train(args, &lines, &model);
+  if (!status.ok())
+    throw UsageError(
+        "--vocab-size " + std::to_string(vocab_size) +
+        ": SentencePiece cannot train this tokenizer on the input: " + status.ToString());
+  return Tokenizer::sentencepiece(std::move(model), "the trained tokenizer");
+}
+
+}  // namespace sy

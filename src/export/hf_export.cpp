@@ -1,0 +1,297 @@
+#include "src/export/hf_export.h"
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "src/ckpt/checkpoint.h"
+#include "src/ckpt/files.h"
+#include "src/ckpt/safetensors.h"
+#include "src/config/config.h"
+#include "src/core/error.h"
+#include "src/data/tokenizer.h"
+
+namespace sy {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::ordered_json;
+
+// The checkpoint's /model tensors by SPEC name.
+class Source {
+ public:
+  Source(const std::vector<ckpt::WholeTensor>& tensors, std::string file) : file_(std::move(file)) {
+    for (const auto& t : tensors) by_name_[t.path] = &t;
+  }
+  const ckpt::WholeTensor& at(const std::string& name) const {
+    auto it = by_name_.find(name);
+    if (it == by_name_.end())
+      throw ckpt::CheckpointError(file_, "/" + name,
+                                  "dataset missing (the stored config needs it)");
+    return *it->second;
+  }
+
+ private:
+  std::string file_;
+  std::map<std::string, const ckpt::WholeTensor*> by_name_;
+};
+
+// out[nc, nr] = scale * m[r0 .. r0+nr, c0 .. c0+nc]^T of a row-major matrix with `cols` columns:
+// a block of a SPEC [in, out] matrix as a PyTorch [out, in] weight.
+std::vector<float> transposed(const float* m, int64_t cols, int64_t r0, int64_t nr, int64_t c0,
+                              int64_t nc, float scale = 1.0f) {
+  std::vector<float> out(static_cast<size_t>(nr * nc));
+  for (int64_t r = 0; r < nr; ++r)
+    for (int64_t c = 0; c < nc; ++c)
+      out[static_cast<size_t>(c * nr + r)] = scale * m[(r0 + r) * cols + c0 + c];
+  return out;
+}
+
+bool power_of_two(double g) {
+  int e = 0;
+  return g > 0 && std::frexp(g, &e) == 0.5;
+}
+
+struct Plan {
+  bool mixtral = true;
+  float routed_scale = 1.0f;          // gate_scale folded into the routed down_proj
+  std::vector<std::string> problems;  // not representable exactly
+};
+
+// What the checkpoint needs that the architectures cannot say, and the architecture.
+Plan plan_export(const Config& cfg, const Source& src, const std::string& file) {
+  const MoeConfig& moe = cfg.moe;
+  if (moe.score == Score::kSigmoid)
+    throw UsageError(
+        "checkpoint '" + file +
+        "': moe.score: sigmoid cannot be exported: no transformers architecture with standard "
+        "attention scores experts by sigmoid (DeepSeek-V3's does, with MLA attention), and a "
+        "softmax router would be another model");
+  Plan p;
+  p.mixtral = moe.shared_experts == 0 && moe.norm_topk;
+  for (int64_t l = 0; l < cfg.model.n_layers; ++l) {
+    const auto& b = src.at(layer_param_name(l, "moe/bias")).data;
+    float max_abs = 0.0f;
+    for (float v : b) max_abs = std::max(max_abs, std::fabs(v));
+    if (max_abs > 0.0f) {
+      std::ostringstream os;
+      os << "a non-zero router bias (/" << layer_param_name(l, "moe/bias") << ", max |b| "
+         << max_abs
+         << ", from moe.bias_update_rate): it enters the expert selection, which no "
+            "architecture has; the export selects the top-k of p without it";
+      p.problems.push_back(os.str());
+      break;
+    }
+  }
+  if (moe.capacity_factor)
+    p.problems.push_back("capacity dropping (moe.capacity_factor " +
+                         std::to_string(*moe.capacity_factor) +
+                         "): the architectures are dropless, so tokens the training dropped "
+                         "reach their experts");
+  if (moe.route_groups.nodes || moe.route_groups.count > 1)
+    p.problems.push_back(
+        "group-limited routing (moe.route_groups): the export selects the top-k over all "
+        "experts");
+  p.routed_scale = static_cast<float>(moe.gate_scale);
+  if (!power_of_two(moe.gate_scale))
+    p.problems.push_back("moe.gate_scale " + std::to_string(moe.gate_scale) +
+                         " (not a power of two): folded into the routed experts' down_proj, each "
+                         "weight rounded to float32 once");
+  return p;
+}
+
+Json config_json(const Config& cfg, const Plan& p, const Tokenizer& tok) {
+  const ModelConfig& m = cfg.model;
+  const MoeConfig& moe = cfg.moe;
+  const bool spm = tok.name() == kTokenizerSentencePiece;
+  Json j;
+  j["architectures"] = {p.mixtral ? "MixtralForCausalLM" : "Qwen2MoeForCausalLM"};
+  j["model_type"] = p.mixtral ? "mixtral" : "qwen2_moe";
+  j["vocab_size"] = m.vocab_size;
+  j["hidden_size"] = m.d_model;
+  j["num_hidden_layers"] = m.n_layers;
+  j["num_attention_heads"] = m.n_heads;
+  j["num_key_value_heads"] = m.n_heads;
+  if (p.mixtral) j["head_dim"] = m.d_model / m.n_heads;
+  j["hidden_act"] = "silu";
+  j["max_position_embeddings"] = m.seq_len;
+  j["rms_norm_eps"] = m.norm_eps;
+  // rope_theta for transformers 4.x, rope_parameters for 5.x.
+  j["rope_theta"] = m.rope_theta;
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", m.rope_theta}};
+  j["tie_word_embeddings"] = m.tie_embeddings;
+  j["attention_dropout"] = 0.0;
+  j["initializer_range"] = 0.02;
+  j["use_cache"] = true;
+  j["num_experts_per_tok"] = moe.top_k;
+  if (p.mixtral) {
+    j["intermediate_size"] = moe.ffn_hidden;
+    j["num_local_experts"] = moe.num_experts;
+    j["sliding_window"] = nullptr;
+    j["router_jitter_noise"] = 0.0;
+  } else {
+    j["intermediate_size"] = moe.ffn_hidden;  // dense layers' MLP: there are none
+    j["moe_intermediate_size"] = moe.ffn_hidden;
+    j["shared_expert_intermediate_size"] = moe.shared_experts * moe.ffn_hidden;
+    j["num_experts"] = moe.num_experts;
+    j["norm_topk_prob"] = moe.norm_topk;
+    j["decoder_sparse_step"] = 1;
+    j["mlp_only_layers"] = Json::array();
+    j["qkv_bias"] = true;  // zeros: what transformers 4.x, which always has them, expects
+    j["use_sliding_window"] = false;
+    j["sliding_window"] = nullptr;
+    j["max_window_layers"] = m.n_layers;
+    j["layer_types"] = std::vector<std::string>(static_cast<size_t>(m.n_layers), "full_attention");
+  }
+  j["output_router_logits"] = false;
+  j["router_aux_loss_coef"] = moe.aux_loss_coeff;
+  // switchyard's SentencePiece models keep SentencePiece's default ids: unk 0, bos 1, eos 2.
+  j["bos_token_id"] = spm ? Json(1) : Json(nullptr);
+  j["eos_token_id"] = spm ? Json(2) : Json(nullptr);
+  j["pad_token_id"] = nullptr;
+  j["torch_dtype"] = "float32";
+  j["dtype"] = "float32";
+  return j;
+}
+
+std::vector<ckpt::WholeTensor> hf_tensors(const Config& cfg, const Plan& p, const Source& src) {
+  const int64_t C = cfg.model.d_model, E = cfg.moe.num_experts, F = cfg.moe.ffn_hidden,
+                S = cfg.moe.shared_experts;
+  std::vector<ckpt::WholeTensor> out;
+  auto add = [&](std::string name, std::vector<int64_t> shape, std::vector<float> data) {
+    out.push_back({std::move(name), std::move(shape), std::move(data)});
+  };
+  add("model.embed_tokens.weight", src.at("model/embed").shape, src.at("model/embed").data);
+  for (int64_t l = 0; l < cfg.model.n_layers; ++l) {
+    const std::string pre = "model.layers." + std::to_string(l) + ".";
+    auto w = [&](const char* leaf) { return src.at(layer_param_name(l, leaf)).data.data(); };
+    add(pre + "input_layernorm.weight", {C}, src.at(layer_param_name(l, "attn_norm")).data);
+    const char* qkv[] = {"q_proj", "k_proj", "v_proj"};
+    for (int64_t i = 0; i < 3; ++i)
+      add(pre + "self_attn." + qkv[i] + ".weight", {C, C},
+          transposed(w("attn/wqkv"), 3 * C, 0, C, i * C, C));
+    if (!p.mixtral)
+      for (const char* name : qkv)
+        add(pre + "self_attn." + name + ".bias", {C}, std::vector<float>(static_cast<size_t>(C)));
+    add(pre + "self_attn.o_proj.weight", {C, C}, transposed(w("attn/wo"), C, 0, C, 0, C));
+    add(pre + "post_attention_layernorm.weight", {C}, src.at(layer_param_name(l, "moe_norm")).data);
+
+    const std::string moe = pre + (p.mixtral ? "block_sparse_moe." : "mlp.");
+    add(moe + "gate.weight", {E, C}, transposed(w("moe/router"), E, 0, C, 0, E));
+    const char* names[3] = {"w1", "w3", "w2"};
+    if (!p.mixtral) {
+      names[0] = "gate_proj";
+      names[1] = "up_proj";
+      names[2] = "down_proj";
+    }
+    for (int64_t e = 0; e < E; ++e) {
+      const std::string ex = moe + "experts." + std::to_string(e) + ".";
+      add(ex + names[0] + ".weight", {F, C}, transposed(w("moe/w1") + e * C * F, F, 0, C, 0, F));
+      add(ex + names[1] + ".weight", {F, C}, transposed(w("moe/w3") + e * C * F, F, 0, C, 0, F));
+      add(ex + names[2] + ".weight", {C, F},
+          transposed(w("moe/w2") + e * F * C, C, 0, F, 0, C, p.routed_scale));
+    }
+    if (p.mixtral) continue;
+    // The S shared experts as one SwiGLU of hidden S*F, its down_proj doubled against the
+    // sigmoid(0) = 0.5 gate.
+    std::vector<float> gate(static_cast<size_t>(S * F * C)), up(gate.size()), down(gate.size());
+    for (int64_t s = 0; s < S; ++s) {
+      const auto g = transposed(w("moe/shared/w1") + s * C * F, F, 0, C, 0, F);
+      const auto u = transposed(w("moe/shared/w3") + s * C * F, F, 0, C, 0, F);
+      std::copy(g.begin(), g.end(), gate.begin() + s * F * C);
+      std::copy(u.begin(), u.end(), up.begin() + s * F * C);
+      const auto d = transposed(w("moe/shared/w2") + s * F * C, C, 0, F, 0, C, 2.0f);  // [C, F]
+      for (int64_t c = 0; c < C; ++c)
+        std::copy(d.begin() + c * F, d.begin() + (c + 1) * F, down.begin() + c * S * F + s * F);
+    }
+    add(moe + "shared_expert.gate_proj.weight", {S * F, C}, std::move(gate));
+    add(moe + "shared_expert.up_proj.weight", {S * F, C}, std::move(up));
+    add(moe + "shared_expert.down_proj.weight", {C, S * F}, std::move(down));
+    add(moe + "shared_expert_gate.weight", {1, C}, std::vector<float>(static_cast<size_t>(C)));
+  }
+  add("model.norm.weight", {C}, src.at("model/final_norm").data);
+  if (!cfg.model.tie_embeddings)
+    add("lm_head.weight", src.at("model/head").shape, src.at("model/head").data);
+  return out;
+}
+
+}  // namespace
+
+HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfExportOptions& opt) {
+  if (opt.output_dir.empty()) throw UsageError("ckpt export --format hf: no --output directory");
+  std::error_code ec;
+  if (fs::exists(opt.output_dir, ec) && !fs::is_directory(opt.output_dir, ec))
+    throw UsageError("--output '" + opt.output_dir + "' exists and is not a directory");
+  ckpt::TrainState st;
+  const std::vector<ckpt::WholeTensor> tensors = ckpt::read_model_tensors(comm, checkpoint, &st);
+  const ckpt::StoredTokenizer stored = ckpt::read_checkpoint_tokenizer(comm, checkpoint);
+  const std::string source = "checkpoint '" + checkpoint + "'";
+  Config cfg;
+  try {
+    cfg = parse_config(st.config_yaml, {}, source + " (its stored config)");
+  } catch (const UsageError& e) {
+    throw ckpt::CheckpointError(checkpoint, "/",
+                                std::string("root attribute 'config': ") + e.what());
+  }
+  const Tokenizer tok =
+      Tokenizer::from_stored(stored.name, stored.model, cfg.model.vocab_size, source);
+  const Source src(tensors, checkpoint);
+  const Plan plan = plan_export(cfg, src, checkpoint);
+  if (!plan.problems.empty() && !opt.allow_approximate) {
+    std::string msg = source + " cannot be exported exactly to a transformers architecture:";
+    for (const auto& p : plan.problems) msg += "\n  - " + p;
+    throw UsageError(msg + "\n(--allow-approximate writes the nearest model anyway)");
+  }
+
+  HfExportReport r;
+  r.architecture = plan.mixtral ? "MixtralForCausalLM" : "Qwen2MoeForCausalLM";
+  r.approximations = plan.problems;
+  r.step = st.step;
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  const std::vector<ckpt::WholeTensor> out = hf_tensors(cfg, plan, src);
+  r.tensors = static_cast<int64_t>(out.size());
+  r.files = {"config.json", "model.safetensors"};
+  if (!tok.model().empty()) {
+    r.files.push_back("tokenizer.model");
+    r.files.push_back("tokenizer_config.json");
+  }
+  if (rank != 0) return r;
+
+  fs::create_directories(opt.output_dir, ec);
+  if (ec || !fs::is_directory(opt.output_dir))
+    throw UsageError("--output '" + opt.output_dir + "' cannot be created: " + ec.message());
+  try {
+    ckpt::write_safetensors(
+        (fs::path(opt.output_dir) / "model.safetensors").string(), out,
+        {{"format", "pt"}, {"source", checkpoint}, {"step", std::to_string(st.step)}});
+    ckpt::files::atomic_write_text(opt.output_dir, "config.json",
+                                   config_json(cfg, plan, tok).dump(2) + "\n");
+    if (!tok.model().empty()) {
+      ckpt::files::atomic_write_text(opt.output_dir, "tokenizer.model", tok.model());
+      Json t;
+      t["tokenizer_class"] = "LlamaTokenizer";
+      t["add_bos_token"] = false;
+      t["add_eos_token"] = false;
+      t["add_prefix_space"] = false;
+      t["legacy"] = true;
+      t["bos_token"] = "<s>";
+      t["eos_token"] = "</s>";
+      t["unk_token"] = "<unk>";
+      t["clean_up_tokenization_spaces"] = false;
+      t["model_max_length"] = cfg.model.seq_len;
+      ckpt::files::atomic_write_text(opt.output_dir, "tokenizer_config.json", t.dump(2) + "\n");
+    }
+  } catch (const UsageError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw UsageError("--output '" + opt.output_dir + "': " + e.what());
+  }
+  return r;
+}
+
+}  // namespace sy

@@ -1,0 +1,60 @@
+// Incremental decoding of SPEC section 1's model on one CPU process, with a key/value cache: each
+// new token runs the model's own building blocks (kernels/cpu ops, MoeLayer) on that token only
+// and attends over the cached keys and values of the tokens before it, so the cost of a token
+// does not grow with the text already generated beyond that attention.
+//
+// Routing is the training routing without capacity dropping (MoeLayer with has_capacity = false:
+// there is no micro-batch to share experts with); the router bias b enters the selection, not
+// the gates, as in training.
+//
+// Context: the cache holds the last W = model.seq_len positions. Up to W tokens this is exactly
+// the model's causal forward; past W each layer attends over the last W positions (a sliding
+// window; RoPE scores depend only on the distance between positions, so every distance the
+// window sees is one the model was trained on).
+//
+// Letters: C d_model, NH heads, HD = C/NH, V vocab, W the cache window, n tokens fed at once.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "src/config/config.h"
+#include "src/model/moe.h"
+#include "src/model/params.h"
+
+namespace sy {
+
+class Decoder {
+ public:
+  // params: every parameter whole, laid out as make_param_table(cfg) (one rank) lays them out.
+  Decoder(const Config& cfg, std::vector<float> params);
+
+  const ParamTable& table() const { return table_; }
+  int vocab_size() const { return V_; }
+  int window() const { return W_; }
+  int64_t position() const { return pos_; }  // tokens fed so far
+
+  // Forgets every token fed (position 0).
+  void reset();
+  // Feeds tokens[n] (n >= 1) at positions position() .. position()+n-1. Returns the logits [V] of
+  // the last one (valid until the next call). When the tokens fit the window from position 0
+  // they go through the layers together (a prefill); otherwise one at a time.
+  const std::vector<float>& feed(const int32_t* tokens, int n);
+
+ private:
+  float* param(const std::string& name);
+  void forward(const int32_t* tokens, int n);  // n tokens at pos_, then pos_ += n
+
+  Config cfg_;
+  ParamTable table_;
+  std::vector<float> params_;
+  int L_, C_, NH_, V_, W_;
+  int64_t pos_ = 0;
+  std::vector<MoeLayer<float>> moe_;
+  std::vector<std::vector<float>> kcache_, vcache_;  // per layer [W, C], position s in row s % W
+  // Activations of the tokens being fed (grown to the largest n seen).
+  std::vector<float> x_, a_, rstd_, qkv_, qkv_rot_, atty_, moe_out_, scratch_;
+  std::vector<float> logits_;  // [V]
+};
+
+}  // namespace sy

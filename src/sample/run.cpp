@@ -1,0 +1,95 @@
+#include "src/sample/run.h"
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <ostream>
+
+#include "src/core/error.h"
+#include "src/sample/decoder.h"
+#include "src/sample/load.h"
+
+namespace sy {
+
+namespace {
+
+std::string prompt_text(const SampleRequest& req) {
+  if (req.prompt && !req.prompt_file.empty())
+    throw UsageError("give either --prompt or --prompt-file, not both");
+  if (req.prompt) return *req.prompt;
+  if (req.prompt_file.empty())
+    throw UsageError("no prompt: give --prompt TEXT or --prompt-file FILE");
+  std::ifstream in(req.prompt_file, std::ios::binary);
+  if (!in) throw UsageError("--prompt-file '" + req.prompt_file + "' cannot be read");
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::string rate_text(double tokens_per_s) {
+  if (std::isnan(tokens_per_s)) return "not reached";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", tokens_per_s);
+  return buf;
+}
+
+}  // namespace
+
+std::vector<int32_t> prompt_ids(const SampleRequest& req, const Tokenizer& tok, int64_t seq_len) {
+  const std::string text = prompt_text(req);
+  const std::string what = req.prompt ? "--prompt" : "--prompt-file '" + req.prompt_file + "'";
+  if (text.empty())
+    throw UsageError(what + " is empty: the model needs at least one token to continue");
+  std::vector<int32_t> ids;
+  try {
+    ids = tok.encode(text);
+  } catch (const UsageError& e) {
+    throw UsageError(what + ": " + e.what());
+  }
+  if (static_cast<int64_t>(ids.size()) > seq_len)
+    throw UsageError(what + " is " + std::to_string(ids.size()) + " tokens (" + tok.name() +
+                     "), longer than the model's seq_len " + std::to_string(seq_len) +
+                     " (the context it was trained on): shorten it");
+  return ids;
+}
+
+void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std::ostream& info) {
+  if (req.device == "cuda")
+    throw UsageError(
+        "--device cuda: not implemented; sampling runs on the CPU (--device cpu): the key/value "
+        "cache, the attention over it and the one-token MoE step have no CUDA kernels yet. A "
+        "checkpoint trained with device: cuda samples on the CPU as it is");
+  if (req.device != "cpu")
+    throw UsageError("--device '" + req.device + "' is not one of cpu, cuda");
+  check_sample_options(req.options);
+  // The prompt file is checked before the (longer) checkpoint verification.
+  if (!req.prompt && !req.prompt_file.empty()) (void)prompt_text(req);
+  SamplingModel m = load_sampling_model(comm, req.checkpoint);
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  const std::vector<int32_t> prompt = prompt_ids(req, m.tokenizer, m.cfg.model.seq_len);
+  if (rank != 0) return;
+
+  const Tokenizer& tok = m.tokenizer;
+  info << "checkpoint " << req.checkpoint << " (step " << m.step << "), tokenizer " << tok.name()
+       << ", prompt " << prompt.size() << " tokens; routing: the training routing without "
+       << "capacity dropping; context: the last " << m.cfg.model.seq_len << " tokens\n"
+       << std::flush;
+  Decoder dec(m.cfg, std::move(m.params));
+  TextStream stream([&](std::span<const int32_t> ids) { return tok.decode(ids); }, prompt);
+  text << tok.decode(prompt) << std::flush;
+  const GenerateResult r =
+      generate(dec, prompt, req.options, static_cast<int>(tok.vocab_size()), [&](int32_t id) {
+        const std::string piece = stream.push(id);
+        if (!piece.empty()) text << piece << std::flush;
+      });
+  text << stream.flush() << "\n" << std::flush;
+  double total = r.prefill_s;
+  for (double s : r.token_s) total += s;
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "generated %zu tokens in %.2f s (prompt prefill %.1f ms)",
+                r.tokens.size(), total, r.prefill_s * 1e3);
+  info << buf << " | tokens/s at 64 tokens: " << rate_text(r.tokens_per_s(64))
+       << ", at 1024 tokens: " << rate_text(r.tokens_per_s(1024)) << "\n";
+}
+
+}  // namespace sy

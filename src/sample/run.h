@@ -1,0 +1,35 @@
+// `switchyard sample`: text from a checkpoint. Loads any checkpoint (written under any layout,
+// by either backend), encodes the prompt with the checkpoint's tokenizer, streams the generated
+// text as it comes, and reports the speed.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "comm/mpi.h"
+#include "src/data/tokenizer.h"
+#include "src/sample/sampler.h"
+
+namespace sy {
+
+struct SampleRequest {
+  std::string checkpoint;
+  std::optional<std::string> prompt;  // --prompt
+  std::string prompt_file;            // --prompt-file
+  SampleOptions options;
+  std::string device = "cpu";
+};
+
+// The prompt's ids. UsageError naming the problem: no prompt given or both, an unreadable prompt
+// file, an empty prompt, text the tokenizer cannot encode exactly, more than `seq_len` tokens.
+std::vector<int32_t> prompt_ids(const SampleRequest& req, const Tokenizer& tok, int64_t seq_len);
+
+// Collective (every rank reads the checkpoint; rank 0 generates): the prompt and the generated
+// text to `text` as they come, the speed to `info`. UsageError (exit 2) for a bad request, a
+// prompt it cannot use, a damaged checkpoint, or --device cuda (not implemented).
+void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std::ostream& info);
+
+}  // namespace sy

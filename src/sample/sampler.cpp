@@ -1,0 +1,162 @@
+#include "src/sample/sampler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "kernels/cpu/philox.h"
+#include "src/core/error.h"
+
+namespace sy {
+
+namespace {
+
+// Bytes at the end of `s` that may be the start of a UTF-8 character still to be completed: an
+// unfinished multi-byte sequence, or U+FFFD, which SentencePiece writes for byte pieces that do
+// not form a character yet.
+size_t incomplete_tail(const std::string& s) {
+  static const std::string kReplacement = "\xEF\xBF\xBD";
+  if (s.size() >= 3 && s.compare(s.size() - 3, 3, kReplacement) == 0) return 3;
+  for (size_t back = 1; back <= std::min<size_t>(3, s.size()); ++back) {
+    const auto c = static_cast<unsigned char>(s[s.size() - back]);
+    if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
+    const size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    return need > back ? back : 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void check_sample_options(const SampleOptions& o) {
+  if (o.tokens < 1) throw UsageError("--tokens " + std::to_string(o.tokens) + " must be >= 1");
+  if (!(o.temperature >= 0.0) || !std::isfinite(o.temperature))
+    throw UsageError("--temperature " + std::to_string(o.temperature) +
+                     " must be >= 0 (0 = greedy)");
+  if (o.top_k < 0) throw UsageError("--top-k " + std::to_string(o.top_k) + " must be >= 0");
+  if (!(o.top_p > 0.0 && o.top_p <= 1.0))
+    throw UsageError("--top-p " + std::to_string(o.top_p) + " must be in (0, 1]");
+}
+
+double sample_uniform(uint64_t seed, int64_t index) {
+  const auto i = static_cast<uint64_t>(index);
+  const philox::Counter ctr{{static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), 0u, 0u}};
+  return philox::u01(philox::philox4x32(ctr, philox::key_from_seed(seed)).v[0]);
+}
+
+int32_t pick_token(std::span<const float> logits, const SampleOptions& o, double u) {
+  const int n = static_cast<int>(logits.size());
+  SY_CHECK(n > 0, "pick_token: no logits");
+  if (o.temperature == 0.0) {
+    int best = 0;
+    for (int i = 1; i < n; ++i)
+      if (logits[static_cast<size_t>(i)] > logits[static_cast<size_t>(best)]) best = i;
+    return best;
+  }
+  // Ids by decreasing logit (ties: lower id first), cut to the top k.
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  std::iota(ids.begin(), ids.end(), 0);
+  const auto by_logit = [&](int32_t a, int32_t b) {
+    const float la = logits[static_cast<size_t>(a)], lb = logits[static_cast<size_t>(b)];
+    return la != lb ? la > lb : a < b;
+  };
+  const size_t keep =
+      o.top_k > 0 ? std::min<size_t>(static_cast<size_t>(o.top_k), ids.size()) : ids.size();
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end(),
+                    by_logit);
+  ids.resize(keep);
+  // softmax(logits / temperature) over them, in double.
+  const double top = logits[static_cast<size_t>(ids[0])];
+  std::vector<double> p(keep);
+  double sum = 0.0;
+  for (size_t i = 0; i < keep; ++i) {
+    p[i] =
+        std::exp((static_cast<double>(logits[static_cast<size_t>(ids[i])]) - top) / o.temperature);
+    sum += p[i];
+  }
+  // The nucleus: the most likely ids until their probability reaches top_p.
+  size_t cut = keep;
+  if (o.top_p < 1.0) {
+    double acc = 0.0;
+    for (size_t i = 0; i < keep; ++i) {
+      acc += p[i] / sum;
+      if (acc >= o.top_p) {
+        cut = i + 1;
+        break;
+      }
+    }
+  }
+  double mass = 0.0;
+  for (size_t i = 0; i < cut; ++i) mass += p[i];
+  double target = u * mass, acc = 0.0;
+  for (size_t i = 0; i < cut; ++i) {
+    acc += p[i];
+    if (target < acc) return ids[i];
+  }
+  return ids[cut - 1];  // u * mass rounded up to the total
+}
+
+double GenerateResult::tokens_per_s(int64_t at) const {
+  constexpr int64_t kSpan = 64;
+  if (at < kSpan || at > static_cast<int64_t>(token_s.size()))
+    return std::numeric_limits<double>::quiet_NaN();
+  double s = 0.0;
+  for (int64_t i = at - kSpan; i < at; ++i) s += token_s[static_cast<size_t>(i)];
+  return s > 0.0 ? static_cast<double>(kSpan) / s : std::numeric_limits<double>::infinity();
+}
+
+GenerateResult generate(Decoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
+                        int vocab_limit, const std::function<void(int32_t)>& on_token) {
+  using Clock = std::chrono::steady_clock;
+  const auto seconds = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  };
+  SY_CHECK(!prompt.empty() && static_cast<int64_t>(prompt.size()) <= dec.window(),
+           "generate: prompt of " << prompt.size() << " tokens, window " << dec.window());
+  const int limit = std::clamp(vocab_limit, 1, dec.vocab_size());
+  GenerateResult r;
+  dec.reset();
+  auto t0 = Clock::now();
+  const std::vector<float>* logits = &dec.feed(prompt.data(), static_cast<int>(prompt.size()));
+  auto t1 = Clock::now();
+  r.prefill_s = seconds(t0, t1);
+  for (int64_t i = 0; i < o.tokens; ++i) {
+    t0 = Clock::now();
+    const int32_t id =
+        pick_token(std::span<const float>(logits->data(), static_cast<size_t>(limit)), o,
+                   sample_uniform(o.seed, i));
+    logits = &dec.feed(&id, 1);
+    t1 = Clock::now();
+    r.tokens.push_back(id);
+    r.token_s.push_back(seconds(t0, t1));
+    if (on_token) on_token(id);
+  }
+  return r;
+}
+
+TextStream::TextStream(std::function<std::string(std::span<const int32_t>)> decode,
+                       std::span<const int32_t> context)
+    : decode_(std::move(decode)), ids_(context.begin(), context.end()) {
+  emitted_ = decode_(ids_).size();
+}
+
+std::string TextStream::push(int32_t id) {
+  ids_.push_back(id);
+  const std::string text = decode_(ids_);
+  const size_t ready = text.size() - incomplete_tail(text);
+  if (ready <= emitted_) return "";
+  std::string out = text.substr(emitted_, ready - emitted_);
+  emitted_ = ready;
+  return out;
+}
+
+std::string TextStream::flush() {
+  const std::string text = decode_(ids_);
+  std::string out = text.size() > emitted_ ? text.substr(emitted_) : "";
+  emitted_ = text.size();
+  return out;
+}
+
+}  // namespace sy

@@ -1,0 +1,58 @@
+#include "src/train/eval_sample.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+
+#include "src/sample/decoder.h"
+#include "src/sample/load.h"
+#include "src/sample/sampler.h"
+#include "src/train/loop_common.h"
+
+namespace sy {
+
+namespace {
+constexpr size_t kPromptTokens = 16;
+}
+
+EvalSampler::EvalSampler(const Config& cfg, const TokenData& data)
+    : cfg_(cfg),
+      tokenizer_(Tokenizer::from_stored(data.tokenizer, data.tokenizer_model, data.vocab_size,
+                                        "token file '" + cfg.data.path + "'")),
+      vocab_limit_(static_cast<int>(data.vocab_size)) {
+  const size_t n =
+      std::min({kPromptTokens, data.val.size(), static_cast<size_t>(cfg.model.seq_len)});
+  prompt_.assign(data.val.begin(), data.val.begin() + static_cast<std::ptrdiff_t>(n));
+}
+
+void EvalSampler::sample(int64_t step, const comm::ProcessGroups& g, const ParamTable& table,
+                         const float* params, std::ostream& log) const {
+  if (!enabled() || prompt_.empty()) return;
+  const std::map<std::string, std::vector<float>> whole = gather_params(g, cfg_, table, params);
+  if (g.world().rank() != 0) return;
+  Decoder dec(cfg_, flat_params(
+                        make_param_table(cfg_),
+                        [&](const std::string& name) -> const std::vector<float>* {
+                          auto it = whole.find(name);
+                          return it == whole.end() ? nullptr : &it->second;
+                        },
+                        "eval sample"));
+  SampleOptions o;
+  o.tokens = cfg_.eval.sample_tokens;
+  o.temperature = 1.0;
+  o.seed = cfg_.run.seed;
+  const GenerateResult r = generate(dec, prompt_, o, vocab_limit_);
+  TextStream stream([&](std::span<const int32_t> ids) { return tokenizer_.decode(ids); }, prompt_);
+  std::string text = tokenizer_.decode(prompt_);
+  for (int32_t id : r.tokens) text += stream.push(id);
+  text += stream.flush();
+  const std::string header = "sample at step " + std::to_string(step) + " (the first " +
+                             std::to_string(prompt_.size()) + " validation tokens, then " +
+                             std::to_string(r.tokens.size()) + " generated):";
+  log << header << "\n" << text << "\n" << std::flush;
+  std::ofstream out(std::filesystem::path(cfg_.run.out_dir) / "samples.txt", std::ios::app);
+  out << header << "\n" << text << "\n\n";
+}
+
+}  // namespace sy

@@ -1,0 +1,39 @@
+// eval.sample_tokens (SPEC section 7): at each evaluation, a short sample from the model being
+// trained, printed on rank 0's log and appended to <run.out_dir>/samples.txt, so that one can read
+// what the model has learnt as it trains (as llm.c prints one). The prompt is the start of the
+// validation split (its first min(16, seq_len) tokens); the continuation is sampled at
+// temperature 1 with the seed run.seed, on rank 0's CPU with the decoder of `switchyard sample`.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "comm/groups.h"
+#include "src/config/config.h"
+#include "src/data/tokenizer.h"
+#include "src/data/tokens.h"
+#include "src/model/params.h"
+
+namespace sy {
+
+class EvalSampler {
+ public:
+  // The tokenizer of `data` is loaded here, so a bad one fails at start (UsageError).
+  EvalSampler(const Config& cfg, const TokenData& data);
+  bool enabled() const { return cfg_.eval.sample_tokens > 0; }
+
+  // Collective over g.world() (it gathers the parameters to world rank 0): the sample after
+  // `step`. `table` and `params` are this rank's (make_param_table(cfg, shard_layout(layout))).
+  void sample(int64_t step, const comm::ProcessGroups& g, const ParamTable& table,
+              const float* params, std::ostream& log) const;
+
+ private:
+  const Config& cfg_;
+  Tokenizer tokenizer_;
+  int vocab_limit_ = 0;
+  std::vector<int32_t> prompt_;
+};
+
+}  // namespace sy

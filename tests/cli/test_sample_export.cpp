@@ -1,0 +1,354 @@
+// From a training run to text and to Hugging Face, as a user meets it: samples at evaluation,
+// the final checkpoint carrying the final evaluation, `switchyard sample` (reproducible, greedy,
+// every bad prompt or checkpoint an exit 2 with a clear message), SentencePiece token files
+// flowing into checkpoints, and `ckpt export --format hf` (config.json and the tensor table
+// against tables written here; what no architecture represents refused by name).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/run_command.h"
+#include "common/temp_dir.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using sy::test::run_command;
+const std::string kBin = SWITCHYARD_BIN;
+const std::string kSrc = SWITCHYARD_SOURCE_DIR;
+
+// The command's stdout alone (the sample's text; its progress goes to stderr).
+sy::test::CommandResult stdout_of(const std::string& cmd) {
+  return run_command("(" + cmd + " 2>/dev/null)");
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+// Two small English texts, ~18 KB.
+void write_texts(const sy::test::TempDir& dir) {
+  std::ofstream a(dir.file("a.txt")), b(dir.file("b.txt"));
+  for (int i = 0; i < 200; ++i) a << "the quick brown fox jumps over the lazy dog " << i << "\n";
+  for (int i = 0; i < 200; ++i) b << "pack my box with five dozen liquor jugs " << i << "\n";
+}
+
+std::string prepare(const sy::test::TempDir& dir, const std::string& extra = "") {
+  const std::string h5 = dir.file(extra.empty() ? "bytes.h5" : "spm.h5");
+  const auto r = run_command(kBin + " data prepare --input " + dir.file("a.txt") + " " +
+                             dir.file("b.txt") + " --output " + h5 + " " + extra);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return h5;
+}
+
+// Trains configs/tiny.yaml for `steps` steps with a checkpoint at the end; returns the output.
+std::string train(const std::string& data, const std::string& out, int steps,
+                  const std::string& sets = "") {
+  const auto r = run_command(
+      kBin + " train --config " + kSrc + "/configs/tiny.yaml --set data.path=" + data +
+      " --set run.out_dir=" + out + " --set train.steps=" + std::to_string(steps) +
+      " --set checkpoint.every=" + std::to_string(steps) + " --set log.every=100 " + sets);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return r.output;
+}
+
+std::string final_ckpt(const std::string& out, int steps) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step_%08d.h5", steps);
+  return out + "/checkpoints/" + name;
+}
+
+TEST(SampleCli, TrainSamplesAtEvalAndSampleCommandStreamsText) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string data = prepare(dir);
+  const std::string out = dir.file("run");
+  const std::string log =
+      train(data, out, 4, "--set eval.every=2 --set eval.sample_tokens=12 --set eval.sequences=4");
+  EXPECT_TRUE(contains(log, "sample at step 2")) << log;
+  EXPECT_TRUE(contains(log, "sample at step 4")) << log;
+  std::ifstream samples(out + "/samples.txt");
+  const std::string st{std::istreambuf_iterator<char>(samples), std::istreambuf_iterator<char>()};
+  EXPECT_TRUE(contains(st, "sample at step 2") && contains(st, "sample at step 4")) << st;
+
+  // The final checkpoint carries the final evaluation: ckpt info shows metrics.jsonl's last
+  // val_loss (it was written after it).
+  double last_val = 0.0;
+  std::ifstream m(out + "/metrics.jsonl");
+  for (std::string line; std::getline(m, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("val_loss")) last_val = j["val_loss"].get<double>();
+  }
+  const std::string ckpt = final_ckpt(out, 4);
+  auto r = run_command(kBin + " ckpt info " + ckpt + " --no-config");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  char want[64];
+  std::snprintf(want, sizeof want, "val loss     last %.6f", last_val);
+  EXPECT_TRUE(contains(r.output, want)) << want << "\n" << r.output;
+  EXPECT_TRUE(contains(r.output, "tokenizer    bytes")) << r.output;
+
+  // A fixed seed gives the same text twice; the text continues the prompt.
+  const std::string cmd =
+      kBin + " sample --checkpoint " + ckpt + " --prompt 'the quick' --tokens 40";
+  const auto a = stdout_of(cmd + " --seed 5");
+  const auto b = stdout_of(cmd + " --seed 5");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  EXPECT_EQ(a.output, b.output);
+  EXPECT_EQ(a.output.rfind("the quick", 0), 0u) << a.output;
+  EXPECT_GT(a.output.size(), std::string("the quick").size());
+  r = run_command(cmd + " --seed 5");
+  EXPECT_TRUE(contains(r.output, "tokens/s at 64 tokens")) << r.output;
+  EXPECT_TRUE(contains(r.output, "without capacity dropping")) << r.output;
+  // Temperature 0 is greedy: the same text as top-k 1, for any seed.
+  const auto g0 = stdout_of(cmd + " --temperature 0 --seed 1");
+  const auto g1 = stdout_of(cmd + " --top-k 1 --seed 2");
+  ASSERT_EQ(g0.exit_code, 0) << g0.output;
+  EXPECT_EQ(g0.output, g1.output);
+}
+
+TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string out = dir.file("run");
+  train(prepare(dir), out, 2);
+  const std::string ckpt = final_ckpt(out, 2);
+  const std::string s = kBin + " sample --checkpoint ";
+  auto expect2 = [&](const std::string& args, const std::string& part) {
+    const auto r = run_command(s + args);
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, part)) << args << ": '" << part << "' not in\n" << r.output;
+  };
+  expect2(ckpt + " --prompt ''", "is empty");
+  expect2(ckpt + " --prompt '" + std::string(33, 'x') + "'",
+          "33 tokens (bytes), longer than the model's seq_len 32");
+  expect2(ckpt, "no prompt");
+  expect2(ckpt + " --prompt-file " + dir.file("missing.txt"), "missing.txt");
+  expect2(ckpt + " --prompt x --device cuda", "not implemented");
+  expect2(ckpt + " --prompt x --temperature -1", "--temperature");
+  expect2(dir.file("nope.h5") + " --prompt x", "not found");
+
+  // Damage: bytes flipped in the middle of the file (tensor data), and a truncated copy.
+  const auto size = static_cast<int64_t>(fs::file_size(ckpt));
+  fs::copy_file(ckpt, dir.file("flipped.h5"));
+  {
+    std::fstream f(dir.file("flipped.h5"), std::ios::in | std::ios::out | std::ios::binary);
+    for (int64_t off = size / 3; off < size / 3 + 64; ++off) {
+      f.seekg(off);
+      char c = 0;
+      f.read(&c, 1);
+      f.seekp(off);
+      c = static_cast<char>(c ^ 0x5a);
+      f.write(&c, 1);
+    }
+  }
+  expect2(dir.file("flipped.h5") + " --prompt x", "flipped.h5");
+  fs::copy_file(ckpt, dir.file("cut.h5"));
+  fs::resize_file(dir.file("cut.h5"), static_cast<uintmax_t>(size / 2));
+  expect2(dir.file("cut.h5") + " --prompt x", "cut.h5");
+}
+
+TEST(SampleCli, SentencePieceRunsCarryTheirTokenizer) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string data = prepare(dir, "--tokenizer bpe --vocab-size 300");
+  const std::string out = dir.file("run");
+  train(data, out, 2, "--set model.vocab_size=300");
+  const std::string ckpt = final_ckpt(out, 2);
+  auto r = run_command(kBin + " ckpt info " + ckpt + " --no-config");
+  EXPECT_TRUE(contains(r.output, "tokenizer    sentencepiece")) << r.output;
+  EXPECT_TRUE(contains(r.output, "at /tokenizer/model (verifies)")) << r.output;
+  r = stdout_of(kBin + " sample --checkpoint " + ckpt +
+                " --prompt 'pack my box' --tokens 10 --seed 3");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("pack my box", 0), 0u) << r.output;
+  r = run_command(kBin + " sample --checkpoint " + ckpt + " --prompt \"$(printf 'ab\\377')\"");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "not valid UTF-8 at byte offset 2")) << r.output;
+
+  // Imported ids have no text: a prompt cannot be encoded.
+  std::string raw;
+  for (int i = 0; i < 400; ++i) {
+    const auto v = static_cast<uint16_t>(i % 50);
+    raw.append(reinterpret_cast<const char*>(&v), 2);
+  }
+  std::ofstream(dir.file("train.bin"), std::ios::binary) << raw;
+  std::ofstream(dir.file("val.bin"), std::ios::binary) << raw;
+  r = run_command(kBin + " data import --format raw-uint16 " + dir.file("train.bin") + " " +
+                  dir.file("val.bin") + " --output " + dir.file("imp.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  train(dir.file("imp.h5"), dir.file("imp"), 2);
+  r = run_command(kBin + " sample --checkpoint " + final_ckpt(dir.file("imp"), 2) + " --prompt x");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "'imported' has no text")) << r.output;
+}
+
+// ---- ckpt export --format hf --------------------------------------------------------------------
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+// name -> shape of every tensor in a safetensors file (its JSON header), and the metadata.
+std::map<std::string, std::vector<int64_t>> safetensors_table(const std::string& path,
+                                                              nlohmann::json* meta) {
+  std::ifstream in(path, std::ios::binary);
+  uint64_t n = 0;
+  in.read(reinterpret_cast<char*>(&n), 8);
+  std::string header(n, '\0');
+  in.read(header.data(), static_cast<std::streamsize>(n));
+  const auto j = nlohmann::json::parse(header);
+  std::map<std::string, std::vector<int64_t>> out;
+  for (const auto& [name, v] : j.items()) {
+    if (name == "__metadata__") {
+      *meta = v;
+      continue;
+    }
+    EXPECT_EQ(v["dtype"], "F32") << name;
+    out[name] = v["shape"].get<std::vector<int64_t>>();
+  }
+  return out;
+}
+
+using TensorTable = std::map<std::string, std::vector<int64_t>>;
+
+// The rows of tiny.yaml's layer `p` (d 32, E 4, F 64) both layouts share, under their names:
+// norms, attention (Qwen2-MoE with zero q/k/v biases), the router and the routed experts with the
+// layout's names for W1, W3, W2.
+void add_layer_rows(TensorTable& table, const std::string& p, const std::string& moe, bool qkv_bias,
+                    const char* w1, const char* w3, const char* w2) {
+  table[p + "input_layernorm.weight"] = {32};
+  table[p + "post_attention_layernorm.weight"] = {32};
+  for (const char* w : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
+    table[p + "self_attn." + w + ".weight"] = {32, 32};
+    if (qkv_bias && std::string(w) != "o_proj") table[p + "self_attn." + w + ".bias"] = {32};
+  }
+  table[p + moe + "gate.weight"] = {4, 32};
+  for (int e = 0; e < 4; ++e) {
+    const std::string x = p + moe + "experts." + std::to_string(e) + ".";
+    table[x + w1 + ".weight"] = {64, 32};
+    table[x + w3 + ".weight"] = {64, 32};
+    table[x + w2 + ".weight"] = {32, 64};
+  }
+}
+
+TEST(HfExport, MixtralConfigAndTensorsAsTheTablesSay) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string out = dir.file("run");
+  // tiny.yaml: V 256, d 32, L 2, H 4, T 32, E 4, k 2, F 64; eps and theta set to non-defaults.
+  train(prepare(dir), out, 2, "--set model.norm_eps=1e-6 --set model.rope_theta=5000");
+  const std::string hf = dir.file("hf");
+  const auto r =
+      run_command(kBin + " ckpt export " + final_ckpt(out, 2) + " --format hf --output " + hf);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "MixtralForCausalLM")) << r.output;
+
+  const nlohmann::json want = nlohmann::json::parse(R"({
+    "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": 256,
+    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 4, "head_dim": 8, "hidden_act": "silu", "max_position_embeddings": 32,
+    "rms_norm_eps": 1e-6, "rope_theta": 5000.0,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 5000.0},
+    "tie_word_embeddings": true, "attention_dropout": 0.0, "initializer_range": 0.02,
+    "use_cache": true, "num_experts_per_tok": 2, "intermediate_size": 64, "num_local_experts": 4,
+    "sliding_window": null, "router_jitter_noise": 0.0, "output_router_logits": false,
+    "router_aux_loss_coef": 0.01, "bos_token_id": null, "eos_token_id": null,
+    "pad_token_id": null, "torch_dtype": "float32", "dtype": "float32"})");
+  EXPECT_EQ(read_json(hf + "/config.json"), want);
+
+  TensorTable table = {{"model.embed_tokens.weight", {256, 32}}, {"model.norm.weight", {32}}};
+  for (int l = 0; l < 2; ++l)
+    add_layer_rows(table, "model.layers." + std::to_string(l) + ".", "block_sparse_moe.", false,
+                   "w1", "w3", "w2");
+  nlohmann::json meta;
+  EXPECT_EQ(safetensors_table(hf + "/model.safetensors", &meta), table);
+  EXPECT_EQ(meta["format"], "pt");                    // transformers refuses safetensors without it
+  EXPECT_FALSE(fs::exists(hf + "/tokenizer.model"));  // bytes: no SentencePiece files
+}
+
+TEST(HfExport, QwenMoeForSharedExpertsAndUnnormalisedGates) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string data = prepare(dir, "--tokenizer bpe --vocab-size 300");
+  const std::string out = dir.file("run");
+  train(data, out, 2,
+        "--set model.vocab_size=300 --set moe.shared_experts=2 --set moe.norm_topk=false "
+        "--set model.tie_embeddings=false --set moe.gate_scale=0.5");
+  const std::string hf = dir.file("hf");
+  const auto r =
+      run_command(kBin + " ckpt export " + final_ckpt(out, 2) + " --format hf --output " + hf);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  const nlohmann::json want = nlohmann::json::parse(R"({
+    "architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe", "vocab_size": 300,
+    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 4, "hidden_act": "silu", "max_position_embeddings": 32,
+    "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+    "tie_word_embeddings": false, "attention_dropout": 0.0, "initializer_range": 0.02,
+    "use_cache": true, "num_experts_per_tok": 2, "intermediate_size": 64,
+    "moe_intermediate_size": 64, "shared_expert_intermediate_size": 128, "num_experts": 4,
+    "norm_topk_prob": false, "decoder_sparse_step": 1, "mlp_only_layers": [], "qkv_bias": true,
+    "use_sliding_window": false, "sliding_window": null, "max_window_layers": 2,
+    "layer_types": ["full_attention", "full_attention"], "output_router_logits": false,
+    "router_aux_loss_coef": 0.01, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": null,
+    "torch_dtype": "float32", "dtype": "float32"})");
+  EXPECT_EQ(read_json(hf + "/config.json"), want);
+
+  TensorTable table = {{"model.embed_tokens.weight", {300, 32}},
+                       {"model.norm.weight", {32}},
+                       {"lm_head.weight", {300, 32}}};
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add_layer_rows(table, p, "mlp.", true, "gate_proj", "up_proj", "down_proj");
+    table[p + "mlp.shared_expert.gate_proj.weight"] = {128, 32};
+    table[p + "mlp.shared_expert.up_proj.weight"] = {128, 32};
+    table[p + "mlp.shared_expert.down_proj.weight"] = {32, 128};
+    table[p + "mlp.shared_expert_gate.weight"] = {1, 32};
+  }
+  nlohmann::json meta;
+  EXPECT_EQ(safetensors_table(hf + "/model.safetensors", &meta), table);
+  const auto tc = read_json(hf + "/tokenizer_config.json");
+  EXPECT_EQ(tc["tokenizer_class"], "LlamaTokenizer");
+  EXPECT_EQ(tc["add_bos_token"], false);
+  EXPECT_GT(fs::file_size(hf + "/tokenizer.model"), 1000u);
+}
+
+TEST(HfExport, RefusesWhatNoArchitectureRepresents) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string data = prepare(dir);
+  const std::string out = dir.file("run");
+  train(data, out, 3,
+        "--set moe.capacity_factor=1.0 --set moe.bias_update_rate=0.01 --set moe.gate_scale=1.5");
+  const std::string cmd =
+      kBin + " ckpt export " + final_ckpt(out, 3) + " --format hf --output " + dir.file("hf");
+  auto r = run_command(cmd);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  for (const char* what :
+       {"router bias", "moe.capacity_factor", "moe.gate_scale 1.5", "--allow-approximate"})
+    EXPECT_TRUE(contains(r.output, what)) << what << "\n" << r.output;
+  EXPECT_FALSE(fs::exists(dir.file("hf/config.json")));
+  r = run_command(cmd + " --allow-approximate");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "approximate: capacity dropping")) << r.output;
+  EXPECT_TRUE(fs::exists(dir.file("hf/config.json")));
+
+  const std::string out2 = dir.file("run2");
+  train(data, out2, 2, "--set moe.score=sigmoid");
+  r = run_command(kBin + " ckpt export " + final_ckpt(out2, 2) +
+                  " --format hf --allow-approximate" + " --output " + dir.file("hf2"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "moe.score: sigmoid")) << r.output;
+}
+
+}  // namespace

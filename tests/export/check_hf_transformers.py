@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""`switchyard ckpt export --format hf` against Hugging Face transformers itself.
+
+For each variant (routed experts only -> Mixtral; shared experts, and norm_topk: false -> Qwen2-MoE;
+an untied head; gate_scale 2, folded into the experts exactly) this trains the tiny model a few
+steps with a checkpoint at the end, exports it, loads the directory with
+AutoModelForCausalLM.from_pretrained, and computes the loss of the validation windows switchyard
+evaluates (SPEC 3: the first eval.sequences windows of T+1 tokens of /val). It must equal the
+val_loss stored in the checkpoint (written after the final evaluation) within 1e-6 relative.
+A run on a SentencePiece token file also checks that the exported tokenizer encodes the text as
+switchyard did. Exits 77 (CTest SKIP_RETURN_CODE) where torch, transformers or h5py do not import:
+PyTorch is a multi-GB install that CI does not carry.
+
+    python3 tests/export/check_hf_transformers.py --switchyard build/switchyard --source .
+"""
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from switchyard_check import licence_texts, parse_args, require, run  # noqa: E402
+
+h5py, np, torch, transformers, spm = require("h5py", "numpy", "torch", "transformers",
+                                             "sentencepiece")
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+args = parse_args(lambda ap: ap.add_argument("--rel", type=float, default=1e-6))
+failures = 0
+
+
+def hf_val_loss(model_dir, val, seq_len, windows):
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                 attn_implementation="eager")
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(windows):
+            w = torch.tensor(val[i * seq_len:i * seq_len + seq_len + 1], dtype=torch.long)
+            logits = model(input_ids=w[None, :-1]).logits[0].double()  # fp32 logits, CE in fp64
+            lse = torch.logsumexp(logits, dim=-1)
+            total += float((lse - logits[torch.arange(seq_len), w[1:]]).sum())
+            count += seq_len
+    return total / count, type(model).__name__
+
+
+def check(name, data, overrides, want_arch, tmp, steps=12):
+    global failures
+    run_dir = os.path.join(tmp, name)
+    cfg = os.path.join(args.source, "configs", "tiny.yaml")
+    base = [f"data.path={data}", f"run.out_dir={run_dir}", f"train.steps={steps}",
+            f"checkpoint.every={steps}", "eval.every=0", "eval.sequences=6", "log.every=100"]
+    sets = []
+    for o in base + overrides:
+        sets += ["--set", o]
+    run([args.switchyard, "train", "--config", cfg] + sets)
+    ckpt = os.path.join(run_dir, "checkpoints", f"step_{steps:08d}.h5")
+    out = os.path.join(tmp, name + "-hf")
+    run([args.switchyard, "ckpt", "export", ckpt, "--format", "hf", "--output", out])
+    with h5py.File(ckpt, "r") as f:
+        sy_loss = float(f["state/train"].attrs["last_val_loss"])
+    with h5py.File(data, "r") as f:
+        val = np.asarray(f["val"][:], dtype=np.int64)
+    with open(os.path.join(out, "config.json")) as f:
+        seq_len = json.load(f)["max_position_embeddings"]  # switchyard's model.seq_len
+    windows = min(6, (len(val) - 1) // seq_len)
+    hf_loss, arch = hf_val_loss(out, val.tolist(), seq_len, windows)
+    rel = abs(hf_loss - sy_loss) / abs(sy_loss)
+    ok = rel <= args.rel and arch == want_arch
+    failures += not ok
+    print(f"{'ok  ' if ok else 'FAIL'} {name:14s} {arch:20s} switchyard val_loss {sy_loss:.9f}  "
+          f"transformers {hf_loss:.9f}  rel {rel:.2e}")
+    return out
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    inputs = licence_texts()
+    data = os.path.join(tmp, "bytes.h5")
+    run([args.switchyard, "data", "prepare", "--output", data, "--input"] + inputs)
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
+    check("routed", data, [], "MixtralForCausalLM", tmp)
+    check("shared", data, ["moe.shared_experts=2"], "Qwen2MoeForCausalLM", tmp)
+    check("untied", data, ["model.tie_embeddings=false"], "MixtralForCausalLM", tmp)
+    check("no_norm_topk", data, ["moe.norm_topk=false"], "Qwen2MoeForCausalLM", tmp)
+    check("gate_scale_2", data, ["moe.gate_scale=2", "moe.shared_experts=1",
+                                 "model.tie_embeddings=false"], "Qwen2MoeForCausalLM", tmp)
+
+    # A SentencePiece run: the exported tokenizer gives the ids switchyard stored for /val.
+    bpe = os.path.join(tmp, "bpe.h5")
+    run([args.switchyard, "data", "prepare", "--output", bpe, "--tokenizer", "bpe",
+         "--vocab-size", "512", "--input"] + inputs)
+    out = check("bpe", bpe, ["model.vocab_size=512"], "MixtralForCausalLM", tmp)
+    tok = AutoTokenizer.from_pretrained(out)
+    text = open(inputs[0], encoding="utf-8").read()
+    with h5py.File(bpe, "r") as f:
+        sp = spm.SentencePieceProcessor(model_proto=bytes(f["tokenizer/model"][:]))
+    want = sp.encode(text[:2000])
+    got = tok(text[:2000], add_special_tokens=False)["input_ids"]
+    ok = got == want and tok.decode(got) == text[:2000]
+    failures += not ok
+    print(f"{'ok  ' if ok else 'FAIL'} tokenizer      {type(tok).__name__}: "
+          f"{len(got)} ids, {'the same as' if got == want else 'NOT the same as'} SentencePiece's")
+
+print(f"{failures} failed")
+sys.exit(1 if failures else 0)

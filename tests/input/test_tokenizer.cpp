@@ -1,0 +1,331 @@
+// Subword tokenizers in token files (SPEC section 8) and `data import` of token shards: each
+// checked against an independent result -- the original text (decode of the stored ids),
+// SentencePiece's own command-line encoder spm_encode run on the stored model, shards and ids
+// written here byte by byte -- and every bad shard must be a UsageError naming the shard and the
+// byte offset.
+#include <gtest/gtest.h>
+
+#include <hdf5.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/expect_error.h"
+#include "common/run_command.h"
+#include "common/temp_dir.h"
+#include "src/core/error.h"
+#include "src/core/h5.h"
+#include "src/data/import.h"
+#include "src/data/tokenizer.h"
+#include "src/data/tokenizer_h5.h"
+#include "src/data/tokens.h"
+
+namespace sy {
+namespace {
+
+namespace fs = std::filesystem;
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+using test::expect_usage_error;
+
+// English-like text with indentation, blank lines, a non-ASCII character and a tab.
+std::string corpus(int lines, int salt) {
+  std::ostringstream os;
+  const char* words[] = {"the",   "licence", "software", "copy",       "distribute", "modify",
+                         "terms", "program", "source",   "conditions", "warranty",   "free"};
+  for (int i = 0; i < lines; ++i) {
+    if (i % 7 == 0) os << "  ";
+    for (int w = 0; w < 9; ++w) os << words[(i * 5 + w * 3 + salt) % 12] << (w == 8 ? "" : " ");
+    os << (i % 11 == 0 ? " caf\xc3\xa9\t." : ".") << "\n";
+    if (i % 13 == 0) os << "\n";
+  }
+  return os.str();
+}
+
+std::string text_of(const Tokenizer& tok, const std::vector<int32_t>& ids) {
+  return tok.decode(ids);
+}
+
+struct SpmFile {
+  test::TempDir dir;
+  std::string a, b, path;
+  PrepareReport rep;
+  explicit SpmFile(const std::string& type, int64_t vocab = 320) {
+    a = corpus(300, 0);
+    b = corpus(200, 5);
+    write_bytes(dir.file("a.txt"), a);
+    write_bytes(dir.file("b.txt"), b);
+    PrepareOptions opt;
+    opt.inputs = {dir.file("a.txt"), dir.file("b.txt")};
+    opt.output = path = dir.file("tok.h5");
+    opt.tokenizer = type;
+    opt.vocab_size = vocab;
+    rep = prepare_token_file(opt);
+  }
+};
+
+TEST(Tokenizer, BpeFileCarriesItsModelAndDecodesToTheText) {
+  SpmFile f("bpe");
+  EXPECT_EQ(f.rep.tokenizer, "sentencepiece");
+  EXPECT_EQ(f.rep.vocab_size, 320);
+  EXPECT_EQ(f.rep.train_bytes + f.rep.val_bytes, static_cast<int64_t>(f.a.size() + f.b.size()));
+  EXPECT_LT(f.rep.train_tokens, f.rep.train_bytes / 2);  // it compresses
+
+  const TokenData d = read_token_file(f.path, 320, 8);
+  EXPECT_EQ(d.tokenizer, "sentencepiece");
+  EXPECT_EQ(d.vocab_size, 320);
+  ASSERT_FALSE(d.tokenizer_model.empty());
+  const Tokenizer tok = Tokenizer::from_stored(d.tokenizer, d.tokenizer_model, d.vocab_size, "t");
+  EXPECT_EQ(tok.vocab_size(), 320);
+  // Lossless: the stored ids of each split decode to the texts it was made of (the last 10 % of
+  // each input is /val, the cut moved forward out of a UTF-8 character).
+  auto cut = [](const std::string& t) {
+    size_t c = t.size() - static_cast<size_t>(static_cast<double>(t.size()) * 0.1);
+    while (c < t.size() && (static_cast<unsigned char>(t[c]) & 0xC0) == 0x80) ++c;
+    return c;
+  };
+  const size_t ca = cut(f.a), cb = cut(f.b);
+  EXPECT_EQ(text_of(tok, d.train), f.a.substr(0, ca) + f.b.substr(0, cb));
+  EXPECT_EQ(text_of(tok, d.val), f.a.substr(ca) + f.b.substr(cb));
+
+  // The dataset as any HDF5 reader sees it: /tokenizer/model, one-dimensional uint8.
+  h5::File file{H5Fopen(f.path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)};
+  h5::Dataset ds{H5Dopen2(file, "/tokenizer/model", H5P_DEFAULT)};
+  ASSERT_GE(ds.get(), 0);
+  h5::Datatype type{H5Dget_type(ds)};
+  EXPECT_GT(H5Tequal(type, H5T_STD_U8LE), 0);
+  EXPECT_EQ(read_tokenizer_model(file), d.tokenizer_model);
+}
+
+TEST(Tokenizer, UnigramToo) {
+  SpmFile f("unigram", 300);
+  const TokenData d = read_token_file(f.path, 300, 8);
+  const Tokenizer tok = Tokenizer::from_stored(d.tokenizer, d.tokenizer_model, d.vocab_size, "t");
+  EXPECT_EQ(tok.vocab_size(), 300);
+  EXPECT_EQ(tok.decode(tok.encode(f.a)), f.a);
+}
+
+// SentencePiece's own encoder (Debian's `sentencepiece` package) on the model stored in the file
+// gives the ids switchyard's Tokenizer gives, line by line (spm_encode encodes each line alone).
+TEST(Tokenizer, StoredModelEncodesAsSpmEncode) {
+  if (!fs::exists("/usr/bin/spm_encode")) GTEST_SKIP() << "spm_encode not installed";
+  SpmFile f("bpe");
+  const TokenData d = read_token_file(f.path, 320, 8);
+  write_bytes(f.dir.file("m.model"), d.tokenizer_model);
+  const Tokenizer tok = Tokenizer::from_stored(d.tokenizer, d.tokenizer_model, d.vocab_size, "t");
+  const std::vector<std::string> lines = {"the licence terms of the free software",
+                                          "  modify the program, copy the source caf\xc3\xa9.",
+                                          "zebra quartz 123 \xe2\x82\xac"};
+  std::string text;
+  for (const auto& l : lines) text += l + "\n";
+  write_bytes(f.dir.file("in.txt"), text);
+  const auto r = test::run_command("/usr/bin/spm_encode --model=" + f.dir.file("m.model") +
+                                   " --output_format=id < " + f.dir.file("in.txt"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::istringstream out(r.output);
+  for (const auto& l : lines) {
+    std::string got;
+    ASSERT_TRUE(std::getline(out, got)) << r.output;
+    std::ostringstream want;
+    for (int32_t id : tok.encode(l)) want << (want.tellp() > 0 ? " " : "") << id;
+    EXPECT_EQ(got, want.str()) << l;
+  }
+}
+
+TEST(Tokenizer, RefusesWhatItCannotEncodeExactly) {
+  SpmFile f("bpe");
+  const TokenData d = read_token_file(f.path, 320, 8);
+  const Tokenizer tok = Tokenizer::from_stored(d.tokenizer, d.tokenizer_model, d.vocab_size, "t");
+  expect_usage_error([&] { tok.encode(std::string("ok \xff\xfe")); },
+                     {"not valid UTF-8", "byte offset 3"}, "invalid UTF-8");
+  expect_usage_error([&] { tok.encode(std::string("a\xc3")); }, {"byte offset 1"}, "cut char");
+  expect_usage_error([&] { tok.encode(std::string("\xed\xa0\x80")); }, {"byte offset 0"},
+                     "surrogate");
+  // Byte fallback: a character never seen in training still encodes, exactly.
+  const std::string rare = "\xe4\xb8\xad\xf0\x9f\x98\x80";
+  EXPECT_EQ(tok.decode(tok.encode(rare)), rare);
+  const Tokenizer ids = Tokenizer::imported(100);
+  expect_usage_error([&] { ids.encode("x"); }, {"'imported'", "no text"}, "imported");
+  EXPECT_EQ(ids.decode(std::vector<int32_t>{3, 14, 15}), "3 14 15");
+  EXPECT_EQ(first_invalid_utf8("plain \xc3\xa9"), -1);
+}
+
+TEST(Tokenizer, PrepareOptionsNameTheProblem) {
+  test::TempDir dir;
+  write_bytes(dir.file("a.txt"), corpus(100, 1));
+  PrepareOptions opt;
+  opt.inputs = {dir.file("a.txt")};
+  opt.output = dir.file("t.h5");
+  opt.tokenizer = "bpe";
+  expect_usage_error([&] { prepare_token_file(opt); }, {"--vocab-size"}, "bpe without vocab");
+  opt.vocab_size = 100;  // fewer than the 3 control + 256 byte pieces
+  expect_usage_error([&] { prepare_token_file(opt); }, {"--vocab-size 100", "SentencePiece"},
+                     "vocab too small");
+  opt.vocab_size = 1000000;  // more pieces than the text has
+  expect_usage_error([&] { prepare_token_file(opt); }, {"--vocab-size 1000000"}, "too large");
+  opt.tokenizer = "bytes";
+  opt.vocab_size = 300;
+  expect_usage_error([&] { prepare_token_file(opt); }, {"--vocab-size 300", "bytes"},
+                     "bytes with vocab");
+  opt.tokenizer = "wordpiece";
+  expect_usage_error([&] { prepare_token_file(opt); }, {"wordpiece"}, "unknown tokenizer");
+  EXPECT_FALSE(fs::exists(opt.output));
+  EXPECT_FALSE(fs::exists(opt.output + ".tmp"));
+}
+
+TEST(Tokenizer, DamagedModelInATokenFileIsUsageError) {
+  SpmFile f("bpe");
+  {
+    h5::File file{H5Fopen(f.path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)};
+    ASSERT_GE(H5Ldelete(file, "/tokenizer/model", H5P_DEFAULT), 0);
+  }
+  expect_usage_error([&] { read_token_file(f.path, 320, 8); },
+                     {f.path, "/tokenizer/model is missing"}, "no model");
+  {
+    h5::File file{H5Fopen(f.path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)};
+    const hsize_t n = 16;
+    h5::Dataspace space{H5Screate_simple(1, &n, nullptr)};
+    h5::Dataset ds{H5Dcreate2(file, "/tokenizer/model", H5T_STD_U8LE, space, H5P_DEFAULT,
+                              H5P_DEFAULT, H5P_DEFAULT)};
+    const std::string junk(16, '\x7f');
+    ASSERT_GE(H5Dwrite(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, junk.data()), 0);
+  }
+  expect_usage_error([&] { read_token_file(f.path, 320, 8); }, {f.path, "does not load"},
+                     "junk model");
+}
+
+// ---- data import
+// ---------------------------------------------------------------------------------
+
+std::string le32(int32_t v) {
+  std::string s(4, '\0');
+  std::memcpy(s.data(), &v, 4);
+  return s;
+}
+
+// An llm.c shard: the 256-int32 header (magic, version, count), then the tokens.
+std::string llmc_shard(const std::vector<uint32_t>& ids, int32_t magic = 20240520,
+                       int32_t version = 1, int width = 2) {
+  std::string s = le32(magic) + le32(version) + le32(static_cast<int32_t>(ids.size()));
+  s.resize(1024, '\0');
+  for (uint32_t id : ids) {
+    if (width == 2) {
+      const auto v = static_cast<uint16_t>(id);
+      s.append(reinterpret_cast<const char*>(&v), 2);
+    } else {
+      s.append(reinterpret_cast<const char*>(&id), 4);
+    }
+  }
+  return s;
+}
+
+std::vector<uint32_t> ramp(int n, int mul, int mod) {
+  std::vector<uint32_t> v;
+  for (int i = 0; i < n; ++i) v.push_back(static_cast<uint32_t>((i * mul) % mod));
+  return v;
+}
+
+std::vector<int32_t> as_i32(const std::vector<uint32_t>& v) {
+  return {v.begin(), v.end()};
+}
+
+TEST(Import, LlmcShardsByNameIntoTrainAndVal) {
+  test::TempDir dir;
+  const auto t0 = ramp(100, 7, 50257), t1 = ramp(60, 13, 50257), v = ramp(40, 3, 50257);
+  write_bytes(dir.file("fw_train_000001.bin"), llmc_shard(t0));
+  write_bytes(dir.file("fw_train_000002.bin"), llmc_shard(t1));
+  write_bytes(dir.file("fw_val_000000.bin"), llmc_shard(v));
+  ImportOptions opt;
+  opt.shards = {dir.file("fw_val_000000.bin"), dir.file("fw_train_000001.bin"),
+                dir.file("fw_train_000002.bin")};
+  opt.output = dir.file("tok.h5");
+  opt.vocab_size = 50257;
+  const ImportReport r = import_token_shards(opt);
+  EXPECT_EQ(r.train_tokens, 160);
+  EXPECT_EQ(r.val_tokens, 40);
+  ASSERT_EQ(r.val_shards.size(), 1u);
+  const TokenData d = read_token_file(opt.output, 50257, 8);
+  std::vector<int32_t> want = as_i32(t0);
+  for (uint32_t x : t1) want.push_back(static_cast<int32_t>(x));
+  EXPECT_EQ(d.train, want);
+  EXPECT_EQ(d.val, as_i32(v));
+  EXPECT_EQ(d.tokenizer, "imported");
+  EXPECT_EQ(d.vocab_size, 50257);
+}
+
+TEST(Import, Llama3ShardsAndRawUint16WithTheFractionRule) {
+  test::TempDir dir;
+  const auto big = ramp(50, 40009, 128256);  // ids past 65535: uint32 tokens
+  write_bytes(dir.file("l3.bin"), llmc_shard(big, 20240801, 7, 4));
+  ImportOptions opt;
+  opt.shards = {dir.file("l3.bin")};
+  opt.output = dir.file("l3.h5");
+  opt.val_fraction = 0.2;
+  const ImportReport r = import_token_shards(opt);
+  EXPECT_EQ(r.vocab_size, *std::max_element(big.begin(), big.end()) + 1);  // largest id + 1
+  const TokenData d = read_token_file(opt.output, 1 << 20, 8);
+  EXPECT_EQ(d.train, as_i32(std::vector<uint32_t>(big.begin(), big.begin() + 40)));
+  EXPECT_EQ(d.val, as_i32(std::vector<uint32_t>(big.begin() + 40, big.end())));
+
+  // nanoGPT: train.bin and val.bin, bare uint16.
+  const auto tr = ramp(30, 5, 1000), va = ramp(20, 9, 1000);
+  std::string raw_tr, raw_va;
+  for (uint32_t x : tr) raw_tr.append(reinterpret_cast<const char*>(&x), 2);
+  for (uint32_t x : va) raw_va.append(reinterpret_cast<const char*>(&x), 2);
+  write_bytes(dir.file("train.bin"), raw_tr);
+  write_bytes(dir.file("val.bin"), raw_va);
+  opt.format = ShardFormat::kRawUint16;
+  opt.shards = {dir.file("train.bin"), dir.file("val.bin")};
+  opt.output = dir.file("ng.h5");
+  opt.vocab_size = 1000;
+  import_token_shards(opt);
+  const TokenData n = read_token_file(opt.output, 1000, 8);
+  EXPECT_EQ(n.train, as_i32(tr));
+  EXPECT_EQ(n.val, as_i32(va));
+}
+
+TEST(Import, BadShardsNameTheShardAndTheOffset) {
+  test::TempDir dir;
+  ImportOptions opt;
+  opt.output = dir.file("out.h5");
+  opt.vocab_size = 50257;
+  auto check = [&](const std::string& name, const std::string& bytes, ShardFormat fmt,
+                   const std::vector<std::string>& parts) {
+    write_bytes(dir.file(name), bytes);
+    opt.format = fmt;
+    opt.shards = {dir.file(name)};
+    std::vector<std::string> want = parts;
+    want.push_back(dir.file(name));
+    expect_usage_error([&] { import_token_shards(opt); }, want, name);
+    EXPECT_FALSE(fs::exists(opt.output)) << name;
+    EXPECT_FALSE(fs::exists(opt.output + ".tmp")) << name;
+  };
+  const auto ids = ramp(100, 7, 50000);
+  check("magic.bin", llmc_shard(ids, 12345), ShardFormat::kLlmc,
+        {"offset 0", "magic 12345", "20240520"});
+  check("version.bin", llmc_shard(ids, 20240520, 3), ShardFormat::kLlmc, {"offset 4", "version 3"});
+  check("short.bin", llmc_shard(ids).substr(0, 1024 + 150), ShardFormat::kLlmc,
+        {"truncated", "100 tokens", "offset 1174", "token 75"});
+  check("header.bin", llmc_shard(ids).substr(0, 600), ShardFormat::kLlmc,
+        {"truncated", "offset 600", "header"});
+  check("extra.bin", llmc_shard(ids) + "xx", ShardFormat::kLlmc, {"offset 1224", "2 bytes after"});
+  std::vector<uint32_t> bad = ids;
+  bad[42] = 50300;
+  check("vocab.bin", llmc_shard(bad), ShardFormat::kLlmc,
+        {"offset 1108", "token 42", "id 50300", "--vocab-size 50257"});
+  check("odd.bin", std::string(201, 'a'), ShardFormat::kRawUint16, {"truncated", "offset 200"});
+  check("empty.bin", "", ShardFormat::kRawUint16, {"empty"});
+  opt.shards = {dir.file("nope.bin")};
+  expect_usage_error([&] { import_token_shards(opt); }, {"nope.bin", "not found"}, "missing");
+}
+
+}  // namespace
+}  // namespace sy

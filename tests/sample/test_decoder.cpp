@@ -1,0 +1,227 @@
+// Incremental decoding (src/sample): the key/value-cached decoder against the training model's
+// full forward of the growing sequence (Model<float>, an independent composition of the same
+// ops), greedy and seeded sampling, the sampling distribution against softmax computed here, and
+// the UTF-8-aware text stream.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "src/config/config.h"
+#include "src/core/error.h"
+#include "src/model/init.h"
+#include "src/model/model.h"
+#include "src/sample/decoder.h"
+#include "src/sample/sampler.h"
+
+namespace sy {
+namespace {
+
+Config tiny(const std::vector<std::string>& overrides = {}) {
+  std::vector<std::string> o = {"model.vocab_size=96", "model.d_model=32",  "model.n_layers=2",
+                                "model.n_heads=4",     "model.seq_len=16",  "moe.num_experts=4",
+                                "moe.top_k=2",         "moe.ffn_hidden=24", "data.path=x.h5"};
+  o.insert(o.end(), overrides.begin(), overrides.end());
+  return parse_config("run: {name: t}\n", o);
+}
+
+// Initialised weights, scaled up so that logits and router scores are well spread (no near-ties
+// between the two implementations' rounding), and a non-zero router bias when asked.
+std::vector<float> weights(const Config& cfg, bool bias) {
+  const ParamTable table = make_param_table(cfg);
+  std::vector<float> p(table.total_numel());
+  init_params(p.data(), table, 77);
+  for (const ParamSpec& s : table.specs())
+    if (s.kind == ParamKind::kMatrix)
+      for (size_t i = 0; i < s.numel; ++i) p[s.offset + i] *= 6.0f;
+  if (bias)
+    for (int64_t l = 0; l < cfg.model.n_layers; ++l) {
+      const ParamSpec& s = table.at(layer_param_name(l, "moe/bias"));
+      for (size_t i = 0; i < s.numel; ++i)
+        p[s.offset + i] = 0.15f * static_cast<float>(i % 3) - 0.1f;
+    }
+  return p;
+}
+
+// The logits of the last of `seq` tokens by the training model's full forward of [seq, padding]:
+// causal attention and dropless per-token routing make the padding irrelevant.
+std::vector<float> full_forward_logits(Model<float>& m, const Config& cfg,
+                                       const std::vector<int32_t>& seq) {
+  const int T = static_cast<int>(cfg.model.seq_len), C = static_cast<int>(cfg.model.d_model),
+            V = static_cast<int>(cfg.model.vocab_size);
+  std::vector<int32_t> tokens(static_cast<size_t>(T) + 1, 0);
+  std::copy(seq.begin(), seq.end(), tokens.begin());
+  m.forward(tokens.data(), 1, LossScale{});
+  const float* h = m.final_hidden().data() + (seq.size() - 1) * static_cast<size_t>(C);
+  const std::string head = cfg.model.tie_embeddings ? "model/embed" : "model/head";
+  const float* w = m.param(head);
+  std::vector<float> logits(static_cast<size_t>(V));
+  for (int v = 0; v < V; ++v) {
+    double s = 0.0;
+    for (int c = 0; c < C; ++c) s += static_cast<double>(h[c]) * w[v * C + c];
+    logits[static_cast<size_t>(v)] = static_cast<float>(s);
+  }
+  return logits;
+}
+
+int32_t argmax(const std::vector<float>& v) {
+  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+struct Variant {
+  const char* name;
+  std::vector<std::string> overrides;
+  bool bias;
+};
+
+void PrintTo(const Variant& v, std::ostream* os) {
+  *os << v.name;
+}
+
+class CachedDecoding : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(CachedDecoding, GreedyEqualsArgmaxOfTheFullForwardOfTheGrowingSequence) {
+  const Variant& v = GetParam();
+  const Config cfg = tiny(v.overrides);
+  const std::vector<float> p = weights(cfg, v.bias);
+  Model<float> model(cfg);
+  model.params = p;
+  Decoder dec(cfg, p);
+
+  std::vector<int32_t> seq = {5, 17, 42};
+  const std::vector<float>* logits = &dec.feed(seq.data(), static_cast<int>(seq.size()));
+  double worst = 0.0;
+  while (static_cast<int64_t>(seq.size()) < cfg.model.seq_len) {
+    const std::vector<float> ref = full_forward_logits(model, cfg, seq);
+    for (size_t i = 0; i < ref.size(); ++i)
+      worst = std::max(worst, static_cast<double>(std::fabs((*logits)[i] - ref[i])));
+    const int32_t next = argmax(ref);
+    ASSERT_EQ(argmax(*logits), next) << v.name << " at length " << seq.size();
+    seq.push_back(next);
+    logits = &dec.feed(&next, 1);
+  }
+  EXPECT_LE(worst, 1e-5) << v.name;
+
+  // The same through generate() at temperature 0 (greedy), from a fresh state.
+  SampleOptions o;
+  o.temperature = 0.0;
+  o.tokens = cfg.model.seq_len - 3;
+  const GenerateResult r = generate(dec, std::vector<int32_t>{5, 17, 42}, o, dec.vocab_size());
+  EXPECT_EQ(r.tokens, std::vector<int32_t>(seq.begin() + 3, seq.end())) << v.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Variants, CachedDecoding,
+    ::testing::Values(
+        Variant{"routed", {}, false},
+        Variant{"shared_untied", {"moe.shared_experts=2", "model.tie_embeddings=false"}, false},
+        Variant{"no_norm_topk", {"moe.norm_topk=false", "moe.top_k=3"}, false},
+        Variant{"router_bias", {}, true}),
+    [](const auto& param_info) { return std::string(param_info.param.name); });
+
+TEST(Decoder, PrefillEqualsOneTokenAtATimeAndRunsPastTheWindow) {
+  const Config cfg = tiny();
+  const std::vector<float> p = weights(cfg, false);
+  Decoder a(cfg, p), b(cfg, p);
+  const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7};
+  const std::vector<float> batched = a.feed(prompt.data(), 7);
+  std::vector<float> single;
+  for (int32_t t : prompt) single = b.feed(&t, 1);
+  for (size_t i = 0; i < batched.size(); ++i) EXPECT_NEAR(batched[i], single[i], 1e-5) << i;
+
+  // Past seq_len the cache is a window of the last seq_len positions: generation goes on.
+  SampleOptions o;
+  o.tokens = 3 * cfg.model.seq_len;
+  const GenerateResult r = generate(a, prompt, o, a.vocab_size());
+  EXPECT_EQ(static_cast<int64_t>(r.tokens.size()), 3 * cfg.model.seq_len);
+  EXPECT_EQ(a.position(), 7 + 3 * cfg.model.seq_len);
+  for (int32_t t : r.tokens) EXPECT_TRUE(t >= 0 && t < a.vocab_size());
+}
+
+TEST(Sampler, FixedSeedGivesTheSameTokensAndVocabLimitHolds) {
+  const Config cfg = tiny();
+  const std::vector<float> p = weights(cfg, false);
+  Decoder dec(cfg, p);
+  SampleOptions o;
+  o.tokens = 24;
+  o.seed = 11;
+  const std::vector<int32_t> prompt = {3, 1, 4};
+  const auto r1 = generate(dec, prompt, o, 40);
+  const auto r2 = generate(dec, prompt, o, 40);
+  EXPECT_EQ(r1.tokens, r2.tokens);
+  for (int32_t t : r1.tokens) EXPECT_LT(t, 40);
+  o.seed = 12;
+  EXPECT_NE(generate(dec, prompt, o, 40).tokens, r1.tokens);
+}
+
+// With u on a fine regular grid, the share of u that picks each id is its probability: softmax of
+// logits / temperature over the top-k, cut to the top-p nucleus, computed here by hand.
+TEST(Sampler, PicksWithTheSoftmaxProbabilities) {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 0.5f, 3.0f};
+  auto freq = [&](const SampleOptions& o) {
+    std::vector<double> f(logits.size(), 0.0);
+    const int n = 20000;
+    for (int i = 0; i < n; ++i)
+      f[static_cast<size_t>(pick_token(logits, o, (i + 0.5) / n))] += 1.0 / n;
+    return f;
+  };
+  SampleOptions o;
+  o.temperature = 2.0;
+  std::vector<double> want(logits.size());
+  double z = 0.0;
+  for (size_t i = 0; i < logits.size(); ++i) z += want[i] = std::exp(logits[i] / 2.0);
+  auto got = freq(o);
+  for (size_t i = 0; i < logits.size(); ++i) EXPECT_NEAR(got[i], want[i] / z, 1e-4) << i;
+
+  o.top_k = 2;  // ids 1 and 4 (equal logits): half each
+  got = freq(o);
+  EXPECT_NEAR(got[1], 0.5, 1e-4);
+  EXPECT_NEAR(got[4], 0.5, 1e-4);
+  o.top_k = 0;
+  o.temperature = 1.0;
+  o.top_p = 0.5;  // p = .35 .35 .13 .. : ids 1 and 4 reach 0.5
+  got = freq(o);
+  EXPECT_NEAR(got[1] + got[4], 1.0, 1e-9);
+  o.top_p = 1.0;
+  o.temperature = 0.0;  // greedy: the lower of the tied ids
+  EXPECT_EQ(pick_token(logits, o, 0.99), 1);
+  o.temperature = 1.0;
+  o.top_k = 1;
+  EXPECT_EQ(pick_token(logits, o, 0.99), 1);
+}
+
+TEST(Sampler, OptionsAreChecked) {
+  SampleOptions o;
+  o.temperature = -1;
+  EXPECT_THROW(check_sample_options(o), UsageError);
+  o = {};
+  o.top_p = 0;
+  EXPECT_THROW(check_sample_options(o), UsageError);
+  o = {};
+  o.tokens = 0;
+  EXPECT_THROW(check_sample_options(o), UsageError);
+  o = {};
+  o.top_k = -2;
+  EXPECT_THROW(check_sample_options(o), UsageError);
+}
+
+TEST(TextStream, HoldsBackAnUnfinishedCharacter) {
+  auto bytes = [](std::span<const int32_t> ids) {
+    std::string s;
+    for (int32_t i : ids) s.push_back(static_cast<char>(i));
+    return s;
+  };
+  const std::vector<int32_t> ctx = {'a', 'b'};
+  TextStream ts(bytes, ctx);
+  EXPECT_EQ(ts.push('c'), "c");
+  EXPECT_EQ(ts.push(0xE2), "");
+  EXPECT_EQ(ts.push(0x82), "");
+  EXPECT_EQ(ts.push(0xAC), "\xE2\x82\xAC");
+  EXPECT_EQ(ts.push(0xC3), "");
+  EXPECT_EQ(ts.flush(), "\xC3");  // the end: whatever is left
+}
+
+}  // namespace
+}  // namespace sy
