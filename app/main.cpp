@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   sy::app::add_ckpt_commands(app, commands);
   sy::app::add_bench_commands(app, commands);
   sy::app::add_plot_command(app, commands);
+  sy::app::add_plan_command(app, commands);
 
   try {
     app.parse(argc, argv);

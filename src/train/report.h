@@ -24,6 +24,7 @@ struct StepRecord {
   double lr = 0, grad_norm = 0, step_s = 0;
   double a2a_s = 0;  // time inside the expert all-to-all
   int64_t a2a_internode_bytes = 0, a2a_intranode_bytes = 0;
+  int64_t peak_mem_bytes = 0;  // the largest peak memory over the ranks (rank_memory.h); 0: unknown
   const std::vector<int64_t>* selected = nullptr;  // [L*E] assignments per layer and expert
   int64_t dropped = 0;                             // assignments dropped by capacity
 };

@@ -30,6 +30,7 @@
 #include "src/train/flops.h"
 #include "src/train/loop_common.h"
 #include "src/train/metrics.h"
+#include "src/train/rank_memory.h"
 #include "src/train/report.h"
 #include "src/train/signals.h"
 #include "src/train/train_ckpt.h"
@@ -96,7 +97,9 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   // Inputs first, agreed by every rank: a bad layout or data file is one message and exit 2
   // before any allocation or output.
   TokenData data;
+  const MemoryBudget memory = host_memory_budget(rt.world);
   agree_on_usage(rt.world, [&] {
+    check_memory_fits(cfg, rt.world.size(), memory, /*device=*/false);  // before any allocation
     comm::validate_layout(rt.world.size(), static_cast<int>(cfg.parallel.tp),
                           static_cast<int>(cfg.parallel.ep), static_cast<int>(cfg.parallel.etp), E,
                           static_cast<int>(cfg.model.n_heads), static_cast<int>(cfg.moe.ffn_hidden),
@@ -201,6 +204,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       rec.a2a_internode_bytes = rt.exchange->stats().internode_bytes;
       rec.a2a_intranode_bytes = rt.exchange->stats().intranode_bytes;
     }
+    rec.peak_mem_bytes = max_over_ranks(g.world(), peak_rss_bytes(), wd);
     progress.step_done(rec);
     if (progress.eval_due(done)) run_eval(done);
     ckpts.after_step(done, summary, log);

@@ -1,0 +1,97 @@
+#include "src/plan/traffic.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace sy::plan {
+
+LayerTraffic layer_traffic(const Config& cfg, const PlanLayout& lay, const RoutingStats& routing,
+                           int64_t layer) {
+  LayerTraffic t;
+  const int64_t E = cfg.moe.num_experts, P = lay.ep, G = lay.ep_nodes(), Rn = P / G;
+  const int64_t L = E / P;
+  t.tokens = static_cast<double>(cfg.train.micro_batch) * static_cast<double>(cfg.model.seq_len);
+  t.slice = t.tokens / static_cast<double>(lay.tp);
+  t.nodes = G;
+  t.ep_ranks_per_node = Rn;
+  RouteShape shape;
+  shape.E = E;
+  shape.K = cfg.moe.top_k;
+  shape.groups = route_groups_of(cfg, lay);
+  shape.groups_topk = shape.groups > 1 ? cfg.moe.route_groups_topk : 1;
+
+  // P(a token reaches EP rank p) and P(it reaches node g), from the experts each holds.
+  std::vector<double> p_rank(static_cast<size_t>(P)), p_node(static_cast<size_t>(G));
+  for (int64_t p = 0; p < P; ++p)
+    p_rank[static_cast<size_t>(p)] = hit_probability(shape, routing, layer, p * L, L);
+  for (int64_t g = 0; g < G; ++g)
+    p_node[static_cast<size_t>(g)] = hit_probability(shape, routing, layer, g * Rn * L, Rn * L);
+  const double sum_rank = std::accumulate(p_rank.begin(), p_rank.end(), 0.0);
+  const double sum_node = std::accumulate(p_node.begin(), p_node.end(), 0.0);
+  const double max_rank = *std::max_element(p_rank.begin(), p_rank.end());
+  const double max_node = *std::max_element(p_node.begin(), p_node.end());
+  const double Ns = t.slice;
+
+  // Flat: source s sends Ns * p_rank[q] rows to every other EP rank q (mean over sources);
+  // the busiest receiver gets Ns * p_rank[r] from each of the other P - 1 sources.
+  double intra = 0, inter = 0, hier_inter = 0;
+  for (int64_t s = 0; s < P; ++s) {
+    const int64_t g = s / Rn;
+    double same_node = 0;
+    for (int64_t q = g * Rn; q < (g + 1) * Rn; ++q) same_node += p_rank[static_cast<size_t>(q)];
+    intra += same_node - p_rank[static_cast<size_t>(s)];
+    inter += sum_rank - same_node;
+    hier_inter += sum_node - p_node[static_cast<size_t>(g)];  // once per other node
+  }
+  t.flat_sent_intra = Ns * intra / static_cast<double>(P);
+  t.flat_sent_inter = Ns * inter / static_cast<double>(P);
+  t.flat_sent_total = Ns * sum_rank;
+  t.flat_recv_intra = static_cast<double>(Rn - 1) * Ns * max_rank;
+  t.flat_recv_inter = static_cast<double>(P - Rn) * Ns * max_rank;
+
+  // Hierarchical: one copy per other node to the forwarder; the busiest forwarder receives from
+  // the G - 1 sources with its local index on the other nodes. A receiver gets its rows from all
+  // P sources; those forwarded by another rank of its node (P - G of the sources) are copied
+  // through shared memory.
+  t.hier_sent_inter = Ns * hier_inter / static_cast<double>(P);
+  t.hier_recv_inter = static_cast<double>(G - 1) * Ns * max_node;
+  t.hier_intra = static_cast<double>(P - G) * Ns * max_rank;
+  t.hier_intra_mean = static_cast<double>(P - G) * Ns * sum_rank / static_cast<double>(P);
+  t.hier_xrecv = static_cast<double>(G) * Ns * max_node;
+  t.hier_xsend = Ns * (sum_node - *std::min_element(p_node.begin(), p_node.end()));
+
+  // Rows arriving at a rank (itself included): P sources of Ns tokens, each reaching the rank
+  // with probability p (a binomial count; the busiest rank at the buffer quantile).
+  const double sources = static_cast<double>(P) * Ns;
+  t.recv_mean = sources * sum_rank / static_cast<double>(P);
+  t.recv_quantile =
+      std::min(sources, sources * max_rank +
+                            kBufferQuantileZ * std::sqrt(sources * max_rank * (1.0 - max_rank)));
+
+  // Assignments at a rank's experts: the etp group gathers its members' rows, so the rank's
+  // experts see the tokens of etp * P slices; under a capacity each of the micro-batches behind
+  // them gives an expert at most ceil(c * N * K / E).
+  const double tokens_seen = static_cast<double>(lay.etp) * sources;
+  double share_max = 0;
+  for (int64_t p = 0; p < P; ++p)
+    share_max = std::max(share_max, assignment_share(routing, E, layer, p * L, L));
+  const AssignmentCount busiest = assignments(tokens_seen, E, cfg.moe.top_k, share_max);
+  const AssignmentCount mean =
+      assignments(tokens_seen, E, cfg.moe.top_k, 1.0 / static_cast<double>(P));
+  t.assign_busiest = busiest.mean;
+  t.assign_quantile = busiest.quantile;
+  t.assign_mean = mean.mean;
+  if (cfg.moe.capacity_factor) {
+    const double cap = std::ceil(*cfg.moe.capacity_factor * t.tokens *
+                                 static_cast<double>(cfg.moe.top_k) / static_cast<double>(E));
+    const double limit = static_cast<double>(L) * cap * tokens_seen / t.tokens;
+    t.assign_busiest = std::min(t.assign_busiest, limit);
+    t.assign_quantile = std::min(t.assign_quantile, limit);
+    t.assign_mean = std::min(t.assign_mean, limit);
+  }
+  return t;
+}
+
+}  // namespace sy::plan
