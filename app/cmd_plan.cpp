@@ -108,8 +108,9 @@ int run_plan(const Args& a) {
   if (a.this_layout) {
     nlohmann::json all = nlohmann::json::array();
     for (int64_t world : worlds) {
-      const int64_t rpn = cfg.parallel.ranks_per_node > 0 ? cfg.parallel.ranks_per_node
-                                                          : std::min(world, cluster.ranks_per_node);
+      // The trainer's nodes: parallel.ranks_per_node, else the hosts (one for one_host).
+      int64_t rpn = cluster.one_host ? world : std::min(world, cluster.ranks_per_node);
+      if (cfg.parallel.ranks_per_node > 0) rpn = cfg.parallel.ranks_per_node;
       const plan::Evaluation e = plan::evaluate(cfg, plan::layout_of_config(cfg, world, rpn),
                                                 cluster, routing, in, memory_for(world));
       if (a.json) {

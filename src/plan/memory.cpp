@@ -209,6 +209,19 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
   if (lay.zero1 && cfg.checkpoint.every > 0) work += 2 * kF * P;
   m.terms.push_back({"workspace: optimizer scratch and the process (libraries, MPI, BLAS)",
                      "(not config-dependent)", work + in.base_bytes});
+  // MPI's reduction temporaries: Open MPI reduces a gradient bucket (reduce_scatter_block) and an
+  // activation all-reduce (MPI_Reduce) along a binomial tree, where a rank that receives from
+  // ceil(log2 p) children holds that many copies of the buffer (the group's root: measured +3
+  // buckets at p = 8, +1 at p = 2). The root of each group is the busiest.
+  auto tree = [&](double elems, double p) {
+    return p > 1 ? kF * elems * std::ceil(std::log2(p)) : 0;
+  };
+  const double mpi_temps =
+      std::max({tree(std::min(g.dense, kBucket), d(lay.dp())),
+                tree(std::min(g.expert, kBucket), d(lay.edp())), tree(x.N * x.C, d(lay.tp))});
+  if (mpi_temps > 0)
+    m.terms.push_back({"MPI reduction temporaries (a gradient bucket per binomial-tree level)",
+                       "parallel.tp, parallel.ep (fewer data-parallel replicas)", mpi_temps});
   return m;
 }
 

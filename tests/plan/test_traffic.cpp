@@ -1,0 +1,139 @@
+// The all-to-all rows of src/plan/traffic.h against a brute-force expectation: every K-subset of
+// experts a token can choose (and, node-limited, every kept node first), each equally likely,
+// with the exchange's rules applied to it (flat: once per other EP rank holding one of the
+// token's experts; hierarchical: once per other node).
+#include "src/plan/traffic.h"
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <functional>
+#include <set>
+#include <vector>
+
+#include "src/config/config.h"
+
+namespace sy::plan {
+namespace {
+
+void for_each_subset(int n, int k, const std::function<void(const std::vector<int>&)>& f) {
+  std::vector<int> c(static_cast<size_t>(k));
+  std::function<void(int, int)> rec = [&](int at, int from) {
+    if (at == k) return f(c);
+    for (int i = from; i < n; ++i) {
+      c[static_cast<size_t>(at)] = i;
+      rec(at + 1, i + 1);
+    }
+  };
+  rec(0, 0);
+}
+
+struct Expected {
+  double flat_intra = 0, flat_inter = 0, hier_inter = 0, recv = 0;
+};
+
+// Source EP rank `src` of P ranks on G nodes (E experts, L = E/P per rank), tokens choosing K of
+// the experts of M kept nodes out of G (M = G: plain top-k): expected rows per token.
+Expected brute(int E, int K, int P, int G, int M, int src) {
+  const int L = E / P, Rn = P / G;
+  Expected x;
+  double total = 0;
+  for_each_subset(G, M, [&](const std::vector<int>& nodes) {
+    std::vector<int> pool;
+    for (int g : nodes)
+      for (int e = g * Rn * L; e < (g + 1) * Rn * L; ++e) pool.push_back(e);
+    for_each_subset(static_cast<int>(pool.size()), K, [&](const std::vector<int>& pick) {
+      std::set<int> ranks, hit_nodes;
+      for (int i : pick) {
+        const int rank = pool[static_cast<size_t>(i)] / L;
+        ranks.insert(rank);
+        hit_nodes.insert(rank / Rn);
+      }
+      for (int q : ranks) {
+        if (q == src) continue;
+        (q / Rn == src / Rn ? x.flat_intra : x.flat_inter) += 1;
+      }
+      for (int g : hit_nodes) x.hier_inter += g != src / Rn;
+      x.recv += ranks.count(src) ? P : 0;  // P sources, each reaching src this often
+      total += 1;
+    });
+  });
+  x.flat_intra /= total;
+  x.flat_inter /= total;
+  x.hier_inter /= total;
+  x.recv /= total;
+  return x;
+}
+
+Config cfg_of(int E, int K, int micro_batch, int seq_len) {
+  Config c;
+  c.moe.num_experts = E;
+  c.moe.top_k = K;
+  c.train.micro_batch = micro_batch;
+  c.train.global_batch = micro_batch;
+  c.model.seq_len = seq_len;
+  return c;
+}
+
+TEST(PlanTraffic, FlatAndHierarchicalRowsMatchEnumeration) {
+  for (auto [E, K, P, G] : std::vector<std::array<int, 4>>{
+           {8, 2, 4, 2}, {8, 3, 4, 2}, {16, 4, 8, 4}, {12, 2, 6, 3}, {8, 2, 4, 1}}) {
+    Config cfg = cfg_of(E, K, 2, 8);
+    PlanLayout lay;
+    lay.world = P;
+    lay.ranks_per_node = P / G;
+    lay.ep = P;
+    const LayerTraffic t = layer_traffic(cfg, lay, RoutingStats{}, 0);
+    const double N = 16;
+    ASSERT_EQ(t.nodes, G);
+    const Expected x = brute(E, K, P, G, G, 0);  // uniform: every source alike
+    EXPECT_NEAR(t.flat_sent_intra, N * x.flat_intra, 1e-9) << E << " " << K << " " << P;
+    EXPECT_NEAR(t.flat_sent_inter, N * x.flat_inter, 1e-9) << E << " " << K << " " << P;
+    EXPECT_NEAR(t.hier_sent_inter, N * x.hier_inter, 1e-9) << E << " " << K << " " << P;
+    EXPECT_NEAR(t.recv_mean, N * x.recv, 1e-9) << E << " " << K << " " << P;
+    // A receiver gets as many rows from the others as a sender sends them (uniform routing).
+    EXPECT_NEAR(t.flat_recv_intra + t.flat_recv_inter, t.flat_sent_intra + t.flat_sent_inter, 1e-9);
+    // Hierarchical never sends more across nodes than flat, and exactly once per node.
+    EXPECT_LE(t.hier_sent_inter, t.flat_sent_inter + 1e-12);
+    // Assignments: P slices of N tokens, K each, spread over P ranks.
+    EXPECT_NEAR(t.assign_mean, N * K, 1e-9);
+  }
+}
+
+TEST(PlanTraffic, NodeLimitedRoutingMatchesEnumeration) {
+  // 4 nodes of 2 EP ranks, 16 experts, top-4 from at most M nodes (route_groups: nodes).
+  for (int M : {1, 2, 3}) {
+    Config cfg = cfg_of(16, 4, 1, 8);
+    cfg.moe.route_groups.nodes = true;
+    cfg.moe.route_groups_topk = M;
+    PlanLayout lay;
+    lay.world = 8;
+    lay.ranks_per_node = 2;
+    lay.ep = 8;
+    const LayerTraffic t = layer_traffic(cfg, lay, RoutingStats{}, 0);
+    const Expected x = brute(16, 4, 8, 4, M, 0);
+    EXPECT_NEAR(t.hier_sent_inter, 8 * x.hier_inter, 1e-9) << "M=" << M;
+    EXPECT_NEAR(t.flat_sent_inter, 8 * x.flat_inter, 1e-9) << "M=" << M;
+    EXPECT_NEAR(t.flat_sent_intra, 8 * x.flat_intra, 1e-9) << "M=" << M;
+  }
+}
+
+TEST(PlanTraffic, TensorParallelRanksMoveTheirSliceAndCapacityBoundsAssignments) {
+  Config cfg = cfg_of(4, 2, 4, 16);  // N = 64
+  PlanLayout lay;
+  lay.world = 4;
+  lay.ranks_per_node = 4;
+  lay.tp = 2;
+  lay.ep = 2;
+  const LayerTraffic t = layer_traffic(cfg, lay, RoutingStats{}, 0);
+  EXPECT_DOUBLE_EQ(t.slice, 32);
+  EXPECT_NEAR(t.assign_mean, 2 * 32 * 2 / 2.0, 1e-12);  // 2 slices of 32 tokens, K=2, 1/2 each
+  cfg.moe.capacity_factor = 1.0;  // each expert takes ceil(1 * 64 * 2 / 4) = 32 per micro-batch
+  const LayerTraffic c = layer_traffic(cfg, lay, RoutingStats{}, 0);
+  // This rank's 2 experts see 2 slices = 1 micro-batch's worth: at most 2 * 32 assignments.
+  EXPECT_LE(c.assign_quantile, 64.0 + 1e-9);
+  EXPECT_GT(t.assign_quantile, 64.0);
+}
+
+}  // namespace
+}  // namespace sy::plan
