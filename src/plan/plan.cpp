@@ -126,11 +126,12 @@ std::string format_plan(const Config& cfg, const PlanResult& r, int64_t world,
     << " ranks (" << (world + rpn - 1) / rpn << " node(s) of " << rpn << "), routing "
     << routing.source << "\n# " << r.ranked.size() << " layouts fit, " << r.dropped.size()
     << " do not; times in ms per optimizer step of " << cfg.train.global_batch
-    << " sequences; a2a split into its intra-node and inter-node legs\n";
+    << " sequences; the all-to-all split into its intra-node and inter-node legs, `hidden` the "
+       "part overlapped with expert GEMMs (moe.overlap_chunks)\n";
   char line[512];
-  std::snprintf(line, sizeof line, "%3s %10s %9s %8s %8s %8s %8s %8s %10s  %-34s %s\n", "#",
-                "tokens/s", "step", "compute", "a2a in", "a2a out", "sync", "a2a %", "mem/rank",
-                "layout", "flags");
+  std::snprintf(line, sizeof line, "%3s %10s %9s %8s %8s %8s %8s %8s %8s %10s  %-34s %s\n", "#",
+                "tokens/s", "step", "compute", "a2a in", "a2a out", "hidden", "sync", "a2a %",
+                "mem/rank", "layout", "flags");
   o << line;
   if (r.ranked.empty() && r.dropped.empty())
     o << "# no layout of this config runs on " << world
@@ -140,9 +141,9 @@ std::string format_plan(const Config& cfg, const PlanResult& r, int64_t world,
   for (const Evaluation& e : r.ranked) {
     if (shown++ >= top) break;
     const StepTime& t = e.time;
-    std::snprintf(line, sizeof line, "%3d %10.0f %9s %8s %8s %8s %8s %7.1f%% %10s  %-34s %s\n",
+    std::snprintf(line, sizeof line, "%3d %10.0f %9s %8s %8s %8s %8s %8s %7.1f%% %10s  %-34s %s\n",
                   shown, e.tokens_per_s, ms(t.total()).c_str(), ms(t.compute()).c_str(),
-                  ms(t.a2a_intra).c_str(), ms(t.a2a_inter - t.overlap_saved).c_str(),
+                  ms(t.a2a_intra).c_str(), ms(t.a2a_inter).c_str(), ms(t.overlap_saved).c_str(),
                   ms(t.sync()).c_str(), 100 * t.a2a() / t.total(),
                   format_bytes(e.memory.total()).c_str(), e.layout.describe().c_str(),
                   e.layout.set_flags().c_str());
@@ -171,6 +172,8 @@ std::vector<SweepPoint> sweep_nodes(const Config& cfg, const std::vector<int64_t
     p.nodes = n;
     p.ranks = n * cluster.ranks_per_node;
     const PlanResult r = plan_layouts(cfg, p.ranks, cluster, routing, in, memory_per_rank);
+    p.valid = static_cast<int64_t>(r.ranked.size() + r.dropped.size());
+    p.fitting = static_cast<int64_t>(r.ranked.size());
     for (const Evaluation& e : r.ranked) {
       if (e.layout.ep_nodes() != n) continue;
       p.found = true;
@@ -196,8 +199,11 @@ std::string format_sweep(const std::vector<SweepPoint>& points, const Cluster& c
   o << line;
   for (const SweepPoint& p : points) {
     if (!p.found) {
-      std::snprintf(line, sizeof line, "%6lld %6lld  (no fitting layout spans all nodes)\n",
-                    static_cast<long long>(p.nodes), static_cast<long long>(p.ranks));
+      std::snprintf(line, sizeof line,
+                    "%6lld %6lld  (%lld valid layouts, %lld fit in memory, none of those spans "
+                    "all nodes)\n",
+                    static_cast<long long>(p.nodes), static_cast<long long>(p.ranks),
+                    static_cast<long long>(p.valid), static_cast<long long>(p.fitting));
     } else {
       std::snprintf(line, sizeof line, "%6lld %6lld %12.0f %14.1f %7.1f%% %9s %9s  %s\n",
                     static_cast<long long>(p.nodes), static_cast<long long>(p.ranks),

@@ -51,9 +51,10 @@ nlohmann::json evaluation_json(const Evaluation& e);
 
 struct SweepPoint {
   int64_t nodes = 0, ranks = 0;
-  bool found = false;    // a fitting layout whose EP group spans all `nodes` nodes exists
-  Evaluation best;       // the fastest such layout
-  double a2a_share = 0;  // all-to-all / step time
+  bool found = false;              // a fitting layout whose EP group spans all `nodes` nodes exists
+  int64_t valid = 0, fitting = 0;  // layouts that run on that many ranks / that also fit
+  Evaluation best;                 // the fastest such layout
+  double a2a_share = 0;            // all-to-all / step time
   double tokens_per_s_per_rank = 0;
 };
 // For each node count: the fastest fitting layout whose expert layer spans every node.

@@ -99,7 +99,6 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   TokenData data;
   const MemoryBudget memory = host_memory_budget(rt.world);
   agree_on_usage(rt.world, [&] {
-    check_memory_fits(cfg, rt.world.size(), memory, /*device=*/false);  // before any allocation
     comm::validate_layout(rt.world.size(), static_cast<int>(cfg.parallel.tp),
                           static_cast<int>(cfg.parallel.ep), static_cast<int>(cfg.parallel.etp), E,
                           static_cast<int>(cfg.model.n_heads), static_cast<int>(cfg.moe.ffn_hidden),
@@ -110,6 +109,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                        "train.micro_batch = " + std::to_string(dp) + " * " + std::to_string(MB) +
                        " (dp = world size / parallel.tp)");
     check_gpu_run(cfg, rt.world.size());
+    check_memory_fits(cfg, rt.world.size(), memory, /*device=*/false);  // before any allocation
     data = read_token_file(cfg.data.path, cfg.model.vocab_size, T);
   });
 
