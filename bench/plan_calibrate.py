@@ -30,13 +30,8 @@ import subprocess
 import sys
 import tempfile
 
-
-def run(cmd, env=None):
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"failed (exit {done.returncode}): {' '.join(cmd)}\n{done.stdout[-3000:]}\n"
-                 f"{done.stderr[-3000:]}")
-    return done.stdout
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plan_validate import add_common_args, mpirun_prefix, run  # noqa: E402
 
 
 def linear_fit(xs, ys):
@@ -48,17 +43,9 @@ def linear_fit(xs, ys):
     return my - b * mx, b
 
 
-def mpirun(ranks):
-    cmd = ["mpirun", "-np", str(ranks), "--bind-to", "none", "--mca", "mpi_yield_when_idle", "1",
-           "--oversubscribe", "-x", "UCX_TLS", "-x", "OMP_NUM_THREADS"]
-    if os.geteuid() == 0:
-        cmd.append("--allow-run-as-root")
-    return cmd
-
-
 def gemm_and_optimizer(args, sets):
     out = run([args.bin, "bench", "train", "--config", args.config, "--steps", "3", "--warmup",
-               "1", "--no-torch"] + sum((["--set", s] for s in sets), []))
+               "1", "--no-torch"] + sum((["--set", s] for s in sets), [])).stdout
     xs, ys, optimizer_ms = [], [], None
     for line in out.splitlines():
         f = line.split()
@@ -103,8 +90,8 @@ def links(args):
     # intra: 4 ranks on one node, flat. experts 8 (2 per rank), top-4: a rank sends a token to
     # each other rank holding one of its experts.
     P, E, K, W = 4, 8, 4, 1024
-    out = run(mpirun(P) + [args.bin, "bench", "a2a", "--ranks-per-node", str(P), "--algos",
-                           "flat"] + common, env=env)
+    out = run(mpirun_prefix(P, env) + [args.bin, "bench", "a2a", "--ranks-per-node", str(P),
+                                        "--algos", "flat"] + common, env=env).stdout
     xs, ys = [], []
     for bytes_rank, algo, _, time_us, _, _ in a2a_rows(out):
         tokens = bytes_rank / (K * W * 4)
@@ -114,8 +101,9 @@ def links(args):
     a, b = linear_fit(xs, ys)
     intra = (1.0 / b if b > 0 else xs[-1] / ys[-1], max(0.0, a / (P - 1)))
     # inter: 2 emulated nodes x 2 ranks, hierarchical, both legs; one message per other node.
-    out = run(mpirun(4) + [args.bin, "bench", "a2a", "--ranks-per-node", "2", "--algos", "hier",
-                           "--internode", "ucx,mpi"] + common, env=env)
+    out = run(mpirun_prefix(4, env) + [args.bin, "bench", "a2a", "--ranks-per-node", "2",
+                                        "--algos", "hier", "--internode", "ucx,mpi"] + common,
+              env=env).stdout
     fits = {}
     for leg in ("ucx", "mpi"):
         pts = [(r[5], r[4] * 1e-6) for r in a2a_rows(out) if r[2] == leg and r[5] > 0]
@@ -127,14 +115,14 @@ def links(args):
 def plan_json(args, cluster, ranks, sets):
     cmd = [args.bin, "plan", "--config", args.config, "--cluster", cluster, "--ranks", str(ranks),
            "--this", "--json"] + sum((["--set", s] for s in sets), [])
-    return json.loads(run(cmd))[0]
+    return json.loads(run(cmd).stdout)[0]
 
 
 def base_memory(args, sets, cluster_text):
     work = tempfile.mkdtemp(prefix="plan-calibrate-")
     out = os.path.join(work, "run")
     env = dict(os.environ, OMP_NUM_THREADS=str(os.cpu_count() or 1))
-    run(mpirun(1) + [args.bin, "train", "--config", args.config, "--set", f"run.out_dir={out}",
+    run(mpirun_prefix(1, env) + [args.bin, "train", "--config", args.config, "--set", f"run.out_dir={out}",
                      "--set", "train.steps=3", "--set", "eval.every=0", "--set", "log.every=1",
                      "--set", "eval.sequences=1"] + sum((["--set", s] for s in sets), []), env=env)
     peak = max(json.loads(l).get("peak_mem_bytes", 0)
@@ -149,9 +137,7 @@ def base_memory(args, sets, cluster_text):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", default="build/switchyard")
-    ap.add_argument("--config", default="configs/small.yaml")
-    ap.add_argument("--data", default="data/licenses.h5")
+    add_common_args(ap)
     ap.add_argument("--out", default="clusters/this-machine.yaml")
     ap.add_argument("--nodes", type=int, default=4, help="emulated nodes the file offers")
     ap.add_argument("--ranks-per-node", type=int, default=2)

@@ -54,13 +54,16 @@ def run(cmd, env=None, check=True):
     return done
 
 
-def mpirun_prefix(ranks):
+def mpirun_prefix(ranks, env):
+    """mpirun with the flags these machines need (README, jobs/local.sh), forwarding the
+    variables of `env` that the ranks read."""
     cmd = ["mpirun", "-np", str(ranks), "--bind-to", "none", "--mca", "mpi_yield_when_idle", "1",
            "--oversubscribe"]
     if os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
     for var in ("UCX_TLS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE"):
-        cmd += ["-x", var]
+        if var in env:
+            cmd += ["-x", var]
     return cmd
 
 
@@ -84,6 +87,13 @@ def predicted(args, ranks, sets, routing):
     return json.loads(run(cmd).stdout)[0]
 
 
+def add_common_args(ap):
+    """The arguments both plan scripts take."""
+    ap.add_argument("--bin", default="build/switchyard")
+    ap.add_argument("--config", default="configs/small.yaml")
+    ap.add_argument("--data", default="data/licenses.h5")
+
+
 def ratio(p, m):
     return f"{p / m:.2f}" if m else "-"
 
@@ -91,10 +101,8 @@ def ratio(p, m):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", default="build/switchyard")
-    ap.add_argument("--config", default="configs/small.yaml")
+    add_common_args(ap)
     ap.add_argument("--cluster", default="clusters/this-machine.yaml")
-    ap.add_argument("--data", default="data/licenses.h5")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--micro-batch", type=int, default=2,
                     help="train.micro_batch of every layout (dp * micro_batch must divide the "
@@ -119,7 +127,7 @@ def main():
         env.setdefault("UCX_TLS", "tcp,self")  # emulated nodes: the "network" is TCP
         env["OMP_NUM_THREADS"] = str(max(1, cores // ranks))
         env.setdefault("OPENBLAS_CORETYPE", "Haswell")
-        cmd = mpirun_prefix(ranks) + [args.bin, "train", "--config", args.config]
+        cmd = mpirun_prefix(ranks, env) + [args.bin, "train", "--config", args.config]
         for s in sets:
             cmd += ["--set", s]
         print(f"[{i}/{len(LAYOUTS)}] {name}: {ranks} rank(s)", file=sys.stderr, flush=True)
@@ -134,7 +142,8 @@ def main():
             shutil.rmtree(out, ignore_errors=True)
 
     print("| layout | ranks | step ms pred / meas | a2a ms pred / meas | inter-node B/step "
-          "pred (uniform; measured routing) / meas | peak MiB/rank pred / meas |")
+          "pred (uniform; measured routing) / meas | peak MiB/rank pred (uniform; measured "
+          "routing) / meas |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         m, p, pr = r["measured"], r["predicted"], r["predicted_measured_routing"]
@@ -144,9 +153,12 @@ def main():
               f"| {p['a2a_ms']:.1f} / {m['a2a_ms']:.1f} ({ratio(p['a2a_ms'], m['a2a_ms'])}) "
               f"| {p['a2a_internode_bytes']:.0f}; {pr['a2a_internode_bytes']:.0f} / "
               f"{m['a2a_internode_bytes']:.0f} "
-              f"({ratio(p['a2a_internode_bytes'], m['a2a_internode_bytes'])}) "
-              f"| {p['memory_bytes'] / mib:.0f} / {m['peak_mem_bytes'] / mib:.0f} "
-              f"({ratio(p['memory_bytes'], m['peak_mem_bytes'])}) |")
+              f"({ratio(p['a2a_internode_bytes'], m['a2a_internode_bytes'])}; "
+              f"{ratio(pr['a2a_internode_bytes'], m['a2a_internode_bytes'])}) "
+              f"| {p['memory_bytes'] / mib:.0f}; {pr['memory_bytes'] / mib:.0f} / "
+              f"{m['peak_mem_bytes'] / mib:.0f} "
+              f"({ratio(p['memory_bytes'], m['peak_mem_bytes'])}; "
+              f"{ratio(pr['memory_bytes'], m['peak_mem_bytes'])}) |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -71,6 +71,16 @@ double assignment_share(const RoutingStats& s, int64_t E, int64_t layer, int64_t
   return share;
 }
 
+double peak_assignment_share(const RoutingStats& s, int64_t E, int64_t layer, int64_t first,
+                             int64_t count) {
+  const std::vector<double>* peak = layer_of(s.peak_load, layer);
+  if (!peak || static_cast<int64_t>(peak->size()) != E)
+    return assignment_share(s, E, layer, first, count);
+  double share = 0.0;
+  for (int64_t e = first; e < first + count; ++e) share += (*peak)[static_cast<size_t>(e)];
+  return std::min(1.0, share);
+}
+
 // Measured routing: the set behaves like s_eff = E * share uniform experts (exact when the loads
 // are uniform). With co-activation measured, the token's expert count X inside the set has the
 // measured E[X] = K * share and pair count E[C(X,2)] = sum of the set's pair fractions; then

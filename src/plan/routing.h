@@ -25,6 +25,9 @@ struct RoutingStats {
   // [L][E] each expert's share of its layer's assignments (sums to 1); empty = uniform. A layer
   // index beyond the measured ones uses the last measured layer.
   std::vector<std::vector<double>> load;
+  // [L][E] each expert's largest share over the measured steps (buffers grow to the busiest step
+  // they see); empty = the same as `load`.
+  std::vector<std::vector<double>> peak_load;
   // [L][E*E] the fraction of tokens whose top-k holds both expert i and expert j (i != j; the
   // diagonal is ignored); empty = not measured.
   std::vector<std::vector<double>> pairs;
@@ -56,6 +59,10 @@ double hit_probability(const RouteShape& r, const RoutingStats& s, int64_t layer
 // (count / E when uniform).
 double assignment_share(const RoutingStats& s, int64_t E, int64_t layer, int64_t first,
                         int64_t count);
+
+// The same at the busiest measured step (peak_load): what the rank's buffers grow to.
+double peak_assignment_share(const RoutingStats& s, int64_t E, int64_t layer, int64_t first,
+                             int64_t count);
 
 // The buffer quantile: the largest of ~10^4 draws a run makes (micro-batches x layers), i.e. the
 // 1 - 1e-4 quantile of one draw, z = 3.72 standard deviations above the mean under the normal

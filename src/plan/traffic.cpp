@@ -7,6 +7,37 @@
 
 namespace sy::plan {
 
+namespace {
+
+// The fraction of the assignments to experts [first, first + count) that a capacity keeps: per
+// expert, of X ~ its count in one micro-batch of N tokens (mean mu = N K f, variance
+// mu (1 - f) under the binomial approximation, f its measured share or 1/E), the kept
+// E[min(X, cap)] = mu - E[(X - cap)+], with E[(X - c)+] = s phi(z) + (mu - c)(1 - Phi(z)),
+// z = (c - mu) / s (normal approximation), cap = ceil(c N K / E).
+double kept_fraction(const Config& cfg, const RoutingStats& routing, int64_t layer, int64_t first,
+                     int64_t count) {
+  const auto E = static_cast<double>(cfg.moe.num_experts), K = static_cast<double>(cfg.moe.top_k);
+  const double N =
+      static_cast<double>(cfg.train.micro_batch) * static_cast<double>(cfg.model.seq_len);
+  const double cap = std::ceil(*cfg.moe.capacity_factor * N * K / E);
+  double assigned = 0, kept = 0;
+  for (int64_t e = first; e < first + count; ++e) {
+    const double f = assignment_share(routing, cfg.moe.num_experts, layer, e, 1);
+    const double mu = N * K * f, sd = std::sqrt(std::max(0.0, mu * (1 - f)));
+    double over = std::max(0.0, mu - cap);
+    if (sd > 0) {
+      const double z = (cap - mu) / sd;
+      const double phi = std::exp(-0.5 * z * z) / std::sqrt(2 * M_PI);
+      over = sd * phi + (mu - cap) * 0.5 * std::erfc(z / std::sqrt(2.0));
+    }
+    assigned += mu;
+    kept += mu - over;
+  }
+  return assigned > 0 ? kept / assigned : 1.0;
+}
+
+}  // namespace
+
 LayerTraffic layer_traffic(const Config& cfg, const PlanLayout& lay, const RoutingStats& routing,
                            int64_t layer) {
   LayerTraffic t;
@@ -28,6 +59,17 @@ LayerTraffic layer_traffic(const Config& cfg, const PlanLayout& lay, const Routi
     p_rank[static_cast<size_t>(p)] = hit_probability(shape, routing, layer, p * L, L);
   for (int64_t g = 0; g < G; ++g)
     p_node[static_cast<size_t>(g)] = hit_probability(shape, routing, layer, g * Rn * L, Rn * L);
+  // Under a capacity, a token travels to a rank only for its kept assignments: scale each
+  // rank's (node's) probability by the kept fraction of its experts' assignments.
+  if (cfg.moe.capacity_factor) {
+    std::vector<double> kept_rank(static_cast<size_t>(P));
+    for (int64_t p = 0; p < P; ++p)
+      kept_rank[static_cast<size_t>(p)] = kept_fraction(cfg, routing, layer, p * L, L);
+    for (int64_t p = 0; p < P; ++p)
+      p_rank[static_cast<size_t>(p)] *= kept_rank[static_cast<size_t>(p)];
+    for (int64_t g = 0; g < G; ++g)
+      p_node[static_cast<size_t>(g)] *= kept_fraction(cfg, routing, layer, g * Rn * L, Rn * L);
+  }
   const double sum_rank = std::accumulate(p_rank.begin(), p_rank.end(), 0.0);
   const double sum_node = std::accumulate(p_node.begin(), p_node.end(), 0.0);
   const double max_rank = *std::max_element(p_rank.begin(), p_rank.end());
@@ -62,26 +104,33 @@ LayerTraffic layer_traffic(const Config& cfg, const PlanLayout& lay, const Routi
   t.hier_xrecv = static_cast<double>(G) * Ns * max_node;
   t.hier_xsend = Ns * (sum_node - *std::min_element(p_node.begin(), p_node.end()));
 
+  // The busiest rank's share of the assignments: on average (time) and at its busiest measured
+  // step (its buffers grow to that; the same as the average under uniform routing).
+  double share_max = 0, share_peak = 0;
+  for (int64_t p = 0; p < P; ++p) {
+    share_max = std::max(share_max, assignment_share(routing, E, layer, p * L, L));
+    share_peak = std::max(share_peak, peak_assignment_share(routing, E, layer, p * L, L));
+  }
+  const double p_peak =
+      std::max(max_rank, hit_probability(shape, share_peak * static_cast<double>(E)));
+
   // Rows arriving at a rank (itself included): P sources of Ns tokens, each reaching the rank
   // with probability p (a binomial count; the busiest rank at the buffer quantile).
   const double sources = static_cast<double>(P) * Ns;
   t.recv_mean = sources * sum_rank / static_cast<double>(P);
-  t.recv_quantile =
-      std::min(sources, sources * max_rank +
-                            kBufferQuantileZ * std::sqrt(sources * max_rank * (1.0 - max_rank)));
+  t.recv_quantile = std::min(
+      sources, sources * p_peak + kBufferQuantileZ * std::sqrt(sources * p_peak * (1.0 - p_peak)));
 
   // Assignments at a rank's experts: the etp group gathers its members' rows, so the rank's
   // experts see the tokens of etp * P slices; under a capacity each of the micro-batches behind
   // them gives an expert at most ceil(c * N * K / E).
   const double tokens_seen = static_cast<double>(lay.etp) * sources;
-  double share_max = 0;
-  for (int64_t p = 0; p < P; ++p)
-    share_max = std::max(share_max, assignment_share(routing, E, layer, p * L, L));
   const AssignmentCount busiest = assignments(tokens_seen, E, cfg.moe.top_k, share_max);
+  const AssignmentCount peak = assignments(tokens_seen, E, cfg.moe.top_k, share_peak);
   const AssignmentCount mean =
       assignments(tokens_seen, E, cfg.moe.top_k, 1.0 / static_cast<double>(P));
   t.assign_busiest = busiest.mean;
-  t.assign_quantile = busiest.quantile;
+  t.assign_quantile = peak.quantile;
   t.assign_mean = mean.mean;
   if (cfg.moe.capacity_factor) {
     const double cap = std::ceil(*cfg.moe.capacity_factor * t.tokens *

@@ -61,10 +61,15 @@ Timed timed(const std::string& cmd) {
   return t;
 }
 
-// A token file whose /train declares `n` uint16 tokens that were never written (chunked: the
-// file stays small), with a valid /val and root attributes.
-void write_declared_token_file(const std::string& path, hsize_t n) {
-  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+// A valid token file (prepare_token_file) whose /train is then replaced by a dataset that
+// declares `n` uint16 tokens and was never written (chunked: the file stays small).
+void write_declared_token_file(const std::string& text, const std::string& path, hsize_t n) {
+  sy::PrepareOptions prep;
+  prep.inputs = {text};
+  prep.output = path;
+  sy::prepare_token_file(prep);
+  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  H5Ldelete(f, "train", H5P_DEFAULT);
   const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
   const hsize_t chunk[1] = {1 << 16};
   H5Pset_chunk(dcpl, 1, chunk);
@@ -73,26 +78,6 @@ void write_declared_token_file(const std::string& path, hsize_t n) {
   H5Dclose(H5Dcreate2(f, "train", H5T_STD_U16LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT));
   H5Sclose(space);
   H5Pclose(dcpl);
-  std::vector<uint16_t> val(1000, 65);
-  const hsize_t vdims[1] = {val.size()};
-  const hid_t vspace = H5Screate_simple(1, vdims, nullptr);
-  const hid_t v =
-      H5Dcreate2(f, "val", H5T_STD_U16LE, vspace, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  H5Dwrite(v, H5T_NATIVE_UINT16, H5S_ALL, H5S_ALL, H5P_DEFAULT, val.data());
-  H5Dclose(v);
-  H5Sclose(vspace);
-  const hid_t scalar = H5Screate(H5S_SCALAR);
-  const int64_t vocab = 256;
-  const hid_t a = H5Acreate2(f, "vocab_size", H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT);
-  H5Awrite(a, H5T_NATIVE_INT64, &vocab);
-  H5Aclose(a);
-  const hid_t str = H5Tcopy(H5T_C_S1);
-  H5Tset_size(str, 5);
-  const hid_t t = H5Acreate2(f, "tokenizer", str, scalar, H5P_DEFAULT, H5P_DEFAULT);
-  H5Awrite(t, str, "bytes");
-  H5Aclose(t);
-  H5Tclose(str);
-  H5Sclose(scalar);
   H5Fclose(f);
 }
 
@@ -124,7 +109,7 @@ TEST_F(PlanCli, SizesThatCannotFitExitTwoNamingTheKey) {
 
 TEST_F(PlanCli, ATokenFileDeclaringTwoToTheFortyTokensIsRefusedNamingIt) {
   const std::string file = dir() + "/declared.h5";
-  write_declared_token_file(file, hsize_t{1} << 40);
+  write_declared_token_file(dir() + "/text.txt", file, hsize_t{1} << 40);
   const Timed t = timed(kBin + " train " + tiny("declared") + " --set data.path=" + file);
   expect_refused(t, "data.path", "declared /train");
   EXPECT_NE(t.r.output.find("'" + file + "' (/train 1099511627776"), std::string::npos)

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cmath>
 #include <functional>
 #include <set>
 #include <vector>
@@ -133,6 +134,49 @@ TEST(PlanTraffic, TensorParallelRanksMoveTheirSliceAndCapacityBoundsAssignments)
   // This rank's 2 experts see 2 slices = 1 micro-batch's worth: at most 2 * 32 assignments.
   EXPECT_LE(c.assign_quantile, 64.0 + 1e-9);
   EXPECT_GT(t.assign_quantile, 64.0);
+}
+
+TEST(PlanTraffic, CapacityDropsRowsByTheKeptFraction) {
+  // One node of 4 EP ranks, E = 4, K = 2, N = 64 tokens. Uniform: each expert's count has mean
+  // mu = 32 and sd sqrt(32 * 3/4); with capacity_factor 1 the cap is 32 (z = 0) and an expert
+  // loses E[(X - 32)+] = sd / sqrt(2 pi) on average, so rows shrink by 1 - that / 32.
+  Config cfg = cfg_of(4, 2, 2, 32);
+  PlanLayout lay;
+  lay.world = 4;
+  lay.ranks_per_node = 4;
+  lay.ep = 4;
+  const LayerTraffic all = layer_traffic(cfg, lay, RoutingStats{}, 0);
+  cfg.moe.capacity_factor = 1.0;
+  const LayerTraffic kept = layer_traffic(cfg, lay, RoutingStats{}, 0);
+  const double lost = std::sqrt(32 * 0.75) / std::sqrt(2 * M_PI);
+  EXPECT_NEAR(kept.flat_sent_intra, all.flat_sent_intra * (1 - lost / 32), 1e-9);
+
+  // Measured: every token picks expert 0 (K = 1): the cap keeps a quarter of its assignments,
+  // so each of the 3 other ranks sends rank 0 a quarter of its 64 tokens; rank 0 sends nothing.
+  cfg.moe.top_k = 1;
+  RoutingStats hot;
+  hot.load = {{1.0, 0.0, 0.0, 0.0}};
+  const LayerTraffic h = layer_traffic(cfg, lay, hot, 0);
+  EXPECT_NEAR(h.flat_sent_intra, 3 * 0.25 * 64 / 4.0, 1e-9);
+}
+
+TEST(PlanTraffic, BuffersFollowTheBusiestMeasuredStep) {
+  Config cfg = cfg_of(4, 1, 2, 32);  // N = 64
+  PlanLayout lay;
+  lay.world = 4;
+  lay.ranks_per_node = 4;
+  lay.ep = 4;
+  RoutingStats r;
+  r.load = {{0.25, 0.25, 0.25, 0.25}};
+  const LayerTraffic even = layer_traffic(cfg, lay, r, 0);
+  r.peak_load = {{0.25, 0.5, 0.25, 0.25}};  // expert 1 once took half the assignments
+  const LayerTraffic peaked = layer_traffic(cfg, lay, r, 0);
+  EXPECT_DOUBLE_EQ(peaked.assign_busiest, even.assign_busiest);  // time: the mean load
+  EXPECT_DOUBLE_EQ(peaked.recv_mean, even.recv_mean);
+  // Buffers: 4 slices of 64 tokens, K = 1, half of them to rank 1: 128 + 3.72 sd, sd^2 =
+  // 256 * (1/2)(1/2)(4-1)/(4-1).
+  EXPECT_NEAR(peaked.assign_quantile, 128 + kBufferQuantileZ * std::sqrt(256 * 0.25), 1e-9);
+  EXPECT_GT(peaked.recv_quantile, even.recv_quantile);
 }
 
 }  // namespace

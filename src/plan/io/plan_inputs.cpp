@@ -131,13 +131,16 @@ RoutingStats load_routing(const std::string& spec, const Config& cfg) {
                      " experts, the config's moe.num_experts is " + std::to_string(E));
   // The mean share of every expert over the logged steps, per layer, renormalised.
   r.load.assign(static_cast<size_t>(m.num_layers()), std::vector<double>(static_cast<size_t>(E)));
+  r.peak_load = r.load;
   int steps = 0;
   for (const TrainPoint& t : m.train) {
     if (static_cast<int>(t.expert_load.size()) != m.num_layers()) continue;
     ++steps;
     for (size_t l = 0; l < t.expert_load.size(); ++l)
-      for (size_t e = 0; e < t.expert_load[l].size() && e < r.load[l].size(); ++e)
+      for (size_t e = 0; e < t.expert_load[l].size() && e < r.load[l].size(); ++e) {
         r.load[l][e] += t.expert_load[l][e];
+        r.peak_load[l][e] = std::max(r.peak_load[l][e], t.expert_load[l][e]);
+      }
   }
   for (auto& layer : r.load) {
     double sum = 0;
