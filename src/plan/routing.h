@@ -28,6 +28,9 @@ struct RoutingStats {
   // [L][E] each expert's largest share over the measured steps (buffers grow to the busiest step
   // they see); empty = the same as `load`.
   std::vector<std::vector<double>> peak_load;
+  // [S][L][E] the loads of every measured step (what a capacity drops depends on the busy
+  // steps, not on the mean); empty = use `load`.
+  std::vector<std::vector<std::vector<double>>> step_loads;
   // [L][E*E] the fraction of tokens whose top-k holds both expert i and expert j (i != j; the
   // diagonal is ignored); empty = not measured.
   std::vector<std::vector<double>> pairs;

@@ -9,20 +9,23 @@ namespace sy::plan {
 
 namespace {
 
-// The fraction of the assignments to experts [first, first + count) that a capacity keeps: per
-// expert, of X ~ its count in one micro-batch of N tokens (mean mu = N K f, variance
-// mu (1 - f) under the binomial approximation, f its measured share or 1/E), the kept
-// E[min(X, cap)] = mu - E[(X - cap)+], with E[(X - c)+] = s phi(z) + (mu - c)(1 - Phi(z)),
-// z = (c - mu) / s (normal approximation), cap = ceil(c N K / E).
-double kept_fraction(const Config& cfg, const RoutingStats& routing, int64_t layer, int64_t first,
-                     int64_t count) {
+// What a capacity keeps of the assignments to experts [first, first + count) in one micro-batch
+// of N tokens: per expert, of X ~ its count (mean mu = N K f, variance mu (1 - f) under the
+// binomial approximation, f its share), the kept E[min(X, cap)] = mu - E[(X - cap)+], with
+// E[(X - c)+] = s phi(z) + (mu - c)(1 - Phi(z)), z = (c - mu) / s (normal approximation),
+// cap = ceil(c N K / E). `share(e)` gives f.
+struct Kept {
+  double kept = 0, assigned = 0;
+};
+template <class Share>
+Kept kept_of(const Config& cfg, int64_t first, int64_t count, Share&& share) {
   const auto E = static_cast<double>(cfg.moe.num_experts), K = static_cast<double>(cfg.moe.top_k);
   const double N =
       static_cast<double>(cfg.train.micro_batch) * static_cast<double>(cfg.model.seq_len);
   const double cap = std::ceil(*cfg.moe.capacity_factor * N * K / E);
-  double assigned = 0, kept = 0;
+  Kept k;
   for (int64_t e = first; e < first + count; ++e) {
-    const double f = assignment_share(routing, cfg.moe.num_experts, layer, e, 1);
+    const double f = share(e);
     const double mu = N * K * f, sd = std::sqrt(std::max(0.0, mu * (1 - f)));
     double over = std::max(0.0, mu - cap);
     if (sd > 0) {
@@ -30,10 +33,33 @@ double kept_fraction(const Config& cfg, const RoutingStats& routing, int64_t lay
       const double phi = std::exp(-0.5 * z * z) / std::sqrt(2 * M_PI);
       over = sd * phi + (mu - cap) * 0.5 * std::erfc(z / std::sqrt(2.0));
     }
-    assigned += mu;
-    kept += mu - over;
+    k.assigned += mu;
+    k.kept += mu - over;
   }
-  return assigned > 0 ? kept / assigned : 1.0;
+  return k;
+}
+
+// The kept fraction: under the mean loads, or with measured steps over every step's own loads
+// (drops come from the busy steps, not from the mean), weighted by what each step assigned.
+double kept_fraction(const Config& cfg, const RoutingStats& routing, int64_t layer, int64_t first,
+                     int64_t count) {
+  Kept total;
+  if (routing.step_loads.empty()) {
+    total = kept_of(cfg, first, count, [&](int64_t e) {
+      return assignment_share(routing, cfg.moe.num_experts, layer, e, 1);
+    });
+  }
+  for (const auto& step : routing.step_loads) {
+    if (step.empty()) continue;
+    const auto& loads =
+        step[static_cast<size_t>(std::min<int64_t>(layer, static_cast<int64_t>(step.size()) - 1))];
+    if (static_cast<int64_t>(loads.size()) != cfg.moe.num_experts) continue;
+    const Kept k =
+        kept_of(cfg, first, count, [&](int64_t e) { return loads[static_cast<size_t>(e)]; });
+    total.kept += k.kept;
+    total.assigned += k.assigned;
+  }
+  return total.assigned > 0 ? total.kept / total.assigned : 1.0;
 }
 
 }  // namespace

@@ -158,6 +158,24 @@ TEST(PlanTraffic, CapacityDropsRowsByTheKeptFraction) {
   hot.load = {{1.0, 0.0, 0.0, 0.0}};
   const LayerTraffic h = layer_traffic(cfg, lay, hot, 0);
   EXPECT_NEAR(h.flat_sent_intra, 3 * 0.25 * 64 / 4.0, 1e-9);
+
+  // Measured steps: one where every token picks expert 0, one where every token picks expert 1.
+  // Rank 0 keeps a quarter of its assignments in the first and has none in the second: a
+  // quarter of its rows overall (the mean load, half and half, would keep half).
+  RoutingStats steps;
+  steps.load = {{0.5, 0.5, 0.0, 0.0}};
+  steps.step_loads = {{{1.0, 0.0, 0.0, 0.0}}, {{0.0, 1.0, 0.0, 0.0}}};
+  const LayerTraffic s = layer_traffic(cfg, lay, steps, 0);
+  RoutingStats mean_only;
+  mean_only.load = steps.load;
+  const LayerTraffic m = layer_traffic(cfg, lay, mean_only, 0);
+  // Every source sends to ranks 0 and 1 with the mean hit probability, times the kept fraction:
+  // 1/4 from the steps (16 of 64 once, nothing once); from the mean load 1/2 (mu = 32, sd 4,
+  // cap 16: z = -4 loses 4 phi(-4) + 16 (1 - Phi(-4)) of 32, about half).
+  const double lost_mean =
+      4 * std::exp(-8.0) / std::sqrt(2 * M_PI) + 16 * 0.5 * std::erfc(-4 / std::sqrt(2.0));
+  const double mean_kept = (32 - lost_mean) / 32;
+  EXPECT_NEAR(s.flat_sent_intra / m.flat_sent_intra, 0.25 / mean_kept, 1e-9);
 }
 
 TEST(PlanTraffic, BuffersFollowTheBusiestMeasuredStep) {

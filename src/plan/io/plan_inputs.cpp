@@ -136,6 +136,7 @@ RoutingStats load_routing(const std::string& spec, const Config& cfg) {
   for (const TrainPoint& t : m.train) {
     if (static_cast<int>(t.expert_load.size()) != m.num_layers()) continue;
     ++steps;
+    r.step_loads.push_back(t.expert_load);
     for (size_t l = 0; l < t.expert_load.size(); ++l)
       for (size_t e = 0; e < t.expert_load[l].size() && e < r.load[l].size(); ++e) {
         r.load[l][e] += t.expert_load[l][e];
