@@ -27,6 +27,7 @@ std::string num(double v, const char* fmt) {
 std::string format_bytes(double b) {
   const double gib = b / 1073741824.0;
   if (b >= 1e15) return num(b, "%.3g B") + " (" + num(gib, "%.3g GiB") + ")";
+  if (gib >= 1024) return num(gib / 1024, "%.2f TiB");
   if (gib >= 1) return num(gib, "%.2f GiB");
   return num(b / 1048576.0, "%.1f MiB");
 }

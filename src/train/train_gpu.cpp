@@ -223,7 +223,8 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
     CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     check_memory_fits(cfg, lay.world_size,
                       MemoryBudget{static_cast<double>(free_bytes),
-                                   "free memory of GPU " + std::to_string(run.device), 0, 1},
+                                   "free memory of GPU " + std::to_string(run.device), 0,
+                                   static_cast<int64_t>(run.node.size())},
                       /*device=*/true);
   });
   comm::GpuExchange* exchange = nullptr;
