@@ -71,6 +71,31 @@ double assignment_share(const RoutingStats& s, int64_t E, int64_t layer, int64_t
   return share;
 }
 
+std::vector<double> sample_hit_fractions(const RoutingStats& s, int64_t E, int64_t layer,
+                                         int64_t set_size) {
+  std::vector<double> out;
+  if (s.sample.empty() || s.sample_k < 1 || set_size < 1 || E % set_size != 0) return out;
+  const auto& tok = s.sample[static_cast<size_t>(
+      std::min<int64_t>(layer, static_cast<int64_t>(s.sample.size()) - 1))];
+  const auto K = static_cast<size_t>(s.sample_k);
+  const size_t S = tok.size() / K;
+  if (S == 0) return out;
+  out.assign(static_cast<size_t>(E / set_size), 0.0);
+  std::vector<int64_t> seen;  // the sets this token reached (at most K)
+  for (size_t t = 0; t < S; ++t) {
+    seen.clear();
+    for (size_t j = 0; j < K; ++j) {
+      const int64_t e = tok[t * K + j];
+      if (e < 0 || e >= E) continue;
+      const int64_t set = e / set_size;
+      if (std::find(seen.begin(), seen.end(), set) == seen.end()) seen.push_back(set);
+    }
+    for (int64_t set : seen) out[static_cast<size_t>(set)] += 1.0;
+  }
+  for (double& v : out) v /= static_cast<double>(S);
+  return out;
+}
+
 double peak_assignment_share(const RoutingStats& s, int64_t E, int64_t layer, int64_t first,
                              int64_t count) {
   const std::vector<double>* peak = layer_of(s.peak_load, layer);

@@ -34,6 +34,10 @@ struct RoutingStats {
   // [L][E*E] the fraction of tokens whose top-k holds both expert i and expert j (i != j; the
   // diagonal is ignored); empty = not measured.
   std::vector<std::vector<double>> pairs;
+  // [L][S*K] the top-k of S sampled tokens per layer (coactivation.h5's /sample); empty = none.
+  // When present, "a token reaches this rank" is counted on the sample itself (exact for any k).
+  std::vector<std::vector<int32_t>> sample;
+  int64_t sample_k = 0;
   bool uniform() const { return load.empty(); }
 };
 
@@ -62,6 +66,12 @@ double hit_probability(const RouteShape& r, const RoutingStats& s, int64_t layer
 // (count / E when uniform).
 double assignment_share(const RoutingStats& s, int64_t E, int64_t layer, int64_t first,
                         int64_t count);
+
+// From the sample of `layer` (routing.sample): for each of the E / set_size contiguous sets of
+// set_size experts, the fraction of sampled tokens with at least one expert in it. Empty when
+// there is no sample for a layout of E experts.
+std::vector<double> sample_hit_fractions(const RoutingStats& s, int64_t E, int64_t layer,
+                                         int64_t set_size);
 
 // The same at the busiest measured step (peak_load): what the rank's buffers grow to.
 double peak_assignment_share(const RoutingStats& s, int64_t E, int64_t layer, int64_t first,

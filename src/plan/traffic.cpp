@@ -80,11 +80,17 @@ LayerTraffic layer_traffic(const Config& cfg, const PlanLayout& lay, const Routi
   shape.groups_topk = shape.groups > 1 ? cfg.moe.route_groups_topk : 1;
 
   // P(a token reaches EP rank p) and P(it reaches node g), from the experts each holds.
-  std::vector<double> p_rank(static_cast<size_t>(P)), p_node(static_cast<size_t>(G));
-  for (int64_t p = 0; p < P; ++p)
-    p_rank[static_cast<size_t>(p)] = hit_probability(shape, routing, layer, p * L, L);
-  for (int64_t g = 0; g < G; ++g)
-    p_node[static_cast<size_t>(g)] = hit_probability(shape, routing, layer, g * Rn * L, Rn * L);
+  // A measured sample of whole tokens' top-k counts them directly.
+  std::vector<double> p_rank = sample_hit_fractions(routing, E, layer, L);
+  std::vector<double> p_node = sample_hit_fractions(routing, E, layer, Rn * L);
+  if (p_rank.empty() || p_node.empty()) {
+    p_rank.assign(static_cast<size_t>(P), 0.0);
+    p_node.assign(static_cast<size_t>(G), 0.0);
+    for (int64_t p = 0; p < P; ++p)
+      p_rank[static_cast<size_t>(p)] = hit_probability(shape, routing, layer, p * L, L);
+    for (int64_t g = 0; g < G; ++g)
+      p_node[static_cast<size_t>(g)] = hit_probability(shape, routing, layer, g * Rn * L, Rn * L);
+  }
   // Under a capacity, a token travels to a rank only for its kept assignments: scale each
   // rank's (node's) probability by the kept fraction of its experts' assignments.
   if (cfg.moe.capacity_factor) {

@@ -113,6 +113,19 @@ TEST(PlanRouting, CoActivationCorrectsTheHitProbability) {
   EXPECT_NEAR(hit_probability(r, s, 0, 0, 2), 0.5, 1e-12);
 }
 
+TEST(PlanRouting, SampledTokensAreCountedDirectly) {
+  // E = 4, K = 2, four sampled tokens: {0,1}, {0,2}, {2,3}, {1,3}.
+  RoutingStats s;
+  s.sample = {{0, 1, 0, 2, 2, 3, 1, 3}};
+  s.sample_k = 2;
+  // Sets of 2 experts: {0,1} is reached by tokens 1, 2, 4; {2,3} by tokens 2, 3, 4.
+  EXPECT_EQ(sample_hit_fractions(s, 4, 0, 2), (std::vector<double>{0.75, 0.75}));
+  // Single experts: 0 by 2 tokens, 1 by 2, 2 by 2, 3 by 2.
+  EXPECT_EQ(sample_hit_fractions(s, 4, 5, 1), (std::vector<double>{0.5, 0.5, 0.5, 0.5}));
+  EXPECT_TRUE(sample_hit_fractions(s, 4, 0, 3).empty());  // sets must tile the experts
+  EXPECT_TRUE(sample_hit_fractions(RoutingStats{}, 4, 0, 2).empty());
+}
+
 TEST(PlanRouting, AssignmentQuantileByHand) {
   // 100 tokens, K = 2 of E = 4, a set with share 1/4 (one expert): mean 100 * 2 / 4 = 50; per
   // token the hypergeometric variance 2 (1/4)(3/4)(4-2)/(4-1) = 1/4, sd sqrt(25) = 5.

@@ -178,6 +178,23 @@ TEST(PlanTraffic, CapacityDropsRowsByTheKeptFraction) {
   EXPECT_NEAR(s.flat_sent_intra / m.flat_sent_intra, 0.25 / mean_kept, 1e-9);
 }
 
+TEST(PlanTraffic, ASampleOfTokensGivesTheRows) {
+  // 2 EP ranks on 2 nodes (experts {0,1} and {2,3}); sampled tokens {0,1}, {0,2}, {2,3}, {1,3}:
+  // from rank 0's slice a token crosses to rank 1 with the sampled 3/4 (uniform top-2 of 4
+  // would give 1 - C(2,2)/C(4,2) = 5/6).
+  Config cfg = cfg_of(4, 2, 2, 8);  // N = 16
+  PlanLayout lay;
+  lay.world = 2;
+  lay.ranks_per_node = 1;
+  lay.ep = 2;
+  RoutingStats r;
+  r.load = {{0.25, 0.25, 0.25, 0.25}};
+  r.sample = {{0, 1, 0, 2, 2, 3, 1, 3}};
+  r.sample_k = 2;
+  EXPECT_NEAR(layer_traffic(cfg, lay, r, 0).flat_sent_inter, 16 * 0.75, 1e-12);
+  EXPECT_NEAR(layer_traffic(cfg, lay, RoutingStats{}, 0).flat_sent_inter, 16 * 5.0 / 6.0, 1e-12);
+}
+
 TEST(PlanTraffic, BuffersFollowTheBusiestMeasuredStep) {
   Config cfg = cfg_of(4, 1, 2, 32);  // N = 64
   PlanLayout lay;

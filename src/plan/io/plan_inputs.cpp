@@ -43,7 +43,8 @@ double cgroup_limit(const char* path) {
 
 // The dataset holding the co-activation counts: /coactivation, else the only one in the file.
 std::string coactivation_dataset(hid_t file, const std::string& path) {
-  if (H5Lexists(file, "coactivation", H5P_DEFAULT) > 0) return "coactivation";
+  for (const char* name : {"counts", "coactivation"})
+    if (H5Lexists(file, name, H5P_DEFAULT) > 0) return name;
   std::vector<std::string> names;
   H5Literate(
       file, H5_INDEX_NAME, H5_ITER_NATIVE, nullptr,
@@ -54,7 +55,7 @@ std::string coactivation_dataset(hid_t file, const std::string& path) {
       &names);
   if (names.size() != 1)
     throw UsageError("co-activation file '" + path +
-                     "': expected a dataset /coactivation (or exactly one dataset)");
+                     "': expected a dataset /counts or /coactivation (or exactly one dataset)");
   return names.front();
 }
 
@@ -73,11 +74,11 @@ Cluster load_cluster(const std::string& path) {
   return parse_cluster(read_text(path, "cluster file"), "'" + path + "'");
 }
 
-std::vector<std::vector<double>> read_coactivation(const std::string& path, int64_t E,
-                                                   int64_t top_k) {
-  std::vector<std::vector<double>> out;
+CoactivationStats read_coactivation_stats(const std::string& path, int64_t E, int64_t top_k) {
+  CoactivationStats result;
+  std::vector<std::vector<double>>& out = result.pairs;
   std::error_code ec;
-  if (!fs::exists(path, ec)) return out;
+  if (!fs::exists(path, ec)) return result;
   h5::ErrorSilencer quiet;
   auto fail = [&](const std::string& what) -> UsageError {
     return UsageError("co-activation file '" + path + "': " + what);
@@ -113,7 +114,25 @@ std::vector<std::vector<double>> read_coactivation(const std::string& path, int6
       for (double& v : m) v /= t;
     out.push_back(std::move(m));
   }
-  return out;
+  // /sample [L, S, K]: whole tokens' top-k (the trainer's file); anything else is left out.
+  if (H5Lexists(file, "sample", H5P_DEFAULT) > 0) {
+    h5::Dataset sd{H5Dopen2(file, "sample", H5P_DEFAULT)};
+    h5::Dataspace ss{sd.get() >= 0 ? H5Dget_space(sd) : H5I_INVALID_HID};
+    hsize_t sdims[3] = {0, 0, 0};
+    if (ss.get() >= 0 && H5Sget_simple_extent_ndims(ss) == 3) {
+      H5Sget_simple_extent_dims(ss, sdims, nullptr);
+      std::vector<int32_t> all_tokens(sdims[0] * sdims[1] * sdims[2]);
+      if (sdims[2] > 0 &&
+          H5Dread(sd, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, all_tokens.data()) >= 0) {
+        const size_t per_layer = sdims[1] * sdims[2];
+        for (hsize_t l = 0; l < sdims[0]; ++l)
+          result.sample.emplace_back(all_tokens.begin() + static_cast<long>(l * per_layer),
+                                     all_tokens.begin() + static_cast<long>((l + 1) * per_layer));
+        result.sample_k = static_cast<int64_t>(sdims[2]);
+      }
+    }
+  }
+  return result;
 }
 
 RoutingStats load_routing(const std::string& spec, const Config& cfg) {
@@ -148,9 +167,17 @@ RoutingStats load_routing(const std::string& spec, const Config& cfg) {
     for (double v : layer) sum += v;
     for (double& v : layer) v = sum > 0 ? v / sum : 1.0 / static_cast<double>(E);
   }
-  r.pairs = read_coactivation((fs::path(spec) / "coactivation.h5").string(), E, cfg.moe.top_k);
+  CoactivationStats co =
+      read_coactivation_stats((fs::path(spec) / "coactivation.h5").string(), E, cfg.moe.top_k);
+  r.pairs = std::move(co.pairs);
+  r.sample = std::move(co.sample);
+  r.sample_k = co.sample_k;
   r.source = metrics + " (mean load of " + std::to_string(steps) + " logged steps" +
-             (r.pairs.empty() ? ", no coactivation.h5" : ", with coactivation.h5") + ")";
+             (r.pairs.empty()    ? ", no coactivation.h5"
+              : r.sample.empty() ? ", with coactivation.h5's pair counts"
+                                 : ", with coactivation.h5's pair counts and "
+                                   "token sample") +
+             ")";
   return r;
 }
 

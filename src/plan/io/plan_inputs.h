@@ -2,15 +2,13 @@
 // files, a run directory's routing statistics, a token file's declared sizes (without reading
 // its tokens), this host's memory. src/plan itself does no I/O.
 //
-// Co-activation (`<run dir>/coactivation.h5`, optional; written by the trainer when it counts
-// co-activations). The reader expects, and documents as its interface:
-//   - a dataset `/coactivation`, or else the file's only dataset, of shape [L, E, E] or [E, E]
-//     (one matrix for every layer), any numeric type;
-//   - entry (i, j), i != j: how often one token selected both expert i and expert j (the
-//     diagonal, when non-zero: how often a token selected expert i);
-//   - normalisation to "fraction of tokens": an integer or float attribute `tokens` on the
-//     dataset or the root (the tokens counted), else sum(diagonal) / top_k, else the values are
-//     taken as fractions already.
+// Co-activation (`<run dir>/coactivation.h5`, optional): the trainer's file
+// (src/placement/coactivation_file.h): `/counts` int64 [L, E, E] (i != j: tokens whose top-k
+// held both i and j; the diagonal: tokens that chose i), a root attribute `tokens` (tokens
+// counted per layer), and `/sample` int32 [L, S, K] (the top-k of S whole tokens). The reader
+// also takes, as its documented minimal interface, a dataset `/coactivation` (or the file's only
+// dataset) of shape [L, E, E] or [E, E] holding counts or fractions, normalised by an attribute
+// `tokens` on the dataset or the root, else by sum(diagonal) / top_k, else taken as fractions.
 // A missing file means "not measured" (the planner then uses the loads alone); a file that does
 // not match the config's experts is a UsageError naming the file.
 #pragma once
@@ -32,10 +30,14 @@ Cluster load_cluster(const std::string& path);
 // do not match cfg (num_experts).
 RoutingStats load_routing(const std::string& spec, const Config& cfg);
 
-// The co-activation of `path` as fractions of tokens, [L][E*E] (see above); empty when the file
-// does not exist.
-std::vector<std::vector<double>> read_coactivation(const std::string& path, int64_t E,
-                                                   int64_t top_k);
+// The co-activation of `path` (see above): pair fractions of tokens [L][E*E] and, when the file
+// has one, the token sample [L][S*K]; everything empty when the file does not exist.
+struct CoactivationStats {
+  std::vector<std::vector<double>> pairs;
+  std::vector<std::vector<int32_t>> sample;
+  int64_t sample_k = 0;
+};
+CoactivationStats read_coactivation_stats(const std::string& path, int64_t E, int64_t top_k);
 
 // Declared element counts of a token file's /train and /val (the dataspace only: nothing is
 // read, so a file that declares 2^40 never-written tokens costs nothing). ok = false when the
