@@ -76,14 +76,20 @@ Config cfg_of(int E, int K, int micro_batch, int seq_len) {
   return c;
 }
 
+// `ep` EP ranks (tp = etp = 1) on `world` ranks, `per_node` per node.
+PlanLayout ep_layout(int64_t world, int64_t per_node, int64_t ep) {
+  PlanLayout l;
+  l.world = world;
+  l.ranks_per_node = per_node;
+  l.ep = ep;
+  return l;
+}
+
 TEST(PlanTraffic, FlatAndHierarchicalRowsMatchEnumeration) {
   for (auto [E, K, P, G] : std::vector<std::array<int, 4>>{
            {8, 2, 4, 2}, {8, 3, 4, 2}, {16, 4, 8, 4}, {12, 2, 6, 3}, {8, 2, 4, 1}}) {
     Config cfg = cfg_of(E, K, 2, 8);
-    PlanLayout lay;
-    lay.world = P;
-    lay.ranks_per_node = P / G;
-    lay.ep = P;
+    const PlanLayout lay = ep_layout(P, P / G, P);
     const LayerTraffic t = layer_traffic(cfg, lay, RoutingStats{}, 0);
     const double N = 16;
     ASSERT_EQ(t.nodes, G);
@@ -107,10 +113,7 @@ TEST(PlanTraffic, NodeLimitedRoutingMatchesEnumeration) {
     Config cfg = cfg_of(16, 4, 1, 8);
     cfg.moe.route_groups.nodes = true;
     cfg.moe.route_groups_topk = M;
-    PlanLayout lay;
-    lay.world = 8;
-    lay.ranks_per_node = 2;
-    lay.ep = 8;
+    const PlanLayout lay = ep_layout(8, 2, 8);
     const LayerTraffic t = layer_traffic(cfg, lay, RoutingStats{}, 0);
     const Expected x = brute(16, 4, 8, 4, M, 0);
     EXPECT_NEAR(t.hier_sent_inter, 8 * x.hier_inter, 1e-9) << "M=" << M;
@@ -141,10 +144,7 @@ TEST(PlanTraffic, CapacityDropsRowsByTheKeptFraction) {
   // mu = 32 and sd sqrt(32 * 3/4); with capacity_factor 1 the cap is 32 (z = 0) and an expert
   // loses E[(X - 32)+] = sd / sqrt(2 pi) on average, so rows shrink by 1 - that / 32.
   Config cfg = cfg_of(4, 2, 2, 32);
-  PlanLayout lay;
-  lay.world = 4;
-  lay.ranks_per_node = 4;
-  lay.ep = 4;
+  const PlanLayout lay = ep_layout(4, 4, 4);
   const LayerTraffic all = layer_traffic(cfg, lay, RoutingStats{}, 0);
   cfg.moe.capacity_factor = 1.0;
   const LayerTraffic kept = layer_traffic(cfg, lay, RoutingStats{}, 0);
@@ -183,10 +183,7 @@ TEST(PlanTraffic, ASampleOfTokensGivesTheRows) {
   // from rank 0's slice a token crosses to rank 1 with the sampled 3/4 (uniform top-2 of 4
   // would give 1 - C(2,2)/C(4,2) = 5/6).
   Config cfg = cfg_of(4, 2, 2, 8);  // N = 16
-  PlanLayout lay;
-  lay.world = 2;
-  lay.ranks_per_node = 1;
-  lay.ep = 2;
+  const PlanLayout lay = ep_layout(2, 1, 2);
   RoutingStats r;
   r.load = {{0.25, 0.25, 0.25, 0.25}};
   r.sample = {{0, 1, 0, 2, 2, 3, 1, 3}};
@@ -197,10 +194,7 @@ TEST(PlanTraffic, ASampleOfTokensGivesTheRows) {
 
 TEST(PlanTraffic, BuffersFollowTheBusiestMeasuredStep) {
   Config cfg = cfg_of(4, 1, 2, 32);  // N = 64
-  PlanLayout lay;
-  lay.world = 4;
-  lay.ranks_per_node = 4;
-  lay.ep = 4;
+  const PlanLayout lay = ep_layout(4, 4, 4);
   RoutingStats r;
   r.load = {{0.25, 0.25, 0.25, 0.25}};
   const LayerTraffic even = layer_traffic(cfg, lay, r, 0);
