@@ -25,6 +25,7 @@ void add_data_commands(CLI::App& root, std::vector<Command>& out);   // cmd_data
 void add_ckpt_commands(CLI::App& root, std::vector<Command>& out);   // cmd_ckpt.cpp
 void add_bench_commands(CLI::App& root, std::vector<Command>& out);  // cmd_bench.cpp
 void add_plot_command(CLI::App& root, std::vector<Command>& out);    // cmd_plot.cpp
+void add_plan_command(CLI::App& root, std::vector<Command>& out);    // cmd_plan.cpp
 void add_sample_command(CLI::App& root, std::vector<Command>& out);  // cmd_sample.cpp
 
 // cmd_placement.cpp

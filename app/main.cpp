@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   sy::app::add_plot_command(app, commands);
   sy::app::add_placement_command(app, commands);
   sy::app::add_sample_command(app, commands);
+  sy::app::add_plan_command(app, commands);
 
   try {
     app.parse(argc, argv);

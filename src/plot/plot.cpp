@@ -312,6 +312,47 @@ std::string plot_coactivation(const Coactivation& c, const std::string& title,
   return png;
 }
 
+void plot_xy(const std::string& png, const std::string& title, const std::string& xlabel,
+             const std::string& ylabel, const std::string& y2label, const std::vector<double>& x,
+             const std::vector<XySeries>& series, const PlotOptions& opt) {
+  const ScratchDir tmp;
+  const fs::path parent = fs::path(png).parent_path();
+  if (!parent.empty()) fs::create_directories(parent);
+  const std::string dat = tmp.file("xy.dat");
+  {
+    std::ofstream f(dat);
+    f.precision(9);
+    for (size_t i = 0; i < x.size(); ++i) {
+      f << x[i];
+      for (const XySeries& s : series) f << ' ' << (i < s.y.size() ? s.y[i] : 0.0);
+      f << '\n';
+    }
+  }
+  static const char* kColours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"};
+  std::ostringstream g;
+  g << header(png, opt.width, opt.height) << "set title " << gp_quote(title) << "\n"
+    << "set xlabel " << gp_quote(xlabel) << "\nset ylabel " << gp_quote(ylabel) << "\n"
+    << "set logscale x 2\nset yrange [0:*]\n";
+  if (!y2label.empty())
+    g << "set y2label " << gp_quote(y2label) << "\nset y2tics\nset ytics nomirror\n"
+      << "set y2range [0:*]\n";
+  g << "plot ";
+  for (size_t k = 0; k < series.size(); ++k) {
+    if (k > 0) g << ", \\\n     ";
+    g << gp_quote(dat) << " using 1:" << k + 2 << " axes "
+      << (series[k].right_axis ? "x1y2" : "x1y1") << " with linespoints lw 2 pt 7 lc rgb '"
+      << kColours[k % 5] << "' title " << gp_quote(series[k].title);
+  }
+  g << "\n";
+  const std::string script = tmp.file("xy.gp");
+  {
+    std::ofstream f(script);
+    f << g.str();
+  }
+  run_gnuplot(opt.gnuplot, script);
+  if (!fs::exists(png)) throw std::runtime_error("plot: gnuplot did not write " + png);
+}
+
 std::vector<std::string> plot_run(const std::string& run_dir, const PlotOptions& opt,
                                   std::ostream& log) {
   if (!fs::is_directory(run_dir)) throw UsageError(run_dir + ": no such run directory");

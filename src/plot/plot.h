@@ -44,4 +44,16 @@ std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& ti
 std::string plot_coactivation(const Coactivation& c, const std::string& title,
                               const PlotOptions& opt);
 
+// A generic line chart (`switchyard plan --sweep`): every series against x, on the left axis or
+// (right_axis) the right one, written to `png` with the charts' look. Throws as plot_run does
+// when gnuplot is missing or fails.
+struct XySeries {
+  std::string title;
+  std::vector<double> y;  // one value per x
+  bool right_axis = false;
+};
+void plot_xy(const std::string& png, const std::string& title, const std::string& xlabel,
+             const std::string& ylabel, const std::string& y2label, const std::vector<double>& x,
+             const std::vector<XySeries>& series, const PlotOptions& opt);
+
 }  // namespace sy

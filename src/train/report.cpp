@@ -50,6 +50,7 @@ void report_step(const Config& cfg, const StepRecord& r, const StepFlops& flops,
                            {"a2a_internode_bytes", r.a2a_internode_bytes},
                            {"a2a_intranode_bytes", r.a2a_intranode_bytes},
                            {"gflops", gflops},
+                           {"peak_mem_bytes", r.peak_mem_bytes},
                            {"dropped_frac", static_cast<double>(r.dropped) / (assignments * L)},
                            {"expert_load", expert_load}};
     // Added key, where several nodes are emulated or real: the step's inter-node bytes, all
@@ -57,13 +58,15 @@ void report_step(const Config& cfg, const StepRecord& r, const StepFlops& flops,
     if (r.internode_bytes >= 0) line["internode_bytes"] = r.internode_bytes;
     metrics->write(line);
   }
-  char buf[320];
+  char buf[360];
   std::snprintf(buf, sizeof buf,
                 "step %6lld/%lld | loss %.4f (lm %.4f aux %.4f z %.4f) | lr %.2e | "
-                "grad %.3f | %.0f tok/s | %.2f GFLOP/s | a2a %.0f%% | %.1f ms | ETA %s\n",
+                "grad %.3f | %.0f tok/s | %.2f GFLOP/s | a2a %.0f%% | %.1f ms | mem %.0f MiB | "
+                "ETA %s\n",
                 static_cast<long long>(r.step), static_cast<long long>(cfg.train.steps),
                 r.loss.total(), r.loss.lm, r.loss.aux, r.loss.z, r.lr, r.grad_norm, tok_s, gflops,
-                100.0 * r.a2a_s / r.step_s, r.step_s * 1e3, format_duration(eta_s).c_str());
+                100.0 * r.a2a_s / r.step_s, r.step_s * 1e3,
+                static_cast<double>(r.peak_mem_bytes) / 1048576.0, format_duration(eta_s).c_str());
   std::string line = buf;
   if (r.internode_bytes >= 0) {  // several nodes: "... | ETA 00:01:02 | inter-node 1.23 MB/step"
     char extra[64];

@@ -27,6 +27,7 @@ struct StepRecord {
   // The step's inter-node bytes summed over every rank (the two above are this rank's); -1: the
   // run does not span nodes.
   int64_t internode_bytes = -1;
+  int64_t peak_mem_bytes = 0;  // the largest peak memory over the ranks (rank_memory.h); 0: unknown
   const std::vector<int64_t>* selected = nullptr;  // [L*E] assignments per layer and expert
   int64_t dropped = 0;                             // assignments dropped by capacity
 };

@@ -53,6 +53,7 @@
 #include "src/train/flops.h"
 #include "src/train/loop_common.h"
 #include "src/train/metrics.h"
+#include "src/train/rank_memory.h"
 #include "src/train/report.h"
 #include "src/train/signals.h"
 #include "src/train/train_ckpt.h"
@@ -123,6 +124,13 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Device memory in use on the current GPU (total - free): its peak is what metrics report.
+int64_t device_bytes_in_use() {
+  size_t free_bytes = 0, total_bytes = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return static_cast<int64_t>(total_bytes - free_bytes);
 }
 
 // Picks this rank's GPU (comm/gpu_binding.h: local rank % the GPUs it sees, one physical GPU per
@@ -201,6 +209,15 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   keep = std::make_shared<GpuRun>();
   GpuRun& run = *keep;
   select_device(run, g.world());
+  agree_on_usage(g.world(), [&] {  // before the model allocates: the GPU's free memory
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    check_memory_fits(cfg, lay.world_size,
+                      MemoryBudget{static_cast<double>(free_bytes),
+                                   "free memory of GPU " + std::to_string(run.device), 0,
+                                   static_cast<int64_t>(run.node.size())},
+                      /*device=*/true);
+  });
   comm::GpuExchange* exchange = nullptr;
   comm::NcclComm* tp = nullptr;
 #if defined(SWITCHYARD_HAVE_NCCL)
@@ -298,6 +315,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   };
 
   StepTotals tot;
+  int64_t device_peak = 0;
   for (int64_t step = first_step; step < cfg.train.steps; ++step) {
     maybe_inject_fault(lay.world_rank, step + 1);
     const auto t0 = Clock::now();
@@ -328,7 +346,10 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
       model.update_router_biases(tot.selected, cfg.moe.bias_update_rate);
 
     const int64_t done = step + 1;
-    progress.step_done(step_record(done, tot, lr, norm, seconds_since(t0)));
+    StepRecord rec = step_record(done, tot, lr, norm, seconds_since(t0));
+    device_peak = std::max(device_peak, device_bytes_in_use());
+    rec.peak_mem_bytes = max_over_ranks(g.world(), device_peak, wd);
+    progress.step_done(rec);
     if (progress.eval_due(done)) run_eval(done);
     ckpts.after_step(done, summary, log);
   }

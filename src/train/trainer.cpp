@@ -33,6 +33,7 @@
 #include "src/train/flops.h"
 #include "src/train/loop_common.h"
 #include "src/train/metrics.h"
+#include "src/train/rank_memory.h"
 #include "src/train/report.h"
 #include "src/train/signals.h"
 #include "src/train/train_ckpt.h"
@@ -100,6 +101,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   // before any allocation or output.
   TokenData data;
   std::shared_ptr<const ExpertPlacement> placement;
+  const MemoryBudget memory = host_memory_budget(rt.world);
   agree_on_usage(rt.world, [&] {
     comm::validate_layout(rt.world.size(), static_cast<int>(cfg.parallel.tp),
                           static_cast<int>(cfg.parallel.ep), static_cast<int>(cfg.parallel.etp), E,
@@ -111,6 +113,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                        "train.micro_batch = " + std::to_string(dp) + " * " + std::to_string(MB) +
                        " (dp = world size / parallel.tp)");
     check_gpu_run(cfg, rt.world.size());
+    check_memory_fits(cfg, rt.world.size(), memory, /*device=*/false);  // before any allocation
     data = read_token_file(cfg.data.path, cfg.model.vocab_size, T);
     placement = load_expert_placement(cfg);
   });
@@ -234,6 +237,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       }
     }
     if (log_step) coact.flush(rt.world, lay.tp, done, wd);
+    rec.peak_mem_bytes = max_over_ranks(g.world(), peak_rss_bytes(), wd);
     progress.step_done(rec);
     if (progress.eval_due(done)) run_eval(done);
     ckpts.after_step(done, summary, log);

@@ -54,7 +54,8 @@ std::map<int64_t, std::string> metrics_by_step(const std::string& run_dir) {
   std::ifstream in(run_dir + "/metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
     auto j = nlohmann::json::parse(line);
-    for (const char* timing : {"tokens_per_s", "step_ms", "a2a_ms", "gflops"}) j.erase(timing);
+    for (const char* timing : {"tokens_per_s", "step_ms", "a2a_ms", "gflops", "peak_mem_bytes"})
+      j.erase(timing);
     const int64_t step = j["step"].get<int64_t>();
     out[j.contains("val_loss") ? -step : step] = j.dump();
   }

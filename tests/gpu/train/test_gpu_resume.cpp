@@ -49,7 +49,8 @@ std::map<int64_t, std::string> metrics_lines(const std::string& run_dir) {
   std::ifstream in(run_dir + "/metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
     auto j = nlohmann::json::parse(line);
-    for (const char* key : {"tokens_per_s", "step_ms", "a2a_ms", "gflops"}) j.erase(key);
+    for (const char* key : {"tokens_per_s", "step_ms", "a2a_ms", "gflops", "peak_mem_bytes"})
+      j.erase(key);
     const int64_t step = j.at("step").get<int64_t>();
     out[j.contains("val_loss") ? -step : step] = j.dump();
   }

@@ -1,0 +1,181 @@
+// `switchyard plan`: predicted step time and memory per rank of every layout of a config on a
+// cluster (src/plan/plan.h), the config's own layout (--this), or the node sweep (--sweep).
+// No MPI: the planner only computes.
+#include <algorithm>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "app/commands.h"
+#include "src/config/config.h"
+#include "src/core/error.h"
+#include "src/plan/io/plan_inputs.h"
+#include "src/plan/plan.h"
+#include "src/plot/plot.h"
+
+namespace sy::app {
+
+namespace {
+
+struct Args {
+  std::string config, cluster, routing = "uniform", sweep, png, gnuplot = "gnuplot";
+  std::vector<std::string> overrides;
+  int64_t ranks = 0;
+  std::vector<int64_t> nodes;
+  int top = 10;
+  double memory_gib = 0;
+  bool this_layout = false, json = false;
+};
+
+// "nodes=1,2,4,8" -> {1, 2, 4, 8}
+std::vector<int64_t> parse_sweep(const std::string& spec) {
+  const std::string prefix = "nodes=";
+  if (spec.rfind(prefix, 0) != 0)
+    throw UsageError("--sweep '" + spec + "': expected nodes=N1,N2,... (e.g. nodes=1,2,4,8)");
+  std::vector<int64_t> out;
+  std::stringstream in(spec.substr(prefix.size()));
+  for (std::string item; std::getline(in, item, ',');) {
+    try {
+      size_t used = 0;
+      const long long n = std::stoll(item, &used);
+      if (used != item.size() || n < 1) throw std::invalid_argument(item);
+      out.push_back(n);
+    } catch (const std::exception&) {
+      throw UsageError("--sweep: '" + item + "' is not a node count >= 1");
+    }
+  }
+  if (out.empty()) throw UsageError("--sweep '" + spec + "': no node counts");
+  return out;
+}
+
+int run_plan(const Args& a) {
+  const Config cfg = load_config(a.config, a.overrides);
+  const plan::Cluster cluster = plan::load_cluster(a.cluster);
+  const plan::RoutingStats routing = plan::load_routing(a.routing, cfg);
+  plan::MemoryInputs in;
+  in.base_bytes = cluster.base_bytes;
+  const plan::TokenExtents tokens = plan::token_file_extents(cfg.data.path);
+  if (tokens.ok) {
+    in.train_tokens = tokens.train;
+    in.val_tokens = tokens.val;
+    in.data_name = "'" + cfg.data.path + "'";
+  }
+  // Memory per rank: --memory-gib, the cluster's figure, or (memory_bytes: 0, a cluster emulated
+  // on this host) this host's memory over every rank of the run.
+  auto memory_for = [&](int64_t world) {
+    if (a.memory_gib > 0) return a.memory_gib * 1073741824.0;
+    if (cluster.memory_bytes > 0) return cluster.memory_bytes;
+    return plan::host_memory_bytes() / static_cast<double>(world);
+  };
+
+  if (!a.sweep.empty()) {
+    const std::vector<int64_t> nodes = parse_sweep(a.sweep);
+    std::vector<plan::SweepPoint> points;
+    for (int64_t n : nodes) {
+      auto one =
+          plan::sweep_nodes(cfg, {n}, cluster, routing, in, memory_for(n * cluster.ranks_per_node));
+      points.push_back(std::move(one.front()));
+    }
+    std::cout << plan::format_sweep(points, cluster);
+    if (!a.png.empty()) {
+      std::vector<double> x;
+      std::vector<XySeries> series = {{"tokens/s per rank", {}, false},
+                                      {"all-to-all share of the step (%)", {}, true}};
+      for (const auto& p : points) {
+        if (!p.found) continue;
+        x.push_back(static_cast<double>(p.nodes));
+        series[0].y.push_back(p.tokens_per_s_per_rank);
+        series[1].y.push_back(100 * p.a2a_share);
+      }
+      if (x.empty()) throw UsageError("--png: no node count has a fitting layout to plot");
+      PlotOptions po;
+      po.gnuplot = a.gnuplot;
+      plot_xy(a.png, cfg.run.name + " on " + cluster.name + ": expert layer over N nodes",
+              "nodes the expert layer spans", "tokens/s per rank", "all-to-all share (%)", x,
+              series, po);
+      std::cout << "wrote " << a.png << "\n";
+    }
+    return kExitOk;
+  }
+
+  std::vector<int64_t> worlds;
+  if (a.ranks > 0) worlds.push_back(a.ranks);
+  for (int64_t n : a.nodes) worlds.push_back(n * cluster.ranks_per_node);
+  if (worlds.empty()) worlds.push_back(cluster.max_ranks());
+
+  if (a.this_layout) {
+    nlohmann::json all = nlohmann::json::array();
+    for (int64_t world : worlds) {
+      // The trainer's nodes: parallel.ranks_per_node, else the hosts (one for one_host).
+      int64_t rpn = cluster.one_host ? world : std::min(world, cluster.ranks_per_node);
+      if (cfg.parallel.ranks_per_node > 0) rpn = cfg.parallel.ranks_per_node;
+      const plan::Evaluation e = plan::evaluate(cfg, plan::layout_of_config(cfg, world, rpn),
+                                                cluster, routing, in, memory_for(world));
+      if (a.json) {
+        all.push_back(plan::evaluation_json(e));
+      } else {
+        std::cout << plan::format_evaluation(e);
+      }
+    }
+    if (a.json) std::cout << all.dump(1) << "\n";
+    return kExitOk;
+  }
+  nlohmann::json all = nlohmann::json::array();
+  for (int64_t world : worlds) {
+    const plan::PlanResult r =
+        plan::plan_layouts(cfg, world, cluster, routing, in, memory_for(world));
+    if (a.json) {
+      for (const auto& e : r.ranked) all.push_back(plan::evaluation_json(e));
+    } else {
+      std::cout << plan::format_plan(cfg, r, world, cluster, routing, a.top) << "\n";
+    }
+  }
+  if (a.json) std::cout << all.dump(1) << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_plan_command(CLI::App& root, std::vector<Command>& out) {
+  auto a = std::make_shared<Args>();
+  auto* cmd = root.add_subcommand(
+      "plan",
+      "Predict step time and memory per rank of every parallel layout of a config on a cluster "
+      "and rank them by tokens/s (the cost model: src/plan/, clusters/README.md)");
+  cmd->add_option("-c,--config", a->config, "Experiment config (YAML)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--set", a->overrides, "Override a config key (repeatable)");
+  cmd->add_option("-k,--cluster", a->cluster, "Cluster file (clusters/*.yaml)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  auto* ranks = cmd->add_option("--ranks", a->ranks, "Plan for this many ranks")
+                    ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  cmd->add_option("--nodes", a->nodes, "Plan for these node counts (comma-separated)")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
+      ->excludes(ranks);
+  cmd->add_option("--routing", a->routing,
+                  "Routing to assume: 'uniform', or a run directory (its metrics.jsonl's "
+                  "expert_load and, when present, coactivation.h5)")
+      ->capture_default_str();
+  cmd->add_option("--top", a->top, "Rows of the ranked table")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_option("--memory-gib", a->memory_gib,
+                  "Memory per rank in GiB (default: the cluster's memory_bytes)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--this", a->this_layout,
+                "Only the config's own layout (parallel.*), every term shown");
+  cmd->add_flag("--json", a->json, "Print JSON instead of tables");
+  cmd->add_option("--sweep", a->sweep,
+                  "nodes=1,2,4,...: the fastest layout whose expert layer spans each node count: "
+                  "tokens/s per rank and the all-to-all share");
+  cmd->add_option("--png", a->png, "With --sweep: draw the sweep into this PNG (gnuplot)");
+  cmd->add_option("--gnuplot", a->gnuplot, "gnuplot executable")->capture_default_str();
+  out.push_back({cmd, [a] { return run_plan(*a); }});
+}
+
+}  // namespace sy::app

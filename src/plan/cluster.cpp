@@ -1,0 +1,184 @@
+#include "src/plan/cluster.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <cstdio>
+#include <set>
+#include <sstream>
+
+#include "src/core/error.h"
+
+namespace sy::plan {
+
+namespace {
+
+// A map node of the file whose keys must all be in `allowed`.
+class Section {
+ public:
+  Section(const YAML::Node& node, std::string path, const std::string& source)
+      : node_(node), path_(std::move(path)), source_(source) {
+    if (!node_.IsMap()) fail("", "expected a mapping of keys");
+  }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
+    throw UsageError("cluster file " + source_ + ": " + full(key) + (key.empty() ? "" : ": ") +
+                     what);
+  }
+
+  void only(const std::set<std::string>& allowed) const {
+    for (const auto& kv : node_) {
+      const auto key = kv.first.as<std::string>();
+      if (!allowed.count(key)) fail(key, "unknown key");
+    }
+  }
+
+  bool has(const std::string& key) const { return static_cast<bool>(node_[key]); }
+
+  double number(const std::string& key, double lo, bool required, double fallback = 0) const {
+    if (!has(key)) {
+      if (required) fail(key, "missing (required)");
+      return fallback;
+    }
+    double v = 0;
+    try {
+      v = node_[key].as<double>();
+    } catch (const YAML::Exception&) {
+      fail(key, "expected a number, got '" + node_[key].as<std::string>("?") + "'");
+    }
+    if (!std::isfinite(v) || v < lo)
+      fail(key, "got " + node_[key].as<std::string>() + ", expected a number >= " + fmt(lo));
+    return v;
+  }
+
+  int64_t integer(const std::string& key, int64_t lo, bool required, int64_t fallback) const {
+    if (!has(key)) {
+      if (required) fail(key, "missing (required)");
+      return fallback;
+    }
+    int64_t v = 0;
+    try {
+      v = node_[key].as<int64_t>();
+    } catch (const YAML::Exception&) {
+      fail(key, "expected an integer, got '" + node_[key].as<std::string>("?") + "'");
+    }
+    if (v < lo)
+      fail(key, "got " + std::to_string(v) + ", expected an integer >= " + std::to_string(lo));
+    return v;
+  }
+
+  bool boolean(const std::string& key, bool fallback) const {
+    if (!has(key)) return fallback;
+    try {
+      return node_[key].as<bool>();
+    } catch (const YAML::Exception&) {
+      fail(key, "expected true or false");
+    }
+  }
+
+  std::string text(const std::string& key, bool required) const {
+    if (!has(key)) {
+      if (required) fail(key, "missing (required)");
+      return "";
+    }
+    return node_[key].as<std::string>();
+  }
+
+  Section child(const std::string& key, bool required) const {
+    if (!has(key)) {
+      if (required) fail(key, "missing (required)");
+      return Section(YAML::Node(YAML::NodeType::Map), full(key), source_);
+    }
+    return Section(node_[key], full(key), source_);
+  }
+
+ private:
+  std::string full(const std::string& key) const {
+    if (path_.empty()) return key;
+    return key.empty() ? path_ : path_ + "." + key;
+  }
+  static std::string fmt(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return buf;
+  }
+
+  YAML::Node node_;
+  std::string path_;
+  const std::string& source_;
+};
+
+Link parse_link(const Section& s, bool required) {
+  s.only({"bandwidth", "latency_s", "shared_by_node"});
+  Link l;
+  l.bandwidth = s.number("bandwidth", 0, required);
+  l.latency_s = s.number("latency_s", 0, required);
+  l.shared_by_node = s.boolean("shared_by_node", false);
+  if (required && !(l.bandwidth > 0)) s.fail("bandwidth", "must be > 0 (bytes/s)");
+  return l;
+}
+
+}  // namespace
+
+Cluster parse_cluster(const std::string& yaml_text, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    throw UsageError("cluster file " + source + ": not valid YAML: " + e.what());
+  }
+  const Section top(root, "", source);
+  top.only({"name", "overlaps_comm", "one_host", "nodes", "ranks_per_node", "memory_bytes",
+            "base_bytes", "compute", "links"});
+  Cluster c;
+  c.name = top.text("name", true);
+  c.overlaps_comm = top.boolean("overlaps_comm", false);
+  c.one_host = top.boolean("one_host", false);
+  c.nodes = top.integer("nodes", 1, true, 1);
+  c.ranks_per_node = top.integer("ranks_per_node", 1, true, 1);
+  c.memory_bytes = top.number("memory_bytes", 0, false, 0);
+  c.base_bytes = top.number("base_bytes", 0, false, 0);
+
+  const Section compute = top.child("compute", true);
+  compute.only({"gemm_flops", "gemm_half_dim", "mem_bandwidth"});
+  c.gemm_flops = compute.number("gemm_flops", 0, true);
+  c.gemm_half_dim = compute.number("gemm_half_dim", 0, false, 0);
+  c.mem_bandwidth = compute.number("mem_bandwidth", 0, true);
+  if (!(c.gemm_flops > 0)) compute.fail("gemm_flops", "must be > 0 (FLOP/s)");
+  if (!(c.mem_bandwidth > 0)) compute.fail("mem_bandwidth", "must be > 0 (bytes/s)");
+
+  const Section links = top.child("links", true);
+  links.only({"intra", "inter", "inter_mpi"});
+  c.intra = parse_link(links.child("intra", true), true);
+  c.inter = parse_link(links.child("inter", c.nodes > 1), c.nodes > 1);
+  if (links.has("inter_mpi")) c.inter_mpi = parse_link(links.child("inter_mpi", true), true);
+  return c;
+}
+
+std::string cluster_to_yaml(const Cluster& c, const std::string& comments) {
+  std::ostringstream o;
+  o.precision(6);
+  o << comments;
+  auto link = [&](const char* name, const Link& l) {
+    o << "  " << name << ": {bandwidth: " << l.bandwidth << ", latency_s: " << l.latency_s
+      << ", shared_by_node: " << (l.shared_by_node ? "true" : "false") << "}\n";
+  };
+  o << "name: " << c.name << "\n"
+    << "overlaps_comm: " << (c.overlaps_comm ? "true" : "false") << "\n"
+    << "one_host: " << (c.one_host ? "true" : "false") << "\n"
+    << "nodes: " << c.nodes << "\n"
+    << "ranks_per_node: " << c.ranks_per_node << "\n"
+    << "memory_bytes: " << c.memory_bytes << "\n"
+    << "base_bytes: " << c.base_bytes << "\n"
+    << "compute:\n"
+    << "  gemm_flops: " << c.gemm_flops << "\n"
+    << "  gemm_half_dim: " << c.gemm_half_dim << "\n"
+    << "  mem_bandwidth: " << c.mem_bandwidth << "\n"
+    << "links:\n";
+  link("intra", c.intra);
+  link("inter", c.inter);
+  if (c.inter_mpi.bandwidth > 0) link("inter_mpi", c.inter_mpi);
+  return o.str();
+}
+
+}  // namespace sy::plan

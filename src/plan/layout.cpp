@@ -1,0 +1,150 @@
+#include "src/plan/layout.h"
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+
+namespace sy::plan {
+
+namespace {
+
+std::vector<int64_t> divisors(int64_t n) {
+  std::vector<int64_t> out;
+  for (int64_t d = 1; d <= n; ++d)
+    if (n % d == 0) out.push_back(d);
+  return out;
+}
+
+}  // namespace
+
+int64_t PlanLayout::ep_nodes() const {
+  std::set<int64_t> nodes;
+  for (int64_t p = 0; p < ep; ++p) nodes.insert(p * etp / ranks_per_node);
+  return static_cast<int64_t>(nodes.size());
+}
+
+bool PlanLayout::spans_nodes(int64_t stride, int64_t size) const {
+  return size > 1 && (size - 1) * stride / ranks_per_node != 0;
+}
+
+std::string PlanLayout::describe() const {
+  std::ostringstream o;
+  o << "dp=" << dp() << " tp=" << tp << " ep=" << ep << " etp=" << etp << " mb=" << micro_batch
+    << (zero1 ? " zero1" : "");
+  if (ep > 1)
+    o << (hierarchical ? std::string(" hier/") + to_string(internode) : std::string(" flat"));
+  return o.str();
+}
+
+std::string PlanLayout::set_flags() const {
+  std::ostringstream o;
+  o << "--set train.micro_batch=" << micro_batch << " --set parallel.tp=" << tp
+    << " --set parallel.ep=" << ep << " --set parallel.etp=" << etp
+    << " --set parallel.zero1=" << (zero1 ? "true" : "false");
+  if (ep > 1) {
+    o << " --set parallel.a2a=" << (hierarchical ? "hierarchical" : "flat");
+    if (hierarchical) o << " --set parallel.internode=" << to_string(internode);
+  }
+  return o.str();
+}
+
+Config config_for(const Config& cfg, const PlanLayout& lay) {
+  Config c = cfg;
+  c.train.micro_batch = lay.micro_batch;
+  return c;
+}
+
+PlanLayout layout_of_config(const Config& cfg, int64_t world, int64_t ranks_per_node) {
+  PlanLayout l;
+  l.micro_batch = cfg.train.micro_batch;
+  l.world = world;
+  l.ranks_per_node = ranks_per_node > 0 ? ranks_per_node : world;
+  l.tp = cfg.parallel.tp;
+  l.ep = cfg.parallel.ep;
+  l.etp = cfg.parallel.etp;
+  l.zero1 = cfg.parallel.zero1;
+  l.internode = cfg.parallel.internode;
+  switch (cfg.parallel.a2a) {
+    case A2aKind::kFlat:
+      l.hierarchical = false;
+      break;
+    case A2aKind::kHierarchical:
+      l.hierarchical = true;
+      break;
+    case A2aKind::kAuto:
+      l.hierarchical = l.ep > 0 && l.etp > 0 && l.ep_nodes() > 1;
+      break;
+  }
+  return l;
+}
+
+int64_t route_groups_of(const Config& cfg, const PlanLayout& lay) {
+  return cfg.moe.route_groups.nodes ? lay.ep_nodes() : cfg.moe.route_groups.count;
+}
+
+std::string layout_problem(const Config& cfg, const PlanLayout& l) {
+  const auto& m = cfg.model;
+  const auto& moe = cfg.moe;
+  auto s = [](int64_t v) { return std::to_string(v); };
+  if (l.tp < 1 || l.ep < 1 || l.etp < 1) return "parallel sizes must be >= 1";
+  if (l.world % l.tp != 0) return "parallel.tp=" + s(l.tp) + " does not divide " + s(l.world);
+  if (l.world % (l.ep * l.etp) != 0)
+    return "parallel.ep * parallel.etp = " + s(l.ep * l.etp) + " does not divide " + s(l.world);
+  if (m.n_heads % l.tp != 0) return "parallel.tp does not divide model.n_heads";
+  if (moe.shared_experts > 0 && moe.ffn_hidden % l.tp != 0)
+    return "parallel.tp does not divide moe.ffn_hidden";
+  if (moe.num_experts % l.ep != 0) return "parallel.ep does not divide moe.num_experts";
+  if (moe.ffn_hidden % l.etp != 0) return "parallel.etp does not divide moe.ffn_hidden";
+  if (l.micro_batch < 1 || cfg.train.global_batch % (l.dp() * l.micro_batch) != 0)
+    return "train.global_batch is not a multiple of dp * train.micro_batch = " +
+           s(l.dp() * l.micro_batch);
+  if (l.hierarchical && (l.ep % l.ep_nodes() != 0))
+    return "hierarchical all-to-all needs the same number of EP ranks on every node";
+  if (moe.route_groups.nodes) {
+    const int64_t R = route_groups_of(cfg, l), M = moe.route_groups_topk;
+    if (moe.num_experts % R != 0) return "route_groups: nodes = " + s(R) + " does not divide E";
+    if (M > R) return "moe.route_groups_topk > the " + s(R) + " nodes of the EP group";
+    if (M * (moe.num_experts / R) < moe.top_k) return "too few experts on route_groups_topk nodes";
+  }
+  if (cfg.device == Device::kCuda && (l.etp != 1 || l.zero1))
+    return "device: cuda runs etp = 1 without ZeRO-1";
+  return "";
+}
+
+std::vector<PlanLayout> enumerate_layouts(const Config& cfg, int64_t world,
+                                          int64_t ranks_per_node) {
+  std::vector<PlanLayout> out;
+  for (int64_t tp : divisors(world))
+    for (int64_t ep : divisors(world))
+      for (int64_t etp : divisors(world / ep)) {
+        PlanLayout l;
+        l.world = world;
+        l.ranks_per_node = ranks_per_node;
+        l.tp = tp;
+        l.ep = ep;
+        l.etp = etp;
+        if (cfg.train.global_batch % l.dp() != 0) continue;
+        const int64_t per_dp = cfg.train.global_batch / l.dp();
+        l.micro_batch = std::min(cfg.train.micro_batch, per_dp);
+        while (per_dp % l.micro_batch != 0) --l.micro_batch;
+        if (!layout_problem(cfg, l).empty()) continue;
+        const bool any_dp = l.dp() > 1 || l.edp() > 1;
+        for (bool zero1 : {false, true}) {
+          if (zero1 && !any_dp) continue;
+          l.zero1 = zero1;
+          std::vector<std::pair<bool, InternodeKind>> a2a = {{false, InternodeKind::kUcx}};
+          if (ep > 1 && l.ep_nodes() > 1) {
+            a2a.push_back({true, InternodeKind::kUcx});
+            a2a.push_back({true, InternodeKind::kMpi});
+          }
+          for (auto [hier, inter] : a2a) {
+            l.hierarchical = hier;
+            l.internode = inter;
+            if (layout_problem(cfg, l).empty()) out.push_back(l);
+          }
+        }
+      }
+  return out;
+}
+
+}  // namespace sy::plan

@@ -1,0 +1,178 @@
+#include "src/plan/traffic.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace sy::plan {
+
+namespace {
+
+// What a capacity keeps of the assignments to experts [first, first + count) in one micro-batch
+// of N tokens: per expert, of X ~ its count (mean mu = N K f, variance mu (1 - f) under the
+// binomial approximation, f its share), the kept E[min(X, cap)] = mu - E[(X - cap)+], with
+// E[(X - c)+] = s phi(z) + (mu - c)(1 - Phi(z)), z = (c - mu) / s (normal approximation),
+// cap = ceil(c N K / E). `share(e)` gives f.
+struct Kept {
+  double kept = 0, assigned = 0;
+};
+template <class Share>
+Kept kept_of(const Config& cfg, int64_t first, int64_t count, Share&& share) {
+  const auto E = static_cast<double>(cfg.moe.num_experts), K = static_cast<double>(cfg.moe.top_k);
+  const double N =
+      static_cast<double>(cfg.train.micro_batch) * static_cast<double>(cfg.model.seq_len);
+  const double cap = std::ceil(*cfg.moe.capacity_factor * N * K / E);
+  Kept k;
+  for (int64_t e = first; e < first + count; ++e) {
+    const double f = share(e);
+    const double mu = N * K * f, sd = std::sqrt(std::max(0.0, mu * (1 - f)));
+    double over = std::max(0.0, mu - cap);
+    if (sd > 0) {
+      const double z = (cap - mu) / sd;
+      const double phi = std::exp(-0.5 * z * z) / std::sqrt(2 * M_PI);
+      over = sd * phi + (mu - cap) * 0.5 * std::erfc(z / std::sqrt(2.0));
+    }
+    k.assigned += mu;
+    k.kept += mu - over;
+  }
+  return k;
+}
+
+// The kept fraction: under the mean loads, or with measured steps over every step's own loads
+// (drops come from the busy steps, not from the mean), weighted by what each step assigned.
+double kept_fraction(const Config& cfg, const RoutingStats& routing, int64_t layer, int64_t first,
+                     int64_t count) {
+  Kept total;
+  if (routing.step_loads.empty()) {
+    total = kept_of(cfg, first, count, [&](int64_t e) {
+      return assignment_share(routing, cfg.moe.num_experts, layer, e, 1);
+    });
+  }
+  for (const auto& step : routing.step_loads) {
+    if (step.empty()) continue;
+    const auto& loads =
+        step[static_cast<size_t>(std::min<int64_t>(layer, static_cast<int64_t>(step.size()) - 1))];
+    if (static_cast<int64_t>(loads.size()) != cfg.moe.num_experts) continue;
+    const Kept k =
+        kept_of(cfg, first, count, [&](int64_t e) { return loads[static_cast<size_t>(e)]; });
+    total.kept += k.kept;
+    total.assigned += k.assigned;
+  }
+  return total.assigned > 0 ? total.kept / total.assigned : 1.0;
+}
+
+}  // namespace
+
+LayerTraffic layer_traffic(const Config& cfg, const PlanLayout& lay, const RoutingStats& routing,
+                           int64_t layer) {
+  LayerTraffic t;
+  const int64_t E = cfg.moe.num_experts, P = lay.ep, G = lay.ep_nodes(), Rn = P / G;
+  const int64_t L = E / P;
+  t.tokens = static_cast<double>(cfg.train.micro_batch) * static_cast<double>(cfg.model.seq_len);
+  t.slice = t.tokens / static_cast<double>(lay.tp);
+  t.nodes = G;
+  t.ep_ranks_per_node = Rn;
+  RouteShape shape;
+  shape.E = E;
+  shape.K = cfg.moe.top_k;
+  shape.groups = route_groups_of(cfg, lay);
+  shape.groups_topk = shape.groups > 1 ? cfg.moe.route_groups_topk : 1;
+
+  // P(a token reaches EP rank p) and P(it reaches node g), from the experts each holds.
+  // A measured sample of whole tokens' top-k counts them directly.
+  std::vector<double> p_rank = sample_hit_fractions(routing, E, layer, L);
+  std::vector<double> p_node = sample_hit_fractions(routing, E, layer, Rn * L);
+  if (p_rank.empty() || p_node.empty()) {
+    p_rank.assign(static_cast<size_t>(P), 0.0);
+    p_node.assign(static_cast<size_t>(G), 0.0);
+    for (int64_t p = 0; p < P; ++p)
+      p_rank[static_cast<size_t>(p)] = hit_probability(shape, routing, layer, p * L, L);
+    for (int64_t g = 0; g < G; ++g)
+      p_node[static_cast<size_t>(g)] = hit_probability(shape, routing, layer, g * Rn * L, Rn * L);
+  }
+  // Under a capacity, a token travels to a rank only for its kept assignments: scale each
+  // rank's (node's) probability by the kept fraction of its experts' assignments.
+  if (cfg.moe.capacity_factor) {
+    std::vector<double> kept_rank(static_cast<size_t>(P));
+    for (int64_t p = 0; p < P; ++p)
+      kept_rank[static_cast<size_t>(p)] = kept_fraction(cfg, routing, layer, p * L, L);
+    for (int64_t p = 0; p < P; ++p)
+      p_rank[static_cast<size_t>(p)] *= kept_rank[static_cast<size_t>(p)];
+    for (int64_t g = 0; g < G; ++g)
+      p_node[static_cast<size_t>(g)] *= kept_fraction(cfg, routing, layer, g * Rn * L, Rn * L);
+  }
+  const double sum_rank = std::accumulate(p_rank.begin(), p_rank.end(), 0.0);
+  const double sum_node = std::accumulate(p_node.begin(), p_node.end(), 0.0);
+  const double max_rank = *std::max_element(p_rank.begin(), p_rank.end());
+  const double max_node = *std::max_element(p_node.begin(), p_node.end());
+  const double Ns = t.slice;
+
+  // Flat: source s sends Ns * p_rank[q] rows to every other EP rank q (mean over sources);
+  // the busiest receiver gets Ns * p_rank[r] from each of the other P - 1 sources.
+  double intra = 0, inter = 0, hier_inter = 0;
+  for (int64_t s = 0; s < P; ++s) {
+    const int64_t g = s / Rn;
+    double same_node = 0;
+    for (int64_t q = g * Rn; q < (g + 1) * Rn; ++q) same_node += p_rank[static_cast<size_t>(q)];
+    intra += same_node - p_rank[static_cast<size_t>(s)];
+    inter += sum_rank - same_node;
+    hier_inter += sum_node - p_node[static_cast<size_t>(g)];  // once per other node
+  }
+  t.flat_sent_intra = Ns * intra / static_cast<double>(P);
+  t.flat_sent_inter = Ns * inter / static_cast<double>(P);
+  t.flat_sent_total = Ns * sum_rank;
+  t.flat_recv_intra = static_cast<double>(Rn - 1) * Ns * max_rank;
+  t.flat_recv_inter = static_cast<double>(P - Rn) * Ns * max_rank;
+
+  // Hierarchical: one copy per other node to the forwarder; the busiest forwarder receives from
+  // the G - 1 sources with its local index on the other nodes. A receiver gets its rows from all
+  // P sources; those forwarded by another rank of its node (P - G of the sources) are copied
+  // through shared memory.
+  t.hier_sent_inter = Ns * hier_inter / static_cast<double>(P);
+  t.hier_recv_inter = static_cast<double>(G - 1) * Ns * max_node;
+  t.hier_intra = static_cast<double>(P - G) * Ns * max_rank;
+  t.hier_intra_mean = static_cast<double>(P - G) * Ns * sum_rank / static_cast<double>(P);
+  t.hier_xrecv = static_cast<double>(G) * Ns * max_node;
+  t.hier_xsend = Ns * (sum_node - *std::min_element(p_node.begin(), p_node.end()));
+
+  // The busiest rank's share of the assignments: on average (time) and at its busiest measured
+  // step (its buffers grow to that; the same as the average under uniform routing).
+  double share_max = 0, share_peak = 0;
+  for (int64_t p = 0; p < P; ++p) {
+    share_max = std::max(share_max, assignment_share(routing, E, layer, p * L, L));
+    share_peak = std::max(share_peak, peak_assignment_share(routing, E, layer, p * L, L));
+  }
+  const double p_peak =
+      std::max(max_rank, hit_probability(shape, share_peak * static_cast<double>(E)));
+
+  // Rows arriving at a rank (itself included): P sources of Ns tokens, each reaching the rank
+  // with probability p (a binomial count; the busiest rank at the buffer quantile).
+  const double sources = static_cast<double>(P) * Ns;
+  t.recv_mean = sources * sum_rank / static_cast<double>(P);
+  t.recv_quantile = std::min(
+      sources, sources * p_peak + kBufferQuantileZ * std::sqrt(sources * p_peak * (1.0 - p_peak)));
+
+  // Assignments at a rank's experts: the etp group gathers its members' rows, so the rank's
+  // experts see the tokens of etp * P slices; under a capacity each of the micro-batches behind
+  // them gives an expert at most ceil(c * N * K / E).
+  const double tokens_seen = static_cast<double>(lay.etp) * sources;
+  const AssignmentCount busiest = assignments(tokens_seen, E, cfg.moe.top_k, share_max);
+  const AssignmentCount peak = assignments(tokens_seen, E, cfg.moe.top_k, share_peak);
+  const AssignmentCount mean =
+      assignments(tokens_seen, E, cfg.moe.top_k, 1.0 / static_cast<double>(P));
+  t.assign_busiest = busiest.mean;
+  t.assign_quantile = peak.quantile;
+  t.assign_mean = mean.mean;
+  if (cfg.moe.capacity_factor) {
+    const double cap = std::ceil(*cfg.moe.capacity_factor * t.tokens *
+                                 static_cast<double>(cfg.moe.top_k) / static_cast<double>(E));
+    const double limit = static_cast<double>(L) * cap * tokens_seen / t.tokens;
+    t.assign_busiest = std::min(t.assign_busiest, limit);
+    t.assign_quantile = std::min(t.assign_quantile, limit);
+    t.assign_mean = std::min(t.assign_mean, limit);
+  }
+  return t;
+}
+
+}  // namespace sy::plan

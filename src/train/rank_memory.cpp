@@ -1,0 +1,98 @@
+#include "src/train/rank_memory.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "comm/watchdog.h"
+#include "src/core/error.h"
+#include "src/plan/io/plan_inputs.h"
+#include "src/plan/layout.h"
+#include "src/plan/memory.h"
+#include "src/plan/plan.h"
+
+namespace sy {
+
+MemoryBudget host_memory_budget(const comm::Comm& world) {
+  MPI_Comm node = MPI_COMM_NULL;
+  MPI_CHECK(
+      MPI_Comm_split_type(world.get(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &node));
+  const comm::Comm node_comm(node);
+  MemoryBudget b;
+  b.node_ranks = node_comm.size();
+  const double host = plan::host_memory_bytes();
+  b.bytes = host / static_cast<double>(b.node_ranks);
+  b.what = "host memory " + plan::format_bytes(host) + " / " + std::to_string(b.node_ranks) +
+           " rank(s) on this host";
+  b.in_use_bytes = static_cast<double>(peak_rss_bytes());
+  return b;
+}
+
+void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& budget, bool device) {
+  const int64_t rpn = cfg.parallel.ranks_per_node > 0
+                          ? cfg.parallel.ranks_per_node
+                          : std::min<int64_t>(world_size, budget.node_ranks);
+  const plan::PlanLayout lay = plan::layout_of_config(cfg, world_size, std::max<int64_t>(1, rpn));
+  plan::MemoryInputs in;
+  if (!device) {
+    in.base_bytes = budget.in_use_bytes;
+    const plan::TokenExtents t = plan::token_file_extents(cfg.data.path);
+    // A split too short for one sequence: read_token_file names that problem, which comes first.
+    const double window = static_cast<double>(cfg.model.seq_len) + 1;
+    if (t.ok && (t.train < window || t.val < window)) return;
+    if (t.ok) {
+      in.train_tokens = t.train;
+      in.val_tokens = t.val;
+    }
+    char sizes[160];
+    std::snprintf(sizes, sizeof sizes, " (/train %.0f and /val %.0f tokens)", in.train_tokens,
+                  in.val_tokens);
+    in.data_name = "'" + cfg.data.path + "'" + sizes;
+  }
+  plan::MemoryEstimate est = plan::predict_memory(cfg, lay, plan::RoutingStats{}, in);
+  if (device)  // the token file stays on the host
+    std::erase_if(est.terms,
+                  [](const plan::MemoryTerm& t) { return t.name.rfind("token", 0) == 0; });
+  const std::vector<plan::IndexProblem> index = plan::index_problems(cfg, lay);
+  const double need = est.total();
+  if (index.empty() && need <= budget.bytes) return;
+
+  const plan::MemoryTerm& big = est.largest();
+  std::string msg;
+  if (!index.empty()) {
+    const plan::IndexProblem& p = index.front();
+    char v[64];
+    std::snprintf(v, sizeof v, "%.0f", p.value);
+    msg =
+        p.key + ": " + p.what + " = " + v + " exceeds 2147483647, the 32-bit index the code uses; ";
+  } else {
+    msg = "not enough memory per rank: ";
+  }
+  msg += "this run needs " + plan::format_bytes(need) + " of memory per rank, more than the " +
+         plan::format_bytes(budget.bytes) + " a rank has (" + budget.what +
+         "). Largest term: " + big.name + " = " + plan::format_bytes(big.bytes) +
+         "; shrink it with " + big.keys +
+         " (`switchyard plan` lists every term and the layouts that fit)";
+  if (!index.empty() && need <= budget.bytes)
+    msg = index.front().key + ": " + index.front().what +
+          " exceeds 2147483647, the 32-bit index the code uses (predicted memory " +
+          plan::format_bytes(need) + " per rank, " + plan::format_bytes(budget.bytes) +
+          " available: " + budget.what + ")";
+  throw UsageError(msg);
+}
+
+int64_t peak_rss_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+int64_t max_over_ranks(const comm::Comm& comm, int64_t value, comm::Watchdog* wd) {
+  if (comm.size() <= 1) return value;
+  comm::WatchdogScope scope(wd, "all-reduce: peak memory per rank");
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT64_T, MPI_MAX, comm.get()));
+  return value;
+}
+
+}  // namespace sy

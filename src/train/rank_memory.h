@@ -1,0 +1,45 @@
+// Memory per rank, before and during a run (issue 18 part 4):
+//   - before allocating: the trainer predicts each rank's memory with the planner's model
+//     (src/plan/memory.h) and refuses a run that cannot fit (UsageError, exit 2, naming the
+//     largest term, its size, the keys that shrink it and the memory the rank has), and a size
+//     past the 32-bit index types the code uses;
+//   - during the run: each rank's peak memory (host RSS high-water mark on the CPU, device memory
+//     in use on the GPU), the largest over the ranks reported as metrics' `peak_mem_bytes`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "comm/mpi.h"
+#include "src/config/config.h"
+
+namespace sy {
+
+namespace comm {
+class Watchdog;
+}
+
+// The memory one rank may use.
+struct MemoryBudget {
+  double bytes = 0;         // per rank
+  std::string what;         // where the figure comes from, for messages
+  double in_use_bytes = 0;  // what the process already holds (its RSS), counted as workspace
+  int64_t node_ranks = 1;   // ranks sharing this host (MPI_COMM_TYPE_SHARED)
+};
+
+// Host memory (RAM or the cgroup's limit) divided by the ranks on this host. Collective over
+// `world` (it counts the ranks sharing the host).
+MemoryBudget host_memory_budget(const comm::Comm& world);
+
+// Throws UsageError when cfg on `world_size` ranks cannot fit `budget` per rank, or indexes past
+// int32. `device`: the budget is a GPU's free memory (no token data, no process baseline on it).
+// Reads only the token file's declared sizes (data.path), never its tokens.
+void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& budget, bool device);
+
+// This process's peak resident set size (getrusage ru_maxrss), bytes.
+int64_t peak_rss_bytes();
+
+// The largest `value` over the ranks of `comm` (an MPI_MAX all-reduce, bounded by the watchdog).
+int64_t max_over_ranks(const comm::Comm& comm, int64_t value, comm::Watchdog* wd);
+
+}  // namespace sy

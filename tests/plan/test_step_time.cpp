@@ -1,0 +1,118 @@
+// The step-time terms of src/plan/step_time.h against hand-computed values, and its compute
+// against the FLOP count of src/train/flops.h.
+#include "src/plan/step_time.h"
+
+#include <gtest/gtest.h>
+
+#include "src/train/flops.h"
+
+namespace sy::plan {
+namespace {
+
+Cluster ideal() {
+  Cluster k;
+  k.name = "ideal";
+  k.gemm_flops = 1e12;
+  k.gemm_half_dim = 0;
+  k.mem_bandwidth = 1e300;  // streaming passes cost nothing
+  k.intra = {1e9, 1e-6, false};
+  k.inter = {1e8, 1e-5, false};
+  k.ranks_per_node = 8;
+  return k;
+}
+
+Config model() {
+  Config c;
+  c.model.vocab_size = 256;
+  c.model.d_model = 64;
+  c.model.n_layers = 3;
+  c.model.n_heads = 4;
+  c.model.seq_len = 32;
+  c.moe.num_experts = 8;
+  c.moe.top_k = 2;
+  c.moe.ffn_hidden = 96;
+  c.moe.shared_experts = 1;
+  c.train.micro_batch = 4;
+  c.train.global_batch = 8;
+  return c;
+}
+
+TEST(PlanStepTime, GemmAndRingFormulasByHand) {
+  Cluster k = ideal();
+  k.gemm_half_dim = 100;
+  // 2e12 FLOPs at a smallest dimension of 100: half of 1e12 FLOP/s -> 4 s.
+  EXPECT_DOUBLE_EQ(gemm_seconds(k, 2e12, 100), 4.0);
+  const Link l{1e9, 1e-6, false};
+  // p = 4, 4e9 bytes: all-reduce 2*3 latencies + 2*(3/4)*4 s; gather 3 latencies + 3 s.
+  EXPECT_DOUBLE_EQ(ring_allreduce_seconds(l, 4, 4e9), 6e-6 + 6.0);
+  EXPECT_DOUBLE_EQ(ring_gather_seconds(l, 4, 4e9, 2), 6e-6 + 3.0);
+  EXPECT_DOUBLE_EQ(ring_gather_seconds(l, 1, 4e9), 0.0);
+}
+
+TEST(PlanStepTime, OneRankComputeIsTheModelFlopsAtThePeak) {
+  const Config cfg = model();
+  const StepTime t = predict_step(cfg, PlanLayout{}, ideal(), RoutingStats{});
+  const double flops = (t.attention + t.experts + t.dense) * ideal().gemm_flops;
+  EXPECT_NEAR(flops, step_flops(cfg).total(), 1e-9 * step_flops(cfg).total());
+  EXPECT_DOUBLE_EQ(t.a2a(), 0.0);
+  EXPECT_DOUBLE_EQ(t.sync(), 0.0);
+}
+
+TEST(PlanStepTime, FlatAllToAllByHand) {
+  // 2 EP ranks on 2 nodes, 2 experts top-1: a token stays home or crosses with p = 1/2.
+  Config cfg = model();
+  cfg.moe.num_experts = 2;
+  cfg.moe.top_k = 1;
+  cfg.moe.shared_experts = 0;
+  cfg.train.global_batch = 8;  // dp = 2: one micro-batch of 4 x 32 = 128 tokens per rank
+  PlanLayout lay;
+  lay.world = 2;
+  lay.ranks_per_node = 1;
+  lay.ep = 2;
+  const Cluster k = ideal();
+  const StepTime t = predict_step(cfg, lay, k, RoutingStats{});
+  // Per call: one message (latency 1e-5) and 64 rows of the call's width over 1e8 B/s; calls
+  // per layer: layout 8 (1 + K) = 16 B, dispatch 4 (C + K) = 260 B, combine 256, backward 256 and
+  // 260 bytes per row. 3 layers, 1 micro-batch.
+  const double per_layer = 5 * 1e-5 + 64.0 * (16 + 260 + 256 + 256 + 260) / 1e8;
+  EXPECT_NEAR(t.a2a_inter, 3 * per_layer, 1e-15);
+  EXPECT_NEAR(t.a2a_intra, 0.0, 1e-12);  // no other rank on the node; packing is free here
+  // The counters' bytes: 64 rows sent across per call, dispatch + combine payloads only.
+  EXPECT_NEAR(t.a2a_inter_bytes, 3 * 64.0 * (260 + 256 + 256 + 260), 1e-9);
+}
+
+TEST(PlanStepTime, GradientSyncAndOverlapByHand) {
+  Config cfg = model();
+  cfg.train.global_batch = 8;
+  PlanLayout lay;
+  lay.world = 2;
+  lay.ranks_per_node = 2;  // both on one node: the intra link
+  StepTime t = predict_step(cfg, lay, ideal(), RoutingStats{});
+  // Dense: embed 256*64 + 64 + 3 layers x (2*64 + 3*64^2 + 64^2 + 64*8 + 8 + 3*64*96) = 122840;
+  // experts 3 x 3 x 8 x 64 x 96.
+  // dp = edp = 2: every parameter reduce-scattered and all-gathered once (one bucket each):
+  // 2 x (1 latency + (1/2) bytes / bandwidth) per group; the loss and counts (8 (L E + 4) bytes)
+  // and the norm (8 bytes) all-reduced as 2 log2(2) latencies + bytes / bandwidth.
+  const double dense = 4.0 * 122840, expert = 4.0 * 3 * 3 * 8 * 64 * 96;
+  const double lat = 1e-6, bw = 1e9;
+  const double expect = 2 * (lat + 0.5 * dense / bw) + 2 * (lat + 0.5 * expert / bw) +
+                        (2 * lat + 8.0 * (3 * 8 + 4) / bw) + (2 * lat + 8.0 / bw);
+  EXPECT_NEAR(t.grad_sync, expect, 1e-12);
+
+  // Overlap: with chunks c, min(a2a, experts) (1 - 1/c) of every layer is hidden.
+  lay.world = 4;
+  lay.ranks_per_node = 2;
+  lay.ep = 4;
+  cfg.train.global_batch = 16;
+  Cluster k = ideal();
+  k.overlaps_comm = true;
+  const StepTime plain = predict_step(cfg, lay, k, RoutingStats{});
+  cfg.moe.overlap_chunks = 4;
+  const StepTime chunked = predict_step(cfg, lay, k, RoutingStats{});
+  EXPECT_NEAR(chunked.overlap_saved,
+              0.75 * std::min(plain.a2a_intra + plain.a2a_inter, plain.experts), 1e-12);
+  EXPECT_NEAR(plain.total() - chunked.total(), chunked.overlap_saved, 1e-12);
+}
+
+}  // namespace
+}  // namespace sy::plan
