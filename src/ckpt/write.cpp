@@ -313,9 +313,9 @@ void release_reserve(const std::string& path, int64_t bytes) {
 
 // Every rank, after an agreed failure of the write: gives the partial file up without another
 // failure. Closing an HDF5 file writes its metadata, which a full disk would refuse again (and
-// differently on different ranks), so rank 0 first truncates the file to nothing, freeing its
-// space; then every rank closes it, and rank 0 removes it. Returns the free space measured before
-// Never throws: the agreed error is what the caller reports.
+// differently on different ranks), so rank 0 first removes the spare and truncates the file to
+// nothing, freeing their space; then every rank closes it, and rank 0 removes it. Never throws:
+// the agreed error is what the caller reports.
 void abandon_temp_file(const Coll& c, const std::string& label, const std::string& tmp_path,
                        const std::string& spare_path, hid_t& file) {
   try {

@@ -101,7 +101,6 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   // before any allocation or output.
   TokenData data;
   agree_on_usage(rt.world, wd, [&] {
-    if (rank0) dirs.emplace(cfg, log);
     comm::validate_layout(rt.world.size(), static_cast<int>(cfg.parallel.tp),
                           static_cast<int>(cfg.parallel.ep), static_cast<int>(cfg.parallel.etp), E,
                           static_cast<int>(cfg.model.n_heads), static_cast<int>(cfg.moe.ffn_hidden),
@@ -113,6 +112,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                        " (dp = world size / parallel.tp)");
     check_gpu_run(cfg, rt.world.size());
     data = read_token_file(cfg.data.path, cfg.model.vocab_size, T);
+    if (rank0) dirs.emplace(cfg, log);
   });
 
   std::optional<comm::WatchdogScope> startup(

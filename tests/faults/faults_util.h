@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -28,7 +29,10 @@
 
 namespace sy::test::faults {
 
-inline const std::string kBin = SWITCHYARD_BIN;
+// The binary under test: this build's, or SWITCHYARD_FAULTS_BIN (to show that another build --
+// one without the fixes -- fails these tests).
+inline const std::string kBin =
+    std::getenv("SWITCHYARD_FAULTS_BIN") ? std::getenv("SWITCHYARD_FAULTS_BIN") : SWITCHYARD_BIN;
 inline const std::string kSrc = SWITCHYARD_SOURCE_DIR;
 
 using Clock = std::chrono::steady_clock;

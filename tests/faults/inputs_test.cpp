@@ -16,7 +16,7 @@ namespace {
 // Item 3: a FIFO blocked open() forever (and SIGTERM did not end it).
 TEST_F(FaultTest, FifoAsDataPathIsRefused) {
   ASSERT_EQ(::mkfifo(path("fifo").c_str(), 0644), 0) << std::strerror(errno);
-  const auto r = run_command("timeout 60 " + train(path("run"), 2, "--set parallel.ep=1") +
+  const auto r = run_command("timeout -k 5 60 " + train(path("run"), 2, "--set parallel.ep=1") +
                              " --set data.path=" + path("fifo"));
   EXPECT_EQ(r.exit_code, 2) << "124 = hung until `timeout` killed it\n" << r.output;
   EXPECT_NE(r.output.find("token file '" + path("fifo") + "' is not a regular file"),
