@@ -242,6 +242,16 @@ void on_root(const Coll& c, const std::string& what, const std::function<void()>
   });
 }
 
+void agree(MPI_Comm comm, const std::function<void()>& fn) {
+  agree(Coll{comm, nullptr}, "checkpoint", fn);
+}
+void on_root(MPI_Comm comm, const std::function<void()>& fn) {
+  on_root(Coll{comm, nullptr}, "checkpoint", fn);
+}
+std::string bcast_string(MPI_Comm comm, const std::string& s, int root) {
+  return bcast_string(Coll{comm, nullptr}, s, root, "checkpoint");
+}
+
 // ---- serializer --------------------------------------------------------------------------------
 
 void Packer::i64(int64_t v) {

@@ -68,6 +68,11 @@ std::string bcast_string(const Coll& c, const std::string& s, int root, const st
 std::vector<std::string> allgather_strings(const Coll& c, const std::string& mine,
                                            const std::string& what);
 
+// The same without a watchdog (unbounded waits), for code that has none to pass.
+void agree(MPI_Comm comm, const std::function<void()>& fn);
+void on_root(MPI_Comm comm, const std::function<void()>& fn);
+std::string bcast_string(MPI_Comm comm, const std::string& s, int root);
+
 int comm_rank(MPI_Comm comm);
 int comm_size(MPI_Comm comm);
 

@@ -114,7 +114,8 @@ bool wait_until(double limit_s, F&& done) {
   return done();
 }
 
-// A job this test started: `sh -c "exec <command>"`, stdout and stderr into `log_path`.
+// A job this test started: `sh -c "exec env <command>"` (so the pid is the command's, variable
+// assignments allowed in front), stdout and stderr into `log_path`.
 class Process {
  public:
   Process(const std::string& command, std::string log_path) : log_(std::move(log_path)) {
@@ -124,7 +125,7 @@ class Process {
       const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       dup2(fd, STDOUT_FILENO);
       dup2(fd, STDERR_FILENO);
-      execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), static_cast<char*>(nullptr));
+      execl("/bin/sh", "sh", "-c", ("exec env " + command).c_str(), static_cast<char*>(nullptr));
       _exit(127);
     }
   }
