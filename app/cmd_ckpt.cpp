@@ -79,6 +79,11 @@ void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& 
               ? std::string()
               : ", " + std::to_string(tok.model.size()) + " bytes at /tokenizer/model (verifies)")
       << "\n"
+      << "metadata     "
+      << (ins.metadata_problem.empty()
+              ? std::string("every attribute and the manifest verify (metadata checksum)")
+              : "BAD: " + ins.metadata_problem)
+      << "\n"
       << "tensors      " << ins.tensors.size() << " datasets, " << elements << " float32 elements, "
       << (bad ? std::to_string(bad) + " BAD" : std::string("all checksums verify (Fletcher32)"))
       << "\n";
@@ -127,9 +132,12 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
                          ckpt::read_checkpoint_tokenizer(MPI_COMM_WORLD, ia->file);
                      if (mpi.world_rank() == 0)
                        print_inspection(ins, tok, !ia->no_config, std::cout);
+                     const bool quiet = mpi.world_rank() != 0;  // rank 0 says it once
                      for (const auto& t : ins.tensors)
                        if (!t.problem.empty())
-                         throw ckpt::CheckpointError(ins.file, "/" + t.path, t.problem);
+                         throw ckpt::CheckpointError(ins.file, "/" + t.path, t.problem, quiet);
+                     if (!ins.metadata_problem.empty())
+                       throw ckpt::CheckpointError(ins.file, "", ins.metadata_problem, quiet);
                      return static_cast<int>(kExitOk);
                    });
                  }});

@@ -1,4 +1,6 @@
-// `switchyard train`: load the config, train.
+// `switchyard train`: load the config, train. And `switchyard guard -- mpirun ...`, which runs a
+// launcher so that a SIGTERM reaches the ranks as a preemption (src/train/launch_guard.h).
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -9,21 +11,14 @@
 #include "app/commands.h"
 #include "app/run_mpi.h"
 #include "comm/mpi.h"
+#include "comm/watchdog.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
+#include "src/train/launch_guard.h"
 #include "src/train/signals.h"
 #include "src/train/trainer.h"
 
 namespace sy::app {
-
-namespace {
-// This process's rank as mpirun or srun announce it, before MPI is initialized (-1: unknown).
-int launcher_rank() {
-  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID", "PMI_RANK"})
-    if (const char* v = std::getenv(var)) return std::atoi(v);
-  return -1;
-}
-}  // namespace
 
 void add_train_command(CLI::App& root, std::vector<Command>& out) {
   struct Args {
@@ -50,16 +45,41 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
                    } catch (const UsageError& e) {
                      throw UsageError(e.what(), /*quiet=*/launcher_rank() > 0);
                    }
-                   // Installed for the rest of the process: a SIGUSR1 that arrives after the
-                   // last step must not kill a finished run (the job script reads its exit).
-                   PreemptionSignals signals;
+                   // Outlives MPI: MPI_Finalize waits for every rank, and one that stopped after
+                   // the run would hold it forever; after parallel.timeout_s this one leaves.
+                   std::optional<comm::Watchdog> finalize_watch;
                    return run_with_mpi([&](const comm::MpiSession&) {
                      TrainOptions options;
                      options.resume = a->resume;
-                     options.signals = &signals;
+                     // main() installed them for the whole process (null: train() installs its
+                     // own for its duration).
+                     options.signals = PreemptionSignals::installed();
                      train(*cfg, std::cout, MPI_COMM_WORLD, options);
+                     finalize_watch.emplace(cfg->parallel.timeout_s, [](const std::string& m) {
+                       std::fprintf(stderr, "%s\n", m.c_str());
+                       std::fflush(stderr);
+                       std::_Exit(kExitOther);
+                     });
+                     finalize_watch->arm("the other ranks to finish the run (MPI_Finalize)");
                      return static_cast<int>(kExitOk);
                    });
+                 }});
+
+  auto* guard = root.add_subcommand(
+      "guard",
+      "Run a launcher (mpirun ...) so that a SIGTERM -- to it or to this guard -- makes the "
+      "ranks checkpoint and exit 75 instead of being killed: SIGTERM is blocked in the launcher "
+      "and passed on as SIGUSR1, which mpirun forwards to every rank. Exits with the launcher's "
+      "status. Example: switchyard guard -- mpirun -np 4 build/switchyard train --config c.yaml");
+  auto command = std::make_shared<std::vector<std::string>>();
+  guard->add_option("command", *command, "The launcher and its arguments (after --)");
+  guard->prefix_command();  // after the launcher's name, everything is its arguments
+  out.push_back({guard, [guard, command] {
+                   std::vector<std::string> argv = *command;
+                   for (const auto& arg : guard->remaining()) argv.push_back(arg);
+                   if (argv.empty())
+                     throw UsageError("guard: no command given (switchyard guard -- mpirun ...)");
+                   return run_guarded(argv, std::cerr);
                  }});
 }
 

@@ -1,5 +1,6 @@
 #include "comm/watchdog.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 
@@ -28,7 +29,7 @@ void abort_error_handler(MPI_Comm* comm, int* error_code, ...) {
 }  // namespace
 
 Watchdog::Watchdog(double timeout_s, TimeoutFn on_timeout)
-    : timeout_s_(timeout_s),
+    : timeout_s_(std::min(timeout_s, kMaxTimeoutS)),
       rank_(world_rank()),
       on_timeout_(on_timeout ? std::move(on_timeout) : TimeoutFn(abort_on_timeout)) {
   if (enabled()) thread_ = std::thread([this] { run(); });
@@ -55,6 +56,13 @@ void Watchdog::arm(std::string_view what) {
                     std::chrono::duration<double>(timeout_s_));
   }
   cv_.notify_all();
+}
+
+Watchdog::Wait Watchdog::current() {
+  if (!enabled()) return {};
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!armed_) return {};  // no copy of `what` on the common, un-nested path
+  return {true, what_};
 }
 
 void Watchdog::disarm() {

@@ -6,7 +6,9 @@
 //   MPI_CHECK(MPI_Alltoallv(...));
 //   wd.disarm();                                             // after it
 //
-// or `WatchdogScope scope(&wd, "...")` for the arm/disarm pair (null watchdog = no-op).
+// or `WatchdogScope scope(&wd, "...")` for the arm/disarm pair (null watchdog = no-op). Scopes
+// nest: an inner scope (a collective inside a phase that is itself bounded) puts the outer wait
+// back when it ends, with a fresh clock -- the bound is on each period without progress.
 #pragma once
 
 #include <chrono>
@@ -27,7 +29,9 @@ class Watchdog {
   // Called on the watchdog thread with "rank R: timed out after Ns waiting for <what>".
   using TimeoutFn = std::function<void(const std::string& message)>;
 
-  // timeout_s <= 0 disables the watchdog (no thread; arm/disarm do nothing). The default
+  // timeout_s <= 0 disables the watchdog (no thread; arm/disarm do nothing); a timeout above
+  // kMaxTimeoutS is clamped to it (the clock arithmetic overflows near 9e9 s; the config refuses
+  // such values before they get here). The default
   // on_timeout prints the message to stderr and calls MPI_Abort(MPI_COMM_WORLD, 1); tests inject
   // their own. MPI_Abort is then called from a second thread: Open MPI accepts that at any
   // thread level, and the job is going down either way.
@@ -43,6 +47,15 @@ class Watchdog {
 
   bool enabled() const { return timeout_s_ > 0; }
   double timeout_s() const { return timeout_s_; }
+
+  static constexpr double kMaxTimeoutS = 1e9;
+
+  // What is armed now (what WatchdogScope puts back when an inner scope ends).
+  struct Wait {
+    bool armed = false;
+    std::string what;
+  };
+  Wait current();
 
  private:
   void run();
@@ -61,20 +74,28 @@ class Watchdog {
   std::thread thread_;  // last: started after every member it reads exists
 };
 
-// Arms on construction, disarms on destruction. `watchdog` may be null (nothing happens).
+// Arms on construction; on destruction re-arms the wait that was armed before (fresh clock) or
+// disarms. `watchdog` may be null (nothing happens).
 class WatchdogScope {
  public:
   WatchdogScope(Watchdog* watchdog, std::string_view what) : watchdog_(watchdog) {
-    if (watchdog_) watchdog_->arm(what);
+    if (!watchdog_ || !watchdog_->enabled()) return;
+    outer_ = watchdog_->current();
+    watchdog_->arm(what);
   }
   ~WatchdogScope() {
-    if (watchdog_) watchdog_->disarm();
+    if (!watchdog_ || !watchdog_->enabled()) return;
+    if (outer_.armed)
+      watchdog_->arm(outer_.what);
+    else
+      watchdog_->disarm();
   }
   WatchdogScope(const WatchdogScope&) = delete;
   WatchdogScope& operator=(const WatchdogScope&) = delete;
 
  private:
   Watchdog* watchdog_;
+  Watchdog::Wait outer_;
 };
 
 // Installs on `comm` an error handler that prints "rank R: MPI error on <comm>: <MPI's message>"

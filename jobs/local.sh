@@ -6,8 +6,10 @@
 #
 # Adds `--resume auto` (unless a --resume is given), so running the same command again after an
 # interruption continues from the newest checkpoint that verifies in checkpoint.dir. Stop a run
-# cleanly with `kill -USR1 <mpirun pid>` (mpirun forwards SIGUSR1 to every rank): the trainer
+# cleanly with SIGUSR1 or SIGTERM to this script, to `switchyard guard` or to mpirun: the trainer
 # finishes its step, writes a checkpoint and exits 75; this script then says how to resume.
+# mpirun runs under `switchyard guard`, which keeps Open MPI's mpirun from answering a SIGTERM
+# by killing the ranks a second later (src/train/launch_guard.h).
 #
 # Environment: SY_BIN (default build/switchyard), SY_CONFIG (default configs/small.yaml when no
 # --config is given), SY_NP (default 4, or -n), SY_MPIRUN_ARGS (extra mpirun arguments).
@@ -42,9 +44,20 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 
 echo "local.sh: mpirun -np $np ${flags[*]} $SY_BIN train ${args[*]}"
+# In the background, so that this shell passes a signal on instead of dying of it.
 # shellcheck disable=SC2086
-mpirun -np "$np" "${flags[@]}" ${SY_MPIRUN_ARGS:-} "$SY_BIN" train "${args[@]}"
-rc=$?
+"$SY_BIN" guard -- mpirun -np "$np" "${flags[@]}" ${SY_MPIRUN_ARGS:-} "$SY_BIN" train "${args[@]}" &
+guard_pid=$!
+trap 'kill -TERM "$guard_pid" 2>/dev/null' TERM
+trap 'kill -USR1 "$guard_pid" 2>/dev/null' USR1
+while :; do
+  wait "$guard_pid"
+  rc=$?
+  ((rc > 128)) || break  # a real exit status
+  kill -0 "$guard_pid" 2>/dev/null && continue  # a trapped signal interrupted `wait`
+  if wait "$guard_pid" 2>/dev/null; then rc=0; else r=$?; ((r == 127)) || rc=$r; fi
+  break
+done
 if ((rc == 75)); then
   echo "local.sh: stopped by a signal after writing a checkpoint; run the same command again to resume"
 fi

@@ -11,13 +11,15 @@ std::string describe(const std::string& file, const std::string& dataset,
 }
 }  // namespace
 
-CheckpointError::CheckpointError(std::string file, std::string dataset, const std::string& problem)
-    : UsageError(describe(file, dataset, problem)),
+CheckpointError::CheckpointError(std::string file, std::string dataset, const std::string& problem,
+                                 bool quiet)
+    : UsageError(describe(file, dataset, problem), quiet),
       file_(std::move(file)),
       dataset_(std::move(dataset)),
       problem_(problem) {}
 
 bool Inspection::ok() const {
+  if (!metadata_problem.empty()) return false;
   for (const auto& t : tensors)
     if (!t.problem.empty()) return false;
   return true;

@@ -21,15 +21,33 @@
 //     writes in HDF5 1.10.8 (filtered parallel writes exist since 1.10.2).
 //   - root attribute `tensors`: the manifest, one line "<path> <d0>,<d1>,..." per dataset, so a
 //     deleted dataset or a changed shape is detected without knowing the model.
+//   - root attribute `metadata_checksum` ("crc64:<16 hex digits>", written last, by rank 0, after
+//     the parallel file is closed): a CRC-64 over every object of the file (path, kind, dataset
+//     type and shape), every attribute of every object (name, type, value) but itself, and the
+//     contents of any dataset without Fletcher32 -- whatever they are, so attributes that later
+//     code adds are covered too. A flipped bit in the `config` string (kept in HDF5's global heap,
+//     which has no checksum of its own), a hand-edited `step`, or a dataset deleted together with
+//     its manifest line all fail verification (seal.h).
 //   - /state/data (seed, next_step), /state/rng (generator, seed, offset), /state/train
 //     (best_val_loss, last_val_loss); /optim attributes step and lr.
 //   - the file format's own metadata checksums (HDF5 1.10 format: superblock v3, object header
 //     v2) catch damage to the structure; Fletcher32 catches damage to the data.
 //
-// Atomicity: the file is written as `step_N.h5.tmp`, flushed (MPI_File_sync), closed, fsync'ed,
-// renamed to `step_N.h5`, the directory fsync'ed, then `latest` is replaced the same way (tmp,
-// fsync, rename). A crash at any point leaves the previous checkpoint and `latest` intact.
-// Rotation (keep) removes older checkpoints only after the new one is complete.
+// Atomicity: the file is written as `step_N.h5.tmp`, flushed (MPI_File_sync), closed, sealed
+// (the metadata checksum), fsync'ed, renamed to `step_N.h5`, the directory fsync'ed, then
+// `latest` is replaced the same way (tmp, fsync, rename). A crash at any point leaves the
+// previous checkpoint and `latest` intact. Rotation (keep) removes older checkpoints only after
+// the new one is complete.
+//
+// Failures (issue 15): before writing, rank 0 compares the free space of `dir` with the file's
+// size (known from the tensor plan) and refuses with "no space left" when it cannot fit. The
+// ranks agree after every collective step of the write (create, each dataset, attributes, flush,
+// close), so an error on one rank -- a full disk -- ends the write on all of them together: the
+// partial .tmp file is truncated (its space freed, so closing it cannot fail again), closed and
+// removed, and every rank throws the same error (reported by rank 0, naming the failing rank).
+// Every wait is bounded by the watchdog passed in the options (parallel.timeout_s): a rank that
+// stops answering -- or a failure that leaves the others inside an HDF5 collective -- ends the
+// job after the timeout with a message saying what was waited for.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +62,10 @@
 #include "src/data/loader.h"
 #include "src/model/params.h"
 
+namespace sy::comm {
+class Watchdog;
+}
+
 namespace sy::ckpt {
 
 // A checkpoint that cannot be used: missing, truncated, corrupted, foreign, or not matching what
@@ -51,7 +73,9 @@ namespace sy::ckpt {
 // is at fault: "checkpoint 'run/step_00000010.h5', dataset /model/embed: ...".
 class CheckpointError : public UsageError {
  public:
-  CheckpointError(std::string file, std::string dataset, const std::string& problem);
+  // quiet: every rank has the same error and another rank reports it (see sy::Error).
+  CheckpointError(std::string file, std::string dataset, const std::string& problem,
+                  bool quiet = false);
   const std::string& file() const { return file_; }
   const std::string& dataset() const { return dataset_; }  // "/model/embed", or "" (the file)
   const std::string& problem() const { return problem_; }
@@ -116,8 +140,11 @@ struct SaveOptions {
   // Keep this many newest checkpoints (checkpoint.keep); <= 0 keeps all.
   int64_t keep = 0;
   // Called on every rank as the write progresses ("created", "wrote <path>", "closed", and on
-  // rank 0 "renamed", "latest"), for tests that crash a writer at a chosen point.
+  // rank 0 "renamed", "latest"), for tests that crash a writer at a chosen point. A throw from it
+  // is a failure of that rank's write (agreed like any other).
   std::function<void(const std::string& stage)> on_stage;
+  // Bounds every wait of the save (null: unbounded).
+  comm::Watchdog* watchdog = nullptr;
 };
 
 struct SaveResult {
@@ -147,17 +174,23 @@ struct Inspection {
   std::string file;
   TrainState state;
   std::vector<TensorStatus> tensors;  // in manifest (write) order
-  bool ok() const;                    // every tensor without problem
+  // Empty, or what is wrong with the file's metadata as a whole: its metadata checksum is
+  // missing or does not match (the state above may then be wrong too).
+  std::string metadata_problem;
+  bool ok() const;  // no metadata problem and every tensor without problem
 };
 
-// Collective. Opens `file`, checks the format attributes and the manifest, and reads every
-// chunk of every dataset (in parallel: each rank a share) so that HDF5 verifies its Fletcher32
-// checksum. Problems with single datasets are reported per tensor; a file that cannot be used at
-// all (missing, not HDF5, truncated, foreign, unknown format_version) throws CheckpointError.
-Inspection inspect_checkpoint(MPI_Comm comm, const std::string& file);
+// Collective. Opens `file`, checks the format attributes, the manifest and the metadata
+// checksum, and reads every chunk of every dataset (in parallel: each rank a share) so that HDF5
+// verifies its Fletcher32 checksum. Problems with single datasets are reported per tensor; a file
+// that cannot be used at all (missing, not HDF5, truncated, foreign, unknown format_version)
+// throws CheckpointError. `watchdog` bounds the waits (null: unbounded).
+Inspection inspect_checkpoint(MPI_Comm comm, const std::string& file,
+                              comm::Watchdog* watchdog = nullptr);
 
-// inspect_checkpoint, then throws CheckpointError naming the first bad dataset.
-TrainState verify_checkpoint(MPI_Comm comm, const std::string& file);
+// inspect_checkpoint, then throws CheckpointError naming the first bad dataset (or the metadata).
+TrainState verify_checkpoint(MPI_Comm comm, const std::string& file,
+                             comm::Watchdog* watchdog = nullptr);
 
 // Collective. Verifies the whole file, then fills every ref (any slab layout; the refs may differ
 // between ranks, writer is ignored) with collective hyperslab reads. Throws CheckpointError when
@@ -167,6 +200,7 @@ struct LoadOptions {
   // verified the file (plan_resume or verify_checkpoint did); the structure is still checked,
   // and every chunk that is read is still checked by HDF5's Fletcher32 filter.
   bool verify_all = true;
+  comm::Watchdog* watchdog = nullptr;  // bounds every wait (null: unbounded)
 };
 TrainState load_checkpoint(MPI_Comm comm, const std::string& file,
                            const std::vector<TensorRef>& tensors, const LoadOptions& options = {});
@@ -214,7 +248,12 @@ struct ResumePlan {
 //           present but none verifies: throws CheckpointError listing each and why (never a
 //           silent restart from step 0 over a directory of damaged checkpoints).
 //   a file  that file, verified; throws CheckpointError when it does not verify.
-ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::string& dir);
+// `accept` (collective, optional) runs on each candidate that verified, before it is chosen: the
+// trainer loads it there. A CheckpointError it throws counts as a failed verification ("auto"
+// goes on to the next candidate); any other error ends the search.
+using AcceptFn = std::function<void(const std::string& path, const TrainState& state)>;
+ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::string& dir,
+                       comm::Watchdog* watchdog = nullptr, const AcceptFn& accept = {});
 
 // The newest-first candidates plan_resume("auto") tries: latest's target, then every
 // step_*.h5 by decreasing step (no *.tmp). Not collective (reads the directory).

@@ -5,6 +5,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "comm/watchdog.h"
+
 namespace sy::ckpt::detail {
 
 // ---- HDF5 attributes ---------------------------------------------------------------------------
@@ -136,7 +138,9 @@ int comm_size(MPI_Comm comm) {
   return n;
 }
 
-std::string bcast_string(MPI_Comm comm, const std::string& s, int root) {
+std::string bcast_string(const Coll& c, const std::string& s, int root, const std::string& what) {
+  const MPI_Comm comm = c.comm;
+  comm::WatchdogScope scope(c.watchdog, "rank " + std::to_string(root) + "'s broadcast: " + what);
   int64_t n = static_cast<int64_t>(s.size());
   MPI_CHECK(MPI_Bcast(&n, 1, MPI_INT64_T, root, comm));
   std::string out = comm_rank(comm) == root ? s : std::string(static_cast<size_t>(n), '\0');
@@ -146,7 +150,10 @@ std::string bcast_string(MPI_Comm comm, const std::string& s, int root) {
   return out;
 }
 
-std::vector<std::string> allgather_strings(MPI_Comm comm, const std::string& mine) {
+std::vector<std::string> allgather_strings(const Coll& c, const std::string& mine,
+                                           const std::string& what) {
+  const MPI_Comm comm = c.comm;
+  comm::WatchdogScope scope(c.watchdog, "every rank's part: " + what);
   const int size = comm_size(comm);
   SY_CHECK(mine.size() < (size_t{1} << 31), "allgather of " << mine.size() << " bytes");
   int n = static_cast<int>(mine.size());
@@ -168,50 +175,81 @@ std::vector<std::string> allgather_strings(MPI_Comm comm, const std::string& min
   return out;
 }
 
-void agree(MPI_Comm comm, const std::function<void()>& fn) {
-  enum Kind : int64_t { kNone, kCheckpoint, kUsage, kOther };
-  int64_t kind = kNone;
+void agree(const Coll& c, const std::string& what, const std::function<void()>& fn) {
+  enum Kind : int64_t { kNone, kCheckpoint, kUsage, kError, kOther };
+  int64_t kind = kNone, code = kExitOther;
   std::string file, dataset, message;
-  try {
-    fn();
-  } catch (const CheckpointError& e) {
-    kind = kCheckpoint;
-    file = e.file();
-    dataset = e.dataset();
-    message = e.problem();
-  } catch (const UsageError& e) {
-    kind = kUsage;
-    message = e.what();
-  } catch (const std::exception& e) {
-    kind = kOther;
-    message = e.what();
+  {
+    comm::WatchdogScope scope(c.watchdog, what);
+    try {
+      fn();
+    } catch (const CheckpointError& e) {
+      kind = kCheckpoint;
+      file = e.file();
+      dataset = e.dataset();
+      message = e.problem();
+    } catch (const UsageError& e) {
+      kind = kUsage;
+      message = e.what();
+    } catch (const Error& e) {  // a deliberate, worded error ("no space left ..."): kept as is
+      kind = kError;
+      code = e.code();
+      message = e.what();
+    } catch (const std::exception& e) {
+      kind = kOther;
+      message = e.what();
+    }
   }
+  const MPI_Comm comm = c.comm;
   const int rank = comm_rank(comm), size = comm_size(comm);
   int first = kind != kNone ? rank : size;
-  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm));
+  {
+    // A rank that failed says so while it waits: if the others never come (they are stuck in a
+    // collective the failure left unmatched), the watchdog's message carries the reason.
+    comm::WatchdogScope scope(
+        c.watchdog, "the other ranks to finish " + what +
+                        (kind != kNone ? " (this rank failed: " + message + ")" : std::string()));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm));
+  }
   if (first == size) return;
   Packer p;
   p.i64(kind);
+  p.i64(code);
   p.str(file);
   p.str(dataset);
   p.str(message);
-  const std::string blob = bcast_string(comm, p.bytes(), first);
+  const std::string blob = bcast_string(c, p.bytes(), first, "the error of " + what);
   Unpacker u(blob);
   kind = u.i64();
+  code = u.i64();
   file = u.str();
   dataset = u.str();
   message = u.str();
-  if (kind == kCheckpoint) throw CheckpointError(file, dataset, message);
-  if (kind == kUsage) throw UsageError(message);
-  throw std::runtime_error(first == rank ? message
-                                         : message + " (on rank " + std::to_string(first) + ")");
+  const bool quiet = rank != 0;  // the same message on every rank: rank 0 reports it
+  if (kind == kCheckpoint) throw CheckpointError(file, dataset, message, quiet);
+  if (kind == kUsage) throw UsageError(message, quiet);
+  if (kind == kError)
+    throw Error(static_cast<ExitCode>(code),
+                first == 0 ? message : message + " (rank " + std::to_string(first) + ")", quiet);
+  throw Error(kExitOther, what + " failed on rank " + std::to_string(first) + ": " + message,
+              quiet);
 }
 
-void on_root(MPI_Comm comm, const std::function<void()>& fn) {
-  const bool root = comm_rank(comm) == 0;
-  agree(comm, [&] {
+void on_root(const Coll& c, const std::string& what, const std::function<void()>& fn) {
+  const bool root = comm_rank(c.comm) == 0;
+  agree(c, what, [&] {
     if (root) fn();
   });
+}
+
+void agree(MPI_Comm comm, const std::function<void()>& fn) {
+  agree(Coll{comm, nullptr}, "checkpoint", fn);
+}
+void on_root(MPI_Comm comm, const std::function<void()>& fn) {
+  on_root(Coll{comm, nullptr}, "checkpoint", fn);
+}
+std::string bcast_string(MPI_Comm comm, const std::string& s, int root) {
+  return bcast_string(Coll{comm, nullptr}, s, root, "checkpoint");
 }
 
 // ---- serializer --------------------------------------------------------------------------------

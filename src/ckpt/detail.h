@@ -12,6 +12,10 @@
 #include "src/ckpt/checkpoint.h"
 #include "src/core/h5.h"
 
+namespace sy::comm {
+class Watchdog;
+}
+
 namespace sy::ckpt::detail {
 
 inline constexpr const char* kFormat = "switchyard-checkpoint";
@@ -41,17 +45,33 @@ h5::PropList serial_fapl();
 
 // ---- agreement across ranks --------------------------------------------------------------------
 
-// Runs `fn` on every rank; fn must not call MPI. When it throws on any rank, every rank throws
-// the exception of the lowest failing rank (CheckpointError and UsageError keep their type, the
-// rest become std::runtime_error), so all ranks leave a collective operation together.
-void agree(MPI_Comm comm, const std::function<void()>& fn);
+// The ranks of one collective checkpoint operation and the watchdog that bounds every wait in it
+// (parallel.timeout_s; null: unbounded, as in `ckpt info`). `what` arguments below name the work
+// in the watchdog's message ("checkpoint 'd/step_00000010.h5': writing dataset /model/embed").
+struct Coll {
+  MPI_Comm comm = MPI_COMM_NULL;
+  comm::Watchdog* watchdog = nullptr;
+};
+
+// Runs `fn` on every rank (bounded by the watchdog as `what`: fn may make collective HDF5 calls),
+// then the ranks agree on the outcome. When fn threw on any rank, every rank throws the error of
+// the lowest failing rank, reported once: on rank 0, quiet elsewhere. CheckpointError and
+// UsageError keep their type; anything else becomes Error(kExitOther, "<what> failed on rank R:
+// <message>"). So all ranks leave a collective operation together, and a user reads one message.
+void agree(const Coll& c, const std::string& what, const std::function<void()>& fn);
 // Runs `fn` on rank 0 only, with the same error agreement.
-void on_root(MPI_Comm comm, const std::function<void()>& fn);
+void on_root(const Coll& c, const std::string& what, const std::function<void()>& fn);
 
 // `s` of rank `root`, on every rank.
-std::string bcast_string(MPI_Comm comm, const std::string& s, int root);
+std::string bcast_string(const Coll& c, const std::string& s, int root, const std::string& what);
 // Every rank's `mine`, in rank order.
-std::vector<std::string> allgather_strings(MPI_Comm comm, const std::string& mine);
+std::vector<std::string> allgather_strings(const Coll& c, const std::string& mine,
+                                           const std::string& what);
+
+// The same without a watchdog (unbounded waits), for code that has none to pass.
+void agree(MPI_Comm comm, const std::function<void()>& fn);
+void on_root(MPI_Comm comm, const std::function<void()>& fn);
+std::string bcast_string(MPI_Comm comm, const std::string& s, int root);
 
 int comm_rank(MPI_Comm comm);
 int comm_size(MPI_Comm comm);

@@ -104,7 +104,8 @@ std::vector<std::string> list_temp_files(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return out;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
+    std::string name = entry.path().filename().string();
+    if (name.ends_with(kSpareSuffix)) name.resize(name.size() - std::strlen(kSpareSuffix));
     if (name.ends_with(".h5.tmp") && step_of_file_name(name.substr(0, name.size() - 4)) >= 0)
       out.push_back(entry.path().string());
   }

@@ -29,7 +29,10 @@ struct StepFile {
 };
 // Every step_<digits>.h5 in `dir` (not *.tmp), by increasing step; empty when `dir` is absent.
 std::vector<StepFile> list_step_files(const std::string& dir);
-// Every *.h5.tmp in `dir`: what a crashed save leaves behind.
+// The spare file a save holds beside <name>.h5.tmp while it writes (write.cpp).
+inline constexpr const char* kSpareSuffix = ".spare";
+
+// Every *.h5.tmp (and *.h5.tmp.spare) in `dir`: what a crashed save leaves behind.
 std::vector<std::string> list_temp_files(const std::string& dir);
 
 // After <dir>/step_<new_step>.h5 is complete: removes the step files older than the newest

@@ -14,8 +14,10 @@
 #include <fstream>
 #include <map>
 
+#include "comm/watchdog.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/detail.h"
+#include "src/ckpt/seal.h"
 
 namespace sy::ckpt {
 
@@ -34,6 +36,7 @@ struct EntryInfo {
 struct FileInfo {
   TrainState state;
   std::vector<EntryInfo> entries;
+  std::string metadata_problem;  // the seal (seal.h) is missing or does not match
 };
 
 // HDF5 looks for its signature at 0, 512, 1024, 2048, ... (a user block may precede it).
@@ -177,12 +180,21 @@ FileInfo read_structure(const std::string& file) {
     }
     info.entries.push_back(std::move(e));
   }
+  // Last, so that damage a check above names precisely (a dataset, the format) is reported as
+  // such; the seal then catches what nothing else can see (an attribute's value, a dataset
+  // deleted together with its manifest line).
+  try {
+    info.metadata_problem = check_seal(f);
+  } catch (const std::exception& e) {
+    info.metadata_problem = std::string("metadata checksum cannot be computed: ") + e.what();
+  }
   return info;
 }
 
 std::string pack_info(const FileInfo& info) {
   Packer p;
   pack(p, info.state);
+  p.str(info.metadata_problem);
   p.i64(static_cast<int64_t>(info.entries.size()));
   for (const auto& e : info.entries) {
     p.str(e.m.path);
@@ -198,6 +210,7 @@ FileInfo unpack_info(const std::string& bytes) {
   Unpacker u(bytes);
   FileInfo info;
   info.state = unpack_state(u);
+  info.metadata_problem = u.str();
   info.entries.resize(static_cast<size_t>(u.i64()));
   for (auto& e : info.entries) {
     e.m.path = u.str();
@@ -209,17 +222,22 @@ FileInfo unpack_info(const std::string& bytes) {
   return info;
 }
 
-FileInfo structure_everywhere(MPI_Comm comm, const std::string& file) {
+std::string label_of(const std::string& file) {
+  return "checkpoint '" + file + "'";
+}
+
+FileInfo structure_everywhere(const Coll& c, const std::string& file) {
   std::string bytes;
-  on_root(comm, [&] { bytes = pack_info(read_structure(file)); });
-  return unpack_info(bcast_string(comm, bytes, 0));
+  on_root(c, label_of(file) + ": rank 0 reading its structure",
+          [&] { bytes = pack_info(read_structure(file)); });
+  return unpack_info(bcast_string(c, bytes, 0, label_of(file) + ": its structure"));
 }
 
 // The file opened on every rank through MPI-IO (collective).
-h5::File open_parallel(MPI_Comm comm, const std::string& file) {
+h5::File open_parallel(const Coll& c, const std::string& file) {
   hid_t id = H5I_INVALID_HID;
-  agree(comm, [&] {
-    h5::PropList fapl = mpio_fapl(comm);
+  agree(c, label_of(file) + ": opening it (parallel HDF5, collective)", [&] {
+    h5::PropList fapl = mpio_fapl(c.comm);
     id = H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl);
     if (id < 0)
       throw CheckpointError(file, "", "parallel open failed: " + h5::error_stack_message());
@@ -228,9 +246,9 @@ h5::File open_parallel(MPI_Comm comm, const std::string& file) {
 }
 
 // Pass 2: this rank reads its share of the chunk rows of every healthy dataset.
-void verify_data(MPI_Comm comm, const std::string& file, FileInfo& info) {
-  const int rank = comm_rank(comm), size = comm_size(comm);
-  h5::File f = open_parallel(comm, file);
+void verify_data(const Coll& c, const std::string& file, FileInfo& info) {
+  const int rank = comm_rank(c.comm), size = comm_size(c.comm);
+  h5::File f = open_parallel(c, file);
   Packer problems;  // (entry index, message) of this rank
   int64_t n_problems = 0;
   std::vector<float> buf;
@@ -266,7 +284,8 @@ void verify_data(MPI_Comm comm, const std::string& file, FileInfo& info) {
   Packer p;
   p.i64(n_problems);
   const std::string mine = p.bytes() + problems.bytes();
-  for (const std::string& theirs : allgather_strings(comm, mine)) {
+  for (const std::string& theirs :
+       allgather_strings(c, mine, label_of(file) + ": the verification of every chunk")) {
     Unpacker u(theirs);
     const int64_t n = u.i64();
     for (int64_t k = 0; k < n; ++k) {
@@ -283,22 +302,28 @@ Inspection to_inspection(const std::string& file, const FileInfo& info) {
   ins.state = info.state;
   for (const auto& e : info.entries)
     ins.tensors.push_back({e.m.path, e.m.shape, e.chunks, e.problem});
+  ins.metadata_problem = info.metadata_problem;
   return ins;
 }
 
-void throw_first_problem(const Inspection& ins) {
+// The same on every rank (the inspection was shared), so every rank throws alike: rank 0 says it.
+void throw_first_problem(const Coll& c, const Inspection& ins) {
+  const bool quiet = comm_rank(c.comm) != 0;
   for (const auto& t : ins.tensors)
-    if (!t.problem.empty()) throw CheckpointError(ins.file, dataset_name(t.path), t.problem);
+    if (!t.problem.empty()) throw CheckpointError(ins.file, dataset_name(t.path), t.problem, quiet);
+  if (!ins.metadata_problem.empty())
+    throw CheckpointError(ins.file, "", ins.metadata_problem, quiet);
 }
 
 // Pass 3: collective hyperslab reads of every ref, checked against the manifest first.
-void read_refs(MPI_Comm comm, const std::string& file, const Inspection& ins,
+void read_refs(const Coll& c, const std::string& file, const Inspection& ins,
                const std::vector<TensorRef>& refs) {
+  const MPI_Comm comm = c.comm;
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < ins.tensors.size(); ++i) index[ins.tensors[i].path] = i;
   // Per manifest entry, this rank's refs (its rounds).
   std::vector<std::vector<const TensorRef*>> mine(ins.tensors.size());
-  agree(comm, [&] {
+  agree(c, label_of(file) + ": matching the tensors to read", [&] {
     for (const auto& r : refs) {
       auto it = index.find(r.path);
       if (it == index.end())
@@ -316,10 +341,13 @@ void read_refs(MPI_Comm comm, const std::string& file, const Inspection& ins,
   });
   std::vector<int64_t> rounds(ins.tensors.size());
   for (size_t i = 0; i < rounds.size(); ++i) rounds[i] = static_cast<int64_t>(mine[i].size());
-  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, rounds.data(), static_cast<int>(rounds.size()), MPI_INT64_T,
-                          MPI_MAX, comm));
+  {
+    comm::WatchdogScope scope(c.watchdog, label_of(file) + ": every rank's read plan");
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, rounds.data(), static_cast<int>(rounds.size()),
+                            MPI_INT64_T, MPI_MAX, comm));
+  }
 
-  h5::File f = open_parallel(comm, file);
+  h5::File f = open_parallel(c, file);
   h5::PropList dxpl{H5_CHECK(H5Pcreate(H5P_DATASET_XFER))};
   H5_CHECK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
   // A failed read is remembered and the loop goes on, so that this rank keeps taking part in the
@@ -328,6 +356,9 @@ void read_refs(MPI_Comm comm, const std::string& file, const Inspection& ins,
   for (size_t i = 0; i < ins.tensors.size(); ++i) {
     if (rounds[i] == 0) continue;
     h5::Dataset ds{H5Dopen2(f, ins.tensors[i].path.c_str(), H5P_DEFAULT)};
+    comm::WatchdogScope scope(c.watchdog, label_of(file) + ": reading dataset " +
+                                              dataset_name(ins.tensors[i].path) +
+                                              " (parallel HDF5, collective)");
     for (int64_t round = 0; round < rounds[i]; ++round) {
       const TensorRef* r = round < static_cast<int64_t>(mine[i].size())
                                ? mine[i][static_cast<size_t>(round)]
@@ -354,41 +385,44 @@ void read_refs(MPI_Comm comm, const std::string& file, const Inspection& ins,
       }
     }
   }
-  agree(comm, [&] {
+  agree(c, label_of(file) + ": reading the tensors", [&] {
     if (!first_error.empty()) throw CheckpointError(file, error_dataset, first_error);
   });
 }
 
 }  // namespace
 
-Inspection inspect_checkpoint(MPI_Comm comm, const std::string& file) {
+Inspection inspect_checkpoint(MPI_Comm comm, const std::string& file, comm::Watchdog* watchdog) {
   h5::ErrorSilencer quiet;
-  FileInfo info = structure_everywhere(comm, file);
-  verify_data(comm, file, info);
+  const Coll c{comm, watchdog};
+  FileInfo info = structure_everywhere(c, file);
+  verify_data(c, file, info);
   return to_inspection(file, info);
 }
 
-TrainState verify_checkpoint(MPI_Comm comm, const std::string& file) {
-  const Inspection ins = inspect_checkpoint(comm, file);
-  throw_first_problem(ins);
+TrainState verify_checkpoint(MPI_Comm comm, const std::string& file, comm::Watchdog* watchdog) {
+  const Inspection ins = inspect_checkpoint(comm, file, watchdog);
+  throw_first_problem(Coll{comm, watchdog}, ins);
   return ins.state;
 }
 
 TrainState load_checkpoint(MPI_Comm comm, const std::string& file,
                            const std::vector<TensorRef>& tensors, const LoadOptions& options) {
   h5::ErrorSilencer quiet;
-  FileInfo info = structure_everywhere(comm, file);
-  if (options.verify_all) verify_data(comm, file, info);
+  const Coll c{comm, options.watchdog};
+  FileInfo info = structure_everywhere(c, file);
+  if (options.verify_all) verify_data(c, file, info);
   const Inspection ins = to_inspection(file, info);
-  throw_first_problem(ins);
-  read_refs(comm, file, ins, tensors);
+  throw_first_problem(c, ins);
+  read_refs(c, file, ins, tensors);
   return ins.state;
 }
 
 std::vector<WholeTensor> read_model_tensors(MPI_Comm comm, const std::string& file,
                                             TrainState* state) {
+  const Coll c{comm, nullptr};
   const Inspection ins = inspect_checkpoint(comm, file);
-  throw_first_problem(ins);
+  throw_first_problem(c, ins);
   if (state) *state = ins.state;
   std::vector<WholeTensor> out;
   for (const auto& t : ins.tensors)
@@ -397,7 +431,7 @@ std::vector<WholeTensor> read_model_tensors(MPI_Comm comm, const std::string& fi
   std::vector<TensorRef> refs;
   for (auto& w : out) refs.push_back({w.path, w.shape, Slab::whole(w.shape), true, w.data.data()});
   h5::ErrorSilencer quiet;
-  read_refs(comm, file, ins, refs);
+  read_refs(c, file, ins, refs);
   return out;
 }
 

@@ -28,14 +28,17 @@ std::vector<std::string> resume_candidates(const std::string& dir) {
   return out;
 }
 
-ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::string& dir) {
+ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::string& dir,
+                       comm::Watchdog* watchdog, const AcceptFn& accept) {
+  const detail::Coll coll{comm, watchdog};
   ResumePlan plan;
   if (resume.empty()) {
     plan.message = "starting at step 0 (no --resume)";
     return plan;
   }
   if (resume != "auto") {
-    plan.state = verify_checkpoint(comm, resume);
+    plan.state = verify_checkpoint(comm, resume, watchdog);
+    if (accept) accept(resume, plan.state);
     plan.path = resume;
     plan.message = "resuming from " + resume + " (step " + std::to_string(plan.state.step) + ")";
     return plan;
@@ -45,14 +48,15 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
   std::vector<std::string> candidates;
   {
     std::string packed;
-    detail::on_root(comm, [&] {
+    detail::on_root(coll, "--resume auto: rank 0 listing '" + dir + "'", [&] {
       detail::Packer p;
       const auto list = resume_candidates(dir);
       p.i64(static_cast<int64_t>(list.size()));
       for (const auto& c : list) p.str(c);
       packed = p.bytes();
     });
-    const std::string bytes = detail::bcast_string(comm, packed, 0);
+    const std::string bytes =
+        detail::bcast_string(coll, packed, 0, "--resume auto: the checkpoints in '" + dir + "'");
     detail::Unpacker u(bytes);
     candidates.resize(static_cast<size_t>(u.i64()));
     for (auto& c : candidates) c = u.str();
@@ -60,7 +64,8 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
 
   for (const auto& c : candidates) {
     try {
-      plan.state = verify_checkpoint(comm, c);
+      plan.state = verify_checkpoint(comm, c, watchdog);
+      if (accept) accept(c, plan.state);
       plan.path = c;
       break;
     } catch (const CheckpointError& e) {
@@ -75,8 +80,9 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
       return plan;
     }
     throw UsageError("--resume auto: none of the " + std::to_string(candidates.size()) +
-                     " checkpoints in '" + dir +
-                     "' verifies (not starting over from step 0):" + skipped_text);
+                         " checkpoints in '" + dir +
+                         "' verifies (not starting over from step 0):" + skipped_text,
+                     /*quiet=*/detail::comm_rank(comm) != 0);
   }
   plan.message = "--resume auto: resuming from " + plan.path + " (step " +
                  std::to_string(plan.state.step) + ")" + skipped_text;

@@ -6,13 +6,25 @@
 // identical everywhere. Data moves with one collective H5Dwrite per dataset and "round": a rank
 // holding several parts of one tensor (say ZeRO-1 shards that are not one hyperslab) writes its
 // r-th part in round r; ranks with fewer parts select nothing in that round.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <map>
+#include <utility>
 
+#include "comm/watchdog.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/detail.h"
 #include "src/ckpt/files.h"
+#include "src/ckpt/seal.h"
 #include "src/data/tokenizer_h5.h"
 
 namespace sy::ckpt {
@@ -57,7 +69,7 @@ std::vector<LocalTensor> group_local(const std::vector<TensorRef>& refs) {
 
 // Merges every rank's tensors (ranks in order, each in its own order) into one plan, checking
 // that the shapes agree and that the writer parts cover each tensor exactly (by element count).
-std::vector<PlannedTensor> plan_tensors(MPI_Comm comm, const std::vector<LocalTensor>& local) {
+std::vector<PlannedTensor> plan_tensors(const Coll& c, const std::vector<LocalTensor>& local) {
   Packer p;
   p.i64(static_cast<int64_t>(local.size()));
   for (const auto& t : local) {
@@ -68,7 +80,7 @@ std::vector<PlannedTensor> plan_tensors(MPI_Comm comm, const std::vector<LocalTe
     p.i64(static_cast<int64_t>(t.writer_parts.size()));
     p.i64(numel);
   }
-  const std::vector<std::string> all = allgather_strings(comm, p.bytes());
+  const std::vector<std::string> all = allgather_strings(c, p.bytes(), "the tensor plan");
 
   std::vector<PlannedTensor> plan;
   std::vector<int64_t> written;  // elements the writer parts cover, per planned tensor
@@ -102,26 +114,6 @@ std::vector<PlannedTensor> plan_tensors(MPI_Comm comm, const std::vector<LocalTe
                        << " elements (each element needs exactly one writer)");
   return plan;
 }
-
-// The file being written: closed explicitly (checked) on success, by the destructor on error.
-class OpenFile {
- public:
-  explicit OpenFile(hid_t id) : id_(id) {}
-  ~OpenFile() {
-    if (id_ >= 0) H5Fclose(id_);  // error path: the .tmp file is abandoned anyway
-  }
-  OpenFile(const OpenFile&) = delete;
-  OpenFile& operator=(const OpenFile&) = delete;
-  operator hid_t() const { return id_; }  // NOLINT: pass straight to H5* calls
-  void close() {
-    const hid_t id = id_;
-    id_ = H5I_INVALID_HID;
-    H5_CHECK(H5Fclose(id));
-  }
-
- private:
-  hid_t id_;
-};
 
 h5::Group ensure_group(hid_t file, const std::string& path) {
   if (path_exists(file, path))
@@ -221,20 +213,225 @@ void write_state(hid_t file, const TrainState& s, const std::vector<PlannedTenso
   write_attr(train, "last_val_loss", s.last_val_loss);
 }
 
+// A generous bound on the file's size: the data, each chunk's Fletcher32 checksum and index
+// entry, each dataset's object header, the attributes (the config twice over: attribute and heap),
+// the tokenizer model, and a margin for HDF5's own free-space slack.
+int64_t estimated_file_bytes(const std::vector<PlannedTensor>& plan, const TrainState& st) {
+  int64_t bytes = (int64_t{1} << 20) + 2 * static_cast<int64_t>(st.config_yaml.size()) +
+                  static_cast<int64_t>(st.tokenizer_model.size());
+  for (const auto& t : plan) {
+    const int64_t data = numel_of(t.shape) * 4;
+    int64_t chunks = 1;
+    const std::vector<int64_t> c = chunk_shape(t.shape);
+    for (size_t d = 0; d < c.size(); ++d) chunks *= (t.shape[d] + c[d] - 1) / c[d];
+    bytes += data + chunks * 64 + 4096;
+  }
+  return bytes + bytes / 50;
+}
+
+std::string mib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
+
+// Bytes an unprivileged writer may still use on the file system of `dir`; -1 when unknown.
+int64_t free_bytes(const std::string& dir) {
+  struct statvfs v {};
+  if (::statvfs(dir.c_str(), &v) != 0) return -1;
+  return static_cast<int64_t>(v.f_bavail) * static_cast<int64_t>(v.f_frsize);
+}
+
+// Rank 0, before the write: refuses a checkpoint that cannot fit, so a full disk is one clear
+// message instead of a failure deep inside a collective write. A stale temp file of the same step
+// is about to be truncated, so its space counts as free.
+void check_free_space(const std::string& dir, const std::string& tmp_path, int64_t need) {
+  int64_t avail = free_bytes(dir);
+  if (avail < 0) return;  // unknown: the write itself will tell
+  std::error_code ec;
+  const auto stale = fs::file_size(tmp_path, ec);
+  if (!ec) avail += static_cast<int64_t>(stale);
+  if (avail >= need) return;
+  throw Error(kExitOther, "no space left for checkpoint " + fs::path(tmp_path).stem().string() +
+                              " in checkpoint.dir '" + dir + "': it needs about " + mib(need) +
+                              ", " + mib(avail) +
+                              " are free; the previous checkpoint and `latest` are kept. Free some "
+                              "space (or point checkpoint.dir elsewhere) and resume with --resume "
+                              "auto");
+}
+
+// Whether a failed write most likely ran out of space: the error says so, or the file system is
+// (nearly) full -- less room than one chunk of at most 4 MiB.
+bool looks_like_disk_full(const std::string& message, int64_t avail) {
+  for (const char* m : {"No space left", "MPI_ERR_NO_SPACE", "ENOSPC", "Disk quota"})
+    if (message.find(m) != std::string::npos) return true;
+  return avail >= 0 && avail < (int64_t{5} << 20);
+}
+
+// One step of the write on this rank. An error that looks like a full disk is worded here, on
+// the rank that saw it, so that the agreed error says so -- and so does this rank's watchdog
+// message, should the others be stuck inside an HDF5 collective that the failure left unmatched.
+void diagnosed(const std::string& tmp_path, const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error&) {
+    throw;  // worded already
+  } catch (const std::exception& e) {
+    const std::string dir = fs::path(tmp_path).parent_path().string();
+    const int64_t avail = free_bytes(dir);
+    if (!looks_like_disk_full(e.what(), avail)) throw;
+    throw Error(kExitOther, "no space left on the device of checkpoint.dir '" + dir + "' (" +
+                                (avail >= 0 ? mib(avail) : std::string("unknown")) +
+                                " free) while writing " + fs::path(tmp_path).stem().string() +
+                                "; the partial file is removed, the previous checkpoint and "
+                                "`latest` are kept. Cause: " +
+                                e.what());
+  }
+}
+
+// Rank 0, right after the file is created: reserves its whole size on disk (fallocate without
+// changing its length), so that a disk filling up during the write -- another job's output --
+// cannot fail the collective write half-way on some ranks: a disk too full fails here, on one
+// rank, before any collective write, and the ranks agree. A file system that cannot reserve
+// (EOPNOTSUPP) is written without.
+void reserve_space(const std::string& path, int64_t bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error("opening " + path + ": " + std::strerror(errno));
+  const int rc = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, bytes);
+  const int err = errno;
+  ::close(fd);
+  if (rc == 0 || err == EOPNOTSUPP || err == ENOSYS) return;
+  throw std::runtime_error("reserving " + mib(bytes) + " for " + path + ": " + std::strerror(err));
+}
+
+// Rank 0 holds this much in a spare file while a checkpoint is written: room for what closing
+// the file writes (its metadata), should the disk fill up during the write. Giving the partial
+// file up then starts by freeing the spare, so the close cannot fail again on a full disk --
+// differently on different ranks, which would leave some of them waiting in a collective.
+int64_t spare_bytes(const std::vector<PlannedTensor>& plan) {
+  return (int64_t{64} << 10) + 8192 * static_cast<int64_t>(plan.size());
+}
+
+void hold_spare(const std::string& path, int64_t bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error("creating " + path + ": " + std::strerror(errno));
+  const int rc = ::fallocate(fd, 0, 0, bytes);
+  const int err = errno;
+  ::close(fd);
+  if (rc == 0 || err == EOPNOTSUPP || err == ENOSYS) return;
+  std::error_code ec;
+  fs::remove(path, ec);
+  throw std::runtime_error("holding " + mib(bytes) + " in " + path + ": " + std::strerror(err));
+}
+
+// Rank 0, after the close: gives back what the reservation holds beyond the file's end.
+void release_reserve(const std::string& path, int64_t bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && st.st_size < bytes &&
+      ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size, bytes - st.st_size) !=
+          0) {
+    // Not every file system punches holes; the blocks go with the next truncate or removal.
+  }
+  ::close(fd);
+}
+
+// Every rank, after an agreed failure of the write: gives the partial file up without another
+// failure. Closing an HDF5 file writes its metadata, which a full disk would refuse again (and
+// differently on different ranks), so rank 0 first removes the spare and truncates the file to
+// nothing, freeing their space; then every rank closes it, and rank 0 removes it. Never throws:
+// the agreed error is what the caller reports.
+void abandon_temp_file(const Coll& c, const std::string& label, const std::string& tmp_path,
+                       const std::string& spare_path, hid_t& file) {
+  try {
+    on_root(c, label + ": giving up the partial file", [&] {
+      std::error_code ec;
+      fs::remove(spare_path, ec);
+      if (::truncate(tmp_path.c_str(), 0) != 0) {
+        // Gone or not ours to truncate: closing will tell.
+      }
+    });
+  } catch (...) {
+  }
+  if (file >= 0) {
+    comm::WatchdogScope scope(c.watchdog, label + ": closing the partial file (parallel HDF5)");
+    H5Fclose(file);
+    file = H5I_INVALID_HID;
+  }
+  try {
+    on_root(c, label + ": removing the partial file", [&] {
+      std::error_code ec;
+      fs::remove(tmp_path, ec);
+    });
+  } catch (...) {
+  }
+}
+
+// The collective part of a save: create the temp file, write every dataset and the attributes,
+// flush, close -- agreeing after each step, so every rank sees any rank's failure at the same
+// point and leaves together.
+void write_file(const Coll& c, const std::string& label, const std::string& tmp_path,
+                const std::string& spare_path, int64_t reserve_bytes,
+                const std::vector<PlannedTensor>& plan,
+                const std::map<std::string, const LocalTensor*>& mine, const TrainState& st,
+                const std::function<void(const std::string&)>& stage) {
+  const bool root = comm_rank(c.comm) == 0;
+  hid_t file = H5I_INVALID_HID;
+  h5::PropList dxpl;
+  // One agreed step: every rank runs `fn`, failures are worded (diagnosed) and shared.
+  auto step = [&](const std::string& what, const std::function<void()>& fn) {
+    agree(c, label + ": " + what + " (parallel HDF5, collective)",
+          [&] { diagnosed(tmp_path, fn); });
+  };
+  try {
+    step("creating the file", [&] {
+      h5::PropList fapl = mpio_fapl(c.comm);
+      file = H5_CHECK(H5Fcreate(tmp_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl));
+      dxpl = h5::PropList{H5_CHECK(H5Pcreate(H5P_DATASET_XFER))};
+      H5_CHECK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+      stage("created");
+      if (root) reserve_space(tmp_path, reserve_bytes);
+    });
+    for (const auto& t : plan) {
+      step("writing dataset /" + t.path, [&] {
+        auto it = mine.find(t.path);
+        write_tensor(file, t, it == mine.end() ? nullptr : it->second, dxpl);
+        stage("wrote " + t.path);
+      });
+    }
+    if (!st.tokenizer_model.empty())
+      step("writing /tokenizer/model",
+           [&] { write_tokenizer_model(file, st.tokenizer_model, root, dxpl); });
+    step("writing the attributes", [&] { write_state(file, st, plan); });
+    // MPI_File_sync: on disk on every node.
+    step("flushing the file to disk", [&] { H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL)); });
+    step("closing the file", [&] {
+      const hid_t id = std::exchange(file, H5I_INVALID_HID);  // released even when close fails
+      H5_CHECK(H5Fclose(id));
+      stage("closed");
+    });
+  } catch (...) {
+    abandon_temp_file(c, label, tmp_path, spare_path, file);
+    throw;
+  }
+}
+
 }  // namespace
 
 SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainState& state,
                            const std::vector<TensorRef>& tensors, const SaveOptions& options) {
   h5::ErrorSilencer quiet;
+  const Coll c{comm, options.watchdog};
   const int rank = comm_rank(comm);
   auto stage = [&](const std::string& what) {
     if (options.on_stage) options.on_stage(what);
   };
 
   std::vector<LocalTensor> local;
-  agree(comm, [&] { local = group_local(tensors); });
+  agree(c, "checkpoint: checking the tensors to save", [&] { local = group_local(tensors); });
   std::vector<PlannedTensor> plan;
-  agree(comm, [&] { plan = plan_tensors(comm, local); });
+  agree(c, "checkpoint: planning the datasets", [&] { plan = plan_tensors(c, local); });
   std::map<std::string, const LocalTensor*> mine;
   for (const auto& t : local) mine[t.path] = &t;
 
@@ -246,7 +443,7 @@ SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainSta
   {
     Packer p;
     pack(p, st);
-    const std::string blob = bcast_string(comm, p.bytes(), 0);
+    const std::string blob = bcast_string(c, p.bytes(), 0, "checkpoint: the state to save");
     Unpacker u(blob);
     st = unpack_state(u);
   }
@@ -254,38 +451,36 @@ SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainSta
 
   const std::string final_path = (fs::path(dir) / checkpoint_file_name(st.step)).string();
   const std::string tmp_path = final_path + ".tmp";
-  on_root(comm, [&] {
+  const std::string label = "checkpoint '" + final_path + "'";
+  const std::string spare_path = tmp_path + files::kSpareSuffix;
+  const int64_t need = estimated_file_bytes(plan, st), spare = spare_bytes(plan);
+  on_root(c, label + ": preparing checkpoint.dir", [&] {
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec || !fs::is_directory(dir))
       throw UsageError("checkpoint.dir '" + dir + "' cannot be created: " + ec.message());
+    check_free_space(dir, tmp_path, need + spare);
+    diagnosed(tmp_path, [&] { hold_spare(spare_path, spare); });
   });
 
-  agree(comm, [&] {
-    // Every rank runs the same HDF5 calls; an error here is the same everywhere (or a bug).
-    h5::PropList fapl = mpio_fapl(comm);
-    OpenFile file{H5_CHECK(H5Fcreate(tmp_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl))};
-    stage("created");
-    h5::PropList dxpl{H5_CHECK(H5Pcreate(H5P_DATASET_XFER))};
-    H5_CHECK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
-    for (const auto& t : plan) {
-      auto it = mine.find(t.path);
-      write_tensor(file, t, it == mine.end() ? nullptr : it->second, dxpl);
-      stage("wrote " + t.path);
-    }
-    if (!st.tokenizer_model.empty())
-      write_tokenizer_model(file, st.tokenizer_model, rank == 0, dxpl);
-    write_state(file, st, plan);
-    H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL));  // MPI_File_sync: on disk on every node
-    file.close();
-    stage("closed");
-  });
+  write_file(c, label, tmp_path, spare_path, need, plan, mine, st, stage);
 
   SaveResult result;
   result.path = final_path;
-  on_root(comm, [&] {
-    files::fsync_path(tmp_path);
-    files::durable_rename(tmp_path, final_path);
+  on_root(c, label + ": sealing and committing the file", [&] {
+    try {
+      release_reserve(tmp_path, need);
+      seal_checkpoint(tmp_path);
+      files::fsync_path(tmp_path);
+      files::durable_rename(tmp_path, final_path);
+    } catch (...) {
+      std::error_code ec;
+      fs::remove(spare_path, ec);
+      fs::remove(tmp_path, ec);
+      throw;
+    }
+    std::error_code ec;
+    fs::remove(spare_path, ec);
     stage("renamed");
     files::atomic_write_text(dir, "latest", checkpoint_file_name(st.step) + "\n");
     stage("latest");
@@ -297,7 +492,7 @@ SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainSta
   for (const auto& s : result.removed) p.str(s);
   p.i64(static_cast<int64_t>(result.notes.size()));
   for (const auto& s : result.notes) p.str(s);
-  const std::string blob = bcast_string(comm, p.bytes(), 0);
+  const std::string blob = bcast_string(c, p.bytes(), 0, label + ": the files rotated");
   if (rank != 0) {
     Unpacker u(blob);
     result.removed.resize(static_cast<size_t>(u.i64()));

@@ -3,6 +3,7 @@
 // added here is parsed, overridable, checked and dumped at once. Range rules live in validate.cpp.
 #include "src/config/config.h"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -179,9 +180,18 @@ size_t edit_distance(std::string_view a, std::string_view b) {
   return d[a.size()][b.size()];
 }
 
+// Text from the config as messages echo it: a megabyte-long key or value is cut to its start and
+// its length, so the message stays one readable line.
+std::string shortened(std::string_view text) {
+  constexpr size_t kMax = 80;
+  if (text.size() <= kMax) return std::string(text);
+  return std::string(text.substr(0, 60)) + "... (" + std::to_string(text.size()) + " characters)";
+}
+
 // " (did you mean 'x'?)" for the closest candidate within edit distance 2, else "". Short words
 // get less slack: two edits turn "foo" into "moe", which is no hint at all.
 std::string suggestion(std::string_view word, const std::vector<std::string>& candidates) {
+  if (word.size() > 64) return "";  // no key is that long; the distance table would be huge
   const size_t limit = std::min<size_t>(2, word.size() / 2);
   size_t best = limit + 1;
   std::string best_name;
@@ -209,7 +219,7 @@ std::string describe(const YAML::Node& n) {
   if (n.IsNull()) return "nothing (null)";
   if (n.IsMap()) return "a mapping";
   if (n.IsSequence()) return "a list";
-  return "'" + n.Scalar() + "'";
+  return "'" + shortened(n.Scalar()) + "'";
 }
 
 // Where messages say a value came from: the config file's line, or the --set that put it there.
@@ -340,7 +350,7 @@ void check_structure(const YAML::Node& map, const std::string& section, const Co
     if (!kv.first.IsScalar())
       ctx.fail(where + "<key>", "keys must be plain names, got " + describe(kv.first), &kv.first);
     const std::string name = kv.first.Scalar();
-    const std::string path = where + name;
+    const std::string path = where + shortened(name);
     if (!seen.insert(name).second) ctx.fail(path, "duplicate key", &kv.first);
     if (std::find(valid.begin(), valid.end(), name) == valid.end()) {
       // A leaf key one level too high ("d_model:" at the top) gets its full path suggested.
@@ -365,20 +375,22 @@ void apply_override(YAML::Node& root, const std::string& assignment, const std::
                     std::map<std::string, std::string>& overridden) {
   const size_t eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
-    throw UsageError("--set " + assignment + ": expected key.path=value, e.g. model.d_model=128");
+    throw UsageError("--set " + shortened(assignment) +
+                     ": expected key.path=value, e.g. model.d_model=128");
   const std::string path = assignment.substr(0, eq), text = assignment.substr(eq + 1);
   if (!find_key(path)) {
     std::vector<std::string> all;
     for (const Key& k : kKeys) all.emplace_back(k.path);
     const std::string what = is_section(path) ? "is a section; set its keys one by one"
                                               : "unknown key" + suggestion(path, all);
-    throw UsageError("--set " + assignment + ": " + path + ": " + what);
+    throw UsageError("--set " + shortened(assignment) + ": " + shortened(path) + ": " + what);
   }
   YAML::Node value;
   try {
     value = YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    throw UsageError("--set " + assignment + ": " + path + ": value is not valid YAML: " + e.msg);
+    throw UsageError("--set " + shortened(assignment) + ": " + path +
+                     ": value is not valid YAML: " + e.msg);
   }
   const std::string section{section_of(path)};
   const std::string leaf{leaf_of(path)};
@@ -469,6 +481,11 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
       throw UsageError(source_name + ": holds " + std::to_string(docs.size()) +
                        " YAML documents; a config is one mapping");
     if (!docs.empty()) root = docs[0];
+  } catch (const YAML::DeepRecursion& e) {
+    // yaml-cpp's own guard against a stack overflow; its message alone says "bad file".
+    throw UsageError(source_name + ": YAML nested too deep (more than " +
+                     std::to_string(e.depth() - 1) + " levels of lists or mappings, at line " +
+                     std::to_string(e.mark.line + 1) + "); a config is sections of key: value");
   } catch (const YAML::ParserException& e) {
     std::ostringstream os;
     os << source_name << ": YAML syntax error at line " << e.mark.line + 1 << ", column "

@@ -81,6 +81,9 @@ void validate_config(const Config& cfg) {
   at_least("parallel.etp", par.etp, 1);
   at_least("parallel.ranks_per_node", par.ranks_per_node, 0);
   non_negative("parallel.timeout_s", par.timeout_s);
+  // The watchdog's clock overflows near 9e9 s, and a bound of weeks bounds nothing: 0 disables it.
+  if (par.timeout_s > 1e6)
+    bad("parallel.timeout_s", str(par.timeout_s), "at most 1000000 seconds (0 = no timeout)");
 
   at_least("train.steps", tr.steps, 0);  // 0: evaluate the initial (or resumed) model only
   at_least("train.global_batch", tr.global_batch, 1);

@@ -405,6 +405,11 @@ TokenData read_token_file(const std::string& path, int64_t model_vocab_size, int
   if (!fs::exists(path, ec)) throw UsageError("token file '" + path + "' not found");
   if (fs::is_directory(path, ec))
     throw UsageError("token file '" + path + "' is a directory, expected an HDF5 file");
+  // A FIFO would block open() forever (and a device or socket is no token file either): refuse
+  // anything but a regular file before HDF5 opens it.
+  if (!fs::is_regular_file(path, ec))
+    throw UsageError("token file '" + path +
+                     "' is not a regular file (a FIFO, device or socket?), expected an HDF5 file");
 
   const Reader r(path);
   h5::ErrorSilencer quiet;

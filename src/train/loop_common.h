@@ -13,6 +13,7 @@
 
 #include "comm/groups.h"
 #include "comm/mpi.h"
+#include "comm/watchdog.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
 #include "src/data/loader.h"
@@ -28,15 +29,12 @@
 
 namespace sy {
 
-namespace comm {
-class Watchdog;
-}
-
 // Runs `work` on every rank; if it throws UsageError on any rank, every rank throws: rank 0 with
 // its own message (or naming the first failing rank), the others quietly. Inputs are checked
 // this way before any other collective, so a bad file ends the job with one message and exit 2.
+// `wd` bounds the wait for the other ranks (null: unbounded).
 template <class F>
-void agree_on_usage(const comm::Comm& world, F&& work) {
+void agree_on_usage(const comm::Comm& world, comm::Watchdog* wd, F&& work) {
   std::string err;
   try {
     std::forward<F>(work)();
@@ -44,11 +42,18 @@ void agree_on_usage(const comm::Comm& world, F&& work) {
     err = e.what();
   }
   int failed_rank = err.empty() ? world.size() : world.rank();
-  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failed_rank, 1, MPI_INT, MPI_MIN, world.get()));
+  {
+    comm::WatchdogScope scope(wd, "the other ranks to check the inputs (start-up)");
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failed_rank, 1, MPI_INT, MPI_MIN, world.get()));
+  }
   if (failed_rank == world.size()) return;
   if (world.rank() != 0) throw UsageError(err, /*quiet=*/true);
   if (err.empty()) err = "rank " + std::to_string(failed_rank) + " could not start (see above)";
   throw UsageError(err);
+}
+template <class F>
+void agree_on_usage(const comm::Comm& world, F&& work) {
+  agree_on_usage(world, nullptr, std::forward<F>(work));
 }
 
 // Test hook for the failure tests (issue 3): SWITCHYARD_FAULT="<rank>:<step>:throw|exit|hang"

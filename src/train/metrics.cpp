@@ -1,5 +1,7 @@
 #include "src/train/metrics.h"
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -8,11 +10,20 @@
 
 namespace sy {
 
+namespace {
+// errno's text after a failed stream operation (streams keep no error code of their own).
+std::string errno_text(int saved) {
+  return saved != 0 ? std::strerror(saved) : "the stream failed without an errno";
+}
+}  // namespace
+
 MetricsWriter::MetricsWriter(const std::string& path, bool append) : path_(path) {
   namespace fs = std::filesystem;
   if (!append && fs::exists(path)) fs::rename(path, path + ".prev");
+  errno = 0;
   out_.open(path, append ? std::ios::app : std::ios::trunc);
-  if (!out_) throw UsageError("cannot open metrics file '" + path + "' for writing");
+  if (!out_)
+    throw UsageError("cannot open metrics file '" + path + "' for writing: " + errno_text(errno));
 }
 
 MetricsWriter::MetricsWriter(const std::string& path, int64_t resume_step) : path_(path) {
@@ -31,20 +42,28 @@ MetricsWriter::MetricsWriter(const std::string& path, int64_t resume_step) : pat
     }
     const std::string tmp = path + ".tmp";
     {
+      errno = 0;
       std::ofstream out(tmp, std::ios::trunc);
       for (const auto& line : keep) out << line << '\n';
-      if (!out) throw std::runtime_error("rewriting metrics file '" + tmp + "' failed");
+      out.flush();
+      if (!out)
+        throw std::runtime_error("rewriting metrics file '" + tmp +
+                                 "' failed: " + errno_text(errno));
     }
     fs::rename(tmp, path);
   }
+  errno = 0;
   out_.open(path, std::ios::app);
-  if (!out_) throw UsageError("cannot open metrics file '" + path + "' for writing");
+  if (!out_)
+    throw UsageError("cannot open metrics file '" + path + "' for writing: " + errno_text(errno));
 }
 
 void MetricsWriter::write(const nlohmann::json& line) {
+  errno = 0;
   out_ << line.dump() << '\n';
   out_.flush();
-  if (!out_) throw std::runtime_error("writing metrics file '" + path_ + "' failed");
+  if (!out_)
+    throw std::runtime_error("writing metrics file '" + path_ + "' failed: " + errno_text(errno));
 }
 
 }  // namespace sy

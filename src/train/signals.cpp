@@ -1,8 +1,16 @@
 #include "src/train/signals.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+
+#include "comm/watchdog.h"
+#include "src/core/error.h"
 
 namespace sy {
 
@@ -13,11 +21,38 @@ namespace {
 // do the compare-exchange that keeps the first signal's number).
 std::atomic<int> g_signal{0};
 std::atomic<bool> g_installed{false};
+std::atomic<bool> g_exit_before_training{false};
+std::atomic<bool> g_announce{true};  // this process prints the before-training line
+std::atomic<const PreemptionSignals*> g_instance{nullptr};
 static_assert(std::atomic<int>::is_always_lock_free);
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+// Appends `text` to line[0..n) without going past `cap` (strlen and memcpy are async-signal-safe).
+void append(char* line, size_t& n, size_t cap, const char* text) {
+  const size_t len = std::min(std::strlen(text), cap - n);
+  std::memcpy(line + n, text, len);
+  n += len;
+}
 
 extern "C" void on_preemption_signal(int sig) {
   int expected = 0;
   g_signal.compare_exchange_strong(expected, sig);
+  if (!g_exit_before_training.load()) return;
+  // Before training: nothing to save, and the process may sit in start-up work that no step
+  // boundary follows (reading a large file, waiting for a peer): end it now, as "try again".
+  if (g_announce.load()) {
+    char line[256];
+    size_t n = 0;
+    append(line, n, sizeof line, "switchyard: ");
+    append(line, n, sizeof line,
+           sig == SIGUSR1 ? "SIGUSR1" : (sig == SIGTERM ? "SIGTERM" : "a signal"));
+    append(line, n, sizeof line,
+           " before training started: nothing to checkpoint, exiting with 75 (resume with "
+           "--resume auto)\n");
+    const ssize_t ignored = ::write(STDERR_FILENO, line, n);
+    (void)ignored;
+  }
+  ::_exit(kExitPreempted);
 }
 
 void install(int sig, struct sigaction* old) {
@@ -33,10 +68,12 @@ void install(int sig, struct sigaction* old) {
 
 }  // namespace
 
-PreemptionSignals::PreemptionSignals() {
+PreemptionSignals::PreemptionSignals(Mode mode, Restore restore) : restore_(restore) {
   if (g_installed.exchange(true))
     throw std::logic_error("PreemptionSignals: an instance already exists in this process");
   g_signal.store(0);
+  g_announce.store(launcher_rank() <= 0);
+  g_exit_before_training.store(mode == Mode::kExitBeforeTraining);
   try {
     install(SIGUSR1, &old_usr1_);
   } catch (...) {
@@ -50,12 +87,32 @@ PreemptionSignals::PreemptionSignals() {
     g_installed.store(false);
     throw;
   }
+  g_instance.store(this);
 }
 
 PreemptionSignals::~PreemptionSignals() {
+  g_instance.store(nullptr);
+  g_exit_before_training.store(false);
+  // Kept: a signal that arrives while the process exits (MPI_Finalize, static destructors) must
+  // find our recording handler, not the default action that kills with 128 + n.
+  if (restore_ == Restore::kNever) return;
   sigaction(SIGTERM, &old_term_, nullptr);
   sigaction(SIGUSR1, &old_usr1_, nullptr);
   g_installed.store(false);
+}
+
+void PreemptionSignals::training_started() const {
+  g_exit_before_training.store(false);
+}
+
+const PreemptionSignals* PreemptionSignals::installed() {
+  return g_instance.load();
+}
+
+int launcher_rank() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID", "PMI_RANK"})
+    if (const char* v = std::getenv(var)) return std::atoi(v);
+  return -1;
 }
 
 bool PreemptionSignals::requested() const {
@@ -77,8 +134,11 @@ const char* PreemptionSignals::signal_name() const {
   }
 }
 
-bool stop_requested(MPI_Comm comm, const PreemptionSignals& signals) {
+bool stop_requested(MPI_Comm comm, const PreemptionSignals& signals, comm::Watchdog* watchdog) {
   int flag = signals.requested() ? 1 : 0;
+  comm::WatchdogScope scope(watchdog,
+                            "the per-step stop check (an all-reduce: did any rank get SIGUSR1 or "
+                            "SIGTERM?)");
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &flag, 1, MPI_INT, MPI_LOR, comm));
   return flag != 0;
 }

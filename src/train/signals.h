@@ -13,7 +13,15 @@
 //
 // A signal reaches ranks at different moments (or only some of them, e.g. one node), so each rank
 // only records it; stop_requested all-reduces the flags so that every rank stops after the same
-// step. The handler only stores to a lock-free atomic: async-signal-safe.
+// step. The handler only stores to lock-free atomics (and, before training, writes one line and
+// calls _exit): async-signal-safe.
+//
+// `switchyard train` installs the handlers first thing in main (Mode::kExitBeforeTraining), before
+// the config is read, and never removes them (issue 15, item 5):
+//   before the step loop starts   a signal ends the process at once with 75: there is nothing to
+//                                 checkpoint, and a rank blocked in start-up work must not hang on;
+//   during the step loop          recorded; every rank stops after the same step, checkpoints, 75;
+//   after the last step           recorded and ignored: the run finishes and exits 0.
 #pragma once
 
 #include <csignal>
@@ -22,12 +30,21 @@
 
 namespace sy {
 
+namespace comm {
+class Watchdog;
+}
+
 // Installs handlers for SIGUSR1 and SIGTERM for its lifetime and restores the previous ones on
-// destruction. One at a time per process (the flag a handler sets is necessarily process-wide):
-// a second instance throws std::logic_error.
+// destruction (unless told to keep them). One at a time per process (the flag a handler sets is
+// necessarily process-wide): a second instance throws std::logic_error.
 class PreemptionSignals {
  public:
-  PreemptionSignals();
+  enum class Mode {
+    kRecord,              // only record the signal (tests, library users)
+    kExitBeforeTraining,  // switchyard train: before training_started(), _exit(75) at once
+  };
+  enum class Restore { kOnDestruction, kNever };
+  explicit PreemptionSignals(Mode mode = Mode::kRecord, Restore restore = Restore::kOnDestruction);
   ~PreemptionSignals();
   PreemptionSignals(const PreemptionSignals&) = delete;
   PreemptionSignals& operator=(const PreemptionSignals&) = delete;
@@ -39,13 +56,27 @@ class PreemptionSignals {
   // "SIGUSR1" / "SIGTERM" / "" for logs.
   const char* signal_name() const;
 
+  // The step loop starts: from now on a signal is recorded and honoured at a step boundary (in
+  // Mode::kExitBeforeTraining it ended the process until now). Process-wide state, hence const.
+  void training_started() const;
+
+  // The instance that is installed now, or null.
+  static const PreemptionSignals* installed();
+
  private:
+  Restore restore_;
   struct sigaction old_usr1_ {};
   struct sigaction old_term_ {};
 };
 
+// This process's rank as mpirun or srun announce it in the environment, before MPI is
+// initialized (-1: unknown, e.g. a run without a launcher).
+int launcher_rank();
+
 // Collective over `comm` (MPI_Allreduce, logical or): true on every rank when any rank of `comm`
-// received a preemption signal. Call it at the same point of every step on every rank.
-bool stop_requested(MPI_Comm comm, const PreemptionSignals& signals);
+// received a preemption signal. Call it at the same point of every step on every rank. The wait
+// is bounded by `watchdog` (null: unbounded).
+bool stop_requested(MPI_Comm comm, const PreemptionSignals& signals,
+                    comm::Watchdog* watchdog = nullptr);
 
 }  // namespace sy

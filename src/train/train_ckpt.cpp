@@ -1,5 +1,6 @@
 #include "src/train/train_ckpt.h"
 
+#include <limits>
 #include <ostream>
 #include <utility>
 
@@ -50,50 +51,90 @@ ckpt::SaveResult save_training_checkpoint(const CkptTarget& t, const ckpt::Train
   }
   ckpt::SaveOptions o;
   o.keep = t.cfg.checkpoint.keep;
+  o.watchdog = t.watchdog;
+  if (const auto fault = CheckpointFault::from_env()) {
+    int rank = 0;
+    MPI_CHECK(MPI_Comm_rank(t.comm, &rank));
+    o.on_stage = [fault, rank, &t, step = state.step](const std::string& stage) {
+      fault->at(rank, stage, t.cfg.checkpoint.dir, step);
+    };
+  }
   return ckpt::save_checkpoint(t.comm, t.cfg.checkpoint.dir, st, refs, o);
 }
 
 ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std::ostream& log,
                              const std::function<std::vector<ckpt::TensorRef>()>& make_refs) {
   ResumeResult r;
+  int rank = 0;
+  MPI_CHECK(MPI_Comm_rank(t.comm, &rank));
+  if (const auto fault = CheckpointFault::from_env())
+    fault->at(rank, "start", t.cfg.checkpoint.dir);
   if (resume.empty()) return r;
-  const ckpt::ResumePlan plan = ckpt::plan_resume(t.comm, resume, t.cfg.checkpoint.dir);
+  std::vector<ckpt::ConfigChange> changes;
+  std::vector<ckpt::TensorRef> refs;
+  ckpt::LoadOptions load;
+  load.verify_all = false;  // plan_resume has just verified every chunk
+  load.watchdog = t.watchdog;
+  // Each candidate that verifies is loaded here; one that cannot be (a tensor the model needs is
+  // not in it) is skipped like a damaged one and the next older one tried.
+  const ckpt::ResumePlan plan = ckpt::plan_resume(
+      t.comm, resume, t.cfg.checkpoint.dir, t.watchdog,
+      [&](const std::string& path, const ckpt::TrainState& header) {
+        // The model shape must match before any tensor is read (a clear key,
+        // not a dataset shape); that is the config's fault, not the file's.
+        try {
+          changes = ckpt::check_resume_config(path, header.config_yaml, to_yaml(t.cfg));
+        } catch (const UsageError& e) {
+          throw UsageError(e.what(), /*quiet=*/rank != 0);
+        }
+        if (refs.empty()) refs = make_refs();
+        r.state = ckpt::load_checkpoint(t.comm, path, refs, load);
+      });
   for (const auto& s : plan.skipped)
     log << "warning: skipping checkpoint " << s.file << ": " << s.reason << "\n";
   log << plan.message << "\n";
   if (plan.path.empty()) return r;
-
-  // The model shape must match before any tensor is read (a clear key, not a dataset shape).
-  const ckpt::TrainState& header = plan.state;
-  const auto changes = ckpt::check_resume_config(plan.path, header.config_yaml, to_yaml(t.cfg));
   if (!changes.empty())
     log << "resuming with changed settings:\n" << ckpt::describe_changes(changes);
-  if (header.layout != t.layout)
-    log << "resuming a " << header.layout << " checkpoint under " << t.layout << "\n";
-
-  ckpt::LoadOptions load;
-  load.verify_all = false;  // plan_resume has just verified every chunk
-  r.state = ckpt::load_checkpoint(t.comm, plan.path, make_refs(), load);
+  if (plan.state.layout != t.layout)
+    log << "resuming a " << plan.state.layout << " checkpoint under " << t.layout << "\n";
   r.resumed = true;
   r.path = plan.path;
   return r;
+}
+
+std::optional<TrainSummary> finished_run(const Config& cfg, const ResumeResult& resumed,
+                                         const std::string& resume_log, std::ostream& log) {
+  if (!resumed.resumed || resumed.state.step < cfg.train.steps) return std::nullopt;
+  log << resume_log << "run '" << cfg.run.name << "' is already complete: " << resumed.path
+      << " is at step " << resumed.state.step << " of train.steps = " << cfg.train.steps
+      << ". Nothing to do: metrics.jsonl and the checkpoints are left as they are (raise "
+         "train.steps to train further)\n"
+      << std::flush;
+  TrainSummary s;
+  s.first_step = s.steps_done = resumed.state.step;
+  s.final_loss = std::numeric_limits<double>::quiet_NaN();
+  s.final_val_loss = resumed.state.last_val_loss;
+  s.best_val_loss = resumed.state.best_val_loss;
+  return s;
 }
 
 ckpt::SaveResult save_training_checkpoint(const CkptContext& c, const ckpt::TrainState& state) {
   std::vector<float> m, v;
   c.opt.gather_moments(m, v);
   return save_training_checkpoint(
-      CkptTarget{c.cfg, c.comm, c.layout, c.data}, state,
+      CkptTarget{c.cfg, c.comm, c.layout, c.data, c.watchdog}, state,
       training_refs(c.model.table(), c.model.params.data(), m.data(), v.data()));
 }
 
 ResumeResult resume_training(const CkptContext& c, const std::string& resume, std::ostream& log) {
   std::vector<float> m, v;
-  ResumeResult r = resume_training(CkptTarget{c.cfg, c.comm, c.layout}, resume, log, [&] {
-    m.assign(c.model.table().total_numel(), 0.0f);
-    v.assign(m.size(), 0.0f);
-    return training_refs(c.model.table(), c.model.params.data(), m.data(), v.data());
-  });
+  ResumeResult r =
+      resume_training(CkptTarget{c.cfg, c.comm, c.layout, c.data, c.watchdog}, resume, log, [&] {
+        m.assign(c.model.table().total_numel(), 0.0f);
+        v.assign(m.size(), 0.0f);
+        return training_refs(c.model.table(), c.model.params.data(), m.data(), v.data());
+      });
   if (r.resumed) {
     c.opt.set_moments(m, v);
     c.opt.set_step_count(r.state.optim_step);
@@ -103,8 +144,16 @@ ResumeResult resume_training(const CkptContext& c, const std::string& resume, st
 
 CheckpointCadence::CheckpointCadence(const Config& cfg, MPI_Comm comm,
                                      const PreemptionSignals& signals, int64_t saved_step,
-                                     SaveFn save)
-    : cfg_(cfg), comm_(comm), signals_(signals), saved_step_(saved_step), save_(std::move(save)) {}
+                                     SaveFn save, comm::Watchdog* watchdog)
+    : cfg_(cfg),
+      comm_(comm),
+      signals_(signals),
+      saved_step_(saved_step),
+      save_(std::move(save)),
+      watchdog_(watchdog),
+      fault_(CheckpointFault::from_env()) {
+  signals_.training_started();
+}
 
 void CheckpointCadence::save(int64_t done, TrainSummary& summary, std::ostream& log) {
   const ckpt::SaveResult r = save_(done);
@@ -118,7 +167,12 @@ void CheckpointCadence::after_step(int64_t done, TrainSummary& summary, std::ost
   // The last step's checkpoint waits for at_end, after the final evaluation.
   if (cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0 && done != cfg_.train.steps)
     save(done, summary, log);
-  if (!stop_requested(comm_, signals_)) return;
+  if (fault_) {
+    int rank = 0;
+    MPI_CHECK(MPI_Comm_rank(comm_, &rank));
+    fault_->at(rank, "stop_check", cfg_.checkpoint.dir, done);
+  }
+  if (!stop_requested(comm_, signals_, watchdog_)) return;
   if (saved_step_ != done) save(done, summary, log);
   log << "preempted (" << (signals_.requested() ? signals_.signal_name() : "signal on another rank")
       << ") after step " << done << ": checkpoint written, exiting with " << kExitPreempted
@@ -131,6 +185,11 @@ void CheckpointCadence::after_step(int64_t done, TrainSummary& summary, std::ost
 
 void CheckpointCadence::at_end(int64_t done, TrainSummary& summary, std::ostream& log) {
   if (cfg_.checkpoint.every > 0 && saved_step_ != done) save(done, summary, log);
+  if (fault_) {
+    int rank = 0;
+    MPI_CHECK(MPI_Comm_rank(comm_, &rank));
+    fault_->at(rank, "end", cfg_.checkpoint.dir);
+  }
 }
 
 }  // namespace sy

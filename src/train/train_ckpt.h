@@ -11,6 +11,7 @@
 
 #include <functional>
 #include <iosfwd>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,18 +22,23 @@
 #include "src/data/tokens.h"
 #include "src/model/model.h"
 #include "src/optim/distributed.h"
+#include "src/train/faults.h"
 #include "src/train/trainer.h"
 
 namespace sy {
 
 class PreemptionSignals;
+namespace comm {
+class Watchdog;
+}
 
 // Where this run's checkpoints go and how the run is laid out.
 struct CkptTarget {
   const Config& cfg;
-  MPI_Comm comm;                    // every rank of the job
-  std::string layout;               // ckpt::layout_string of this run
-  const TokenData* data = nullptr;  // its tokenizer goes into the checkpoint (SPEC 8)
+  MPI_Comm comm;                       // every rank of the job
+  std::string layout;                  // ckpt::layout_string of this run
+  const TokenData* data = nullptr;     // its tokenizer goes into the checkpoint (SPEC 8)
+  comm::Watchdog* watchdog = nullptr;  // bounds every wait of a save or resume (parallel.timeout_s)
 };
 
 // This rank's refs over host buffers in `table`'s flat layout: the parameters under their SPEC
@@ -53,7 +59,9 @@ ckpt::SaveResult save_training_checkpoint(const CkptTarget& t, const ckpt::Train
 // checkpoint, refuses (UsageError naming the key) a config whose model shape differs from it,
 // and loads it into the buffers of make_refs()'s refs (called only when there is something to
 // load). Returns its state (resumed = false: a fresh start, nothing was loaded). Compatible
-// changes and skipped damaged checkpoints are written to `log`.
+// changes and skipped damaged checkpoints are written to `log`. With "auto", a candidate that
+// verifies but cannot be loaded (a tensor the model needs is absent) is skipped like a damaged
+// one, and the next older one is tried.
 struct ResumeResult {
   bool resumed = false;
   ckpt::TrainState state;
@@ -70,23 +78,32 @@ struct CkptContext {
   std::string layout;  // ckpt::layout_string of this run
   Model<float>& model;
   DistributedOptimizer& opt;
-  const TokenData* data = nullptr;  // its tokenizer goes into the checkpoint (SPEC 8)
+  const TokenData* data = nullptr;     // its tokenizer goes into the checkpoint (SPEC 8)
+  comm::Watchdog* watchdog = nullptr;  // bounds every wait of a save or resume
 };
 ckpt::SaveResult save_training_checkpoint(const CkptContext& c, const ckpt::TrainState& state);
 // Also sets the optimizer's moments and step count.
 ResumeResult resume_training(const CkptContext& c, const std::string& resume, std::ostream& log);
 
+// A run resumed from a checkpoint at or past train.steps has nothing left to do: says so on `log`
+// (after `resume_log`) and returns the summary of the finished run, without evaluating again or
+// touching metrics.jsonl. nullopt: there are steps to train.
+std::optional<TrainSummary> finished_run(const Config& cfg, const ResumeResult& resumed,
+                                         const std::string& resume_log, std::ostream& log);
+
 // When a training loop checkpoints: every checkpoint.every steps, at the end of the run (when
 // checkpoint.every > 0; at_end, after the final evaluation, so the last checkpoint carries the
 // last val_loss), and after the step in which any rank received SIGUSR1/SIGTERM. `save`
 // (collective) writes the checkpoint after `done` steps; written ones are logged and listed in
-// the summary.
+// the summary. Constructed right before the step loop: from then on a signal is honoured at the
+// next step boundary (PreemptionSignals::training_started).
 class CheckpointCadence {
  public:
   using SaveFn = std::function<ckpt::SaveResult(int64_t done)>;
   // saved_step: the step of the checkpoint the run resumed from, -1 for a fresh start.
+  // watchdog bounds the per-step stop check.
   CheckpointCadence(const Config& cfg, MPI_Comm comm, const PreemptionSignals& signals,
-                    int64_t saved_step, SaveFn save);
+                    int64_t saved_step, SaveFn save, comm::Watchdog* watchdog = nullptr);
 
   // Collective, after every step: the periodic checkpoint; then, when a preemption signal
   // arrived on any rank, a checkpoint of `done` (unless just written) and throws
@@ -103,6 +120,8 @@ class CheckpointCadence {
   const PreemptionSignals& signals_;
   int64_t saved_step_;
   SaveFn save_;
+  comm::Watchdog* watchdog_;
+  std::optional<CheckpointFault> fault_;  // test hook (faults.h)
 };
 
 }  // namespace sy

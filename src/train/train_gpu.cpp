@@ -253,7 +253,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   BatchShare share(cfg, data, lay);
 
   const CkptTarget ckpt_target{cfg, g.world().get(),
-                               ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), &data};
+                               ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), &data, wd};
   HostTensors host;
   std::ostringstream resume_log;
   const ResumeResult resumed = resume_training(ckpt_target, args.options.resume, resume_log, [&] {
@@ -269,6 +269,8 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
     model.set_step_count(resumed.state.optim_step);
   }
   const int64_t first_step = resumed.resumed ? resumed.state.step : 0;
+  if (auto finished = finished_run(cfg, resumed, resume_log.str(), log))
+    return std::move(*finished);
 
   const int64_t val_windows = eval_windows(cfg, data);
   std::optional<MetricsWriter> metrics = open_run_outputs(cfg, rank0, resumed.resumed, first_step);
@@ -288,14 +290,16 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   double last_lr = resumed.state.lr;
   const RunSignals signals(args.options.signals);
   CheckpointCadence ckpts(
-      cfg, g.world().get(), signals.get(), resumed.resumed ? first_step : -1, [&](int64_t done) {
+      cfg, g.world().get(), signals.get(), resumed.resumed ? first_step : -1,
+      [&](int64_t done) {
         host.params = model.download_params();
         model.download_moments(host.m, host.v);
         return save_training_checkpoint(
             ckpt_target,
             training_state(cfg, done, model.step_count(), last_lr, share.loader(), summary),
             host.refs(model.table()));
-      });
+      },
+      wd);
 
   const EvalSampler sampler(cfg, data);
   auto run_eval = [&](int64_t step) {

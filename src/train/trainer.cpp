@@ -35,6 +35,7 @@
 #include "src/train/metrics.h"
 #include "src/train/rank_memory.h"
 #include "src/train/report.h"
+#include "src/train/run_dirs.h"
 #include "src/train/signals.h"
 #include "src/train/train_ckpt.h"
 #include "src/train/train_gpu.h"
@@ -97,12 +98,15 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   std::ostream null_log(nullptr);
   std::ostream& log = rank0 ? log_all : null_log;
 
+  comm::Watchdog* wd = rt.watchdog.get();  // bounds every wait, start-up and checkpoints included
+  std::optional<RunDirs> dirs;  // rank 0: run.out_dir and checkpoint.dir probed and locked
+
   // Inputs first, agreed by every rank: a bad layout or data file is one message and exit 2
   // before any allocation or output.
   TokenData data;
   std::shared_ptr<const ExpertPlacement> placement;
   const MemoryBudget memory = host_memory_budget(rt.world);
-  agree_on_usage(rt.world, [&] {
+  agree_on_usage(rt.world, wd, [&] {
     comm::validate_layout(rt.world.size(), static_cast<int>(cfg.parallel.tp),
                           static_cast<int>(cfg.parallel.ep), static_cast<int>(cfg.parallel.etp), E,
                           static_cast<int>(cfg.model.n_heads), static_cast<int>(cfg.moe.ffn_hidden),
@@ -116,8 +120,11 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     check_memory_fits(cfg, rt.world.size(), memory, /*device=*/false);  // before any allocation
     data = read_token_file(cfg.data.path, cfg.model.vocab_size, T);
     placement = load_expert_placement(cfg);
+    if (rank0) dirs.emplace(cfg, log);
   });
 
+  std::optional<comm::WatchdogScope> startup(
+      std::in_place, wd, "start-up: every rank building the process groups and the model");
   rt.groups = std::make_unique<comm::ProcessGroups>(
       rt.world.get(),
       comm::ParallelSizes{static_cast<int>(cfg.parallel.tp), static_cast<int>(cfg.parallel.ep),
@@ -129,15 +136,15 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   // Whether any EP group crosses nodes (agreed: the step's byte count below is collective).
   int64_t spans_nodes =
       std::any_of(ep_nodes.begin(), ep_nodes.end(), [&](int n) { return n != ep_nodes[0]; });
-  comm::allreduce_sum(std::span<int64_t>(&spans_nodes, 1), rt.world, nullptr, "node span");
+  comm::allreduce_sum(std::span<int64_t>(&spans_nodes, 1), rt.world, wd, "node span");
   if (placement)
-    agree_on_usage(rt.world, [&] {
+    agree_on_usage(rt.world, wd, [&] {
       check_placement_route_groups(*placement, cfg.moe.route_groups, ep_nodes);
     });
-  rt.watchdog = std::make_unique<comm::Watchdog>(cfg.parallel.timeout_s);
-  comm::Watchdog* wd = rt.watchdog.get();
-  if (cfg.device == Device::kCuda)
+  if (cfg.device == Device::kCuda) {
+    startup.reset();
     return train_on_gpu(GpuRunArgs{cfg, data, g, wd, options}, log, rt.gpu);
+  }
   rt.exchange = make_expert_exchange(cfg, g, wd);
 
   ModelParallel mp;
@@ -155,11 +162,15 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       cfg.train.weight_decay);
   DistributedOptimizer& opt = *rt.opt;
   BatchShare share(cfg, data, lay);
+  startup.reset();
   const CkptContext ckpt_ctx{
-      cfg, rt.world.get(), ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), model, opt, &data};
+      cfg, rt.world.get(), ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), model, opt, &data,
+      wd};
   std::ostringstream resume_log;
   const ResumeResult resumed = resume_training(ckpt_ctx, options.resume, resume_log);
   const int64_t first_step = resumed.resumed ? resumed.state.step : 0;
+  if (auto finished = finished_run(cfg, resumed, resume_log.str(), log))
+    return std::move(*finished);
 
   const int64_t val_windows = eval_windows(cfg, data);
   std::optional<MetricsWriter> metrics = open_run_outputs(cfg, rank0, resumed.resumed, first_step);
@@ -182,10 +193,12 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   double last_lr = resumed.state.lr;
   const RunSignals signals(options.signals);
   CheckpointCadence ckpts(
-      cfg, rt.world.get(), signals.get(), resumed.resumed ? first_step : -1, [&](int64_t done) {
+      cfg, rt.world.get(), signals.get(), resumed.resumed ? first_step : -1,
+      [&](int64_t done) {
         return save_training_checkpoint(ckpt_ctx, training_state(cfg, done, opt.step_count(),
                                                                  last_lr, share.loader(), summary));
-      });
+      },
+      wd);
 
   const EvalSampler sampler(cfg, data);
   auto run_eval = [&](int64_t step) {
@@ -262,9 +275,21 @@ TrainSummary train(const Config& cfg, std::ostream& log, MPI_Comm world,
   // communicators, shared windows and UCX endpoints that its peers are still waiting in; it
   // reports and aborts the job (the others' watchdogs would end it too, later).
   Runtime rt;
-  rt.world = comm::Comm::dup(world);
+  rt.watchdog = std::make_unique<comm::Watchdog>(cfg.parallel.timeout_s);
+  {
+    comm::WatchdogScope scope(rt.watchdog.get(), "start-up: every rank to join the run");
+    rt.world = comm::Comm::dup(world);
+  }
   try {
-    return train_impl(rt, cfg, log, options);
+    TrainSummary summary = train_impl(rt, cfg, log, options);
+    // Freeing shared windows, UCX endpoints and communicators waits for the other ranks too.
+    comm::WatchdogScope scope(rt.watchdog.get(), "the other ranks to finish the run (teardown)");
+    rt.gpu.reset();
+    rt.opt.reset();
+    rt.model.reset();
+    rt.exchange.reset();
+    rt.groups.reset();
+    return summary;
   } catch (const Error&) {
     throw;  // usage and numerical errors are found by every rank alike
   } catch (const std::exception& e) {

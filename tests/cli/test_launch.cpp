@@ -10,6 +10,7 @@
 
 #include "common/run_command.h"
 #include "common/temp_dir.h"
+#include "common/tiny_tokens.h"
 
 namespace {
 
@@ -21,13 +22,7 @@ const std::string kSrc = SWITCHYARD_SOURCE_DIR;
 class Launch : public ::testing::Test {
  protected:
   void SetUp() override {
-    {
-      std::ofstream t(dir_.file("t.txt"));
-      for (int i = 0; i < 400; ++i)
-        t << "the quick brown fox jumps over the lazy dog " << i << "\n";
-    }
-    const auto r = run_command(kBin + " data prepare --input " + dir_.file("t.txt") + " --output " +
-                               dir_.file("t.h5"));
+    const auto r = sy::test::prepare_tiny_tokens(dir_, kBin);
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
   std::string train(const std::string& extra) {

@@ -94,6 +94,30 @@ TEST(Watchdog, ScopeArmsAndDisarms) {
   EXPECT_EQ(rec.count(), 1u);
 }
 
+// A collective inside a bounded phase (an agreement inside a checkpoint write) must not leave the
+// phase unwatched when it ends: the outer wait is armed again.
+TEST(Watchdog, NestedScopePutsTheOuterWaitBack) {
+  Recorder rec;
+  Watchdog wd(0.2, rec.fn());
+  {
+    WatchdogScope outer(&wd, "the outer phase");
+    { WatchdogScope inner(&wd, "a quick inner collective"); }
+    ASSERT_TRUE(rec.wait_for(1)) << "the outer wait was left disarmed";
+  }
+  EXPECT_NE(rec.messages[0].find("waiting for the outer phase"), std::string::npos)
+      << rec.messages[0];
+}
+
+// parallel.timeout_s = 1e10 overflowed the clock arithmetic and fired at once (issue 15, item 4).
+TEST(Watchdog, AHugeTimeoutDoesNotFireAtOnce) {
+  Recorder rec;
+  Watchdog wd(1e10, rec.fn());
+  wd.arm("a wait with a very long bound");
+  std::this_thread::sleep_for(200ms);
+  wd.disarm();
+  EXPECT_EQ(rec.count(), 0u) << rec.messages.front();
+}
+
 TEST(Watchdog, DisabledAndDestroyedWhileArmed) {
   Recorder rec;
   {

@@ -1,0 +1,28 @@
+// `switchyard guard -- mpirun ...`: runs a launcher so that a SIGTERM ends the run the way a
+// scheduler expects -- checkpoint, exit 75 -- instead of killing the ranks (issue 15, item 5).
+//
+// Open MPI's mpirun (4.1) answers a SIGTERM by sending SIGTERM and, one second later, SIGKILL to
+// every rank, and exits 1: a rank has no time to finish its step and write a checkpoint, and the
+// job script sees 1 instead of 75. mpirun cannot be told otherwise (SIGTERM is not among the
+// signals ess_base_forward_signals accepts). So the guard starts the launcher with SIGTERM
+// blocked -- mpirun never acts on it, while its ranks start with every signal unblocked -- and
+// turns a SIGTERM meant for the launcher into SIGUSR1, which mpirun forwards to every rank:
+//   - a SIGTERM to the guard (a job script's `kill`, SLURM signalling the whole job) is passed
+//     on as SIGUSR1; SIGUSR1 to the guard too;
+//   - a SIGTERM sent to the launcher itself stays pending there (blocked); the guard sees it in
+//     /proc/<pid>/status and passes SIGUSR1 on the same way.
+// The ranks then stop after the same step, checkpoint and exit 75, mpirun exits 75, and so does
+// the guard: it returns the launcher's exit status (128 + n when a signal n killed it).
+#pragma once
+
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace sy {
+
+// Runs `argv` (argv[0] looked up in PATH) under the guard; notes go to `log`. Throws
+// std::runtime_error when it cannot be started.
+int run_guarded(const std::vector<std::string>& argv, std::ostream& log);
+
+}  // namespace sy

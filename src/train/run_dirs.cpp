@@ -1,0 +1,132 @@
+#include "src/train/run_dirs.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <ostream>
+
+#include "src/core/error.h"
+
+namespace sy {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string what_is_at(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  switch (st.type()) {
+    case fs::file_type::regular:
+      return "a regular file";
+    case fs::file_type::fifo:
+      return "a FIFO";
+    case fs::file_type::socket:
+      return "a socket";
+    case fs::file_type::block:
+    case fs::file_type::character:
+      return "a device";
+    default:
+      return "something that is not a directory";
+  }
+}
+
+std::string holder_text() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "?");
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char when[64];
+  std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return "host " + std::string(host) + " pid " + std::to_string(::getpid()) + " since " + when;
+}
+
+std::string read_all(int fd) {
+  std::string text;
+  char buf[512];
+  ssize_t n;
+  off_t at = 0;
+  while ((n = ::pread(fd, buf, sizeof buf, at)) > 0 && text.size() < 4096) {
+    text.append(buf, static_cast<size_t>(n));
+    at += n;
+  }
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+}
+
+}  // namespace
+
+RunDirs::RunDirs(const Config& cfg, std::ostream& log) {
+  try {
+    claim("run.out_dir", cfg.run.out_dir, log);
+    claim("checkpoint.dir", cfg.checkpoint.dir, log);
+  } catch (...) {
+    release();  // the constructor did not finish: no destructor will
+    throw;
+  }
+}
+
+RunDirs::~RunDirs() {
+  release();
+}
+
+void RunDirs::release() {
+  for (const Held& h : held_) {
+    if (::ftruncate(h.fd, 0) != 0) {
+      // Nothing to do: the lock goes with the descriptor, the stale holder line is harmless.
+    }
+    ::close(h.fd);
+  }
+  held_.clear();
+}
+
+void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream& log) {
+  const std::string where = key + " '" + dir + "'";
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+    throw UsageError(where + " is not a directory (" + what_is_at(dir) + " is in the way)");
+  fs::create_directories(dir, ec);
+  if (ec) throw UsageError(where + " cannot be created: " + ec.message());
+  const std::string lock = (fs::path(dir) / kLockName).string();
+  const std::string canonical = fs::weakly_canonical(lock, ec).string();
+  for (const Held& h : held_)
+    if (h.path == canonical) return;  // the same directory under both keys: one lock
+
+  const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw UsageError(where + " is not writable (creating " + lock + ": " + std::strerror(errno) +
+                     ")");
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    if (err == EWOULDBLOCK) {
+      std::string holder = read_all(fd);
+      ::close(fd);
+      if (holder.empty()) holder = "its holder did not say who it is";
+      throw UsageError(where + " is in use by another switchyard run (" + holder + "; lock file " +
+                       lock + "). Wait for it to end, or give this run its own " + key);
+    }
+    // ENOLCK, EINVAL, ENOTSUP: a file system without flock. Go on, unprotected, and say so.
+    log << "warning: " << where << ": cannot lock " << lock << " (" << std::strerror(err)
+        << "); a second run in this directory would not be stopped\n";
+  } else {
+    const std::string previous = read_all(fd);
+    if (!previous.empty())
+      log << "note: " << where << ": taking over the lock of a run that ended without releasing "
+          << "it (" << previous << ")\n";
+  }
+  held_.push_back({canonical, fd});
+  const std::string text = holder_text() + "\n";
+  if (::ftruncate(fd, 0) != 0 ||
+      ::pwrite(fd, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()))
+    throw UsageError(where + " is not writable (writing " + lock + ": " + std::strerror(errno) +
+                     ")");
+}
+
+}  // namespace sy

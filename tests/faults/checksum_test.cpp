@@ -1,0 +1,128 @@
+// Issue 15, item 8: every attribute of a checkpoint and its manifest are covered by a checksum
+// (the root attribute metadata_checksum, src/ckpt/seal.h); `ckpt info` reports any change, and
+// --resume auto falls back to the older intact checkpoint. Before the fix a flipped bit in the
+// stored config, a hand-edited step, or a dataset deleted together with its manifest line passed
+// `ckpt info`, and the last made --resume auto exit 2 instead of falling back.
+#include <gtest/gtest.h>
+#include <hdf5.h>
+
+#include "faults/faults_util.h"
+#include "src/ckpt/detail.h"
+#include "src/ckpt/seal.h"
+#include "src/core/h5.h"
+
+namespace sy::test::faults {
+namespace {
+
+void edit(const std::string& file, const std::function<void(hid_t)>& fn) {
+  h5::ErrorSilencer quiet;
+  h5::File f{H5_CHECK(H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT))};
+  fn(f);
+}
+
+void flip_config_bit(const std::string& file) {
+  std::string bytes = read_file(file);
+  const size_t at = bytes.find("n_layers: 2");
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 10] ^= 0x01;  // "n_layers: 3"
+  std::ofstream(file, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// Deletes a dataset and its manifest line (and, with `reseal`, writes a matching checksum: a
+// consistent file that merely lacks a tensor the model needs).
+void delete_dataset(const std::string& file, bool reseal) {
+  const std::string victim = "model/layers/1/moe/w2";
+  edit(file, [&](hid_t f) {
+    H5_CHECK(H5Ldelete(f, victim.c_str(), H5P_DEFAULT));
+    std::string manifest = ckpt::detail::read_attr_string(f, "tensors");
+    const size_t at = manifest.find(victim + " ");
+    manifest.erase(at, manifest.find('\n', at) + 1 - at);
+    ckpt::detail::write_attr(f, "tensors", manifest);
+  });
+  if (reseal) ckpt::detail::seal_checkpoint(file);
+}
+
+struct Damage {
+  const char* name;
+  void (*apply)(const std::string& file);
+  const char* info_says;    // in `ckpt info`'s output
+  const char* resume_says;  // why --resume auto skipped the file
+};
+
+const Damage kDamages[] = {
+    {"flipped_bit_in_config", flip_config_bit, "metadata checksum mismatch",
+     "metadata checksum mismatch"},
+    {"hand_edited_step",
+     [](const std::string& f) {
+       edit(f, [](hid_t h) { ckpt::detail::write_attr(h, "step", int64_t{11}); });
+     },
+     "metadata checksum mismatch", "metadata checksum mismatch"},
+    {"hand_edited_optimizer_step",
+     [](const std::string& f) {
+       edit(f, [](hid_t h) {
+         h5::Group g{H5_CHECK(H5Gopen2(h, "optim", H5P_DEFAULT))};
+         ckpt::detail::write_attr(g, "step", int64_t{3});
+       });
+     },
+     "metadata checksum mismatch", "metadata checksum mismatch"},
+    // An attribute no reader looks at is covered too: the checksum lists every attribute.
+    {"attribute_nobody_reads",
+     [](const std::string& f) {
+       edit(f, [](hid_t h) {
+         h5::Group g{H5_CHECK(H5Gopen2(h, "state/rng", H5P_DEFAULT))};
+         ckpt::detail::write_attr(g, "generator", std::string("mt19937"));
+       });
+     },
+     "metadata checksum mismatch", "metadata checksum mismatch"},
+    {"dataset_deleted_with_its_manifest_line",
+     [](const std::string& f) { delete_dataset(f, false); }, "metadata checksum mismatch",
+     "metadata checksum mismatch"},
+    {"checksum_removed",
+     [](const std::string& f) {
+       edit(f, [](hid_t h) { H5_CHECK(H5Adelete(h, ckpt::detail::kChecksumAttr)); });
+     },
+     "no metadata checksum", "no metadata checksum"},
+    // Consistent but without a tensor the model needs: verification passes, loading fails,
+    // and --resume auto still falls back instead of exiting 2.
+    {"resealed_without_a_tensor", [](const std::string& f) { delete_dataset(f, true); },
+     "model/layers/0/moe/w2", "/model/layers/1/moe/w2"},
+};
+
+// gtest prints the parameter in test names and failures.
+void PrintTo(const Damage& p, std::ostream* os) {
+  *os << p.name;
+}
+
+class DamagedCheckpoint : public FaultTest, public ::testing::WithParamInterface<Damage> {};
+
+TEST_P(DamagedCheckpoint, IsReportedAndResumeFallsBack) {
+  const Damage& d = GetParam();
+  const std::string out = path("run"), ck = out + "/checkpoints";
+  auto r = run_command(mpirun(2) + train(out, 10));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string victim = ck + "/step_00000010.h5";
+  ASSERT_EQ(run_command(kBin + " ckpt info " + victim).exit_code, 0);
+  d.apply(victim);
+
+  r = run_command(kBin + " ckpt info --no-config " + victim);
+  if (std::string(d.name) != "resealed_without_a_tensor") {
+    EXPECT_EQ(r.exit_code, 2) << d.name << "\n" << r.output;
+    EXPECT_NE(r.output.find("metadata     BAD"), std::string::npos) << r.output;
+  }
+  EXPECT_NE(r.output.find(d.info_says), std::string::npos) << d.name << "\n" << r.output;
+
+  r = run_command(mpirun(2) + train(out, 12, "--resume auto"));
+  EXPECT_EQ(r.exit_code, 0) << d.name << "\n" << r.output;
+  EXPECT_NE(r.output.find("skipping checkpoint " + victim), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(d.resume_says), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("resuming from " + ck + "/step_00000005.h5"), std::string::npos)
+      << r.output;
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, DamagedCheckpoint, ::testing::ValuesIn(kDamages),
+                         [](const ::testing::TestParamInfo<Damage>& param_info) {
+                           return std::string(param_info.param.name);
+                         });
+
+}  // namespace
+}  // namespace sy::test::faults

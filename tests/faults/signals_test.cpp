@@ -1,0 +1,149 @@
+// Issue 15, items 5, 6 and 7: the exit codes a scheduler relies on, and one run per directory.
+//   - SIGUSR1/SIGTERM before training starts: exit 75, no checkpoint (there is nothing to save);
+//     after the final checkpoint: exit 0. Before the fix both were 138 (killed by the signal).
+//   - SIGTERM to mpirun (as SLURM sends it): 75 through `switchyard guard`; plain mpirun kills
+//     the ranks a second later and exits 1.
+//   - a finished run started again with --resume auto does nothing and says so.
+//   - a second run in the same directory is refused naming the holder; a dead run's lock is
+//     taken over.
+#include <gtest/gtest.h>
+
+#include <csignal>
+
+#include "faults/faults_util.h"
+#include "src/train/signals.h"
+
+namespace sy::test::faults {
+namespace {
+
+// Waits until `job` has logged step 3 into <out>/metrics.jsonl (or ended).
+bool trained_a_few_steps(const Process& job, const std::string& out) {
+  return wait_until(120, [&] {
+    return read_file(out + "/metrics.jsonl").find("\"step\":3,") != std::string::npos ||
+           !job.running();
+  });
+}
+
+// Rank 0 stops itself at start-up; SIGTERM reaches every rank (as SLURM sends it); rank 0
+// continues and finds it: the job exits 75 at once without writing anything.
+TEST_F(FaultTest, SignalBeforeTrainingStartsExits75WithoutCheckpoint) {
+  const std::string out = path("run");
+  Process job("env SWITCHYARD_CKPT_FAULT=0:start:stop " + mpirun(2) + train(out, 20), path("log"));
+  const pid_t rank0 = job.rank_pid(0), rank1 = job.rank_pid(1);
+  ASSERT_GT(rank0, 0) << job.output();
+  ASSERT_TRUE(wait_stopped(rank0)) << job.output();
+  ::kill(rank1, SIGTERM);
+  ::kill(rank0, SIGTERM);
+  ::kill(rank0, SIGCONT);
+  const int code = job.wait(120);
+  const std::string log = job.output();
+  EXPECT_EQ(code, 75) << log;
+  EXPECT_NE(log.find("SIGTERM before training started"), std::string::npos) << log;
+  EXPECT_FALSE(std::filesystem::exists(out + "/checkpoints/latest")) << log;
+}
+
+// The last step and the final checkpoint are done when SIGUSR1 comes: the run has finished.
+TEST_F(FaultTest, SignalAfterTheFinalCheckpointExits0) {
+  const std::string out = path("run");
+  Process job("env SWITCHYARD_CKPT_FAULT=0:end:stop " + mpirun(2) + train(out, 10), path("log"));
+  const pid_t rank0 = job.rank_pid(0);
+  ASSERT_GT(rank0, 0) << job.output();
+  ASSERT_TRUE(wait_stopped(rank0)) << job.output();
+  ::kill(rank0, SIGUSR1);
+  ::kill(rank0, SIGCONT);
+  EXPECT_EQ(job.wait(120), 0) << job.output();
+  EXPECT_EQ(latest_of(out + "/checkpoints"), "step_00000010.h5");
+}
+
+// The process-wide handlers stay after their owner is gone: a signal during exit (MPI_Finalize,
+// static destructors) is recorded, not fatal.
+TEST(FaultsSignals, ProcessHandlersOutliveTheirOwner) {
+  { PreemptionSignals keep(PreemptionSignals::Mode::kRecord, PreemptionSignals::Restore::kNever); }
+  std::raise(SIGUSR1);  // the default action would end this test binary here
+  std::raise(SIGTERM);
+  SUCCEED();
+}
+
+// SIGTERM to mpirun alone (a scheduler or a user signalling the launcher): under the guard the
+// ranks checkpoint and the job exits 75.
+TEST_F(FaultTest, SigtermToMpirunUnderTheGuardCheckpointsAndExits75) {
+  const std::string out = path("run");
+  Process job(kBin + " guard -- " + mpirun(4) + train(out, 100000, "--set checkpoint.every=0"),
+              path("log"));
+  ASSERT_TRUE(trained_a_few_steps(job, out)) << job.output();
+  const std::vector<pid_t> launcher = children_of(job.pid());
+  ASSERT_EQ(launcher.size(), 1u) << job.output();
+  ::kill(launcher[0], SIGTERM);
+  const int code = job.wait(120);
+  const std::string log = job.output();
+  EXPECT_EQ(code, 75) << log;
+  EXPECT_NE(log.find("preempted (SIGUSR1) after step"), std::string::npos) << log;
+  const std::string latest = latest_of(out + "/checkpoints");
+  ASSERT_FALSE(latest.empty()) << log;
+  EXPECT_EQ(run_command(kBin + " ckpt info " + out + "/checkpoints/" + latest).exit_code, 0);
+}
+
+// SLURM's way: every process of the job (guard, mpirun, ranks) gets SIGTERM at once.
+TEST_F(FaultTest, SigtermToTheWholeJobUnderTheGuardExits75) {
+  const std::string out = path("run");
+  Process job(kBin + " guard -- " + mpirun(2) + train(out, 100000, "--set checkpoint.every=0"),
+              path("log"));
+  ASSERT_TRUE(trained_a_few_steps(job, out)) << job.output();
+  for (pid_t p : descendants_of(job.pid())) ::kill(p, SIGTERM);
+  ::kill(job.pid(), SIGTERM);
+  EXPECT_EQ(job.wait(120), 75) << job.output();
+  EXPECT_FALSE(latest_of(out + "/checkpoints").empty()) << job.output();
+}
+
+// Item 6: no second evaluation line, no "final loss 0.0000", metrics.jsonl untouched.
+TEST_F(FaultTest, FinishedRunStartedAgainIsANoOp) {
+  const std::string out = path("run");
+  auto r = run_command(mpirun(2) + train(out, 10, "--set eval.every=5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string metrics = read_file(out + "/metrics.jsonl");
+  r = run_command(mpirun(2) + train(out, 10, "--set eval.every=5 --resume auto"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("is already complete"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("final loss"), std::string::npos) << r.output;
+  EXPECT_EQ(read_file(out + "/metrics.jsonl"), metrics) << "metrics.jsonl changed";
+}
+
+// Item 7: while one run holds run.out_dir, a second is refused naming the holder; both the
+// first run's metrics and its checkpoints are its own.
+TEST_F(FaultTest, SecondRunInTheSameDirectoryIsRefusedNamingTheHolder) {
+  const std::string out = path("run");
+  Process first(mpirun(2) + train(out, 100000, "--set checkpoint.every=0"), path("log1"));
+  const pid_t holder = first.rank_pid(0);
+  ASSERT_GT(holder, 0) << first.output();
+  ASSERT_TRUE(wait_until(120, [&] {
+    return read_file(out + "/.switchyard.lock").find("pid") != std::string::npos ||
+           !first.running();
+  })) << first.output();
+  const auto second = run_command(mpirun(2) + train(out, 10));
+  EXPECT_EQ(second.exit_code, 2) << second.output;
+  EXPECT_EQ(count(second.output, "error: "), 1u) << second.output;
+  EXPECT_NE(second.output.find("run.out_dir '" + out + "' is in use by another switchyard run"),
+            std::string::npos)
+      << second.output;
+  EXPECT_NE(second.output.find("pid " + std::to_string(holder)), std::string::npos)
+      << second.output;
+  ASSERT_TRUE(first.running()) << "the second run ended the first\n" << first.output();
+  ::kill(first.pid(), SIGUSR1);  // mpirun forwards it: checkpoint, 75
+  EXPECT_EQ(first.wait(120), 75) << first.output();
+}
+
+// A lock file left by a run that died names it; the next run takes the lock over and says so.
+TEST_F(FaultTest, LockOfADeadRunIsTakenOver) {
+  const std::string out = path("run");
+  std::filesystem::create_directories(out);
+  std::ofstream(out + "/.switchyard.lock") << "host elsewhere pid 999999 since 2020-01-01\n";
+  const auto r = run_command(mpirun(2) + train(out, 2));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("taking over the lock of a run that ended without releasing it (host "
+                          "elsewhere pid 999999"),
+            std::string::npos)
+      << r.output;
+}
+
+}  // namespace
+}  // namespace sy::test::faults
