@@ -36,6 +36,7 @@ __global__ void router_forward_kernel(float* probs, float* lse, int32_t* topk_id
   for (int i = lane; i < E; i += kWarp) sum += expf(z[i] - zmax);
   sum = warp_sum(sum);
   const float l = zmax + logf(sum);
+  if (lane == 0) lse[n] = l;  // the z-loss and its gradient read it
   for (int i = lane; i < E; i += kWarp) p[i] = expf(z[i] - l);
 
   // K rounds of warp argmax over the experts not yet taken. Each lane recomputes its own p_i
