@@ -16,21 +16,39 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/router_rule.h"
+
 namespace sy::cuda {
 
 using bf16 = __nv_bfloat16;
 
-// One warp per token, fused: probs[N,E] (=) softmax(z), lse[N] (=) logsumexp(z),
-// topk_idx[N,K] (=) the K largest probs + bias (best first; ties to the lower expert index; a NaN
-// score ranks lowest), gates[N,K] (=) probs at topk_idx, / their sum when norm_topk.
-// bias[E] may be null. K <= kMaxTopK.
+// One warp per token, fused, by `rule` (kernels/cpu/router_rule.h; cpu::router_forward is the
+// reference): probs[N,E] (=) softmax(z), lse[N] (=) logsumexp(z), topk_idx[N,K] (=) the K
+// largest probs + bias (best first; ties to the lower expert index; a NaN score ranks lowest),
+// inside the token's rule.groups_topk best groups when rule.groups > 1, gates[N,K] (=) probs at
+// topk_idx, / their sum when rule.norm_topk. bias[E] may be null. K <= kMaxTopK; rule must be
+// valid_for(E, K).
 constexpr int kMaxTopK = 16;
 void router_forward(float* probs, float* lse, int32_t* topk_idx, float* gates, const float* logits,
-                    const float* bias, int N, int E, int K, bool norm_topk, cudaStream_t stream);
+                    const float* bias, int N, int E, int K, const RouterRule& rule,
+                    cudaStream_t stream);
 // dlogits[N,E] (=) as cpu::router_backward; dprobs and dlse may be null.
 void router_backward(float* dlogits, const float* dgates, const float* dprobs, const float* dlse,
                      const float* probs, const int32_t* topk_idx, int N, int E, int K,
-                     bool norm_topk, cudaStream_t stream);
+                     const RouterRule& rule, cudaStream_t stream);
+// The plain top-k router (no groups).
+inline void router_forward(float* probs, float* lse, int32_t* topk_idx, float* gates,
+                           const float* logits, const float* bias, int N, int E, int K,
+                           bool norm_topk, cudaStream_t stream) {
+  router_forward(probs, lse, topk_idx, gates, logits, bias, N, E, K,
+                 RouterRule{.norm_topk = norm_topk}, stream);
+}
+inline void router_backward(float* dlogits, const float* dgates, const float* dprobs,
+                            const float* dlse, const float* probs, const int32_t* topk_idx, int N,
+                            int E, int K, bool norm_topk, cudaStream_t stream) {
+  router_backward(dlogits, dgates, dprobs, dlse, probs, topk_idx, N, E, K,
+                  RouterRule{.norm_topk = norm_topk}, stream);
+}
 
 // Dispatch layout from topk_idx[N,K] (SPEC 1 capacity rule; src/model/moe.cpp build_layout):
 //   selected[E]    (=) assignments routed to each expert (before capacity)

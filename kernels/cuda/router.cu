@@ -1,5 +1,5 @@
-// The fused router (softmax + top-k + gates) and the aux / z losses (see moe_ops.h and, for the
-// reference, kernels/cpu/moe_ops.cpp and src/model/moe.cpp).
+// The fused router (softmax + group-limited top-k + gates) and the aux / z losses (see moe_ops.h
+// and, for the reference, kernels/cpu/moe_ops.cpp and src/model/moe.cpp).
 #include <string>
 
 #include "kernels/cuda/check.h"
@@ -20,9 +20,75 @@ __device__ __forceinline__ bool better(float s, int i, float best_s, int best_i,
   return s > best_s || (s == best_s && i < best_i);
 }
 
+// Leaves every lane of the warp with the better (score, index) over the lanes' candidates.
+__device__ __forceinline__ void warp_best(float& best_s, int& best, int none) {
+  for (int o = kWarp / 2; o > 0; o /= 2) {
+    const float other_s = __shfl_xor_sync(0xffffffffu, best_s, o);
+    const int other = __shfl_xor_sync(0xffffffffu, best, o);
+    if (better(other_s, other, best_s, best, none)) {
+      best_s = other_s;
+      best = other;
+    }
+  }
+}
+
+// Group-limited selection of one token (SPEC section 1; cpu::router_forward's kept_groups):
+// bit g set when group g is one of the rule.groups_topk best, a group scoring the sum of its
+// ceil(K / M) best selection scores score(i) (best first, NaN as -inf). Lane h*32 + lane scores
+// group lane + 32 h (R <= kMaxRouteGroups = 64); the M groups are then M warp argmaxes.
+template <class ScoreFn>
+__device__ uint64_t kept_groups(ScoreFn score, int E, int K, const RouterRule& rule, int lane) {
+  if (!rule.limits_groups()) return ~0ull;
+  const int R = rule.groups, Eg = E / R, r = rule.group_score_experts(K);
+  float group_score[kMaxRouteGroups / kWarp];
+  for (int h = 0; h < kMaxRouteGroups / kWarp; ++h) {
+    const int g = lane + h * kWarp;
+    float sum = -INFINITY;
+    if (g < R) {
+      // Pass j picks the best expert ranking after pass j-1's pick: the group's j-th best.
+      sum = 0.0f;
+      float prev_s = 0.0f;
+      int prev = E;
+      for (int j = 0; j < r; ++j) {
+        float best_s = -INFINITY;
+        int best = E;
+        for (int i = g * Eg; i < (g + 1) * Eg; ++i) {
+          float s = score(i);
+          if (isnan(s)) s = -INFINITY;
+          if (prev < E && !better(prev_s, prev, s, i, E)) continue;
+          if (better(s, i, best_s, best, E)) {
+            best_s = s;
+            best = i;
+          }
+        }
+        sum += best_s;
+        prev = best;
+        prev_s = best_s;
+      }
+      if (isnan(sum)) sum = -INFINITY;
+    }
+    group_score[h] = sum;
+  }
+  uint64_t kept = 0;
+  for (int m = 0; m < rule.groups_topk; ++m) {
+    float best_s = -INFINITY;
+    int best = R;
+    for (int h = 0; h < kMaxRouteGroups / kWarp; ++h) {
+      const int g = lane + h * kWarp;
+      if (g < R && !((kept >> g) & 1) && better(group_score[h], g, best_s, best, R)) {
+        best_s = group_score[h];
+        best = g;
+      }
+    }
+    warp_best(best_s, best, R);
+    kept |= 1ull << best;
+  }
+  return kept;
+}
+
 __global__ void router_forward_kernel(float* probs, float* lse, int32_t* topk_idx, float* gates,
                                       const float* logits, const float* bias, int N, int E, int K,
-                                      bool norm_topk) {
+                                      RouterRule rule) {
   const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (n >= N) return;  // uniform per warp
@@ -39,31 +105,29 @@ __global__ void router_forward_kernel(float* probs, float* lse, int32_t* topk_id
   if (lane == 0) lse[n] = l;  // the z-loss and its gradient read it
   for (int i = lane; i < E; i += kWarp) p[i] = expf(z[i] - l);
 
-  // K rounds of warp argmax over the experts not yet taken. Each lane recomputes its own p_i
-  // (the same expression as above) instead of reading p back from another lane.
+  // K rounds of warp argmax over the experts of the kept groups not yet taken. Each lane
+  // recomputes its own p_i (the same expression as above) instead of reading p back from
+  // another lane.
+  auto score = [&](int i) { return expf(z[i] - l) + (bias ? bias[i] : 0.0f); };
+  const uint64_t kept = kept_groups(score, E, K, rule, lane);
+  const int group_size = E / rule.groups;
   int sel[kMaxTopK];
   for (int j = 0; j < K; ++j) {
     float best_s = -INFINITY;
     int best_i = E;
     for (int i = lane; i < E; i += kWarp) {
+      if (!((kept >> (i / group_size)) & 1)) continue;
       bool taken = false;
       for (int q = 0; q < j; ++q) taken = taken || sel[q] == i;
       if (taken) continue;
-      float s = expf(z[i] - l) + (bias ? bias[i] : 0.0f);
+      float s = score(i);
       if (isnan(s)) s = -INFINITY;  // a diverged step still selects K distinct experts
       if (better(s, i, best_s, best_i, E)) {
         best_s = s;
         best_i = i;
       }
     }
-    for (int o = kWarp / 2; o > 0; o /= 2) {
-      const float other_s = __shfl_xor_sync(0xffffffffu, best_s, o);
-      const int other_i = __shfl_xor_sync(0xffffffffu, best_i, o);
-      if (better(other_s, other_i, best_s, best_i, E)) {
-        best_s = other_s;
-        best_i = other_i;
-      }
-    }
+    warp_best(best_s, best_i, E);
     sel[j] = best_i;
   }
   if (lane == 0) {
@@ -72,7 +136,7 @@ __global__ void router_forward_kernel(float* probs, float* lse, int32_t* topk_id
     for (int j = 0; j < K; ++j) {
       const float pj = expf(z[sel[j]] - l);
       topk_idx[static_cast<long>(n) * K + j] = sel[j];
-      gates[static_cast<long>(n) * K + j] = norm_topk ? pj / gsum : pj;
+      gates[static_cast<long>(n) * K + j] = rule.norm_topk ? pj / gsum : pj;
     }
   }
 }
@@ -81,7 +145,7 @@ __global__ void router_forward_kernel(float* probs, float* lse, int32_t* topk_id
 __global__ void router_backward_kernel(float* dlogits, const float* dgates, const float* dprobs,
                                        const float* dlse, const float* probs,
                                        const int32_t* topk_idx, int N, int E, int K,
-                                       bool norm_topk) {
+                                       RouterRule rule) {
   const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (n >= N) return;
@@ -93,7 +157,7 @@ __global__ void router_backward_kernel(float* dlogits, const float* dgates, cons
   for (int i = lane; i < E; i += kWarp) dz[i] = dprobs ? dprobs[row + i] : 0.0f;
   __syncwarp();
   if (lane == 0) {  // K is small: the gate part serially, in the CPU's order
-    if (norm_topk) {
+    if (rule.norm_topk) {
       float s = 0.0f, dot = 0.0f;
       for (int j = 0; j < K; ++j) s += p[sel[j]];
       for (int j = 0; j < K; ++j) dot += dg[j] * p[sel[j]];
@@ -164,22 +228,27 @@ unsigned row_blocks(int rows) {
 }  // namespace
 
 void router_forward(float* probs, float* lse, int32_t* topk_idx, float* gates, const float* logits,
-                    const float* bias, int N, int E, int K, bool norm_topk, cudaStream_t stream) {
+                    const float* bias, int N, int E, int K, const RouterRule& rule,
+                    cudaStream_t stream) {
   if (K < 1 || K > kMaxTopK || K > E)
     throw CudaError("router_forward: top_k " + std::to_string(K) + " not in [1, min(" +
                     std::to_string(kMaxTopK) + ", E=" + std::to_string(E) + ")]");
+  if (!rule.valid_for(E, K))
+    throw CudaError("router_forward: " + std::to_string(E) + " experts top-" + std::to_string(K) +
+                    " cannot form " + std::to_string(rule.groups) + " groups keeping " +
+                    std::to_string(rule.groups_topk));
   if (N == 0) return;
   router_forward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(probs, lse, topk_idx, gates, logits,
-                                                              bias, N, E, K, norm_topk);
+                                                              bias, N, E, K, rule);
   SY_CUDA_LAUNCH_CHECK("router_forward_kernel");
 }
 
 void router_backward(float* dlogits, const float* dgates, const float* dprobs, const float* dlse,
                      const float* probs, const int32_t* topk_idx, int N, int E, int K,
-                     bool norm_topk, cudaStream_t stream) {
+                     const RouterRule& rule, cudaStream_t stream) {
   if (N == 0) return;
   router_backward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(dlogits, dgates, dprobs, dlse, probs,
-                                                               topk_idx, N, E, K, norm_topk);
+                                                               topk_idx, N, E, K, rule);
   SY_CUDA_LAUNCH_CHECK("router_backward_kernel");
 }
 

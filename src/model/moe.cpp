@@ -29,6 +29,11 @@ MoeDims moe_dims(const Config& cfg, int tp, int ep, int etp) {
   d.aux_coeff = cfg.moe.aux_loss_coeff;
   d.z_coeff = cfg.moe.z_loss_coeff;
   d.aux_scope = cfg.moe.aux_loss_scope;
+  // `nodes` on one EP rank: the experts span one node, so one group.
+  SY_CHECK(!cfg.moe.route_groups.nodes || ep == 1,
+           "moe.route_groups: nodes is not resolved for the layout (resolve_route_groups)");
+  d.route_groups = cfg.moe.route_groups.nodes ? 1 : static_cast<int>(cfg.moe.route_groups.count);
+  d.route_groups_topk = static_cast<int>(cfg.moe.route_groups_topk);
   SY_CHECK(
       tp > 0 && ep > 0 && etp > 0 && d.E % ep == 0 && d.F % etp == 0 && (d.S == 0 || d.F % tp == 0),
       "layout tp=" << tp << " ep=" << ep << " etp=" << etp << " does not divide the layer");
@@ -64,7 +69,7 @@ MoeLoss MoeLayer<T>::route(const T* m, int B, int T_, const T* router, const T* 
 
   cpu::matmul_forward(logits_.data(), m, router, N, C, E);
   cpu::router_forward(probs_.data(), lse_.data(), topk_.data(), gates_.data(), logits_.data(), bias,
-                      N, E, K, d_.norm_topk);
+                      N, E, K, d_.router_rule());
 
   MoeLoss loss;
   // z-loss: z_coeff * sum_n lse_n^2, weighted per token (the global mean over the batch).
@@ -234,7 +239,7 @@ void MoeLayer<T>::route_backward(T* dm, T* drouter, const T* m, const T* router,
   const long nE = static_cast<long>(n0) * E, nK = static_cast<long>(n0) * K;
   cpu::router_backward(dlogits_.data() + nE, dgates_.data() + nK, dprobs_.data() + nE,
                        dlse_.data() + n0, probs_.data() + nE, topk_.data() + nK, Ns, E, K,
-                       d_.norm_topk);
+                       d_.router_rule());
   cpu::matmul_backward(dm + static_cast<long>(n0) * C, drouter, dlogits_.data() + nE,
                        m + static_cast<long>(n0) * C, router, Ns, C, E, Grad::kAccumulate);
 }

@@ -1,7 +1,8 @@
 // One Mixture-of-Experts feed-forward layer on the CPU (SPEC section 1), forward and backward,
 // split into the stages that expert parallelism pulls apart:
 //
-//   route    : router logits z = m Wr, p = softmax(z), top-k of p + b, gates, capacity (which
+//   route    : router logits z = m Wr, p = softmax(z), top-k of p + b (inside the token's
+//              best expert groups with moe.route_groups), gates, capacity (which
 //              assignments each expert keeps), aux and z losses — over all N tokens of the
 //              micro-batch, identically on every tensor-parallel rank
 //   move     : this rank's token rows (its tensor-parallel slice of the micro-batch) go, with
@@ -32,6 +33,7 @@
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/router_rule.h"
 #include "src/config/config.h"
 
 namespace sy::comm {
@@ -85,6 +87,9 @@ struct MoeDims {
   double capacity_factor = 0;  // used when has_capacity
   double aux_coeff = 0, z_coeff = 0;
   AuxScope aux_scope = AuxScope::kSequence;
+  // Group-limited selection (SPEC section 1) over route_groups groups (R, resolved: never
+  // `nodes`; 1 = off) keeping route_groups_topk (M) of them.
+  int route_groups = 1, route_groups_topk = 1;
   // This rank's shares (0 = all of it, the one-rank case).
   int L = 0;   // local experts (E / ep)
   int Fl = 0;  // routed expert hidden held here (F / etp)
@@ -92,8 +97,11 @@ struct MoeDims {
   int local_experts() const { return L > 0 ? L : E; }
   int expert_hidden() const { return Fl > 0 ? Fl : F; }
   int shared_hidden() const { return Fs > 0 ? Fs : F; }
+  RouterRule router_rule() const { return {norm_topk, route_groups, route_groups_topk}; }
 };
-// One rank's dims for a layout with the given sizes (1, 1, 1: the whole layer).
+// One rank's dims for a layout with the given sizes (1, 1, 1: the whole layer). A config with
+// `moe.route_groups: nodes` must have been resolved for its layout first
+// (resolve_route_groups), except on one EP rank, where it means one group.
 MoeDims moe_dims(const Config& cfg, int tp = 1, int ep = 1, int etp = 1);
 
 // Assignments one expert accepts from a routing group of num_tokens tokens:

@@ -117,6 +117,10 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                           static_cast<int>(cfg.parallel.ranks_per_node)});
   const comm::ProcessGroups& g = *rt.groups;
   const comm::Layout& lay = g.layout();
+  // `moe.route_groups: nodes` becomes a number once the layout is known; the checkpoints keep
+  // the config as given.
+  Config model_cfg;
+  agree_on_usage(rt.world, [&] { model_cfg = resolve_route_groups(cfg, lay); });
   rt.watchdog = std::make_unique<comm::Watchdog>(cfg.parallel.timeout_s);
   comm::Watchdog* wd = rt.watchdog.get();
   if (cfg.device == Device::kCuda)
@@ -129,7 +133,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   mp.moe.etp = &g.etp();
   mp.moe.exchange = rt.exchange.get();
   mp.moe.watchdog = wd;
-  rt.model = std::make_unique<Model<float>>(cfg, mp);
+  rt.model = std::make_unique<Model<float>>(model_cfg, mp);
   Model<float>& model = *rt.model;
   init_params(model.params.data(), model.table(), cfg.run.seed);
   rt.opt = std::make_unique<DistributedOptimizer>(

@@ -1,27 +1,124 @@
 // The fused GPU router (kernels/cuda/router.cu) beyond the plain softmax top-k of
-// test_moe_ops.cpp: the logsumexp it must store for the z-loss, against host loops in double
-// written from SPEC section 1. Outputs are NaN-poisoned first, so a value the kernel never
-// writes fails.
+// test_moe_ops.cpp: group-limited (node-limited) selection against cpu::router_forward/backward
+// (forward and backward, ties to the lower group), and the logsumexp it must store for the
+// z-loss, against host loops in double written from SPEC section 1. Outputs are NaN-poisoned
+// first, so a value the kernel never writes fails.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <ostream>
 #include <random>
 #include <vector>
 
 #include "gpu_test_util.h"
+#include "kernels/cpu/moe_ops.h"
 #include "kernels/cuda/buffer.h"
 #include "kernels/cuda/moe_ops.h"
 
 namespace {
 
+namespace cpu = sy::cpu;
 namespace cu = sy::cuda;
+using sy::RouterRule;
+using sy::cuda::to_device;
 using sy::gputest::close;
 using sy::gputest::download_f32;
 using sy::gputest::kTolF32;
 using sy::gputest::poisoned;
 using sy::gputest::random_floats;
 using sy::gputest::upload_as;
+
+// The GPU router's forward of the tokens of logits[N,E] (bias empty: none), outputs
+// NaN-poisoned before the call.
+struct Routed {
+  std::vector<float> probs, lse, gates;
+  std::vector<int32_t> topk;
+};
+Routed gpu_route(const std::vector<float>& logits, const std::vector<float>& bias, int E, int K,
+                 const RouterRule& rule) {
+  const int N = static_cast<int>(logits.size()) / E;
+  auto d_logits = upload_as<float>(logits);
+  auto d_bias = upload_as<float>(bias.empty() ? std::vector<float>{0.0f} : bias);
+  auto d_probs = poisoned<float>(N * E), d_lse = poisoned<float>(N);
+  auto d_gates = poisoned<float>(N * K);
+  auto d_topk = poisoned<int32_t>(N * K);
+  cu::router_forward(d_probs.data(), d_lse.data(), d_topk.data(), d_gates.data(), d_logits.data(),
+                     bias.empty() ? nullptr : d_bias.data(), N, E, K, rule, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  return {download_f32(d_probs), download_f32(d_lse), download_f32(d_gates), d_topk.download()};
+}
+
+struct VariantCase {
+  const char* name;
+  int N, E, K;
+  RouterRule rule;
+  bool with_bias;
+};
+void PrintTo(const VariantCase& c, std::ostream* os) {
+  *os << c.name;
+}
+
+// E = 64 in 64 groups and E = 80 in 40 use the second group per lane (groups 32..63).
+const VariantCase kVariants[] = {
+    {"groups4_keep2", 37, 16, 4, {.groups = 4, .groups_topk = 2}, true},
+    {"groups8_keep2_raw", 37, 40, 3, {.norm_topk = false, .groups = 8, .groups_topk = 2}, false},
+    {"groups4_keep1_k2", 29, 16, 2, {.groups = 4, .groups_topk = 1}, true},
+    {"groups64_keep8", 21, 64, 8, {.groups = 64, .groups_topk = 8}, true},
+    {"groups40_keep3", 9, 80, 6, {.groups = 40, .groups_topk = 3}, true},
+    {"groups4_keep4_is_plain", 13, 16, 4, {.groups = 4, .groups_topk = 4}, true},
+};
+
+class RouterVariants : public ::testing::TestWithParam<VariantCase> {};
+INSTANTIATE_TEST_SUITE_P(Rules, RouterVariants, ::testing::ValuesIn(kVariants),
+                         [](const ::testing::TestParamInfo<VariantCase>& p) {
+                           return std::string(p.param.name);
+                         });
+
+TEST_P(RouterVariants, ForwardBackwardMatchCpu) {
+  SY_REQUIRE_GPU();
+  const VariantCase& c = GetParam();
+  const int N = c.N, E = c.E, K = c.K;
+  std::mt19937 rng(7 + E + K);
+  const auto logits = random_floats(rng, N * E, -3.0f, 3.0f);
+  const auto bias = c.with_bias ? random_floats(rng, E, -0.05f, 0.05f) : std::vector<float>{};
+  const auto dgates = random_floats(rng, N * K);
+  const auto dprobs = random_floats(rng, N * E);
+  const auto dlse = random_floats(rng, N);
+  std::vector<float> probs(N * E), lse(N), gates(N * K), dlogits(N * E);
+  std::vector<int32_t> topk(N * K);
+  cpu::router_forward(probs.data(), lse.data(), topk.data(), gates.data(), logits.data(),
+                      c.with_bias ? bias.data() : nullptr, N, E, K, c.rule);
+  cpu::router_backward(dlogits.data(), dgates.data(), dprobs.data(), dlse.data(), probs.data(),
+                       topk.data(), N, E, K, c.rule);
+
+  const Routed got = gpu_route(logits, bias, E, K, c.rule);
+  EXPECT_EQ(got.topk, topk);
+  EXPECT_TRUE(close(got.probs, probs, kTolF32));
+  EXPECT_TRUE(close(got.lse, lse, kTolF32));
+  EXPECT_TRUE(close(got.gates, gates, kTolF32));
+
+  auto d_dg = upload_as<float>(dgates), d_dp = upload_as<float>(dprobs);
+  auto d_dl = upload_as<float>(dlse);
+  auto d_dlogits = poisoned<float>(N * E);
+  auto d_probs = upload_as<float>(probs);
+  auto d_topk = to_device(topk);
+  cu::router_backward(d_dlogits.data(), d_dg.data(), d_dp.data(), d_dl.data(), d_probs.data(),
+                      d_topk.data(), N, E, K, c.rule, nullptr);
+  EXPECT_TRUE(close(download_f32(d_dlogits), dlogits, kTolF32));
+}
+
+// Every group scores the same: the lowest M groups are kept, and inside them the lowest
+// experts (E = 16 in 4 groups, M = 2, K = 3: experts 0, 1, 2); groups 1 and 2 tie above
+// group 0 (z = 0,0 | 1,2 | 2,1 over 3 groups, M = 1, K = 2): group 1, experts 3 then 2.
+TEST(RouterVariantsTies, LowerGroupWins) {
+  SY_REQUIRE_GPU();
+  EXPECT_EQ(
+      gpu_route(std::vector<float>(2 * 16, 0.3f), {}, 16, 3, {.groups = 4, .groups_topk = 2}).topk,
+      (std::vector<int32_t>{0, 1, 2, 0, 1, 2}));
+  EXPECT_EQ(gpu_route({0, 0, 1, 2, 2, 1}, {}, 6, 2, {.groups = 3, .groups_topk = 1}).topk,
+            (std::vector<int32_t>{3, 2}));
+}
 
 // logsumexp of each row of z[N,E], in double.
 std::vector<float> host_lse(const std::vector<float>& z, int N, int E) {
@@ -47,14 +144,10 @@ TEST(RouterLse, StoredForTheZLoss) {
     const auto logits = random_floats(rng, N * E, -4.0f, 4.0f);
     const auto lse = host_lse(logits, N, E);
 
-    auto d_logits = upload_as<float>(logits);
-    auto d_probs = poisoned<float>(N * E), d_lse = poisoned<float>(N);
-    auto d_gates = poisoned<float>(N * K);
-    auto d_topk = poisoned<int32_t>(N * K);
-    cu::router_forward(d_probs.data(), d_lse.data(), d_topk.data(), d_gates.data(), d_logits.data(),
-                       nullptr, N, E, K, true, nullptr);
-    CUDA_CHECK(cudaDeviceSynchronize());
-    EXPECT_TRUE(close(download_f32(d_lse), lse, kTolF32)) << "E " << E;
+    const Routed got = gpu_route(logits, {}, E, K, RouterRule{});
+    EXPECT_TRUE(close(got.lse, lse, kTolF32)) << "E " << E;
+    auto d_probs = upload_as<float>(got.probs), d_lse = upload_as<float>(got.lse);
+    auto d_topk = to_device(got.topk);
 
     const double z_coeff = 1e-3, token_weight = 1.0 / N;
     double z = 0.0;

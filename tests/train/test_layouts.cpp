@@ -63,13 +63,7 @@ class Layouts : public ::testing::Test {
     buf.resize(4096, '\0');
     MPI_Bcast(buf.data(), static_cast<int>(buf.size()), MPI_CHAR, 0, MPI_COMM_WORLD);
     data_path_ = buf.data();
-    if (world_rank() == 0) {
-      std::ostringstream log;
-      TrainOptions o;
-      o.gather_params = true;
-      reference_ =
-          std::make_unique<TrainSummary>(train(config("reference", {}), log, MPI_COMM_SELF, o));
-    }
+    reference_ = std::make_unique<TrainSummary>(one_rank("reference", {}));
   }
   static void TearDownTestSuite() {
     reference_.reset();
@@ -97,14 +91,26 @@ class Layouts : public ::testing::Test {
     return test::train_on_first(l.ranks, config(l.name, l.set), o);
   }
 
-  static void expect_matches_reference(const Layout& l) {
+  // The 1-rank run of tiny.yaml with `set` (on rank 0; the others get an empty summary).
+  static TrainSummary one_rank(const std::string& name, const std::vector<std::string>& set) {
+    TrainSummary s;
+    if (world_rank() == 0) {
+      std::ostringstream log;
+      TrainOptions o;
+      o.gather_params = true;
+      s = train(config(name, set), log, MPI_COMM_SELF, o);
+    }
+    return s;
+  }
+
+  static void expect_matches_reference(const Layout& l) { expect_matches(l, *reference_); }
+  static void expect_matches(const Layout& l, const TrainSummary& ref) {
     const TrainSummary s = run(l);
     if (world_rank() >= l.ranks) return;
     EXPECT_TRUE(s.diverged_replicas.empty())
         << l.name << ": replicas differ on rank " << world_rank() << ", first "
         << s.diverged_replicas.front();
     if (world_rank() != 0) return;
-    const TrainSummary& ref = *reference_;
     ASSERT_EQ(s.step_losses.size(), ref.step_losses.size()) << l.name;
     for (size_t i = 0; i < ref.step_losses.size(); ++i)
       EXPECT_NEAR(s.step_losses[i], ref.step_losses[i], kLossTolerance * ref.step_losses[i])
@@ -167,6 +173,26 @@ TEST_F(Layouts, HierarchicalAllToAllMatchesOneRank) {
                             8,
                             {"parallel.ep=4", "parallel.etp=2", "parallel.ranks_per_node=4",
                              "parallel.a2a=hierarchical", "parallel.internode=ucx"}});
+}
+
+// Group-limited routing (SPEC section 1: 8 experts in 4 groups, each token within 2 of them)
+// under expert, tensor and expert-tensor parallelism; and `route_groups: nodes` on 4 emulated
+// nodes of 2 ranks (ep 8: R = 4, the same routing as the 1-rank run with route_groups 4).
+TEST_F(Layouts, GroupLimitedRoutingMatchesOneRank) {
+  const std::vector<std::string> routing = {"moe.num_experts=8", "moe.route_groups=4",
+                                            "moe.route_groups_topk=2", "moe.bias_update_rate=1e-3"};
+  const TrainSummary ref = one_rank("groups_reference", routing);
+  auto with = [&](std::vector<std::string> set) {
+    set.insert(set.end(), routing.begin(), routing.end());
+    return set;
+  };
+  expect_matches({"groups_ep2", 2, with({"parallel.ep=2"})}, ref);
+  expect_matches({"groups_tp2_ep2", 4, with({"parallel.tp=2", "parallel.ep=2"})}, ref);
+  expect_matches({"groups_etp2_ep2", 4, with({"parallel.etp=2", "parallel.ep=2"})}, ref);
+  std::vector<std::string> nodes = with({"parallel.ep=8", "parallel.ranks_per_node=2",
+                                         "parallel.a2a=hierarchical", "parallel.internode=mpi"});
+  nodes.push_back("moe.route_groups=nodes");  // the later --set wins
+  expect_matches({"groups_nodes_4x2", 8, nodes}, ref);
 }
 
 }  // namespace
