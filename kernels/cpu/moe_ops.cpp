@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 #include <type_traits>
 
 #include "kernels/cpu/vec_math.h"
@@ -102,7 +103,10 @@ void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logi
     for (int i = 0; i < E; ++i) sum += std::exp(static_cast<double>(z[i]) - zmax);
     const double l = zmax + std::log(sum);
     lse[n] = static_cast<T>(l);
-    for (int i = 0; i < E; ++i) p[i] = static_cast<T>(std::exp(static_cast<double>(z[i]) - l));
+    for (int i = 0; i < E; ++i) {
+      const double zi = static_cast<double>(z[i]);
+      p[i] = static_cast<T>(rule.sigmoid ? 1.0 / (1.0 + std::exp(-zi)) : std::exp(zi - l));
+    }
 
     auto score = [&](int i) { return bias ? p[i] + bias[i] : p[i]; };
     const uint64_t kept = kept_groups<T>(score, E, K, rule);
@@ -129,41 +133,50 @@ void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logi
 
     double gsum = 0.0;
     for (int j = 0; j < K; ++j) gsum += static_cast<double>(p[sel[j]]);
-    for (int j = 0; j < K; ++j) {
-      g[j] = rule.norm_topk ? static_cast<T>(static_cast<double>(p[sel[j]]) / gsum) : p[sel[j]];
-    }
+    const double norm = rule.norm_topk ? gsum : 1.0;
+    for (int j = 0; j < K; ++j)
+      g[j] = static_cast<T>(static_cast<double>(p[sel[j]]) / norm * rule.gate_scale);
   }
 }
 
 // dlogits[N,E] (=); dgates: [N,K], dprobs: [N,E] or null, dlse: [N] or null, probs: [N,E],
 // topk_idx: [N,K].
-// With S = sum_j p_{e_j} and w_j = p_{e_j} / S (norm_topk):
-//   dp_{e_j} += (dw_j - sum_l dw_l w_l) / S      (without norm_topk: dp_{e_j} += dw_j)
+// With a = gate_scale, S = sum_j p_{e_j} and w_j = a p_{e_j} / S (norm_topk):
+//   dp_{e_j} += a (dw_j - sum_l dw_l p_{e_l} / S) / S     (without norm_topk: dp_{e_j} += a dw_j)
 // then through the softmax and d lse / dz_i = p_i:
-//   dz_i = p_i (dp_i - sum_k p_k dp_k) + dlse p_i.
+//   dz_i = p_i (dp_i - sum_k p_k dp_k) + dlse p_i,
+// or through the sigmoid: dz_i = dp_i p_i (1 - p_i).
 template <class T>
 void router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* dlse, const T* probs,
                      const int32_t* topk_idx, int N, int E, int K, const RouterRule& rule) {
+  if (rule.sigmoid && dlse)
+    throw std::invalid_argument("router_backward: no lse gradient under sigmoid scores");
 #pragma omp parallel for schedule(static) if (static_cast <long>(N) * E >= kParallelMinElems / 4)
   for (int n = 0; n < N; ++n) {
     const T* p = probs + static_cast<long>(n) * E;
     const int32_t* sel = topk_idx + static_cast<long>(n) * K;
     const T* dg = dgates + static_cast<long>(n) * K;
-    T* dz = dlogits + static_cast<long>(n) * E;  // holds dp until the softmax step
+    T* dz = dlogits + static_cast<long>(n) * E;  // holds dp until the score step
+    auto dw = [&](int j) { return static_cast<double>(dg[j]) * rule.gate_scale; };
 
     for (int i = 0; i < E; ++i) dz[i] = dprobs ? dprobs[static_cast<long>(n) * E + i] : T(0);
     if (rule.norm_topk) {
       double s = 0.0;
       for (int j = 0; j < K; ++j) s += static_cast<double>(p[sel[j]]);
-      double dot = 0.0;  // sum_l dw_l w_l = sum_l dw_l p_{e_l} / S
-      for (int j = 0; j < K; ++j)
-        dot += static_cast<double>(dg[j]) * static_cast<double>(p[sel[j]]);
+      double dot = 0.0;  // sum_l a dw_l p_{e_l} / S
+      for (int j = 0; j < K; ++j) dot += dw(j) * static_cast<double>(p[sel[j]]);
       dot /= s;
-      for (int j = 0; j < K; ++j) {
-        dz[sel[j]] += static_cast<T>((static_cast<double>(dg[j]) - dot) / s);
-      }
+      for (int j = 0; j < K; ++j) dz[sel[j]] += static_cast<T>((dw(j) - dot) / s);
     } else {
-      for (int j = 0; j < K; ++j) dz[sel[j]] += dg[j];
+      for (int j = 0; j < K; ++j) dz[sel[j]] += static_cast<T>(dw(j));
+    }
+
+    if (rule.sigmoid) {
+      for (int i = 0; i < E; ++i) {
+        const double pi = static_cast<double>(p[i]);
+        dz[i] = static_cast<T>(static_cast<double>(dz[i]) * pi * (1.0 - pi));
+      }
+      continue;
     }
 
     double pdp = 0.0;

@@ -17,26 +17,28 @@
 namespace sy::cpu {
 
 // Router of N tokens over E experts, from the logits z[N,E] = m Wr, by `rule` (router_rule.h):
-//   probs[N,E]    (=) p = softmax(z)
+//   probs[N,E]    (=) p = softmax(z), or sigmoid(z) per element with rule.sigmoid
 //   lse[N]        (=) logsumexp(z)                       (the z-loss is built on it)
 //   topk_idx[N,K] (=) the K experts with the largest probs + bias, best first; ties go to the
 //                     lower expert index. bias[E] may be null (= zeros). With rule.groups > 1
 //                     only experts of the token's rule.groups_topk best groups compete.
-//   gates[N,K]    (=) probs at topk_idx, divided by their sum when rule.norm_topk. The bias
-//                     never enters the gates.
-// Softmax and logsumexp are reduced in double, then rounded to T. rule must be valid_for(E, K).
+//   gates[N,K]    (=) probs at topk_idx, divided by their sum when rule.norm_topk, times
+//                     rule.gate_scale. The bias never enters the gates.
+// Softmax, sigmoid and logsumexp are computed in double, then rounded to T. rule must be
+// valid_for(E, K).
 template <class T>
 void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logits, const T* bias,
                     int N, int E, int K, const RouterRule& rule);
 // dlogits[N,E] (=) the gradient reaching z through
 //   dgates[N,K] (gradient on the gates; selection itself has none),
 //   dprobs[N,E] (an extra gradient directly on probs, e.g. from the aux loss; may be null),
-//   dlse[N]     (gradient on lse, e.g. from the z-loss; may be null).
+//   dlse[N]     (gradient on lse, e.g. from the z-loss; may be null, and must be under
+//               rule.sigmoid: there is no z-loss then).
 template <class T>
 void router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* dlse, const T* probs,
                      const int32_t* topk_idx, int N, int E, int K, const RouterRule& rule);
 
-// The plain top-k router (no groups).
+// The plain softmax top-k router (no groups, gate_scale 1).
 template <class T>
 void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logits, const T* bias,
                     int N, int E, int K, bool norm_topk) {

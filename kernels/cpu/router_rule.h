@@ -10,7 +10,9 @@ namespace sy {
 constexpr int kMaxRouteGroups = 64;
 
 struct RouterRule {
-  bool norm_topk = true;  // gates divided by the sum of the selected p
+  bool sigmoid = false;     // p_i = sigmoid(z_i) per expert; false: p = softmax(z)
+  bool norm_topk = true;    // gates divided by the sum of the selected p
+  double gate_scale = 1.0;  // every gate multiplied by it (after the normalisation)
   // Group-limited (node-limited) selection: the experts form `groups` contiguous groups of
   // E / groups; a token selects only from the `groups_topk` groups with the largest sum of their
   // ceil(K / groups_topk) best p + b (ties: lower group). groups = 1 (or groups_topk = groups)
@@ -25,6 +27,7 @@ struct RouterRule {
   // The arithmetic SPEC section 1 requires for E experts and top-k K (groups_topk is not
   // used with one group).
   constexpr bool valid_for(int E, int K) const {
+    if (!(gate_scale > 0)) return false;
     if (groups == 1) return true;
     return groups > 1 && groups <= kMaxRouteGroups && E % groups == 0 && groups_topk >= 1 &&
            groups_topk <= groups && groups_topk * (E / groups) >= K;

@@ -1,5 +1,5 @@
-// The fused router (softmax + group-limited top-k + gates) and the aux / z losses (see moe_ops.h
-// and, for the reference, kernels/cpu/moe_ops.cpp and src/model/moe.cpp).
+// The fused router (softmax or sigmoid scores + group-limited top-k + gates) and the aux / z
+// losses (see moe_ops.h and, for the reference, kernels/cpu/moe_ops.cpp and src/model/moe.cpp).
 #include <string>
 
 #include "kernels/cuda/check.h"
@@ -103,12 +103,13 @@ __global__ void router_forward_kernel(float* probs, float* lse, int32_t* topk_id
   sum = warp_sum(sum);
   const float l = zmax + logf(sum);
   if (lane == 0) lse[n] = l;  // the z-loss and its gradient read it
-  for (int i = lane; i < E; i += kWarp) p[i] = expf(z[i] - l);
+  auto prob = [&](int i) { return rule.sigmoid ? 1.0f / (1.0f + expf(-z[i])) : expf(z[i] - l); };
+  for (int i = lane; i < E; i += kWarp) p[i] = prob(i);
 
   // K rounds of warp argmax over the experts of the kept groups not yet taken. Each lane
   // recomputes its own p_i (the same expression as above) instead of reading p back from
   // another lane.
-  auto score = [&](int i) { return expf(z[i] - l) + (bias ? bias[i] : 0.0f); };
+  auto score = [&](int i) { return prob(i) + (bias ? bias[i] : 0.0f); };
   const uint64_t kept = kept_groups(score, E, K, rule, lane);
   const int group_size = E / rule.groups;
   int sel[kMaxTopK];
@@ -132,16 +133,16 @@ __global__ void router_forward_kernel(float* probs, float* lse, int32_t* topk_id
   }
   if (lane == 0) {
     float gsum = 0.0f;
-    for (int j = 0; j < K; ++j) gsum += expf(z[sel[j]] - l);
+    for (int j = 0; j < K; ++j) gsum += prob(sel[j]);
+    const float norm = rule.norm_topk ? gsum : 1.0f, scale = static_cast<float>(rule.gate_scale);
     for (int j = 0; j < K; ++j) {
-      const float pj = expf(z[sel[j]] - l);
       topk_idx[static_cast<long>(n) * K + j] = sel[j];
-      gates[static_cast<long>(n) * K + j] = rule.norm_topk ? pj / gsum : pj;
+      gates[static_cast<long>(n) * K + j] = prob(sel[j]) / norm * scale;
     }
   }
 }
 
-// One warp per token; dlogits holds dp until the softmax step (cpu::router_backward's scheme).
+// One warp per token; dlogits holds dp until the score step (cpu::router_backward's scheme).
 __global__ void router_backward_kernel(float* dlogits, const float* dgates, const float* dprobs,
                                        const float* dlse, const float* probs,
                                        const int32_t* topk_idx, int N, int E, int K,
@@ -157,17 +158,22 @@ __global__ void router_backward_kernel(float* dlogits, const float* dgates, cons
   for (int i = lane; i < E; i += kWarp) dz[i] = dprobs ? dprobs[row + i] : 0.0f;
   __syncwarp();
   if (lane == 0) {  // K is small: the gate part serially, in the CPU's order
+    const float scale = static_cast<float>(rule.gate_scale);
     if (rule.norm_topk) {
       float s = 0.0f, dot = 0.0f;
       for (int j = 0; j < K; ++j) s += p[sel[j]];
-      for (int j = 0; j < K; ++j) dot += dg[j] * p[sel[j]];
+      for (int j = 0; j < K; ++j) dot += dg[j] * scale * p[sel[j]];
       dot /= s;
-      for (int j = 0; j < K; ++j) dz[sel[j]] += (dg[j] - dot) / s;
+      for (int j = 0; j < K; ++j) dz[sel[j]] += (dg[j] * scale - dot) / s;
     } else {
-      for (int j = 0; j < K; ++j) dz[sel[j]] += dg[j];
+      for (int j = 0; j < K; ++j) dz[sel[j]] += dg[j] * scale;
     }
   }
   __syncwarp();
+  if (rule.sigmoid) {  // dz_i = dp_i p_i (1 - p_i); no lse gradient
+    for (int i = lane; i < E; i += kWarp) dz[i] = dz[i] * p[i] * (1.0f - p[i]);
+    return;
+  }
   float pdp = 0.0f;
   for (int i = lane; i < E; i += kWarp) pdp += p[i] * dz[i];
   pdp = warp_sum(pdp);
@@ -176,9 +182,22 @@ __global__ void router_backward_kernel(float* dlogits, const float* dgates, cons
   for (int i = lane; i < E; i += kWarp) dz[i] = p[i] * (dz[i] - pdp + dl);
 }
 
-// Block g, thread per expert i: grp_frac[g,i] = f_i, terms[g,i] = f_i * P_i.
+// One warp per token: score_sum[n] = sum_j probs[n,j] (the sigmoid scores' normaliser).
+__global__ void score_sums_kernel(float* score_sum, const float* probs, int N, int E) {
+  const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (n >= N) return;
+  float s = 0.0f;
+  for (int i = lane; i < E; i += kWarp) s += probs[static_cast<long>(n) * E + i];
+  s = warp_sum(s);
+  if (lane == 0) score_sum[n] = s;
+}
+
+// Block g, thread per expert i: grp_frac[g,i] = f_i, terms[g,i] = f_i * P_i, P_i the group's
+// mean of probs (score_sum null) or of probs / score_sum (sigmoid).
 __global__ void aux_terms_kernel(float* grp_frac, float* terms, const float* probs,
-                                 const int32_t* topk_idx, int E, int K, int NG) {
+                                 const float* score_sum, const int32_t* topk_idx, int E, int K,
+                                 int NG) {
   const int g = blockIdx.x;
   const long n0 = static_cast<long>(g) * NG;
   for (int i = threadIdx.x; i < E; i += blockDim.x) {
@@ -186,7 +205,7 @@ __global__ void aux_terms_kernel(float* grp_frac, float* terms, const float* pro
     float P = 0.0f;
     for (long n = n0; n < n0 + NG; ++n) {
       for (int j = 0; j < K; ++j) count += topk_idx[n * K + j] == i ? 1 : 0;
-      P += probs[n * E + i];
+      P += score_sum ? probs[n * E + i] / score_sum[n] : probs[n * E + i];
     }
     const float f = static_cast<float>(count) / (static_cast<float>(NG) * K);
     grp_frac[static_cast<long>(g) * E + i] = f;
@@ -221,6 +240,28 @@ __global__ void losses_backward_kernel(float* dprobs, float* dlse, const float* 
   }
 }
 
+// Sigmoid scores, one warp per token: with S = sum_j p_j and q = p / S,
+// dprobs[n,k] = aux_scale * (f_k - sum_i f_i q_i) / S;  dlse[n] = z_scale * lse[n].
+__global__ void sigmoid_losses_backward_kernel(float* dprobs, float* dlse, const float* grp_frac,
+                                               const float* lse, const float* probs, int N, int E,
+                                               int NG, float aux_scale, float z_scale) {
+  const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (n >= N) return;
+  const float* p = probs + static_cast<long>(n) * E;
+  const float* f = grp_frac + static_cast<long>(n / NG) * E;
+  float S = 0.0f, fp = 0.0f;
+  for (int i = lane; i < E; i += kWarp) {
+    S += p[i];
+    fp += f[i] * p[i];
+  }
+  S = warp_sum(S);
+  const float fq = warp_sum(fp) / S;
+  for (int i = lane; i < E; i += kWarp)
+    dprobs[static_cast<long>(n) * E + i] = aux_scale * (f[i] - fq) / S;
+  if (lane == 0) dlse[n] = z_scale * lse[n];
+}
+
 unsigned row_blocks(int rows) {
   return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
 }
@@ -246,6 +287,8 @@ void router_forward(float* probs, float* lse, int32_t* topk_idx, float* gates, c
 void router_backward(float* dlogits, const float* dgates, const float* dprobs, const float* dlse,
                      const float* probs, const int32_t* topk_idx, int N, int E, int K,
                      const RouterRule& rule, cudaStream_t stream) {
+  if (rule.sigmoid && dlse)
+    throw CudaError("router_backward: no lse gradient under sigmoid scores (no z-loss)");
   if (N == 0) return;
   router_backward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(dlogits, dgates, dprobs, dlse, probs,
                                                                topk_idx, N, E, K, rule);
@@ -255,13 +298,20 @@ void router_backward(float* dlogits, const float* dgates, const float* dprobs, c
 void router_losses_forward(double* loss, float* grp_frac, float* scratch, const float* probs,
                            const float* lse, const int32_t* topk_idx, int N, int E, int K, int NG,
                            double aux_coeff, double z_coeff, double token_weight,
-                           double group_weight, cudaStream_t stream) {
+                           double group_weight, cudaStream_t stream, bool sigmoid_scores) {
   if (NG <= 0 || N % NG != 0)
     throw CudaError("router_losses_forward: " + std::to_string(N) +
                     " tokens are not whole groups of " + std::to_string(NG));
   const int G = N / NG;
+  float* score_sum = nullptr;  // after the G*E terms in scratch
+  if (sigmoid_scores && N > 0) {
+    score_sum = scratch + static_cast<long>(G) * E;
+    score_sums_kernel<<<row_blocks(N), kBlock, 0, stream>>>(score_sum, probs, N, E);
+    SY_CUDA_LAUNCH_CHECK("score_sums_kernel");
+  }
   if (G > 0) {
-    aux_terms_kernel<<<G, kBlock, 0, stream>>>(grp_frac, scratch, probs, topk_idx, E, K, NG);
+    aux_terms_kernel<<<G, kBlock, 0, stream>>>(grp_frac, scratch, probs, score_sum, topk_idx, E, K,
+                                               NG);
     SY_CUDA_LAUNCH_CHECK("aux_terms_kernel");
   }
   loss_sum_kernel<<<1, kBlock, 0, stream>>>(loss, scratch, static_cast<long>(G) * E, lse, N,
@@ -271,11 +321,18 @@ void router_losses_forward(double* loss, float* grp_frac, float* scratch, const 
 
 void router_losses_backward(float* dprobs, float* dlse, const float* grp_frac, const float* lse,
                             int N, int E, int NG, double aux_coeff, double z_coeff,
-                            double token_weight, double group_weight, cudaStream_t stream) {
+                            double token_weight, double group_weight, cudaStream_t stream,
+                            const float* sigmoid_probs) {
   const long total = static_cast<long>(N) * E;
   if (total == 0) return;
   const auto aux_scale = static_cast<float>(group_weight * aux_coeff * E / NG);
   const auto z_scale = static_cast<float>(2.0 * token_weight * z_coeff);
+  if (sigmoid_probs) {
+    sigmoid_losses_backward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(
+        dprobs, dlse, grp_frac, lse, sigmoid_probs, N, E, NG, aux_scale, z_scale);
+    SY_CUDA_LAUNCH_CHECK("sigmoid_losses_backward_kernel");
+    return;
+  }
   losses_backward_kernel<<<grid_for(total), kBlock, 0, stream>>>(dprobs, dlse, grp_frac, lse, N, E,
                                                                  NG, aux_scale, z_scale);
   SY_CUDA_LAUNCH_CHECK("losses_backward_kernel");

@@ -1,8 +1,9 @@
 // The fused GPU router (kernels/cuda/router.cu) beyond the plain softmax top-k of
-// test_moe_ops.cpp: group-limited (node-limited) selection against cpu::router_forward/backward
-// (forward and backward, ties to the lower group), and the logsumexp it must store for the
-// z-loss, against host loops in double written from SPEC section 1. Outputs are NaN-poisoned
-// first, so a value the kernel never writes fails.
+// test_moe_ops.cpp: group-limited (node-limited) selection, sigmoid scores and the gate scale
+// against cpu::router_forward/backward (forward and backward, ties to the lower group); the aux
+// loss on sigmoid scores and the logsumexp the router must store for the z-loss, against host
+// loops in double written from SPEC section 1. Outputs are NaN-poisoned first, so a value the
+// kernel never writes fails.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -67,6 +68,20 @@ const VariantCase kVariants[] = {
     {"groups64_keep8", 21, 64, 8, {.groups = 64, .groups_topk = 8}, true},
     {"groups40_keep3", 9, 80, 6, {.groups = 40, .groups_topk = 3}, true},
     {"groups4_keep4_is_plain", 13, 16, 4, {.groups = 4, .groups_topk = 4}, true},
+    {"sigmoid", 37, 13, 3, {.sigmoid = true}, true},
+    {"sigmoid_raw_scaled",
+     21,
+     40,
+     2,
+     {.sigmoid = true, .norm_topk = false, .gate_scale = 2.5},
+     false},
+    {"sigmoid_groups_scaled",
+     37,
+     64,
+     8,
+     {.sigmoid = true, .gate_scale = 2.5, .groups = 8, .groups_topk = 4},
+     true},
+    {"softmax_scaled", 9, 16, 4, {.gate_scale = 0.5}, true},
 };
 
 class RouterVariants : public ::testing::TestWithParam<VariantCase> {};
@@ -89,8 +104,10 @@ TEST_P(RouterVariants, ForwardBackwardMatchCpu) {
   std::vector<int32_t> topk(N * K);
   cpu::router_forward(probs.data(), lse.data(), topk.data(), gates.data(), logits.data(),
                       c.with_bias ? bias.data() : nullptr, N, E, K, c.rule);
-  cpu::router_backward(dlogits.data(), dgates.data(), dprobs.data(), dlse.data(), probs.data(),
-                       topk.data(), N, E, K, c.rule);
+  const bool with_dlse = !c.rule.sigmoid;  // no z-loss (no lse gradient) under sigmoid
+  cpu::router_backward(dlogits.data(), dgates.data(), dprobs.data(),
+                       with_dlse ? dlse.data() : nullptr, probs.data(), topk.data(), N, E, K,
+                       c.rule);
 
   const Routed got = gpu_route(logits, bias, E, K, c.rule);
   EXPECT_EQ(got.topk, topk);
@@ -103,8 +120,8 @@ TEST_P(RouterVariants, ForwardBackwardMatchCpu) {
   auto d_dlogits = poisoned<float>(N * E);
   auto d_probs = upload_as<float>(probs);
   auto d_topk = to_device(topk);
-  cu::router_backward(d_dlogits.data(), d_dg.data(), d_dp.data(), d_dl.data(), d_probs.data(),
-                      d_topk.data(), N, E, K, c.rule, nullptr);
+  cu::router_backward(d_dlogits.data(), d_dg.data(), d_dp.data(), with_dlse ? d_dl.data() : nullptr,
+                      d_probs.data(), d_topk.data(), N, E, K, c.rule, nullptr);
   EXPECT_TRUE(close(download_f32(d_dlogits), dlogits, kTolF32));
 }
 
@@ -118,6 +135,65 @@ TEST(RouterVariantsTies, LowerGroupWins) {
       (std::vector<int32_t>{0, 1, 2, 0, 1, 2}));
   EXPECT_EQ(gpu_route({0, 0, 1, 2, 2, 1}, {}, 6, 2, {.groups = 3, .groups_topk = 1}).topk,
             (std::vector<int32_t>{3, 2}));
+}
+
+// The aux loss on sigmoid scores (SPEC section 1: P_i = mean of p_i / sum_j p_j) and its
+// gradient, against host loops in double, both aux scopes.
+TEST(RouterLosses, SigmoidScoresNormalisedOverAllExperts) {
+  SY_REQUIRE_GPU();
+  const int B = 3, T = 11, N = B * T, E = 6, K = 2;
+  const double aux_coeff = 1e-2, token_weight = 1.0 / 50, group_weight = 1.0 / 4;
+  std::mt19937 rng(17);
+  const auto probs = random_floats(rng, N * E, 0.05f, 0.95f);  // sigmoid scores: no sum to 1
+  const auto lse = random_floats(rng, N, -2.0f, 3.0f);
+  std::vector<int32_t> topk(N * K);  // two distinct experts per token, every pair in turn
+  for (int n = 0; n < N; ++n) {
+    topk[n * K] = n % E;
+    topk[n * K + 1] = (n + 1 + (n / E) % (E - 1)) % E;
+  }
+  std::vector<double> S(N, 0.0);
+  for (int n = 0; n < N; ++n)
+    for (int i = 0; i < E; ++i) S[n] += probs[n * E + i];
+  for (int NG : {T, N}) {
+    const int G = N / NG;
+    std::vector<double> f(G * E, 0.0);
+    double aux = 0.0;
+    for (int g = 0; g < G; ++g)
+      for (int i = 0; i < E; ++i) {
+        double P = 0.0;
+        for (int n = g * NG; n < (g + 1) * NG; ++n) {
+          for (int j = 0; j < K; ++j) f[g * E + i] += topk[n * K + j] == i ? 1.0 / (NG * K) : 0.0;
+          P += probs[n * E + i] / S[n];
+        }
+        aux += aux_coeff * E * f[g * E + i] * P / NG;
+      }
+    std::vector<float> dprobs(N * E);
+    for (int n = 0; n < N; ++n) {
+      const double* fg = &f[(n / NG) * E];
+      double fq = 0.0;
+      for (int i = 0; i < E; ++i) fq += fg[i] * probs[n * E + i] / S[n];
+      for (int i = 0; i < E; ++i)
+        dprobs[n * E + i] =
+            static_cast<float>(group_weight * aux_coeff * E / NG * (fg[i] - fq) / S[n]);
+    }
+
+    auto d_probs = upload_as<float>(probs), d_lse = upload_as<float>(lse);
+    auto d_topk = to_device(topk);
+    auto d_frac = poisoned<float>(G * E), d_scratch = poisoned<float>(G * E + N);
+    auto d_loss = poisoned<double>(2);
+    cu::router_losses_forward(d_loss.data(), d_frac.data(), d_scratch.data(), d_probs.data(),
+                              d_lse.data(), d_topk.data(), N, E, K, NG, aux_coeff, 0.0,
+                              token_weight, group_weight, nullptr, /*sigmoid_scores=*/true);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto loss = d_loss.download();
+    EXPECT_NEAR(loss[0], aux * group_weight, 1e-5 * aux * group_weight) << "NG " << NG;
+    EXPECT_EQ(loss[1], 0.0);
+    auto d_dprobs = poisoned<float>(N * E), d_dlse = poisoned<float>(N);
+    cu::router_losses_backward(d_dprobs.data(), d_dlse.data(), d_frac.data(), d_lse.data(), N, E,
+                               NG, aux_coeff, 0.0, token_weight, group_weight, nullptr,
+                               d_probs.data());
+    EXPECT_TRUE(close(download_f32(d_dprobs), dprobs, kTolF32)) << "NG " << NG;
+  }
 }
 
 // logsumexp of each row of z[N,E], in double.

@@ -1,7 +1,8 @@
 // The router's variants of SPEC section 1 beyond plain softmax top-k: group-limited
 // (node-limited) selection worked out by hand (group scores, ties to the lower group, the bias
 // in the group score but not in the gates), against a sorting reference on random inputs, and the
-// MoE layer with groups against the naive per-token forward.
+// MoE layer with groups against the naive per-token forward; sigmoid scores and the gate scale
+// (gates and the aux loss on normalised scores by hand, the layer against the naive forward).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +10,7 @@
 #include <random>
 #include <set>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "common/grad_check.h"
@@ -133,51 +135,127 @@ TEST(RouterGroups, MatchesSortingReference) {
   }
 }
 
-// The layer with group-limited routing against the naive per-token forward (sequence and
-// micro-batch aux scope, shared expert, bias).
-TEST(RouterGroups, LayerMatchesNaiveForward) {
+// A layer of 8 experts top-3, one shared expert, d_model 8, with `edit` applied.
+template <class Edit>
+MoeDims layer_dims(Edit edit) {
+  MoeDims d{.C = 8, .E = 8, .K = 3, .F = 5, .S = 1, .aux_coeff = 0.05, .z_coeff = 0.01};
+  edit(d);
+  return d;
+}
+
+// MoeLayer<double>::forward of two sequences of 6 tokens (random weights, inputs and bias)
+// against test::naive_moe_forward; returns the layer's routing counts.
+MoeStats expect_layer_matches_naive(const MoeDims& d, const std::string& what) {
   const int B = 2, T = 6, N = B * T;
   const LossScale s{1.0 / N, 1.0 / B};
+  std::mt19937 rng(21);
+  MoeParams<double> w = test::random_params(d, rng, 2.0);
+  w.bias = test::random_vector(rng, d.E, -0.05, 0.05);
+  const std::vector<double> m = test::random_vector(rng, static_cast<size_t>(N) * d.C);
+  std::vector<double> want, out(m.size());
+  const MoeLoss lw = test::naive_moe_forward(want, m, B, T, d, w, s);
+  MoeLayer<double> layer(d);
+  MoeStats st;
+  const MoeLoss l = layer.forward(out.data(), m.data(), B, T, w.view(), s, &st);
+  EXPECT_LE(test::rel_error(out, want), 1e-13) << what;
+  EXPECT_NEAR(l.aux, lw.aux, 1e-14) << what;
+  EXPECT_NEAR(l.z, lw.z, 1e-14) << what;
+  return st;
+}
+
+// The layer with group-limited routing against the naive per-token forward (sequence and
+// micro-batch aux scope, shared expert, bias); the groups bind: without them the same tokens
+// route differently.
+TEST(RouterGroups, LayerMatchesNaiveForward) {
   for (AuxScope scope : {AuxScope::kSequence, AuxScope::kMicroBatch}) {
-    MoeDims d;
-    d.C = 8;
-    d.E = 8;
-    d.K = 3;
-    d.F = 5;
-    d.S = 1;
-    d.aux_coeff = 0.05;
-    d.z_coeff = 0.01;
-    d.aux_scope = scope;
-    d.route_groups = 4;
-    d.route_groups_topk = 2;
-    std::mt19937 rng(21);
-    MoeParams<double> w = test::random_params(d, rng, 2.0);
-    w.bias = test::random_vector(rng, d.E, -0.05, 0.05);
-    const std::vector<double> m = test::random_vector(rng, static_cast<size_t>(N) * d.C);
-    std::vector<double> want, out(m.size());
-    const MoeLoss lw = test::naive_moe_forward(want, m, B, T, d, w, s);
-    MoeLayer<double> layer(d);
-    MoeStats st;
-    const MoeLoss l = layer.forward(out.data(), m.data(), B, T, w.view(), s, &st);
-    EXPECT_LE(test::rel_error(out, want), 1e-13);
-    EXPECT_NEAR(l.aux, lw.aux, 1e-14);
-    EXPECT_NEAR(l.z, lw.z, 1e-14);
-    // The groups bind: without them the same tokens route differently.
+    const MoeDims d = layer_dims([&](MoeDims& x) {
+      x.aux_scope = scope;
+      x.route_groups = 4;
+      x.route_groups_topk = 2;
+    });
+    const MoeStats grouped = expect_layer_matches_naive(d, "groups");
     MoeDims plain = d;
     plain.route_groups = 1;
-    MoeLayer<double> plain_layer(plain);
-    MoeStats st_plain;
-    plain_layer.forward(out.data(), m.data(), B, T, w.view(), s, &st_plain);
-    EXPECT_NE(st.selected, st_plain.selected);
+    EXPECT_NE(grouped.selected, expect_layer_matches_naive(plain, "plain").selected);
   }
 }
 
+// Sigmoid scores by hand: E = 3, K = 2, router = identity, one sequence of two tokens with
+// logits (1, 0, -1) and (0, 2, 0). p = sigmoid(z): (s1, 1/2, 1 - s1) and (1/2, s2, 1/2), s1 =
+// sigmoid(1), s2 = sigmoid(2); the sums are S0 = 3/2 and S1 = 1 + s2. Token 0 takes experts
+// {0, 1}, token 1 {1, 0} (experts 0 and 2 tie at 1/2: the lower wins). Gates are p over the
+// selected sum, times gate_scale 2.5. aux: f = (2/4, 2/4, 0), P_i = mean over the tokens of
+// p_i / S_n; no z-loss.
+TEST(RouterSigmoid, GatesAndAuxLossByHand) {
+  auto sig = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
+  const double s1 = sig(1.0), s2 = sig(2.0), S0 = 1.5, S1 = 1.0 + s2;
+  const MoeDims d{.C = 3,
+                  .E = 3,
+                  .K = 2,
+                  .F = 2,
+                  .aux_coeff = 0.1,
+                  .score = Score::kSigmoid,
+                  .gate_scale = 2.5};
+  std::mt19937 rng(8);
+  MoeParams<double> w = test::random_params(d, rng);
+  std::fill(w.router.begin(), w.router.end(), 0.0);
+  for (int i = 0; i < 3; ++i) w.router[i * 3 + i] = 1.0;
+  const std::vector<double> m = {1, 0, -1, 0, 2, 0};
+  const LossScale s{0.25, 0.5};
+  MoeLayer<double> layer(d);
+  const MoeLoss l = layer.route(m.data(), 1, 2, w.router.data(), w.bias.data(), s, nullptr);
+
+  const double P0 = (s1 / S0 + 0.5 / S1) / 2, P1 = (0.5 / S0 + s2 / S1) / 2;
+  EXPECT_NEAR(l.aux, s.group_weight * 0.1 * 3 * (0.5 * P0 + 0.5 * P1), 1e-15);
+  EXPECT_EQ(l.z, 0.0);
+  // Rows expert-sorted: expert 0 (tokens 0, 1), expert 1 (tokens 0, 1).
+  ASSERT_EQ(layer.num_rows(), 4);
+  EXPECT_EQ(std::vector<int32_t>(layer.row_token(), layer.row_token() + 4),
+            (std::vector<int32_t>{0, 1, 0, 1}));
+  const double want[] = {2.5 * s1 / (s1 + 0.5), 2.5 * 0.5 / (s2 + 0.5), 2.5 * 0.5 / (s1 + 0.5),
+                         2.5 * s2 / (s2 + 0.5)};
+  for (int a = 0; a < 4; ++a) EXPECT_NEAR(layer.row_gate()[a], want[a], 1e-15) << a;
+}
+
+// The layer against the naive per-token forward: sigmoid with and without norm_topk, with
+// groups, the gate scale on softmax scores too.
+TEST(RouterSigmoid, LayerMatchesNaiveForward) {
+  struct Case {
+    Score score;
+    bool norm;
+    double gate_scale;
+    int R, M;
+    AuxScope scope;
+  };
+  for (const Case c : {Case{Score::kSigmoid, true, 1.0, 1, 1, AuxScope::kSequence},
+                       Case{Score::kSigmoid, false, 2.5, 1, 1, AuxScope::kMicroBatch},
+                       Case{Score::kSigmoid, true, 2.5, 4, 2, AuxScope::kSequence},
+                       Case{Score::kSoftmax, true, 0.5, 1, 1, AuxScope::kSequence}}) {
+    const MoeDims d = layer_dims([&](MoeDims& x) {
+      x.z_coeff = c.score == Score::kSoftmax ? 0.01 : 0.0;
+      x.aux_scope = c.scope;
+      x.score = c.score;
+      x.norm_topk = c.norm;
+      x.gate_scale = c.gate_scale;
+      x.route_groups = c.R;
+      x.route_groups_topk = c.M;
+    });
+    expect_layer_matches_naive(
+        d, std::string(to_string(c.score)) + " gate scale " + std::to_string(c.gate_scale));
+  }
+}
+
+TEST(RouterSigmoid, LayerRefusesAZLoss) {
+  MoeDims d{.C = 4, .E = 4, .K = 2, .F = 4, .z_coeff = 1e-3, .score = Score::kSigmoid};
+  EXPECT_THROW(MoeLayer<double>{d}, std::logic_error);
+  d.z_coeff = 0.0;
+  EXPECT_NO_THROW(MoeLayer<double>{d});
+  d.gate_scale = 0.0;
+  EXPECT_THROW(MoeLayer<double>{d}, std::logic_error);
+}
+
 TEST(RouterGroups, LayerRefusesImpossibleGroups) {
-  MoeDims d;
-  d.C = 4;
-  d.E = 8;
-  d.K = 4;
-  d.F = 4;
+  MoeDims d{.C = 4, .E = 8, .K = 4, .F = 4};
   for (const auto& [R, M] : {std::pair{3, 1}, std::pair{4, 5}, std::pair{4, 1}}) {
     d.route_groups = R;  // 8 % 3; M > R; M * E / R = 2 < K
     d.route_groups_topk = M;

@@ -123,13 +123,14 @@ inline std::vector<int> naive_topk(const double* p, const std::vector<double>& b
 }
 
 // The SPEC MoE forward for dropless routing, token by token: out[N,C] (=); returns the weighted
-// aux + z losses. Top-k by naive_topk.
+// aux + z losses. Softmax or sigmoid scores, top-k by naive_topk, gates times d.gate_scale.
 inline MoeLoss naive_moe_forward(std::vector<double>& out, const std::vector<double>& m, int B,
                                  int T_, const MoeDims& d, const MoeParams<double>& w,
                                  const LossScale& s) {
   const int N = B * T_, C = d.C, E = d.E, K = d.K, F = d.F;
   out.assign(static_cast<size_t>(N) * C, 0.0);
-  std::vector<double> p(static_cast<size_t>(N) * E);
+  const bool sigmoid = d.score == Score::kSigmoid;
+  std::vector<double> p(static_cast<size_t>(N) * E), q(p.size());  // q: p normalised over E
   std::vector<int> sel(static_cast<size_t>(N) * K);
   MoeLoss loss;
   for (int n = 0; n < N; ++n) {
@@ -140,8 +141,13 @@ inline MoeLoss naive_moe_forward(std::vector<double>& out, const std::vector<dou
     double zmax = *std::max_element(z.begin(), z.end()), sum = 0.0;
     for (int e = 0; e < E; ++e) sum += std::exp(z[e] - zmax);
     const double lse = zmax + std::log(sum);
-    loss.z += d.z_coeff * lse * lse * s.token_weight;
-    for (int e = 0; e < E; ++e) p[n * E + e] = std::exp(z[e] - lse);
+    if (!sigmoid) loss.z += d.z_coeff * lse * lse * s.token_weight;
+    double psum = 0.0;
+    for (int e = 0; e < E; ++e) {
+      p[n * E + e] = sigmoid ? 1.0 / (1.0 + std::exp(-z[e])) : std::exp(z[e] - lse);
+      psum += p[n * E + e];
+    }
+    for (int e = 0; e < E; ++e) q[n * E + e] = p[n * E + e] / psum;
     const std::vector<int> order = naive_topk(&p[static_cast<size_t>(n) * E], w.bias, E, K,
                                               d.route_groups, d.route_groups_topk);
     double gsum = 0.0;
@@ -149,7 +155,7 @@ inline MoeLoss naive_moe_forward(std::vector<double>& out, const std::vector<dou
     for (int j = 0; j < K; ++j) {
       const int e = order[j];
       sel[n * K + j] = e;
-      const double gate = d.norm_topk ? p[n * E + e] / gsum : p[n * E + e];
+      const double gate = (d.norm_topk ? p[n * E + e] / gsum : p[n * E + e]) * d.gate_scale;
       const size_t eo = static_cast<size_t>(e) * C * F;
       naive_swiglu_add(&out[static_cast<size_t>(n) * C], x, &w.w1[eo], &w.w3[eo], &w.w2[eo], C, F,
                        gate);
@@ -168,7 +174,7 @@ inline MoeLoss naive_moe_forward(std::vector<double>& out, const std::vector<dou
       double cnt = 0.0, P = 0.0;
       for (int n = g * NG; n < (g + 1) * NG; ++n) {
         for (int j = 0; j < K; ++j) cnt += sel[n * K + j] == e ? 1.0 : 0.0;
-        P += p[n * E + e];
+        P += q[n * E + e];
       }
       acc += cnt / (NG * K) * (P / NG);
     }

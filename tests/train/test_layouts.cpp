@@ -104,6 +104,10 @@ class Layouts : public ::testing::Test {
   }
 
   static void expect_matches_reference(const Layout& l) { expect_matches(l, *reference_); }
+  // Every layout of `layouts`, each with `routing` set first (a layout's own keys win), against
+  // the 1-rank run of `routing`.
+  static void expect_routing_matches(const std::vector<std::string>& routing,
+                                     const std::vector<Layout>& layouts);
   static void expect_matches(const Layout& l, const TrainSummary& ref) {
     const TrainSummary s = run(l);
     if (world_rank() >= l.ranks) return;
@@ -175,24 +179,40 @@ TEST_F(Layouts, HierarchicalAllToAllMatchesOneRank) {
                              "parallel.a2a=hierarchical", "parallel.internode=ucx"}});
 }
 
+void Layouts::expect_routing_matches(const std::vector<std::string>& routing,
+                                     const std::vector<Layout>& layouts) {
+  const TrainSummary ref = one_rank(layouts.front().name + "_reference", routing);
+  for (Layout l : layouts) {
+    l.set.insert(l.set.begin(), routing.begin(), routing.end());
+    expect_matches(l, ref);
+  }
+}
+
 // Group-limited routing (SPEC section 1: 8 experts in 4 groups, each token within 2 of them)
 // under expert, tensor and expert-tensor parallelism; and `route_groups: nodes` on 4 emulated
 // nodes of 2 ranks (ep 8: R = 4, the same routing as the 1-rank run with route_groups 4).
 TEST_F(Layouts, GroupLimitedRoutingMatchesOneRank) {
-  const std::vector<std::string> routing = {"moe.num_experts=8", "moe.route_groups=4",
-                                            "moe.route_groups_topk=2", "moe.bias_update_rate=1e-3"};
-  const TrainSummary ref = one_rank("groups_reference", routing);
-  auto with = [&](std::vector<std::string> set) {
-    set.insert(set.end(), routing.begin(), routing.end());
-    return set;
-  };
-  expect_matches({"groups_ep2", 2, with({"parallel.ep=2"})}, ref);
-  expect_matches({"groups_tp2_ep2", 4, with({"parallel.tp=2", "parallel.ep=2"})}, ref);
-  expect_matches({"groups_etp2_ep2", 4, with({"parallel.etp=2", "parallel.ep=2"})}, ref);
-  std::vector<std::string> nodes = with({"parallel.ep=8", "parallel.ranks_per_node=2",
-                                         "parallel.a2a=hierarchical", "parallel.internode=mpi"});
-  nodes.push_back("moe.route_groups=nodes");  // the later --set wins
-  expect_matches({"groups_nodes_4x2", 8, nodes}, ref);
+  expect_routing_matches(
+      {"moe.num_experts=8", "moe.route_groups=4", "moe.route_groups_topk=2",
+       "moe.bias_update_rate=1e-3"},
+      {{"groups_ep2", 2, {"parallel.ep=2"}},
+       {"groups_tp2_ep2", 4, {"parallel.tp=2", "parallel.ep=2"}},
+       {"groups_etp2_ep2", 4, {"parallel.etp=2", "parallel.ep=2"}},
+       {"groups_nodes_4x2",
+        8,
+        {"parallel.ep=8", "parallel.ranks_per_node=2", "parallel.a2a=hierarchical",
+         "parallel.internode=mpi", "moe.route_groups=nodes"}}});
+}
+
+// Sigmoid scores (no z-loss) with the gate scale and group-limited selection, under data,
+// tensor and expert parallelism and on 2 emulated nodes.
+TEST_F(Layouts, SigmoidRoutingMatchesOneRank) {
+  expect_routing_matches(
+      {"moe.score=sigmoid", "moe.gate_scale=2.5", "moe.num_experts=8", "moe.route_groups=4",
+       "moe.route_groups_topk=2"},
+      {{"sigmoid_tp2", 2, {"parallel.tp=2"}},
+       {"sigmoid_dp2_ep2_zero1", 4, {"parallel.ep=2", "parallel.zero1=true"}},
+       {"sigmoid_ep4_2nodes", 4, {"parallel.ep=4", "parallel.ranks_per_node=2"}}});
 }
 
 }  // namespace
