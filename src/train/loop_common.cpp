@@ -84,7 +84,9 @@ Config resolve_route_groups(const Config& cfg, const comm::Layout& l) {
         os << "moe.route_groups: nodes needs the experts of each node to be one group: every "
               "expert-parallel group must put equal, contiguous blocks of its parallel.ep="
            << l.ep << " ranks on distinct nodes, the same number of nodes for every group; the "
-           << "group of edp rank " << edp << " has its EP ranks on nodes";
+           << "group of edp rank " << edp;
+        if (l.etp > 1) os << " and etp rank " << etp;
+        os << " has its EP ranks on nodes";
         for (int n : nodes) os << " " << n;
         if (R > 0 && R != blocks) os << " (another group spans " << R << " nodes)";
         os << ". Set moe.route_groups to a number, or change parallel.ep / "
