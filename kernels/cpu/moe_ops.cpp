@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
 #include <type_traits>
 
 #include "kernels/cpu/vec_math.h"
@@ -26,12 +29,67 @@ int column_blocks(int A, int C) {
   if (static_cast<long>(A) * C < kParallelMinElems) return 1;
   return std::max(1, std::min(omp_get_max_threads(), C / 16));
 }
+
+// Group-limited selection (SPEC section 1). The order of every selection: a higher score first,
+// ties to the lower index; a NaN score ranks as -inf there, so a diverged step still keeps M
+// distinct groups.
+template <class T>
+T rank_key(T s) {
+  return std::isnan(s) ? -std::numeric_limits<T>::infinity() : s;
+}
+template <class T>
+bool ranks_before(T sa, int a, T sb, int b) {
+  return sa > sb || (sa == sb && a < b);
+}
+
+// Bit g set: group g is one of the token's rule.groups_topk best groups, where a group's score
+// is the sum of its r = ceil(K / M) best selection scores score(i) (added best first). Every bit
+// is set when the rule does not limit the groups.
+template <class T, class ScoreFn>
+uint64_t kept_groups(ScoreFn score, int E, int K, const RouterRule& rule) {
+  if (!rule.limits_groups()) return ~uint64_t{0};
+  const int R = rule.groups, Eg = E / R, r = rule.group_score_experts(K);
+  T group_score[kMaxRouteGroups];
+  for (int g = 0; g < R; ++g) {
+    // Pass j picks the best expert ranking after pass j-1's pick: the group's j-th best.
+    T sum = T(0), prev_s = T(0);
+    int prev = -1;
+    for (int j = 0; j < r; ++j) {
+      int best = -1;
+      T best_s = T(0);
+      for (int i = g * Eg; i < (g + 1) * Eg; ++i) {
+        const T s = rank_key(score(i));
+        if (prev >= 0 && !ranks_before(prev_s, prev, s, i)) continue;
+        if (best < 0 || ranks_before(s, i, best_s, best)) {
+          best = i;
+          best_s = s;
+        }
+      }
+      sum += best_s;
+      prev = best;
+      prev_s = best_s;
+    }
+    group_score[g] = rank_key(sum);
+  }
+  uint64_t kept = 0;
+  for (int m = 0; m < rule.groups_topk; ++m) {
+    int best = -1;
+    for (int g = 0; g < R; ++g) {
+      if ((kept >> g) & 1) continue;
+      if (best < 0 || ranks_before(group_score[g], g, group_score[best], best)) best = g;
+    }
+    kept |= uint64_t{1} << best;
+  }
+  return kept;
+}
+
 }  // namespace
 
 // probs[N,E], lse[N], topk_idx[N,K], gates[N,K] (=); logits: [N,E], bias: [E] or null.
 template <class T>
 void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logits, const T* bias,
-                    int N, int E, int K, bool norm_topk) {
+                    int N, int E, int K, const RouterRule& rule) {
+  const int group_size = E / rule.groups;
 #pragma omp parallel for schedule(static) if (static_cast <long>(N) * E >= kParallelMinElems / 4)
   for (int n = 0; n < N; ++n) {
     const T* z = logits + static_cast<long>(n) * E;
@@ -45,22 +103,29 @@ void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logi
     for (int i = 0; i < E; ++i) sum += std::exp(static_cast<double>(z[i]) - zmax);
     const double l = zmax + std::log(sum);
     lse[n] = static_cast<T>(l);
-    for (int i = 0; i < E; ++i) p[i] = static_cast<T>(std::exp(static_cast<double>(z[i]) - l));
+    for (int i = 0; i < E; ++i) {
+      const double zi = static_cast<double>(z[i]);
+      p[i] = static_cast<T>(rule.sigmoid ? 1.0 / (1.0 + std::exp(-zi)) : std::exp(zi - l));
+    }
 
-    // K passes of argmax over the not yet selected experts. The strict '>' keeps the lower
-    // index on ties; starting from the first candidate keeps the selection defined (distinct
-    // experts) even when the scores are NaN, so a bad step fails on its loss, not here.
+    auto score = [&](int i) { return bias ? p[i] + bias[i] : p[i]; };
+    const uint64_t kept = kept_groups<T>(score, E, K, rule);
+    // K passes of argmax over the not yet selected experts of the kept groups. The strict '>'
+    // keeps the lower index on ties; starting from the first candidate keeps the selection
+    // defined (distinct experts) even when the scores are NaN, so a bad step fails on its
+    // loss, not here.
     for (int j = 0; j < K; ++j) {
       int best = -1;
       T best_score = T(0);
       for (int i = 0; i < E; ++i) {
+        if (!((kept >> (i / group_size)) & 1)) continue;
         bool taken = false;
         for (int q = 0; q < j; ++q) taken = taken || sel[q] == i;
         if (taken) continue;
-        const T score = bias ? p[i] + bias[i] : p[i];
-        if (best < 0 || score > best_score) {
+        const T s = score(i);
+        if (best < 0 || s > best_score) {
           best = i;
-          best_score = score;
+          best_score = s;
         }
       }
       sel[j] = best;
@@ -68,41 +133,50 @@ void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logi
 
     double gsum = 0.0;
     for (int j = 0; j < K; ++j) gsum += static_cast<double>(p[sel[j]]);
-    for (int j = 0; j < K; ++j) {
-      g[j] = norm_topk ? static_cast<T>(static_cast<double>(p[sel[j]]) / gsum) : p[sel[j]];
-    }
+    const double norm = rule.norm_topk ? gsum : 1.0;
+    for (int j = 0; j < K; ++j)
+      g[j] = static_cast<T>(static_cast<double>(p[sel[j]]) / norm * rule.gate_scale);
   }
 }
 
 // dlogits[N,E] (=); dgates: [N,K], dprobs: [N,E] or null, dlse: [N] or null, probs: [N,E],
 // topk_idx: [N,K].
-// With S = sum_j p_{e_j} and w_j = p_{e_j} / S (norm_topk):
-//   dp_{e_j} += (dw_j - sum_l dw_l w_l) / S      (without norm_topk: dp_{e_j} += dw_j)
+// With a = gate_scale, S = sum_j p_{e_j} and w_j = a p_{e_j} / S (norm_topk):
+//   dp_{e_j} += a (dw_j - sum_l dw_l p_{e_l} / S) / S     (without norm_topk: dp_{e_j} += a dw_j)
 // then through the softmax and d lse / dz_i = p_i:
-//   dz_i = p_i (dp_i - sum_k p_k dp_k) + dlse p_i.
+//   dz_i = p_i (dp_i - sum_k p_k dp_k) + dlse p_i,
+// or through the sigmoid: dz_i = dp_i p_i (1 - p_i).
 template <class T>
 void router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* dlse, const T* probs,
-                     const int32_t* topk_idx, int N, int E, int K, bool norm_topk) {
+                     const int32_t* topk_idx, int N, int E, int K, const RouterRule& rule) {
+  if (rule.sigmoid && dlse)
+    throw std::invalid_argument("router_backward: no lse gradient under sigmoid scores");
 #pragma omp parallel for schedule(static) if (static_cast <long>(N) * E >= kParallelMinElems / 4)
   for (int n = 0; n < N; ++n) {
     const T* p = probs + static_cast<long>(n) * E;
     const int32_t* sel = topk_idx + static_cast<long>(n) * K;
     const T* dg = dgates + static_cast<long>(n) * K;
-    T* dz = dlogits + static_cast<long>(n) * E;  // holds dp until the softmax step
+    T* dz = dlogits + static_cast<long>(n) * E;  // holds dp until the score step
+    auto dw = [&](int j) { return static_cast<double>(dg[j]) * rule.gate_scale; };
 
     for (int i = 0; i < E; ++i) dz[i] = dprobs ? dprobs[static_cast<long>(n) * E + i] : T(0);
-    if (norm_topk) {
+    if (rule.norm_topk) {
       double s = 0.0;
       for (int j = 0; j < K; ++j) s += static_cast<double>(p[sel[j]]);
-      double dot = 0.0;  // sum_l dw_l w_l = sum_l dw_l p_{e_l} / S
-      for (int j = 0; j < K; ++j)
-        dot += static_cast<double>(dg[j]) * static_cast<double>(p[sel[j]]);
+      double dot = 0.0;  // sum_l a dw_l p_{e_l} / S
+      for (int j = 0; j < K; ++j) dot += dw(j) * static_cast<double>(p[sel[j]]);
       dot /= s;
-      for (int j = 0; j < K; ++j) {
-        dz[sel[j]] += static_cast<T>((static_cast<double>(dg[j]) - dot) / s);
-      }
+      for (int j = 0; j < K; ++j) dz[sel[j]] += static_cast<T>((dw(j) - dot) / s);
     } else {
-      for (int j = 0; j < K; ++j) dz[sel[j]] += dg[j];
+      for (int j = 0; j < K; ++j) dz[sel[j]] += static_cast<T>(dw(j));
+    }
+
+    if (rule.sigmoid) {
+      for (int i = 0; i < E; ++i) {
+        const double pi = static_cast<double>(p[i]);
+        dz[i] = static_cast<T>(static_cast<double>(dz[i]) * pi * (1.0 - pi));
+      }
+      continue;
     }
 
     double pdp = 0.0;
@@ -248,16 +322,17 @@ void scatter_rows_backward(T* din, T* dscale, const T* dout, const T* in, const 
   }
 }
 
-#define SY_INSTANTIATE(T)                                                                         \
-  template void router_forward<T>(T*, T*, int32_t*, T*, const T*, const T*, int, int, int, bool); \
-  template void router_backward<T>(T*, const T*, const T*, const T*, const T*, const int32_t*,    \
-                                   int, int, int, bool);                                          \
-  template void swiglu_forward<T>(T*, const T*, const T*, long);                                  \
-  template void swiglu_backward<T>(T*, T*, const T*, const T*, const T*, long);                   \
-  template void gather_rows_forward<T>(T*, const T*, const int32_t*, int, int);                   \
-  template void gather_rows_backward<T>(T*, const T*, const int32_t*, int, int);                  \
-  template void scatter_rows_forward<T>(T*, const T*, const int32_t*, const T*, int, int);        \
-  template void scatter_rows_backward<T>(T*, T*, const T*, const T*, const int32_t*, const T*,    \
+#define SY_INSTANTIATE(T)                                                                      \
+  template void router_forward<T>(T*, T*, int32_t*, T*, const T*, const T*, int, int, int,     \
+                                  const RouterRule&);                                          \
+  template void router_backward<T>(T*, const T*, const T*, const T*, const T*, const int32_t*, \
+                                   int, int, int, const RouterRule&);                          \
+  template void swiglu_forward<T>(T*, const T*, const T*, long);                               \
+  template void swiglu_backward<T>(T*, T*, const T*, const T*, const T*, long);                \
+  template void gather_rows_forward<T>(T*, const T*, const int32_t*, int, int);                \
+  template void gather_rows_backward<T>(T*, const T*, const int32_t*, int, int);               \
+  template void scatter_rows_forward<T>(T*, const T*, const int32_t*, const T*, int, int);     \
+  template void scatter_rows_backward<T>(T*, T*, const T*, const T*, const int32_t*, const T*, \
                                          int, int);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(double)

@@ -1,4 +1,4 @@
-// The MoE-specific ops on the CPU (SPEC section 1): the router (softmax, top-k, gates), the
+// The MoE-specific ops on the CPU (SPEC section 1): the router (scores, top-k, gates), the
 // SwiGLU nonlinearity of the experts, and the row permutations that move tokens into the
 // expert-sorted buffer and back. Each op is a *_forward / *_backward pair with the same argument
 // order (backward: gradients out first, then the forward's inputs). The matrix products of the
@@ -12,26 +12,45 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/router_rule.h"
+
 namespace sy::cpu {
 
-// Router of N tokens over E experts, from the logits z[N,E] = m Wr:
-//   probs[N,E]    (=) softmax(z)
+// Router of N tokens over E experts, from the logits z[N,E] = m Wr, by `rule` (router_rule.h):
+//   probs[N,E]    (=) p = softmax(z), or sigmoid(z) per element with rule.sigmoid
 //   lse[N]        (=) logsumexp(z)                       (the z-loss is built on it)
 //   topk_idx[N,K] (=) the K experts with the largest probs + bias, best first; ties go to the
-//                     lower expert index. bias[E] may be null (= zeros).
-//   gates[N,K]    (=) probs at topk_idx, divided by their sum when norm_topk. The bias never
-//                     enters the gates.
-// Softmax and logsumexp are reduced in double, then rounded to T.
+//                     lower expert index. bias[E] may be null (= zeros). With rule.groups > 1
+//                     only experts of the token's rule.groups_topk best groups compete.
+//   gates[N,K]    (=) probs at topk_idx, divided by their sum when rule.norm_topk, times
+//                     rule.gate_scale. The bias never enters the gates.
+// Softmax, sigmoid and logsumexp are computed in double, then rounded to T. rule must be
+// valid_for(E, K).
 template <class T>
 void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logits, const T* bias,
-                    int N, int E, int K, bool norm_topk);
+                    int N, int E, int K, const RouterRule& rule);
 // dlogits[N,E] (=) the gradient reaching z through
 //   dgates[N,K] (gradient on the gates; selection itself has none),
 //   dprobs[N,E] (an extra gradient directly on probs, e.g. from the aux loss; may be null),
-//   dlse[N]     (gradient on lse, e.g. from the z-loss; may be null).
+//   dlse[N]     (gradient on lse, e.g. from the z-loss; may be null, and must be under
+//               rule.sigmoid: there is no z-loss then).
 template <class T>
 void router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* dlse, const T* probs,
-                     const int32_t* topk_idx, int N, int E, int K, bool norm_topk);
+                     const int32_t* topk_idx, int N, int E, int K, const RouterRule& rule);
+
+// The plain softmax top-k router (no groups, gate_scale 1).
+template <class T>
+void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logits, const T* bias,
+                    int N, int E, int K, bool norm_topk) {
+  router_forward(probs, lse, topk_idx, gates, logits, bias, N, E, K,
+                 RouterRule{.norm_topk = norm_topk});
+}
+template <class T>
+void router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* dlse, const T* probs,
+                     const int32_t* topk_idx, int N, int E, int K, bool norm_topk) {
+  router_backward(dlogits, dgates, dprobs, dlse, probs, topk_idx, N, E, K,
+                  RouterRule{.norm_topk = norm_topk});
+}
 
 // h[n] (=) silu(a) * b, silu(a) = a * sigmoid(a)   (a = x W1, b = x W3 of a SwiGLU expert)
 template <class T>

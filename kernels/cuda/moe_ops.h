@@ -16,21 +16,40 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/router_rule.h"
+
 namespace sy::cuda {
 
 using bf16 = __nv_bfloat16;
 
-// One warp per token, fused: probs[N,E] (=) softmax(z), lse[N] (=) logsumexp(z),
-// topk_idx[N,K] (=) the K largest probs + bias (best first; ties to the lower expert index; a NaN
-// score ranks lowest), gates[N,K] (=) probs at topk_idx, / their sum when norm_topk.
-// bias[E] may be null. K <= kMaxTopK.
+// One warp per token, fused, by `rule` (kernels/cpu/router_rule.h; cpu::router_forward is the
+// reference): probs[N,E] (=) softmax(z) or, with rule.sigmoid, sigmoid(z); lse[N] (=)
+// logsumexp(z), topk_idx[N,K] (=) the K largest probs + bias (best first; ties to the lower
+// expert index; a NaN score ranks lowest), inside the token's rule.groups_topk best groups when
+// rule.groups > 1, gates[N,K] (=) probs at topk_idx, / their sum when rule.norm_topk, times
+// rule.gate_scale. bias[E] may be null. K <= kMaxTopK; rule must be valid_for(E, K).
 constexpr int kMaxTopK = 16;
 void router_forward(float* probs, float* lse, int32_t* topk_idx, float* gates, const float* logits,
-                    const float* bias, int N, int E, int K, bool norm_topk, cudaStream_t stream);
-// dlogits[N,E] (=) as cpu::router_backward; dprobs and dlse may be null.
+                    const float* bias, int N, int E, int K, const RouterRule& rule,
+                    cudaStream_t stream);
+// dlogits[N,E] (=) as cpu::router_backward; dprobs and dlse may be null (dlse must be under
+// rule.sigmoid).
 void router_backward(float* dlogits, const float* dgates, const float* dprobs, const float* dlse,
                      const float* probs, const int32_t* topk_idx, int N, int E, int K,
-                     bool norm_topk, cudaStream_t stream);
+                     const RouterRule& rule, cudaStream_t stream);
+// The plain softmax top-k router (no groups, gate_scale 1).
+inline void router_forward(float* probs, float* lse, int32_t* topk_idx, float* gates,
+                           const float* logits, const float* bias, int N, int E, int K,
+                           bool norm_topk, cudaStream_t stream) {
+  router_forward(probs, lse, topk_idx, gates, logits, bias, N, E, K,
+                 RouterRule{.norm_topk = norm_topk}, stream);
+}
+inline void router_backward(float* dlogits, const float* dgates, const float* dprobs,
+                            const float* dlse, const float* probs, const int32_t* topk_idx, int N,
+                            int E, int K, bool norm_topk, cudaStream_t stream) {
+  router_backward(dlogits, dgates, dprobs, dlse, probs, topk_idx, N, E, K,
+                  RouterRule{.norm_topk = norm_topk}, stream);
+}
 
 // Dispatch layout from topk_idx[N,K] (SPEC 1 capacity rule; src/model/moe.cpp build_layout):
 //   selected[E]    (=) assignments routed to each expert (before capacity)
@@ -92,15 +111,19 @@ void swiglu_backward(T* da, T* db, const T* dh, const T* a, const T* b, long n,
 //   grp_frac[G,E] (=) f_i of each group (assignments to i / (NG*K), before capacity)
 //   loss[2]       (=) {aux * group_weight, z * token_weight}: aux = sum_G coeff*E*sum_i f_i P_i,
 //                      z = z_coeff * sum_n lse_n^2. Device doubles, summed in a fixed order.
+// P_i is the group's mean of p_i, or with sigmoid_scores of p_i / sum_j p_j.
 // Groups are consecutive runs of NG tokens (NG = seq_len for `sequence` scope, N for
 // `micro_batch`); N must be a multiple of NG. scratch: G*E + N floats.
 void router_losses_forward(double* loss, float* grp_frac, float* scratch, const float* probs,
                            const float* lse, const int32_t* topk_idx, int N, int E, int K, int NG,
                            double aux_coeff, double z_coeff, double token_weight,
-                           double group_weight, cudaStream_t stream);
-// dprobs[N,E] (=) group_weight*aux_coeff*E*f_i(G(n))/NG;  dlse[N] (=) 2*token_weight*z_coeff*lse.
+                           double group_weight, cudaStream_t stream, bool sigmoid_scores = false);
+// dprobs[N,E] (=) a * f_i(G(n)), a = group_weight*aux_coeff*E/NG, or with sigmoid scores
+// (sigmoid_probs[N,E] non-null: the forward's probs) a * (f_i - sum_j f_j p_j / S_n) / S_n,
+// S_n = sum_j p_j;  dlse[N] (=) 2*token_weight*z_coeff*lse.
 void router_losses_backward(float* dprobs, float* dlse, const float* grp_frac, const float* lse,
                             int N, int E, int NG, double aux_coeff, double z_coeff,
-                            double token_weight, double group_weight, cudaStream_t stream);
+                            double token_weight, double group_weight, cudaStream_t stream,
+                            const float* sigmoid_probs = nullptr);
 
 }  // namespace sy::cuda

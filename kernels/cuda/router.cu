@@ -1,5 +1,5 @@
-// The fused router (softmax + top-k + gates) and the aux / z losses (see moe_ops.h and, for the
-// reference, kernels/cpu/moe_ops.cpp and src/model/moe.cpp).
+// The fused router (softmax or sigmoid scores + group-limited top-k + gates) and the aux / z
+// losses (see moe_ops.h and, for the reference, kernels/cpu/moe_ops.cpp and src/model/moe.cpp).
 #include <string>
 
 #include "kernels/cuda/check.h"
@@ -20,9 +20,75 @@ __device__ __forceinline__ bool better(float s, int i, float best_s, int best_i,
   return s > best_s || (s == best_s && i < best_i);
 }
 
+// Leaves every lane of the warp with the better (score, index) over the lanes' candidates.
+__device__ __forceinline__ void warp_best(float& best_s, int& best, int none) {
+  for (int o = kWarp / 2; o > 0; o /= 2) {
+    const float other_s = __shfl_xor_sync(0xffffffffu, best_s, o);
+    const int other = __shfl_xor_sync(0xffffffffu, best, o);
+    if (better(other_s, other, best_s, best, none)) {
+      best_s = other_s;
+      best = other;
+    }
+  }
+}
+
+// Group-limited selection of one token (SPEC section 1; cpu::router_forward's kept_groups):
+// bit g set when group g is one of the rule.groups_topk best, a group scoring the sum of its
+// ceil(K / M) best selection scores score(i) (best first, NaN as -inf). Lane h*32 + lane scores
+// group lane + 32 h (R <= kMaxRouteGroups = 64); the M groups are then M warp argmaxes.
+template <class ScoreFn>
+__device__ uint64_t kept_groups(ScoreFn score, int E, int K, const RouterRule& rule, int lane) {
+  if (!rule.limits_groups()) return ~0ull;
+  const int R = rule.groups, Eg = E / R, r = rule.group_score_experts(K);
+  float group_score[kMaxRouteGroups / kWarp];
+  for (int h = 0; h < kMaxRouteGroups / kWarp; ++h) {
+    const int g = lane + h * kWarp;
+    float sum = -INFINITY;
+    if (g < R) {
+      // Pass j picks the best expert ranking after pass j-1's pick: the group's j-th best.
+      sum = 0.0f;
+      float prev_s = 0.0f;
+      int prev = E;
+      for (int j = 0; j < r; ++j) {
+        float best_s = -INFINITY;
+        int best = E;
+        for (int i = g * Eg; i < (g + 1) * Eg; ++i) {
+          float s = score(i);
+          if (isnan(s)) s = -INFINITY;
+          if (prev < E && !better(prev_s, prev, s, i, E)) continue;
+          if (better(s, i, best_s, best, E)) {
+            best_s = s;
+            best = i;
+          }
+        }
+        sum += best_s;
+        prev = best;
+        prev_s = best_s;
+      }
+      if (isnan(sum)) sum = -INFINITY;
+    }
+    group_score[h] = sum;
+  }
+  uint64_t kept = 0;
+  for (int m = 0; m < rule.groups_topk; ++m) {
+    float best_s = -INFINITY;
+    int best = R;
+    for (int h = 0; h < kMaxRouteGroups / kWarp; ++h) {
+      const int g = lane + h * kWarp;
+      if (g < R && !((kept >> g) & 1) && better(group_score[h], g, best_s, best, R)) {
+        best_s = group_score[h];
+        best = g;
+      }
+    }
+    warp_best(best_s, best, R);
+    kept |= 1ull << best;
+  }
+  return kept;
+}
+
 __global__ void router_forward_kernel(float* probs, float* lse, int32_t* topk_idx, float* gates,
                                       const float* logits, const float* bias, int N, int E, int K,
-                                      bool norm_topk) {
+                                      RouterRule rule) {
   const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (n >= N) return;  // uniform per warp
@@ -36,51 +102,51 @@ __global__ void router_forward_kernel(float* probs, float* lse, int32_t* topk_id
   for (int i = lane; i < E; i += kWarp) sum += expf(z[i] - zmax);
   sum = warp_sum(sum);
   const float l = zmax + logf(sum);
-  for (int i = lane; i < E; i += kWarp) p[i] = expf(z[i] - l);
+  if (lane == 0) lse[n] = l;  // the z-loss and its gradient read it
+  auto prob = [&](int i) { return rule.sigmoid ? 1.0f / (1.0f + expf(-z[i])) : expf(z[i] - l); };
+  for (int i = lane; i < E; i += kWarp) p[i] = prob(i);
 
-  // K rounds of warp argmax over the experts not yet taken. Each lane recomputes its own p_i
-  // (the same expression as above) instead of reading p back from another lane.
+  // K rounds of warp argmax over the experts of the kept groups not yet taken. Each lane
+  // recomputes its own p_i (the same expression as above) instead of reading p back from
+  // another lane.
+  auto score = [&](int i) { return prob(i) + (bias ? bias[i] : 0.0f); };
+  const uint64_t kept = kept_groups(score, E, K, rule, lane);
+  const int group_size = E / rule.groups;
   int sel[kMaxTopK];
   for (int j = 0; j < K; ++j) {
     float best_s = -INFINITY;
     int best_i = E;
     for (int i = lane; i < E; i += kWarp) {
+      if (!((kept >> (i / group_size)) & 1)) continue;
       bool taken = false;
       for (int q = 0; q < j; ++q) taken = taken || sel[q] == i;
       if (taken) continue;
-      float s = expf(z[i] - l) + (bias ? bias[i] : 0.0f);
+      float s = score(i);
       if (isnan(s)) s = -INFINITY;  // a diverged step still selects K distinct experts
       if (better(s, i, best_s, best_i, E)) {
         best_s = s;
         best_i = i;
       }
     }
-    for (int o = kWarp / 2; o > 0; o /= 2) {
-      const float other_s = __shfl_xor_sync(0xffffffffu, best_s, o);
-      const int other_i = __shfl_xor_sync(0xffffffffu, best_i, o);
-      if (better(other_s, other_i, best_s, best_i, E)) {
-        best_s = other_s;
-        best_i = other_i;
-      }
-    }
+    warp_best(best_s, best_i, E);
     sel[j] = best_i;
   }
   if (lane == 0) {
     float gsum = 0.0f;
-    for (int j = 0; j < K; ++j) gsum += expf(z[sel[j]] - l);
+    for (int j = 0; j < K; ++j) gsum += prob(sel[j]);
+    const float norm = rule.norm_topk ? gsum : 1.0f, scale = static_cast<float>(rule.gate_scale);
     for (int j = 0; j < K; ++j) {
-      const float pj = expf(z[sel[j]] - l);
       topk_idx[static_cast<long>(n) * K + j] = sel[j];
-      gates[static_cast<long>(n) * K + j] = norm_topk ? pj / gsum : pj;
+      gates[static_cast<long>(n) * K + j] = prob(sel[j]) / norm * scale;
     }
   }
 }
 
-// One warp per token; dlogits holds dp until the softmax step (cpu::router_backward's scheme).
+// One warp per token; dlogits holds dp until the score step (cpu::router_backward's scheme).
 __global__ void router_backward_kernel(float* dlogits, const float* dgates, const float* dprobs,
                                        const float* dlse, const float* probs,
                                        const int32_t* topk_idx, int N, int E, int K,
-                                       bool norm_topk) {
+                                       RouterRule rule) {
   const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (n >= N) return;
@@ -92,17 +158,22 @@ __global__ void router_backward_kernel(float* dlogits, const float* dgates, cons
   for (int i = lane; i < E; i += kWarp) dz[i] = dprobs ? dprobs[row + i] : 0.0f;
   __syncwarp();
   if (lane == 0) {  // K is small: the gate part serially, in the CPU's order
-    if (norm_topk) {
+    const float scale = static_cast<float>(rule.gate_scale);
+    if (rule.norm_topk) {
       float s = 0.0f, dot = 0.0f;
       for (int j = 0; j < K; ++j) s += p[sel[j]];
-      for (int j = 0; j < K; ++j) dot += dg[j] * p[sel[j]];
+      for (int j = 0; j < K; ++j) dot += dg[j] * scale * p[sel[j]];
       dot /= s;
-      for (int j = 0; j < K; ++j) dz[sel[j]] += (dg[j] - dot) / s;
+      for (int j = 0; j < K; ++j) dz[sel[j]] += (dg[j] * scale - dot) / s;
     } else {
-      for (int j = 0; j < K; ++j) dz[sel[j]] += dg[j];
+      for (int j = 0; j < K; ++j) dz[sel[j]] += dg[j] * scale;
     }
   }
   __syncwarp();
+  if (rule.sigmoid) {  // dz_i = dp_i p_i (1 - p_i); no lse gradient
+    for (int i = lane; i < E; i += kWarp) dz[i] = dz[i] * p[i] * (1.0f - p[i]);
+    return;
+  }
   float pdp = 0.0f;
   for (int i = lane; i < E; i += kWarp) pdp += p[i] * dz[i];
   pdp = warp_sum(pdp);
@@ -111,9 +182,22 @@ __global__ void router_backward_kernel(float* dlogits, const float* dgates, cons
   for (int i = lane; i < E; i += kWarp) dz[i] = p[i] * (dz[i] - pdp + dl);
 }
 
-// Block g, thread per expert i: grp_frac[g,i] = f_i, terms[g,i] = f_i * P_i.
+// One warp per token: score_sum[n] = sum_j probs[n,j] (the sigmoid scores' normaliser).
+__global__ void score_sums_kernel(float* score_sum, const float* probs, int N, int E) {
+  const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (n >= N) return;
+  float s = 0.0f;
+  for (int i = lane; i < E; i += kWarp) s += probs[static_cast<long>(n) * E + i];
+  s = warp_sum(s);
+  if (lane == 0) score_sum[n] = s;
+}
+
+// Block g, thread per expert i: grp_frac[g,i] = f_i, terms[g,i] = f_i * P_i, P_i the group's
+// mean of probs (score_sum null) or of probs / score_sum (sigmoid).
 __global__ void aux_terms_kernel(float* grp_frac, float* terms, const float* probs,
-                                 const int32_t* topk_idx, int E, int K, int NG) {
+                                 const float* score_sum, const int32_t* topk_idx, int E, int K,
+                                 int NG) {
   const int g = blockIdx.x;
   const long n0 = static_cast<long>(g) * NG;
   for (int i = threadIdx.x; i < E; i += blockDim.x) {
@@ -121,7 +205,7 @@ __global__ void aux_terms_kernel(float* grp_frac, float* terms, const float* pro
     float P = 0.0f;
     for (long n = n0; n < n0 + NG; ++n) {
       for (int j = 0; j < K; ++j) count += topk_idx[n * K + j] == i ? 1 : 0;
-      P += probs[n * E + i];
+      P += score_sum ? probs[n * E + i] / score_sum[n] : probs[n * E + i];
     }
     const float f = static_cast<float>(count) / (static_cast<float>(NG) * K);
     grp_frac[static_cast<long>(g) * E + i] = f;
@@ -156,6 +240,28 @@ __global__ void losses_backward_kernel(float* dprobs, float* dlse, const float* 
   }
 }
 
+// Sigmoid scores, one warp per token: with S = sum_j p_j and q = p / S,
+// dprobs[n,k] = aux_scale * (f_k - sum_i f_i q_i) / S;  dlse[n] = z_scale * lse[n].
+__global__ void sigmoid_losses_backward_kernel(float* dprobs, float* dlse, const float* grp_frac,
+                                               const float* lse, const float* probs, int N, int E,
+                                               int NG, float aux_scale, float z_scale) {
+  const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (n >= N) return;
+  const float* p = probs + static_cast<long>(n) * E;
+  const float* f = grp_frac + static_cast<long>(n / NG) * E;
+  float S = 0.0f, fp = 0.0f;
+  for (int i = lane; i < E; i += kWarp) {
+    S += p[i];
+    fp += f[i] * p[i];
+  }
+  S = warp_sum(S);
+  const float fq = warp_sum(fp) / S;
+  for (int i = lane; i < E; i += kWarp)
+    dprobs[static_cast<long>(n) * E + i] = aux_scale * (f[i] - fq) / S;
+  if (lane == 0) dlse[n] = z_scale * lse[n];
+}
+
 unsigned row_blocks(int rows) {
   return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
 }
@@ -163,35 +269,49 @@ unsigned row_blocks(int rows) {
 }  // namespace
 
 void router_forward(float* probs, float* lse, int32_t* topk_idx, float* gates, const float* logits,
-                    const float* bias, int N, int E, int K, bool norm_topk, cudaStream_t stream) {
+                    const float* bias, int N, int E, int K, const RouterRule& rule,
+                    cudaStream_t stream) {
   if (K < 1 || K > kMaxTopK || K > E)
     throw CudaError("router_forward: top_k " + std::to_string(K) + " not in [1, min(" +
                     std::to_string(kMaxTopK) + ", E=" + std::to_string(E) + ")]");
+  if (!rule.valid_for(E, K))
+    throw CudaError("router_forward: " + std::to_string(E) + " experts top-" + std::to_string(K) +
+                    " cannot form " + std::to_string(rule.groups) + " groups keeping " +
+                    std::to_string(rule.groups_topk));
   if (N == 0) return;
   router_forward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(probs, lse, topk_idx, gates, logits,
-                                                              bias, N, E, K, norm_topk);
+                                                              bias, N, E, K, rule);
   SY_CUDA_LAUNCH_CHECK("router_forward_kernel");
 }
 
 void router_backward(float* dlogits, const float* dgates, const float* dprobs, const float* dlse,
                      const float* probs, const int32_t* topk_idx, int N, int E, int K,
-                     bool norm_topk, cudaStream_t stream) {
+                     const RouterRule& rule, cudaStream_t stream) {
+  if (rule.sigmoid && dlse)
+    throw CudaError("router_backward: no lse gradient under sigmoid scores (no z-loss)");
   if (N == 0) return;
   router_backward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(dlogits, dgates, dprobs, dlse, probs,
-                                                               topk_idx, N, E, K, norm_topk);
+                                                               topk_idx, N, E, K, rule);
   SY_CUDA_LAUNCH_CHECK("router_backward_kernel");
 }
 
 void router_losses_forward(double* loss, float* grp_frac, float* scratch, const float* probs,
                            const float* lse, const int32_t* topk_idx, int N, int E, int K, int NG,
                            double aux_coeff, double z_coeff, double token_weight,
-                           double group_weight, cudaStream_t stream) {
+                           double group_weight, cudaStream_t stream, bool sigmoid_scores) {
   if (NG <= 0 || N % NG != 0)
     throw CudaError("router_losses_forward: " + std::to_string(N) +
                     " tokens are not whole groups of " + std::to_string(NG));
   const int G = N / NG;
+  float* score_sum = nullptr;  // after the G*E terms in scratch
+  if (sigmoid_scores && N > 0) {
+    score_sum = scratch + static_cast<long>(G) * E;
+    score_sums_kernel<<<row_blocks(N), kBlock, 0, stream>>>(score_sum, probs, N, E);
+    SY_CUDA_LAUNCH_CHECK("score_sums_kernel");
+  }
   if (G > 0) {
-    aux_terms_kernel<<<G, kBlock, 0, stream>>>(grp_frac, scratch, probs, topk_idx, E, K, NG);
+    aux_terms_kernel<<<G, kBlock, 0, stream>>>(grp_frac, scratch, probs, score_sum, topk_idx, E, K,
+                                               NG);
     SY_CUDA_LAUNCH_CHECK("aux_terms_kernel");
   }
   loss_sum_kernel<<<1, kBlock, 0, stream>>>(loss, scratch, static_cast<long>(G) * E, lse, N,
@@ -201,11 +321,18 @@ void router_losses_forward(double* loss, float* grp_frac, float* scratch, const 
 
 void router_losses_backward(float* dprobs, float* dlse, const float* grp_frac, const float* lse,
                             int N, int E, int NG, double aux_coeff, double z_coeff,
-                            double token_weight, double group_weight, cudaStream_t stream) {
+                            double token_weight, double group_weight, cudaStream_t stream,
+                            const float* sigmoid_probs) {
   const long total = static_cast<long>(N) * E;
   if (total == 0) return;
   const auto aux_scale = static_cast<float>(group_weight * aux_coeff * E / NG);
   const auto z_scale = static_cast<float>(2.0 * token_weight * z_coeff);
+  if (sigmoid_probs) {
+    sigmoid_losses_backward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(
+        dprobs, dlse, grp_frac, lse, sigmoid_probs, N, E, NG, aux_scale, z_scale);
+    SY_CUDA_LAUNCH_CHECK("sigmoid_losses_backward_kernel");
+    return;
+  }
   losses_backward_kernel<<<grid_for(total), kBlock, 0, stream>>>(dprobs, dlse, grp_frac, lse, N, E,
                                                                  NG, aux_scale, z_scale);
   SY_CUDA_LAUNCH_CHECK("losses_backward_kernel");

@@ -156,6 +156,11 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
 // (the world size is checked by the parallel layout code).
 void validate_config(const Config& cfg);
 
+// `moe.route_groups: nodes` resolved for an expert layout that spans `nodes` nodes: a copy with
+// route_groups = nodes, checked by the rules of a numeric one (UsageError naming the keys and the
+// node count). Any other config comes back as it is.
+Config resolve_route_groups(const Config& cfg, int nodes);
+
 // The resolved config as YAML, every key present (printed at start, stored with the run).
 std::string to_yaml(const Config& cfg);
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/cpu/router_rule.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
 
@@ -41,7 +42,34 @@ void divisible(const char* path, int64_t v, const char* by_path, int64_t by) {
     bad(path, str(v), "a multiple of " + std::string(by_path) + " (" + str(by) + ")");
 }
 
+// Group-limited routing (SPEC section 1) with R groups (r_got: how the config gave R):
+// R <= kMaxRouteGroups, R | E, 1 <= M <= R, M * E / R >= k.
+void check_route_groups(const MoeConfig& moe, int64_t R, const std::string& r_got) {
+  if (R <= 1) return;
+  const std::string r_name = "moe.route_groups (" + r_got + ")";
+  const int64_t M = moe.route_groups_topk;
+  if (R > kMaxRouteGroups)
+    bad("moe.route_groups", r_got, "at most " + str(int64_t{kMaxRouteGroups}) + " groups");
+  if (moe.num_experts % R != 0)
+    bad("moe.num_experts", str(moe.num_experts), "a multiple of " + r_name);
+  if (M > R) bad("moe.route_groups_topk", str(M), "at most " + r_name);
+  if (M * (moe.num_experts / R) < moe.top_k)
+    bad("moe.route_groups_topk", str(M),
+        "enough groups for moe.top_k (" + str(moe.top_k) + "): route_groups_topk * " +
+            "num_experts / route_groups = " + str(M * (moe.num_experts / R)) + " experts with " +
+            r_name);
+}
+
 }  // namespace
+
+Config resolve_route_groups(const Config& cfg, int nodes) {
+  if (!cfg.moe.route_groups.nodes) return cfg;
+  check_route_groups(cfg.moe, nodes,
+                     "nodes = the " + str(int64_t{nodes}) + " nodes the expert layout spans");
+  Config out = cfg;
+  out.moe.route_groups = RouteGroups{nodes, false};
+  return out;
+}
 
 void validate_config(const Config& cfg) {
   const auto& run = cfg.run;
@@ -115,17 +143,9 @@ void validate_config(const Config& cfg) {
   if (moe.score == Score::kSigmoid && moe.z_loss_coeff > 0)
     bad("moe.z_loss_coeff", str(moe.z_loss_coeff),
         "0 with moe.score: sigmoid (the router z-loss is defined for softmax scores only)");
-  // Group-limited routing (SPEC section 1): R | E, 1 <= M <= R, M * E / R >= k. With
-  // `route_groups: nodes` R is known only with the layout; the trainer checks it there.
-  if (!moe.route_groups.nodes && moe.route_groups.count > 1) {
-    const int64_t R = moe.route_groups.count, M = moe.route_groups_topk;
-    divisible("moe.num_experts", moe.num_experts, "moe.route_groups", R);
-    if (M > R) bad("moe.route_groups_topk", str(M), "at most moe.route_groups (" + str(R) + ")");
-    if (M * (moe.num_experts / R) < moe.top_k)
-      bad("moe.route_groups_topk", str(M),
-          "enough groups for moe.top_k (" + str(moe.top_k) + "): route_groups_topk * " +
-              "num_experts / route_groups = " + str(M * (moe.num_experts / R)) + " experts");
-  }
+  // With `route_groups: nodes` R is known only with the layout: resolve_route_groups checks it.
+  if (!moe.route_groups.nodes)
+    check_route_groups(moe, moe.route_groups.count, str(moe.route_groups.count));
   divisible("model.n_heads", m.n_heads, "parallel.tp", par.tp);
   divisible("moe.ffn_hidden", moe.ffn_hidden, "parallel.etp", par.etp);
   if (moe.shared_experts > 0)  // the shared experts' hidden width is split over tp

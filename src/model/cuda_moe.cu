@@ -91,10 +91,11 @@ void CudaMoeLayer<T>::route(const T* m, int B, int T_, const CudaMoeWeights<T>& 
   cuda::gemm<T, float>(cublas, false, false, N, E, C, 1.0f, m, C, w.router, E, 0.0f, logits_.data(),
                        E);
   cuda::router_forward(probs_.data(), lse_.data(), topk_.data(), gates_.data(), logits_.data(),
-                       w.bias, N, E, K, d_.norm_topk, stream);
+                       w.bias, N, E, K, d_.router_rule(), stream);
   cuda::router_losses_forward(loss_.data(), grp_frac_.data(), loss_scratch_.data(), probs_.data(),
                               lse_.data(), topk_.data(), N, E, K, NG_ > 0 ? NG_ : 1, d_.aux_coeff,
-                              d_.z_coeff, s.token_weight, s.group_weight, stream);
+                              d_.z_coeff, s.token_weight, s.group_weight, stream,
+                              d_.score == Score::kSigmoid);
   const long capacity = d_.has_capacity ? static_cast<long>(moe_expert_capacity(d_, N)) : -1;
   cuda::moe_layout(selected_.data(), counts_.data(), offsets_.data(), row_token_.data(),
                    row_gate_.data(), slot_row_.data(), layout_scratch_.data(), topk_.data(),
@@ -279,13 +280,14 @@ void CudaMoeLayer<T>::backward(T* dm, const CudaMoeGrads& g, const T* dout, cons
   }
 
   // route: gates, aux and z losses -> dlogits -> dm += dlogits Wr^T, dWr += m^T dlogits
+  const bool sigmoid = d_.score == Score::kSigmoid;  // no z-loss: no lse gradient
   cuda::router_losses_backward(dprobs_.data(), dlse_.data(), grp_frac_.data(), lse_.data(), N, E,
                                NG_ > 0 ? NG_ : 1, d_.aux_coeff, d_.z_coeff, s.token_weight,
-                               s.group_weight, stream);
+                               s.group_weight, stream, sigmoid ? probs_.data() : nullptr);
   const long nE = static_cast<long>(n0) * E, nK = static_cast<long>(n0) * K;
   cuda::router_backward(dlogits_.data() + nE, dgates_.data() + nK, dprobs_.data() + nE,
-                        dlse_.data() + n0, probs_.data() + nE, topk_.data() + nK, Ns, E, K,
-                        d_.norm_topk, stream);
+                        sigmoid ? nullptr : dlse_.data() + n0, probs_.data() + nE,
+                        topk_.data() + nK, Ns, E, K, d_.router_rule(), stream);
   const T* dz = nullptr;
   if constexpr (std::is_same_v<T, float>) {
     dz = dlogits_.data() + nE;

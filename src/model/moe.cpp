@@ -29,6 +29,13 @@ MoeDims moe_dims(const Config& cfg, int tp, int ep, int etp) {
   d.aux_coeff = cfg.moe.aux_loss_coeff;
   d.z_coeff = cfg.moe.z_loss_coeff;
   d.aux_scope = cfg.moe.aux_loss_scope;
+  d.score = cfg.moe.score;
+  d.gate_scale = cfg.moe.gate_scale;
+  // `nodes` on one EP rank: the experts span one node, so one group.
+  SY_CHECK(!cfg.moe.route_groups.nodes || ep == 1,
+           "moe.route_groups: nodes is not resolved for the layout (resolve_route_groups)");
+  d.route_groups = cfg.moe.route_groups.nodes ? 1 : static_cast<int>(cfg.moe.route_groups.count);
+  d.route_groups_topk = static_cast<int>(cfg.moe.route_groups_topk);
   SY_CHECK(
       tp > 0 && ep > 0 && etp > 0 && d.E % ep == 0 && d.F % etp == 0 && (d.S == 0 || d.F % tp == 0),
       "layout tp=" << tp << " ep=" << ep << " etp=" << etp << " does not divide the layer");
@@ -64,15 +71,27 @@ MoeLoss MoeLayer<T>::route(const T* m, int B, int T_, const T* router, const T* 
 
   cpu::matmul_forward(logits_.data(), m, router, N, C, E);
   cpu::router_forward(probs_.data(), lse_.data(), topk_.data(), gates_.data(), logits_.data(), bias,
-                      N, E, K, d_.norm_topk);
+                      N, E, K, d_.router_rule());
 
   MoeLoss loss;
-  // z-loss: z_coeff * sum_n lse_n^2, weighted per token (the global mean over the batch).
-  double zsum = 0.0;
-  for (int n = 0; n < N; ++n) zsum += static_cast<double>(lse_[n]) * static_cast<double>(lse_[n]);
-  loss.z = d_.z_coeff * zsum * s.token_weight;
+  // z-loss (softmax scores only): z_coeff * sum_n lse_n^2, weighted per token (the global mean
+  // over the batch).
+  const bool sigmoid = d_.score == Score::kSigmoid;
+  if (!sigmoid) {
+    double zsum = 0.0;
+    for (int n = 0; n < N; ++n) zsum += static_cast<double>(lse_[n]) * static_cast<double>(lse_[n]);
+    loss.z = d_.z_coeff * zsum * s.token_weight;
+  }
 
-  // aux per balance group: aux_G = coeff * E * sum_i f_i P_i, f_i counted before capacity.
+  // aux per balance group: aux_G = coeff * E * sum_i f_i P_i, f_i counted before capacity, P_i
+  // the group's mean of p_i, or under sigmoid of p_i / S_n with S_n = sum_j p_{n,j}.
+  grow(score_sum_, N);
+  for (int n = 0; n < N; ++n) {
+    double sum = 0.0;
+    for (int i = 0; sigmoid && i < E; ++i)
+      sum += static_cast<double>(probs_[static_cast<long>(n) * E + i]);
+    score_sum_[n] = sigmoid ? sum : 1.0;
+  }
   const bool per_seq = d_.aux_scope == AuxScope::kSequence;
   const int G = N == 0 ? 0 : (per_seq ? B : 1), NG = per_seq ? T_ : N;
   grow(grp_frac_, static_cast<long>(G) * E);
@@ -86,7 +105,8 @@ MoeLoss MoeLayer<T>::route(const T* m, int B, int T_, const T* router, const T* 
       double& f = grp_frac_[static_cast<long>(g) * E + i];
       f /= static_cast<double>(NG) * K;
       double P = 0.0;
-      for (int n = g * NG; n < (g + 1) * NG; ++n) P += static_cast<double>(probs_[n * E + i]);
+      for (int n = g * NG; n < (g + 1) * NG; ++n)
+        P += static_cast<double>(probs_[n * E + i]) / score_sum_[n];
       aux_g += f * (P / NG);
     }
     aux += d_.aux_coeff * E * aux_g;
@@ -211,9 +231,11 @@ void MoeLayer<T>::dispatch_backward(T* drows, const T* dxs) const {
   cpu::gather_rows_backward(drows, dxs, row_of_.data(), A_, d_.C);
 }
 
-// aux = group_weight * coeff * E * sum_G sum_i f_i P_i with P_i = (1/N_G) sum_{n in G} p_{n,i}:
-//   d/dp_{n,i} = group_weight * coeff * E * f_i(G(n)) / N_G      (f is a count: no gradient)
-// z = token_weight * z_coeff * sum_n lse_n^2:   d/dlse_n = 2 token_weight z_coeff lse_n
+// aux = group_weight * coeff * E * sum_G sum_i f_i P_i with P_i = (1/N_G) sum_{n in G} q_{n,i}
+// (f is a count: no gradient) and a = group_weight * coeff * E / N_G:
+//   softmax, q = p:              d/dp_{n,k} = a f_k
+//   sigmoid, q_i = p_i / S_n:    d/dp_{n,k} = a (f_k - sum_i f_i q_{n,i}) / S_n
+// z = token_weight * z_coeff * sum_n lse_n^2:   d/dlse_n = 2 token_weight z_coeff lse_n (softmax)
 template <class T>
 void MoeLayer<T>::route_backward(T* dm, T* drouter, const T* m, const T* router,
                                  const LossScale& s) {
@@ -225,16 +247,21 @@ void MoeLayer<T>::route_backward(T* dm, T* drouter, const T* m, const T* router,
   grow(dlogits_, static_cast<long>(N) * E);
   grow(dlse_, N);
   const double aux_scale = N == 0 ? 0.0 : s.group_weight * d_.aux_coeff * E / NG;
+  const bool sigmoid = d_.score == Score::kSigmoid;
   for (int n = n0; n < n0 + Ns; ++n) {
     const double* f = grp_frac_.data() + static_cast<long>(n / NG) * E;
+    const T* p = probs_.data() + static_cast<long>(n) * E;
+    double fq = 0.0;  // sum_i f_i q_{n,i} (sigmoid)
+    for (int i = 0; sigmoid && i < E; ++i) fq += f[i] * static_cast<double>(p[i]) / score_sum_[n];
     for (int i = 0; i < E; ++i)
-      dprobs_[static_cast<long>(n) * E + i] = static_cast<T>(aux_scale * f[i]);
+      dprobs_[static_cast<long>(n) * E + i] =
+          static_cast<T>(sigmoid ? aux_scale * (f[i] - fq) / score_sum_[n] : aux_scale * f[i]);
     dlse_[n] = static_cast<T>(2.0 * s.token_weight * d_.z_coeff * static_cast<double>(lse_[n]));
   }
   const long nE = static_cast<long>(n0) * E, nK = static_cast<long>(n0) * K;
   cpu::router_backward(dlogits_.data() + nE, dgates_.data() + nK, dprobs_.data() + nE,
-                       dlse_.data() + n0, probs_.data() + nE, topk_.data() + nK, Ns, E, K,
-                       d_.norm_topk);
+                       sigmoid ? nullptr : dlse_.data() + n0, probs_.data() + nE, topk_.data() + nK,
+                       Ns, E, K, d_.router_rule());
   cpu::matmul_backward(dm + static_cast<long>(n0) * C, drouter, dlogits_.data() + nE,
                        m + static_cast<long>(n0) * C, router, Ns, C, E, Grad::kAccumulate);
 }

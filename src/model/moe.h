@@ -1,7 +1,8 @@
 // One Mixture-of-Experts feed-forward layer on the CPU (SPEC section 1), forward and backward,
 // split into the stages that expert parallelism pulls apart:
 //
-//   route    : router logits z = m Wr, p = softmax(z), top-k of p + b, gates, capacity (which
+//   route    : router logits z = m Wr, p = softmax(z) or sigmoid(z), top-k of p + b (inside
+//              the token's best expert groups with moe.route_groups), gates, capacity (which
 //              assignments each expert keeps), aux and z losses — over all N tokens of the
 //              micro-batch, identically on every tensor-parallel rank
 //   move     : this rank's token rows (its tensor-parallel slice of the micro-batch) go, with
@@ -32,6 +33,7 @@
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/router_rule.h"
 #include "src/config/config.h"
 
 namespace sy::comm {
@@ -85,6 +87,13 @@ struct MoeDims {
   double capacity_factor = 0;  // used when has_capacity
   double aux_coeff = 0, z_coeff = 0;
   AuxScope aux_scope = AuxScope::kSequence;
+  // The rest of the router's rule (SPEC section 1): the scores (under sigmoid the aux loss's P_i
+  // averages p_i / sum_j p_j and there is no z-loss), the gate scale, and group-limited
+  // selection over route_groups groups (R, resolved: never `nodes`; 1 = off) keeping
+  // route_groups_topk (M) of them.
+  Score score = Score::kSoftmax;
+  double gate_scale = 1.0;
+  int route_groups = 1, route_groups_topk = 1;
   // This rank's shares (0 = all of it, the one-rank case).
   int L = 0;   // local experts (E / ep)
   int Fl = 0;  // routed expert hidden held here (F / etp)
@@ -92,8 +101,13 @@ struct MoeDims {
   int local_experts() const { return L > 0 ? L : E; }
   int expert_hidden() const { return Fl > 0 ? Fl : F; }
   int shared_hidden() const { return Fs > 0 ? Fs : F; }
+  RouterRule router_rule() const {
+    return {score == Score::kSigmoid, norm_topk, gate_scale, route_groups, route_groups_topk};
+  }
 };
-// One rank's dims for a layout with the given sizes (1, 1, 1: the whole layer).
+// One rank's dims for a layout with the given sizes (1, 1, 1: the whole layer). A config with
+// `moe.route_groups: nodes` must have been resolved for its layout first
+// (resolve_route_groups), except on one EP rank, where it means one group.
 MoeDims moe_dims(const Config& cfg, int tp = 1, int ep = 1, int etp = 1);
 
 // Assignments one expert accepts from a routing group of num_tokens tokens:
@@ -236,6 +250,8 @@ class MoeLayer {
   std::vector<int32_t> row_of_;   // [A] the row of each assignment
   std::vector<int32_t> slot_of_;  // [A] row*K+j of each assignment (where its gate lives)
   std::vector<T> row_gate_;       // [A]
+  // [N] sum_j p_{n,j} under sigmoid scores (the aux loss's normaliser), 1 under softmax
+  std::vector<double> score_sum_;
   // Rows handed to the local experts when they moved (moe_parallel.cpp).
   // shared_ptr: its deleter is bound where the handle is made, so this header needs no
   // definition of comm::ExchangeHandle.

@@ -26,6 +26,11 @@ MoeLayer<T>::MoeLayer(const MoeDims& dims, const MoeParallel& par) : d_(dims), p
   SY_CHECK(d_.C > 0 && d_.E > 0 && d_.F > 0 && d_.S >= 0, "bad MoE dims");
   SY_CHECK(d_.K >= 1 && d_.K <= d_.E, "top_k " << d_.K << " not in [1, " << d_.E << "]");
   SY_CHECK(!d_.has_capacity || d_.capacity_factor > 0, "capacity_factor must be > 0");
+  SY_CHECK(d_.router_rule().valid_for(d_.E, d_.K),
+           "routing of " << d_.E << " experts top-" << d_.K << " in " << d_.route_groups
+                         << " groups, " << d_.route_groups_topk << " kept, gate scale "
+                         << d_.gate_scale);
+  SY_CHECK(d_.score == Score::kSoftmax || d_.z_coeff == 0, "no z-loss under sigmoid scores");
   SY_CHECK(par_.exchange || d_.local_experts() == d_.E,
            "local experts " << d_.local_experts() << " of " << d_.E << " need an exchange");
   if (par_.exchange) {

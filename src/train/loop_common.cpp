@@ -9,6 +9,7 @@
 #include <limits>
 #include <ostream>
 #include <span>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -47,13 +48,54 @@ ShardLayout shard_layout(const comm::Layout& l) {
   return s;
 }
 
-std::vector<int> ep_node_of_rank(const comm::Layout& l) {
+namespace {
+// The node of each EP rank of the EP group with these edp and etp coordinates.
+std::vector<int> ep_group_nodes(const comm::Layout& l, int edp_rank, int etp_rank) {
   std::vector<int> nodes;
   for (int p = 0; p < l.ep; ++p) {
-    const int global = (l.coords.edp_rank * l.ep + p) * l.etp + l.coords.etp_rank;
+    const int global = (edp_rank * l.ep + p) * l.etp + etp_rank;
     nodes.push_back(l.node_of_rank[static_cast<size_t>(global)]);
   }
   return nodes;
+}
+}  // namespace
+
+std::vector<int> ep_node_of_rank(const comm::Layout& l) {
+  return ep_group_nodes(l, l.coords.edp_rank, l.coords.etp_rank);
+}
+
+Config resolve_route_groups(const Config& cfg, const comm::Layout& l) {
+  if (!cfg.moe.route_groups.nodes) return cfg;
+  int R = 0;
+  for (int edp = 0; edp < l.edp; ++edp)
+    for (int etp = 0; etp < l.etp; ++etp) {
+      const std::vector<int> nodes = ep_group_nodes(l, edp, etp);
+      // Blocks of consecutive EP ranks on one node; node-limited routing needs one block per
+      // node, all of the same size, and the same count in every EP group.
+      int blocks = 1;
+      for (int p = 1; p < l.ep; ++p) blocks += nodes[p] != nodes[p - 1];
+      const int per_block = l.ep % blocks == 0 ? l.ep / blocks : 0;
+      bool fits = per_block > 0 && (R == 0 || R == blocks);
+      for (int p = 0; fits && p < l.ep; ++p)
+        fits = nodes[p] == nodes[p / per_block * per_block] &&
+               std::count(nodes.begin(), nodes.end(), nodes[p]) == per_block;
+      if (!fits) {
+        std::ostringstream os;
+        os << "moe.route_groups: nodes needs the experts of each node to be one group: every "
+              "expert-parallel group must put equal, contiguous blocks of its parallel.ep="
+           << l.ep << " ranks on distinct nodes, the same number of nodes for every group; the "
+           << "group of edp rank " << edp;
+        if (l.etp > 1) os << " and etp rank " << etp;
+        os << " has its EP ranks on nodes";
+        for (int n : nodes) os << " " << n;
+        if (R > 0 && R != blocks) os << " (another group spans " << R << " nodes)";
+        os << ". Set moe.route_groups to a number, or change parallel.ep / "
+              "parallel.ranks_per_node";
+        throw UsageError(os.str());
+      }
+      R = blocks;
+    }
+  return resolve_route_groups(cfg, R);
 }
 
 BatchShare::BatchShare(const Config& cfg, const TokenData& data, const comm::Layout& lay)
@@ -115,6 +157,11 @@ void log_run_header(const Config& cfg, const TokenData& data, const comm::Layout
   log << "model: " << global_params << " parameters (" << table.total_numel() << " on this rank), "
       << cfg.model.n_layers << " layers, " << E << " experts (top-" << cfg.moe.top_k << "), "
       << flops.total() / 1e9 << " GFLOP per step\n";
+  const int64_t R = resolve_route_groups(cfg, lay).moe.route_groups.count;
+  if (R > 1)
+    log << "routing: each token picks its experts from at most " << cfg.moe.route_groups_topk
+        << " of " << R << " groups of " << E / R << " experts"
+        << (cfg.moe.route_groups.nodes ? " (a group per node: route_groups: nodes)" : "") << "\n";
 }
 
 double evaluate(const TokenData& data, const Config& cfg, int64_t windows,

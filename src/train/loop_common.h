@@ -65,6 +65,11 @@ ShardLayout shard_layout(const comm::Layout& l);
 // The node (emulated or real) of each rank of this rank's EP group, in EP rank order: what the
 // expert exchanges group their inter-node stage by.
 std::vector<int> ep_node_of_rank(const comm::Layout& l);
+// `moe.route_groups: nodes` for this layout (SPEC section 1): R = the number of nodes an EP
+// group spans. The groups must coincide with the experts each node holds: every EP group puts
+// equal, contiguous blocks of its EP ranks on R distinct nodes (UsageError naming the keys
+// otherwise). Any other config comes back as it is.
+Config resolve_route_groups(const Config& cfg, const comm::Layout& l);
 
 // One optimizer step's numbers: this rank's share, then (sum_over_dp) the global batch's.
 struct StepTotals {

@@ -137,13 +137,18 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   int64_t spans_nodes =
       std::any_of(ep_nodes.begin(), ep_nodes.end(), [&](int n) { return n != ep_nodes[0]; });
   comm::allreduce_sum(std::span<int64_t>(&spans_nodes, 1), rt.world, wd, "node span");
+  // `moe.route_groups: nodes` becomes a number once the layout is known. The model, the
+  // checkpoints (SPEC 5's resolved config, so `sample` and `ckpt export` route as training did)
+  // and the evaluation samples use the resolved config.
+  Config model_cfg;
+  agree_on_usage(rt.world, wd, [&] { model_cfg = resolve_route_groups(cfg, lay); });
   if (placement)
     agree_on_usage(rt.world, wd, [&] {
       check_placement_route_groups(*placement, cfg.moe.route_groups, ep_nodes);
     });
   if (cfg.device == Device::kCuda) {
     startup.reset();
-    return train_on_gpu(GpuRunArgs{cfg, data, g, wd, options}, log, rt.gpu);
+    return train_on_gpu(GpuRunArgs{model_cfg, data, g, wd, options}, log, rt.gpu);
   }
   rt.exchange = make_expert_exchange(cfg, g, wd);
 
@@ -154,7 +159,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   mp.moe.exchange = rt.exchange.get();
   mp.moe.watchdog = wd;
   mp.placement = placement;
-  rt.model = std::make_unique<Model<float>>(cfg, mp);
+  rt.model = std::make_unique<Model<float>>(model_cfg, mp);
   Model<float>& model = *rt.model;
   init_params(model.params.data(), model.table(), cfg.run.seed);
   rt.opt = std::make_unique<DistributedOptimizer>(
@@ -163,9 +168,13 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   DistributedOptimizer& opt = *rt.opt;
   BatchShare share(cfg, data, lay);
   startup.reset();
-  const CkptContext ckpt_ctx{
-      cfg, rt.world.get(), ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), model, opt, &data,
-      wd};
+  const CkptContext ckpt_ctx{model_cfg,
+                             rt.world.get(),
+                             ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp),
+                             model,
+                             opt,
+                             &data,
+                             wd};
   std::ostringstream resume_log;
   const ResumeResult resumed = resume_training(ckpt_ctx, options.resume, resume_log);
   const int64_t first_step = resumed.resumed ? resumed.state.step : 0;
@@ -200,7 +209,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       },
       wd);
 
-  const EvalSampler sampler(cfg, data);
+  const EvalSampler sampler(model_cfg, data);
   auto run_eval = [&](int64_t step) {
     const double v = evaluate(data, cfg, val_windows, g, wd, [&](const int32_t* tok, int n) {
       LossScale s;

@@ -41,10 +41,15 @@ size_t count(const std::string& text, const std::string& what) {
 }
 
 TEST_F(Launch, LayoutThatDoesNotFitIsOneMessageAndExitTwo) {
-  // tp=2 does not divide 3 ranks; ep=3 does not divide 4 experts.
+  // tp=2 does not divide 3 ranks; ep=3 does not divide 4 experts; route_groups: nodes where
+  // the EP groups straddle 3-rank nodes (ranks 0,1 on one node, ranks 2,3 on two).
   for (const auto& [np, set, key] :
        {std::tuple{3, std::string("--set parallel.tp=2"), std::string("parallel.tp=2")},
-        std::tuple{3, std::string("--set parallel.ep=3"), std::string("moe.num_experts")}}) {
+        std::tuple{3, std::string("--set parallel.ep=3"), std::string("moe.num_experts")},
+        std::tuple{6,
+                   std::string("--set parallel.ep=2 --set parallel.ranks_per_node=3 --set "
+                               "train.global_batch=6 --set moe.route_groups=nodes"),
+                   std::string("moe.route_groups: nodes")}}) {
     const auto r = run_command(mpirun(np) + train(set));
     EXPECT_EQ(r.exit_code, 2) << r.output;
     EXPECT_EQ(count(r.output, "error: "), 1u) << "one message, from rank 0:\n" << r.output;

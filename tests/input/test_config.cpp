@@ -363,7 +363,8 @@ TEST(Config, EveryRangeRuleIsEnforced) {
       {{"moe.route_groups_topk=0"}, "moe.route_groups_topk"},
       {{"moe.route_groups=3"}, "moe.num_experts"},                                   // 4 % 3
       {{"moe.route_groups=2", "moe.route_groups_topk=3"}, "moe.route_groups_topk"},  // M > R
-      {{"moe.route_groups=4", "moe.top_k=2"}, "moe.route_groups_topk"},  // M*E/R = 1 < k
+      {{"moe.route_groups=4", "moe.top_k=2"}, "moe.route_groups_topk"},       // M*E/R = 1 < k
+      {{"moe.num_experts=128", "moe.route_groups=128"}, "moe.route_groups"},  // > 64 groups
       {{"moe.score=sigmoid", "moe.z_loss_coeff=1e-3"}, "moe.z_loss_coeff"},
       {{"parallel.tp=0"}, "parallel.tp"},
       {{"parallel.ep=0"}, "parallel.ep"},
@@ -431,6 +432,29 @@ TEST(Config, RouteGroupsTakesACountOrNodes) {
   EXPECT_TRUE(parse_config(to_yaml(c)) == c);
   expect_usage_error([] { parse_config(kMinimal, {"moe.route_groups=racks"}); },
                      {"moe.route_groups", "an integer or 'nodes'", "'racks'"});
+}
+
+// `nodes` becomes the layout's node count, under the rules of a numeric count (4 experts top-2).
+TEST(Config, RouteGroupsNodesResolvesToTheNodeCount) {
+  const Config n = parse_config(kMinimal, {"moe.route_groups=nodes"});
+  const Config r = resolve_route_groups(n, 2);
+  EXPECT_FALSE(r.moe.route_groups.nodes);
+  EXPECT_EQ(r.moe.route_groups.count, 2);
+  EXPECT_EQ(resolve_route_groups(n, 1).moe.route_groups.count, 1);
+  // Numeric counts are left alone whatever the nodes.
+  const Config c = parse_config(kMinimal, {"moe.route_groups=2"});
+  EXPECT_TRUE(resolve_route_groups(c, 4) == c);
+  // 4 nodes of one expert each cannot hold a top-2 in one node; 3 nodes do not divide 4 experts.
+  expect_usage_error([&] { resolve_route_groups(n, 4); },
+                     {"moe.route_groups_topk: got 1", "the 4 nodes the expert layout spans"});
+  expect_usage_error([&] { resolve_route_groups(n, 3); }, {"moe.num_experts: got 4", "3 nodes"});
+  // M = 2 of 2 nodes; on one node (R = 1, plain top-k, as a numeric 1) M is not used.
+  const Config n2 = parse_config(kMinimal, {"moe.route_groups=nodes", "moe.route_groups_topk=2"});
+  EXPECT_EQ(resolve_route_groups(n2, 2).moe.route_groups.count, 2);
+  EXPECT_EQ(resolve_route_groups(n2, 1).moe.route_groups.count, 1);
+  const Config n4 = parse_config(kMinimal, {"moe.route_groups=nodes", "moe.route_groups_topk=4"});
+  expect_usage_error([&] { resolve_route_groups(n4, 2); },
+                     {"moe.route_groups_topk: got 4", "the 2 nodes"});
 }
 
 TEST(Config, ValueInRangeMessageShowsTheValue) {

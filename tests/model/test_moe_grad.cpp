@@ -24,6 +24,7 @@ struct GradCase {
   std::vector<double> bias;   // empty = zeros
   bool expect_drops = false;  // capacity small enough that assignments must be dropped
   bool losses_only = false;   // R = 0: only aux + z drive the gradients
+  bool whole_groups = false;  // K = E / route_groups, M = 1: a token takes a whole group
 };
 void PrintTo(const GradCase& c, std::ostream* os) {
   *os << c.name;
@@ -78,6 +79,57 @@ std::vector<GradCase> grad_cases() {
   // Expert 3 can never win (p - 1 < any other p), so it also runs with zero rows.
   add("bias", [](GradCase& c) { c.bias = {0.15, -0.1, 0.05, -1.0}; });
   add("aux_micro_batch", [](GradCase& c) { c.d.aux_scope = AuxScope::kMicroBatch; });
+  // Group-limited routing: 2 groups of 2, one kept; the top-2 is then a whole group.
+  add("groups_2_keep_1", [](GradCase& c) {
+    c.d.route_groups = 2;
+    c.d.route_groups_topk = 1;
+    c.whole_groups = true;
+  });
+  add("groups_2_keep_1_no_norm_capacity", [](GradCase& c) {
+    c.d.route_groups = 2;
+    c.d.route_groups_topk = 1;
+    c.d.norm_topk = false;
+    c.d.has_capacity = true;
+    c.d.capacity_factor = 0.5;
+    c.expect_drops = true;
+    c.whole_groups = true;
+  });
+  add("groups_4_keep_2_k1", [](GradCase& c) {
+    c.d.K = 1;
+    c.d.route_groups = 4;
+    c.d.route_groups_topk = 2;
+  });
+  // Sigmoid scores (no z-loss) and the gate scale.
+  auto sigmoid = [](GradCase& c) {
+    c.d.score = Score::kSigmoid;
+    c.d.z_coeff = 0.0;
+  };
+  add("sigmoid", sigmoid);
+  add("sigmoid_no_norm_micro_batch", [&](GradCase& c) {
+    sigmoid(c);
+    c.d.norm_topk = false;
+    c.d.aux_scope = AuxScope::kMicroBatch;
+  });
+  add("sigmoid_groups_capacity_gate_scale", [&](GradCase& c) {
+    sigmoid(c);
+    c.d.route_groups = 2;
+    c.d.route_groups_topk = 1;
+    c.d.has_capacity = true;
+    c.d.capacity_factor = 0.5;
+    c.d.gate_scale = 2.5;
+    c.expect_drops = true;
+    c.whole_groups = true;
+  });
+  add("sigmoid_losses_only", [&](GradCase& c) {
+    sigmoid(c);
+    c.d.S = 1;
+    c.losses_only = true;
+  });
+  add("gate_scale", [](GradCase& c) { c.d.gate_scale = 2.5; });
+  add("gate_scale_no_norm", [](GradCase& c) {
+    c.d.gate_scale = 0.4;
+    c.d.norm_topk = false;
+  });
   add("losses_only", [](GradCase& c) {
     c.d.S = 1;
     c.losses_only = true;
@@ -127,8 +179,17 @@ TEST_P(MoeGrad, MatchesFiniteDifferencesAndFloat) {
   if (!d.has_capacity) {
     EXPECT_EQ(stats.dropped, 0);
   }
+  if (c.whole_groups) {
+    EXPECT_EQ(stats.selected[0], stats.selected[1]);
+    EXPECT_EQ(stats.selected[2], stats.selected[3]);
+    EXPECT_GT(stats.selected[0] * stats.selected[2], 0) << "both groups in use";
+  }
   EXPECT_GT(l0.aux, 0.0);
-  EXPECT_GT(l0.z, 0.0);
+  if (d.score == Score::kSoftmax) {
+    EXPECT_GT(l0.z, 0.0);
+  } else {
+    EXPECT_EQ(l0.z, 0.0) << "no z-loss under sigmoid scores";
+  }
   MoeParams<double> g(d);
   std::vector<double> dm(NC, 123.0);  // (=): stale contents must not leak into the result
   layer.backward(dm.data(), g.view(), R.data(), m.data(), w.view(), s);

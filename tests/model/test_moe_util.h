@@ -87,15 +87,50 @@ inline void naive_swiglu_add(double* out, const double* x, const double* w1, con
   }
 }
 
+// SPEC section 1's selection for one token by sorting: the K experts with the largest
+// s = p + b (p[E], bias[E]); with R > 1 groups only those of the M groups with the largest sums
+// of their ceil(K/M) best s. Stable sorts of indices (descending), so ties keep the lower index.
+inline std::vector<int> naive_topk(const double* p, const std::vector<double>& bias, int E, int K,
+                                   int R = 1, int M = 1) {
+  std::vector<double> s(E);
+  for (int e = 0; e < E; ++e) s[e] = p[e] + bias[e];
+  auto by_score = [](std::vector<int>& idx, const std::vector<double>& v) {
+    std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return v[a] > v[b]; });
+  };
+  std::vector<int> allowed(E, 1);
+  if (R > 1) {
+    const int Eg = E / R, r = (K + M - 1) / M;
+    std::vector<double> gs(R, 0.0);
+    for (int g = 0; g < R; ++g) {
+      std::vector<int> members(Eg);
+      std::iota(members.begin(), members.end(), g * Eg);
+      by_score(members, s);
+      for (int j = 0; j < r; ++j) gs[g] += s[members[j]];
+    }
+    std::vector<int> groups(R);
+    std::iota(groups.begin(), groups.end(), 0);
+    by_score(groups, gs);
+    std::fill(allowed.begin(), allowed.end(), 0);
+    for (int m = 0; m < M; ++m)
+      for (int e = groups[m] * Eg; e < (groups[m] + 1) * Eg; ++e) allowed[e] = 1;
+  }
+  std::vector<int> order;
+  for (int e = 0; e < E; ++e)
+    if (allowed[e]) order.push_back(e);
+  by_score(order, s);
+  order.resize(K);
+  return order;
+}
+
 // The SPEC MoE forward for dropless routing, token by token: out[N,C] (=); returns the weighted
-// aux + z losses. Top-k by a stable sort of expert indices on p + b (descending), so ties keep
-// the lower index.
+// aux + z losses. Softmax or sigmoid scores, top-k by naive_topk, gates times d.gate_scale.
 inline MoeLoss naive_moe_forward(std::vector<double>& out, const std::vector<double>& m, int B,
                                  int T_, const MoeDims& d, const MoeParams<double>& w,
                                  const LossScale& s) {
   const int N = B * T_, C = d.C, E = d.E, K = d.K, F = d.F;
   out.assign(static_cast<size_t>(N) * C, 0.0);
-  std::vector<double> p(static_cast<size_t>(N) * E);
+  const bool sigmoid = d.score == Score::kSigmoid;
+  std::vector<double> p(static_cast<size_t>(N) * E), q(p.size());  // q: p normalised over E
   std::vector<int> sel(static_cast<size_t>(N) * K);
   MoeLoss loss;
   for (int n = 0; n < N; ++n) {
@@ -106,19 +141,21 @@ inline MoeLoss naive_moe_forward(std::vector<double>& out, const std::vector<dou
     double zmax = *std::max_element(z.begin(), z.end()), sum = 0.0;
     for (int e = 0; e < E; ++e) sum += std::exp(z[e] - zmax);
     const double lse = zmax + std::log(sum);
-    loss.z += d.z_coeff * lse * lse * s.token_weight;
-    for (int e = 0; e < E; ++e) p[n * E + e] = std::exp(z[e] - lse);
-    std::vector<int> order(E);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-      return p[n * E + a] + w.bias[a] > p[n * E + b] + w.bias[b];
-    });
+    if (!sigmoid) loss.z += d.z_coeff * lse * lse * s.token_weight;
+    double psum = 0.0;
+    for (int e = 0; e < E; ++e) {
+      p[n * E + e] = sigmoid ? 1.0 / (1.0 + std::exp(-z[e])) : std::exp(z[e] - lse);
+      psum += p[n * E + e];
+    }
+    for (int e = 0; e < E; ++e) q[n * E + e] = p[n * E + e] / psum;
+    const std::vector<int> order = naive_topk(&p[static_cast<size_t>(n) * E], w.bias, E, K,
+                                              d.route_groups, d.route_groups_topk);
     double gsum = 0.0;
     for (int j = 0; j < K; ++j) gsum += p[n * E + order[j]];
     for (int j = 0; j < K; ++j) {
       const int e = order[j];
       sel[n * K + j] = e;
-      const double gate = d.norm_topk ? p[n * E + e] / gsum : p[n * E + e];
+      const double gate = (d.norm_topk ? p[n * E + e] / gsum : p[n * E + e]) * d.gate_scale;
       const size_t eo = static_cast<size_t>(e) * C * F;
       naive_swiglu_add(&out[static_cast<size_t>(n) * C], x, &w.w1[eo], &w.w3[eo], &w.w2[eo], C, F,
                        gate);
@@ -137,7 +174,7 @@ inline MoeLoss naive_moe_forward(std::vector<double>& out, const std::vector<dou
       double cnt = 0.0, P = 0.0;
       for (int n = g * NG; n < (g + 1) * NG; ++n) {
         for (int j = 0; j < K; ++j) cnt += sel[n * K + j] == e ? 1.0 : 0.0;
-        P += p[n * E + e];
+        P += q[n * E + e];
       }
       acc += cnt / (NG * K) * (P / NG);
     }

@@ -22,6 +22,7 @@
 #include "common/mpi_util.h"
 #include "common/temp_dir.h"
 #include "common/train_util.h"
+#include "src/ckpt/checkpoint.h"
 #include "src/config/config.h"
 #include "src/data/tokens.h"
 #include "src/train/trainer.h"
@@ -63,13 +64,7 @@ class Layouts : public ::testing::Test {
     buf.resize(4096, '\0');
     MPI_Bcast(buf.data(), static_cast<int>(buf.size()), MPI_CHAR, 0, MPI_COMM_WORLD);
     data_path_ = buf.data();
-    if (world_rank() == 0) {
-      std::ostringstream log;
-      TrainOptions o;
-      o.gather_params = true;
-      reference_ =
-          std::make_unique<TrainSummary>(train(config("reference", {}), log, MPI_COMM_SELF, o));
-    }
+    reference_ = std::make_unique<TrainSummary>(one_rank("reference", {}));
   }
   static void TearDownTestSuite() {
     reference_.reset();
@@ -97,14 +92,30 @@ class Layouts : public ::testing::Test {
     return test::train_on_first(l.ranks, config(l.name, l.set), o);
   }
 
-  static void expect_matches_reference(const Layout& l) {
+  // The 1-rank run of tiny.yaml with `set` (on rank 0; the others get an empty summary).
+  static TrainSummary one_rank(const std::string& name, const std::vector<std::string>& set) {
+    TrainSummary s;
+    if (world_rank() == 0) {
+      std::ostringstream log;
+      TrainOptions o;
+      o.gather_params = true;
+      s = train(config(name, set), log, MPI_COMM_SELF, o);
+    }
+    return s;
+  }
+
+  static void expect_matches_reference(const Layout& l) { expect_matches(l, *reference_); }
+  // Every layout of `layouts`, each with `routing` set first (a layout's own keys win), against
+  // the 1-rank run of `routing`.
+  static void expect_routing_matches(const std::vector<std::string>& routing,
+                                     const std::vector<Layout>& layouts);
+  static void expect_matches(const Layout& l, const TrainSummary& ref) {
     const TrainSummary s = run(l);
     if (world_rank() >= l.ranks) return;
     EXPECT_TRUE(s.diverged_replicas.empty())
         << l.name << ": replicas differ on rank " << world_rank() << ", first "
         << s.diverged_replicas.front();
     if (world_rank() != 0) return;
-    const TrainSummary& ref = *reference_;
     ASSERT_EQ(s.step_losses.size(), ref.step_losses.size()) << l.name;
     for (size_t i = 0; i < ref.step_losses.size(); ++i)
       EXPECT_NEAR(s.step_losses[i], ref.step_losses[i], kLossTolerance * ref.step_losses[i])
@@ -167,6 +178,63 @@ TEST_F(Layouts, HierarchicalAllToAllMatchesOneRank) {
                             8,
                             {"parallel.ep=4", "parallel.etp=2", "parallel.ranks_per_node=4",
                              "parallel.a2a=hierarchical", "parallel.internode=ucx"}});
+}
+
+void Layouts::expect_routing_matches(const std::vector<std::string>& routing,
+                                     const std::vector<Layout>& layouts) {
+  const TrainSummary ref = one_rank(layouts.front().name + "_reference", routing);
+  for (Layout l : layouts) {
+    l.set.insert(l.set.begin(), routing.begin(), routing.end());
+    expect_matches(l, ref);
+  }
+}
+
+// Group-limited routing (SPEC section 1: 8 experts in 4 groups, each token within 2 of them)
+// under expert, tensor and expert-tensor parallelism; and `route_groups: nodes` on 4 emulated
+// nodes of 2 ranks (ep 8: R = 4, the same routing as the 1-rank run with route_groups 4).
+TEST_F(Layouts, GroupLimitedRoutingMatchesOneRank) {
+  expect_routing_matches(
+      {"moe.num_experts=8", "moe.route_groups=4", "moe.route_groups_topk=2",
+       "moe.bias_update_rate=1e-3"},
+      {{"groups_ep2", 2, {"parallel.ep=2"}},
+       {"groups_tp2_ep2", 4, {"parallel.tp=2", "parallel.ep=2"}},
+       {"groups_etp2_ep2", 4, {"parallel.etp=2", "parallel.ep=2"}},
+       {"groups_nodes_4x2",
+        8,
+        {"parallel.ep=8", "parallel.ranks_per_node=2", "parallel.a2a=hierarchical",
+         "parallel.internode=mpi", "moe.route_groups=nodes"}}});
+}
+
+// `route_groups: nodes` is resolved for the layout, and the checkpoint stores the resolved number
+// (SPEC 5's resolved config), so a one-rank reader of it (`sample`, `ckpt export`) routes with the
+// groups training used rather than re-resolving `nodes` to its own single node.
+TEST_F(Layouts, CheckpointStoresTheResolvedRouteGroups) {
+  // One checkpoint directory for every rank: rank 0's temporary folder (the data file's).
+  const std::string dir =
+      (std::filesystem::path(data_path_).parent_path() / "groups_nodes_ckpt").string();
+  const Layout l{
+      "groups_nodes_ckpt",
+      8,
+      {"moe.num_experts=8", "moe.route_groups=nodes", "moe.route_groups_topk=2", "parallel.ep=8",
+       "parallel.ranks_per_node=2", "checkpoint.every=10", "checkpoint.dir=" + dir}};
+  run(l);
+  const ckpt::Inspection ins = ckpt::inspect_checkpoint(MPI_COMM_WORLD, dir + "/step_00000010.h5");
+  if (world_rank() != 0) return;
+  const Config stored = parse_config(ins.state.config_yaml);
+  EXPECT_FALSE(stored.moe.route_groups.nodes);
+  EXPECT_EQ(stored.moe.route_groups.count, 4);  // 4 emulated nodes of 2 ranks
+  EXPECT_EQ(stored.moe.route_groups_topk, 2);
+}
+
+// Sigmoid scores (no z-loss) with the gate scale and group-limited selection, under data,
+// tensor and expert parallelism and on 2 emulated nodes.
+TEST_F(Layouts, SigmoidRoutingMatchesOneRank) {
+  expect_routing_matches(
+      {"moe.score=sigmoid", "moe.gate_scale=2.5", "moe.num_experts=8", "moe.route_groups=4",
+       "moe.route_groups_topk=2"},
+      {{"sigmoid_tp2", 2, {"parallel.tp=2"}},
+       {"sigmoid_dp2_ep2_zero1", 4, {"parallel.ep=2", "parallel.zero1=true"}},
+       {"sigmoid_ep4_2nodes", 4, {"parallel.ep=4", "parallel.ranks_per_node=2"}}});
 }
 
 }  // namespace

@@ -81,24 +81,32 @@ class Resume : public ::testing::Test {
            " --set eval.every=5 --set eval.sequences=4 " +
            extra;
   }
+
+  // Runs `extra` straight for 20 steps, and again SIGKILLed after its step-10 checkpoint and
+  // resumed with --resume auto: the metrics of steps 11-20 and the final checkpoint must be the
+  // uninterrupted run's, bit for bit.
+  void expect_bitwise_resume(const std::string& extra);
   test::TempDir dir_;
 };
 
-TEST_F(Resume, KilledAfterCheckpointResumesBitwise) {
-  auto r = run_command(train_cmd("straight"));
+void Resume::expect_bitwise_resume(const std::string& extra) {
+  auto cmd = [&](const std::string& run, const std::string& more = "") {
+    return train_cmd(run, extra + " " + more);
+  };
+  auto r = run_command(cmd("straight"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
   // The interrupted run hangs at the start of step 12 (after the step-10 checkpoint and a
   // step-11 line that the resumed run must redo), and is SIGKILLed there.
   const std::string latest = dir_.file("killed") + "/checkpoints/latest";
-  r = run_command("SWITCHYARD_FAULT=0:12:hang " + train_cmd("killed") + " & pid=$!; " +
+  r = run_command("SWITCHYARD_FAULT=0:12:hang " + cmd("killed") + " & pid=$!; " +
                   "for i in $(seq 600); do grep -q step_00000010 " + latest +
                   " 2>/dev/null && break; sleep 0.05; done; sleep 0.3; kill -9 $pid; wait $pid");
   EXPECT_EQ(r.exit_code, 137) << "SIGKILLed: " << r.output;
   ASSERT_TRUE(fs::exists(dir_.file("killed") + "/checkpoints/step_00000010.h5"));
   ASSERT_FALSE(fs::exists(dir_.file("killed") + "/checkpoints/step_00000020.h5"));
 
-  r = run_command(train_cmd("killed", "--resume auto"));
+  r = run_command(cmd("killed", "--resume auto"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("step_00000010.h5 (step 10)"), std::string::npos) << r.output;
 
@@ -113,6 +121,18 @@ TEST_F(Resume, KilledAfterCheckpointResumesBitwise) {
   const auto b = all_tensors(dir_.file("killed") + "/checkpoints/step_00000020.h5");
   ASSERT_EQ(a.size(), b.size());
   for (const auto& [name, values] : a) EXPECT_EQ(b.at(name), values) << name;
+}
+
+TEST_F(Resume, KilledAfterCheckpointResumesBitwise) {
+  expect_bitwise_resume("");
+}
+
+// The router's variants live in the config the checkpoint carries: sigmoid scores, the gate
+// scale, group-limited selection and the bias updates resume bit for bit too.
+TEST_F(Resume, RouterVariantsResumeBitwise) {
+  expect_bitwise_resume(
+      "--set moe.score=sigmoid --set moe.gate_scale=2.5 --set moe.num_experts=8 "
+      "--set moe.route_groups=4 --set moe.route_groups_topk=2 --set moe.bias_update_rate=1e-3");
 }
 
 TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {

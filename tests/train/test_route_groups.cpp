@@ -1,0 +1,92 @@
+// `moe.route_groups: nodes` resolved for a layout (src/train/loop_common.h): R = the nodes an
+// expert-parallel group spans, refused (exit 2) where the groups cannot coincide with the
+// experts each node holds. Pure arithmetic on hand-made layouts.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "comm/groups.h"
+#include "src/config/config.h"
+#include "src/core/error.h"
+#include "src/train/loop_common.h"
+
+namespace sy {
+namespace {
+
+// world = edp * ep * etp ranks (etp fastest), node_of_rank as given.
+comm::Layout layout(int ep, int etp, std::vector<int> node_of_rank) {
+  comm::Layout l;
+  l.world_size = static_cast<int>(node_of_rank.size());
+  l.ep = ep;
+  l.etp = etp;
+  l.edp = l.world_size / (ep * etp);
+  l.node_of_rank = std::move(node_of_rank);
+  return l;
+}
+
+Config nodes_config(int experts, int top_k, int groups_topk) {
+  return parse_config(
+      "data:\n  path: x.h5\n",
+      {"moe.num_experts=" + std::to_string(experts), "moe.top_k=" + std::to_string(top_k),
+       "moe.route_groups=nodes", "moe.route_groups_topk=" + std::to_string(groups_topk)});
+}
+
+int resolved(const Config& cfg, const comm::Layout& l) {
+  const Config r = resolve_route_groups(cfg, l);
+  EXPECT_FALSE(r.moe.route_groups.nodes);
+  return static_cast<int>(r.moe.route_groups.count);
+}
+
+void expect_refused(const std::function<void()>& f, const std::string& part) {
+  try {
+    f();
+    ADD_FAILURE() << "no UsageError";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+  }
+}
+
+TEST(RouteGroupsNodes, CountsTheNodesOfTheExpertGroup) {
+  const Config cfg = nodes_config(16, 4, 2);
+  // ep 8 over 4 nodes of 2 ranks: 4 groups of 4 experts.
+  EXPECT_EQ(resolved(cfg, layout(8, 1, {0, 0, 1, 1, 2, 2, 3, 3})), 4);
+  // Two EP groups of 4 (edp 2), each over 2 nodes.
+  EXPECT_EQ(resolved(cfg, layout(4, 1, {0, 0, 1, 1, 2, 2, 3, 3})), 2);
+  // One node: R = 1 (M is not used).
+  EXPECT_EQ(resolved(cfg, layout(8, 1, {0, 0, 0, 0, 0, 0, 0, 0})), 1);
+  // etp 2: the EP group of each etp rank (ranks 0,2,4,6 and 1,3,5,7) spans 2 nodes.
+  EXPECT_EQ(resolved(cfg, layout(4, 2, {0, 0, 0, 0, 1, 1, 1, 1})), 2);
+  // A numeric count is not touched.
+  const Config numeric =
+      parse_config("data:\n  path: x.h5\n", {"moe.num_experts=16", "moe.route_groups=8"});
+  EXPECT_EQ(resolved(numeric, layout(8, 1, {0, 0, 1, 1, 2, 2, 3, 3})), 8);
+}
+
+TEST(RouteGroupsNodes, RefusesGroupsThatAreNotANodesExperts) {
+  const Config cfg = nodes_config(16, 2, 1);
+  // Unequal nodes (3 + 5 EP ranks): E/R experts per group cannot be one node's.
+  expect_refused(
+      [&] {
+        resolved(cfg, layout(8, 1, {0, 0, 0, 1, 1, 1, 1, 1}));
+      },
+      "moe.route_groups: nodes");
+  // Node 0 holds EP ranks 0, 1 and 4, 5: not contiguous.
+  expect_refused([&] { resolved(cfg, layout(8, 1, {0, 0, 1, 1, 0, 0, 1, 1})); }, "nodes 0 0 1 1");
+  // Two EP groups spanning 2 and 1 nodes.
+  expect_refused(
+      [&] {
+        resolved(cfg, layout(4, 1, {0, 0, 1, 1, 2, 2, 2, 2}));
+      },
+      "another group spans 2 nodes");
+  // The arithmetic of a numeric R: 4 nodes of one expert each cannot hold a top-2.
+  expect_refused(
+      [&] {
+        resolved(nodes_config(4, 2, 1), layout(4, 1, {0, 1, 2, 3}));
+      },
+      "moe.route_groups_topk");
+}
+
+}  // namespace
+}  // namespace sy
