@@ -1,14 +1,17 @@
 #include "src/placement/make_placement.h"
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <numeric>
 #include <optional>
 #include <ostream>
 
 #include "src/core/error.h"
 #include "src/placement/coactivation_file.h"
 #include "src/placement/partition.h"
+#include "src/plan/traffic.h"
 
 namespace sy {
 
@@ -88,7 +91,9 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
   const ExpertPlacement before = ExpertPlacement::contiguous(c.num_layers, E, P);
   std::vector<std::vector<int32_t>> rank_of;
   const int64_t tokens_per_step = cfg.train.global_batch * cfg.model.seq_len;
-  const auto row_bytes = static_cast<double>(internode_row_bytes(cfg.model.d_model, c.top_k));
+  // what one inter-node row costs per step and layer: its payloads forward and backward
+  const std::array<double, 4> payloads = plan::a2a_payload_row_bytes(cfg.model.d_model, c.top_k);
+  const double row_bytes = std::accumulate(payloads.begin(), payloads.end(), 0.0);
   double bytes_before = 0, bytes_after = 0;
   out << "co-activation of " << o.run_dir << ": steps " << c.first_step + 1 << ".." << c.last_step
       << ", " << c.tokens << " tokens per layer, sample of " << c.sample_tokens()

@@ -6,10 +6,10 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
-#include <set>
 #include <stdexcept>
 
 #include "src/core/error.h"
+#include "src/plan/routing.h"
 
 namespace sy {
 
@@ -276,23 +276,18 @@ LayerTraffic layer_traffic(const Coactivation& c, int layer, const std::vector<i
     const double split_pairs = (pairs - in_node) / static_cast<double>(c.tokens);
     t.internode_rows_per_token = (1.0 + split_pairs) * away;
   } else if (S > 0) {  // k > 2: whole tokens' routing, from the sample
-    const int32_t* s = c.layer_sample(layer);
-    double nodes = 0;
-    for (int64_t n = 0; n < S; ++n) {
-      std::set<int> reached;
-      for (int j = 0; j < K; ++j) reached.insert(node(s[n * K + j]));
-      nodes += static_cast<double>(reached.size());
-    }
-    t.internode_rows_per_token = nodes / static_cast<double>(S) * away;
+    std::vector<int32_t> node_of(static_cast<size_t>(E));
+    for (int e = 0; e < E; ++e) node_of[static_cast<size_t>(e)] = node(e);
+    const std::vector<int64_t> reached =
+        plan::tokens_reaching_parts({c.layer_sample(layer), static_cast<size_t>(S * K)}, K, node_of,
+                                    (P - 1) / ranks_per_node + 1);
+    const int64_t nodes = std::accumulate(reached.begin(), reached.end(), int64_t{0});
+    t.internode_rows_per_token = static_cast<double>(nodes) / static_cast<double>(S) * away;
   } else {
     t.internode_rows_per_token = std::numeric_limits<double>::quiet_NaN();
   }
   t.load_ratio = load_ratio(counts, E, rank_of);
   return t;
-}
-
-int64_t internode_row_bytes(int64_t d_model, int64_t top_k) {
-  return (4 * d_model + 2 * top_k) * static_cast<int64_t>(sizeof(float));
 }
 
 }  // namespace sy

@@ -56,9 +56,4 @@ struct LayerTraffic {
 LayerTraffic layer_traffic(const Coactivation& c, int layer, const std::vector<int32_t>& rank_of,
                            int ranks_per_node);
 
-// Bytes one inter-node row costs per optimizer step and layer in the trainer: the forward's
-// dispatch (C + K values: the row and its gates) and combine (C), and the backward's dispatch
-// (C) and combine (C + K), in fp32.
-int64_t internode_row_bytes(int64_t d_model, int64_t top_k);
-
 }  // namespace sy

@@ -71,28 +71,40 @@ double assignment_share(const RoutingStats& s, int64_t E, int64_t layer, int64_t
   return share;
 }
 
+std::vector<int64_t> tokens_reaching_parts(std::span<const int32_t> topk, int64_t K,
+                                           std::span<const int32_t> part_of, int64_t parts) {
+  std::vector<int64_t> out(static_cast<size_t>(std::max<int64_t>(parts, 0)), 0);
+  if (K < 1) return out;
+  const auto E = static_cast<int64_t>(part_of.size());
+  const size_t S = topk.size() / static_cast<size_t>(K);
+  std::vector<int32_t> seen;  // the parts this token reached (at most K)
+  for (size_t t = 0; t < S; ++t) {
+    seen.clear();
+    for (size_t j = 0; j < static_cast<size_t>(K); ++j) {
+      const int64_t e = topk[t * static_cast<size_t>(K) + j];
+      if (e < 0 || e >= E) continue;
+      const int32_t part = part_of[static_cast<size_t>(e)];
+      if (part < 0 || part >= parts) continue;
+      if (std::find(seen.begin(), seen.end(), part) == seen.end()) seen.push_back(part);
+    }
+    for (int32_t part : seen) ++out[static_cast<size_t>(part)];
+  }
+  return out;
+}
+
 std::vector<double> sample_hit_fractions(const RoutingStats& s, int64_t E, int64_t layer,
                                          int64_t set_size) {
   std::vector<double> out;
   if (s.sample.empty() || s.sample_k < 1 || set_size < 1 || E % set_size != 0) return out;
   const auto& tok = s.sample[static_cast<size_t>(
       std::min<int64_t>(layer, static_cast<int64_t>(s.sample.size()) - 1))];
-  const auto K = static_cast<size_t>(s.sample_k);
-  const size_t S = tok.size() / K;
+  const size_t S = tok.size() / static_cast<size_t>(s.sample_k);
   if (S == 0) return out;
-  out.assign(static_cast<size_t>(E / set_size), 0.0);
-  std::vector<int64_t> seen;  // the sets this token reached (at most K)
-  for (size_t t = 0; t < S; ++t) {
-    seen.clear();
-    for (size_t j = 0; j < K; ++j) {
-      const int64_t e = tok[t * K + j];
-      if (e < 0 || e >= E) continue;
-      const int64_t set = e / set_size;
-      if (std::find(seen.begin(), seen.end(), set) == seen.end()) seen.push_back(set);
-    }
-    for (int64_t set : seen) out[static_cast<size_t>(set)] += 1.0;
-  }
-  for (double& v : out) v /= static_cast<double>(S);
+  std::vector<int32_t> set_of(static_cast<size_t>(E));  // contiguous sets of set_size experts
+  for (int64_t e = 0; e < E; ++e)
+    set_of[static_cast<size_t>(e)] = static_cast<int32_t>(e / set_size);
+  for (int64_t n : tokens_reaching_parts(tok, s.sample_k, set_of, E / set_size))
+    out.push_back(static_cast<double>(n) / static_cast<double>(S));
   return out;
 }
 

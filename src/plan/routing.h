@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,14 @@ double hit_probability(const RouteShape& r, const RoutingStats& s, int64_t layer
 // (count / E when uniform).
 double assignment_share(const RoutingStats& s, int64_t E, int64_t layer, int64_t first,
                         int64_t count);
+
+// How many of the S tokens of `topk` [S*K] (whole tokens' top-k, coactivation.h5's sample) have
+// at least one of their K experts in each of `parts` parts of the experts, expert e being in
+// part part_of[e] (its EP rank or node under a placement); experts outside part_of, and parts
+// outside [0, parts), count nothing. What the planner and `switchyard placement` count on the
+// sample.
+std::vector<int64_t> tokens_reaching_parts(std::span<const int32_t> topk, int64_t K,
+                                           std::span<const int32_t> part_of, int64_t parts);
 
 // From the sample of `layer` (routing.sample): for each of the E / set_size contiguous sets of
 // set_size experts, the fraction of sampled tokens with at least one expert in it. Empty when

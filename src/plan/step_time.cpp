@@ -146,14 +146,15 @@ StepTime predict_step(const Config& cfg, const PlanLayout& lay, const Cluster& c
     st.elementwise += micro * layers / L * kElementwisePasses *
                       activation_bytes(cfg, lay, A, t.recv_mean) / k.mem_bandwidth;
     if (lay.ep > 1) {
-      // layout (one record [token, K experts] of int64 per row), then dispatch and combine
-      // forward (C + K and C floats per row) and backward (C and C + K)
-      double intra = 0, inter = 0, moved = 0;
-      for (double row : {8 * (1 + K), kF * (C + K), kF * C, kF * C, kF * (C + K)}) {
+      // layout (one record [token, K experts] of int64 per row), then the payloads: dispatch
+      // and combine forward and backward (a2a_payload_row_bytes)
+      const CallTime layout = a2a_call(k, lay, t, 8 * (1 + K));
+      double intra = layout.intra, inter = layout.inter, moved = 0;
+      for (double row : a2a_payload_row_bytes(cfg.model.d_model, cfg.moe.top_k)) {
         const CallTime c = a2a_call(k, lay, t, row);
         intra += c.intra;
         inter += c.inter;
-        if (row != 8 * (1 + K)) moved += row;
+        moved += row;
       }
       st.a2a_intra += micro * layers * intra;
       st.a2a_inter += micro * layers * inter;

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 
 #include "src/config/config.h"
@@ -51,6 +52,15 @@ struct LayerTraffic {
   // and at the buffer quantile (memory); a mean rank's (the counters' expectation).
   double assign_busiest = 0, assign_quantile = 0, assign_mean = 0;
 };
+
+// Bytes per token row of the payloads one MoE layer's expert all-to-all moves in a training step,
+// fp32 as the trainer sends them (src/model/moe_parallel.cpp; the layout's int64 records come on
+// top): the forward's dispatch (the row and its K gates) and combine (the expert output), the
+// backward's dispatch (the output's gradient) and combine (the row's and its K gates' gradients).
+inline std::array<double, 4> a2a_payload_row_bytes(int64_t d_model, int64_t top_k) {
+  const auto C = static_cast<double>(d_model), K = static_cast<double>(top_k);
+  return {4 * (C + K), 4 * C, 4 * C, 4 * (C + K)};
+}
 
 // The traffic of `layer` (the routing statistics are per layer) under `lay`.
 LayerTraffic layer_traffic(const Config& cfg, const PlanLayout& lay, const RoutingStats& routing,

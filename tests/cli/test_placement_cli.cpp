@@ -72,6 +72,9 @@ TEST_F(PlacementCli, PlacesTheKnownBestSplitAndRatesIt) {
   auto r = run_command(placement("--nodes 2 --ranks-per-node 2 --output " + dir_.file("p.yaml")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("layer 0:"), std::string::npos) << r.output;
+  // d_model 32, top_k 2: fp32 rows of 34 floats (dispatch) and 32 (combine) forward, 32 and 34
+  // backward.
+  EXPECT_NE(r.output.find("528 bytes per inter-node row"), std::string::npos) << r.output;
   const sy::ExpertPlacement p = sy::read_placement(dir_.file("p.yaml"));
   std::set<std::set<int>> ranks;
   for (int rank = 0; rank < 4; ++rank) {

@@ -1,7 +1,6 @@
 // Layout enumeration and node spans (src/plan/layout.h) by hand, and cluster files
 // (src/plan/cluster.h): the shipped ones parse, errors name the key, YAML round-trips.
 #include <gtest/gtest.h>
-#include <hdf5.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -11,6 +10,7 @@
 #include <string>
 
 #include "src/core/error.h"
+#include "src/placement/coactivation_file.h"
 #include "src/plan/cluster.h"
 #include "src/plan/io/plan_inputs.h"
 #include "src/plan/layout.h"
@@ -138,48 +138,49 @@ TEST(PlanCluster, ShippedFilesParse) {
   EXPECT_GE(n, 3);
 }
 
-// The trainer's coactivation.h5 (src/placement/coactivation_file.h): /counts int64 [L, E, E],
-// root attribute `tokens`, /sample int32 [L, S, K]; pairs come back as fractions of tokens.
+// The trainer's coactivation.h5 (src/placement/coactivation_file.h, written here by its writer):
+// the pair counts come back as fractions of the tokens counted, the sample per layer.
 TEST(PlanInputs, ReadsTheTrainersCoactivationFile) {
   const std::string path =
       (std::filesystem::temp_directory_path() / ("plan_coact_" + std::to_string(getpid()) + ".h5"))
           .string();
-  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  const int64_t tokens = 4;
-  const hid_t scalar = H5Screate(H5S_SCALAR);
-  const hid_t a = H5Acreate2(f, "tokens", H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT);
-  H5Awrite(a, H5T_NATIVE_INT64, &tokens);
-  H5Aclose(a);
-  H5Sclose(scalar);
+  Coactivation file;
+  file.num_layers = 1;
+  file.num_experts = 4;
+  file.top_k = 2;
+  file.tokens = 4;
   // Tokens {0,1}, {0,2}, {2,3}, {1,3}: pair counts and loads (diagonal 2 each).
-  std::vector<int64_t> counts(16, 0);
+  file.counts.assign(16, 0);
   for (auto [i, j] : {std::pair{0, 1}, {0, 2}, {2, 3}, {1, 3}}) {
-    counts[static_cast<size_t>(i * 4 + j)] += 1;
-    counts[static_cast<size_t>(j * 4 + i)] += 1;
+    file.counts[static_cast<size_t>(i * 4 + j)] += 1;
+    file.counts[static_cast<size_t>(j * 4 + i)] += 1;
   }
-  for (int i = 0; i < 4; ++i) counts[static_cast<size_t>(i * 5)] = 2;
-  const std::vector<int32_t> sample = {0, 1, 0, 2, 2, 3, 1, 3};
-  auto put = [&](const char* name, hid_t file_type, hid_t mem_type, std::vector<hsize_t> dims,
-                 const void* data) {
-    const hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
-    const hid_t ds = H5Dcreate2(f, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    H5Dclose(ds);
-    H5Sclose(space);
-  };
-  put("counts", H5T_STD_I64LE, H5T_NATIVE_INT64, {1, 4, 4}, counts.data());
-  put("sample", H5T_STD_I32LE, H5T_NATIVE_INT32, {1, 4, 2}, sample.data());
-  H5Fclose(f);
+  for (int i = 0; i < 4; ++i) file.counts[static_cast<size_t>(i * 5)] = 2;
+  file.sample = {0, 1, 0, 2, 2, 3, 1, 3};
+  write_coactivation(path, file);
 
-  const CoactivationStats c = read_coactivation_stats(path, 4, 2);
-  std::filesystem::remove(path);
+  RoutingStats c;
+  EXPECT_TRUE(load_coactivation(path, 4, c));
   ASSERT_EQ(c.pairs.size(), 1u);
   EXPECT_DOUBLE_EQ(c.pairs[0][0 * 4 + 1], 0.25);  // 1 of 4 tokens chose both 0 and 1
   EXPECT_DOUBLE_EQ(c.pairs[0][0 * 4 + 3], 0.0);
   ASSERT_EQ(c.sample.size(), 1u);
-  EXPECT_EQ(c.sample[0], sample);
+  EXPECT_EQ(c.sample[0], file.sample);
   EXPECT_EQ(c.sample_k, 2);
-  EXPECT_TRUE(read_coactivation_stats("/nonexistent/coactivation.h5", 4, 2).pairs.empty());
+  // Another model's file names the file and the key; a missing one is "not measured".
+  RoutingStats other;
+  try {
+    load_coactivation(path, 8, other);
+    ADD_FAILURE() << "8 experts accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("moe.num_experts"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(path);
+  RoutingStats none;
+  EXPECT_FALSE(load_coactivation("/nonexistent/coactivation.h5", 4, none));
+  EXPECT_TRUE(none.pairs.empty());
+  EXPECT_TRUE(none.sample.empty());
 }
 
 }  // namespace

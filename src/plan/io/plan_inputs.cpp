@@ -9,6 +9,7 @@
 
 #include "src/core/error.h"
 #include "src/core/h5.h"
+#include "src/placement/coactivation_file.h"
 #include "src/plot/run_metrics.h"
 
 namespace sy::plan {
@@ -41,98 +42,32 @@ double cgroup_limit(const char* path) {
   }
 }
 
-// The dataset holding the co-activation counts: /coactivation, else the only one in the file.
-std::string coactivation_dataset(hid_t file, const std::string& path) {
-  for (const char* name : {"counts", "coactivation"})
-    if (H5Lexists(file, name, H5P_DEFAULT) > 0) return name;
-  std::vector<std::string> names;
-  H5Literate(
-      file, H5_INDEX_NAME, H5_ITER_NATIVE, nullptr,
-      [](hid_t, const char* name, const H5L_info_t*, void* data) -> herr_t {
-        static_cast<std::vector<std::string>*>(data)->push_back(name);
-        return 0;
-      },
-      &names);
-  if (names.size() != 1)
-    throw UsageError("co-activation file '" + path +
-                     "': expected a dataset /counts or /coactivation (or exactly one dataset)");
-  return names.front();
-}
-
-double tokens_attribute(hid_t obj) {
-  if (H5Aexists(obj, "tokens") <= 0) return 0;
-  h5::Attribute a{H5Aopen(obj, "tokens", H5P_DEFAULT)};
-  if (a.get() < 0) return 0;
-  double v = 0;
-  if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0) return 0;
-  return v;
-}
-
 }  // namespace
 
 Cluster load_cluster(const std::string& path) {
   return parse_cluster(read_text(path, "cluster file"), "'" + path + "'");
 }
 
-CoactivationStats read_coactivation_stats(const std::string& path, int64_t E, int64_t top_k) {
-  CoactivationStats result;
-  std::vector<std::vector<double>>& out = result.pairs;
+bool load_coactivation(const std::string& path, int64_t E, RoutingStats& r) {
   std::error_code ec;
-  if (!fs::exists(path, ec)) return result;
-  h5::ErrorSilencer quiet;
-  auto fail = [&](const std::string& what) -> UsageError {
-    return UsageError("co-activation file '" + path + "': " + what);
-  };
-  const hid_t fid = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (fid < 0) throw fail("not a readable HDF5 file");
-  h5::File file{fid};
-  const std::string name = coactivation_dataset(file, path);
-  h5::Dataset ds{H5Dopen2(file, name.c_str(), H5P_DEFAULT)};
-  if (ds.get() < 0) throw fail("/" + name + " is not a dataset");
-  h5::Dataspace space{H5Dget_space(ds)};
-  const int rank = H5Sget_simple_extent_ndims(space);
-  hsize_t dims[3] = {1, 1, 1};
-  if (rank != 2 && rank != 3) throw fail("/" + name + " must be [L, E, E] or [E, E]");
-  H5Sget_simple_extent_dims(space, dims, nullptr);
-  const hsize_t layers = rank == 3 ? dims[0] : 1, e0 = dims[rank - 2], e1 = dims[rank - 1];
-  if (static_cast<int64_t>(e0) != E || static_cast<int64_t>(e1) != E)
-    throw fail("/" + name + " is " + std::to_string(e0) + " x " + std::to_string(e1) +
-               ", the config has moe.num_experts = " + std::to_string(E));
-  std::vector<double> all(layers * e0 * e1);
-  if (H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, all.data()) < 0)
-    throw fail("/" + name + " cannot be read as numbers");
-  double tokens = tokens_attribute(ds);
-  if (!(tokens > 0)) tokens = tokens_attribute(file);
+  if (!fs::exists(path, ec)) return false;
+  const Coactivation c = read_coactivation(path);
+  if (c.num_experts != E)
+    throw UsageError("co-activation file '" + path + "' counts " + std::to_string(c.num_experts) +
+                     " experts, the config has moe.num_experts = " + std::to_string(E));
   const auto EE = static_cast<size_t>(E * E);
-  for (hsize_t l = 0; l < layers; ++l) {
-    std::vector<double> m(all.begin() + static_cast<long>(l * EE),
-                          all.begin() + static_cast<long>((l + 1) * EE));
-    double t = tokens, diag = 0;
-    for (int64_t i = 0; i < E; ++i) diag += m[static_cast<size_t>(i * E + i)];
-    if (!(t > 0) && diag > 0) t = diag / static_cast<double>(top_k);
-    if (t > 0)
-      for (double& v : m) v /= t;
-    out.push_back(std::move(m));
-  }
-  // /sample [L, S, K]: whole tokens' top-k (the trainer's file); anything else is left out.
-  if (H5Lexists(file, "sample", H5P_DEFAULT) > 0) {
-    h5::Dataset sd{H5Dopen2(file, "sample", H5P_DEFAULT)};
-    h5::Dataspace ss{sd.get() >= 0 ? H5Dget_space(sd) : H5I_INVALID_HID};
-    hsize_t sdims[3] = {0, 0, 0};
-    if (ss.get() >= 0 && H5Sget_simple_extent_ndims(ss) == 3) {
-      H5Sget_simple_extent_dims(ss, sdims, nullptr);
-      std::vector<int32_t> all_tokens(sdims[0] * sdims[1] * sdims[2]);
-      if (sdims[2] > 0 &&
-          H5Dread(sd, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, all_tokens.data()) >= 0) {
-        const size_t per_layer = sdims[1] * sdims[2];
-        for (hsize_t l = 0; l < sdims[0]; ++l)
-          result.sample.emplace_back(all_tokens.begin() + static_cast<long>(l * per_layer),
-                                     all_tokens.begin() + static_cast<long>((l + 1) * per_layer));
-        result.sample_k = static_cast<int64_t>(sdims[2]);
-      }
+  const int64_t S = c.sample_tokens();
+  for (int l = 0; l < c.num_layers; ++l) {
+    if (c.tokens > 0) {
+      const int64_t* n = c.layer_counts(l);
+      std::vector<double>& m = r.pairs.emplace_back(EE);
+      for (size_t i = 0; i < EE; ++i)
+        m[i] = static_cast<double>(n[i]) / static_cast<double>(c.tokens);
     }
+    if (S > 0) r.sample.emplace_back(c.layer_sample(l), c.layer_sample(l) + S * c.top_k);
   }
-  return result;
+  if (S > 0) r.sample_k = c.top_k;
+  return true;
 }
 
 RoutingStats load_routing(const std::string& spec, const Config& cfg) {
@@ -167,16 +102,14 @@ RoutingStats load_routing(const std::string& spec, const Config& cfg) {
     for (double v : layer) sum += v;
     for (double& v : layer) v = sum > 0 ? v / sum : 1.0 / static_cast<double>(E);
   }
-  CoactivationStats co =
-      read_coactivation_stats((fs::path(spec) / "coactivation.h5").string(), E, cfg.moe.top_k);
-  r.pairs = std::move(co.pairs);
-  r.sample = std::move(co.sample);
-  r.sample_k = co.sample_k;
+  const bool coactivation = load_coactivation((fs::path(spec) / "coactivation.h5").string(), E, r);
+  const std::string with = r.pairs.empty()    ? r.sample.empty() ? "" : "token sample"
+                           : r.sample.empty() ? "pair counts"
+                                              : "pair counts and token sample";
   r.source = metrics + " (mean load of " + std::to_string(steps) + " logged steps" +
-             (r.pairs.empty()    ? ", no coactivation.h5"
-              : r.sample.empty() ? ", with coactivation.h5's pair counts"
-                                 : ", with coactivation.h5's pair counts and "
-                                   "token sample") +
+             (!coactivation  ? ", no coactivation.h5"
+              : with.empty() ? ", coactivation.h5 has counted no tokens yet"
+                             : ", with coactivation.h5's " + with) +
              ")";
   return r;
 }

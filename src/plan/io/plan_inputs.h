@@ -2,15 +2,12 @@
 // files, a run directory's routing statistics, a token file's declared sizes (without reading
 // its tokens), this host's memory. src/plan itself does no I/O.
 //
-// Co-activation (`<run dir>/coactivation.h5`, optional): the trainer's file
-// (src/placement/coactivation_file.h): `/counts` int64 [L, E, E] (i != j: tokens whose top-k
-// held both i and j; the diagonal: tokens that chose i), a root attribute `tokens` (tokens
-// counted per layer), and `/sample` int32 [L, S, K] (the top-k of S whole tokens). The reader
-// also takes, as its documented minimal interface, a dataset `/coactivation` (or the file's only
-// dataset) of shape [L, E, E] or [E, E] holding counts or fractions, normalised by an attribute
-// `tokens` on the dataset or the root, else by sum(diagonal) / top_k, else taken as fractions.
-// A missing file means "not measured" (the planner then uses the loads alone); a file that does
-// not match the config's experts is a UsageError naming the file.
+// Co-activation (`<run dir>/coactivation.h5`, optional): the trainer's file, its format and its
+// one reader in src/placement/coactivation_file.h (sy::read_coactivation). The planner takes its
+// pair counts as fractions of the tokens counted and its sample of whole tokens' top-k. A missing
+// file means "not measured" (the planner then uses the loads alone); a file that is not the
+// trainer's co-activation file, or counts another number of experts than the config, is a
+// UsageError naming the file.
 #pragma once
 
 #include <cstdint>
@@ -30,14 +27,10 @@ Cluster load_cluster(const std::string& path);
 // do not match cfg (num_experts).
 RoutingStats load_routing(const std::string& spec, const Config& cfg);
 
-// The co-activation of `path` (see above): pair fractions of tokens [L][E*E] and, when the file
-// has one, the token sample [L][S*K]; everything empty when the file does not exist.
-struct CoactivationStats {
-  std::vector<std::vector<double>> pairs;
-  std::vector<std::vector<int32_t>> sample;
-  int64_t sample_k = 0;
-};
-CoactivationStats read_coactivation_stats(const std::string& path, int64_t E, int64_t top_k);
+// The co-activation file at `path` (see above) into r.pairs ([L][E*E] pair fractions of tokens;
+// left empty when the file has counted no tokens yet), r.sample ([L][S*K]; empty when the file
+// holds no sample) and r.sample_k. False, and r untouched, when the file does not exist.
+bool load_coactivation(const std::string& path, int64_t E, RoutingStats& r);
 
 // Declared element counts of a token file's /train and /val (the dataspace only: nothing is
 // read, so a file that declares 2^40 never-written tokens costs nothing). ok = false when the
