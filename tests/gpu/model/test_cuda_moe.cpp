@@ -28,6 +28,11 @@ struct MoeCase {
   int S;
   sy::AuxScope scope;
   double capacity_factor = 0.0;  // 0: dropless
+  // The router's rule beyond softmax top-k (SPEC section 1): sigmoid scores (no z-loss), the gate
+  // scale, group-limited selection (E = 6 experts in route_groups groups, route_groups_topk kept).
+  bool sigmoid = false;
+  double gate_scale = 1.0;
+  int route_groups = 1, route_groups_topk = 1;
 };
 
 template <class T>
@@ -41,8 +46,12 @@ void run_case(const MoeCase& mc) {
   d.S = S;
   d.norm_topk = true;
   d.aux_coeff = 1e-2;
-  d.z_coeff = 1e-3;
+  d.z_coeff = mc.sigmoid ? 0.0 : 1e-3;
   d.aux_scope = mc.scope;
+  d.score = mc.sigmoid ? sy::Score::kSigmoid : sy::Score::kSoftmax;
+  d.gate_scale = mc.gate_scale;
+  d.route_groups = mc.route_groups;
+  d.route_groups_topk = mc.route_groups_topk;
   d.has_capacity = mc.capacity_factor > 0;
   d.capacity_factor = mc.capacity_factor;
   const sy::LossScale s{1.0 / (2 * N), 1.0 / 3};
@@ -68,6 +77,9 @@ void run_case(const MoeCase& mc) {
 
   EXPECT_NEAR(gl.aux, ref.loss.aux, 1e-5 * ref.loss.aux);
   EXPECT_NEAR(gl.z, ref.loss.z, 1e-5 * ref.loss.z);
+  if (mc.sigmoid) {
+    EXPECT_EQ(gl.z, 0.0);
+  }
   const sy::MoeStats gs = gpu.stats();
   EXPECT_EQ(gs.selected, ref.stats.selected);
   EXPECT_EQ(gs.kept, ref.stats.kept);
@@ -97,6 +109,27 @@ TEST(CudaMoeLayer, MatchesCpuFp32) {
   run_case<float>({0, sy::AuxScope::kSequence});
   run_case<float>({1, sy::AuxScope::kMicroBatch});
   run_case<float>({0, sy::AuxScope::kSequence, 0.75});  // capacity drops assignments
+}
+
+// Sigmoid scores with the gate scale, group-limited selection (3 groups of 2, 2 kept), and both
+// together with a shared expert and a binding capacity: the whole layer, not only the kernel.
+TEST(CudaMoeLayer, RouterVariantsMatchCpu) {
+  SY_REQUIRE_GPU();
+  MoeCase sig{0, sy::AuxScope::kSequence};
+  sig.sigmoid = true;
+  sig.gate_scale = 2.5;
+  MoeCase groups{0, sy::AuxScope::kMicroBatch};
+  groups.route_groups = 3;
+  groups.route_groups_topk = 2;
+  MoeCase both{1, sy::AuxScope::kSequence, 0.75};
+  both.sigmoid = true;
+  both.gate_scale = 2.5;
+  both.route_groups = 3;
+  both.route_groups_topk = 2;
+  for (const MoeCase& c : {sig, groups, both}) {
+    run_case<float>(c);
+    run_case<bf16>(c);
+  }
 }
 
 TEST(CudaMoeLayer, MatchesCpuBf16) {
