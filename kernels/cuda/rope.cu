@@ -9,10 +9,11 @@ namespace {
 
 // One thread per element of dst[N,3C]. Element `within` of an HD-wide q or k head pairs with
 // the element half a head away; the angle pos * theta^(-2i/HD) is computed in double and rounded
-// to float once, as the CPU's table is. sign = -1 applies the inverse rotation (the backward).
+// to float once, as the CPU's table is. Token t of each sequence is at position pos = p0 + t.
+// sign = -1 applies the inverse rotation (the backward).
 template <class T>
 __global__ void rope_kernel(T* dst, const T* src, int B, int T_, int C, int NH, double theta,
-                            float sign) {
+                            float sign, long p0) {
   const int HD = C / NH, half = HD / 2;
   const long C3 = 3L * C;
   const long total = static_cast<long>(B) * T_ * C3;
@@ -24,11 +25,11 @@ __global__ void rope_kernel(T* dst, const T* src, int B, int T_, int C, int NH, 
       dst[idx] = src[idx];
       continue;
     }
-    const int t = static_cast<int>(n % T_);
+    const long pos = p0 + n % T_;
     const int within = j % HD;
     const int i = within % half;
     const long base = idx - within;  // element 0 of this head
-    const double angle = t * pow(theta, -2.0 * i / HD);
+    const double angle = static_cast<double>(pos) * pow(theta, -2.0 * i / HD);
     const float c = static_cast<float>(cos(angle));
     const float s = sign * static_cast<float>(sin(angle));
     const float x1 = to_f32(src[base + i]);
@@ -39,10 +40,10 @@ __global__ void rope_kernel(T* dst, const T* src, int B, int T_, int C, int NH, 
 
 template <class T>
 void rope_launch(T* dst, const T* src, int B, int T_, int C, int NH, double theta, float sign,
-                 cudaStream_t stream) {
+                 long p0, cudaStream_t stream) {
   const long total = static_cast<long>(B) * T_ * 3L * C;
   if (total == 0) return;
-  rope_kernel<<<grid_for(total), kBlock, 0, stream>>>(dst, src, B, T_, C, NH, theta, sign);
+  rope_kernel<<<grid_for(total), kBlock, 0, stream>>>(dst, src, B, T_, C, NH, theta, sign, p0);
   SY_CUDA_LAUNCH_CHECK("rope_kernel");
 }
 
@@ -51,18 +52,25 @@ void rope_launch(T* dst, const T* src, int B, int T_, int C, int NH, double thet
 template <class T>
 void rope_forward(T* out, const T* qkv, int B, int T_, int C, int NH, double theta,
                   cudaStream_t stream) {
-  rope_launch(out, qkv, B, T_, C, NH, theta, 1.0f, stream);
+  rope_launch(out, qkv, B, T_, C, NH, theta, 1.0f, 0, stream);
 }
 
 template <class T>
 void rope_backward(T* dqkv, const T* dout, int B, int T_, int C, int NH, double theta,
                    cudaStream_t stream) {
-  rope_launch(dqkv, dout, B, T_, C, NH, theta, -1.0f, stream);
+  rope_launch(dqkv, dout, B, T_, C, NH, theta, -1.0f, 0, stream);
 }
 
-#define SY_INSTANTIATE(T)                                                                \
-  template void rope_forward<T>(T*, const T*, int, int, int, int, double, cudaStream_t); \
-  template void rope_backward<T>(T*, const T*, int, int, int, int, double, cudaStream_t);
+template <class T>
+void rope_forward_from(T* out, const T* qkv, int N, int C, int NH, double theta, long p0,
+                       cudaStream_t stream) {
+  rope_launch(out, qkv, 1, N, C, NH, theta, 1.0f, p0, stream);
+}
+
+#define SY_INSTANTIATE(T)                                                                 \
+  template void rope_forward<T>(T*, const T*, int, int, int, int, double, cudaStream_t);  \
+  template void rope_backward<T>(T*, const T*, int, int, int, int, double, cudaStream_t); \
+  template void rope_forward_from<T>(T*, const T*, int, int, int, double, long, cudaStream_t);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(bf16)
 #undef SY_INSTANTIATE
