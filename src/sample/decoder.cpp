@@ -10,26 +10,14 @@
 
 namespace sy {
 
-namespace {
-
-// The MoE dims of one rank with inference routing: dropless.
-MoeDims inference_moe_dims(const Config& cfg) {
-  MoeDims d = moe_dims(cfg);
-  d.has_capacity = false;
-  return d;
-}
-
-}  // namespace
-
 Decoder::Decoder(const Config& cfg, std::vector<float> params)
-    : cfg_(cfg),
+    : TokenDecoder(static_cast<int>(cfg.model.vocab_size), static_cast<int>(cfg.model.seq_len)),
+      cfg_(cfg),
       table_(make_param_table(cfg)),
       params_(std::move(params)),
       L_(static_cast<int>(cfg.model.n_layers)),
       C_(static_cast<int>(cfg.model.d_model)),
-      NH_(static_cast<int>(cfg.model.n_heads)),
-      V_(static_cast<int>(cfg.model.vocab_size)),
-      W_(static_cast<int>(cfg.model.seq_len)) {
+      NH_(static_cast<int>(cfg.model.n_heads)) {
   SY_CHECK(
       params_.size() == table_.total_numel(),
       "decoder: " << params_.size() << " parameters given, the model has " << table_.total_numel());
@@ -39,30 +27,11 @@ Decoder::Decoder(const Config& cfg, std::vector<float> params)
   const size_t cache = static_cast<size_t>(W_) * static_cast<size_t>(C_);
   kcache_.assign(static_cast<size_t>(L_), std::vector<float>(cache, 0.0f));
   vcache_.assign(static_cast<size_t>(L_), std::vector<float>(cache, 0.0f));
-  logits_.resize(static_cast<size_t>(V_));
   scratch_.resize(static_cast<size_t>(W_));
 }
 
 float* Decoder::param(const std::string& name) {
   return params_.data() + table_.at(name).offset;
-}
-
-void Decoder::reset() {
-  pos_ = 0;
-}
-
-const std::vector<float>& Decoder::feed(const int32_t* tokens, int n) {
-  SY_CHECK(n >= 1, "decoder: feed of " << n << " tokens");
-  for (int i = 0; i < n; ++i)
-    SY_CHECK(tokens[i] >= 0 && tokens[i] < V_,
-             "decoder: token " << tokens[i] << " outside the vocabulary of " << V_);
-  // A prefill writes all n keys before attending: only safe while none overwrites another.
-  if (pos_ + n <= W_) {
-    forward(tokens, n);
-  } else {
-    for (int i = 0; i < n; ++i) forward(tokens + i, 1);
-  }
-  return logits_;
 }
 
 // The layers of Model<float>::forward for the n new tokens, with attention over the cache.
@@ -109,7 +78,6 @@ void Decoder::forward(const int32_t* tokens, int n) {
   const float* head = cfg_.model.tie_embeddings ? embed : param("model/head");
   cpu::rmsnorm_forward(a_.data(), rstd_.data(), last, param("model/final_norm"), 1, C, eps);
   cpu::gemm<float>(false, true, 1, V_, C, 1.0f, a_.data(), C, head, C, 0.0f, logits_.data(), V_);
-  pos_ += n;
 }
 
 }  // namespace sy

@@ -13,48 +13,89 @@
 // window sees is one the model was trained on).
 //
 // Letters: C d_model, NH heads, HD = C/NH, V vocab, W the cache window, n tokens fed at once.
+//
+// The GPU decoder (src/sample/cuda_decoder.h, CUDA build) has the same semantics; both are a
+// TokenDecoder, which is what generate() drives.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "src/config/config.h"
+#include "src/core/error.h"
 #include "src/model/moe.h"
 #include "src/model/params.h"
 
 namespace sy {
 
-class Decoder {
- public:
-  // params: every parameter whole, laid out as make_param_table(cfg) (one rank) lays them out.
-  Decoder(const Config& cfg, std::vector<float> params);
+// The MoE dims of the one-rank model with inference routing: dropless (no micro-batch to share
+// the experts with), every other rule (scores, gate scale, groups, norm_topk) as in training.
+inline MoeDims inference_moe_dims(const Config& cfg) {
+  MoeDims d = moe_dims(cfg);
+  d.has_capacity = false;
+  return d;
+}
 
-  const ParamTable& table() const { return table_; }
+// A model fed one token (or a prompt) at a time, keeping its key/value cache: the CPU Decoder
+// below and the GPU one (cuda_decoder.h) differ only in forward().
+class TokenDecoder {
+ public:
+  virtual ~TokenDecoder() = default;
   int vocab_size() const { return V_; }
   int window() const { return W_; }
   int64_t position() const { return pos_; }  // tokens fed so far
 
   // Forgets every token fed (position 0).
-  void reset();
+  void reset() { pos_ = 0; }
   // Feeds tokens[n] (n >= 1) at positions position() .. position()+n-1. Returns the logits [V] of
   // the last one (valid until the next call). When the tokens fit the window from position 0
   // they go through the layers together (a prefill); otherwise one at a time.
-  const std::vector<float>& feed(const int32_t* tokens, int n);
+  const std::vector<float>& feed(const int32_t* tokens, int n) {
+    SY_CHECK(n >= 1, "decoder: feed of " << n << " tokens");
+    for (int i = 0; i < n; ++i)
+      SY_CHECK(tokens[i] >= 0 && tokens[i] < V_,
+               "decoder: token " << tokens[i] << " outside the vocabulary of " << V_);
+    // A prefill writes all n keys before attending: only safe while none overwrites another.
+    if (pos_ + n <= W_) {
+      forward(tokens, n);
+      pos_ += n;
+    } else {
+      for (int i = 0; i < n; ++i, ++pos_) forward(tokens + i, 1);
+    }
+    return logits_;
+  }
+
+ protected:
+  TokenDecoder(int vocab, int window)
+      : V_(vocab), W_(window), logits_(static_cast<size_t>(vocab)) {}
+  // The layers for n tokens at positions pos_ .. pos_+n-1 (n <= W when pos_ + n <= W, else 1):
+  // their keys and values into the cache, logits_ (=) the logits of the last one.
+  virtual void forward(const int32_t* tokens, int n) = 0;
+
+  const int V_, W_;
+  int64_t pos_ = 0;
+  std::vector<float> logits_;  // [V]
+};
+
+class Decoder final : public TokenDecoder {
+ public:
+  // params: every parameter whole, laid out as make_param_table(cfg) (one rank) lays them out.
+  Decoder(const Config& cfg, std::vector<float> params);
+
+  const ParamTable& table() const { return table_; }
 
  private:
   float* param(const std::string& name);
-  void forward(const int32_t* tokens, int n);  // n tokens at pos_, then pos_ += n
+  void forward(const int32_t* tokens, int n) override;
 
   Config cfg_;
   ParamTable table_;
   std::vector<float> params_;
-  int L_, C_, NH_, V_, W_;
-  int64_t pos_ = 0;
+  int L_, C_, NH_;
   std::vector<MoeLayer<float>> moe_;
   std::vector<std::vector<float>> kcache_, vcache_;  // per layer [W, C], position s in row s % W
   // Activations of the tokens being fed (grown to the largest n seen).
   std::vector<float> x_, a_, rstd_, qkv_, qkv_rot_, atty_, moe_out_, scratch_;
-  std::vector<float> logits_;  // [V]
 };
 
 }  // namespace sy

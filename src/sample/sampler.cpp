@@ -107,7 +107,7 @@ double GenerateResult::tokens_per_s(int64_t at) const {
   return s > 0.0 ? static_cast<double>(kSpan) / s : std::numeric_limits<double>::infinity();
 }
 
-GenerateResult generate(Decoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
+GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
                         int vocab_limit, const std::function<void(int32_t)>& on_token) {
   using Clock = std::chrono::steady_clock;
   const auto seconds = [](Clock::time_point a, Clock::time_point b) {

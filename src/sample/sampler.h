@@ -42,7 +42,7 @@ struct GenerateResult {
 // Feeds `prompt` (1 .. window() tokens) to a fresh decoder state and generates o.tokens ids below
 // `vocab_limit` (the tokenizer's vocabulary, which may be smaller than the model's), calling
 // on_token(id) after each.
-GenerateResult generate(Decoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
+GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
                         int vocab_limit, const std::function<void(int32_t)>& on_token = {});
 
 // Streams decoded text: given the ids so far, returns the text not yet emitted, holding back an

@@ -15,35 +15,12 @@
 #include "src/model/model.h"
 #include "src/sample/decoder.h"
 #include "src/sample/sampler.h"
+#include "tests/sample/decoder_cases.h"
 
 namespace sy {
 namespace {
 
-Config tiny(const std::vector<std::string>& overrides = {}) {
-  std::vector<std::string> o = {"model.vocab_size=96", "model.d_model=32",  "model.n_layers=2",
-                                "model.n_heads=4",     "model.seq_len=16",  "moe.num_experts=4",
-                                "moe.top_k=2",         "moe.ffn_hidden=24", "data.path=x.h5"};
-  o.insert(o.end(), overrides.begin(), overrides.end());
-  return parse_config("run: {name: t}\n", o);
-}
-
-// Initialised weights, scaled up so that logits and router scores are well spread (no near-ties
-// between the two implementations' rounding), and a non-zero router bias when asked.
-std::vector<float> weights(const Config& cfg, bool bias) {
-  const ParamTable table = make_param_table(cfg);
-  std::vector<float> p(table.total_numel());
-  init_params(p.data(), table, 77);
-  for (const ParamSpec& s : table.specs())
-    if (s.kind == ParamKind::kMatrix)
-      for (size_t i = 0; i < s.numel; ++i) p[s.offset + i] *= 6.0f;
-  if (bias)
-    for (int64_t l = 0; l < cfg.model.n_layers; ++l) {
-      const ParamSpec& s = table.at(layer_param_name(l, "moe/bias"));
-      for (size_t i = 0; i < s.numel; ++i)
-        p[s.offset + i] = 0.15f * static_cast<float>(i % 3) - 0.1f;
-    }
-  return p;
-}
+using test::DecoderVariant;
 
 // The logits of the last of `seq` tokens by the training model's full forward of [seq, padding]:
 // causal attention and dropless per-token routing make the padding irrelevant.
@@ -70,22 +47,12 @@ int32_t argmax(const std::vector<float>& v) {
   return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
-struct Variant {
-  const char* name;
-  std::vector<std::string> overrides;
-  bool bias;
-};
-
-void PrintTo(const Variant& v, std::ostream* os) {
-  *os << v.name;
-}
-
-class CachedDecoding : public ::testing::TestWithParam<Variant> {};
+class CachedDecoding : public ::testing::TestWithParam<DecoderVariant> {};
 
 TEST_P(CachedDecoding, GreedyEqualsArgmaxOfTheFullForwardOfTheGrowingSequence) {
-  const Variant& v = GetParam();
-  const Config cfg = tiny(v.overrides);
-  const std::vector<float> p = weights(cfg, v.bias);
+  const DecoderVariant& v = GetParam();
+  const Config cfg = test::tiny_decoder_config(v.overrides);
+  const std::vector<float> p = test::decoder_weights(cfg, v.bias);
   Model<float> model(cfg);
   model.params = p;
   Decoder dec(cfg, p);
@@ -112,18 +79,12 @@ TEST_P(CachedDecoding, GreedyEqualsArgmaxOfTheFullForwardOfTheGrowingSequence) {
   EXPECT_EQ(r.tokens, std::vector<int32_t>(seq.begin() + 3, seq.end())) << v.name;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Variants, CachedDecoding,
-    ::testing::Values(
-        Variant{"routed", {}, false},
-        Variant{"shared_untied", {"moe.shared_experts=2", "model.tie_embeddings=false"}, false},
-        Variant{"no_norm_topk", {"moe.norm_topk=false", "moe.top_k=3"}, false},
-        Variant{"router_bias", {}, true}),
-    [](const auto& param_info) { return std::string(param_info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Variants, CachedDecoding, ::testing::ValuesIn(test::decoder_variants()),
+                         [](const auto& param_info) { return std::string(param_info.param.name); });
 
 TEST(Decoder, PrefillEqualsOneTokenAtATimeAndRunsPastTheWindow) {
-  const Config cfg = tiny();
-  const std::vector<float> p = weights(cfg, false);
+  const Config cfg = test::tiny_decoder_config();
+  const std::vector<float> p = test::decoder_weights(cfg, false);
   Decoder a(cfg, p), b(cfg, p);
   const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7};
   const std::vector<float> batched = a.feed(prompt.data(), 7);
@@ -141,8 +102,8 @@ TEST(Decoder, PrefillEqualsOneTokenAtATimeAndRunsPastTheWindow) {
 }
 
 TEST(Sampler, FixedSeedGivesTheSameTokensAndVocabLimitHolds) {
-  const Config cfg = tiny();
-  const std::vector<float> p = weights(cfg, false);
+  const Config cfg = test::tiny_decoder_config();
+  const std::vector<float> p = test::decoder_weights(cfg, false);
   Decoder dec(cfg, p);
   SampleOptions o;
   o.tokens = 24;
