@@ -16,8 +16,9 @@ void add_sample_command(CLI::App& root, std::vector<Command>& out) {
   auto prompt = std::make_shared<std::string>();
   auto* cmd = root.add_subcommand(
       "sample",
-      "Generate text from a checkpoint with its tokenizer, streaming it as it comes (one CPU "
-      "process, key/value cache). Routing is the training routing without capacity dropping");
+      "Generate text from a checkpoint with its tokenizer, streaming it as it comes (one process, "
+      "on the CPU or one GPU, key/value cache). Routing is the training routing without capacity "
+      "dropping");
   cmd->add_option("-c,--checkpoint", req->checkpoint, "Checkpoint file (step_<N>.h5)")->required();
   auto* p = cmd->add_option("-p,--prompt", *prompt, "The text to continue");
   cmd->add_option("--prompt-file", req->prompt_file, "Read the prompt from this file")->excludes(p);
@@ -32,7 +33,9 @@ void add_sample_command(CLI::App& root, std::vector<Command>& out) {
       ->capture_default_str();
   cmd->add_option("--seed", req->options.seed, "Seed: the same seed gives the same text")
       ->capture_default_str();
-  cmd->add_option("--device", req->device, "cpu (cuda: not implemented, exit 2)")
+  cmd->add_option("--device", req->device,
+                  "cpu, or cuda: decode on one GPU (CUDA build; not yet run on a GPU). Without the "
+                  "CUDA backend or a usable GPU, cuda is exit 2 naming the reason")
       ->capture_default_str();
   out.push_back({cmd, [req, prompt, p] {
                    if (p->count() > 0) req->prompt = *prompt;

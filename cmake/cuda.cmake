@@ -7,6 +7,8 @@
 #   sy_cuda_kernels  kernels/cuda/*.cu|*.cpp: the kernels, cuBLAS GEMMs and the Philox init.
 #             Targets that link it get SWITCHYARD_HAVE_CUDA.
 #   sy_cuda   src/model/cuda_*.cu: the single-GPU model on top of them (and of sy_model).
+#   sy_cuda_sample  src/sample/cuda_*.cu: the GPU decoder of `switchyard sample --device cuda`;
+#             sy_sample links it (and so sees SWITCHYARD_HAVE_CUDA).
 #   sy_nccl   comm/nccl.cpp, comm/gpu_exchange.cpp: NCCL communicators from MPI ones and the GPU
 #             expert all-to-all (SWITCHYARD_HAVE_NCCL), when NCCL is found.
 # sy_bench links sy_cuda so that `switchyard bench moe-layer` can run on a GPU.
@@ -94,6 +96,18 @@ add_library(sy_cuda STATIC ${sy_cuda_model_srcs})
 target_include_directories(sy_cuda PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(sy_cuda PUBLIC sy_cuda_kernels sy_model sy_optim PRIVATE sy_cuda_warnings)
 target_compile_options(sy_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
+
+# The GPU decoder needs only the header-only parts of src/sample (decoder.h's TokenDecoder), so it
+# builds without sy_sample, which links it.
+file(GLOB sy_cuda_sample_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/sample/cuda_*.cu)
+if(sy_cuda_sample_srcs)
+  add_library(sy_cuda_sample STATIC ${sy_cuda_sample_srcs})
+  target_include_directories(sy_cuda_sample PUBLIC ${CMAKE_SOURCE_DIR})
+  target_link_libraries(sy_cuda_sample PUBLIC sy_cuda PRIVATE sy_cuda_warnings)
+  target_compile_options(sy_cuda_sample PRIVATE
+                         $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
+  target_link_libraries(sy_sample PUBLIC sy_cuda_sample)
+endif()
 
 if(SY_NCCL_LIBRARY AND SY_NCCL_INCLUDE_DIR AND EXISTS ${CMAKE_SOURCE_DIR}/comm/nccl.cpp)
   add_library(sy_nccl STATIC ${CMAKE_SOURCE_DIR}/comm/nccl.cpp

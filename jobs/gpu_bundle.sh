@@ -55,7 +55,7 @@ say() { echo "gpu_bundle: $*"; }
 die() { echo "gpu_bundle: error: $*" >&2; exit 1; }
 
 readonly binaries=(switchyard tests/test_gpu_kernels tests/test_gpu_model tests/test_gpu_nccl
-                   tests/test_gpu_train)
+                   tests/test_gpu_train tests/test_gpu_sample)
 readonly multiarch=/usr/lib/x86_64-linux-gnu
 readonly ompi_lib=$multiarch/openmpi/lib   # Debian's Open MPI: libmca_common_*, openmpi3/ plugins
 readonly pmix_root=$multiarch/pmix2
@@ -76,7 +76,7 @@ if ((do_build)); then
     "-DCMAKE_CUDA_FLAGS=-Xcompiler=-ffile-prefix-map=$root/=" >/dev/null
   say "building (-j${SY_JOBS:-2}; the first CUDA build takes a while on 2 cores)"
   cmake --build "$build" -j"${SY_JOBS:-2}" --target switchyard test_gpu_kernels test_gpu_model \
-    test_gpu_nccl test_gpu_train
+    test_gpu_nccl test_gpu_train test_gpu_sample
 fi
 for b in "${binaries[@]}"; do
   [ -x "$build/$b" ] || die "$build/$b is missing (build without --no-build first)"

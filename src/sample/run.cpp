@@ -4,15 +4,44 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <ostream>
 
 #include "src/core/error.h"
 #include "src/sample/decoder.h"
 #include "src/sample/load.h"
 
+#if defined(SWITCHYARD_HAVE_CUDA)
+#include "src/sample/cuda_decoder.h"
+#endif
+
 namespace sy {
 
 namespace {
+
+// --device: cpu, or cuda where this build has the CUDA backend and a GPU is usable. Checked first,
+// before the (longer) checkpoint read.
+void check_device(const std::string& device) {
+  if (device == "cpu") return;
+  if (device != "cuda") throw UsageError("--device '" + device + "' is not one of cpu, cuda");
+#if defined(SWITCHYARD_HAVE_CUDA)
+  CudaDecoder::require_gpu();
+#else
+  throw UsageError(
+      "--device cuda: this switchyard was built without the CUDA backend (configure with "
+      "-DSWITCHYARD_CUDA=ON); --device cpu samples any checkpoint, GPU-trained ones included");
+#endif
+}
+
+std::unique_ptr<TokenDecoder> make_decoder(const std::string& device, const Config& cfg,
+                                           std::vector<float> params) {
+#if defined(SWITCHYARD_HAVE_CUDA)
+  if (device == "cuda") return std::make_unique<CudaDecoder>(cfg, params);
+#else
+  (void)device;
+#endif
+  return std::make_unique<Decoder>(cfg, std::move(params));
+}
 
 std::string prompt_text(const SampleRequest& req) {
   if (req.prompt && !req.prompt_file.empty())
@@ -53,13 +82,7 @@ std::vector<int32_t> prompt_ids(const SampleRequest& req, const Tokenizer& tok, 
 }
 
 void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std::ostream& info) {
-  if (req.device == "cuda")
-    throw UsageError(
-        "--device cuda: not implemented; sampling runs on the CPU (--device cpu): the key/value "
-        "cache, the attention over it and the one-token MoE step have no CUDA kernels yet. A "
-        "checkpoint trained with device: cuda samples on the CPU as it is");
-  if (req.device != "cpu")
-    throw UsageError("--device '" + req.device + "' is not one of cpu, cuda");
+  check_device(req.device);
   check_sample_options(req.options);
   // The prompt file is checked before the (longer) checkpoint verification.
   if (!req.prompt && !req.prompt_file.empty()) (void)prompt_text(req);
@@ -72,13 +95,14 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
   const Tokenizer& tok = m.tokenizer;
   info << "checkpoint " << req.checkpoint << " (step " << m.step << "), tokenizer " << tok.name()
        << ", prompt " << prompt.size() << " tokens; routing: the training routing without "
-       << "capacity dropping; context: the last " << m.cfg.model.seq_len << " tokens\n"
+       << "capacity dropping; context: the last " << m.cfg.model.seq_len << " tokens; device "
+       << req.device << "\n"
        << std::flush;
-  Decoder dec(m.cfg, std::move(m.params));
+  const std::unique_ptr<TokenDecoder> dec = make_decoder(req.device, m.cfg, std::move(m.params));
   TextStream stream([&](std::span<const int32_t> ids) { return tok.decode(ids); }, prompt);
   text << tok.decode(prompt) << std::flush;
   const GenerateResult r =
-      generate(dec, prompt, req.options, static_cast<int>(tok.vocab_size()), [&](int32_t id) {
+      generate(*dec, prompt, req.options, static_cast<int>(tok.vocab_size()), [&](int32_t id) {
         const std::string piece = stream.push(id);
         if (!piece.empty()) text << piece << std::flush;
       });

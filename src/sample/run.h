@@ -1,6 +1,7 @@
 // `switchyard sample`: text from a checkpoint. Loads any checkpoint (written under any layout,
 // by either backend), encodes the prompt with the checkpoint's tokenizer, streams the generated
-// text as it comes, and reports the speed.
+// text as it comes, and reports the speed. --device cuda decodes on the GPU (CUDA build,
+// src/sample/cuda_decoder.h).
 #pragma once
 
 #include <cstdint>
@@ -29,7 +30,8 @@ std::vector<int32_t> prompt_ids(const SampleRequest& req, const Tokenizer& tok, 
 
 // Collective (every rank reads the checkpoint; rank 0 generates): the prompt and the generated
 // text to `text` as they come, the speed to `info`. UsageError (exit 2) for a bad request, a
-// prompt it cannot use, a damaged checkpoint, or --device cuda (not implemented).
+// prompt it cannot use, a damaged checkpoint, or --device cuda in a build without the CUDA backend
+// or without a usable GPU.
 void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std::ostream& info);
 
 }  // namespace sy

@@ -18,6 +18,10 @@
 #include "common/run_command.h"
 #include "common/temp_dir.h"
 
+#if defined(SWITCHYARD_HAVE_CUDA)
+#include "kernels/cuda/check.h"
+#endif
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -131,7 +135,17 @@ TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
           "33 tokens (bytes), longer than the model's seq_len 32");
   expect2(ckpt, "no prompt");
   expect2(ckpt + " --prompt-file " + dir.file("missing.txt"), "missing.txt");
-  expect2(ckpt + " --prompt x --device cuda", "not implemented");
+  // --device cuda where it cannot run: the reason, before the checkpoint is read.
+#if defined(SWITCHYARD_HAVE_CUDA)
+  std::string no_gpu;
+  if (sy::cuda::device_count(&no_gpu) == 0)
+    expect2(ckpt + " --prompt x --device cuda", "--device cuda needs a usable CUDA GPU: " + no_gpu);
+#else
+  expect2(ckpt + " --prompt x --device cuda",
+          "this switchyard was built without the CUDA backend (configure with "
+          "-DSWITCHYARD_CUDA=ON)");
+#endif
+  expect2(ckpt + " --prompt x --device tpu", "--device 'tpu' is not one of cpu, cuda");
   expect2(ckpt + " --prompt x --temperature -1", "--temperature");
   expect2(dir.file("nope.h5") + " --prompt x", "not found");
 
@@ -153,6 +167,34 @@ TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
   fs::copy_file(ckpt, dir.file("cut.h5"));
   fs::resize_file(dir.file("cut.h5"), static_cast<uintmax_t>(size / 2));
   expect2(dir.file("cut.h5") + " --prompt x", "cut.h5");
+}
+
+// Where a GPU is usable (CUDA build): `sample --device cuda` streams the same greedy text as
+// --device cpu (the decoders' logits agree within 1e-4: tests/gpu/sample), and says which device
+// ran. Not yet run on a GPU.
+TEST(SampleCli, DeviceCudaGivesTheCpuGreedyText) {
+#if !defined(SWITCHYARD_HAVE_CUDA)
+  GTEST_SKIP() << "built without the CUDA backend (BadPromptsAndCheckpointsExitTwo checks the "
+                  "refusal)";
+#else
+  std::string no_gpu;
+  if (sy::cuda::device_count(&no_gpu) == 0)
+    GTEST_SKIP() << "no usable CUDA device (" << no_gpu
+                 << "); BadPromptsAndCheckpointsExitTwo checks the refusal";
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string out = dir.file("run");
+  train(prepare(dir), out, 2);
+  const std::string cmd = kBin + " sample --checkpoint " + final_ckpt(out, 2) +
+                          " --prompt 'the quick' --tokens 48 --temperature 0 --device ";
+  const auto cpu = stdout_of(cmd + "cpu");
+  const auto gpu = stdout_of(cmd + "cuda");
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
+  ASSERT_EQ(gpu.exit_code, 0) << gpu.output;
+  EXPECT_EQ(gpu.output, cpu.output);
+  const auto r = run_command(cmd + "cuda");
+  EXPECT_TRUE(contains(r.output, "device cuda")) << r.output;
+#endif
 }
 
 TEST(SampleCli, SentencePieceRunsCarryTheirTokenizer) {

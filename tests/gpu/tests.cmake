@@ -29,6 +29,18 @@ if(sy_gpu_model_tests)
                        PROPERTIES LABELS gpu ENVIRONMENT OPENBLAS_CORETYPE=Haswell)
 endif()
 
+# The GPU decoder of `switchyard sample --device cuda` against the CPU Decoder (src/sample).
+file(GLOB sy_gpu_sample_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/sample/test_*.cpp)
+if(TARGET sy_cuda_sample AND sy_gpu_sample_tests)
+  add_executable(test_gpu_sample ${sy_gpu_sample_tests})
+  target_include_directories(test_gpu_sample PRIVATE ${CMAKE_SOURCE_DIR}
+                                                     ${CMAKE_CURRENT_SOURCE_DIR}/gpu)
+  target_link_libraries(test_gpu_sample PRIVATE sy_sample sy_cuda_sample GTest::gtest
+                                                GTest::gtest_main sy_warnings)
+  gtest_discover_tests(test_gpu_sample DISCOVERY_TIMEOUT 60
+                       PROPERTIES LABELS gpu ENVIRONMENT OPENBLAS_CORETYPE=Haswell)
+endif()
+
 # NCCL from MPI groups and the GPU expert exchange: under mpirun at 1 and 2 ranks (skipped with
 # fewer GPUs than ranks).
 file(GLOB sy_gpu_nccl_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/nccl/test_*.cpp)

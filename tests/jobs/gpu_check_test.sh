@@ -70,7 +70,7 @@ fi
 echo "[  PASSED  ] 0 tests."
 echo "[  SKIPPED ] 2 tests, listed below:"
 EOF
-for t in test_gpu_kernels test_gpu_model test_gpu_train test_gpu_nccl; do
+for t in test_gpu_kernels test_gpu_model test_gpu_sample test_gpu_train test_gpu_nccl; do
   cp "$B/bin/test_gpu_stub" "$B/bin/$t"
 done
 rm "$B/bin/test_gpu_stub"
@@ -126,7 +126,7 @@ line() { grep -E "^STAGE $1: " <<<"$sum"; }
 run_check "$tmp/out1"
 ((rc == 0)) || fail "no GPU: exit $rc: $sum"
 line a | grep -q ": PASS ldd: all .* resolve; GPU: none (nvidia-smi: NVIDIA-SMI has failed" || fail "no GPU: a: $(line a)"
-line b | grep -q ": SKIP no GPU: passed 0, skipped 10, failed 0 (the passed ones need none): test_gpu_kernels: no usable CUDA device (cudaGetDeviceCount: stub) x2;" ||
+line b | grep -q ": SKIP no GPU: passed 0, skipped 12, failed 0 (the passed ones need none): test_gpu_kernels: no usable CUDA device (cudaGetDeviceCount: stub) x2;" ||
   fail "no GPU: b: $(line b)"
 line c | grep -q ": SKIP no GPU" || fail "no GPU: c: $(line c)"
 for s in d f; do
@@ -141,7 +141,7 @@ cp "$tmp/libsybroken.so" "$B/lib/"
 run_check "$tmp/out2" FAKE_FAIL=1 FAKE_TRAIN_ERROR=1
 ((rc == 1)) || fail "failures: exit $rc"
 line a | grep -q ": FAIL ldd: unresolved in libsybroken.so: libsymissing.so; GPU: none" || fail "failures: a: $(line a)"
-line b | grep -q ": FAIL passed 0, skipped 9, failed 1; test_gpu_model exit 1" || fail "failures: b: $(line b)"
+line b | grep -q ": FAIL passed 0, skipped 11, failed 1; test_gpu_model exit 1" || fail "failures: b: $(line b)"
 line d | grep -q ": FAIL fp32 run exit 1: switchyard: error: rank 0: CUDA error 700" || fail "failures: d: $(line d)"
 rm "$B/lib/libsybroken.so"
 
@@ -156,7 +156,7 @@ line b | grep -q ": FAIL .*test_gpu_kernels timed out" || fail "hang: b: $(line 
 run_check "$tmp/out4" FAKE_GPU=1
 ((rc == 0)) || fail "GPU: exit $rc: $sum"
 line a | grep -q ": PASS ldd: .*GPU: NVIDIA H200, 580.159.03, 143771 MiB" || fail "GPU: a: $(line a)"
-line b | grep -q ": PASS passed 10, skipped 0, failed 0" || fail "GPU: b: $(line b)"
+line b | grep -q ": PASS passed 12, skipped 0, failed 0" || fail "GPU: b: $(line b)"
 line c | grep -q ": PASS  memcheck: 0 errors; racecheck: 0 errors; initcheck: 0 errors;" || fail "GPU: c: $(line c)"
 line d | grep -q ": PASS PASS fp32: 3 steps x 4 losses within rtol 0.001; PASS bf16: 3 steps x 4 losses within rtol 0.03, val_loss within 0.02 of --val-ref" ||
   fail "GPU: d: $(line d)"
