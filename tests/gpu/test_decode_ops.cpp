@@ -2,7 +2,7 @@
 // attention_cached_forward) against their CPU references (cpu::rope_forward_from,
 // cpu::attention_cached_forward, and the cache write of src/sample/decoder.cpp written here as a
 // host loop), fp32 (1e-5) and bf16 (1e-2). Cache rows no query may read hold NaN on both sides,
-// so a kernel reading outside the window fails.
+// so a kernel reading outside the window fails. Written and compiled, not yet run on a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -3,7 +3,8 @@
 // forward): greedy tokens equal and per-step logits within 1e-4 (the suite's normalised
 // per-element error) for 40 steps past a prompt, which runs 27 steps past seq_len (the sliding
 // window), for every model variant of tests/sample/decoder_cases.h; prefill and one-at-a-time
-// feeding; reset. Without a usable GPU every test but the refusal reports SKIPPED.
+// feeding; reset. Without a usable GPU every test but the refusal reports SKIPPED. Written and
+// compiled, not yet run on a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
