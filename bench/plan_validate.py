@@ -47,7 +47,8 @@ LAYOUTS = [
 
 
 def run(cmd, env=None, check=True):
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # errors="replace": a run's output may hold bytes that are not UTF-8 (the byte model's samples).
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, errors="replace")
     if check and done.returncode != 0:
         sys.exit(f"failed (exit {done.returncode}): {' '.join(cmd)}\n{done.stdout[-3000:]}\n"
                  f"{done.stderr[-3000:]}")
