@@ -2,11 +2,18 @@
 """Measures this machine with switchyard's own benches and writes a cluster file for
 `switchyard plan` (clusters/README.md explains every key):
 
-  compute   `switchyard bench train`'s GEMM table (cblas_sgemm on the config's own shapes): the
-            rate of each product against its smallest dimension m, fitted to
-            rate = gemm_flops * m / (m + gemm_half_dim) (1/rate is linear in 1/m); its optimizer
-            time gives mem_bandwidth (8 bytes per parameter for zeroing and the norm, 28 per
-            AdamW update).
+  compute   the host's figures with every core running a one-thread rank (what the ranks of a
+            multi-rank run on this host do), from `switchyard bench train` at several
+            micro-batches (1, 2, 4, 8, 16), alone on every core and as one one-thread copy per
+            core at once: the GEMM tables' per-core column (cblas_sgemm on the config's own
+            shapes at every row count the planner is asked about, one single-threaded call per
+            core at once) fitted to rate = gemm_flops * m / (m + gemm_half_dim) against the
+            smallest dimension m (1/rate is linear in 1/m); the copies' optimizer time gives
+            mem_bandwidth (8 bytes per parameter for zeroing and the norm, 28 per AdamW
+            update); what their forward + backward take beyond the GEMMs the fit predicts,
+            against the planner's elementwise bytes and its layer x micro-batch passes (least
+            squares), gives elementwise_bandwidth and layer_overhead_s; a copy's step against
+            the alone run's gives thread_efficiency (one rank split over every core).
   intra     `switchyard bench a2a` flat on one node of 4 ranks (MPI over shared memory): time
             against the bytes a rank sends to the others after deduplication, fitted to
             alpha * (P - 1) + bytes / beta.
@@ -26,6 +33,7 @@ import datetime
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,26 +51,77 @@ def linear_fit(xs, ys):
     return my - b * mx, b
 
 
-def gemm_and_optimizer(args, sets):
-    out = run([args.bin, "bench", "train", "--config", args.config, "--steps", "3", "--warmup",
-               "1", "--no-torch"] + sum((["--set", s] for s in sets), [])).stdout
-    xs, ys, optimizer_ms = [], [], None
+def bench_train_cmd(args, sets, micro_batch):
+    return [args.bin, "bench", "train", "--config", args.config, "--steps", "5", "--warmup", "1",
+            "--no-torch", "--set", f"train.micro_batch={micro_batch}"] + sum(
+                (["--set", s] for s in sets), [])
+
+
+def parse_bench_train(out):
+    """The GEMM table's points (1/m, 1/rate with one single-threaded call per core at once: the
+    host's rate for ranks of one thread) and the forward, backward, optimizer and step medians
+    (seconds) of `switchyard bench train`'s output."""
+    points, times = [], {}
     for line in out.splitlines():
         f = line.split()
-        if line.startswith("  optimizer (ms)"):
-            optimizer_ms = float(f[-1])
+        for key, label in (("forward", "  forward (ms)"), ("backward", "  backward (ms)"),
+                           ("optimizer", "  optimizer (ms)"), ("step", "step time, median (ms)")):
+            if line.startswith(label):
+                times[key] = float(f[-1]) * 1e-3
         # product M N K op calls threaded per-core (the product name may hold spaces)
         if len(f) >= 8 and f[-4] in ("NN", "NT", "TN", "TT") and f[-7].isdigit():
             m = min(int(f[-7]), int(f[-6]), int(f[-5]))
-            rate = max(float(f[-2]), float(f[-1])) * 1e9
-            xs.append(1.0 / m)
-            ys.append(1.0 / rate)
-    if not xs or optimizer_ms is None:
-        sys.exit("could not read the GEMM table or the optimizer time of `bench train`:\n" + out)
-    a, b = linear_fit(xs, ys)
-    peak = 1.0 / a if a > 0 else 1.0 / min(ys)
-    half = max(0.0, b * peak)
-    return peak, half, optimizer_ms * 1e-3, len(xs)
+            points.append((1.0 / m, 1.0 / (float(f[-1]) * 1e9)))
+    if not points or len(times) != 4:
+        sys.exit("could not read the GEMM table or the times of `bench train`:\n" + out)
+    return points, times
+
+
+def bench_train(args, sets, micro_batch, cores):
+    """At one micro-batch: `bench train` alone on every core (one rank of `cores` threads: its
+    GEMM table and its times), then `cores` copies of it at once, one thread each (what every
+    rank of a multi-rank run does on this host: the median copy's times)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(cores))
+    points, threaded = parse_bench_train(run(bench_train_cmd(args, sets, micro_batch), env=env).stdout)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(bench_train_cmd(args, sets, micro_batch), env=env, text=True,
+                              errors="replace", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(cores)]
+    copies = []
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            sys.exit(f"bench train failed (exit {p.returncode}):\n{out[-3000:]}\n{err[-3000:]}")
+        copies.append(parse_bench_train(out)[1])
+    copy = {k: statistics.median(c[k] for c in copies) for k in copies[0]}
+    return points, threaded, copy
+
+
+def gemm_fit(points):
+    """rate = gemm_flops * m / (m + gemm_half_dim): 1/rate is linear in 1/m."""
+    a, b = linear_fit([p[0] for p in points], [p[1] for p in points])
+    peak = 1.0 / a if a > 0 else 1.0 / min(p[1] for p in points)
+    return peak, max(0.0, b * peak)
+
+
+def two_term_fit(rows):
+    """Least squares y = u x1 + v x2 (no intercept) with u, v >= 0, over rows (x1, x2, y)."""
+    s11 = sum(r[0] * r[0] for r in rows)
+    s22 = sum(r[1] * r[1] for r in rows)
+    s12 = sum(r[0] * r[1] for r in rows)
+    s1y = sum(r[0] * r[2] for r in rows)
+    s2y = sum(r[1] * r[2] for r in rows)
+    det = s11 * s22 - s12 * s12
+    if det > 0:
+        u, v = (s1y * s22 - s2y * s12) / det, (s2y * s11 - s1y * s12) / det
+        if u >= 0 and v >= 0:
+            return u, v
+    # one term alone, whichever fits better
+    u1 = max(0.0, s1y / s11) if s11 > 0 else 0.0
+    v2 = max(0.0, s2y / s22) if s22 > 0 else 0.0
+    err1 = sum((r[2] - u1 * r[0]) ** 2 for r in rows)
+    err2 = sum((r[2] - v2 * r[1]) ** 2 for r in rows)
+    return (u1, 0.0) if err1 <= err2 else (0.0, v2)
 
 
 def a2a_rows(text):
@@ -141,51 +200,97 @@ def main():
     ap.add_argument("--out", default="clusters/this-machine.yaml")
     ap.add_argument("--nodes", type=int, default=4, help="emulated nodes the file offers")
     ap.add_argument("--ranks-per-node", type=int, default=2)
+    ap.add_argument("--micro-batches", default="1,2,4,8,16",
+                    help="train.micro_batch values `bench train` runs at (comma-separated)")
     args = ap.parse_args()
     sets = [f"data.path={args.data}"]
+    cores = os.cpu_count() or 1
 
-    print("timing GEMMs and the optimizer (bench train)", file=sys.stderr, flush=True)
-    peak, half, optimizer_s, shapes = gemm_and_optimizer(args, sets)
+    micro_batches = [int(x) for x in args.micro_batches.split(",") if x]
+    runs = {}
+    for i, mb in enumerate(micro_batches):
+        print(f"[{i + 1}/{len(micro_batches)}] bench train at micro-batch {mb}: alone on "
+              f"{cores} threads, then {cores} copies of one thread at once",
+              file=sys.stderr, flush=True)
+        runs[mb] = bench_train(args, sets, mb, cores)
+    points = [p for pts, _, _ in runs.values() for p in pts]
+    peak, half = gemm_fit(points)
+    # A copy runs on one core: the host's streaming rate is `cores` times its optimizer's.
+    optimizer_s = statistics.median(c["optimizer"] for _, _, c in runs.values()) / cores
+    # One rank on every core against the copies: its threads' share of a linear speed-up.
+    efficiency = min(1.0, statistics.median(c["step"] / (cores * t["step"])
+                                            for _, t, c in runs.values())) if cores > 1 else 1.0
     print("timing the all-to-all (bench a2a)", file=sys.stderr, flush=True)
     intra, inter, inter_mpi = links(args)
 
-    def cluster_text(base, mem_bw):
-        return (f"name: this-machine\noverlaps_comm: false\none_host: true\n"
+    def cluster_text(base, mem_bw, ew_bw, overhead):
+        return (f"name: this-machine\noverlaps_comm: false\none_host: true\ncores: {cores}\n"
+                f"thread_efficiency: {efficiency:.3g}\n"
                 f"nodes: {args.nodes}\nranks_per_node: {args.ranks_per_node}\nmemory_bytes: 0\n"
                 f"base_bytes: {base:.4g}\ncompute:\n  gemm_flops: {peak:.4g}\n"
-                f"  gemm_half_dim: {half:.4g}\n  mem_bandwidth: {mem_bw:.4g}\nlinks:\n"
+                f"  gemm_half_dim: {half:.4g}\n  mem_bandwidth: {mem_bw:.4g}\n"
+                f"  elementwise_bandwidth: {ew_bw:.4g}\n  layer_overhead_s: {overhead:.4g}\n"
+                f"links:\n"
                 f"  intra: {{bandwidth: {intra[0]:.4g}, latency_s: {intra[1]:.3g}}}\n"
                 f"  inter: {{bandwidth: {inter[0]:.4g}, latency_s: {inter[1]:.3g}}}\n"
                 f"  inter_mpi: {{bandwidth: {inter_mpi[0]:.4g}, latency_s: {inter_mpi[1]:.3g}}}\n")
 
-    # mem_bandwidth: the optimizer pass streams 8 + 28 bytes per parameter of the 1-rank run.
+    # A provisional file with unit rates: the planner's terms at 1 rank (on every core, at the
+    # host's figures: thread_efficiency 1 here) give the parameters (for mem_bandwidth: the
+    # optimizer streams 8 + 28 bytes per parameter), the GEMM time at each micro-batch, the
+    # elementwise bytes (elementwise seconds x 1e10 B/s) and the layer x micro-batch count (the
+    # fixed cost's seconds at 1 s each).
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(cluster_text(0, 1e10))
+        f.write(cluster_text(0, 1e10, 1e10, 1.0))
         provisional = f.name
     params = plan_json(args, provisional, 1, sets)["memory_terms"]["parameters"] / 4
     mem_bw = 36 * params / optimizer_s
+    # What a one-thread copy's forward + backward take beyond the predicted GEMMs (in host
+    # seconds: a copy has 1 / cores of the host), against the elementwise bytes and the layer
+    # passes: elementwise_bandwidth and layer_overhead_s.
+    rows = []
+    for mb, (_, _, c) in runs.items():
+        terms = plan_json(args, provisional, 1, sets + [f"train.micro_batch={mb}"])[
+            "compute_terms_ms"]
+        gemm_s = (terms["attention"] + terms["experts"] + terms["dense"]) * 1e-3
+        rows.append((terms["elementwise"] * 1e-3 * 1e10, terms["fixed per layer"] * 1e-3,
+                     (c["forward"] + c["backward"]) / cores - gemm_s, mb, gemm_s))
+    inv_bw, overhead = two_term_fit(rows)
+    ew_bw = 1.0 / inv_bw if inv_bw > 0 else 1e15
+    print("micro-batch: a copy's forward+backward ms / cores = GEMMs predicted + the rest (fit)",
+          file=sys.stderr)
+    for b, n, y, mb, g in rows:
+        print(f"  {mb:3d}: {(y + g) * 1e3:7.1f} = {g * 1e3:6.1f} + {y * 1e3:6.1f} "
+              f"(fit {(b * inv_bw + n * overhead) * 1e3:6.1f})", file=sys.stderr)
     print("measuring the process's own memory (1-rank train)", file=sys.stderr, flush=True)
     with open(provisional, "w") as f:
-        f.write(cluster_text(0, mem_bw))
+        f.write(cluster_text(0, mem_bw, ew_bw, overhead))
     base, peak_rss = base_memory(args, sets, open(provisional).read())
     os.unlink(provisional)
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "?"
+    mbs = ",".join(str(mb) for mb in micro_batches)
     header = (
         f"# This machine, measured by bench/plan_calibrate.py on {datetime.date.today()} "
         f"(commit {commit}):\n"
-        f"#   {os.cpu_count()} cores, every emulated node on this host (one_host: compute and\n"
+        f"#   {cores} cores, every emulated node on this host (one_host: compute and\n"
         f"#   memory shared by the ranks of a run; memory_bytes 0 = host memory / ranks).\n"
-        f"#   gemm_flops, gemm_half_dim: fit of {shapes} GEMM shapes of `switchyard bench train "
-        f"--config {args.config}`.\n"
-        f"#   mem_bandwidth: its optimizer pass, {optimizer_s * 1e3:.1f} ms over "
-        f"{params:.0f} parameters x 36 bytes.\n"
+        f"#   Compute figures are the host's with every core running a one-thread rank.\n"
+        f"#   gemm_flops, gemm_half_dim: fit of {len(points)} GEMM shapes of `switchyard bench "
+        f"train --config {args.config}` at micro-batches {mbs} (its per-core column).\n"
+        f"#   mem_bandwidth: the optimizer pass of {cores} one-thread copies of it at once, "
+        f"{optimizer_s * cores * 1e3:.1f} ms each over {params:.0f} parameters x 36 bytes.\n"
+        f"#   elementwise_bandwidth, layer_overhead_s: those copies' forward + backward beyond\n"
+        f"#   the GEMMs the fit predicts, against the elementwise bytes and the layer passes\n"
+        f"#   (least squares over the micro-batches).\n"
+        f"#   thread_efficiency: a copy's step / ({cores} x the step of one {cores}-thread "
+        f"run), median over the micro-batches.\n"
         f"#   intra: `bench a2a` flat, 4 ranks on one node; inter / inter_mpi: `bench a2a`\n"
         f"#   hierarchical, 2 emulated nodes x 2 ranks, UCX over TCP / MPI (its inter-node stage).\n"
         f"#   base_bytes: a 1-rank train of {args.config} peaked at {peak_rss / 2**20:.1f} MiB.\n")
     with open(args.out, "w") as f:
-        f.write(header + cluster_text(base, mem_bw))
+        f.write(header + cluster_text(base, mem_bw, ew_bw, overhead))
     print(f"wrote {args.out}", file=sys.stderr)
     print(open(args.out).read())
 

@@ -142,16 +142,18 @@ def main():
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)
 
-    print("| layout | ranks | step ms pred / meas | a2a ms pred / meas | inter-node B/step "
-          "pred (uniform; measured routing) / meas | peak MiB/rank pred (uniform; measured "
-          "routing) / meas |")
+    print("| layout | ranks | step ms pred (uniform; measured routing) / meas | a2a ms pred "
+          "(uniform; measured routing) / meas | inter-node B/step pred (uniform; measured "
+          "routing) / meas | peak MiB/rank pred (uniform; measured routing) / meas |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         m, p, pr = r["measured"], r["predicted"], r["predicted_measured_routing"]
         mib = 1048576.0
         print(f"| {r['layout']} | {r['ranks']} "
-              f"| {p['step_ms']:.0f} / {m['step_ms']:.0f} ({ratio(p['step_ms'], m['step_ms'])}) "
-              f"| {p['a2a_ms']:.1f} / {m['a2a_ms']:.1f} ({ratio(p['a2a_ms'], m['a2a_ms'])}) "
+              f"| {p['step_ms']:.0f}; {pr['step_ms']:.0f} / {m['step_ms']:.0f} "
+              f"({ratio(p['step_ms'], m['step_ms'])}; {ratio(pr['step_ms'], m['step_ms'])}) "
+              f"| {p['a2a_ms']:.0f}; {pr['a2a_ms']:.0f} / {m['a2a_ms']:.0f} "
+              f"({ratio(p['a2a_ms'], m['a2a_ms'])}; {ratio(pr['a2a_ms'], m['a2a_ms'])}) "
               f"| {p['a2a_internode_bytes']:.0f}; {pr['a2a_internode_bytes']:.0f} / "
               f"{m['a2a_internode_bytes']:.0f} "
               f"({ratio(p['a2a_internode_bytes'], m['a2a_internode_bytes'])}; "

@@ -128,22 +128,29 @@ Cluster parse_cluster(const std::string& yaml_text, const std::string& source) {
     throw UsageError("cluster file " + source + ": not valid YAML: " + e.what());
   }
   const Section top(root, "", source);
-  top.only({"name", "overlaps_comm", "one_host", "nodes", "ranks_per_node", "memory_bytes",
-            "base_bytes", "compute", "links"});
+  top.only({"name", "overlaps_comm", "one_host", "cores", "thread_efficiency", "nodes",
+            "ranks_per_node", "memory_bytes", "base_bytes", "compute", "links"});
   Cluster c;
   c.name = top.text("name", true);
   c.overlaps_comm = top.boolean("overlaps_comm", false);
   c.one_host = top.boolean("one_host", false);
+  c.cores = top.integer("cores", 0, false, 0);
+  c.thread_efficiency = top.number("thread_efficiency", 0, false, 1);
+  if (!(c.thread_efficiency > 0 && c.thread_efficiency <= 1))
+    top.fail("thread_efficiency", "must be in (0, 1]");
   c.nodes = top.integer("nodes", 1, true, 1);
   c.ranks_per_node = top.integer("ranks_per_node", 1, true, 1);
   c.memory_bytes = top.number("memory_bytes", 0, false, 0);
   c.base_bytes = top.number("base_bytes", 0, false, 0);
 
   const Section compute = top.child("compute", true);
-  compute.only({"gemm_flops", "gemm_half_dim", "mem_bandwidth"});
+  compute.only({"gemm_flops", "gemm_half_dim", "mem_bandwidth", "elementwise_bandwidth",
+                "layer_overhead_s"});
   c.gemm_flops = compute.number("gemm_flops", 0, true);
   c.gemm_half_dim = compute.number("gemm_half_dim", 0, false, 0);
   c.mem_bandwidth = compute.number("mem_bandwidth", 0, true);
+  c.elementwise_bandwidth = compute.number("elementwise_bandwidth", 0, false, 0);
+  c.layer_overhead_s = compute.number("layer_overhead_s", 0, false, 0);
   if (!(c.gemm_flops > 0)) compute.fail("gemm_flops", "must be > 0 (FLOP/s)");
   if (!(c.mem_bandwidth > 0)) compute.fail("mem_bandwidth", "must be > 0 (bytes/s)");
 
@@ -166,6 +173,8 @@ std::string cluster_to_yaml(const Cluster& c, const std::string& comments) {
   o << "name: " << c.name << "\n"
     << "overlaps_comm: " << (c.overlaps_comm ? "true" : "false") << "\n"
     << "one_host: " << (c.one_host ? "true" : "false") << "\n"
+    << "cores: " << c.cores << "\n"
+    << "thread_efficiency: " << c.thread_efficiency << "\n"
     << "nodes: " << c.nodes << "\n"
     << "ranks_per_node: " << c.ranks_per_node << "\n"
     << "memory_bytes: " << c.memory_bytes << "\n"
@@ -174,6 +183,8 @@ std::string cluster_to_yaml(const Cluster& c, const std::string& comments) {
     << "  gemm_flops: " << c.gemm_flops << "\n"
     << "  gemm_half_dim: " << c.gemm_half_dim << "\n"
     << "  mem_bandwidth: " << c.mem_bandwidth << "\n"
+    << "  elementwise_bandwidth: " << c.elementwise_bandwidth << "\n"
+    << "  layer_overhead_s: " << c.layer_overhead_s << "\n"
     << "links:\n";
   link("intra", c.intra);
   link("inter", c.inter);

@@ -31,6 +31,14 @@ struct Cluster {
   // Every rank of a run shares one host (nodes emulated with parallel.ranks_per_node): the
   // compute figures below are the host's, divided among the ranks of the run.
   bool one_host = false;
+  // one_host: the host's cores. A rank of a run of n ranks runs t = max(1, cores / n) threads
+  // (OMP_NUM_THREADS, as bench/plan_validate.py sets it) at t / cores of the compute figures
+  // (which are the host's with every core running a one-thread rank), times thread_efficiency
+  // when t > 1 (the fraction of a linear speed-up one rank gets from its threads); the ranks
+  // take turns on the cores (step_time.h). cores 0 = the figures divided evenly among the
+  // ranks, no turns.
+  int64_t cores = 0;
+  double thread_efficiency = 1;
   int64_t nodes = 1;  // the most nodes a layout may span
   int64_t ranks_per_node = 1;
   double memory_bytes = 0;  // per rank; 0 = the rank's share of this host's RAM (the trainer
@@ -43,7 +51,17 @@ struct Cluster {
   // (half the peak at m = gemm_half_dim: small products cannot fill the machine).
   double gemm_flops = 0;
   double gemm_half_dim = 0;
-  double mem_bandwidth = 0;  // bytes/s of a streaming pass (optimizer, elementwise ops)
+  double mem_bandwidth = 0;  // bytes/s of a streaming pass (the optimizer)
+  // bytes/s at which the elementwise passes stream the saved activations (norms, RoPE, softmax,
+  // SwiGLU, gathers); 0 = mem_bandwidth
+  double elementwise_bandwidth = 0;
+  // seconds per layer and micro-batch (forward and backward) that do not scale with its rows:
+  // the fixed costs of the layer's few dozen kernel calls (packing GEMM operands, OpenMP
+  // fork/join; kernel launches on a GPU). 0 = not modelled.
+  double layer_overhead_s = 0;
+  double elementwise_rate() const {
+    return elementwise_bandwidth > 0 ? elementwise_bandwidth : mem_bandwidth;
+  }
 
   Link intra;      // between ranks of one node (shared memory, NVLink)
   Link inter;      // between nodes (the network); the hierarchical all-to-all's UCX leg

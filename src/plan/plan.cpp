@@ -82,13 +82,13 @@ std::string format_evaluation(const Evaluation& e) {
   o << "  step " << ms(t.total()) << " ms, " << num(e.tokens_per_s, "%.0f") << " tokens/s\n"
     << "  compute " << ms(t.compute()) << " ms (attention " << ms(t.attention) << ", experts "
     << ms(t.experts) << ", dense " << ms(t.dense) << ", elementwise " << ms(t.elementwise)
-    << ", optimizer " << ms(t.optimizer) << ")\n"
+    << ", fixed per layer " << ms(t.overhead) << ", optimizer " << ms(t.optimizer) << ")\n"
     << "  all-to-all " << ms(t.a2a()) << " ms (intra " << ms(t.a2a_intra) << ", inter "
-    << ms(t.a2a_inter) << ", hidden by overlap " << ms(t.overlap_saved) << "); per rank and step "
-    << num(t.a2a_inter_bytes, "%.0f") << " B inter-node, " << num(t.a2a_intra_bytes, "%.0f")
-    << " B intra-node\n"
+    << ms(t.a2a_inter) << ", waiting for other ranks " << ms(t.a2a_wait) << ", hidden by overlap "
+    << ms(t.overlap_saved) << "); per rank and step " << num(t.a2a_inter_bytes, "%.0f")
+    << " B inter-node, " << num(t.a2a_intra_bytes, "%.0f") << " B intra-node\n"
     << "  sync " << ms(t.sync()) << " ms (tp " << ms(t.tp) << ", etp " << ms(t.etp)
-    << ", gradients " << ms(t.grad_sync) << ")\n"
+    << ", gradients " << ms(t.grad_sync) << ", waiting for other ranks " << ms(t.sync_wait) << ")\n"
     << "  memory per rank " << format_bytes(e.memory.total());
   if (e.memory_available > 0) o << " of " << format_bytes(e.memory_available);
   o << "\n";
@@ -112,7 +112,16 @@ nlohmann::json evaluation_json(const Evaluation& e) {
           {"a2a_ms", t.a2a() * 1e3},
           {"a2a_intra_ms", t.a2a_intra * 1e3},
           {"a2a_inter_ms", t.a2a_inter * 1e3},
+          {"a2a_wait_ms", t.a2a_wait * 1e3},
           {"sync_ms", t.sync() * 1e3},
+          {"sync_wait_ms", t.sync_wait * 1e3},
+          {"compute_terms_ms",
+           {{"attention", t.attention * 1e3},
+            {"experts", t.experts * 1e3},
+            {"dense", t.dense * 1e3},
+            {"elementwise", t.elementwise * 1e3},
+            {"fixed per layer", t.overhead * 1e3},
+            {"optimizer", t.optimizer * 1e3}}},
           {"a2a_internode_bytes", t.a2a_inter_bytes},
           {"a2a_intranode_bytes", t.a2a_intra_bytes},
           {"memory_bytes", e.memory.total()},
@@ -128,11 +137,12 @@ std::string format_plan(const Config& cfg, const PlanResult& r, int64_t world,
     << routing.source << "\n# " << r.ranked.size() << " layouts fit, " << r.dropped.size()
     << " do not; times in ms per optimizer step of " << cfg.train.global_batch
     << " sequences; the all-to-all split into its intra-node and inter-node legs, `hidden` the "
-       "part overlapped with expert GEMMs (moe.overlap_chunks)\n";
+       "part overlapped with expert GEMMs (moe.overlap_chunks), `a2a wait` the time a mean rank "
+       "waits in it for the busiest rank (or, on one host, its turn on the cores)\n";
   char line[512];
-  std::snprintf(line, sizeof line, "%3s %10s %9s %8s %8s %8s %8s %8s %8s %10s  %-34s %s\n", "#",
-                "tokens/s", "step", "compute", "a2a in", "a2a out", "hidden", "sync", "a2a %",
-                "mem/rank", "layout", "flags");
+  std::snprintf(line, sizeof line, "%3s %10s %9s %8s %8s %8s %8s %8s %8s %8s %10s  %-34s %s\n", "#",
+                "tokens/s", "step", "compute", "a2a in", "a2a out", "a2a wait", "hidden", "sync",
+                "a2a %", "mem/rank", "layout", "flags");
   o << line;
   if (r.ranked.empty() && r.dropped.empty())
     o << "# no layout of this config runs on " << world
@@ -142,12 +152,12 @@ std::string format_plan(const Config& cfg, const PlanResult& r, int64_t world,
   for (const Evaluation& e : r.ranked) {
     if (shown++ >= top) break;
     const StepTime& t = e.time;
-    std::snprintf(line, sizeof line, "%3d %10.0f %9s %8s %8s %8s %8s %8s %7.1f%% %10s  %-34s %s\n",
-                  shown, e.tokens_per_s, ms(t.total()).c_str(), ms(t.compute()).c_str(),
-                  ms(t.a2a_intra).c_str(), ms(t.a2a_inter).c_str(), ms(t.overlap_saved).c_str(),
-                  ms(t.sync()).c_str(), 100 * t.a2a() / t.total(),
-                  format_bytes(e.memory.total()).c_str(), e.layout.describe().c_str(),
-                  e.layout.set_flags().c_str());
+    std::snprintf(
+        line, sizeof line, "%3d %10.0f %9s %8s %8s %8s %8s %8s %8s %7.1f%% %10s  %-34s %s\n", shown,
+        e.tokens_per_s, ms(t.total()).c_str(), ms(t.compute()).c_str(), ms(t.a2a_intra).c_str(),
+        ms(t.a2a_inter).c_str(), ms(t.a2a_wait).c_str(), ms(t.overlap_saved).c_str(),
+        ms(t.sync()).c_str(), 100 * t.a2a() / t.total(), format_bytes(e.memory.total()).c_str(),
+        e.layout.describe().c_str(), e.layout.set_flags().c_str());
     o << line;
   }
   if (!r.dropped.empty()) {

@@ -86,6 +86,23 @@ CallTime a2a_call(const Cluster& k, const PlanLayout& lay, const LayerTraffic& t
 
 }  // namespace
 
+RankCompute rank_compute(const Cluster& cluster, int64_t world) {
+  RankCompute r{cluster, 1.0};
+  if (!cluster.one_host) return r;
+  double share = 1.0 / d(world);  // the rank's fraction of the host's figures
+  if (cluster.cores > 0) {
+    const double cores = d(cluster.cores);
+    const double threads = std::max(1.0, std::floor(cores / d(world)));
+    share = std::min(1.0, threads / cores) * (threads > 1 ? cluster.thread_efficiency : 1.0);
+    r.turns = std::max(1.0, d(world) * threads / cores);
+  }
+  r.k.gemm_flops *= share;
+  r.k.mem_bandwidth *= share;
+  r.k.elementwise_bandwidth *= share;
+  r.k.layer_overhead_s /= share;  // work that does not scale with the rows, at the rank's share
+  return r;
+}
+
 double gemm_seconds(const Cluster& k, double flops, double min_dim) {
   if (flops <= 0) return 0;
   const double rate = k.gemm_flops * min_dim / (min_dim + k.gemm_half_dim);
@@ -105,11 +122,8 @@ double ring_gather_seconds(const Link& l, double p, double bytes, double message
 StepTime predict_step(const Config& cfg, const PlanLayout& lay, const Cluster& cluster,
                       const RoutingStats& routing) {
   StepTime st;
-  Cluster k = cluster;
-  if (k.one_host) {  // the host's compute, time-shared by every rank of the run
-    k.gemm_flops /= d(lay.world);
-    k.mem_bandwidth /= d(lay.world);
-  }
+  const RankCompute rc = rank_compute(cluster, lay.world);
+  const Cluster& k = rc.k;
   const double B = d(cfg.train.micro_batch), T = d(cfg.model.seq_len), N = B * T;
   const double tp = d(lay.tp), Ns = N / tp;
   const double C = d(cfg.model.d_model), Ct = C / tp, V = d(cfg.model.vocab_size);
@@ -133,18 +147,38 @@ StepTime predict_step(const Config& cfg, const PlanLayout& lay, const Cluster& c
   const double head = gemm_seconds(k, 6 * N * C * V, std::min({N, C, V}));
   st.attention = micro * L * attention;
   st.dense = micro * (L * dense_layer + head);
+  st.overhead = micro * L * k.layer_overhead_s;  // the fixed cost of every layer and micro-batch
+  // the elementwise passes stream a micro-batch's saved activations (activation_bytes) three
+  // times: written in the forward, read in the backward, their gradients written. The part that
+  // grows with a rank's expert assignments A goes with the expert phase.
+  const double ew_rate = k.elementwise_rate();
+  auto elementwise = [&](double A, double rows) {
+    return kElementwisePasses * activation_bytes(cfg, lay, A, rows) / ew_rate;
+  };
 
   const Link tp_link = group_link(k, lay, 1, lay.tp);
   const Link etp_link = group_link(k, lay, 1, lay.etp);
+  double expert_wait = 0;  // the waits of the expert phases, per step
+  double rest_ew = 0;      // the elementwise passes outside the expert phases, per step
   for_each_distinct_layer(cfg, lay, routing, [&](const LayerTraffic& t, double layers) {
-    // experts: W1, W3 [C,F/etp] and W2 [F/etp,C] per assignment of the busiest rank, each of its
-    // L local experts a GEMM of A/L rows
-    const double A = t.assign_busiest;
-    const double experts = gemm_seconds(k, 18 * A * C * Fl, std::min({A / Lx, C, Fl}));
-    st.experts += micro * layers * experts;
-    // the elementwise passes over this micro-batch's saved activations
-    st.elementwise += micro * layers / L * kElementwisePasses *
-                      activation_bytes(cfg, lay, A, t.recv_mean) / k.mem_bandwidth;
+    // experts: W1, W3 [C,F/etp] and W2 [F/etp,C] per assignment, each of the rank's Lx local
+    // experts a GEMM of A/Lx rows; with the elementwise passes over the assignments' rows (the
+    // expert phase of a layer and micro-batch, from the dispatch to the combine)
+    const double rest = elementwise(0, t.recv_mean) / L;  // one layer's share, no assignments
+    auto expert_gemms = [&](double A) {
+      return gemm_seconds(k, 18 * A * C * Fl, std::min({A / Lx, C, Fl}));
+    };
+    auto expert_phase = [&](double A) {
+      return expert_gemms(A) + elementwise(A, t.recv_mean) / L - rest;
+    };
+    const double own = expert_phase(t.assign_mean);
+    st.experts += micro * layers * expert_gemms(t.assign_mean);
+    st.elementwise += micro * layers * (own - expert_gemms(t.assign_mean) + rest);
+    rest_ew += micro * layers * rest;
+    // the phase lasts the busiest rank's expert phase, or the mean rank's times its turns
+    expert_wait +=
+        micro * layers * (std::max(rc.turns * own, expert_phase(t.assign_busiest)) - own);
+    const double experts = expert_gemms(t.assign_busiest);  // the busiest rank's, for overlap
     if (lay.ep > 1) {
       // layout (one record [token, K experts] of int64 per row), then the payloads: dispatch
       // and combine forward and backward (a2a_payload_row_bytes)
@@ -204,6 +238,19 @@ StepTime predict_step(const Config& cfg, const PlanLayout& lay, const Cluster& c
                  2 * ring_gather_seconds(edp_link, d(lay.edp()), kF * g.expert, buckets(g.expert)) +
                  small_allreduce_seconds(dp_link, d(lay.dp()), 8 * (L * E + 4)) +
                  small_allreduce_seconds(world_link, d(lay.world), 8);
+
+  // waits (step_time.h): the expert phases end in the all-to-all; every other phase lasts
+  // `turns` times a rank's own compute, and ends in the next all-to-all call when ep > 1
+  // (attention's in the tp all-reduce when tp > 1), else in the tp all-reduces or the gradient
+  // sync.
+  const double attention_wait = (rc.turns - 1) * st.attention;
+  const double other_wait = (rc.turns - 1) * (st.dense + st.overhead + rest_ew + st.optimizer);
+  if (lay.ep > 1) {
+    st.a2a_wait = expert_wait + other_wait + (lay.tp > 1 ? 0.0 : attention_wait);
+    st.sync_wait = lay.tp > 1 ? attention_wait : 0.0;
+  } else {
+    st.sync_wait = expert_wait + other_wait + attention_wait;
+  }
   return st;
 }
 

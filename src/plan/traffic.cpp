@@ -62,6 +62,50 @@ double kept_fraction(const Config& cfg, const RoutingStats& routing, int64_t lay
   return total.assigned > 0 ? total.kept / total.assigned : 1.0;
 }
 
+// The largest and the mean EP rank's share of the layer's kept assignments (rank p holds experts
+// [p L, (p + 1) L)): a rank's share is its experts' loads times what the capacity keeps of each
+// (kept_of, one expert at a time). With measured steps, averaged over the steps, each step's own
+// busiest rank (the ranks wait for whichever is busiest at the time, which moves from step to
+// step); otherwise from the mean loads (uniform: every rank the same).
+struct RankShares {
+  double busiest = 0, mean = 0;
+};
+RankShares rank_shares(const Config& cfg, const RoutingStats& routing, int64_t layer, int64_t P) {
+  const int64_t E = cfg.moe.num_experts, L = E / P;
+  auto of_loads = [&](auto&& load) {
+    RankShares r;
+    for (int64_t p = 0; p < P; ++p) {
+      double share = 0;
+      for (int64_t e = p * L; e < (p + 1) * L; ++e) {
+        double kept = 1;
+        if (cfg.moe.capacity_factor) {
+          const Kept k = kept_of(cfg, e, 1, [&](int64_t) { return load(e); });
+          kept = k.assigned > 0 ? k.kept / k.assigned : 1.0;
+        }
+        share += load(e) * kept;
+      }
+      r.busiest = std::max(r.busiest, share);
+      r.mean += share / static_cast<double>(P);
+    }
+    return r;
+  };
+  RankShares total;
+  int64_t steps = 0;
+  for (const auto& step : routing.step_loads) {
+    if (step.empty()) continue;
+    const auto& loads =
+        step[static_cast<size_t>(std::min<int64_t>(layer, static_cast<int64_t>(step.size()) - 1))];
+    if (static_cast<int64_t>(loads.size()) != E) continue;
+    const RankShares r = of_loads([&](int64_t e) { return loads[static_cast<size_t>(e)]; });
+    total.busiest += r.busiest;
+    total.mean += r.mean;
+    ++steps;
+  }
+  if (steps > 0)
+    return {total.busiest / static_cast<double>(steps), total.mean / static_cast<double>(steps)};
+  return of_loads([&](int64_t e) { return assignment_share(routing, E, layer, e, 1); });
+}
+
 }  // namespace
 
 LayerTraffic layer_traffic(const Config& cfg, const PlanLayout& lay, const RoutingStats& routing,
@@ -136,13 +180,11 @@ LayerTraffic layer_traffic(const Config& cfg, const PlanLayout& lay, const Routi
   t.hier_xrecv = static_cast<double>(G) * Ns * max_node;
   t.hier_xsend = Ns * (sum_node - *std::min_element(p_node.begin(), p_node.end()));
 
-  // The busiest rank's share of the assignments: on average (time) and at its busiest measured
-  // step (its buffers grow to that; the same as the average under uniform routing).
-  double share_max = 0, share_peak = 0;
-  for (int64_t p = 0; p < P; ++p) {
-    share_max = std::max(share_max, assignment_share(routing, E, layer, p * L, L));
+  // The busiest rank's share of the assignments at its busiest measured step (its buffers grow
+  // to that; the same as the average under uniform routing).
+  double share_peak = 0;
+  for (int64_t p = 0; p < P; ++p)
     share_peak = std::max(share_peak, peak_assignment_share(routing, E, layer, p * L, L));
-  }
   const double p_peak =
       std::max(max_rank, hit_probability(shape, share_peak * static_cast<double>(E)));
 
@@ -157,20 +199,18 @@ LayerTraffic layer_traffic(const Config& cfg, const PlanLayout& lay, const Routi
   // experts see the tokens of etp * P slices; under a capacity each of the micro-batches behind
   // them gives an expert at most ceil(c * N * K / E).
   const double tokens_seen = static_cast<double>(lay.etp) * sources;
-  const AssignmentCount busiest = assignments(tokens_seen, E, cfg.moe.top_k, share_max);
   const AssignmentCount peak = assignments(tokens_seen, E, cfg.moe.top_k, share_peak);
-  const AssignmentCount mean =
-      assignments(tokens_seen, E, cfg.moe.top_k, 1.0 / static_cast<double>(P));
-  t.assign_busiest = busiest.mean;
   t.assign_quantile = peak.quantile;
-  t.assign_mean = mean.mean;
+  // Time: the busiest and the mean rank's kept assignments (rank_shares: under a capacity what
+  // it keeps of each expert, so a dropping run's mean rank does less than the cap allows).
+  const RankShares shares = rank_shares(cfg, routing, layer, P);
+  t.assign_busiest = assignments(tokens_seen, E, cfg.moe.top_k, shares.busiest).mean;
+  t.assign_mean = assignments(tokens_seen, E, cfg.moe.top_k, shares.mean).mean;
   if (cfg.moe.capacity_factor) {
     const double cap = std::ceil(*cfg.moe.capacity_factor * t.tokens *
                                  static_cast<double>(cfg.moe.top_k) / static_cast<double>(E));
-    const double limit = static_cast<double>(L) * cap * tokens_seen / t.tokens;
-    t.assign_busiest = std::min(t.assign_busiest, limit);
-    t.assign_quantile = std::min(t.assign_quantile, limit);
-    t.assign_mean = std::min(t.assign_mean, limit);
+    t.assign_quantile =
+        std::min(t.assign_quantile, static_cast<double>(L) * cap * tokens_seen / t.tokens);
   }
   return t;
 }

@@ -48,8 +48,9 @@ struct LayerTraffic {
   // Rows reaching this rank from the exchange (Mo, itself included): mean and busiest at the
   // buffer quantile; after the etp all-gather (M = etp * Mo).
   double recv_mean = 0, recv_quantile = 0;
-  // Assignments the rank's local experts run (A, after capacity): the busiest rank's mean (time)
-  // and at the buffer quantile (memory); a mean rank's (the counters' expectation).
+  // Assignments the rank's local experts run (A, after capacity): the busiest rank's (time: every
+  // rank waits for it; with measured steps, each step's busiest averaged) and at the buffer
+  // quantile (memory); a mean rank's (its own expert time).
   double assign_busiest = 0, assign_quantile = 0, assign_mean = 0;
 };
 

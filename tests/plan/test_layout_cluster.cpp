@@ -104,6 +104,20 @@ TEST(PlanCluster, ParsesAndRoundTrips) {
   EXPECT_EQ(back.name, c.name);
   EXPECT_DOUBLE_EQ(back.inter.latency_s, c.inter.latency_s);
   EXPECT_DOUBLE_EQ(back.memory_bytes, c.memory_bytes);
+  // one host's cores, thread efficiency and the compute terms past the GEMMs
+  const Cluster host = parse_cluster(
+      std::string(kCluster) + "one_host: true\ncores: 16\nthread_efficiency: 0.9\n", "host");
+  EXPECT_EQ(host.cores, 16);
+  EXPECT_DOUBLE_EQ(host.thread_efficiency, 0.9);
+  EXPECT_DOUBLE_EQ(host.elementwise_rate(), 1e11);  // none given: mem_bandwidth
+  std::string t = kCluster;
+  t.replace(t.find("mem_bandwidth: 1e11"), 19,
+            "mem_bandwidth: 1e11, elementwise_bandwidth: 3e10, layer_overhead_s: 2e-4");
+  const Cluster more = parse_cluster(cluster_to_yaml(parse_cluster(t, "t"), ""), "back");
+  EXPECT_DOUBLE_EQ(more.elementwise_rate(), 3e10);
+  EXPECT_DOUBLE_EQ(more.layer_overhead_s, 2e-4);
+  EXPECT_EQ(back.cores, 0);
+  EXPECT_DOUBLE_EQ(back.thread_efficiency, 1);
 }
 
 TEST(PlanCluster, ErrorsNameTheKey) {
@@ -124,6 +138,7 @@ TEST(PlanCluster, ErrorsNameTheKey) {
   EXPECT_NE(message("name: x\nnodes: 1\nranks_per_node: 1\n").find("compute"), std::string::npos);
   EXPECT_NE(message(std::string(kCluster).replace(t.find("nodes: 2"), 8, "nodes: 0")).find("nodes"),
             std::string::npos);
+  EXPECT_NE(message(t + "thread_efficiency: 1.5\n").find("thread_efficiency"), std::string::npos);
 }
 
 TEST(PlanCluster, ShippedFilesParse) {

@@ -114,5 +114,90 @@ TEST(PlanStepTime, GradientSyncAndOverlapByHand) {
   EXPECT_NEAR(plain.total() - chunked.total(), chunked.overlap_saved, 1e-12);
 }
 
+TEST(PlanStepTime, RankComputeOnOneHostByHand) {
+  Cluster k = ideal();
+  k.layer_overhead_s = 1e-3;
+  // Hardware of its own per rank: the figures as they are, no turns.
+  RankCompute r = rank_compute(k, 4);
+  EXPECT_DOUBLE_EQ(r.k.gemm_flops, 1e12);
+  EXPECT_DOUBLE_EQ(r.turns, 1);
+  k.one_host = true;
+  // One host, cores unknown: the figures divided by the ranks, no turns.
+  r = rank_compute(k, 4);
+  EXPECT_DOUBLE_EQ(r.k.gemm_flops, 0.25e12);
+  EXPECT_DOUBLE_EQ(r.k.layer_overhead_s, 4e-3);
+  EXPECT_DOUBLE_EQ(r.turns, 1);
+  k.cores = 2;
+  k.thread_efficiency = 0.8;
+  // 1 rank on 2 cores: 2 threads at 80 % of a linear speed-up.
+  r = rank_compute(k, 1);
+  EXPECT_DOUBLE_EQ(r.k.gemm_flops, 0.8e12);
+  EXPECT_DOUBLE_EQ(r.k.layer_overhead_s, 1e-3 / 0.8);
+  EXPECT_DOUBLE_EQ(r.turns, 1);
+  // 2 ranks: one thread each on a core of its own.
+  r = rank_compute(k, 2);
+  EXPECT_DOUBLE_EQ(r.k.gemm_flops, 0.5e12);
+  EXPECT_DOUBLE_EQ(r.turns, 1);
+  // 8 ranks: one thread each, 4 taking turns on every core.
+  r = rank_compute(k, 8);
+  EXPECT_DOUBLE_EQ(r.k.gemm_flops, 0.5e12);
+  EXPECT_DOUBLE_EQ(r.k.layer_overhead_s, 2e-3);
+  EXPECT_DOUBLE_EQ(r.turns, 4);
+}
+
+// The mean rank waits for the busiest one inside the all-to-all: the difference of their
+// expert GEMMs, every layer and micro-batch.
+TEST(PlanStepTime, TheBusiestRanksExpertsAreWaitedForInTheAllToAll) {
+  Config cfg = model();  // 3 layers, E = 8, K = 2, C = 64, F = 96, 128 tokens per micro-batch
+  PlanLayout lay;
+  lay.world = 2;
+  lay.ranks_per_node = 2;
+  lay.ep = 2;  // dp = 2: one micro-batch per rank
+  const StepTime even = predict_step(cfg, lay, ideal(), RoutingStats{});
+  EXPECT_DOUBLE_EQ(even.a2a_wait, 0.0);
+  EXPECT_DOUBLE_EQ(even.sync_wait, 0.0);
+  RoutingStats skew;  // rank 0's experts take 3/4 of the assignments
+  skew.source = "hand";
+  skew.load = {{0.25, 0.25, 0.125, 0.125, 0.0625, 0.0625, 0.0625, 0.0625}};
+  const StepTime t = predict_step(cfg, lay, ideal(), skew);
+  // A rank's experts see 2 x 128 tokens x K = 512 assignments at share 1; the mean rank runs
+  // 256, the busiest 384; 6 C F FLOPs per row and GEMM, 3 GEMMs forward + backward (x 3).
+  EXPECT_NEAR(t.experts, even.experts, 1e-15);
+  EXPECT_NEAR(t.experts, 3 * 18.0 * 256 * 64 * 96 / 1e12, 1e-15);
+  EXPECT_NEAR(t.a2a_wait, 3 * 18.0 * (384 - 256) * 64 * 96 / 1e12, 1e-15);
+  EXPECT_DOUBLE_EQ(t.sync_wait, 0.0);
+}
+
+// On one host of 2 cores, 4 one-thread ranks take turns, two on each core: every phase lasts
+// twice a rank's own compute, and a rank waits out the other's turn in the collective that ends
+// the phase (the all-to-all with ep > 1, attention's tp all-reduce with tp > 1, else the
+// gradient sync).
+TEST(PlanStepTime, RanksTakingTurnsOnOneHostWaitInTheNextCollective) {
+  Config cfg = model();
+  cfg.train.global_batch = 16;  // dp = 4: one micro-batch per rank
+  Cluster k = ideal();
+  k.one_host = true;
+  k.cores = 2;
+  k.layer_overhead_s = 1e-3;
+  PlanLayout lay;
+  lay.world = 4;
+  lay.ranks_per_node = 4;
+  lay.ep = 4;
+  StepTime t = predict_step(cfg, lay, k, RoutingStats{});
+  EXPECT_NEAR(t.overhead, 3 * 2e-3, 1e-15);  // 3 layers, at half the host per rank
+  EXPECT_NEAR(t.a2a_wait, t.compute(), 1e-12 * t.compute());
+  EXPECT_DOUBLE_EQ(t.sync_wait, 0.0);
+  lay.ep = 1;
+  t = predict_step(cfg, lay, k, RoutingStats{});
+  EXPECT_DOUBLE_EQ(t.a2a_wait, 0.0);
+  EXPECT_NEAR(t.sync_wait, t.compute(), 1e-12 * t.compute());
+  lay.tp = 2;
+  lay.ep = 2;
+  cfg.train.global_batch = 8;  // dp = 2
+  t = predict_step(cfg, lay, k, RoutingStats{});
+  EXPECT_NEAR(t.sync_wait, t.attention, 1e-12 * t.attention);
+  EXPECT_NEAR(t.a2a_wait, t.compute() - t.attention, 1e-12 * t.compute());
+}
+
 }  // namespace
 }  // namespace sy::plan

@@ -208,5 +208,22 @@ TEST(PlanTraffic, BuffersFollowTheBusiestMeasuredStep) {
   EXPECT_GT(peaked.recv_quantile, even.recv_quantile);
 }
 
+// Time follows each measured step's busiest rank (the ranks wait for whichever is busiest at the
+// time), not the busiest rank of the mean loads.
+TEST(PlanTraffic, TheBusiestRankIsEachStepsOwn) {
+  Config cfg = cfg_of(4, 1, 2, 32);  // N = 64
+  const PlanLayout lay = ep_layout(4, 4, 4);
+  RoutingStats r;
+  r.load = {{0.3125, 0.375, 0.1875, 0.125}};  // the mean of the two steps
+  const LayerTraffic mean_only = layer_traffic(cfg, lay, r, 0);
+  // 4 slices of 64 tokens, K = 1: 256 assignments; expert 1 busiest at 3/8.
+  EXPECT_DOUBLE_EQ(mean_only.assign_busiest, 96);
+  EXPECT_DOUBLE_EQ(mean_only.assign_mean, 64);
+  r.step_loads = {{{0.5, 0.25, 0.125, 0.125}}, {{0.125, 0.5, 0.25, 0.125}}};
+  const LayerTraffic steps = layer_traffic(cfg, lay, r, 0);
+  EXPECT_DOUBLE_EQ(steps.assign_busiest, 128);  // half of them, in each step
+  EXPECT_DOUBLE_EQ(steps.assign_mean, 64);
+}
+
 }  // namespace
 }  // namespace sy::plan
