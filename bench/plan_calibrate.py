@@ -218,14 +218,16 @@ def main():
     # A copy runs on one core: the host's streaming rate is `cores` times its optimizer's.
     optimizer_s = statistics.median(c["optimizer"] for _, _, c in runs.values()) / cores
     # One rank on every core against the copies: its threads' share of a linear speed-up.
-    efficiency = min(1.0, statistics.median(c["step"] / (cores * t["step"])
-                                            for _, t, c in runs.values())) if cores > 1 else 1.0
+    ratios = {mb: c["step"] / (cores * t["step"]) for mb, (_, t, c) in runs.items()}
+    efficiency = min(1.0, statistics.median(ratios.values())) if cores > 1 else 1.0
+    print("thread efficiency per micro-batch (a copy's step / (cores x the threaded step)): " +
+          ", ".join(f"{mb}: {r:.3f}" for mb, r in ratios.items()), file=sys.stderr)
     print("timing the all-to-all (bench a2a)", file=sys.stderr, flush=True)
     intra, inter, inter_mpi = links(args)
 
-    def cluster_text(base, mem_bw, ew_bw, overhead):
+    def cluster_text(base, mem_bw, ew_bw, overhead, thread_efficiency):
         return (f"name: this-machine\noverlaps_comm: false\none_host: true\ncores: {cores}\n"
-                f"thread_efficiency: {efficiency:.3g}\n"
+                f"thread_efficiency: {thread_efficiency:.3g}\n"
                 f"nodes: {args.nodes}\nranks_per_node: {args.ranks_per_node}\nmemory_bytes: 0\n"
                 f"base_bytes: {base:.4g}\ncompute:\n  gemm_flops: {peak:.4g}\n"
                 f"  gemm_half_dim: {half:.4g}\n  mem_bandwidth: {mem_bw:.4g}\n"
@@ -241,7 +243,7 @@ def main():
     # elementwise bytes (elementwise seconds x 1e10 B/s) and the layer x micro-batch count (the
     # fixed cost's seconds at 1 s each).
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(cluster_text(0, 1e10, 1e10, 1.0))
+        f.write(cluster_text(0, 1e10, 1e10, 1.0, 1.0))
         provisional = f.name
     params = plan_json(args, provisional, 1, sets)["memory_terms"]["parameters"] / 4
     mem_bw = 36 * params / optimizer_s
@@ -264,7 +266,7 @@ def main():
               f"(fit {(b * inv_bw + n * overhead) * 1e3:6.1f})", file=sys.stderr)
     print("measuring the process's own memory (1-rank train)", file=sys.stderr, flush=True)
     with open(provisional, "w") as f:
-        f.write(cluster_text(0, mem_bw, ew_bw, overhead))
+        f.write(cluster_text(0, mem_bw, ew_bw, overhead, 1.0))
     base, peak_rss = base_memory(args, sets, open(provisional).read())
     os.unlink(provisional)
 
@@ -290,7 +292,7 @@ def main():
         f"#   hierarchical, 2 emulated nodes x 2 ranks, UCX over TCP / MPI (its inter-node stage).\n"
         f"#   base_bytes: a 1-rank train of {args.config} peaked at {peak_rss / 2**20:.1f} MiB.\n")
     with open(args.out, "w") as f:
-        f.write(header + cluster_text(base, mem_bw, ew_bw, overhead))
+        f.write(header + cluster_text(base, mem_bw, ew_bw, overhead, efficiency))
     print(f"wrote {args.out}", file=sys.stderr)
     print(open(args.out).read())
 
