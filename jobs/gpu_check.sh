@@ -225,8 +225,9 @@ train_gpu() {
   tail -n 25 "$work/d-$name.log" >>"$log"
   return $rc
 }
-no_gpu_reason() {  # <log>: switchyard's "needs a usable CUDA GPU: ..." line, if that is why it stopped
-  grep -m1 -Eo "needs (a usable CUDA GPU|a CUDA GPU|the CUDA backend)[^\"]*" "$1"
+no_gpu_reason() {  # <log>: switchyard's "needs a usable CUDA GPU: ..." line (the trainer's device
+  # selection: "local rank R of this node has no usable CUDA GPU: ..."), if that is why it stopped
+  grep -m1 -Eo "(needs (a usable CUDA GPU|a CUDA GPU|the CUDA backend)|local rank [0-9]+ of this node has no usable CUDA GPU)[^\"]*" "$1"
 }
 if want d; then
   begin d 60 "configs/small.yaml on the GPU vs the CPU"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # jobs/gpu_check.sh's verdicts (issue 14 item 8) on a stand-in bundle: stub switchyard and test
 # binaries that behave as the real ones do without a GPU (gtest SKIPPED lines, exit 2 with
-# "needs a usable CUDA GPU"), a stub nvidia-smi that finds no driver, and a library whose
+# "needs a usable CUDA GPU", the trainer with "local rank 0 of this node has no usable CUDA GPU"), a stub nvidia-smi that finds no driver, and a library whose
 # dependency is missing. Checks:
 #   1. without a GPU every stage ends in a verdict line, a PASS (ldd) and b-f SKIP with their
 #      reasons, exit 0, at most 8 files written;
@@ -45,6 +45,7 @@ if [ -n "${FAKE_TRAIN_ERROR:-}" ] && [ "$1" = train ]; then
 fi
 case "$1 $2" in
   "bench moe-layer") echo "error: bench moe-layer needs a CUDA GPU, and none is usable here: cudaGetDeviceCount: stub" >&2 ;;
+  train\ *) echo "error: device: cuda: local rank 0 of this node has no usable CUDA GPU: cudaGetDeviceCount: stub" >&2 ;;
   *) echo "error: device: cuda needs a usable CUDA GPU: cudaGetDeviceCount: stub" >&2 ;;
 esac
 exit 2
@@ -129,9 +130,9 @@ line a | grep -q ": PASS ldd: all .* resolve; GPU: none (nvidia-smi: NVIDIA-SMI 
 line b | grep -q ": SKIP no GPU: passed 0, skipped 12, failed 0 (the passed ones need none): test_gpu_kernels: no usable CUDA device (cudaGetDeviceCount: stub) x2;" ||
   fail "no GPU: b: $(line b)"
 line c | grep -q ": SKIP no GPU" || fail "no GPU: c: $(line c)"
-for s in d f; do
-  line $s | grep -q ": SKIP switchyard exit 2: needs a usable CUDA GPU: cudaGetDeviceCount: stub" || fail "no GPU: $s: $(line $s)"
-done
+line d | grep -q ": SKIP switchyard exit 2: local rank 0 of this node has no usable CUDA GPU: cudaGetDeviceCount: stub" ||
+  fail "no GPU: d: $(line d)"
+line f | grep -q ": SKIP switchyard exit 2: needs a usable CUDA GPU: cudaGetDeviceCount: stub" || fail "no GPU: f: $(line f)"
 line e | grep -q ": SKIP switchyard exit 2: needs a CUDA GPU.*PyTorch: no" || fail "no GPU: e: $(line e)"
 n=$(find "$tmp/out1" -type f | wc -l)
 ((n <= 8)) || fail "no GPU: $n files written, more than 8"
