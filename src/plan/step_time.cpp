@@ -23,18 +23,16 @@ double d(int64_t v) {
   return static_cast<double>(v);
 }
 
-// The link a group of `size` ranks at `stride` uses, with a node-shared NIC split over the ranks
-// of the node that use it at once (all of them: every rank is in such a group).
-Link group_link(const Cluster& k, const PlanLayout& lay, int64_t stride, int64_t size) {
-  if (!lay.spans_nodes(stride, size)) return k.intra;
-  Link l = k.mpi_inter();
+// A node-shared NIC split over the ranks of the node that use it at once (all of them: every
+// rank is in a group that uses it).
+Link shared(Link l, const PlanLayout& lay) {
   if (l.shared_by_node) l.bandwidth /= d(std::min(lay.ranks_per_node, lay.world));
   return l;
 }
 
-Link shared(Link l, const PlanLayout& lay) {
-  if (l.shared_by_node) l.bandwidth /= d(std::min(lay.ranks_per_node, lay.world));
-  return l;
+// The link a group of `size` ranks at `stride` uses.
+Link group_link(const Cluster& k, const PlanLayout& lay, int64_t stride, int64_t size) {
+  return lay.spans_nodes(stride, size) ? shared(k.mpi_inter(), lay) : k.intra;
 }
 
 // All-reduce of a small vector (loss, counts, the norm): a latency-bound tree, 2 log2(p) alpha.
@@ -173,7 +171,7 @@ StepTime predict_step(const Config& cfg, const PlanLayout& lay, const Cluster& c
     };
     const double own = expert_phase(t.assign_mean);
     st.experts += micro * layers * expert_gemms(t.assign_mean);
-    st.elementwise += micro * layers * (own - expert_gemms(t.assign_mean) + rest);
+    st.elementwise += micro * layers * elementwise(t.assign_mean, t.recv_mean) / L;
     rest_ew += micro * layers * rest;
     // the phase lasts the busiest rank's expert phase, or the mean rank's times its turns
     expert_wait +=
