@@ -27,12 +27,19 @@ inline CommandResult run_command(const std::string& cmd) {
   return r;
 }
 
-// The command prefix that starts `np` ranks the way the CLI tests launch jobs: as root, more ranks
-// than cores, ranks yielding while they wait.
-inline std::string mpirun(int np) {
-  return "OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none --mca "
-         "mpi_yield_when_idle 1 -np " +
+// mpirun starting `np` ranks the way these machines need it (MACHINE-NOTES): as root, more ranks
+// than cores, ranks yielding while they wait. A command word of its own, so it can follow
+// `exec`, `env` or `switchyard guard --`.
+inline std::string mpirun_command(int np) {
+  return "mpirun --allow-run-as-root --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 "
+         "-np " +
          std::to_string(np) + " ";
+}
+
+// The command prefix that starts `np` ranks the way the CLI tests launch jobs: mpirun_command
+// with one BLAS/OpenMP thread per rank.
+inline std::string mpirun(int np) {
+  return "OMP_NUM_THREADS=1 " + mpirun_command(np);
 }
 
 }  // namespace sy::test

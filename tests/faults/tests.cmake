@@ -1,11 +1,11 @@
-#The fault suite(issue 15 : "nothing hangs, nothing is lost").Included by tests / CMakeLists.txt
-#(CMAKE_CURRENT_SOURCE_DIR = tests /).One process per test that starts `mpirun... switchyard
-#train` (up to 4 ranks) and makes one fault happen : a rank stopped during a checkpoint, a full
-#disk(a private tmpfs where mounting is allowed, else skipped), one rank's write failing, a
-#FIFO or an unusable directory as input, signals before and after training and to mpirun, a
-#second run in the same directory, damaged checkpoint metadata.Label `faults`:
-#ctest - L faults
-#The README's "Reliability" section lists each fault, what the trainer does, and its test.
+# The fault suite (issue 15: "nothing hangs, nothing is lost"). Included by tests/CMakeLists.txt
+# (CMAKE_CURRENT_SOURCE_DIR = tests/). One process per test that starts `mpirun ... switchyard
+# train` (up to 4 ranks) and makes one fault happen: a rank stopped during a checkpoint, a full
+# disk (a private tmpfs where mounting is allowed, else skipped), one rank's write failing, a
+# FIFO or an unusable directory as input, signals before and after training and to mpirun, a
+# second run in the same directory, damaged checkpoint metadata. Label `faults`:
+#   ctest -L faults
+# The README's "Reliability" section lists each fault, what the trainer does, and its test.
 file(GLOB sy_faults_srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/faults/*.cpp)
 add_executable(test_faults ${sy_faults_srcs})
 target_include_directories(test_faults PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
