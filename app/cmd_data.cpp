@@ -65,7 +65,6 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
 
 void add_import(CLI::App& data, std::vector<Command>& out) {
   auto opt = std::make_shared<ImportOptions>();
-  auto format = std::make_shared<std::string>();
   auto* import = data.add_subcommand(
       "import",
       "Turn token shards into a token file without re-tokenizing: llm.c .bin shards (256-int32 "
@@ -88,8 +87,7 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
       ->add_option("--val-fraction", opt->val_fraction,
                    "With no shard named *val*: the fraction of each shard (its end) held out")
       ->check(CLI::Range(0.0, 0.9));
-  out.push_back({import, [opt, format] {
-                   opt->format = *format == "llmc" ? ShardFormat::kLlmc : ShardFormat::kRawUint16;
+  out.push_back({import, [opt] {
                    opt->on_progress = [](const std::string& line) {
                      std::cout << line << "\n" << std::flush;
                    };

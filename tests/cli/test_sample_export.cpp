@@ -232,6 +232,29 @@ TEST(SampleCli, SentencePieceRunsCarryTheirTokenizer) {
   EXPECT_TRUE(contains(r.output, "'imported' has no text")) << r.output;
 }
 
+// `data import --format llmc` reads the 256-int32 header (magic, version, token count) and the
+// tokens after it; read as bare uint16 the header's 512 words would become tokens too.
+TEST(DataImportCli, LlmcShardsAreReadByTheirHeader) {
+  const sy::test::TempDir dir;
+  for (const char* name : {"train.bin", "val.bin"}) {
+    std::vector<int32_t> header(256, 0);
+    header[0] = 20240520;
+    header[1] = 1;
+    header[2] = 300;
+    std::ofstream f(dir.file(name), std::ios::binary);
+    f.write(reinterpret_cast<const char*>(header.data()), 1024);
+    for (int i = 0; i < 300; ++i) {
+      const auto v = static_cast<uint16_t>(i % 50);
+      f.write(reinterpret_cast<const char*>(&v), 2);
+    }
+  }
+  const auto r = run_command(kBin + " data import --format llmc " + dir.file("train.bin") + " " +
+                             dir.file("val.bin") + " --output " + dir.file("imp.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "vocab_size 50 (largest id + 1), 300 train / 300 val tokens"))
+      << r.output;
+}
+
 // ---- ckpt export --format hf --------------------------------------------------------------------
 
 nlohmann::json read_json(const std::string& path) {
