@@ -51,10 +51,6 @@ void agree_on_usage(const comm::Comm& world, comm::Watchdog* wd, F&& work) {
   if (err.empty()) err = "rank " + std::to_string(failed_rank) + " could not start (see above)";
   throw UsageError(err);
 }
-template <class F>
-void agree_on_usage(const comm::Comm& world, F&& work) {
-  agree_on_usage(world, nullptr, std::forward<F>(work));
-}
 
 // Test hook for the failure tests (issue 3): SWITCHYARD_FAULT="<rank>:<step>:throw|exit|hang"
 // makes that world rank throw, _exit, or go silent (sleep) at the start of that step.

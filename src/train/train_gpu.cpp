@@ -135,16 +135,21 @@ int64_t device_bytes_in_use() {
 
 // Picks this rank's GPU (comm/gpu_binding.h: local rank % the GPUs it sees, one physical GPU per
 // rank of a node, so SLURM's per-task binding works) and makes it current. Collective over the
-// world: every rank agrees on a UsageError (a rank without a GPU, two ranks on one GPU).
-void select_device(GpuRun& run, const comm::Comm& world) {
+// world: every rank agrees on a UsageError (a rank without a GPU, two ranks on one GPU); every
+// wait bounded by the watchdog.
+void select_device(GpuRun& run, const comm::Comm& world, comm::Watchdog* wd) {
   MPI_Comm node = MPI_COMM_NULL;
-  MPI_CHECK(
-      MPI_Comm_split_type(world.get(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &node));
-  run.node = comm::Comm(node);
   std::string reason;
   const int n = cuda::device_count(&reason);
-  const comm::GpuBinding b = comm::bind_gpu_per_rank(run.node, n, cuda::device_uuid, reason);
-  agree_on_usage(world, [&] {
+  comm::GpuBinding b;
+  {
+    comm::WatchdogScope scope(wd, "the other ranks of this node to pick their GPUs (start-up)");
+    MPI_CHECK(
+        MPI_Comm_split_type(world.get(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &node));
+    run.node = comm::Comm(node);
+    b = comm::bind_gpu_per_rank(run.node, n, cuda::device_uuid, reason);
+  }
+  agree_on_usage(world, wd, [&] {
     if (!b.error.empty()) throw UsageError("device: cuda: " + b.error);
     run.device = b.device;
   });
@@ -208,8 +213,8 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
 
   keep = std::make_shared<GpuRun>();
   GpuRun& run = *keep;
-  select_device(run, g.world());
-  agree_on_usage(g.world(), [&] {  // before the model allocates: the GPU's free memory
+  select_device(run, g.world(), wd);
+  agree_on_usage(g.world(), wd, [&] {  // before the model allocates: the GPU's free memory
     size_t free_bytes = 0, total_bytes = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     check_memory_fits(cfg, lay.world_size,
