@@ -273,10 +273,14 @@ void RunProgress::step_done(const StepRecord& rec) {
   summary_.steps_done = rec.step;
   summary_.final_loss = rec.loss.total();
   summary_.step_losses.push_back(rec.loss.total());
-  if (rec.step % cfg_.log.every != 0 && rec.step != cfg_.train.steps) return;
+  if (!log_due(rec.step)) return;
   const double eta = step_s_sum_ / static_cast<double>(rec.step - summary_.first_step) *
                      static_cast<double>(cfg_.train.steps - rec.step);
   report_step(cfg_, rec, flops_, eta, metrics_, log_);
+}
+
+bool RunProgress::log_due(int64_t done) const {
+  return done % cfg_.log.every == 0 || done == cfg_.train.steps;
 }
 
 bool RunProgress::eval_due(int64_t done) const {

@@ -176,6 +176,10 @@ class RunProgress {
               MetricsWriter* metrics, std::ostream& log);
 
   TrainSummary& summary() { return summary_; }
+  // Whether step `done` (1-based) is reported (a progress line and a metrics line): every
+  // log.every steps and the last. What only the report shows (peak memory, inter-node bytes, the
+  // co-activation counts) is gathered over the ranks on these steps only.
+  bool log_due(int64_t done) const;
   // Step rec.step (1-based) finished with the global batch's rec.loss.
   void step_done(const StepRecord& rec);
   // Whether a periodic evaluation is due after step `done` (the last one is always evaluated).

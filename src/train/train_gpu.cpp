@@ -357,8 +357,8 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
 
     const int64_t done = step + 1;
     StepRecord rec = step_record(done, tot, lr, norm, seconds_since(t0));
-    device_peak = std::max(device_peak, device_bytes_in_use());
-    rec.peak_mem_bytes = max_over_ranks(g.world(), device_peak, wd);
+    device_peak = std::max(device_peak, device_bytes_in_use());  // sampled every step
+    if (progress.log_due(done)) rec.peak_mem_bytes = max_over_ranks(g.world(), device_peak, wd);
     progress.step_done(rec);
     if (progress.eval_due(done)) run_eval(done);
     ckpts.after_step(done, summary, log);

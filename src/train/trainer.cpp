@@ -226,7 +226,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     const auto t0 = Clock::now();
     if (rt.exchange) rt.exchange->reset_stats();
     model.zero_grads();
-    const bool log_step = (step + 1) % cfg.log.every == 0 || step + 1 == cfg.train.steps;
+    const bool log_step = progress.log_due(step + 1);
     coact.begin_step(step, log_step);
     tot = share.accumulate(model, step, [&] { coact.add(model); });
     sum_over_dp(tot, g.dp(), wd);
@@ -252,14 +252,16 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       rec.a2a_s = rt.exchange->stats().seconds;
       rec.a2a_internode_bytes = rt.exchange->stats().internode_bytes;
       rec.a2a_intranode_bytes = rt.exchange->stats().intranode_bytes;
-      if (spans_nodes) {  // the step's inter-node bytes, all ranks together
+      if (spans_nodes && log_step) {  // the step's inter-node bytes, all ranks together
         rec.internode_bytes = rec.a2a_internode_bytes;
         comm::allreduce_sum(std::span<int64_t>(&rec.internode_bytes, 1), rt.world, wd,
                             "inter-node bytes");
       }
     }
-    if (log_step) coact.flush(rt.world, lay.tp, done, wd);
-    rec.peak_mem_bytes = max_over_ranks(g.world(), peak_rss_bytes(), wd);
+    if (log_step) {
+      coact.flush(rt.world, lay.tp, done, wd);
+      rec.peak_mem_bytes = max_over_ranks(g.world(), peak_rss_bytes(), wd);  // a high-water mark
+    }
     progress.step_done(rec);
     if (progress.eval_due(done)) run_eval(done);
     ckpts.after_step(done, summary, log);
