@@ -60,6 +60,7 @@
 #include "src/core/error.h"
 #include "src/core/slab.h"
 #include "src/data/loader.h"
+#include "src/data/tokenizer.h"
 #include "src/model/params.h"
 
 namespace sy::comm {
@@ -225,6 +226,20 @@ struct StoredTokenizer {
   std::string model;
 };
 StoredTokenizer read_checkpoint_tokenizer(MPI_Comm comm, const std::string& file);
+
+// Collective. A checkpoint's model as the commands that use it outside training read it (sample,
+// ckpt export --format hf): its step, its stored config parsed (a bad one is a CheckpointError
+// naming the root attribute), every /model tensor whole (read_model_tensors: checksums
+// verified) and its tokenizer.
+struct CheckpointModel {
+  int64_t step = 0;
+  Config cfg;
+  std::vector<WholeTensor> tensors;
+  Tokenizer tokenizer = Tokenizer::bytes();
+  // The tensor of SPEC name `name` (no leading '/'), null when the checkpoint has none.
+  const WholeTensor* find(const std::string& name) const;
+};
+CheckpointModel read_checkpoint_model(MPI_Comm comm, const std::string& file);
 
 // ---- resuming ----------------------------------------------------------------------------------
 

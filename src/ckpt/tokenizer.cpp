@@ -1,7 +1,9 @@
 // read_checkpoint_tokenizer: SPEC section 8's tokenizer in a checkpoint (root attribute
-// `tokenizer`, dataset /tokenizer/model), read by rank 0 and broadcast.
+// `tokenizer`, dataset /tokenizer/model), read by rank 0 and broadcast; read_checkpoint_model:
+// the model with its config and that tokenizer, for the commands that use it outside training.
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/detail.h"
+#include "src/config/config.h"
 #include "src/data/tokenizer_h5.h"
 
 namespace sy::ckpt {
@@ -33,6 +35,28 @@ StoredTokenizer read_checkpoint_tokenizer(MPI_Comm comm, const std::string& file
   out.name = bcast_string(comm, out.name, 0);
   out.model = bcast_string(comm, out.model, 0);
   return out;
+}
+
+const WholeTensor* CheckpointModel::find(const std::string& name) const {
+  for (const WholeTensor& t : tensors)
+    if (t.path == name) return &t;
+  return nullptr;
+}
+
+CheckpointModel read_checkpoint_model(MPI_Comm comm, const std::string& file) {
+  CheckpointModel m;
+  TrainState st;
+  m.tensors = read_model_tensors(comm, file, &st);
+  const StoredTokenizer stored = read_checkpoint_tokenizer(comm, file);
+  const std::string source = "checkpoint '" + file + "'";
+  m.step = st.step;
+  try {
+    m.cfg = parse_config(st.config_yaml, {}, source + " (its stored config)");
+  } catch (const UsageError& e) {
+    throw CheckpointError(file, "/", std::string("root attribute 'config': ") + e.what());
+  }
+  m.tokenizer = Tokenizer::from_stored(stored.name, stored.model, m.cfg.model.vocab_size, source);
+  return m;
 }
 
 }  // namespace sy::ckpt

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <filesystem>
-#include <map>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -24,20 +23,19 @@ using Json = nlohmann::ordered_json;
 // The checkpoint's /model tensors by SPEC name.
 class Source {
  public:
-  Source(const std::vector<ckpt::WholeTensor>& tensors, std::string file) : file_(std::move(file)) {
-    for (const auto& t : tensors) by_name_[t.path] = &t;
-  }
+  Source(const ckpt::CheckpointModel& model, std::string file)
+      : model_(model), file_(std::move(file)) {}
   const ckpt::WholeTensor& at(const std::string& name) const {
-    auto it = by_name_.find(name);
-    if (it == by_name_.end())
+    const ckpt::WholeTensor* t = model_.find(name);
+    if (!t)
       throw ckpt::CheckpointError(file_, "/" + name,
                                   "dataset missing (the stored config needs it)");
-    return *it->second;
+    return *t;
   }
 
  private:
+  const ckpt::CheckpointModel& model_;
   std::string file_;
-  std::map<std::string, const ckpt::WholeTensor*> by_name_;
 };
 
 // out[nc, nr] = scale * m[r0 .. r0+nr, c0 .. c0+nc]^T of a row-major matrix with `cols` columns:
@@ -226,20 +224,11 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
   std::error_code ec;
   if (fs::exists(opt.output_dir, ec) && !fs::is_directory(opt.output_dir, ec))
     throw UsageError("--output '" + opt.output_dir + "' exists and is not a directory");
-  ckpt::TrainState st;
-  const std::vector<ckpt::WholeTensor> tensors = ckpt::read_model_tensors(comm, checkpoint, &st);
-  const ckpt::StoredTokenizer stored = ckpt::read_checkpoint_tokenizer(comm, checkpoint);
+  const ckpt::CheckpointModel model = ckpt::read_checkpoint_model(comm, checkpoint);
   const std::string source = "checkpoint '" + checkpoint + "'";
-  Config cfg;
-  try {
-    cfg = parse_config(st.config_yaml, {}, source + " (its stored config)");
-  } catch (const UsageError& e) {
-    throw ckpt::CheckpointError(checkpoint, "/",
-                                std::string("root attribute 'config': ") + e.what());
-  }
-  const Tokenizer tok =
-      Tokenizer::from_stored(stored.name, stored.model, cfg.model.vocab_size, source);
-  const Source src(tensors, checkpoint);
+  const Config& cfg = model.cfg;
+  const Tokenizer& tok = model.tokenizer;
+  const Source src(model, checkpoint);
   const Plan plan = plan_export(cfg, src, checkpoint);
   if (!plan.problems.empty() && !opt.allow_approximate) {
     std::string msg = source + " cannot be exported exactly to a transformers architecture:";
@@ -250,17 +239,18 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
   HfExportReport r;
   r.architecture = plan.mixtral ? "MixtralForCausalLM" : "Qwen2MoeForCausalLM";
   r.approximations = plan.problems;
-  r.step = st.step;
-  int rank = 0;
-  MPI_Comm_rank(comm, &rank);
-  const std::vector<ckpt::WholeTensor> out = hf_tensors(cfg, plan, src);
-  r.tensors = static_cast<int64_t>(out.size());
+  r.step = model.step;
   r.files = {"config.json", "model.safetensors"};
   if (!tok.model().empty()) {
     r.files.push_back("tokenizer.model");
     r.files.push_back("tokenizer_config.json");
   }
-  if (rank != 0) return r;
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  if (rank != 0) return r;  // rank 0 alone builds the transformers tensors and writes them
+
+  const std::vector<ckpt::WholeTensor> out = hf_tensors(cfg, plan, src);
+  r.tensors = static_cast<int64_t>(out.size());
 
   fs::create_directories(opt.output_dir, ec);
   if (ec || !fs::is_directory(opt.output_dir))
@@ -268,7 +258,7 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
   try {
     ckpt::write_safetensors(
         (fs::path(opt.output_dir) / "model.safetensors").string(), out,
-        {{"format", "pt"}, {"source", checkpoint}, {"step", std::to_string(st.step)}});
+        {{"format", "pt"}, {"source", checkpoint}, {"step", std::to_string(model.step)}});
     ckpt::files::atomic_write_text(opt.output_dir, "config.json",
                                    config_json(cfg, plan, tok).dump(2) + "\n");
     if (!tok.model().empty()) {

@@ -41,7 +41,7 @@ struct HfExportReport {
   std::string architecture;                 // "MixtralForCausalLM" | "Qwen2MoeForCausalLM"
   std::vector<std::string> approximations;  // what --allow-approximate changed
   std::vector<std::string> files;           // written, in the output directory
-  int64_t tensors = 0;
+  int64_t tensors = 0;  // rank 0's count (0 on the other ranks, which write nothing)
   int64_t step = 0;
 };
 

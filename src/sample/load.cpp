@@ -1,7 +1,7 @@
 #include "src/sample/load.h"
 
 #include <algorithm>
-#include <map>
+#include <utility>
 
 #include "src/ckpt/checkpoint.h"
 #include "src/core/error.h"
@@ -26,27 +26,19 @@ std::vector<float> flat_params(
 }
 
 SamplingModel load_sampling_model(MPI_Comm comm, const std::string& file) {
-  ckpt::TrainState st;
-  const std::vector<ckpt::WholeTensor> tensors = ckpt::read_model_tensors(comm, file, &st);
-  const ckpt::StoredTokenizer stored = ckpt::read_checkpoint_tokenizer(comm, file);
+  ckpt::CheckpointModel c = ckpt::read_checkpoint_model(comm, file);
   const std::string source = "checkpoint '" + file + "'";
   SamplingModel m;
-  m.step = st.step;
-  try {
-    m.cfg = parse_config(st.config_yaml, {}, source + " (its stored config)");
-  } catch (const UsageError& e) {
-    throw ckpt::CheckpointError(file, "/", std::string("root attribute 'config': ") + e.what());
-  }
-  std::map<std::string, const std::vector<float>*> by_name;
-  for (const auto& t : tensors) by_name[t.path] = &t.data;
+  m.step = c.step;
+  m.cfg = c.cfg;
   m.params = flat_params(
       make_param_table(m.cfg),
       [&](const std::string& name) -> const std::vector<float>* {
-        auto it = by_name.find(name);
-        return it == by_name.end() ? nullptr : it->second;
+        const ckpt::WholeTensor* t = c.find(name);
+        return t ? &t->data : nullptr;
       },
       source);
-  m.tokenizer = Tokenizer::from_stored(stored.name, stored.model, m.cfg.model.vocab_size, source);
+  m.tokenizer = std::move(c.tokenizer);
   if (m.tokenizer.vocab_size() > m.cfg.model.vocab_size)
     throw UsageError(source + ": its tokenizer has " + std::to_string(m.tokenizer.vocab_size()) +
                      " pieces, more than model.vocab_size " +

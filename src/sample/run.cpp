@@ -43,6 +43,15 @@ std::unique_ptr<TokenDecoder> make_decoder(const std::string& device, const Conf
   return std::make_unique<Decoder>(cfg, std::move(params));
 }
 
+std::string rate_text(double tokens_per_s) {
+  if (std::isnan(tokens_per_s)) return "not reached";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", tokens_per_s);
+  return buf;
+}
+
+}  // namespace
+
 std::string prompt_text(const SampleRequest& req) {
   if (req.prompt && !req.prompt_file.empty())
     throw UsageError("give either --prompt or --prompt-file, not both");
@@ -54,17 +63,8 @@ std::string prompt_text(const SampleRequest& req) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-std::string rate_text(double tokens_per_s) {
-  if (std::isnan(tokens_per_s)) return "not reached";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f", tokens_per_s);
-  return buf;
-}
-
-}  // namespace
-
-std::vector<int32_t> prompt_ids(const SampleRequest& req, const Tokenizer& tok, int64_t seq_len) {
-  const std::string text = prompt_text(req);
+std::vector<int32_t> prompt_ids(const SampleRequest& req, const std::string& text,
+                                const Tokenizer& tok, int64_t seq_len) {
   const std::string what = req.prompt ? "--prompt" : "--prompt-file '" + req.prompt_file + "'";
   if (text.empty())
     throw UsageError(what + " is empty: the model needs at least one token to continue");
@@ -84,12 +84,12 @@ std::vector<int32_t> prompt_ids(const SampleRequest& req, const Tokenizer& tok, 
 void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std::ostream& info) {
   check_device(req.device);
   check_sample_options(req.options);
-  // The prompt file is checked before the (longer) checkpoint verification.
-  if (!req.prompt && !req.prompt_file.empty()) (void)prompt_text(req);
+  // The prompt is read before the (longer) checkpoint verification.
+  const std::string prompt_str = prompt_text(req);
   SamplingModel m = load_sampling_model(comm, req.checkpoint);
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
-  const std::vector<int32_t> prompt = prompt_ids(req, m.tokenizer, m.cfg.model.seq_len);
+  const std::vector<int32_t> prompt = prompt_ids(req, prompt_str, m.tokenizer, m.cfg.model.seq_len);
   if (rank != 0) return;
 
   const Tokenizer& tok = m.tokenizer;
