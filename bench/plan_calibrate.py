@@ -33,13 +33,15 @@ import datetime
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from plan_validate import add_common_args, mpirun_prefix, run  # noqa: E402
+from plan_validate import (add_common_args, metrics_lines, mpirun_prefix, plan_json,  # noqa: E402
+                           run, set_args)
 
 
 def linear_fit(xs, ys):
@@ -53,8 +55,7 @@ def linear_fit(xs, ys):
 
 def bench_train_cmd(args, sets, micro_batch):
     return [args.bin, "bench", "train", "--config", args.config, "--steps", "5", "--warmup", "1",
-            "--no-torch", "--set", f"train.micro_batch={micro_batch}"] + sum(
-                (["--set", s] for s in sets), [])
+            "--no-torch", "--set", f"train.micro_batch={micro_batch}"] + set_args(sets)
 
 
 def parse_bench_train(out):
@@ -171,25 +172,21 @@ def links(args):
     return intra, fits["ucx"], fits["mpi"]
 
 
-def plan_json(args, cluster, ranks, sets):
-    cmd = [args.bin, "plan", "--config", args.config, "--cluster", cluster, "--ranks", str(ranks),
-           "--this", "--json"] + sum((["--set", s] for s in sets), [])
-    return json.loads(run(cmd).stdout)[0]
-
-
-def base_memory(args, sets, cluster_text):
+def base_memory(args, sets, cluster):
+    """What a 1-rank train of the config peaks at beyond the planner's terms for it on `cluster`
+    (a file with base_bytes 0): base_bytes; and that peak."""
     work = tempfile.mkdtemp(prefix="plan-calibrate-")
-    out = os.path.join(work, "run")
-    env = dict(os.environ, OMP_NUM_THREADS=str(os.cpu_count() or 1))
-    run(mpirun_prefix(1, env) + [args.bin, "train", "--config", args.config, "--set", f"run.out_dir={out}",
-                     "--set", "train.steps=3", "--set", "eval.every=0", "--set", "log.every=1",
-                     "--set", "eval.sequences=1"] + sum((["--set", s] for s in sets), []), env=env)
-    peak = max(json.loads(l).get("peak_mem_bytes", 0)
-               for l in open(os.path.join(out, "metrics.jsonl")) if l.strip())
-    zero = os.path.join(work, "zero-base.yaml")  # the cluster with base_bytes 0
-    with open(zero, "w") as f:
-        f.write(cluster_text)
-    predicted = plan_json(args, zero, 1, sets)["memory_bytes"]
+    try:
+        out = os.path.join(work, "run")
+        env = dict(os.environ, OMP_NUM_THREADS=str(os.cpu_count() or 1))
+        run(mpirun_prefix(1, env) + [args.bin, "train", "--config", args.config, "--set",
+                                     f"run.out_dir={out}", "--set", "train.steps=3", "--set",
+                                     "eval.every=0", "--set", "log.every=1", "--set",
+                                     "eval.sequences=1"] + set_args(sets), env=env)
+        peak = max(l.get("peak_mem_bytes", 0) for l in metrics_lines(out))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    predicted = plan_json(args, cluster, 1, sets)["memory_bytes"]
     return max(0.0, peak - predicted), peak
 
 
@@ -267,7 +264,7 @@ def main():
     print("measuring the process's own memory (1-rank train)", file=sys.stderr, flush=True)
     with open(provisional, "w") as f:
         f.write(cluster_text(0, mem_bw, ew_bw, overhead, 1.0))
-    base, peak_rss = base_memory(args, sets, open(provisional).read())
+    base, peak_rss = base_memory(args, sets, provisional)
     os.unlink(provisional)
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -68,9 +68,18 @@ def mpirun_prefix(ranks, env):
     return cmd
 
 
+def set_args(sets):
+    """["--set", s] for every config override s."""
+    return [a for s in sets for a in ("--set", s)]
+
+
+def metrics_lines(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
 def measured(run_dir, skip):
-    lines = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if l.strip()]
-    train = [l for l in lines if "loss" in l and "step_ms" in l]
+    train = [l for l in metrics_lines(run_dir) if "loss" in l and "step_ms" in l]
     timed = [l for l in train if l["step"] > skip] or train
     return {
         "step_ms": statistics.median(l["step_ms"] for l in timed),
@@ -80,11 +89,10 @@ def measured(run_dir, skip):
     }
 
 
-def predicted(args, ranks, sets, routing):
-    cmd = [args.bin, "plan", "--config", args.config, "--cluster", args.cluster, "--ranks",
-           str(ranks), "--this", "--json", "--routing", routing]
-    for s in sets:
-        cmd += ["--set", s]
+def plan_json(args, cluster, ranks, sets, routing="uniform"):
+    """`switchyard plan --this --json` for the config's own layout on `ranks` ranks."""
+    cmd = [args.bin, "plan", "--config", args.config, "--cluster", cluster, "--ranks", str(ranks),
+           "--this", "--json", "--routing", routing] + set_args(sets)
     return json.loads(run(cmd).stdout)[0]
 
 
@@ -128,15 +136,13 @@ def main():
         env.setdefault("UCX_TLS", "tcp,self")  # emulated nodes: the "network" is TCP
         env["OMP_NUM_THREADS"] = str(max(1, cores // ranks))
         env.setdefault("OPENBLAS_CORETYPE", "Haswell")
-        cmd = mpirun_prefix(ranks, env) + [args.bin, "train", "--config", args.config]
-        for s in sets:
-            cmd += ["--set", s]
+        cmd = mpirun_prefix(ranks, env) + [args.bin, "train", "--config", args.config] + set_args(sets)
         print(f"[{i}/{len(LAYOUTS)}] {name}: {ranks} rank(s)", file=sys.stderr, flush=True)
         run(cmd, env=env)
         m = measured(out, args.skip)
         plan_sets = [s for s in sets if not s.startswith("run.out_dir")]
-        p = predicted(args, ranks, plan_sets, "uniform")
-        pr = predicted(args, ranks, plan_sets, out)
+        p = plan_json(args, args.cluster, ranks, plan_sets)
+        pr = plan_json(args, args.cluster, ranks, plan_sets, routing=out)
         rows.append({"layout": name, "ranks": ranks, "measured": m, "predicted": p,
                      "predicted_measured_routing": pr})
         if not args.keep:
