@@ -132,12 +132,7 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
                          ckpt::read_checkpoint_tokenizer(MPI_COMM_WORLD, ia->file);
                      if (mpi.world_rank() == 0)
                        print_inspection(ins, tok, !ia->no_config, std::cout);
-                     const bool quiet = mpi.world_rank() != 0;  // rank 0 says it once
-                     for (const auto& t : ins.tensors)
-                       if (!t.problem.empty())
-                         throw ckpt::CheckpointError(ins.file, "/" + t.path, t.problem, quiet);
-                     if (!ins.metadata_problem.empty())
-                       throw ckpt::CheckpointError(ins.file, "", ins.metadata_problem, quiet);
+                     ckpt::throw_if_bad(MPI_COMM_WORLD, ins);
                      return static_cast<int>(kExitOk);
                    });
                  }});

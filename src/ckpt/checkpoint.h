@@ -189,6 +189,10 @@ struct Inspection {
 Inspection inspect_checkpoint(MPI_Comm comm, const std::string& file,
                               comm::Watchdog* watchdog = nullptr);
 
+// Throws CheckpointError naming the first bad dataset of an inspection (or its metadata). The
+// inspection is the same on every rank, so every rank throws alike; rank 0 says it.
+void throw_if_bad(MPI_Comm comm, const Inspection& ins);
+
 // inspect_checkpoint, then throws CheckpointError naming the first bad dataset (or the metadata).
 TrainState verify_checkpoint(MPI_Comm comm, const std::string& file,
                              comm::Watchdog* watchdog = nullptr);

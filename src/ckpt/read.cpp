@@ -306,15 +306,6 @@ Inspection to_inspection(const std::string& file, const FileInfo& info) {
   return ins;
 }
 
-// The same on every rank (the inspection was shared), so every rank throws alike: rank 0 says it.
-void throw_first_problem(const Coll& c, const Inspection& ins) {
-  const bool quiet = comm_rank(c.comm) != 0;
-  for (const auto& t : ins.tensors)
-    if (!t.problem.empty()) throw CheckpointError(ins.file, dataset_name(t.path), t.problem, quiet);
-  if (!ins.metadata_problem.empty())
-    throw CheckpointError(ins.file, "", ins.metadata_problem, quiet);
-}
-
 // Pass 3: collective hyperslab reads of every ref, checked against the manifest first.
 void read_refs(const Coll& c, const std::string& file, const Inspection& ins,
                const std::vector<TensorRef>& refs) {
@@ -400,9 +391,17 @@ Inspection inspect_checkpoint(MPI_Comm comm, const std::string& file, comm::Watc
   return to_inspection(file, info);
 }
 
+void throw_if_bad(MPI_Comm comm, const Inspection& ins) {
+  const bool quiet = comm_rank(comm) != 0;
+  for (const auto& t : ins.tensors)
+    if (!t.problem.empty()) throw CheckpointError(ins.file, dataset_name(t.path), t.problem, quiet);
+  if (!ins.metadata_problem.empty())
+    throw CheckpointError(ins.file, "", ins.metadata_problem, quiet);
+}
+
 TrainState verify_checkpoint(MPI_Comm comm, const std::string& file, comm::Watchdog* watchdog) {
   const Inspection ins = inspect_checkpoint(comm, file, watchdog);
-  throw_first_problem(Coll{comm, watchdog}, ins);
+  throw_if_bad(comm, ins);
   return ins.state;
 }
 
@@ -413,7 +412,7 @@ TrainState load_checkpoint(MPI_Comm comm, const std::string& file,
   FileInfo info = structure_everywhere(c, file);
   if (options.verify_all) verify_data(c, file, info);
   const Inspection ins = to_inspection(file, info);
-  throw_first_problem(c, ins);
+  throw_if_bad(c.comm, ins);
   read_refs(c, file, ins, tensors);
   return ins.state;
 }
@@ -422,7 +421,7 @@ std::vector<WholeTensor> read_model_tensors(MPI_Comm comm, const std::string& fi
                                             TrainState* state) {
   const Coll c{comm, nullptr};
   const Inspection ins = inspect_checkpoint(comm, file);
-  throw_first_problem(c, ins);
+  throw_if_bad(c.comm, ins);
   if (state) *state = ins.state;
   std::vector<WholeTensor> out;
   for (const auto& t : ins.tensors)
