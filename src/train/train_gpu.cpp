@@ -242,8 +242,8 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
       run.edp_nccl = std::make_unique<comm::NcclComm>(g.edp().get(), timeout_s, "the edp group");
   }
 #endif
-  run.model =
-      std::make_unique<CudaModel>(resolve_route_groups(cfg, lay), shard_layout(lay), exchange, tp);
+  // cfg is the trainer's resolved config (route_groups a number)
+  run.model = std::make_unique<CudaModel>(cfg, shard_layout(lay), exchange, tp);
   CudaModel& model = *run.model;
   model.init_params(cfg.run.seed);
   // The squared global gradient norm: the dense group is the same on the dp ranks (all-reduced

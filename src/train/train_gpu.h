@@ -28,7 +28,7 @@ void check_gpu_run(const Config& cfg, int world_size);
 struct GpuRun;
 
 struct GpuRunArgs {
-  const Config& cfg;
+  const Config& cfg;  // resolved: moe.route_groups a number (resolve_route_groups)
   const TokenData& data;
   const comm::ProcessGroups& groups;  // tp = ep = etp = 1: the dp group is the world
   comm::Watchdog* watchdog;           // bounds the MPI waits (NCCL waits use parallel.timeout_s)
