@@ -143,6 +143,8 @@ ImportReport import_token_shards(const ImportOptions& opt) {
     throw UsageError("data import: --vocab-size " + std::to_string(opt.vocab_size) +
                      " must be in [2, 2^32]");
 
+  check_output_path(opt.output);  // before reading the shards, which can take minutes
+
   // Pass 1: every header and every id, before anything is written.
   std::vector<Shard> shards;
   for (const auto& path : opt.shards) shards.push_back(inspect(path, opt.format));

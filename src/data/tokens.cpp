@@ -87,20 +87,6 @@ void write_tokenizer_model(hid_t file, const std::string& model) {
   H5_CHECK(H5Dwrite(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, model.data()));
 }
 
-// The directory `path` will be written in; UsageError when it is missing or `path` is a directory.
-fs::path check_output_path(const std::string& path) {
-  if (path.empty()) throw UsageError("no output file given");
-  std::error_code ec;
-  const fs::path out_path(path);
-  const fs::path out_dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");
-  if (!fs::is_directory(out_dir, ec))
-    throw UsageError("output directory '" + out_dir.string() + "' for '" + path +
-                     "' does not exist");
-  if (fs::is_directory(out_path, ec))
-    throw UsageError("output '" + path + "' is a directory, expected a file name");
-  return out_dir;
-}
-
 // ---- reading -----------------------------------------------------------------------------------
 
 const char* class_name(H5T_class_t c) {
@@ -222,6 +208,19 @@ class Reader {
 };
 
 }  // namespace
+
+fs::path check_output_path(const std::string& path) {
+  if (path.empty()) throw UsageError("no output file given");
+  std::error_code ec;
+  const fs::path out_path(path);
+  const fs::path out_dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");
+  if (!fs::is_directory(out_dir, ec))
+    throw UsageError("output directory '" + out_dir.string() + "' for '" + path +
+                     "' does not exist");
+  if (fs::is_directory(out_path, ec))
+    throw UsageError("output '" + path + "' is a directory, expected a file name");
+  return out_dir;
+}
 
 std::string read_tokenizer_model(hid_t file) {
   h5::ErrorSilencer quiet;

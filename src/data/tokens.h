@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <span>
 #include <string>
@@ -51,6 +52,10 @@ double unigram_entropy_nats(const std::vector<uint32_t>& tokens);
 // a missing output directory, val_fraction outside [0, 1), an unknown tokenizer, a vocab_size
 // the tokenizer cannot have, an input SentencePiece cannot encode exactly (invalid UTF-8).
 PrepareReport prepare_token_file(const PrepareOptions& opt);
+
+// The directory a token file `path` will be written in. UsageError when `path` is empty, its
+// directory is missing, or `path` is a directory: what the writers check before any work.
+std::filesystem::path check_output_path(const std::string& path);
 
 // Writes a token file: "<path>.tmp", renamed to `path` by commit() (the destructor removes an
 // uncommitted .tmp). Tokens are appended split by split, in blocks, so a file larger than memory

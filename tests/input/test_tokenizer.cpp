@@ -327,5 +327,20 @@ TEST(Import, BadShardsNameTheShardAndTheOffset) {
   expect_usage_error([&] { import_token_shards(opt); }, {"nope.bin", "not found"}, "missing");
 }
 
+// The output is checked before any shard is read (reading them can take minutes).
+TEST(Import, AnUnwritableOutputIsRefusedBeforeTheShardsAreRead) {
+  test::TempDir dir;
+  write_bytes(dir.file("train.bin"), llmc_shard(ramp(100, 7, 50)));
+  ImportOptions opt;
+  opt.format = ShardFormat::kLlmc;
+  opt.shards = {dir.file("train.bin")};
+  opt.output = dir.file("no-such-dir/out.h5");
+  int progress_lines = 0;
+  opt.on_progress = [&](const std::string&) { ++progress_lines; };
+  expect_usage_error([&] { import_token_shards(opt); }, {"no-such-dir", "does not exist"},
+                     "missing output directory");
+  EXPECT_EQ(progress_lines, 0);
+}
+
 }  // namespace
 }  // namespace sy
