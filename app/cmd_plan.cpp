@@ -71,13 +71,8 @@ int run_plan(const Args& a) {
   };
 
   if (!a.sweep.empty()) {
-    const std::vector<int64_t> nodes = parse_sweep(a.sweep);
-    std::vector<plan::SweepPoint> points;
-    for (int64_t n : nodes) {
-      auto one =
-          plan::sweep_nodes(cfg, {n}, cluster, routing, in, memory_for(n * cluster.ranks_per_node));
-      points.push_back(std::move(one.front()));
-    }
+    const std::vector<plan::SweepPoint> points =
+        plan::sweep_nodes(cfg, parse_sweep(a.sweep), cluster, routing, in, memory_for);
     std::cout << plan::format_sweep(points, cluster);
     if (!a.png.empty()) {
       std::vector<double> x;

@@ -176,13 +176,14 @@ std::string format_plan(const Config& cfg, const PlanResult& r, int64_t world,
 
 std::vector<SweepPoint> sweep_nodes(const Config& cfg, const std::vector<int64_t>& nodes,
                                     const Cluster& cluster, const RoutingStats& routing,
-                                    const MemoryInputs& in, double memory_per_rank) {
+                                    const MemoryInputs& in,
+                                    const std::function<double(int64_t)>& memory_per_rank) {
   std::vector<SweepPoint> out;
   for (int64_t n : nodes) {
     SweepPoint p;
     p.nodes = n;
     p.ranks = n * cluster.ranks_per_node;
-    const PlanResult r = plan_layouts(cfg, p.ranks, cluster, routing, in, memory_per_rank);
+    const PlanResult r = plan_layouts(cfg, p.ranks, cluster, routing, in, memory_per_rank(p.ranks));
     p.valid = static_cast<int64_t>(r.ranked.size() + r.dropped.size());
     p.fitting = static_cast<int64_t>(r.ranked.size());
     for (const Evaluation& e : r.ranked) {

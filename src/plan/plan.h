@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -57,10 +58,12 @@ struct SweepPoint {
   double a2a_share = 0;            // all-to-all / step time
   double tokens_per_s_per_rank = 0;
 };
-// For each node count: the fastest fitting layout whose expert layer spans every node.
+// For each node count: the fastest fitting layout whose expert layer spans every node, with
+// memory_per_rank(ranks) the memory a rank has in a run of that many ranks.
 std::vector<SweepPoint> sweep_nodes(const Config& cfg, const std::vector<int64_t>& nodes,
                                     const Cluster& cluster, const RoutingStats& routing,
-                                    const MemoryInputs& in, double memory_per_rank);
+                                    const MemoryInputs& in,
+                                    const std::function<double(int64_t)>& memory_per_rank);
 std::string format_sweep(const std::vector<SweepPoint>& points, const Cluster& cluster);
 
 // "12.3 GiB", "512 MiB", "1.2e+21 B (1.1e+12 GiB)" for absurd sizes.
