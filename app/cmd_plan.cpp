@@ -103,10 +103,9 @@ int run_plan(const Args& a) {
   if (a.this_layout) {
     nlohmann::json all = nlohmann::json::array();
     for (int64_t world : worlds) {
-      // The trainer's nodes: parallel.ranks_per_node, else the hosts (one for one_host).
-      int64_t rpn = cluster.one_host ? world : std::min(world, cluster.ranks_per_node);
-      if (cfg.parallel.ranks_per_node > 0) rpn = cfg.parallel.ranks_per_node;
-      const plan::Evaluation e = plan::evaluate(cfg, plan::layout_of_config(cfg, world, rpn),
+      // The hosts: one for one_host, else the cluster's nodes.
+      const int64_t host_ranks = cluster.one_host ? world : cluster.ranks_per_node;
+      const plan::Evaluation e = plan::evaluate(cfg, plan::layout_of_config(cfg, world, host_ranks),
                                                 cluster, routing, in, memory_for(world));
       if (a.json) {
         all.push_back(plan::evaluation_json(e));

@@ -54,11 +54,13 @@ Config config_for(const Config& cfg, const PlanLayout& lay) {
   return c;
 }
 
-PlanLayout layout_of_config(const Config& cfg, int64_t world, int64_t ranks_per_node) {
+PlanLayout layout_of_config(const Config& cfg, int64_t world, int64_t host_ranks) {
   PlanLayout l;
   l.micro_batch = cfg.train.micro_batch;
   l.world = world;
-  l.ranks_per_node = ranks_per_node > 0 ? ranks_per_node : world;
+  l.ranks_per_node = cfg.parallel.ranks_per_node > 0
+                         ? cfg.parallel.ranks_per_node
+                         : std::min(world, std::max<int64_t>(1, host_ranks));
   l.tp = cfg.parallel.tp;
   l.ep = cfg.parallel.ep;
   l.etp = cfg.parallel.etp;

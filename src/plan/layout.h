@@ -42,9 +42,11 @@ struct PlanLayout {
 // cfg with the layout's micro_batch: what every prediction of the layout reads.
 Config config_for(const Config& cfg, const PlanLayout& lay);
 
-// The layout `cfg.parallel` asks for on `world` ranks, ranks_per_node per node (a2a: auto
-// resolved as the trainer does: hierarchical when the EP group spans more than one node).
-PlanLayout layout_of_config(const Config& cfg, int64_t world, int64_t ranks_per_node);
+// The layout `cfg.parallel` asks for on `world` ranks (a2a: auto resolved as the trainer does:
+// hierarchical when the EP group spans more than one node). Its nodes are the trainer's:
+// parallel.ranks_per_node when set (emulated nodes), else the hosts, `host_ranks` ranks on each
+// (at most world).
+PlanLayout layout_of_config(const Config& cfg, int64_t world, int64_t host_ranks);
 
 // The number of groups a token may choose from, R of SPEC section 1 (moe.route_groups, `nodes`
 // resolved to the nodes the EP group spans), and M.

@@ -30,10 +30,7 @@ MemoryBudget host_memory_budget(const comm::Comm& world) {
 }
 
 void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& budget, bool device) {
-  const int64_t rpn = cfg.parallel.ranks_per_node > 0
-                          ? cfg.parallel.ranks_per_node
-                          : std::min<int64_t>(world_size, budget.node_ranks);
-  const plan::PlanLayout lay = plan::layout_of_config(cfg, world_size, std::max<int64_t>(1, rpn));
+  const plan::PlanLayout lay = plan::layout_of_config(cfg, world_size, budget.node_ranks);
   plan::MemoryInputs in;
   if (!device) {
     in.base_bytes = budget.in_use_bytes;
