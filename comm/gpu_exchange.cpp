@@ -21,17 +21,6 @@ int64_t total(const std::vector<int64_t>& rows) {
   return n;
 }
 
-// d (=) h through stage[at ..] (page-locked: an asynchronous copy); returns the next free index.
-size_t upload(cuda::DeviceBuffer<int64_t>& d, const std::vector<int64_t>& h, int64_t* stage,
-              size_t at, cudaStream_t s) {
-  d.resize(h.size());
-  if (h.empty()) return at;
-  std::copy(h.begin(), h.end(), stage + at);
-  CUDA_CHECK(
-      cudaMemcpyAsync(d.data(), stage + at, h.size() * sizeof(int64_t), cudaMemcpyHostToDevice, s));
-  return at + h.size();
-}
-
 // Element counts and displacements of rows of W elements, for NCCL.
 void element_counts(const std::vector<int64_t>& rows, int W, std::vector<size_t>& counts,
                     std::vector<size_t>& displs) {
@@ -83,12 +72,12 @@ void GpuExchange::layout(std::span<const int32_t> topk_idx, int64_t num_tokens, 
   route.stage.resize(p.a_send_token.size() + p.a_token_begin.size() + p.a_token_pos.size() +
                      p.b_send_row.size() + p.b_row_begin.size() + p.b_row_pos.size());
   int64_t* st = route.stage.data();
-  size_t at = upload(route.a_send_token, p.a_send_token, st, 0, stream);
-  at = upload(route.a_token_begin, p.a_token_begin, st, at, stream);
-  at = upload(route.a_token_pos, p.a_token_pos, st, at, stream);
-  at = upload(route.b_send_row, p.b_send_row, st, at, stream);
-  at = upload(route.b_row_begin, p.b_row_begin, st, at, stream);
-  upload(route.b_row_pos, p.b_row_pos, st, at, stream);
+  st = cuda::upload_staged(route.a_send_token, p.a_send_token, st, stream);
+  st = cuda::upload_staged(route.a_token_begin, p.a_token_begin, st, stream);
+  st = cuda::upload_staged(route.a_token_pos, p.a_token_pos, st, stream);
+  st = cuda::upload_staged(route.b_send_row, p.b_send_row, st, stream);
+  st = cuda::upload_staged(route.b_row_begin, p.b_row_begin, st, stream);
+  cuda::upload_staged(route.b_row_pos, p.b_row_pos, st, stream);
 }
 
 void GpuExchange::count_traffic(const RoutePlan& plan, size_t row_bytes) {

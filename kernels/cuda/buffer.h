@@ -5,6 +5,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <utility>
 #include <vector>
@@ -142,6 +143,20 @@ class PinnedBuffer {
   T* ptr_ = nullptr;
   size_t capacity_ = 0;
 };
+
+// device (=) host, staged through page-locked memory at `stage` (room for host.size() elements)
+// so that the copy is truly asynchronous on `stream`. The stage must stay untouched until the
+// copy is done. Returns the stage's next free element (several uploads share one stage).
+template <class T>
+T* upload_staged(DeviceBuffer<T>& device, const std::vector<T>& host, T* stage,
+                 cudaStream_t stream) {
+  device.resize(host.size());
+  if (host.empty()) return stage;
+  std::copy(host.begin(), host.end(), stage);
+  CUDA_CHECK(cudaMemcpyAsync(device.data(), stage, host.size() * sizeof(T), cudaMemcpyHostToDevice,
+                             stream));
+  return stage + host.size();
+}
 
 class Stream {
  public:

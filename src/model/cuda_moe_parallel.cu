@@ -31,23 +31,6 @@ namespace sy {
 
 #if defined(SWITCHYARD_HAVE_NCCL)
 
-namespace {
-
-// device (=) host, staged through the page-locked `stage` (room for host.size() elements) so that
-// the copy is truly asynchronous. The stage stays untouched until the copy is done: a chunk's
-// stage is rewritten only by the next forward, after route() has waited for the stream.
-template <class E>
-void upload_async(cuda::DeviceBuffer<E>& device, const std::vector<E>& host, E* stage,
-                  cudaStream_t stream) {
-  device.resize(host.size());
-  if (host.empty()) return;
-  std::copy(host.begin(), host.end(), stage);
-  CUDA_CHECK(cudaMemcpyAsync(device.data(), stage, host.size() * sizeof(E), cudaMemcpyHostToDevice,
-                             stream));
-}
-
-}  // namespace
-
 template <class T>
 void CudaMoeLayer<T>::routed_forward(const T* m, const CudaMoeWeights<T>& w, cudaStream_t stream,
                                      cublasHandle_t cublas) {
@@ -120,9 +103,10 @@ void CudaMoeLayer<T>::routed_forward(const T* m, const CudaMoeWeights<T>& w, cud
     }
     ch.h_stage32.resize(ch.h_row_token.size() + ch.h_slot_row.size());
     ch.h_stage64.resize(ch.h_slot.size());
-    upload_async(ch.row_token, ch.h_row_token, ch.h_stage32.data(), stream);
-    upload_async(ch.slot_row, ch.h_slot_row, ch.h_stage32.data() + ch.h_row_token.size(), stream);
-    upload_async(ch.slot, ch.h_slot, ch.h_stage64.data(), stream);
+    // a chunk's stage is rewritten only by the next forward, after route() waited for the stream
+    int32_t* st32 = cuda::upload_staged(ch.row_token, ch.h_row_token, ch.h_stage32.data(), stream);
+    cuda::upload_staged(ch.slot_row, ch.h_slot_row, st32, stream);
+    cuda::upload_staged(ch.slot, ch.h_slot, ch.h_stage64.data(), stream);
   }
 
   if (!exchange_) {  // tp only: the chunk's tokens are its rows, the combine writes them
