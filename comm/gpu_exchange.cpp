@@ -40,7 +40,6 @@ GpuExchange::GpuExchange(MPI_Comm ep_comm, const std::vector<int>& node_of_ep_ra
                          double timeout_s, Watchdog* watchdog)
     : groups_(ep_comm, node_of_ep_rank, num_experts),
       cuda_aware_(cuda_aware_mpi()),
-      timeout_s_(timeout_s),
       watchdog_(watchdog) {
   // NCCL only inside a node of several ranks: emulated nodes of one rank (and one-rank nodes)
   // move their rows by device copies and MPI, and may even share a GPU.
@@ -144,7 +143,7 @@ void GpuExchange::inside_node(const T* send, const std::vector<int64_t>& send_ro
   element_counts(send_rows, W, sc, sd);
   element_counts(recv_rows, W, rc, rd);
   node_nccl_->all_to_all_v(send, sc, sd, recv, rc, rd, nccl_type<T>(), stream);
-  node_nccl_->wait(stream, timeout_s_, what);
+  node_nccl_->wait(stream, what);
 }
 
 template <class T>

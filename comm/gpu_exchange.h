@@ -93,7 +93,6 @@ class GpuExchange {
   RouteGroups groups_;
   std::unique_ptr<NcclComm> node_nccl_;  // the node's ranks; none when a node has one rank
   CudaAwareMpi cuda_aware_;
-  double timeout_s_;
   Watchdog* watchdog_;
   cuda::DeviceBuffer<std::byte> a_, xr_, b_;          // [S,W], [X,W], [F,W] scratch
   cuda::PinnedBuffer<std::byte> host_in_, host_out_;  // the staged inter-node stage

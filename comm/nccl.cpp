@@ -211,7 +211,7 @@ void NcclComm::all_to_all_v(const void* send, const std::vector<size_t>& send_co
   settle(ncclGroupEnd(), "ncclGroupEnd", "an all-to-all of " + what_);
 }
 
-void NcclComm::wait(cudaStream_t stream, double timeout_s, const std::string& what) {
+void NcclComm::wait(cudaStream_t stream, const std::string& what) {
   const auto start = std::chrono::steady_clock::now();
   for (;;) {
     const cudaError_t q = cudaStreamQuery(stream);
@@ -227,9 +227,9 @@ void NcclComm::wait(cudaStream_t stream, double timeout_s, const std::string& wh
     NCCL_CHECK(comm_, async);
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (timeout_s > 0 && waited > timeout_s) {
+    if (timeout_s_ > 0 && waited > timeout_s_) {
       std::ostringstream os;
-      os << "rank " << rank_ << " of " << size_ << ": timed out after " << timeout_s
+      os << "rank " << rank_ << " of " << size_ << ": timed out after " << timeout_s_
          << " s waiting for " << what << " (NCCL communicator aborted)";
       abort_and_throw(os.str());
     }

@@ -91,10 +91,11 @@ class NcclComm {
                     const std::vector<size_t>& recv_counts, const std::vector<size_t>& recv_displs,
                     ncclDataType_t type, cudaStream_t stream);
 
-  // Bounded wait for everything queued on `stream`; on timeout aborts the communicator and
-  // throws "rank r: timed out after s seconds waiting for <what>". timeout_s <= 0 waits without
-  // a bound (parallel.timeout_s = 0), still polling the communicator's asynchronous errors.
-  void wait(cudaStream_t stream, double timeout_s, const std::string& what);
+  // Wait for everything queued on `stream`, bounded by the communicator's timeout_s; on timeout
+  // aborts the communicator and throws "rank r: timed out after s seconds waiting for <what>".
+  // timeout_s <= 0 waits without a bound (parallel.timeout_s = 0), still polling the
+  // communicator's asynchronous errors.
+  void wait(cudaStream_t stream, const std::string& what);
 
  private:
   // After an NCCL call that returned r: an error throws; ncclInProgress (nonblocking mode) polls

@@ -84,8 +84,6 @@ class ModelImpl final : public CudaModel::Impl {
     par.tp_rank = layout.tp_rank;
     par.tp_size = layout.tp;
     par.chunks = static_cast<int>(cfg.moe.overlap_chunks);
-    par.timeout_s = cfg.parallel.timeout_s;
-    timeout_s_ = cfg.parallel.timeout_s;
     for (int l = 0; l < L_; ++l) moe_.emplace_back(dims, par);
     acts_.resize(static_cast<size_t>(L_));
     sync();
@@ -381,7 +379,7 @@ class ModelImpl final : public CudaModel::Impl {
 #if defined(SWITCHYARD_HAVE_NCCL)
     if (!tp_) return;
     tp_->all_reduce_sum(x, x, static_cast<size_t>(n), comm::nccl_type<T>(), s());
-    tp_->wait(s(), timeout_s_, what);
+    tp_->wait(s(), what);
 #else
     (void)x;
     (void)n;
@@ -394,7 +392,6 @@ class ModelImpl final : public CudaModel::Impl {
   int L_, T_, C_, NH_, V_;
   int Ct_, NHt_;  // this rank's attention columns (C/tp) and heads (NH/tp)
   comm::NcclComm* tp_;
-  double timeout_s_ = 0;
   std::vector<double> h_norms_;
   cuda::Stream stream_;
   cuda::CublasHandle cublas_;

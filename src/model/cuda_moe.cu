@@ -60,7 +60,7 @@ void CudaMoeLayer<T>::sum_over_tp(T* x, const char* what, cudaStream_t stream) {
 #if defined(SWITCHYARD_HAVE_NCCL)
   if (par_.tp_size == 1) return;
   par_.tp->all_reduce_sum(x, x, static_cast<size_t>(N_) * d_.C, comm::nccl_type<T>(), stream);
-  par_.tp->wait(stream, par_.timeout_s, what);
+  par_.tp->wait(stream, what);
 #else
   (void)x;
   (void)what;

@@ -67,7 +67,6 @@ struct CudaMoeParallel {
   // chunk's dispatch (on the layer's communication stream) overlapping the previous chunk's
   // experts (on the caller's stream). Every EP rank passes the same count.
   int chunks = 1;
-  double timeout_s = 0;  // bounded NCCL waits (parallel.timeout_s)
 };
 
 template <class T>

@@ -161,32 +161,29 @@ void select_device(GpuRun& run, const comm::Comm& world, comm::Watchdog* wd) {
 // elements (a few large buckets: one for the models we test), queued on the model's stream after
 // backward(), then a bounded wait for them, so that the optimizer step reads the sums. Every rank
 // receives the same bits (each element is reduced once, then broadcast).
-void all_reduce_grads(CudaModel& model, ParamGroup group, comm::NcclComm& nccl, double timeout_s,
-                      int64_t step) {
+void all_reduce_grads(CudaModel& model, ParamGroup group, comm::NcclComm& nccl, int64_t step) {
   constexpr size_t kBucketElems = size_t{32} << 20;  // 128 MiB of fp32
   const ParamTable::Range range = model.table().group_range(group);
   float* grads = model.device_grads() + range.first;
   for (size_t first = 0; first < range.size; first += kBucketElems)
     nccl.all_reduce_sum(grads + first, grads + first, std::min(kBucketElems, range.size - first),
                         comm::nccl_type<float>(), model.stream());
-  nccl.wait(model.stream(), timeout_s,
-            std::string("the ") + (group == ParamGroup::kDense ? "dense" : "expert") +
-                " gradient all-reduce of step " + std::to_string(step));
+  nccl.wait(model.stream(), std::string("the ") +
+                                (group == ParamGroup::kDense ? "dense" : "expert") +
+                                " gradient all-reduce of step " + std::to_string(step));
 }
 #endif
 
 #if defined(SWITCHYARD_HAVE_NCCL)
 // The router gradients (TpMode::kPartialGrad: each tp rank's token slice) (=) their sum over tp,
 // before the data-parallel reduction.
-void sum_router_grads_over_tp(CudaModel& model, comm::NcclComm& tp, double timeout_s,
-                              int64_t step) {
+void sum_router_grads_over_tp(CudaModel& model, comm::NcclComm& tp, int64_t step) {
   for (const ParamSpec& spec : model.table().specs())
     if (spec.tp_mode == TpMode::kPartialGrad) {
       float* grads = model.device_grads() + spec.offset;
       tp.all_reduce_sum(grads, grads, spec.numel, comm::nccl_type<float>(), model.stream());
     }
-  tp.wait(model.stream(), timeout_s,
-          "the router gradient all-reduce over tp of step " + std::to_string(step));
+  tp.wait(model.stream(), "the router gradient all-reduce over tp of step " + std::to_string(step));
 }
 #endif
 
@@ -332,14 +329,11 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
     model.zero_grads();
     tot = share.accumulate(model, step);
 #if defined(SWITCHYARD_HAVE_NCCL)
-    if (run.tp_nccl)
-      sum_router_grads_over_tp(model, *run.tp_nccl, cfg.parallel.timeout_s, step + 1);
-    if (run.dp_nccl)
-      all_reduce_grads(model, ParamGroup::kDense, *run.dp_nccl, cfg.parallel.timeout_s, step + 1);
+    if (run.tp_nccl) sum_router_grads_over_tp(model, *run.tp_nccl, step + 1);
+    if (run.dp_nccl) all_reduce_grads(model, ParamGroup::kDense, *run.dp_nccl, step + 1);
     if (run.dp_nccl && lay.ep == 1)  // edp = dp
-      all_reduce_grads(model, ParamGroup::kExpert, *run.dp_nccl, cfg.parallel.timeout_s, step + 1);
-    if (run.edp_nccl)
-      all_reduce_grads(model, ParamGroup::kExpert, *run.edp_nccl, cfg.parallel.timeout_s, step + 1);
+      all_reduce_grads(model, ParamGroup::kExpert, *run.dp_nccl, step + 1);
+    if (run.edp_nccl) all_reduce_grads(model, ParamGroup::kExpert, *run.edp_nccl, step + 1);
 #endif
     sum_over_dp(tot, g.dp(), wd);
     if (!std::isfinite(tot.loss.total()))

@@ -94,7 +94,6 @@ void run_exchange_case(const ExchangeCase& xc) {
   sy::CudaMoeParallel par;
   par.exchange = &ex;
   par.chunks = xc.chunks;
-  par.timeout_s = 60.0;
   sy::CudaMoeLayer<T> gpu(dl, par);
 
   sy::cuda::Stream stream;
