@@ -132,8 +132,11 @@ collect() {  # <file>...: adds each dependency that is not on the GPU machine
     done < <(ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}')
   done
 }
-collect "$B"/bin/switchyard "$B"/bin/test_gpu_* "$B"/bin/orterun "$B"/bin/orted "${plugins[@]}" \
-  "$B"/pmix/lib/pmix/*.so "$B"/lib/ucx/*.so.0
+roots=("$B"/bin/switchyard "$B"/bin/test_gpu_* "$B"/bin/orterun "$B"/bin/orted "${plugins[@]}"
+       "$B"/pmix/lib/pmix/*.so "$B"/lib/ucx/*.so.0)
+collect "${roots[@]}"
+# The files whose libraries were collected, relative to the bundle (gpu_rehearse.sh reads it).
+printf '%s\n' "${roots[@]#"$B"/}" >"$B/ldd-roots.txt"
 for name in "${!carried[@]}"; do
   case $name in
     libmca_common_*) dest=$B/openmpi/lib/$name ;;  # Open MPI's own helpers, beside its plugins
