@@ -165,10 +165,14 @@ for f in /usr/share/common-licenses/*; do [ -f "$f" ] && [ ! -L "$f" ] && licenc
 # is kept in .device/ref/ and made again only when what it depends on changed: the sources of the
 # CPU trainer (everything under kernels/cpu, comm and src but the benchmarks and the CUDA
 # backend), the config and the texts (100 steps: seconds on idle cores, many minutes on busy ones).
+# Its settings are the ones stage d repeats with device: cuda (gpu_check.sh reads ref/small.args),
+# so that every step and evaluation of the GPU run has its twin here.
+ref_args=(--set train.steps=100 --set log.every=1 --set eval.every=50 --set checkpoint.every=0)
 ref_dir=$root/.device/ref
 ref_key=$( (cd "$root" && git ls-files -co --exclude-standard kernels/cpu comm src CMakeLists.txt |
   grep -Ev '^src/bench/|cuda|nccl|gpu_' | xargs sha256sum
-  sha256sum "$root/configs/small.yaml" "${licences[@]}" | cut -d' ' -f1) | sha256sum | cut -c1-16)
+  sha256sum "$root/configs/small.yaml" "${licences[@]}" | cut -d' ' -f1
+  echo "${ref_args[*]}") | sha256sum | cut -c1-16)
 if [ "$(cat "$ref_dir/key" 2>/dev/null)" = "$ref_key" ] && [ -s "$ref_dir/metrics.jsonl" ]; then
   say "CPU reference run: reusing $ref_dir (same CPU trainer sources, config and texts)"
 else
@@ -178,13 +182,13 @@ else
   OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell} OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} \
     "$build/switchyard" train --config "$root/configs/small.yaml" \
     --set "data.path=$B/data/licenses.h5" --set "run.out_dir=$ref_dir/run" --set device=cpu \
-    --set train.precision=fp32 --set train.steps=100 --set log.every=1 --set eval.every=50 \
-    --set checkpoint.every=0 >"$ref_dir/run.log" 2>&1 ||
+    --set train.precision=fp32 "${ref_args[@]}" >"$ref_dir/run.log" 2>&1 ||
     die "the CPU reference run failed: $(tail -n 5 "$ref_dir/run.log")"
   cp "$ref_dir/run/metrics.jsonl" "$ref_dir/metrics.jsonl"
   echo "$ref_key" >"$ref_dir/key"
 fi
 cp "$ref_dir/metrics.jsonl" "$B/ref/small-cpu-fp32.metrics.jsonl"
+printf '%s\n' "${ref_args[@]}" >"$B/ref/small.args"
 
 # ---- env.sh and helpers -----------------------------------------------------------------------
 echo "$not_carried" >"$B/not-carried.regex"  # what the GPU machine has (gpu_rehearse.sh reads it)

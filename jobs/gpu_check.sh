@@ -213,14 +213,15 @@ if want c; then
 fi
 
 # ---- d: small.yaml on the GPU against the CPU run --------------------------------------------
-# train_gpu <name> <precision> <seconds>: the CPU reference's command with device: cuda.
+# train_gpu <name> <precision> <seconds>: the CPU reference's command (its settings in
+# ref/small.args, written by gpu_bundle.sh) with device: cuda.
 train_gpu() {
-  local name=$1 prec=$2 secs=$3
-  echo "--- switchyard train configs/small.yaml device=cuda precision=$prec" >>"$log"
+  local name=$1 prec=$2 secs=$3 ref_args
+  mapfile -t ref_args <"$B/ref/small.args"
+  echo "--- switchyard train configs/small.yaml device=cuda precision=$prec ${ref_args[*]}" >>"$log"
   run_for "$secs" "$B/bin/switchyard" train --config "$B/configs/small.yaml" \
     --set "data.path=$B/data/licenses.h5" --set "run.out_dir=$work/d-$name" --set device=cuda \
-    --set "train.precision=$prec" --set train.steps=100 --set log.every=1 --set eval.every=50 \
-    --set checkpoint.every=0 >"$work/d-$name.log" 2>&1
+    --set "train.precision=$prec" "${ref_args[@]}" >"$work/d-$name.log" 2>&1
   local rc=$?
   tail -n 25 "$work/d-$name.log" >>"$log"
   return $rc

@@ -99,6 +99,7 @@ for s in 1 2 3; do  # a CPU reference of three steps and an evaluation
   echo "{\"step\": $s, \"loss\": $((6 - s)).5, \"lm_loss\": $((6 - s)).4, \"aux_loss\": 0.05, \"z_loss\": 0.01}"
 done >"$B/ref/small-cpu-fp32.metrics.jsonl"
 echo '{"step": 3, "val_loss": 3.25}' >>"$B/ref/small-cpu-fp32.metrics.jsonl"
+printf '%s\n' --set train.steps=3 --set log.every=1 >"$B/ref/small.args"
 # A real shared library, for ldd, and one whose dependency is gone.
 echo 'int sy_stub(void) { return 1; }' >"$tmp/stub.c"
 gcc -shared -fPIC -o "$B/lib/libsystub.so" "$tmp/stub.c" || { echo "FAIL: no C compiler"; exit 1; }
