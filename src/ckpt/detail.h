@@ -11,6 +11,7 @@
 #include "comm/mpi.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/core/h5.h"
+#include "src/core/h5_attr.h"
 
 namespace sy::comm {
 class Watchdog;
@@ -22,18 +23,14 @@ inline constexpr const char* kFormat = "switchyard-checkpoint";
 inline constexpr int64_t kFormatVersion = 1;
 inline constexpr const char* kRngGenerator = "philox4x32-10";
 
-// ---- HDF5 attributes (scalar; strings are variable-length UTF-8, as h5py writes them) ---------
+// ---- HDF5 attributes (src/core/h5_attr.h) ----------------------------------------------------
 
-void write_attr(hid_t obj, const char* name, const std::string& value);
-void write_attr(hid_t obj, const char* name, int64_t value);
-void write_attr(hid_t obj, const char* name, uint64_t value);
-void write_attr(hid_t obj, const char* name, double value);
-bool has_attr(hid_t obj, const char* name);
-// Throw std::runtime_error("attribute '<name>' ...") when absent or of the wrong class.
-std::string read_attr_string(hid_t obj, const char* name);
-int64_t read_attr_i64(hid_t obj, const char* name);
-uint64_t read_attr_u64(hid_t obj, const char* name);
-double read_attr_f64(hid_t obj, const char* name);
+using h5::has_attr;
+using h5::read_attr_f64;
+using h5::read_attr_i64;
+using h5::read_attr_string;
+using h5::read_attr_u64;
+using h5::write_attr;
 
 // Whether every link of "a/b/c" exists below `loc` (H5Lexists needs each parent to exist).
 bool path_exists(hid_t loc, const std::string& path);

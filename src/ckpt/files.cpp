@@ -1,16 +1,11 @@
 #include "src/ckpt/files.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <stdexcept>
 
 #include "src/ckpt/checkpoint.h"
 
@@ -36,45 +31,6 @@ int64_t step_of_file_name(const std::string& name) {
 namespace files {
 
 namespace fs = std::filesystem;
-
-namespace {
-[[noreturn]] void throw_errno(const std::string& what, const std::string& path) {
-  throw std::runtime_error(what + " '" + path + "' failed: " + std::strerror(errno));
-}
-
-std::string parent_dir(const std::string& path) {
-  const fs::path p = fs::path(path).parent_path();
-  return p.empty() ? "." : p.string();
-}
-}  // namespace
-
-void fsync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw_errno("open for fsync of", path);
-  const int rc = ::fsync(fd);
-  const int saved = errno;
-  ::close(fd);
-  errno = saved;
-  if (rc != 0) throw_errno("fsync of", path);
-}
-
-void durable_rename(const std::string& from, const std::string& to) {
-  if (std::rename(from.c_str(), to.c_str()) != 0) throw_errno("rename to '" + to + "' of", from);
-  fsync_path(parent_dir(to));
-}
-
-void atomic_write_text(const std::string& dir, const std::string& name, const std::string& text) {
-  const std::string path = (fs::path(dir) / name).string(), tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw_errno("create", tmp);
-    out << text;
-    out.flush();
-    if (!out) throw_errno("write", tmp);
-  }
-  fsync_path(tmp);
-  durable_rename(tmp, path);
-}
 
 std::optional<std::string> read_latest(const std::string& dir) {
   const fs::path p = fs::path(dir) / "latest";

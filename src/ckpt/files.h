@@ -1,5 +1,6 @@
-// The checkpoint directory on disk: names, durable renames, the `latest` pointer, rotation. Plain
-// POSIX, no MPI: the writer calls these on rank 0 after every rank has closed the HDF5 file.
+// The checkpoint directory on disk: names, the `latest` pointer, rotation (durable renames are
+// src/core/durable_file.h). Plain POSIX, no MPI: the writer calls these on rank 0 after every
+// rank has closed the HDF5 file.
 #pragma once
 
 #include <cstdint>
@@ -8,17 +9,6 @@
 #include <vector>
 
 namespace sy::ckpt::files {
-
-// fsync(2) of a file or a directory (a rename is durable once its directory is synced). Throws
-// std::runtime_error naming the path and errno's text.
-void fsync_path(const std::string& path);
-
-// rename(2) of `from` to `to` (same directory), then fsync of that directory.
-void durable_rename(const std::string& from, const std::string& to);
-
-// Replaces <dir>/<name> with `text` so that a reader sees the old or the new content, never a
-// mix: write <name>.tmp, fsync, rename, fsync the directory.
-void atomic_write_text(const std::string& dir, const std::string& name, const std::string& text);
 
 // The file name `latest` holds (whitespace trimmed), or nullopt when there is no `latest`.
 std::optional<std::string> read_latest(const std::string& dir);

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "src/ckpt/files.h"
+#include "src/core/durable_file.h"
 
 namespace sy::ckpt {
 
@@ -86,9 +86,11 @@ void write_safetensors(const std::string& path, const std::vector<WholeTensor>& 
     out.flush();
     if (!out) throw UsageError("--output '" + path + "': write failed (disk full?)");
   }
-  files::fsync_path(tmp);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw UsageError("--output '" + path + "': cannot rename " + tmp + " into place");
+  try {
+    sy::files::commit_file(tmp, path);
+  } catch (const std::runtime_error& e) {
+    throw UsageError("--output '" + path + "': " + e.what());
+  }
 }
 
 }  // namespace sy::ckpt

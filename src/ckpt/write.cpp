@@ -25,6 +25,7 @@
 #include "src/ckpt/detail.h"
 #include "src/ckpt/files.h"
 #include "src/ckpt/seal.h"
+#include "src/core/durable_file.h"
 #include "src/data/tokenizer_h5.h"
 
 namespace sy::ckpt {
@@ -471,8 +472,7 @@ SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainSta
     try {
       release_reserve(tmp_path, need);
       seal_checkpoint(tmp_path);
-      files::fsync_path(tmp_path);
-      files::durable_rename(tmp_path, final_path);
+      sy::files::commit_file(tmp_path, final_path);
     } catch (...) {
       std::error_code ec;
       fs::remove(spare_path, ec);
@@ -482,7 +482,8 @@ SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainSta
     std::error_code ec;
     fs::remove(spare_path, ec);
     stage("renamed");
-    files::atomic_write_text(dir, "latest", checkpoint_file_name(st.step) + "\n");
+    sy::files::atomic_write_text((fs::path(dir) / "latest").string(),
+                                 checkpoint_file_name(st.step) + "\n");
     stage("latest");
     result.removed = files::rotate(dir, st.step, options.keep, result.notes);
   });

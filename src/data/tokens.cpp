@@ -7,8 +7,10 @@
 #include <iterator>
 #include <optional>
 
+#include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/core/h5.h"
+#include "src/core/h5_attr.h"
 #include "src/data/tokenizer_h5.h"
 
 namespace sy {
@@ -63,17 +65,8 @@ void append_ids(hid_t ds, hsize_t& size, std::span<const uint32_t> ids) {
 }
 
 void write_root_attributes(hid_t file, int64_t vocab_size, const std::string& tokenizer) {
-  h5::Dataspace scalar{H5_CHECK(H5Screate(H5S_SCALAR))};
-  h5::Attribute vocab{
-      H5_CHECK(H5Acreate2(file, "vocab_size", H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT))};
-  H5_CHECK(H5Awrite(vocab, H5T_NATIVE_INT64, &vocab_size));
-  // Variable-length UTF-8: h5py reads it as a str, h5dump prints it plainly.
-  h5::Datatype str{H5_CHECK(H5Tcopy(H5T_C_S1))};
-  H5_CHECK(H5Tset_size(str, H5T_VARIABLE));
-  H5_CHECK(H5Tset_cset(str, H5T_CSET_UTF8));
-  h5::Attribute tok{H5_CHECK(H5Acreate2(file, "tokenizer", str, scalar, H5P_DEFAULT, H5P_DEFAULT))};
-  const char* text = tokenizer.c_str();
-  H5_CHECK(H5Awrite(tok, str, &text));
+  h5::write_attr(file, "vocab_size", vocab_size);
+  h5::write_attr(file, "tokenizer", tokenizer);  // variable-length UTF-8: h5py reads a str
 }
 
 // /tokenizer/model: the serialized SentencePiece model as uint8.
@@ -89,25 +82,6 @@ void write_tokenizer_model(hid_t file, const std::string& model) {
 
 // ---- reading -----------------------------------------------------------------------------------
 
-const char* class_name(H5T_class_t c) {
-  switch (c) {
-    case H5T_INTEGER:
-      return "integer";
-    case H5T_FLOAT:
-      return "float";
-    case H5T_STRING:
-      return "string";
-    case H5T_COMPOUND:
-      return "compound";
-    case H5T_ARRAY:
-      return "array";
-    case H5T_ENUM:
-      return "enum";
-    default:
-      return "non-numeric";
-  }
-}
-
 class Reader {
  public:
   explicit Reader(const std::string& path) : path_(path) {}
@@ -116,47 +90,19 @@ class Reader {
     throw UsageError("token file '" + path_ + "': " + what);
   }
 
-  h5::Attribute open_attribute(hid_t file, const char* name) const {
-    if (H5_CHECK(H5Aexists(file, name)) <= 0)
+  // A root attribute through h5_attr.h, its errors naming this file.
+  template <class Read>
+  auto root_attribute(hid_t file, const char* name, Read read) const {
+    if (!h5::has_attr(file, name))
       fail(std::string("missing root attribute '") + name +
            "' (files from `switchyard data prepare` have vocab_size and tokenizer)");
-    h5::Attribute attr{H5_CHECK(H5Aopen(file, name, H5P_DEFAULT))};
-    h5::Dataspace space{H5_CHECK(H5Aget_space(attr))};
-    if (H5_CHECK(H5Sget_simple_extent_npoints(space)) != 1)
-      fail(std::string("root attribute '") + name + "' must be a single value");
-    return attr;
-  }
-
-  int64_t read_int_attribute(hid_t file, const char* name) const {
-    h5::Attribute attr = open_attribute(file, name);
-    h5::Datatype type{H5_CHECK(H5Aget_type(attr))};
-    if (H5Tget_class(type) != H5T_INTEGER)
-      fail(std::string("root attribute '") + name + "' must be an integer, it is " +
-           class_name(H5Tget_class(type)));
-    int64_t v = 0;
-    H5_CHECK(H5Aread(attr, H5T_NATIVE_INT64, &v));
-    return v;
-  }
-
-  // Fixed-length (h5dump/C writers) or variable-length (h5py, prepare) strings alike.
-  std::string read_string_attribute(hid_t file, const char* name) const {
-    h5::Attribute attr = open_attribute(file, name);
-    h5::Datatype type{H5_CHECK(H5Aget_type(attr))};
-    if (H5Tget_class(type) != H5T_STRING)
-      fail(std::string("root attribute '") + name + "' must be a string, it is " +
-           class_name(H5Tget_class(type)));
-    if (H5_CHECK(H5Tis_variable_str(type)) > 0) {
-      char* text = nullptr;
-      H5_CHECK(H5Aread(attr, type, &text));
-      std::string out = text ? text : "";
-      H5free_memory(text);
-      return out;
+    try {
+      return read(file, name);
+    } catch (const h5::Error&) {
+      throw;
+    } catch (const std::runtime_error& e) {
+      fail(std::string("root ") + e.what());
     }
-    std::string buf(H5Tget_size(type), '\0');
-    H5_CHECK(H5Aread(attr, type, buf.data()));
-    buf.resize(std::min(buf.find('\0'), buf.size()));
-    while (!buf.empty() && buf.back() == ' ') buf.pop_back();  // space-padded strings
-    return buf;
   }
 
   // Reads a 1-D integer dataset into int32, checking every id against vocab_size.
@@ -175,7 +121,7 @@ class Reader {
            ", expected a one-dimensional array of token ids");
     h5::Datatype type{H5_CHECK(H5Dget_type(ds))};
     if (H5Tget_class(type) != H5T_INTEGER)
-      fail(ds_name + " holds " + class_name(H5Tget_class(type)) +
+      fail(ds_name + " holds " + h5::class_name(H5Tget_class(type)) +
            " values, expected unsigned integer token ids");
     hsize_t n = 0;
     H5_CHECK(H5Sget_simple_extent_dims(space, &n, nullptr));
@@ -321,9 +267,7 @@ void TokenFileWriter::commit(const Tokenizer& tokenizer) {
   } catch (const h5::Error& e) {
     throw std::runtime_error("writing '" + m.tmp + "': " + e.what());
   }
-  std::error_code ec;
-  fs::rename(m.tmp, m.path, ec);
-  if (ec) throw std::runtime_error("renaming '" + m.tmp + "' to '" + m.path + "': " + ec.message());
+  files::commit_file(m.tmp, m.path);
   m.committed = true;
 }
 
@@ -420,8 +364,8 @@ TokenData read_token_file(const std::string& path, int64_t model_vocab_size, int
     h5::File file{file_id};
 
     TokenData data;
-    data.vocab_size = r.read_int_attribute(file, "vocab_size");
-    data.tokenizer = r.read_string_attribute(file, "tokenizer");
+    data.vocab_size = r.root_attribute(file, "vocab_size", h5::read_attr_i64);
+    data.tokenizer = r.root_attribute(file, "tokenizer", h5::read_attr_string);
     if (data.vocab_size < 2)
       r.fail("root attribute vocab_size = " + std::to_string(data.vocab_size) +
              ", expected at least 2");

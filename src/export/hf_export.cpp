@@ -7,9 +7,9 @@
 #include <nlohmann/json.hpp>
 
 #include "src/ckpt/checkpoint.h"
-#include "src/ckpt/files.h"
 #include "src/ckpt/safetensors.h"
 #include "src/config/config.h"
+#include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/data/tokenizer.h"
 
@@ -259,10 +259,12 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
     ckpt::write_safetensors(
         (fs::path(opt.output_dir) / "model.safetensors").string(), out,
         {{"format", "pt"}, {"source", checkpoint}, {"step", std::to_string(model.step)}});
-    ckpt::files::atomic_write_text(opt.output_dir, "config.json",
-                                   config_json(cfg, plan, tok).dump(2) + "\n");
+    const auto in_output = [&](const char* name) {
+      return (fs::path(opt.output_dir) / name).string();
+    };
+    files::atomic_write_text(in_output("config.json"), config_json(cfg, plan, tok).dump(2) + "\n");
     if (!tok.model().empty()) {
-      ckpt::files::atomic_write_text(opt.output_dir, "tokenizer.model", tok.model());
+      files::atomic_write_text(in_output("tokenizer.model"), tok.model());
       Json t;
       t["tokenizer_class"] = "LlamaTokenizer";
       t["add_bos_token"] = false;
@@ -274,7 +276,7 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
       t["unk_token"] = "<unk>";
       t["clean_up_tokenization_spaces"] = false;
       t["model_max_length"] = cfg.model.seq_len;
-      ckpt::files::atomic_write_text(opt.output_dir, "tokenizer_config.json", t.dump(2) + "\n");
+      files::atomic_write_text(in_output("tokenizer_config.json"), t.dump(2) + "\n");
     }
   } catch (const UsageError&) {
     throw;

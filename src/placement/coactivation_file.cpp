@@ -2,8 +2,10 @@
 
 #include <filesystem>
 
+#include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/core/h5.h"
+#include "src/core/h5_attr.h"
 
 namespace sy {
 
@@ -12,20 +14,19 @@ namespace {
 constexpr const char* kFormat = "switchyard-coactivation";
 constexpr int64_t kVersion = 1;
 
-void put_int(hid_t file, const char* name, int64_t v) {
-  h5::Dataspace scalar{H5_CHECK(H5Screate(H5S_SCALAR))};
-  h5::Attribute a{
-      H5_CHECK(H5Acreate2(file, name, H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT))};
-  H5_CHECK(H5Awrite(a, H5T_NATIVE_INT64, &v));
+// A root attribute through `read` (an h5_attr.h reader), its errors naming the file.
+template <class Read>
+auto root_attr(hid_t file, const char* name, const std::string& path, Read read) {
+  try {
+    return read(file, name);
+  } catch (const h5::Error&) {
+    throw;
+  } catch (const std::runtime_error& e) {
+    throw UsageError(path + ": root " + e.what());
+  }
 }
-
 int64_t get_int(hid_t file, const char* name, const std::string& path) {
-  if (H5_CHECK(H5Aexists(file, name)) <= 0)
-    throw UsageError(path + ": missing root attribute '" + name + "'");
-  h5::Attribute a{H5_CHECK(H5Aopen(file, name, H5P_DEFAULT))};
-  int64_t v = 0;
-  H5_CHECK(H5Aread(a, H5T_NATIVE_INT64, &v));
-  return v;
+  return root_attr(file, name, path, h5::read_attr_i64);
 }
 
 template <class T>
@@ -72,17 +73,9 @@ Coactivation read_coactivation(const std::string& path) {
     h5::File f{H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT))};
     if (H5_CHECK(H5Aexists(f, "format")) <= 0)
       throw UsageError(path + ": not a co-activation file (no format attribute)");
-    {
-      h5::Attribute a{H5_CHECK(H5Aopen(f, "format", H5P_DEFAULT))};
-      h5::Datatype t{H5_CHECK(H5Aget_type(a))};
-      char* text = nullptr;
-      if (H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) <= 0 || H5Aread(a, t, &text) < 0 ||
-          !text || std::string(text) != kFormat) {
-        H5free_memory(text);
-        throw UsageError(path + ": format is not '" + std::string(kFormat) + "'");
-      }
-      H5free_memory(text);
-    }
+    if (const std::string format = root_attr(f, "format", path, h5::read_attr_string);
+        format != kFormat)
+      throw UsageError(path + ": format is '" + format + "', not '" + kFormat + "'");
     if (get_int(f, "format_version", path) != kVersion)
       throw UsageError(path + ": format_version is not " + std::to_string(kVersion));
     c.num_layers = static_cast<int>(get_int(f, "num_layers", path));
@@ -112,21 +105,15 @@ void write_coactivation(const std::string& path, const Coactivation& c) {
   const std::string tmp = path + ".tmp";
   {
     h5::File f{H5_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT))};
-    h5::Dataspace scalar{H5_CHECK(H5Screate(H5S_SCALAR))};
-    h5::Datatype str{H5_CHECK(H5Tcopy(H5T_C_S1))};
-    H5_CHECK(H5Tset_size(str, H5T_VARIABLE));
-    H5_CHECK(H5Tset_cset(str, H5T_CSET_UTF8));
-    h5::Attribute fmt{H5_CHECK(H5Acreate2(f, "format", str, scalar, H5P_DEFAULT, H5P_DEFAULT))};
-    const char* text = kFormat;
-    H5_CHECK(H5Awrite(fmt, str, &text));
-    put_int(f, "format_version", kVersion);
-    put_int(f, "num_layers", c.num_layers);
-    put_int(f, "num_experts", c.num_experts);
-    put_int(f, "top_k", c.top_k);
-    put_int(f, "first_step", c.first_step);
-    put_int(f, "last_step", c.last_step);
-    put_int(f, "tokens", c.tokens);
-    put_int(f, "sample_step", c.sample_step);
+    h5::write_attr(f, "format", std::string(kFormat));
+    h5::write_attr(f, "format_version", kVersion);
+    h5::write_attr(f, "num_layers", int64_t{c.num_layers});
+    h5::write_attr(f, "num_experts", int64_t{c.num_experts});
+    h5::write_attr(f, "top_k", int64_t{c.top_k});
+    h5::write_attr(f, "first_step", c.first_step);
+    h5::write_attr(f, "last_step", c.last_step);
+    h5::write_attr(f, "tokens", c.tokens);
+    h5::write_attr(f, "sample_step", c.sample_step);
     const auto NL = static_cast<hsize_t>(c.num_layers), E = static_cast<hsize_t>(c.num_experts),
                K = static_cast<hsize_t>(c.top_k);
     SY_CHECK(c.counts.size() == NL * E * E, "counts: " << c.counts.size() << " entries");
@@ -135,7 +122,7 @@ void write_coactivation(const std::string& path, const Coactivation& c) {
                 {NL, static_cast<hsize_t>(c.sample_tokens()), K}, c.sample);
     H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL));
   }
-  std::filesystem::rename(tmp, path);
+  files::commit_file(tmp, path);
 }
 
 }  // namespace sy

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "src/core/durable_file.h"
 #include "src/core/error.h"
 
 namespace sy {
@@ -200,13 +201,11 @@ void write_placement(const std::string& path, const ExpertPlacement& p,
     }
     os << "]  # layer " << l << "\n";
   }
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << os.str();
-    if (!out.flush()) throw UsageError(path + ": cannot write the placement file");
+  try {
+    files::atomic_write_text(path, os.str());
+  } catch (const std::runtime_error& e) {
+    throw UsageError(path + ": cannot write the placement file: " + e.what());
   }
-  std::filesystem::rename(tmp, path);
 }
 
 std::shared_ptr<const ExpertPlacement> load_expert_placement(const Config& cfg) {

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "src/core/durable_file.h"
 #include "src/core/error.h"
 
 namespace sy {
@@ -40,17 +41,9 @@ MetricsWriter::MetricsWriter(const std::string& path, int64_t resume_step) : pat
           keep.push_back(line);
       }
     }
-    const std::string tmp = path + ".tmp";
-    {
-      errno = 0;
-      std::ofstream out(tmp, std::ios::trunc);
-      for (const auto& line : keep) out << line << '\n';
-      out.flush();
-      if (!out)
-        throw std::runtime_error("rewriting metrics file '" + tmp +
-                                 "' failed: " + errno_text(errno));
-    }
-    fs::rename(tmp, path);
+    std::string text;
+    for (const auto& line : keep) text += line + '\n';
+    files::atomic_write_text(path, text);
   }
   errno = 0;
   out_.open(path, std::ios::app);

@@ -1,0 +1,67 @@
+#include "src/core/durable_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+namespace sy::files {
+
+namespace fs = std::filesystem;
+
+namespace {
+[[noreturn]] void throw_errno(const std::string& what, const std::string& path) {
+  throw std::runtime_error(what + " '" + path + "' failed: " + std::strerror(errno));
+}
+
+std::string parent_dir(const std::string& path) {
+  const fs::path p = fs::path(path).parent_path();
+  return p.empty() ? "." : p.string();
+}
+}  // namespace
+
+void fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw_errno("open for fsync of", path);
+  const int rc = ::fsync(fd);
+  const int saved = errno;
+  ::close(fd);
+  errno = saved;
+  if (rc != 0) throw_errno("fsync of", path);
+}
+
+void durable_rename(const std::string& from, const std::string& to) {
+  if (std::rename(from.c_str(), to.c_str()) != 0) throw_errno("rename to '" + to + "' of", from);
+  fsync_path(parent_dir(to));
+}
+
+void commit_file(const std::string& tmp, const std::string& path) {
+  fsync_path(tmp);
+  durable_rename(tmp, path);
+}
+
+void atomic_write_text(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    errno = 0;
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw_errno("create", tmp);
+    out << text;
+    out.flush();
+    if (!out) {
+      const int saved = errno;
+      out.close();
+      std::remove(tmp.c_str());
+      errno = saved;
+      throw_errno("write", tmp);
+    }
+  }
+  commit_file(tmp, path);
+}
+
+}  // namespace sy::files

@@ -1,0 +1,56 @@
+// src/core/durable_file.h: a file replaced whole or not at all. The failure case makes the write
+// fail for real (its "<path>.tmp" is a directory, so it cannot be created) and checks that the old
+// content survives and the error names the file.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "common/temp_dir.h"
+#include "src/core/durable_file.h"
+
+namespace {
+
+using namespace sy;
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+TEST(DurableFile, AtomicWriteReplacesTheContentAndLeavesNoTemporary) {
+  test::TempDir dir;
+  const std::string path = dir.file("latest");
+  files::atomic_write_text(path, "step_00000010.h5\n");
+  files::atomic_write_text(path, "step_00000020.h5\n");
+  EXPECT_EQ(read_all(path), "step_00000020.h5\n");
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+}
+
+TEST(DurableFile, AFailedWriteKeepsTheOldContentAndNamesTheFile) {
+  test::TempDir dir;
+  const std::string path = dir.file("placement.yaml");
+  files::atomic_write_text(path, "old\n");
+  std::filesystem::create_directory(path + ".tmp");
+  try {
+    files::atomic_write_text(path, "new\n");
+    FAIL() << "the write into a directory succeeded";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(path + ".tmp"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_all(path), "old\n");
+}
+
+TEST(DurableFile, CommitRenamesAWrittenFileIntoPlace) {
+  test::TempDir dir;
+  const std::string tmp = dir.file("x.h5.tmp"), path = dir.file("x.h5");
+  std::ofstream(tmp) << "data";
+  files::commit_file(tmp, path);
+  EXPECT_EQ(read_all(path), "data");
+  EXPECT_FALSE(std::filesystem::exists(tmp));
+  EXPECT_THROW(files::commit_file(dir.file("absent.tmp"), path), std::runtime_error);
+  EXPECT_EQ(read_all(path), "data");
+}
+
+}  // namespace
