@@ -1,0 +1,55 @@
+// src/core/h5_attr.h against files written here with HDF5's plain C calls, the way h5dump-style C
+// writers store strings (fixed length, null- or space-padded, the full width used).
+#include <gtest/gtest.h>
+
+#include "common/temp_dir.h"
+#include "src/core/h5_attr.h"
+
+namespace {
+
+using namespace sy;
+
+void write_fixed(hid_t obj, const char* name, const std::string& text, H5T_str_t pad) {
+  h5::Datatype t{H5_CHECK(H5Tcopy(H5T_C_S1))};
+  H5_CHECK(H5Tset_size(t, text.size()));
+  H5_CHECK(H5Tset_strpad(t, pad));
+  h5::Dataspace scalar{H5_CHECK(H5Screate(H5S_SCALAR))};
+  h5::Attribute a{H5_CHECK(H5Acreate2(obj, name, t, scalar, H5P_DEFAULT, H5P_DEFAULT))};
+  H5_CHECK(H5Awrite(a, t, text.data()));
+}
+
+TEST(H5Attr, FixedLengthStringsAreReadWhole) {
+  test::TempDir dir;
+  h5::File f{
+      H5_CHECK(H5Fcreate(dir.file("a.h5").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT))};
+  write_fixed(f, "full", "byte", H5T_STR_NULLPAD);
+  write_fixed(f, "spaced", "byte    ", H5T_STR_SPACEPAD);
+  write_fixed(f, "short", std::string("ab\0\0", 4), H5T_STR_NULLPAD);
+  EXPECT_EQ(h5::read_attr_string(f, "full"), "byte");
+  EXPECT_EQ(h5::read_attr_string(f, "spaced"), "byte");
+  EXPECT_EQ(h5::read_attr_string(f, "short"), "ab");
+}
+
+TEST(H5Attr, ValuesRoundTripAndWrongClassesAreNamed) {
+  test::TempDir dir;
+  h5::File f{
+      H5_CHECK(H5Fcreate(dir.file("a.h5").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT))};
+  h5::write_attr(f, "s", std::string("sentencepiece"));
+  h5::write_attr(f, "i", int64_t{-7});
+  h5::write_attr(f, "u", uint64_t{1} << 63);
+  h5::write_attr(f, "d", 0.25);
+  h5::write_attr(f, "i", int64_t{42});  // replaces
+  EXPECT_EQ(h5::read_attr_string(f, "s"), "sentencepiece");
+  EXPECT_EQ(h5::read_attr_i64(f, "i"), 42);
+  EXPECT_EQ(h5::read_attr_u64(f, "u"), uint64_t{1} << 63);
+  EXPECT_EQ(h5::read_attr_f64(f, "d"), 0.25);
+  try {
+    h5::read_attr_i64(f, "d");
+    FAIL() << "a float read as an integer";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "attribute 'd' must be an integer, it is float");
+  }
+  EXPECT_THROW(h5::read_attr_string(f, "absent"), std::runtime_error);
+}
+
+}  // namespace
