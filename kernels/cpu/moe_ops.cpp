@@ -111,9 +111,9 @@ void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logi
     auto score = [&](int i) { return bias ? p[i] + bias[i] : p[i]; };
     const uint64_t kept = kept_groups<T>(score, E, K, rule);
     // K passes of argmax over the not yet selected experts of the kept groups. The strict '>'
-    // keeps the lower index on ties; starting from the first candidate keeps the selection
-    // defined (distinct experts) even when the scores are NaN, so a bad step fails on its
-    // loss, not here.
+    // keeps the lower index on ties; a NaN score ranks as -inf (rank_key, as on the GPU) and
+    // starting from the first candidate keeps the selection defined (distinct experts) even when
+    // every score is NaN, so a bad step fails on its loss, not here.
     for (int j = 0; j < K; ++j) {
       int best = -1;
       T best_score = T(0);
@@ -122,7 +122,7 @@ void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logi
         bool taken = false;
         for (int q = 0; q < j; ++q) taken = taken || sel[q] == i;
         if (taken) continue;
-        const T s = score(i);
+        const T s = rank_key(score(i));
         if (best < 0 || s > best_score) {
           best = i;
           best_score = s;

@@ -19,7 +19,7 @@ namespace {
 using Scan = cub::BlockScan<int, kBlock>;
 
 __global__ void count_kernel(int32_t* selected, const int32_t* topk_idx, int NK) {
-  const int q = blockIdx.x * blockDim.x + threadIdx.x;
+  const long q = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
   if (q < NK) atomicAdd(&selected[topk_idx[q]], 1);  // integer: the result is order-independent
 }
 
@@ -74,8 +74,8 @@ __global__ void place_kernel(int32_t* row_token, float* row_gate, int32_t* slot_
   const int32_t* list = sel_list + sel_offsets[e];
   const bool limited = capacity >= 0 && n_sel > capacity;
   int running = offsets[e];
-  for (int base = 0; base < n_sel; base += kBlock) {
-    const int i = base + threadIdx.x;
+  for (long base = 0; base < n_sel; base += kBlock) {
+    const long i = base + threadIdx.x;
     int keep = 0;
     int q = -1;
     if (i < n_sel) {

@@ -12,6 +12,14 @@ namespace {
 
 constexpr int kRowsPerBlock = kBlock / kWarp;
 
+// p = sigmoid(z) without overflow: for z < 0 as e^z / (1 + e^z), so a logit below -88 keeps its
+// small (denormal) p as the CPU's double-precision sigmoid does, instead of 1 / (1 + inf) = 0.
+__device__ __forceinline__ float sigmoid(float z) {
+  if (z >= 0.0f) return 1.0f / (1.0f + expf(-z));
+  const float e = expf(z);
+  return e / (1.0f + e);
+}
+
 // (score, index) of the better candidate: higher score, ties to the lower index; index E means
 // "none". A strict total order, so the xor-butterfly leaves every lane with the same winner.
 __device__ __forceinline__ bool better(float s, int i, float best_s, int best_i, int E) {
@@ -103,7 +111,7 @@ __global__ void router_forward_kernel(float* probs, float* lse, int32_t* topk_id
   sum = warp_sum(sum);
   const float l = zmax + logf(sum);
   if (lane == 0) lse[n] = l;  // the z-loss and its gradient read it
-  auto prob = [&](int i) { return rule.sigmoid ? 1.0f / (1.0f + expf(-z[i])) : expf(z[i] - l); };
+  auto prob = [&](int i) { return rule.sigmoid ? sigmoid(z[i]) : expf(z[i] - l); };
   for (int i = lane; i < E; i += kWarp) p[i] = prob(i);
 
   // K rounds of warp argmax over the experts of the kept groups not yet taken. Each lane
@@ -314,8 +322,10 @@ void router_losses_forward(double* loss, float* grp_frac, float* scratch, const 
                                                NG);
     SY_CUDA_LAUNCH_CHECK("aux_terms_kernel");
   }
+  // No z-loss under sigmoid scores (SPEC section 1; cpu MoeLayer sets it to 0 there too).
   loss_sum_kernel<<<1, kBlock, 0, stream>>>(loss, scratch, static_cast<long>(G) * E, lse, N,
-                                            aux_coeff * E * group_weight, z_coeff * token_weight);
+                                            aux_coeff * E * group_weight,
+                                            sigmoid_scores ? 0.0 : z_coeff * token_weight);
   SY_CUDA_LAUNCH_CHECK("loss_sum_kernel");
 }
 

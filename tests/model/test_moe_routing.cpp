@@ -103,6 +103,15 @@ TEST(RouterGroups, NanLogitsStillSelectDistinctExperts) {
   EXPECT_LE(used_groups.size(), 2u);
 }
 
+// A NaN score ranks last (as -inf), as the GPU router ranks it: sigmoid scores of
+// z = (NaN, 0, -1) are (NaN, 0.5, 0.27), and top-1 picks expert 1, then 2 at top-2.
+TEST(RouterSigmoid, ANanScoreRanksLast) {
+  const RouterRule sigmoid{.sigmoid = true};
+  EXPECT_EQ(route({std::nan(""), 0, -1}, {}, 3, 1, sigmoid).topk, (std::vector<int32_t>{1}));
+  EXPECT_EQ(route({std::nan(""), 0, -1}, {}, 3, 2, sigmoid).topk, (std::vector<int32_t>{1, 2}));
+  EXPECT_EQ(route({0, -1, 1}, {std::nan(""), 0, 0}, 3, 1, sigmoid).topk, (std::vector<int32_t>{2}));
+}
+
 // Random tokens against test::naive_topk (sorting), float and double, with a bias; the gates
 // are the selected p, normalised.
 TEST(RouterGroups, MatchesSortingReference) {
