@@ -17,9 +17,11 @@
 //   - gradients: summed by NCCL all-reduces (a few large buckets, on the model's stream,
 //     bounded wait) before the global-norm clip and AdamW: the router's tp-partial gradients
 //     over tp, then the dense group over dp and the expert group over edp (the parameter
-//     table's two groups); the norm adds the other tp ranks' dense sums and the other EP ranks'
-//     expert sums. NCCL gives every rank the same bits, so every replica applies the same update
-//     and the parameters stay identical;
+//     table's two groups; edp is every rank at tp > 1 and ep = 1: each tp rank differentiates
+//     its own slice of the tokens through the replicated experts, gpu_expert_sum_group); the norm
+//     adds the other tp ranks' dense sums and the other EP ranks' expert sums. NCCL gives every
+//     rank the same bits, so every replica applies the same update and the parameters stay
+//     identical;
 //   - loss, routing counts (the router-bias sign rule needs the global ones) and val_loss are
 //     summed over the ranks with the CPU trainer's MPI collectives; evaluation is sharded over
 //     the ranks as on the CPU; rank 0 writes metrics.jsonl and the log;
@@ -28,7 +30,7 @@
 //     same files, so a GPU checkpoint resumes on the CPU and the other way round.
 //
 // Not done on the GPU path (refused by check_gpu_run, naming the key): expert tensor parallelism
-// (parallel.etp > 1) and ZeRO-1.
+// (parallel.etp > 1), ZeRO-1 and an expert placement file (parallel.expert_placement).
 #include "src/train/train_gpu.h"
 
 #include <algorithm>
@@ -80,6 +82,10 @@ void check_gpu_run(const Config& cfg, int world_size) {
     throw UsageError(
         "parallel.zero1=true is not supported with device: cuda (every GPU keeps the whole AdamW "
         "state); set parallel.zero1=false");
+  if (!cfg.parallel.expert_placement.empty())
+    throw UsageError("parallel.expert_placement=" + cfg.parallel.expert_placement +
+                     ": device: cuda places expert e on EP rank e / (E / ep) only; remove the key "
+                     "or train with device: cpu");
 #if !defined(SWITCHYARD_HAVE_CUDA)
   (void)world_size;
   throw UsageError(
@@ -93,6 +99,12 @@ void check_gpu_run(const Config& cfg, int world_size) {
 #else
   (void)world_size;
 #endif
+}
+
+const comm::Comm& gpu_expert_sum_group(const comm::ProcessGroups& g) {
+  int cmp = MPI_UNEQUAL;
+  MPI_CHECK(MPI_Comm_compare(g.dp().get(), g.edp().get(), &cmp));
+  return cmp == MPI_IDENT || cmp == MPI_CONGRUENT ? g.dp() : g.edp();
 }
 
 #if !defined(SWITCHYARD_HAVE_CUDA)
@@ -113,7 +125,8 @@ struct GpuRun {
   std::unique_ptr<comm::GpuExchange> exchange;  // the EP group's, when ep > 1
   std::unique_ptr<comm::NcclComm> dp_nccl;      // over the dp group, when dp > 1
   std::unique_ptr<comm::NcclComm> tp_nccl;      // over the tp group, when tp > 1
-  std::unique_ptr<comm::NcclComm> edp_nccl;     // over the edp group, when ep > 1 and edp > 1
+  std::unique_ptr<comm::NcclComm> edp_nccl;     // over edp, when edp > 1 and it is not dp
+  comm::NcclComm* expert_nccl = nullptr;        // the expert sums: dp_nccl or edp_nccl
 #endif
   std::unique_ptr<CudaModel> model;             // last: destroyed before the exchange it uses
 };
@@ -235,8 +248,14 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
                                                        static_cast<int>(cfg.moe.num_experts),
                                                        cfg.parallel.timeout_s, wd);
     exchange = run.exchange.get();
-    if (lay.edp > 1)
+  }
+  if (lay.edp > 1) {
+    if (&gpu_expert_sum_group(g) == &g.dp()) {
+      run.expert_nccl = run.dp_nccl.get();  // the same ranks: dp = edp > 1
+    } else {
       run.edp_nccl = std::make_unique<comm::NcclComm>(g.edp().get(), timeout_s, "the edp group");
+      run.expert_nccl = run.edp_nccl.get();
+    }
   }
 #endif
   // cfg is the trainer's resolved config (route_groups a number)
@@ -285,7 +304,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
 #if defined(SWITCHYARD_HAVE_NCCL)
   if (run.exchange) device_line << "expert all-to-all: " << run.exchange->describe() << "\n";
 #endif
-  log_run_header(cfg, data, lay, device_line.str(), model.table(), flops, log);
+  log_run_header(args.user_cfg, data, lay, device_line.str(), model.table(), flops, log);
   log << resume_log.str();
 
   RunProgress progress(cfg, flops, resumed, metrics ? &*metrics : nullptr, log);
@@ -331,9 +350,8 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
 #if defined(SWITCHYARD_HAVE_NCCL)
     if (run.tp_nccl) sum_router_grads_over_tp(model, *run.tp_nccl, step + 1);
     if (run.dp_nccl) all_reduce_grads(model, ParamGroup::kDense, *run.dp_nccl, step + 1);
-    if (run.dp_nccl && lay.ep == 1)  // edp = dp
-      all_reduce_grads(model, ParamGroup::kExpert, *run.dp_nccl, step + 1);
-    if (run.edp_nccl) all_reduce_grads(model, ParamGroup::kExpert, *run.edp_nccl, step + 1);
+    if (run.expert_nccl)  // over edp, as the CPU optimizer sums them
+      all_reduce_grads(model, ParamGroup::kExpert, *run.expert_nccl, step + 1);
 #endif
     sum_over_dp(tot, g.dp(), wd);
     if (!std::isfinite(tot.loss.total()))

@@ -16,11 +16,17 @@ namespace comm {
 class Watchdog;
 }
 
-// Throws UsageError naming what a `device: cuda` run cannot do: a layout other than pure data
-// parallelism (parallel.tp, parallel.ep or parallel.etp > 1), parallel.zero1, a build without
-// the CUDA backend, or more than one rank in a build without NCCL. Nothing for `device: cpu`.
+// Throws UsageError naming what a `device: cuda` run cannot do: expert tensor parallelism
+// (parallel.etp > 1), parallel.zero1, parallel.expert_placement, a build without the CUDA
+// backend, or more than one rank in a build without NCCL. Nothing for `device: cpu`.
 // Depends on the config and the build only, so every rank decides alike.
 void check_gpu_run(const Config& cfg, int world_size);
+
+// The group over which a GPU step sums the expert gradients: the ranks holding replicas of the
+// same experts, the CPU optimizer's edp group (world / (ep etp) ranks; with tp > 1 and ep = 1
+// that is every rank, not the dp group). Returns g.dp() when it holds the same ranks in the same
+// order, so that one NCCL communicator serves the dense and the expert sums.
+const comm::Comm& gpu_expert_sum_group(const comm::ProcessGroups& g);
 
 // What a GPU run owns on the device: the model, the NCCL communicator, the device choice. The
 // caller keeps it alive past an exception (see train()): a rank that fails alone must abort the
@@ -28,7 +34,8 @@ void check_gpu_run(const Config& cfg, int world_size);
 struct GpuRun;
 
 struct GpuRunArgs {
-  const Config& cfg;  // resolved: moe.route_groups a number (resolve_route_groups)
+  const Config& cfg;       // resolved: moe.route_groups a number (resolve_route_groups)
+  const Config& user_cfg;  // as given (route_groups may say `nodes`): for the run header
   const TokenData& data;
   const comm::ProcessGroups& groups;  // tp = ep = etp = 1: the dp group is the world
   comm::Watchdog* watchdog;           // bounds the MPI waits (NCCL waits use parallel.timeout_s)

@@ -148,7 +148,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     });
   if (cfg.device == Device::kCuda) {
     startup.reset();
-    return train_on_gpu(GpuRunArgs{model_cfg, data, g, wd, options}, log, rt.gpu);
+    return train_on_gpu(GpuRunArgs{model_cfg, cfg, data, g, wd, options}, log, rt.gpu);
   }
   rt.exchange = make_expert_exchange(cfg, g, wd);
 
