@@ -17,18 +17,24 @@ namespace sy {
 
 using cuda::Grad;
 
+void check_cuda_moe_args(const MoeDims& d, const CudaMoeParallel& par) {
+  SY_CHECK(d.C > 0 && d.E > 0 && d.F > 0 && d.S >= 0, "bad MoE dims");
+  SY_CHECK(d.K >= 1 && d.K <= d.E && d.K <= cuda::kMaxTopK,
+           "top_k " << d.K << " not in [1, min(" << d.E << ", " << cuda::kMaxTopK << ")]");
+  SY_CHECK(!d.has_capacity || d.capacity_factor > 0, "capacity_factor must be > 0");
+  SY_CHECK(d.expert_hidden() == d.F, "the GPU layer does not split the experts (etp = 1)");
+  SY_CHECK(par.tp_size >= 1 && par.tp_rank >= 0 && par.tp_rank < par.tp_size,
+           "tp rank " << par.tp_rank << " of " << par.tp_size);
+  // Only shared experts are split over tp (moe_dims requires F % tp == 0 only for them).
+  SY_CHECK(d.S == 0 || d.shared_hidden() * par.tp_size == d.F,
+           "shared hidden " << d.shared_hidden() << " is not F/tp for tp " << par.tp_size);
+  SY_CHECK(par.chunks >= 1, "moe.overlap_chunks must be >= 1, not " << par.chunks);
+}
+
 template <class T>
 CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims, const CudaMoeParallel& par)
     : d_(dims), par_(par), exchange_(par.exchange) {
-  SY_CHECK(d_.C > 0 && d_.E > 0 && d_.F > 0 && d_.S >= 0, "bad MoE dims");
-  SY_CHECK(d_.K >= 1 && d_.K <= d_.E && d_.K <= cuda::kMaxTopK,
-           "top_k " << d_.K << " not in [1, min(" << d_.E << ", " << cuda::kMaxTopK << ")]");
-  SY_CHECK(!d_.has_capacity || d_.capacity_factor > 0, "capacity_factor must be > 0");
-  SY_CHECK(d_.expert_hidden() == d_.F, "the GPU layer does not split the experts (etp = 1)");
-  SY_CHECK(par_.tp_size >= 1 && par_.tp_rank >= 0 && par_.tp_rank < par_.tp_size &&
-               d_.shared_hidden() * par_.tp_size == d_.F,
-           "shared hidden " << d_.shared_hidden() << " is not F/tp for tp " << par_.tp_size);
-  SY_CHECK(par_.chunks >= 1, "moe.overlap_chunks must be >= 1, not " << par_.chunks);
+  check_cuda_moe_args(d_, par_);
 #if defined(SWITCHYARD_HAVE_NCCL)
   SY_CHECK(par_.tp_size == 1 || par_.tp != nullptr,
            "tp " << par_.tp_size << " needs its NCCL comm");

@@ -69,6 +69,11 @@ struct CudaMoeParallel {
   int chunks = 1;
 };
 
+// Throws std::logic_error naming what of `dims` and `par` the GPU layer cannot run: the
+// constructor's argument checks, host-only (no device call) so that a test without a GPU can
+// run them.
+void check_cuda_moe_args(const MoeDims& dims, const CudaMoeParallel& par);
+
 template <class T>
 class CudaMoeLayer {
  public:

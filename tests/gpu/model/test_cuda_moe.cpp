@@ -140,3 +140,30 @@ TEST(CudaMoeLayer, MatchesCpuBf16) {
 }
 
 }  // namespace
+
+namespace {
+
+// The layer's argument checks run on the host (no GPU needed): the shared experts' hidden is
+// split over tp, the routed experts are not, so F = 100 at tp = 3 is fine without shared experts
+// (as the CPU layer and moe_dims accept it) and refused with one.
+TEST(CudaMoeLayerArgs, OnlySharedExpertsNeedFDivisibleByTp) {
+  sy::MoeDims d;
+  d.C = 16;
+  d.E = 4;
+  d.K = 2;
+  d.F = 100;
+  d.Fl = 100;
+  d.L = 4;
+  sy::CudaMoeParallel par;
+  par.tp_rank = 1;
+  par.tp_size = 3;
+  d.S = 0;
+  d.Fs = 33;
+  EXPECT_NO_THROW(sy::check_cuda_moe_args(d, par));
+  d.S = 1;
+  EXPECT_THROW(sy::check_cuda_moe_args(d, par), std::logic_error);
+  d.F = d.Fl = 99;
+  EXPECT_NO_THROW(sy::check_cuda_moe_args(d, par));
+}
+
+}  // namespace
