@@ -78,6 +78,12 @@ void GroupedGemm::run(bool trans_a, bool trans_b, float alpha, float beta, cudaD
                       cudaDataType_t c_type, cublasHandle_t h, cudaStream_t stream) {
   const int G = static_cast<int>(problems_.size());
   if (G == 0) return;
+  // The pointer upload and its event go on `stream`, the GEMMs on the handle's stream: they must
+  // be one stream, or the GEMMs could read a slot before its upload lands.
+  cudaStream_t handle_stream = nullptr;
+  CUBLAS_CHECK(cublasGetStream(h, &handle_stream));
+  if (handle_stream != stream)
+    throw CudaError("GroupedGemm: the cuBLAS handle is bound to another stream than the one given");
   // The next staging slot, free once the GEMM that last read it is done (normally long ago).
   if (ring_.size() < static_cast<size_t>(kRingSlots)) ring_.push_back(std::make_unique<Slot>());
   Slot& slot = *ring_[next_slot_ % ring_.size()];
