@@ -16,6 +16,8 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/buffer.h"
+
 namespace sy::cuda {
 
 using bf16 = __nv_bfloat16;
@@ -24,11 +26,20 @@ using bf16 = __nv_bfloat16;
 template <class T>
 void embedding_forward(T* out, const int32_t* tokens, const float* emb, int N, int C,
                        cudaStream_t stream);
-// demb[V,C] (+=) scatter-add of dout[N,C] by token, in token order n = 0..N-1 per column (so a
-// repeated token sums in the CPU's order: bitwise reproducible, no atomics).
-template <class T>
-void embedding_backward(float* demb, const T* dout, const int32_t* tokens, int N, int C,
-                        cudaStream_t stream);
+// demb[V,C] (+=) scatter-add of dout[N,C] by token. Every element adds its tokens' rows in token
+// order n = 0..N-1, as the CPU does (bitwise the CPU's sums, reproducible, no atomics): the
+// tokens are sorted by id (cub's radix sort is stable, so equal ids stay in n order) and one
+// thread per (run of equal ids, column) sums its run, so the work spreads over N*C threads rather
+// than C threads each walking all N tokens. Owns the sort's scratch (grown to the largest N).
+class EmbeddingBackward {
+ public:
+  template <class T>
+  void run(float* demb, const T* dout, const int32_t* tokens, int N, int C, cudaStream_t stream);
+
+ private:
+  DeviceBuffer<int32_t> sorted_tokens_, positions_, sorted_positions_;
+  DeviceBuffer<unsigned char> sort_scratch_;
+};
 
 // out[n] (=) a[n] + b[n]; out may alias a or b.
 template <class T>

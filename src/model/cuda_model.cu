@@ -255,7 +255,7 @@ class ModelImpl final : public CudaModel::Impl {
                              pf(lp(l, "attn_norm")), a.a_rstd.data(), N, C, s());
       cuda::residual_forward(dx_.data(), dx_.data(), dtmp2_.data(), NC, s());
     }
-    cuda::embedding_backward(gf("model/embed"), dx_.data(), inputs_.data(), N, C, s());
+    embedding_backward_.run(gf("model/embed"), dx_.data(), inputs_.data(), N, C, s());
   }
 
   double optimizer_step(double lr, double grad_clip, double weight_decay,
@@ -411,6 +411,7 @@ class ModelImpl final : public CudaModel::Impl {
   DeviceBuffer<T> x_out_, xf_, probs_, att_scratch_;
   DeviceBuffer<float> xf_rstd_, losses_, dlosses_;
   DeviceBuffer<T> dx_, dtmp_, dtmp2_, dqkv_, dqkv2_;
+  cuda::EmbeddingBackward embedding_backward_;  // its token sort's scratch
 };
 
 }  // namespace
