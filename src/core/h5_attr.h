@@ -111,23 +111,25 @@ inline std::string read_attr_string(hid_t obj, const char* name) {
   return out;
 }
 
-inline int64_t read_attr_i64(hid_t obj, const char* name) {
-  Attribute a = detail::open_scalar(obj, name, H5T_INTEGER);
-  int64_t v = 0;
-  H5_CHECK(H5Aread(a, H5T_NATIVE_INT64, &v));
+namespace detail {
+// One value of class `want`, read as `mem_type` (HDF5 converts within the class).
+template <class V>
+V read_number(hid_t obj, const char* name, H5T_class_t want, hid_t mem_type) {
+  Attribute a = open_scalar(obj, name, want);
+  V v{};
+  H5_CHECK(H5Aread(a, mem_type, &v));
   return v;
+}
+}  // namespace detail
+
+inline int64_t read_attr_i64(hid_t obj, const char* name) {
+  return detail::read_number<int64_t>(obj, name, H5T_INTEGER, H5T_NATIVE_INT64);
 }
 inline uint64_t read_attr_u64(hid_t obj, const char* name) {
-  Attribute a = detail::open_scalar(obj, name, H5T_INTEGER);
-  uint64_t v = 0;
-  H5_CHECK(H5Aread(a, H5T_NATIVE_UINT64, &v));
-  return v;
+  return detail::read_number<uint64_t>(obj, name, H5T_INTEGER, H5T_NATIVE_UINT64);
 }
 inline double read_attr_f64(hid_t obj, const char* name) {
-  Attribute a = detail::open_scalar(obj, name, H5T_FLOAT);
-  double v = 0;
-  H5_CHECK(H5Aread(a, H5T_NATIVE_DOUBLE, &v));
-  return v;
+  return detail::read_number<double>(obj, name, H5T_FLOAT, H5T_NATIVE_DOUBLE);
 }
 
 }  // namespace sy::h5

@@ -147,18 +147,8 @@ namespace {
 // split over tp, the routed experts are not, so F = 100 at tp = 3 is fine without shared experts
 // (as the CPU layer and moe_dims accept it) and refused with one.
 TEST(CudaMoeLayerArgs, OnlySharedExpertsNeedFDivisibleByTp) {
-  sy::MoeDims d;
-  d.C = 16;
-  d.E = 4;
-  d.K = 2;
-  d.F = 100;
-  d.Fl = 100;
-  d.L = 4;
-  sy::CudaMoeParallel par;
-  par.tp_rank = 1;
-  par.tp_size = 3;
-  d.S = 0;
-  d.Fs = 33;
+  sy::MoeDims d{.C = 16, .E = 4, .K = 2, .F = 100, .S = 0, .L = 4, .Fl = 100, .Fs = 33};
+  const sy::CudaMoeParallel par{.tp_rank = 1, .tp_size = 3};
   EXPECT_NO_THROW(sy::check_cuda_moe_args(d, par));
   d.S = 1;
   EXPECT_THROW(sy::check_cuda_moe_args(d, par), std::logic_error);
