@@ -28,6 +28,10 @@ double round_up(double x, double to) {
 struct Dims {
   double N, Ns, B, T, C, Ct, NHt, V, E, K, F, Fl, Fs, S, L, Lx, G;
   bool moves;  // the MoE layer moves rows (any of ep, tp, etp > 1)
+  // Bytes of an activation element: 2 on the GPU in bf16 (CudaModel<bf16> stores activations,
+  // attention probabilities, logits and expert rows as bf16), else 4. Router scores, per-token
+  // statistics, gradients and the master weights stay fp32.
+  double act;
 };
 
 Dims dims_of(const Config& cfg, const PlanLayout& lay) {
@@ -50,6 +54,7 @@ Dims dims_of(const Config& cfg, const PlanLayout& lay) {
   x.Lx = x.E / d(lay.ep);
   x.G = cfg.moe.aux_loss_scope == AuxScope::kSequence ? x.B : 1;  // aux balance groups
   x.moves = lay.ep > 1 || lay.tp > 1 || lay.etp > 1;
+  x.act = cfg.device == Device::kCuda && cfg.train.precision == Precision::kBf16 ? 2 : kF;
   return x;
 }
 
@@ -65,12 +70,13 @@ ModelActs model_acts(const Dims& x) {
   // Per layer: x_in, a, x_mid, m, moe_out [N,C]; a_rstd, m_rstd [N]; qkv, qkv_rot [N,3Ct];
   // atty [N,Ct]. Once: x_out, xf, dx, dtmp, dtmp2 [N,C]; inputs, targets, xf_rstd, losses,
   // dlosses [N]; dqkv, dqkv2 [N,3Ct]; the batch's tokens [B,T+1] (BatchShare).
-  const double per_layer = 5 * x.N * x.C + 2 * x.N + 7 * x.N * x.Ct;
-  const double once = 5 * x.N * x.C + 5 * x.N + 6 * x.N * x.Ct + x.B * (x.T + 1);
-  a.stream = kF * (x.L * per_layer + once);
+  // The [N, *] activations are x.act bytes each; the [N] statistics and the tokens 4.
+  const double per_layer = 5 * x.N * x.C + 7 * x.N * x.Ct, per_layer_f = 2 * x.N;
+  const double once = 5 * x.N * x.C + 6 * x.N * x.Ct, once_f = 5 * x.N + x.B * (x.T + 1);
+  a.stream = x.act * (x.L * per_layer + once) + kF * (x.L * per_layer_f + once_f);
   // att per layer, datt once.
-  a.attn_probs = kF * (x.L + 1) * x.B * x.NHt * x.T * x.T;
-  a.logits = kF * x.N * x.V;
+  a.attn_probs = x.act * (x.L + 1) * x.B * x.NHt * x.T * x.T;
+  a.logits = x.act * x.N * x.V;
   return a;
 }
 
@@ -84,14 +90,16 @@ double moe_layer_bytes(const Dims& x, const PlanLayout& lay, double A, double Mo
   b += kF * 4 * A;
   // expert stage: xs, ys, dys, dxs [A,C]; h1, h3, h [A,Fl]; shared sh1, sh3, sh [S,N,Fs];
   // dh [2, max(A Fl, N Fs)].
-  b += kF * (4 * A * C + 3 * A * x.Fl + 3 * x.S * N * x.Fs +
-             2 * std::max(A * x.Fl, x.S > 0 ? N * x.Fs : 0.0));
+  b += x.act * (4 * A * C + 3 * A * x.Fl + 3 * x.S * N * x.Fs +
+                2 * std::max(A * x.Fl, x.S > 0 ? N * x.Fs : 0.0));
   if (x.moves) {
     // moved rows: send [Ns, C+K]; recv [Mo, C+K] (with an exchange); rows_x [M,C]; rows_g, rows_e
     // [M,K]; yrows [M, C+K]; etp_scratch [Mo, C+K] (etp > 1); M = etp * Mo rows after the gather.
+    // The exchange's buffers are counted at 4 bytes; rows_x and yrows' rows at x.act.
     const double M = d(lay.etp) * Mo;
-    b += kF * (x.Ns * (C + K) + (lay.ep > 1 ? Mo * (C + K) : 0.0) + M * C + 2 * M * K +
-               M * (C + K) + (lay.etp > 1 ? Mo * (C + K) : 0.0));
+    b += kF * (x.Ns * (C + K) + (lay.ep > 1 ? Mo * (C + K) : 0.0) + 2 * M * K + M * K +
+               (lay.etp > 1 ? Mo * (C + K) : 0.0)) +
+         x.act * 2 * M * C;
   }
   return b;
 }
@@ -156,6 +164,9 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
   m.terms.push_back({"gradients", model_keys + ", parallel.ep/etp/tp (shard them)", kF * P});
   m.terms.push_back({"AdamW moments m and v", model_keys + ", parallel.zero1=true",
                      2 * kF * local_moment_elements(cfg, lay)});
+  if (x.act < kF)
+    m.terms.push_back({"bf16 compute copy of the parameters",
+                       model_keys + ", parallel.ep/etp/tp (shard them)", x.act * P});
 
   const ModelActs a = model_acts(x);
   m.terms.push_back({"activations kept for backward: residual stream and attention projections",

@@ -29,10 +29,11 @@ MemoryBudget host_memory_budget(const comm::Comm& world) {
   return b;
 }
 
-void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& budget, bool device) {
+void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& budget,
+                       MemorySide side) {
   const plan::PlanLayout lay = plan::layout_of_config(cfg, world_size, budget.node_ranks);
   plan::MemoryInputs in;
-  if (!device) {
+  if (side != MemorySide::kGpuDevice) {
     in.base_bytes = budget.in_use_bytes;
     const plan::TokenExtents t = plan::token_file_extents(cfg.data.path);
     // A split too short for one sequence: read_token_file names that problem, which comes first.
@@ -48,9 +49,19 @@ void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& bu
     in.data_name = "'" + cfg.data.path + "'" + sizes;
   }
   plan::MemoryEstimate est = plan::predict_memory(cfg, lay, plan::RoutingStats{}, in);
-  if (device)  // the token file stays on the host
-    std::erase_if(est.terms,
-                  [](const plan::MemoryTerm& t) { return t.name.rfind("token", 0) == 0; });
+  const auto is_token_data = [](const plan::MemoryTerm& t) {
+    return t.name.rfind("token", 0) == 0;
+  };
+  if (side == MemorySide::kGpuDevice) std::erase_if(est.terms, is_token_data);
+  if (side == MemorySide::kGpuHost) {  // the token data and what train_gpu.cpp stages on the host
+    std::erase_if(est.terms, [&](const plan::MemoryTerm& t) { return !is_token_data(t); });
+    est.terms.push_back({"host copies of the parameters and AdamW moments (checkpoints, --resume)",
+                         "model.d_model, model.n_layers, moe.num_experts, moe.ffn_hidden, "
+                         "parallel.ep/tp (shard them)",
+                         3 * 4.0 * plan::local_param_elements(cfg, lay)});
+    est.terms.push_back(
+        {"the process (libraries, MPI, CUDA)", "(not config-dependent)", budget.in_use_bytes});
+  }
   const std::vector<plan::IndexProblem> index = plan::index_problems(cfg, lay);
   const double need = est.total();
   if (index.empty() && need <= budget.bytes) return;

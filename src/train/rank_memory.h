@@ -31,10 +31,18 @@ struct MemoryBudget {
 // `world` (it counts the ranks sharing the host).
 MemoryBudget host_memory_budget(const comm::Comm& world);
 
-// Throws UsageError when cfg on `world_size` ranks cannot fit `budget` per rank, or indexes past
-// int32. `device`: the budget is a GPU's free memory (no token data, no process baseline on it).
-// Reads only the token file's declared sizes (data.path), never its tokens.
-void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& budget, bool device);
+// Which memory a check is about.
+enum class MemorySide {
+  kCpuRank,   // a device: cpu rank: everything, in host memory
+  kGpuHost,   // the host side of a device: cuda rank: the token data, the host copies of the
+              // parameters and AdamW moments a checkpoint or --resume stages, the process
+  kGpuDevice  // the GPU's memory: the model, its activations and buffers (no token data)
+};
+
+// Throws UsageError when cfg on `world_size` ranks cannot fit `budget` per rank on `side`, or
+// indexes past int32. Reads only the token file's declared sizes (data.path), never its tokens.
+void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& budget,
+                       MemorySide side);
 
 // This process's peak resident set size (getrusage ru_maxrss), bytes.
 int64_t peak_rss_bytes();

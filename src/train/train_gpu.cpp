@@ -231,7 +231,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
                       MemoryBudget{static_cast<double>(free_bytes),
                                    "free memory of GPU " + std::to_string(run.device), 0,
                                    static_cast<int64_t>(run.node.size())},
-                      /*device=*/true);
+                      MemorySide::kGpuDevice);
   });
   comm::GpuExchange* exchange = nullptr;
   comm::NcclComm* tp = nullptr;

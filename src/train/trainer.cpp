@@ -117,7 +117,8 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                        "train.micro_batch = " + std::to_string(dp) + " * " + std::to_string(MB) +
                        " (dp = world size / parallel.tp)");
     check_gpu_run(cfg, rt.world.size());
-    check_memory_fits(cfg, rt.world.size(), memory, /*device=*/false);  // before any allocation
+    check_memory_fits(cfg, rt.world.size(), memory,  // before any allocation
+                      cfg.device == Device::kCuda ? MemorySide::kGpuHost : MemorySide::kCpuRank);
     data = read_token_file(cfg.data.path, cfg.model.vocab_size, T);
     placement = load_expert_placement(cfg);
     if (rank0) dirs.emplace(cfg, log);

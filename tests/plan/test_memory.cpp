@@ -104,6 +104,36 @@ TEST(PlanMemory, ActivationTermsByHand) {
   EXPECT_DOUBLE_EQ(term(m, "AdamW moments").bytes, 8.0 * 1020);
 }
 
+// The same model trained with device: cuda in bf16: CudaModel<bf16> stores the [N, *] activations,
+// the attention probabilities, the logits and the expert rows as bf16 (2 bytes), keeps the [N]
+// statistics, the router's scores and every gradient in fp32, and adds a bf16 copy of the
+// parameters.
+TEST(PlanMemory, Bf16OnTheGpuStoresActivationsInTwoBytes) {
+  Config cfg = small_cfg();
+  cfg.device = Device::kCuda;
+  cfg.train.precision = Precision::kBf16;
+  const MemoryEstimate m = predict_memory(cfg, PlanLayout{}, RoutingStats{}, MemoryInputs{});
+  // Per layer 5 [N,C] + 7 [N,C] = 768 bf16 and 2 [N] = 16 floats; once 5 [N,C] + 6 [N,C] = 704
+  // bf16 and 5 [N] + the tokens [2, 5] = 50 int32/floats.
+  EXPECT_DOUBLE_EQ(term(m, "activations kept for backward: residual").bytes,
+                   2.0 * (768 + 704) + 4.0 * (16 + 50));
+  EXPECT_DOUBLE_EQ(term(m, "activations kept for backward: attention").bytes, 2.0 * 128);
+  EXPECT_DOUBLE_EQ(term(m, "logits").bytes, 2.0 * 8 * 16);
+  // Route and layout stay fp32 (233 + 64 floats, 8 doubles); the expert rows (992) are bf16.
+  EXPECT_DOUBLE_EQ(term(m, "MoE layers").bytes, 4.0 * (233 + 64) + 8.0 * 8 + 2.0 * 992);
+  EXPECT_DOUBLE_EQ(term(m, "parameters").bytes, 4.0 * 1020);
+  EXPECT_DOUBLE_EQ(term(m, "bf16 compute copy").bytes, 2.0 * 1020);
+  // fp32 on the GPU, and bf16 asked of the CPU trainer: 4-byte activations, no copy.
+  for (const auto& [device, precision] :
+       {std::pair{Device::kCuda, Precision::kFp32}, std::pair{Device::kCpu, Precision::kBf16}}) {
+    cfg.device = device;
+    cfg.train.precision = precision;
+    const MemoryEstimate f = predict_memory(cfg, PlanLayout{}, RoutingStats{}, MemoryInputs{});
+    EXPECT_DOUBLE_EQ(term(f, "logits").bytes, 4.0 * 8 * 16);
+    for (const auto& t : f.terms) EXPECT_EQ(t.name.find("bf16"), std::string::npos) << t.name;
+  }
+}
+
 TEST(PlanMemory, TokenDataAndTheLargestTerm) {
   Config cfg = small_cfg();
   MemoryInputs in;

@@ -1,0 +1,50 @@
+// The trainer's memory preflight (src/train/rank_memory.h) per side: a device: cuda rank's host
+// keeps the token data and three fp32 copies of its parameters (the checkpoint and --resume
+// staging of train_gpu.cpp), not the CPU trainer's gradients, activations and MoE buffers, so a
+// budget between the two fits the GPU host and not a CPU rank; the GPU itself holds the model.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "src/config/config.h"
+#include "src/core/error.h"
+#include "src/plan/layout.h"
+#include "src/plan/memory.h"
+#include "src/train/rank_memory.h"
+
+namespace sy {
+namespace {
+
+Config cuda_config() {
+  return parse_config(
+      "data:\n  path: no-such-file.h5\n",
+      {"device=cuda", "model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.seq_len=64",
+       "moe.num_experts=4", "moe.ffn_hidden=96", "train.micro_batch=8", "train.global_batch=8"});
+}
+
+std::string refusal(const Config& cfg, double bytes, MemorySide side) {
+  try {
+    check_memory_fits(cfg, 1, MemoryBudget{bytes, "a test budget", 0, 1}, side);
+  } catch (const UsageError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(MemorySide, AGpuRanksHostHoldsTheTokensAndThreeCopiesOfItsParameters) {
+  const Config cfg = cuda_config();
+  const double P = plan::local_param_elements(cfg, plan::layout_of_config(cfg, 1, 1));
+  const double host = 3 * 4.0 * P;  // no token file: no token data
+  EXPECT_EQ(refusal(cfg, host + 1024, MemorySide::kGpuHost), "");
+  const std::string short_host = refusal(cfg, host - 1024, MemorySide::kGpuHost);
+  EXPECT_NE(short_host.find("host copies of the parameters"), std::string::npos) << short_host;
+  // The same budget on a CPU rank, or on the GPU (parameters, gradients, moments: 16 P and
+  // more), is refused.
+  EXPECT_NE(refusal(cfg, host + 1024, MemorySide::kCpuRank).find("of memory per rank"),
+            std::string::npos);
+  EXPECT_NE(refusal(cfg, host + 1024, MemorySide::kGpuDevice).find("of memory per rank"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace sy
