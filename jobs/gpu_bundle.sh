@@ -95,11 +95,12 @@ for b in "${binaries[@]}"; do
 done
 # No path of this checkout or its build folder may be baked in (the GPU machine's checkout lives
 # elsewhere): tests get configs/ from $SWITCHYARD_SOURCE_DIR at run time.
+# (grep reads all of strings' output: `grep -q` would stop at the first match, strings would die
+# of SIGPIPE and pipefail would turn the match into "not found".)
 baked=""
 for f in "$B"/bin/*; do
-  if strings "$f" | grep -qF -e "$root" -e "$build"; then
-    baked+=" $(basename "$f") ($(strings "$f" | grep -F -e "$root" -e "$build" | head -n 2 | tr '\n' ' '))"
-  fi
+  hits=$(strings "$f" | grep -F -e "$root" -e "$build" | head -n 2 | tr '\n' ' ') || true
+  [ -z "$hits" ] || baked+=" $(basename "$f") ($hits)"
 done
 [ -z "$baked" ] || die "build-time paths compiled into:$baked"
 
@@ -217,7 +218,7 @@ export SWITCHYARD_SOURCE_DIR=$SY_BUNDLE  # configs/ for the GPU trainer tests
 export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
 # NCCL: the nvidia-nccl-cu13 wheel of the machine's Python (run with the host's library path),
 # else the first wheel directory found in the usual Python prefixes.
-SY_NCCL_LIB=${SY_NCCL_LIB:-$(LD_LIBRARY_PATH=$SY_HOST_LD_LIBRARY_PATH ${SY_PYTHON:-python3} -c \
+SY_NCCL_LIB=${SY_NCCL_LIB:-$(LD_LIBRARY_PATH=$SY_HOST_LD_LIBRARY_PATH timeout 60 ${SY_PYTHON:-python3} -c \
   'import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], "lib"))' 2>/dev/null)} || true
 if [ -z "$SY_NCCL_LIB" ] || [ ! -e "$SY_NCCL_LIB/libnccl.so.2" ]; then
   for d in /opt/*/.venv/lib/python3*/site-packages/nvidia/nccl/lib \

@@ -158,6 +158,16 @@ TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt
   }
   r.ceiling_gflops = best_gflops(r.gemms);
   r.gemm_only_gflops = weighted_gflops(r.gemms);
+  // switchyard's figures before the peer runs: a peer killed by a time limit does not take them.
+  char line[200];
+  std::snprintf(line, sizeof line, "switchyard measured: %.0f tokens/s, %.1f ms per step",
+                r.tokens_per_s, r.step_s * 1e3);
+  log << line;
+  if (r.mfu > 0) {
+    std::snprintf(line, sizeof line, ", MFU %.1f %%", r.mfu * 100);
+    log << line;
+  }
+  log << "\n" << std::flush;
   r.torch = run_torch_peer(cfg, opt, log);
   return r;
 }
