@@ -42,20 +42,27 @@ inline std::string source_dir() {
   return dir;
 }
 
-// Rank 0's temporary directory, known to every rank of MPI_COMM_WORLD (one host), holding the
-// token file of /usr/share/common-licenses (as the layout tests use). Collective.
+// Rank 0's temporary directory, known to every rank of MPI_COMM_WORLD (one host), holding a token
+// file: source_dir()'s data/licenses.h5 when it is there (the GPU bundle carries it; the GPU
+// machine's image need not have Debian's license texts), else one made from
+// /usr/share/common-licenses (as the layout tests do). Collective.
 class SharedRunDir {
  public:
   SharedRunDir() {
     std::vector<char> buf(4096, '\0');
     if (test::world_rank() == 0) {
       dir_ = std::make_unique<test::TempDir>();
-      PrepareOptions opt;
-      for (const auto& e : std::filesystem::directory_iterator("/usr/share/common-licenses"))
-        if (e.is_regular_file() && !e.is_symlink()) opt.inputs.push_back(e.path().string());
-      std::sort(opt.inputs.begin(), opt.inputs.end());
-      opt.output = dir_->file("licenses.h5");
-      prepare_token_file(opt);
+      const std::filesystem::path made = std::filesystem::path(source_dir()) / "data/licenses.h5";
+      if (std::filesystem::is_regular_file(made)) {
+        std::filesystem::copy_file(made, dir_->file("licenses.h5"));
+      } else {
+        PrepareOptions opt;
+        for (const auto& e : std::filesystem::directory_iterator("/usr/share/common-licenses"))
+          if (e.is_regular_file() && !e.is_symlink()) opt.inputs.push_back(e.path().string());
+        std::sort(opt.inputs.begin(), opt.inputs.end());
+        opt.output = dir_->file("licenses.h5");
+        prepare_token_file(opt);
+      }
       const std::string root = dir_->path().string();
       std::copy(root.begin(), root.end(), buf.begin());
     }
