@@ -17,7 +17,8 @@
 #      within 2 % of fp32's;
 #   e  `switchyard bench moe-layer` and bench/torch_moe_layer.py on bench/results/README.md's
 #      shapes (bf16 first; fp32 and the other shapes while the stage's time lasts);
-#   f  `switchyard bench train --config configs/gpu-medium.yaml` with the PyTorch peer on the GPU.
+#   f  `switchyard bench train --config configs/gpu-medium.yaml` with the PyTorch peer on the GPU,
+#      and where a step goes (CUDA events by part).
 # The stages run in the order a b d e f c (the sanitizers, the slowest, last). Every stage runs
 # under `timeout` within its own budget (seconds, SY_BUDGET_<x> overrides; the defaults add up
 # to 445 s, so a device call of timeout_s=480 leaves time for a second call on a fresh machine);
@@ -309,7 +310,10 @@ if want f; then
   elif ((rc != 0)); then verdict f FAIL "exit $rc: $(grep -m1 -iE "error|what" "$work/f.log" | cut -c1-200)"
   else
     peer=$(grep -m1 "^PyTorch peer: " "$work/f.log")
-    msg="tokens/s $(val "tokens/s"), MFU $(val "MFU \(dense bf16 peak\)"), peak GPU memory $(val "peak GPU memory \(GiB\)") GiB, vs PyTorch $(val "switchyard / PyTorch") (${peer:-no PyTorch peer line})"
+    # The largest part of a step: the first row under the "where a GPU step goes" header.
+    top=$(awk '/^# where a GPU step goes/ {f = 1; getline; next} f && NF {print; exit}' "$work/f.log" |
+      sed -E 's/ +/ /g')
+    msg="tokens/s $(val "tokens/s"), MFU $(val "MFU \(dense bf16 peak\)"), peak GPU memory $(val "peak GPU memory \(GiB\)") GiB, vs PyTorch $(val "switchyard / PyTorch") (${peer:-no PyTorch peer line}); largest part of a step: ${top:-none measured}"
     # With torch on the machine the comparison is part of the stage's result.
     if torch_ok && [ -z "$(val "switchyard / PyTorch")" ]; then verdict f FAIL "$msg"
     else verdict f PASS "$msg"; fi

@@ -24,6 +24,7 @@
 #include "src/data/tokens.h"
 #include "src/model/init.h"
 #include "src/model/model.h"
+#include "src/model/step_phases.h"
 #include "src/optim/optim.h"
 
 namespace sy {
@@ -203,6 +204,33 @@ double model_flops_utilization(double flops_per_step, double step_s, double peak
   return flops_per_step / step_s / peak_flops;
 }
 
+namespace {
+
+// Where a GPU step goes, largest part first, with each part's share of their sum.
+void print_step_phases(const TrainBenchResult& r, std::ostream& out) {
+  std::vector<size_t> order(r.phase_s.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return r.phase_s[a] > r.phase_s[b]; });
+  double sum = 0;
+  for (double s : r.phase_s) sum += s;
+  out << "\n# where a GPU step goes: CUDA events on the model's stream, per step over "
+      << r.phase_steps << " steps after the timed ones (src/model/step_phases.h)\n";
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%-28s %10s %8s\n", "part", "ms", "share");
+  out << buf;
+  for (size_t i : order) {
+    std::snprintf(buf, sizeof buf, "%-28s %10.2f %7.1f%%\n",
+                  i < kStepPhaseNames.size() ? kStepPhaseNames[i] : "?", r.phase_s[i] * 1e3,
+                  sum > 0 ? 100.0 * r.phase_s[i] / sum : 0.0);
+    out << buf;
+  }
+  std::snprintf(buf, sizeof buf, "%-28s %10.2f %7.1f%%\n", "all parts", sum * 1e3, 100.0);
+  out << buf;
+}
+
+}  // namespace
+
 void print_train_bench(const Config& cfg, const TrainBenchOptions& opt, const TrainBenchResult& r,
                        std::ostream& out) {
   const bool gpu = cfg.device == Device::kCuda;
@@ -267,6 +295,7 @@ void print_train_bench(const Config& cfg, const TrainBenchOptions& opt, const Tr
         r.tokens_per_s * (r.gemm_only_gflops / r.gflops) / r.torch.tokens_per_s);
   }
   out << "PyTorch peer: " << r.torch.note << "\n";
+  if (!r.phase_s.empty()) print_step_phases(r, out);
 
   if (gpu) {
     out << "\n# GEMM ceiling: cuBLAS (kernels/cuda/gemm.h, " << to_string(cfg.train.precision)

@@ -83,6 +83,10 @@ struct TrainBenchResult {
   double model_mem_bytes = 0;   // of that, what this run allocated (above the free memory
                                 // before the model existed)
   double device_mem_bytes = 0;  // the device's total memory
+  // Where a step goes (src/model/step_phases.h's parts, seconds per step), from CUDA events on
+  // the model's stream over phase_steps extra steps after the timed ones; empty on the CPU.
+  std::vector<double> phase_s;
+  int64_t phase_steps = 0;
 };
 
 // Runs the benchmark; progress notes go to `log`. Throws UsageError for a bad token file or

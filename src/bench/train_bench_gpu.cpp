@@ -23,7 +23,9 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/init.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/phase_timer.h"
 #include "src/model/cuda_model.h"
+#include "src/model/step_phases.h"
 #endif
 
 namespace sy::bench_detail {
@@ -150,9 +152,29 @@ void run_gpu_train_bench(const Config& cfg, const TrainBenchOptions& opt, TrainB
     log << "device: " << r.device << "; initialising the model on it\n" << std::flush;
     CudaModel model(cfg);
     model.init_params(cfg.run.seed);
+    // After the timed steps, kPhaseSteps more with the model's parts marked by CUDA events (so
+    // the marks cannot slow the timed ones).
+    constexpr int64_t kPhaseSteps = 2;
+    cuda::PhaseTimer timer(static_cast<int>(StepPhase::kCount));
+    bool marking = false;
     auto settle = [&] {
+      if (marking) timer.mark(static_cast<int>(StepPhase::kHostWait), model.stream());
       CUDA_CHECK(cudaStreamSynchronize(model.stream()));
       mem.sample();
+    };
+    auto on_extra = [&](bool starting) {
+      marking = starting;
+      if (starting) {
+        log << "marking the parts of " << kPhaseSteps << " more steps with CUDA events\n"
+            << std::flush;
+        model.set_phase_timer(&timer);
+        return;
+      }
+      timer.mark(-1, model.stream());
+      timer.collect();
+      model.set_phase_timer(nullptr);
+      r.phase_steps = kPhaseSteps;
+      for (double s : timer.seconds()) r.phase_s.push_back(s / kPhaseSteps);
     };
     time_train_steps(
         cfg, data, opt, model,
@@ -160,7 +182,7 @@ void run_gpu_train_bench(const Config& cfg, const TrainBenchOptions& opt, TrainB
           model.optimizer_step(learning_rate(cfg.train, step), cfg.train.grad_clip,
                                cfg.train.weight_decay);
         },
-        settle, r, log);
+        settle, r, log, kPhaseSteps, on_extra);
   }
   r.peak_mem_bytes = mem.peak_used();
   r.model_mem_bytes = mem.peak_ours();

@@ -7,13 +7,16 @@
 // MB, scale) -> LossParts, backward(). optimize(step) runs the norm, clipping and AdamW;
 // settle() is called at the end of each backward and optimizer part and must return only when
 // that part's work is done (the GPU synchronises its stream there; the CPU has nothing to wait
-// for). forward() returns the loss to the host, so it has settled by itself.
+// for). forward() returns the loss to the host, so it has settled by itself. extra_steps more
+// steps follow the timed ones, untimed, between on_extra(true) and on_extra(false) (the GPU
+// marks their parts with CUDA events there).
 #pragma once
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -37,7 +40,8 @@ inline double median(std::vector<double> v) {
 template <class M, class Optimize, class Settle>
 void time_train_steps(const Config& cfg, const TokenData& data, const TrainBenchOptions& opt,
                       M& model, Optimize&& optimize, Settle&& settle, TrainBenchResult& r,
-                      std::ostream& log) {
+                      std::ostream& log, int64_t extra_steps = 0,
+                      const std::function<void(bool starting)>& on_extra = {}) {
   using Clock = std::chrono::steady_clock;
   const auto since = [](Clock::time_point t0) {
     return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -48,7 +52,9 @@ void time_train_steps(const Config& cfg, const TokenData& data, const TrainBench
   std::vector<int32_t> tokens(static_cast<size_t>(MB * (T + 1)));
   std::vector<double> step_t, fwd_t, bwd_t, opt_t;
   log << "running " << opt.warmup << " warm-up + " << opt.steps << " timed steps\n" << std::flush;
-  for (int64_t step = 0; step < opt.warmup + opt.steps; ++step) {
+  const int64_t timed_end = opt.warmup + opt.steps;
+  for (int64_t step = 0; step < timed_end + extra_steps; ++step) {
+    if (step == timed_end && on_extra) on_extra(true);
     const auto t0 = Clock::now();
     double fwd = 0, bwd = 0;
     model.zero_grads();
@@ -69,7 +75,7 @@ void time_train_steps(const Config& cfg, const TokenData& data, const TrainBench
     optimize(step);
     settle();
     const double ot = since(to), st = since(t0);
-    if (step < opt.warmup) continue;
+    if (step < opt.warmup || step >= timed_end) continue;
     if (step == opt.warmup) r.first_loss = loss.total();
     r.last_loss = loss.total();
     step_t.push_back(st);
@@ -77,6 +83,7 @@ void time_train_steps(const Config& cfg, const TokenData& data, const TrainBench
     bwd_t.push_back(bwd);
     opt_t.push_back(ot);
   }
+  if (extra_steps > 0 && on_extra) on_extra(false);
   r.step_s = median(step_t);
   r.forward_s = median(fwd_t);
   r.backward_s = median(bwd_t);

@@ -14,6 +14,7 @@
 #include "kernels/cuda/init.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/optim.h"
+#include "kernels/cuda/phase_timer.h"
 #include "src/core/error.h"
 #include "src/model/cuda_moe.h"
 #include "src/model/init.h"
@@ -48,6 +49,7 @@ struct CudaModel::Impl {
   virtual void set_step_count(int64_t n) = 0;
   virtual float* device_grads() = 0;
   virtual cudaStream_t stream() const = 0;
+  virtual void set_phase_timer(cuda::PhaseTimer* timer) = 0;
 };
 
 namespace {
@@ -151,6 +153,10 @@ class ModelImpl final : public CudaModel::Impl {
   void set_step_count(int64_t n) override { step_count_ = n; }
   float* device_grads() override { return grads_.data(); }
   cudaStream_t stream() const override { return stream_.get(); }
+  void set_phase_timer(cuda::PhaseTimer* timer) override {
+    timer_ = timer;
+    for (auto& layer : moe_) layer.set_phase_timer(timer);
+  }
 
   LossParts forward(const int32_t* tokens, int B, const LossScale& scale,
                     std::vector<MoeStats>* stats) override {
@@ -167,6 +173,7 @@ class ModelImpl final : public CudaModel::Impl {
       }
     for (int32_t tok : h_inputs_)
       SY_CHECK(tok >= 0 && tok < V_, "token " << tok << " outside the vocabulary of " << V_);
+    mark(StepPhase::kEmbedding);
     CUDA_CHECK(cudaMemcpyAsync(inputs_.data(), h_inputs_.data(), sizeof(int32_t) * N,
                                cudaMemcpyHostToDevice, s()));
     CUDA_CHECK(cudaMemcpyAsync(targets_.data(), h_targets_.data(), sizeof(int32_t) * N,
@@ -179,15 +186,21 @@ class ModelImpl final : public CudaModel::Impl {
     for (int l = 0; l < L_; ++l) {
       Acts& a = acts_[l];
       // x_mid = x_in + Attn(RMSNorm(x_in))
+      mark(StepPhase::kNorms);
       cuda::rmsnorm_forward(a.a.data(), a.a_rstd.data(), a.x_in.data(), pf(lp(l, "attn_norm")), N,
                             C, eps, s());
       // this rank's NHt heads (Ct = C/tp columns of each of q, k, v) give a partial wo product
+      mark(StepPhase::kAttnGemms);
       cuda::matmul_forward(a.qkv.data(), a.a.data(), wt(lp(l, "attn/wqkv")), N, C, 3 * Ct_, cb());
+      mark(StepPhase::kRope);
       cuda::rope_forward(a.qkv_rot.data(), a.qkv.data(), B, T_, Ct_, NHt_, theta, s());
+      mark(StepPhase::kAttnCore);
       cuda::attention_forward(a.atty.data(), a.att.data(), att_scratch_.data(), a.qkv_rot.data(), B,
                               T_, Ct_, NHt_, cb(), s());
+      mark(StepPhase::kAttnGemms);
       cuda::matmul_forward(a.x_mid.data(), a.atty.data(), wt(lp(l, "attn/wo")), N, Ct_, C, cb());
       sum_over_tp(a.x_mid.data(), NC, "the attention output");
+      mark(StepPhase::kNorms);
       cuda::residual_forward(a.x_mid.data(), a.x_mid.data(), a.x_in.data(), NC, s());
       // x_out = x_mid + MoE(RMSNorm(x_mid))
       cuda::rmsnorm_forward(a.m.data(), a.m_rstd.data(), a.x_mid.data(), pf(lp(l, "moe_norm")), N,
@@ -198,11 +211,13 @@ class ModelImpl final : public CudaModel::Impl {
       out.z += ml.z;
       if (stats) (*stats)[l] = moe_[l].stats();
       T* x_next = l + 1 < L_ ? acts_[l + 1].x_in.data() : x_out_.data();
+      mark(StepPhase::kNorms);
       cuda::residual_forward(x_next, a.x_mid.data(), a.moe_out.data(), NC, s());
     }
     // logits[N,V] = RMSNorm(x_out) @ Head^T, then softmax in place
     cuda::rmsnorm_forward(xf_.data(), xf_rstd_.data(), x_out_.data(), pf("model/final_norm"), N, C,
                           eps, s());
+    mark(StepPhase::kHeadLoss);
     cuda::gemm<T, T>(cublas_.get(), false, true, N, V_, C, 1.0f, xf_.data(), C, wt(head_name()), C,
                      0.0f, probs_.data(), V_);
     cuda::crossentropy_forward(losses_.data(), probs_.data(), probs_.data(), targets_.data(), N, V_,
@@ -210,6 +225,7 @@ class ModelImpl final : public CudaModel::Impl {
     h_losses_.resize(N);
     CUDA_CHECK(cudaMemcpyAsync(h_losses_.data(), losses_.data(), sizeof(float) * N,
                                cudaMemcpyDeviceToHost, s()));
+    mark(StepPhase::kHostWait);
     sync();
     double lm = 0.0;
     for (float x : h_losses_) lm += static_cast<double>(x);
@@ -222,6 +238,7 @@ class ModelImpl final : public CudaModel::Impl {
     const long NC = static_cast<long>(N) * C;
     const double theta = cfg_.model.rope_theta;
     // lm = token_weight * sum_n losses[n]
+    mark(StepPhase::kHeadLoss);
     cuda::fill(dlosses_.data(), static_cast<float>(scale_.token_weight), N, s());
     cuda::crossentropy_backward(probs_.data(), probs_.data(), targets_.data(), dlosses_.data(), N,
                                 V_, s());
@@ -231,6 +248,7 @@ class ModelImpl final : public CudaModel::Impl {
                      0.0f, dtmp_.data(), C);
     cuda::gemm<T, float>(cublas_.get(), true, false, V_, C, N, 1.0f, dlogits, V_, xf_.data(), C,
                          1.0f, gf(head_name()), C);
+    mark(StepPhase::kNorms);
     cuda::rmsnorm_backward(dx_.data(), gf("model/final_norm"), dtmp_.data(), x_out_.data(),
                            pf("model/final_norm"), xf_rstd_.data(), N, C, s());
     for (int l = L_ - 1; l >= 0; --l) {
@@ -238,23 +256,30 @@ class ModelImpl final : public CudaModel::Impl {
       // MoE block; dx_ is d/dx_out, becomes d/dx_mid
       moe_[l].backward(dtmp_.data(), moe_grads(l), dx_.data(), a.m.data(), moe_weights(l), scale_,
                        s(), cb());
+      mark(StepPhase::kNorms);
       cuda::rmsnorm_backward(dtmp2_.data(), gf(lp(l, "moe_norm")), dtmp_.data(), a.x_mid.data(),
                              pf(lp(l, "moe_norm")), a.m_rstd.data(), N, C, s());
       cuda::residual_forward(dx_.data(), dx_.data(), dtmp2_.data(), NC, s());
       // attention block; dx_ becomes d/dx_in
       // the gradient reaching the (replicated) norm is this rank's heads' share: summed over tp
+      mark(StepPhase::kAttnGemms);
       cuda::matmul_backward(dtmp_.data(), gf(lp(l, "attn/wo")), dx_.data(), a.atty.data(),
                             wt(lp(l, "attn/wo")), N, Ct_, C, cb());
+      mark(StepPhase::kAttnCore);
       cuda::attention_backward(dqkv_.data(), att_scratch_.data(), dtmp_.data(), a.qkv_rot.data(),
                                a.att.data(), B, T_, Ct_, NHt_, cb(), s());
+      mark(StepPhase::kRope);
       cuda::rope_backward(dqkv2_.data(), dqkv_.data(), B, T_, Ct_, NHt_, theta, s());
+      mark(StepPhase::kAttnGemms);
       cuda::matmul_backward(dtmp_.data(), gf(lp(l, "attn/wqkv")), dqkv2_.data(), a.a.data(),
                             wt(lp(l, "attn/wqkv")), N, C, 3 * Ct_, cb());
       sum_over_tp(dtmp_.data(), NC, "the attention input gradient");
+      mark(StepPhase::kNorms);
       cuda::rmsnorm_backward(dtmp2_.data(), gf(lp(l, "attn_norm")), dtmp_.data(), a.x_in.data(),
                              pf(lp(l, "attn_norm")), a.a_rstd.data(), N, C, s());
       cuda::residual_forward(dx_.data(), dx_.data(), dtmp2_.data(), NC, s());
     }
+    mark(StepPhase::kEmbedding);
     embedding_backward_.run(gf("model/embed"), dx_.data(), inputs_.data(), N, C, s());
   }
 
@@ -263,12 +288,14 @@ class ModelImpl final : public CudaModel::Impl {
     // Each parameter's squared sum; the dense ones that another tp rank counts (in_norm false:
     // the copies of a replicated one) are left out.
     const std::vector<ParamSpec>& specs = table_.specs();
+    mark(StepPhase::kOptimizer);
     for (size_t i = 0; i < specs.size(); ++i)
       cuda::grad_sq_sum(norm_.data() + i, norm_scratch_.data(), grads_.data() + specs[i].offset,
                         specs[i].numel, s());
     h_norms_.resize(specs.size());
     CUDA_CHECK(cudaMemcpyAsync(h_norms_.data(), norm_.data(), sizeof(double) * specs.size(),
                                cudaMemcpyDeviceToHost, s()));
+    mark(StepPhase::kHostWait);
     sync();
     double dense_sq = 0.0, expert_sq = 0.0;
     for (size_t i = 0; i < specs.size(); ++i) {
@@ -279,6 +306,7 @@ class ModelImpl final : public CudaModel::Impl {
         std::sqrt(total_sq ? total_sq(dense_sq, expert_sq) : dense_sq + expert_sq);
     if (!std::isfinite(grad_norm)) return grad_norm;
     const double scale = clip_factor(grad_norm, grad_clip);
+    mark(StepPhase::kOptimizer);
     ++step_count_;
     const double t = static_cast<double>(step_count_);
     const double bc1 = 1.0 - std::pow(AdamW::kBeta1, t), bc2 = 1.0 - std::pow(AdamW::kBeta2, t);
@@ -302,6 +330,9 @@ class ModelImpl final : public CudaModel::Impl {
 
   cudaStream_t s() const { return stream_.get(); }
   cublasHandle_t cb() const { return cublas_.get(); }
+  void mark(StepPhase p) {
+    if (timer_) timer_->mark(static_cast<int>(p), s());
+  }
   void sync() const { CUDA_CHECK(cudaStreamSynchronize(stream_.get())); }
   static std::string lp(int l, const char* leaf) { return layer_param_name(l, leaf); }
   std::string head_name() const { return cfg_.model.tie_embeddings ? "model/embed" : "model/head"; }
@@ -412,6 +443,7 @@ class ModelImpl final : public CudaModel::Impl {
   DeviceBuffer<float> xf_rstd_, losses_, dlosses_;
   DeviceBuffer<T> dx_, dtmp_, dtmp2_, dqkv_, dqkv2_;
   cuda::EmbeddingBackward embedding_backward_;  // its token sort's scratch
+  cuda::PhaseTimer* timer_ = nullptr;           // bench train's; null in training
 };
 
 }  // namespace
@@ -508,6 +540,9 @@ float* CudaModel::device_grads() {
 }
 cudaStream_t CudaModel::stream() const {
   return impl_->stream();
+}
+void CudaModel::set_phase_timer(cuda::PhaseTimer* timer) {
+  impl_->set_phase_timer(timer);
 }
 
 }  // namespace sy

@@ -36,6 +36,9 @@ namespace sy::comm {
 class GpuExchange;
 class NcclComm;
 }  // namespace sy::comm
+namespace sy::cuda {
+class PhaseTimer;
+}  // namespace sy::cuda
 
 namespace sy {
 
@@ -93,6 +96,10 @@ class CudaModel {
   // optimizer_step() (which waits for the stream before reading the norm).
   float* device_grads();
   cudaStream_t stream() const;
+
+  // Marks the parts of every later step (src/model/step_phases.h) on the model's stream, for
+  // `bench train`; null (the default) records nothing.
+  void set_phase_timer(cuda::PhaseTimer* timer);
 
   struct Impl;  // per compute precision (cuda_model.cu)
 

@@ -78,6 +78,7 @@ template <class T>
 void CudaMoeLayer<T>::route(const T* m, int B, int T_, const CudaMoeWeights<T>& w,
                             const LossScale& s, cudaStream_t stream, cublasHandle_t cublas) {
   const int N = B * T_, C = d_.C, E = d_.E, K = d_.K, NK = N * K;
+  mark(StepPhase::kRouter, stream);
   N_ = N;
   NG_ = d_.aux_scope == AuxScope::kSequence ? T_ : N;
   const int G = N == 0 ? 0 : N / NG_;
@@ -125,6 +126,7 @@ void CudaMoeLayer<T>::route(const T* m, int B, int T_, const CudaMoeWeights<T>& 
     CUDA_CHECK(cudaMemcpyAsync(rb + 2 * E + NK, slot_row_.data(), sizeof(int32_t) * NK,
                                cudaMemcpyDeviceToHost, stream));
   }
+  mark(StepPhase::kHostWait, stream);
   CUDA_CHECK(cudaStreamSynchronize(stream));
   h_counts_.assign(rb, rb + E);
   h_selected_.assign(rb + E, rb + 2 * E);
@@ -148,11 +150,14 @@ void CudaMoeLayer<T>::experts_forward(const T* src, const int32_t* row_token, in
   T *xs = xs_.data() + oc, *ys = ys_.data() + oc;
   T *h1 = h1_.data() + of, *h3 = h3_.data() + of, *h = h_.data() + of;
   // dispatch + experts: h1 = xs W1, h3 = xs W3, h = silu(h1) h3, ys = h W2 (per expert)
+  mark(StepPhase::kTokenMoves, stream);
   cuda::gather_rows_forward(xs, src, row_token, A, C, stream);
+  mark(StepPhase::kExpertGemms, stream);
   gg_.forward(h1, xs, w.w1, rows, C, F, Grad::kAssign, cublas, stream);
   gg_.forward(h3, xs, w.w3, rows, C, F, Grad::kAssign, cublas, stream);
   cuda::swiglu_forward(h, h1, h3, static_cast<long>(AF), stream);
   gg_.forward(ys, h, w.w2, rows, F, C, Grad::kAssign, cublas, stream);
+  mark(StepPhase::kTokenMoves, stream);  // the combine follows
 }
 
 template <class T>
@@ -163,6 +168,7 @@ void CudaMoeLayer<T>::shared_forward(T* out, const T* m, const CudaMoeWeights<T>
   sh1_.resize(S * NF);
   sh3_.resize(S * NF);
   sh_.resize(S * NF);
+  mark(StepPhase::kSharedExperts, stream);
   if (S == 0) {
     CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(T) * N * C, stream));
     return;
@@ -201,6 +207,7 @@ MoeLoss CudaMoeLayer<T>::forward(T* out, const T* m, int B, int T_, const CudaMo
   for (auto* b : {&h1_, &h3_, &h_}) b->resize(static_cast<size_t>(A) * F);
   experts_forward(m, row_token_.data(), 0, rows_, w, stream, cublas);
   shared_forward(out, m, w, stream, cublas);  // out (=)
+  mark(StepPhase::kTokenMoves, stream);
   cuda::combine_forward(out, ys_.data(), slot_row_.data(), row_gate_.data(), N, K, C, stream);
   return MoeLoss{h_loss_[0], h_loss_[1]};
 }
@@ -220,6 +227,7 @@ void CudaMoeLayer<T>::experts_backward(int a0, const std::vector<int>& rows, con
   dh1_.resize(std::max(AF, dh1_.size()));
   dh3_.resize(std::max(AF, dh3_.size()));
   // dh = dys W2^T, dW2 += h^T dys, SwiGLU back, dxs = dh1 W1^T + dh3 W3^T, dW1, dW3
+  mark(StepPhase::kExpertGemms, stream);
   gg_.backward_dx(dh1_.data(), dys, w.w2, rows, F, C, Grad::kAssign, cublas, stream);
   gg_.backward_dw(g.w2, h, dys, rows, F, C, cublas, stream);
   cuda::swiglu_backward(dh1_.data(), dh3_.data(), dh1_.data(), h1, h3, static_cast<long>(AF),
@@ -228,6 +236,7 @@ void CudaMoeLayer<T>::experts_backward(int a0, const std::vector<int>& rows, con
   gg_.backward_dx(dxs, dh3_.data(), w.w3, rows, C, F, Grad::kAccumulate, cublas, stream);
   gg_.backward_dw(g.w1, xs, dh1_.data(), rows, C, F, cublas, stream);
   gg_.backward_dw(g.w3, xs, dh3_.data(), rows, C, F, cublas, stream);
+  mark(StepPhase::kTokenMoves, stream);  // the rows go back to their tokens
 }
 
 template <class T>
@@ -236,6 +245,7 @@ void CudaMoeLayer<T>::shared_backward(T* dm, const CudaMoeGrads& g, const T* dou
                                       cublasHandle_t cublas) {
   const int N = N_, C = d_.C, F = d_.shared_hidden(), S = d_.S;  // F: the Fs held here
   const size_t NF = static_cast<size_t>(N) * F, CF = static_cast<size_t>(C) * F;
+  mark(StepPhase::kSharedExperts, stream);
   if (S == 0) {
     CUDA_CHECK(cudaMemsetAsync(dm, 0, sizeof(T) * N * C, stream));
     return;
@@ -279,6 +289,7 @@ void CudaMoeLayer<T>::backward(T* dm, const CudaMoeGrads& g, const T* dout, cons
     Ns = n1_ - n0_;
   } else {
     // combine: dys = gate * dout rows; dgates per slot; experts; dispatch: dm += token rows
+    mark(StepPhase::kTokenMoves, stream);
     cuda::combine_backward(dys_.data(), dgates_.data(), dout, ys_.data(), row_token_.data(),
                            row_gate_.data(), slot_row_.data(), A, N, K, C, stream);
     experts_backward(0, rows_, g, w, stream, cublas);
@@ -286,6 +297,7 @@ void CudaMoeLayer<T>::backward(T* dm, const CudaMoeGrads& g, const T* dout, cons
   }
 
   // route: gates, aux and z losses -> dlogits -> dm += dlogits Wr^T, dWr += m^T dlogits
+  mark(StepPhase::kRouter, stream);
   const bool sigmoid = d_.score == Score::kSigmoid;  // no z-loss: no lse gradient
   cuda::router_losses_backward(dprobs_.data(), dlse_.data(), grp_frac_.data(), lse_.data(), N, E,
                                NG_ > 0 ? NG_ : 1, d_.aux_coeff, d_.z_coeff, s.token_weight,

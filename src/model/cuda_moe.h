@@ -28,7 +28,9 @@
 
 #include "kernels/cuda/buffer.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/phase_timer.h"
 #include "src/model/moe.h"
+#include "src/model/step_phases.h"
 
 namespace sy::comm {
 class GpuExchange;
@@ -100,8 +102,15 @@ class CudaMoeLayer {
   // type combination; see kernels/cuda/gemm.h).
   bool grouped_fallback() const { return gg_.used_fallback(); }
   const cuda::GroupedGemm& grouped_gemm() const { return gg_; }  // which path ran (tests)
+  // Marks the layer's parts (router, token moves, expert GEMMs, shared experts) on the stream
+  // (`bench train`); null: nothing is recorded.
+  void set_phase_timer(cuda::PhaseTimer* t) { timer_ = t; }
 
  private:
+  void mark(StepPhase p, cudaStream_t stream) {
+    if (timer_) timer_->mark(static_cast<int>(p), stream);
+  }
+  cuda::PhaseTimer* timer_ = nullptr;
   // With an exchange: the tokens [n0, n1) of the micro-batch, moved and computed together
   // (cuda_moe_parallel.cu). Its A expert-sorted rows sit at rows [a0, a0 + A) of xs_, h*_, ys_,
   // dys_ and dxs_.

@@ -19,6 +19,7 @@
 #include "src/core/error.h"
 #include "src/data/tokens.h"
 #include "src/model/params.h"
+#include "src/model/step_phases.h"
 #include "src/train/flops.h"
 
 namespace sy {
@@ -246,6 +247,40 @@ TEST(TrainBench, PrintsTheGpuRows) {
   const size_t na = unknown.str().find("MFU (dense bf16 peak)");
   ASSERT_NE(na, std::string::npos);
   EXPECT_NE(unknown.str().substr(na, 50).find("n/a"), std::string::npos) << unknown.str();
+}
+
+// Where a GPU step goes, from made-up phase times: largest first, shares of their sum (by hand:
+// 300 + 100 + 50 + 50 = 500 ms), every part named, and no table without phases (the CPU).
+TEST(TrainBench, PrintsWhereAGpuStepGoes) {
+  const Config cfg = load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/gpu-medium.yaml");
+  TrainBenchResult r;
+  r.flops = step_flops(cfg);
+  r.step_s = 0.5;
+  r.phase_steps = 2;
+  r.phase_s.assign(static_cast<size_t>(StepPhase::kCount), 0.0);
+  r.phase_s[static_cast<size_t>(StepPhase::kExpertGemms)] = 0.300;
+  r.phase_s[static_cast<size_t>(StepPhase::kAttnCore)] = 0.100;
+  r.phase_s[static_cast<size_t>(StepPhase::kHostWait)] = 0.050;
+  r.phase_s[static_cast<size_t>(StepPhase::kEmbedding)] = 0.050;
+  std::ostringstream table;
+  print_train_bench(cfg, TrainBenchOptions{}, r, table);
+  const std::string t = table.str();
+  const size_t head = t.find("# where a GPU step goes");
+  ASSERT_NE(head, std::string::npos) << t;
+  const std::string part = t.substr(head);
+  const size_t experts = part.find("MoE expert GEMMs"), core = part.find("attention core");
+  ASSERT_NE(experts, std::string::npos) << part;
+  ASSERT_NE(core, std::string::npos) << part;
+  EXPECT_LT(experts, core) << "largest first:\n" << part;
+  EXPECT_NE(part.find("300.00    60.0%"), std::string::npos) << part;
+  EXPECT_NE(part.find("100.00    20.0%"), std::string::npos) << part;
+  EXPECT_NE(part.find("GPU idle (host)"), std::string::npos) << part;
+  EXPECT_NE(part.find("500.00   100.0%"), std::string::npos) << part;
+  for (const char* name : kStepPhaseNames) EXPECT_NE(part.find(name), std::string::npos) << name;
+  r.phase_s.clear();
+  std::ostringstream none;
+  print_train_bench(cfg, TrainBenchOptions{}, r, none);
+  EXPECT_EQ(none.str().find("where a GPU step goes"), std::string::npos);
 }
 
 }  // namespace
