@@ -50,6 +50,7 @@ struct CudaModel::Impl {
   virtual float* device_grads() = 0;
   virtual cudaStream_t stream() const = 0;
   virtual void set_phase_timer(cuda::PhaseTimer* timer) = 0;
+  virtual std::vector<SlotRouting> slot_routing() const = 0;
 };
 
 namespace {
@@ -153,6 +154,11 @@ class ModelImpl final : public CudaModel::Impl {
   void set_step_count(int64_t n) override { step_count_ = n; }
   float* device_grads() override { return grads_.data(); }
   cudaStream_t stream() const override { return stream_.get(); }
+  std::vector<SlotRouting> slot_routing() const override {
+    std::vector<SlotRouting> out;
+    for (const auto& layer : moe_) out.push_back(layer.slot_routing());
+    return out;
+  }
   void set_phase_timer(cuda::PhaseTimer* timer) override {
     timer_ = timer;
     for (auto& layer : moe_) layer.set_phase_timer(timer);
@@ -540,6 +546,9 @@ float* CudaModel::device_grads() {
 }
 cudaStream_t CudaModel::stream() const {
   return impl_->stream();
+}
+std::vector<SlotRouting> CudaModel::slot_routing() const {
+  return impl_->slot_routing();
 }
 void CudaModel::set_phase_timer(cuda::PhaseTimer* timer) {
   impl_->set_phase_timer(timer);

@@ -97,6 +97,9 @@ class CudaModel {
   float* device_grads();
   cudaStream_t stream() const;
 
+  // Each MoE layer's slots in the last forward, selected and kept (tests; waits for the device).
+  std::vector<SlotRouting> slot_routing() const;
+
   // Marks the parts of every later step (src/model/step_phases.h) on the model's stream, for
   // `bench train`; null (the default) records nothing.
   void set_phase_timer(cuda::PhaseTimer* timer);

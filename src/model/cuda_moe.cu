@@ -321,6 +321,13 @@ void CudaMoeLayer<T>::backward(T* dm, const CudaMoeGrads& g, const T* dout, cons
 }
 
 template <class T>
+SlotRouting CudaMoeLayer<T>::slot_routing() const {
+  SlotRouting r{topk_.download(), slot_row_.download()};
+  for (size_t q = 0; q < r.kept.size(); ++q) r.kept[q] = r.kept[q] >= 0 ? r.selected[q] : -1;
+  return r;
+}
+
+template <class T>
 MoeStats CudaMoeLayer<T>::stats() const {
   MoeStats st;
   st.selected.assign(h_selected_.begin(), h_selected_.end());

@@ -102,6 +102,8 @@ class CudaMoeLayer {
   // type combination; see kernels/cuda/gemm.h).
   bool grouped_fallback() const { return gg_.used_fallback(); }
   const cuda::GroupedGemm& grouped_gemm() const { return gg_; }  // which path ran (tests)
+  // The last forward's slots, selected and kept, downloaded (tests; waits for the device).
+  SlotRouting slot_routing() const;
   // Marks the layer's parts (router, token moves, expert GEMMs, shared experts) on the stream
   // (`bench train`); null: nothing is recorded.
   void set_phase_timer(cuda::PhaseTimer* t) { timer_ = t; }

@@ -80,6 +80,13 @@ struct MoeStats {
   int64_t dropped = 0;            // assignments dropped by capacity
 };
 
+// A routed micro-batch slot by slot, what two implementations must agree on to route alike
+// (the GPU tests compare them): the expert each (token, k) slot selected, and the same with -1
+// where the capacity dropped the slot.
+struct SlotRouting {
+  std::vector<int32_t> selected, kept;  // [N*K] each
+};
+
 struct MoeDims {
   int C = 0, E = 0, K = 0, F = 0, S = 0;
   bool norm_topk = true;
@@ -167,6 +174,11 @@ class MoeLayer {
   // before capacity (the co-activation counts of src/train/coactivation.h read them).
   const int32_t* topk() const { return topk_.data(); }
   int num_tokens() const { return N_; }
+  // The last route()'s slots, selected and kept (tests).
+  SlotRouting slot_routing() const {
+    const auto n = static_cast<long>(N_) * d_.K;
+    return {{topk_.begin(), topk_.begin() + n}, {kept_.begin(), kept_.begin() + n}};
+  }
 
   // ---- The one-rank stages (no tp, ep or etp), for tests that compose them by hand ----
 

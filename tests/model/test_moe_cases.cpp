@@ -111,6 +111,11 @@ TEST(MoeHand, CapacityKeepsHighestProbabilityTiesToLowerToken) {
   EXPECT_EQ(st.dropped, 2);
   EXPECT_EQ(counts_of(layer), (std::vector<int32_t>{2, 0}));
   EXPECT_EQ(rows_of(layer), (std::vector<int32_t>{0, 1}));  // inside an expert: token order
+  // Slot by slot (what the GPU tests compare): every token selected expert 0, tokens 2 and 3
+  // were dropped.
+  const SlotRouting slots = layer.slot_routing();
+  EXPECT_EQ(slots.selected, (std::vector<int32_t>{0, 0, 0, 0}));
+  EXPECT_EQ(slots.kept, (std::vector<int32_t>{0, 0, -1, -1}));
 
   std::vector<double> want(m.size(), 0.0);
   for (int n : {0, 1})  // gate 1 (K = 1, norm_topk)
