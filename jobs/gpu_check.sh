@@ -162,7 +162,7 @@ if want b; then
   export GTEST_COLOR=no OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} SY_TEST_TIMEOUT_S=120
   tp=0 ts=0 tf=0 problems="" reasons=""
   for t in "test_gpu_kernels:45" "test_gpu_model:30" "test_gpu_sample:20" "test_gpu_train:60" \
-    "test_gpu_nccl:20" "mpirun2:test_gpu_nccl:20"; do
+    "test_gpu_nccl:20" "mpirun2:test_gpu_nccl:30"; do
     name=${t%:*} secs=${t##*:}
     part=$work/b-$name.log
     case $name in
