@@ -3,8 +3,9 @@
 // writes them; readers also take fixed-length strings (h5dump and C writers make those).
 // Header-only like src/core/h5.h, and included only by code that links HDF5.
 //
-// The readers throw std::runtime_error("attribute '<name>' ...") when the attribute is absent, not
-// a single value, or of another class; callers add the file's name.
+// The readers throw h5::AttrError("attribute '<name>' ...") when the attribute is absent, not a
+// single value, or of another class; callers add the file's name. (A failed HDF5 call is still
+// h5::Error, a different type.)
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,12 @@
 #include "src/core/h5.h"
 
 namespace sy::h5 {
+
+// An attribute that is absent, not a single value, or of another class than the reader's.
+class AttrError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 // The name of a datatype class, as messages say it: "integer", "float", "string", ...
 inline const char* class_name(H5T_class_t c) {
@@ -57,15 +64,15 @@ inline void write_scalar(hid_t obj, const char* name, hid_t file_type, hid_t mem
 // The attribute, checked to hold one value of class `want`.
 inline Attribute open_scalar(hid_t obj, const char* name, H5T_class_t want) {
   const std::string attr = std::string("attribute '") + name + "'";
-  if (H5_CHECK(H5Aexists(obj, name)) <= 0) throw std::runtime_error(attr + " missing");
+  if (H5_CHECK(H5Aexists(obj, name)) <= 0) throw AttrError(attr + " missing");
   Attribute a{H5_CHECK(H5Aopen(obj, name, H5P_DEFAULT))};
   Datatype t{H5_CHECK(H5Aget_type(a))};
   Dataspace s{H5_CHECK(H5Aget_space(a))};
   if (H5_CHECK(H5Sget_simple_extent_npoints(s)) != 1)
-    throw std::runtime_error(attr + " must be a single value");
+    throw AttrError(attr + " must be a single value");
   if (const H5T_class_t got = H5_CHECK(H5Tget_class(t)); got != want)
-    throw std::runtime_error(attr + " must be " + (want == H5T_INTEGER ? "an " : "a ") +
-                             class_name(want) + ", it is " + class_name(got));
+    throw AttrError(attr + " must be " + (want == H5T_INTEGER ? "an " : "a ") + class_name(want) +
+                    ", it is " + class_name(got));
   return a;
 }
 

@@ -90,19 +90,10 @@ class Reader {
     throw UsageError("token file '" + path_ + "': " + what);
   }
 
-  // A root attribute through h5_attr.h, its errors naming this file.
-  template <class Read>
-  auto root_attribute(hid_t file, const char* name, Read read) const {
+  void require_root_attribute(hid_t file, const char* name) const {
     if (!h5::has_attr(file, name))
       fail(std::string("missing root attribute '") + name +
            "' (files from `switchyard data prepare` have vocab_size and tokenizer)");
-    try {
-      return read(file, name);
-    } catch (const h5::Error&) {
-      throw;
-    } catch (const std::runtime_error& e) {
-      fail(std::string("root ") + e.what());
-    }
   }
 
   // Reads a 1-D integer dataset into int32, checking every id against vocab_size.
@@ -364,8 +355,14 @@ TokenData read_token_file(const std::string& path, int64_t model_vocab_size, int
     h5::File file{file_id};
 
     TokenData data;
-    data.vocab_size = r.root_attribute(file, "vocab_size", h5::read_attr_i64);
-    data.tokenizer = r.root_attribute(file, "tokenizer", h5::read_attr_string);
+    try {
+      r.require_root_attribute(file, "vocab_size");
+      data.vocab_size = h5::read_attr_i64(file, "vocab_size");
+      r.require_root_attribute(file, "tokenizer");
+      data.tokenizer = h5::read_attr_string(file, "tokenizer");
+    } catch (const h5::AttrError& e) {
+      r.fail(std::string("root ") + e.what());
+    }
     if (data.vocab_size < 2)
       r.fail("root attribute vocab_size = " + std::to_string(data.vocab_size) +
              ", expected at least 2");

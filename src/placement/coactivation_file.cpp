@@ -14,21 +14,6 @@ namespace {
 constexpr const char* kFormat = "switchyard-coactivation";
 constexpr int64_t kVersion = 1;
 
-// A root attribute through `read` (an h5_attr.h reader), its errors naming the file.
-template <class Read>
-auto root_attr(hid_t file, const char* name, const std::string& path, Read read) {
-  try {
-    return read(file, name);
-  } catch (const h5::Error&) {
-    throw;
-  } catch (const std::runtime_error& e) {
-    throw UsageError(path + ": root " + e.what());
-  }
-}
-int64_t get_int(hid_t file, const char* name, const std::string& path) {
-  return root_attr(file, name, path, h5::read_attr_i64);
-}
-
 template <class T>
 void put_dataset(hid_t file, const char* name, hid_t file_type, hid_t mem_type,
                  std::vector<hsize_t> dims, const std::vector<T>& data) {
@@ -73,18 +58,17 @@ Coactivation read_coactivation(const std::string& path) {
     h5::File f{H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT))};
     if (H5_CHECK(H5Aexists(f, "format")) <= 0)
       throw UsageError(path + ": not a co-activation file (no format attribute)");
-    if (const std::string format = root_attr(f, "format", path, h5::read_attr_string);
-        format != kFormat)
+    if (const std::string format = h5::read_attr_string(f, "format"); format != kFormat)
       throw UsageError(path + ": format is '" + format + "', not '" + kFormat + "'");
-    if (get_int(f, "format_version", path) != kVersion)
+    if (h5::read_attr_i64(f, "format_version") != kVersion)
       throw UsageError(path + ": format_version is not " + std::to_string(kVersion));
-    c.num_layers = static_cast<int>(get_int(f, "num_layers", path));
-    c.num_experts = static_cast<int>(get_int(f, "num_experts", path));
-    c.top_k = static_cast<int>(get_int(f, "top_k", path));
-    c.first_step = get_int(f, "first_step", path);
-    c.last_step = get_int(f, "last_step", path);
-    c.tokens = get_int(f, "tokens", path);
-    c.sample_step = get_int(f, "sample_step", path);
+    c.num_layers = static_cast<int>(h5::read_attr_i64(f, "num_layers"));
+    c.num_experts = static_cast<int>(h5::read_attr_i64(f, "num_experts"));
+    c.top_k = static_cast<int>(h5::read_attr_i64(f, "top_k"));
+    c.first_step = h5::read_attr_i64(f, "first_step");
+    c.last_step = h5::read_attr_i64(f, "last_step");
+    c.tokens = h5::read_attr_i64(f, "tokens");
+    c.sample_step = h5::read_attr_i64(f, "sample_step");
     const auto NL = static_cast<hsize_t>(c.num_layers), E = static_cast<hsize_t>(c.num_experts),
                K = static_cast<hsize_t>(c.top_k);
     if (get_dataset(f, "counts", H5T_NATIVE_INT64, path, c.counts) != std::vector{NL, E, E})
@@ -95,6 +79,8 @@ Coactivation read_coactivation(const std::string& path) {
     for (int32_t e : c.sample)
       if (e < 0 || e >= c.num_experts)
         throw UsageError(path + ": /sample holds expert " + std::to_string(e));
+  } catch (const h5::AttrError& e) {
+    throw UsageError(path + ": root " + std::string(e.what()));
   } catch (const h5::Error& e) {
     throw UsageError(path + ": cannot read: " + e.what());
   }

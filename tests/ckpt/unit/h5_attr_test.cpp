@@ -46,10 +46,10 @@ TEST(H5Attr, ValuesRoundTripAndWrongClassesAreNamed) {
   try {
     h5::read_attr_i64(f, "d");
     FAIL() << "a float read as an integer";
-  } catch (const std::runtime_error& e) {
+  } catch (const h5::AttrError& e) {
     EXPECT_STREQ(e.what(), "attribute 'd' must be an integer, it is float");
   }
-  EXPECT_THROW(h5::read_attr_string(f, "absent"), std::runtime_error);
+  EXPECT_THROW(h5::read_attr_string(f, "absent"), h5::AttrError);
 }
 
 }  // namespace
