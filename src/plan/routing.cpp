@@ -19,12 +19,12 @@ double groups_kept(int64_t R, int64_t h, int64_t M, int64_t j) {
   return std::exp(log_choose(h, j) + log_choose(R - h, M - j) - log_choose(R, M));
 }
 
+}  // namespace
+
 const std::vector<double>* layer_of(const std::vector<std::vector<double>>& v, int64_t layer) {
   if (v.empty()) return nullptr;
   return &v[static_cast<size_t>(std::min<int64_t>(layer, static_cast<int64_t>(v.size()) - 1))];
 }
-
-}  // namespace
 
 double choose_ratio(double n, double m, int64_t K) {
   double p = 1.0;

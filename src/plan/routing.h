@@ -63,6 +63,10 @@ double hit_probability(const RouteShape& r, double set_size);
 double hit_probability(const RouteShape& r, const RoutingStats& s, int64_t layer, int64_t first,
                        int64_t count);
 
+// The entry of `layer` in a per-layer record (the last layer's when the record is shorter), or
+// null when the record is empty.
+const std::vector<double>* layer_of(const std::vector<std::vector<double>>& v, int64_t layer);
+
 // The measured share of the assignments of experts [first, first + count) of `layer`
 // (count / E when uniform).
 double assignment_share(const RoutingStats& s, int64_t E, int64_t layer, int64_t first,

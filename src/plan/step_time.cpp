@@ -91,7 +91,7 @@ RankCompute rank_compute(const Cluster& cluster, int64_t world) {
   if (cluster.cores > 0) {
     const double cores = d(cluster.cores);
     const double threads = std::max(1.0, std::floor(cores / d(world)));
-    share = std::min(1.0, threads / cores) * (threads > 1 ? cluster.thread_efficiency : 1.0);
+    share = threads / cores * (threads > 1 ? cluster.thread_efficiency : 1.0);  // threads <= cores
     r.turns = std::max(1.0, d(world) * threads / cores);
   }
   r.k.gemm_flops *= share;
@@ -166,17 +166,17 @@ StepTime predict_step(const Config& cfg, const PlanLayout& lay, const Cluster& c
     auto expert_gemms = [&](double A) {
       return gemm_seconds(k, 18 * A * C * Fl, std::min({A / Lx, C, Fl}));
     };
-    auto expert_phase = [&](double A) {
-      return expert_gemms(A) + elementwise(A, t.recv_mean) / L - rest;
-    };
-    const double own = expert_phase(t.assign_mean);
-    st.experts += micro * layers * expert_gemms(t.assign_mean);
-    st.elementwise += micro * layers * elementwise(t.assign_mean, t.recv_mean) / L;
+    const double mean_gemms = expert_gemms(t.assign_mean);
+    const double mean_ew = elementwise(t.assign_mean, t.recv_mean) / L;
+    const double experts = expert_gemms(t.assign_busiest);  // the busiest rank's, for overlap
+    // the expert phases of the mean and the busiest rank
+    const double own = mean_gemms + mean_ew - rest;
+    const double busiest = experts + elementwise(t.assign_busiest, t.recv_mean) / L - rest;
+    st.experts += micro * layers * mean_gemms;
+    st.elementwise += micro * layers * mean_ew;
     rest_ew += micro * layers * rest;
     // the phase lasts the busiest rank's expert phase, or the mean rank's times its turns
-    expert_wait +=
-        micro * layers * (std::max(rc.turns * own, expert_phase(t.assign_busiest)) - own);
-    const double experts = expert_gemms(t.assign_busiest);  // the busiest rank's, for overlap
+    expert_wait += micro * layers * (std::max(rc.turns * own, busiest) - own);
     if (lay.ep > 1) {
       // layout (one record [token, K experts] of int64 per row), then the payloads: dispatch
       // and combine forward and backward (a2a_payload_row_bytes)

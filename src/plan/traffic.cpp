@@ -39,6 +39,16 @@ Kept kept_of(const Config& cfg, int64_t first, int64_t count, Share&& share) {
   return k;
 }
 
+// f(loads) for each measured step's loads of `layer` (routing.step_loads), skipping the steps
+// that hold no E loads for it.
+template <class F>
+void for_each_step_loads(const RoutingStats& routing, int64_t layer, int64_t E, F&& f) {
+  for (const auto& step : routing.step_loads) {
+    const std::vector<double>* loads = layer_of(step, layer);
+    if (loads && static_cast<int64_t>(loads->size()) == E) f(*loads);
+  }
+}
+
 // The kept fraction: under the mean loads, or with measured steps over every step's own loads
 // (drops come from the busy steps, not from the mean), weighted by what each step assigned.
 double kept_fraction(const Config& cfg, const RoutingStats& routing, int64_t layer, int64_t first,
@@ -49,16 +59,12 @@ double kept_fraction(const Config& cfg, const RoutingStats& routing, int64_t lay
       return assignment_share(routing, cfg.moe.num_experts, layer, e, 1);
     });
   }
-  for (const auto& step : routing.step_loads) {
-    if (step.empty()) continue;
-    const auto& loads =
-        step[static_cast<size_t>(std::min<int64_t>(layer, static_cast<int64_t>(step.size()) - 1))];
-    if (static_cast<int64_t>(loads.size()) != cfg.moe.num_experts) continue;
+  for_each_step_loads(routing, layer, cfg.moe.num_experts, [&](const std::vector<double>& loads) {
     const Kept k =
         kept_of(cfg, first, count, [&](int64_t e) { return loads[static_cast<size_t>(e)]; });
     total.kept += k.kept;
     total.assigned += k.assigned;
-  }
+  });
   return total.assigned > 0 ? total.kept / total.assigned : 1.0;
 }
 
@@ -79,7 +85,7 @@ RankShares rank_shares(const Config& cfg, const RoutingStats& routing, int64_t l
       for (int64_t e = p * L; e < (p + 1) * L; ++e) {
         double kept = 1;
         if (cfg.moe.capacity_factor) {
-          const Kept k = kept_of(cfg, e, 1, [&](int64_t) { return load(e); });
+          const Kept k = kept_of(cfg, e, 1, load);
           kept = k.assigned > 0 ? k.kept / k.assigned : 1.0;
         }
         share += load(e) * kept;
@@ -91,16 +97,12 @@ RankShares rank_shares(const Config& cfg, const RoutingStats& routing, int64_t l
   };
   RankShares total;
   int64_t steps = 0;
-  for (const auto& step : routing.step_loads) {
-    if (step.empty()) continue;
-    const auto& loads =
-        step[static_cast<size_t>(std::min<int64_t>(layer, static_cast<int64_t>(step.size()) - 1))];
-    if (static_cast<int64_t>(loads.size()) != E) continue;
+  for_each_step_loads(routing, layer, E, [&](const std::vector<double>& loads) {
     const RankShares r = of_loads([&](int64_t e) { return loads[static_cast<size_t>(e)]; });
     total.busiest += r.busiest;
     total.mean += r.mean;
     ++steps;
-  }
+  });
   if (steps > 0)
     return {total.busiest / static_cast<double>(steps), total.mean / static_cast<double>(steps)};
   return of_loads([&](int64_t e) { return assignment_share(routing, E, layer, e, 1); });
