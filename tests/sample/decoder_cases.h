@@ -3,6 +3,8 @@
 // implementations' rounding, and the model variants every decoder must handle.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -12,6 +14,11 @@
 #include "src/model/params.h"
 
 namespace sy::test {
+
+// The greedy token of a logit row (the first of equal maxima).
+inline int32_t argmax(const std::vector<float>& v) {
+  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
 
 // seq_len 16: the decoders' window, so 40 generated tokens run well past it.
 inline Config tiny_decoder_config(const std::vector<std::string>& overrides = {}) {

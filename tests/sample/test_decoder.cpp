@@ -20,6 +20,7 @@
 namespace sy {
 namespace {
 
+using test::argmax;
 using test::DecoderVariant;
 
 // The logits of the last of `seq` tokens by the training model's full forward of [seq, padding]:
@@ -41,10 +42,6 @@ std::vector<float> full_forward_logits(Model<float>& m, const Config& cfg,
     logits[static_cast<size_t>(v)] = static_cast<float>(s);
   }
   return logits;
-}
-
-int32_t argmax(const std::vector<float>& v) {
-  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
 class CachedDecoding : public ::testing::TestWithParam<DecoderVariant> {};

@@ -29,9 +29,7 @@ using test::DecoderVariant;
 constexpr double kTol = 1e-4;
 constexpr int kSteps = 40;
 
-int32_t argmax(const std::vector<float>& v) {
-  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
-}
+using test::argmax;
 
 class CudaDecoding : public ::testing::TestWithParam<DecoderVariant> {};
 
