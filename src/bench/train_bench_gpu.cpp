@@ -12,7 +12,6 @@
 #include "src/core/error.h"
 #include "src/data/tokens.h"
 #include "src/optim/optim.h"
-#include "src/train/rank_memory.h"
 #include "src/train/train_gpu.h"
 
 #if defined(SWITCHYARD_HAVE_CUDA)
@@ -148,13 +147,8 @@ void run_gpu_train_bench(const Config& cfg, const TrainBenchOptions& opt, TrainB
   }
 
   MemoryHighWater mem;
-  {  // as the trainer: a config the GPU cannot hold is exit 2 naming the largest term, not OOM
-    size_t free_bytes = 0, total_bytes = 0;
-    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-    check_memory_fits(
-        cfg, 1, MemoryBudget{static_cast<double>(free_bytes), "free memory of " + r.device, 0, 1},
-        MemorySide::kGpuDevice);
-  }
+  // as the trainer: a config the GPU cannot hold is exit 2 naming the largest term, not OOM
+  check_current_gpu_fits(cfg, 1, r.device, 1);
   {  // the model is freed before the ceiling and the PyTorch peer take the device
     const TokenData data = read_token_file(cfg.data.path, cfg.model.vocab_size, cfg.model.seq_len);
     log << "device: " << r.device << "; initialising the model on it\n" << std::flush;

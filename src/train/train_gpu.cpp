@@ -131,6 +131,16 @@ struct GpuRun {
   std::unique_ptr<CudaModel> model;             // last: destroyed before the exchange it uses
 };
 
+void check_current_gpu_fits(const Config& cfg, int world_size, const std::string& gpu,
+                            int64_t node_ranks) {
+  size_t free_bytes = 0, total_bytes = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  check_memory_fits(
+      cfg, world_size,
+      MemoryBudget{static_cast<double>(free_bytes), "free memory of " + gpu, 0, node_ranks},
+      MemorySide::kGpuDevice);
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -225,13 +235,8 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   GpuRun& run = *keep;
   select_device(run, g.world(), wd);
   agree_on_usage(g.world(), wd, [&] {  // before the model allocates: the GPU's free memory
-    size_t free_bytes = 0, total_bytes = 0;
-    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-    check_memory_fits(cfg, lay.world_size,
-                      MemoryBudget{static_cast<double>(free_bytes),
-                                   "free memory of GPU " + std::to_string(run.device), 0,
-                                   static_cast<int64_t>(run.node.size())},
-                      MemorySide::kGpuDevice);
+    check_current_gpu_fits(cfg, lay.world_size, "GPU " + std::to_string(run.device),
+                           run.node.size());
   });
   comm::GpuExchange* exchange = nullptr;
   comm::NcclComm* tp = nullptr;

@@ -22,6 +22,13 @@ class Watchdog;
 // Depends on the config and the build only, so every rank decides alike.
 void check_gpu_run(const Config& cfg, int world_size);
 
+#if defined(SWITCHYARD_HAVE_CUDA)
+// check_memory_fits for cfg on `world_size` ranks against the current GPU's free memory
+// (MemorySide::kGpuDevice); `gpu` names the GPU in the message. The trainer and `bench train`.
+void check_current_gpu_fits(const Config& cfg, int world_size, const std::string& gpu,
+                            int64_t node_ranks);
+#endif
+
 // The group over which a GPU step sums the expert gradients: the ranks holding replicas of the
 // same experts, the CPU optimizer's edp group (world / (ep etp) ranks; with tp > 1 and ep = 1
 // that is every rank, not the dp group). Returns g.dp() when it holds the same ranks in the same
