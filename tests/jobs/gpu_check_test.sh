@@ -8,7 +8,9 @@
 #   2. a failing test, an unresolved library and a trainer error are FAILs (exit 1);
 #   3. a hanging test binary is cut at the stage's budget (FAIL "timed out"), not waited for;
 #   4. on a (stand-in) GPU machine where everything works every stage PASSes with its figures;
-#   5. a compute-sanitizer error is a FAIL.
+#   5. a compute-sanitizer error is a FAIL, and its whole report comes back in results.tar.gz;
+#   6. with PyTorch on the machine, stage f FAILs when the comparison with it is missing, and a
+#      PyTorch run that stage e's own deadline cuts short is "out of time", not a FAIL.
 #
 #   bash tests/jobs/gpu_check_test.sh <source dir>
 set -uo pipefail
@@ -29,11 +31,15 @@ cat >"$B/bin/switchyard" <<'EOF'
 if [ -n "${FAKE_GPU:-}" ]; then  # a GPU machine where everything works
   case "$1 $2" in
     "bench moe-layer")
+      sleep "${FAKE_BENCH_SLEEP:-0}"
       echo "# impl                  what                          ms   TFLOP/s    vs_dense"
       echo "switchyard-cuda         layer_fwd_bwd              1.000     400.0       0.700" ;;
     "bench train")
       printf '%-28s %14s\n' "tokens/s" 300000 "MFU (dense bf16 peak)" "30.1 %" \
-        "peak GPU memory (GiB)" "65.00" ;;
+        "peak GPU memory (GiB)" "65.00"
+      echo "PyTorch peer: skipped (--no-torch)"
+      printf '\n# where a GPU step goes: CUDA events\n%-28s %10s %8s\n' part ms share
+      printf '%-28s %10.2f %7.1f%%\n' "MoE expert GEMMs" 300 60 "attention core" 200 40 ;;
     *)  # train: the CPU reference's losses, as a GPU run that matches it would log
       for a in "$@"; do case $a in run.out_dir=*) out=${a#*=} ;; esac; done
       mkdir -p "$out" && cp "$SY_BUNDLE/ref/small-cpu-fp32.metrics.jsonl" "$out/metrics.jsonl" ;;
@@ -81,6 +87,10 @@ exec "${@: -1}"
 EOF
 cat >"$B/bin/host-python" <<'EOF'
 #!/usr/bin/env bash
+if [ -n "${FAKE_TORCH:-}" ]; then  # torch with a GPU: the probe succeeds, the layer bench hangs
+  [ "$1" = -c ] && exit 0
+  case $1 in *torch_moe_layer.py) sleep 100 ;; esac
+fi
 exec python3 "$@"
 EOF
 cat >"$tmp/path/nvidia-smi" <<'EOF'
@@ -164,13 +174,23 @@ line d | grep -q ": PASS PASS fp32: 3 steps x 4 losses within rtol 0.001; PASS b
   fail "GPU: d: $(line d)"
 line e | grep -q ": PASS 4 shapes; \[--tokens 8192 .* --precision bf16\] layer_fwd_bwd 1.000 ms 400.0 TFLOP/s (0.700 of dense); " ||
   fail "GPU: e: $(line e)"
-line f | grep -q ": PASS tokens/s 300000, MFU 30.1 %, peak GPU memory 65.00 GiB" || fail "GPU: f: $(line f)"
+line f | grep -q ": PASS tokens/s 300000, MFU 30.1 %, peak GPU memory 65.00 GiB, vs PyTorch  (PyTorch peer: skipped (--no-torch)); largest part of a step: MoE expert GEMMs 300.00 60.0%" ||
+  fail "GPU: f: $(line f)"
 tar -tzf "$tmp/out4/results.tar.gz" | grep -q "results/small-gpu-bf16.metrics.jsonl" || fail "GPU: no metrics in results.tar.gz"
 
 # 5. ... but a sanitizer error is a FAIL.
 run_check "$tmp/out5" FAKE_GPU=1 FAKE_SAN_ERRORS=3 --stages c
 line c | grep -q ": FAIL  memcheck: 3 errors (exit 99);" || fail "sanitizer: c: $(line c)"
 ((rc == 1)) || fail "sanitizer: exit $rc"
+tar -tzf "$tmp/out5/results.tar.gz" | grep -q "results/c-memcheck.log" ||
+  fail "sanitizer: the report is not in results.tar.gz"
+
+# 6. PyTorch there: f without the comparison is a FAIL; e's PyTorch run, cut short by the stage's
+# deadline (36 s: one shape starts with more than 35 s left, switchyard takes 8 of them, so
+# PyTorch gets the remaining 28 instead of its 30), is out of time.
+run_check "$tmp/out6" FAKE_GPU=1 FAKE_TORCH=1 FAKE_BENCH_SLEEP=8 SY_BUDGET_e=36 --stages ef
+line f | grep -q ": FAIL tokens/s 300000" || fail "PyTorch: f: $(line f)"
+line e | grep -q ": PASS 1 shapes;.* PyTorch out of time in '--tokens 8192" || fail "PyTorch: e: $(line e)"
 
 if ((fails)); then echo "$fails check(s) failed"; exit 1; fi
 echo "PASS: gpu_check.sh passes a working GPU machine, skips with reasons without a GPU, fails failures, cuts hangs at the budget"

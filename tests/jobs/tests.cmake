@@ -6,7 +6,8 @@
 #                             when SLURM allocated GPUs (not over the user's choice), the GPUs
 #                             and NCCL/UCX settings in the start line, the CPU path unchanged
 #   jobs_gpu_check_verdicts   jobs/gpu_check.sh's stage verdicts on a stand-in bundle: SKIP with
-#                             the reason without a GPU, FAIL when a test or the ldd check fails
+#                             the reason without a GPU, FAIL when a test or the ldd check fails;
+#                             about 40 s, most of it one stage run out to its deadline
 # The bundle itself (jobs/gpu_bundle.sh: the CUDA build and a 100-step CPU run) and its
 # rehearsal (jobs/gpu_rehearse.sh: root, mount namespaces) are too heavy for CI: run by hand.
 add_test(NAME jobs_gpu_compare_metrics
