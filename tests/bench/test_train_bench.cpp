@@ -6,17 +6,21 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/temp_dir.h"
 #include "src/bench/gemm_ceiling.h"
 #include "src/bench/train_bench.h"
+#include "src/bench/train_bench_steps.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
+#include "src/data/tokenizer.h"
 #include "src/data/tokens.h"
 #include "src/model/params.h"
 #include "src/model/step_phases.h"
@@ -111,6 +115,10 @@ TEST(TrainBench, ShortRunOnTinyConfig) {
   EXPECT_LT(r.last_loss, 6.0);  // ~ln 256 = 5.55 at the start, and not diverging
   EXPECT_GT(r.ceiling_gflops, 0);
   EXPECT_FALSE(r.torch.ran);
+  // Its own figures are in the log before any peer runs (a peer killed by a limit keeps them).
+  char measured[96];
+  std::snprintf(measured, sizeof measured, "switchyard measured: %.0f tokens/s", r.tokens_per_s);
+  EXPECT_NE(log.str().find(measured), std::string::npos) << log.str();
   print_train_bench(cfg, opt, r, table);
   for (const char* s :
        {"achieved GFLOP/s", "achieved / ceiling", "tokens/s", "6*P_tok*GB*T", "step time, median"})
@@ -118,6 +126,52 @@ TEST(TrainBench, ShortRunOnTinyConfig) {
   TrainBenchOptions zero = opt;
   zero.steps = 0;
   EXPECT_THROW(run_train_bench(cfg, zero, log), UsageError);
+}
+
+// The extra steps after the timed ones (the GPU marks their parts there): a stand-in model whose
+// loss is the number of forwards so far shows which steps ran and which were timed. 1 warm-up +
+// 2 timed + 2 extra steps of GB / MB = 2 micro-batches: on_extra(true) before forward 7,
+// on_extra(false) after the last of 10, and the first and last timed losses are steps 2 and 3's.
+struct CountingModel {
+  int forwards = 0;
+  void zero_grads() {}
+  LossParts forward(const int32_t*, int, const LossScale&) {
+    return LossParts{static_cast<double>(++forwards)};
+  }
+  void backward() {}
+};
+
+TEST(TrainBench, ExtraStepsRunAfterTheTimedOnesUntimed) {
+  test::TempDir dir;
+  const std::string path = dir.file("tokens.h5");
+  {
+    TokenFileWriter w(path, 256);
+    std::vector<uint32_t> ids(4000);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<uint32_t>(i % 256);
+    w.append_train(ids);
+    w.append_val(ids);
+    w.commit(Tokenizer::bytes());
+  }
+  const Config cfg =
+      load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml",
+                  {"data.path=" + path, "train.global_batch=8", "train.micro_batch=4"});
+  const TokenData data = read_token_file(path, cfg.model.vocab_size, cfg.model.seq_len);
+  TrainBenchOptions opt;
+  opt.warmup = 1;
+  opt.steps = 2;
+  CountingModel model;
+  std::vector<std::pair<bool, int>> calls;  // (starting, forwards so far)
+  TrainBenchResult r;
+  std::ostringstream log;
+  bench_detail::time_train_steps(
+      cfg, data, opt, model, [](int64_t) {}, [] {}, r, log, 2,
+      [&](bool starting) { calls.emplace_back(starting, model.forwards); });
+  EXPECT_EQ(model.forwards, 10);
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0], std::make_pair(true, 6));
+  EXPECT_EQ(calls[1], std::make_pair(false, 10));
+  EXPECT_EQ(r.first_loss, 3.0 + 4.0);  // step 2: forwards 3 and 4
+  EXPECT_EQ(r.last_loss, 5.0 + 6.0);   // step 3, not the extra steps'
 }
 
 // The PyTorch rows, from a result made up by hand: 1000 tokens/s at 100 GFLOP/s, whose products
