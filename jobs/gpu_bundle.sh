@@ -20,7 +20,8 @@
 #                OpenSHMEM libraries), their libmca_common_* (lib), help files (share/openmpi)
 #                and Debian's openmpi-mca-params.conf (etc)
 #      pmix/     PMIx's plugins and help files (mpirun's process manager)
-#      configs/, data/licenses.h5, bench/*.py, jobs/gpu_check.sh, jobs/gpu_compare_metrics.py
+#      configs/, clusters/h200.yaml, data/licenses.h5, bench/*.py, jobs/gpu_check.sh,
+#      jobs/gpu_compare_metrics.py
 #      ref/      the CPU run of configs/small.yaml, 100 steps, that gpu_check.sh stage d compares
 #                the GPU's losses with (made here with the bundle's own binary)
 #      env.sh    OPAL_* / PMIx relocation, OMPI_MCA_ess_singleton_isolated=1 (one rank without
@@ -87,7 +88,7 @@ stage_root=$root/.device/stage
 B=$stage_root/switchyard-gpu
 rm -rf "$stage_root"
 mkdir -p "$B"/{bin,lib/ucx,openmpi/lib/openmpi3,openmpi/share,openmpi/etc,pmix/lib/pmix,pmix/share} \
-  "$B"/{configs,data,ref,bench,jobs}
+  "$B"/{configs,clusters,data,ref,bench,jobs}
 
 say "binaries"
 for b in "${binaries[@]}"; do
@@ -156,6 +157,7 @@ leftover=$(for f in "$B"/lib/*.so* "$B"/openmpi/lib/*.so*; do
 
 say "configs, data, scripts"
 cp "$root"/configs/*.yaml "$B/configs/"
+cp "$root"/clusters/h200.yaml "$B/clusters/"  # stage f: the planner beside the measured step
 cp "$root"/bench/torch_moe.py "$root"/bench/torch_moe_layer.py "$B/bench/"
 cp "$root"/jobs/gpu_check.sh "$root"/jobs/gpu_compare_metrics.py "$B/jobs/"
 licences=()  # as data/make_licenses.sh: the texts, not their symlinks

@@ -18,7 +18,8 @@
 #   e  `switchyard bench moe-layer` and bench/torch_moe_layer.py on bench/results/README.md's
 #      shapes (bf16 first; fp32 and the other shapes while the stage's time lasts);
 #   f  `switchyard bench train --config configs/gpu-medium.yaml` with the PyTorch peer on the GPU,
-#      and where a step goes (CUDA events by part).
+#      and where a step goes (CUDA events by part); beside it, `switchyard plan`'s step time and
+#      memory for the same config on clusters/h200.yaml.
 # The stages run in the order a b d e f c (the sanitizers, the slowest, last). Every stage runs
 # under `timeout` within its own budget (seconds, SY_BUDGET_<x> overrides; the defaults add up
 # to 445 s, so a device call of timeout_s=480 leaves time for a second call on a fresh machine);
@@ -300,20 +301,29 @@ if want f; then
   args=(bench train --config "$B/configs/gpu-medium.yaml" --set "data.path=$B/data/licenses.h5"
         --steps 8 --warmup 2 --torch-script "$B/bench/torch_moe.py")
   if torch_ok; then args+=(--python "$B/bin/host-python"); else args+=(--no-torch); fi
+  # The planner's prediction for the same config on one H200 (clusters/h200.yaml, CPU only, a
+  # second): the first GPU figures are its calibration.
+  plan_args=(plan --config "$B/configs/gpu-medium.yaml" --set "data.path=$B/data/licenses.h5"
+             --cluster "$B/clusters/h200.yaml" --ranks 1 --this)
+  echo "--- switchyard ${plan_args[*]}" >>"$log"
+  run_for 10 "$B/bin/switchyard" "${plan_args[@]}" >"$work/f-plan.log" 2>&1
+  tee -a "$log" <"$work/f-plan.log" >"$work/results/plan-gpu-medium-h200.txt"
+  planned=$(awk '/^  step / {s = $2} /^  memory per rank / {m = $4} END {if (s != "" && m != "") printf "step %s ms, memory %s GiB", s, m}' "$work/f-plan.log")
+  planned="planner (clusters/h200.yaml): ${planned:-no prediction, see f.log}"
   echo "--- switchyard ${args[*]}" >>"$log"
   run_for 100 "$B/bin/switchyard" "${args[@]}" >"$work/f.log" 2>&1
   rc=$?
   cat "$work/f.log" >>"$log"
   cp "$work/f.log" "$work/results/bench-train-gpu-medium.txt"
   val() { grep -m1 -E "^$1 " "$work/f.log" | sed -E "s#^$1 +##"; }  # <row name regex>
-  if ((rc == 2)) && why=$(no_gpu_reason "$work/f.log"); then verdict f SKIP "switchyard exit 2: $why"
+  if ((rc == 2)) && why=$(no_gpu_reason "$work/f.log"); then verdict f SKIP "switchyard exit 2: $why; $planned"
   elif ((rc != 0)); then verdict f FAIL "exit $rc: $(grep -m1 -iE "error|what" "$work/f.log" | cut -c1-200)"
   else
     peer=$(grep -m1 "^PyTorch peer: " "$work/f.log")
     # The largest part of a step: the first row under the "where a GPU step goes" header.
     top=$(awk '/^# where a GPU step goes/ {f = 1; getline; next} f && NF {print; exit}' "$work/f.log" |
       sed -E 's/ +/ /g')
-    msg="tokens/s $(val "tokens/s"), MFU $(val "MFU \(dense bf16 peak\)"), peak GPU memory $(val "peak GPU memory \(GiB\)") GiB, vs PyTorch $(val "switchyard / PyTorch") (${peer:-no PyTorch peer line}); largest part of a step: ${top:-none measured}"
+    msg="tokens/s $(val "tokens/s"), MFU $(val "MFU \(dense bf16 peak\)"), step $(val "step time, median \(ms\)") ms, peak GPU memory $(val "peak GPU memory \(GiB\)") GiB ($planned), vs PyTorch $(val "switchyard / PyTorch") (${peer:-no PyTorch peer line}); largest part of a step: ${top:-none measured}"
     # With torch on the machine the comparison is part of the stage's result.
     if torch_ok && [ -z "$(val "switchyard / PyTorch")" ]; then verdict f FAIL "$msg"
     else verdict f PASS "$msg"; fi

@@ -7,7 +7,8 @@
 #      reasons, exit 0, at most 8 files written;
 #   2. a failing test, an unresolved library and a trainer error are FAILs (exit 1);
 #   3. a hanging test binary is cut at the stage's budget (FAIL "timed out"), not waited for;
-#   4. on a (stand-in) GPU machine where everything works every stage PASSes with its figures;
+#   4. on a (stand-in) GPU machine where everything works every stage PASSes with its figures
+#      (stage f with the planner's step time and memory beside the measured ones);
 #   5. a compute-sanitizer error is a FAIL, and its whole report comes back in results.tar.gz;
 #   6. with PyTorch on the machine, stage f FAILs when the comparison with it is missing, and a
 #      PyTorch run that stage e's own deadline cuts short is "out of time", not a FAIL.
@@ -28,6 +29,11 @@ export PATH=$SY_BUNDLE/bin:$PATH
 EOF
 cat >"$B/bin/switchyard" <<'EOF'
 #!/usr/bin/env bash
+if [ "$1" = plan ]; then  # the planner needs no GPU
+  printf 'layout dp=1 tp=1 ep=1 etp=1 mb=64 on 1 ranks (1 node(s) of 1)\n  step 213.61 ms, 613615 tokens/s\n'
+  printf '  memory per rank 64.68 GiB of 131.32 GiB\n'
+  exit 0
+fi
 if [ -n "${FAKE_GPU:-}" ]; then  # a GPU machine where everything works
   case "$1 $2" in
     "bench moe-layer")
@@ -35,7 +41,7 @@ if [ -n "${FAKE_GPU:-}" ]; then  # a GPU machine where everything works
       echo "# impl                  what                          ms   TFLOP/s    vs_dense"
       echo "switchyard-cuda         layer_fwd_bwd              1.000     400.0       0.700" ;;
     "bench train")
-      printf '%-28s %14s\n' "tokens/s" 300000 "MFU (dense bf16 peak)" "30.1 %" \
+      printf '%-28s %14s\n' "step time, median (ms)" 436.9 "tokens/s" 300000 "MFU (dense bf16 peak)" "30.1 %" \
         "peak GPU memory (GiB)" "65.00"
       echo "PyTorch peer: skipped (--no-torch)"
       printf '\n# where a GPU step goes: CUDA events\n%-28s %10s %8s\n' part ms share
@@ -143,7 +149,7 @@ line b | grep -q ": SKIP no GPU: passed 0, skipped 12, failed 0 (the passed ones
 line c | grep -q ": SKIP no GPU" || fail "no GPU: c: $(line c)"
 line d | grep -q ": SKIP switchyard exit 2: local rank 0 of this node has no usable CUDA GPU: cudaGetDeviceCount: stub" ||
   fail "no GPU: d: $(line d)"
-line f | grep -q ": SKIP switchyard exit 2: needs a usable CUDA GPU: cudaGetDeviceCount: stub" || fail "no GPU: f: $(line f)"
+line f | grep -q ": SKIP switchyard exit 2: needs a usable CUDA GPU: cudaGetDeviceCount: stub; planner (clusters/h200.yaml): step 213.61 ms, memory 64.68 GiB (" || fail "no GPU: f: $(line f)"
 line e | grep -q ": SKIP switchyard exit 2: needs a CUDA GPU.*PyTorch: no" || fail "no GPU: e: $(line e)"
 n=$(find "$tmp/out1" -type f | wc -l)
 ((n <= 8)) || fail "no GPU: $n files written, more than 8"
@@ -174,7 +180,7 @@ line d | grep -q ": PASS PASS fp32: 3 steps x 4 losses within rtol 0.001; PASS b
   fail "GPU: d: $(line d)"
 line e | grep -q ": PASS 4 shapes; \[--tokens 8192 .* --precision bf16\] layer_fwd_bwd 1.000 ms 400.0 TFLOP/s (0.700 of dense); " ||
   fail "GPU: e: $(line e)"
-line f | grep -q ": PASS tokens/s 300000, MFU 30.1 %, peak GPU memory 65.00 GiB, vs PyTorch  (PyTorch peer: skipped (--no-torch)); largest part of a step: MoE expert GEMMs 300.00 60.0%" ||
+line f | grep -q ": PASS tokens/s 300000, MFU 30.1 %, step 436.9 ms, peak GPU memory 65.00 GiB (planner (clusters/h200.yaml): step 213.61 ms, memory 64.68 GiB), vs PyTorch  (PyTorch peer: skipped (--no-torch)); largest part of a step: MoE expert GEMMs 300.00 60.0%" ||
   fail "GPU: f: $(line f)"
 tar -tzf "$tmp/out4/results.tar.gz" | grep -q "results/small-gpu-bf16.metrics.jsonl" || fail "GPU: no metrics in results.tar.gz"
 
