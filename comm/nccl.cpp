@@ -196,19 +196,33 @@ void NcclComm::all_to_all_v(const void* send, const std::vector<size_t>& send_co
   const size_t esize = type_bytes(type);
   const auto* s = static_cast<const char*>(send);
   auto* r = static_cast<char*>(recv);
+  const std::string what = "an all-to-all of " + what_;
   NCCL_CHECK(comm_, ncclGroupStart());
-  for (int peer = 0; peer < size_; ++peer) {
+  // A failed send or receive must still close the group: an open one would hold back every later
+  // NCCL call of this thread (other communicators' included). The first failure is reported
+  // after the group end, and the communicator aborted.
+  ncclResult_t failed = ncclSuccess;
+  const char* failed_call = "";
+  auto record = [&](ncclResult_t res, const char* call) {
+    if (failed == ncclSuccess && res != ncclSuccess && res != ncclInProgress) {
+      failed = res;
+      failed_call = call;
+    }
+  };
+  for (int peer = 0; peer < size_ && failed == ncclSuccess; ++peer) {
     const auto p = static_cast<size_t>(peer);
     if (send_counts[p] > 0)
-      NCCL_CHECK(comm_,
-                 ncclSend(s + send_displs[p] * esize, send_counts[p], type, peer, comm_, stream));
-    if (recv_counts[p] > 0)
-      NCCL_CHECK(comm_,
-                 ncclRecv(r + recv_displs[p] * esize, recv_counts[p], type, peer, comm_, stream));
+      record(ncclSend(s + send_displs[p] * esize, send_counts[p], type, peer, comm_, stream),
+             "ncclSend");
+    if (recv_counts[p] > 0 && failed == ncclSuccess)
+      record(ncclRecv(r + recv_displs[p] * esize, recv_counts[p], type, peer, comm_, stream),
+             "ncclRecv");
   }
   // Inside a group the calls only record; the group end launches (and, nonblocking, may still
   // be connecting: settle).
-  settle(ncclGroupEnd(), "ncclGroupEnd", "an all-to-all of " + what_);
+  const ncclResult_t end = ncclGroupEnd();
+  if (failed != ncclSuccess) settle(failed, failed_call, what);  // throws
+  settle(end, "ncclGroupEnd", what);
 }
 
 void NcclComm::wait(cudaStream_t stream, const std::string& what) {
@@ -216,15 +230,20 @@ void NcclComm::wait(cudaStream_t stream, const std::string& what) {
   for (;;) {
     const cudaError_t q = cudaStreamQuery(stream);
     if (q == cudaSuccess) return;
+    // An error aborts the communicator before the throw: its kernels may still be spinning on
+    // the stream, and the unwinding that follows (a cudaFree syncs the device) would wait for
+    // them forever.
     if (q != cudaErrorNotReady) {
       std::ostringstream os;
       os << "rank " << rank_ << ": CUDA error while waiting for " << what << ": "
-         << cudaGetErrorString(q);
-      throw std::runtime_error(os.str());
+         << cudaGetErrorString(q) << " (NCCL communicator aborted)";
+      abort_and_throw(os.str());
     }
     ncclResult_t async = ncclSuccess;
-    NCCL_CHECK(comm_, ncclCommGetAsyncError(comm_, &async));
-    NCCL_CHECK(comm_, async);
+    const ncclResult_t got = ncclCommGetAsyncError(comm_, &async);
+    if (got != ncclSuccess) async = got;
+    if (async != ncclSuccess && async != ncclInProgress)
+      settle(async, "ncclCommGetAsyncError", what);  // throws, the communicator aborted
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (timeout_s_ > 0 && waited > timeout_s_) {

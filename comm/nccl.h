@@ -94,11 +94,12 @@ class NcclComm {
   // Wait for everything queued on `stream`, bounded by the communicator's timeout_s; on timeout
   // aborts the communicator and throws "rank r: timed out after s seconds waiting for <what>".
   // timeout_s <= 0 waits without a bound (parallel.timeout_s = 0), still polling the
-  // communicator's asynchronous errors.
+  // communicator's asynchronous errors. An asynchronous NCCL error or a CUDA error on the stream
+  // aborts the communicator too before the throw (its kernels could otherwise spin forever).
   void wait(cudaStream_t stream, const std::string& what);
 
  private:
-  // After an NCCL call that returned r: an error throws; ncclInProgress (nonblocking mode) polls
+  // After an NCCL call that returned r: an error aborts the communicator and throws; ncclInProgress (nonblocking mode) polls
   // the communicator's state until the call has completed, bounded by timeout_s_ (on timeout:
   // abort, throw naming this rank and `what`).
   void settle(ncclResult_t r, const char* call, const std::string& what);
