@@ -99,9 +99,9 @@ class NcclComm {
   void wait(cudaStream_t stream, const std::string& what);
 
  private:
-  // After an NCCL call that returned r: an error aborts the communicator and throws; ncclInProgress (nonblocking mode) polls
-  // the communicator's state until the call has completed, bounded by timeout_s_ (on timeout:
-  // abort, throw naming this rank and `what`).
+  // After an NCCL call that returned r: an error aborts the communicator and throws; ncclInProgress
+  // (nonblocking mode) polls the communicator's state until the call has completed, bounded by
+  // timeout_s_ (on timeout: abort, throw naming this rank and `what`).
   void settle(ncclResult_t r, const char* call, const std::string& what);
   [[noreturn]] void abort_and_throw(const std::string& message);
 
