@@ -210,14 +210,14 @@ __global__ void aux_terms_kernel(float* grp_frac, float* terms, const float* pro
   const long n0 = static_cast<long>(g) * NG;
   for (int i = threadIdx.x; i < E; i += blockDim.x) {
     int count = 0;
-    float P = 0.0f;
+    double P = 0.0;  // in double as the CPU's: a micro-batch-scope group is the whole micro-batch
     for (long n = n0; n < n0 + NG; ++n) {
       for (int j = 0; j < K; ++j) count += topk_idx[n * K + j] == i ? 1 : 0;
-      P += score_sum ? probs[n * E + i] / score_sum[n] : probs[n * E + i];
+      P += score_sum ? static_cast<double>(probs[n * E + i]) / score_sum[n] : probs[n * E + i];
     }
-    const float f = static_cast<float>(count) / (static_cast<float>(NG) * K);
-    grp_frac[static_cast<long>(g) * E + i] = f;
-    terms[static_cast<long>(g) * E + i] = f * (P / static_cast<float>(NG));
+    const double f = static_cast<double>(count) / (static_cast<double>(NG) * K);
+    grp_frac[static_cast<long>(g) * E + i] = static_cast<float>(f);
+    terms[static_cast<long>(g) * E + i] = static_cast<float>(f * (P / static_cast<double>(NG)));
   }
 }
 
