@@ -113,7 +113,9 @@ void swiglu_backward(T* da, T* db, const T* dh, const T* a, const T* b, long n,
 //                      z = z_coeff * sum_n lse_n^2. Device doubles, summed in a fixed order.
 // P_i is the group's mean of p_i, or with sigmoid_scores of p_i / sum_j p_j.
 // Groups are consecutive runs of NG tokens (NG = seq_len for `sequence` scope, N for
-// `micro_batch`); N must be a multiple of NG. scratch: G*E + N floats.
+// `micro_batch`); N must be a multiple of NG. scratch: router_losses_scratch(N, E, NG) floats,
+// from an allocation's start (it holds doubles).
+long router_losses_scratch(int N, int E, int NG);
 void router_losses_forward(double* loss, float* grp_frac, float* scratch, const float* probs,
                            const float* lse, const int32_t* topk_idx, int N, int E, int K, int NG,
                            double aux_coeff, double z_coeff, double token_weight,

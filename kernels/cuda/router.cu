@@ -201,19 +201,66 @@ __global__ void score_sums_kernel(float* score_sum, const float* probs, int N, i
   if (lane == 0) score_sum[n] = s;
 }
 
-// Block g, thread per expert i: grp_frac[g,i] = f_i, terms[g,i] = f_i * P_i, P_i the group's
-// mean of probs (score_sum null) or of probs / score_sum (sigmoid).
-__global__ void aux_terms_kernel(float* grp_frac, float* terms, const float* probs,
-                                 const float* score_sum, const int32_t* topk_idx, int E, int K,
-                                 int NG) {
-  const int g = blockIdx.x;
-  const long n0 = static_cast<long>(g) * NG;
-  for (int i = threadIdx.x; i < E; i += blockDim.x) {
+// The aux loss's per-group sums in two passes, so a group of many tokens (a micro-batch-scope
+// group is the whole micro-batch) spreads over many blocks and the sums keep a fixed order:
+//   1. block (g, c) over the group's chunk c of kAuxChunk tokens: per expert i, the count of
+//      assignments to i and the sum of p_i (or p_i / score_sum with sigmoid scores) into
+//      part_count[g,c,i], part_P[g,c,i]. Its threads form R rows x W columns (W = min(E, block)
+//      experts at a time, R = block / W tokens at a time), each summing its column over every
+//      R-th token; row 0 then adds the R partial sums in row order.
+//   2. block g, thread per expert i: f_i and P_i from the chunks in order; grp_frac[g,i] = f_i,
+//      terms[g,i] = f_i * P_i. P is summed in double, as the CPU's.
+constexpr int kAuxChunk = 1024;
+
+int aux_chunks(int NG) {
+  return (NG + kAuxChunk - 1) / kAuxChunk;
+}
+
+__global__ void aux_partials_kernel(double* part_P, int32_t* part_count, const float* probs,
+                                    const float* score_sum, const int32_t* topk_idx, int E, int K,
+                                    int NG, int chunks) {
+  __shared__ double s_P[kBlock];
+  __shared__ int s_count[kBlock];
+  const int g = blockIdx.x / chunks, c = blockIdx.x % chunks;
+  const long n0 = static_cast<long>(g) * NG + static_cast<long>(c) * kAuxChunk;
+  const long n1 = static_cast<long>(g) * NG + min(NG, (c + 1) * kAuxChunk);
+  const int W = min(E, kBlock), R = kBlock / W;
+  const int r = threadIdx.x / W, w = threadIdx.x % W;
+  const long out = static_cast<long>(blockIdx.x) * E;
+  for (int i0 = 0; i0 < E; i0 += W) {
+    const int i = i0 + w;
+    double P = 0.0;
     int count = 0;
-    double P = 0.0;  // in double as the CPU's: a micro-batch-scope group is the whole micro-batch
-    for (long n = n0; n < n0 + NG; ++n) {
-      for (int j = 0; j < K; ++j) count += topk_idx[n * K + j] == i ? 1 : 0;
-      P += score_sum ? static_cast<double>(probs[n * E + i]) / score_sum[n] : probs[n * E + i];
+    if (r < R && i < E)
+      for (long n = n0 + r; n < n1; n += R) {
+        for (int j = 0; j < K; ++j) count += topk_idx[n * K + j] == i ? 1 : 0;
+        P += score_sum ? static_cast<double>(probs[n * E + i]) / score_sum[n] : probs[n * E + i];
+      }
+    s_P[threadIdx.x] = P;
+    s_count[threadIdx.x] = count;
+    __syncthreads();
+    if (r == 0 && i < E) {
+      for (int q = 1; q < R; ++q) {
+        P += s_P[q * W + w];
+        count += s_count[q * W + w];
+      }
+      part_P[out + i] = P;
+      part_count[out + i] = count;
+    }
+    __syncthreads();  // s_P is rewritten by the next column block
+  }
+}
+
+__global__ void aux_terms_kernel(float* grp_frac, float* terms, const double* part_P,
+                                 const int32_t* part_count, int E, int K, int NG, int chunks) {
+  const int g = blockIdx.x;
+  for (int i = threadIdx.x; i < E; i += blockDim.x) {
+    double P = 0.0;
+    long count = 0;
+    for (int c = 0; c < chunks; ++c) {
+      const long at = (static_cast<long>(g) * chunks + c) * E + i;
+      P += part_P[at];
+      count += part_count[at];
     }
     const double f = static_cast<double>(count) / (static_cast<double>(NG) * K);
     grp_frac[static_cast<long>(g) * E + i] = static_cast<float>(f);
@@ -303,6 +350,12 @@ void router_backward(float* dlogits, const float* dgates, const float* dprobs, c
   SY_CUDA_LAUNCH_CHECK("router_backward_kernel");
 }
 
+long router_losses_scratch(int N, int E, int NG) {
+  if (NG <= 0) return 1;
+  const long G = N / NG, parts = G * aux_chunks(NG) * E;
+  return 3 * parts + G * E + N + 1;
+}
+
 void router_losses_forward(double* loss, float* grp_frac, float* scratch, const float* probs,
                            const float* lse, const int32_t* topk_idx, int N, int E, int K, int NG,
                            double aux_coeff, double z_coeff, double token_weight,
@@ -311,19 +364,30 @@ void router_losses_forward(double* loss, float* grp_frac, float* scratch, const 
     throw CudaError("router_losses_forward: " + std::to_string(N) +
                     " tokens are not whole groups of " + std::to_string(NG));
   const int G = N / NG;
-  float* score_sum = nullptr;  // after the G*E terms in scratch
+  // scratch: part_P[G*chunks*E] doubles (the allocation's start, 8-byte aligned), then
+  // part_count[G*chunks*E] int32, terms[G*E], score_sum[N] (router_losses_scratch).
+  const int chunks = aux_chunks(NG);
+  const long parts = static_cast<long>(G) * chunks * E;
+  auto* part_P = reinterpret_cast<double*>(scratch);
+  auto* part_count = reinterpret_cast<int32_t*>(scratch + 2 * parts);
+  float* terms = scratch + 3 * parts;
+  float* score_sum = nullptr;
   if (sigmoid_scores && N > 0) {
-    score_sum = scratch + static_cast<long>(G) * E;
+    score_sum = terms + static_cast<long>(G) * E;
     score_sums_kernel<<<row_blocks(N), kBlock, 0, stream>>>(score_sum, probs, N, E);
     SY_CUDA_LAUNCH_CHECK("score_sums_kernel");
   }
   if (G > 0) {
-    aux_terms_kernel<<<G, kBlock, 0, stream>>>(grp_frac, scratch, probs, score_sum, topk_idx, E, K,
-                                               NG);
+    aux_partials_kernel<<<static_cast<unsigned>(static_cast<long>(G) * chunks), kBlock, 0,
+                          stream>>>(part_P, part_count, probs, score_sum, topk_idx, E, K, NG,
+                                    chunks);
+    SY_CUDA_LAUNCH_CHECK("aux_partials_kernel");
+    aux_terms_kernel<<<G, kBlock, 0, stream>>>(grp_frac, terms, part_P, part_count, E, K, NG,
+                                               chunks);
     SY_CUDA_LAUNCH_CHECK("aux_terms_kernel");
   }
   // No z-loss under sigmoid scores (SPEC section 1; cpu MoeLayer sets it to 0 there too).
-  loss_sum_kernel<<<1, kBlock, 0, stream>>>(loss, scratch, static_cast<long>(G) * E, lse, N,
+  loss_sum_kernel<<<1, kBlock, 0, stream>>>(loss, terms, static_cast<long>(G) * E, lse, N,
                                             aux_coeff * E * group_weight,
                                             sigmoid_scores ? 0.0 : z_coeff * token_weight);
   SY_CUDA_LAUNCH_CHECK("loss_sum_kernel");

@@ -88,7 +88,7 @@ void CudaMoeLayer<T>::route(const T* m, int B, int T_, const CudaMoeWeights<T>& 
   topk_.resize(NK);
   gates_.resize(NK);
   grp_frac_.resize(static_cast<size_t>(G) * E + 1);
-  loss_scratch_.resize(static_cast<size_t>(G) * E + N + 1);
+  loss_scratch_.resize(static_cast<size_t>(cuda::router_losses_scratch(N, E, NG_)));
   row_token_.resize(NK);
   row_gate_.resize(NK);
   slot_row_.resize(NK);

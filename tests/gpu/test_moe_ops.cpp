@@ -379,10 +379,17 @@ TYPED_TEST(MoeRows, GroupedGemmRingOfPointerSlots) {
   EXPECT_TRUE(close(download_f32(d_Y), Y, tol<T>()));
 }
 
-// Aux and z losses (values and gradients) against SPEC section 1 written as naive host loops.
-TEST(RouterLosses, MatchSpecFormulas) {
+// Aux and z losses (values and gradients) against SPEC section 1 written as naive host loops:
+// groups of one chunk of the kernels' partial sums, of several (T = 1100 > 1024 tokens, the
+// last chunk partial) and of more experts than a block has threads (E = 300).
+struct LossShape {
+  int B, T, E;
+};
+class RouterLossShapes : public ::testing::TestWithParam<LossShape> {};
+
+TEST_P(RouterLossShapes, MatchSpecFormulas) {
   SY_REQUIRE_GPU();
-  const int B = 3, T = 11, N = B * T, E = 6, K = 2;
+  const int B = GetParam().B, T = GetParam().T, N = B * T, E = GetParam().E, K = 2;
   const double aux_coeff = 1e-2, z_coeff = 1e-3, token_weight = 1.0 / 50, group_weight = 1.0 / 4;
   std::mt19937 rng(16);
   auto probs = random_floats(rng, N * E, 0.0f, 1.0f);
@@ -418,7 +425,8 @@ TEST(RouterLosses, MatchSpecFormulas) {
 
     auto d_probs = upload_as<float>(probs), d_lse = upload_as<float>(lse);
     auto d_topk = to_device(topk);
-    auto d_frac = poisoned<float>(G * E), d_scratch = poisoned<float>(G * E + N);
+    auto d_frac = poisoned<float>(G * E);
+    auto d_scratch = poisoned<float>(cu::router_losses_scratch(N, E, NG));
     auto d_loss = poisoned<double>(2);
     cu::router_losses_forward(d_loss.data(), d_frac.data(), d_scratch.data(), d_probs.data(),
                               d_lse.data(), d_topk.data(), N, E, K, NG, aux_coeff, z_coeff,
@@ -435,6 +443,15 @@ TEST(RouterLosses, MatchSpecFormulas) {
     EXPECT_TRUE(close(download_f32(d_dlse), dlse, kTolF32));
   }
 }
+INSTANTIATE_TEST_SUITE_P(Shapes, RouterLossShapes,
+                         ::testing::Values(LossShape{3, 11, 6}, LossShape{3, 1100, 6},
+                                           LossShape{2, 40, 300}),
+                         [](const ::testing::TestParamInfo<LossShape>& p) {
+                           char name[48];
+                           std::snprintf(name, sizeof name, "B%d_T%d_E%d", p.param.B, p.param.T,
+                                         p.param.E);
+                           return std::string(name);
+                         });
 
 // The route-plan row ops against host loops: a gather with repeated and skipped rows, and
 // segment sums with empty, single and long segments; the width 3 of a gate row and 67 of a

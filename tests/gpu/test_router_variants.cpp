@@ -179,7 +179,8 @@ TEST(RouterLosses, SigmoidScoresNormalisedOverAllExperts) {
 
     auto d_probs = upload_as<float>(probs), d_lse = upload_as<float>(lse);
     auto d_topk = to_device(topk);
-    auto d_frac = poisoned<float>(G * E), d_scratch = poisoned<float>(G * E + N);
+    auto d_frac = poisoned<float>(G * E);
+    auto d_scratch = poisoned<float>(cu::router_losses_scratch(N, E, NG));
     auto d_loss = poisoned<double>(2);
     cu::router_losses_forward(d_loss.data(), d_frac.data(), d_scratch.data(), d_probs.data(),
                               d_lse.data(), d_topk.data(), N, E, K, NG, aux_coeff, 0.0,
@@ -232,7 +233,8 @@ TEST(RouterLse, StoredForTheZLoss) {
       z += static_cast<double>(lse[n]) * lse[n];
       dlse[n] = static_cast<float>(2.0 * token_weight * z_coeff * lse[n]);
     }
-    auto d_frac = poisoned<float>(E), d_scratch = poisoned<float>(E + N);
+    auto d_frac = poisoned<float>(E);
+    auto d_scratch = poisoned<float>(cu::router_losses_scratch(N, E, N));
     auto d_loss = poisoned<double>(2);
     cu::router_losses_forward(d_loss.data(), d_frac.data(), d_scratch.data(), d_probs.data(),
                               d_lse.data(), d_topk.data(), N, E, K, N, 0.0, z_coeff, token_weight,
