@@ -344,7 +344,7 @@ if want c; then
     # parameterized suites carry an instantiation prefix, hence the leading *); initcheck without
     # the cuBLAS grouped GEMM, whose own workspace reads can trip it (tests/gpu/README.md).
     for t in "memcheck:30:-HugeShapes.*:DeviceBuffer.*" \
-      "racecheck:20:*DenseOps*:*Router*:*MoeRows*:MoeLayout*:GradNorm*:PlanRows*" \
+      "racecheck:20:*DenseOps*:*Router*:*MoeRows*:*MoeLayout*:GradNorm*:PlanRows*" \
       "initcheck:20:-HugeShapes.*:DeviceBuffer.*:*GroupedGemm*"; do
       tool=${t%%:*} rest=${t#*:} secs=${rest%%:*} filter=${rest#*:}
       part=$work/c-$tool.log

@@ -1,8 +1,9 @@
 // The dispatch layout: which (token, expert) assignment goes to which row of the expert-sorted
 // buffer, with the SPEC capacity rule (see moe_ops.h; the CPU reference is build_layout in
-// src/model/moe.cpp). Integer work only, deterministic: every row position comes from a block
-// scan over slots taken in order.
+// src/model/moe.cpp). Deterministic: every row position comes from a block scan over slots taken
+// in order; over capacity, each expert's slots are ranked by a stable segmented radix sort.
 #include <cub/block/block_scan.cuh>
+#include <cub/device/device_segmented_radix_sort.cuh>
 
 #include <climits>
 #include <stdexcept>
@@ -55,19 +56,33 @@ __global__ void list_kernel(int32_t* sel_list, const int32_t* sel_offsets, const
   }
 }
 
-// The capacity order of two of expert e's slots: higher p first (NaN lowest), then lower slot.
-__device__ __forceinline__ bool ranks_before(float pa, int qa, float pb, int qb) {
-  const float a = isnan(pa) ? -INFINITY : pa, b = isnan(pb) ? -INFINITY : pb;
-  return a > b || (a == b && qa < qb);
+// The capacity order of expert e's slots: higher p first, NaN lowest, then lower slot. As a key
+// for a stable descending sort of the slots listed in slot order: NaN as -inf, -0 as +0.
+__global__ void rank_keys_kernel(float* keys, const int32_t* sel_list, const int32_t* topk_idx,
+                                 const float* probs, int NK, int E, int K) {
+  const long idx = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (idx >= NK) return;
+  const int q = sel_list[idx];
+  const float p = probs[static_cast<long>(q / K) * E + topk_idx[q]];
+  keys[idx] = isnan(p) ? -INFINITY : p + 0.0f;
 }
 
-// Block e walks its selected slots in slot order; a slot is kept when fewer than `capacity` of
-// the expert's slots rank before it. Kept slots take consecutive rows (block scan), so rows are
-// in token order; dropped slots get slot_row = -1.
+// ranked[] holds each expert's slots best first: the first `capacity` of its segment are kept.
+__global__ void keep_kernel(int32_t* keep, const int32_t* ranked, const int32_t* sel_offsets,
+                            const int32_t* topk_idx, int NK, long capacity) {
+  const long idx = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (idx >= NK) return;
+  const int q = ranked[idx];
+  keep[q] = idx - sel_offsets[topk_idx[q]] < capacity ? 1 : 0;
+}
+
+// Block e walks its selected slots in slot order; a slot is kept when it is among the expert's
+// `capacity` best (keep[], when the expert is over capacity). Kept slots take consecutive rows
+// (block scan), so rows are in token order; dropped slots get slot_row = -1.
 __global__ void place_kernel(int32_t* row_token, float* row_gate, int32_t* slot_row,
                              const int32_t* sel_list, const int32_t* sel_offsets,
                              const int32_t* selected, const int32_t* offsets, const float* gates,
-                             const float* probs, int E, int K, long capacity) {
+                             const int32_t* keep_slot, int K, long capacity) {
   __shared__ typename Scan::TempStorage tmp;
   const int e = blockIdx.x;
   const int n_sel = selected[e];
@@ -80,16 +95,7 @@ __global__ void place_kernel(int32_t* row_token, float* row_gate, int32_t* slot_
     int q = -1;
     if (i < n_sel) {
       q = list[i];
-      keep = 1;
-      if (limited) {
-        const float p = probs[static_cast<long>(q / K) * E + e];
-        long before = 0;
-        for (int j = 0; j < n_sel; ++j) {
-          const int qj = list[j];
-          before += ranks_before(probs[static_cast<long>(qj / K) * E + e], qj, p, q) ? 1 : 0;
-        }
-        keep = before < capacity ? 1 : 0;
-      }
+      keep = limited ? keep_slot[q] : 1;
     }
     int prefix = 0, total = 0;
     Scan(tmp).ExclusiveSum(keep, prefix, total);
@@ -106,10 +112,26 @@ __global__ void place_kernel(int32_t* row_token, float* row_gate, int32_t* slot_
   }
 }
 
+// The capacity ranking's scratch: keys and sorted keys (float), slots by rank and keep flags
+// (int32), then the sort's own temporary storage at a 256-byte boundary.
+constexpr long kSortAlign = 256;
+
+size_t rank_sort_bytes(int NK, int E) {
+  size_t bytes = 0;
+  CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
+      nullptr, bytes, static_cast<const float*>(nullptr), static_cast<float*>(nullptr),
+      static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), NK, E,
+      static_cast<const int32_t*>(nullptr), static_cast<const int32_t*>(nullptr)));
+  return bytes;
+}
+
 }  // namespace
 
 long moe_layout_scratch(int N, int E, int K) {
-  return static_cast<long>(E) + 1 + static_cast<long>(N) * K;
+  const long NK = static_cast<long>(N) * K;
+  const long sort_words =
+      (static_cast<long>(rank_sort_bytes(static_cast<int>(NK), E)) + kSortAlign + 3) / 4;
+  return static_cast<long>(E) + 1 + NK + 4 * NK + sort_words;
 }
 
 void moe_layout(int32_t* selected, int32_t* counts, int32_t* offsets, int32_t* row_token,
@@ -134,8 +156,26 @@ void moe_layout(int32_t* selected, int32_t* counts, int32_t* offsets, int32_t* r
   if (NK > 0) {
     list_kernel<<<E, kBlock, 0, stream>>>(sel_list, sel_offsets, topk_idx, NK);
     SY_CUDA_LAUNCH_CHECK("list_kernel");
+    int32_t* keep = nullptr;
+    if (capacity >= 0) {  // rank each expert's slots: a stable sort by p, descending
+      auto* keys = reinterpret_cast<float*>(sel_list + NK);
+      float* keys_sorted = keys + NK;
+      auto* ranked = reinterpret_cast<int32_t*>(keys_sorted + NK);
+      keep = ranked + NK;
+      const auto base = reinterpret_cast<uintptr_t>(keep + NK);
+      void* sort_tmp = reinterpret_cast<void*>((base + kSortAlign - 1) / kSortAlign * kSortAlign);
+      size_t sort_bytes = rank_sort_bytes(NK, E);
+      const unsigned blocks = static_cast<unsigned>((static_cast<long>(NK) + kBlock - 1) / kBlock);
+      rank_keys_kernel<<<blocks, kBlock, 0, stream>>>(keys, sel_list, topk_idx, probs, NK, E, K);
+      SY_CUDA_LAUNCH_CHECK("rank_keys_kernel");
+      CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
+          sort_tmp, sort_bytes, keys, keys_sorted, sel_list, ranked, NK, E, sel_offsets,
+          sel_offsets + 1, 0, static_cast<int>(8 * sizeof(float)), stream));
+      keep_kernel<<<blocks, kBlock, 0, stream>>>(keep, ranked, sel_offsets, topk_idx, NK, capacity);
+      SY_CUDA_LAUNCH_CHECK("keep_kernel");
+    }
     place_kernel<<<E, kBlock, 0, stream>>>(row_token, row_gate, slot_row, sel_list, sel_offsets,
-                                           selected, offsets, gates, probs, E, K, capacity);
+                                           selected, offsets, gates, keep, K, capacity);
     SY_CUDA_LAUNCH_CHECK("place_kernel");
   }
 }

@@ -60,8 +60,8 @@ inline void router_backward(float* dlogits, const float* dgates, const float* dp
 //   row_gate[A]    (=) gate of each row (from gates[N,K])
 //   slot_row[N*K]  (=) the row of slot n*K+j, or -1 for a dropped assignment
 // Over capacity an expert keeps the assignments of highest probs[n, e] (NaN lowest; ties: lower
-// token index). scratch: moe_layout_scratch(N, E, K) int32. Ranking is O(selected^2) per
-// expert, fine for capacity runs of moderate size.
+// token index), ranked by a stable segmented radix sort of each expert's slots. scratch:
+// moe_layout_scratch(N, E, K) int32 from an allocation's start (needs the current device).
 long moe_layout_scratch(int N, int E, int K);
 void moe_layout(int32_t* selected, int32_t* counts, int32_t* offsets, int32_t* row_token,
                 float* row_gate, int32_t* slot_row, int32_t* scratch, const int32_t* topk_idx,

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <string>
@@ -145,9 +146,12 @@ HostLayout host_layout(const std::vector<int32_t>& topk, const std::vector<float
       if (topk[q] == e) list.push_back(q);
     l.selected[e] = static_cast<int32_t>(list.size());
     if (capacity >= 0 && static_cast<long>(list.size()) > capacity) {
-      std::stable_sort(list.begin(), list.end(), [&](int32_t a, int32_t b) {
-        return probs[(a / K) * E + e] > probs[(b / K) * E + e];
-      });
+      auto key = [&](int32_t q) {  // NaN ranks lowest
+        const float p = probs[(q / K) * E + e];
+        return std::isnan(p) ? -std::numeric_limits<float>::infinity() : p;
+      };
+      std::stable_sort(list.begin(), list.end(),
+                       [&](int32_t a, int32_t b) { return key(a) > key(b); });
       list.resize(static_cast<size_t>(capacity));
       std::sort(list.begin(), list.end());
     }
@@ -175,16 +179,26 @@ std::vector<int32_t> random_topk(std::mt19937& rng, int N, int E, int K) {
   return topk;
 }
 
-TEST(MoeLayout, MatchesDefinition) {
+// A small case (NK = 600, more than one 256-slot chunk) and a larger one (NK = 12 000, ~3000
+// slots per expert) with NaN probabilities (ranked lowest), each dropless, with a capacity that
+// binds for most experts, and with one larger than any expert's load.
+struct LayoutCase {
+  int N, E;
+  long binding;  // a capacity below most experts' loads
+};
+class MoeLayout : public ::testing::TestWithParam<LayoutCase> {};
+
+TEST_P(MoeLayout, MatchesDefinition) {
   SY_REQUIRE_GPU();
-  const int N = 300, E = 7, K = 2;  // NK = 600 > one 256-slot chunk
+  const int N = GetParam().N, E = GetParam().E, K = 2;
   std::mt19937 rng(12);
   auto topk = random_topk(rng, N, E - 1, K);  // expert E-1 never chosen: an empty expert
   const auto gates = random_floats(rng, N * K, 0.0f, 1.0f);
   auto probs = random_floats(rng, N * E, 0.0f, 1.0f);
   probs[3 * E + 1] = probs[5 * E + 1] = probs[8 * E + 1];  // ties: the lower token must win
-  // dropless, a capacity that binds for most experts, and one larger than any expert's load
-  for (long capacity : {-1L, 60L, 100000L}) {
+  if (N > 1000)
+    for (int n = 100; n < N; n += 97) probs[n * E + n % (E - 1)] = std::nanf("");
+  for (long capacity : {-1L, GetParam().binding, 100000L}) {
     const HostLayout want = host_layout(topk, gates, probs, N, E, K, capacity);
     auto d_topk = to_device(topk);
     auto d_gates = upload_as<float>(gates), d_probs = upload_as<float>(probs);
@@ -210,11 +224,13 @@ TEST(MoeLayout, MatchesDefinition) {
     auto gate_rows = download_f32(row_gate);
     gate_rows.resize(A);
     EXPECT_TRUE(close(gate_rows, want.row_gate, 0.0)) << "capacity " << capacity;
-    if (capacity == 60) {
+    if (capacity == GetParam().binding) {
       EXPECT_LT(A, static_cast<size_t>(N * K)) << "capacity did not bind";
     }
   }
 }
+INSTANTIATE_TEST_SUITE_P(Cases, MoeLayout,
+                         ::testing::Values(LayoutCase{300, 7, 60}, LayoutCase{6000, 5, 2000}));
 
 template <class T>
 class MoeRows : public ::testing::Test {};
