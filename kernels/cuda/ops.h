@@ -53,10 +53,12 @@ void convert(TD* dst, const TS* src, long n, cudaStream_t stream);
 template <class T>
 void rmsnorm_forward(T* out, float* rstd, const T* x, const float* g, int N, int C, double eps,
                      cudaStream_t stream);
-// dx[N,C] (=), dg[C] (+=, summed over rows in order n = 0..N-1).
+// dx[N,C] (=), dg[C] (+=, summed in a fixed order: per chunk of rows, then the chunks in
+// order). scratch: rmsnorm_backward_scratch(N, C) floats (the chunks' partial sums).
+long rmsnorm_backward_scratch(int N, int C);
 template <class T>
 void rmsnorm_backward(T* dx, float* dg, const T* dout, const T* x, const float* g,
-                      const float* rstd, int N, int C, cudaStream_t stream);
+                      const float* rstd, int N, int C, float* scratch, cudaStream_t stream);
 
 // RoPE on the q and k blocks of qkv[N,3C] (rotate-half; see kernels/cpu/ops.h). out[N,3C] (=);
 // out may not alias qkv. Angles in double, as on the CPU.

@@ -1,5 +1,7 @@
-// RMSNorm forward/backward (see ops.h): one warp per token row for the row reductions, one thread
-// per column for the gain gradient (rows summed in order: deterministic, no atomics).
+// RMSNorm forward/backward (see ops.h): one warp per token row for the row reductions; the gain
+// gradient in two passes over chunks of rows (a fixed order: deterministic, no atomics).
+#include <string>
+
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
@@ -47,30 +49,47 @@ __global__ void rmsnorm_backward_dx_kernel(T* dx, const T* dout, const T* x, con
     dx[row + c] = from_f32<T>(r * g[c] * to_f32(dout[row + c]) - coef * to_f32(x[row + c]));
 }
 
-// dg[C] (+=) sum_n dout[n,c] x[n,c] rstd[n]. A block owns kDgCols columns; its kDgRows thread
-// rows take every kDgRows-th token row, then the partial sums are added in a fixed order in
-// shared memory: deterministic (no atomics) with kDgRows times the parallelism of one thread
-// per column.
-constexpr int kDgCols = 32, kDgRows = 16;
+// The gain gradient dg[C] (+=) sum_n dout[n,c] x[n,c] rstd[n], in two passes so that the rows
+// spread over many blocks (N = 65 536 rows of gpu-medium over 32 column blocks alone would leave
+// most of the GPU idle):
+//   1. block (column block b, row chunk s) owns kDgCols columns and rows [s*kDgChunk, ...): its
+//      kDgRows thread rows take every kDgRows-th row of the chunk, then add their partial sums
+//      in a fixed order into partial[s, c];
+//   2. thread c: dg[c] += partial[0, c] + partial[1, c] + ... in chunk order.
+constexpr int kDgCols = 32, kDgRows = 16, kDgChunk = 1024;
+
+int dg_chunks(int N) {
+  return (N + kDgChunk - 1) / kDgChunk;
+}
+
 template <class T>
-__global__ void rmsnorm_backward_dg_kernel(float* dg, const T* dout, const T* x, const float* rstd,
-                                           int N, int C) {
-  __shared__ float partial[kDgRows][kDgCols];
+__global__ void rmsnorm_dg_partial_kernel(float* partial, const T* dout, const T* x,
+                                          const float* rstd, int N, int C) {
+  __shared__ float rows[kDgRows][kDgCols];
   const int c = blockIdx.x * kDgCols + threadIdx.x;
+  const int n0 = blockIdx.y * kDgChunk, n1 = min(N, n0 + kDgChunk);
   float acc = 0.0f;
   if (c < C) {
-    for (int n = threadIdx.y; n < N; n += kDgRows) {
+    for (int n = n0 + threadIdx.y; n < n1; n += kDgRows) {
       const long i = static_cast<long>(n) * C + c;
       acc += to_f32(dout[i]) * to_f32(x[i]) * rstd[n];
     }
   }
-  partial[threadIdx.y][threadIdx.x] = acc;
+  rows[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && c < C) {
     float sum = 0.0f;
-    for (int r = 0; r < kDgRows; ++r) sum += partial[r][threadIdx.x];
-    dg[c] += sum;
+    for (int r = 0; r < kDgRows; ++r) sum += rows[r][threadIdx.x];
+    partial[static_cast<long>(blockIdx.y) * C + c] = sum;
   }
+}
+
+__global__ void rmsnorm_dg_sum_kernel(float* dg, const float* partial, int chunks, int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float sum = 0.0f;
+  for (int s = 0; s < chunks; ++s) sum += partial[static_cast<long>(s) * C + c];
+  dg[c] += sum;
 }
 
 }  // namespace
@@ -85,24 +104,33 @@ void rmsnorm_forward(T* out, float* rstd, const T* x, const float* g, int N, int
   SY_CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel");
 }
 
+long rmsnorm_backward_scratch(int N, int C) {
+  return static_cast<long>(dg_chunks(N)) * C + 1;
+}
+
 template <class T>
 void rmsnorm_backward(T* dx, float* dg, const T* dout, const T* x, const float* g,
-                      const float* rstd, int N, int C, cudaStream_t stream) {
+                      const float* rstd, int N, int C, float* scratch, cudaStream_t stream) {
   if (N == 0 || C == 0) return;
   const unsigned blocks = (N + kRowsPerBlock - 1) / kRowsPerBlock;
   rmsnorm_backward_dx_kernel<<<blocks, kBlock, 0, stream>>>(dx, dout, x, g, rstd, N, C);
   SY_CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
-  const dim3 dg_block(kDgCols, kDgRows);
-  rmsnorm_backward_dg_kernel<<<(C + kDgCols - 1) / kDgCols, dg_block, 0, stream>>>(dg, dout, x,
-                                                                                   rstd, N, C);
-  SY_CUDA_LAUNCH_CHECK("rmsnorm_backward_dg_kernel");
+  const int chunks = dg_chunks(N);
+  if (chunks > 65535)  // grid.y
+    throw CudaError("rmsnorm_backward: " + std::to_string(N) + " rows exceed " +
+                    std::to_string(65535L * kDgChunk) + " (the gain gradient's row chunks)");
+  const dim3 dg_grid((C + kDgCols - 1) / kDgCols, chunks), dg_block(kDgCols, kDgRows);
+  rmsnorm_dg_partial_kernel<<<dg_grid, dg_block, 0, stream>>>(scratch, dout, x, rstd, N, C);
+  SY_CUDA_LAUNCH_CHECK("rmsnorm_dg_partial_kernel");
+  rmsnorm_dg_sum_kernel<<<(C + kBlock - 1) / kBlock, kBlock, 0, stream>>>(dg, scratch, chunks, C);
+  SY_CUDA_LAUNCH_CHECK("rmsnorm_dg_sum_kernel");
 }
 
 #define SY_INSTANTIATE(T)                                                                       \
   template void rmsnorm_forward<T>(T*, float*, const T*, const float*, int, int, double,        \
                                    cudaStream_t);                                               \
   template void rmsnorm_backward<T>(T*, float*, const T*, const T*, const float*, const float*, \
-                                    int, int, cudaStream_t);
+                                    int, int, float*, cudaStream_t);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(bf16)
 #undef SY_INSTANTIATE

@@ -256,7 +256,8 @@ class ModelImpl final : public CudaModel::Impl {
                          1.0f, gf(head_name()), C);
     mark(StepPhase::kNorms);
     cuda::rmsnorm_backward(dx_.data(), gf("model/final_norm"), dtmp_.data(), x_out_.data(),
-                           pf("model/final_norm"), xf_rstd_.data(), N, C, s());
+                           pf("model/final_norm"), xf_rstd_.data(), N, C, rms_dg_scratch_.data(),
+                           s());
     for (int l = L_ - 1; l >= 0; --l) {
       Acts& a = acts_[l];
       // MoE block; dx_ is d/dx_out, becomes d/dx_mid
@@ -264,7 +265,8 @@ class ModelImpl final : public CudaModel::Impl {
                        s(), cb());
       mark(StepPhase::kNorms);
       cuda::rmsnorm_backward(dtmp2_.data(), gf(lp(l, "moe_norm")), dtmp_.data(), a.x_mid.data(),
-                             pf(lp(l, "moe_norm")), a.m_rstd.data(), N, C, s());
+                             pf(lp(l, "moe_norm")), a.m_rstd.data(), N, C, rms_dg_scratch_.data(),
+                             s());
       cuda::residual_forward(dx_.data(), dx_.data(), dtmp2_.data(), NC, s());
       // attention block; dx_ becomes d/dx_in
       // the gradient reaching the (replicated) norm is this rank's heads' share: summed over tp
@@ -282,7 +284,8 @@ class ModelImpl final : public CudaModel::Impl {
       sum_over_tp(dtmp_.data(), NC, "the attention input gradient");
       mark(StepPhase::kNorms);
       cuda::rmsnorm_backward(dtmp2_.data(), gf(lp(l, "attn_norm")), dtmp_.data(), a.x_in.data(),
-                             pf(lp(l, "attn_norm")), a.a_rstd.data(), N, C, s());
+                             pf(lp(l, "attn_norm")), a.a_rstd.data(), N, C, rms_dg_scratch_.data(),
+                             s());
       cuda::residual_forward(dx_.data(), dx_.data(), dtmp2_.data(), NC, s());
     }
     mark(StepPhase::kEmbedding);
@@ -406,6 +409,7 @@ class ModelImpl final : public CudaModel::Impl {
     dqkv_.resize(3 * N * Ct);
     dqkv2_.resize(3 * N * Ct);
     xf_rstd_.resize(N);
+    rms_dg_scratch_.resize(static_cast<size_t>(cuda::rmsnorm_backward_scratch(B * T_, C_)));
     probs_.resize(N * V_);
     losses_.resize(N);
     dlosses_.resize(N);
@@ -447,6 +451,7 @@ class ModelImpl final : public CudaModel::Impl {
   std::vector<Acts> acts_;
   DeviceBuffer<T> x_out_, xf_, probs_, att_scratch_;
   DeviceBuffer<float> xf_rstd_, losses_, dlosses_;
+  DeviceBuffer<float> rms_dg_scratch_;  // the RMSNorm gain gradients' partial sums
   DeviceBuffer<T> dx_, dtmp_, dtmp2_, dqkv_, dqkv2_;
   cuda::EmbeddingBackward embedding_backward_;  // its token sort's scratch
   cuda::PhaseTimer* timer_ = nullptr;           // bench train's; null in training

@@ -36,31 +36,40 @@ class DenseOps : public ::testing::Test {};
 using Types = ::testing::Types<float, bf16>;
 TYPED_TEST_SUITE(DenseOps, Types);
 
-TYPED_TEST(DenseOps, RmsNorm) {
-  SY_REQUIRE_GPU();
-  using T = TypeParam;
+template <class T>
+void rmsnorm_matches_cpu(int N, int C) {
+  SCOPED_TRACE("N " + std::to_string(N));
   std::mt19937 rng(1);
-  const auto x = representable<T>(random_floats(rng, kN * kC));
-  const auto g = random_floats(rng, kC, 0.5f, 1.5f);
-  const auto dout = representable<T>(random_floats(rng, kN * kC));
-  const auto dg0 = random_floats(rng, kC);
+  const auto x = representable<T>(random_floats(rng, N * C));
+  const auto g = random_floats(rng, C, 0.5f, 1.5f);
+  const auto dout = representable<T>(random_floats(rng, N * C));
+  const auto dg0 = random_floats(rng, C);
   const double eps = 1e-5;
 
-  std::vector<float> out(kN * kC), rstd(kN), dx(kN * kC), dg = dg0;
-  cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), g.data(), kN, kC, eps);
-  cpu::rmsnorm_backward(dx.data(), dg.data(), dout.data(), x.data(), g.data(), rstd.data(), kN, kC);
+  std::vector<float> out(N * C), rstd(N), dx(N * C), dg = dg0;
+  cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), g.data(), N, C, eps);
+  cpu::rmsnorm_backward(dx.data(), dg.data(), dout.data(), x.data(), g.data(), rstd.data(), N, C);
 
   auto d_x = upload_as<T>(x), d_dout = upload_as<T>(dout);
   auto d_g = upload_as<float>(g), d_dg = upload_as<float>(dg0);
-  auto d_out = poisoned<T>(kN * kC), d_dx = poisoned<T>(kN * kC);
-  auto d_rstd = poisoned<float>(kN);
-  cu::rmsnorm_forward(d_out.data(), d_rstd.data(), d_x.data(), d_g.data(), kN, kC, eps, nullptr);
+  auto d_out = poisoned<T>(N * C), d_dx = poisoned<T>(N * C);
+  auto d_rstd = poisoned<float>(N);
+  auto d_scratch = poisoned<float>(cu::rmsnorm_backward_scratch(N, C));
+  cu::rmsnorm_forward(d_out.data(), d_rstd.data(), d_x.data(), d_g.data(), N, C, eps, nullptr);
   EXPECT_TRUE(close(download_f32(d_out), out, tol<T>()));
   EXPECT_TRUE(close(download_f32(d_rstd), rstd, tol<T>()));
   cu::rmsnorm_backward(d_dx.data(), d_dg.data(), d_dout.data(), d_x.data(), d_g.data(),
-                       d_rstd.data(), kN, kC, nullptr);
+                       d_rstd.data(), N, C, d_scratch.data(), nullptr);
   EXPECT_TRUE(close(download_f32(d_dx), dx, tol<T>()));
   EXPECT_TRUE(close(download_f32(d_dg), dg, tol<T>()));
+}
+
+// The small shapes, and 2500 rows: the gain gradient's partial sums over three row chunks (the
+// last one partial) and two column blocks (the last one partial).
+TYPED_TEST(DenseOps, RmsNorm) {
+  SY_REQUIRE_GPU();
+  rmsnorm_matches_cpu<TypeParam>(kN, kC);
+  rmsnorm_matches_cpu<TypeParam>(2500, kC);
 }
 
 TYPED_TEST(DenseOps, Embedding) {
