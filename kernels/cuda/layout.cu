@@ -127,7 +127,17 @@ size_t rank_sort_bytes(int NK, int E) {
 
 }  // namespace
 
+namespace {
+// Rows, slots and tokens are int32 in the layout (row_token, slot_row): N*K must fit.
+void check_slots_fit(int N, int K) {
+  if (static_cast<long>(N) * K > INT32_MAX)
+    throw std::invalid_argument("moe_layout: " + std::to_string(N) + " tokens x top-k " +
+                                std::to_string(K) + " slots exceed the int32 row indices");
+}
+}  // namespace
+
 long moe_layout_scratch(int N, int E, int K) {
+  check_slots_fit(N, K);
   const long NK = static_cast<long>(N) * K;
   const long sort_words =
       (static_cast<long>(rank_sort_bytes(static_cast<int>(NK), E)) + kSortAlign + 3) / 4;
@@ -138,10 +148,7 @@ void moe_layout(int32_t* selected, int32_t* counts, int32_t* offsets, int32_t* r
                 float* row_gate, int32_t* slot_row, int32_t* scratch, const int32_t* topk_idx,
                 const float* gates, const float* probs, int N, int E, int K, long capacity,
                 cudaStream_t stream) {
-  // Rows, slots and tokens are int32 in the layout (row_token, slot_row): N*K must fit.
-  if (static_cast<long>(N) * K > INT32_MAX)
-    throw std::invalid_argument("moe_layout: " + std::to_string(N) + " tokens x top-k " +
-                                std::to_string(K) + " slots exceed the int32 row indices");
+  check_slots_fit(N, K);
   const int NK = N * K;
   int32_t* sel_offsets = scratch;       // [E+1]
   int32_t* sel_list = scratch + E + 1;  // [NK]

@@ -112,13 +112,13 @@ template <class T>
 void rmsnorm_backward(T* dx, float* dg, const T* dout, const T* x, const float* g,
                       const float* rstd, int N, int C, float* scratch, cudaStream_t stream) {
   if (N == 0 || C == 0) return;
+  const int chunks = dg_chunks(N);
+  if (chunks > 65535)  // grid.y; checked before anything is written
+    throw CudaError("rmsnorm_backward: " + std::to_string(N) + " rows exceed " +
+                    std::to_string(65535L * kDgChunk) + " (the gain gradient's row chunks)");
   const unsigned blocks = (N + kRowsPerBlock - 1) / kRowsPerBlock;
   rmsnorm_backward_dx_kernel<<<blocks, kBlock, 0, stream>>>(dx, dout, x, g, rstd, N, C);
   SY_CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
-  const int chunks = dg_chunks(N);
-  if (chunks > 65535)  // grid.y
-    throw CudaError("rmsnorm_backward: " + std::to_string(N) + " rows exceed " +
-                    std::to_string(65535L * kDgChunk) + " (the gain gradient's row chunks)");
   const dim3 dg_grid((C + kDgCols - 1) / kDgCols, chunks), dg_block(kDgCols, kDgRows);
   rmsnorm_dg_partial_kernel<<<dg_grid, dg_block, 0, stream>>>(scratch, dout, x, rstd, N, C);
   SY_CUDA_LAUNCH_CHECK("rmsnorm_dg_partial_kernel");

@@ -180,11 +180,14 @@ std::vector<int32_t> random_topk(std::mt19937& rng, int N, int E, int K) {
 }
 
 // A small case (NK = 600, more than one 256-slot chunk) and a larger one (NK = 12 000, ~3000
-// slots per expert) with NaN probabilities (ranked lowest), each dropless, with a capacity that
-// binds for most experts, and with one larger than any expert's load.
+// slots per expert) whose probabilities take 4 values, so the capacity cut falls inside a run of
+// ~750 equal ones (ties to the lower slot, across the sort's tiles), and where two thirds of
+// expert 0's are NaN (ranked lowest), so the cut also falls among NaNs (kept in slot order).
+// Each dropless, with a capacity that binds for most experts, and one larger than any load.
 struct LayoutCase {
   int N, E;
   long binding;  // a capacity below most experts' loads
+  bool ties;     // 4 probability values, and NaN for most of expert 0's
 };
 class MoeLayout : public ::testing::TestWithParam<LayoutCase> {};
 
@@ -196,8 +199,11 @@ TEST_P(MoeLayout, MatchesDefinition) {
   const auto gates = random_floats(rng, N * K, 0.0f, 1.0f);
   auto probs = random_floats(rng, N * E, 0.0f, 1.0f);
   probs[3 * E + 1] = probs[5 * E + 1] = probs[8 * E + 1];  // ties: the lower token must win
-  if (N > 1000)
-    for (int n = 100; n < N; n += 97) probs[n * E + n % (E - 1)] = std::nanf("");
+  if (GetParam().ties) {
+    for (float& p : probs) p = std::floor(p * 4) / 4;
+    for (int n = 0; n < N; ++n)
+      if (n % 3 != 0) probs[n * E] = std::nanf("");
+  }
   for (long capacity : {-1L, GetParam().binding, 100000L}) {
     const HostLayout want = host_layout(topk, gates, probs, N, E, K, capacity);
     auto d_topk = to_device(topk);
@@ -230,7 +236,8 @@ TEST_P(MoeLayout, MatchesDefinition) {
   }
 }
 INSTANTIATE_TEST_SUITE_P(Cases, MoeLayout,
-                         ::testing::Values(LayoutCase{300, 7, 60}, LayoutCase{6000, 5, 2000}));
+                         ::testing::Values(LayoutCase{300, 7, 60, false},
+                                           LayoutCase{6000, 5, 2000, true}));
 
 template <class T>
 class MoeRows : public ::testing::Test {};

@@ -138,10 +138,16 @@ TEST(RouterVariantsTies, LowerGroupWins) {
 }
 
 // The aux loss on sigmoid scores (SPEC section 1: P_i = mean of p_i / sum_j p_j) and its
-// gradient, against host loops in double, both aux scopes.
-TEST(RouterLosses, SigmoidScoresNormalisedOverAllExperts) {
+// gradient, against host loops in double, both aux scopes; groups within one 1024-token chunk of
+// the kernels' partial sums and across several (T = 1100), and E = 300 (more than a block).
+struct SigmoidShape {
+  int B, T, E;
+};
+class RouterSigmoidAux : public ::testing::TestWithParam<SigmoidShape> {};
+
+TEST_P(RouterSigmoidAux, ScoresNormalisedOverAllExperts) {
   SY_REQUIRE_GPU();
-  const int B = 3, T = 11, N = B * T, E = 6, K = 2;
+  const int B = GetParam().B, T = GetParam().T, N = B * T, E = GetParam().E, K = 2;
   const double aux_coeff = 1e-2, token_weight = 1.0 / 50, group_weight = 1.0 / 4;
   std::mt19937 rng(17);
   const auto probs = random_floats(rng, N * E, 0.05f, 0.95f);  // sigmoid scores: no sum to 1
@@ -196,6 +202,9 @@ TEST(RouterLosses, SigmoidScoresNormalisedOverAllExperts) {
     EXPECT_TRUE(close(download_f32(d_dprobs), dprobs, kTolF32)) << "NG " << NG;
   }
 }
+INSTANTIATE_TEST_SUITE_P(Shapes, RouterSigmoidAux,
+                         ::testing::Values(SigmoidShape{3, 11, 6}, SigmoidShape{3, 1100, 6},
+                                           SigmoidShape{2, 40, 300}));
 
 // logsumexp of each row of z[N,E], in double.
 std::vector<float> host_lse(const std::vector<float>& z, int N, int E) {
