@@ -47,6 +47,11 @@ void add_bench_train(CLI::App& bench, std::vector<Command>& out) {
                   "Path of bench/torch_moe.py (default: found from the binary or the current "
                   "directory)");
   cmd->add_flag("--no-torch", a->no_torch, "Do not run the PyTorch peer");
+  cmd->add_option("--torch-timeout", a->opt.torch_timeout_s,
+                  "Seconds the PyTorch peer may take before it is killed (0 = no limit); the "
+                  "table then says it timed out")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--peak-tflops", a->opt.peak_tflops,
                   "device: cuda: the GPU's dense bf16 peak for MFU, TFLOP/s (default: known for "
                   "H100 SXM and H200 SXM from NVIDIA's datasheets)")

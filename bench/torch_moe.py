@@ -25,6 +25,7 @@ switchyard; `switchyard bench train` runs it as a subprocess when torch is impor
 """
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -261,6 +262,7 @@ def rmsnorm(x, g, eps):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * g
 
 
+@functools.lru_cache(maxsize=4)
 def rope_tables(T, hd, theta, device="cpu"):
     # Angles in double, rounded once to float (as kernels/cpu/rope.cpp does).
     i = torch.arange(hd // 2, dtype=torch.float64)
@@ -273,6 +275,7 @@ def rope(x, cos, sin):
     # rotate-half: pairs (i, i + hd/2); x: [B, H, T, hd]
     h = x.shape[-1] // 2
     x1, x2 = x[..., :h], x[..., h:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # bf16 q, k stay bf16 (as GPU MoE code does)
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
@@ -322,7 +325,7 @@ def moe_layer(cfg, P, l, m, B, T, stats=None):
         if tok.numel() == 0:
             continue
         y = swiglu(m[tok], P[p_ + "w1"][e], P[p_ + "w3"][e], P[p_ + "w2"][e])
-        out = out.index_add(0, tok, y * gates[tok, slot][:, None])
+        out.index_add_(0, tok, y * gates[tok, slot][:, None])  # in place, as MoE code does
     for s in range(moe["shared_experts"]):
         out = out + swiglu(m, P[p_ + "shared/w1"][s], P[p_ + "shared/w3"][s], P[p_ + "shared/w2"][s])
 
@@ -441,6 +444,7 @@ def cmd_bench(cfg, args):
     st, sg = scales(cfg)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times, losses = [], []
+    peak_used = 0  # device-wide (total - free), as switchyard's peak GPU memory is measured
     for step in range(args.warmup + args.steps):
         batch = get(step).to(device)
         sync()
@@ -457,6 +461,9 @@ def cmd_bench(cfg, args):
             torch.nn.utils.clip_grad_norm_(params, tc["grad_clip"])
         opt.step()
         sync()
+        if device.type == "cuda":
+            free, total_mem = torch.cuda.mem_get_info(device)
+            peak_used = max(peak_used, total_mem - free)
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
             losses.append(total)
@@ -467,7 +474,9 @@ def cmd_bench(cfg, args):
               "precision": "bf16" if bf16 else "fp32"}
     if device.type == "cuda":
         result["device"] = torch.cuda.get_device_name(device)
-        result["peak_mem_bytes"] = torch.cuda.max_memory_allocated(device)
+        result["peak_mem_bytes"] = peak_used
+        result["max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
+        result["max_memory_reserved"] = torch.cuda.max_memory_reserved(device)
     print(json.dumps(result))
 
 

@@ -135,7 +135,7 @@ def main():
             rows.append(("torch-grouped", "layer_fwd_bwd",
                          time_ms(lambda: step(moe_grouped), a.warmup, a.iters), layer_flops))
         except RuntimeError as e:  # e.g. an architecture without the grouped kernel
-            note = f"  (torch._grouped_mm failed: {str(e).splitlines()[0]})"
+            note = f"  (torch._grouped_mm failed: {(str(e).splitlines() or [type(e).__name__])[0]})"
     else:
         note = "  (torch._grouped_mm unavailable for this PyTorch/dtype)"
     rows.append(("torch", "dense_ceiling", dense_ms, expert_flops))

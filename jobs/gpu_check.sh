@@ -298,8 +298,10 @@ fi
 # ---- f: the GPU training benchmark -----------------------------------------------------------
 if want f; then
   begin f 100 "bench train configs/gpu-medium.yaml"
+  # The peer gets 50 of the 100 s (--torch-timeout): a slow one is cut and noted, and switchyard's
+  # table still prints, instead of the stage's limit killing both.
   args=(bench train --config "$B/configs/gpu-medium.yaml" --set "data.path=$B/data/licenses.h5"
-        --steps 8 --warmup 2 --torch-script "$B/bench/torch_moe.py")
+        --steps 8 --warmup 2 --torch-script "$B/bench/torch_moe.py" --torch-timeout 50)
   if torch_ok; then args+=(--python "$B/bin/host-python"); else args+=(--no-torch); fi
   # The planner's prediction for the same config on one H200 (clusters/h200.yaml, CPU only, a
   # second): the first GPU figures are its calibration.

@@ -68,7 +68,10 @@ std::string find_torch_script(const std::string& given) {
   return {};
 }
 
-// The PyTorch peer on the same resolved config: bench/torch_moe.py prints one JSON line.
+}  // namespace
+
+namespace bench_detail {
+
 TorchPeer run_torch_peer(const Config& cfg, const TrainBenchOptions& opt, std::ostream& log) {
   namespace fs = std::filesystem;
   TorchPeer p;
@@ -99,12 +102,23 @@ TorchPeer run_torch_peer(const Config& cfg, const TrainBenchOptions& opt, std::o
     out << to_yaml(cfg);
   }
   log << "running the PyTorch peer: " << script << "\n" << std::flush;
+  // Under coreutils' timeout when a limit is set (SIGTERM, then SIGKILL 5 s later): its exit
+  // status 124 (137 after the kill) is the limit, not the peer's failure.
+  char limit[64] = "";
+  if (opt.torch_timeout_s > 0)
+    std::snprintf(limit, sizeof limit, "timeout -k 5 %g ", opt.torch_timeout_s);
   const Captured c =
-      capture(py + " " + shell_quote(script) + " bench --config " + shell_quote(yaml.string()) +
-              " --steps " + std::to_string(opt.steps) + " --warmup " + std::to_string(opt.warmup) +
-              (cfg.device == Device::kCuda ? " --device cuda" : ""));
+      capture(std::string(limit) + py + " " + shell_quote(script) + " bench --config " +
+              shell_quote(yaml.string()) + " --steps " + std::to_string(opt.steps) + " --warmup " +
+              std::to_string(opt.warmup) + (cfg.device == Device::kCuda ? " --device cuda" : ""));
   std::error_code ec;
   fs::remove_all(dir, ec);
+  if (opt.torch_timeout_s > 0 && (c.exit_code == 124 || c.exit_code == 137)) {
+    char note[96];
+    std::snprintf(note, sizeof note, "timed out after %g s (--torch-timeout)", opt.torch_timeout_s);
+    p.note = note;
+    return p;
+  }
   if (c.exit_code != 0) {
     p.note = "failed: exit code " + std::to_string(c.exit_code);
     return p;
@@ -129,7 +143,7 @@ TorchPeer run_torch_peer(const Config& cfg, const TrainBenchOptions& opt, std::o
   return p;
 }
 
-}  // namespace
+}  // namespace bench_detail
 
 TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt,
                                  std::ostream& log) {
@@ -169,7 +183,7 @@ TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt
     log << line;
   }
   log << "\n" << std::flush;
-  r.torch = run_torch_peer(cfg, opt, log);
+  r.torch = bench_detail::run_torch_peer(cfg, opt, log);
   return r;
 }
 

@@ -36,6 +36,7 @@ struct TrainBenchOptions {
   // bench/torch_moe.py next to the binary's build folder, else under the current directory).
   std::string python = "python3";
   std::string torch_script;
+  double torch_timeout_s = 0;  // the peer's time limit (0 = none): past it the peer is killed
   // device: cuda: the dense bf16 peak in TFLOP/s that MFU divides by (0 = gpu_bf16_peak of the
   // device's name).
   double peak_tflops = 0;
@@ -59,7 +60,7 @@ struct TorchPeer {
   std::string note;  // why it did not run, or what ran
   double tokens_per_s = 0;
   double step_s = 0;          // median
-  double peak_mem_bytes = 0;  // device: cuda (torch.cuda.max_memory_allocated), 0 otherwise
+  double peak_mem_bytes = 0;  // device: cuda, device-wide (total - free) as ours; 0 otherwise
 };
 
 struct TrainBenchResult {

@@ -98,4 +98,9 @@ void time_train_steps(const Config& cfg, const TokenData& data, const TrainBench
 void run_gpu_train_bench(const Config& cfg, const TrainBenchOptions& opt, TrainBenchResult& r,
                          std::ostream& log);
 
+// The PyTorch peer (bench/torch_moe.py on the same resolved config, its last stdout line JSON):
+// skipped without opt.python, an interpreter that cannot import torch, or the script; under
+// opt.torch_timeout_s (> 0) a peer past it is killed and noted "timed out after S s".
+TorchPeer run_torch_peer(const Config& cfg, const TrainBenchOptions& opt, std::ostream& log);
+
 }  // namespace sy::bench_detail

@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -340,6 +342,52 @@ TEST(TrainBench, PrintsWhereAGpuStepGoes) {
   std::ostringstream none;
   print_train_bench(cfg, TrainBenchOptions{}, r, none);
   EXPECT_EQ(none.str().find("where a GPU step goes"), std::string::npos);
+}
+
+// A stand-in interpreter for the PyTorch peer: `-c 'import torch'` succeeds; running the script
+// does what `body` says (sh).
+std::string fake_python(const test::TempDir& dir, const std::string& body) {
+  const std::string path = dir.file("python");
+  {
+    std::ofstream out(path);
+    out << "#!/bin/sh\nif [ \"$1\" = -c ]; then exit 0; fi\n" << body << "\n";
+  }
+  std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+  return path;
+}
+
+// The peer's last stdout line is its result; a peer past --torch-timeout is killed and noted,
+// not waited for.
+TEST(TrainBench, PeerResultIsReadAndASlowPeerIsCutAtItsLimit) {
+  const test::TempDir dir;
+  const Config cfg = load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml", {});
+  TrainBenchOptions opt;
+  opt.torch_script = dir.file("torch_moe.py");  // never read: the stand-in ignores it
+  std::ofstream(opt.torch_script) << "\n";
+  std::ostringstream log;
+
+  opt.python = fake_python(dir,
+                           "echo 'a progress line'\n"
+                           "echo '{\"tokens_per_s\": 1234.5, \"step_s\": 0.25, "
+                           "\"torch\": \"9.9\", \"threads\": 2}'");
+  const TorchPeer ok = bench_detail::run_torch_peer(cfg, opt, log);
+  EXPECT_TRUE(ok.ran) << ok.note;
+  EXPECT_DOUBLE_EQ(ok.tokens_per_s, 1234.5);
+  EXPECT_DOUBLE_EQ(ok.step_s, 0.25);
+  EXPECT_EQ(ok.note, "torch 9.9, 2 threads");
+
+  opt.python = fake_python(dir, "sleep 60");
+  opt.torch_timeout_s = 1;
+  const auto t0 = std::chrono::steady_clock::now();
+  const TorchPeer slow = bench_detail::run_torch_peer(cfg, opt, log);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_FALSE(slow.ran);
+  EXPECT_EQ(slow.note, "timed out after 1 s (--torch-timeout)");
+  EXPECT_LT(took, 30) << "the peer was waited for, not cut at its limit";
+
+  opt.python = fake_python(dir, "exit 3");
+  opt.torch_timeout_s = 0;
+  EXPECT_EQ(bench_detail::run_torch_peer(cfg, opt, log).note, "failed: exit code 3");
 }
 
 }  // namespace
