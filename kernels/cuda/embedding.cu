@@ -100,6 +100,9 @@ void EmbeddingBackward::run(float* demb, const T* dout, const int32_t* tokens, i
                                              positions_.data(), sorted_positions_.data(), N, 0, 31,
                                              stream));
   sort_scratch_.resize(std::max<size_t>(scratch_bytes, 1));
+  // cub's own tile states are set by cub; zeroing the rest keeps initcheck from reporting cub's
+  // reads of padding it never wrote (NVIDIA/cccl#1891).
+  sort_scratch_.fill_bytes_async(0, stream);
   CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_scratch_.data(), scratch_bytes, tokens,
                                              sorted_tokens_.data(), positions_.data(),
                                              sorted_positions_.data(), N, 0, 31, stream));

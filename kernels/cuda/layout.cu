@@ -172,6 +172,8 @@ void moe_layout(int32_t* selected, int32_t* counts, int32_t* offsets, int32_t* r
       const auto base = reinterpret_cast<uintptr_t>(keep + NK);
       void* sort_tmp = reinterpret_cast<void*>((base + kSortAlign - 1) / kSortAlign * kSortAlign);
       size_t sort_bytes = rank_sort_bytes(NK, E);
+      // zeroed for initcheck, as EmbeddingBackward's (cub reads padding it never wrote)
+      CUDA_CHECK(cudaMemsetAsync(sort_tmp, 0, sort_bytes, stream));
       const unsigned blocks = static_cast<unsigned>((static_cast<long>(NK) + kBlock - 1) / kBlock);
       rank_keys_kernel<<<blocks, kBlock, 0, stream>>>(keys, sel_list, topk_idx, probs, NK, E, K);
       SY_CUDA_LAUNCH_CHECK("rank_keys_kernel");
