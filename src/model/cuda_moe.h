@@ -67,7 +67,8 @@ struct CudaMoeParallel {
   int tp_rank = 0, tp_size = 1;
   // moe.overlap_chunks, with an exchange: the tokens are moved in that many chunks, each
   // chunk's dispatch (on the layer's communication stream) overlapping the previous chunk's
-  // experts (on the caller's stream). Every EP rank passes the same count.
+  // experts (on the caller's stream); in the backward, chunk c's experts overlap chunk c+1's
+  // dispatch and chunk c-1's combine. Every EP rank passes the same count.
   int chunks = 1;
 };
 

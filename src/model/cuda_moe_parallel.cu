@@ -154,38 +154,71 @@ template <class T>
 void CudaMoeLayer<T>::routed_backward(T* dm, const CudaMoeGrads& g, const T* dout,
                                       const CudaMoeWeights<T>& w, cudaStream_t stream,
                                       cublasHandle_t cublas) {
-  const int N = N_, C = d_.C, K = d_.K;
+  const int N = N_, C = d_.C, K = d_.K, nc = static_cast<int>(chunks_.size());
   ytok_.resize(static_cast<size_t>(N) * C);
   ytok_.fill_bytes_async(0, stream);    // the input gradient of the slice's tokens
   dgates_.fill_bytes_async(0, stream);  // only the slice's gates get a gradient here
-  for (Chunk& ch : chunks_) {
-    // The output gradient of the rows (combine's adjoint is dispatch), through the gates and the
-    // experts, then the row and gate gradients back to their tokens.
-    const long oc = static_cast<long>(ch.a0) * C, tc = static_cast<long>(ch.n0) * C;
-    const T* drows = dout + tc;  // tp only: the rows are the tokens
-    float* drow_gates = dgates_.data() + static_cast<long>(ch.n0) * K;
-    if (exchange_) {
-      exchange_->dispatch(*ch.route, dout + tc, ch.yrows.data(), C, stream);
-      drows = ch.yrows.data();
-      ch.drow_gates.resize(static_cast<size_t>(ch.Mr) * K);
-      drow_gates = ch.drow_gates.data();
-    }
+  // Chunk c's backward: the output gradient of its rows (combine's adjoint is dispatch) through
+  // the gates and the experts, then the row gradients (into drows' buffer, now free) and gate
+  // gradients of its rows.
+  auto chunk_backward = [&](Chunk& ch, const T* drows, float* drow_gates, T* drow_out) {
+    const long oc = static_cast<long>(ch.a0) * C;
     cuda::combine_backward(dys_.data() + oc, drow_gates, drows, ys_.data() + oc,
                            ch.row_token.data(), ch.row_gate.data(), ch.slot_row.data(), ch.A, ch.Mr,
                            K, C, stream);
     experts_backward(ch.a0, ch.rows, g, w, stream, cublas);
-    if (!exchange_) {
-      cuda::gather_rows_backward(ytok_.data() + tc, dxs_.data() + oc, ch.slot_row.data(), ch.Mr, K,
-                                 C, stream);
-      continue;
+    if (exchange_) CUDA_CHECK(cudaMemsetAsync(drow_out, 0, sizeof(T) * ch.Mr * C, stream));
+    cuda::gather_rows_backward(drow_out, dxs_.data() + oc, ch.slot_row.data(), ch.Mr, K, C, stream);
+  };
+  if (!exchange_) {  // tp only: the chunk's tokens are its rows
+    for (Chunk& ch : chunks_) {
+      const long tc = static_cast<long>(ch.n0) * C;
+      chunk_backward(ch, dout + tc, dgates_.data() + static_cast<long>(ch.n0) * K,
+                     ytok_.data() + tc);
     }
-    ch.yrows.fill_bytes_async(0, stream);
-    cuda::gather_rows_backward(ch.yrows.data(), dxs_.data() + oc, ch.slot_row.data(), ch.Mr, K, C,
-                               stream);
-    exchange_->combine(*ch.route, ch.yrows.data(), ytok_.data() + tc, C, stream);
-    exchange_->combine(*ch.route, ch.drow_gates.data(),
-                       dgates_.data() + static_cast<long>(ch.n0) * K, K, stream);
+    cuda::residual_forward(dm, dm, ytok_.data(), static_cast<long>(N) * C, stream);
+    return;
   }
+
+  // With the exchange, as the forward: the moves on the communication stream, the experts on the
+  // caller's. While chunk c computes, cs combines chunk c-1's gradients back to their tokens and
+  // dispatches chunk c+1's output gradient. Each exchange call waits for its own transfer on the
+  // host, so chunk c's kernels are queued before the moves that overlap them. A chunk's yrows
+  // holds its dispatched output gradient, then (after combine_backward has read it) its row
+  // gradient; drow_gates its gate gradients; both are read by its combine after main_done_.
+  for (Chunk& ch : chunks_) {  // sized before the pipeline (a resize waits for the device)
+    ch.yrows.resize(static_cast<size_t>(ch.Mr) * C);
+    ch.drow_gates.resize(static_cast<size_t>(ch.Mr) * K);
+  }
+  const cudaStream_t cs = comm_stream_->get();
+  auto dispatch = [&](Chunk& ch) {
+    exchange_->dispatch(*ch.route, dout + static_cast<long>(ch.n0) * C, ch.yrows.data(), C, cs);
+    comm_done_->record(cs);
+  };
+  auto combine = [&](Chunk& ch) {
+    exchange_->combine(*ch.route, ch.yrows.data(), ytok_.data() + static_cast<long>(ch.n0) * C, C,
+                       cs);
+    exchange_->combine(*ch.route, ch.drow_gates.data(),
+                       dgates_.data() + static_cast<long>(ch.n0) * K, K, cs);
+  };
+  main_done_->record(stream);  // dout and the zeroed ytok_, dgates_ are there
+  CUDA_CHECK(cudaStreamWaitEvent(cs, main_done_->get(), 0));
+  dispatch(chunks_[0]);
+  for (int c = 0; c < nc; ++c) {
+    Chunk& ch = chunks_[static_cast<size_t>(c)];
+    CUDA_CHECK(cudaStreamWaitEvent(stream, comm_done_->get(), 0));  // chunk c's gradient arrived
+    chunk_backward(ch, ch.yrows.data(), ch.drow_gates.data(), ch.yrows.data());
+    if (c > 0) {  // main_done_ still marks chunk c-1's end: cs waits for it, not for chunk c
+      CUDA_CHECK(cudaStreamWaitEvent(cs, main_done_->get(), 0));
+      combine(chunks_[static_cast<size_t>(c - 1)]);
+    }
+    if (c + 1 < nc) dispatch(chunks_[static_cast<size_t>(c + 1)]);
+    main_done_->record(stream);  // chunk c's row and gate gradients are there
+  }
+  CUDA_CHECK(cudaStreamWaitEvent(cs, main_done_->get(), 0));
+  combine(chunks_[static_cast<size_t>(nc - 1)]);
+  comm_done_->record(cs);
+  CUDA_CHECK(cudaStreamWaitEvent(stream, comm_done_->get(), 0));  // every combine is in
   cuda::residual_forward(dm, dm, ytok_.data(), static_cast<long>(N) * C, stream);
 }
 
