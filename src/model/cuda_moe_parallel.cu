@@ -9,7 +9,13 @@
 //   main                experts(0)              experts(1)  ...                   (waits)
 // the main stream waits for a chunk's dispatch before its experts, and the communication stream
 // for the last experts before the combines; the dispatch of chunk c+1 runs while chunk c's
-// experts compute. The backward moves each chunk's gradients on the main stream.
+// experts compute.
+//
+// Backward, with an exchange (the output gradient dispatched, the row gradients combined back):
+//   comm    dispatch(0)  dispatch(1)    dispatch(2) combine(0)    ...  combine(C-1)
+//   main                 backward(0)    backward(1)               ...                (waits)
+// chunk c's backward waits for its dispatch, the combine of chunk c-1 for chunk c-1's backward:
+// while chunk c computes, chunk c+1's gradient arrives and chunk c-1's leaves.
 //
 // Each chunk's received rows get a local layout (expert-sorted, inside an expert by row, as the
 // CPU's build_layout) and go through the one-GPU kernels with rows in place of tokens: gather,
@@ -167,7 +173,8 @@ void CudaMoeLayer<T>::routed_backward(T* dm, const CudaMoeGrads& g, const T* dou
                            ch.row_token.data(), ch.row_gate.data(), ch.slot_row.data(), ch.A, ch.Mr,
                            K, C, stream);
     experts_backward(ch.a0, ch.rows, g, w, stream, cublas);
-    if (exchange_) CUDA_CHECK(cudaMemsetAsync(drow_out, 0, sizeof(T) * ch.Mr * C, stream));
+    if (exchange_ && ch.Mr > 0)
+      CUDA_CHECK(cudaMemsetAsync(drow_out, 0, sizeof(T) * ch.Mr * C, stream));
     cuda::gather_rows_backward(drow_out, dxs_.data() + oc, ch.slot_row.data(), ch.Mr, K, C, stream);
   };
   if (!exchange_) {  // tp only: the chunk's tokens are its rows
@@ -181,15 +188,21 @@ void CudaMoeLayer<T>::routed_backward(T* dm, const CudaMoeGrads& g, const T* dou
   }
 
   // With the exchange, as the forward: the moves on the communication stream, the experts on the
-  // caller's. While chunk c computes, cs combines chunk c-1's gradients back to their tokens and
-  // dispatches chunk c+1's output gradient. Each exchange call waits for its own transfer on the
-  // host, so chunk c's kernels are queued before the moves that overlap them. A chunk's yrows
-  // holds its dispatched output gradient, then (after combine_backward has read it) its row
-  // gradient; drow_gates its gate gradients; both are read by its combine after main_done_.
+  // caller's. While chunk c computes, cs dispatches chunk c+1's output gradient and combines
+  // chunk c-1's gradients back to their tokens. An exchange call may wait for its transfer on the
+  // host (NCCL inside a node, MPI across nodes), so chunk c's kernels are queued before the moves
+  // that overlap them; the order itself comes from the events. A chunk's yrows holds its
+  // dispatched output gradient, then (after combine_backward has read it) its row gradient;
+  // drow_gates its gate gradients; both are read by its combine after main_done_.
+  size_t largest = 0;          // rows of the largest chunk: the experts' backward scratch
   for (Chunk& ch : chunks_) {  // sized before the pipeline (a resize waits for the device)
     ch.yrows.resize(static_cast<size_t>(ch.Mr) * C);
     ch.drow_gates.resize(static_cast<size_t>(ch.Mr) * K);
+    largest = std::max(largest, static_cast<size_t>(ch.A));
   }
+  const size_t AF = largest * static_cast<size_t>(d_.F);
+  dh1_.resize(std::max(AF, dh1_.size()));
+  dh3_.resize(std::max(AF, dh3_.size()));
   const cudaStream_t cs = comm_stream_->get();
   auto dispatch = [&](Chunk& ch) {
     exchange_->dispatch(*ch.route, dout + static_cast<long>(ch.n0) * C, ch.yrows.data(), C, cs);
@@ -208,11 +221,11 @@ void CudaMoeLayer<T>::routed_backward(T* dm, const CudaMoeGrads& g, const T* dou
     Chunk& ch = chunks_[static_cast<size_t>(c)];
     CUDA_CHECK(cudaStreamWaitEvent(stream, comm_done_->get(), 0));  // chunk c's gradient arrived
     chunk_backward(ch, ch.yrows.data(), ch.drow_gates.data(), ch.yrows.data());
+    if (c + 1 < nc) dispatch(chunks_[static_cast<size_t>(c + 1)]);  // ahead of combine(c-1)
     if (c > 0) {  // main_done_ still marks chunk c-1's end: cs waits for it, not for chunk c
       CUDA_CHECK(cudaStreamWaitEvent(cs, main_done_->get(), 0));
       combine(chunks_[static_cast<size_t>(c - 1)]);
     }
-    if (c + 1 < nc) dispatch(chunks_[static_cast<size_t>(c + 1)]);
     main_done_->record(stream);  // chunk c's row and gate gradients are there
   }
   CUDA_CHECK(cudaStreamWaitEvent(cs, main_done_->get(), 0));
