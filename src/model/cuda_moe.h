@@ -108,12 +108,20 @@ class CudaMoeLayer {
   // Marks the layer's parts (router, token moves, expert GEMMs, shared experts) on the stream
   // (`bench train`); null: nothing is recorded.
   void set_phase_timer(cuda::PhaseTimer* t) { timer_ = t; }
+  // Tests of the chunked exchange path: a busy-wait of this many GPU clock cycles ahead of every
+  // move on the communication stream (comm) or every chunk's compute on the caller's (main), so
+  // a missing wait between the two streams shows as wrong values instead of a lucky order.
+  void set_stream_delays_for_tests(long long comm_cycles, long long main_cycles) {
+    comm_delay_ = comm_cycles;
+    main_delay_ = main_cycles;
+  }
 
  private:
   void mark(StepPhase p, cudaStream_t stream) {
     if (timer_) timer_->mark(static_cast<int>(p), stream);
   }
   cuda::PhaseTimer* timer_ = nullptr;
+  long long comm_delay_ = 0, main_delay_ = 0;  // set_stream_delays_for_tests
   // With an exchange: the tokens [n0, n1) of the micro-batch, moved and computed together
   // (cuda_moe_parallel.cu). Its A expert-sorted rows sit at rows [a0, a0 + A) of xs_, h*_, ys_,
   // dys_ and dxs_.

@@ -35,6 +35,23 @@
 
 namespace sy {
 
+namespace {
+
+// set_stream_delays_for_tests: one thread spinning for `cycles` GPU clock cycles.
+__global__ void delay_kernel(long long cycles) {
+  const long long start = clock64();
+  while (clock64() - start < cycles) {
+  }
+}
+
+void delay(cudaStream_t stream, long long cycles) {
+  if (cycles <= 0) return;
+  delay_kernel<<<1, 1, 0, stream>>>(cycles);
+  SY_CUDA_LAUNCH_CHECK("delay_kernel");
+}
+
+}  // namespace
+
 #if defined(SWITCHYARD_HAVE_NCCL)
 
 template <class T>
@@ -131,6 +148,7 @@ void CudaMoeLayer<T>::routed_forward(const T* m, const CudaMoeWeights<T>& w, cud
   main_done_->record(stream);  // m, the gates and the uploads are there
   CUDA_CHECK(cudaStreamWaitEvent(cs, main_done_->get(), 0));
   auto dispatch = [&](Chunk& ch) {
+    delay(cs, comm_delay_);
     exchange_->dispatch(*ch.route, m + static_cast<long>(ch.n0) * C, ch.rows_x.data(), C, cs);
     exchange_->dispatch(*ch.route, gates_.data() + static_cast<long>(ch.n0) * K, ch.rows_g.data(),
                         K, cs);
@@ -141,6 +159,7 @@ void CudaMoeLayer<T>::routed_forward(const T* m, const CudaMoeWeights<T>& w, cud
   for (int c = 0; c < nc; ++c) {
     Chunk& ch = chunks_[static_cast<size_t>(c)];
     CUDA_CHECK(cudaStreamWaitEvent(stream, comm_done_->get(), 0));  // chunk c has arrived
+    delay(stream, main_delay_);
     experts_forward(ch.x, ch.row_token.data(), ch.a0, ch.rows, w, stream, cublas);
     ch.yrows.fill_bytes_async(0, stream);
     cuda::combine_forward(ch.yrows.data(), ys_.data() + static_cast<long>(ch.a0) * C,
@@ -149,6 +168,7 @@ void CudaMoeLayer<T>::routed_forward(const T* m, const CudaMoeWeights<T>& w, cud
   }
   main_done_->record(stream);
   CUDA_CHECK(cudaStreamWaitEvent(cs, main_done_->get(), 0));
+  delay(cs, comm_delay_);
   for (Chunk& ch : chunks_)
     exchange_->combine(*ch.route, ch.yrows.data(), ytok_.data() + static_cast<long>(ch.n0) * C, C,
                        cs);
@@ -205,10 +225,12 @@ void CudaMoeLayer<T>::routed_backward(T* dm, const CudaMoeGrads& g, const T* dou
   dh3_.resize(std::max(AF, dh3_.size()));
   const cudaStream_t cs = comm_stream_->get();
   auto dispatch = [&](Chunk& ch) {
+    delay(cs, comm_delay_);
     exchange_->dispatch(*ch.route, dout + static_cast<long>(ch.n0) * C, ch.yrows.data(), C, cs);
     comm_done_->record(cs);
   };
   auto combine = [&](Chunk& ch) {
+    delay(cs, comm_delay_);
     exchange_->combine(*ch.route, ch.yrows.data(), ytok_.data() + static_cast<long>(ch.n0) * C, C,
                        cs);
     exchange_->combine(*ch.route, ch.drow_gates.data(),
@@ -220,6 +242,7 @@ void CudaMoeLayer<T>::routed_backward(T* dm, const CudaMoeGrads& g, const T* dou
   for (int c = 0; c < nc; ++c) {
     Chunk& ch = chunks_[static_cast<size_t>(c)];
     CUDA_CHECK(cudaStreamWaitEvent(stream, comm_done_->get(), 0));  // chunk c's gradient arrived
+    delay(stream, main_delay_);
     chunk_backward(ch, ch.yrows.data(), ch.drow_gates.data(), ch.yrows.data());
     if (c + 1 < nc) dispatch(chunks_[static_cast<size_t>(c + 1)]);  // ahead of combine(c-1)
     if (c > 0) {  // main_done_ still marks chunk c-1's end: cs waits for it, not for chunk c

@@ -60,7 +60,7 @@ if(TARGET sy_nccl)
   # NCCL from MPI groups and the GPU expert exchange (sy_cuda: the MoE layer through the
   # exchange, test_moe_exchange.cpp, with sy_model's CPU layer); skipped with fewer GPUs than
   # ranks. Every test but Nccl.CudaAwareMpiIsAnswered (which needs no GPU) skips without one.
-  sy_gpu_mpi_test(test_gpu_nccl nccl/ SKIPPED 8 TIMEOUT 300
+  sy_gpu_mpi_test(test_gpu_nccl nccl/ SKIPPED 9 TIMEOUT 300
                   LIBS sy_nccl sy_cuda sy_cuda_kernels sy_comm)
   # The GPU trainer (src/train/train_gpu.cpp) (configs/ found through $SWITCHYARD_SOURCE_DIR at
   # run time, so the binary runs from the GPU bundle of jobs/gpu_bundle.sh as well): at 1 rank

@@ -2,7 +2,8 @@
 // comm::GpuExchange, the layer's communication stream, moe.overlap_chunks) against the CPU
 // MoeLayer<float> of the whole layer, under mpirun:
 //   - np=1: a one-rank exchange (every expert local, the rows still routed, dispatched on the
-//     communication stream and combined), in 1 and 3 chunks;
+//     communication stream and combined), in 1 and 3 chunks, and in 3 with either stream held
+//     back by a busy-wait (a missing wait between the streams then gives wrong values);
 //   - np=2 on two emulated nodes of one rank each: the inter-node stage is MPI (staged through
 //     pinned host memory unless the MPI is CUDA-aware) and no NCCL is needed, so the two ranks
 //     may share one GPU;
@@ -38,6 +39,10 @@ struct ExchangeCase {
   int S = 1;
   double capacity_factor = 0.0;
   bool one_node = false;  // false: every rank its own (emulated) node
+  // GPU clock cycles of busy-wait ahead of each move on the communication stream, or each
+  // chunk's compute on the main one (CudaMoeLayer::set_stream_delays_for_tests): with the shapes
+  // this small the two streams otherwise run in launch order and a missing wait goes unseen.
+  long long comm_delay = 0, main_delay = 0;
 };
 
 template <class T>
@@ -57,7 +62,9 @@ void run_exchange_case(const ExchangeCase& xc) {
   const sy::LossScale s{1.0 / (2 * N), 1.0 / 3};
   const std::string what = "P=" + std::to_string(P) + " chunks=" + std::to_string(xc.chunks) +
                            " S=" + std::to_string(xc.S) + (xc.one_node ? " one node" : " nodes") +
-                           (d.has_capacity ? " capacity" : " dropless");
+                           (d.has_capacity ? " capacity" : " dropless") +
+                           (xc.comm_delay > 0 ? " comm delayed" : "") +
+                           (xc.main_delay > 0 ? " main delayed" : "");
 
   const sy::gputest::MoeWeightsHost wh = sy::gputest::random_moe_weights<T>(d, 41);
   // Rank q's micro-batch and output gradient, and the CPU reference of every rank's.
@@ -95,6 +102,7 @@ void run_exchange_case(const ExchangeCase& xc) {
   par.exchange = &ex;
   par.chunks = xc.chunks;
   sy::CudaMoeLayer<T> gpu(dl, par);
+  gpu.set_stream_delays_for_tests(xc.comm_delay, xc.main_delay);
 
   sy::cuda::Stream stream;
   sy::cuda::CublasHandle cublas(stream.get());
@@ -140,6 +148,15 @@ TEST(MoeExchange, MatchesCpuThroughEmulatedNodes) {
     run_exchange_case<float>({chunks, 0, 0.75, false});
   }
   run_exchange_case<bf16>({3, 1, 0.75, false});
+}
+
+// The 3-chunk pipelines of forward and backward with one stream held back (~1 ms a move or a
+// chunk at ~2 GHz): each stream must wait for the other's event, not for a lucky launch order.
+TEST(MoeExchange, ChunkPipelinesWaitForTheOtherStream) {
+  SY_REQUIRE_GPU_ON_EVERY_RANK();
+  constexpr long long kDelay = 2'000'000;
+  run_exchange_case<float>({3, 1, 0.75, false, kDelay, 0});
+  run_exchange_case<float>({3, 1, 0.75, false, 0, kDelay});
 }
 
 // np=2 on one node: the NCCL stage inside the node (a GPU per rank).
