@@ -125,15 +125,13 @@ size_t rank_sort_bytes(int NK, int E) {
   return bytes;
 }
 
-}  // namespace
-
-namespace {
 // Rows, slots and tokens are int32 in the layout (row_token, slot_row): N*K must fit.
 void check_slots_fit(int N, int K) {
   if (static_cast<long>(N) * K > INT32_MAX)
     throw std::invalid_argument("moe_layout: " + std::to_string(N) + " tokens x top-k " +
                                 std::to_string(K) + " slots exceed the int32 row indices");
 }
+
 }  // namespace
 
 long moe_layout_scratch(int N, int E, int K) {
@@ -152,10 +150,11 @@ void moe_layout(int32_t* selected, int32_t* counts, int32_t* offsets, int32_t* r
   const int NK = N * K;
   int32_t* sel_offsets = scratch;       // [E+1]
   int32_t* sel_list = scratch + E + 1;  // [NK]
+  // one thread per slot (count, rank keys, keep flags)
+  const auto slot_blocks = static_cast<unsigned>((static_cast<long>(NK) + kBlock - 1) / kBlock);
   CUDA_CHECK(cudaMemsetAsync(selected, 0, sizeof(int32_t) * E, stream));
   if (NK > 0) {
-    const auto blocks = static_cast<unsigned>((static_cast<long>(NK) + kBlock - 1) / kBlock);
-    count_kernel<<<blocks, kBlock, 0, stream>>>(selected, topk_idx, NK);
+    count_kernel<<<slot_blocks, kBlock, 0, stream>>>(selected, topk_idx, NK);
     SY_CUDA_LAUNCH_CHECK("count_kernel");
   }
   offsets_kernel<<<1, 1, 0, stream>>>(sel_offsets, counts, offsets, selected, E, capacity);
@@ -174,13 +173,14 @@ void moe_layout(int32_t* selected, int32_t* counts, int32_t* offsets, int32_t* r
       size_t sort_bytes = rank_sort_bytes(NK, E);
       // zeroed for initcheck, as EmbeddingBackward's (cub reads padding it never wrote)
       CUDA_CHECK(cudaMemsetAsync(sort_tmp, 0, sort_bytes, stream));
-      const unsigned blocks = static_cast<unsigned>((static_cast<long>(NK) + kBlock - 1) / kBlock);
-      rank_keys_kernel<<<blocks, kBlock, 0, stream>>>(keys, sel_list, topk_idx, probs, NK, E, K);
+      rank_keys_kernel<<<slot_blocks, kBlock, 0, stream>>>(keys, sel_list, topk_idx, probs, NK, E,
+                                                           K);
       SY_CUDA_LAUNCH_CHECK("rank_keys_kernel");
       CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
           sort_tmp, sort_bytes, keys, keys_sorted, sel_list, ranked, NK, E, sel_offsets,
           sel_offsets + 1, 0, static_cast<int>(8 * sizeof(float)), stream));
-      keep_kernel<<<blocks, kBlock, 0, stream>>>(keep, ranked, sel_offsets, topk_idx, NK, capacity);
+      keep_kernel<<<slot_blocks, kBlock, 0, stream>>>(keep, ranked, sel_offsets, topk_idx, NK,
+                                                      capacity);
       SY_CUDA_LAUNCH_CHECK("keep_kernel");
     }
     place_kernel<<<E, kBlock, 0, stream>>>(row_token, row_gate, slot_row, sel_list, sel_offsets,

@@ -224,8 +224,7 @@ void CudaMoeLayer<T>::experts_backward(int a0, const std::vector<int>& rows, con
   const T *xs = xs_.data() + oc, *dys = dys_.data() + oc;
   const T *h1 = h1_.data() + of, *h3 = h3_.data() + of, *h = h_.data() + of;
   T* dxs = dxs_.data() + oc;
-  dh1_.resize(std::max(AF, dh1_.size()));
-  dh3_.resize(std::max(AF, dh3_.size()));
+  grow_expert_backward_scratch(static_cast<size_t>(A));
   // dh = dys W2^T, dW2 += h^T dys, SwiGLU back, dxs = dh1 W1^T + dh3 W3^T, dW1, dW3
   mark(StepPhase::kExpertGemms, stream);
   gg_.backward_dx(dh1_.data(), dys, w.w2, rows, F, C, Grad::kAssign, cublas, stream);

@@ -22,6 +22,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -163,6 +164,12 @@ class CudaMoeLayer {
   // Rows [a0, ...) of dxs from those of dys through the experts; weight gradients (+=).
   void experts_backward(int a0, const std::vector<int>& rows, const CudaMoeGrads& g,
                         const CudaMoeWeights<T>& w, cudaStream_t stream, cublasHandle_t cublas);
+  // dh1_, dh3_ hold the experts' backward of `rows` rows (grown, never shrunk).
+  void grow_expert_backward_scratch(size_t rows) {
+    const size_t AF = rows * static_cast<size_t>(d_.F);
+    dh1_.resize(std::max(AF, dh1_.size()));
+    dh3_.resize(std::max(AF, dh3_.size()));
+  }
   void shared_forward(T* out, const T* m, const CudaMoeWeights<T>& w, cudaStream_t stream,
                       cublasHandle_t cublas);
   void shared_backward(T* dm, const CudaMoeGrads& g, const T* dout, const T* m,

@@ -220,9 +220,7 @@ void CudaMoeLayer<T>::routed_backward(T* dm, const CudaMoeGrads& g, const T* dou
     ch.drow_gates.resize(static_cast<size_t>(ch.Mr) * K);
     largest = std::max(largest, static_cast<size_t>(ch.A));
   }
-  const size_t AF = largest * static_cast<size_t>(d_.F);
-  dh1_.resize(std::max(AF, dh1_.size()));
-  dh3_.resize(std::max(AF, dh3_.size()));
+  grow_expert_backward_scratch(largest);
   const cudaStream_t cs = comm_stream_->get();
   auto dispatch = [&](Chunk& ch) {
     delay(cs, comm_delay_);
