@@ -52,7 +52,12 @@ void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& bu
   const auto is_token_data = [](const plan::MemoryTerm& t) {
     return t.name.rfind("token", 0) == 0;
   };
-  if (side == MemorySide::kGpuDevice) std::erase_if(est.terms, is_token_data);
+  if (side == MemorySide::kGpuDevice) {
+    std::erase_if(est.terms, is_token_data);
+    if (budget.library_bytes > 0)
+      est.terms.push_back({"the cuBLAS workspace (allocated with the model)",
+                           "(not config-dependent)", budget.library_bytes});
+  }
   if (side == MemorySide::kGpuHost) {  // the token data and what train_gpu.cpp stages on the host
     std::erase_if(est.terms, [&](const plan::MemoryTerm& t) { return !is_token_data(t); });
     est.terms.push_back({"host copies of the parameters and AdamW moments (checkpoints, --resume)",

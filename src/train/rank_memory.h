@@ -25,6 +25,9 @@ struct MemoryBudget {
   std::string what;         // where the figure comes from, for messages
   double in_use_bytes = 0;  // what the process already holds (its RSS), counted as workspace
   int64_t node_ranks = 1;   // ranks sharing this host (MPI_COMM_TYPE_SHARED)
+  // kGpuDevice: device memory a library takes after the check, beside the model's buffers (the
+  // cuBLAS workspace); what is already allocated is out of `bytes`, the GPU's free memory.
+  double library_bytes = 0;
 };
 
 // Host memory (RAM or the cgroup's limit) divided by the ranks on this host. Collective over

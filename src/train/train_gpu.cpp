@@ -61,6 +61,7 @@
 #include "src/train/train_ckpt.h"
 
 #if defined(SWITCHYARD_HAVE_CUDA)
+#include "kernels/cuda/buffer.h"
 #include "kernels/cuda/check.h"
 #include "src/model/cuda_model.h"
 #endif
@@ -135,10 +136,9 @@ void check_current_gpu_fits(const Config& cfg, int world_size, const std::string
                             int64_t node_ranks) {
   size_t free_bytes = 0, total_bytes = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  check_memory_fits(
-      cfg, world_size,
-      MemoryBudget{static_cast<double>(free_bytes), "free memory of " + gpu, 0, node_ranks},
-      MemorySide::kGpuDevice);
+  MemoryBudget budget{static_cast<double>(free_bytes), "free memory of " + gpu, 0, node_ranks};
+  budget.library_bytes = static_cast<double>(cuda::CublasHandle::kWorkspaceBytes);
+  check_memory_fits(cfg, world_size, budget, MemorySide::kGpuDevice);
 }
 
 namespace {
@@ -234,10 +234,6 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   keep = std::make_shared<GpuRun>();
   GpuRun& run = *keep;
   select_device(run, g.world(), wd);
-  agree_on_usage(g.world(), wd, [&] {  // before the model allocates: the GPU's free memory
-    check_current_gpu_fits(cfg, lay.world_size, "GPU " + std::to_string(run.device),
-                           run.node.size());
-  });
   comm::GpuExchange* exchange = nullptr;
   comm::NcclComm* tp = nullptr;
 #if defined(SWITCHYARD_HAVE_NCCL)
@@ -263,6 +259,12 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
     }
   }
 #endif
+  // After the NCCL communicators are created (what they allocate is then out of the GPU's free
+  // memory; peers' buffers come at the first call), before the model allocates.
+  agree_on_usage(g.world(), wd, [&] {
+    check_current_gpu_fits(cfg, lay.world_size, "GPU " + std::to_string(run.device),
+                           run.node.size());
+  });
   // cfg is the trainer's resolved config (route_groups a number)
   run.model = std::make_unique<CudaModel>(cfg, shard_layout(lay), exchange, tp);
   CudaModel& model = *run.model;

@@ -24,7 +24,8 @@ void check_gpu_run(const Config& cfg, int world_size);
 
 #if defined(SWITCHYARD_HAVE_CUDA)
 // check_memory_fits for cfg on `world_size` ranks against the current GPU's free memory
-// (MemorySide::kGpuDevice); `gpu` names the GPU in the message. The trainer and `bench train`.
+// (MemorySide::kGpuDevice) and the cuBLAS workspace the model's handle adds; `gpu` names the GPU
+// in the message. The trainer (after NCCL's set-up) and `bench train`.
 void check_current_gpu_fits(const Config& cfg, int world_size, const std::string& gpu,
                             int64_t node_ranks);
 #endif

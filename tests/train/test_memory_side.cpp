@@ -22,9 +22,11 @@ Config cuda_config() {
        "moe.num_experts=4", "moe.ffn_hidden=96", "train.micro_batch=8", "train.global_batch=8"});
 }
 
-std::string refusal(const Config& cfg, double bytes, MemorySide side) {
+std::string refusal(const Config& cfg, double bytes, MemorySide side, double library_bytes = 0) {
+  MemoryBudget budget{bytes, "a test budget", 0, 1};
+  budget.library_bytes = library_bytes;
   try {
-    check_memory_fits(cfg, 1, MemoryBudget{bytes, "a test budget", 0, 1}, side);
+    check_memory_fits(cfg, 1, budget, side);
   } catch (const UsageError& e) {
     return e.what();
   }
@@ -44,6 +46,24 @@ TEST(MemorySide, AGpuRanksHostHoldsTheTokensAndThreeCopiesOfItsParameters) {
             std::string::npos);
   EXPECT_NE(refusal(cfg, host + 1024, MemorySide::kGpuDevice).find("of memory per rank"),
             std::string::npos);
+}
+
+// The GPU's side is the planner's prediction without the token data, plus what the libraries
+// take after the check (train_gpu.cpp: the cuBLAS workspace): a budget that holds the model alone
+// but not the workspace too is refused, naming it.
+TEST(MemorySide, AGpuCountsTheLibraryWorkspaceBesideTheModel) {
+  const Config cfg = cuda_config();
+  const double model = plan::predict_memory(cfg, plan::layout_of_config(cfg, 1, 1),
+                                            plan::RoutingStats{}, plan::MemoryInputs{})
+                           .total();
+  // The cuBLAS workspace is larger than this small model, so it is the largest term.
+  const double workspace = 32.0 * 1024 * 1024;
+  ASSERT_LT(model, workspace);
+  EXPECT_EQ(refusal(cfg, model + 1024, MemorySide::kGpuDevice), "");
+  EXPECT_EQ(refusal(cfg, model + workspace + 1024, MemorySide::kGpuDevice, workspace), "");
+  const std::string short_gpu =
+      refusal(cfg, model + workspace - 1024, MemorySide::kGpuDevice, workspace);
+  EXPECT_NE(short_gpu.find("Largest term: the cuBLAS workspace"), std::string::npos) << short_gpu;
 }
 
 }  // namespace
