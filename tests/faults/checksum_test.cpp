@@ -98,7 +98,7 @@ class DamagedCheckpoint : public FaultTest, public ::testing::WithParamInterface
 TEST_P(DamagedCheckpoint, IsReportedAndResumeFallsBack) {
   const Damage& d = GetParam();
   const std::string out = path("run"), ck = out + "/checkpoints";
-  auto r = run_command(mpirun(2) + train(out, 10));
+  auto r = run_command(mpirun_command(2) + train(out, 10));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string victim = ck + "/step_00000010.h5";
   ASSERT_EQ(run_command(kBin + " ckpt info " + victim).exit_code, 0);
@@ -111,7 +111,7 @@ TEST_P(DamagedCheckpoint, IsReportedAndResumeFallsBack) {
   }
   EXPECT_NE(r.output.find(d.info_says), std::string::npos) << d.name << "\n" << r.output;
 
-  r = run_command(mpirun(2) + train(out, 12, "--resume auto"));
+  r = run_command(mpirun_command(2) + train(out, 12, "--resume auto"));
   EXPECT_EQ(r.exit_code, 0) << d.name << "\n" << r.output;
   EXPECT_NE(r.output.find("skipping checkpoint " + victim), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(d.resume_says), std::string::npos) << r.output;

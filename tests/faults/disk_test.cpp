@@ -48,10 +48,10 @@ class DiskFull : public FaultTest {
 TEST_F(DiskFull, CheckpointThatCannotFitIsRefusedBeforeWriting) {
   const std::string out = path("run"), ck = path("ck");
   std::filesystem::create_directories(ck);
-  Process job(
-      in_tmpfs("3m", ck,
-               mpirun(4) + train(out, 20, "--set checkpoint.dir=" + ck) + "; " + report(ck)),
-      path("log"));
+  Process job(in_tmpfs("3m", ck,
+                       mpirun_command(4) + train(out, 20, "--set checkpoint.dir=" + ck) + "; " +
+                           report(ck)),
+              path("log"));
   ASSERT_NE(job.wait(180), -1) << "the job hung:\n" << job.output();
   const std::string log = job.output();
   EXPECT_NE(log.find("RC=1\n"), std::string::npos) << log;
@@ -66,12 +66,12 @@ TEST_F(DiskFull, CheckpointThatCannotFitIsRefusedBeforeWriting) {
 TEST_F(DiskFull, DiskFillingUpDuringTheWriteEndsEveryRankAndResumeFallsBack) {
   const std::string out = path("run"), ck = path("ck");
   std::filesystem::create_directories(ck);
-  const std::string resume = "rm -f " + ck + "/ballast; " + mpirun(4) +
+  const std::string resume = "rm -f " + ck + "/ballast; " + mpirun_command(4) +
                              train(out, 12, "--set checkpoint.dir=" + ck + " --resume auto") +
                              "; echo RESUMED=$?";
   Process job(
       in_tmpfs("8m", ck,
-               "env SWITCHYARD_CKPT_FAULT=0:created:fill:10 " + mpirun(4) +
+               "env SWITCHYARD_CKPT_FAULT=0:created:fill:10 " + mpirun_command(4) +
                    train(out, 20, "--set checkpoint.dir=" + ck + " --set parallel.timeout_s=600") +
                    "; " + report(ck) + resume),
       path("log"));
@@ -90,8 +90,8 @@ TEST_F(DiskFull, DiskFillingUpDuringTheWriteEndsEveryRankAndResumeFallsBack) {
 // would): the ranks agree and all stop at once, one message names the rank and the directory.
 TEST_F(FaultTest, OneRanksFailedWriteEndsEveryRankTogether) {
   const std::string out = path("run"), ck = out + "/checkpoints";
-  Process job("env 'SWITCHYARD_CKPT_FAULT=2:wrote optim/m/layers/0/attn/wo:fail:10' " + mpirun(4) +
-                  train(out, 20, "--set parallel.timeout_s=600"),
+  Process job("env 'SWITCHYARD_CKPT_FAULT=2:wrote optim/m/layers/0/attn/wo:fail:10' " +
+                  mpirun_command(4) + train(out, 20, "--set parallel.timeout_s=600"),
               path("log"));
   ASSERT_NE(job.wait(240), -1) << "the job hung:\n" << job.output();
   const std::string log = job.output();
@@ -108,7 +108,7 @@ TEST_F(FaultTest, OneRanksFailedWriteEndsEveryRankTogether) {
     EXPECT_TRUE(name == "latest" || name == "step_00000005.h5" || name == ".switchyard.lock")
         << "left behind: " << name;
   }
-  const auto resumed = run_command(mpirun(2) + train(out, 12, "--resume auto"));
+  const auto resumed = run_command(mpirun_command(2) + train(out, 12, "--resume auto"));
   EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("resuming from " + ck + "/step_00000005.h5"), std::string::npos)
       << resumed.output;

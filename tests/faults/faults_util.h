@@ -29,6 +29,10 @@
 
 namespace sy::test::faults {
 
+// Jobs start with mpirun_command (no environment prefix: a command may start with `switchyard
+// guard --`, which executes its first word); ctest gives these tests OMP_NUM_THREADS=1
+// (tests.cmake).
+
 // The binary under test: this build's, or SWITCHYARD_FAULTS_BIN (to show that another build --
 // one without the fixes -- fails these tests).
 inline const std::string kBin =
@@ -39,12 +43,6 @@ using Clock = std::chrono::steady_clock;
 
 inline double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// mpirun without an environment prefix (a fault test's command may start with `switchyard guard
-// --`, which executes its first word); ctest gives these tests OMP_NUM_THREADS=1 (tests.cmake).
-inline std::string mpirun(int np) {
-  return mpirun_command(np);
 }
 
 inline std::string read_file(const std::string& path) {

@@ -37,8 +37,8 @@ class StoppedRank : public FaultTest, public ::testing::WithParamInterface<StopP
 TEST_P(StoppedRank, EndsTheJobNamingTheWait) {
   const StopPoint& p = GetParam();
   const std::string out = path("run");
-  Process job("env SWITCHYARD_CKPT_FAULT='1:" + std::string(p.point) + ":stop:10' " + mpirun(4) +
-                  train(out, 20, "--set parallel.timeout_s=10"),
+  Process job("env SWITCHYARD_CKPT_FAULT='1:" + std::string(p.point) + ":stop:10' " +
+                  mpirun_command(4) + train(out, 20, "--set parallel.timeout_s=10"),
               path("log"));
   const int code = job.wait(120);
   const std::string log = job.output();
@@ -74,9 +74,9 @@ INSTANTIATE_TEST_SUITE_P(
 // forever.
 TEST_F(FaultTest, RankStoppedFromOutsideDuringCheckpointsEndsTheJob) {
   const std::string out = path("run");
-  Process job(
-      mpirun(4) + train(out, 100000, "--set checkpoint.every=1 --set parallel.timeout_s=10"),
-      path("log"));
+  Process job(mpirun_command(4) +
+                  train(out, 100000, "--set checkpoint.every=1 --set parallel.timeout_s=10"),
+              path("log"));
   const pid_t victim = job.rank_pid(2);
   ASSERT_GT(victim, 0) << job.output();
   ASSERT_TRUE(wait_until(120, [&] {

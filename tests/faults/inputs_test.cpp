@@ -37,7 +37,7 @@ TEST_F(FaultTest, UnusableDirectoriesAreRefusedAtStartNamingTheKey) {
              "cannot be created: Not a directory"},
         Case{"--set run.out_dir=" + path("a_file"), "run.out_dir", "is not a directory"},
         Case{"--set run.out_dir=" + too_long, "run.out_dir", "File name too long"}}) {
-    const auto r = run_command(mpirun(2) + train(path("run"), 20, c.set));
+    const auto r = run_command(mpirun_command(2) + train(path("run"), 20, c.set));
     EXPECT_EQ(r.exit_code, 2) << c.set << "\n" << r.output;
     EXPECT_EQ(count(r.output, "error: "), 1u) << r.output;
     EXPECT_NE(r.output.find("error: " + c.key + " '"), std::string::npos) << r.output;
@@ -51,8 +51,8 @@ TEST_F(FaultTest, ReadOnlyCheckpointDirIsRefusedAtStart) {
   const std::string ck = path("ck");
   std::filesystem::create_directories(ck);
   Process job("unshare -m sh -c 'mount --make-rprivate / && mount -t tmpfs -o size=1m,ro tmpfs " +
-                  ck + " && " + mpirun(2) + train(path("run"), 20, "--set checkpoint.dir=" + ck) +
-                  "'",
+                  ck + " && " + mpirun_command(2) +
+                  train(path("run"), 20, "--set checkpoint.dir=" + ck) + "'",
               path("log"));
   EXPECT_EQ(job.wait(120), 2) << job.output();
   const std::string log = job.output();

@@ -28,7 +28,8 @@ bool trained_a_few_steps(const Process& job, const std::string& out) {
 // continues and finds it: the job exits 75 at once without writing anything.
 TEST_F(FaultTest, SignalBeforeTrainingStartsExits75WithoutCheckpoint) {
   const std::string out = path("run");
-  Process job("env SWITCHYARD_CKPT_FAULT=0:start:stop " + mpirun(2) + train(out, 20), path("log"));
+  Process job("env SWITCHYARD_CKPT_FAULT=0:start:stop " + mpirun_command(2) + train(out, 20),
+              path("log"));
   const pid_t rank0 = job.rank_pid(0), rank1 = job.rank_pid(1);
   ASSERT_GT(rank0, 0) << job.output();
   ASSERT_TRUE(wait_stopped(rank0)) << job.output();
@@ -45,7 +46,8 @@ TEST_F(FaultTest, SignalBeforeTrainingStartsExits75WithoutCheckpoint) {
 // The last step and the final checkpoint are done when SIGUSR1 comes: the run has finished.
 TEST_F(FaultTest, SignalAfterTheFinalCheckpointExits0) {
   const std::string out = path("run");
-  Process job("env SWITCHYARD_CKPT_FAULT=0:end:stop " + mpirun(2) + train(out, 10), path("log"));
+  Process job("env SWITCHYARD_CKPT_FAULT=0:end:stop " + mpirun_command(2) + train(out, 10),
+              path("log"));
   const pid_t rank0 = job.rank_pid(0);
   ASSERT_GT(rank0, 0) << job.output();
   ASSERT_TRUE(wait_stopped(rank0)) << job.output();
@@ -68,8 +70,9 @@ TEST(FaultsSignals, ProcessHandlersOutliveTheirOwner) {
 // ranks checkpoint and the job exits 75.
 TEST_F(FaultTest, SigtermToMpirunUnderTheGuardCheckpointsAndExits75) {
   const std::string out = path("run");
-  Process job(kBin + " guard -- " + mpirun(4) + train(out, 100000, "--set checkpoint.every=0"),
-              path("log"));
+  Process job(
+      kBin + " guard -- " + mpirun_command(4) + train(out, 100000, "--set checkpoint.every=0"),
+      path("log"));
   ASSERT_TRUE(trained_a_few_steps(job, out)) << job.output();
   const std::vector<pid_t> launcher = children_of(job.pid());
   ASSERT_EQ(launcher.size(), 1u) << job.output();
@@ -86,8 +89,9 @@ TEST_F(FaultTest, SigtermToMpirunUnderTheGuardCheckpointsAndExits75) {
 // SLURM's way: every process of the job (guard, mpirun, ranks) gets SIGTERM at once.
 TEST_F(FaultTest, SigtermToTheWholeJobUnderTheGuardExits75) {
   const std::string out = path("run");
-  Process job(kBin + " guard -- " + mpirun(2) + train(out, 100000, "--set checkpoint.every=0"),
-              path("log"));
+  Process job(
+      kBin + " guard -- " + mpirun_command(2) + train(out, 100000, "--set checkpoint.every=0"),
+      path("log"));
   ASSERT_TRUE(trained_a_few_steps(job, out)) << job.output();
   for (pid_t p : descendants_of(job.pid())) ::kill(p, SIGTERM);
   ::kill(job.pid(), SIGTERM);
@@ -98,10 +102,10 @@ TEST_F(FaultTest, SigtermToTheWholeJobUnderTheGuardExits75) {
 // Item 6: no second evaluation line, no "final loss 0.0000", metrics.jsonl untouched.
 TEST_F(FaultTest, FinishedRunStartedAgainIsANoOp) {
   const std::string out = path("run");
-  auto r = run_command(mpirun(2) + train(out, 10, "--set eval.every=5"));
+  auto r = run_command(mpirun_command(2) + train(out, 10, "--set eval.every=5"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string metrics = read_file(out + "/metrics.jsonl");
-  r = run_command(mpirun(2) + train(out, 10, "--set eval.every=5 --resume auto"));
+  r = run_command(mpirun_command(2) + train(out, 10, "--set eval.every=5 --resume auto"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("is already complete"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("final loss"), std::string::npos) << r.output;
@@ -112,14 +116,14 @@ TEST_F(FaultTest, FinishedRunStartedAgainIsANoOp) {
 // first run's metrics and its checkpoints are its own.
 TEST_F(FaultTest, SecondRunInTheSameDirectoryIsRefusedNamingTheHolder) {
   const std::string out = path("run");
-  Process first(mpirun(2) + train(out, 100000, "--set checkpoint.every=0"), path("log1"));
+  Process first(mpirun_command(2) + train(out, 100000, "--set checkpoint.every=0"), path("log1"));
   const pid_t holder = first.rank_pid(0);
   ASSERT_GT(holder, 0) << first.output();
   ASSERT_TRUE(wait_until(120, [&] {
     return read_file(out + "/.switchyard.lock").find("pid") != std::string::npos ||
            !first.running();
   })) << first.output();
-  const auto second = run_command(mpirun(2) + train(out, 10));
+  const auto second = run_command(mpirun_command(2) + train(out, 10));
   EXPECT_EQ(second.exit_code, 2) << second.output;
   EXPECT_EQ(count(second.output, "error: "), 1u) << second.output;
   EXPECT_NE(second.output.find("run.out_dir '" + out + "' is in use by another switchyard run"),
@@ -137,7 +141,7 @@ TEST_F(FaultTest, LockOfADeadRunIsTakenOver) {
   const std::string out = path("run");
   std::filesystem::create_directories(out);
   std::ofstream(out + "/.switchyard.lock") << "host elsewhere pid 999999 since 2020-01-01\n";
-  const auto r = run_command(mpirun(2) + train(out, 2));
+  const auto r = run_command(mpirun_command(2) + train(out, 2));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("taking over the lock of a run that ended without releasing it (host "
                           "elsewhere pid 999999"),
