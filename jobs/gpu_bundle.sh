@@ -218,20 +218,30 @@ export SWITCHYARD_SOURCE_DIR=$SY_BUNDLE  # configs/ for the GPU trainer tests
 # Open MPI's shared-memory transport without cross-process memory attach (CMA can be refused in
 # VMs and containers; single copies through the shared segment work everywhere).
 export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
-# NCCL: the nvidia-nccl-cu13 wheel of the machine's Python (run with the host's library path),
-# else the first wheel directory found in the usual Python prefixes.
-SY_NCCL_LIB=${SY_NCCL_LIB:-$(LD_LIBRARY_PATH=$SY_HOST_LD_LIBRARY_PATH timeout 60 ${SY_PYTHON:-python3} -c \
-  'import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], "lib"))' 2>/dev/null)} || true
-if [ -z "$SY_NCCL_LIB" ] || [ ! -e "$SY_NCCL_LIB/libnccl.so.2" ]; then
-  for d in /opt/*/.venv/lib/python3*/site-packages/nvidia/nccl/lib \
-    /usr/local/lib/python3*/dist-packages/nvidia/nccl/lib /usr/lib/python3/dist-packages/nvidia/nccl/lib; do
-    [ -e "$d/libnccl.so.2" ] && { SY_NCCL_LIB=$d; break; }
-  done
-fi
+# NCCL: the nvidia-nccl-cu13 wheel's library folder (bin/nccl-wheel-lib).
+SY_NCCL_LIB=${SY_NCCL_LIB:-$("$SY_BUNDLE/bin/nccl-wheel-lib")}
 export SY_NCCL_LIB
 export LD_LIBRARY_PATH=$SY_BUNDLE/lib:$SY_BUNDLE/openmpi/lib${SY_NCCL_LIB:+:$SY_NCCL_LIB}:/usr/local/cuda/lib64${SY_HOST_LD_LIBRARY_PATH:+:$SY_HOST_LD_LIBRARY_PATH}
 export PATH=$SY_BUNDLE/bin:$PATH
 EOF
+cat >"$B/bin/nccl-wheel-lib" <<'EOF'
+#!/usr/bin/env bash
+# Prints the folder holding libnccl.so.2 of the nvidia-nccl-cu13 wheel, or nothing: the wheel of
+# the machine's Python (SY_PYTHON, run with the host's library path), else the first found in the
+# usual Python prefixes. env.sh takes NCCL from it; gpu_rehearse.sh hides the toolkit's copy
+# when it finds one.
+lib=$(LD_LIBRARY_PATH=${SY_HOST_LD_LIBRARY_PATH-${LD_LIBRARY_PATH-}} timeout 60 "${SY_PYTHON:-python3}" -c \
+  'import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], "lib"))' 2>/dev/null)
+if [ -z "$lib" ] || [ ! -e "$lib/libnccl.so.2" ]; then
+  lib=""
+  for d in /opt/*/.venv/lib/python3*/site-packages/nvidia/nccl/lib \
+    /usr/local/lib/python3*/dist-packages/nvidia/nccl/lib /usr/lib/python3/dist-packages/nvidia/nccl/lib; do
+    [ -e "$d/libnccl.so.2" ] && { lib=$d; break; }
+  done
+fi
+[ -z "$lib" ] || echo "$lib"
+EOF
+chmod +x "$B/bin/nccl-wheel-lib"
 cat >"$B/bin/host-python" <<'EOF'
 #!/usr/bin/env bash
 # python3 with the machine's own library path: PyTorch must load its own cuBLAS and NCCL, not

@@ -84,9 +84,9 @@ done
 hide[$(readlink -f /usr/bin/orterun)]=1
 hide[$(readlink -f /usr/bin/orted)]=1
 # NCCL: on the GPU machine only the Python wheel has it. Hide the toolkit's copy when a wheel
-# is there to take its place (env.sh finds it the same way).
-wheel_nccl=$("${SY_PYTHON:-python3}" -c 'import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], "lib"))' 2>/dev/null || true)
-if [ -n "$wheel_nccl" ] && [ -e "$wheel_nccl/libnccl.so.2" ]; then
+# is there to take its place (found as env.sh finds it).
+wheel_nccl=$("$B/bin/nccl-wheel-lib")
+if [ -n "$wheel_nccl" ]; then
   for f in /usr/local/cuda/lib/libnccl.so* /usr/local/cuda/lib64/libnccl.so*; do
     [ -e "$f" ] && hide[$(readlink -f "$f")]=1
   done
