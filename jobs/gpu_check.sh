@@ -84,13 +84,14 @@ budget() {  # <stage> <default seconds>
 left() { echo $((stage_deadline - SECONDS)); }
 # run_for <max seconds> <cmd...>: the command under timeout, never past the stage's deadline.
 # capped=1 after a call the stage's deadline cut shorter than asked (a 124 then means "out of
-# the stage's time", not "this command hangs").
+# the stage's time", not "this command hangs"); ran_for = the limit it ran under (0: not run).
 run_for() {
   local max=$1 l
   shift
   l=$(left)
   capped=0
   ((max > l)) && { max=$l; capped=1; }
+  ran_for=$((max > 0 ? max : 0))
   ((max > 0)) || { echo "(no time left in this stage for: $*)"; return 124; }
   timeout -k 10 "$max" "$@"
 }
@@ -349,6 +350,7 @@ if want c; then
       "racecheck:20:*DenseOps*:*Router*:*MoeRows*:*MoeLayout*:GradNorm*:PlanRows*" \
       "initcheck:20:-HugeShapes.*:DeviceBuffer.*"; do
       tool=${t%%:*} rest=${t#*:} secs=${rest%%:*} filter=${rest#*:}
+      secs=$((secs * $(budget c 75) / 75))  # each tool's share of the stage's budget
       part=$work/c-$tool.log
       echo "--- $tool, --gtest_filter=$filter" >>"$log"
       run_for "$secs" "$san" --tool "$tool" --error-exitcode 99 "$B/bin/test_gpu_kernels" \
@@ -357,7 +359,13 @@ if want c; then
       tail -n 40 "$part" >>"$log"
       cp "$part" "$work/results/"  # the whole report travels in results.tar.gz
       errs=$(grep -Eo 'ERROR SUMMARY: [0-9]+' "$part" | tail -n 1 | awk '{print $NF}')
-      if ((rc == 124 || rc == 137)); then res+=" $tool: timed out after ${secs}s;"; bad=1
+      if ((rc == 124 && ran_for == 0)); then res+=" $tool: not run (no time left in the stage);"; bad=1
+      elif ((rc == 124 || rc == 137)); then  # what it saw before the cut, and where it was
+        passed=$(grep -c '^\[       OK \]' "$part")
+        seen=$(grep -cE '^========= (Invalid|Uninitialized|Error|Program hit)' "$part")
+        at=$(grep -E '^\[ RUN      \]' "$part" | tail -n 1 | awk '{print $NF}')
+        res+=" $tool: timed out after ${ran_for}s$( ((capped)) && echo " (the stage's end)") in ${at:-?} ($passed tests passed, $seen errors before);"
+        bad=1
       elif [ -z "$errs" ]; then res+=" $tool: no summary (exit $rc: $(grep -m1 -i error "$part" | cut -c1-100));"; bad=1
       elif ((errs > 0 || rc != 0)); then res+=" $tool: $errs errors (exit $rc);"; bad=1
       else res+=" $tool: 0 errors;"; fi

@@ -9,7 +9,8 @@
 #   3. a hanging test binary is cut at the stage's budget (FAIL "timed out"), not waited for;
 #   4. on a (stand-in) GPU machine where everything works every stage PASSes with its figures
 #      (stage f with the planner's step time and memory beside the measured ones);
-#   5. a compute-sanitizer error is a FAIL, and its whole report comes back in results.tar.gz;
+#   5. a compute-sanitizer error is a FAIL, and its whole report comes back in results.tar.gz; a
+#      sanitizer run cut at the budget names the test it was in and what it saw before;
 #   6. with PyTorch on the machine, stage f FAILs when the comparison with it is missing, and a
 #      PyTorch run that stage e's own deadline cuts short is "out of time", not a FAIL.
 #
@@ -107,6 +108,11 @@ exit 9
 EOF
 cat >"$tmp/path/compute-sanitizer" <<'EOF'
 #!/usr/bin/env bash
+if [ -n "${FAKE_SAN_HANG:-}" ]; then  # one test passes, one error, then the next test hangs
+  printf '[ RUN      ] Gpu.A\n[       OK ] Gpu.A (5 ms)\n[ RUN      ] Gpu.B\n'
+  printf '========= Invalid __global__ read of size 4 bytes\n=========     at k()\n'
+  sleep 100
+fi
 echo "========= ERROR SUMMARY: ${FAKE_SAN_ERRORS:-0} errors"
 [ "${FAKE_SAN_ERRORS:-0}" = 0 ] || exit 99
 EOF
@@ -190,6 +196,12 @@ line c | grep -q ": FAIL  memcheck: 3 errors (exit 99);" || fail "sanitizer: c: 
 ((rc == 1)) || fail "sanitizer: exit $rc"
 tar -tzf "$tmp/out5/results.tar.gz" | grep -q "results/c-memcheck.log" ||
   fail "sanitizer: the report is not in results.tar.gz"
+
+# 5b. A sanitizer run cut at the stage's budget says how far it got.
+run_check "$tmp/out5b" FAKE_GPU=1 FAKE_SAN_HANG=1 SY_BUDGET_c=3 --stages c
+# (SY_BUDGET_c=3 of the default 75 gives memcheck 30 * 3 / 75 = 1 s, racecheck and initcheck 0.)
+line c | grep -q ": FAIL  memcheck: timed out after 1s in Gpu.B (1 tests passed, 1 errors before); racecheck: not run (no time left in the stage); initcheck: not run" ||
+  fail "sanitizer hang: c: $(line c)"
 
 # 6. PyTorch there: f without the comparison is a FAIL; e's PyTorch run, cut short by the stage's
 # deadline (36 s: one shape starts with more than 35 s left, switchyard takes 8 of them, so
