@@ -159,6 +159,19 @@ gtest_counts() {
   f=$(grep -Eo '^\[  FAILED  \] [0-9]+ test' "$1" | awk '{s += $(NF-1)} END {print s + 0}')
   echo "$p $s $f"
 }
+# gtest_cut <log part>: where a run cut short was, "in <the test it had started> (<n> tests
+# passed before)" (gtest prints its summary only at the end).
+gtest_cut() {
+  local at n
+  at=$(grep -E '^\[ RUN      \]' "$1" | tail -n 1 | awk '{print $NF}')
+  n=$(grep -c '^\[       OK \]' "$1")
+  echo "in ${at:-?} ($n tests passed before)"
+}
+# gtest_failed <log part>: the failed tests' names, at most 4, then "..." when there are more.
+gtest_failed() {
+  grep -E '^\[  FAILED  \] [A-Za-z_/]+\.' "$1" | awk '{sub(/,$/, "", $4); print $4}' | awk '!seen[$0]++' |
+    awk 'NR <= 4 {printf "%s%s", (NR > 1 ? ", " : ""), $0} NR == 5 {printf ", ..."}'
+}
 if want b; then
   begin b 120 "GPU tests"
   export GTEST_COLOR=no OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} SY_TEST_TIMEOUT_S=120
@@ -177,8 +190,10 @@ if want b; then
     cat "$part" >>"$log"
     read -r p s f < <(gtest_counts "$part")
     tp=$((tp + p)) ts=$((ts + s)) tf=$((tf + f))
-    if ((rc == 124 || rc == 137)); then problems+=" $name timed out after ${secs}s;"
-    elif ((rc != 0)); then problems+=" $name exit $rc;"
+    failed_names=$(gtest_failed "$part")
+    if ((rc == 124 || rc == 137)); then
+      problems+=" $name timed out after ${ran_for}s $(gtest_cut "$part")${failed_names:+, failed: $failed_names};"
+    elif ((rc != 0)); then problems+=" $name exit $rc${failed_names:+: $failed_names};"
     elif ((p + s + f == 0)); then problems+=" $name ran no test;"; fi
     # The distinct skip reasons of each binary (gtest prints one after each test's "Skipped").
     r=$(grep -A1 ": Skipped$" "$part" | grep -v -e ": Skipped$" -e "^--$" | sed 's/^ *//' |
@@ -361,10 +376,8 @@ if want c; then
       errs=$(grep -Eo 'ERROR SUMMARY: [0-9]+' "$part" | tail -n 1 | awk '{print $NF}')
       if ((rc == 124 && ran_for == 0)); then res+=" $tool: not run (no time left in the stage);"; bad=1
       elif ((rc == 124 || rc == 137)); then  # what it saw before the cut, and where it was
-        passed=$(grep -c '^\[       OK \]' "$part")
         seen=$(grep -cE '^========= (Invalid|Uninitialized|Error|Program hit)' "$part")
-        at=$(grep -E '^\[ RUN      \]' "$part" | tail -n 1 | awk '{print $NF}')
-        res+=" $tool: timed out after ${ran_for}s$( ((capped)) && echo " (the stage's end)") in ${at:-?} ($passed tests passed, $seen errors before);"
+        res+=" $tool: timed out after ${ran_for}s$( ((capped)) && echo " (the stage's end)") $(gtest_cut "$part"), $seen errors reported;"
         bad=1
       elif [ -z "$errs" ]; then res+=" $tool: no summary (exit $rc: $(grep -m1 -i error "$part" | cut -c1-100));"; bad=1
       elif ((errs > 0 || rc != 0)); then res+=" $tool: $errs errors (exit $rc);"; bad=1

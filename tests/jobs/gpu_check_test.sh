@@ -65,7 +65,10 @@ exit 2
 EOF
 cat >"$B/bin/test_gpu_stub" <<'EOF'
 #!/usr/bin/env bash
-[ -n "${FAKE_HANG:-}" ] && sleep 100
+if [ -n "${FAKE_HANG:-}" ]; then  # one test passes, the next hangs
+  printf '[ RUN      ] Gpu.A\n[       OK ] Gpu.A (1 ms)\n[ RUN      ] Gpu.Slow\n'
+  sleep 100
+fi
 if [ -n "${FAKE_GPU:-}" ]; then echo "[  PASSED  ] 2 tests."; exit 0; fi
 name=$(basename "$0")
 echo "[==========] Running 2 tests from 1 test suite."
@@ -76,9 +79,13 @@ for t in A B; do
   echo "[  SKIPPED ] Gpu.$t (0 ms)"
 done
 if [ -n "${FAKE_FAIL:-}" ] && [ "$name" = test_gpu_model ]; then
+  echo "[ RUN      ] Shapes/Gpu.Fails/2"
+  echo "tests/gpu/$name.cpp:20: Failure"
+  echo "[  FAILED  ] Shapes/Gpu.Fails/2, where GetParam() = 2 (3 ms)"
   echo "[  PASSED  ] 0 tests."
-  echo "[  SKIPPED ] 1 test, listed below:"
+  echo "[  SKIPPED ] 2 tests, listed below:"
   echo "[  FAILED  ] 1 test, listed below:"
+  echo "[  FAILED  ] Shapes/Gpu.Fails/2, where GetParam() = 2"
   exit 1
 fi
 echo "[  PASSED  ] 0 tests."
@@ -165,7 +172,7 @@ cp "$tmp/libsybroken.so" "$B/lib/"
 run_check "$tmp/out2" FAKE_FAIL=1 FAKE_TRAIN_ERROR=1
 ((rc == 1)) || fail "failures: exit $rc"
 line a | grep -q ": FAIL ldd: unresolved in libsybroken.so: libsymissing.so; GPU: none" || fail "failures: a: $(line a)"
-line b | grep -q ": FAIL passed 0, skipped 11, failed 1; test_gpu_model exit 1" || fail "failures: b: $(line b)"
+line b | grep -q ": FAIL passed 0, skipped 12, failed 1; test_gpu_model exit 1: Shapes/Gpu.Fails/2;" || fail "failures: b: $(line b)"
 line d | grep -q ": FAIL fp32 run exit 1: switchyard: error: rank 0: CUDA error 700" || fail "failures: d: $(line d)"
 rm "$B/lib/libsybroken.so"
 
@@ -173,7 +180,8 @@ rm "$B/lib/libsybroken.so"
 start=$SECONDS
 run_check "$tmp/out3" FAKE_HANG=1 SY_BUDGET_b=4
 ((SECONDS - start < 60)) || fail "hang: took $((SECONDS - start)) s"
-line b | grep -q ": FAIL .*test_gpu_kernels timed out" || fail "hang: b: $(line b)"
+line b | grep -q ": FAIL .*test_gpu_kernels timed out after [0-9]s in Gpu.Slow (1 tests passed before);" ||
+  fail "hang: b: $(line b)"
 ((rc == 1)) || fail "hang: exit $rc"
 
 # 4. a GPU machine where everything works: every stage PASSes, naming its figures.
@@ -200,7 +208,7 @@ tar -tzf "$tmp/out5/results.tar.gz" | grep -q "results/c-memcheck.log" ||
 # 5b. A sanitizer run cut at the stage's budget says how far it got.
 run_check "$tmp/out5b" FAKE_GPU=1 FAKE_SAN_HANG=1 SY_BUDGET_c=3 --stages c
 # (SY_BUDGET_c=3 of the default 75 gives memcheck 30 * 3 / 75 = 1 s, racecheck and initcheck 0.)
-line c | grep -q ": FAIL  memcheck: timed out after 1s in Gpu.B (1 tests passed, 1 errors before); racecheck: not run (no time left in the stage); initcheck: not run" ||
+line c | grep -q ": FAIL  memcheck: timed out after 1s in Gpu.B (1 tests passed before), 1 errors reported; racecheck: not run (no time left in the stage); initcheck: not run" ||
   fail "sanitizer hang: c: $(line c)"
 
 # 6. PyTorch there: f without the comparison is a FAIL; e's PyTorch run, cut short by the stage's
