@@ -73,13 +73,23 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
       "status. Example: switchyard guard -- mpirun -np 4 build/switchyard train --config c.yaml");
   auto command = std::make_shared<std::vector<std::string>>();
   guard->add_option("command", *command, "The launcher and its arguments (after --)");
-  guard->prefix_command();  // after the launcher's name, everything is its arguments
+  guard->prefix_command();
   out.push_back({guard, [guard, command] {
-                   std::vector<std::string> argv = *command;
-                   for (const auto& arg : guard->remaining()) argv.push_back(arg);
-                   if (argv.empty())
+                   // After `--` the launcher and its arguments are `command`, in order, and
+                   // CLI11 leaves the `--` in remaining(); without `--` it moves the launcher's
+                   // options there, out of their order, so that form is refused.
+                   std::vector<std::string> rest = guard->remaining();
+                   if (!rest.empty() && !(rest.size() == 1 && rest[0] == "--")) {
+                     std::string moved;
+                     for (const auto& arg : rest) moved += " " + arg;
+                     throw UsageError(
+                         "guard: put the launcher after --, as in `switchyard guard -- mpirun "
+                         "-np 4 ...`: without it, its options (" +
+                         moved.substr(1) + ") cannot be passed on in their order");
+                   }
+                   if (command->empty())
                      throw UsageError("guard: no command given (switchyard guard -- mpirun ...)");
-                   return run_guarded(argv, std::cerr);
+                   return run_guarded(*command, std::cerr);
                  }});
 }
 

@@ -33,6 +33,18 @@ TEST(Cli, BadUsageExitsTwo) {
   }
 }
 
+// The guard runs the launcher with its arguments exactly as given after `--` (a `--` among them
+// included), and refuses the form without `--`, whose options CLI11 would reorder.
+TEST(Cli, GuardPassesTheLaunchersArgumentsInOrder) {
+  auto r = run_command(kBin + " guard -- printf '<%s>' -np 2 a --config c.yaml -- --set x=y");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "<-np><2><a><--config><c.yaml><--><--set><x=y>") << r.output;
+  r = run_command(kBin + " guard printf '<%s>' -np 2 a");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("put the launcher after --"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(-np)"), std::string::npos) << r.output;
+}
+
 TEST(Cli, PrepareThenTrainWritesSpecMetrics) {
   sy::test::TempDir dir;
   {
