@@ -7,6 +7,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
@@ -238,6 +239,26 @@ struct Context {
     throw UsageError(os.str());
   }
 };
+
+// " (from --set a=1; --set b=2)" for the overridden keys a message names (whole key paths), so a
+// range error does not send the user to the file for a value the command line gave.
+std::string set_origins(const std::string& message,
+                        const std::map<std::string, std::string>& overridden) {
+  const auto key_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+  };
+  std::string out;
+  for (const auto& [path, text] : overridden)
+    for (size_t at = message.find(path); at != std::string::npos; at = message.find(path, at + 1)) {
+      const size_t end = at + path.size();
+      const bool whole = (at == 0 || !(key_char(message[at - 1]) || message[at - 1] == '.')) &&
+                         (end == message.size() || !key_char(message[end]));
+      if (!whole) continue;
+      out += (out.empty() ? " (from --set " : "; --set ") + text;
+      break;
+    }
+  return out.empty() ? out : out + ")";
+}
 
 // ---- scalar conversions: strict, so "64abc" or "1.5" for an integer is an error, not 64 or 1 ---
 
@@ -528,7 +549,7 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
     try {
       validate_config(cfg);
     } catch (const UsageError& e) {
-      throw UsageError(source_name + ": " + e.what());
+      throw UsageError(source_name + ": " + e.what() + set_origins(e.what(), overridden));
     }
     return cfg;
   } catch (const YAML::Exception& e) {

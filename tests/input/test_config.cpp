@@ -464,6 +464,24 @@ TEST(Config, ValueInRangeMessageShowsTheValue) {
                      {"model.d_model: got 30", "model.n_heads (4)"});
 }
 
+// A range error names the --set that gave a value it names, and only those: the file's line is
+// not where to look for a command-line value.
+TEST(Config, RangeErrorsNameTheSetThatGaveTheValue) {
+  expect_usage_error([] { parse_config(kMinimal, {"moe.gate_scale=0"}); },
+                     {"moe.gate_scale: got 0", "(from --set moe.gate_scale=0)"});
+  expect_usage_error(
+      [] {
+        parse_config(kMinimal, {"moe.num_experts=2", "moe.top_k=3", "run.seed=5"});
+      },
+      {"moe.top_k: got 3", "(from --set moe.num_experts=2; --set moe.top_k=3)"});
+  try {
+    parse_config("moe:\n  gate_scale: 0\n" + kMinimal, {"moe.top_k=2"});
+    ADD_FAILURE() << "gate_scale 0 accepted";
+  } catch (const UsageError& e) {
+    EXPECT_EQ(std::string(e.what()).find("--set"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Config, SyntaxErrorsGiveTheLine) {
   expect_usage_error(
       [] { parse_config("run:\n  name: a\nmodel:\n  d_model: [1, 2\n", {}, "s.yaml"); },
