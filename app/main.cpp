@@ -3,13 +3,46 @@
 #include <exception>
 #include <iostream>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "app/commands.h"
 #include "app/run_mpi.h"
 #include "src/core/error.h"
+#include "src/core/suggest.h"
 #include "src/train/signals.h"
+
+namespace {
+
+// A word where a (sub)command is expected that names none: says so with the closest name and the
+// choices, since CLI11 says only "A subcommand is required". True when it reported one.
+bool unknown_command(CLI::App& app, int argc, char** argv) {
+  CLI::App* at = &app;
+  int i = 1;
+  for (; i < argc; ++i) {  // down the commands the words name
+    CLI::App* next = nullptr;
+    for (CLI::App* sub : at->get_subcommands({}))
+      if (sub->get_name() == argv[i]) next = sub;
+    if (!next) break;
+    at = next;
+  }
+  const std::vector<CLI::App*> subs = at->get_subcommands({});
+  if (i >= argc || argv[i][0] == '-' || subs.empty()) return false;
+  std::vector<std::string> names;
+  std::string list;
+  for (const CLI::App* sub : subs) {
+    names.push_back(sub->get_name());
+    list += (list.empty() ? "" : ", ") + sub->get_name();
+  }
+  const std::string where = at == &app ? "" : " of '" + at->get_name() + "'";
+  std::cerr << "error: unknown command '" << argv[i] << "'" << where
+            << sy::suggestion(argv[i], names) << "; the commands" << where << " are " << list
+            << " (see --help)\n";
+  return true;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   // `train`: the preemption handlers go in before anything else and stay until the process ends,
@@ -43,6 +76,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    if (unknown_command(app, argc, argv)) return sy::kExitUsage;
     app.exit(e);
     return sy::kExitUsage;
   }

@@ -33,6 +33,20 @@ TEST(Cli, BadUsageExitsTwo) {
   }
 }
 
+// A mistyped command is named, with the closest command and the choices at that level.
+TEST(Cli, UnknownCommandsAreNamedWithTheClosestOne) {
+  auto r = run_command(kBin + " trian --config c.yaml");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown command 'trian' (did you mean 'train'?)"), std::string::npos)
+      << r.output;
+  r = run_command(kBin + " data prpare --input a.txt");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown command 'prpare' of 'data' (did you mean 'prepare'?); the "
+                          "commands of 'data' are prepare, import"),
+            std::string::npos)
+      << r.output;
+}
+
 // The guard runs the launcher with its arguments exactly as given after `--` (a `--` among them
 // included), and refuses the form without `--`, whose options CLI11 would reorder.
 TEST(Cli, GuardPassesTheLaunchersArgumentsInOrder) {
