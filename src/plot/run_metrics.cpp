@@ -82,7 +82,7 @@ RunMetrics read_run_metrics(const std::string& path) {
     }
   }
   if (m.train.empty())
-    throw UsageError(path + ": no train lines (lines with \"step\" and \"loss\") to plot");
+    throw UsageError(path + ": no train lines (lines with \"step\" and \"loss\")");
   return m;
 }
 
