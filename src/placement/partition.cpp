@@ -202,10 +202,14 @@ LayerPartition partition_layer(const int64_t* counts, int E, const PartitionOpti
   if (G < 1 || R < 1 || E % (G * R) != 0)
     throw UsageError(std::to_string(E) + " experts do not split over " + std::to_string(G) +
                      " nodes x " + std::to_string(R) + " ranks");
-  if (RG > 1 && (E % RG != 0 || (RG % G != 0 && G % RG != 0)))
-    throw UsageError("moe.route_groups = " + std::to_string(RG) + ": groups of " +
-                     std::to_string(E) + " experts cannot move whole between " + std::to_string(G) +
-                     " nodes (one must divide the other)");
+  const std::string rg_name =
+      "route groups (--route-groups, or the run's moe.route_groups) = " + std::to_string(RG);
+  if (RG > 1 && E % RG != 0)
+    throw UsageError(rg_name + " do not divide the layer's " + std::to_string(E) + " experts");
+  if (RG > 1 && RG % G != 0 && G % RG != 0)
+    throw UsageError(rg_name + ": groups of " + std::to_string(E / RG) +
+                     " experts cannot move whole between " + std::to_string(G) +
+                     " nodes (the group and node counts must divide one another)");
   LayerPartition out;
   std::vector<int> node_of(static_cast<size_t>(E), 0);
   std::vector<int> all(static_cast<size_t>(E));

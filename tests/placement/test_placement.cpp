@@ -308,8 +308,21 @@ TEST(Partition, MovesOnlyWholeRouteGroupsBetweenNodes) {
   const LayerPartition blocks = partition_layer(c.data(), 8, o);
   const ExpertPlacement pb = ExpertPlacement::from_ranks({blocks.rank_of}, 4, "t");
   EXPECT_NO_THROW(check_placement_route_groups(pb, RouteGroups{2, false}, {0, 1, 2, 3}));
+  // 3 groups do not divide 8 experts; 4 groups of 3 experts cannot stay whole over 3 nodes
+  // (neither count divides the other).
   o.route_groups = 3;
-  EXPECT_NE(usage_error([&] { partition_layer(c.data(), 8, o); }), "");
+  EXPECT_NE(usage_error([&] { partition_layer(c.data(), 8, o); })
+                .find("route groups (--route-groups, or the run's moe.route_groups) = 3 do not "
+                      "divide the layer's 8 experts"),
+            std::string::npos);
+  const auto c12 = matrix(12, 100, [](int, int) -> int64_t { return 1; });
+  o.nodes = 3;
+  o.ranks_per_node = 1;
+  o.route_groups = 4;
+  EXPECT_NE(usage_error([&] {
+              partition_layer(c12.data(), 12, o);
+            }).find("= 4: groups of 3 experts cannot move whole between 3 nodes"),
+            std::string::npos);
 }
 
 // ---- counts and traffic ------------------------------------------------------------------------
