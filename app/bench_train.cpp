@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "app/commands.h"
+#include "app/validators.h"
 #include "src/bench/train_bench.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
@@ -36,10 +37,10 @@ void add_bench_train(CLI::App& bench, std::vector<Command>& out) {
                   "Override a config key, e.g. --set train.micro_batch=4 (repeatable)");
   cmd->add_option("--steps", a->opt.steps, "Timed optimizer steps")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive_number());
   cmd->add_option("--warmup", a->opt.warmup, "Untimed steps first")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_number());
   cmd->add_option("--python", a->opt.python,
                   "Python interpreter for the PyTorch peer (env SWITCHYARD_TORCH_PYTHON)")
       ->capture_default_str();
@@ -51,11 +52,11 @@ void add_bench_train(CLI::App& bench, std::vector<Command>& out) {
                   "Seconds the PyTorch peer may take before it is killed (0 = no limit); the "
                   "table then says it timed out")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_number());
   cmd->add_option("--peak-tflops", a->opt.peak_tflops,
                   "device: cuda: the GPU's dense bf16 peak for MFU, TFLOP/s (default: known for "
                   "H100 SXM and H200 SXM from NVIDIA's datasheets)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_number());
   out.push_back({cmd, [a] {
                    const Config cfg = load_config(a->config, a->overrides);
                    TrainBenchOptions opt = a->opt;

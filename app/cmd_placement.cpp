@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "app/commands.h"
+#include "app/validators.h"
 #include "src/core/error.h"
 #include "src/placement/make_placement.h"
 
@@ -25,10 +26,10 @@ void add_placement_command(CLI::App& root, std::vector<Command>& out) {
       ->required();
   cmd->add_option("--nodes", o->nodes, "Nodes the placement is for")
       ->required()
-      ->check(CLI::PositiveNumber);
+      ->check(positive_number());
   cmd->add_option("--ranks-per-node", o->ranks_per_node,
                   "EP ranks per node (default: the run's parallel.ep / --nodes)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_number());
   cmd->add_option("-o,--output", o->output, "The placement file to write");
   cmd->add_option("--evaluate", o->evaluate,
                   "Instead of making a placement, rate this placement file against the run's "

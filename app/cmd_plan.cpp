@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "app/commands.h"
+#include "app/validators.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
 #include "src/plan/io/plan_inputs.h"
@@ -160,7 +161,7 @@ void add_plan_command(CLI::App& root, std::vector<Command>& out) {
       ->check(CLI::Range(1, 100000));
   cmd->add_option("--memory-gib", a->memory_gib,
                   "Memory per rank in GiB (default: the cluster's memory_bytes)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_number());
   cmd->add_flag("--this", a->this_layout,
                 "Only the config's own layout (parallel.*), every term shown");
   cmd->add_flag("--json", a->json, "Print JSON instead of tables");

@@ -47,6 +47,19 @@ TEST(Cli, UnknownCommandsAreNamedWithTheClosestOne) {
       << r.output;
 }
 
+// A number option out of range says what it expected in one short line (CLI11's own checks
+// printed DBL_MAX in 300 digits).
+TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
+  for (const std::string& args : {"bench train --config " + kSrc + "/configs/tiny.yaml --steps 0",
+                                  "plan --config " + kSrc + "/configs/tiny.yaml --cluster " + kSrc +
+                                      "/clusters/this-machine.yaml --memory-gib -1"}) {
+    const auto r = run_command(kBin + " " + args);
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find("expected a number > 0, got '"), std::string::npos) << r.output;
+    EXPECT_LT(r.output.size(), 200u) << r.output;
+  }
+}
+
 // The guard runs the launcher with its arguments exactly as given after `--` (a `--` among them
 // included), and refuses the form without `--`, whose options CLI11 would reorder.
 TEST(Cli, GuardPassesTheLaunchersArgumentsInOrder) {
