@@ -165,10 +165,12 @@ void add_plan_command(CLI::App& root, std::vector<Command>& out) {
   cmd->add_flag("--this", a->this_layout,
                 "Only the config's own layout (parallel.*), every term shown");
   cmd->add_flag("--json", a->json, "Print JSON instead of tables");
-  cmd->add_option("--sweep", a->sweep,
-                  "nodes=1,2,4,...: the fastest layout whose expert layer spans each node count: "
-                  "tokens/s per rank and the all-to-all share");
-  cmd->add_option("--png", a->png, "With --sweep: draw the sweep into this PNG (gnuplot)");
+  auto* sweep = cmd->add_option(
+      "--sweep", a->sweep,
+      "nodes=1,2,4,...: the fastest layout whose expert layer spans each node count: "
+      "tokens/s per rank and the all-to-all share");
+  cmd->add_option("--png", a->png, "With --sweep: draw the sweep into this PNG (gnuplot)")
+      ->needs(sweep);
   cmd->add_option("--gnuplot", a->gnuplot, "gnuplot executable")->capture_default_str();
   out.push_back({cmd, [a] { return run_plan(*a); }});
 }

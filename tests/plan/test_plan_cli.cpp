@@ -186,6 +186,11 @@ TEST_F(PlanCli, PlanRanksEvaluatesAndSweeps) {
 
   r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --sweep nodes=0");
   EXPECT_EQ(r.exit_code, 2) << r.output;
+  // --png draws a sweep: without one it is refused, not ignored.
+  r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --ranks 2 --png " + dir() +
+                            "/nosweep.png");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--png requires --sweep"), std::string::npos) << r.output;
   const std::string bad = dir() + "/bad_cluster.yaml";
   std::ofstream(bad) << "name: x\nnodes: 1\nranks_per_node: 1\ncompute: {gemm_flops: 1e9, "
                         "mem_bandwidth: 1e9}\nlinks: {intra: {bandwidth: 1e9, latency_s: 0}}\n"
