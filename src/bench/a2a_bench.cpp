@@ -227,9 +227,6 @@ std::string prefixed(const std::string& text, const std::string& prefix) {
   return out;
 }
 
-[[noreturn]] void bad(const std::string& msg) {
-  throw UsageError(msg);
-}
 
 }  // namespace
 
@@ -238,6 +235,8 @@ int64_t run_a2a_bench(const A2aBenchOptions& opt, std::ostream& out) {
   MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &P));
   MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &me));
   const int E = opt.experts > 0 ? opt.experts : 2 * P;
+  // The options are the same on every rank: rank 0 says what is wrong, the others exit quietly.
+  const auto bad = [me](const std::string& msg) { throw UsageError(msg, /*quiet=*/me != 0); };
   if (opt.ranks_per_node < 0 || (opt.ranks_per_node > 0 && P % opt.ranks_per_node != 0)) {
     bad("--ranks-per-node=" + std::to_string(opt.ranks_per_node) +
         " does not divide the world size " + std::to_string(P));
