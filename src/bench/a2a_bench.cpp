@@ -227,7 +227,6 @@ std::string prefixed(const std::string& text, const std::string& prefix) {
   return out;
 }
 
-
 }  // namespace
 
 int64_t run_a2a_bench(const A2aBenchOptions& opt, std::ostream& out) {
