@@ -41,7 +41,7 @@ void add_sample_command(CLI::App& root, std::vector<Command>& out) {
         errno = 0;
         std::strtoull(v.c_str(), nullptr, 0);
         return (first != std::string::npos && v[first] == '-') || errno == ERANGE
-                   ? "'" + v + "' is not an integer in [0, 2^64)"
+                   ? "expected an integer in [0, 2^64), got '" + v + "'"
                    : std::string();
       });
   cmd->add_option("--device", req->device,

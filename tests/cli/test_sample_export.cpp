@@ -150,7 +150,7 @@ TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
   expect2(ckpt + " --prompt x --device tpu", "--device 'tpu' is not one of cpu, cuda");
   expect2(ckpt + " --prompt x --temperature -1", "--temperature");
   expect2(ckpt + " --prompt x --temperature inf", "must be finite and >= 0");
-  expect2(ckpt + " --prompt x --seed -1", "--seed: '-1' is not an integer in [0, 2^64)");
+  expect2(ckpt + " --prompt x --seed -1", "--seed: expected an integer in [0, 2^64), got '-1'");
   expect2(ckpt + " --prompt x --seed 18446744073709551616", "--seed");
   expect2(dir.file("nope.h5") + " --prompt x", "not found");
 
