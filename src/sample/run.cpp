@@ -1,7 +1,9 @@
 #include "src/sample/run.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -58,9 +60,15 @@ std::string prompt_text(const SampleRequest& req) {
   if (req.prompt) return *req.prompt;
   if (req.prompt_file.empty())
     throw UsageError("no prompt: give --prompt TEXT or --prompt-file FILE");
+  const std::string what = "--prompt-file '" + req.prompt_file + "'";
+  std::error_code ec;
+  if (std::filesystem::is_directory(req.prompt_file, ec))
+    throw UsageError(what + " is a directory, expected a text file");
   std::ifstream in(req.prompt_file, std::ios::binary);
-  if (!in) throw UsageError("--prompt-file '" + req.prompt_file + "' cannot be read");
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (!in) throw UsageError(what + " cannot be read");
+  std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (in.bad()) throw UsageError(what + " cannot be read");
+  return text;
 }
 
 std::vector<int32_t> prompt_ids(const SampleRequest& req, const std::string& text,
@@ -99,19 +107,29 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
        << req.device << "\n"
        << std::flush;
   const std::unique_ptr<TokenDecoder> dec = make_decoder(req.device, m.cfg, std::move(m.params));
+  // The text: decoding and printing, timed apart from the model (the tokens' own seconds).
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  Clock::duration text_time{};
   TextStream stream([&](std::span<const int32_t> ids) { return tok.decode(ids); }, prompt);
-  text << tok.decode(prompt) << std::flush;
+  text << stream.context_text() << std::flush;
   const GenerateResult r =
       generate(*dec, prompt, req.options, static_cast<int>(tok.vocab_size()), [&](int32_t id) {
+        const auto t = Clock::now();
         const std::string piece = stream.push(id);
         if (!piece.empty()) text << piece << std::flush;
+        text_time += Clock::now() - t;
       });
   text << stream.flush() << "\n" << std::flush;
-  double total = r.prefill_s;
-  for (double s : r.token_s) total += s;
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "generated %zu tokens in %.2f s (prompt prefill %.1f ms)",
-                r.tokens.size(), total, r.prefill_s * 1e3);
+  const auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+  double model = r.prefill_s;
+  for (double s : r.token_s) model += s;
+  char buf[200];
+  std::snprintf(buf, sizeof buf,
+                "generated %zu tokens in %.2f s (model %.2f s, prompt prefill %.1f ms of it; "
+                "text %.2f s)",
+                r.tokens.size(), seconds(Clock::now() - start), model, r.prefill_s * 1e3,
+                seconds(text_time));
   info << buf << " | tokens/s at 64 tokens: " << rate_text(r.tokens_per_s(64))
        << ", at 1024 tokens: " << rate_text(r.tokens_per_s(1024)) << "\n";
 }

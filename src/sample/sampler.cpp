@@ -13,20 +13,22 @@ namespace sy {
 
 namespace {
 
-// Bytes at the end of `s` that may be the start of a UTF-8 character still to be completed: an
-// unfinished multi-byte sequence, or U+FFFD, which SentencePiece writes for byte pieces that do
-// not form a character yet.
-size_t incomplete_tail(const std::string& s) {
+// Whether `s` ends in what may be the start of a UTF-8 character still to be completed: an
+// unfinished multi-byte sequence, or U+FFFD, which SentencePiece writes for each byte of one.
+bool ends_incomplete(const std::string& s) {
   static const std::string kReplacement = "\xEF\xBF\xBD";
-  if (s.size() >= 3 && s.compare(s.size() - 3, 3, kReplacement) == 0) return 3;
+  if (s.size() >= 3 && s.compare(s.size() - 3, 3, kReplacement) == 0) return true;
   for (size_t back = 1; back <= std::min<size_t>(3, s.size()); ++back) {
     const auto c = static_cast<unsigned char>(s[s.size() - back]);
     if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
     const size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-    return need > back ? back : 0;
+    return need > back;
   }
-  return 0;
+  return false;
 }
+
+// Ids before the first one the stream decodes, for the first pieces to read as they do in context.
+constexpr size_t kContextIds = 4;
 
 }  // namespace
 
@@ -34,7 +36,7 @@ void check_sample_options(const SampleOptions& o) {
   if (o.tokens < 1) throw UsageError("--tokens " + std::to_string(o.tokens) + " must be >= 1");
   if (!(o.temperature >= 0.0) || !std::isfinite(o.temperature))
     throw UsageError("--temperature " + std::to_string(o.temperature) +
-                     " must be >= 0 (0 = greedy)");
+                     " must be finite and >= 0 (0 = greedy)");
   if (o.top_k < 0) throw UsageError("--top-k " + std::to_string(o.top_k) + " must be >= 0");
   if (!(o.top_p > 0.0 && o.top_p <= 1.0))
     throw UsageError("--top-p " + std::to_string(o.top_p) + " must be in (0, 1]");
@@ -136,27 +138,42 @@ GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, cons
   return r;
 }
 
-TextStream::TextStream(std::function<std::string(std::span<const int32_t>)> decode,
-                       std::span<const int32_t> context)
-    : decode_(std::move(decode)), ids_(context.begin(), context.end()) {
-  emitted_ = decode_(ids_).size();
+TextStream::TextStream(DecodeFn decode_fn, std::span<const int32_t> context)
+    : decode_(std::move(decode_fn)), ids_(context.begin(), context.end()), read_(ids_.size()) {
+  // A character the context leaves unfinished is held, as it would be when generated.
+  while (read_ > 0 && ids_.size() - read_ < kMaxHeld &&
+         ends_incomplete(decode(read_ - std::min(read_, kContextIds), read_)))
+    --read_;
+  prefix_ = read_ - std::min(read_, kContextIds);
+  context_text_ = decode(0, read_);
+}
+
+std::string TextStream::decode(size_t begin, size_t end) const {
+  return decode_(std::span<const int32_t>(ids_).subspan(begin, end - begin));
+}
+
+std::string TextStream::emit(size_t end, const std::string& prefix_text, const std::string& text) {
+  std::string out = text.size() > prefix_text.size() ? text.substr(prefix_text.size()) : "";
+  prefix_ = read_;
+  read_ = end;
+  return out;
 }
 
 std::string TextStream::push(int32_t id) {
   ids_.push_back(id);
-  const std::string text = decode_(ids_);
-  const size_t ready = text.size() - incomplete_tail(text);
-  if (ready <= emitted_) return "";
-  std::string out = text.substr(emitted_, ready - emitted_);
-  emitted_ = ready;
-  return out;
+  const std::string prefix_text = decode(prefix_, read_);
+  const std::string text = decode(prefix_, ids_.size());
+  if (text.size() > prefix_text.size() && !ends_incomplete(text))
+    return emit(ids_.size(), prefix_text, text);
+  if (ids_.size() - read_ <= kMaxHeld) return "";
+  // More held than one character can be: emit all but the last kMaxHeld ids as they decode.
+  const size_t cut = ids_.size() - kMaxHeld;
+  return emit(cut, prefix_text, decode(prefix_, cut));
 }
 
 std::string TextStream::flush() {
-  const std::string text = decode_(ids_);
-  std::string out = text.size() > emitted_ ? text.substr(emitted_) : "";
-  emitted_ = text.size();
-  return out;
+  if (read_ == ids_.size()) return "";
+  return emit(ids_.size(), decode(prefix_, read_), decode(prefix_, ids_.size()));
 }
 
 }  // namespace sy

@@ -45,24 +45,42 @@ struct GenerateResult {
 GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
                         int vocab_limit, const std::function<void(int32_t)>& on_token = {});
 
-// Streams decoded text: given the ids so far, returns the text not yet emitted, holding back an
-// incomplete UTF-8 character at the end (a piece or byte that a later token completes). The ids
-// are decoded after the `context` (the prompt), whose own text counts as emitted, so that a
-// piece reads as it does in context (SentencePiece drops the leading space of a text's first
-// piece).
+// Streams decoded text, incrementally (the scheme of Hugging Face's TextStreamer and vLLM's
+// detokenizer): each push decodes only a short window of the last ids, twice — ids[prefix, read)
+// and ids[prefix, end) — and emits what the second adds to the first, so the work per token does
+// not grow with the text already generated. Both decodes start at the same token, so a piece reads
+// as it does in context (SentencePiece drops the leading space of a text's first piece: of both).
+// While the decoded text ends in an incomplete UTF-8 character — an unfinished multi-byte sequence
+// (byte tokenizer), or U+FFFD, which SentencePiece writes for each byte of one (byte-fallback
+// pieces) — the new ids are held until a later token completes it. Such a character is at most 4
+// byte tokens, so at most kMaxHeld = 3 ids are held: past that, the ids before the last 3 are
+// emitted as they decode (an invalid byte sequence, or a real U+FFFD, cannot stall the output).
+// The context (the prompt) comes first; context_text() is its text, to be printed before the
+// stream (it leaves out a character the context leaves unfinished: the stream emits it).
 class TextStream {
  public:
-  TextStream(std::function<std::string(std::span<const int32_t>)> decode,
-             std::span<const int32_t> context);
+  using DecodeFn = std::function<std::string(std::span<const int32_t>)>;
+  static constexpr size_t kMaxHeld = 3;
+
+  TextStream(DecodeFn decode, std::span<const int32_t> context);
+  // The text of the context, up to its last complete character.
+  const std::string& context_text() const { return context_text_; }
   // The new text after `id` (ids accumulate).
   std::string push(int32_t id);
-  // Whatever is left (call at the end).
+  // Whatever is held (call at the end).
   std::string flush();
 
  private:
-  std::function<std::string(std::span<const int32_t>)> decode_;
+  // ids_[prefix_, read_) is the window already emitted; ids_[read_, end) the ids held.
+  std::string decode(size_t begin, size_t end) const;
+  // Emits decode(prefix_, end) past decode(prefix_, read_) and moves the window to [read_, end).
+  std::string emit(size_t end, const std::string& prefix_text, const std::string& text);
+
+  DecodeFn decode_;
   std::vector<int32_t> ids_;
-  size_t emitted_ = 0;
+  size_t prefix_ = 0;
+  size_t read_ = 0;
+  std::string context_text_;
 };
 
 }  // namespace sy

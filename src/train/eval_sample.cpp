@@ -44,7 +44,7 @@ void EvalSampler::sample(int64_t step, const comm::ProcessGroups& g, const Param
   o.seed = cfg_.run.seed;
   const GenerateResult r = generate(dec, prompt_, o, vocab_limit_);
   TextStream stream([&](std::span<const int32_t> ids) { return tokenizer_.decode(ids); }, prompt_);
-  std::string text = tokenizer_.decode(prompt_);
+  std::string text = stream.context_text();
   for (int32_t id : r.tokens) text += stream.push(id);
   text += stream.flush();
   const std::string header = "sample at step " + std::to_string(step) + " (the first " +

@@ -135,6 +135,8 @@ TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
           "33 tokens (bytes), longer than the model's seq_len 32");
   expect2(ckpt, "no prompt");
   expect2(ckpt + " --prompt-file " + dir.file("missing.txt"), "missing.txt");
+  expect2(ckpt + " --prompt-file " + dir.path().string(),
+          "--prompt-file '" + dir.path().string() + "' is a directory");
   // --device cuda where it cannot run: the reason, before the checkpoint is read.
 #if defined(SWITCHYARD_HAVE_CUDA)
   std::string no_gpu;
@@ -147,6 +149,9 @@ TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
 #endif
   expect2(ckpt + " --prompt x --device tpu", "--device 'tpu' is not one of cpu, cuda");
   expect2(ckpt + " --prompt x --temperature -1", "--temperature");
+  expect2(ckpt + " --prompt x --temperature inf", "must be finite and >= 0");
+  expect2(ckpt + " --prompt x --seed -1", "--seed: expected an integer in [0, 2^64), got '-1'");
+  expect2(ckpt + " --prompt x --seed 18446744073709551616", "--seed");
   expect2(dir.file("nope.h5") + " --prompt x", "not found");
 
   // Damage: bytes flipped in the middle of the file (tensor data), and a truncated copy.
