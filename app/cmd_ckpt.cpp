@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -107,6 +108,24 @@ void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& 
   }
 }
 
+// --format safetensors writes one file: a directory as --output is refused before any work.
+void refuse_directory(const std::string& output) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(output, ec))
+    throw UsageError(
+        "--output '" + output +
+        "' is a directory: --format safetensors writes one file (give its name, e.g. '" +
+        (std::filesystem::path(output) / "model.safetensors").string() +
+        "'); --format hf writes a directory");
+}
+
+void print_removed(const std::vector<std::string>& removed) {
+  if (removed.empty()) return;
+  std::cout << "removed an earlier export's";
+  for (const auto& f : removed) std::cout << " " << f;
+  std::cout << "\n";
+}
+
 }  // namespace
 
 void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
@@ -151,7 +170,9 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
       "the checkpoint's; exit 2 naming what no architecture represents)");
   exp->add_option("file", ea->file, "Checkpoint file (step_<N>.h5)")->required();
   exp->add_option("-o,--output", ea->output,
-                  "The .safetensors file (--format safetensors) or the directory (--format hf)")
+                  "The .safetensors file (--format safetensors; not a directory) or the "
+                  "directory (--format hf; an earlier export's files there are replaced, other "
+                  "files kept). Missing parent directories are created")
       ->required();
   exp->add_option("--format", ea->format, "safetensors | hf")
       ->check(CLI::IsMember({"safetensors", "hf"}))
@@ -172,10 +193,12 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
                                  << r.tensors << " tensors) to " << ea->output << ":";
                        for (const auto& f : r.files) std::cout << " " << f;
                        std::cout << "\n";
+                       print_removed(r.removed);
                        return static_cast<int>(kExitOk);
                      });
                    if (ea->allow_approximate)
                      throw UsageError("--allow-approximate applies to --format hf only");
+                   refuse_directory(ea->output);
                    return run_with_mpi([&](const comm::MpiSession& mpi) {
                      ckpt::TrainState st;
                      const auto tensors = ckpt::read_model_tensors(MPI_COMM_WORLD, ea->file, &st);

@@ -2,8 +2,6 @@
 
 #include <bit>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 
 #include "src/core/durable_file.h"
 
@@ -45,7 +43,8 @@ std::string json_string(const std::string& s) {
   return out + "\"";
 }
 
-void write_safetensors(const std::string& path, const std::vector<WholeTensor>& tensors,
+void stage_safetensors(files::StagedFiles& staged, const std::string& path,
+                       const std::vector<WholeTensor>& tensors,
                        const std::vector<std::pair<std::string, std::string>>& metadata) {
   std::string header = "{";
   if (!metadata.empty()) {
@@ -73,21 +72,22 @@ void write_safetensors(const std::string& path, const std::vector<WholeTensor>& 
   header += "}";
   header.append((8 - header.size() % 8) % 8, ' ');  // data starts 8-byte aligned
 
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw UsageError("--output '" + path + "' cannot be written (" + tmp + ")");
+  staged.stage_stream(path, [&](std::ostream& out) {
     const uint64_t n = header.size();
     out.write(reinterpret_cast<const char*>(&n), sizeof n);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
     for (const auto& t : tensors)
       out.write(reinterpret_cast<const char*>(t.data.data()),
                 static_cast<std::streamsize>(t.data.size() * sizeof(float)));
-    out.flush();
-    if (!out) throw UsageError("--output '" + path + "': write failed (disk full?)");
-  }
+  });
+}
+
+void write_safetensors(const std::string& path, const std::vector<WholeTensor>& tensors,
+                       const std::vector<std::pair<std::string, std::string>>& metadata) {
   try {
-    sy::files::commit_file(tmp, path);
+    files::StagedFiles staged(files::StagedFiles::kCreateParents);
+    stage_safetensors(staged, path, tensors, metadata);
+    staged.commit();
   } catch (const std::runtime_error& e) {
     throw UsageError("--output '" + path + "': " + e.what());
   }

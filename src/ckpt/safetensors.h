@@ -11,12 +11,20 @@
 #include <vector>
 
 #include "src/ckpt/checkpoint.h"
+#include "src/core/durable_file.h"
 
 namespace sy::ckpt {
 
-// Writes `tensors` (float32, in the given order) to `path` atomically (path.tmp, then rename).
-// Throws UsageError naming `path` when it cannot be written.
+// Writes `tensors` (float32, in the given order) to `path` atomically (path.tmp, then rename),
+// creating its missing parent directories. Throws UsageError naming `path` and the reason when it
+// cannot be written; nothing is left behind then (no .tmp, no directory it created).
 void write_safetensors(const std::string& path, const std::vector<WholeTensor>& tensors,
+                       const std::vector<std::pair<std::string, std::string>>& metadata);
+
+// The same file written to `staged`'s "<path>.tmp", for the caller to commit with other files.
+// Throws std::runtime_error naming the .tmp.
+void stage_safetensors(files::StagedFiles& staged, const std::string& path,
+                       const std::vector<WholeTensor>& tensors,
                        const std::vector<std::pair<std::string, std::string>>& metadata);
 
 // A JSON string literal (quotes included) for `s` (UTF-8 passes through).

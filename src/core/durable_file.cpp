@@ -46,22 +46,60 @@ void commit_file(const std::string& tmp, const std::string& path) {
 }
 
 void atomic_write_text(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    errno = 0;
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw_errno("create", tmp);
-    out << text;
-    out.flush();
-    if (!out) {
-      const int saved = errno;
-      out.close();
-      std::remove(tmp.c_str());
-      errno = saved;
-      throw_errno("write", tmp);
+  StagedFiles staged;
+  staged.stage_text(path, text);
+  staged.commit();
+}
+
+StagedFiles::~StagedFiles() {
+  for (const Entry& e : staged_)
+    if (!e.tmp.empty()) ::unlink(e.tmp.c_str());  // unlink: never a directory
+  if (!committed_)
+    for (auto it = created_dirs_.rbegin(); it != created_dirs_.rend(); ++it)
+      ::rmdir(it->c_str());  // only while empty
+}
+
+std::string StagedFiles::stage(const std::string& path) {
+  if (parents_ == kCreateParents) {
+    std::vector<fs::path> missing;  // innermost first
+    std::error_code ec;
+    for (fs::path d = fs::path(path).parent_path(); !d.empty() && !fs::exists(d, ec);
+         d = d.parent_path())
+      missing.push_back(d);
+    for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+      if (!fs::create_directory(*it, ec) && ec)
+        throw std::runtime_error("create directory '" + it->string() + "' failed: " + ec.message());
+      created_dirs_.push_back(it->string());
     }
   }
-  commit_file(tmp, path);
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) throw_errno("create", tmp);
+  ::close(fd);
+  staged_.push_back({tmp, path});
+  return tmp;
+}
+
+void StagedFiles::stage_stream(const std::string& path,
+                               const std::function<void(std::ostream&)>& write) {
+  const std::string tmp = stage(path);
+  errno = 0;
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  write(out);
+  out.flush();
+  if (!out) throw_errno("write", tmp);
+}
+
+void StagedFiles::stage_text(const std::string& path, const std::string& text) {
+  stage_stream(path, [&](std::ostream& out) { out << text; });
+}
+
+void StagedFiles::commit() {
+  for (Entry& e : staged_) {
+    commit_file(e.tmp, e.path);
+    e.tmp.clear();
+  }
+  committed_ = true;
 }
 
 }  // namespace sy::files

@@ -3,7 +3,10 @@
 // POSIX, no MPI; used by checkpoints, exports, placements, co-activation and metrics files.
 #pragma once
 
+#include <functional>
+#include <ostream>
 #include <string>
+#include <vector>
 
 namespace sy::files {
 
@@ -21,5 +24,40 @@ void commit_file(const std::string& tmp, const std::string& path);
 // (<path>.tmp, fsync, rename, fsync the directory). Throws std::runtime_error naming the file
 // and errno's text ("No space left on device", say); the old file is then untouched.
 void atomic_write_text(const std::string& path, const std::string& text);
+
+// Files that replace their real names together or not at all: stage(path) hands out
+// "<path>.tmp" for the caller to write; commit() fsyncs each and renames it over its path, in
+// stage order. Whatever throws before commit() returns leaves nothing behind: the destructor
+// removes every .tmp still there (never anything it did not create) and, with
+// kCreateParents, the directories stage() created (while empty). The real files keep their old
+// content unless commit() had already renamed them.
+class StagedFiles {
+ public:
+  enum Parents { kParentsMustExist, kCreateParents };
+  explicit StagedFiles(Parents parents = kParentsMustExist) : parents_(parents) {}
+  ~StagedFiles();
+  StagedFiles(const StagedFiles&) = delete;
+  StagedFiles& operator=(const StagedFiles&) = delete;
+
+  // Creates (truncates) "<path>.tmp" and returns its name. Throws std::runtime_error naming the
+  // file or the directory that cannot be created, with errno's text.
+  std::string stage(const std::string& path);
+  // stage(path), then `write` writes the content to a stream on it; throws naming the .tmp and
+  // errno's text when the stream fails ("No space left on device", "File too large").
+  void stage_stream(const std::string& path, const std::function<void(std::ostream&)>& write);
+  void stage_text(const std::string& path, const std::string& text);
+  // Renames every staged file over its path (commit_file). On a failure the files renamed so
+  // far stay renamed and the rest are removed.
+  void commit();
+
+ private:
+  struct Entry {
+    std::string tmp, path;
+  };
+  Parents parents_;
+  std::vector<Entry> staged_;
+  std::vector<std::string> created_dirs_;  // outermost first
+  bool committed_ = false;
+};
 
 }  // namespace sy::files

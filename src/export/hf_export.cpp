@@ -1,5 +1,6 @@
 #include "src/export/hf_export.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -52,6 +53,46 @@ std::vector<float> transposed(const float* m, int64_t cols, int64_t r0, int64_t 
 bool power_of_two(double g) {
   int e = 0;
   return g > 0 && std::frexp(g, &e) == 0.5;
+}
+
+// The files an export writes (config.json and model.safetensors always, the tokenizer's for a
+// SentencePiece one). An export replaces all of them in its directory: those it does not write
+// are an earlier export's and are removed, since transformers would load them with this one (a
+// BPE tokenizer.model next to a byte-level model gives ids above its vocab).
+const char* const kExportSet[] = {"config.json", "model.safetensors", "tokenizer.model",
+                                  "tokenizer_config.json"};
+// Files that are not switchyard's but that transformers reads with or instead of the export's (a
+// tokenizer.json wins over tokenizer.model; an index or pytorch_model.bin names other weights):
+// never removed; a directory holding one is refused.
+const char* const kConflicting[] = {"tokenizer.json",
+                                    "special_tokens_map.json",
+                                    "added_tokens.json",
+                                    "generation_config.json",
+                                    "model.safetensors.index.json",
+                                    "pytorch_model.bin",
+                                    "pytorch_model.bin.index.json"};
+
+// Refuses, before any work, an --output the export could not leave holding exactly its files.
+void check_output_dir(const std::string& dir) {
+  const std::string where = "--output '" + dir + "'";
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return;
+  if (!fs::is_directory(dir, ec)) throw UsageError(where + " exists and is not a directory");
+  for (const char* name : kExportSet) {
+    const fs::path p = fs::path(dir) / name;
+    if (fs::exists(p, ec) && !fs::is_regular_file(p, ec))
+      throw UsageError(where + ": '" + p.string() +
+                       "' is in the way (not a regular file); the export writes a file there");
+  }
+  std::string found;
+  for (const char* name : kConflicting)
+    if (fs::exists(fs::path(dir) / name, ec))
+      found += std::string(found.empty() ? "" : ", ") + name;
+  if (!found.empty())
+    throw UsageError(where + " holds " + found +
+                     ", which transformers would load together with or instead of the export's "
+                     "files and which switchyard does not write: remove them, or export to "
+                     "another directory");
 }
 
 struct Plan {
@@ -221,9 +262,7 @@ std::vector<ckpt::WholeTensor> hf_tensors(const Config& cfg, const Plan& p, cons
 
 HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfExportOptions& opt) {
   if (opt.output_dir.empty()) throw UsageError("ckpt export --format hf: no --output directory");
-  std::error_code ec;
-  if (fs::exists(opt.output_dir, ec) && !fs::is_directory(opt.output_dir, ec))
-    throw UsageError("--output '" + opt.output_dir + "' exists and is not a directory");
+  check_output_dir(opt.output_dir);
   const ckpt::CheckpointModel model = ckpt::read_checkpoint_model(comm, checkpoint);
   const std::string source = "checkpoint '" + checkpoint + "'";
   const Config& cfg = model.cfg;
@@ -252,19 +291,19 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
   const std::vector<ckpt::WholeTensor> out = hf_tensors(cfg, plan, src);
   r.tensors = static_cast<int64_t>(out.size());
 
-  fs::create_directories(opt.output_dir, ec);
-  if (ec || !fs::is_directory(opt.output_dir))
-    throw UsageError("--output '" + opt.output_dir + "' cannot be created: " + ec.message());
+  const auto in_output = [&](const char* name) {
+    return (fs::path(opt.output_dir) / name).string();
+  };
   try {
-    ckpt::write_safetensors(
-        (fs::path(opt.output_dir) / "model.safetensors").string(), out,
+    // All files reach their names together once all are written, or none does (a full disk, a
+    // file in the way): the staged .tmp files and the directories made for them are removed.
+    files::StagedFiles staged(files::StagedFiles::kCreateParents);
+    ckpt::stage_safetensors(
+        staged, in_output("model.safetensors"), out,
         {{"format", "pt"}, {"source", checkpoint}, {"step", std::to_string(model.step)}});
-    const auto in_output = [&](const char* name) {
-      return (fs::path(opt.output_dir) / name).string();
-    };
-    files::atomic_write_text(in_output("config.json"), config_json(cfg, plan, tok).dump(2) + "\n");
+    staged.stage_text(in_output("config.json"), config_json(cfg, plan, tok).dump(2) + "\n");
     if (!tok.model().empty()) {
-      files::atomic_write_text(in_output("tokenizer.model"), tok.model());
+      staged.stage_text(in_output("tokenizer.model"), tok.model());
       Json t;
       t["tokenizer_class"] = "LlamaTokenizer";
       t["add_bos_token"] = false;
@@ -276,7 +315,17 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
       t["unk_token"] = "<unk>";
       t["clean_up_tokenization_spaces"] = false;
       t["model_max_length"] = cfg.model.seq_len;
-      files::atomic_write_text(in_output("tokenizer_config.json"), t.dump(2) + "\n");
+      staged.stage_text(in_output("tokenizer_config.json"), t.dump(2) + "\n");
+    }
+    staged.commit();
+    // Only now, with this export in place: an earlier export's files this one does not write.
+    for (const char* name : kExportSet) {
+      if (std::find(r.files.begin(), r.files.end(), name) != r.files.end()) continue;
+      std::error_code ec;
+      if (fs::remove(in_output(name), ec)) r.removed.push_back(name);
+      if (ec)
+        throw std::runtime_error("remove of the earlier export's '" + in_output(name) +
+                                 "' failed: " + ec.message());
     }
   } catch (const UsageError&) {
     throw;

@@ -41,12 +41,20 @@ struct HfExportReport {
   std::string architecture;                 // "MixtralForCausalLM" | "Qwen2MoeForCausalLM"
   std::vector<std::string> approximations;  // what --allow-approximate changed
   std::vector<std::string> files;           // written, in the output directory
+  std::vector<std::string> removed;         // an earlier export's files this one does not write
   int64_t tensors = 0;  // rank 0's count (0 on the other ranks, which write nothing)
   int64_t step = 0;
 };
 
 // Collective (every rank verifies and reads the checkpoint; rank 0 writes). UsageError naming
 // what cannot be represented, or the output directory when it cannot be written.
+//
+// The directory ends holding exactly one export: the export's files (config.json,
+// model.safetensors, tokenizer.model, tokenizer_config.json) that this export does not write are
+// removed as an earlier export's; every other file is left alone, and a directory holding a file
+// that transformers would load with the export's (tokenizer.json, a weight index, ...) is
+// refused before any work. A failure while writing (a full disk) leaves the directory as it was:
+// no .tmp, and no directory that the export created.
 HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfExportOptions& opt);
 
 }  // namespace sy

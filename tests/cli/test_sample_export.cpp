@@ -2,14 +2,17 @@
 // the final checkpoint carrying the final evaluation, `switchyard sample` (reproducible, greedy,
 // every bad prompt or checkpoint an exit 2 with a clear message), SentencePiece token files
 // flowing into checkpoints, and `ckpt export --format hf` (config.json and the tensor table
-// against tables written here; what no architecture represents refused by name).
+// against tables written here; what no architecture represents refused by name), and what a
+// failed export (nothing) or a repeated one (exactly its files) leaves behind.
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -419,6 +422,128 @@ TEST(HfExport, RefusesWhatNoArchitectureRepresents) {
                   " --format hf --allow-approximate" + " --output " + dir.file("hf2"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "moe.score: sigmoid")) << r.output;
+}
+
+// ---- what a failed export leaves: nothing ------------------------------------------------------
+
+// The names in `dir` (files and directories, not recursive).
+std::set<std::string> listing(const std::string& dir) {
+  std::set<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out.insert(e.path().filename().string());
+  return out;
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// `cmd` with writes limited to 64 KB (RLIMIT_FSIZE; SIGXFSZ ignored, so a write past it fails
+// with EFBIG as on a full disk): fails for root too, unlike permission bits. PMIx's shared-memory
+// store would hit the limit in MPI_Init; its hash store writes no file.
+std::string with_file_size_limit(const std::string& cmd) {
+  return "sh -c \"trap '' XFSZ; ulimit -f 128; PMIX_MCA_gds=hash exec " + cmd + "\"";
+}
+
+TEST(CkptExportFiles, ADirectoryAsTheSafetensorsOutputIsRefusedAndParentsAreMade) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  train(prepare(dir), dir.file("run"), 2);
+  const std::string cmd = kBin + " ckpt export " + final_ckpt(dir.file("run"), 2) + " --output ";
+  fs::create_directories(dir.file("hf/base"));
+  auto r = run_command(cmd + dir.file("hf/base"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "--output '" + dir.file("hf/base") + "' is a directory"))
+      << r.output;
+  EXPECT_EQ(listing(dir.file("hf")), std::set<std::string>{"base"}) << "no base.tmp";
+  EXPECT_TRUE(fs::is_empty(dir.file("hf/base")));
+
+  // A missing parent directory is made, as --format hf makes its directory.
+  r = run_command(cmd + dir.file("new/sub/x.safetensors"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(listing(dir.file("new/sub")), std::set<std::string>{"x.safetensors"});
+  // One that cannot be made: the reason, and nothing made.
+  std::ofstream(dir.file("afile")) << "x";
+  r = run_command(cmd + dir.file("afile/sub/x.safetensors"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "Not a directory")) << r.output;
+}
+
+TEST(CkptExportFiles, AFailedWriteLeavesNoTemporaryAndTheEarlierFiles) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  train(prepare(dir), dir.file("run"), 2);
+  const std::string cmd = kBin + " ckpt export " + final_ckpt(dir.file("run"), 2);
+
+  // safetensors: the old file survives, no .tmp, the reason is errno's.
+  fs::create_directories(dir.file("st"));
+  std::ofstream(dir.file("st/x.safetensors")) << "old";
+  auto r = run_command(with_file_size_limit(cmd + " --output " + dir.file("st/x.safetensors")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "File too large")) << r.output;
+  EXPECT_EQ(listing(dir.file("st")), std::set<std::string>{"x.safetensors"});
+  EXPECT_EQ(read_bytes(dir.file("st/x.safetensors")), "old");
+
+  // hf into a new directory: the directory is not left behind either.
+  r = run_command(with_file_size_limit(cmd + " --format hf --output " + dir.file("new/hf")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_FALSE(fs::exists(dir.file("new"))) << r.output;
+
+  // hf over an earlier export: its files unchanged, no .tmp.
+  const std::string hf = dir.file("hf");
+  r = run_command(cmd + " --format hf --output " + hf);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string weights = read_bytes(hf + "/model.safetensors");
+  fs::resize_file(hf + "/model.safetensors", 100);  // so that the failed export's would differ
+  r = run_command(with_file_size_limit(cmd + " --format hf --output " + hf));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(listing(hf), (std::set<std::string>{"config.json", "model.safetensors"}));
+  EXPECT_EQ(read_bytes(hf + "/model.safetensors"), weights.substr(0, 100));
+
+  // A directory where the export writes a file: refused, naming it, nothing written.
+  fs::remove(hf + "/model.safetensors");
+  fs::create_directory(hf + "/model.safetensors");
+  r = run_command(cmd + " --format hf --output " + hf);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, hf + "/model.safetensors")) << r.output;
+  EXPECT_EQ(listing(hf), (std::set<std::string>{"config.json", "model.safetensors"}));
+  EXPECT_TRUE(fs::is_empty(hf + "/model.safetensors"));
+}
+
+// A byte-level export over a SentencePiece one: the directory holds exactly the second export
+// (transformers would otherwise load the BPE tokenizer for the byte model), and a user's file.
+TEST(CkptExportFiles, AnExportReplacesAnEarlierExportsFilesOnly) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  train(prepare(dir, "--tokenizer bpe --vocab-size 300"), dir.file("bpe"), 2,
+        "--set model.vocab_size=300");
+  train(prepare(dir), dir.file("bytes"), 2);
+  const std::string hf = dir.file("hf");
+  const std::string bpe =
+      kBin + " ckpt export " + final_ckpt(dir.file("bpe"), 2) + " --format hf --output " + hf;
+  const std::string bytes =
+      kBin + " ckpt export " + final_ckpt(dir.file("bytes"), 2) + " --format hf --output " + hf;
+  auto r = run_command(bpe);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(listing(hf), (std::set<std::string>{"config.json", "model.safetensors",
+                                                "tokenizer.model", "tokenizer_config.json"}));
+  std::ofstream(hf + "/README.md") << "my notes";
+  r = run_command(bytes);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(
+      contains(r.output, "removed an earlier export's tokenizer.model tokenizer_config.json"))
+      << r.output;
+  EXPECT_EQ(listing(hf), (std::set<std::string>{"config.json", "model.safetensors", "README.md"}));
+  EXPECT_EQ(read_json(hf + "/config.json")["vocab_size"], 256);
+  EXPECT_EQ(read_bytes(hf + "/README.md"), "my notes");
+
+  // A file transformers would read with the export's, not switchyard's: refused, kept.
+  std::ofstream(hf + "/tokenizer.json") << "{}";
+  r = run_command(bpe);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "holds tokenizer.json")) << r.output;
+  EXPECT_EQ(listing(hf), (std::set<std::string>{"config.json", "model.safetensors", "README.md",
+                                                "tokenizer.json"}));
 }
 
 }  // namespace

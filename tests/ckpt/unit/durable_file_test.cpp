@@ -53,4 +53,46 @@ TEST(DurableFile, CommitRenamesAWrittenFileIntoPlace) {
   EXPECT_EQ(read_all(path), "data");
 }
 
+TEST(DurableFile, AFailedRenameLeavesNoTemporary) {
+  test::TempDir dir;
+  const std::string path = dir.file("config.json");
+  std::filesystem::create_directory(path);  // rename(2) of a file over a directory fails
+  EXPECT_THROW(files::atomic_write_text(path, "{}\n"), std::runtime_error);
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_TRUE(std::filesystem::is_directory(path));
+}
+
+TEST(DurableFile, StagedFilesAppearTogetherOrLeaveNothing) {
+  test::TempDir dir;
+  const std::string a = dir.file("new/sub/a"), b = dir.file("new/sub/b");
+  try {
+    files::StagedFiles staged(files::StagedFiles::kCreateParents);
+    staged.stage_text(a, "A");
+    staged.stage_text(b, "B");
+    throw std::runtime_error("a failure before the commit");
+  } catch (const std::runtime_error&) {
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.file("new"))) << "the .tmp files and the directories";
+  std::filesystem::create_directory(dir.file("new"));
+  {
+    files::StagedFiles staged(files::StagedFiles::kCreateParents);
+    staged.stage_text(a, "A");
+    staged.stage_text(b, "B");
+    EXPECT_FALSE(std::filesystem::exists(a)) << "not before the commit";
+    staged.commit();
+  }
+  EXPECT_EQ(read_all(a), "A");
+  EXPECT_EQ(read_all(b), "B");
+  EXPECT_FALSE(std::filesystem::exists(a + ".tmp"));
+  // Without kCreateParents a missing directory is an error naming the file, with the reason.
+  files::StagedFiles staged;
+  try {
+    staged.stage(dir.file("absent/c"));
+    FAIL() << "staged into a missing directory";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("absent/c.tmp' failed: No such file"), std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace
