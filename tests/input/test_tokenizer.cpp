@@ -167,8 +167,8 @@ TEST(Tokenizer, PrepareOptionsNameTheProblem) {
   opt.tokenizer = "bpe";
   expect_usage_error([&] { prepare_token_file(opt); }, {"--vocab-size"}, "bpe without vocab");
   opt.vocab_size = 100;  // fewer than the 3 control + 256 byte pieces
-  expect_usage_error([&] { prepare_token_file(opt); }, {"--vocab-size 100", "SentencePiece"},
-                     "vocab too small");
+  expect_usage_error([&] { prepare_token_file(opt); },
+                     {"--vocab-size 100", "is too small", "use --vocab-size"}, "vocab too small");
   opt.vocab_size = 1000000;  // more pieces than the text has
   expect_usage_error([&] { prepare_token_file(opt); }, {"--vocab-size 1000000"}, "too large");
   opt.tokenizer = "bytes";
