@@ -207,7 +207,9 @@ ImportReport import_token_shards(const ImportOptions& opt) {
   r.vocab_size = opt.vocab_size > 0 ? opt.vocab_size : std::max<int64_t>(max_id + 1, 2);
 
   // Pass 2: write.
-  TokenFileWriter writer(opt.output, r.vocab_size);
+  int64_t total_tokens = 0;
+  for (const Shard& s : shards) total_tokens += s.tokens;
+  TokenFileWriter writer(opt.output, r.vocab_size, token_file_bytes(r.vocab_size, total_tokens, 0));
   for (size_t k = 0; k < shards.size(); ++k) {
     const Shard& s = shards[k];
     if (named && s.val) r.val_shards.push_back(s.path);

@@ -278,9 +278,42 @@ struct TokenFileWriter::Impl {
   }
 };
 
-TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size)
+namespace {
+
+// Before anything is written: a file that cannot fit the file system's free space or the file
+// size limit (ulimit -f) is refused in words. HDF5 cannot give up a file whose write failed
+// cleanly (its close writes again, and a failed close leaves the library holding freed memory
+// that crashes it at exit), so the common case of a full disk never reaches it; abandon() is for
+// the race that remains.
+void check_room(const std::string& path, const fs::path& out_dir, int64_t bytes) {
+  const auto refuse = [&](const std::string& why) {
+    throw Error(kExitOther, "writing token file '" + path + "': it needs about " +
+                                files::mib(bytes) + ", " + why + "; nothing is written");
+  };
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+      static_cast<double>(bytes) > static_cast<double>(limit.rlim_cur))
+    refuse("more than the file size limit (ulimit -f) of " +
+           files::mib(static_cast<int64_t>(limit.rlim_cur)));
+  const std::string dir = out_dir.empty() ? std::string(".") : out_dir.string();
+  const int64_t avail = files::free_bytes(dir);
+  if (avail >= 0 && bytes > avail)
+    refuse("more than the " + files::mib(avail) + " free in '" + dir + "' (no space left)");
+}
+
+}  // namespace
+
+int64_t token_file_bytes(int64_t vocab_size, int64_t tokens, int64_t tokenizer_model_bytes) {
+  const int64_t width = vocab_size <= 65536 ? 2 : 4;
+  const auto chunk = static_cast<int64_t>(kTokenChunk);
+  // Both splits' last chunks whole, the tokenizer model, and a MiB for HDF5's metadata.
+  return width * (tokens + 2 * chunk) + tokenizer_model_bytes + (int64_t{1} << 20);
+}
+
+TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size, int64_t file_bytes)
     : impl_(std::make_unique<Impl>()) {
   const fs::path out_dir = check_output_path(path);
+  check_room(path, out_dir, file_bytes);
   Impl& m = *impl_;
   m.path = path;
   m.tmp = path + ".tmp";
@@ -395,9 +428,9 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
   if (!bytes && opt.vocab_size <= 0)
     throw UsageError("data prepare: --tokenizer " + opt.tokenizer +
                      " needs --vocab-size N (the number of pieces to learn)");
-  if (opt.train_sentences < 0)
+  if (opt.train_sentences < 0 || (opt.train_sentences > 0 && opt.train_sentences <= 100))
     throw UsageError("data prepare: --train-sentences " + std::to_string(opt.train_sentences) +
-                     " must be 0 (every line) or more");
+                     " must be 0 (every line) or more than 100 (SentencePiece's least sample)");
   auto say = [&](const std::string& line) {
     if (opt.on_progress) opt.on_progress(line);
   };
@@ -470,7 +503,10 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
     say(buf);
   }
 
-  TokenFileWriter writer(opt.output, tok.vocab_size());
+  TokenFileWriter writer(
+      opt.output, tok.vocab_size(),
+      token_file_bytes(tok.vocab_size(), static_cast<int64_t>(train.size() + val.size()),
+                       static_cast<int64_t>(tok.model().size())));
   writer.append_train(train);
   writer.append_val(val);
   writer.commit(tok);

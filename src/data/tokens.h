@@ -76,10 +76,16 @@ std::filesystem::path check_output_path(const std::string& path);
 // Writes a token file: "<path>.tmp", renamed to `path` by commit() (the destructor removes an
 // uncommitted .tmp). Tokens are appended split by split, in blocks, so a file larger than memory
 // can be written. `vocab_size` decides the id type (SPEC 8: uint16 up to 65536, else uint32).
+// A generous bound on the bytes of a token file of `tokens` ids (train and val) whose tokenizer
+// model has `tokenizer_model_bytes` (0 for bytes).
+int64_t token_file_bytes(int64_t vocab_size, int64_t tokens, int64_t tokenizer_model_bytes);
+
 class TokenFileWriter {
  public:
-  // UsageError naming the file when it cannot be created (missing or read-only directory).
-  TokenFileWriter(const std::string& path, int64_t vocab_size);
+  // UsageError naming the file when it cannot be created (missing or read-only directory); an
+  // Error (exit 1) when `file_bytes` (token_file_bytes) exceed the file system's free space or
+  // the file size limit (ulimit -f), before anything is written.
+  TokenFileWriter(const std::string& path, int64_t vocab_size, int64_t file_bytes);
   ~TokenFileWriter();
   TokenFileWriter(const TokenFileWriter&) = delete;
   TokenFileWriter& operator=(const TokenFileWriter&) = delete;

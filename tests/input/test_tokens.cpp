@@ -138,6 +138,17 @@ TEST(Prepare, InputOrderIsKeptAndZeroValFractionIsRefused) {
                      "val rounds to nothing");
 }
 
+// An output that is one of the inputs would overwrite the text with the token file.
+TEST(Prepare, AnOutputThatIsAnInputIsRefused) {
+  test::TempDir dir;
+  write_bytes(dir.file("a.txt"), "some text to keep\n");
+  PrepareOptions opt;
+  opt.inputs = {dir.file("a.txt")};
+  opt.output = dir.file("./a.txt");
+  expect_usage_error([&] { prepare_token_file(opt); }, {"a.txt", "overwrite"}, "output = input");
+  EXPECT_EQ(read_bytes(dir.file("a.txt")), "some text to keep\n");
+}
+
 TEST(Prepare, BadInputsNameTheFile) {
   test::TempDir dir;
   write_bytes(dir.file("ok.txt"), "some text");
