@@ -1,5 +1,6 @@
 // `switchyard data prepare` (text files -> token file) and `switchyard data import` (token shards
 // -> token file): SPEC section 8.
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -27,6 +28,12 @@ std::string split_line(const char* name, int64_t tokens, int64_t bytes, double e
   return buf;
 }
 
+// A token file past the file size limit (ulimit -f): write(2) fails with EFBIG, which the writer
+// reports as one message, instead of SIGXFSZ killing the process and leaving the .tmp behind.
+void ignore_file_size_signal() {
+  std::signal(SIGXFSZ, SIG_IGN);
+}
+
 void add_prepare(CLI::App& data, std::vector<Command>& out) {
   auto opt = std::make_shared<PrepareOptions>();
   auto* prepare = data.add_subcommand(
@@ -37,8 +44,10 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
   prepare->add_option("-o,--output", opt->output, "Token file to write (.h5)")->required();
   prepare
       ->add_option("--val-fraction", opt->val_fraction,
-                   "Fraction of each input (its end) held out for validation")
-      ->check(CLI::Range(0.0, 0.9));
+                   "Fraction of each input (its end) held out for validation (above 0: `train` "
+                   "needs a validation split)")
+      ->check(CLI::Range(0.0, 0.9))
+      ->capture_default_str();
   prepare
       ->add_option("--tokenizer", opt->tokenizer,
                    "bytes (token = byte, vocabulary 256), or bpe | unigram: train a lossless "
@@ -49,8 +58,19 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
       "--vocab-size", opt->vocab_size,
       "Pieces of the SentencePiece vocabulary, including its 3 control and 256 byte pieces "
       "(bpe/unigram only; set model.vocab_size to at least this)");
+  prepare
+      ->add_option("--train-sentences", opt->train_sentences,
+                   "bpe/unigram: the lines SentencePiece trains on at most; with more, a random "
+                   "sample of this many (fixed seed), which bounds its memory on a large corpus "
+                   "(0: every line)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   out.push_back(
       {prepare, [opt] {
+         ignore_file_size_signal();
+         opt->on_progress = [](const std::string& line) {
+           std::cout << line << "\n" << std::flush;
+         };
          const PrepareReport r = prepare_token_file(*opt);
          std::cout << "wrote " << opt->output << ": tokenizer " << r.tokenizer << ", vocab_size "
                    << r.vocab_size << ", " << opt->inputs.size() << " input file(s)\n"
@@ -69,8 +89,9 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
       "import",
       "Turn token shards into a token file without re-tokenizing: llm.c .bin shards (256-int32 "
       "header, magic 20240520 uint16 or 20240801 uint32) or bare uint16 files (nanoGPT's "
-      "train.bin/val.bin). Shards whose file name contains 'val' become /val; with none, the "
-      "last --val-fraction of each shard does");
+      "train.bin/val.bin). Shards whose file name has the word 'val' (delimited by _ - . or the "
+      "name's start or end: fineweb_val_000000.bin, val.bin; not interval.bin) become /val; with "
+      "none, the last --val-fraction of each shard does. Both splits must be non-empty");
   import->add_option("shards", opt->shards, "Token shards, in order")->required();
   import->add_option("--format", opt->format, "llmc | raw-uint16")
       ->transform(
@@ -80,14 +101,18 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
                                   CLI::ignore_case))
       ->required();
   import->add_option("-o,--output", opt->output, "Token file to write (.h5)")->required();
-  import->add_option("--vocab-size", opt->vocab_size,
-                     "The tokenizer's vocabulary (e.g. 50257 for GPT-2); every id must be below "
-                     "it. Default: the largest id + 1");
+  import
+      ->add_option("--vocab-size", opt->vocab_size,
+                   "The tokenizer's vocabulary (e.g. 50257 for GPT-2); every id must be below "
+                   "it. 0 (the default): the largest id + 1")
+      ->capture_default_str();
   import
       ->add_option("--val-fraction", opt->val_fraction,
-                   "With no shard named *val*: the fraction of each shard (its end) held out")
-      ->check(CLI::Range(0.0, 0.9));
+                   "With no shard named *_val_*: the fraction of each shard (its end) held out")
+      ->check(CLI::Range(0.0, 0.9))
+      ->capture_default_str();
   out.push_back({import, [opt] {
+                   ignore_file_size_signal();
                    opt->on_progress = [](const std::string& line) {
                      std::cout << line << "\n" << std::flush;
                    };

@@ -8,7 +8,6 @@
 // r-th part in round r; ranks with fewer parts select nothing in that round.
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -34,6 +33,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace detail;
+using ::sy::files::free_bytes;
+using ::sy::files::looks_like_disk_full;
+using ::sy::files::mib;
 
 struct PlannedTensor {
   std::string path;
@@ -230,19 +232,6 @@ int64_t estimated_file_bytes(const std::vector<PlannedTensor>& plan, const Train
   return bytes + bytes / 50;
 }
 
-std::string mib(int64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
-  return buf;
-}
-
-// Bytes an unprivileged writer may still use on the file system of `dir`; -1 when unknown.
-int64_t free_bytes(const std::string& dir) {
-  struct statvfs v {};
-  if (::statvfs(dir.c_str(), &v) != 0) return -1;
-  return static_cast<int64_t>(v.f_bavail) * static_cast<int64_t>(v.f_frsize);
-}
-
 // Rank 0, before the write: refuses a checkpoint that cannot fit, so a full disk is one clear
 // message instead of a failure deep inside a collective write. A stale temp file of the same step
 // is about to be truncated, so its space counts as free.
@@ -259,14 +248,6 @@ void check_free_space(const std::string& dir, const std::string& tmp_path, int64
                               " are free; the previous checkpoint and `latest` are kept. Free some "
                               "space (or point checkpoint.dir elsewhere) and resume with --resume "
                               "auto");
-}
-
-// Whether a failed write most likely ran out of space: the error says so, or the file system is
-// (nearly) full -- less room than one chunk of at most 4 MiB.
-bool looks_like_disk_full(const std::string& message, int64_t avail) {
-  for (const char* m : {"No space left", "MPI_ERR_NO_SPACE", "ENOSPC", "Disk quota"})
-    if (message.find(m) != std::string::npos) return true;
-  return avail >= 0 && avail < (int64_t{5} << 20);
 }
 
 // One step of the write on this rank. An error that looks like a full disk is worded here, on

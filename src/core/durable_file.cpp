@@ -1,6 +1,7 @@
 #include "src/core/durable_file.h"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -100,6 +101,24 @@ void StagedFiles::commit() {
     e.tmp.clear();
   }
   committed_ = true;
+}
+
+int64_t free_bytes(const std::string& dir) {
+  struct statvfs v {};
+  if (::statvfs(dir.c_str(), &v) != 0) return -1;
+  return static_cast<int64_t>(v.f_bavail) * static_cast<int64_t>(v.f_frsize);
+}
+
+std::string mib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
+
+bool looks_like_disk_full(const std::string& message, int64_t avail) {
+  for (const char* m : {"No space left", "MPI_ERR_NO_SPACE", "ENOSPC", "Disk quota"})
+    if (message.find(m) != std::string::npos) return true;
+  return avail >= 0 && avail < (int64_t{5} << 20);
 }
 
 }  // namespace sy::files

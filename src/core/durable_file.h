@@ -3,6 +3,7 @@
 // POSIX, no MPI; used by checkpoints, exports, placements, co-activation and metrics files.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <ostream>
 #include <string>
@@ -59,5 +60,17 @@ class StagedFiles {
   std::vector<std::string> created_dirs_;  // outermost first
   bool committed_ = false;
 };
+
+// ---- a full disk: what writers (checkpoints, token files) say when a write fails -------------
+
+// Bytes an unprivileged writer may still use on the file system of `dir`; -1 when unknown.
+int64_t free_bytes(const std::string& dir);
+
+// "12.3 MiB"
+std::string mib(int64_t bytes);
+
+// Whether a failed write most likely ran out of space: `message` says so, or the file system is
+// (nearly) full: `avail` (free_bytes) below one chunk of at most 4 MiB.
+bool looks_like_disk_full(const std::string& message, int64_t avail);
 
 }  // namespace sy::files

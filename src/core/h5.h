@@ -95,6 +95,8 @@ class Handle {
 
   hid_t get() const { return id_; }
   operator hid_t() const { return id_; }  // NOLINT: pass straight to H5* calls
+  // Gives the identifier up without closing it (the caller closes it, checked).
+  hid_t release() { return std::exchange(id_, H5I_INVALID_HID); }
   void reset() {
     if (id_ >= 0) Close(id_);  // a close failure in a destructor has nowhere to go
     id_ = H5I_INVALID_HID;

@@ -48,10 +48,20 @@ std::ifstream open_shard(const std::string& path) {
   return in;
 }
 
-// "val" anywhere in the file name (llm.c's *_val_*.bin, nanoGPT's val.bin).
-bool named_val(const std::string& path) {
-  return fs::path(path).filename().string().find("val") != std::string::npos;
+}  // namespace
+
+bool shard_named_val(const std::string& path) {
+  const std::string name = fs::path(path).filename().string();
+  auto delimiter = [&](size_t i) {
+    return i == std::string::npos || i >= name.size() || name[i] == '_' || name[i] == '-' ||
+           name[i] == '.';
+  };
+  for (size_t at = name.find("val"); at != std::string::npos; at = name.find("val", at + 1))
+    if ((at == 0 || delimiter(at - 1)) && delimiter(at + 3)) return true;
+  return false;
 }
+
+namespace {
 
 Shard inspect(const std::string& path, ShardFormat format) {
   std::ifstream in = open_shard(path);
@@ -60,7 +70,7 @@ Shard inspect(const std::string& path, ShardFormat format) {
   if (ec) fail(path, "cannot be read: " + ec.message());
   Shard s;
   s.path = path;
-  s.val = named_val(path);
+  s.val = shard_named_val(path);
   if (format == ShardFormat::kRawUint16) {
     if (size == 0) fail(path, "empty (no tokens)");
     if (size % 2 != 0)
@@ -92,7 +102,8 @@ Shard inspect(const std::string& path, ShardFormat format) {
   s.data_offset = kLlmcHeaderBytes;
   s.tokens = header[2];
   if (s.tokens <= 0)
-    fail(path, "offset 8: the header says " + std::to_string(s.tokens) + " tokens (empty shard)");
+    fail(path, "offset 8: the header says " + std::to_string(s.tokens) + " tokens (" +
+                   (s.tokens == 0 ? "an empty shard" : "a negative token count") + ")");
   const int64_t expected = kLlmcHeaderBytes + s.tokens * s.width;
   if (size < expected)
     fail(path, "truncated: the header (offset 8) says " + std::to_string(s.tokens) + " tokens, " +
@@ -141,13 +152,34 @@ ImportReport import_token_shards(const ImportOptions& opt) {
                      " must be in [0, 1)");
   if (opt.vocab_size < 0 || opt.vocab_size == 1 || opt.vocab_size > (int64_t{1} << 32))
     throw UsageError("data import: --vocab-size " + std::to_string(opt.vocab_size) +
-                     " must be in [2, 2^32]");
+                     " must be 0 (the largest id + 1) or in [2, 2^32]");
 
   check_output_path(opt.output);  // before reading the shards, which can take minutes
+  for (const auto& path : opt.shards) refuse_output_as_input(opt.output, path, "data import");
 
   // Pass 1: every header and every id, before anything is written.
   std::vector<Shard> shards;
   for (const auto& path : opt.shards) shards.push_back(inspect(path, opt.format));
+  const bool named =
+      std::any_of(shards.begin(), shards.end(), [](const Shard& s) { return s.val; });
+  // `train` needs both splits: an empty one is refused here, not after minutes of writing.
+  if (named && std::all_of(shards.begin(), shards.end(), [](const Shard& s) { return s.val; }))
+    throw UsageError(
+        "data import: every shard is named as a validation shard (the word 'val' in "
+        "its name), so /train would be empty; give the train shards too");
+  if (!named) {
+    int64_t val_tokens = 0;
+    for (const Shard& s : shards)
+      val_tokens +=
+          static_cast<int64_t>(std::floor(static_cast<double>(s.tokens) * opt.val_fraction));
+    if (val_tokens == 0)
+      throw UsageError(
+          "data import: no shard is named as a validation shard (the word 'val' in "
+          "its name) and --val-fraction " +
+          std::to_string(opt.val_fraction) +
+          " holds out no token, so /val would be empty; raise --val-fraction or "
+          "give a *_val_* shard");
+  }
   int64_t max_id = -1;
   auto progress = [&](const char* what, size_t i, const Shard& s) {
     if (opt.on_progress)
@@ -173,11 +205,11 @@ ImportReport import_token_shards(const ImportOptions& opt) {
   }
   ImportReport r;
   r.vocab_size = opt.vocab_size > 0 ? opt.vocab_size : std::max<int64_t>(max_id + 1, 2);
-  const bool named =
-      std::any_of(shards.begin(), shards.end(), [](const Shard& s) { return s.val; });
 
   // Pass 2: write.
-  TokenFileWriter writer(opt.output, r.vocab_size);
+  int64_t total_tokens = 0;
+  for (const Shard& s : shards) total_tokens += s.tokens;
+  TokenFileWriter writer(opt.output, r.vocab_size, token_file_bytes(r.vocab_size, total_tokens, 0));
   for (size_t k = 0; k < shards.size(); ++k) {
     const Shard& s = shards[k];
     if (named && s.val) r.val_shards.push_back(s.path);

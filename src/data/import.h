@@ -4,9 +4,11 @@
 //               count, zeros), then the tokens: magic 20240520 version 1 = uint16 (GPT-2),
 //               magic 20240801 version 7 = uint32 (LLaMA-3)
 //   raw-uint16  nanoGPT's train.bin / val.bin: bare little-endian uint16 tokens, no header
-// A shard whose file name contains "val" goes to /val, every other one to /train; when no shard is
-// named so, the last `val_fraction` of each shard's tokens is the validation split (as `data
-// prepare` does with texts). Every shard is checked completely before anything is written.
+// A shard whose file name has the word "val" (delimited by '_', '-', '.' or the name's start or
+// end: llm.c's *_val_*.bin, nanoGPT's val.bin; not interval.bin) goes to /val, every other one to
+// /train; when no shard is named so, the last `val_fraction` of each shard's tokens is the
+// validation split (as `data prepare` does with texts). Every shard is checked completely before
+// anything is written.
 #pragma once
 
 #include <cstdint>
@@ -38,7 +40,11 @@ struct ImportReport {
 
 // Throws UsageError naming the shard and the byte offset for: a missing or unreadable shard, a
 // wrong magic or version, a shard shorter than its header says (or an odd byte in a raw-uint16
-// one), an empty shard, a token >= vocab_size. Writes "<output>.tmp" and renames it.
+// one), an empty shard, a token >= vocab_size, an output that is one of the shards, a /train or
+// /val that would be empty. Writes "<output>.tmp" and renames it.
 ImportReport import_token_shards(const ImportOptions& opt);
+
+// Whether a shard goes to /val by its file name (the rule above).
+bool shard_named_val(const std::string& path);
 
 }  // namespace sy

@@ -4,6 +4,7 @@
 #include <sentencepiece_trainer.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <unordered_map>
 
 #include "src/core/error.h"
@@ -183,9 +184,17 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   return out;
 }
 
+int64_t count_sentences(const std::vector<std::string>& texts) {
+  int64_t n = 0;
+  for (LineIterator lines(texts); !lines.done(); lines.Next()) ++n;
+  return n;
+}
+
 Tokenizer train_sentencepiece(const std::vector<std::string>& texts, SentencePieceType type,
-                              int64_t vocab_size) {
+                              int64_t vocab_size, int64_t max_sentences) {
   LineIterator lines(texts);
+  // The sample of lines, when there are more than max_sentences, is the same in every run.
+  sentencepiece::SetRandomGeneratorSeed(20240520);
   const std::unordered_map<std::string, std::string> args = {
       {"model_type", type == SentencePieceType::kBpe ? "bpe" : "unigram"},
       {"vocab_size", std::to_string(vocab_size)},
@@ -200,13 +209,32 @@ Tokenizer train_sentencepiece(const std::vector<std::string>& texts, SentencePie
       {"user_defined_symbols", "\n"},
       {"max_sentence_length", "65536"},
       {"minloglevel", "2"},  // SentencePiece's own progress log: warnings and errors only
+      // At most max_sentences lines, sampled uniformly (reservoir) from all of them: memory stays
+      // bounded on a corpus of any size.
+      {"input_sentence_size", std::to_string(std::max<int64_t>(max_sentences, 0))},
+      {"shuffle_input_sentence", "true"},
   };
   std::string model;
   const auto status = sentencepiece::SentencePieceTrainer::Train(args, &lines, &model);
-  if (!status.ok())
-    throw UsageError(
-        "--vocab-size " + std::to_string(vocab_size) +
-        ": SentencePiece cannot train this tokenizer on the input: " + status.ToString());
+  if (!status.ok()) {
+    // SentencePiece's "Vocabulary size is smaller than required_chars. 300 vs 412. Increase
+    // vocab_size or decrease character_coverage with --character_coverage option.": switchyard
+    // keeps every character (coverage 1.0), so only --vocab-size can change.
+    const std::string msg = status.ToString();
+    const size_t at = msg.find("smaller than required_chars.");
+    long given = 0, need = 0;
+    if (at != std::string::npos &&
+        std::sscanf(msg.c_str() + at, "smaller than required_chars. %ld vs %ld", &given, &need) ==
+            2)
+      throw UsageError("--vocab-size " + std::to_string(vocab_size) +
+                       " is too small for the input: a lossless tokenizer keeps a piece for "
+                       "every distinct character of the train text besides its control, byte "
+                       "and newline pieces, " +
+                       std::to_string(need) + " in all; use --vocab-size " + std::to_string(need) +
+                       " or more");
+    throw UsageError("--vocab-size " + std::to_string(vocab_size) +
+                     ": SentencePiece cannot train this tokenizer on the input: " + msg);
+  }
   return Tokenizer::sentencepiece(std::move(model), "the trained tokenizer");
 }
 

@@ -71,11 +71,19 @@ class Tokenizer {
 
 enum class SentencePieceType { kBpe, kUnigram };
 
+// The lines SentencePiece trains on: each text's non-empty lines.
+int64_t count_sentences(const std::vector<std::string>& texts);
+
+// `data prepare --train-sentences`: the lines SentencePiece trains on at most.
+inline constexpr int64_t kDefaultTrainSentences = 1000000;
+
 // Trains a lossless SentencePiece model (see top) of exactly `vocab_size` pieces on the lines of
-// `texts`. UsageError naming --vocab-size when SentencePiece cannot make that many pieces from
-// the text or needs more (it reserves 3 control pieces and 256 byte pieces).
+// `texts`: all of them, or when there are more than `max_sentences` (> 0) a uniform random sample
+// of that many (fixed seed), so memory stays bounded. UsageError naming --vocab-size when
+// SentencePiece cannot make that many pieces from the text or needs more (it reserves 3 control
+// pieces and 256 byte pieces; every distinct character needs one).
 Tokenizer train_sentencepiece(const std::vector<std::string>& texts, SentencePieceType type,
-                              int64_t vocab_size);
+                              int64_t vocab_size, int64_t max_sentences = kDefaultTrainSentences);
 
 // The byte offset of the first byte of `text` that is not part of valid UTF-8, or -1.
 int64_t first_invalid_utf8(std::string_view text);

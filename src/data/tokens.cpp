@@ -1,9 +1,17 @@
 #include "src/data/tokens.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <optional>
 
@@ -11,6 +19,7 @@
 #include "src/core/error.h"
 #include "src/core/h5.h"
 #include "src/core/h5_attr.h"
+#include "src/core/progress.h"
 #include "src/data/tokenizer_h5.h"
 
 namespace sy {
@@ -159,6 +168,14 @@ fs::path check_output_path(const std::string& path) {
   return out_dir;
 }
 
+void refuse_output_as_input(const std::string& output, const std::string& input,
+                            const std::string& command) {
+  std::error_code ec;
+  if (fs::equivalent(output, input, ec))
+    throw UsageError(command + ": --output '" + output + "' is the input file '" + input +
+                     "': writing the token file would overwrite it; choose another output name");
+}
+
 std::string read_tokenizer_model(hid_t file) {
   h5::ErrorSilencer quiet;
   if (H5_CHECK(H5Lexists(file, "tokenizer", H5P_DEFAULT)) <= 0 ||
@@ -203,11 +220,100 @@ struct TokenFileWriter::Impl {
   std::optional<h5::Dataset> train, val;
   hsize_t n_train = 0, n_val = 0;
   bool committed = false;
+
+  // Runs one write step; a failure becomes one Error (exit 1) naming the file and, where errno or
+  // the message tell, the cause in words: a full disk or the file size limit (ulimit -f).
+  template <class Fn>
+  void guarded(Fn&& fn) {
+    h5::ErrorSilencer quiet;
+    errno = 0;
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      const int err = errno;  // what the failed write(2) left, read before anything else runs
+      fail(err, e.what());
+    }
+  }
+
+  [[noreturn]] void fail(int err, const std::string& detail) const {
+    const std::string dir =
+        fs::path(path).has_parent_path() ? fs::path(path).parent_path().string() : std::string(".");
+    const int64_t avail = files::free_bytes(dir);
+    std::string cause;  // empty: HDF5's own message says it
+    if (err == EFBIG)
+      cause = "file size limit exceeded (ulimit -f)";
+    else if (err == ENOSPC || err == EDQUOT || files::looks_like_disk_full(detail, avail))
+      cause = "no space left on device (" + (avail >= 0 ? files::mib(avail) : "unknown") +
+              " free in '" + dir + "')";
+    throw Error(kExitOther, "writing token file '" + path +
+                                "' failed: " + (cause.empty() ? detail : cause) +
+                                "; nothing is written, the partial '" + tmp + "' is removed");
+  }
+
+  // Gives the partial file up without another failure: closing an HDF5 file writes what it
+  // caches and truncates the file to its allocated end, which a full disk would refuse again, and
+  // HDF5 1.10 keeps the id of a file whose close failed, pointing at freed memory, which crashes
+  // the library at exit. So the file's descriptor (sec2 driver, the default) is pointed at an
+  // anonymous in-memory file first (sparse: it costs only the metadata the close writes): the
+  // close succeeds, and the partial file on disk is removed. (The file size limit, ulimit -f,
+  // holds for that file too: check_room() refuses a file past it before writing.)
+  void abandon() {
+    h5::ErrorSilencer quiet;
+    if (file && H5Iis_valid(*file) > 0) {
+      void* handle = nullptr;
+      // The file was created with the default access (sec2): the handle is its int descriptor.
+      if (H5Fget_vfd_handle(*file, H5P_DEFAULT, &handle) >= 0 && handle != nullptr) {
+        const int sink = ::memfd_create("switchyard-abandoned-token-file", MFD_CLOEXEC);
+        if (sink >= 0) {
+          ::dup2(sink, *static_cast<int*>(handle));
+          ::close(sink);
+        }
+      }
+    }
+    train.reset();
+    val.reset();
+    file.reset();
+    std::error_code ec;
+    fs::remove(tmp, ec);
+  }
 };
 
-TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size)
+namespace {
+
+// Before anything is written: a file that cannot fit the file system's free space or the file
+// size limit (ulimit -f) is refused in words. HDF5 cannot give up a file whose write failed
+// cleanly (its close writes again, and a failed close leaves the library holding freed memory
+// that crashes it at exit), so the common case of a full disk never reaches it; abandon() is for
+// the race that remains.
+void check_room(const std::string& path, const fs::path& out_dir, int64_t bytes) {
+  const auto refuse = [&](const std::string& why) {
+    throw Error(kExitOther, "writing token file '" + path + "': it needs about " +
+                                files::mib(bytes) + ", " + why + "; nothing is written");
+  };
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+      static_cast<double>(bytes) > static_cast<double>(limit.rlim_cur))
+    refuse("more than the file size limit (ulimit -f) of " +
+           files::mib(static_cast<int64_t>(limit.rlim_cur)));
+  const std::string dir = out_dir.empty() ? std::string(".") : out_dir.string();
+  const int64_t avail = files::free_bytes(dir);
+  if (avail >= 0 && bytes > avail)
+    refuse("more than the " + files::mib(avail) + " free in '" + dir + "' (no space left)");
+}
+
+}  // namespace
+
+int64_t token_file_bytes(int64_t vocab_size, int64_t tokens, int64_t tokenizer_model_bytes) {
+  const int64_t width = vocab_size <= 65536 ? 2 : 4;
+  const auto chunk = static_cast<int64_t>(kTokenChunk);
+  // Both splits' last chunks whole, the tokenizer model, and a MiB for HDF5's metadata.
+  return width * (tokens + 2 * chunk) + tokenizer_model_bytes + (int64_t{1} << 20);
+}
+
+TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size, int64_t file_bytes)
     : impl_(std::make_unique<Impl>()) {
   const fs::path out_dir = check_output_path(path);
+  check_room(path, out_dir, file_bytes);
   Impl& m = *impl_;
   m.path = path;
   m.tmp = path + ".tmp";
@@ -219,58 +325,98 @@ TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size)
                      "' writable?): " + h5::error_stack_message());
   m.file.emplace(file_id);
   try {
-    m.train.emplace(create_split(*m.file, "train", vocab_size));
-    m.val.emplace(create_split(*m.file, "val", vocab_size));
-  } catch (const h5::Error& e) {
-    throw std::runtime_error("writing '" + m.tmp + "': " + e.what());
+    m.guarded([&] {
+      m.train.emplace(create_split(*m.file, "train", vocab_size));
+      m.val.emplace(create_split(*m.file, "val", vocab_size));
+    });
+  } catch (...) {
+    m.abandon();  // the destructor does not run for a constructor that throws
+    throw;
   }
 }
 
 TokenFileWriter::~TokenFileWriter() {
-  if (impl_->committed) return;
-  impl_->train.reset();
-  impl_->val.reset();
-  impl_->file.reset();
-  std::error_code ec;
-  fs::remove(impl_->tmp, ec);
+  if (!impl_->committed) impl_->abandon();
 }
 
 void TokenFileWriter::append_train(std::span<const uint32_t> ids) {
-  h5::ErrorSilencer quiet;
-  append_ids(*impl_->train, impl_->n_train, ids);
+  impl_->guarded([&] { append_ids(*impl_->train, impl_->n_train, ids); });
 }
 
 void TokenFileWriter::append_val(std::span<const uint32_t> ids) {
-  h5::ErrorSilencer quiet;
-  append_ids(*impl_->val, impl_->n_val, ids);
+  impl_->guarded([&] { append_ids(*impl_->val, impl_->n_val, ids); });
 }
 
 void TokenFileWriter::commit(const Tokenizer& tokenizer) {
   Impl& m = *impl_;
-  try {
-    h5::ErrorSilencer quiet;
+  m.guarded([&] {
     write_root_attributes(*m.file, m.vocab_size, tokenizer.name());
     if (!tokenizer.model().empty()) write_tokenizer_model(*m.file, tokenizer.model());
+    // Everything cached (the datasets' chunks too) reaches the file here, checked.
+    H5_CHECK(H5Fflush(*m.file, H5F_SCOPE_LOCAL));
     m.train.reset();
     m.val.reset();
-    H5_CHECK(H5Fflush(*m.file, H5F_SCOPE_LOCAL));
+    // The close writes the last metadata: checked too. When it fails and HDF5 keeps the file
+    // open, abandon() (the destructor) closes it.
+    const hid_t id = m.file->release();
     m.file.reset();
-  } catch (const h5::Error& e) {
-    throw std::runtime_error("writing '" + m.tmp + "': " + e.what());
-  }
-  files::commit_file(m.tmp, m.path);
+    const herr_t closed = H5Fclose(id);
+    if (closed < 0 && H5Iis_valid(id) > 0) m.file.emplace(id);
+    h5::check(closed, "H5Fclose", __FILE__, __LINE__);
+    files::commit_file(m.tmp, m.path);
+  });
   m.committed = true;
 }
 
 // ---- prepare -----------------------------------------------------------------------------------
+
+namespace {
+
+// Encodes `text` (one input's train or val part) into `dst` in blocks of about `block` bytes that
+// end after a newline: SentencePiece's pieces never cross one ("\n" is a piece of its own), so
+// the ids are those of the whole text, and `progress` hears after each block. Offsets in errors
+// are the part's.
+void encode_part(const Tokenizer& tok, const std::string& text, std::vector<uint32_t>& dst,
+                 size_t block, const std::function<void(size_t)>& progress) {
+  if (tok.name() == kTokenizerBytes) {
+    for (unsigned char c : text) dst.push_back(c);
+    progress(text.size());
+    return;
+  }
+  const int64_t bad = first_invalid_utf8(text);
+  if (bad >= 0)
+    throw UsageError("the text is not valid UTF-8 at byte offset " + std::to_string(bad) +
+                     " (SentencePiece encodes UTF-8 text only)");
+  for (size_t at = 0; at < text.size();) {
+    size_t end = text.find('\n', std::min(at + block, text.size()) - 1);
+    end = end == std::string::npos ? text.size() : end + 1;
+    std::vector<int32_t> ids;
+    try {
+      ids = tok.encode(std::string_view(text).substr(at, end - at));
+    } catch (const UsageError& e) {
+      throw UsageError(std::string(e.what()) + " (in the block from byte offset " +
+                       std::to_string(at) + ")");
+    }
+    dst.insert(dst.end(), ids.begin(), ids.end());
+    progress(end - at);
+    at = end;
+  }
+}
+
+}  // namespace
 
 PrepareReport prepare_token_file(const PrepareOptions& opt) {
   if (opt.inputs.empty()) throw UsageError("data prepare: no input files given");
   if (!(opt.val_fraction >= 0.0 && opt.val_fraction < 1.0))
     throw UsageError("data prepare: val_fraction " + std::to_string(opt.val_fraction) +
                      " must be in [0, 1)");
+  if (opt.val_fraction == 0.0)
+    throw UsageError(
+        "data prepare: --val-fraction 0 leaves /val empty, and `switchyard train` "
+        "needs a validation split; hold some text out (the default is 0.1)");
   if (opt.output.empty()) throw UsageError("data prepare: no output file given");
   check_output_path(opt.output);
+  for (const auto& input : opt.inputs) refuse_output_as_input(opt.output, input, "data prepare");
   const bool bytes = opt.tokenizer == kTokenizerBytes;
   if (!bytes && opt.tokenizer != "bpe" && opt.tokenizer != "unigram")
     throw UsageError("data prepare: --tokenizer '" + opt.tokenizer +
@@ -282,9 +428,16 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
   if (!bytes && opt.vocab_size <= 0)
     throw UsageError("data prepare: --tokenizer " + opt.tokenizer +
                      " needs --vocab-size N (the number of pieces to learn)");
+  if (opt.train_sentences < 0 || (opt.train_sentences > 0 && opt.train_sentences <= 100))
+    throw UsageError("data prepare: --train-sentences " + std::to_string(opt.train_sentences) +
+                     " must be 0 (every line) or more than 100 (SentencePiece's least sample)");
+  auto say = [&](const std::string& line) {
+    if (opt.on_progress) opt.on_progress(line);
+  };
 
   // Each input's train and val parts, as text.
   std::vector<std::string> train_parts, val_parts;
+  PrepareReport r;
   for (const auto& input : opt.inputs) {
     const std::vector<unsigned char> content = read_input(input);
     const size_t n = content.size();
@@ -293,23 +446,48 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
     while (!bytes && split < n && (content[split] & 0xC0) == 0x80) ++split;
     train_parts.emplace_back(content.begin(), content.begin() + static_cast<std::ptrdiff_t>(split));
     val_parts.emplace_back(content.begin() + static_cast<std::ptrdiff_t>(split), content.end());
+    r.train_bytes += static_cast<int64_t>(train_parts.back().size());
+    r.val_bytes += static_cast<int64_t>(val_parts.back().size());
   }
+  if (r.val_bytes == 0)
+    throw UsageError("data prepare: --val-fraction " + std::to_string(opt.val_fraction) + " of " +
+                     std::to_string(r.train_bytes) +
+                     " bytes holds out no text, so /val would be empty; raise --val-fraction");
+  say("read " + std::to_string(opt.inputs.size()) +
+      " input file(s): " + std::to_string(r.train_bytes) + " bytes of train text, " +
+      std::to_string(r.val_bytes) + " bytes of val text");
 
-  const Tokenizer tok =
-      bytes ? Tokenizer::bytes()
-            : train_sentencepiece(
-                  train_parts,
-                  opt.tokenizer == "bpe" ? SentencePieceType::kBpe : SentencePieceType::kUnigram,
-                  opt.vocab_size);
-  PrepareReport r;
+  std::optional<Tokenizer> trained;
+  if (!bytes) {
+    const int64_t lines = count_sentences(train_parts);
+    const bool sampled = opt.train_sentences > 0 && lines > opt.train_sentences;
+    say("training the " + opt.tokenizer + " tokenizer (" + std::to_string(opt.vocab_size) +
+        " pieces) on " +
+        (sampled ? "a random sample of " + std::to_string(opt.train_sentences) + " of the " +
+                       std::to_string(lines) + " lines (--train-sentences)"
+                 : "all " + std::to_string(lines) + " lines") +
+        " of the train text ...");
+    const ProgressEta clock(1, 0.0);
+    trained.emplace(train_sentencepiece(
+        train_parts, opt.tokenizer == "bpe" ? SentencePieceType::kBpe : SentencePieceType::kUnigram,
+        opt.vocab_size, opt.train_sentences));
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "trained the tokenizer in %.1f s", clock.elapsed_s());
+    say(buf);
+  }
+  const Tokenizer tok = bytes ? Tokenizer::bytes() : *trained;
   r.vocab_size = tok.vocab_size();
   r.tokenizer = tok.name();
+
   std::vector<uint32_t> train, val;
+  ProgressEta eta(r.train_bytes + r.val_bytes, opt.progress_every_s);
+  int64_t encoded = 0;
   auto encode_into = [&](std::vector<uint32_t>& dst, const std::string& text, size_t input) {
-    if (text.empty()) return;
     try {
-      const std::vector<int32_t> ids = tok.encode(text);
-      dst.insert(dst.end(), ids.begin(), ids.end());
+      encode_part(tok, text, dst, opt.encode_block_bytes, [&](size_t n) {
+        encoded += static_cast<int64_t>(n);
+        if (auto line = eta.update(encoded)) say("encoding: " + *line);
+      });
     } catch (const UsageError& e) {
       throw UsageError("input file '" + opt.inputs[input] + "': " + e.what());
     }
@@ -317,11 +495,18 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
   for (size_t i = 0; i < opt.inputs.size(); ++i) {
     encode_into(train, train_parts[i], i);
     encode_into(val, val_parts[i], i);
-    r.train_bytes += static_cast<int64_t>(train_parts[i].size());
-    r.val_bytes += static_cast<int64_t>(val_parts[i].size());
+  }
+  if (!bytes) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "encoded %zu tokens in %.1f s", train.size() + val.size(),
+                  eta.elapsed_s());
+    say(buf);
   }
 
-  TokenFileWriter writer(opt.output, tok.vocab_size());
+  TokenFileWriter writer(
+      opt.output, tok.vocab_size(),
+      token_file_bytes(tok.vocab_size(), static_cast<int64_t>(train.size() + val.size()),
+                       static_cast<int64_t>(tok.model().size())));
   writer.append_train(train);
   writer.append_val(val);
   writer.commit(tok);

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -23,6 +24,15 @@ struct PrepareOptions {
   double val_fraction = 0.1;        // the LAST fraction of EACH input goes to /val
   std::string tokenizer = "bytes";  // bytes | bpe | unigram (the last two: SentencePiece)
   int64_t vocab_size = 0;           // bpe/unigram: the pieces to learn (required); bytes: 0 or 256
+  // bpe/unigram: the lines SentencePiece trains on at most (a random sample when there are more;
+  // 0: all), which bounds its memory on a large corpus.
+  int64_t train_sentences = kDefaultTrainSentences;
+  // Progress lines ("training the bpe tokenizer ...", "encoding: 34% ..., ETA ..."): long inputs
+  // take minutes. Encoding lines come at most every progress_every_s seconds, the text encoded in
+  // blocks of about encode_block_bytes.
+  std::function<void(const std::string&)> on_progress;
+  double progress_every_s = 10.0;
+  size_t encode_block_bytes = size_t{1} << 20;
 };
 
 struct PrepareReport {
@@ -49,9 +59,15 @@ double unigram_entropy_nats(const std::vector<uint32_t>& tokens);
 // vocab_size pieces is trained on the train parts, then every part is encoded with it. Written
 // to "<output>.tmp" and renamed, so a crash never leaves a half-written file under the real name.
 // Throws UsageError naming the file or option for: no inputs, a missing/unreadable/empty input,
-// a missing output directory, val_fraction outside [0, 1), an unknown tokenizer, a vocab_size
+// a missing output directory, an output that is one of the inputs, val_fraction outside (0, 1) or
+// one that holds out no byte, an unknown tokenizer, a vocab_size
 // the tokenizer cannot have, an input SentencePiece cannot encode exactly (invalid UTF-8).
 PrepareReport prepare_token_file(const PrepareOptions& opt);
+
+// UsageError (`command`: "data prepare") when `output` exists and is the same file as `input`:
+// the token file would overwrite the input it is made from.
+void refuse_output_as_input(const std::string& output, const std::string& input,
+                            const std::string& command);
 
 // The directory a token file `path` will be written in. UsageError when `path` is empty, its
 // directory is missing, or `path` is a directory: what the writers check before any work.
@@ -60,10 +76,16 @@ std::filesystem::path check_output_path(const std::string& path);
 // Writes a token file: "<path>.tmp", renamed to `path` by commit() (the destructor removes an
 // uncommitted .tmp). Tokens are appended split by split, in blocks, so a file larger than memory
 // can be written. `vocab_size` decides the id type (SPEC 8: uint16 up to 65536, else uint32).
+// A generous bound on the bytes of a token file of `tokens` ids (train and val) whose tokenizer
+// model has `tokenizer_model_bytes` (0 for bytes).
+int64_t token_file_bytes(int64_t vocab_size, int64_t tokens, int64_t tokenizer_model_bytes);
+
 class TokenFileWriter {
  public:
-  // UsageError naming the file when it cannot be created (missing or read-only directory).
-  TokenFileWriter(const std::string& path, int64_t vocab_size);
+  // UsageError naming the file when it cannot be created (missing or read-only directory); an
+  // Error (exit 1) when `file_bytes` (token_file_bytes) exceed the file system's free space or
+  // the file size limit (ulimit -f), before anything is written.
+  TokenFileWriter(const std::string& path, int64_t vocab_size, int64_t file_bytes);
   ~TokenFileWriter();
   TokenFileWriter(const TokenFileWriter&) = delete;
   TokenFileWriter& operator=(const TokenFileWriter&) = delete;

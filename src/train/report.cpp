@@ -5,13 +5,6 @@
 
 namespace sy {
 
-std::string format_duration(double s) {
-  const long t = static_cast<long>(s + 0.5);
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%02ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
-  return buf;
-}
-
 void add_routing_counts(const std::vector<MoeStats>& per_layer, std::vector<int64_t>& selected,
                         int64_t& dropped) {
   size_t at = 0;

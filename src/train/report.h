@@ -9,14 +9,12 @@
 #include <vector>
 
 #include "src/config/config.h"
+#include "src/core/progress.h"  // format_duration
 #include "src/model/model.h"
 #include "src/train/flops.h"
 #include "src/train/metrics.h"
 
 namespace sy {
-
-// "01:02:03"
-std::string format_duration(double seconds);
 
 struct StepRecord {
   int64_t step = 0;  // 1-based: optimizer steps done

@@ -147,7 +147,7 @@ TEST(TrainBench, ExtraStepsRunAfterTheTimedOnesUntimed) {
   test::TempDir dir;
   const std::string path = dir.file("tokens.h5");
   {
-    TokenFileWriter w(path, 256);
+    TokenFileWriter w(path, 256, token_file_bytes(256, 8000, 0));
     std::vector<uint32_t> ids(4000);
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<uint32_t>(i % 256);
     w.append_train(ids);

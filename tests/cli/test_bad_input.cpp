@@ -25,9 +25,10 @@ struct Result {
   std::string err;     // stderr only; stdout is discarded
 };
 
-Result run(const std::string& args) {
+// `prefix` runs in the same shell first (e.g. "ulimit -f 64;").
+Result run(const std::string& args, const std::string& prefix = "") {
   Result r;
-  FILE* pipe = popen((kBin + " " + args + " 2>&1 >/dev/null").c_str(), "r");
+  FILE* pipe = popen((prefix + kBin + " " + args + " 2>&1 >/dev/null").c_str(), "r");
   if (!pipe) return r;
   std::array<char, 4096> buf;
   size_t n;
@@ -183,6 +184,25 @@ TEST(CliBadInput, EveryMalformedInputExitsTwoNamingTheCulprit) {
   // No case got as far as writing outputs.
   EXPECT_FALSE(std::filesystem::exists(d + "/out/metrics.jsonl"));
   EXPECT_FALSE(std::filesystem::exists(d + "/o.h5"));
+}
+
+// A token file past the file size limit (ulimit -f): one message naming the file and the limit,
+// exit 1, nothing left behind. It used to be SIGXFSZ (153) with the .tmp left, or a crash in
+// HDF5's exit handlers (139) after pages of HDF5-DIAG.
+TEST(CliBadInput, ATokenFilePastTheFileSizeLimitIsOneMessage) {
+  sy::test::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 20000; ++i) text += "line " + std::to_string(i) + " of the text\n";
+  write_text(dir.file("in.txt"), text);  // ~400 KB: ~800 KB of uint16 tokens
+  const std::string out = dir.file("out.h5");
+  const Result r =
+      run("data prepare --input " + dir.file("in.txt") + " --output " + out, "ulimit -f 256; ");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("'" + out + "'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("file size limit (ulimit -f)"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("HDF5"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(out));
+  EXPECT_FALSE(std::filesystem::exists(out + ".tmp"));
 }
 
 }  // namespace

@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <hdf5.h>
+#include <sys/resource.h>
 
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -158,17 +160,23 @@ TEST(Tokenizer, RefusesWhatItCannotEncodeExactly) {
   EXPECT_EQ(first_invalid_utf8("plain \xc3\xa9"), -1);
 }
 
-TEST(Tokenizer, PrepareOptionsNameTheProblem) {
-  test::TempDir dir;
-  write_bytes(dir.file("a.txt"), corpus(100, 1));
+// A bpe prepare of `lines` lines of corpus() in dir/a.txt into dir/t.h5 (no --vocab-size yet).
+PrepareOptions bpe_prepare(const test::TempDir& dir, int lines) {
+  write_bytes(dir.file("a.txt"), corpus(lines, 1));
   PrepareOptions opt;
   opt.inputs = {dir.file("a.txt")};
   opt.output = dir.file("t.h5");
   opt.tokenizer = "bpe";
+  return opt;
+}
+
+TEST(Tokenizer, PrepareOptionsNameTheProblem) {
+  test::TempDir dir;
+  PrepareOptions opt = bpe_prepare(dir, 100);
   expect_usage_error([&] { prepare_token_file(opt); }, {"--vocab-size"}, "bpe without vocab");
   opt.vocab_size = 100;  // fewer than the 3 control + 256 byte pieces
-  expect_usage_error([&] { prepare_token_file(opt); }, {"--vocab-size 100", "SentencePiece"},
-                     "vocab too small");
+  expect_usage_error([&] { prepare_token_file(opt); },
+                     {"--vocab-size 100", "is too small", "use --vocab-size"}, "vocab too small");
   opt.vocab_size = 1000000;  // more pieces than the text has
   expect_usage_error([&] { prepare_token_file(opt); }, {"--vocab-size 1000000"}, "too large");
   opt.tokenizer = "bytes";
@@ -340,6 +348,101 @@ TEST(Import, AnUnwritableOutputIsRefusedBeforeTheShardsAreRead) {
   expect_usage_error([&] { import_token_shards(opt); }, {"no-such-dir", "does not exist"},
                      "missing output directory");
   EXPECT_EQ(progress_lines, 0);
+}
+
+// The shards whose names say val: "val" as a word of the name (llm.c's fw_val_000000.bin,
+// nanoGPT's val.bin), not inside another word.
+TEST(Import, ValShardsAreThoseWithValAsAWordOfTheName) {
+  for (const char* yes : {"val.bin", "fw_val_000000.bin", "x-val.bin", "/d/val_1.bin", "a.val"})
+    EXPECT_TRUE(shard_named_val(yes)) << yes;
+  for (const char* no : {"interval_train.bin", "train.bin", "valley.bin", "eval.bin", "/val/t.bin"})
+    EXPECT_FALSE(shard_named_val(no)) << no;
+}
+
+// A shard named as the output, and an import whose shards are all val shards (an empty /train),
+// are refused before anything is written.
+TEST(Import, OutputAsAShardAndNoTrainShardAreRefused) {
+  test::TempDir dir;
+  write_bytes(dir.file("fw_val_0.bin"), llmc_shard(ramp(100, 7, 50)));
+  ImportOptions opt;
+  opt.shards = {dir.file("fw_val_0.bin")};
+  opt.output = dir.file("fw_val_0.bin");
+  expect_usage_error([&] { import_token_shards(opt); }, {"fw_val_0.bin", "overwrite"},
+                     "output is a shard");
+  opt.output = dir.file("out.h5");
+  expect_usage_error([&] { import_token_shards(opt); }, {"/train"}, "only val shards");
+  EXPECT_FALSE(fs::exists(opt.output));
+}
+
+// RLIMIT_FSIZE (ulimit -f) lowered to `bytes` for a scope, restored after; SIGXFSZ ignored
+// meanwhile, so that a write past the limit fails (EFBIG) instead of ending the test binary.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) : old_handler_(std::signal(SIGXFSZ, SIG_IGN)) {
+    getrlimit(RLIMIT_FSIZE, &saved_);
+    rlimit lower = saved_;
+    lower.rlim_cur = bytes;
+    setrlimit(RLIMIT_FSIZE, &lower);
+  }
+  ~FileSizeLimit() {
+    setrlimit(RLIMIT_FSIZE, &saved_);
+    std::signal(SIGXFSZ, old_handler_);
+  }
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+
+ private:
+  void (*old_handler_)(int);
+  rlimit saved_{};
+};
+
+// A token file that cannot fit the file size limit is refused in words before anything is
+// written (a failed HDF5 write cannot be given up cleanly), and nothing is left behind.
+TEST(Import, AFilePastTheSizeLimitIsRefusedBeforeWriting) {
+  test::TempDir dir;
+  const auto ids = ramp(300000, 7, 1000);  // 600 KB as uint16
+  std::string raw;
+  for (uint32_t x : ids) raw.append(reinterpret_cast<const char*>(&x), 2);
+  write_bytes(dir.file("train.bin"), raw);
+  write_bytes(dir.file("val.bin"), raw.substr(0, 20000));
+  ImportOptions opt;
+  opt.format = ShardFormat::kRawUint16;
+  opt.shards = {dir.file("train.bin"), dir.file("val.bin")};
+  opt.output = dir.file("out.h5");
+  {
+    const FileSizeLimit limit(256 << 10);
+    try {
+      import_token_shards(opt);
+      ADD_FAILURE() << "a 600 KB token file written under a 256 KiB limit";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), kExitOther) << e.what();
+      EXPECT_NE(std::string(e.what()).find("'" + opt.output + "'"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("file size limit (ulimit -f)"), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_FALSE(fs::exists(opt.output));
+  EXPECT_FALSE(fs::exists(opt.output + ".tmp"));
+  EXPECT_EQ(import_token_shards(opt).train_tokens, 300000);  // the limit lifted: it fits
+}
+
+// SentencePiece training and encoding say what they do: they take minutes on a real corpus.
+TEST(Tokenizer, PrepareSaysWhatItDoes) {
+  test::TempDir dir;
+  PrepareOptions opt = bpe_prepare(dir, 400);
+  opt.vocab_size = 300;
+  opt.train_sentences = 100;  // SentencePiece needs more than 100
+  expect_usage_error([&] { prepare_token_file(opt); }, {"--train-sentences 100"}, "sample 100");
+  opt.train_sentences = 200;
+  std::string said;
+  opt.on_progress = [&](const std::string& line) { said += line + "\n"; };
+  const PrepareReport r = prepare_token_file(opt);
+  const std::vector<std::string> parts = {
+      "read 1 input file(s)", "training the bpe tokenizer (300 pieces) on a random sample of 200",
+      "trained the tokenizer in",
+      "encoded " + std::to_string(r.train_tokens + r.val_tokens) + " tokens in"};
+  for (const std::string& part : parts)
+    EXPECT_NE(said.find(part), std::string::npos) << part << " not in:\n" << said;
 }
 
 }  // namespace

@@ -115,7 +115,7 @@ TEST(Prepare, UnigramEntropyOfHandCountedSplits) {
   EXPECT_EQ(rep.val_unigram_nats, 0.0);
 }
 
-TEST(Prepare, InputOrderIsKeptAndZeroValFractionIsAllTrain) {
+TEST(Prepare, InputOrderIsKeptAndZeroValFractionIsRefused) {
   test::TempDir dir;
   write_bytes(dir.file("x"), "XXXXXXXXXXXXXXXXXXXX");
   write_bytes(dir.file("y"), "yyyyyyyyyy");
@@ -128,10 +128,25 @@ TEST(Prepare, InputOrderIsKeptAndZeroValFractionIsAllTrain) {
   EXPECT_EQ(d.train, as_tokens("yyyyyXXXXXXXXXX"));
   EXPECT_EQ(d.val, as_tokens("yyyyyXXXXXXXXXX"));
 
-  opt.val_fraction = 0.0;  // allowed; then /val is empty and reading for training says so
-  EXPECT_EQ(prepare_token_file(opt).val_tokens, 0);
-  expect_usage_error([&] { read_token_file(opt.output, 256, 4); }, {"t.h5", "/val", "0 tokens"},
-                     "empty val");
+  // An empty /val, which `train` would refuse later, is refused before any work; the file made
+  // above stays as it was.
+  opt.val_fraction = 0.0;
+  expect_usage_error([&] { prepare_token_file(opt); }, {"--val-fraction 0", "/val"}, "empty val");
+  EXPECT_EQ(read_token_file(opt.output, 256, 4).val, as_tokens("yyyyyXXXXXXXXXX"));
+  opt.val_fraction = 0.01;  // floor(10 * 0.01) = floor(20 * 0.01) = 0 bytes held out
+  expect_usage_error([&] { prepare_token_file(opt); }, {"--val-fraction 0.01", "/val"},
+                     "val rounds to nothing");
+}
+
+// An output that is one of the inputs would overwrite the text with the token file.
+TEST(Prepare, AnOutputThatIsAnInputIsRefused) {
+  test::TempDir dir;
+  write_bytes(dir.file("a.txt"), "some text to keep\n");
+  PrepareOptions opt;
+  opt.inputs = {dir.file("a.txt")};
+  opt.output = dir.file("./a.txt");
+  expect_usage_error([&] { prepare_token_file(opt); }, {"a.txt", "overwrite"}, "output = input");
+  EXPECT_EQ(read_bytes(dir.file("a.txt")), "some text to keep\n");
 }
 
 TEST(Prepare, BadInputsNameTheFile) {
