@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "app/commands.h"
+#include "app/validators.h"
 #include "src/core/error.h"
 #include "src/data/import.h"
 #include "src/data/tokens.h"
@@ -63,7 +64,7 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
                    "bpe/unigram: the lines SentencePiece trains on at most; with more, a random "
                    "sample of this many (fixed seed), which bounds its memory on a large corpus "
                    "(0: every line)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative_number())
       ->capture_default_str();
   out.push_back(
       {prepare, [opt] {

@@ -1,6 +1,4 @@
 // `switchyard sample`: generate text from a checkpoint (src/sample/run.h).
-#include <cerrno>
-#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -8,6 +6,7 @@
 
 #include "app/commands.h"
 #include "app/run_mpi.h"
+#include "app/validators.h"
 #include "src/core/error.h"
 #include "src/sample/run.h"
 
@@ -35,15 +34,7 @@ void add_sample_command(CLI::App& root, std::vector<Command>& out) {
       ->capture_default_str();
   cmd->add_option("--seed", req->options.seed, "Seed: the same seed gives the same text")
       ->capture_default_str()
-      ->check([](const std::string& v) {
-        // CLI11 reads "-1" into an unsigned option as 2^64 - 1 and 2^64 as 2^64 - 1: refuse both.
-        const size_t first = v.find_first_not_of(" \t");
-        errno = 0;
-        std::strtoull(v.c_str(), nullptr, 0);
-        return (first != std::string::npos && v[first] == '-') || errno == ERANGE
-                   ? "expected an integer in [0, 2^64), got '" + v + "'"
-                   : std::string();
-      });
+      ->check(unsigned_64());
   cmd->add_option("--device", req->device,
                   "cpu, or cuda: decode on one GPU (CUDA build; not yet run on a GPU). Without the "
                   "CUDA backend or a usable GPU, cuda is exit 2 naming the reason")

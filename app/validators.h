@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -38,6 +39,20 @@ inline CLI::Validator non_negative_number() {
         return "expected a number >= 0, got '" + text + "'";
       },
       "NONNEGATIVE");
+}
+
+// An integer in [0, 2^64) for a uint64_t option: CLI11 reads "-1" and 2^64 into one as 2^64 - 1.
+inline CLI::Validator unsigned_64() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        const size_t first = text.find_first_not_of(" \t");
+        errno = 0;
+        std::strtoull(text.c_str(), nullptr, 0);
+        if ((first != std::string::npos && text[first] == '-') || errno == ERANGE)
+          return "expected an integer in [0, 2^64), got '" + text + "'";
+        return "";
+      },
+      "UINT64");
 }
 
 }  // namespace sy::app
