@@ -51,8 +51,21 @@ void for_each_step_loads(const RoutingStats& routing, int64_t layer, int64_t E, 
 
 // The kept fraction: under the mean loads, or with measured steps over every step's own loads
 // (drops come from the busy steps, not from the mean), weighted by what each step assigned.
+// Uniform routing (no measured loads): every expert's share is 1 / E, so each expert keeps the
+// same fraction. Worked out once instead of once per expert: E may be 2^31 in a config the
+// memory check is about to refuse, and that refusal must come in well under a second.
+bool uniform_loads(const RoutingStats& routing) {
+  return routing.uniform() && routing.step_loads.empty();
+}
+double uniform_kept_fraction(const Config& cfg) {
+  const auto E = static_cast<double>(cfg.moe.num_experts);
+  const Kept one = kept_of(cfg, 0, 1, [&](int64_t) { return 1.0 / E; });
+  return one.assigned > 0 ? one.kept / one.assigned : 1.0;
+}
+
 double kept_fraction(const Config& cfg, const RoutingStats& routing, int64_t layer, int64_t first,
                      int64_t count) {
+  if (uniform_loads(routing)) return uniform_kept_fraction(cfg);
   Kept total;
   if (routing.step_loads.empty()) {
     total = kept_of(cfg, first, count, [&](int64_t e) {
@@ -78,6 +91,11 @@ struct RankShares {
 };
 RankShares rank_shares(const Config& cfg, const RoutingStats& routing, int64_t layer, int64_t P) {
   const int64_t E = cfg.moe.num_experts, L = E / P;
+  if (uniform_loads(routing)) {  // every rank holds L experts of share 1 / E, each keeping alike
+    const double share = static_cast<double>(L) / static_cast<double>(E) *
+                         (cfg.moe.capacity_factor ? uniform_kept_fraction(cfg) : 1.0);
+    return {share, share};
+  }
   auto of_loads = [&](auto&& load) {
     RankShares r;
     for (int64_t p = 0; p < P; ++p) {

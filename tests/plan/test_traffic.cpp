@@ -9,7 +9,9 @@
 #include <array>
 #include <cmath>
 #include <functional>
+#include <optional>
 #include <set>
+#include <tuple>
 #include <vector>
 
 #include "src/config/config.h"
@@ -223,6 +225,30 @@ TEST(PlanTraffic, TheBusiestRankIsEachStepsOwn) {
   const LayerTraffic steps = layer_traffic(cfg, lay, r, 0);
   EXPECT_DOUBLE_EQ(steps.assign_busiest, 128);  // half of them, in each step
   EXPECT_DOUBLE_EQ(steps.assign_mean, 64);
+}
+
+// Uniform routing takes a shortcut (one expert's kept fraction for all, no loop over E): it must
+// give what the per-expert path gives for loads that are exactly uniform, dropless and with a
+// capacity.
+TEST(PlanTraffic, UniformShortcutMatchesExplicitlyUniformLoads) {
+  for (const std::optional<double> capacity :
+       {std::optional<double>{}, std::optional<double>{1.0}}) {
+    Config cfg = cfg_of(16, 2, 4, 32);
+    cfg.moe.capacity_factor = capacity;
+    const PlanLayout lay = ep_layout(8, 4, 4);
+    RoutingStats loads;
+    loads.source = "explicitly uniform";
+    loads.load = {std::vector<double>(16, 1.0 / 16)};
+    const LayerTraffic fast = layer_traffic(cfg, lay, RoutingStats{}, 0);
+    const LayerTraffic slow = layer_traffic(cfg, lay, loads, 0);
+    for (const auto& [what, a, b] :
+         {std::tuple{"assign_busiest", fast.assign_busiest, slow.assign_busiest},
+          std::tuple{"assign_mean", fast.assign_mean, slow.assign_mean},
+          std::tuple{"flat_sent_total", fast.flat_sent_total, slow.flat_sent_total},
+          std::tuple{"recv_mean", fast.recv_mean, slow.recv_mean}})
+      EXPECT_NEAR(a, b, 1e-9 * std::max(1.0, std::abs(b)))
+          << what << " capacity " << capacity.has_value();
+  }
 }
 
 }  // namespace
