@@ -63,7 +63,7 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
       ->add_option("--train-sentences", opt->train_sentences,
                    "bpe/unigram: the lines SentencePiece trains on at most; with more, a random "
                    "sample of this many (fixed seed), which bounds its memory on a large corpus "
-                   "(0: every line)")
+                   "(0: every line; otherwise more than 100, SentencePiece's least)")
       ->check(non_negative_number())
       ->capture_default_str();
   out.push_back(
@@ -109,7 +109,8 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
       ->capture_default_str();
   import
       ->add_option("--val-fraction", opt->val_fraction,
-                   "With no shard named *_val_*: the fraction of each shard (its end) held out")
+                   "With no shard named as a val shard (above): the fraction of each shard (its "
+                   "end) held out")
       ->check(CLI::Range(0.0, 0.9))
       ->capture_default_str();
   out.push_back({import, [opt] {

@@ -2,7 +2,7 @@
 # switchyard training on this machine under mpirun, resuming from the newest checkpoint.
 #
 #   jobs/local.sh [-n RANKS] [switchyard train arguments ...]
-#   jobs/local.sh -n 4 --config configs/tiny.yaml --set parallel.ep=2
+#   jobs/local.sh -n 4 --config configs/tiny.yaml --set parallel.ep=2 --set train.micro_batch=2
 #
 # Adds `--resume auto` (unless a --resume is given), so running the same command again after an
 # interruption continues from the newest checkpoint that verifies in checkpoint.dir. Stop a run
