@@ -33,6 +33,22 @@ void maybe_inject_fault(int world_rank, int64_t step) {
                            std::to_string(step));
 }
 
+void check_global_batch(int64_t gb, int64_t mb, int64_t dp) {
+  if (gb % (dp * mb) == 0) return;
+  std::string fix;
+  if (gb % dp == 0) {  // the largest micro-batch below mb that divides a rank's share
+    int64_t m = std::min(mb, gb / dp);
+    while (m > 1 && (gb / dp) % m != 0) --m;
+    fix = "--set train.micro_batch=" + std::to_string(m) + " (" + std::to_string(gb / dp) +
+          " sequences per data-parallel rank), or ";
+  }
+  const int64_t up = (gb + dp * mb - 1) / (dp * mb) * (dp * mb);
+  throw UsageError("train.global_batch=" + std::to_string(gb) + " must be a multiple of dp * " +
+                   "train.micro_batch = " + std::to_string(dp) + " * " + std::to_string(mb) +
+                   " (dp = world size / parallel.tp); e.g. " + fix +
+                   "--set train.global_batch=" + std::to_string(up) + " (a larger batch)");
+}
+
 ShardLayout shard_layout(const comm::Layout& l) {
   ShardLayout s;
   s.tp = l.tp;

@@ -111,11 +111,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                           static_cast<int>(cfg.parallel.ep), static_cast<int>(cfg.parallel.etp), E,
                           static_cast<int>(cfg.model.n_heads), static_cast<int>(cfg.moe.ffn_hidden),
                           static_cast<int>(cfg.parallel.ranks_per_node));
-    const int64_t dp = rt.world.size() / cfg.parallel.tp;
-    if (GB % (dp * MB) != 0)
-      throw UsageError("train.global_batch=" + std::to_string(GB) + " must be a multiple of dp * " +
-                       "train.micro_batch = " + std::to_string(dp) + " * " + std::to_string(MB) +
-                       " (dp = world size / parallel.tp)");
+    check_global_batch(GB, MB, rt.world.size() / cfg.parallel.tp);
     check_gpu_run(cfg, rt.world.size());
     check_memory_fits(cfg, rt.world.size(), memory,  // before any allocation
                       cfg.device == Device::kCuda ? MemorySide::kGpuHost : MemorySide::kCpuRank);
