@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -136,6 +137,29 @@ TEST(Prepare, InputOrderIsKeptAndZeroValFractionIsRefused) {
   opt.val_fraction = 0.01;  // floor(10 * 0.01) = floor(20 * 0.01) = 0 bytes held out
   expect_usage_error([&] { prepare_token_file(opt); }, {"--val-fraction 0.01", "/val"},
                      "val rounds to nothing");
+}
+
+// A writer given up before its commit (an error between its first write and the end) leaves no
+// file and no .tmp, and the HDF5 library it used still works.
+TEST(TokenFileWriter, AWriterGivenUpLeavesNothing) {
+  test::TempDir dir;
+  const std::string path = dir.file("t.h5");
+  {
+    TokenFileWriter w(path, 256, token_file_bytes(256, 300000, 0));
+    std::vector<uint32_t> ids(300000, 7);
+    w.append_train(ids);
+    w.append_val(std::span<const uint32_t>(ids).first(1000));
+    EXPECT_TRUE(fs::exists(path + ".tmp"));
+  }
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  PrepareOptions opt;  // and the next file is written as usual
+  write_bytes(dir.file("a.txt"), "0123456789abcdefghij");
+  opt.inputs = {dir.file("a.txt")};
+  opt.output = path;
+  opt.val_fraction = 0.5;
+  prepare_token_file(opt);
+  EXPECT_EQ(read_token_file(path, 256, 4).train, as_tokens("0123456789"));
 }
 
 // An output that is one of the inputs would overwrite the text with the token file.
