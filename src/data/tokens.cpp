@@ -1,9 +1,6 @@
 #include "src/data/tokens.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -250,26 +247,11 @@ struct TokenFileWriter::Impl {
                                 "; nothing is written, the partial '" + tmp + "' is removed");
   }
 
-  // Gives the partial file up without another failure: closing an HDF5 file writes what it
-  // caches and truncates the file to its allocated end, which a full disk would refuse again, and
-  // HDF5 1.10 keeps the id of a file whose close failed, pointing at freed memory, which crashes
-  // the library at exit. So the file's descriptor (sec2 driver, the default) is pointed at an
-  // anonymous in-memory file first (sparse: it costs only the metadata the close writes): the
-  // close succeeds, and the partial file on disk is removed. (The file size limit, ulimit -f,
-  // holds for that file too: check_room() refuses a file past it before writing.)
+  // Gives the partial file up: closes it and removes it. After a failed write HDF5 1.10 may fail
+  // the close too (it writes what it caches again) and then crash in its exit handlers, which
+  // nothing here could prevent; check_room() keeps a file that cannot fit from being started.
   void abandon() {
     h5::ErrorSilencer quiet;
-    if (file && H5Iis_valid(*file) > 0) {
-      void* handle = nullptr;
-      // The file was created with the default access (sec2): the handle is its int descriptor.
-      if (H5Fget_vfd_handle(*file, H5P_DEFAULT, &handle) >= 0 && handle != nullptr) {
-        const int sink = ::memfd_create("switchyard-abandoned-token-file", MFD_CLOEXEC);
-        if (sink >= 0) {
-          ::dup2(sink, *static_cast<int*>(handle));
-          ::close(sink);
-        }
-      }
-    }
     train.reset();
     val.reset();
     file.reset();
