@@ -1,5 +1,7 @@
 // `switchyard data prepare` (text files -> token file) and `switchyard data import` (token shards
 // -> token file): SPEC section 8.
+#include <hdf5.h>
+
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -29,10 +31,15 @@ std::string split_line(const char* name, int64_t tokens, int64_t bytes, double e
   return buf;
 }
 
-// A token file past the file size limit (ulimit -f): write(2) fails with EFBIG, which the writer
-// reports as one message, instead of SIGXFSZ killing the process and leaving the .tmp behind.
-void ignore_file_size_signal() {
+// Before a data command writes a token file:
+// - past the file size limit (ulimit -f) write(2) fails with EFBIG, which the writer reports as
+//   one message, instead of SIGXFSZ killing the process and leaving the .tmp behind;
+// - HDF5 1.10's clean-up at exit crashes (or loops) on a file whose write and close failed (a
+//   disk that filled during the write), after the message: it is turned off, every file the
+//   command opens being closed by then (TokenFileWriter).
+void prepare_for_token_file_writes() {
   std::signal(SIGXFSZ, SIG_IGN);
+  H5dont_atexit();
 }
 
 void add_prepare(CLI::App& data, std::vector<Command>& out) {
@@ -68,7 +75,7 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
       ->capture_default_str();
   out.push_back(
       {prepare, [opt] {
-         ignore_file_size_signal();
+         prepare_for_token_file_writes();
          opt->on_progress = [](const std::string& line) {
            std::cout << line << "\n" << std::flush;
          };
@@ -114,7 +121,7 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
       ->check(CLI::Range(0.0, 0.9))
       ->capture_default_str();
   out.push_back({import, [opt] {
-                   ignore_file_size_signal();
+                   prepare_for_token_file_writes();
                    opt->on_progress = [](const std::string& line) {
                      std::cout << line << "\n" << std::flush;
                    };

@@ -205,4 +205,31 @@ TEST(CliBadInput, ATokenFilePastTheFileSizeLimitIsOneMessage) {
   EXPECT_FALSE(std::filesystem::exists(out + ".tmp"));
 }
 
+// The same write failing after the room check passed (a disk that filled meanwhile; the test
+// hook skips the check): the same one message and exit 1, for prepare and import, where HDF5's
+// clean-up at exit used to crash (139) after the message.
+TEST(CliBadInput, ATokenFileWriteThatFailsMidWayIsOneMessage) {
+  sy::test::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 20000; ++i) text += "line " + std::to_string(i) + " of the text\n";
+  write_text(dir.file("in.txt"), text);
+  std::string raw;  // 200 000 uint16 ids
+  for (int i = 0; i < 200000; ++i) raw += std::string{static_cast<char>(i % 251), '\0'};
+  write_text(dir.file("train.bin"), raw);
+  write_text(dir.file("val.bin"), raw);
+  const std::string out = dir.file("out.h5");
+  for (const std::string& args : {"data prepare --input " + dir.file("in.txt") + " --output " + out,
+                                  "data import --format raw-uint16 " + dir.file("train.bin") + " " +
+                                      dir.file("val.bin") + " --output " + out}) {
+    const Result r = run(args, "ulimit -f 256; SWITCHYARD_TOKEN_FILE_NO_ROOM_CHECK=1 ");
+    EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find("writing token file '" + out + "' failed: file size limit exceeded"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(r.err.find("Segmentation"), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(out));
+    EXPECT_FALSE(std::filesystem::exists(out + ".tmp"));
+  }
+}
+
 }  // namespace
