@@ -35,6 +35,13 @@ struct Shard {
   bool val = false;
 };
 
+// The tokens of shard `s` that go to /val (its last ones): a val shard's all, a train shard's
+// none; with no shard named so (`named` false), the last `fraction` of every shard.
+int64_t val_tokens_of(const Shard& s, bool named, double fraction) {
+  if (named) return s.val ? s.tokens : 0;
+  return static_cast<int64_t>(std::floor(static_cast<double>(s.tokens) * fraction));
+}
+
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
   throw UsageError("shard '" + path + "': " + what);
 }
@@ -163,23 +170,22 @@ ImportReport import_token_shards(const ImportOptions& opt) {
   const bool named =
       std::any_of(shards.begin(), shards.end(), [](const Shard& s) { return s.val; });
   // `train` needs both splits: an empty one is refused here, not after minutes of writing.
-  if (named && std::all_of(shards.begin(), shards.end(), [](const Shard& s) { return s.val; }))
+  int64_t total_tokens = 0, val_tokens = 0;
+  for (const Shard& s : shards) {
+    total_tokens += s.tokens;
+    val_tokens += val_tokens_of(s, named, opt.val_fraction);
+  }
+  if (val_tokens == total_tokens)  // only when every shard is a val shard (fraction < 1)
     throw UsageError(
         "data import: every shard is named as a validation shard (the word 'val' in "
         "its name), so /train would be empty; give the train shards too");
-  if (!named) {
-    int64_t val_tokens = 0;
-    for (const Shard& s : shards)
-      val_tokens +=
-          static_cast<int64_t>(std::floor(static_cast<double>(s.tokens) * opt.val_fraction));
-    if (val_tokens == 0)
-      throw UsageError(
-          "data import: no shard is named as a validation shard (the word 'val' in "
-          "its name) and --val-fraction " +
-          std::to_string(opt.val_fraction) +
-          " holds out no token, so /val would be empty; raise --val-fraction or "
-          "give a *_val_* shard");
-  }
+  if (val_tokens == 0)  // only with no val shard (shards are not empty)
+    throw UsageError(
+        "data import: no shard is named as a validation shard (the word 'val' in "
+        "its name) and --val-fraction " +
+        std::to_string(opt.val_fraction) +
+        " holds out no token, so /val would be empty; raise --val-fraction or "
+        "give a *_val_* shard");
   int64_t max_id = -1;
   auto progress = [&](const char* what, size_t i, const Shard& s) {
     if (opt.on_progress)
@@ -207,17 +213,12 @@ ImportReport import_token_shards(const ImportOptions& opt) {
   r.vocab_size = opt.vocab_size > 0 ? opt.vocab_size : std::max<int64_t>(max_id + 1, 2);
 
   // Pass 2: write.
-  int64_t total_tokens = 0;
-  for (const Shard& s : shards) total_tokens += s.tokens;
   TokenFileWriter writer(opt.output, r.vocab_size, token_file_bytes(r.vocab_size, total_tokens, 0));
   for (size_t k = 0; k < shards.size(); ++k) {
     const Shard& s = shards[k];
     if (named && s.val) r.val_shards.push_back(s.path);
     // The first `train_end` tokens go to /train.
-    const int64_t train_end =
-        named ? (s.val ? 0 : s.tokens)
-              : s.tokens - static_cast<int64_t>(
-                               std::floor(static_cast<double>(s.tokens) * opt.val_fraction));
+    const int64_t train_end = s.tokens - val_tokens_of(s, named, opt.val_fraction);
     for_each_block(s, [&](int64_t first, std::span<const uint32_t> ids) {
       const auto n = static_cast<int64_t>(ids.size());
       const int64_t cut = std::clamp<int64_t>(train_end - first, 0, n);

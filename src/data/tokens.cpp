@@ -213,6 +213,7 @@ double unigram_entropy_nats(const std::vector<uint32_t>& tokens) {
 
 struct TokenFileWriter::Impl {
   std::string path, tmp;
+  std::string dir;  // the directory it is written in (check_output_path)
   int64_t vocab_size = 0;
   std::optional<h5::File> file;
   std::optional<h5::Dataset> train, val;
@@ -234,8 +235,6 @@ struct TokenFileWriter::Impl {
   }
 
   [[noreturn]] void fail(int err, const std::string& detail) const {
-    const std::string dir =
-        fs::path(path).has_parent_path() ? fs::path(path).parent_path().string() : std::string(".");
     const int64_t avail = files::free_bytes(dir);
     std::string cause;  // empty: HDF5's own message says it
     if (err == EFBIG)
@@ -264,12 +263,10 @@ struct TokenFileWriter::Impl {
 
 namespace {
 
-// Before anything is written: a file that cannot fit the file system's free space or the file
-// size limit (ulimit -f) is refused in words. HDF5 cannot give up a file whose write failed
-// cleanly (its close writes again, and a failed close leaves the library holding freed memory
-// that crashes it at exit), so the common case of a full disk never reaches it; abandon() is for
-// the race that remains.
-void check_room(const std::string& path, const fs::path& out_dir, int64_t bytes) {
+// Before anything is written: a file that cannot fit the file system's free space of `dir` or the
+// file size limit (ulimit -f) is refused in words, before the minutes a large write takes; a
+// write that fails anyway (a disk that filled meanwhile) is Impl::fail's.
+void check_room(const std::string& path, const std::string& dir, int64_t bytes) {
   const auto refuse = [&](const std::string& why) {
     throw Error(kExitOther, "writing token file '" + path + "': it needs about " +
                                 files::mib(bytes) + ", " + why + "; nothing is written");
@@ -279,7 +276,6 @@ void check_room(const std::string& path, const fs::path& out_dir, int64_t bytes)
       static_cast<double>(bytes) > static_cast<double>(limit.rlim_cur))
     refuse("more than the file size limit (ulimit -f) of " +
            files::mib(static_cast<int64_t>(limit.rlim_cur)));
-  const std::string dir = out_dir.empty() ? std::string(".") : out_dir.string();
   const int64_t avail = files::free_bytes(dir);
   if (avail >= 0 && bytes > avail)
     refuse("more than the " + files::mib(avail) + " free in '" + dir + "' (no space left)");
@@ -288,7 +284,7 @@ void check_room(const std::string& path, const fs::path& out_dir, int64_t bytes)
 }  // namespace
 
 int64_t token_file_bytes(int64_t vocab_size, int64_t tokens, int64_t tokenizer_model_bytes) {
-  const int64_t width = vocab_size <= 65536 ? 2 : 4;
+  const auto width = static_cast<int64_t>(H5Tget_size(token_file_type(vocab_size)));
   const auto chunk = static_cast<int64_t>(kTokenChunk);
   // Both splits' last chunks whole, the tokenizer model, and a MiB for HDF5's metadata.
   return width * (tokens + 2 * chunk) + tokenizer_model_bytes + (int64_t{1} << 20);
@@ -296,19 +292,19 @@ int64_t token_file_bytes(int64_t vocab_size, int64_t tokens, int64_t tokenizer_m
 
 TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size, int64_t file_bytes)
     : impl_(std::make_unique<Impl>()) {
-  const fs::path out_dir = check_output_path(path);
-  // Test hook: SWITCHYARD_TOKEN_FILE_NO_ROOM_CHECK=1 lets the tests reach a write that fails after
-  // the check passed (a disk that filled meanwhile).
-  const char* no_check = std::getenv("SWITCHYARD_TOKEN_FILE_NO_ROOM_CHECK");
-  if (!(no_check && std::string(no_check) == "1")) check_room(path, out_dir, file_bytes);
   Impl& m = *impl_;
   m.path = path;
   m.tmp = path + ".tmp";
+  m.dir = check_output_path(path).string();
+  // Test hook: SWITCHYARD_TOKEN_FILE_NO_ROOM_CHECK=1 lets the tests reach a write that fails after
+  // the check passed (a disk that filled meanwhile).
+  const char* no_check = std::getenv("SWITCHYARD_TOKEN_FILE_NO_ROOM_CHECK");
+  if (!(no_check && std::string(no_check) == "1")) check_room(path, m.dir, file_bytes);
   m.vocab_size = vocab_size;
   h5::ErrorSilencer quiet;
   const hid_t file_id = H5Fcreate(m.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (file_id < 0)
-    throw UsageError("cannot create '" + m.tmp + "' (is '" + out_dir.string() +
+    throw UsageError("cannot create '" + m.tmp + "' (is '" + m.dir +
                      "' writable?): " + h5::error_stack_message());
   m.file.emplace(file_id);
   try {
