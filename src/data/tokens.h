@@ -73,13 +73,13 @@ void refuse_output_as_input(const std::string& output, const std::string& input,
 // directory is missing, or `path` is a directory: what the writers check before any work.
 std::filesystem::path check_output_path(const std::string& path);
 
-// Writes a token file: "<path>.tmp", renamed to `path` by commit() (the destructor removes an
-// uncommitted .tmp). Tokens are appended split by split, in blocks, so a file larger than memory
-// can be written. `vocab_size` decides the id type (SPEC 8: uint16 up to 65536, else uint32).
 // A generous bound on the bytes of a token file of `tokens` ids (train and val) whose tokenizer
 // model has `tokenizer_model_bytes` (0 for bytes).
 int64_t token_file_bytes(int64_t vocab_size, int64_t tokens, int64_t tokenizer_model_bytes);
 
+// Writes a token file: "<path>.tmp", renamed to `path` by commit() (the destructor removes an
+// uncommitted .tmp). Tokens are appended split by split, in blocks, so a file larger than memory
+// can be written. `vocab_size` decides the id type (SPEC 8: uint16 up to 65536, else uint32).
 class TokenFileWriter {
  public:
   // UsageError naming the file when it cannot be created (missing or read-only directory); an

@@ -49,8 +49,6 @@ void for_each_step_loads(const RoutingStats& routing, int64_t layer, int64_t E, 
   }
 }
 
-// The kept fraction: under the mean loads, or with measured steps over every step's own loads
-// (drops come from the busy steps, not from the mean), weighted by what each step assigned.
 // Uniform routing (no measured loads): every expert's share is 1 / E, so each expert keeps the
 // same fraction. Worked out once instead of once per expert: E may be 2^31 in a config the
 // memory check is about to refuse, and that refusal must come in well under a second.
@@ -63,6 +61,8 @@ double uniform_kept_fraction(const Config& cfg) {
   return one.assigned > 0 ? one.kept / one.assigned : 1.0;
 }
 
+// The kept fraction: under the mean loads, or with measured steps over every step's own loads
+// (drops come from the busy steps, not from the mean), weighted by what each step assigned.
 double kept_fraction(const Config& cfg, const RoutingStats& routing, int64_t layer, int64_t first,
                      int64_t count) {
   if (uniform_loads(routing)) return uniform_kept_fraction(cfg);

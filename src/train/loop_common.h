@@ -63,6 +63,7 @@ ShardLayout shard_layout(const comm::Layout& l);
 // of whole micro-batches of `mb`, naming both keys and a micro-batch and a global batch that
 // would (the shipped configs fit 2 data-parallel ranks; users try more).
 void check_global_batch(int64_t gb, int64_t mb, int64_t dp);
+
 // The node (emulated or real) of each rank of this rank's EP group, in EP rank order: what the
 // expert exchanges group their inter-node stage by.
 std::vector<int> ep_node_of_rank(const comm::Layout& l);

@@ -186,14 +186,19 @@ TEST(CliBadInput, EveryMalformedInputExitsTwoNamingTheCulprit) {
   EXPECT_FALSE(std::filesystem::exists(d + "/o.h5"));
 }
 
+// dir/in.txt of ~400 KB (~800 KB of uint16 byte tokens): past a 256 KiB file size limit.
+void write_text_past_the_limit(const sy::test::TempDir& dir) {
+  std::string text;
+  for (int i = 0; i < 20000; ++i) text += "line " + std::to_string(i) + " of the text\n";
+  write_text(dir.file("in.txt"), text);
+}
+
 // A token file past the file size limit (ulimit -f): one message naming the file and the limit,
 // exit 1, nothing left behind. It used to be SIGXFSZ (153) with the .tmp left, or a crash in
 // HDF5's exit handlers (139) after pages of HDF5-DIAG.
 TEST(CliBadInput, ATokenFilePastTheFileSizeLimitIsOneMessage) {
   sy::test::TempDir dir;
-  std::string text;
-  for (int i = 0; i < 20000; ++i) text += "line " + std::to_string(i) + " of the text\n";
-  write_text(dir.file("in.txt"), text);  // ~400 KB: ~800 KB of uint16 tokens
+  write_text_past_the_limit(dir);
   const std::string out = dir.file("out.h5");
   const Result r =
       run("data prepare --input " + dir.file("in.txt") + " --output " + out, "ulimit -f 256; ");
@@ -210,9 +215,7 @@ TEST(CliBadInput, ATokenFilePastTheFileSizeLimitIsOneMessage) {
 // clean-up at exit used to crash (139) after the message.
 TEST(CliBadInput, ATokenFileWriteThatFailsMidWayIsOneMessage) {
   sy::test::TempDir dir;
-  std::string text;
-  for (int i = 0; i < 20000; ++i) text += "line " + std::to_string(i) + " of the text\n";
-  write_text(dir.file("in.txt"), text);
+  write_text_past_the_limit(dir);
   std::string raw;  // 200 000 uint16 ids
   for (int i = 0; i < 200000; ++i) raw += std::string{static_cast<char>(i % 251), '\0'};
   write_text(dir.file("train.bin"), raw);
