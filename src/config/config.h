@@ -65,7 +65,9 @@ struct MoeConfig {
   bool operator==(const MoeConfig&) const = default;
 };
 
-enum class A2aKind { kAuto, kFlat, kHierarchical };  // auto: hierarchical when > 1 node
+// auto (switchyard's default, beside SPEC 7's flat|hierarchical): hierarchical when any EP group
+// spans nodes, else flat, one algorithm for the run; it is resolved (resolve_a2a) before stored.
+enum class A2aKind { kAuto, kFlat, kHierarchical };
 enum class InternodeKind { kUcx, kMpi };
 
 struct ParallelConfig {
@@ -160,6 +162,12 @@ void validate_config(const Config& cfg);
 // route_groups = nodes, checked by the rules of a numeric one (UsageError naming the keys and the
 // node count). Any other config comes back as it is.
 Config resolve_route_groups(const Config& cfg, int nodes);
+
+// Whether `a2a` means the hierarchical all-to-all for an expert layout that does (or does not)
+// span nodes, and a copy of `cfg` with parallel.a2a resolved that way: never auto, so the config
+// a checkpoint stores (SPEC 5's resolved YAML) has one of SPEC 7's values.
+bool a2a_is_hierarchical(A2aKind a2a, bool spans_nodes);
+Config resolve_a2a(const Config& cfg, bool spans_nodes);
 
 // The resolved config as YAML, every key present (printed at start, stored with the run).
 std::string to_yaml(const Config& cfg);

@@ -71,6 +71,17 @@ Config resolve_route_groups(const Config& cfg, int nodes) {
   return out;
 }
 
+bool a2a_is_hierarchical(A2aKind a2a, bool spans_nodes) {
+  return a2a == A2aKind::kHierarchical || (a2a == A2aKind::kAuto && spans_nodes);
+}
+
+Config resolve_a2a(const Config& cfg, bool spans_nodes) {
+  Config out = cfg;
+  out.parallel.a2a =
+      a2a_is_hierarchical(cfg.parallel.a2a, spans_nodes) ? A2aKind::kHierarchical : A2aKind::kFlat;
+  return out;
+}
+
 void validate_config(const Config& cfg) {
   const auto& run = cfg.run;
   const auto& m = cfg.model;

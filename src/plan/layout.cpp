@@ -66,17 +66,7 @@ PlanLayout layout_of_config(const Config& cfg, int64_t world, int64_t host_ranks
   l.etp = cfg.parallel.etp;
   l.zero1 = cfg.parallel.zero1;
   l.internode = cfg.parallel.internode;
-  switch (cfg.parallel.a2a) {
-    case A2aKind::kFlat:
-      l.hierarchical = false;
-      break;
-    case A2aKind::kHierarchical:
-      l.hierarchical = true;
-      break;
-    case A2aKind::kAuto:
-      l.hierarchical = l.ep > 0 && l.etp > 0 && l.ep_nodes() > 1;
-      break;
-  }
+  l.hierarchical = a2a_is_hierarchical(cfg.parallel.a2a, l.ep > 0 && l.etp > 0 && l.ep_nodes() > 1);
   return l;
 }
 

@@ -71,19 +71,10 @@ std::unique_ptr<comm::TokenExchange> make_expert_exchange(const Config& cfg,
   o.num_experts = static_cast<int>(cfg.moe.num_experts);
   o.watchdog = wd;
   o.node_of_ep_rank = ep_node_of_rank(l);
-  const bool spans_nodes = std::any_of(o.node_of_ep_rank.begin(), o.node_of_ep_rank.end(),
-                                       [&](int n) { return n != o.node_of_ep_rank[0]; });
-  switch (cfg.parallel.a2a) {
-    case A2aKind::kFlat:
-      o.algo = comm::A2aAlgo::kFlat;
-      break;
-    case A2aKind::kHierarchical:
-      o.algo = comm::A2aAlgo::kHierarchical;
-      break;
-    case A2aKind::kAuto:
-      o.algo = spans_nodes ? comm::A2aAlgo::kHierarchical : comm::A2aAlgo::kFlat;
-      break;
-  }
+  // cfg is resolved (resolve_a2a): one algorithm for every EP group of the run.
+  SY_CHECK(cfg.parallel.a2a != A2aKind::kAuto, "parallel.a2a is not resolved for the layout");
+  o.algo = cfg.parallel.a2a == A2aKind::kHierarchical ? comm::A2aAlgo::kHierarchical
+                                                      : comm::A2aAlgo::kFlat;
   o.internode =
       cfg.parallel.internode == InternodeKind::kUcx ? comm::Internode::kUcx : comm::Internode::kMpi;
   return comm::make_exchange(o);
@@ -138,7 +129,9 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   // checkpoints (SPEC 5's resolved config, so `sample` and `ckpt export` route as training did)
   // and the evaluation samples use the resolved config.
   Config model_cfg;
-  agree_on_usage(rt.world, wd, [&] { model_cfg = resolve_route_groups(cfg, lay); });
+  agree_on_usage(rt.world, wd, [&] {
+    model_cfg = resolve_a2a(resolve_route_groups(cfg, lay), spans_nodes != 0);
+  });
   if (placement)
     agree_on_usage(rt.world, wd, [&] {
       check_placement_route_groups(*placement, cfg.moe.route_groups, ep_nodes);
@@ -147,7 +140,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     startup.reset();
     return train_on_gpu(GpuRunArgs{model_cfg, cfg, data, g, wd, options}, log, rt.gpu);
   }
-  rt.exchange = make_expert_exchange(cfg, g, wd);
+  rt.exchange = make_expert_exchange(model_cfg, g, wd);
 
   ModelParallel mp;
   mp.layout = shard_layout(lay);
@@ -184,7 +177,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   log_run_header(cfg, data, lay,
                  rt.exchange ? "expert all-to-all: " + rt.exchange->describe() + "\n" : "",
                  model.table(), flops, log);
-  if (placement)  // the layout lines above show the contiguous experts; these are the real ones
+  if (placement)  // the experts of each EP rank (the layout lines above leave them out)
     log << "expert placement " << cfg.parallel.expert_placement << " (EP ranks in order, '|' "
         << "between nodes): "
         << describe_placement(*placement, static_cast<int>(std::count(ep_nodes.begin(),

@@ -457,6 +457,25 @@ TEST(Config, RouteGroupsNodesResolvesToTheNodeCount) {
                      {"moe.route_groups_topk: got 4", "the 2 nodes"});
 }
 
+// `parallel.a2a: auto` (the default) is hierarchical exactly when the expert layout spans nodes;
+// the resolved copy never says auto, and an explicit choice stays as it is.
+TEST(Config, A2aAutoResolvesByWhetherTheExpertsSpanNodes) {
+  const Config a = parse_config(kMinimal);
+  ASSERT_EQ(a.parallel.a2a, A2aKind::kAuto);
+  EXPECT_EQ(resolve_a2a(a, true).parallel.a2a, A2aKind::kHierarchical);
+  EXPECT_EQ(resolve_a2a(a, false).parallel.a2a, A2aKind::kFlat);
+  EXPECT_NE(to_yaml(resolve_a2a(a, false)).find("a2a: flat"), std::string::npos);
+  for (bool spans : {false, true}) {
+    const Config f = parse_config(kMinimal, {"parallel.a2a=flat"});
+    const Config h = parse_config(kMinimal, {"parallel.a2a=hierarchical"});
+    EXPECT_TRUE(resolve_a2a(f, spans) == f);
+    EXPECT_TRUE(resolve_a2a(h, spans) == h);
+    EXPECT_EQ(a2a_is_hierarchical(A2aKind::kFlat, spans), false);
+    EXPECT_EQ(a2a_is_hierarchical(A2aKind::kHierarchical, spans), true);
+    EXPECT_EQ(a2a_is_hierarchical(A2aKind::kAuto, spans), spans);
+  }
+}
+
 TEST(Config, ValueInRangeMessageShowsTheValue) {
   expect_usage_error([] { parse_config(kMinimal, {"moe.top_k=5"}); },
                      {"moe.top_k: got 5", "moe.num_experts (4)"});

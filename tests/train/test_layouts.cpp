@@ -207,7 +207,8 @@ TEST_F(Layouts, GroupLimitedRoutingMatchesOneRank) {
 
 // `route_groups: nodes` is resolved for the layout, and the checkpoint stores the resolved number
 // (SPEC 5's resolved config), so a one-rank reader of it (`sample`, `ckpt export`) routes with the
-// groups training used rather than re-resolving `nodes` to its own single node.
+// groups training used rather than re-resolving `nodes` to its own single node. So is the default
+// `parallel.a2a: auto`: the stored config holds one of SPEC 7's values.
 TEST_F(Layouts, CheckpointStoresTheResolvedRouteGroups) {
   // One checkpoint directory for every rank: rank 0's temporary folder (the data file's).
   const std::string dir =
@@ -224,6 +225,7 @@ TEST_F(Layouts, CheckpointStoresTheResolvedRouteGroups) {
   EXPECT_FALSE(stored.moe.route_groups.nodes);
   EXPECT_EQ(stored.moe.route_groups.count, 4);  // 4 emulated nodes of 2 ranks
   EXPECT_EQ(stored.moe.route_groups_topk, 2);
+  EXPECT_EQ(stored.parallel.a2a, A2aKind::kHierarchical);  // auto, over 4 nodes
 }
 
 // Sigmoid scores (no z-loss) with the gate scale and group-limited selection, under data,
