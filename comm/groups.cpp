@@ -73,7 +73,7 @@ RankCoords rank_coords(int global_rank, int tp, int ep, int etp) {
   return c;
 }
 
-std::string describe(const Layout& layout, int num_experts) {
+std::string describe(const Layout& layout, int num_experts, bool contiguous_experts) {
   SY_CHECK(layout.ep > 0 && num_experts % layout.ep == 0,
            "num_experts=" << num_experts << " ep=" << layout.ep);
   const int local_experts = num_experts / layout.ep;
@@ -81,7 +81,8 @@ std::string describe(const Layout& layout, int num_experts) {
   os << "layout: world=" << layout.world_size << " dp=" << layout.dp << " tp=" << layout.tp
      << " | edp=" << layout.edp << " ep=" << layout.ep << " etp=" << layout.etp
      << " | nodes=" << layout.num_nodes << (layout.emulated_nodes ? " (emulated)" : "")
-     << " | experts=" << num_experts << " (" << local_experts << " per EP rank)\n";
+     << " | experts=" << num_experts << " (" << local_experts << " per EP rank"
+     << (contiguous_experts ? "" : ", placed per layer by parallel.expert_placement") << ")\n";
   for (int r = 0; r < layout.world_size; ++r) {
     const RankCoords c = rank_coords(r, layout.tp, layout.ep, layout.etp);
     const int first = c.ep_rank * local_experts;
@@ -89,13 +90,14 @@ std::string describe(const Layout& layout, int num_experts) {
        << " ep=" << c.ep_rank << " etp=" << c.etp_rank;
     if (r < static_cast<int>(layout.node_of_rank.size()))
       os << " | node " << layout.node_of_rank[r];
-    os << " | experts ";
-    if (local_experts == 1) {
-      os << first;
-    } else {
-      os << first << "-" << first + local_experts - 1;
+    const std::string shard = std::to_string(c.etp_rank) + "/" + std::to_string(layout.etp);
+    if (contiguous_experts) {
+      os << " | experts " << first;
+      if (local_experts > 1) os << "-" << first + local_experts - 1;
+      if (layout.etp > 1) os << " (shard " << shard << ")";
+    } else if (layout.etp > 1) {
+      os << " | expert shard " << shard;
     }
-    if (layout.etp > 1) os << " (shard " << c.etp_rank << "/" << layout.etp << ")";
     os << "\n";
   }
   return os.str();

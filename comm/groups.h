@@ -59,8 +59,10 @@ struct Layout {
 };
 
 // Per global rank: its dp/tp/ep/etp/edp coordinates, node and the experts it holds (expert i on
-// EP rank i / (E / ep)), one line per rank. num_experts must be divisible by layout.ep.
-std::string describe(const Layout& layout, int num_experts);
+// EP rank i / (E / ep)), one line per rank. num_experts must be divisible by layout.ep. With
+// `contiguous_experts` false (an expert placement decides, per layer) the experts are left to the
+// caller: the lines name none.
+std::string describe(const Layout& layout, int num_experts, bool contiguous_experts = true);
 
 // Owns every communicator of the layout. All are created collectively over `world` (every rank
 // of it must construct ProcessGroups with the same sizes).

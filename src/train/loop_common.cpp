@@ -162,7 +162,7 @@ void log_run_header(const Config& cfg, const TokenData& data, const comm::Layout
       << to_yaml(cfg) << "\n"
       << "data: " << cfg.data.path << " (" << data.train.size() << " train / " << data.val.size()
       << " val tokens, tokenizer " << data.tokenizer << ")\n"
-      << comm::describe(lay, static_cast<int>(E)) << backend;
+      << comm::describe(lay, static_cast<int>(E), cfg.parallel.expert_placement.empty()) << backend;
   const int64_t val_windows = eval_windows(cfg, data);
   if (val_windows < cfg.eval.sequences)
     log << "warning: eval.sequences = " << cfg.eval.sequences << " but the validation split holds "

@@ -279,6 +279,16 @@ TEST(Groups, DescribeListsCoordinatesNodesAndExperts) {
   EXPECT_NE(one.find("  rank 3: dp=3 tp=0 | edp=0 ep=3 etp=0 | node 0 | experts 3\n"),
             std::string::npos)
       << one;
+
+  // An expert placement decides the experts per layer: the lines name none, rather than the
+  // contiguous blocks the placement replaced.
+  const std::string placed = sy::comm::describe(L, 8, /*contiguous_experts=*/false);
+  EXPECT_NE(placed.find("experts=8 (1 per EP rank, placed per layer by parallel.expert_placement)"),
+            std::string::npos)
+      << placed;
+  EXPECT_NE(placed.find("  rank 3: dp=3 tp=0 | edp=0 ep=3 etp=0 | node 0\n"), std::string::npos)
+      << placed;
+  EXPECT_EQ(placed.find("| experts "), std::string::npos) << placed;
 }
 
 }  // namespace
