@@ -160,6 +160,36 @@ if [ "$mode" = mechanics ]; then
   got=$(grep "^step " "$run/steps.log")
   [ "$got" = "$expected" ] || fail "steps not 1..40 exactly once: $(echo $got | tr '\n' ' ')"
   echo "PASS: job $id was preempted twice (SIGUSR1 to the tasks, then to the batch shell), requeued itself, resumed at steps $resumed and finished step 40"
+
+  # A plain `scancel` cancels for good: the trainer checkpoints, the script does not requeue.
+  run=$tmp/cancel
+  id=$(submit cancel --set "run.out_dir=$run" --set train.steps=400) || fail "sbatch failed"
+  wait_for 120 "job $id to make progress" has_line "^step 3$" "$run/steps.log"
+  scancel "$id" || fail "scancel failed"
+  wait_for 120 "job $id to end" job_done "$id"
+  sleep 3  # a requeue by the script would show by now
+  [ "$(job_field "$id" JobState)" = CANCELLED ] || fail "cancelled job $id is $(job_field "$id" JobState)"
+  [ "$(job_field "$id" Restarts)" = 0 ] || fail "cancelled job $id was requeued"
+  [ -s "$run/checkpoint" ] || fail "the cancelled run wrote no checkpoint"
+  has_line "job $id is ending .*not requeued" "$tmp/job-cancel.out" || fail "the job log does not say it was not requeued"
+  echo "PASS: scancel ended job $id after its checkpoint (step $(cat "$run/checkpoint")), not requeued"
+
+  # A preemption under PreemptMode=REQUEUE (a job of the higher partition needs the node): SLURM
+  # requeues the job itself; the script says so and does not try a second requeue.
+  run=$tmp/preempted
+  id=$(submit preempted --set "run.out_dir=$run" --set train.steps=40) || fail "sbatch failed"
+  wait_for 120 "job $id to make progress" has_line "^step 3$" "$run/steps.log"
+  sbatch --parsable -p high -n 8 --output=/dev/null --wrap "sleep 1" >/dev/null ||
+    fail "sbatch of the preempting job failed"
+  wait_for 120 "job $id to be requeued by SLURM" job_restarted "$id" 1
+  release_and_wait "$id" 120
+  [ "$(job_field "$id" JobState)" = COMPLETED ] || fail "preempted job $id ended $(job_field "$id" JobState)"
+  has_line "SLURM requeued job $id itself" "$tmp/job-preempted.out" ||
+    fail "the job log does not say SLURM requeued it"
+  ! has_line "requeue failed" "$tmp/job-preempted.out" || fail "the script tried a second requeue"
+  got=$(grep "^step " "$run/steps.log")
+  [ "$got" = "$(seq 1 40 | sed 's/^/step /')" ] || fail "steps not 1..40 exactly once: $(echo $got | tr '\n' ' ')"
+  echo "PASS: job $id was preempted by a higher partition, requeued by SLURM, resumed and finished step 40"
   exit 0
 fi
 

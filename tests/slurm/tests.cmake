@@ -1,6 +1,7 @@
 # The SLURM preemption test (issue 5 item 6): a one-node cluster on localhost started and stopped
 # by tests/slurm/run_test.sh (root, Debian's slurm-wlm and munge; skipped otherwise).
-#   slurm_requeue_mechanics  jobs/train.sbatch with a stand-in trainer: signal, requeue, resume
+#   slurm_requeue_mechanics  jobs/train.sbatch with a stand-in trainer: signal, requeue, resume;
+#                            scancel (not requeued); a partition preemption (SLURM requeues)
 #   slurm_preempt_resume     the real trainer on configs/tiny.yaml, 4 tasks: the preempted and
 #                            requeued job ends with the uninterrupted job's losses, bit for bit
 #                            (skipped while `switchyard train --help` lists no --resume)
