@@ -6,8 +6,9 @@
 #
 # Adds `--resume auto` (unless a --resume is given), so running the same command again after an
 # interruption continues from the newest checkpoint that verifies in checkpoint.dir. Stop a run
-# cleanly with SIGUSR1 or SIGTERM to this script, to `switchyard guard` or to mpirun: the trainer
-# finishes its step, writes a checkpoint and exits 75; this script then says how to resume.
+# cleanly with Ctrl-C, or SIGUSR1, SIGTERM or SIGHUP to this script, to `switchyard guard` or to
+# mpirun: the trainer finishes its step, writes a checkpoint and exits 75; this script then says
+# how to resume.
 # mpirun runs under `switchyard guard`, which keeps Open MPI's mpirun from answering a SIGTERM
 # by killing the ranks a second later (src/train/launch_guard.h).
 #
@@ -48,7 +49,7 @@ echo "local.sh: mpirun -np $np ${flags[*]} $SY_BIN train ${args[*]}"
 # shellcheck disable=SC2086
 "$SY_BIN" guard -- mpirun -np "$np" "${flags[@]}" ${SY_MPIRUN_ARGS:-} "$SY_BIN" train "${args[@]}" &
 guard_pid=$!
-trap 'kill -TERM "$guard_pid" 2>/dev/null' TERM
+trap 'kill -TERM "$guard_pid" 2>/dev/null' TERM INT HUP  # Ctrl-C, a closed terminal: the same
 trap 'kill -USR1 "$guard_pid" 2>/dev/null' USR1
 while :; do
   wait "$guard_pid"

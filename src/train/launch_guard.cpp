@@ -12,27 +12,35 @@
 #include <fstream>
 #include <ostream>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
 namespace sy {
 
 namespace {
 
-// Signals the guard received (SIGTERM, SIGUSR1) and has to pass on. Process-wide like the
-// trainer's flag in signals.cpp: a signal handler can reach nothing else.
+// Signals the guard received (SIGUSR1 and the stop signals below) and has to pass on. Process-wide
+// like the trainer's flag in signals.cpp: a signal handler can reach nothing else.
 std::atomic<int> g_requests{0};
 
 extern "C" void on_guard_signal(int) {
   g_requests.fetch_add(1);
 }
 
-// Whether `pid` has a SIGTERM pending (blocked, so it waits there): /proc/<pid>/status lists the
-// pending signals of the thread (SigPnd) and of the process (ShdPnd) as hex masks.
-bool sigterm_pending(pid_t pid) {
+// The stop signals the guard takes for the launcher: a scheduler's SIGTERM, a terminal's Ctrl-C
+// (SIGINT, sent to the whole foreground group: guard and launcher) and hang-up (SIGHUP).
+constexpr int kStopSignals[] = {SIGTERM, SIGINT, SIGHUP};
+
+// Whether `pid` has one of the stop signals pending (blocked, so it waits there):
+// /proc/<pid>/status lists the pending signals of the thread (SigPnd) and of the process (ShdPnd)
+// as hex masks.
+bool stop_signal_pending(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  const uint64_t bit = uint64_t{1} << (SIGTERM - 1);
+  uint64_t bits = 0;
+  for (int sig : kStopSignals) bits |= uint64_t{1} << (sig - 1);
   for (std::string line; std::getline(in, line);)
     if (line.starts_with("SigPnd:") || line.starts_with("ShdPnd:"))
-      if (std::strtoull(line.c_str() + 7, nullptr, 16) & bit) return true;
+      if (std::strtoull(line.c_str() + 7, nullptr, 16) & bits) return true;
   return false;
 }
 
@@ -54,15 +62,25 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
   sa.sa_handler = on_guard_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
-  struct sigaction old_term {
-  }, old_usr1{};
-  sigaction(SIGTERM, &sa, &old_term);
-  sigaction(SIGUSR1, &sa, &old_usr1);
-  // Blocked across the fork: the launcher inherits the blocked SIGTERM through exec.
-  sigset_t term, old_mask;
-  sigemptyset(&term);
-  sigaddset(&term, SIGTERM);
-  sigprocmask(SIG_BLOCK, &term, &old_mask);
+  // SIGUSR1 and the stop signals, each with the action it had (restored on return). A stop
+  // signal ignored when the guard started stays ignored (a shell's background job ignores
+  // SIGINT: its script traps Ctrl-C itself, as jobs/local.sh does).
+  std::vector<std::pair<int, struct sigaction>> old_actions;
+  const auto restore = [&] {
+    for (const auto& [sig, old] : old_actions) sigaction(sig, &old, nullptr);
+  };
+  for (int sig : {SIGUSR1, SIGTERM, SIGINT, SIGHUP}) {
+    struct sigaction old {};
+    sigaction(sig, nullptr, &old);
+    if (sig != SIGUSR1 && sig != SIGTERM && old.sa_handler == SIG_IGN) continue;
+    sigaction(sig, &sa, &old);
+    old_actions.emplace_back(sig, old);
+  }
+  // Blocked across the fork: the launcher inherits the blocked stop signals through exec.
+  sigset_t stop, old_mask;
+  sigemptyset(&stop);
+  for (int sig : kStopSignals) sigaddset(&stop, sig);
+  sigprocmask(SIG_BLOCK, &stop, &old_mask);
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::execvp(args[0], args.data());
@@ -73,10 +91,9 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
     ::_exit(127);
   }
   const int fork_errno = errno;
-  sigprocmask(SIG_SETMASK, &old_mask, nullptr);  // the guard itself takes SIGTERM again
+  sigprocmask(SIG_SETMASK, &old_mask, nullptr);  // the guard itself takes them again
   if (pid < 0) {
-    sigaction(SIGTERM, &old_term, nullptr);
-    sigaction(SIGUSR1, &old_usr1, nullptr);
+    restore();
     throw std::runtime_error(std::string("guard: fork failed: ") + std::strerror(fork_errno));
   }
 
@@ -92,7 +109,7 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
     }
     const int requests = g_requests.load();
     bool pass = requests > passed;
-    if (!pending_seen && sigterm_pending(pid)) pass = pending_seen = true;
+    if (!pending_seen && stop_signal_pending(pid)) pass = pending_seen = true;
     if (pass) {
       passed = requests;
       log << "switchyard guard: a stop signal for " << argv[0]
@@ -102,8 +119,7 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
     const timespec tick{0, 100'000'000};  // 100 ms: a signal waits at most this long
     ::nanosleep(&tick, nullptr);
   }
-  sigaction(SIGTERM, &old_term, nullptr);
-  sigaction(SIGUSR1, &old_usr1, nullptr);
+  restore();
   return exit_status(status);
 }
 

@@ -8,9 +8,11 @@
 // blocked -- mpirun never acts on it, while its ranks start with every signal unblocked -- and
 // turns a SIGTERM meant for the launcher into SIGUSR1, which mpirun forwards to every rank:
 //   - a SIGTERM to the guard (a job script's `kill`, SLURM signalling the whole job) is passed
-//     on as SIGUSR1; SIGUSR1 to the guard too;
-//   - a SIGTERM sent to the launcher itself stays pending there (blocked); the guard sees it in
-//     /proc/<pid>/status and passes SIGUSR1 on the same way.
+//     on as SIGUSR1; SIGUSR1 to the guard too; and so are SIGINT (Ctrl-C in the terminal, which
+//     reaches guard and launcher together) and SIGHUP (the terminal closed), which would
+//     otherwise end the guard at once and leave the ranks running with nobody to report;
+//   - a SIGTERM, SIGINT or SIGHUP sent to the launcher itself stays pending there (blocked); the
+//     guard sees it in /proc/<pid>/status and passes SIGUSR1 on the same way.
 // The ranks then stop after the same step, checkpoint and exit 75, mpirun exits 75, and so does
 // the guard: it returns the launcher's exit status (128 + n when a signal n killed it).
 #pragma once

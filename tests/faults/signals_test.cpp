@@ -99,6 +99,53 @@ TEST_F(FaultTest, SigtermToTheWholeJobUnderTheGuardExits75) {
   EXPECT_FALSE(latest_of(out + "/checkpoints").empty()) << job.output();
 }
 
+// Ctrl-C in a terminal: SIGINT to the foreground group, the guard and the launcher together.
+// The guard passes it on like SIGTERM and waits: the ranks checkpoint and the job exits 75.
+// (Before, the guard died of it at once with 130 while the ranks ran on with nobody to report.)
+// SIGHUP (the terminal closed) likewise.
+TEST_F(FaultTest, CtrlCOrHangupUnderTheGuardCheckpointsAndExits75) {
+  for (int sig : {SIGINT, SIGHUP}) {
+    SCOPED_TRACE(sig == SIGINT ? "SIGINT" : "SIGHUP");
+    const std::string out = path(std::string("run_") + (sig == SIGINT ? "int" : "hup"));
+    Process job(
+        kBin + " guard -- " + mpirun_command(2) + train(out, 100000, "--set checkpoint.every=0"),
+        path("log"));
+    ASSERT_TRUE(trained_a_few_steps(job, out)) << job.output();
+    const std::vector<pid_t> launcher = children_of(job.pid());
+    ASSERT_EQ(launcher.size(), 1u) << job.output();
+    ::kill(job.pid(), sig);
+    if (sig == SIGINT) ::kill(launcher[0], sig);
+    EXPECT_EQ(job.wait(120), 75) << job.output();
+    EXPECT_FALSE(latest_of(out + "/checkpoints").empty()) << job.output();
+  }
+}
+
+// jobs/local.sh (the guard in a script's background, where SIGINT is ignored): Ctrl-C reaches
+// the script, which passes it on; it waits for the ranks' checkpoint and exits 75 saying how to
+// resume. Before, it exited 130 at once and the run went on behind the user's prompt.
+TEST_F(FaultTest, CtrlCToLocalShWaitsForTheCheckpointAndExits75) {
+  const std::string out = path("run");
+  const std::string train_cmd = train(out, 100000, "--set checkpoint.every=0");
+  const std::string prefix = kBin + " train ";
+  ASSERT_EQ(train_cmd.rfind(prefix, 0), 0u);
+  Process job(
+      "SY_BIN=" + kBin + " bash " + kSrc + "/jobs/local.sh -n 2 " + train_cmd.substr(prefix.size()),
+      path("log"));
+  ASSERT_TRUE(trained_a_few_steps(job, out)) << job.output();
+  // A terminal's Ctrl-C goes to the whole foreground group: the script, guard and mpirun.
+  std::vector<pid_t> group = {job.pid()};
+  for (pid_t p : children_of(job.pid())) {
+    group.push_back(p);
+    for (pid_t q : children_of(p)) group.push_back(q);
+  }
+  for (pid_t p : group) ::kill(p, SIGINT);
+  const int code = job.wait(120);
+  const std::string log = job.output();
+  EXPECT_EQ(code, 75) << log;
+  EXPECT_NE(log.find("run the same command again to resume"), std::string::npos) << log;
+  EXPECT_FALSE(latest_of(out + "/checkpoints").empty()) << log;
+}
+
 // Item 6: no second evaluation line, no "final loss 0.0000", metrics.jsonl untouched.
 TEST_F(FaultTest, FinishedRunStartedAgainIsANoOp) {
   const std::string out = path("run");
