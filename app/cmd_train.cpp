@@ -1,5 +1,5 @@
 // `switchyard train`: load the config, train. And `switchyard guard -- mpirun ...`, which runs a
-// launcher so that a SIGTERM reaches the ranks as a preemption (src/train/launch_guard.h).
+// launcher so that a SIGTERM or Ctrl-C reaches the ranks as a preemption (launch_guard.h).
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -67,9 +67,10 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
 
   auto* guard = root.add_subcommand(
       "guard",
-      "Run a launcher (mpirun ...) so that a SIGTERM -- to it or to this guard -- makes the "
-      "ranks checkpoint and exit 75 instead of being killed: SIGTERM is blocked in the launcher "
-      "and passed on as SIGUSR1, which mpirun forwards to every rank. Exits with the launcher's "
+      "Run a launcher (mpirun ...) so that a SIGTERM, Ctrl-C (SIGINT) or SIGHUP -- to it or to "
+      "this guard -- makes the ranks checkpoint and exit 75 instead of being killed: they are "
+      "blocked in the launcher and passed on as SIGUSR1, which mpirun forwards to every rank, "
+      "and the guard waits for the ranks. Exits with the launcher's "
       "status. Example: switchyard guard -- mpirun -np 4 build/switchyard train --config c.yaml");
   auto command = std::make_shared<std::vector<std::string>>();
   guard->add_option("command", *command, "The launcher and its arguments (after --)");
