@@ -246,8 +246,9 @@ void check_free_space(const std::string& dir, const std::string& tmp_path, int64
                               " in checkpoint.dir '" + dir + "': it needs about " + mib(need) +
                               ", " + mib(avail) +
                               " are free; the previous checkpoint and `latest` are kept. Free some "
-                              "space (or point checkpoint.dir elsewhere) and resume with --resume "
-                              "auto");
+                              "space and resume with --resume auto (to continue on another disk, "
+                              "move the checkpoints there and set checkpoint.dir to it, or resume "
+                              "with --resume <file>)");
 }
 
 // One step of the write on this rank. An error that looks like a full disk is worded here, on

@@ -1,5 +1,7 @@
 #include "src/train/metrics.h"
 
+#include <algorithm>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -49,6 +51,17 @@ MetricsWriter::MetricsWriter(const std::string& path, int64_t resume_step) : pat
   out_.open(path, std::ios::app);
   if (!out_)
     throw UsageError("cannot open metrics file '" + path + "' for writing: " + errno_text(errno));
+}
+
+int64_t last_logged_step(const std::string& path) {
+  int64_t last = 0;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer())
+      last = std::max(last, j["step"].get<int64_t>());
+  }
+  return last;
 }
 
 void MetricsWriter::write(const nlohmann::json& line) {

@@ -25,4 +25,8 @@ class MetricsWriter {
   std::ofstream out_;
 };
 
+// The largest "step" of the lines in the metrics file at `path`; 0 when it is missing, empty or
+// holds no step (a torn or foreign line is skipped).
+int64_t last_logged_step(const std::string& path);
+
 }  // namespace sy

@@ -1,11 +1,13 @@
 #include "src/train/train_ckpt.h"
 
+#include <filesystem>
 #include <limits>
 #include <ostream>
 #include <utility>
 
 #include "src/ckpt/compat.h"
 #include "src/core/error.h"
+#include "src/train/metrics.h"
 #include "src/train/signals.h"
 
 namespace sy {
@@ -93,6 +95,20 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
   for (const auto& s : plan.skipped)
     log << "warning: skipping checkpoint " << s.file << ": " << s.reason << "\n";
   log << plan.message << "\n";
+  if (plan.path.empty() && rank == 0) {
+    // Starting over although this run directory shows progress: its checkpoints may be in
+    // another directory (a user who moved checkpoint.dir after a full disk). Say so while the
+    // earlier metrics are still there to keep (they move to metrics.jsonl.prev).
+    const std::string metrics =
+        (std::filesystem::path(t.cfg.run.out_dir) / "metrics.jsonl").string();
+    if (const int64_t logged = last_logged_step(metrics); logged > 0)
+      log << "warning: " << metrics << " shows this run at step " << logged
+          << ", but checkpoint.dir '" << t.cfg.checkpoint.dir
+          << "' holds no checkpoint, so it starts again at step 0 (the earlier metrics are kept "
+             "as metrics.jsonl.prev). If its checkpoints are in another directory, stop now and "
+             "resume with --resume <that directory>/step_<N>.h5 (or move them into "
+             "checkpoint.dir)\n";
+  }
   if (plan.path.empty()) return r;
   if (!changes.empty())
     log << "resuming with changed settings:\n" << ckpt::describe_changes(changes);

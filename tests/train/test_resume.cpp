@@ -150,6 +150,25 @@ TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
   EXPECT_NE(r.output.find("nope.h5"), std::string::npos) << r.output;
 }
 
+// --resume auto with a checkpoint.dir that holds nothing starts at step 0, as a first start must.
+// When the run directory shows progress (the user pointed checkpoint.dir at a new disk without
+// moving the checkpoints), it says so and how to resume instead; a first start says nothing.
+TEST_F(Resume, ResumeAutoIntoAnEmptyCheckpointDirWarnsWhenTheRunHadProgress) {
+  auto r = run_command(train_cmd("run", "--set train.steps=10 --resume auto"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("starting at step 0"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("warning: "), std::string::npos) << "a first start: " << r.output;
+  r = run_command(train_cmd(
+      "run", "--set train.steps=12 --resume auto --set checkpoint.dir=" + dir_.file("elsewhere")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("metrics.jsonl shows this run at step 10, but checkpoint.dir '" +
+                          dir_.file("elsewhere") + "' holds no checkpoint"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("--resume <that directory>/step_<N>.h5"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(dir_.file("run") + "/metrics.jsonl.prev"));
+}
+
 // In the np=8 instance: the run and its checkpoints on 2 ranks (dp=2, ep=2), then resumes from
 // its step-10 checkpoint on 2 ranks at (tp=2) and on 1 rank.
 class Reshard : public ::testing::Test {
