@@ -1,6 +1,7 @@
 #include "src/core/durable_file.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -107,6 +108,18 @@ int64_t free_bytes(const std::string& dir) {
   struct statvfs v {};
   if (::statvfs(dir.c_str(), &v) != 0) return -1;
   return static_cast<int64_t>(v.f_bavail) * static_cast<int64_t>(v.f_frsize);
+}
+
+std::string no_room_for(const std::string& dir, int64_t bytes) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+      static_cast<double>(bytes) > static_cast<double>(limit.rlim_cur))
+    return "more than the file size limit (ulimit -f) of " +
+           mib(static_cast<int64_t>(limit.rlim_cur));
+  const int64_t avail = free_bytes(dir);
+  if (avail >= 0 && bytes > avail)
+    return "more than the " + mib(avail) + " free in '" + dir + "' (no space left)";
+  return "";
 }
 
 std::string mib(int64_t bytes) {

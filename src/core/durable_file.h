@@ -66,6 +66,12 @@ class StagedFiles {
 // Bytes an unprivileged writer may still use on the file system of `dir`; -1 when unknown.
 int64_t free_bytes(const std::string& dir);
 
+// Why a file of about `bytes` cannot be written into `dir`: past the file size limit
+// (ulimit -f) or more than the free space there, in words ("more than the 1.0 MiB free in 'd'
+// (no space left)"); empty when it fits (or the free space is unknown). For writers that cannot
+// give up a failed write cleanly (HDF5): check before starting.
+std::string no_room_for(const std::string& dir, int64_t bytes);
+
 // "12.3 MiB"
 std::string mib(int64_t bytes);
 

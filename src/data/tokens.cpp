@@ -1,7 +1,5 @@
 #include "src/data/tokens.h"
 
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -267,18 +265,9 @@ namespace {
 // file size limit (ulimit -f) is refused in words, before the minutes a large write takes; a
 // write that fails anyway (a disk that filled meanwhile) is Impl::fail's.
 void check_room(const std::string& path, const std::string& dir, int64_t bytes) {
-  const auto refuse = [&](const std::string& why) {
+  if (const std::string why = files::no_room_for(dir, bytes); !why.empty())
     throw Error(kExitOther, "writing token file '" + path + "': it needs about " +
                                 files::mib(bytes) + ", " + why + "; nothing is written");
-  };
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
-      static_cast<double>(bytes) > static_cast<double>(limit.rlim_cur))
-    refuse("more than the file size limit (ulimit -f) of " +
-           files::mib(static_cast<int64_t>(limit.rlim_cur)));
-  const int64_t avail = files::free_bytes(dir);
-  if (avail >= 0 && bytes > avail)
-    refuse("more than the " + files::mib(avail) + " free in '" + dir + "' (no space left)");
 }
 
 }  // namespace

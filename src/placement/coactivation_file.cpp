@@ -89,6 +89,18 @@ Coactivation read_coactivation(const std::string& path) {
 
 void write_coactivation(const std::string& path, const Coactivation& c) {
   const std::string tmp = path + ".tmp";
+  // A write HDF5 fails (a full run.out_dir) cannot be given up cleanly: check the room first,
+  // so that a full disk is one message (the previous file kept), not pages of HDF5 errors.
+  const int64_t bytes =
+      static_cast<int64_t>(c.counts.size() * sizeof(int64_t) + c.sample.size() * sizeof(int32_t)) +
+      (int64_t{64} << 10);  // attributes and HDF5's metadata
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (const std::string why = files::no_room_for(parent.empty() ? "." : parent.string(), bytes);
+      !why.empty())
+    throw Error(kExitOther, "writing the co-activation counts '" + path + "': they need about " +
+                                files::mib(bytes) + ", " + why +
+                                "; the previous file is kept. Free some space in run.out_dir "
+                                "and resume with --resume auto");
   {
     h5::File f{H5_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT))};
     h5::write_attr(f, "format", std::string(kFormat));

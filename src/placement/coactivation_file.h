@@ -48,6 +48,7 @@ struct Coactivation {
 Coactivation read_coactivation(const std::string& path);
 
 // Writes `c` to `path` atomically (a temporary file renamed over it), one process (serial HDF5).
+// Throws Error (exit 1) naming the file when it cannot fit (no space, ulimit -f), before writing.
 void write_coactivation(const std::string& path, const Coactivation& c);
 
 }  // namespace sy

@@ -5,6 +5,7 @@
 #include <numeric>
 #include <ostream>
 #include <span>
+#include <string>
 
 #include "comm/collectives.h"
 #include "src/core/error.h"
@@ -123,8 +124,22 @@ void CoactivationCounter::flush(const comm::Comm& world, int tp, int64_t done, c
       }
       total_.sample_step = sample_step_;
     }
-    write_coactivation(path_, total_);
   }
+  // Rank 0 writes alone; every rank learns whether it could, so that a file that cannot be
+  // written (a full run.out_dir) ends all ranks together with rank 0's message, instead of rank 0
+  // alone while the others wait for it in the next collective.
+  std::string failure;
+  if (rank0_) {
+    try {
+      write_coactivation(path_, total_);
+    } catch (const std::exception& e) {
+      failure = e.what();
+      if (failure.empty()) failure = "writing the co-activation counts '" + path_ + "' failed";
+    }
+  }
+  int64_t failed = failure.empty() ? 0 : 1;
+  comm::allreduce_sum(std::span<int64_t>(&failed, 1), world, wd, "co-activation file written");
+  if (failed != 0) throw Error(kExitOther, failure, /*quiet=*/!rank0_);
   std::fill(pending_.begin(), pending_.end(), 0);
   for (auto& s : sample_) s.clear();
 }

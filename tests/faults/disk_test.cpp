@@ -86,6 +86,30 @@ TEST_F(DiskFull, DiskFillingUpDuringTheWriteEndsEveryRankAndResumeFallsBack) {
   EXPECT_NE(log.find("resuming from " + ck + "/step_00000005.h5"), std::string::npos) << log;
 }
 
+// run.out_dir fills up (here a 1 MiB tmpfs holding ballast and 12 KiB free): rank 0's
+// co-activation file cannot be written. Every rank ends at once with one message naming it.
+// Before: HDF5's error stack, "fatal" and an abort; and with the message alone, rank 0 ended by
+// itself while the others waited in the next collective until the watchdog.
+TEST_F(DiskFull, AFullRunDirEndsEveryRankWithOneMessage) {
+  const std::string out = path("run"), ck = path("ck");
+  std::filesystem::create_directories(out);
+  Process job(
+      in_tmpfs("1m", out,
+               "head -c 1036288 /dev/zero > " + out + "/ballast; " + mpirun_command(2) +
+                   train(out, 20, "--set checkpoint.dir=" + ck + " --set parallel.timeout_s=600") +
+                   "; echo RC=$?"),
+      path("log"));
+  ASSERT_NE(job.wait(180), -1) << "the job hung:\n" << job.output();
+  const std::string log = job.output();
+  EXPECT_NE(log.find("RC=1\n"), std::string::npos) << log;
+  EXPECT_EQ(count(log, "error: "), 1u) << "one message, from rank 0\n" << log;
+  EXPECT_NE(log.find("error: writing the co-activation counts '" + out + "/coactivation.h5'"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("HDF5-DIAG"), std::string::npos) << log;
+  EXPECT_EQ(log.find("timed out"), std::string::npos) << "ended by the watchdog\n" << log;
+}
+
 // One rank's part of the collective write fails (as a full disk reported to that rank alone
 // would): the ranks agree and all stop at once, one message names the rank and the directory.
 TEST_F(FaultTest, OneRanksFailedWriteEndsEveryRankTogether) {

@@ -6,9 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <hdf5.h>
-#include <sys/resource.h>
 
-#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +16,7 @@
 #include <vector>
 
 #include "common/expect_error.h"
+#include "common/file_size_limit.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
 #include "src/core/error.h"
@@ -37,6 +36,7 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 }
 
 using test::expect_usage_error;
+using test::FileSizeLimit;
 
 // English-like text with indentation, blank lines, a non-ASCII character and a tab.
 std::string corpus(int lines, int salt) {
@@ -373,28 +373,6 @@ TEST(Import, OutputAsAShardAndNoTrainShardAreRefused) {
   expect_usage_error([&] { import_token_shards(opt); }, {"/train"}, "only val shards");
   EXPECT_FALSE(fs::exists(opt.output));
 }
-
-// RLIMIT_FSIZE (ulimit -f) lowered to `bytes` for a scope, restored after; SIGXFSZ ignored
-// meanwhile, so that a write past the limit fails (EFBIG) instead of ending the test binary.
-class FileSizeLimit {
- public:
-  explicit FileSizeLimit(rlim_t bytes) : old_handler_(std::signal(SIGXFSZ, SIG_IGN)) {
-    getrlimit(RLIMIT_FSIZE, &saved_);
-    rlimit lower = saved_;
-    lower.rlim_cur = bytes;
-    setrlimit(RLIMIT_FSIZE, &lower);
-  }
-  ~FileSizeLimit() {
-    setrlimit(RLIMIT_FSIZE, &saved_);
-    std::signal(SIGXFSZ, old_handler_);
-  }
-  FileSizeLimit(const FileSizeLimit&) = delete;
-  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
-
- private:
-  void (*old_handler_)(int);
-  rlimit saved_{};
-};
 
 // A token file that cannot fit the file size limit is refused in words before anything is
 // written (a failed HDF5 write cannot be given up cleanly), and nothing is left behind.

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/file_size_limit.h"
 #include "common/temp_dir.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
@@ -393,6 +394,34 @@ TEST(Coactivation, FileReadsBackAndBadFilesNameThemselves) {
             std::string::npos);
   EXPECT_NE(usage_error([&] { read_coactivation(dir.file("absent.h5")); }).find("absent.h5"),
             std::string::npos);
+}
+
+// A co-activation file that cannot fit (a full run.out_dir; here the file size limit) is one
+// message naming it, before HDF5 writes anything (a failed HDF5 write printed pages of errors),
+// and the previous file is kept.
+TEST(Coactivation, AFileThatCannotFitIsRefusedBeforeWritingKeepingThePreviousOne) {
+  test::TempDir dir;
+  Coactivation c = coactivation_of(4, 2, {0, 1, 0, 1, 2, 3, 0, 2});
+  const std::string path = dir.file("coactivation.h5");
+  write_coactivation(path, c);
+  const Coactivation before = read_coactivation(path);
+  c.counts.resize(c.counts.size() * 200000, 1);  // 200000 layers' counts: 25 MiB
+  c.num_layers *= 200000;
+  c.sample.clear();
+  {
+    const test::FileSizeLimit limit(1 << 20);
+    try {
+      write_coactivation(path, c);
+      ADD_FAILURE() << "a 25 MiB file written under a 1 MiB limit";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), kExitOther) << e.what();
+      EXPECT_NE(std::string(e.what()).find("'" + path + "'"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("file size limit (ulimit -f)"), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_EQ(read_coactivation(path).counts, before.counts);
 }
 
 }  // namespace
