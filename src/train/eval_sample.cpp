@@ -5,6 +5,7 @@
 #include <fstream>
 #include <ostream>
 
+#include "src/core/printable.h"
 #include "src/sample/decoder.h"
 #include "src/sample/load.h"
 #include "src/sample/sampler.h"
@@ -50,7 +51,7 @@ void EvalSampler::sample(int64_t step, const comm::ProcessGroups& g, const Param
   const std::string header = "sample at step " + std::to_string(step) + " (the first " +
                              std::to_string(prompt_.size()) + " validation tokens, then " +
                              std::to_string(r.tokens.size()) + " generated):";
-  log << header << "\n" << text << "\n" << std::flush;
+  log << header << "\n" << printable(text) << "\n" << std::flush;  // samples.txt keeps the bytes
   std::ofstream out(std::filesystem::path(cfg_.run.out_dir) / "samples.txt", std::ios::app);
   out << header << "\n" << text << "\n\n";
 }

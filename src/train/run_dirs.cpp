@@ -12,6 +12,7 @@
 #include <ostream>
 
 #include "src/core/error.h"
+#include "src/core/printable.h"
 
 namespace sy {
 
@@ -106,7 +107,7 @@ void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     if (err == EWOULDBLOCK) {
-      std::string holder = read_all(fd);
+      std::string holder = printable(read_all(fd));  // whatever the file holds, shown safely
       ::close(fd);
       if (holder.empty()) holder = "its holder did not say who it is";
       throw UsageError(where + " is in use by another switchyard run (" + holder + "; lock file " +
@@ -116,7 +117,7 @@ void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream
     log << "warning: " << where << ": cannot lock " << lock << " (" << std::strerror(err)
         << "); a second run in this directory would not be stopped\n";
   } else {
-    const std::string previous = read_all(fd);
+    const std::string previous = printable(read_all(fd));
     if (!previous.empty())
       log << "note: " << where << ": taking over the lock of a run that ended without releasing "
           << "it (" << previous << ")\n";

@@ -6,6 +6,7 @@
 // failed export (nothing) or a repeated one (exactly its files) leaves behind.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -79,12 +80,22 @@ TEST(SampleCli, TrainSamplesAtEvalAndSampleCommandStreamsText) {
   const std::string data = prepare(dir);
   const std::string out = dir.file("run");
   const std::string log =
-      train(data, out, 4, "--set eval.every=2 --set eval.sample_tokens=12 --set eval.sequences=4");
+      train(data, out, 4, "--set eval.every=2 --set eval.sample_tokens=64 --set eval.sequences=4");
   EXPECT_TRUE(contains(log, "sample at step 2")) << log;
   EXPECT_TRUE(contains(log, "sample at step 4")) << log;
   std::ifstream samples(out + "/samples.txt");
   const std::string st{std::istreambuf_iterator<char>(samples), std::istreambuf_iterator<char>()};
   EXPECT_TRUE(contains(st, "sample at step 2") && contains(st, "sample at step 4")) << st;
+  // The log shows the samples' control bytes (an untrained byte model emits them) escaped, so
+  // that a terminal or `grep` takes the log for text; samples.txt keeps the model's bytes.
+  const auto control = [](const std::string& text) {
+    return std::count_if(text.begin(), text.end(), [](char ch) {
+      const auto c = static_cast<unsigned char>(ch);
+      return (c < 0x20 && c != '\n' && c != '\t') || c == 0x7f;
+    });
+  };
+  EXPECT_EQ(control(log), 0) << log;
+  EXPECT_GT(control(st), 0) << "this seed's samples hold no control byte to show it\n" << st;
 
   // The final checkpoint carries the final evaluation: ckpt info shows metrics.jsonl's last
   // val_loss (it was written after it).
