@@ -102,7 +102,7 @@ void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream
 
   const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0)
-    throw UsageError(where + " is not writable (creating " + lock + ": " + std::strerror(errno) +
+    throw UsageError(where + " is not writable (opening " + lock + ": " + std::strerror(errno) +
                      ")");
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
