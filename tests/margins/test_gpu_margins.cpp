@@ -176,7 +176,8 @@ void check_router_case(const std::string& what, const gputest::RouterInputs& in,
 TEST(GpuTestMargins, RouterKernelCases) {
   for (const gputest::RouterCase& c : gputest::kRouterCases)
     check_router_case("Shapes/Router N" + std::to_string(c.N) + "_E" + std::to_string(c.E) + "_K" +
-                          std::to_string(c.K) + (c.with_bias ? "_bias" : ""),
+                          std::to_string(c.K) + (c.norm_topk ? "_norm" : "_raw") +
+                          (c.with_bias ? "_bias" : ""),
                       gputest::router_case_inputs(c), c.with_bias, c.N, c.E, c.K,
                       RouterRule{.norm_topk = c.norm_topk});
   for (const gputest::VariantCase& c : gputest::kVariants)
