@@ -174,6 +174,8 @@ class MoeLayer {
   // before capacity (the co-activation counts of src/train/coactivation.h read them).
   const int32_t* topk() const { return topk_.data(); }
   int num_tokens() const { return N_; }
+  // The last route()'s scores p[num_tokens(), E] (tests: tests/margins measures near-ties).
+  const T* probs() const { return probs_.data(); }
   // The last route()'s slots, selected and kept (tests).
   SlotRouting slot_routing() const {
     const auto n = static_cast<long>(N_) * d_.K;

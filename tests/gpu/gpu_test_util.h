@@ -20,6 +20,7 @@
 
 #include "kernels/cuda/buffer.h"
 #include "kernels/cuda/check.h"
+#include "router_cases.h"  // random_floats, random_ints
 
 namespace sy::gputest {
 
@@ -35,21 +36,6 @@ constexpr double kTolBf16 = 1e-2;
     if (::sy::cuda::device_count(&sy_reason_) == 0)                   \
       GTEST_SKIP() << "no usable CUDA device (" << sy_reason_ << ")"; \
   } while (0)
-
-inline std::vector<float> random_floats(std::mt19937& rng, size_t n, float lo = -1.0f,
-                                        float hi = 1.0f) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-inline std::vector<int32_t> random_ints(std::mt19937& rng, size_t n, int32_t hi_exclusive) {
-  std::uniform_int_distribution<int32_t> d(0, hi_exclusive - 1);
-  std::vector<int32_t> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
 
 // Element type conversion on the host (bf16 <-> float through cuda_bf16.h's host paths).
 template <class TD, class TS>

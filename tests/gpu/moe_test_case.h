@@ -10,31 +10,16 @@
 #include <vector>
 
 #include "gpu_test_util.h"
+#include "moe_case_inputs.h"
 #include "src/model/cuda_moe.h"
 #include "src/model/moe.h"
 
 namespace sy::gputest {
 
-// The global weights of a layer (all E experts, S shared experts; shared arrays hold one extra
-// element so that S = 0 still has storage).
-struct MoeWeightsHost {
-  std::vector<float> router, bias, w1, w3, w2, sw1, sw3, sw2;
-};
-
+// The global weights (moe_case_inputs.h) as a T-typed GPU tensor holds them.
 template <class T>
 MoeWeightsHost random_moe_weights(const MoeDims& d, unsigned seed) {
-  const int C = d.C, E = d.E, F = d.F, S = d.S;
-  std::mt19937 rng(seed);
-  MoeWeightsHost w;
-  w.router = representable<T>(random_floats(rng, C * E, -0.5f, 0.5f));
-  w.bias = random_floats(rng, E, -0.01f, 0.01f);
-  w.w1 = representable<T>(random_floats(rng, E * C * F, -0.2f, 0.2f));
-  w.w3 = representable<T>(random_floats(rng, E * C * F, -0.2f, 0.2f));
-  w.w2 = representable<T>(random_floats(rng, E * F * C, -0.2f, 0.2f));
-  w.sw1 = representable<T>(random_floats(rng, S * C * F + 1, -0.2f, 0.2f));
-  w.sw3 = representable<T>(random_floats(rng, S * C * F + 1, -0.2f, 0.2f));
-  w.sw2 = representable<T>(random_floats(rng, S * F * C + 1, -0.2f, 0.2f));
-  return w;
+  return random_moe_weights(d, seed, &representable<T>);
 }
 
 // Everything the CPU layer computes for one micro-batch (gradients of all E experts).

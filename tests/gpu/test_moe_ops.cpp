@@ -38,19 +38,12 @@ using sy::gputest::representable;
 using sy::gputest::tol;
 using sy::gputest::upload_as;
 
-struct RouterCase {
-  int N, E, K;
-  bool norm_topk, with_bias;
-};
+using sy::gputest::RouterCase;
 
 class Router : public ::testing::TestWithParam<RouterCase> {};
 
-// E = 13 (a partial warp), 40 (two experts per lane), 64 with K = 8.
-INSTANTIATE_TEST_SUITE_P(Shapes, Router,
-                         ::testing::Values(RouterCase{37, 13, 3, true, true},
-                                           RouterCase{37, 13, 1, false, false},
-                                           RouterCase{21, 40, 2, true, false},
-                                           RouterCase{9, 64, 8, false, true}),
+// E = 13 (a partial warp), 40 (two experts per lane), 64 with K = 8 (router_cases.h).
+INSTANTIATE_TEST_SUITE_P(Shapes, Router, ::testing::ValuesIn(sy::gputest::kRouterCases),
                          [](const ::testing::TestParamInfo<RouterCase>& p) {
                            // ostringstream, not string operator+: GCC 12 -Wrestrict misfires on
                            // the inlined concatenation.
@@ -64,12 +57,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Router,
 TEST_P(Router, ForwardBackwardMatchCpu) {
   SY_REQUIRE_GPU();
   const auto [N, E, K, norm_topk, with_bias] = GetParam();
-  std::mt19937 rng(11);
-  const auto logits = random_floats(rng, N * E, -3.0f, 3.0f);
-  const auto bias = random_floats(rng, E, -0.05f, 0.05f);
-  const auto dgates = random_floats(rng, N * K);
-  const auto dprobs = random_floats(rng, N * E);
-  const auto dlse = random_floats(rng, N);
+  // Shared with tests/margins/test_gpu_margins.cpp, which checks that no two scores these inputs
+  // rank are near-ties that fp32 rounding could reorder (the top-k is compared exactly).
+  const auto [logits, bias, dgates, dprobs, dlse] = sy::gputest::router_case_inputs(GetParam());
   std::vector<float> probs(N * E), lse(N), gates(N * K), dlogits(N * E);
   std::vector<int32_t> topk(N * K);
   const float* bias_ptr = with_bias ? bias.data() : nullptr;

@@ -26,9 +26,11 @@ using sy::cuda::to_device;
 using sy::gputest::close;
 using sy::gputest::download_f32;
 using sy::gputest::kTolF32;
+using sy::gputest::kVariants;
 using sy::gputest::poisoned;
 using sy::gputest::random_floats;
 using sy::gputest::upload_as;
+using sy::gputest::VariantCase;
 
 // The GPU router's forward of the tokens of logits[N,E] (bias empty: none), outputs
 // NaN-poisoned before the call.
@@ -50,40 +52,6 @@ Routed gpu_route(const std::vector<float>& logits, const std::vector<float>& bia
   return {download_f32(d_probs), download_f32(d_lse), download_f32(d_gates), d_topk.download()};
 }
 
-struct VariantCase {
-  const char* name;
-  int N, E, K;
-  RouterRule rule;
-  bool with_bias;
-};
-void PrintTo(const VariantCase& c, std::ostream* os) {
-  *os << c.name;
-}
-
-// E = 64 in 64 groups and E = 80 in 40 use the second group per lane (groups 32..63).
-const VariantCase kVariants[] = {
-    {"groups4_keep2", 37, 16, 4, {.groups = 4, .groups_topk = 2}, true},
-    {"groups8_keep2_raw", 37, 40, 3, {.norm_topk = false, .groups = 8, .groups_topk = 2}, false},
-    {"groups4_keep1_k2", 29, 16, 2, {.groups = 4, .groups_topk = 1}, true},
-    {"groups64_keep8", 21, 64, 8, {.groups = 64, .groups_topk = 8}, true},
-    {"groups40_keep3", 9, 80, 6, {.groups = 40, .groups_topk = 3}, true},
-    {"groups4_keep4_is_plain", 13, 16, 4, {.groups = 4, .groups_topk = 4}, true},
-    {"sigmoid", 37, 13, 3, {.sigmoid = true}, true},
-    {"sigmoid_raw_scaled",
-     21,
-     40,
-     2,
-     {.sigmoid = true, .norm_topk = false, .gate_scale = 2.5},
-     false},
-    {"sigmoid_groups_scaled",
-     37,
-     64,
-     8,
-     {.sigmoid = true, .gate_scale = 2.5, .groups = 8, .groups_topk = 4},
-     true},
-    {"softmax_scaled", 9, 16, 4, {.gate_scale = 0.5}, true},
-};
-
 class RouterVariants : public ::testing::TestWithParam<VariantCase> {};
 INSTANTIATE_TEST_SUITE_P(Rules, RouterVariants, ::testing::ValuesIn(kVariants),
                          [](const ::testing::TestParamInfo<VariantCase>& p) {
@@ -94,12 +62,9 @@ TEST_P(RouterVariants, ForwardBackwardMatchCpu) {
   SY_REQUIRE_GPU();
   const VariantCase& c = GetParam();
   const int N = c.N, E = c.E, K = c.K;
-  std::mt19937 rng(7 + E + K);
-  const auto logits = random_floats(rng, N * E, -3.0f, 3.0f);
-  const auto bias = c.with_bias ? random_floats(rng, E, -0.05f, 0.05f) : std::vector<float>{};
-  const auto dgates = random_floats(rng, N * K);
-  const auto dprobs = random_floats(rng, N * E);
-  const auto dlse = random_floats(rng, N);
+  // Shared with tests/margins/test_gpu_margins.cpp, which checks that no two scores these inputs
+  // rank are near-ties that fp32 rounding could reorder (the top-k is compared exactly).
+  const auto [logits, bias, dgates, dprobs, dlse] = sy::gputest::variant_inputs(c);
   std::vector<float> probs(N * E), lse(N), gates(N * K), dlogits(N * E);
   std::vector<int32_t> topk(N * K);
   cpu::router_forward(probs.data(), lse.data(), topk.data(), gates.data(), logits.data(),

@@ -47,6 +47,14 @@ inline std::vector<float> decoder_weights(const Config& cfg, bool bias) {
   return p;
 }
 
+// The GPU decoder test's greedy run (tests/gpu/sample/test_cuda_decoder.cpp): a prefill of this
+// prompt, then kGreedySteps tokens, each the argmax of the last logits, compared exactly with the
+// GPU's (tests/margins/test_gpu_margins.cpp checks that no step's best two logits are near-ties).
+inline std::vector<int32_t> greedy_prompt() {
+  return {5, 17, 42};
+}
+inline constexpr int kGreedySteps = 40;
+
 struct DecoderVariant {
   const char* name;
   std::vector<std::string> overrides;

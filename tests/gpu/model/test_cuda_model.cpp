@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "gpu_test_util.h"
+#include "model_cases.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
 #include "src/model/cuda_model.h"
@@ -31,39 +32,8 @@
 
 namespace {
 
-sy::Config tiny_config(sy::Precision precision, int shared_experts, double capacity_factor = 0) {
-  sy::Config cfg;
-  cfg.model.vocab_size = 61;
-  cfg.model.d_model = 32;
-  cfg.model.n_layers = 2;
-  cfg.model.n_heads = 4;
-  cfg.model.seq_len = 12;
-  cfg.moe.num_experts = 5;
-  cfg.moe.top_k = 2;
-  cfg.moe.ffn_hidden = 24;
-  cfg.moe.shared_experts = shared_experts;
-  if (capacity_factor > 0) cfg.moe.capacity_factor = capacity_factor;
-  cfg.train.steps = 10;
-  cfg.train.global_batch = 3;
-  cfg.train.micro_batch = 3;
-  cfg.train.lr = 3e-3;
-  cfg.train.min_lr = 3e-4;
-  cfg.train.warmup_steps = 2;
-  cfg.train.grad_clip = 1.0;
-  cfg.train.precision = precision;
-  cfg.device = sy::Device::kCuda;
-  cfg.run.seed = 4321;
-  return cfg;
-}
-
-// The batch of a step (`draw` picks another batch for the same step).
-std::vector<int32_t> batch_tokens(const sy::Config& cfg, int step, int draw = 0) {
-  std::mt19937 rng(1000 + step + 7919 * draw);
-  std::uniform_int_distribution<int32_t> d(0, static_cast<int32_t>(cfg.model.vocab_size) - 1);
-  std::vector<int32_t> t(cfg.train.global_batch * (cfg.model.seq_len + 1));
-  for (auto& x : t) x = d(rng);
-  return t;
-}
+using sy::gputest::batch_tokens;
+using sy::gputest::tiny_config;
 
 size_t bitwise_differences(const std::vector<float>& a, const std::vector<float>& b) {
   if (a.size() != b.size()) return std::max(a.size(), b.size());
@@ -207,9 +177,9 @@ void train_and_compare(const sy::Config& cfg, const Tolerances& tol, const std::
 
     // SPEC 3 sign rule on both, from each side's own counts, compared exactly. Safe from near-tie
     // flips: on the CPU the smallest top-k margin of the "router-bias updates" case over its 10
-    // steps (p + bias; 36 tokens x 2 layers a step) is 7.3e-5 (3.8e-4 relative; measured 2026-12-05
-    // with a throwaway probe of MoeLayer's probs), against fp32 reduction-order differences of
-    // ~1e-7.
+    // steps (p + bias; 36 tokens x 2 layers a step) is 7.3e-5 (3.8e-4 relative), against fp32
+    // reduction-order differences of ~1e-7; GpuTestMargins.CudaModelRouterBiasSteps
+    // (tests/margins, CPU) measures it on every CI run (build/tests/test_margins prints it).
     if (rate > 0) {
       std::vector<int64_t> cpu_sel(static_cast<size_t>(L) * E), gpu_sel(cpu_sel.size());
       for (int l = 0; l < L; ++l)
@@ -264,8 +234,7 @@ TEST(CudaModel, TenStepsMatchCpuFp32Options) {
   train_and_compare(
       with(base, [](sy::Config& c) { c.moe.aux_loss_scope = sy::AuxScope::kMicroBatch; }), t,
       "aux_loss_scope micro_batch");
-  train_and_compare(with(base, [](sy::Config& c) { c.moe.bias_update_rate = 1e-3; }), t,
-                    "router-bias updates");
+  train_and_compare(sy::gputest::with_bias_updates(base), t, "router-bias updates");
 }
 
 TEST(CudaModel, TenStepsMatchCpuBf16) {

@@ -19,53 +19,31 @@ using sy::gputest::bf16;
 using sy::gputest::close;
 using sy::gputest::download_f32;
 using sy::gputest::poisoned;
-using sy::gputest::random_floats;
 using sy::gputest::representable;
 using sy::gputest::tol;
 using sy::gputest::upload_as;
 
-struct MoeCase {
-  int S;
-  sy::AuxScope scope;
-  double capacity_factor = 0.0;  // 0: dropless
-  // The router's rule beyond softmax top-k (SPEC section 1): sigmoid scores (no z-loss), the gate
-  // scale, group-limited selection (E = 6 experts in route_groups groups, route_groups_topk kept).
-  bool sigmoid = false;
-  double gate_scale = 1.0;
-  int route_groups = 1, route_groups_topk = 1;
-};
+using sy::gputest::MoeCase;
 
 template <class T>
 void run_case(const MoeCase& mc) {
-  const int B = 2, T_ = 9, N = B * T_, C = 32, E = 6, K = 2, F = 24, S = mc.S;
-  sy::MoeDims d;
-  d.C = C;
-  d.E = E;
-  d.K = K;
-  d.F = F;
-  d.S = S;
-  d.norm_topk = true;
-  d.aux_coeff = 1e-2;
-  d.z_coeff = mc.sigmoid ? 0.0 : 1e-3;
-  d.aux_scope = mc.scope;
-  d.score = mc.sigmoid ? sy::Score::kSigmoid : sy::Score::kSoftmax;
-  d.gate_scale = mc.gate_scale;
-  d.route_groups = mc.route_groups;
-  d.route_groups_topk = mc.route_groups_topk;
-  d.has_capacity = mc.capacity_factor > 0;
-  d.capacity_factor = mc.capacity_factor;
+  // Dims, weights and micro-batch shared with tests/margins/test_gpu_margins.cpp, which checks
+  // that they hold no near-tie (top-k, group or capacity cut) that fp32 rounding could flip: the
+  // routing counts are compared exactly.
+  const sy::MoeDims d = sy::gputest::moe_case_dims(mc);
+  const int B = sy::gputest::kMoeCaseB, T_ = sy::gputest::kMoeCaseT, N = B * T_, C = d.C, S = d.S;
   const sy::LossScale s{1.0 / (2 * N), 1.0 / 3};
 
-  const sy::gputest::MoeWeightsHost wh = sy::gputest::random_moe_weights<T>(d, 31);
-  std::mt19937 rng(32);
-  const auto m = representable<T>(random_floats(rng, N * C));
-  const auto dout = representable<T>(random_floats(rng, N * C));
+  const sy::gputest::MoeWeightsHost wh =
+      sy::gputest::random_moe_weights<T>(d, sy::gputest::kMoeCaseWeightSeed);
+  const auto [m, dout] =
+      sy::gputest::random_moe_batch(d, N, sy::gputest::kMoeCaseBatchSeed, &representable<T>);
   const sy::gputest::MoeReference ref = sy::gputest::cpu_moe_reference(d, wh, m, dout, B, T_, s);
 
   // GPU.
   sy::cuda::Stream stream;
   sy::cuda::CublasHandle cublas(stream.get());
-  sy::gputest::MoeDeviceWeights<T> dw(d, wh, 0, E);
+  sy::gputest::MoeDeviceWeights<T> dw(d, wh, 0, d.E);
   auto d_m = upload_as<T>(m), d_dout = upload_as<T>(dout);
   auto d_out = poisoned<T>(N * C), d_dm = poisoned<T>(N * C);
   sy::CudaMoeLayer<T> gpu(d);
@@ -106,27 +84,14 @@ void run_case(const MoeCase& mc) {
 
 TEST(CudaMoeLayer, MatchesCpuFp32) {
   SY_REQUIRE_GPU();
-  run_case<float>({0, sy::AuxScope::kSequence});
-  run_case<float>({1, sy::AuxScope::kMicroBatch});
-  run_case<float>({0, sy::AuxScope::kSequence, 0.75});  // capacity drops assignments
+  for (const MoeCase& c : sy::gputest::moe_fp32_cases()) run_case<float>(c);
 }
 
 // Sigmoid scores with the gate scale, group-limited selection (3 groups of 2, 2 kept), and both
 // together with a shared expert and a binding capacity: the whole layer, not only the kernel.
 TEST(CudaMoeLayer, RouterVariantsMatchCpu) {
   SY_REQUIRE_GPU();
-  MoeCase sig{0, sy::AuxScope::kSequence};
-  sig.sigmoid = true;
-  sig.gate_scale = 2.5;
-  MoeCase groups{0, sy::AuxScope::kMicroBatch};
-  groups.route_groups = 3;
-  groups.route_groups_topk = 2;
-  MoeCase both{1, sy::AuxScope::kSequence, 0.75};
-  both.sigmoid = true;
-  both.gate_scale = 2.5;
-  both.route_groups = 3;
-  both.route_groups_topk = 2;
-  for (const MoeCase& c : {sig, groups, both}) {
+  for (const MoeCase& c : sy::gputest::moe_variant_cases()) {
     run_case<float>(c);
     run_case<bf16>(c);
   }
@@ -134,9 +99,7 @@ TEST(CudaMoeLayer, RouterVariantsMatchCpu) {
 
 TEST(CudaMoeLayer, MatchesCpuBf16) {
   SY_REQUIRE_GPU();
-  run_case<bf16>({0, sy::AuxScope::kSequence});
-  run_case<bf16>({2, sy::AuxScope::kMicroBatch});
-  run_case<bf16>({1, sy::AuxScope::kSequence, 0.75});
+  for (const MoeCase& c : sy::gputest::moe_bf16_cases()) run_case<bf16>(c);
 }
 
 }  // namespace

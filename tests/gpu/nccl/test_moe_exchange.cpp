@@ -29,7 +29,6 @@ namespace {
 using sy::gputest::bf16;
 using sy::gputest::close;
 using sy::gputest::download_f32;
-using sy::gputest::random_floats;
 using sy::gputest::representable;
 using sy::gputest::tol;
 using sy::gputest::upload_as;
@@ -48,17 +47,12 @@ struct ExchangeCase {
 template <class T>
 void run_exchange_case(const ExchangeCase& xc) {
   const int P = sy::test::world_size(), me = sy::test::world_rank();
-  const int B = 2, T_ = 9, N = B * T_, C = 32, E = 4, K = 2, F = 24, L = E / P;
-  sy::MoeDims d;
-  d.C = C;
-  d.E = E;
-  d.K = K;
-  d.F = F;
-  d.S = xc.S;
-  d.aux_coeff = 1e-2;
-  d.z_coeff = 1e-3;
-  d.has_capacity = xc.capacity_factor > 0;
-  d.capacity_factor = xc.capacity_factor;
+  // Dims, weights and micro-batches shared with tests/margins/test_gpu_margins.cpp, which checks
+  // that they hold no near-tie (top-k or capacity cut) that fp32 rounding could flip: the routing
+  // counts are compared exactly.
+  const sy::MoeDims d = sy::gputest::exchange_case_dims(xc.S, xc.capacity_factor);
+  const int B = sy::gputest::kMoeCaseB, T_ = sy::gputest::kMoeCaseT, N = B * T_, C = d.C, E = d.E,
+            F = d.F, L = E / P;
   const sy::LossScale s{1.0 / (2 * N), 1.0 / 3};
   const std::string what = "P=" + std::to_string(P) + " chunks=" + std::to_string(xc.chunks) +
                            " S=" + std::to_string(xc.S) + (xc.one_node ? " one node" : " nodes") +
@@ -66,12 +60,12 @@ void run_exchange_case(const ExchangeCase& xc) {
                            (xc.comm_delay > 0 ? " comm delayed" : "") +
                            (xc.main_delay > 0 ? " main delayed" : "");
 
-  const sy::gputest::MoeWeightsHost wh = sy::gputest::random_moe_weights<T>(d, 41);
+  const sy::gputest::MoeWeightsHost wh =
+      sy::gputest::random_moe_weights<T>(d, sy::gputest::kExchangeWeightSeed);
   // Rank q's micro-batch and output gradient, and the CPU reference of every rank's.
   auto inputs = [&](int q) {
-    std::mt19937 rng(100 + static_cast<unsigned>(q));
-    return std::pair{representable<T>(random_floats(rng, N * C)),
-                     representable<T>(random_floats(rng, N * C))};
+    const auto b = sy::gputest::exchange_batch(d, N, q, &representable<T>);
+    return std::pair{b.m, b.dout};
   };
   std::vector<sy::gputest::MoeReference> refs;
   for (int q = 0; q < P; ++q) {

@@ -27,7 +27,7 @@ using gputest::close;
 using test::DecoderVariant;
 
 constexpr double kTol = 1e-4;
-constexpr int kSteps = 40;
+using test::kGreedySteps;
 
 using test::argmax;
 
@@ -44,11 +44,12 @@ TEST_P(CudaDecoding, GreedyTokensAndLogitsEqualTheCpuDecoderPastTheWindow) {
   Decoder cpu_dec(cfg, p);
   CudaDecoder gpu_dec(cfg, p);
 
-  const std::vector<int32_t> prompt = {5, 17, 42};
-  const std::vector<float>* ref = &cpu_dec.feed(prompt.data(), 3);
-  const std::vector<float>* got = &gpu_dec.feed(prompt.data(), 3);
+  const std::vector<int32_t> prompt = test::greedy_prompt();
+  const int n_prompt = static_cast<int>(prompt.size());
+  const std::vector<float>* ref = &cpu_dec.feed(prompt.data(), n_prompt);
+  const std::vector<float>* got = &gpu_dec.feed(prompt.data(), n_prompt);
   std::vector<int32_t> greedy;
-  for (int step = 0; step < kSteps; ++step) {
+  for (int step = 0; step < kGreedySteps; ++step) {
     ASSERT_TRUE(close(*got, *ref, kTol)) << v.name << " at step " << step;
     const int32_t next = argmax(*ref);
     ASSERT_EQ(argmax(*got), next) << v.name << " at step " << step;
@@ -57,12 +58,12 @@ TEST_P(CudaDecoding, GreedyTokensAndLogitsEqualTheCpuDecoderPastTheWindow) {
     got = &gpu_dec.feed(&next, 1);
   }
   EXPECT_TRUE(close(*got, *ref, kTol)) << v.name << " after the last step";
-  EXPECT_EQ(gpu_dec.position(), 3 + kSteps);
+  EXPECT_EQ(gpu_dec.position(), n_prompt + kGreedySteps);
   EXPECT_GT(gpu_dec.position(), 2 * cfg.model.seq_len);  // the window slid well past seq_len
 
   SampleOptions o;
   o.temperature = 0.0;
-  o.tokens = kSteps;
+  o.tokens = kGreedySteps;
   EXPECT_EQ(generate(gpu_dec, prompt, o, gpu_dec.vocab_size()).tokens, greedy) << v.name;
 }
 
