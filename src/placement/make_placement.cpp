@@ -154,7 +154,12 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
   p.ranks_per_node = R;
   write_placement(o.output, p, comments);
   out << "wrote " << o.output << " (use it with --set parallel.expert_placement=" << o.output
-      << " --set parallel.ep=" << P << ")\n";
+      << " --set parallel.ep=" << P
+      << (R < P ? "; on nodes emulated on one host also parallel.ranks_per_node, so that each "
+                  "node holds " +
+                      std::to_string(R) + " EP ranks as it was made for"
+                : std::string())
+      << ")\n";
   return p;
 }
 

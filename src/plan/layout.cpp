@@ -41,6 +41,9 @@ std::string PlanLayout::set_flags() const {
   o << "--set train.micro_batch=" << micro_batch << " --set parallel.tp=" << tp
     << " --set parallel.ep=" << ep << " --set parallel.etp=" << etp
     << " --set parallel.zero1=" << (zero1 ? "true" : "false");
+  // The nodes the plan assumed: on real nodes MPI finds them anyway (jobs/train.sbatch sets the
+  // same), on one host (emulated nodes) the run needs it to span them at all.
+  if (nodes() > 1) o << " --set parallel.ranks_per_node=" << ranks_per_node;
   if (ep > 1) {
     o << " --set parallel.a2a=" << (hierarchical ? "hierarchical" : "flat");
     if (hierarchical) o << " --set parallel.internode=" << to_string(internode);

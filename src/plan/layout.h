@@ -35,7 +35,8 @@ struct PlanLayout {
 
   // "dp=2 tp=1 ep=2 etp=1 zero1 hier/ucx"
   std::string describe() const;
-  // The overrides that run it: "--set parallel.tp=1 --set parallel.ep=2 ...".
+  // The overrides that run it: "--set parallel.tp=1 --set parallel.ep=2 ..." (with
+  // parallel.ranks_per_node when it spans nodes).
   std::string set_flags() const;
 };
 

@@ -83,6 +83,28 @@ TEST(PlanLayout, MicroBatchIsLoweredWhenDpNeedsIt) {
   EXPECT_NE(layout_of_config(cfg, 4, 4).set_flags().find("--set parallel.tp=1"), std::string::npos);
 }
 
+// The flags `plan` prints run the layout it planned: applied to the config and started on one
+// host (as on this machine, where 2 nodes are emulated), they give the same layout, the nodes
+// included (without parallel.ranks_per_node the run was one node).
+TEST(PlanLayout, PrintedFlagsRunThePlannedLayoutOnOneHost) {
+  Config cfg;
+  cfg.data.path = "x.h5";
+  cfg.train.global_batch = 8;
+  cfg.train.micro_batch = 2;
+  const std::vector<PlanLayout> layouts = enumerate_layouts(cfg, 4, 2);
+  ASSERT_FALSE(layouts.empty());
+  for (const PlanLayout& lay : layouts) {
+    std::vector<std::string> sets;
+    std::istringstream words(lay.set_flags());
+    for (std::string w; words >> w;)
+      if (w != "--set") sets.push_back(w);
+    const Config run = parse_config("data:\n  path: x.h5\ntrain:\n  global_batch: 8\n", sets);
+    const PlanLayout got = layout_of_config(run, 4, /*host_ranks=*/4);
+    EXPECT_EQ(got.describe(), lay.describe()) << lay.set_flags();
+    EXPECT_EQ(got.nodes(), 2) << lay.set_flags();
+  }
+}
+
 const char* kCluster = R"(name: test
 nodes: 2
 ranks_per_node: 4
