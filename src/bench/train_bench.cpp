@@ -26,6 +26,7 @@
 #include "src/model/model.h"
 #include "src/model/step_phases.h"
 #include "src/optim/optim.h"
+#include "src/train/rank_memory.h"
 
 namespace sy {
 
@@ -156,6 +157,9 @@ TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt
   if (cfg.device == Device::kCuda) {
     bench_detail::run_gpu_train_bench(cfg, opt, r, log);
   } else {
+    // As the trainer: a config this host cannot hold is exit 2 naming the largest term, before
+    // anything is allocated (not an allocation that runs the machine out of memory).
+    check_memory_fits(cfg, 1, host_memory_budget(int64_t{1}), MemorySide::kCpuRank);
     const TokenData data = read_token_file(cfg.data.path, cfg.model.vocab_size, cfg.model.seq_len);
     Model<float> model(cfg);
     init_params(model.params.data(), model.table(), cfg.run.seed);

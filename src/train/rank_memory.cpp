@@ -19,8 +19,12 @@ MemoryBudget host_memory_budget(const comm::Comm& world) {
   MPI_CHECK(
       MPI_Comm_split_type(world.get(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &node));
   const comm::Comm node_comm(node);
+  return host_memory_budget(node_comm.size());
+}
+
+MemoryBudget host_memory_budget(int64_t node_ranks) {
   MemoryBudget b;
-  b.node_ranks = node_comm.size();
+  b.node_ranks = node_ranks;
   const double host = plan::host_memory_bytes();
   b.bytes = host / static_cast<double>(b.node_ranks);
   b.what = "host memory " + plan::format_bytes(host) + " / " + std::to_string(b.node_ranks) +

@@ -33,6 +33,8 @@ struct MemoryBudget {
 // Host memory (RAM or the cgroup's limit) divided by the ranks on this host. Collective over
 // `world` (it counts the ranks sharing the host).
 MemoryBudget host_memory_budget(const comm::Comm& world);
+// The same for `node_ranks` processes on this host, without MPI (one process: `bench train`).
+MemoryBudget host_memory_budget(int64_t node_ranks);
 
 // Which memory a check is about.
 enum class MemorySide {

@@ -107,6 +107,14 @@ TEST_F(PlanCli, SizesThatCannotFitExitTwoNamingTheKey) {
     expect_refused(timed(kBin + " train " + tiny("big") + " --set " + set), key, set);
 }
 
+// bench train runs the trainer's step: what train refuses, it refuses too, before allocating
+// (it allocated until the machine ran short: 3 GB in 4 s, then bad_alloc or worse).
+TEST_F(PlanCli, BenchTrainRefusesWhatCannotFitBeforeAllocating) {
+  expect_refused(timed(kBin + " bench train " + tiny("bench") +
+                       " --steps 2 --no-torch --set model.n_layers=1000000"),
+                 "model.n_layers", "bench train");
+}
+
 TEST_F(PlanCli, ATokenFileDeclaringTwoToTheFortyTokensIsRefusedNamingIt) {
   const std::string file = dir() + "/declared.h5";
   write_declared_token_file(dir() + "/text.txt", file, hsize_t{1} << 40);
