@@ -63,6 +63,22 @@ int run_plan(const Args& a) {
     in.val_tokens = tokens.val;
     in.data_name = "'" + cfg.data.path + "'";
   }
+  // The cluster's `nodes` is the most a layout may span (clusters/README.md).
+  std::vector<int64_t> asked = a.nodes;
+  if (!a.sweep.empty()) asked = parse_sweep(a.sweep);
+  for (int64_t n : asked)
+    if (n > cluster.nodes)
+      throw UsageError((a.sweep.empty() ? "--nodes " : "--sweep nodes=") + std::to_string(n) +
+                       ": the cluster file '" + a.cluster + "' has " +
+                       std::to_string(cluster.nodes) + " node(s) (its `nodes`)");
+  if (a.ranks > cluster.max_ranks())
+    throw UsageError("--ranks " + std::to_string(a.ranks) + ": the cluster file '" + a.cluster +
+                     "' has " + std::to_string(cluster.max_ranks()) + " ranks (nodes x " +
+                     "ranks_per_node)");
+  if (!tokens.ok)  // train holds the token file per rank: a plan without it may fit where it won't
+    std::cerr << "note: data.path '" << cfg.data.path
+              << "' is not a readable token file; its tokens are not counted in the memory per "
+                 "rank (train refuses the run until it is)\n";
   // Memory per rank: --memory-gib, the cluster's figure, or (memory_bytes: 0, a cluster emulated
   // on this host) this host's memory over every rank of the run.
   auto memory_for = [&](int64_t world) {
@@ -73,7 +89,7 @@ int run_plan(const Args& a) {
 
   if (!a.sweep.empty()) {
     const std::vector<plan::SweepPoint> points =
-        plan::sweep_nodes(cfg, parse_sweep(a.sweep), cluster, routing, in, memory_for);
+        plan::sweep_nodes(cfg, asked, cluster, routing, in, memory_for);
     std::cout << plan::format_sweep(points, cluster);
     if (!a.png.empty()) {
       std::vector<double> x;
@@ -169,6 +185,9 @@ void add_plan_command(CLI::App& root, std::vector<Command>& out) {
       "--sweep", a->sweep,
       "nodes=1,2,4,...: the fastest layout whose expert layer spans each node count: "
       "tokens/s per rank and the all-to-all share");
+  // The sweep prints its own table: the options of the ranked tables do not apply to it.
+  for (const char* name : {"--ranks", "--nodes", "--top", "--this", "--json"})
+    sweep->excludes(cmd->get_option(name));
   cmd->add_option("--png", a->png, "With --sweep: draw the sweep into this PNG (gnuplot)")
       ->needs(sweep);
   cmd->add_option("--gnuplot", a->gnuplot, "gnuplot executable")->capture_default_str();

@@ -26,10 +26,13 @@ class Section {
                      what);
   }
 
+  // Every key known, and none twice (yaml-cpp would silently use the first).
   void only(const std::set<std::string>& allowed) const {
+    std::set<std::string> seen;
     for (const auto& kv : node_) {
       const auto key = kv.first.as<std::string>();
       if (!allowed.count(key)) fail(key, "unknown key");
+      if (!seen.insert(key).second) fail(key, "duplicate key (given twice)");
     }
   }
 

@@ -161,6 +161,9 @@ TEST(PlanCluster, ErrorsNameTheKey) {
   EXPECT_NE(message(std::string(kCluster).replace(t.find("nodes: 2"), 8, "nodes: 0")).find("nodes"),
             std::string::npos);
   EXPECT_NE(message(t + "thread_efficiency: 1.5\n").find("thread_efficiency"), std::string::npos);
+  // A key given twice (yaml-cpp kept the first: a second `nodes: 4` was silently ignored).
+  EXPECT_NE(message(t + "nodes: 4\n").find("nodes: duplicate key"), std::string::npos)
+      << message(t + "nodes: 4\n");
 }
 
 TEST(PlanCluster, ShippedFilesParse) {

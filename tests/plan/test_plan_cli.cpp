@@ -208,4 +208,34 @@ TEST_F(PlanCli, PlanRanksEvaluatesAndSweeps) {
   EXPECT_NE(r.output.find("colour"), std::string::npos) << r.output;
 }
 
+// What plan cannot honour is refused, not ignored: more nodes or ranks than the cluster file has
+// (`nodes` is the most a layout may span; this-machine.yaml: 4 x 2), and the options of the
+// ranked tables with --sweep, which prints its own (a script asking --json got text). A token
+// file it cannot read is said, since its tokens then leave the memory per rank.
+TEST_F(PlanCli, WhatPlanCannotHonourIsRefusedOrSaid) {
+  const std::string cluster = " --cluster " + kSource + "/clusters/this-machine.yaml";
+  const std::string cfg =
+      " --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() + "/tokens.h5";
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {" --nodes 8", "--nodes 8: the cluster file"},
+      {" --sweep nodes=1,8", "--sweep nodes=8: the cluster file"},
+      {" --ranks 16", "--ranks 16: the cluster file"},
+      {" --sweep nodes=1,2 --json", "--json excludes --sweep"},
+      {" --sweep nodes=1,2 --top 3", "--top excludes --sweep"},
+      {" --sweep nodes=1,2 --this", "--this excludes --sweep"},
+      {" --sweep nodes=1,2 --ranks 4", "--ranks excludes --sweep"},
+  };
+  for (const auto& [args, message] : refused) {
+    const auto r = sy::test::run_command(kBin + " plan" + cfg + cluster + args);
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << args << "\n" << r.output;
+  }
+  const auto r = sy::test::run_command(kBin + " plan" + cfg + cluster +
+                                       " --ranks 2 --set data.path=" + dir() + "/absent.h5");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("note: data.path '" + dir() + "/absent.h5' is not a readable token file"),
+            std::string::npos)
+      << r.output;
+}
+
 }  // namespace
