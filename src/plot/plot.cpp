@@ -315,6 +315,9 @@ std::string plot_coactivation(const Coactivation& c, const std::string& title,
 void plot_xy(const std::string& png, const std::string& title, const std::string& xlabel,
              const std::string& ylabel, const std::string& y2label, const std::vector<double>& x,
              const std::vector<XySeries>& series, const PlotOptions& opt) {
+  std::error_code ec;
+  if (fs::is_directory(png, ec))
+    throw UsageError("'" + png + "' is a directory; give the PNG file to write");
   const ScratchDir tmp;
   const fs::path parent = fs::path(png).parent_path();
   if (!parent.empty()) fs::create_directories(parent);

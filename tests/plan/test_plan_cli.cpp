@@ -224,6 +224,7 @@ TEST_F(PlanCli, WhatPlanCannotHonourIsRefusedOrSaid) {
       {" --sweep nodes=1,2 --top 3", "--top excludes --sweep"},
       {" --sweep nodes=1,2 --this", "--this excludes --sweep"},
       {" --sweep nodes=1,2 --ranks 4", "--ranks excludes --sweep"},
+      {" --sweep nodes=1,2 --png " + dir(), "is a directory; give the PNG file to write"},
   };
   for (const auto& [args, message] : refused) {
     const auto r = sy::test::run_command(kBin + " plan" + cfg + cluster + args);
