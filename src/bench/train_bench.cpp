@@ -158,8 +158,11 @@ TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt
     bench_detail::run_gpu_train_bench(cfg, opt, r, log);
   } else {
     // As the trainer: a config this host cannot hold is exit 2 naming the largest term, before
-    // anything is allocated (not an allocation that runs the machine out of memory).
-    check_memory_fits(cfg, 1, host_memory_budget(int64_t{1}), MemorySide::kCpuRank);
+    // anything is allocated (not an allocation that runs the machine out of memory). The bench
+    // runs the model as one rank whatever parallel.* says: that is what is checked.
+    Config one_rank = cfg;
+    one_rank.parallel = ParallelConfig{};
+    check_memory_fits(one_rank, 1, host_memory_budget(int64_t{1}), MemorySide::kCpuRank);
     const TokenData data = read_token_file(cfg.data.path, cfg.model.vocab_size, cfg.model.seq_len);
     Model<float> model(cfg);
     init_params(model.params.data(), model.table(), cfg.run.seed);

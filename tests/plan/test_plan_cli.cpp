@@ -113,6 +113,10 @@ TEST_F(PlanCli, BenchTrainRefusesWhatCannotFitBeforeAllocating) {
   expect_refused(timed(kBin + " bench train " + tiny("bench") +
                        " --steps 2 --no-torch --set model.n_layers=1000000"),
                  "model.n_layers", "bench train");
+  // It runs the model as one rank: a config written for several (parallel.ep=2) fits as it did.
+  const auto r = sy::test::run_command(kBin + " bench train " + tiny("bench_ep2") +
+                                       " --steps 1 --warmup 0 --no-torch --set parallel.ep=2");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 TEST_F(PlanCli, ATokenFileDeclaringTwoToTheFortyTokensIsRefusedNamingIt) {
