@@ -63,6 +63,9 @@ ConfigDiff diff_configs(const std::string& checkpoint_yaml, const std::string& n
   const auto& shape_keys = model_shape_keys();
   for (const auto& [k, v] : keys) {
     if (v.first == v.second) continue;
+    // Checkpoints written before runs resolved it store `a2a: auto`: whatever this run resolves
+    // it to is no change the user made.
+    if (k == "parallel.a2a" && v.first == "auto") continue;
     const bool shape = std::find(shape_keys.begin(), shape_keys.end(), k) != shape_keys.end();
     (shape ? diff.incompatible : diff.compatible).push_back({k, v.first, v.second});
   }

@@ -22,6 +22,18 @@ TEST(CkptCompat, SameConfigHasNoChanges) {
   EXPECT_TRUE(d.compatible.empty());
 }
 
+// A checkpoint written before runs resolved `parallel.a2a: auto` stores auto; the resolved value
+// of the resuming run is not a change to report. A change between resolved values is.
+TEST(CkptCompat, AStoredA2aAutoIsNoChange) {
+  Config run = resolve_a2a(base(), false);
+  ASSERT_EQ(run.parallel.a2a, A2aKind::kFlat);
+  EXPECT_TRUE(ckpt::check_resume_config("ck.h5", to_yaml(base()), to_yaml(run)).empty());
+  const auto changes =
+      ckpt::check_resume_config("ck.h5", to_yaml(resolve_a2a(base(), true)), to_yaml(run));
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(ckpt::describe_changes(changes), "parallel.a2a: hierarchical -> flat\n");
+}
+
 TEST(CkptCompat, ScheduleCadenceAndLayoutChangesAreAllowedAndListed) {
   Config c = base();
   c.train.steps = 500;
