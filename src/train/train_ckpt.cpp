@@ -1,5 +1,7 @@
 #include "src/train/train_ckpt.h"
 
+#include <yaml-cpp/yaml.h>
+
 #include <filesystem>
 #include <limits>
 #include <ostream>
@@ -96,18 +98,16 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
     log << "warning: skipping checkpoint " << s.file << ": " << s.reason << "\n";
   log << plan.message << "\n";
   if (plan.path.empty() && rank == 0) {
-    // Starting over although this run directory shows progress: its checkpoints may be in
-    // another directory (a user who moved checkpoint.dir after a full disk). Say so while the
-    // earlier metrics are still there to keep (they move to metrics.jsonl.prev).
+    // Starting over although the run directory shows progress (a run that died before its first
+    // checkpoint): say so, and where its metrics go. (Checkpoints left in another directory were
+    // refused before this: refuse_checkpoints_left_behind.)
     const std::string metrics =
         (std::filesystem::path(t.cfg.run.out_dir) / "metrics.jsonl").string();
     if (const int64_t logged = last_logged_step(metrics); logged > 0)
-      log << "warning: " << metrics << " shows this run at step " << logged
-          << ", but checkpoint.dir '" << t.cfg.checkpoint.dir
-          << "' holds no checkpoint, so it starts again at step 0 (the earlier metrics are kept "
-             "as metrics.jsonl.prev). If its checkpoints are in another directory, stop now and "
-             "resume with --resume <that directory>/step_<N>.h5 (or move them into "
-             "checkpoint.dir)\n";
+      log << "note: " << metrics << " shows this run at step " << logged << " but checkpoint.dir '"
+          << t.cfg.checkpoint.dir
+          << "' holds no checkpoint: it starts again at step 0 (those metrics move to "
+             "metrics.jsonl.prev)\n";
   }
   if (plan.path.empty()) return r;
   if (!changes.empty())
@@ -117,6 +117,32 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
   r.resumed = true;
   r.path = plan.path;
   return r;
+}
+
+void refuse_checkpoints_left_behind(const Config& cfg) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path earlier = fs::path(cfg.run.out_dir) / "config.yaml";
+  if (!fs::is_regular_file(earlier, ec) || !ckpt::resume_candidates(cfg.checkpoint.dir).empty())
+    return;
+  std::string old_dir;
+  try {
+    old_dir = YAML::LoadFile(earlier.string())["checkpoint"]["dir"].as<std::string>("");
+  } catch (const YAML::Exception&) {
+    return;  // not ours to judge: the run overwrites it
+  }
+  if (old_dir.empty() || old_dir == cfg.checkpoint.dir ||
+      fs::equivalent(old_dir, cfg.checkpoint.dir, ec))
+    return;
+  const std::vector<std::string> left = ckpt::resume_candidates(old_dir);
+  if (left.empty()) return;
+  throw UsageError("--resume auto: checkpoint.dir '" + cfg.checkpoint.dir +
+                   "' holds no checkpoint, but the earlier run in run.out_dir '" + cfg.run.out_dir +
+                   "' kept its checkpoints in '" + old_dir + "' (newest " + left.front() +
+                   "). Resume from it with --resume " + left.front() +
+                   " (the run then checkpoints into '" + cfg.checkpoint.dir +
+                   "'), or move the checkpoints there; to start over, give the run another "
+                   "run.out_dir");
 }
 
 std::optional<TrainSummary> finished_run(const Config& cfg, const ResumeResult& resumed,

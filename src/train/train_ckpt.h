@@ -85,6 +85,12 @@ ckpt::SaveResult save_training_checkpoint(const CkptContext& c, const ckpt::Trai
 // Also sets the optimizer's moments and step count.
 ResumeResult resume_training(const CkptContext& c, const std::string& resume, std::ostream& log);
 
+// --resume auto where checkpoint.dir holds no checkpoint but run.out_dir's earlier run (its
+// config.yaml) kept them in another directory, which still has them (a user who moved
+// checkpoint.dir to a roomier disk): UsageError naming both and the --resume that continues,
+// before anything of the run is moved or written. Rank 0 (reads the file system).
+void refuse_checkpoints_left_behind(const Config& cfg);
+
 // A run resumed from a checkpoint at or past train.steps has nothing left to do: says so on `log`
 // (after `resume_log`) and returns the summary of the finished run, without evaluating again or
 // touching metrics.jsonl. nullopt: there are steps to train.

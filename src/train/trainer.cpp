@@ -108,6 +108,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                       cfg.device == Device::kCuda ? MemorySide::kGpuHost : MemorySide::kCpuRank);
     data = read_token_file(cfg.data.path, cfg.model.vocab_size, T);
     placement = load_expert_placement(cfg);
+    if (rank0 && options.resume == "auto") refuse_checkpoints_left_behind(cfg);
     if (rank0) dirs.emplace(cfg, log);
   });
 

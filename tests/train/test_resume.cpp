@@ -151,22 +151,47 @@ TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
 }
 
 // --resume auto with a checkpoint.dir that holds nothing starts at step 0, as a first start must.
-// When the run directory shows progress (the user pointed checkpoint.dir at a new disk without
-// moving the checkpoints), it says so and how to resume instead; a first start says nothing.
-TEST_F(Resume, ResumeAutoIntoAnEmptyCheckpointDirWarnsWhenTheRunHadProgress) {
+// But where run.out_dir's earlier run kept its checkpoints in another directory (a user who
+// pointed checkpoint.dir at a new disk without moving them) it is refused, naming that
+// directory and the --resume that continues, before anything is moved or written; that
+// --resume then continues into the new directory. A run that died before its first checkpoint
+// starts over with a note.
+TEST_F(Resume, ResumeAutoRefusesWhenTheEarlierCheckpointsAreElsewhere) {
   auto r = run_command(train_cmd("run", "--set train.steps=10 --resume auto"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("starting at step 0"), std::string::npos) << r.output;
-  EXPECT_EQ(r.output.find("warning: "), std::string::npos) << "a first start: " << r.output;
-  r = run_command(train_cmd(
-      "run", "--set train.steps=12 --resume auto --set checkpoint.dir=" + dir_.file("elsewhere")));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("metrics.jsonl shows this run at step 10, but checkpoint.dir '" +
-                          dir_.file("elsewhere") + "' holds no checkpoint"),
+  EXPECT_EQ(r.output.find("note: "), std::string::npos) << "a first start: " << r.output;
+  const std::string metrics = dir_.file("run") + "/metrics.jsonl";
+  const auto before = metrics_by_step(dir_.file("run"));
+  const std::string elsewhere = dir_.file("elsewhere");
+  const std::string old_ckpt = dir_.file("run") + "/checkpoints/step_00000010.h5";
+
+  r = run_command(
+      train_cmd("run", "--set train.steps=12 --resume auto --set checkpoint.dir=" + elsewhere));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("kept its checkpoints in '" + dir_.file("run") + "/checkpoints'"),
             std::string::npos)
       << r.output;
-  EXPECT_NE(r.output.find("--resume <that directory>/step_<N>.h5"), std::string::npos) << r.output;
-  EXPECT_TRUE(fs::exists(dir_.file("run") + "/metrics.jsonl.prev"));
+  EXPECT_NE(r.output.find("--resume " + old_ckpt), std::string::npos) << r.output;
+  EXPECT_EQ(metrics_by_step(dir_.file("run")), before) << "metrics.jsonl changed";
+  EXPECT_FALSE(fs::exists(metrics + ".prev"));
+  EXPECT_FALSE(fs::exists(elsewhere + "/latest"));
+
+  r = run_command(train_cmd(
+      "run", "--set train.steps=12 --resume " + old_ckpt + " --set checkpoint.dir=" + elsewhere));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(elsewhere + "/step_00000012.h5"));
+  EXPECT_EQ(metrics_by_step(dir_.file("run")).count(12), 1u);
+
+  // Died before its first checkpoint (here: its checkpoints removed): a note, then step 0.
+  fs::remove_all(elsewhere);
+  fs::remove_all(dir_.file("run") + "/checkpoints");
+  r = run_command(train_cmd("run", "--set train.steps=10 --resume auto"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("metrics.jsonl shows this run at step 12 but checkpoint.dir"),
+            std::string::npos)
+      << r.output;
+  EXPECT_TRUE(fs::exists(metrics + ".prev"));
 }
 
 // In the np=8 instance: the run and its checkpoints on 2 ranks (dp=2, ep=2), then resumes from
