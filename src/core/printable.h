@@ -1,5 +1,5 @@
 // Text from outside (a model's sample, a file's contents) made safe for a terminal and a log:
-// control bytes would move the cursor or make `grep` call the log binary.
+// control bytes would move the cursor, and they and invalid UTF-8 make `grep` call the log binary.
 #pragma once
 
 #include <string>
@@ -7,8 +7,9 @@
 
 namespace sy {
 
-// `text` with every C0 control byte and DEL written as \xNN, except newline and tab; a
-// backslash stays as it is. Other bytes, UTF-8 included, pass unchanged.
+// `text` with every C0 control byte and DEL written as \xNN, except newline and tab, and so is
+// every byte that is not part of well-formed UTF-8; a backslash stays as it is. Valid UTF-8
+// passes unchanged.
 std::string printable(std::string_view text);
 
 }  // namespace sy

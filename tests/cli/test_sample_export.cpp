@@ -5,6 +5,7 @@
 // against tables written here; what no architecture represents refused by name), and what a
 // failed export (nothing) or a repeated one (exactly its files) leaves behind.
 #include <gtest/gtest.h>
+#include <iconv.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -68,6 +69,20 @@ std::string train(const std::string& data, const std::string& out, int steps,
   return r.output;
 }
 
+// Whether `text` is well-formed UTF-8, by glibc's iconv (another implementation than the one
+// under test): it stops with EILSEQ or EINVAL at the first byte that is not.
+bool valid_utf8(const std::string& text) {
+  iconv_t cd = iconv_open("UTF-8", "UTF-8");
+  if (cd == reinterpret_cast<iconv_t>(-1)) return false;
+  std::string in = text, out(text.size() + 16, '\0');
+  char* ip = in.data();
+  char* op = out.data();
+  size_t il = in.size(), ol = out.size();
+  const bool ok = iconv(cd, &ip, &il, &op, &ol) != static_cast<size_t>(-1) && il == 0;
+  iconv_close(cd);
+  return ok;
+}
+
 std::string final_ckpt(const std::string& out, int steps) {
   char name[32];
   std::snprintf(name, sizeof name, "step_%08d.h5", steps);
@@ -86,8 +101,9 @@ TEST(SampleCli, TrainSamplesAtEvalAndSampleCommandStreamsText) {
   std::ifstream samples(out + "/samples.txt");
   const std::string st{std::istreambuf_iterator<char>(samples), std::istreambuf_iterator<char>()};
   EXPECT_TRUE(contains(st, "sample at step 2") && contains(st, "sample at step 4")) << st;
-  // The log shows the samples' control bytes (an untrained byte model emits them) escaped, so
-  // that a terminal or `grep` takes the log for text; samples.txt keeps the model's bytes.
+  // The log shows the samples' control bytes and bytes that are not UTF-8 (an untrained byte
+  // model emits both) escaped, so that a terminal or `grep` takes the log for text; samples.txt
+  // keeps the model's bytes.
   const auto control = [](const std::string& text) {
     return std::count_if(text.begin(), text.end(), [](char ch) {
       const auto c = static_cast<unsigned char>(ch);
@@ -95,6 +111,7 @@ TEST(SampleCli, TrainSamplesAtEvalAndSampleCommandStreamsText) {
     });
   };
   EXPECT_EQ(control(log), 0) << log;
+  EXPECT_TRUE(valid_utf8(log)) << log;
   EXPECT_GT(control(st), 0) << "this seed's samples hold no control byte to show it\n" << st;
 
   // The final checkpoint carries the final evaluation: ckpt info shows metrics.jsonl's last

@@ -16,5 +16,19 @@ TEST(Printable, ControlBytesAreEscapedNewlinesTabsAndUtf8Kept) {
   EXPECT_EQ(printable(""), "");
 }
 
+// Bytes that are not well-formed UTF-8 (an untrained byte model's output) are escaped one by one;
+// well-formed sequences of every length pass.
+TEST(Printable, InvalidUtf8IsEscapedByteByByte) {
+  EXPECT_EQ(printable("a\xff\xfe b"), "a\\xFF\\xFE b");
+  EXPECT_EQ(printable("\xc3"), "\\xC3");                             // a lead byte at the end
+  EXPECT_EQ(printable("\xc3("), "\\xC3(");                           // no continuation byte
+  EXPECT_EQ(printable("\xc0\xaf"), "\\xC0\\xAF");                    // overlong '/'
+  EXPECT_EQ(printable("\xed\xa0\x80"), "\\xED\\xA0\\x80");           // a surrogate (U+D800)
+  EXPECT_EQ(printable("\xf4\x90\x80\x80"), "\\xF4\\x90\\x80\\x80");  // past U+10FFFF
+  EXPECT_EQ(printable("\x80x"), "\\x80x");                           // a lone continuation byte
+  EXPECT_EQ(printable("\xc2\xa0\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf"),
+            "\xc2\xa0\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf");  // 2, 3, 4 bytes, U+10FFFF
+}
+
 }  // namespace
 }  // namespace sy
