@@ -93,6 +93,13 @@ std::string layout_problem(const Config& cfg, const PlanLayout& l) {
   if (l.micro_batch < 1 || cfg.train.global_batch % (l.dp() * l.micro_batch) != 0)
     return "train.global_batch is not a multiple of dp * train.micro_batch = " +
            s(l.dp() * l.micro_batch);
+  // Every expert-parallel group (a block of ep * etp consecutive ranks) lies within one node or
+  // spans whole nodes: then all groups are alike, as the cost model (group 0) and the trainer's
+  // one a2a algorithm for the run (auto: hierarchical when any group spans nodes) assume.
+  if (l.nodes() > 1 && l.ep > 1 && (l.ep * l.etp) % l.ranks_per_node != 0 &&
+      l.ranks_per_node % (l.ep * l.etp) != 0)
+    return "the expert-parallel groups of parallel.ep * parallel.etp = " + s(l.ep * l.etp) +
+           " ranks split unevenly over nodes of " + s(l.ranks_per_node) + " ranks";
   if (l.hierarchical && (l.ep % l.ep_nodes() != 0))
     return "hierarchical all-to-all needs the same number of EP ranks on every node";
   if (moe.route_groups.nodes) {

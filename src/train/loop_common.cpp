@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <ostream>
 #include <span>
 #include <sstream>
@@ -112,6 +113,30 @@ Config resolve_route_groups(const Config& cfg, const comm::Layout& l) {
       R = blocks;
     }
   return resolve_route_groups(cfg, R);
+}
+
+void check_hierarchical_groups(const Config& cfg, const comm::Layout& l) {
+  if (cfg.parallel.a2a != A2aKind::kHierarchical) return;
+  for (int edp = 0; edp < l.edp; ++edp)
+    for (int etp = 0; etp < l.etp; ++etp) {
+      const std::vector<int> nodes = ep_group_nodes(l, edp, etp);
+      std::map<int, int> per_node;
+      for (int n : nodes) ++per_node[n];
+      const int first = per_node.begin()->second;
+      if (std::all_of(per_node.begin(), per_node.end(),
+                      [&](const auto& kv) { return kv.second == first; }))
+        continue;
+      std::ostringstream os;
+      os << "parallel.a2a: the hierarchical all-to-all (hierarchical, or auto on a layout that "
+         << "spans nodes) needs the same number of EP ranks on every node of each "
+         << "expert-parallel group, but the group of edp rank " << edp;
+      if (l.etp > 1) os << " and etp rank " << etp;
+      os << " has its parallel.ep=" << l.ep << " ranks on nodes";
+      for (int n : nodes) os << " " << n;
+      os << ". Set parallel.a2a=flat, or parallel.ep / parallel.ranks_per_node so that each "
+            "group's ranks split evenly over its nodes";
+      throw UsageError(os.str());
+    }
 }
 
 BatchShare::BatchShare(const Config& cfg, const TokenData& data, const comm::Layout& lay)

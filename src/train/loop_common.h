@@ -72,6 +72,10 @@ std::vector<int> ep_node_of_rank(const comm::Layout& l);
 // equal, contiguous blocks of its EP ranks on R distinct nodes (UsageError naming the keys
 // otherwise). Any other config comes back as it is.
 Config resolve_route_groups(const Config& cfg, const comm::Layout& l);
+// UsageError when cfg's resolved parallel.a2a is hierarchical but some expert-parallel group puts
+// unequal numbers of its EP ranks on its nodes (the hierarchical exchange needs equal ones).
+// Checked in the agreed start-up checks: the exchange itself would refuse on those ranks only.
+void check_hierarchical_groups(const Config& cfg, const comm::Layout& l);
 
 // One optimizer step's numbers: this rank's share, then (sum_over_dp) the global batch's.
 struct StepTotals {

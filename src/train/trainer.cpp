@@ -132,6 +132,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   Config model_cfg;
   agree_on_usage(rt.world, wd, [&] {
     model_cfg = resolve_a2a(resolve_route_groups(cfg, lay), spans_nodes != 0);
+    check_hierarchical_groups(model_cfg, lay);
   });
   if (placement)
     agree_on_usage(rt.world, wd, [&] {

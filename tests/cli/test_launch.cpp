@@ -42,14 +42,22 @@ size_t count(const std::string& text, const std::string& what) {
 
 TEST_F(Launch, LayoutThatDoesNotFitIsOneMessageAndExitTwo) {
   // tp=2 does not divide 3 ranks; ep=3 does not divide 4 experts; route_groups: nodes where
-  // the EP groups straddle 3-rank nodes (ranks 0,1 on one node, ranks 2,3 on two).
+  // the EP groups straddle 3-rank nodes (ranks 0,1 on one node, ranks 2,3 on two); the
+  // hierarchical all-to-all on EP groups split unevenly over nodes.
   for (const auto& [np, set, key] :
        {std::tuple{3, std::string("--set parallel.tp=2"), std::string("parallel.tp=2")},
         std::tuple{3, std::string("--set parallel.ep=3"), std::string("moe.num_experts")},
         std::tuple{6,
                    std::string("--set parallel.ep=2 --set parallel.ranks_per_node=3 --set "
                                "train.global_batch=6 --set moe.route_groups=nodes"),
-                   std::string("moe.route_groups: nodes")}}) {
+                   std::string("moe.route_groups: nodes")},
+        // auto resolves to hierarchical (the EP groups span 2-rank nodes), whose exchange needs
+        // equal EP ranks per node: 2 + 1 here. It was refused by the exchange on each rank (six
+        // messages; with some groups even, the others waited for the watchdog).
+        std::tuple{6,
+                   std::string("--set parallel.ep=3 --set moe.num_experts=6 --set "
+                               "parallel.ranks_per_node=2 --set train.global_batch=6"),
+                   std::string("needs the same number of EP ranks on every node")}}) {
     const auto r = run_command(mpirun(np) + train(set));
     EXPECT_EQ(r.exit_code, 2) << r.output;
     EXPECT_EQ(count(r.output, "error: "), 1u) << "one message, from rank 0:\n" << r.output;

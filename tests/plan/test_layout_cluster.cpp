@@ -71,6 +71,26 @@ TEST(PlanLayout, EnumerationByHand) {
   EXPECT_EQ(got, want);
 }
 
+// EP groups that straddle nodes unevenly (some within a node, some across; or 4 + 2 ranks) are
+// refused: the planner costs group 0 for all, and the trainer picks one all-to-all for the run.
+TEST(PlanLayout, EpGroupsSplitUnevenlyOverNodesAreRefused) {
+  Config cfg;
+  cfg.moe.num_experts = 12;
+  cfg.train.global_batch = 24;
+  cfg.train.micro_batch = 1;
+  PlanLayout l;
+  l.world = 12;
+  l.ranks_per_node = 4;
+  for (const auto& [ep, refused] : {std::pair{3, true}, std::pair{6, true}, std::pair{2, false},
+                                    std::pair{4, false}, std::pair{12, false}}) {
+    l.ep = ep;
+    EXPECT_EQ(
+        layout_problem(cfg, l).find("split unevenly over nodes of 4 ranks") != std::string::npos,
+        refused)
+        << "ep " << ep << ": " << layout_problem(cfg, l);
+  }
+}
+
 TEST(PlanLayout, MicroBatchIsLoweredWhenDpNeedsIt) {
   Config cfg;
   cfg.train.global_batch = 12;
