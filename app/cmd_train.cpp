@@ -70,7 +70,7 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
       "Run a launcher (mpirun ...) so that a SIGTERM, Ctrl-C (SIGINT) or SIGHUP -- to it or to "
       "this guard -- makes the ranks checkpoint and exit 75 instead of being killed: they are "
       "blocked in the launcher and passed on as SIGUSR1, which mpirun forwards to every rank, "
-      "and the guard waits for the ranks. Exits with the launcher's "
+      "and the guard waits for the ranks (a second Ctrl-C kills them). Exits with the launcher's "
       "status. Example: switchyard guard -- mpirun -np 4 build/switchyard train --config c.yaml");
   auto command = std::make_shared<std::vector<std::string>>();
   guard->add_option("command", *command, "The launcher and its arguments (after --)");

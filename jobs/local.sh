@@ -49,7 +49,27 @@ echo "local.sh: mpirun -np $np ${flags[*]} $SY_BIN train ${args[*]}"
 # shellcheck disable=SC2086
 "$SY_BIN" guard -- mpirun -np "$np" "${flags[@]}" ${SY_MPIRUN_ARGS:-} "$SY_BIN" train "${args[@]}" &
 guard_pid=$!
-trap 'kill -TERM "$guard_pid" 2>/dev/null' TERM INT HUP  # Ctrl-C, a closed terminal: the same
+trap 'kill -TERM "$guard_pid" 2>/dev/null' TERM HUP
+# Ctrl-C: the first asks for the checkpoint (as SIGTERM); a second kills the run now, for ranks
+# that do not stop (the guard here ignores SIGINT, as a script's background job does).
+# shellcheck disable=SC2317  # invoked by the trap below
+kill_tree() {
+  local c
+  for c in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$c"; done
+  kill -KILL "$1" 2>/dev/null
+}
+interrupts=0
+# shellcheck disable=SC2317  # invoked by the trap below
+on_interrupt() {
+  interrupts=$((interrupts + 1))
+  if ((interrupts == 1)); then
+    kill -TERM "$guard_pid" 2>/dev/null
+  else
+    echo "local.sh: Ctrl-C again: killing the run now (the checkpoints written so far are kept)"
+    kill_tree "$guard_pid"
+  fi
+}
+trap on_interrupt INT
 trap 'kill -USR1 "$guard_pid" 2>/dev/null' USR1
 while :; do
   wait "$guard_pid"

@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <ostream>
+#include <sstream>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -22,9 +24,37 @@ namespace {
 // Signals the guard received (SIGUSR1 and the stop signals below) and has to pass on. Process-wide
 // like the trainer's flag in signals.cpp: a signal handler can reach nothing else.
 std::atomic<int> g_requests{0};
+std::atomic<int> g_interrupts{0};  // of them, SIGINT (Ctrl-C): the second one kills
 
-extern "C" void on_guard_signal(int) {
+extern "C" void on_guard_signal(int sig) {
+  if (sig == SIGINT) g_interrupts.fetch_add(1);
   g_requests.fetch_add(1);
+}
+
+// Every process below `root` (children first found, then theirs), from /proc/<pid>/stat's ppid.
+std::vector<pid_t> descendants_of(pid_t root) {
+  std::vector<std::pair<pid_t, pid_t>> parent_of;  // (pid, ppid)
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(e.path() / "stat");
+    std::string stat;
+    std::getline(in, stat);
+    const size_t close = stat.rfind(')');  // the command may hold spaces and parentheses
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 1));
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    parent_of.emplace_back(static_cast<pid_t>(std::stoi(name)), ppid);
+  }
+  std::vector<pid_t> out = {root};
+  for (size_t i = 0; i < out.size(); ++i)
+    for (const auto& [pid, ppid] : parent_of)
+      if (ppid == out[i]) out.push_back(pid);
+  out.erase(out.begin());
+  return out;
 }
 
 // The stop signals the guard takes for the launcher: a scheduler's SIGTERM, a terminal's Ctrl-C
@@ -106,6 +136,13 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
     if (r < 0 && errno != EINTR) {
       status = 1 << 8;  // exit status 1: the launcher is not ours any more
       break;
+    }
+    if (g_interrupts.load() >= 2) {  // Ctrl-C again: the user will not wait for the checkpoint
+      log << "switchyard guard: Ctrl-C again: killing " << argv[0]
+          << " and its ranks now (SIGKILL); the checkpoints written so far are kept" << std::endl;
+      for (pid_t p : descendants_of(pid)) ::kill(p, SIGKILL);
+      ::kill(pid, SIGKILL);
+      g_interrupts.store(0);
     }
     const int requests = g_requests.load();
     bool pass = requests > passed;

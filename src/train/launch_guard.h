@@ -13,6 +13,8 @@
 //     otherwise end the guard at once and leave the ranks running with nobody to report;
 //   - a SIGTERM, SIGINT or SIGHUP sent to the launcher itself stays pending there (blocked); the
 //     guard sees it in /proc/<pid>/status and passes SIGUSR1 on the same way.
+//   - a second Ctrl-C (SIGINT to the guard) is for ranks that do not stop: the guard kills the
+//     launcher and everything below it with SIGKILL.
 // The ranks then stop after the same step, checkpoint and exit 75, mpirun exits 75, and so does
 // the guard: it returns the launcher's exit status (128 + n when a signal n killed it).
 #pragma once

@@ -120,6 +120,52 @@ TEST_F(FaultTest, CtrlCOrHangupUnderTheGuardCheckpointsAndExits75) {
   }
 }
 
+// Ranks that do not stop (rank 0 hangs at step 3; the others wait for it): the first Ctrl-C
+// asks for a checkpoint that cannot come, the second kills the launcher and every rank at once,
+// from the foreground guard and from jobs/local.sh. Nothing is left running.
+TEST_F(FaultTest, SecondCtrlCKillsRanksThatDoNotStop) {
+  const std::string out = path("run");
+  const std::string train_cmd = train(out, 100000, "--set parallel.timeout_s=0");
+  const std::string prefix = kBin + " train ";
+  for (const bool local_sh : {false, true}) {
+    SCOPED_TRACE(local_sh ? "local.sh" : "guard");
+    std::filesystem::remove_all(out);
+    Process job("SWITCHYARD_FAULT=0:3:hang " +
+                    (local_sh ? "SY_BIN=" + kBin + " bash " + kSrc + "/jobs/local.sh -n 2 " +
+                                    train_cmd.substr(prefix.size())
+                              : kBin + " guard -- " + mpirun_command(2) + train_cmd),
+                path("log"));
+    ASSERT_TRUE(wait_until(120, [&] {
+      return read_file(out + "/metrics.jsonl").find("\"step\":2,") != std::string::npos ||
+             !job.running();
+    })) << job.output();
+    std::vector<pid_t> group = {job.pid()};  // the terminal's foreground group: no ranks
+    for (pid_t p : children_of(job.pid())) {
+      group.push_back(p);
+      if (local_sh)
+        for (pid_t q : children_of(p)) group.push_back(q);
+    }
+    const std::vector<pid_t> everything = descendants_of(job.pid());
+    for (pid_t p : group) ::kill(p, SIGINT);
+    ::sleep(2);
+    EXPECT_TRUE(job.running()) << "one Ctrl-C waits for the checkpoint\n" << job.output();
+    for (pid_t p : group) ::kill(p, SIGINT);
+    const int code = job.wait(30);
+    const std::string log = job.output();
+    EXPECT_NE(code, -1) << "the second Ctrl-C did not end it\n" << log;
+    EXPECT_NE(log.find("Ctrl-C again: killing"), std::string::npos) << log;
+    // Gone, or a zombie waiting for whoever inherited it to reap it (SIGKILL has ended it).
+    const auto running = [](pid_t p) {
+      const std::string stat = read_file("/proc/" + std::to_string(p) + "/stat");
+      const size_t close = stat.rfind(')');
+      return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+    };
+    for (pid_t p : everything)
+      EXPECT_TRUE(wait_until(10, [&] { return !running(p); })) << "process " << p << " still runs\n"
+                                                               << log;
+  }
+}
+
 // jobs/local.sh (the guard in a script's background, where SIGINT is ignored): Ctrl-C reaches
 // the script, which passes it on; it waits for the ranks' checkpoint and exits 75 saying how to
 // resume. Before, it exited 130 at once and the run went on behind the user's prompt.
