@@ -24,6 +24,20 @@ bool trained_a_few_steps(const Process& job, const std::string& out) {
   });
 }
 
+// What a terminal's Ctrl-C reaches: the job's process group, which is `job` and its processes
+// down to `levels` below it (the launcher's ranks run in process groups of their own):
+// guard -> mpirun is 1 level, local.sh -> guard -> mpirun 2.
+std::vector<pid_t> foreground_group(pid_t job, int levels) {
+  std::vector<pid_t> group = {job};
+  for (size_t first = 0, level = 0; level < static_cast<size_t>(levels); ++level) {
+    const size_t last = group.size();
+    for (size_t i = first; i < last; ++i)
+      for (pid_t c : children_of(group[i])) group.push_back(c);
+    first = last;
+  }
+  return group;
+}
+
 // Rank 0 stops itself at start-up; SIGTERM reaches every rank (as SLURM sends it); rank 0
 // continues and finds it: the job exits 75 at once without writing anything.
 TEST_F(FaultTest, SignalBeforeTrainingStartsExits75WithoutCheckpoint) {
@@ -139,12 +153,7 @@ TEST_F(FaultTest, SecondCtrlCKillsRanksThatDoNotStop) {
       return read_file(out + "/metrics.jsonl").find("\"step\":2,") != std::string::npos ||
              !job.running();
     })) << job.output();
-    std::vector<pid_t> group = {job.pid()};  // the terminal's foreground group: no ranks
-    for (pid_t p : children_of(job.pid())) {
-      group.push_back(p);
-      if (local_sh)
-        for (pid_t q : children_of(p)) group.push_back(q);
-    }
+    const std::vector<pid_t> group = foreground_group(job.pid(), local_sh ? 2 : 1);
     const std::vector<pid_t> everything = descendants_of(job.pid());
     for (pid_t p : group) ::kill(p, SIGINT);
     ::sleep(2);
@@ -179,11 +188,7 @@ TEST_F(FaultTest, CtrlCToLocalShWaitsForTheCheckpointAndExits75) {
       path("log"));
   ASSERT_TRUE(trained_a_few_steps(job, out)) << job.output();
   // A terminal's Ctrl-C goes to the whole foreground group: the script, guard and mpirun.
-  std::vector<pid_t> group = {job.pid()};
-  for (pid_t p : children_of(job.pid())) {
-    group.push_back(p);
-    for (pid_t q : children_of(p)) group.push_back(q);
-  }
+  const std::vector<pid_t> group = foreground_group(job.pid(), 2);
   for (pid_t p : group) ::kill(p, SIGINT);
   const int code = job.wait(120);
   const std::string log = job.output();
