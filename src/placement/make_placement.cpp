@@ -87,6 +87,10 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
   po.imbalance = o.imbalance;
   po.route_groups = route_group_count(o.route_groups, cfg.moe.route_groups, G);
   po.seed = o.seed;
+  check_partition_options(E, po);  // before the table, not after it
+  std::error_code ec;
+  if (!o.output.empty() && fs::is_directory(o.output, ec))
+    throw UsageError("--output=" + o.output + " is a directory; give the placement file to write");
 
   const ExpertPlacement before = ExpertPlacement::contiguous(c.num_layers, E, P);
   std::vector<std::vector<int32_t>> rank_of;

@@ -197,7 +197,7 @@ double load_ratio(const int64_t* counts, int E, const std::vector<int32_t>& rank
 
 }  // namespace
 
-LayerPartition partition_layer(const int64_t* counts, int E, const PartitionOptions& o) {
+void check_partition_options(int E, const PartitionOptions& o) {
   const int G = o.nodes, R = o.ranks_per_node, RG = std::max(o.route_groups, 1);
   if (G < 1 || R < 1 || E % (G * R) != 0)
     throw UsageError(std::to_string(E) + " experts do not split over " + std::to_string(G) +
@@ -210,6 +210,11 @@ LayerPartition partition_layer(const int64_t* counts, int E, const PartitionOpti
     throw UsageError(rg_name + ": groups of " + std::to_string(E / RG) +
                      " experts cannot move whole between " + std::to_string(G) +
                      " nodes (the group and node counts must divide one another)");
+}
+
+LayerPartition partition_layer(const int64_t* counts, int E, const PartitionOptions& o) {
+  check_partition_options(E, o);
+  const int G = o.nodes, R = o.ranks_per_node, RG = std::max(o.route_groups, 1);
   LayerPartition out;
   std::vector<int> node_of(static_cast<size_t>(E), 0);
   std::vector<int> all(static_cast<size_t>(E));

@@ -40,6 +40,10 @@ struct LayerPartition {
 
 // counts[E*E]: a layer's co-activation (coactivation_file.h; diagonal = loads). Throws UsageError
 // when the options cannot work (E not divisible by G * R, groups that do not fit the nodes).
+// UsageError when `o` cannot partition E experts: nodes x ranks that do not divide them, route
+// groups that do not divide them or cannot move whole between the nodes (partition_layer checks
+// the same; callers check first, before any work or output).
+void check_partition_options(int E, const PartitionOptions& o);
 LayerPartition partition_layer(const int64_t* counts, int E, const PartitionOptions& o);
 
 // What a placement of one layer does to the traffic, from the recorded routing.

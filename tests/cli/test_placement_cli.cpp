@@ -96,11 +96,15 @@ TEST_F(PlacementCli, BadUsesExitTwoNamingTheProblem) {
       {placement("--nodes 2 --ranks-per-node 2"), "--output"},
       {placement("--nodes 2 --evaluate " + dir_.file("bad.yaml")), "bad.yaml"},
       {placement("--nodes 2 --ranks-per-node 2 --route-groups 3 --output x.yaml"), "route_groups"},
+      {placement("--nodes 2 --ranks-per-node 2 --output " + dir_.path().string()),
+       "is a directory"},
   };
   for (const auto& [cmd, expect] : cases) {
     const auto r = run_command(cmd);
     EXPECT_EQ(r.exit_code, 2) << cmd << "\n" << r.output;
     EXPECT_NE(r.output.find(expect), std::string::npos) << cmd << "\n" << r.output;
+    // Refused before the work: no table first (it printed a whole one before these two).
+    EXPECT_EQ(r.output.find("rows/token"), std::string::npos) << cmd << "\n" << r.output;
   }
 }
 
