@@ -180,7 +180,7 @@ Topology make_topology(MPI_Comm ep_comm, const std::vector<int>& node_of_ep_rank
     t.node_of[p] = node;
     t.local_of[p] = count[static_cast<std::size_t>(node)]++;
   }
-  t.uniform = std::all_of(count.begin(), count.end(), [&](int c) { return c == count[0]; });
+  t.uniform = even_over_nodes(ids);
   if (t.uniform) {
     t.ranks_per_node = count[0];
     t.ep_of.assign(P, -1);
@@ -233,6 +233,13 @@ void add_row(ElemType type, void* dst, const void* src, int64_t width) {
 }
 
 }  // namespace detail
+
+bool even_over_nodes(std::span<const int> node_of_ep_rank) {
+  std::map<int, int> per_node;
+  for (int n : node_of_ep_rank) ++per_node[n];
+  return std::all_of(per_node.begin(), per_node.end(),
+                     [&](const auto& kv) { return kv.second == per_node.begin()->second; });
+}
 
 std::unique_ptr<TokenExchange> make_exchange(const ExchangeOptions& opt) {
   SY_CHECK(opt.ep_comm != MPI_COMM_NULL, "make_exchange without an EP communicator");

@@ -138,6 +138,12 @@ struct ExchangeOptions {
 // divisible by P, unequal nodes for hierarchical, node_of_ep_rank of the wrong size).
 std::unique_ptr<TokenExchange> make_exchange(const ExchangeOptions& opt);
 
+// Whether every node holds the same number of an EP group's ranks (`node_of_ep_rank`: any node
+// id per EP rank), which the hierarchical exchange needs. make_exchange refuses otherwise; a
+// caller that wants the refusal before any collective (the trainer's agreed start-up checks)
+// asks here.
+bool even_over_nodes(std::span<const int> node_of_ep_rank);
+
 // MPI_Alltoallv arguments for rows of `row` elements: counts[p] (=) rows_per_rank[p] * row and
 // displs[p] (=) the prefix sum, in elements of the MPI datatype (never bytes). Throws
 // std::runtime_error naming the rank and the peer when one does not fit MPI's int.

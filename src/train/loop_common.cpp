@@ -7,13 +7,13 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <map>
 #include <ostream>
 #include <span>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
 
+#include "comm/alltoall.h"
 #include "comm/collectives.h"
 #include "src/data/loader.h"
 #include "src/train/report.h"
@@ -120,12 +120,7 @@ void check_hierarchical_groups(const Config& cfg, const comm::Layout& l) {
   for (int edp = 0; edp < l.edp; ++edp)
     for (int etp = 0; etp < l.etp; ++etp) {
       const std::vector<int> nodes = ep_group_nodes(l, edp, etp);
-      std::map<int, int> per_node;
-      for (int n : nodes) ++per_node[n];
-      const int first = per_node.begin()->second;
-      if (std::all_of(per_node.begin(), per_node.end(),
-                      [&](const auto& kv) { return kv.second == first; }))
-        continue;
+      if (comm::even_over_nodes(nodes)) continue;
       std::ostringstream os;
       os << "parallel.a2a: the hierarchical all-to-all (hierarchical, or auto on a layout that "
          << "spans nodes) needs the same number of EP ranks on every node of each "

@@ -93,6 +93,17 @@ void hier_against_reference(unsigned seed) {
   EXPECT_EQ(sum_over_world(wrong), 0) << "wrong entries summed over all ranks and cases";
 }
 
+// What the hierarchical exchange needs of an EP group's nodes, by hand: as many of its ranks on
+// every node it uses (node ids are labels, in any order).
+TEST(HierExchange, EvenOverNodesByHand) {
+  using sy::comm::even_over_nodes;
+  EXPECT_TRUE(even_over_nodes(std::vector<int>{0, 0, 0, 0}));
+  EXPECT_TRUE(even_over_nodes(std::vector<int>{0, 0, 1, 1, 2, 2}));
+  EXPECT_TRUE(even_over_nodes(std::vector<int>{7, 3, 7, 3}));
+  EXPECT_FALSE(even_over_nodes(std::vector<int>{0, 0, 0, 0, 1, 1}));  // 4 + 2
+  EXPECT_FALSE(even_over_nodes(std::vector<int>{0, 1, 1}));
+}
+
 TEST(HierExchange, MatchesGatherReferenceFloat) {
   hier_against_reference<float>(100);
 }
