@@ -7,7 +7,11 @@
 #   - a `--set device=cpu` of the user's is left to win (no device=cuda added);
 #   - no GPUs: the CPU command line is exactly as before (no device, no GPU note);
 #   - more ranks than GPUs on a node: a warning;
-#   - srun's exit code passes through (2 stays 2).
+#   - srun's exit code passes through (2 stays 2);
+#   - after exit 75 (a stand-in `scontrol` reports the job): still RUNNING (SIGUSR1) -> the script
+#     requeues it, also when an array's first element lists its siblings too; COMPLETING with
+#     Restarts up (SLURM requeued it) -> no second requeue; COMPLETING otherwise (scancel) -> not
+#     requeued, exit 75. The real cluster test (tests/slurm) runs the last two for real.
 #
 #   bash tests/jobs/sbatch_gpu_test.sh <source dir>
 set -uo pipefail
@@ -21,6 +25,14 @@ echo "SRUN $*" >>"$FAKE_SRUN_LOG"
 exit "${FAKE_SRUN_RC:-0}"
 EOF
 chmod +x "$tmp/bin/srun"
+cat >"$tmp/bin/scontrol" <<'EOF'
+#!/usr/bin/env bash
+case $1 in
+  show) printf '%b' "$FAKE_SCONTROL_SHOW" ;;
+  requeue) echo "REQUEUE $2" >>"$FAKE_SRUN_LOG" ;;
+esac
+EOF
+chmod +x "$tmp/bin/scontrol"
 
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
@@ -71,5 +83,25 @@ has "$out" "warning: 8 ranks per node but 4 GPU(s)" || fail "oversubscribed: no 
 job exit_code SLURM_NTASKS_PER_NODE=1 SLURM_GPUS_ON_NODE=1 FAKE_SRUN_RC=2 -- --config configs/tiny.yaml
 ((rc == 2)) || fail "exit_code: srun's 2 came back as $rc"
 
+# Exit 75 (a checkpoint written after a signal): what comes next depends on the job's state.
+running='JobId=42 JobName=sy JobState=RUNNING Reason=None Restarts=0 ArrayJobId=42 ArrayTaskId=0\n'
+sibling='JobId=43 JobName=sy JobState=PENDING Reason=None Restarts=0 ArrayJobId=42 ArrayTaskId=1\n'
+job usr1_array SLURM_NTASKS_PER_NODE=1 FAKE_SRUN_RC=75 "FAKE_SCONTROL_SHOW=$running$sibling" \
+  -- --config configs/tiny.yaml
+has "$srun" "REQUEUE 42" || fail "usr1_array: not requeued: $out"
+((rc == 0)) || fail "usr1_array: exit $rc: $out"
+job cancelled SLURM_NTASKS_PER_NODE=1 FAKE_SRUN_RC=75 \
+  'FAKE_SCONTROL_SHOW=JobId=42 JobName=sy JobState=COMPLETING Reason=None Restarts=0\n' \
+  -- --config configs/tiny.yaml
+has "$srun" "REQUEUE" && fail "cancelled: requeued: $out"
+has "$out" "job 42 is ending (COMPLETING" || fail "cancelled: log: $out"
+((rc == 75)) || fail "cancelled: exit $rc"
+job slurm_requeued SLURM_NTASKS_PER_NODE=1 FAKE_SRUN_RC=75 \
+  'FAKE_SCONTROL_SHOW=JobId=42 JobName=sy JobState=COMPLETING Reason=None Restarts=1\n' \
+  -- --config configs/tiny.yaml
+has "$srun" "REQUEUE" && fail "slurm_requeued: requeued a second time: $out"
+has "$out" "SLURM requeued job 42 itself" || fail "slurm_requeued: log: $out"
+((rc == 0)) || fail "slurm_requeued: exit $rc"
+
 if ((fails)); then echo "$fails check(s) failed"; exit 1; fi
-echo "PASS: train.sbatch passes device=cuda with GPUs (not over the user's choice), logs GPUs and network settings, leaves the CPU path unchanged"
+echo "PASS: train.sbatch passes device=cuda with GPUs (not over the user's choice), logs GPUs and network settings, leaves the CPU path unchanged, and after exit 75 requeues only a job still running"

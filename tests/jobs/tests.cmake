@@ -4,7 +4,9 @@
 #                             outside it, on a missing step, a NaN, a stray val_loss)
 #   jobs_sbatch_gpu           jobs/train.sbatch's GPU handling with a stand-in srun: device=cuda
 #                             when SLURM allocated GPUs (not over the user's choice), the GPUs
-#                             and NCCL/UCX settings in the start line, the CPU path unchanged
+#                             and NCCL/UCX settings in the start line, the CPU path unchanged;
+#                             after exit 75, a requeue only for a job still running (a stand-in
+#                             scontrol: an array's sibling lines, scancel, a SLURM requeue)
 #   jobs_gpu_check_verdicts   jobs/gpu_check.sh's stage verdicts on a stand-in bundle: SKIP with
 #                             the reason without a GPU, FAIL when a test or the ldd check fails;
 #                             about 40 s, most of it one stage run out to its deadline
