@@ -86,22 +86,22 @@ job exit_code SLURM_NTASKS_PER_NODE=1 SLURM_GPUS_ON_NODE=1 FAKE_SRUN_RC=2 -- --c
 # Exit 75 (a checkpoint written after a signal): what comes next depends on the job's state.
 running='JobId=42 JobName=sy JobState=RUNNING Reason=None Restarts=0 ArrayJobId=42 ArrayTaskId=0\n'
 sibling='JobId=43 JobName=sy JobState=PENDING Reason=None Restarts=0 ArrayJobId=42 ArrayTaskId=1\n'
-job usr1_array SLURM_NTASKS_PER_NODE=1 FAKE_SRUN_RC=75 "FAKE_SCONTROL_SHOW=$running$sibling" \
-  -- --config configs/tiny.yaml
-has "$srun" "REQUEUE 42" || fail "usr1_array: not requeued: $out"
-((rc == 0)) || fail "usr1_array: exit $rc: $out"
-job cancelled SLURM_NTASKS_PER_NODE=1 FAKE_SRUN_RC=75 \
-  'FAKE_SCONTROL_SHOW=JobId=42 JobName=sy JobState=COMPLETING Reason=None Restarts=0\n' \
-  -- --config configs/tiny.yaml
-has "$srun" "REQUEUE" && fail "cancelled: requeued: $out"
-has "$out" "job 42 is ending (COMPLETING" || fail "cancelled: log: $out"
-((rc == 75)) || fail "cancelled: exit $rc"
-job slurm_requeued SLURM_NTASKS_PER_NODE=1 FAKE_SRUN_RC=75 \
-  'FAKE_SCONTROL_SHOW=JobId=42 JobName=sy JobState=COMPLETING Reason=None Restarts=1\n' \
-  -- --config configs/tiny.yaml
-has "$srun" "REQUEUE" && fail "slurm_requeued: requeued a second time: $out"
-has "$out" "SLURM requeued job 42 itself" || fail "slurm_requeued: log: $out"
-((rc == 0)) || fail "slurm_requeued: exit $rc"
+# after_75 <name> <what scontrol shows> <requeue: yes|no> <exit code> <log text>
+after_75() {
+  job "$1" SLURM_NTASKS_PER_NODE=1 FAKE_SRUN_RC=75 "FAKE_SCONTROL_SHOW=$2" -- --config configs/tiny.yaml
+  if [ "$3" = yes ]; then
+    has "$srun" "REQUEUE 42" || fail "$1: not requeued: $out"
+  else
+    has "$srun" "REQUEUE" && fail "$1: requeued (again): $out"
+  fi
+  ((rc == $4)) || fail "$1: exit $rc, expected $4: $out"
+  has "$out" "$5" || fail "$1: log: $out"
+}
+after_75 usr1_array "$running$sibling" yes 0 "requeueing job 42"
+after_75 cancelled 'JobId=42 JobName=sy JobState=COMPLETING Reason=None Restarts=0\n' no 75 \
+  "job 42 is ending (COMPLETING"
+after_75 slurm_requeued 'JobId=42 JobName=sy JobState=COMPLETING Reason=None Restarts=1\n' no 0 \
+  "SLURM requeued job 42 itself"
 
 if ((fails)); then echo "$fails check(s) failed"; exit 1; fi
 echo "PASS: train.sbatch passes device=cuda with GPUs (not over the user's choice), logs GPUs and network settings, leaves the CPU path unchanged, and after exit 75 requeues only a job still running"
