@@ -63,7 +63,8 @@ std::string GpuExchange::describe() const {
 void GpuExchange::layout(std::span<const int32_t> topk_idx, int64_t num_tokens, int top_k,
                          GpuRoute& route, cudaStream_t stream) {
   detail::StatsTimer timer(&stats_.seconds);
-  // The previous layout's index lists may still be read by queued kernels.
+  // The previous layout's index lists may still be read by queued kernels: those on `stream`,
+  // and (the caller's duty, see the header) those on other streams joined into it.
   CUDA_CHECK(cudaStreamSynchronize(stream));
   route.plan = make_route_plan(groups_, topk_idx, num_tokens, top_k, watchdog_);
   const RoutePlan& p = route.plan;

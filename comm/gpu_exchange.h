@@ -55,7 +55,9 @@ class GpuExchange {
   int rank() const { return groups_.topo.rank; }
 
   // Collective (host MPI). topk_idx[N*K] on the host, as TokenExchange::layout. The index lists
-  // are copied to the device on `stream`.
+  // are copied to the device on `stream`. layout synchronises only `stream` before it rewrites
+  // the route's lists, so every earlier use of `route` on another stream (the communication
+  // stream of an overlapped MoE layer) must already be joined into `stream` by an event wait.
   void layout(std::span<const int32_t> topk_idx, int64_t num_tokens, int top_k, GpuRoute& route,
               cudaStream_t stream);
   // recv[Mr,W] (=) the rows of x[N,W] per the route (device pointers). Collective.
