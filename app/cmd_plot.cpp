@@ -20,7 +20,9 @@ void add_plot_command(CLI::App& root, std::vector<Command>& out) {
   auto* cmd = root.add_subcommand(
       "plot",
       "Draw PNG charts of a run with gnuplot: loss (train, validation), aux and z loss, tokens/s, "
-      "the expert-load heatmap per layer and the dropped-token fraction");
+      "the expert-load heatmap per layer and the dropped-token fraction; where the run spans "
+      "nodes, the inter-node bytes per step; and from <run dir>/coactivation.h5 the "
+      "co-activation heatmap per layer");
   cmd->add_option("run_dir", a->run_dir, "Run directory (holds metrics.jsonl)")->required();
   cmd->add_option("-o,--out", a->opt.out_dir, "Where the PNGs go (default: <run dir>/plots)");
   cmd->add_option("--gnuplot", a->opt.gnuplot, "gnuplot executable")->capture_default_str();

@@ -330,12 +330,15 @@ void RunProgress::eval_done(int64_t step, double val_loss) {
 }
 
 void log_done(const TrainSummary& summary, const MetricsWriter* metrics, std::ostream& log) {
+  char loss[32] = "-";  // no step ran (train.steps: 0 only evaluates): no train loss to report
+  if (summary.steps_done > summary.first_step)
+    std::snprintf(loss, sizeof loss, "%.4f", summary.final_loss);
   char buf[320];
   std::snprintf(buf, sizeof buf,
-                "done: %lld steps in %s | final loss %.4f | val_loss %.4f (best %.4f) | "
+                "done: %lld steps in %s | final loss %s | val_loss %.4f (best %.4f) | "
                 "%zu checkpoint(s) written | metrics: %s\n",
                 static_cast<long long>(summary.steps_done), format_duration(summary.wall_s).c_str(),
-                summary.final_loss, summary.final_val_loss, summary.best_val_loss,
+                loss, summary.final_val_loss, summary.best_val_loss,
                 summary.checkpoints_written.size(), metrics ? metrics->path().c_str() : "-");
   log << buf << std::flush;
 }

@@ -16,6 +16,7 @@
 #include "common/temp_dir.h"
 #include "src/config/config.h"
 #include "src/data/tokens.h"
+#include "src/train/loop_common.h"
 #include "src/train/trainer.h"
 
 namespace sy {
@@ -76,6 +77,27 @@ TEST_F(TrainTest, TinyConfigLearns) {
   const TrainSummary after = train(tiny("trained"), log);
   // Stated margin (README): the tiny run ends at least 2 nats below ln(256).
   EXPECT_LT(after.final_val_loss, std::log(256.0) - 2.0) << log.str();
+}
+
+// The run's last line: `train.steps: 0` only evaluates (configs/README), so there is no train
+// loss to report and the line must not claim one of 0.
+TEST(TrainSummaryLine, NamesTheLastStepsLossOnlyWhenAStepRan) {
+  TrainSummary s;
+  s.final_val_loss = s.best_val_loss = 5.5;
+  std::ostringstream none;
+  log_done(s, nullptr, none);
+  EXPECT_EQ(none.str().find("final loss 0.0000"), std::string::npos) << none.str();
+  EXPECT_NE(none.str().find("done: 0 steps in 00:00:00 | final loss - | val_loss 5.5000"),
+            std::string::npos)
+      << none.str();
+  s.first_step = 2;
+  s.steps_done = 5;
+  s.final_loss = 4.25;
+  std::ostringstream ran;
+  log_done(s, nullptr, ran);
+  EXPECT_NE(ran.str().find("done: 5 steps in 00:00:00 | final loss 4.2500 | val_loss 5.5000"),
+            std::string::npos)
+      << ran.str();
 }
 
 TEST_F(TrainTest, SameSeedGivesBitwiseIdenticalMetrics) {
