@@ -14,9 +14,11 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, 
           int ldb, T beta, T* C, int ldc);
 
 // Products large enough to share are cut into blocks that run on the OpenMP threads, each one
-// single-threaded BLAS call (gemm.cpp says why); inside an enclosing OpenMP parallel region gemm()
-// is one call. This makes OpenBLAS single-threaded for the process (idempotent, thread-safe);
-// gemm() calls it itself, and code that parallelises around gemm() calls it before its region.
+// single-threaded BLAS call (gemm.cpp says why); inside an enclosing OpenMP parallel region the
+// blocks run one after another. The blocks depend on the shape only, so the result is bitwise
+// the same for any thread count. This makes OpenBLAS single-threaded for the process (idempotent,
+// thread-safe); gemm() calls it itself, and code that parallelises around gemm() calls it before
+// its region.
 void use_single_threaded_blas();
 
 // How a backward writes an activation gradient: assigned (the usual case) or accumulated into

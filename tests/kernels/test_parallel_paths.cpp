@@ -150,6 +150,39 @@ TEST(ParallelPaths, GemmSplitMatchesNaiveLoops) {
         }
 }
 
+// The bits of a product do not depend on the thread count (a run resumed with another
+// OMP_NUM_THREADS continues bit for bit), nor on an enclosing parallel region (experts, heads).
+TEST(ParallelPaths, GemmBitsIndependentOfThreadCount) {
+  const int shapes[][3] = {{1000, 96, 128}, {64, 1200, 96}, {515, 515, 33}};
+  std::mt19937 rng(9);
+  for (const auto& sh : shapes) {
+    const int M = sh[0], N = sh[1], K = sh[2];
+    SCOPED_TRACE(::testing::Message() << M << "x" << N << "x" << K);
+    const auto A = random_vector<float>(rng, static_cast<size_t>(M) * K);
+    const auto B = random_vector<float>(rng, static_cast<size_t>(K) * N);
+    auto run = [&](std::vector<float>& C) {
+      C.assign(static_cast<size_t>(M) * N, 0.0f);
+      cpu::gemm<float>(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C.data(), N);
+    };
+    std::vector<float> one, many, nested;
+    with_threads(1, [&] { run(one); });
+    for (int threads : {2, 3, 4}) {
+      with_threads(threads, [&] { run(many); });
+      ASSERT_EQ(0, std::memcmp(one.data(), many.data(), one.size() * sizeof(float)))
+          << threads << " threads changed the bits (rel diff " << rel_error(many, one) << ")";
+    }
+    with_threads(2, [&] {
+#pragma omp parallel num_threads(2)
+      {
+#pragma omp single
+        run(nested);
+      }
+    });
+    ASSERT_EQ(0, std::memcmp(one.data(), nested.data(), one.size() * sizeof(float)))
+        << "inside a parallel region the bits changed (rel diff " << rel_error(nested, one) << ")";
+  }
+}
+
 // ---------------------------------------------------------------- dense ops
 
 TEST(ParallelPaths, RmsnormForwardBackward) {

@@ -84,12 +84,13 @@ class Resume : public ::testing::Test {
 
   // Runs `extra` straight for 20 steps, and again SIGKILLed after its step-10 checkpoint and
   // resumed with --resume auto: the metrics of steps 11-20 and the final checkpoint must be the
-  // uninterrupted run's, bit for bit.
-  void expect_bitwise_resume(const std::string& extra);
+  // uninterrupted run's, bit for bit. `resume_env` (e.g. "OMP_NUM_THREADS=3") is set for the
+  // resumed run only.
+  void expect_bitwise_resume(const std::string& extra, const std::string& resume_env = "");
   test::TempDir dir_;
 };
 
-void Resume::expect_bitwise_resume(const std::string& extra) {
+void Resume::expect_bitwise_resume(const std::string& extra, const std::string& resume_env) {
   auto cmd = [&](const std::string& run, const std::string& more = "") {
     return train_cmd(run, extra + " " + more);
   };
@@ -106,7 +107,7 @@ void Resume::expect_bitwise_resume(const std::string& extra) {
   ASSERT_TRUE(fs::exists(dir_.file("killed") + "/checkpoints/step_00000010.h5"));
   ASSERT_FALSE(fs::exists(dir_.file("killed") + "/checkpoints/step_00000020.h5"));
 
-  r = run_command(cmd("killed", "--resume auto"));
+  r = run_command(resume_env + " " + cmd("killed", "--resume auto"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("step_00000010.h5 (step 10)"), std::string::npos) << r.output;
 
@@ -125,6 +126,13 @@ void Resume::expect_bitwise_resume(const std::string& extra) {
 
 TEST_F(Resume, KilledAfterCheckpointResumesBitwise) {
   expect_bitwise_resume("");
+}
+
+// The runs above use one OpenMP thread; a run requeued onto a node with other cores resumes
+// with another thread count, and must still continue bit for bit (3: the products' parts do not
+// divide evenly among the threads).
+TEST_F(Resume, ResumedWithAnotherThreadCountContinuesBitwise) {
+  expect_bitwise_resume("", "OMP_NUM_THREADS=3");
 }
 
 // The router's variants live in the config the checkpoint carries: sigmoid scores, the gate
