@@ -17,28 +17,28 @@ inline bool finite_number(const std::string& text, double& v) {
   v = std::strtod(text.c_str(), &end);
   return !text.empty() && end == text.c_str() + text.size() && std::isfinite(v);
 }
+
+// A finite number > 0, or >= 0 when `zero_ok`; `name` is its tag in --help.
+inline CLI::Validator number_over_zero(bool zero_ok, const std::string& name) {
+  const std::string expected = zero_ok ? "expected a number >= 0" : "expected a number > 0";
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        double v = 0;
+        if (detail::finite_number(text, v) && (v > 0 || (zero_ok && v == 0))) return "";
+        return expected + ", got '" + text + "'";
+      },
+      name);
+}
 }  // namespace detail
 
 // A finite number > 0.
 inline CLI::Validator positive_number() {
-  return CLI::Validator(
-      [](std::string& text) -> std::string {
-        double v = 0;
-        if (detail::finite_number(text, v) && v > 0) return "";
-        return "expected a number > 0, got '" + text + "'";
-      },
-      "POSITIVE");
+  return detail::number_over_zero(/*zero_ok=*/false, "POSITIVE");
 }
 
 // A finite number >= 0.
 inline CLI::Validator non_negative_number() {
-  return CLI::Validator(
-      [](std::string& text) -> std::string {
-        double v = 0;
-        if (detail::finite_number(text, v) && v >= 0) return "";
-        return "expected a number >= 0, got '" + text + "'";
-      },
-      "NONNEGATIVE");
+  return detail::number_over_zero(/*zero_ok=*/true, "NONNEGATIVE");
 }
 
 // An integer in [0, 2^64) for a uint64_t option: CLI11 reads "-1" and 2^64 into one as 2^64 - 1.

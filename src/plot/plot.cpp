@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "src/core/error.h"
+#include "src/core/run_files.h"
 
 namespace sy {
 
@@ -359,7 +360,7 @@ void plot_xy(const std::string& png, const std::string& title, const std::string
 std::vector<std::string> plot_run(const std::string& run_dir, const PlotOptions& opt,
                                   std::ostream& log) {
   if (!fs::is_directory(run_dir)) throw UsageError(run_dir + ": no such run directory");
-  const std::string metrics = (fs::path(run_dir) / "metrics.jsonl").string();
+  const std::string metrics = metrics_path(run_dir);
   if (!fs::exists(metrics)) throw UsageError(metrics + ": missing (not a run directory?)");
   const RunMetrics m = read_run_metrics(metrics);
   PlotOptions o = opt;

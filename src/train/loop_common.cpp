@@ -15,6 +15,7 @@
 
 #include "comm/alltoall.h"
 #include "comm/collectives.h"
+#include "src/core/run_files.h"
 #include "src/data/loader.h"
 #include "src/train/report.h"
 
@@ -284,7 +285,7 @@ std::optional<MetricsWriter> open_run_outputs(const Config& cfg, bool rank0, boo
   if (!rank0) return metrics;
   fs::create_directories(cfg.run.out_dir);
   std::ofstream(fs::path(cfg.run.out_dir) / "config.yaml") << to_yaml(cfg);
-  const std::string path = (fs::path(cfg.run.out_dir) / "metrics.jsonl").string();
+  const std::string path = metrics_path(cfg.run.out_dir);
   if (resumed) {
     metrics.emplace(path, resume_step);
   } else {

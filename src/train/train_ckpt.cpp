@@ -9,6 +9,7 @@
 
 #include "src/ckpt/compat.h"
 #include "src/core/error.h"
+#include "src/core/run_files.h"
 #include "src/train/metrics.h"
 #include "src/train/signals.h"
 
@@ -101,8 +102,7 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
     // Starting over although the run directory shows progress (a run that died before its first
     // checkpoint): say so, and where its metrics go. (Checkpoints left in another directory were
     // refused before this: refuse_checkpoints_left_behind.)
-    const std::string metrics =
-        (std::filesystem::path(t.cfg.run.out_dir) / "metrics.jsonl").string();
+    const std::string metrics = metrics_path(t.cfg.run.out_dir);
     if (const int64_t logged = last_logged_step(metrics); logged > 0)
       log << "note: " << metrics << " shows this run at step " << logged << " but checkpoint.dir '"
           << t.cfg.checkpoint.dir

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -50,12 +52,15 @@ TEST(Cli, UnknownCommandsAreNamedWithTheClosestOne) {
 // A number option out of range says what it expected in one short line (CLI11's own checks
 // printed DBL_MAX in 300 digits).
 TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
-  for (const std::string& args : {"bench train --config " + kSrc + "/configs/tiny.yaml --steps 0",
-                                  "plan --config " + kSrc + "/configs/tiny.yaml --cluster " + kSrc +
-                                      "/clusters/this-machine.yaml --memory-gib -1"}) {
+  const std::string tiny = " --config " + kSrc + "/configs/tiny.yaml";
+  for (const auto& [args, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"bench train" + tiny + " --steps 0", "expected a number > 0, got '0'"},
+           {"plan" + tiny + " --cluster " + kSrc + "/clusters/this-machine.yaml --memory-gib -1",
+            "expected a number > 0, got '-1'"},
+           {"bench train" + tiny + " --warmup -1", "expected a number >= 0, got '-1'"}}) {
     const auto r = run_command(kBin + " " + args);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
-    EXPECT_NE(r.output.find("expected a number > 0, got '"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
     EXPECT_LT(r.output.size(), 200u) << r.output;
   }
 }

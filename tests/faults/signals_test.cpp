@@ -8,6 +8,8 @@
 //     taken over.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <csignal>
 
 #include "faults/faults_util.h"
@@ -227,11 +229,33 @@ TEST_F(FaultTest, SecondRunInTheSameDirectoryIsRefusedNamingTheHolder) {
   EXPECT_NE(second.output.find("run.out_dir '" + out + "' is in use by another switchyard run"),
             std::string::npos)
       << second.output;
-  EXPECT_NE(second.output.find("pid " + std::to_string(holder)), std::string::npos)
+  // The holder as its lock file names it: this machine and the first run's rank 0.
+  char host[256] = {};
+  EXPECT_EQ(::gethostname(host, sizeof host - 1), 0);
+  EXPECT_NE(second.output.find("(host " + std::string(host) + " pid " + std::to_string(holder) +
+                               " since "),
+            std::string::npos)
+      << second.output;
+  EXPECT_NE(second.output.find("; lock file " + out + "/.switchyard.lock)"), std::string::npos)
       << second.output;
   ASSERT_TRUE(first.running()) << "the second run ended the first\n" << first.output();
   ::kill(first.pid(), SIGUSR1);  // mpirun forwards it: checkpoint, 75
   EXPECT_EQ(first.wait(120), 75) << first.output();
+}
+
+// A lock file that cannot be opened (here a directory in its place) is exit 2 at start, naming
+// the key, the lock file and the system's reason, before any work.
+TEST_F(FaultTest, LockFileThatCannotBeOpenedIsNamed) {
+  const std::string out = path("run"), lock = out + "/.switchyard.lock";
+  std::filesystem::create_directories(lock);
+  const auto r = run_command(mpirun_command(2) + train(out, 2));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(count(r.output, "error: "), 1u) << r.output;
+  EXPECT_NE(r.output.find("error: run.out_dir '" + out + "' is not writable (opening " + lock +
+                          ": Is a directory)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("step "), std::string::npos) << "work began before the check";
 }
 
 // A lock file left by a run that died names it; the next run takes the lock over and says so.

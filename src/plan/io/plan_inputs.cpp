@@ -9,6 +9,7 @@
 
 #include "src/core/error.h"
 #include "src/core/h5.h"
+#include "src/core/run_files.h"
 #include "src/placement/coactivation_file.h"
 #include "src/plot/run_metrics.h"
 
@@ -76,7 +77,7 @@ RoutingStats load_routing(const std::string& spec, const Config& cfg) {
   std::error_code ec;
   if (!fs::is_directory(spec, ec))
     throw UsageError("--routing '" + spec + "': expected 'uniform' or a run directory");
-  const std::string metrics = (fs::path(spec) / "metrics.jsonl").string();
+  const std::string metrics = metrics_path(spec);
   const RunMetrics m = read_run_metrics(metrics);
   const int64_t E = cfg.moe.num_experts;
   if (m.num_experts() != E)
