@@ -298,15 +298,33 @@ nlohmann::json read_json(const std::string& path) {
   return nlohmann::json::parse(in);
 }
 
+// A safetensors file read by the format's definition: its JSON header, and every tensor's float32
+// values by name (data_offsets count from the end of the header).
+struct Safetensors {
+  nlohmann::json header;
+  std::map<std::string, std::vector<float>> values;
+};
+Safetensors read_safetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  uint64_t n = 0;
+  if (bytes.size() >= 8) std::memcpy(&n, bytes.data(), 8);
+  Safetensors st;
+  st.header = nlohmann::json::parse(bytes.substr(8, n));
+  for (const auto& [name, v] : st.header.items()) {
+    if (name == "__metadata__") continue;
+    const auto off = v["data_offsets"].get<std::vector<uint64_t>>();
+    std::vector<float> f((off[1] - off[0]) / sizeof(float));
+    std::memcpy(f.data(), bytes.data() + 8 + n + off[0], f.size() * sizeof(float));
+    st.values[name] = std::move(f);
+  }
+  return st;
+}
+
 // name -> shape of every tensor in a safetensors file (its JSON header), and the metadata.
 std::map<std::string, std::vector<int64_t>> safetensors_table(const std::string& path,
                                                               nlohmann::json* meta) {
-  std::ifstream in(path, std::ios::binary);
-  uint64_t n = 0;
-  in.read(reinterpret_cast<char*>(&n), 8);
-  std::string header(n, '\0');
-  in.read(header.data(), static_cast<std::streamsize>(n));
-  const auto j = nlohmann::json::parse(header);
+  const auto j = read_safetensors(path).header;
   std::map<std::string, std::vector<int64_t>> out;
   for (const auto& [name, v] : j.items()) {
     if (name == "__metadata__") {
@@ -320,6 +338,86 @@ std::map<std::string, std::vector<int64_t>> safetensors_table(const std::string&
 }
 
 using TensorTable = std::map<std::string, std::vector<int64_t>>;
+
+// The values of an HF export of tiny.yaml (d 32, L 2, E 4, F 64, S shared experts) against the
+// checkpoint's SPEC tensors (`ckpt export` to safetensors), mapped here by hand: `y = x W` with W
+// [in, out] is torch's weight [out, in] = W^T; q/k/v are wqkv's three column blocks; gate_proj is
+// W1 and up_proj W3 (down(silu(gate x) * up x)); routed down_proj carries moe.gate_scale; the S
+// shared experts are one SwiGLU of hidden S*F (expert s owns hidden rows s*F..), its down_proj
+// doubled against Qwen2-MoE's shared_expert_gate of sigmoid(0) = 1/2.
+void expect_hf_values(const std::string& ckpt, const std::string& hf, const std::string& moe, int S,
+                      float gate_scale) {
+  const std::string spec_file = hf + ".spec.safetensors";
+  const auto r = run_command(kBin + " ckpt export " + ckpt + " --output " + spec_file);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto spec = read_safetensors(spec_file).values;
+  const auto got = read_safetensors(hf + "/model.safetensors").values;
+  const int C = 32, E = 4, F = 64;
+  // got[name][row * cols + col] == scale * spec[from][at(row, col)] for every element.
+  auto expect = [&](const std::string& name, int rows, int cols, const std::string& from, auto at,
+                    float scale) {
+    ASSERT_TRUE(got.count(name) && spec.count(from)) << name << " / " << from;
+    const std::vector<float>& g = got.at(name);
+    const std::vector<float>& w = spec.at(from);
+    ASSERT_EQ(g.size(), static_cast<size_t>(rows) * cols) << name;
+    int bad = 0;
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < cols; ++j)
+        if (g[static_cast<size_t>(i) * cols + j] != scale * w[at(i, j)] && bad++ == 0)
+          ADD_FAILURE() << name << "[" << i << "][" << j << "] is not " << scale << " x " << from;
+    EXPECT_EQ(bad, 0) << name;
+  };
+  const auto at2 = [](int ld) {
+    return [ld](int i, int j) { return static_cast<size_t>(i) * ld + j; };
+  };
+  const auto transposed = [](int ld, int col0) {
+    return [ld, col0](int i, int j) { return static_cast<size_t>(j) * ld + col0 + i; };
+  };
+  const int V = spec.count("model/embed") ? static_cast<int>(spec.at("model/embed").size() / C) : 0;
+  expect("model.embed_tokens.weight", V, C, "model/embed", at2(C), 1.0f);
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    const std::string w = "model/layers/" + std::to_string(l) + "/";
+    expect(p + "input_layernorm.weight", 1, C, w + "attn_norm", at2(C), 1.0f);
+    expect(p + "post_attention_layernorm.weight", 1, C, w + "moe_norm", at2(C), 1.0f);
+    const char* qkv[] = {"q_proj", "k_proj", "v_proj"};
+    for (int b = 0; b < 3; ++b)
+      expect(p + "self_attn." + qkv[b] + ".weight", C, C, w + "attn/wqkv", transposed(3 * C, b * C),
+             1.0f);
+    expect(p + "self_attn.o_proj.weight", C, C, w + "attn/wo", transposed(C, 0), 1.0f);
+    expect(p + moe + "gate.weight", E, C, w + "moe/router", transposed(E, 0), 1.0f);
+    const bool mixtral = moe == "block_sparse_moe.";
+    for (int e = 0; e < E; ++e) {
+      const std::string x = p + moe + "experts." + std::to_string(e) + ".";
+      const auto in_expert = [&](auto f, size_t size) {
+        return [f, e, size](int i, int j) { return e * size + f(i, j); };
+      };
+      const size_t CF = static_cast<size_t>(C) * F;
+      expect(x + (mixtral ? "w1" : "gate_proj") + ".weight", F, C, w + "moe/w1",
+             in_expert(transposed(F, 0), CF), 1.0f);
+      expect(x + (mixtral ? "w3" : "up_proj") + ".weight", F, C, w + "moe/w3",
+             in_expert(transposed(F, 0), CF), 1.0f);
+      expect(x + (mixtral ? "w2" : "down_proj") + ".weight", C, F, w + "moe/w2",
+             in_expert(transposed(C, 0), CF), gate_scale);
+    }
+    if (S == 0) continue;
+    const std::string sh = p + moe + "shared_expert.";
+    const size_t CF = static_cast<size_t>(C) * F;
+    // Hidden row h = s*F + f of the merged expert is expert s's hidden unit f.
+    const auto in_shared = [&](int ld) {
+      return
+          [ld, F, CF](int h, int c) { return (h / F) * CF + static_cast<size_t>(c) * ld + h % F; };
+    };
+    expect(sh + "gate_proj.weight", S * F, C, w + "moe/shared/w1", in_shared(F), 1.0f);
+    expect(sh + "up_proj.weight", S * F, C, w + "moe/shared/w3", in_shared(F), 1.0f);
+    expect(
+        sh + "down_proj.weight", C, S * F, w + "moe/shared/w2",
+        [F, C, CF](int c, int h) { return (h / F) * CF + static_cast<size_t>(h % F) * C + c; },
+        2.0f);
+  }
+  expect("model.norm.weight", 1, C, "model/final_norm", at2(C), 1.0f);
+  if (spec.count("model/head")) expect("lm_head.weight", V, C, "model/head", at2(C), 1.0f);
+}
 
 // The rows of tiny.yaml's layer `p` (d 32, E 4, F 64) both layouts share, under their names:
 // norms, attention (Qwen2-MoE with zero q/k/v biases), the router and the routed experts with the
@@ -374,6 +472,7 @@ TEST(HfExport, MixtralConfigAndTensorsAsTheTablesSay) {
   EXPECT_EQ(safetensors_table(hf + "/model.safetensors", &meta), table);
   EXPECT_EQ(meta["format"], "pt");                    // transformers refuses safetensors without it
   EXPECT_FALSE(fs::exists(hf + "/tokenizer.model"));  // bytes: no SentencePiece files
+  expect_hf_values(final_ckpt(out, 2), hf, "block_sparse_moe.", 0, 1.0f);
 }
 
 TEST(HfExport, QwenMoeForSharedExpertsAndUnnormalisedGates) {
@@ -422,6 +521,7 @@ TEST(HfExport, QwenMoeForSharedExpertsAndUnnormalisedGates) {
   EXPECT_EQ(tc["tokenizer_class"], "LlamaTokenizer");
   EXPECT_EQ(tc["add_bos_token"], false);
   EXPECT_GT(fs::file_size(hf + "/tokenizer.model"), 1000u);
+  expect_hf_values(final_ckpt(out, 2), hf, "mlp.", 2, 0.5f);
 }
 
 TEST(HfExport, RefusesWhatNoArchitectureRepresents) {

@@ -148,5 +148,18 @@ TEST(Loader, ValidationWindows) {
   EXPECT_EQ(num_val_windows(101, 10), 10);
 }
 
+// SPEC section 3: validation window i = tokens[i*T .. i*T+T] (T + 1 tokens at stride T, in file
+// order, sharing one token with the next); fill_val_windows writes windows first .. first+num-1.
+TEST(Loader, ValidationWindowsAreAtStrideTInFileOrder) {
+  const int64_t T = 4;
+  const auto val = positions(17);  // 4 windows: tokens 0..4, 4..8, 8..12, 12..16
+  ASSERT_EQ(num_val_windows(17, T), 4);
+  std::vector<int32_t> got(3 * (T + 1), -1);
+  fill_val_windows(val, T, 1, 3, got.data());
+  EXPECT_EQ(got, (std::vector<int32_t>{4, 5, 6, 7, 8, 8, 9, 10, 11, 12, 12, 13, 14, 15, 16}));
+  EXPECT_THROW(fill_val_windows(val, T, 2, 3, got.data()), std::exception)
+      << "window 4 is past the end";
+}
+
 }  // namespace
 }  // namespace sy

@@ -2,7 +2,8 @@
 // cross-entropy + aux + z): Model<double>::backward against central finite differences of
 // Model<double>::forward's weighted loss, for every parameter element; then Model<float>'s
 // gradients against the double ones. Covers tied and untied heads, shared experts, capacity
-// dropping and norm_topk off.
+// dropping and norm_topk off. Also: the micro-batches' loss weights sum to the global batch's
+// means.
 #include <gtest/gtest.h>
 
 #include <ostream>
@@ -107,6 +108,43 @@ TEST_P(ModelGrad, MatchesFiniteDifferencesAndFloat) {
     const std::vector<double> g(md.grads.begin() + first, md.grads.begin() + last);
     const std::vector<float> gf(mf.grads.begin() + first, mf.grads.begin() + last);
     EXPECT_LE(test::rel_error(gf, g), 1e-3) << "float " << p.name;
+  }
+}
+
+// global_batch_scale (SPEC sections 1 and 3): summed over the micro-batches of a global batch,
+// the weighted losses are lm and z as means over all its tokens and aux as the mean of aux_G over
+// its balance groups (sequences, or micro-batches with aux_loss_scope micro_batch). The reference
+// takes each group's aux_G from a forward of that group alone with weight 1, and the per-token
+// terms from one forward of the whole batch.
+TEST(ModelLossScale, MicroBatchesSumToTheGlobalBatchMeans) {
+  const int GB = 4, MB = 2;
+  for (const std::string scope : {"sequence", "micro_batch"}) {
+    const Config cfg =
+        small_model({"moe.aux_loss_scope=" + scope, "train.global_batch=4", "train.micro_batch=2"});
+    const int T = static_cast<int>(cfg.model.seq_len), V = static_cast<int>(cfg.model.vocab_size);
+    std::mt19937 rng(3);
+    std::vector<int32_t> tokens(static_cast<size_t>(GB) * (T + 1));
+    for (auto& t : tokens) t = static_cast<int32_t>(rng() % static_cast<unsigned>(V));
+    Model<double> m(cfg);
+    init_params(m.params.data(), m.table(), cfg.run.seed);
+    for (const ParamSpec& p : m.table().specs())  // clear routing preferences, as above
+      if (p.kind == ParamKind::kMatrix)
+        for (size_t i = 0; i < p.numel; ++i) m.params[p.offset + i] *= 20.0;
+    auto seqs = [&](int first) { return tokens.data() + static_cast<size_t>(first) * (T + 1); };
+
+    const LossScale s = global_batch_scale(cfg);
+    LossParts sum;
+    for (int b = 0; b < GB; b += MB) sum += m.forward(seqs(b), MB, s);
+
+    const LossParts whole = m.forward(seqs(0), GB, LossScale{1.0 / (GB * T), 1.0});
+    EXPECT_NEAR(sum.lm, whole.lm, 1e-12 * whole.lm) << scope;
+    EXPECT_NEAR(sum.z, whole.z, 1e-12 * whole.z) << scope;
+    const int group = scope == "sequence" ? 1 : MB;  // sequences per balance group
+    double aux = 0.0;
+    for (int b = 0; b < GB; b += group) aux += m.forward(seqs(b), group, LossScale{1.0, 1.0}).aux;
+    aux /= GB / group;
+    EXPECT_GT(aux, 0.0);
+    EXPECT_NEAR(sum.aux, aux, 1e-12 * aux) << scope;
   }
 }
 

@@ -150,6 +150,24 @@ TEST(Sampler, PicksWithTheSoftmaxProbabilities) {
   EXPECT_EQ(pick_token(logits, o, 0.99), 1);
 }
 
+// The nucleus by hand, where the frequencies above cannot tell: it is the smallest prefix whose
+// probability reaches top_p (a prefix at exactly top_p is the whole nucleus), and u spreads over
+// the nucleus with the probabilities renormalised inside it.
+TEST(Sampler, NucleusReachingTopPExactlyAndRenormalisedInside) {
+  SampleOptions o;
+  o.top_p = 0.5;  // two equal logits: p = (1/2, 1/2) exactly, so id 0 alone reaches 0.5
+  for (double u : {0.01, 0.5, 0.99}) EXPECT_EQ(pick_token(std::vector<float>{0.f, 0.f}, o, u), 0);
+  // p = (0.4, 0.4, 0.2) (logits ln 2, ln 2, 0); top_p 0.7: the nucleus {0, 1} (0.4 < 0.7 <= 0.8),
+  // each picked with probability 0.4 / 0.8 = 1/2, never id 2.
+  const float l2 = static_cast<float>(std::log(2.0));
+  const std::vector<float> logits = {l2, l2, 0.f};
+  o.top_p = 0.7;
+  std::vector<int> count(3, 0);
+  const int n = 1000;
+  for (int i = 0; i < n; ++i) ++count[static_cast<size_t>(pick_token(logits, o, (i + 0.5) / n))];
+  EXPECT_EQ(count, (std::vector<int>{n / 2, n / 2, 0}));
+}
+
 TEST(Sampler, OptionsAreChecked) {
   SampleOptions o;
   o.temperature = -1;

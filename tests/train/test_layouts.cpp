@@ -228,6 +228,24 @@ TEST_F(Layouts, CheckpointStoresTheResolvedRouteGroups) {
   EXPECT_EQ(stored.parallel.a2a, A2aKind::kHierarchical);  // auto, over 4 nodes
 }
 
+// val_loss (SPEC section 3: the mean lm_loss over the first eval.sequences validation windows) is
+// the 1-rank run's when the data-parallel ranks evaluate unequal shares: 3 windows over dp 2
+// (2 + 1) and over dp 4 (1 + 1 + 1 + 0), one window per micro-batch.
+TEST_F(Layouts, ValidationLossMatchesOneRank) {
+  const std::vector<std::string> eval = {"train.steps=2", "eval.every=2", "eval.sequences=3"};
+  const TrainSummary ref = one_rank("eval_reference", eval);
+  std::vector<std::string> tp2_ep2 = eval;
+  tp2_ep2.insert(tp2_ep2.end(), {"parallel.tp=2", "parallel.ep=2"});
+  for (const Layout& l :
+       std::vector<Layout>{{"eval_dp2", 2, eval}, {"eval_dp4_tp2_ep2", 8, tp2_ep2}}) {
+    const TrainSummary s = run(l);
+    if (world_rank() != 0) continue;
+    ASSERT_TRUE(std::isfinite(ref.final_val_loss));
+    EXPECT_NEAR(s.final_val_loss, ref.final_val_loss, kLossTolerance * ref.final_val_loss)
+        << l.name;
+  }
+}
+
 // Sigmoid scores (no z-loss) with the gate scale and group-limited selection, under data,
 // tensor and expert parallelism and on 2 emulated nodes.
 TEST_F(Layouts, SigmoidRoutingMatchesOneRank) {
