@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 
 namespace sy::cpu {
 
@@ -45,15 +46,23 @@ constexpr double kSplitMinFlops = 2.0 * 128 * 128 * 64;
 // Split boundaries are multiples of this (the sgemm micro-kernel's row/column tile), so every
 // part but the last keeps full tiles.
 constexpr int kSplitAlign = 16;
-// A split product has between 1 and kMaxParts parts of at least kMinPartTiles tiles each. The
-// parts depend on the shape only, never on the thread count: OpenBLAS's bits for a row depend
-// on the call it is in, so the same calls on any number of threads give the same bits (a run
-// resumed with another OMP_NUM_THREADS continues bit for bit). 16 parts balance 1, 2, 4, 8 and
-// 16 threads; a product uses at most 16 threads. The price, measured on one core of a 2-vCPU
-// AMD EPYC with Debian's OpenBLAS: 16 calls of 256 rows instead of one [4096,256]x[256,256] or
-// [4096,256]x[256,768] call take about 2 % longer (B is packed once per call).
+// The parts of a split product depend on its shape only, never on the thread count: OpenBLAS's
+// bits for a row depend on the call it is in, so the same calls on any number of threads give
+// the same bits (a run resumed with another OMP_NUM_THREADS continues bit for bit). Two parts,
+// and 4, 8 or 16 once each part keeps at least 512 rows: a part per thread on 2 cores, as a
+// split by the thread count would give, and more threads only for the big products. Measured
+// with `switchyard bench train --config configs/small.yaml --no-torch` on a 2-vCPU AMD EPYC
+// (Debian's OpenBLAS): the same step time as one part per thread on 2 threads; on 1 thread the
+// two calls instead of one cost ~2.5 %. Parts of 128 rows (up to 16 per product) cost 12 % on
+// 2 threads; parts of at least 256 rows, 30 % (the smaller products no longer shared).
 constexpr int kMaxParts = 16;
-constexpr int kMinPartTiles = 8;
+constexpr int kPartTiles = 32;  // 512 rows or columns
+
+int split_parts(int tiles) {
+  if (tiles < 2) return 1;
+  const auto wide = static_cast<unsigned>(tiles / kPartTiles);
+  return std::clamp(static_cast<int>(std::bit_floor(wide)), 2, kMaxParts);
+}
 
 // C[M,N] = alpha op(A) op(B) + beta C: the larger of M and N is cut into contiguous parts, one
 // single-threaded BLAS call each, spread over up to omp_get_max_threads() threads (run one after
@@ -66,7 +75,7 @@ void gemm_split(bool ta, bool tb, int M, int N, int K, T alpha, const T* A, int 
   const bool split_m = M >= N;
   const int D = split_m ? M : N;
   const int tiles = (D + kSplitAlign - 1) / kSplitAlign;
-  const int parts = std::clamp(tiles / kMinPartTiles, 1, kMaxParts);
+  const int parts = split_parts(tiles);
   if (parts == 1 || 2.0 * M * N * K < kSplitMinFlops) {
     blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;

@@ -153,7 +153,7 @@ TEST(ParallelPaths, GemmSplitMatchesNaiveLoops) {
 // The bits of a product do not depend on the thread count (a run resumed with another
 // OMP_NUM_THREADS continues bit for bit), nor on an enclosing parallel region (experts, heads).
 TEST(ParallelPaths, GemmBitsIndependentOfThreadCount) {
-  const int shapes[][3] = {{1000, 96, 128}, {64, 1200, 96}, {515, 515, 33}};
+  const int shapes[][3] = {{1000, 96, 128}, {64, 1200, 96}, {515, 515, 33}, {4100, 40, 64}};
   std::mt19937 rng(9);
   for (const auto& sh : shapes) {
     const int M = sh[0], N = sh[1], K = sh[2];
