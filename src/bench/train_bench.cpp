@@ -266,8 +266,8 @@ void print_train_bench(const Config& cfg, const TrainBenchOptions& opt, const Tr
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
     out << "fp32 CPU\n"
         << "# " << omp_get_max_threads()
-        << " OpenMP threads (gemm() splits each product over them, one single-threaded OpenBLAS "
-           "call each); "
+        << " OpenMP threads (gemm() cuts each product into parts by its shape, one "
+           "single-threaded OpenBLAS call each, run on them); "
         << openblas_get_config() << ", OPENBLAS_CORETYPE=" << (coretype ? coretype : "(unset)")
         << "\n";
   }
