@@ -6,6 +6,8 @@
 //   - the combine returns each token the exact sum of its rows' expert outputs (zeros for a
 //     token that went nowhere);
 //   - a token crosses to another node once per destination node holding one of its experts.
+//   - inside the node, a forwarded row goes once to every other local rank holding one of its
+//     experts (the plan's intranode_rows).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -98,6 +100,32 @@ inline int64_t check_route(RouteExec& ex, int P, int me, int E, const std::vecto
   if (plan.internode_rows != internode)
     note("internode rows " + std::to_string(plan.internode_rows) + ", expected " +
          std::to_string(internode));
+  // Inside the node: this rank forwards the rows that the ranks of its local index sent to its
+  // node, each once to every other rank of the node holding one of the row's experts.
+  auto local_of = [&](int p) {
+    int l = 0;
+    for (int q = 0; q < p; ++q)
+      l += node_of[static_cast<size_t>(q)] == node_of[static_cast<size_t>(p)];
+    return l;
+  };
+  int64_t intranode = 0;
+  for (int s = 0; s < P; ++s) {
+    if (local_of(s) != local_of(me)) continue;
+    for (int64_t t = 0; t < all.tokens[static_cast<size_t>(s)]; ++t) {
+      std::vector<int> ranks;
+      for (int j = 0; j < K; ++j) {
+        const int32_t e = all.topk[static_cast<size_t>(s)][static_cast<size_t>(t * K + j)];
+        if (e >= 0 && node_of[static_cast<size_t>(e / L)] == node_of[static_cast<size_t>(me)])
+          ranks.push_back(e / L);
+      }
+      std::sort(ranks.begin(), ranks.end());
+      ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
+      for (int q : ranks) intranode += q != me;
+    }
+  }
+  if (plan.intranode_rows != intranode)
+    note("intranode rows " + std::to_string(plan.intranode_rows) + ", expected " +
+         std::to_string(intranode));
   return wrong;
 }
 

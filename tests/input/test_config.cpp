@@ -409,6 +409,37 @@ TEST(Config, EveryRangeRuleIsEnforced) {
   EXPECT_NO_THROW(parse_config(kMinimal, {"moe.route_groups=2", "moe.route_groups_topk=1"}));
 }
 
+// SPEC section 7's ranges at their exact bounds: the bound itself is accepted, one step past it is
+// refused naming the key (a '<' written as '<=' shows on one side only).
+TEST(Config, RangeBoundsAreAcceptedExactlyAndRefusedOnePast) {
+  for (const std::vector<std::string>& set : std::vector<std::vector<std::string>>{
+           {"parallel.timeout_s=0"},         // 0 disables the watchdog
+           {"parallel.timeout_s=1000000"},   // the largest timeout
+           {"model.vocab_size=2147483647"},  // the largest int32 token id + 1
+           {"moe.num_experts=64", "moe.route_groups=64", "moe.route_groups_topk=2"},  // 64 groups
+           {"checkpoint.keep=1"},
+           {"eval.sequences=1"},
+           {"log.every=1"},
+           {"parallel.ranks_per_node=0"},
+           {"moe.shared_experts=0"},
+           {"train.micro_batch=1"}})
+    EXPECT_NO_THROW(parse_config(kMinimal, set)) << set[0];
+  const std::vector<std::pair<std::string, std::string>> past = {
+      {"parallel.timeout_s=1000000.5", "parallel.timeout_s"},
+      {"parallel.timeout_s=-0.5", "parallel.timeout_s"},
+      {"model.vocab_size=2147483648", "model.vocab_size"},
+      {"checkpoint.keep=0", "checkpoint.keep"},
+      {"eval.sequences=0", "eval.sequences"},
+  };
+  for (const auto& [set, key] : past)
+    expect_usage_error([&] { parse_config(kMinimal, {set}, "base.yaml"); }, {key + ": got "}, set);
+  expect_usage_error(
+      [&] {
+        parse_config(kMinimal, {"moe.num_experts=65", "moe.route_groups=65", "moe.top_k=1"});
+      },
+      {"moe.route_groups: got 65", "at most 64"}, "65 groups");
+}
+
 TEST(Config, SigmoidScoringHasNoZLossByDefault) {
   // SPEC section 1: under sigmoid the z-loss default is 0; softmax keeps 1e-3.
   EXPECT_EQ(parse_config(kMinimal, {"moe.score=sigmoid"}).moe.z_loss_coeff, 0.0);

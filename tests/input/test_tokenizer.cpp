@@ -335,6 +335,34 @@ TEST(Import, BadShardsNameTheShardAndTheOffset) {
   expect_usage_error([&] { import_token_shards(opt); }, {"nope.bin", "not found"}, "missing");
 }
 
+// --vocab-size V admits the ids 0 .. V-1: V-1 is imported, V itself is refused. And the fraction
+// rule rounds down, as `data prepare` does: 0.25 of 50 tokens holds out the last 12, not 13.
+TEST(Import, VocabSizeBoundAndTheFractionRoundsDown) {
+  test::TempDir dir;
+  std::vector<uint32_t> ids = ramp(50, 3, 100);
+  ids[7] = 99;
+  write_bytes(dir.file("top.bin"), llmc_shard(ids));
+  ImportOptions opt;
+  opt.shards = {dir.file("top.bin")};
+  opt.output = dir.file("top.h5");
+  opt.vocab_size = 100;
+  opt.val_fraction = 0.25;
+  const ImportReport r = import_token_shards(opt);
+  EXPECT_EQ(r.vocab_size, 100);
+  EXPECT_EQ(r.train_tokens, 38);
+  EXPECT_EQ(r.val_tokens, 12);
+  const TokenData d = read_token_file(opt.output, 100, 8);
+  EXPECT_EQ(d.train, as_i32(std::vector<uint32_t>(ids.begin(), ids.begin() + 38)));
+  EXPECT_EQ(d.val, as_i32(std::vector<uint32_t>(ids.begin() + 38, ids.end())));
+
+  ids[7] = 100;
+  write_bytes(dir.file("over.bin"), llmc_shard(ids));
+  opt.shards = {dir.file("over.bin")};
+  opt.output = dir.file("over.h5");
+  expect_usage_error([&] { import_token_shards(opt); },
+                     {"over.bin", "token 7", "id 100", "--vocab-size 100"}, "id == vocab size");
+}
+
 // The output is checked before any shard is read (reading them can take minutes).
 TEST(Import, AnUnwritableOutputIsRefusedBeforeTheShardsAreRead) {
   test::TempDir dir;

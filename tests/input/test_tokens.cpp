@@ -270,6 +270,19 @@ TEST(ReadTokens, AcceptsOtherIntegerTypesAndFixedStrings) {
   EXPECT_EQ(d.vocab_size, 70000);
 }
 
+// One window of seq_len + 1 tokens is the least a split may hold: exactly that loads, one less is
+// refused (train's and val's bound alike).
+TEST(ReadTokens, ASplitOfExactlyOneWindowLoads) {
+  test::TempDir dir;
+  Builder(dir.file("one.h5")).tokens("train", 9).tokens("val", 9).valid_attrs();
+  const TokenData d = read_token_file(dir.file("one.h5"), 256, 8);
+  EXPECT_EQ(d.train.size(), 9u);
+  EXPECT_EQ(d.val.size(), 9u);
+  Builder(dir.file("short.h5")).tokens("train", 9).tokens("val", 8).valid_attrs();
+  expect_usage_error([&] { read_token_file(dir.file("short.h5"), 256, 8); },
+                     {"/val holds 8 tokens", "short.h5"}, "val one short");
+}
+
 TEST(ReadTokens, EveryDefectIsAUsageErrorNamingFileAndProblem) {
   test::TempDir dir;
   struct Case {

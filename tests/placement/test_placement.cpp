@@ -366,6 +366,15 @@ TEST(Coactivation, TrafficOfAPlacementMatchesHandCounts) {
   EXPECT_DOUBLE_EQ(layer_traffic(c, 0, {0, 1, 0, 1}, 1).internode_rows_per_token, 0.875);
   // Two ranks per node, one node: nothing crosses.
   EXPECT_DOUBLE_EQ(layer_traffic(c, 0, {0, 0, 1, 1}, 2).internode_rows_per_token, 0.0);
+  // One expert per rank, two ranks per node {0,1} {2,3}: the pairs inside a node are not inside a
+  // rank.
+  const LayerTraffic r = layer_traffic(c, 0, {0, 1, 2, 3}, 2);
+  EXPECT_DOUBLE_EQ(r.pairs_in_node, 0.75);
+  EXPECT_DOUBLE_EQ(r.pairs_in_rank, 0.0);
+  EXPECT_DOUBLE_EQ(r.internode_rows_per_token, 0.625);
+  // k = 1: every token reaches one node, half of the time away from its sender's.
+  const Coactivation c1 = coactivation_of(4, 1, {0, 2, 3});
+  EXPECT_DOUBLE_EQ(layer_traffic(c1, 0, {0, 0, 1, 1}, 1).internode_rows_per_token, 0.5);
 
   // k = 3 from the sample: tokens (0,1,2) (1,2,3) on 2 nodes {0,1} {2,3}: both reach 2 nodes
   // (1 row away each); on 4 nodes: 3 nodes, 3/4 of them away (2.25).

@@ -114,6 +114,22 @@ TEST(PlanStepTime, GradientSyncAndOverlapByHand) {
   EXPECT_NEAR(plain.total() - chunked.total(), chunked.overlap_saved, 1e-12);
 }
 
+// Tensor parallelism: per layer and micro-batch 4 all-reduces of [N, C] (attention and MoE
+// outputs forward, their input gradients backward), and once per step the router's partial
+// gradients [L, C, E].
+TEST(PlanStepTime, TensorParallelAllReducesByHand) {
+  const Config cfg = model();
+  PlanLayout lay;
+  lay.world = 2;
+  lay.tp = 2;
+  lay.ranks_per_node = 2;  // the intra link: 1e-6 s, 1e9 B/s
+  const StepTime t = predict_step(cfg, lay, ideal(), RoutingStats{});
+  // dp = 1: 8 / 4 = 2 micro-batches of N = 4 x 32 tokens; a 2-rank ring all-reduce costs 2
+  // latencies + the bytes over the bandwidth.
+  const double per_layer = 2e-6 + 4.0 * 128 * 64 / 1e9, router = 2e-6 + 4.0 * 3 * 64 * 8 / 1e9;
+  EXPECT_NEAR(t.tp, 2 * 3 * 4 * per_layer + router, 1e-15);
+}
+
 TEST(PlanStepTime, RankComputeOnOneHostByHand) {
   Cluster k = ideal();
   k.layer_overhead_s = 1e-3;

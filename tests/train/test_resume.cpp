@@ -203,7 +203,7 @@ TEST_F(Resume, ResumeAutoRefusesWhenTheEarlierCheckpointsAreElsewhere) {
 }
 
 // In the np=8 instance: the run and its checkpoints on 2 ranks (dp=2, ep=2), then resumes from
-// its step-10 checkpoint on 2 ranks at (tp=2) and on 1 rank.
+// its step-10 checkpoint on 2 ranks at (tp=2), on 1 rank, and on 2 ranks with ZeRO-1 (dp=2).
 class Reshard : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -246,8 +246,12 @@ TEST_F(Reshard, CheckpointOfOneLayoutResumesUnderOthers) {
   };
   const TrainSummary straight = run_on(2, config("straight", {"parallel.ep=2"}), "");
   const std::string ckpt10 = root + "/ckpt/step_00000010.h5";
+  // SPEC 5's tokens_seen: 10 steps of global_batch 8 sequences of seq_len 32 tokens.
+  EXPECT_EQ(ckpt::verify_checkpoint(MPI_COMM_WORLD, ckpt10).tokens_seen, 10 * 8 * 32);
+  // ZeRO-1 resumes with each rank's moments chunk taken from the checkpoint's full moments.
   for (const auto& [ranks, set] : {std::pair{2, std::vector<std::string>{"parallel.tp=2"}},
-                                   std::pair{1, std::vector<std::string>{}}}) {
+                                   std::pair{1, std::vector<std::string>{}},
+                                   std::pair{2, std::vector<std::string>{"parallel.zero1=true"}}}) {
     const TrainSummary resumed = run_on(ranks, config("resumed", set), ckpt10);
     if (rank != 0) continue;
     EXPECT_EQ(resumed.first_step, 10);
