@@ -152,15 +152,11 @@ ProcessGroups::ProcessGroups(MPI_Comm world, const ParallelSizes& sizes) {
   leaders.erase(std::unique(leaders.begin(), leaders.end()), leaders.end());
   L.num_nodes = static_cast<int>(leaders.size());
   L.node_of_rank.resize(static_cast<size_t>(world_size));
-  std::vector<int> ranks_on_node(leaders.size(), 0);
   for (int r = 0; r < world_size; ++r) {
     const auto it = std::lower_bound(leaders.begin(), leaders.end(), leader_of_rank[r]);
     L.node_of_rank[r] = static_cast<int>(it - leaders.begin());
-    ++ranks_on_node[static_cast<size_t>(L.node_of_rank[r])];
   }
   L.node_idx = L.node_of_rank[static_cast<size_t>(my_rank)];
-  L.uniform_nodes = std::all_of(ranks_on_node.begin(), ranks_on_node.end(),
-                                [&](int n) { return n == ranks_on_node[0]; });
   node_peers_ = Comm::split(w, L.local_rank, L.node_idx);
 
   // Names show up in MPI's error messages (and in install_abort_error_handler's).

@@ -50,11 +50,10 @@ struct Layout {
   RankCoords coords;  // of this rank
 
   // Nodes. node_of_rank[r] is the node index of global rank r (nodes numbered by their lowest
-  // global rank). uniform_nodes: every node has the same number of ranks (the hierarchical
-  // all-to-all needs it).
+  // global rank). Whether every node holds the same number of ranks is checked where it matters
+  // (comm::even_over_nodes: the hierarchical all-to-all, the trainer's EP groups).
   bool emulated_nodes = false;
   int num_nodes = 1, node_idx = 0, local_rank = 0, node_size = 1;
-  bool uniform_nodes = true;
   std::vector<int> node_of_rank;  // [world_size]
 };
 
