@@ -104,6 +104,37 @@ TEST(PlanMemory, ActivationTermsByHand) {
   EXPECT_DOUBLE_EQ(term(m, "AdamW moments").bytes, 8.0 * 1020);
 }
 
+// Layouts that move rows, by hand from src/model/moe_parallel.cpp's buffers. small_cfg (N = 8,
+// C = 8, K = 2, E = 4, F = 6) on two ranks; Route (233 floats + 8 doubles) as above.
+// etp = 2 (ep = tp = 1): no exchange, so no send or recv rows; Mo = N = 8 own rows, M = 16 after
+// the etp all-gather; A = 32 (the 16 rows' 2 assignments each, every expert local, no variance).
+//   layout 4 A = 128; experts 4 [A,C] + 3 [A,F/2] + 2 [A,F/2] = 1024 + 288 + 192 = 1504;
+//   moved: rows_x [M,C] and yrows [M,C+K] = 2 x 128 + 32, rows_g, rows_e [M,K] = 64,
+//   etp_scratch [Mo,C+K] = 80: 432 floats.
+// ep = 2 (flat): each rank holds 2 experts, which a token's top-2 of 4 reaches with probability
+// 1 - C(2,2)/C(4,2) = 5/6; 16 source tokens give 13.3 + 3.72 sqrt(16 (5/6)(1/6)) > 16 rows, so
+// Mo = M = 16 (all). A: 16 tokens x 2 slots x share 1/2, variance 2 (1/2)(1/2)(2/3) = 1/3 per
+// token: A = 16 + 3.72 sqrt(16/3). Buffers: layout 4 A, experts 32 A + 18 A + 12 A; moved: send
+// [Ns,C+K] 80, recv [Mo,C+K] 160, rows_x and yrows 2 x 128 + 32, rows_g, rows_e 64 = 592 floats.
+// The flat exchange stages the rows a rank sends: 8 tokens x 2 ranks x 5/6 rows of C + K floats.
+TEST(PlanMemory, MovedRowsTermsByHand) {
+  const Config cfg = small_cfg();
+  PlanLayout etp2;
+  etp2.world = 2;
+  etp2.etp = 2;
+  const MemoryEstimate e = predict_memory(cfg, etp2, RoutingStats{}, MemoryInputs{});
+  EXPECT_DOUBLE_EQ(term(e, "MoE layers").bytes, 4.0 * (233 + 128 + 1504 + 432) + 8.0 * 8);
+  for (const auto& t : e.terms) EXPECT_NE(t.name.rfind("all-to-all", 0), 0u) << "no exchange";
+
+  PlanLayout ep2;
+  ep2.world = 2;
+  ep2.ep = 2;
+  const MemoryEstimate f = predict_memory(cfg, ep2, RoutingStats{}, MemoryInputs{});
+  const double A = 16 + 3.72 * std::sqrt(16.0 / 3.0);
+  EXPECT_NEAR(term(f, "MoE layers").bytes, 4.0 * (233 + 66 * A + 592) + 8.0 * 8, 1e-9);
+  EXPECT_NEAR(term(f, "all-to-all buffers").bytes, 4.0 * 10 * 8 * 2 * 5.0 / 6.0, 1e-9);
+}
+
 // The same model trained with device: cuda in bf16: CudaModel<bf16> stores the [N, *] activations,
 // the attention probabilities, the logits and the expert rows as bf16 (2 bytes), keeps the [N]
 // statistics, the router's scores and every gradient in fp32, and adds a bf16 copy of the
