@@ -279,6 +279,44 @@ TEST(OpsHand, AttentionMatchesNaiveLoops) {
       }
 }
 
+// Scores near 450 (q and k share a component of 30; HD = 4): exp of one overflows a float, so the
+// float softmax must subtract the row's largest score first. Against the naive loops in double,
+// where exp(452) is still finite.
+TEST(OpsHand, AttentionOfHugeScoresInFloat) {
+  std::mt19937 rng(18);
+  auto qkv = random_vector(rng, kN * 3 * kC, -1.0, 1.0);
+  const int HD = kC / kNH;
+  for (int n = 0; n < kN; ++n)
+    for (int h = 0; h < kNH; ++h)
+      for (int blk = 0; blk < 2; ++blk) qkv[n * 3 * kC + blk * kC + h * HD] = 30.0;
+  const auto qf = convert<float>(qkv);
+  std::vector<float> out(kN * kC), att(kB * kNH * kT * kT);
+  cpu::attention_forward(out.data(), att.data(), qf.data(), kB, kT, kC, kNH);
+  auto at = [&](int b, int t, int blk, int h, int i) {
+    return qkv[(b * kT + t) * 3 * kC + blk * kC + h * HD + i];
+  };
+  for (int b = 0; b < kB; ++b)
+    for (int h = 0; h < kNH; ++h)
+      for (int t = 0; t < kT; ++t) {
+        std::vector<double> p(kT, 0.0);
+        double z = 0.0;
+        for (int s = 0; s <= t; ++s) {
+          double sc = 0.0;
+          for (int i = 0; i < HD; ++i) sc += at(b, t, 0, h, i) * at(b, s, 1, h, i);
+          ASSERT_GT(sc / std::sqrt(double(HD)), 440.0);
+          p[s] = std::exp(sc / std::sqrt(double(HD)));
+          z += p[s];
+        }
+        for (int s = 0; s < kT; ++s)
+          EXPECT_NEAR(att[((b * kNH + h) * kT + t) * kT + s], p[s] / z, 1e-4) << b << h << t << s;
+        for (int i = 0; i < HD; ++i) {
+          double o = 0.0;
+          for (int s = 0; s <= t; ++s) o += p[s] / z * at(b, s, 2, h, i);
+          EXPECT_NEAR(out[(b * kT + t) * kC + h * HD + i], o, 1e-4) << b << h << t << i;
+        }
+      }
+}
+
 TEST(OpsHand, AttentionWithOneTokenReturnsV) {
   std::mt19937 rng(9);
   const int B = 3;
