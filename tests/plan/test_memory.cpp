@@ -135,6 +135,33 @@ TEST(PlanMemory, MovedRowsTermsByHand) {
   EXPECT_NEAR(term(f, "all-to-all buffers").bytes, 4.0 * 10 * 8 * 2 * 5.0 / 6.0, 1e-9);
 }
 
+// The workspace and MPI's reduction temporaries of small_cfg by hand. Dense group 444 elements
+// (embed 128, final norm 8, norms 16, wqkv 192, wo 64, router 32, bias 4), expert group 576,
+// router gradients 32; the process's base 100 bytes.
+//   One rank: the optimizer's scratch is the largest group, 576 floats; no reduction.
+//   dp = edp = 6: chunks of 444 / 6 = 74 and 576 / 6 = 96 (each far below a 4 MiB bucket), so
+//   96 floats; the binomial tree's root holds ceil(log2 6) = 3 copies of a bucket, the larger
+//   group's 576 floats. With ZeRO-1 and periodic checkpoints add both full moments, 2 x 1020.
+TEST(PlanMemory, WorkspaceAndReductionTemporariesByHand) {
+  Config cfg = small_cfg();
+  MemoryInputs in;
+  in.base_bytes = 100;
+  const MemoryEstimate one = predict_memory(cfg, PlanLayout{}, RoutingStats{}, in);
+  EXPECT_DOUBLE_EQ(term(one, "workspace").bytes, 4.0 * 576 + 100);
+  for (const auto& t : one.terms)
+    EXPECT_NE(t.name.rfind("MPI", 0), 0u) << "one rank reduces nothing";
+
+  PlanLayout six;
+  six.world = 6;
+  const MemoryEstimate m = predict_memory(cfg, six, RoutingStats{}, in);
+  EXPECT_DOUBLE_EQ(term(m, "workspace").bytes, 4.0 * 96 + 100);
+  EXPECT_DOUBLE_EQ(term(m, "MPI reduction temporaries").bytes, 4.0 * 576 * 3);
+  six.zero1 = true;
+  cfg.checkpoint.every = 10;
+  const MemoryEstimate z = predict_memory(cfg, six, RoutingStats{}, in);
+  EXPECT_DOUBLE_EQ(term(z, "workspace").bytes, 4.0 * 96 + 8.0 * 1020 + 100);
+}
+
 // The same model trained with device: cuda in bf16: CudaModel<bf16> stores the [N, *] activations,
 // the attention probabilities, the logits and the expert rows as bf16 (2 bytes), keeps the [N]
 // statistics, the router's scores and every gradient in fp32, and adds a bf16 copy of the
