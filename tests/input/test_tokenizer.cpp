@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <hdf5.h>
+#include <sentencepiece_trainer.h>
 
 #include <cstring>
 #include <filesystem>
@@ -407,6 +408,42 @@ TEST(Tokenizer, BytesAreTheirOwnIdsAndDecodeSkipsOthers) {
   for (int b = 0; b < 256; ++b) EXPECT_EQ(ids[static_cast<size_t>(b)], b);
   EXPECT_EQ(tok.decode(ids), all);
   EXPECT_EQ(tok.decode(std::vector<int32_t>{104, 256, 300, -1, 105}), "hi");
+}
+
+// The tokenizer attribute decides (SPEC section 8): none stored (a file from before it was
+// stored) is the byte tokenizer; another tool's name keeps its ids with no text.
+TEST(Tokenizer, FromStoredFollowsTheAttribute) {
+  const Tokenizer none = Tokenizer::from_stored("", "", 256, "t");
+  EXPECT_EQ(none.name(), "bytes");
+  EXPECT_EQ(none.encode("hi"), (std::vector<int32_t>{104, 105}));
+  const Tokenizer other = Tokenizer::from_stored("gpt2", "", 50257, "t");
+  EXPECT_EQ(other.name(), "gpt2");
+  EXPECT_EQ(other.vocab_size(), 50257);
+  expect_usage_error([&] { other.encode("hi"); }, {"'gpt2'", "no text"}, "other tool");
+}
+
+// A stored SentencePiece model from another tool need not be lossless: without byte fallback a
+// character it never saw becomes <unk>, which decodes to something else. encode() must refuse
+// such a text at the first byte that would read differently, not return the <unk> ids.
+TEST(Tokenizer, AModelThatCannotRepresentTheTextIsRefused) {
+  test::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "abc abd abe bcd bce cde\n";
+  write_bytes(dir.file("in.txt"), text);
+  std::string model;
+  const auto status =
+      sentencepiece::SentencePieceTrainer::Train({{"input", dir.file("in.txt")},
+                                                  {"model_type", "bpe"},
+                                                  {"vocab_size", "20"},
+                                                  {"byte_fallback", "false"},
+                                                  {"normalization_rule_name", "identity"},
+                                                  {"minloglevel", "2"}},
+                                                 nullptr, &model);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+  const Tokenizer tok = Tokenizer::sentencepiece(model, "t");
+  EXPECT_FALSE(tok.encode("abc bcd").empty());
+  expect_usage_error([&] { tok.encode("ab\xe2\x82\xac"); },  // "ab€": € was never seen
+                     {"cannot encode the text exactly", "byte offset 2"}, "unknown character");
 }
 
 // first_invalid_utf8 (what the SentencePiece encoder refuses up front) by the UTF-8 definition:
