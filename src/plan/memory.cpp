@@ -93,11 +93,12 @@ double moe_layer_bytes(const Dims& x, const PlanLayout& lay, double A, double Mo
   b += x.act * (4 * A * C + 3 * A * x.Fl + 3 * x.S * N * x.Fs +
                 2 * std::max(A * x.Fl, x.S > 0 ? N * x.Fs : 0.0));
   if (x.moves) {
-    // moved rows: send [Ns, C+K]; recv [Mo, C+K] (with an exchange); rows_x [M,C]; rows_g, rows_e
-    // [M,K]; yrows [M, C+K]; etp_scratch [Mo, C+K] (etp > 1); M = etp * Mo rows after the gather.
+    // moved rows: send [Ns, C+K] and recv [Mo, C+K] (only with an exchange, ep > 1: without one
+    // the rows are the tokens themselves, moe_parallel.cpp); rows_x [M,C]; rows_g, rows_e [M,K];
+    // yrows [M, C+K]; etp_scratch [Mo, C+K] (etp > 1); M = etp * Mo rows after the gather.
     // The exchange's buffers are counted at 4 bytes; rows_x and yrows' rows at x.act.
     const double M = d(lay.etp) * Mo;
-    b += kF * (x.Ns * (C + K) + (lay.ep > 1 ? Mo * (C + K) : 0.0) + 2 * M * K + M * K +
+    b += kF * ((lay.ep > 1 ? (x.Ns + Mo) * (C + K) : 0.0) + 2 * M * K + M * K +
                (lay.etp > 1 ? Mo * (C + K) : 0.0)) +
          x.act * 2 * M * C;
   }

@@ -242,6 +242,70 @@ TEST(HierExchange, InternodeBytesDeduplicatedAndOneMessagePerNode) {
   }
 }
 
+// The flat exchange's traffic counters (metrics' a2a_*_bytes) by hand from the routing: a token
+// goes once to every other EP rank holding one of its experts; those rows count as intra-node
+// bytes when that rank shares this rank's node, else as inter-node bytes and one message per such
+// rank. The combine returns what this rank received, counted the same way: the rows every other
+// rank sends here, learnt with a plain MPI_Alltoall of the hand counts. Every node layout
+// (round-robin nodes too), 1 and 2 experts per rank, dropped slots.
+TEST(FlatExchange, TrafficCountersByHandOnEmulatedNodes) {
+  const int P = sy::test::world_size(), me = sy::test::world_rank();
+  unsigned seed = 600;
+  for (const NodeLayout& nl : node_layouts(P)) {
+    const std::vector<int> node = nl.node_of(P);
+    for (int L : {1, 2}) {
+      for (Skew skew : {Skew::kUniform, Skew::kDropped}) {
+        auto flat = make(A2aAlgo::kFlat, Internode::kMpi, nl, P * L);
+        const auto routing = sy::test::make_routing(seed++, me, P, P * L, 2, skew, 30, 10);
+        std::vector<int> to(static_cast<size_t>(P), 0), from(static_cast<size_t>(P), 0);
+        for (int64_t n = 0; n < routing.num_tokens; ++n) {
+          std::vector<bool> hit(static_cast<size_t>(P), false);
+          for (int j = 0; j < 2; ++j) {
+            const int32_t e = routing.topk[static_cast<size_t>(n * 2 + j)];
+            if (e >= 0) hit[static_cast<size_t>(e / L)] = true;
+          }
+          for (int p = 0; p < P; ++p) to[static_cast<size_t>(p)] += hit[static_cast<size_t>(p)];
+        }
+        MPI_Alltoall(to.data(), 1, MPI_INT, from.data(), 1, MPI_INT, MPI_COMM_WORLD);
+        const int64_t width = 5, row = width * static_cast<int64_t>(sizeof(float));
+        auto expected = [&](const std::vector<int>& rows) {
+          sy::comm::ExchangeStats s;
+          for (int p = 0; p < P; ++p) {
+            const int64_t r = rows[static_cast<size_t>(p)];
+            if (p == me || r == 0) continue;
+            if (node[static_cast<size_t>(p)] == node[static_cast<size_t>(me)]) {
+              s.intranode_bytes += r * row;
+            } else {
+              s.internode_bytes += r * row;
+              ++s.internode_messages;
+            }
+          }
+          return s;
+        };
+        ExchangeHandle h;
+        flat->layout(routing.topk, routing.num_tokens, 2, h);
+        std::vector<float> x(static_cast<size_t>(routing.num_tokens * width), 1.f);
+        std::vector<float> r(static_cast<size_t>(h.num_recv * width));
+        const std::string what = nl.str(P) + " L=" + std::to_string(L) + " " + name(skew);
+        for (const bool dispatch : {true, false}) {
+          flat->reset_stats();
+          if (dispatch) {
+            flat->dispatch(h, x, r, width);
+          } else {
+            flat->combine(h, r, x, width);
+          }
+          const sy::comm::ExchangeStats want = expected(dispatch ? to : from);
+          const sy::comm::ExchangeStats& got = flat->stats();
+          const std::string call = what + (dispatch ? " dispatch" : " combine");
+          EXPECT_EQ(got.intranode_bytes, want.intranode_bytes) << call << " rank " << me;
+          EXPECT_EQ(got.internode_bytes, want.internode_bytes) << call << " rank " << me;
+          EXPECT_EQ(got.internode_messages, want.internode_messages) << call << " rank " << me;
+        }
+      }
+    }
+  }
+}
+
 TEST(HierExchange, BuffersDoNotGrowWhenSizesDoNot) {
   const int P = sy::test::world_size(), me = sy::test::world_rank();
   const NodeLayout nl{P >= 2 ? 2 : 1, false};

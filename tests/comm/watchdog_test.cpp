@@ -56,6 +56,18 @@ TEST(Watchdog, FiresOnceWithRankTimeoutAndWhat) {
                                  ": timed out after 0.05s waiting for the dispatch all-to-all");
 }
 
+// Never before the deadline: from arm() to the report at least timeout_s passes (a lower bound
+// only, which a loaded machine can only make longer).
+TEST(Watchdog, FiresNoEarlierThanTheTimeout) {
+  Recorder rec;
+  Watchdog wd(0.4, rec.fn());
+  const auto start = std::chrono::steady_clock::now();
+  wd.arm("a timed wait");
+  ASSERT_TRUE(rec.wait_for(1));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 400ms);
+  wd.disarm();
+}
+
 TEST(Watchdog, DisarmBeforeTheDeadlineDoesNotFire) {
   Recorder rec;
   Watchdog wd(0.5, rec.fn());
@@ -130,7 +142,8 @@ TEST(Watchdog, DisabledAndDestroyedWhileArmed) {
   {
     Watchdog wd(30.0, rec.fn());
     wd.arm("a wait cut short by the destructor");
-  }  // must join promptly without firing
+    std::this_thread::sleep_for(50ms);  // the thread is (most likely) waiting on the deadline now
+  }                                     // must join promptly without firing
   EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
   EXPECT_EQ(rec.count(), 0u);
 }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <hdf5.h>
+#include <sentencepiece_trainer.h>
 
 #include <cstring>
 #include <filesystem>
@@ -361,6 +362,107 @@ TEST(Import, VocabSizeBoundAndTheFractionRoundsDown) {
   opt.output = dir.file("over.h5");
   expect_usage_error([&] { import_token_shards(opt); },
                      {"over.bin", "token 7", "id 100", "--vocab-size 100"}, "id == vocab size");
+}
+
+// SPEC section 8: ids are uint16 when vocab_size <= 65536, else uint32 -- at the boundary, as any
+// HDF5 reader sees the datasets' type; the largest id round-trips either way.
+TEST(Import, TokenTypeIsUint16UpToAVocabularyOf65536) {
+  test::TempDir dir;
+  for (const int64_t vocab : {int64_t{65536}, int64_t{65537}}) {
+    std::vector<uint32_t> ids = ramp(40, 1, 20);
+    ids[3] = static_cast<uint32_t>(vocab - 1);
+    const std::string name = "v" + std::to_string(vocab);
+    write_bytes(dir.file(name + ".bin"), llmc_shard(ids, 20240801, 7, 4));
+    ImportOptions opt;
+    opt.shards = {dir.file(name + ".bin")};
+    opt.output = dir.file(name + ".h5");
+    opt.vocab_size = vocab;
+    opt.val_fraction = 0.25;
+    import_token_shards(opt);
+    {
+      h5::File f{H5_CHECK(H5Fopen(opt.output.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT))};
+      for (const char* split : {"train", "val"}) {
+        h5::Dataset ds{H5_CHECK(H5Dopen2(f, split, H5P_DEFAULT))};
+        h5::Datatype type{H5_CHECK(H5Dget_type(ds))};
+        EXPECT_EQ(H5Tget_class(type), H5T_INTEGER) << name << " " << split;
+        EXPECT_EQ(H5Tget_sign(type), H5T_SGN_NONE) << name << " " << split;
+        EXPECT_EQ(H5Tget_size(type), vocab <= 65536 ? 2u : 4u) << name << " " << split;
+      }
+    }
+    const TokenData d = read_token_file(opt.output, vocab, 8);
+    EXPECT_EQ(d.train[3], vocab - 1) << name;
+  }
+}
+
+// The byte tokenizer (SPEC section 8, "bytes"): id = the byte's unsigned value, every byte
+// 0..255 round-trips, and a decode skips ids outside 0..255 (a model whose vocab_size is larger
+// can sample them) instead of writing some byte for them.
+TEST(Tokenizer, BytesAreTheirOwnIdsAndDecodeSkipsOthers) {
+  const Tokenizer tok = Tokenizer::bytes();
+  EXPECT_EQ(tok.vocab_size(), 256);
+  EXPECT_EQ(tok.name(), "bytes");
+  std::string all;
+  for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
+  const std::vector<int32_t> ids = tok.encode(all);
+  ASSERT_EQ(ids.size(), 256u);
+  for (int b = 0; b < 256; ++b) EXPECT_EQ(ids[static_cast<size_t>(b)], b);
+  EXPECT_EQ(tok.decode(ids), all);
+  EXPECT_EQ(tok.decode(std::vector<int32_t>{104, 256, 300, -1, 105}), "hi");
+}
+
+// The tokenizer attribute decides (SPEC section 8): none stored (a file from before it was
+// stored) is the byte tokenizer; another tool's name keeps its ids with no text.
+TEST(Tokenizer, FromStoredFollowsTheAttribute) {
+  const Tokenizer none = Tokenizer::from_stored("", "", 256, "t");
+  EXPECT_EQ(none.name(), "bytes");
+  EXPECT_EQ(none.encode("hi"), (std::vector<int32_t>{104, 105}));
+  const Tokenizer other = Tokenizer::from_stored("gpt2", "", 50257, "t");
+  EXPECT_EQ(other.name(), "gpt2");
+  EXPECT_EQ(other.vocab_size(), 50257);
+  expect_usage_error([&] { other.encode("hi"); }, {"'gpt2'", "no text"}, "other tool");
+}
+
+// A stored SentencePiece model from another tool need not be lossless: without byte fallback a
+// character it never saw becomes <unk>, which decodes to something else. encode() must refuse
+// such a text at the first byte that would read differently, not return the <unk> ids.
+TEST(Tokenizer, AModelThatCannotRepresentTheTextIsRefused) {
+  test::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "abc abd abe bcd bce cde\n";
+  write_bytes(dir.file("in.txt"), text);
+  std::string model;
+  const auto status =
+      sentencepiece::SentencePieceTrainer::Train({{"input", dir.file("in.txt")},
+                                                  {"model_type", "bpe"},
+                                                  {"vocab_size", "20"},
+                                                  {"byte_fallback", "false"},
+                                                  {"normalization_rule_name", "identity"},
+                                                  {"minloglevel", "2"}},
+                                                 nullptr, &model);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+  const Tokenizer tok = Tokenizer::sentencepiece(model, "t");
+  EXPECT_FALSE(tok.encode("abc bcd").empty());
+  expect_usage_error([&] { tok.encode("ab\xe2\x82\xac"); },  // "ab€": € was never seen
+                     {"cannot encode the text exactly", "byte offset 2"}, "unknown character");
+}
+
+// first_invalid_utf8 (what the SentencePiece encoder refuses up front) by the UTF-8 definition:
+// the offset of the first byte that starts no valid sequence -- overlong forms, surrogates, code
+// points past U+10FFFF, stray continuation bytes and cut sequences -- and -1 for valid text with
+// sequences of every length, the largest code point included.
+TEST(Tokenizer, FirstInvalidUtf8ByTheDefinition) {
+  EXPECT_EQ(first_invalid_utf8(
+                "a\x7f\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf"),
+            -1);
+  EXPECT_EQ(first_invalid_utf8("ab\xc1\xbf"), 2);                     // overlong 2-byte (U+007F)
+  EXPECT_EQ(first_invalid_utf8("ab\xe0\x9f\xbf"), 2);                 // overlong 3-byte (U+07FF)
+  EXPECT_EQ(first_invalid_utf8("ab\xf0\x8f\xbf\xbf"), 2);             // overlong 4-byte (U+FFFF)
+  EXPECT_EQ(first_invalid_utf8("x\xed\x9f\xbf\xed\xbf\xbf"), 4);      // U+D7FF ok, U+DFFF not
+  EXPECT_EQ(first_invalid_utf8("x\xee\x80\x80\xf4\x90\x80\x80"), 4);  // U+E000 ok, U+110000 not
+  EXPECT_EQ(first_invalid_utf8("x\x80"), 1);                          // a stray continuation byte
+  EXPECT_EQ(first_invalid_utf8("x\xf8\x88\x80\x80\x80"), 1);          // 5-byte forms do not exist
+  EXPECT_EQ(first_invalid_utf8("xy\xe2\x82"), 2);                     // cut at the end
+  EXPECT_EQ(first_invalid_utf8("xy\xe2\x28\xa1"), 2);                 // a non-continuation inside
 }
 
 // The output is checked before any shard is read (reading them can take minutes).

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -248,12 +249,16 @@ TEST(OpsGrad, RopeThenAttention) {
   EXPECT_LE(rel_error(dqkv, g_fd), kFdTol);
 }
 
-TEST(OpsHand, AttentionMatchesNaiveLoops) {
-  std::mt19937 rng(8);
-  const auto qkv = random_vector(rng, kN * 3 * kC, -2.0, 2.0);
-  std::vector<double> out(kN * kC), att(kB * kNH * kT * kT);
-  cpu::attention_forward(out.data(), att.data(), qkv.data(), kB, kT, kC, kNH);
+// The naive loops of causal attention in double: att [B,NH,T,T] and out [N,C] of qkv [N,3C]
+// (exp of the raw scores, no max subtracted), and the smallest score seen.
+struct NaiveAttention {
+  std::vector<double> att, out;
+  double min_score = 0.0;
+};
+NaiveAttention naive_attention(const std::vector<double>& qkv) {
   const int HD = kC / kNH;
+  NaiveAttention r{std::vector<double>(kB * kNH * kT * kT, 0.0), std::vector<double>(kN * kC),
+                   std::numeric_limits<double>::infinity()};
   auto at = [&](int b, int t, int blk, int h, int i) {
     return qkv[(b * kT + t) * 3 * kC + blk * kC + h * HD + i];
   };
@@ -265,18 +270,48 @@ TEST(OpsHand, AttentionMatchesNaiveLoops) {
         for (int s = 0; s <= t; ++s) {
           double sc = 0.0;
           for (int i = 0; i < HD; ++i) sc += at(b, t, 0, h, i) * at(b, s, 1, h, i);
-          p[s] = std::exp(sc / std::sqrt(double(HD)));
+          sc /= std::sqrt(double(HD));
+          r.min_score = std::min(r.min_score, sc);
+          p[s] = std::exp(sc);
           z += p[s];
         }
-        for (int s = 0; s < kT; ++s) {
-          EXPECT_NEAR(att[((b * kNH + h) * kT + t) * kT + s], p[s] / z, 1e-14);
-        }
+        for (int s = 0; s < kT; ++s) r.att[((b * kNH + h) * kT + t) * kT + s] = p[s] / z;
         for (int i = 0; i < HD; ++i) {
           double o = 0.0;
           for (int s = 0; s <= t; ++s) o += p[s] / z * at(b, s, 2, h, i);
-          EXPECT_NEAR(out[(b * kT + t) * kC + h * HD + i], o, 1e-14);
+          r.out[(b * kT + t) * kC + h * HD + i] = o;
         }
       }
+  return r;
+}
+
+TEST(OpsHand, AttentionMatchesNaiveLoops) {
+  std::mt19937 rng(8);
+  const auto qkv = random_vector(rng, kN * 3 * kC, -2.0, 2.0);
+  std::vector<double> out(kN * kC), att(kB * kNH * kT * kT);
+  cpu::attention_forward(out.data(), att.data(), qkv.data(), kB, kT, kC, kNH);
+  const NaiveAttention ref = naive_attention(qkv);
+  for (size_t i = 0; i < att.size(); ++i) EXPECT_NEAR(att[i], ref.att[i], 1e-14) << i;
+  for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref.out[i], 1e-14) << i;
+}
+
+// Scores near 450 (q and k share a component of 30; HD = 4): exp of one overflows a float, so the
+// float softmax must subtract the row's largest score first. Against the naive loops in double,
+// where exp(452) is still finite.
+TEST(OpsHand, AttentionOfHugeScoresInFloat) {
+  std::mt19937 rng(18);
+  auto qkv = random_vector(rng, kN * 3 * kC, -1.0, 1.0);
+  const int HD = kC / kNH;
+  for (int n = 0; n < kN; ++n)
+    for (int h = 0; h < kNH; ++h)
+      for (int blk = 0; blk < 2; ++blk) qkv[n * 3 * kC + blk * kC + h * HD] = 30.0;
+  const auto qf = convert<float>(qkv);
+  std::vector<float> out(kN * kC), att(kB * kNH * kT * kT);
+  cpu::attention_forward(out.data(), att.data(), qf.data(), kB, kT, kC, kNH);
+  const NaiveAttention ref = naive_attention(qkv);
+  ASSERT_GT(ref.min_score, 440.0);
+  for (size_t i = 0; i < att.size(); ++i) EXPECT_NEAR(att[i], ref.att[i], 1e-4) << i;
+  for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref.out[i], 1e-4) << i;
 }
 
 TEST(OpsHand, AttentionWithOneTokenReturnsV) {

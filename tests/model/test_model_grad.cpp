@@ -6,6 +6,8 @@
 // means.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <ostream>
 #include <random>
 #include <string>
@@ -145,6 +147,56 @@ TEST(ModelLossScale, MicroBatchesSumToTheGlobalBatchMeans) {
     aux /= GB / group;
     EXPECT_GT(aux, 0.0);
     EXPECT_NEAR(sum.aux, aux, 1e-12 * aux) << scope;
+  }
+}
+
+// lm_loss by SPEC section 1 computed here: with every block's weights zero, attention and the MoE
+// add nothing (x_out = Emb[token]), so the loss is the mean over all B*T positions of the
+// cross-entropy of RMSNorm(Emb[tokens[t]], g_final) @ Head^T against the NEXT token tokens[t+1]
+// -- the last position's target is the window's extra token T. Tied and untied heads, with the
+// weight global_batch_scale gives a global batch of one micro-batch. A forward that predicted
+// the current token, dropped a position or divided by anything but B*T fails it; the gradient
+// checks above cannot see such a change (backward follows the forward's targets).
+TEST(ModelLossByHand, ZeroBlocksGiveTheNextTokenCrossEntropyOfTheEmbedding) {
+  for (const bool tied : {true, false}) {
+    const Config cfg =
+        small_model({"train.global_batch=2", "train.micro_batch=2",
+                     tied ? "model.tie_embeddings=true" : "model.tie_embeddings=false"});
+    const int B = 2, T = static_cast<int>(cfg.model.seq_len),
+              C = static_cast<int>(cfg.model.d_model), V = static_cast<int>(cfg.model.vocab_size);
+    Model<double> m(cfg);
+    std::fill(m.params.begin(), m.params.end(), 0.0);
+    std::mt19937 rng(11);
+    std::uniform_real_distribution<double> u(-1.0, 1.0);
+    auto fill = [&](const std::string& name, double lo) {
+      const ParamSpec& p = m.table().at(name);
+      for (size_t i = 0; i < p.numel; ++i) m.params[p.offset + i] = lo + u(rng);
+    };
+    fill("model/embed", 0.0);
+    if (!tied) fill("model/head", 0.0);
+    fill("model/final_norm", 1.5);  // gains in (0.5, 2.5)
+    std::vector<int32_t> tokens(static_cast<size_t>(B) * (T + 1));
+    for (auto& t : tokens) t = static_cast<int32_t>(rng() % static_cast<unsigned>(V));
+
+    const double* emb = m.params.data() + m.table().at("model/embed").offset;
+    const double* head = m.params.data() + m.table().at(tied ? "model/embed" : "model/head").offset;
+    const double* g = m.params.data() + m.table().at("model/final_norm").offset;
+    double sum = 0.0;
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < T; ++t) {
+        const double* x = emb + static_cast<size_t>(tokens[b * (T + 1) + t]) * C;
+        double ms = 0.0;
+        for (int c = 0; c < C; ++c) ms += x[c] * x[c] / C;
+        const double r = 1.0 / std::sqrt(ms + cfg.model.norm_eps);
+        std::vector<double> logit(static_cast<size_t>(V));
+        for (int v = 0; v < V; ++v)
+          for (int c = 0; c < C; ++c) logit[v] += x[c] * r * g[c] * head[v * C + c];
+        double z = 0.0;
+        for (double l : logit) z += std::exp(l);
+        sum += std::log(z) - logit[static_cast<size_t>(tokens[b * (T + 1) + t + 1])];
+      }
+    const LossParts got = m.forward(tokens.data(), B, global_batch_scale(cfg));
+    EXPECT_NEAR(got.lm, sum / (B * T), 1e-12) << (tied ? "tied" : "untied");
   }
 }
 

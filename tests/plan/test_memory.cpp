@@ -104,6 +104,64 @@ TEST(PlanMemory, ActivationTermsByHand) {
   EXPECT_DOUBLE_EQ(term(m, "AdamW moments").bytes, 8.0 * 1020);
 }
 
+// Layouts that move rows, by hand from src/model/moe_parallel.cpp's buffers. small_cfg (N = 8,
+// C = 8, K = 2, E = 4, F = 6) on two ranks; Route (233 floats + 8 doubles) as above.
+// etp = 2 (ep = tp = 1): no exchange, so no send or recv rows; Mo = N = 8 own rows, M = 16 after
+// the etp all-gather; A = 32 (the 16 rows' 2 assignments each, every expert local, no variance).
+//   layout 4 A = 128; experts 4 [A,C] + 3 [A,F/2] + 2 [A,F/2] = 1024 + 288 + 192 = 1504;
+//   moved: rows_x [M,C] and yrows [M,C+K] = 2 x 128 + 32, rows_g, rows_e [M,K] = 64,
+//   etp_scratch [Mo,C+K] = 80: 432 floats.
+// ep = 2 (flat): each rank holds 2 experts, which a token's top-2 of 4 reaches with probability
+// 1 - C(2,2)/C(4,2) = 5/6; 16 source tokens give 13.3 + 3.72 sqrt(16 (5/6)(1/6)) > 16 rows, so
+// Mo = M = 16 (all). A: 16 tokens x 2 slots x share 1/2, variance 2 (1/2)(1/2)(2/3) = 1/3 per
+// token: A = 16 + 3.72 sqrt(16/3). Buffers: layout 4 A, experts 32 A + 18 A + 12 A; moved: send
+// [Ns,C+K] 80, recv [Mo,C+K] 160, rows_x and yrows 2 x 128 + 32, rows_g, rows_e 64 = 592 floats.
+// The flat exchange stages the rows a rank sends: 8 tokens x 2 ranks x 5/6 rows of C + K floats.
+TEST(PlanMemory, MovedRowsTermsByHand) {
+  const Config cfg = small_cfg();
+  PlanLayout etp2;
+  etp2.world = 2;
+  etp2.etp = 2;
+  const MemoryEstimate e = predict_memory(cfg, etp2, RoutingStats{}, MemoryInputs{});
+  EXPECT_DOUBLE_EQ(term(e, "MoE layers").bytes, 4.0 * (233 + 128 + 1504 + 432) + 8.0 * 8);
+  for (const auto& t : e.terms) EXPECT_NE(t.name.rfind("all-to-all", 0), 0u) << "no exchange";
+
+  PlanLayout ep2;
+  ep2.world = 2;
+  ep2.ep = 2;
+  const MemoryEstimate f = predict_memory(cfg, ep2, RoutingStats{}, MemoryInputs{});
+  const double A = 16 + 3.72 * std::sqrt(16.0 / 3.0);
+  EXPECT_NEAR(term(f, "MoE layers").bytes, 4.0 * (233 + 66 * A + 592) + 8.0 * 8, 1e-9);
+  EXPECT_NEAR(term(f, "all-to-all buffers").bytes, 4.0 * 10 * 8 * 2 * 5.0 / 6.0, 1e-9);
+}
+
+// The workspace and MPI's reduction temporaries of small_cfg by hand. Dense group 444 elements
+// (embed 128, final norm 8, norms 16, wqkv 192, wo 64, router 32, bias 4), expert group 576,
+// router gradients 32; the process's base 100 bytes.
+//   One rank: the optimizer's scratch is the largest group, 576 floats; no reduction.
+//   dp = edp = 6: chunks of 444 / 6 = 74 and 576 / 6 = 96 (each far below a 4 MiB bucket), so
+//   96 floats; the binomial tree's root holds ceil(log2 6) = 3 copies of a bucket, the larger
+//   group's 576 floats. With ZeRO-1 and periodic checkpoints add both full moments, 2 x 1020.
+TEST(PlanMemory, WorkspaceAndReductionTemporariesByHand) {
+  Config cfg = small_cfg();
+  MemoryInputs in;
+  in.base_bytes = 100;
+  const MemoryEstimate one = predict_memory(cfg, PlanLayout{}, RoutingStats{}, in);
+  EXPECT_DOUBLE_EQ(term(one, "workspace").bytes, 4.0 * 576 + 100);
+  for (const auto& t : one.terms)
+    EXPECT_NE(t.name.rfind("MPI", 0), 0u) << "one rank reduces nothing";
+
+  PlanLayout six;
+  six.world = 6;
+  const MemoryEstimate m = predict_memory(cfg, six, RoutingStats{}, in);
+  EXPECT_DOUBLE_EQ(term(m, "workspace").bytes, 4.0 * 96 + 100);
+  EXPECT_DOUBLE_EQ(term(m, "MPI reduction temporaries").bytes, 4.0 * 576 * 3);
+  six.zero1 = true;
+  cfg.checkpoint.every = 10;
+  const MemoryEstimate z = predict_memory(cfg, six, RoutingStats{}, in);
+  EXPECT_DOUBLE_EQ(term(z, "workspace").bytes, 4.0 * 96 + 8.0 * 1020 + 100);
+}
+
 // The same model trained with device: cuda in bf16: CudaModel<bf16> stores the [N, *] activations,
 // the attention probabilities, the logits and the expert rows as bf16 (2 bytes), keeps the [N]
 // statistics, the router's scores and every gradient in fp32, and adds a bf16 copy of the

@@ -130,6 +130,33 @@ TEST(PlanStepTime, TensorParallelAllReducesByHand) {
   EXPECT_NEAR(t.tp, 2 * 3 * 4 * per_layer + router, 1e-15);
 }
 
+// etp = 2 on one node (the intra link: 1e-6 s, 1e9 B/s), ep = tp = 1: dp = 2, one micro-batch of
+// N = 128 tokens per rank, so M = 2 x 128 rows after the gather. Per layer: the row counts
+// all-reduced (8 bytes: 2 latencies + bytes / bandwidth); rows with gates and experts gathered
+// (C + 2K floats a row, 3 calls); the outputs reduce-scattered and their gradients gathered (C
+// each); the row gradients reduce-scattered (C + K) -- each a 2-rank ring: 1 latency per call +
+// half the bytes. Then the optimizer's streaming pass at 1e9 B/s over the same layout with
+// ZeRO-1: 8 bytes per local parameter (dense 122840 + experts 3 x 3 x 8 x 64 x 96 / etp), 28 per
+// element of this rank's moment chunks (half the dense group over dp = 2; all its experts, edp =
+// 1).
+TEST(PlanStepTime, ExpertTensorParallelAndOptimizerByHand) {
+  const Config cfg = model();
+  PlanLayout lay;
+  lay.world = 2;
+  lay.etp = 2;
+  lay.ranks_per_node = 2;
+  lay.zero1 = true;
+  Cluster k = ideal();
+  k.mem_bandwidth = 1e9;
+  const StepTime t = predict_step(cfg, lay, k, RoutingStats{});
+  const double M = 256, lat = 1e-6, bw = 1e9;
+  const double per_layer = (2 * lat + 8.0 / bw) + (3 * lat + 0.5 * 4 * M * (64 + 4) / bw) +
+                           2 * (lat + 0.5 * 4 * M * 64 / bw) + (lat + 0.5 * 4 * M * (64 + 2) / bw);
+  EXPECT_NEAR(t.etp, 3 * per_layer, 1e-15);
+  const double dense = 122840, expert = 3.0 * 3 * 8 * 64 * 96 / 2;
+  EXPECT_NEAR(t.optimizer, (8 * (dense + expert) + 28 * (dense / 2 + expert)) / bw, 1e-15);
+}
+
 TEST(PlanStepTime, RankComputeOnOneHostByHand) {
   Cluster k = ideal();
   k.layer_overhead_s = 1e-3;

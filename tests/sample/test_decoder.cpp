@@ -98,6 +98,32 @@ TEST(Decoder, PrefillEqualsOneTokenAtATimeAndRunsPastTheWindow) {
   for (int32_t t : r.tokens) EXPECT_TRUE(t >= 0 && t < a.vocab_size());
 }
 
+// Past seq_len the cache holds the last W = seq_len positions and RoPE scores depend only on
+// the distance between positions. With one layer a cached key or value depends on its token and
+// position alone, so the logits at position p >= W equal the training model's full forward of
+// the last W tokens placed at positions 0..W-1: every window start, every wrap of the cache.
+TEST(Decoder, PastTheWindowOneLayerEqualsTheFullForwardOfTheLastWindow) {
+  const Config cfg = test::tiny_decoder_config({"model.n_layers=1"});
+  const std::vector<float> p = test::decoder_weights(cfg, false);
+  Model<float> model(cfg);
+  model.params = p;
+  Decoder dec(cfg, p);
+  const int W = static_cast<int>(cfg.model.seq_len);
+  std::vector<int32_t> seq;
+  double worst = 0.0;
+  for (int i = 0; i < 2 * W + 5; ++i) {
+    const auto id = static_cast<int32_t>((i * 37 + 11) % dec.vocab_size());
+    seq.push_back(id);
+    const std::vector<float>& logits = dec.feed(&id, 1);
+    if (i < W) continue;
+    const std::vector<int32_t> window(seq.end() - W, seq.end());
+    const std::vector<float> ref = full_forward_logits(model, cfg, window);
+    for (size_t v = 0; v < ref.size(); ++v)
+      worst = std::max(worst, static_cast<double>(std::fabs(logits[v] - ref[v])));
+    ASSERT_LE(worst, 1e-4) << "position " << i;
+  }
+}
+
 TEST(Sampler, FixedSeedGivesTheSameTokensAndVocabLimitHolds) {
   const Config cfg = test::tiny_decoder_config();
   const std::vector<float> p = test::decoder_weights(cfg, false);

@@ -12,6 +12,7 @@
 
 #include "common/temp_dir.h"
 #include "src/config/config.h"
+#include "src/train/loop_common.h"
 #include "src/train/report.h"
 
 namespace sy {
@@ -48,6 +49,79 @@ TEST(Report, MetricsLineFractionsByHand) {
   const std::vector<std::vector<double>> load = {{0.25, 0.25, 0.25, 0.25}, {0.5, 0.125, 0.25, 0.0}};
   EXPECT_EQ(j["expert_load"].get<std::vector<std::vector<double>>>(), load);
   EXPECT_DOUBLE_EQ(j["dropped_frac"].get<double>(), 64.0 / 1024.0);
+}
+
+// The rates and times of the same kind of line by hand: tokens_per_s = global_batch * seq_len /
+// step_s (8 x 32 tokens in 0.5 s), step_ms and a2a_ms in milliseconds, the rank's a2a byte
+// counters and lr as given, gflops = the step's FLOPs / step_s; the progress line's a2a share of
+// the step and its ETA as hh:mm:ss (rounded to the second).
+TEST(Report, RatesTimesAndTheProgressLineByHand) {
+  const Config cfg = load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml");
+  test::TempDir dir;
+  const std::vector<int64_t> selected(8, 128);
+  StepRecord r;
+  r.step = 3;
+  r.lr = 2.5e-4;
+  r.step_s = 0.5;
+  r.a2a_s = 0.125;
+  r.a2a_internode_bytes = 4096;
+  r.a2a_intranode_bytes = 1024;
+  r.selected = &selected;
+  StepFlops flops;
+  flops.matmul = 3e9;
+  flops.attention = 1e9;
+  std::ostringstream log;
+  {
+    MetricsWriter metrics(dir.file("metrics.jsonl"), false);
+    report_step(cfg, r, flops, 3725.4, &metrics, log);
+  }
+  std::ifstream in(dir.file("metrics.jsonl"));
+  std::string text;
+  ASSERT_TRUE(std::getline(in, text));
+  const nlohmann::json j = nlohmann::json::parse(text);
+  EXPECT_DOUBLE_EQ(j["tokens_per_s"].get<double>(), 512.0);
+  EXPECT_DOUBLE_EQ(j["step_ms"].get<double>(), 500.0);
+  EXPECT_DOUBLE_EQ(j["a2a_ms"].get<double>(), 125.0);
+  EXPECT_DOUBLE_EQ(j["lr"].get<double>(), 2.5e-4);
+  EXPECT_EQ(j["a2a_internode_bytes"].get<int64_t>(), 4096);
+  EXPECT_EQ(j["a2a_intranode_bytes"].get<int64_t>(), 1024);
+  EXPECT_DOUBLE_EQ(j["gflops"].get<double>(), 8.0);
+  EXPECT_FALSE(j.contains("internode_bytes")) << "only where the run spans nodes";
+  const std::string line = log.str();
+  EXPECT_NE(line.find("step      3/"), std::string::npos) << line;
+  EXPECT_NE(line.find("| 512 tok/s |"), std::string::npos) << line;
+  EXPECT_NE(line.find("| a2a 25% |"), std::string::npos) << line;
+  EXPECT_NE(line.find("| 500.0 ms |"), std::string::npos) << line;
+  EXPECT_NE(line.find("ETA 01:02:05\n"), std::string::npos) << line;
+  EXPECT_EQ(format_duration(59.5), "00:01:00");
+  EXPECT_EQ(format_duration(90061.0), "25:01:01");
+}
+
+// The progress line's ETA: this run's mean step time times the steps left. A run resumed at step
+// 4 of 10 that took 2 s for step 5 has 5 steps left (ETA 10 s); after 4 s for step 6 the mean is
+// 3 s and 4 steps are left (ETA 12 s). The steps before the resume took no time of this run.
+TEST(Report, EtaIsThisRunsMeanStepTimeTimesTheStepsLeft) {
+  Config cfg = load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml");
+  cfg.train.steps = 10;
+  cfg.log.every = 1;
+  const StepFlops flops;
+  ResumeResult resumed;
+  resumed.resumed = true;
+  resumed.state.step = 4;
+  std::ostringstream log;
+  RunProgress progress(cfg, flops, resumed, nullptr, log);
+  StepRecord r;
+  r.step = 5;
+  r.step_s = 2.0;
+  progress.step_done(r);
+  EXPECT_NE(log.str().find("ETA 00:00:10\n"), std::string::npos) << log.str();
+  log.str("");
+  r.step = 6;
+  r.step_s = 4.0;
+  progress.step_done(r);
+  EXPECT_NE(log.str().find("ETA 00:00:12\n"), std::string::npos) << log.str();
+  EXPECT_EQ(progress.summary().first_step, 4);
+  EXPECT_EQ(progress.summary().steps_done, 6);
 }
 
 }  // namespace
