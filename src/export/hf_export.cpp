@@ -158,6 +158,9 @@ Json config_json(const Config& cfg, const Plan& p, const Tokenizer& tok) {
   if (p.mixtral) j["head_dim"] = m.d_model / m.n_heads;
   j["hidden_act"] = "silu";
   j["max_position_embeddings"] = m.seq_len;
+  // `switchyard sample` past seq_len tokens attends over the last seq_len positions in every layer
+  // (src/sample/decoder.h); a sliding window of seq_len keys (the query's own included) is that
+  // mask, so generate() continues as sample does. Up to seq_len tokens it is the causal mask.
   j["rms_norm_eps"] = m.norm_eps;
   // rope_theta for transformers 4.x, rope_parameters for 5.x.
   j["rope_theta"] = m.rope_theta;
@@ -170,7 +173,7 @@ Json config_json(const Config& cfg, const Plan& p, const Tokenizer& tok) {
   if (p.mixtral) {
     j["intermediate_size"] = moe.ffn_hidden;
     j["num_local_experts"] = moe.num_experts;
-    j["sliding_window"] = nullptr;
+    j["sliding_window"] = m.seq_len;
     j["router_jitter_noise"] = 0.0;
   } else {
     j["intermediate_size"] = moe.ffn_hidden;  // dense layers' MLP: there are none
@@ -181,10 +184,12 @@ Json config_json(const Config& cfg, const Plan& p, const Tokenizer& tok) {
     j["decoder_sparse_step"] = 1;
     j["mlp_only_layers"] = Json::array();
     j["qkv_bias"] = true;  // zeros: what transformers 4.x, which always has them, expects
-    j["use_sliding_window"] = false;
-    j["sliding_window"] = nullptr;
-    j["max_window_layers"] = m.n_layers;
-    j["layer_types"] = std::vector<std::string>(static_cast<size_t>(m.n_layers), "full_attention");
+    // Every layer slides (transformers 4.x: layers >= max_window_layers; 5.x: layer_types).
+    j["use_sliding_window"] = true;
+    j["sliding_window"] = m.seq_len;
+    j["max_window_layers"] = 0;
+    j["layer_types"] =
+        std::vector<std::string>(static_cast<size_t>(m.n_layers), "sliding_attention");
   }
   j["output_router_logits"] = false;
   j["router_aux_loss_coef"] = moe.aux_loss_coeff;

@@ -14,7 +14,9 @@
 //             Its q/k/v biases are written as zeros (x + 0 = x).
 // Both: no attention biases elsewhere, rotate-half RoPE with pairs (i, i + hd/2) and theta =
 // model.rope_theta, RMSNorm eps = model.norm_eps, num_key_value_heads = num_attention_heads,
-// tie_word_embeddings = model.tie_embeddings; every config value written explicitly (each
+// tie_word_embeddings = model.tie_embeddings, a sliding window of model.seq_len in every layer
+// (what `switchyard sample` attends over past seq_len tokens; within seq_len it is the causal
+// mask); every config value written explicitly (each
 // architecture's own defaults differ: Mixtral's rope theta is 1e6). Weights are [out, in]
 // (PyTorch's nn.Linear), the transpose of SPEC's [in, out].
 //
