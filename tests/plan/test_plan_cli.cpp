@@ -243,4 +243,27 @@ TEST_F(PlanCli, WhatPlanCannotHonourIsRefusedOrSaid) {
       << r.output;
 }
 
+// The cluster's whole size (the default) is often more ranks than a config has work for: plan
+// then names the most ranks it can use, and the --ranks / --nodes that plan for them. tiny.yaml:
+// dp divides global_batch 8 and tp n_heads 4, so 8 x 4 = 32 ranks, 4 nodes of h100-ib's 8.
+TEST_F(PlanCli, NoLayoutOnTheWholeClusterSuggestsTheRanksThatWork) {
+  const std::string cfg =
+      " --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() + "/tokens.h5";
+  const std::string cluster = " --cluster " + kSource + "/clusters/h100-ib.yaml";
+  auto r = sy::test::run_command(kBin + " plan" + cfg + cluster);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("no layout of this config runs on 1024 ranks"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("the most ranks a layout of it can use is 32 (--ranks 32); in whole "
+                          "nodes of 8: --nodes 4 (32 ranks)"),
+            std::string::npos)
+      << r.output;
+  // What it suggests runs; 40 ranks do not (dp 40, 20 or 10: none divides 8) and get the hint.
+  r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --nodes 4 --top 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("  1 "), std::string::npos) << r.output;
+  r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --ranks 40");
+  EXPECT_NE(r.output.find("can use is 32"), std::string::npos) << r.output;
+}
+
 }  // namespace
