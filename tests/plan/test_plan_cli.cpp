@@ -107,6 +107,17 @@ TEST_F(PlanCli, SizesThatCannotFitExitTwoNamingTheKey) {
     expect_refused(timed(kBin + " train " + tiny("big") + " --set " + set), key, set);
 }
 
+// The fix a refusal offers must be one for this run: on one rank there is no data-parallel
+// replica for parallel.zero1 to shard the AdamW moments over (it offered it anyway).
+TEST_F(PlanCli, ARefusalOnOneRankOffersNoZero1) {
+  const Timed t = timed(kBin + " train " + tiny("big_adam") +
+                        " --set model.d_model=4096 --set model.n_heads=32 --set model.n_layers=400"
+                        " --set moe.num_experts=64 --set moe.ffn_hidden=1024");
+  expect_refused(t, "Largest term: AdamW moments m and v", "moments");
+  EXPECT_NE(t.r.output.find("parallel.ep/etp/tp (shard them)"), std::string::npos) << t.r.output;
+  EXPECT_EQ(t.r.output.find("zero1"), std::string::npos) << t.r.output;
+}
+
 // bench train runs the trainer's step: what train refuses, it refuses too, before allocating
 // (it allocated until the machine ran short: 3 GB in 4 s, then bad_alloc or worse).
 TEST_F(PlanCli, BenchTrainRefusesWhatCannotFitBeforeAllocating) {
