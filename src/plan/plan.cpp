@@ -50,7 +50,8 @@ Evaluation evaluate(const Config& config, const PlanLayout& lay, const Cluster& 
   } else if (memory_per_rank > 0 && e.memory.total() > memory_per_rank) {
     e.problem = "needs " + format_bytes(e.memory.total()) +
                 " per rank (largest: " + e.memory.largest().name + ", " +
-                format_bytes(e.memory.largest().bytes) + ")";
+                format_bytes(e.memory.largest().bytes) + "; shrink it with " +
+                e.memory.largest().keys + ")";
   }
   return e;
 }

@@ -118,6 +118,19 @@ TEST_F(PlanCli, ARefusalOnOneRankOffersNoZero1) {
   EXPECT_EQ(t.r.output.find("zero1"), std::string::npos) << t.r.output;
 }
 
+// plan --this says what the trainer's refusal says: the largest term and the keys that shrink it.
+TEST_F(PlanCli, PlanThisNamesTheKeysThatShrinkWhatDoesNotFit) {
+  const auto r = sy::test::run_command(
+      kBin + " plan --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() +
+      "/tokens.h5 --cluster " + kSource +
+      "/clusters/h100-ib.yaml --ranks 1 --this --set model.d_model=4096 --set model.n_heads=32 "
+      "--set model.n_layers=400 --set moe.num_experts=64 --set moe.ffn_hidden=1024");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("does not fit: needs"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(largest: AdamW moments m and v"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("; shrink it with model.d_model"), std::string::npos) << r.output;
+}
+
 // bench train runs the trainer's step: what train refuses, it refuses too, before allocating
 // (it allocated until the machine ran short: 3 GB in 4 s, then bad_alloc or worse).
 TEST_F(PlanCli, BenchTrainRefusesWhatCannotFitBeforeAllocating) {
