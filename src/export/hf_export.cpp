@@ -130,7 +130,7 @@ Plan plan_export(const Config& cfg, const Source& src, const std::string& file) 
     p.problems.push_back("capacity dropping (moe.capacity_factor " +
                          std::to_string(*moe.capacity_factor) +
                          "): the architectures are dropless, so tokens the training dropped "
-                         "reach their experts");
+                         "reach their experts (as in `switchyard sample`, also dropless)");
   if (moe.route_groups.nodes || moe.route_groups.count > 1)
     p.problems.push_back(
         "group-limited routing (moe.route_groups): the export selects the top-k over all "

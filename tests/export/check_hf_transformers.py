@@ -7,11 +7,12 @@ steps with a checkpoint at the end, exports it, loads the directory with
 AutoModelForCausalLM.from_pretrained, and computes the loss of the validation windows switchyard
 evaluates (SPEC 3: the first eval.sequences windows of T+1 tokens of /val). It must equal the
 val_loss stored in the checkpoint (written after the final evaluation) within 1e-6 relative.
-Two runs of 600 steps with seq_len 8 (Mixtral, Qwen2-MoE) also check that greedy generate() from
-the exported directory continues a prompt to 12 x seq_len tokens with the tokens `switchyard sample --temperature 0`
-gives (the export's sliding window of seq_len is the decoder's). A run on a SentencePiece token
-file also checks that the exported tokenizer encodes the text as
-switchyard did. Exits 77 (CTest SKIP_RETURN_CODE) where torch, transformers or h5py do not import:
+Three runs of 600 steps with seq_len 8 (Mixtral, Qwen2-MoE, and a capacity-dropping one exported
+with --allow-approximate: dropless, as sample is) also check that greedy generate() from the
+exported directory continues a prompt to 12 x seq_len tokens with the tokens `switchyard sample
+--temperature 0` gives (the export's sliding window of seq_len is the decoder's). A run on a
+SentencePiece token file also checks that the exported tokenizer encodes the text as switchyard
+did. Exits 77 (CTest SKIP_RETURN_CODE) where torch, transformers or h5py do not import:
 PyTorch is a multi-GB install that CI does not carry.
 
     python3 tests/export/check_hf_transformers.py --switchyard build/switchyard --source .
@@ -48,7 +49,9 @@ def hf_val_loss(model_dir, val, seq_len, windows):
     return total / count, type(model).__name__
 
 
-def check(name, data, overrides, want_arch, tmp, steps=12):
+def check(name, data, overrides, want_arch, tmp, steps=12, approximate=False):
+    """approximate: export with --allow-approximate, and no loss check (the training forward that
+    gave val_loss is not the exported model's)."""
     global failures
     run_dir = os.path.join(tmp, name)
     cfg = os.path.join(args.source, "configs", "tiny.yaml")
@@ -60,7 +63,10 @@ def check(name, data, overrides, want_arch, tmp, steps=12):
     run([args.switchyard, "train", "--config", cfg] + sets)
     ckpt = os.path.join(run_dir, "checkpoints", f"step_{steps:08d}.h5")
     out = os.path.join(tmp, name + "-hf")
-    run([args.switchyard, "ckpt", "export", ckpt, "--format", "hf", "--output", out])
+    run([args.switchyard, "ckpt", "export", ckpt, "--format", "hf", "--output", out] +
+        (["--allow-approximate"] if approximate else []))
+    if approximate:
+        return out, ckpt
     with h5py.File(ckpt, "r") as f:
         sy_loss = float(f["state/train"].attrs["last_val_loss"])
     with h5py.File(data, "r") as f:
@@ -131,10 +137,12 @@ with tempfile.TemporaryDirectory() as tmp:
     # would change the logits; a model trained long enough to use its context), per architecture.
     with h5py.File(data, "r") as f:
         val_bytes = np.asarray(f["val"][:], dtype=np.int64).tolist()
+    # Capacity dropping exports approximately, as the dropless model that `sample` runs too.
     for name, sets, arch in [("routed_T8", [], "MixtralForCausalLM"),
-                             ("shared_T8", ["moe.shared_experts=1"], "Qwen2MoeForCausalLM")]:
+                             ("shared_T8", ["moe.shared_experts=1"], "Qwen2MoeForCausalLM"),
+                             ("capacity_T8", ["moe.capacity_factor=1.0"], "MixtralForCausalLM")]:
         out, ckpt = check(name, data, sets + ["model.seq_len=8", "train.lr=1e-2"], arch, tmp,
-                          steps=600)
+                          steps=600, approximate="moe.capacity_factor=1.0" in sets)
         check_generation(name, ckpt, out, val_bytes, seq_len=8)
 
     out, _ = check("bpe", bpe, ["model.vocab_size=512"], "MixtralForCausalLM", tmp)
