@@ -284,6 +284,17 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
   r.architecture = plan.mixtral ? "MixtralForCausalLM" : "Qwen2MoeForCausalLM";
   r.approximations = plan.problems;
   r.step = model.step;
+  if (tok.vocab_size() < cfg.model.vocab_size) {
+    // sample picks among the tokenizer's ids only (src/sample/sampler.h); generate() does not.
+    const std::string t = std::to_string(tok.vocab_size()),
+                      v = std::to_string(cfg.model.vocab_size);
+    r.notes.push_back("model.vocab_size " + v + " is more than the tokenizer's " + t +
+                      " ids: transformers' generate() can pick ids " + t + ".." +
+                      std::to_string(cfg.model.vocab_size - 1) +
+                      ", which have no text (switchyard sample never does); pass it "
+                      "suppress_tokens=list(range(" +
+                      t + ", " + v + ")) to sample as switchyard does");
+  }
   r.files = {"config.json", "model.safetensors"};
   if (!tok.model().empty()) {
     r.files.push_back("tokenizer.model");

@@ -44,6 +44,7 @@ struct HfExportReport {
   std::vector<std::string> approximations;  // what --allow-approximate changed
   std::vector<std::string> files;           // written, in the output directory
   std::vector<std::string> removed;         // an earlier export's files this one does not write
+  std::vector<std::string> notes;           // what a transformers user must know (exact anyway)
   int64_t tensors = 0;  // rank 0's count (0 on the other ranks, which write nothing)
   int64_t step = 0;
 };

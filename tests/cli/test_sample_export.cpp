@@ -552,6 +552,28 @@ TEST(HfExport, RefusesWhatNoArchitectureRepresents) {
   EXPECT_TRUE(contains(r.output, "moe.score: sigmoid")) << r.output;
 }
 
+// A model vocabulary larger than the tokenizer's (padded): sample picks among the 256 byte ids
+// only, transformers' generate() among all 300; the export says so and how to match sample. One
+// that fits its tokenizer gets no note.
+TEST(HfExport, AVocabularyPastTheTokenizersIsSaid) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string data = prepare(dir);
+  train(data, dir.file("run"), 2, "--set model.vocab_size=300");
+  auto r = run_command(kBin + " ckpt export " + final_ckpt(dir.file("run"), 2) +
+                       " --format hf --output " + dir.file("hf"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "note: model.vocab_size 300 is more than the tokenizer's 256 ids"))
+      << r.output;
+  EXPECT_TRUE(contains(r.output, "suppress_tokens=list(range(256, 300))")) << r.output;
+  EXPECT_EQ(read_json(dir.file("hf") + "/config.json")["vocab_size"], 300);
+  train(data, dir.file("run256"), 2);
+  r = run_command(kBin + " ckpt export " + final_ckpt(dir.file("run256"), 2) +
+                  " --format hf --output " + dir.file("hf256"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(contains(r.output, "note:")) << r.output;
+}
+
 // ---- what a failed export leaves: nothing ------------------------------------------------------
 
 // The names in `dir` (files and directories, not recursive).
