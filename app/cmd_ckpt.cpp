@@ -194,6 +194,7 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
                        for (const auto& f : r.files) std::cout << " " << f;
                        std::cout << "\n";
                        print_removed(r.removed);
+                       for (const auto& n : r.notes) std::cout << "note: " << n << "\n";
                        return static_cast<int>(kExitOk);
                      });
                    if (ea->allow_approximate)

@@ -12,6 +12,8 @@
 # mpirun runs under `switchyard guard`, which keeps Open MPI's mpirun from answering a SIGTERM
 # by killing the ranks a second later (src/train/launch_guard.h).
 #
+# Runs from the repository root: relative paths in the arguments (--config, data.path,
+# run.out_dir, checkpoint.dir) are the root's, wherever the script is started.
 # Environment: SY_BIN (default build/switchyard), SY_CONFIG (default configs/small.yaml when no
 # --config is given), SY_NP (default 4, or -n), SY_MPIRUN_ARGS (extra mpirun arguments).
 set -uo pipefail

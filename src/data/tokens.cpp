@@ -355,10 +355,6 @@ void encode_part(const Tokenizer& tok, const std::string& text, std::vector<uint
     progress(text.size());
     return;
   }
-  const int64_t bad = first_invalid_utf8(text);
-  if (bad >= 0)
-    throw UsageError("the text is not valid UTF-8 at byte offset " + std::to_string(bad) +
-                     " (SentencePiece encodes UTF-8 text only)");
   for (size_t at = 0; at < text.size();) {
     size_t end = text.find('\n', std::min(at + block, text.size()) - 1);
     end = end == std::string::npos ? text.size() : end + 1;
@@ -413,6 +409,15 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
   for (const auto& input : opt.inputs) {
     const std::vector<unsigned char> content = read_input(input);
     const size_t n = content.size();
+    // Before SentencePiece trains (minutes on a large corpus), not when encoding after it.
+    const int64_t bad = bytes ? -1
+                              : first_invalid_utf8(std::string_view(
+                                    reinterpret_cast<const char*>(content.data()), n));
+    if (bad >= 0)
+      throw UsageError(
+          "input file '" + input + "': the text is not valid UTF-8 at byte offset " +
+          std::to_string(bad) +
+          " (SentencePiece encodes UTF-8 text only; --tokenizer bytes takes any bytes)");
     size_t split = n - static_cast<size_t>(std::floor(static_cast<double>(n) * opt.val_fraction));
     // SentencePiece reads UTF-8: never cut a character in two.
     while (!bytes && split < n && (content[split] & 0xC0) == 0x80) ++split;

@@ -130,7 +130,7 @@ Plan plan_export(const Config& cfg, const Source& src, const std::string& file) 
     p.problems.push_back("capacity dropping (moe.capacity_factor " +
                          std::to_string(*moe.capacity_factor) +
                          "): the architectures are dropless, so tokens the training dropped "
-                         "reach their experts");
+                         "reach their experts (as in `switchyard sample`, also dropless)");
   if (moe.route_groups.nodes || moe.route_groups.count > 1)
     p.problems.push_back(
         "group-limited routing (moe.route_groups): the export selects the top-k over all "
@@ -158,6 +158,9 @@ Json config_json(const Config& cfg, const Plan& p, const Tokenizer& tok) {
   if (p.mixtral) j["head_dim"] = m.d_model / m.n_heads;
   j["hidden_act"] = "silu";
   j["max_position_embeddings"] = m.seq_len;
+  // `switchyard sample` past seq_len tokens attends over the last seq_len positions in every layer
+  // (src/sample/decoder.h); a sliding window of seq_len keys (the query's own included) is that
+  // mask, so generate() continues as sample does. Up to seq_len tokens it is the causal mask.
   j["rms_norm_eps"] = m.norm_eps;
   // rope_theta for transformers 4.x, rope_parameters for 5.x.
   j["rope_theta"] = m.rope_theta;
@@ -170,7 +173,7 @@ Json config_json(const Config& cfg, const Plan& p, const Tokenizer& tok) {
   if (p.mixtral) {
     j["intermediate_size"] = moe.ffn_hidden;
     j["num_local_experts"] = moe.num_experts;
-    j["sliding_window"] = nullptr;
+    j["sliding_window"] = m.seq_len;
     j["router_jitter_noise"] = 0.0;
   } else {
     j["intermediate_size"] = moe.ffn_hidden;  // dense layers' MLP: there are none
@@ -181,10 +184,12 @@ Json config_json(const Config& cfg, const Plan& p, const Tokenizer& tok) {
     j["decoder_sparse_step"] = 1;
     j["mlp_only_layers"] = Json::array();
     j["qkv_bias"] = true;  // zeros: what transformers 4.x, which always has them, expects
-    j["use_sliding_window"] = false;
-    j["sliding_window"] = nullptr;
-    j["max_window_layers"] = m.n_layers;
-    j["layer_types"] = std::vector<std::string>(static_cast<size_t>(m.n_layers), "full_attention");
+    // Every layer slides (transformers 4.x: layers >= max_window_layers; 5.x: layer_types).
+    j["use_sliding_window"] = true;
+    j["sliding_window"] = m.seq_len;
+    j["max_window_layers"] = 0;
+    j["layer_types"] =
+        std::vector<std::string>(static_cast<size_t>(m.n_layers), "sliding_attention");
   }
   j["output_router_logits"] = false;
   j["router_aux_loss_coef"] = moe.aux_loss_coeff;
@@ -279,6 +284,17 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
   r.architecture = plan.mixtral ? "MixtralForCausalLM" : "Qwen2MoeForCausalLM";
   r.approximations = plan.problems;
   r.step = model.step;
+  if (tok.vocab_size() < cfg.model.vocab_size) {
+    // sample picks among the tokenizer's ids only (src/sample/sampler.h); generate() does not.
+    const std::string t = std::to_string(tok.vocab_size()),
+                      v = std::to_string(cfg.model.vocab_size);
+    r.notes.push_back("model.vocab_size " + v + " is more than the tokenizer's " + t +
+                      " ids: transformers' generate() can pick ids " + t + ".." +
+                      std::to_string(cfg.model.vocab_size - 1) +
+                      ", which have no text (switchyard sample never does); pass it "
+                      "suppress_tokens=list(range(" +
+                      t + ", " + v + ")) to sample as switchyard does");
+  }
   r.files = {"config.json", "model.safetensors"};
   if (!tok.model().empty()) {
     r.files.push_back("tokenizer.model");

@@ -14,7 +14,9 @@
 //             Its q/k/v biases are written as zeros (x + 0 = x).
 // Both: no attention biases elsewhere, rotate-half RoPE with pairs (i, i + hd/2) and theta =
 // model.rope_theta, RMSNorm eps = model.norm_eps, num_key_value_heads = num_attention_heads,
-// tie_word_embeddings = model.tie_embeddings; every config value written explicitly (each
+// tie_word_embeddings = model.tie_embeddings, a sliding window of model.seq_len in every layer
+// (what `switchyard sample` attends over past seq_len tokens; within seq_len it is the causal
+// mask); every config value written explicitly (each
 // architecture's own defaults differ: Mixtral's rope theta is 1e6). Weights are [out, in]
 // (PyTorch's nn.Linear), the transpose of SPEC's [in, out].
 //
@@ -42,6 +44,7 @@ struct HfExportReport {
   std::vector<std::string> approximations;  // what --allow-approximate changed
   std::vector<std::string> files;           // written, in the output directory
   std::vector<std::string> removed;         // an earlier export's files this one does not write
+  std::vector<std::string> notes;           // what a transformers user must know (exact anyway)
   int64_t tensors = 0;  // rank 0's count (0 on the other ranks, which write nothing)
   int64_t step = 0;
 };

@@ -163,7 +163,11 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
   MemoryEstimate m;
   m.terms.push_back({"parameters", model_keys + ", parallel.ep/etp/tp (shard them)", kF * P});
   m.terms.push_back({"gradients", model_keys + ", parallel.ep/etp/tp (shard them)", kF * P});
-  m.terms.push_back({"AdamW moments m and v", model_keys + ", parallel.zero1=true",
+  // ZeRO-1 shards the moments over the data-parallel replicas: a fix only where there are some.
+  const bool zero1_helps = !lay.zero1 && (lay.dp() > 1 || lay.edp() > 1);
+  m.terms.push_back({"AdamW moments m and v",
+                     model_keys + ", parallel.ep/etp/tp (shard them)" +
+                         (zero1_helps ? ", parallel.zero1=true" : ""),
                      2 * kF * local_moment_elements(cfg, lay)});
   if (x.act < kF)
     m.terms.push_back({"bf16 compute copy of the parameters",

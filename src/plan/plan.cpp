@@ -50,7 +50,8 @@ Evaluation evaluate(const Config& config, const PlanLayout& lay, const Cluster& 
   } else if (memory_per_rank > 0 && e.memory.total() > memory_per_rank) {
     e.problem = "needs " + format_bytes(e.memory.total()) +
                 " per rank (largest: " + e.memory.largest().name + ", " +
-                format_bytes(e.memory.largest().bytes) + ")";
+                format_bytes(e.memory.largest().bytes) + "; shrink it with " +
+                e.memory.largest().keys + ")";
   }
   return e;
 }
@@ -128,6 +129,20 @@ nlohmann::json evaluation_json(const Evaluation& e) {
           {"memory_terms", terms}};
 }
 
+namespace {
+
+// The largest world <= `most` that any layout of cfg runs on, 0 if none: dp <= train.global_batch
+// and tp <= model.n_heads bound it, so the scan starts at their product.
+int64_t largest_world_with_layouts(const Config& cfg, int64_t most, const Cluster& cluster,
+                                   int64_t step = 1) {
+  most = std::min(most, cfg.train.global_batch * cfg.model.n_heads);
+  for (int64_t w = most / step * step; w >= step; w -= step)
+    if (!enumerate_layouts(cfg, w, std::min(w, cluster.ranks_per_node)).empty()) return w;
+  return 0;
+}
+
+}  // namespace
+
 std::string format_plan(const Config& cfg, const PlanResult& r, int64_t world,
                         const Cluster& cluster, const RoutingStats& routing, int top) {
   std::ostringstream o;
@@ -144,10 +159,22 @@ std::string format_plan(const Config& cfg, const PlanResult& r, int64_t world,
                 "tokens/s", "step", "compute", "a2a in", "a2a out", "a2a wait", "hidden", "sync",
                 "a2a %", "mem/rank", "layout", "flags");
   o << line;
-  if (r.ranked.empty() && r.dropped.empty())
+  if (r.ranked.empty() && r.dropped.empty()) {
     o << "# no layout of this config runs on " << world
       << " ranks: tp must divide model.n_heads and the ranks, ep moe.num_experts, dp "
          "train.global_batch\n";
+    const int64_t most = largest_world_with_layouts(cfg, world, cluster);
+    const int64_t nodes =
+        largest_world_with_layouts(cfg, world, cluster, cluster.ranks_per_node) / rpn;
+    if (most > 0) {
+      o << "# the most ranks a layout of it can use is " << most << " (--ranks " << most << ")";
+      if (nodes > 0)
+        o << "; in whole nodes of " << rpn << ": --nodes " << nodes << " (" << nodes * rpn
+          << " ranks)";
+      o << "; more ranks need a larger train.global_batch (dp = ranks / tp divides it, tp "
+           "divides model.n_heads)\n";
+    }
+  }
   int shown = 0;
   for (const Evaluation& e : r.ranked) {
     if (shown++ >= top) break;

@@ -110,6 +110,16 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
              "metrics.jsonl.prev)\n";
   }
   if (plan.path.empty()) return r;
+  if (rank == 0) {
+    // What the stop cost: the steps logged after the checkpoint are trained again.
+    const std::string metrics = metrics_path(t.cfg.run.out_dir);
+    const int64_t from = plan.state.step + 1, logged = last_logged_step(metrics);
+    if (logged >= from)
+      log << "note: " << metrics << " shows the earlier run at step " << logged << ": step"
+          << (logged > from ? "s " + std::to_string(from) + "-" : " ") << logged
+          << " after the checkpoint " << (logged > from ? "are" : "is")
+          << " trained again (their lines in it are replaced)\n";
+  }
   if (!changes.empty())
     log << "resuming with changed settings:\n" << ckpt::describe_changes(changes);
   if (plan.state.layout != t.layout)

@@ -459,7 +459,7 @@ TEST(HfExport, MixtralConfigAndTensorsAsTheTablesSay) {
     "rope_parameters": {"rope_type": "default", "rope_theta": 5000.0},
     "tie_word_embeddings": true, "attention_dropout": 0.0, "initializer_range": 0.02,
     "use_cache": true, "num_experts_per_tok": 2, "intermediate_size": 64, "num_local_experts": 4,
-    "sliding_window": null, "router_jitter_noise": 0.0, "output_router_logits": false,
+    "sliding_window": 32, "router_jitter_noise": 0.0, "output_router_logits": false,
     "router_aux_loss_coef": 0.01, "bos_token_id": null, "eos_token_id": null,
     "pad_token_id": null, "torch_dtype": "float32", "dtype": "float32"})");
   EXPECT_EQ(read_json(hf + "/config.json"), want);
@@ -498,8 +498,8 @@ TEST(HfExport, QwenMoeForSharedExpertsAndUnnormalisedGates) {
     "use_cache": true, "num_experts_per_tok": 2, "intermediate_size": 64,
     "moe_intermediate_size": 64, "shared_expert_intermediate_size": 128, "num_experts": 4,
     "norm_topk_prob": false, "decoder_sparse_step": 1, "mlp_only_layers": [], "qkv_bias": true,
-    "use_sliding_window": false, "sliding_window": null, "max_window_layers": 2,
-    "layer_types": ["full_attention", "full_attention"], "output_router_logits": false,
+    "use_sliding_window": true, "sliding_window": 32, "max_window_layers": 0,
+    "layer_types": ["sliding_attention", "sliding_attention"], "output_router_logits": false,
     "router_aux_loss_coef": 0.01, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": null,
     "torch_dtype": "float32", "dtype": "float32"})");
   EXPECT_EQ(read_json(hf + "/config.json"), want);
@@ -550,6 +550,28 @@ TEST(HfExport, RefusesWhatNoArchitectureRepresents) {
                   " --format hf --allow-approximate" + " --output " + dir.file("hf2"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "moe.score: sigmoid")) << r.output;
+}
+
+// A model vocabulary larger than the tokenizer's (padded): sample picks among the 256 byte ids
+// only, transformers' generate() among all 300; the export says so and how to match sample. One
+// that fits its tokenizer gets no note.
+TEST(HfExport, AVocabularyPastTheTokenizersIsSaid) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string data = prepare(dir);
+  train(data, dir.file("run"), 2, "--set model.vocab_size=300");
+  auto r = run_command(kBin + " ckpt export " + final_ckpt(dir.file("run"), 2) +
+                       " --format hf --output " + dir.file("hf"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "note: model.vocab_size 300 is more than the tokenizer's 256 ids"))
+      << r.output;
+  EXPECT_TRUE(contains(r.output, "suppress_tokens=list(range(256, 300))")) << r.output;
+  EXPECT_EQ(read_json(dir.file("hf") + "/config.json")["vocab_size"], 300);
+  train(data, dir.file("run256"), 2);
+  r = run_command(kBin + " ckpt export " + final_ckpt(dir.file("run256"), 2) +
+                  " --format hf --output " + dir.file("hf256"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(contains(r.output, "note:")) << r.output;
 }
 
 // ---- what a failed export leaves: nothing ------------------------------------------------------

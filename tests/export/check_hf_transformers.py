@@ -7,14 +7,19 @@ steps with a checkpoint at the end, exports it, loads the directory with
 AutoModelForCausalLM.from_pretrained, and computes the loss of the validation windows switchyard
 evaluates (SPEC 3: the first eval.sequences windows of T+1 tokens of /val). It must equal the
 val_loss stored in the checkpoint (written after the final evaluation) within 1e-6 relative.
-A run on a SentencePiece token file also checks that the exported tokenizer encodes the text as
-switchyard did. Exits 77 (CTest SKIP_RETURN_CODE) where torch, transformers or h5py do not import:
+Three runs of 600 steps with seq_len 8 (Mixtral, Qwen2-MoE, and a capacity-dropping one exported
+with --allow-approximate: dropless, as sample is) also check that greedy generate() from the
+exported directory continues a prompt to 12 x seq_len tokens with the tokens `switchyard sample
+--temperature 0` gives (the export's sliding window of seq_len is the decoder's). A run on a
+SentencePiece token file also checks that the exported tokenizer encodes the text as switchyard
+did. Exits 77 (CTest SKIP_RETURN_CODE) where torch, transformers or h5py do not import:
 PyTorch is a multi-GB install that CI does not carry.
 
     python3 tests/export/check_hf_transformers.py --switchyard build/switchyard --source .
 """
 import json
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -44,7 +49,9 @@ def hf_val_loss(model_dir, val, seq_len, windows):
     return total / count, type(model).__name__
 
 
-def check(name, data, overrides, want_arch, tmp, steps=12):
+def check(name, data, overrides, want_arch, tmp, steps=12, approximate=False):
+    """approximate: export with --allow-approximate, and no loss check (the training forward that
+    gave val_loss is not the exported model's)."""
     global failures
     run_dir = os.path.join(tmp, name)
     cfg = os.path.join(args.source, "configs", "tiny.yaml")
@@ -56,7 +63,10 @@ def check(name, data, overrides, want_arch, tmp, steps=12):
     run([args.switchyard, "train", "--config", cfg] + sets)
     ckpt = os.path.join(run_dir, "checkpoints", f"step_{steps:08d}.h5")
     out = os.path.join(tmp, name + "-hf")
-    run([args.switchyard, "ckpt", "export", ckpt, "--format", "hf", "--output", out])
+    run([args.switchyard, "ckpt", "export", ckpt, "--format", "hf", "--output", out] +
+        (["--allow-approximate"] if approximate else []))
+    if approximate:
+        return out, ckpt
     with h5py.File(ckpt, "r") as f:
         sy_loss = float(f["state/train"].attrs["last_val_loss"])
     with h5py.File(data, "r") as f:
@@ -70,7 +80,41 @@ def check(name, data, overrides, want_arch, tmp, steps=12):
     failures += not ok
     print(f"{'ok  ' if ok else 'FAIL'} {name:14s} {arch:20s} switchyard val_loss {sy_loss:.9f}  "
           f"transformers {hf_loss:.9f}  rel {rel:.2e}")
-    return out
+    return out, ckpt
+
+
+def check_generation(name, ckpt, out, val, seq_len, prompts=8, prompt_len=6):
+    """Greedy generation well past seq_len: transformers' generate() from the exported directory
+    gives the tokens `switchyard sample --temperature 0` gives (past seq_len both attend over the
+    last seq_len positions). A difference is accepted only at a near-tie of the two logits."""
+    global failures
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    n = 12 * seq_len
+    bad = []
+    for i in range(prompts):
+        prompt = bytes(val[i * n:i * n + prompt_len])
+        if 0 in prompt or b"\n" in prompt:  # no NUL in argv; keep the prompt one line
+            prompt = bytes(b if b not in (0, 10) else 32 for b in prompt)
+        text = subprocess.run([args.switchyard, "sample", "--checkpoint", ckpt, "--prompt", prompt,
+                               "--tokens", str(n), "--temperature", "0"],
+                              capture_output=True, check=True).stdout
+        want = list(text[len(prompt):-1])  # the prompt echoed, the bytes, a newline
+        ids = torch.tensor([list(prompt)])
+        with torch.no_grad():
+            got = model.generate(ids, do_sample=False, max_new_tokens=n, min_new_tokens=n,
+                                 pad_token_id=0)[0, len(prompt):].tolist()
+            if got == want:
+                continue
+            j = next(k for k in range(n) if got[k] != want[k])
+            logits = model(input_ids=torch.tensor([list(prompt) + want[:j]])).logits[0, -1]
+            gap = abs(float(logits[got[j]] - logits[want[j]]))
+        if gap > 1e-4:
+            bad.append(f"prompt {prompt!r}: token {j} (position {len(prompt) + j}) is "
+                       f"{got[j]}, switchyard's {want[j]} (logit gap {gap:.2e})")
+    ok = not bad
+    failures += not ok
+    print(f"{'ok  ' if ok else 'FAIL'} {name:14s} greedy generate() = switchyard sample over "
+          f"{prompts} prompts x {n} tokens (seq_len {seq_len})" + "".join("\n     " + b for b in bad))
 
 
 with tempfile.TemporaryDirectory() as tmp:
@@ -89,7 +133,19 @@ with tempfile.TemporaryDirectory() as tmp:
     bpe = os.path.join(tmp, "bpe.h5")
     run([args.switchyard, "data", "prepare", "--output", bpe, "--tokenizer", "bpe",
          "--vocab-size", "512", "--input"] + inputs)
-    out = check("bpe", bpe, ["model.vocab_size=512"], "MixtralForCausalLM", tmp)
+    # Generation far past seq_len (a short one, so that attending over more positions than it
+    # would change the logits; a model trained long enough to use its context), per architecture.
+    with h5py.File(data, "r") as f:
+        val_bytes = np.asarray(f["val"][:], dtype=np.int64).tolist()
+    # Capacity dropping exports approximately, as the dropless model that `sample` runs too.
+    for name, sets, arch in [("routed_T8", [], "MixtralForCausalLM"),
+                             ("shared_T8", ["moe.shared_experts=1"], "Qwen2MoeForCausalLM"),
+                             ("capacity_T8", ["moe.capacity_factor=1.0"], "MixtralForCausalLM")]:
+        out, ckpt = check(name, data, sets + ["model.seq_len=8", "train.lr=1e-2"], arch, tmp,
+                          steps=600, approximate="moe.capacity_factor=1.0" in sets)
+        check_generation(name, ckpt, out, val_bytes, seq_len=8)
+
+    out, _ = check("bpe", bpe, ["model.vocab_size=512"], "MixtralForCausalLM", tmp)
     tok = AutoTokenizer.from_pretrained(out)
     text = open(inputs[0], encoding="utf-8").read()
     with h5py.File(bpe, "r") as f:

@@ -107,6 +107,30 @@ TEST_F(PlanCli, SizesThatCannotFitExitTwoNamingTheKey) {
     expect_refused(timed(kBin + " train " + tiny("big") + " --set " + set), key, set);
 }
 
+// The fix a refusal offers must be one for this run: on one rank there is no data-parallel
+// replica for parallel.zero1 to shard the AdamW moments over (it offered it anyway).
+TEST_F(PlanCli, ARefusalOnOneRankOffersNoZero1) {
+  const Timed t = timed(kBin + " train " + tiny("big_adam") +
+                        " --set model.d_model=4096 --set model.n_heads=32 --set model.n_layers=400"
+                        " --set moe.num_experts=64 --set moe.ffn_hidden=1024");
+  expect_refused(t, "Largest term: AdamW moments m and v", "moments");
+  EXPECT_NE(t.r.output.find("parallel.ep/etp/tp (shard them)"), std::string::npos) << t.r.output;
+  EXPECT_EQ(t.r.output.find("zero1"), std::string::npos) << t.r.output;
+}
+
+// plan --this says what the trainer's refusal says: the largest term and the keys that shrink it.
+TEST_F(PlanCli, PlanThisNamesTheKeysThatShrinkWhatDoesNotFit) {
+  const auto r = sy::test::run_command(
+      kBin + " plan --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() +
+      "/tokens.h5 --cluster " + kSource +
+      "/clusters/h100-ib.yaml --ranks 1 --this --set model.d_model=4096 --set model.n_heads=32 "
+      "--set model.n_layers=400 --set moe.num_experts=64 --set moe.ffn_hidden=1024");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("does not fit: needs"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(largest: AdamW moments m and v"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("; shrink it with model.d_model"), std::string::npos) << r.output;
+}
+
 // bench train runs the trainer's step: what train refuses, it refuses too, before allocating
 // (it allocated until the machine ran short: 3 GB in 4 s, then bad_alloc or worse).
 TEST_F(PlanCli, BenchTrainRefusesWhatCannotFitBeforeAllocating) {
@@ -241,6 +265,29 @@ TEST_F(PlanCli, WhatPlanCannotHonourIsRefusedOrSaid) {
   EXPECT_NE(r.output.find("note: data.path '" + dir() + "/absent.h5' is not a readable token file"),
             std::string::npos)
       << r.output;
+}
+
+// The cluster's whole size (the default) is often more ranks than a config has work for: plan
+// then names the most ranks it can use, and the --ranks / --nodes that plan for them. tiny.yaml:
+// dp divides global_batch 8 and tp n_heads 4, so 8 x 4 = 32 ranks, 4 nodes of h100-ib's 8.
+TEST_F(PlanCli, NoLayoutOnTheWholeClusterSuggestsTheRanksThatWork) {
+  const std::string cfg =
+      " --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() + "/tokens.h5";
+  const std::string cluster = " --cluster " + kSource + "/clusters/h100-ib.yaml";
+  auto r = sy::test::run_command(kBin + " plan" + cfg + cluster);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("no layout of this config runs on 1024 ranks"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("the most ranks a layout of it can use is 32 (--ranks 32); in whole "
+                          "nodes of 8: --nodes 4 (32 ranks)"),
+            std::string::npos)
+      << r.output;
+  // What it suggests runs; 40 ranks do not (dp 40, 20 or 10: none divides 8) and get the hint.
+  r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --nodes 4 --top 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("  1 "), std::string::npos) << r.output;
+  r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --ranks 40");
+  EXPECT_NE(r.output.find("can use is 32"), std::string::npos) << r.output;
 }
 
 }  // namespace

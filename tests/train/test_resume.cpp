@@ -110,6 +110,11 @@ void Resume::expect_bitwise_resume(const std::string& extra, const std::string& 
   r = run_command(resume_env + " " + cmd("killed", "--resume auto"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("step_00000010.h5 (step 10)"), std::string::npos) << r.output;
+  // What the kill cost, said: the step-11 line the killed run wrote is redone.
+  EXPECT_NE(r.output.find("metrics.jsonl shows the earlier run at step 11: step 11 after the "
+                          "checkpoint is trained again"),
+            std::string::npos)
+      << r.output;
 
   const auto want = metrics_by_step(dir_.file("straight"));
   const auto got = metrics_by_step(dir_.file("killed"));
