@@ -38,12 +38,14 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
                   "verifies; a fresh start when there is none) or a step_*.h5 file");
   out.push_back({cmd, [a] {
                    // The config is checked before MPI starts: every rank reads the same file and
-                   // fails alike; only rank 0 (by the launcher's environment) says so.
+                   // fails alike; only rank 0 (by the launcher's environment) says so and exits
+                   // 2, the others exit 0 (why: run_with_mpi in run_mpi.h).
                    std::optional<Config> cfg;
                    try {
                      cfg = load_config(a->config, a->overrides);
-                   } catch (const UsageError& e) {
-                     throw UsageError(e.what(), /*quiet=*/launcher_rank() > 0);
+                   } catch (const UsageError&) {
+                     if (launcher_rank() > 0) return static_cast<int>(kExitOk);
+                     throw;
                    }
                    // Outlives MPI: MPI_Finalize waits for every rank, and one that stopped after
                    // the run would hold it forever; after parallel.timeout_s this one leaves.

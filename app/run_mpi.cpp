@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "src/core/error.h"
+#include "src/train/signals.h"
 
 namespace sy::app {
 
@@ -22,7 +23,8 @@ int run_with_mpi(const std::function<int(const comm::MpiSession&)>& work) {
     return work(mpi);
   } catch (const Error& e) {
     report_error(e);
-    throw Error(e.code(), e.what(), /*quiet=*/true);  // reported; main() maps the exit code
+    if (e.quiet() && launcher_rank() > 0) return kExitOk;  // rank 0's to report: see run_mpi.h
+    throw Error(e.code(), e.what(), /*quiet=*/true);       // reported; main() maps the exit code
   } catch (const std::exception& e) {
     report_error(e);
     throw Error(kExitOther, e.what(), /*quiet=*/true);

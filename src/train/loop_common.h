@@ -30,9 +30,10 @@
 namespace sy {
 
 // Runs `work` on every rank; if it throws UsageError on any rank, every rank throws: rank 0 with
-// its own message (or naming the first failing rank), the others quietly. Inputs are checked
-// this way before any other collective, so a bad file ends the job with one message and exit 2.
-// `wd` bounds the wait for the other ranks (null: unbounded).
+// its own message, the others quietly. Where rank 0 did not fail, the first failing rank throws
+// its own message (a rank-local problem: its GPU, its memory) and rank 0 names that rank. Inputs
+// are checked this way before any other collective, so a bad file ends the job with one message
+// and exit 2. `wd` bounds the wait for the other ranks (null: unbounded).
 template <class F>
 void agree_on_usage(const comm::Comm& world, comm::Watchdog* wd, F&& work) {
   std::string err;
@@ -47,8 +48,11 @@ void agree_on_usage(const comm::Comm& world, comm::Watchdog* wd, F&& work) {
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failed_rank, 1, MPI_INT, MPI_MIN, world.get()));
   }
   if (failed_rank == world.size()) return;
+  if (world.rank() == failed_rank && failed_rank != 0)
+    throw UsageError("rank " + std::to_string(failed_rank) + ": " + err);
   if (world.rank() != 0) throw UsageError(err, /*quiet=*/true);
-  if (err.empty()) err = "rank " + std::to_string(failed_rank) + " could not start (see above)";
+  if (err.empty())
+    err = "rank " + std::to_string(failed_rank) + " could not start (its own message says why)";
   throw UsageError(err);
 }
 
