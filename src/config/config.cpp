@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +21,7 @@
 #include <variant>
 
 #include "src/core/error.h"
+#include "src/core/number_text.h"
 #include "src/core/suggest.h"
 
 namespace sy {
@@ -404,9 +404,7 @@ void apply_override(YAML::Node& root, const std::string& assignment, const std::
 // The shortest text that reads back to exactly v, with a mantissa dot when there is an exponent
 // ("1.0e-05", not "1e-05"): YAML 1.1 readers such as PyYAML take "1e-05" for a string.
 std::string format_double(double v) {
-  char buf[64];
-  const auto [ptr, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  std::string s(buf, ptr);
+  std::string s = number_text(v);
   const size_t e = s.find('e');
   if (e != std::string::npos && s.find('.') == std::string::npos) s.insert(e, ".0");
   return s;

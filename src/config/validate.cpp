@@ -2,13 +2,13 @@
 // failure names the key path, the value it got and what is allowed, so a user fixes the config
 // without reading code. Single-field rules run first: a cross-field rule (d_model % n_heads) may
 // then rely on both fields being in range.
-#include <charconv>
 #include <cstdint>
 #include <string>
 
 #include "kernels/cpu/router_rule.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
+#include "src/core/number_text.h"
 
 namespace sy {
 
@@ -18,9 +18,7 @@ std::string str(int64_t v) {
   return std::to_string(v);
 }
 std::string str(double v) {
-  char buf[64];
-  const auto [ptr, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, ptr);
+  return number_text(v);
 }
 
 [[noreturn]] void bad(const std::string& path, const std::string& got,

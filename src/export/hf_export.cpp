@@ -12,6 +12,7 @@
 #include "src/config/config.h"
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
+#include "src/core/number_text.h"
 #include "src/data/tokenizer.h"
 
 namespace sy {
@@ -137,7 +138,7 @@ Plan plan_export(const Config& cfg, const Source& src, const std::string& file) 
         "experts");
   p.routed_scale = static_cast<float>(moe.gate_scale);
   if (!power_of_two(moe.gate_scale))
-    p.problems.push_back("moe.gate_scale " + std::to_string(moe.gate_scale) +
+    p.problems.push_back("moe.gate_scale " + number_text(moe.gate_scale) +
                          " (not a power of two): folded into the routed experts' down_proj, each "
                          "weight rounded to float32 once");
   return p;

@@ -8,6 +8,7 @@
 
 #include "kernels/cpu/philox.h"
 #include "src/core/error.h"
+#include "src/core/number_text.h"
 
 namespace sy {
 
@@ -35,11 +36,11 @@ constexpr size_t kContextIds = 4;
 void check_sample_options(const SampleOptions& o) {
   if (o.tokens < 1) throw UsageError("--tokens " + std::to_string(o.tokens) + " must be >= 1");
   if (!(o.temperature >= 0.0) || !std::isfinite(o.temperature))
-    throw UsageError("--temperature " + std::to_string(o.temperature) +
+    throw UsageError("--temperature " + number_text(o.temperature) +
                      " must be finite and >= 0 (0 = greedy)");
   if (o.top_k < 0) throw UsageError("--top-k " + std::to_string(o.top_k) + " must be >= 0");
   if (!(o.top_p > 0.0 && o.top_p <= 1.0))
-    throw UsageError("--top-p " + std::to_string(o.top_p) + " must be in (0, 1]");
+    throw UsageError("--top-p " + number_text(o.top_p) + " must be in (0, 1]");
 }
 
 double sample_uniform(uint64_t seed, int64_t index) {

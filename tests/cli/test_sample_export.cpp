@@ -179,7 +179,8 @@ TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
           "-DSWITCHYARD_CUDA=ON)");
 #endif
   expect2(ckpt + " --prompt x --device tpu", "--device 'tpu' is not one of cpu, cuda");
-  expect2(ckpt + " --prompt x --temperature -1", "--temperature");
+  expect2(ckpt + " --prompt x --temperature -1", "--temperature -1 must be");  // not -1.000000
+  expect2(ckpt + " --prompt x --top-p 1.25", "--top-p 1.25 must be in (0, 1]");
   expect2(ckpt + " --prompt x --temperature inf", "must be finite and >= 0");
   expect2(ckpt + " --prompt x --seed -1", "--seed: expected an integer in [0, 2^64), got '-1'");
   expect2(ckpt + " --prompt x --seed 18446744073709551616", "--seed");
@@ -535,8 +536,8 @@ TEST(HfExport, RefusesWhatNoArchitectureRepresents) {
       kBin + " ckpt export " + final_ckpt(out, 3) + " --format hf --output " + dir.file("hf");
   auto r = run_command(cmd);
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  for (const char* what :
-       {"router bias", "moe.capacity_factor", "moe.gate_scale 1.5", "--allow-approximate"})
+  for (const char* what : {"router bias", "moe.capacity_factor",
+                           "moe.gate_scale 1.5 (not a power of two)", "--allow-approximate"})
     EXPECT_TRUE(contains(r.output, what)) << what << "\n" << r.output;
   EXPECT_FALSE(fs::exists(dir.file("hf/config.json")));
   r = run_command(cmd + " --allow-approximate");
