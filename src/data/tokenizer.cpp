@@ -196,6 +196,13 @@ Tokenizer Tokenizer::from_stored(const std::string& name, std::string model, int
   return t;
 }
 
+bool Tokenizer::adds_dummy_prefix() const {
+  if (kind_ != Kind::kSentencePiece) return false;
+  std::vector<std::string> pieces;
+  return sp_->Encode("a", &pieces).ok() && !pieces.empty() &&
+         pieces.front().starts_with("\xe2\x96\x81");  // "▁" (U+2581)
+}
+
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool after_newline) const {
   if (kind_ == Kind::kBytes) {
     std::vector<int32_t> ids(text.size());

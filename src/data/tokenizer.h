@@ -80,6 +80,9 @@ class Tokenizer {
   // SentencePiece: whether the model has the 256 byte pieces of byte fallback; without them a
   // character it never saw cannot be encoded exactly.
   bool has_byte_fallback() const;
+  // SentencePiece: whether the model puts a dummy "▁" in front of a text (spm_train's default,
+  // Llama's; not the models switchyard trains): what Hugging Face calls add_prefix_space.
+  bool adds_dummy_prefix() const;
 
   // Token ids of `text`. UsageError when ids-only tokenizers (no text); InexactText when the text
   // cannot be encoded exactly: SentencePiece needs valid UTF-8 and refuses what it would change
