@@ -150,23 +150,33 @@ struct Inputs {
   }
 };
 
+// spm_train <name>.model (BPE of 300 pieces, identity, byte fallback, whitespace kept, plus
+// `flags`) on dir/train.txt, and `data prepare --tokenizer-model` with it into <name>.h5; the
+// command's output.
+std::string train_and_prepare(const sy::test::TempDir& dir, const Inputs& in,
+                              const std::string& name, const std::string& flags) {
+  spm_train(dir, name,
+            "--model_type=bpe --vocab_size=300 --normalization_rule_name=identity "
+            "--byte_fallback=true --remove_extra_whitespaces=false " +
+                flags);
+  const auto r =
+      run_command(kBin + " data prepare --input " + in.paths + " --output " +
+                  dir.file(name + ".h5") + " --tokenizer-model " + dir.file(name + ".model"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return r.output;
+}
+
 // An identity, byte-fallback model without the dummy "▁" prefix: the file's ids are spm_encode's
 // line by line, the file carries the model's bytes, and the vocabulary is the model's.
 TEST(UserTokenizer, PrepareEncodesAsSpmEncodeAndCarriesTheModelFile) {
   if (!have_spm_tools()) GTEST_SKIP() << "spm_train/spm_encode/spm_decode not installed";
   const sy::test::TempDir dir;
   const Inputs in(dir);
-  spm_train(dir, "plain",
-            "--model_type=bpe --vocab_size=300 --normalization_rule_name=identity "
-            "--byte_fallback=true --remove_extra_whitespaces=false --add_dummy_prefix=false");
+  const std::string said = train_and_prepare(dir, in, "plain", "--add_dummy_prefix=false");
   const std::string model = dir.file("plain.model");
   const std::string out = dir.file("plain.h5");
-  const auto r = run_command(kBin + " data prepare --input " + in.paths + " --output " + out +
-                             " --tokenizer-model " + model);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_TRUE(contains(r.output, "wrote " + out + ": tokenizer sentencepiece, vocab_size 300"))
-      << r.output;
-  EXPECT_TRUE(contains(r.output, "(300 pieces, byte fallback)")) << r.output;
+  EXPECT_TRUE(contains(said, "wrote " + out + ": tokenizer sentencepiece, vocab_size 300")) << said;
+  EXPECT_TRUE(contains(said, "(300 pieces, byte fallback)")) << said;
 
   const sy::TokenData d = sy::read_token_file(out, 300, 8);
   EXPECT_EQ(d.tokenizer, "sentencepiece");
@@ -186,30 +196,32 @@ TEST(UserTokenizer, DummyPrefixModelDecodesToTheTextAndTrainsAndSamples) {
   if (!have_spm_tools()) GTEST_SKIP() << "spm_train/spm_encode/spm_decode not installed";
   const sy::test::TempDir dir;
   const Inputs in(dir);
-  spm_train(dir, "llama",
-            "--model_type=bpe --vocab_size=300 --normalization_rule_name=identity "
-            "--byte_fallback=true --remove_extra_whitespaces=false");
+  train_and_prepare(dir, in, "llama", "");
   const std::string model = dir.file("llama.model");
   const std::string out = dir.file("llama.h5");
-  auto r = run_command(kBin + " data prepare --input " + in.paths + " --output " + out +
-                       " --tokenizer-model " + model);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
   const sy::TokenData d = sy::read_token_file(out, 300, 8);
   const Splits s = split(in.texts);
   EXPECT_EQ(spm_decode(dir, model, d.train), concat(s.train));
   EXPECT_EQ(spm_decode(dir, model, d.val), concat(s.val));
 
   const std::string run = dir.file("run");
-  r = run_command(kBin + " train --config " + kSrc + "/configs/tiny.yaml --set data.path=" + out +
-                  " --set run.out_dir=" + run +
-                  " --set train.steps=2 --set checkpoint.every=2 --set log.every=100"
-                  " --set model.vocab_size=300");
+  auto r = run_command(kBin + " train --config " + kSrc +
+                       "/configs/tiny.yaml --set data.path=" + out + " --set run.out_dir=" + run +
+                       " --set train.steps=2 --set checkpoint.every=2 --set log.every=100"
+                       " --set model.vocab_size=300");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string ckpt = run + "/checkpoints/step_00000002.h5";
   r = run_command("(" + kBin + " sample --checkpoint " + ckpt +
                   " --prompt 'the free software' --tokens 8 --seed 3 2>/dev/null)");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.rfind("the free software", 0), 0u) << r.output;
+  // Hugging Face's tokenizer puts the "▁" in front as this model does (trained with it).
+  const std::string hf = dir.file("hf");
+  r = run_command(kBin + " ckpt export " + ckpt + " --format hf --output " + hf);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_file(hf + "/tokenizer.model"), read_file(model));
+  EXPECT_TRUE(contains(read_file(hf + "/tokenizer_config.json"), "\"add_prefix_space\": true"))
+      << read_file(hf + "/tokenizer_config.json");
 }
 
 // spm_train's defaults (nmt_nfkc normalization, no byte fallback): a text NFKC rewrites, or with
