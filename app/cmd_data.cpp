@@ -46,8 +46,9 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
   auto opt = std::make_shared<PrepareOptions>();
   auto* prepare = data.add_subcommand(
       "prepare",
-      "Turn text files into a token file (HDF5, SPEC section 8): byte tokens, or a SentencePiece "
-      "BPE/unigram tokenizer trained on the train parts and stored in the file");
+      "Turn text files into a token file (HDF5, SPEC section 8): byte tokens, a SentencePiece "
+      "BPE/unigram tokenizer trained on the train parts, or your own SentencePiece model "
+      "(--tokenizer-model); a SentencePiece model is stored in the file");
   prepare->add_option("-i,--input", opt->inputs, "Text files, concatenated in order")->required();
   prepare->add_option("-o,--output", opt->output, "Token file to write (.h5)")->required();
   prepare
@@ -61,7 +62,14 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
                    "bytes (token = byte, vocabulary 256), or bpe | unigram: train a lossless "
                    "SentencePiece model of --vocab-size pieces (the token file carries it)")
       ->check(CLI::IsMember({"bytes", "bpe", "unigram"}))
-      ->capture_default_str();
+      ->default_str("bytes");
+  prepare->add_option("--tokenizer-model", opt->tokenizer_model,
+                      "Encode with this SentencePiece model instead (a .model file: spm_train's "
+                      "output, a Llama tokenizer.model); vocab_size = its pieces; without "
+                      "--tokenizer, --vocab-size, --train-sentences (nothing is trained). Text it "
+                      "would not give back exactly is refused (spm_train "
+                      "--normalization_rule_name=identity --remove_extra_whitespaces=false "
+                      "--byte_fallback=true encodes any UTF-8 text)");
   prepare->add_option(
       "--vocab-size", opt->vocab_size,
       "Pieces of the SentencePiece vocabulary, including its 3 control and 256 byte pieces "
@@ -72,7 +80,7 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
                    "sample of this many (fixed seed), which bounds its memory on a large corpus "
                    "(0: every line; otherwise more than 100, SentencePiece's least)")
       ->check(non_negative_number())
-      ->capture_default_str();
+      ->default_str(std::to_string(kDefaultTrainSentences));
   out.push_back(
       {prepare, [opt] {
          prepare_for_token_file_writes();

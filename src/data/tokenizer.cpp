@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <unordered_map>
 
 #include "src/core/error.h"
@@ -47,6 +50,15 @@ class LineIterator : public sentencepiece::SentenceIterator {
   std::string line_;
 };
 
+// The code point of the valid n-byte UTF-8 sequence at text[i] (the byte itself when n is 0).
+unsigned utf8_code_point(std::string_view text, size_t i, size_t n) {
+  const auto c = static_cast<unsigned char>(text[i]);
+  if (n <= 1) return c;
+  unsigned cp = c & (0x7Fu >> n);
+  for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3F);
+  return cp;
+}
+
 // Length of the UTF-8 sequence starting with byte c at text[i], or 0 when it is not a valid one.
 size_t utf8_length(std::string_view text, size_t i) {
   const auto b = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
@@ -67,14 +79,36 @@ size_t utf8_length(std::string_view text, size_t i) {
     return 0;
   }
   if (i + n > text.size()) return 0;
-  unsigned cp = c & (0x7Fu >> n);
-  for (size_t k = 1; k < n; ++k) {
+  for (size_t k = 1; k < n; ++k)
     if ((b(i + k) & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (b(i + k) & 0x3F);
-  }
+  const unsigned cp = utf8_code_point(text, i, n);
   // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not valid UTF-8.
   if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
   return n;
+}
+
+// Why SentencePiece gives `text` back differently from byte `at` on (a character's first byte).
+std::string why_inexact(const sentencepiece::SentencePieceProcessor& sp, const std::string& text,
+                        size_t at) {
+  if (at >= text.size())
+    return "the model adds text at its end (a SentencePiece setting switchyard cannot undo)";
+  const size_t n = std::max<size_t>(utf8_length(text, at), 1);
+  const std::string ch = text.substr(at, n);
+  // The character as U+XXXX, after itself when it is printable.
+  char code[16];
+  std::snprintf(code, sizeof code, "U+%04X", utf8_code_point(text, at, n));
+  const std::string shown =
+      static_cast<unsigned char>(ch[0]) < 0x20 ? code : "'" + ch + "' (" + code + ")";
+  if (ch == " ")
+    return "the model removes extra whitespace (at the start or end of a text, or several in a "
+           "row: spm_train's --remove_extra_whitespaces, true by default)";
+  std::vector<int> ids;
+  if (sp.Encode(ch, &ids).ok() && std::find(ids.begin(), ids.end(), sp.unk_id()) != ids.end())
+    return "the model has no piece for the character " + shown +
+           " and no byte fallback to spell it in bytes (it would become <unk>)";
+  return "the model's normalization rewrites the character " + shown +
+         " (e.g. NFKC, spm_train's default --normalization_rule_name nmt_nfkc, which also turns "
+         "newlines and tabs into spaces)";
 }
 
 }  // namespace
@@ -115,8 +149,38 @@ Tokenizer Tokenizer::sentencepiece(std::string model, const std::string& source)
   t.name_ = kTokenizerSentencePiece;
   t.model_ = std::move(model);
   t.vocab_size_ = sp->GetPieceSize();
+  // "\n" alone, which encode(text, after_newline) puts in front of a text and takes off again.
+  SY_CHECK(sp->Encode("\n", &t.newline_ids_).ok(), "SentencePiece cannot encode a newline");
   t.sp_ = std::move(sp);
   return t;
+}
+
+Tokenizer load_sentencepiece_file(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    throw UsageError("--tokenizer-model '" + path + "' not found");
+  if (std::filesystem::is_directory(path, ec))
+    throw UsageError("--tokenizer-model '" + path +
+                     "' is a directory, expected a SentencePiece .model file");
+  std::ifstream in(path, std::ios::binary);
+  std::string model{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (!in && !in.eof()) throw UsageError("--tokenizer-model '" + path + "' cannot be read");
+  if (model.empty())
+    throw UsageError("--tokenizer-model '" + path + "' is empty, expected a SentencePiece model");
+  try {
+    return Tokenizer::sentencepiece(std::move(model), "--tokenizer-model '" + path + "'");
+  } catch (const UsageError& e) {
+    throw UsageError(std::string(e.what()) +
+                     " -- expected a serialized SentencePiece model (spm_train's <prefix>.model, "
+                     "a Llama tokenizer.model)");
+  }
+}
+
+bool Tokenizer::has_byte_fallback() const {
+  if (kind_ != Kind::kSentencePiece) return false;
+  int64_t byte_pieces = 0;
+  for (int id = 0; id < sp_->GetPieceSize(); ++id) byte_pieces += sp_->IsByte(id) ? 1 : 0;
+  return byte_pieces == kByteVocab;
 }
 
 Tokenizer Tokenizer::from_stored(const std::string& name, std::string model, int64_t vocab_size,
@@ -132,7 +196,14 @@ Tokenizer Tokenizer::from_stored(const std::string& name, std::string model, int
   return t;
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+bool Tokenizer::adds_dummy_prefix() const {
+  if (kind_ != Kind::kSentencePiece) return false;
+  std::vector<std::string> pieces;
+  return sp_->Encode("a", &pieces).ok() && !pieces.empty() &&
+         pieces.front().starts_with("\xe2\x96\x81");  // "▁" (U+2581)
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool after_newline) const {
   if (kind_ == Kind::kBytes) {
     std::vector<int32_t> ids(text.size());
     std::transform(text.begin(), text.end(), ids.begin(),
@@ -145,21 +216,34 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
                      "tool): there is no way to turn text into its ids");
   const int64_t bad = first_invalid_utf8(text);
   if (bad >= 0)
-    throw UsageError("the text is not valid UTF-8 at byte offset " + std::to_string(bad) +
-                     " (SentencePiece encodes UTF-8 text only)");
+    throw InexactText("the text is not valid UTF-8", bad,
+                      " (SentencePiece encodes UTF-8 text only)");
+  // After a newline: "\n" + text, whose first ids (those of "\n" alone: a dummy "▁" and the
+  // newline) come off again.
+  const std::string context = after_newline ? "\n" : "";
+  const std::string full = context + std::string(text);
   std::vector<int> ids;
-  const auto status = sp_->Encode(text, &ids);
+  const auto status = sp_->Encode(full, &ids);
   if (!status.ok()) throw UsageError("SentencePiece cannot encode the text: " + status.ToString());
   std::string back;
-  if (!sp_->Decode(ids, &back).ok() || back != text) {
+  if (!sp_->Decode(ids, &back).ok() || back != full) {
     size_t i = 0;
-    while (i < back.size() && i < text.size() && back[i] == text[i]) ++i;
-    throw UsageError("the tokenizer cannot encode the text exactly: from byte offset " +
-                     std::to_string(i) +
-                     " on it would read differently (a character it does not know, or one it "
-                     "normalizes)");
+    while (i < back.size() && i < full.size() && back[i] == full[i]) ++i;
+    while (i > 0 && i < full.size() && (static_cast<unsigned char>(full[i]) & 0xC0) == 0x80) --i;
+    const int64_t offset = std::max<int64_t>(static_cast<int64_t>(i - context.size()), 0);
+    throw InexactText("the tokenizer cannot encode the text exactly", offset,
+                      ": " + why_inexact(*sp_, full, i));
   }
-  return {ids.begin(), ids.end()};
+  size_t skip = 0;
+  if (after_newline) {
+    skip = newline_ids_.size();
+    if (ids.size() < skip || !std::equal(newline_ids_.begin(), newline_ids_.end(), ids.begin()))
+      throw UsageError(
+          "the SentencePiece model joins a newline with the text after it (one of "
+          "its pieces holds a newline), so a text cannot be encoded in blocks split "
+          "after newlines");
+  }
+  return {ids.begin() + static_cast<std::ptrdiff_t>(skip), ids.end()};
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids) const {

@@ -1,8 +1,10 @@
 // The tokenizers a token file or a checkpoint names (SPEC section 8, root attribute `tokenizer`):
 //   "bytes"          token = byte value, vocabulary 256 (the default of `data prepare`)
 //   "sentencepiece"  a SentencePiece model (BPE or unigram, Debian's libsentencepiece) trained by
-//                    `data prepare --tokenizer bpe|unigram`; its serialized model travels with the
-//                    tokens as the uint8 dataset /tokenizer/model, so any reader can decode
+//                    `data prepare --tokenizer bpe|unigram`, or the user's own
+//                    (`--tokenizer-model`, e.g. spm_train's output or a Llama tokenizer.model); its
+//                    serialized model travels with the tokens as the uint8 dataset
+//                    /tokenizer/model, so any reader can decode
 //   "imported"       ids imported from token shards (`data import`): no text behind them
 // Any other name (a file written by another tool) is kept and trained on like "imported": its
 // ids cannot be turned into text or back.
@@ -10,7 +12,9 @@
 // The models switchyard trains are lossless: identity normalization, whitespace kept, no dummy
 // "▁" prefix, "\n" a piece of its own, and byte fallback (a byte no piece covers becomes one of 256
 // byte pieces), so decode(encode(text)) == text for any valid UTF-8 text, and the ids of texts
-// encoded one after the other decode to the texts one after the other.
+// encoded one after the other decode to the texts one after the other. A user's model need not be
+// lossless: encode() refuses any text it would not give back exactly (normalization such as NFKC,
+// removed whitespace, a character it does not know and no byte fallback for).
 #pragma once
 
 #include <cstdint>
@@ -18,7 +22,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
+
+#include "src/core/error.h"
 
 namespace sentencepiece {
 class SentencePieceProcessor;
@@ -29,6 +36,26 @@ namespace sy {
 inline constexpr const char* kTokenizerBytes = "bytes";
 inline constexpr const char* kTokenizerSentencePiece = "sentencepiece";
 inline constexpr const char* kTokenizerImported = "imported";
+
+// A text a tokenizer cannot encode exactly: "<head> at byte offset N<tail>", N the byte of the
+// text from which it would read differently; message_at() says it with another offset (where the
+// text sits in its file).
+class InexactText : public UsageError {
+ public:
+  InexactText(std::string head, int64_t offset, std::string tail)
+      : UsageError(head + " at byte offset " + std::to_string(offset) + tail),
+        head_(std::move(head)),
+        tail_(std::move(tail)),
+        offset_(offset) {}
+  int64_t offset() const { return offset_; }
+  std::string message_at(int64_t offset) const {
+    return head_ + " at byte offset " + std::to_string(offset) + tail_;
+  }
+
+ private:
+  std::string head_, tail_;
+  int64_t offset_;
+};
 
 class Tokenizer {
  public:
@@ -50,11 +77,20 @@ class Tokenizer {
 
   // Whether text maps to ids and back ("bytes", "sentencepiece"); else ids are all there is.
   bool has_text() const { return kind_ != Kind::kIdsOnly; }
+  // SentencePiece: whether the model has the 256 byte pieces of byte fallback; without them a
+  // character it never saw cannot be encoded exactly.
+  bool has_byte_fallback() const;
+  // SentencePiece: whether the model puts a dummy "▁" in front of a text (spm_train's default,
+  // Llama's; not the models switchyard trains): what Hugging Face calls add_prefix_space.
+  bool adds_dummy_prefix() const;
 
-  // Token ids of `text`. UsageError saying why (and at which byte offset) when the text cannot be
-  // encoded exactly: ids-only tokenizers have no text; SentencePiece needs valid UTF-8 and
-  // refuses what it would change (an unknown character without byte fallback, a normalization).
-  std::vector<int32_t> encode(std::string_view text) const;
+  // Token ids of `text`. UsageError when ids-only tokenizers (no text); InexactText when the text
+  // cannot be encoded exactly: SentencePiece needs valid UTF-8 and refuses what it would change
+  // (an unknown character without byte fallback, a normalization, removed whitespace).
+  // `after_newline`: the ids `text` has right after a "\n" of the same text (blocks of a long
+  // text split after newlines), which for a model with a dummy "▁" prefix (spm_train's default,
+  // Llama's) differ from the ids of `text` alone: the ids of all blocks then decode to the whole.
+  std::vector<int32_t> encode(std::string_view text, bool after_newline = false) const;
   // The text of `ids` (ids outside the vocabulary are skipped). Ids-only: the ids in decimal,
   // space-separated.
   std::string decode(std::span<const int32_t> ids) const;
@@ -67,6 +103,7 @@ class Tokenizer {
   std::string model_;
   int64_t vocab_size_ = 0;
   std::shared_ptr<const sentencepiece::SentencePieceProcessor> sp_;
+  std::vector<int> newline_ids_;  // SentencePiece: the ids of "\n" alone
 };
 
 enum class SentencePieceType { kBpe, kUnigram };
@@ -84,6 +121,10 @@ inline constexpr int64_t kDefaultTrainSentences = 1000000;
 // pieces and 256 byte pieces; every distinct character needs one).
 Tokenizer train_sentencepiece(const std::vector<std::string>& texts, SentencePieceType type,
                               int64_t vocab_size, int64_t max_sentences = kDefaultTrainSentences);
+
+// A SentencePiece model file a user brings (`data prepare --tokenizer-model`). UsageError naming
+// `path` when it is missing, unreadable, or not a SentencePiece model (SentencePiece's message).
+Tokenizer load_sentencepiece_file(const std::string& path);
 
 // The byte offset of the first byte of `text` that is not part of valid UTF-8, or -1.
 int64_t first_invalid_utf8(std::string_view text);

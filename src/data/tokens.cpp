@@ -344,12 +344,14 @@ void TokenFileWriter::commit(const Tokenizer& tokenizer) {
 
 namespace {
 
-// Encodes `text` (one input's train or val part) into `dst` in blocks of about `block` bytes that
-// end after a newline: SentencePiece's pieces never cross one ("\n" is a piece of its own), so
-// the ids are those of the whole text, and `progress` hears after each block. Offsets in errors
-// are the part's.
-void encode_part(const Tokenizer& tok, const std::string& text, std::vector<uint32_t>& dst,
-                 size_t block, const std::function<void(size_t)>& progress) {
+// Encodes `text` (one input's train or val part, starting at byte `file_offset` of its file) into
+// `dst` in blocks of about `block` bytes that end after a newline: SentencePiece's pieces never
+// cross one, and each block after the first is encoded as it reads after that newline (as is the
+// part itself when `after_newline`), so the ids are those of the whole text and a dummy "▁" comes
+// only in front of it; `progress` hears after each block. Offsets in errors are the file's.
+void encode_part(const Tokenizer& tok, const std::string& text, int64_t file_offset,
+                 bool after_newline, std::vector<uint32_t>& dst, size_t block,
+                 const std::function<void(size_t)>& progress) {
   if (tok.name() == kTokenizerBytes) {
     for (unsigned char c : text) dst.push_back(c);
     progress(text.size());
@@ -360,10 +362,9 @@ void encode_part(const Tokenizer& tok, const std::string& text, std::vector<uint
     end = end == std::string::npos ? text.size() : end + 1;
     std::vector<int32_t> ids;
     try {
-      ids = tok.encode(std::string_view(text).substr(at, end - at));
-    } catch (const UsageError& e) {
-      throw UsageError(std::string(e.what()) + " (in the block from byte offset " +
-                       std::to_string(at) + ")");
+      ids = tok.encode(std::string_view(text).substr(at, end - at), at > 0 || after_newline);
+    } catch (const InexactText& e) {
+      throw UsageError(e.message_at(file_offset + static_cast<int64_t>(at) + e.offset()));
     }
     dst.insert(dst.end(), ids.begin(), ids.end());
     progress(end - at);
@@ -385,20 +386,37 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
   if (opt.output.empty()) throw UsageError("data prepare: no output file given");
   check_output_path(opt.output);
   for (const auto& input : opt.inputs) refuse_output_as_input(opt.output, input, "data prepare");
-  const bool bytes = opt.tokenizer == kTokenizerBytes;
-  if (!bytes && opt.tokenizer != "bpe" && opt.tokenizer != "unigram")
-    throw UsageError("data prepare: --tokenizer '" + opt.tokenizer +
-                     "' is not one of bytes, bpe, unigram");
+  const bool user_model = !opt.tokenizer_model.empty();
+  if (user_model && opt.tokenizer)
+    throw UsageError("data prepare: --tokenizer " + *opt.tokenizer +
+                     " with --tokenizer-model: the given model is the tokenizer and nothing is "
+                     "trained; leave out --tokenizer (or --tokenizer-model, to train one)");
+  if (user_model && opt.vocab_size != 0)
+    throw UsageError(
+        "data prepare: --vocab-size with --tokenizer-model: nothing is trained, the "
+        "vocabulary is the model's pieces; leave out --vocab-size");
+  if (user_model && opt.train_sentences)
+    throw UsageError(
+        "data prepare: --train-sentences with --tokenizer-model: nothing is "
+        "trained; leave out --train-sentences");
+  const std::string kind = opt.tokenizer.value_or(kTokenizerBytes);
+  const int64_t train_sentences = opt.train_sentences.value_or(kDefaultTrainSentences);
+  const bool bytes = !user_model && kind == kTokenizerBytes;
+  if (!user_model && !bytes && kind != "bpe" && kind != "unigram")
+    throw UsageError("data prepare: --tokenizer '" + kind + "' is not one of bytes, bpe, unigram");
   if (bytes && opt.vocab_size != 0 && opt.vocab_size != kByteVocab)
     throw UsageError("data prepare: --vocab-size " + std::to_string(opt.vocab_size) +
                      " with --tokenizer bytes (its vocabulary is 256; pick --tokenizer bpe or "
                      "unigram for another size)");
-  if (!bytes && opt.vocab_size <= 0)
-    throw UsageError("data prepare: --tokenizer " + opt.tokenizer +
+  if (!user_model && !bytes && opt.vocab_size <= 0)
+    throw UsageError("data prepare: --tokenizer " + kind +
                      " needs --vocab-size N (the number of pieces to learn)");
-  if (opt.train_sentences < 0 || (opt.train_sentences > 0 && opt.train_sentences <= 100))
-    throw UsageError("data prepare: --train-sentences " + std::to_string(opt.train_sentences) +
+  if (train_sentences < 0 || (train_sentences > 0 && train_sentences <= 100))
+    throw UsageError("data prepare: --train-sentences " + std::to_string(train_sentences) +
                      " must be 0 (every line) or more than 100 (SentencePiece's least sample)");
+  // Before the inputs are read: a model that does not load is refused at once.
+  std::optional<Tokenizer> trained;
+  if (user_model) trained.emplace(load_sentencepiece_file(opt.tokenizer_model));
   auto say = [&](const std::string& line) {
     if (opt.on_progress) opt.on_progress(line);
   };
@@ -434,20 +452,24 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
       " input file(s): " + std::to_string(r.train_bytes) + " bytes of train text, " +
       std::to_string(r.val_bytes) + " bytes of val text");
 
-  std::optional<Tokenizer> trained;
-  if (!bytes) {
+  if (user_model) {
+    say("encoding with the SentencePiece model '" + opt.tokenizer_model + "' (" +
+        std::to_string(trained->vocab_size()) + " pieces" +
+        (trained->has_byte_fallback()
+             ? ", byte fallback)"
+             : "; no byte fallback: a character it has no piece for cannot be encoded)"));
+  } else if (!bytes) {
     const int64_t lines = count_sentences(train_parts);
-    const bool sampled = opt.train_sentences > 0 && lines > opt.train_sentences;
-    say("training the " + opt.tokenizer + " tokenizer (" + std::to_string(opt.vocab_size) +
-        " pieces) on " +
-        (sampled ? "a random sample of " + std::to_string(opt.train_sentences) + " of the " +
+    const bool sampled = train_sentences > 0 && lines > train_sentences;
+    say("training the " + kind + " tokenizer (" + std::to_string(opt.vocab_size) + " pieces) on " +
+        (sampled ? "a random sample of " + std::to_string(train_sentences) + " of the " +
                        std::to_string(lines) + " lines (--train-sentences)"
                  : "all " + std::to_string(lines) + " lines") +
         " of the train text ...");
     const ProgressEta clock(1, 0.0);
     trained.emplace(train_sentencepiece(
-        train_parts, opt.tokenizer == "bpe" ? SentencePieceType::kBpe : SentencePieceType::kUnigram,
-        opt.vocab_size, opt.train_sentences));
+        train_parts, kind == "bpe" ? SentencePieceType::kBpe : SentencePieceType::kUnigram,
+        opt.vocab_size, train_sentences));
     char buf[64];
     std::snprintf(buf, sizeof buf, "trained the tokenizer in %.1f s", clock.elapsed_s());
     say(buf);
@@ -459,19 +481,28 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
   std::vector<uint32_t> train, val;
   ProgressEta eta(r.train_bytes + r.val_bytes, opt.progress_every_s);
   int64_t encoded = 0;
-  auto encode_into = [&](std::vector<uint32_t>& dst, const std::string& text, size_t input) {
+  // A split's parts follow one another: a part after the first is encoded as it reads after a
+  // newline (a model's dummy "▁" prefix belongs in front of a split's first text only).
+  auto encode_into = [&](std::vector<uint32_t>& dst, const std::string& text, size_t input,
+                         int64_t file_offset) {
     try {
-      encode_part(tok, text, dst, opt.encode_block_bytes, [&](size_t n) {
+      encode_part(tok, text, file_offset, !dst.empty(), dst, opt.encode_block_bytes, [&](size_t n) {
         encoded += static_cast<int64_t>(n);
         if (auto line = eta.update(encoded)) say("encoding: " + *line);
       });
     } catch (const UsageError& e) {
-      throw UsageError("input file '" + opt.inputs[input] + "': " + e.what());
+      throw UsageError("input file '" + opt.inputs[input] + "': " + e.what() +
+                       (user_model ? "; encode with a model that gives any text back exactly "
+                                     "(spm_train --normalization_rule_name=identity "
+                                     "--remove_extra_whitespaces=false --byte_fallback=true), or "
+                                     "let data prepare train one (--tokenizer bpe|unigram "
+                                     "--vocab-size N)"
+                                   : ""));
     }
   };
   for (size_t i = 0; i < opt.inputs.size(); ++i) {
-    encode_into(train, train_parts[i], i);
-    encode_into(val, val_parts[i], i);
+    encode_into(train, train_parts[i], i, 0);
+    encode_into(val, val_parts[i], i, static_cast<int64_t>(train_parts[i].size()));
   }
   if (!bytes) {
     char buf[96];

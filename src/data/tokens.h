@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -22,11 +23,16 @@ struct PrepareOptions {
   std::vector<std::string> inputs;  // text files, concatenated in this order
   std::string output;               // the .h5 file to write
   double val_fraction = 0.1;        // the LAST fraction of EACH input goes to /val
-  std::string tokenizer = "bytes";  // bytes | bpe | unigram (the last two: SentencePiece)
-  int64_t vocab_size = 0;           // bpe/unigram: the pieces to learn (required); bytes: 0 or 256
+  // bytes | bpe | unigram (the last two: SentencePiece trained here). Unset: bytes, or with
+  // tokenizer_model that model; given with tokenizer_model it is refused (nothing is trained).
+  std::optional<std::string> tokenizer;
+  // A serialized SentencePiece model file to encode with instead (spm_train's output, a Llama
+  // tokenizer.model): the token file carries its bytes and its piece count is the vocab_size.
+  std::string tokenizer_model;
+  int64_t vocab_size = 0;  // bpe/unigram: the pieces to learn (required); bytes: 0 or 256
   // bpe/unigram: the lines SentencePiece trains on at most (a random sample when there are more;
-  // 0: all), which bounds its memory on a large corpus.
-  int64_t train_sentences = kDefaultTrainSentences;
+  // 0: all), which bounds its memory on a large corpus. Unset: kDefaultTrainSentences.
+  std::optional<int64_t> train_sentences;
   // Progress lines ("training the bpe tokenizer ...", "encoding: 34% ..., ETA ..."): long inputs
   // take minutes. Encoding lines come at most every progress_every_s seconds, the text encoded in
   // blocks of about encode_block_bytes.
@@ -56,12 +62,18 @@ double unigram_entropy_nats(const std::vector<uint32_t>& tokens);
 // floor(n_i * val_fraction) bytes to /val (moved forward to the next UTF-8 character boundary
 // for SentencePiece), so both splits hold every file's style. Tokenizer "bytes" (vocab 256):
 // token = byte value. "bpe"/"unigram": a lossless SentencePiece model (tokenizer.h) of
-// vocab_size pieces is trained on the train parts, then every part is encoded with it. Written
-// to "<output>.tmp" and renamed, so a crash never leaves a half-written file under the real name.
-// Throws UsageError naming the file or option for: no inputs, a missing/unreadable/empty input,
-// a missing output directory, an output that is one of the inputs, val_fraction outside (0, 1) or
-// one that holds out no byte, an unknown tokenizer, a vocab_size
-// the tokenizer cannot have, an input SentencePiece cannot encode exactly (invalid UTF-8).
+// vocab_size pieces is trained on the train parts, then every part is encoded with it.
+// tokenizer_model: every part is encoded with the given SentencePiece model, whose bytes the file
+// carries (tokenizer "sentencepiece", as a trained one). Each part (and each block of a long one)
+// is encoded as it reads after the text before it, so the ids of a split decode to its text.
+// Written to "<output>.tmp" and renamed, so a crash never leaves a half-written file under the real
+// name. Throws UsageError naming the file or option for: no inputs, a missing/unreadable/empty
+// input, a missing output directory, an output that is one of the inputs, val_fraction outside (0,
+// 1) or one that holds out no byte, an unknown tokenizer, a vocab_size the tokenizer cannot have,
+// an input SentencePiece cannot encode exactly (invalid UTF-8; with a user's model also a
+// normalization, removed whitespace or an unknown character, named with the input file and byte
+// offset), a tokenizer_model that does not load or comes with --tokenizer,
+// --vocab-size or --train-sentences.
 PrepareReport prepare_token_file(const PrepareOptions& opt);
 
 // UsageError (`command`: "data prepare") when `output` exists and is the same file as `input`:

@@ -325,7 +325,8 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
       t["tokenizer_class"] = "LlamaTokenizer";
       t["add_bos_token"] = false;
       t["add_eos_token"] = false;
-      t["add_prefix_space"] = false;
+      // A user's model (`data prepare --tokenizer-model`) may put a "▁" in front of a text.
+      t["add_prefix_space"] = tok.adds_dummy_prefix();
       t["legacy"] = true;
       t["bos_token"] = "<s>";
       t["eos_token"] = "</s>";
