@@ -37,27 +37,20 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
                   "Continue from a checkpoint: 'auto' (the newest one in checkpoint.dir that "
                   "verifies; a fresh start when there is none) or a step_*.h5 file");
   out.push_back({cmd, [a] {
-                   // The config is checked before MPI starts: every rank reads the same file and
-                   // fails alike; only rank 0 (by the launcher's environment) says so and exits
-                   // 2, the others exit 0 (why: run_with_mpi in run_mpi.h).
-                   std::optional<Config> cfg;
-                   try {
-                     cfg = load_config(a->config, a->overrides);
-                   } catch (const UsageError&) {
-                     if (launcher_rank() > 0) return static_cast<int>(kExitOk);
-                     throw;
-                   }
                    // Outlives MPI: MPI_Finalize waits for every rank, and one that stopped after
                    // the run would hold it forever; after parallel.timeout_s this one leaves.
                    std::optional<comm::Watchdog> finalize_watch;
                    return run_with_mpi([&](const comm::MpiSession&) {
+                     // Read by every rank and agreed: an error every rank meets is one message
+                     // from rank 0, one rank's own is that rank's (load_config_on_every_rank).
+                     const Config cfg = load_config_on_every_rank(a->config, a->overrides);
                      TrainOptions options;
                      options.resume = a->resume;
                      // main() installed them for the whole process (null: train() installs its
                      // own for its duration).
                      options.signals = PreemptionSignals::installed();
-                     train(*cfg, std::cout, MPI_COMM_WORLD, options);
-                     finalize_watch.emplace(cfg->parallel.timeout_s, [](const std::string& m) {
+                     train(cfg, std::cout, MPI_COMM_WORLD, options);
+                     finalize_watch.emplace(cfg.parallel.timeout_s, [](const std::string& m) {
                        std::fprintf(stderr, "%s\n", m.c_str());
                        std::fflush(stderr);
                        std::_Exit(kExitOther);

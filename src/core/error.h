@@ -23,8 +23,9 @@ enum ExitCode : int {
   kExitPreempted = 75
 };
 
-// An error with its exit code. `quiet`: every rank of the job found the same problem and rank 0
-// reports it, so this rank exits with the code and prints nothing.
+// An error with its exit code. `quiet`: every rank of the job found the same problem and another
+// rank (rank 0, or the rank that failed alone) reports it, so this rank prints nothing; under a
+// launcher it exits 0 (app/run_mpi.h says why), and the reporting rank exits with the code.
 class Error : public std::runtime_error {
  public:
   Error(ExitCode code, const std::string& msg, bool quiet = false)

@@ -15,8 +15,9 @@
 //     guard sees it in /proc/<pid>/status and passes SIGUSR1 on the same way.
 //   - a second Ctrl-C (SIGINT to the guard) is for ranks that do not stop: the guard kills the
 //     launcher and everything below it with SIGKILL.
-// The ranks then stop after the same step, checkpoint and exit 75, mpirun exits 75, and so does
-// the guard: it returns the launcher's exit status (128 + n when a signal n killed it).
+// The ranks then stop after the same step and checkpoint; rank 0 exits 75 (the others 0, see
+// app/run_mpi.h), mpirun exits 75, and so does the guard: it returns the launcher's exit status
+// (128 + n when a signal n killed it).
 #pragma once
 
 #include <iosfwd>

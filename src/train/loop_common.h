@@ -29,11 +29,14 @@
 
 namespace sy {
 
-// Runs `work` on every rank; if it throws UsageError on any rank, every rank throws: rank 0 with
-// its own message, the others quietly. Where rank 0 did not fail, the first failing rank throws
-// its own message (a rank-local problem: its GPU, its memory) and rank 0 names that rank. Inputs
-// are checked this way before any other collective, so a bad file ends the job with one message
-// and exit 2. `wd` bounds the wait for the other ranks (null: unbounded).
+// Runs `work` on every rank; if it throws UsageError on any rank, every rank throws. One rank
+// reports: rank 0 when it failed (an error every rank meets), else the first failing rank (a
+// rank-local problem: its GPU, its memory, a node's copy of a file), naming itself. It throws
+// the UsageError (exit 2); every other rank throws a quiet Error with kExitOk, so that the
+// reporting rank is the only one that exits non-zero and mpirun cannot end the job before its
+// message is out (run_with_mpi in app/run_mpi.h). Inputs are checked this way before any other
+// collective, so a bad file ends the job with one message and exit 2. `wd` bounds the wait for
+// the other ranks (null: unbounded).
 template <class F>
 void agree_on_usage(const comm::Comm& world, comm::Watchdog* wd, F&& work) {
   std::string err;
@@ -48,12 +51,10 @@ void agree_on_usage(const comm::Comm& world, comm::Watchdog* wd, F&& work) {
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failed_rank, 1, MPI_INT, MPI_MIN, world.get()));
   }
   if (failed_rank == world.size()) return;
-  if (world.rank() == failed_rank && failed_rank != 0)
-    throw UsageError("rank " + std::to_string(failed_rank) + ": " + err);
-  if (world.rank() != 0) throw UsageError(err, /*quiet=*/true);
-  if (err.empty())
-    err = "rank " + std::to_string(failed_rank) + " could not start (its own message says why)";
-  throw UsageError(err);
+  if (world.rank() == failed_rank)
+    throw UsageError(failed_rank == 0 ? err : "rank " + std::to_string(failed_rank) + ": " + err);
+  throw Error(kExitOk, "rank " + std::to_string(failed_rank) + " reports why it cannot start",
+              /*quiet=*/true);
 }
 
 // Test hook for the failure tests (issue 3): SWITCHYARD_FAULT="<rank>:<step>:throw|exit|hang"

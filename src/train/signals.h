@@ -20,7 +20,8 @@
 // the config is read, and never removes them (issue 15, item 5):
 //   before the step loop starts   a signal ends the process at once with 75: there is nothing to
 //                                 checkpoint, and a rank blocked in start-up work must not hang on;
-//   during the step loop          recorded; every rank stops after the same step, checkpoints, 75;
+//   during the step loop          recorded; every rank stops after the same step and checkpoints;
+//                                 the job exits 75 (rank 0's code; the other ranks exit 0);
 //   after the last step           recorded and ignored: the run finishes and exits 0.
 #pragma once
 

@@ -272,6 +272,14 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
 
 }  // namespace
 
+Config load_config_on_every_rank(const std::string& path, const std::vector<std::string>& overrides,
+                                 MPI_Comm world) {
+  const comm::Comm w(world);  // MPI_COMM_WORLD or a caller's: not freed here
+  Config cfg;
+  agree_on_usage(w, nullptr, [&] { cfg = load_config(path, overrides); });
+  return cfg;
+}
+
 TrainSummary train(const Config& cfg, std::ostream& log, MPI_Comm world,
                    const TrainOptions& options) {
   // The runtime outlives the try block: a rank that fails alone must not run the destructors of

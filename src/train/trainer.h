@@ -48,12 +48,20 @@ struct TrainOptions {
   const PreemptionSignals* signals = nullptr;
 };
 
+// load_config on every rank of `world` (collective, MPI up): an error every rank meets is rank
+// 0's to report, a rank's own (a node-local copy of the file that differs, an MPMD launch with
+// other --set flags) that rank's; see agree_on_usage. The wait for the other ranks is not bounded
+// (parallel.timeout_s is in the config being read); a rank that died is the launcher's to see.
+Config load_config_on_every_rank(const std::string& path, const std::vector<std::string>& overrides,
+                                 MPI_Comm world = MPI_COMM_WORLD);
+
 // Runs cfg.train.steps optimizer steps on the ranks of `world` (MPI must be initialized; one rank
 // is fine). Progress goes to `log` on world rank 0. Collective: every rank of `world` calls it.
 // Checkpoints every checkpoint.every steps and at the end (when checkpoint.every > 0), and
 // whenever SIGUSR1 or SIGTERM arrived (after finishing the step; then throws Error with
-// kExitPreempted). Throws UsageError (the same on every rank, reported by rank 0 only) for a
-// layout that does not fit the world or the model, a bad input file or an unusable checkpoint;
+// kExitPreempted). Throws UsageError on the one rank that reports it (agree_on_usage; the others
+// throw a quiet Error) for a layout that does not fit the world or the model, a bad input file
+// or an unusable checkpoint;
 // NumericalError when the loss or the gradients stop being finite (no checkpoint is written
 // then); anything else is a failure of this rank, which aborts the job.
 TrainSummary train(const Config& cfg, std::ostream& log, MPI_Comm world = MPI_COMM_WORLD,

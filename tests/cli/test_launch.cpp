@@ -66,25 +66,48 @@ TEST_F(Launch, LayoutThatDoesNotFitIsOneMessageAndExitTwo) {
   }
 }
 
+// `cmd` inside a shell that prints "rank R exit C" after it; a rank that exits non-zero waits 3 s
+// first, so that mpirun's end of the job does not cut the other ranks' lines.
+std::string saying_its_exit(const std::string& cmd) {
+  return " bash -c '" + cmd +
+         "; rc=$?; echo \"rank $OMPI_COMM_WORLD_RANK exit $rc\"; "
+         "[ $rc = 0 ] || sleep 3; exit $rc'";
+}
+
 // An error every rank finds alike is rank 0's to report, and rank 0 is then the only rank that
 // exits non-zero. mpirun ends a job at the first non-zero exit and kills the other ranks, so a
 // rank 1 exiting 2 first killed rank 0 before its message was out: under load about one run in
-// twenty ended with exit 2 and no message (the test above caught it). Each rank runs inside a
-// shell here that prints its own exit code: a config error (before MPI) and a layout error (after
-// MPI_Init, agreed by every rank). Rank 0's shell waits 3 s before it exits, so that mpirun's
-// end of the job does not cut the other shells' lines.
+// twenty ended with exit 2 and no message (the test above caught it). Each rank prints its own
+// exit code here: a config error and a layout error.
 TEST_F(Launch, AnErrorRankZeroReportsLeavesRankZeroTheOnlyNonZeroExit) {
   for (const std::string& set :
        {std::string("--set moe.nonsense=1"), std::string("--set parallel.tp=2")}) {
-    const auto r = run_command(mpirun(3) + " bash -c '" + train(set) +
-                               "; rc=$?; echo \"rank $OMPI_COMM_WORLD_RANK exit $rc\"; "
-                               "[ $OMPI_COMM_WORLD_RANK = 0 ] && sleep 3; exit $rc'");
+    const auto r = run_command(mpirun(3) + saying_its_exit(train(set)));
     EXPECT_EQ(r.exit_code, 2) << set << ": " << r.output;
     EXPECT_EQ(count(r.output, "error: "), 1u) << set << ": " << r.output;
-    EXPECT_NE(r.output.find("rank 0 exit 2"), std::string::npos) << set << ": " << r.output;
-    for (const char* other : {"rank 1 exit 0", "rank 2 exit 0"})
-      EXPECT_NE(r.output.find(other), std::string::npos) << set << ": " << r.output;
+    for (const char* exit : {"rank 0 exit 2", "rank 1 exit 0", "rank 2 exit 0"})
+      EXPECT_NE(r.output.find(exit), std::string::npos) << set << ": " << r.output;
   }
+}
+
+// A config error on one rank only (here an MPMD launch whose second command line differs; in
+// practice a node's own copy of the config): that rank says why, naming itself, and is the only
+// non-zero exit; the job ends at once. It hung when every rank checked its config before MPI
+// started and a rank without an error waited in MPI_Init for one that had left.
+TEST_F(Launch, AConfigErrorOnOneRankIsThatRanksMessageAndEndsTheJob) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run_command("OMP_NUM_THREADS=1 timeout 60 " + sy::test::mpirun_command(1) +
+                             saying_its_exit(train("")) + " : -np 1" +
+                             saying_its_exit(train("--set moe.nonsense=1")));
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_LT(s, 50.0) << r.output;
+  EXPECT_EQ(count(r.output, "error: "), 1u) << r.output;
+  EXPECT_NE(r.output.find("error: rank 1: --set moe.nonsense=1: moe.nonsense: unknown key"),
+            std::string::npos)
+      << r.output;
+  for (const char* exit : {"rank 0 exit 0", "rank 1 exit 2"})
+    EXPECT_NE(r.output.find(exit), std::string::npos) << r.output;
 }
 
 TEST_F(Launch, RankThatThrowsEndsTheJobNamingIt) {

@@ -3,7 +3,8 @@
 # mechanics (cluster, jobs/train.sbatch, signal, requeue, resume) without the real trainer:
 #   train ... --set run.out_dir=D [--set train.steps=N] --resume auto
 #   - one "step" every 0.2 s; rank 0 (SLURM_PROCID) appends "step <k>" to D/steps.log
-#   - SIGUSR1/SIGTERM: finish the step, write D/checkpoint (the step), exit 75
+#   - SIGUSR1/SIGTERM: finish the step, write D/checkpoint (the step); rank 0 exits 75, the
+#     others 0 (the real trainer's ranks do so, app/run_mpi.h: the job's code is rank 0's)
 #   - --resume auto: continue after D/checkpoint when it exists ("resumed at step k")
 #   - at the end: rank 0 writes D/done with "final <N>", exit 0
 #   train --help: prints a usage line that includes --resume
@@ -38,8 +39,9 @@ while ((step < steps)); do
   ((rank == 0)) && echo "step $step" >>"$out/steps.log"
   if [ -n "$stop" ]; then
     ((rank == 0)) && { echo "$step" >"$out/checkpoint.tmp"; mv "$out/checkpoint.tmp" "$out/checkpoint"; }
-    echo "fake switchyard rank $rank: SIG$stop after step $step, checkpoint written, exit 75"
-    exit 75
+    code=$(( rank == 0 ? 75 : 0 ))
+    echo "fake switchyard rank $rank: SIG$stop after step $step, checkpoint written, exit $code"
+    exit "$code"
   fi
 done
 ((rank == 0)) && echo "final $step" >"$out/done"

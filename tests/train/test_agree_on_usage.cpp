@@ -1,6 +1,8 @@
 // agree_on_usage (src/train/loop_common.h), the start-up checks every rank runs: where every rank
 // fails, rank 0 alone says why; where one rank fails alone (its GPU, its memory), that rank says
-// why, naming itself, and rank 0 names it. Run in test_train's np=8 instance.
+// why, naming itself. The rank that says why is the only one with a non-zero exit code (exit 2);
+// the others leave quietly with 0, so that mpirun cannot end the job before the message is out.
+// Run in test_train's np=8 instance.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -15,6 +17,7 @@ namespace {
 
 struct Outcome {
   bool threw = false, quiet = false;
+  int code = -1;
   std::string what;
 };
 
@@ -24,9 +27,10 @@ Outcome agree(const comm::Comm& world, bool fail_here, const std::string& why) {
     agree_on_usage(world, nullptr, [&] {
       if (fail_here) throw UsageError(why);
     });
-  } catch (const UsageError& e) {
+  } catch (const Error& e) {
     o.threw = true;
     o.quiet = e.quiet();
+    o.code = e.code();
     o.what = e.what();
   }
   return o;
@@ -37,24 +41,29 @@ TEST(AgreeOnUsage, OneMessageWhenAllFailAndTheFailingRanksOwnWhenOneFails) {
   const int me = world.rank();
   if (world.size() < 3) GTEST_SKIP() << "needs 3 ranks or more (the np=8 instance)";
 
-  // Every rank fails alike: rank 0 reports, the others are quiet.
+  // Every rank fails alike: rank 0 reports and exits 2, the others are quiet and exit 0.
   Outcome o = agree(world, true, "bad key");
   EXPECT_TRUE(o.threw);
-  EXPECT_EQ(o.quiet, me != 0) << "rank " << me;
-  EXPECT_EQ(o.what, "bad key");
+  if (me == 0) {
+    EXPECT_FALSE(o.quiet);
+    EXPECT_EQ(o.code, kExitUsage);
+    EXPECT_EQ(o.what, "bad key");
+  } else {
+    EXPECT_TRUE(o.quiet) << "rank " << me;
+    EXPECT_EQ(o.code, kExitOk) << "rank " << me;
+  }
 
-  // Ranks 2 and 1 fail alone: rank 1, the first, reports its own reason naming itself; rank 0
-  // names rank 1; everyone else (rank 2 too) is quiet.
+  // Ranks 2 and 1 fail alone: rank 1, the first, reports its own reason naming itself and exits
+  // 2; everyone else (rank 0, and rank 2 too) is quiet and exits 0.
   o = agree(world, me == 1 || me == 2, "no usable GPU on rank " + std::to_string(me));
   EXPECT_TRUE(o.threw);
   if (me == 1) {
     EXPECT_FALSE(o.quiet);
+    EXPECT_EQ(o.code, kExitUsage);
     EXPECT_EQ(o.what, "rank 1: no usable GPU on rank 1");
-  } else if (me == 0) {
-    EXPECT_FALSE(o.quiet);
-    EXPECT_EQ(o.what, "rank 1 could not start (its own message says why)");
   } else {
     EXPECT_TRUE(o.quiet) << "rank " << me << ": " << o.what;
+    EXPECT_EQ(o.code, kExitOk) << "rank " << me;
   }
 
   // Nobody fails: nobody throws.
