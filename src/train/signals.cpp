@@ -110,7 +110,9 @@ const PreemptionSignals* PreemptionSignals::installed() {
 }
 
 int launcher_rank() {
-  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID", "PMI_RANK"})
+  // PMI_RANK before SLURM_PROCID: a hydra launcher (MPICH, Intel MPI) inside a SLURM job starts
+  // its ranks from one srun task per node, whose SLURM_PROCID they inherit.
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"})
     if (const char* v = std::getenv(var)) return std::atoi(v);
   return -1;
 }
