@@ -163,8 +163,10 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
   MemoryEstimate m;
   m.terms.push_back({"parameters", model_keys + ", parallel.ep/etp/tp (shard them)", kF * P});
   m.terms.push_back({"gradients", model_keys + ", parallel.ep/etp/tp (shard them)", kF * P});
-  // ZeRO-1 shards the moments over the data-parallel replicas: a fix only where there are some.
-  const bool zero1_helps = !lay.zero1 && (lay.dp() > 1 || lay.edp() > 1);
+  // ZeRO-1 shards the moments over the data-parallel replicas: a fix only where there are some,
+  // and only on the CPU (the GPU trainer refuses parallel.zero1).
+  const bool zero1_helps =
+      !lay.zero1 && (lay.dp() > 1 || lay.edp() > 1) && cfg.device != Device::kCuda;
   m.terms.push_back({"AdamW moments m and v",
                      model_keys + ", parallel.ep/etp/tp (shard them)" +
                          (zero1_helps ? ", parallel.zero1=true" : ""),

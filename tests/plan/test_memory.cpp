@@ -192,6 +192,25 @@ TEST(PlanMemory, Bf16OnTheGpuStoresActivationsInTwoBytes) {
   }
 }
 
+// The moments term offers parallel.zero1 only where it shards something: data-parallel replicas
+// on the CPU trainer (the GPU trainer refuses the key; one rank has no replica).
+TEST(PlanMemory, Zero1IsOfferedOnlyWhereItShardsTheMoments) {
+  Config cfg = small_cfg();
+  PlanLayout two;
+  two.world = 2;
+  auto offers = [&](const PlanLayout& lay) {
+    return term(predict_memory(cfg, lay, RoutingStats{}, MemoryInputs{}), "AdamW moments")
+               .keys.find("parallel.zero1=true") != std::string::npos;
+  };
+  EXPECT_TRUE(offers(two));
+  EXPECT_FALSE(offers(PlanLayout{}));
+  two.zero1 = true;
+  EXPECT_FALSE(offers(two));
+  two.zero1 = false;
+  cfg.device = Device::kCuda;
+  EXPECT_FALSE(offers(two));
+}
+
 TEST(PlanMemory, TokenDataAndTheLargestTerm) {
   Config cfg = small_cfg();
   MemoryInputs in;
