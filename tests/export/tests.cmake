@@ -6,5 +6,5 @@
 # multi-GB installs that CI does not carry: the test reports SKIPPED (exit 77) where the Python
 # below cannot import them; point it at one that can with -DSWITCHYARD_TORCH_PYTHON=... (the
 # option and the function tests/bench/tests.cmake declare). CI's own checks of the export are in
-# tests/cli/test_sample_export.cpp.
+# tests/cli/test_export.cpp.
 sy_torch_test(export_hf_transformers tests/export/check_hf_transformers.py export 900)

@@ -1,6 +1,7 @@
 // A step's metrics.jsonl line (SPEC section 6) from a hand-made step record: the loss parts as
 // given, expert_load as each layer's assignments per expert over the global batch's, dropped_frac
-// as the dropped assignments over all layers' (tokens_per_s and the times are left unchecked).
+// as the dropped assignments over all layers'; then the rates, times and the progress line's ETA
+// by hand.
 #include <gtest/gtest.h>
 
 #include <fstream>
