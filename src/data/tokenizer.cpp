@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "src/core/error.h"
+#include "src/core/utf8.h"
 
 namespace sy {
 
@@ -50,43 +51,6 @@ class LineIterator : public sentencepiece::SentenceIterator {
   std::string line_;
 };
 
-// The code point of the valid n-byte UTF-8 sequence at text[i] (the byte itself when n is 0).
-unsigned utf8_code_point(std::string_view text, size_t i, size_t n) {
-  const auto c = static_cast<unsigned char>(text[i]);
-  if (n <= 1) return c;
-  unsigned cp = c & (0x7Fu >> n);
-  for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3F);
-  return cp;
-}
-
-// Length of the UTF-8 sequence starting with byte c at text[i], or 0 when it is not a valid one.
-size_t utf8_length(std::string_view text, size_t i) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
-  const unsigned c = b(i);
-  size_t n = 0;
-  unsigned min = 0;
-  if (c < 0x80) return 1;
-  if ((c & 0xE0) == 0xC0) {
-    n = 2;
-    min = 0x80;
-  } else if ((c & 0xF0) == 0xE0) {
-    n = 3;
-    min = 0x800;
-  } else if ((c & 0xF8) == 0xF0) {
-    n = 4;
-    min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (i + n > text.size()) return 0;
-  for (size_t k = 1; k < n; ++k)
-    if ((b(i + k) & 0xC0) != 0x80) return 0;
-  const unsigned cp = utf8_code_point(text, i, n);
-  // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not valid UTF-8.
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return n;
-}
-
 // Why SentencePiece gives `text` back differently from byte `at` on (a character's first byte).
 std::string why_inexact(const sentencepiece::SentencePieceProcessor& sp, const std::string& text,
                         size_t at) {
@@ -112,15 +76,6 @@ std::string why_inexact(const sentencepiece::SentencePieceProcessor& sp, const s
 }
 
 }  // namespace
-
-int64_t first_invalid_utf8(std::string_view text) {
-  for (size_t i = 0; i < text.size();) {
-    const size_t n = utf8_length(text, i);
-    if (n == 0) return static_cast<int64_t>(i);
-    i += n;
-  }
-  return -1;
-}
 
 Tokenizer Tokenizer::bytes() {
   Tokenizer t;

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "src/core/error.h"
+#include "src/core/utf8.h"  // first_invalid_utf8: what encode() refuses first
 
 namespace sentencepiece {
 class SentencePieceProcessor;
@@ -125,8 +126,5 @@ Tokenizer train_sentencepiece(const std::vector<std::string>& texts, SentencePie
 // A SentencePiece model file a user brings (`data prepare --tokenizer-model`). UsageError naming
 // `path` when it is missing, unreadable, or not a SentencePiece model (SentencePiece's message).
 Tokenizer load_sentencepiece_file(const std::string& path);
-
-// The byte offset of the first byte of `text` that is not part of valid UTF-8, or -1.
-int64_t first_invalid_utf8(std::string_view text);
 
 }  // namespace sy

@@ -1,0 +1,23 @@
+// Well-formed UTF-8 (Unicode's table 3-7: no overlong forms, no UTF-16 surrogates, nothing past
+// U+10FFFF), for the two places that judge text from outside: the SentencePiece encoder, which
+// takes UTF-8 only (src/data/tokenizer), and the log, which shows every other byte escaped
+// (printable.h).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace sy {
+
+// The length of the well-formed UTF-8 sequence starting at text[i] (1 for ASCII), or 0 when
+// there is none.
+size_t utf8_length(std::string_view text, size_t i);
+
+// The code point of the well-formed n-byte sequence at text[i] (the byte itself when n <= 1).
+unsigned utf8_code_point(std::string_view text, size_t i, size_t n);
+
+// The byte offset of the first byte of `text` that is not part of well-formed UTF-8, or -1.
+int64_t first_invalid_utf8(std::string_view text);
+
+}  // namespace sy
