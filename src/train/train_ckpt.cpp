@@ -98,28 +98,26 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
   for (const auto& s : plan.skipped)
     log << "warning: skipping checkpoint " << s.file << ": " << s.reason << "\n";
   log << plan.message << "\n";
-  if (plan.path.empty() && rank == 0) {
-    // Starting over although the run directory shows progress (a run that died before its first
-    // checkpoint): say so, and where its metrics go. (Checkpoints left in another directory were
-    // refused before this: refuse_checkpoints_left_behind.)
+  if (rank == 0) {
+    // What the earlier run in this directory logged: where no checkpoint is found (a run that
+    // died before its first one; checkpoints left in another directory were refused before this,
+    // refuse_checkpoints_left_behind) it starts again; else the steps logged after the
+    // checkpoint are trained again, which is what the stop cost.
     const std::string metrics = metrics_path(t.cfg.run.out_dir);
-    if (const int64_t logged = last_logged_step(metrics); logged > 0)
+    const int64_t logged = last_logged_step(metrics);
+    const int64_t from = plan.state.step + 1;
+    if (plan.path.empty() && logged > 0)
       log << "note: " << metrics << " shows this run at step " << logged << " but checkpoint.dir '"
           << t.cfg.checkpoint.dir
           << "' holds no checkpoint: it starts again at step 0 (those metrics move to "
              "metrics.jsonl.prev)\n";
-  }
-  if (plan.path.empty()) return r;
-  if (rank == 0) {
-    // What the stop cost: the steps logged after the checkpoint are trained again.
-    const std::string metrics = metrics_path(t.cfg.run.out_dir);
-    const int64_t from = plan.state.step + 1, logged = last_logged_step(metrics);
-    if (logged >= from)
+    if (!plan.path.empty() && logged >= from)
       log << "note: " << metrics << " shows the earlier run at step " << logged << ": step"
           << (logged > from ? "s " + std::to_string(from) + "-" : " ") << logged
           << " after the checkpoint " << (logged > from ? "are" : "is")
           << " trained again (their lines in it are replaced)\n";
   }
+  if (plan.path.empty()) return r;
   if (!changes.empty())
     log << "resuming with changed settings:\n" << ckpt::describe_changes(changes);
   if (plan.state.layout != t.layout)
