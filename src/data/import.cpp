@@ -10,6 +10,7 @@
 #include <span>
 
 #include "src/core/error.h"
+#include "src/core/number_text.h"
 #include "src/data/tokens.h"
 
 namespace sy {
@@ -155,7 +156,7 @@ void for_each_block(const Shard& s,
 ImportReport import_token_shards(const ImportOptions& opt) {
   if (opt.shards.empty()) throw UsageError("data import: no shards given");
   if (!(opt.val_fraction >= 0.0 && opt.val_fraction < 1.0))
-    throw UsageError("data import: --val-fraction " + std::to_string(opt.val_fraction) +
+    throw UsageError("data import: --val-fraction " + number_text(opt.val_fraction) +
                      " must be in [0, 1)");
   if (opt.vocab_size < 0 || opt.vocab_size == 1 || opt.vocab_size > (int64_t{1} << 32))
     throw UsageError("data import: --vocab-size " + std::to_string(opt.vocab_size) +
@@ -183,7 +184,7 @@ ImportReport import_token_shards(const ImportOptions& opt) {
     throw UsageError(
         "data import: no shard is named as a validation shard (the word 'val' in "
         "its name) and --val-fraction " +
-        std::to_string(opt.val_fraction) +
+        number_text(opt.val_fraction) +
         " holds out no token, so /val would be empty; raise --val-fraction or "
         "give a *_val_* shard");
   int64_t max_id = -1;

@@ -15,6 +15,7 @@
 #include "src/core/error.h"
 #include "src/core/h5.h"
 #include "src/core/h5_attr.h"
+#include "src/core/number_text.h"
 #include "src/core/progress.h"
 #include "src/data/tokenizer_h5.h"
 
@@ -377,7 +378,7 @@ void encode_part(const Tokenizer& tok, const std::string& text, int64_t file_off
 PrepareReport prepare_token_file(const PrepareOptions& opt) {
   if (opt.inputs.empty()) throw UsageError("data prepare: no input files given");
   if (!(opt.val_fraction >= 0.0 && opt.val_fraction < 1.0))
-    throw UsageError("data prepare: val_fraction " + std::to_string(opt.val_fraction) +
+    throw UsageError("data prepare: val_fraction " + number_text(opt.val_fraction) +
                      " must be in [0, 1)");
   if (opt.val_fraction == 0.0)
     throw UsageError(
@@ -445,7 +446,7 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
     r.val_bytes += static_cast<int64_t>(val_parts.back().size());
   }
   if (r.val_bytes == 0)
-    throw UsageError("data prepare: --val-fraction " + std::to_string(opt.val_fraction) + " of " +
+    throw UsageError("data prepare: --val-fraction " + number_text(opt.val_fraction) + " of " +
                      std::to_string(r.train_bytes) +
                      " bytes holds out no text, so /val would be empty; raise --val-fraction");
   say("read " + std::to_string(opt.inputs.size()) +

@@ -129,7 +129,7 @@ Plan plan_export(const Config& cfg, const Source& src, const std::string& file) 
   }
   if (moe.capacity_factor)
     p.problems.push_back("capacity dropping (moe.capacity_factor " +
-                         std::to_string(*moe.capacity_factor) +
+                         number_text(*moe.capacity_factor) +
                          "): the architectures are dropless, so tokens the training dropped "
                          "reach their experts (as in `switchyard sample`, also dropless)");
   if (moe.route_groups.nodes || moe.route_groups.count > 1)

@@ -268,7 +268,7 @@ TEST(HfExport, RefusesWhatNoArchitectureRepresents) {
       kBin + " ckpt export " + final_ckpt(out, 3) + " --format hf --output " + dir.file("hf");
   auto r = run_command(cmd);
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  for (const char* what : {"router bias", "moe.capacity_factor",
+  for (const char* what : {"router bias", "moe.capacity_factor 1)",
                            "moe.gate_scale 1.5 (not a power of two)", "--allow-approximate"})
     EXPECT_TRUE(contains(r.output, what)) << what << "\n" << r.output;
   EXPECT_FALSE(fs::exists(dir.file("hf/config.json")));
