@@ -36,35 +36,32 @@ Outcome agree(const comm::Comm& world, bool fail_here, const std::string& why) {
   return o;
 }
 
+// On rank `reporter`: the UsageError `what` (exit 2); on every other rank a quiet exit 0.
+void expect_reported_by(const Outcome& o, int me, int reporter, const std::string& what) {
+  EXPECT_TRUE(o.threw) << "rank " << me;
+  if (me == reporter) {
+    EXPECT_FALSE(o.quiet);
+    EXPECT_EQ(o.code, kExitUsage);
+    EXPECT_EQ(o.what, what);
+  } else {
+    EXPECT_TRUE(o.quiet) << "rank " << me << ": " << o.what;
+    EXPECT_EQ(o.code, kExitOk) << "rank " << me;
+  }
+}
+
 TEST(AgreeOnUsage, OneMessageWhenAllFailAndTheFailingRanksOwnWhenOneFails) {
   const comm::Comm world(MPI_COMM_WORLD);
   const int me = world.rank();
   if (world.size() < 3) GTEST_SKIP() << "needs 3 ranks or more (the np=8 instance)";
 
   // Every rank fails alike: rank 0 reports and exits 2, the others are quiet and exit 0.
-  Outcome o = agree(world, true, "bad key");
-  EXPECT_TRUE(o.threw);
-  if (me == 0) {
-    EXPECT_FALSE(o.quiet);
-    EXPECT_EQ(o.code, kExitUsage);
-    EXPECT_EQ(o.what, "bad key");
-  } else {
-    EXPECT_TRUE(o.quiet) << "rank " << me;
-    EXPECT_EQ(o.code, kExitOk) << "rank " << me;
-  }
+  expect_reported_by(agree(world, true, "bad key"), me, 0, "bad key");
 
   // Ranks 2 and 1 fail alone: rank 1, the first, reports its own reason naming itself and exits
   // 2; everyone else (rank 0, and rank 2 too) is quiet and exits 0.
-  o = agree(world, me == 1 || me == 2, "no usable GPU on rank " + std::to_string(me));
-  EXPECT_TRUE(o.threw);
-  if (me == 1) {
-    EXPECT_FALSE(o.quiet);
-    EXPECT_EQ(o.code, kExitUsage);
-    EXPECT_EQ(o.what, "rank 1: no usable GPU on rank 1");
-  } else {
-    EXPECT_TRUE(o.quiet) << "rank " << me << ": " << o.what;
-    EXPECT_EQ(o.code, kExitOk) << "rank " << me;
-  }
+  expect_reported_by(
+      agree(world, me == 1 || me == 2, "no usable GPU on rank " + std::to_string(me)), me, 1,
+      "rank 1: no usable GPU on rank 1");
 
   // Nobody fails: nobody throws.
   EXPECT_FALSE(agree(world, false, "").threw);
