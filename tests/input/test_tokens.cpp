@@ -132,7 +132,7 @@ TEST(Prepare, InputOrderIsKeptAndZeroValFractionIsRefused) {
   // An empty /val, which `train` would refuse later, is refused before any work; the file made
   // above stays as it was.
   opt.val_fraction = 0.0;
-  expect_usage_error([&] { prepare_token_file(opt); }, {"--val-fraction 0 of", "/val"},
+  expect_usage_error([&] { prepare_token_file(opt); }, {"--val-fraction 0 leaves", "/val"},
                      "empty val");
   EXPECT_EQ(read_token_file(opt.output, 256, 4).val, as_tokens("yyyyyXXXXXXXXXX"));
   opt.val_fraction = 0.01;  // floor(10 * 0.01) = floor(20 * 0.01) = 0 bytes held out
