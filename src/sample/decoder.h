@@ -18,6 +18,7 @@
 // TokenDecoder, which is what generate() drives.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -48,20 +49,21 @@ class TokenDecoder {
   // Forgets every token fed (position 0).
   void reset() { pos_ = 0; }
   // Feeds tokens[n] (n >= 1) at positions position() .. position()+n-1. Returns the logits [V] of
-  // the last one (valid until the next call). When the tokens fit the window from position 0
-  // they go through the layers together (a prefill); otherwise one at a time.
+  // the last one (valid until the next call). The tokens that still fit the window go through the
+  // layers together (a prefill); those past it one at a time, each over the last W positions.
   const std::vector<float>& feed(const int32_t* tokens, int n) {
     SY_CHECK(n >= 1, "decoder: feed of " << n << " tokens");
     for (int i = 0; i < n; ++i)
       SY_CHECK(tokens[i] >= 0 && tokens[i] < V_,
                "decoder: token " << tokens[i] << " outside the vocabulary of " << V_);
-    // A prefill writes all n keys before attending: only safe while none overwrites another.
-    if (pos_ + n <= W_) {
-      forward(tokens, n);
-      pos_ += n;
-    } else {
-      for (int i = 0; i < n; ++i, ++pos_) forward(tokens + i, 1);
+    // A prefill writes all its keys before attending: only safe while none overwrites another.
+    int i = 0;
+    if (pos_ < W_) {
+      i = static_cast<int>(std::min<int64_t>(n, W_ - pos_));
+      forward(tokens, i);
+      pos_ += i;
     }
+    for (; i < n; ++i, ++pos_) forward(tokens + i, 1);
     return logits_;
   }
 

@@ -72,7 +72,7 @@ std::string prompt_text(const SampleRequest& req) {
 }
 
 std::vector<int32_t> prompt_ids(const SampleRequest& req, const std::string& text,
-                                const Tokenizer& tok, int64_t seq_len) {
+                                const Tokenizer& tok) {
   const std::string what = req.prompt ? "--prompt" : "--prompt-file '" + req.prompt_file + "'";
   if (text.empty())
     throw UsageError(what + " is empty: the model needs at least one token to continue");
@@ -82,10 +82,6 @@ std::vector<int32_t> prompt_ids(const SampleRequest& req, const std::string& tex
   } catch (const UsageError& e) {
     throw UsageError(what + ": " + e.what());
   }
-  if (static_cast<int64_t>(ids.size()) > seq_len)
-    throw UsageError(what + " is " + std::to_string(ids.size()) + " tokens (" + tok.name() +
-                     "), longer than the model's seq_len " + std::to_string(seq_len) +
-                     " (the context it was trained on): shorten it");
   return ids;
 }
 
@@ -97,7 +93,7 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
   SamplingModel m = load_sampling_model(comm, req.checkpoint);
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
-  const std::vector<int32_t> prompt = prompt_ids(req, prompt_str, m.tokenizer, m.cfg.model.seq_len);
+  const std::vector<int32_t> prompt = prompt_ids(req, prompt_str, m.tokenizer);
   if (rank != 0) return;
 
   const Tokenizer& tok = m.tokenizer;

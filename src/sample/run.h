@@ -28,9 +28,10 @@ struct SampleRequest {
 // no prompt given or both, an unreadable prompt file.
 std::string prompt_text(const SampleRequest& req);
 // The ids of the prompt `text` (prompt_text(req)). UsageError naming the option: an empty prompt,
-// text the tokenizer cannot encode exactly, more than `seq_len` tokens.
+// text the tokenizer cannot encode exactly. Any length: past seq_len the model reads it through
+// the sliding window it generates with.
 std::vector<int32_t> prompt_ids(const SampleRequest& req, const std::string& text,
-                                const Tokenizer& tok, int64_t seq_len);
+                                const Tokenizer& tok);
 
 // Collective (every rank reads the checkpoint; rank 0 generates): the prompt and the generated
 // text to `text` as they come, the speed to `info`. UsageError (exit 2) for a bad request, a

@@ -39,9 +39,9 @@ struct GenerateResult {
                                           // NaN when fewer than `at` were generated
 };
 
-// Feeds `prompt` (1 .. window() tokens) to a fresh decoder state and generates o.tokens ids below
-// `vocab_limit` (the tokenizer's vocabulary, which may be smaller than the model's), calling
-// on_token(id) after each.
+// Feeds `prompt` (>= 1 tokens; past window() through the sliding window, as generated tokens are)
+// to a fresh decoder state and generates o.tokens ids below `vocab_limit` (the tokenizer's
+// vocabulary, which may be smaller than the model's), calling on_token(id) after each.
 GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
                         int vocab_limit, const std::function<void(int32_t)>& on_token = {});
 

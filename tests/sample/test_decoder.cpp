@@ -124,6 +124,51 @@ TEST(Decoder, PastTheWindowOneLayerEqualsTheFullForwardOfTheLastWindow) {
   }
 }
 
+// A feed that crosses the window — a prompt longer than seq_len, from position 0 or after other
+// tokens — goes through the layers as one prefill up to W, then a token at a time. With one layer
+// its last logits are again the full forward of the last W tokens; with two, the tokens fed one
+// at a time give them too, and generate() takes such a prompt.
+TEST(Decoder, AFeedPastTheWindowIsReadThroughIt) {
+  const Config one = test::tiny_decoder_config({"model.n_layers=1"});
+  const std::vector<float> p1 = test::decoder_weights(one, false);
+  Model<float> model(one);
+  model.params = p1;
+  const int W = static_cast<int>(one.model.seq_len);
+  for (int before : {0, 3, W}) {
+    for (int n : {W - before + 1, W + 5, 2 * W + 3}) {
+      if (n < 1) continue;
+      Decoder dec(one, p1);
+      std::vector<int32_t> seq;
+      for (int i = 0; i < before + n; ++i)
+        seq.push_back(static_cast<int32_t>((i * 29 + 5) % dec.vocab_size()));
+      if (before > 0) dec.feed(seq.data(), before);
+      const std::vector<float> logits = dec.feed(seq.data() + before, n);
+      ASSERT_EQ(dec.position(), before + n);
+      const std::vector<float> ref =
+          full_forward_logits(model, one, std::vector<int32_t>(seq.end() - W, seq.end()));
+      for (size_t v = 0; v < ref.size(); ++v)
+        ASSERT_NEAR(logits[v], ref[v], 1e-4) << "before " << before << ", n " << n << ", v " << v;
+    }
+  }
+
+  const Config cfg = test::tiny_decoder_config();
+  const std::vector<float> p = test::decoder_weights(cfg, false);
+  const int W2 = static_cast<int>(cfg.model.seq_len);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < W2 + 7; ++i) prompt.push_back(static_cast<int32_t>((i * 13 + 2) % 50));
+  Decoder a(cfg, p), b(cfg, p);
+  const std::vector<float> together = a.feed(prompt.data(), static_cast<int>(prompt.size()));
+  std::vector<float> single;
+  for (int32_t t : prompt) single = b.feed(&t, 1);
+  for (size_t v = 0; v < single.size(); ++v) ASSERT_NEAR(together[v], single[v], 1e-5) << v;
+  SampleOptions o;
+  o.tokens = 4;
+  o.temperature = 0.0;
+  const GenerateResult r = generate(a, prompt, o, a.vocab_size());
+  ASSERT_EQ(r.tokens.size(), 4u);
+  EXPECT_EQ(r.tokens[0], argmax(single));
+}
+
 TEST(Sampler, FixedSeedGivesTheSameTokensAndVocabLimitHolds) {
   const Config cfg = test::tiny_decoder_config();
   const std::vector<float> p = test::decoder_weights(cfg, false);
