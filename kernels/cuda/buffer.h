@@ -42,7 +42,8 @@ class DeviceBuffer {
     if (n > capacity_) {
       release();
       void* p = nullptr;
-      CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+      if (const cudaError_t e = cudaMalloc(&p, n * sizeof(T)); e != cudaSuccess)
+        throw_alloc_error("cudaMalloc", e, n * sizeof(T), /*device=*/true, __FILE__, __LINE__);
       ptr_ = static_cast<T*>(p);
       capacity_ = n;
     }
@@ -127,7 +128,8 @@ class PinnedBuffer {
     if (n <= capacity_) return;
     release();
     void* p = nullptr;
-    CUDA_CHECK(cudaMallocHost(&p, n * sizeof(T)));
+    if (const cudaError_t e = cudaMallocHost(&p, n * sizeof(T)); e != cudaSuccess)
+      throw_alloc_error("cudaMallocHost", e, n * sizeof(T), /*device=*/false, __FILE__, __LINE__);
     ptr_ = static_cast<T*>(p);
     capacity_ = n;
   }

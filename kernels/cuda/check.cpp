@@ -12,6 +12,26 @@ void throw_error(const char* library, const char* call, int code, const char* wh
   throw CudaError(os.str());
 }
 
+void throw_alloc_error(const char* call, cudaError_t err, size_t bytes, bool device,
+                       const char* file, int line) {
+  (void)cudaGetLastError();  // an allocation failure is not sticky: leave no error behind
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(2);
+  os << file << ":" << line << ": CUDA error " << static_cast<int>(err) << " ("
+     << cudaGetErrorString(err) << ") in " << call << " of " << static_cast<double>(bytes) / kGiB
+     << " GiB of " << (device ? "device" : "page-locked host") << " memory";
+  size_t free_b = 0, total_b = 0;
+  int dev = 0;
+  if (device && cudaGetDevice(&dev) == cudaSuccess &&
+      cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+    os << " (GPU " << dev << ": " << static_cast<double>(free_b) / kGiB << " GiB free of "
+       << static_cast<double>(total_b) / kGiB << " GiB)";
+  (void)cudaGetLastError();
+  throw CudaError(os.str());
+}
+
 const char* cublas_status_name(cublasStatus_t s) {
   return cublasGetStatusString(s);
 }

@@ -23,6 +23,11 @@ class CudaError : public std::runtime_error {
 
 [[noreturn]] void throw_error(const char* library, const char* call, int code, const char* what,
                               const char* file, int line);
+// A failed cudaMalloc / cudaMallocHost of `bytes`: throw_error's text plus the size asked for and,
+// for device memory, what the device has free of its total, so that an out-of-memory says how
+// far the run is from fitting (a dropless MoE layer's buffers grow with its busiest step).
+[[noreturn]] void throw_alloc_error(const char* call, cudaError_t err, size_t bytes, bool device,
+                                    const char* file, int line);
 const char* cublas_status_name(cublasStatus_t s);
 const char* curand_status_name(curandStatus_t s);
 

@@ -9,7 +9,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -73,6 +75,34 @@ TEST(DeviceBuffer, UploadIsDoneBeforeLaterNonBlockingStreamWork) {
   size_t stale = 0;
   for (float v : got) stale += v != 1.0f;
   EXPECT_EQ(stale, 0u) << "the reader saw the buffer before the upload arrived";
+}
+
+// An allocation larger than the device: the message gives the size asked for and the device's
+// free and total memory, the buffer stays usable (empty), and no error is left behind for the
+// next launch check to find.
+TEST(DeviceBuffer, OutOfMemorySaysTheSizeAndTheFreeMemory) {
+  SY_REQUIRE_GPU();
+  size_t free_b = 0, total_b = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  DeviceBuffer<float> b;
+  const size_t n = total_b / sizeof(float) * 2;  // twice the device
+  try {
+    b.resize(n);
+    FAIL() << "allocated twice the device's memory";
+  } catch (const sy::cuda::CudaError& e) {
+    const std::string what = e.what();
+    char asked[64];
+    std::snprintf(asked, sizeof asked, "in cudaMalloc of %.2f GiB of device memory",
+                  static_cast<double>(n * sizeof(float)) / (1024.0 * 1024.0 * 1024.0));
+    EXPECT_NE(what.find(asked), std::string::npos) << asked << " not in: " << what;
+    EXPECT_NE(what.find("GiB free of"), std::string::npos) << what;
+    EXPECT_NE(what.find("buffer.h:"), std::string::npos) << what;
+  }
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(b.size(), 0u);
+  b.resize(16);  // and the buffer is still usable
+  b.upload(std::vector<float>(16, 2.0f));
+  EXPECT_EQ(b.download(), std::vector<float>(16, 2.0f));
 }
 
 }  // namespace
