@@ -91,6 +91,11 @@ class ModelImpl final : public CudaModel::Impl {
     acts_.resize(static_cast<size_t>(L_));
     sync();
   }
+  // The members are freed after this body: a copy still queued from h_bias_ (the last step's
+  // router-bias update) must be done before its page-locked memory goes. Never throws.
+  ~ModelImpl() override { (void)cudaStreamSynchronize(stream_.get()); }
+  ModelImpl(const ModelImpl&) = delete;
+  ModelImpl& operator=(const ModelImpl&) = delete;
 
   const ParamTable& table() const override { return table_; }
 
@@ -177,8 +182,9 @@ class ModelImpl final : public CudaModel::Impl {
         h_inputs_[b * T_ + t] = tokens[b * (T_ + 1) + t];
         h_targets_[b * T_ + t] = tokens[b * (T_ + 1) + t + 1];
       }
-    for (int32_t tok : h_inputs_)
-      SY_CHECK(tok >= 0 && tok < V_, "token " << tok << " outside the vocabulary of " << V_);
+    for (const std::vector<int32_t>* ids : {&h_inputs_, &h_targets_})  // the GPU indexes by both
+      for (int32_t tok : *ids)
+        SY_CHECK(tok >= 0 && tok < V_, "token " << tok << " outside the vocabulary of " << V_);
     mark(StepPhase::kEmbedding);
     CUDA_CHECK(cudaMemcpyAsync(inputs_.data(), h_inputs_.data(), sizeof(int32_t) * N,
                                cudaMemcpyHostToDevice, s()));

@@ -375,6 +375,9 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
       model.update_router_biases(tot.selected, cfg.moe.bias_update_rate);
 
     const int64_t done = step + 1;
+    // optimizer_step() queues AdamW and returns: the step's time ends when the GPU is done (the
+    // next step would wait for that work anyway, and charge it to itself).
+    CUDA_CHECK(cudaStreamSynchronize(model.stream()));
     StepRecord rec = step_record(done, tot, lr, norm, seconds_since(t0));
     device_peak = std::max(device_peak, device_bytes_in_use());  // sampled every step
     if (progress.log_due(done)) rec.peak_mem_bytes = max_over_ranks(g.world(), device_peak, wd);
