@@ -71,7 +71,8 @@ INSTANTIATE_TEST_SUITE_P(Variants, CudaDecoding, ::testing::ValuesIn(test::decod
                          [](const auto& param_info) { return std::string(param_info.param.name); });
 
 // A prefill of the whole window, then a block of 20 tokens (past the window: fed one at a time),
-// then reset() and a shorter prefill over the stale cache: the logits after each feed against
+// then reset() and a shorter prefill over the stale cache, then a reset and the window and the
+// block in one feed (a prompt longer than seq_len): the logits after each feed against
 // the CPU Decoder fed the same way; with the default attention scratch (the prefill's queries in
 // one group) and with room for 3 query rows (groups of 3, the last one short).
 TEST(CudaDecoder, WindowPrefillBlocksPastItAndResetEqualTheCpuDecoder) {
@@ -97,6 +98,13 @@ TEST(CudaDecoder, WindowPrefillBlocksPastItAndResetEqualTheCpuDecoder) {
     EXPECT_TRUE(close(gpu_dec.feed(tokens.data() + 7, 5), cpu_dec.feed(tokens.data() + 7, 5), kTol))
         << "scratch " << scratch;
     EXPECT_EQ(gpu_dec.position(), 5);
+    // A prompt longer than the window in one feed: a prefill of w, the rest one at a time.
+    gpu_dec.reset();
+    cpu_dec.reset();
+    EXPECT_TRUE(
+        close(gpu_dec.feed(tokens.data(), w + 20), cpu_dec.feed(tokens.data(), w + 20), kTol))
+        << "scratch " << scratch;
+    EXPECT_EQ(gpu_dec.position(), w + 20);
   }
 }
 
