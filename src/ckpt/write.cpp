@@ -464,8 +464,9 @@ SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainSta
     std::error_code ec;
     fs::remove(spare_path, ec);
     stage("renamed");
+    // The file name and nothing else (SPEC 5): joined to the directory it is the file.
     sy::files::atomic_write_text((fs::path(dir) / "latest").string(),
-                                 checkpoint_file_name(st.step) + "\n");
+                                 checkpoint_file_name(st.step));
     stage("latest");
     result.removed = files::rotate(dir, st.step, options.keep, result.notes);
   });

@@ -35,11 +35,11 @@ std::string helper(int np, const std::string& args) {
          " " + kHelper + " " + args;
 }
 
+// The whole file: SPEC 5's `latest` holds the file name, nothing else (no newline), so that a
+// reader joining it to the directory finds the file.
 std::string read_latest(const std::string& dir) {
-  std::ifstream in(dir + "/latest");
-  std::string name;
-  in >> name;
-  return name;
+  std::ifstream in(dir + "/latest", std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 struct Kill {
