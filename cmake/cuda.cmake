@@ -81,7 +81,8 @@ file(GLOB sy_cuda_kernel_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/kernels/cuda
      ${CMAKE_SOURCE_DIR}/kernels/cuda/*.cpp)
 add_library(sy_cuda_kernels STATIC ${sy_cuda_kernel_srcs})
 target_include_directories(sy_cuda_kernels PUBLIC ${CMAKE_SOURCE_DIR})
-target_link_libraries(sy_cuda_kernels PUBLIC CUDA::cudart CUDA::cublas CUDA::curand
+# sy_kernels: the CPU's RoPE angle table (cpu::rope_table), which the GPU's RopeTable uploads.
+target_link_libraries(sy_cuda_kernels PUBLIC CUDA::cudart CUDA::cublas CUDA::curand sy_kernels
                       PRIVATE sy_cuda_warnings)
 target_compile_definitions(sy_cuda_kernels PUBLIC SWITCHYARD_HAVE_CUDA)
 # --expt-relaxed-constexpr: philox.h's inline constexpr constants are read in device code.

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace sy::cpu {
 
@@ -41,6 +42,11 @@ void rope_backward(T* dqkv, const T* dout, int B, int T_, int C, int NH, double 
 // decoding); the same angles as rope_forward's for the same positions.
 template <class T>
 void rope_forward_from(T* out, const T* qkv, int N, int C, int NH, double theta, long p0);
+// The angles of the rotations above: cos and sin of (p0 + t) * theta^(-2i/HD) for t < T_ and
+// i < HD/2, each a [T_, HD/2] table, computed in double and rounded to T once. The GPU's RoPE
+// reads these same tables (cuda::RopeTable).
+template <class T>
+void rope_table(int T_, int HD, double theta, long p0, std::vector<T>& cos, std::vector<T>& sin);
 
 // Causal multi-head attention on qkv[N,3C] (after RoPE):
 //   att[B,NH,T,T] (=) softmax_causal(q k^T / sqrt(HD)) (zeros above the diagonal)

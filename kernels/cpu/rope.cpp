@@ -9,24 +9,11 @@ namespace sy::cpu {
 
 namespace {
 
-// cos/sin of pos * theta^(-2i/HD) for pos = p0 + t, t < T_, i < HD/2, as a [T_, HD/2] table
-// each. Computed in double and rounded once, so float and double runs see the same angles.
+// The [T_, HD/2] cos and sin tables of rope_table.
 template <class T>
 struct RopeTable {
   std::vector<T> cos, sin;
-  RopeTable(int T_, int HD, double theta, long p0) {
-    const int half = HD / 2;
-    cos.resize(static_cast<size_t>(T_) * half);
-    sin.resize(static_cast<size_t>(T_) * half);
-    for (int i = 0; i < half; ++i) {
-      const double inv_freq = std::pow(theta, -2.0 * i / HD);
-      for (int t = 0; t < T_; ++t) {
-        const double a = static_cast<double>(p0 + t) * inv_freq;
-        cos[static_cast<size_t>(t) * half + i] = static_cast<T>(std::cos(a));
-        sin[static_cast<size_t>(t) * half + i] = static_cast<T>(std::sin(a));
-      }
-    }
-  }
+  RopeTable(int T_, int HD, double theta, long p0) { rope_table(T_, HD, theta, p0, cos, sin); }
 };
 
 // Rotates the q and k blocks of every token of src[N,3C] into dst by +angle (sign = 1) or
@@ -65,6 +52,21 @@ void rope_apply(T* dst, const T* src, int B, int T_, int C, int NH, double theta
 
 }  // namespace
 
+template <class T>
+void rope_table(int T_, int HD, double theta, long p0, std::vector<T>& cos, std::vector<T>& sin) {
+  const int half = HD / 2;
+  cos.resize(static_cast<size_t>(T_) * half);
+  sin.resize(static_cast<size_t>(T_) * half);
+  for (int i = 0; i < half; ++i) {
+    const double inv_freq = std::pow(theta, -2.0 * i / HD);
+    for (int t = 0; t < T_; ++t) {
+      const double a = static_cast<double>(p0 + t) * inv_freq;
+      cos[static_cast<size_t>(t) * half + i] = static_cast<T>(std::cos(a));
+      sin[static_cast<size_t>(t) * half + i] = static_cast<T>(std::sin(a));
+    }
+  }
+}
+
 // out[N,3C] (=) qkv with q and k rotated; qkv: [N,3C]. HD must be even.
 template <class T>
 void rope_forward(T* out, const T* qkv, int B, int T_, int C, int NH, double theta) {
@@ -82,10 +84,11 @@ void rope_forward_from(T* out, const T* qkv, int N, int C, int NH, double theta,
   rope_apply(out, qkv, 1, N, C, NH, theta, T(1), p0);
 }
 
-#define SY_INSTANTIATE(T)                                                   \
-  template void rope_forward<T>(T*, const T*, int, int, int, int, double);  \
-  template void rope_backward<T>(T*, const T*, int, int, int, int, double); \
-  template void rope_forward_from<T>(T*, const T*, int, int, int, double, long);
+#define SY_INSTANTIATE(T)                                                        \
+  template void rope_forward<T>(T*, const T*, int, int, int, int, double);       \
+  template void rope_backward<T>(T*, const T*, int, int, int, int, double);      \
+  template void rope_forward_from<T>(T*, const T*, int, int, int, double, long); \
+  template void rope_table<T>(int, int, double, long, std::vector<T>&, std::vector<T>&);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(double)
 #undef SY_INSTANTIATE

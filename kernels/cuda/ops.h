@@ -60,17 +60,35 @@ template <class T>
 void rmsnorm_backward(T* dx, float* dg, const T* dout, const T* x, const float* g,
                       const float* rstd, int N, int C, float* scratch, cudaStream_t stream);
 
+// The angles of rope_forward / rope_backward at positions 0..T-1 for head dim HD: the CPU's
+// [T, HD/2] cos and sin tables (cpu::rope_table, float), uploaded once (synchronously) by their
+// owner, so that the rotations read them instead of computing pow, cos and sin in double for
+// every element (4*NH*B times each angle) and see the CPU's angles bit for bit.
+class RopeTable {
+ public:
+  RopeTable(int T, int HD, double theta);
+  int seq_len() const { return T_; }
+  int head_dim() const { return HD_; }
+  const float* cos() const { return cos_.data(); }
+  const float* sin() const { return sin_.data(); }
+
+ private:
+  int T_, HD_;
+  DeviceBuffer<float> cos_, sin_;
+};
+
 // RoPE on the q and k blocks of qkv[N,3C] (rotate-half; see kernels/cpu/ops.h). out[N,3C] (=);
-// out may not alias qkv. Angles in double, as on the CPU.
+// out may not alias qkv. `angles`: RopeTable(T_, C/NH, theta) (std::invalid_argument otherwise).
 template <class T>
-void rope_forward(T* out, const T* qkv, int B, int T_, int C, int NH, double theta,
+void rope_forward(T* out, const T* qkv, const RopeTable& angles, int B, int T_, int C, int NH,
                   cudaStream_t stream);
 // dqkv[N,3C] (=) the inverse rotation of dout.
 template <class T>
-void rope_backward(T* dqkv, const T* dout, int B, int T_, int C, int NH, double theta,
+void rope_backward(T* dqkv, const T* dout, const RopeTable& angles, int B, int T_, int C, int NH,
                    cudaStream_t stream);
 // rope_forward of N consecutive tokens of one sequence at positions p0 .. p0+N-1 (incremental
-// decoding), as cpu::rope_forward_from.
+// decoding, a few tokens a call: the angles are computed in double in the kernel), as
+// cpu::rope_forward_from.
 template <class T>
 void rope_forward_from(T* out, const T* qkv, int N, int C, int NH, double theta, long p0,
                        cudaStream_t stream);

@@ -70,7 +70,8 @@ class ModelImpl final : public CudaModel::Impl {
         Ct_(C_ / layout.tp),
         NHt_(NH_ / layout.tp),
         tp_(tp),
-        cublas_(stream_.get()) {
+        cublas_(stream_.get()),
+        rope_(T_, C_ / NH_, cfg.model.rope_theta) {
     const size_t P = table_.total_numel();
     params_.resize(P);
     grads_.resize(P);
@@ -192,7 +193,7 @@ class ModelImpl final : public CudaModel::Impl {
                                cudaMemcpyHostToDevice, s()));
     if (stats) stats->resize(static_cast<size_t>(L_));
 
-    const double eps = cfg_.model.norm_eps, theta = cfg_.model.rope_theta;
+    const double eps = cfg_.model.norm_eps;
     LossParts out;
     cuda::embedding_forward(acts_[0].x_in.data(), inputs_.data(), pf("model/embed"), N, C, s());
     for (int l = 0; l < L_; ++l) {
@@ -205,7 +206,7 @@ class ModelImpl final : public CudaModel::Impl {
       mark(StepPhase::kAttnGemms);
       cuda::matmul_forward(a.qkv.data(), a.a.data(), wt(lp(l, "attn/wqkv")), N, C, 3 * Ct_, cb());
       mark(StepPhase::kRope);
-      cuda::rope_forward(a.qkv_rot.data(), a.qkv.data(), B, T_, Ct_, NHt_, theta, s());
+      cuda::rope_forward(a.qkv_rot.data(), a.qkv.data(), rope_, B, T_, Ct_, NHt_, s());
       mark(StepPhase::kAttnCore);
       cuda::attention_forward(a.atty.data(), a.att.data(), att_scratch_.data(), a.qkv_rot.data(), B,
                               T_, Ct_, NHt_, cb(), s());
@@ -248,7 +249,6 @@ class ModelImpl final : public CudaModel::Impl {
   void backward() override {
     const int B = B_, N = B * T_, C = C_;
     const long NC = static_cast<long>(N) * C;
-    const double theta = cfg_.model.rope_theta;
     // lm = token_weight * sum_n losses[n]
     mark(StepPhase::kHeadLoss);
     cuda::fill(dlosses_.data(), static_cast<float>(scale_.token_weight), N, s());
@@ -283,7 +283,7 @@ class ModelImpl final : public CudaModel::Impl {
       cuda::attention_backward(dqkv_.data(), att_scratch_.data(), dtmp_.data(), a.qkv_rot.data(),
                                a.att.data(), B, T_, Ct_, NHt_, cb(), s());
       mark(StepPhase::kRope);
-      cuda::rope_backward(dqkv2_.data(), dqkv_.data(), B, T_, Ct_, NHt_, theta, s());
+      cuda::rope_backward(dqkv2_.data(), dqkv_.data(), rope_, B, T_, Ct_, NHt_, s());
       mark(StepPhase::kAttnGemms);
       cuda::matmul_backward(dtmp_.data(), gf(lp(l, "attn/wqkv")), dqkv2_.data(), a.a.data(),
                             wt(lp(l, "attn/wqkv")), N, C, 3 * Ct_, cb());
@@ -442,6 +442,7 @@ class ModelImpl final : public CudaModel::Impl {
   std::vector<double> h_norms_;
   cuda::Stream stream_;
   cuda::CublasHandle cublas_;
+  cuda::RopeTable rope_;                        // the angles of positions 0..T-1
   DeviceBuffer<float> params_, grads_, m_, v_;  // fp32 master, [P] in table order
   DeviceBuffer<T> params_t_;                    // bf16 compute copy (bf16 mode only)
   DeviceBuffer<double> norm_, norm_scratch_;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -153,10 +154,23 @@ TYPED_TEST(DenseOps, Rope) {
   cpu::rope_backward(back.data(), qkv.data(), kB, kT, kC, kNH, theta);
   auto d_qkv = upload_as<T>(qkv);
   auto d_out = poisoned<T>(kN * 3 * kC), d_back = poisoned<T>(kN * 3 * kC);
-  cu::rope_forward(d_out.data(), d_qkv.data(), kB, kT, kC, kNH, theta, nullptr);
-  cu::rope_backward(d_back.data(), d_qkv.data(), kB, kT, kC, kNH, theta, nullptr);
+  const cu::RopeTable angles(kT, kC / kNH, theta);
+  cu::rope_forward(d_out.data(), d_qkv.data(), angles, kB, kT, kC, kNH, nullptr);
+  cu::rope_backward(d_back.data(), d_qkv.data(), angles, kB, kT, kC, kNH, nullptr);
   EXPECT_TRUE(close(download_f32(d_out), out, tol<T>()));
   EXPECT_TRUE(close(download_f32(d_back), back, tol<T>()));
+  // The table holds the CPU's angles bit for bit (the rotations may still round apart: fma).
+  std::vector<float> c, s;
+  cpu::rope_table(kT, kC / kNH, theta, 0, c, s);
+  std::vector<float> gc(c.size()), gs(s.size());  // pageable destinations: synchronous copies
+  CUDA_CHECK(cudaMemcpy(gc.data(), angles.cos(), c.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(gs.data(), angles.sin(), s.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  EXPECT_EQ(gc, c);
+  EXPECT_EQ(gs, s);
+  // A table made for another length or head dim is refused, not read out of its rows.
+  const cu::RopeTable other(kT + 1, kC / kNH, theta);
+  EXPECT_THROW(cu::rope_forward(d_out.data(), d_qkv.data(), other, kB, kT, kC, kNH, nullptr),
+               std::invalid_argument);
 }
 
 TYPED_TEST(DenseOps, Attention) {
