@@ -21,6 +21,15 @@ SRC = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(os.path.dirname(__f
 SCRIPT = os.path.join(SRC, "jobs", "gpu_compare_metrics.py")
 
 
+def scaled(key, factor, first, last=None):
+    """An edit for metrics()/long_metrics(): `key` times `factor` at steps first..last (NaN:
+    the value becomes NaN)."""
+    def edit(j):
+        if first <= j["step"] <= (first if last is None else last):
+            j[key] *= factor
+    return edit
+
+
 def metrics(steps=10, scale=1.0, val=(5, 10), val_scale=1.0, edit=None):
     """Lines of a made-up run: loss 5 - 0.2 step (its parts lm = 0.98, aux = 0.015, z = 0.005 of
     it), times `scale`; val_loss 4 - 0.1 step at `val` steps, times `val_scale`."""
@@ -96,20 +105,16 @@ class CompareMetrics(unittest.TestCase):
         self.assertIn("at step 1", out)
 
     def test_one_component_at_one_step_fails(self):
-        def bump(j):
-            if j["step"] == 7:
-                j["z_loss"] *= 1.05
         ref = self.write("ref.jsonl", metrics())
-        rc, out = self.run_cmp(ref, self.write("run.jsonl", metrics(edit=bump)), 3e-2)
+        run = self.write("run.jsonl", metrics(edit=scaled("z_loss", 1.05, 7)))
+        rc, out = self.run_cmp(ref, run, 3e-2)
         self.assertEqual(rc, 1, out)
         self.assertIn("z_loss at step 7", out)
 
     def test_nan_and_missing_steps_fail(self):
-        def nan(j):
-            if j["step"] == 3:
-                j["loss"] = float("nan")
         ref = self.write("ref.jsonl", metrics())
-        rc, out = self.run_cmp(ref, self.write("nan.jsonl", metrics(edit=nan)), 1.0)
+        nan = self.write("nan.jsonl", metrics(edit=scaled("loss", float("nan"), 3)))
+        rc, out = self.run_cmp(ref, nan, 1.0)
         self.assertEqual(rc, 1, out)
         rc, out = self.run_cmp(ref, self.write("short.jsonl", metrics(steps=8)), 1e-3)
         self.assertEqual(rc, 1, out)
@@ -161,32 +166,26 @@ class CompareMetrics(unittest.TestCase):
         self.assertIn("at step 11", out)
 
     def test_one_window_mean_outside_fails_naming_it(self):
-        def bump(j):
-            if 21 <= j["step"] <= 30:
-                j["z_loss"] *= 1.15
         ref = self.write("ref.jsonl", long_metrics())
-        run = self.write("run.jsonl", long_metrics(drift_after=10, drift=0.03, edit=bump))
+        run = self.write("run.jsonl", long_metrics(drift_after=10, drift=0.03,
+                                                   edit=scaled("z_loss", 1.15, 21, 30)))
         rc, out = self.run_cmp(ref, run, 1e-3, *STAGE_D)
         self.assertEqual(rc, 1, out)
         self.assertRegex(out, r"FAIL run: 1 window mean\(s\) outside: z_loss mean over steps "
                               r"21-30: .* \(rel\. error 1\.50e-01 > 0\.1\)$")
 
     def test_a_strict_step_outside_fails(self):
-        def bump(j):
-            if j["step"] == 5:
-                j["lm_loss"] *= 1 + 2e-3
         ref = self.write("ref.jsonl", long_metrics())
-        run = self.write("run.jsonl", long_metrics(drift_after=10, drift=0.03, edit=bump))
+        run = self.write("run.jsonl", long_metrics(drift_after=10, drift=0.03,
+                                                   edit=scaled("lm_loss", 1 + 2e-3, 5)))
         rc, out = self.run_cmp(ref, run, 1e-3, *STAGE_D)
         self.assertEqual(rc, 1, out)
         self.assertIn("lm_loss at step 5", out)
 
     def test_a_nan_after_the_strict_steps_fails(self):
-        def nan(j):
-            if j["step"] == 33:
-                j["loss"] = float("nan")
         ref = self.write("ref.jsonl", long_metrics())
-        rc, out = self.run_cmp(ref, self.write("nan.jsonl", long_metrics(edit=nan)), 1e-3, *STAGE_D)
+        nan = self.write("nan.jsonl", long_metrics(edit=scaled("loss", float("nan"), 33)))
+        rc, out = self.run_cmp(ref, nan, 1e-3, *STAGE_D)
         self.assertEqual(rc, 1, out)
         self.assertIn("loss mean over steps 31-40: nan", out)
 
