@@ -34,7 +34,8 @@
 # a stage that cannot run here (no GPU, no compute-sanitizer, no torch) reports SKIP with the
 # reason, never hangs.
 #
-# Every command runs under `timeout -k 3` (3 s from SIGTERM to SIGKILL), the torch probe too.
+# The stages' commands (the torch probe and nvidia-smi too) run under `timeout -k 3` (SIGKILL 3 s
+# after SIGTERM), so a command that ignores SIGTERM overruns its stage by 3 s at most.
 #
 # Output ($OUT, else .device/check-out): summary.txt, a.log ... f.log, results.tar.gz (stage c's
 # whole sanitizer reports, stage d's metrics.jsonl files and stage e/f's tables): 8 files. The
