@@ -16,8 +16,10 @@
 #   3. 2 ranks through the bundle's mpirun (parallel.ep=2) give the 1-rank losses (1e-5);
 #   4. jobs/gpu_check.sh (this checkout's, run as on the GPU machine) runs every stage: a PASSes
 #      (ldd), b skips every GPU test with its reason (no test fails), c-f SKIP with theirs (no
-#      GPU, no compute-sanitizer, no torch), none hangs, and f still gives the planner's
-#      prediction (clusters/h200.yaml); no Open MPI help text or component is missing from any log.
+#      GPU, no compute-sanitizer, no torch; never FAIL or INCOMPLETE), none hangs, f still gives
+#      the planner's prediction (clusters/h200.yaml), results.tar.gz comes back whole (stage d's
+#      CPU reference in it, no temporary left); no Open MPI help text or component is missing
+#      from any log.
 # NCCL: SY_PYTHON=<a python3 with the nvidia-nccl-cu13 wheel> takes it from the wheel, as the GPU
 # machine does (python3 -m venv .device/venv && .device/venv/bin/pip install --no-deps
 # nvidia-nccl-cu13); otherwise the CUDA toolkit's copy here stands in.
@@ -164,6 +166,11 @@ for s in c d e f; do
   check "stage $s SKIPs with a reason: $(stage $s | cut -c1-150)" \
     "$(stage $s | grep -Eq ": SKIP .{10,}" && echo 0 || echo 1)"
 done
+# results.tar.gz, made after every stage: whole, with what stage d leaves even without a GPU.
+tar_list=$(tar -tzf "$out/results.tar.gz" 2>&1)
+check "results.tar.gz comes back with stage d's CPU reference, no temporary archive left" \
+  "$([[ $'\n'$tar_list$'\n' == *$'\n'results/small-cpu-fp32.metrics.jsonl$'\n'* ]] &&
+     [ ! -e "$out/.results.tar.gz.part" ] && echo 0 || echo 1)"
 # The bundle's planner predicted gpu-medium on clusters/h200.yaml (CPU only): stage f's figures.
 check "stage f carries the planner's prediction: $(stage f | grep -o 'planner ([^)]*): [^(]*')" \
   "$(stage f | grep -Eq 'planner \(clusters/h200.yaml\): step [0-9.]+ ms, memory [0-9.]+ GiB' && echo 0 || echo 1)"

@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # jobs/gpu_check.sh's verdicts (issue 14 item 8) on a stand-in bundle: stub switchyard and test
 # binaries that behave as the real ones do without a GPU (gtest SKIPPED lines, exit 2 with
-# "needs a usable CUDA GPU", the trainer with "local rank 0 of this node has no usable CUDA GPU"), a stub nvidia-smi that finds no driver, and a library whose
-# dependency is missing. Checks:
+# "needs a usable CUDA GPU", the trainer with "local rank 0 of this node has no usable CUDA
+# GPU"), a stub nvidia-smi that finds no driver, and a library whose dependency is missing.
+# Checks:
 #   1. without a GPU every stage ends in a verdict line, a PASS (ldd) and b-f SKIP with their
-#      reasons, exit 0, at most 8 files written;
-#   2. a failing test, an unresolved library and a trainer error are FAILs (exit 1);
+#      reasons, exit 0, at most 8 files written; stage a names the NCCL version (unknown here);
+#   2. a failing test (typed-test names too), an unresolved library and a trainer error are FAILs
+#      (exit 1); stage b runs the NCCL binaries before the trainer tests;
 #   3. a hanging test binary is cut at the stage's budget (FAIL "timed out"), not waited for;
 #   4. on a (stand-in) GPU machine where everything works every stage PASSes with its figures
-#      (stage f with the planner's step time and memory beside the measured ones);
+#      (stage a with the NCCL library's version, stage f with the planner's step time and memory
+#      beside the measured ones); stage d PASSes GPU runs that drift from the CPU's after their
+#      strict steps as summation order makes them, and FAILs one whose window mean moves;
 #   5. a compute-sanitizer error is a FAIL, and its whole report comes back in results.tar.gz; a
-#      sanitizer run cut at the budget names the test it was in and what it saw before;
-#   6. with PyTorch on the machine, stage f FAILs when the comparison with it is missing, and a
-#      PyTorch run that stage e's own deadline cuts short is "out of time", not a FAIL.
+#      sanitizer run cut at the budget names the test it was in and what it saw before: a FAIL
+#      when that was an error, else INCOMPLETE (exit 0); a sanitizer that refuses the device is a
+#      SKIP; a run killed in stage c still leaves the earlier stages' results.tar.gz;
+#   6. with PyTorch on the machine, stage f FAILs when the comparison with it is missing or the
+#      peer crashed, PASSes noting a peer cut by its --torch-timeout, a PyTorch run that stage
+#      e's own deadline cuts short is "out of time", not a FAIL, and a torch probe slower than
+#      the stage's time is cut at it.
 #
 #   bash tests/jobs/gpu_check_test.sh <source dir>
 set -uo pipefail
@@ -44,12 +52,27 @@ if [ -n "${FAKE_GPU:-}" ]; then  # a GPU machine where everything works
     "bench train")
       printf '%-28s %14s\n' "step time, median (ms)" 436.9 "tokens/s" 300000 "MFU (dense bf16 peak)" "30.1 %" \
         "peak GPU memory (GiB)" "65.00"
-      echo "PyTorch peer: skipped (--no-torch)"
+      case ${FAKE_PEER:-} in  # as src/bench/train_bench.cpp reports the peer
+        timeout) echo "PyTorch peer: timed out after 50 s (--torch-timeout)" ;;
+        crash) echo "PyTorch peer: failed: exit code 1" ;;
+        *) echo "PyTorch peer: skipped (--no-torch)" ;;
+      esac
       printf '\n# where a GPU step goes: CUDA events\n%-28s %10s %8s\n' part ms share
       printf '%-28s %10.2f %7.1f%%\n' "MoE expert GEMMs" 300 60 "attention core" 200 40 ;;
-    *)  # train: the CPU reference's losses, as a GPU run that matches it would log
+    *)  # train: the CPU reference's losses, as a GPU run that matches it would log; with
+      # FAKE_DRIFT=<after step>:<relative>[:<bias>] each loss is off by +-relative (alternating
+      # steps) after that step, plus bias (relative, every step) after it
       for a in "$@"; do case $a in run.out_dir=*) out=${a#*=} ;; esac; done
-      mkdir -p "$out" && cp "$SY_BUNDLE/ref/small-cpu-fp32.metrics.jsonl" "$out/metrics.jsonl" ;;
+      mkdir -p "$out" && python3 -c '
+import json, sys
+start, rel, bias = (list(map(float, sys.argv[2].split(":"))) + [0.0, 0.0])[:3]
+for line in open(sys.argv[1]):
+    j = json.loads(line)
+    if "loss" in j and j["step"] > start:
+        f = 1 + bias + (rel if j["step"] % 2 else -rel)
+        for k in ("loss", "lm_loss", "aux_loss", "z_loss"):
+            j[k] *= f
+    print(json.dumps(j))' "$SY_BUNDLE/ref/small-cpu-fp32.metrics.jsonl" "${FAKE_DRIFT:-1e9}" >"$out/metrics.jsonl" ;;
   esac
   exit 0
 fi
@@ -82,10 +105,13 @@ if [ -n "${FAKE_FAIL:-}" ] && [ "$name" = test_gpu_model ]; then
   echo "[ RUN      ] Shapes/Gpu.Fails/2"
   echo "tests/gpu/$name.cpp:20: Failure"
   echo "[  FAILED  ] Shapes/Gpu.Fails/2, where GetParam() = 2 (3 ms)"
+  echo "[ RUN      ] DenseOps/1.Matmul"
+  echo "[  FAILED  ] DenseOps/1.Matmul, where TypeParam = __nv_bfloat16 (2 ms)"
   echo "[  PASSED  ] 0 tests."
   echo "[  SKIPPED ] 2 tests, listed below:"
-  echo "[  FAILED  ] 1 test, listed below:"
+  echo "[  FAILED  ] 2 tests, listed below:"
   echo "[  FAILED  ] Shapes/Gpu.Fails/2, where GetParam() = 2"
+  echo "[  FAILED  ] DenseOps/1.Matmul, where TypeParam = __nv_bfloat16"
   exit 1
 fi
 echo "[  PASSED  ] 0 tests."
@@ -101,8 +127,9 @@ exec "${@: -1}"
 EOF
 cat >"$B/bin/host-python" <<'EOF'
 #!/usr/bin/env bash
-if [ -n "${FAKE_TORCH:-}" ]; then  # torch with a GPU: the probe succeeds, the layer bench hangs
-  [ "$1" = -c ] && exit 0
+if [ -n "${FAKE_TORCH:-}" ]; then  # torch with a GPU: the probe succeeds (slow: hangs), the layer
+  # bench hangs
+  [ "$1" = -c ] && [[ $2 == *torch* ]] && { [ "$FAKE_TORCH" = slow ] && sleep 100; exit 0; }
   case $1 in *torch_moe_layer.py) sleep 100 ;; esac
 fi
 exec python3 "$@"
@@ -115,20 +142,30 @@ exit 9
 EOF
 cat >"$tmp/path/compute-sanitizer" <<'EOF'
 #!/usr/bin/env bash
-if [ -n "${FAKE_SAN_HANG:-}" ]; then  # one test passes, one error, then the next test hangs
+if [ -n "${FAKE_SAN_HANG:-}" ]; then  # one test passes, one error (not when clean), the next hangs
   printf '[ RUN      ] Gpu.A\n[       OK ] Gpu.A (5 ms)\n[ RUN      ] Gpu.B\n'
-  printf '========= Invalid __global__ read of size 4 bytes\n=========     at k()\n'
+  [ "$FAKE_SAN_HANG" = clean ] || printf '========= Invalid __global__ read of size 4 bytes\n=========     at k()\n'
   sleep 100
+fi
+if [ -n "${FAKE_SAN_REFUSE:-}" ]; then  # as on a machine whose device the sanitizer cannot use
+  printf '========= Error: Device not supported\n[ RUN      ] Gpu.A\ntests/gpu/x.cpp:1: Failure\nCUDA error 999\n'
+  printf '[  FAILED  ] Gpu.A (1 ms)\n========= ERROR SUMMARY: 1 error\n'
+  exit 99
 fi
 echo "========= ERROR SUMMARY: ${FAKE_SAN_ERRORS:-0} errors"
 [ "${FAKE_SAN_ERRORS:-0}" = 0 ] || exit 99
 EOF
 chmod +x "$B"/bin/* "$tmp/path/nvidia-smi" "$tmp/path/compute-sanitizer"
-for s in 1 2 3; do  # a CPU reference of three steps and an evaluation
-  echo "{\"step\": $s, \"loss\": $((6 - s)).5, \"lm_loss\": $((6 - s)).4, \"aux_loss\": 0.05, \"z_loss\": 0.01}"
-done >"$B/ref/small-cpu-fp32.metrics.jsonl"
-echo '{"step": 3, "val_loss": 3.25}' >>"$B/ref/small-cpu-fp32.metrics.jsonl"
-printf '%s\n' --set train.steps=3 --set log.every=1 >"$B/ref/small.args"
+# A CPU reference of 40 steps (stage d's strict steps and then windows) and two evaluations.
+python3 -c '
+import json, math
+for s in range(1, 41):
+    loss = 3 + 2 * math.exp(-s / 20)
+    print(json.dumps({"step": s, "loss": loss, "lm_loss": 0.98 * loss, "aux_loss": 0.015 * loss,
+                      "z_loss": 0.005 * loss}))
+    if s % 20 == 0:
+        print(json.dumps({"step": s, "val_loss": 0.9 * loss}))' >"$B/ref/small-cpu-fp32.metrics.jsonl"
+printf '%s\n' --set train.steps=40 --set log.every=1 >"$B/ref/small.args"
 # A real shared library, for ldd, and one whose dependency is gone.
 echo 'int sy_stub(void) { return 1; }' >"$tmp/stub.c"
 gcc -shared -fPIC -o "$B/lib/libsystub.so" "$tmp/stub.c" || { echo "FAIL: no C compiler"; exit 1; }
@@ -136,6 +173,10 @@ gcc -shared -fPIC -o "$tmp/libsymissing.so" "$tmp/stub.c"
 echo 'int sy_stub(void); int sy_uses(void) { return sy_stub(); }' >"$tmp/uses.c"
 gcc -shared -fPIC -o "$tmp/libsybroken.so" "$tmp/uses.c" -Wl,--no-as-needed -L"$tmp" -lsymissing
 rm "$tmp/libsymissing.so"
+# A stand-in NCCL that answers ncclGetVersion as NCCL 2.28.9 does.
+mkdir -p "$tmp/nccl"
+echo 'int ncclGetVersion(int *v) { *v = 22809; return 0; }' >"$tmp/nccl.c"
+gcc -shared -fPIC -o "$tmp/nccl/libnccl.so.2" "$tmp/nccl.c"
 
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
@@ -167,6 +208,8 @@ line d | grep -q ": SKIP switchyard exit 2: local rank 0 of this node has no usa
   fail "no GPU: d: $(line d)"
 line f | grep -q ": SKIP switchyard exit 2: needs a usable CUDA GPU: cudaGetDeviceCount: stub; planner (clusters/h200.yaml): step 213.61 ms, memory 64.68 GiB (" || fail "no GPU: f: $(line f)"
 line e | grep -q ": SKIP switchyard exit 2: needs a CUDA GPU.*PyTorch: no" || fail "no GPU: e: $(line e)"
+grep -q "^NCCL version unknown (no libnccl found; wheel nvidia-nccl-cu13 " "$tmp/out1/a.log" ||
+  fail "no GPU: a.log names no NCCL: $(grep -m1 ^NCCL "$tmp/out1/a.log")"
 n=$(find "$tmp/out1" -type f | wc -l)
 ((n <= 8)) || fail "no GPU: $n files written, more than 8"
 
@@ -175,7 +218,12 @@ cp "$tmp/libsybroken.so" "$B/lib/"
 run_check "$tmp/out2" FAKE_FAIL=1 FAKE_TRAIN_ERROR=1
 ((rc == 1)) || fail "failures: exit $rc"
 line a | grep -q ": FAIL ldd: unresolved in libsybroken.so: libsymissing.so; GPU: none" || fail "failures: a: $(line a)"
-line b | grep -q ": FAIL passed 0, skipped 12, failed 1; test_gpu_model exit 1: Shapes/Gpu.Fails/2;" || fail "failures: b: $(line b)"
+line b | grep -q ": FAIL passed 0, skipped 12, failed 2; test_gpu_model exit 1: Shapes/Gpu.Fails/2, DenseOps/1.Matmul;" ||
+  fail "failures: b: $(line b)"
+# the NCCL binaries (1 rank, then mpirun's 2) before the trainer tests, which could starve them
+order=$(grep -E '^--- ' "$tmp/out2/b.log" | sed -E 's#.*/##' | paste -sd' ' -)
+[ "$order" = "test_gpu_kernels test_gpu_model test_gpu_sample test_gpu_nccl test_gpu_nccl test_gpu_train" ] ||
+  fail "failures: b's order: $order"
 line d | grep -q ": FAIL fp32 run exit 1: switchyard: error: rank 0: CUDA error 700" || fail "failures: d: $(line d)"
 rm "$B/lib/libsybroken.so"
 
@@ -188,18 +236,29 @@ line b | grep -q ": FAIL .*test_gpu_kernels timed out after [0-9]s in Gpu.Slow (
 ((rc == 1)) || fail "hang: exit $rc"
 
 # 4. a GPU machine where everything works: every stage PASSes, naming its figures.
-run_check "$tmp/out4" FAKE_GPU=1
+run_check "$tmp/out4" FAKE_GPU=1 SY_NCCL_LIB="$tmp/nccl"
 ((rc == 0)) || fail "GPU: exit $rc: $sum"
-line a | grep -q ": PASS ldd: .*GPU: NVIDIA H200, 580.159.03, 143771 MiB" || fail "GPU: a: $(line a)"
+line a | grep -q ": PASS ldd: .*GPU: NVIDIA H200, 580.159.03, 143771 MiB; NCCL 2.28.9 (" || fail "GPU: a: $(line a)"
 line b | grep -q ": PASS passed 12, skipped 0, failed 0" || fail "GPU: b: $(line b)"
 line c | grep -q ": PASS  memcheck: 0 errors; racecheck: 0 errors; initcheck: 0 errors;" || fail "GPU: c: $(line c)"
-line d | grep -q ": PASS PASS fp32: 3 steps x 4 losses within rtol 0.001; PASS bf16: 3 steps x 4 losses within rtol 0.03, val_loss within 0.02 of --val-ref" ||
+line d | grep -q ": PASS PASS fp32: 40 steps; 1-20 x 4 losses within rtol 0.001 (worst 0.0e+00); 2 windows of 10 steps within loss 0.02, lm_loss 0.02, aux_loss 0.05, z_loss 0.1 (.*); val_loss within 0.02 (worst 0.0e+00); PASS bf16: 40 steps; 1-10 x 4 losses within rtol 0.03 (worst 0.0e+00); 3 windows of 10 steps within loss 0.05, lm_loss 0.05, aux_loss 0.1, z_loss 0.2 (.*); val_loss within 0.05 (worst 0.0e+00), val_loss within 0.03 of --val-ref (worst 0.0e+00)" ||
   fail "GPU: d: $(line d)"
 line e | grep -q ": PASS 4 shapes; \[--tokens 8192 .* --precision bf16\] layer_fwd_bwd 1.000 ms 400.0 TFLOP/s (0.700 of dense); " ||
   fail "GPU: e: $(line e)"
 line f | grep -q ": PASS tokens/s 300000, MFU 30.1 %, step 436.9 ms, peak GPU memory 65.00 GiB (planner (clusters/h200.yaml): step 213.61 ms, memory 64.68 GiB), vs PyTorch  (PyTorch peer: skipped (--no-torch)); largest part of a step: MoE expert GEMMs 300.00 60.0%" ||
   fail "GPU: f: $(line f)"
 in_archive "$tmp/out4/results.tar.gz" results/small-gpu-bf16.metrics.jsonl || fail "GPU: no metrics in results.tar.gz"
+n=$(find "$tmp/out4" -type f | wc -l)
+((n <= 8)) || fail "GPU: $n files written, more than 8"
+
+# 4b. Stage d: GPU runs that drift from the CPU's after step 20 by +-3 % a step (alternating, as
+# runs that differ in summation order do) pass; a 4 % shift of the means after step 20 fails.
+run_check "$tmp/out4b" FAKE_GPU=1 FAKE_DRIFT=20:0.03 --stages d
+line d | grep -q ": PASS PASS fp32: 40 steps; .*PASS bf16: 40 steps;" || fail "GPU drift: d: $(line d)"
+run_check "$tmp/out4c" FAKE_GPU=1 FAKE_DRIFT=20:0.03:0.04 --stages d
+line d | grep -q ": FAIL FAIL fp32: .*loss mean over steps 21-30: .* (rel. error 4.0[0-9]e-02 > 0.02)" ||
+  fail "GPU shifted: d: $(line d)"
+((rc == 1)) || fail "GPU shifted: exit $rc"
 
 # 5. ... but a sanitizer error is a FAIL.
 run_check "$tmp/out5" FAKE_GPU=1 FAKE_SAN_ERRORS=3 --stages c
@@ -213,6 +272,33 @@ run_check "$tmp/out5b" FAKE_GPU=1 FAKE_SAN_HANG=1 SY_BUDGET_c=3 --stages c
 # (SY_BUDGET_c=3 of the default 75 gives memcheck 30 * 3 / 75 = 1 s, racecheck and initcheck 0.)
 line c | grep -q ": FAIL  memcheck: timed out after 1s in Gpu.B (1 tests passed before), 1 errors reported; racecheck: not run (no time left in the stage); initcheck: not run" ||
   fail "sanitizer hang: c: $(line c)"
+((rc == 1)) || fail "sanitizer hang: exit $rc"
+
+# 5c. ... but a cut one that reported no error is INCOMPLETE, no failure: it found nothing yet.
+run_check "$tmp/out5c" FAKE_GPU=1 FAKE_SAN_HANG=clean SY_BUDGET_c=3 --stages c
+line c | grep -q ": INCOMPLETE out of time, no error seen: memcheck: timed out after 1s in Gpu.B (1 tests passed before), 0 errors reported; racecheck: not run (no time left in the stage); initcheck: not run" ||
+  fail "sanitizer cut: c: $(line c)"
+((rc == 0)) || fail "sanitizer cut: exit $rc"
+grep -q "no stage failed; INCOMPLETE (out of time): c;" <<<"$sum" || fail "sanitizer cut: summary: $sum"
+
+# 5d. A sanitizer that cannot use the device is a SKIP, and the other tools are not tried.
+run_check "$tmp/out5d" FAKE_GPU=1 FAKE_SAN_REFUSE=1 --stages c
+line c | grep -q ": SKIP compute-sanitizer refused the device: memcheck: Error: Device not supported; (" ||
+  fail "sanitizer refused: c: $(line c)"
+((rc == 0)) || fail "sanitizer refused: exit $rc"
+
+# 5e. A call killed during stage c (the device tool's limit) still returns stage d's results,
+# whole (results.tar.gz is made after every stage, under a temporary name, then renamed).
+mkdir -p "$tmp/out5e"
+env PATH="$tmp/path:/usr/bin:/bin" TMPDIR="$tmp" FAKE_GPU=1 FAKE_SAN_HANG=clean SY_BUDGET_c=10 \
+  setsid bash "$src/jobs/gpu_check.sh" --bundle "$B" --out "$tmp/out5e" --stages dc >"$tmp/out5e.stdout" 2>&1 &
+pid=$!
+for _ in $(seq 200); do grep -q -- "^--- memcheck" "$tmp/out5e/c.log" 2>/dev/null && break; sleep 0.3; done
+kill -KILL -- -"$pid"
+wait "$pid" 2>/dev/null
+in_archive "$tmp/out5e/results.tar.gz" results/small-gpu-fp32.metrics.jsonl ||
+  fail "killed: no stage d metrics in results.tar.gz ($(find "$tmp/out5e" -type f -printf "%f " ))"
+[ ! -e "$tmp/out5e/.results.tar.gz.part" ] || fail "killed: a partial results archive is left"
 
 # 6. PyTorch there: f without the comparison is a FAIL; e's PyTorch run, cut short by the stage's
 # deadline (36 s: one shape starts with more than 35 s left, switchyard takes 8 of them, so
@@ -220,6 +306,18 @@ line c | grep -q ": FAIL  memcheck: timed out after 1s in Gpu.B (1 tests passed 
 run_check "$tmp/out6" FAKE_GPU=1 FAKE_TORCH=1 FAKE_BENCH_SLEEP=8 SY_BUDGET_e=36 --stages ef
 line f | grep -q ": FAIL tokens/s 300000" || fail "PyTorch: f: $(line f)"
 line e | grep -q ": PASS 1 shapes;.* PyTorch out of time in '--tokens 8192" || fail "PyTorch: e: $(line e)"
+# A peer cut by its own --torch-timeout leaves switchyard's figures standing; a crashed one fails.
+run_check "$tmp/out6b" FAKE_GPU=1 FAKE_TORCH=1 FAKE_PEER=timeout --stages f
+line f | grep -q ": PASS PyTorch peer timed out: tokens/s 300000.*(PyTorch peer: timed out after 50 s" ||
+  fail "PyTorch timeout: f: $(line f)"
+run_check "$tmp/out6c" FAKE_GPU=1 FAKE_TORCH=1 FAKE_PEER=crash --stages f
+line f | grep -q ": FAIL tokens/s 300000.*(PyTorch peer: failed: exit code 1)" || fail "PyTorch crash: f: $(line f)"
+# A torch probe that hangs is cut at the stage's deadline, not after its own 90 s.
+start=$SECONDS
+run_check "$tmp/out6d" FAKE_GPU=1 FAKE_TORCH=slow SY_BUDGET_e=3 --stages e
+((SECONDS - start < 30)) || fail "slow torch: took $((SECONDS - start)) s"
+line e | grep -q ": PASS 0 shapes; out of time before .* PyTorch: no (the torch probe was cut after 3s, the stage's time left)" ||
+  fail "slow torch: e: $(line e)"
 
 if ((fails)); then echo "$fails check(s) failed"; exit 1; fi
-echo "PASS: gpu_check.sh passes a working GPU machine, skips with reasons without a GPU, fails failures, cuts hangs at the budget"
+echo "PASS: gpu_check.sh passes a working GPU machine, skips with reasons without a GPU, fails failures, cuts hangs at the budget (a cut sanitizer: INCOMPLETE), keeps results when killed"

@@ -1,15 +1,18 @@
 # The job scripts of issue 14 (jobs/): tests that need neither a GPU nor a cluster.
 #   jobs_gpu_compare_metrics  jobs/gpu_compare_metrics.py, gpu_check.sh stage d's verdict, on
 #                             hand-made metrics.jsonl files (passes within tolerance, fails
-#                             outside it, on a missing step, a NaN, a stray val_loss)
+#                             outside it, on a missing step, a NaN, a stray val_loss; with
+#                             --strict-steps passes a drift after them that keeps the 10-step
+#                             means, fails a moved mean or a strict step outside)
 #   jobs_sbatch_gpu           jobs/train.sbatch's GPU handling with a stand-in srun: device=cuda
 #                             when SLURM allocated GPUs (not over the user's choice), the GPUs
 #                             and NCCL/UCX settings in the start line, the CPU path unchanged;
 #                             after exit 75, a requeue only for a job still running (a stand-in
 #                             scontrol: an array's sibling lines, scancel, a SLURM requeue)
 #   jobs_gpu_check_verdicts   jobs/gpu_check.sh's stage verdicts on a stand-in bundle: SKIP with
-#                             the reason without a GPU, FAIL when a test or the ldd check fails;
-#                             about 40 s, most of it one stage run out to its deadline
+#                             the reason without a GPU, FAIL when a test or the ldd check fails,
+#                             INCOMPLETE for a sanitizer cut with no error, results kept when
+#                             killed; about 60 s, most of it stages run out to their deadlines
 # The bundle itself (jobs/gpu_bundle.sh: the CUDA build and a 100-step CPU run) and its
 # rehearsal (jobs/gpu_rehearse.sh: root, mount namespaces) are too heavy for CI: run by hand.
 add_test(NAME jobs_gpu_compare_metrics
