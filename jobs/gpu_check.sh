@@ -12,8 +12,11 @@
 #   b  the GPU tests: kernels, model, NCCL at 1 rank and at 2 ranks through the bundle's mpirun
 #      (the 2-rank ones skip on one GPU, saying so), then the 1-GPU trainer (GpuResume, the
 #      slowest: last, so it cannot starve the NCCL runs);
-#   c  compute-sanitizer memcheck, racecheck and initcheck on the kernel tests (0 errors; a tool
-#      cut by the stage's time with no error seen is INCOMPLETE, naming where it was cut);
+#   c  compute-sanitizer memcheck, racecheck and initcheck on the kernel tests (0 errors), each
+#      in chunks, most intricate first: the router, layout and MoE-row kernels in fp32, the
+#      dense and decode ops in fp32, the bf16 instantiations, the rest; a chunk cut by the tool's
+#      time with no error seen makes the stage INCOMPLETE, naming where it was cut and the
+#      chunks not started;
 #   d  configs/small.yaml with device: cuda, fp32 then bf16, 100 steps, against the CPU run
 #      carried in ref/ (jobs/gpu_compare_metrics.py). Runs that differ only in summation order
 #      agree to ~1e-7 for 20-30 steps, then a near-tied routing flip makes them drift apart by
@@ -422,47 +425,89 @@ if want f; then
 fi
 
 # ---- c: compute-sanitizer --------------------------------------------------------------------
+# Each tool runs test_gpu_kernels in chunks, most intricate kernels first, so that a tool cut by
+# its time (the sanitizers slow kernels 10-100x: each is expected to be cut) has seen those:
+#   router  the router, the capacity layout and the MoE rows in fp32 (warp-level top-k, group-
+#           limited selection, block scans: where review found the lse never stored);
+#   dense   the dense and decode ops in fp32, GradNorm and CurandPhilox;
+#   bf16    the bf16 instantiations of the typed suites (*/1);
+#   rest    what the chunks above leave of the tool's set (GpuProbe, Poison today; a new suite later).
+# Never HugeShapes (9 GB buffers) or the DeviceBuffer ordering tests (1 GiB memsets): too big for
+# the shadow memory and too slow under it (tests/gpu/sanitize.cmake). memcheck and initcheck take
+# all the other tests (cuBLAS's workspace and cub's sort scratch are ours and zeroed); racecheck
+# only those of the kernels with shared memory (block reductions, scans), sanitize.cmake's set.
+san_skip="HugeShapes.*:DeviceBuffer.*"
+san_router="RouterTies.*:RouterVariantsTies.*:RouterLse.*:Shapes/Router.*:Cases/MoeLayout.*"
+san_router+=":Shapes/RouterLossShapes.*:Rules/RouterVariants.*:Shapes/RouterSigmoidAux.*"
+san_router+=":MoeRows/0.*:PlanRows.*"
+san_race_all="*DenseOps*:*Router*:*MoeRows*:*MoeLayout*:GradNorm*:PlanRows*"
+san_chunks() {  # <tool>: its chunks in the order they run, one "<name> <gtest filter>" a line
+  local dense bf16 all
+  if [ "$1" = racecheck ]; then
+    dense="DenseOps/0.*:GradNorm.*" bf16="DenseOps/1.*:MoeRows/1.*" all=$san_race_all
+  else
+    dense="DenseOps/0.*:DecodeOps/0.*:DecodeOpsChecks.*:GradNorm.*:CurandPhilox.*"
+    bf16="*/1.*-$san_skip" all="*"
+  fi
+  printf '%s\n' "router $san_router" "dense $dense" "bf16 $bf16" \
+    "rest $all-$san_router:$dense:${bf16%%-*}:$san_skip"
+}
 if want c; then
   begin c 75 "compute-sanitizer on the kernel tests"
   san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   if ((!have_gpu)); then verdict c SKIP "no GPU ($no_gpu)"
   elif [ ! -x "$san" ]; then verdict c SKIP "compute-sanitizer not found"
   else
-    res="" bad=0 cut=0 refused=""
-    # The filters of tests/gpu/sanitize.cmake: never HugeShapes (9 GB buffers) or the DeviceBuffer
-    # ordering tests (1 GiB memsets), too big for the shadow memory and too slow under it;
-    # racecheck on the tests of the kernels with shared memory (block reductions, scans; the
-    # parameterized suites carry an instantiation prefix, hence the leading *); initcheck on all
-    # of them (cuBLAS's workspace and cub's sort scratch are ours and zeroed).
-    for t in "memcheck:30:-HugeShapes.*:DeviceBuffer.*" \
-      "racecheck:20:*DenseOps*:*Router*:*MoeRows*:*MoeLayout*:GradNorm*:PlanRows*" \
-      "initcheck:20:-HugeShapes.*:DeviceBuffer.*"; do
-      tool=${t%%:*} rest=${t#*:} secs=${rest%%:*} filter=${rest#*:}
-      secs=$((secs * $(budget c 75) / 75))  # each tool's share of the stage's budget
-      part=$work/c-$tool.log
-      echo "--- $tool, --gtest_filter=$filter" >>"$log"
-      run_for "$secs" "$san" --tool "$tool" --error-exitcode 99 "$B/bin/test_gpu_kernels" \
-        "--gtest_filter=$filter" >"$part" 2>&1
-      rc=$?
-      tail -n 40 "$part" >>"$log"
-      cp "$part" "$work/results/"  # the whole report travels in results.tar.gz
-      errs=$(grep -Eo 'ERROR SUMMARY: [0-9]+' "$part" | tail -n 1 | awk '{print $NF}')
-      # A sanitizer cut by its time is no finding: INCOMPLETE, unless it had reported an error
-      # or a test had failed before the cut.
-      if ((rc == 124 && ran_for == 0)); then res+=" $tool: not run (no time left in the stage);"; cut=1
-      elif ((rc == 124 || rc == 137)); then  # what it saw before the cut, and where it was
-        seen=$(grep -cE '^========= (Invalid|Uninitialized|Error|Program hit)' "$part")
+    res="" bad=0 cut=0 refused="" tool_end=$stage_t0
+    min_chunk=5  # a chunk after a tool's first starts only with this many seconds of its share left
+    for t in memcheck:30 racecheck:20 initcheck:20; do
+      tool=${t%%:*} secs=${t#*:}
+      # Each tool's share of the stage's budget (SY_BUDGET_c scales them); a tool done early
+      # leaves the rest of its share to the next.
+      tool_end=$((tool_end + secs * $(budget c 75) / 75))
+      mapfile -t chunks < <(san_chunks "$tool")
+      report=$work/results/c-$tool.log  # the whole report travels in results.tar.gz
+      : >"$report"
+      tres="" not_started="" stop=0 first=1
+      for ch in "${chunks[@]}"; do
+        cname=${ch%% *} filter=${ch#* }
+        l=$((tool_end - SECONDS))
+        if ((stop || l <= 0 || (!first && l < min_chunk))); then not_started+=", $cname"; stop=1; continue; fi
+        first=0
+        part=$work/c-$tool-$cname.log
+        echo "--- $tool $cname, --gtest_filter=$filter" | tee -a "$report" >>"$log"
+        run_for "$l" "$san" --tool "$tool" --error-exitcode 99 "$B/bin/test_gpu_kernels" \
+          "--gtest_filter=$filter" >"$part" 2>&1
+        rc=$?
+        tail -n 40 "$part" >>"$log"
+        cat "$part" >>"$report"
+        errs=$(grep -Eo 'ERROR SUMMARY: [0-9]+' "$part" | tail -n 1 | awk '{print $NF}')
+        read -r p s f < <(gtest_counts "$part")
         failed_names=$(gtest_failed "$part")
-        res+=" $tool: timed out after ${ran_for}s$( ((capped)) && echo " (the stage's end)") $(gtest_cut "$part"), $seen errors reported${failed_names:+, failed: $failed_names};"
-        if ((seen > 0)) || [ -n "$failed_names" ]; then bad=1; else cut=1; fi
-      elif ! grep -q '^\[       OK \]' "$part" && refused=$(grep -m1 -i "device not supported" "$part"); then
-        # The sanitizer cannot attach to this device (seen on some virtualised machines): the
-        # tools after it would say the same.
-        res+=" $tool: $(sed -E 's/^=+ *//' <<<"$refused" | cut -c1-100);"
-        break
-      elif [ -z "$errs" ]; then res+=" $tool: no summary (exit $rc: $(grep -m1 -i error "$part" | cut -c1-100));"; bad=1
-      elif ((errs > 0 || rc != 0)); then res+=" $tool: $errs errors (exit $rc);"; bad=1
-      else res+=" $tool: 0 errors;"; fi
+        # A sanitizer cut by its time is no finding: the chunk is cut (the rest not started),
+        # unless it had reported an error or a test had failed before the cut.
+        if ((rc == 124 || rc == 137)); then  # what it saw before the cut, and where it was
+          seen=$(grep -cE '^========= (Invalid|Uninitialized|Error|Program hit)' "$part")
+          tres+=", $cname timed out after ${ran_for}s $(gtest_cut "$part"), $seen errors reported${failed_names:+, failed: $failed_names}"
+          if ((seen > 0)) || [ -n "$failed_names" ]; then bad=1; else cut=1; fi
+          stop=1
+        elif ! grep -q '^\[       OK \]' "$part" && refused=$(grep -m1 -i "device not supported" "$part"); then
+          # The sanitizer cannot attach to this device (seen on some virtualised machines): the
+          # other chunks and tools would say the same.
+          res+=" $tool: $(sed -E 's/^=+ *//' <<<"$refused" | cut -c1-100);"
+          break 2
+        elif [ -z "$errs" ]; then
+          tres+=", $cname no summary (exit $rc: $(grep -m1 -i error "$part" | cut -c1-100))"; bad=1
+        elif ((errs > 0 || rc != 0)); then
+          tres+=", $cname $errs errors (exit $rc${failed_names:+, failed: $failed_names})"; bad=1
+        elif ((p + s + f == 0)); then  # a filter that matches nothing checks nothing
+          if [ "$cname" = rest ]; then tres+=", rest none left"
+          else tres+=", $cname ran no test (its filter matches none)"; bad=1; fi
+        else tres+=", $cname 0 errors ($p tests)"; fi
+      done
+      ((stop)) && cut=1
+      if [ -z "$tres" ]; then res+=" $tool: not run (no time left);"
+      else res+=" $tool: ${tres#, }${not_started:+; not started: ${not_started#, }};"; fi
     done
     if ((bad)); then verdict c FAIL "$res"
     elif [ -n "$refused" ]; then verdict c SKIP "compute-sanitizer refused the device:$res"

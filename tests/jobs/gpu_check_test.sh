@@ -13,10 +13,14 @@
 #      (stage a with the NCCL library's version, stage f with the planner's step time and memory
 #      beside the measured ones); stage d PASSes GPU runs that drift from the CPU's after their
 #      strict steps as summation order makes them, and FAILs one whose window mean moves;
-#   5. a compute-sanitizer error is a FAIL, and its whole report comes back in results.tar.gz; a
-#      sanitizer run cut at the budget names the test it was in and what it saw before: a FAIL
-#      when that was an error, else INCOMPLETE (exit 0); a sanitizer that refuses the device is a
-#      SKIP; a run killed in stage c still leaves the earlier stages' results.tar.gz;
+#   5. stage c runs each sanitizer in chunks in priority order (router/layout/MoE rows in fp32,
+#      dense/decode in fp32, bf16, the rest), with their gtest filters; a chunk whose filter
+#      matches no test is a FAIL; a compute-sanitizer error is a FAIL, in the second chunk too,
+#      and the tool's whole report (all chunks) comes back in results.tar.gz; a chunk cut at the
+#      tool's time names the test it was in, what it saw before and the chunks not started: a
+#      FAIL when that was an error, else INCOMPLETE (exit 0); a tool done early leaves its time
+#      to the next; a sanitizer that refuses the device is a SKIP; a run killed in stage c still
+#      leaves the earlier stages' results.tar.gz;
 #   6. with PyTorch on the machine, stage f FAILs when the comparison with it is missing or the
 #      peer crashed, PASSes noting a peer cut by its --torch-timeout, a PyTorch run that stage
 #      e's own deadline cuts short is "out of time", not a FAIL, and a torch probe slower than
@@ -142,9 +146,17 @@ exit 9
 EOF
 cat >"$tmp/path/compute-sanitizer" <<'EOF'
 #!/usr/bin/env bash
-if [ -n "${FAKE_SAN_HANG:-}" ]; then  # one test passes, one error (not when clean), the next hangs
-  printf '[ RUN      ] Gpu.A\n[       OK ] Gpu.A (5 ms)\n[ RUN      ] Gpu.B\n'
-  [ "$FAKE_SAN_HANG" = clean ] || printf '========= Invalid __global__ read of size 4 bytes\n=========     at k()\n'
+# Appends "<tool> <gtest filter>" to $FAKE_SAN_LOG, then runs as a clean chunk would: one test of
+# the suite its filter names first passes. FAKE_SAN_*_IN=<start of a filter> picks the chunks.
+tool="" filter=""
+while (($#)); do case $1 in --tool) tool=$2; shift ;; --gtest_filter=*) filter=${1#*=} ;; esac; shift; done
+[ -n "${FAKE_SAN_LOG:-}" ] && echo "$tool $filter" >>"$FAKE_SAN_LOG"
+chunk_is() { [ -n "$1" ] && [[ $filter == "$1"* ]]; }
+suite=${filter%%.*}
+if [ -n "${FAKE_SAN_HANG:-}" ] || chunk_is "${FAKE_SAN_HANG_IN:-}"; then  # one test passes, one error
+  # (not when clean or in FAKE_SAN_HANG_IN's chunk), the next hangs
+  printf '[ RUN      ] %s.A\n[       OK ] %s.A (5 ms)\n[ RUN      ] %s.B\n' "$suite" "$suite" "$suite"
+  [ "${FAKE_SAN_HANG:-clean}" = clean ] || printf '========= Invalid __global__ read of size 4 bytes\n=========     at k()\n'
   sleep 100
 fi
 if [ -n "${FAKE_SAN_REFUSE:-}" ]; then  # as on a machine whose device the sanitizer cannot use
@@ -152,8 +164,12 @@ if [ -n "${FAKE_SAN_REFUSE:-}" ]; then  # as on a machine whose device the sanit
   printf '[  FAILED  ] Gpu.A (1 ms)\n========= ERROR SUMMARY: 1 error\n'
   exit 99
 fi
-echo "========= ERROR SUMMARY: ${FAKE_SAN_ERRORS:-0} errors"
-[ "${FAKE_SAN_ERRORS:-0}" = 0 ] || exit 99
+errors=${FAKE_SAN_ERRORS:-0}
+chunk_is "${FAKE_SAN_ERRORS_IN:-}" && errors=2
+if chunk_is "${FAKE_SAN_EMPTY_IN:-}"; then echo "[  PASSED  ] 0 tests."  # the filter matches no test
+else printf '[ RUN      ] %s.A\n[       OK ] %s.A (5 ms)\n[  PASSED  ] 1 test.\n' "$suite" "$suite"; fi
+echo "========= ERROR SUMMARY: $errors errors"
+[ "$errors" = 0 ] || exit 99
 EOF
 chmod +x "$B"/bin/* "$tmp/path/nvidia-smi" "$tmp/path/compute-sanitizer"
 # A CPU reference of 40 steps (stage d's strict steps and then windows) and two evaluations.
@@ -240,7 +256,8 @@ run_check "$tmp/out4" FAKE_GPU=1 SY_NCCL_LIB="$tmp/nccl"
 ((rc == 0)) || fail "GPU: exit $rc: $sum"
 line a | grep -q ": PASS ldd: .*GPU: NVIDIA H200, 580.159.03, 143771 MiB; NCCL 2.28.9 (" || fail "GPU: a: $(line a)"
 line b | grep -q ": PASS passed 12, skipped 0, failed 0" || fail "GPU: b: $(line b)"
-line c | grep -q ": PASS  memcheck: 0 errors; racecheck: 0 errors; initcheck: 0 errors;" || fail "GPU: c: $(line c)"
+clean="router 0 errors (1 tests), dense 0 errors (1 tests), bf16 0 errors (1 tests), rest 0 errors (1 tests)"
+line c | grep -qF ": PASS  memcheck: $clean; racecheck: $clean; initcheck: $clean;" || fail "GPU: c: $(line c)"
 line d | grep -q ": PASS PASS fp32: 40 steps; 1-20 x 4 losses within rtol 0.001 (worst 0.0e+00); 2 windows of 10 steps within loss 0.02, lm_loss 0.02, aux_loss 0.05, z_loss 0.1 (.*); val_loss within 0.02 (worst 0.0e+00); PASS bf16: 40 steps; 1-10 x 4 losses within rtol 0.03 (worst 0.0e+00); 3 windows of 10 steps within loss 0.05, lm_loss 0.05, aux_loss 0.1, z_loss 0.2 (.*); val_loss within 0.05 (worst 0.0e+00), val_loss within 0.03 of --val-ref (worst 0.0e+00)" ||
   fail "GPU: d: $(line d)"
 line e | grep -q ": PASS 4 shapes; \[--tokens 8192 .* --precision bf16\] layer_fwd_bwd 1.000 ms 400.0 TFLOP/s (0.700 of dense); " ||
@@ -260,26 +277,73 @@ line d | grep -q ": FAIL FAIL fp32: .*loss mean over steps 21-30: .* (rel. error
   fail "GPU shifted: d: $(line d)"
 ((rc == 1)) || fail "GPU shifted: exit $rc"
 
-# 5. ... but a sanitizer error is a FAIL.
+# 5. Stage c runs each tool in chunks, most intricate kernels first: the router, layout and
+# MoE-row kernels in fp32, the dense and decode ops in fp32 (with GradNorm, CurandPhilox), the
+# bf16 instantiations, then what is left of the tool's set; racecheck only the suites with shared
+# memory; never HugeShapes or DeviceBuffer. A chunk whose filter matches no test is no check.
+router="RouterTies.*:RouterVariantsTies.*:RouterLse.*:Shapes/Router.*:Cases/MoeLayout.*:Shapes/RouterLossShapes.*:Rules/RouterVariants.*:Shapes/RouterSigmoidAux.*:MoeRows/0.*:PlanRows.*"
+dense="DenseOps/0.*:DecodeOps/0.*:DecodeOpsChecks.*:GradNorm.*:CurandPhilox.*"
+skip="HugeShapes.*:DeviceBuffer.*"
+race="*DenseOps*:*Router*:*MoeRows*:*MoeLayout*:GradNorm*:PlanRows*"
+all_tools=("router $router" "dense $dense" "bf16 */1.*-$skip" "rest *-$router:$dense:*/1.*:$skip")
+racecheck=("router $router" "dense DenseOps/0.*:GradNorm.*" "bf16 DenseOps/1.*:MoeRows/1.*"
+           "rest $race-$router:DenseOps/0.*:GradNorm.*:DenseOps/1.*:MoeRows/1.*:$skip")
+want_order=$(for t in memcheck racecheck initcheck; do
+  if [ $t = racecheck ]; then printf "$t %s\n" "${racecheck[@]#* }"; else printf "$t %s\n" "${all_tools[@]#* }"; fi
+done)
+run_check "$tmp/out5o" FAKE_GPU=1 FAKE_SAN_LOG="$tmp/san5o.log" FAKE_SAN_EMPTY_IN="$race-" --stages c
+[ "$(cat "$tmp/san5o.log")" = "$want_order" ] ||
+  fail "sanitizer chunks: ran $(cat "$tmp/san5o.log"), not in the order $want_order"
+line c | grep -qF ": PASS  memcheck: $clean; racecheck: router 0 errors (1 tests), dense 0 errors (1 tests), bf16 0 errors (1 tests), rest none left; initcheck: $clean;" ||
+  fail "sanitizer chunks: c: $(line c)"
+((rc == 0)) || fail "sanitizer chunks: exit $rc"
+grep -q -- "^--- racecheck bf16, --gtest_filter=DenseOps/1.\*:MoeRows/1.\*$" "$tmp/out5o/c.log" ||
+  fail "sanitizer chunks: c.log names no chunk's filter"
+run_check "$tmp/out5n" FAKE_GPU=1 FAKE_SAN_EMPTY_IN="RouterTies" --stages c
+line c | grep -qF ": FAIL  memcheck: router ran no test (its filter matches none), dense 0 errors (1 tests)," ||
+  fail "sanitizer empty chunk: c: $(line c)"
+((rc == 1)) || fail "sanitizer empty chunk: exit $rc"
+
+# 5a. A sanitizer error is a FAIL, and the tool's whole report (all its chunks) comes back in
+# results.tar.gz; an error in the second chunk fails the stage, the chunks after it still run.
 run_check "$tmp/out5" FAKE_GPU=1 FAKE_SAN_ERRORS=3 --stages c
-line c | grep -q ": FAIL  memcheck: 3 errors (exit 99);" || fail "sanitizer: c: $(line c)"
+line c | grep -q ": FAIL  memcheck: router 3 errors (exit 99), dense 3 errors (exit 99)," || fail "sanitizer: c: $(line c)"
 ((rc == 1)) || fail "sanitizer: exit $rc"
 in_archive "$tmp/out5/results.tar.gz" results/c-memcheck.log ||
   fail "sanitizer: the report is not in results.tar.gz"
+tar -xzf "$tmp/out5/results.tar.gz" -C "$tmp/out5" results/c-initcheck.log
+[ "$(grep -c "ERROR SUMMARY: 3 errors" "$tmp/out5/results/c-initcheck.log" 2>/dev/null)" = 4 ] ||
+  fail "sanitizer: c-initcheck.log holds not all 4 chunks' reports"
+run_check "$tmp/out5s" FAKE_GPU=1 FAKE_SAN_ERRORS_IN="DenseOps/0" --stages c
+line c | grep -qF ": FAIL  memcheck: router 0 errors (1 tests), dense 2 errors (exit 99), bf16 0 errors (1 tests), rest 0 errors (1 tests); racecheck: router 0 errors (1 tests), dense 2 errors (exit 99)," ||
+  fail "sanitizer error in chunk 2: c: $(line c)"
+((rc == 1)) || fail "sanitizer error in chunk 2: exit $rc"
 
-# 5b. A sanitizer run cut at the stage's budget says how far it got.
+# 5b. A sanitizer run cut at its time says how far it got, and which chunks it never started.
 run_check "$tmp/out5b" FAKE_GPU=1 FAKE_SAN_HANG=1 SY_BUDGET_c=3 --stages c
 # (SY_BUDGET_c=3 of the default 75 gives memcheck 30 * 3 / 75 = 1 s, racecheck and initcheck 0.)
-line c | grep -q ": FAIL  memcheck: timed out after 1s in Gpu.B (1 tests passed before), 1 errors reported; racecheck: not run (no time left in the stage); initcheck: not run" ||
+line c | grep -qF ": FAIL  memcheck: router timed out after 1s in RouterTies.B (1 tests passed before), 1 errors reported; not started: dense, bf16, rest; racecheck: not run (no time left); initcheck: not run (no time left);" ||
   fail "sanitizer hang: c: $(line c)"
 ((rc == 1)) || fail "sanitizer hang: exit $rc"
 
 # 5c. ... but a cut one that reported no error is INCOMPLETE, no failure: it found nothing yet.
 run_check "$tmp/out5c" FAKE_GPU=1 FAKE_SAN_HANG=clean SY_BUDGET_c=3 --stages c
-line c | grep -q ": INCOMPLETE out of time, no error seen: memcheck: timed out after 1s in Gpu.B (1 tests passed before), 0 errors reported; racecheck: not run (no time left in the stage); initcheck: not run" ||
+line c | grep -qF ": INCOMPLETE out of time, no error seen: memcheck: router timed out after 1s in RouterTies.B (1 tests passed before), 0 errors reported; not started: dense, bf16, rest; racecheck: not run (no time left); initcheck: not run" ||
   fail "sanitizer cut: c: $(line c)"
 ((rc == 0)) || fail "sanitizer cut: exit $rc"
 grep -q "no stage failed; INCOMPLETE (out of time): c;" <<<"$sum" || fail "sanitizer cut: summary: $sum"
+
+# 5c2. SY_BUDGET_c=15: memcheck 6 s, racecheck 4, initcheck 4; a tool done early leaves the rest
+# of its time to the next. memcheck's chunks are done at once, racecheck's bf16 chunk hangs and
+# gets racecheck's 4 s and what memcheck left (5-10 s: without that it would not start, a chunk
+# after a tool's first needs 5 s left); initcheck then has ~4 s: its first chunk only.
+# INCOMPLETE, naming the chunks not started.
+run_check "$tmp/out5h" FAKE_GPU=1 FAKE_SAN_HANG_IN="DenseOps/1" FAKE_SAN_LOG="$tmp/san5h.log" SY_BUDGET_c=15 --stages c
+line c | grep -qE ": INCOMPLETE out of time, no error seen: memcheck: router 0 errors \(1 tests\), dense 0 errors \(1 tests\), bf16 0 errors \(1 tests\), rest 0 errors \(1 tests\); racecheck: router 0 errors \(1 tests\), dense 0 errors \(1 tests\), bf16 timed out after ([5-9]|10)s in DenseOps/1.B \(1 tests passed before\), 0 errors reported; not started: rest; initcheck: router 0 errors \(1 tests\); not started: dense, bf16, rest; \(" ||
+  fail "sanitizer cut in chunk 3: c: $(line c)"
+((rc == 0)) || fail "sanitizer cut in chunk 3: exit $rc"
+[ "$(cut -d' ' -f1 "$tmp/san5h.log" | uniq -c | awk '{print $1 $2}' | paste -sd' ')" = "4memcheck 3racecheck 1initcheck" ] ||
+  fail "sanitizer cut in chunk 3: ran $(cat "$tmp/san5h.log")"
 
 # 5d. A sanitizer that cannot use the device is a SKIP, and the other tools are not tried.
 run_check "$tmp/out5d" FAKE_GPU=1 FAKE_SAN_REFUSE=1 --stages c

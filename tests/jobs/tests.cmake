@@ -11,8 +11,10 @@
 #                             scontrol: an array's sibling lines, scancel, a SLURM requeue)
 #   jobs_gpu_check_verdicts   jobs/gpu_check.sh's stage verdicts on a stand-in bundle: SKIP with
 #                             the reason without a GPU, FAIL when a test or the ldd check fails,
-#                             INCOMPLETE for a sanitizer cut with no error, results kept when
-#                             killed; about 60 s, most of it stages run out to their deadlines
+#                             the sanitizers' chunks in priority order with their filters
+#                             (INCOMPLETE naming the chunks not started when one is cut with no
+#                             error, FAIL for an error in a later chunk), results kept when
+#                             killed; about 70 s, most of it stages run out to their deadlines
 # The bundle itself (jobs/gpu_bundle.sh: the CUDA build and a 100-step CPU run) and its
 # rehearsal (jobs/gpu_rehearse.sh: root, mount namespaces) are too heavy for CI: run by hand.
 add_test(NAME jobs_gpu_compare_metrics
