@@ -19,12 +19,13 @@
 #      chunks not started;
 #   d  configs/small.yaml with device: cuda, fp32 then bf16, 100 steps, against the CPU run
 #      carried in ref/ (jobs/gpu_compare_metrics.py). Runs that differ only in summation order
-#      agree to ~1e-7 for 20-30 steps, then a near-tied routing flip makes them drift apart by
-#      up to 2-5 % per step (measured on the CPU, jobs/README.md), so: fp32 steps 1-20 per step
-#      within 1e-3 (CudaModel's tolerance), later steps by 10-step means (loss and lm_loss 2e-2,
-#      aux_loss 5e-2, z_loss 1e-1), val_loss 2e-2; bf16 steps 1-10 within 3e-2, 10-step means
-#      5e-2/5e-2/1e-1/2e-1, val_loss within 5e-2 of the CPU's and 3e-2 of the GPU fp32 run's (the
-#      bf16 figures are guesses the first GPU run calibrates: the comparer prints its errors);
+#      agree to ~1e-8 until a near-tied routing flip (step 10-36 in CPU runs with other BLAS
+#      kernels or layouts), then drift apart chaotically: 10-step means up to 7 % apart, val_loss
+#      up to 6 % (measured on the CPU, jobs/README.md). So: fp32 steps 1-10 per step within 1e-3
+#      (CudaModel's tolerance), later steps by 10-step means (loss and lm_loss 0.15, aux_loss
+#      0.25, z_loss 0.4), val_loss 0.1; bf16 steps 1-5 within 3e-2, 10-step means
+#      0.15/0.15/0.3/0.5, val_loss within 0.1 of the CPU's and of the GPU fp32 run's (the bf16
+#      figures are guesses the first GPU run calibrates: the comparer prints its errors);
 #   e  `switchyard bench moe-layer` and bench/torch_moe_layer.py on bench/results/README.md's
 #      shapes (bf16 first; fp32 and the other shapes while the stage's time lasts);
 #   f  `switchyard bench train --config configs/gpu-medium.yaml` with the PyTorch peer on the GPU,
@@ -278,15 +279,19 @@ no_gpu_reason() {  # <log>: switchyard's "needs a usable CUDA GPU: ..." line (th
   # selection: "local rank R of this node has no usable CUDA GPU: ..."), if that is why it stopped
   grep -m1 -Eo "(needs (a usable CUDA GPU|a CUDA GPU|the CUDA backend)|local rank [0-9]+ of this node has no usable CUDA GPU)[^\"]*" "$1"
 }
-# The comparer's settings (jobs/gpu_compare_metrics.py --help; measured drift in jobs/README.md).
-# fp32: steps 1-20 per step at CudaModel's 1e-3; after them, where the runs drift apart, 10-step
-# means at ~3x the drift measured between CPU runs that differ only in summation order.
-cmp_fp32=(--strict-steps 20 --rtol 1e-3 --window 10
-          --window-rtol "loss=2e-2,lm_loss=2e-2,aux_loss=5e-2,z_loss=1e-1" --ref-val-rtol 2e-2)
-# bf16 against the CPU's fp32: steps 1-10 at TenStepsMatchCpuBf16's 3e-2, then wider windows (a
-# guess: the first GPU run's calibration table sets them), and val_loss near the GPU fp32 run's.
-cmp_bf16=(--strict-steps 10 --rtol 3e-2 --window 10
-          --window-rtol "loss=5e-2,lm_loss=5e-2,aux_loss=1e-1,z_loss=2e-1" --ref-val-rtol 5e-2)
+# The comparer's settings (jobs/gpu_compare_metrics.py --help; the drift they rest on, measured
+# between CPU runs that differ only in summation order, in jobs/README.md: the first routing
+# flip at step 10-36, then 10-step means apart by up to 7 % (loss), 10 % (aux), 16 % (z) and
+# val_loss by up to 6 %). fp32: steps 1-10 per step at CudaModel's 1e-3; after them 10-step
+# means and val_loss at about twice that drift: a check that the GPU learns this model as the
+# CPU does; the kernels' own precision is stage b's.
+cmp_fp32=(--strict-steps 10 --rtol 1e-3 --window 10
+          --window-rtol "loss=0.15,lm_loss=0.15,aux_loss=0.25,z_loss=0.4" --ref-val-rtol 0.1)
+# bf16 against the CPU's fp32: steps 1-5 at TenStepsMatchCpuBf16's 3e-2, then the fp32 windows
+# but wider for the small aux and z terms (a guess: the first GPU run's calibration table sets
+# them), and val_loss near the GPU fp32 run's.
+cmp_bf16=(--strict-steps 5 --rtol 3e-2 --window 10
+          --window-rtol "loss=0.15,lm_loss=0.15,aux_loss=0.3,z_loss=0.5" --ref-val-rtol 0.1)
 if want d; then
   begin d 60 "configs/small.yaml on the GPU vs the CPU"
   ref=$B/ref/small-cpu-fp32.metrics.jsonl
@@ -309,7 +314,7 @@ if want d; then
     else
       rbf=$("$B/bin/host-python" "$B/jobs/gpu_compare_metrics.py" --ref "$ref" \
         --run "$work/d-bf16/metrics.jsonl" "${cmp_bf16[@]}" --label bf16 \
-        --val-ref "$work/d-fp32/metrics.jsonl" --val-rtol 3e-2 2>&1)
+        --val-ref "$work/d-fp32/metrics.jsonl" --val-rtol 0.1 2>&1)
       okbf=$?
       echo "$rbf" >>"$log"
     fi

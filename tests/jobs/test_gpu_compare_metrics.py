@@ -66,6 +66,7 @@ def long_metrics(steps=40, drift_after=None, drift=0.0, val=(20, 40), val_scale=
     return lines
 
 
+# Strict steps and window tolerances of the shape stage d uses (its own values: gpu_check.sh).
 STAGE_D = ("--strict-steps", "10",
            "--window-rtol", "loss=2e-2,lm_loss=2e-2,aux_loss=5e-2,z_loss=1e-1")
 
