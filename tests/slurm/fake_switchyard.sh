@@ -38,6 +38,10 @@ while ((step < steps)); do
   step=$((step + 1))
   ((rank == 0)) && echo "step $step" >>"$out/steps.log"
   if [ -n "$stop" ]; then
+    # Later signals are ignored, as the real trainer does once it is stopping. The ignore also
+    # passes to `mv`: a second SIGTERM (srun's "forcing job termination" in a preemption) killed
+    # it once, and the requeued run found no checkpoint and started over at step 1.
+    trap '' USR1 TERM
     ((rank == 0)) && { echo "$step" >"$out/checkpoint.tmp"; mv "$out/checkpoint.tmp" "$out/checkpoint"; }
     code=$(( rank == 0 ? 75 : 0 ))
     echo "fake switchyard rank $rank: SIG$stop after step $step, checkpoint written, exit $code"
