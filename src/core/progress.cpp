@@ -25,11 +25,13 @@ std::optional<std::string> ProgressEta::update(int64_t done, const std::string& 
   last_ = now;
   const double frac = static_cast<double>(done) / static_cast<double>(total_);
   const double eta_s = elapsed_s() * (1.0 - frac) / frac;
-  const double scale = unit == "MiB" ? 1.0 / 1048576.0 : 1.0;
+  const bool mib = unit == "MiB";  // bytes shown in MiB to a tenth; any other unit: counts
+  const double scale = mib ? 1.0 / 1048576.0 : 1.0;
   char buf[128];
-  std::snprintf(buf, sizeof buf, "%.0f%% (%.1f/%.1f %s), ETA %s", 100.0 * frac,
-                static_cast<double>(done) * scale, static_cast<double>(total_) * scale,
-                unit.c_str(), format_duration(eta_s).c_str());
+  std::snprintf(buf, sizeof buf,
+                mib ? "%.0f%% (%.1f/%.1f %s), ETA %s" : "%.0f%% (%.0f/%.0f %s), ETA %s",
+                100.0 * frac, static_cast<double>(done) * scale,
+                static_cast<double>(total_) * scale, unit.c_str(), format_duration(eta_s).c_str());
   return std::string(buf);
 }
 

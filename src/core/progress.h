@@ -20,8 +20,8 @@ class ProgressEta {
   // `total`: the units of work (bytes, tokens); `every_s`: the least time between two lines.
   ProgressEta(int64_t total, double every_s);
   // After `done` of `total` units: "34% (4.1/12.0 MiB), ETA 00:00:12" with `unit` "MiB" scaling
-  // by 2^20 (any other unit: plain counts), once `every_s` has passed since the last line (or the
-  // start); else nothing.
+  // by 2^20 (any other unit: plain counts, "34% (340/1000 tokens), ..."), once `every_s` has
+  // passed since the last line (or the start); else nothing.
   std::optional<std::string> update(int64_t done, const std::string& unit = "MiB");
   // Seconds since construction.
   double elapsed_s() const;

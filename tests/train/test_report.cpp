@@ -98,6 +98,22 @@ TEST(Report, RatesTimesAndTheProgressLineByHand) {
   EXPECT_EQ(format_duration(90061.0), "25:01:01");
 }
 
+// ProgressEta's line (data prepare's bytes, sample's prompt tokens): MiB to a tenth, other units
+// as whole counts; nothing before `every_s` has passed, or before any work is done.
+TEST(Report, ProgressLinesSayTheShareDoneInTheirUnit) {
+  ProgressEta none(100, 3600.0);
+  EXPECT_FALSE(none.update(50, "tokens").has_value());
+  ProgressEta tokens(1000, 0.0);
+  EXPECT_FALSE(tokens.update(0, "tokens").has_value());
+  const auto t = tokens.update(340, "tokens");
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->rfind("34% (340/1000 tokens), ETA ", 0), 0u) << *t;
+  ProgressEta bytes(12 * 1048576, 0.0);
+  const auto b = bytes.update(4 * 1048576 + 104858);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->rfind("34% (4.1/12.0 MiB), ETA ", 0), 0u) << *b;
+}
+
 // The progress line's ETA: this run's mean step time times the steps left. A run resumed at step
 // 4 of 10 that took 2 s for step 5 has 5 steps left (ETA 10 s); after 4 s for step 6 the mean is
 // 3 s and 4 steps are left (ETA 12 s). The steps before the resume took no time of this run.
