@@ -10,6 +10,7 @@
 #include <ostream>
 
 #include "src/core/error.h"
+#include "src/core/progress.h"
 #include "src/sample/decoder.h"
 #include "src/sample/load.h"
 
@@ -109,12 +110,19 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
   Clock::duration text_time{};
   TextStream stream([&](std::span<const int32_t> ids) { return tok.decode(ids); }, prompt);
   text << stream.context_text() << std::flush;
-  const GenerateResult r =
-      generate(*dec, prompt, req.options, static_cast<int>(tok.vocab_size()), [&](int32_t id) {
+  // Past the window a prompt is read a token at a time: a long prompt file says how far it got.
+  ProgressEta reading(static_cast<int64_t>(prompt.size()), 5.0);
+  const GenerateResult r = generate(
+      *dec, prompt, req.options, static_cast<int>(tok.vocab_size()),
+      [&](int32_t id) {
         const auto t = Clock::now();
         const std::string piece = stream.push(id);
         if (!piece.empty()) text << piece << std::flush;
         text_time += Clock::now() - t;
+      },
+      [&](int64_t fed, int64_t) {
+        if (auto line = reading.update(fed, "tokens"))
+          info << "reading the prompt: " << *line << "\n" << std::flush;
       });
   text << stream.flush() << "\n" << std::flush;
   const auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };

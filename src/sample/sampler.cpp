@@ -111,7 +111,8 @@ double GenerateResult::tokens_per_s(int64_t at) const {
 }
 
 GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
-                        int vocab_limit, const std::function<void(int32_t)>& on_token) {
+                        int vocab_limit, const std::function<void(int32_t)>& on_token,
+                        const std::function<void(int64_t, int64_t)>& on_prompt) {
   using Clock = std::chrono::steady_clock;
   const auto seconds = [](Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double>(b - a).count();
@@ -121,7 +122,16 @@ GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, cons
   GenerateResult r;
   dec.reset();
   auto t0 = Clock::now();
-  const std::vector<float>* logits = &dec.feed(prompt.data(), static_cast<int>(prompt.size()));
+  const std::vector<float>* logits = nullptr;
+  const auto n = static_cast<int64_t>(prompt.size());
+  for (int64_t fed = 0;
+       fed < n;) {  // the first window at once, then blocks (same bits as one feed)
+    const int64_t block = fed == 0 ? std::max<int64_t>(dec.window(), kPromptBlock) : kPromptBlock;
+    const int64_t m = std::min(block, n - fed);
+    logits = &dec.feed(prompt.data() + fed, static_cast<int>(m));
+    fed += m;
+    if (on_prompt && n > dec.window()) on_prompt(fed, n);
+  }
   auto t1 = Clock::now();
   r.prefill_s = seconds(t0, t1);
   for (int64_t i = 0; i < o.tokens; ++i) {

@@ -41,9 +41,13 @@ struct GenerateResult {
 
 // Feeds `prompt` (>= 1 tokens; past window() through the sliding window, as generated tokens are)
 // to a fresh decoder state and generates o.tokens ids below `vocab_limit` (the tokenizer's
-// vocabulary, which may be smaller than the model's), calling on_token(id) after each.
+// vocabulary, which may be smaller than the model's), calling on_token(id) after each. A prompt
+// longer than the window is fed in blocks of kPromptBlock tokens after its first window, with
+// on_prompt(fed, prompt.size()) after each (a long prompt file is read a token at a time).
+inline constexpr int kPromptBlock = 64;
 GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
-                        int vocab_limit, const std::function<void(int32_t)>& on_token = {});
+                        int vocab_limit, const std::function<void(int32_t)>& on_token = {},
+                        const std::function<void(int64_t, int64_t)>& on_prompt = {});
 
 // Streams decoded text, incrementally (the scheme of Hugging Face's TextStreamer and vLLM's
 // detokenizer): each push decodes only a short window of the last ids, twice — ids[prefix, read)
