@@ -299,6 +299,8 @@ if want d; then
   rc=$?
   if ((rc == 2)) && why=$(no_gpu_reason "$work/d-fp32.log"); then
     verdict d SKIP "switchyard exit 2: $why"
+  elif ((rc == 124 || rc == 137)) && ((capped)); then  # the stage's time, not the run's own 30 s
+    verdict d INCOMPLETE "fp32 run cut at the stage's end after ${ran_for}s (no verdict on it)"
   elif ((rc != 0)); then
     verdict d FAIL "fp32 run exit $rc: $(grep -m1 -iE "error|what" "$work/d-fp32.log" | cut -c1-200)"
   else
@@ -308,7 +310,10 @@ if want d; then
     echo "$r32" >>"$log"
     train_gpu bf16 bf16 30
     rc=$?
-    if ((rc != 0)); then
+    if ((rc == 124 || rc == 137)) && ((capped)); then
+      rbf="bf16 run cut at the stage's end after ${ran_for}s (no verdict on it)"
+      okbf=2
+    elif ((rc != 0)); then
       rbf="FAIL bf16: run exit $rc: $(grep -m1 -iE "error|what" "$work/d-bf16.log" | cut -c1-160)"
       okbf=1
     else
@@ -319,7 +324,9 @@ if want d; then
       echo "$rbf" >>"$log"
     fi
     msg="$(echo "$r32" | tail -n 1); $(echo "$rbf" | tail -n 1)"
-    if ((ok32 == 0 && okbf == 0)); then verdict d PASS "$msg"; else verdict d FAIL "$msg"; fi
+    if ((ok32 == 0 && okbf == 0)); then verdict d PASS "$msg"
+    elif ((ok32 == 0 && okbf == 2)); then verdict d INCOMPLETE "$msg"
+    else verdict d FAIL "$msg"; fi
   fi
   for n in fp32 bf16; do
     [ -f "$work/d-$n/metrics.jsonl" ] && cp "$work/d-$n/metrics.jsonl" "$work/results/small-gpu-$n.metrics.jsonl"
@@ -383,6 +390,7 @@ if want e; then
   done
   if [ -n "$skip_reason" ]; then verdict e SKIP "$skip_reason; PyTorch: $torch_state"
   elif [ -n "$fail" ]; then verdict e FAIL "$fail$res"
+  elif ((rows == 0)); then verdict e INCOMPLETE "0 shapes (out of time);$res PyTorch: $torch_state"
   else verdict e PASS "$rows shapes;$res PyTorch: $torch_state"; fi
   pack_results
 fi
@@ -411,6 +419,8 @@ if want f; then
   cp "$work/f.log" "$work/results/bench-train-gpu-medium.txt"
   val() { grep -m1 -E "^$1 " "$work/f.log" | sed -E "s#^$1 +##"; }  # <row name regex>
   if ((rc == 2)) && why=$(no_gpu_reason "$work/f.log"); then verdict f SKIP "switchyard exit 2: $why; $planned"
+  elif ((rc == 124 || rc == 137)) && ((capped)); then
+    verdict f INCOMPLETE "cut at the stage's end after ${ran_for}s; $planned"
   elif ((rc != 0)); then verdict f FAIL "exit $rc: $(grep -m1 -iE "error|what" "$work/f.log" | cut -c1-200)"
   else
     peer=$(grep -m1 "^PyTorch peer: " "$work/f.log")
