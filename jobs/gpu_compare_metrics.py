@@ -2,8 +2,8 @@
 """Compares the losses of a run's metrics.jsonl with a reference run's (jobs/gpu_check.sh stage d).
 
     gpu_compare_metrics.py --ref cpu.jsonl --run gpu.jsonl --rtol 1e-3 [--label fp32]
-        [--strict-steps 20 --window 10 --window-rtol loss=2e-2,lm_loss=2e-2,aux_loss=5e-2,z_loss=1e-1]
-        [--ref-val-rtol 2e-2] [--val-ref gpu-fp32.jsonl --val-rtol 0.02]
+        [--strict-steps 10 --window 10 --window-rtol loss=0.15,lm_loss=0.15,aux_loss=0.25,z_loss=0.4]
+        [--ref-val-rtol 0.1] [--val-ref gpu-fp32.jsonl --val-rtol 0.1]
 
 Every train line of the reference (SPEC 6: `step, loss, lm_loss, aux_loss, z_loss`, ...) must
 have a line of the same step in the run. Without --strict-steps each of its four losses must agree
@@ -11,8 +11,8 @@ within |run - ref| <= rtol * |ref| at every step (relative, per value; NaN never
 of runs that should be equal up to rounding for their whole length (jobs/gpu_rehearse.sh, 1e-5).
 
 Two runs that differ only in the order of their floating-point sums (the GPU against the CPU, or 2
-ranks against 1) agree to ~1e-7 for some tens of steps; then a near-tied routing decision flips and
-they drift apart chaotically, by a few percent per step, while learning alike. With
+ranks against 1) agree to ~1e-8 for 10 to 36 steps (jobs/README.md); then a near-tied routing
+decision flips and they drift apart chaotically, by a few percent per step, while learning alike. With
 --strict-steps N only steps 1..N are checked per step (at --rtol); after N, the mean of each loss
 over each window of --window steps (N+1..N+W, N+W+1..N+2W, ...; the steps both runs have, a last
 window may be shorter) must be within --window-rtol of the reference's mean (a loss not named
