@@ -130,7 +130,7 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
   for (double s : r.token_s) model += s;
   char buf[200];
   std::snprintf(buf, sizeof buf,
-                "generated %zu tokens in %.2f s (model %.2f s, prompt prefill %.1f ms of it; "
+                "generated %zu tokens in %.2f s (model %.2f s, reading the prompt %.1f ms of it; "
                 "text %.2f s)",
                 r.tokens.size(), seconds(Clock::now() - start), model, r.prefill_s * 1e3,
                 seconds(text_time));

@@ -33,7 +33,8 @@ double sample_uniform(uint64_t seed, int64_t index);
 
 struct GenerateResult {
   std::vector<int32_t> tokens;            // the generated ids (the prompt not included)
-  double prefill_s = 0.0;                 // feeding the prompt
+  double prefill_s = 0.0;                 // feeding the prompt (its prefill, and past the window
+                                          // a token at a time)
   std::vector<double> token_s;            // [tokens] seconds to pick and feed each generated token
   double tokens_per_s(int64_t at) const;  // over the 64 tokens ending at token `at` (1-based);
                                           // NaN when fewer than `at` were generated

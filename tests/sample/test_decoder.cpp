@@ -172,41 +172,45 @@ TEST(Decoder, AFeedPastTheWindowIsReadThroughIt) {
 // generate() reads a prompt longer than the window in blocks and says how far it got after each;
 // the blocks give what one feed of the whole prompt gives (the greedy tokens from there on).
 TEST(Sampler, ALongPromptIsReadInBlocksSayingHowFar) {
-  const Config cfg = test::tiny_decoder_config();
-  const std::vector<float> p = test::decoder_weights(cfg, false);
-  const int W = static_cast<int>(cfg.model.seq_len);
-  std::vector<int32_t> prompt;
-  for (int i = 0; i < W + 3 * kPromptBlock + 5; ++i)
-    prompt.push_back(static_cast<int32_t>((i * 7 + 3) % 50));
-  const auto n = static_cast<int64_t>(prompt.size());
-  Decoder a(cfg, p), b(cfg, p);
-  SampleOptions o;
-  o.tokens = 6;
-  o.temperature = 0.0;
-  std::vector<int64_t> fed;
-  const GenerateResult r =
-      generate(a, prompt, o, a.vocab_size(), {}, [&](int64_t done, int64_t total) {
-        EXPECT_EQ(total, n);
-        fed.push_back(done);
-      });
-  ASSERT_GE(fed.size(), 4u);
-  EXPECT_EQ(fed.front(), std::min<int64_t>(n, std::max(W, kPromptBlock)));
-  EXPECT_EQ(fed.back(), n);
-  for (size_t i = 1; i < fed.size(); ++i)
-    EXPECT_EQ(fed[i] - fed[i - 1], std::min<int64_t>(kPromptBlock, n - fed[i - 1]));
-  // The same prompt in one feed, then greedy by hand.
-  std::vector<int32_t> want;
-  const std::vector<float>* logits = &b.feed(prompt.data(), static_cast<int>(n));
-  for (int i = 0; i < o.tokens; ++i) {
-    want.push_back(argmax(*logits));
-    logits = &b.feed(&want.back(), 1);
+  // A window shorter than a block (the first block then runs past it) and one longer.
+  for (const char* seq_len : {"model.seq_len=32", "model.seq_len=80"}) {
+    SCOPED_TRACE(seq_len);
+    const Config cfg = test::tiny_decoder_config({seq_len});
+    const std::vector<float> p = test::decoder_weights(cfg, false);
+    const int W = static_cast<int>(cfg.model.seq_len);
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < W + 3 * kPromptBlock + 5; ++i)
+      prompt.push_back(static_cast<int32_t>((i * 7 + 3) % 50));
+    const auto n = static_cast<int64_t>(prompt.size());
+    Decoder a(cfg, p), b(cfg, p);
+    SampleOptions o;
+    o.tokens = 6;
+    o.temperature = 0.0;
+    std::vector<int64_t> fed;
+    const GenerateResult r =
+        generate(a, prompt, o, a.vocab_size(), {}, [&](int64_t done, int64_t total) {
+          EXPECT_EQ(total, n);
+          fed.push_back(done);
+        });
+    ASSERT_GE(fed.size(), 4u);
+    EXPECT_EQ(fed.front(), std::max(W, kPromptBlock));
+    EXPECT_EQ(fed.back(), n);
+    for (size_t i = 1; i < fed.size(); ++i)
+      EXPECT_EQ(fed[i] - fed[i - 1], std::min<int64_t>(kPromptBlock, n - fed[i - 1]));
+    // The same prompt in one feed, then greedy by hand.
+    std::vector<int32_t> want;
+    const std::vector<float>* logits = &b.feed(prompt.data(), static_cast<int>(n));
+    for (int i = 0; i < o.tokens; ++i) {
+      want.push_back(argmax(*logits));
+      logits = &b.feed(&want.back(), 1);
+    }
+    EXPECT_EQ(r.tokens, want);
+    // A prompt within the window: one prefill, no progress calls.
+    fed.clear();
+    generate(a, std::span<const int32_t>(prompt).first(static_cast<size_t>(W)), o, a.vocab_size(),
+             {}, [&](int64_t done, int64_t) { fed.push_back(done); });
+    EXPECT_TRUE(fed.empty());
   }
-  EXPECT_EQ(r.tokens, want);
-  // A prompt within the window: one prefill, no progress calls.
-  fed.clear();
-  generate(a, std::span<const int32_t>(prompt).first(static_cast<size_t>(W)), o, a.vocab_size(), {},
-           [&](int64_t done, int64_t) { fed.push_back(done); });
-  EXPECT_TRUE(fed.empty());
 }
 
 TEST(Sampler, FixedSeedGivesTheSameTokensAndVocabLimitHolds) {
