@@ -113,6 +113,9 @@ run_for() {
   ((max > 0)) || { echo "(no time left in this stage for: $*)"; return 124; }
   timeout -k 3 "$max" "$@"
 }
+# cut_at_stage_end <rc>: whether the last run_for ended because the stage's time ran out (a
+# verdict of INCOMPLETE), not because the command hung past its own limit (a FAIL).
+cut_at_stage_end() { (($1 == 124 || $1 == 137)) && ((capped)); }
 begin() {  # <stage> <default budget> <title>
   stage_t0=$SECONDS
   stage_deadline=$((SECONDS + $(budget "$1" "$2")))
@@ -299,7 +302,7 @@ if want d; then
   rc=$?
   if ((rc == 2)) && why=$(no_gpu_reason "$work/d-fp32.log"); then
     verdict d SKIP "switchyard exit 2: $why"
-  elif ((rc == 124 || rc == 137)) && ((capped)); then  # the stage's time, not the run's own 30 s
+  elif cut_at_stage_end "$rc"; then
     verdict d INCOMPLETE "fp32 run cut at the stage's end after ${ran_for}s (no verdict on it)"
   elif ((rc != 0)); then
     verdict d FAIL "fp32 run exit $rc: $(grep -m1 -iE "error|what" "$work/d-fp32.log" | cut -c1-200)"
@@ -310,7 +313,7 @@ if want d; then
     echo "$r32" >>"$log"
     train_gpu bf16 bf16 30
     rc=$?
-    if ((rc == 124 || rc == 137)) && ((capped)); then
+    if cut_at_stage_end "$rc"; then
       rbf="bf16 run cut at the stage's end after ${ran_for}s (no verdict on it)"
       okbf=2
     elif ((rc != 0)); then
@@ -419,7 +422,7 @@ if want f; then
   cp "$work/f.log" "$work/results/bench-train-gpu-medium.txt"
   val() { grep -m1 -E "^$1 " "$work/f.log" | sed -E "s#^$1 +##"; }  # <row name regex>
   if ((rc == 2)) && why=$(no_gpu_reason "$work/f.log"); then verdict f SKIP "switchyard exit 2: $why; $planned"
-  elif ((rc == 124 || rc == 137)) && ((capped)); then
+  elif cut_at_stage_end "$rc"; then
     verdict f INCOMPLETE "cut at the stage's end after ${ran_for}s; $planned"
   elif ((rc != 0)); then verdict f FAIL "exit $rc: $(grep -m1 -iE "error|what" "$work/f.log" | cut -c1-200)"
   else
