@@ -449,7 +449,7 @@ fi
 #           limited selection, block scans: where review found the lse never stored);
 #   dense   the dense and decode ops in fp32, GradNorm and CurandPhilox;
 #   bf16    the bf16 instantiations of the typed suites (*/1);
-#   rest    what the chunks above leave of the tool's set (GpuProbe, Poison today; a new suite later).
+#   rest    what the chunks above leave of the tool's set (GpuProbe, Poison, CudaError today).
 # Never HugeShapes (9 GB buffers) or the DeviceBuffer ordering tests (1 GiB memsets): too big for
 # the shadow memory and too slow under it (tests/gpu/sanitize.cmake). memcheck and initcheck take
 # all the other tests (cuBLAS's workspace and cub's sort scratch are ours and zeroed); racecheck

@@ -4,11 +4,21 @@
 
 namespace sy::cuda {
 
+namespace {
+
+// "file:line: <library> error <code> (<what>) in <call>": the head of every error here.
+void write_error_head(std::ostream& os, const char* library, const char* call, int code,
+                      const char* what, const char* file, int line) {
+  os << file << ":" << line << ": " << library << " error " << code << " (" << what << ") in "
+     << call;
+}
+
+}  // namespace
+
 void throw_error(const char* library, const char* call, int code, const char* what,
                  const char* file, int line) {
   std::ostringstream os;
-  os << file << ":" << line << ": " << library << " error " << code << " (" << what << ") in "
-     << call;
+  write_error_head(os, library, call, code, what, file, line);
   throw CudaError(os.str());
 }
 
@@ -19,9 +29,9 @@ void throw_alloc_error(const char* call, cudaError_t err, size_t bytes, bool dev
   std::ostringstream os;
   os.setf(std::ios::fixed);
   os.precision(2);
-  os << file << ":" << line << ": CUDA error " << static_cast<int>(err) << " ("
-     << cudaGetErrorString(err) << ") in " << call << " of " << static_cast<double>(bytes) / kGiB
-     << " GiB of " << (device ? "device" : "page-locked host") << " memory";
+  write_error_head(os, "CUDA", call, static_cast<int>(err), cudaGetErrorString(err), file, line);
+  os << " of " << static_cast<double>(bytes) / kGiB << " GiB of "
+     << (device ? "device" : "page-locked host") << " memory";
   size_t free_b = 0, total_b = 0;
   int dev = 0;
   if (device && cudaGetDevice(&dev) == cudaSuccess &&

@@ -77,6 +77,23 @@ TEST(DeviceBuffer, UploadIsDoneBeforeLaterNonBlockingStreamWork) {
   EXPECT_EQ(stale, 0u) << "the reader saw the buffer before the upload arrived";
 }
 
+// The message of a failed allocation, as built (no GPU needed): the file and line, CUDA's own
+// code and text, the call, and the size asked for.
+TEST(CudaError, AFailedAllocationSaysTheSizeAskedFor) {  // no GPU needed
+  try {
+    sy::cuda::throw_alloc_error("cudaMallocHost", cudaErrorMemoryAllocation, size_t{3} << 30,
+                                /*device=*/false, "f.cu", 7);
+  } catch (const sy::cuda::CudaError& e) {
+    const std::string want = "f.cu:7: CUDA error " +
+                             std::to_string(static_cast<int>(cudaErrorMemoryAllocation)) + " (" +
+                             cudaGetErrorString(cudaErrorMemoryAllocation) +
+                             ") in cudaMallocHost of 3.00 GiB of page-locked host memory";
+    EXPECT_EQ(std::string(e.what()), want);
+    return;
+  }
+  FAIL() << "no CudaError";
+}
+
 // An allocation larger than the device: the message gives the size asked for and the device's
 // free and total memory, the buffer stays usable (empty), and no error is left behind for the
 // next launch check to find.
