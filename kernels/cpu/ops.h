@@ -49,16 +49,19 @@ template <class T>
 void rope_table(int T_, int HD, double theta, long p0, std::vector<T>& cos, std::vector<T>& sin);
 
 // Causal multi-head attention on qkv[N,3C] (after RoPE):
-//   att[B,NH,T,T] (=) softmax_causal(q k^T / sqrt(HD)) (zeros above the diagonal)
+//   att = softmax_causal(q k^T / sqrt(HD)) per (b, h), never stored whole: a tile at a time
 //   out[N,C] (=) att @ v, heads concatenated (head h -> columns h*HD..)
+//   stats[B,NH,T,2] (=) each row's max score and 1/sum of its exps: all the backward needs to
+//   recompute att (the same bits as the forward's), O(T) memory instead of O(T^2).
 // The (b,h) pairs run on the OpenMP threads, each gemm() inside one single-threaded BLAS call
-// (gemm.h); results are bitwise the same for any thread count (see attention.cpp).
+// (gemm.h), each thread with a [64, T] tile or two of its own; results are bitwise the same for
+// any thread count (see attention.cpp).
 template <class T>
-void attention_forward(T* out, T* att, const T* qkv, int B, int T_, int C, int NH);
-// dqkv[N,3C] (=). scratch: at least B*NH*T*T elements (datt), contents undefined after.
+void attention_forward(T* out, T* stats, const T* qkv, int B, int T_, int C, int NH);
+// dqkv[N,3C] (=), from dout[N,C] and the forward's qkv and stats.
 template <class T>
-void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int B,
-                        int T_, int C, int NH);
+void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* stats, int B, int T_, int C,
+                        int NH);
 
 // Attention of n query rows at positions p0 .. p0+n-1 of one sequence over a key/value cache
 // (incremental decoding): k and v of position s sit in row s % W of kc and vc [W,C] (k after

@@ -86,7 +86,7 @@ void Model<T>::ensure_activations(int B) {
   if (B <= capacity_B_) return;
   capacity_B_ = B;
   const size_t N = static_cast<size_t>(B) * T_, C = C_, Ct = Ct_;
-  const size_t att = static_cast<size_t>(B) * NHt_ * T_ * T_;
+  const size_t att_stats = static_cast<size_t>(B) * NHt_ * T_ * 2;
   inputs_.resize(N);
   targets_.resize(N);
   for (auto& a : acts_) {
@@ -95,7 +95,7 @@ void Model<T>::ensure_activations(int B) {
     a.a_rstd.resize(N);
     a.qkv.resize(N * 3 * Ct);
     a.qkv_rot.resize(N * 3 * Ct);
-    a.att.resize(att);
+    a.att_stats.resize(att_stats);
     a.atty.resize(N * Ct);
     a.x_mid.resize(N * C);
     a.m.resize(N * C);
@@ -112,7 +112,6 @@ void Model<T>::ensure_activations(int B) {
   dtmp2_.resize(N * C);
   dqkv_.resize(N * 3 * Ct);
   dqkv2_.resize(N * 3 * Ct);
-  datt_.resize(att);
   dlosses_.resize(N);
 }
 
@@ -141,7 +140,7 @@ LossParts Model<T>::forward(const int32_t* tokens, int B, const LossScale& s,
     cpu::rmsnorm_forward(a.a.data(), a.a_rstd.data(), a.x_in.data(), w.attn_norm, N, C, eps);
     cpu::matmul_forward(a.qkv.data(), a.a.data(), w.wqkv, N, C, 3 * Ct_);
     cpu::rope_forward(a.qkv_rot.data(), a.qkv.data(), B, T_, Ct_, NHt_, cfg_.model.rope_theta);
-    cpu::attention_forward(a.atty.data(), a.att.data(), a.qkv_rot.data(), B, T_, Ct_, NHt_);
+    cpu::attention_forward(a.atty.data(), a.att_stats.data(), a.qkv_rot.data(), B, T_, Ct_, NHt_);
     cpu::matmul_forward(a.x_mid.data(), a.atty.data(), w.wo, N, Ct_, C);
     sum_over_tp(a.x_mid.data(), static_cast<long>(N) * C, "attention output");
     cpu::residual_forward(a.x_mid.data(), a.x_mid.data(), a.x_in.data(), static_cast<long>(N) * C);
@@ -203,8 +202,8 @@ void Model<T>::backward() {
     // Attention block: x_mid = x_in + Attn(RMSNorm(x_in)); dx_ becomes d/dx_in. The gradient
     // reaching RMSNorm is this rank's heads' share: summed over tp before the (replicated) norm.
     cpu::matmul_backward(dtmp_.data(), g.wo, dx_.data(), a.atty.data(), w.wo, N, Ct_, C);
-    cpu::attention_backward(dqkv_.data(), datt_.data(), dtmp_.data(), a.qkv_rot.data(),
-                            a.att.data(), B, T_, Ct_, NHt_);
+    cpu::attention_backward(dqkv_.data(), dtmp_.data(), a.qkv_rot.data(), a.att_stats.data(), B, T_,
+                            Ct_, NHt_);
     cpu::rope_backward(dqkv2_.data(), dqkv_.data(), B, T_, Ct_, NHt_, cfg_.model.rope_theta);
     cpu::matmul_backward(dtmp_.data(), g.wqkv, dqkv2_.data(), a.a.data(), w.wqkv, N, C, 3 * Ct_);
     sum_over_tp(dtmp_.data(), NC, "attention input gradient");

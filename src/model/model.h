@@ -112,17 +112,17 @@ class Model {
   LossScale scale_;
   std::vector<int32_t> inputs_, targets_;  // [N]
   struct LayerActs {
-    std::vector<T> x_in;     // [N,C]  residual stream entering the layer
-    std::vector<T> a;        // [N,C]  RMSNorm(x_in)
-    std::vector<T> a_rstd;   // [N]
-    std::vector<T> qkv;      // [N,3Ct] a @ wqkv
-    std::vector<T> qkv_rot;  // [N,3Ct] after RoPE
-    std::vector<T> att;      // [B,NHt,T,T]
-    std::vector<T> atty;     // [N,Ct] attention output before wo
-    std::vector<T> x_mid;    // [N,C]  x_in + atty @ wo
-    std::vector<T> m;        // [N,C]  RMSNorm(x_mid)
-    std::vector<T> m_rstd;   // [N]
-    std::vector<T> moe_out;  // [N,C]
+    std::vector<T> x_in;       // [N,C]  residual stream entering the layer
+    std::vector<T> a;          // [N,C]  RMSNorm(x_in)
+    std::vector<T> a_rstd;     // [N]
+    std::vector<T> qkv;        // [N,3Ct] a @ wqkv
+    std::vector<T> qkv_rot;    // [N,3Ct] after RoPE
+    std::vector<T> att_stats;  // [B,NHt,T,2] each attention row's max and 1/sum
+    std::vector<T> atty;       // [N,Ct] attention output before wo
+    std::vector<T> x_mid;      // [N,C]  x_in + atty @ wo
+    std::vector<T> m;          // [N,C]  RMSNorm(x_mid)
+    std::vector<T> m_rstd;     // [N]
+    std::vector<T> moe_out;    // [N,C]
   };
   std::vector<LayerActs> acts_;
   std::vector<T> x_out_;    // [N,C] residual stream after the last layer
@@ -131,7 +131,7 @@ class Model {
   std::vector<T> probs_;    // [N,V] logits, then softmax in place
   std::vector<T> losses_;   // [N]
   // Backward scratch.
-  std::vector<T> dx_, dtmp_, dtmp2_, dqkv_, dqkv2_, datt_, dlosses_;
+  std::vector<T> dx_, dtmp_, dtmp2_, dqkv_, dqkv2_, dlosses_;
 };
 
 }  // namespace sy

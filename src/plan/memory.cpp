@@ -27,7 +27,9 @@ double round_up(double x, double to) {
 // The shape letters of model.h / moe.h for one rank of the layout.
 struct Dims {
   double N, Ns, B, T, C, Ct, NHt, V, E, K, F, Fl, Fs, S, L, Lx, G;
-  bool moves;  // the MoE layer moves rows (any of ep, tp, etp > 1)
+  bool moves;      // the MoE layer moves rows (any of ep, tp, etp > 1)
+  bool cuda;       // CudaModel keeps attention's probabilities; the CPU model recomputes them
+  double threads;  // OpenMP threads of a CPU rank, each with its own attention tiles
   // Bytes of an activation element: 2 on the GPU in bf16 (CudaModel<bf16> stores activations,
   // attention probabilities, logits and expert rows as bf16), else 4. Router scores, per-token
   // statistics, gradients and the master weights stay fp32.
@@ -55,15 +57,18 @@ Dims dims_of(const Config& cfg, const PlanLayout& lay) {
   x.G = cfg.moe.aux_loss_scope == AuxScope::kSequence ? x.B : 1;  // aux balance groups
   x.moves = lay.ep > 1 || lay.tp > 1 || lay.etp > 1;
   x.act = cfg.device == Device::kCuda && cfg.train.precision == Precision::kBf16 ? 2 : kF;
+  x.cuda = cfg.device == Device::kCuda;
+  x.threads = 1;
   return x;
 }
 
 // Model<float>'s saved activations and backward scratch (model.h), in bytes, split the way a
 // user shrinks them.
 struct ModelActs {
-  double stream = 0;      // residual stream, norms, q/k/v, attention output, backward scratch
-  double attn_probs = 0;  // att and datt [B, NH/tp, T, T]
-  double logits = 0;      // probs [N, V]
+  double stream = 0;       // residual stream, norms, q/k/v, attention output, backward scratch
+  double attn_probs = 0;   // kept: GPU att and datt [B, NH/tp, T, T]; CPU row stats and tiles
+  double attn_scores = 0;  // what the softmax passes touch: (L + 1) [B, NH/tp, T, T] either way
+  double logits = 0;       // probs [N, V]
 };
 ModelActs model_acts(const Dims& x) {
   ModelActs a;
@@ -74,8 +79,14 @@ ModelActs model_acts(const Dims& x) {
   const double per_layer = 5 * x.N * x.C + 7 * x.N * x.Ct, per_layer_f = 2 * x.N;
   const double once = 5 * x.N * x.C + 6 * x.N * x.Ct, once_f = 5 * x.N + x.B * (x.T + 1);
   a.stream = x.act * (x.L * per_layer + once) + kF * (x.L * per_layer_f + once_f);
-  // att per layer, datt once.
-  a.attn_probs = x.act * (x.L + 1) * x.B * x.NHt * x.T * x.T;
+  // GPU: att per layer, datt once. CPU (kernels/cpu/attention.cpp): each row's max and 1/sum
+  // [B, NH/tp, T, 2] per layer, and per thread the backward's two [min(T, 64), T] tiles.
+  // The elementwise passes go over every score either way (the CPU's in cache-sized tiles, twice
+  // in the backward), so step_time.h times them by the GPU's count.
+  a.attn_scores = x.act * (x.L + 1) * x.B * x.NHt * x.T * x.T;
+  a.attn_probs =
+      x.cuda ? a.attn_scores
+             : kF * (x.L * x.B * x.NHt * x.T * 2 + x.threads * 2 * std::min(x.T, 64.0) * x.T);
   a.logits = x.act * x.N * x.V;
   return a;
 }
@@ -150,12 +161,13 @@ double local_moment_elements(const Config& cfg, const PlanLayout& lay) {
 double activation_bytes(const Config& cfg, const PlanLayout& lay, double assignments, double rows) {
   const Dims x = dims_of(cfg, lay);
   const ModelActs a = model_acts(x);
-  return a.stream + a.attn_probs + a.logits + x.L * moe_layer_bytes(x, lay, assignments, rows);
+  return a.stream + a.attn_scores + a.logits + x.L * moe_layer_bytes(x, lay, assignments, rows);
 }
 
 MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const RoutingStats& routing,
                               const MemoryInputs& in) {
-  const Dims x = dims_of(cfg, lay);
+  Dims x = dims_of(cfg, lay);
+  x.threads = in.threads;
   const double P = local_param_elements(cfg, lay);
   const std::string model_keys =
       "model.d_model, model.n_layers, moe.num_experts, moe.ffn_hidden, model.vocab_size";
@@ -178,9 +190,11 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
   const ModelActs a = model_acts(x);
   m.terms.push_back({"activations kept for backward: residual stream and attention projections",
                      batch_keys + ", model.d_model, model.n_layers", a.stream});
-  m.terms.push_back({"activations kept for backward: attention probabilities [B, heads, T, T]",
-                     "model.seq_len, train.micro_batch, model.n_layers, parallel.tp",
-                     a.attn_probs});
+  m.terms.push_back(
+      {x.cuda ? "activations kept for backward: attention probabilities [B, heads, T, T]"
+              : "activations kept for backward: attention's row max and 1/sum [B, heads, T, 2], "
+                "and [64, T] score tiles per thread",
+       "model.seq_len, train.micro_batch, model.n_layers, parallel.tp", a.attn_probs});
   m.terms.push_back(
       {"logits [N, V] of one micro-batch", "model.vocab_size, " + batch_keys, a.logits});
 

@@ -38,6 +38,7 @@ struct MemoryInputs {
   // Token file splits (elements); 0 = unknown (the planner without the file).
   double train_tokens = 0, val_tokens = 0;
   std::string data_name = "data.path";  // e.g. "'x.h5' /train and /val", for messages
+  double threads = 1;  // OpenMP threads of a CPU rank (each holds its own attention tiles)
 };
 
 MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const RoutingStats& routing,
@@ -54,8 +55,9 @@ struct ParamGroups {
 };
 ParamGroups param_groups(const Config& cfg, const PlanLayout& lay);
 
-// Bytes the activations saved for backward take per micro-batch (what the elementwise passes of
-// a step stream through: step_time.h).
+// Bytes the activations saved for backward take per micro-batch, attention's scores counted
+// whole even where the CPU keeps only their row statistics (what the elementwise passes of a step
+// stream through: step_time.h).
 double activation_bytes(const Config& cfg, const PlanLayout& lay, double assignments, double rows);
 
 // A size the code indexes with a 32-bit int (kernel dims, tokens of a micro-batch, MPI counts)

@@ -40,7 +40,9 @@ Evaluation evaluate(const Config& config, const PlanLayout& lay, const Cluster& 
   e.memory_available = memory_per_rank;
   e.problem = layout_problem(cfg, lay);
   if (!e.problem.empty()) return e;
-  e.memory = predict_memory(cfg, lay, routing, in);
+  MemoryInputs rank_in = in;  // with the threads a rank of this layout runs (step_time.h)
+  rank_in.threads = rank_compute(cluster, lay.world).threads;
+  e.memory = predict_memory(cfg, lay, routing, rank_in);
   e.time = predict_step(cfg, lay, cluster, routing);
   e.tokens_per_s = static_cast<double>(cfg.train.global_batch) *
                    static_cast<double>(cfg.model.seq_len) / e.time.total();

@@ -85,7 +85,7 @@ CallTime a2a_call(const Cluster& k, const PlanLayout& lay, const LayerTraffic& t
 }  // namespace
 
 RankCompute rank_compute(const Cluster& cluster, int64_t world) {
-  RankCompute r{cluster, 1.0};
+  RankCompute r{cluster, 1.0, 1.0};
   if (!cluster.one_host) return r;
   double share = 1.0 / d(world);  // the rank's fraction of the host's figures
   if (cluster.cores > 0) {
@@ -93,6 +93,7 @@ RankCompute rank_compute(const Cluster& cluster, int64_t world) {
     const double threads = std::max(1.0, std::floor(cores / d(world)));
     share = threads / cores * (threads > 1 ? cluster.thread_efficiency : 1.0);  // threads <= cores
     r.turns = std::max(1.0, d(world) * threads / cores);
+    r.threads = threads;
   }
   r.k.gemm_flops *= share;
   r.k.mem_bandwidth *= share;
@@ -134,10 +135,12 @@ StepTime predict_step(const Config& cfg, const PlanLayout& lay, const Cluster& c
   // ---- compute per micro-batch (FLOPs: 6 per parameter-row product forward + backward, as
   // src/train/flops.h counts them; min_dim picks the GEMM's rate)
   // attention: wqkv [N,C]x[C,3C/tp], wo [N,C/tp]x[C/tp,C], scores and values over the causal
-  // half of [T,T] per sequence and head (6 T^2 C / tp per sequence, flops.h's attention term)
+  // half of [T,T] per sequence and head (6 T^2 C / tp per sequence, flops.h's attention term;
+  // the CPU's backward computes q k^T again, kernels/cpu/attention.cpp: 7)
+  const double score_products = cfg.device == Device::kCuda ? 6 : 7;
   const double attention = gemm_seconds(k, 6 * N * C * 3 * Ct, std::min({N, C, 3 * Ct})) +
                            gemm_seconds(k, 6 * N * Ct * C, std::min({N, Ct, C})) +
-                           gemm_seconds(k, 6 * B * T * T * Ct, std::min(T, hd));
+                           gemm_seconds(k, score_products * B * T * T * Ct, std::min(T, hd));
   // dense: the router (forward over all N tokens, backward over this rank's Ns), the S shared
   // experts' W1, W3, W2 on F/tp columns, the LM head [N,C]x[C,V] once per micro-batch
   const double dense_layer = gemm_seconds(k, 2 * N * C * E + 4 * Ns * C * E, std::min({Ns, C, E})) +

@@ -68,6 +68,7 @@ struct StepTime {
 struct RankCompute {
   Cluster k;
   double turns = 1;
+  double threads = 1;  // t (1 unless one_host with cores)
 };
 RankCompute rank_compute(const Cluster& cluster, int64_t world);
 

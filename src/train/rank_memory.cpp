@@ -1,5 +1,6 @@
 #include "src/train/rank_memory.h"
 
+#include <omp.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -37,6 +38,7 @@ void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& bu
                        MemorySide side) {
   const plan::PlanLayout lay = plan::layout_of_config(cfg, world_size, budget.node_ranks);
   plan::MemoryInputs in;
+  in.threads = omp_get_max_threads();  // the CPU model's attention tiles are per thread
   if (side != MemorySide::kGpuDevice) {
     in.base_bytes = budget.in_use_bytes;
     const plan::TokenExtents t = plan::token_file_extents(cfg.data.path);

@@ -14,6 +14,7 @@
 #include "kernels/cuda/buffer.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
+#include "tests/common/naive_attention.h"
 
 namespace {
 
@@ -180,10 +181,12 @@ TYPED_TEST(DenseOps, Attention) {
   const auto qkv = representable<T>(random_floats(rng, kN * 3 * kC, -2.0f, 2.0f));
   const auto dout = representable<T>(random_floats(rng, kN * kC));
   const long natt = static_cast<long>(kB) * kNH * kT * kT;
-  std::vector<float> out(kN * kC), att(natt), dqkv(kN * 3 * kC), scratch(natt);
-  cpu::attention_forward(out.data(), att.data(), qkv.data(), kB, kT, kC, kNH);
-  cpu::attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), kB, kT,
-                          kC, kNH);
+  std::vector<float> out(kN * kC), stats(kB * kNH * kT * 2), dqkv(kN * 3 * kC);
+  cpu::attention_forward(out.data(), stats.data(), qkv.data(), kB, kT, kC, kNH);
+  cpu::attention_backward(dqkv.data(), dout.data(), qkv.data(), stats.data(), kB, kT, kC, kNH);
+  // The CPU keeps no probabilities (it recomputes them): the GPU's are held to the definition's.
+  const std::vector<double> probs = sy::test::naive_attention(qkv, kB, kT, kC, kNH).probs;
+  const std::vector<float> att(probs.begin(), probs.end());
 
   sy::cuda::CublasHandle cublas(nullptr);
   auto d_qkv = upload_as<T>(qkv), d_dout = upload_as<T>(dout);
@@ -195,7 +198,7 @@ TYPED_TEST(DenseOps, Attention) {
                         cublas.get(), nullptr);
   EXPECT_TRUE(close(download_f32(d_att), att, tol<T>()));
   EXPECT_TRUE(close(download_f32(d_out), out, tol<T>()));
-  // The backward gets the CPU's att (rounded to T) so it is tested on its own.
+  // The backward gets the reference att (rounded to T) so it is tested on its own.
   auto d_att_ref = upload_as<T>(representable<T>(att));
   cu::attention_backward(d_dqkv.data(), d_bs.data(), d_dout.data(), d_qkv.data(), d_att_ref.data(),
                          kB, kT, kC, kNH, cublas.get(), nullptr);

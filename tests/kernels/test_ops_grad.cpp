@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/grad_check.h"
+#include "common/naive_attention.h"
 
 namespace {
 
@@ -23,6 +24,8 @@ namespace cpu = sy::cpu;
 using sy::test::convert;
 using sy::test::dot;
 using sy::test::fd_gradient;
+using sy::test::naive_attention;
+using sy::test::NaiveAttention;
 using sy::test::random_vector;
 using sy::test::rel_error;
 
@@ -205,12 +208,10 @@ TEST(OpsHand, RopeSecondPairUsesThetaPower) {
 template <class T>
 std::vector<T> attention_grad(const std::vector<double>& qkv, const std::vector<double>& R) {
   const auto qt = convert<T>(qkv), Rt = convert<T>(R);
-  std::vector<T> out(kN * kC), att(kB * kNH * kT * kT);
-  cpu::attention_forward(out.data(), att.data(), qt.data(), kB, kT, kC, kNH);
+  std::vector<T> out(kN * kC), stats(kB * kNH * kT * 2);
+  cpu::attention_forward(out.data(), stats.data(), qt.data(), kB, kT, kC, kNH);
   auto dqkv = nan_vector<T>(qkv.size());
-  auto scratch = nan_vector<T>(att.size());
-  cpu::attention_backward(dqkv.data(), scratch.data(), Rt.data(), qt.data(), att.data(), kB, kT, kC,
-                          kNH);
+  cpu::attention_backward(dqkv.data(), Rt.data(), qt.data(), stats.data(), kB, kT, kC, kNH);
   return dqkv;
 }
 
@@ -218,9 +219,9 @@ TEST(OpsGrad, Attention) {
   std::mt19937 rng(6);
   auto qkv = random_vector(rng, kN * 3 * kC, -2.0, 2.0);  // wide enough for peaked softmaxes
   const auto R = random_vector(rng, kN * kC);
-  std::vector<double> out(kN * kC), att(kB * kNH * kT * kT);
+  std::vector<double> out(kN * kC), stats(kB * kNH * kT * 2);
   auto loss = [&] {
-    cpu::attention_forward(out.data(), att.data(), qkv.data(), kB, kT, kC, kNH);
+    cpu::attention_forward(out.data(), stats.data(), qkv.data(), kB, kT, kC, kNH);
     return dot(out, R);
   };
   const auto g_fd = fd_gradient(loss, qkv);
@@ -229,69 +230,52 @@ TEST(OpsGrad, Attention) {
   EXPECT_LE(rel_error(attention_grad<float>(qkv, R), g), kFloatTol);
 }
 
+// Past one tile of query rows (64): 150 positions make three tiles, the last one partial, and the
+// backward rebuilds each tile's probabilities from the forward's stats. Against finite
+// differences in double.
+TEST(OpsGrad, AttentionAcrossTiles) {
+  const int B = 1, T = 150, C = 8, NH = 2, N = B * T;
+  std::mt19937 rng(16);
+  auto qkv = random_vector(rng, N * 3 * C, -2.0, 2.0);
+  const auto R = random_vector(rng, N * C);
+  std::vector<double> out(N * C), stats(B * NH * T * 2);
+  auto loss = [&] {
+    cpu::attention_forward(out.data(), stats.data(), qkv.data(), B, T, C, NH);
+    return dot(out, R);
+  };
+  const auto g_fd = fd_gradient(loss, qkv);
+  loss();
+  auto dqkv = nan_vector<double>(qkv.size());
+  cpu::attention_backward(dqkv.data(), R.data(), qkv.data(), stats.data(), B, T, C, NH);
+  EXPECT_LE(rel_error(dqkv, g_fd), kFdTol);
+}
+
 // RoPE then attention, as the model chains them: the gradients compose.
 TEST(OpsGrad, RopeThenAttention) {
   std::mt19937 rng(7);
   auto qkv = random_vector(rng, kN * 3 * kC);
   const auto R = random_vector(rng, kN * kC);
-  std::vector<double> rot(qkv.size()), out(kN * kC), att(kB * kNH * kT * kT);
+  std::vector<double> rot(qkv.size()), out(kN * kC), stats(kB * kNH * kT * 2);
   auto loss = [&] {
     cpu::rope_forward(rot.data(), qkv.data(), kB, kT, kC, kNH, kTheta);
-    cpu::attention_forward(out.data(), att.data(), rot.data(), kB, kT, kC, kNH);
+    cpu::attention_forward(out.data(), stats.data(), rot.data(), kB, kT, kC, kNH);
     return dot(out, R);
   };
   const auto g_fd = fd_gradient(loss, qkv);
   loss();
-  std::vector<double> drot(qkv.size()), scratch(att.size()), dqkv(qkv.size());
-  cpu::attention_backward(drot.data(), scratch.data(), R.data(), rot.data(), att.data(), kB, kT, kC,
-                          kNH);
+  std::vector<double> drot(qkv.size()), dqkv(qkv.size());
+  cpu::attention_backward(drot.data(), R.data(), rot.data(), stats.data(), kB, kT, kC, kNH);
   cpu::rope_backward(dqkv.data(), drot.data(), kB, kT, kC, kNH, kTheta);
   EXPECT_LE(rel_error(dqkv, g_fd), kFdTol);
-}
-
-// The naive loops of causal attention in double: att [B,NH,T,T] and out [N,C] of qkv [N,3C]
-// (exp of the raw scores, no max subtracted), and the smallest score seen.
-struct NaiveAttention {
-  std::vector<double> att, out;
-  double min_score = 0.0;
-};
-NaiveAttention naive_attention(const std::vector<double>& qkv) {
-  const int HD = kC / kNH;
-  NaiveAttention r{std::vector<double>(kB * kNH * kT * kT, 0.0), std::vector<double>(kN * kC),
-                   std::numeric_limits<double>::infinity()};
-  auto at = [&](int b, int t, int blk, int h, int i) {
-    return qkv[(b * kT + t) * 3 * kC + blk * kC + h * HD + i];
-  };
-  for (int b = 0; b < kB; ++b)
-    for (int h = 0; h < kNH; ++h)
-      for (int t = 0; t < kT; ++t) {
-        std::vector<double> p(kT, 0.0);
-        double z = 0.0;
-        for (int s = 0; s <= t; ++s) {
-          double sc = 0.0;
-          for (int i = 0; i < HD; ++i) sc += at(b, t, 0, h, i) * at(b, s, 1, h, i);
-          sc /= std::sqrt(double(HD));
-          r.min_score = std::min(r.min_score, sc);
-          p[s] = std::exp(sc);
-          z += p[s];
-        }
-        for (int s = 0; s < kT; ++s) r.att[((b * kNH + h) * kT + t) * kT + s] = p[s] / z;
-        for (int i = 0; i < HD; ++i) {
-          double o = 0.0;
-          for (int s = 0; s <= t; ++s) o += p[s] / z * at(b, s, 2, h, i);
-          r.out[(b * kT + t) * kC + h * HD + i] = o;
-        }
-      }
-  return r;
 }
 
 TEST(OpsHand, AttentionMatchesNaiveLoops) {
   std::mt19937 rng(8);
   const auto qkv = random_vector(rng, kN * 3 * kC, -2.0, 2.0);
-  std::vector<double> out(kN * kC), att(kB * kNH * kT * kT);
-  cpu::attention_forward(out.data(), att.data(), qkv.data(), kB, kT, kC, kNH);
-  const NaiveAttention ref = naive_attention(qkv);
-  for (size_t i = 0; i < att.size(); ++i) EXPECT_NEAR(att[i], ref.att[i], 1e-14) << i;
+  std::vector<double> out(kN * kC), stats(kB * kNH * kT * 2);
+  cpu::attention_forward(out.data(), stats.data(), qkv.data(), kB, kT, kC, kNH);
+  const NaiveAttention ref = naive_attention(qkv, kB, kT, kC, kNH);
+  for (size_t i = 0; i < stats.size(); ++i) EXPECT_NEAR(stats[i], ref.stats[i], 1e-14) << i;
   for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref.out[i], 1e-14) << i;
 }
 
@@ -306,11 +290,12 @@ TEST(OpsHand, AttentionOfHugeScoresInFloat) {
     for (int h = 0; h < kNH; ++h)
       for (int blk = 0; blk < 2; ++blk) qkv[n * 3 * kC + blk * kC + h * HD] = 30.0;
   const auto qf = convert<float>(qkv);
-  std::vector<float> out(kN * kC), att(kB * kNH * kT * kT);
-  cpu::attention_forward(out.data(), att.data(), qf.data(), kB, kT, kC, kNH);
-  const NaiveAttention ref = naive_attention(qkv);
+  std::vector<float> out(kN * kC), stats(kB * kNH * kT * 2);
+  cpu::attention_forward(out.data(), stats.data(), qf.data(), kB, kT, kC, kNH);
+  const NaiveAttention ref = naive_attention(qkv, kB, kT, kC, kNH);
   ASSERT_GT(ref.min_score, 440.0);
-  for (size_t i = 0; i < att.size(); ++i) EXPECT_NEAR(att[i], ref.att[i], 1e-4) << i;
+  for (size_t i = 0; i < stats.size(); ++i)  // scores ~450: float rounds them at ~3e-5
+    EXPECT_NEAR(stats[i], ref.stats[i], 1e-4 * std::max(1.0, std::abs(ref.stats[i]))) << i;
   for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref.out[i], 1e-4) << i;
 }
 
@@ -318,9 +303,9 @@ TEST(OpsHand, AttentionWithOneTokenReturnsV) {
   std::mt19937 rng(9);
   const int B = 3;
   const auto qkv = random_vector(rng, B * 3 * kC);
-  std::vector<double> out(B * kC), att(B * kNH);
-  cpu::attention_forward(out.data(), att.data(), qkv.data(), B, 1, kC, kNH);
-  for (double a : att) EXPECT_EQ(a, 1.0);
+  std::vector<double> out(B * kC), stats(B * kNH * 2);
+  cpu::attention_forward(out.data(), stats.data(), qkv.data(), B, 1, kC, kNH);
+  for (int r = 0; r < B * kNH; ++r) EXPECT_EQ(stats[2 * r + 1], 1.0);  // 1 / exp(0)
   for (int n = 0; n < B; ++n)
     for (int c = 0; c < kC; ++c) EXPECT_EQ(out[n * kC + c], qkv[n * 3 * kC + 2 * kC + c]);
 }
@@ -328,14 +313,14 @@ TEST(OpsHand, AttentionWithOneTokenReturnsV) {
 TEST(OpsHand, AttentionMasksTheFuture) {
   std::mt19937 rng(10);
   const auto qkv = random_vector(rng, kN * 3 * kC);
-  std::vector<double> out(kN * kC), att(kB * kNH * kT * kT);
-  cpu::attention_forward(out.data(), att.data(), qkv.data(), kB, kT, kC, kNH);
+  std::vector<double> out(kN * kC), stats(kB * kNH * kT * 2);
+  cpu::attention_forward(out.data(), stats.data(), qkv.data(), kB, kT, kC, kNH);
   // Change q, k and v of position 3 of sequence 0.
   const int t_changed = 3;
   auto qkv2 = qkv;
   for (int j = 0; j < 3 * kC; ++j) qkv2[t_changed * 3 * kC + j] += 0.5;
-  std::vector<double> out2(out.size()), att2(att.size());
-  cpu::attention_forward(out2.data(), att2.data(), qkv2.data(), kB, kT, kC, kNH);
+  std::vector<double> out2(out.size()), stats2(stats.size());
+  cpu::attention_forward(out2.data(), stats2.data(), qkv2.data(), kB, kT, kC, kNH);
   for (int t = 0; t < kT; ++t)
     for (int c = 0; c < kC; ++c) {
       const double a = out[t * kC + c], b2 = out2[t * kC + c];
@@ -347,19 +332,17 @@ TEST(OpsHand, AttentionMasksTheFuture) {
     }
   // Sequence 1 is independent of sequence 0.
   for (int i = kT * kC; i < kN * kC; ++i) EXPECT_EQ(out[i], out2[i]);
-  // Rows of att are distributions over the past only.
-  for (int bh = 0; bh < kB * kNH; ++bh)
-    for (int t = 0; t < kT; ++t) {
-      double s = 0.0;
-      for (int u = 0; u < kT; ++u) {
-        const double a = att[(bh * kT + t) * kT + u];
-        if (u > t) {
-          EXPECT_EQ(a, 0.0);
+  // The rows' stats (what the backward rebuilds the probabilities from) see the past only.
+  for (int h = 0; h < kNH; ++h)
+    for (int t = 0; t < kT; ++t)
+      for (int j = 0; j < 2; ++j) {
+        const int i = (h * kT + t) * 2 + j;
+        if (t < t_changed) {
+          EXPECT_EQ(stats[i], stats2[i]) << "head " << h << " position " << t;
         }
-        s += a;
       }
-      EXPECT_NEAR(s, 1.0, 1e-14);
-    }
+  for (size_t i = static_cast<size_t>(kNH) * kT * 2; i < stats.size(); ++i)
+    EXPECT_EQ(stats[i], stats2[i]);
 }
 
 // Restores the OpenBLAS and OpenMP thread counts a test changes.
@@ -384,10 +367,9 @@ TEST(OpsHand, AttentionIsBitwiseDeterministic) {
   const auto qkv = random_vector<float>(rng, static_cast<size_t>(N) * 3 * C);
   const auto dout = random_vector<float>(rng, static_cast<size_t>(N) * C);
   auto run = [&] {
-    std::vector<float> out(N * C), att(B * NH * T * T), dqkv(qkv.size()), scratch(att.size());
-    cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
-    cpu::attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), B, T,
-                            C, NH);
+    std::vector<float> out(N * C), stats(B * NH * T * 2), dqkv(qkv.size());
+    cpu::attention_forward(out.data(), stats.data(), qkv.data(), B, T, C, NH);
+    cpu::attention_backward(dqkv.data(), dout.data(), qkv.data(), stats.data(), B, T, C, NH);
     out.insert(out.end(), dqkv.begin(), dqkv.end());
     return out;
   };

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/grad_check.h"
+#include "common/naive_attention.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/moe_ops.h"
 #include "kernels/cpu/ops.h"
@@ -23,6 +24,7 @@ namespace {
 
 namespace cpu = sy::cpu;
 using sy::test::convert;
+using sy::test::naive_attention;
 using sy::test::random_vector;
 using sy::test::rel_error;
 
@@ -279,46 +281,18 @@ TEST(ParallelPaths, RopeEmbeddingResidualSameBitsOnTwoThreads) {
   for (int i = 0; i < N * C; ++i) ASSERT_EQ(sum[i], qkv[i] + dout[i]);
 }
 
-// Causal attention of one micro-batch in double: out[N,C], from qkv[N,3C].
-std::vector<double> naive_attention(const std::vector<float>& qkv, int B, int T, int C, int NH) {
-  const int HD = C / NH;
-  std::vector<double> out(static_cast<size_t>(B) * T * C), p(T);
-  for (int b = 0; b < B; ++b)
-    for (int h = 0; h < NH; ++h)
-      for (int t = 0; t < T; ++t) {
-        const float* q = &qkv[(static_cast<size_t>(b) * T + t) * 3 * C + h * HD];
-        double mx = -1e300, sum = 0;
-        for (int s = 0; s <= t; ++s) {
-          const float* k = &qkv[(static_cast<size_t>(b) * T + s) * 3 * C + C + h * HD];
-          double d = 0;
-          for (int i = 0; i < HD; ++i) d += double(q[i]) * k[i];
-          p[s] = d / std::sqrt(double(HD));
-          mx = std::max(mx, p[s]);
-        }
-        for (int s = 0; s <= t; ++s) sum += (p[s] = std::exp(p[s] - mx));
-        for (int i = 0; i < HD; ++i) {
-          double o = 0;
-          for (int s = 0; s <= t; ++s)
-            o += p[s] / sum * qkv[(static_cast<size_t>(b) * T + s) * 3 * C + 2 * C + h * HD + i];
-          out[(static_cast<size_t>(b) * T + t) * C + h * HD + i] = o;
-        }
-      }
-  return out;
-}
-
 TEST(ParallelPaths, AttentionMatchesNaiveAndTwoThreads) {
   const int B = 2, T = 128, C = 64, NH = 4, N = B * T;
   std::mt19937 rng(14);
   const auto qkv = random_vector<float>(rng, N * 3 * C, -2, 2);
   const auto dout = random_vector<float>(rng, N * C);
-  std::vector<float> att(static_cast<size_t>(B) * NH * T * T), scratch(att.size());
+  std::vector<float> stats(static_cast<size_t>(B) * NH * T * 2);
   const auto out = same_bits_1_and_2_threads<float>(N * C, [&](std::vector<float>& o) {
-    cpu::attention_forward(o.data(), att.data(), qkv.data(), B, T, C, NH);
+    cpu::attention_forward(o.data(), stats.data(), qkv.data(), B, T, C, NH);
   });
-  EXPECT_LT(rel_error(out, naive_attention(qkv, B, T, C, NH)), 1e-5);
+  EXPECT_LT(rel_error(out, naive_attention(qkv, B, T, C, NH).out), 1e-5);
   const auto dqkv = same_bits_1_and_2_threads<float>(N * 3 * C, [&](std::vector<float>& d) {
-    cpu::attention_backward(d.data(), scratch.data(), dout.data(), qkv.data(), att.data(), B, T, C,
-                            NH);
+    cpu::attention_backward(d.data(), dout.data(), qkv.data(), stats.data(), B, T, C, NH);
   });
   // Backward against the directional derivative of the naive forward: for a random direction
   // u, sum(dout * (f(qkv + eps u) - f(qkv - eps u)) / 2 eps) = sum(dqkv * u).
@@ -329,7 +303,8 @@ TEST(ParallelPaths, AttentionMatchesNaiveAndTwoThreads) {
     plus[i] = static_cast<float>(qkv[i] + eps * u[i]);
     minus[i] = static_cast<float>(qkv[i] - eps * u[i]);
   }
-  const auto fp = naive_attention(plus, B, T, C, NH), fm = naive_attention(minus, B, T, C, NH);
+  const auto fp = naive_attention(plus, B, T, C, NH).out,
+             fm = naive_attention(minus, B, T, C, NH).out;
   double fd = 0, an = 0;
   for (size_t i = 0; i < fp.size(); ++i) fd += dout[i] * (fp[i] - fm[i]) / (2 * eps);
   for (size_t i = 0; i < u.size(); ++i) an += double(dqkv[i]) * u[i];
