@@ -205,49 +205,47 @@ TEST(OpsHand, RopeSecondPairUsesThetaPower) {
 
 // ---------------------------------------------------------------- attention
 
+struct AttnShape {
+  int B, T, C, NH;
+  int N() const { return B * T; }
+};
+
+// dqkv in T for the loss sum(attention(qkv) * R).
 template <class T>
-std::vector<T> attention_grad(const std::vector<double>& qkv, const std::vector<double>& R) {
+std::vector<T> attention_grad(const AttnShape& s, const std::vector<double>& qkv,
+                              const std::vector<double>& R) {
   const auto qt = convert<T>(qkv), Rt = convert<T>(R);
-  std::vector<T> out(kN * kC), stats(kB * kNH * kT * 2);
-  cpu::attention_forward(out.data(), stats.data(), qt.data(), kB, kT, kC, kNH);
+  std::vector<T> out(s.N() * s.C), stats(s.B * s.NH * s.T * 2);
+  cpu::attention_forward(out.data(), stats.data(), qt.data(), s.B, s.T, s.C, s.NH);
   auto dqkv = nan_vector<T>(qkv.size());
-  cpu::attention_backward(dqkv.data(), Rt.data(), qt.data(), stats.data(), kB, kT, kC, kNH);
+  cpu::attention_backward(dqkv.data(), Rt.data(), qt.data(), stats.data(), s.B, s.T, s.C, s.NH);
   return dqkv;
 }
 
-TEST(OpsGrad, Attention) {
-  std::mt19937 rng(6);
-  auto qkv = random_vector(rng, kN * 3 * kC, -2.0, 2.0);  // wide enough for peaked softmaxes
-  const auto R = random_vector(rng, kN * kC);
-  std::vector<double> out(kN * kC), stats(kB * kNH * kT * 2);
+// The double backward against finite differences, the float one against the double.
+void check_attention_grad(const AttnShape& s, unsigned seed) {
+  std::mt19937 rng(seed);
+  auto qkv = random_vector(rng, s.N() * 3 * s.C, -2.0, 2.0);  // wide enough for peaked softmaxes
+  const auto R = random_vector(rng, s.N() * s.C);
+  std::vector<double> out(s.N() * s.C), stats(s.B * s.NH * s.T * 2);
   auto loss = [&] {
-    cpu::attention_forward(out.data(), stats.data(), qkv.data(), kB, kT, kC, kNH);
+    cpu::attention_forward(out.data(), stats.data(), qkv.data(), s.B, s.T, s.C, s.NH);
     return dot(out, R);
   };
   const auto g_fd = fd_gradient(loss, qkv);
-  const auto g = attention_grad<double>(qkv, R);
+  const auto g = attention_grad<double>(s, qkv, R);
   EXPECT_LE(rel_error(g, g_fd), kFdTol);
-  EXPECT_LE(rel_error(attention_grad<float>(qkv, R), g), kFloatTol);
+  EXPECT_LE(rel_error(attention_grad<float>(s, qkv, R), g), kFloatTol);
+}
+
+TEST(OpsGrad, Attention) {
+  check_attention_grad({kB, kT, kC, kNH}, 6);
 }
 
 // Past one tile of query rows (64): 150 positions make three tiles, the last one partial, and the
-// backward rebuilds each tile's probabilities from the forward's stats. Against finite
-// differences in double.
+// backward rebuilds each tile's probabilities from the forward's stats.
 TEST(OpsGrad, AttentionAcrossTiles) {
-  const int B = 1, T = 150, C = 8, NH = 2, N = B * T;
-  std::mt19937 rng(16);
-  auto qkv = random_vector(rng, N * 3 * C, -2.0, 2.0);
-  const auto R = random_vector(rng, N * C);
-  std::vector<double> out(N * C), stats(B * NH * T * 2);
-  auto loss = [&] {
-    cpu::attention_forward(out.data(), stats.data(), qkv.data(), B, T, C, NH);
-    return dot(out, R);
-  };
-  const auto g_fd = fd_gradient(loss, qkv);
-  loss();
-  auto dqkv = nan_vector<double>(qkv.size());
-  cpu::attention_backward(dqkv.data(), R.data(), qkv.data(), stats.data(), B, T, C, NH);
-  EXPECT_LE(rel_error(dqkv, g_fd), kFdTol);
+  check_attention_grad({1, 150, 8, 2}, 16);
 }
 
 // RoPE then attention, as the model chains them: the gradients compose.
