@@ -11,6 +11,8 @@
 // threads, so results are bitwise the same for any OpenMP thread count.
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -192,7 +194,10 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* stats, in
 // attention_forward's row), the same softmax, then the weighted sum of the cached values.
 template <class T>
 void attention_cached_forward(T* out, T* scratch, const T* q, int ldq, const T* kc, const T* vc,
-                              int W, long p0, int n, int C, int NH) {
+                              int W, int rows, long p0, int n, int C, int NH) {
+  if (rows < W)
+    throw std::invalid_argument("attention_cached_forward: a cache of " + std::to_string(rows) +
+                                " rows cannot hold a window of " + std::to_string(W));
   const int HD = C / NH;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HD)));
   for (int i = 0; i < n; ++i) {
@@ -201,7 +206,7 @@ void attention_cached_forward(T* out, T* scratch, const T* q, int ldq, const T* 
     for (int h = 0; h < NH; ++h) {
       const T* qh = q + static_cast<long>(i) * ldq + static_cast<long>(h) * HD;
       for (int s = 0; s < count; ++s) {
-        const T* kh = kc + ((first + s) % W) * C + static_cast<long>(h) * HD;
+        const T* kh = kc + ((first + s) % rows) * C + static_cast<long>(h) * HD;
         T dot = T(0);
         for (int d = 0; d < HD; ++d) dot += qh[d] * kh[d];
         scratch[s] = scale * dot;
@@ -210,17 +215,17 @@ void attention_cached_forward(T* out, T* scratch, const T* q, int ldq, const T* 
       T* oh = out + static_cast<long>(i) * C + static_cast<long>(h) * HD;
       std::fill(oh, oh + HD, T(0));
       for (int s = 0; s < count; ++s) {
-        const T* vh = vc + ((first + s) % W) * C + static_cast<long>(h) * HD;
+        const T* vh = vc + ((first + s) % rows) * C + static_cast<long>(h) * HD;
         for (int d = 0; d < HD; ++d) oh[d] += scratch[s] * vh[d];
       }
     }
   }
 }
 
-#define SY_INSTANTIATE(T)                                                                         \
-  template void attention_cached_forward<T>(T*, T*, const T*, int, const T*, const T*, int, long, \
-                                            int, int, int);                                       \
-  template void attention_forward<T>(T*, T*, const T*, int, int, int, int);                       \
+#define SY_INSTANTIATE(T)                                                                        \
+  template void attention_cached_forward<T>(T*, T*, const T*, int, const T*, const T*, int, int, \
+                                            long, int, int, int);                                \
+  template void attention_forward<T>(T*, T*, const T*, int, int, int, int);                      \
   template void attention_backward<T>(T*, const T*, const T*, const T*, int, int, int, int);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(double)

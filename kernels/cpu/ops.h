@@ -64,14 +64,15 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* stats, in
                         int NH);
 
 // Attention of n query rows at positions p0 .. p0+n-1 of one sequence over a key/value cache
-// (incremental decoding): k and v of position s sit in row s % W of kc and vc [W,C] (k after
-// RoPE), and the query at position p attends to positions max(0, p-W+1) .. p, which the caller
-// has written. q: [n, ldq] (head h in columns h*HD..); out[n,C] (=); scratch: W elements.
-// The softmax is attention_forward's (same exp, sum in double), so within the first W positions
-// a row equals attention_forward's row up to the rounding of the dot products.
+// (incremental decoding): k and v of position s sit in row s % rows of kc and vc [rows,C] (k
+// after RoPE; rows >= W), and the query at position p attends to the window of positions
+// max(0, p-W+1) .. p, which the caller has written. q: [n, ldq] (head h in columns h*HD..);
+// out[n,C] (=); scratch: W elements. The softmax is attention_forward's (same exp, sum in
+// double), so within the first W positions a row equals attention_forward's row up to the
+// rounding of the dot products.
 template <class T>
 void attention_cached_forward(T* out, T* scratch, const T* q, int ldq, const T* kc, const T* vc,
-                              int W, long p0, int n, int C, int NH);
+                              int W, int rows, long p0, int n, int C, int NH);
 
 // losses[N] (=) logsumexp(logits[n,:]) - logits[n, targets[n]];  probs[N,V] (=) softmax(logits).
 // targets[n] in [0, V). probs may alias logits (in place).

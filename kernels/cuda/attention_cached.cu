@@ -2,7 +2,8 @@
 // reference is cpu::attention_cached_forward (kernels/cpu/attention.cpp) and, for the store, the
 // cache write of src/sample/decoder.cpp.
 //
-// Letters as ops.h, plus W the cache rows (the window) and n the query rows (tokens fed at once).
+// Letters as ops.h, plus W the window, R the cache rows (R >= W) and n the query rows (tokens fed
+// at once).
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -19,15 +20,15 @@ constexpr int kCachedBlock = 128;  // threads per (query, head): 4 warps
 constexpr int kCachedWarps = kCachedBlock / kWarp;
 
 // One thread per element of the k and v blocks of qkv[n,3C]: columns C..3C of row i go to row
-// (p0+i) % W of kc (j < C) or vc (j >= C).
+// (p0+i) % R of kc (j < C) or vc (j >= C).
 template <class T>
-__global__ void kv_cache_store_kernel(T* kc, T* vc, const T* qkv, int W, long p0, int n, int C) {
+__global__ void kv_cache_store_kernel(T* kc, T* vc, const T* qkv, int R, long p0, int n, int C) {
   const long C2 = 2L * C, total = n * C2;
   for (long idx = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<long>(gridDim.x) * blockDim.x) {
     const long i = idx / C2;
     const int j = static_cast<int>(idx % C2);
-    const long row = ((p0 + i) % W) * C;
+    const long row = ((p0 + i) % R) * C;
     const T x = qkv[i * 3L * C + C + j];
     if (j < C)
       kc[row + j] = x;
@@ -37,7 +38,7 @@ __global__ void kv_cache_store_kernel(T* kc, T* vc, const T* qkv, int W, long p0
 }
 
 // Block b = i * NH + h: query i (position p = p0 + i), head h. The count = p - first + 1 cached
-// positions first .. p (first = max(0, p-W+1)) are row (first+s) % W, s < count.
+// positions first .. p (first = max(0, p-W+1)) are row (first+s) % R, s < count.
 //   scores sc[s] = scale * q.k_s   a warp per position, lanes over the head dim
 //   sc[s] = exp(sc[s] - max)        threads over s; sum over the block
 //   out   = sum_s sc[s] v_s / sum   warp w takes s = w, w+4, ..., lanes over d; partials in
@@ -45,7 +46,8 @@ __global__ void kv_cache_store_kernel(T* kc, T* vc, const T* qkv, int W, long p0
 // sc is this block's row of the fp32 scratch [n*NH, W].
 template <class T>
 __global__ void attention_cached_kernel(T* out, float* scratch, const T* q, int ldq, const T* kc,
-                                        const T* vc, int W, long p0, int C, int NH, float scale) {
+                                        const T* vc, int W, int R, long p0, int C, int NH,
+                                        float scale) {
   extern __shared__ float acc[];  // [kCachedWarps, HD]
   const int HD = C / NH;
   const int i = static_cast<int>(blockIdx.x / NH), h = static_cast<int>(blockIdx.x % NH);
@@ -58,7 +60,7 @@ __global__ void attention_cached_kernel(T* out, float* scratch, const T* q, int 
 
   float mx = -INFINITY;
   for (int s = warp; s < count; s += kCachedWarps) {
-    const T* kh = kc + ((first + s) % W) * C + col;
+    const T* kh = kc + ((first + s) % R) * C + col;
     float dot = 0.0f;
     for (int d = lane; d < HD; d += kWarp) dot += to_f32(qh[d]) * to_f32(kh[d]);
     const float score = scale * warp_sum(dot);
@@ -76,7 +78,7 @@ __global__ void attention_cached_kernel(T* out, float* scratch, const T* q, int 
   for (int d = lane; d < HD; d += kWarp) {
     float a = 0.0f;
     for (int s = warp; s < count; s += kCachedWarps)
-      a += sc[s] * to_f32(vc[((first + s) % W) * C + col + d]);
+      a += sc[s] * to_f32(vc[((first + s) % R) * C + col + d]);
     acc[warp * HD + d] = a;
   }
   __syncthreads();
@@ -91,13 +93,13 @@ __global__ void attention_cached_kernel(T* out, float* scratch, const T* q, int 
 }  // namespace
 
 template <class T>
-void kv_cache_store(T* kc, T* vc, const T* qkv, int W, long p0, int n, int C, cudaStream_t stream) {
-  if (n > W)
+void kv_cache_store(T* kc, T* vc, const T* qkv, int R, long p0, int n, int C, cudaStream_t stream) {
+  if (n > R)
     throw std::invalid_argument("kv_cache_store: " + std::to_string(n) + " rows into a cache of " +
-                                std::to_string(W) + " (later rows would overwrite earlier ones)");
+                                std::to_string(R) + " (later rows would overwrite earlier ones)");
   const long total = 2L * n * C;
   if (total == 0) return;
-  kv_cache_store_kernel<<<grid_for(total), kBlock, 0, stream>>>(kc, vc, qkv, W, p0, n, C);
+  kv_cache_store_kernel<<<grid_for(total), kBlock, 0, stream>>>(kc, vc, qkv, R, p0, n, C);
   SY_CUDA_LAUNCH_CHECK("kv_cache_store_kernel");
 }
 
@@ -107,8 +109,11 @@ long attention_cached_scratch(int n, int NH, int W) {
 
 template <class T>
 void attention_cached_forward(T* out, float* scratch, const T* q, int ldq, const T* kc, const T* vc,
-                              int W, long p0, int n, int C, int NH, cudaStream_t stream) {
+                              int W, int R, long p0, int n, int C, int NH, cudaStream_t stream) {
   if (n == 0) return;
+  if (R < W)
+    throw std::invalid_argument("attention_cached_forward: a cache of " + std::to_string(R) +
+                                " rows cannot hold a window of " + std::to_string(W));
   const int HD = C / NH;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HD)));
   const size_t shared = sizeof(float) * kCachedWarps * static_cast<size_t>(HD);
@@ -120,14 +125,14 @@ void attention_cached_forward(T* out, float* scratch, const T* q, int ldq, const
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(shared)));
   attention_cached_kernel<<<blocks, kCachedBlock, shared, stream>>>(out, scratch, q, ldq, kc, vc, W,
-                                                                    p0, C, NH, scale);
+                                                                    R, p0, C, NH, scale);
   SY_CUDA_LAUNCH_CHECK("attention_cached_kernel");
 }
 
 #define SY_INSTANTIATE(T)                                                                       \
   template void kv_cache_store<T>(T*, T*, const T*, int, long, int, int, cudaStream_t);         \
   template void attention_cached_forward<T>(T*, float*, const T*, int, const T*, const T*, int, \
-                                            long, int, int, int, cudaStream_t);
+                                            int, long, int, int, int, cudaStream_t);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(bf16)
 #undef SY_INSTANTIATE

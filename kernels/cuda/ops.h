@@ -111,18 +111,19 @@ void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const 
                         int T_, int C, int NH, cublasHandle_t cublas, cudaStream_t stream);
 
 // Incremental decoding over a key/value cache (attention_cached.cu), as kernels/cpu/ops.h: k and v
-// of position s sit in row s % W of kc and vc [W,C] (k after RoPE).
-// kc, vc rows (p0+i) % W (=) the k and v blocks of qkv[n,3C] row i, i < n <= W.
+// of position s sit in row s % R of kc and vc [R,C] (k after RoPE; R >= the window W).
+// kc, vc rows (p0+i) % R (=) the k and v blocks of qkv[n,3C] row i, i < n <= R.
 template <class T>
-void kv_cache_store(T* kc, T* vc, const T* qkv, int W, long p0, int n, int C, cudaStream_t stream);
+void kv_cache_store(T* kc, T* vc, const T* qkv, int R, long p0, int n, int C, cudaStream_t stream);
 // Scratch attention_cached_forward needs, in fp32 elements: n*NH*W (one score row per query head).
 long attention_cached_scratch(int n, int NH, int W);
 // out[n,C] (=) the attention of query rows q[n, ldq] (positions p0 .. p0+n-1, head h in columns
-// h*HD..) over positions max(0, p-W+1) .. p of the cache, which the caller has written: one block
-// per (query, head), scores and softmax in fp32 (the CPU sums its softmax in double).
+// h*HD..) over the window of positions max(0, p-W+1) .. p of a cache of R rows, which the caller
+// has written: one block per (query, head), scores and softmax in fp32 (the CPU sums its softmax
+// in double).
 template <class T>
 void attention_cached_forward(T* out, float* scratch, const T* q, int ldq, const T* kc, const T* vc,
-                              int W, long p0, int n, int C, int NH, cudaStream_t stream);
+                              int W, int R, long p0, int n, int C, int NH, cudaStream_t stream);
 
 // losses[N] (=) logsumexp(logits[n,:]) - logits[n,targets[n]];  probs[N,V] (=) softmax(logits).
 // probs may alias logits.

@@ -27,7 +27,8 @@ CudaMoeWeights<float> cuda_moe_weights(const MoeWeights<float>& w) {
 }  // namespace
 
 struct CudaDecoder::Impl {
-  Impl(const Config& config, const std::vector<float>& host_params, long scratch_floats)
+  Impl(const Config& config, const std::vector<float>& host_params, long scratch_floats,
+       int cache_rows)
       : cfg(config),
         table(make_param_table(config)),
         L(static_cast<int>(config.model.n_layers)),
@@ -35,6 +36,7 @@ struct CudaDecoder::Impl {
         NH(static_cast<int>(config.model.n_heads)),
         V(static_cast<int>(config.model.vocab_size)),
         W(static_cast<int>(config.model.seq_len)),
+        R(cache_rows),
         attn_rows(
             static_cast<int>(std::clamp<long>(scratch_floats / (static_cast<long>(NH) * W), 1, W))),
         cublas(stream.get()) {
@@ -42,7 +44,7 @@ struct CudaDecoder::Impl {
              "decoder: " << host_params.size() << " parameters given, the model has "
                          << table.total_numel());
     params.upload(host_params);
-    const size_t cache = static_cast<size_t>(L) * W * C;
+    const size_t cache = static_cast<size_t>(L) * R * C;
     kcache.resize(cache);
     vcache.resize(cache);
     const MoeDims dims = inference_moe_dims(config);
@@ -82,17 +84,17 @@ struct CudaDecoder::Impl {
     for (int l = 0; l < L; ++l) {
       const LayerWeights<float> w = layer_weights(table, params.data(), l);
       // x += Attn(RMSNorm(x)), the new keys and values into the cache first.
-      float* kc = kcache.data() + static_cast<size_t>(l) * W * C;
-      float* vc = vcache.data() + static_cast<size_t>(l) * W * C;
+      float* kc = kcache.data() + static_cast<size_t>(l) * R * C;
+      float* vc = vcache.data() + static_cast<size_t>(l) * R * C;
       cuda::rmsnorm_forward(a.data(), rstd.data(), x.data(), w.attn_norm, n, C, eps, s());
       cuda::matmul_forward(qkv.data(), a.data(), w.wqkv, n, C, C3, cublas.get());
       cuda::rope_forward_from(qkv_rot.data(), qkv.data(), n, C, NH, cfg.model.rope_theta, pos, s());
-      cuda::kv_cache_store(kc, vc, qkv_rot.data(), W, pos, n, C, s());
+      cuda::kv_cache_store(kc, vc, qkv_rot.data(), R, pos, n, C, s());
       // the queries in groups of at most attn_rows (their score rows fill the scratch)
       for (int i0 = 0; i0 < n; i0 += attn_rows) {
         const long q0 = static_cast<long>(i0);
         cuda::attention_cached_forward(atty.data() + q0 * C, scratch.data(),
-                                       qkv_rot.data() + q0 * C3, C3, kc, vc, W, pos + i0,
+                                       qkv_rot.data() + q0 * C3, C3, kc, vc, W, R, pos + i0,
                                        std::min(attn_rows, n - i0), C, NH, s());
       }
       cuda::matmul_forward(a.data(), atty.data(), w.wo, n, C, C, cublas.get());
@@ -118,11 +120,12 @@ struct CudaDecoder::Impl {
   Config cfg;
   ParamTable table;
   int L, C, NH, V, W;
+  int R;          // cache rows (TokenDecoder::cache_rows)
   int attn_rows;  // query rows per attention call (cuda_decoder.h: attention_scratch_floats)
   cuda::Stream stream;
   cuda::CublasHandle cublas;
   DeviceBuffer<float> params;          // [P] in table order (fp32)
-  DeviceBuffer<float> kcache, vcache;  // [L,W,C]: layer l, position s in row l*W + s % W
+  DeviceBuffer<float> kcache, vcache;  // [L,R,C]: layer l, position s in row l*R + s % R
   std::vector<CudaMoeLayer<float>> moe;
   // The tokens being fed and their activations (grown to the largest n seen).
   DeviceBuffer<int32_t> tokens;                                 // [n]
@@ -142,7 +145,7 @@ CudaDecoder::CudaDecoder(const Config& cfg, const std::vector<float>& params,
                          long attention_scratch_floats)
     : TokenDecoder(static_cast<int>(cfg.model.vocab_size), static_cast<int>(cfg.model.seq_len)) {
   require_gpu();
-  impl_ = std::make_unique<Impl>(cfg, params, attention_scratch_floats);
+  impl_ = std::make_unique<Impl>(cfg, params, attention_scratch_floats, cache_rows());
 }
 CudaDecoder::~CudaDecoder() = default;
 

@@ -4,8 +4,8 @@
 // selection -- built from the CUDA kernels (kernels/cuda: embedding, RMSNorm, RoPE at a position,
 // cuBLAS matmuls, the key/value cache store and the attention over it) and the GPU MoE layer
 // (src/model/cuda_moe.h, has_capacity = false). fp32 throughout; the parameters are uploaded once
-// and stay on the device with the [L,W,C] key and value caches; only the tokens go up and the
-// logits [V] of the last token come back per feed.
+// and stay on the device with the [L, cache_rows(), C] key and value caches; only the tokens go up
+// and the logits [V] of the last token come back per feed.
 //
 // Status: written and compiled, not yet run on a GPU (tests/gpu/sample compares it with the CPU
 // Decoder).

@@ -24,7 +24,7 @@ Decoder::Decoder(const Config& cfg, std::vector<float> params)
   const MoeDims dims = inference_moe_dims(cfg);
   moe_.reserve(static_cast<size_t>(L_));
   for (int l = 0; l < L_; ++l) moe_.emplace_back(dims);
-  const size_t cache = static_cast<size_t>(W_) * static_cast<size_t>(C_);
+  const size_t cache = static_cast<size_t>(cache_rows()) * static_cast<size_t>(C_);
   kcache_.assign(static_cast<size_t>(L_), std::vector<float>(cache, 0.0f));
   vcache_.assign(static_cast<size_t>(L_), std::vector<float>(cache, 0.0f));
   scratch_.resize(static_cast<size_t>(W_));
@@ -59,13 +59,13 @@ void Decoder::forward(const int32_t* tokens, int n) {
     float* kc = kcache_[static_cast<size_t>(l)].data();
     float* vc = vcache_[static_cast<size_t>(l)].data();
     for (int i = 0; i < n; ++i) {
-      const long row = ((pos_ + i) % W_) * C;
+      const long row = ((pos_ + i) % cache_rows()) * C;
       const float* src = qkv_rot_.data() + static_cast<long>(i) * C3;
       std::copy(src + C, src + 2 * C, kc + row);
       std::copy(src + 2 * C, src + 3 * C, vc + row);
     }
     cpu::attention_cached_forward(atty_.data(), scratch_.data(), qkv_rot_.data(), C3, kc, vc, W_,
-                                  static_cast<long>(pos_), n, C, NH_);
+                                  cache_rows(), static_cast<long>(pos_), n, C, NH_);
     cpu::matmul_forward(a_.data(), atty_.data(), w.wo, n, C, C);
     cpu::residual_forward(x_.data(), x_.data(), a_.data(), nC);
     // x += MoE(RMSNorm(x)): one sequence of n tokens, dropless.

@@ -7,10 +7,12 @@
 // there is no micro-batch to share experts with); the router bias b enters the selection, not
 // the gates, as in training.
 //
-// Context: the cache holds the last W = model.seq_len positions. Up to W tokens this is exactly
-// the model's causal forward; past W each layer attends over the last W positions (a sliding
-// window; RoPE scores depend only on the distance between positions, so every distance the
-// window sees is one the model was trained on).
+// Context: each layer attends over the last W = model.seq_len positions. Up to W tokens this is
+// exactly the model's causal forward; past W it is a sliding window (RoPE scores depend only on
+// the distance between positions, so every distance the window sees is one the model was trained
+// on). The cache keeps W + kFeedBlock - 1 positions, so that a block of kFeedBlock tokens fed
+// past the window can store its keys before attending without overwriting one its first query
+// still reads.
 //
 // Letters: C d_model, NH heads, HD = C/NH, V vocab, W the cache window, n tokens fed at once.
 //
@@ -44,33 +46,41 @@ class TokenDecoder {
   virtual ~TokenDecoder() = default;
   int vocab_size() const { return V_; }
   int window() const { return W_; }
+  // Tokens fed past the window go through the layers this many at a time.
+  static constexpr int kFeedBlock = 64;
+  // Positions the cache holds (position s in row s % cache_rows()).
+  int cache_rows() const { return W_ + kFeedBlock - 1; }
   int64_t position() const { return pos_; }  // tokens fed so far
 
   // Forgets every token fed (position 0).
   void reset() { pos_ = 0; }
   // Feeds tokens[n] (n >= 1) at positions position() .. position()+n-1. Returns the logits [V] of
   // the last one (valid until the next call). The tokens that still fit the window go through the
-  // layers together (a prefill); those past it one at a time, each over the last W positions.
+  // layers together (a prefill); those past it in blocks of kFeedBlock, each token over the last
+  // W positions. A call's blocks start at the window's end or at the call's first token: feeding
+  // the first W tokens, then blocks of kFeedBlock, runs the same blocks as one call.
   const std::vector<float>& feed(const int32_t* tokens, int n) {
     SY_CHECK(n >= 1, "decoder: feed of " << n << " tokens");
     for (int i = 0; i < n; ++i)
       SY_CHECK(tokens[i] >= 0 && tokens[i] < V_,
                "decoder: token " << tokens[i] << " outside the vocabulary of " << V_);
-    // A prefill writes all its keys before attending: only safe while none overwrites another.
-    int i = 0;
-    if (pos_ < W_) {
-      i = static_cast<int>(std::min<int64_t>(n, W_ - pos_));
-      forward(tokens, i);
-      pos_ += i;
+    // A block writes all its keys before attending. Inside the window nothing is overwritten;
+    // past it a block of m <= kFeedBlock overwrites positions up to pos + m - 1 - cache_rows(),
+    // all before pos - W + 1, the first its first query reads.
+    for (int i = 0; i < n;) {
+      const int64_t room = pos_ < W_ ? W_ - pos_ : kFeedBlock;
+      const int m = static_cast<int>(std::min<int64_t>(n - i, room));
+      forward(tokens + i, m);
+      pos_ += m;
+      i += m;
     }
-    for (; i < n; ++i, ++pos_) forward(tokens + i, 1);
     return logits_;
   }
 
  protected:
   TokenDecoder(int vocab, int window)
       : V_(vocab), W_(window), logits_(static_cast<size_t>(vocab)) {}
-  // The layers for n tokens at positions pos_ .. pos_+n-1 (n <= W when pos_ + n <= W, else 1):
+  // The layers for n tokens at positions pos_ .. pos_+n-1 (pos_ + n <= W, or n <= kFeedBlock):
   // their keys and values into the cache, logits_ (=) the logits of the last one.
   virtual void forward(const int32_t* tokens, int n) = 0;
 
@@ -95,7 +105,8 @@ class Decoder final : public TokenDecoder {
   std::vector<float> params_;
   int L_, C_, NH_;
   std::vector<MoeLayer<float>> moe_;
-  std::vector<std::vector<float>> kcache_, vcache_;  // per layer [W, C], position s in row s % W
+  std::vector<std::vector<float>> kcache_, vcache_;  // per layer [cache_rows(), C]: position s
+                                                     // in row s % cache_rows()
   // Activations of the tokens being fed (grown to the largest n seen).
   std::vector<float> x_, a_, rstd_, qkv_, qkv_rot_, atty_, moe_out_, scratch_;
 };

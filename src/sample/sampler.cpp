@@ -126,7 +126,7 @@ GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, cons
   const auto n = static_cast<int64_t>(prompt.size());
   for (int64_t fed = 0;
        fed < n;) {  // the first window at once, then blocks (same bits as one feed)
-    const int64_t block = fed == 0 ? std::max<int64_t>(dec.window(), kPromptBlock) : kPromptBlock;
+    const int64_t block = fed == 0 ? dec.window() : TokenDecoder::kFeedBlock;
     const int64_t m = std::min(block, n - fed);
     logits = &dec.feed(prompt.data() + fed, static_cast<int>(m));
     fed += m;

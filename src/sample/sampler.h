@@ -34,7 +34,7 @@ double sample_uniform(uint64_t seed, int64_t index);
 struct GenerateResult {
   std::vector<int32_t> tokens;            // the generated ids (the prompt not included)
   double prefill_s = 0.0;                 // feeding the prompt (its prefill, and past the window
-                                          // a token at a time)
+                                          // its blocks)
   std::vector<double> token_s;            // [tokens] seconds to pick and feed each generated token
   double tokens_per_s(int64_t at) const;  // over the 64 tokens ending at token `at` (1-based);
                                           // NaN when fewer than `at` were generated
@@ -43,9 +43,8 @@ struct GenerateResult {
 // Feeds `prompt` (>= 1 tokens; past window() through the sliding window, as generated tokens are)
 // to a fresh decoder state and generates o.tokens ids below `vocab_limit` (the tokenizer's
 // vocabulary, which may be smaller than the model's), calling on_token(id) after each. A prompt
-// longer than the window is fed in blocks of kPromptBlock tokens after its first window, with
-// on_prompt(fed, prompt.size()) after each (a long prompt file is read a token at a time).
-inline constexpr int kPromptBlock = 64;
+// longer than the window is fed in the decoder's blocks (TokenDecoder::kFeedBlock tokens) after
+// its first window, with on_prompt(fed, prompt.size()) after each.
 GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
                         int vocab_limit, const std::function<void(int32_t)>& on_token = {},
                         const std::function<void(int64_t, int64_t)>& on_prompt = {});

@@ -31,8 +31,9 @@ using sy::gputest::representable;
 using sy::gputest::tol;
 using sy::gputest::upload_as;
 
-// W the window (cache rows), C d_model, NH heads (HD = 12: not a multiple of the warp).
-constexpr int kW = 8, kC = 48, kNH = 4;
+// W the window, R the cache rows (the decoders keep W + 63; here 2 more than W), C d_model, NH
+// heads (HD = 12: not a multiple of the warp).
+constexpr int kW = 8, kR = kW + 2, kC = 48, kNH = 4;
 
 template <class T>
 class DecodeOps : public ::testing::Test {};
@@ -57,42 +58,42 @@ TYPED_TEST(DecodeOps, RopeAtAPosition) {
   }
 }
 
-// A sequence fed as the decoders feed it: a prefill of 5 tokens into the empty cache (rows 5..7
+// A sequence fed as the decoders feed it: a prefill of 5 tokens into the empty cache (rows 5..9
 // still NaN: the queries must stay inside their window), single tokens up to and past the window
-// (rows wrap), then a block of 6 whose rows wrap around the end of the cache (a decoder feeds
-// one at a time past the window, since such a block overwrites rows its first queries read; the
-// kernels must still store and read exactly the rows the reference does). After each feed: the
-// cache against the host loop (bit-equal), the fed rows' attention output against
-// cpu::attention_cached_forward.
+// and the cache (rows wrap), a block of 3 (R - W + 1: the largest the decoders feed past the
+// window), then a block of 6 whose rows wrap around the end of the cache (the decoders feed no
+// such block, which overwrites rows its first queries read; the kernels must still store and read
+// exactly the rows the reference does). After each feed: the cache against the host loop
+// (bit-equal), the fed rows' attention output against cpu::attention_cached_forward.
 TYPED_TEST(DecodeOps, CacheStoreAndAttentionOverTheWindow) {
   SY_REQUIRE_GPU();
   using T = TypeParam;
   const int C3 = 3 * kC;
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  std::vector<float> kc(kW * kC, nan), vc(kW * kC, nan);
-  auto d_kc = poisoned<T>(kW * kC), d_vc = poisoned<T>(kW * kC);
+  std::vector<float> kc(kR * kC, nan), vc(kR * kC, nan);
+  auto d_kc = poisoned<T>(kR * kC), d_vc = poisoned<T>(kR * kC);
   std::mt19937 rng(5);
   struct Feed {
     long p0;
     int n;
   };
   for (const Feed f : {Feed{0, 5}, Feed{5, 1}, Feed{6, 1}, Feed{7, 1}, Feed{8, 1}, Feed{9, 1},
-                       Feed{10, 1}, Feed{11, 6}, Feed{17, 1}}) {
+                       Feed{10, 1}, Feed{11, 1}, Feed{12, 3}, Feed{15, 6}, Feed{21, 1}}) {
     const auto qkv = representable<T>(random_floats(rng, static_cast<size_t>(f.n) * C3));
     for (int i = 0; i < f.n; ++i) {  // src/sample/decoder.cpp's cache write
-      const long row = ((f.p0 + i) % kW) * kC;
+      const long row = ((f.p0 + i) % kR) * kC;
       const float* src = qkv.data() + static_cast<long>(i) * C3;
       std::copy(src + kC, src + 2 * kC, kc.begin() + row);
       std::copy(src + 2 * kC, src + 3 * kC, vc.begin() + row);
     }
     std::vector<float> out(static_cast<size_t>(f.n) * kC), scratch(kW);
     cpu::attention_cached_forward(out.data(), scratch.data(), qkv.data(), C3, kc.data(), vc.data(),
-                                  kW, f.p0, f.n, kC, kNH);
+                                  kW, kR, f.p0, f.n, kC, kNH);
 
     const auto d_qkv = upload_as<T>(qkv);
     auto d_out = poisoned<T>(static_cast<size_t>(f.n) * kC);
     auto d_scratch = poisoned<float>(cu::attention_cached_scratch(f.n, kNH, kW));
-    cu::kv_cache_store(d_kc.data(), d_vc.data(), d_qkv.data(), kW, f.p0, f.n, kC, nullptr);
+    cu::kv_cache_store(d_kc.data(), d_vc.data(), d_qkv.data(), kR, f.p0, f.n, kC, nullptr);
     const auto got_k = download_f32(d_kc), got_v = download_f32(d_vc);
     for (size_t j = 0; j < kc.size(); ++j) {  // bit-equal, NaN where neither side wrote
       ASSERT_TRUE(got_k[j] == kc[j] || (std::isnan(got_k[j]) && std::isnan(kc[j])))
@@ -101,7 +102,7 @@ TYPED_TEST(DecodeOps, CacheStoreAndAttentionOverTheWindow) {
           << "v at p0 " << f.p0 << " element " << j << ": " << got_v[j] << " vs " << vc[j];
     }
     cu::attention_cached_forward(d_out.data(), d_scratch.data(), d_qkv.data(), C3, d_kc.data(),
-                                 d_vc.data(), kW, f.p0, f.n, kC, kNH, nullptr);
+                                 d_vc.data(), kW, kR, f.p0, f.n, kC, kNH, nullptr);
     EXPECT_TRUE(close(download_f32(d_out), out, tol<T>())) << "p0 " << f.p0 << " n " << f.n;
   }
 }
@@ -123,14 +124,14 @@ TYPED_TEST(DecodeOps, AttentionWithAHeadPastTheDefaultSharedMemory) {
   }
   std::vector<float> out(static_cast<size_t>(n) * C), scratch(W);
   cpu::attention_cached_forward(out.data(), scratch.data(), qkv.data(), C3, kc.data(), vc.data(), W,
-                                0, n, C, NH);
+                                W, 0, n, C, NH);
   const auto d_qkv = upload_as<T>(qkv);
   auto d_kc = poisoned<T>(kc.size()), d_vc = poisoned<T>(vc.size());
   auto d_out = poisoned<T>(out.size());
   auto d_scratch = poisoned<float>(cu::attention_cached_scratch(n, NH, W));
   cu::kv_cache_store(d_kc.data(), d_vc.data(), d_qkv.data(), W, 0, n, C, nullptr);
   cu::attention_cached_forward(d_out.data(), d_scratch.data(), d_qkv.data(), C3, d_kc.data(),
-                               d_vc.data(), W, 0, n, C, NH, nullptr);
+                               d_vc.data(), W, W, 0, n, C, NH, nullptr);
   EXPECT_TRUE(close(download_f32(d_out), out, tol<T>()));
 }
 
@@ -140,6 +141,13 @@ TEST(DecodeOpsChecks, StoreRefusesMoreRowsThanTheCache) {
   auto qkv = poisoned<float>((kW + 1) * 3 * kC);
   EXPECT_THROW(cu::kv_cache_store(kc.data(), vc.data(), qkv.data(), kW, 0, kW + 1, kC, nullptr),
                std::invalid_argument);
+  // A cache of fewer rows than the window is refused by the attention, as on the CPU.
+  auto out = poisoned<float>(kC);
+  auto scratch = poisoned<float>(cu::attention_cached_scratch(1, kNH, kW));
+  EXPECT_THROW(
+      cu::attention_cached_forward(out.data(), scratch.data(), qkv.data(), 3 * kC, kc.data(),
+                                   vc.data(), kW, kW - 1, 0, 1, kC, kNH, nullptr),
+      std::invalid_argument);
 }
 
 }  // namespace

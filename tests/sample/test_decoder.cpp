@@ -125,9 +125,10 @@ TEST(Decoder, PastTheWindowOneLayerEqualsTheFullForwardOfTheLastWindow) {
 }
 
 // A feed that crosses the window — a prompt longer than seq_len, from position 0 or after other
-// tokens — goes through the layers as one prefill up to W, then a token at a time. With one layer
-// its last logits are again the full forward of the last W tokens; with two, the tokens fed one
-// at a time give them too, and generate() takes such a prompt.
+// tokens — goes through the layers as one prefill up to W, then in blocks of kFeedBlock whose
+// keys wrap around the cache of W + kFeedBlock - 1 rows. With one layer its last logits are again
+// the full forward of the last W tokens; with two, the tokens fed one at a time give them too,
+// and generate() takes such a prompt.
 TEST(Decoder, AFeedPastTheWindowIsReadThroughIt) {
   const Config one = test::tiny_decoder_config({"model.n_layers=1"});
   const std::vector<float> p1 = test::decoder_weights(one, false);
@@ -135,7 +136,7 @@ TEST(Decoder, AFeedPastTheWindowIsReadThroughIt) {
   model.params = p1;
   const int W = static_cast<int>(one.model.seq_len);
   for (int before : {0, 3, W}) {
-    for (int n : {W - before + 1, W + 5, 2 * W + 3}) {
+    for (int n : {W - before + 1, W + 5, 2 * W + 3, W + 3 * TokenDecoder::kFeedBlock + 3}) {
       if (n < 1) continue;
       Decoder dec(one, p1);
       std::vector<int32_t> seq;
@@ -155,7 +156,8 @@ TEST(Decoder, AFeedPastTheWindowIsReadThroughIt) {
   const std::vector<float> p = test::decoder_weights(cfg, false);
   const int W2 = static_cast<int>(cfg.model.seq_len);
   std::vector<int32_t> prompt;
-  for (int i = 0; i < W2 + 7; ++i) prompt.push_back(static_cast<int32_t>((i * 13 + 2) % 50));
+  for (int i = 0; i < W2 + 2 * TokenDecoder::kFeedBlock + 7; ++i)  // three blocks past W
+    prompt.push_back(static_cast<int32_t>((i * 13 + 2) % 50));
   Decoder a(cfg, p), b(cfg, p);
   const std::vector<float> together = a.feed(prompt.data(), static_cast<int>(prompt.size()));
   std::vector<float> single;
@@ -179,7 +181,7 @@ TEST(Sampler, ALongPromptIsReadInBlocksSayingHowFar) {
     const std::vector<float> p = test::decoder_weights(cfg, false);
     const int W = static_cast<int>(cfg.model.seq_len);
     std::vector<int32_t> prompt;
-    for (int i = 0; i < W + 3 * kPromptBlock + 5; ++i)
+    for (int i = 0; i < W + 3 * TokenDecoder::kFeedBlock + 5; ++i)
       prompt.push_back(static_cast<int32_t>((i * 7 + 3) % 50));
     const auto n = static_cast<int64_t>(prompt.size());
     Decoder a(cfg, p), b(cfg, p);
@@ -193,10 +195,10 @@ TEST(Sampler, ALongPromptIsReadInBlocksSayingHowFar) {
           fed.push_back(done);
         });
     ASSERT_GE(fed.size(), 4u);
-    EXPECT_EQ(fed.front(), std::max(W, kPromptBlock));
+    EXPECT_EQ(fed.front(), W);
     EXPECT_EQ(fed.back(), n);
     for (size_t i = 1; i < fed.size(); ++i)
-      EXPECT_EQ(fed[i] - fed[i - 1], std::min<int64_t>(kPromptBlock, n - fed[i - 1]));
+      EXPECT_EQ(fed[i] - fed[i - 1], std::min<int64_t>(TokenDecoder::kFeedBlock, n - fed[i - 1]));
     // The same prompt in one feed, then greedy by hand.
     std::vector<int32_t> want;
     const std::vector<float>* logits = &b.feed(prompt.data(), static_cast<int>(n));

@@ -70,11 +70,12 @@ TEST_P(CudaDecoding, GreedyTokensAndLogitsEqualTheCpuDecoderPastTheWindow) {
 INSTANTIATE_TEST_SUITE_P(Variants, CudaDecoding, ::testing::ValuesIn(test::decoder_variants()),
                          [](const auto& param_info) { return std::string(param_info.param.name); });
 
-// A prefill of the whole window, then a block of 20 tokens (past the window: fed one at a time),
-// then reset() and a shorter prefill over the stale cache, then a reset and the window and the
-// block in one feed (a prompt longer than seq_len): the logits after each feed against
-// the CPU Decoder fed the same way; with the default attention scratch (the prefill's queries in
-// one group) and with room for 3 query rows (groups of 3, the last one short).
+// A prefill of the whole window, then a block of 20 tokens past it, then reset() and a shorter
+// prefill over the stale cache, then a reset and a prompt of the window and 2 kFeedBlock + 20
+// more in one feed (blocks of kFeedBlock past the window, wrapping the cache of W + kFeedBlock - 1
+// rows): the logits after each feed against the CPU Decoder fed the same way; with the default
+// attention scratch (the prefill's queries in one group) and with room for 3 query rows (groups
+// of 3, the last one short).
 TEST(CudaDecoder, WindowPrefillBlocksPastItAndResetEqualTheCpuDecoder) {
   SY_REQUIRE_GPU();
   const Config cfg = test::tiny_decoder_config({"moe.shared_experts=1"});
@@ -84,7 +85,8 @@ TEST(CudaDecoder, WindowPrefillBlocksPastItAndResetEqualTheCpuDecoder) {
     Decoder cpu_dec(cfg, p);
     CudaDecoder gpu_dec(cfg, p, scratch);
     const int w = cpu_dec.window();
-    std::vector<int32_t> tokens(static_cast<size_t>(w) + 20);
+    const int more = 2 * TokenDecoder::kFeedBlock + 20;
+    std::vector<int32_t> tokens(static_cast<size_t>(w + more));
     for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 37 + 11) % 96);
 
     EXPECT_TRUE(close(gpu_dec.feed(tokens.data(), w), cpu_dec.feed(tokens.data(), w), kTol))
@@ -98,13 +100,13 @@ TEST(CudaDecoder, WindowPrefillBlocksPastItAndResetEqualTheCpuDecoder) {
     EXPECT_TRUE(close(gpu_dec.feed(tokens.data() + 7, 5), cpu_dec.feed(tokens.data() + 7, 5), kTol))
         << "scratch " << scratch;
     EXPECT_EQ(gpu_dec.position(), 5);
-    // A prompt longer than the window in one feed: a prefill of w, the rest one at a time.
+    // A prompt longer than the window in one feed: a prefill of w, then blocks.
     gpu_dec.reset();
     cpu_dec.reset();
     EXPECT_TRUE(
-        close(gpu_dec.feed(tokens.data(), w + 20), cpu_dec.feed(tokens.data(), w + 20), kTol))
+        close(gpu_dec.feed(tokens.data(), w + more), cpu_dec.feed(tokens.data(), w + more), kTol))
         << "scratch " << scratch;
-    EXPECT_EQ(gpu_dec.position(), w + 20);
+    EXPECT_EQ(gpu_dec.position(), w + more);
   }
 }
 
