@@ -14,7 +14,7 @@
 // past the window can store its keys before attending without overwriting one its first query
 // still reads.
 //
-// Letters: C d_model, NH heads, HD = C/NH, V vocab, W the cache window, n tokens fed at once.
+// Letters: C d_model, NH heads, HD = C/NH, V vocab, W the attention window, n tokens fed at once.
 //
 // The GPU decoder (src/sample/cuda_decoder.h, CUDA build) has the same semantics; both are a
 // TokenDecoder, which is what generate() drives.
@@ -70,6 +70,9 @@ class TokenDecoder {
     for (int i = 0; i < n;) {
       const int64_t room = pos_ < W_ ? W_ - pos_ : kFeedBlock;
       const int m = static_cast<int>(std::min<int64_t>(n - i, room));
+      SY_CHECK(pos_ + m <= W_ || m <= cache_rows() - W_ + 1,
+               "decoder: a block of " << m << " at position " << pos_
+                                      << " would overwrite keys it reads");
       forward(tokens + i, m);
       pos_ += m;
       i += m;

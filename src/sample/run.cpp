@@ -110,7 +110,7 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
   Clock::duration text_time{};
   TextStream stream([&](std::span<const int32_t> ids) { return tok.decode(ids); }, prompt);
   text << stream.context_text() << std::flush;
-  // Past the window a prompt is read a token at a time: a long prompt file says how far it got.
+  // Past the window a prompt is read in blocks: a long prompt file says how far it got.
   ProgressEta reading(static_cast<int64_t>(prompt.size()), 5.0);
   const GenerateResult r = generate(
       *dec, prompt, req.options, static_cast<int>(tok.vocab_size()),

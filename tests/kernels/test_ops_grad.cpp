@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 #include "common/grad_check.h"
@@ -295,6 +296,19 @@ TEST(OpsHand, AttentionOfHugeScoresInFloat) {
   for (size_t i = 0; i < stats.size(); ++i)  // scores ~450: float rounds them at ~3e-5
     EXPECT_NEAR(stats[i], ref.stats[i], 1e-4 * std::max(1.0, std::abs(ref.stats[i]))) << i;
   for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref.out[i], 1e-4) << i;
+}
+
+// The cached attention reads positions up to W back in a cache of `rows`: fewer rows than the
+// window cannot hold them, and are refused rather than read modulo the wrong size.
+TEST(OpsHand, CachedAttentionRefusesACacheSmallerThanItsWindow) {
+  const int W = 4, C = kC;
+  std::vector<double> q(3 * C, 0.5), kc(W * C, 0.25), vc(W * C, 1.0), out(C), scratch(W);
+  EXPECT_THROW(cpu::attention_cached_forward(out.data(), scratch.data(), q.data(), 3 * C, kc.data(),
+                                             vc.data(), W, W - 1, 0, 1, C, kNH),
+               std::invalid_argument);
+  cpu::attention_cached_forward(out.data(), scratch.data(), q.data(), 3 * C, kc.data(), vc.data(),
+                                W, W, 0, 1, C, kNH);
+  for (double o : out) EXPECT_EQ(o, 1.0);  // one position: its value
 }
 
 TEST(OpsHand, AttentionWithOneTokenReturnsV) {

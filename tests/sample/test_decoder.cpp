@@ -98,9 +98,9 @@ TEST(Decoder, PrefillEqualsOneTokenAtATimeAndRunsPastTheWindow) {
   for (int32_t t : r.tokens) EXPECT_TRUE(t >= 0 && t < a.vocab_size());
 }
 
-// Past seq_len the cache holds the last W = seq_len positions and RoPE scores depend only on
-// the distance between positions. With one layer a cached key or value depends on its token and
-// position alone, so the logits at position p >= W equal the training model's full forward of
+// Past seq_len each layer attends over the last W = seq_len positions and RoPE scores depend
+// only on the distance between positions. With one layer a cached key or value depends on its token
+// and position alone, so the logits at position p >= W equal the training model's full forward of
 // the last W tokens placed at positions 0..W-1: every window start, every wrap of the cache.
 TEST(Decoder, PastTheWindowOneLayerEqualsTheFullForwardOfTheLastWindow) {
   const Config cfg = test::tiny_decoder_config({"model.n_layers=1"});
@@ -169,6 +169,29 @@ TEST(Decoder, AFeedPastTheWindowIsReadThroughIt) {
   const GenerateResult r = generate(a, prompt, o, a.vocab_size());
   ASSERT_EQ(r.tokens.size(), 4u);
   EXPECT_EQ(r.tokens[0], argmax(single));
+}
+
+// A window of 70, longer than a block: a block's first query reads back to 63 positions before
+// the block's last key, the most the cache of W + 63 rows allows (one row fewer overwrites a key
+// it still reads). The logits after the window and after each block of 64 past it, three of
+// them around the cache, against the same tokens fed one at a time.
+TEST(Decoder, BlocksPastALongWindowEqualOneTokenAtATime) {
+  const Config cfg = test::tiny_decoder_config({"model.seq_len=70"});
+  const std::vector<float> p = test::decoder_weights(cfg, false);
+  const int W = static_cast<int>(cfg.model.seq_len), block = TokenDecoder::kFeedBlock;
+  std::vector<int32_t> seq;
+  for (int i = 0; i < W + 3 * block + 5; ++i)
+    seq.push_back(static_cast<int32_t>((i * 41 + 7) % 90));
+  Decoder blocks(cfg, p), single(cfg, p);
+  std::vector<float> one;
+  for (int fed = 0; fed < static_cast<int>(seq.size());) {
+    const int m = std::min(fed == 0 ? W : block, static_cast<int>(seq.size()) - fed);
+    const std::vector<float> got = blocks.feed(seq.data() + fed, m);
+    for (int i = fed; i < fed + m; ++i) one = single.feed(&seq[static_cast<size_t>(i)], 1);
+    fed += m;
+    for (size_t v = 0; v < one.size(); ++v)
+      ASSERT_NEAR(got[v], one[v], 1e-5) << "after " << fed << " tokens, v " << v;
+  }
 }
 
 // generate() reads a prompt longer than the window in blocks and says how far it got after each;
