@@ -177,7 +177,14 @@ class Stream {
 
 class Event {
  public:
-  Event() { CUDA_CHECK(cudaEventCreate(&e_)); }
+  // A timed event can be measured (ms_since); an ordering one only orders streams or the host
+  // (cudaEventDisableTiming: the CUDA guide's advice for events that are never timed, cheaper
+  // to record and to wait on).
+  enum class Kind { kTimed, kOrdering };
+  explicit Event(Kind kind = Kind::kTimed) {
+    CUDA_CHECK(cudaEventCreateWithFlags(
+        &e_, kind == Kind::kOrdering ? cudaEventDisableTiming : cudaEventDefault));
+  }
   ~Event() {
     if (e_) (void)cudaEventDestroy(e_);
   }

@@ -65,7 +65,8 @@ void matmul_backward(T* dx, float* dw, const T* dy, const T* x, const T* w, int 
 struct GroupedGemm::Slot {
   PinnedBuffer<const void*> host;  // [3, G]: A' then B' then C (cuBLAS's order)
   DeviceBuffer<const void*> dev;
-  Event done;  // recorded after the GEMM that read dev (and, before it, the copy from host)
+  // recorded after the GEMM that read dev (and, before it, the copy from host)
+  Event done{Event::Kind::kOrdering};
   bool pending = false;
 };
 

@@ -47,8 +47,8 @@ CudaMoeLayer<T>::CudaMoeLayer(const MoeDims& dims, const CudaMoeParallel& par)
     chunks_.resize(static_cast<size_t>(exchange_ ? par_.chunks : 1));
     for (Chunk& c : chunks_) c.route = std::make_shared<comm::GpuRoute>();
     comm_stream_ = std::make_unique<cuda::Stream>();
-    main_done_ = std::make_unique<cuda::Event>();
-    comm_done_ = std::make_unique<cuda::Event>();
+    main_done_ = std::make_unique<cuda::Event>(cuda::Event::Kind::kOrdering);
+    comm_done_ = std::make_unique<cuda::Event>(cuda::Event::Kind::kOrdering);
   }
 #else
   SY_CHECK(!moves_rows(), "expert or tensor parallelism on the GPU needs the NCCL build");
