@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "src/config/config.h"
@@ -57,9 +58,10 @@ class TokenDecoder {
   // Feeds tokens[n] (n >= 1) at positions position() .. position()+n-1. Returns the logits [V] of
   // the last one (valid until the next call). The tokens that still fit the window go through the
   // layers together (a prefill); those past it in blocks of kFeedBlock, each token over the last
-  // W positions. A call's blocks start at the window's end or at the call's first token: feeding
-  // the first W tokens, then blocks of kFeedBlock, runs the same blocks as one call.
-  const std::vector<float>& feed(const int32_t* tokens, int n) {
+  // W positions. after_block(fed), when given, is called after each block with the tokens of
+  // this call fed so far.
+  const std::vector<float>& feed(const int32_t* tokens, int n,
+                                 const std::function<void(int)>& after_block = {}) {
     SY_CHECK(n >= 1, "decoder: feed of " << n << " tokens");
     for (int i = 0; i < n; ++i)
       SY_CHECK(tokens[i] >= 0 && tokens[i] < V_,
@@ -76,6 +78,7 @@ class TokenDecoder {
       forward(tokens + i, m);
       pos_ += m;
       i += m;
+      if (after_block) after_block(i);
     }
     return logits_;
   }

@@ -122,16 +122,10 @@ GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, cons
   GenerateResult r;
   dec.reset();
   auto t0 = Clock::now();
-  const std::vector<float>* logits = nullptr;
   const auto n = static_cast<int64_t>(prompt.size());
-  for (int64_t fed = 0;
-       fed < n;) {  // the first window at once, then blocks (same bits as one feed)
-    const int64_t block = fed == 0 ? dec.window() : TokenDecoder::kFeedBlock;
-    const int64_t m = std::min(block, n - fed);
-    logits = &dec.feed(prompt.data() + fed, static_cast<int>(m));
-    fed += m;
+  const std::vector<float>* logits = &dec.feed(prompt.data(), static_cast<int>(n), [&](int fed) {
     if (on_prompt && n > dec.window()) on_prompt(fed, n);
-  }
+  });
   auto t1 = Clock::now();
   r.prefill_s = seconds(t0, t1);
   for (int64_t i = 0; i < o.tokens; ++i) {

@@ -43,8 +43,8 @@ struct GenerateResult {
 // Feeds `prompt` (>= 1 tokens; past window() through the sliding window, as generated tokens are)
 // to a fresh decoder state and generates o.tokens ids below `vocab_limit` (the tokenizer's
 // vocabulary, which may be smaller than the model's), calling on_token(id) after each. A prompt
-// longer than the window is fed in the decoder's blocks (TokenDecoder::kFeedBlock tokens) after
-// its first window, with on_prompt(fed, prompt.size()) after each.
+// longer than the window calls on_prompt(fed, prompt.size()) after each of the decoder's blocks
+// (its first window, then TokenDecoder::kFeedBlock tokens at a time).
 GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
                         int vocab_limit, const std::function<void(int32_t)>& on_token = {},
                         const std::function<void(int64_t, int64_t)>& on_prompt = {});
