@@ -476,16 +476,21 @@ if want c; then
   if ((!have_gpu)); then verdict c SKIP "no GPU ($no_gpu)"
   elif [ ! -x "$san" ]; then verdict c SKIP "compute-sanitizer not found"
   else
-    res="" bad=0 cut=0 refused="" tool_end=$stage_t0
+    res="" bad=0 cut=0 refused="" c_budget=$(budget c 75)
     min_chunk=5  # a chunk after a tool's first starts only with this many seconds of its share left
+    tool_end=-1
     for t in memcheck:30 racecheck:20 initcheck:20; do
       tool=${t%%:*} secs=${t#*:}
-      # Each tool's share of the stage's budget (SY_BUDGET_c scales them); a tool done early
-      # leaves the rest of its share to the next.
-      tool_end=$((tool_end + secs * $(budget c 75) / 75))
       mapfile -t chunks < <(san_chunks "$tool")
       report=$work/results/c-$tool.log  # the whole report travels in results.tar.gz
       : >"$report"
+      # Each tool's share of the stage's budget (SY_BUDGET_c scales them); a tool done early
+      # leaves the rest of its share to the next. The shares count from the first chunk, the clock
+      # read just before it: SECONDS counts whole seconds, so a second that ticked during the
+      # set-up or a fork in between took a whole second from a share -- all of a 1 s one (a flaky
+      # test at SY_BUDGET_c=3).
+      ((tool_end >= 0)) || tool_end=$SECONDS
+      tool_end=$((tool_end + secs * c_budget / 75))
       tres="" not_started="" stop=0 first=1
       for ch in "${chunks[@]}"; do
         cname=${ch%% *} filter=${ch#* }
