@@ -36,7 +36,8 @@ struct Cluster {
   // (which are the host's with every core running a one-thread rank), times thread_efficiency
   // when t > 1 (the fraction of a linear speed-up one rank gets from its threads); the ranks
   // take turns on the cores (step_time.h). cores 0 = the figures divided evenly among the
-  // ranks, no turns.
+  // ranks, no turns. Not one_host: a node's cores; a CPU rank runs cores / ranks_per_node
+  // threads, each with its own attention tiles (memory.h; the compute figures are per rank).
   int64_t cores = 0;
   double thread_efficiency = 1;
   int64_t nodes = 1;  // the most nodes a layout may span

@@ -86,7 +86,12 @@ CallTime a2a_call(const Cluster& k, const PlanLayout& lay, const LayerTraffic& t
 
 RankCompute rank_compute(const Cluster& cluster, int64_t world) {
   RankCompute r{cluster, 1.0, 1.0};
-  if (!cluster.one_host) return r;
+  if (!cluster.one_host) {
+    // A node's cores among its ranks; the compute figures are already a rank's.
+    const double on_node = d(std::max<int64_t>(1, std::min(world, cluster.ranks_per_node)));
+    if (cluster.cores > 0) r.threads = std::max(1.0, std::floor(d(cluster.cores) / on_node));
+    return r;
+  }
   double share = 1.0 / d(world);  // the rank's fraction of the host's figures
   if (cluster.cores > 0) {
     const double cores = d(cluster.cores);

@@ -64,11 +64,12 @@ struct StepTime {
 // cluster itself and 1 unless one_host, where a rank of `world` runs t = max(1, cores / world)
 // threads at t / cores of the host's figures (times thread_efficiency when t > 1) and
 // world * t / cores ranks share each core (at least 1; cores 0: the figures divided by world,
-// no turns).
+// no turns). Not one_host: the figures as they are, no turns, and with `cores` (a node's) a
+// rank runs t = max(1, cores / ranks on its node) threads, which only its memory counts.
 struct RankCompute {
   Cluster k;
   double turns = 1;
-  double threads = 1;  // t (1 unless one_host with cores)
+  double threads = 1;  // t (1 unless cores is set)
 };
 RankCompute rank_compute(const Cluster& cluster, int64_t world);
 

@@ -164,13 +164,24 @@ TEST(PlanStepTime, ExpertTensorParallelAndOptimizerByHand) {
   EXPECT_NEAR(t.optimizer, (8 * (dense + expert) + 28 * (dense / 2 + expert)) / bw, 1e-15);
 }
 
-TEST(PlanStepTime, RankComputeOnOneHostByHand) {
+TEST(PlanStepTime, RankComputeByHand) {
   Cluster k = ideal();
   k.layer_overhead_s = 1e-3;
   // Hardware of its own per rank: the figures as they are, no turns.
   RankCompute r = rank_compute(k, 4);
   EXPECT_DOUBLE_EQ(r.k.gemm_flops, 1e12);
   EXPECT_DOUBLE_EQ(r.turns, 1);
+  EXPECT_DOUBLE_EQ(r.threads, 1);
+  // With a node's cores (ranks_per_node 8), a rank runs its share of them as threads, which
+  // change only its memory: the figures are already a rank's.
+  k.cores = 48;
+  EXPECT_DOUBLE_EQ(rank_compute(k, 16).threads, 6);
+  EXPECT_DOUBLE_EQ(rank_compute(k, 4).threads, 12);  // half a node: 4 ranks on it
+  EXPECT_DOUBLE_EQ(rank_compute(k, 16).k.gemm_flops, 1e12);
+  EXPECT_DOUBLE_EQ(rank_compute(k, 16).turns, 1);
+  k.cores = 4;
+  EXPECT_DOUBLE_EQ(rank_compute(k, 16).threads, 1);  // fewer cores than ranks: one thread each
+  k.cores = 0;
   k.one_host = true;
   // One host, cores unknown: the figures divided by the ranks, no turns.
   r = rank_compute(k, 4);
