@@ -8,12 +8,17 @@ import subprocess
 import sys
 
 
+# Modules whose pip package has another name.
+PIP_NAMES = {"google.protobuf": "protobuf", "yaml": "pyyaml"}
+
+
 def require(*modules):
     """Imports the modules, or exits 77 (CTest SKIP_RETURN_CODE) naming the one that is missing."""
     try:
         return [importlib.import_module(m) for m in modules]
     except ImportError as e:
-        print(f"SKIP: {e} (install {', '.join(modules)} to run this check)")
+        pip = " ".join(PIP_NAMES.get(m, m) for m in modules)
+        print(f"SKIP: {e} (pip install {pip} to run this check)")
         sys.exit(77)
 
 

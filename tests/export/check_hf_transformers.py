@@ -12,8 +12,8 @@ with --allow-approximate: dropless, as sample is) also check that greedy generat
 exported directory continues a prompt to 12 x seq_len tokens with the tokens `switchyard sample
 --temperature 0` gives (the export's sliding window of seq_len is the decoder's). A run on a
 SentencePiece token file also checks that the exported tokenizer encodes the text as switchyard
-did. Exits 77 (CTest SKIP_RETURN_CODE) where torch, transformers or h5py do not import:
-PyTorch is a multi-GB install that CI does not carry.
+did. Exits 77 (CTest SKIP_RETURN_CODE) where torch, transformers, h5py, sentencepiece or protobuf
+do not import: PyTorch is a multi-GB install that CI does not carry.
 
     python3 tests/export/check_hf_transformers.py --switchyard build/switchyard --source .
 """
@@ -26,8 +26,9 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 from switchyard_check import licence_texts, parse_args, require, run  # noqa: E402
 
-h5py, np, torch, transformers, spm = require("h5py", "numpy", "torch", "transformers",
-                                             "sentencepiece")
+# protobuf: transformers reads a SentencePiece model through it (AutoTokenizer of the BPE run).
+h5py, np, torch, transformers, spm, _ = require("h5py", "numpy", "torch", "transformers",
+                                                "sentencepiece", "google.protobuf")
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 args = parse_args(lambda ap: ap.add_argument("--rel", type=float, default=1e-6))
