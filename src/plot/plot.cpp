@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "src/core/directory.h"
 #include "src/core/error.h"
 #include "src/core/run_files.h"
 
@@ -111,7 +112,7 @@ std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& ti
                                       const PlotOptions& opt) {
   SY_CHECK(!opt.out_dir.empty(), "plot_metrics needs an output directory");
   SY_CHECK(!m.train.empty(), "no train points");
-  fs::create_directories(opt.out_dir);
+  make_directories("the plot directory", opt.out_dir);
   const ScratchDir tmp;
   const int W = opt.width, H = opt.height;
   auto png = [&](const char* name) { return (fs::path(opt.out_dir) / name).string(); };
@@ -259,7 +260,7 @@ std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& ti
 std::string plot_coactivation(const Coactivation& c, const std::string& title,
                               const PlotOptions& opt) {
   SY_CHECK(!opt.out_dir.empty(), "plot_coactivation needs an output directory");
-  fs::create_directories(opt.out_dir);
+  make_directories("the plot directory", opt.out_dir);
   const ScratchDir tmp;
   const int L = c.num_layers, E = c.num_experts;
   const std::string dat = tmp.file("coactivation.dat"),
@@ -321,7 +322,7 @@ void plot_xy(const std::string& png, const std::string& title, const std::string
     throw UsageError("'" + png + "' is a directory; give the PNG file to write");
   const ScratchDir tmp;
   const fs::path parent = fs::path(png).parent_path();
-  if (!parent.empty()) fs::create_directories(parent);
+  if (!parent.empty()) make_directories("'" + png + "': its directory", parent.string());
   const std::string dat = tmp.file("xy.dat");
   {
     std::ofstream f(dat);
@@ -365,6 +366,7 @@ std::vector<std::string> plot_run(const std::string& run_dir, const PlotOptions&
   const RunMetrics m = read_run_metrics(metrics);
   PlotOptions o = opt;
   if (o.out_dir.empty()) o.out_dir = (fs::path(run_dir) / "plots").string();
+  make_directories(opt.out_dir.empty() ? "the plot directory" : "--out", o.out_dir);
   log << "plot: " << m.train.size() << " train points, " << m.eval.size() << " eval points";
   if (m.num_layers() > 0) log << ", expert load " << m.num_layers() << "x" << m.num_experts();
   if (m.skipped_lines > 0) log << ", " << m.skipped_lines << " unreadable lines skipped";

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <ostream>
 
+#include "src/core/directory.h"
 #include "src/core/error.h"
 #include "src/core/printable.h"
 
@@ -19,24 +20,6 @@ namespace sy {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string what_is_at(const std::string& path) {
-  std::error_code ec;
-  const fs::file_status st = fs::status(path, ec);
-  switch (st.type()) {
-    case fs::file_type::regular:
-      return "a regular file";
-    case fs::file_type::fifo:
-      return "a FIFO";
-    case fs::file_type::socket:
-      return "a socket";
-    case fs::file_type::block:
-    case fs::file_type::character:
-      return "a device";
-    default:
-      return "something that is not a directory";
-  }
-}
 
 std::string holder_text() {
   char host[256] = {};
@@ -90,11 +73,8 @@ void RunDirs::release() {
 
 void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream& log) {
   const std::string where = key + " '" + dir + "'";
+  make_directories(key, dir);
   std::error_code ec;
-  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
-    throw UsageError(where + " is not a directory (" + what_is_at(dir) + " is in the way)");
-  fs::create_directories(dir, ec);
-  if (ec) throw UsageError(where + " cannot be created: " + ec.message());
   const std::string lock = (fs::path(dir) / kLockName).string();
   const std::string canonical = fs::weakly_canonical(lock, ec).string();
   for (const Held& h : held_)

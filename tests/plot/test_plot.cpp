@@ -94,6 +94,36 @@ TEST(PlotMetrics, ClearErrorsForMissingInput) {
   }
 }
 
+// An output directory with a file in its way is a usage error (exit 2) naming the flag and the
+// path, for `--out`, a directory below a file, and the directory of a PNG (`plan --png`); before,
+// std::filesystem's own error ended the command with exit 1.
+TEST(PlotMetrics, AFileWhereTheOutputDirectoryGoesIsNamed) {
+  test::TempDir dir;
+  write(dir.file("metrics.jsonl"), resumed_run(2, 8, false));
+  write(dir.file("afile"), "x");
+  std::ostringstream log;
+  for (const std::string& out : {dir.file("afile"), dir.file("afile") + "/below"}) {
+    PlotOptions opt;
+    opt.out_dir = out;
+    try {
+      plot_run(dir.path().string(), opt, log);
+      FAIL() << out;
+    } catch (const UsageError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("--out '" + out + "'"), std::string::npos) << what;
+    }
+  }
+  try {
+    plot_xy(dir.file("afile") + "/x.png", "t", "x", "y", "", {1, 2}, {}, {});
+    FAIL() << "a PNG below a file";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("its directory '" + dir.file("afile") +
+                                         "' is not a directory (a regular file is in the way)"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 // Width and height from a PNG's IHDR chunk (bytes 16..23, big-endian), after checking the
 // 8-byte signature; {0, 0} when the file is not a PNG.
 std::pair<uint32_t, uint32_t> png_size(const std::string& path) {

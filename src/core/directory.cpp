@@ -1,0 +1,39 @@
+#include "src/core/directory.h"
+
+#include <filesystem>
+#include <system_error>
+
+#include "src/core/error.h"
+
+namespace sy {
+
+namespace fs = std::filesystem;
+
+std::string what_is_at(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  switch (st.type()) {
+    case fs::file_type::regular:
+      return "a regular file";
+    case fs::file_type::fifo:
+      return "a FIFO";
+    case fs::file_type::socket:
+      return "a socket";
+    case fs::file_type::block:
+    case fs::file_type::character:
+      return "a device";
+    default:
+      return "something that is not a directory";
+  }
+}
+
+void make_directories(const std::string& where, const std::string& dir) {
+  const std::string named = where + " '" + dir + "'";
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+    throw UsageError(named + " is not a directory (" + what_is_at(dir) + " is in the way)");
+  fs::create_directories(dir, ec);
+  if (ec) throw UsageError(named + " cannot be created: " + ec.message());
+}
+
+}  // namespace sy
