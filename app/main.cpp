@@ -1,5 +1,7 @@
 // switchyard: the command line. Parses arguments with CLI11, runs the chosen subcommand (one
 // app/cmd_*.cpp each) and turns the exception type into the exit code of SPEC section 9.
+#include <algorithm>
+#include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <optional>
@@ -42,6 +44,51 @@ bool unknown_command(CLI::App& app, int argc, char** argv) {
   return true;
 }
 
+// A word like an option that the chosen command does not have: said with the command's closest
+// option, since CLI11 reports a missing required option first (`train --conf c.yaml` said only
+// "--config is required") or lists stray words without a hint. Stops at `--` and skips numbers
+// (an option's negative value). True when it reported one.
+bool unknown_option(CLI::App& app, int argc, char** argv) {
+  CLI::App* at = &app;
+  int i = 1;
+  for (; i < argc; ++i) {  // down the commands the words name
+    CLI::App* next = nullptr;
+    for (CLI::App* sub : at->get_subcommands({}))
+      if (sub->get_name() == argv[i]) next = sub;
+    if (!next) break;
+    at = next;
+  }
+  if (at->get_prefix_command() || at->get_allow_extras()) return false;  // `guard` passes them on
+  std::vector<std::string> longs, shorts;
+  for (const CLI::App* a = at; a != nullptr; a = a->get_parent())  // --help, and the root's too
+    for (const CLI::Option* o : a->get_options()) {
+      for (const std::string& n : o->get_lnames()) longs.push_back("--" + n);
+      for (const std::string& n : o->get_snames()) shorts.push_back("-" + n);
+    }
+  for (; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word == "--") break;
+    if (word.size() < 2 || word[0] != '-') continue;
+    char* end = nullptr;
+    std::strtod(word.c_str(), &end);
+    if (*end == '\0') continue;  // a number
+    const bool is_long = word[1] == '-';
+    const std::string name = is_long ? word.substr(0, word.find('=')) : word;
+    if (!is_long && name.size() > 2) continue;  // -n4: a short option with its value
+    const std::vector<std::string>& known = is_long ? longs : shorts;
+    if (std::find(known.begin(), known.end(), name) != known.end()) continue;
+    std::string command = "switchyard";  // e.g. "switchyard ckpt export"
+    std::vector<std::string> path;
+    for (const CLI::App* a = at; a != &app; a = a->get_parent())
+      path.insert(path.begin(), a->get_name());
+    for (const std::string& p : path) command += " " + p;
+    std::cerr << "error: unknown option '" << name << "'" << sy::suggestion(name, longs)
+              << "; see '" << command << " --help'\n";
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -76,7 +123,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    if (unknown_command(app, argc, argv)) return sy::kExitUsage;
+    if (unknown_command(app, argc, argv) || unknown_option(app, argc, argv)) return sy::kExitUsage;
     app.exit(e);
     return sy::kExitUsage;
   }

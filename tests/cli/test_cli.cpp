@@ -49,6 +49,29 @@ TEST(Cli, UnknownCommandsAreNamedWithTheClosestOne) {
       << r.output;
 }
 
+// A mistyped option is named with the command's closest option, before CLI11's own complaints
+// ("--config is required" for `train --conf`, or a list of stray words); a negative number
+// is a value, and what follows `guard --` is the launcher's.
+TEST(Cli, UnknownOptionsAreNamedWithTheClosestOne) {
+  const std::string tiny = " --config " + kSrc + "/configs/tiny.yaml";
+  for (const auto& [args, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"train --conf c.yaml",
+            "unknown option '--conf' (did you mean '--config'?); see 'switchyard train --help'"},
+           {"train" + tiny + " --stes=3", "unknown option '--stes' (did you mean '--set'?)"},
+           {"ckpt export --formt hf c.h5",
+            "unknown option '--formt' (did you mean '--format'?); see 'switchyard ckpt export "
+            "--help'"},
+           {"sample --checkpoint c.h5 --out y", "unknown option '--out'; see 'switchyard sample"},
+           {"train -z", "unknown option '-z'; see 'switchyard train --help'"},
+           {"bench train" + tiny + " --warmup -1", "expected a number >= 0, got '-1'"}}) {
+    const auto r = run_command(kBin + " " + args);
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(expected), std::string::npos) << args << "\n" << r.output;
+  }
+  const auto r = run_command(kBin + " guard -- true --conf");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
 // A number option out of range says what it expected in one short line (CLI11's own checks
 // printed DBL_MAX in 300 digits).
 TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
