@@ -190,6 +190,18 @@ def base_memory(args, sets, cluster):
     return max(0.0, peak - predicted), peak
 
 
+def cpu_model():
+    """The CPU's name from /proc/cpuinfo, or "this CPU"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "this CPU"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -202,6 +214,11 @@ def main():
     args = ap.parse_args()
     sets = [f"data.path={args.data}"]
     cores = os.cpu_count() or 1
+    # The OpenBLAS kernels bench/plan_validate.py trains with (and the tests use), unless set:
+    # on an AVX-512 CPU OpenBLAS's own pick multiplies at other rates.
+    os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+    kernels = os.environ["OPENBLAS_CORETYPE"] or "OpenBLAS's own pick"
+    cpu = cpu_model()
 
     micro_batches = [int(x) for x in args.micro_batches.split(",") if x]
     runs = {}
@@ -273,7 +290,8 @@ def main():
     header = (
         f"# This machine, measured by bench/plan_calibrate.py on {datetime.date.today()} "
         f"(commit {commit}):\n"
-        f"#   {cores} cores, every emulated node on this host (one_host: compute and\n"
+        f"#   {cpu}, {cores} cores, OpenBLAS kernels: {kernels} (OPENBLAS_CORETYPE).\n"
+        f"#   Every emulated node on this host (one_host: compute and\n"
         f"#   memory shared by the ranks of a run; memory_bytes 0 = host memory / ranks).\n"
         f"#   Compute figures are the host's with every core running a one-thread rank.\n"
         f"#   gemm_flops, gemm_half_dim: fit of {len(points)} GEMM shapes of `switchyard bench "
