@@ -17,18 +17,25 @@
 
 namespace {
 
-// A word where a (sub)command is expected that names none: says so with the closest name and the
-// choices, since CLI11 says only "A subcommand is required". True when it reported one.
-bool unknown_command(CLI::App& app, int argc, char** argv) {
+// The (sub)command the leading words name, down from `app`; `i` is left at the first word past
+// them.
+CLI::App* named_command(CLI::App& app, int argc, char** argv, int& i) {
   CLI::App* at = &app;
-  int i = 1;
-  for (; i < argc; ++i) {  // down the commands the words name
+  for (i = 1; i < argc; ++i) {
     CLI::App* next = nullptr;
     for (CLI::App* sub : at->get_subcommands({}))
       if (sub->get_name() == argv[i]) next = sub;
     if (!next) break;
     at = next;
   }
+  return at;
+}
+
+// A word where a (sub)command is expected that names none: says so with the closest name and the
+// choices, since CLI11 says only "A subcommand is required". True when it reported one.
+bool unknown_command(CLI::App& app, int argc, char** argv) {
+  int i = 1;
+  CLI::App* at = named_command(app, argc, argv, i);
   const std::vector<CLI::App*> subs = at->get_subcommands({});
   if (i >= argc || argv[i][0] == '-' || subs.empty()) return false;
   std::vector<std::string> names;
@@ -49,15 +56,8 @@ bool unknown_command(CLI::App& app, int argc, char** argv) {
 // "--config is required") or lists stray words without a hint. Stops at `--` and skips numbers
 // (an option's negative value). True when it reported one.
 bool unknown_option(CLI::App& app, int argc, char** argv) {
-  CLI::App* at = &app;
   int i = 1;
-  for (; i < argc; ++i) {  // down the commands the words name
-    CLI::App* next = nullptr;
-    for (CLI::App* sub : at->get_subcommands({}))
-      if (sub->get_name() == argv[i]) next = sub;
-    if (!next) break;
-    at = next;
-  }
+  CLI::App* at = named_command(app, argc, argv, i);
   if (at->get_prefix_command() || at->get_allow_extras()) return false;  // `guard` passes them on
   std::vector<std::string> longs, shorts;
   for (const CLI::App* a = at; a != nullptr; a = a->get_parent())  // --help, and the root's too
