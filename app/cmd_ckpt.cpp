@@ -20,6 +20,7 @@
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/safetensors.h"
 #include "src/core/error.h"
+#include "src/core/paths.h"
 #include "src/export/hf_export.h"
 
 namespace sy::app {
@@ -181,45 +182,44 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
                 "--format hf: export what no architecture represents exactly (a router bias, "
                 "capacity dropping, group-limited routing, a gate_scale that is not a power of "
                 "two) as the nearest model, and say what changes");
-  out.push_back({exp, [ea] {
-                   if (ea->format == "hf")
-                     return run_with_mpi([&](const comm::MpiSession& mpi) {
-                       const HfExportReport r =
-                           export_hf(MPI_COMM_WORLD, ea->file, {ea->output, ea->allow_approximate});
-                       if (mpi.world_rank() != 0) return static_cast<int>(kExitOk);
-                       for (const auto& a : r.approximations)
-                         std::cout << "approximate: " << a << "\n";
-                       std::cout << "exported step " << r.step << " as " << r.architecture << " ("
-                                 << r.tensors << " tensors) to " << ea->output << ":";
-                       for (const auto& f : r.files) std::cout << " " << f;
-                       std::cout << "\n";
-                       print_removed(r.removed);
-                       for (const auto& n : r.notes) std::cout << "note: " << n << "\n";
-                       return static_cast<int>(kExitOk);
-                     });
-                   if (ea->allow_approximate)
-                     throw UsageError("--allow-approximate applies to --format hf only");
-                   refuse_directory(ea->output);
-                   return run_with_mpi([&](const comm::MpiSession& mpi) {
-                     ckpt::TrainState st;
-                     const auto tensors = ckpt::read_model_tensors(MPI_COMM_WORLD, ea->file, &st);
-                     if (mpi.world_rank() == 0) {
-                       ckpt::write_safetensors(ea->output, tensors,
-                                               {{"format", "switchyard"},
-                                                {"source", ea->file},
-                                                {"step", std::to_string(st.step)},
-                                                {"layout", st.layout},
-                                                {"config", st.config_yaml}});
-                       int64_t elements = 0;
-                       for (const auto& t : tensors)
-                         elements += static_cast<int64_t>(t.data.size());
-                       std::cout << "exported " << tensors.size() << " tensors (" << elements
-                                 << " float32 elements) of step " << st.step << " to " << ea->output
-                                 << "\n";
-                     }
-                     return static_cast<int>(kExitOk);
-                   });
-                 }});
+  out.push_back(
+      {exp, [ea] {
+         if (ea->format == "hf")
+           return run_with_mpi([&](const comm::MpiSession& mpi) {
+             const HfExportReport r =
+                 export_hf(MPI_COMM_WORLD, ea->file, {ea->output, ea->allow_approximate});
+             if (mpi.world_rank() != 0) return static_cast<int>(kExitOk);
+             for (const auto& a : r.approximations) std::cout << "approximate: " << a << "\n";
+             std::cout << "exported step " << r.step << " as " << r.architecture << " ("
+                       << r.tensors << " tensors) to " << ea->output << ":";
+             for (const auto& f : r.files) std::cout << " " << f;
+             std::cout << "\n";
+             print_removed(r.removed);
+             for (const auto& n : r.notes) std::cout << "note: " << n << "\n";
+             return static_cast<int>(kExitOk);
+           });
+         if (ea->allow_approximate)
+           throw UsageError("--allow-approximate applies to --format hf only");
+         refuse_directory(ea->output);
+         refuse_output_as_input(ea->output, ea->file, "ckpt export", "the safetensors file");
+         return run_with_mpi([&](const comm::MpiSession& mpi) {
+           ckpt::TrainState st;
+           const auto tensors = ckpt::read_model_tensors(MPI_COMM_WORLD, ea->file, &st);
+           if (mpi.world_rank() == 0) {
+             ckpt::write_safetensors(ea->output, tensors,
+                                     {{"format", "switchyard"},
+                                      {"source", ea->file},
+                                      {"step", std::to_string(st.step)},
+                                      {"layout", st.layout},
+                                      {"config", st.config_yaml}});
+             int64_t elements = 0;
+             for (const auto& t : tensors) elements += static_cast<int64_t>(t.data.size());
+             std::cout << "exported " << tensors.size() << " tensors (" << elements
+                       << " float32 elements) of step " << st.step << " to " << ea->output << "\n";
+           }
+           return static_cast<int>(kExitOk);
+         });
+       }});
 }
 
 }  // namespace sy::app

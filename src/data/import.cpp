@@ -11,6 +11,7 @@
 
 #include "src/core/error.h"
 #include "src/core/number_text.h"
+#include "src/core/paths.h"
 #include "src/data/tokens.h"
 
 namespace sy {
@@ -163,7 +164,8 @@ ImportReport import_token_shards(const ImportOptions& opt) {
                      " must be 0 (the largest id + 1) or in [2, 2^32]");
 
   check_output_path(opt.output);  // before reading the shards, which can take minutes
-  for (const auto& path : opt.shards) refuse_output_as_input(opt.output, path, "data import");
+  for (const auto& path : opt.shards)
+    refuse_output_as_input(opt.output, path, "data import", "the token file");
 
   // Pass 1: every header and every id, before anything is written.
   std::vector<Shard> shards;

@@ -16,6 +16,7 @@
 #include "src/core/h5.h"
 #include "src/core/h5_attr.h"
 #include "src/core/number_text.h"
+#include "src/core/paths.h"
 #include "src/core/progress.h"
 #include "src/data/tokenizer_h5.h"
 
@@ -163,14 +164,6 @@ fs::path check_output_path(const std::string& path) {
   if (fs::is_directory(out_path, ec))
     throw UsageError("output '" + path + "' is a directory, expected a file name");
   return out_dir;
-}
-
-void refuse_output_as_input(const std::string& output, const std::string& input,
-                            const std::string& command) {
-  std::error_code ec;
-  if (fs::equivalent(output, input, ec))
-    throw UsageError(command + ": --output '" + output + "' is the input file '" + input +
-                     "': writing the token file would overwrite it; choose another output name");
 }
 
 std::string read_tokenizer_model(hid_t file) {
@@ -386,7 +379,8 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
         "needs a validation split; hold some text out (the default is 0.1)");
   if (opt.output.empty()) throw UsageError("data prepare: no output file given");
   check_output_path(opt.output);
-  for (const auto& input : opt.inputs) refuse_output_as_input(opt.output, input, "data prepare");
+  for (const auto& input : opt.inputs)
+    refuse_output_as_input(opt.output, input, "data prepare", "the token file");
   const bool user_model = !opt.tokenizer_model.empty();
   if (user_model && opt.tokenizer)
     throw UsageError("data prepare: --tokenizer " + *opt.tokenizer +

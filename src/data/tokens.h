@@ -76,11 +76,6 @@ double unigram_entropy_nats(const std::vector<uint32_t>& tokens);
 // --vocab-size or --train-sentences.
 PrepareReport prepare_token_file(const PrepareOptions& opt);
 
-// UsageError (`command`: "data prepare") when `output` exists and is the same file as `input`:
-// the token file would overwrite the input it is made from.
-void refuse_output_as_input(const std::string& output, const std::string& input,
-                            const std::string& command);
-
 // The directory a token file `path` will be written in. UsageError when `path` is empty, its
 // directory is missing, or `path` is a directory: what the writers check before any work.
 std::filesystem::path check_output_path(const std::string& path);

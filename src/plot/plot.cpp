@@ -12,8 +12,8 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "src/core/directory.h"
 #include "src/core/error.h"
+#include "src/core/paths.h"
 #include "src/core/run_files.h"
 
 namespace sy {

@@ -11,8 +11,8 @@
 #include <filesystem>
 #include <ostream>
 
-#include "src/core/directory.h"
 #include "src/core/error.h"
+#include "src/core/paths.h"
 #include "src/core/printable.h"
 
 namespace sy {

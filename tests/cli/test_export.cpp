@@ -350,6 +350,18 @@ TEST(CkptExportFiles, ADirectoryAsTheSafetensorsOutputIsRefusedAndParentsAreMade
   r = run_command(cmd + dir.file("afile/sub/x.safetensors"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "Not a directory")) << r.output;
+
+  // The checkpoint itself as the output (also through a link): refused, the checkpoint intact.
+  // Before, the export replaced it with the safetensors file and exited 0.
+  const std::string ckpt = final_ckpt(dir.file("run"), 2);
+  const std::string bytes = read_bytes(ckpt);
+  fs::create_symlink(ckpt, dir.file("link.h5"));
+  for (const std::string& out : {ckpt, dir.file("link.h5")}) {
+    r = run_command(cmd + out);
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_TRUE(contains(r.output, "is the input file")) << r.output;
+    EXPECT_EQ(read_bytes(ckpt), bytes) << out;
+  }
 }
 
 TEST(CkptExportFiles, AFailedWriteLeavesNoTemporaryAndTheEarlierFiles) {

@@ -1,4 +1,4 @@
-#include "src/core/directory.h"
+#include "src/core/paths.h"
 
 #include <filesystem>
 #include <system_error>
@@ -34,6 +34,14 @@ void make_directories(const std::string& where, const std::string& dir) {
     throw UsageError(named + " is not a directory (" + what_is_at(dir) + " is in the way)");
   fs::create_directories(dir, ec);
   if (ec) throw UsageError(named + " cannot be created: " + ec.message());
+}
+
+void refuse_output_as_input(const std::string& output, const std::string& input,
+                            const std::string& command, const std::string& what) {
+  std::error_code ec;
+  if (fs::equivalent(output, input, ec))
+    throw UsageError(command + ": --output '" + output + "' is the input file '" + input +
+                     "': writing " + what + " would overwrite it; choose another output name");
 }
 
 }  // namespace sy

@@ -1,0 +1,23 @@
+// Where a command writes: a directory created with its parents, and an output that must not be
+// one of the inputs. What stands in the way is said in the user's terms (the key or flag that
+// named it), not as a std::filesystem error.
+#pragma once
+
+#include <string>
+
+namespace sy {
+
+// What is at `path` when it is not a directory: "a regular file", "a FIFO", ...
+std::string what_is_at(const std::string& path);
+
+// Creates `dir` and its parents where missing. Throws UsageError (exit 2) "<where> '<dir>' is not
+// a directory (a regular file is in the way)" or "... cannot be created: <reason>"; `where` names
+// the key or flag, e.g. "run.out_dir" or "--out".
+void make_directories(const std::string& where, const std::string& dir);
+
+// Throws UsageError "<command>: --output '<output>' is the input file '<input>': writing <what>
+// would overwrite it; ..." when the two name the same file (also through a link or ./).
+void refuse_output_as_input(const std::string& output, const std::string& input,
+                            const std::string& command, const std::string& what);
+
+}  // namespace sy
