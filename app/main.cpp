@@ -1,7 +1,10 @@
 // switchyard: the command line. Parses arguments with CLI11, runs the chosen subcommand (one
 // app/cmd_*.cpp each) and turns the exception type into the exit code of SPEC section 9.
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <iostream>
 #include <optional>
@@ -89,6 +92,18 @@ bool unknown_option(CLI::App& app, int argc, char** argv) {
   return false;
 }
 
+// What a command wrote to stdout that could not be written (a full disk, /dev/full) is an
+// error, never exit 0 with the output cut short: `rc`, or 1 in place of 0, saying so.
+int checked_stdout(int rc) {
+  errno = 0;
+  std::cout.flush();
+  if (std::fflush(stdout) == 0 && !std::cout.fail() && std::ferror(stdout) == 0) return rc;
+  const int err = errno;
+  std::cerr << "error: writing the standard output failed"
+            << (err != 0 ? std::string(": ") + std::strerror(err) : std::string()) << "\n";
+  return rc == sy::kExitOk ? sy::kExitOther : rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -130,7 +145,7 @@ int main(int argc, char** argv) {
 
   try {
     for (const auto& c : commands)
-      if (c.selected->parsed()) return c.run();
+      if (c.selected->parsed()) return checked_stdout(c.run());
     std::cerr << "error: no command given (see --help)\n";
     return sy::kExitUsage;
   } catch (const sy::Error& e) {

@@ -1,13 +1,17 @@
 #include "src/sample/run.h"
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <ostream>
+#include <stdexcept>
+#include <string>
 
 #include "src/core/error.h"
 #include "src/core/progress.h"
@@ -51,6 +55,14 @@ std::string rate_text(double tokens_per_s) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f", tokens_per_s);
   return buf;
+}
+
+// The text stream failed (a full disk, /dev/full): exit 1 naming it, since generating on into a
+// stream that takes nothing would end in exit 0 with the text cut short.
+[[noreturn]] void throw_write_failed() {
+  const int err = errno;
+  throw std::runtime_error(std::string("sample: writing the generated text failed") +
+                           (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
 }
 
 }  // namespace
@@ -118,6 +130,7 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
         const auto t = Clock::now();
         const std::string piece = stream.push(id);
         if (!piece.empty()) text << piece << std::flush;
+        if (!text) throw_write_failed();  // a full disk: stop now, not after every token
         text_time += Clock::now() - t;
       },
       [&](int64_t fed, int64_t) {
@@ -125,6 +138,7 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
           info << "reading the prompt: " << *line << "\n" << std::flush;
       });
   text << stream.flush() << "\n" << std::flush;
+  if (!text) throw_write_failed();
   const auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
   double model = r.prefill_s;
   for (double s : r.token_s) model += s;

@@ -173,6 +173,25 @@ TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
   expect2(dir.file("cut.h5") + " --prompt x", "cut.h5");
 }
 
+// Text that cannot be written (stdout on /dev/full, as on a full disk) ends the command with exit
+// 1 saying so, and sample stops at once; before, both exited 0 with the output lost.
+TEST(SampleCli, AnOutputThatCannotBeWrittenExitsOne) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string out = dir.file("run");
+  train(prepare(dir), out, 2);
+  const std::string ckpt = final_ckpt(out, 2);
+  // stderr to the pipe, stdout to /dev/full (run_command adds its own 2>&1 after the group).
+  auto r = run_command("{ " + kBin + " sample --checkpoint " + ckpt +
+                       " --prompt x --tokens 1000000000 2>&1 >/dev/full; }");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "writing the generated text failed: No space left on device"))
+      << r.output;
+  r = run_command("{ " + kBin + " ckpt info " + ckpt + " 2>&1 >/dev/full; }");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "writing the standard output failed")) << r.output;
+}
+
 // Where a GPU is usable (CUDA build): `sample --device cuda` streams the same greedy text as
 // --device cpu (the decoders' logits agree within 1e-4: tests/gpu/sample), and says which device
 // ran. Not yet run on a GPU.
