@@ -89,7 +89,7 @@ void write_safetensors(const std::string& path, const std::vector<WholeTensor>& 
     stage_safetensors(staged, path, tensors, metadata);
     staged.commit();
   } catch (const std::runtime_error& e) {
-    throw UsageError("--output '" + path + "': " + e.what());
+    files::throw_output_error("--output '" + path + "'", e.what());
   }
 }
 

@@ -12,6 +12,8 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "src/core/error.h"
+
 namespace sy::files {
 
 namespace fs = std::filesystem;
@@ -132,6 +134,13 @@ bool looks_like_disk_full(const std::string& message, int64_t avail) {
   for (const char* m : {"No space left", "MPI_ERR_NO_SPACE", "ENOSPC", "Disk quota"})
     if (message.find(m) != std::string::npos) return true;
   return avail >= 0 && avail < (int64_t{5} << 20);
+}
+
+void throw_output_error(const std::string& where, const std::string& message) {
+  const std::string text = where + ": " + message;
+  if (looks_like_disk_full(message, -1) || message.find("File too large") != std::string::npos)
+    throw Error(kExitOther, text);
+  throw UsageError(text);
 }
 
 }  // namespace sy::files

@@ -79,4 +79,9 @@ std::string mib(int64_t bytes);
 // (nearly) full: `avail` (free_bytes) below one chunk of at most 4 MiB.
 bool looks_like_disk_full(const std::string& message, int64_t avail);
 
+// A failed write of an output named by `where` ("--output 'x'"), with the writer's `message`:
+// out of room (no space, a quota, the file size limit) is SPEC 9's "anything else", exit 1;
+// anything else (a path that cannot be created or opened) is bad input, UsageError (exit 2).
+[[noreturn]] void throw_output_error(const std::string& where, const std::string& message);
+
 }  // namespace sy::files

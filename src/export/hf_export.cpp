@@ -348,7 +348,7 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
   } catch (const UsageError&) {
     throw;
   } catch (const std::exception& e) {
-    throw UsageError("--output '" + opt.output_dir + "': " + e.what());
+    files::throw_output_error("--output '" + opt.output_dir + "'", e.what());
   }
   return r;
 }
