@@ -274,8 +274,9 @@ using AcceptFn = std::function<void(const std::string& path, const TrainState& s
 ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::string& dir,
                        comm::Watchdog* watchdog = nullptr, const AcceptFn& accept = {});
 
-// The newest-first candidates plan_resume("auto") tries: latest's target, then every
-// step_*.h5 by decreasing step (no *.tmp). Not collective (reads the directory).
+// The newest-first candidates plan_resume("auto") tries: latest's target (when it holds a
+// step_*.h5 file name, not a path), then every step_*.h5 by decreasing step (no *.tmp). Not
+// collective (reads the directory).
 std::vector<std::string> resume_candidates(const std::string& dir);
 
 // ---- names and helpers --------------------------------------------------------------------------

@@ -18,7 +18,9 @@ std::string reason_of(const CheckpointError& e) {
 std::vector<std::string> resume_candidates(const std::string& dir) {
   std::vector<std::string> out;
   std::string latest_path;
-  if (const auto latest = files::read_latest(dir); latest && !latest->empty()) {
+  // SPEC 5: latest holds a file name of this directory. Anything else (a path to another run's
+  // checkpoint, junk) is no pointer: the step files below are tried instead.
+  if (const auto latest = files::read_latest(dir); latest && step_of_file_name(*latest) >= 0) {
     latest_path = (fs::path(dir) / *latest).string();
     out.push_back(latest_path);
   }

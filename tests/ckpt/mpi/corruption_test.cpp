@@ -210,6 +210,24 @@ TEST(CkptResume, LatestNamingAMissingFileFallsBackToTheNewestStepFile) {
   EXPECT_EQ(plan.skipped[0].file, dir.file("step_00000099.h5"));
 }
 
+// latest holds a file name of its directory (SPEC 5): a path to another run's checkpoint, or
+// junk, is not followed (before, --resume auto resumed the other run's checkpoint unasked).
+TEST(CkptResume, LatestHoldingAPathOrJunkIsNotFollowed) {
+  SharedDir dir, other;
+  const std::string own = write_good(dir.path(), 4);
+  const std::string foreign = write_good(other.path(), 8);
+  for (const std::string& text :
+       {"../" + fs::path(other.path()).filename().string() + "/step_00000008.h5", foreign,
+        std::string("\x01\x02junk")}) {
+    if (rank_of() == 0) std::ofstream(dir.file("latest"), std::ios::trunc) << text << "\n";
+    MPI_Barrier(MPI_COMM_WORLD);
+    const auto plan = ckpt::plan_resume(MPI_COMM_WORLD, "auto", dir.path());
+    EXPECT_EQ(plan.path, own) << text;
+    EXPECT_TRUE(plan.skipped.empty()) << text;
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+}
+
 TEST(CkptRotation, KeepsTheNewestAfterEachCompleteWriteAndNothingOfOtherRuns) {
   SharedDir dir;
   const int r = rank_of(), p = size_of();
