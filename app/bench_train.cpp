@@ -37,10 +37,12 @@ void add_bench_train(CLI::App& bench, std::vector<Command>& out) {
                   "Override a config key, e.g. --set train.micro_batch=4 (repeatable)");
   cmd->add_option("--steps", a->opt.steps, "Timed optimizer steps")
       ->capture_default_str()
-      ->check(positive_number());
+      ->check(positive_number())
+      ->check(signed_64());
   cmd->add_option("--warmup", a->opt.warmup, "Untimed steps first")
       ->capture_default_str()
-      ->check(non_negative_number());
+      ->check(non_negative_number())
+      ->check(signed_64());
   cmd->add_option("--python", a->opt.python,
                   "Python interpreter for the PyTorch peer (env SWITCHYARD_TORCH_PYTHON)")
       ->capture_default_str();

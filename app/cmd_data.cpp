@@ -70,16 +70,19 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
                       "would not give back exactly is refused (spm_train "
                       "--normalization_rule_name=identity --remove_extra_whitespaces=false "
                       "--byte_fallback=true encodes any UTF-8 text)");
-  prepare->add_option(
-      "--vocab-size", opt->vocab_size,
-      "Pieces of the SentencePiece vocabulary, including its 3 control and 256 byte pieces "
-      "(bpe/unigram only; set model.vocab_size to at least this)");
+  prepare
+      ->add_option(
+          "--vocab-size", opt->vocab_size,
+          "Pieces of the SentencePiece vocabulary, including its 3 control and 256 byte pieces "
+          "(bpe/unigram only; set model.vocab_size to at least this)")
+      ->check(signed_64());
   prepare
       ->add_option("--train-sentences", opt->train_sentences,
                    "bpe/unigram: the lines SentencePiece trains on at most; with more, a random "
                    "sample of this many (fixed seed), which bounds its memory on a large corpus "
                    "(0: every line; otherwise more than 100, SentencePiece's least)")
       ->check(non_negative_number())
+      ->check(signed_64())
       ->default_str(std::to_string(kDefaultTrainSentences));
   out.push_back(
       {prepare, [opt] {
@@ -121,7 +124,8 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
       ->add_option("--vocab-size", opt->vocab_size,
                    "The tokenizer's vocabulary (e.g. 50257 for GPT-2); every id must be below "
                    "it. 0 (the default): the largest id + 1")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(signed_64());
   import
       ->add_option("--val-fraction", opt->val_fraction,
                    "With no shard named as a val shard (above): the fraction of each shard (its "

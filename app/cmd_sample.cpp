@@ -23,12 +23,15 @@ void add_sample_command(CLI::App& root, std::vector<Command>& out) {
   cmd->add_option("-c,--checkpoint", req->checkpoint, "Checkpoint file (step_<N>.h5)")->required();
   auto* p = cmd->add_option("-p,--prompt", *prompt, "The text to continue");
   cmd->add_option("--prompt-file", req->prompt_file, "Read the prompt from this file")->excludes(p);
-  cmd->add_option("-n,--tokens", req->options.tokens, "Tokens to generate")->capture_default_str();
+  cmd->add_option("-n,--tokens", req->options.tokens, "Tokens to generate")
+      ->capture_default_str()
+      ->check(signed_64());
   cmd->add_option("-t,--temperature", req->options.temperature,
                   "Softmax temperature; 0 = greedy (always the most likely token)")
       ->capture_default_str();
   cmd->add_option("--top-k", req->options.top_k, "Sample among the k most likely tokens (0 = all)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(signed_64());
   cmd->add_option("--top-p", req->options.top_p,
                   "Sample among the most likely tokens whose probability reaches p (1 = all)")
       ->capture_default_str();

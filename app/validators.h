@@ -55,4 +55,17 @@ inline CLI::Validator unsigned_64() {
       "UINT64");
 }
 
+// An integer that fits an int64_t option: CLI11 reads 99999999999999999999 into one as
+// 2^63 - 1 (and its negative as -2^63) without a word.
+inline CLI::Validator signed_64() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        errno = 0;
+        std::strtoll(text.c_str(), nullptr, 0);
+        if (errno == ERANGE) return "expected an integer in [-2^63, 2^63), got '" + text + "'";
+        return "";
+      },
+      "INT64");
+}
+
 }  // namespace sy::app
