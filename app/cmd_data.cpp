@@ -55,7 +55,7 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
       ->add_option("--val-fraction", opt->val_fraction,
                    "Fraction of each input (its end) held out for validation (above 0: `train` "
                    "needs a validation split)")
-      ->check(CLI::Range(0.0, 0.9))
+      ->check(number_in(0.0, 0.9, "[0, 0.9]"))
       ->capture_default_str();
   prepare
       ->add_option("--tokenizer", opt->tokenizer,
@@ -130,7 +130,7 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
       ->add_option("--val-fraction", opt->val_fraction,
                    "With no shard named as a val shard (above): the fraction of each shard (its "
                    "end) held out")
-      ->check(CLI::Range(0.0, 0.9))
+      ->check(number_in(0.0, 0.9, "[0, 0.9]"))
       ->capture_default_str();
   out.push_back({import, [opt] {
                    prepare_for_token_file_writes();

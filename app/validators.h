@@ -41,6 +41,18 @@ inline CLI::Validator non_negative_number() {
   return detail::number_over_zero(/*zero_ok=*/true, "NONNEGATIVE");
 }
 
+// A finite number in [lo, hi]; `range` is how the message writes it, e.g. "[0, 0.9]" (CLI11's
+// Range says "Value 1 not in range 0.000000 to 0.900000" and lets nan through).
+inline CLI::Validator number_in(double lo, double hi, const std::string& range) {
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        double v = 0;
+        if (detail::finite_number(text, v) && v >= lo && v <= hi) return "";
+        return "expected a number in " + range + ", got '" + text + "'";
+      },
+      "NUMBER in " + range);
+}
+
 // An integer in [0, 2^64) for a uint64_t option: CLI11 reads "-1" and 2^64 into one as 2^64 - 1.
 inline CLI::Validator unsigned_64() {
   return CLI::Validator(

@@ -68,7 +68,11 @@ TEST(Cli, UnknownOptionsAreNamedWithTheClosestOne) {
            {"sample --checkpoint c.h5 --prompt x --tokens 99999999999999999999",
             "--tokens: expected an integer in [-2^63, 2^63), got '99999999999999999999'"},
            {"bench train" + tiny + " --steps 99999999999999999999",
-            "--steps: expected an integer in [-2^63, 2^63)"}}) {
+            "--steps: expected an integer in [-2^63, 2^63)"},
+           {"data prepare --input a.txt --output b.h5 --val-fraction 0.95",
+            "--val-fraction: expected a number in [0, 0.9], got '0.95'"},
+           {"data import a.bin --output b.h5 --val-fraction nan",
+            "--val-fraction: expected a number in [0, 0.9], got 'nan'"}}) {
     const auto r = run_command(kBin + " " + args);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find(expected), std::string::npos) << args << "\n" << r.output;
@@ -90,7 +94,11 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
            {"sample --checkpoint c.h5 --prompt x --tokens 99999999999999999999",
             "--tokens: expected an integer in [-2^63, 2^63), got '99999999999999999999'"},
            {"bench train" + tiny + " --steps 99999999999999999999",
-            "--steps: expected an integer in [-2^63, 2^63)"}}) {
+            "--steps: expected an integer in [-2^63, 2^63)"},
+           {"data prepare --input a.txt --output b.h5 --val-fraction 0.95",
+            "--val-fraction: expected a number in [0, 0.9], got '0.95'"},
+           {"data import a.bin --output b.h5 --val-fraction nan",
+            "--val-fraction: expected a number in [0, 0.9], got 'nan'"}}) {
     const auto r = run_command(kBin + " " + args);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
