@@ -8,7 +8,10 @@
 //      that hits a bad chunk from leaving the others stuck in a collective call. The problems
 //      are then gathered so every rank knows all of them.
 //   3. slabs (all ranks, collective reads): each rank's refs, any layout.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -55,6 +58,17 @@ bool has_hdf5_signature(const std::string& file) {
   return false;
 }
 
+// For a checkpoint directory's `latest` given as a checkpoint: what it points to.
+std::string pointer_hint(const std::string& file) {
+  if (fs::path(file).filename() != "latest") return "";
+  std::ifstream in(file);
+  std::string name;
+  in >> name;
+  if (step_of_file_name(name) < 0) return "";
+  return "; this is the checkpoint directory's pointer file: pass the file it names, '" +
+         (fs::path(file).parent_path() / name).string() + "'";
+}
+
 std::string dataset_name(const std::string& path) {
   return "/" + path;
 }
@@ -62,13 +76,18 @@ std::string dataset_name(const std::string& path) {
 // Pass 1 (one process). Throws CheckpointError for a file that cannot be used at all.
 FileInfo read_structure(const std::string& file) {
   std::error_code ec;
-  if (!fs::exists(file, ec)) throw CheckpointError(file, "", "file not found");
-  if (!fs::is_regular_file(file, ec)) throw CheckpointError(file, "", "not a regular file");
+  const fs::file_status st = fs::status(file, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory)  // e.g. a directory it cannot enter
+    throw CheckpointError(file, "", "cannot be read: " + ec.message());
+  if (!fs::exists(st)) throw CheckpointError(file, "", "file not found");
+  if (!fs::is_regular_file(st)) throw CheckpointError(file, "", "not a regular file");
+  if (::access(file.c_str(), R_OK) != 0)  // else HDF5 fails to open it, read as "not HDF5"
+    throw CheckpointError(file, "", std::string("cannot be read: ") + std::strerror(errno));
   h5::PropList fapl = serial_fapl();
   const hid_t id = H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl);
   if (id < 0) {
     if (!has_hdf5_signature(file))
-      throw CheckpointError(file, "", "not an HDF5 file (no HDF5 signature)");
+      throw CheckpointError(file, "", "not an HDF5 file (no HDF5 signature)" + pointer_hint(file));
     throw CheckpointError(
         file, "",
         "HDF5 file cannot be opened: truncated or damaged (" + h5::error_stack_message() + ")");

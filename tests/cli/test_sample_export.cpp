@@ -152,6 +152,9 @@ TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
   expect2(ckpt + " --prompt x --seed -1", "--seed: expected an integer in [0, 2^64), got '-1'");
   expect2(ckpt + " --prompt x --seed 18446744073709551616", "--seed");
   expect2(dir.file("nope.h5") + " --prompt x", "not found");
+  // The checkpoint directory's pointer file given as the checkpoint: the file it names.
+  expect2(out + "/checkpoints/latest --prompt x",
+          "pointer file: pass the file it names, '" + ckpt + "'");
 
   // Damage: bytes flipped in the middle of the file (tensor data), and a truncated copy.
   const auto size = static_cast<int64_t>(fs::file_size(ckpt));
@@ -171,6 +174,33 @@ TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
   fs::copy_file(ckpt, dir.file("cut.h5"));
   fs::resize_file(dir.file("cut.h5"), static_cast<uintmax_t>(size / 2));
   expect2(dir.file("cut.h5") + " --prompt x", "cut.h5");
+}
+
+// A checkpoint this user cannot read says so (before: "not an HDF5 file (no HDF5 signature)",
+// and "file not found" inside a directory it cannot enter). Root reads every file, so the
+// command runs as nobody (setpriv); skipped where that cannot run the binary.
+TEST(SampleCli, ACheckpointThatCannotBeReadSaysSo) {
+  const std::string nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  if (run_command(nobody + kBin + " --version").exit_code != 0)
+    GTEST_SKIP() << "cannot run the binary as nobody (not root, or its path is closed to others)";
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string out = dir.file("run");
+  train(prepare(dir), out, 2);
+  fs::permissions(dir.path(),
+                  fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+  const std::string open = dir.file("open.h5"), closed_dir = dir.file("closed");
+  fs::copy_file(final_ckpt(out, 2), open);
+  fs::permissions(open, fs::perms::none);
+  fs::create_directory(closed_dir);
+  fs::copy_file(final_ckpt(out, 2), closed_dir + "/c.h5");
+  fs::permissions(closed_dir, fs::perms::owner_all);
+  for (const std::string& file : {open, closed_dir + "/c.h5"}) {
+    const auto r = run_command(nobody + kBin + " sample --checkpoint " + file + " --prompt x");
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_TRUE(contains(r.output, "'" + file + "': cannot be read: Permission denied"))
+        << r.output;
+  }
 }
 
 // Text that cannot be written (stdout on /dev/full, as on a full disk) ends the command with exit
