@@ -48,8 +48,10 @@ void ParamTable::layout_groups(size_t dense_align, size_t expert_align) {
         s.offset = at;
         at += s.numel;
       }
-    at = (at + align - 1) / align * align;
-    r.size = at - r.first;
+    // The group's own size padded: the expert group starts where the dense one ends, which need
+    // not be a multiple of its alignment (dp < edp under tp > 1).
+    r.size = (at - r.first + align - 1) / align * align;
+    at = r.first + r.size;
     return r;
   };
   dense_ = place(ParamGroup::kDense, dense_align);

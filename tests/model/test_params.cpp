@@ -62,6 +62,40 @@ Config model_config() {
                       "test");
 }
 
+// Each group is padded to a multiple of its own alignment, by hand: the expert group starts
+// where the padded dense group ends. Before, the absolute end was rounded, so an expert group
+// starting at an offset that is no multiple of edp (tp > 1, dp < edp) was left unpadded and the
+// trainer stopped on "group of N elements not padded to edp ranks".
+TEST(ParamTable, EachGroupIsPaddedToItsOwnAlignment) {
+  auto table = [] {
+    ParamTable t;
+    t.add("model/embed", {5}, ParamKind::kGain);
+    ParamSpec e;
+    e.name = "model/layers/0/moe/w1";
+    e.shape = {4};
+    e.slab = Slab::whole(e.shape);
+    e.group = ParamGroup::kExpert;
+    t.add(std::move(e));
+    return t;
+  };
+  struct Case {
+    size_t dense_align, expert_align, dense_size, expert_first, expert_size;
+  };
+  for (const Case& c : {Case{1, 2, 5, 5, 4}, Case{2, 3, 6, 6, 6}, Case{2, 4, 6, 6, 4},
+                        Case{1, 1, 5, 5, 4}, Case{3, 2, 6, 6, 4}}) {
+    ParamTable t = table();
+    t.layout_groups(c.dense_align, c.expert_align);
+    const auto d = t.group_range(ParamGroup::kDense), x = t.group_range(ParamGroup::kExpert);
+    SCOPED_TRACE(testing::Message() << c.dense_align << ", " << c.expert_align);
+    EXPECT_EQ(d.first, 0u);
+    EXPECT_EQ(d.size, c.dense_size);
+    EXPECT_EQ(x.first, c.expert_first);
+    EXPECT_EQ(x.size, c.expert_size);
+    EXPECT_EQ(t.at("model/layers/0/moe/w1").offset, c.expert_first);
+    EXPECT_EQ(t.total_numel(), c.expert_first + c.expert_size);
+  }
+}
+
 ShardLayout coords(int rank, int world, int tp, int ep, int etp) {
   ShardLayout s;
   s.tp = tp;

@@ -228,6 +228,16 @@ TEST_F(Layouts, CheckpointStoresTheResolvedRouteGroups) {
   EXPECT_EQ(stored.parallel.a2a, A2aKind::kHierarchical);  // auto, over 4 nodes
 }
 
+// A dense parameter count that is no multiple of the expert data-parallel size (one layer of 3
+// experts): under tp = 2 the expert group starts at an offset that is no multiple of edp = 2.
+// Before, it was left unpadded and every rank stopped on "group of N elements not padded to 2
+// ranks" before the first step.
+TEST_F(Layouts, ADenseGroupOfAnyLengthMatchesOneRank) {
+  expect_routing_matches({"model.n_layers=1", "moe.num_experts=3"},
+                         {{"odd_dense_tp2", 2, {"parallel.tp=2"}},
+                          {"odd_dense_tp2_zero1", 2, {"parallel.tp=2", "parallel.zero1=true"}}});
+}
+
 // val_loss (SPEC section 3: the mean lm_loss over the first eval.sequences validation windows) is
 // the 1-rank run's when the data-parallel ranks evaluate unequal shares: 3 windows over dp 2
 // (2 + 1) and over dp 4 (1 + 1 + 1 + 0), one window per micro-batch.
