@@ -9,6 +9,7 @@
 
 #include "app/commands.h"
 #include "app/run_mpi.h"
+#include "app/validators.h"
 #include "comm/mpi.h"
 #include "src/bench/a2a_bench.h"
 #include "src/core/error.h"
@@ -75,7 +76,8 @@ void add_bench_a2a(CLI::App& bench, std::vector<Command>& out) {
                   "Routing skews, comma-separated: expert e drawn with weight (e+1)^-skew "
                   "(0 = uniform)")
       ->delimiter(',')
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(non_negative_number());
   cmd->add_option("--iters", a->opt.iters, "Timed iterations per row (median reported)")
       ->capture_default_str();
   cmd->add_option("--warmup", a->opt.warmup, "Untimed iterations first")->capture_default_str();

@@ -71,6 +71,7 @@ TEST(Cli, UnknownOptionsAreNamedWithTheClosestOne) {
             "--steps: expected an integer in [-2^63, 2^63)"},
            {"data prepare --input a.txt --output b.h5 --val-fraction 0.95",
             "--val-fraction: expected a number in [0, 0.9], got '0.95'"},
+           {"bench a2a --skew 0,nan", "--skew: expected a number >= 0, got 'nan'"},
            {"data import a.bin --output b.h5 --val-fraction nan",
             "--val-fraction: expected a number in [0, 0.9], got 'nan'"}}) {
     const auto r = run_command(kBin + " " + args);
@@ -97,6 +98,7 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
             "--steps: expected an integer in [-2^63, 2^63)"},
            {"data prepare --input a.txt --output b.h5 --val-fraction 0.95",
             "--val-fraction: expected a number in [0, 0.9], got '0.95'"},
+           {"bench a2a --skew 0,nan", "--skew: expected a number >= 0, got 'nan'"},
            {"data import a.bin --output b.h5 --val-fraction nan",
             "--val-fraction: expected a number in [0, 0.9], got 'nan'"}}) {
     const auto r = run_command(kBin + " " + args);
