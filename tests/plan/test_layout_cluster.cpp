@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 
+#include "src/config/config.h"
 #include "src/core/error.h"
 #include "src/placement/coactivation_file.h"
 #include "src/plan/cluster.h"
@@ -198,6 +199,40 @@ TEST(PlanCluster, ShippedFilesParse) {
   EXPECT_GE(n, 3);
 }
 
+// --routing <run dir>: the mean expert_load of the logged steps, renormalised per layer; a run of
+// another expert count is refused, and one of another depth is said in the source line (before,
+// the last measured layer silently stood in for the missing ones).
+TEST(PlanInputs, ARunsRoutingIsItsMeanLoadAndAnotherDepthIsSaid) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("plan_routing_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "metrics.jsonl")
+      << R"({"step":1,"loss":5.0,"expert_load":[[0.4,0.2,0.2,0.2],[0.25,0.25,0.25,0.25]]})"
+         "\n"
+      << R"({"step":2,"loss":4.9,"expert_load":[[0.2,0.4,0.2,0.2],[0.25,0.25,0.25,0.25]]})"
+         "\n";
+  Config cfg;
+  cfg.model.n_layers = 2;
+  cfg.moe.num_experts = 4;
+  cfg.moe.top_k = 2;
+  RoutingStats r = load_routing(dir.string(), cfg);
+  ASSERT_EQ(r.load.size(), 2u);
+  EXPECT_NEAR(r.load[0][0], 0.3, 1e-12);
+  EXPECT_NEAR(r.load[0][1], 0.3, 1e-12);
+  EXPECT_NEAR(r.load[0][2], 0.2, 1e-12);
+  EXPECT_NEAR(r.peak_load[0][0], 0.4, 1e-12);
+  EXPECT_EQ(r.source.find("note:"), std::string::npos) << r.source;
+  cfg.model.n_layers = 3;
+  r = load_routing(dir.string(), cfg);
+  EXPECT_NE(r.source.find("note: the run measured 2 layers, the config has model.n_layers = 3: "
+                          "layers past 2 use its last one"),
+            std::string::npos)
+      << r.source;
+  cfg.moe.num_experts = 8;
+  EXPECT_THROW(load_routing(dir.string(), cfg), UsageError);
+  std::filesystem::remove_all(dir);
+}
+
 // The trainer's coactivation.h5 (src/placement/coactivation_file.h, written here by its writer):
 // the pair counts come back as fractions of the tokens counted, the sample per layer.
 TEST(PlanInputs, ReadsTheTrainersCoactivationFile) {
@@ -220,7 +255,7 @@ TEST(PlanInputs, ReadsTheTrainersCoactivationFile) {
   write_coactivation(path, file);
 
   RoutingStats c;
-  EXPECT_TRUE(load_coactivation(path, 4, c));
+  EXPECT_TRUE(load_coactivation(path, 4, 2, c));
   ASSERT_EQ(c.pairs.size(), 1u);
   EXPECT_DOUBLE_EQ(c.pairs[0][0 * 4 + 1], 0.25);  // 1 of 4 tokens chose both 0 and 1
   EXPECT_DOUBLE_EQ(c.pairs[0][0 * 4 + 3], 0.0);
@@ -230,15 +265,22 @@ TEST(PlanInputs, ReadsTheTrainersCoactivationFile) {
   // Another model's file names the file and the key; a missing one is "not measured".
   RoutingStats other;
   try {
-    load_coactivation(path, 8, other);
+    load_coactivation(path, 8, 2, other);
     ADD_FAILURE() << "8 experts accepted";
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("moe.num_experts"), std::string::npos) << e.what();
   }
+  // Pairs and a sample of top-2 tokens would be counted as another k's (before: accepted).
+  try {
+    load_coactivation(path, 4, 3, other);
+    ADD_FAILURE() << "top-k 3 accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("moe.top_k = 3"), std::string::npos) << e.what();
+  }
   std::filesystem::remove(path);
   RoutingStats none;
-  EXPECT_FALSE(load_coactivation("/nonexistent/coactivation.h5", 4, none));
+  EXPECT_FALSE(load_coactivation("/nonexistent/coactivation.h5", 4, 2, none));
   EXPECT_TRUE(none.pairs.empty());
   EXPECT_TRUE(none.sample.empty());
 }

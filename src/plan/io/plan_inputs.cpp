@@ -49,13 +49,17 @@ Cluster load_cluster(const std::string& path) {
   return parse_cluster(read_text(path, "cluster file"), "'" + path + "'");
 }
 
-bool load_coactivation(const std::string& path, int64_t E, RoutingStats& r) {
+bool load_coactivation(const std::string& path, int64_t E, int64_t K, RoutingStats& r) {
   std::error_code ec;
   if (!fs::exists(path, ec)) return false;
   const Coactivation c = read_coactivation(path);
   if (c.num_experts != E)
     throw UsageError("co-activation file '" + path + "' counts " + std::to_string(c.num_experts) +
                      " experts, the config has moe.num_experts = " + std::to_string(E));
+  // Its pairs and token sample are of the run's top-k: another k would be counted on them.
+  if (c.top_k != K)
+    throw UsageError("co-activation file '" + path + "' is of a run with top-k " +
+                     std::to_string(c.top_k) + ", the config has moe.top_k = " + std::to_string(K));
   const auto EE = static_cast<size_t>(E * E);
   const int64_t S = c.sample_tokens();
   for (int l = 0; l < c.num_layers; ++l) {
@@ -103,7 +107,8 @@ RoutingStats load_routing(const std::string& spec, const Config& cfg) {
     for (double v : layer) sum += v;
     for (double& v : layer) v = sum > 0 ? v / sum : 1.0 / static_cast<double>(E);
   }
-  const bool coactivation = load_coactivation((fs::path(spec) / "coactivation.h5").string(), E, r);
+  const bool coactivation =
+      load_coactivation((fs::path(spec) / "coactivation.h5").string(), E, cfg.moe.top_k, r);
   const std::string with = r.pairs.empty()    ? r.sample.empty() ? "" : "token sample"
                            : r.sample.empty() ? "pair counts"
                                               : "pair counts and token sample";
@@ -112,6 +117,13 @@ RoutingStats load_routing(const std::string& spec, const Config& cfg) {
               : with.empty() ? ", coactivation.h5 has counted no tokens yet"
                              : ", with coactivation.h5's " + with) +
              ")";
+  // Another depth is planned from the measured layers, the last one standing in for those past it.
+  const int64_t L = cfg.model.n_layers, measured = m.num_layers();
+  if (measured != L)
+    r.source += "; note: the run measured " + std::to_string(measured) +
+                " layers, the config has model.n_layers = " + std::to_string(L) +
+                (measured < L ? ": layers past " + std::to_string(measured) + " use its last one"
+                              : ": its first " + std::to_string(L) + " are used");
   return r;
 }
 

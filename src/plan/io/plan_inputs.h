@@ -30,7 +30,8 @@ RoutingStats load_routing(const std::string& spec, const Config& cfg);
 // The co-activation file at `path` (see above) into r.pairs ([L][E*E] pair fractions of tokens;
 // left empty when the file has counted no tokens yet), r.sample ([L][S*K]; empty when the file
 // holds no sample) and r.sample_k. False, and r untouched, when the file does not exist.
-bool load_coactivation(const std::string& path, int64_t E, RoutingStats& r);
+// UsageError when it is of another expert count E or top-k K than the config's.
+bool load_coactivation(const std::string& path, int64_t E, int64_t K, RoutingStats& r);
 
 // Declared element counts of a token file's /train and /val (the dataspace only: nothing is
 // read, so a file that declares 2^40 never-written tokens costs nothing). ok = false when the
