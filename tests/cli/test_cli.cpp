@@ -63,17 +63,7 @@ TEST(Cli, UnknownOptionsAreNamedWithTheClosestOne) {
             "--help'"},
            {"sample --checkpoint c.h5 --out y", "unknown option '--out'; see 'switchyard sample"},
            {"train -z", "unknown option '-z'; see 'switchyard train --help'"},
-           {"bench train" + tiny + " --warmup -1", "expected a number >= 0, got '-1'"},
-           // past int64_t: CLI11 alone took it as 2^63 - 1 (sample generated until killed)
-           {"sample --checkpoint c.h5 --prompt x --tokens 99999999999999999999",
-            "--tokens: expected an integer in [-2^63, 2^63), got '99999999999999999999'"},
-           {"bench train" + tiny + " --steps 99999999999999999999",
-            "--steps: expected an integer in [-2^63, 2^63)"},
-           {"data prepare --input a.txt --output b.h5 --val-fraction 0.95",
-            "--val-fraction: expected a number in [0, 0.9], got '0.95'"},
-           {"bench a2a --skew 0,nan", "--skew: expected a number >= 0, got 'nan'"},
-           {"data import a.bin --output b.h5 --val-fraction nan",
-            "--val-fraction: expected a number in [0, 0.9], got 'nan'"}}) {
+           {"bench train" + tiny + " --warmup -1", "expected a number >= 0, got '-1'"}}) {
     const auto r = run_command(kBin + " " + args);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find(expected), std::string::npos) << args << "\n" << r.output;
