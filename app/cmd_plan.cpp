@@ -66,6 +66,8 @@ int run_plan(const Args& a) {
   // The cluster's `nodes` is the most a layout may span (clusters/README.md).
   std::vector<int64_t> asked = a.nodes;
   if (!a.sweep.empty()) asked = parse_sweep(a.sweep);
+  std::sort(asked.begin(), asked.end());  // `--nodes 4,1,2,2`: each count once, smallest first
+  asked.erase(std::unique(asked.begin(), asked.end()), asked.end());
   for (int64_t n : asked)
     if (n > cluster.nodes)
       throw UsageError((a.sweep.empty() ? "--nodes " : "--sweep nodes=") + std::to_string(n) +
@@ -114,7 +116,7 @@ int run_plan(const Args& a) {
 
   std::vector<int64_t> worlds;
   if (a.ranks > 0) worlds.push_back(a.ranks);
-  for (int64_t n : a.nodes) worlds.push_back(n * cluster.ranks_per_node);
+  for (int64_t n : asked) worlds.push_back(n * cluster.ranks_per_node);
   if (worlds.empty()) worlds.push_back(cluster.max_ranks());
 
   if (a.this_layout) {

@@ -193,7 +193,11 @@ std::string format_plan(const Config& cfg, const PlanResult& r, int64_t world,
     std::map<std::string, std::vector<std::string>> by_term;
     for (const Evaluation& e : r.dropped)
       by_term[e.memory.terms.empty() ? e.problem : e.memory.largest().name].push_back(
-          e.layout.describe() + " (" + format_bytes(e.memory.total()) + ")");
+          e.layout.describe() +
+          (e.memory.terms.empty()
+               ? ""
+               : " (needs " + format_bytes(e.memory.total()) + ", " +
+                     format_bytes(e.memory.largest().bytes) + " of it this term)"));
     o << "# do not fit in " << format_bytes(r.dropped.front().memory_available)
       << " per rank, by largest term:\n";
     for (const auto& [term, list] : by_term) {

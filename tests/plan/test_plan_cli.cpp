@@ -220,6 +220,21 @@ TEST_F(PlanCli, PlanRanksEvaluatesAndSweeps) {
   EXPECT_NE(r.output.find("a2a %"), std::string::npos) << r.output;
   EXPECT_TRUE(std::filesystem::exists(png)) << r.output;
 
+  // Node counts are planned once each, smallest first (before: `--nodes 2,1,2` planned 2 twice).
+  r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --nodes 2,1,2 --top 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string head = "# switchyard plan: tiny on cluster 'this-machine', ";
+  const size_t one = r.output.find(head + "2 ranks");
+  const size_t two = r.output.find(head + "4 ranks");
+  EXPECT_NE(one, std::string::npos) << r.output;
+  EXPECT_NE(two, std::string::npos) << r.output;
+  EXPECT_LT(one, two) << r.output;
+  EXPECT_EQ(r.output.find(head + "4 ranks", two + 1), std::string::npos) << r.output;
+  // What does not fit names the layout's whole need and its largest term's share of it.
+  r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --ranks 2 --memory-gib 0.001");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(" of it this term)"), std::string::npos) << r.output;
+
   r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --sweep nodes=0");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   // --png draws a sweep: without one it is refused, not ignored.
