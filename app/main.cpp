@@ -80,13 +80,11 @@ bool unknown_option(CLI::App& app, int argc, char** argv) {
     if (!is_long && name.size() > 2) continue;  // -n4: a short option with its value
     const std::vector<std::string>& known = is_long ? longs : shorts;
     if (std::find(known.begin(), known.end(), name) != known.end()) continue;
-    std::string command = "switchyard";  // e.g. "switchyard ckpt export"
-    std::vector<std::string> path;
+    std::string command;  // e.g. " ckpt export"
     for (const CLI::App* a = at; a != &app; a = a->get_parent())
-      path.insert(path.begin(), a->get_name());
-    for (const std::string& p : path) command += " " + p;
+      command = " " + a->get_name() + command;
     std::cerr << "error: unknown option '" << name << "'" << sy::suggestion(name, longs)
-              << "; see '" << command << " --help'\n";
+              << "; see 'switchyard" << command << " --help'\n";
     return true;
   }
   return false;

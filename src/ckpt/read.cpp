@@ -20,6 +20,7 @@
 #include "comm/watchdog.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/detail.h"
+#include "src/ckpt/files.h"
 #include "src/ckpt/seal.h"
 
 namespace sy::ckpt {
@@ -60,13 +61,12 @@ bool has_hdf5_signature(const std::string& file) {
 
 // For a checkpoint directory's `latest` given as a checkpoint: what it points to.
 std::string pointer_hint(const std::string& file) {
-  if (fs::path(file).filename() != "latest") return "";
-  std::ifstream in(file);
-  std::string name;
-  in >> name;
-  if (step_of_file_name(name) < 0) return "";
+  const fs::path p(file);
+  if (p.filename() != "latest") return "";
+  const auto name = files::read_latest(p.parent_path().string());
+  if (!name || step_of_file_name(*name) < 0) return "";
   return "; this is the checkpoint directory's pointer file: pass the file it names, '" +
-         (fs::path(file).parent_path() / name).string() + "'";
+         (p.parent_path() / *name).string() + "'";
 }
 
 std::string dataset_name(const std::string& path) {
