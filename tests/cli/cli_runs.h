@@ -53,4 +53,11 @@ inline std::string final_ckpt(const std::string& out, int steps) {
   return out + "/checkpoints/" + name;
 }
 
+// The texts written, their byte token file, and a 2-step run in dir/run: its final checkpoint.
+inline std::string two_step_checkpoint(const sy::test::TempDir& dir) {
+  write_texts(dir);
+  train(prepare(dir), dir.file("run"), 2);
+  return final_ckpt(dir.file("run"), 2);
+}
+
 }  // namespace sy::test::cli

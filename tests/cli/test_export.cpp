@@ -330,9 +330,8 @@ std::string with_file_size_limit(const std::string& cmd) {
 
 TEST(CkptExportFiles, ADirectoryAsTheSafetensorsOutputIsRefusedAndParentsAreMade) {
   sy::test::TempDir dir;
-  write_texts(dir);
-  train(prepare(dir), dir.file("run"), 2);
-  const std::string cmd = kBin + " ckpt export " + final_ckpt(dir.file("run"), 2) + " --output ";
+  const std::string ckpt = two_step_checkpoint(dir);
+  const std::string cmd = kBin + " ckpt export " + ckpt + " --output ";
   fs::create_directories(dir.file("hf/base"));
   auto r = run_command(cmd + dir.file("hf/base"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
@@ -353,7 +352,6 @@ TEST(CkptExportFiles, ADirectoryAsTheSafetensorsOutputIsRefusedAndParentsAreMade
 
   // The checkpoint itself as the output (also through a link): refused, the checkpoint intact.
   // Before, the export replaced it with the safetensors file and exited 0.
-  const std::string ckpt = final_ckpt(dir.file("run"), 2);
   const std::string bytes = read_bytes(ckpt);
   fs::create_symlink(ckpt, dir.file("link.h5"));
   for (const std::string& out : {ckpt, dir.file("link.h5")}) {
@@ -366,9 +364,7 @@ TEST(CkptExportFiles, ADirectoryAsTheSafetensorsOutputIsRefusedAndParentsAreMade
 
 TEST(CkptExportFiles, AFailedWriteLeavesNoTemporaryAndTheEarlierFiles) {
   sy::test::TempDir dir;
-  write_texts(dir);
-  train(prepare(dir), dir.file("run"), 2);
-  const std::string cmd = kBin + " ckpt export " + final_ckpt(dir.file("run"), 2);
+  const std::string cmd = kBin + " ckpt export " + two_step_checkpoint(dir);
 
   // safetensors: the old file survives, no .tmp, the reason is errno's.
   fs::create_directories(dir.file("st"));

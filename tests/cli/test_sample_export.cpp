@@ -120,10 +120,7 @@ TEST(SampleCli, TrainSamplesAtEvalAndSampleCommandStreamsText) {
 
 TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
   sy::test::TempDir dir;
-  write_texts(dir);
-  const std::string out = dir.file("run");
-  train(prepare(dir), out, 2);
-  const std::string ckpt = final_ckpt(out, 2);
+  const std::string ckpt = two_step_checkpoint(dir);
   const std::string s = kBin + " sample --checkpoint ";
   auto expect2 = [&](const std::string& args, const std::string& part) {
     const auto r = run_command(s + args);
@@ -153,7 +150,7 @@ TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
   expect2(ckpt + " --prompt x --seed 18446744073709551616", "--seed");
   expect2(dir.file("nope.h5") + " --prompt x", "not found");
   // The checkpoint directory's pointer file given as the checkpoint: the file it names.
-  expect2(out + "/checkpoints/latest --prompt x",
+  expect2(dir.file("run/checkpoints/latest") + " --prompt x",
           "pointer file: pass the file it names, '" + ckpt + "'");
 
   // Damage: bytes flipped in the middle of the file (tensor data), and a truncated copy.
@@ -184,16 +181,14 @@ TEST(SampleCli, ACheckpointThatCannotBeReadSaysSo) {
   if (run_command(nobody + kBin + " --version").exit_code != 0)
     GTEST_SKIP() << "cannot run the binary as nobody (not root, or its path is closed to others)";
   sy::test::TempDir dir;
-  write_texts(dir);
-  const std::string out = dir.file("run");
-  train(prepare(dir), out, 2);
+  const std::string ckpt = two_step_checkpoint(dir);
   fs::permissions(dir.path(),
                   fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
   const std::string open = dir.file("open.h5"), closed_dir = dir.file("closed");
-  fs::copy_file(final_ckpt(out, 2), open);
+  fs::copy_file(ckpt, open);
   fs::permissions(open, fs::perms::none);
   fs::create_directory(closed_dir);
-  fs::copy_file(final_ckpt(out, 2), closed_dir + "/c.h5");
+  fs::copy_file(ckpt, closed_dir + "/c.h5");
   fs::permissions(closed_dir, fs::perms::owner_all);
   for (const std::string& file : {open, closed_dir + "/c.h5"}) {
     const auto r = run_command(nobody + kBin + " sample --checkpoint " + file + " --prompt x");
@@ -207,10 +202,7 @@ TEST(SampleCli, ACheckpointThatCannotBeReadSaysSo) {
 // 1 saying so, and sample stops at once; before, both exited 0 with the output lost.
 TEST(SampleCli, AnOutputThatCannotBeWrittenExitsOne) {
   sy::test::TempDir dir;
-  write_texts(dir);
-  const std::string out = dir.file("run");
-  train(prepare(dir), out, 2);
-  const std::string ckpt = final_ckpt(out, 2);
+  const std::string ckpt = two_step_checkpoint(dir);
   // stderr to the pipe, stdout to /dev/full (run_command adds its own 2>&1 after the group).
   auto r = run_command("{ " + kBin + " sample --checkpoint " + ckpt +
                        " --prompt x --tokens 1000000000 2>&1 >/dev/full; }");
