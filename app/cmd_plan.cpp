@@ -135,18 +135,29 @@ int run_plan(const Args& a) {
     if (a.json) std::cout << all.dump(1) << "\n";
     return kExitOk;
   }
+  // --json: the table's rows (the first --top that fit, best first), then every layout that does
+  // not, its `problem` saying why, as the table's summary does.
   nlohmann::json all = nlohmann::json::array();
+  bool any_layout = false;
   for (int64_t world : worlds) {
     const plan::PlanResult r =
         plan::plan_layouts(cfg, world, cluster, routing, in, memory_for(world));
+    any_layout = any_layout || !r.ranked.empty() || !r.dropped.empty();
     if (a.json) {
-      for (const auto& e : r.ranked) all.push_back(plan::evaluation_json(e));
+      const size_t shown = std::min(r.ranked.size(), static_cast<size_t>(a.top));
+      for (size_t i = 0; i < shown; ++i) all.push_back(plan::evaluation_json(r.ranked[i]));
+      for (const auto& e : r.dropped) all.push_back(plan::evaluation_json(e));
     } else {
       std::cout << plan::format_plan(cfg, r, world, cluster, routing, a.top) << "\n";
     }
   }
   if (a.json) std::cout << all.dump(1) << "\n";
-  return kExitOk;
+  if (a.json && !any_layout)
+    std::cerr << "error: no layout of this config runs on the ranks asked (the table without "
+                 "--json names the counts it can use)\n";
+  // No layout at all runs on the ranks asked: the question was not one the config can answer
+  // (the table said why and which counts it can use); a script must not read it as a plan.
+  return any_layout ? kExitOk : kExitUsage;
 }
 
 }  // namespace

@@ -234,6 +234,30 @@ TEST_F(PlanCli, PlanRanksEvaluatesAndSweeps) {
   r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --ranks 2 --memory-gib 0.001");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find(" of it this term)"), std::string::npos) << r.output;
+  // --json gives the table's rows: the first --top that fit, then those that do not, each with
+  // its problem (before: every fitting layout, --top ignored, and nothing for what did not fit).
+  r = sy::test::run_command("{ " + kBin + " plan" + cfg + cluster +
+                            " --ranks 4 --top 2 --json 2>/dev/null; }");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto rows = nlohmann::json::parse(r.output);
+  ASSERT_EQ(rows.size(), 2u) << r.output;  // everything fits at the host's memory
+  for (const auto& row : rows) EXPECT_EQ(row["problem"], "") << row.dump();
+  EXPECT_GE(rows[0]["tokens_per_s"].get<double>(), rows[1]["tokens_per_s"].get<double>());
+  r = sy::test::run_command("{ " + kBin + " plan" + cfg + cluster +
+                            " --ranks 2 --memory-gib 0.001 --json 2>/dev/null; }");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  rows = nlohmann::json::parse(r.output);
+  ASSERT_FALSE(rows.empty()) << r.output;
+  for (const auto& row : rows) EXPECT_NE(row["problem"], "") << row.dump();
+  // No layout runs on 7 ranks of tiny.yaml (8 sequences, 4 experts, 4 heads): exit 2, not an
+  // empty plan that exits 0; the table still names the counts it can use.
+  r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --ranks 7");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("no layout of this config runs on 7 ranks"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("(--ranks 4)"), std::string::npos) << r.output;
+  r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --ranks 7 --json");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
 
   r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --sweep nodes=0");
   EXPECT_EQ(r.exit_code, 2) << r.output;
@@ -290,7 +314,7 @@ TEST_F(PlanCli, NoLayoutOnTheWholeClusterSuggestsTheRanksThatWork) {
       " --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() + "/tokens.h5";
   const std::string cluster = " --cluster " + kSource + "/clusters/h100-ib.yaml";
   auto r = sy::test::run_command(kBin + " plan" + cfg + cluster);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.exit_code, 2) << r.output;  // no plan came out: a script must not read one
   EXPECT_NE(r.output.find("no layout of this config runs on 1024 ranks"), std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("the most ranks a layout of it can use is 32 (--ranks 32); in whole "
@@ -302,6 +326,7 @@ TEST_F(PlanCli, NoLayoutOnTheWholeClusterSuggestsTheRanksThatWork) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("  1 "), std::string::npos) << r.output;
   r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --ranks 40");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("can use is 32"), std::string::npos) << r.output;
 }
 
