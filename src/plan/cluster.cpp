@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -38,7 +39,9 @@ class Section {
 
   bool has(const std::string& key) const { return static_cast<bool>(node_[key]); }
 
-  double number(const std::string& key, double lo, bool required, double fallback = 0) const {
+  // A number in [lo, hi]; `hi` catches a figure in the wrong unit (latency_s: 2 meant as 2 us).
+  double number(const std::string& key, double lo, bool required, double fallback = 0,
+                double hi = std::numeric_limits<double>::max()) const {
     if (!has(key)) {
       if (required) fail(key, "missing (required)");
       return fallback;
@@ -51,6 +54,9 @@ class Section {
     }
     if (!std::isfinite(v) || v < lo)
       fail(key, "got " + node_[key].as<std::string>() + ", expected a number >= " + fmt(lo));
+    if (v > hi)
+      fail(key, "got " + node_[key].as<std::string>() + ", expected at most " + fmt(hi) +
+                    " (seconds; 2 us is 2e-6)");
     return v;
   }
 
@@ -111,11 +117,15 @@ class Section {
   const std::string& source_;
 };
 
+// The most a latency or a fixed per-layer cost can be: a second is already far past any link or
+// kernel launch, so a larger figure is a unit slip (microseconds given as seconds).
+constexpr double kMostSeconds = 1.0;
+
 Link parse_link(const Section& s, bool required) {
   s.only({"bandwidth", "latency_s", "shared_by_node"});
   Link l;
   l.bandwidth = s.number("bandwidth", 0, required);
-  l.latency_s = s.number("latency_s", 0, required);
+  l.latency_s = s.number("latency_s", 0, required, 0, kMostSeconds);
   l.shared_by_node = s.boolean("shared_by_node", false);
   if (required && !(l.bandwidth > 0)) s.fail("bandwidth", "must be > 0 (bytes/s)");
   return l;
@@ -153,7 +163,7 @@ Cluster parse_cluster(const std::string& yaml_text, const std::string& source) {
   c.gemm_half_dim = compute.number("gemm_half_dim", 0, false, 0);
   c.mem_bandwidth = compute.number("mem_bandwidth", 0, true);
   c.elementwise_bandwidth = compute.number("elementwise_bandwidth", 0, false, 0);
-  c.layer_overhead_s = compute.number("layer_overhead_s", 0, false, 0);
+  c.layer_overhead_s = compute.number("layer_overhead_s", 0, false, 0, kMostSeconds);
   if (!(c.gemm_flops > 0)) compute.fail("gemm_flops", "must be > 0 (FLOP/s)");
   if (!(c.mem_bandwidth > 0)) compute.fail("mem_bandwidth", "must be > 0 (bytes/s)");
 

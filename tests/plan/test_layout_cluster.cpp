@@ -185,6 +185,15 @@ TEST(PlanCluster, ErrorsNameTheKey) {
   // A key given twice (yaml-cpp kept the first: a second `nodes: 4` was silently ignored).
   EXPECT_NE(message(t + "nodes: 4\n").find("nodes: duplicate key"), std::string::npos)
       << message(t + "nodes: 4\n");
+  // Seconds given in another unit (5 meant as 5 us) were planned as seconds per message.
+  std::string slow = kCluster;
+  slow.replace(slow.find("latency_s: 5e-6"), 15, "latency_s: 5");
+  EXPECT_NE(message(slow).find("links.inter.latency_s: got 5, expected at most 1"),
+            std::string::npos)
+      << message(slow);
+  slow = kCluster;
+  slow.replace(slow.find("mem_bandwidth: 1e11"), 19, "mem_bandwidth: 1e11, layer_overhead_s: 1e300");
+  EXPECT_NE(message(slow).find("compute.layer_overhead_s"), std::string::npos) << message(slow);
 }
 
 TEST(PlanCluster, ShippedFilesParse) {
