@@ -68,7 +68,8 @@ void add_bench_a2a(CLI::App& bench, std::vector<Command>& out) {
   cmd->add_option("--max-bytes", a->max_bytes, "Largest expert input per rank; sizes double")
       ->capture_default_str();
   cmd->add_option("--top-k", a->opt.top_k, "Experts per token")->capture_default_str();
-  cmd->add_option("--experts", a->opt.experts, "Global experts (0: 2 per rank)")
+  cmd->add_option("--experts", a->opt.experts,
+                  "Global experts (0: 2 per rank, more on few ranks so that --top-k fits)")
       ->capture_default_str();
   cmd->add_option("--width", a->opt.width, "Row width in fp32 elements (d_model)")
       ->capture_default_str();
@@ -90,8 +91,9 @@ void add_bench_a2a(CLI::App& bench, std::vector<Command>& out) {
       ->check(CLI::IsMember({"ucx", "mpi"}))
       ->capture_default_str();
   cmd->add_option("--timeout", a->opt.timeout_s,
-                  "Seconds any rank may wait on the others before the job aborts")
-      ->capture_default_str();
+                  "Seconds any rank may wait on the others before the job aborts (0: no limit)")
+      ->capture_default_str()
+      ->check(non_negative_number());
   cmd->add_option("--seed", a->opt.seed, "Routing seed")->capture_default_str();
   out.push_back(
       {cmd, [a] {

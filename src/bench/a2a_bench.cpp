@@ -233,7 +233,8 @@ int64_t run_a2a_bench(const A2aBenchOptions& opt, std::ostream& out) {
   int P = 1, me = 0;
   MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &P));
   MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &me));
-  const int E = opt.experts > 0 ? opt.experts : 2 * P;
+  // Default: 2 experts per rank, or the fewest per rank that hold --top-k (1 rank, top-k 4).
+  const int E = opt.experts > 0 ? opt.experts : P * std::max(2, (opt.top_k + P - 1) / P);
   // The options are the same on every rank: rank 0 says what is wrong, the others exit quietly.
   const auto bad = [me](const std::string& msg) { throw UsageError(msg, /*quiet=*/me != 0); };
   if (opt.ranks_per_node < 0 || (opt.ranks_per_node > 0 && P % opt.ranks_per_node != 0)) {

@@ -89,6 +89,9 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
            {"data prepare --input a.txt --output b.h5 --val-fraction 0.95",
             "--val-fraction: expected a number in [0, 0.9], got '0.95'"},
            {"bench a2a --skew 0,nan", "--skew: expected a number >= 0, got 'nan'"},
+           // nan turned the watchdog off without a word; -1 as well
+           {"bench a2a --timeout nan", "--timeout: expected a number >= 0, got 'nan'"},
+           {"bench a2a --timeout -1", "--timeout: expected a number >= 0, got '-1'"},
            {"data import a.bin --output b.h5 --val-fraction nan",
             "--val-fraction: expected a number in [0, 0.9], got 'nan'"}}) {
     const auto r = run_command(kBin + " " + args);

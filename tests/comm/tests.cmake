@@ -10,6 +10,7 @@
 #                              60 s (tests/comm/ucx_peer_killed.sh checks exit code and time)
 #   bench_a2a_np4              `switchyard bench a2a` on 2 emulated nodes x 2, small sizes, two
 #                              skews, every algorithm: it checks each row and exits 1 on #wrong
+#   bench_a2a_one_rank_defaults     its defaults on one rank, no mpirun
 #   bench_a2a_bad_option_said_once  a bad option at np 3: one message (rank 0's), exit 2
 # All carry the labels mpi and test_comm.
 if(NOT TARGET test_comm)
@@ -44,6 +45,12 @@ if(TARGET switchyard)
     COMMAND ${SY_MPIRUN} -np 4 $<TARGET_FILE:switchyard> bench a2a --ranks-per-node 2
             --min-bytes 64K --max-bytes 256K --width 64 --skew 0,1.5 --iters 3 --warmup 1)
   set_tests_properties(bench_a2a_np4 PROPERTIES LABELS "mpi;test_comm" TIMEOUT 120
+    ENVIRONMENT "${sy_comm_env};UCX_TLS=tcp,self")
+  # Its defaults run on one rank without mpirun (before: "--top-k=4 must be in [1, experts=2]",
+  # the default experts being 2 per rank).
+  add_test(NAME bench_a2a_one_rank_defaults
+    COMMAND $<TARGET_FILE:switchyard> bench a2a --max-bytes 1M --iters 1 --warmup 0)
+  set_tests_properties(bench_a2a_one_rank_defaults PROPERTIES LABELS "mpi;test_comm" TIMEOUT 120
     ENVIRONMENT "${sy_comm_env};UCX_TLS=tcp,self")
   # A bad option is said once (by rank 0), not once per rank, and exits 2.
   add_test(NAME bench_a2a_bad_option_said_once
