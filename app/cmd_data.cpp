@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -29,6 +30,20 @@ std::string split_line(const char* name, int64_t tokens, int64_t bytes, double e
                 name, static_cast<long long>(tokens), static_cast<long long>(bytes), bpt, entropy,
                 bpt > 0 ? entropy / bpt : 0.0);
   return buf;
+}
+
+// An input given twice (also as another path to the same file) goes in twice, as asked: said,
+// since it is more often a slip of the shell (a glob and a name) than a wish to upsample.
+void note_repeated_inputs(const std::vector<std::string>& paths, const char* what) {
+  for (size_t i = 0; i < paths.size(); ++i)
+    for (size_t j = 0; j < i; ++j) {
+      std::error_code ec;
+      if (std::filesystem::equivalent(paths[j], paths[i], ec)) {
+        std::cerr << "note: " << what << " '" << paths[i] << "' is the same file as '" << paths[j]
+                  << "', given before: its tokens go in once for each time it is given\n";
+        break;
+      }
+    }
 }
 
 // Before a data command writes a token file:
@@ -87,6 +102,7 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
   out.push_back(
       {prepare, [opt] {
          prepare_for_token_file_writes();
+         note_repeated_inputs(opt->inputs, "--input");
          opt->on_progress = [](const std::string& line) {
            std::cout << line << "\n" << std::flush;
          };
@@ -134,6 +150,7 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
       ->capture_default_str();
   out.push_back({import, [opt] {
                    prepare_for_token_file_writes();
+                   note_repeated_inputs(opt->shards, "shard");
                    opt->on_progress = [](const std::string& line) {
                      std::cout << line << "\n" << std::flush;
                    };

@@ -158,6 +158,29 @@ TEST(Cli, PrepareThenTrainWritesSpecMetrics) {
   EXPECT_EQ(eval_lines, 2);  // after step 2 and at the end
 }
 
+// An input given twice, also by another path, is said (it goes in twice, as given): before, a
+// glob and a name of the same file doubled it without a word. Distinct files are not said.
+TEST(Cli, AnInputGivenTwiceIsSaid) {
+  sy::test::TempDir dir;
+  {
+    std::ofstream a(dir.file("a.txt")), b(dir.file("b.txt"));
+    for (int i = 0; i < 100; ++i) a << "the quick brown fox " << i << "\n";
+    for (int i = 0; i < 100; ++i) b << "pack my box " << i << "\n";
+  }
+  const std::string a = dir.file("a.txt"), again = dir.path().string() + "/./a.txt";
+  auto r = run_command(kBin + " data prepare --input " + a + " " + dir.file("b.txt") + " " +
+                       again + " --output " + dir.file("t.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("note: --input '" + again + "' is the same file as '" + a + "'"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("b.txt' is the same"), std::string::npos) << r.output;
+  r = run_command(kBin + " data prepare --input " + a + " " + dir.file("b.txt") + " --output " +
+                  dir.file("u.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("note: --input"), std::string::npos) << r.output;
+}
+
 }  // namespace
 
 // `device: cuda` in a build without the CUDA backend: exit 2 naming the key and the fix, never a
