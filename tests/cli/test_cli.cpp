@@ -168,8 +168,8 @@ TEST(Cli, AnInputGivenTwiceIsSaid) {
     for (int i = 0; i < 100; ++i) b << "pack my box " << i << "\n";
   }
   const std::string a = dir.file("a.txt"), again = dir.path().string() + "/./a.txt";
-  auto r = run_command(kBin + " data prepare --input " + a + " " + dir.file("b.txt") + " " +
-                       again + " --output " + dir.file("t.h5"));
+  auto r = run_command(kBin + " data prepare --input " + a + " " + dir.file("b.txt") + " " + again +
+                       " --output " + dir.file("t.h5"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("note: --input '" + again + "' is the same file as '" + a + "'"),
             std::string::npos)

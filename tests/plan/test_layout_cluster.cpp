@@ -192,7 +192,8 @@ TEST(PlanCluster, ErrorsNameTheKey) {
             std::string::npos)
       << message(slow);
   slow = kCluster;
-  slow.replace(slow.find("mem_bandwidth: 1e11"), 19, "mem_bandwidth: 1e11, layer_overhead_s: 1e300");
+  slow.replace(slow.find("mem_bandwidth: 1e11"), 19,
+               "mem_bandwidth: 1e11, layer_overhead_s: 1e300");
   EXPECT_NE(message(slow).find("compute.layer_overhead_s"), std::string::npos) << message(slow);
 }
 
