@@ -111,8 +111,12 @@ void GroupedGemm::run(bool trans_a, bool trans_b, float alpha, float beta, cudaD
   // The path is remembered per type combination: a cuBLAS that lacks the mixed bf16 -> fp32
   // grouped kernel keeps using the grouped call for the same-type products.
   Path& path = ab_type == c_type ? path_same_ : path_mixed_;
+  // cuBLAS cannot see the device-resident pointers of a grouped call to pick a kernel that
+  // tolerates a misaligned operand, as it does for cublasGemmEx's; this call goes per expert.
+  const bool aligned = operands_aligned(ptrs, 3 * static_cast<size_t>(G));
+  if (!aligned) ++misaligned_calls_;
 #if CUBLAS_VERSION >= 120500  // cublasGemmGroupedBatchedEx arrived in cuBLAS 12.5
-  if (path != Path::kPerExpert) {
+  if (path != Path::kPerExpert && aligned) {
     slot.dev.resize(3 * static_cast<size_t>(G));
     // From page-locked memory: a true asynchronous copy, ordered before the GEMM on `stream`.
     CUDA_CHECK(cudaMemcpyAsync(slot.dev.data(), ptrs, 3 * static_cast<size_t>(G) * sizeof(void*),
@@ -139,7 +143,9 @@ void GroupedGemm::run(bool trans_a, bool trans_b, float alpha, float beta, cudaD
 #else
   (void)stream;
 #endif
-  path = Path::kPerExpert;  // older cuBLAS, or this type combination: one GEMM per expert
+  // Older cuBLAS, or this type combination: one GEMM per expert from now on (a misaligned
+  // operand: this call only, counted in misaligned_calls()).
+  if (aligned) path = Path::kPerExpert;
   for (int g = 0; g < G; ++g) {
     CUBLAS_CHECK(cublasGemmEx(h, ta[g], tb[g], m[g], n[g], k[g], &alpha, ptrs[g], ab_type, lda[g],
                               ptrs[G + g], ab_type, ldb[g], &beta,

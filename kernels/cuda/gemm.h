@@ -50,7 +50,7 @@ void matmul_backward(T* dx, float* dw, const T* dy, const T* x, const T* w, int 
 // Calls on one object must be on one stream. If this cuBLAS rejects the grouped call for a type
 // combination (CUBLAS_STATUS_NOT_SUPPORTED; or INVALID_VALUE for bf16 inputs with an fp32
 // output), it falls back to one cublasGemmEx per expert for that type combination; path() says
-// which ran.
+// which ran. A call with a misaligned operand (below) runs per expert, that call only.
 class GroupedGemm {
  public:
   GroupedGemm();
@@ -79,6 +79,16 @@ class GroupedGemm {
   bool used_fallback() const {
     return path_same_ == Path::kPerExpert || path_mixed_ == Path::kPerExpert;
   }
+  // Calls with an operand not on a kOperandAlign boundary (an expert's rows start at r0 * K
+  // elements: bf16 with K not a multiple of 8), which ran per expert whatever path() says.
+  int64_t misaligned_calls() const { return misaligned_calls_; }
+  static constexpr size_t kOperandAlign = 16;
+  // Every one of the n pointers on a kOperandAlign boundary (host-side: testable on the CPU).
+  static bool operands_aligned(const void* const* ptrs, size_t n) {
+    for (size_t i = 0; i < n; ++i)
+      if (reinterpret_cast<uintptr_t>(ptrs[i]) % kOperandAlign != 0) return false;
+    return true;
+  }
 
   // One row-major product C = op(A) op(B) of the group (public for the implementation file).
   struct Problem {
@@ -101,6 +111,7 @@ class GroupedGemm {
   std::vector<std::unique_ptr<Slot>> ring_;  // grown to kRingSlots on demand
   size_t next_slot_ = 0;
   Path path_same_ = Path::kNone, path_mixed_ = Path::kNone;
+  int64_t misaligned_calls_ = 0;
 };
 
 }  // namespace sy::cuda
