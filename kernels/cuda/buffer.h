@@ -38,6 +38,10 @@ class DeviceBuffer {
     return *this;
   }
 
+  // Growing frees the old allocation while kernels queued on any stream may still use it: safe
+  // only because cudaFree waits for the whole device first (and every NCCL call is waited for on
+  // the host before the next, so that wait cannot hang on a peer). With cudaFreeAsync or a
+  // caching allocator, grow only after the streams that use the buffer are synchronised.
   void resize(size_t n) {
     if (n > capacity_) {
       release();
