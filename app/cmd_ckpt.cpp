@@ -82,12 +82,16 @@ void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& 
               : ", " + std::to_string(tok.model.size()) + " bytes at /tokenizer/model (verifies)")
       << "\n"
       << "metadata     "
-      << (ins.metadata_problem.empty()
+      << (!s.sealed ? std::string("not sealed: written by another tool to SPEC section 5 (no "
+                                  "manifest, no metadata checksum); read by the schema")
+          : ins.metadata_problem.empty()
               ? std::string("every attribute and the manifest verify (metadata checksum)")
               : "BAD: " + ins.metadata_problem)
       << "\n"
       << "tensors      " << ins.tensors.size() << " datasets, " << elements << " float32 elements, "
-      << (bad ? std::to_string(bad) + " BAD" : std::string("all checksums verify (Fletcher32)"))
+      << (bad        ? std::to_string(bad) + " BAD"
+          : s.sealed ? std::string("all checksums verify (Fletcher32)")
+                     : std::string("all read back (HDF5's own checks)"))
       << "\n";
   size_t width = 0;
   for (const auto& t : ins.tensors) width = std::max(width, t.path.size() + 1);

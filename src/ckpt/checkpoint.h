@@ -126,6 +126,11 @@ struct TrainState {
   // read_checkpoint_tokenizer reads the model back; inspect and load leave it empty.
   std::string tokenizer;
   std::string tokenizer_model;
+  // Read only: false for a checkpoint written by another tool to SPEC 5 alone, without the
+  // manifest (`tensors`) and the metadata checksum that switchyard adds. Such a file is read by
+  // the schema: its /model and /optim datasets as found, /state optional; only HDF5's own
+  // checks cover it.
+  bool sealed = true;
 };
 
 // "dp=2,tp=1,ep=2,etp=1"

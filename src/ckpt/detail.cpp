@@ -20,6 +20,23 @@ bool path_exists(hid_t loc, const std::string& path) {
   }
 }
 
+namespace {
+herr_t collect_object(hid_t, const char* name, const H5O_info_t* info, void* data) {
+  try {
+    static_cast<std::vector<H5Object>*>(data)->push_back({name, info->type});
+    return 0;
+  } catch (...) {
+    return -1;  // no exception may cross HDF5's C frames
+  }
+}
+}  // namespace
+
+std::vector<H5Object> list_objects(hid_t file) {
+  std::vector<H5Object> objects;
+  H5_CHECK(H5Ovisit2(file, H5_INDEX_NAME, H5_ITER_INC, collect_object, &objects, H5O_INFO_BASIC));
+  return objects;
+}
+
 h5::PropList mpio_fapl(MPI_Comm comm) {
   h5::PropList fapl{H5_CHECK(H5Pcreate(H5P_FILE_ACCESS))};
   H5_CHECK(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
@@ -231,6 +248,7 @@ void pack(Packer& p, const TrainState& s) {
   p.f64(s.last_val_loss);
   p.str(s.tokenizer);
   p.str(s.tokenizer_model);
+  p.i64(s.sealed ? 1 : 0);
 }
 
 TrainState unpack_state(Unpacker& u) {
@@ -250,6 +268,7 @@ TrainState unpack_state(Unpacker& u) {
   s.last_val_loss = u.f64();
   s.tokenizer = u.str();
   s.tokenizer_model = u.str();
+  s.sealed = u.i64() != 0;
   return s;
 }
 

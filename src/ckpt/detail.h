@@ -35,6 +35,13 @@ using h5::write_attr;
 // Whether every link of "a/b/c" exists below `loc` (H5Lexists needs each parent to exist).
 bool path_exists(hid_t loc, const std::string& path);
 
+// Every object of the file below the root ("." for the root itself first), in name order.
+struct H5Object {
+  std::string path;  // "model/embed", no leading '/'
+  H5O_type_t type;
+};
+std::vector<H5Object> list_objects(hid_t file);
+
 // File access through MPI-IO on `comm`, HDF5 1.10 file format (its metadata carries checksums).
 h5::PropList mpio_fapl(MPI_Comm comm);
 // Same format bounds, POSIX driver (one process).

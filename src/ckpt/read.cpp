@@ -8,6 +8,9 @@
 //      that hits a bad chunk from leaving the others stuck in a collective call. The problems
 //      are then gathered so every rank knows all of them.
 //   3. slabs (all ranks, collective reads): each rank's refs, any layout.
+// A checkpoint another tool wrote to SPEC 5 alone (neither the manifest nor the metadata
+// checksum) is read by the schema: its /model and /optim datasets stand for the manifest, /state
+// may be missing, and the data pass reads it in row blocks (TrainState::sealed = false).
 #include <unistd.h>
 
 #include <algorithm>
@@ -74,6 +77,24 @@ std::string dataset_name(const std::string& path) {
 }
 
 // Pass 1 (one process). Throws CheckpointError for a file that cannot be used at all.
+// Another tool's checkpoint has no manifest: its /model and /optim datasets, as found (the
+// checks below then hold them to float32; the model's own list decides which it needs).
+std::vector<ManifestEntry> datasets_of(hid_t f) {
+  std::vector<ManifestEntry> out;
+  for (const H5Object& o : list_objects(f)) {
+    if (o.type != H5O_TYPE_DATASET ||
+        !(o.path.starts_with("model/") || o.path.starts_with("optim/")))
+      continue;
+    h5::Dataset ds{H5_CHECK(H5Dopen2(f, o.path.c_str(), H5P_DEFAULT))};
+    h5::Dataspace space{H5_CHECK(H5Dget_space(ds))};
+    const int nd = H5_CHECK(H5Sget_simple_extent_ndims(space));
+    std::vector<hsize_t> dims(static_cast<size_t>(nd));
+    H5_CHECK(H5Sget_simple_extent_dims(space, dims.data(), nullptr));
+    out.push_back({o.path, std::vector<int64_t>(dims.begin(), dims.end())});
+  }
+  return out;
+}
+
 FileInfo read_structure(const std::string& file) {
   std::error_code ec;
   const fs::file_status st = fs::status(file, ec);
@@ -103,6 +124,10 @@ FileInfo read_structure(const std::string& file) {
                           "HDF5 file?)");
   FileInfo info;
   std::string manifest_text;
+  // Written by another tool to SPEC 5 alone: neither of the two attributes switchyard adds (a
+  // file with one of them is ours, and damaged or edited without the other).
+  const bool foreign = !has_attr(f, "tensors") && !has_attr(f, kChecksumAttr);
+  info.state.sealed = !foreign;
   try {
     const std::string format = read_attr_string(f, "format");
     if (format != kFormat)
@@ -121,16 +146,21 @@ FileInfo read_structure(const std::string& file) {
     s.config_yaml = read_attr_string(f, "config");
     s.layout = read_attr_string(f, "layout");
     s.created_unix = read_attr_i64(f, "created_unix");
-    manifest_text = read_attr_string(f, "tensors");
+    if (!foreign) manifest_text = read_attr_string(f, "tensors");
     if (has_attr(f, "tokenizer")) s.tokenizer = read_attr_string(f, "tokenizer");
   } catch (const CheckpointError&) {
     throw;
   } catch (const std::exception& e) {
     throw attr_error("/", e);
   }
+  // SPEC 5 leaves /state's contents open: another tool's file may lack it (the defaults stand:
+  // the trainer derives the data order from the step and the config's seed).
   auto group_attrs = [&](const char* group, auto&& read) {
     try {
-      if (!path_exists(f, group)) throw std::runtime_error("group missing");
+      if (!path_exists(f, group)) {
+        if (foreign && std::string_view(group).starts_with("state/")) return;
+        throw std::runtime_error("group missing");
+      }
       h5::Group g{H5_CHECK(H5Gopen2(f, group, H5P_DEFAULT))};
       read(g.get());
     } catch (const std::exception& e) {
@@ -157,7 +187,7 @@ FileInfo read_structure(const std::string& file) {
 
   std::vector<ManifestEntry> manifest;
   try {
-    manifest = parse_manifest(manifest_text);
+    manifest = foreign ? datasets_of(f) : parse_manifest(manifest_text);
   } catch (const std::exception& e) {
     throw CheckpointError(file, "/", std::string("root attribute 'tensors': ") + e.what());
   }
@@ -176,6 +206,7 @@ FileInfo read_structure(const std::string& file) {
       std::vector<hsize_t> dims(static_cast<size_t>(nd));
       H5_CHECK(H5Sget_simple_extent_dims(space, dims.data(), nullptr));
       const std::vector<int64_t> shape(dims.begin(), dims.end());
+      if (nd == 0) throw std::runtime_error("a scalar dataset, not a tensor");
       if (shape != m.shape)
         throw std::runtime_error("shape " + shape_string(shape) + ", the manifest says " +
                                  shape_string(m.shape));
@@ -183,12 +214,18 @@ FileInfo read_structure(const std::string& file) {
         h5::PropList dcpl{H5_CHECK(H5Dget_create_plist(ds))};
         unsigned flags = 0, config = 0;
         size_t nelem = 0;
-        if (H5Pget_filter_by_id2(dcpl, H5Z_FILTER_FLETCHER32, &flags, &nelem, nullptr, 0, nullptr,
-                                 &config) < 0)
-          throw std::runtime_error("has no Fletcher32 checksum");
-        std::vector<hsize_t> chunk(static_cast<size_t>(nd));
-        H5_CHECK(H5Pget_chunk(dcpl, nd, chunk.data()));
-        e.chunk.assign(chunk.begin(), chunk.end());
+        const bool fletcher = H5Pget_filter_by_id2(dcpl, H5Z_FILTER_FLETCHER32, &flags, &nelem,
+                                                   nullptr, 0, nullptr, &config) >= 0;
+        if (!fletcher && !foreign) throw std::runtime_error("has no Fletcher32 checksum");
+        // The units the data pass reads: the dataset's chunks, or (another tool's contiguous
+        // dataset) the blocks of rows switchyard would have chunked it in.
+        if (H5_CHECK(H5Pget_layout(dcpl)) == H5D_CHUNKED) {
+          std::vector<hsize_t> chunk(static_cast<size_t>(nd));
+          H5_CHECK(H5Pget_chunk(dcpl, nd, chunk.data()));
+          e.chunk.assign(chunk.begin(), chunk.end());
+        } else {
+          e.chunk = chunk_shape(shape);
+        }
         e.chunks = 1;
         for (int d = 0; d < nd; ++d)
           e.chunks *= (shape[static_cast<size_t>(d)] + e.chunk[static_cast<size_t>(d)] - 1) /
@@ -203,7 +240,7 @@ FileInfo read_structure(const std::string& file) {
   // such; the seal then catches what nothing else can see (an attribute's value, a dataset
   // deleted together with its manifest line).
   try {
-    info.metadata_problem = check_seal(f);
+    if (!foreign) info.metadata_problem = check_seal(f);
   } catch (const std::exception& e) {
     info.metadata_problem = std::string("metadata checksum cannot be computed: ") + e.what();
   }

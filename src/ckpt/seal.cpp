@@ -151,20 +151,6 @@ void hash_dataset(hid_t ds, Hasher& h) {
   hash_values(ds, false, type, space, form, h);
 }
 
-struct Object {
-  std::string path;
-  H5O_type_t type;
-};
-
-herr_t collect_object(hid_t, const char* name, const H5O_info_t* info, void* data) {
-  try {
-    static_cast<std::vector<Object>*>(data)->push_back({name, info->type});
-    return 0;
-  } catch (...) {
-    return -1;  // no exception may cross HDF5's C frames
-  }
-}
-
 }  // namespace
 
 uint64_t crc64(uint64_t crc, std::string_view bytes) {
@@ -174,10 +160,8 @@ uint64_t crc64(uint64_t crc, std::string_view bytes) {
 }
 
 std::string metadata_checksum(hid_t file) {
-  std::vector<Object> objects;
-  H5_CHECK(H5Ovisit2(file, H5_INDEX_NAME, H5_ITER_INC, collect_object, &objects, H5O_INFO_BASIC));
   Hasher h;
-  for (const Object& o : objects) {
+  for (const H5Object& o : list_objects(file)) {
     h.field("object");
     h.field(o.path);
     h.number(o.type);

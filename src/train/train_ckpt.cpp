@@ -122,6 +122,10 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
     log << "resuming with changed settings:\n" << ckpt::describe_changes(changes);
   if (plan.state.layout != t.layout)
     log << "resuming a " << plan.state.layout << " checkpoint under " << t.layout << "\n";
+  if (!r.state.sealed)
+    log << "note: " << plan.path
+        << " was written by another tool to SPEC section 5 (no manifest, no metadata checksum): "
+           "read by the schema; only HDF5's own checks cover it\n";
   r.resumed = true;
   r.path = plan.path;
   return r;
