@@ -180,6 +180,37 @@ TEST(PlanTraffic, CapacityDropsRowsByTheKeptFraction) {
   EXPECT_NEAR(s.flat_sent_intra / m.flat_sent_intra, 0.25 / mean_kept, 1e-9);
 }
 
+// A row crosses to a node (rank) when ANY of the token's assignments there survives the capacity:
+// with k = 4 of E = 8 and 4 experts per node a token has two assignments on a node on average, so
+// rows shrink far less than assignments (before, rows were scaled by the kept fraction q of the
+// assignments: 0.78 of the measured bytes in a k = 4 run dropping 31 %). Against the count
+// enumerated over J, the token's assignments on the node (hypergeometric), each kept with q.
+TEST(PlanTraffic, CapacityDropsARowOnlyWhenAllItsAssignmentsThereAreDropped) {
+  Config cfg = cfg_of(8, 4, 2, 32);  // N = 64: an expert's count has mu = 32, f = 1/8
+  const PlanLayout lay = ep_layout(4, 2, 4);  // 2 nodes of 2 ranks, 2 experts a rank
+  const LayerTraffic all = layer_traffic(cfg, lay, RoutingStats{}, 0);
+  cfg.moe.capacity_factor = 1.0;  // cap 32 = mu: z = 0
+  const LayerTraffic kept = layer_traffic(cfg, lay, RoutingStats{}, 0);
+  const double q = 1 - std::sqrt(32 * 7.0 / 8) / std::sqrt(2 * M_PI) / 32;
+  // P(J = j) for a set of `set` of the 8 experts: C(set, j) C(8 - set, 4 - j) / C(8, 4).
+  auto rows_kept = [&](int set) {
+    double hit = 0, kept_rows = 0;
+    for (int j = 1; j <= std::min(set, 4); ++j) {
+      const double pj = std::tgamma(set + 1.0) / std::tgamma(j + 1.0) / std::tgamma(set - j + 1.0) *
+                        std::tgamma(8.0 - set + 1) / std::tgamma(4.0 - j + 1) /
+                        std::tgamma(8.0 - set - 4 + j + 1) / 70;
+      hit += pj;
+      kept_rows += pj * (1 - std::pow(1 - q, j));
+    }
+    return kept_rows / hit;
+  };
+  const double node = kept.hier_sent_inter / all.hier_sent_inter;
+  const double rank = kept.flat_sent_inter / all.flat_sent_inter;
+  EXPECT_NEAR(node, rows_kept(4), 0.02 * rows_kept(4));  // 0.982 by the count
+  EXPECT_NEAR(rank, rows_kept(2), 0.025 * rows_kept(2));  // 0.951
+  EXPECT_GT(node, q + 0.04);
+}
+
 TEST(PlanTraffic, ASampleOfTokensGivesTheRows) {
   // 2 EP ranks on 2 nodes (experts {0,1} and {2,3}); sampled tokens {0,1}, {0,2}, {2,3}, {1,3}:
   // from rank 0's slice a token crosses to rank 1 with the sampled 3/4 (uniform top-2 of 4
