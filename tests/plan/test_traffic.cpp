@@ -186,7 +186,7 @@ TEST(PlanTraffic, CapacityDropsRowsByTheKeptFraction) {
 // assignments: 0.78 of the measured bytes in a k = 4 run dropping 31 %). Against the count
 // enumerated over J, the token's assignments on the node (hypergeometric), each kept with q.
 TEST(PlanTraffic, CapacityDropsARowOnlyWhenAllItsAssignmentsThereAreDropped) {
-  Config cfg = cfg_of(8, 4, 2, 32);  // N = 64: an expert's count has mu = 32, f = 1/8
+  Config cfg = cfg_of(8, 4, 2, 32);           // N = 64: an expert's count has mu = 32, f = 1/8
   const PlanLayout lay = ep_layout(4, 2, 4);  // 2 nodes of 2 ranks, 2 experts a rank
   const LayerTraffic all = layer_traffic(cfg, lay, RoutingStats{}, 0);
   cfg.moe.capacity_factor = 1.0;  // cap 32 = mu: z = 0
@@ -206,7 +206,7 @@ TEST(PlanTraffic, CapacityDropsARowOnlyWhenAllItsAssignmentsThereAreDropped) {
   };
   const double node = kept.hier_sent_inter / all.hier_sent_inter;
   const double rank = kept.flat_sent_inter / all.flat_sent_inter;
-  EXPECT_NEAR(node, rows_kept(4), 0.02 * rows_kept(4));  // 0.982 by the count
+  EXPECT_NEAR(node, rows_kept(4), 0.02 * rows_kept(4));   // 0.982 by the count
   EXPECT_NEAR(rank, rows_kept(2), 0.025 * rows_kept(2));  // 0.951
   EXPECT_GT(node, q + 0.04);
 }
