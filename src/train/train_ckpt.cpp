@@ -230,7 +230,7 @@ void CheckpointCadence::after_step(int64_t done, TrainSummary& summary, std::ost
   if (saved_step_ != done) save(done, summary, log);
   log << "preempted (" << (signals_.requested() ? signals_.signal_name() : "signal on another rank")
       << ") after step " << done << ": checkpoint written, exiting with " << kExitPreempted
-      << " so the job script requeues the run\n"
+      << " (a job script may requeue the run; --resume auto continues it)\n"
       << std::flush;
   throw Error(kExitPreempted,
               "preempted after step " + std::to_string(done) + "; resume with --resume auto",

@@ -18,7 +18,10 @@ set -uo pipefail
 src=$(cd "${1:?source dir}" && pwd)
 tmp=$(mktemp -d /tmp/switchyard-sbatch-gpu-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/bin"
+mkdir -p "$tmp/bin" "$tmp/fake"
+fakebin="$tmp/fake/switchyard"  # never run (srun is the stand-in); the script checks it exists
+printf '#!/bin/sh\nexit 0\n' >"$fakebin"
+chmod +x "$fakebin"
 cat >"$tmp/bin/srun" <<'EOF'
 #!/usr/bin/env bash
 echo "SRUN $*" >>"$FAKE_SRUN_LOG"
@@ -44,7 +47,7 @@ job() {
   while [ "$1" != -- ]; do envs+=("$1"); shift; done
   shift
   : >"$tmp/$name.srun"
-  env -i PATH="$tmp/bin:/usr/bin:/bin" HOME="$tmp" SY_ROOT="$src" SY_BIN=/opt/fake/switchyard \
+  env -i PATH="$tmp/bin:/usr/bin:/bin" HOME="$tmp" SY_ROOT="$src" SY_BIN="${SY_BIN_FOR_TEST:-$fakebin}" \
     FAKE_SRUN_LOG="$tmp/$name.srun" SLURM_JOB_ID=42 SLURM_JOB_NUM_NODES=1 "${envs[@]}" \
     bash "$src/jobs/train.sbatch" "$@" >"$tmp/$name.out" 2>&1
   rc=$?
@@ -57,7 +60,7 @@ job gpus SLURM_NTASKS_PER_NODE=4 SLURM_GPUS_ON_NODE=4 SLURM_GPUS_PER_TASK=1 \
   NCCL_IB_HCA=mlx5_0:1,mlx5_1:1 NCCL_SOCKET_IFNAME=ib0 UCX_NET_DEVICES=mlx5_0:1 UCX_TLS=rc,sm,self \
   -- --config configs/tiny.yaml --set parallel.ep=4
 ((rc == 0)) || fail "gpus: exit $rc: $out"
-has "$srun" "/opt/fake/switchyard train --set device=cuda --config configs/tiny.yaml --set parallel.ep=4 --resume auto" ||
+has "$srun" "$fakebin train --set device=cuda --config configs/tiny.yaml --set parallel.ep=4 --resume auto" ||
   fail "gpus: srun did not get device=cuda before the user's arguments: $srun"
 has "$out" "1 node(s) x 4 rank(s), 4 GPU(s) per node (--gpus-per-task=1)" || fail "gpus: start line: $out"
 for v in NCCL_IB_HCA=mlx5_0:1,mlx5_1:1 NCCL_SOCKET_IFNAME=ib0 UCX_NET_DEVICES=mlx5_0:1 UCX_TLS=rc,sm,self; do
@@ -73,9 +76,20 @@ has "$out" "(--gpus-per-node=2)" || fail "user_device: start line: $out"
 
 job cpu SLURM_NTASKS_PER_NODE=4 -- --config configs/tiny.yaml
 ((rc == 0)) || fail "cpu: exit $rc"
-[ "$srun" = "SRUN --mpi=pmix /opt/fake/switchyard train --config configs/tiny.yaml --resume auto" ] ||
+[ "$srun" = "SRUN --mpi=pmix $fakebin train --config configs/tiny.yaml --resume auto" ] ||
   fail "cpu: the CPU command line changed: $srun"
 has "$out" "GPU" && fail "cpu: a GPU note without GPUs: $out"
+
+# `sbatch -n 6 --nodes=2` over the script's `--ntasks-per-node=4`: SLURM_NTASKS_PER_NODE keeps the
+# directive's 4, the allocation is 3 a node. The start line says what SLURM placed, and the
+# trainer is not handed a ranks-per-node count (it groups the ranks by host): before, it got
+# parallel.ranks_per_node=4, which does not divide 6 ranks (exit 2), or with -n 4 made one
+# "node" of two hosts.
+job ntasks SLURM_JOB_NUM_NODES=2 SLURM_NTASKS_PER_NODE=4 "SLURM_TASKS_PER_NODE=3(x2)" \
+  -- --config configs/tiny.yaml
+((rc == 0)) || fail "ntasks: exit $rc"
+has "$out" "2 node(s) x 3(x2) rank(s)" || fail "ntasks: start line: $out"
+has "$srun" "ranks_per_node" && fail "ntasks: the trainer was handed a ranks-per-node count: $srun"
 
 job oversubscribed SLURM_NTASKS_PER_NODE=8 SLURM_GPUS_ON_NODE=4 -- --config configs/tiny.yaml
 has "$out" "warning: 8 ranks per node but 4 GPU(s)" || fail "oversubscribed: no warning: $out"
@@ -102,6 +116,13 @@ after_75 cancelled 'JobId=42 JobName=sy JobState=COMPLETING Reason=None Restarts
   "job 42 is ending (COMPLETING"
 after_75 slurm_requeued 'JobId=42 JobName=sy JobState=COMPLETING Reason=None Restarts=1\n' no 0 \
   "SLURM requeued job 42 itself"
+
+# A binary that is not there: one line naming it and exit 2, before srun (which printed one
+# execve error per task).
+SY_BIN_FOR_TEST="$tmp/nope/switchyard" job missing_bin SLURM_NTASKS_PER_NODE=2 -- --config configs/tiny.yaml
+((rc == 2)) || fail "missing_bin: exit $rc: $out"
+has "$out" "$tmp/nope/switchyard not found" || fail "missing_bin: message: $out"
+[ -z "$srun" ] || fail "missing_bin: srun ran: $srun"
 
 if ((fails)); then echo "$fails check(s) failed"; exit 1; fi
 echo "PASS: train.sbatch passes device=cuda with GPUs (not over the user's choice), logs GPUs and network settings, leaves the CPU path unchanged, and after exit 75 requeues only a job still running"
