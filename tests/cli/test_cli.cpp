@@ -158,6 +158,41 @@ TEST(Cli, PrepareThenTrainWritesSpecMetrics) {
   EXPECT_EQ(eval_lines, 2);  // after step 2 and at the end
 }
 
+// checkpoint.every = 0 writes no checkpoints, but a run that resumed from one (a preemption's)
+// writes one after its last step: before, `latest` kept naming the mid-run checkpoint and the
+// finished model was lost (a rerun trained the last steps again).
+TEST(Cli, AResumedRunWithoutPeriodicCheckpointsEndsWithOne) {
+  sy::test::TempDir dir;
+  {
+    std::ofstream a(dir.file("a.txt"));
+    for (int i = 0; i < 300; ++i) a << "the quick brown fox jumps over the lazy dog " << i << "\n";
+  }
+  const std::string h5 = dir.file("tok.h5");
+  auto r = run_command(kBin + " data prepare --input " + dir.file("a.txt") + " --output " + h5 +
+                       " --val-fraction 0.1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string out = dir.file("run");
+  const std::string train = kBin + " train --config " + kSrc +
+                            "/configs/tiny.yaml --set data.path=" + h5 +
+                            " --set run.out_dir=" + out;
+  // The stand-in for a preemption's checkpoint: step 2 of the run.
+  r = run_command(train + " --set train.steps=2 --set checkpoint.every=2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(train + " --set train.steps=4 --set checkpoint.every=0 --resume auto");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(out + "/checkpoints/step_00000004.h5")) << r.output;
+  std::ifstream latest(out + "/checkpoints/latest");
+  std::string name;
+  std::getline(latest, name);
+  EXPECT_EQ(name, "step_00000004.h5");
+  // A fresh run with checkpoint.every = 0 still writes none.
+  const std::string fresh = dir.file("fresh");
+  r = run_command(kBin + " train --config " + kSrc + "/configs/tiny.yaml --set data.path=" + h5 +
+                  " --set run.out_dir=" + fresh + " --set train.steps=2 --set checkpoint.every=0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(fresh + "/checkpoints/latest")) << r.output;
+}
+
 // An input given twice, also by another path, is said (it goes in twice, as given): before, a
 // glob and a name of the same file doubled it without a word. Distinct files are not said.
 TEST(Cli, AnInputGivenTwiceIsSaid) {
