@@ -91,6 +91,10 @@ job ntasks SLURM_JOB_NUM_NODES=2 SLURM_NTASKS_PER_NODE=4 "SLURM_TASKS_PER_NODE=3
 has "$out" "2 node(s) x 3(x2) rank(s)" || fail "ntasks: start line: $out"
 has "$srun" "ranks_per_node" && fail "ntasks: the trainer was handed a ranks-per-node count: $srun"
 
+# --gres=gpu:2: neither --gpus-per-task nor --gpus-per-node to name (the line said "()").
+job gres SLURM_NTASKS_PER_NODE=2 SLURM_GPUS_ON_NODE=2 -- --config configs/tiny.yaml
+has "$out" "2 GPU(s) per node;" || fail "gres: start line: $out"
+
 job oversubscribed SLURM_NTASKS_PER_NODE=8 SLURM_GPUS_ON_NODE=4 -- --config configs/tiny.yaml
 has "$out" "warning: 8 ranks per node but 4 GPU(s)" || fail "oversubscribed: no warning: $out"
 
