@@ -46,7 +46,7 @@ flags=(--bind-to none --mca mpi_yield_when_idle 1)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 
-echo "local.sh: mpirun -np $np ${flags[*]} $SY_BIN train ${args[*]}"
+echo "local.sh (pid $$; kill -USR1 $$ stops it with a checkpoint): mpirun -np $np ${flags[*]} $SY_BIN train ${args[*]}"
 # In the background, so that this shell passes a signal on instead of dying of it.
 # shellcheck disable=SC2086
 "$SY_BIN" guard -- mpirun -np "$np" "${flags[@]}" ${SY_MPIRUN_ARGS:-} "$SY_BIN" train "${args[@]}" &
