@@ -1,11 +1,12 @@
 // `switchyard data prepare` (text files -> token file) and `switchyard data import` (token shards
 // -> token file): SPEC section 8.
 #include <hdf5.h>
+#include <sys/stat.h>
 
 #include <csignal>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,17 +34,18 @@ std::string split_line(const char* name, int64_t tokens, int64_t bytes, double e
 }
 
 // An input given twice (also as another path to the same file) goes in twice, as asked: said,
-// since it is more often a slip of the shell (a glob and a name) than a wish to upsample.
+// since it is more often a slip of the shell (a glob and a name) than a wish to upsample. One
+// stat per input (a glob may name thousands).
 void note_repeated_inputs(const std::vector<std::string>& paths, const char* what) {
-  for (size_t i = 0; i < paths.size(); ++i)
-    for (size_t j = 0; j < i; ++j) {
-      std::error_code ec;
-      if (std::filesystem::equivalent(paths[j], paths[i], ec)) {
-        std::cerr << "note: " << what << " '" << paths[i] << "' is the same file as '" << paths[j]
-                  << "', given before: its tokens go in once for each time it is given\n";
-        break;
-      }
-    }
+  std::map<std::pair<dev_t, ino_t>, const std::string*> first;
+  for (const std::string& p : paths) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0) continue;  // the command names what it cannot read
+    const auto [it, fresh] = first.emplace(std::pair{st.st_dev, st.st_ino}, &p);
+    if (!fresh)
+      std::cerr << "note: " << what << " '" << p << "' is the same file as '" << *it->second
+                << "', given before: its tokens go in once for each time it is given\n";
+  }
 }
 
 // Before a data command writes a token file:

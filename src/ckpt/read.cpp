@@ -25,6 +25,7 @@
 #include "src/ckpt/detail.h"
 #include "src/ckpt/files.h"
 #include "src/ckpt/seal.h"
+#include "src/config/config.h"
 
 namespace sy::ckpt {
 
@@ -77,21 +78,22 @@ std::string dataset_name(const std::string& path) {
 }
 
 // Pass 1 (one process). Throws CheckpointError for a file that cannot be used at all.
-// Another tool's checkpoint has no manifest: its /model and /optim datasets, as found (the
-// checks below then hold them to float32; the model's own list decides which it needs).
-std::vector<ManifestEntry> datasets_of(hid_t f) {
-  std::vector<ManifestEntry> out;
-  for (const H5Object& o : list_objects(f)) {
-    if (o.type != H5O_TYPE_DATASET ||
-        !(o.path.starts_with("model/") || o.path.starts_with("optim/")))
-      continue;
-    h5::Dataset ds{H5_CHECK(H5Dopen2(f, o.path.c_str(), H5P_DEFAULT))};
-    h5::Dataspace space{H5_CHECK(H5Dget_space(ds))};
-    const int nd = H5_CHECK(H5Sget_simple_extent_ndims(space));
-    std::vector<hsize_t> dims(static_cast<size_t>(nd));
-    H5_CHECK(H5Sget_simple_extent_dims(space, dims.data(), nullptr));
-    out.push_back({o.path, std::vector<int64_t>(dims.begin(), dims.end())});
+// Another tool's checkpoint has no manifest: the datasets of the model its stored config
+// describes (the parameter table's names and global shapes, and their two moments), so that a
+// missing one is named, an extra one is left alone, and nothing the model does not have is read.
+std::vector<ManifestEntry> datasets_of_config(const std::string& config_yaml,
+                                              const std::string& file) {
+  Config cfg;
+  try {
+    cfg = parse_config(config_yaml, {}, "checkpoint '" + file + "' (its stored config)");
+  } catch (const UsageError& e) {
+    throw CheckpointError(file, "/", std::string("root attribute 'config': ") + e.what());
   }
+  const ParamTable table = make_param_table(cfg);
+  std::vector<ManifestEntry> out;
+  for (const ParamSpec& p : table.specs()) out.push_back({p.name, p.shape});
+  for (const char* moment : {"m", "v"})
+    for (const ParamSpec& p : table.specs()) out.push_back({moment_path(moment, p.name), p.shape});
   return out;
 }
 
@@ -128,6 +130,13 @@ FileInfo read_structure(const std::string& file) {
   // file with one of them is ours, and damaged or edited without the other).
   const bool foreign = !has_attr(f, "tensors") && !has_attr(f, kChecksumAttr);
   info.state.sealed = !foreign;
+  // A count the trainer continues from (another tool's file is checked by nothing else).
+  auto non_negative = [](const char* name, int64_t v) {
+    if (v < 0)
+      throw std::runtime_error(std::string("attribute '") + name + "' is " + std::to_string(v) +
+                               ", expected >= 0");
+    return v;
+  };
   try {
     const std::string format = read_attr_string(f, "format");
     if (format != kFormat)
@@ -141,8 +150,8 @@ FileInfo read_structure(const std::string& file) {
                                 " is not supported (this switchyard reads version " +
                                 std::to_string(kFormatVersion) + ")");
     TrainState& s = info.state;
-    s.step = read_attr_i64(f, "step");
-    s.tokens_seen = read_attr_i64(f, "tokens_seen");
+    s.step = non_negative("step", read_attr_i64(f, "step"));
+    s.tokens_seen = non_negative("tokens_seen", read_attr_i64(f, "tokens_seen"));
     s.config_yaml = read_attr_string(f, "config");
     s.layout = read_attr_string(f, "layout");
     s.created_unix = read_attr_i64(f, "created_unix");
@@ -169,7 +178,7 @@ FileInfo read_structure(const std::string& file) {
   };
   TrainState& s = info.state;
   group_attrs("optim", [&](hid_t g) {
-    s.optim_step = read_attr_i64(g, "step");
+    s.optim_step = non_negative("step", read_attr_i64(g, "step"));
     s.lr = read_attr_f64(g, "lr");
   });
   group_attrs("state/data", [&](hid_t g) {
@@ -186,17 +195,23 @@ FileInfo read_structure(const std::string& file) {
   });
 
   std::vector<ManifestEntry> manifest;
-  try {
-    manifest = foreign ? datasets_of(f) : parse_manifest(manifest_text);
-  } catch (const std::exception& e) {
-    throw CheckpointError(file, "/", std::string("root attribute 'tensors': ") + e.what());
+  if (foreign) {
+    manifest = datasets_of_config(info.state.config_yaml, file);
+  } else {
+    try {
+      manifest = parse_manifest(manifest_text);
+    } catch (const std::exception& e) {
+      throw CheckpointError(file, "/", std::string("root attribute 'tensors': ") + e.what());
+    }
   }
+  const char* listed = foreign ? "the stored config's model has it" : "listed in the manifest";
+  const char* says = foreign ? "the stored config's model has " : "the manifest says ";
   for (auto& m : manifest) {
     EntryInfo e;
     e.m = m;
     try {
       if (!path_exists(f, m.path))
-        throw std::runtime_error("dataset missing (listed in the manifest)");
+        throw std::runtime_error(std::string("dataset missing (") + listed + ")");
       h5::Dataset ds{H5_CHECK(H5Dopen2(f, m.path.c_str(), H5P_DEFAULT))};
       h5::Datatype type{H5_CHECK(H5Dget_type(ds))};
       if (H5_CHECK(H5Tequal(type, H5T_IEEE_F32LE)) <= 0)
@@ -208,9 +223,14 @@ FileInfo read_structure(const std::string& file) {
       const std::vector<int64_t> shape(dims.begin(), dims.end());
       if (nd == 0) throw std::runtime_error("a scalar dataset, not a tensor");
       if (shape != m.shape)
-        throw std::runtime_error("shape " + shape_string(shape) + ", the manifest says " +
+        throw std::runtime_error("shape " + shape_string(shape) + ", " + says +
                                  shape_string(m.shape));
       if (numel_of(shape) > 0) {
+        // Created but never written: HDF5 would read it back as its fill value, silently.
+        H5D_space_status_t status = H5D_SPACE_STATUS_ERROR;
+        H5_CHECK(H5Dget_space_status(ds, &status));
+        if (status == H5D_SPACE_STATUS_NOT_ALLOCATED)
+          throw std::runtime_error("never written (no data stored)");
         h5::PropList dcpl{H5_CHECK(H5Dget_create_plist(ds))};
         unsigned flags = 0, config = 0;
         size_t nelem = 0;

@@ -101,7 +101,10 @@ inline std::string read_attr_string(hid_t obj, const char* name) {
   Attribute a = detail::open_scalar(obj, name, H5T_STRING);
   Datatype t{H5_CHECK(H5Aget_type(a))};
   if (H5_CHECK(H5Tis_variable_str(t)) > 0) {
+    // In the stored character set: HDF5 has no conversion between ASCII and UTF-8 (h5py and C
+    // writers make variable-length ASCII too).
     const Datatype mem = detail::vlen_utf8();
+    H5_CHECK(H5Tset_cset(mem, H5Tget_cset(t)));
     char* text = nullptr;
     H5_CHECK(H5Aread(a, mem, &text));
     std::string out = text ? text : "";

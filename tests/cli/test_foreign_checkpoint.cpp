@@ -9,6 +9,7 @@
 #include <hdf5.h>
 
 #include <fstream>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -30,7 +31,10 @@ herr_t collect(hid_t, const char* name, const H5O_info_t* info, void* data) {
 
 // Copies what SPEC 5 lists of `ours` into `out`, the way h5py would write it (no filters, no
 // chunks). `keep_manifest`: also copy `tensors` (a sealed file that lost its checksum).
-void write_foreign_copy(const std::string& ours, const std::string& out, bool keep_manifest) {
+// `skip`: a dataset not copied; `then`: more changes to the new file before it is closed.
+void write_foreign_copy(const std::string& ours, const std::string& out, bool keep_manifest,
+                        const std::string& skip = "",
+                        const std::function<void(hid_t)>& then = nullptr) {
   using namespace sy::h5;
   File in{H5Fopen(ours.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)};
   ASSERT_GE(in.get(), 0) << ours;
@@ -47,7 +51,7 @@ void write_foreign_copy(const std::string& ours, const std::string& out, bool ke
   PropList lcpl{H5Pcreate(H5P_LINK_CREATE)};
   H5Pset_create_intermediate_group(lcpl.get(), 1);
   for (const std::string& p : paths) {
-    if (!p.starts_with("model/") && !p.starts_with("optim/")) continue;
+    if ((!p.starts_with("model/") && !p.starts_with("optim/")) || p == skip) continue;
     Dataset src{H5Dopen2(in.get(), p.c_str(), H5P_DEFAULT)};
     Dataspace space{H5Dget_space(src.get())};
     const hssize_t n = H5Sget_simple_extent_npoints(space.get());
@@ -62,6 +66,7 @@ void write_foreign_copy(const std::string& ours, const std::string& out, bool ke
   Group optim{H5Gopen2(f.get(), "optim", H5P_DEFAULT)};
   write_attr(optim.get(), "step", read_attr_i64(optim_in.get(), "step"));
   write_attr(optim.get(), "lr", read_attr_f64(optim_in.get(), "lr"));
+  if (then) then(f.get());
 }
 
 // step -> loss of a run's train lines.
@@ -110,6 +115,64 @@ TEST(ForeignCheckpoint, ASpecOnlyCheckpointIsReadLikeTheOneItCopies) {
       sy::test::run_command("{ " + kBin + " sample" + sample + foreign + " 2>/dev/null; }");
   ASSERT_EQ(r2.exit_code, 0) << r2.output;
   EXPECT_EQ(r.output, r2.output);
+}
+
+// What the stored config's model has decides what is read: a missing tensor is named (export
+// wrote the rest and exited 0), an extra one is left alone (a declared 2^40 x 2^20 extra was
+// read chunk by chunk: the command hung), a tensor never written is refused (it read back as
+// zeros), and a negative step is refused (training stopped on an internal check).
+TEST(ForeignCheckpoint, TheStoredConfigsModelDecidesWhatIsRead) {
+  sy::test::TempDir dir;
+  const std::string ours = two_step_checkpoint(dir);
+  struct Case {
+    std::string name, skip;
+    std::function<void(hid_t)> then;
+    int exit_code;
+    std::string said;
+  };
+  auto create = [](hid_t f, const char* path, std::vector<hsize_t> dims, bool chunked) {
+    sy::h5::Dataspace space{H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)};
+    sy::h5::PropList dcpl{H5Pcreate(H5P_DATASET_CREATE)};
+    if (chunked) {
+      std::vector<hsize_t> chunk(dims.size(), 1);
+      chunk.back() = 1024;
+      H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data());
+    }
+    sy::h5::Dataset d{
+        H5Dcreate2(f, path, H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT)};
+    ASSERT_GE(d.get(), 0) << path;
+  };
+  const std::vector<Case> cases = {
+      {"missing", "model/final_norm", nullptr, 2, "dataset /model/final_norm: dataset missing"},
+      {"huge_extra", "",
+       [&](hid_t f) {
+         create(f, "model/huge", {hsize_t{1} << 40, hsize_t{1} << 20}, true);
+       },
+       0, ""},
+      {"unwritten", "model/embed",
+       [&](hid_t f) {
+         create(f, "model/embed", {256, 32}, false);
+       },
+       2, "dataset /model/embed: never written"},
+      {"negative_step", "", [](hid_t f) { sy::h5::write_attr(f, "step", int64_t{-5}); }, 2,
+       "attribute 'step' is -5, expected >= 0"},
+  };
+  for (const Case& c : cases) {
+    const std::string file = dir.file(c.name + ".h5");
+    write_foreign_copy(ours, file, /*keep_manifest=*/false, c.skip, c.then);
+    for (const std::string& cmd :
+         {" ckpt info --no-config " + file,
+          " ckpt export " + file + " --output " + dir.file(c.name + ".safetensors")}) {
+      const auto r = sy::test::run_command("timeout 60 " + kBin + cmd);
+      EXPECT_EQ(r.exit_code, c.exit_code) << c.name << cmd << "\n" << r.output;
+      if (!c.said.empty()) {
+        EXPECT_TRUE(contains(r.output, c.said)) << c.name << "\n" << r.output;
+      }
+    }
+  }
+  // The extra dataset is not exported either.
+  const auto r = sy::test::run_command("grep -c model/huge " + dir.file("huge_extra.safetensors"));
+  EXPECT_EQ(r.output, "0\n");
 }
 
 TEST(ForeignCheckpoint, OursWithoutItsChecksumIsStillRefused) {

@@ -30,6 +30,27 @@ TEST(H5Attr, FixedLengthStringsAreReadWhole) {
   EXPECT_EQ(h5::read_attr_string(f, "short"), "ab");
 }
 
+// Variable-length strings in either character set (older h5py and C writers store ASCII; HDF5
+// converts neither to the other: reading ASCII as UTF-8 failed with "can't find datatype
+// conversion path").
+TEST(H5Attr, VariableLengthAsciiAndUtf8StringsAreRead) {
+  test::TempDir dir;
+  h5::File f{
+      H5_CHECK(H5Fcreate(dir.file("a.h5").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT))};
+  for (const auto& [name, cset] :
+       {std::pair{"ascii", H5T_CSET_ASCII}, std::pair{"utf8", H5T_CSET_UTF8}}) {
+    h5::Datatype t{H5_CHECK(H5Tcopy(H5T_C_S1))};
+    H5_CHECK(H5Tset_size(t, H5T_VARIABLE));
+    H5_CHECK(H5Tset_cset(t, cset));
+    h5::Dataspace scalar{H5_CHECK(H5Screate(H5S_SCALAR))};
+    h5::Attribute a{H5_CHECK(H5Acreate2(f, name, t, scalar, H5P_DEFAULT, H5P_DEFAULT))};
+    const char* text = "switchyard-checkpoint";
+    H5_CHECK(H5Awrite(a, t, &text));
+  }
+  EXPECT_EQ(h5::read_attr_string(f, "ascii"), "switchyard-checkpoint");
+  EXPECT_EQ(h5::read_attr_string(f, "utf8"), "switchyard-checkpoint");
+}
+
 TEST(H5Attr, ValuesRoundTripAndWrongClassesAreNamed) {
   test::TempDir dir;
   h5::File f{
