@@ -128,8 +128,8 @@ struct TrainState {
   std::string tokenizer_model;
   // Read only: false for a checkpoint written by another tool to SPEC 5 alone, without the
   // manifest (`tensors`) and the metadata checksum that switchyard adds. Such a file is read by
-  // the schema: its /model and /optim datasets as found, /state optional; only HDF5's own
-  // checks cover it.
+  // the schema: the /model and /optim datasets of the model its stored config describes, /state
+  // optional; only HDF5's own checks cover it.
   bool sealed = true;
 };
 

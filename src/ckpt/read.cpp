@@ -9,8 +9,9 @@
 //      are then gathered so every rank knows all of them.
 //   3. slabs (all ranks, collective reads): each rank's refs, any layout.
 // A checkpoint another tool wrote to SPEC 5 alone (neither the manifest nor the metadata
-// checksum) is read by the schema: its /model and /optim datasets stand for the manifest, /state
-// may be missing, and the data pass reads it in row blocks (TrainState::sealed = false).
+// checksum) is read by the schema: the datasets of the model its stored config describes stand
+// for the manifest, /state may be missing, and the data pass reads unchunked data in row blocks
+// (TrainState::sealed = false).
 #include <unistd.h>
 
 #include <algorithm>
@@ -77,7 +78,6 @@ std::string dataset_name(const std::string& path) {
   return "/" + path;
 }
 
-// Pass 1 (one process). Throws CheckpointError for a file that cannot be used at all.
 // Another tool's checkpoint has no manifest: the datasets of the model its stored config
 // describes (the parameter table's names and global shapes, and their two moments), so that a
 // missing one is named, an extra one is left alone, and nothing the model does not have is read.
@@ -97,6 +97,7 @@ std::vector<ManifestEntry> datasets_of_config(const std::string& config_yaml,
   return out;
 }
 
+// Pass 1 (one process). Throws CheckpointError for a file that cannot be used at all.
 FileInfo read_structure(const std::string& file) {
   std::error_code ec;
   const fs::file_status st = fs::status(file, ec);
