@@ -160,8 +160,10 @@ LayerTraffic layer_traffic(const Config& cfg, const PlanLayout& lay, const Routi
   // assignments a token that reaches the set has in it (E[J] = K x the set's share), the row is
   // sent with P(hit) (1 - (1 - q)^m): one assignment (m = 1, one expert per rank) gives q, as
   // before; the 4 of k = 4 on a node of 4 of 8 experts lose far fewer rows than assignments.
-  // (Against the exact sum over J with independent drops, the mean m matched measured runs
-  // better: a token's drops are not independent, its low router scores go together.)
+  // (The exact sum over J with independent drops predicts fewer rows than the first steps of
+  // measured runs show, 0.701 against 0.734 and 0.969 against 0.988, and the mean m closer,
+  // 0.725 and 0.989: a token's drops are not independent; a capacity drops the low scores, and
+  // a token's first choice is rarely among them.)
   if (cfg.moe.capacity_factor) {
     const auto K = static_cast<double>(cfg.moe.top_k);
     auto kept_rows = [&](double& p_hit, int64_t first, int64_t count) {
