@@ -208,7 +208,8 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
          refuse_output_as_input(ea->output, ea->file, "ckpt export", "the safetensors file");
          return run_with_mpi([&](const comm::MpiSession& mpi) {
            ckpt::TrainState st;
-           const auto tensors = ckpt::read_model_tensors(MPI_COMM_WORLD, ea->file, &st);
+           std::vector<std::string> notes;
+           const auto tensors = ckpt::read_model_tensors(MPI_COMM_WORLD, ea->file, &st, &notes);
            if (mpi.world_rank() == 0) {
              ckpt::write_safetensors(ea->output, tensors,
                                      {{"format", "switchyard"},
@@ -220,6 +221,7 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
              for (const auto& t : tensors) elements += static_cast<int64_t>(t.data.size());
              std::cout << "exported " << tensors.size() << " tensors (" << elements
                        << " float32 elements) of step " << st.step << " to " << ea->output << "\n";
+             for (const auto& n : notes) std::cout << "note: " << n << "\n";
            }
            return static_cast<int>(kExitOk);
          });

@@ -222,9 +222,12 @@ struct WholeTensor {
   std::vector<int64_t> shape;
   std::vector<float> data;
 };
-// `state`, when given, receives the checkpoint's state.
+// `state`, when given, receives the checkpoint's state. Damage outside /model (the optimizer
+// state: a model can still be sampled and exported, not resumed) is not an error here: it goes
+// to `notes` when given, one line each.
 std::vector<WholeTensor> read_model_tensors(MPI_Comm comm, const std::string& file,
-                                            TrainState* state = nullptr);
+                                            TrainState* state = nullptr,
+                                            std::vector<std::string>* notes = nullptr);
 
 // Collective. The checkpoint's tokenizer: name (root attribute `tokenizer`, "" when absent) and,
 // when there is one, the bytes of /tokenizer/model (its checksums verified by the read). Throws
@@ -245,6 +248,7 @@ struct CheckpointModel {
   Config cfg;
   std::vector<WholeTensor> tensors;
   Tokenizer tokenizer = Tokenizer::bytes();
+  std::vector<std::string> notes;  // read_model_tensors': damage the model does not need
   // The tensor of SPEC name `name` (no leading '/'), null when the checkpoint has none.
   const WholeTensor* find(const std::string& name) const;
 };

@@ -495,9 +495,18 @@ TrainState load_checkpoint(MPI_Comm comm, const std::string& file,
 }
 
 std::vector<WholeTensor> read_model_tensors(MPI_Comm comm, const std::string& file,
-                                            TrainState* state) {
+                                            TrainState* state, std::vector<std::string>* notes) {
   const Coll c{comm, nullptr};
-  const Inspection ins = inspect_checkpoint(comm, file);
+  Inspection ins = inspect_checkpoint(comm, file);
+  // The model's own tensors and the metadata (the config, the step) must verify; a damaged
+  // tensor the model does not need is said, not fatal.
+  for (auto& t : ins.tensors) {
+    if (t.problem.empty() || t.path.starts_with("model/")) continue;
+    if (notes)
+      notes->push_back("dataset " + dataset_name(t.path) + " is damaged (" + t.problem +
+                       "): the model reads, but this checkpoint cannot be resumed");
+    t.problem.clear();
+  }
   throw_if_bad(c.comm, ins);
   if (state) *state = ins.state;
   std::vector<WholeTensor> out;

@@ -46,7 +46,7 @@ const WholeTensor* CheckpointModel::find(const std::string& name) const {
 CheckpointModel read_checkpoint_model(MPI_Comm comm, const std::string& file) {
   CheckpointModel m;
   TrainState st;
-  m.tensors = read_model_tensors(comm, file, &st);
+  m.tensors = read_model_tensors(comm, file, &st, &m.notes);
   const StoredTokenizer stored = read_checkpoint_tokenizer(comm, file);
   const std::string source = "checkpoint '" + file + "'";
   m.step = st.step;

@@ -285,6 +285,7 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
   r.architecture = plan.mixtral ? "MixtralForCausalLM" : "Qwen2MoeForCausalLM";
   r.approximations = plan.problems;
   r.step = model.step;
+  r.notes = model.notes;
   if (tok.vocab_size() < cfg.model.vocab_size) {
     // sample picks among the tokenizer's ids only (src/sample/sampler.h); generate() does not.
     const std::string t = std::to_string(tok.vocab_size()),

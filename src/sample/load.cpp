@@ -39,6 +39,7 @@ SamplingModel load_sampling_model(MPI_Comm comm, const std::string& file) {
       },
       source);
   m.tokenizer = std::move(c.tokenizer);
+  m.notes = std::move(c.notes);
   if (m.tokenizer.vocab_size() > m.cfg.model.vocab_size)
     throw UsageError(source + ": its tokenizer has " + std::to_string(m.tokenizer.vocab_size()) +
                      " pieces, more than model.vocab_size " +

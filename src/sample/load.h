@@ -19,12 +19,13 @@ struct SamplingModel {
   std::vector<float> params;  // make_param_table(cfg) layout
   Tokenizer tokenizer = Tokenizer::bytes();
   int64_t step = 0;
+  std::vector<std::string> notes;  // damage the model does not need (the optimizer state)
 };
 
 // Collective (every rank reads; any layout wrote it). Verifies the whole checkpoint (every
 // Fletcher32 checksum), parses its stored config, reads its tokenizer. UsageError
 // (CheckpointError) naming the file, and the dataset when one is at fault, for anything damaged
-// or missing.
+// or missing that the model needs; damage to the optimizer state goes to `notes`.
 SamplingModel load_sampling_model(MPI_Comm comm, const std::string& file);
 
 // The flat one-rank parameter buffer of `table` from whole global tensors found by SPEC name

@@ -113,8 +113,9 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
   info << "checkpoint " << req.checkpoint << " (step " << m.step << "), tokenizer " << tok.name()
        << ", prompt " << prompt.size() << " tokens; routing: the training routing without "
        << "capacity dropping; context: the last " << m.cfg.model.seq_len << " tokens; device "
-       << req.device << "\n"
-       << std::flush;
+       << req.device << "\n";
+  for (const std::string& n : m.notes) info << "warning: " << n << "\n";
+  info << std::flush;
   const std::unique_ptr<TokenDecoder> dec = make_decoder(req.device, m.cfg, std::move(m.params));
   // The text: decoding and printing, timed apart from the model (the tokens' own seconds).
   using Clock = std::chrono::steady_clock;

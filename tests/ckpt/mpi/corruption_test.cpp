@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "ckpt_test_util.h"
+#include "common/damage.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/detail.h"
 #include "src/core/h5.h"
@@ -44,29 +45,6 @@ int64_t load_and_count_wrong(const std::string& file, int64_t step) {
   return sum_wrong(
       count_wrong("model/a", kShapeA, Slab::whole(kShapeA), a, static_cast<uint64_t>(step)) +
       count_wrong("model/b", kShapeB, Slab::whole(kShapeB), b, static_cast<uint64_t>(step)));
-}
-
-void xor_byte(const std::string& file, int64_t offset) {
-  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-  f.seekg(offset);
-  char c = 0;
-  f.read(&c, 1);
-  c = static_cast<char>(c ^ 0x5A);
-  f.seekp(offset);
-  f.write(&c, 1);
-}
-
-// File offset and size of chunk 0 of `dataset` (HDF5 1.10.5+ H5Dget_chunk_info).
-std::pair<int64_t, int64_t> first_chunk(const std::string& file, const char* dataset) {
-  h5::File f{H5_CHECK(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT))};
-  h5::Dataset ds{H5_CHECK(H5Dopen2(f, dataset, H5P_DEFAULT))};
-  h5::Dataspace space{H5_CHECK(H5Dget_space(ds))};
-  hsize_t offset[1] = {0};
-  unsigned mask = 0;
-  haddr_t addr = 0;
-  hsize_t size = 0;
-  H5_CHECK(H5Dget_chunk_info(ds, space, 0, offset, &mask, &addr, &size));
-  return {static_cast<int64_t>(addr), static_cast<int64_t>(size)};
 }
 
 // Re-creates `dataset` with another shape (and valid checksums): only the manifest knows better.

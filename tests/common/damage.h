@@ -1,0 +1,41 @@
+// Damaging a checkpoint on purpose (tests of what reading one refuses): a flipped byte, and where
+// a dataset's first chunk lies in the file.
+#pragma once
+
+#include <hdf5.h>
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "src/core/h5.h"
+
+namespace sy::test {
+
+// XORs the byte at `offset` of `file` with 0x5A.
+inline void xor_byte(const std::string& file, int64_t offset) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(offset);
+  char c = 0;
+  f.read(&c, 1);
+  c = static_cast<char>(c ^ 0x5A);
+  f.seekp(offset);
+  f.write(&c, 1);
+}
+
+// File offset and size of chunk 0 of `dataset` (HDF5 1.10.5+ H5Dget_chunk_info), of any rank.
+inline std::pair<int64_t, int64_t> first_chunk(const std::string& file, const char* dataset) {
+  h5::File f{H5_CHECK(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT))};
+  h5::Dataset ds{H5_CHECK(H5Dopen2(f, dataset, H5P_DEFAULT))};
+  h5::Dataspace space{H5_CHECK(H5Dget_space(ds))};
+  std::vector<hsize_t> offset(static_cast<size_t>(H5_CHECK(H5Sget_simple_extent_ndims(space))));
+  unsigned mask = 0;
+  haddr_t addr = 0;
+  hsize_t size = 0;
+  H5_CHECK(H5Dget_chunk_info(ds, space, 0, offset.data(), &mask, &addr, &size));
+  return {static_cast<int64_t>(addr), static_cast<int64_t>(size)};
+}
+
+}  // namespace sy::test
