@@ -62,6 +62,15 @@ void matmul_backward(T* dx, float* dw, const T* dy, const T* x, const T* w, int 
 
 // ---- grouped ----
 
+namespace {
+// Every one of the n operand pointers on a 16-byte boundary.
+bool operands_aligned(const void* const* ptrs, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (reinterpret_cast<uintptr_t>(ptrs[i]) % 16 != 0) return false;
+  return true;
+}
+}  // namespace
+
 struct GroupedGemm::Slot {
   PinnedBuffer<const void*> host;  // [3, G]: A' then B' then C (cuBLAS's order)
   DeviceBuffer<const void*> dev;

@@ -79,16 +79,9 @@ class GroupedGemm {
   bool used_fallback() const {
     return path_same_ == Path::kPerExpert || path_mixed_ == Path::kPerExpert;
   }
-  // Calls with an operand not on a kOperandAlign boundary (an expert's rows start at r0 * K
-  // elements: bf16 with K not a multiple of 8), which ran per expert whatever path() says.
+  // Calls with an operand off a 16-byte boundary (an expert's rows start at r0 * K elements:
+  // bf16 with K not a multiple of 8), which ran per expert whatever path() says.
   int64_t misaligned_calls() const { return misaligned_calls_; }
-  static constexpr size_t kOperandAlign = 16;
-  // Every one of the n pointers on a kOperandAlign boundary (host-side: testable on the CPU).
-  static bool operands_aligned(const void* const* ptrs, size_t n) {
-    for (size_t i = 0; i < n; ++i)
-      if (reinterpret_cast<uintptr_t>(ptrs[i]) % kOperandAlign != 0) return false;
-    return true;
-  }
 
   // One row-major product C = op(A) op(B) of the group (public for the implementation file).
   struct Problem {

@@ -238,8 +238,8 @@ void CheckpointCadence::after_step(int64_t done, TrainSummary& summary, std::ost
 }
 
 void CheckpointCadence::at_end(int64_t done, TrainSummary& summary, std::ostream& log) {
-  // Also with checkpoint.every = 0 once the run has a checkpoint (it resumed from one, one a
-  // signal wrote): else `latest` would name that mid-run state, and the finished model be lost.
+  // Also with checkpoint.every = 0 when the run resumed from a checkpoint (one a signal wrote,
+  // say): else `latest` would name that mid-run state, and the finished model be lost.
   if ((cfg_.checkpoint.every > 0 || saved_step_ >= 0) && saved_step_ != done)
     save(done, summary, log);
   if (fault_) {

@@ -98,8 +98,8 @@ std::optional<TrainSummary> finished_run(const Config& cfg, const ResumeResult& 
                                          const std::string& resume_log, std::ostream& log);
 
 // When a training loop checkpoints: every checkpoint.every steps, at the end of the run (when
-// checkpoint.every > 0, or the run has a checkpoint already -- resumed from one, or written at a
-// signal; at_end, after the final evaluation, so the last checkpoint carries the last val_loss),
+// checkpoint.every > 0, or the run resumed from a checkpoint; at_end, after the final
+// evaluation, so the last checkpoint carries the last val_loss),
 // and after the step in which any rank received SIGUSR1/SIGTERM. `save`
 // (collective) writes the checkpoint after `done` steps; written ones are logged and listed in
 // the summary. Constructed right before the step loop: from then on a signal is honoured at the
@@ -116,8 +116,8 @@ class CheckpointCadence {
   // arrived on any rank, a checkpoint of `done` (unless just written) and throws
   // Error(kExitPreempted).
   void after_step(int64_t done, TrainSummary& summary, std::ostream& log);
-  // Collective, at the end: the final checkpoint when checkpoints are on (or the run has one) and
-  // it is not written.
+  // Collective, at the end: the final checkpoint when checkpoints are on (or the run resumed from
+  // one) and it is not written.
   void at_end(int64_t done, TrainSummary& summary, std::ostream& log);
 
  private:
