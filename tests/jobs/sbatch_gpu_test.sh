@@ -127,6 +127,11 @@ SY_BIN_FOR_TEST="$tmp/nope/switchyard" job missing_bin SLURM_NTASKS_PER_NODE=2 -
 ((rc == 2)) || fail "missing_bin: exit $rc: $out"
 has "$out" "$tmp/nope/switchyard not found" || fail "missing_bin: message: $out"
 [ -z "$srun" ] || fail "missing_bin: srun ran: $srun"
+# A command name found on PATH is a binary too (srun finds it there).
+cp "$fakebin" "$tmp/bin/switchyard-on-path"
+SY_BIN_FOR_TEST=switchyard-on-path job on_path SLURM_NTASKS_PER_NODE=2 -- --config configs/tiny.yaml
+((rc == 0)) || fail "on_path: exit $rc: $out"
+has "$srun" "switchyard-on-path train" || fail "on_path: srun did not run it: $srun"
 
 if ((fails)); then echo "$fails check(s) failed"; exit 1; fi
 echo "PASS: train.sbatch passes device=cuda with GPUs (not over the user's choice), logs GPUs and network settings, leaves the CPU path unchanged, and after exit 75 requeues only a job still running"
