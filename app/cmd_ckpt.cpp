@@ -3,6 +3,7 @@
 // config, tokenizer, every tensor with its shape and whether its checksums verify) and hand the
 // model weights to Python. Both read through the same verifying code as --resume; both run on
 // one process or under mpirun (rank 0 prints).
+#include <algorithm>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -64,16 +65,33 @@ void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& 
   }
   char lr[32];
   std::snprintf(lr, sizeof lr, "%.6g", s.lr);
+  // A not-sealed file may lack /state's groups: say so rather than print the defaults.
+  auto missing = [&](const std::string& group) {
+    return std::find(s.state_missing.begin(), s.state_missing.end(), group) !=
+           s.state_missing.end();
+  };
+  auto not_stored = [](const std::string& group) { return "not stored (no /" + group + ")"; };
   out << "checkpoint   " << ins.file << "\n"
       << "format       switchyard-checkpoint, version 1\n"
       << "step         " << s.step << " (tokens seen " << s.tokens_seen << ")\n"
       << "created      " << utc_time(s.created_unix) << " (unix " << s.created_unix << ")\n"
       << "layout       " << s.layout << "\n"
       << "optimizer    step " << s.optim_step << ", lr " << lr << "\n"
-      << "data loader  seed " << s.loader.seed << ", next step " << s.loader.step << "\n"
-      << "rng          philox4x32-10, seed " << s.rng.seed << ", offset " << s.rng.offset << "\n"
-      << "val loss     last " << loss_text(s.last_val_loss) << ", best "
-      << loss_text(s.best_val_loss) << "\n"
+      << "data loader  "
+      << (missing("state/data") ? not_stored("state/data")
+                                : "seed " + std::to_string(s.loader.seed) + ", next step " +
+                                      std::to_string(s.loader.step))
+      << "\n"
+      << "rng          "
+      << (missing("state/rng") ? not_stored("state/rng")
+                               : "philox4x32-10, seed " + std::to_string(s.rng.seed) + ", offset " +
+                                     std::to_string(s.rng.offset))
+      << "\n"
+      << "val loss     "
+      << (missing("state/train")
+              ? not_stored("state/train")
+              : "last " + loss_text(s.last_val_loss) + ", best " + loss_text(s.best_val_loss))
+      << "\n"
       << "tokenizer    "
       << (tok.name.empty() ? std::string("not recorded (a checkpoint from before tokenizers)")
                            : tok.name)

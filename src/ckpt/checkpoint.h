@@ -120,6 +120,10 @@ struct TrainState {
   RngState rng;        // /state/rng
   double best_val_loss = std::numeric_limits<double>::quiet_NaN();  // /state/train
   double last_val_loss = std::numeric_limits<double>::quiet_NaN();
+  // Read only: the /state groups a not-sealed file lacks ("state/data", "state/rng",
+  // "state/train"); their fields above keep their defaults, which nothing reads (the trainer
+  // derives the data order from the step and the config's seed). Empty for switchyard's files.
+  std::vector<std::string> state_missing;
   // SPEC 8: the training data's tokenizer, root attribute `tokenizer` (not written when empty;
   // read back as "" from checkpoints written before it was stored), and for sentencepiece its
   // serialized model, written as the uint8 dataset /tokenizer/model (chunked, Fletcher32). Only

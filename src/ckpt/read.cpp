@@ -168,7 +168,10 @@ FileInfo read_structure(const std::string& file) {
   auto group_attrs = [&](const char* group, auto&& read) {
     try {
       if (!path_exists(f, group)) {
-        if (foreign && std::string_view(group).starts_with("state/")) return;
+        if (foreign && std::string_view(group).starts_with("state/")) {
+          info.state.state_missing.emplace_back(group);
+          return;
+        }
         throw std::runtime_error("group missing");
       }
       h5::Group g{H5_CHECK(H5Gopen2(f, group, H5P_DEFAULT))};

@@ -90,6 +90,15 @@ TEST(ForeignCheckpoint, ASpecOnlyCheckpointIsReadLikeTheOneItCopies) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "not sealed: written by another tool")) << r.output;
   EXPECT_TRUE(contains(r.output, "/model/embed")) << r.output;
+  // No /state in the copy: its lines say so (they printed the defaults, "seed 0, next step 0").
+  for (const char* line :
+       {"data loader  not stored (no /state/data)", "rng          not stored (no /state/rng)",
+        "val loss     not stored (no /state/train)"})
+    EXPECT_TRUE(contains(r.output, line)) << line << "\n" << r.output;
+  r = sy::test::run_command(kBin + " ckpt info --no-config " + ours);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "data loader  seed ")) << r.output;
+  EXPECT_FALSE(contains(r.output, "not stored")) << r.output;
 
   // Resumed from either file, steps 3 and 4 are the same (the same tensors, step and config).
   const std::string data = dir.file("bytes.h5");
