@@ -97,7 +97,7 @@ int checked_int(int64_t value, const char* what, int peer) {
   if (value > INT_MAX) {
     std::ostringstream os;
     os << "rank " << world_rank() << ": expert all-to-all " << what << " for EP peer " << peer
-       << " is " << value << " elements, more than MPI's int count allows (" << INT_MAX
+       << " is " << value << " rows, more than MPI's int count allows (" << INT_MAX
        << "); use a smaller train.micro_batch";
     throw std::runtime_error(os.str());
   }
@@ -110,13 +110,13 @@ MPI_Datatype mpi_type(ElemType t) {
 
 }  // namespace detail
 
-void rows_to_mpi_counts(std::span<const int64_t> rows_per_rank, int64_t row, std::span<int> counts,
+void rows_to_mpi_counts(std::span<const int64_t> rows_per_rank, std::span<int> counts,
                         std::span<int> displs) {
   SY_CHECK(counts.size() == rows_per_rank.size() && displs.size() == rows_per_rank.size(),
            "counts/displs must have one entry per rank");
   int64_t displ = 0;
   for (std::size_t p = 0; p < rows_per_rank.size(); ++p) {
-    const int64_t count = rows_per_rank[p] * row;
+    const int64_t count = rows_per_rank[p];
     counts[p] = detail::checked_int(count, "count", static_cast<int>(p));
     displs[p] = detail::checked_int(displ, "displacement", static_cast<int>(p));
     displ += count;
@@ -134,15 +134,18 @@ std::vector<int64_t> alltoallv_records(MPI_Comm comm, std::span<const int64_t> d
   std::vector<int> send_counts(P), send_displs(P), recv_counts(P), recv_displs(P);
   WatchdogScope scope(watchdog, what);
   MPI_CHECK(MPI_Alltoall(rows.data(), 1, MPI_INT64_T, recv_rows.data(), 1, MPI_INT64_T, comm));
-  rows_to_mpi_counts(rows, record, send_counts, send_displs);
-  rows_to_mpi_counts(recv_rows, record, recv_counts, recv_displs);
+  rows_to_mpi_counts(rows, send_counts, send_displs);
+  rows_to_mpi_counts(recv_rows, recv_counts, recv_displs);
   int64_t total = 0;
   for (int64_t r : recv_rows) total += r;
-  SY_CHECK(static_cast<int64_t>(data.size()) == (P ? send_displs[P - 1] + send_counts[P - 1] : 0),
+  SY_CHECK(static_cast<int64_t>(data.size()) ==
+               (P ? int64_t{send_displs[P - 1] + send_counts[P - 1]} * record : 0),
            "records do not match their counts");
   std::vector<int64_t> out(static_cast<std::size_t>(total * record));
-  MPI_CHECK(MPI_Alltoallv(data.data(), send_counts.data(), send_displs.data(), MPI_INT64_T,
-                          out.data(), recv_counts.data(), recv_displs.data(), MPI_INT64_T, comm));
+  const RowType one_record(record, MPI_INT64_T);
+  MPI_CHECK(MPI_Alltoallv(data.data(), send_counts.data(), send_displs.data(), one_record.get(),
+                          out.data(), recv_counts.data(), recv_displs.data(), one_record.get(),
+                          comm));
   return out;
 }
 

@@ -144,11 +144,12 @@ std::unique_ptr<TokenExchange> make_exchange(const ExchangeOptions& opt);
 // asks here.
 bool even_over_nodes(std::span<const int> node_of_ep_rank);
 
-// MPI_Alltoallv arguments for rows of `row` elements: counts[p] (=) rows_per_rank[p] * row and
-// displs[p] (=) the prefix sum, in elements of the MPI datatype (never bytes). Throws
-// std::runtime_error naming the rank and the peer when one does not fit MPI's int.
-// rows_per_rank, counts, displs: [P].
-void rows_to_mpi_counts(std::span<const int64_t> rows_per_rank, int64_t row, std::span<int> counts,
+// MPI_Alltoallv arguments in rows, for a datatype of one row (RowType, comm/mpi.h):
+// counts[p] = rows_per_rank[p] and displs[p] = the prefix sum. Counted in elements or bytes, the
+// displacements (running totals over all peers) passed INT_MAX at production widths; in rows
+// they fit up to 2^31 rows. Throws std::runtime_error naming the rank and the peer when one does
+// not. rows_per_rank, counts, displs: [P].
+void rows_to_mpi_counts(std::span<const int64_t> rows_per_rank, std::span<int> counts,
                         std::span<int> displs);
 
 }  // namespace sy::comm

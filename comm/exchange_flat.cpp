@@ -73,7 +73,7 @@ class FlatExchange final : public ExchangeBase {
   // Start of a dispatch or combine: counts the call, grows the staging rows, fills the MPI
   // counts; returns the row size in bytes.
   std::size_t begin_call(const FlatState& s, int64_t width, ElemType type);
-  void fill_counts(const FlatState& s, int64_t width);
+  void fill_counts(const FlatState& s);
   void count_traffic(const FlatState& s, std::size_t row_bytes, bool dispatch);
 
   MPI_Comm comm_;
@@ -82,7 +82,7 @@ class FlatExchange final : public ExchangeBase {
   Watchdog* watchdog_;
 
   std::vector<std::byte> staging_;  // [S,W] send rows (dispatch) / returned rows (combine)
-  std::vector<int> send_counts_, send_displs_, recv_counts_, recv_displs_;  // [P] elements
+  std::vector<int> send_counts_, send_displs_, recv_counts_, recv_displs_;  // [P] rows
 };
 
 void FlatExchange::layout(std::span<const int32_t> topk_idx, int64_t num_tokens, int top_k,
@@ -162,13 +162,13 @@ std::size_t FlatExchange::begin_call(const FlatState& s, int64_t width, ElemType
   const std::size_t row_bytes = static_cast<std::size_t>(width) * elem_bytes(type);
   const std::size_t staged = s.send_token.size() * row_bytes;
   if (staging_.size() < staged) staging_.resize(staged);
-  fill_counts(s, width);
+  fill_counts(s);
   return row_bytes;
 }
 
-void FlatExchange::fill_counts(const FlatState& s, int64_t width) {
-  rows_to_mpi_counts(s.send_rows_per_rank, width, send_counts_, send_displs_);
-  rows_to_mpi_counts(s.recv_rows_per_rank, width, recv_counts_, recv_displs_);
+void FlatExchange::fill_counts(const FlatState& s) {
+  rows_to_mpi_counts(s.send_rows_per_rank, send_counts_, send_displs_);
+  rows_to_mpi_counts(s.recv_rows_per_rank, recv_counts_, recv_displs_);
 }
 
 void FlatExchange::count_traffic(const FlatState& s, std::size_t row_bytes, bool dispatch) {
@@ -201,9 +201,9 @@ void FlatExchange::do_dispatch(const ExchangeHandle& h, const void* x, void* rec
   {
     StatsTimer transfer(&stats_.transfer_seconds);
     WatchdogScope scope(watchdog_, "dispatch: all-to-all of token rows on the EP group");
-    MPI_CHECK(MPI_Alltoallv(staging_.data(), send_counts_.data(), send_displs_.data(),
-                            mpi_type(type), recv, recv_counts_.data(), recv_displs_.data(),
-                            mpi_type(type), comm_));
+    const RowType row(width, mpi_type(type));
+    MPI_CHECK(MPI_Alltoallv(staging_.data(), send_counts_.data(), send_displs_.data(), row.get(),
+                            recv, recv_counts_.data(), recv_displs_.data(), row.get(), comm_));
   }
   count_traffic(s, row_bytes, true);
 }
@@ -218,9 +218,9 @@ void FlatExchange::do_combine(const ExchangeHandle& h, const void* y, void* out,
     StatsTimer transfer(&stats_.transfer_seconds);
     WatchdogScope scope(watchdog_, "combine: all-to-all of expert output rows on the EP group");
     // The reverse exchange: what was received from p goes back to p.
-    MPI_CHECK(MPI_Alltoallv(y, recv_counts_.data(), recv_displs_.data(), mpi_type(type),
-                            staging_.data(), send_counts_.data(), send_displs_.data(),
-                            mpi_type(type), comm_));
+    const RowType row(width, mpi_type(type));
+    MPI_CHECK(MPI_Alltoallv(y, recv_counts_.data(), recv_displs_.data(), row.get(), staging_.data(),
+                            send_counts_.data(), send_displs_.data(), row.get(), comm_));
   }
   count_traffic(s, row_bytes, false);
   // Rows come grouped by destination rank ascending: one pass sums each token in rank order.

@@ -196,24 +196,26 @@ void HierExchange::start_transfer(const HierState& s, const Regions& reg, int64_
     return;
   }
   // MPI fallback: the same sections, moved by one MPI_Ialltoallv on the node peers (counts and
-  // displacements in elements; nothing to or from self, whose section never leaves the rank).
+  // displacements in rows of a row datatype; nothing to or from self, whose section never leaves
+  // the rank).
   for (int o = 0; o < G; ++o) {
     const auto oi = static_cast<std::size_t>(o);
     const bool self = o == g;
     const int64_t xsend_rows = self ? 0 : node_rows(o);
     const int64_t xrecv_rows = self ? 0 : from_node(o);
-    const int64_t xsend_at = self ? 0 : s.xsend_row[oi] * width;
-    const int64_t xrecv_at = s.xrecv_begin[oi] * width;
+    const int64_t xsend_at = self ? 0 : s.xsend_row[oi];
+    const int64_t xrecv_at = s.xrecv_begin[oi];
     const int64_t out_rows = dispatch ? xsend_rows : xrecv_rows;
     const int64_t in_rows = dispatch ? xrecv_rows : xsend_rows;
-    counts_[oi] = checked_int(out_rows * width, "count", o);
+    counts_[oi] = checked_int(out_rows, "count", o);
     displs_[oi] = checked_int(dispatch ? xsend_at : xrecv_at, "displacement", o);
-    rcounts_[oi] = checked_int(in_rows * width, "count", o);
+    rcounts_[oi] = checked_int(in_rows, "count", o);
     rdispls_[oi] = checked_int(dispatch ? xrecv_at : xsend_at, "displacement", o);
   }
-  MPI_CHECK(MPI_Ialltoallv(dispatch ? xsend : xrecv, counts_.data(), displs_.data(), mpi_type(type),
-                           dispatch ? xrecv : xsend, rcounts_.data(), rdispls_.data(),
-                           mpi_type(type), peers_comm_.get(), &mpi_request_));
+  mpi_row_.emplace(width, mpi_type(type));
+  MPI_CHECK(MPI_Ialltoallv(dispatch ? xsend : xrecv, counts_.data(), displs_.data(),
+                           mpi_row_->get(), dispatch ? xrecv : xsend, rcounts_.data(),
+                           rdispls_.data(), mpi_row_->get(), peers_comm_.get(), &mpi_request_));
 }
 
 void HierExchange::finish_transfer(bool dispatch) {

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -111,7 +112,8 @@ class HierExchange final : public ExchangeBase {
   SharedWindow window_;
   std::unique_ptr<UcxPeers> ucx_;  // null with one node or Internode::kMpi
   int64_t op_count_ = 0;           // dispatch + combine calls: picks the buffer set
-  std::vector<int> counts_, displs_, rcounts_, rdispls_;  // [G] MPI fallback, elements
+  std::vector<int> counts_, displs_, rcounts_, rdispls_;  // [G] MPI fallback, rows
+  std::optional<RowType> mpi_row_;                        // MPI fallback: the rows' datatype
   MPI_Request mpi_request_ = MPI_REQUEST_NULL;            // MPI fallback in flight
   std::string description_;
 };

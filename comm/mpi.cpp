@@ -1,7 +1,9 @@
 #include "comm/mpi.h"
 
+#include <climits>
 #include <sstream>
 #include <stdexcept>
+#include <string>
 #include <utility>
 
 namespace sy::comm {
@@ -106,6 +108,23 @@ Comm Comm::dup(MPI_Comm parent) {
   MPI_Comm out = MPI_COMM_NULL;
   MPI_CHECK(MPI_Comm_dup(parent, &out));
   return Comm(out);
+}
+
+RowType::RowType(long long width, MPI_Datatype elem) {
+  if (width < 1 || width > INT_MAX)
+    throw std::runtime_error("MPI row type of " + std::to_string(width) +
+                             " elements: must be in [1, INT_MAX]");
+  MPI_CHECK(MPI_Type_contiguous(static_cast<int>(width), elem, &type_));
+  if (const int rc = MPI_Type_commit(&type_); rc != MPI_SUCCESS) {
+    MPI_Type_free(&type_);
+    detail::throw_mpi_error(rc, "MPI_Type_commit", __FILE__, __LINE__);
+  }
+}
+
+RowType::~RowType() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (type_ != MPI_DATATYPE_NULL && !finalized) MPI_Type_free(&type_);
 }
 
 Comm Comm::split(MPI_Comm parent, int color, int key) {

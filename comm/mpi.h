@@ -80,6 +80,24 @@ class Comm {
   int size_ = 0;
 };
 
+// Owner of a committed MPI datatype of `width` contiguous `elem`s: one row of a token exchange.
+// Counts and displacements given in such rows stay far inside MPI's int arguments where the same
+// message counted in elements or bytes would not: an fp32 row of d_model 7168 is 28 672 bytes,
+// so 75 000 rows already pass INT_MAX bytes. Throws std::runtime_error when `width` itself does
+// not fit an int. Freed on destruction (MPI lets a pending non-blocking call finish with it).
+class RowType {
+ public:
+  RowType(long long width, MPI_Datatype elem);
+  ~RowType();
+  RowType(const RowType&) = delete;
+  RowType& operator=(const RowType&) = delete;
+
+  MPI_Datatype get() const { return type_; }
+
+ private:
+  MPI_Datatype type_ = MPI_DATATYPE_NULL;
+};
+
 }  // namespace sy::comm
 
 // Checks the return code of an MPI call (the communicator must be in MPI_ERRORS_RETURN mode for

@@ -285,9 +285,11 @@ std::vector<IndexProblem> index_problems(const Config& cfg, const PlanLayout& la
     check("model.n_layers * model.d_model * moe.num_experts (router gradient all-reduce)",
           x.L * x.C * x.E, "model.n_layers");
   }
+  // The all-to-all counts rows (a datatype of one row, comm/alltoall.h): the largest is the
+  // displacement past every row one rank can receive, each EP rank's tokens once.
   if (x.moves)
-    check("rows * (model.d_model + moe.top_k) (all-to-all count per peer)",
-          d(lay.etp) * x.Ns * (x.C + x.K), "train.micro_batch");
+    check("rows one rank receives in the all-to-all (ep * etp * tokens moved per rank)",
+          d(lay.ep) * d(lay.etp) * x.Ns, "train.micro_batch");
   return out;
 }
 
