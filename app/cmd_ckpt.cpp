@@ -80,7 +80,8 @@ void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& 
       << "data loader  "
       << (missing("state/data") ? not_stored("state/data")
                                 : "seed " + std::to_string(s.loader.seed) + ", next step " +
-                                      std::to_string(s.loader.step))
+                                      std::to_string(s.loader.step) + ", sequences consumed " +
+                                      std::to_string(s.loader.consumed))
       << "\n"
       << "rng          "
       << (missing("state/rng") ? not_stored("state/rng")

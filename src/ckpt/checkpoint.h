@@ -28,8 +28,9 @@
 //     code adds are covered too. A flipped bit in the `config` string (kept in HDF5's global heap,
 //     which has no checksum of its own), a hand-edited `step`, or a dataset deleted together with
 //     its manifest line all fail verification (seal.h).
-//   - /state/data (seed, next_step), /state/rng (generator, seed, offset), /state/train
-//     (best_val_loss, last_val_loss); /optim attributes step and lr.
+//   - /state/data (seed, next_step, consumed_sequences: the batch order's position, which a
+//     resume with another train.global_batch continues from), /state/rng (generator, seed, offset),
+//     /state/train (best_val_loss, last_val_loss); /optim attributes step and lr.
 //   - the file format's own metadata checksums (HDF5 1.10 format: superblock v3, object header
 //     v2) catch damage to the structure; Fletcher32 catches damage to the data.
 //

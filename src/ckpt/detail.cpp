@@ -242,6 +242,7 @@ void pack(Packer& p, const TrainState& s) {
   p.f64(s.lr);
   p.u64(s.loader.seed);
   p.i64(s.loader.step);
+  p.i64(s.loader.consumed);
   p.u64(s.rng.seed);
   p.u64(s.rng.offset);
   p.f64(s.best_val_loss);
@@ -264,6 +265,7 @@ TrainState unpack_state(Unpacker& u) {
   s.lr = u.f64();
   s.loader.seed = u.u64();
   s.loader.step = u.i64();
+  s.loader.consumed = u.i64();
   s.rng.seed = u.u64();
   s.rng.offset = u.u64();
   s.best_val_loss = u.f64();

@@ -185,9 +185,13 @@ FileInfo read_structure(const std::string& file) {
     s.optim_step = non_negative("step", read_attr_i64(g, "step"));
     s.lr = read_attr_f64(g, "lr");
   });
+  s.loader.consumed = -1;
   group_attrs("state/data", [&](hid_t g) {
     s.loader.seed = read_attr_u64(g, "seed");
     s.loader.step = read_attr_i64(g, "next_step");
+    if (has_attr(g, "consumed_sequences"))
+      s.loader.consumed =
+          non_negative("consumed_sequences", read_attr_i64(g, "consumed_sequences"));
   });
   group_attrs("state/rng", [&](hid_t g) {
     s.rng.seed = read_attr_u64(g, "seed");
@@ -197,6 +201,16 @@ FileInfo read_structure(const std::string& file) {
     s.best_val_loss = read_attr_f64(g, "best_val_loss");
     s.last_val_loss = read_attr_f64(g, "last_val_loss");
   });
+  // A file without consumed_sequences (written before it, or by another tool): step * the
+  // stored global batch, exact unless an earlier resume changed the batch. A stored config
+  // that does not parse leaves -1: the trainer then uses its own global batch.
+  if (s.loader.consumed < 0) {
+    try {
+      s.loader.consumed =
+          s.step * parse_config(s.config_yaml, {}, "stored config").train.global_batch;
+    } catch (const UsageError&) {
+    }
+  }
 
   std::vector<ManifestEntry> manifest;
   if (foreign) {

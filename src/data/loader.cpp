@@ -66,9 +66,27 @@ const std::vector<int64_t>& BatchLoader::permutation(int64_t epoch) {
   return slot.perm;
 }
 
+void BatchLoader::resume_at(int64_t step, int64_t consumed, int64_t tokens_seen) {
+  SY_CHECK(step >= 0 && consumed >= 0 && tokens_seen >= 0,
+           "resume at step " << step << ", sequence " << consumed << ", token " << tokens_seen);
+  base_step_ = step;
+  base_consumed_ = consumed;
+  base_tokens_ = tokens_seen;
+}
+
+int64_t BatchLoader::consumed_before(int64_t step) const {
+  SY_CHECK(step >= base_step_, "step " << step << " before the resumed step " << base_step_);
+  return base_consumed_ + (step - base_step_) * global_batch_;
+}
+
+int64_t BatchLoader::tokens_before(int64_t step) const {
+  SY_CHECK(step >= base_step_, "step " << step << " before the resumed step " << base_step_);
+  return base_tokens_ + (step - base_step_) * global_batch_ * seq_len_;
+}
+
 int64_t BatchLoader::window_of(int64_t step, int64_t j) {
   SY_CHECK(step >= 0 && j >= 0 && j < global_batch_, "step " << step << ", sequence " << j);
-  const int64_t g = step * global_batch_ + j;
+  const int64_t g = consumed_before(step) + j;
   return permutation(g / num_windows_)[static_cast<size_t>(g % num_windows_)];
 }
 

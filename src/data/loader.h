@@ -6,7 +6,9 @@
 // Letters: T = seq_len, GB = global_batch, W = number of windows.
 // The train split is cut into W = (n_train - 1) / T windows of T + 1 tokens at stride T (window w
 // = train[w*T .. w*T + T]: T inputs and their T next-token targets). Sequence j of step t has the
-// global index g = t * GB + j; it lies in epoch e = g / W at position g % W of that epoch's
+// global index g = t * GB + j (after resume_at: the position the checkpoint stored plus GB per
+// step since, so a run resumed with another global batch neither skips nor repeats sequences);
+// it lies in epoch e = g / W at position g % W of that epoch's
 // permutation of the windows, a Fisher-Yates shuffle driven by a counter-based generator keyed by
 // (seed, e). So every window is seen once per epoch, and the order is the same on every platform
 // (no std:: distributions, whose output is implementation-defined).
@@ -18,11 +20,13 @@
 
 namespace sy {
 
-// The loader's position, all a checkpoint needs to resume the same order (the step is the
-// position: batches are a pure function of it).
+// The loader's position, all a checkpoint needs to resume the same order: the step, and the
+// sequences of the epoch stream consumed before it (step * GB while the global batch never
+// changed; /state/data's consumed_sequences).
 struct LoaderState {
   uint64_t seed = 0;
   int64_t step = 0;
+  int64_t consumed = 0;
 
   bool operator==(const LoaderState&) const = default;
 };
@@ -40,10 +44,22 @@ class BatchLoader {
   // The window (start token / T) of sequence j of step's global batch.
   int64_t window_of(int64_t step, int64_t j);
 
+  // Continue a run whose checkpoint stored `consumed` sequences and `tokens_seen` tokens before
+  // `step`: sequence j of step t >= step is then global index consumed + (t - step) * GB + j.
+  void resume_at(int64_t step, int64_t consumed, int64_t tokens_seen);
+
+  // The global index of sequence 0 of `step` (step >= the resumed step).
+  int64_t consumed_before(int64_t step) const;
+  // Training tokens consumed before `step`: the resumed count plus GB * T per step since.
+  int64_t tokens_before(int64_t step) const;
+
   // What a checkpoint stores to resume at `next_step`.
-  LoaderState state(int64_t next_step) const { return {seed_, next_step}; }
+  LoaderState state(int64_t next_step) const {
+    return {seed_, next_step, consumed_before(next_step)};
+  }
 
   int64_t num_windows() const { return num_windows_; }
+  int64_t global_batch() const { return global_batch_; }
   uint64_t seed() const { return seed_; }
 
  private:
@@ -52,6 +68,7 @@ class BatchLoader {
   std::span<const int32_t> train_;
   int64_t seq_len_, global_batch_, num_windows_;
   uint64_t seed_;
+  int64_t base_step_ = 0, base_consumed_ = 0, base_tokens_ = 0;  // resume_at
   // The last two epochs' permutations: a step may straddle an epoch boundary, and micro-batches
   // of one step are filled in turn, so two slots never recompute within a step.
   struct Cached {

@@ -145,6 +145,10 @@ BatchShare::BatchShare(const Config& cfg, const TokenData& data, const comm::Lay
       first_seq_(per_dp_ * lay.coords.dp_rank),
       tokens_(static_cast<size_t>(micro_batch_ * (cfg.model.seq_len + 1))) {}
 
+void BatchShare::resume_at(int64_t step, int64_t consumed, int64_t tokens_seen) {
+  loader_.resume_at(step, consumed >= 0 ? consumed : step * loader_.global_batch(), tokens_seen);
+}
+
 void sum_over_dp(StepTotals& tot, const comm::Comm& dp, comm::Watchdog* wd) {
   double parts[3] = {tot.loss.lm, tot.loss.aux, tot.loss.z};
   comm::allreduce_sum(std::span<double>(parts, 3), dp, wd, "step loss");

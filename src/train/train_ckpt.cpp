@@ -35,7 +35,7 @@ ckpt::TrainState training_state(const Config& cfg, int64_t done, int64_t optim_s
                                 const BatchLoader& loader, const TrainSummary& summary) {
   ckpt::TrainState st;
   st.step = done;
-  st.tokens_seen = done * cfg.train.global_batch * cfg.model.seq_len;
+  st.tokens_seen = loader.tokens_before(done);
   st.optim_step = optim_step;
   st.lr = lr;
   st.loader = loader.state(done);

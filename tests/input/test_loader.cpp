@@ -161,5 +161,33 @@ TEST(Loader, ValidationWindowsAreAtStrideTInFileOrder) {
       << "window 4 is past the end";
 }
 
+// A run resumed with another global batch continues the batch order where the checkpoint left
+// it: 3 steps of 8 then 4 steps of 20 see the first 24 + 80 sequences of the stream, each once,
+// in stream order. The reference is the stream itself, read one sequence per step by a loader
+// of global batch 1. Before, step t of the new run started at t * 20: sequences 24..59 were
+// skipped and the token count was 7 * 20 sequences.
+TEST(Loader, AResumeWithAnotherGlobalBatchContinuesTheStream) {
+  const int64_t T = 4;
+  const auto train = positions(4 * 30 + 1);  // 30 windows: the run crosses 3 epoch boundaries
+  BatchLoader stream(train, T, 1, 7);
+  BatchLoader first(train, T, 8, 7);
+  std::vector<int64_t> seen;
+  for (int64_t step = 0; step < 3; ++step)
+    for (int64_t j = 0; j < 8; ++j) seen.push_back(first.window_of(step, j));
+  const LoaderState at = first.state(3);
+  EXPECT_EQ(at.consumed, 24);
+  EXPECT_EQ(first.tokens_before(3), 24 * T);
+
+  BatchLoader resumed(train, T, 20, 7);
+  resumed.resume_at(at.step, at.consumed, first.tokens_before(3));
+  for (int64_t step = 3; step < 7; ++step)
+    for (int64_t j = 0; j < 20; ++j) seen.push_back(resumed.window_of(step, j));
+  ASSERT_EQ(seen.size(), 104u);
+  for (int64_t g = 0; g < 104; ++g) EXPECT_EQ(seen[static_cast<size_t>(g)], stream.window_of(g, 0));
+  EXPECT_EQ(resumed.state(7).consumed, 104);
+  EXPECT_EQ(resumed.tokens_before(7), 104 * T);
+  EXPECT_ANY_THROW(resumed.window_of(2, 0));  // before the resumed step
+}
+
 }  // namespace
 }  // namespace sy

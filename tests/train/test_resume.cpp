@@ -164,6 +164,25 @@ TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
   EXPECT_NE(r.output.find("nope.h5"), std::string::npos) << r.output;
 }
 
+// A resume with another train.global_batch continues the batch order after the sequences the
+// checkpoint consumed, and counts tokens per step as they were trained: 10 steps of 8 sequences
+// and 2 of 16 are 112 sequences, 3584 tokens of seq_len 32. Before, both were recomputed from
+// the new batch (12 * 16 = 192 sequences: 80..191 of the stream skipped the first 16 of them
+// after the resume), and ckpt info said 6144 tokens. The order itself: Loader tests.
+TEST_F(Resume, AnotherGlobalBatchContinuesTheDataAndTheTokenCount) {
+  auto r = run_command(train_cmd("run", "--set train.steps=10"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(
+      train_cmd("run", "--resume auto --set train.steps=12 --set train.global_batch=16"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("train.global_batch: 8 -> 16"), std::string::npos) << r.output;
+  r = run_command(std::string(SWITCHYARD_BIN) + " ckpt info --no-config " + dir_.file("run") +
+                  "/checkpoints/step_00000012.h5");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("step         12 (tokens seen 3584)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("next step 12, sequences consumed 112"), std::string::npos) << r.output;
+}
+
 // --resume auto with a checkpoint.dir that holds nothing starts at step 0, as a first start must.
 // But where run.out_dir's earlier run kept its checkpoints in another directory (a user who
 // pointed checkpoint.dir at a new disk without moving them) it is refused, naming that
