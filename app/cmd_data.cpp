@@ -3,7 +3,6 @@
 #include <hdf5.h>
 #include <sys/stat.h>
 
-#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -48,14 +47,11 @@ void note_repeated_inputs(const std::vector<std::string>& paths, const char* wha
   }
 }
 
-// Before a data command writes a token file:
-// - past the file size limit (ulimit -f) write(2) fails with EFBIG, which the writer reports as
-//   one message, instead of SIGXFSZ killing the process and leaving the .tmp behind;
-// - HDF5 1.10's clean-up at exit crashes (or loops) on a file whose write and close failed (a
-//   disk that filled during the write), after the message: it is turned off, every file the
-//   command opens being closed by then (TokenFileWriter).
+// Before a data command writes a token file: HDF5 1.10's clean-up at exit crashes (or loops) on
+// a file whose write and close failed (a disk that filled during the write), after the message:
+// it is turned off, every file the command opens being closed by then (TokenFileWriter). (Past
+// the file size limit a write fails with EFBIG instead of killing the process: main.cpp.)
 void prepare_for_token_file_writes() {
-  std::signal(SIGXFSZ, SIG_IGN);
   H5dont_atexit();
 }
 

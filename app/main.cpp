@@ -2,6 +2,7 @@
 // app/cmd_*.cpp each) and turns the exception type into the exit code of SPEC section 9.
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -105,6 +106,11 @@ int checked_stdout(int rc) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Past the file size limit (ulimit -f) a write must fail with EFBIG, which every writer
+  // reports (a checkpoint, an export, a token file, a plot: one message, exit 1, the partial
+  // file removed), not raise SIGXFSZ, which killed the process silently (exit 153) and left the
+  // .tmp behind.
+  std::signal(SIGXFSZ, SIG_IGN);
   // `train`: the preemption handlers go in before anything else and stay until the process ends,
   // so a SIGUSR1/SIGTERM during start-up ends the run with 75 (not killed: 138) and one after the
   // last checkpoint leaves it to exit 0 (src/train/signals.h).

@@ -236,7 +236,15 @@ int64_t estimated_file_bytes(const std::vector<PlannedTensor>& plan, const Train
 // Rank 0, before the write: refuses a checkpoint that cannot fit, so a full disk is one clear
 // message instead of a failure deep inside a collective write. A stale temp file of the same step
 // is about to be truncated, so its space counts as free.
-void check_free_space(const std::string& dir, const std::string& tmp_path, int64_t need) {
+void check_free_space(const std::string& dir, const std::string& tmp_path, int64_t file_bytes,
+                      int64_t need) {
+  // Past the file size limit the write would fail half-way (EFBIG; SIGXFSZ is ignored), inside
+  // HDF5, whose clean-up at exit then crashes on the file it could not close.
+  if (const std::string why = ::sy::files::past_file_size_limit(file_bytes); !why.empty())
+    throw Error(kExitOther, "checkpoint " + fs::path(tmp_path).stem().string() + " needs about " +
+                                mib(file_bytes) + ", " + why +
+                                "; the previous checkpoint and `latest` are kept. Raise the limit "
+                                "and resume with --resume auto");
   int64_t avail = free_bytes(dir);
   if (avail < 0) return;  // unknown: the write itself will tell
   std::error_code ec;
@@ -443,7 +451,7 @@ SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainSta
     fs::create_directories(dir, ec);
     if (ec || !fs::is_directory(dir))
       throw UsageError("checkpoint.dir '" + dir + "' cannot be created: " + ec.message());
-    check_free_space(dir, tmp_path, need + spare);
+    check_free_space(dir, tmp_path, need, need + spare);
     diagnosed(tmp_path, [&] { hold_spare(spare_path, spare); });
   });
 

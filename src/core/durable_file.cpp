@@ -112,12 +112,17 @@ int64_t free_bytes(const std::string& dir) {
   return static_cast<int64_t>(v.f_bavail) * static_cast<int64_t>(v.f_frsize);
 }
 
-std::string no_room_for(const std::string& dir, int64_t bytes) {
+std::string past_file_size_limit(int64_t bytes) {
   rlimit limit{};
   if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
       static_cast<double>(bytes) > static_cast<double>(limit.rlim_cur))
     return "more than the file size limit (ulimit -f) of " +
            mib(static_cast<int64_t>(limit.rlim_cur));
+  return "";
+}
+
+std::string no_room_for(const std::string& dir, int64_t bytes) {
+  if (std::string why = past_file_size_limit(bytes); !why.empty()) return why;
   const int64_t avail = free_bytes(dir);
   if (avail >= 0 && bytes > avail)
     return "more than the " + mib(avail) + " free in '" + dir + "' (no space left)";

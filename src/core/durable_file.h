@@ -66,6 +66,10 @@ class StagedFiles {
 // Bytes an unprivileged writer may still use on the file system of `dir`; -1 when unknown.
 int64_t free_bytes(const std::string& dir);
 
+// "more than the file size limit (ulimit -f) of 4.9 MiB" when a file of `bytes` is past it;
+// empty when it fits or there is no limit.
+std::string past_file_size_limit(int64_t bytes);
+
 // Why a file of about `bytes` cannot be written into `dir`: past the file size limit
 // (ulimit -f) or more than the free space there, in words ("more than the 1.0 MiB free in 'd'
 // (no space left)"); empty when it fits (or the free space is unknown). For writers that cannot
