@@ -15,6 +15,7 @@
 
 #include "comm/alltoall.h"
 #include "comm/collectives.h"
+#include "src/core/durable_file.h"
 #include "src/core/run_files.h"
 #include "src/data/loader.h"
 #include "src/train/report.h"
@@ -282,19 +283,31 @@ std::vector<std::string> diverged_replicas(const comm::ProcessGroups& g, const P
   return out;
 }
 
-std::optional<MetricsWriter> open_run_outputs(const Config& cfg, bool rank0, bool resumed,
+std::optional<MetricsWriter> open_run_outputs(const Config& cfg, const comm::Comm& world,
+                                              comm::Watchdog* wd, bool rank0, bool resumed,
                                               int64_t resume_step) {
   namespace fs = std::filesystem;
   std::optional<MetricsWriter> metrics;
-  if (!rank0) return metrics;
-  fs::create_directories(cfg.run.out_dir);
-  std::ofstream(fs::path(cfg.run.out_dir) / "config.yaml") << to_yaml(cfg);
-  const std::string path = metrics_path(cfg.run.out_dir);
-  if (resumed) {
-    metrics.emplace(path, resume_step);
-  } else {
-    metrics.emplace(path, false);
-  }
+  agree_on_usage(world, wd, [&] {
+    if (!rank0) return;
+    // Written whole or not at all: an unchecked stream left an empty config.yaml on a full disk,
+    // which `placement --run` then misread.
+    const std::string config = (fs::path(cfg.run.out_dir) / "config.yaml").string();
+    try {
+      fs::create_directories(cfg.run.out_dir);
+      files::atomic_write_text(config, to_yaml(cfg));
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      files::throw_output_error("the run's config '" + config + "'", e.what());
+    }
+    const std::string path = metrics_path(cfg.run.out_dir);
+    if (resumed) {
+      metrics.emplace(path, resume_step);
+    } else {
+      metrics.emplace(path, false);
+    }
+  });
   return metrics;
 }
 

@@ -29,21 +29,25 @@
 
 namespace sy {
 
-// Runs `work` on every rank; if it throws UsageError on any rank, every rank throws. One rank
-// reports: rank 0 when it failed (an error every rank meets), else the first failing rank (a
-// rank-local problem: its GPU, its memory, a node's copy of a file), naming itself. It throws
-// the UsageError (exit 2); every other rank throws a quiet Error with kExitOk, so that the
-// reporting rank is the only one that exits non-zero and mpirun cannot end the job before its
-// message is out (run_with_mpi in app/run_mpi.h). Inputs are checked this way before any other
-// collective, so a bad file ends the job with one message and exit 2. `wd` bounds the wait for
-// the other ranks (null: unbounded).
+// Runs `work` on every rank; if it throws UsageError (or another sy::Error: an output on a full
+// disk) on any rank, every rank throws. One rank reports: rank 0 when it failed (an error every
+// rank meets), else the first failing rank (a rank-local problem: its GPU, its memory, a node's
+// copy of a file), naming itself. It throws the error with its code (UsageError: exit 2); every
+// other rank throws a quiet Error with kExitOk, so that the reporting rank is the only one that
+// exits non-zero and mpirun cannot end the job before its message is out (run_with_mpi in
+// app/run_mpi.h). Inputs are checked this way before any other collective, so a bad file ends
+// the job with one message and exit 2. `wd` bounds the wait for the other ranks (null:
+// unbounded).
 template <class F>
 void agree_on_usage(const comm::Comm& world, comm::Watchdog* wd, F&& work) {
   std::string err;
+  ExitCode code = kExitUsage;
   try {
     std::forward<F>(work)();
-  } catch (const UsageError& e) {
+  } catch (const Error& e) {
     err = e.what();
+    code = e.code();
+    if (err.empty()) err = "failed";
   }
   int failed_rank = err.empty() ? world.size() : world.rank();
   {
@@ -51,8 +55,11 @@ void agree_on_usage(const comm::Comm& world, comm::Watchdog* wd, F&& work) {
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failed_rank, 1, MPI_INT, MPI_MIN, world.get()));
   }
   if (failed_rank == world.size()) return;
-  if (world.rank() == failed_rank)
-    throw UsageError(failed_rank == 0 ? err : "rank " + std::to_string(failed_rank) + ": " + err);
+  if (world.rank() == failed_rank) {
+    std::string msg = failed_rank == 0 ? err : "rank " + std::to_string(failed_rank) + ": " + err;
+    if (code == kExitUsage) throw UsageError(msg);
+    throw Error(code, msg);
+  }
   throw Error(kExitOk, "rank " + std::to_string(failed_rank) + " reports why it cannot start",
               /*quiet=*/true);
 }
@@ -180,7 +187,11 @@ void log_run_header(const Config& cfg, const TokenData& data, const comm::Layout
 
 // <run.out_dir>/config.yaml and metrics.jsonl on rank 0 (nullopt elsewhere): a new file, or,
 // when resuming at resume_step > 0, the old one without the lines of the steps redone.
-std::optional<MetricsWriter> open_run_outputs(const Config& cfg, bool rank0, bool resumed,
+// Collective (agree_on_usage): a file rank 0 cannot write (a full disk, no permission) ends every
+// rank with rank 0's message, where rank 0 alone used to leave while the others waited in their
+// next collective.
+std::optional<MetricsWriter> open_run_outputs(const Config& cfg, const comm::Comm& world,
+                                              comm::Watchdog* wd, bool rank0, bool resumed,
                                               int64_t resume_step);
 
 // The bookkeeping of a run's steps, the same for both loops: the summary (first step, losses,

@@ -304,7 +304,8 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
     return std::move(*finished);
 
   const int64_t val_windows = eval_windows(cfg, data);
-  std::optional<MetricsWriter> metrics = open_run_outputs(cfg, rank0, resumed.resumed, first_step);
+  std::optional<MetricsWriter> metrics =
+      open_run_outputs(cfg, g.world(), wd, rank0, resumed.resumed, first_step);
   const StepFlops flops = step_flops(cfg);
   std::ostringstream device_line;
   device_line << "device: cuda (" << to_string(cfg.train.precision) << "), " << lay.world_size

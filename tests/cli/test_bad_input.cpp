@@ -235,4 +235,67 @@ TEST(CliBadInput, ATokenFileWriteThatFailsMidWayIsOneMessage) {
   }
 }
 
+// The run's config.yaml is written whole or the run does not start: a stream nobody checked left
+// it empty on a full disk (and `placement --run` then misread the run), or, as here, not
+// written at all, and the run went on to exit 0.
+TEST(CliBadInput, ARunsConfigThatCannotBeWrittenStopsTheRunNamingIt) {
+  sy::test::TempDir dir;
+  write_text_past_the_limit(dir);
+  ASSERT_EQ(
+      run("data prepare --input " + dir.file("in.txt") + " --output " + dir.file("d.h5")).exit_code,
+      0);
+  std::filesystem::create_directories(dir.file("run") + "/config.yaml");
+  const Result r = run("train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
+                       "/configs/tiny.yaml --set data.path=" + dir.file("d.h5") +
+                       " --set run.out_dir=" + dir.file("run") + " --set train.steps=2");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("the run's config '" + dir.file("run") + "/config.yaml'"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("Is a directory"), std::string::npos) << r.err;
+}
+
+// A checkpoint or an export past the file size limit: one message, exit 1, the previous
+// checkpoint and `latest` kept, nothing half-written left. They were SIGXFSZ (153, no message,
+// a .tmp left), or a crash in HDF5's clean-up at exit (139) after the failed checkpoint write.
+// The limit is 6 MiB, the model's checkpoint ~40 MiB. (MPI's start-up keeps its job data in
+// shared-memory files of a few MiB unless PMIx is told to keep them in its own memory.)
+TEST(CliBadInput, CheckpointsAndExportsPastTheFileSizeLimitAreOneMessage) {
+  namespace fs = std::filesystem;
+  sy::test::TempDir dir;
+  write_text_past_the_limit(dir);
+  ASSERT_EQ(
+      run("data prepare --input " + dir.file("in.txt") + " --output " + dir.file("d.h5")).exit_code,
+      0);
+  const std::string train = "train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
+                            "/configs/tiny.yaml --set data.path=" + dir.file("d.h5") +
+                            " --set run.out_dir=" + dir.file("run") +
+                            " --set checkpoint.every=2 --set model.d_model=128 "
+                            "--set moe.ffn_hidden=512 --set moe.num_experts=8 --set train.steps=";
+  ASSERT_EQ(run(train + "2").exit_code, 0);
+  const std::string ckpts = dir.file("run") + "/checkpoints/";
+  const std::string limit = "export PMIX_MCA_gds=hash; ulimit -f 6144; ";
+
+  Result r = run(train + "4 --resume auto", limit);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("checkpoint step_00000004.h5 needs about"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("file size limit (ulimit -f)"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(ckpts + "step_00000004.h5.tmp"));
+  EXPECT_TRUE(fs::exists(ckpts + "step_00000002.h5"));
+  std::ifstream latest(ckpts + "latest");
+  std::string name;
+  latest >> name;
+  EXPECT_EQ(name, "step_00000002.h5");
+
+  for (const std::string& format : {std::string("safetensors"), std::string("hf")}) {
+    const std::string out = dir.file("export-" + format);
+    const std::string target = format == "hf" ? out : out + ".safetensors";
+    r = run("ckpt export " + ckpts + "step_00000002.h5 --format " + format + " --output " + target,
+            limit);
+    EXPECT_EQ(r.exit_code, 1) << format << "\n" << r.err;
+    EXPECT_NE(r.err.find("File too large"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(target)) << target;
+    EXPECT_FALSE(fs::exists(target + ".tmp")) << target;
+  }
+}
+
 }  // namespace
