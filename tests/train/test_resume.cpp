@@ -167,8 +167,8 @@ TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
 // A resume with another train.global_batch continues the batch order after the sequences the
 // checkpoint consumed, and counts tokens per step as they were trained: 10 steps of 8 sequences
 // and 2 of 16 are 112 sequences, 3584 tokens of seq_len 32. Before, both were recomputed from
-// the new batch (12 * 16 = 192 sequences: 80..191 of the stream skipped the first 16 of them
-// after the resume), and ckpt info said 6144 tokens. The order itself: Loader tests.
+// the new batch: steps 10 and 11 read sequences 160..191, skipping 80..159, and ckpt info said
+// 6144 tokens. The order itself: Loader tests.
 TEST_F(Resume, AnotherGlobalBatchContinuesTheDataAndTheTokenCount) {
   auto r = run_command(train_cmd("run", "--set train.steps=10"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
