@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/core/paths.h"
 #include "src/core/run_files.h"
@@ -104,6 +105,22 @@ void run_gnuplot(const std::string& gnuplot, const std::string& script) {
                              "' not found; install Debian's gnuplot-nox (jobs/deps.sh does)");
   if (code != 0)
     throw std::runtime_error("plot: gnuplot failed (exit " + std::to_string(code) + "):\n" + out);
+}
+
+// gnuplot exits 0 when it could not write a PNG (a full disk leaves it empty, 0 bytes): every
+// chart is checked, and an empty one removed and said (exit 1, as any output that failed).
+void check_png(const std::string& png) {
+  std::error_code ec;
+  const auto size = fs::file_size(png, ec);
+  if (!ec && size > 0) return;
+  if (ec) throw std::runtime_error("plot: gnuplot did not write " + png);
+  fs::remove(png, ec);
+  const std::string dir = fs::path(png).parent_path().string();
+  const int64_t avail = files::free_bytes(dir.empty() ? "." : dir);
+  throw Error(kExitOther,
+              "plot: gnuplot wrote '" + png + "' empty (" +
+                  (avail >= 0 ? files::mib(avail) + " free there" : "free space unknown") +
+                  ": a full disk or quota?); it is removed");
 }
 
 }  // namespace
@@ -252,8 +269,7 @@ std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& ti
     f << g.str();
   }
   run_gnuplot(opt.gnuplot, script);
-  for (const auto& p : written)
-    if (!fs::exists(p)) throw std::runtime_error("plot: gnuplot did not write " + p);
+  for (const auto& p : written) check_png(p);
   return written;
 }
 
@@ -310,7 +326,7 @@ std::string plot_coactivation(const Coactivation& c, const std::string& title,
   const std::string script = tmp.file("coactivation.gp");
   std::ofstream(script) << g.str();
   run_gnuplot(opt.gnuplot, script);
-  if (!fs::exists(png)) throw std::runtime_error("plot: gnuplot did not write " + png);
+  check_png(png);
   return png;
 }
 
@@ -355,7 +371,7 @@ void plot_xy(const std::string& png, const std::string& title, const std::string
     f << g.str();
   }
   run_gnuplot(opt.gnuplot, script);
-  if (!fs::exists(png)) throw std::runtime_error("plot: gnuplot did not write " + png);
+  check_png(png);
 }
 
 std::vector<std::string> plot_run(const std::string& run_dir, const PlotOptions& opt,

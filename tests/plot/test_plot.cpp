@@ -124,6 +124,35 @@ TEST(PlotMetrics, AFileWhereTheOutputDirectoryGoesIsNamed) {
   }
 }
 
+// gnuplot exits 0 when it cannot write its PNG: on a full disk every chart came out empty and
+// plot said it wrote them (exit 0). A stand-in gnuplot that creates each `set output` file empty
+// and exits 0, as the real one does there: the first chart is named, removed, and the error is
+// exit 1 (an output that failed), not 2.
+TEST(PlotMetrics, AnEmptyChartFromGnuplotIsAnErrorNotASuccess) {
+  test::TempDir dir;
+  write(dir.file("metrics.jsonl"), resumed_run(2, 8, false));
+  const std::string fake = dir.file("fake-gnuplot");
+  write(
+      fake,
+      "#!/bin/sh\n"
+      "sed -n \"s/^set output '\\(.*\\)'$/\\1/p\" \"$1\" | while read -r f; do : > \"$f\"; done\n");
+  fs::permissions(fake, fs::perms::owner_all);
+  PlotOptions opt;
+  opt.gnuplot = fake;
+  std::ostringstream log;
+  try {
+    plot_run(dir.path().string(), opt, log);
+    FAIL() << "empty charts were accepted";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(e.code(), kExitOther) << what;
+    EXPECT_NE(what.find("plot: gnuplot wrote '" + dir.file("plots/loss.png") + "' empty"),
+              std::string::npos)
+        << what;
+    EXPECT_FALSE(fs::exists(dir.file("plots/loss.png")));
+  }
+}
+
 // Width and height from a PNG's IHDR chunk (bytes 16..23, big-endian), after checking the
 // 8-byte signature; {0, 0} when the file is not a PNG.
 std::pair<uint32_t, uint32_t> png_size(const std::string& path) {
