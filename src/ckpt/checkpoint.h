@@ -75,6 +75,10 @@ namespace sy::ckpt {
 // is at fault: "checkpoint 'run/step_00000010.h5', dataset /model/embed: ...".
 class CheckpointError : public UsageError {
  public:
+  // The start of `problem` for a file this process may not read (permissions): not damage, so
+  // --resume auto stops there instead of skipping to an older checkpoint.
+  static constexpr const char* kUnreadable = "cannot be read: ";
+
   // quiet: every rank has the same error and another rank reports it (see sy::Error).
   CheckpointError(std::string file, std::string dataset, const std::string& problem,
                   bool quiet = false);

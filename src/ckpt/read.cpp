@@ -102,11 +102,12 @@ FileInfo read_structure(const std::string& file) {
   std::error_code ec;
   const fs::file_status st = fs::status(file, ec);
   if (ec && ec != std::errc::no_such_file_or_directory)  // e.g. a directory it cannot enter
-    throw CheckpointError(file, "", "cannot be read: " + ec.message());
+    throw CheckpointError(file, "", CheckpointError::kUnreadable + ec.message());
   if (!fs::exists(st)) throw CheckpointError(file, "", "file not found");
   if (!fs::is_regular_file(st)) throw CheckpointError(file, "", "not a regular file");
   if (::access(file.c_str(), R_OK) != 0)  // else HDF5 fails to open it, read as "not HDF5"
-    throw CheckpointError(file, "", std::string("cannot be read: ") + std::strerror(errno));
+    throw CheckpointError(file, "",
+                          std::string(CheckpointError::kUnreadable) + std::strerror(errno));
   h5::PropList fapl = serial_fapl();
   const hid_t id = H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl);
   if (id < 0) {

@@ -71,6 +71,14 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
       plan.path = c;
       break;
     } catch (const CheckpointError& e) {
+      // A checkpoint it may not read is not damaged: skipping it would resume from an older one
+      // and write over it (with checkpoint.keep, remove it). Said, exit 2.
+      if (e.dataset().empty() && e.problem().starts_with(CheckpointError::kUnreadable))
+        throw UsageError("--resume auto: checkpoint " + c + " " + e.problem() +
+                             "; not skipped (it is not damaged, and resuming from an older one "
+                             "would train over it). Make it readable, or resume from another "
+                             "checkpoint on purpose with --resume <file>",
+                         /*quiet=*/detail::comm_rank(comm) != 0);
       plan.skipped.push_back({c, reason_of(e)});
     }
   }
