@@ -75,8 +75,9 @@ namespace sy::ckpt {
 // is at fault: "checkpoint 'run/step_00000010.h5', dataset /model/embed: ...".
 class CheckpointError : public UsageError {
  public:
-  // The start of `problem` for a file this process may not read (permissions): not damage, so
-  // --resume auto stops there instead of skipping to an older checkpoint.
+  // The start of `problem` for a file this process may not read (permissions; the text of
+  // sy::unreadable_reason): not damage, so --resume auto stops there instead of skipping to an
+  // older checkpoint.
   static constexpr const char* kUnreadable = "cannot be read: ";
 
   // quiet: every rank has the same error and another rank reports it (see sy::Error).

@@ -27,6 +27,7 @@
 #include "src/ckpt/files.h"
 #include "src/ckpt/seal.h"
 #include "src/config/config.h"
+#include "src/core/paths.h"
 
 namespace sy::ckpt {
 
@@ -105,9 +106,8 @@ FileInfo read_structure(const std::string& file) {
     throw CheckpointError(file, "", CheckpointError::kUnreadable + ec.message());
   if (!fs::exists(st)) throw CheckpointError(file, "", "file not found");
   if (!fs::is_regular_file(st)) throw CheckpointError(file, "", "not a regular file");
-  if (::access(file.c_str(), R_OK) != 0)  // else HDF5 fails to open it, read as "not HDF5"
-    throw CheckpointError(file, "",
-                          std::string(CheckpointError::kUnreadable) + std::strerror(errno));
+  if (const std::string why = unreadable_reason(file); !why.empty())  // HDF5: "not HDF5"
+    throw CheckpointError(file, "", why);
   h5::PropList fapl = serial_fapl();
   const hid_t id = H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl);
   if (id < 0) {

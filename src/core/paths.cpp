@@ -1,6 +1,11 @@
 #include "src/core/paths.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <string>
 #include <system_error>
 
 #include "src/core/error.h"
@@ -25,6 +30,11 @@ std::string what_is_at(const std::string& path) {
     default:
       return "something that is not a directory";
   }
+}
+
+std::string unreadable_reason(const std::string& path) {
+  if (::access(path.c_str(), R_OK) == 0) return "";
+  return std::string("cannot be read: ") + std::strerror(errno);
 }
 
 void make_directories(const std::string& where, const std::string& dir) {

@@ -10,6 +10,10 @@ namespace sy {
 // What is at `path` when it is not a directory: "a regular file", "a FIFO", ...
 std::string what_is_at(const std::string& path);
 
+// "cannot be read: Permission denied" when this process may not read the file at `path`; empty
+// when it may. HDF5 reports such a file as no HDF5 file at all: input readers ask first.
+std::string unreadable_reason(const std::string& path);
+
 // Creates `dir` and its parents where missing. Throws UsageError (exit 2) "<where> '<dir>' is not
 // a directory (a regular file is in the way)" or "... cannot be created: <reason>"; `where` names
 // the key or flag, e.g. "run.out_dir" or "--out".

@@ -536,6 +536,7 @@ TokenData read_token_file(const std::string& path, int64_t model_vocab_size, int
   const Reader r(path);
   h5::ErrorSilencer quiet;
   try {
+    if (const std::string why = unreadable_reason(path); !why.empty()) r.fail(why);
     if (H5Fis_hdf5(path.c_str()) <= 0)
       r.fail("not an HDF5 file (make one with `switchyard data prepare`)");
     const hid_t file_id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);

@@ -6,6 +6,7 @@
 #include "src/core/error.h"
 #include "src/core/h5.h"
 #include "src/core/h5_attr.h"
+#include "src/core/paths.h"
 
 namespace sy {
 
@@ -54,6 +55,8 @@ Coactivation read_coactivation(const std::string& path) {
   h5::ErrorSilencer quiet;
   Coactivation c;
   try {
+    if (const std::string why = unreadable_reason(path); !why.empty())
+      throw UsageError(path + ": " + why);
     if (H5Fis_hdf5(path.c_str()) <= 0) throw UsageError(path + ": not an HDF5 file");
     h5::File f{H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT))};
     if (H5_CHECK(H5Aexists(f, "format")) <= 0)

@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 #include <hdf5.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -233,6 +235,40 @@ TEST(CliBadInput, ATokenFileWriteThatFailsMidWayIsOneMessage) {
     EXPECT_FALSE(std::filesystem::exists(out));
     EXPECT_FALSE(std::filesystem::exists(out + ".tmp"));
   }
+}
+
+// An input this user may not read says so: HDF5 takes such a file for no HDF5 file at all, and
+// the message was "not an HDF5 file (make one with `switchyard data prepare`)" for a good token
+// file, and the same for a run's coactivation.h5. Needs root to run as another user (CI is).
+TEST(CliBadInput, AnUnreadableInputSaysPermissionDenied) {
+  namespace fs = std::filesystem;
+  if (::geteuid() != 0 || !fs::exists("/usr/bin/setpriv"))
+    GTEST_SKIP() << "needs root and setpriv to run as another user";
+  sy::test::TempDir dir;
+  write_text_past_the_limit(dir);
+  const std::string data = dir.file("d.h5"), run_dir = dir.file("run");
+  ASSERT_EQ(run("data prepare --input " + dir.file("in.txt") + " --output " + data).exit_code, 0);
+  const std::string train = "train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
+                            "/configs/tiny.yaml --set data.path=" + data +
+                            " --set run.out_dir=" + run_dir + " --set train.steps=";
+  ASSERT_EQ(run(train + "2").exit_code, 0);
+  fs::permissions(dir.path(),
+                  fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec);
+  ASSERT_EQ(std::system(("chown -R 65534:65534 " + dir.path().string() + " && chown 0:0 " + data +
+                         " " + run_dir + "/coactivation.h5 && chmod 600 " + data + " " + run_dir +
+                         "/coactivation.h5")
+                            .c_str()),
+            0);
+  const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  Result r = run(train + "4 --set run.out_dir=" + dir.file("run2"), as_nobody);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("token file '" + data + "': cannot be read: Permission denied"),
+            std::string::npos)
+      << r.err;
+  r = run("placement --run " + run_dir + " --nodes 2 --output " + dir.file("p.yaml"), as_nobody);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("coactivation.h5: cannot be read: Permission denied"), std::string::npos)
+      << r.err;
 }
 
 // The run's config.yaml is written whole or the run does not start: a stream nobody checked left
