@@ -51,6 +51,7 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
   total_.num_experts = E;
   total_.top_k = static_cast<int>(cfg.moe.top_k);
   total_.first_step = total_.last_step = std::max<int64_t>(resumed_step, 0);
+  flushed_step_ = total_.last_step;
   total_.counts.assign(static_cast<size_t>(NL) * E * E, 0);
   if (!rank0_ || resumed_step < 0 || !std::filesystem::exists(path_)) return;
   try {
@@ -142,6 +143,7 @@ void CoactivationCounter::flush(const comm::Comm& world, int tp, int64_t done, c
   if (failed != 0) throw Error(kExitOther, failure, /*quiet=*/!rank0_);
   std::fill(pending_.begin(), pending_.end(), 0);
   for (auto& s : sample_) s.clear();
+  flushed_step_ = done;
 }
 
 }  // namespace sy

@@ -49,6 +49,12 @@ class CoactivationCounter {
   // Collective over `world`: sums what every rank counted since the last flush (divided by tp),
   // gathers the sample (when kept), and rank 0 writes the file as of step `done`.
   void flush(const comm::Comm& world, int tp, int64_t done, comm::Watchdog* wd);
+  // Collective: flush() unless the file already holds the counts as of step `done`. Before a
+  // checkpoint: a run stopped between log steps resumes from it, so the steps since the last log
+  // step must be in the file (they were lost: the resumed file lacked them, with no word).
+  void flush_up_to(const comm::Comm& world, int tp, int64_t done, comm::Watchdog* wd) {
+    if (done != flushed_step_) flush(world, tp, done, wd);
+  }
 
   const std::string& path() const { return path_; }
 
@@ -61,6 +67,7 @@ class CoactivationCounter {
   std::vector<std::vector<int32_t>> sample_;  // [NL][S*K] this step's, when kept
   bool keep_sample_ = false;
   int64_t sample_step_ = 0;
+  int64_t flushed_step_ = 0;  // the step the file's counts are as of (the same on every rank)
 };
 
 }  // namespace sy

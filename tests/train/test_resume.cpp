@@ -30,6 +30,7 @@
 #include "src/config/config.h"
 #include "src/data/tokens.h"
 #include "src/model/params.h"
+#include "src/placement/coactivation_file.h"
 #include "src/train/trainer.h"
 
 namespace sy {
@@ -182,6 +183,29 @@ TEST_F(Resume, AnotherGlobalBatchContinuesTheDataAndTheTokenCount) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("step         12 (tokens seen 3584)"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("next step 12, sequences consumed 112"), std::string::npos) << r.output;
+}
+
+// A run stopped between log steps resumes with the co-activation counts of every step: the file
+// is brought up to the checkpoint it resumes from. The counts of steps 11-15 (after the step-10
+// log flush, before the step-15 checkpoint the run resumed from) were lost with no word.
+// Reference: the uninterrupted run's file.
+TEST_F(Resume, CoactivationCountsSurviveAStopBetweenLogSteps) {
+  const std::string every = "--set log.every=10 --set checkpoint.every=5";
+  auto r = run_command(train_cmd("straight", every));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string latest = dir_.file("killed") + "/checkpoints/latest";
+  r = run_command("SWITCHYARD_FAULT=0:17:hang " + train_cmd("killed", every) + " & pid=$!; " +
+                  "for i in $(seq 600); do grep -q step_00000015 " + latest +
+                  " 2>/dev/null && break; sleep 0.05; done; sleep 0.3; kill -9 $pid; wait $pid");
+  EXPECT_EQ(r.exit_code, 137) << r.output;
+  r = run_command(train_cmd("killed", every + " --resume auto"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("step_00000015.h5 (step 15)"), std::string::npos) << r.output;
+  const Coactivation want = read_coactivation(dir_.file("straight") + "/coactivation.h5");
+  const Coactivation got = read_coactivation(dir_.file("killed") + "/coactivation.h5");
+  EXPECT_EQ(got.tokens, want.tokens);
+  EXPECT_EQ(got.counts, want.counts);
+  EXPECT_EQ(got.last_step, 20);
 }
 
 // A newest checkpoint this user may not read is not damaged: --resume auto stops with exit 2
