@@ -113,19 +113,27 @@ Plan plan_export(const Config& cfg, const Source& src, const std::string& file) 
         "softmax router would be another model");
   Plan p;
   p.mixtral = moe.shared_experts == 0 && moe.norm_topk;
+  // The router bias: the largest |b| over every layer, and how many layers have one (it said
+  // the first layer's alone, which need not be the largest).
+  float max_abs = 0.0f;
+  int64_t biased = 0, worst = -1;
   for (int64_t l = 0; l < cfg.model.n_layers; ++l) {
-    const auto& b = src.at(layer_param_name(l, "moe/bias")).data;
-    float max_abs = 0.0f;
-    for (float v : b) max_abs = std::max(max_abs, std::fabs(v));
-    if (max_abs > 0.0f) {
-      std::ostringstream os;
-      os << "a non-zero router bias (/" << layer_param_name(l, "moe/bias") << ", max |b| "
-         << max_abs
-         << ", from moe.bias_update_rate): it enters the expert selection, which no "
-            "architecture has; the export selects the top-k of p without it";
-      p.problems.push_back(os.str());
-      break;
+    float layer_max = 0.0f;
+    for (float v : src.at(layer_param_name(l, "moe/bias")).data)
+      layer_max = std::max(layer_max, std::fabs(v));
+    if (layer_max > 0.0f) ++biased;
+    if (layer_max > max_abs) {
+      max_abs = layer_max;
+      worst = l;
     }
+  }
+  if (biased > 0) {
+    std::ostringstream os;
+    os << "a non-zero router bias in " << biased << " of " << cfg.model.n_layers
+       << " layers (max |b| " << max_abs << " at /" << layer_param_name(worst, "moe/bias")
+       << ", from moe.bias_update_rate): it enters the expert selection, which no "
+          "architecture has; the export selects the top-k of p without it";
+    p.problems.push_back(os.str());
   }
   if (moe.capacity_factor)
     p.problems.push_back("capacity dropping (moe.capacity_factor " +
@@ -323,7 +331,14 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
     if (!tok.model().empty()) {
       staged.stage_text(in_output("tokenizer.model"), tok.model());
       Json t;
-      t["tokenizer_class"] = "LlamaTokenizer";
+      // Which class AutoTokenizer builds from tokenizer.model decides the ids. transformers 5's
+      // LlamaTokenizer is BPE whatever the model's type: a unigram model's text came out as
+      // other ids (+47..92 % loss), and a user model's leading spaces were merged. It keeps that
+      // class for a Mixtral config only; for Qwen2-MoE it builds what tokenizer_class names.
+      // PreTrainedTokenizerFast makes 5 convert the model by its own type (as it does for
+      // Mixtral); transformers 4, which converts LlamaTokenizer by type, cannot load that class
+      // without a tokenizer.json (LlamaTokenizerFast.from_pretrained(dir) does). README.
+      t["tokenizer_class"] = plan.mixtral ? "LlamaTokenizer" : "PreTrainedTokenizerFast";
       t["add_bos_token"] = false;
       t["add_eos_token"] = false;
       // A user's model (`data prepare --tokenizer-model`) may put a "▁" in front of a text.

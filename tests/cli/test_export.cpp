@@ -4,6 +4,9 @@
 // export (nothing) or a repeated one (exactly its files) leaves behind.
 #include <gtest/gtest.h>
 
+#include <hdf5.h>
+
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -19,6 +22,7 @@
 #include "cli/cli_runs.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
+#include "src/core/h5.h"
 
 namespace {
 
@@ -271,6 +275,25 @@ TEST(HfExport, RefusesWhatNoArchitectureRepresents) {
   for (const char* what : {"router bias", "moe.capacity_factor 1)",
                            "moe.gate_scale 1.5 (not a power of two)", "--allow-approximate"})
     EXPECT_TRUE(contains(r.output, what)) << what << "\n" << r.output;
+  // The bias named is the largest over the layers, read here from the checkpoint (it named the
+  // first layer's, whatever the others held).
+  {
+    sy::h5::File f{H5Fopen(final_ckpt(out, 3).c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)};
+    ASSERT_GE(f.get(), 0);
+    float best = -1.0f;
+    int best_layer = -1;
+    for (int l = 0; l < 2; ++l) {
+      const std::string path = "/model/layers/" + std::to_string(l) + "/moe/bias";
+      std::vector<float> b(4);  // tiny.yaml: 4 experts
+      sy::h5::Dataset ds{H5Dopen2(f.get(), path.c_str(), H5P_DEFAULT)};
+      ASSERT_GE(H5Dread(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b.data()), 0);
+      for (float v : b)
+        if (std::fabs(v) > best) best = std::fabs(v), best_layer = l;
+    }
+    EXPECT_TRUE(contains(r.output, "router bias in 2 of 2 layers")) << r.output;
+    EXPECT_TRUE(contains(r.output, "at /model/layers/" + std::to_string(best_layer) + "/moe/bias"))
+        << r.output;
+  }
   EXPECT_FALSE(fs::exists(dir.file("hf/config.json")));
   r = run_command(cmd + " --allow-approximate");
   EXPECT_EQ(r.exit_code, 0) << r.output;

@@ -150,17 +150,38 @@ with tempfile.TemporaryDirectory() as tmp:
                           steps=600, approximate="moe.capacity_factor=1.0" in sets)
         check_generation(name, ckpt, out, val_bytes, seq_len=8)
 
-    out, _ = check("bpe", bpe, ["model.vocab_size=512"], "MixtralForCausalLM", tmp)
-    tok = AutoTokenizer.from_pretrained(out)
-    text = open(inputs[0], encoding="utf-8").read()
-    with h5py.File(bpe, "r") as f:
-        sp = spm.SentencePieceProcessor(model_proto=bytes(f["tokenizer/model"][:]))
-    want = sp.encode(text[:2000])
-    got = tok(text[:2000], add_special_tokens=False)["input_ids"]
-    ok = got == want and tok.decode(got) == text[:2000]
-    failures += not ok
-    print(f"{'ok  ' if ok else 'FAIL'} tokenizer      {type(tok).__name__}: "
-          f"{len(got)} ids, {'the same as' if got == want else 'NOT the same as'} SentencePiece's")
+    # The exported tokenizer gives SentencePiece's ids, for each kind of SentencePiece model and
+    # each architecture (transformers 5 picks the tokenizer class by the architecture too: its
+    # LlamaTokenizer, which a Qwen2-MoE export named, is BPE whatever the model is). The user's
+    # model has sentencepiece's default add_dummy_prefix: its leading spaces must survive.
+    unigram = os.path.join(tmp, "unigram.h5")
+    run([args.switchyard, "data", "prepare", "--output", unigram, "--tokenizer", "unigram",
+         "--vocab-size", "512", "--input"] + inputs)
+    spm.SentencePieceTrainer.train(input=inputs[0], model_prefix=os.path.join(tmp, "user"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True,
+                                   normalization_rule_name="identity",
+                                   remove_extra_whitespaces=False)
+    user = os.path.join(tmp, "user.h5")
+    run([args.switchyard, "data", "prepare", "--output", user, "--tokenizer-model",
+         os.path.join(tmp, "user.model"), "--input"] + inputs)
+    text = open(inputs[0], encoding="utf-8").read()[:2000]
+    for tok_name, path, vocab in [("bpe", bpe, 512), ("unigram", unigram, 512),
+                                  ("user", user, 400)]:
+        with h5py.File(path, "r") as f:
+            sp = spm.SentencePieceProcessor(model_proto=bytes(f["tokenizer/model"][:]))
+        for arch, sets in [("MixtralForCausalLM", []),
+                           ("Qwen2MoeForCausalLM", ["moe.shared_experts=1"])]:
+            name = f"{tok_name}_{arch[:5].lower()}"
+            out, _ = check(name, path, [f"model.vocab_size={vocab}"] + sets, arch, tmp)
+            tok = AutoTokenizer.from_pretrained(out)
+            for sample in [text, "  two leading spaces\n\tand a tab", " "]:
+                want = sp.encode(sample)
+                got = tok(sample, add_special_tokens=False)["input_ids"]
+                ok = got == want and tok.decode(got) == sample
+                failures += not ok
+                print(f"{'ok  ' if ok else 'FAIL'} tokenizer      {name} {type(tok).__name__}: "
+                      f"{len(got)} ids, {'the same as' if got == want else 'NOT the same as'} "
+                      f"SentencePiece's for {sample[:12]!r}")
 
 print(f"{failures} failed")
 sys.exit(1 if failures else 0)
