@@ -25,7 +25,8 @@ struct SampleOptions {
 // UsageError naming the option (--tokens, --temperature, --top-k, --top-p) when out of range.
 void check_sample_options(const SampleOptions& o);
 
-// The id picked from logits[0 .. logits.size()) given u in (0, 1) (ignored when greedy).
+// The id picked from logits[0 .. logits.size()) given u in (0, 1) (ignored when greedy). Throws
+// NumericalError (exit 3) for a NaN or +inf logit.
 int32_t pick_token(std::span<const float> logits, const SampleOptions& o, double u);
 
 // The u01 draw of generated token `index` (0-based) for `seed`: Philox4x32-10 block `index`.

@@ -290,6 +290,26 @@ TEST(Sampler, PicksWithTheSoftmaxProbabilities) {
   EXPECT_EQ(pick_token(logits, o, 0.99), 1);
 }
 
+// Logits from weights that are not finite: a NaN or +inf is a numerical error naming the id
+// (a NaN made the sort's comparison no ordering: undefined behaviour), greedy or not; -inf is a
+// masked id and samples as probability 0.
+TEST(Sampler, NonFiniteLogitsAreANumericalErrorAndMinusInfinityIsMasked) {
+  for (double t : {0.0, 1.0}) {
+    SampleOptions o;
+    o.temperature = t;
+    for (float bad : {std::nanf(""), INFINITY}) {
+      try {
+        pick_token(std::vector<float>{0.f, bad, 1.f}, o, 0.5);
+        ADD_FAILURE() << "accepted " << bad;
+      } catch (const NumericalError& e) {
+        EXPECT_NE(std::string(e.what()).find("logit for id 1"), std::string::npos) << e.what();
+      }
+    }
+    for (double u : {0.01, 0.5, 0.99})
+      EXPECT_EQ(pick_token(std::vector<float>{-INFINITY, 2.f, -INFINITY}, o, u), 1);
+  }
+}
+
 // The nucleus by hand, where the frequencies above cannot tell: it is the smallest prefix whose
 // probability reaches top_p (a prefix at exactly top_p is the whole nucleus), and u spreads over
 // the nucleus with the probabilities renormalised inside it.
