@@ -2,6 +2,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <limits>
 #include <ostream>
@@ -10,6 +13,7 @@
 #include "src/ckpt/compat.h"
 #include "src/core/error.h"
 #include "src/core/run_files.h"
+#include "src/optim/optim.h"
 #include "src/train/metrics.h"
 #include "src/train/signals.h"
 
@@ -67,6 +71,33 @@ ckpt::SaveResult save_training_checkpoint(const CkptTarget& t, const ckpt::Train
   return ckpt::save_checkpoint(t.comm, t.cfg.checkpoint.dir, st, refs, o);
 }
 
+namespace {
+
+// A changed schedule (train.steps, lr, min_lr, warmup_steps) can move the next step's learning
+// rate far from where the checkpoint's schedule had it: extending a finished run with a larger
+// train.steps restarts the cosine from a point above min_lr (the lr jumped with no word). One
+// line with both values when they differ by more than 1 %; "" otherwise.
+std::string schedule_note(const std::string& checkpoint_yaml, const TrainConfig& now,
+                          int64_t next_step) {
+  TrainConfig was;
+  try {
+    was = parse_config(checkpoint_yaml, {}, "the checkpoint's config").train;
+  } catch (const UsageError&) {
+    return "";
+  }
+  const double a = learning_rate(was, next_step), b = learning_rate(now, next_step);
+  if (std::fabs(b - a) <= 0.01 * std::max(a, b)) return "";
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "note: the learning-rate schedule changed: step %lld trains at lr %.3g where the "
+                "checkpoint's schedule had %.3g%s\n",
+                static_cast<long long>(next_step + 1), b, a,
+                b > a ? " (the cosine decays over the new train.steps from there)" : "");
+  return line;
+}
+
+}  // namespace
+
 ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std::ostream& log,
                              const std::function<std::vector<ckpt::TensorRef>()>& make_refs) {
   ResumeResult r;
@@ -118,8 +149,10 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
           << " trained again (their lines in it are replaced)\n";
   }
   if (plan.path.empty()) return r;
-  if (!changes.empty())
+  if (!changes.empty()) {
     log << "resuming with changed settings:\n" << ckpt::describe_changes(changes);
+    log << schedule_note(plan.state.config_yaml, t.cfg.train, plan.state.step);
+  }
   if (plan.state.layout != t.layout)
     log << "resuming a " << plan.state.layout << " checkpoint under " << t.layout << "\n";
   if (!r.state.sealed)

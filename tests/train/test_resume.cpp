@@ -160,6 +160,13 @@ TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
   r = run_command(train_cmd("run", "--resume auto --set train.steps=12 --set log.every=2"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("train.steps: 10 -> 12"), std::string::npos) << r.output;
+  // The schedule's length moved: tiny.yaml's cosine (lr 3e-3, min 3e-4, warmup 5) at step 11
+  // of 12 is 3e-4 + 1.35e-3 * (1 + cos(5 pi / 6)) = 4.81e-4; the 10-step schedule had ended at
+  // min_lr.
+  EXPECT_NE(r.output.find("note: the learning-rate schedule changed: step 11 trains at lr "
+                          "0.000481 where the checkpoint's schedule had 0.0003"),
+            std::string::npos)
+      << r.output;
   EXPECT_NE(r.output.find("step     12/12"), std::string::npos) << r.output;
   r = run_command(train_cmd("run", "--resume " + dir_.file("nope.h5")));
   EXPECT_EQ(r.exit_code, 2) << r.output;
