@@ -431,6 +431,19 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
           "input file '" + input + "': the text is not valid UTF-8 at byte offset " +
           std::to_string(bad) +
           " (SentencePiece encodes UTF-8 text only; --tokenizer bytes takes any bytes)");
+    // SentencePiece writes a space as U+2581: a tokenizer it trains gives that character back as
+    // a space. Said before training (the check after it came minutes later, and blamed the
+    // normalization); a user's model is checked when it encodes.
+    if (!bytes && !user_model)
+      if (const auto at = std::string_view(reinterpret_cast<const char*>(content.data()), n)
+                              .find("\xE2\x96\x81");
+          at != std::string_view::npos)
+        throw UsageError("input file '" + input +
+                         "': the text holds U+2581 ('\xE2\x96\x81') at byte "
+                         "offset " +
+                         std::to_string(at) +
+                         ", which SentencePiece uses for a space: the tokenizer would give it "
+                         "back as a space, not as itself; replace it, or use --tokenizer bytes");
     size_t split = n - static_cast<size_t>(std::floor(static_cast<double>(n) * opt.val_fraction));
     // SentencePiece reads UTF-8: never cut a character in two.
     while (!bytes && split < n && (content[split] & 0xC0) == 0x80) ++split;

@@ -210,6 +210,29 @@ TEST(Tokenizer, PrepareRefusesTextThatIsNotUtf8BeforeTraining) {
   EXPECT_FALSE(fs::exists(opt.output));
 }
 
+// U+2581 is SentencePiece's space: a tokenizer it trains gives it back as ' '. Refused before
+// training, at its offset, for both kinds (it was refused after training, as "normalization").
+TEST(Tokenizer, PrepareRefusesTheSpaceMarkBeforeTraining) {
+  for (const char* kind : {"bpe", "unigram"}) {
+    test::TempDir dir;
+    PrepareOptions opt = bpe_prepare(dir, 100);
+    opt.tokenizer = kind;
+    opt.vocab_size = 300;
+    std::string text = corpus(100, 1);
+    const size_t at = 40;
+    text.insert(at, "\xE2\x96\x81");
+    write_bytes(opt.inputs[0], text);
+    std::string said;
+    opt.on_progress = [&](const std::string& line) { said += line + "\n"; };
+    expect_usage_error([&] { prepare_token_file(opt); },
+                       {"'" + opt.inputs[0] + "'", "U+2581", "byte offset " + std::to_string(at),
+                        "--tokenizer bytes"},
+                       kind);
+    EXPECT_EQ(said.find("training the"), std::string::npos) << said;
+    EXPECT_FALSE(fs::exists(opt.output));
+  }
+}
+
 TEST(Tokenizer, DamagedModelInATokenFileIsUsageError) {
   SpmFile f("bpe");
   {
