@@ -43,18 +43,31 @@ int64_t num_val_windows(int64_t n_val, int64_t seq_len) {
   return n_val >= seq_len + 1 ? (n_val - 1) / seq_len : 0;
 }
 
-BatchLoader::BatchLoader(const std::vector<int32_t>& train, int64_t seq_len, int64_t global_batch,
+ReadTokens read_from(const std::vector<int32_t>& tokens) {
+  return [&tokens](int64_t first, int64_t count, int32_t* out) {
+    SY_CHECK(first >= 0 && count >= 0 && first + count <= static_cast<int64_t>(tokens.size()),
+             "tokens [" << first << ", " << first + count << ") of " << tokens.size());
+    std::copy_n(tokens.begin() + first, count, out);
+  };
+}
+
+BatchLoader::BatchLoader(ReadTokens read, int64_t num_tokens, int64_t seq_len, int64_t global_batch,
                          uint64_t seed)
-    : train_(train),
+    : read_(std::move(read)),
       seq_len_(seq_len),
       global_batch_(global_batch),
-      num_windows_(seq_len > 0 ? (static_cast<int64_t>(train.size()) - 1) / seq_len : 0),
+      num_windows_(seq_len > 0 ? (num_tokens - 1) / seq_len : 0),
       seed_(seed) {
   SY_CHECK(seq_len > 0 && global_batch > 0,
            "seq_len " << seq_len << ", global_batch " << global_batch);
-  SY_CHECK(num_windows_ >= 1, "train split of " << train.size() << " tokens holds no window of "
+  SY_CHECK(num_windows_ >= 1, "train split of " << num_tokens << " tokens holds no window of "
                                                 << seq_len + 1 << " tokens");
 }
+
+BatchLoader::BatchLoader(const std::vector<int32_t>& train, int64_t seq_len, int64_t global_batch,
+                         uint64_t seed)
+    : BatchLoader(read_from(train), static_cast<int64_t>(train.size()), seq_len, global_batch,
+                  seed) {}
 
 const std::vector<int64_t>& BatchLoader::permutation(int64_t epoch) {
   for (const Cached& c : cache_)
@@ -95,22 +108,21 @@ void BatchLoader::fill(int64_t step, int64_t first_seq, int64_t num_seqs, int32_
            "rows [" << first_seq << ", " << first_seq + num_seqs << ") of a global batch of "
                     << global_batch_);
   const int64_t row = seq_len_ + 1;
-  for (int64_t s = 0; s < num_seqs; ++s) {
-    const int64_t w = window_of(step, first_seq + s);
-    const auto src = train_.subspan(static_cast<size_t>(w * seq_len_), static_cast<size_t>(row));
-    std::copy(src.begin(), src.end(), tokens + s * row);
-  }
+  for (int64_t s = 0; s < num_seqs; ++s)
+    read_(window_of(step, first_seq + s) * seq_len_, row, tokens + s * row);
+}
+
+void fill_val_windows(const ReadTokens& read, int64_t n_val, int64_t seq_len, int64_t first,
+                      int64_t num, int32_t* tokens) {
+  SY_CHECK(first >= 0 && num >= 0 && (first + num) * seq_len + 1 <= n_val,
+           "validation windows [" << first << ", " << first + num << ") beyond the split");
+  for (int64_t i = 0; i < num; ++i)
+    read((first + i) * seq_len, seq_len + 1, tokens + i * (seq_len + 1));
 }
 
 void fill_val_windows(const std::vector<int32_t>& val, int64_t seq_len, int64_t first, int64_t num,
                       int32_t* tokens) {
-  SY_CHECK(
-      first >= 0 && num >= 0 && (first + num) * seq_len + 1 <= static_cast<int64_t>(val.size()),
-      "validation windows [" << first << ", " << first + num << ") beyond the split");
-  for (int64_t i = 0; i < num; ++i) {
-    const int32_t* src = val.data() + (first + i) * seq_len;
-    std::copy(src, src + seq_len + 1, tokens + i * (seq_len + 1));
-  }
+  fill_val_windows(read_from(val), static_cast<int64_t>(val.size()), seq_len, first, num, tokens);
 }
 
 }  // namespace sy

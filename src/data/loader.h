@@ -15,7 +15,7 @@
 #pragma once
 
 #include <cstdint>
-#include <span>
+#include <functional>
 #include <vector>
 
 namespace sy {
@@ -31,9 +31,16 @@ struct LoaderState {
   bool operator==(const LoaderState&) const = default;
 };
 
+// out[0 .. count) (=) tokens [first, first + count) of a split: from memory, or from the file
+// (TokenSplitReader::read, the trainer's).
+using ReadTokens = std::function<void(int64_t first, int64_t count, int32_t* out)>;
+
 class BatchLoader {
  public:
-  // `train` must outlive the loader (it is viewed, not copied). Needs at least T + 1 tokens.
+  // The train split of `num_tokens` tokens, read through `read`. Needs at least T + 1 tokens.
+  BatchLoader(ReadTokens read, int64_t num_tokens, int64_t seq_len, int64_t global_batch,
+              uint64_t seed);
+  // `train` must outlive the loader (it is viewed, not copied).
   BatchLoader(const std::vector<int32_t>& train, int64_t seq_len, int64_t global_batch,
               uint64_t seed);
 
@@ -65,7 +72,7 @@ class BatchLoader {
  private:
   const std::vector<int64_t>& permutation(int64_t epoch);
 
-  std::span<const int32_t> train_;
+  ReadTokens read_;
   int64_t seq_len_, global_batch_, num_windows_;
   uint64_t seed_;
   int64_t base_step_ = 0, base_consumed_ = 0, base_tokens_ = 0;  // resume_at
@@ -87,8 +94,14 @@ std::vector<int64_t> epoch_permutation(uint64_t seed, int64_t epoch, int64_t num
 int64_t num_val_windows(int64_t n_val, int64_t seq_len);
 
 // tokens[num, T + 1] (=) validation windows first .. first + num - 1 (as num_val_windows counts
-// them), for the evaluation forwards.
+// them), for the evaluation forwards, of a split of n_val tokens read through `read`.
+void fill_val_windows(const ReadTokens& read, int64_t n_val, int64_t seq_len, int64_t first,
+                      int64_t num, int32_t* tokens);
+// The same from a split in memory.
 void fill_val_windows(const std::vector<int32_t>& val, int64_t seq_len, int64_t first, int64_t num,
                       int32_t* tokens);
+
+// A ReadTokens over `tokens`, which must outlive it.
+ReadTokens read_from(const std::vector<int32_t>& tokens);
 
 }  // namespace sy

@@ -87,70 +87,6 @@ void write_tokenizer_model(hid_t file, const std::string& model) {
   H5_CHECK(H5Dwrite(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, model.data()));
 }
 
-// ---- reading -----------------------------------------------------------------------------------
-
-class Reader {
- public:
-  explicit Reader(const std::string& path) : path_(path) {}
-
-  [[noreturn]] void fail(const std::string& what) const {
-    throw UsageError("token file '" + path_ + "': " + what);
-  }
-
-  void require_root_attribute(hid_t file, const char* name) const {
-    if (!h5::has_attr(file, name))
-      fail(std::string("missing root attribute '") + name +
-           "' (files from `switchyard data prepare` have vocab_size and tokenizer)");
-  }
-
-  // Reads a 1-D integer dataset into int32, checking every id against vocab_size.
-  std::vector<int32_t> read_split(hid_t file, const char* name, int64_t vocab_size,
-                                  int64_t seq_len) const {
-    const std::string ds_name = std::string("/") + name;
-    if (H5_CHECK(H5Lexists(file, name, H5P_DEFAULT)) <= 0)
-      fail("missing dataset " + ds_name + " (expected /train and /val)");
-    const hid_t ds_id = H5Dopen2(file, name, H5P_DEFAULT);
-    if (ds_id < 0) fail(ds_name + " is not a dataset");
-    h5::Dataset ds{ds_id};
-    h5::Dataspace space{H5_CHECK(H5Dget_space(ds))};
-    const int rank = H5_CHECK(H5Sget_simple_extent_ndims(space));
-    if (rank != 1)
-      fail(ds_name + " has rank " + std::to_string(rank) +
-           ", expected a one-dimensional array of token ids");
-    h5::Datatype type{H5_CHECK(H5Dget_type(ds))};
-    if (H5Tget_class(type) != H5T_INTEGER)
-      fail(ds_name + " holds " + h5::class_name(H5Tget_class(type)) +
-           " values, expected unsigned integer token ids");
-    hsize_t n = 0;
-    H5_CHECK(H5Sget_simple_extent_dims(space, &n, nullptr));
-    if (static_cast<int64_t>(n) < seq_len + 1)
-      fail(ds_name + " holds " + std::to_string(n) + " tokens, fewer than one sequence of " +
-           "model.seq_len + 1 = " + std::to_string(seq_len + 1));
-
-    // Blocks through an int64 buffer: any integer type converts exactly (HDF5 saturates a
-    // uint64 beyond int64, which the range check then rejects), and memory stays at int32 + block.
-    std::vector<int32_t> out(n);
-    constexpr hsize_t kBlock = hsize_t{1} << 20;
-    std::vector<int64_t> buf(std::min<hsize_t>(n, kBlock));
-    for (hsize_t start = 0; start < n; start += kBlock) {
-      const hsize_t count = std::min(kBlock, n - start);
-      H5_CHECK(H5Sselect_hyperslab(space, H5S_SELECT_SET, &start, nullptr, &count, nullptr));
-      h5::Dataspace mem{H5_CHECK(H5Screate_simple(1, &count, nullptr))};
-      H5_CHECK(H5Dread(ds, H5T_NATIVE_INT64, mem, space, H5P_DEFAULT, buf.data()));
-      for (hsize_t i = 0; i < count; ++i) {
-        if (buf[i] < 0 || buf[i] >= vocab_size)
-          fail(ds_name + "[" + std::to_string(start + i) + "] = " + std::to_string(buf[i]) +
-               " is outside the vocabulary [0, " + std::to_string(vocab_size) + ")");
-        out[start + i] = static_cast<int32_t>(buf[i]);
-      }
-    }
-    return out;
-  }
-
- private:
-  std::string path_;
-};
-
 }  // namespace
 
 fs::path check_output_path(const std::string& path) {
@@ -532,64 +468,6 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
   r.train_unigram_nats = unigram_entropy_nats(train);
   r.val_unigram_nats = unigram_entropy_nats(val);
   return r;
-}
-
-TokenData read_token_file(const std::string& path, int64_t model_vocab_size, int64_t seq_len) {
-  std::error_code ec;
-  if (path.empty()) throw UsageError("token file: no path given (set data.path)");
-  if (!fs::exists(path, ec)) throw UsageError("token file '" + path + "' not found");
-  if (fs::is_directory(path, ec))
-    throw UsageError("token file '" + path + "' is a directory, expected an HDF5 file");
-  // A FIFO would block open() forever (and a device or socket is no token file either): refuse
-  // anything but a regular file before HDF5 opens it.
-  if (!fs::is_regular_file(path, ec))
-    throw UsageError("token file '" + path +
-                     "' is not a regular file (a FIFO, device or socket?), expected an HDF5 file");
-
-  const Reader r(path);
-  h5::ErrorSilencer quiet;
-  try {
-    if (const std::string why = unreadable_reason(path); !why.empty()) r.fail(why);
-    if (H5Fis_hdf5(path.c_str()) <= 0)
-      r.fail("not an HDF5 file (make one with `switchyard data prepare`)");
-    const hid_t file_id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (file_id < 0) r.fail("cannot be opened: " + h5::error_stack_message());
-    h5::File file{file_id};
-
-    TokenData data;
-    try {
-      r.require_root_attribute(file, "vocab_size");
-      data.vocab_size = h5::read_attr_i64(file, "vocab_size");
-      r.require_root_attribute(file, "tokenizer");
-      data.tokenizer = h5::read_attr_string(file, "tokenizer");
-    } catch (const h5::AttrError& e) {
-      r.fail(std::string("root ") + e.what());
-    }
-    if (data.vocab_size < 2)
-      r.fail("root attribute vocab_size = " + std::to_string(data.vocab_size) +
-             ", expected at least 2");
-    if (data.vocab_size > model_vocab_size)
-      r.fail("vocab_size " + std::to_string(data.vocab_size) + " is larger than model.vocab_size " +
-             std::to_string(model_vocab_size) + " (raise model.vocab_size to at least the file's)");
-    if (data.tokenizer == kTokenizerSentencePiece) {
-      try {
-        data.tokenizer_model = read_tokenizer_model(file);
-      } catch (const std::runtime_error& e) {
-        r.fail(e.what());
-      }
-      const Tokenizer tok = Tokenizer::from_stored(data.tokenizer, data.tokenizer_model,
-                                                   data.vocab_size, "token file '" + path + "'");
-      if (tok.vocab_size() != data.vocab_size)
-        r.fail("the SentencePiece model at /tokenizer/model has " +
-               std::to_string(tok.vocab_size()) + " pieces, root attribute vocab_size says " +
-               std::to_string(data.vocab_size));
-    }
-    data.train = r.read_split(file, "train", data.vocab_size, seq_len);
-    data.val = r.read_split(file, "val", data.vocab_size, seq_len);
-    return data;
-  } catch (const h5::Error& e) {
-    r.fail(std::string("cannot be read: ") + e.what());
-  }
 }
 
 }  // namespace sy

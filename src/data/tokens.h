@@ -3,7 +3,8 @@
 // model as the uint8 dataset /tokenizer/model. prepare_token_file() writes one from text files
 // (bytes, or a SentencePiece model it trains); import_token_shards() (import.h) from token shards;
 // read_token_file() loads and checks one before training starts, so a bad file is a UsageError
-// (exit 2) naming the file and what is wrong, never a crash mid-run.
+// (exit 2) naming the file and what is wrong, never a crash mid-run; open_token_file() checks it
+// the same way and leaves the tokens in the file (the trainer: token_read.cpp).
 #pragma once
 
 #include <cstdint>
@@ -109,11 +110,42 @@ class TokenFileWriter {
   std::unique_ptr<Impl> impl_;
 };
 
-struct TokenData {
+// What a token file says besides its tokens.
+struct TokenFileInfo {
+  int64_t vocab_size = 0;       // the file's vocabulary (<= the model's)
+  std::string tokenizer;        // the root attribute (tokenizer.h)
+  std::string tokenizer_model;  // /tokenizer/model (sentencepiece), else empty
+};
+
+struct TokenData : TokenFileInfo {
   std::vector<int32_t> train, val;  // token ids, each in [0, vocab_size)
-  int64_t vocab_size = 0;           // the file's vocabulary (<= the model's)
-  std::string tokenizer;            // the root attribute (tokenizer.h)
-  std::string tokenizer_model;      // /tokenizer/model (sentencepiece), else empty
+};
+
+// One split of a token file, left in the file and read where asked: the trainer's, so that a
+// rank holds no copy of data whose size has no bound (each rank held both splits as int32, a
+// 10-billion-token file 40 GB per rank); a node's ranks share the reads in the page cache.
+// Copies share the open file. One thread at a time (HDF5 is built without thread safety).
+class TokenSplitReader {
+ public:
+  TokenSplitReader() = default;
+  int64_t size() const { return size_; }
+  // out[0 .. count) (=) tokens [first, first + count) as int32. Throws std::runtime_error naming
+  // the file and the range when the read fails, UsageError naming the id when one is outside
+  // the file's vocabulary.
+  void read(int64_t first, int64_t count, int32_t* out) const;
+
+  struct Impl;  // the open file and dataset (token_read.cpp)
+  TokenSplitReader(std::shared_ptr<const Impl> impl, int64_t size)
+      : impl_(std::move(impl)), size_(size) {}
+
+ private:
+  std::shared_ptr<const Impl> impl_;
+  int64_t size_ = 0;
+};
+
+struct TokenSource : TokenFileInfo {
+  TokenSplitReader train, val;
+  bool scanned = false;  // every id checked when the file was opened (open_token_file)
 };
 
 // Loads `path` and checks it against the model: UsageError naming the file and the problem for a
@@ -123,5 +155,14 @@ struct TokenData {
 // an unknown tokenizer, a SentencePiece file without a model that loads or whose piece count is
 // not vocab_size.
 TokenData read_token_file(const std::string& path, int64_t model_vocab_size, int64_t seq_len);
+
+// read_token_file's checks, with the tokens left in the file. Every id is range-checked before
+// training, in a pass over blocks of the file, where `scan` (the trainer: rank 0, whose refusal
+// every rank takes; the others check the file's structure, attributes and sizes) and the file
+// holds at most kScanTokens ids (about a second's read); every id read later is checked too
+// (TokenSplitReader::read), so a larger file's bad id is refused when a window holds it.
+inline constexpr int64_t kScanTokens = int64_t{1} << 27;
+TokenSource open_token_file(const std::string& path, int64_t model_vocab_size, int64_t seq_len,
+                            bool scan);
 
 }  // namespace sy

@@ -221,14 +221,16 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
     m.terms.push_back({"all-to-all buffers (busiest rank, z = 3.72 quantile)",
                        batch_keys + ", model.d_model, moe.top_k", exchange});
 
-  // Token data: both splits as int32, the loader's two cached epoch permutations of the windows
-  // (int64), and the int64 read block (tokens.cpp).
+  // Token data: the tokens stay in the file (token_read.cpp, read a window at a time); the
+  // loader's two cached epoch permutations of the windows (int64), the int64 block of the check
+  // before training, and HDF5's chunk cache of each split (1 MiB).
   const double windows = std::max(0.0, std::floor((in.train_tokens - 1) / x.T));
   const double tokens =
-      kF * (in.train_tokens + in.val_tokens) + 2 * kD * windows +
-      kD * std::min(std::max(in.train_tokens, in.val_tokens), static_cast<double>(1 << 20));
-  m.terms.push_back(
-      {"token data " + in.data_name + " as int32", "data.path (a smaller file)", tokens});
+      2 * kD * windows +
+      kD * std::min(std::max(in.train_tokens, in.val_tokens), static_cast<double>(1 << 20)) +
+      (in.train_tokens > 0 ? 2.0 * (1 << 20) : 0.0);  // none without a file (the planner's)
+  m.terms.push_back({"token data " + in.data_name + ": the loader's window order",
+                     "data.path (a smaller file), model.seq_len", tokens});
 
   // Workspace: the optimizer's scratch (one bucket chunk, or the packed router gradients) and,
   // under ZeRO-1, the full moments a checkpoint gathers; the process itself.

@@ -17,14 +17,15 @@ namespace {
 constexpr size_t kPromptTokens = 16;
 }
 
-EvalSampler::EvalSampler(const Config& cfg, const TokenData& data)
+EvalSampler::EvalSampler(const Config& cfg, const TokenSource& data)
     : cfg_(cfg),
       tokenizer_(Tokenizer::from_stored(data.tokenizer, data.tokenizer_model, data.vocab_size,
                                         "token file '" + cfg.data.path + "'")),
       vocab_limit_(static_cast<int>(data.vocab_size)) {
-  const size_t n =
-      std::min({kPromptTokens, data.val.size(), static_cast<size_t>(cfg.model.seq_len)});
-  prompt_.assign(data.val.begin(), data.val.begin() + static_cast<std::ptrdiff_t>(n));
+  const auto n = static_cast<int64_t>(std::min({kPromptTokens, static_cast<size_t>(data.val.size()),
+                                                static_cast<size_t>(cfg.model.seq_len)}));
+  prompt_.resize(static_cast<size_t>(n));
+  data.val.read(0, n, prompt_.data());
 }
 
 void EvalSampler::sample(int64_t step, const comm::ProcessGroups& g, const ParamTable& table,

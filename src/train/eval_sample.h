@@ -21,7 +21,7 @@ namespace sy {
 class EvalSampler {
  public:
   // The tokenizer of `data` is loaded here, so a bad one fails at start (UsageError).
-  EvalSampler(const Config& cfg, const TokenData& data);
+  EvalSampler(const Config& cfg, const TokenSource& data);
   bool enabled() const { return cfg_.eval.sample_tokens > 0; }
 
   // Collective over g.world() (it gathers the parameters to world rank 0): the sample after

@@ -136,8 +136,18 @@ void check_hierarchical_groups(const Config& cfg, const comm::Layout& l) {
     }
 }
 
-BatchShare::BatchShare(const Config& cfg, const TokenData& data, const comm::Layout& lay)
-    : loader_(data.train, cfg.model.seq_len, cfg.train.global_batch, cfg.run.seed),
+namespace {
+
+// A split the trainer reads from the token file, as the loader's ReadTokens.
+ReadTokens reader_of(const TokenSplitReader& split) {
+  return [split](int64_t first, int64_t count, int32_t* out) { split.read(first, count, out); };
+}
+
+}  // namespace
+
+BatchShare::BatchShare(const Config& cfg, const TokenSource& data, const comm::Layout& lay)
+    : loader_(reader_of(data.train), data.train.size(), cfg.model.seq_len, cfg.train.global_batch,
+              cfg.run.seed),
       scale_(global_batch_scale(cfg)),
       num_layers_(cfg.model.n_layers),
       num_experts_(cfg.moe.num_experts),
@@ -173,13 +183,11 @@ StepRecord step_record(int64_t done, const StepTotals& tot, double lr, double gr
   return rec;
 }
 
-int64_t eval_windows(const Config& cfg, const TokenData& data) {
-  return std::min<int64_t>(
-      cfg.eval.sequences,
-      num_val_windows(static_cast<int64_t>(data.val.size()), cfg.model.seq_len));
+int64_t eval_windows(const Config& cfg, const TokenSource& data) {
+  return std::min<int64_t>(cfg.eval.sequences, num_val_windows(data.val.size(), cfg.model.seq_len));
 }
 
-void log_run_header(const Config& cfg, const TokenData& data, const comm::Layout& lay,
+void log_run_header(const Config& cfg, const TokenSource& data, const comm::Layout& lay,
                     const std::string& backend, const ParamTable& table, const StepFlops& flops,
                     std::ostream& log) {
   const int64_t T = cfg.model.seq_len, E = cfg.moe.num_experts;
@@ -206,7 +214,7 @@ void log_run_header(const Config& cfg, const TokenData& data, const comm::Layout
         << (cfg.moe.route_groups.nodes ? " (a group per node: route_groups: nodes)" : "") << "\n";
 }
 
-double evaluate(const TokenData& data, const Config& cfg, int64_t windows,
+double evaluate(const TokenSource& data, const Config& cfg, int64_t windows,
                 const comm::ProcessGroups& g, comm::Watchdog* wd, const ForwardLm& forward_lm) {
   const comm::Layout& l = g.layout();
   const int64_t T = cfg.model.seq_len, MB = cfg.train.micro_batch;
@@ -217,7 +225,7 @@ double evaluate(const TokenData& data, const Config& cfg, int64_t windows,
   double sum = 0.0;
   for (int64_t done = 0; done < per_rank; done += MB) {
     const int64_t n = std::clamp<int64_t>(mine - done, 0, MB);
-    fill_val_windows(data.val, T, first + done, n, tokens.data());
+    fill_val_windows(reader_of(data.val), data.val.size(), T, first + done, n, tokens.data());
     sum += forward_lm(tokens.data(), static_cast<int>(n));
   }
   comm::allreduce_sum(std::span<double>(&sum, 1), g.dp(), wd, "validation loss");

@@ -102,7 +102,7 @@ struct StepTotals {
 class BatchShare {
  public:
   // `data` must outlive the share.
-  BatchShare(const Config& cfg, const TokenData& data, const comm::Layout& lay);
+  BatchShare(const Config& cfg, const TokenSource& data, const comm::Layout& lay);
   const BatchLoader& loader() const { return loader_; }
   // Resuming at `step`, whose checkpoint stored `consumed` sequences of the batch order
   // (-1: not stored, step * train.global_batch) and `tokens_seen` tokens before it.
@@ -160,7 +160,7 @@ StepRecord step_record(int64_t done, const StepTotals& tot, double lr, double gr
 // exchange is collective. forward_lm(tokens [n, T+1], n) returns the SUM of the per-token
 // lm losses of the n windows.
 using ForwardLm = std::function<double(const int32_t* tokens, int n)>;
-double evaluate(const TokenData& data, const Config& cfg, int64_t windows,
+double evaluate(const TokenSource& data, const Config& cfg, int64_t windows,
                 const comm::ProcessGroups& g, comm::Watchdog* wd, const ForwardLm& forward_lm);
 
 // The final parameters as global tensors on world rank 0 (empty elsewhere): every writer rank
@@ -176,12 +176,12 @@ std::vector<std::string> diverged_replicas(const comm::ProcessGroups& g, const P
                                            const float* params, comm::Watchdog* wd);
 
 // The validation windows an evaluation uses: eval.sequences, or fewer when the split is short.
-int64_t eval_windows(const Config& cfg, const TokenData& data);
+int64_t eval_windows(const Config& cfg, const TokenSource& data);
 
 // The run's opening lines on rank 0's log: name, resolved config, data, the layout (who holds
 // what), `backend` (lines the backend adds: its transport or device), a short validation split,
 // the model's size.
-void log_run_header(const Config& cfg, const TokenData& data, const comm::Layout& lay,
+void log_run_header(const Config& cfg, const TokenSource& data, const comm::Layout& lay,
                     const std::string& backend, const ParamTable& table, const StepFlops& flops,
                     std::ostream& log);
 

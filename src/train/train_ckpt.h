@@ -35,9 +35,9 @@ class Watchdog;
 // Where this run's checkpoints go and how the run is laid out.
 struct CkptTarget {
   const Config& cfg;
-  MPI_Comm comm;                       // every rank of the job
-  std::string layout;                  // ckpt::layout_string of this run
-  const TokenData* data = nullptr;     // its tokenizer goes into the checkpoint (SPEC 8)
+  MPI_Comm comm;                        // every rank of the job
+  std::string layout;                   // ckpt::layout_string of this run
+  const TokenFileInfo* data = nullptr;  // its tokenizer goes into the checkpoint (SPEC 8)
   comm::Watchdog* watchdog = nullptr;  // bounds every wait of a save or resume (parallel.timeout_s)
 };
 
@@ -78,8 +78,8 @@ struct CkptContext {
   std::string layout;  // ckpt::layout_string of this run
   Model<float>& model;
   DistributedOptimizer& opt;
-  const TokenData* data = nullptr;     // its tokenizer goes into the checkpoint (SPEC 8)
-  comm::Watchdog* watchdog = nullptr;  // bounds every wait of a save or resume
+  const TokenFileInfo* data = nullptr;  // its tokenizer goes into the checkpoint (SPEC 8)
+  comm::Watchdog* watchdog = nullptr;   // bounds every wait of a save or resume
 };
 ckpt::SaveResult save_training_checkpoint(const CkptContext& c, const ckpt::TrainState& state);
 // Also sets the optimizer's moments and step count.

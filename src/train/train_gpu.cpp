@@ -223,7 +223,7 @@ struct HostTensors {
 TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
                           std::shared_ptr<GpuRun>& keep) {
   const Config& cfg = args.cfg;
-  const TokenData& data = args.data;
+  const TokenSource& data = args.data;
   const comm::ProcessGroups& g = args.groups;
   const comm::Layout& lay = g.layout();
   comm::Watchdog* wd = args.watchdog;

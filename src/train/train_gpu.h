@@ -44,7 +44,7 @@ struct GpuRun;
 struct GpuRunArgs {
   const Config& cfg;       // resolved: moe.route_groups a number (resolve_route_groups)
   const Config& user_cfg;  // as given (route_groups may say `nodes`): for the run header
-  const TokenData& data;
+  const TokenSource& data;
   const comm::ProcessGroups& groups;  // tp = ep = etp = 1: the dp group is the world
   comm::Watchdog* watchdog;           // bounds the MPI waits (NCCL waits use parallel.timeout_s)
   const TrainOptions& options;        // resume, signals, gather_params, check_replicas

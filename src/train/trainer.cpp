@@ -94,7 +94,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
 
   // Inputs first, agreed by every rank: a bad layout or data file is one message and exit 2
   // before any allocation or output.
-  TokenData data;
+  TokenSource data;
   std::shared_ptr<const ExpertPlacement> placement;
   const MemoryBudget memory = host_memory_budget(rt.world);
   agree_on_usage(rt.world, wd, [&] {
@@ -106,7 +106,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     check_gpu_run(cfg, rt.world.size());
     check_memory_fits(cfg, rt.world.size(), memory,  // before any allocation
                       cfg.device == Device::kCuda ? MemorySide::kGpuHost : MemorySide::kCpuRank);
-    data = read_token_file(cfg.data.path, cfg.model.vocab_size, T);
+    data = open_token_file(cfg.data.path, cfg.model.vocab_size, T, /*scan=*/rank0);
     placement = load_expert_placement(cfg);
     if (rank0 && options.resume == "auto") refuse_checkpoints_left_behind(cfg);
     if (rank0) dirs.emplace(cfg, log);

@@ -17,6 +17,7 @@
 #include "common/temp_dir.h"
 #include "src/core/error.h"
 #include "src/core/h5.h"
+#include "src/data/loader.h"
 #include "src/data/tokens.h"
 
 namespace sy {
@@ -269,6 +270,64 @@ TEST(ReadTokens, AcceptsOtherIntegerTypesAndFixedStrings) {
   EXPECT_EQ(d.val.front(), 69999);
   EXPECT_EQ(d.tokenizer, "bpe-70k");
   EXPECT_EQ(d.vocab_size, 70000);
+}
+
+// The trainer's reader leaves the tokens in the file: any range reads the ids written (a uint32
+// train split, an int64 val split: HDF5 converts), a loader reading through it fills the batches
+// a loader over the ids in memory fills, and an id outside the vocabulary is refused when the
+// file is opened with the scan, or else when a read holds it, naming its index either way.
+TEST(ReadTokens, TheTrainersReaderReadsRangesFromTheFile) {
+  test::TempDir dir;
+  std::vector<uint32_t> train(40), val(20);
+  for (size_t i = 0; i < train.size(); ++i) train[i] = static_cast<uint32_t>(i * 1699 % 70000);
+  for (size_t i = 0; i < val.size(); ++i) val[i] = 69999 - static_cast<uint32_t>(i);
+  const std::string p = dir.file("wide.h5");
+  Builder(p)
+      .dataset("train", H5T_STD_U32LE, H5T_NATIVE_UINT32, train)
+      .dataset("val", H5T_STD_I64LE, H5T_NATIVE_UINT32, val)
+      .int_attr("vocab_size", 70000)
+      .fixed_str_attr("tokenizer", "bpe-70k");
+  const TokenSource src = open_token_file(p, 70000, 8, /*scan=*/true);
+  EXPECT_TRUE(src.scanned);
+  ASSERT_EQ(src.train.size(), 40);
+  ASSERT_EQ(src.val.size(), 20);
+  EXPECT_EQ(src.vocab_size, 70000);
+  for (int64_t first : {0, 5, 31}) {
+    std::vector<int32_t> got(9);
+    src.train.read(first, 9, got.data());
+    for (int64_t i = 0; i < 9; ++i)
+      EXPECT_EQ(got[static_cast<size_t>(i)], static_cast<int32_t>(train[first + i])) << first;
+  }
+  std::vector<int32_t> v(20);
+  src.val.read(0, 20, v.data());
+  for (size_t i = 0; i < 20; ++i) EXPECT_EQ(v[i], static_cast<int32_t>(val[i]));
+
+  const std::vector<int32_t> in_memory(train.begin(), train.end());
+  BatchLoader from_file([&](int64_t f, int64_t c, int32_t* o) { src.train.read(f, c, o); }, 40, 8,
+                        6, 3);
+  BatchLoader from_memory(in_memory, 8, 6, 3);
+  std::vector<int32_t> a(6 * 9), b(6 * 9);
+  for (int64_t step = 0; step < 5; ++step) {
+    from_file.fill(step, 0, 6, a.data());
+    from_memory.fill(step, 0, 6, b.data());
+    EXPECT_EQ(a, b) << step;
+  }
+
+  train[30] = 70000;
+  const std::string bad = dir.file("bad.h5");
+  Builder(bad)
+      .dataset("train", H5T_STD_U32LE, H5T_NATIVE_UINT32, train)
+      .dataset("val", H5T_STD_I64LE, H5T_NATIVE_UINT32, val)
+      .int_attr("vocab_size", 70000)
+      .fixed_str_attr("tokenizer", "bpe-70k");
+  expect_usage_error([&] { open_token_file(bad, 70000, 8, true); },
+                     {"bad.h5", "/train[30] = 70000 is outside the vocabulary"}, "scanned");
+  const TokenSource unscanned = open_token_file(bad, 70000, 8, /*scan=*/false);
+  EXPECT_FALSE(unscanned.scanned);
+  std::vector<int32_t> w(9);
+  unscanned.train.read(0, 9, w.data());  // ids 0..8 are fine
+  expect_usage_error([&] { unscanned.train.read(25, 9, w.data()); },
+                     {"bad.h5", "/train[30] = 70000 is outside the vocabulary"}, "read");
 }
 
 // One window of seq_len + 1 tokens is the least a split may hold: exactly that loads, one less is
