@@ -120,6 +120,9 @@ int run_plan(const Args& a) {
   if (worlds.empty()) worlds.push_back(cluster.max_ranks());
 
   if (a.this_layout) {
+    // Exit 2 where the config's layout cannot run on a rank count asked (as a plan with no
+    // runnable layout does); one that runs but does not fit in memory is a report, exit 0.
+    bool runs = true;
     nlohmann::json all = nlohmann::json::array();
     for (int64_t world : worlds) {
       // The hosts: one for one_host, else the cluster's nodes.
@@ -131,9 +134,10 @@ int run_plan(const Args& a) {
       } else {
         std::cout << plan::format_evaluation(e);
       }
+      runs = runs && (e.fits() || !e.memory.terms.empty());
     }
     if (a.json) std::cout << all.dump(1) << "\n";
-    return kExitOk;
+    return runs ? kExitOk : kExitUsage;
   }
   // --json: the table's rows (the first --top that fit, best first), then every layout that does
   // not, its `problem` saying why, as the table's summary does.

@@ -131,6 +131,19 @@ TEST_F(PlanCli, PlanThisNamesTheKeysThatShrinkWhatDoesNotFit) {
   EXPECT_NE(r.output.find("; shrink it with model.d_model"), std::string::npos) << r.output;
 }
 
+// plan --this with a rank count the config's layout cannot run on (tiny.yaml's global batch 8
+// over 3 data-parallel ranks) says why and exits 2, as a plan with no runnable layout does; it
+// exited 0.
+TEST_F(PlanCli, PlanThisOnRanksItCannotRunOnExitsTwo) {
+  const auto r = sy::test::run_command(
+      kBin + " plan --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() +
+      "/tokens.h5 --cluster " + kSource + "/clusters/h100-ib.yaml --ranks 3 --this");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("cannot run: train.global_batch is not a multiple of dp"),
+            std::string::npos)
+      << r.output;
+}
+
 // bench train runs the trainer's step: what train refuses, it refuses too, before allocating
 // (it allocated until the machine ran short: 3 GB in 4 s, then bad_alloc or worse).
 TEST_F(PlanCli, BenchTrainRefusesWhatCannotFitBeforeAllocating) {
