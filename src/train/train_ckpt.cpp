@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include <utility>
 
 #include "src/ckpt/compat.h"
+#include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/core/run_files.h"
 #include "src/optim/optim.h"
@@ -243,10 +245,19 @@ CheckpointCadence::CheckpointCadence(const Config& cfg, MPI_Comm comm,
 }
 
 void CheckpointCadence::save(int64_t done, TrainSummary& summary, std::ostream& log) {
+  const auto t0 = std::chrono::steady_clock::now();
   const ckpt::SaveResult r = save_(done);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   summary.checkpoints_written.push_back(r.path);
   saved_step_ = done;
-  log << "checkpoint: " << r.path << "\n";
+  // Its size and what writing it cost: a large model's checkpoint is the step's longest pause.
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(r.path, ec);
+  char cost[64];
+  std::snprintf(cost, sizeof cost, "%.1f s", seconds);
+  log << "checkpoint: " << r.path << " ("
+      << (ec ? std::string() : files::mib(static_cast<int64_t>(bytes)) + ", ") << cost << ")\n";
   for (const auto& note : r.notes) log << "  " << note << "\n";
 }
 
