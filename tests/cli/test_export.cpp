@@ -255,7 +255,10 @@ TEST(HfExport, QwenMoeForSharedExpertsAndUnnormalisedGates) {
   nlohmann::json meta;
   EXPECT_EQ(safetensors_table(hf + "/model.safetensors", &meta), table);
   const auto tc = read_json(hf + "/tokenizer_config.json");
-  EXPECT_EQ(tc["tokenizer_class"], "LlamaTokenizer");
+  // transformers 5 builds the class a Qwen2-MoE export names, and its LlamaTokenizer is BPE
+  // whatever tokenizer.model is (tests/export/check_hf_transformers.py: a unigram model's ids
+  // came out wrong): PreTrainedTokenizerFast converts the model by its own type.
+  EXPECT_EQ(tc["tokenizer_class"], "PreTrainedTokenizerFast");
   EXPECT_EQ(tc["add_bos_token"], false);
   EXPECT_GT(fs::file_size(hf + "/tokenizer.model"), 1000u);
   expect_hf_values(final_ckpt(out, 2), hf, "mlp.", 2, 0.5f);
