@@ -109,6 +109,11 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     data = open_token_file(cfg.data.path, cfg.model.vocab_size, T, /*scan=*/rank0);
     placement = load_expert_placement(cfg);
     if (rank0 && options.resume == "auto") refuse_checkpoints_left_behind(cfg);
+    // A --resume file that is not there, said before the run's directories are made (they were
+    // left behind, with their lock files).
+    if (rank0 && !options.resume.empty() && options.resume != "auto" &&
+        !std::filesystem::exists(options.resume))
+      throw UsageError("--resume '" + options.resume + "': no such checkpoint file");
     if (rank0) dirs.emplace(cfg, log);
   });
 

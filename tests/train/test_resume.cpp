@@ -171,6 +171,13 @@ TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
   r = run_command(train_cmd("run", "--resume " + dir_.file("nope.h5")));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("nope.h5"), std::string::npos) << r.output;
+  // Into a new run directory: nothing is made (it was, with checkpoints/ and lock files).
+  r = run_command(train_cmd("fresh", "--resume " + dir_.file("nope.h5")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--resume '" + dir_.file("nope.h5") + "': no such checkpoint file"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(dir_.file("fresh")));
 }
 
 // A resume with another train.global_batch continues the batch order after the sequences the
