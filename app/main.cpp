@@ -118,6 +118,11 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string_view(argv[1]) == "train")
     train_signals.emplace(sy::PreemptionSignals::Mode::kExitBeforeTraining,
                           sy::PreemptionSignals::Restore::kNever);
+  // UCX's libucs, loaded with the binary, takes SIGHUP before main runs (its debug signal,
+  // UCX_DEBUG_SIGNO), so a hangup ended no command: a closed terminal left `sample --tokens
+  // 100000000` running. Every command but train ends on it again (`guard` passes a SIGHUP on to
+  // a training job as SIGUSR1).
+  if (!train_signals) std::signal(SIGHUP, SIG_DFL);
 
   CLI::App app{"switchyard: a Mixture-of-Experts transformer trainer"};
   app.require_subcommand(1);

@@ -119,6 +119,17 @@ TEST(SampleCli, TrainSamplesAtEvalAndSampleCommandStreamsText) {
   EXPECT_GT(l.output.size(), longer.size());
 }
 
+// A hangup (SIGHUP: the terminal closed) ends a command as it ends any program: 128 + 1. UCX's
+// library took the signal for its debug mode before main ran, and `sample` went on generating.
+TEST(SampleCli, AHangupEndsTheCommand) {
+  sy::test::TempDir dir;
+  const std::string ckpt = two_step_checkpoint(dir);
+  const auto r = run_command("timeout 60 " + kBin + " sample --checkpoint " + ckpt +
+                             " --prompt 'the' --tokens 100000000 >/dev/null 2>&1 & pid=$!; "
+                             "sleep 2; kill -HUP $pid; wait $pid");
+  EXPECT_EQ(r.exit_code, 129) << r.output;
+}
+
 TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
   sy::test::TempDir dir;
   const std::string ckpt = two_step_checkpoint(dir);
