@@ -203,8 +203,12 @@ void write_placement(const std::string& path, const ExpertPlacement& p,
   }
   try {
     files::atomic_write_text(path, os.str());
+  } catch (const Error&) {
+    throw;
   } catch (const std::runtime_error& e) {
-    throw UsageError(path + ": cannot write the placement file: " + e.what());
+    // Out of room (a full disk, the file size limit): exit 1, as every output; a path that
+    // cannot be written: exit 2. It was 2 for both.
+    files::throw_output_error("--output '" + path + "'", e.what());
   }
 }
 

@@ -108,6 +108,19 @@ TEST_F(PlacementCli, BadUsesExitTwoNamingTheProblem) {
   }
 }
 
+// A placement file that cannot be written for want of room (here the file size limit; a full
+// disk alike) is exit 1, as every output's: it was 2, as for a bad path. Nothing is left.
+TEST_F(PlacementCli, AnOutputOutOfRoomExitsOne) {
+  const std::string out = dir_.file("p.yaml");
+  const auto r = run_command("export PMIX_MCA_gds=hash; ulimit -f 0; " +
+                             placement("--nodes 2 --ranks-per-node 2 --output " + out));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--output '" + out + "'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("File too large"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(out));
+  EXPECT_FALSE(std::filesystem::exists(out + ".tmp"));
+}
+
 TEST_F(PlacementCli, TrainingRefusesABadPlacementNamingTheProblem) {
   const std::string head = "format: switchyard-expert-placement\nversion: 1\n";
   struct Case {
