@@ -29,9 +29,9 @@ EvalSampler::EvalSampler(const Config& cfg, const TokenSource& data)
 }
 
 void EvalSampler::sample(int64_t step, const comm::ProcessGroups& g, const ParamTable& table,
-                         const float* params, std::ostream& log) const {
+                         const float* params, std::ostream& log, comm::Watchdog* wd) const {
   if (!enabled() || prompt_.empty()) return;
-  const std::map<std::string, std::vector<float>> whole = gather_params(g, cfg_, table, params);
+  const std::map<std::string, std::vector<float>> whole = gather_params(g, cfg_, table, params, wd);
   if (g.world().rank() != 0) return;
   Decoder dec(cfg_, flat_params(
                         make_param_table(cfg_),

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "comm/groups.h"
+#include "comm/watchdog.h"
 #include "src/config/config.h"
 #include "src/data/tokenizer.h"
 #include "src/data/tokens.h"
@@ -27,7 +28,7 @@ class EvalSampler {
   // Collective over g.world() (it gathers the parameters to world rank 0): the sample after
   // `step`. `table` and `params` are this rank's (make_param_table(cfg, shard_layout(layout))).
   void sample(int64_t step, const comm::ProcessGroups& g, const ParamTable& table,
-              const float* params, std::ostream& log) const;
+              const float* params, std::ostream& log, comm::Watchdog* wd = nullptr) const;
 
  private:
   const Config& cfg_;

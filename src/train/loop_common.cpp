@@ -234,16 +234,23 @@ double evaluate(const TokenSource& data, const Config& cfg, int64_t windows,
 
 std::map<std::string, std::vector<float>> gather_params(const comm::ProcessGroups& g,
                                                         const Config& cfg, const ParamTable& table,
-                                                        const float* params) {
+                                                        const float* params, comm::Watchdog* wd) {
   const comm::Layout& l = g.layout();
   const MPI_Comm w = g.world().get();
+  comm::WatchdogScope scope(wd, "gathering the parameters on rank 0");
+  // One part in messages of at most kChunk floats, tagged by the part's index.
+  constexpr size_t kChunk = size_t{1} << 30;
+  auto chunks = [&](size_t n, const auto& fn) {
+    for (size_t at = 0; at < n; at += kChunk) fn(at, static_cast<int>(std::min(kChunk, n - at)));
+  };
   std::map<std::string, std::vector<float>> out;
   if (l.world_rank != 0) {
     for (size_t i = 0; i < table.specs().size(); ++i) {
       const ParamSpec& p = table.specs()[i];
       if (!p.writer) continue;
-      MPI_CHECK(MPI_Send(params + p.offset, static_cast<int>(p.numel), MPI_FLOAT, 0,
-                         static_cast<int>(i), w));
+      chunks(p.numel, [&](size_t at, int n) {
+        MPI_CHECK(MPI_Send(params + p.offset + at, n, MPI_FLOAT, 0, static_cast<int>(i), w));
+      });
     }
     return out;
   }
@@ -260,8 +267,10 @@ std::map<std::string, std::vector<float>> gather_params(const comm::ProcessGroup
       if (r == 0) {
         std::copy_n(params + p.offset, p.numel, buf.begin());
       } else {
-        MPI_CHECK(MPI_Recv(buf.data(), static_cast<int>(p.numel), MPI_FLOAT, r, static_cast<int>(i),
-                           w, MPI_STATUS_IGNORE));
+        chunks(p.numel, [&](size_t at, int n) {
+          MPI_CHECK(MPI_Recv(buf.data() + at, n, MPI_FLOAT, r, static_cast<int>(i), w,
+                             MPI_STATUS_IGNORE));
+        });
       }
       std::vector<float>& dst = out[p.name];
       p.for_each_run([&](int64_t gi, int64_t loc, int64_t n) {

@@ -164,11 +164,14 @@ double evaluate(const TokenSource& data, const Config& cfg, int64_t windows,
                 const comm::ProcessGroups& g, comm::Watchdog* wd, const ForwardLm& forward_lm);
 
 // The final parameters as global tensors on world rank 0 (empty elsewhere): every writer rank
-// sends its parts, rank 0 knows every rank's slabs from the layout arithmetic. `table` must be
-// make_param_table(cfg, shard_layout(g.layout())) and params its flat buffer.
+// sends its parts (in messages of at most 2^30 floats: a part past INT_MAX elements overflowed
+// MPI's count), rank 0 knows every rank's slabs from the layout arithmetic. `table` must be
+// make_param_table(cfg, shard_layout(g.layout())) and params its flat buffer. `wd` bounds the
+// waits (null: unbounded).
 std::map<std::string, std::vector<float>> gather_params(const comm::ProcessGroups& g,
                                                         const Config& cfg, const ParamTable& table,
-                                                        const float* params);
+                                                        const float* params,
+                                                        comm::Watchdog* wd = nullptr);
 
 // The names of parameters whose copies differ between the ranks that hold the same part: every
 // rank for replicated parameters, the dp group for tp shards, the edp group for experts.

@@ -347,7 +347,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
     });
     progress.eval_done(step, v);
     if (sampler.enabled())
-      sampler.sample(step, g, model.table(), model.download_params().data(), log);
+      sampler.sample(step, g, model.table(), model.download_params().data(), log, wd);
   };
 
   StepTotals tot;

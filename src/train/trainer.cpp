@@ -218,7 +218,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       return model.forward(tok, n, s).lm;
     });
     progress.eval_done(step, v);
-    sampler.sample(step, g, model.table(), model.params.data(), log);
+    sampler.sample(step, g, model.table(), model.params.data(), log, wd);
   };
 
   StepTotals tot;
