@@ -163,7 +163,9 @@ TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt
     Config one_rank = cfg;
     one_rank.parallel = ParallelConfig{};
     check_memory_fits(one_rank, 1, host_memory_budget(int64_t{1}), MemorySide::kCpuRank);
-    const TokenData data = read_token_file(cfg.data.path, cfg.model.vocab_size, cfg.model.seq_len);
+    // The tokens stay in the file, as the trainer's (the memory check above counts no copy).
+    const TokenSource data =
+        open_token_file(cfg.data.path, cfg.model.vocab_size, cfg.model.seq_len, /*scan=*/true);
     Model<float> model(cfg);
     init_params(model.params.data(), model.table(), cfg.run.seed);
     AdamW opt_state(model.table(), cfg.train.weight_decay);

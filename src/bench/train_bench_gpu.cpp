@@ -150,7 +150,9 @@ void run_gpu_train_bench(const Config& cfg, const TrainBenchOptions& opt, TrainB
   // as the trainer: a config the GPU cannot hold is exit 2 naming the largest term, not OOM
   check_current_gpu_fits(cfg, 1, r.device, 1);
   {  // the model is freed before the ceiling and the PyTorch peer take the device
-    const TokenData data = read_token_file(cfg.data.path, cfg.model.vocab_size, cfg.model.seq_len);
+    // The tokens stay in the file, as the trainer's (the memory check counts no copy).
+    const TokenSource data =
+        open_token_file(cfg.data.path, cfg.model.vocab_size, cfg.model.seq_len, /*scan=*/true);
     log << "device: " << r.device << "; initialising the model on it\n" << std::flush;
     CudaModel model(cfg);
     model.init_params(cfg.run.seed);

@@ -38,7 +38,7 @@ inline double median(std::vector<double> v) {
 
 // Runs the steps and fills r's times (medians), tokens/s, GFLOP/s and first/last losses.
 template <class M, class Optimize, class Settle>
-void time_train_steps(const Config& cfg, const TokenData& data, const TrainBenchOptions& opt,
+void time_train_steps(const Config& cfg, const TokenSource& data, const TrainBenchOptions& opt,
                       M& model, Optimize&& optimize, Settle&& settle, TrainBenchResult& r,
                       std::ostream& log, int64_t extra_steps = 0,
                       const std::function<void(bool starting)>& on_extra = {}) {
@@ -47,7 +47,7 @@ void time_train_steps(const Config& cfg, const TokenData& data, const TrainBench
     return std::chrono::duration<double>(Clock::now() - t0).count();
   };
   const int64_t T = cfg.model.seq_len, GB = cfg.train.global_batch, MB = cfg.train.micro_batch;
-  BatchLoader loader(data.train, T, GB, cfg.run.seed);
+  BatchLoader loader(data.train.reader(), data.train.size(), T, GB, cfg.run.seed);
   const LossScale scale = global_batch_scale(cfg);
   std::vector<int32_t> tokens(static_cast<size_t>(MB * (T + 1)));
   std::vector<double> step_t, fwd_t, bwd_t, opt_t;

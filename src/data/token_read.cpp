@@ -42,11 +42,15 @@ void TokenSplitReader::read(int64_t first, int64_t count, int32_t* out) const {
   }
   // Every id read is checked (T + 1 comparisons a window): an id past the vocabulary would index
   // past the embedding. A file too large to scan before training is checked this way alone.
+  // Only the ranks that read the window find it: a rank's own failure (std::runtime_error, which
+  // the trainer ends the whole job on at once, exit 1), not a UsageError, which it takes for one
+  // every rank meets alike (the others would wait for the watchdog).
   for (int64_t i = 0; i < count; ++i)
     if (out[i] < 0 || out[i] >= impl_->vocab_size)
-      throw UsageError("token file '" + impl_->path + "': " + impl_->name + "[" +
-                       std::to_string(first + i) + "] = " + std::to_string(out[i]) +
-                       " is outside the vocabulary [0, " + std::to_string(impl_->vocab_size) + ")");
+      throw std::runtime_error("token file '" + impl_->path + "': " + impl_->name + "[" +
+                               std::to_string(first + i) + "] = " + std::to_string(out[i]) +
+                               " is outside the vocabulary [0, " +
+                               std::to_string(impl_->vocab_size) + ")");
 }
 
 namespace {

@@ -130,9 +130,15 @@ class TokenSplitReader {
   TokenSplitReader() = default;
   int64_t size() const { return size_; }
   // out[0 .. count) (=) tokens [first, first + count) as int32. Throws std::runtime_error naming
-  // the file and the range when the read fails, UsageError naming the id when one is outside
-  // the file's vocabulary.
+  // the file and the range when the read fails, or the index and the id when one is outside the
+  // file's vocabulary (a rank's own failure: only the ranks reading that window meet it).
   void read(int64_t first, int64_t count, int32_t* out) const;
+  // read() as a function (a loader's ReadTokens, loader.h); it shares the open file.
+  std::function<void(int64_t, int64_t, int32_t*)> reader() const {
+    return [split = *this](int64_t first, int64_t count, int32_t* out) {
+      split.read(first, count, out);
+    };
+  }
 
   struct Impl;  // the open file and dataset (token_read.cpp)
   TokenSplitReader(std::shared_ptr<const Impl> impl, int64_t size)

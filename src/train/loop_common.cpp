@@ -136,17 +136,8 @@ void check_hierarchical_groups(const Config& cfg, const comm::Layout& l) {
     }
 }
 
-namespace {
-
-// A split the trainer reads from the token file, as the loader's ReadTokens.
-ReadTokens reader_of(const TokenSplitReader& split) {
-  return [split](int64_t first, int64_t count, int32_t* out) { split.read(first, count, out); };
-}
-
-}  // namespace
-
 BatchShare::BatchShare(const Config& cfg, const TokenSource& data, const comm::Layout& lay)
-    : loader_(reader_of(data.train), data.train.size(), cfg.model.seq_len, cfg.train.global_batch,
+    : loader_(data.train.reader(), data.train.size(), cfg.model.seq_len, cfg.train.global_batch,
               cfg.run.seed),
       scale_(global_batch_scale(cfg)),
       num_layers_(cfg.model.n_layers),
@@ -225,7 +216,7 @@ double evaluate(const TokenSource& data, const Config& cfg, int64_t windows,
   double sum = 0.0;
   for (int64_t done = 0; done < per_rank; done += MB) {
     const int64_t n = std::clamp<int64_t>(mine - done, 0, MB);
-    fill_val_windows(reader_of(data.val), data.val.size(), T, first + done, n, tokens.data());
+    fill_val_windows(data.val.reader(), data.val.size(), T, first + done, n, tokens.data());
     sum += forward_lm(tokens.data(), static_cast<int>(n));
   }
   comm::allreduce_sum(std::span<double>(&sum, 1), g.dp(), wd, "validation loss");
@@ -310,19 +301,21 @@ std::optional<MetricsWriter> open_run_outputs(const Config& cfg, const comm::Com
     // Written whole or not at all: an unchecked stream left an empty config.yaml on a full disk,
     // which `placement --run` then misread.
     const std::string config = (fs::path(cfg.run.out_dir) / "config.yaml").string();
+    const std::string path = metrics_path(cfg.run.out_dir);
+    std::string what = "the run's config '" + config + "'";
     try {
       fs::create_directories(cfg.run.out_dir);
       files::atomic_write_text(config, to_yaml(cfg));
+      what = "the metrics file '" + path + "'";
+      if (resumed) {
+        metrics.emplace(path, resume_step);
+      } else {
+        metrics.emplace(path, false);
+      }
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
-      files::throw_output_error("the run's config '" + config + "'", e.what());
-    }
-    const std::string path = metrics_path(cfg.run.out_dir);
-    if (resumed) {
-      metrics.emplace(path, resume_step);
-    } else {
-      metrics.emplace(path, false);
+      files::throw_output_error(what, e.what());
     }
   });
   return metrics;

@@ -157,7 +157,7 @@ TEST(TrainBench, ExtraStepsRunAfterTheTimedOnesUntimed) {
   const Config cfg =
       load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml",
                   {"data.path=" + path, "train.global_batch=8", "train.micro_batch=4"});
-  const TokenData data = read_token_file(path, cfg.model.vocab_size, cfg.model.seq_len);
+  const TokenSource data = open_token_file(path, cfg.model.vocab_size, cfg.model.seq_len, true);
   TrainBenchOptions opt;
   opt.warmup = 1;
   opt.steps = 2;

@@ -326,8 +326,16 @@ TEST(ReadTokens, TheTrainersReaderReadsRangesFromTheFile) {
   EXPECT_FALSE(unscanned.scanned);
   std::vector<int32_t> w(9);
   unscanned.train.read(0, 9, w.data());  // ids 0..8 are fine
-  expect_usage_error([&] { unscanned.train.read(25, 9, w.data()); },
-                     {"bad.h5", "/train[30] = 70000 is outside the vocabulary"}, "read");
+  try {
+    unscanned.train.read(25, 9, w.data());
+    ADD_FAILURE() << "an id past the vocabulary was read";
+  } catch (const UsageError& e) {
+    ADD_FAILURE() << "a UsageError, which the trainer takes for one every rank meets: " << e.what();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.h5': /train[30] = 70000 is outside the vocabulary"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 // One window of seq_len + 1 tokens is the least a split may hold: exactly that loads, one less is
