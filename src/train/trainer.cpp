@@ -111,8 +111,9 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     if (rank0 && options.resume == "auto") refuse_checkpoints_left_behind(cfg);
     // A --resume file that is not there, said before the run's directories are made (they were
     // left behind, with their lock files).
+    std::error_code ec;  // a path it cannot look at is the checkpoint reader's to word
     if (rank0 && !options.resume.empty() && options.resume != "auto" &&
-        !std::filesystem::exists(options.resume))
+        !std::filesystem::exists(options.resume, ec) && !ec)
       throw UsageError("--resume '" + options.resume + "': no such checkpoint file");
     if (rank0) dirs.emplace(cfg, log);
   });
