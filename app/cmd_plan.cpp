@@ -120,8 +120,9 @@ int run_plan(const Args& a) {
   if (worlds.empty()) worlds.push_back(cluster.max_ranks());
 
   if (a.this_layout) {
-    // Exit 2 where the config's layout cannot run on a rank count asked (as a plan with no
-    // runnable layout does); one that runs but does not fit in memory is a report, exit 0.
+    // Exit 2 where the trainer would refuse the config's layout on a rank count asked (a layout
+    // or index problem, as a plan with no runnable layout does); one that only needs more
+    // memory than the cluster file's is a report, exit 0.
     bool runs = true;
     nlohmann::json all = nlohmann::json::array();
     for (int64_t world : worlds) {
@@ -134,7 +135,7 @@ int run_plan(const Args& a) {
       } else {
         std::cout << plan::format_evaluation(e);
       }
-      runs = runs && (e.fits() || !e.memory.terms.empty());
+      runs = runs && e.runs;
     }
     if (a.json) std::cout << all.dump(1) << "\n";
     return runs ? kExitOk : kExitUsage;

@@ -39,7 +39,10 @@ Evaluation evaluate(const Config& config, const PlanLayout& lay, const Cluster& 
   e.layout = lay;
   e.memory_available = memory_per_rank;
   e.problem = layout_problem(cfg, lay);
-  if (!e.problem.empty()) return e;
+  if (!e.problem.empty()) {
+    e.runs = false;
+    return e;
+  }
   MemoryInputs rank_in = in;  // with the threads a rank of this layout runs (step_time.h)
   rank_in.threads = rank_compute(cluster, lay.world).threads;
   e.memory = predict_memory(cfg, lay, routing, rank_in);
@@ -49,6 +52,7 @@ Evaluation evaluate(const Config& config, const PlanLayout& lay, const Cluster& 
   const auto index = index_problems(cfg, lay);
   if (!index.empty()) {
     e.problem = index.front().what + " exceeds the 32-bit index the code uses";
+    e.runs = false;
   } else if (memory_per_rank > 0 && e.memory.total() > memory_per_rank) {
     e.problem = "needs " + format_bytes(e.memory.total()) +
                 " per rank (largest: " + e.memory.largest().name + ", " +

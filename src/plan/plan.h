@@ -26,6 +26,8 @@ struct Evaluation {
   MemoryEstimate memory;
   double memory_available = 0;  // bytes per rank
   std::string problem;          // "" when it runs and fits; else why not
+  bool runs = true;             // false: the trainer refuses it (a layout or index problem), not
+                                // only memory this machine may not have
   double tokens_per_s = 0;      // global_batch * seq_len / step time
   bool fits() const { return problem.empty(); }
 };

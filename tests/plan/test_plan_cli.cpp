@@ -142,6 +142,16 @@ TEST_F(PlanCli, PlanThisOnRanksItCannotRunOnExitsTwo) {
   EXPECT_NE(r.output.find("cannot run: train.global_batch is not a multiple of dp"),
             std::string::npos)
       << r.output;
+  // Past the code's 32-bit indices (8 x 65536 tokens x 4096 experts of router scores): the
+  // trainer refuses it too, so exit 2 (it was counted as a layout that runs).
+  const auto idx = sy::test::run_command(
+      kBin + " plan --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() +
+      "/tokens.h5 --cluster " + kSource +
+      "/clusters/h100-ib.yaml --ranks 1 --this --set train.micro_batch=8 --set "
+      "train.global_batch=8 --set model.seq_len=65536 --set moe.num_experts=4096");
+  EXPECT_EQ(idx.exit_code, 2) << idx.output;
+  EXPECT_NE(idx.output.find("exceeds the 32-bit index the code uses"), std::string::npos)
+      << idx.output;
 }
 
 // bench train runs the trainer's step: what train refuses, it refuses too, before allocating

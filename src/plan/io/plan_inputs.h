@@ -35,7 +35,7 @@ bool load_coactivation(const std::string& path, int64_t E, int64_t K, RoutingSta
 
 // Declared element counts of a token file's /train and /val (the dataspace only: nothing is
 // read, so a file that declares 2^40 never-written tokens costs nothing). ok = false when the
-// file or a dataset cannot be inspected (read_token_file then reports the problem).
+// file or a dataset cannot be inspected (open_token_file then reports the problem).
 struct TokenExtents {
   bool ok = false;
   double train = 0, val = 0;
