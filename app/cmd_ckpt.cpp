@@ -53,6 +53,13 @@ std::string loss_text(double v) {
   return buf;
 }
 
+// The data order's position: stored, or derived for a file without it.
+std::string consumed_text(const ckpt::TrainState& s) {
+  if (!s.consumed_derived) return std::to_string(s.loader.consumed);
+  if (s.loader.consumed < 0) return "unknown (not stored)";
+  return std::to_string(s.loader.consumed) + " (not stored: step x the stored global_batch)";
+}
+
 void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& tok,
                       bool show_config, std::ostream& out) {
   const ckpt::TrainState& s = ins.state;
@@ -78,10 +85,10 @@ void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& 
       << "layout       " << s.layout << "\n"
       << "optimizer    step " << s.optim_step << ", lr " << lr << "\n"
       << "data loader  "
-      << (missing("state/data") ? not_stored("state/data")
-                                : "seed " + std::to_string(s.loader.seed) + ", next step " +
-                                      std::to_string(s.loader.step) + ", sequences consumed " +
-                                      std::to_string(s.loader.consumed))
+      << (missing("state/data")
+              ? not_stored("state/data")
+              : "seed " + std::to_string(s.loader.seed) + ", next step " +
+                    std::to_string(s.loader.step) + ", sequences consumed " + consumed_text(s))
       << "\n"
       << "rng          "
       << (missing("state/rng") ? not_stored("state/rng")

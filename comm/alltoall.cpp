@@ -139,7 +139,7 @@ std::vector<int64_t> alltoallv_records(MPI_Comm comm, std::span<const int64_t> d
   int64_t total = 0;
   for (int64_t r : recv_rows) total += r;
   SY_CHECK(static_cast<int64_t>(data.size()) ==
-               (P ? int64_t{send_displs[P - 1] + send_counts[P - 1]} * record : 0),
+               (P ? (int64_t{send_displs[P - 1]} + send_counts[P - 1]) * record : 0),
            "records do not match their counts");
   std::vector<int64_t> out(static_cast<std::size_t>(total * record));
   const RowType one_record(record, MPI_INT64_T);

@@ -122,14 +122,18 @@ struct TrainState {
   int64_t optim_step = 0;  // AdamW::step_count()
   double lr = 0.0;         // learning rate of the last update applied
   // /state
-  LoaderState loader;  // /state/data: seed, next_step (the batch order is a function of these)
+  LoaderState loader;  // /state/data: seed, next_step, consumed_sequences (the batch order's
+                       // position: consumed_derived when the file has no such attribute)
   RngState rng;        // /state/rng
   double best_val_loss = std::numeric_limits<double>::quiet_NaN();  // /state/train
   double last_val_loss = std::numeric_limits<double>::quiet_NaN();
   // Read only: the /state groups a not-sealed file lacks ("state/data", "state/rng",
-  // "state/train"); their fields above keep their defaults, which nothing reads (the trainer
-  // derives the data order from the step and the config's seed). Empty for switchyard's files.
+  // "state/train"); their fields above keep their defaults (the trainer takes the data order's
+  // seed from the config; loader.consumed is derived, below). Empty for switchyard's files.
   std::vector<std::string> state_missing;
+  // Read only: loader.consumed was not in the file (written before consumed_sequences, or by
+  // another tool) and is step x the stored config's global_batch (-1: that did not parse).
+  bool consumed_derived = false;
   // SPEC 8: the training data's tokenizer, root attribute `tokenizer` (not written when empty;
   // read back as "" from checkpoints written before it was stored), and for sentencepiece its
   // serialized model, written as the uint8 dataset /tokenizer/model (chunked, Fletcher32). Only

@@ -250,6 +250,7 @@ void pack(Packer& p, const TrainState& s) {
   p.str(s.tokenizer);
   p.str(s.tokenizer_model);
   p.i64(s.sealed ? 1 : 0);
+  p.i64(s.consumed_derived ? 1 : 0);
   p.i64(static_cast<int64_t>(s.state_missing.size()));
   for (const auto& g : s.state_missing) p.str(g);
 }
@@ -273,6 +274,7 @@ TrainState unpack_state(Unpacker& u) {
   s.tokenizer = u.str();
   s.tokenizer_model = u.str();
   s.sealed = u.i64() != 0;
+  s.consumed_derived = u.i64() != 0;
   const int64_t missing = u.i64();
   SY_CHECK(missing >= 0 && missing < 16, "bad /state group count " << missing);
   for (int64_t i = 0; i < missing; ++i) s.state_missing.push_back(u.str());

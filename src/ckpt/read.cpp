@@ -164,8 +164,8 @@ FileInfo read_structure(const std::string& file) {
   } catch (const std::exception& e) {
     throw attr_error("/", e);
   }
-  // SPEC 5 leaves /state's contents open: another tool's file may lack it (the defaults stand:
-  // the trainer derives the data order from the step and the config's seed).
+  // SPEC 5 leaves /state's contents open: another tool's file may lack it (the defaults stand;
+  // the data order's position is derived below).
   auto group_attrs = [&](const char* group, auto&& read) {
     try {
       if (!path_exists(f, group)) {
@@ -206,9 +206,11 @@ FileInfo read_structure(const std::string& file) {
   // stored global batch, exact unless an earlier resume changed the batch. A stored config
   // that does not parse leaves -1: the trainer then uses its own global batch.
   if (s.loader.consumed < 0) {
+    s.consumed_derived = true;
     try {
-      s.loader.consumed =
-          s.step * parse_config(s.config_yaml, {}, "stored config").train.global_batch;
+      const int64_t gb = parse_config(s.config_yaml, {}, "stored config").train.global_batch;
+      int64_t consumed = 0;
+      if (!__builtin_mul_overflow(s.step, gb, &consumed)) s.loader.consumed = consumed;
     } catch (const UsageError&) {
     }
   }

@@ -42,7 +42,7 @@ void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& bu
   if (side != MemorySide::kGpuDevice) {
     in.base_bytes = budget.in_use_bytes;
     const plan::TokenExtents t = plan::token_file_extents(cfg.data.path);
-    // A split too short for one sequence: read_token_file names that problem, which comes first.
+    // A split too short for one sequence: open_token_file names that problem, which comes first.
     const double window = static_cast<double>(cfg.model.seq_len) + 1;
     if (t.ok && (t.train < window || t.val < window)) return;
     if (t.ok) {

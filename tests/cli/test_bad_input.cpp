@@ -293,7 +293,8 @@ TEST(CliBadInput, ARunsConfigThatCannotBeWrittenStopsTheRunNamingIt) {
 // A checkpoint or an export past the file size limit: one message, exit 1, the previous
 // checkpoint and `latest` kept, nothing half-written left. They were SIGXFSZ (153, no message,
 // a .tmp left), or a crash in HDF5's clean-up at exit (139) after the failed checkpoint write.
-// The limit is 6 MiB, the model's checkpoint ~40 MiB. (MPI's start-up keeps its job data in
+// The limit is 6144 blocks (3 MiB in /bin/sh's 512-byte blocks, 6 MiB in bash's), the model's
+// checkpoint ~40 MiB. (MPI's start-up keeps its job data in
 // shared-memory files of a few MiB unless PMIx is told to keep them in its own memory.)
 TEST(CliBadInput, CheckpointsAndExportsPastTheFileSizeLimitAreOneMessage) {
   namespace fs = std::filesystem;

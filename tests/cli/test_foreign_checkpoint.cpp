@@ -126,6 +126,28 @@ TEST(ForeignCheckpoint, ASpecOnlyCheckpointIsReadLikeTheOneItCopies) {
   EXPECT_EQ(r.output, r2.output);
 }
 
+// A /state/data without consumed_sequences (a file written before it, or by another tool): the
+// data order's position is step x the stored global_batch (2 x 8), and ckpt info says it was
+// derived, not stored.
+TEST(ForeignCheckpoint, ADerivedDataPositionIsSaidToBeDerived) {
+  sy::test::TempDir dir;
+  const std::string ours = two_step_checkpoint(dir);
+  const std::string foreign = dir.file("foreign.h5");
+  write_foreign_copy(ours, foreign, /*keep_manifest=*/false, "", [](hid_t f) {
+    sy::h5::PropList lcpl{H5Pcreate(H5P_LINK_CREATE)};
+    H5Pset_create_intermediate_group(lcpl.get(), 1);
+    sy::h5::Group g{H5Gcreate2(f, "state/data", lcpl.get(), H5P_DEFAULT, H5P_DEFAULT)};
+    sy::h5::write_attr(g.get(), "seed", uint64_t{1234});
+    sy::h5::write_attr(g.get(), "next_step", int64_t{2});
+  });
+  const auto r = sy::test::run_command(kBin + " ckpt info --no-config " + foreign);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output,
+                       "data loader  seed 1234, next step 2, sequences consumed 16 (not "
+                       "stored: step x the stored global_batch)"))
+      << r.output;
+}
+
 // What the stored config's model has decides what is read: a missing tensor is named (export
 // wrote the rest and exited 0), an extra one is left alone (a declared 2^40 x 2^20 extra was
 // read chunk by chunk: the command hung), a tensor never written is refused (it read back as
