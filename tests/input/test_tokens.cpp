@@ -281,12 +281,16 @@ TEST(ReadTokens, TheTrainersReaderReadsRangesFromTheFile) {
   std::vector<uint32_t> train(40), val(20);
   for (size_t i = 0; i < train.size(); ++i) train[i] = static_cast<uint32_t>(i * 1699 % 70000);
   for (size_t i = 0; i < val.size(); ++i) val[i] = 69999 - static_cast<uint32_t>(i);
+  // uint32 train, int64 val, a 70000-token vocabulary.
+  const auto write = [&](const std::string& path) {
+    Builder(path)
+        .dataset("train", H5T_STD_U32LE, H5T_NATIVE_UINT32, train)
+        .dataset("val", H5T_STD_I64LE, H5T_NATIVE_UINT32, val)
+        .int_attr("vocab_size", 70000)
+        .fixed_str_attr("tokenizer", "bpe-70k");
+  };
   const std::string p = dir.file("wide.h5");
-  Builder(p)
-      .dataset("train", H5T_STD_U32LE, H5T_NATIVE_UINT32, train)
-      .dataset("val", H5T_STD_I64LE, H5T_NATIVE_UINT32, val)
-      .int_attr("vocab_size", 70000)
-      .fixed_str_attr("tokenizer", "bpe-70k");
+  write(p);
   const TokenSource src = open_token_file(p, 70000, 8, /*scan=*/true);
   EXPECT_TRUE(src.scanned);
   ASSERT_EQ(src.train.size(), 40);
@@ -315,11 +319,7 @@ TEST(ReadTokens, TheTrainersReaderReadsRangesFromTheFile) {
 
   train[30] = 70000;
   const std::string bad = dir.file("bad.h5");
-  Builder(bad)
-      .dataset("train", H5T_STD_U32LE, H5T_NATIVE_UINT32, train)
-      .dataset("val", H5T_STD_I64LE, H5T_NATIVE_UINT32, val)
-      .int_attr("vocab_size", 70000)
-      .fixed_str_attr("tokenizer", "bpe-70k");
+  write(bad);
   expect_usage_error([&] { open_token_file(bad, 70000, 8, true); },
                      {"bad.h5", "/train[30] = 70000 is outside the vocabulary"}, "scanned");
   const TokenSource unscanned = open_token_file(bad, 70000, 8, /*scan=*/false);

@@ -44,6 +44,11 @@ class PlanCli : public ::testing::Test {
     return "--config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() +
            "/tokens.h5 --set run.out_dir=" + dir() + "/" + run;
   }
+  // `plan --this` of tiny.yaml on the H100 cluster file, with `args` after it.
+  static std::string plan_this(const std::string& args) {
+    return kBin + " plan --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() +
+           "/tokens.h5 --cluster " + kSource + "/clusters/h100-ib.yaml --this " + args;
+  }
 
   static std::unique_ptr<sy::test::TempDir> dir_;
 };
@@ -121,10 +126,8 @@ TEST_F(PlanCli, ARefusalOnOneRankOffersNoZero1) {
 // plan --this says what the trainer's refusal says: the largest term and the keys that shrink it.
 TEST_F(PlanCli, PlanThisNamesTheKeysThatShrinkWhatDoesNotFit) {
   const auto r = sy::test::run_command(
-      kBin + " plan --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() +
-      "/tokens.h5 --cluster " + kSource +
-      "/clusters/h100-ib.yaml --ranks 1 --this --set model.d_model=4096 --set model.n_heads=32 "
-      "--set model.n_layers=400 --set moe.num_experts=64 --set moe.ffn_hidden=1024");
+      plan_this("--ranks 1 --set model.d_model=4096 --set model.n_heads=32 "
+                "--set model.n_layers=400 --set moe.num_experts=64 --set moe.ffn_hidden=1024"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("does not fit: needs"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("(largest: AdamW moments m and v"), std::string::npos) << r.output;
@@ -135,9 +138,7 @@ TEST_F(PlanCli, PlanThisNamesTheKeysThatShrinkWhatDoesNotFit) {
 // over 3 data-parallel ranks) says why and exits 2, as a plan with no runnable layout does; it
 // exited 0.
 TEST_F(PlanCli, PlanThisOnRanksItCannotRunOnExitsTwo) {
-  const auto r = sy::test::run_command(
-      kBin + " plan --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() +
-      "/tokens.h5 --cluster " + kSource + "/clusters/h100-ib.yaml --ranks 3 --this");
+  const auto r = sy::test::run_command(plan_this("--ranks 3"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("cannot run: train.global_batch is not a multiple of dp"),
             std::string::npos)
@@ -145,10 +146,8 @@ TEST_F(PlanCli, PlanThisOnRanksItCannotRunOnExitsTwo) {
   // Past the code's 32-bit indices (8 x 65536 tokens x 4096 experts of router scores): the
   // trainer refuses it too, so exit 2 (it was counted as a layout that runs).
   const auto idx = sy::test::run_command(
-      kBin + " plan --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() +
-      "/tokens.h5 --cluster " + kSource +
-      "/clusters/h100-ib.yaml --ranks 1 --this --set train.micro_batch=8 --set "
-      "train.global_batch=8 --set model.seq_len=65536 --set moe.num_experts=4096");
+      plan_this("--ranks 1 --set train.micro_batch=8 --set train.global_batch=8 --set "
+                "model.seq_len=65536 --set moe.num_experts=4096"));
   EXPECT_EQ(idx.exit_code, 2) << idx.output;
   EXPECT_NE(idx.output.find("exceeds the 32-bit index the code uses"), std::string::npos)
       << idx.output;
