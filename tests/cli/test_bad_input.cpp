@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/other_user.h"
 #include "common/temp_dir.h"
 #include "src/data/tokens.h"
 
@@ -27,10 +28,10 @@ struct Result {
   std::string err;     // stderr only; stdout is discarded
 };
 
-// `prefix` runs in the same shell first (e.g. "ulimit -f 64;").
-Result run(const std::string& args, const std::string& prefix = "") {
+// A shell command's stderr and exit code.
+Result run_shell(const std::string& command) {
   Result r;
-  FILE* pipe = popen((prefix + kBin + " " + args + " 2>&1 >/dev/null").c_str(), "r");
+  FILE* pipe = popen((command + " 2>&1 >/dev/null").c_str(), "r");
   if (!pipe) return r;
   std::array<char, 4096> buf;
   size_t n;
@@ -38,6 +39,11 @@ Result run(const std::string& args, const std::string& prefix = "") {
   const int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// The switchyard command `args`; `prefix` runs in the same shell first (e.g. "ulimit -f 64;").
+Result run(const std::string& args, const std::string& prefix = "") {
+  return run_shell(prefix + kBin + " " + args);
 }
 
 void write_text(const std::string& path, const std::string& text) {
@@ -241,10 +247,10 @@ TEST(CliBadInput, ATokenFileWriteThatFailsMidWayIsOneMessage) {
 // the message was "not an HDF5 file (make one with `switchyard data prepare`)" for a good token
 // file, and the same for a run's coactivation.h5. Needs root to run as another user (CI is).
 TEST(CliBadInput, AnUnreadableInputSaysPermissionDenied) {
-  namespace fs = std::filesystem;
-  if (::geteuid() != 0 || !fs::exists("/usr/bin/setpriv"))
-    GTEST_SKIP() << "needs root and setpriv to run as another user";
   sy::test::TempDir dir;
+  const auto nobody = sy::test::as_nobody(
+      dir.path(), kBin, std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml");
+  if (!nobody) GTEST_SKIP() << "needs root and setpriv to run as another user";
   write_text_past_the_limit(dir);
   const std::string data = dir.file("d.h5"), run_dir = dir.file("run");
   ASSERT_EQ(run("data prepare --input " + dir.file("in.txt") + " --output " + data).exit_code, 0);
@@ -252,20 +258,22 @@ TEST(CliBadInput, AnUnreadableInputSaysPermissionDenied) {
                             "/configs/tiny.yaml --set data.path=" + data +
                             " --set run.out_dir=" + run_dir + " --set train.steps=";
   ASSERT_EQ(run(train + "2").exit_code, 0);
-  fs::permissions(dir.path(),
-                  fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec);
   ASSERT_EQ(std::system(("chown -R 65534:65534 " + dir.path().string() + " && chown 0:0 " + data +
                          " " + run_dir + "/coactivation.h5 && chmod 600 " + data + " " + run_dir +
                          "/coactivation.h5")
                             .c_str()),
             0);
-  const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
-  Result r = run(train + "4 --set run.out_dir=" + dir.file("run2"), as_nobody);
+  // As nobody, with the copies of the binary and the config it can reach.
+  const auto as_nobody = [&](const std::string& args) {
+    return run_shell(nobody->prefix + nobody->bin + " " + args);
+  };
+  Result r = as_nobody("train --config " + nobody->config + " --set data.path=" + data +
+                       " --set train.steps=4 --set run.out_dir=" + dir.file("run2"));
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("token file '" + data + "': cannot be read: Permission denied"),
             std::string::npos)
       << r.err;
-  r = run("placement --run " + run_dir + " --nodes 2 --output " + dir.file("p.yaml"), as_nobody);
+  r = as_nobody("placement --run " + run_dir + " --nodes 2 --output " + dir.file("p.yaml"));
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("coactivation.h5: cannot be read: Permission denied"), std::string::npos)
       << r.err;

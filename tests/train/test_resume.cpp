@@ -23,6 +23,7 @@
 #include "comm/mpi.h"
 #include "common/ckpt_tensors.h"
 #include "common/mpi_util.h"
+#include "common/other_user.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
 #include "common/train_util.h"
@@ -227,19 +228,20 @@ TEST_F(Resume, CoactivationCountsSurviveAStopBetweenLogSteps) {
 // and, with checkpoint.keep 1, removed the good newer one. Needs root to hand the run to
 // another user (setpriv; CI runs as root).
 TEST_F(Resume, AnUnreadableNewestCheckpointStopsAutoResumeInsteadOfBeingSkipped) {
-  if (::geteuid() != 0 || !fs::exists("/usr/bin/setpriv"))
-    GTEST_SKIP() << "needs root and setpriv to run as another user";
+  const std::string config = std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml";
+  const auto nobody = test::as_nobody(dir_.path(), SWITCHYARD_BIN, config);
+  if (!nobody) GTEST_SKIP() << "needs root and setpriv to run as another user";
   auto r = run_command(train_cmd("run", "--set train.steps=20"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string newest = dir_.file("run") + "/checkpoints/step_00000020.h5";
-  fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::group_read |
-                                   fs::perms::group_exec | fs::perms::others_read |
-                                   fs::perms::others_exec);
   r = run_command("chown -R 65534:65534 " + dir_.path().string() + " && chown 0:0 " + newest +
                   " && chmod 000 " + newest);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command("setpriv --reuid=65534 --regid=65534 --clear-groups " +
-                  train_cmd("run", "--set train.steps=30 --set checkpoint.keep=1 --resume auto"));
+  // As nobody, with the copies of the binary and the config it can reach.
+  std::string cmd = train_cmd("run", "--set train.steps=30 --set checkpoint.keep=1 --resume auto");
+  cmd.replace(cmd.find(SWITCHYARD_BIN), std::string(SWITCHYARD_BIN).size(), nobody->bin);
+  cmd.replace(cmd.find(config), config.size(), nobody->config);
+  r = run_command(nobody->prefix + cmd);
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("checkpoint " + newest +
                           " cannot be read: Permission denied; not "
