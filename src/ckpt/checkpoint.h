@@ -59,6 +59,7 @@
 
 #include "comm/mpi.h"
 #include "src/core/error.h"
+#include "src/core/paths.h"
 #include "src/core/slab.h"
 #include "src/data/loader.h"
 #include "src/data/tokenizer.h"
@@ -78,7 +79,7 @@ class CheckpointError : public UsageError {
   // The start of `problem` for a file this process may not read (permissions; the text of
   // sy::unreadable_reason): not damage, so --resume auto stops there instead of skipping to an
   // older checkpoint.
-  static constexpr const char* kUnreadable = "cannot be read: ";
+  static constexpr const char* kUnreadable = kCannotBeRead;
 
   // quiet: every rank has the same error and another rank reports it (see sy::Error).
   CheckpointError(std::string file, std::string dataset, const std::string& problem,

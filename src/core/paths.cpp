@@ -34,7 +34,7 @@ std::string what_is_at(const std::string& path) {
 
 std::string unreadable_reason(const std::string& path) {
   if (::access(path.c_str(), R_OK) == 0) return "";
-  return std::string("cannot be read: ") + std::strerror(errno);
+  return std::string(kCannotBeRead) + std::strerror(errno);
 }
 
 void make_directories(const std::string& where, const std::string& dir) {

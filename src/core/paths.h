@@ -12,6 +12,7 @@ std::string what_is_at(const std::string& path);
 
 // "cannot be read: Permission denied" when this process may not read the file at `path`; empty
 // when it may. HDF5 reports such a file as no HDF5 file at all: input readers ask first.
+inline constexpr const char* kCannotBeRead = "cannot be read: ";  // how the reason starts
 std::string unreadable_reason(const std::string& path);
 
 // Creates `dir` and its parents where missing. Throws UsageError (exit 2) "<where> '<dir>' is not

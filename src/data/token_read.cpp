@@ -17,6 +17,17 @@
 
 namespace sy {
 
+namespace {
+
+// "/train[30] = 70000 is outside the vocabulary [0, 70000)": the scan's and the reader's words.
+std::string outside_vocabulary(const std::string& ds_name, int64_t index, int64_t id,
+                               int64_t vocab_size) {
+  return ds_name + "[" + std::to_string(index) + "] = " + std::to_string(id) +
+         " is outside the vocabulary [0, " + std::to_string(vocab_size) + ")";
+}
+
+}  // namespace
+
 struct TokenSplitReader::Impl {
   std::string path, name;          // for messages: the file and "/train"
   std::shared_ptr<h5::File> file;  // shared by the splits of one file
@@ -47,10 +58,9 @@ void TokenSplitReader::read(int64_t first, int64_t count, int32_t* out) const {
   // every rank meets alike (the others would wait for the watchdog).
   for (int64_t i = 0; i < count; ++i)
     if (out[i] < 0 || out[i] >= impl_->vocab_size)
-      throw std::runtime_error("token file '" + impl_->path + "': " + impl_->name + "[" +
-                               std::to_string(first + i) + "] = " + std::to_string(out[i]) +
-                               " is outside the vocabulary [0, " +
-                               std::to_string(impl_->vocab_size) + ")");
+      throw std::runtime_error(
+          "token file '" + impl_->path +
+          "': " + outside_vocabulary(impl_->name, first + i, out[i], impl_->vocab_size));
 }
 
 namespace {
@@ -158,9 +168,8 @@ class Reader {
       H5_CHECK(H5Dread(ds, H5T_NATIVE_INT64, mem, space, H5P_DEFAULT, buf.data()));
       for (hsize_t i = 0; i < count; ++i)
         if (buf[i] < 0 || buf[i] >= vocab_size)
-          fail(std::string("/") + name + "[" + std::to_string(start + i) +
-               "] = " + std::to_string(buf[i]) + " is outside the vocabulary [0, " +
-               std::to_string(vocab_size) + ")");
+          fail(outside_vocabulary(std::string("/") + name, static_cast<int64_t>(start + i), buf[i],
+                                  vocab_size));
       if (keep) keep(start, buf.data(), count);
     }
   }
@@ -176,8 +185,6 @@ class Reader {
     });
     return out;
   }
-
-  const std::string& path() const { return path_; }
 
  private:
   void require_root_attribute(hid_t file, const char* name) const {

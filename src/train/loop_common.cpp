@@ -147,8 +147,12 @@ BatchShare::BatchShare(const Config& cfg, const TokenSource& data, const comm::L
       first_seq_(per_dp_ * lay.coords.dp_rank),
       tokens_(static_cast<size_t>(micro_batch_ * (cfg.model.seq_len + 1))) {}
 
-void BatchShare::resume_at(int64_t step, int64_t consumed, int64_t tokens_seen) {
-  loader_.resume_at(step, consumed >= 0 ? consumed : step * loader_.global_batch(), tokens_seen);
+void BatchShare::resume_at(const ResumeResult& resumed) {
+  if (!resumed.resumed) return;
+  const ckpt::TrainState& s = resumed.state;
+  loader_.resume_at(s.step,
+                    s.loader.consumed >= 0 ? s.loader.consumed : s.step * loader_.global_batch(),
+                    s.tokens_seen);
 }
 
 void sum_over_dp(StepTotals& tot, const comm::Comm& dp, comm::Watchdog* wd) {

@@ -104,9 +104,9 @@ class BatchShare {
   // `data` must outlive the share.
   BatchShare(const Config& cfg, const TokenSource& data, const comm::Layout& lay);
   const BatchLoader& loader() const { return loader_; }
-  // Resuming at `step`, whose checkpoint stored `consumed` sequences of the batch order
-  // (-1: not stored, step * train.global_batch) and `tokens_seen` tokens before it.
-  void resume_at(int64_t step, int64_t consumed, int64_t tokens_seen);
+  // Continues the batch order and the token count where `resumed`'s checkpoint left them (its
+  // consumed sequences; -1, not known: step * train.global_batch). Nothing for a fresh start.
+  void resume_at(const ResumeResult& resumed);
 
   // Forward and backward of step `step`'s share on `model` (Model<float> or CudaModel): its
   // gradients (+=), whose sum over dp is the global batch's gradient. Returns the share's loss

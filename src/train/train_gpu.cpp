@@ -298,8 +298,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
     model.set_step_count(resumed.state.optim_step);
   }
   const int64_t first_step = resumed.resumed ? resumed.state.step : 0;
-  if (resumed.resumed)
-    share.resume_at(first_step, resumed.state.loader.consumed, resumed.state.tokens_seen);
+  share.resume_at(resumed);
   if (auto finished = finished_run(cfg, resumed, resume_log.str(), log))
     return std::move(*finished);
 

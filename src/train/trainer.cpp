@@ -176,8 +176,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   std::ostringstream resume_log;
   const ResumeResult resumed = resume_training(ckpt_ctx, options.resume, resume_log);
   const int64_t first_step = resumed.resumed ? resumed.state.step : 0;
-  if (resumed.resumed)
-    share.resume_at(first_step, resumed.state.loader.consumed, resumed.state.tokens_seen);
+  share.resume_at(resumed);
   if (auto finished = finished_run(cfg, resumed, resume_log.str(), log))
     return std::move(*finished);
 
