@@ -2,6 +2,7 @@
 // metrics.jsonl has the SPEC section 6 keys.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -178,6 +179,14 @@ TEST(Cli, AResumedRunWithoutPeriodicCheckpointsEndsWithOne) {
   // The stand-in for a preemption's checkpoint: step 2 of the run.
   r = run_command(train + " --set train.steps=2 --set checkpoint.every=2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  // The checkpoint line gives the file's size, as the file system has it, and the seconds.
+  {
+    const std::string ckpt = out + "/checkpoints/step_00000002.h5";
+    char size[32];
+    std::snprintf(size, sizeof size, "%.1f MiB, ",
+                  static_cast<double>(std::filesystem::file_size(ckpt)) / (1 << 20));
+    EXPECT_NE(r.output.find("checkpoint: " + ckpt + " (" + size), std::string::npos) << r.output;
+  }
   r = run_command(train + " --set train.steps=4 --set checkpoint.every=0 --resume auto");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(std::filesystem::exists(out + "/checkpoints/step_00000004.h5")) << r.output;
