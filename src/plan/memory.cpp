@@ -221,6 +221,17 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
     m.terms.push_back({"all-to-all buffers (busiest rank, z = 3.72 quantile)",
                        batch_keys + ", model.d_model, moe.top_k", exchange});
 
+  // The evaluation sample (eval_sample.h): world rank 0 gathers the whole model into one flat
+  // buffer (plus the largest part in flight) and decodes with its key/value cache, 2 x L x
+  // (seq_len + 63) x d_model (decoder.h). Counted on every rank: the estimate is the busiest one.
+  if (cfg.eval.sample_tokens > 0) {
+    const double whole = local_param_elements(cfg, PlanLayout{});
+    const double part = std::max(x.V * x.C, x.Lx * x.C * x.Fl);
+    const double kv = 2 * x.L * (x.T + 63) * x.C;
+    m.terms.push_back({"evaluation sample on rank 0: the whole model and its key/value cache",
+                       "eval.sample_tokens=0 (no sample)", kF * (whole + part + kv)});
+  }
+
   // Token data: the tokens stay in the file (token_read.cpp, read a window at a time); the
   // loader's two cached epoch permutations of the windows (int64), the int64 block of the check
   // before training, and HDF5's chunk cache of each split (1 MiB).

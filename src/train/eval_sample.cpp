@@ -4,10 +4,10 @@
 #include <filesystem>
 #include <fstream>
 #include <ostream>
+#include <utility>
 
 #include "src/core/printable.h"
 #include "src/sample/decoder.h"
-#include "src/sample/load.h"
 #include "src/sample/sampler.h"
 #include "src/train/loop_common.h"
 
@@ -31,15 +31,9 @@ EvalSampler::EvalSampler(const Config& cfg, const TokenSource& data)
 void EvalSampler::sample(int64_t step, const comm::ProcessGroups& g, const ParamTable& table,
                          const float* params, std::ostream& log, comm::Watchdog* wd) const {
   if (!enabled() || prompt_.empty()) return;
-  const std::map<std::string, std::vector<float>> whole = gather_params(g, cfg_, table, params, wd);
+  std::vector<float> whole = gather_flat_params(g, cfg_, table, params, wd);
   if (g.world().rank() != 0) return;
-  Decoder dec(cfg_, flat_params(
-                        make_param_table(cfg_),
-                        [&](const std::string& name) -> const std::vector<float>* {
-                          auto it = whole.find(name);
-                          return it == whole.end() ? nullptr : &it->second;
-                        },
-                        "eval sample"));
+  Decoder dec(cfg_, std::move(whole));
   SampleOptions o;
   o.tokens = cfg_.eval.sample_tokens;
   o.temperature = 1.0;

@@ -227,9 +227,13 @@ double evaluate(const TokenSource& data, const Config& cfg, int64_t windows,
   return sum / static_cast<double>(windows * T);
 }
 
-std::map<std::string, std::vector<float>> gather_params(const comm::ProcessGroups& g,
-                                                        const Config& cfg, const ParamTable& table,
-                                                        const float* params, comm::Watchdog* wd) {
+namespace {
+
+// Every writer rank's parts to world rank 0, which hands each to put(spec, buf) with buf the
+// part's local elements (spec.for_each_run maps them into the global tensor).
+void gather_parts(const comm::ProcessGroups& g, const Config& cfg, const ParamTable& table,
+                  const float* params, comm::Watchdog* wd,
+                  const std::function<void(const ParamSpec&, const std::vector<float>&)>& put) {
   const comm::Layout& l = g.layout();
   const MPI_Comm w = g.world().get();
   comm::WatchdogScope scope(wd, "gathering the parameters on rank 0");
@@ -238,7 +242,6 @@ std::map<std::string, std::vector<float>> gather_params(const comm::ProcessGroup
   auto chunks = [&](size_t n, const auto& fn) {
     for (size_t at = 0; at < n; at += kChunk) fn(at, static_cast<int>(std::min(kChunk, n - at)));
   };
-  std::map<std::string, std::vector<float>> out;
   if (l.world_rank != 0) {
     for (size_t i = 0; i < table.specs().size(); ++i) {
       const ParamSpec& p = table.specs()[i];
@@ -247,9 +250,8 @@ std::map<std::string, std::vector<float>> gather_params(const comm::ProcessGroup
         MPI_CHECK(MPI_Send(params + p.offset + at, n, MPI_FLOAT, 0, static_cast<int>(i), w));
       });
     }
-    return out;
+    return;
   }
-  for (const ParamSpec& p : table.specs()) out[p.name].assign(p.global_numel(), 0.0f);
   std::vector<float> buf;
   for (int r = 0; r < l.world_size; ++r) {
     comm::Layout lr = l;
@@ -267,13 +269,45 @@ std::map<std::string, std::vector<float>> gather_params(const comm::ProcessGroup
                              MPI_STATUS_IGNORE));
         });
       }
-      std::vector<float>& dst = out[p.name];
-      p.for_each_run([&](int64_t gi, int64_t loc, int64_t n) {
-        std::copy_n(buf.begin() + loc, n, dst.begin() + gi);
-      });
+      put(p, buf);
     }
   }
+}
+
+}  // namespace
+
+std::map<std::string, std::vector<float>> gather_params(const comm::ProcessGroups& g,
+                                                        const Config& cfg, const ParamTable& table,
+                                                        const float* params, comm::Watchdog* wd) {
+  std::map<std::string, std::vector<float>> out;
+  if (g.layout().world_rank == 0)
+    for (const ParamSpec& p : table.specs()) out[p.name].assign(p.global_numel(), 0.0f);
+  gather_parts(g, cfg, table, params, wd, [&](const ParamSpec& p, const std::vector<float>& buf) {
+    std::vector<float>& dst = out[p.name];
+    p.for_each_run([&](int64_t gi, int64_t loc, int64_t n) {
+      std::copy_n(buf.begin() + loc, n, dst.begin() + gi);
+    });
+  });
   return out;
+}
+
+std::vector<float> gather_flat_params(const comm::ProcessGroups& g, const Config& cfg,
+                                      const ParamTable& table, const float* params,
+                                      comm::Watchdog* wd) {
+  std::vector<float> flat;
+  std::map<std::string, size_t> offset;  // a tensor's place in the one-rank buffer
+  if (g.layout().world_rank == 0) {
+    const ParamTable whole = make_param_table(cfg);
+    flat.assign(whole.total_numel(), 0.0f);
+    for (const ParamSpec& p : whole.specs()) offset[p.name] = p.offset;
+  }
+  gather_parts(g, cfg, table, params, wd, [&](const ParamSpec& p, const std::vector<float>& buf) {
+    const size_t at = offset.at(p.name);
+    p.for_each_run([&](int64_t gi, int64_t loc, int64_t n) {
+      std::copy_n(buf.begin() + loc, n, flat.begin() + static_cast<std::ptrdiff_t>(at) + gi);
+    });
+  });
+  return flat;
 }
 
 std::vector<std::string> diverged_replicas(const comm::ProcessGroups& g, const ParamTable& table,

@@ -173,6 +173,12 @@ std::map<std::string, std::vector<float>> gather_params(const comm::ProcessGroup
                                                         const float* params,
                                                         comm::Watchdog* wd = nullptr);
 
+// The same gathered straight into the flat buffer of the one-rank layout (make_param_table(cfg)),
+// what a Decoder takes: one copy of the model on rank 0 (empty elsewhere), not two.
+std::vector<float> gather_flat_params(const comm::ProcessGroups& g, const Config& cfg,
+                                      const ParamTable& table, const float* params,
+                                      comm::Watchdog* wd = nullptr);
+
 // The names of parameters whose copies differ between the ranks that hold the same part: every
 // rank for replicated parameters, the dp group for tp shards, the edp group for experts.
 std::vector<std::string> diverged_replicas(const comm::ProcessGroups& g, const ParamTable& table,

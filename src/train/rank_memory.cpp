@@ -55,17 +55,18 @@ void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& bu
     in.data_name = "'" + cfg.data.path + "'" + sizes;
   }
   plan::MemoryEstimate est = plan::predict_memory(cfg, lay, plan::RoutingStats{}, in);
-  const auto is_token_data = [](const plan::MemoryTerm& t) {
-    return t.name.rfind("token", 0) == 0;
+  // What lives in host memory on the GPU path too: the token data and the evaluation sample.
+  const auto is_host_data = [](const plan::MemoryTerm& t) {
+    return t.name.rfind("token", 0) == 0 || t.name.rfind("evaluation sample", 0) == 0;
   };
   if (side == MemorySide::kGpuDevice) {
-    std::erase_if(est.terms, is_token_data);
+    std::erase_if(est.terms, is_host_data);
     if (budget.library_bytes > 0)
       est.terms.push_back({"the cuBLAS workspace (allocated with the model)",
                            "(not config-dependent)", budget.library_bytes});
   }
-  if (side == MemorySide::kGpuHost) {  // the token data and what train_gpu.cpp stages on the host
-    std::erase_if(est.terms, [&](const plan::MemoryTerm& t) { return !is_token_data(t); });
+  if (side == MemorySide::kGpuHost) {  // the host data and what train_gpu.cpp stages on the host
+    std::erase_if(est.terms, [&](const plan::MemoryTerm& t) { return !is_host_data(t); });
     est.terms.push_back({"host copies of the parameters and AdamW moments (checkpoints, --resume)",
                          "model.d_model, model.n_layers, moe.num_experts, moe.ffn_hidden, "
                          "parallel.ep/tp (shard them)",

@@ -119,6 +119,42 @@ TEST(SampleCli, TrainSamplesAtEvalAndSampleCommandStreamsText) {
   EXPECT_GT(l.output.size(), longer.size());
 }
 
+// The evaluation sample of a run sharded over two ranks (experts on one, the other on the other;
+// attention split in two) is the sample `switchyard sample` draws from the run's final
+// checkpoint with the same prompt (the validation split's first 16 bytes), seed (run.seed) and
+// temperature (1): the parameters gathered on rank 0 are the checkpoint's, whatever the layout.
+TEST(SampleCli, TheEvalSampleOfAShardedRunIsItsCheckpointsSample) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string data = prepare(dir), out = dir.file("run");
+  for (const std::string layout : {"--set parallel.ep=2", "--set parallel.tp=2"}) {
+    fs::remove_all(out);
+    const auto r =
+        run_command(sy::test::mpirun(2) + " " + kBin + " train --config " + kSrc +
+                    "/configs/tiny.yaml --set data.path=" + data + " --set run.out_dir=" + out +
+                    " --set train.steps=3" + " --set checkpoint.every=3 --set eval.every=3" +
+                    " --set eval.sample_tokens=48 --set eval.sequences=2 " + layout);
+    ASSERT_EQ(r.exit_code, 0) << layout << "\n" << r.output;
+    std::ifstream in(out + "/samples.txt", std::ios::binary);
+    std::string header, text;
+    ASSERT_TRUE(std::getline(in, header)) << layout;
+    ASSERT_TRUE(contains(header, "sample at step 3 (the first 16 validation tokens, then 48"))
+        << header;
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    ASSERT_GE(text.size(), 18u) << text;
+    text.resize(text.size() - 1);  // samples.txt's blank line; `sample` ends its text with \n
+    {
+      std::ofstream p(dir.file("prompt.txt"), std::ios::binary);
+      p << text.substr(0, 16);
+    }
+    const auto s =
+        stdout_of(kBin + " sample --checkpoint " + final_ckpt(out, 3) + " --prompt-file " +
+                  dir.file("prompt.txt") + " --tokens 48 --temperature 1 --seed 1234");
+    ASSERT_EQ(s.exit_code, 0) << s.output;
+    EXPECT_EQ(s.output, text) << layout;
+  }
+}
+
 // A hangup (SIGHUP: the terminal closed) ends a command as it ends any program: 128 + 1. UCX's
 // library took the signal for its debug mode before main ran, and `sample` went on generating.
 TEST(SampleCli, AHangupEndsTheCommand) {

@@ -66,5 +66,51 @@ TEST(MemorySide, AGpuCountsTheLibraryWorkspaceBesideTheModel) {
   EXPECT_NE(short_gpu.find("Largest term: the cuBLAS workspace"), std::string::npos) << short_gpu;
 }
 
+// eval.sample_tokens: world rank 0 gathers the whole model into host memory and decodes there,
+// on either device: a GPU rank's host counts it (named as the largest term when the model is),
+// its GPU does not.
+TEST(MemorySide, TheEvalSampleIsHostMemoryOnEitherDevice) {
+  Config cfg = cuda_config();
+  const plan::PlanLayout lay = plan::layout_of_config(cfg, 1, 1);
+  const double host = 3 * 4.0 * plan::local_param_elements(cfg, lay);
+  const double gpu =
+      plan::predict_memory(cfg, lay, plan::RoutingStats{}, plan::MemoryInputs{}).total();
+  cfg.eval.sample_tokens = 64;
+  const double sample = [&] {
+    for (const auto& t :
+         plan::predict_memory(cfg, lay, plan::RoutingStats{}, plan::MemoryInputs{}).terms)
+      if (t.name.rfind("evaluation sample", 0) == 0) return t.bytes;
+    return 0.0;
+  }();
+  ASSERT_GT(sample, 4.0 * plan::local_param_elements(cfg, lay));
+  EXPECT_EQ(refusal(cfg, host + sample + 1024, MemorySide::kGpuHost), "");
+  const std::string short_host = refusal(cfg, host + sample - 1024, MemorySide::kGpuHost);
+  EXPECT_NE(short_host.find("Largest term: host copies"), std::string::npos) << short_host;
+  EXPECT_EQ(refusal(cfg, gpu + 1024, MemorySide::kGpuDevice), "");
+}
+
+// Eight CPU ranks, an expert each: every rank holds an eighth of the experts, rank 0 gathers them
+// all for the sample, the largest term, which a refusal names with the key that drops it.
+TEST(MemorySide, TheEvalSampleCanBeTheLargestTermOfACpuRank) {
+  Config cfg =
+      parse_config("data:\n  path: no-such-file.h5\n",
+                   {"model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.seq_len=16",
+                    "moe.num_experts=8", "moe.ffn_hidden=1024", "train.micro_batch=1",
+                    "train.global_batch=8", "parallel.ep=8", "eval.sample_tokens=64"});
+  const plan::MemoryEstimate m = plan::predict_memory(cfg, plan::layout_of_config(cfg, 8, 8),
+                                                      plan::RoutingStats{}, plan::MemoryInputs{});
+  MemoryBudget budget{m.total() - 1024, "a test budget", 0, 8};
+  std::string msg;
+  try {
+    check_memory_fits(cfg, 8, budget, MemorySide::kCpuRank);
+  } catch (const UsageError& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("Largest term: evaluation sample on rank 0"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("eval.sample_tokens=0"), std::string::npos) << msg;
+  cfg.eval.sample_tokens = 0;  // the same budget then fits
+  EXPECT_NO_THROW(check_memory_fits(cfg, 8, budget, MemorySide::kCpuRank));
+}
+
 }  // namespace
 }  // namespace sy
