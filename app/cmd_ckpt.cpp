@@ -54,6 +54,13 @@ std::string loss_text(double v) {
 }
 
 // The data order's position: stored, or derived for a file without it.
+// A large checkpoint takes minutes to verify and read: progress lines on stderr (rank 0).
+ckpt::ReadProgress stderr_progress() {
+  ckpt::ReadProgress p;
+  p.say = [](const std::string& line) { std::cerr << line << "\n" << std::flush; };
+  return p;
+}
+
 std::string consumed_text(const ckpt::TrainState& s) {
   if (!s.consumed_derived) return std::to_string(s.loader.consumed);
   if (s.loader.consumed < 0) return "unknown (not stored)";
@@ -176,8 +183,8 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
   info->add_flag("--no-config", ia->no_config, "Do not print the stored config");
   out.push_back({info, [ia] {
                    return run_with_mpi([&](const comm::MpiSession& mpi) {
-                     const ckpt::Inspection ins =
-                         ckpt::inspect_checkpoint(MPI_COMM_WORLD, ia->file);
+                     const ckpt::Inspection ins = ckpt::inspect_checkpoint(
+                         MPI_COMM_WORLD, ia->file, nullptr, stderr_progress());
                      const ckpt::StoredTokenizer tok =
                          ckpt::read_checkpoint_tokenizer(MPI_COMM_WORLD, ia->file);
                      if (mpi.world_rank() == 0)
@@ -216,8 +223,8 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
       {exp, [ea] {
          if (ea->format == "hf")
            return run_with_mpi([&](const comm::MpiSession& mpi) {
-             const HfExportReport r =
-                 export_hf(MPI_COMM_WORLD, ea->file, {ea->output, ea->allow_approximate});
+             const HfExportReport r = export_hf(
+                 MPI_COMM_WORLD, ea->file, {ea->output, ea->allow_approximate, stderr_progress()});
              if (mpi.world_rank() != 0) return static_cast<int>(kExitOk);
              for (const auto& a : r.approximations) std::cout << "approximate: " << a << "\n";
              std::cout << "exported step " << r.step << " as " << r.architecture << " ("
@@ -235,7 +242,8 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
          return run_with_mpi([&](const comm::MpiSession& mpi) {
            ckpt::TrainState st;
            std::vector<std::string> notes;
-           const auto tensors = ckpt::read_model_tensors(MPI_COMM_WORLD, ea->file, &st, &notes);
+           const auto tensors =
+               ckpt::read_model_tensors(MPI_COMM_WORLD, ea->file, &st, &notes, stderr_progress());
            if (mpi.world_rank() == 0) {
              ckpt::write_safetensors(ea->output, tensors,
                                      {{"format", "switchyard"},

@@ -201,13 +201,23 @@ struct Inspection {
   bool ok() const;  // no metadata problem and every tensor without problem
 };
 
+// Progress of the long reads below (every chunk verified, the tensors read), on comm rank 0
+// (its share of the work, which the ranks split evenly): say("verifying 'f': 34% (4.1/12.0
+// MiB), ETA 00:00:12") at most every `every_s` seconds, nothing for a read shorter than that.
+// An empty `say` is quiet.
+struct ReadProgress {
+  std::function<void(const std::string&)> say;
+  double every_s = 5.0;
+};
+
 // Collective. Opens `file`, checks the format attributes, the manifest and the metadata
 // checksum, and reads every chunk of every dataset (in parallel: each rank a share) so that HDF5
 // verifies its Fletcher32 checksum. Problems with single datasets are reported per tensor; a file
 // that cannot be used at all (missing, not HDF5, truncated, foreign, unknown format_version)
 // throws CheckpointError. `watchdog` bounds the waits (null: unbounded).
 Inspection inspect_checkpoint(MPI_Comm comm, const std::string& file,
-                              comm::Watchdog* watchdog = nullptr);
+                              comm::Watchdog* watchdog = nullptr,
+                              const ReadProgress& progress = {});
 
 // Throws CheckpointError naming the first bad dataset of an inspection (or its metadata). The
 // inspection is the same on every rank, so every rank throws alike; rank 0 says it.
@@ -215,7 +225,7 @@ void throw_if_bad(MPI_Comm comm, const Inspection& ins);
 
 // inspect_checkpoint, then throws CheckpointError naming the first bad dataset (or the metadata).
 TrainState verify_checkpoint(MPI_Comm comm, const std::string& file,
-                             comm::Watchdog* watchdog = nullptr);
+                             comm::Watchdog* watchdog = nullptr, const ReadProgress& progress = {});
 
 // Collective. Verifies the whole file, then fills every ref (any slab layout; the refs may differ
 // between ranks, writer is ignored) with collective hyperslab reads. Throws CheckpointError when
@@ -226,6 +236,7 @@ struct LoadOptions {
   // and every chunk that is read is still checked by HDF5's Fletcher32 filter.
   bool verify_all = true;
   comm::Watchdog* watchdog = nullptr;  // bounds every wait (null: unbounded)
+  ReadProgress progress;
 };
 TrainState load_checkpoint(MPI_Comm comm, const std::string& file,
                            const std::vector<TensorRef>& tensors, const LoadOptions& options = {});
@@ -242,7 +253,8 @@ struct WholeTensor {
 // to `notes` when given, one line each.
 std::vector<WholeTensor> read_model_tensors(MPI_Comm comm, const std::string& file,
                                             TrainState* state = nullptr,
-                                            std::vector<std::string>* notes = nullptr);
+                                            std::vector<std::string>* notes = nullptr,
+                                            const ReadProgress& progress = {});
 
 // Collective. The checkpoint's tokenizer: name (root attribute `tokenizer`, "" when absent) and,
 // when there is one, the bytes of /tokenizer/model (its checksums verified by the read). Throws
@@ -267,7 +279,8 @@ struct CheckpointModel {
   // The tensor of SPEC name `name` (no leading '/'), null when the checkpoint has none.
   const WholeTensor* find(const std::string& name) const;
 };
-CheckpointModel read_checkpoint_model(MPI_Comm comm, const std::string& file);
+CheckpointModel read_checkpoint_model(MPI_Comm comm, const std::string& file,
+                                      const ReadProgress& progress = {});
 
 // ---- resuming ----------------------------------------------------------------------------------
 
@@ -296,7 +309,8 @@ struct ResumePlan {
 // goes on to the next candidate); any other error ends the search.
 using AcceptFn = std::function<void(const std::string& path, const TrainState& state)>;
 ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::string& dir,
-                       comm::Watchdog* watchdog = nullptr, const AcceptFn& accept = {});
+                       comm::Watchdog* watchdog = nullptr, const AcceptFn& accept = {},
+                       const ReadProgress& progress = {});
 
 // The newest-first candidates plan_resume("auto") tries: latest's target (when it holds a
 // step_*.h5 file name, not a path), then every step_*.h5 by decreasing step (no *.tmp). Not

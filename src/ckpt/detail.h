@@ -55,6 +55,7 @@ h5::PropList serial_fapl();
 struct Coll {
   MPI_Comm comm = MPI_COMM_NULL;
   comm::Watchdog* watchdog = nullptr;
+  const ReadProgress* progress = nullptr;  // long reads' progress lines (null: quiet)
 };
 
 // Runs `fn` on every rank (bounded by the watchdog as `what`: fn may make collective HDF5 calls),

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <utility>
 
 #include "comm/watchdog.h"
 #include "src/ckpt/checkpoint.h"
@@ -28,6 +29,7 @@
 #include "src/ckpt/seal.h"
 #include "src/config/config.h"
 #include "src/core/paths.h"
+#include "src/core/progress.h"
 
 namespace sy::ckpt {
 
@@ -342,6 +344,26 @@ h5::File open_parallel(const Coll& c, const std::string& file) {
   return h5::File{id};
 }
 
+// The progress lines of one pass on comm rank 0 (ReadProgress), counted in this rank's bytes.
+class PassProgress {
+ public:
+  PassProgress(const Coll& c, std::string what, int64_t total_bytes)
+      : say_(c.progress && c.progress->say && comm_rank(c.comm) == 0 ? &c.progress->say : nullptr),
+        what_(std::move(what)),
+        eta_(total_bytes, c.progress ? c.progress->every_s : 0.0) {}
+  void add(int64_t bytes) {
+    done_ += bytes;
+    if (!say_) return;
+    if (auto line = eta_.update(done_)) (*say_)(what_ + ": " + *line);
+  }
+
+ private:
+  const std::function<void(const std::string&)>* say_;
+  std::string what_;
+  ProgressEta eta_;
+  int64_t done_ = 0;
+};
+
 // Pass 2: this rank reads its share of the chunk rows of every healthy dataset.
 void verify_data(const Coll& c, const std::string& file, FileInfo& info) {
   const int rank = comm_rank(c.comm), size = comm_size(c.comm);
@@ -349,17 +371,27 @@ void verify_data(const Coll& c, const std::string& file, FileInfo& info) {
   Packer problems;  // (entry index, message) of this rank
   int64_t n_problems = 0;
   std::vector<float> buf;
+  // Units of work: slabs of chunk[0] rows of a dataset; rank r takes blocks [r*B/P, (r+1)*B/P).
+  auto my_rows = [&](const EntryInfo& e, const auto& fn) {
+    const int64_t rows = e.m.shape[0], rows_per = e.chunk[0];
+    const int64_t blocks = (rows + rows_per - 1) / rows_per;
+    for (int64_t b = blocks * rank / size; b < blocks * (rank + 1) / size; ++b)
+      fn(b * rows_per, std::min(rows_per, rows - b * rows_per));
+  };
+  auto healthy = [](const EntryInfo& e) { return e.problem.empty() && e.chunks > 0; };
+  int64_t total = 0;
+  for (const EntryInfo& e : info.entries)
+    if (healthy(e))
+      my_rows(e,
+              [&](int64_t, int64_t nr) { total += nr * (numel_of(e.m.shape) / e.m.shape[0]) * 4; });
+  PassProgress progress(c, "verifying " + label_of(file), total);
   for (size_t i = 0; i < info.entries.size(); ++i) {
     const EntryInfo& e = info.entries[i];
-    if (!e.problem.empty() || e.chunks == 0) continue;
+    if (!healthy(e)) continue;
     try {
       h5::Dataset ds{H5_CHECK(H5Dopen2(f, e.m.path.c_str(), H5P_DEFAULT))};
-      // Units of work: slabs of chunk[0] rows; rank r takes blocks [r*B/P, (r+1)*B/P).
-      const int64_t rows = e.m.shape[0], rows_per = e.chunk[0];
-      const int64_t blocks = (rows + rows_per - 1) / rows_per;
-      const int64_t row_numel = numel_of(e.m.shape) / rows;
-      for (int64_t b = blocks * rank / size; b < blocks * (rank + 1) / size; ++b) {
-        const int64_t r0 = b * rows_per, nr = std::min(rows_per, rows - r0);
+      const int64_t row_numel = numel_of(e.m.shape) / e.m.shape[0];
+      my_rows(e, [&](int64_t r0, int64_t nr) {
         Slab s = Slab::whole(e.m.shape);
         s.start[0] = r0;
         s.block[0] = nr;
@@ -371,7 +403,8 @@ void verify_data(const Coll& c, const std::string& file, FileInfo& info) {
         if (H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf.data()) < 0)
           throw std::runtime_error("data does not verify (rows " + std::to_string(r0) + ".." +
                                    std::to_string(r0 + nr - 1) + "): " + h5::error_stack_message());
-      }
+        progress.add(static_cast<int64_t>(buf.size()) * 4);
+      });
     } catch (const std::exception& ex) {
       problems.i64(static_cast<int64_t>(i));
       problems.str(ex.what());
@@ -438,6 +471,10 @@ void read_refs(const Coll& c, const std::string& file, const Inspection& ins,
   h5::File f = open_parallel(c, file);
   h5::PropList dxpl{H5_CHECK(H5Pcreate(H5P_DATASET_XFER))};
   H5_CHECK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  int64_t total = 0;
+  for (const auto& refs_of : mine)
+    for (const TensorRef* r : refs_of) total += r->slab.numel() * 4;
+  PassProgress progress(c, "reading " + label_of(file), total);
   // A failed read is remembered and the loop goes on, so that this rank keeps taking part in the
   // collective reads of the other datasets; the ranks agree on the outcome at the end.
   std::string first_error, error_dataset;
@@ -465,6 +502,7 @@ void read_refs(const Coll& c, const std::string& file, const Inspection& ins,
         }
         if (H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, dxpl, n > 0 ? r->data : &dummy) < 0)
           throw std::runtime_error("read failed: " + h5::error_stack_message());
+        progress.add(static_cast<int64_t>(n) * 4);
       } catch (const std::exception& e) {
         if (first_error.empty()) {
           first_error = e.what();
@@ -480,9 +518,10 @@ void read_refs(const Coll& c, const std::string& file, const Inspection& ins,
 
 }  // namespace
 
-Inspection inspect_checkpoint(MPI_Comm comm, const std::string& file, comm::Watchdog* watchdog) {
+Inspection inspect_checkpoint(MPI_Comm comm, const std::string& file, comm::Watchdog* watchdog,
+                              const ReadProgress& progress) {
   h5::ErrorSilencer quiet;
-  const Coll c{comm, watchdog};
+  const Coll c{comm, watchdog, &progress};
   FileInfo info = structure_everywhere(c, file);
   verify_data(c, file, info);
   return to_inspection(file, info);
@@ -496,8 +535,9 @@ void throw_if_bad(MPI_Comm comm, const Inspection& ins) {
     throw CheckpointError(ins.file, "", ins.metadata_problem, quiet);
 }
 
-TrainState verify_checkpoint(MPI_Comm comm, const std::string& file, comm::Watchdog* watchdog) {
-  const Inspection ins = inspect_checkpoint(comm, file, watchdog);
+TrainState verify_checkpoint(MPI_Comm comm, const std::string& file, comm::Watchdog* watchdog,
+                             const ReadProgress& progress) {
+  const Inspection ins = inspect_checkpoint(comm, file, watchdog, progress);
   throw_if_bad(comm, ins);
   return ins.state;
 }
@@ -505,7 +545,7 @@ TrainState verify_checkpoint(MPI_Comm comm, const std::string& file, comm::Watch
 TrainState load_checkpoint(MPI_Comm comm, const std::string& file,
                            const std::vector<TensorRef>& tensors, const LoadOptions& options) {
   h5::ErrorSilencer quiet;
-  const Coll c{comm, options.watchdog};
+  const Coll c{comm, options.watchdog, &options.progress};
   FileInfo info = structure_everywhere(c, file);
   if (options.verify_all) verify_data(c, file, info);
   const Inspection ins = to_inspection(file, info);
@@ -515,9 +555,10 @@ TrainState load_checkpoint(MPI_Comm comm, const std::string& file,
 }
 
 std::vector<WholeTensor> read_model_tensors(MPI_Comm comm, const std::string& file,
-                                            TrainState* state, std::vector<std::string>* notes) {
-  const Coll c{comm, nullptr};
-  Inspection ins = inspect_checkpoint(comm, file);
+                                            TrainState* state, std::vector<std::string>* notes,
+                                            const ReadProgress& progress) {
+  const Coll c{comm, nullptr, &progress};
+  Inspection ins = inspect_checkpoint(comm, file, nullptr, progress);
   // The model's own tensors and the metadata (the config, the step) must verify; a damaged
   // tensor the model does not need is said, not fatal.
   for (auto& t : ins.tensors) {

@@ -31,7 +31,8 @@ std::vector<std::string> resume_candidates(const std::string& dir) {
 }
 
 ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::string& dir,
-                       comm::Watchdog* watchdog, const AcceptFn& accept) {
+                       comm::Watchdog* watchdog, const AcceptFn& accept,
+                       const ReadProgress& progress) {
   const detail::Coll coll{comm, watchdog};
   ResumePlan plan;
   if (resume.empty()) {
@@ -39,7 +40,7 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
     return plan;
   }
   if (resume != "auto") {
-    plan.state = verify_checkpoint(comm, resume, watchdog);
+    plan.state = verify_checkpoint(comm, resume, watchdog, progress);
     if (accept) accept(resume, plan.state);
     plan.path = resume;
     plan.message = "resuming from " + resume + " (step " + std::to_string(plan.state.step) + ")";
@@ -66,7 +67,7 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
 
   for (const auto& c : candidates) {
     try {
-      plan.state = verify_checkpoint(comm, c, watchdog);
+      plan.state = verify_checkpoint(comm, c, watchdog, progress);
       if (accept) accept(c, plan.state);
       plan.path = c;
       break;

@@ -43,10 +43,11 @@ const WholeTensor* CheckpointModel::find(const std::string& name) const {
   return nullptr;
 }
 
-CheckpointModel read_checkpoint_model(MPI_Comm comm, const std::string& file) {
+CheckpointModel read_checkpoint_model(MPI_Comm comm, const std::string& file,
+                                      const ReadProgress& progress) {
   CheckpointModel m;
   TrainState st;
-  m.tensors = read_model_tensors(comm, file, &st, &m.notes);
+  m.tensors = read_model_tensors(comm, file, &st, &m.notes, progress);
   const StoredTokenizer stored = read_checkpoint_tokenizer(comm, file);
   const std::string source = "checkpoint '" + file + "'";
   m.step = st.step;

@@ -277,7 +277,7 @@ std::vector<ckpt::WholeTensor> hf_tensors(const Config& cfg, const Plan& p, cons
 HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfExportOptions& opt) {
   if (opt.output_dir.empty()) throw UsageError("ckpt export --format hf: no --output directory");
   check_output_dir(opt.output_dir);
-  const ckpt::CheckpointModel model = ckpt::read_checkpoint_model(comm, checkpoint);
+  const ckpt::CheckpointModel model = ckpt::read_checkpoint_model(comm, checkpoint, opt.progress);
   const std::string source = "checkpoint '" + checkpoint + "'";
   const Config& cfg = model.cfg;
   const Tokenizer& tok = model.tokenizer;

@@ -31,12 +31,14 @@
 #include <vector>
 
 #include "comm/mpi.h"
+#include "src/ckpt/checkpoint.h"
 
 namespace sy {
 
 struct HfExportOptions {
   std::string output_dir;
   bool allow_approximate = false;
+  ckpt::ReadProgress progress;  // reading the checkpoint
 };
 
 struct HfExportReport {

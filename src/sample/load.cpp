@@ -25,8 +25,9 @@ std::vector<float> flat_params(
   return flat;
 }
 
-SamplingModel load_sampling_model(MPI_Comm comm, const std::string& file) {
-  ckpt::CheckpointModel c = ckpt::read_checkpoint_model(comm, file);
+SamplingModel load_sampling_model(MPI_Comm comm, const std::string& file,
+                                  const ckpt::ReadProgress& progress) {
+  ckpt::CheckpointModel c = ckpt::read_checkpoint_model(comm, file, progress);
   const std::string source = "checkpoint '" + file + "'";
   SamplingModel m;
   m.step = c.step;

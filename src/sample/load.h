@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "comm/mpi.h"
+#include "src/ckpt/checkpoint.h"
 #include "src/config/config.h"
 #include "src/data/tokenizer.h"
 #include "src/model/params.h"
@@ -26,7 +27,9 @@ struct SamplingModel {
 // Fletcher32 checksum), parses its stored config, reads its tokenizer. UsageError
 // (CheckpointError) naming the file, and the dataset when one is at fault, for anything damaged
 // or missing that the model needs; damage to the optimizer state goes to `notes`.
-SamplingModel load_sampling_model(MPI_Comm comm, const std::string& file);
+// `progress`: the verification's and the read's progress lines (ckpt::ReadProgress).
+SamplingModel load_sampling_model(MPI_Comm comm, const std::string& file,
+                                  const ckpt::ReadProgress& progress = {});
 
 // The flat one-rank parameter buffer of `table` from whole global tensors found by SPEC name
 // (find returns null for a missing one). Throws UsageError "<source>: ..." naming a missing

@@ -103,7 +103,9 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
   check_sample_options(req.options);
   // The prompt is read before the (longer) checkpoint verification.
   const std::string prompt_str = prompt_text(req);
-  SamplingModel m = load_sampling_model(comm, req.checkpoint);
+  ckpt::ReadProgress progress;
+  progress.say = [&](const std::string& line) { info << line << "\n" << std::flush; };
+  SamplingModel m = load_sampling_model(comm, req.checkpoint, progress);
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
   const std::vector<int32_t> prompt = prompt_ids(req, prompt_str, m.tokenizer);

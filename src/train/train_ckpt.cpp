@@ -113,6 +113,8 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
   ckpt::LoadOptions load;
   load.verify_all = false;  // plan_resume has just verified every chunk
   load.watchdog = t.watchdog;
+  // A large checkpoint takes minutes to verify and read: say how far (rank 0's log).
+  load.progress.say = [&](const std::string& line) { log << line << "\n" << std::flush; };
   // Each candidate that verifies is loaded here; one that cannot be (a tensor the model needs is
   // not in it) is skipped like a damaged one and the next older one tried.
   const ckpt::ResumePlan plan = ckpt::plan_resume(
@@ -127,7 +129,8 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
         }
         if (refs.empty()) refs = make_refs();
         r.state = ckpt::load_checkpoint(t.comm, path, refs, load);
-      });
+      },
+      load.progress);
   for (const auto& s : plan.skipped)
     log << "warning: skipping checkpoint " << s.file << ": " << s.reason << "\n";
   log << plan.message << "\n";

@@ -213,3 +213,55 @@ TEST(CkptLayouts, WholeTableRefsUseSpecNamesForTheMoments) {
 }
 
 }  // namespace
+
+namespace {
+
+// The percent of a progress line ("verifying '...': 34% (0.0/0.0 MiB), ETA 00:00:00").
+int percent_of(const std::string& line) {
+  const size_t colon = line.rfind(": ");
+  return colon == std::string::npos ? -1 : std::atoi(line.c_str() + colon + 2);
+}
+
+// Long reads say how far they are (every line here: every_s = 0), on rank 0 only, rising to
+// 100%: the verification of every chunk, then the collective read of the tensors. At the
+// default interval a read this short says nothing.
+TEST(CkptLayouts, LongReadsSayHowFarTheyAreOnRankZero) {
+  SharedDir dir;
+  Held written = hold(kLayouts[1].second, true);
+  const auto res = ckpt::save_checkpoint(MPI_COMM_WORLD, dir.path(), some_state(1), written.refs);
+  std::vector<std::string> lines;
+  ckpt::LoadOptions o;
+  o.progress.say = [&](const std::string& l) { lines.push_back(l); };
+  o.progress.every_s = 0;
+  Held read = hold(kLayouts[0].second, false);
+  ckpt::load_checkpoint(MPI_COMM_WORLD, res.path, read.refs, o);
+  EXPECT_EQ(sum_wrong(wrong_in(read)), 0);
+  std::vector<std::string> quiet;  // the same read at the default interval (collective)
+  o.progress.say = [&](const std::string& l) { quiet.push_back(l); };
+  o.progress.every_s = 5;
+  ckpt::load_checkpoint(MPI_COMM_WORLD, res.path, read.refs, o);
+  EXPECT_TRUE(quiet.empty()) << quiet.front();
+  if (rank_of() != 0) {
+    EXPECT_TRUE(lines.empty()) << lines.front();
+    return;
+  }
+  const std::string verifying = "verifying checkpoint '" + res.path + "'";
+  const std::string reading = "reading checkpoint '" + res.path + "'";
+  size_t nv = 0;
+  while (nv < lines.size() && lines[nv].rfind(verifying, 0) == 0) ++nv;
+  // Rank 0 counts its own share of the chunks, which these small tensors leave empty on more
+  // ranks than one (a tensor of 5 rows is one chunk); every rank reads a column block of each.
+  if (size_of() == 1) {
+    ASSERT_GT(nv, 0u) << (lines.empty() ? "no line" : lines.front());
+  }
+  ASSERT_LT(nv, lines.size()) << "no reading line";
+  for (size_t i = nv; i < lines.size(); ++i) EXPECT_EQ(lines[i].rfind(reading, 0), 0u) << lines[i];
+  for (const auto& [from, to] : {std::pair{size_t{0}, nv}, std::pair{nv, lines.size()}}) {
+    if (from == to) continue;
+    for (size_t i = from + 1; i < to; ++i)
+      EXPECT_GE(percent_of(lines[i]), percent_of(lines[i - 1])) << lines[i];
+    EXPECT_EQ(percent_of(lines[to - 1]), 100) << lines[to - 1];
+  }
+}
+
+}  // namespace
