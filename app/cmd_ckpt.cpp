@@ -20,6 +20,7 @@
 #include "comm/mpi.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/safetensors.h"
+#include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/core/paths.h"
 #include "src/export/hf_export.h"
@@ -155,6 +156,10 @@ void refuse_directory(const std::string& output) {
         "' is a directory: --format safetensors writes one file (give its name, e.g. '" +
         (std::filesystem::path(output) / "model.safetensors").string() +
         "'); --format hf writes a directory");
+  if (const std::string kind = files::special_file_kind(output); !kind.empty())
+    throw UsageError("--output '" + output + "' is " + kind +
+                     ": the export is written next to it and renamed over it, which would "
+                     "replace it; give a file name");
 }
 
 void print_removed(const std::vector<std::string>& removed) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -29,6 +30,43 @@ std::string parent_dir(const std::string& path) {
 }
 }  // namespace
 
+std::string special_file_kind(const std::string& path) {
+  struct stat st {};
+  if (path.empty() || ::lstat(path.c_str(), &st) != 0) return "";
+  if (S_ISCHR(st.st_mode)) return "a character device";
+  if (S_ISBLK(st.st_mode)) return "a block device";
+  if (S_ISFIFO(st.st_mode)) return "a FIFO";
+  if (S_ISSOCK(st.st_mode)) return "a socket";
+  return "";
+}
+
+namespace {
+[[noreturn]] void refuse_special(const std::string& path, const std::string& kind) {
+  throw std::runtime_error("'" + path + "' is " + kind +
+                           ": switchyard writes a file next to it and renames it over the "
+                           "output, which would replace the " +
+                           kind.substr(kind.find(' ') + 1) + "; give a file name");
+}
+}  // namespace
+
+std::string check_output_file(const std::string& path) {
+  if (path.empty()) throw UsageError("no output file given");
+  std::error_code ec;
+  const fs::path out_path(path);
+  const fs::path out_dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");
+  if (!fs::is_directory(out_dir, ec))
+    throw UsageError("output directory '" + out_dir.string() + "' for '" + path +
+                     "' does not exist");
+  if (fs::is_directory(out_path, ec))
+    throw UsageError("output '" + path + "' is a directory, expected a file name");
+  if (const std::string kind = special_file_kind(path); !kind.empty()) try {
+      refuse_special(path, kind);
+    } catch (const std::runtime_error& e) {
+      throw UsageError(std::string("output ") + e.what());
+    }
+  return out_dir.string();
+}
+
 void fsync_path(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw_errno("open for fsync of", path);
@@ -40,6 +78,7 @@ void fsync_path(const std::string& path) {
 }
 
 void durable_rename(const std::string& from, const std::string& to) {
+  if (const std::string kind = special_file_kind(to); !kind.empty()) refuse_special(to, kind);
   if (std::rename(from.c_str(), to.c_str()) != 0) throw_errno("rename to '" + to + "' of", from);
   fsync_path(parent_dir(to));
 }
@@ -64,6 +103,8 @@ StagedFiles::~StagedFiles() {
 }
 
 std::string StagedFiles::stage(const std::string& path) {
+  for (const std::string& p : {path, path + ".tmp"})  // opening a FIFO to write blocks
+    if (const std::string kind = special_file_kind(p); !kind.empty()) refuse_special(p, kind);
   if (parents_ == kCreateParents) {
     std::vector<fs::path> missing;  // innermost first
     std::error_code ec;

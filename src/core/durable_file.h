@@ -11,11 +11,23 @@
 
 namespace sy::files {
 
+// What `path` is when it exists as a character or block device, a FIFO or a socket ("a
+// character device", ...); "" otherwise (absent, a regular file, a directory, a symlink, which
+// a rename replaces without touching its target). The writers below rename a finished file over
+// their output: over /dev/null that destroys the device node, so they refuse such a path.
+std::string special_file_kind(const std::string& path);
+
+// The directory an output file `path` will be written in. UsageError naming `path` when it is
+// empty, its directory is missing, or it is a directory or special_file_kind: what commands
+// check before any work.
+std::string check_output_file(const std::string& path);
+
 // fsync(2) of a file or a directory (a rename is durable once its directory is synced). Throws
 // std::runtime_error naming the path and errno's text.
 void fsync_path(const std::string& path);
 
-// rename(2) of `from` to `to` (same directory), then fsync of that directory.
+// rename(2) of `from` to `to` (same directory), then fsync of that directory. Throws
+// std::runtime_error, `from` left, when `to` is a special_file_kind.
 void durable_rename(const std::string& from, const std::string& to);
 
 // fsync of `tmp`, then durable_rename(tmp, path): the commit of a file written to `tmp`.
@@ -41,7 +53,8 @@ class StagedFiles {
   StagedFiles& operator=(const StagedFiles&) = delete;
 
   // Creates (truncates) "<path>.tmp" and returns its name. Throws std::runtime_error naming the
-  // file or the directory that cannot be created, with errno's text.
+  // file or the directory that cannot be created, with errno's text, or `path` when it is a
+  // special_file_kind.
   std::string stage(const std::string& path);
   // stage(path), then `write` writes the content to a stream on it; throws naming the .tmp and
   // errno's text when the stream fails ("No space left on device", "File too large").

@@ -9,6 +9,7 @@
 #include <functional>
 #include <span>
 
+#include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/core/number_text.h"
 #include "src/core/paths.h"
@@ -163,7 +164,7 @@ ImportReport import_token_shards(const ImportOptions& opt) {
     throw UsageError("data import: --vocab-size " + std::to_string(opt.vocab_size) +
                      " must be 0 (the largest id + 1) or in [2, 2^32]");
 
-  check_output_path(opt.output);  // before reading the shards, which can take minutes
+  files::check_output_file(opt.output);  // before reading the shards, which can take minutes
   for (const auto& path : opt.shards)
     refuse_output_as_input(opt.output, path, "data import", "the token file");
 

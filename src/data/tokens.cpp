@@ -89,19 +89,6 @@ void write_tokenizer_model(hid_t file, const std::string& model) {
 
 }  // namespace
 
-fs::path check_output_path(const std::string& path) {
-  if (path.empty()) throw UsageError("no output file given");
-  std::error_code ec;
-  const fs::path out_path(path);
-  const fs::path out_dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");
-  if (!fs::is_directory(out_dir, ec))
-    throw UsageError("output directory '" + out_dir.string() + "' for '" + path +
-                     "' does not exist");
-  if (fs::is_directory(out_path, ec))
-    throw UsageError("output '" + path + "' is a directory, expected a file name");
-  return out_dir;
-}
-
 std::string read_tokenizer_model(hid_t file) {
   h5::ErrorSilencer quiet;
   if (H5_CHECK(H5Lexists(file, "tokenizer", H5P_DEFAULT)) <= 0 ||
@@ -141,7 +128,7 @@ double unigram_entropy_nats(const std::vector<uint32_t>& tokens) {
 
 struct TokenFileWriter::Impl {
   std::string path, tmp;
-  std::string dir;  // the directory it is written in (check_output_path)
+  std::string dir;  // the directory it is written in (files::check_output_file)
   int64_t vocab_size = 0;
   std::optional<h5::File> file;
   std::optional<h5::Dataset> train, val;
@@ -214,7 +201,7 @@ TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size, in
   Impl& m = *impl_;
   m.path = path;
   m.tmp = path + ".tmp";
-  m.dir = check_output_path(path).string();
+  m.dir = files::check_output_file(path);
   // Test hook: SWITCHYARD_TOKEN_FILE_NO_ROOM_CHECK=1 lets the tests reach a write that fails after
   // the check passed (a disk that filled meanwhile).
   const char* no_check = std::getenv("SWITCHYARD_TOKEN_FILE_NO_ROOM_CHECK");
@@ -314,7 +301,7 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
         "data prepare: --val-fraction 0 leaves /val empty, and `switchyard train` "
         "needs a validation split; hold some text out (the default is 0.1)");
   if (opt.output.empty()) throw UsageError("data prepare: no output file given");
-  check_output_path(opt.output);
+  files::check_output_file(opt.output);
   for (const auto& input : opt.inputs)
     refuse_output_as_input(opt.output, input, "data prepare", "the token file");
   const bool user_model = !opt.tokenizer_model.empty();

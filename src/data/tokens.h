@@ -77,10 +77,6 @@ double unigram_entropy_nats(const std::vector<uint32_t>& tokens);
 // --vocab-size or --train-sentences.
 PrepareReport prepare_token_file(const PrepareOptions& opt);
 
-// The directory a token file `path` will be written in. UsageError when `path` is empty, its
-// directory is missing, or `path` is a directory: what the writers check before any work.
-std::filesystem::path check_output_path(const std::string& path);
-
 // A generous bound on the bytes of a token file of `tokens` ids (train and val) whose tokenizer
 // model has `tokenizer_model_bytes` (0 for bytes).
 int64_t token_file_bytes(int64_t vocab_size, int64_t tokens, int64_t tokenizer_model_bytes);

@@ -8,6 +8,7 @@
 #include <optional>
 #include <ostream>
 
+#include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/placement/coactivation_file.h"
 #include "src/placement/partition.h"
@@ -91,6 +92,8 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
   std::error_code ec;
   if (!o.output.empty() && fs::is_directory(o.output, ec))
     throw UsageError("--output=" + o.output + " is a directory; give the placement file to write");
+  if (const std::string kind = files::special_file_kind(o.output); !kind.empty())
+    throw UsageError("--output=" + o.output + " is " + kind + "; give the placement file to write");
 
   const ExpertPlacement before = ExpertPlacement::contiguous(c.num_layers, E, P);
   std::vector<std::vector<int32_t>> rank_of;

@@ -3,6 +3,7 @@
 // checkpoint's SPEC tensors; what no architecture represents refused by name), and what a failed
 // export (nothing) or a repeated one (exactly its files) leaves behind.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <hdf5.h>
 
@@ -352,6 +353,27 @@ std::string read_bytes(const std::string& path) {
 // store would hit the limit in MPI_Init; its hash store writes no file.
 std::string with_file_size_limit(const std::string& cmd) {
   return "sh -c \"trap '' XFSZ; ulimit -f 128; PMIX_MCA_gds=hash exec " + cmd + "\"";
+}
+
+// An output that is a FIFO (or a device: /dev/full became a regular file) is refused before any
+// work, and left as it is, by every command that writes a named file.
+TEST(CkptExportFiles, AFifoAsAnOutputIsRefusedAndKept) {
+  sy::test::TempDir dir;
+  const std::string ckpt = two_step_checkpoint(dir);
+  const std::string fifo = dir.file("out");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  const std::vector<std::string> commands = {
+      kBin + " ckpt export " + ckpt + " --output " + fifo,
+      kBin + " data prepare --input " + dir.file("a.txt") + " --output " + fifo,
+  };
+  for (const std::string& cmd : commands) {
+    const auto r = run_command(cmd);
+    EXPECT_EQ(r.exit_code, 2) << cmd << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, "'" + fifo + "' is a FIFO")) << cmd << "\n" << r.output;
+    struct stat st {};
+    EXPECT_TRUE(::lstat(fifo.c_str(), &st) == 0 && S_ISFIFO(st.st_mode)) << cmd;
+    EXPECT_FALSE(fs::exists(fifo + ".tmp")) << cmd;
+  }
 }
 
 TEST(CkptExportFiles, ADirectoryAsTheSafetensorsOutputIsRefusedAndParentsAreMade) {

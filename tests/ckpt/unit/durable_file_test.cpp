@@ -2,6 +2,7 @@
 // fail for real (its "<path>.tmp" is a directory, so it cannot be created) and checks that the old
 // content survives and the error names the file.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -9,6 +10,7 @@
 
 #include "common/temp_dir.h"
 #include "src/core/durable_file.h"
+#include "src/core/error.h"
 
 namespace {
 
@@ -93,6 +95,48 @@ TEST(DurableFile, StagedFilesAppearTogetherOrLeaveNothing) {
     EXPECT_NE(std::string(e.what()).find("absent/c.tmp' failed: No such file"), std::string::npos)
         << e.what();
   }
+}
+
+}  // namespace
+
+namespace {
+
+// An output that names a device or a FIFO is refused, not replaced: the writers rename a finished
+// file over their output, which turned `--output /dev/full` into a regular file (as root). A FIFO
+// stands in for a device here (no root needed, nothing shared at risk); /dev/null is only
+// looked at.
+TEST(DurableFile, AFifoOrADeviceIsNeverReplacedWithAFile) {
+  test::TempDir dir;
+  const std::string fifo = dir.file("out.h5");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  EXPECT_EQ(files::special_file_kind(fifo), "a FIFO");
+  EXPECT_EQ(files::special_file_kind("/dev/null"), "a character device");
+  EXPECT_EQ(files::special_file_kind(dir.file("absent")), "");
+  EXPECT_EQ(files::special_file_kind(dir.path()), "");
+  auto is_fifo = [&] {
+    struct stat st {};
+    return ::lstat(fifo.c_str(), &st) == 0 && S_ISFIFO(st.st_mode);
+  };
+  try {
+    files::check_output_file(fifo);
+    ADD_FAILURE() << "check_output_file accepted a FIFO";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("'" + fifo + "' is a FIFO"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(files::atomic_write_text(fifo, "x\n"), std::runtime_error);  // StagedFiles::stage
+  EXPECT_TRUE(is_fifo());
+  EXPECT_FALSE(std::filesystem::exists(fifo + ".tmp"));
+  const std::string tmp = dir.file("written.tmp");
+  std::ofstream(tmp) << "data\n";
+  EXPECT_THROW(files::commit_file(tmp, fifo), std::runtime_error);  // durable_rename
+  EXPECT_TRUE(is_fifo());
+  EXPECT_EQ(read_all(tmp), "data\n");  // the caller's to remove
+  // A FIFO as the temporary: opening it to write would block.
+  const std::string other = dir.file("other.h5");
+  ASSERT_EQ(::mkfifo((other + ".tmp").c_str(), 0644), 0);
+  EXPECT_THROW(files::atomic_write_text(other, "x\n"), std::runtime_error);
+  EXPECT_FALSE(std::filesystem::exists(other));
 }
 
 }  // namespace
