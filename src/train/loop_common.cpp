@@ -213,14 +213,17 @@ double evaluate(const TokenSource& data, const Config& cfg, int64_t windows,
                 const comm::ProcessGroups& g, comm::Watchdog* wd, const ForwardLm& forward_lm) {
   const comm::Layout& l = g.layout();
   const int64_t T = cfg.model.seq_len, MB = cfg.train.micro_batch;
-  const int64_t per_rank = (windows + l.dp - 1) / l.dp;
-  const int64_t first = std::min(windows, per_rank * l.coords.dp_rank);
-  const int64_t mine = std::min(windows, first + per_rank) - first;
+  // Micro-batches of MB windows in file order (the last one shorter), the same on every layout:
+  // capacity drops within a micro-batch, so its windows must not depend on dp. Each
+  // data-parallel rank takes a contiguous share of them.
+  const int64_t batches = (windows + MB - 1) / MB;
+  const int64_t per_rank = (batches + l.dp - 1) / l.dp;
+  const int64_t first = std::min(batches, per_rank * l.coords.dp_rank);
   std::vector<int32_t> tokens(static_cast<size_t>(MB * (T + 1)));
   double sum = 0.0;
-  for (int64_t done = 0; done < per_rank; done += MB) {
-    const int64_t n = std::clamp<int64_t>(mine - done, 0, MB);
-    fill_val_windows(data.val.reader(), data.val.size(), T, first + done, n, tokens.data());
+  for (int64_t b = first; b < first + per_rank; ++b) {
+    const int64_t n = std::clamp<int64_t>(windows - b * MB, 0, MB);  // 0 past the last one
+    fill_val_windows(data.val.reader(), data.val.size(), T, b * MB, n, tokens.data());
     sum += forward_lm(tokens.data(), static_cast<int>(n));
   }
   comm::allreduce_sum(std::span<double>(&sum, 1), g.dp(), wd, "validation loss");

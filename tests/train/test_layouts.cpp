@@ -256,6 +256,29 @@ TEST_F(Layouts, ValidationLossMatchesOneRank) {
   }
 }
 
+// With capacity dropping, evaluation drops within micro-batches of train.micro_batch windows in
+// file order, whatever the layout: 6 windows as {0,1} {2,3} {4,5} on one rank, on dp 2 (two
+// micro-batches and one) and on dp 4 (one each, the last rank none). Each rank's share used to
+// be cut first: {0,1} {2} and {3,4} {5} on dp 2, a loss 2e-5 away.
+TEST_F(Layouts, ValidationLossWithCapacityMatchesOneRank) {
+  const std::vector<std::string> eval = {"train.steps=2",           "eval.every=2",
+                                         "eval.sequences=6",        "train.micro_batch=2",
+                                         "moe.capacity_factor=0.5", "moe.num_experts=8"};
+  const TrainSummary ref = one_rank("eval_capacity_reference", eval);
+  std::vector<std::string> dp2 = eval, ep4 = eval;
+  ep4.push_back("parallel.ep=4");
+  for (const Layout& l :
+       std::vector<Layout>{{"eval_capacity_dp2", 2, dp2}, {"eval_capacity_dp4_ep4", 4, ep4}}) {
+    const TrainSummary s = run(l);
+    if (world_rank() != 0) continue;
+    ASSERT_TRUE(std::isfinite(ref.final_val_loss));
+    EXPECT_NEAR(s.final_val_loss, ref.final_val_loss, 1e-6 * ref.final_val_loss) << l.name;
+    ASSERT_EQ(s.step_losses.size(), ref.step_losses.size());
+    for (size_t i = 0; i < ref.step_losses.size(); ++i)
+      EXPECT_NEAR(s.step_losses[i], ref.step_losses[i], 1e-6 * ref.step_losses[i]) << l.name;
+  }
+}
+
 // Sigmoid scores (no z-loss) with the gate scale and group-limited selection, under data,
 // tensor and expert parallelism and on 2 emulated nodes.
 TEST_F(Layouts, SigmoidRoutingMatchesOneRank) {
