@@ -127,14 +127,12 @@ void DistributedOptimizer::step(float* params, const float* grads, double lr, do
                             "updated parameters");
 }
 
-void DistributedOptimizer::gather_moments(std::vector<float>& m, std::vector<float>& v) const {
-  if (!zero1_) {
-    m = adam_.m();
-    v = adam_.v();
-    return;
-  }
+std::pair<float*, float*> DistributedOptimizer::full_moments(std::vector<float>& m,
+                                                             std::vector<float>& v, bool gather) {
+  if (!zero1_) return {adam_.m().data(), adam_.v().data()};
   m.assign(table_.total_numel(), 0.0f);
   v.assign(table_.total_numel(), 0.0f);
+  if (!gather) return {m.data(), v.data()};
   size_t moment_at = 0;
   for_each_own_chunk(moment_at, [&](const Bucket& b, size_t first, size_t n, size_t m_at) {
     std::copy_n(adam_.m().begin() + static_cast<long>(m_at), n,
@@ -146,6 +144,7 @@ void DistributedOptimizer::gather_moments(std::vector<float>& m, std::vector<flo
     comm::allgather_inplace(std::span<float>(v.data() + b.first, b.size), *b.comm, comms_.watchdog,
                             "optimizer moments");
   });
+  return {m.data(), v.data()};
 }
 
 void DistributedOptimizer::set_moments(const std::vector<float>& m, const std::vector<float>& v) {

@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "comm/mpi.h"
@@ -54,8 +55,12 @@ class DistributedOptimizer {
   // params[P] (=) updated by AdamW(lr, grads * grad_scale) and identical on every replica.
   void step(float* params, const float* grads, double lr, double grad_scale);
 
-  // The full local moments [P] (all-gathered from the chunks under ZeRO-1), for checkpoints.
-  void gather_moments(std::vector<float>& m, std::vector<float>& v) const;
+  // The full local moments [P] as a checkpoint writes them or a resume reads them. Without
+  // ZeRO-1 they are this optimizer's own arrays (no copy: the memory model counts none). With
+  // it, m_buf and v_buf [P]: all-gathered from the chunks when `gather` (collective), else only
+  // sized, for set_moments(m_buf, v_buf) after the read.
+  std::pair<float*, float*> full_moments(std::vector<float>& m_buf, std::vector<float>& v_buf,
+                                         bool gather);
   // Sets the moments from full local ones [P] (each rank keeps its chunks under ZeRO-1).
   void set_moments(const std::vector<float>& m, const std::vector<float>& v);
 

@@ -176,9 +176,10 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
   m.terms.push_back({"parameters", model_keys + ", parallel.ep/etp/tp (shard them)", kF * P});
   m.terms.push_back({"gradients", model_keys + ", parallel.ep/etp/tp (shard them)", kF * P});
   // ZeRO-1 shards the moments over the data-parallel replicas: a fix only where there are some,
-  // and only on the CPU (the GPU trainer refuses parallel.zero1).
-  const bool zero1_helps =
-      !lay.zero1 && (lay.dp() > 1 || lay.edp() > 1) && cfg.device != Device::kCuda;
+  // only on the CPU (the GPU trainer refuses parallel.zero1), and only without checkpoints, which
+  // gather the full moments (below) while a run without ZeRO-1 writes its own.
+  const bool zero1_helps = !lay.zero1 && (lay.dp() > 1 || lay.edp() > 1) &&
+                           cfg.device != Device::kCuda && cfg.checkpoint.every == 0;
   m.terms.push_back({"AdamW moments m and v",
                      model_keys + ", parallel.ep/etp/tp (shard them)" +
                          (zero1_helps ? ", parallel.zero1=true" : ""),
@@ -223,13 +224,26 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
 
   // The evaluation sample (eval_sample.h): world rank 0 gathers the whole model into one flat
   // buffer (plus the largest part in flight) and decodes with its key/value cache, 2 x L x
-  // (seq_len + 63) x d_model (decoder.h). Counted on every rank: the estimate is the busiest one.
+  // (seq_len + 63) x d_model (decoder.h); in host memory, which rank 0 shares with the other
+  // ranks of its host.
   if (cfg.eval.sample_tokens > 0) {
     const double whole = local_param_elements(cfg, PlanLayout{});
     const double part = std::max(x.V * x.C, x.Lx * x.C * x.Fl);
     const double kv = 2 * x.L * (x.T + 63) * x.C;
-    m.terms.push_back({"evaluation sample on rank 0: the whole model and its key/value cache",
-                       "eval.sample_tokens=0 (no sample)", kF * (whole + part + kv)});
+    m.terms.push_back({"evaluation sample on rank 0: the whole model and its key/value cache" +
+                           std::string(in.host_ranks > 1 ? " (shared by its host's ranks)" : ""),
+                       "eval.sample_tokens=0 (no sample)",
+                       kF * (whole + part + kv) / std::max(1.0, in.host_ranks), true});
+  }
+
+  // The CPU trainer's co-activation counts for `switchyard placement` (coactivation.h): int64
+  // [L, E, E] counted since the last log step on every rank, the run's total on rank 0, and the
+  // all-reduce's temporaries (a binomial tree, as below).
+  if (!x.cuda) {
+    const double counts = kD * x.L * x.E * x.E;
+    m.terms.push_back({"co-activation counts [L, E, E] (int64, for switchyard placement)",
+                       "moe.num_experts, model.n_layers",
+                       counts * (2 + (lay.world > 1 ? std::ceil(std::log2(d(lay.world))) : 0))});
   }
 
   // Token data: the tokens stay in the file (token_read.cpp, read a window at a time); the
@@ -241,19 +255,31 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
       kD * std::min(std::max(in.train_tokens, in.val_tokens), static_cast<double>(1 << 20)) +
       (in.train_tokens > 0 ? 2.0 * (1 << 20) : 0.0);  // none without a file (the planner's)
   m.terms.push_back({"token data " + in.data_name + ": the loader's window order",
-                     "data.path (a smaller file), model.seq_len", tokens});
+                     "data.path (a smaller file), model.seq_len", tokens, true});
 
-  // Workspace: the optimizer's scratch (one bucket chunk, or the packed router gradients) and,
-  // under ZeRO-1, the full moments a checkpoint gathers; the process itself.
+  // Workspace: the optimizer's scratch (one bucket chunk, or the packed router gradients); the
+  // process itself.
   const ParamGroups g = param_groups(cfg, lay);
   auto chunk = [&](double size, double p) {
     return std::min(size, std::max(p, std::floor(kBucket / p) * p)) / p;
   };
   double work =
       kF * std::max({chunk(g.dense, d(lay.dp())), chunk(g.expert, d(lay.edp())), g.router});
-  if (lay.zero1 && cfg.checkpoint.every > 0) work += 2 * kF * P;
   m.terms.push_back({"workspace: optimizer scratch and the process (libraries, MPI, BLAS)",
                      "(not config-dependent)", work + in.base_bytes});
+  // Under ZeRO-1 a checkpoint (and a resume) holds the full moments, gathered from the shards
+  // (DistributedOptimizer::full_moments); without it the optimizer's own are written and read.
+  if (lay.zero1 && cfg.checkpoint.every > 0)
+    m.terms.push_back({"ZeRO-1: the full AdamW moments a checkpoint gathers",
+                       "parallel.zero1=false, checkpoint.every=0", 2 * kF * P});
+  // A checkpoint write's own buffers: HDF5 holds about twice a rank's part of the tensor it
+  // writes (the chunks through the Fletcher32 filter), and MPI-IO's first open loads its
+  // components. Measured on tiny.yaml, 1 rank: +7.3 MiB at 256 experts (largest part 2 MiB),
+  // +17.4 MiB at 1024 (8 MiB).
+  if (cfg.checkpoint.every > 0)
+    m.terms.push_back({"checkpoint writes: HDF5's buffers of the largest tensor, MPI-IO",
+                       "checkpoint.every=0",
+                       2 * kF * std::max(x.V * x.C, x.Lx * x.C * x.Fl) + 4.0 * (1 << 20)});
   // MPI's reduction temporaries: Open MPI reduces a gradient bucket (reduce_scatter_block) and an
   // activation all-reduce (MPI_Reduce) along a binomial tree, where a rank that receives from
   // ceil(log2 p) children holds that many copies of the buffer (the group's root: measured +3

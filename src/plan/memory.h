@@ -24,6 +24,7 @@ struct MemoryTerm {
   std::string name;  // what it counts, e.g. "logits [N, V] (one micro-batch)"
   std::string keys;  // the config keys that shrink it
   double bytes = 0;
+  bool host = false;  // host memory on either device (token data, the evaluation sample)
 };
 
 struct MemoryEstimate {
@@ -39,6 +40,9 @@ struct MemoryInputs {
   double train_tokens = 0, val_tokens = 0;
   std::string data_name = "data.path";  // e.g. "'x.h5' /train and /val", for messages
   double threads = 1;  // OpenMP threads of a CPU rank (each holds its own attention tiles)
+  // Ranks sharing rank 0's host memory: what rank 0 alone holds (the evaluation sample) is
+  // spread over them, since the budget of a rank is its host's memory / its ranks.
+  double host_ranks = 1;
 };
 
 MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const RoutingStats& routing,

@@ -45,7 +45,11 @@ Evaluation evaluate(const Config& config, const PlanLayout& lay, const Cluster& 
   }
   MemoryInputs rank_in = in;  // with the threads a rank of this layout runs (step_time.h)
   rank_in.threads = rank_compute(cluster, lay.world).threads;
+  rank_in.host_ranks = static_cast<double>(std::min(lay.world, lay.ranks_per_node));
   e.memory = predict_memory(cfg, lay, routing, rank_in);
+  // A GPU's memory holds no host data (the token data, the evaluation sample).
+  if (cfg.device == Device::kCuda)
+    std::erase_if(e.memory.terms, [](const MemoryTerm& t) { return t.host; });
   e.time = predict_step(cfg, lay, cluster, routing);
   e.tokens_per_s = static_cast<double>(cfg.train.global_batch) *
                    static_cast<double>(cfg.model.seq_len) / e.time.total();

@@ -52,7 +52,7 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
   total_.top_k = static_cast<int>(cfg.moe.top_k);
   total_.first_step = total_.last_step = std::max<int64_t>(resumed_step, 0);
   flushed_step_ = total_.last_step;
-  total_.counts.assign(static_cast<size_t>(NL) * E * E, 0);
+  if (rank0_) total_.counts.assign(static_cast<size_t>(NL) * E * E, 0);  // rank 0 writes it
   if (!rank0_ || resumed_step < 0 || !std::filesystem::exists(path_)) return;
   try {
     Coactivation old = read_coactivation(path_);

@@ -158,8 +158,8 @@ StepRecord step_record(int64_t done, const StepTotals& tot, double lr, double gr
 // validation split, in file order, as micro-batches of train.micro_batch windows (the same on
 // every layout: capacity drops within one). Each data-parallel rank takes a contiguous share of
 // them; every rank calls forward_lm the same number of times (some with n = 0 sequences), since
-// the expert exchange is collective. forward_lm(tokens [n, T+1], n) returns the SUM of the per-token
-// lm losses of the n windows.
+// the expert exchange is collective. forward_lm(tokens [n, T+1], n) returns the SUM of the
+// per-token lm losses of the n windows.
 using ForwardLm = std::function<double(const int32_t* tokens, int n)>;
 double evaluate(const TokenSource& data, const Config& cfg, int64_t windows,
                 const comm::ProcessGroups& g, comm::Watchdog* wd, const ForwardLm& forward_lm);

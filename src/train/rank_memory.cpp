@@ -39,6 +39,7 @@ void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& bu
   const plan::PlanLayout lay = plan::layout_of_config(cfg, world_size, budget.node_ranks);
   plan::MemoryInputs in;
   in.threads = omp_get_max_threads();  // the CPU model's attention tiles are per thread
+  in.host_ranks = static_cast<double>(budget.node_ranks);
   if (side != MemorySide::kGpuDevice) {
     in.base_bytes = budget.in_use_bytes;
     const plan::TokenExtents t = plan::token_file_extents(cfg.data.path);
@@ -55,10 +56,7 @@ void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& bu
     in.data_name = "'" + cfg.data.path + "'" + sizes;
   }
   plan::MemoryEstimate est = plan::predict_memory(cfg, lay, plan::RoutingStats{}, in);
-  // What lives in host memory on the GPU path too: the token data and the evaluation sample.
-  const auto is_host_data = [](const plan::MemoryTerm& t) {
-    return t.name.rfind("token", 0) == 0 || t.name.rfind("evaluation sample", 0) == 0;
-  };
+  const auto is_host_data = [](const plan::MemoryTerm& t) { return t.host; };
   if (side == MemorySide::kGpuDevice) {
     std::erase_if(est.terms, is_host_data);
     if (budget.library_bytes > 0)

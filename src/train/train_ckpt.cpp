@@ -212,23 +212,21 @@ std::optional<TrainSummary> finished_run(const Config& cfg, const ResumeResult& 
 }
 
 ckpt::SaveResult save_training_checkpoint(const CkptContext& c, const ckpt::TrainState& state) {
-  std::vector<float> m, v;
-  c.opt.gather_moments(m, v);
-  return save_training_checkpoint(
-      CkptTarget{c.cfg, c.comm, c.layout, c.data, c.watchdog}, state,
-      training_refs(c.model.table(), c.model.params.data(), m.data(), v.data()));
+  std::vector<float> m_buf, v_buf;  // ZeRO-1's gathered moments
+  const auto [m, v] = c.opt.full_moments(m_buf, v_buf, /*gather=*/true);
+  return save_training_checkpoint(CkptTarget{c.cfg, c.comm, c.layout, c.data, c.watchdog}, state,
+                                  training_refs(c.model.table(), c.model.params.data(), m, v));
 }
 
 ResumeResult resume_training(const CkptContext& c, const std::string& resume, std::ostream& log) {
-  std::vector<float> m, v;
+  std::vector<float> m_buf, v_buf;  // ZeRO-1: the full moments read, before each rank's chunks
   ResumeResult r =
       resume_training(CkptTarget{c.cfg, c.comm, c.layout, c.data, c.watchdog}, resume, log, [&] {
-        m.assign(c.model.table().total_numel(), 0.0f);
-        v.assign(m.size(), 0.0f);
-        return training_refs(c.model.table(), c.model.params.data(), m.data(), v.data());
+        const auto [m, v] = c.opt.full_moments(m_buf, v_buf, /*gather=*/false);
+        return training_refs(c.model.table(), c.model.params.data(), m, v);
       });
   if (r.resumed) {
-    c.opt.set_moments(m, v);
+    if (c.opt.zero1()) c.opt.set_moments(m_buf, v_buf);
     c.opt.set_step_count(r.state.optim_step);
   }
   return r;

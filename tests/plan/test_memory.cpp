@@ -161,7 +161,7 @@ TEST(PlanMemory, MovedRowsTermsByHand) {
 //   One rank: the optimizer's scratch is the largest group, 576 floats; no reduction.
 //   dp = edp = 6: chunks of 444 / 6 = 74 and 576 / 6 = 96 (each far below a 4 MiB bucket), so
 //   96 floats; the binomial tree's root holds ceil(log2 6) = 3 copies of a bucket, the larger
-//   group's 576 floats. With ZeRO-1 and periodic checkpoints add both full moments, 2 x 1020.
+//   group's 576 floats. With ZeRO-1 and periodic checkpoints a term of both full moments, 2 x 1020.
 TEST(PlanMemory, WorkspaceAndReductionTemporariesByHand) {
   Config cfg = small_cfg();
   MemoryInputs in;
@@ -179,7 +179,11 @@ TEST(PlanMemory, WorkspaceAndReductionTemporariesByHand) {
   six.zero1 = true;
   cfg.checkpoint.every = 10;
   const MemoryEstimate z = predict_memory(cfg, six, RoutingStats{}, in);
-  EXPECT_DOUBLE_EQ(term(z, "workspace").bytes, 4.0 * 96 + 8.0 * 1020 + 100);
+  EXPECT_DOUBLE_EQ(term(z, "workspace").bytes, 4.0 * 96 + 100);
+  EXPECT_DOUBLE_EQ(term(z, "ZeRO-1: the full AdamW moments").bytes, 8.0 * 1020);
+  // A checkpoint's HDF5 buffers: twice the largest tensor part (an expert stack, 4 x 8 x 6 =
+  // 192 floats) and 4 MiB of MPI-IO.
+  EXPECT_DOUBLE_EQ(term(z, "checkpoint writes").bytes, 8.0 * 192 + 4.0 * (1 << 20));
 }
 
 // The same model trained with device: cuda in bf16: CudaModel<bf16> stores the [N, *] activations,
@@ -213,7 +217,8 @@ TEST(PlanMemory, Bf16OnTheGpuStoresActivationsInTwoBytes) {
 }
 
 // The moments term offers parallel.zero1 only where it shards something: data-parallel replicas
-// on the CPU trainer (the GPU trainer refuses the key; one rank has no replica).
+// on the CPU trainer (the GPU trainer refuses the key; one rank has no replica), without
+// checkpoints (each gathers the full moments under ZeRO-1: 2/dp + 2 of them against 2).
 TEST(PlanMemory, Zero1IsOfferedOnlyWhereItShardsTheMoments) {
   Config cfg = small_cfg();
   PlanLayout two;
@@ -227,6 +232,9 @@ TEST(PlanMemory, Zero1IsOfferedOnlyWhereItShardsTheMoments) {
   two.zero1 = true;
   EXPECT_FALSE(offers(two));
   two.zero1 = false;
+  cfg.checkpoint.every = 100;
+  EXPECT_FALSE(offers(two));
+  cfg.checkpoint.every = 0;
   cfg.device = Device::kCuda;
   EXPECT_FALSE(offers(two));
 }
@@ -244,6 +252,25 @@ TEST(PlanMemory, TokenDataAndTheLargestTerm) {
   const double windows = std::floor((in.train_tokens - 1) / 4);
   EXPECT_DOUBLE_EQ(term(m, "token data").bytes, 16.0 * windows + 8.0 * (1 << 20) + 2.0 * (1 << 20));
   EXPECT_EQ(m.largest().name.find("token data 'huge.h5' /train"), 0u);
+}
+
+// The CPU trainer's co-activation counts, int64 [L, E, E] = 16 for small_cfg: this log period's
+// on every rank and the run's total on rank 0, plus the all-reduce's binomial tree on 6 ranks
+// (ceil(log2 6) = 3 copies). The GPU trainer keeps none.
+TEST(PlanMemory, CoactivationCountsByHand) {
+  Config cfg = small_cfg();
+  EXPECT_DOUBLE_EQ(
+      term(predict_memory(cfg, PlanLayout{}, RoutingStats{}, MemoryInputs{}), "co-activation")
+          .bytes,
+      8.0 * 16 * 2);
+  PlanLayout six;
+  six.world = 6;
+  EXPECT_DOUBLE_EQ(
+      term(predict_memory(cfg, six, RoutingStats{}, MemoryInputs{}), "co-activation").bytes,
+      8.0 * 16 * 5);
+  cfg.device = Device::kCuda;
+  for (const auto& t : predict_memory(cfg, PlanLayout{}, RoutingStats{}, MemoryInputs{}).terms)
+    EXPECT_EQ(t.name.find("co-activation"), std::string::npos);
 }
 
 // eval.sample_tokens > 0: world rank 0 gathers the whole model for its sample, whatever the

@@ -89,17 +89,18 @@ TEST(MemorySide, TheEvalSampleIsHostMemoryOnEitherDevice) {
   EXPECT_EQ(refusal(cfg, gpu + 1024, MemorySide::kGpuDevice), "");
 }
 
-// Eight CPU ranks, an expert each: every rank holds an eighth of the experts, rank 0 gathers them
-// all for the sample, the largest term, which a refusal names with the key that drops it.
+// Eight CPU ranks on eight hosts, an expert each: every rank holds an eighth of the experts, rank
+// 0 gathers them all for the sample, the largest term, which a refusal names with the key that
+// drops it. On one host the eight ranks share rank 0's copy (a budget is the host's memory / 8).
 TEST(MemorySide, TheEvalSampleCanBeTheLargestTermOfACpuRank) {
   Config cfg =
       parse_config("data:\n  path: no-such-file.h5\n",
                    {"model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.seq_len=16",
                     "moe.num_experts=8", "moe.ffn_hidden=1024", "train.micro_batch=1",
                     "train.global_batch=8", "parallel.ep=8", "eval.sample_tokens=64"});
-  const plan::MemoryEstimate m = plan::predict_memory(cfg, plan::layout_of_config(cfg, 8, 8),
+  const plan::MemoryEstimate m = plan::predict_memory(cfg, plan::layout_of_config(cfg, 8, 1),
                                                       plan::RoutingStats{}, plan::MemoryInputs{});
-  MemoryBudget budget{m.total() - 1024, "a test budget", 0, 8};
+  MemoryBudget budget{m.total() - 1024, "a test budget", 0, 1};
   std::string msg;
   try {
     check_memory_fits(cfg, 8, budget, MemorySide::kCpuRank);
@@ -109,6 +110,9 @@ TEST(MemorySide, TheEvalSampleCanBeTheLargestTermOfACpuRank) {
   EXPECT_NE(msg.find("Largest term: evaluation sample on rank 0"), std::string::npos) << msg;
   EXPECT_NE(msg.find("eval.sample_tokens=0"), std::string::npos) << msg;
   cfg.eval.sample_tokens = 0;  // the same budget then fits
+  EXPECT_NO_THROW(check_memory_fits(cfg, 8, budget, MemorySide::kCpuRank));
+  cfg.eval.sample_tokens = 64;
+  budget.node_ranks = 8;
   EXPECT_NO_THROW(check_memory_fits(cfg, 8, budget, MemorySide::kCpuRank));
 }
 
