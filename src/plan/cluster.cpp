@@ -20,11 +20,13 @@ class Section {
   Section(const YAML::Node& node, std::string path, const std::string& source)
       : node_(node), path_(std::move(path)), source_(source) {
     if (!node_.IsMap()) fail("", "expected a mapping of keys");
+    for (const auto& kv : node_)
+      if (!kv.first.IsScalar()) fail("", "a key that is not a name (a list or a mapping)");
   }
 
   [[noreturn]] void fail(const std::string& key, const std::string& what) const {
-    throw UsageError("cluster file " + source_ + ": " + full(key) + (key.empty() ? "" : ": ") +
-                     what);
+    const std::string where = full(key);
+    throw UsageError("cluster file " + source_ + ": " + where + (where.empty() ? "" : ": ") + what);
   }
 
   // Every key known, and none twice (yaml-cpp would silently use the first).
@@ -90,6 +92,7 @@ class Section {
       if (required) fail(key, "missing (required)");
       return "";
     }
+    if (!node_[key].IsScalar()) fail(key, "expected a string");
     return node_[key].as<std::string>();
   }
 
@@ -153,6 +156,11 @@ Cluster parse_cluster(const std::string& yaml_text, const std::string& source) {
     top.fail("thread_efficiency", "must be in (0, 1]");
   c.nodes = top.integer("nodes", 1, true, 1);
   c.ranks_per_node = top.integer("ranks_per_node", 1, true, 1);
+  // Every rank count the planner derives (nodes x ranks_per_node) fits an int64 with room.
+  constexpr int64_t kMostRanks = int64_t{1} << 40;
+  if (c.nodes > kMostRanks / c.ranks_per_node)
+    top.fail("nodes", "nodes x ranks_per_node = " + std::to_string(c.nodes) + " x " +
+                          std::to_string(c.ranks_per_node) + " is more than 2^40 ranks");
   c.memory_bytes = top.number("memory_bytes", 0, false, 0);
   c.base_bytes = top.number("base_bytes", 0, false, 0);
 

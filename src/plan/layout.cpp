@@ -82,6 +82,11 @@ std::string layout_problem(const Config& cfg, const PlanLayout& l) {
   const auto& moe = cfg.moe;
   auto s = [](int64_t v) { return std::to_string(v); };
   if (l.tp < 1 || l.ep < 1 || l.etp < 1) return "parallel sizes must be >= 1";
+  // Nodes are whole: the trainer refuses parallel.ranks_per_node that does not divide the world
+  // (comm::validate_layout), and the cost model's nodes are alike.
+  if (l.nodes() > 1 && l.world % l.ranks_per_node != 0)
+    return "parallel.ranks_per_node=" + s(l.ranks_per_node) + " does not divide the world size " +
+           s(l.world);
   if (l.world % l.tp != 0) return "parallel.tp=" + s(l.tp) + " does not divide " + s(l.world);
   if (l.world % (l.ep * l.etp) != 0)
     return "parallel.ep * parallel.etp = " + s(l.ep * l.etp) + " does not divide " + s(l.world);

@@ -177,12 +177,20 @@ std::string format_plan(const Config& cfg, const PlanResult& r, int64_t world,
     const int64_t nodes =
         largest_world_with_layouts(cfg, world, cluster, cluster.ranks_per_node) / rpn;
     if (most > 0) {
-      o << "# the most ranks a layout of it can use is " << most << " (--ranks " << most << ")";
+      // Past global_batch x n_heads no layout runs; below it a larger count may (--ranks 5 of
+      // tiny.yaml: 4 runs, and so does 8).
+      const bool above_all = world >= cfg.train.global_batch * cfg.model.n_heads;
+      o << (above_all ? "# the most ranks a layout of it can use is "
+                      : "# the largest rank count below " + std::to_string(world) +
+                            " that a layout of it runs on is ")
+        << most << " (--ranks " << most << ")";
       if (nodes > 0)
         o << "; in whole nodes of " << rpn << ": --nodes " << nodes << " (" << nodes * rpn
           << " ranks)";
-      o << "; more ranks need a larger train.global_batch (dp = ranks / tp divides it, tp "
-           "divides model.n_heads)\n";
+      o << (above_all ? "; more ranks need a larger train.global_batch (dp = ranks / tp divides "
+                        "it, tp divides model.n_heads)\n"
+                      : "; a rank count runs where dp = ranks / tp divides train.global_batch "
+                        "and tp divides model.n_heads\n");
     }
   }
   int shown = 0;

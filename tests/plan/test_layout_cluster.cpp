@@ -92,6 +92,23 @@ TEST(PlanLayout, EpGroupsSplitUnevenlyOverNodesAreRefused) {
   }
 }
 
+// Nodes are whole, as the trainer requires of parallel.ranks_per_node (3 ranks on nodes of 2:
+// the planner printed flags the trainer refused).
+TEST(PlanLayout, RanksThatDoNotFillWholeNodesAreRefused) {
+  Config cfg;
+  cfg.train.global_batch = 12;
+  PlanLayout l;
+  l.world = 3;
+  l.ranks_per_node = 2;
+  EXPECT_NE(
+      layout_problem(cfg, l).find("parallel.ranks_per_node=2 does not divide the world size 3"),
+      std::string::npos)
+      << layout_problem(cfg, l);
+  l.world = 4;
+  EXPECT_EQ(layout_problem(cfg, l), "");
+  for (const PlanLayout& lay : enumerate_layouts(cfg, 3, 2)) ADD_FAILURE() << lay.describe();
+}
+
 TEST(PlanLayout, MicroBatchIsLoweredWhenDpNeedsIt) {
   Config cfg;
   cfg.train.global_batch = 12;
@@ -195,6 +212,23 @@ TEST(PlanCluster, ErrorsNameTheKey) {
   slow.replace(slow.find("mem_bandwidth: 1e11"), 19,
                "mem_bandwidth: 1e11, layer_overhead_s: 1e300");
   EXPECT_NE(message(slow).find("compute.layer_overhead_s"), std::string::npos) << message(slow);
+  // Shapes yaml-cpp cannot convert (exit 1 "bad conversion" before), a section that is not a
+  // mapping (its name ran into the message), and a rank count past int64 (plan divided by 0).
+  std::string named = kCluster;
+  named.replace(0, 10, "name: [a, b]");
+  EXPECT_NE(message(named).find("'bad.yaml': name: expected a string"), std::string::npos)
+      << message(named);
+  EXPECT_NE(message(t + "{a: 1}: 3\n").find("a key that is not a name"), std::string::npos)
+      << message(t + "{a: 1}: 3\n");
+  std::string links = kCluster;
+  links.replace(links.find("links:"), std::string::npos, "links: {intra: 5}\n");
+  EXPECT_NE(message(links).find("links.intra: expected a mapping"), std::string::npos)
+      << message(links);
+  std::string huge = kCluster;
+  huge.replace(huge.find("nodes: 2"), 8, "nodes: 4611686018427387904");
+  EXPECT_NE(message(huge).find("nodes: nodes x ranks_per_node = 4611686018427387904 x 4"),
+            std::string::npos)
+      << message(huge);
 }
 
 TEST(PlanCluster, ShippedFilesParse) {

@@ -368,6 +368,14 @@ TEST_F(PlanCli, NoLayoutOnTheWholeClusterSuggestsTheRanksThatWork) {
                           "nodes of 8: --nodes 4 (32 ranks)"),
             std::string::npos)
       << r.output;
+  // Below 32 a larger count may run: 5 ranks have no layout, 4 and 8 do ("the most ranks ... is
+  // 4" was said).
+  const auto five = sy::test::run_command(kBin + " plan" + cfg + cluster + " --ranks 5");
+  EXPECT_EQ(five.exit_code, 2) << five.output;
+  EXPECT_NE(five.output.find("the largest rank count below 5 that a layout of it runs on is 4 "
+                             "(--ranks 4)"),
+            std::string::npos)
+      << five.output;
   // What it suggests runs; 40 ranks do not (dp 40, 20 or 10: none divides 8) and get the hint.
   r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --nodes 4 --top 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
