@@ -18,9 +18,13 @@ namespace sy {
 namespace {
 
 constexpr int64_t kByteVocab = 256;
+// SentencePiece's max_sentence_length (bytes): it skips a longer sentence without a word.
+constexpr size_t kMaxSentence = 65536;
 
 // The training sentences: the non-empty lines of every text (SentencePiece learns pieces inside
-// lines; "\n" is a user-defined piece of its own).
+// lines; "\n" is a user-defined piece of its own), a line longer than kMaxSentence cut into
+// pieces at a space in its second half, else at a character boundary: SentencePiece skipped them
+// silently (a text without newlines trained on nothing).
 class LineIterator : public sentencepiece::SentenceIterator {
  public:
   explicit LineIterator(const std::vector<std::string>& texts) : texts_(texts) { advance(); }
@@ -40,6 +44,18 @@ class LineIterator : public sentencepiece::SentenceIterator {
         continue;
       }
       const size_t end = std::min(t.find('\n', pos_), t.size());
+      if (end - pos_ > kMaxSentence) {
+        size_t cut = pos_ + kMaxSentence;
+        const size_t space = t.rfind(' ', cut - 1);
+        if (space != std::string::npos && space >= pos_ + kMaxSentence / 2) {
+          cut = space + 1;
+        } else {
+          while (cut > pos_ && (static_cast<unsigned char>(t[cut]) & 0xC0) == 0x80) --cut;
+        }
+        line_.assign(t, pos_, cut - pos_);
+        pos_ = cut;  // the rest of the line next
+        return;
+      }
       line_.assign(t, pos_, end - pos_);
       pos_ = end + 1;
       if (!line_.empty()) return;
@@ -66,6 +82,10 @@ std::string why_inexact(const sentencepiece::SentencePieceProcessor& sp, const s
   if (ch == " ")
     return "the model removes extra whitespace (at the start or end of a text, or several in a "
            "row: spm_train's --remove_extra_whitespaces, true by default)";
+  if (ch == "\xE2\x96\x81")
+    return "the character " + shown +
+           " is SentencePiece's mark for a space: the model gives it back as a space, not as "
+           "itself";
   std::vector<int> ids;
   if (sp.Encode(ch, &ids).ok() && std::find(ids.begin(), ids.end(), sp.unk_id()) != ids.end())
     return "the model has no piece for the character " + shown +
@@ -271,6 +291,16 @@ Tokenizer train_sentencepiece(const std::vector<std::string>& texts, SentencePie
                        "and newline pieces, " +
                        std::to_string(need) + " in all; use --vocab-size " + std::to_string(need) +
                        " or more");
+    // "Vocabulary size too high (300). Please set it to a value <= 280.": the text has fewer
+    // pieces to learn.
+    const size_t high = msg.find("Please set it to a value <= ");
+    long most = 0;
+    if (high != std::string::npos &&
+        std::sscanf(msg.c_str() + high, "Please set it to a value <= %ld", &most) == 1)
+      throw UsageError("--vocab-size " + std::to_string(vocab_size) +
+                       " is more pieces than SentencePiece finds in the train text; use "
+                       "--vocab-size " +
+                       std::to_string(most) + " or less (or give more text)");
     throw UsageError("--vocab-size " + std::to_string(vocab_size) +
                      ": SentencePiece cannot train this tokenizer on the input: " + msg);
   }

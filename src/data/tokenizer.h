@@ -109,7 +109,8 @@ class Tokenizer {
 
 enum class SentencePieceType { kBpe, kUnigram };
 
-// The lines SentencePiece trains on: each text's non-empty lines.
+// The lines SentencePiece trains on: each text's non-empty lines, one past 64 KiB (SentencePiece's
+// longest sentence) counted as the pieces it is cut into.
 int64_t count_sentences(const std::vector<std::string>& texts);
 
 // `data prepare --train-sentences`: the lines SentencePiece trains on at most.

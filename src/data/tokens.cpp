@@ -326,9 +326,19 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
     throw UsageError("data prepare: --vocab-size " + std::to_string(opt.vocab_size) +
                      " with --tokenizer bytes (its vocabulary is 256; pick --tokenizer bpe or "
                      "unigram for another size)");
+  // A lossless tokenizer holds 3 control pieces, the 256 bytes and "\n" before any character.
+  constexpr int64_t kLeastPieces = 3 + kByteVocab + 1;
   if (!user_model && !bytes && opt.vocab_size <= 0)
     throw UsageError("data prepare: --tokenizer " + kind +
-                     " needs --vocab-size N (the number of pieces to learn)");
+                     " needs --vocab-size N (the number of pieces to learn, at least " +
+                     std::to_string(kLeastPieces) + ")" +
+                     (opt.vocab_size < 0 ? "; got " + std::to_string(opt.vocab_size) : ""));
+  if (!user_model && !bytes && opt.vocab_size < kLeastPieces)
+    throw UsageError("data prepare: --vocab-size " + std::to_string(opt.vocab_size) +
+                     " is too small: a lossless tokenizer keeps 3 control pieces, the 256 bytes "
+                     "and the newline, and a piece for every distinct character of the train "
+                     "text; use --vocab-size " +
+                     std::to_string(kLeastPieces) + " or more");
   if (train_sentences < 0 || (train_sentences > 0 && train_sentences <= 100))
     throw UsageError("data prepare: --train-sentences " + std::to_string(train_sentences) +
                      " must be 0 (every line) or more than 100 (SentencePiece's least sample)");

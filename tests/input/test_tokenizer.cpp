@@ -8,12 +8,14 @@
 #include <hdf5.h>
 #include <sentencepiece_trainer.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/expect_error.h"
@@ -152,6 +154,14 @@ TEST(Tokenizer, RefusesWhatItCannotEncodeExactly) {
   expect_usage_error([&] { tok.encode(std::string("a\xc3")); }, {"byte offset 1"}, "cut char");
   expect_usage_error([&] { tok.encode(std::string("\xed\xa0\x80")); }, {"byte offset 0"},
                      "surrogate");
+  // U+2581 (a prompt to `sample`): SentencePiece's space mark, not a normalization (as said).
+  expect_usage_error(
+      [&] {
+        tok.encode(
+            std::string("a\xe2\x96\x81"
+                        "b"));
+      },
+      {"U+2581", "mark for a space"}, "space mark");
   // Byte fallback: a character never seen in training still encodes, exactly.
   const std::string rare = "\xe4\xb8\xad\xf0\x9f\x98\x80";
   EXPECT_EQ(tok.decode(tok.encode(rare)), rare);
@@ -179,7 +189,15 @@ TEST(Tokenizer, PrepareOptionsNameTheProblem) {
   expect_usage_error([&] { prepare_token_file(opt); },
                      {"--vocab-size 100", "is too small", "use --vocab-size"}, "vocab too small");
   opt.vocab_size = 1000000;  // more pieces than the text has
-  expect_usage_error([&] { prepare_token_file(opt); }, {"--vocab-size 1000000"}, "too large");
+  expect_usage_error([&] { prepare_token_file(opt); },
+                     {"--vocab-size 1000000 is more pieces", "or less"}, "too large");
+  // Below the 260 pieces every tokenizer holds: SentencePiece's internal error before.
+  opt.vocab_size = 2;
+  expect_usage_error([&] { prepare_token_file(opt); },
+                     {"--vocab-size 2 is too small", "use --vocab-size 260 or more"}, "vocab 2");
+  opt.vocab_size = -5;
+  expect_usage_error([&] { prepare_token_file(opt); }, {"needs --vocab-size N", "got -5"},
+                     "negative vocab");
   opt.tokenizer = "bytes";
   opt.vocab_size = 300;
   expect_usage_error([&] { prepare_token_file(opt); }, {"--vocab-size 300", "bytes"},
@@ -188,6 +206,37 @@ TEST(Tokenizer, PrepareOptionsNameTheProblem) {
   expect_usage_error([&] { prepare_token_file(opt); }, {"wordpiece"}, "unknown tokenizer");
   EXPECT_FALSE(fs::exists(opt.output));
   EXPECT_FALSE(fs::exists(opt.output + ".tmp"));
+}
+
+// SentencePiece skips a sentence past 64 KiB without a word: a text without newlines trained on
+// nothing (exit 2 blaming --vocab-size). Long lines are cut into pieces for training, at a space
+// or, in a line without one, between characters; the file still decodes to the text.
+TEST(Tokenizer, LongLinesAreCutForTrainingNotSkipped) {
+  test::TempDir dir;
+  std::string spaced = corpus(3000, 0);  // ~200 KB
+  std::replace(spaced.begin(), spaced.end(), '\n', ' ');
+  std::string dense;  // 3-byte characters and no space: ~150 KB
+  for (int i = 0; i < 50000; ++i) dense += i % 3 ? "\xe6\x97\xa5" : "\xe8\xaa\x9e";
+  EXPECT_EQ(count_sentences({spaced}), 4);  // cut at spaces in each piece's second half
+  EXPECT_EQ(count_sentences({dense}), 3);   // 65535-byte pieces: whole characters
+  // The dense text has two characters, so fewer pieces to learn.
+  for (const auto& [name, text, vocab] :
+       {std::tuple{"spaced", spaced, 300}, std::tuple{"dense", dense, 270}}) {
+    write_bytes(dir.file(std::string(name) + ".txt"), text);
+    PrepareOptions opt;
+    opt.inputs = {dir.file(std::string(name) + ".txt")};
+    opt.output = dir.file(std::string(name) + ".h5");
+    opt.tokenizer = "bpe";
+    opt.vocab_size = vocab;
+    ASSERT_NO_THROW(prepare_token_file(opt)) << name;
+    const TokenData d = read_token_file(opt.output, vocab, 8);
+    std::vector<int32_t> all(d.train.begin(), d.train.end());
+    all.insert(all.end(), d.val.begin(), d.val.end());
+    EXPECT_EQ(
+        Tokenizer::from_stored(d.tokenizer, d.tokenizer_model, d.vocab_size, name).decode(all),
+        text)
+        << name;
+  }
 }
 
 // Text that is not UTF-8 is refused before SentencePiece trains (minutes on a large corpus), at
