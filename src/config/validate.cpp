@@ -53,9 +53,9 @@ void check_route_groups(const MoeConfig& moe, int64_t R, const std::string& r_go
   if (M > R) bad("moe.route_groups_topk", str(M), "at most " + r_name);
   if (M * (moe.num_experts / R) < moe.top_k)
     bad("moe.route_groups_topk", str(M),
-        "enough groups for moe.top_k (" + str(moe.top_k) + "): route_groups_topk * " +
-            "num_experts / route_groups = " + str(M * (moe.num_experts / R)) + " experts with " +
-            r_name);
+        "enough groups to hold moe.top_k (" + str(moe.top_k) + ") experts: route_groups_topk (" +
+            str(M) + ") x moe.num_experts (" + str(moe.num_experts) + ") / " + r_name + " = " +
+            str(M * (moe.num_experts / R)) + " selectable experts, fewer than moe.top_k");
 }
 
 }  // namespace

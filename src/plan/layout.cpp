@@ -108,6 +108,10 @@ std::string layout_problem(const Config& cfg, const PlanLayout& l) {
   if (l.hierarchical && (l.ep % l.ep_nodes() != 0))
     return "hierarchical all-to-all needs the same number of EP ranks on every node";
   if (moe.route_groups.nodes) {
+    // Each expert's etp ranks on one node (the trainer's resolve_route_groups): etp blocks of
+    // consecutive ranks stay inside nodes of ranks_per_node when it is a multiple of etp.
+    if (l.nodes() > 1 && l.etp > 1 && l.ranks_per_node % l.etp != 0)
+      return "route_groups: nodes needs each expert's parallel.etp ranks on one node";
     const int64_t R = route_groups_of(cfg, l), M = moe.route_groups_topk;
     if (moe.num_experts % R != 0) return "route_groups: nodes = " + s(R) + " does not divide E";
     if (M > R) return "moe.route_groups_topk > the " + s(R) + " nodes of the EP group";

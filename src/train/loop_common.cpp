@@ -85,6 +85,24 @@ std::vector<int> ep_node_of_rank(const comm::Layout& l) {
 
 Config resolve_route_groups(const Config& cfg, const comm::Layout& l) {
   if (!cfg.moe.route_groups.nodes) return cfg;
+  // An expert split over etp ranks on two nodes takes its tokens to both: no group count keeps
+  // a token on route_groups_topk nodes.
+  for (int edp = 0; edp < l.edp; ++edp) {
+    std::vector<std::vector<int>> by_etp;
+    for (int etp = 0; etp < l.etp; ++etp) by_etp.push_back(ep_group_nodes(l, edp, etp));
+    for (int p = 0; p < l.ep; ++p)
+      for (int etp = 1; etp < l.etp; ++etp)
+        if (by_etp[static_cast<size_t>(etp)][static_cast<size_t>(p)] !=
+            by_etp[0][static_cast<size_t>(p)])
+          throw UsageError(
+              "moe.route_groups: nodes needs each expert on one node, but parallel.etp=" +
+              std::to_string(l.etp) + " splits the experts of EP rank " + std::to_string(p) +
+              " (edp rank " + std::to_string(edp) + ") over nodes " +
+              std::to_string(by_etp[0][static_cast<size_t>(p)]) + " and " +
+              std::to_string(by_etp[static_cast<size_t>(etp)][static_cast<size_t>(p)]) +
+              ", so a token would reach both. Make parallel.ranks_per_node a multiple of "
+              "parallel.etp, or set moe.route_groups to a number");
+  }
   int R = 0;
   for (int edp = 0; edp < l.edp; ++edp)
     for (int etp = 0; etp < l.etp; ++etp) {
@@ -207,6 +225,9 @@ void log_run_header(const Config& cfg, const TokenSource& data, const comm::Layo
     log << "routing: each token picks its experts from at most " << cfg.moe.route_groups_topk
         << " of " << R << " groups of " << E / R << " experts"
         << (cfg.moe.route_groups.nodes ? " (a group per node: route_groups: nodes)" : "") << "\n";
+  else if (cfg.moe.route_groups.nodes)
+    log << "routing: route_groups: nodes is plain top-k here: the experts of each "
+           "expert-parallel group are on one node\n";
 }
 
 double evaluate(const TokenSource& data, const Config& cfg, int64_t windows,

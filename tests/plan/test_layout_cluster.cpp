@@ -109,6 +109,23 @@ TEST(PlanLayout, RanksThatDoNotFillWholeNodesAreRefused) {
   for (const PlanLayout& lay : enumerate_layouts(cfg, 3, 2)) ADD_FAILURE() << lay.describe();
 }
 
+// route_groups: nodes with an expert's etp ranks on two nodes is refused, as the trainer does.
+TEST(PlanLayout, NodeLimitedRoutingNeedsEachExpertOnOneNode) {
+  Config cfg =
+      parse_config("data:\n  path: x.h5\n", {"moe.num_experts=8", "moe.route_groups=nodes",
+                                             "moe.route_groups_topk=1", "train.global_batch=8"});
+  PlanLayout l;
+  l.world = 4;
+  l.ep = 2;
+  l.etp = 2;
+  l.ranks_per_node = 1;
+  EXPECT_NE(layout_problem(cfg, l).find("each expert's parallel.etp ranks on one node"),
+            std::string::npos)
+      << layout_problem(cfg, l);
+  l.ranks_per_node = 2;  // each etp pair on its node: R = 2 nodes
+  EXPECT_EQ(layout_problem(cfg, l), "");
+}
+
 TEST(PlanLayout, MicroBatchIsLoweredWhenDpNeedsIt) {
   Config cfg;
   cfg.train.global_batch = 12;

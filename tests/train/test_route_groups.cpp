@@ -80,6 +80,15 @@ TEST(RouteGroupsNodes, RefusesGroupsThatAreNotANodesExperts) {
         resolved(cfg, layout(4, 1, {0, 0, 1, 1, 2, 2, 2, 2}));
       },
       "another group spans 2 nodes");
+  // An expert split over etp ranks on two nodes: a token routed to it reaches both, so no R keeps
+  // it on route_groups_topk nodes (ep 2 x etp 2 on nodes of one rank was R = 2 with M = 1, and
+  // ep 1 x etp 2 over 2 nodes silently plain top-k).
+  expect_refused(
+      [&] {
+        resolved(cfg, layout(2, 2, {0, 1, 2, 3}));
+      },
+      "splits the experts of EP rank 0 (edp rank 0) over nodes 0 and 1");
+  expect_refused([&] { resolved(cfg, layout(1, 2, {0, 1})); }, "parallel.etp=2");
   // The arithmetic of a numeric R: 4 nodes of one expert each cannot hold a top-2.
   expect_refused(
       [&] {
