@@ -160,6 +160,21 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
   }
   if (plan.state.layout != t.layout)
     log << "resuming a " << plan.state.layout << " checkpoint under " << t.layout << "\n";
+  // The token file's tokenizer against the one the checkpoint was trained with (SPEC 8: its
+  // root attribute and /tokenizer/model): another one gives the embeddings other ids.
+  if (t.data) {
+    const ckpt::StoredTokenizer had = ckpt::read_checkpoint_tokenizer(t.comm, plan.path);
+    if (!had.name.empty() &&
+        (had.name != t.data->tokenizer || had.model != t.data->tokenizer_model))
+      log << "warning: the token file's tokenizer ('" << t.data->tokenizer
+          << (t.data->tokenizer_model.empty()
+                  ? ""
+                  : ", a " + std::to_string(t.data->tokenizer_model.size()) + "-byte model")
+          << "') is not the one " << plan.path << " was trained with ('" << had.name
+          << (had.model.empty() ? "" : ", a " + std::to_string(had.model.size()) + "-byte model")
+          << "'): the same ids are other text now, and the next checkpoints store the new "
+             "tokenizer\n";
+  }
   if (!r.state.sealed)
     log << "note: " << plan.path
         << " was written by another tool to SPEC section 5 (no manifest, no metadata checksum): "

@@ -311,6 +311,24 @@ TEST(SampleCli, DeviceCudaGivesTheCpuGreedyText) {
 #endif
 }
 
+// A resume on a token file of another tokenizer says so (the embeddings were trained on other
+// ids); the same tokenizer in another file does not.
+TEST(SampleCli, AResumeOnAnotherTokenizerWarns) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string bpe = prepare(dir, "--tokenizer bpe --vocab-size 300");
+  const std::string bytes = prepare(dir);
+  const std::string out = dir.file("run");
+  train(bpe, out, 2, "--set model.vocab_size=300");
+  const std::string resume = " --set model.vocab_size=300 --resume " + final_ckpt(out, 2);
+  std::string log = train(bytes, out, 3, resume);
+  EXPECT_TRUE(contains(log, "warning: the token file's tokenizer ('bytes') is not the one")) << log;
+  EXPECT_TRUE(contains(log, "('sentencepiece, a ")) << log;
+  fs::copy_file(bpe, dir.file("copy.h5"));
+  log = train(dir.file("copy.h5"), out, 3, resume);
+  EXPECT_FALSE(contains(log, "tokenizer ('")) << log;
+}
+
 TEST(SampleCli, SentencePieceRunsCarryTheirTokenizer) {
   sy::test::TempDir dir;
   write_texts(dir);
