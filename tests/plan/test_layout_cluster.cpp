@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 
+#include "common/temp_dir.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
 #include "src/placement/coactivation_file.h"
@@ -263,6 +264,32 @@ TEST(PlanCluster, ShippedFilesParse) {
 // --routing <run dir>: the mean expert_load of the logged steps, renormalised per layer; a run of
 // another expert count is refused, and one of another depth is said in the source line (before,
 // the last measured layer silently stood in for the missing ones).
+// The memory limit of this process's cgroups, on a hand-made /sys/fs/cgroup: a job's limit sits
+// in a nested group (SLURM's ConstrainRAMSpace), which reading only the root missed; the lowest
+// of the group and its ancestors counts, "max" and v1's 2^63 are no limit.
+TEST(PlanInputs, TheCgroupLimitIsTheLowestOfTheProcesssGroups) {
+  namespace fs = std::filesystem;
+  sy::test::TempDir dir;
+  const fs::path root = dir.path();
+  auto put = [&](const fs::path& file, const std::string& value) {
+    fs::create_directories(file.parent_path());
+    std::ofstream(file) << value << "\n";
+  };
+  put(root / "memory.max", "max");
+  put(root / "slurm/uid_0/job_7/memory.max", "2147483648");
+  put(root / "slurm/uid_0/job_7/step_0/memory.max", "max");
+  put(root / "slurm/memory.max", "8589934592");
+  const std::string v2 = "0::/slurm/uid_0/job_7/step_0\n";
+  EXPECT_DOUBLE_EQ(cgroup_memory_limit(v2, root.string()), 2147483648.0);
+  EXPECT_DOUBLE_EQ(cgroup_memory_limit("0::/\n", root.string()), 0.0);
+  // v1: the memory controller's line (here beside others) under root/memory.
+  put(root / "memory/memory.limit_in_bytes", "9223372036854771712");
+  put(root / "memory/process_api/abc/memory.limit_in_bytes", "1073741824");
+  const std::string v1 = "5:devices:/\n4:memory:/process_api/abc\n1:cpu,cpuacct:/\n0::/\n";
+  EXPECT_DOUBLE_EQ(cgroup_memory_limit(v1, root.string()), 1073741824.0);
+  EXPECT_DOUBLE_EQ(cgroup_memory_limit("", root.string()), 0.0);
+}
+
 TEST(PlanInputs, ARunsRoutingIsItsMeanLoadAndAnotherDepthIsSaid) {
   const std::filesystem::path dir =
       std::filesystem::temp_directory_path() / ("plan_routing_" + std::to_string(getpid()));

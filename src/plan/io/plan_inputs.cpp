@@ -151,14 +151,46 @@ TokenExtents token_file_extents(const std::string& path) {
   return t;
 }
 
+double cgroup_memory_limit(const std::string& proc_self_cgroup, const std::string& root) {
+  double lowest = 0;
+  auto take = [&](const fs::path& file) {
+    const double limit = cgroup_limit(file.c_str());
+    if (limit > 0) lowest = lowest > 0 ? std::min(lowest, limit) : limit;
+  };
+  // A group and each of its ancestors up to the hierarchy's root: any of them may set the limit.
+  auto walk = [&](const fs::path& hierarchy, std::string group, const char* file) {
+    while (true) {
+      take(hierarchy / fs::path(group).relative_path() / file);
+      if (group.empty() || group == "/") break;
+      const size_t slash = group.find_last_of('/');
+      group = slash == std::string::npos ? "" : group.substr(0, slash);
+    }
+  };
+  std::istringstream lines(proc_self_cgroup);
+  for (std::string line; std::getline(lines, line);) {
+    // "hierarchy-id:controllers:path"
+    const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1), group = line.substr(b + 1);
+    if (line.compare(0, a, "0") == 0 && controllers.empty()) {
+      walk(root, group, "memory.max");
+    } else {
+      std::istringstream names(controllers);
+      for (std::string c; std::getline(names, c, ',');)
+        if (c == "memory") walk(fs::path(root) / "memory", group, "memory.limit_in_bytes");
+    }
+  }
+  return lowest;
+}
+
 double host_memory_bytes() {
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   double bytes = pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0;
-  for (const char* f :
-       {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
-    const double limit = cgroup_limit(f);
-    if (limit > 0) bytes = bytes > 0 ? std::min(bytes, limit) : limit;
-  }
+  std::ifstream in("/proc/self/cgroup");
+  std::ostringstream text;
+  text << in.rdbuf();
+  const double limit = cgroup_memory_limit(text.str(), "/sys/fs/cgroup");
+  if (limit > 0) bytes = bytes > 0 ? std::min(bytes, limit) : limit;
   return bytes;
 }
 

@@ -42,8 +42,14 @@ struct TokenExtents {
 };
 TokenExtents token_file_extents(const std::string& path);
 
-// This host's memory for processes: physical RAM (sysconf), lowered to the cgroup's limit
-// (v2 memory.max, v1 memory.limit_in_bytes) when one is set.
+// This host's memory for processes: physical RAM (sysconf), lowered to the cgroup limits of this
+// process (cgroup_memory_limit of /proc/self/cgroup under /sys/fs/cgroup).
 double host_memory_bytes();
+
+// The lowest memory limit of the cgroups `proc_self_cgroup` (the text of /proc/self/cgroup) names
+// and of their ancestors, under `root` (/sys/fs/cgroup): v2 memory.max of the "0::<path>" line,
+// v1 memory/<path>/memory.limit_in_bytes of the memory controller's line. A job's limit sits in
+// a nested group (SLURM's ConstrainRAMSpace, systemd, containers), not at the root. 0: none.
+double cgroup_memory_limit(const std::string& proc_self_cgroup, const std::string& root);
 
 }  // namespace sy::plan
