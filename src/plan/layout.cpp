@@ -43,7 +43,11 @@ std::string PlanLayout::set_flags() const {
     << " --set parallel.zero1=" << (zero1 ? "true" : "false");
   // The nodes the plan assumed: on real nodes MPI finds them anyway (jobs/train.sbatch sets the
   // same), on one host (emulated nodes) the run needs it to span them at all.
-  if (nodes() > 1) o << " --set parallel.ranks_per_node=" << ranks_per_node;
+  if (nodes() > 1) {
+    o << " --set parallel.ranks_per_node=" << ranks_per_node;
+  } else if (pin_nodes) {  // one node, over the config's emulated ones
+    o << " --set parallel.ranks_per_node=" << world;
+  }
   if (ep > 1) {
     o << " --set parallel.a2a=" << (hierarchical ? "hierarchical" : "flat");
     if (hierarchical) o << " --set parallel.internode=" << to_string(internode);
@@ -131,6 +135,7 @@ std::vector<PlanLayout> enumerate_layouts(const Config& cfg, int64_t world,
         PlanLayout l;
         l.world = world;
         l.ranks_per_node = ranks_per_node;
+        l.pin_nodes = cfg.parallel.ranks_per_node > 0;
         l.tp = tp;
         l.ep = ep;
         l.etp = etp;

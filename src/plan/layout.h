@@ -21,6 +21,9 @@ struct PlanLayout {
   bool zero1 = false;
   bool hierarchical = false;  // the expert all-to-all (resolved: never kAuto)
   InternodeKind internode = InternodeKind::kUcx;
+  // The config sets parallel.ranks_per_node (emulated nodes): set_flags names the layout's nodes
+  // even when it has one, or the run would keep the config's.
+  bool pin_nodes = false;
 
   int64_t dp() const { return world / tp; }
   int64_t edp() const { return world / (ep * etp); }

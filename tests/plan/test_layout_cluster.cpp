@@ -159,6 +159,18 @@ TEST(PlanLayout, PrintedFlagsRunThePlannedLayoutOnOneHost) {
     EXPECT_EQ(got.describe(), lay.describe()) << lay.set_flags();
     EXPECT_EQ(got.nodes(), 2) << lay.set_flags();
   }
+  // A config with emulated nodes of 1 rank, planned on one node of 2: the flags make it one
+  // node (without them the run kept the config's 2 nodes and moved tokens between them).
+  Config emulated = cfg;
+  emulated.parallel.ranks_per_node = 1;
+  for (const PlanLayout& lay : enumerate_layouts(emulated, 2, 2)) {
+    std::vector<std::string> sets = {"parallel.ranks_per_node=1"};
+    std::istringstream words(lay.set_flags());
+    for (std::string w; words >> w;)
+      if (w != "--set") sets.push_back(w);
+    const Config run = parse_config("data:\n  path: x.h5\ntrain:\n  global_batch: 8\n", sets);
+    EXPECT_EQ(layout_of_config(run, 2, 2).nodes(), 1) << lay.set_flags();
+  }
 }
 
 const char* kCluster = R"(name: test
