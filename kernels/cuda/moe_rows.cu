@@ -1,5 +1,9 @@
 // Dispatch (gather), combine and SwiGLU on the GPU (see moe_ops.h). Everything that adds several
 // rows into one token row runs per token over its K slots in order, so there are no atomics.
+#include <climits>
+#include <stdexcept>
+#include <string>
+
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/moe_ops.h"
@@ -161,11 +165,16 @@ void combine_backward(T* dys, float* dgates, const T* dout, const T* ys, const i
                                                                         row_gate, A, C);
     SY_CUDA_LAUNCH_CHECK("combine_backward_dys_kernel");
   }
-  const int NK = N * K;
+  // Slots are int32 here as in the layout (moe_layout refuses N * K past INT32_MAX): the product
+  // in long, so that a caller that skipped the layout is refused, not wrapped.
+  const long NK = static_cast<long>(N) * K;
+  if (NK > INT32_MAX)
+    throw std::invalid_argument("combine_backward: " + std::to_string(N) + " tokens x top-k " +
+                                std::to_string(K) + " slots exceed int32");
   if (NK > 0) {
-    const unsigned blocks = (NK + kRowsPerBlock - 1) / kRowsPerBlock;
-    combine_backward_dgates_kernel<<<blocks, kBlock, 0, stream>>>(dgates, dout, ys, slot_row, NK, K,
-                                                                  C);
+    const auto blocks = static_cast<unsigned>((NK + kRowsPerBlock - 1) / kRowsPerBlock);
+    combine_backward_dgates_kernel<<<blocks, kBlock, 0, stream>>>(dgates, dout, ys, slot_row,
+                                                                  static_cast<int>(NK), K, C);
     SY_CUDA_LAUNCH_CHECK("combine_backward_dgates_kernel");
   }
 }

@@ -80,7 +80,7 @@ void CudaMoeLayer<T>::routed_forward(const T* m, const CudaMoeWeights<T>& w, cud
       exchange_->layout(kept, ch.n1 - ch.n0, K, *ch.route, stream);
       loc = ch.route->plan.recv_topk_local;
     }
-    ch.Mr = static_cast<int>(loc.size()) / K;
+    ch.Mr = static_cast<int>(loc.size() / static_cast<size_t>(K));
     ch.rows.assign(static_cast<size_t>(L), 0);
     for (int32_t e : loc)
       if (e >= 0) ++ch.rows[static_cast<size_t>(e)];
