@@ -274,9 +274,28 @@ void encode_part(const Tokenizer& tok, const std::string& text, int64_t file_off
     progress(text.size());
     return;
   }
+  // SentencePiece's memory grows with the text it encodes at once (1.85 GB for one 11 MB line):
+  // a block that runs into a longer line than this ends before it, and such a line is encoded
+  // in pieces of at most this, cut before a space (pieces never cross one: the ids stay those
+  // of the whole line), or between characters where there is none.
+  constexpr size_t kLongLine = size_t{64} << 10;
   for (size_t at = 0; at < text.size();) {
     size_t end = text.find('\n', std::min(at + block, text.size()) - 1);
     end = end == std::string::npos ? text.size() : end + 1;
+    if (end - at > block + kLongLine) {
+      const size_t nl = text.rfind('\n', at + block - 1);
+      if (nl != std::string::npos && nl >= at) {
+        end = nl + 1;
+      } else {
+        end = at + kLongLine;
+        const size_t space = text.rfind(' ', end);
+        if (space != std::string::npos && space > at + kLongLine / 2) {
+          end = space;
+        } else {
+          while (end > at + 1 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+        }
+      }
+    }
     std::vector<int32_t> ids;
     try {
       ids = tok.encode(std::string_view(text).substr(at, end - at), at > 0 || after_newline);
