@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include <stdexcept>
 
 #include "src/core/error.h"
+#include "src/core/paths.h"
 
 namespace sy::files {
 
@@ -31,13 +31,16 @@ std::string parent_dir(const std::string& path) {
 }  // namespace
 
 std::string special_file_kind(const std::string& path) {
-  struct stat st {};
-  if (path.empty() || ::lstat(path.c_str(), &st) != 0) return "";
-  if (S_ISCHR(st.st_mode)) return "a character device";
-  if (S_ISBLK(st.st_mode)) return "a block device";
-  if (S_ISFIFO(st.st_mode)) return "a FIFO";
-  if (S_ISSOCK(st.st_mode)) return "a socket";
-  return "";
+  std::error_code ec;
+  switch (fs::symlink_status(path, ec).type()) {
+    case fs::file_type::fifo:
+    case fs::file_type::socket:
+    case fs::file_type::block:
+    case fs::file_type::character:
+      return what_is_at(path);  // not a link: what it names
+    default:
+      return "";
+  }
 }
 
 namespace {

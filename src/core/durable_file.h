@@ -11,8 +11,8 @@
 
 namespace sy::files {
 
-// What `path` is when it exists as a character or block device, a FIFO or a socket ("a
-// character device", ...); "" otherwise (absent, a regular file, a directory, a symlink, which
+// What `path` is when it exists as a device, a FIFO or a socket ("a FIFO", paths.h's
+// what_is_at); "" otherwise (absent, a regular file, a directory, a symlink, which
 // a rename replaces without touching its target). The writers below rename a finished file over
 // their output: over /dev/null that destroys the device node, so they refuse such a path.
 std::string special_file_kind(const std::string& path);

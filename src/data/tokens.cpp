@@ -33,6 +33,8 @@ std::vector<unsigned char> read_input(const std::string& path) {
   if (!fs::exists(path, ec)) throw UsageError("input file '" + path + "' not found");
   if (fs::is_directory(path, ec))
     throw UsageError("input file '" + path + "' is a directory, expected a text file");
+  if (const std::string why = unreadable_reason(path); !why.empty())
+    throw UsageError("input file '" + path + "' " + why);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw UsageError("input file '" + path + "' cannot be read");
   std::vector<unsigned char> bytes{std::istreambuf_iterator<char>(in),
@@ -207,6 +209,14 @@ TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size, in
   const char* no_check = std::getenv("SWITCHYARD_TOKEN_FILE_NO_ROOM_CHECK");
   if (!(no_check && std::string(no_check) == "1")) check_room(path, m.dir, file_bytes);
   m.vocab_size = vocab_size;
+  // The file is written as <path>.tmp first: something else in its place is named as such (a
+  // directory read as "is the directory writable?").
+  std::error_code ec;
+  const std::string in_the_way =
+      fs::is_directory(m.tmp, ec) ? "a directory" : files::special_file_kind(m.tmp);
+  if (!in_the_way.empty())
+    throw UsageError("'" + m.tmp + "', where the token file is written before it is renamed to '" +
+                     path + "', is " + in_the_way + ": remove it");
   h5::ErrorSilencer quiet;
   const hid_t file_id = H5Fcreate(m.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (file_id < 0)

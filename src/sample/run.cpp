@@ -14,6 +14,7 @@
 #include <string>
 
 #include "src/core/error.h"
+#include "src/core/paths.h"
 #include "src/core/progress.h"
 #include "src/sample/decoder.h"
 #include "src/sample/load.h"
@@ -75,8 +76,11 @@ std::string prompt_text(const SampleRequest& req) {
     throw UsageError("no prompt: give --prompt TEXT or --prompt-file FILE");
   const std::string what = "--prompt-file '" + req.prompt_file + "'";
   std::error_code ec;
+  if (!std::filesystem::exists(req.prompt_file, ec)) throw UsageError(what + " not found");
   if (std::filesystem::is_directory(req.prompt_file, ec))
     throw UsageError(what + " is a directory, expected a text file");
+  if (const std::string why = unreadable_reason(req.prompt_file); !why.empty())
+    throw UsageError(what + " " + why);
   std::ifstream in(req.prompt_file, std::ios::binary);
   if (!in) throw UsageError(what + " cannot be read");
   std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};

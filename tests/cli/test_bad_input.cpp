@@ -277,6 +277,33 @@ TEST(CliBadInput, AnUnreadableInputSaysPermissionDenied) {
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("coactivation.h5: cannot be read: Permission denied"), std::string::npos)
       << r.err;
+  // Text inputs too: a prompt file and a data prepare input (their messages said only "cannot
+  // be read"), and a missing prompt file is "not found".
+  ASSERT_EQ(
+      std::system(("cp " + dir.file("in.txt") + " " + dir.file("secret.txt") + " && chown 0:0 " +
+                   dir.file("secret.txt") + " && chmod 600 " + dir.file("secret.txt"))
+                      .c_str()),
+      0);
+  r = as_nobody("data prepare --input " + dir.file("secret.txt") + " --output " +
+                dir.file("d2.h5"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(
+      r.err.find("input file '" + dir.file("secret.txt") + "' cannot be read: Permission denied"),
+      std::string::npos)
+      << r.err;
+  r = as_nobody("sample --checkpoint " + run_dir + "/checkpoints/step_00000002.h5 --prompt-file " +
+                dir.file("secret.txt"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--prompt-file '" + dir.file("secret.txt") +
+                       "' cannot be read: Permission denied"),
+            std::string::npos)
+      << r.err;
+  r = as_nobody("sample --checkpoint " + run_dir + "/checkpoints/step_00000002.h5 --prompt-file " +
+                dir.file("absent.txt"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--prompt-file '" + dir.file("absent.txt") + "' not found"),
+            std::string::npos)
+      << r.err;
 }
 
 // The run's config.yaml is written whole or the run does not start: a stream nobody checked left

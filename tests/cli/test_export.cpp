@@ -374,6 +374,14 @@ TEST(CkptExportFiles, AFifoAsAnOutputIsRefusedAndKept) {
     EXPECT_TRUE(::lstat(fifo.c_str(), &st) == 0 && S_ISFIFO(st.st_mode)) << cmd;
     EXPECT_FALSE(fs::exists(fifo + ".tmp")) << cmd;
   }
+  // A directory where the token file is written first ("is the directory writable?" before).
+  fs::create_directory(dir.file("t.h5.tmp"));
+  const auto r = run_command(kBin + " data prepare --input " + dir.file("a.txt") + " --output " +
+                             dir.file("t.h5"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, dir.file("t.h5.tmp") + "', where the token file is written"))
+      << r.output;
+  EXPECT_TRUE(contains(r.output, "is a directory: remove it")) << r.output;
 }
 
 TEST(CkptExportFiles, ADirectoryAsTheSafetensorsOutputIsRefusedAndParentsAreMade) {
