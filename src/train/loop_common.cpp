@@ -244,7 +244,7 @@ double evaluate(const TokenSource& data, const Config& cfg, int64_t windows,
   double sum = 0.0;
   for (int64_t b = first; b < first + per_rank; ++b) {
     const int64_t n = std::clamp<int64_t>(windows - b * MB, 0, MB);  // 0 past the last one
-    fill_val_windows(data.val.reader(), data.val.size(), T, b * MB, n, tokens.data());
+    if (n > 0) fill_val_windows(data.val.reader(), data.val.size(), T, b * MB, n, tokens.data());
     sum += forward_lm(tokens.data(), static_cast<int>(n));
   }
   comm::allreduce_sum(std::span<double>(&sum, 1), g.dp(), wd, "validation loss");

@@ -66,6 +66,26 @@ TEST_F(Launch, LayoutThatDoesNotFitIsOneMessageAndExitTwo) {
   }
 }
 
+// The validation split's micro-batches shared by more ranks than it fills: 5 windows of 33 tokens
+// in micro-batches of 2 are batches {0,1} {2,3} {4} on dp 2 as rank 0's two and rank 1's one and
+// an empty one, which asked the loader for windows from 6 on and aborted the job.
+TEST_F(Launch, AValidationSplitThatLeavesARankNothingToReadEvaluates) {
+  {
+    std::ofstream t(dir_.file("short.txt"));
+    for (int i = 0; i < 40; ++i) t << "pack my box with five dozen liquor jugs " << i % 10 << "\n";
+  }
+  ASSERT_EQ(run_command(kBin + " data prepare --input " + dir_.file("short.txt") + " --output " +
+                        dir_.file("short.h5"))
+                .exit_code,
+            0);
+  const auto r = run_command(mpirun(2) + kBin + " train --config " + kSrc +
+                             "/configs/tiny.yaml --set data.path=" + dir_.file("short.h5") +
+                             " --set run.out_dir=" + dir_.file("short") +
+                             " --set train.micro_batch=2 --set train.steps=2 --set eval.every=0");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("evaluating on 5"), std::string::npos) << r.output;
+}
+
 // `cmd` inside a shell that prints "rank R exit C" after it; a rank that exits non-zero waits 3 s
 // first, so that mpirun's end of the job does not cut the other ranks' lines.
 std::string saying_its_exit(const std::string& cmd) {
