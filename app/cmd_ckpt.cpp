@@ -54,7 +54,6 @@ std::string loss_text(double v) {
   return buf;
 }
 
-// The data order's position: stored, or derived for a file without it.
 // A large checkpoint takes minutes to verify and read: progress lines on stderr (rank 0).
 ckpt::ReadProgress stderr_progress() {
   ckpt::ReadProgress p;
@@ -62,6 +61,7 @@ ckpt::ReadProgress stderr_progress() {
   return p;
 }
 
+// The data order's position: stored, or derived for a file without it.
 std::string consumed_text(const ckpt::TrainState& s) {
   if (!s.consumed_derived) return std::to_string(s.loader.consumed);
   if (s.loader.consumed < 0) return "unknown (not stored)";

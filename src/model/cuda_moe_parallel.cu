@@ -21,6 +21,7 @@
 // CPU's build_layout) and go through the one-GPU kernels with rows in place of tokens: gather,
 // grouped SwiGLU, combine (gate-weighted sum per row), and their backward.
 #include <algorithm>
+#include <climits>
 #include <span>
 
 #include "kernels/cuda/check.h"
@@ -80,6 +81,8 @@ void CudaMoeLayer<T>::routed_forward(const T* m, const CudaMoeWeights<T>& w, cud
       exchange_->layout(kept, ch.n1 - ch.n0, K, *ch.route, stream);
       loc = ch.route->plan.recv_topk_local;
     }
+    SY_CHECK(loc.size() / static_cast<size_t>(K) <= static_cast<size_t>(INT32_MAX),
+             "received " << loc.size() / static_cast<size_t>(K) << " rows: past int32");
     ch.Mr = static_cast<int>(loc.size() / static_cast<size_t>(K));
     ch.rows.assign(static_cast<size_t>(L), 0);
     for (int32_t e : loc)
