@@ -32,12 +32,14 @@ std::string parent_dir(const std::string& path) {
 
 std::string special_file_kind(const std::string& path) {
   std::error_code ec;
-  switch (fs::symlink_status(path, ec).type()) {
+  // What the path names, through a link too: /dev/stdout is a link to /proc/self/fd/1, and a
+  // rename over it replaces the link.
+  switch (fs::status(path, ec).type()) {
     case fs::file_type::fifo:
     case fs::file_type::socket:
     case fs::file_type::block:
     case fs::file_type::character:
-      return what_is_at(path);  // not a link: what it names
+      return what_is_at(path);
     default:
       return "";
   }

@@ -11,10 +11,10 @@
 
 namespace sy::files {
 
-// What `path` is when it exists as a device, a FIFO or a socket ("a FIFO", paths.h's
-// what_is_at); "" otherwise (absent, a regular file, a directory, a symlink, which
-// a rename replaces without touching its target). The writers below rename a finished file over
-// their output: over /dev/null that destroys the device node, so they refuse such a path.
+// What `path` is when it names a device, a FIFO or a socket, itself or through a symbolic link
+// ("a FIFO", paths.h's what_is_at); "" otherwise (absent, a regular file, a directory). The writers
+// below rename a finished file over their output: over /dev/null that destroys the device node, so
+// they refuse such a path.
 std::string special_file_kind(const std::string& path);
 
 // The directory an output file `path` will be written in. UsageError naming `path` when it is

@@ -23,8 +23,8 @@ constexpr size_t kMaxSentence = 65536;
 
 // The training sentences: the non-empty lines of every text (SentencePiece learns pieces inside
 // lines; "\n" is a user-defined piece of its own), a line longer than kMaxSentence cut into
-// pieces at a space in its second half, else at a character boundary: SentencePiece skipped them
-// silently (a text without newlines trained on nothing).
+// pieces (long_line_piece_end): SentencePiece skipped them silently (a text without newlines
+// trained on nothing).
 class LineIterator : public sentencepiece::SentenceIterator {
  public:
   explicit LineIterator(const std::vector<std::string>& texts) : texts_(texts) { advance(); }
@@ -45,13 +45,7 @@ class LineIterator : public sentencepiece::SentenceIterator {
       }
       const size_t end = std::min(t.find('\n', pos_), t.size());
       if (end - pos_ > kMaxSentence) {
-        size_t cut = pos_ + kMaxSentence;
-        const size_t space = t.rfind(' ', cut - 1);
-        if (space != std::string::npos && space >= pos_ + kMaxSentence / 2) {
-          cut = space + 1;
-        } else {
-          while (cut > pos_ && (static_cast<unsigned char>(t[cut]) & 0xC0) == 0x80) --cut;
-        }
+        const size_t cut = long_line_piece_end(t, pos_, kMaxSentence);
         line_.assign(t, pos_, cut - pos_);
         pos_ = cut;  // the rest of the line next
         return;
@@ -241,6 +235,14 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   const auto status = sp_->Decode(known, &out);
   SY_CHECK(status.ok(), "SentencePiece decode: " << status.ToString());
   return out;
+}
+
+size_t long_line_piece_end(std::string_view text, size_t at, size_t most) {
+  size_t end = at + most;
+  const size_t space = text.rfind(' ', end);
+  if (space != std::string_view::npos && space > at + most / 2) return space;
+  while (end > at + 1 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return end;
 }
 
 int64_t count_sentences(const std::vector<std::string>& texts) {

@@ -109,6 +109,13 @@ class Tokenizer {
 
 enum class SentencePieceType { kBpe, kUnigram };
 
+// Where a piece of a line that starts at `at` and runs past at + `most` bytes ends: before the
+// last space in the piece's second half (SentencePiece's pieces never cross a space, so the ids
+// of the pieces are the whole line's), else at the last character boundary at or before
+// at + most. Training (SentencePiece skips a sentence past 64 KiB) and encoding (its memory grows
+// with the text encoded at once) cut long lines here.
+size_t long_line_piece_end(std::string_view text, size_t at, size_t most);
+
 // The lines SentencePiece trains on: each text's non-empty lines, one past 64 KiB (SentencePiece's
 // longest sentence) counted as the pieces it is cut into.
 int64_t count_sentences(const std::vector<std::string>& texts);

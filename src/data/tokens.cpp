@@ -272,10 +272,11 @@ void TokenFileWriter::commit(const Tokenizer& tokenizer) {
 namespace {
 
 // Encodes `text` (one input's train or val part, starting at byte `file_offset` of its file) into
-// `dst` in blocks of about `block` bytes that end after a newline: SentencePiece's pieces never
-// cross one, and each block after the first is encoded as it reads after that newline (as is the
-// part itself when `after_newline`), so the ids are those of the whole text and a dummy "▁" comes
-// only in front of it; `progress` hears after each block. Offsets in errors are the file's.
+// `dst` in blocks of about `block` bytes that end after a newline, or before a space inside a
+// line too long for one: SentencePiece's pieces cross neither, and each block after the first is
+// encoded as it reads after a newline (as is the part itself when `after_newline`), so the ids are
+// those of the whole text and a dummy "▁" comes only in front of it; `progress` hears after each
+// block. Offsets in errors are the file's.
 void encode_part(const Tokenizer& tok, const std::string& text, int64_t file_offset,
                  bool after_newline, std::vector<uint32_t>& dst, size_t block,
                  const std::function<void(size_t)>& progress) {
@@ -285,9 +286,9 @@ void encode_part(const Tokenizer& tok, const std::string& text, int64_t file_off
     return;
   }
   // SentencePiece's memory grows with the text it encodes at once (1.85 GB for one 11 MB line):
-  // a block that runs into a longer line than this ends before it, and such a line is encoded
-  // in pieces of at most this, cut before a space (pieces never cross one: the ids stay those
-  // of the whole line), or between characters where there is none.
+  // where a block would run more than kLongLine past its size (into a long line), it ends before
+  // that line, and a line past block + kLongLine is encoded in pieces of at most kLongLine
+  // (long_line_piece_end).
   constexpr size_t kLongLine = size_t{64} << 10;
   for (size_t at = 0; at < text.size();) {
     size_t end = text.find('\n', std::min(at + block, text.size()) - 1);
@@ -297,13 +298,7 @@ void encode_part(const Tokenizer& tok, const std::string& text, int64_t file_off
       if (nl != std::string::npos && nl >= at) {
         end = nl + 1;
       } else {
-        end = at + kLongLine;
-        const size_t space = text.rfind(' ', end);
-        if (space != std::string::npos && space > at + kLongLine / 2) {
-          end = space;
-        } else {
-          while (end > at + 1 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-        }
+        end = long_line_piece_end(text, at, kLongLine);
       }
     }
     std::vector<int32_t> ids;

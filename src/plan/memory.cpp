@@ -175,14 +175,10 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
   MemoryEstimate m;
   m.terms.push_back({"parameters", model_keys + ", parallel.ep/etp/tp (shard them)", kF * P});
   m.terms.push_back({"gradients", model_keys + ", parallel.ep/etp/tp (shard them)", kF * P});
-  // ZeRO-1 shards the moments over the data-parallel replicas: a fix only where there are some,
-  // only on the CPU (the GPU trainer refuses parallel.zero1), and only without checkpoints, which
-  // gather the full moments (below) while a run without ZeRO-1 writes its own.
-  const bool zero1_helps = !lay.zero1 && (lay.dp() > 1 || lay.edp() > 1) &&
-                           cfg.device != Device::kCuda && cfg.checkpoint.every == 0;
-  m.terms.push_back({"AdamW moments m and v",
-                     model_keys + ", parallel.ep/etp/tp (shard them)" +
-                         (zero1_helps ? ", parallel.zero1=true" : ""),
+  // ZeRO-1 shards the moments over the data-parallel replicas between checkpoints, but a
+  // checkpoint gathers them whole (below), and any run may write one (on SIGUSR1/SIGTERM, at the
+  // end of a resumed run): it does not lower the peak, so it is not offered as a fix.
+  m.terms.push_back({"AdamW moments m and v", model_keys + ", parallel.ep/etp/tp (shard them)",
                      2 * kF * local_moment_elements(cfg, lay)});
   if (x.act < kF)
     m.terms.push_back({"bf16 compute copy of the parameters",
@@ -267,19 +263,19 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
       kF * std::max({chunk(g.dense, d(lay.dp())), chunk(g.expert, d(lay.edp())), g.router});
   m.terms.push_back({"workspace: optimizer scratch and the process (libraries, MPI, BLAS)",
                      "(not config-dependent)", work + in.base_bytes});
-  // Under ZeRO-1 a checkpoint (and a resume) holds the full moments, gathered from the shards
-  // (DistributedOptimizer::full_moments); without it the optimizer's own are written and read.
-  if (lay.zero1 && cfg.checkpoint.every > 0)
+  // Every run may write a checkpoint (checkpoint.every, a stop on SIGUSR1/SIGTERM, the end of a
+  // resumed run). Under ZeRO-1 it (and a resume) holds the full moments, gathered from the
+  // shards (DistributedOptimizer::full_moments); without it the optimizer's own are written.
+  if (lay.zero1)
     m.terms.push_back({"ZeRO-1: the full AdamW moments a checkpoint gathers",
-                       "parallel.zero1=false, checkpoint.every=0", 2 * kF * P});
-  // A checkpoint write's own buffers: HDF5 holds about twice a rank's part of the tensor it
-  // writes (the chunks through the Fletcher32 filter), and MPI-IO's first open loads its
-  // components. Measured on tiny.yaml, 1 rank: +7.3 MiB at 256 experts (largest part 2 MiB),
-  // +17.4 MiB at 1024 (8 MiB).
-  if (cfg.checkpoint.every > 0)
-    m.terms.push_back({"checkpoint writes: HDF5's buffers of the largest tensor, MPI-IO",
-                       "checkpoint.every=0",
-                       2 * kF * std::max(x.V * x.C, x.Lx * x.C * x.Fl) + 4.0 * (1 << 20)});
+                       "parallel.zero1=false", 2 * kF * P});
+  // A checkpoint write's own buffers, in host memory on either device: HDF5 holds about twice a
+  // rank's part of the tensor it writes (the chunks through the Fletcher32 filter), and MPI-IO's
+  // first open loads its components. Measured on tiny.yaml, 1 rank: +7.3 MiB at 256 experts
+  // (largest part 2 MiB), +17.4 MiB at 1024 (8 MiB).
+  m.terms.push_back({"checkpoint writes: HDF5's buffers of the largest tensor, MPI-IO",
+                     "(any run may write one)",
+                     2 * kF * std::max(x.V * x.C, x.Lx * x.C * x.Fl) + 4.0 * (1 << 20), true});
   // MPI's reduction temporaries: Open MPI reduces a gradient bucket (reduce_scatter_block) and an
   // activation all-reduce (MPI_Reduce) along a binomial tree, where a rank that receives from
   // ceil(log2 p) children holds that many copies of the buffer (the group's root: measured +3

@@ -172,7 +172,8 @@ std::string format_plan(const Config& cfg, const PlanResult& r, int64_t world,
   if (r.ranked.empty() && r.dropped.empty()) {
     o << "# no layout of this config runs on " << world
       << " ranks: tp must divide model.n_heads and the ranks, ep moe.num_experts, dp "
-         "train.global_batch\n";
+         "train.global_batch, the ranks must fill whole nodes, and route_groups: nodes needs "
+         "each expert on one node\n";
     const int64_t most = largest_world_with_layouts(cfg, world, cluster);
     const int64_t nodes =
         largest_world_with_layouts(cfg, world, cluster, cluster.ranks_per_node) / rpn;

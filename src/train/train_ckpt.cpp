@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <ostream>
 #include <utility>
 
@@ -163,15 +164,23 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
   // The token file's tokenizer against the one the checkpoint was trained with (SPEC 8: its
   // root attribute and /tokenizer/model): another one gives the embeddings other ids.
   if (t.data) {
-    const ckpt::StoredTokenizer had = ckpt::read_checkpoint_tokenizer(t.comm, plan.path);
-    if (!had.name.empty() &&
-        (had.name != t.data->tokenizer || had.model != t.data->tokenizer_model))
+    // A damaged or missing /tokenizer/model (a file another tool wrote) does not stop a resume
+    // that does not need it: said, not thrown.
+    std::optional<ckpt::StoredTokenizer> had;
+    try {
+      had = ckpt::read_checkpoint_tokenizer(t.comm, plan.path);
+    } catch (const ckpt::CheckpointError& e) {
+      log << "warning: the tokenizer of " << plan.path << " cannot be read (" << e.what()
+          << "): not compared with the token file's\n";
+    }
+    if (had && !had->name.empty() &&
+        (had->name != t.data->tokenizer || had->model != t.data->tokenizer_model))
       log << "warning: the token file's tokenizer ('" << t.data->tokenizer
           << (t.data->tokenizer_model.empty()
                   ? ""
                   : ", a " + std::to_string(t.data->tokenizer_model.size()) + "-byte model")
-          << "') is not the one " << plan.path << " was trained with ('" << had.name
-          << (had.model.empty() ? "" : ", a " + std::to_string(had.model.size()) + "-byte model")
+          << "') is not the one " << plan.path << " was trained with ('" << had->name
+          << (had->model.empty() ? "" : ", a " + std::to_string(had->model.size()) + "-byte model")
           << "'): the same ids are other text now, and the next checkpoints store the new "
              "tokenizer\n";
   }

@@ -161,7 +161,8 @@ TEST(PlanMemory, MovedRowsTermsByHand) {
 //   One rank: the optimizer's scratch is the largest group, 576 floats; no reduction.
 //   dp = edp = 6: chunks of 444 / 6 = 74 and 576 / 6 = 96 (each far below a 4 MiB bucket), so
 //   96 floats; the binomial tree's root holds ceil(log2 6) = 3 copies of a bucket, the larger
-//   group's 576 floats. With ZeRO-1 and periodic checkpoints a term of both full moments, 2 x 1020.
+//   group's 576 floats. With ZeRO-1 a term of both full moments, 2 x 1020, which a checkpoint
+//   gathers (any run may write one: periodic or not).
 TEST(PlanMemory, WorkspaceAndReductionTemporariesByHand) {
   Config cfg = small_cfg();
   MemoryInputs in;
@@ -177,7 +178,6 @@ TEST(PlanMemory, WorkspaceAndReductionTemporariesByHand) {
   EXPECT_DOUBLE_EQ(term(m, "workspace").bytes, 4.0 * 96 + 100);
   EXPECT_DOUBLE_EQ(term(m, "MPI reduction temporaries").bytes, 4.0 * 576 * 3);
   six.zero1 = true;
-  cfg.checkpoint.every = 10;
   const MemoryEstimate z = predict_memory(cfg, six, RoutingStats{}, in);
   EXPECT_DOUBLE_EQ(term(z, "workspace").bytes, 4.0 * 96 + 100);
   EXPECT_DOUBLE_EQ(term(z, "ZeRO-1: the full AdamW moments").bytes, 8.0 * 1020);
@@ -216,27 +216,19 @@ TEST(PlanMemory, Bf16OnTheGpuStoresActivationsInTwoBytes) {
   }
 }
 
-// The moments term offers parallel.zero1 only where it shards something: data-parallel replicas
-// on the CPU trainer (the GPU trainer refuses the key; one rank has no replica), without
-// checkpoints (each gathers the full moments under ZeRO-1: 2/dp + 2 of them against 2).
-TEST(PlanMemory, Zero1IsOfferedOnlyWhereItShardsTheMoments) {
+// ZeRO-1 is never offered as a fix: it shards the moments between checkpoints, but any run may
+// write one (on a signal, at the end of a resumed run) and a checkpoint gathers them whole, 2/dp
+// + 2 moments against 2. Under it the gathered moments are a term of their own.
+TEST(PlanMemory, Zero1IsNotOfferedSinceACheckpointGathersTheMoments) {
   Config cfg = small_cfg();
   PlanLayout two;
   two.world = 2;
-  auto offers = [&](const PlanLayout& lay) {
-    return term(predict_memory(cfg, lay, RoutingStats{}, MemoryInputs{}), "AdamW moments")
-               .keys.find("parallel.zero1=true") != std::string::npos;
-  };
-  EXPECT_TRUE(offers(two));
-  EXPECT_FALSE(offers(PlanLayout{}));
+  for (const auto& t : predict_memory(cfg, two, RoutingStats{}, MemoryInputs{}).terms)
+    EXPECT_EQ(t.keys.find("parallel.zero1=true"), std::string::npos) << t.name;
   two.zero1 = true;
-  EXPECT_FALSE(offers(two));
-  two.zero1 = false;
-  cfg.checkpoint.every = 100;
-  EXPECT_FALSE(offers(two));
-  cfg.checkpoint.every = 0;
-  cfg.device = Device::kCuda;
-  EXPECT_FALSE(offers(two));
+  const MemoryEstimate z = predict_memory(cfg, two, RoutingStats{}, MemoryInputs{});
+  EXPECT_DOUBLE_EQ(term(z, "ZeRO-1: the full AdamW moments").bytes, 8.0 * 1020);
+  EXPECT_DOUBLE_EQ(term(z, "AdamW moments m and v").bytes, 8.0 * 1020 / 2);
 }
 
 TEST(PlanMemory, TokenDataAndTheLargestTerm) {

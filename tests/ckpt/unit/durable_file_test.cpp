@@ -113,6 +113,9 @@ TEST(DurableFile, AFifoOrADeviceIsNeverReplacedWithAFile) {
   EXPECT_EQ(files::special_file_kind("/dev/null"), "a device");
   EXPECT_EQ(files::special_file_kind(dir.file("absent")), "");
   EXPECT_EQ(files::special_file_kind(dir.path()), "");
+  // Through a link (as /dev/stdout is one): the rename would replace the link.
+  std::filesystem::create_symlink("/dev/null", dir.file("null-link"));
+  EXPECT_EQ(files::special_file_kind(dir.file("null-link")), "a device");
   auto is_fifo = [&] {
     struct stat st {};
     return ::lstat(fifo.c_str(), &st) == 0 && S_ISFIFO(st.st_mode);
