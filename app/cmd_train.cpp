@@ -34,8 +34,14 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
   cmd->add_option("--set", a->overrides,
                   "Override a config key, e.g. --set moe.num_experts=8 (repeatable)");
   cmd->add_option("--resume", a->resume,
-                  "Continue from a checkpoint: 'auto' (the newest one in checkpoint.dir that "
-                  "verifies; a fresh start when there is none) or a step_*.h5 file");
+                  "Continue from a checkpoint: 'auto' (the one checkpoint.dir's 'latest' names, "
+                  "else the newest step_*.h5 there that verifies; a fresh start when there is "
+                  "none) or a step_*.h5 file. Without it a run starts at step 0, and refuses a "
+                  "checkpoint.dir that holds checkpoints")
+      ->check([](const std::string& v) {
+        return v.empty() ? std::string("give 'auto' or a checkpoint file, not an empty value")
+                         : std::string();
+      });
   out.push_back({cmd, [a] {
                    // Outlives MPI: MPI_Finalize waits for every rank, and one that stopped after
                    // the run would hold it forever; after parallel.timeout_s this one leaves.

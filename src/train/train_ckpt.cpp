@@ -193,6 +193,16 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
   return r;
 }
 
+void refuse_fresh_start_over_checkpoints(const Config& cfg) {
+  const std::vector<std::string> there = ckpt::resume_candidates(cfg.checkpoint.dir);
+  if (there.empty()) return;
+  throw UsageError(
+      "checkpoint.dir '" + cfg.checkpoint.dir + "' holds " + std::to_string(there.size()) +
+      " checkpoint(s) of an earlier run (newest " + there.front() +
+      "), which a run from step 0 would overwrite. Continue it with --resume auto (or --resume " +
+      "<file>); to start over, give another checkpoint.dir (or run.out_dir) or remove them");
+}
+
 void refuse_checkpoints_left_behind(const Config& cfg) {
   namespace fs = std::filesystem;
   std::error_code ec;

@@ -85,6 +85,11 @@ ckpt::SaveResult save_training_checkpoint(const CkptContext& c, const ckpt::Trai
 // Also sets the optimizer's moments and step count.
 ResumeResult resume_training(const CkptContext& c, const std::string& resume, std::ostream& log);
 
+// A run without --resume in a checkpoint.dir that already holds checkpoints would overwrite them
+// as it goes (step_20 at once, the rest later): UsageError (exit 2) naming the newest and the
+// ways on. Rank 0, before any directory is made.
+void refuse_fresh_start_over_checkpoints(const Config& cfg);
+
 // --resume auto where checkpoint.dir holds no checkpoint but run.out_dir's earlier run (its
 // config.yaml) kept them in another directory, which still has them (a user who moved
 // checkpoint.dir to a roomier disk): UsageError naming both and the --resume that continues,

@@ -109,6 +109,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     data = open_token_file(cfg.data.path, cfg.model.vocab_size, T, /*scan=*/rank0);
     placement = load_expert_placement(cfg);
     if (rank0 && options.resume == "auto") refuse_checkpoints_left_behind(cfg);
+    if (rank0 && options.resume.empty()) refuse_fresh_start_over_checkpoints(cfg);
     // A --resume file that is not there, said before the run's directories are made (they were
     // left behind, with their lock files).
     std::error_code ec;  // a path it cannot look at is the checkpoint reader's to word

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -199,6 +200,42 @@ void write_text_past_the_limit(const sy::test::TempDir& dir) {
   std::string text;
   for (int i = 0; i < 20000; ++i) text += "line " + std::to_string(i) + " of the text\n";
   write_text(dir.file("in.txt"), text);
+}
+
+// A run from step 0 (no --resume, or an empty one from a script's unset variable) into a
+// checkpoint.dir of an earlier run's checkpoints overwrote them as it went, exit 0; it is refused
+// before any work, the checkpoints untouched, and --resume auto continues.
+TEST(CliBadInput, AFreshRunDoesNotOverwriteAnEarlierRunsCheckpoints) {
+  sy::test::TempDir dir;
+  write_text_past_the_limit(dir);
+  ASSERT_EQ(
+      run("data prepare --input " + dir.file("in.txt") + " --output " + dir.file("d.h5")).exit_code,
+      0);
+  const std::string out = dir.file("run"), ckpt = out + "/checkpoints/step_00000002.h5";
+  const std::string train = "train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
+                            "/configs/tiny.yaml --set data.path=" + dir.file("d.h5") +
+                            " --set run.out_dir=" + out + " --set checkpoint.every=2";
+  ASSERT_EQ(run(train + " --set train.steps=2").exit_code, 0);
+  const auto bytes = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  const std::string before = bytes(ckpt);
+  ASSERT_FALSE(before.empty());
+  Result r = run(train + " --set train.steps=4 --set run.seed=99");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("holds 1 checkpoint(s) of an earlier run (newest " + ckpt),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("--resume auto"), std::string::npos) << r.err;
+  EXPECT_EQ(bytes(ckpt), before);
+  r = run(train + " --set train.steps=4 --resume ''");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--resume"), std::string::npos) << r.err;
+  EXPECT_EQ(bytes(ckpt), before);
+  r = run(train + " --set train.steps=4 --resume auto");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(out + "/checkpoints/step_00000004.h5"));
 }
 
 // A token file past the file size limit (ulimit -f): one message naming the file and the limit,
