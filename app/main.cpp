@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
   // .tmp behind.
   std::signal(SIGXFSZ, SIG_IGN);
   // `train`: the preemption handlers go in before anything else and stay until the process ends,
-  // so a SIGUSR1/SIGTERM during start-up ends the run with 75 (not killed: 138) and one after the
+  // so a SIGUSR1/SIGTERM during start-up ends the run with 76 (not killed: 138) and one after the
   // last checkpoint leaves it to exit 0 (src/train/signals.h).
   std::optional<sy::PreemptionSignals> train_signals;
   if (argc > 1 && std::string_view(argv[1]) == "train")

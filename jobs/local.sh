@@ -7,8 +7,8 @@
 # Adds `--resume auto` (unless a --resume is given), so running the same command again after an
 # interruption continues from the newest checkpoint that verifies in checkpoint.dir. Stop a run
 # cleanly with Ctrl-C, or SIGUSR1, SIGTERM or SIGHUP to this script, to `switchyard guard` or to
-# mpirun: the trainer finishes its step, writes a checkpoint and exits 75; this script then says
-# how to resume.
+# mpirun: the trainer finishes its step, writes a checkpoint and exits 75 (76 when the signal
+# came before training started: nothing to write); this script then says how to go on.
 # mpirun runs under `switchyard guard`, which keeps Open MPI's mpirun from answering a SIGTERM
 # by killing the ranks a second later (src/train/launch_guard.h).
 #
@@ -83,5 +83,7 @@ while :; do
 done
 if ((rc == 75)); then
   echo "local.sh: stopped by a signal after writing a checkpoint; run the same command again to resume"
+elif ((rc == 76)); then
+  echo "local.sh: stopped by a signal before training started: nothing was written; run the same command again"
 fi
 exit "$rc"

@@ -12,15 +12,18 @@
 
 namespace sy {
 
-// kExitPreempted is switchyard's addition to SPEC section 9: SIGUSR1/SIGTERM arrived, the current
-// step finished and a checkpoint was written; the job script requeues the job (75 = EX_TEMPFAIL
-// of sysexits.h, "try again later").
+// kExitPreempted and kExitStoppedEarly are switchyard's additions to SPEC section 9, for the job
+// scripts. 75 (EX_TEMPFAIL of sysexits.h, "try again later"): SIGUSR1/SIGTERM arrived, the current
+// step finished and a checkpoint was written; the job is requeued. 76: the signal came before
+// training started, so nothing was written: a try again that made no progress, which a job
+// script must not requeue without end (a --time shorter than start-up plus the warning margin).
 enum ExitCode : int {
   kExitOk = 0,
   kExitOther = 1,
   kExitUsage = 2,
   kExitNumerical = 3,
-  kExitPreempted = 75
+  kExitPreempted = 75,
+  kExitStoppedEarly = 76
 };
 
 // An error with its exit code. `quiet`: every rank of the job found the same problem and another

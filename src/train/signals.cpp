@@ -47,12 +47,12 @@ extern "C" void on_preemption_signal(int sig) {
     append(line, n, sizeof line,
            sig == SIGUSR1 ? "SIGUSR1" : (sig == SIGTERM ? "SIGTERM" : "a signal"));
     append(line, n, sizeof line,
-           " before training started: nothing to checkpoint, exiting with 75 (resume with "
-           "--resume auto)\n");
+           " before training started (a preemption, or the launcher ending the job after another "
+           "rank failed): nothing to checkpoint, exiting with 76\n");
     const ssize_t ignored = ::write(STDERR_FILENO, line, n);
     (void)ignored;
   }
-  ::_exit(kExitPreempted);
+  ::_exit(kExitStoppedEarly);
 }
 
 void install(int sig, struct sigaction* old) {

@@ -18,8 +18,9 @@
 //
 // `switchyard train` installs the handlers first thing in main (Mode::kExitBeforeTraining), before
 // the config is read, and never removes them (issue 15, item 5):
-//   before the step loop starts   a signal ends the process at once with 75: there is nothing to
-//                                 checkpoint, and a rank blocked in start-up work must not hang on;
+//   before the step loop starts   a signal ends the process at once with 76 (kExitStoppedEarly):
+//                                 there is nothing to checkpoint, and a rank blocked in start-up
+//                                 work must not hang on;
 //   during the step loop          recorded; every rank stops after the same step and checkpoints;
 //                                 the job exits 75 (rank 0's code; the other ranks exit 0);
 //   after the last step           recorded and ignored: the run finishes and exits 0.
@@ -42,7 +43,7 @@ class PreemptionSignals {
  public:
   enum class Mode {
     kRecord,              // only record the signal (tests, library users)
-    kExitBeforeTraining,  // switchyard train: before training_started(), _exit(75) at once
+    kExitBeforeTraining,  // switchyard train: before training_started(), _exit(76) at once
   };
   enum class Restore { kOnDestruction, kNever };
   explicit PreemptionSignals(Mode mode = Mode::kRecord, Restore restore = Restore::kOnDestruction);

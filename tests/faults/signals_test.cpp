@@ -41,8 +41,9 @@ std::vector<pid_t> foreground_group(pid_t job, int levels) {
 }
 
 // Rank 0 stops itself at start-up; SIGTERM reaches every rank (as SLURM sends it); rank 0
-// continues and finds it: the job exits 75 at once without writing anything.
-TEST_F(FaultTest, SignalBeforeTrainingStartsExits75WithoutCheckpoint) {
+// continues and finds it: the job exits 76 at once without writing anything (75 said a checkpoint
+// was written, and the job script requeued a start that made no progress).
+TEST_F(FaultTest, SignalBeforeTrainingStartsExits76WithoutCheckpoint) {
   const std::string out = path("run");
   Process job("env SWITCHYARD_CKPT_FAULT=0:start:stop " + mpirun_command(2) + train(out, 20),
               path("log"));
@@ -54,7 +55,7 @@ TEST_F(FaultTest, SignalBeforeTrainingStartsExits75WithoutCheckpoint) {
   ::kill(rank0, SIGCONT);
   const int code = job.wait(120);
   const std::string log = job.output();
-  EXPECT_EQ(code, 75) << log;
+  EXPECT_EQ(code, 76) << log;
   EXPECT_NE(log.find("SIGTERM before training started"), std::string::npos) << log;
   EXPECT_FALSE(std::filesystem::exists(out + "/checkpoints/latest")) << log;
 }

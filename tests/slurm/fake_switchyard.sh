@@ -7,6 +7,8 @@
 #     others 0 (the real trainer's ranks do so, app/run_mpi.h: the job's code is rank 0's)
 #   - --resume auto: continue after D/checkpoint when it exists ("resumed at step k")
 #   - at the end: rank 0 writes D/done with "final <N>", exit 0
+#   - FAKE_START_S=<s>: a start-up of that long first; a signal during it ends every rank with 76
+#     (the real trainer's "stopped before training started": nothing written)
 #   train --help: prints a usage line that includes --resume
 set -u
 [ "${1:-}" = train ] || { echo "fake switchyard: only 'train'" >&2; exit 2; }
@@ -27,6 +29,14 @@ mkdir -p "$out"
 stop=""
 trap 'stop=USR1' USR1
 trap 'stop=TERM' TERM
+
+for _ in $(seq $(( ${FAKE_START_S:-0} * 5 ))); do
+  sleep 0.2
+  if [ -n "$stop" ]; then
+    echo "fake switchyard rank $rank: SIG$stop before training started, exit 76"
+    exit 76
+  fi
+done
 
 step=0
 if [ "$resume" = auto ] && [ -f "$out/checkpoint" ]; then

@@ -188,6 +188,29 @@ if [ "$mode" = mechanics ]; then
   got=$(grep "^step " "$run/steps.log")
   [ "$got" = "$(seq 1 40 | sed 's/^/step /')" ] || fail "steps not 1..40 exactly once: $(echo $got | tr '\n' ' ')"
   echo "PASS: job $id was preempted by a higher partition, requeued by SLURM, resumed and finished step 40"
+
+  # A start stopped before training (a --time shorter than start-up plus the warning margin):
+  # requeued once, and after a second such start in a row the job ends (exit 1), not requeued
+  # again (75 for it requeued without end).
+  run=$tmp/early
+  id=$(FAKE_START_S=600 submit early --set "run.out_dir=$run" --set train.steps=40) || fail "sbatch failed"
+  wait_for 120 "job $id to run" job_state_is "$id" RUNNING
+  wait_for 60 "job $id's step to start" has_line "start 1 at" "$tmp/job-early.out"
+  sleep 2
+  preempt "$id" --signal=USR1 1 true
+  has_line "stopped before training started, nothing written; requeueing job $id" "$tmp/job-early.out" ||
+    fail "the first early stop was not requeued as one"
+  release_and_wait_running "$id"
+  wait_for 60 "job $id's second step to start" has_line "start 2 at" "$tmp/job-early.out"
+  sleep 2
+  scancel --signal=USR1 "$id" || fail "scancel failed"
+  wait_for 120 "job $id to end" job_done "$id"
+  sleep 3
+  [ "$(job_field "$id" JobState)" = FAILED ] || fail "job $id is $(job_field "$id" JobState), expected FAILED"
+  [ "$(job_field "$id" Restarts)" = 1 ] || fail "job $id was requeued $(job_field "$id" Restarts) times"
+  has_line "before training, as the start before it was .*not requeued" "$tmp/job-early.out" ||
+    fail "the job log does not say why it was not requeued"
+  echo "PASS: job $id, stopped twice before training, was requeued once and then ended"
   exit 0
 fi
 
