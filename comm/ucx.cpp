@@ -114,7 +114,16 @@ UcxPeers::UcxPeers(MPI_Comm comm, std::vector<std::string> peer_names, Watchdog*
       ep_params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
       ep_params.err_handler.cb = &UcxPeers::on_endpoint_error;
       ep_params.err_handler.arg = err_[static_cast<std::size_t>(p)].get();
-      UCX_CHECK(ucp_ep_create(worker_, &ep_params, &eps_[static_cast<std::size_t>(p)]));
+      // PEER mode needs a transport that can report a dead peer: UCX_TLS without tcp (sm,self)
+      // leaves none between nodes, which UCX says as "Destination is unreachable".
+      const ucs_status_t st =
+          ucp_ep_create(worker_, &ep_params, &eps_[static_cast<std::size_t>(p)]);
+      if (st != UCS_OK)
+        throw std::runtime_error(
+            "rank " + std::to_string(rank_) + ": UCX cannot reach node peer " + std::to_string(p) +
+            " (ucp_ep_create: " + ucs_status_string(st) +
+            "): the inter-node exchange needs a network transport UCX can detect a failed peer "
+            "on; include tcp (or your IB transports) in UCX_TLS, or set parallel.internode=mpi");
     }
     // Wire up now (flush every endpoint, then a progressing barrier) so that the first exchange
     // does not pay for it and transports() reports the lanes actually chosen.

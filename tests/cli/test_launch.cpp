@@ -86,6 +86,19 @@ TEST_F(Launch, AValidationSplitThatLeavesARankNothingToReadEvaluates) {
   EXPECT_NE(r.output.find("evaluating on 5"), std::string::npos) << r.output;
 }
 
+// UCX without a transport that reports failed peers between nodes (UCX_TLS=sm,self): the job
+// ends naming the cure ("Destination is unreachable" and a file:line before).
+TEST_F(Launch, AUcxWithoutANetworkTransportSaysWhatToSet) {
+  const auto r =
+      run_command("UCX_TLS=sm,self " + mpirun(4) +
+                  train("--set train.steps=2 --set parallel.ep=4 "
+                        "--set parallel.ranks_per_node=2 --set parallel.a2a=hierarchical "
+                        "--set parallel.internode=ucx --set train.global_batch=4"));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("UCX cannot reach node peer"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("set parallel.internode=mpi"), std::string::npos) << r.output;
+}
+
 // `cmd` inside a shell that prints "rank R exit C" after it; a rank that exits non-zero waits 3 s
 // first, so that mpirun's end of the job does not cut the other ranks' lines.
 std::string saying_its_exit(const std::string& cmd) {
