@@ -1,6 +1,7 @@
 #include "src/plot/run_metrics.h"
 
 #include <fstream>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
@@ -10,9 +11,13 @@ namespace sy {
 
 namespace {
 
+// The number at `key`; `fallback` where the line has no such key (an older trainer's); NaN where
+// the key holds something else (null -- nlohmann writes NaN as null --, a string), which gnuplot
+// leaves out of its line: 0 drew a dip to zero.
 double number_or(const nlohmann::json& j, const char* key, double fallback) {
   const auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<double>() : fallback;
+  if (it == j.end()) return fallback;
+  return it->is_number() ? it->get<double>() : std::numeric_limits<double>::quiet_NaN();
 }
 
 // Appends p to a series whose steps must increase; a step at or below the last one means the run

@@ -80,6 +80,23 @@ TEST(PlotMetrics, ResumedRunKeepsTheNewestLines) {
   EXPECT_DOUBLE_EQ(m.train[14].expert_load[2][0], 0.2 + 0.004 * 150);
 }
 
+// A value that is not a number (null: how a NaN loss is written; a string) is no value, which the
+// charts leave out, not 0, which drew a dip to zero; an absent key (an older trainer's) is 0.
+TEST(PlotMetrics, AValueThatIsNotANumberIsLeftOutNotZero) {
+  test::TempDir dir;
+  write(dir.file("metrics.jsonl"), R"({"step":1,"loss":null,"aux_loss":"nan","lr":0.001}
+{"step":2,"loss":4.5,"aux_loss":0.02,"lr":0.002,"dropped_frac":0}
+)");
+  const RunMetrics m = read_run_metrics(dir.file("metrics.jsonl"));
+  ASSERT_EQ(m.train.size(), 2u);
+  EXPECT_TRUE(std::isnan(m.train[0].loss));
+  EXPECT_TRUE(std::isnan(m.train[0].aux_loss));
+  EXPECT_DOUBLE_EQ(m.train[0].dropped_frac, 0.0);  // absent
+  EXPECT_DOUBLE_EQ(m.train[0].lr, 0.001);
+  EXPECT_DOUBLE_EQ(m.train[1].loss, 4.5);
+  EXPECT_DOUBLE_EQ(m.train[1].dropped_frac, 0.0);
+}
+
 TEST(PlotMetrics, ClearErrorsForMissingInput) {
   test::TempDir dir;
   std::ostringstream log;
