@@ -116,7 +116,12 @@ ExpertPlacement read_placement(const std::string& path) {
                      " (an expert placement file, written by `switchyard placement`)");
   YAML::Node root;
   try {
-    root = YAML::LoadFile(path);
+    // One document: a second (after '---') was silently ignored.
+    const std::vector<YAML::Node> docs = YAML::LoadAllFromFile(path);
+    if (docs.size() > 1)
+      throw UsageError(path + ": " + std::to_string(docs.size()) +
+                       " YAML documents (separated by '---'); a placement file is one");
+    if (!docs.empty()) root = docs.front();
   } catch (const YAML::ParserException& e) {
     throw UsageError(path + ": YAML syntax error at line " + std::to_string(e.mark.line + 1) +
                      ": " + e.msg);
@@ -124,12 +129,18 @@ ExpertPlacement read_placement(const std::string& path) {
     throw UsageError(path + ": cannot read: " + e.what());
   }
   if (!root.IsMap()) throw UsageError(path + ": expected a mapping with format: " + kFormat);
+  std::set<std::string> seen;  // yaml-cpp keeps the first of a key given twice, silently
   for (const auto& kv : root) {
-    const std::string k = kv.first.as<std::string>();
+    const std::string k = kv.first.IsScalar() ? kv.first.Scalar() : "?";
     if (k != "format" && k != "version" && k != "num_experts" && k != "ep" &&
         k != "ranks_per_node" && k != "layers")
       throw UsageError(path + ": unknown key '" + k + "'" + line_of(kv.first));
+    if (!seen.insert(k).second)
+      throw UsageError(path + ": " + k + ": duplicate key (given twice)" + line_of(kv.first));
   }
+  if (root["ranks_per_node"] && integer(root["ranks_per_node"], path, "ranks_per_node") < 1)
+    throw UsageError(path + ": ranks_per_node: " + root["ranks_per_node"].Scalar() +
+                     " must be at least 1");
   if (!root["format"] || !root["format"].IsScalar() || root["format"].Scalar() != kFormat)
     throw UsageError(path + ": format: expected '" + kFormat + "' (not a placement file?)");
   if (integer(root["version"], path, "version") != kVersion)

@@ -97,6 +97,12 @@ TEST(PlacementFile, EveryBadFileIsRefusedNamingTheProblem) {
            "version: 7\nnum_experts: 4\nep: 2\nlayers:\n  - [[0, 1], [2, 3]]\n",
        "version"},
       {"yaml_syntax", e4 + "layers:\n  - [[0, 1], [2, 3]\n", "YAML syntax error at line"},
+      // yaml-cpp kept the first of a key given twice, and read the first document only.
+      {"duplicate_key", e4 + "layers:\n  - [[0, 1], [2, 3]]\nlayers:\n  - [[0, 0], [2, 3]]\n",
+       "layers: duplicate key"},
+      {"two_documents", e4 + "layers:\n  - [[0, 1], [2, 3]]\n---\nfoo: 1\n", "2 YAML documents"},
+      {"bad_ranks_per_node", e4 + "ranks_per_node: -3\nlayers:\n  - [[0, 1], [2, 3]]\n",
+       "ranks_per_node: -3 must be at least 1"},
   };
   for (const auto& c : cases) {
     const std::string path = dir.file(c.label + ".yaml");
