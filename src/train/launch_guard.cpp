@@ -114,11 +114,14 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::execvp(args[0], args.data());
+    const int exec_errno = errno;
     const std::string msg =
-        "switchyard guard: cannot run " + argv[0] + ": " + std::strerror(errno) + "\n";
+        "switchyard guard: cannot run " + argv[0] + ": " + std::strerror(exec_errno) + "\n";
     const ssize_t ignored = ::write(STDERR_FILENO, msg.data(), msg.size());
     (void)ignored;
-    ::_exit(127);
+    // The shell's convention: 127 not found, 126 found but not runnable (no permission, not an
+    // executable file).
+    ::_exit(exec_errno == ENOENT ? 127 : 126);
   }
   const int fork_errno = errno;
   sigprocmask(SIG_SETMASK, &old_mask, nullptr);  // the guard itself takes them again

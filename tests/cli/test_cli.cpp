@@ -71,6 +71,13 @@ TEST(Cli, UnknownOptionsAreNamedWithTheClosestOne) {
   }
   const auto r = run_command(kBin + " guard -- true --conf");
   EXPECT_EQ(r.exit_code, 0) << r.output;
+  // A launcher that is not there is 127, one that is not runnable 126 (the shell's codes).
+  const auto absent = run_command(kBin + " guard -- /nonexistent/mpirun");
+  EXPECT_EQ(absent.exit_code, 127) << absent.output;
+  const auto not_exec = run_command(kBin + " guard -- /usr");  // a directory
+  EXPECT_EQ(not_exec.exit_code, 126) << not_exec.output;
+  EXPECT_NE(not_exec.output.find("cannot run /usr: Permission denied"), std::string::npos)
+      << not_exec.output;
 }
 
 // A number option out of range says what it expected in one short line (CLI11's own checks
