@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <ostream>
 #include <sstream>
 #include <stdexcept>
@@ -58,12 +60,20 @@ std::string sh_quote(const std::string& s) {
   return out + "'";
 }
 
-// Common look: white background, light grid, the run name in the title.
+// gnuplot writes each chart to "<png>.tmp" (staged_png), renamed over <png> once gnuplot
+// succeeded: a plot stopped midway (a large run takes minutes) left an empty chart under the
+// real name, over a good one of an earlier plot.
+std::string staged_png(const std::string& png) {
+  return png + ".tmp";
+}
+
+// Common look: white background, light grid, the run name in the title. The chart goes to its
+// staged name (check_png renames it).
 std::string header(const std::string& png, int w, int h) {
   std::ostringstream g;
   g << "set terminal pngcairo size " << w << "," << h
     << " noenhanced font 'DejaVu Sans,11' background '#ffffff'\n"
-    << "set output " << gp_quote(png) << "\n"
+    << "set output " << gp_quote(staged_png(png)) << "\n"
     << "set grid lc rgb '#dddddd' lw 1\n"
     << "set border lc rgb '#555555'\n"
     << "set key top right opaque box lc rgb '#cccccc'\n"
@@ -108,13 +118,18 @@ void run_gnuplot(const std::string& gnuplot, const std::string& script) {
 }
 
 // gnuplot exits 0 when it could not write a PNG (a full disk leaves it empty, 0 bytes): every
-// chart is checked, and an empty one removed and said (exit 1, as any output that failed).
+// chart is checked, and an empty one removed and said (exit 1, as any output that failed); a
+// good one is renamed to its name.
 void check_png(const std::string& png) {
+  const std::string staged = staged_png(png);
   std::error_code ec;
-  const auto size = fs::file_size(png, ec);
-  if (!ec && size > 0) return;
+  const auto size = fs::file_size(staged, ec);
+  if (!ec && size > 0) {
+    files::durable_rename(staged, png);
+    return;
+  }
   if (ec) throw std::runtime_error("plot: gnuplot did not write " + png);
-  fs::remove(png, ec);
+  fs::remove(staged, ec);
   const std::string dir = fs::path(png).parent_path().string();
   const int64_t avail = files::free_bytes(dir.empty() ? "." : dir);
   throw Error(kExitOther,
@@ -124,6 +139,37 @@ void check_png(const std::string& png) {
 }
 
 }  // namespace
+
+std::vector<LoadColumn> expert_load_columns(const RunMetrics& m, int layer, int max_columns) {
+  const int L = m.num_layers(), E = m.num_experts();
+  const size_t n = m.train.size(), columns = static_cast<size_t>(std::max(max_columns, 1));
+  const size_t bin = std::max<size_t>(1, (n + columns - 1) / columns);
+  const auto cells = step_cells(m.train);
+  std::vector<LoadColumn> out;
+  for (size_t first = 0; first < n; first += bin) {
+    const size_t last = std::min(n, first + bin);
+    LoadColumn c;
+    c.lo = cells[first].first;
+    c.hi = cells[last - 1].second;
+    std::vector<int> count(static_cast<size_t>(E), 0);
+    c.share.assign(static_cast<size_t>(E), 0.0);
+    for (size_t i = first; i < last; ++i) {
+      const auto& el = m.train[i].expert_load;
+      if (static_cast<int>(el.size()) != L || layer >= L) continue;
+      for (int e = 0; e < E && e < static_cast<int>(el[static_cast<size_t>(layer)].size()); ++e) {
+        c.share[static_cast<size_t>(e)] += el[static_cast<size_t>(layer)][static_cast<size_t>(e)];
+        ++count[static_cast<size_t>(e)];
+      }
+    }
+    for (int e = 0; e < E; ++e)
+      c.share[static_cast<size_t>(e)] =
+          count[static_cast<size_t>(e)] > 0
+              ? c.share[static_cast<size_t>(e)] / count[static_cast<size_t>(e)]
+              : std::numeric_limits<double>::quiet_NaN();
+    out.push_back(std::move(c));
+  }
+  return out;
+}
 
 std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& title,
                                       const PlotOptions& opt) {
@@ -155,19 +201,19 @@ std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& ti
   double max_share = 0;
   const auto cells = step_cells(m.train);
   {
-    // One block per layer (separated by two blank lines, gnuplot's "index"): x_lo x_hi expert share
+    // One block per layer (separated by two blank lines, gnuplot's "index"): x_lo x_hi expert
+    // share, at most one column per pixel of the chart.
     std::ofstream f(load_dat);
     f.precision(9);
     for (int l = 0; l < L; ++l) {
       f << "# layer " << l << "\n";
-      for (size_t i = 0; i < m.train.size(); ++i) {
-        const auto& el = m.train[i].expert_load;
-        if (static_cast<int>(el.size()) != L) continue;
-        for (int e = 0; e < E && e < static_cast<int>(el[l].size()); ++e) {
-          f << cells[i].first << ' ' << cells[i].second << ' ' << e << ' ' << el[l][e] << '\n';
-          max_share = std::max(max_share, el[l][e]);
+      for (const LoadColumn& c : expert_load_columns(m, l, W))
+        for (int e = 0; e < E; ++e) {
+          const double share = c.share[static_cast<size_t>(e)];
+          if (std::isnan(share)) continue;
+          f << c.lo << ' ' << c.hi << ' ' << e << ' ' << share << '\n';
+          max_share = std::max(max_share, share);
         }
-      }
       f << "\n\n";
     }
   }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -97,6 +98,30 @@ TEST(PlotMetrics, AValueThatIsNotANumberIsLeftOutNotZero) {
   EXPECT_DOUBLE_EQ(m.train[1].dropped_frac, 0.0);
 }
 
+// The heatmap has at most one column per pixel: 10 logged steps in 4 columns are bins of 3, 3, 3
+// and 1 steps, each the mean of its steps' shares, spanning their cells (steps 10, 20, ...: cell
+// edges halfway between them); fewer steps than columns stay one per step.
+TEST(PlotMetrics, TheExpertLoadHeatmapAveragesStepsIntoAtMostOneColumnPerPixel) {
+  RunMetrics m;
+  for (int i = 0; i < 10; ++i) {
+    TrainPoint p;
+    p.step = 10 * (i + 1);
+    p.expert_load = {{0.1 * i, 1 - 0.1 * i}};  // one layer, two experts
+    m.train.push_back(p);
+  }
+  const std::vector<LoadColumn> c = expert_load_columns(m, 0, 4);
+  ASSERT_EQ(c.size(), 4u);
+  EXPECT_DOUBLE_EQ(c[0].lo, 5);            // step 10's cell starts half a gap before it
+  EXPECT_DOUBLE_EQ(c[0].hi, 35);           // step 30's ends halfway to 40
+  EXPECT_NEAR(c[0].share[0], 0.1, 1e-12);  // (0 + 0.1 + 0.2) / 3
+  EXPECT_NEAR(c[1].share[1], 0.6, 1e-12);  // 1 - (0.3 + 0.4 + 0.5) / 3
+  EXPECT_NEAR(c[3].share[0], 0.9, 1e-12);  // the last bin: step 100 alone
+  EXPECT_DOUBLE_EQ(c[3].hi, 105);
+  const std::vector<LoadColumn> all = expert_load_columns(m, 0, 1000);
+  ASSERT_EQ(all.size(), 10u);
+  EXPECT_NEAR(all[7].share[0], 0.7, 1e-12);
+}
+
 TEST(PlotMetrics, ClearErrorsForMissingInput) {
   test::TempDir dir;
   std::ostringstream log;
@@ -167,7 +192,19 @@ TEST(PlotMetrics, AnEmptyChartFromGnuplotIsAnErrorNotASuccess) {
               std::string::npos)
         << what;
     EXPECT_FALSE(fs::exists(dir.file("plots/loss.png")));
+    EXPECT_FALSE(fs::exists(dir.file("plots/loss.png.tmp")));
   }
+  // A gnuplot that stops midway (killed, or failing) leaves the charts of an earlier plot as they
+  // were: it writes to <chart>.tmp, renamed only after it succeeded (it wrote the real names,
+  // and a plot stopped during a long heatmap left them empty).
+  write(dir.file("plots/loss.png"), "an earlier chart");
+  write(fake,
+        "#!/bin/sh\n"
+        "sed -n \"s/^set output '\\(.*\\)'$/\\1/p\" \"$1\" | while read -r f; do : > \"$f\"; done\n"
+        "exit 1\n");
+  EXPECT_THROW(plot_run(dir.path().string(), opt, log), std::runtime_error);
+  std::ifstream kept(dir.file("plots/loss.png"));
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "an earlier chart");
 }
 
 // Width and height from a PNG's IHDR chunk (bytes 16..23, big-endian), after checking the
