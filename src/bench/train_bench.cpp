@@ -2,13 +2,16 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -44,14 +47,44 @@ struct Captured {
   std::string output;  // stdout only
 };
 
+// Runs `cmd` with /bin/sh (exec'd in its place, so the peer is the child itself) and returns its
+// stdout and exit code. The child gets SIGTERM when this process dies (PR_SET_PDEATHSIG, kept
+// across exec): a `bench train` stopped by SIGTERM or Ctrl-C left the PyTorch peer running on,
+// holding the terminal's pipe.
 Captured capture(const std::string& cmd) {
   Captured r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return r;
+  const std::string script = "exec " + cmd;  // built before the fork: the child only calls
+  int fds[2];                                // async-signal-safe functions
+  if (::pipe(fds) != 0) return r;
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return r;
+  }
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(1);  // the parent died before the prctl
+    ::dup2(fds[1], STDOUT_FILENO);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    ::execl("/bin/sh", "sh", "-c", script.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(fds[1]);
   std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(pipe);
+  for (ssize_t n; (n = ::read(fds[0], buf.data(), buf.size())) != 0;) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    r.output.append(buf.data(), static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
 }

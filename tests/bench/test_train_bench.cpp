@@ -3,16 +3,20 @@
 // numbers that agree with each other (tokens/s and GFLOP/s from the same median step time), and
 // the PyTorch ratios print what a hand-made result works out to.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -388,6 +392,51 @@ TEST(TrainBench, PeerResultIsReadAndASlowPeerIsCutAtItsLimit) {
   opt.python = fake_python(dir, "exit 3");
   opt.torch_timeout_s = 0;
   EXPECT_EQ(bench_detail::run_torch_peer(cfg, opt, log).note, "failed: exit code 3");
+}
+
+// A bench stopped while the peer runs (SIGTERM, Ctrl-C) takes the peer with it: it ran on,
+// orphaned, holding the terminal's pipe. Here a child process stands for `bench train`, killed
+// while its stand-in peer (which records its pid) sleeps.
+TEST(TrainBench, APeerDiesWithTheBenchThatStartedIt) {
+  const test::TempDir dir;
+  const Config cfg = load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml", {});
+  TrainBenchOptions opt;
+  opt.torch_script = dir.file("torch_moe.py");
+  std::ofstream(opt.torch_script) << "\n";
+  const std::string pid_file = dir.file("peer.pid");
+  opt.python = fake_python(dir, "echo $$ > " + pid_file + "\nexec sleep 60");
+  const pid_t bench = fork();
+  if (bench == 0) {
+    std::ostringstream log;
+    bench_detail::run_torch_peer(cfg, opt, log);
+    _exit(0);
+  }
+  ASSERT_GT(bench, 0);
+  pid_t peer = 0;
+  for (int i = 0; i < 200 && peer == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::ifstream in(pid_file);
+    in >> peer;
+  }
+  ASSERT_GT(peer, 0) << "the stand-in peer did not start";
+  kill(bench, SIGTERM);
+  int status = 0;
+  waitpid(bench, &status, 0);
+  // Gone, or a zombie nobody has reaped yet (its parent, the bench, is gone too).
+  const auto ended = [&] {
+    if (kill(peer, 0) != 0) return true;
+    std::ifstream stat("/proc/" + std::to_string(peer) + "/stat");
+    std::string pid, name, state;
+    stat >> pid >> name >> state;
+    return state == "Z";
+  };
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    gone = ended();
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(gone) << "the peer (pid " << peer << ") outlived its bench";
+  if (!gone) kill(peer, SIGKILL);
 }
 
 }  // namespace
