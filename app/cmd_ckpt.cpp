@@ -149,6 +149,10 @@ void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& 
 
 // --format safetensors writes one file: a directory as --output is refused before any work.
 void refuse_directory(const std::string& output) {
+  if (output.empty()) throw UsageError("--output is empty: give the .safetensors file to write");
+  if (output.back() == '/')
+    throw UsageError("--output '" + output +
+                     "' ends in '/': --format safetensors writes one file (give its name)");
   std::error_code ec;
   if (std::filesystem::is_directory(output, ec))
     throw UsageError(

@@ -422,9 +422,18 @@ void plot_xy(const std::string& png, const std::string& title, const std::string
 
 std::vector<std::string> plot_run(const std::string& run_dir, const PlotOptions& opt,
                                   std::ostream& log) {
-  if (!fs::is_directory(run_dir)) throw UsageError(run_dir + ": no such run directory");
+  std::error_code ec;
+  if (!fs::is_directory(run_dir, ec))
+    throw UsageError(run_dir + (fs::exists(run_dir, ec)
+                                    ? ": not a directory; give the run directory (run.out_dir)"
+                                    : ": no such run directory"));
   const std::string metrics = metrics_path(run_dir);
-  if (!fs::exists(metrics)) throw UsageError(metrics + ": missing (not a run directory?)");
+  if (!fs::exists(metrics, ec)) throw UsageError(metrics + ": missing (not a run directory?)");
+  // Read as a text file: a FIFO there blocked the read forever, a directory read as empty.
+  if (!fs::is_regular_file(metrics, ec))
+    throw UsageError(metrics + ": is " +
+                     (fs::is_directory(metrics, ec) ? "a directory" : what_is_at(metrics)) +
+                     ", not a metrics file");
   const RunMetrics m = read_run_metrics(metrics);
   PlotOptions o = opt;
   if (o.out_dir.empty()) o.out_dir = (fs::path(run_dir) / "plots").string();

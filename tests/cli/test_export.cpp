@@ -395,6 +395,15 @@ TEST(CkptExportFiles, ADirectoryAsTheSafetensorsOutputIsRefusedAndParentsAreMade
       << r.output;
   EXPECT_EQ(listing(dir.file("hf")), std::set<std::string>{"base"}) << "no base.tmp";
   EXPECT_TRUE(fs::is_empty(dir.file("hf/base")));
+  // An empty name or one ending in '/' (a directory to be) is said before the work ("rename to
+  // '' of '.tmp' failed" after it).
+  r = run_command(cmd + "''");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "--output is empty")) << r.output;
+  r = run_command(cmd + dir.file("newdir/"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "ends in '/'")) << r.output;
+  EXPECT_FALSE(fs::exists(dir.file("newdir")));
 
   // A missing parent directory is made, as --format hf makes its directory.
   r = run_command(cmd + dir.file("new/sub/x.safetensors"));

@@ -2,6 +2,7 @@
 // keys and a cut-off last line tolerated), and the PNGs gnuplot draws from a synthetic run are
 // real images of the requested size with something drawn in them.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <cstdint>
@@ -134,6 +135,25 @@ TEST(PlotMetrics, ClearErrorsForMissingInput) {
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find("no train lines"), std::string::npos) << e.what();
   }
+  const auto message = [&](const std::string& run) {
+    try {
+      plot_run(run, {}, log);
+    } catch (const UsageError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  // The metrics file given for the run directory; a metrics.jsonl that is a FIFO (the read
+  // blocked forever) or a directory (read as empty).
+  EXPECT_NE(message(dir.file("metrics.jsonl")).find("not a directory; give the run directory"),
+            std::string::npos);
+  test::TempDir fifo_run, dir_run;
+  ASSERT_EQ(mkfifo(fifo_run.file("metrics.jsonl").c_str(), 0644), 0);
+  EXPECT_NE(message(fifo_run.path().string()).find("is a FIFO, not a metrics file"),
+            std::string::npos);
+  fs::create_directory(dir_run.file("metrics.jsonl"));
+  EXPECT_NE(message(dir_run.path().string()).find("is a directory, not a metrics file"),
+            std::string::npos);
 }
 
 // An output directory with a file in its way is a usage error (exit 2) naming the flag and the
