@@ -202,15 +202,19 @@ void write_text_past_the_limit(const sy::test::TempDir& dir) {
   write_text(dir.file("in.txt"), text);
 }
 
+// dir/in.txt (write_text_past_the_limit) turned into the token file dir/d.h5.
+bool prepare_tokens(const sy::test::TempDir& dir) {
+  write_text_past_the_limit(dir);
+  return run("data prepare --input " + dir.file("in.txt") + " --output " + dir.file("d.h5"))
+             .exit_code == 0;
+}
+
 // A run from step 0 (no --resume, or an empty one from a script's unset variable) into a
 // checkpoint.dir of an earlier run's checkpoints overwrote them as it went, exit 0; it is refused
 // before any work, the checkpoints untouched, and --resume auto continues.
 TEST(CliBadInput, AFreshRunDoesNotOverwriteAnEarlierRunsCheckpoints) {
   sy::test::TempDir dir;
-  write_text_past_the_limit(dir);
-  ASSERT_EQ(
-      run("data prepare --input " + dir.file("in.txt") + " --output " + dir.file("d.h5")).exit_code,
-      0);
+  ASSERT_TRUE(prepare_tokens(dir));
   const std::string out = dir.file("run"), ckpt = out + "/checkpoints/step_00000002.h5";
   const std::string train = "train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
                             "/configs/tiny.yaml --set data.path=" + dir.file("d.h5") +
@@ -348,10 +352,7 @@ TEST(CliBadInput, AnUnreadableInputSaysPermissionDenied) {
 // written at all, and the run went on to exit 0.
 TEST(CliBadInput, ARunsConfigThatCannotBeWrittenStopsTheRunNamingIt) {
   sy::test::TempDir dir;
-  write_text_past_the_limit(dir);
-  ASSERT_EQ(
-      run("data prepare --input " + dir.file("in.txt") + " --output " + dir.file("d.h5")).exit_code,
-      0);
+  ASSERT_TRUE(prepare_tokens(dir));
   std::filesystem::create_directories(dir.file("run") + "/config.yaml");
   const Result r = run("train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
                        "/configs/tiny.yaml --set data.path=" + dir.file("d.h5") +
@@ -371,10 +372,7 @@ TEST(CliBadInput, ARunsConfigThatCannotBeWrittenStopsTheRunNamingIt) {
 TEST(CliBadInput, CheckpointsAndExportsPastTheFileSizeLimitAreOneMessage) {
   namespace fs = std::filesystem;
   sy::test::TempDir dir;
-  write_text_past_the_limit(dir);
-  ASSERT_EQ(
-      run("data prepare --input " + dir.file("in.txt") + " --output " + dir.file("d.h5")).exit_code,
-      0);
+  ASSERT_TRUE(prepare_tokens(dir));
   const std::string train = "train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
                             "/configs/tiny.yaml --set data.path=" + dir.file("d.h5") +
                             " --set run.out_dir=" + dir.file("run") +
