@@ -377,16 +377,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PlanMemoryResident,
 // The evaluation sample's term against a real decoder: the one-rank flat parameters gathered for
 // it, a Decoder over them, a prompt and 64 generated tokens.
 TEST(PlanMemory, TheEvalSampleTermMatchesTheResidentGrowthOfADecoder) {
-  Config cfg;
-  cfg.model.vocab_size = 2048;
-  cfg.model.d_model = 256;
-  cfg.model.n_layers = 4;
-  cfg.model.n_heads = 4;
-  cfg.model.seq_len = 512;
-  cfg.moe.num_experts = 8;
-  cfg.moe.top_k = 2;
-  cfg.moe.ffn_hidden = 512;
-  cfg.eval.sample_tokens = 64;
+  const Config cfg = parse_config("data:\n  path: x.h5\n",
+                                  {"model.vocab_size=2048", "model.d_model=256", "model.n_layers=4",
+                                   "model.n_heads=4", "model.seq_len=512", "moe.num_experts=8",
+                                   "moe.top_k=2", "moe.ffn_hidden=512", "eval.sample_tokens=64"});
   const MemoryEstimate m = predict_memory(cfg, PlanLayout{}, RoutingStats{}, MemoryInputs{});
   const double predicted = term(m, "evaluation sample").bytes;
   malloc_trim(0);
