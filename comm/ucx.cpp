@@ -118,12 +118,13 @@ UcxPeers::UcxPeers(MPI_Comm comm, std::vector<std::string> peer_names, Watchdog*
       // leaves none between nodes, which UCX says as "Destination is unreachable".
       const ucs_status_t st =
           ucp_ep_create(worker_, &ep_params, &eps_[static_cast<std::size_t>(p)]);
-      if (st != UCS_OK)
+      if (st == UCS_ERR_UNREACHABLE)
         throw std::runtime_error(
             "rank " + std::to_string(rank_) + ": UCX cannot reach node peer " + std::to_string(p) +
             " (ucp_ep_create: " + ucs_status_string(st) +
             "): the inter-node exchange needs a network transport UCX can detect a failed peer "
             "on; include tcp (or your IB transports) in UCX_TLS, or set parallel.internode=mpi");
+      UCX_CHECK(st);
     }
     // Wire up now (flush every endpoint, then a progressing barrier) so that the first exchange
     // does not pay for it and transports() reports the lanes actually chosen.

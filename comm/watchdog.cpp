@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <sstream>
 
@@ -86,29 +85,24 @@ void Watchdog::run() {
     }
     const uint64_t generation = generation_;
     // In slices of at most a second, so that this thread sees when it did not run for far longer
-    // than it slept (the process stopped by SIGSTOP, or its machine paused): then this rank is
-    // the one the others waited for, and says so instead of claiming it waited itself.
+    // than it slept (the process stopped by SIGSTOP or a debugger, the job suspended): that time
+    // was not spent waiting, so the deadline moves by it. A stopped rank, woken by Open MPI's
+    // SIGCONT before the kill, claimed a timeout of its own (the others' watchdogs name the
+    // wait), and a job suspended for longer than the timeout aborted when resumed.
     using Clock = std::chrono::steady_clock;
     bool changed = false;
-    double not_running_s = 0;
     while (Clock::now() < deadline_) {
       const Clock::time_point until = std::min(deadline_, Clock::now() + std::chrono::seconds(1));
       changed = cv_.wait_until(lock, until, [&] { return stop_ || generation_ != generation; });
       if (changed) break;
-      const double late = std::chrono::duration<double>(Clock::now() - until).count();
-      if (late > 2.0) not_running_s = late;
+      const Clock::duration late = Clock::now() - until;
+      if (late > std::chrono::seconds(2)) deadline_ += late;
     }
     if (changed) continue;
     // Still the same wait, past its deadline: fire once for this arm.
     armed_ = false;
     std::ostringstream os;
-    if (not_running_s > 0) {
-      os << "rank " << rank_ << ": this process was not running for " << std::lround(not_running_s)
-         << "s (stopped, e.g. by SIGSTOP, or its machine paused), past the " << timeout_s_
-         << "s wait for " << what_ << ": the other ranks stopped waiting for it";
-    } else {
-      os << "rank " << rank_ << ": timed out after " << timeout_s_ << "s waiting for " << what_;
-    }
+    os << "rank " << rank_ << ": timed out after " << timeout_s_ << "s waiting for " << what_;
     const std::string message = os.str();
     lock.unlock();
     on_timeout_(message);

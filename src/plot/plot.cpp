@@ -13,6 +13,7 @@
 #include <ostream>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
@@ -116,6 +117,22 @@ void run_gnuplot(const std::string& gnuplot, const std::string& script) {
   if (code != 0)
     throw std::runtime_error("plot: gnuplot failed (exit " + std::to_string(code) + "):\n" + out);
 }
+
+// The staged charts of one gnuplot run, removed when the plot ends without publishing them
+// (gnuplot failed, or a chart before them was empty): a published one is gone from there already.
+class StagedCharts {
+ public:
+  explicit StagedCharts(std::vector<std::string> pngs) : pngs_(std::move(pngs)) {}
+  ~StagedCharts() {
+    std::error_code ec;
+    for (const auto& p : pngs_) fs::remove(staged_png(p), ec);
+  }
+  StagedCharts(const StagedCharts&) = delete;
+  StagedCharts& operator=(const StagedCharts&) = delete;
+
+ private:
+  std::vector<std::string> pngs_;
+};
 
 // gnuplot exits 0 when it could not write a PNG (a full disk leaves it empty, 0 bytes): every
 // chart is checked, and an empty one removed and said (exit 1, as any output that failed); a
@@ -314,6 +331,7 @@ std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& ti
     std::ofstream f(script);
     f << g.str();
   }
+  const StagedCharts staged(written);
   run_gnuplot(opt.gnuplot, script);
   for (const auto& p : written) check_png(p);
   return written;
@@ -371,6 +389,7 @@ std::string plot_coactivation(const Coactivation& c, const std::string& title,
   g << "unset multiplot\n";
   const std::string script = tmp.file("coactivation.gp");
   std::ofstream(script) << g.str();
+  const StagedCharts staged({png});
   run_gnuplot(opt.gnuplot, script);
   check_png(png);
   return png;
@@ -416,6 +435,7 @@ void plot_xy(const std::string& png, const std::string& title, const std::string
     std::ofstream f(script);
     f << g.str();
   }
+  const StagedCharts staged({png});
   run_gnuplot(opt.gnuplot, script);
   check_png(png);
 }

@@ -121,7 +121,7 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
     (void)ignored;
     // The shell's convention: 127 not found, 126 found but not runnable (no permission, not an
     // executable file).
-    ::_exit(exec_errno == ENOENT ? 127 : 126);
+    ::_exit(exec_errno == ENOENT || exec_errno == ENOTDIR ? 127 : 126);
   }
   const int fork_errno = errno;
   sigprocmask(SIG_SETMASK, &old_mask, nullptr);  // the guard itself takes them again

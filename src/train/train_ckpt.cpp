@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "src/ckpt/compat.h"
+#include "src/ckpt/files.h"
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/core/run_files.h"
@@ -194,11 +195,12 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
 }
 
 void refuse_fresh_start_over_checkpoints(const Config& cfg) {
-  const std::vector<std::string> there = ckpt::resume_candidates(cfg.checkpoint.dir);
+  // The step files there (not `latest`, which may name one that was removed).
+  const std::vector<ckpt::files::StepFile> there = ckpt::files::list_step_files(cfg.checkpoint.dir);
   if (there.empty()) return;
   throw UsageError(
       "checkpoint.dir '" + cfg.checkpoint.dir + "' holds " + std::to_string(there.size()) +
-      " checkpoint(s) of an earlier run (newest " + there.front() +
+      " checkpoint(s) of an earlier run (newest " + there.back().path +
       "), which a run from step 0 would overwrite. Continue it with --resume auto (or --resume " +
       "<file>); to start over, give another checkpoint.dir (or run.out_dir) or remove them");
 }

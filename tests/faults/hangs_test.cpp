@@ -88,8 +88,8 @@ TEST_F(FaultTest, RankStoppedFromOutsideDuringCheckpointsEndsTheJob) {
   ASSERT_NE(code, -1) << "the job hung (killed after 120 s):\n" << log;
   EXPECT_EQ(code, 1) << log;
   EXPECT_NE(log.find(": timed out after 10s waiting for"), std::string::npos) << log;
-  // The stopped rank, woken by Open MPI's SIGCONT before the kill, says it was not running
-  // (if it speaks at all): it claimed to have timed out waiting like the others.
+  // The stopped rank, woken by Open MPI's SIGCONT before the kill, does not claim a timeout of
+  // its own: its watchdog's deadline moved by the time it did not run.
   EXPECT_EQ(log.find("rank 2: timed out"), std::string::npos) << log;
   // Whatever was being written, the newest complete checkpoint still verifies.
   const std::string latest = latest_of(out + "/checkpoints");

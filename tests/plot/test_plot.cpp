@@ -225,6 +225,8 @@ TEST(PlotMetrics, AnEmptyChartFromGnuplotIsAnErrorNotASuccess) {
   EXPECT_THROW(plot_run(dir.path().string(), opt, log), std::runtime_error);
   std::ifstream kept(dir.file("plots/loss.png"));
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "an earlier chart");
+  for (const auto& e : fs::directory_iterator(dir.file("plots")))
+    EXPECT_NE(e.path().extension(), ".tmp") << e.path() << " left behind";
 }
 
 // Width and height from a PNG's IHDR chunk (bytes 16..23, big-endian), after checking the

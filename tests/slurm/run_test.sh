@@ -194,15 +194,13 @@ if [ "$mode" = mechanics ]; then
   # again (75 for it requeued without end).
   run=$tmp/early
   id=$(FAKE_START_S=600 submit early --set "run.out_dir=$run" --set train.steps=40) || fail "sbatch failed"
-  wait_for 120 "job $id to run" job_state_is "$id" RUNNING
-  wait_for 60 "job $id's step to start" has_line "start 1 at" "$tmp/job-early.out"
-  sleep 2
+  started_times() { [ "$(grep -c . "$run/started" 2>/dev/null)" -ge "$1" ]; }
+  wait_for 120 "job $id's trainer to start" started_times 1
   preempt "$id" --signal=USR1 1 true
   has_line "stopped before training started, nothing written; requeueing job $id" "$tmp/job-early.out" ||
     fail "the first early stop was not requeued as one"
   release_and_wait_running "$id"
-  wait_for 60 "job $id's second step to start" has_line "start 2 at" "$tmp/job-early.out"
-  sleep 2
+  wait_for 120 "job $id's trainer to start again" started_times 2
   scancel --signal=USR1 "$id" || fail "scancel failed"
   wait_for 120 "job $id to end" job_done "$id"
   sleep 3
