@@ -160,10 +160,8 @@ void refuse_directory(const std::string& output) {
         "' is a directory: --format safetensors writes one file (give its name, e.g. '" +
         (std::filesystem::path(output) / "model.safetensors").string() +
         "'); --format hf writes a directory");
-  if (const std::string kind = files::special_file_kind(output); !kind.empty())
-    throw UsageError("--output '" + output + "' is " + kind +
-                     ": the export is written next to it and renamed over it, which would "
-                     "replace it; give a file name");
+  if (const std::string problem = files::special_file_problem(output); !problem.empty())
+    throw UsageError("--output " + problem);
 }
 
 void print_removed(const std::vector<std::string>& removed) {

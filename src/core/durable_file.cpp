@@ -45,14 +45,14 @@ std::string special_file_kind(const std::string& path) {
   }
 }
 
-namespace {
-[[noreturn]] void refuse_special(const std::string& path, const std::string& kind) {
-  throw std::runtime_error("'" + path + "' is " + kind +
-                           ": switchyard writes a file next to it and renames it over the "
-                           "output, which would replace the " +
-                           kind.substr(kind.find(' ') + 1) + "; give a file name");
+std::string special_file_problem(const std::string& path) {
+  const std::string kind = special_file_kind(path);
+  if (kind.empty()) return "";
+  return "'" + path + "' is " + kind +
+         ": switchyard writes a file next to it and renames it over the output, which would "
+         "replace the " +
+         kind.substr(kind.find(' ') + 1) + "; give a file name";
 }
-}  // namespace
 
 std::string check_output_file(const std::string& path) {
   if (path.empty()) throw UsageError("no output file given");
@@ -64,11 +64,8 @@ std::string check_output_file(const std::string& path) {
                      "' does not exist");
   if (fs::is_directory(out_path, ec))
     throw UsageError("output '" + path + "' is a directory, expected a file name");
-  if (const std::string kind = special_file_kind(path); !kind.empty()) try {
-      refuse_special(path, kind);
-    } catch (const std::runtime_error& e) {
-      throw UsageError(std::string("output ") + e.what());
-    }
+  if (const std::string problem = special_file_problem(path); !problem.empty())
+    throw UsageError("output " + problem);
   return out_dir.string();
 }
 
@@ -83,7 +80,8 @@ void fsync_path(const std::string& path) {
 }
 
 void durable_rename(const std::string& from, const std::string& to) {
-  if (const std::string kind = special_file_kind(to); !kind.empty()) refuse_special(to, kind);
+  if (const std::string problem = special_file_problem(to); !problem.empty())
+    throw std::runtime_error(problem);
   if (std::rename(from.c_str(), to.c_str()) != 0) throw_errno("rename to '" + to + "' of", from);
   fsync_path(parent_dir(to));
 }
@@ -109,7 +107,8 @@ StagedFiles::~StagedFiles() {
 
 std::string StagedFiles::stage(const std::string& path) {
   for (const std::string& p : {path, path + ".tmp"})  // opening a FIFO to write blocks
-    if (const std::string kind = special_file_kind(p); !kind.empty()) refuse_special(p, kind);
+    if (const std::string problem = special_file_problem(p); !problem.empty())
+      throw std::runtime_error(problem);
   if (parents_ == kCreateParents) {
     std::vector<fs::path> missing;  // innermost first
     std::error_code ec;

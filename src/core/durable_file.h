@@ -16,6 +16,9 @@ namespace sy::files {
 // below rename a finished file over their output: over /dev/null that destroys the device node, so
 // they refuse such a path.
 std::string special_file_kind(const std::string& path);
+// "'<path>' is a FIFO: switchyard writes a file next to it and renames it over the output, ..."
+// when `path` is a special_file_kind; "" otherwise. What every writer refusing one says.
+std::string special_file_problem(const std::string& path);
 
 // The directory an output file `path` will be written in. UsageError naming `path` when it is
 // empty, its directory is missing, or it is a directory or special_file_kind: what commands

@@ -92,8 +92,8 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
   std::error_code ec;
   if (!o.output.empty() && fs::is_directory(o.output, ec))
     throw UsageError("--output=" + o.output + " is a directory; give the placement file to write");
-  if (const std::string kind = files::special_file_kind(o.output); !kind.empty())
-    throw UsageError("--output=" + o.output + " is " + kind + "; give the placement file to write");
+  if (const std::string problem = files::special_file_problem(o.output); !problem.empty())
+    throw UsageError("--output " + problem);
 
   const ExpertPlacement before = ExpertPlacement::contiguous(c.num_layers, E, P);
   std::vector<std::vector<int32_t>> rank_of;

@@ -218,18 +218,21 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
     m.terms.push_back({"all-to-all buffers (busiest rank, z = 3.72 quantile)",
                        batch_keys + ", model.d_model, moe.top_k", exchange});
 
+  // The largest tensor part a rank holds (the embedding, or one layer's expert stack): what the
+  // sample's gather and a checkpoint write keep in flight.
+  const double largest_part = std::max(x.V * x.C, x.Lx * x.C * x.Fl);
+
   // The evaluation sample (eval_sample.h): world rank 0 gathers the whole model into one flat
   // buffer (plus the largest part in flight) and decodes with its key/value cache, 2 x L x
   // (seq_len + 63) x d_model (decoder.h); in host memory, which rank 0 shares with the other
   // ranks of its host.
   if (cfg.eval.sample_tokens > 0) {
     const double whole = local_param_elements(cfg, PlanLayout{});
-    const double part = std::max(x.V * x.C, x.Lx * x.C * x.Fl);
     const double kv = 2 * x.L * (x.T + 63) * x.C;
     m.terms.push_back({"evaluation sample on rank 0: the whole model and its key/value cache" +
                            std::string(in.host_ranks > 1 ? " (shared by its host's ranks)" : ""),
                        "eval.sample_tokens=0 (no sample)",
-                       kF * (whole + part + kv) / std::max(1.0, in.host_ranks), true});
+                       kF * (whole + largest_part + kv) / std::max(1.0, in.host_ranks), true});
   }
 
   // The CPU trainer's co-activation counts for `switchyard placement` (coactivation.h): int64
@@ -274,8 +277,7 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
   // first open loads its components. Measured on tiny.yaml, 1 rank: +7.3 MiB at 256 experts
   // (largest part 2 MiB), +17.4 MiB at 1024 (8 MiB).
   m.terms.push_back({"checkpoint writes: HDF5's buffers of the largest tensor, MPI-IO",
-                     "(any run may write one)",
-                     2 * kF * std::max(x.V * x.C, x.Lx * x.C * x.Fl) + 4.0 * (1 << 20), true});
+                     "(any run may write one)", 2 * kF * largest_part + 4.0 * (1 << 20), true});
   // MPI's reduction temporaries: Open MPI reduces a gradient bucket (reduce_scatter_block) and an
   // activation all-reduce (MPI_Reduce) along a binomial tree, where a rank that receives from
   // ceil(log2 p) children holds that many copies of the buffer (the group's root: measured +3
