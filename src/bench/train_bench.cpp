@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <ostream>
+#include <sstream>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -185,6 +186,11 @@ TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt
     throw UsageError("--steps: got " + std::to_string(opt.steps) + ", expected >= 1");
   if (opt.warmup < 0)
     throw UsageError("--warmup: got " + std::to_string(opt.warmup) + ", expected >= 0");
+  const std::string unused = unused_parallel_keys(cfg);
+  if (!unused.empty())
+    log << "note: bench train times one rank, so " << unused
+        << " is not used (`switchyard plan` predicts a layout's step, `switchyard bench a2a` "
+           "times its exchange)\n";
   TrainBenchResult r;
   r.flops = step_flops(cfg);
   if (cfg.device == Device::kCuda) {
@@ -227,6 +233,24 @@ TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt
   log << "\n" << std::flush;
   r.torch = bench_detail::run_torch_peer(cfg, opt, log);
   return r;
+}
+
+std::string unused_parallel_keys(const Config& cfg) {
+  // to_yaml writes every key in one order, so the lines that differ from the defaults' are the
+  // parallel.* keys the config sets ("  ep: 2").
+  Config one_rank = cfg;
+  one_rank.parallel = ParallelConfig{};
+  std::istringstream set(to_yaml(cfg)), defaults(to_yaml(one_rank));
+  std::string a, b, out;
+  while (std::getline(set, a) && std::getline(defaults, b)) {
+    if (a == b) continue;
+    const size_t key = a.find_first_not_of(' ');
+    const size_t colon = a.find(": ", key);
+    if (key == std::string::npos || colon == std::string::npos) continue;
+    out += (out.empty() ? "parallel." : ", parallel.") + a.substr(key, colon - key) + "=" +
+           a.substr(colon + 2);
+  }
+  return out;
 }
 
 GpuPeak gpu_bf16_peak(const std::string& device_name) {

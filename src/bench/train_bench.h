@@ -90,6 +90,10 @@ struct TrainBenchResult {
   int64_t phase_steps = 0;
 };
 
+// The parallel.* keys `cfg` sets away from their defaults, as "parallel.ep=2, parallel.zero1=true"
+// ("" when none): the bench runs one rank, and says it does not use them.
+std::string unused_parallel_keys(const Config& cfg);
+
 // Runs the benchmark; progress notes go to `log`. Throws UsageError for a bad token file or
 // steps < 1, NumericalError when the loss stops being finite.
 TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt,

@@ -134,6 +134,14 @@ TEST(TrainBench, ShortRunOnTinyConfig) {
   EXPECT_THROW(run_train_bench(cfg, zero, log), UsageError);
 }
 
+// bench train runs one rank: a config's parallel.* keys are named as unused, not dropped silently.
+TEST(TrainBench, NamesTheParallelKeysItDoesNotUse) {
+  const std::string tiny = std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml";
+  EXPECT_EQ(unused_parallel_keys(load_config(tiny, {})), "");
+  const Config cfg = load_config(tiny, {"parallel.ep=2", "parallel.zero1=true"});
+  EXPECT_EQ(unused_parallel_keys(cfg), "parallel.ep=2, parallel.zero1=true");
+}
+
 // The extra steps after the timed ones (the GPU marks their parts there): a stand-in model whose
 // loss is the number of forwards so far shows which steps ran and which were timed. 1 warm-up +
 // 2 timed + 2 extra steps of GB / MB = 2 micro-batches: on_extra(true) before forward 7,
