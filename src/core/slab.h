@@ -9,6 +9,7 @@
 // and a replicated tensor: Slab::whole(shape).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -39,6 +40,64 @@ struct Slab {
     int64_t n = 1;
     for (size_t d = 0; d < start.size(); ++d) n *= count[d] * block[d];
     return n;
+  }
+
+  // The global index of local index i along dimension d.
+  int64_t global_index(size_t d, int64_t i) const {
+    return start[d] + (i / block[d]) * stride[d] + i % block[d];
+  }
+
+  // The local elements [first, first + n) (row-major in the local buffer) as regular hyperslabs
+  // of the same global tensor, in local order, so that their numel() add up to n and their
+  // elements follow each other in the buffer. At most three per dimension: where the range begins
+  // or ends inside a row it is cut there, and along one dimension at the ends of this slab's
+  // blocks. A ZeRO-1 chunk of a parameter's moments, written and read where it lies.
+  std::vector<Slab> sub_slabs(int64_t first, int64_t n) const {
+    if (n <= 0) return {};
+    if (first == 0 && n == numel()) return {*this};
+    const size_t nd = start.size();
+    const std::vector<int64_t> local = local_shape();
+    std::vector<int64_t> inner(nd, 1);  // local elements per step along each dimension
+    for (size_t d = nd - 1; d-- > 0;) inner[d] = inner[d + 1] * local[d + 1];
+    std::vector<Slab> out;
+    const int64_t end = first + n;
+    for (int64_t pos = first; pos < end;) {
+      // The outermost dimension d along which whole steps start at pos and fit before the end
+      // (the last one always does: a step of it is one element).
+      size_t d = 0;
+      while (pos % inner[d] != 0 || pos + inner[d] > end) ++d;
+      std::vector<int64_t> idx(nd);
+      for (size_t k = 0, rest = static_cast<size_t>(pos); k < nd; ++k) {
+        idx[k] = static_cast<int64_t>(rest) / inner[k];
+        rest %= static_cast<size_t>(inner[k]);
+      }
+      const int64_t steps = std::min(local[d] - idx[d], (end - pos) / inner[d]);
+      // Before d one index each, after d all of this slab, along d [idx[d], idx[d] + steps)
+      // in pieces that each start a block or lie in one.
+      Slab box = *this;
+      for (size_t k = 0; k < d; ++k) {
+        box.start[k] = global_index(k, idx[k]);
+        box.stride[k] = box.count[k] = box.block[k] = 1;
+      }
+      for (int64_t i = idx[d], stop = idx[d] + steps; i < stop;) {
+        Slab piece = box;
+        const int64_t b = block[d], whole = i % b == 0 ? (stop - i) / b : 0;
+        if (whole > 0) {
+          piece.start[d] = global_index(d, i);
+          piece.count[d] = whole;
+          i += whole * b;
+        } else {
+          const int64_t len = std::min(b - i % b, stop - i);
+          piece.start[d] = global_index(d, i);
+          piece.stride[d] = piece.block[d] = len;
+          piece.count[d] = 1;
+          i += len;
+        }
+        out.push_back(std::move(piece));
+      }
+      pos += steps * inner[d];
+    }
+    return out;
   }
 
   // Calls f(global_flat_index, local_flat_index, length) for every run of elements that is

@@ -127,41 +127,14 @@ void DistributedOptimizer::step(float* params, const float* grads, double lr, do
                             "updated parameters");
 }
 
-std::pair<float*, float*> DistributedOptimizer::full_moments(std::vector<float>& m,
-                                                             std::vector<float>& v, bool gather) {
-  if (!zero1_) return {adam_.m().data(), adam_.v().data()};
-  m.assign(table_.total_numel(), 0.0f);
-  v.assign(table_.total_numel(), 0.0f);
-  if (!gather) return {m.data(), v.data()};
+std::vector<DistributedOptimizer::MomentRun> DistributedOptimizer::moment_runs() const {
+  if (!zero1_) return {{0, table_.total_numel(), 0}};
+  std::vector<MomentRun> runs;
   size_t moment_at = 0;
-  for_each_own_chunk(moment_at, [&](const Bucket& b, size_t first, size_t n, size_t m_at) {
-    std::copy_n(adam_.m().begin() + static_cast<long>(m_at), n,
-                m.begin() + static_cast<long>(first));
-    std::copy_n(adam_.v().begin() + static_cast<long>(m_at), n,
-                v.begin() + static_cast<long>(first));
-    comm::allgather_inplace(std::span<float>(m.data() + b.first, b.size), *b.comm, comms_.watchdog,
-                            "optimizer moments");
-    comm::allgather_inplace(std::span<float>(v.data() + b.first, b.size), *b.comm, comms_.watchdog,
-                            "optimizer moments");
+  for_each_own_chunk(moment_at, [&](const Bucket&, size_t first, size_t n, size_t at) {
+    if (n > 0) runs.push_back({first, n, at});
   });
-  return {m.data(), v.data()};
-}
-
-void DistributedOptimizer::set_moments(const std::vector<float>& m, const std::vector<float>& v) {
-  SY_CHECK(m.size() == table_.total_numel() && v.size() == m.size(),
-           "moments of " << m.size() << " elements for a table of " << table_.total_numel());
-  if (!zero1_) {
-    adam_.m() = m;
-    adam_.v() = v;
-    return;
-  }
-  size_t moment_at = 0;
-  for_each_own_chunk(moment_at, [&](const Bucket&, size_t first, size_t n, size_t m_at) {
-    std::copy_n(m.begin() + static_cast<long>(first), n,
-                adam_.m().begin() + static_cast<long>(m_at));
-    std::copy_n(v.begin() + static_cast<long>(first), n,
-                adam_.v().begin() + static_cast<long>(m_at));
-  });
+  return runs;
 }
 
 }  // namespace sy

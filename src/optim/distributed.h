@@ -55,14 +55,15 @@ class DistributedOptimizer {
   // params[P] (=) updated by AdamW(lr, grads * grad_scale) and identical on every replica.
   void step(float* params, const float* grads, double lr, double grad_scale);
 
-  // The full local moments [P] as a checkpoint writes them or a resume reads them. Without
-  // ZeRO-1 they are this optimizer's own arrays (no copy: the memory model counts none). With
-  // it, m_buf and v_buf [P]: all-gathered from the chunks when `gather` (collective), else only
-  // sized, for set_moments(m_buf, v_buf) after the read.
-  std::pair<float*, float*> full_moments(std::vector<float>& m_buf, std::vector<float>& v_buf,
-                                         bool gather);
-  // Sets the moments from full local ones [P] (each rank keeps its chunks under ZeRO-1).
-  void set_moments(const std::vector<float>& m, const std::vector<float>& v);
+  // Where this rank's AdamW moments live: runs of the local layout's elements [first, first + n)
+  // held at [at, at + n) of moments(). Without ZeRO-1 one run, the whole buffer [P]; with it this
+  // rank's chunk of each bucket. A checkpoint writes them, and a resume reads them, where they lie
+  // (training_refs), so ZeRO-1 never holds the whole moments.
+  struct MomentRun {
+    size_t first = 0, n = 0, at = 0;
+  };
+  std::vector<MomentRun> moment_runs() const;
+  std::pair<float*, float*> moments() { return {adam_.m().data(), adam_.v().data()}; }
 
   int64_t step_count() const { return adam_.step_count(); }
   void set_step_count(int64_t n) { adam_.set_step_count(n); }

@@ -175,10 +175,13 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
   MemoryEstimate m;
   m.terms.push_back({"parameters", model_keys + ", parallel.ep/etp/tp (shard them)", kF * P});
   m.terms.push_back({"gradients", model_keys + ", parallel.ep/etp/tp (shard them)", kF * P});
-  // ZeRO-1 shards the moments over the data-parallel replicas between checkpoints, but a
-  // checkpoint gathers them whole (below), and any run may write one (on SIGUSR1/SIGTERM, at the
-  // end of a resumed run): it does not lower the peak, so it is not offered as a fix.
-  m.terms.push_back({"AdamW moments m and v", model_keys + ", parallel.ep/etp/tp (shard them)",
+  // ZeRO-1 shards the moments over the data-parallel replicas, checkpoints included (each rank
+  // writes and reads its own chunks): offered where there are replicas to shard them over, on
+  // the CPU (device: cuda keeps the whole state on every GPU).
+  const bool replicas = !x.cuda && (lay.dp() > 1 || lay.edp() > 1);
+  m.terms.push_back({"AdamW moments m and v",
+                     model_keys + ", parallel.ep/etp/tp (shard them)" +
+                         (!lay.zero1 && replicas ? ", parallel.zero1=true" : ""),
                      2 * kF * local_moment_elements(cfg, lay)});
   if (x.act < kF)
     m.terms.push_back({"bf16 compute copy of the parameters",
@@ -266,12 +269,6 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
       kF * std::max({chunk(g.dense, d(lay.dp())), chunk(g.expert, d(lay.edp())), g.router});
   m.terms.push_back({"workspace: optimizer scratch and the process (libraries, MPI, BLAS)",
                      "(not config-dependent)", work + in.base_bytes});
-  // Every run may write a checkpoint (checkpoint.every, a stop on SIGUSR1/SIGTERM, the end of a
-  // resumed run). Under ZeRO-1 it (and a resume) holds the full moments, gathered from the
-  // shards (DistributedOptimizer::full_moments); without it the optimizer's own are written.
-  if (lay.zero1)
-    m.terms.push_back({"ZeRO-1: the full AdamW moments a checkpoint gathers",
-                       "parallel.zero1=false", 2 * kF * P});
   // A checkpoint write's own buffers, in host memory on either device: HDF5 holds about twice a
   // rank's part of the tensor it writes (the chunks through the Fletcher32 filter), and MPI-IO's
   // first open loads its components. Measured on tiny.yaml, 1 rank: +7.3 MiB at 256 experts

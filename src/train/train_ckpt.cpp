@@ -23,8 +23,9 @@
 
 namespace sy {
 
-std::vector<ckpt::TensorRef> training_refs(const ParamTable& table, float* params, float* m,
-                                           float* v) {
+std::vector<ckpt::TensorRef> training_refs(
+    const ParamTable& table, float* params, float* m, float* v,
+    const std::vector<DistributedOptimizer::MomentRun>* zero1_runs) {
   std::vector<ckpt::TensorRef> out;
   const auto& specs = table.specs();
   // One ref per hyperslab: a placed expert tensor's local experts are several (SlabPart).
@@ -33,9 +34,25 @@ std::vector<ckpt::TensorRef> training_refs(const ParamTable& table, float* param
       out.push_back({s.name, s.shape, p.slab, s.writer, params + s.offset + p.local_offset});
   for (const auto& [moment, buf] : {std::pair{"m", m}, std::pair{"v", v}})
     for (const ParamSpec& s : specs)
-      for (const SlabPart& p : s.parts)
-        out.push_back({ckpt::moment_path(moment, s.name), s.shape, p.slab, s.writer,
-                       buf + s.offset + p.local_offset});
+      for (const SlabPart& p : s.parts) {
+        const std::string path = ckpt::moment_path(moment, s.name);
+        const size_t begin = s.offset + p.local_offset, end = begin + p.slab.numel();
+        if (!zero1_runs) {
+          out.push_back({path, s.shape, p.slab, s.writer, buf + begin});
+          continue;
+        }
+        // The part's elements in each chunk this rank holds, as hyperslabs of the tensor.
+        for (const auto& run : *zero1_runs) {
+          const size_t lo = std::max(begin, run.first), hi = std::min(end, run.first + run.n);
+          if (lo >= hi) continue;
+          float* data = buf + run.at + (lo - run.first);
+          for (const Slab& piece :
+               p.slab.sub_slabs(static_cast<int64_t>(lo - begin), static_cast<int64_t>(hi - lo))) {
+            out.push_back({path, s.shape, piece, s.in_norm, data});
+            data += piece.numel();
+          }
+        }
+      }
   return out;
 }
 
@@ -247,24 +264,27 @@ std::optional<TrainSummary> finished_run(const Config& cfg, const ResumeResult& 
   return s;
 }
 
+namespace {
+
+// The optimizer's moments where they lie (training_refs): no gathered copy under ZeRO-1.
+std::vector<ckpt::TensorRef> context_refs(const CkptContext& c) {
+  const auto [m, v] = c.opt.moments();
+  const std::vector<DistributedOptimizer::MomentRun> runs = c.opt.moment_runs();
+  return training_refs(c.model.table(), c.model.params.data(), m, v,
+                       c.opt.zero1() ? &runs : nullptr);
+}
+
+}  // namespace
+
 ckpt::SaveResult save_training_checkpoint(const CkptContext& c, const ckpt::TrainState& state) {
-  std::vector<float> m_buf, v_buf;  // ZeRO-1's gathered moments
-  const auto [m, v] = c.opt.full_moments(m_buf, v_buf, /*gather=*/true);
   return save_training_checkpoint(CkptTarget{c.cfg, c.comm, c.layout, c.data, c.watchdog}, state,
-                                  training_refs(c.model.table(), c.model.params.data(), m, v));
+                                  context_refs(c));
 }
 
 ResumeResult resume_training(const CkptContext& c, const std::string& resume, std::ostream& log) {
-  std::vector<float> m_buf, v_buf;  // ZeRO-1: the full moments read, before each rank's chunks
-  ResumeResult r =
-      resume_training(CkptTarget{c.cfg, c.comm, c.layout, c.data, c.watchdog}, resume, log, [&] {
-        const auto [m, v] = c.opt.full_moments(m_buf, v_buf, /*gather=*/false);
-        return training_refs(c.model.table(), c.model.params.data(), m, v);
-      });
-  if (r.resumed) {
-    if (c.opt.zero1()) c.opt.set_moments(m_buf, v_buf);
-    c.opt.set_step_count(r.state.optim_step);
-  }
+  ResumeResult r = resume_training(CkptTarget{c.cfg, c.comm, c.layout, c.data, c.watchdog}, resume,
+                                   log, [&] { return context_refs(c); });
+  if (r.resumed) c.opt.set_step_count(r.state.optim_step);
   return r;
 }
 

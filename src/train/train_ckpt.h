@@ -42,9 +42,14 @@ struct CkptTarget {
 };
 
 // This rank's refs over host buffers in `table`'s flat layout: the parameters under their SPEC
-// names, m and v under ckpt::moment_path; slabs and writers from the table.
-std::vector<ckpt::TensorRef> training_refs(const ParamTable& table, float* params, float* m,
-                                           float* v);
+// names, m and v under ckpt::moment_path; slabs and writers from the table. The moments are the
+// whole buffers [P] of every replica, or, with `zero1_runs` (DistributedOptimizer::moment_runs
+// under ZeRO-1), only this rank's chunks, packed in m and v as those runs say: each chunk is
+// written by the rank that holds it (one tp rank of a tp-replicated parameter, ParamSpec::in_norm's
+// rule) and read back into it, so the moments are never gathered whole.
+std::vector<ckpt::TensorRef> training_refs(
+    const ParamTable& table, float* params, float* m, float* v,
+    const std::vector<DistributedOptimizer::MomentRun>* zero1_runs = nullptr);
 
 // The scalar state of a checkpoint after `done` steps.
 ckpt::TrainState training_state(const Config& cfg, int64_t done, int64_t optim_step, double lr,

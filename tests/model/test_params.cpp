@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -52,6 +53,63 @@ TEST(Slab, RunsOfAThreeDimensionalBlockAndWhole) {
   const auto w = runs(Slab::whole({5}), {5});
   ASSERT_EQ(w.size(), 1u);
   EXPECT_EQ(w[0], std::make_tuple(int64_t{0}, int64_t{0}, int64_t{5}));
+}
+
+// Global flat index of every local element of `s`, in local order (from for_each_run).
+std::vector<int64_t> global_of_local(const Slab& s, const std::vector<int64_t>& shape) {
+  std::vector<int64_t> g;
+  s.for_each_run(shape, [&](int64_t first, int64_t, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) g.push_back(first + i);
+  });
+  return g;
+}
+
+// sub_slabs against the element-by-element walk: for random regular slabs of 1 to 3 dimensions
+// (blocks with gaps between them, as a tp-split wqkv) and random ranges, the pieces' elements in
+// order are the range's, each piece is a valid hyperslab inside the tensor, and there are at most
+// three per dimension.
+TEST(Slab, SubSlabsOfALocalRangeWalkItsElementsInOrder) {
+  std::mt19937 rng(7);
+  auto pick = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  int64_t checked = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    const size_t nd = static_cast<size_t>(pick(1, 3));
+    Slab s;
+    std::vector<int64_t> shape;
+    for (size_t d = 0; d < nd; ++d) {
+      s.block.push_back(pick(1, 3));
+      s.count.push_back(pick(1, 3));
+      s.stride.push_back(s.block[d] + pick(0, 2));
+      s.start.push_back(pick(0, 2));
+      shape.push_back(s.start[d] + (s.count[d] - 1) * s.stride[d] + s.block[d] + pick(0, 1));
+    }
+    const std::vector<int64_t> all = global_of_local(s, shape);
+    ASSERT_EQ(static_cast<int64_t>(all.size()), s.numel());
+    const int64_t first = pick(0, s.numel() - 1), n = pick(1, s.numel() - first);
+    const std::vector<Slab> pieces = s.sub_slabs(first, n);
+    EXPECT_LE(pieces.size(), 3 * nd);
+    std::vector<int64_t> got;
+    for (const Slab& p : pieces) {
+      for (size_t d = 0; d < nd; ++d) {
+        EXPECT_TRUE(p.count[d] == 1 || p.block[d] <= p.stride[d]);
+        EXPECT_LE(p.start[d] + (p.count[d] - 1) * p.stride[d] + p.block[d], shape[d]);
+      }
+      const std::vector<int64_t> g = global_of_local(p, shape);
+      EXPECT_EQ(static_cast<int64_t>(g.size()), p.numel());
+      got.insert(got.end(), g.begin(), g.end());
+    }
+    const std::vector<int64_t> want(all.begin() + first, all.begin() + first + n);
+    ASSERT_EQ(got, want) << "trial " << trial << ": [" << first << ", " << first + n << ")";
+    checked += n;
+  }
+  EXPECT_GT(checked, 1000);
+  // The whole slab is itself; an empty range is nothing.
+  const Slab wqkv{{0, 2}, {4, 4}, {1, 3}, {4, 2}};
+  ASSERT_EQ(wqkv.sub_slabs(0, 24).size(), 1u);
+  EXPECT_EQ(wqkv.sub_slabs(0, 24)[0].count, wqkv.count);
+  EXPECT_TRUE(wqkv.sub_slabs(5, 0).empty());
 }
 
 Config model_config() {
