@@ -23,6 +23,8 @@
 //                                 work must not hang on;
 //   during the step loop          recorded; every rank stops after the same step and checkpoints;
 //                                 the job exits 75 (rank 0's code; the other ranks exit 0);
+//   in the last step              a checkpoint at once; then the run finishes: the final
+//                                 evaluation, the checkpoint again with it, exit 0;
 //   after the last step           recorded and ignored: the run finishes and exits 0.
 #pragma once
 

@@ -329,6 +329,17 @@ void CheckpointCadence::after_step(int64_t done, TrainSummary& summary, std::ost
   }
   if (!stop_requested(comm_, signals_, watchdog_)) return;
   if (saved_step_ != done) save(done, summary, log);
+  if (done == cfg_.train.steps) {
+    // A signal in the last step: the run is done but for its final evaluation, which a requeued
+    // run would never make (it finds the run complete). Safe on disk already, it finishes, and
+    // at_end writes the checkpoint again with the final val_loss.
+    log << "signal (" << (signals_.requested() ? signals_.signal_name() : "on another rank")
+        << ") in the last step: checkpoint written; finishing the run (the final evaluation and "
+           "its checkpoint)\n"
+        << std::flush;
+    rewrite_at_end_ = true;
+    return;
+  }
   log << "preempted (" << (signals_.requested() ? signals_.signal_name() : "signal on another rank")
       << ") after step " << done << ": checkpoint written, exiting with " << kExitPreempted
       << " (a job script may requeue the run; --resume auto continues it)\n"
@@ -341,7 +352,7 @@ void CheckpointCadence::after_step(int64_t done, TrainSummary& summary, std::ost
 void CheckpointCadence::at_end(int64_t done, TrainSummary& summary, std::ostream& log) {
   // Also with checkpoint.every = 0 when the run resumed from a checkpoint (one a signal wrote,
   // say): else `latest` would name that mid-run state, and the finished model be lost.
-  if ((cfg_.checkpoint.every > 0 || saved_step_ >= 0) && saved_step_ != done)
+  if ((cfg_.checkpoint.every > 0 || saved_step_ >= 0) && (saved_step_ != done || rewrite_at_end_))
     save(done, summary, log);
   if (fault_) {
     int rank = 0;

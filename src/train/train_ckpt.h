@@ -124,7 +124,8 @@ class CheckpointCadence {
 
   // Collective, after every step: the periodic checkpoint; then, when a preemption signal
   // arrived on any rank, a checkpoint of `done` (unless just written) and throws
-  // Error(kExitPreempted).
+  // Error(kExitPreempted) -- except after the last step, where the run goes on to its final
+  // evaluation and at_end writes the checkpoint again with it.
   void after_step(int64_t done, TrainSummary& summary, std::ostream& log);
   // Collective, at the end: the final checkpoint when checkpoints are on (or the run resumed from
   // one) and it is not written.
@@ -140,6 +141,7 @@ class CheckpointCadence {
   SaveFn save_;
   comm::Watchdog* watchdog_;
   std::optional<CheckpointFault> fault_;  // test hook (faults.h)
+  bool rewrite_at_end_ = false;  // a signal in the last step: its checkpoint lacks the final eval
 };
 
 }  // namespace sy

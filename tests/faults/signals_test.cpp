@@ -74,6 +74,34 @@ TEST_F(FaultTest, SignalAfterTheFinalCheckpointExits0) {
   EXPECT_EQ(latest_of(out + "/checkpoints"), "step_00000010.h5");
 }
 
+// SIGUSR1 in the last step (rank 0 held at its stop check after step 10): the run is safe on disk
+// at once, then finishes -- its final evaluation, the checkpoint again with it, exit 0. Before, it
+// exited 75 without the final evaluation, and the requeued run found the run complete, so the
+// final val_loss was never computed.
+TEST_F(FaultTest, SignalInTheLastStepFinishesWithTheFinalEvaluation) {
+  const std::string out = path("run");
+  Process job(
+      "env SWITCHYARD_CKPT_FAULT=0:stop_check:stop:10 " + mpirun_command(2) + train(out, 10),
+      path("log"));
+  const pid_t rank0 = job.rank_pid(0);
+  ASSERT_GT(rank0, 0) << job.output();
+  ASSERT_TRUE(wait_stopped(rank0)) << job.output();
+  ::kill(rank0, SIGUSR1);
+  ::kill(rank0, SIGCONT);
+  const int code = job.wait(120);
+  const std::string log = job.output();
+  EXPECT_EQ(code, 0) << log;
+  EXPECT_NE(log.find("in the last step: checkpoint written; finishing the run"), std::string::npos)
+      << log;
+  EXPECT_NE(read_file(out + "/metrics.jsonl").find("{\"step\":10,\"val_loss\":"), std::string::npos)
+      << read_file(out + "/metrics.jsonl");
+  EXPECT_EQ(latest_of(out + "/checkpoints"), "step_00000010.h5");
+  const auto info = run_command(kBin + " ckpt info " + out + "/checkpoints/step_00000010.h5");
+  EXPECT_EQ(info.exit_code, 0) << info.output;
+  EXPECT_EQ(info.output.find("last none"), std::string::npos) << "the final val_loss is stored\n"
+                                                              << info.output;
+}
+
 // The process-wide handlers stay after their owner is gone: a signal during exit (MPI_Finalize,
 // static destructors) is recorded, not fatal.
 TEST(FaultsSignals, ProcessHandlersOutliveTheirOwner) {
