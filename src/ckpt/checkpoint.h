@@ -178,7 +178,8 @@ struct SaveResult {
 // <dir>/latest, rotates. Every rank passes its parts of every tensor it holds (the lists may
 // differ between ranks; a tensor is the union of its writer parts, which must cover it exactly
 // once: checked by element count). State and config come from rank 0. On failure every rank
-// throws and no file named step_*.h5 or latest has changed.
+// throws and no file named step_*.h5 or latest has changed. Once the file is in place, a latest
+// that cannot be updated is a note, not a failure (removed when it cannot be: a stale pointer).
 SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainState& state,
                            const std::vector<TensorRef>& tensors, const SaveOptions& options = {});
 

@@ -473,9 +473,20 @@ SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainSta
     std::error_code ec;
     fs::remove(spare_path, ec);
     stage("renamed");
-    // The file name and nothing else (SPEC 5): joined to the directory it is the file.
-    sy::files::atomic_write_text((fs::path(dir) / "latest").string(),
-                                 checkpoint_file_name(st.step));
+    // The file name and nothing else (SPEC 5): joined to the directory it is the file. The step
+    // file is complete and in place by now, so a pointer that cannot be updated fails nothing: a
+    // stale one is removed, and --resume auto then takes the newest step file.
+    const std::string latest = (fs::path(dir) / "latest").string();
+    try {
+      sy::files::atomic_write_text(latest, checkpoint_file_name(st.step));
+    } catch (const std::exception& e) {
+      std::error_code gone;
+      fs::remove(latest, gone);
+      result.notes.push_back(latest + " could not be updated (" + e.what() + ")" +
+                             (gone ? "; nor removed (" + gone.message() +
+                                         "): --resume auto would take the step it names"
+                                   : "; removed, so --resume auto takes the newest step file"));
+    }
     stage("latest");
     result.removed = files::rotate(dir, st.step, options.keep, result.notes);
   });

@@ -138,5 +138,25 @@ TEST_F(FaultTest, OneRanksFailedWriteEndsEveryRankTogether) {
       << resumed.output;
 }
 
+// `latest` cannot be replaced (a directory in the way of its temporary file) after a step file is
+// in place: the run went on only to fail the whole save (exit 1) with step_5.h5 already there and
+// `latest` naming nothing newer. The step files are complete, so it is a note: the stale pointer
+// is removed, the run finishes, and --resume auto takes the newest step file.
+TEST_F(FaultTest, ALatestThatCannotBeUpdatedIsANoteNotAFailure) {
+  const std::string out = path("run"), ck = out + "/checkpoints";
+  std::filesystem::create_directories(ck + "/latest.tmp");
+  const auto r = run_command(mpirun_command(2) + train(out, 10));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(ck + "/latest could not be updated"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--resume auto takes the newest step file"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(ck + "/latest"));
+  EXPECT_TRUE(std::filesystem::exists(ck + "/step_00000010.h5"));
+  const auto resumed = run_command(mpirun_command(2) + train(out, 12, "--resume auto"));
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resuming from " + ck + "/step_00000010.h5"), std::string::npos)
+      << resumed.output;
+}
+
 }  // namespace
 }  // namespace sy::test::faults
