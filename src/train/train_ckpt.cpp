@@ -176,6 +176,14 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
   if (!changes.empty()) {
     log << "resuming with changed settings:\n" << ckpt::describe_changes(changes);
     log << schedule_note(plan.state.config_yaml, t.cfg.train, plan.state.step);
+    // The batch order is drawn from run.seed (SPEC 3): the stored position counts sequences of
+    // the old order, so the rest of the epoch is another draw.
+    for (const auto& c : changes)
+      if (c.key == "run.seed")
+        log << "note: run.seed changed: the data order is drawn anew from step "
+            << plan.state.step + 1
+            << ", so some windows of this epoch are trained again and others not at all (the "
+               "parameters keep the checkpoint's values)\n";
   }
   if (plan.state.layout != t.layout)
     log << "resuming a " << plan.state.layout << " checkpoint under " << t.layout << "\n";

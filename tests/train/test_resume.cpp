@@ -170,6 +170,14 @@ TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
             std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("step     12/12"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("run.seed changed"), std::string::npos) << r.output;
+  // Another run.seed draws the rest of the epoch's order anew: said, with what it costs.
+  r = run_command(train_cmd("run", "--resume auto --set train.steps=13 --set run.seed=7"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("note: run.seed changed: the data order is drawn anew from step 13, so "
+                          "some windows of this epoch are trained again"),
+            std::string::npos)
+      << r.output;
   r = run_command(train_cmd("run", "--resume " + dir_.file("nope.h5")));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("nope.h5"), std::string::npos) << r.output;
