@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <ostream>
+#include <stdexcept>
 #include <utility>
 
 #include "src/core/printable.h"
@@ -33,6 +34,17 @@ void EvalSampler::sample(int64_t step, const comm::ProcessGroups& g, const Param
   if (!enabled() || prompt_.empty()) return;
   std::vector<float> whole = gather_flat_params(g, cfg_, table, params, wd);
   if (g.world().rank() != 0) return;
+  // Rank 0 decodes alone: a throw here (a non-finite logit, a full disk under samples.txt) would
+  // end it while the other ranks wait in the next collective until the watchdog. The sample is a
+  // look at the model, not the run: a warning.
+  try {
+    decode(step, std::move(whole), log);
+  } catch (const std::exception& e) {
+    log << "warning: no sample at step " << step << ": " << e.what() << "\n" << std::flush;
+  }
+}
+
+void EvalSampler::decode(int64_t step, std::vector<float> whole, std::ostream& log) const {
   Decoder dec(cfg_, std::move(whole));
   SampleOptions o;
   o.tokens = cfg_.eval.sample_tokens;
@@ -47,8 +59,10 @@ void EvalSampler::sample(int64_t step, const comm::ProcessGroups& g, const Param
                              std::to_string(prompt_.size()) + " validation tokens, then " +
                              std::to_string(r.tokens.size()) + " generated):";
   log << header << "\n" << printable(text) << "\n" << std::flush;  // samples.txt keeps the bytes
-  std::ofstream out(std::filesystem::path(cfg_.run.out_dir) / "samples.txt", std::ios::app);
-  out << header << "\n" << text << "\n\n";
+  const std::filesystem::path file = std::filesystem::path(cfg_.run.out_dir) / "samples.txt";
+  std::ofstream out(file, std::ios::app);
+  out << header << "\n" << text << "\n\n" << std::flush;
+  if (!out) throw std::runtime_error("cannot append to " + file.string());
 }
 
 }  // namespace sy

@@ -27,10 +27,15 @@ class EvalSampler {
 
   // Collective over g.world() (it gathers the parameters to world rank 0): the sample after
   // `step`. `table` and `params` are this rank's (make_param_table(cfg, shard_layout(layout))).
+  // A sample that cannot be drawn or written is a warning in `log`, never a throw: rank 0 draws
+  // it alone, and the other ranks would wait for it in their next collective.
   void sample(int64_t step, const comm::ProcessGroups& g, const ParamTable& table,
               const float* params, std::ostream& log, comm::Watchdog* wd = nullptr) const;
 
  private:
+  // Rank 0: decodes from the whole model, prints the sample and appends it to samples.txt.
+  void decode(int64_t step, std::vector<float> whole, std::ostream& log) const;
+
   const Config& cfg_;
   Tokenizer tokenizer_;
   int vocab_limit_ = 0;
