@@ -423,14 +423,15 @@ void log_done(const TrainSummary& summary, const MetricsWriter* metrics, std::os
   char loss[32] = "-";  // no step ran (train.steps: 0 only evaluates): no train loss to report
   if (summary.steps_done > summary.first_step)
     std::snprintf(loss, sizeof loss, "%.4f", summary.final_loss);
-  char buf[320];
+  char buf[200];
   std::snprintf(buf, sizeof buf,
                 "done: %lld steps in %s | final loss %s | val_loss %.4f (best %.4f) | "
-                "%zu checkpoint(s) written | metrics: %s\n",
+                "%zu checkpoint(s) written | metrics: ",
                 static_cast<long long>(summary.steps_done), format_duration(summary.wall_s).c_str(),
                 loss, summary.final_val_loss, summary.best_val_loss,
-                summary.checkpoints_written.size(), metrics ? metrics->path().c_str() : "-");
-  log << buf << std::flush;
+                summary.checkpoints_written.size());
+  // The path after the fixed-width part: a run.out_dir of any length is printed whole.
+  log << buf << (metrics ? metrics->path() : std::string("-")) << "\n" << std::flush;
 }
 
 }  // namespace sy

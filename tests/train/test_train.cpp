@@ -17,6 +17,7 @@
 #include "src/config/config.h"
 #include "src/data/tokens.h"
 #include "src/train/loop_common.h"
+#include "src/train/metrics.h"
 #include "src/train/trainer.h"
 
 namespace sy {
@@ -98,6 +99,16 @@ TEST(TrainSummaryLine, NamesTheLastStepsLossOnlyWhenAStepRan) {
   EXPECT_NE(ran.str().find("done: 5 steps in 00:00:00 | final loss 4.2500 | val_loss 5.5000"),
             std::string::npos)
       << ran.str();
+  // A long run.out_dir is printed whole, with the line's end (a 320-byte buffer cut it).
+  test::TempDir dir;
+  const std::string deep = dir.file(std::string(60, 'a') + "/" + std::string(60, 'b') + "/" +
+                                    std::string(60, 'c') + "/" + std::string(60, 'd'));
+  std::filesystem::create_directories(deep);
+  const MetricsWriter metrics(deep + "/metrics.jsonl", /*append=*/false);
+  std::ostringstream long_path;
+  log_done(s, &metrics, long_path);
+  EXPECT_TRUE(long_path.str().ends_with("| metrics: " + deep + "/metrics.jsonl\n"))
+      << long_path.str();
 }
 
 TEST_F(TrainTest, SameSeedGivesBitwiseIdenticalMetrics) {
