@@ -169,6 +169,12 @@ TEST(MoeHand, CapacityOfDecimalFactors) {
   d.K = 1;
   d.capacity_factor = 1.1;
   EXPECT_EQ(moe_expert_capacity(d, 10), 1);  // 1.1*10/11 = 1 (not 1.0000000000000002 -> 2)
+  // Past every token once, an expert's capacity is the tokens (no drops): a factor of 5e17
+  // overflowed int64 and dropped every assignment.
+  for (double huge : {11.0, 5e17, 1e300}) {
+    d.capacity_factor = huge;
+    EXPECT_EQ(moe_expert_capacity(d, 10), 10) << huge;
+  }
   d.has_capacity = false;
   EXPECT_EQ(moe_expert_capacity(d, 10), 10);
 }
