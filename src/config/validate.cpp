@@ -4,6 +4,7 @@
 // then rely on both fields being in range.
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "kernels/cpu/router_rule.h"
 #include "src/config/config.h"
@@ -88,6 +89,11 @@ void validate_config(const Config& cfg) {
   const auto& tr = cfg.train;
 
   if (run.name.empty()) bad("run.name", "''", "a non-empty name");
+  // The default run.out_dir is runs/<name>: a name may nest (a/b) but not leave runs/.
+  if (run.name.front() == '/' || ("/" + run.name + "/").find("/../") != std::string::npos)
+    bad("run.name", "'" + run.name + "'",
+        "a name that stays under runs/ (no leading '/', no '..'); run.out_dir says where a run "
+        "goes");
 
   // Token ids are int32 in memory: the vocabulary must fit.
   at_least("model.vocab_size", m.vocab_size, 2);
@@ -110,6 +116,9 @@ void validate_config(const Config& cfg) {
   non_negative("moe.bias_update_rate", moe.bias_update_rate);
   at_least("moe.overlap_chunks", moe.overlap_chunks, 1);
   positive("moe.gate_scale", moe.gate_scale);
+  // The gates are fp32: a larger scale is inf in the first step (exit 3 for a config error).
+  if (moe.gate_scale > 3.4e38)
+    bad("moe.gate_scale", str(moe.gate_scale), "at most 3.4e38 (the gates are fp32)");
   if (!moe.route_groups.nodes) at_least("moe.route_groups", moe.route_groups.count, 1);
   at_least("moe.route_groups_topk", moe.route_groups_topk, 1);
 
@@ -117,6 +126,11 @@ void validate_config(const Config& cfg) {
   at_least("parallel.ep", par.ep, 1);
   at_least("parallel.etp", par.etp, 1);
   at_least("parallel.ranks_per_node", par.ranks_per_node, 0);
+  // MPI counts ranks in int: a larger value was cut to 32 bits (2^32 + 1 became 1).
+  for (const auto& [key, v] : {std::pair{"parallel.tp", par.tp}, std::pair{"parallel.ep", par.ep},
+                               std::pair{"parallel.etp", par.etp},
+                               std::pair{"parallel.ranks_per_node", par.ranks_per_node}})
+    if (v > INT32_MAX) bad(key, str(v), "at most 2147483647 (a number of ranks)");
   non_negative("parallel.timeout_s", par.timeout_s);
   // The watchdog's clock overflows near 9e9 s, and a bound of weeks bounds nothing: 0 disables it.
   if (par.timeout_s > 1e6)
@@ -136,6 +150,11 @@ void validate_config(const Config& cfg) {
   at_least("eval.every", cfg.eval.every, 0);
   at_least("eval.sequences", cfg.eval.sequences, 1);
   at_least("eval.sample_tokens", cfg.eval.sample_tokens, 0);
+  // A look at the model at each evaluation, drawn by rank 0 while the others wait: a bound
+  // (`switchyard sample` generates more).
+  if (cfg.eval.sample_tokens > 100000)
+    bad("eval.sample_tokens", str(cfg.eval.sample_tokens),
+        "at most 100000 (switchyard sample --tokens generates longer texts)");
   at_least("checkpoint.every", cfg.checkpoint.every, 0);
   at_least("checkpoint.keep", cfg.checkpoint.keep, 1);
   at_least("log.every", cfg.log.every, 1);

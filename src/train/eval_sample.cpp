@@ -11,6 +11,7 @@
 #include "src/sample/decoder.h"
 #include "src/sample/sampler.h"
 #include "src/train/loop_common.h"
+#include "src/train/signals.h"
 
 namespace sy {
 
@@ -50,7 +51,14 @@ void EvalSampler::decode(int64_t step, std::vector<float> whole, std::ostream& l
   o.tokens = cfg_.eval.sample_tokens;
   o.temperature = 1.0;
   o.seed = cfg_.run.seed;
-  const GenerateResult r = generate(dec, prompt_, o, vocab_limit_);
+  // A preemption signal cuts the sample short: the run's checkpoint is waiting on it (SLURM's
+  // grace time runs), and rank 0 would draw up to eval.sample_tokens before looking.
+  const auto stop_on_signal = [](int32_t) {
+    if (const PreemptionSignals* s = PreemptionSignals::installed(); s && s->requested())
+      throw std::runtime_error(std::string(s->signal_name()) +
+                               " arrived: cut short so that the run can stop");
+  };
+  const GenerateResult r = generate(dec, prompt_, o, vocab_limit_, stop_on_signal);
   TextStream stream([&](std::span<const int32_t> ids) { return tokenizer_.decode(ids); }, prompt_);
   std::string text = stream.context_text();
   for (int32_t id : r.tokens) text += stream.push(id);

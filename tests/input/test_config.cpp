@@ -421,6 +421,10 @@ TEST(Config, RangeBoundsAreAcceptedExactlyAndRefusedOnePast) {
            {"eval.sequences=1"},
            {"log.every=1"},
            {"parallel.ranks_per_node=0"},
+           {"parallel.ranks_per_node=2147483647"},
+           {"eval.sample_tokens=100000"},
+           {"moe.gate_scale=3.4e38"},
+           {"run.name=sweeps/lr1"},  // nests under runs/
            {"moe.shared_experts=0"},
            {"train.micro_batch=1"}})
     EXPECT_NO_THROW(parse_config(kMinimal, set)) << set[0];
@@ -430,6 +434,17 @@ TEST(Config, RangeBoundsAreAcceptedExactlyAndRefusedOnePast) {
       {"model.vocab_size=2147483648", "model.vocab_size"},
       {"checkpoint.keep=0", "checkpoint.keep"},
       {"eval.sequences=0", "eval.sequences"},
+      // MPI counts ranks in int: 2^32 + 1 was taken as 1 (found by QA).
+      {"parallel.ranks_per_node=4294967297", "parallel.ranks_per_node"},
+      {"parallel.ranks_per_node=9223372036854775807", "parallel.ranks_per_node"},
+      {"parallel.tp=2147483648", "parallel.tp"},
+      // Rank 0 drew the sample while the others waited, SIGTERM unheard (1e9 ran for minutes).
+      {"eval.sample_tokens=100001", "eval.sample_tokens"},
+      // Infinite in fp32: exit 3 at step 1 for a config error.
+      {"moe.gate_scale=1e300", "moe.gate_scale"},
+      // runs/<name> outside runs/.
+      {"run.name=../../escape", "run.name"},
+      {"run.name=/abs/path", "run.name"},
   };
   for (const auto& [set, key] : past)
     expect_usage_error([&] { parse_config(kMinimal, {set}, "base.yaml"); }, {key + ": got "}, set);

@@ -2,6 +2,7 @@
 // after a collective gather of the model, so nothing it does may end rank 0 by itself.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -16,6 +17,7 @@
 #include "src/model/init.h"
 #include "src/model/params.h"
 #include "src/train/eval_sample.h"
+#include "src/train/signals.h"
 
 namespace sy {
 namespace {
@@ -56,6 +58,18 @@ TEST(EvalSample, ASampleThatCannotBeDrawnIsAWarningNotAThrow) {
   EXPECT_NE(good.str().find("sample at step 4"), std::string::npos) << good.str();
   EXPECT_EQ(good.str().find("warning"), std::string::npos) << good.str();
   EXPECT_TRUE(std::filesystem::exists(dir.file("run/samples.txt")));
+
+  // A preemption signal cuts the sample short: rank 0 drew all of eval.sample_tokens before the
+  // run looked at it (1e9 tokens ran on for minutes after SIGTERM, found by QA).
+  {
+    PreemptionSignals signals;
+    std::raise(SIGUSR1);
+    std::ostringstream cut;
+    EXPECT_NO_THROW(sampler.sample(5, g, table, params.data(), cut));
+    EXPECT_NE(cut.str().find("warning: no sample at step 5: SIGUSR1 arrived: cut short"),
+              std::string::npos)
+        << cut.str();
+  }
 }
 
 }  // namespace
