@@ -228,6 +228,7 @@ void log_run_header(const Config& cfg, const TokenSource& data, const comm::Layo
   else if (cfg.moe.route_groups.nodes)
     log << "routing: route_groups: nodes is plain top-k here: the experts of each "
            "expert-parallel group are on one node\n";
+  log << std::flush;  // a log file (a batch job's) has it before a first step that may be slow
 }
 
 double evaluate(const TokenSource& data, const Config& cfg, int64_t windows,

@@ -314,7 +314,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   if (run.exchange) device_line << "expert all-to-all: " << run.exchange->describe() << "\n";
 #endif
   log_run_header(args.user_cfg, data, lay, device_line.str(), model.table(), flops, log);
-  log << resume_log.str();
+  log << resume_log.str() << std::flush;  // all of it before the first step, in a log file too
 
   RunProgress progress(cfg, flops, resumed, metrics ? &*metrics : nullptr, log);
   TrainSummary& summary = progress.summary();

@@ -194,7 +194,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
         << describe_placement(*placement, static_cast<int>(std::count(ep_nodes.begin(),
                                                                       ep_nodes.end(), ep_nodes[0])))
         << "\n";
-  log << resume_log.str();
+  log << resume_log.str() << std::flush;  // all of it before the first step, in a log file too
   CoactivationCounter coact(cfg, rank0, lay.coords.tp_rank == 0, rt.world.size(),
                             resumed.resumed ? first_step : -1, log);
 

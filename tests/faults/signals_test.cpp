@@ -102,6 +102,21 @@ TEST_F(FaultTest, SignalInTheLastStepFinishesWithTheFinalEvaluation) {
                                                               << info.output;
 }
 
+// Output to a file (a batch job's log, nohup) is written as it is said, not when a buffer fills:
+// with a lone rank held at the start of step 1, the header is there to read. It was not until the
+// first step's line (an empty log for a slow first step; found by QA).
+TEST_F(FaultTest, TheRunsHeaderReachesALogFileBeforeTheFirstStep) {
+  const std::string out = path("run");
+  Process job("SWITCHYARD_FAULT=0:1:hang " + train(out, 10, "--set parallel.ep=1"), path("log"));
+  EXPECT_TRUE(wait_until(60, [&] {
+    return job.output().find("model: ") != std::string::npos || !job.running();
+  })) << job.output();
+  const std::string log = job.output();
+  EXPECT_TRUE(job.running()) << log;
+  for (const char* line : {"resolved config:", "data: ", "model: "})
+    EXPECT_NE(log.find(line), std::string::npos) << line << "\n" << log;
+}
+
 // The process-wide handlers stay after their owner is gone: a signal during exit (MPI_Finalize,
 // static destructors) is recorded, not fatal.
 TEST(FaultsSignals, ProcessHandlersOutliveTheirOwner) {
