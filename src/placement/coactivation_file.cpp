@@ -101,9 +101,7 @@ void write_coactivation(const std::string& path, const Coactivation& c) {
   if (const std::string why = files::no_room_for(parent.empty() ? "." : parent.string(), bytes);
       !why.empty())
     throw Error(kExitOther, "writing the co-activation counts '" + path + "': they need about " +
-                                files::mib(bytes) + ", " + why +
-                                "; the previous file is kept. Free some space in run.out_dir "
-                                "and resume with --resume auto");
+                                files::mib(bytes) + ", " + why + "; the previous file is kept");
   {
     h5::File f{H5_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT))};
     h5::write_attr(f, "format", std::string(kFormat));

@@ -140,9 +140,12 @@ void CoactivationCounter::flush(const comm::Comm& world, int tp, int64_t done, c
   }
   int64_t failed = failure.empty() ? 0 : 1;
   comm::allreduce_sum(std::span<int64_t>(&failed, 1), world, wd, "co-activation file written");
-  if (failed != 0) throw Error(kExitOther, failure, /*quiet=*/!rank0_);
-  std::fill(pending_.begin(), pending_.end(), 0);
+  std::fill(pending_.begin(), pending_.end(), 0);  // in rank 0's total either way
   for (auto& s : sample_) s.clear();
+  if (failed != 0) {
+    failed_ = true;  // the run stops: a checkpoint before it does not try again
+    throw Error(kExitOther, failure, /*quiet=*/!rank0_);
+  }
   flushed_step_ = done;
 }
 

@@ -52,8 +52,10 @@ class CoactivationCounter {
   // Collective: flush() unless the file already holds the counts as of step `done`. Before a
   // checkpoint: a run stopped between log steps resumes from it, so the steps since the last log
   // step must be in the file (they were lost: the resumed file lacked them, with no word).
+  // After a flush that failed (the run is stopping), nothing: the checkpoint written before the
+  // run stops must not fail on the same full run.out_dir.
   void flush_up_to(const comm::Comm& world, int tp, int64_t done, comm::Watchdog* wd) {
-    if (done != flushed_step_) flush(world, tp, done, wd);
+    if (done != flushed_step_ && !failed_) flush(world, tp, done, wd);
   }
 
   const std::string& path() const { return path_; }
@@ -68,6 +70,7 @@ class CoactivationCounter {
   bool keep_sample_ = false;
   int64_t sample_step_ = 0;
   int64_t flushed_step_ = 0;  // the step the file's counts are as of (the same on every rank)
+  bool failed_ = false;       // a flush could not write the file (agreed by every rank)
 };
 
 }  // namespace sy

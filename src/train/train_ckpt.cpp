@@ -357,6 +357,12 @@ void CheckpointCadence::after_step(int64_t done, TrainSummary& summary, std::ost
               /*quiet=*/true);
 }
 
+std::string CheckpointCadence::before_stopping(int64_t done, TrainSummary& summary,
+                                               std::ostream& log) {
+  if (saved_step_ != done) save(done, summary, log);
+  return summary.checkpoints_written.empty() ? "" : summary.checkpoints_written.back();
+}
+
 void CheckpointCadence::at_end(int64_t done, TrainSummary& summary, std::ostream& log) {
   // Also with checkpoint.every = 0 when the run resumed from a checkpoint (one a signal wrote,
   // say): else `latest` would name that mid-run state, and the finished model be lost.

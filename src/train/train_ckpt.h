@@ -130,6 +130,10 @@ class CheckpointCadence {
   // Collective, at the end: the final checkpoint when checkpoints are on (or the run resumed from
   // one) and it is not written.
   void at_end(int64_t done, TrainSummary& summary, std::ostream& log);
+  // Collective, when the run must stop on an agreed failure that is not the model's (a full
+  // run.out_dir): the checkpoint of `done` unless written, so that no step is lost. Returns its
+  // path ("" when this step's was written already: that one's).
+  std::string before_stopping(int64_t done, TrainSummary& summary, std::ostream& log);
 
  private:
   void save(int64_t done, TrainSummary& summary, std::ostream& log);

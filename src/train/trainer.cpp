@@ -261,7 +261,17 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       }
     }
     if (log_step) {
-      coact.flush(rt.world, lay.tp, done, wd);
+      try {
+        coact.flush(rt.world, lay.tp, done, wd);
+      } catch (const Error& e) {
+        // run.out_dir cannot take the counts (agreed by every rank): the run stops, but its steps
+        // need not be lost where checkpoint.dir has room (that save fails on its own otherwise).
+        const std::string saved = ckpts.before_stopping(done, summary, log);
+        throw Error(e.code(),
+                    std::string(e.what()) + ". Step " + std::to_string(done) + " is in " + saved +
+                        ": free some space in run.out_dir and continue with --resume auto",
+                    e.quiet());
+      }
       rec.peak_mem_bytes = max_over_ranks(g.world(), peak_rss_bytes(), wd);  // a high-water mark
     }
     progress.step_done(rec);

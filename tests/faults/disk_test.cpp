@@ -108,6 +108,14 @@ TEST_F(DiskFull, AFullRunDirEndsEveryRankWithOneMessage) {
       << log;
   EXPECT_EQ(log.find("HDF5-DIAG"), std::string::npos) << log;
   EXPECT_EQ(log.find("timed out"), std::string::npos) << "ended by the watchdog\n" << log;
+  // Its steps are not lost: checkpoint.dir (elsewhere) has the step the run stopped at, which
+  // the message names (the steps since the last checkpoint.every were lost, and with
+  // checkpoint.every: 0 all of them, while the message advised --resume auto).
+  const size_t at = log.find(" is in " + ck + "/step_");
+  ASSERT_NE(at, std::string::npos) << log;
+  const std::string file = log.substr(at + 7 + ck.size() + 1, 16);  // step_XXXXXXXX.h5
+  EXPECT_EQ(latest_of(ck), file) << log;
+  EXPECT_NE(log.find("continue with --resume auto"), std::string::npos) << log;
 }
 
 // One rank's part of the collective write fails (as a full disk reported to that rank alone
