@@ -249,14 +249,31 @@ bool parse_number(const std::string& text, double& out) {
   return !s.empty() && ec == std::errc{} && ptr == s.data() + s.size() && std::isfinite(out);
 }
 
+// Whether `text` is written as an integer ([+-]digits), whatever its size: a value that does not
+// parse is then out of range, not of the wrong type.
+bool integer_text(const std::string& text) {
+  const size_t first = !text.empty() && (text[0] == '+' || text[0] == '-') ? 1 : 0;
+  return text.size() > first && std::all_of(text.begin() + static_cast<long>(first), text.end(),
+                                            [](char c) { return c >= '0' && c <= '9'; });
+}
+
 void convert(const YAML::Node& n, int64_t& out, const std::string& path, const Context& ctx) {
-  if (!n.IsScalar() || !parse_integer(n.Scalar(), out))
-    ctx.fail(path, "expected an integer, got " + describe(n), &n);
+  if (n.IsScalar() && parse_integer(n.Scalar(), out)) return;
+  ctx.fail(path,
+           n.IsScalar() && integer_text(n.Scalar())
+               ? "expected an integer from -9223372036854775808 to 9223372036854775807, got " +
+                     describe(n)
+               : "expected an integer, got " + describe(n),
+           &n);
 }
 
 void convert(const YAML::Node& n, uint64_t& out, const std::string& path, const Context& ctx) {
-  if (!n.IsScalar() || !parse_integer(n.Scalar(), out))
-    ctx.fail(path, "expected a non-negative integer, got " + describe(n), &n);
+  if (n.IsScalar() && parse_integer(n.Scalar(), out)) return;
+  ctx.fail(path,
+           n.IsScalar() && integer_text(n.Scalar()) && n.Scalar()[0] != '-'
+               ? "expected an integer from 0 to 18446744073709551615, got " + describe(n)
+               : "expected a non-negative integer, got " + describe(n),
+           &n);
 }
 
 void convert(const YAML::Node& n, double& out, const std::string& path, const Context& ctx) {
@@ -333,6 +350,15 @@ void convert(const YAML::Node& n, E& out, const std::string& path, const Context
 
 // ---- the tree: structure check, overrides, conversion ------------------------------------------
 
+// " (did you mean 'moe.num_experts'?)" for a leaf name that is a key of one other section ("" when
+// none is, or several are: `every`): a key put in the wrong section.
+std::string other_section_hint(const std::string& leaf, const std::string& path) {
+  std::vector<std::string_view> found;
+  for (const Key& k : kKeys)
+    if (leaf_of(k.path) == leaf && k.path != path) found.push_back(k.path);
+  return found.size() == 1 ? " (did you mean '" + std::string(found[0]) + "'?)" : "";
+}
+
 // Every key must be in the schema and every section a mapping; duplicate keys are errors too
 // (yaml-cpp would silently keep one of them).
 void check_structure(const YAML::Node& map, const std::string& section, const Context& ctx) {
@@ -346,11 +372,9 @@ void check_structure(const YAML::Node& map, const std::string& section, const Co
     const std::string path = where + shortened(name);
     if (!seen.insert(name).second) ctx.fail(path, "duplicate key", &kv.first);
     if (std::find(valid.begin(), valid.end(), name) == valid.end()) {
-      // A leaf key one level too high ("d_model:" at the top) gets its full path suggested.
-      std::string hint;
-      if (section.empty())
-        for (const Key& k : kKeys)
-          if (leaf_of(k.path) == name) hint = " (did you mean '" + std::string(k.path) + "'?)";
+      // A leaf key one level too high ("d_model:" at the top) or in another section
+      // ("num_experts:" under model:) gets its full path suggested.
+      std::string hint = other_section_hint(name, path);
       if (hint.empty()) hint = suggestion(name, valid);
       ctx.fail(path, "unknown key" + hint, &kv.first);
     }
@@ -374,8 +398,10 @@ void apply_override(YAML::Node& root, const std::string& assignment, const std::
   if (!find_key(path)) {
     std::vector<std::string> all;
     for (const Key& k : kKeys) all.emplace_back(k.path);
-    const std::string what = is_section(path) ? "is a section; set its keys one by one"
-                                              : "unknown key" + suggestion(path, all);
+    std::string hint = other_section_hint(std::string(leaf_of(path)), path);
+    if (hint.empty()) hint = suggestion(path, all);
+    const std::string what =
+        is_section(path) ? "is a section; set its keys one by one" : "unknown key" + hint;
     throw UsageError("--set " + shortened(assignment) + ": " + shortened(path) + ": " + what);
   }
   YAML::Node value;

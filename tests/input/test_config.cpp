@@ -291,6 +291,11 @@ TEST(Config, UnknownKeysAreRejectedWithASuggestion) {
                      {"d_model", "did you mean 'model.d_model'"});
   expect_usage_error([] { parse_config("moe: {experts_count: 8}\n" + kMinimal); },
                      {"moe.experts_count", "unknown key"});
+  // A key of another section, in a file and with --set (the file's said only "unknown key").
+  expect_usage_error([] { parse_config("model: {num_experts: 8}\n" + kMinimal); },
+                     {"model.num_experts", "did you mean 'moe.num_experts'"});
+  expect_usage_error([] { parse_config(kMinimal, {"train.seed=1"}); },
+                     {"train.seed", "did you mean 'run.seed'"});
   expect_usage_error([] { parse_config("model: {d_model: 64, d_model: 32}\n" + kMinimal); },
                      {"model.d_model", "duplicate"});
   expect_usage_error([] { parse_config("model: [1, 2]\n" + kMinimal); }, {"model", "a list"});
@@ -314,6 +319,12 @@ TEST(Config, WrongTypesNameKeyValueAndExpectation) {
       {"model: {d_model: }", "model.d_model", "got nothing"},
       {"model: {d_model: [64]}", "model.d_model", "got a list"},
       {"run: {seed: -1}", "run.seed", "non-negative integer"},
+      // An integer out of range is said as such (it read "expected an integer").
+      {"model: {d_model: 9223372036854775808}", "model.d_model",
+       "expected an integer from -9223372036854775808 to 9223372036854775807, got "
+       "'9223372036854775808'"},
+      {"run: {seed: 18446744073709551616}", "run.seed",
+       "expected an integer from 0 to 18446744073709551615"},
       {"model: {norm_eps: small}", "model.norm_eps", "expected a finite number, got 'small'"},
       {"model: {norm_eps: .nan}", "model.norm_eps", "finite number"},
       {"model: {tie_embeddings: maybe}", "model.tie_embeddings", "expected true or false"},
