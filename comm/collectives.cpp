@@ -26,6 +26,10 @@ template <>
 MPI_Datatype mpi_type<int32_t>() {
   return MPI_INT32_T;
 }
+template <>
+MPI_Datatype mpi_type<char>() {
+  return MPI_CHAR;
+}
 
 namespace {
 
@@ -156,5 +160,7 @@ SY_INSTANTIATE(double)
 SY_INSTANTIATE(int64_t)
 SY_INSTANTIATE(int32_t)
 #undef SY_INSTANTIATE
+// Text (a config, a path) sent as it is.
+template void broadcast<char>(std::span<char>, int, const Comm&, Watchdog*, const char*);
 
 }  // namespace sy::comm

@@ -21,7 +21,7 @@ namespace sy::comm {
 class Watchdog;
 
 template <class T>
-MPI_Datatype mpi_type();  // float, double, int64_t, int32_t
+MPI_Datatype mpi_type();  // float, double, int64_t, int32_t, char
 
 // data[n] (=) sum over the ranks of comm of their data[n]; identical on every rank.
 template <class T>

@@ -36,6 +36,57 @@ void maybe_inject_fault(int world_rank, int64_t step) {
                            std::to_string(step));
 }
 
+std::string first_config_difference(const std::string& mine, const std::string& root) {
+  // The value of a "key: value" line, quoted ("(nothing)" for a section's line).
+  const auto value = [](const std::string& line) {
+    const size_t c = line.find(": ");
+    std::string v = "'";
+    if (c == std::string::npos) return std::string("(nothing)");
+    v.append(line, c + 2, std::string::npos);
+    return v.append("'");
+  };
+  std::istringstream a(mine), b(root);
+  std::string la, lb, section;
+  while (true) {
+    const bool more_a = static_cast<bool>(std::getline(a, la));
+    const bool more_b = static_cast<bool>(std::getline(b, lb));
+    if (!more_a && !more_b) return "";
+    if (!more_a || !more_b) return "the config (another number of lines)";
+    const size_t first = la.find_first_not_of(' '), colon = la.find(':');
+    if (first == std::string::npos || colon == std::string::npos || colon < first) {
+      if (la == lb) continue;
+      return "the config ('" + la + "')";
+    }
+    const bool top = first == 0;
+    std::string key = top ? std::string() : section;
+    key.append(la, first, colon - first);
+    if (top && colon + 1 == la.size()) {  // "parallel:" opens a section
+      section = key;
+      section += '.';
+    }
+    if (la == lb) continue;
+    std::string out = key;
+    out.append(" is ").append(value(la)).append(" here and ").append(value(lb));
+    return out.append(" on rank 0");
+  }
+}
+
+void check_same_config_everywhere(const comm::Comm& world, comm::Watchdog* wd, const Config& cfg,
+                                  const std::string& resume) {
+  const std::string mine = to_yaml(cfg) + "--resume: " + resume + "\n";
+  std::string root = mine;
+  int64_t size = static_cast<int64_t>(root.size());
+  comm::broadcast(std::span<int64_t>(&size, 1), 0, world, wd, "rank 0's config size");
+  root.resize(static_cast<size_t>(size));
+  comm::broadcast(std::span<char>(root.data(), root.size()), 0, world, wd, "rank 0's config");
+  agree_on_usage(world, wd, [&] {
+    if (const std::string d = first_config_difference(mine, root); !d.empty())
+      throw UsageError("this rank does not run rank 0's config: " + d +
+                       " (every rank must read the same config file, --set options and --resume; "
+                       "a copy that differs between nodes?)");
+  });
+}
+
 void check_global_batch(int64_t gb, int64_t mb, int64_t dp) {
   if (gb % (dp * mb) == 0) return;
   std::string fix;

@@ -68,6 +68,16 @@ void agree_on_usage(const comm::Comm& world, comm::Watchdog* wd, F&& work) {
 // makes that world rank throw, _exit, or go silent (sleep) at the start of that step.
 void maybe_inject_fault(int world_rank, int64_t step);
 
+// Collective, first thing in a run: every rank's resolved config and --resume must be rank 0's
+// (a config file or --set that differs between nodes trained from other weights, or crashed in a
+// collective of other sizes). UsageError from the first rank that differs (agree_on_usage),
+// naming the first key that differs and both values.
+void check_same_config_everywhere(const comm::Comm& world, comm::Watchdog* wd, const Config& cfg,
+                                  const std::string& resume);
+// "parallel.ep is '2' here and '1' on rank 0" for the first line of `mine` (to_yaml text) that is
+// not `root`'s; "" when they are the same.
+std::string first_config_difference(const std::string& mine, const std::string& root);
+
 // This rank's coordinates as the parameter table wants them.
 ShardLayout shard_layout(const comm::Layout& l);
 

@@ -86,6 +86,28 @@ TEST_F(Launch, AValidationSplitThatLeavesARankNothingToReadEvaluates) {
   EXPECT_NE(r.output.find("evaluating on 5"), std::string::npos) << r.output;
 }
 
+// Every rank must run rank 0's config. mpirun's multi-program form gives one rank its own --set
+// or --resume, as a config file that differs between nodes would: another seed trained from other
+// weights (exit 0, no word), other sizes crashed in a collective (heap corruption, 134;
+// MPI_ERR_TRUNCATE), another --resume waited for the watchdog (found by QA). Now exit 2 before
+// anything, one message from the first rank that differs, naming the key and both values.
+TEST_F(Launch, ARankWithAnotherConfigIsRefusedNamingTheKey) {
+  for (const auto& [extra, says] :
+       {std::pair{std::string("--set run.seed=7"), std::string("run.seed is '7' here and '1234'")},
+        std::pair{std::string("--set moe.num_experts=8 --set parallel.ep=2"),
+                  std::string("moe.num_experts is '8' here and '4' on rank 0")},
+        std::pair{std::string("--resume auto"), std::string("--resume is 'auto' here")}}) {
+    const std::string each = train("--set train.steps=2");
+    const auto r = run_command(mpirun(1) + each + " : -np 1 " + each + " " + extra);
+    EXPECT_EQ(r.exit_code, 2) << extra << "\n" << r.output;
+    EXPECT_EQ(count(r.output, "error: "), 1u) << r.output;
+    EXPECT_NE(r.output.find("error: rank 1: this rank does not run rank 0's config: " + says),
+              std::string::npos)
+        << r.output;
+    EXPECT_EQ(r.output.find("step "), std::string::npos) << "no work before the check";
+  }
+}
+
 // UCX without a transport that reports failed peers between nodes (UCX_TLS=sm,self): the job
 // ends naming the cure ("Destination is unreachable" and a file:line before).
 TEST_F(Launch, AUcxWithoutANetworkTransportSaysWhatToSet) {
