@@ -108,6 +108,21 @@ TEST_F(Launch, ARankWithAnotherConfigIsRefusedNamingTheKey) {
   }
 }
 
+// A rank that does not come to MPI_Init (a node stalled at start: here, rank 1 sleeps first) held
+// the others in it without bound: parallel.timeout_s covered only what came after (found by QA,
+// a rank stopped in its first 0.1 s). Now rank 0 leaves after the timeout, naming the wait.
+TEST_F(Launch, ARankThatNeverStartsEndsTheJobAfterTheTimeout) {
+  const std::string each = train("--set train.steps=2 --set parallel.timeout_s=3");
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run_command(mpirun(1) + each + " : -np 1 sh -c 'sleep 60; exec " + each + "'");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("rank 0: timed out after 3s waiting for MPI start-up"), std::string::npos)
+      << r.output;
+  EXPECT_LT(seconds, 40) << r.output;
+}
+
 // UCX without a transport that reports failed peers between nodes (UCX_TLS=sm,self): the job
 // ends naming the cure ("Destination is unreachable" and a file:line before).
 TEST_F(Launch, AUcxWithoutANetworkTransportSaysWhatToSet) {
