@@ -233,6 +233,14 @@ int64_t estimated_file_bytes(const std::vector<PlannedTensor>& plan, const Train
   return bytes + bytes / 50;
 }
 
+// What a failed write leaves in `dir`: "; the previous checkpoint and `latest` are kept", or,
+// before the run's first checkpoint, that there is none (the advice to resume would start over).
+std::string what_is_kept(const std::string& dir) {
+  return files::list_step_files(dir).empty()
+             ? "; no checkpoint of this run is in it yet (--resume auto would start at step 0)"
+             : "; the previous checkpoint and `latest` are kept";
+}
+
 // Rank 0, before the write: refuses a checkpoint that cannot fit, so a full disk is one clear
 // message instead of a failure deep inside a collective write. A stale temp file of the same step
 // is about to be truncated, so its space counts as free.
@@ -242,9 +250,8 @@ void check_free_space(const std::string& dir, const std::string& tmp_path, int64
   // HDF5, whose clean-up at exit then crashes on the file it could not close.
   if (const std::string why = ::sy::files::past_file_size_limit(file_bytes); !why.empty())
     throw Error(kExitOther, "checkpoint " + fs::path(tmp_path).stem().string() + " needs about " +
-                                mib(file_bytes) + ", " + why +
-                                "; the previous checkpoint and `latest` are kept. Raise the limit "
-                                "and resume with --resume auto");
+                                mib(file_bytes) + ", " + why + what_is_kept(dir) +
+                                ". Raise the limit and resume with --resume auto");
   int64_t avail = free_bytes(dir);
   if (avail < 0) return;  // unknown: the write itself will tell
   std::error_code ec;
@@ -253,9 +260,9 @@ void check_free_space(const std::string& dir, const std::string& tmp_path, int64
   if (avail >= need) return;
   throw Error(kExitOther, "no space left for checkpoint " + fs::path(tmp_path).stem().string() +
                               " in checkpoint.dir '" + dir + "': it needs about " + mib(need) +
-                              ", " + mib(avail) +
-                              " are free; the previous checkpoint and `latest` are kept. Free some "
-                              "space and resume with --resume auto (to continue on another disk, "
+                              ", " + mib(avail) + " are free" + what_is_kept(dir) +
+                              ". Free some space and resume with --resume auto (to continue on "
+                              "another disk, "
                               "move the checkpoints there and set checkpoint.dir to it, or resume "
                               "with --resume <file>)");
 }
@@ -275,9 +282,8 @@ void diagnosed(const std::string& tmp_path, const std::function<void()>& fn) {
     throw Error(kExitOther, "no space left on the device of checkpoint.dir '" + dir + "' (" +
                                 (avail >= 0 ? mib(avail) : std::string("unknown")) +
                                 " free) while writing " + fs::path(tmp_path).stem().string() +
-                                "; the partial file is removed, the previous checkpoint and "
-                                "`latest` are kept. Cause: " +
-                                e.what());
+                                "; the partial file is removed" + what_is_kept(dir) +
+                                ". Cause: " + e.what());
   }
 }
 

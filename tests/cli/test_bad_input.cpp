@@ -386,12 +386,21 @@ TEST(CliBadInput, CheckpointsAndExportsPastTheFileSizeLimitAreOneMessage) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("checkpoint step_00000004.h5 needs about"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("file size limit (ulimit -f)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("the previous checkpoint and `latest` are kept"), std::string::npos)
+      << r.err;
   EXPECT_FALSE(fs::exists(ckpts + "step_00000004.h5.tmp"));
   EXPECT_TRUE(fs::exists(ckpts + "step_00000002.h5"));
   std::ifstream latest(ckpts + "latest");
   std::string name;
   latest >> name;
   EXPECT_EQ(name, "step_00000002.h5");
+
+  // A run's first checkpoint past the limit: there is no previous one to keep (it said there was,
+  // and advised --resume auto, which starts over; found by QA).
+  r = run(train + "2 --set run.out_dir=" + dir.file("first"), limit);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("no checkpoint of this run is in it yet"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("previous checkpoint"), std::string::npos) << r.err;
 
   for (const std::string& format : {std::string("safetensors"), std::string("hf")}) {
     const std::string out = dir.file("export-" + format);
