@@ -113,12 +113,19 @@ class Reader {
     if (out.vocab_size > model_vocab_size)
       fail("vocab_size " + std::to_string(out.vocab_size) + " is larger than model.vocab_size " +
            std::to_string(model_vocab_size) + " (raise model.vocab_size to at least the file's)");
+    // "bytes" decodes ids 0..255 only: a larger vocabulary holds ids no byte is.
+    if (out.tokenizer == kTokenizerBytes && out.vocab_size > kByteVocab)
+      fail("root attribute tokenizer is 'bytes' (ids 0-255) but vocab_size is " +
+           std::to_string(out.vocab_size) +
+           " (a file of another tokenizer's ids: name it, or 'imported' for ids alone)");
+    // The model bytes travel with the tokens whatever the tokenizer's name (SPEC 8: a checkpoint
+    // copies them where there are some), a file of another tool's included.
+    try {
+      out.tokenizer_model = read_tokenizer_model(file);
+    } catch (const std::runtime_error& e) {
+      fail(e.what());
+    }
     if (out.tokenizer == kTokenizerSentencePiece) {
-      try {
-        out.tokenizer_model = read_tokenizer_model(file);
-      } catch (const std::runtime_error& e) {
-        fail(e.what());
-      }
       const Tokenizer tok = Tokenizer::from_stored(out.tokenizer, out.tokenizer_model,
                                                    out.vocab_size, "token file '" + path_ + "'");
       if (tok.vocab_size() != out.vocab_size)

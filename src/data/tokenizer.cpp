@@ -17,7 +17,6 @@ namespace sy {
 
 namespace {
 
-constexpr int64_t kByteVocab = 256;
 // SentencePiece's max_sentence_length (bytes): it skips a longer sentence without a word.
 constexpr size_t kMaxSentence = 65536;
 

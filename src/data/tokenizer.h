@@ -37,6 +37,7 @@ namespace sy {
 inline constexpr const char* kTokenizerBytes = "bytes";
 inline constexpr const char* kTokenizerSentencePiece = "sentencepiece";
 inline constexpr const char* kTokenizerImported = "imported";
+inline constexpr int64_t kByteVocab = 256;  // the "bytes" tokenizer's ids: 0..255
 
 // A text a tokenizer cannot encode exactly: "<head> at byte offset N<tail>", N the byte of the
 // text from which it would read differently; message_at() says it with another offset (where the

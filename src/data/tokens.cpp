@@ -26,8 +26,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr int64_t kByteVocab = 256;
-
 std::vector<unsigned char> read_input(const std::string& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw UsageError("input file '" + path + "' not found");

@@ -263,8 +263,13 @@ TEST(ReadTokens, AcceptsOtherIntegerTypesAndFixedStrings) {
       .dataset("train", H5T_STD_U32LE, H5T_NATIVE_UINT32, train)
       .dataset("val", H5T_STD_I64LE, H5T_NATIVE_UINT32, val)
       .int_attr("vocab_size", 70000)
-      .fixed_str_attr("tokenizer", "bpe-70k");
+      .fixed_str_attr("tokenizer", "bpe-70k")
+      .group("tokenizer")
+      .dataset("tokenizer/model", H5T_STD_U8LE, H5T_NATIVE_UINT8, std::vector<uint8_t>{7, 0, 9});
   const TokenData d = read_token_file(p, 70000, 8);
+  // Its model bytes travel with the tokens (a checkpoint copies them, SPEC 8), whatever the name:
+  // only "sentencepiece"'s were read (found by QA).
+  EXPECT_EQ(d.tokenizer_model, std::string("\x07\x00\x09", 3));
   ASSERT_EQ(d.train.size(), 40u);
   for (size_t i = 0; i < train.size(); ++i) EXPECT_EQ(d.train[i], static_cast<int32_t>(train[i]));
   EXPECT_EQ(d.val.front(), 69999);
@@ -422,6 +427,12 @@ TEST(ReadTokens, EveryDefectIsAUsageErrorNamingFileAndProblem) {
          Builder(p).tokens("train", 20).tokens("val", 20).valid_attrs(300);
        },
        {"vocab_size 300", "model.vocab_size 256"}},
+      {"bytes with a larger vocabulary",  // ids no byte is: decoded as garbage (found by QA)
+       [](const std::string& p) {
+         Builder(p).tokens("train", 20).tokens("val", 20).valid_attrs(300);
+       },
+       {"tokenizer is 'bytes' (ids 0-255) but vocab_size is 300"},
+       512},
       {"token out of range",
        [](const std::string& p) {
          std::vector<uint16_t> t(20, 3);
