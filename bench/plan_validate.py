@@ -3,11 +3,14 @@
 that run on this machine (1-8 ranks, emulated nodes, flat and hierarchical all-to-all, ZeRO-1 on
 and off, dropless and dropping routing).
 
-For every layout it trains the config for --steps steps under mpirun, reads metrics.jsonl (the
-median step_ms and a2a_ms of the steps after the first --skip, rank 0's a2a_internode_bytes per
-step, the largest peak_mem_bytes over the ranks) and asks the planner for the same layout, with
-uniform routing and with the routing the run measured (--routing <run dir>). Prints one markdown
-table (README's validation table) and, with --json, the raw numbers.
+For every layout it trains the config for --steps steps under mpirun, with its final evaluation
+and a checkpoint after the last step (what any run may do: the memory check counts both), reads
+metrics.jsonl (the median step_ms and a2a_ms of the steps after the first --skip, rank 0's
+a2a_internode_bytes per step), takes the job's peak memory from the kernel (the largest resident
+set of any rank over the whole run, end included: the train lines' peak_mem_bytes stop before the
+final evaluation and checkpoint) and asks the planner for the same layout, with uniform routing
+and with the routing the run measured (--routing <run dir>). Prints one markdown table (README's
+validation table) and, with --json, the raw numbers.
 
     python3 bench/plan_validate.py --bin build/switchyard --data data/licenses.h5
 
@@ -55,6 +58,19 @@ def run(cmd, env=None, check=True):
     return done
 
 
+def run_peak(cmd, env):
+    """Runs cmd (mpirun and its ranks) to the end; the largest resident set, in bytes, of it and
+    every process under it (the kernel's ru_maxrss of the reaped tree, as wait4 reports it)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+                 f"{out.decode(errors='replace')[-3000:]}")
+    return usage.ru_maxrss * 1024  # Linux: KiB
+
+
 def mpirun_prefix(ranks, env):
     """mpirun with the flags these machines need (README, jobs/local.sh), forwarding the
     variables of `env` that the ranks read."""
@@ -78,14 +94,15 @@ def metrics_lines(run_dir):
         return [json.loads(l) for l in f if l.strip()]
 
 
-def measured(run_dir, skip):
+def measured(run_dir, skip, peak_bytes):
     train = [l for l in metrics_lines(run_dir) if "loss" in l and "step_ms" in l]
     timed = [l for l in train if l["step"] > skip] or train
     return {
         "step_ms": statistics.median(l["step_ms"] for l in timed),
         "a2a_ms": statistics.median(l["a2a_ms"] for l in timed),
         "a2a_internode_bytes": statistics.mean(l.get("a2a_internode_bytes", 0) for l in timed),
-        "peak_mem_bytes": max(l.get("peak_mem_bytes", 0) for l in train),
+        "peak_mem_bytes": peak_bytes,
+        "train_lines_peak_mem_bytes": max(l.get("peak_mem_bytes", 0) for l in train),
     }
 
 
@@ -131,15 +148,15 @@ def main():
         out = os.path.join(work, f"layout{i}")
         sets = [f"data.path={args.data}", f"run.out_dir={out}", f"train.steps={args.steps}",
                 f"train.micro_batch={args.micro_batch}",
-                "log.every=1", "eval.every=0", "eval.sequences=1", "checkpoint.every=0"] + extra
+                "log.every=1", "eval.every=0", "eval.sequences=1",
+                f"checkpoint.every={args.steps}"] + extra
         env = dict(os.environ)
         env.setdefault("UCX_TLS", "tcp,self")  # emulated nodes: the "network" is TCP
         env["OMP_NUM_THREADS"] = str(max(1, cores // ranks))
         env.setdefault("OPENBLAS_CORETYPE", "Haswell")
         cmd = mpirun_prefix(ranks, env) + [args.bin, "train", "--config", args.config] + set_args(sets)
         print(f"[{i}/{len(LAYOUTS)}] {name}: {ranks} rank(s)", file=sys.stderr, flush=True)
-        run(cmd, env=env)
-        m = measured(out, args.skip)
+        m = measured(out, args.skip, run_peak(cmd, env))
         plan_sets = [s for s in sets if not s.startswith("run.out_dir")]
         p = plan_json(args, args.cluster, ranks, plan_sets)
         pr = plan_json(args, args.cluster, ranks, plan_sets, routing=out)
