@@ -17,7 +17,8 @@ void add_bench_moe_layer(CLI::App& bench, std::vector<Command>& out) {
   auto* cmd = bench.add_subcommand(
       "moe-layer",
       "Time one MoE layer forward+backward on the GPU (CUDA backend): achieved TFLOP/s of the "
-      "layer and of its grouped expert GEMMs, against the same GEMMs dense in cuBLAS");
+      "layer and of its grouped expert GEMMs, against the same GEMMs dense in cuBLAS (not yet run "
+      "on a GPU)");
   cmd->add_option("--tokens", o->tokens, "Tokens routed through the layer")->capture_default_str();
   cmd->add_option("--d", o->d, "d_model")->capture_default_str();
   cmd->add_option("--ffn", o->ffn, "Expert hidden size F")->capture_default_str();

@@ -28,7 +28,8 @@ void add_bench_train(CLI::App& bench, std::vector<Command>& out) {
       "train",
       "Time training steps of a config on 1 rank: model FLOPs/step, median step time, tokens/s, "
       "achieved GFLOP/s vs the machine's GEMM ceiling on the model's shapes (cblas_sgemm, or "
-      "cuBLAS with device: cuda, which adds MFU and peak GPU memory), and tokens/s vs the same "
+      "cuBLAS with device: cuda, which adds MFU and peak GPU memory: not yet run on a GPU), and "
+      "tokens/s vs the same "
       "model in PyTorch when a Python with torch is found");
   cmd->add_option("-c,--config", a->config, "Experiment config (YAML)")
       ->required()
