@@ -29,15 +29,6 @@ namespace sy::app {
 
 namespace {
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t d = 0; d < shape.size(); ++d) {
-    if (d) s += ", ";
-    s += std::to_string(shape[d]);
-  }
-  return s + "]";
-}
-
 std::string utc_time(int64_t unix_s) {
   const std::time_t t = static_cast<std::time_t>(unix_s);
   std::tm tm{};
@@ -73,9 +64,7 @@ void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& 
   const ckpt::TrainState& s = ins.state;
   int64_t elements = 0, bad = 0;
   for (const auto& t : ins.tensors) {
-    int64_t n = 1;
-    for (int64_t d : t.shape) n *= d;
-    elements += n;
+    elements += ckpt::numel_of(t.shape);
     if (!t.problem.empty()) ++bad;
   }
   char lr[32];
@@ -132,7 +121,7 @@ void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& 
   for (const auto& t : ins.tensors) {
     std::string name = "/" + t.path;
     name.resize(width, ' ');
-    std::string shape = shape_text(t.shape);
+    std::string shape = ckpt::shape_string(t.shape);
     if (shape.size() < 16) shape.resize(16, ' ');
     out << "  " << name << "  " << shape << "  ";
     if (t.problem.empty())

@@ -148,6 +148,10 @@ struct TrainState {
   bool sealed = true;
 };
 
+// "[256, 32]", and the element count of a shape (1 for a scalar's []).
+std::string shape_string(const std::vector<int64_t>& shape);
+int64_t numel_of(const std::vector<int64_t>& shape);
+
 // "dp=2,tp=1,ep=2,etp=1"
 std::string layout_string(int64_t dp, int64_t tp, int64_t ep, int64_t etp);
 

@@ -322,21 +322,6 @@ std::vector<ManifestEntry> parse_manifest(const std::string& text) {
   return out;
 }
 
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t d = 0; d < shape.size(); ++d) {
-    if (d) s += ", ";
-    s += std::to_string(shape[d]);
-  }
-  return s + "]";
-}
-
-int64_t numel_of(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
 std::vector<int64_t> chunk_shape(const std::vector<int64_t>& shape) {
   constexpr int64_t kTargetBytes = int64_t{4} << 20;
   std::vector<int64_t> chunk(shape);
@@ -383,3 +368,22 @@ void select_slab(hid_t space, const Slab& slab) {
 }
 
 }  // namespace sy::ckpt::detail
+
+namespace sy::ckpt {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (d) s += ", ";
+    s += std::to_string(shape[d]);
+  }
+  return s + "]";
+}
+
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+}  // namespace sy::ckpt

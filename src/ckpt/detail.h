@@ -124,10 +124,6 @@ std::string format_manifest(const std::vector<ManifestEntry>& entries);
 // Throws std::runtime_error on a malformed line.
 std::vector<ManifestEntry> parse_manifest(const std::string& text);
 
-// "[256, 32]"
-std::string shape_string(const std::vector<int64_t>& shape);
-int64_t numel_of(const std::vector<int64_t>& shape);
-
 // The chunk shape of a tensor dataset: whole trailing dimensions, as many leading rows as fit in
 // about 4 MiB (splitting a dimension further only when one row alone is larger).
 std::vector<int64_t> chunk_shape(const std::vector<int64_t>& shape);

@@ -3,6 +3,7 @@
 // the same way: a 2-GPU data-parallel run sees exactly the sequences of the 2-rank CPU run.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -77,6 +78,11 @@ void check_same_config_everywhere(const comm::Comm& world, comm::Watchdog* wd, c
 // "parallel.ep is '2' here and '1' on rank 0" for the first line of `mine` (to_yaml text) that is
 // not `root`'s; "" when they are the same.
 std::string first_config_difference(const std::string& mine, const std::string& root);
+
+// Seconds on the steady clock since t0 (step times, the run's wall time).
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 // This rank's coordinates as the parameter table wants them.
 ShardLayout shard_layout(const comm::Layout& l);

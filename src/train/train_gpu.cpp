@@ -145,10 +145,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
 // Device memory in use on the current GPU (total - free): its peak is what metrics report.
 int64_t device_bytes_in_use() {
   size_t free_bytes = 0, total_bytes = 0;

@@ -46,10 +46,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
 // Everything one rank needs, built collectively in a fixed order.
 struct Runtime {
   comm::Comm world;
