@@ -70,7 +70,7 @@ std::string bcast_string(const Coll& c, const std::string& s, int root, const st
   MPI_CHECK(MPI_Bcast(&n, 1, MPI_INT64_T, root, comm));
   std::string out = comm_rank(comm) == root ? s : std::string(static_cast<size_t>(n), '\0');
   // Checkpoint metadata is far below 2 GiB; MPI counts are int.
-  SY_CHECK(n < (int64_t{1} << 31), "broadcast of " << n << " bytes");
+  SY_CHECK(n < (int64_t{1} << 31), "broadcast of " << n << " bytes: " << what);
   if (n > 0) MPI_CHECK(MPI_Bcast(out.data(), static_cast<int>(n), MPI_CHAR, root, comm));
   return out;
 }

@@ -311,7 +311,7 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
     r.files.push_back("tokenizer_config.json");
   }
   int rank = 0;
-  MPI_Comm_rank(comm, &rank);
+  MPI_CHECK(MPI_Comm_rank(comm, &rank));
   if (rank != 0) return r;  // rank 0 alone builds the transformers tensors and writes them
 
   const std::vector<ckpt::WholeTensor> out = hf_tensors(cfg, plan, src);

@@ -111,7 +111,7 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
   progress.say = [&](const std::string& line) { info << line << "\n" << std::flush; };
   SamplingModel m = load_sampling_model(comm, req.checkpoint, progress);
   int rank = 0;
-  MPI_Comm_rank(comm, &rank);
+  MPI_CHECK(MPI_Comm_rank(comm, &rank));
   const std::vector<int32_t> prompt = prompt_ids(req, prompt_str, m.tokenizer);
   if (rank != 0) return;
 

@@ -16,9 +16,10 @@ namespace sy {
 
 namespace {
 
-// The one piece of process-wide mutable state switchyard has: a signal handler can reach nothing
-// else. Lock-free atomics are async-signal-safe (a volatile sig_atomic_t would be too, but cannot
-// do the compare-exchange that keeps the first signal's number).
+// Process-wide mutable state, as a signal handler can reach nothing else (the trainer's flag here,
+// the guard's counts in launch_guard.cpp: switchyard has no other). Lock-free atomics are
+// async-signal-safe (a volatile sig_atomic_t would be too, but cannot do the compare-exchange that
+// keeps the first signal's number).
 std::atomic<int> g_signal{0};
 std::atomic<bool> g_installed{false};
 std::atomic<bool> g_exit_before_training{false};
