@@ -71,9 +71,13 @@ std::string first_config_difference(const std::string& mine, const std::string& 
   }
 }
 
-void check_same_config_everywhere(const comm::Comm& world, comm::Watchdog* wd, const Config& cfg,
-                                  const std::string& resume) {
-  const std::string mine = to_yaml(cfg) + "--resume: " + resume + "\n";
+void check_same_config_everywhere(const Config& cfg, const std::string& resume,
+                                  const comm::Comm& world, comm::Watchdog* wd) {
+  // Paths aside: a node may see the same file under another path (data staged to node-local
+  // scratch), and only rank 0 writes run.out_dir. Each rank checks the files it opens.
+  Config c = cfg;
+  c.run.out_dir = c.checkpoint.dir = c.data.path = c.parallel.expert_placement = "";
+  const std::string mine = to_yaml(c) + "--resume: " + resume + "\n";
   std::string root = mine;
   int64_t size = static_cast<int64_t>(root.size());
   comm::broadcast(std::span<int64_t>(&size, 1), 0, world, wd, "rank 0's config size");

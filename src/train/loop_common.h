@@ -71,10 +71,11 @@ void maybe_inject_fault(int world_rank, int64_t step);
 
 // Collective, first thing in a run: every rank's resolved config and --resume must be rank 0's
 // (a config file or --set that differs between nodes trained from other weights, or crashed in a
-// collective of other sizes). UsageError from the first rank that differs (agree_on_usage),
-// naming the first key that differs and both values.
-void check_same_config_everywhere(const comm::Comm& world, comm::Watchdog* wd, const Config& cfg,
-                                  const std::string& resume);
+// collective of other sizes), paths aside (run.out_dir, checkpoint.dir, data.path,
+// parallel.expert_placement: a node may see a file under another path). UsageError from the
+// first rank that differs (agree_on_usage), naming the first key that differs and both values.
+void check_same_config_everywhere(const Config& cfg, const std::string& resume,
+                                  const comm::Comm& world, comm::Watchdog* wd);
 // "parallel.ep is '2' here and '1' on rank 0" for the first line of `mine` (to_yaml text) that is
 // not `root`'s; "" when they are the same.
 std::string first_config_difference(const std::string& mine, const std::string& root);

@@ -92,7 +92,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   // before any allocation or output.
   TokenSource data;
   std::shared_ptr<const ExpertPlacement> placement;
-  check_same_config_everywhere(rt.world, wd, cfg, options.resume);
+  check_same_config_everywhere(cfg, options.resume, rt.world, wd);
   const MemoryBudget memory = host_memory_budget(rt.world);
   agree_on_usage(rt.world, wd, [&] {
     comm::validate_layout(rt.world.size(), static_cast<int>(cfg.parallel.tp),

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <utility>
@@ -64,6 +65,13 @@ TEST_F(Launch, LayoutThatDoesNotFitIsOneMessageAndExitTwo) {
     EXPECT_NE(r.output.find(key), std::string::npos) << r.output;
     EXPECT_EQ(r.output.find("step "), std::string::npos) << "no work before the check";
   }
+  // Paths aside: a node may see the same data under another path (staged to local scratch), and
+  // only rank 0 writes run.out_dir.
+  std::filesystem::copy_file(dir_.file("t.h5"), dir_.file("staged.h5"));
+  const std::string each = train("--set train.steps=2");
+  const auto r = run_command(mpirun(1) + each + " : -np 1 " + each + " --set data.path=" +
+                             dir_.file("staged.h5") + " --set run.out_dir=" + dir_.file("other"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 // The validation split's micro-batches shared by more ranks than it fills: 5 windows of 33 tokens
