@@ -564,7 +564,13 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   if (!in) throw UsageError("config file '" + path + "' cannot be read");
   const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   if (in.bad()) throw UsageError("config file '" + path + "' cannot be read");
-  return parse_config(text, overrides, path);
+  Config cfg = parse_config(text, overrides, path);
+  try {
+    validate_run_bounds(cfg);
+  } catch (const UsageError& e) {
+    throw UsageError(path + ": " + e.what());
+  }
+  return cfg;
 }
 
 std::string to_yaml(const Config& cfg) {

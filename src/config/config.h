@@ -150,13 +150,19 @@ struct Config {
 // Relative data.path is taken relative to the current directory (as a user typed it).
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
-// Same, from YAML text (tests; `source_name` is used in messages instead of a file name).
+// Same, from YAML text (tests, and a checkpoint's stored config; `source_name` is used in messages
+// instead of a file name). Without validate_run_bounds: a stored config need not meet them.
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {},
                     const std::string& source_name = "<config>");
 
 // Validation of a Config built in code (load/parse call it). Checks single-process invariants
 // (the world size is checked by the parallel layout code).
 void validate_config(const Config& cfg);
+// Bounds on how a run runs, not on what its model is (run.name stays under runs/,
+// eval.sample_tokens at most 100000): load_config checks them for the config a command starts
+// from; a checkpoint's stored config, from an earlier version, need not meet them (its model still
+// loads for sample and ckpt export).
+void validate_run_bounds(const Config& cfg);
 
 // `moe.route_groups: nodes` resolved for an expert layout that spans `nodes` nodes: a copy with
 // route_groups = nodes, checked by the rules of a numeric one (UsageError naming the keys and the

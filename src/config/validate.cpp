@@ -81,6 +81,21 @@ Config resolve_a2a(const Config& cfg, bool spans_nodes) {
   return out;
 }
 
+void validate_run_bounds(const Config& cfg) {
+  const std::string& name = cfg.run.name;
+  // The default run.out_dir is runs/<name>: a name may nest (a/b) but not leave runs/.
+  if (!name.empty() &&
+      (name.front() == '/' || ("/" + name + "/").find("/../") != std::string::npos))
+    bad("run.name", "'" + name + "'",
+        "a name that stays under runs/ (no leading '/', no '..'); run.out_dir says where a run "
+        "goes");
+  // A look at the model at each evaluation, drawn by rank 0 while the others wait: a bound
+  // (`switchyard sample` generates more).
+  if (cfg.eval.sample_tokens > 100000)
+    bad("eval.sample_tokens", str(cfg.eval.sample_tokens),
+        "at most 100000 (switchyard sample --tokens generates longer texts)");
+}
+
 void validate_config(const Config& cfg) {
   const auto& run = cfg.run;
   const auto& m = cfg.model;
@@ -89,11 +104,6 @@ void validate_config(const Config& cfg) {
   const auto& tr = cfg.train;
 
   if (run.name.empty()) bad("run.name", "''", "a non-empty name");
-  // The default run.out_dir is runs/<name>: a name may nest (a/b) but not leave runs/.
-  if (run.name.front() == '/' || ("/" + run.name + "/").find("/../") != std::string::npos)
-    bad("run.name", "'" + run.name + "'",
-        "a name that stays under runs/ (no leading '/', no '..'); run.out_dir says where a run "
-        "goes");
 
   // Token ids are int32 in memory: the vocabulary must fit.
   at_least("model.vocab_size", m.vocab_size, 2);
@@ -150,11 +160,6 @@ void validate_config(const Config& cfg) {
   at_least("eval.every", cfg.eval.every, 0);
   at_least("eval.sequences", cfg.eval.sequences, 1);
   at_least("eval.sample_tokens", cfg.eval.sample_tokens, 0);
-  // A look at the model at each evaluation, drawn by rank 0 while the others wait: a bound
-  // (`switchyard sample` generates more).
-  if (cfg.eval.sample_tokens > 100000)
-    bad("eval.sample_tokens", str(cfg.eval.sample_tokens),
-        "at most 100000 (switchyard sample --tokens generates longer texts)");
   at_least("checkpoint.every", cfg.checkpoint.every, 0);
   at_least("checkpoint.keep", cfg.checkpoint.keep, 1);
   at_least("log.every", cfg.log.every, 1);

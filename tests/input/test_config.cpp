@@ -449,13 +449,8 @@ TEST(Config, RangeBoundsAreAcceptedExactlyAndRefusedOnePast) {
       {"parallel.ranks_per_node=4294967297", "parallel.ranks_per_node"},
       {"parallel.ranks_per_node=9223372036854775807", "parallel.ranks_per_node"},
       {"parallel.tp=2147483648", "parallel.tp"},
-      // Rank 0 drew the sample while the others waited, SIGTERM unheard (1e9 ran for minutes).
-      {"eval.sample_tokens=100001", "eval.sample_tokens"},
       // Infinite in fp32: exit 3 at step 1 for a config error.
       {"moe.gate_scale=1e300", "moe.gate_scale"},
-      // runs/<name> outside runs/.
-      {"run.name=../../escape", "run.name"},
-      {"run.name=/abs/path", "run.name"},
   };
   for (const auto& [set, key] : past)
     expect_usage_error([&] { parse_config(kMinimal, {set}, "base.yaml"); }, {key + ": got "}, set);
@@ -464,6 +459,25 @@ TEST(Config, RangeBoundsAreAcceptedExactlyAndRefusedOnePast) {
         parse_config(kMinimal, {"moe.num_experts=65", "moe.route_groups=65", "moe.top_k=1"});
       },
       {"moe.route_groups: got 65", "at most 64"}, "65 groups");
+}
+
+// How a run runs, not what its model is: refused for the config a command starts from
+// (load_config), not for a checkpoint's stored config, which parse_config reads (a checkpoint of
+// an earlier version with run.name ../x or a large eval.sample_tokens still samples and exports).
+TEST(Config, RunBoundsAreTheStartingConfigsOnly) {
+  test::TempDir dir;
+  const std::string file = dir.file("c.yaml");
+  std::ofstream(file) << kMinimal;
+  for (const auto& [set, key] : std::vector<std::pair<std::string, std::string>>{
+           // Rank 0 drew the sample while the others waited, SIGTERM unheard (1e9 ran minutes).
+           {"eval.sample_tokens=100001", "eval.sample_tokens"},
+           // runs/<name> outside runs/.
+           {"run.name=../../escape", "run.name"},
+           {"run.name=/abs/path", "run.name"}}) {
+    expect_usage_error([&] { load_config(file, {set}); }, {file, key + ": got "}, set);
+    EXPECT_NO_THROW(parse_config(kMinimal, {set}, "a stored config")) << set;
+  }
+  EXPECT_NO_THROW(load_config(file, {"eval.sample_tokens=100000", "run.name=sweeps/lr1"}));
 }
 
 TEST(Config, SigmoidScoringHasNoZLossByDefault) {
