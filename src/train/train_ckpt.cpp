@@ -314,7 +314,9 @@ void CheckpointCadence::save(int64_t done, TrainSummary& summary, std::ostream& 
   const ckpt::SaveResult r = save_(done);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  summary.checkpoints_written.push_back(r.path);
+  // Written again at the end (a signal in the last step): one file, counted once.
+  if (summary.checkpoints_written.empty() || summary.checkpoints_written.back() != r.path)
+    summary.checkpoints_written.push_back(r.path);
   saved_step_ = done;
   // Its size and what writing it cost: a large model's checkpoint is the step's longest pause.
   std::error_code ec;

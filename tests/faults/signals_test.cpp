@@ -93,6 +93,8 @@ TEST_F(FaultTest, SignalInTheLastStepFinishesWithTheFinalEvaluation) {
   EXPECT_EQ(code, 0) << log;
   EXPECT_NE(log.find("in the last step: checkpoint written; finishing the run"), std::string::npos)
       << log;
+  // Step 5's and step 10's (written twice, counted once).
+  EXPECT_NE(log.find("| 2 checkpoint(s) written |"), std::string::npos) << log;
   EXPECT_NE(read_file(out + "/metrics.jsonl").find("{\"step\":10,\"val_loss\":"), std::string::npos)
       << read_file(out + "/metrics.jsonl");
   EXPECT_EQ(latest_of(out + "/checkpoints"), "step_00000010.h5");
