@@ -49,9 +49,10 @@ struct Slab {
 
   // The local elements [first, first + n) (row-major in the local buffer) as regular hyperslabs
   // of the same global tensor, in local order, so that their numel() add up to n and their
-  // elements follow each other in the buffer. At most three per dimension: where the range begins
-  // or ends inside a row it is cut there, and along one dimension at the ends of this slab's
-  // blocks. A ZeRO-1 chunk of a parameter's moments, written and read where it lies.
+  // elements follow each other in the buffer. At most 3 (2 nd - 1): the range is at most 2 nd - 1
+  // boxes of the local shape (cut where it begins or ends inside a row, a plane, ...), and each
+  // box at most three pieces along the dimension it spans in part (a partial block, whole blocks,
+  // a partial block). A ZeRO-1 chunk of a parameter's moments, written and read where it lies.
   std::vector<Slab> sub_slabs(int64_t first, int64_t n) const {
     if (n <= 0) return {};
     if (first == 0 && n == numel()) return {*this};

@@ -372,8 +372,9 @@ TEST_F(Reshard, CheckpointOfOneLayoutResumesUnderOthers) {
 // back the same way. ZeRO-1 on or off computes the same bits, so the step-10 checkpoints of the
 // same layout with it on and off must be the same tensors bit for bit -- moments included --
 // under layouts whose chunks cut tensors mid-row: a tp-replicated tensor written by one tp rank,
-// tp-sharded wqkv (blocks with gaps), experts over edp; and an expert placement. The ZeRO-1
-// file, resumed with ZeRO-1 on another layout, continues as the uninterrupted run.
+// tp-sharded wqkv (blocks with gaps), experts over edp. The ZeRO-1 file, resumed with ZeRO-1 on
+// another layout, continues as the uninterrupted run. (Chunks across several parts of a tensor
+// and several runs per part, as an expert placement and many buckets give: test_training_refs.)
 TEST_F(Reshard, Zero1WritesTheSameCheckpointWithoutGatheringTheMoments) {
   const int rank = world_rank();
   auto dir = std::make_unique<test::TempDir>();
@@ -408,7 +409,8 @@ TEST_F(Reshard, Zero1WritesTheSameCheckpointWithoutGatheringTheMoments) {
     o.resume = resume;
     return test::train_on_first(ranks, cfg, o);
   };
-  // (dp=2, tp=2, ep=2) on 8 ranks: edp 4 over 3 experts per EP rank; (tp=2, ep=2) on 4.
+  // (dp=4, tp=2, ep=2) on 8 ranks: edp 4 over 3 experts per EP rank; (dp=2, tp=2, ep=2) on 4;
+  // (dp=4, ep=2, etp=2) on 4.
   const std::vector<std::pair<int, std::vector<std::string>>> layouts = {
       {8, {"parallel.tp=2", "parallel.ep=2"}},
       {4, {"parallel.tp=2", "parallel.ep=2"}},
