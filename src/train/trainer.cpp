@@ -266,7 +266,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
         const std::string saved = ckpts.before_stopping(done, summary, log);
         throw Error(e.code(),
                     std::string(e.what()) + ". Step " + std::to_string(done) + " is in " + saved +
-                        ": free some space in run.out_dir and continue with --resume auto",
+                        ": once run.out_dir can take the file, continue with --resume auto",
                     e.quiet());
       }
       rec.peak_mem_bytes = max_over_ranks(g.world(), peak_rss_bytes(), wd);  // a high-water mark
