@@ -411,7 +411,7 @@ std::vector<std::string> diverged_replicas(const comm::ProcessGroups& g, const P
 
 std::optional<MetricsWriter> open_run_outputs(const Config& cfg, const comm::Comm& world,
                                               comm::Watchdog* wd, bool rank0, bool resumed,
-                                              int64_t resume_step) {
+                                              int64_t resume_step, std::ostream& log) {
   namespace fs = std::filesystem;
   std::optional<MetricsWriter> metrics;
   agree_on_usage(world, wd, [&] {
@@ -428,6 +428,12 @@ std::optional<MetricsWriter> open_run_outputs(const Config& cfg, const comm::Com
       if (resumed) {
         metrics.emplace(path, resume_step);
       } else {
+        // A fresh run in a directory an earlier one logged to: its lines are kept once, as .prev
+        // (said: a second fresh run replaces that copy).
+        if (fs::exists(path))
+          log << "note: " << path << " of an earlier run in run.out_dir is kept as " << path
+              << ".prev" << (fs::exists(path + ".prev") ? " (replacing the one before it)" : "")
+              << "\n";
         metrics.emplace(path, false);
       }
     } catch (const Error&) {

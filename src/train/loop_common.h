@@ -216,10 +216,11 @@ void log_run_header(const Config& cfg, const TokenSource& data, const comm::Layo
 // when resuming at resume_step > 0, the old one without the lines of the steps redone.
 // Collective (agree_on_usage): a file rank 0 cannot write (a full disk, no permission) ends every
 // rank with rank 0's message, where rank 0 alone used to leave while the others waited in their
-// next collective.
+// next collective. A fresh run's predecessor's metrics.jsonl becomes metrics.jsonl.prev, said in
+// `log`.
 std::optional<MetricsWriter> open_run_outputs(const Config& cfg, const comm::Comm& world,
                                               comm::Watchdog* wd, bool rank0, bool resumed,
-                                              int64_t resume_step);
+                                              int64_t resume_step, std::ostream& log);
 
 // The bookkeeping of a run's steps, the same for both loops: the summary (first step, losses,
 // validation losses), a progress line and metrics line every log.every steps and at the last

@@ -300,7 +300,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
 
   const int64_t val_windows = eval_windows(cfg, data);
   std::optional<MetricsWriter> metrics =
-      open_run_outputs(cfg, g.world(), wd, rank0, resumed.resumed, first_step);
+      open_run_outputs(cfg, g.world(), wd, rank0, resumed.resumed, first_step, log);
   const StepFlops flops = step_flops(cfg);
   std::ostringstream device_line;
   device_line << "device: cuda (" << to_string(cfg.train.precision) << "), " << lay.world_size

@@ -180,7 +180,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
 
   const int64_t val_windows = eval_windows(cfg, data);
   std::optional<MetricsWriter> metrics =
-      open_run_outputs(cfg, rt.world, wd, rank0, resumed.resumed, first_step);
+      open_run_outputs(cfg, rt.world, wd, rank0, resumed.resumed, first_step, log);
   const StepFlops flops = step_flops(cfg);
   log_run_header(cfg, data, lay,
                  rt.exchange ? "expert all-to-all: " + rt.exchange->describe() + "\n" : "",

@@ -111,6 +111,24 @@ TEST(TrainSummaryLine, NamesTheLastStepsLossOnlyWhenAStepRan) {
       << long_path.str();
 }
 
+// A fresh run in a run.out_dir an earlier run logged to keeps that metrics.jsonl once, as .prev,
+// and says so (it moved without a word, and a third run replaced the copy; found by QA).
+TEST_F(TrainTest, AFreshRunSaysWhereTheEarlierMetricsWent) {
+  const Config cfg = tiny("again", {"train.steps=1", "eval.sequences=2"});
+  const std::string metrics = cfg.run.out_dir + "/metrics.jsonl";
+  std::ostringstream first, second, third;
+  train(cfg, first);
+  EXPECT_EQ(first.str().find(".prev"), std::string::npos) << first.str();
+  train(cfg, second);
+  EXPECT_NE(second.str().find("note: " + metrics + " of an earlier run in run.out_dir is kept as " +
+                              metrics + ".prev\n"),
+            std::string::npos)
+      << second.str();
+  train(cfg, third);
+  EXPECT_NE(third.str().find(".prev (replacing the one before it)"), std::string::npos)
+      << third.str();
+}
+
 TEST_F(TrainTest, SameSeedGivesBitwiseIdenticalMetrics) {
   std::ostringstream log;
   const std::vector<std::string> short_run = {"train.steps=6", "eval.every=3", "log.every=1"};
