@@ -60,17 +60,26 @@ TEST_F(FaultTest, SignalBeforeTrainingStartsExits76WithoutCheckpoint) {
   EXPECT_FALSE(std::filesystem::exists(out + "/checkpoints/latest")) << log;
 }
 
+// `command` run with rank 0 held (SIGSTOP) where SWITCHYARD_CKPT_FAULT=0:<fault> says ("end:stop",
+// "stop_check:stop:10"), then sent SIGUSR1 and woken: its exit code (-2 when rank 0 never
+// stopped there) and output.
+std::pair<int, std::string> usr1_while_held(const std::string& fault, const std::string& command,
+                                            const std::string& log_path) {
+  Process job("env SWITCHYARD_CKPT_FAULT=0:" + fault + " " + command, log_path);
+  const pid_t rank0 = job.rank_pid(0);
+  if (rank0 <= 0 || !wait_stopped(rank0)) return {-2, job.output()};
+  ::kill(rank0, SIGUSR1);
+  ::kill(rank0, SIGCONT);
+  const int code = job.wait(120);
+  return {code, job.output()};
+}
+
 // The last step and the final checkpoint are done when SIGUSR1 comes: the run has finished.
 TEST_F(FaultTest, SignalAfterTheFinalCheckpointExits0) {
   const std::string out = path("run");
-  Process job("env SWITCHYARD_CKPT_FAULT=0:end:stop " + mpirun_command(2) + train(out, 10),
-              path("log"));
-  const pid_t rank0 = job.rank_pid(0);
-  ASSERT_GT(rank0, 0) << job.output();
-  ASSERT_TRUE(wait_stopped(rank0)) << job.output();
-  ::kill(rank0, SIGUSR1);
-  ::kill(rank0, SIGCONT);
-  EXPECT_EQ(job.wait(120), 0) << job.output();
+  const auto [code, log] =
+      usr1_while_held("end:stop", mpirun_command(2) + train(out, 10), path("log"));
+  EXPECT_EQ(code, 0) << log;
   EXPECT_EQ(latest_of(out + "/checkpoints"), "step_00000010.h5");
 }
 
@@ -80,16 +89,8 @@ TEST_F(FaultTest, SignalAfterTheFinalCheckpointExits0) {
 // final val_loss was never computed.
 TEST_F(FaultTest, SignalInTheLastStepFinishesWithTheFinalEvaluation) {
   const std::string out = path("run");
-  Process job(
-      "env SWITCHYARD_CKPT_FAULT=0:stop_check:stop:10 " + mpirun_command(2) + train(out, 10),
-      path("log"));
-  const pid_t rank0 = job.rank_pid(0);
-  ASSERT_GT(rank0, 0) << job.output();
-  ASSERT_TRUE(wait_stopped(rank0)) << job.output();
-  ::kill(rank0, SIGUSR1);
-  ::kill(rank0, SIGCONT);
-  const int code = job.wait(120);
-  const std::string log = job.output();
+  const auto [code, log] =
+      usr1_while_held("stop_check:stop:10", mpirun_command(2) + train(out, 10), path("log"));
   EXPECT_EQ(code, 0) << log;
   EXPECT_NE(log.find("in the last step: checkpoint written; finishing the run"), std::string::npos)
       << log;

@@ -306,6 +306,22 @@ TEST_F(Resume, ResumeAutoRefusesWhenTheEarlierCheckpointsAreElsewhere) {
   EXPECT_TRUE(fs::exists(metrics + ".prev"));
 }
 
+// Rank 0 writes licenses.h5 into its `dir`; every rank gets that directory's path (one host).
+std::string licences_of_rank0(const test::TempDir& dir) {
+  std::vector<char> buf(4096, '\0');
+  if (world_rank() == 0) {
+    PrepareOptions opt;
+    for (const auto& e : fs::directory_iterator("/usr/share/common-licenses"))
+      if (e.is_regular_file() && !e.is_symlink()) opt.inputs.push_back(e.path().string());
+    opt.output = dir.file("licenses.h5");
+    prepare_token_file(opt);
+    const std::string root = dir.path().string();
+    std::copy(root.begin(), root.end(), buf.begin());
+  }
+  MPI_Bcast(buf.data(), static_cast<int>(buf.size()), MPI_CHAR, 0, MPI_COMM_WORLD);
+  return buf.data();
+}
+
 // In the np=8 instance: the run and its checkpoints on 2 ranks (dp=2, ep=2), then resumes from
 // its step-10 checkpoint on 2 ranks at (tp=2), on 1 rank, and on 2 ranks with ZeRO-1 (dp=2).
 class Reshard : public ::testing::Test {
@@ -318,18 +334,7 @@ class Reshard : public ::testing::Test {
 TEST_F(Reshard, CheckpointOfOneLayoutResumesUnderOthers) {
   const int rank = world_rank();
   auto dir = std::make_unique<test::TempDir>();
-  std::vector<char> buf(4096, '\0');
-  if (rank == 0) {
-    PrepareOptions opt;
-    for (const auto& e : fs::directory_iterator("/usr/share/common-licenses"))
-      if (e.is_regular_file() && !e.is_symlink()) opt.inputs.push_back(e.path().string());
-    opt.output = dir->file("licenses.h5");
-    prepare_token_file(opt);
-    const std::string root = dir->path().string();
-    std::copy(root.begin(), root.end(), buf.begin());
-  }
-  MPI_Bcast(buf.data(), static_cast<int>(buf.size()), MPI_CHAR, 0, MPI_COMM_WORLD);
-  const std::string root = buf.data();  // rank 0's directory, shared by every rank (one host)
+  const std::string root = licences_of_rank0(*dir);
   auto config = [&](const std::string& run, std::vector<std::string> set) {
     std::vector<std::string> o = {"data.path=" + root + "/licenses.h5",
                                   "run.out_dir=" + root + "/" + run,
@@ -378,18 +383,7 @@ TEST_F(Reshard, CheckpointOfOneLayoutResumesUnderOthers) {
 TEST_F(Reshard, Zero1WritesTheSameCheckpointWithoutGatheringTheMoments) {
   const int rank = world_rank();
   auto dir = std::make_unique<test::TempDir>();
-  std::vector<char> buf(4096, '\0');
-  if (rank == 0) {
-    PrepareOptions opt;
-    for (const auto& e : fs::directory_iterator("/usr/share/common-licenses"))
-      if (e.is_regular_file() && !e.is_symlink()) opt.inputs.push_back(e.path().string());
-    opt.output = dir->file("licenses.h5");
-    prepare_token_file(opt);
-    const std::string root = dir->path().string();
-    std::copy(root.begin(), root.end(), buf.begin());
-  }
-  MPI_Bcast(buf.data(), static_cast<int>(buf.size()), MPI_CHAR, 0, MPI_COMM_WORLD);
-  const std::string root = buf.data();
+  const std::string root = licences_of_rank0(*dir);
   auto config = [&](const std::string& run, int steps, std::vector<std::string> set) {
     std::vector<std::string> o = {"data.path=" + root + "/licenses.h5",
                                   "run.out_dir=" + root + "/" + run,
