@@ -68,7 +68,8 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
       ->add_option("--val-fraction", opt->val_fraction,
                    "Fraction of each input (its end) held out for validation (above 0: `train` "
                    "needs a validation split)")
-      ->check(number_in(0.0, 0.9, "[0, 0.9]"))
+      // Shown as (0, 0.9]: 0 passes here only to be refused with its reason (no /val to train).
+      ->check(number_in(0.0, 0.9, "(0, 0.9]"))
       ->capture_default_str();
   prepare
       ->add_option("--tokenizer", opt->tokenizer,

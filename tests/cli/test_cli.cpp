@@ -95,7 +95,7 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
            {"bench train" + tiny + " --steps 99999999999999999999",
             "--steps: expected an integer in [-2^63, 2^63)"},
            {"data prepare --input a.txt --output b.h5 --val-fraction 0.95",
-            "--val-fraction: expected a number in [0, 0.9], got '0.95'"},
+            "--val-fraction: expected a number in (0, 0.9], got '0.95'"},
            {"bench a2a --skew 0,nan", "--skew: expected a number >= 0, got 'nan'"},
            // nan turned the watchdog off without a word; -1 as well
            {"bench a2a --timeout nan", "--timeout: expected a number >= 0, got 'nan'"},
