@@ -17,12 +17,12 @@
 #include <filesystem>
 #include <fstream>
 #include <ostream>
-#include <sstream>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "src/bench/train_bench_steps.h"
+#include "src/ckpt/compat.h"
 #include "src/core/error.h"
 #include "src/data/loader.h"
 #include "src/data/tokens.h"
@@ -236,20 +236,12 @@ TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt
 }
 
 std::string unused_parallel_keys(const Config& cfg) {
-  // to_yaml writes every key in one order, so the lines that differ from the defaults' are the
-  // parallel.* keys the config sets ("  ep: 2").
+  // The config against itself with parallel.* at the defaults: the keys that differ are those.
   Config one_rank = cfg;
   one_rank.parallel = ParallelConfig{};
-  std::istringstream set(to_yaml(cfg)), defaults(to_yaml(one_rank));
-  std::string a, b, out;
-  while (std::getline(set, a) && std::getline(defaults, b)) {
-    if (a == b) continue;
-    const size_t key = a.find_first_not_of(' ');
-    const size_t colon = a.find(": ", key);
-    if (key == std::string::npos || colon == std::string::npos) continue;
-    out += (out.empty() ? "parallel." : ", parallel.") + a.substr(key, colon - key) + "=" +
-           a.substr(colon + 2);
-  }
+  std::string out;
+  for (const ckpt::ConfigChange& c : ckpt::changed_keys(to_yaml(one_rank), to_yaml(cfg)))
+    out += (out.empty() ? "" : ", ") + c.key + "=" + c.new_value;
   return out;
 }
 

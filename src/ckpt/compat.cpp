@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <map>
+#include <utility>
 
 #include "src/core/error.h"
 
@@ -50,8 +51,8 @@ const std::vector<std::string>& model_shape_keys() {
   return keys;
 }
 
-ConfigDiff diff_configs(const std::string& checkpoint_yaml, const std::string& new_yaml) {
-  const auto a = flat(checkpoint_yaml, "the checkpoint's config");
+std::vector<ConfigChange> changed_keys(const std::string& old_yaml, const std::string& new_yaml) {
+  const auto a = flat(old_yaml, "the checkpoint's config");
   const auto b = flat(new_yaml, "the new config");
   std::map<std::string, std::pair<std::string, std::string>> keys;
   for (const auto& [k, v] : a) keys[k] = {v, "(absent)"};
@@ -59,15 +60,21 @@ ConfigDiff diff_configs(const std::string& checkpoint_yaml, const std::string& n
     auto [it, fresh] = keys.emplace(k, std::pair<std::string, std::string>{"(absent)", v});
     if (!fresh) it->second.second = v;
   }
+  std::vector<ConfigChange> out;
+  for (const auto& [k, v] : keys)
+    if (v.first != v.second) out.push_back({k, v.first, v.second});
+  return out;
+}
+
+ConfigDiff diff_configs(const std::string& checkpoint_yaml, const std::string& new_yaml) {
   ConfigDiff diff;
   const auto& shape_keys = model_shape_keys();
-  for (const auto& [k, v] : keys) {
-    if (v.first == v.second) continue;
+  for (ConfigChange& c : changed_keys(checkpoint_yaml, new_yaml)) {
     // Checkpoints written before runs resolved it store `a2a: auto`: whatever this run resolves
     // it to is no change the user made.
-    if (k == "parallel.a2a" && v.first == "auto") continue;
-    const bool shape = std::find(shape_keys.begin(), shape_keys.end(), k) != shape_keys.end();
-    (shape ? diff.incompatible : diff.compatible).push_back({k, v.first, v.second});
+    if (c.key == "parallel.a2a" && c.old_value == "auto") continue;
+    const bool shape = std::find(shape_keys.begin(), shape_keys.end(), c.key) != shape_keys.end();
+    (shape ? diff.incompatible : diff.compatible).push_back(std::move(c));
   }
   return diff;
 }

@@ -20,6 +20,12 @@ struct ConfigDiff {
   std::vector<ConfigChange> compatible;    // every other key that differs
 };
 
+// Every scalar leaf ("section.key") whose value differs between two YAML texts, by key in
+// alphabetical order, with both values ("(absent)" where a text lacks the key), no key exempted.
+// Throws UsageError when either is not YAML. What diff_configs, the trainer's same-config check
+// and bench train's unused parallel.* keys compare by.
+std::vector<ConfigChange> changed_keys(const std::string& old_yaml, const std::string& new_yaml);
+
 // model.vocab_size, model.d_model, model.n_layers, model.n_heads, model.tie_embeddings,
 // moe.num_experts, moe.ffn_hidden, moe.shared_experts.
 const std::vector<std::string>& model_shape_keys();

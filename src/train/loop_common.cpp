@@ -13,8 +13,11 @@
 #include <stdexcept>
 #include <thread>
 
+#include <yaml-cpp/yaml.h>
+
 #include "comm/alltoall.h"
 #include "comm/collectives.h"
+#include "src/ckpt/compat.h"
 #include "src/core/durable_file.h"
 #include "src/core/run_files.h"
 #include "src/data/loader.h"
@@ -37,38 +40,10 @@ void maybe_inject_fault(int world_rank, int64_t step) {
 }
 
 std::string first_config_difference(const std::string& mine, const std::string& root) {
-  // The value of a "key: value" line, quoted ("(nothing)" for a section's line).
-  const auto value = [](const std::string& line) {
-    const size_t c = line.find(": ");
-    std::string v = "'";
-    if (c == std::string::npos) return std::string("(nothing)");
-    v.append(line, c + 2, std::string::npos);
-    return v.append("'");
-  };
-  std::istringstream a(mine), b(root);
-  std::string la, lb, section;
-  while (true) {
-    const bool more_a = static_cast<bool>(std::getline(a, la));
-    const bool more_b = static_cast<bool>(std::getline(b, lb));
-    if (!more_a && !more_b) return "";
-    if (!more_a || !more_b) return "the config (another number of lines)";
-    const size_t first = la.find_first_not_of(' '), colon = la.find(':');
-    if (first == std::string::npos || colon == std::string::npos || colon < first) {
-      if (la == lb) continue;
-      return "the config ('" + la + "')";
-    }
-    const bool top = first == 0;
-    std::string key = top ? std::string() : section;
-    key.append(la, first, colon - first);
-    if (top && colon + 1 == la.size()) {  // "parallel:" opens a section
-      section = key;
-      section += '.';
-    }
-    if (la == lb) continue;
-    std::string out = key;
-    out.append(" is ").append(value(la)).append(" here and ").append(value(lb));
-    return out.append(" on rank 0");
-  }
+  const std::vector<ckpt::ConfigChange> changes = ckpt::changed_keys(root, mine);
+  if (changes.empty()) return "";
+  const ckpt::ConfigChange& c = changes.front();
+  return c.key + " is '" + c.new_value + "' here and '" + c.old_value + "' on rank 0";
 }
 
 void check_same_config_everywhere(const Config& cfg, const std::string& resume,
@@ -77,7 +52,11 @@ void check_same_config_everywhere(const Config& cfg, const std::string& resume,
   // scratch), and only rank 0 writes run.out_dir. Each rank checks the files it opens.
   Config c = cfg;
   c.run.out_dir = c.checkpoint.dir = c.data.path = c.parallel.expert_placement = "";
-  const std::string mine = to_yaml(c) + "--resume: " + resume + "\n";
+  YAML::Node node = YAML::Load(to_yaml(c));
+  node["--resume"] = resume;  // a key of its own, quoted by the emitter as it needs
+  YAML::Emitter text;
+  text << node;
+  const std::string mine = text.c_str();
   std::string root = mine;
   int64_t size = static_cast<int64_t>(root.size());
   comm::broadcast(std::span<int64_t>(&size, 1), 0, world, wd, "rank 0's config size");

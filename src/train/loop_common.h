@@ -76,8 +76,8 @@ void maybe_inject_fault(int world_rank, int64_t step);
 // first rank that differs (agree_on_usage), naming the first key that differs and both values.
 void check_same_config_everywhere(const Config& cfg, const std::string& resume,
                                   const comm::Comm& world, comm::Watchdog* wd);
-// "parallel.ep is '2' here and '1' on rank 0" for the first line of `mine` (to_yaml text) that is
-// not `root`'s; "" when they are the same.
+// "parallel.ep is '2' here and '1' on rank 0" for the first key (ckpt::changed_keys' order) whose
+// value in the YAML text `mine` is not the one in `root`; "" when none differs.
 std::string first_config_difference(const std::string& mine, const std::string& root);
 
 // Seconds on the steady clock since t0 (step times, the run's wall time).
