@@ -160,7 +160,16 @@ SY_INSTANTIATE(double)
 SY_INSTANTIATE(int64_t)
 SY_INSTANTIATE(int32_t)
 #undef SY_INSTANTIATE
-// Text (a config, a path) sent as it is.
 template void broadcast<char>(std::span<char>, int, const Comm&, Watchdog*, const char*);
+
+std::string broadcast_string(const std::string& text, int root, const Comm& comm,
+                             Watchdog* watchdog, const char* what) {
+  std::string out = comm.rank() == root ? text : std::string();
+  int64_t size = static_cast<int64_t>(out.size());
+  broadcast(std::span<int64_t>(&size, 1), root, comm, watchdog, what);
+  out.resize(static_cast<size_t>(size));
+  broadcast(std::span<char>(out.data(), out.size()), root, comm, watchdog, what);
+  return out;
+}
 
 }  // namespace sy::comm

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 
 #include "comm/mpi.h"
 
@@ -52,5 +53,10 @@ void reduce_scatter_v(std::span<const T> all, std::span<T> mine, std::span<const
 // data (=) root's data on every rank.
 template <class T>
 void broadcast(std::span<T> data, int root, const Comm& comm, Watchdog* watchdog, const char* what);
+
+// root's `text` (a config, a path, packed state) on every rank: its size, then its bytes. The
+// other ranks' `text` is not read.
+std::string broadcast_string(const std::string& text, int root, const Comm& comm,
+                             Watchdog* watchdog, const char* what);
 
 }  // namespace sy::comm

@@ -82,7 +82,8 @@ Comm::~Comm() {
 Comm::Comm(Comm&& other) noexcept
     : comm_(std::exchange(other.comm_, MPI_COMM_NULL)),
       rank_(std::exchange(other.rank_, -1)),
-      size_(std::exchange(other.size_, 0)) {}
+      size_(std::exchange(other.size_, 0)),
+      borrowed_(std::exchange(other.borrowed_, false)) {}
 
 Comm& Comm::operator=(Comm&& other) noexcept {
   if (this != &other) {
@@ -90,6 +91,7 @@ Comm& Comm::operator=(Comm&& other) noexcept {
     comm_ = std::exchange(other.comm_, MPI_COMM_NULL);
     rank_ = std::exchange(other.rank_, -1);
     size_ = std::exchange(other.size_, 0);
+    borrowed_ = std::exchange(other.borrowed_, false);
   }
   return *this;
 }
@@ -98,16 +100,27 @@ void Comm::reset() noexcept {
   // A destructor cannot throw; after MPI_Finalize there is nothing left to free.
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (owned(comm_) && !finalized) MPI_Comm_free(&comm_);
+  if (owned(comm_) && !borrowed_ && !finalized) MPI_Comm_free(&comm_);
   comm_ = MPI_COMM_NULL;
   rank_ = -1;
   size_ = 0;
+  borrowed_ = false;
 }
 
 Comm Comm::dup(MPI_Comm parent) {
   MPI_Comm out = MPI_COMM_NULL;
   MPI_CHECK(MPI_Comm_dup(parent, &out));
   return Comm(out);
+}
+
+Comm Comm::borrow(MPI_Comm comm) {
+  Comm view;
+  view.comm_ = comm;
+  view.borrowed_ = true;
+  if (comm == MPI_COMM_NULL) return view;
+  MPI_CHECK(MPI_Comm_rank(comm, &view.rank_));
+  MPI_CHECK(MPI_Comm_size(comm, &view.size_));
+  return view;
 }
 
 RowType::RowType(long long width, MPI_Datatype elem) {

@@ -49,7 +49,7 @@ class MpiSession {
 };
 
 // Owner of one communicator. Frees it on destruction unless it is MPI_COMM_WORLD, MPI_COMM_SELF
-// or MPI_COMM_NULL (those are not ours to free). Non-copyable, movable.
+// or MPI_COMM_NULL (those are not ours to free), or a borrowed one. Non-copyable, movable.
 class Comm {
  public:
   Comm() = default;
@@ -66,6 +66,9 @@ class Comm {
   static Comm dup(MPI_Comm parent);
   // MPI_Comm_split(parent, color, key). color may be MPI_UNDEFINED (the result is then null).
   static Comm split(MPI_Comm parent, int color, int key);
+  // A view of a caller's communicator, for the collectives below: neither freed nor given
+  // another error handler. The caller keeps it alive while the view is used.
+  static Comm borrow(MPI_Comm comm);
 
   int rank() const { return rank_; }
   int size() const { return size_; }
@@ -78,6 +81,7 @@ class Comm {
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = -1;
   int size_ = 0;
+  bool borrowed_ = false;
 };
 
 // Owner of a committed MPI datatype of `width` contiguous `elem`s: one row of a token exchange.

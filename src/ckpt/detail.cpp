@@ -5,6 +5,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "comm/collectives.h"
 #include "comm/watchdog.h"
 
 namespace sy::ckpt::detail {
@@ -64,15 +65,8 @@ int comm_size(MPI_Comm comm) {
 }
 
 std::string bcast_string(const Coll& c, const std::string& s, int root, const std::string& what) {
-  const MPI_Comm comm = c.comm;
-  comm::WatchdogScope scope(c.watchdog, "rank " + std::to_string(root) + "'s broadcast: " + what);
-  int64_t n = static_cast<int64_t>(s.size());
-  MPI_CHECK(MPI_Bcast(&n, 1, MPI_INT64_T, root, comm));
-  std::string out = comm_rank(comm) == root ? s : std::string(static_cast<size_t>(n), '\0');
-  // Checkpoint metadata is far below 2 GiB; MPI counts are int.
-  SY_CHECK(n < (int64_t{1} << 31), "broadcast of " << n << " bytes: " << what);
-  if (n > 0) MPI_CHECK(MPI_Bcast(out.data(), static_cast<int>(n), MPI_CHAR, root, comm));
-  return out;
+  return comm::broadcast_string(s, root, comm::Comm::borrow(c.comm), c.watchdog,
+                                ("rank " + std::to_string(root) + "'s " + what).c_str());
 }
 
 std::vector<std::string> allgather_strings(const Coll& c, const std::string& mine,

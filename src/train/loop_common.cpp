@@ -57,11 +57,7 @@ void check_same_config_everywhere(const Config& cfg, const std::string& resume,
   YAML::Emitter text;
   text << node;
   const std::string mine = text.c_str();
-  std::string root = mine;
-  int64_t size = static_cast<int64_t>(root.size());
-  comm::broadcast(std::span<int64_t>(&size, 1), 0, world, wd, "rank 0's config size");
-  root.resize(static_cast<size_t>(size));
-  comm::broadcast(std::span<char>(root.data(), root.size()), 0, world, wd, "rank 0's config");
+  const std::string root = comm::broadcast_string(mine, 0, world, wd, "rank 0's config");
   agree_on_usage(world, wd, [&] {
     if (const std::string d = first_config_difference(mine, root); !d.empty())
       throw UsageError("this rank does not run rank 0's config: " + d +

@@ -291,7 +291,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
 
 Config load_config_on_every_rank(const std::string& path, const std::vector<std::string>& overrides,
                                  MPI_Comm world) {
-  const comm::Comm w(world);  // MPI_COMM_WORLD or a caller's: not freed here
+  const comm::Comm w = comm::Comm::borrow(world);  // the caller's: not freed here
   Config cfg;
   agree_on_usage(w, nullptr, [&] { cfg = load_config(path, overrides); });
   return cfg;

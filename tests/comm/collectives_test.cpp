@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "common/mpi_util.h"
@@ -98,6 +99,21 @@ TEST(Collectives, SumsGathersAndBroadcastByHand) {
   check_all<double>(world);
   check_all<int64_t>(world);
   check_all<int32_t>(world);
+}
+
+// The root's text, whatever the others hold: longer, shorter, empty.
+TEST(Collectives, BroadcastStringSendsTheRootsText) {
+  const Comm world(MPI_COMM_WORLD);
+  const int me = world.rank(), P = world.size();
+  const std::string mine(static_cast<size_t>(3 * me), static_cast<char>('a' + me));
+  for (int root = 0; root < P; ++root) {
+    const std::string got = sy::comm::broadcast_string(mine, root, world, nullptr, "test");
+    EXPECT_EQ(got, std::string(static_cast<size_t>(3 * root), static_cast<char>('a' + root)))
+        << "root " << root;
+  }
+  std::string with_nul("x\0y", 3);
+  EXPECT_EQ(sy::comm::broadcast_string(me == 0 ? with_nul : "other", 0, world, nullptr, "test"),
+            with_nul);
 }
 
 // Values that a float cannot hold: a double all-reduce must move and sum doubles.

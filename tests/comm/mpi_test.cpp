@@ -65,4 +65,26 @@ TEST(Mpi, CommOwnsSplitsAndMoves) {
   EXPECT_EQ(MPI_Barrier(MPI_COMM_WORLD), MPI_SUCCESS);
 }
 
+// A borrowed communicator is the caller's: the view neither frees it (nor does a view it was
+// moved into) nor changes its error handler.
+TEST(Mpi, BorrowedCommIsNotFreed) {
+  MPI_Comm mine = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &mine));
+  MPI_CHECK(MPI_Comm_set_errhandler(mine, MPI_ERRORS_ARE_FATAL));
+  {
+    Comm view = Comm::borrow(mine);
+    EXPECT_EQ(view.size(), sy::test::world_size());
+    EXPECT_EQ(view.rank(), sy::test::world_rank());
+    Comm moved(std::move(view));
+    EXPECT_EQ(moved.get(), mine);
+  }
+  MPI_Errhandler handler = MPI_ERRHANDLER_NULL;
+  ASSERT_EQ(MPI_Comm_get_errhandler(mine, &handler), MPI_SUCCESS);  // fatal if `mine` was freed
+  EXPECT_EQ(handler, MPI_ERRORS_ARE_FATAL);
+  MPI_Errhandler_free(&handler);
+  EXPECT_EQ(MPI_Barrier(mine), MPI_SUCCESS);
+  EXPECT_EQ(MPI_Comm_free(&mine), MPI_SUCCESS);
+  EXPECT_TRUE(Comm::borrow(MPI_COMM_NULL).is_null());
+}
+
 }  // namespace
