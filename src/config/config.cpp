@@ -573,6 +573,15 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   return cfg;
 }
 
+int64_t moe_capacity(double factor, int64_t tokens, int64_t top_k, int64_t experts) {
+  const double x = factor * static_cast<double>(tokens) * static_cast<double>(top_k) /
+                   static_cast<double>(experts);
+  if (x >= static_cast<double>(tokens)) return tokens;  // also keeps 1e18 from overflowing
+  const double r = std::round(x);
+  if (r >= 1 && std::fabs(x - r) <= 1e-9 * r) return static_cast<int64_t>(r);
+  return static_cast<int64_t>(std::ceil(x));
+}
+
 std::string to_yaml(const Config& cfg) {
   Config c = cfg;  // the accessors take a mutable Config; this copy is only read
   YAML::Emitter out;

@@ -175,6 +175,13 @@ Config resolve_route_groups(const Config& cfg, int nodes);
 bool a2a_is_hierarchical(A2aKind a2a, bool spans_nodes);
 Config resolve_a2a(const Config& cfg, bool spans_nodes);
 
+// SPEC 1's expert capacity, ceil(factor * tokens * top_k / experts), for a micro-batch of
+// `tokens`: at least 1 for any factor > 0, at most `tokens` (an expert gets every token at most
+// once, so a larger capacity drops nothing). A decimal factor (1.1, 1.25) is rarely exact in
+// binary, so a product within 1e-9 of an integer >= 1 is that integer (1.1*10/11 = 1, not the
+// 2 that ceil gives 1.0000000000000002). The trainer's drops and the planner's both use it.
+int64_t moe_capacity(double factor, int64_t tokens, int64_t top_k, int64_t experts);
+
 // The resolved config as YAML, every key present (printed at start, stored with the run).
 std::string to_yaml(const Config& cfg);
 

@@ -47,16 +47,7 @@ MoeDims moe_dims(const Config& cfg, int tp, int ep, int etp) {
 
 int64_t moe_expert_capacity(const MoeDims& d, int num_tokens) {
   if (!d.has_capacity) return num_tokens;
-  // A config's decimal factor (1.1, 1.25) is rarely exact in binary: c*N*K/E can land a few ulps
-  // above the integer the user meant (1.1*10/11 = 1.0000000000000002), and ceil would then give
-  // one more slot than the decimal arithmetic. Snap values within 1e-9 relative to the integer.
-  const double x = d.capacity_factor * num_tokens * d.K / d.E;
-  // An expert receives at most every token once: a larger capacity drops nothing (and a factor
-  // of 1e18 or more would overflow the conversion below).
-  if (x >= num_tokens) return num_tokens;
-  const double r = std::round(x);
-  if (std::fabs(x - r) <= 1e-9 * std::max(1.0, std::fabs(x))) return static_cast<int64_t>(r);
-  return static_cast<int64_t>(std::ceil(x));
+  return moe_capacity(d.capacity_factor, num_tokens, d.K, d.E);
 }
 
 template <class T>

@@ -13,16 +13,18 @@ namespace {
 // of N tokens: per expert, of X ~ its count (mean mu = N K f, variance mu (1 - f) under the
 // binomial approximation, f its share), the kept E[min(X, cap)] = mu - E[(X - cap)+], with
 // E[(X - c)+] = s phi(z) + (mu - c)(1 - Phi(z)), z = (c - mu) / s (normal approximation),
-// cap = ceil(c N K / E). `share(e)` gives f.
+// cap = moe_capacity (ceil(c N K / E)). `share(e)` gives f.
 struct Kept {
   double kept = 0, assigned = 0;
 };
 template <class Share>
 Kept kept_of(const Config& cfg, int64_t first, int64_t count, Share&& share) {
-  const auto E = static_cast<double>(cfg.moe.num_experts), K = static_cast<double>(cfg.moe.top_k);
+  const auto K = static_cast<double>(cfg.moe.top_k);
   const double N =
       static_cast<double>(cfg.train.micro_batch) * static_cast<double>(cfg.model.seq_len);
-  const double cap = std::ceil(*cfg.moe.capacity_factor * N * K / E);
+  const auto cap = static_cast<double>(moe_capacity(*cfg.moe.capacity_factor,
+                                                    cfg.train.micro_batch * cfg.model.seq_len,
+                                                    cfg.moe.top_k, cfg.moe.num_experts));
   Kept k;
   for (int64_t e = first; e < first + count; ++e) {
     const double f = share(e);
@@ -239,8 +241,9 @@ LayerTraffic layer_traffic(const Config& cfg, const PlanLayout& lay, const Routi
   t.assign_busiest = assignments(tokens_seen, E, cfg.moe.top_k, shares.busiest).mean;
   t.assign_mean = assignments(tokens_seen, E, cfg.moe.top_k, shares.mean).mean;
   if (cfg.moe.capacity_factor) {
-    const double cap = std::ceil(*cfg.moe.capacity_factor * t.tokens *
-                                 static_cast<double>(cfg.moe.top_k) / static_cast<double>(E));
+    const auto cap = static_cast<double>(moe_capacity(*cfg.moe.capacity_factor,
+                                                      cfg.train.micro_batch * cfg.model.seq_len,
+                                                      cfg.moe.top_k, cfg.moe.num_experts));
     t.assign_quantile =
         std::min(t.assign_quantile, static_cast<double>(L) * cap * tokens_seen / t.tokens);
   }

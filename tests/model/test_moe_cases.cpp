@@ -175,6 +175,12 @@ TEST(MoeHand, CapacityOfDecimalFactors) {
     d.capacity_factor = huge;
     EXPECT_EQ(moe_expert_capacity(d, 10), 10) << huge;
   }
+  // Any factor > 0 gives an expert at least one slot (SPEC 1's ceil): within 1e-9 of 0 was
+  // snapped to 0, and every assignment was dropped.
+  for (double tiny : {1e-12, 5e-10, 1e-9, 1e-3}) {
+    d.capacity_factor = tiny;
+    EXPECT_EQ(moe_expert_capacity(d, 10), 1) << tiny;
+  }
   d.has_capacity = false;
   EXPECT_EQ(moe_expert_capacity(d, 10), 10);
 }
