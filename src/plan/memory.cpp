@@ -95,8 +95,9 @@ ModelActs model_acts(const Dims& x) {
 double moe_layer_bytes(const Dims& x, const PlanLayout& lay, double A, double Mo) {
   const double N = x.N, E = x.E, K = x.K, C = x.C;
   // route: logits, probs, dprobs, dlogits [N,E]; lse, dlse [N]; gates, dgates [N,K];
-  // topk, kept, sel [N,K] int; sel_off [E+1], counts [max(E, L)] int; grp_frac [G,E] double.
-  double b = kF * (4 * N * E + 2 * N + 5 * N * K + 2 * E + 1) + kD * x.G * E;
+  // topk, kept, sel [N,K] int; sel_off [E+1], counts [max(E, L)] int; grp_frac [G,E] double;
+  // score_sum [N] double.
+  double b = kF * (4 * N * E + 2 * N + 5 * N * K + 2 * E + 1) + kD * (x.G * E + N);
   // local layout: row_of, slot_of [A] int, row_gate [A]; drow_gate [A].
   b += kF * 4 * A;
   // expert stage: xs, ys, dys, dxs [A,C]; h1, h3, h [A,Fl]; shared sh1, sh3, sh [S,N,Fs];

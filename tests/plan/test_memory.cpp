@@ -115,9 +115,9 @@ TEST(PlanMemory, ActivationTermsByHand) {
   EXPECT_DOUBLE_EQ(term(m, "logits").bytes, 4.0 * 8 * 16);
   // MoE layer on one rank: A = N K = 16 assignments, no moved rows.
   //   route: 4 [N,E] + 2 [N] + 5 [N,K] + 2 E + 1 = 128 + 16 + 80 + 9 = 233 floats, grp_frac
-  //   [B=2, E] doubles = 8 doubles; layout 4 [A] = 64; experts 4 [A,C] + 3 [A,F] + 2 [A,F]
-  //   (dh) = 512 + 288 + 192 = 992.
-  EXPECT_DOUBLE_EQ(term(m, "MoE layers").bytes, 4.0 * (233 + 64 + 992) + 8.0 * 8);
+  //   [B=2, E] and score_sum [N] doubles = 16 doubles; layout 4 [A] = 64; experts 4 [A,C] +
+  //   3 [A,F] + 2 [A,F] (dh) = 512 + 288 + 192 = 992.
+  EXPECT_DOUBLE_EQ(term(m, "MoE layers").bytes, 4.0 * (233 + 64 + 992) + 8.0 * 16);
   // Params + grads: embed 128 + final norm 8 + layer (2*8 norms + 192 wqkv + 64 wo + 32 router
   // + 4 bias + 3*4*8*6 = 576 experts) = 1020 floats each; moments 2x.
   EXPECT_DOUBLE_EQ(term(m, "parameters").bytes, 4.0 * 1020);
@@ -125,7 +125,7 @@ TEST(PlanMemory, ActivationTermsByHand) {
 }
 
 // Layouts that move rows, by hand from src/model/moe_parallel.cpp's buffers. small_cfg (N = 8,
-// C = 8, K = 2, E = 4, F = 6) on two ranks; Route (233 floats + 8 doubles) as above.
+// C = 8, K = 2, E = 4, F = 6) on two ranks; Route (233 floats + 16 doubles) as above.
 // etp = 2 (ep = tp = 1): no exchange, so no send or recv rows; Mo = N = 8 own rows, M = 16 after
 // the etp all-gather; A = 32 (the 16 rows' 2 assignments each, every expert local, no variance).
 //   layout 4 A = 128; experts 4 [A,C] + 3 [A,F/2] + 2 [A,F/2] = 1024 + 288 + 192 = 1504;
@@ -143,7 +143,7 @@ TEST(PlanMemory, MovedRowsTermsByHand) {
   etp2.world = 2;
   etp2.etp = 2;
   const MemoryEstimate e = predict_memory(cfg, etp2, RoutingStats{}, MemoryInputs{});
-  EXPECT_DOUBLE_EQ(term(e, "MoE layers").bytes, 4.0 * (233 + 128 + 1504 + 432) + 8.0 * 8);
+  EXPECT_DOUBLE_EQ(term(e, "MoE layers").bytes, 4.0 * (233 + 128 + 1504 + 432) + 8.0 * 16);
   for (const auto& t : e.terms) EXPECT_NE(t.name.rfind("all-to-all", 0), 0u) << "no exchange";
 
   PlanLayout ep2;
@@ -151,7 +151,7 @@ TEST(PlanMemory, MovedRowsTermsByHand) {
   ep2.ep = 2;
   const MemoryEstimate f = predict_memory(cfg, ep2, RoutingStats{}, MemoryInputs{});
   const double A = 16 + 3.72 * std::sqrt(16.0 / 3.0);
-  EXPECT_NEAR(term(f, "MoE layers").bytes, 4.0 * (233 + 66 * A + 592) + 8.0 * 8, 1e-9);
+  EXPECT_NEAR(term(f, "MoE layers").bytes, 4.0 * (233 + 66 * A + 592) + 8.0 * 16, 1e-9);
   EXPECT_NEAR(term(f, "all-to-all buffers").bytes, 4.0 * 10 * 8 * 2 * 5.0 / 6.0, 1e-9);
 }
 
@@ -201,8 +201,8 @@ TEST(PlanMemory, Bf16OnTheGpuStoresActivationsInTwoBytes) {
                    2.0 * (768 + 704) + 4.0 * (16 + 50));
   EXPECT_DOUBLE_EQ(term(m, "activations kept for backward: attention").bytes, 2.0 * 128);
   EXPECT_DOUBLE_EQ(term(m, "logits").bytes, 2.0 * 8 * 16);
-  // Route and layout stay fp32 (233 + 64 floats, 8 doubles); the expert rows (992) are bf16.
-  EXPECT_DOUBLE_EQ(term(m, "MoE layers").bytes, 4.0 * (233 + 64) + 8.0 * 8 + 2.0 * 992);
+  // Route and layout stay fp32 (233 + 64 floats, 16 doubles); the expert rows (992) are bf16.
+  EXPECT_DOUBLE_EQ(term(m, "MoE layers").bytes, 4.0 * (233 + 64) + 8.0 * 16 + 2.0 * 992);
   EXPECT_DOUBLE_EQ(term(m, "parameters").bytes, 4.0 * 1020);
   EXPECT_DOUBLE_EQ(term(m, "bf16 compute copy").bytes, 2.0 * 1020);
   // fp32 on the GPU, and bf16 asked of the CPU trainer: 4-byte activations, no copy.
