@@ -34,8 +34,10 @@ void add_placement_command(CLI::App& root, std::vector<Command>& out) {
   cmd->add_option("--evaluate", o->evaluate,
                   "Instead of making a placement, rate this placement file against the run's "
                   "co-activation (expected inter-node rows per token, per layer)");
-  cmd->add_option("--imbalance", o->imbalance,
-                  "Allowed expected load of the busiest EP rank over the mean")
+  cmd->add_option(
+         "--imbalance", o->imbalance,
+         "Allowed expected load of the busiest EP rank over the mean (nodes are balanced to the "
+         "same bound; where the busiest expert alone is over it, its load is the bound)")
       ->capture_default_str()
       ->check(CLI::Range(1.0, 100.0));
   cmd->add_option("--route-groups", o->route_groups,

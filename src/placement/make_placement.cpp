@@ -138,8 +138,16 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
                   100.0 * a.pairs_in_node, 100.0 * b.pairs_in_node, 100.0 * a.pairs_in_rank,
                   100.0 * b.pairs_in_rank, a.load_ratio, b.load_ratio);
     std::string line = buf;
-    if (!given && part.load_ratio > o.imbalance + 1e-9)
-      line += " (over --imbalance: no swap found that lowers it without breaking a node)";
+    if (!given && part.load_ratio > o.imbalance + 1e-9) {
+      char why[128];
+      std::snprintf(why, sizeof why, "the busiest expert alone is %.2fx the mean rank load",
+                    part.load_floor);
+      line += std::string(" (over --imbalance: ") +
+              (part.load_floor > o.imbalance + 1e-9
+                   ? why
+                   : "no swap found that lowers it without breaking a node") +
+              ")";
+    }
     out << "  " << line << "\n";
     comments.push_back(line);
     rank_of.push_back(std::move(part.rank_of));

@@ -212,10 +212,23 @@ void check_partition_options(int E, const PartitionOptions& o) {
                      " nodes (the group and node counts must divide one another)");
 }
 
-LayerPartition partition_layer(const int64_t* counts, int E, const PartitionOptions& o) {
-  check_partition_options(E, o);
-  const int G = o.nodes, R = o.ranks_per_node, RG = std::max(o.route_groups, 1);
+LayerPartition partition_layer(const int64_t* counts, int E, const PartitionOptions& given) {
+  check_partition_options(E, given);
+  const int G = given.nodes, R = given.ranks_per_node, RG = std::max(given.route_groups, 1);
   LayerPartition out;
+  // No placement puts a rank below its busiest expert's load. Where that alone is over
+  // --imbalance, the bound every level works to is that floor: held to the tighter one, the node
+  // level traded co-activation for a node balance that the ranks could not have anyway, and the
+  // placement could cross nodes more than the contiguous one at the same max rank load.
+  int64_t hottest = 0, total = 0;
+  for (int e = 0; e < E; ++e) {
+    hottest = std::max(hottest, counts[static_cast<size_t>(e) * E + e]);
+    total += counts[static_cast<size_t>(e) * E + e];
+  }
+  out.load_floor =
+      total > 0 ? static_cast<double>(hottest) * G * R / static_cast<double>(total) : 1.0;
+  PartitionOptions o = given;
+  o.imbalance = std::max(given.imbalance, out.load_floor);
   std::vector<int> node_of(static_cast<size_t>(E), 0);
   std::vector<int> all(static_cast<size_t>(E));
   std::iota(all.begin(), all.end(), 0);

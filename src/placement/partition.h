@@ -10,8 +10,10 @@
 // E / ep experts, so its result is repaired to exact counts by moving the experts whose move
 // costs the least cut, and then, if the expected load of a rank exceeds the stated imbalance,
 // by the cheapest load-reducing swaps (inside the nodes first; across them when a node's experts
-// cannot split into balanced ranks). With group-limited routing (moe.route_groups), groups
-// are the vertices of the node level, so only whole groups move between nodes.
+// cannot split into balanced ranks). Where one expert alone is over the imbalance, its load is
+// the bound instead (nodes and ranks balanced to what the ranks can reach, no further). With
+// group-limited routing (moe.route_groups), groups are the vertices of the node level, so only
+// whole groups move between nodes.
 //
 // Letters: E experts, G nodes, R EP ranks per node (ep = G * R), K top-k.
 #pragma once
@@ -35,6 +37,9 @@ struct PartitionOptions {
 struct LayerPartition {
   std::vector<int32_t> rank_of;  // [E] EP rank of each expert
   double load_ratio = 1.0;       // max expected rank load / mean (loads from the counts' diagonal)
+  double load_floor = 1.0;       // the busiest expert's load / the mean rank load: no placement
+                                 // has a lower load_ratio (the bound used where it is over
+                                 // PartitionOptions::imbalance)
   int repair_moves = 0;          // experts moved after METIS to meet the exact counts and loads
 };
 

@@ -88,6 +88,21 @@ TEST_F(PlacementCli, PlacesTheKnownBestSplitAndRatesIt) {
   EXPECT_NE(r.output.find("rows/token"), std::string::npos) << r.output;
 }
 
+// One expert per EP rank and a hot one: no placement gets the max rank load under its load, and
+// the output says so (the bound the nodes were balanced to), not that no swap was found.
+TEST_F(PlacementCli, AHotExpertOverTheImbalanceIsNamedAsTheReason) {
+  sy::Coactivation c = sy::read_coactivation(dir_.file("run/coactivation.h5"));
+  c.counts[0] = 800;  // expert 0: 800 of 1500, the mean of 8 ranks 187.5
+  sy::write_coactivation(dir_.file("run/coactivation.h5"), c);
+  const auto r =
+      run_command(placement("--nodes 4 --ranks-per-node 2 --output " + dir_.file("p.yaml")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("max rank load 4.27x -> 4.27x (over --imbalance: the busiest expert "
+                          "alone is 4.27x the mean rank load)"),
+            std::string::npos)
+      << r.output;
+}
+
 TEST_F(PlacementCli, BadUsesExitTwoNamingTheProblem) {
   std::ofstream(dir_.file("bad.yaml")) << "format: switchyard-expert-placement\n";
   const std::vector<std::pair<std::string, std::string>> cases = {

@@ -278,6 +278,25 @@ TEST(Partition, ExactCountsAndTheBestBalanceWhenLoadsAreSkewed) {
   EXPECT_NE(q.rank_of[0], q.rank_of[1]);  // the two heaviest apart
 }
 
+TEST(Partition, ABusiestExpertOverTheImbalanceDoesNotCostTheCut) {
+  // One expert per rank (2 nodes x 2): the max rank load is the busiest expert's, 400 of a mean
+  // 250 = 1.6x, wherever it goes. Pairs {0,1} and {2,3} are chosen together most; keeping them
+  // makes the nodes 700 / 300 (1.4x their mean), within what the ranks reach anyway. Balancing
+  // the nodes to 1.1 instead split both pairs, for the same 1.6x.
+  const std::vector<int64_t> loads = {400, 300, 100, 200};
+  std::vector<int64_t> c =
+      matrix(4, 0, [](int i, int j) -> int64_t { return (i < 2) == (j < 2) ? 90 : 1; });
+  for (int e = 0; e < 4; ++e) c[static_cast<size_t>(e * 5)] = loads[static_cast<size_t>(e)];
+  PartitionOptions o;
+  o.nodes = 2;
+  o.ranks_per_node = 2;
+  o.imbalance = 1.1;
+  const LayerPartition p = partition_layer(c.data(), 4, o);
+  EXPECT_EQ(groups_of(p.rank_of, 2), (Sets{{0, 1}, {2, 3}}));
+  EXPECT_NEAR(p.load_ratio, 1.6, 1e-12);
+  EXPECT_NEAR(p.load_floor, 1.6, 1e-12);
+}
+
 TEST(Partition, RanksBalanceEvenWhenANodesLoadsDoNotSplit) {
   // Nodes {0,1,2,3} {4,5,6,7} (600 each) by co-activation; inside the first, loads 300 100 100
   // 100 give a rank at least 400 (1.33x the mean 300). Swapping across nodes reaches <= 1.1
