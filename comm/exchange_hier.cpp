@@ -101,7 +101,7 @@ std::string HierExchange::make_description() {
   std::ostringstream os;
   os << "token exchange: hierarchical (network first, once per destination node), " << G << " node"
      << (G > 1 ? "s" : "") << " x " << R << " EP ranks"
-     << (flags[0] ? "" : " (all on one host: emulated nodes)")
+     << (flags[0] || G == 1 ? "" : " (all on one host: emulated nodes)")
      << "; intra-node: MPI shared-memory window (row copies)"
      << "; inter-node: ";
   if (G == 1) {

@@ -445,6 +445,11 @@ TEST(HierExchange, DescribeNamesTheTransports) {
   EXPECT_NE(d.find("2 nodes x " + std::to_string(P / 2)), std::string::npos) << d;
   EXPECT_NE(d.find("UCX"), std::string::npos) << d;
   EXPECT_NE(d.find('/'), std::string::npos) << "no transport/device pair in: " << d;
+  EXPECT_NE(d.find("(all on one host: emulated nodes)"), std::string::npos) << d;
+  // One node is what it says: nothing emulated (its ranks share the host as any node's do).
+  const std::string one = make(A2aAlgo::kHierarchical, Internode::kUcx, {1, false}, P)->describe();
+  EXPECT_NE(one.find("1 node x " + std::to_string(P) + " EP ranks;"), std::string::npos) << one;
+  EXPECT_NE(one.find("inter-node: none (one node)"), std::string::npos) << one;
   auto mpi = make(A2aAlgo::kHierarchical, Internode::kMpi, {2, false}, P);
   EXPECT_NE(mpi->describe().find("MPI_Ialltoallv"), std::string::npos) << mpi->describe();
   auto flat = make(A2aAlgo::kFlat, Internode::kMpi, {2, false}, P);
