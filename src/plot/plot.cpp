@@ -134,25 +134,41 @@ class StagedCharts {
   std::vector<std::string> pngs_;
 };
 
-// gnuplot exits 0 when it could not write a PNG (a full disk leaves it empty, 0 bytes): every
-// chart is checked, and an empty one removed and said (exit 1, as any output that failed); a
-// good one is renamed to its name.
+// Whether the file at `path` ends with a PNG's IEND chunk (length 0, "IEND", its fixed CRC): a
+// PNG cut short by a full disk or the file size limit does not.
+bool ends_as_png(const std::string& path) {
+  static constexpr unsigned char kIend[12] = {0,   0,   0,    0,    'I',  'E',
+                                              'N', 'D', 0xAE, 0x42, 0x60, 0x82};
+  std::ifstream f(path, std::ios::binary);
+  f.seekg(-static_cast<std::streamoff>(sizeof kIend), std::ios::end);
+  unsigned char tail[sizeof kIend] = {};
+  f.read(reinterpret_cast<char*>(tail), sizeof tail);
+  return f && std::equal(tail, tail + sizeof tail, kIend);
+}
+
+// gnuplot exits 0 when it could not write a PNG: a full disk leaves it empty (0 bytes) or cut
+// short (the file size limit, a disk that fills midway). Every chart is checked; a whole one is
+// renamed to its name, anything else removed and said (exit 1, as any output that failed), the
+// chart of an earlier plot left as it was.
 void check_png(const std::string& png) {
   const std::string staged = staged_png(png);
   std::error_code ec;
   const auto size = fs::file_size(staged, ec);
-  if (!ec && size > 0) {
-    files::durable_rename(staged, png);
+  if (ec) throw std::runtime_error("plot: gnuplot did not write " + png);
+  if (size > 0 && ends_as_png(staged)) {
+    files::commit_file(staged, png);
     return;
   }
-  if (ec) throw std::runtime_error("plot: gnuplot did not write " + png);
   fs::remove(staged, ec);
   const std::string dir = fs::path(png).parent_path().string();
   const int64_t avail = files::free_bytes(dir.empty() ? "." : dir);
+  const std::string limit = files::past_file_size_limit(static_cast<int64_t>(size) + 1);
   throw Error(kExitOther,
-              "plot: gnuplot wrote '" + png + "' empty (" +
-                  (avail >= 0 ? files::mib(avail) + " free there" : "free space unknown") +
-                  ": a full disk or quota?); it is removed");
+              "plot: gnuplot wrote '" + png + "' " +
+                  (size == 0 ? std::string("empty")
+                             : "cut short (" + std::to_string(size) + " bytes, no PNG end)") +
+                  " (" + (avail >= 0 ? files::mib(avail) + " free there" : "free space unknown") +
+                  (limit.empty() ? "" : ", " + limit) + ": a full disk or quota?); it is removed");
 }
 
 }  // namespace

@@ -223,10 +223,31 @@ TEST(PlotMetrics, AnEmptyChartFromGnuplotIsAnErrorNotASuccess) {
         "sed -n \"s/^set output '\\(.*\\)'$/\\1/p\" \"$1\" | while read -r f; do : > \"$f\"; done\n"
         "exit 1\n");
   EXPECT_THROW(plot_run(dir.path().string(), opt, log), std::runtime_error);
-  std::ifstream kept(dir.file("plots/loss.png"));
-  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "an earlier chart");
+  auto loss_chart = [&] {
+    std::ifstream kept(dir.file("plots/loss.png"));
+    return std::string(std::istreambuf_iterator<char>(kept), {});
+  };
+  EXPECT_EQ(loss_chart(), "an earlier chart");
   for (const auto& e : fs::directory_iterator(dir.file("plots")))
     EXPECT_NE(e.path().extension(), ".tmp") << e.path() << " left behind";
+  // A PNG cut short (the file size limit, a disk that fills midway; gnuplot still exits 0) is no
+  // chart either: it was renamed over the earlier one.
+  write(fake,
+        "#!/bin/sh\n"
+        "sed -n \"s/^set output '\\(.*\\)'$/\\1/p\" \"$1\" | while read -r f; do\n"
+        "  printf '\\211PNG\\r\\n\\032\\n0123456789' > \"$f\"; done\n");
+  try {
+    plot_run(dir.path().string(), opt, log);
+    FAIL() << "a chart cut short was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), kExitOther) << e.what();
+    EXPECT_NE(std::string(e.what()).find("plot: gnuplot wrote '" + dir.file("plots/loss.png") +
+                                         "' cut short (18 bytes, no PNG end)"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(loss_chart(), "an earlier chart");
+  EXPECT_FALSE(fs::exists(dir.file("plots/loss.png.tmp")));
 }
 
 // Width and height from a PNG's IHDR chunk (bytes 16..23, big-endian), after checking the
