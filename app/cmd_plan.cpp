@@ -2,6 +2,7 @@
 // cluster (src/plan/plan.h), the config's own layout (--this), or the node sweep (--sweep).
 // No MPI: the planner only computes.
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -12,6 +13,7 @@
 #include "app/validators.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
+#include "src/core/paths.h"
 #include "src/plan/io/plan_inputs.h"
 #include "src/plan/plan.h"
 #include "src/plot/plot.h"
@@ -53,6 +55,14 @@ std::vector<int64_t> parse_sweep(const std::string& spec) {
 
 int run_plan(const Args& a) {
   const Config cfg = load_config(a.config, a.overrides);
+  if (!a.png.empty()) {  // the chart must not land on a file the plan reads
+    std::vector<std::string> inputs = {a.config, a.cluster, cfg.data.path};
+    if (a.routing != "uniform")
+      for (const char* f : {"metrics.jsonl", "coactivation.h5"})
+        inputs.push_back((std::filesystem::path(a.routing) / f).string());
+    for (const std::string& input : inputs)
+      refuse_output_as_input(a.png, input, "plan", "the chart", "--png");
+  }
   const plan::Cluster cluster = plan::load_cluster(a.cluster);
   const plan::RoutingStats routing = plan::load_routing(a.routing, cfg);
   plan::MemoryInputs in;

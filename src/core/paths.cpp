@@ -47,10 +47,11 @@ void make_directories(const std::string& where, const std::string& dir) {
 }
 
 void refuse_output_as_input(const std::string& output, const std::string& input,
-                            const std::string& command, const std::string& what) {
+                            const std::string& command, const std::string& what,
+                            const std::string& flag) {
   std::error_code ec;
   if (fs::equivalent(output, input, ec))
-    throw UsageError(command + ": --output '" + output + "' is the input file '" + input +
+    throw UsageError(command + ": " + flag + " '" + output + "' is the input file '" + input +
                      "': writing " + what + " would overwrite it; choose another output name");
 }
 

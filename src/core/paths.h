@@ -20,9 +20,10 @@ std::string unreadable_reason(const std::string& path);
 // the key or flag, e.g. "run.out_dir" or "--out".
 void make_directories(const std::string& where, const std::string& dir);
 
-// Throws UsageError "<command>: --output '<output>' is the input file '<input>': writing <what>
+// Throws UsageError "<command>: <flag> '<output>' is the input file '<input>': writing <what>
 // would overwrite it; ..." when the two name the same file (also through a link or ./).
 void refuse_output_as_input(const std::string& output, const std::string& input,
-                            const std::string& command, const std::string& what);
+                            const std::string& command, const std::string& what,
+                            const std::string& flag = "--output");
 
 }  // namespace sy

@@ -10,6 +10,7 @@
 
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
+#include "src/core/paths.h"
 #include "src/placement/coactivation_file.h"
 #include "src/placement/partition.h"
 #include "src/plan/traffic.h"
@@ -94,6 +95,9 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
     throw UsageError("--output=" + o.output + " is a directory; give the placement file to write");
   if (const std::string problem = files::special_file_problem(o.output); !problem.empty())
     throw UsageError("--output " + problem);
+  for (const char* input : {"config.yaml", "coactivation.h5"})
+    refuse_output_as_input(o.output, (fs::path(o.run_dir) / input).string(), "placement",
+                           "the placement");
 
   const ExpertPlacement before = ExpertPlacement::contiguous(c.num_layers, E, P);
   std::vector<std::vector<int32_t>> rank_of;

@@ -113,6 +113,11 @@ TEST_F(PlacementCli, BadUsesExitTwoNamingTheProblem) {
       {placement("--nodes 2 --ranks-per-node 2 --route-groups 3 --output x.yaml"), "route_groups"},
       {placement("--nodes 2 --ranks-per-node 2 --output " + dir_.path().string()),
        "is a directory"},
+      // The run's own files (the placement YAML was written over them, exit 0).
+      {placement("--nodes 2 --ranks-per-node 2 --output " + dir_.file("run/coactivation.h5")),
+       "is the input file"},
+      {placement("--nodes 2 --ranks-per-node 2 --output " + dir_.file("run/./config.yaml")),
+       "is the input file"},
   };
   for (const auto& [cmd, expect] : cases) {
     const auto r = run_command(cmd);
@@ -121,6 +126,8 @@ TEST_F(PlacementCli, BadUsesExitTwoNamingTheProblem) {
     // Refused before the work: no table first (it printed a whole one before these two).
     EXPECT_EQ(r.output.find("rows/token"), std::string::npos) << cmd << "\n" << r.output;
   }
+  EXPECT_NO_THROW(sy::read_coactivation(dir_.file("run/coactivation.h5")));
+  EXPECT_NO_THROW(sy::load_config(dir_.file("run/config.yaml")));
 }
 
 // A placement file that cannot be written for want of room (here the file size limit; a full

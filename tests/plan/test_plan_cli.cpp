@@ -373,6 +373,22 @@ TEST_F(PlanCli, WhatPlanCannotHonourIsRefusedOrSaid) {
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find(message), std::string::npos) << args << "\n" << r.output;
   }
+  // --png onto a file the plan reads (its config, cluster or token file): a chart was written
+  // over it, exit 0.
+  namespace fs = std::filesystem;
+  fs::copy_file(kSource + "/configs/tiny.yaml", dir() + "/mine.yaml");
+  fs::copy_file(kSource + "/clusters/this-machine.yaml", dir() + "/cluster.yaml");
+  const std::string own = " --config " + dir() + "/mine.yaml --set data.path=" + dir() +
+                          "/tokens.h5 --cluster " + dir() + "/cluster.yaml --sweep nodes=1,2";
+  for (const std::string name : {"mine.yaml", "cluster.yaml", "tokens.h5"}) {
+    const auto size = fs::file_size(dir() + "/" + name);
+    const auto r = sy::test::run_command(kBin + " plan" + own + " --png " + dir() + "/" + name);
+    EXPECT_EQ(r.exit_code, 2) << name << "\n" << r.output;
+    EXPECT_NE(r.output.find("plan: --png '" + dir() + "/" + name + "' is the input file"),
+              std::string::npos)
+        << r.output;
+    EXPECT_EQ(fs::file_size(dir() + "/" + name), size) << name;
+  }
   const auto r = sy::test::run_command(kBin + " plan" + cfg + cluster +
                                        " --ranks 2 --set data.path=" + dir() + "/absent.h5");
   EXPECT_EQ(r.exit_code, 0) << r.output;
