@@ -1,7 +1,9 @@
 #include "src/core/durable_file.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -98,12 +100,46 @@ void atomic_write_text(const std::string& path, const std::string& text) {
 }
 
 StagedFiles::~StagedFiles() {
-  for (const Entry& e : staged_)
-    if (!e.tmp.empty()) ::unlink(e.tmp.c_str());  // unlink: never a directory
+  for (const Entry& e : staged_) {
+    if (!e.tmp.empty()) ::unlink(e.tmp.c_str());  // unlink: never a directory; while still held
+    if (e.fd >= 0) ::close(e.fd);
+  }
   if (!committed_)
     for (auto it = created_dirs_.rbegin(); it != created_dirs_.rend(); ++it)
       ::rmdir(it->c_str());  // only while empty
 }
+
+namespace {
+// "<path>.tmp" opened and held (flock, LOCK_EX) by this process, then emptied: a second writer
+// of the same output (another export to the same name) truncated the first one's file midway,
+// and the first renamed a mix over the output. One that finds it held is refused, naming the
+// output. The lock is on the file the name holds at that moment: one renamed away by its writer
+// meanwhile (now the output itself) is let go and the name opened again.
+int open_held(const std::string& path, const std::string& tmp) {
+  for (;;) {
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) throw_errno("create", tmp);
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+      ::close(fd);
+      throw std::runtime_error(std::string(kAnotherWriter) + " '" + path + "' (it holds '" + tmp +
+                               "'); wait for it to finish, or give another output name");
+    }  // a file system without flock (ENOLCK, ENOSYS: Lustre mounted noflock) writes unguarded
+    struct stat held {
+    }, named{};
+    if (::fstat(fd, &held) == 0 && ::stat(tmp.c_str(), &named) == 0 &&
+        held.st_dev == named.st_dev && held.st_ino == named.st_ino) {
+      if (::ftruncate(fd, 0) != 0) {
+        const int saved = errno;
+        ::close(fd);
+        errno = saved;
+        throw_errno("truncate", tmp);
+      }
+      return fd;
+    }
+    ::close(fd);  // renamed (or removed) before the lock was had: try the name again
+  }
+}
+}  // namespace
 
 std::string StagedFiles::stage(const std::string& path) {
   for (const std::string& p : {path, path + ".tmp"})  // opening a FIFO to write blocks
@@ -122,10 +158,8 @@ std::string StagedFiles::stage(const std::string& path) {
     }
   }
   const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) throw_errno("create", tmp);
-  ::close(fd);
-  staged_.push_back({tmp, path});
+  const int fd = open_held(path, tmp);
+  staged_.push_back({tmp, path, fd});
   return tmp;
 }
 
@@ -147,6 +181,8 @@ void StagedFiles::commit() {
   for (Entry& e : staged_) {
     commit_file(e.tmp, e.path);
     e.tmp.clear();
+    ::close(e.fd);  // the lock goes with the file, now under its real name
+    e.fd = -1;
   }
   committed_ = true;
 }
@@ -188,7 +224,8 @@ bool looks_like_disk_full(const std::string& message, int64_t avail) {
 
 void throw_output_error(const std::string& where, const std::string& message) {
   const std::string text = where + ": " + message;
-  if (looks_like_disk_full(message, -1) || message.find("File too large") != std::string::npos)
+  if (looks_like_disk_full(message, -1) || message.find("File too large") != std::string::npos ||
+      message.find(kAnotherWriter) != std::string::npos)
     throw Error(kExitOther, text);
   throw UsageError(text);
 }

@@ -41,6 +41,9 @@ void commit_file(const std::string& tmp, const std::string& path);
 // and errno's text ("No space left on device", say); the old file is then untouched.
 void atomic_write_text(const std::string& path, const std::string& text);
 
+// How a write refused because another process is writing the same output starts.
+inline constexpr const char* kAnotherWriter = "another process is writing";
+
 // Files that replace their real names together or not at all: stage(path) hands out
 // "<path>.tmp" for the caller to write; commit() fsyncs each and renames it over its path, in
 // stage order. Whatever throws before commit() returns leaves nothing behind: the destructor
@@ -55,9 +58,10 @@ class StagedFiles {
   StagedFiles(const StagedFiles&) = delete;
   StagedFiles& operator=(const StagedFiles&) = delete;
 
-  // Creates (truncates) "<path>.tmp" and returns its name. Throws std::runtime_error naming the
-  // file or the directory that cannot be created, with errno's text, or `path` when it is a
-  // special_file_kind.
+  // Creates (truncates) "<path>.tmp", held (flock) until commit() or the destructor, and returns
+  // its name. Throws std::runtime_error naming the file or the directory that cannot be created,
+  // with errno's text, `path` when it is a special_file_kind, or "<kAnotherWriter> '<path>' ..."
+  // when another process (or StagedFiles) holds its .tmp.
   std::string stage(const std::string& path);
   // stage(path), then `write` writes the content to a stream on it; throws naming the .tmp and
   // errno's text when the stream fails ("No space left on device", "File too large").
@@ -70,6 +74,7 @@ class StagedFiles {
  private:
   struct Entry {
     std::string tmp, path;
+    int fd = -1;  // the open .tmp, flock'd: no second writer of `path` meanwhile
   };
   Parents parents_;
   std::vector<Entry> staged_;
@@ -101,7 +106,8 @@ bool looks_like_disk_full(const std::string& message, int64_t avail);
 
 // A failed write of an output named by `where` ("--output 'x'"), with the writer's `message`:
 // out of room (no space, a quota, the file size limit) is SPEC 9's "anything else", exit 1;
-// anything else (a path that cannot be created or opened) is bad input, UsageError (exit 2).
+// another writer of the same output (kAnotherWriter) is exit 1 too; anything else (a path that
+// cannot be created or opened) is bad input, UsageError (exit 2).
 [[noreturn]] void throw_output_error(const std::string& where, const std::string& message);
 
 }  // namespace sy::files

@@ -97,6 +97,50 @@ TEST(DurableFile, StagedFilesAppearTogetherOrLeaveNothing) {
   }
 }
 
+// Two writers of one output (two exports to the same name): the second truncated the first's
+// .tmp midway and renamed its own file into place; the first then wrote on into the published
+// file, a corrupt export under the real name, exit 0 for the second. Now the second is refused
+// (exit 1, naming the output) while the first holds the .tmp, and the first's file is whole.
+TEST(DurableFile, ASecondWriterOfTheSameOutputIsRefused) {
+  test::TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  files::StagedFiles first;
+  first.stage_text(path, "the first writer's whole content");
+  {
+    files::StagedFiles second;  // its own open file, as another process's would be
+    try {
+      second.stage_text(path, "x");
+      FAIL() << "a second writer staged the same output";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string(files::kAnotherWriter) + " '" + path + "'"),
+                std::string::npos)
+          << e.what();
+      try {
+        files::throw_output_error("--output '" + path + "'", e.what());
+      } catch (const Error& mapped) {
+        EXPECT_EQ(mapped.code(), kExitOther) << mapped.what();
+      }
+    }
+  }
+  EXPECT_EQ(read_all(path + ".tmp"), "the first writer's whole content") << "left as it was";
+  first.commit();
+  EXPECT_EQ(read_all(path), "the first writer's whole content");
+  // Once the first is done (committed, or given up: its .tmp removed), the output is free again.
+  files::atomic_write_text(path, "next");
+  EXPECT_EQ(read_all(path), "next");
+  {
+    files::StagedFiles abandoned;
+    abandoned.stage_text(path, "never committed");
+  }
+  files::atomic_write_text(path, "after");
+  EXPECT_EQ(read_all(path), "after");
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  // A .tmp left by a writer that was killed (nobody holds it) is no obstacle.
+  std::ofstream(path + ".tmp") << "stale";
+  files::atomic_write_text(path, "over the stale one");
+  EXPECT_EQ(read_all(path), "over the stale one");
+}
+
 }  // namespace
 
 namespace {
