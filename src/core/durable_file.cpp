@@ -68,7 +68,26 @@ std::string check_output_file(const std::string& path) {
     throw UsageError("output '" + path + "' is a directory, expected a file name");
   if (const std::string problem = special_file_problem(path); !problem.empty())
     throw UsageError("output " + problem);
+  if (const std::string problem = unwritable_output_dir(path); !problem.empty())
+    throw UsageError("output '" + path + "': " + problem);
   return out_dir.string();
+}
+
+std::string unwritable_output_dir(const std::string& path) {
+  std::error_code ec;
+  fs::path dir = fs::path(path).parent_path();
+  while (!dir.empty() && !fs::exists(dir, ec)) dir = dir.parent_path();
+  if (dir.empty()) dir = ".";
+  if (!fs::is_directory(dir, ec)) return "";  // the writer names what is in the way
+  const std::string probe = (dir / (".switchyard-probe-" + std::to_string(::getpid()))).string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    if (errno == EEXIST) return "";  // a probe of this pid's: the directory takes files
+    return "cannot create files in '" + dir.string() + "': " + std::strerror(errno);
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return "";
 }
 
 void fsync_path(const std::string& path) {

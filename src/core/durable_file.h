@@ -21,9 +21,16 @@ std::string special_file_kind(const std::string& path);
 std::string special_file_problem(const std::string& path);
 
 // The directory an output file `path` will be written in. UsageError naming `path` when it is
-// empty, its directory is missing, or it is a directory or special_file_kind: what commands
-// check before any work.
+// empty, its directory is missing or not writable (unwritable_output_dir), or it is a directory
+// or special_file_kind: what commands check before any work.
 std::string check_output_file(const std::string& path);
+
+// Why no file can be created in the directory an output `path` goes in (its parent, or the
+// nearest one that exists when the writer creates the missing ones): "cannot create files in
+// '<dir>': Read-only file system" (a probe file is created and removed there; permission bits,
+// an immutable directory, /proc). "" when one can. What commands check before the work, so that
+// minutes of tokenizing or reading a checkpoint do not end in that.
+std::string unwritable_output_dir(const std::string& path);
 
 // fsync(2) of a file or a directory (a rename is durable once its directory is synced). Throws
 // std::runtime_error naming the path and errno's text.

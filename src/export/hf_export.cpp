@@ -76,6 +76,10 @@ const char* const kConflicting[] = {"tokenizer.json",
 // Refuses, before any work, an --output the export could not leave holding exactly its files.
 void check_output_dir(const std::string& dir) {
   const std::string where = "--output '" + dir + "'";
+  // The files go in `dir` itself (made with its parents where missing).
+  if (const std::string problem = files::unwritable_output_dir((fs::path(dir) / "x").string());
+      !problem.empty())
+    throw UsageError(where + ": " + problem);
   std::error_code ec;
   if (!fs::exists(dir, ec)) return;
   if (!fs::is_directory(dir, ec)) throw UsageError(where + " exists and is not a directory");

@@ -414,6 +414,15 @@ TEST(CkptExportFiles, ADirectoryAsTheSafetensorsOutputIsRefusedAndParentsAreMade
   r = run_command(cmd + dir.file("afile/sub/x.safetensors"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "Not a directory")) << r.output;
+  // A directory no file can be created in (/proc: for root too) is said before the checkpoint is
+  // read and verified (minutes for a large one), for both formats.
+  for (const std::string& args :
+       {std::string("/proc/sub/x.safetensors"), std::string("/proc/hf --format hf")}) {
+    r = run_command(cmd + args);
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, "cannot create files in '/proc'")) << r.output;
+    EXPECT_FALSE(contains(r.output, "verif")) << r.output;
+  }
 
   // The checkpoint itself as the output (also through a link): refused, the checkpoint intact.
   // Before, the export replaced it with the safetensors file and exited 0.

@@ -197,6 +197,9 @@ TEST(Prepare, BadInputsNameTheFile) {
                      {"nodir", "does not exist"}, "no out dir");
   expect_usage_error(prep({dir.file("ok.txt")}, dir.path().string()), {"is a directory"},
                      "out is dir");
+  // A directory that takes no files (/proc, for root too): before the work, not after it.
+  expect_usage_error(prep({dir.file("ok.txt")}, "/proc/o.h5"), {"cannot create files in '/proc'"},
+                     "unwritable out dir");
   expect_usage_error(prep({}, out), {"no input"}, "no inputs");
   expect_usage_error(prep({dir.file("ok.txt")}, out, 1.0), {"val_fraction"}, "fraction 1");
   EXPECT_FALSE(fs::exists(out));
