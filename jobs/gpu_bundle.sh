@@ -166,14 +166,15 @@ for f in /usr/share/common-licenses/*; do [ -f "$f" ] && [ ! -L "$f" ] && licenc
 
 # The CPU reference for stage d: the losses of every step of configs/small.yaml on the CPU. It
 # is kept in .device/ref/ and made again only when what it depends on changed: the sources of the
-# CPU trainer (everything under kernels/cpu, comm and src but the benchmarks and the CUDA
-# backend), the config and the texts (100 steps: seconds on idle cores, many minutes on busy ones).
+# CPU trainer (everything under kernels/cpu, comm, src, app and cmake but the benchmarks and the
+# CUDA backend), the config and the texts (100 steps: seconds on idle cores, many minutes on busy ones).
 # Its settings are the ones stage d repeats with device: cuda (gpu_check.sh reads ref/small.args),
 # so that every step and evaluation of the GPU run has its twin here.
 ref_args=(--set train.steps=100 --set log.every=1 --set eval.every=50 --set checkpoint.every=0)
 ref_dir=$root/.device/ref
-ref_key=$( (cd "$root" && git ls-files -co --exclude-standard kernels/cpu comm src CMakeLists.txt |
-  grep -Ev '^src/bench/|cuda|nccl|gpu_' | xargs sha256sum
+ref_files=$(cd "$root" && git ls-files -co --exclude-standard kernels/cpu comm src app cmake \
+  CMakeLists.txt) || die "git ls-files failed in $root: the CPU reference's key needs the sources"
+ref_key=$( (cd "$root" && grep -Ev '^src/bench/|cuda|nccl|gpu_' <<<"$ref_files" | xargs sha256sum
   sha256sum "$root/configs/small.yaml" "${licences[@]}" | cut -d' ' -f1
   echo "${ref_args[*]}") | sha256sum | cut -c1-16)
 if [ "$(cat "$ref_dir/key" 2>/dev/null)" = "$ref_key" ] && [ -s "$ref_dir/metrics.jsonl" ]; then
@@ -212,6 +213,9 @@ export OPAL_SYSCONFDIR=$SY_BUNDLE/openmpi/etc
 export PMIX_PREFIX=$SY_BUNDLE/pmix
 export PMIX_MCA_mca_base_component_path=$SY_BUNDLE/pmix/lib/pmix
 export OMPI_MCA_ess_singleton_isolated=1
+# mpirun looks for ssh or rsh even for one node and stops (exit 243) where neither is there, as
+# on the bare GPU machine: no launch agent, the ranks are local children of mpirun.
+export OMPI_MCA_plm_rsh_agent=
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 export SWITCHYARD_SOURCE_DIR=$SY_BUNDLE  # configs/ for the GPU trainer tests

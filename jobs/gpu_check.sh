@@ -228,7 +228,7 @@ gtest_failed() {
 if want b; then
   begin b 120 "GPU tests"
   export GTEST_COLOR=no OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} SY_TEST_TIMEOUT_S=120
-  tp=0 ts=0 tf=0 problems="" reasons=""
+  tp=0 ts=0 tf=0 problems="" reasons="" cut=""
   # Each binary's limit, all capped by the stage's deadline (they add up to more than it: the
   # last gets what is left). The NCCL runs, the only multi-process part, come before the slow
   # trainer tests (GpuResume: a dozen 20-step runs with checkpoints) so those cannot starve them.
@@ -247,7 +247,9 @@ if want b; then
     read -r p s f < <(gtest_counts "$part")
     tp=$((tp + p)) ts=$((ts + s)) tf=$((tf + f))
     failed_names=$(gtest_failed "$part")
-    if ((rc == 124 || rc == 137)); then
+    if cut_at_stage_end "$rc"; then  # the stage's time ran out, not the binary's own limit
+      cut+=" $name cut after ${ran_for}s $(gtest_cut "$part")${failed_names:+, failed: $failed_names};"
+    elif ((rc == 124 || rc == 137)); then
       problems+=" $name timed out after ${ran_for}s $(gtest_cut "$part")${failed_names:+, failed: $failed_names};"
     elif ((rc != 0)); then problems+=" $name exit $rc${failed_names:+: $failed_names};"
     elif ((p + s + f == 0)); then problems+=" $name ran no test;"; fi
@@ -257,7 +259,8 @@ if want b; then
     [ -n "$r" ] && reasons+=" $name:${r% |};"
   done
   counts="passed $tp, skipped $ts, failed $tf"
-  if ((tf > 0)) || [ -n "$problems" ]; then verdict b FAIL "$counts;$problems"
+  if ((tf > 0)) || [ -n "$problems" ]; then verdict b FAIL "$counts;$problems$cut"
+  elif [ -n "$cut" ]; then verdict b INCOMPLETE "$counts; at the stage's end:$cut"
   elif ((!have_gpu)); then verdict b SKIP "no GPU: $counts (the passed ones need none):$reasons"
   elif ((tp == 0)); then verdict b SKIP "every test skipped ($counts):$reasons"
   else verdict b PASS "$counts (skips:${reasons:- none})"; fi
@@ -315,7 +318,7 @@ if want d; then
     rc=$?
     if cut_at_stage_end "$rc"; then
       rbf="bf16 run cut at the stage's end after ${ran_for}s (no verdict on it)"
-      okbf=2
+      okbf=3  # not the comparer's 2 (a missing or unreadable metrics file: a FAIL)
     elif ((rc != 0)); then
       rbf="FAIL bf16: run exit $rc: $(grep -m1 -iE "error|what" "$work/d-bf16.log" | cut -c1-160)"
       okbf=1
@@ -328,7 +331,7 @@ if want d; then
     fi
     msg="$(echo "$r32" | tail -n 1); $(echo "$rbf" | tail -n 1)"
     if ((ok32 == 0 && okbf == 0)); then verdict d PASS "$msg"
-    elif ((ok32 == 0 && okbf == 2)); then verdict d INCOMPLETE "$msg"
+    elif ((ok32 == 0 && okbf == 3)); then verdict d INCOMPLETE "$msg"
     else verdict d FAIL "$msg"; fi
   fi
   for n in fp32 bf16; do

@@ -8,7 +8,8 @@
 # In a private mount namespace (unshare -m; mount --make-rprivate /) it bind-mounts an empty file
 # over the real path of every system library the bundle carries, and of every one its binaries
 # and plugins load here that the GPU machine does not have (so a library the bundle misses fails
-# here as it would there), over Open MPI's orterun and orted, and over NCCL's library when a
+# here as it would there), over Open MPI's orterun and orted, over ssh and rsh (mpirun must
+# need no launch agent there), and over NCCL's library when a
 # nvidia-nccl wheel can stand in for it; and an empty folder over Open MPI's, PMIx's and UCX's
 # plugin, help and config folders. Then, from the unpacked bundle with its env.sh:
 #   1. switchyard without the bundle's library path must fail to start (the hiding works);
@@ -85,6 +86,11 @@ for f in "$B"/lib/*.so* "$B"/openmpi/lib/*.so*; do
 done
 hide[$(readlink -f /usr/bin/orterun)]=1
 hide[$(readlink -f /usr/bin/orted)]=1
+# No ssh or rsh there either (Debian's openmpi-bin brings ssh here): mpirun must not need one.
+for agent in ssh rsh; do
+  path=$(command -v "$agent" || true)
+  [ -n "$path" ] && hide[$(readlink -f "$path")]=1
+done
 # NCCL: on the GPU machine only the Python wheel has it. Hide the toolkit's copy when a wheel
 # is there to take its place (found as env.sh finds it).
 wheel_nccl=$("$B/bin/nccl-wheel-lib")
@@ -104,7 +110,7 @@ hidden_dirs=(/usr/lib/x86_64-linux-gnu/openmpi /usr/share/openmpi /etc/openmpi
 for d in "${hidden_dirs[@]}"; do
   [ -d "$d" ] && { mount --bind "$tmp/empty-dir" "$d" || { echo "FAIL: cannot hide $d"; exit 1; }; }
 done
-echo "rehearsal: hid ${#hide[@]} system files (libraries, orterun, orted) and ${#hidden_dirs[@]} folders; $nccl_note"
+echo "rehearsal: hid ${#hide[@]} system files (libraries, orterun, orted, ssh) and ${#hidden_dirs[@]} folders; $nccl_note"
 
 # python3, tar and the other tools of this machine need some of the hidden libraries (libz,
 # libexpat, ...): they take the bundle's copies, the same Debian files (on the GPU machine the
