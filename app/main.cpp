@@ -16,6 +16,7 @@
 #include "app/commands.h"
 #include "app/run_mpi.h"
 #include "src/core/error.h"
+#include "src/core/interrupt.h"
 #include "src/core/suggest.h"
 #include "src/train/signals.h"
 
@@ -123,6 +124,11 @@ int main(int argc, char** argv) {
   // 100000000` running. Every command but train ends on it again (`guard` passes a SIGHUP on to
   // a training job as SIGUSR1).
   if (!train_signals) std::signal(SIGHUP, SIG_DFL);
+  // Every command but train and guard (which take these signals themselves): Ctrl-C, SIGTERM or
+  // SIGHUP removes what the command was writing (a .tmp, a scratch folder) before it ends by
+  // the signal (src/core/interrupt.h).
+  if (!train_signals && !(argc > 1 && std::string_view(argv[1]) == "guard"))
+    sy::files::install_interrupt_cleanup();
 
   CLI::App app{"switchyard: a Mixture-of-Experts transformer trainer"};
   app.require_subcommand(1);

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <ostream>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "src/bench/train_bench_steps.h"
 #include "src/ckpt/compat.h"
 #include "src/core/error.h"
+#include "src/core/scratch_dir.h"
 #include "src/data/loader.h"
 #include "src/data/tokens.h"
 #include "src/model/init.h"
@@ -125,13 +127,14 @@ TorchPeer run_torch_peer(const Config& cfg, const TrainBenchOptions& opt, std::o
     return p;
   }
   // The resolved config, so both sides read the very same keys.
-  std::string tmpl = (fs::temp_directory_path() / "switchyard-bench-XXXXXX").string();
-  if (!mkdtemp(tmpl.data())) {
-    p.note = "skipped: cannot create a temporary directory";
+  std::optional<ScratchDir> dir;
+  try {
+    dir.emplace("switchyard-bench-");
+  } catch (const std::exception& e) {
+    p.note = std::string("skipped: ") + e.what();
     return p;
   }
-  const fs::path dir = tmpl;
-  const fs::path yaml = dir / "config.yaml";
+  const std::string yaml = dir->file("config.yaml");
   {
     std::ofstream out(yaml);
     out << to_yaml(cfg);
@@ -144,10 +147,9 @@ TorchPeer run_torch_peer(const Config& cfg, const TrainBenchOptions& opt, std::o
     std::snprintf(limit, sizeof limit, "timeout -k 5 %g ", opt.torch_timeout_s);
   const Captured c =
       capture(std::string(limit) + py + " " + shell_quote(script) + " bench --config " +
-              shell_quote(yaml.string()) + " --steps " + std::to_string(opt.steps) + " --warmup " +
+              shell_quote(yaml) + " --steps " + std::to_string(opt.steps) + " --warmup " +
               std::to_string(opt.warmup) + (cfg.device == Device::kCuda ? " --device cuda" : ""));
-  std::error_code ec;
-  fs::remove_all(dir, ec);
+  dir.reset();
   if (opt.torch_timeout_s > 0 && (c.exit_code == 124 || c.exit_code == 137)) {
     char note[96];
     std::snprintf(note, sizeof note, "timed out after %g s (--torch-timeout)", opt.torch_timeout_s);

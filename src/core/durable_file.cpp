@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
+#include <utility>
 
 #include "src/core/error.h"
 #include "src/core/paths.h"
@@ -174,11 +175,13 @@ std::string StagedFiles::stage(const std::string& path) {
       if (!fs::create_directory(*it, ec) && ec)
         throw std::runtime_error("create directory '" + it->string() + "' failed: " + ec.message());
       created_dirs_.push_back(it->string());
+      dirs_on_interrupt_.emplace_back(it->string(), RemovedOnInterrupt::kFolder);
     }
   }
   const std::string tmp = path + ".tmp";
+  RemovedOnInterrupt on_interrupt(tmp);  // before it exists: no moment it is not covered
   const int fd = open_held(path, tmp);
-  staged_.push_back({tmp, path, fd});
+  staged_.push_back({tmp, path, fd, std::move(on_interrupt)});
   return tmp;
 }
 
@@ -200,7 +203,8 @@ void StagedFiles::commit() {
   for (Entry& e : staged_) {
     commit_file(e.tmp, e.path);
     e.tmp.clear();
-    ::close(e.fd);  // the lock goes with the file, now under its real name
+    e.on_interrupt = RemovedOnInterrupt();  // renamed: the real file now, not ours to remove
+    ::close(e.fd);                          // the lock goes with the file, now under its real name
     e.fd = -1;
   }
   committed_ = true;

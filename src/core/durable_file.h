@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "src/core/interrupt.h"
+
 namespace sy::files {
 
 // What `path` is when it names a device, a FIFO or a socket, itself or through a symbolic link
@@ -82,10 +84,12 @@ class StagedFiles {
   struct Entry {
     std::string tmp, path;
     int fd = -1;  // the open .tmp, flock'd: no second writer of `path` meanwhile
+    RemovedOnInterrupt on_interrupt;  // the .tmp, removed by a SIGINT/SIGTERM (interrupt.h)
   };
   Parents parents_;
   std::vector<Entry> staged_;
   std::vector<std::string> created_dirs_;  // outermost first
+  std::vector<RemovedOnInterrupt> dirs_on_interrupt_;
   bool committed_ = false;
 };
 

@@ -15,6 +15,7 @@
 #include "src/core/error.h"
 #include "src/core/h5.h"
 #include "src/core/h5_attr.h"
+#include "src/core/interrupt.h"
 #include "src/core/number_text.h"
 #include "src/core/paths.h"
 #include "src/core/progress.h"
@@ -134,6 +135,7 @@ struct TokenFileWriter::Impl {
   std::optional<h5::Dataset> train, val;
   hsize_t n_train = 0, n_val = 0;
   bool committed = false;
+  std::optional<files::RemovedOnInterrupt> on_interrupt;  // the .tmp, while it is ours
 
   // Runs one write step; a failure becomes one Error (exit 1) naming the file and, where errno or
   // the message tell, the cause in words: a full disk or the file size limit (ulimit -f).
@@ -217,9 +219,15 @@ TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size, in
                      path + "', is " + in_the_way + ": remove it");
   h5::ErrorSilencer quiet;
   const hid_t file_id = H5Fcreate(m.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (file_id < 0)
-    throw UsageError("cannot create '" + m.tmp + "' (is '" + m.dir +
-                     "' writable?): " + h5::error_stack_message());
+  if (file_id < 0) {
+    const std::string why = h5::error_stack_message();
+    if (why.find("unable to lock file") != std::string::npos)  // HDF5's lock: another writer
+      throw Error(kExitOther, std::string(files::kAnotherWriter) + " '" + path +
+                                  "' (HDF5 holds a lock on '" + m.tmp +
+                                  "'); wait for it to finish, or give another output name");
+    throw UsageError("cannot create '" + m.tmp + "' (is '" + m.dir + "' writable?): " + why);
+  }
+  m.on_interrupt.emplace(m.tmp);
   m.file.emplace(file_id);
   try {
     m.guarded([&] {
@@ -261,6 +269,7 @@ void TokenFileWriter::commit(const Tokenizer& tokenizer) {
     if (closed < 0 && H5Iis_valid(id) > 0) m.file.emplace(id);
     h5::check(closed, "H5Fclose", __FILE__, __LINE__);
     files::commit_file(m.tmp, m.path);
+    m.on_interrupt.reset();
   });
   m.committed = true;
 }

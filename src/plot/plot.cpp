@@ -19,34 +19,13 @@
 #include "src/core/error.h"
 #include "src/core/paths.h"
 #include "src/core/run_files.h"
+#include "src/core/scratch_dir.h"
 
 namespace sy {
 
 namespace {
 
 namespace fs = std::filesystem;
-
-// A temporary directory removed with its contents when the owner goes out of scope.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string tmpl = (fs::temp_directory_path() / "switchyard-plot-XXXXXX").string();
-    if (!mkdtemp(tmpl.data()))
-      throw std::runtime_error("plot: cannot create a temporary directory under " +
-                               fs::temp_directory_path().string());
-    path_ = tmpl;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 // gnuplot string literal: single quotes, a quote inside doubled.
 std::string gp_quote(const std::string& s) {
@@ -122,7 +101,9 @@ void run_gnuplot(const std::string& gnuplot, const std::string& script) {
 // (gnuplot failed, or a chart before them was empty): a published one is gone from there already.
 class StagedCharts {
  public:
-  explicit StagedCharts(std::vector<std::string> pngs) : pngs_(std::move(pngs)) {}
+  explicit StagedCharts(std::vector<std::string> pngs) : pngs_(std::move(pngs)) {
+    for (const auto& p : pngs_) on_interrupt_.emplace_back(staged_png(p));
+  }
   ~StagedCharts() {
     std::error_code ec;
     for (const auto& p : pngs_) fs::remove(staged_png(p), ec);
@@ -132,6 +113,7 @@ class StagedCharts {
 
  private:
   std::vector<std::string> pngs_;
+  std::vector<files::RemovedOnInterrupt> on_interrupt_;  // gnuplot's .png.tmp, on Ctrl-C
 };
 
 // Whether the file at `path` ends with a PNG's IEND chunk (length 0, "IEND", its fixed CRC): a
@@ -209,7 +191,7 @@ std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& ti
   SY_CHECK(!opt.out_dir.empty(), "plot_metrics needs an output directory");
   SY_CHECK(!m.train.empty(), "no train points");
   make_directories("the plot directory", opt.out_dir);
-  const ScratchDir tmp;
+  ScratchDir tmp("switchyard-plot-");
   const int W = opt.width, H = opt.height;
   auto png = [&](const char* name) { return (fs::path(opt.out_dir) / name).string(); };
 
@@ -357,7 +339,7 @@ std::string plot_coactivation(const Coactivation& c, const std::string& title,
                               const PlotOptions& opt) {
   SY_CHECK(!opt.out_dir.empty(), "plot_coactivation needs an output directory");
   make_directories("the plot directory", opt.out_dir);
-  const ScratchDir tmp;
+  ScratchDir tmp("switchyard-plot-");
   const int L = c.num_layers, E = c.num_experts;
   const std::string dat = tmp.file("coactivation.dat"),
                     png = (fs::path(opt.out_dir) / "coactivation.png").string();
@@ -417,7 +399,7 @@ void plot_xy(const std::string& png, const std::string& title, const std::string
   std::error_code ec;
   if (fs::is_directory(png, ec))
     throw UsageError("'" + png + "' is a directory; give the PNG file to write");
-  const ScratchDir tmp;
+  ScratchDir tmp("switchyard-plot-");
   const fs::path parent = fs::path(png).parent_path();
   if (!parent.empty()) make_directories("'" + png + "': its directory", parent.string());
   const std::string dat = tmp.file("xy.dat");

@@ -1,0 +1,76 @@
+#include "src/core/interrupt.h"
+
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <csignal>
+#include <cstring>
+#include <utility>
+
+namespace sy::files {
+
+namespace {
+
+// A slot is kFree, then kWriting while its owner copies the path in, then kFile/kFolder; the
+// handler reads only the last two. 64 paths of up to 4 KiB: a command registers a handful.
+enum State : int { kFree, kWriting, kFileSet, kFolderSet };
+constexpr int kSlots = 64;
+constexpr size_t kMaxPath = 4096;
+struct Slot {
+  std::atomic<int> state{kFree};
+  std::array<char, kMaxPath> path{};
+};
+std::array<Slot, kSlots> g_slots;  // process-wide: read by the signal handler (see the header)
+
+void remove_registered(int signo) {
+  // Files first, then folders (innermost were registered last: the reverse order).
+  for (Slot& s : g_slots)
+    if (s.state.load() == kFileSet) ::unlink(s.path.data());
+  for (int i = kSlots - 1; i >= 0; --i)
+    if (g_slots[static_cast<size_t>(i)].state.load() == kFolderSet)
+      ::rmdir(g_slots[static_cast<size_t>(i)].path.data());
+  std::signal(signo, SIG_DFL);
+  std::raise(signo);  // the default action: the process ends by the signal
+}
+
+}  // namespace
+
+void install_interrupt_cleanup() {
+  struct sigaction sa {};
+  sa.sa_handler = remove_registered;
+  sigemptyset(&sa.sa_mask);
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sa.sa_mask, s);  // one cleanup at a time
+  sa.sa_flags = SA_RESETHAND;
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaction(s, &sa, nullptr);
+}
+
+RemovedOnInterrupt::RemovedOnInterrupt(const std::string& path, Kind kind) {
+  if (path.empty() || path.size() >= kMaxPath) return;
+  for (int i = 0; i < kSlots; ++i) {
+    Slot& s = g_slots[static_cast<size_t>(i)];
+    int expected = kFree;
+    if (!s.state.compare_exchange_strong(expected, kWriting)) continue;
+    std::memcpy(s.path.data(), path.c_str(), path.size() + 1);
+    s.state.store(kind == kFolder ? kFolderSet : kFileSet);
+    slot_ = i;
+    return;
+  }
+}
+
+RemovedOnInterrupt::~RemovedOnInterrupt() {
+  if (slot_ >= 0) g_slots[static_cast<size_t>(slot_)].state.store(kFree);
+}
+
+RemovedOnInterrupt::RemovedOnInterrupt(RemovedOnInterrupt&& other) noexcept
+    : slot_(std::exchange(other.slot_, -1)) {}
+
+RemovedOnInterrupt& RemovedOnInterrupt::operator=(RemovedOnInterrupt&& other) noexcept {
+  if (this != &other) {
+    if (slot_ >= 0) g_slots[static_cast<size_t>(slot_)].state.store(kFree);
+    slot_ = std::exchange(other.slot_, -1);
+  }
+  return *this;
+}
+
+}  // namespace sy::files
