@@ -61,17 +61,22 @@ void add_bench_a2a(CLI::App& bench, std::vector<Command>& out) {
       "and routing skew; checks every row (#wrong) and exits 1 if anything is wrong. Run under "
       "mpirun, e.g. mpirun -np 8 switchyard bench a2a --ranks-per-node 4");
   cmd->add_option("--ranks-per-node", a->opt.ranks_per_node,
-                  "Emulate nodes of this many consecutive ranks (0: the nodes MPI reports)")
+                  "Emulate nodes of this many consecutive ranks, dividing the rank count (0: the "
+                  "nodes MPI reports)")
       ->capture_default_str();
-  cmd->add_option("--min-bytes", a->min_bytes, "Smallest expert input per rank (K, M, G suffixes)")
+  cmd->add_option("--min-bytes", a->min_bytes,
+                  "Smallest expert input per rank, > 0 (K, M, G suffixes)")
       ->capture_default_str();
-  cmd->add_option("--max-bytes", a->max_bytes, "Largest expert input per rank; sizes double")
+  cmd->add_option("--max-bytes", a->max_bytes,
+                  "Largest expert input per rank, >= --min-bytes; sizes double")
       ->capture_default_str();
-  cmd->add_option("--top-k", a->opt.top_k, "Experts per token")->capture_default_str();
+  cmd->add_option("--top-k", a->opt.top_k, "Experts per token, in [1, experts]")
+      ->capture_default_str();
   cmd->add_option("--experts", a->opt.experts,
                   "Global experts (0: 2 per rank, more on few ranks so that --top-k fits)")
-      ->capture_default_str();
-  cmd->add_option("--width", a->opt.width, "Row width in fp32 elements (d_model)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("--width", a->opt.width, "Row width in fp32 elements (d_model), > 0")
       ->capture_default_str();
   cmd->add_option("--skew", a->opt.skews,
                   "Routing skews, comma-separated: expert e drawn with weight (e+1)^-skew "
@@ -79,9 +84,10 @@ void add_bench_a2a(CLI::App& bench, std::vector<Command>& out) {
       ->delimiter(',')
       ->capture_default_str()
       ->check(non_negative_number());
-  cmd->add_option("--iters", a->opt.iters, "Timed iterations per row (median reported)")
+  cmd->add_option("--iters", a->opt.iters, "Timed iterations per row (median reported), >= 1")
       ->capture_default_str();
-  cmd->add_option("--warmup", a->opt.warmup, "Untimed iterations first")->capture_default_str();
+  cmd->add_option("--warmup", a->opt.warmup, "Untimed iterations first, >= 0")
+      ->capture_default_str();
   cmd->add_option("--algos", a->algos, "flat,hier")
       ->delimiter(',')
       ->check(CLI::IsMember({"flat", "hier", "hierarchical"}))

@@ -87,8 +87,8 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
   prepare
       ->add_option(
           "--vocab-size", opt->vocab_size,
-          "Pieces of the SentencePiece vocabulary, including its 3 control and 256 byte pieces "
-          "(bpe/unigram only; set model.vocab_size to at least this)")
+          "Pieces of the SentencePiece vocabulary, including its 3 control and 256 byte pieces: "
+          "required with bpe/unigram, at least 260 (set model.vocab_size to at least this)")
       ->check(signed_64());
   prepare
       ->add_option("--train-sentences", opt->train_sentences,

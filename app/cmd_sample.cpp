@@ -23,17 +23,19 @@ void add_sample_command(CLI::App& root, std::vector<Command>& out) {
   cmd->add_option("-c,--checkpoint", req->checkpoint, "Checkpoint file (step_<N>.h5)")->required();
   auto* p = cmd->add_option("-p,--prompt", *prompt, "The text to continue");
   cmd->add_option("--prompt-file", req->prompt_file, "Read the prompt from this file")->excludes(p);
-  cmd->add_option("-n,--tokens", req->options.tokens, "Tokens to generate")
+  cmd->add_option("-n,--tokens", req->options.tokens, "Tokens to generate, >= 1")
       ->capture_default_str()
       ->check(signed_64());
   cmd->add_option("-t,--temperature", req->options.temperature,
-                  "Softmax temperature; 0 = greedy (always the most likely token)")
+                  "Softmax temperature, >= 0; 0 = greedy (always the most likely token)")
       ->capture_default_str();
-  cmd->add_option("--top-k", req->options.top_k, "Sample among the k most likely tokens (0 = all)")
+  cmd->add_option("--top-k", req->options.top_k,
+                  "Sample among the k most likely tokens, >= 0 (0 = all)")
       ->capture_default_str()
       ->check(signed_64());
-  cmd->add_option("--top-p", req->options.top_p,
-                  "Sample among the most likely tokens whose probability reaches p (1 = all)")
+  cmd->add_option(
+         "--top-p", req->options.top_p,
+         "Sample among the most likely tokens whose probability reaches p, in (0, 1] (1 = all)")
       ->capture_default_str();
   cmd->add_option("--seed", req->options.seed, "Seed: the same seed gives the same text")
       ->capture_default_str()

@@ -63,8 +63,10 @@ std::string check_output_file(const std::string& path) {
   const fs::path out_path(path);
   const fs::path out_dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");
   if (!fs::is_directory(out_dir, ec))
-    throw UsageError("output directory '" + out_dir.string() + "' for '" + path +
-                     "' does not exist");
+    throw UsageError("output directory '" + out_dir.string() + "' for '" + path + "' " +
+                     (fs::exists(out_dir, ec)
+                          ? "is not a directory (" + what_is_at(out_dir) + " is in the way)"
+                          : std::string("does not exist")));
   if (fs::is_directory(out_path, ec))
     throw UsageError("output '" + path + "' is a directory, expected a file name");
   if (const std::string problem = special_file_problem(path); !problem.empty())

@@ -101,6 +101,8 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
            // nan turned the watchdog off without a word; -1 as well
            {"bench a2a --timeout nan", "--timeout: expected a number >= 0, got 'nan'"},
            {"bench a2a --timeout -1", "--timeout: expected a number >= 0, got '-1'"},
+           // -1 was taken as 0 (the automatic count) without a word
+           {"bench a2a --experts -1", "--experts: Value -1 not in range 0 to 16777216"},
            {"data import a.bin --output b.h5 --val-fraction nan",
             "--val-fraction: expected a number in [0, 0.9], got 'nan'"}}) {
     const auto r = run_command(kBin + " " + args);

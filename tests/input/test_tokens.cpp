@@ -200,6 +200,9 @@ TEST(Prepare, BadInputsNameTheFile) {
   // A directory that takes no files (/proc, for root too): before the work, not after it.
   expect_usage_error(prep({dir.file("ok.txt")}, "/proc/o.h5"), {"cannot create files in '/proc'"},
                      "unwritable out dir");
+  expect_usage_error(prep({dir.file("ok.txt")}, dir.file("ok.txt/o.h5")),
+                     {dir.file("ok.txt"), "is not a directory (a regular file is in"},
+                     "a file where the directory goes");
   expect_usage_error(prep({}, out), {"no input"}, "no inputs");
   expect_usage_error(prep({dir.file("ok.txt")}, out, 1.0), {"val_fraction"}, "fraction 1");
   EXPECT_FALSE(fs::exists(out));

@@ -367,6 +367,8 @@ TEST_F(PlanCli, WhatPlanCannotHonourIsRefusedOrSaid) {
       {" --sweep nodes=1,2 --this", "--this excludes --sweep"},
       {" --sweep nodes=1,2 --ranks 4", "--ranks excludes --sweep"},
       {" --sweep nodes=1,2 --png " + dir(), "is a directory; give the PNG file to write"},
+      // gnuplot's own script error came out (exit 1)
+      {" --sweep nodes=1,2 --png /proc/s.png", "'/proc/s.png': cannot create files in '/proc'"},
   };
   for (const auto& [args, message] : refused) {
     const auto r = sy::test::run_command(kBin + " plan" + cfg + cluster + args);
