@@ -291,3 +291,37 @@ TEST(Cli, AStoppedPlotLeavesNoScratchFolderNorStagedChart) {
   std::ifstream kept(dir.file("run/plots/loss.png"));
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "an earlier chart");
 }
+
+// A run that diverges (lr 1e30: the second step's loss is not finite) is SPEC 9's numerical
+// failure: exit 3 (the job's code, one rank or two), the message naming it, and the last good
+// checkpoint kept as `latest`, readable. No test looked at exit 3 before: a trainer that threw
+// an ordinary error (exit 1) passed them all.
+TEST(Cli, ANonFiniteLossExitsThreeKeepingTheLastGoodCheckpoint) {
+  sy::test::TempDir dir;
+  {
+    std::ofstream a(dir.file("a.txt"));
+    for (int i = 0; i < 300; ++i) a << "the quick brown fox jumps over the lazy dog " << i << "\n";
+  }
+  const std::string h5 = dir.file("tok.h5");
+  ASSERT_EQ(run_command(kBin + " data prepare --input " + dir.file("a.txt") + " --output " + h5)
+                .exit_code,
+            0);
+  for (int np : {1, 2}) {
+    const std::string out = dir.file("run" + std::to_string(np));
+    const auto r = run_command(
+        (np > 1 ? sy::test::mpirun(np) : std::string()) + kBin + " train --config " + kSrc +
+        "/configs/tiny.yaml --set data.path=" + h5 + " --set run.out_dir=" + out +
+        " --set checkpoint.dir=" + out + "/ckpt --set train.lr=1e30 --set train.warmup_steps=0" +
+        " --set train.steps=5 --set checkpoint.every=1 --set eval.every=0" +
+        " --set train.micro_batch=" + std::to_string(4 / np));
+    EXPECT_EQ(r.exit_code, 3) << "np " << np << "\n" << r.output;
+    EXPECT_NE(r.output.find("non-finite"), std::string::npos) << r.output;
+    std::ifstream latest(out + "/ckpt/latest");
+    std::string name;
+    std::getline(latest, name);
+    ASSERT_FALSE(name.empty()) << "np " << np << ": no latest\n" << r.output;
+    EXPECT_EQ(name, "step_00000001.h5") << r.output;  // the loss of step 2 is not finite
+    const auto info = run_command(kBin + " ckpt info " + out + "/ckpt/" + name);
+    EXPECT_EQ(info.exit_code, 0) << info.output;
+  }
+}

@@ -56,10 +56,17 @@ TEST_P(ModelGrad, MatchesFiniteDifferencesAndFloat) {
   Model<double> md(cfg);
   init_params(md.params.data(), md.table(), cfg.run.seed);
   // The SPEC init (std 0.02) makes every term tiny; larger weights exercise the nonlinearities
-  // and give the router clear (non-tied) preferences. Gains and the bias keep their values.
+  // and give the router clear (non-tied) preferences. Gains away from 1, each its own, so that
+  // one gain used in another's place (moe_norm's in attn_norm's) changes the loss; a router bias
+  // away from 0 (it moves the selection only).
+  std::uniform_real_distribution<double> gain(0.5, 1.5), bias(-0.05, 0.05);
   for (const ParamSpec& p : md.table().specs())
-    if (p.kind == ParamKind::kMatrix)
-      for (size_t i = 0; i < p.numel; ++i) md.params[p.offset + i] *= 20.0;
+    for (size_t i = 0; i < p.numel; ++i) {
+      double& x = md.params[p.offset + i];
+      if (p.kind == ParamKind::kMatrix) x *= 20.0;
+      if (p.kind == ParamKind::kGain) x = gain(rng);
+      if (p.kind == ParamKind::kBias) x = bias(rng);
+    }
 
   std::vector<MoeStats> stats;
   const LossParts l0 = md.forward(tokens.data(), B, s, &stats);
@@ -91,6 +98,9 @@ TEST_P(ModelGrad, MatchesFiniteDifferencesAndFloat) {
       continue;
     }
     EXPECT_LE(test::rel_error(g, f), 1e-6) << p.name;
+    // Every trained tensor moves the loss: one the model never reads (a gain wired to the wrong
+    // layer) has 0 for both gradients, which rel_error passes.
+    EXPECT_GT(std::sqrt(test::dot(f, f)), 1e-8) << p.name << " does not change the loss";
   }
 
   // The float path from the same weights (rounded once) against the double gradients.

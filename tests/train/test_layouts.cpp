@@ -116,6 +116,9 @@ class Layouts : public ::testing::Test {
         << l.name << ": replicas differ on rank " << world_rank() << ", first "
         << s.diverged_replicas.front();
     if (world_rank() != 0) return;
+    // Something to compare: a reference without steps or parameters passed every layout.
+    ASSERT_GE(ref.step_losses.size(), 2u) << l.name;
+    ASSERT_FALSE(ref.final_params.empty()) << l.name;
     ASSERT_EQ(s.step_losses.size(), ref.step_losses.size()) << l.name;
     for (size_t i = 0; i < ref.step_losses.size(); ++i)
       EXPECT_NEAR(s.step_losses[i], ref.step_losses[i], kLossTolerance * ref.step_losses[i])

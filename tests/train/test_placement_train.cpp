@@ -131,6 +131,9 @@ TEST_F(PlacementTrain, LossesAndParametersMatchTheContiguousLayout) {
     if (world_rank() >= c.ranks) continue;
     EXPECT_TRUE(placed.diverged_replicas.empty()) << c.name << ": replicas differ";
     if (world_rank() != 0) continue;
+    ASSERT_GE(plain.step_losses.size(), 2u) << c.name;  // something to compare
+    ASSERT_FALSE(plain.final_params.empty()) << c.name;
+    ASSERT_EQ(placed.final_params.size(), plain.final_params.size()) << c.name;
     ASSERT_EQ(placed.step_losses.size(), plain.step_losses.size()) << c.name;
     int bitwise = 0;
     for (size_t i = 0; i < plain.step_losses.size(); ++i) {

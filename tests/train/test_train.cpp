@@ -161,7 +161,8 @@ TEST_F(TrainTest, DifferentSeedsDiffer) {
 // with the default sequence-scoped aux loss.
 TEST_F(TrainTest, GradientAccumulationKeepsTheLoss) {
   std::ostringstream log;
-  const std::vector<std::string> base = {"train.steps=5", "train.global_batch=8", "eval.every=0"};
+  const std::vector<std::string> base = {"train.steps=5", "train.global_batch=8", "eval.every=0",
+                                         "log.every=1"};
   auto with = [&](const char* run, const char* mb) {
     auto o = base;
     o.push_back(std::string("train.micro_batch=") + mb);
@@ -171,6 +172,7 @@ TEST_F(TrainTest, GradientAccumulationKeepsTheLoss) {
   train(one, log);
   train(four, log);
   const auto m1 = metrics(one), m4 = metrics(four);
+  ASSERT_EQ(m1.size(), 6u) << "5 steps and the final evaluation";  // every step compared
   ASSERT_EQ(m1.size(), m4.size());
   for (size_t i = 0; i + 1 < m1.size(); ++i) {
     for (const char* key : {"loss", "lm_loss", "aux_loss", "z_loss", "grad_norm"}) {
@@ -178,6 +180,64 @@ TEST_F(TrainTest, GradientAccumulationKeepsTheLoss) {
       EXPECT_NEAR(x, y, 1e-5 * std::abs(x) + 1e-7) << key << " at line " << i;
     }
   }
+}
+
+// The trainer hands the config's weight decay and clipping to AdamW (the optimizer's own tests
+// call it directly: a trainer that passed 0 for either went unnoticed). One step from the same
+// initial parameters p0, at lr = train.lr (train.warmup_steps=1):
+//   - AdamW's first step moves an element by lr * g / (|g| + eps) (m^ = g, v^ = g^2), and the
+//     decoupled decay by lr * wd * p0 more, on matrices only (SPEC 3): p1(wd) - p1(0) is
+//     -lr * wd * p0 on a matrix, 0 on an RMSNorm gain and on the router bias;
+//   - a gradient clipped to norm 1e-12 is far below eps = 1e-8: no element moves by more than
+//     lr * 1e-4, where unclipped most move by about lr.
+TEST_F(TrainTest, TheConfigsWeightDecayAndClippingReachTheOptimizer) {
+  std::ostringstream log;
+  const double lr = 3e-3, wd = 0.1;
+  auto one_step = [&](const std::string& run, std::vector<std::string> extra) {
+    for (const char* k :
+         {"train.warmup_steps=1", "train.lr=0.003", "eval.every=0", "eval.sequences=1"})
+      extra.emplace_back(k);
+    TrainOptions o;
+    o.gather_params = true;
+    std::ostringstream run_log;
+    return sy::train(tiny(run, extra), run_log, MPI_COMM_SELF, o).final_params;
+  };
+  const auto p0 = one_step("init", {"train.steps=0"});
+  const auto plain =
+      one_step("plain", {"train.steps=1", "train.weight_decay=0", "train.grad_clip=0"});
+  const auto decayed =
+      one_step("decayed", {"train.steps=1", "train.weight_decay=0.1", "train.grad_clip=0"});
+  const auto clipped =
+      one_step("clipped", {"train.steps=1", "train.weight_decay=0", "train.grad_clip=1e-12"});
+  ASSERT_FALSE(p0.empty());
+  int64_t matrices = 0, moved_by_lr = 0, elements = 0, bad_decay = 0, bad_clip = 0;
+  std::string first_bad;
+  for (const auto& [name, x0] : p0) {
+    const auto &a = plain.at(name), &b = decayed.at(name), &c = clipped.at(name);
+    ASSERT_EQ(a.size(), x0.size()) << name;
+    const bool matrix =
+        name.find("norm") == std::string::npos && name.compare(name.size() - 4, 4, "bias") != 0;
+    matrices += matrix;
+    for (size_t i = 0; i < x0.size(); ++i) {
+      const double decay = matrix ? lr * wd * x0[i] : 0.0;
+      // fp32 parameters near 0.02: an ulp is ~2e-9, the decay ~6e-6
+      const bool decay_ok = std::abs(static_cast<double>(a[i]) - b[i] - decay) <= 3e-8;
+      const bool clip_ok = std::abs(static_cast<double>(c[i]) - x0[i]) <= lr * 1e-4 + 1e-7;
+      bad_decay += !decay_ok;
+      bad_clip += !clip_ok;
+      if ((!decay_ok || !clip_ok) && first_bad.empty())
+        first_bad = name + "[" + std::to_string(i) + "]: p0 " + std::to_string(x0[i]) + ", plain " +
+                    std::to_string(a[i]) + ", decayed " + std::to_string(b[i]) + ", clipped " +
+                    std::to_string(c[i]);
+      moved_by_lr += std::abs(static_cast<double>(a[i]) - x0[i]) > 0.5 * lr;
+      ++elements;
+    }
+  }
+  EXPECT_EQ(bad_decay, 0) << "weight decay not lr * wd * p0 on matrices (0 elsewhere); first: "
+                          << first_bad;
+  EXPECT_EQ(bad_clip, 0) << "a clipped step moved an element; first: " << first_bad;
+  EXPECT_GT(matrices, 0);
+  EXPECT_GT(moved_by_lr, elements / 2) << "unclipped, most elements move by about lr";
 }
 
 }  // namespace
