@@ -4,8 +4,8 @@
 The loss switchyard logs for step 1 is the loss of step 0's global batch under the initial
 weights, so torch_moe.py's `check` (its own Philox init, data order and model) must give the same
 numbers, for the default tiny config and for one with capacity drops, a shared expert, an untied
-head, un-normalised gates and micro-batch aux groups. Where switchyard writes checkpoints, also
-the loss of a later step from a checkpoint. Exits 77 (CTest SKIP_RETURN_CODE) when this Python
+head, un-normalised gates and micro-batch aux groups; and the loss of a later step from a
+checkpoint written after 30 updates at a high learning rate (weights far from the initial ones). Exits 77 (CTest SKIP_RETURN_CODE) when this Python
 has no torch: PyTorch is a multi-GB install that CI does not carry.
 """
 import json
@@ -62,19 +62,20 @@ with tempfile.TemporaryDirectory() as tmp:
                              os.path.join(out, "config.yaml")]).strip().splitlines()[-1])
         compare(name, metrics_line(out, 1), pt)
 
-    # From a checkpoint (where switchyard writes them): the loss logged at step 3 is that of
-    # step 2's batch under the weights saved after 2 updates.
+    # From a checkpoint: the loss logged at step 31 is that of step 30's batch under the weights
+    # saved after 30 updates at a high learning rate, far from the initial ones (std 0.02, gains
+    # 1, nearly uniform attention), where a wrong RoPE direction, attention scale or gain shows.
     out = os.path.join(tmp, "ckpt")
-    run([args.switchyard, "train", "--config", tiny, *base, "--set", "train.steps=3",
-         "--set", "checkpoint.every=2", "--set", f"run.out_dir={out}",
+    run([args.switchyard, "train", "--config", tiny, *base, "--set", "train.steps=31",
+         "--set", "checkpoint.every=30", "--set", f"run.out_dir={out}",
+         "--set", "train.lr=0.02", "--set", "train.warmup_steps=0",
          "--set", "moe.bias_update_rate=0.01"])
-    ckpt = os.path.join(out, "checkpoints", "step_00000002.h5")
-    if os.path.exists(ckpt):
-        pt = json.loads(run([sys.executable, script, "check", "--config",
-                             os.path.join(out, "config.yaml"), "--checkpoint", ckpt]).strip().splitlines()[-1])
-        compare("checkpoint at step 2", metrics_line(out, 3), pt, rel=1e-4)
-    else:
-        print(f"note: {ckpt} not written (checkpoints not built?): checked initial weights only")
+    ckpt = os.path.join(out, "checkpoints", "step_00000030.h5")
+    if not os.path.exists(ckpt):
+        sys.exit(f"FAILED: switchyard wrote no {ckpt}")
+    pt = json.loads(run([sys.executable, script, "check", "--config",
+                         os.path.join(out, "config.yaml"), "--checkpoint", ckpt]).strip().splitlines()[-1])
+    compare("checkpoint at step 30 (lr 0.02)", metrics_line(out, 31), pt, rel=1e-4)
 
 print(f"{'FAILED' if failures else 'passed'}: {failures} mismatches")
 sys.exit(1 if failures else 0)
