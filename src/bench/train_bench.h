@@ -40,6 +40,7 @@ struct TrainBenchOptions {
   // device: cuda: the dense bf16 peak in TFLOP/s that MFU divides by (0 = gpu_bf16_peak of the
   // device's name).
   double peak_tflops = 0;
+  double progress_every_s = 5;  // the least time between two progress lines of the steps
 };
 
 // The dense (no 2:4 sparsity) bf16 tensor-core peak of a GPU, from its CUDA device name, and

@@ -23,6 +23,7 @@
 
 #include "src/bench/train_bench.h"
 #include "src/core/error.h"
+#include "src/core/progress.h"
 #include "src/data/loader.h"
 #include "src/data/tokens.h"
 #include "src/model/model.h"
@@ -53,7 +54,11 @@ void time_train_steps(const Config& cfg, const TokenSource& data, const TrainBen
   std::vector<double> step_t, fwd_t, bwd_t, opt_t;
   log << "running " << opt.warmup << " warm-up + " << opt.steps << " timed steps\n" << std::flush;
   const int64_t timed_end = opt.warmup + opt.steps;
+  ProgressEta eta(timed_end + extra_steps, opt.progress_every_s);  // a large model's step: seconds
   for (int64_t step = 0; step < timed_end + extra_steps; ++step) {
+    if (step > 0)
+      if (auto line = eta.update(step, "steps"))
+        log << "bench train: " << *line << "\n" << std::flush;
     if (step == timed_end && on_extra) on_extra(true);
     const auto t0 = Clock::now();
     double fwd = 0, bwd = 0;

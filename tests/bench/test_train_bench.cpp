@@ -110,9 +110,12 @@ TEST(TrainBench, ShortRunOnTinyConfig) {
   opt.steps = 3;
   opt.warmup = 1;
   opt.gemm_seconds = 0.005;
-  opt.python.clear();  // no PyTorch peer in a unit test
+  opt.python.clear();        // no PyTorch peer in a unit test
+  opt.progress_every_s = 0;  // a progress line after every step (5 s apart by default)
   std::ostringstream log, table;
   const TrainBenchResult r = run_train_bench(cfg, opt, log);
+  // The steps said as they go (a large model's 26 steps were 16 s of silence): 1 warm-up + 3.
+  EXPECT_NE(log.str().find("bench train: 75% (3/4 steps), ETA "), std::string::npos) << log.str();
   EXPECT_GT(r.step_s, 0);
   EXPECT_NEAR(r.tokens_per_s, 8.0 * 32 / r.step_s, 1e-6 * r.tokens_per_s);
   EXPECT_NEAR(r.gflops, r.flops.total() / r.step_s * 1e-9, 1e-9 * r.gflops);
