@@ -13,6 +13,7 @@
 #include "src/core/error.h"
 #include "src/core/number_text.h"
 #include "src/core/paths.h"
+#include "src/core/progress.h"
 #include "src/data/tokens.h"
 
 namespace sy {
@@ -191,6 +192,14 @@ ImportReport import_token_shards(const ImportOptions& opt) {
         " holds out no token, so /val would be empty; raise --val-fraction or "
         "give a *_val_* shard");
   int64_t max_id = -1;
+  // Both passes read every token: a line with the share done and an ETA inside a long shard.
+  ProgressEta eta(2 * total_tokens, opt.progress_every_s);
+  int64_t read = 0;
+  auto count = [&](size_t n) {
+    read += static_cast<int64_t>(n);
+    if (auto line = eta.update(read, "tokens"))
+      if (opt.on_progress) opt.on_progress("importing: " + *line);
+  };
   auto progress = [&](const char* what, size_t i, const Shard& s) {
     if (opt.on_progress)
       opt.on_progress(std::string(what) + " " + std::to_string(i + 1) + "/" +
@@ -210,6 +219,7 @@ ImportReport import_token_shards(const ImportOptions& opt) {
         }
         max_id = std::max(max_id, id);
       }
+      count(ids.size());
     });
     progress("checked", k, s);
   }
@@ -230,6 +240,7 @@ ImportReport import_token_shards(const ImportOptions& opt) {
       writer.append_val(ids.subspan(static_cast<size_t>(cut)));
       r.train_tokens += cut;
       r.val_tokens += n - cut;
+      count(ids.size());
     });
     progress("wrote", k, s);
   }

@@ -26,9 +26,11 @@ struct ImportOptions {
   std::string output;
   int64_t vocab_size = 0;  // 0: the largest id + 1
   double val_fraction = 0.1;
-  // Called after each shard of each pass ("checked 3/100 shards ...", "wrote 3/100 ..."): large
-  // imports take minutes.
+  // Called after each shard of each pass ("checked 3/100 shards ...", "wrote 3/100 ..."), and
+  // inside a shard at most every progress_every_s seconds with the share of both passes done and
+  // an ETA ("importing: 34% (...tokens), ETA 00:01:10"): large imports take minutes.
   std::function<void(const std::string&)> on_progress;
+  double progress_every_s = 5.0;
 };
 
 struct ImportReport {

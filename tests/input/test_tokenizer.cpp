@@ -486,6 +486,20 @@ TEST(Import, Llama3ShardsAndRawUint16WithTheFractionRule) {
   const TokenData n = read_token_file(opt.output, 1000, 8);
   EXPECT_EQ(n.train, as_i32(tr));
   EXPECT_EQ(n.val, as_i32(va));
+
+  // Progress inside the passes, with an ETA (one 3 GB shard was 9 s of silence, then 'checked
+  // 1/1'): at every block of 2^20 tokens when asked every 0 s; 3 * 2^20 + 5 and 20 tokens, read
+  // in 2 passes.
+  std::string big_raw(static_cast<size_t>((3 << 20) + 5) * 2, '\0');
+  write_bytes(dir.file("big_train.bin"), big_raw);
+  opt.shards = {dir.file("big_train.bin"), dir.file("val.bin")};
+  opt.output = dir.file("big.h5");
+  opt.progress_every_s = 0;
+  std::string said;
+  opt.on_progress = [&](const std::string& line) { said += line + "\n"; };
+  import_token_shards(opt);
+  EXPECT_NE(said.find("importing: 17% (1048576/6291506 tokens), ETA "), std::string::npos) << said;
+  EXPECT_NE(said.find("ETA "), std::string::npos) << said;
 }
 
 TEST(Import, BadShardsNameTheShardAndTheOffset) {
