@@ -325,3 +325,29 @@ TEST(Cli, ANonFiniteLossExitsThreeKeepingTheLastGoodCheckpoint) {
     EXPECT_EQ(info.exit_code, 0) << info.output;
   }
 }
+
+// The commands that start MPI (ckpt, sample, bench a2a, train) died inside MPI_Init where no
+// file could be made under TMPDIR (PMIx's "OUT-OF-RESOURCE", exit 1), naming neither; the
+// scratch folders of plot and bench train said "temp_directory_path: No such file". Both name
+// TMPDIR now, before any work, exit 2.
+TEST(Cli, AnUnusableTmpdirIsNamedBeforeAnyWork) {
+  sy::test::TempDir dir;
+  for (const auto& [tmpdir, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"/proc", "TMPDIR='/proc': cannot create files in '/proc'"},
+           {dir.file("absent"), "TMPDIR='" + dir.file("absent") + "': is not a directory"}}) {
+    for (const std::string& command :
+         {std::string("ckpt info x.h5"), std::string("sample -c x.h5 -p a")}) {
+      const auto r = run_command("TMPDIR=" + tmpdir + " " + kBin + " " + command);
+      EXPECT_EQ(r.exit_code, 2) << command << "\n" << r.output;
+      EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
+    }
+  }
+  std::ofstream(dir.file("metrics.jsonl")) << R"({"step":1,"loss":5})"
+                                           << "\n";
+  const auto r =
+      run_command("TMPDIR=" + dir.file("absent") + " " + kBin + " plot " + dir.path().string());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("TMPDIR='" + dir.file("absent") + "' is not a directory"),
+            std::string::npos)
+      << r.output;
+}
