@@ -122,46 +122,58 @@ void atomic_write_text(const std::string& path, const std::string& text) {
 }
 
 StagedFiles::~StagedFiles() {
-  for (const Entry& e : staged_) {
-    if (!e.tmp.empty()) ::unlink(e.tmp.c_str());  // unlink: never a directory; while still held
-    if (e.fd >= 0) ::close(e.fd);
-  }
+  staged_.clear();  // the .tmp files still there go first (HeldTmp), then the folders made
   if (!committed_)
     for (auto it = created_dirs_.rbegin(); it != created_dirs_.rend(); ++it)
       ::rmdir(it->c_str());  // only while empty
 }
 
-namespace {
-// "<path>.tmp" opened and held (flock, LOCK_EX) by this process, then emptied: a second writer
-// of the same output (another export to the same name) truncated the first one's file midway,
-// and the first renamed a mix over the output. One that finds it held is refused, naming the
-// output. The lock is on the file the name holds at that moment: one renamed away by its writer
-// meanwhile (now the output itself) is let go and the name opened again.
-int open_held(const std::string& path, const std::string& tmp) {
+HeldTmp::HeldTmp(const std::string& path) : tmp_(path + ".tmp") {
+  // The lock is on the file the name holds at that moment: one renamed away by its writer
+  // meanwhile (now the output itself) is let go and the name opened again.
   for (;;) {
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
-    if (fd < 0) throw_errno("create", tmp);
+    const int fd = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) throw_errno("create", tmp_);
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
       ::close(fd);
-      throw std::runtime_error(std::string(kAnotherWriter) + " '" + path + "' (it holds '" + tmp +
+      throw std::runtime_error(std::string(kAnotherWriter) + " '" + path + "' (it holds '" + tmp_ +
                                "'); wait for it to finish, or give another output name");
-    }  // a file system without flock (ENOLCK, ENOSYS: Lustre mounted noflock) writes unguarded
+    }  // a file system without flock writes unguarded
     struct stat held {
     }, named{};
-    if (::fstat(fd, &held) == 0 && ::stat(tmp.c_str(), &named) == 0 &&
+    if (::fstat(fd, &held) == 0 && ::stat(tmp_.c_str(), &named) == 0 &&
         held.st_dev == named.st_dev && held.st_ino == named.st_ino) {
+      on_interrupt_ = RemovedOnInterrupt(tmp_);  // ours from here (never another writer's)
       if (::ftruncate(fd, 0) != 0) {
         const int saved = errno;
         ::close(fd);
+        ::unlink(tmp_.c_str());
         errno = saved;
-        throw_errno("truncate", tmp);
+        throw_errno("truncate", tmp_);
       }
-      return fd;
+      fd_ = fd;
+      return;
     }
     ::close(fd);  // renamed (or removed) before the lock was had: try the name again
   }
 }
-}  // namespace
+
+HeldTmp::~HeldTmp() {
+  if (fd_ < 0) return;     // moved from, or renamed()
+  ::unlink(tmp_.c_str());  // while still held: no other writer has it yet
+  ::close(fd_);
+}
+
+HeldTmp::HeldTmp(HeldTmp&& other) noexcept
+    : tmp_(std::move(other.tmp_)),
+      fd_(std::exchange(other.fd_, -1)),
+      on_interrupt_(std::move(other.on_interrupt_)) {}
+
+void HeldTmp::renamed() {
+  on_interrupt_ = RemovedOnInterrupt();
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
 
 std::string StagedFiles::stage(const std::string& path) {
   for (const std::string& p : {path, path + ".tmp"})  // opening a FIFO to write blocks
@@ -180,11 +192,8 @@ std::string StagedFiles::stage(const std::string& path) {
       dirs_on_interrupt_.emplace_back(it->string(), RemovedOnInterrupt::kFolder);
     }
   }
-  const std::string tmp = path + ".tmp";
-  RemovedOnInterrupt on_interrupt(tmp);  // before it exists: no moment it is not covered
-  const int fd = open_held(path, tmp);
-  staged_.push_back({tmp, path, fd, std::move(on_interrupt)});
-  return tmp;
+  staged_.push_back({path, HeldTmp(path)});
+  return staged_.back().tmp.path();
 }
 
 void StagedFiles::stage_stream(const std::string& path,
@@ -203,11 +212,8 @@ void StagedFiles::stage_text(const std::string& path, const std::string& text) {
 
 void StagedFiles::commit() {
   for (Entry& e : staged_) {
-    commit_file(e.tmp, e.path);
-    e.tmp.clear();
-    e.on_interrupt = RemovedOnInterrupt();  // renamed: the real file now, not ours to remove
-    ::close(e.fd);                          // the lock goes with the file, now under its real name
-    e.fd = -1;
+    commit_file(e.tmp.path(), e.path);
+    e.tmp.renamed();  // the real file now; the lock goes with it
   }
   committed_ = true;
 }

@@ -53,6 +53,33 @@ void atomic_write_text(const std::string& path, const std::string& text);
 // How a write refused because another process is writing the same output starts.
 inline constexpr const char* kAnotherWriter = "another process is writing";
 
+// "<path>.tmp", the file a writer of `path` fills before renaming it into place, held for the
+// writer's lifetime: created (a stale one of a killed writer reused) and held with flock, then
+// emptied, so that a second writer of the same output -- in this process or another -- is
+// refused (std::runtime_error "<kAnotherWriter> '<path>' ...") instead of truncating it midway
+// (the first then renamed a mix into place); and registered for removal on an interrupt
+// (interrupt.h). The destructor removes the file unless renamed() was called, then lets the
+// lock go. A file system without flock (ENOLCK, ENOSYS: Lustre mounted noflock) writes
+// unguarded.
+class HeldTmp {
+ public:
+  explicit HeldTmp(const std::string& path);
+  ~HeldTmp();
+  HeldTmp(HeldTmp&& other) noexcept;
+  HeldTmp& operator=(HeldTmp&&) = delete;
+  HeldTmp(const HeldTmp&) = delete;
+  HeldTmp& operator=(const HeldTmp&) = delete;
+
+  const std::string& path() const { return tmp_; }
+  // It was renamed into place (the real file now): not removed, not ours; the lock goes.
+  void renamed();
+
+ private:
+  std::string tmp_;
+  int fd_ = -1;
+  RemovedOnInterrupt on_interrupt_;
+};
+
 // Files that replace their real names together or not at all: stage(path) hands out
 // "<path>.tmp" for the caller to write; commit() fsyncs each and renames it over its path, in
 // stage order. Whatever throws before commit() returns leaves nothing behind: the destructor
@@ -82,9 +109,8 @@ class StagedFiles {
 
  private:
   struct Entry {
-    std::string tmp, path;
-    int fd = -1;  // the open .tmp, flock'd: no second writer of `path` meanwhile
-    RemovedOnInterrupt on_interrupt;  // the .tmp, removed by a SIGINT/SIGTERM (interrupt.h)
+    std::string path;
+    HeldTmp tmp;  // "<path>.tmp": no second writer of `path` meanwhile, removed on an interrupt
   };
   Parents parents_;
   std::vector<Entry> staged_;

@@ -15,7 +15,6 @@
 #include "src/core/error.h"
 #include "src/core/h5.h"
 #include "src/core/h5_attr.h"
-#include "src/core/interrupt.h"
 #include "src/core/number_text.h"
 #include "src/core/paths.h"
 #include "src/core/progress.h"
@@ -135,7 +134,7 @@ struct TokenFileWriter::Impl {
   std::optional<h5::Dataset> train, val;
   hsize_t n_train = 0, n_val = 0;
   bool committed = false;
-  std::optional<files::RemovedOnInterrupt> on_interrupt;  // the .tmp, while it is ours
+  std::optional<files::HeldTmp> held;  // the .tmp: no second writer, removed on an interrupt
 
   // Runs one write step; a failure becomes one Error (exit 1) naming the file and, where errno or
   // the message tell, the cause in words: a full disk or the file size limit (ulimit -f).
@@ -173,8 +172,7 @@ struct TokenFileWriter::Impl {
     train.reset();
     val.reset();
     file.reset();
-    std::error_code ec;
-    fs::remove(tmp, ec);
+    held.reset();  // removes the .tmp, then lets it go
   }
 };
 
@@ -217,17 +215,28 @@ TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size, in
   if (!in_the_way.empty())
     throw UsageError("'" + m.tmp + "', where the token file is written before it is renamed to '" +
                      path + "', is " + in_the_way + ": remove it");
+  // Held first, as every staged output (files::HeldTmp): HDF5 opens with O_TRUNC before it
+  // tries its own lock, so a second writer refused by that lock had already emptied the first
+  // one's file, which the first then published (zeros are valid token ids). HDF5's lock is off
+  // for this file: ours stands in for it (and works where HDF5_USE_FILE_LOCKING=FALSE).
+  try {
+    m.held.emplace(path);
+  } catch (const std::runtime_error& e) {
+    if (std::string(e.what()).find(files::kAnotherWriter) != std::string::npos)
+      throw Error(kExitOther, e.what());
+    throw UsageError("cannot create '" + m.tmp + "' (is '" + m.dir + "' writable?): " + e.what());
+  }
   h5::ErrorSilencer quiet;
-  const hid_t file_id = H5Fcreate(m.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  const hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5_CHECK(fapl);
+  H5Pset_file_locking(fapl, false, true);
+  const hid_t file_id = H5Fcreate(m.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  H5Pclose(fapl);
   if (file_id < 0) {
     const std::string why = h5::error_stack_message();
-    if (why.find("unable to lock file") != std::string::npos)  // HDF5's lock: another writer
-      throw Error(kExitOther, std::string(files::kAnotherWriter) + " '" + path +
-                                  "' (HDF5 holds a lock on '" + m.tmp +
-                                  "'); wait for it to finish, or give another output name");
+    m.held.reset();
     throw UsageError("cannot create '" + m.tmp + "' (is '" + m.dir + "' writable?): " + why);
   }
-  m.on_interrupt.emplace(m.tmp);
   m.file.emplace(file_id);
   try {
     m.guarded([&] {
@@ -269,7 +278,7 @@ void TokenFileWriter::commit(const Tokenizer& tokenizer) {
     if (closed < 0 && H5Iis_valid(id) > 0) m.file.emplace(id);
     h5::check(closed, "H5Fclose", __FILE__, __LINE__);
     files::commit_file(m.tmp, m.path);
-    m.on_interrupt.reset();
+    m.held->renamed();
   });
   m.committed = true;
 }

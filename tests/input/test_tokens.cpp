@@ -3,6 +3,8 @@
 // which must be a UsageError naming the file and the problem (never a crash or HDF5 spew).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <hdf5.h>
 #include <cmath>
 
@@ -162,6 +164,39 @@ TEST(TokenFileWriter, AWriterGivenUpLeavesNothing) {
   opt.val_fraction = 0.5;
   prepare_token_file(opt);
   EXPECT_EQ(read_token_file(path, 256, 4).train, as_tokens("0123456789"));
+}
+
+// A second writer of the same token file (another data import or prepare to that name) is
+// refused while the first writes, and the first's file is whole: HDF5 emptied the .tmp (O_TRUNC)
+// before its own lock refused the second, and the first published zeros in place of its tokens.
+// Also where HDF5's lock is off (HDF5_USE_FILE_LOCKING=FALSE, as on many parallel file systems).
+TEST(TokenFileWriter, ASecondWriterIsRefusedAndTheFirstsFileIsWhole) {
+  for (const bool hdf5_lock_off : {false, true}) {
+    if (hdf5_lock_off) setenv("HDF5_USE_FILE_LOCKING", "FALSE", 1);
+    test::TempDir dir;
+    const std::string path = dir.file("t.h5");
+    std::vector<uint32_t> ids(5000);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<uint32_t>(1 + i % 200);
+    TokenFileWriter first(path, 256, token_file_bytes(256, 10000, 0));
+    first.append_train(ids);
+    try {
+      TokenFileWriter second(path, 256, token_file_bytes(256, 10, 0));
+      ADD_FAILURE() << "a second writer of " << path << " was let in";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), kExitOther) << e.what();
+      EXPECT_NE(std::string(e.what()).find("another process is writing '" + path + "'"),
+                std::string::npos)
+          << e.what();
+    }
+    first.append_val(std::span<const uint32_t>(ids).first(100));
+    first.commit(Tokenizer::bytes());
+    const TokenData d = read_token_file(path, 256, 4);
+    ASSERT_EQ(d.train.size(), ids.size());
+    EXPECT_EQ(d.train[0], 1);
+    EXPECT_EQ(d.train[4999], static_cast<int32_t>(1 + 4999 % 200));
+    EXPECT_FALSE(fs::exists(path + ".tmp"));
+  }
+  unsetenv("HDF5_USE_FILE_LOCKING");
 }
 
 // An output that is one of the inputs would overwrite the text with the token file.
