@@ -22,29 +22,39 @@ void report_error(const std::exception& e) {
 }
 
 namespace {
-// Open MPI keeps its session files under $TMPDIR (else /tmp): where no file can be made there,
-// MPI_Init fails deep in PMIx ("OUT-OF-RESOURCE ... dstore") without naming either, and even
-// `ckpt info` ends that way. Said first, in those terms.
-void check_mpi_temp_dir() {
-  const char* env = std::getenv("TMPDIR");
-  const bool set = env && *env;
-  const std::string base = set ? env : "/tmp";
-  const std::string named = set ? "TMPDIR='" + base + "'" : std::string("/tmp");
+// Open MPI keeps its session files under orte_tmpdir_base, by default $TMPDIR (else /tmp): where
+// no file can be made there, MPI_Init fails deep in PMIx ("OUT-OF-RESOURCE ... dstore") without
+// naming either, and even `ckpt info` ends that way. Said first, as a note: orte_tmpdir_base may
+// also come from an MCA parameter file this does not read, and then MPI starts well.
+void note_unusable_mpi_temp_dir() {
+  const char* base_env = std::getenv("OMPI_MCA_orte_tmpdir_base");
+  const char* tmp_env = std::getenv("TMPDIR");
+  std::string named, base;
+  if (base_env && *base_env) {
+    base = base_env;
+    named = "OMPI_MCA_orte_tmpdir_base='" + base + "'";
+  } else if (tmp_env && *tmp_env) {
+    base = tmp_env;
+    named = "TMPDIR='" + base + "'";
+  } else {
+    base = named = "/tmp";
+  }
+  // A folder that is not there is made by Open MPI (where its parent takes one).
   std::error_code ec;
-  std::string problem;
-  if (!std::filesystem::is_directory(base, ec))
-    problem = "is not a directory";
-  else
-    problem = files::unwritable_output_dir(base + "/x");
+  const std::string problem =
+      std::filesystem::exists(base, ec) && !std::filesystem::is_directory(base, ec)
+          ? std::string("is not a directory")
+          : files::unwritable_output_dir(base + "/x");
   if (!problem.empty())
-    throw UsageError(named + ": " + problem +
-                     "; Open MPI keeps its session files there (set TMPDIR to a writable "
-                     "directory)");
+    std::cerr << "note: " << named << ": " << problem
+              << "; Open MPI keeps its session files there, and MPI_Init fails where it cannot "
+                 "(set TMPDIR to a writable directory)"
+              << std::endl;
 }
 }  // namespace
 
 int run_with_mpi(const std::function<int(const comm::MpiSession&)>& work) {
-  check_mpi_temp_dir();
+  note_unusable_mpi_temp_dir();
   comm::MpiSession mpi(nullptr, nullptr);
   try {
     return work(mpi);
