@@ -2,8 +2,6 @@
 
 #include <cblas.h>
 #include <omp.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +24,7 @@
 #include "src/ckpt/compat.h"
 #include "src/core/error.h"
 #include "src/core/scratch_dir.h"
+#include "src/core/subprocess.h"
 #include "src/data/loader.h"
 #include "src/data/tokens.h"
 #include "src/model/init.h"
@@ -37,60 +36,6 @@
 namespace sy {
 
 namespace {
-
-// Single quotes for /bin/sh, with embedded quotes closed, escaped and reopened.
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-struct Captured {
-  int exit_code = -1;
-  std::string output;  // stdout only
-};
-
-// Runs `cmd` with /bin/sh (exec'd in its place, so the peer is the child itself) and returns its
-// stdout and exit code. The child gets SIGTERM when this process dies (PR_SET_PDEATHSIG, kept
-// across exec): a `bench train` stopped by SIGTERM or Ctrl-C left the PyTorch peer running on,
-// holding the terminal's pipe.
-Captured capture(const std::string& cmd) {
-  Captured r;
-  const std::string script = "exec " + cmd;  // built before the fork: the child only calls
-  int fds[2];                                // async-signal-safe functions
-  if (::pipe(fds) != 0) return r;
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(fds[0]);
-    ::close(fds[1]);
-    return r;
-  }
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(1);  // the parent died before the prctl
-    ::dup2(fds[1], STDOUT_FILENO);
-    ::close(fds[0]);
-    ::close(fds[1]);
-    ::execl("/bin/sh", "sh", "-c", script.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  ::close(fds[1]);
-  std::array<char, 4096> buf;
-  for (ssize_t n; (n = ::read(fds[0], buf.data(), buf.size())) != 0;) {
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    r.output.append(buf.data(), static_cast<size_t>(n));
-  }
-  ::close(fds[0]);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
 
 std::string find_torch_script(const std::string& given) {
   namespace fs = std::filesystem;
@@ -145,10 +90,10 @@ TorchPeer run_torch_peer(const Config& cfg, const TrainBenchOptions& opt, std::o
   char limit[64] = "";
   if (opt.torch_timeout_s > 0)
     std::snprintf(limit, sizeof limit, "timeout -k 5 %g ", opt.torch_timeout_s);
-  const Captured c =
-      capture(std::string(limit) + py + " " + shell_quote(script) + " bench --config " +
-              shell_quote(yaml) + " --steps " + std::to_string(opt.steps) + " --warmup " +
-              std::to_string(opt.warmup) + (cfg.device == Device::kCuda ? " --device cuda" : ""));
+  const Captured c = run_captured(
+      std::string(limit) + py + " " + shell_quote(script) + " bench --config " + shell_quote(yaml) +
+      " --steps " + std::to_string(opt.steps) + " --warmup " + std::to_string(opt.warmup) +
+      (cfg.device == Device::kCuda ? " --device cuda" : ""));
   dir.reset();
   if (opt.torch_timeout_s > 0 && (c.exit_code == 124 || c.exit_code == 137)) {
     char note[96];

@@ -42,7 +42,13 @@ void install_interrupt_cleanup() {
   sigemptyset(&sa.sa_mask);
   for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sa.sa_mask, s);  // one cleanup at a time
   sa.sa_flags = SA_RESETHAND;
-  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaction(s, &sa, nullptr);
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) {
+    // One ignored by whoever started us stays ignored: a shell script's background job starts
+    // with SIGINT ignored, so that Ctrl-C to the script leaves it running; nohup, SIGHUP.
+    struct sigaction old {};
+    if (sigaction(s, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+    sigaction(s, &sa, nullptr);
+  }
 }
 
 RemovedOnInterrupt::RemovedOnInterrupt(const std::string& path, Kind kind) {

@@ -19,7 +19,9 @@
 
 namespace sy::files {
 
-// Installs the SIGINT, SIGTERM and SIGHUP handlers for the rest of the process.
+// Installs the SIGINT, SIGTERM and SIGHUP handlers for the rest of the process; a signal this
+// process was started with ignored (a script's background job: SIGINT; nohup: SIGHUP) stays
+// ignored.
 void install_interrupt_cleanup();
 
 // Registers `path` (a file, or with kFolder a folder) for removal on an interrupt for its

@@ -20,6 +20,7 @@
 #include "src/core/paths.h"
 #include "src/core/run_files.h"
 #include "src/core/scratch_dir.h"
+#include "src/core/subprocess.h"
 
 namespace sy {
 
@@ -31,12 +32,6 @@ namespace fs = std::filesystem;
 std::string gp_quote(const std::string& s) {
   std::string out = "'";
   for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string sh_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return out + "'";
 }
 
@@ -80,21 +75,16 @@ std::vector<std::pair<double, double>> step_cells(const std::vector<TrainPoint>&
   return cells;
 }
 
+// gnuplot ends with this process (run_captured): a plot stopped by SIGTERM left it running,
+// writing its charts after the cleanup had removed the staged ones.
 void run_gnuplot(const std::string& gnuplot, const std::string& script) {
-  const std::string cmd = sh_quote(gnuplot) + " " + sh_quote(script) + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) throw std::runtime_error("plot: cannot start gnuplot");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  if (code == 127)
+  const Captured c = run_captured(shell_quote(gnuplot) + " " + shell_quote(script) + " 2>&1");
+  if (c.exit_code == 127)
     throw std::runtime_error("plot: '" + gnuplot +
                              "' not found; install Debian's gnuplot-nox (jobs/deps.sh does)");
-  if (code != 0)
-    throw std::runtime_error("plot: gnuplot failed (exit " + std::to_string(code) + "):\n" + out);
+  if (c.exit_code != 0)
+    throw std::runtime_error("plot: gnuplot failed (exit " + std::to_string(c.exit_code) + "):\n" +
+                             c.output);
 }
 
 // The staged charts of one gnuplot run, removed when the plot ends without publishing them
@@ -144,13 +134,18 @@ void check_png(const std::string& png) {
   fs::remove(staged, ec);
   const std::string dir = fs::path(png).parent_path().string();
   const int64_t avail = files::free_bytes(dir.empty() ? "." : dir);
+  // At the file size limit (ulimit -f) that is the cause; otherwise most likely the disk.
   const std::string limit = files::past_file_size_limit(static_cast<int64_t>(size) + 1);
+  const std::string why =
+      !limit.empty() ? "it reached the file size limit (ulimit -f) of " +
+                           std::to_string(static_cast<int64_t>(size)) + " bytes"
+                     : (avail >= 0 ? files::mib(avail) + " free there" : "free space unknown") +
+                           ": a full disk or quota?";
   throw Error(kExitOther,
               "plot: gnuplot wrote '" + png + "' " +
                   (size == 0 ? std::string("empty")
                              : "cut short (" + std::to_string(size) + " bytes, no PNG end)") +
-                  " (" + (avail >= 0 ? files::mib(avail) + " free there" : "free space unknown") +
-                  (limit.empty() ? "" : ", " + limit) + ": a full disk or quota?); it is removed");
+                  " (" + why + "); it is removed");
 }
 
 }  // namespace

@@ -70,6 +70,21 @@ TEST(Interrupt, RegisteredFilesAndFoldersGoAndTheSignalStillEndsTheProcess) {
   EXPECT_FALSE(fs::exists(folder));
 }
 
+// A signal the process was started with ignored (a script's background job starts with SIGINT
+// ignored, so Ctrl-C to the script leaves it running) stays ignored: the handlers took it over.
+TEST(Interrupt, AnIgnoredSignalStaysIgnored) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::signal(SIGINT, SIG_IGN);
+    files::install_interrupt_cleanup();
+    std::raise(SIGINT);
+    _exit(7);  // still running: it was ignored
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 7) << "status " << status;
+}
+
 // A file being staged (an export, a placement): its .tmp is removed, the earlier output kept.
 TEST(Interrupt, AStagedFileLeavesNoTemporaryAndTheEarlierOutputKept) {
   test::TempDir dir;
