@@ -361,3 +361,41 @@ TEST(Cli, AnUnusableTmpdirIsNamed) {
             std::string::npos)
       << p.output;
 }
+
+// expert_load and dropped_frac count the whole global batch (SPEC 6), not rank 0's share: two
+// data-parallel ranks log step 1 as one rank does (the same weights, the same sequences, so the
+// same routes; capacity 0.5 drops). Only one rank's runs checked these keys before.
+TEST(Cli, TheLoggedLoadsAndDropsAreTheGlobalBatchs) {
+  sy::test::TempDir dir;
+  {
+    std::ofstream a(dir.file("a.txt"));
+    for (int i = 0; i < 300; ++i) a << "the quick brown fox jumps over the lazy dog " << i << "\n";
+  }
+  const std::string h5 = dir.file("tok.h5");
+  ASSERT_EQ(run_command(kBin + " data prepare --input " + dir.file("a.txt") + " --output " + h5)
+                .exit_code,
+            0);
+  std::vector<nlohmann::json> first;
+  for (int np : {1, 2}) {
+    const std::string out = dir.file("run" + std::to_string(np));
+    const auto r = run_command(
+        (np > 1 ? sy::test::mpirun(np) : std::string()) + kBin + " train --config " + kSrc +
+        "/configs/tiny.yaml --set data.path=" + h5 + " --set run.out_dir=" + out +
+        " --set train.steps=1 --set eval.every=0 --set log.every=1" +
+        " --set moe.capacity_factor=0.5 --set train.micro_batch=2");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::ifstream in(out + "/metrics.jsonl");
+    std::string line;
+    std::getline(in, line);
+    first.push_back(nlohmann::json::parse(line));
+  }
+  EXPECT_GT(first[0]["dropped_frac"].get<double>(), 0.0);
+  EXPECT_NEAR(first[1]["dropped_frac"].get<double>(), first[0]["dropped_frac"].get<double>(),
+              1e-12);
+  ASSERT_EQ(first[1]["expert_load"].size(), first[0]["expert_load"].size());
+  for (size_t l = 0; l < first[0]["expert_load"].size(); ++l)
+    for (size_t e = 0; e < first[0]["expert_load"][l].size(); ++e)
+      EXPECT_NEAR(first[1]["expert_load"][l][e].get<double>(),
+                  first[0]["expert_load"][l][e].get<double>(), 1e-12)
+          << "layer " << l << " expert " << e;
+}
