@@ -119,12 +119,14 @@ double DistributedOptimizer::reduce_gradients(float* grads) {
   return std::sqrt(sq);
 }
 
-void DistributedOptimizer::step(float* params, const float* grads, double lr, double grad_scale) {
-  adam_.step(params, grads, lr, grad_scale);
-  if (!zero1_) return;
+int64_t DistributedOptimizer::step(float* params, const float* grads, double lr,
+                                   double grad_scale) {
+  const int64_t nonfinite = adam_.step(params, grads, lr, grad_scale);
+  if (!zero1_) return nonfinite;
   for (const Bucket& b : buckets_)
     comm::allgather_inplace(std::span<float>(params + b.first, b.size), *b.comm, comms_.watchdog,
                             "updated parameters");
+  return nonfinite;
 }
 
 std::vector<DistributedOptimizer::MomentRun> DistributedOptimizer::moment_runs() const {

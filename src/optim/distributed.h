@@ -53,7 +53,9 @@ class DistributedOptimizer {
   double reduce_gradients(float* grads);
 
   // params[P] (=) updated by AdamW(lr, grads * grad_scale) and identical on every replica.
-  void step(float* params, const float* grads, double lr, double grad_scale);
+  // Returns AdamW::step's count of elements not finite after the update, of this rank's part
+  // (its chunks under ZeRO-1): not agreed between the ranks.
+  int64_t step(float* params, const float* grads, double lr, double grad_scale);
 
   // Where this rank's AdamW moments live: runs of the local layout's elements [first, first + n)
   // held at [at, at + n) of moments(). Without ZeRO-1 one run, the whole buffer [P]; with it this

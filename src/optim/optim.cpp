@@ -72,7 +72,7 @@ AdamW::AdamW(std::vector<Segment> segments, size_t moment_numel, double weight_d
              "segment leaves the optimizer state of " << moment_numel << " elements");
 }
 
-void AdamW::step(float* params, const float* grads, double lr, double grad_scale) {
+int64_t AdamW::step(float* params, const float* grads, double lr, double grad_scale) {
   SY_CHECK(m_.size() == v_.size(), "m has " << m_.size() << " elements, v " << v_.size());
   ++step_count_;
   const double t = static_cast<double>(step_count_);
@@ -80,6 +80,7 @@ void AdamW::step(float* params, const float* grads, double lr, double grad_scale
   const double bc2 = 1.0 - std::pow(kBeta2, t);
   // Reciprocals once per step: a division less per element each (double divisions dominate).
   const double inv_bc1 = 1.0 / bc1, inv_bc2 = 1.0 / bc2;
+  int64_t nonfinite = 0;
   for (const Segment& seg : segments_) {
     if (seg.kind == ParamKind::kBias) continue;
     SY_CHECK(seg.moment_offset + seg.numel <= m_.size(), "optimizer state smaller than the table");
@@ -90,7 +91,7 @@ void AdamW::step(float* params, const float* grads, double lr, double grad_scale
     float* __restrict m2 = v_.data() + seg.moment_offset;
     const auto n = static_cast<long>(seg.numel);
     // Elementwise and independent: bitwise the same for any thread count.
-#pragma omp parallel for simd schedule(static) if (n > 32768)
+#pragma omp parallel for simd schedule(static) if (n > 32768) reduction(+ : nonfinite)
     for (long i = 0; i < n; ++i) {
       const double gi = static_cast<double>(g[i]) * grad_scale;
       const double mi = kBeta1 * m1[i] + (1.0 - kBeta1) * gi;
@@ -100,11 +101,14 @@ void AdamW::step(float* params, const float* grads, double lr, double grad_scale
       p[i] = static_cast<float>(pi - lr * (u + wd * pi));
       m1[i] = static_cast<float>(mi);
       m2[i] = static_cast<float>(vi);
+      // inf * 0 is NaN: one test for the three
+      nonfinite += !std::isfinite(p[i] * 0.0f + m1[i] * 0.0f + m2[i] * 0.0f);
     }
   }
+  return nonfinite;
 }
 
-void update_router_bias(float* bias, const int64_t* load, int E, double rate) {
+int64_t update_router_bias(float* bias, const int64_t* load, int E, double rate) {
   SY_CHECK(E > 0, "E = " << E);
   double total = 0.0;
   for (int i = 0; i < E; ++i) total += static_cast<double>(load[i]);
@@ -114,6 +118,9 @@ void update_router_bias(float* bias, const int64_t* load, int E, double rate) {
     const double sign = diff > 0.0 ? 1.0 : (diff < 0.0 ? -1.0 : 0.0);
     bias[i] = static_cast<float>(bias[i] + rate * sign);
   }
+  int64_t nonfinite = 0;
+  for (int i = 0; i < E; ++i) nonfinite += !std::isfinite(bias[i]);
+  return nonfinite;
 }
 
 }  // namespace sy

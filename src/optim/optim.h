@@ -64,8 +64,11 @@ class AdamW {
   // Only the given segments (e.g. this rank's ZeRO-1 share), m and v of moment_numel elements.
   AdamW(std::vector<Segment> segments, size_t moment_numel, double weight_decay);
 
-  // params[P] (=) updated in place; grads[P] read; m, v (=) updated; step_count += 1.
-  void step(float* params, const float* grads, double lr, double grad_scale);
+  // params[P] (=) updated in place; grads[P] read; m, v (=) updated; step_count += 1. Returns
+  // the count of elements whose new parameter, m or v is not finite in fp32 (0 normally): a
+  // finite gradient can still overflow them (v of a gradient element past ~1.8e19, a huge lr),
+  // and an infinite v stops its parameter for good (its update is m / inf = 0) without a sign.
+  int64_t step(float* params, const float* grads, double lr, double grad_scale);
 
   std::vector<float>& m() { return m_; }  // [P], or [moment_numel]
   std::vector<float>& v() { return v_; }
@@ -84,6 +87,7 @@ class AdamW {
 
 // Aux-loss-free balancing (SPEC 3), one MoE layer: bias[E] (+=) rate * sign(mean_load - load[i]),
 // mean_load = sum(load) / E, sign(0) = 0. load[E]: assignments per expert over the global batch.
-void update_router_bias(float* bias, const int64_t* load, int E, double rate);
+// Returns the count of biases no longer finite in fp32 (a rate near FLT_MAX), 0 normally.
+int64_t update_router_bias(float* bias, const int64_t* load, int E, double rate);
 
 }  // namespace sy

@@ -456,19 +456,27 @@ void RunProgress::eval_done(int64_t step, double val_loss) {
   report_eval(step, val_loss, metrics_, log_);
 }
 
+namespace {
+// A loss as the done line prints it: 4 decimals, or 4 digits and an exponent from 1e6 up (a
+// fixed-point 6e38 did not fit its buffer and read as 6e30).
+std::string loss_text(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, std::isfinite(x) && std::fabs(x) >= 1e6 ? "%.4g" : "%.4f", x);
+  return buf;
+}
+}  // namespace
+
 void log_done(const TrainSummary& summary, const MetricsWriter* metrics, std::ostream& log) {
-  char loss[32] = "-";  // no step ran (train.steps: 0 only evaluates): no train loss to report
-  if (summary.steps_done > summary.first_step)
-    std::snprintf(loss, sizeof loss, "%.4f", summary.final_loss);
-  char buf[200];
-  std::snprintf(buf, sizeof buf,
-                "done: %lld steps in %s | final loss %s | val_loss %.4f (best %.4f) | "
-                "%zu checkpoint(s) written | metrics: ",
-                static_cast<long long>(summary.steps_done), format_duration(summary.wall_s).c_str(),
-                loss, summary.final_val_loss, summary.best_val_loss,
-                summary.checkpoints_written.size());
-  // The path after the fixed-width part: a run.out_dir of any length is printed whole.
-  log << buf << (metrics ? metrics->path() : std::string("-")) << "\n" << std::flush;
+  // No step ran (train.steps: 0 only evaluates): no train loss to report.
+  const std::string loss =
+      summary.steps_done > summary.first_step ? loss_text(summary.final_loss) : "-";
+  log << "done: " << summary.steps_done << " steps in " << format_duration(summary.wall_s)
+      << " | final loss " << loss << " | val_loss " << loss_text(summary.final_val_loss)
+      << " (best " << loss_text(summary.best_val_loss) << ") | "
+      << summary.checkpoints_written.size()
+      << " checkpoint(s) written | metrics: " << (metrics ? metrics->path() : std::string("-"))
+      << "\n"
+      << std::flush;
 }
 
 }  // namespace sy

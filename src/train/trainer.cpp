@@ -237,13 +237,26 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                                " at step " + std::to_string(step + 1),
                            /*quiet=*/!rank0);
     const double lr = learning_rate(cfg.train, step);
-    opt.step(model.params.data(), model.grads.data(), lr, clip_factor(norm, cfg.train.grad_clip));
+    int64_t overflowed = opt.step(model.params.data(), model.grads.data(), lr,
+                                  clip_factor(norm, cfg.train.grad_clip));
     last_lr = lr;
     if (cfg.moe.bias_update_rate > 0)
       for (int l = 0; l < L; ++l)
-        update_router_bias(model.param(layer_param_name(l, "moe/bias")),
-                           tot.selected.data() + static_cast<size_t>(l) * E, E,
-                           cfg.moe.bias_update_rate);
+        overflowed += update_router_bias(model.param(layer_param_name(l, "moe/bias")),
+                                         tot.selected.data() + static_cast<size_t>(l) * E, E,
+                                         cfg.moe.bias_update_rate);
+    // A finite loss and gradient can still overflow fp32 in the update (a v past FLT_MAX stops
+    // its parameter for good, a huge lr or bias rate makes weights infinite): SPEC 9's numerical
+    // failure, before this step's checkpoint, so the last one written stays the last good one.
+    // Each rank checked its own part (its ZeRO-1 chunks): agreed over the world.
+    comm::allreduce_sum(std::span<int64_t>(&overflowed, 1), rt.world, wd, "the update check");
+    if (overflowed > 0)
+      throw NumericalError("the update of step " + std::to_string(step + 1) + " left " +
+                               std::to_string(overflowed) +
+                               " parameters, AdamW moments or router biases that are not finite "
+                               "in fp32 (train.lr, a loss coefficient or moe.bias_update_rate "
+                               "too large?)",
+                           /*quiet=*/!rank0);
 
     const int64_t done = step + 1;
     StepRecord rec = step_record(done, tot, lr, norm, seconds_since(t0));

@@ -399,3 +399,40 @@ TEST(Cli, TheLoggedLoadsAndDropsAreTheGlobalBatchs) {
                   first[0]["expert_load"][l][e].get<double>(), 1e-12)
           << "layer " << l << " expert " << e;
 }
+
+// A finite loss and gradient whose update overflows fp32 (SPEC 9: a numerical failure). Before,
+// only the loss and the gradient norm were checked: an AdamW v past 3.4e38 (a z-loss of 1e30
+// unclipped) froze its parameters for good and the run exited 0; a router bias rate of 1e39 sent
+// every token to expert 0, exit 0; an lr of 1e39 wrote infinite weights into the checkpoint that
+// the exit 3 at the next step then kept as the last good one. Now exit 3 at the step whose update
+// overflowed, before its checkpoint; on two ranks under ZeRO-1 (each checks its own chunks) too.
+TEST(Cli, AnUpdateThatOverflowsIsANumericalFailureBeforeItsCheckpoint) {
+  sy::test::TempDir dir;
+  {
+    std::ofstream a(dir.file("a.txt"));
+    for (int i = 0; i < 300; ++i) a << "the quick brown fox jumps over the lazy dog " << i << "\n";
+  }
+  const std::string h5 = dir.file("tok.h5");
+  ASSERT_EQ(run_command(kBin + " data prepare --input " + dir.file("a.txt") + " --output " + h5)
+                .exit_code,
+            0);
+  int n = 0;
+  for (const auto& [np, args] : std::vector<std::pair<int, std::string>>{
+           {1, " --set train.lr=1e39 --set train.warmup_steps=0 --set train.min_lr=0"},
+           {1, " --set train.grad_clip=0 --set moe.z_loss_coeff=1e30"},
+           {1, " --set moe.bias_update_rate=1e39"},
+           {2,
+            " --set train.lr=1e39 --set train.warmup_steps=0 --set train.min_lr=0"
+            " --set parallel.zero1=true --set train.micro_batch=2"}}) {
+    const std::string out = dir.file("run" + std::to_string(n++));
+    const auto r = run_command(
+        (np > 1 ? sy::test::mpirun(np) : std::string()) + kBin + " train --config " + kSrc +
+        "/configs/tiny.yaml --set data.path=" + h5 + " --set run.out_dir=" + out +
+        " --set checkpoint.dir=" + out + "/ckpt --set train.steps=3 --set checkpoint.every=1" +
+        " --set eval.every=0" + args);
+    EXPECT_EQ(r.exit_code, 3) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find("the update of step 1 left"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("not finite in fp32"), std::string::npos) << r.output;
+    EXPECT_FALSE(std::filesystem::exists(out + "/ckpt/step_00000001.h5")) << args;
+  }
+}

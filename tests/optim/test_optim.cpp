@@ -231,7 +231,7 @@ TEST(RouterBias, SignUpdate) {
   // mean load 20: underloaded expert 0 goes up, overloaded 2 down, 1 and 3 at the mean stay.
   float bias[4] = {0.0f, 0.5f, -0.25f, 1.0f};
   const int64_t load[4] = {10, 20, 30, 20};
-  sy::update_router_bias(bias, load, 4, 0.125);
+  EXPECT_EQ(sy::update_router_bias(bias, load, 4, 0.125), 0);  // all finite
   EXPECT_EQ(bias[0], 0.125f);
   EXPECT_EQ(bias[1], 0.5f);
   EXPECT_EQ(bias[2], -0.375f);
@@ -251,6 +251,36 @@ TEST(RouterBias, SignUpdate) {
   EXPECT_EQ(b3[0], 0.1f);
   EXPECT_EQ(b3[1], 0.2f);
   EXPECT_EQ(b3[2], 0.3f);
+
+  // A rate past fp32 (1e39): the two experts off the mean go to +-inf, and are counted.
+  float b4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  EXPECT_EQ(sy::update_router_bias(b4, load, 4, 1e39), 2);
+  EXPECT_TRUE(std::isinf(b4[0]) && std::isinf(b4[2]));
+}
+
+// The update's own overflow is counted (the trainer stops on it, SPEC 9): a finite gradient of
+// 1e20 gives v = (1 - 0.95) * 1e40 = 5e38, past fp32's 3.4e38, and that element's parameter
+// would never move again (m / (sqrt(inf) + eps) = 0); a huge lr overflows the parameters.
+TEST(AdamW, CountsTheElementsTheUpdateLeftNotFinite) {
+  const ParamTable table = mixed_table();
+  const size_t P = table.total_numel();
+  std::vector<float> p(P, 0.5f), g(P, 0.1f);
+  AdamW opt(table, 0.0);
+  EXPECT_EQ(opt.step(p.data(), g.data(), 1e-3, 1.0), 0);
+  g[0] = 1e20f;
+  g[3] = -1e20f;
+  EXPECT_EQ(opt.step(p.data(), g.data(), 1e-3, 1.0), 2);
+  EXPECT_TRUE(std::isinf(opt.v()[0]) && std::isinf(opt.v()[3]));
+  AdamW huge(table, 0.0);
+  std::vector<float> q(P, 0.5f), h(P, 0.1f);
+  h[6] = 0.0f;  // a zero gradient moves nothing: its element stays finite
+  // every element that moves (the bias never does: it is not AdamW's) goes past fp32
+  const int64_t moved = huge.step(q.data(), h.data(), 1e39, 1.0);
+  int64_t want = 0;
+  for (size_t i = 0; i < P; ++i) want += !std::isfinite(q[i]);
+  EXPECT_EQ(moved, want);
+  EXPECT_GT(want, 0);
+  EXPECT_TRUE(std::isfinite(q[6]));
 }
 
 }  // namespace

@@ -99,6 +99,13 @@ TEST(TrainSummaryLine, NamesTheLastStepsLossOnlyWhenAStepRan) {
   EXPECT_NE(ran.str().find("done: 5 steps in 00:00:00 | final loss 4.2500 | val_loss 5.5000"),
             std::string::npos)
       << ran.str();
+  // A loss past fixed point's room (an aux loss of 6e38) in digits and an exponent: it printed
+  // as 31 digits cut at the buffer's end, which read as 6e30.
+  s.final_loss = 6.0168908e38;
+  std::ostringstream huge;
+  log_done(s, nullptr, huge);
+  EXPECT_NE(huge.str().find("| final loss 6.017e+38 | val_loss 5.5000"), std::string::npos)
+      << huge.str();
   // A long run.out_dir is printed whole, with the line's end (a 320-byte buffer cut it).
   test::TempDir dir;
   const std::string deep = dir.file(std::string(60, 'a') + "/" + std::string(60, 'b') + "/" +
