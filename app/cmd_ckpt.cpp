@@ -242,6 +242,7 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
            std::vector<std::string> notes;
            const auto tensors =
                ckpt::read_model_tensors(MPI_COMM_WORLD, ea->file, &st, &notes, stderr_progress());
+           ckpt::refuse_non_finite(tensors, ea->file);
            if (mpi.world_rank() == 0) {
              ckpt::write_safetensors(ea->output, tensors,
                                      {{"format", "switchyard"},

@@ -253,6 +253,12 @@ struct WholeTensor {
   std::vector<int64_t> shape;
   std::vector<float> data;
 };
+// NumericalError (exit 3, as `sample` on such weights) naming the first tensor of `tensors`
+// that holds a value that is not finite, and how many it holds: the weights of a diverged run
+// (written by an older switchyard, or by the GPU trainer, which checks the loss and gradients
+// only) are no model to export. `file` names the checkpoint in the message.
+void refuse_non_finite(const std::vector<WholeTensor>& tensors, const std::string& file);
+
 // `state`, when given, receives the checkpoint's state. Damage outside /model (the optimizer
 // state: a model can still be sampled and exported, not resumed) is not an error here: it goes
 // to `notes` when given, one line each.

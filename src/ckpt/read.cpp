@@ -16,10 +16,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <string>
 #include <utility>
 
 #include "comm/watchdog.h"
@@ -552,6 +554,17 @@ TrainState load_checkpoint(MPI_Comm comm, const std::string& file,
   throw_if_bad(c.comm, ins);
   read_refs(c, file, ins, tensors);
   return ins.state;
+}
+
+void refuse_non_finite(const std::vector<WholeTensor>& tensors, const std::string& file) {
+  for (const WholeTensor& t : tensors) {
+    const auto bad =
+        std::count_if(t.data.begin(), t.data.end(), [](float x) { return !std::isfinite(x); });
+    if (bad > 0)
+      throw NumericalError("checkpoint '" + file + "': " + t.path + " holds " +
+                           std::to_string(bad) + " of " + std::to_string(t.data.size()) +
+                           " values that are not finite (a diverged run?): nothing exported");
+  }
 }
 
 std::vector<WholeTensor> read_model_tensors(MPI_Comm comm, const std::string& file,

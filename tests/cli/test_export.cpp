@@ -384,6 +384,36 @@ TEST(CkptExportFiles, AFifoAsAnOutputIsRefusedAndKept) {
   EXPECT_TRUE(contains(r.output, "is a directory: remove it")) << r.output;
 }
 
+// The weights of a diverged run (an older switchyard's, or the GPU trainer's, which checks the
+// loss and gradients only) are no model: both formats refuse them with exit 3, naming the tensor,
+// as `sample` does, where they were exported (exit 0). HDF5 rewrites the chunk's Fletcher32, so
+// the checkpoint is otherwise sound.
+TEST(CkptExportFiles, WeightsThatAreNotFiniteAreNotExported) {
+  sy::test::TempDir dir;
+  const std::string ckpt = two_step_checkpoint(dir);
+  {
+    const hid_t f = H5Fopen(ckpt.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    const hid_t d = H5Dopen2(f, "model/embed", H5P_DEFAULT);
+    ASSERT_GE(d, 0);
+    const hid_t space = H5Dget_space(d);
+    std::vector<float> v(static_cast<size_t>(H5Sget_simple_extent_npoints(space)));
+    ASSERT_GE(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), 0);
+    v[5] = INFINITY;
+    ASSERT_GE(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), 0);
+    H5Sclose(space);
+    H5Dclose(d);
+    H5Fclose(f);
+  }
+  for (const std::string& to : {dir.file("m.safetensors"), dir.file("hf") + " --format hf"}) {
+    const auto r = run_command(kBin + " ckpt export " + ckpt + " --output " + to);
+    EXPECT_EQ(r.exit_code, 3) << to << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, "model/embed holds 1 of")) << r.output;
+  }
+  EXPECT_FALSE(fs::exists(dir.file("m.safetensors")));
+  EXPECT_FALSE(fs::exists(dir.file("hf/model.safetensors")));
+}
+
 TEST(CkptExportFiles, ADirectoryAsTheSafetensorsOutputIsRefusedAndParentsAreMade) {
   sy::test::TempDir dir;
   const std::string ckpt = two_step_checkpoint(dir);
