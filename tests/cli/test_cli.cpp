@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/cli_runs.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
 
@@ -300,14 +301,8 @@ TEST(Cli, AStoppedPlotLeavesNoScratchFolderNorStagedChart) {
 // an ordinary error (exit 1) passed them all.
 TEST(Cli, ANonFiniteLossExitsThreeKeepingTheLastGoodCheckpoint) {
   sy::test::TempDir dir;
-  {
-    std::ofstream a(dir.file("a.txt"));
-    for (int i = 0; i < 300; ++i) a << "the quick brown fox jumps over the lazy dog " << i << "\n";
-  }
-  const std::string h5 = dir.file("tok.h5");
-  ASSERT_EQ(run_command(kBin + " data prepare --input " + dir.file("a.txt") + " --output " + h5)
-                .exit_code,
-            0);
+  sy::test::cli::write_texts(dir);
+  const std::string h5 = sy::test::cli::prepare(dir);
   for (int np : {1, 2}) {
     const std::string out = dir.file("run" + std::to_string(np));
     const auto r = run_command(
@@ -367,14 +362,8 @@ TEST(Cli, AnUnusableTmpdirIsNamed) {
 // same routes; capacity 0.5 drops). Only one rank's runs checked these keys before.
 TEST(Cli, TheLoggedLoadsAndDropsAreTheGlobalBatchs) {
   sy::test::TempDir dir;
-  {
-    std::ofstream a(dir.file("a.txt"));
-    for (int i = 0; i < 300; ++i) a << "the quick brown fox jumps over the lazy dog " << i << "\n";
-  }
-  const std::string h5 = dir.file("tok.h5");
-  ASSERT_EQ(run_command(kBin + " data prepare --input " + dir.file("a.txt") + " --output " + h5)
-                .exit_code,
-            0);
+  sy::test::cli::write_texts(dir);
+  const std::string h5 = sy::test::cli::prepare(dir);
   std::vector<nlohmann::json> first;
   for (int np : {1, 2}) {
     const std::string out = dir.file("run" + std::to_string(np));
@@ -408,14 +397,8 @@ TEST(Cli, TheLoggedLoadsAndDropsAreTheGlobalBatchs) {
 // overflowed, before its checkpoint; on two ranks under ZeRO-1 (each checks its own chunks) too.
 TEST(Cli, AnUpdateThatOverflowsIsANumericalFailureBeforeItsCheckpoint) {
   sy::test::TempDir dir;
-  {
-    std::ofstream a(dir.file("a.txt"));
-    for (int i = 0; i < 300; ++i) a << "the quick brown fox jumps over the lazy dog " << i << "\n";
-  }
-  const std::string h5 = dir.file("tok.h5");
-  ASSERT_EQ(run_command(kBin + " data prepare --input " + dir.file("a.txt") + " --output " + h5)
-                .exit_code,
-            0);
+  sy::test::cli::write_texts(dir);
+  const std::string h5 = sy::test::cli::prepare(dir);
   int n = 0;
   for (const auto& [np, args] : std::vector<std::pair<int, std::string>>{
            {1, " --set train.lr=1e39 --set train.warmup_steps=0 --set train.min_lr=0"},
