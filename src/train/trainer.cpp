@@ -116,6 +116,28 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     if (rank0) dirs.emplace(cfg, log);
   });
 
+  // The placement files themselves: the same-config check leaves paths aside (a node may see
+  // the file under another path), so two files that differ went unseen and the ranks routed by
+  // other tables. Rank 0's table on every rank, compared.
+  {
+    std::string mine = "none";
+    if (placement) {
+      mine.clear();
+      for (int l = 0; l < placement->num_layers(); ++l)
+        for (int e = 0; e < placement->num_experts(); ++e)
+          mine += std::to_string(placement->rank_of(l, e)) +
+                  (e + 1 < placement->num_experts() ? "," : ";");
+    }
+    const std::string root = comm::broadcast_string(mine, 0, rt.world, wd, "rank 0's placement");
+    agree_on_usage(rt.world, wd, [&] {
+      if (mine != root)
+        throw UsageError("parallel.expert_placement: this rank's placement ('" +
+                         cfg.parallel.expert_placement + "') is not rank 0's (" +
+                         (root == "none" ? std::string("none there") : "another table") +
+                         "): every rank must read the same placement file (a copy that "
+                         "differs between nodes?)");
+    });
+  }
   std::optional<comm::WatchdogScope> startup(
       std::in_place, wd, "start-up: every rank building the process groups and the model");
   rt.groups = std::make_unique<comm::ProcessGroups>(

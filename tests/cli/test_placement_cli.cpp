@@ -197,3 +197,32 @@ TEST_F(PlacementCli, TrainingRefusesAPlacementThatSplitsARouteGroup) {
 }
 
 }  // namespace
+
+namespace {
+
+// Two ranks given different placement files (a copy that differs between nodes: the same-config
+// check leaves paths aside) routed by different tables, exit 0. Rank 0's table is compared on
+// every rank before the model is built: exit 2, naming the key. The same file on both trains.
+TEST_F(PlacementCli, RanksWithDifferentPlacementFilesAreRefused) {
+  const std::string head =
+      "format: switchyard-expert-placement\nversion: 1\nnum_experts: 4\nep: 2\nlayers:\n";
+  std::ofstream(dir_.file("a.yaml")) << head << "  - [[0, 1], [2, 3]]\n  - [[0, 1], [2, 3]]\n";
+  std::ofstream(dir_.file("b.yaml")) << head << "  - [[0, 2], [1, 3]]\n  - [[0, 1], [2, 3]]\n";
+  auto rank = [&](const std::string& file, const std::string& out) {
+    return "-np 1 " + train("--set parallel.ep=2 --set run.out_dir=" + dir_.file(out) +
+                            " --set parallel.expert_placement=" + dir_.file(file));
+  };
+  // mpirun's MPMD form: one rank per program line, each with its own --set.
+  const std::string launch = sy::test::mpirun(2).substr(0, sy::test::mpirun(2).find("-np "));
+  auto r = run_command(launch + rank("a.yaml", "ab") + " : " + rank("b.yaml", "ab"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("parallel.expert_placement: this rank's placement ('" +
+                          dir_.file("b.yaml") + "') is not rank 0's (another table)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("step "), std::string::npos) << "no step before it";
+  r = run_command(launch + rank("a.yaml", "aa") + " : " + rank("a.yaml", "aa"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+}  // namespace
