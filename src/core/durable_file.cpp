@@ -125,7 +125,7 @@ StagedFiles::~StagedFiles() {
   staged_.clear();  // the .tmp files still there go first (HeldTmp), then the folders made
   if (!committed_)
     for (auto it = created_dirs_.rbegin(); it != created_dirs_.rend(); ++it)
-      ::rmdir(it->c_str());  // only while empty
+      ::rmdir(it->path.c_str());  // only while empty
 }
 
 HeldTmp::HeldTmp(const std::string& path) : tmp_(path + ".tmp") {
@@ -188,8 +188,8 @@ std::string StagedFiles::stage(const std::string& path) {
     for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
       if (!fs::create_directory(*it, ec) && ec)
         throw std::runtime_error("create directory '" + it->string() + "' failed: " + ec.message());
-      created_dirs_.push_back(it->string());
-      dirs_on_interrupt_.emplace_back(it->string(), RemovedOnInterrupt::kFolder);
+      created_dirs_.push_back(
+          {it->string(), RemovedOnInterrupt(it->string(), RemovedOnInterrupt::kFolder)});
     }
   }
   staged_.push_back({path, HeldTmp(path)});

@@ -114,8 +114,11 @@ class StagedFiles {
   };
   Parents parents_;
   std::vector<Entry> staged_;
-  std::vector<std::string> created_dirs_;  // outermost first
-  std::vector<RemovedOnInterrupt> dirs_on_interrupt_;
+  struct MadeDir {
+    std::string path;
+    RemovedOnInterrupt on_interrupt;  // removed (while empty) by a SIGINT/SIGTERM too
+  };
+  std::vector<MadeDir> created_dirs_;  // outermost first
   bool committed_ = false;
 };
 

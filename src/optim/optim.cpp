@@ -113,13 +113,13 @@ int64_t update_router_bias(float* bias, const int64_t* load, int E, double rate)
   double total = 0.0;
   for (int i = 0; i < E; ++i) total += static_cast<double>(load[i]);
   const double mean_load = total / E;
+  int64_t nonfinite = 0;
   for (int i = 0; i < E; ++i) {
     const double diff = mean_load - static_cast<double>(load[i]);
     const double sign = diff > 0.0 ? 1.0 : (diff < 0.0 ? -1.0 : 0.0);
     bias[i] = static_cast<float>(bias[i] + rate * sign);
+    nonfinite += !std::isfinite(bias[i]);
   }
-  int64_t nonfinite = 0;
-  for (int i = 0; i < E; ++i) nonfinite += !std::isfinite(bias[i]);
   return nonfinite;
 }
 

@@ -9,6 +9,13 @@ namespace sy::plan {
 
 namespace {
 
+// The trainer's capacity of an expert in one micro-batch (moe_capacity).
+double capacity_of(const Config& cfg) {
+  return static_cast<double>(moe_capacity(*cfg.moe.capacity_factor,
+                                          cfg.train.micro_batch * cfg.model.seq_len, cfg.moe.top_k,
+                                          cfg.moe.num_experts));
+}
+
 // What a capacity keeps of the assignments to experts [first, first + count) in one micro-batch
 // of N tokens: per expert, of X ~ its count (mean mu = N K f, variance mu (1 - f) under the
 // binomial approximation, f its share), the kept E[min(X, cap)] = mu - E[(X - cap)+], with
@@ -22,9 +29,7 @@ Kept kept_of(const Config& cfg, int64_t first, int64_t count, Share&& share) {
   const auto K = static_cast<double>(cfg.moe.top_k);
   const double N =
       static_cast<double>(cfg.train.micro_batch) * static_cast<double>(cfg.model.seq_len);
-  const auto cap = static_cast<double>(moe_capacity(*cfg.moe.capacity_factor,
-                                                    cfg.train.micro_batch * cfg.model.seq_len,
-                                                    cfg.moe.top_k, cfg.moe.num_experts));
+  const double cap = capacity_of(cfg);
   Kept k;
   for (int64_t e = first; e < first + count; ++e) {
     const double f = share(e);
@@ -241,9 +246,7 @@ LayerTraffic layer_traffic(const Config& cfg, const PlanLayout& lay, const Routi
   t.assign_busiest = assignments(tokens_seen, E, cfg.moe.top_k, shares.busiest).mean;
   t.assign_mean = assignments(tokens_seen, E, cfg.moe.top_k, shares.mean).mean;
   if (cfg.moe.capacity_factor) {
-    const auto cap = static_cast<double>(moe_capacity(*cfg.moe.capacity_factor,
-                                                      cfg.train.micro_batch * cfg.model.seq_len,
-                                                      cfg.moe.top_k, cfg.moe.num_experts));
+    const double cap = capacity_of(cfg);
     t.assign_quantile =
         std::min(t.assign_quantile, static_cast<double>(L) * cap * tokens_seen / t.tokens);
   }

@@ -118,16 +118,10 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
 
   // The placement files themselves: the same-config check leaves paths aside (a node may see
   // the file under another path), so two files that differ went unseen and the ranks routed by
-  // other tables. Rank 0's table on every rank, compared.
+  // other tables. Rank 0's table (every layer's experts per EP rank) on every rank, compared.
   {
-    std::string mine = "none";
-    if (placement) {
-      mine.clear();
-      for (int l = 0; l < placement->num_layers(); ++l)
-        for (int e = 0; e < placement->num_experts(); ++e)
-          mine += std::to_string(placement->rank_of(l, e)) +
-                  (e + 1 < placement->num_experts() ? "," : ";");
-    }
+    const std::string mine =
+        placement ? describe_placement(*placement, 0, placement->num_layers()) : "none";
     const std::string root = comm::broadcast_string(mine, 0, rt.world, wd, "rank 0's placement");
     agree_on_usage(rt.world, wd, [&] {
       if (mine != root)
