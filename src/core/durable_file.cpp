@@ -1,7 +1,9 @@
 #include "src/core/durable_file.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -85,11 +87,37 @@ std::string unwritable_output_dir(const std::string& path) {
   const std::string probe = (dir / (".switchyard-probe-" + std::to_string(::getpid()))).string();
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
-    if (errno == EEXIST) return "";  // a probe of this pid's: the directory takes files
+    if (errno == EEXIST)
+      return unreplaceable_output(path);  // a probe of this pid's: it takes files
     return "cannot create files in '" + dir.string() + "': " + std::strerror(errno);
   }
   ::close(fd);
   ::unlink(probe.c_str());
+  return unreplaceable_output(path);
+}
+
+std::string unreplaceable_output(const std::string& path) {
+  struct stat file {};
+  if (::lstat(path.c_str(), &file) != 0 || S_ISDIR(file.st_mode)) return "";
+  if (S_ISREG(file.st_mode)) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0) {
+      int flags = 0;
+      const bool known = ::ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;  // not on every file system
+      ::close(fd);
+      if (known && (flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)))
+        return "'" + path + "' is " +
+               ((flags & FS_IMMUTABLE_FL) ? "immutable (chattr +i)" : "append-only (chattr +a)") +
+               ": it cannot be replaced; remove the flag or give another name";
+    }
+  }
+  struct stat dir {};
+  const uid_t me = ::geteuid();
+  if (me != 0 && ::stat(parent_dir(path).c_str(), &dir) == 0 && (dir.st_mode & S_ISVTX) &&
+      me != file.st_uid && me != dir.st_uid)
+    return "'" + path + "' belongs to another user (uid " + std::to_string(file.st_uid) +
+           ") in the sticky directory '" + parent_dir(path) +
+           "': it cannot be replaced; give another name";
   return "";
 }
 

@@ -30,9 +30,16 @@ std::string check_output_file(const std::string& path);
 // Why no file can be created in the directory an output `path` goes in (its parent, or the
 // nearest one that exists when the writer creates the missing ones): "cannot create files in
 // '<dir>': Read-only file system" (a probe file is created and removed there; permission bits,
-// an immutable directory, /proc). "" when one can. What commands check before the work, so that
-// minutes of tokenizing or reading a checkpoint do not end in that.
+// an immutable directory, /proc); or why an output already at `path` cannot be replaced
+// (unreplaceable_output). "" when one can. What commands check before the work, so that minutes
+// of tokenizing or reading a checkpoint do not end in that.
 std::string unwritable_output_dir(const std::string& path);
+
+// Why the file at `path` cannot be replaced by a rename over it although its directory takes
+// new files: it is immutable or append-only (chattr +i / +a), or it belongs to another user in a
+// sticky directory (/tmp's rule) and this process is not root. "" when it can, or nothing is
+// there. The rename at the end of the work would fail with EPERM.
+std::string unreplaceable_output(const std::string& path);
 
 // fsync(2) of a file or a directory (a rename is durable once its directory is synced). Throws
 // std::runtime_error naming the path and errno's text.

@@ -51,6 +51,11 @@ void write_text(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
 }
 
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 // A token file with one out-of-range id (300 with vocab_size 256) at /train[7], written with the
 // HDF5 API so the defect is exactly the one stated.
 void write_bad_token_file(const std::string& path) {
@@ -220,11 +225,7 @@ TEST(CliBadInput, AFreshRunDoesNotOverwriteAnEarlierRunsCheckpoints) {
                             "/configs/tiny.yaml --set data.path=" + dir.file("d.h5") +
                             " --set run.out_dir=" + out + " --set checkpoint.every=2";
   ASSERT_EQ(run(train + " --set train.steps=2").exit_code, 0);
-  const auto bytes = [](const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  };
-  const std::string before = bytes(ckpt);
+  const std::string before = read_text(ckpt);
   ASSERT_FALSE(before.empty());
   Result r = run(train + " --set train.steps=4 --set run.seed=99");
   EXPECT_EQ(r.exit_code, 2) << r.err;
@@ -232,11 +233,11 @@ TEST(CliBadInput, AFreshRunDoesNotOverwriteAnEarlierRunsCheckpoints) {
             std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find("--resume auto"), std::string::npos) << r.err;
-  EXPECT_EQ(bytes(ckpt), before);
+  EXPECT_EQ(read_text(ckpt), before);
   r = run(train + " --set train.steps=4 --resume ''");
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--resume"), std::string::npos) << r.err;
-  EXPECT_EQ(bytes(ckpt), before);
+  EXPECT_EQ(read_text(ckpt), before);
   r = run(train + " --set train.steps=4 --resume auto");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(std::filesystem::exists(out + "/checkpoints/step_00000004.h5"));
@@ -345,6 +346,53 @@ TEST(CliBadInput, AnUnreadableInputSaysPermissionDenied) {
   EXPECT_NE(r.err.find("--prompt-file '" + dir.file("absent.txt") + "' not found"),
             std::string::npos)
       << r.err;
+}
+
+// An existing output owned by someone else in a sticky directory (a shared /tmp or scratch
+// folder) cannot be replaced by the rename at the end of the work: `data prepare` tokenized its
+// whole input and then failed with exit 1, `ckpt export` verified the checkpoint and failed with
+// exit 2. Both are refused before the work now, exit 2 naming the owner, the file untouched. Needs
+// root to run as another user (CI is).
+TEST(CliBadInput, AnOutputThatCannotBeReplacedIsRefusedBeforeTheWork) {
+  sy::test::TempDir dir;
+  const auto nobody = sy::test::as_nobody(
+      dir.path(), kBin, std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml");
+  if (!nobody) GTEST_SKIP() << "needs root and setpriv to run as another user";
+  ASSERT_TRUE(prepare_tokens(dir));
+  const std::string run_dir = dir.file("run");
+  ASSERT_EQ(run("train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
+                "/configs/tiny.yaml --set data.path=" + dir.file("d.h5") +
+                " --set run.out_dir=" + run_dir + " --set train.steps=2")
+                .exit_code,
+            0);
+  const std::string shared = dir.file("shared");
+  std::filesystem::create_directory(shared);
+  write_text(shared + "/d.h5", "root's\n");
+  write_text(shared + "/m.safetensors", "root's\n");
+  ASSERT_EQ(
+      std::system(("chmod -R a+rX " + dir.path().string() + " && chmod 1777 " + shared).c_str()),
+      0);
+  const auto as_nobody = [&](const std::string& args) {
+    return run_shell(nobody->prefix + nobody->bin + " " + args);
+  };
+  Result r =
+      as_nobody("data prepare --input " + dir.file("in.txt") + " --output " + shared + "/d.h5");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("'" + shared +
+                       "/d.h5' belongs to another user (uid 0) in the sticky "
+                       "directory"),
+            std::string::npos)
+      << r.err;
+  r = as_nobody("ckpt export " + run_dir + "/checkpoints/step_00000002.h5 --output " + shared +
+                "/m.safetensors");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("'" + shared + "/m.safetensors' belongs to another user"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(read_text(shared + "/d.h5"), "root's\n");
+  EXPECT_EQ(read_text(shared + "/m.safetensors"), "root's\n");
+  // A new name in the same folder is fine.
+  r = as_nobody("data prepare --input " + dir.file("in.txt") + " --output " + shared + "/mine.h5");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 // The run's config.yaml is written whole or the run does not start: a stream nobody checked left

@@ -1,8 +1,12 @@
 // src/core/durable_file.h: a file replaced whole or not at all. The failure case makes the write
 // fail for real (its "<path>.tmp" is a directory, so it cannot be created) and checks that the old
 // content survives and the error names the file.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -184,6 +188,45 @@ TEST(DurableFile, AFifoOrADeviceIsNeverReplacedWithAFile) {
   ASSERT_EQ(::mkfifo((other + ".tmp").c_str(), 0644), 0);
   EXPECT_THROW(files::atomic_write_text(other, "x\n"), std::runtime_error);
   EXPECT_FALSE(std::filesystem::exists(other));
+}
+
+// An output that is immutable or append-only (chattr +i / +a) cannot be replaced by the rename at
+// the end of the work: said before the work, with the flag (the rename failed with EPERM after
+// it: `data prepare` exit 1, `ckpt export` exit 2). Setting the flag needs root (CI is) and a file
+// system that has it (ext4, not every tmpfs): skipped otherwise.
+TEST(DurableFile, AnImmutableOrAppendOnlyOutputIsNamedBeforeTheWork) {
+  test::TempDir dir;
+  const std::string path = dir.file("out.h5");
+  std::ofstream(path) << "kept\n";
+  // The file system's own flags (ext4's "extents") stay: only the one asked for is added.
+  int original = 0;
+  const auto set_flags = [&](int added) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    int flags = original | added;
+    const bool ok = ::ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+    ::close(fd);
+    return ok;
+  };
+  EXPECT_EQ(files::unwritable_output_dir(path), "");
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    const bool known = ::ioctl(fd, FS_IOC_GETFLAGS, &original) == 0;
+    ::close(fd);
+    if (!known) GTEST_SKIP() << "this file system has no file flags";
+  }
+  if (!set_flags(FS_IMMUTABLE_FL)) GTEST_SKIP() << "chattr +i is not possible here";
+  const std::string immutable = files::unwritable_output_dir(path);
+  const std::string append_only = set_flags(FS_APPEND_FL) ? files::unwritable_output_dir(path) : "";
+  set_flags(0);  // back to its own flags before an assertion can end the test (the folder goes)
+  EXPECT_NE(immutable.find("'" + path + "' is immutable (chattr +i)"), std::string::npos)
+      << immutable;
+  EXPECT_NE(append_only.find("'" + path + "' is append-only (chattr +a)"), std::string::npos)
+      << append_only;
+  EXPECT_EQ(files::unwritable_output_dir(path), "");
+  EXPECT_EQ(files::unwritable_output_dir(dir.file("absent.h5")), "");
+  EXPECT_EQ(read_all(path), "kept\n");
 }
 
 }  // namespace
