@@ -19,6 +19,8 @@
 #include "comm/mpi.h"
 #include "comm/watchdog.h"
 #include "src/core/error.h"
+#include "src/plan/plan.h"
+#include "src/train/rank_memory.h"
 
 namespace sy {
 
@@ -254,6 +256,25 @@ int64_t run_a2a_bench(const A2aBenchOptions& opt, std::ostream& out) {
   if (opt.width < 1) bad("--width must be positive");
   if (opt.iters < 1 || opt.warmup < 0) bad("need --iters >= 1 and --warmup >= 0");
   if (opt.algos.empty() || opt.skews.empty()) bad("--algos and --skew need at least one value");
+  const int64_t row_bytes = opt.width * static_cast<int64_t>(sizeof(float));
+  const auto tokens_of = [&](int64_t bytes) {
+    return std::max<int64_t>(1, bytes / (opt.top_k * row_bytes));
+  };
+  {
+    // The largest row's own buffers: its input and output, N rows each, and what it receives,
+    // at least N rows per rank on average (every token goes somewhere). Past the rank's share of
+    // host memory the ranks were killed by the kernel (signal 9, no message): refused first.
+    // A lower bound: the exchange's staging and skewed routing take more.
+    int64_t largest = opt.min_bytes;
+    while (largest <= opt.max_bytes / 2) largest *= 2;
+    const double need = 3.0 * static_cast<double>(tokens_of(largest) * row_bytes);
+    const MemoryBudget budget = host_memory_budget(comm::Comm::borrow(MPI_COMM_WORLD));
+    if (need > budget.bytes)
+      bad("--max-bytes: the row of " + plan::format_bytes(static_cast<double>(largest)) +
+          " per rank needs at least " + plan::format_bytes(need) +
+          " per rank (its input, output and received rows), more than the " + budget.what +
+          " give; lower --max-bytes (or --width)");
+  }
 
   comm::Watchdog watchdog(opt.timeout_s);
   comm::ExchangeOptions eo;
@@ -281,7 +302,6 @@ int64_t run_a2a_bench(const A2aBenchOptions& opt, std::ostream& out) {
     }
   }
 
-  const int64_t row_bytes = opt.width * static_cast<int64_t>(sizeof(float));
   const int nodes = opt.ranks_per_node > 0 ? P / opt.ranks_per_node : 0;
   if (me == 0) {
     out << "# switchyard bench a2a: expert-parallel token exchange (time = dispatch, comb_us = "
@@ -311,7 +331,7 @@ int64_t run_a2a_bench(const A2aBenchOptions& opt, std::ostream& out) {
   int64_t total_wrong = 0;
   uint64_t seed = opt.seed;
   for (int64_t bytes = opt.min_bytes; bytes <= opt.max_bytes; bytes *= 2) {
-    const int64_t N = std::max<int64_t>(1, bytes / (opt.top_k * row_bytes));
+    const int64_t N = tokens_of(bytes);
     for (double skew : opt.skews) {
       ++seed;  // the same routing for every variant of a row
       for (Variant& v : variants) {

@@ -12,6 +12,7 @@
 #                              skews, every algorithm: it checks each row and exits 1 on #wrong
 #   bench_a2a_one_rank_defaults     its defaults on one rank, no mpirun
 #   bench_a2a_bad_option_said_once  a bad option at np 3: one message (rank 0's), exit 2
+#   bench_a2a_past_host_memory_refused  sizes past host memory at np 2: refused first, exit 2
 # All carry the labels mpi and test_comm.
 if(NOT TARGET test_comm)
   return()
@@ -57,5 +58,13 @@ if(TARGET switchyard)
     COMMAND bash -c "out=$(\"$@\" 2>&1); rc=$?; echo \"$out\"; n=$(grep -c 'does not divide the world size 3' <<<\"$out\"); [ $rc = 2 ] && [ $n = 1 ]"
             bash ${SY_MPIRUN} -np 3 $<TARGET_FILE:switchyard> bench a2a --ranks-per-node 2)
   set_tests_properties(bench_a2a_bad_option_said_once PROPERTIES LABELS "mpi;test_comm"
+    TIMEOUT 60 ENVIRONMENT "${sy_comm_env}")
+  # Sizes past the ranks' share of host memory are refused before any buffer (the ranks were
+  # killed by the kernel's OOM killer, signal 9, no message): exit 2, said once.
+  add_test(NAME bench_a2a_past_host_memory_refused
+    COMMAND bash -c "out=$(\"$@\" 2>&1); rc=$?; echo \"$out\"; n=$(grep -c 'more than the host memory' <<<\"$out\"); [ $rc = 2 ] && [ $n = 1 ]"
+            bash ${SY_MPIRUN} -np 2 $<TARGET_FILE:switchyard> bench a2a --min-bytes 100000G
+            --max-bytes 100000G)
+  set_tests_properties(bench_a2a_past_host_memory_refused PROPERTIES LABELS "mpi;test_comm"
     TIMEOUT 60 ENVIRONMENT "${sy_comm_env}")
 endif()
