@@ -107,6 +107,12 @@ NcclComm::~NcclComm() {
     (void)ncclCommAbort(comm_);
 }
 
+std::string NcclComm::who() const {
+  // The job's rank first: a group's rank 0 is rarely world rank 0 (a dp or edp group).
+  return "rank " + std::to_string(world_rank()) + " (rank " + std::to_string(rank_) + " of " +
+         std::to_string(size_) + " in " + what_ + ")";
+}
+
 void NcclComm::abort_and_throw(const std::string& message) {
   if (comm_ && !aborted_) (void)ncclCommAbort(comm_);
   aborted_ = true;
@@ -116,8 +122,7 @@ void NcclComm::abort_and_throw(const std::string& message) {
 void NcclComm::settle(ncclResult_t r, const char* call, const std::string& what) {
   if (r != ncclSuccess && r != ncclInProgress) {
     std::ostringstream os;
-    os << "rank " << rank_ << " of " << size_ << " (world rank " << world_rank() << "): NCCL error "
-       << static_cast<int>(r) << " (" << ncclGetErrorString(r) << ")";
+    os << who() << ": NCCL error " << static_cast<int>(r) << " (" << ncclGetErrorString(r) << ")";
     const char* last = comm_ ? ncclGetLastError(comm_) : nullptr;
     if (last && *last) os << ": " << last;
     os << " in " << call << " during " << what << " (NCCL communicator aborted)";
@@ -133,8 +138,7 @@ void NcclComm::settle(ncclResult_t r, const char* call, const std::string& what)
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (timeout_s_ > 0 && waited > timeout_s_) {
       std::ostringstream os;
-      os << "rank " << rank_ << " of " << size_ << " (world rank " << world_rank()
-         << "): timed out after " << timeout_s_ << " s waiting for " << what << " (" << call
+      os << who() << ": timed out after " << timeout_s_ << " s waiting for " << what << " (" << call
          << "; NCCL communicator aborted)";
       abort_and_throw(os.str());
     }
@@ -235,8 +239,8 @@ void NcclComm::wait(cudaStream_t stream, const std::string& what) {
     // them forever.
     if (q != cudaErrorNotReady) {
       std::ostringstream os;
-      os << "rank " << rank_ << ": CUDA error while waiting for " << what << ": "
-         << cudaGetErrorString(q) << " (NCCL communicator aborted)";
+      os << who() << ": CUDA error while waiting for " << what << ": " << cudaGetErrorString(q)
+         << " (NCCL communicator aborted)";
       abort_and_throw(os.str());
     }
     ncclResult_t async = ncclSuccess;
@@ -248,8 +252,8 @@ void NcclComm::wait(cudaStream_t stream, const std::string& what) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (timeout_s_ > 0 && waited > timeout_s_) {
       std::ostringstream os;
-      os << "rank " << rank_ << " of " << size_ << ": timed out after " << timeout_s_
-         << " s waiting for " << what << " (NCCL communicator aborted)";
+      os << who() << ": timed out after " << timeout_s_ << " s waiting for " << what
+         << " (NCCL communicator aborted)";
       abort_and_throw(os.str());
     }
     std::this_thread::sleep_for(std::chrono::microseconds(100));

@@ -104,6 +104,8 @@ class NcclComm {
   // timeout_s_ (on timeout: abort, throw naming this rank and `what`).
   void settle(ncclResult_t r, const char* call, const std::string& what);
   [[noreturn]] void abort_and_throw(const std::string& message);
+  // "rank <world rank> (rank <r> of <size> in <what>)": how every message names this rank.
+  std::string who() const;
 
   ncclComm_t comm_ = nullptr;
   int rank_ = 0, size_ = 1;

@@ -118,9 +118,15 @@ void attention_cached_forward(T* out, float* scratch, const T* q, int ldq, const
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HD)));
   const size_t shared = sizeof(float) * kCachedWarps * static_cast<size_t>(HD);
   const unsigned blocks = static_cast<unsigned>(static_cast<long>(n) * NH);
-  // Past the default 48 KiB a launch needs the kernel's opt-in (head dims over 3072; Hopper
-  // allows 227 KiB, a larger head dim fails the launch check with the driver's message).
-  if (shared > 48 * 1024)
+  // Past the default 48 KiB of shared memory (this dynamic part and the kernel's static part
+  // together: head dims from about 3058) a launch needs the kernel's opt-in; Hopper allows
+  // 227 KiB, a larger head dim fails the launch check with the driver's message.
+  static const size_t static_bytes = [] {
+    cudaFuncAttributes a{};
+    CUDA_CHECK(cudaFuncGetAttributes(&a, attention_cached_kernel<T>));
+    return a.sharedSizeBytes;
+  }();
+  if (shared + static_bytes > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(attention_cached_kernel<T>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(shared)));

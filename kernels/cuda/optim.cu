@@ -28,7 +28,7 @@ __global__ void sq_sum_final_kernel(double* out, const double* partial, int num_
 
 __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, size_t n, double lr,
                              double wd, double beta1, double beta2, double eps, double bc1,
-                             double bc2, double grad_scale) {
+                             double bc2, double grad_scale, unsigned long long* nonfinite) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const double gi = static_cast<double>(g[i]) * grad_scale;
@@ -36,9 +36,12 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, size_
     const double vi = beta2 * v[i] + (1.0 - beta2) * gi * gi;
     const double u = (mi / bc1) / (sqrt(vi / bc2) + eps);
     const double pi = p[i];
-    p[i] = static_cast<float>(pi - lr * (u + wd * pi));
-    m[i] = static_cast<float>(mi);
-    v[i] = static_cast<float>(vi);
+    const float pf = static_cast<float>(pi - lr * (u + wd * pi));
+    const float mf = static_cast<float>(mi), vf = static_cast<float>(vi);
+    p[i] = pf;
+    m[i] = mf;
+    v[i] = vf;
+    if (!isfinite(pf * 0.0f + mf * 0.0f + vf * 0.0f)) atomicAdd(nonfinite, 1ull);  // rare
   }
 }
 
@@ -53,10 +56,10 @@ void grad_sq_sum(double* out, double* scratch, const float* grads, size_t n, cud
 
 void adamw_step(float* params, const float* grads, float* m, float* v, size_t n, double lr,
                 double weight_decay, double beta1, double beta2, double eps, double bc1, double bc2,
-                double grad_scale, cudaStream_t stream) {
+                double grad_scale, unsigned long long* nonfinite, cudaStream_t stream) {
   if (n == 0) return;
   adamw_kernel<<<grid_for(static_cast<long>(n)), kBlock, 0, stream>>>(
-      params, grads, m, v, n, lr, weight_decay, beta1, beta2, eps, bc1, bc2, grad_scale);
+      params, grads, m, v, n, lr, weight_decay, beta1, beta2, eps, bc1, bc2, grad_scale, nonfinite);
   SY_CUDA_LAUNCH_CHECK("adamw_kernel");
 }
 

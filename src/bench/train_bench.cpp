@@ -140,14 +140,16 @@ TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt
            "times its exchange)\n";
   TrainBenchResult r;
   r.flops = step_flops(cfg);
+  // The bench runs the model as one rank whatever parallel.* says: that is what is checked and
+  // built (the GPU's checks refused etp, zero1 and a placement it does not use, and priced
+  // tp = 2 on one rank as "-nan MiB").
+  Config one_rank = cfg;
+  one_rank.parallel = ParallelConfig{};
   if (cfg.device == Device::kCuda) {
-    bench_detail::run_gpu_train_bench(cfg, opt, r, log);
+    bench_detail::run_gpu_train_bench(one_rank, opt, r, log);
   } else {
     // As the trainer: a config this host cannot hold is exit 2 naming the largest term, before
-    // anything is allocated (not an allocation that runs the machine out of memory). The bench
-    // runs the model as one rank whatever parallel.* says: that is what is checked.
-    Config one_rank = cfg;
-    one_rank.parallel = ParallelConfig{};
+    // anything is allocated (not an allocation that runs the machine out of memory).
     check_memory_fits(one_rank, 1, host_memory_budget(int64_t{1}), MemorySide::kCpuRank);
     // The tokens stay in the file, as the trainer's (the memory check above counts no copy).
     const TokenSource data =

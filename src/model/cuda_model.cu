@@ -39,6 +39,7 @@ struct CudaModel::Impl {
   virtual void download_moments(std::vector<float>& m, std::vector<float>& v) const = 0;
   virtual void upload_moments(const std::vector<float>& m, const std::vector<float>& v) = 0;
   virtual void update_router_biases(const std::vector<int64_t>& selected, double rate) = 0;
+  virtual int64_t update_overflow() = 0;
   virtual void zero_grads() = 0;
   virtual LossParts forward(const int32_t* tokens, int B, const LossScale& s,
                             std::vector<MoeStats>* stats) = 0;
@@ -81,6 +82,7 @@ class ModelImpl final : public CudaModel::Impl {
     for (auto* b : {&params_, &grads_, &m_, &v_}) b->fill_bytes_async(0, s());
     norm_.resize(table_.specs().size());
     norm_scratch_.resize(cuda::kNormBlocks);
+    nonfinite_.resize(1);
     const MoeDims dims = moe_dims(cfg, layout.tp, layout.ep, 1);
     CudaMoeParallel par;
     par.exchange = exchange;
@@ -117,7 +119,7 @@ class ModelImpl final : public CudaModel::Impl {
     sync();
     for (int l = 0; l < L_; ++l) {
       const size_t o = static_cast<size_t>(l) * E;
-      update_router_bias(h_bias_.data() + o, selected.data() + o, E, rate);
+      bias_nonfinite_ += update_router_bias(h_bias_.data() + o, selected.data() + o, E, rate);
       // page-locked source, stream-ordered: the next read of h_bias_ comes after this copy
       CUDA_CHECK(cudaMemcpyAsync(pf(lp(l, "moe/bias")), h_bias_.data() + o, sizeof(float) * E,
                                  cudaMemcpyHostToDevice, s()));
@@ -322,6 +324,8 @@ class ModelImpl final : public CudaModel::Impl {
     if (!std::isfinite(grad_norm)) return grad_norm;
     const double scale = clip_factor(grad_norm, grad_clip);
     mark(StepPhase::kOptimizer);
+    CUDA_CHECK(cudaMemsetAsync(nonfinite_.data(), 0, sizeof(unsigned long long), s()));
+    bias_nonfinite_ = 0;
     ++step_count_;
     const double t = static_cast<double>(step_count_);
     const double bc1 = 1.0 - std::pow(AdamW::kBeta1, t), bc2 = 1.0 - std::pow(AdamW::kBeta2, t);
@@ -331,10 +335,18 @@ class ModelImpl final : public CudaModel::Impl {
       const size_t o = spec.offset;
       cuda::adamw_step(params_.data() + o, grads_.data() + o, m_.data() + o, v_.data() + o,
                        spec.numel, lr, wd, AdamW::kBeta1, AdamW::kBeta2, AdamW::kEps, bc1, bc2,
-                       scale, s());
+                       scale, nonfinite_.data(), s());
     }
     refresh_compute_copy();
     return grad_norm;
+  }
+
+  int64_t update_overflow() override {
+    unsigned long long adamw = 0;
+    CUDA_CHECK(
+        cudaMemcpyAsync(&adamw, nonfinite_.data(), sizeof adamw, cudaMemcpyDeviceToHost, s()));
+    sync();
+    return static_cast<int64_t>(adamw) + bias_nonfinite_;
   }
 
  private:
@@ -446,6 +458,9 @@ class ModelImpl final : public CudaModel::Impl {
   DeviceBuffer<float> params_, grads_, m_, v_;  // fp32 master, [P] in table order
   DeviceBuffer<T> params_t_;                    // bf16 compute copy (bf16 mode only)
   DeviceBuffer<double> norm_, norm_scratch_;
+  // What the last update left non-finite: AdamW's elements (device), the router biases (host).
+  DeviceBuffer<unsigned long long> nonfinite_;
+  int64_t bias_nonfinite_ = 0;
   cuda::PinnedBuffer<float> h_bias_;  // [L*E] the biases on their way through the sign rule
   int64_t step_count_ = 0;
   std::vector<CudaMoeLayer<T>> moe_;
@@ -537,6 +552,10 @@ LossParts CudaModel::forward(const int32_t* tokens, int B, const LossScale& s,
 void CudaModel::backward() {
   impl_->backward();
 }
+int64_t CudaModel::update_overflow() {
+  return impl_->update_overflow();
+}
+
 double CudaModel::optimizer_step(double lr, double grad_clip, double weight_decay,
                                  const TotalSq& total_sq) {
   return impl_->optimizer_step(lr, grad_clip, weight_decay, total_sq);

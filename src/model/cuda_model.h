@@ -88,6 +88,10 @@ class CudaModel {
   using TotalSq = std::function<double(double dense_sq, double expert_sq)>;
   double optimizer_step(double lr, double grad_clip, double weight_decay,
                         const TotalSq& total_sq = {});
+  // The parameters, AdamW moments and router biases the last optimizer_step() and
+  // update_router_biases() left not finite in fp32 (an update that overflowed with a finite loss
+  // and gradient: SPEC 9's numerical failure, as sy::AdamW::step counts it). Waits for the device.
+  int64_t update_overflow();
   int64_t step_count() const;
   void set_step_count(int64_t n);  // resuming: the AdamW bias corrections continue from n
 

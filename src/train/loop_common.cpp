@@ -166,20 +166,28 @@ Config resolve_route_groups(const Config& cfg, const comm::Layout& l) {
 }
 
 void check_hierarchical_groups(const Config& cfg, const comm::Layout& l) {
-  if (cfg.parallel.a2a != A2aKind::kHierarchical) return;
+  // device: cuda exchanges hierarchically whatever parallel.a2a says (comm/gpu_exchange.h).
+  const bool gpu = cfg.device == Device::kCuda;
+  if (cfg.parallel.a2a != A2aKind::kHierarchical && !gpu) return;
   for (int edp = 0; edp < l.edp; ++edp)
     for (int etp = 0; etp < l.etp; ++etp) {
       const std::vector<int> nodes = ep_group_nodes(l, edp, etp);
       if (comm::even_over_nodes(nodes)) continue;
       std::ostringstream os;
-      os << "parallel.a2a: the hierarchical all-to-all (hierarchical, or auto on a layout that "
-         << "spans nodes) needs the same number of EP ranks on every node of each "
-         << "expert-parallel group, but the group of edp rank " << edp;
+      if (gpu)
+        os << "device: cuda: the GPU expert all-to-all (hierarchical whatever parallel.a2a says: "
+           << "NCCL inside a node, MPI between nodes)";
+      else
+        os << "parallel.a2a: the hierarchical all-to-all (hierarchical, or auto on a layout that "
+           << "spans nodes)";
+      os << " needs the same number of EP ranks on every node of each expert-parallel group, but "
+         << "the group of edp rank " << edp;
       if (l.etp > 1) os << " and etp rank " << etp;
       os << " has its parallel.ep=" << l.ep << " ranks on nodes";
       for (int n : nodes) os << " " << n;
-      os << ". Set parallel.a2a=flat, or parallel.ep / parallel.ranks_per_node so that each "
-            "group's ranks split evenly over its nodes";
+      os << ". Set " << (gpu ? "" : "parallel.a2a=flat, or ")
+         << "parallel.ep / parallel.ranks_per_node so that each group's ranks split evenly over "
+            "its nodes";
       throw UsageError(os.str());
     }
 }
@@ -224,6 +232,29 @@ StepRecord step_record(int64_t done, const StepTotals& tot, double lr, double gr
   rec.selected = &tot.selected;
   rec.dropped = tot.dropped;
   return rec;
+}
+
+void add_exchange_figures(StepRecord& rec, const comm::ExchangeStats& stats, bool spans_nodes,
+                          bool log_step, const comm::Comm& world, comm::Watchdog* wd) {
+  rec.a2a_s = stats.seconds;
+  rec.a2a_internode_bytes = stats.internode_bytes;
+  rec.a2a_intranode_bytes = stats.intranode_bytes;
+  if (spans_nodes && log_step) {
+    rec.internode_bytes = rec.a2a_internode_bytes;
+    comm::allreduce_sum(std::span<int64_t>(&rec.internode_bytes, 1), world, wd, "inter-node bytes");
+  }
+}
+
+void check_update_finite(int64_t overflowed, int64_t done, const comm::Comm& world,
+                         comm::Watchdog* wd) {
+  comm::allreduce_sum(std::span<int64_t>(&overflowed, 1), world, wd, "the update check");
+  if (overflowed > 0)
+    throw NumericalError("the update of step " + std::to_string(done) + " left " +
+                             std::to_string(overflowed) +
+                             " parameters, AdamW moments or router biases that are not finite "
+                             "in fp32 (train.lr, a loss coefficient or moe.bias_update_rate "
+                             "too large?)",
+                         /*quiet=*/world.rank() != 0);
 }
 
 int64_t eval_windows(const Config& cfg, const TokenSource& data) {

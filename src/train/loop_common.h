@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "comm/alltoall.h"
 #include "comm/groups.h"
 #include "comm/mpi.h"
 #include "comm/watchdog.h"
@@ -101,8 +102,9 @@ std::vector<int> ep_node_of_rank(const comm::Layout& l);
 // equal, contiguous blocks of its EP ranks on R distinct nodes (UsageError naming the keys
 // otherwise). Any other config comes back as it is.
 Config resolve_route_groups(const Config& cfg, const comm::Layout& l);
-// UsageError when cfg's resolved parallel.a2a is hierarchical but some expert-parallel group puts
-// unequal numbers of its EP ranks on its nodes (the hierarchical exchange needs equal ones).
+// UsageError when cfg's resolved parallel.a2a is hierarchical (or device: cuda, whose exchange
+// always is) but some expert-parallel group puts unequal numbers of its EP ranks on its nodes
+// (the hierarchical exchange needs equal ones).
 // Checked in the agreed start-up checks: the exchange itself would refuse on those ranks only.
 void check_hierarchical_groups(const Config& cfg, const comm::Layout& l);
 
@@ -170,6 +172,20 @@ void sum_over_dp(StepTotals& tot, const comm::Comm& dp, comm::Watchdog* wd);
 // The progress record of a finished step (the all-to-all figures left at 0); points into tot.
 StepRecord step_record(int64_t done, const StepTotals& tot, double lr, double grad_norm,
                        double step_s);
+// rec's all-to-all figures from the expert exchange's counters of this step (reset_stats() at
+// its start): its time and this rank's bytes; where an EP group spans nodes (`spans_nodes`,
+// agreed by every rank) and the step is logged, the inter-node bytes of all ranks together (an
+// all-reduce over `world`). Both trainers, so that metrics.jsonl has the same keys on each.
+void add_exchange_figures(StepRecord& rec, const comm::ExchangeStats& stats, bool spans_nodes,
+                          bool log_step, const comm::Comm& world, comm::Watchdog* wd);
+
+// SPEC 9 for an update that overflowed fp32 with a finite loss and gradient (an AdamW v past
+// FLT_MAX stops its parameter for good, a huge lr or bias rate makes weights infinite):
+// `overflowed`, what this rank's update left not finite, is summed over `world` (each rank
+// checked its own part) and a NumericalError (exit 3) names step `done` -- before that step's
+// checkpoint, so the last one written stays the last good one. Collective.
+void check_update_finite(int64_t overflowed, int64_t done, const comm::Comm& world,
+                         comm::Watchdog* wd);
 
 // val_loss (SPEC 3): mean lm_loss over the first `windows` windows of T+1 tokens of the
 // validation split, in file order, as micro-batches of train.micro_batch windows (the same on

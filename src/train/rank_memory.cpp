@@ -36,6 +36,13 @@ MemoryBudget host_memory_budget(int64_t node_ranks) {
 
 void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& budget,
                        MemorySide side) {
+  // A layout that does not fit the world is the caller's mistake (the trainer validates it
+  // first; `bench train` runs one rank whatever parallel.* says): it priced dp = world / tp = 0
+  // as "-nan MiB".
+  SY_CHECK(
+      world_size % cfg.parallel.tp == 0 && world_size % (cfg.parallel.ep * cfg.parallel.etp) == 0,
+      "check_memory_fits: parallel.tp=" << cfg.parallel.tp << ", ep=" << cfg.parallel.ep << ", etp="
+                                        << cfg.parallel.etp << " on " << world_size << " rank(s)");
   const plan::PlanLayout lay = plan::layout_of_config(cfg, world_size, budget.node_ranks);
   plan::MemoryInputs in;
   in.threads = omp_get_max_threads();  // the CPU model's attention tiles are per thread

@@ -30,7 +30,9 @@
 //     same files, so a GPU checkpoint resumes on the CPU and the other way round.
 //
 // Not done on the GPU path (refused by check_gpu_run, naming the key): expert tensor parallelism
-// (parallel.etp > 1), ZeRO-1 and an expert placement file (parallel.expert_placement).
+// (parallel.etp > 1), ZeRO-1, an expert placement file (parallel.expert_placement) and a top-k
+// past kGpuMaxTopK. The expert exchange is always hierarchical (parallel.a2a and
+// parallel.internode do not apply: NCCL inside a node, MPI between nodes).
 #include "src/train/train_gpu.h"
 
 #include <algorithm>
@@ -63,7 +65,9 @@
 #if defined(SWITCHYARD_HAVE_CUDA)
 #include "kernels/cuda/buffer.h"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/moe_ops.h"
 #include "src/model/cuda_model.h"
+static_assert(sy::kGpuMaxTopK == sy::cuda::kMaxTopK, "check_gpu_run's moe.top_k bound");
 #endif
 #if defined(SWITCHYARD_HAVE_NCCL)
 #include "comm/gpu_exchange.h"
@@ -87,6 +91,11 @@ void check_gpu_run(const Config& cfg, int world_size) {
     throw UsageError("parallel.expert_placement=" + cfg.parallel.expert_placement +
                      ": device: cuda places expert e on EP rank e / (E / ep) only; remove the key "
                      "or train with device: cpu");
+  if (cfg.moe.top_k > kGpuMaxTopK)
+    throw UsageError("moe.top_k=" + std::to_string(cfg.moe.top_k) +
+                     ": device: cuda routes a token to at most " + std::to_string(kGpuMaxTopK) +
+                     " experts (its router keeps them in registers); lower moe.top_k or train "
+                     "with device: cpu");
 #if !defined(SWITCHYARD_HAVE_CUDA)
   (void)world_size;
   throw UsageError(
@@ -229,6 +238,12 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
 
   keep = std::make_shared<GpuRun>();
   GpuRun& run = *keep;
+  // Bounded as the CPU trainer's start-up: a rank whose GPU context, NCCL id or exchange set-up
+  // stalls must not leave the others waiting in MPI for ever (NCCL's own set-up waits are bounded
+  // by parallel.timeout_s besides). Inner scopes put this wait back, with a fresh clock.
+  std::optional<comm::WatchdogScope> startup(
+      std::in_place, wd,
+      "start-up: every rank setting up its GPU, NCCL communicators, expert exchange and model");
   select_device(run, g.world(), wd);
   comm::GpuExchange* exchange = nullptr;
   comm::NcclComm* tp = nullptr;
@@ -265,6 +280,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   run.model = std::make_unique<CudaModel>(cfg, shard_layout(lay), exchange, tp);
   CudaModel& model = *run.model;
   model.init_params(cfg.run.seed);
+  startup.reset();
   // The squared global gradient norm: the dense group is the same on the dp ranks (all-reduced
   // over dp) and split over tp (each parameter counted by one tp rank), the expert group is the
   // same on the edp ranks and split over ep.
@@ -350,6 +366,10 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   for (int64_t step = first_step; step < cfg.train.steps; ++step) {
     maybe_inject_fault(lay.world_rank, step + 1);
     const auto t0 = Clock::now();
+#if defined(SWITCHYARD_HAVE_NCCL)
+    if (run.exchange) run.exchange->reset_stats();
+#endif
+    const bool log_step = progress.log_due(step + 1);
     model.zero_grads();
     tot = share.accumulate(model, step);
 #if defined(SWITCHYARD_HAVE_NCCL)
@@ -371,14 +391,18 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
     last_lr = lr;
     if (cfg.moe.bias_update_rate > 0)
       model.update_router_biases(tot.selected, cfg.moe.bias_update_rate);
+    // optimizer_step() queues AdamW and returns; update_overflow() waits for it, so the step's
+    // time ends when the GPU is done (the next step would wait for that work anyway).
+    check_update_finite(model.update_overflow(), step + 1, g.world(), wd);
 
     const int64_t done = step + 1;
-    // optimizer_step() queues AdamW and returns: the step's time ends when the GPU is done (the
-    // next step would wait for that work anyway, and charge it to itself).
-    CUDA_CHECK(cudaStreamSynchronize(model.stream()));
     StepRecord rec = step_record(done, tot, lr, norm, seconds_since(t0));
+#if defined(SWITCHYARD_HAVE_NCCL)
+    if (run.exchange)
+      add_exchange_figures(rec, run.exchange->stats(), args.spans_nodes, log_step, g.world(), wd);
+#endif
     device_peak = std::max(device_peak, device_bytes_in_use());  // sampled every step
-    if (progress.log_due(done)) rec.peak_mem_bytes = max_over_ranks(g.world(), device_peak, wd);
+    if (log_step) rec.peak_mem_bytes = max_over_ranks(g.world(), device_peak, wd);
     progress.step_done(rec);
     if (progress.eval_due(done)) run_eval(done);
     ckpts.after_step(done, summary, log);

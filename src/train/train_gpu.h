@@ -16,9 +16,14 @@ namespace comm {
 class Watchdog;
 }
 
+// The most experts a token goes to on the GPU (kernels/cuda/moe_ops.h's kMaxTopK: the router
+// keeps a token's choice in registers).
+inline constexpr int64_t kGpuMaxTopK = 16;
+
 // Throws UsageError naming what a `device: cuda` run cannot do: expert tensor parallelism
-// (parallel.etp > 1), parallel.zero1, parallel.expert_placement, a build without the CUDA
-// backend, or more than one rank in a build without NCCL. Nothing for `device: cpu`.
+// (parallel.etp > 1), parallel.zero1, parallel.expert_placement, moe.top_k past kGpuMaxTopK, a
+// build without the CUDA backend, or more than one rank in a build without NCCL. Nothing for
+// `device: cpu`.
 // Depends on the config and the build only, so every rank decides alike.
 void check_gpu_run(const Config& cfg, int world_size);
 
@@ -48,6 +53,7 @@ struct GpuRunArgs {
   const comm::ProcessGroups& groups;  // tp = ep = etp = 1: the dp group is the world
   comm::Watchdog* watchdog;           // bounds the MPI waits (NCCL waits use parallel.timeout_s)
   const TrainOptions& options;        // resume, signals, gather_params, check_replicas
+  bool spans_nodes = false;           // some EP group crosses nodes (agreed by every rank)
 };
 
 // The whole run: checkpoints, --resume, preemption, metrics.jsonl, progress and eval lines as the

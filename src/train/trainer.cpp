@@ -159,8 +159,9 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       check_placement_route_groups(*placement, cfg.moe.route_groups, ep_nodes);
     });
   if (cfg.device == Device::kCuda) {
-    startup.reset();
-    return train_on_gpu(GpuRunArgs{model_cfg, cfg, data, g, wd, options}, log, rt.gpu);
+    startup.reset();  // train_on_gpu bounds its own start-up
+    return train_on_gpu(GpuRunArgs{model_cfg, cfg, data, g, wd, options, spans_nodes != 0}, log,
+                        rt.gpu);
   }
   rt.exchange = make_expert_exchange(model_cfg, g, wd);
 
@@ -261,31 +262,12 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
         overflowed += update_router_bias(model.param(layer_param_name(l, "moe/bias")),
                                          tot.selected.data() + static_cast<size_t>(l) * E, E,
                                          cfg.moe.bias_update_rate);
-    // A finite loss and gradient can still overflow fp32 in the update (a v past FLT_MAX stops
-    // its parameter for good, a huge lr or bias rate makes weights infinite): SPEC 9's numerical
-    // failure, before this step's checkpoint, so the last one written stays the last good one.
-    // Each rank checked its own part (its ZeRO-1 chunks): agreed over the world.
-    comm::allreduce_sum(std::span<int64_t>(&overflowed, 1), rt.world, wd, "the update check");
-    if (overflowed > 0)
-      throw NumericalError("the update of step " + std::to_string(step + 1) + " left " +
-                               std::to_string(overflowed) +
-                               " parameters, AdamW moments or router biases that are not finite "
-                               "in fp32 (train.lr, a loss coefficient or moe.bias_update_rate "
-                               "too large?)",
-                           /*quiet=*/!rank0);
+    check_update_finite(overflowed, step + 1, rt.world, wd);
 
     const int64_t done = step + 1;
     StepRecord rec = step_record(done, tot, lr, norm, seconds_since(t0));
-    if (rt.exchange) {
-      rec.a2a_s = rt.exchange->stats().seconds;
-      rec.a2a_internode_bytes = rt.exchange->stats().internode_bytes;
-      rec.a2a_intranode_bytes = rt.exchange->stats().intranode_bytes;
-      if (spans_nodes && log_step) {  // the step's inter-node bytes, all ranks together
-        rec.internode_bytes = rec.a2a_internode_bytes;
-        comm::allreduce_sum(std::span<int64_t>(&rec.internode_bytes, 1), rt.world, wd,
-                            "inter-node bytes");
-      }
-    }
+    if (rt.exchange)
+      add_exchange_figures(rec, rt.exchange->stats(), spans_nodes != 0, log_step, rt.world, wd);
     if (log_step) {
       try {
         coact.flush(rt.world, lay.tp, done, wd);

@@ -221,15 +221,18 @@ TEST_F(Launch, WatchdogEndsAJobWhoseRankStopsTalking) {
 }
 
 // device: cuda has data, tensor and expert parallelism but does not split the experts: an etp
-// layout (or ZeRO-1, or an expert placement file, which it would ignore) is one message naming the
-// key and exit 2 on every rank, before any GPU is looked for -- the same in a build with or without
-// the CUDA backend, and on a machine without a GPU.
+// layout (or ZeRO-1, or an expert placement file, which it would ignore, or a top-k past its
+// router's) is one message naming the key and exit 2 on every rank, before any GPU is looked for --
+// the same in a build with or without the CUDA backend, and on a machine without a GPU.
 TEST_F(Launch, DeviceCudaExpertTensorParallelIsRefusedNamingTheKey) {
   for (const auto& [set, key] :
        {std::pair{std::string("--set parallel.etp=2"), std::string("parallel.etp=2")},
         std::pair{std::string("--set parallel.zero1=true"), std::string("parallel.zero1")},
         std::pair{std::string("--set parallel.expert_placement=absent.yaml"),
-                  std::string("parallel.expert_placement=absent.yaml")}}) {
+                  std::string("parallel.expert_placement=absent.yaml")},
+        // The GPU router's limit: it failed after NCCL's set-up and the data, exit 1.
+        std::pair{std::string("--set moe.num_experts=32 --set moe.top_k=17"),
+                  std::string("moe.top_k=17")}}) {
     const auto r = run_command(mpirun(2) + train("--set device=cuda " + set));
     EXPECT_EQ(r.exit_code, 2) << set << "\n" << r.output;
     EXPECT_EQ(count(r.output, "error: "), 1u) << "one message, from rank 0:\n" << r.output;

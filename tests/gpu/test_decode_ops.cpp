@@ -107,32 +107,38 @@ TYPED_TEST(DecodeOps, CacheStoreAndAttentionOverTheWindow) {
   }
 }
 
-// A head dim of 3200: the kernel's accumulators (16 bytes per head dim) pass the 48 KiB of shared
-// memory a launch gets without the kernel's opt-in. A prefill of 3 into a window of 4.
+// Head dims whose accumulators (16 bytes per head dim) and the kernel's 256 bytes of static
+// shared memory pass the 48 KiB a launch gets without the kernel's opt-in: 3072 (12 KiB short of
+// 48 KiB in the accumulators alone, past it with the static bytes: the opt-in was asked only
+// past 48 KiB of accumulators, so head dims 3058..3072 failed the launch) and 3200. A prefill of
+// 3 into a window of 4.
 TYPED_TEST(DecodeOps, AttentionWithAHeadPastTheDefaultSharedMemory) {
   SY_REQUIRE_GPU();
   using T = TypeParam;
-  constexpr int W = 4, NH = 2, C = NH * 3200, C3 = 3 * C, n = 3;
-  std::mt19937 rng(7);
-  const auto qkv = representable<T>(random_floats(rng, static_cast<size_t>(n) * C3));
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  std::vector<float> kc(static_cast<size_t>(W) * C, nan), vc(kc.size(), nan);
-  for (int i = 0; i < n; ++i) {  // src/sample/decoder.cpp's cache write
-    const float* src = qkv.data() + static_cast<long>(i) * C3;
-    std::copy(src + C, src + 2 * C, kc.begin() + static_cast<long>(i) * C);
-    std::copy(src + 2 * C, src + 3 * C, vc.begin() + static_cast<long>(i) * C);
+  for (const int HD : {3072, 3200}) {
+    SCOPED_TRACE(HD);
+    const int W = 4, NH = 2, C = NH * HD, C3 = 3 * C, n = 3;
+    std::mt19937 rng(7);
+    const auto qkv = representable<T>(random_floats(rng, static_cast<size_t>(n) * C3));
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> kc(static_cast<size_t>(W) * C, nan), vc(kc.size(), nan);
+    for (int i = 0; i < n; ++i) {  // src/sample/decoder.cpp's cache write
+      const float* src = qkv.data() + static_cast<long>(i) * C3;
+      std::copy(src + C, src + 2 * C, kc.begin() + static_cast<long>(i) * C);
+      std::copy(src + 2 * C, src + 3 * C, vc.begin() + static_cast<long>(i) * C);
+    }
+    std::vector<float> out(static_cast<size_t>(n) * C), scratch(W);
+    cpu::attention_cached_forward(out.data(), scratch.data(), qkv.data(), C3, kc.data(), vc.data(),
+                                  W, W, 0, n, C, NH);
+    const auto d_qkv = upload_as<T>(qkv);
+    auto d_kc = poisoned<T>(kc.size()), d_vc = poisoned<T>(vc.size());
+    auto d_out = poisoned<T>(out.size());
+    auto d_scratch = poisoned<float>(cu::attention_cached_scratch(n, NH, W));
+    cu::kv_cache_store(d_kc.data(), d_vc.data(), d_qkv.data(), W, 0, n, C, nullptr);
+    cu::attention_cached_forward(d_out.data(), d_scratch.data(), d_qkv.data(), C3, d_kc.data(),
+                                 d_vc.data(), W, W, 0, n, C, NH, nullptr);
+    EXPECT_TRUE(close(download_f32(d_out), out, tol<T>()));
   }
-  std::vector<float> out(static_cast<size_t>(n) * C), scratch(W);
-  cpu::attention_cached_forward(out.data(), scratch.data(), qkv.data(), C3, kc.data(), vc.data(), W,
-                                W, 0, n, C, NH);
-  const auto d_qkv = upload_as<T>(qkv);
-  auto d_kc = poisoned<T>(kc.size()), d_vc = poisoned<T>(vc.size());
-  auto d_out = poisoned<T>(out.size());
-  auto d_scratch = poisoned<float>(cu::attention_cached_scratch(n, NH, W));
-  cu::kv_cache_store(d_kc.data(), d_vc.data(), d_qkv.data(), W, 0, n, C, nullptr);
-  cu::attention_cached_forward(d_out.data(), d_scratch.data(), d_qkv.data(), C3, d_kc.data(),
-                               d_vc.data(), W, W, 0, n, C, NH, nullptr);
-  EXPECT_TRUE(close(download_f32(d_out), out, tol<T>()));
 }
 
 TEST(DecodeOpsChecks, StoreRefusesMoreRowsThanTheCache) {

@@ -124,5 +124,18 @@ TEST(MemorySide, TheEvalSampleCanBeTheLargestTermOfACpuRank) {
   EXPECT_NO_THROW(check_memory_fits(cfg, 8, budget, MemorySide::kCpuRank));
 }
 
+// A layout that does not fit the world is a programming error, not a price: `bench train` on
+// device: cuda checked a tp=2 config on its one rank and refused it with "needs -nan MiB"
+// (dp = world / tp = 0).
+TEST(MemorySide, ALayoutThatDoesNotFitTheWorldIsNotPriced) {
+  MemoryBudget budget{1e12, "a test budget", 0, 1};
+  for (const std::string set : {"parallel.tp=2", "parallel.ep=2"}) {
+    Config cfg = parse_config("data:\n  path: no-such-file.h5\n",
+                              {"model.d_model=64", "model.n_heads=4", "moe.num_experts=4", set});
+    EXPECT_THROW(check_memory_fits(cfg, 1, budget, MemorySide::kCpuRank), std::logic_error) << set;
+    EXPECT_NO_THROW(check_memory_fits(cfg, 2, budget, MemorySide::kCpuRank)) << set;
+  }
+}
+
 }  // namespace
 }  // namespace sy

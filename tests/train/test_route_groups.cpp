@@ -97,5 +97,34 @@ TEST(RouteGroupsNodes, RefusesGroupsThatAreNotANodesExperts) {
       "moe.route_groups_topk");
 }
 
+// The hierarchical exchange needs equal EP ranks per node in each expert-parallel group. On the
+// CPU only where parallel.a2a resolves to hierarchical (flat is the way out); device: cuda always
+// exchanges hierarchically, so it is refused there whatever parallel.a2a says, without the flat
+// advice (the GPU exchange refused it itself, on the uneven groups' ranks only, after start-up).
+TEST(HierarchicalGroups, UnevenGroupsAreRefusedWhereTheExchangeIsHierarchical) {
+  // ep 3 with edp 2 over nodes of 2 ranks: the first group's ranks 0, 1, 2 sit on nodes 0, 0, 1.
+  const comm::Layout uneven = layout(3, 1, {0, 0, 1, 1, 2, 2});
+  const auto config = [](const std::string& device, const std::string& a2a) {
+    return parse_config("data:\n  path: x.h5\n",
+                        {"moe.num_experts=6", "device=" + device, "parallel.a2a=" + a2a});
+  };
+  expect_refused([&] { check_hierarchical_groups(config("cpu", "hierarchical"), uneven); },
+                 "Set parallel.a2a=flat, or parallel.ep");
+  EXPECT_NO_THROW(check_hierarchical_groups(config("cpu", "flat"), uneven));
+  for (const std::string a2a : {"flat", "hierarchical"}) {
+    SCOPED_TRACE(a2a);
+    expect_refused([&] { check_hierarchical_groups(config("cuda", a2a), uneven); },
+                   "device: cuda: the GPU expert all-to-all");
+    try {
+      check_hierarchical_groups(config("cuda", a2a), uneven);
+    } catch (const UsageError& e) {
+      EXPECT_EQ(std::string(e.what()).find("parallel.a2a=flat"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("on nodes 0 0 1"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(
+      check_hierarchical_groups(config("cuda", "flat"), layout(3, 1, {0, 0, 0, 1, 1, 1})));
+}
+
 }  // namespace
 }  // namespace sy

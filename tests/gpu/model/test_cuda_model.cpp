@@ -8,7 +8,8 @@
 //   - the loss of each of 10 training steps (forward, backward, global-norm clipping, AdamW;
 //     dropless, with shared experts, with a capacity limit; norm_topk false, an untied head,
 //     aux_loss_scope micro_batch, router-bias updates) matches: fp32 within 1e-3 relative, bf16
-//     within 3e-2 relative (bf16 activations); with bias updates the biases match exactly.
+//     within 3e-2 relative (bf16 activations); with bias updates the biases match exactly;
+//   - an update that overflows fp32 is counted as sy::AdamW::step counts it.
 // Skipped without a GPU.
 #include <gtest/gtest.h>
 
@@ -206,6 +207,44 @@ void train_and_compare(const sy::Config& cfg, const Tolerances& tol, const std::
       for (float x : w) moved = moved || x != 0.0f;
     }
     EXPECT_TRUE(moved) << "the biases never moved";
+  }
+}
+
+// An lr of 1e39 makes every parameter with a non-negligible AdamW step infinite in fp32: the
+// GPU counts what its update left not finite as sy::AdamW::step does (the trainer stops with
+// exit 3 on it, SPEC 9); a normal step counts nothing. The counts may differ by the elements
+// whose update is near the overflow bound (gradients differ in the last bits).
+TEST(CudaModel, AnUpdateThatOverflowsIsCountedAsOnTheCpu) {
+  SY_REQUIRE_GPU();
+  const sy::Config cfg = tiny_config(sy::Precision::kFp32, 0);
+  const int B = static_cast<int>(cfg.train.global_batch);
+  const sy::LossScale scale = sy::global_batch_scale(cfg);
+  sy::Model<float> cpu(cfg);
+  sy::init_params(cpu.params.data(), cpu.table(), cfg.run.seed);
+  sy::AdamW opt(cpu.table(), cfg.train.weight_decay);
+  sy::CudaModel gpu(cfg);
+  gpu.init_params(cfg.run.seed);
+  for (const double lr : {1e-3, 1e39}) {
+    const auto tokens = batch_tokens(cfg, 0);
+    cpu.zero_grads();
+    cpu.forward(tokens.data(), B, scale);
+    cpu.backward();
+    gpu.zero_grads();
+    gpu.forward(tokens.data(), B, scale);
+    gpu.backward();
+    const double norm = sy::global_grad_norm(cpu.grads.data(), cpu.grads.size());
+    const int64_t want = opt.step(cpu.params.data(), cpu.grads.data(), lr,
+                                  sy::clip_factor(norm, cfg.train.grad_clip));
+    gpu.optimizer_step(lr, cfg.train.grad_clip, cfg.train.weight_decay);
+    const int64_t got = gpu.update_overflow();
+    if (lr < 1) {
+      EXPECT_EQ(want, 0);
+      EXPECT_EQ(got, 0) << "a normal step";
+    } else {
+      EXPECT_GT(want, 0);
+      EXPECT_NEAR(static_cast<double>(got), static_cast<double>(want),
+                  1e-3 * static_cast<double>(want));
+    }
   }
 }
 

@@ -6,7 +6,8 @@
 //   resumed run again matches the uninterrupted one bit for bit;
 // - the files are the CPU trainer's: a GPU checkpoint resumed with device: cpu, and a CPU one
 //   resumed with device: cuda, continue within fp32 reduction-order tolerance of the run that
-//   wrote them.
+//   wrote them;
+// - an update that overflows fp32 stops the run with exit 3 before its checkpoint.
 // Skipped without a GPU.
 #include <gtest/gtest.h>
 
@@ -161,6 +162,32 @@ TEST_F(GpuResume, CheckpointsMoveBetweenGpuAndCpu) {
     EXPECT_NEAR(resumed.final_val_loss, straight->final_val_loss,
                 kCrossDeviceTolerance * straight->final_val_loss)
         << run_name;
+  }
+}
+
+// A finite loss and gradient whose update overflows fp32 is SPEC 9's numerical failure on the
+// GPU as on the CPU (tests/cli/test_cli.cpp's AnUpdateThatOverflows...): exit 3 at the step whose
+// update overflowed, before its checkpoint. The GPU checked only the loss and the gradient norm:
+// an lr of 1e39 wrote infinite weights into the step-1 checkpoint that `latest` then named, and
+// a bias rate of 1e39 (the loss stays finite: the bias only ranks) trained on to exit 0.
+TEST_F(GpuResume, AnUpdateThatOverflowsIsANumericalFailureBeforeItsCheckpoint) {
+  int n = 0;
+  for (const std::vector<std::string>& set :
+       {std::vector<std::string>{"train.lr=1e39", "train.warmup_steps=0", "train.min_lr=0"},
+        std::vector<std::string>{"train.grad_clip=0", "moe.z_loss_coeff=1e30"},
+        std::vector<std::string>{"moe.bias_update_rate=1e39"}}) {
+    const std::string name = "overflow" + std::to_string(n++);
+    std::vector<std::string> all = {"train.steps=3", "checkpoint.every=1", "eval.every=0"};
+    all.insert(all.end(), set.begin(), set.end());
+    try {
+      run(dir_->config(name, all));
+      ADD_FAILURE() << set.front() << ": the run finished";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), kExitNumerical) << set.front() << ": " << e.what();
+      EXPECT_NE(std::string(e.what()).find("the update of step 1 left"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_FALSE(fs::exists(dir_->ckpt(name, 1))) << set.front();
   }
 }
 
