@@ -501,8 +501,16 @@ void log_done(const TrainSummary& summary, const MetricsWriter* metrics, std::os
   // No step ran (train.steps: 0 only evaluates): no train loss to report.
   const std::string loss =
       summary.steps_done > summary.first_step ? loss_text(summary.final_loss) : "-";
-  log << "done: " << summary.steps_done << " steps in " << format_duration(summary.wall_s)
-      << " | final loss " << loss << " | val_loss " << loss_text(summary.final_val_loss)
+  // A resumed run says how many steps this process trained beside its wall time (the run's
+  // total read as this process's, "7 steps in 00:00:07" for 2 steps).
+  log << "done: ";
+  if (summary.first_step > 0)
+    log << "step " << summary.steps_done << " (" << summary.steps_done - summary.first_step
+        << " steps in " << format_duration(summary.wall_s) << ", resumed from step "
+        << summary.first_step << ")";
+  else
+    log << summary.steps_done << " steps in " << format_duration(summary.wall_s);
+  log << " | final loss " << loss << " | val_loss " << loss_text(summary.final_val_loss)
       << " (best " << loss_text(summary.best_val_loss) << ") | "
       << summary.checkpoints_written.size()
       << " checkpoint(s) written | metrics: " << (metrics ? metrics->path() : std::string("-"))

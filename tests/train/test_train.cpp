@@ -96,9 +96,17 @@ TEST(TrainSummaryLine, NamesTheLastStepsLossOnlyWhenAStepRan) {
   s.final_loss = 4.25;
   std::ostringstream ran;
   log_done(s, nullptr, ran);
-  EXPECT_NE(ran.str().find("done: 5 steps in 00:00:00 | final loss 4.2500 | val_loss 5.5000"),
+  // Resumed from step 2: three steps ran in this process's wall time (it read "5 steps in").
+  EXPECT_NE(ran.str().find("done: step 5 (3 steps in 00:00:00, resumed from step 2) | final loss "
+                           "4.2500 | val_loss 5.5000"),
             std::string::npos)
       << ran.str();
+  s.first_step = 0;
+  std::ostringstream fresh;
+  log_done(s, nullptr, fresh);
+  EXPECT_NE(fresh.str().find("done: 5 steps in 00:00:00 | final loss 4.2500"), std::string::npos)
+      << fresh.str();
+  s.first_step = 2;
   // A loss past fixed point's room (an aux loss of 6e38) in digits and an exponent: it printed
   // as 31 digits cut at the buffer's end, which read as 6e30.
   s.final_loss = 6.0168908e38;
