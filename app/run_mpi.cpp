@@ -1,5 +1,7 @@
 #include "app/run_mpi.h"
 
+#include <sys/resource.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -51,10 +53,24 @@ void note_unusable_mpi_temp_dir() {
                  "(set TMPDIR to a writable directory)"
               << std::endl;
 }
+
+// PMIx's shared-memory store (gds ds12/ds21) writes files of a few MiB at MPI_Init: under a
+// smaller file size limit (ulimit -f, a scheduler's) every MPI command, even `ckpt info`, failed
+// there with PMIx's "OUT-OF-RESOURCE" lines and no word of the limit (measured: 4000 KiB fails,
+// 8000 works). Its hash store keeps the same data in process memory: chosen below 64 MiB, unless
+// the user chose a store. A variable of the environment, before MPI_Init reads it.
+void keep_pmix_data_in_memory_under_a_small_file_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_FSIZE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY ||
+      limit.rlim_cur >= (rlim_t{64} << 20))
+    return;
+  ::setenv("PMIX_MCA_gds", "hash", /*overwrite=*/0);
+}
 }  // namespace
 
 int run_with_mpi(const std::function<int(const comm::MpiSession&)>& work) {
   note_unusable_mpi_temp_dir();
+  keep_pmix_data_in_memory_under_a_small_file_limit();
   comm::MpiSession mpi(nullptr, nullptr);
   try {
     return work(mpi);

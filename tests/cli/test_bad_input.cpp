@@ -411,6 +411,27 @@ TEST(CliBadInput, ARunsConfigThatCannotBeWrittenStopsTheRunNamingIt) {
   EXPECT_NE(r.err.find("Is a directory"), std::string::npos) << r.err;
 }
 
+// Under a file size limit of a few MiB every MPI command failed inside MPI_Init with PMIx's
+// "OUT-OF-RESOURCE" lines (its shared-memory store writes files of a few MiB), naming nothing,
+// even a read-only `ckpt info`. switchyard keeps PMIx's data in process memory below 64 MiB, so
+// they start; a user's own PMIX_MCA_gds is left alone. /bin/sh counts 512-byte blocks: 1 MB.
+TEST(CliBadInput, MpiCommandsStartUnderASmallFileSizeLimit) {
+  sy::test::TempDir dir;
+  ASSERT_TRUE(prepare_tokens(dir));
+  ASSERT_EQ(run("train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
+                "/configs/tiny.yaml --set data.path=" + dir.file("d.h5") + " --set run.out_dir=" +
+                dir.file("run") + " --set train.steps=2 --set checkpoint.every=2")
+                .exit_code,
+            0);
+  const std::string ckpt = dir.file("run") + "/checkpoints/step_00000002.h5";
+  const std::string limit = "unset PMIX_MCA_gds; ulimit -f 2000; ";
+  Result r = run("ckpt info " + ckpt + " --no-config", limit);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("PMIX ERROR"), std::string::npos) << r.err;
+  r = run("sample --checkpoint " + ckpt + " --prompt hi --tokens 3", limit);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 // A checkpoint or an export past the file size limit: one message, exit 1, the previous
 // checkpoint and `latest` kept, nothing half-written left. They were SIGXFSZ (153, no message,
 // a .tmp left), or a crash in HDF5's clean-up at exit (139) after the failed checkpoint write.
