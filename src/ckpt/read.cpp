@@ -126,7 +126,17 @@ FileInfo read_structure(const std::string& file) {
   auto attr_error = [&](const std::string& where, const std::exception& e) {
     return CheckpointError(file, where, e.what());
   };
-  if (!has_attr(f, "format"))
+  // Whether a root attribute is there: a damaged object header or attribute index fails the
+  // question itself, which is a damaged checkpoint (exit 2; --resume auto goes on to an older
+  // one), not an error of the reader (it was exit 1 and ended the resume's scan).
+  auto has_root_attr = [&](const char* name) {
+    try {
+      return has_attr(f, name);
+    } catch (const std::exception& e) {
+      throw attr_error("/", e);
+    }
+  };
+  if (!has_root_attr("format"))
     throw CheckpointError(file, "",
                           "not a switchyard checkpoint (no root attribute 'format'; a foreign "
                           "HDF5 file?)");
@@ -134,7 +144,7 @@ FileInfo read_structure(const std::string& file) {
   std::string manifest_text;
   // Written by another tool to SPEC 5 alone: neither of the two attributes switchyard adds (a
   // file with one of them is ours, and damaged or edited without the other).
-  const bool foreign = !has_attr(f, "tensors") && !has_attr(f, kChecksumAttr);
+  const bool foreign = !has_root_attr("tensors") && !has_root_attr(kChecksumAttr);
   info.state.sealed = !foreign;
   // A count the trainer continues from (another tool's file is checked by nothing else).
   auto non_negative = [](const char* name, int64_t v) {
