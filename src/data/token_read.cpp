@@ -2,11 +2,13 @@
 // and open_token_file (the splits left in the file, read window by window: the trainer). Both
 // check the file the same way, so a bad one is a UsageError naming it before training starts.
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "src/core/error.h"
 #include "src/core/h5.h"
@@ -247,6 +249,26 @@ TokenSource open_token_file(const std::string& path, int64_t model_vocab_size, i
   } catch (const h5::Error& e) {
     r.fail(std::string("cannot be read: ") + e.what());
   }
+}
+
+std::string token_source_fingerprint(const TokenSource& data) {
+  std::string sampled = data.tokenizer_model;
+  constexpr int64_t kBlock = 256, kBlocks = 32;
+  std::vector<int32_t> block(static_cast<size_t>(kBlock));
+  for (const TokenSplitReader* split : {&data.train, &data.val}) {
+    const int64_t n = split->size(), count = std::min(kBlock, n);
+    for (int64_t b = 0; b <= kBlocks && count > 0; ++b) {
+      const int64_t first = (n - count) * b / kBlocks;
+      split->read(first, count, block.data());
+      sampled.append(reinterpret_cast<const char*>(block.data()),
+                     static_cast<size_t>(count) * sizeof(int32_t));
+    }
+  }
+  char hash[17];
+  std::snprintf(hash, sizeof hash, "%016zx", std::hash<std::string>{}(sampled));
+  return "vocab_size " + std::to_string(data.vocab_size) + ", tokenizer " + data.tokenizer +
+         ", /train " + std::to_string(data.train.size()) + " and /val " +
+         std::to_string(data.val.size()) + " tokens, content " + hash;
 }
 
 }  // namespace sy

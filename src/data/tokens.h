@@ -167,4 +167,11 @@ inline constexpr int64_t kScanTokens = int64_t{1} << 27;
 TokenSource open_token_file(const std::string& path, int64_t model_vocab_size, int64_t seq_len,
                             bool scan);
 
+// What tells two token files apart, in words: "vocab_size 256, tokenizer bytes, /train 213594
+// and /val 23726 tokens, content 3f1c9a20e4b5d671" (a hash of the tokenizer model and of 33
+// blocks of 256 tokens spread over each split: the start, the end and evenly between). The
+// trainer compares rank 0's with every rank's: a copy that differs between nodes trained other
+// batches than the log said.
+std::string token_source_fingerprint(const TokenSource& data);
+
 }  // namespace sy

@@ -22,6 +22,7 @@
 #include "src/core/run_files.h"
 #include "src/data/loader.h"
 #include "src/train/report.h"
+#include "src/train/run_dirs.h"
 
 namespace sy {
 
@@ -49,7 +50,8 @@ std::string first_config_difference(const std::string& mine, const std::string& 
 void check_same_config_everywhere(const Config& cfg, const std::string& resume,
                                   const comm::Comm& world, comm::Watchdog* wd) {
   // Paths aside: a node may see the same file under another path (data staged to node-local
-  // scratch), and only rank 0 writes run.out_dir. Each rank checks the files it opens.
+  // scratch), and only rank 0 writes run.out_dir. What the paths name is compared on its own
+  // (check_same_as_rank0: the token file, the placement, checkpoint.dir).
   Config c = cfg;
   c.run.out_dir = c.checkpoint.dir = c.data.path = c.parallel.expert_placement = "";
   YAML::Node node = YAML::Load(to_yaml(c));
@@ -63,6 +65,31 @@ void check_same_config_everywhere(const Config& cfg, const std::string& resume,
       throw UsageError("this rank does not run rank 0's config: " + d +
                        " (every rank must read the same config file, --set options and --resume; "
                        "a copy that differs between nodes?)");
+  });
+}
+
+void check_same_as_rank0(const std::string& mine, const comm::Comm& world, comm::Watchdog* wd,
+                         const std::string& what,
+                         const std::function<std::string(const std::string& root)>& differs) {
+  const std::string root = comm::broadcast_string(mine, 0, world, wd, what.c_str());
+  agree_on_usage(world, wd, [&] {
+    if (mine != root) throw UsageError(differs(root));
+  });
+}
+
+void check_checkpoint_dir_shared(const Config& cfg, const comm::Comm& world, comm::Watchdog* wd) {
+  if (world.size() == 1) return;
+  const std::string lock =
+      (std::filesystem::path(cfg.checkpoint.dir) / RunDirs::kLockName).string();
+  std::ifstream in(lock);
+  std::string holder;
+  std::getline(in, holder);
+  check_same_as_rank0(holder, world, wd, "rank 0's checkpoint.dir lock", [&](const std::string&) {
+    return "checkpoint.dir '" + cfg.checkpoint.dir + "' is not rank 0's directory here (" +
+           (holder.empty() ? "no " + std::string(RunDirs::kLockName) + " from rank 0 in it"
+                           : "its lock names another run: " + holder) +
+           "): every rank writes its part of each checkpoint into one file, so checkpoint.dir "
+           "must be a directory all nodes share (a node-local or unmounted path?)";
   });
 }
 

@@ -77,6 +77,20 @@ void maybe_inject_fault(int world_rank, int64_t step);
 // first rank that differs (agree_on_usage), naming the first key that differs and both values.
 void check_same_config_everywhere(const Config& cfg, const std::string& resume,
                                   const comm::Comm& world, comm::Watchdog* wd);
+// Collective: rank 0's `mine` on every rank, compared with the rank's own; where they differ,
+// UsageError (agree_on_usage: the first such rank reports) with differs(root). `what` names
+// the broadcast for the watchdog. For what each rank reads from its own path (the same-config
+// check leaves paths aside): the token file, the placement table, checkpoint.dir.
+void check_same_as_rank0(const std::string& mine, const comm::Comm& world, comm::Watchdog* wd,
+                         const std::string& what,
+                         const std::function<std::string(const std::string& root)>& differs);
+
+// Collective: checkpoint.dir must be one directory every rank sees (each checkpoint is one file
+// all ranks write with parallel HDF5): where a rank does not find rank 0's lock file there with
+// rank 0's holder line (RunDirs, made by rank 0 first), UsageError naming the key -- a node-local
+// or unmounted path trained until its first checkpoint, then hung for parallel.timeout_s.
+void check_checkpoint_dir_shared(const Config& cfg, const comm::Comm& world, comm::Watchdog* wd);
+
 // "parallel.ep is '2' here and '1' on rank 0" for the first key (ckpt::changed_keys' order) whose
 // value in the YAML text `mine` is not the one in `root`; "" when none differs.
 std::string first_config_difference(const std::string& mine, const std::string& root);

@@ -116,22 +116,27 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     if (rank0) dirs.emplace(cfg, log);
   });
 
-  // The placement files themselves: the same-config check leaves paths aside (a node may see
-  // the file under another path), so two files that differ went unseen and the ranks routed by
-  // other tables. Rank 0's table (every layer's experts per EP rank) on every rank, compared.
-  {
-    const std::string mine =
-        placement ? describe_placement(*placement, 0, placement->num_layers()) : "none";
-    const std::string root = comm::broadcast_string(mine, 0, rt.world, wd, "rank 0's placement");
-    agree_on_usage(rt.world, wd, [&] {
-      if (mine != root)
-        throw UsageError("parallel.expert_placement: this rank's placement ('" +
-                         cfg.parallel.expert_placement + "') is not rank 0's (" +
-                         (root == "none" ? std::string("none there") : "another table") +
-                         "): every rank must read the same placement file (a copy that "
-                         "differs between nodes?)");
-    });
-  }
+  // What each rank reads from its own path (the same-config check leaves paths aside: a node
+  // may see a file under another one), compared with rank 0's: two placement files that differ
+  // routed by other tables, two token files trained other batches than the log named (exit 0),
+  // a checkpoint.dir that is not shared hung at the first checkpoint.
+  check_same_as_rank0(
+      placement ? describe_placement(*placement, 0, placement->num_layers()) : "none", rt.world, wd,
+      "rank 0's placement", [&](const std::string& root) {
+        return "parallel.expert_placement: this rank's placement ('" +
+               cfg.parallel.expert_placement + "') is not rank 0's (" +
+               (root == "none" ? std::string("none there") : "another table") +
+               "): every rank must read the same placement file (a copy that differs between "
+               "nodes?)";
+      });
+  const std::string data_print = token_source_fingerprint(data);
+  check_same_as_rank0(
+      data_print, rt.world, wd, "rank 0's token file", [&](const std::string& root) {
+        return "data.path: this rank's token file '" + cfg.data.path + "' (" + data_print +
+               ") is not rank 0's (" + root +
+               "): every rank must read the same data (a copy that differs between nodes?)";
+      });
+  check_checkpoint_dir_shared(cfg, rt.world, wd);
   std::optional<comm::WatchdogScope> startup(
       std::in_place, wd, "start-up: every rank building the process groups and the model");
   rt.groups = std::make_unique<comm::ProcessGroups>(

@@ -66,11 +66,13 @@ TEST_F(Launch, LayoutThatDoesNotFitIsOneMessageAndExitTwo) {
     EXPECT_EQ(r.output.find("step "), std::string::npos) << "no work before the check";
   }
   // Paths aside: a node may see the same data under another path (staged to local scratch), and
-  // only rank 0 writes run.out_dir.
+  // only rank 0 writes run.out_dir (checkpoint.dir, made from it by default, must still be the
+  // directory every rank writes each checkpoint into: ARankReadingOtherData...).
   std::filesystem::copy_file(dir_.file("t.h5"), dir_.file("staged.h5"));
   const std::string each = train("--set train.steps=2");
   const auto r = run_command(mpirun(1) + each + " : -np 1 " + each + " --set data.path=" +
-                             dir_.file("staged.h5") + " --set run.out_dir=" + dir_.file("other"));
+                             dir_.file("staged.h5") + " --set run.out_dir=" + dir_.file("other") +
+                             " --set checkpoint.dir=" + dir_.file("run") + "/checkpoints");
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
@@ -238,6 +240,38 @@ TEST_F(Launch, DeviceCudaExpertTensorParallelIsRefusedNamingTheKey) {
     EXPECT_EQ(count(r.output, "error: "), 1u) << "one message, from rank 0:\n" << r.output;
     EXPECT_NE(r.output.find(key), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("device: cuda"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("step "), std::string::npos) << "no work before the check";
+  }
+}
+
+// What each rank reads from its own path, which the same-config check leaves aside: a token file
+// that differs on one rank (another text, or the same sizes with other content) trained other
+// batches than the log named, exit 0; a checkpoint.dir that is not the directory rank 0 made
+// (node-local, unmounted) trained until the first checkpoint and then hung for
+// parallel.timeout_s. Both are one message and exit 2 before any step; a copy of the same file
+// under another path still trains (LayoutThatDoesNotFitIsOneMessageAndExitTwo).
+TEST_F(Launch, ARankReadingOtherDataOrAnotherCheckpointDirIsRefused) {
+  {
+    std::ofstream t(dir_.file("other.txt"));
+    for (int i = 0; i < 400; ++i) t << "the quick brown fox jumps over the lazy cat " << i << "\n";
+  }
+  ASSERT_EQ(run_command(kBin + " data prepare --input " + dir_.file("other.txt") + " --output " +
+                        dir_.file("other.h5"))
+                .exit_code,
+            0);
+  const std::string each = train("--set train.steps=2 --set checkpoint.every=1");
+  for (const auto& [rank1, key] :
+       {std::pair{std::string(" --set data.path=") + dir_.file("other.h5"),
+                  std::string("data.path: this rank's token file")},
+        std::pair{std::string(" --set checkpoint.dir=") + dir_.file("elsewhere"),
+                  std::string("checkpoint.dir '") + dir_.file("elsewhere") +
+                      "' is not rank 0's directory here"}}) {
+    const auto r = run_command(mpirun(1) + each + " : -np 1 " + each + rank1 +
+                               " --set run.out_dir=" + dir_.file("other-run"));
+    EXPECT_EQ(r.exit_code, 2) << rank1 << "\n" << r.output;
+    EXPECT_EQ(count(r.output, "error: "), 1u) << "one message:\n" << r.output;
+    EXPECT_NE(r.output.find(key), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("rank 1"), std::string::npos) << "names the rank:\n" << r.output;
     EXPECT_EQ(r.output.find("step "), std::string::npos) << "no work before the check";
   }
 }
