@@ -34,15 +34,21 @@ void EvalSampler::sample(int64_t step, const comm::ProcessGroups& g, const Param
                          const float* params, std::ostream& log, comm::Watchdog* wd) const {
   if (!enabled() || prompt_.empty()) return;
   std::vector<float> whole = gather_flat_params(g, cfg_, table, params, wd);
-  if (g.world().rank() != 0) return;
   // Rank 0 decodes alone: a throw here (a non-finite logit, a full disk under samples.txt) would
   // end it while the other ranks wait in the next collective until the watchdog. The sample is a
   // look at the model, not the run: a warning.
-  try {
-    decode(step, std::move(whole), log);
-  } catch (const std::exception& e) {
-    log << "warning: no sample at step " << step << ": " << e.what() << "\n" << std::flush;
+  if (g.world().rank() == 0) {
+    try {
+      decode(step, std::move(whole), log);
+    } catch (const std::exception& e) {
+      log << "warning: no sample at step " << step << ": " << e.what() << "\n" << std::flush;
+    }
   }
+  // The others wait for it here, unbounded: eval.sample_tokens may take longer than
+  // parallel.timeout_s (100000 tokens of a wide model on rank 0's CPU), and their next collective
+  // under the watchdog ended a healthy run (exit 1, its final checkpoint lost). Rank 0 is busy,
+  // not stuck: its decode is bounded by the token count, and a rank that dies ends the job.
+  if (g.world().size() > 1) MPI_CHECK(MPI_Barrier(g.world().get()));
 }
 
 void EvalSampler::decode(int64_t step, std::vector<float> whole, std::ostream& log) const {

@@ -276,6 +276,19 @@ TEST_F(Launch, ARankReadingOtherDataOrAnotherCheckpointDirIsRefused) {
   }
 }
 
+// Rank 0 draws the evaluation sample alone; the other ranks waited in their next collective under
+// the watchdog, so a sample longer than parallel.timeout_s (eval.sample_tokens may be 100000)
+// ended a healthy run with exit 1 and no final checkpoint. Here 100000 tokens of tiny.yaml
+// (about 3 s on an idle core) against a 1 s timeout.
+TEST_F(Launch, ALongEvaluationSampleOnRankZeroIsNotATimeout) {
+  const auto r =
+      run_command(mpirun(2) + train("--set train.steps=1 --set eval.sample_tokens=100000 "
+                                    "--set parallel.timeout_s=1"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("timed out"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("sample at step 1"), std::string::npos) << r.output;
+}
+
 TEST_F(Launch, TwoRanksTrainAndReportTheLayout) {
   const auto r = run_command(mpirun(2) + train("--set train.steps=2 --set parallel.ep=2"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
