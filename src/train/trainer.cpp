@@ -279,6 +279,14 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       } catch (const Error& e) {
         // run.out_dir cannot take the counts (agreed by every rank): the run stops, but its steps
         // need not be lost where checkpoint.dir has room (that save fails on its own otherwise).
+        // The step's metrics line first, where it still fits (a line, not the counts): the run
+        // resumes after this step and would never write it (a torn line is skipped on resume).
+        rec.peak_mem_bytes = max_over_ranks(g.world(), peak_rss_bytes(), wd);
+        try {
+          progress.step_done(rec);
+        } catch (const std::exception&) {
+          // the folder is full: the counts' error below says so
+        }
         const std::string saved = ckpts.before_stopping(done, summary, log);
         throw Error(e.code(),
                     std::string(e.what()) + ". Step " + std::to_string(done) + " is in " + saved +

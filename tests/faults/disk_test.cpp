@@ -97,7 +97,7 @@ TEST_F(DiskFull, AFullRunDirEndsEveryRankWithOneMessage) {
       in_tmpfs("1m", out,
                "head -c 1036288 /dev/zero > " + out + "/ballast; " + mpirun_command(2) +
                    train(out, 20, "--set checkpoint.dir=" + ck + " --set parallel.timeout_s=600") +
-                   "; echo RC=$?"),
+                   "; echo RC=$?; echo METRICS:; cat " + out + "/metrics.jsonl"),
       path("log"));
   ASSERT_NE(job.wait(180), -1) << "the job hung:\n" << job.output();
   const std::string log = job.output();
@@ -116,6 +116,13 @@ TEST_F(DiskFull, AFullRunDirEndsEveryRankWithOneMessage) {
   const std::string file = log.substr(at + 7 + ck.size() + 1, 16);  // step_XXXXXXXX.h5
   EXPECT_EQ(latest_of(ck), file) << log;
   EXPECT_NE(log.find("continue with --resume auto"), std::string::npos) << log;
+  // And its metrics line, which fits where the counts did not: the resumed run starts after that
+  // step and never writes it (metrics.jsonl missed the stop step for good). The tmpfs goes with
+  // the job's mount namespace: the file is printed after METRICS:.
+  const std::string stopped = std::to_string(std::stoll(file.substr(5, 8)));
+  const size_t metrics = log.find("METRICS:\n");
+  ASSERT_NE(metrics, std::string::npos) << log;
+  EXPECT_NE(log.find("\"step\":" + stopped + ",", metrics), std::string::npos) << log;
 }
 
 // One rank's part of the collective write fails (as a full disk reported to that rank alone
