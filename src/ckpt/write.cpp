@@ -258,9 +258,16 @@ void check_free_space(const std::string& dir, const std::string& tmp_path, int64
   const auto stale = fs::file_size(tmp_path, ec);
   if (!ec) avail += static_cast<int64_t>(stale);
   if (avail >= need) return;
+  // The shortfall itself: rounded to 0.1 MiB the two could read alike ("2.6 MiB, 2.6 MiB are
+  // free").
+  const int64_t short_by = need - avail;
+  const std::string shortfall = short_by < (int64_t{1} << 20)
+                                    ? std::to_string((short_by + 1023) / 1024) + " KiB"
+                                    : mib(short_by);
   throw Error(kExitOther, "no space left for checkpoint " + fs::path(tmp_path).stem().string() +
                               " in checkpoint.dir '" + dir + "': it needs about " + mib(need) +
-                              ", " + mib(avail) + " are free" + what_is_kept(dir) +
+                              ", " + mib(avail) + " are free (" + shortfall + " short)" +
+                              what_is_kept(dir) +
                               ". Free some space and resume with --resume auto (to continue on "
                               "another disk, "
                               "move the checkpoints there and set checkpoint.dir to it, or resume "
