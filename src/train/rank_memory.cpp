@@ -87,10 +87,12 @@ void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& bu
   std::string msg;
   if (!index.empty()) {
     const plan::IndexProblem& p = index.front();
+    // Exact up to 2^53 (the planner's arithmetic is double); past it, "about" in digits that hold.
     char v[64];
-    std::snprintf(v, sizeof v, "%.0f", p.value);
-    msg =
-        p.key + ": " + p.what + " = " + v + " exceeds 2147483647, the 32-bit index the code uses; ";
+    std::snprintf(v, sizeof v, p.value < 0x1p53 ? "%.0f" : "about %.6e", p.value);
+    // "moe.num_experts = ...", not "moe.num_experts: moe.num_experts = ...".
+    msg = (p.what == p.key ? p.key : p.key + ": " + p.what) + " = " + v +
+          " exceeds 2147483647, the 32-bit index the code uses; ";
   } else {
     msg = "not enough memory per rank: ";
   }

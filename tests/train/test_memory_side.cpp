@@ -137,5 +137,27 @@ TEST(MemorySide, ALayoutThatDoesNotFitTheWorldIsNotPriced) {
   }
 }
 
+// A size past 2^31 is named with its value: exact where a double holds it, else "about" in the
+// digits that hold (moe.num_experts = 9223372036854775807 printed as ...808), and the key once.
+TEST(MemorySide, AnIndexPastInt32IsNamedWithItsValue) {
+  MemoryBudget budget{1e18, "a test budget", 0, 1};
+  for (const auto& [set, says] :
+       {std::pair{std::string("moe.num_experts=9223372036854775807"),
+                  std::string("moe.num_experts = about 9.223372e+18 exceeds 2147483647")},
+        std::pair{std::string("moe.num_experts=2147483648"),
+                  std::string("moe.num_experts = 2147483648 exceeds 2147483647")}}) {
+    const Config cfg = parse_config("data:\n  path: no-such-file.h5\n",
+                                    {"model.d_model=64", "model.n_heads=4", set});
+    try {
+      check_memory_fits(cfg, 1, budget, MemorySide::kCpuRank);
+      ADD_FAILURE() << set << ": no refusal";
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find("moe.num_experts: moe.num_experts"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sy
