@@ -6,6 +6,7 @@
 #include <map>
 #include <utility>
 
+#include "src/config/config.h"
 #include "src/core/error.h"
 
 namespace sy::ckpt {
@@ -82,7 +83,19 @@ ConfigDiff diff_configs(const std::string& checkpoint_yaml, const std::string& n
 std::vector<ConfigChange> check_resume_config(const std::string& checkpoint_file,
                                               const std::string& checkpoint_yaml,
                                               const std::string& new_yaml) {
-  ConfigDiff diff = diff_configs(checkpoint_yaml, new_yaml);
+  // Another tool's checkpoint (SPEC 5 alone) may store its config in other words -- a key left
+  // at its default, `True` for `true` -- that read as the same model: both sides are compared as
+  // switchyard reads them (parse_config, then to_yaml: its own stored text reads back as it
+  // was). A text it cannot read is compared as written, and the difference named.
+  const auto as_read = [&](const std::string& yaml, const std::string& what) {
+    try {
+      return to_yaml(parse_config(yaml, {}, what));
+    } catch (const UsageError&) {
+      return yaml;
+    }
+  };
+  ConfigDiff diff = diff_configs(as_read(checkpoint_yaml, "checkpoint '" + checkpoint_file + "'"),
+                                 as_read(new_yaml, "the run's config"));
   if (!diff.incompatible.empty()) {
     std::string msg = "cannot resume from '" + checkpoint_file +
                       "': the config changes the model's shape, which a checkpoint cannot "

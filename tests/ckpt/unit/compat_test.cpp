@@ -34,6 +34,26 @@ TEST(CkptCompat, AStoredA2aAutoIsNoChange) {
   EXPECT_EQ(ckpt::describe_changes(changes), "parallel.a2a: hierarchical -> flat\n");
 }
 
+// Another tool's checkpoint stores its config in its own words: keys left at their defaults,
+// YAML's other spellings of a boolean. The same model: no shape change (it was refused as
+// "model.tie_embeddings: (absent) in the checkpoint, true in the config"). A real change in
+// those words is still refused, by name.
+TEST(CkptCompat, AConfigInOtherWordsIsTheSameModel) {
+  const std::string minimal =
+      "data:\n  path: tokens.h5\nrun:\n  out_dir: runs/x\nmodel:\n  tie_embeddings: True\n";
+  EXPECT_TRUE(ckpt::check_resume_config("ck.h5", minimal, to_yaml(base())).empty());
+  Config untied = base();
+  untied.model.tie_embeddings = false;
+  try {
+    ckpt::check_resume_config("ck.h5", minimal, to_yaml(untied));
+    ADD_FAILURE() << "an untied head resumed from a tied one";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.tie_embeddings: true in the checkpoint, false"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(CkptCompat, ScheduleCadenceAndLayoutChangesAreAllowedAndListed) {
   Config c = base();
   c.train.steps = 500;
