@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "src/core/durable_file.h"
+#include "src/core/utf8.h"
 
 namespace sy::ckpt {
 
@@ -12,8 +13,21 @@ static_assert(std::endian::native == std::endian::little,
 
 std::string json_string(const std::string& s) {
   std::string out = "\"";
-  for (const char ch : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char ch = s[i];
     const auto c = static_cast<unsigned char>(ch);
+    // JSON is UTF-8: a byte of no well-formed sequence (a Latin-1 file name, a config's path)
+    // becomes U+FFFD, or safetensors and transformers refuse the whole header.
+    if (c >= 0x80) {
+      const size_t n = utf8_length(s, i);
+      if (n == 0) {
+        out += "\\ufffd";
+      } else {
+        out.append(s, i, n);
+        i += n - 1;
+      }
+      continue;
+    }
     switch (c) {
       case '"':
         out += "\\\"";

@@ -27,7 +27,8 @@ void stage_safetensors(files::StagedFiles& staged, const std::string& path,
                        const std::vector<WholeTensor>& tensors,
                        const std::vector<std::pair<std::string, std::string>>& metadata);
 
-// A JSON string literal (quotes included) for `s` (UTF-8 passes through).
+// A JSON string literal (quotes included) for `s`: well-formed UTF-8 passes through, any other
+// byte becomes \ufffd (JSON text is UTF-8; safetensors refuses a header that is not).
 std::string json_string(const std::string& s);
 
 }  // namespace sy::ckpt

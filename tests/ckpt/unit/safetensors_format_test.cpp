@@ -48,4 +48,16 @@ TEST(CkptSafetensors, JsonStringsEscapeControlCharacters) {
   EXPECT_EQ(ckpt::json_string("a\"b\\c\n\t\x01"), "\"a\\\"b\\\\c\\n\\t\\u0001\"");
 }
 
+// A byte of no well-formed UTF-8 sequence (a Latin-1 checkpoint name in the metadata) became a
+// header safetensors refuses ("invalid UTF-8 in header"), exported with exit 0; well-formed
+// UTF-8 passes through. nlohmann::json, which validates UTF-8, accepts the result.
+TEST(CkptSafetensors, JsonStringsAreWellFormedUtf8) {
+  EXPECT_EQ(ckpt::json_string("caf\xc3\xa9"), "\"caf\xc3\xa9\"");
+  EXPECT_EQ(ckpt::json_string("caf\xe9.h5"), "\"caf\\ufffd.h5\"");
+  EXPECT_EQ(ckpt::json_string("\xf0\x9f\x98"), "\"\\ufffd\\ufffd\\ufffd\"");  // cut short
+  for (const std::string s :
+       {"caf\xe9", "\xed\xa0\x80 surrogate", "\xc0\xaf overlong", "ok \xe2\x96\x81"})
+    EXPECT_TRUE(nlohmann::json::accept(ckpt::json_string(s))) << ckpt::json_string(s);
+}
+
 }  // namespace
