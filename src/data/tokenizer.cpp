@@ -171,6 +171,19 @@ bool Tokenizer::adds_dummy_prefix() const {
          pieces.front().starts_with("\xe2\x96\x81");  // "▁" (U+2581)
 }
 
+Tokenizer::SpecialPieces Tokenizer::special_pieces() const {
+  SpecialPieces out;
+  if (kind_ != Kind::kSentencePiece) return out;
+  const auto piece = [&](int id) {
+    return id >= 0 && id < sp_->GetPieceSize() ? SpecialPiece{id, sp_->IdToPiece(id)}
+                                               : SpecialPiece{};
+  };
+  out.unk = piece(sp_->unk_id());
+  out.bos = piece(sp_->bos_id());
+  out.eos = piece(sp_->eos_id());
+  return out;
+}
+
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool after_newline) const {
   if (kind_ == Kind::kBytes) {
     std::vector<int32_t> ids(text.size());

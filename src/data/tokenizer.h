@@ -85,6 +85,17 @@ class Tokenizer {
   // SentencePiece: whether the model puts a dummy "▁" in front of a text (spm_train's default,
   // Llama's; not the models switchyard trains): what Hugging Face calls add_prefix_space.
   bool adds_dummy_prefix() const;
+  // SentencePiece: the model's own unknown, begin and end pieces (id and text; id -1 where the
+  // model has none: spm_train --bos_id=-1). switchyard's own models have SentencePiece's default
+  // <unk> 0, <s> 1, </s> 2; a user's may have other ids or none. Others: all -1.
+  struct SpecialPiece {
+    int id = -1;
+    std::string piece;
+  };
+  struct SpecialPieces {
+    SpecialPiece unk, bos, eos;
+  };
+  SpecialPieces special_pieces() const;
 
   // Token ids of `text`. UsageError when ids-only tokenizers (no text); InexactText when the text
   // cannot be encoded exactly: SentencePiece needs valid UTF-8 and refuses what it would change

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <sstream>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -206,9 +207,14 @@ Json config_json(const Config& cfg, const Plan& p, const Tokenizer& tok) {
   }
   j["output_router_logits"] = false;
   j["router_aux_loss_coef"] = moe.aux_loss_coeff;
-  // switchyard's SentencePiece models keep SentencePiece's default ids: unk 0, bos 1, eos 2.
-  j["bos_token_id"] = spm ? Json(1) : Json(nullptr);
-  j["eos_token_id"] = spm ? Json(2) : Json(nullptr);
+  // The model's own ids (switchyard's: SentencePiece's default bos 1, eos 2; a user's model may
+  // have others or none: byte pieces 1 and 2 named as bos/eos stopped generate() at byte 0x01).
+  const Tokenizer::SpecialPieces special = tok.special_pieces();
+  const auto id_or_null = [](const Tokenizer::SpecialPiece& piece) {
+    return piece.id >= 0 ? Json(piece.id) : Json(nullptr);
+  };
+  j["bos_token_id"] = spm ? id_or_null(special.bos) : Json(nullptr);
+  j["eos_token_id"] = spm ? id_or_null(special.eos) : Json(nullptr);
   j["pad_token_id"] = nullptr;
   j["torch_dtype"] = "float32";
   j["dtype"] = "float32";
@@ -349,9 +355,13 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
       // A user's model (`data prepare --tokenizer-model`) may put a "▁" in front of a text.
       t["add_prefix_space"] = tok.adds_dummy_prefix();
       t["legacy"] = true;
-      t["bos_token"] = "<s>";
-      t["eos_token"] = "</s>";
-      t["unk_token"] = "<unk>";
+      // The model's own pieces; one it lacks is left out (named "<s>", transformers added it as
+      // an id past vocab_size, and a text holding "</s>" crashed the model's embedding).
+      const Tokenizer::SpecialPieces special = tok.special_pieces();
+      for (const auto& [key, p] :
+           {std::pair{"bos_token", special.bos}, std::pair{"eos_token", special.eos},
+            std::pair{"unk_token", special.unk}})
+        if (p.id >= 0) t[key] = p.piece;
       t["clean_up_tokenization_spaces"] = false;
       t["model_max_length"] = cfg.model.seq_len;
       staged.stage_text(in_output("tokenizer_config.json"), t.dump(2) + "\n");

@@ -6,11 +6,14 @@
 // the file, the byte offset and the option, with nothing written.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/run_command.h"
@@ -222,6 +225,41 @@ TEST(UserTokenizer, DummyPrefixModelDecodesToTheTextAndTrainsAndSamples) {
   EXPECT_EQ(read_file(hf + "/tokenizer.model"), read_file(model));
   EXPECT_TRUE(contains(read_file(hf + "/tokenizer_config.json"), "\"add_prefix_space\": true"))
       << read_file(hf + "/tokenizer_config.json");
+}
+
+// The Hugging Face export names the model's own special pieces: spm_train's defaults (<unk> 0,
+// <s> 1, </s> 2), or none where the model has none (--bos_id=-1 --eos_id=-1). The export named
+// bos 1 and eos 2 for any model -- here byte pieces, so generate() stopped at byte 0x01 -- and
+// "<s>"/"</s>" as tokens, which transformers then added past vocab_size (a text holding "</s>"
+// crashed the model's embedding).
+TEST(UserTokenizer, TheHfExportNamesTheModelsOwnSpecialPieces) {
+  if (!have_spm_tools()) GTEST_SKIP() << "spm_train/spm_encode/spm_decode not installed";
+  const sy::test::TempDir dir;
+  const Inputs in(dir);
+  for (const auto& [name, flags, bos, eos] :
+       {std::tuple{std::string("defaults"), std::string(""), nlohmann::json(1), nlohmann::json(2)},
+        std::tuple{std::string("none"), std::string("--bos_id=-1 --eos_id=-1"),
+                   nlohmann::json(nullptr), nlohmann::json(nullptr)}}) {
+    SCOPED_TRACE(name);
+    train_and_prepare(dir, in, name, flags);
+    const std::string run = dir.file(name + "-run");
+    auto r = run_command(kBin + " train --config " + kSrc + "/configs/tiny.yaml --set data.path=" +
+                         dir.file(name + ".h5") + " --set run.out_dir=" + run +
+                         " --set train.steps=2 --set checkpoint.every=2 --set log.every=100"
+                         " --set model.vocab_size=300");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const std::string hf = dir.file(name + "-hf");
+    r = run_command(kBin + " ckpt export " + run + "/checkpoints/step_00000002.h5 --format hf" +
+                    " --output " + hf);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const auto config = nlohmann::json::parse(read_file(hf + "/config.json"));
+    EXPECT_EQ(config["bos_token_id"], bos);
+    EXPECT_EQ(config["eos_token_id"], eos);
+    const auto t = nlohmann::json::parse(read_file(hf + "/tokenizer_config.json"));
+    EXPECT_EQ(t.value("unk_token", ""), "<unk>") << t.dump();
+    EXPECT_EQ(t.value("bos_token", ""), bos.is_null() ? "" : "<s>") << t.dump();
+    EXPECT_EQ(t.value("eos_token", ""), eos.is_null() ? "" : "</s>") << t.dump();
+  }
 }
 
 // spm_train's defaults (nmt_nfkc normalization, no byte fallback): a text NFKC rewrites, or with
