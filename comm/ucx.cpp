@@ -74,11 +74,23 @@ UcxPeers::UcxPeers(MPI_Comm comm, std::vector<std::string> peer_names, Watchdog*
     // (8 KiB by default), each one copied into place by the target's progress. Our puts are few
     // and large (one per node peer per phase), so larger segments mean far fewer of them; 1 MiB
     // measured best (comm/README.md, "segment size"; the cost is UCX's TCP buffer pools, which
-    // grow 8 segments at a time). Only this context is changed -- MPI's own
-    // UCX keeps its defaults -- and an explicit UCX_TCP_TX/RX_SEG_SIZE in the environment wins.
-    if (!std::getenv("UCX_TCP_TX_SEG_SIZE") && !std::getenv("UCX_TCP_RX_SEG_SIZE")) {
-      UCX_CHECK(ucp_config_modify(config.get(), "TX_SEG_SIZE", kTcpSegmentBytes));
-      UCX_CHECK(ucp_config_modify(config.get(), "RX_SEG_SIZE", kTcpSegmentBytes));
+    // grow 8 segments at a time). Only this context is changed -- MPI's own UCX keeps its
+    // defaults. An explicit UCX_TCP_TX/RX_SEG_SIZE in the environment wins, and one of the two
+    // given alone sets both (UCX needs RX >= TX: TX 256k alone met our RX 1m's absence as UCX's
+    // 64 KiB RX and failed ucp_worker_create). Where UCX_TLS names transports without tcp (an
+    // InfiniBand job's rc,sm,self) nothing is set: UCX warned on every rank of keys no
+    // transport took.
+    const char* tx = std::getenv("UCX_TCP_TX_SEG_SIZE");
+    const char* rx = std::getenv("UCX_TCP_RX_SEG_SIZE");
+    const char* tls = std::getenv("UCX_TLS");
+    const std::string tls_list = tls ? tls : "";
+    const bool tcp_possible = tls_list.empty() || tls_list.front() == '^' ||
+                              tls_list.find("tcp") != std::string::npos ||
+                              tls_list.find("all") != std::string::npos;
+    if (tcp_possible && !(tx && rx)) {
+      const char* both = tx ? tx : rx ? rx : kTcpSegmentBytes;
+      UCX_CHECK(ucp_config_modify(config.get(), "TX_SEG_SIZE", both));
+      UCX_CHECK(ucp_config_modify(config.get(), "RX_SEG_SIZE", both));
     }
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES;
@@ -120,8 +132,8 @@ UcxPeers::UcxPeers(MPI_Comm comm, std::vector<std::string> peer_names, Watchdog*
           ucp_ep_create(worker_, &ep_params, &eps_[static_cast<std::size_t>(p)]);
       if (st == UCS_ERR_UNREACHABLE)
         throw std::runtime_error(
-            "rank " + std::to_string(rank_) + ": UCX cannot reach node peer " + std::to_string(p) +
-            " (ucp_ep_create: " + ucs_status_string(st) +
+            "rank " + std::to_string(world_rank()) + ": UCX cannot reach " +
+            peer_names_[static_cast<std::size_t>(p)] + " (ucp_ep_create: " + ucs_status_string(st) +
             "): the inter-node exchange needs a network transport UCX can detect a failed peer "
             "on; include tcp (or your IB transports) in UCX_TLS, or set parallel.internode=mpi");
       UCX_CHECK(st);

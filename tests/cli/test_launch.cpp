@@ -142,7 +142,10 @@ TEST_F(Launch, AUcxWithoutANetworkTransportSaysWhatToSet) {
                         "--set parallel.ranks_per_node=2 --set parallel.a2a=hierarchical "
                         "--set parallel.internode=ucx --set train.global_batch=4"));
   EXPECT_NE(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("UCX cannot reach node peer"), std::string::npos) << r.output;
+  // The peer as every other UCX message names it (it said "rank 1 ... node peer 0": indices in
+  // the node-peer communicator, not the job's ranks).
+  EXPECT_NE(r.output.find("UCX cannot reach EP rank "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(world rank "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("set parallel.internode=mpi"), std::string::npos) << r.output;
 }
 

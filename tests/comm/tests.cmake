@@ -13,6 +13,7 @@
 #   bench_a2a_one_rank_defaults     its defaults on one rank, no mpirun
 #   bench_a2a_bad_option_said_once  a bad option at np 3: one message (rank 0's), exit 2
 #   bench_a2a_past_host_memory_refused  sizes past host memory at np 2: refused first, exit 2
+#   bench_a2a_ucx_one_segment_size     UCX_TCP_TX_SEG_SIZE alone: the UCX leg still starts
 # All carry the labels mpi and test_comm.
 if(NOT TARGET test_comm)
   return()
@@ -59,6 +60,14 @@ if(TARGET switchyard)
             bash ${SY_MPIRUN} -np 3 $<TARGET_FILE:switchyard> bench a2a --ranks-per-node 2)
   set_tests_properties(bench_a2a_bad_option_said_once PROPERTIES LABELS "mpi;test_comm"
     TIMEOUT 60 ENVIRONMENT "${sy_comm_env}")
+  # One UCX segment size given alone sets both (UCX needs RX >= TX): TX 256k alone met UCX's
+  # 64 KiB RX and every rank failed ucp_worker_create ("Invalid parameter").
+  add_test(NAME bench_a2a_ucx_one_segment_size
+    COMMAND ${SY_MPIRUN} -x UCX_TCP_TX_SEG_SIZE -np 4 $<TARGET_FILE:switchyard> bench a2a
+            --ranks-per-node 2 --min-bytes 1M --max-bytes 1M --width 64 --iters 2 --warmup 1
+            --algos hier --internode ucx)
+  set_tests_properties(bench_a2a_ucx_one_segment_size PROPERTIES LABELS "mpi;test_comm"
+    TIMEOUT 120 ENVIRONMENT "${sy_comm_env};UCX_TLS=tcp,self;UCX_TCP_TX_SEG_SIZE=256k")
   # Sizes past the ranks' share of host memory are refused before any buffer (the ranks were
   # killed by the kernel's OOM killer, signal 9, no message): exit 2, said once.
   add_test(NAME bench_a2a_past_host_memory_refused
