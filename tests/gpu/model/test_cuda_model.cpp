@@ -43,6 +43,17 @@ size_t bitwise_differences(const std::vector<float>& a, const std::vector<float>
   return wrong;
 }
 
+// Both models' gradients of one batch (from zero).
+void forward_backward(sy::Model<float>& cpu, sy::CudaModel& gpu, const std::vector<int32_t>& tokens,
+                      int B, const sy::LossScale& scale) {
+  cpu.zero_grads();
+  cpu.forward(tokens.data(), B, scale);
+  cpu.backward();
+  gpu.zero_grads();
+  gpu.forward(tokens.data(), B, scale);
+  gpu.backward();
+}
+
 TEST(CudaModel, InitMatchesCpuBitForBit) {
   SY_REQUIRE_GPU();
   const sy::Config cfg = tiny_config(sy::Precision::kFp32, 1);
@@ -117,12 +128,7 @@ void expect_step0_grads_close(const sy::Config& cfg, double tol) {
     sy::init_params(cpu.params.data(), cpu.table(), cfg.run.seed);
     sy::CudaModel gpu(cfg);
     gpu.init_params(cfg.run.seed);
-    cpu.zero_grads();
-    cpu.forward(tokens.data(), B, scale);
-    cpu.backward();
-    gpu.zero_grads();
-    gpu.forward(tokens.data(), B, scale);
-    gpu.backward();
+    forward_backward(cpu, gpu, tokens, B, scale);
     const std::vector<sy::SlotRouting> gr = gpu.slot_routing();
     bool alike = true;
     for (int l = 0; l < static_cast<int>(cfg.model.n_layers); ++l) {
@@ -226,12 +232,7 @@ TEST(CudaModel, AnUpdateThatOverflowsIsCountedAsOnTheCpu) {
   gpu.init_params(cfg.run.seed);
   for (const double lr : {1e-3, 1e39}) {
     const auto tokens = batch_tokens(cfg, 0);
-    cpu.zero_grads();
-    cpu.forward(tokens.data(), B, scale);
-    cpu.backward();
-    gpu.zero_grads();
-    gpu.forward(tokens.data(), B, scale);
-    gpu.backward();
+    forward_backward(cpu, gpu, tokens, B, scale);
     const double norm = sy::global_grad_norm(cpu.grads.data(), cpu.grads.size());
     const int64_t want = opt.step(cpu.params.data(), cpu.grads.data(), lr,
                                   sy::clip_factor(norm, cfg.train.grad_clip));
