@@ -151,7 +151,7 @@ void refuse_directory(const std::string& output) {
         "'); --format hf writes a directory");
   if (const std::string problem = files::special_file_problem(output); !problem.empty())
     throw UsageError("--output " + problem);
-  if (const std::string problem = files::unwritable_output_dir(output); !problem.empty())
+  if (const std::string problem = files::unwritable_output(output); !problem.empty())
     throw UsageError("--output '" + output + "': " + problem);
 }
 

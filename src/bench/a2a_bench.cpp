@@ -261,19 +261,32 @@ int64_t run_a2a_bench(const A2aBenchOptions& opt, std::ostream& out) {
     return std::max<int64_t>(1, bytes / (opt.top_k * row_bytes));
   };
   {
-    // The largest row's own buffers: its input and output, N rows each, and what it receives,
-    // at least N rows per rank on average (every token goes somewhere). Past the rank's share of
-    // host memory the ranks were killed by the kernel (signal 9, no message): refused first.
-    // A lower bound: the exchange's staging and skewed routing take more.
+    // The largest row's buffers on a rank: its input and output (N rows each), what it receives
+    // and what the exchange stages to send -- each token once per rank holding one of its
+    // experts, D ranks on average under uniform routing (D = P (1 - C(E-L, K) / C(E, K)), L
+    // experts per rank) -- so (2 + 2D) N rows; measured 412 MiB per rank at 256 MiB, 2 ranks,
+    // flat, where this gives 384 MiB (hierarchical and skewed rows take more). Past the smallest
+    // share of host memory over the ranks the ranks were killed by the kernel (signal 9, no
+    // message): refused first, by every rank alike.
     int64_t largest = opt.min_bytes;
     while (largest <= opt.max_bytes / 2) largest *= 2;
-    const double need = 3.0 * static_cast<double>(tokens_of(largest) * row_bytes);
+    const int L = E / P;
+    double none = 1.0;  // a rank holds none of a token's K experts
+    for (int i = 0; i < opt.top_k; ++i)
+      none *= std::max(0.0, static_cast<double>(E - L - i) / static_cast<double>(E - i));
+    const double D = P * (1.0 - none);
+    const double need = (2.0 + 2.0 * D) * static_cast<double>(tokens_of(largest) * row_bytes);
     const MemoryBudget budget = host_memory_budget(comm::Comm::borrow(MPI_COMM_WORLD));
-    if (need > budget.bytes)
+    double smallest = budget.bytes;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &smallest, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD));
+    if (need > smallest)
       bad("--max-bytes: the row of " + plan::format_bytes(static_cast<double>(largest)) +
-          " per rank needs at least " + plan::format_bytes(need) +
-          " per rank (its input, output and received rows), more than the " + budget.what +
-          " give; lower --max-bytes (or --width)");
+          " per rank needs at least about " + plan::format_bytes(need) +
+          " per rank (its input and output, the rows it receives and stages to send), more than "
+          "the " +
+          plan::format_bytes(smallest) + " a rank has (" +
+          (smallest < budget.bytes ? std::string("the smallest over the ranks") : budget.what) +
+          "); lower --max-bytes (or --width)");
   }
 
   comm::Watchdog watchdog(opt.timeout_s);

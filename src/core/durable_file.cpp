@@ -73,7 +73,7 @@ std::string check_output_file(const std::string& path) {
     throw UsageError("output '" + path + "' is a directory, expected a file name");
   if (const std::string problem = special_file_problem(path); !problem.empty())
     throw UsageError("output " + problem);
-  if (const std::string problem = unwritable_output_dir(path); !problem.empty())
+  if (const std::string problem = unwritable_output(path); !problem.empty())
     throw UsageError("output '" + path + "': " + problem);
   return out_dir.string();
 }
@@ -93,6 +93,11 @@ std::string unwritable_output_dir(const std::string& path) {
   }
   ::close(fd);
   ::unlink(probe.c_str());
+  return "";
+}
+
+std::string unwritable_output(const std::string& path) {
+  if (std::string problem = unwritable_output_dir(path); !problem.empty()) return problem;
   return unreplaceable_output(path);
 }
 

@@ -23,17 +23,21 @@ std::string special_file_kind(const std::string& path);
 std::string special_file_problem(const std::string& path);
 
 // The directory an output file `path` will be written in. UsageError naming `path` when it is
-// empty, its directory is missing or not writable (unwritable_output_dir), or it is a directory
-// or special_file_kind: what commands check before any work.
+// empty, its directory is missing or not writable, a file there cannot be replaced
+// (unwritable_output), or it is a directory or special_file_kind: what commands check before any
+// work.
 std::string check_output_file(const std::string& path);
 
 // Why no file can be created in the directory an output `path` goes in (its parent, or the
 // nearest one that exists when the writer creates the missing ones): "cannot create files in
 // '<dir>': Read-only file system" (a probe file is created and removed there; permission bits,
-// an immutable directory, /proc); or why an output already at `path` cannot be replaced
-// (unreplaceable_output). "" when one can. What commands check before the work, so that minutes
-// of tokenizing or reading a checkpoint do not end in that.
+// an immutable directory, /proc). "" when one can. What commands check before the work, so that
+// minutes of tokenizing or reading a checkpoint do not end in that.
 std::string unwritable_output_dir(const std::string& path);
+
+// unwritable_output_dir, then unreplaceable_output: why the output file `path` cannot be written
+// or put in place. For a real output's path (not a placeholder name in its directory).
+std::string unwritable_output(const std::string& path);
 
 // Why the file at `path` cannot be replaced by a rename over it although its directory takes
 // new files: it is immutable or append-only (chattr +i / +a), or it belongs to another user in a

@@ -89,6 +89,10 @@ void check_output_dir(const std::string& dir) {
     if (fs::exists(p, ec) && !fs::is_regular_file(p, ec))
       throw UsageError(where + ": '" + p.string() +
                        "' is in the way (not a regular file); the export writes a file there");
+    // An earlier export's file this one replaces or removes (immutable, another user's in a
+    // sticky directory): said now, not after the work.
+    if (const std::string why = files::unreplaceable_output(p.string()); !why.empty())
+      throw UsageError(where + ": " + why);
   }
   std::string found;
   for (const char* name : kConflicting)

@@ -397,7 +397,7 @@ void plot_xy(const std::string& png, const std::string& title, const std::string
   ScratchDir tmp("switchyard-plot-");
   const fs::path parent = fs::path(png).parent_path();
   if (!parent.empty()) make_directories("'" + png + "': its directory", parent.string());
-  if (const std::string problem = files::unwritable_output_dir(png); !problem.empty())
+  if (const std::string problem = files::unwritable_output(png); !problem.empty())
     throw UsageError("'" + png + "': " + problem);
   const std::string dat = tmp.file("xy.dat");
   {

@@ -278,9 +278,9 @@ void check_update_finite(int64_t overflowed, int64_t done, const comm::Comm& wor
   if (overflowed > 0)
     throw NumericalError("the update of step " + std::to_string(done) + " left " +
                              std::to_string(overflowed) +
-                             " parameters, AdamW moments or router biases that are not finite "
-                             "in fp32 (train.lr, a loss coefficient or moe.bias_update_rate "
-                             "too large?)",
+                             " values not finite in fp32 (parameters, AdamW moments or router "
+                             "biases, counted on every rank that holds a copy; train.lr, a loss "
+                             "coefficient or moe.bias_update_rate too large?)",
                          /*quiet=*/world.rank() != 0);
 }
 

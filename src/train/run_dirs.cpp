@@ -104,8 +104,11 @@ void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream
   }
   held_.push_back({canonical, fd});
   const std::string text = holder_text() + "\n";
+  // Synced: the other ranks read this line to know they see this directory (a shared
+  // checkpoint.dir, loop_common.h), and NFS shows another node a write only after fsync or close.
   if (::ftruncate(fd, 0) != 0 ||
-      ::pwrite(fd, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()))
+      ::pwrite(fd, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()) ||
+      ::fsync(fd) != 0)
     throw UsageError(where + " is not writable (writing " + lock + ": " + std::strerror(errno) +
                      ")");
 }

@@ -362,16 +362,19 @@ TEST(CliBadInput, AnOutputThatCannotBeReplacedIsRefusedBeforeTheWork) {
   const std::string run_dir = dir.file("run");
   ASSERT_EQ(run("train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
                 "/configs/tiny.yaml --set data.path=" + dir.file("d.h5") +
-                " --set run.out_dir=" + run_dir + " --set train.steps=2")
+                " --set run.out_dir=" + run_dir + " --set train.steps=2 --set checkpoint.every=2")
                 .exit_code,
             0);
   const std::string shared = dir.file("shared");
   std::filesystem::create_directory(shared);
   write_text(shared + "/d.h5", "root's\n");
   write_text(shared + "/m.safetensors", "root's\n");
-  ASSERT_EQ(
-      std::system(("chmod -R a+rX " + dir.path().string() + " && chmod 1777 " + shared).c_str()),
-      0);
+  std::filesystem::create_directory(shared + "/hf");  // an earlier hf export's folder
+  write_text(shared + "/hf/model.safetensors", "root's\n");
+  ASSERT_EQ(std::system(("chmod -R a+rX " + dir.path().string() + " && chmod 1777 " + shared + " " +
+                         shared + "/hf")
+                            .c_str()),
+            0);
   const auto as_nobody = [&](const std::string& args) {
     return run_shell(nobody->prefix + nobody->bin + " " + args);
   };
@@ -388,8 +391,17 @@ TEST(CliBadInput, AnOutputThatCannotBeReplacedIsRefusedBeforeTheWork) {
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("'" + shared + "/m.safetensors' belongs to another user"), std::string::npos)
       << r.err;
+  // An hf export replaces the earlier export's files in its folder: each one is asked about (it
+  // did the work and then failed on the rename).
+  r = as_nobody("ckpt export " + run_dir + "/checkpoints/step_00000002.h5 --format hf --output " +
+                shared + "/hf");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("'" + shared + "/hf/model.safetensors' belongs to another user"),
+            std::string::npos)
+      << r.err;
   EXPECT_EQ(read_text(shared + "/d.h5"), "root's\n");
   EXPECT_EQ(read_text(shared + "/m.safetensors"), "root's\n");
+  EXPECT_EQ(read_text(shared + "/hf/model.safetensors"), "root's\n");
   // A new name in the same folder is fine.
   r = as_nobody("data prepare --input " + dir.file("in.txt") + " --output " + shared + "/mine.h5");
   EXPECT_EQ(r.exit_code, 0) << r.err;

@@ -71,7 +71,7 @@ if(TARGET switchyard)
   # Sizes past the ranks' share of host memory are refused before any buffer (the ranks were
   # killed by the kernel's OOM killer, signal 9, no message): exit 2, said once.
   add_test(NAME bench_a2a_past_host_memory_refused
-    COMMAND bash -c "out=$(\"$@\" 2>&1); rc=$?; echo \"$out\"; n=$(grep -c 'more than the host memory' <<<\"$out\"); [ $rc = 2 ] && [ $n = 1 ]"
+    COMMAND bash -c "out=$(\"$@\" 2>&1); rc=$?; echo \"$out\"; n=$(grep -c 'a rank has (host memory' <<<\"$out\"); [ $rc = 2 ] && [ $n = 1 ]"
             bash ${SY_MPIRUN} -np 2 $<TARGET_FILE:switchyard> bench a2a --min-bytes 100000G
             --max-bytes 100000G)
   set_tests_properties(bench_a2a_past_host_memory_refused PROPERTIES LABELS "mpi;test_comm"
