@@ -49,21 +49,24 @@ class Layouts : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (world_size() != 8) return;
-    dir_ = std::make_unique<test::TempDir>();  // each rank's own; rank 0's holds the data
-    std::string path = dir_->file("licenses.h5");
+    // Rank 0's directory holds the data and every run's out_dir (its checkpoint.dir must be one
+    // directory every rank sees: the trainer checks it at start).
+    if (world_rank() == 0) dir_ = std::make_unique<test::TempDir>();
+    std::string path = world_rank() == 0 ? dir_->path().string() : std::string();
     if (world_rank() == 0) {
       PrepareOptions opt;
       for (const auto& e : std::filesystem::directory_iterator("/usr/share/common-licenses"))
         if (e.is_regular_file() && !e.is_symlink()) opt.inputs.push_back(e.path().string());
       std::sort(opt.inputs.begin(), opt.inputs.end());
-      opt.output = path;
+      opt.output = path + "/licenses.h5";
       prepare_token_file(opt);
     }
-    // Every rank reads rank 0's file (one host).
+    // Every rank uses rank 0's directory (one host).
     std::vector<char> buf(path.begin(), path.end());
     buf.resize(4096, '\0');
     MPI_Bcast(buf.data(), static_cast<int>(buf.size()), MPI_CHAR, 0, MPI_COMM_WORLD);
-    data_path_ = buf.data();
+    root_ = buf.data();
+    data_path_ = root_ + "/licenses.h5";
     reference_ = std::make_unique<TrainSummary>(one_rank("reference", {}));
   }
   static void TearDownTestSuite() {
@@ -75,7 +78,7 @@ class Layouts : public ::testing::Test {
   }
 
   static Config config(const std::string& run, std::vector<std::string> set) {
-    std::vector<std::string> o = {"data.path=" + data_path_, "run.out_dir=" + dir_->file(run),
+    std::vector<std::string> o = {"data.path=" + data_path_, "run.out_dir=" + root_ + "/" + run,
                                   "train.steps=10",          "train.global_batch=8",
                                   "train.micro_batch=1",     "eval.every=0",
                                   "eval.sequences=2",        "log.every=1",
@@ -136,11 +139,13 @@ class Layouts : public ::testing::Test {
     }
   }
 
-  static std::unique_ptr<test::TempDir> dir_;
+  static std::unique_ptr<test::TempDir> dir_;  // rank 0's
+  static std::string root_;                    // its path, on every rank
   static std::string data_path_;
   static std::unique_ptr<TrainSummary> reference_;
 };
 std::unique_ptr<test::TempDir> Layouts::dir_;
+std::string Layouts::root_;
 std::string Layouts::data_path_;
 std::unique_ptr<TrainSummary> Layouts::reference_;
 
