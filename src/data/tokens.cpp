@@ -35,8 +35,16 @@ std::vector<unsigned char> read_input(const std::string& path) {
     throw UsageError("input file '" + path + "' " + why);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw UsageError("input file '" + path + "' cannot be read");
-  std::vector<unsigned char> bytes{std::istreambuf_iterator<char>(in),
-                                   std::istreambuf_iterator<char>()};
+  std::vector<unsigned char> bytes;
+  // A regular file in one read of its size (a vector grown by doubling held up to 3x the text
+  // while it moved); a pipe as it comes.
+  if (const auto size = fs::file_size(path, ec); !ec && fs::is_regular_file(path, ec)) {
+    bytes.resize(static_cast<size_t>(size));
+    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+    bytes.resize(static_cast<size_t>(in.gcount()));
+  } else {
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
   if (in.bad()) throw UsageError("input file '" + path + "' cannot be read");
   if (bytes.empty()) throw UsageError("input file '" + path + "' is empty");
   return bytes;
@@ -110,18 +118,27 @@ std::string read_tokenizer_model(hid_t file) {
   return model;
 }
 
+namespace {
+// -sum_v p_v ln p_v of the frequencies counts[v] / sum, in token-id order.
+double entropy_of_counts(const std::vector<int64_t>& counts) {
+  int64_t total = 0;
+  for (int64_t c : counts) total += c;
+  if (total == 0) return 0.0;
+  const double n = static_cast<double>(total);
+  double h = 0.0;
+  for (int64_t c : counts)
+    if (c > 0) h -= static_cast<double>(c) / n * std::log(static_cast<double>(c) / n);
+  return h;
+}
+}  // namespace
+
 double unigram_entropy_nats(const std::vector<uint32_t>& tokens) {
-  if (tokens.empty()) return 0.0;
   std::vector<int64_t> counts;
   for (uint32_t t : tokens) {
     if (t >= counts.size()) counts.resize(static_cast<size_t>(t) + 1, 0);
     ++counts[t];
   }
-  const double n = static_cast<double>(tokens.size());
-  double h = 0.0;
-  for (int64_t c : counts)
-    if (c > 0) h -= static_cast<double>(c) / n * std::log(static_cast<double>(c) / n);
-  return h;
+  return entropy_of_counts(counts);
 }
 
 // ---- writing -----------------------------------------------------------------------------------
@@ -293,7 +310,7 @@ namespace {
 // encoded as it reads after a newline (as is the part itself when `after_newline`), so the ids are
 // those of the whole text and a dummy "▁" comes only in front of it; `progress` hears after each
 // block. Offsets in errors are the file's.
-void encode_part(const Tokenizer& tok, const std::string& text, int64_t file_offset,
+void encode_part(const Tokenizer& tok, std::string_view text, int64_t file_offset,
                  bool after_newline, std::vector<uint32_t>& dst, size_t block,
                  const std::function<void(size_t)>& progress) {
   if (tok.name() == kTokenizerBytes) {
@@ -319,7 +336,7 @@ void encode_part(const Tokenizer& tok, const std::string& text, int64_t file_off
     }
     std::vector<int32_t> ids;
     try {
-      ids = tok.encode(std::string_view(text).substr(at, end - at), at > 0 || after_newline);
+      ids = tok.encode(text.substr(at, end - at), at > 0 || after_newline);
     } catch (const InexactText& e) {
       throw UsageError(e.message_at(file_offset + static_cast<int64_t>(at) + e.offset()));
     }
@@ -389,11 +406,21 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
     if (opt.on_progress) opt.on_progress(line);
   };
 
-  // Each input's train and val parts, as text.
-  std::vector<std::string> train_parts, val_parts;
+  // Pass 1, an input at a time: checked, split; the train parts kept only while a tokenizer
+  // trains on them. Pass 2 reads each input again to encode it, so the whole text is never held
+  // with its ids (it was: 491 MB of text took 2.66 GB with --tokenizer bytes).
+  struct Split {
+    size_t size, at;  // the input's bytes; its val part starts at `at`
+  };
+  std::vector<Split> splits;
+  std::vector<std::string> train_parts;
+  // An input that is no regular file (a pipe, <(zcat corpus.gz)) cannot be read twice: kept.
+  std::vector<std::vector<unsigned char>> kept(opt.inputs.size());
+  const bool training = !bytes && !user_model;
   PrepareReport r;
-  for (const auto& input : opt.inputs) {
-    const std::vector<unsigned char> content = read_input(input);
+  for (size_t i = 0; i < opt.inputs.size(); ++i) {
+    const std::string& input = opt.inputs[i];
+    std::vector<unsigned char> content = read_input(input);
     const size_t n = content.size();
     // Before SentencePiece trains (minutes on a large corpus), not when encoding after it.
     const int64_t bad = bytes ? -1
@@ -407,7 +434,7 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
     // SentencePiece writes a space as U+2581: a tokenizer it trains gives that character back as
     // a space. Said before training (the check after it came minutes later, and blamed the
     // normalization); a user's model is checked when it encodes.
-    if (!bytes && !user_model)
+    if (training)
       if (const auto at = std::string_view(reinterpret_cast<const char*>(content.data()), n)
                               .find("\xE2\x96\x81");
           at != std::string_view::npos)
@@ -420,10 +447,14 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
     size_t split = n - static_cast<size_t>(std::floor(static_cast<double>(n) * opt.val_fraction));
     // SentencePiece reads UTF-8: never cut a character in two.
     while (!bytes && split < n && (content[split] & 0xC0) == 0x80) ++split;
-    train_parts.emplace_back(content.begin(), content.begin() + static_cast<std::ptrdiff_t>(split));
-    val_parts.emplace_back(content.begin() + static_cast<std::ptrdiff_t>(split), content.end());
-    r.train_bytes += static_cast<int64_t>(train_parts.back().size());
-    r.val_bytes += static_cast<int64_t>(val_parts.back().size());
+    splits.push_back({n, split});
+    if (training)
+      train_parts.emplace_back(content.begin(),
+                               content.begin() + static_cast<std::ptrdiff_t>(split));
+    r.train_bytes += static_cast<int64_t>(split);
+    r.val_bytes += static_cast<int64_t>(n - split);
+    std::error_code ec;
+    if (!fs::is_regular_file(input, ec)) kept[i] = std::move(content);
   }
   if (r.val_bytes == 0)
     throw UsageError("data prepare: --val-fraction " + number_text(opt.val_fraction) + " of " +
@@ -439,7 +470,7 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
         (trained->has_byte_fallback()
              ? ", byte fallback)"
              : "; no byte fallback: a character it has no piece for cannot be encoded)"));
-  } else if (!bytes) {
+  } else if (training) {
     const int64_t lines = count_sentences(train_parts);
     const bool sampled = train_sentences > 0 && lines > train_sentences;
     say("training the " + kind + " tokenizer (" + std::to_string(opt.vocab_size) + " pieces) on " +
@@ -455,16 +486,73 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
     std::snprintf(buf, sizeof buf, "trained the tokenizer in %.1f s", clock.elapsed_s());
     say(buf);
   }
+  std::vector<std::string>().swap(train_parts);  // encoded from the files again, below
   const Tokenizer tok = bytes ? Tokenizer::bytes() : *trained;
   r.vocab_size = tok.vocab_size();
   r.tokenizer = tok.name();
 
-  std::vector<uint32_t> train, val;
   ProgressEta eta(r.train_bytes + r.val_bytes, opt.progress_every_s);
   int64_t encoded = 0;
+  // Input i's train and val parts, read again (the same bytes as in pass 1, or an error).
+  // Input i read again (the same bytes as in pass 1, or an error); its train part ends at
+  // splits[i].at.
+  auto read_again = [&](size_t i) {
+    std::vector<unsigned char> content =
+        kept[i].empty() ? read_input(opt.inputs[i]) : std::move(kept[i]);
+    if (content.size() != splits[i].size)
+      throw UsageError("input file '" + opt.inputs[i] + "' changed while data prepare read it (" +
+                       std::to_string(splits[i].size) + " bytes, then " +
+                       std::to_string(content.size()) + ")");
+    return content;
+  };
+  const auto part = [&](const std::vector<unsigned char>& content, size_t i, bool train) {
+    const std::string_view all(reinterpret_cast<const char*>(content.data()), content.size());
+    return train ? all.substr(0, splits[i].at) : all.substr(splits[i].at);
+  };
+
+  std::vector<int64_t> train_counts, val_counts;
+  if (bytes) {
+    // Byte tokens: as many as the text's bytes, known before encoding, so the file is written
+    // as the inputs are read, a block at a time.
+    TokenFileWriter writer(opt.output, tok.vocab_size(),
+                           token_file_bytes(tok.vocab_size(), r.train_bytes + r.val_bytes, 0));
+    train_counts.assign(kByteVocab, 0);
+    val_counts.assign(kByteVocab, 0);
+    constexpr size_t kBlock = size_t{1} << 22;
+    std::vector<uint32_t> ids;
+    const auto append = [&](std::string_view text, bool train) {
+      for (size_t at = 0; at < text.size(); at += kBlock) {
+        const size_t end = std::min(text.size(), at + kBlock);
+        ids.resize(end - at);
+        for (size_t k = 0; k < ids.size(); ++k) {
+          ids[k] = static_cast<unsigned char>(text[at + k]);
+          ++(train ? train_counts : val_counts)[ids[k]];
+        }
+        if (train)
+          writer.append_train(ids);
+        else
+          writer.append_val(ids);
+        encoded += static_cast<int64_t>(end - at);
+        if (auto line = eta.update(encoded)) say("encoding: " + *line);
+      }
+    };
+    for (size_t i = 0; i < opt.inputs.size(); ++i) {
+      const std::vector<unsigned char> content = read_again(i);
+      append(part(content, i, true), true);
+      append(part(content, i, false), false);
+    }
+    writer.commit(tok);
+    r.train_tokens = r.train_bytes;
+    r.val_tokens = r.val_bytes;
+    r.train_unigram_nats = entropy_of_counts(train_counts);
+    r.val_unigram_nats = entropy_of_counts(val_counts);
+    return r;
+  }
+
+  std::vector<uint32_t> train, val;
   // A split's parts follow one another: a part after the first is encoded as it reads after a
   // newline (a model's dummy "▁" prefix belongs in front of a split's first text only).
-  auto encode_into = [&](std::vector<uint32_t>& dst, const std::string& text, size_t input,
+  auto encode_into = [&](std::vector<uint32_t>& dst, std::string_view text, size_t input,
                          int64_t file_offset) {
     try {
       encode_part(tok, text, file_offset, !dst.empty(), dst, opt.encode_block_bytes, [&](size_t n) {
@@ -482,15 +570,14 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
     }
   };
   for (size_t i = 0; i < opt.inputs.size(); ++i) {
-    encode_into(train, train_parts[i], i, 0);
-    encode_into(val, val_parts[i], i, static_cast<int64_t>(train_parts[i].size()));
+    const std::vector<unsigned char> content = read_again(i);
+    encode_into(train, part(content, i, true), i, 0);
+    encode_into(val, part(content, i, false), i, static_cast<int64_t>(splits[i].at));
   }
-  if (!bytes) {
-    char buf[96];
-    std::snprintf(buf, sizeof buf, "encoded %zu tokens in %.1f s", train.size() + val.size(),
-                  eta.elapsed_s());
-    say(buf);
-  }
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "encoded %zu tokens in %.1f s", train.size() + val.size(),
+                eta.elapsed_s());
+  say(buf);
 
   TokenFileWriter writer(
       opt.output, tok.vocab_size(),
