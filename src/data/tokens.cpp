@@ -304,7 +304,8 @@ void TokenFileWriter::commit(const Tokenizer& tokenizer) {
 
 namespace {
 
-// Encodes `text` (one input's train or val part, starting at byte `file_offset` of its file) into
+// Encodes `text` (one input's train or val part, starting at byte `file_offset` of its file) with
+// a SentencePiece tokenizer (byte tokens are written as they are read: prepare_token_file) into
 // `dst` in blocks of about `block` bytes that end after a newline, or before a space inside a
 // line too long for one: SentencePiece's pieces cross neither, and each block after the first is
 // encoded as it reads after a newline (as is the part itself when `after_newline`), so the ids are
@@ -313,11 +314,6 @@ namespace {
 void encode_part(const Tokenizer& tok, std::string_view text, int64_t file_offset,
                  bool after_newline, std::vector<uint32_t>& dst, size_t block,
                  const std::function<void(size_t)>& progress) {
-  if (tok.name() == kTokenizerBytes) {
-    for (unsigned char c : text) dst.push_back(c);
-    progress(text.size());
-    return;
-  }
   // SentencePiece's memory grows with the text it encodes at once (1.85 GB for one 11 MB line):
   // where a block would run more than kLongLine past its size (into a long line), it ends before
   // that line, and a line past block + kLongLine is encoded in pieces of at most kLongLine
@@ -493,7 +489,6 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
 
   ProgressEta eta(r.train_bytes + r.val_bytes, opt.progress_every_s);
   int64_t encoded = 0;
-  // Input i's train and val parts, read again (the same bytes as in pass 1, or an error).
   // Input i read again (the same bytes as in pass 1, or an error); its train part ends at
   // splits[i].at.
   auto read_again = [&](size_t i) {
@@ -510,14 +505,12 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
     return train ? all.substr(0, splits[i].at) : all.substr(splits[i].at);
   };
 
-  std::vector<int64_t> train_counts, val_counts;
   if (bytes) {
     // Byte tokens: as many as the text's bytes, known before encoding, so the file is written
     // as the inputs are read, a block at a time.
     TokenFileWriter writer(opt.output, tok.vocab_size(),
                            token_file_bytes(tok.vocab_size(), r.train_bytes + r.val_bytes, 0));
-    train_counts.assign(kByteVocab, 0);
-    val_counts.assign(kByteVocab, 0);
+    std::vector<int64_t> train_counts(kByteVocab, 0), val_counts(kByteVocab, 0);
     constexpr size_t kBlock = size_t{1} << 22;
     std::vector<uint32_t> ids;
     const auto append = [&](std::string_view text, bool train) {

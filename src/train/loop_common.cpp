@@ -59,12 +59,12 @@ void check_same_config_everywhere(const Config& cfg, const std::string& resume,
   YAML::Emitter text;
   text << node;
   const std::string mine = text.c_str();
-  const std::string root = comm::broadcast_string(mine, 0, world, wd, "rank 0's config");
-  agree_on_usage(world, wd, [&] {
-    if (const std::string d = first_config_difference(mine, root); !d.empty())
-      throw UsageError("this rank does not run rank 0's config: " + d +
-                       " (every rank must read the same config file, --set options and --resume; "
-                       "a copy that differs between nodes?)");
+  check_same_as_rank0(mine, world, wd, "rank 0's config", [&](const std::string& root) {
+    const std::string d = first_config_difference(mine, root);
+    return d.empty() ? d
+                     : "this rank does not run rank 0's config: " + d +
+                           " (every rank must read the same config file, --set options and "
+                           "--resume; a copy that differs between nodes?)";
   });
 }
 
@@ -73,7 +73,8 @@ void check_same_as_rank0(const std::string& mine, const comm::Comm& world, comm:
                          const std::function<std::string(const std::string& root)>& differs) {
   const std::string root = comm::broadcast_string(mine, 0, world, wd, what.c_str());
   agree_on_usage(world, wd, [&] {
-    if (mine != root) throw UsageError(differs(root));
+    if (mine == root) return;
+    if (std::string why = differs(root); !why.empty()) throw UsageError(why);
   });
 }
 

@@ -78,7 +78,8 @@ void maybe_inject_fault(int world_rank, int64_t step);
 void check_same_config_everywhere(const Config& cfg, const std::string& resume,
                                   const comm::Comm& world, comm::Watchdog* wd);
 // Collective: rank 0's `mine` on every rank, compared with the rank's own; where they differ,
-// UsageError (agree_on_usage: the first such rank reports) with differs(root). `what` names
+// UsageError (agree_on_usage: the first such rank reports) with differs(root), unless that is ""
+// (a difference that does not count). `what` names
 // the broadcast for the watchdog. For what each rank reads from its own path (the same-config
 // check leaves paths aside): the token file, the placement table, checkpoint.dir.
 void check_same_as_rank0(const std::string& mine, const comm::Comm& world, comm::Watchdog* wd,
