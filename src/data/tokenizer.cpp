@@ -184,6 +184,14 @@ Tokenizer::SpecialPieces Tokenizer::special_pieces() const {
   return out;
 }
 
+std::vector<int32_t> Tokenizer::never_encoded_ids() const {
+  std::vector<int32_t> ids;
+  if (kind_ != Kind::kSentencePiece) return ids;
+  for (int id = 0; id < sp_->GetPieceSize(); ++id)
+    if (sp_->IsControl(id) || sp_->IsUnknown(id) || sp_->IsUnused(id)) ids.push_back(id);
+  return ids;
+}
+
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool after_newline) const {
   if (kind_ == Kind::kBytes) {
     std::vector<int32_t> ids(text.size());

@@ -96,6 +96,10 @@ class Tokenizer {
     SpecialPiece unk, bos, eos;
   };
   SpecialPieces special_pieces() const;
+  // The ids no text encodes to: SentencePiece's control and unknown pieces (<s>, </s>, <unk>:
+  // encode() refuses a text that would need <unk>), so a token file never holds them and a model
+  // never learns them as targets. Empty for the others.
+  std::vector<int32_t> never_encoded_ids() const;
 
   // Token ids of `text`. UsageError when ids-only tokenizers (no text); InexactText when the text
   // cannot be encoded exactly: SentencePiece needs valid UTF-8 and refuses what it would change

@@ -132,7 +132,8 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
   // Past the window a prompt is read in blocks: a long prompt file says how far it got.
   ProgressEta reading(static_cast<int64_t>(prompt.size()), 5.0);
   const GenerateResult r = generate(
-      *dec, prompt, req.options, static_cast<int>(tok.vocab_size()),
+      *dec, prompt, req.options,
+      PickableIds(static_cast<int>(tok.vocab_size()), tok.never_encoded_ids()),
       [&](int32_t id) {
         const auto t = Clock::now();
         const std::string piece = stream.push(id);

@@ -105,7 +105,10 @@ int32_t pick_token(std::span<const float> logits, const SampleOptions& o, double
     acc += p[i];
     if (target < acc) return ids[i];
   }
-  return ids[cut - 1];  // u * mass rounded up to the total
+  // u * mass rounded up to the total: the last id that has a probability (not a masked one).
+  size_t last = cut - 1;
+  while (last > 0 && p[last] == 0.0) --last;
+  return ids[last];
 }
 
 double GenerateResult::tokens_per_s(int64_t at) const {
@@ -118,14 +121,30 @@ double GenerateResult::tokens_per_s(int64_t at) const {
 }
 
 GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
-                        int vocab_limit, const std::function<void(int32_t)>& on_token,
+                        const PickableIds& pickable, const std::function<void(int32_t)>& on_token,
                         const std::function<void(int64_t, int64_t)>& on_prompt) {
   using Clock = std::chrono::steady_clock;
   const auto seconds = [](Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double>(b - a).count();
   };
   SY_CHECK(!prompt.empty(), "generate: an empty prompt");
-  const int limit = std::clamp(vocab_limit, 1, dec.vocab_size());
+  const int limit = std::clamp(pickable.limit, 1, dec.vocab_size());
+  // The ids never picked get a logit of -inf (pick_token's masked id), in a copy of the logits.
+  std::vector<int32_t> never;
+  for (int32_t id : pickable.never)
+    if (id >= 0 && id < limit) never.push_back(id);
+  std::sort(never.begin(), never.end());
+  never.erase(std::unique(never.begin(), never.end()), never.end());
+  SY_CHECK(static_cast<int>(never.size()) < limit,
+           "generate: every one of the " + std::to_string(limit) + " ids is excluded");
+  std::vector<float> masked;
+  const auto pickable_logits = [&](const std::vector<float>& all) {
+    const std::span<const float> first(all.data(), static_cast<size_t>(limit));
+    if (never.empty()) return first;
+    masked.assign(first.begin(), first.end());
+    for (int32_t id : never) masked[static_cast<size_t>(id)] = -INFINITY;
+    return std::span<const float>(masked);
+  };
   GenerateResult r;
   dec.reset();
   auto t0 = Clock::now();
@@ -137,9 +156,7 @@ GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, cons
   r.prefill_s = seconds(t0, t1);
   for (int64_t i = 0; i < o.tokens; ++i) {
     t0 = Clock::now();
-    const int32_t id =
-        pick_token(std::span<const float>(logits->data(), static_cast<size_t>(limit)), o,
-                   sample_uniform(o.seed, i));
+    const int32_t id = pick_token(pickable_logits(*logits), o, sample_uniform(o.seed, i));
     logits = &dec.feed(&id, 1);
     t1 = Clock::now();
     r.tokens.push_back(id);

@@ -41,13 +41,24 @@ struct GenerateResult {
                                           // NaN when fewer than `at` were generated
 };
 
+// The ids generate() may pick: those below `limit` (the tokenizer's vocabulary, which may be
+// smaller than the model's) except `never` (Tokenizer::never_encoded_ids(): SentencePiece's
+// control and unknown pieces, which no token file holds; a barely trained model still gives them
+// some probability, and they print as " ⁇ " or nothing).
+struct PickableIds {
+  PickableIds(int limit_ids, std::vector<int32_t> never_ids = {})  // NOLINT: an int is a limit
+      : limit(limit_ids), never(std::move(never_ids)) {}
+  int limit;
+  std::vector<int32_t> never;
+};
+
 // Feeds `prompt` (>= 1 tokens; past window() through the sliding window, as generated tokens are)
-// to a fresh decoder state and generates o.tokens ids below `vocab_limit` (the tokenizer's
-// vocabulary, which may be smaller than the model's), calling on_token(id) after each. A prompt
-// longer than the window calls on_prompt(fed, prompt.size()) after each of the decoder's blocks
-// (its first window, then TokenDecoder::kFeedBlock tokens at a time).
+// to a fresh decoder state and generates o.tokens ids among `pickable`, calling on_token(id) after
+// each. A prompt longer than the window calls on_prompt(fed, prompt.size()) after each of the
+// decoder's blocks (its first window, then TokenDecoder::kFeedBlock tokens at a time).
 GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
-                        int vocab_limit, const std::function<void(int32_t)>& on_token = {},
+                        const PickableIds& pickable,
+                        const std::function<void(int32_t)>& on_token = {},
                         const std::function<void(int64_t, int64_t)>& on_prompt = {});
 
 // Streams decoded text, incrementally (the scheme of Hugging Face's TextStreamer and vLLM's

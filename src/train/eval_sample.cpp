@@ -23,7 +23,7 @@ EvalSampler::EvalSampler(const Config& cfg, const TokenSource& data)
     : cfg_(cfg),
       tokenizer_(Tokenizer::from_stored(data.tokenizer, data.tokenizer_model, data.vocab_size,
                                         "token file '" + cfg.data.path + "'")),
-      vocab_limit_(static_cast<int>(data.vocab_size)) {
+      pickable_(static_cast<int>(data.vocab_size), tokenizer_.never_encoded_ids()) {
   const auto n = static_cast<int64_t>(std::min({kPromptTokens, static_cast<size_t>(data.val.size()),
                                                 static_cast<size_t>(cfg.model.seq_len)}));
   prompt_.resize(static_cast<size_t>(n));
@@ -64,7 +64,7 @@ void EvalSampler::decode(int64_t step, std::vector<float> whole, std::ostream& l
       throw std::runtime_error(std::string(s->signal_name()) +
                                " arrived: cut short so that the run can stop");
   };
-  const GenerateResult r = generate(dec, prompt_, o, vocab_limit_, stop_on_signal);
+  const GenerateResult r = generate(dec, prompt_, o, pickable_, stop_on_signal);
   TextStream stream([&](std::span<const int32_t> ids) { return tokenizer_.decode(ids); }, prompt_);
   std::string text = stream.context_text();
   for (int32_t id : r.tokens) text += stream.push(id);

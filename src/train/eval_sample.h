@@ -16,6 +16,7 @@
 #include "src/data/tokenizer.h"
 #include "src/data/tokens.h"
 #include "src/model/params.h"
+#include "src/sample/sampler.h"
 
 namespace sy {
 
@@ -38,7 +39,7 @@ class EvalSampler {
 
   const Config& cfg_;
   Tokenizer tokenizer_;
-  int vocab_limit_ = 0;
+  PickableIds pickable_;
   std::vector<int32_t> prompt_;
 };
 

@@ -236,22 +236,27 @@ TEST(UserTokenizer, TheHfExportNamesTheModelsOwnSpecialPieces) {
   if (!have_spm_tools()) GTEST_SKIP() << "spm_train/spm_encode/spm_decode not installed";
   const sy::test::TempDir dir;
   const Inputs in(dir);
-  for (const auto& [name, flags, bos, eos] :
-       {std::tuple{std::string("defaults"), std::string(""), nlohmann::json(1), nlohmann::json(2)},
+  for (const auto& [name, flags, bos, eos, control] :
+       {std::tuple{std::string("defaults"), std::string(""), nlohmann::json(1), nlohmann::json(2),
+                   std::string("[0, 1, 2]")},
         std::tuple{std::string("none"), std::string("--bos_id=-1 --eos_id=-1"),
-                   nlohmann::json(nullptr), nlohmann::json(nullptr)}}) {
+                   nlohmann::json(nullptr), nlohmann::json(nullptr), std::string("[0]")}}) {
     SCOPED_TRACE(name);
     train_and_prepare(dir, in, name, flags);
     const std::string run = dir.file(name + "-run");
     auto r = run_command(kBin + " train --config " + kSrc + "/configs/tiny.yaml --set data.path=" +
                          dir.file(name + ".h5") + " --set run.out_dir=" + run +
                          " --set train.steps=2 --set checkpoint.every=2 --set log.every=100"
-                         " --set model.vocab_size=300");
+                         " --set model.vocab_size=304");
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const std::string hf = dir.file(name + "-hf");
     r = run_command(kBin + " ckpt export " + run + "/checkpoints/step_00000002.h5 --format hf" +
                     " --output " + hf);
     ASSERT_EQ(r.exit_code, 0) << r.output;
+    // A padded vocabulary: the note's suppress_tokens holds the model's control pieces too (sample
+    // picks neither).
+    EXPECT_TRUE(contains(r.output, "suppress_tokens=" + control + " + list(range(300, 304))"))
+        << r.output;
     const auto config = nlohmann::json::parse(read_file(hf + "/config.json"));
     EXPECT_EQ(config["bos_token_id"], bos);
     EXPECT_EQ(config["eos_token_id"], eos);

@@ -113,6 +113,19 @@ TEST(Tokenizer, BpeFileCarriesItsModelAndDecodesToTheText) {
   EXPECT_EQ(read_tokenizer_model(file), d.tokenizer_model);
 }
 
+// The ids no text encodes to: SentencePiece's defaults <unk> 0, <s> 1, </s> 2 in switchyard's own
+// models; the stored ids of a whole file hold none of them. The byte tokenizer has none.
+TEST(Tokenizer, ControlPiecesAreTheIdsNoTextEncodesTo) {
+  SpmFile f("bpe");
+  const TokenData d = read_token_file(f.path, 320, 8);
+  const Tokenizer tok = Tokenizer::from_stored(d.tokenizer, d.tokenizer_model, d.vocab_size, "t");
+  EXPECT_EQ(tok.never_encoded_ids(), (std::vector<int32_t>{0, 1, 2}));
+  EXPECT_EQ(tok.decode(std::vector<int32_t>{1, 2}), "");  // <s>, </s>: no text
+  for (const auto* split : {&d.train, &d.val})
+    for (int32_t id : *split) ASSERT_GT(id, 2);
+  EXPECT_TRUE(Tokenizer::bytes().never_encoded_ids().empty());
+}
+
 TEST(Tokenizer, UnigramToo) {
   SpmFile f("unigram", 300);
   const TokenData d = read_token_file(f.path, 300, 8);

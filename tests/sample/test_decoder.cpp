@@ -254,6 +254,44 @@ TEST(Sampler, FixedSeedGivesTheSameTokensAndVocabLimitHolds) {
   EXPECT_NE(generate(dec, prompt, o, 40).tokens, r1.tokens);
 }
 
+// The ids no text encodes to (a SentencePiece model's <unk>, <s>, </s>) are never picked: greedy
+// takes the best of the others (its logits read from the decoder's own feed of the prompt), and
+// near-uniform sampling (temperature 100) over many seeds never draws one.
+TEST(Sampler, NeverPicksTheExcludedIds) {
+  const Config cfg = test::tiny_decoder_config();
+  const std::vector<float> p = test::decoder_weights(cfg, false);
+  Decoder dec(cfg, p);
+  const std::vector<int32_t> prompt = {3, 1, 4};
+  dec.reset();
+  std::vector<float> first = dec.feed(prompt.data(), 3);
+  first.resize(40);
+  const int32_t best = argmax(first);
+  first[static_cast<size_t>(best)] = -INFINITY;
+  const int32_t second = argmax(first);
+  SampleOptions o;
+  o.temperature = 0.0;
+  o.tokens = 1;
+  EXPECT_EQ(generate(dec, prompt, o, 40).tokens[0], best);
+  EXPECT_EQ(generate(dec, prompt, o, PickableIds(40, {best})).tokens[0], second);
+
+  std::vector<int32_t> never = {0, 1, 2, 5, 6, 7, 8, 9, 39};
+  o.temperature = 100.0;
+  o.tokens = 32;
+  o.top_k = 38;  // 38 of 40 by logit: masked ids must not fill the top k
+  std::vector<int> drawn(40, 0);
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    o.seed = seed;
+    for (int32_t t : generate(dec, prompt, o, PickableIds(40, never)).tokens) {
+      ASSERT_LT(t, 40);
+      ++drawn[static_cast<size_t>(t)];
+    }
+  }
+  for (int32_t id : never) EXPECT_EQ(drawn[static_cast<size_t>(id)], 0) << "id " << id;
+  int others = 0;
+  for (int id = 0; id < 40; ++id) others += drawn[static_cast<size_t>(id)] > 0 ? 1 : 0;
+  EXPECT_GE(others, 25);  // near uniform over the 31 others: the mask is not a narrower cut
+}
+
 // With u on a fine regular grid, the share of u that picks each id is its probability: softmax of
 // logits / temperature over the top-k, cut to the top-p nucleus, computed here by hand.
 TEST(Sampler, PicksWithTheSoftmaxProbabilities) {
