@@ -34,7 +34,13 @@ MetricsWriter::MetricsWriter(const std::string& path, int64_t resume_step) : pat
   if (fs::exists(path)) {
     std::vector<std::string> keep;
     {
+      // One that cannot be read (no read permission, a failing disk) is refused: read as empty,
+      // the rewrite below replaced the earlier run's whole history with nothing.
+      errno = 0;
       std::ifstream in(path);
+      if (!in)
+        throw UsageError("cannot read metrics file '" + path +
+                         "' to keep its lines up to the checkpoint: " + errno_text(errno));
       for (std::string line; std::getline(in, line);) {
         const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
         // A torn last line (the kill came mid-write) is dropped with the superseded steps.
@@ -42,6 +48,9 @@ MetricsWriter::MetricsWriter(const std::string& path, int64_t resume_step) : pat
             j["step"].get<int64_t>() <= resume_step)
           keep.push_back(line);
       }
+      if (in.bad())
+        throw UsageError("cannot read metrics file '" + path +
+                         "' to keep its lines up to the checkpoint: " + errno_text(errno));
     }
     std::string text;
     for (const auto& line : keep) text += line + '\n';

@@ -16,12 +16,14 @@
 #include <string>
 #include <vector>
 
+#include "common/file_text.h"
 #include "common/other_user.h"
 #include "common/temp_dir.h"
 #include "src/data/tokens.h"
 
 namespace {
 
+using sy::test::read_file;
 const std::string kBin = SWITCHYARD_BIN;
 
 struct Result {
@@ -49,11 +51,6 @@ Result run(const std::string& args, const std::string& prefix = "") {
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 // A token file with one out-of-range id (300 with vocab_size 256) at /train[7], written with the
@@ -225,7 +222,7 @@ TEST(CliBadInput, AFreshRunDoesNotOverwriteAnEarlierRunsCheckpoints) {
                             "/configs/tiny.yaml --set data.path=" + dir.file("d.h5") +
                             " --set run.out_dir=" + out + " --set checkpoint.every=2";
   ASSERT_EQ(run(train + " --set train.steps=2").exit_code, 0);
-  const std::string before = read_text(ckpt);
+  const std::string before = read_file(ckpt);
   ASSERT_FALSE(before.empty());
   Result r = run(train + " --set train.steps=4 --set run.seed=99");
   EXPECT_EQ(r.exit_code, 2) << r.err;
@@ -233,11 +230,11 @@ TEST(CliBadInput, AFreshRunDoesNotOverwriteAnEarlierRunsCheckpoints) {
             std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find("--resume auto"), std::string::npos) << r.err;
-  EXPECT_EQ(read_text(ckpt), before);
+  EXPECT_EQ(read_file(ckpt), before);
   r = run(train + " --set train.steps=4 --resume ''");
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--resume"), std::string::npos) << r.err;
-  EXPECT_EQ(read_text(ckpt), before);
+  EXPECT_EQ(read_file(ckpt), before);
   r = run(train + " --set train.steps=4 --resume auto");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(std::filesystem::exists(out + "/checkpoints/step_00000004.h5"));
@@ -399,9 +396,9 @@ TEST(CliBadInput, AnOutputThatCannotBeReplacedIsRefusedBeforeTheWork) {
   EXPECT_NE(r.err.find("'" + shared + "/hf/model.safetensors' belongs to another user"),
             std::string::npos)
       << r.err;
-  EXPECT_EQ(read_text(shared + "/d.h5"), "root's\n");
-  EXPECT_EQ(read_text(shared + "/m.safetensors"), "root's\n");
-  EXPECT_EQ(read_text(shared + "/hf/model.safetensors"), "root's\n");
+  EXPECT_EQ(read_file(shared + "/d.h5"), "root's\n");
+  EXPECT_EQ(read_file(shared + "/m.safetensors"), "root's\n");
+  EXPECT_EQ(read_file(shared + "/hf/model.safetensors"), "root's\n");
   // A new name in the same folder is fine.
   r = as_nobody("data prepare --input " + dir.file("in.txt") + " --output " + shared + "/mine.h5");
   EXPECT_EQ(r.exit_code, 0) << r.err;

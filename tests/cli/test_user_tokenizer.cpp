@@ -16,6 +16,7 @@
 #include <tuple>
 #include <vector>
 
+#include "common/file_text.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
 #include "src/data/tokens.h"
@@ -23,6 +24,7 @@
 namespace {
 
 namespace fs = std::filesystem;
+using sy::test::read_file;
 using sy::test::run_command;
 const std::string kBin = SWITCHYARD_BIN;
 const std::string kSrc = SWITCHYARD_SOURCE_DIR;
@@ -33,11 +35,6 @@ bool contains(const std::string& s, const std::string& part) {
 
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // Lines of English-like words, some indented, with an "é" now and then.

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/file_text.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
 #include "common/tiny_tokens.h"
@@ -45,10 +46,7 @@ inline double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-inline std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using sy::test::read_file;
 
 inline size_t count(const std::string& text, const std::string& what) {
   size_t n = 0;

@@ -23,6 +23,7 @@
 
 #include "comm/mpi.h"
 #include "common/ckpt_tensors.h"
+#include "common/file_text.h"
 #include "common/mpi_util.h"
 #include "common/other_user.h"
 #include "common/run_command.h"
@@ -39,6 +40,7 @@ namespace sy {
 namespace {
 
 using test::all_tensors;
+using test::read_file;
 using test::world_rank;
 using test::world_size;
 
@@ -260,6 +262,30 @@ TEST_F(Resume, AnUnreadableNewestCheckpointStopsAutoResumeInsteadOfBeingSkipped)
   EXPECT_TRUE(fs::exists(newest));
   EXPECT_TRUE(fs::exists(dir_.file("run") + "/checkpoints/step_00000010.h5"));
   EXPECT_FALSE(fs::exists(dir_.file("run") + "/checkpoints/step_00000030.h5"));
+}
+
+// A metrics.jsonl the resumed run may write but not read (mode 0200, or a read error of a failing
+// network disk) is refused, exit 2 naming it, and left as it was. It used to read as empty: the
+// resume replaced it with the new steps' lines, the earlier history gone, and exit 0.
+TEST_F(Resume, AMetricsFileThatCannotBeReadIsRefusedNotEmptied) {
+  const std::string config = std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml";
+  const auto nobody = test::as_nobody(dir_.path(), SWITCHYARD_BIN, config);
+  if (!nobody) GTEST_SKIP() << "needs root and setpriv to run as another user";
+  auto r = run_command(train_cmd("run", "--set train.steps=20"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string metrics = dir_.file("run") + "/metrics.jsonl";
+  const std::string before = read_file(metrics);
+  r = run_command("chown -R 65534:65534 " + dir_.path().string() + " && chmod 200 " + metrics);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string cmd = train_cmd("run", "--set train.steps=30 --resume auto");
+  cmd.replace(cmd.find(SWITCHYARD_BIN), std::string(SWITCHYARD_BIN).size(), nobody->bin);
+  cmd.replace(cmd.find(config), config.size(), nobody->config);
+  r = run_command(nobody->prefix + cmd);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("cannot read metrics file '" + metrics + "'"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(read_file(metrics), before);
+  EXPECT_EQ(fs::status(metrics).permissions() & fs::perms::all, fs::perms::owner_write);
 }
 
 // --resume auto with a checkpoint.dir that holds nothing starts at step 0, as a first start must.

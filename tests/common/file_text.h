@@ -1,0 +1,16 @@
+// A file's whole contents as bytes ("" where it cannot be read), for tests that compare a file
+// before and after a command.
+#pragma once
+
+#include <fstream>
+#include <iterator>
+#include <string>
+
+namespace sy::test {
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace sy::test
