@@ -101,11 +101,10 @@ void gemm_split(bool ta, bool tb, int M, int N, int K, T alpha, const T* A, int 
 }  // namespace
 
 void use_single_threaded_blas() {
-  static const bool done = [] {
-    openblas_set_num_threads(1);
-    return true;
-  }();
-  (void)done;
+  // Asked at every call, not once: the GEMM ceiling benchmark sets OpenBLAS's threads for its own
+  // timings, and a process that went on with them would run P BLAS threads in each of P OpenMP
+  // ones.
+  if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
 template <class T>

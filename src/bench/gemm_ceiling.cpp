@@ -63,7 +63,12 @@ std::vector<GemmShape> model_gemm_shapes(const Config& cfg) {
 
 std::vector<GemmTiming> time_gemms(const std::vector<GemmShape>& shapes, double min_seconds) {
   const int P = std::max(1, omp_get_max_threads());
-  const int blas_threads_before = openblas_get_num_threads();
+  // OpenBLAS's thread count is the process's: given back however this returns (a throw left it at
+  // P, and later GEMMs ran P BLAS threads inside each OpenMP thread).
+  struct RestoreBlasThreads {
+    int before = openblas_get_num_threads();
+    ~RestoreBlasThreads() { openblas_set_num_threads(before); }
+  } restore;
   std::vector<GemmTiming> out(shapes.size());
   std::vector<float> a, b;
   std::vector<std::vector<float>> c(static_cast<size_t>(P));  // one output per core
@@ -114,7 +119,6 @@ std::vector<GemmTiming> time_gemms(const std::vector<GemmShape>& shapes, double 
       }
     }
   }
-  openblas_set_num_threads(blas_threads_before);
   return out;
 }
 

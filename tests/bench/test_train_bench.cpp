@@ -2,6 +2,7 @@
 // small.yaml's dimensions), the timings are sane, and a short run on the tiny config reports
 // numbers that agree with each other (tokens/s and GFLOP/s from the same median step time), and
 // the PyTorch ratios print what a hand-made result works out to.
+#include <cblas.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -94,6 +95,18 @@ TEST(TrainBench, GemmTimingsArePositiveAndConsistent) {
   const double w = weighted_gflops(t);
   EXPECT_GE(w, std::min(t[0].gflops(), t[1].gflops()) * (1 - 1e-12));
   EXPECT_LE(w, best_gflops(t) * (1 + 1e-12));
+}
+
+// OpenBLAS's thread count is the process's: time_gemms gives back the one it found even when it
+// throws (an empty shape), so the GEMMs after it do not run with the count it timed with.
+TEST(TrainBench, GemmTimingsGiveBackOpenBlasThreadsOnAThrow) {
+  openblas_set_num_threads(2);
+  if (openblas_get_num_threads() != 2) GTEST_SKIP() << "OpenBLAS runs one thread here";
+  const std::vector<GemmShape> shapes = {{"a", 16, 16, 16, false, false, 1},
+                                         {"empty", 0, 16, 16, false, false, 1}};
+  EXPECT_THROW(time_gemms(shapes, 0.001), std::logic_error);
+  EXPECT_EQ(openblas_get_num_threads(), 2);
+  openblas_set_num_threads(1);
 }
 
 TEST(TrainBench, ShortRunOnTinyConfig) {
