@@ -41,8 +41,11 @@ int64_t parse_bytes(const std::string& text, const char* option) {
     throw UsageError(std::string(option) + "=" + text + ": unknown unit '" + unit +
                      "' (K, M or G)");
   }
-  if (value <= 0) throw UsageError(std::string(option) + "=" + text + " must be positive");
-  return static_cast<int64_t>(value * scale);
+  // nan, inf and sizes past 2^62 are refused here: their conversion to int64 is undefined.
+  const double bytes = value * scale;
+  if (!(bytes >= 1.0 && bytes <= 0x1p62))
+    throw UsageError(std::string(option) + "=" + text + " must be from 1 byte to 4 EiB");
+  return static_cast<int64_t>(bytes);
 }
 
 }  // namespace

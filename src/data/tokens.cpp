@@ -244,11 +244,9 @@ TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size, in
     throw UsageError("cannot create '" + m.tmp + "' (is '" + m.dir + "' writable?): " + e.what());
   }
   h5::ErrorSilencer quiet;
-  const hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-  H5_CHECK(fapl);
-  H5Pset_file_locking(fapl, false, true);
+  h5::PropList fapl{H5_CHECK(H5Pcreate(H5P_FILE_ACCESS))};
+  H5_CHECK(H5Pset_file_locking(fapl, false, true));  // not silently left on: see above
   const hid_t file_id = H5Fcreate(m.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-  H5Pclose(fapl);
   if (file_id < 0) {
     const std::string why = h5::error_stack_message();
     m.held.reset();

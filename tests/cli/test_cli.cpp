@@ -110,6 +110,10 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
            {"bench a2a --timeout -1", "--timeout: expected a number >= 0, got '-1'"},
            // -1 was taken as 0 (the automatic count) without a word
            {"bench a2a --experts -1", "--experts: Value -1 not in range 0 to 16777216"},
+           // nan, inf and 2^70 reached an undefined conversion to int64
+           {"bench a2a --min-bytes nan", "--min-bytes=nan must be from 1 byte to 4 EiB"},
+           {"bench a2a --max-bytes 1e60G", "--max-bytes=1e60G must be from 1 byte to 4 EiB"},
+           {"bench a2a --min-bytes 0.25", "--min-bytes=0.25 must be from 1 byte to 4 EiB"},
            {"data import a.bin --output b.h5 --val-fraction nan",
             "--val-fraction: expected a number in [0, 0.9], got 'nan'"}}) {
     const auto r = run_command(kBin + " " + args);
