@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
@@ -74,6 +75,23 @@ bool stop_signal_pending(pid_t pid) {
   return false;
 }
 
+// Whether `pid` would die of `sig` now: alive (not a zombie) with the default action for it
+// (neither caught nor ignored: /proc/<pid>/status's SigCgt and SigIgn hex masks). A rank between
+// its exec and the handler main installs first, or mpirun before it sets up its forwarding.
+bool would_die_of(pid_t pid, int sig) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  const uint64_t bit = uint64_t{1} << (sig - 1);
+  bool seen = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("State:") && line.find('Z') != std::string::npos) return false;
+    if (line.starts_with("SigIgn:") || line.starts_with("SigCgt:")) {
+      if (std::strtoull(line.c_str() + 7, nullptr, 16) & bit) return false;
+      seen = true;
+    }
+  }
+  return seen;  // gone (nothing read): nothing to die
+}
+
 int exit_status(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
@@ -130,8 +148,20 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
     throw std::runtime_error(std::string("guard: fork failed: ") + std::strerror(fork_errno));
   }
 
-  int passed = g_requests.load();  // signals that came before the launcher existed are dropped
+  // Every request since the handlers went in is passed on, one that came before the fork too.
+  int passed = 0;
   bool pending_seen = false;
+  // Once a stop is passed, SIGUSR1 again every kResendTicks until the launcher ends: mpirun drops
+  // what arrives before its ranks exist ("Forwarding signal 10 to job", and the job trained to
+  // its end with exit 0), and a rank keeps only the first (before training it exits 76, after
+  // its checkpoint it ignores the rest), so another one costs nothing.
+  // A SIGUSR1 is held while the launcher or a process below it would die of it (see
+  // would_die_of: a job stopped in its first tenth of a second ended 138, the checkpoint it could
+  // have written lost), up to kHoldTicks; then it goes anyway.
+  constexpr int kResendTicks = 20, kHoldTicks = 100;
+  int ticks_since_pass = -1;  // -1: none passed yet
+  int held_ticks = -1;        // >= 0: a SIGUSR1 owed, held for that many ticks
+  bool said = false;          // the owed one is a new request: say so when it goes
   int status = 0;
   while (true) {
     const pid_t r = ::waitpid(pid, &status, WNOHANG);
@@ -152,9 +182,30 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
     if (!pending_seen && stop_signal_pending(pid)) pass = pending_seen = true;
     if (pass) {
       passed = requests;
-      log << "switchyard guard: a stop signal for " << argv[0]
-          << ": passing it on as SIGUSR1, so the ranks checkpoint and exit with 75" << std::endl;
-      ::kill(pid, SIGUSR1);
+      said = false;
+      if (held_ticks < 0) held_ticks = 0;
+    } else if (held_ticks < 0 && ticks_since_pass >= 0 && ++ticks_since_pass >= kResendTicks) {
+      held_ticks = 0;
+      said = true;
+    }
+    if (held_ticks >= 0) {
+      std::vector<pid_t> below = descendants_of(pid);
+      below.push_back(pid);
+      const bool hold =
+          held_ticks < kHoldTicks &&
+          std::any_of(below.begin(), below.end(), [](pid_t p) { return would_die_of(p, SIGUSR1); });
+      if (hold) {
+        ++held_ticks;
+      } else {
+        if (!said)
+          log << "switchyard guard: a stop signal for " << argv[0]
+              << ": passing it on as SIGUSR1, so the ranks checkpoint and exit with 75"
+              << std::endl;
+        ::kill(pid, SIGUSR1);
+        said = true;
+        held_ticks = -1;
+        ticks_since_pass = 0;
+      }
     }
     const timespec tick{0, 100'000'000};  // 100 ms: a signal waits at most this long
     ::nanosleep(&tick, nullptr);

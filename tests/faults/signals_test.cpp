@@ -153,6 +153,47 @@ TEST_F(FaultTest, SigtermToMpirunUnderTheGuardCheckpointsAndExits75) {
   EXPECT_EQ(run_command(kBin + " ckpt info " + out + "/checkpoints/" + latest).exit_code, 0);
 }
 
+// A launcher that drops the first SIGUSR1, as mpirun does with one that comes before its ranks
+// exist: the guard sends it again until the launcher ends. It passed it once, and a stop in a
+// job's first tenth of a second trained to the end with exit 0. (The launcher's sleeps ignore
+// SIGUSR1, as ranks catch it: the guard does not hold it for them.)
+TEST_F(FaultTest, TheGuardPassesTheStopAgainUntilTheLauncherEnds) {
+  const std::string launcher = path("launcher.sh");
+  std::ofstream(launcher) << "n=0\n"
+                             "trap 'n=$((n+1))' USR1\n"
+                             "echo ready\n"
+                             "i=0\n"
+                             "while [ $i -lt 300 ]; do\n"
+                             "  [ $n -ge 2 ] && exit 75\n"
+                             "  (trap '' USR1; exec sleep 0.1)\n"
+                             "  i=$((i+1))\n"
+                             "done\n"
+                             "exit 0\n";
+  Process job(kBin + " guard -- sh " + launcher, path("log"));
+  ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
+      << job.output();
+  ::kill(job.pid(), SIGTERM);
+  EXPECT_EQ(job.wait(20), 75) << job.output();
+}
+
+// The stop is held while a process below the launcher would die of SIGUSR1 (here a `sleep`, as
+// a rank is between its exec and main's handler), then passed: the launcher's trap runs after
+// the sleep. It went at once, and a rank that had not yet reached main died of it (exit 138).
+TEST_F(FaultTest, TheGuardHoldsTheStopWhileAProcessBelowWouldDieOfIt) {
+  const std::string launcher = path("launcher.sh"), slept = path("slept");
+  std::ofstream(launcher) << "trap 'exit 75' USR1\n"
+                             "echo ready\n"
+                             "sleep 2\n"
+                             "touch "
+                          << slept << "\nwhile :; do (trap '' USR1; exec sleep 0.1); done\n";
+  Process job(kBin + " guard -- sh " + launcher, path("log"));
+  ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
+      << job.output();
+  ::kill(job.pid(), SIGTERM);
+  EXPECT_EQ(job.wait(20), 75) << job.output();
+  EXPECT_TRUE(std::filesystem::exists(slept)) << "passed while the sleep ran\n" << job.output();
+}
+
 // SLURM's way: every process of the job (guard, mpirun, ranks) gets SIGTERM at once.
 TEST_F(FaultTest, SigtermToTheWholeJobUnderTheGuardExits75) {
   const std::string out = path("run");
