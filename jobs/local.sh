@@ -46,12 +46,27 @@ flags=(--bind-to none --mca mpi_yield_when_idle 1)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 
-echo "local.sh (pid $$; kill -USR1 $$ stops it with a checkpoint): mpirun -np $np ${flags[*]} $SY_BIN train ${args[*]}"
-# In the background, so that this shell passes a signal on instead of dying of it.
-# shellcheck disable=SC2086
-"$SY_BIN" guard -- mpirun -np "$np" "${flags[@]}" ${SY_MPIRUN_ARGS:-} "$SY_BIN" train "${args[@]}" &
-guard_pid=$!
-trap 'kill -TERM "$guard_pid" 2>/dev/null' TERM HUP
+# The signals are trapped before the line below says how to stop the run (its USR1 killed this
+# script, and the run went on with nobody to report). One that comes before the guard is started
+# is passed on once it is, when the guard has its handlers in (before, it would die of it).
+guard_pid=
+pending=
+# shellcheck disable=SC2317  # invoked by the traps below
+pass_on() {
+  if [ -z "$guard_pid" ]; then
+    pending=$1
+    return
+  fi
+  local num mask i
+  num=$(kill -l "$1")
+  for ((i = 0; i < 100; i++)); do
+    mask=$(awk '/^SigCgt:/ {print $2}' "/proc/$guard_pid/status" 2>/dev/null) || break
+    (((0x${mask:-0} >> (num - 1)) & 1)) && break
+    sleep 0.02
+  done
+  kill "-$1" "$guard_pid" 2>/dev/null
+}
+trap 'pass_on TERM' TERM HUP
 # Ctrl-C: the first asks for the checkpoint (as SIGTERM); a second kills the run now, for ranks
 # that do not stop (the guard here ignores SIGINT, as a script's background job does).
 # shellcheck disable=SC2317  # invoked by the trap below
@@ -65,14 +80,23 @@ interrupts=0
 on_interrupt() {
   interrupts=$((interrupts + 1))
   if ((interrupts == 1)); then
-    kill -TERM "$guard_pid" 2>/dev/null
+    pass_on TERM
+  elif [ -z "$guard_pid" ]; then
+    exit 130  # nothing started yet
   else
     echo "local.sh: Ctrl-C again: killing the run now (the checkpoints written so far are kept)"
     kill_tree "$guard_pid"
   fi
 }
 trap on_interrupt INT
-trap 'kill -USR1 "$guard_pid" 2>/dev/null' USR1
+trap 'pass_on USR1' USR1
+
+echo "local.sh (pid $$; kill -USR1 $$ stops it with a checkpoint): mpirun -np $np ${flags[*]} $SY_BIN train ${args[*]}"
+# In the background, so that this shell passes a signal on instead of dying of it.
+# shellcheck disable=SC2086
+"$SY_BIN" guard -- mpirun -np "$np" "${flags[@]}" ${SY_MPIRUN_ARGS:-} "$SY_BIN" train "${args[@]}" &
+guard_pid=$!
+[ -z "$pending" ] || pass_on "$pending"
 while :; do
   wait "$guard_pid"
   rc=$?

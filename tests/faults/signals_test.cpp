@@ -272,6 +272,32 @@ TEST_F(FaultTest, SecondCtrlCKillsRanksThatDoNotStop) {
 // jobs/local.sh (the guard in a script's background, where SIGINT is ignored): Ctrl-C reaches
 // the script, which passes it on; it waits for the ranks' checkpoint and exits 75 saying how to
 // resume. Before, it exited 130 at once and the run went on behind the user's prompt.
+// The SIGUSR1 jobs/local.sh's first line tells the user to send, sent as soon as it is printed:
+// the script passes it on and the run stops (76 before training, 75 after), nothing left
+// running. The line came before the traps: the script died of it (138) and the run went on.
+// That window is a few milliseconds, so the order is also read from bash's trace (-x): the USR1
+// trap is set before the line is echoed.
+TEST_F(FaultTest, TheStopLocalShAdvertisesWorksFromItsFirstLine) {
+  const std::string out = path("run");
+  const std::string train_cmd = train(out, 100000, "--set checkpoint.every=0");
+  const std::string prefix = kBin + " train ";
+  Process job("SY_BIN=" + kBin + " bash -x " + kSrc + "/jobs/local.sh -n 2 " +
+                  train_cmd.substr(prefix.size()),
+              path("log"));
+  ASSERT_TRUE(wait_until(60, [&] {
+    return job.output().find("stops it with a checkpoint): mpirun") != std::string::npos;
+  })) << job.output();
+  ::kill(job.pid(), SIGUSR1);
+  const std::vector<pid_t> below = descendants_of(job.pid());
+  const int code = job.wait(120);
+  const std::string log = job.output();
+  EXPECT_TRUE(code == 75 || code == 76) << code << "\n" << log;
+  const size_t trap = log.find(" USR1\n"), echo = log.find("+ echo 'local.sh (pid");
+  ASSERT_NE(echo, std::string::npos) << log;
+  EXPECT_LT(trap, echo) << "the USR1 trap is set after the line that advertises it\n" << log;
+  for (pid_t p : below) EXPECT_NE(::kill(p, 0), 0) << "process " << p << " still runs\n" << log;
+}
+
 TEST_F(FaultTest, CtrlCToLocalShWaitsForTheCheckpointAndExits75) {
   const std::string out = path("run");
   const std::string train_cmd = train(out, 100000, "--set checkpoint.every=0");
