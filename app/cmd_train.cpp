@@ -42,48 +42,51 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
         return v.empty() ? std::string("give 'auto' or a checkpoint file, not an empty value")
                          : std::string();
       });
-  out.push_back({cmd, [a] {
-                   // MPI_Init waits for every rank of the job: one that never comes (a node that
-                   // stalls at start) held the others forever. Bounded by parallel.timeout_s, from
-                   // the config as read here before MPI (a config that does not load is reported
-                   // once MPI is up, by every rank alike; the default bounds this wait).
-                   double init_timeout = ParallelConfig{}.timeout_s;
-                   try {
-                     init_timeout = load_config(a->config, a->overrides).parallel.timeout_s;
-                   } catch (const std::exception&) {
-                   }
-                   std::optional<comm::Watchdog> init_watch(
-                       std::in_place, init_timeout, [](const std::string& m) {
-                         // "rank -1: ..." before MPI knows the rank: the launcher's.
-                         std::fprintf(stderr, "rank %d%s\n", launcher_rank(),
-                                      m.substr(m.find(':')).c_str());
-                         std::fflush(stderr);
-                         std::_Exit(kExitOther);
-                       });
-                   init_watch->arm("MPI start-up (MPI_Init: every rank of the job to start)");
-                   // Outlives MPI: MPI_Finalize waits for every rank, and one that stopped after
-                   // the run would hold it forever; after parallel.timeout_s this one leaves.
-                   std::optional<comm::Watchdog> finalize_watch;
-                   return run_with_mpi([&](const comm::MpiSession&) {
-                     init_watch.reset();
-                     // Read by every rank and agreed: an error every rank meets is one message
-                     // from rank 0, one rank's own is that rank's (load_config_on_every_rank).
-                     const Config cfg = load_config_on_every_rank(a->config, a->overrides);
-                     TrainOptions options;
-                     options.resume = a->resume;
-                     // main() installed them for the whole process (null: train() installs its
-                     // own for its duration).
-                     options.signals = PreemptionSignals::installed();
-                     train(cfg, std::cout, MPI_COMM_WORLD, options);
-                     finalize_watch.emplace(cfg.parallel.timeout_s, [](const std::string& m) {
-                       std::fprintf(stderr, "%s\n", m.c_str());
-                       std::fflush(stderr);
-                       std::_Exit(kExitOther);
-                     });
-                     finalize_watch->arm("the other ranks to finish the run (MPI_Finalize)");
-                     return static_cast<int>(kExitOk);
-                   });
-                 }});
+  out.push_back(
+      {cmd, [a] {
+         // MPI_Init waits for every rank of the job: one that never comes (a node that
+         // stalls at start) held the others forever. Bounded by parallel.timeout_s, from
+         // the config as read here before MPI (a config that does not load is reported
+         // once MPI is up, by every rank alike; the default bounds this wait). The text
+         // is read once, here: a pipe (`--config <(...)`) gives it only once.
+         double init_timeout = ParallelConfig{}.timeout_s;
+         std::optional<std::string> text;
+         try {
+           text = read_config_text(a->config);
+           init_timeout = config_from_file_text(*text, a->config, a->overrides).parallel.timeout_s;
+         } catch (const std::exception&) {
+         }
+         std::optional<comm::Watchdog> init_watch(
+             std::in_place, init_timeout, [](const std::string& m) {
+               // "rank -1: ..." before MPI knows the rank: the launcher's.
+               std::fprintf(stderr, "rank %d%s\n", launcher_rank(), m.substr(m.find(':')).c_str());
+               std::fflush(stderr);
+               std::_Exit(kExitOther);
+             });
+         init_watch->arm("MPI start-up (MPI_Init: every rank of the job to start)");
+         // Outlives MPI: MPI_Finalize waits for every rank, and one that stopped after
+         // the run would hold it forever; after parallel.timeout_s this one leaves.
+         std::optional<comm::Watchdog> finalize_watch;
+         return run_with_mpi([&](const comm::MpiSession&) {
+           init_watch.reset();
+           // Read by every rank and agreed: an error every rank meets is one message
+           // from rank 0, one rank's own is that rank's (load_config_on_every_rank).
+           const Config cfg = load_config_on_every_rank(a->config, text, a->overrides);
+           TrainOptions options;
+           options.resume = a->resume;
+           // main() installed them for the whole process (null: train() installs its
+           // own for its duration).
+           options.signals = PreemptionSignals::installed();
+           train(cfg, std::cout, MPI_COMM_WORLD, options);
+           finalize_watch.emplace(cfg.parallel.timeout_s, [](const std::string& m) {
+             std::fprintf(stderr, "%s\n", m.c_str());
+             std::fflush(stderr);
+             std::_Exit(kExitOther);
+           });
+           finalize_watch->arm("the other ranks to finish the run (MPI_Finalize)");
+           return static_cast<int>(kExitOk);
+         });
+       }});
 
   auto* guard = root.add_subcommand(
       "guard",

@@ -554,7 +554,7 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
   }
 }
 
-Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+std::string read_config_text(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::exists(path, ec)) throw UsageError("config file '" + path + "' not found");
@@ -562,8 +562,17 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     throw UsageError("config file '" + path + "' is a directory, expected a YAML file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw UsageError("config file '" + path + "' cannot be read");
-  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   if (in.bad()) throw UsageError("config file '" + path + "' cannot be read");
+  return text;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  return config_from_file_text(read_config_text(path), path, overrides);
+}
+
+Config config_from_file_text(const std::string& text, const std::string& path,
+                             const std::vector<std::string>& overrides) {
   Config cfg = parse_config(text, overrides, path);
   try {
     validate_run_bounds(cfg);

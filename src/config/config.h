@@ -150,6 +150,13 @@ struct Config {
 // Relative data.path is taken relative to the current directory (as a user typed it).
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
+// load_config in two parts: the file's text, read once (a pipe -- `<(...)`, /dev/stdin -- gives
+// it only once: `train` read it twice and trained an empty config, every key at its default);
+// then that text as the file `path` (UsageError naming the file or key).
+std::string read_config_text(const std::string& path);
+Config config_from_file_text(const std::string& text, const std::string& path,
+                             const std::vector<std::string>& overrides = {});
+
 // Same, from YAML text (tests, and a checkpoint's stored config; `source_name` is used in messages
 // instead of a file name). Without validate_run_bounds: a stored config need not meet them.
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {},

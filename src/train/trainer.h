@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,7 +53,10 @@ struct TrainOptions {
 // 0's to report, a rank's own (a node-local copy of the file that differs, an MPMD launch with
 // other --set flags) that rank's; see agree_on_usage. The wait for the other ranks is not bounded
 // (parallel.timeout_s is in the config being read); a rank that died is the launcher's to see.
-Config load_config_on_every_rank(const std::string& path, const std::vector<std::string>& overrides,
+// `text`: the file's text where this rank read it already (read_config_text; a pipe gives it
+// once), else the file is read here.
+Config load_config_on_every_rank(const std::string& path, const std::optional<std::string>& text,
+                                 const std::vector<std::string>& overrides,
                                  MPI_Comm world = MPI_COMM_WORLD);
 
 // Runs cfg.train.steps optimizer steps on the ranks of `world` (MPI must be initialized; one rank
