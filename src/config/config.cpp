@@ -188,10 +188,21 @@ std::vector<std::string> names_under(std::string_view section) {
   return out;
 }
 
+// A scalar written without quotes (or tagged !!int, !!float, !!bool): only such a one is a
+// number or a boolean ("16" in quotes, or !!str 16, is the string 16, as every YAML reader takes
+// it).
+bool plain_scalar(const YAML::Node& n) {
+  if (!n.IsScalar()) return false;
+  const std::string& tag = n.Tag();
+  return tag == "?" || tag == "tag:yaml.org,2002:int" || tag == "tag:yaml.org,2002:float" ||
+         tag == "tag:yaml.org,2002:bool";
+}
+
 std::string describe(const YAML::Node& n) {
   if (n.IsNull()) return "nothing (null)";
   if (n.IsMap()) return "a mapping";
   if (n.IsSequence()) return "a list";
+  if (!plain_scalar(n)) return "the string '" + shortened(n.Scalar()) + "' (quoted or tagged)";
   return "'" + shortened(n.Scalar()) + "'";
 }
 
@@ -238,6 +249,7 @@ template <class Int>
 bool parse_integer(const std::string& text, Int& out) {
   std::string_view s = text;
   if (!s.empty() && s[0] == '+') s.remove_prefix(1);
+  if (s.size() != text.size() && s.starts_with('-')) return false;  // "+-1"
   const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
   return !s.empty() && ec == std::errc{} && ptr == s.data() + s.size();
 }
@@ -245,6 +257,7 @@ bool parse_integer(const std::string& text, Int& out) {
 bool parse_number(const std::string& text, double& out) {
   std::string_view s = text;
   if (!s.empty() && s[0] == '+') s.remove_prefix(1);
+  if (s.size() != text.size() && s.starts_with('-')) return false;  // "+-1"
   const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
   return !s.empty() && ec == std::errc{} && ptr == s.data() + s.size() && std::isfinite(out);
 }
@@ -258,9 +271,9 @@ bool integer_text(const std::string& text) {
 }
 
 void convert(const YAML::Node& n, int64_t& out, const std::string& path, const Context& ctx) {
-  if (n.IsScalar() && parse_integer(n.Scalar(), out)) return;
+  if (plain_scalar(n) && parse_integer(n.Scalar(), out)) return;
   ctx.fail(path,
-           n.IsScalar() && integer_text(n.Scalar())
+           plain_scalar(n) && integer_text(n.Scalar())
                ? "expected an integer from -9223372036854775808 to 9223372036854775807, got " +
                      describe(n)
                : "expected an integer, got " + describe(n),
@@ -268,16 +281,16 @@ void convert(const YAML::Node& n, int64_t& out, const std::string& path, const C
 }
 
 void convert(const YAML::Node& n, uint64_t& out, const std::string& path, const Context& ctx) {
-  if (n.IsScalar() && parse_integer(n.Scalar(), out)) return;
+  if (plain_scalar(n) && parse_integer(n.Scalar(), out)) return;
   ctx.fail(path,
-           n.IsScalar() && integer_text(n.Scalar()) && n.Scalar()[0] != '-'
+           plain_scalar(n) && integer_text(n.Scalar()) && n.Scalar()[0] != '-'
                ? "expected an integer from 0 to 18446744073709551615, got " + describe(n)
                : "expected a non-negative integer, got " + describe(n),
            &n);
 }
 
 void convert(const YAML::Node& n, double& out, const std::string& path, const Context& ctx) {
-  if (!n.IsScalar() || !parse_number(n.Scalar(), out))
+  if (!plain_scalar(n) || !parse_number(n.Scalar(), out))
     ctx.fail(path, "expected a finite number, got " + describe(n), &n);
 }
 
@@ -288,7 +301,7 @@ void convert(const YAML::Node& n, std::optional<double>& out, const std::string&
     return;
   }
   double v = 0;
-  if (!n.IsScalar() || !parse_number(n.Scalar(), v))
+  if (!plain_scalar(n) || !parse_number(n.Scalar(), v))
     ctx.fail(path, "expected null (dropless) or a positive number, got " + describe(n), &n);
   out = v;
 }
@@ -298,7 +311,7 @@ void convert(const YAML::Node& n, bool& out, const std::string& path, const Cont
                                                "YES",  "on",   "On",   "ON"};
   static constexpr std::string_view kFalse[] = {"false", "False", "FALSE", "no", "No",
                                                 "NO",    "off",   "Off",   "OFF"};
-  if (n.IsScalar()) {
+  if (plain_scalar(n)) {
     const std::string& s = n.Scalar();
     if (std::find(std::begin(kTrue), std::end(kTrue), s) != std::end(kTrue)) {
       out = true;
@@ -327,7 +340,7 @@ void convert(const YAML::Node& n, RouteGroups& out, const std::string& path, con
     return;
   }
   int64_t count = 0;
-  if (!n.IsScalar() || !parse_integer(n.Scalar(), count))
+  if (!plain_scalar(n) || !parse_integer(n.Scalar(), count))
     ctx.fail(path, "expected an integer or 'nodes', got " + describe(n), &n);
   out = RouteGroups{count, false};
 }

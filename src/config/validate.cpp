@@ -112,6 +112,8 @@ void validate_config(const Config& cfg) {
   at_least("model.n_layers", m.n_layers, 1);
   at_least("model.n_heads", m.n_heads, 1);
   at_least("model.seq_len", m.seq_len, 1);
+  // Positions are int32 (and seq_len + 1, a window of the token file, overflowed int64 at 2^63).
+  if (m.seq_len > INT32_MAX) bad("model.seq_len", str(m.seq_len), "at most 2147483647");
   positive("model.norm_eps", m.norm_eps);
   positive("model.rope_theta", m.rope_theta);
 
@@ -145,6 +147,9 @@ void validate_config(const Config& cfg) {
   // The watchdog's clock overflows near 9e9 s, and a bound of weeks bounds nothing: 0 disables it.
   if (par.timeout_s > 1e6)
     bad("parallel.timeout_s", str(par.timeout_s), "at most 1000000 seconds (0 = no timeout)");
+  // Less than a second cannot see MPI start: such a value ended every run at its start (exit 1).
+  if (par.timeout_s > 0 && par.timeout_s < 1)
+    bad("parallel.timeout_s", str(par.timeout_s), "0 (no timeout) or at least 1 second");
 
   at_least("train.steps", tr.steps, 0);  // 0: evaluate the initial (or resumed) model only
   at_least("train.global_batch", tr.global_batch, 1);
@@ -156,7 +161,7 @@ void validate_config(const Config& cfg) {
   non_negative("train.grad_clip", tr.grad_clip);
 
   if (cfg.data.path.empty())
-    bad("data.path", "''", "the token file written by `switchyard data prepare`");
+    bad("data.path", "nothing (not set)", "the token file written by `switchyard data prepare`");
   at_least("eval.every", cfg.eval.every, 0);
   at_least("eval.sequences", cfg.eval.sequences, 1);
   at_least("eval.sample_tokens", cfg.eval.sample_tokens, 0);

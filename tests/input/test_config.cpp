@@ -335,6 +335,17 @@ TEST(Config, WrongTypesNameKeyValueAndExpectation) {
       {"train: {precision: fp16}", "train.precision", "fp32|bf16"},
       {"device: gpu", "device", "cpu|cuda, got 'gpu'"},
       {"run: {name: {a: 1}}", "run.name", "expected a string, got a mapping"},
+      // A quoted or !!str scalar is a string, as any YAML reader takes it: it was read as 64.
+      {"model: {d_model: \"64\"}", "model.d_model",
+       "expected an integer, got the string '64' (quoted or tagged)"},
+      {"model: {d_model: !!str 64}", "model.d_model", "got the string '64'"},
+      {"model: {norm_eps: '1e-5'}", "model.norm_eps", "got the string '1e-5'"},
+      {"model: {tie_embeddings: \"true\"}", "model.tie_embeddings", "got the string 'true'"},
+      {"moe: {capacity_factor: '1.25'}", "moe.capacity_factor", "got the string '1.25'"},
+      {"moe: {route_groups: '2'}", "moe.route_groups", "got the string '2'"},
+      // "+-" was read as "-": +-64 as -64, +-0 as 0.
+      {"eval: {every: +-0}", "eval.every", "expected an integer, got '+-0'"},
+      {"model: {norm_eps: +-1e-5}", "model.norm_eps", "got '+-1e-5'"},
   };
   for (const auto& c : cases)
     expect_usage_error([&] { parse_config(c.yaml + "\n" + kMinimal, {}, "my.yaml"); },
@@ -404,6 +415,8 @@ TEST(Config, EveryRangeRuleIsEnforced) {
       {{"checkpoint.every=-5"}, "checkpoint.every"},
       {{"checkpoint.keep=0"}, "checkpoint.keep"},
       {{"log.every=0"}, "log.every"},
+      {{"model.seq_len=2147483648"}, "model.seq_len"},     // seq_len + 1 overflowed at 2^63 - 1
+      {{"parallel.timeout_s=0.5"}, "parallel.timeout_s"},  // ended every run at MPI start
   };
   for (const auto& c : cases) {
     expect_usage_error([&] { parse_config(kMinimal, c.set, "base.yaml"); },
@@ -415,6 +428,8 @@ TEST(Config, EveryRangeRuleIsEnforced) {
                               "train.min_lr=1e-3", "train.micro_batch=8", "model.vocab_size=2",
                               "moe.z_loss_coeff=0", "eval.every=0", "train.grad_clip=0"}));
   EXPECT_NO_THROW(parse_config(kMinimal, {"train.precision=bf16", "device=cuda"}));
+  // A core tag that says the type is the type: !!int 64 is 64.
+  EXPECT_EQ(parse_config("model: {d_model: !!int 64}\n" + kMinimal).model.d_model, 64);
   // Group-limited routing at its bounds: M = R, and M * E / R == k.
   EXPECT_NO_THROW(parse_config(kMinimal, {"moe.route_groups=4", "moe.route_groups_topk=4"}));
   EXPECT_NO_THROW(parse_config(kMinimal, {"moe.route_groups=2", "moe.route_groups_topk=1"}));
@@ -424,8 +439,10 @@ TEST(Config, EveryRangeRuleIsEnforced) {
 // refused naming the key (a '<' written as '<=' shows on one side only).
 TEST(Config, RangeBoundsAreAcceptedExactlyAndRefusedOnePast) {
   for (const std::vector<std::string>& set : std::vector<std::vector<std::string>>{
-           {"parallel.timeout_s=0"},         // 0 disables the watchdog
-           {"parallel.timeout_s=1000000"},   // the largest timeout
+           {"parallel.timeout_s=0"},        // 0 disables the watchdog
+           {"parallel.timeout_s=1000000"},  // the largest timeout
+           {"parallel.timeout_s=1"},        // the smallest one
+           {"model.seq_len=2147483647"},
            {"model.vocab_size=2147483647"},  // the largest int32 token id + 1
            {"moe.num_experts=64", "moe.route_groups=64", "moe.route_groups_topk=2"},  // 64 groups
            {"checkpoint.keep=1"},
