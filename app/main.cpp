@@ -15,6 +15,7 @@
 
 #include "app/commands.h"
 #include "app/run_mpi.h"
+#include "app/validators.h"
 #include "src/core/error.h"
 #include "src/core/interrupt.h"
 #include "src/core/suggest.h"
@@ -143,6 +144,7 @@ int main(int argc, char** argv) {
   sy::app::add_placement_command(app, commands);
   sy::app::add_sample_command(app, commands);
   sy::app::add_plan_command(app, commands);
+  sy::app::require_written_numbers(app);
 
   try {
     app.parse(argc, argv);

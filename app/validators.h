@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 
 namespace sy::app {
 
@@ -78,6 +79,47 @@ inline CLI::Validator signed_64() {
         return "";
       },
       "INT64");
+}
+
+// An integer option's text written in decimal without leading zeros: CLI11 converts with base 0
+// ("010" is 8, "0x10" 16) and an empty value to 0, where the config reads decimal only.
+inline CLI::Validator decimal_integer() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        std::string_view s = text;
+        if (!s.empty() && (s[0] == '+' || s[0] == '-')) s.remove_prefix(1);
+        const bool digits = !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+        if (digits && (s.size() == 1 || s[0] != '0')) return "";
+        return "expected an integer written in decimal, got '" + text + "'";
+      },
+      "");
+}
+
+// A number option's text that is a number: CLI11 reads an empty value as 0 (--temperature ''
+// sampled greedily).
+inline CLI::Validator written_number() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        char* end = nullptr;
+        std::strtod(text.c_str(), &end);
+        if (!text.empty() && end == text.c_str() + text.size()) return "";
+        return "expected a number, got '" + text + "'";
+      },
+      "");
+}
+
+// Every integer and number option of `app` and its subcommands, by the type CLI11 gives it
+// (INT, UINT, FLOAT): written as one (see decimal_integer, written_number).
+inline void require_written_numbers(CLI::App& app) {
+  for (CLI::Option* o : app.get_options()) {
+    const std::string type = o->get_type_name();
+    if (type.starts_with("INT") || type.starts_with("UINT"))
+      o->check(decimal_integer());
+    else if (type.starts_with("FLOAT"))
+      o->check(written_number());
+  }
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+    require_written_numbers(*sub);
 }
 
 }  // namespace sy::app

@@ -245,15 +245,6 @@ std::string set_origins(const std::string& message,
 
 // ---- scalar conversions: strict, so "64abc" or "1.5" for an integer is an error, not 64 or 1 ---
 
-template <class Int>
-bool parse_integer(const std::string& text, Int& out) {
-  std::string_view s = text;
-  if (!s.empty() && s[0] == '+') s.remove_prefix(1);
-  if (s.size() != text.size() && s.starts_with('-')) return false;  // "+-1"
-  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  return !s.empty() && ec == std::errc{} && ptr == s.data() + s.size();
-}
-
 bool parse_number(const std::string& text, double& out) {
   std::string_view s = text;
   if (!s.empty() && s[0] == '+') s.remove_prefix(1);
@@ -271,7 +262,7 @@ bool integer_text(const std::string& text) {
 }
 
 void convert(const YAML::Node& n, int64_t& out, const std::string& path, const Context& ctx) {
-  if (plain_scalar(n) && parse_integer(n.Scalar(), out)) return;
+  if (plain_scalar(n) && parse_decimal(n.Scalar(), out)) return;
   ctx.fail(path,
            plain_scalar(n) && integer_text(n.Scalar())
                ? "expected an integer from -9223372036854775808 to 9223372036854775807, got " +
@@ -281,7 +272,7 @@ void convert(const YAML::Node& n, int64_t& out, const std::string& path, const C
 }
 
 void convert(const YAML::Node& n, uint64_t& out, const std::string& path, const Context& ctx) {
-  if (plain_scalar(n) && parse_integer(n.Scalar(), out)) return;
+  if (plain_scalar(n) && parse_decimal(n.Scalar(), out)) return;
   ctx.fail(path,
            plain_scalar(n) && integer_text(n.Scalar()) && n.Scalar()[0] != '-'
                ? "expected an integer from 0 to 18446744073709551615, got " + describe(n)
@@ -340,7 +331,7 @@ void convert(const YAML::Node& n, RouteGroups& out, const std::string& path, con
     return;
   }
   int64_t count = 0;
-  if (!plain_scalar(n) || !parse_integer(n.Scalar(), count))
+  if (!plain_scalar(n) || !parse_decimal(n.Scalar(), count))
     ctx.fail(path, "expected an integer or 'nodes', got " + describe(n), &n);
   out = RouteGroups{count, false};
 }

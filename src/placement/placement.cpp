@@ -10,6 +10,7 @@
 
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
+#include "src/core/number_text.h"
 
 namespace sy {
 
@@ -26,12 +27,12 @@ std::string line_of(const YAML::Node& n) {
 int64_t integer(const YAML::Node& n, const std::string& file, const std::string& key) {
   if (!n || !n.IsScalar())
     throw UsageError(file + ": " + key + ": expected an integer" + (n ? line_of(n) : ""));
-  try {
-    return n.as<int64_t>();
-  } catch (const YAML::Exception&) {
+  // Decimal, as the config reads it: yaml-cpp's as<int64_t>() took 010 as 8 and 0x3 as 3.
+  int64_t v = 0;
+  if (!parse_decimal(n.Scalar(), v))
     throw UsageError(file + ": " + key + ": expected an integer, got '" + n.Scalar() + "'" +
                      line_of(n));
-  }
+  return v;
 }
 
 }  // namespace

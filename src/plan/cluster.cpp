@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "src/core/error.h"
+#include "src/core/number_text.h"
 
 namespace sy::plan {
 
@@ -67,12 +68,9 @@ class Section {
       if (required) fail(key, "missing (required)");
       return fallback;
     }
-    int64_t v = 0;
-    try {
-      v = node_[key].as<int64_t>();
-    } catch (const YAML::Exception&) {
+    int64_t v = 0;  // decimal, as the config reads it (as<int64_t>() took 010 as 8)
+    if (!node_[key].IsScalar() || !parse_decimal(node_[key].Scalar(), v))
       fail(key, "expected an integer, got '" + node_[key].as<std::string>("?") + "'");
-    }
     if (v < lo)
       fail(key, "got " + std::to_string(v) + ", expected an integer >= " + std::to_string(lo));
     return v;

@@ -111,6 +111,14 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
            {"bench a2a --timeout -1", "--timeout: expected a number >= 0, got '-1'"},
            // -1 was taken as 0 (the automatic count) without a word
            {"bench a2a --experts -1", "--experts: Value -1 not in range 0 to 16777216"},
+           // CLI11 read integers with base 0 (010 as 8, 0x3E8 as 1000) and '' as 0
+           {"sample --checkpoint c.h5 --prompt x --tokens 010",
+            "--tokens: expected an integer written in decimal, got '010'"},
+           {"plot r --width 0x3E8", "--width: expected an integer written in decimal, got '0x3E8'"},
+           {"sample --checkpoint c.h5 --prompt x --seed ''",
+            "--seed: expected an integer written in decimal, got ''"},
+           {"sample --checkpoint c.h5 --prompt x --temperature ''",
+            "--temperature: expected a number, got ''"},
            // nan, inf and 2^70 reached an undefined conversion to int64
            {"bench a2a --min-bytes nan", "--min-bytes=nan must be from 1 byte to 4 EiB"},
            {"bench a2a --max-bytes 1e60G", "--max-bytes=1e60G must be from 1 byte to 4 EiB"},

@@ -87,6 +87,9 @@ TEST(PlacementFile, EveryBadFileIsRefusedNamingTheProblem) {
       {"second_layer_bad", e4 + "layers:\n  - [[0, 1], [2, 3]]\n  - [[0, 0], [2, 3]]\n",
        "layers[1]: expert 0 is repeated"},
       {"not_an_integer", e4 + "layers:\n  - [[0, x], [2, 3]]\n", "expected an integer"},
+      // Integers in decimal, as the config reads them: yaml-cpp took 0x3 as 3 and 010 as 8.
+      {"hex", e4 + "layers:\n  - [[0, 1], [2, 0x3]]\n", "expected an integer, got '0x3'"},
+      {"leading_zero", e4 + "layers:\n  - [[0, 1], [2, 010]]\n", "expert 10 is not in 0..3"},
       {"no_layers", e4, "layers: expected a list"},
       {"ep_not_divisor", head + "num_experts: 4\nep: 3\nlayers:\n  - [[0], [1], [2, 3]]\n",
        "multiple of ep"},
