@@ -62,7 +62,9 @@ TorchPeer run_torch_peer(const Config& cfg, const TrainBenchOptions& opt, std::o
     return p;
   }
   const std::string py = shell_quote(opt.python);
-  if (std::system((py + " -c 'import torch' >/dev/null 2>&1").c_str()) != 0) {
+  // Through run_captured, not std::system: system() ignores SIGINT in this process while the
+  // child runs (seconds, for `import torch`), and a Ctrl-C then was lost: the bench ran on.
+  if (run_captured(py + " -c 'import torch' >/dev/null 2>&1").exit_code != 0) {
     p.note = "skipped: '" + opt.python + "' cannot import torch (see bench/README.md)";
     return p;
   }

@@ -463,5 +463,36 @@ TEST(TrainBench, APeerDiesWithTheBenchThatStartedIt) {
   if (!gone) kill(peer, SIGKILL);
 }
 
+// Ctrl-C while the bench asks python whether torch imports (seconds): the bench ends of it. The
+// question went through std::system, which ignores SIGINT in the caller until the child ends: the
+// bench went on and ran its peer.
+TEST(TrainBench, CtrlCDuringTheTorchProbeEndsTheBench) {
+  const test::TempDir dir;
+  const Config cfg = load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml", {});
+  TrainBenchOptions opt;
+  opt.torch_script = dir.file("torch_moe.py");
+  std::ofstream(opt.torch_script) << "\n";
+  const std::string probing = dir.file("probing");
+  opt.python = dir.file("python");
+  std::ofstream(opt.python) << "#!/bin/sh\nif [ \"$1\" = -c ]; then touch " << probing
+                            << "; sleep 3; exit 0; fi\necho '{}'\n";
+  std::filesystem::permissions(opt.python, std::filesystem::perms::owner_all);
+  const pid_t bench = fork();
+  if (bench == 0) {
+    std::ostringstream log;
+    bench_detail::run_torch_peer(cfg, opt, log);
+    _exit(0);
+  }
+  ASSERT_GT(bench, 0);
+  for (int i = 0; i < 200 && !std::filesystem::exists(probing); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(std::filesystem::exists(probing)) << "the probe did not start";
+  kill(bench, SIGINT);
+  int status = 0;
+  waitpid(bench, &status, 0);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT)
+      << "the bench went on after Ctrl-C (status " << status << ")";
+}
+
 }  // namespace
 }  // namespace sy
