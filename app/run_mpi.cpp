@@ -76,10 +76,14 @@ int run_with_mpi(const std::function<int(const comm::MpiSession&)>& work) {
     return work(mpi);
   } catch (const Error& e) {
     report_error(e);
+    // A signal while this exits (MPI_Finalize waits for the others) keeps this exit code: it was
+    // "stopped before training started" (76, run again), and a job script requeued a bad config.
+    if (const PreemptionSignals* s = PreemptionSignals::installed()) s->start_up_over();
     if (e.quiet() && launcher_rank() > 0) return kExitOk;  // rank 0's to report: see run_mpi.h
     throw Error(e.code(), e.what(), /*quiet=*/true);       // reported; main() maps the exit code
   } catch (const std::exception& e) {
     report_error(e);
+    if (const PreemptionSignals* s = PreemptionSignals::installed()) s->start_up_over();
     throw Error(kExitOther, e.what(), /*quiet=*/true);
   }
 }

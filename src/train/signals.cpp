@@ -102,7 +102,7 @@ PreemptionSignals::~PreemptionSignals() {
   g_installed.store(false);
 }
 
-void PreemptionSignals::training_started() const {
+void PreemptionSignals::start_up_over() const {
   g_exit_before_training.store(false);
 }
 

@@ -45,7 +45,7 @@ class PreemptionSignals {
  public:
   enum class Mode {
     kRecord,              // only record the signal (tests, library users)
-    kExitBeforeTraining,  // switchyard train: before training_started(), _exit(76) at once
+    kExitBeforeTraining,  // switchyard train: before start_up_over(), _exit(76) at once
   };
   enum class Restore { kOnDestruction, kNever };
   explicit PreemptionSignals(Mode mode = Mode::kRecord, Restore restore = Restore::kOnDestruction);
@@ -60,9 +60,11 @@ class PreemptionSignals {
   // "SIGUSR1" / "SIGTERM" / "" for logs.
   const char* signal_name() const;
 
-  // The step loop starts: from now on a signal is recorded and honoured at a step boundary (in
-  // Mode::kExitBeforeTraining it ended the process until now). Process-wide state, hence const.
-  void training_started() const;
+  // The start-up is over: the step loop starts, or the run ends without one (already complete,
+  // or an error reported). From now on a signal is recorded (and honoured at a step boundary);
+  // in Mode::kExitBeforeTraining it ended the process with 76 until now -- "nothing written, run
+  // again", which for a complete run or a failed start is not so. Process-wide, hence const.
+  void start_up_over() const;
 
   // The instance that is installed now, or null.
   static const PreemptionSignals* installed();

@@ -259,6 +259,8 @@ void refuse_checkpoints_left_behind(const Config& cfg) {
 std::optional<TrainSummary> finished_run(const Config& cfg, const ResumeResult& resumed,
                                          const std::string& resume_log, std::ostream& log) {
   if (!resumed.resumed || resumed.state.step < cfg.train.steps) return std::nullopt;
+  // A signal from here on is not "stopped before training" (76): the run is complete (exit 0).
+  if (const PreemptionSignals* s = PreemptionSignals::installed()) s->start_up_over();
   log << resume_log << "run '" << cfg.run.name << "' is already complete: " << resumed.path
       << " is at step " << resumed.state.step << " of train.steps = " << cfg.train.steps
       << ". Nothing to do: metrics.jsonl and the checkpoints are left as they are (raise "
@@ -306,7 +308,7 @@ CheckpointCadence::CheckpointCadence(const Config& cfg, MPI_Comm comm,
       save_(std::move(save)),
       watchdog_(watchdog),
       fault_(CheckpointFault::from_env()) {
-  signals_.training_started();
+  signals_.start_up_over();
 }
 
 void CheckpointCadence::save(int64_t done, TrainSummary& summary, std::ostream& log) {

@@ -113,7 +113,7 @@ std::optional<TrainSummary> finished_run(const Config& cfg, const ResumeResult& 
 // and after the step in which any rank received SIGUSR1/SIGTERM. `save`
 // (collective) writes the checkpoint after `done` steps; written ones are logged and listed in
 // the summary. Constructed right before the step loop: from then on a signal is honoured at the
-// next step boundary (PreemptionSignals::training_started).
+// next step boundary (PreemptionSignals::start_up_over).
 class CheckpointCadence {
  public:
   using SaveFn = std::function<ckpt::SaveResult(int64_t done)>;

@@ -330,6 +330,30 @@ TEST_F(FaultTest, FinishedRunStartedAgainIsANoOp) {
   EXPECT_EQ(read_file(out + "/metrics.jsonl"), metrics) << "metrics.jsonl changed";
 }
 
+// A SIGTERM while a complete run started again ends (MPI_Finalize, teardown) leaves it exit 0:
+// it said "before training started ... exiting with 76", and a job script ran it again. Sent as
+// soon as the line is out (polled every millisecond), to a process still running.
+TEST_F(FaultTest, ASignalWhileACompleteRunEndsLeavesItExit0) {
+  const std::string out = path("run");
+  const std::string one_rank = "--set parallel.ep=1";
+  auto r = run_command(train(out, 10, one_rank));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  int hit = 0;
+  for (int attempt = 0; attempt < 5 && hit < 2; ++attempt) {
+    Process job(train(out, 10, one_rank + " --resume auto"), path("log" + std::to_string(attempt)));
+    const auto t0 = Clock::now();
+    while (job.output().find("is already complete") == std::string::npos && seconds_since(t0) < 60)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const std::string stat = read_file("/proc/" + std::to_string(job.pid()) + "/stat");
+    const size_t close = stat.rfind(')');
+    const bool alive =
+        close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+    if (alive && ::kill(job.pid(), SIGTERM) == 0) ++hit;
+    EXPECT_EQ(job.wait(60), 0) << job.output();
+  }
+  EXPECT_GT(hit, 0) << "no SIGTERM reached the ending run";
+}
+
 // Item 7: while one run holds run.out_dir, a second is refused naming the holder; both the
 // first run's metrics and its checkpoints are its own.
 TEST_F(FaultTest, SecondRunInTheSameDirectoryIsRefusedNamingTheHolder) {
