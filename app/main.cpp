@@ -105,6 +105,21 @@ int checked_stdout(int rc) {
   return rc == sy::kExitOk ? sy::kExitOther : rc;
 }
 
+// Whether SIGHUP was ignored when this process was exec'd (nohup, a shell's disown): read in
+// .preinit_array, before any library's constructor runs, because libucs's replaces it with UCX's
+// debug handler, and the SIG_IGN that nohup gave was lost (a logout ended `nohup switchyard
+// ...`). Written once there, before main; read-only after.
+bool g_hangup_ignored_at_exec = false;
+
+void note_hangup_disposition(int, char**, char**) {
+  struct sigaction sa {};
+  g_hangup_ignored_at_exec = ::sigaction(SIGHUP, nullptr, &sa) == 0 && sa.sa_handler == SIG_IGN;
+}
+
+[[gnu::used,
+  gnu::section(".preinit_array")]] void (*const k_note_hangup)(int, char**,
+                                                               char**) = note_hangup_disposition;
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -116,15 +131,17 @@ int main(int argc, char** argv) {
   // `train`: the preemption handlers go in before anything else and stay until the process ends,
   // so a SIGUSR1/SIGTERM during start-up ends the run with 76 (not killed: 138) and one after the
   // last checkpoint leaves it to exit 0 (src/train/signals.h).
+  // UCX's libucs, loaded with the binary, takes SIGHUP before main runs (its debug signal,
+  // UCX_DEBUG_SIGNO), so a hangup ended no command: a closed terminal left `sample --tokens
+  // 100000000` running, and a bare `train` swallowed it. It gets the disposition it had at exec
+  // back: ignored (nohup) stays ignored; else every command but train ends on it (`guard` passes
+  // it on to a training job as SIGUSR1), and train stops with a checkpoint as on SIGTERM.
+  std::signal(SIGHUP, g_hangup_ignored_at_exec ? SIG_IGN : SIG_DFL);
   std::optional<sy::PreemptionSignals> train_signals;
   if (argc > 1 && std::string_view(argv[1]) == "train")
     train_signals.emplace(sy::PreemptionSignals::Mode::kExitBeforeTraining,
-                          sy::PreemptionSignals::Restore::kNever);
-  // UCX's libucs, loaded with the binary, takes SIGHUP before main runs (its debug signal,
-  // UCX_DEBUG_SIGNO), so a hangup ended no command: a closed terminal left `sample --tokens
-  // 100000000` running. Every command but train ends on it again (`guard` passes a SIGHUP on to
-  // a training job as SIGUSR1).
-  if (!train_signals) std::signal(SIGHUP, SIG_DFL);
+                          sy::PreemptionSignals::Restore::kNever,
+                          /*hangup=*/!g_hangup_ignored_at_exec);
   // Every command but train and guard (which take these signals themselves): Ctrl-C, SIGTERM or
   // SIGHUP removes what the command was writing (a .tmp, a scratch folder) before it ends by
   // the signal (src/core/interrupt.h).

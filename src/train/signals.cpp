@@ -46,7 +46,10 @@ extern "C" void on_preemption_signal(int sig) {
     size_t n = 0;
     append(line, n, sizeof line, "switchyard: ");
     append(line, n, sizeof line,
-           sig == SIGUSR1 ? "SIGUSR1" : (sig == SIGTERM ? "SIGTERM" : "a signal"));
+           sig == SIGUSR1   ? "SIGUSR1"
+           : sig == SIGTERM ? "SIGTERM"
+           : sig == SIGHUP  ? "SIGHUP"
+                            : "a signal");
     append(line, n, sizeof line,
            " before training started (a preemption, or the launcher ending the job after another "
            "rank failed): nothing to checkpoint, exiting with 76\n");
@@ -69,7 +72,8 @@ void install(int sig, struct sigaction* old) {
 
 }  // namespace
 
-PreemptionSignals::PreemptionSignals(Mode mode, Restore restore) : restore_(restore) {
+PreemptionSignals::PreemptionSignals(Mode mode, Restore restore, bool hangup)
+    : restore_(restore), hangup_(hangup) {
   if (g_installed.exchange(true))
     throw std::logic_error("PreemptionSignals: an instance already exists in this process");
   g_signal.store(0);
@@ -83,7 +87,9 @@ PreemptionSignals::PreemptionSignals(Mode mode, Restore restore) : restore_(rest
   }
   try {
     install(SIGTERM, &old_term_);
+    if (hangup_) install(SIGHUP, &old_hup_);
   } catch (...) {
+    sigaction(SIGTERM, &old_term_, nullptr);
     sigaction(SIGUSR1, &old_usr1_, nullptr);
     g_installed.store(false);
     throw;
@@ -97,6 +103,7 @@ PreemptionSignals::~PreemptionSignals() {
   // Kept: a signal that arrives while the process exits (MPI_Finalize, static destructors) must
   // find our recording handler, not the default action that kills with 128 + n.
   if (restore_ == Restore::kNever) return;
+  if (hangup_) sigaction(SIGHUP, &old_hup_, nullptr);
   sigaction(SIGTERM, &old_term_, nullptr);
   sigaction(SIGUSR1, &old_usr1_, nullptr);
   g_installed.store(false);
@@ -132,6 +139,8 @@ const char* PreemptionSignals::signal_name() const {
       return "SIGUSR1";
     case SIGTERM:
       return "SIGTERM";
+    case SIGHUP:
+      return "SIGHUP";
     default:
       return "";
   }

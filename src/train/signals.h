@@ -48,16 +48,19 @@ class PreemptionSignals {
     kExitBeforeTraining,  // switchyard train: before start_up_over(), _exit(76) at once
   };
   enum class Restore { kOnDestruction, kNever };
-  explicit PreemptionSignals(Mode mode = Mode::kRecord, Restore restore = Restore::kOnDestruction);
+  // `hangup`: SIGHUP too (a closed terminal stops a bare `train` as SIGTERM does; not where it
+  // was ignored at exec, as under nohup).
+  explicit PreemptionSignals(Mode mode = Mode::kRecord, Restore restore = Restore::kOnDestruction,
+                             bool hangup = false);
   ~PreemptionSignals();
   PreemptionSignals(const PreemptionSignals&) = delete;
   PreemptionSignals& operator=(const PreemptionSignals&) = delete;
 
-  // Whether this process received SIGUSR1 or SIGTERM since construction.
+  // Whether this process received SIGUSR1 or SIGTERM (or SIGHUP, see above) since construction.
   bool requested() const;
   // The first such signal's number, 0 when none.
   int signal_number() const;
-  // "SIGUSR1" / "SIGTERM" / "" for logs.
+  // "SIGUSR1" / "SIGTERM" / "SIGHUP" / "" for logs.
   const char* signal_name() const;
 
   // The start-up is over: the step loop starts, or the run ends without one (already complete,
@@ -71,8 +74,10 @@ class PreemptionSignals {
 
  private:
   Restore restore_;
+  bool hangup_;
   struct sigaction old_usr1_ {};
   struct sigaction old_term_ {};
+  struct sigaction old_hup_ {};
 };
 
 // This process's rank as mpirun or srun announce it in the environment, before MPI is

@@ -166,6 +166,20 @@ TEST(SampleCli, AHangupEndsTheCommand) {
   EXPECT_EQ(r.exit_code, 129) << r.output;
 }
 
+// ... except under nohup, which starts it with SIGHUP ignored: that stays so. UCX's library
+// constructor had replaced the SIG_IGN before main, and main then set the default: a logout
+// ended `nohup switchyard ...`.
+TEST(SampleCli, AHangupUnderNohupIsIgnored) {
+  sy::test::TempDir dir;
+  const std::string ckpt = two_step_checkpoint(dir);
+  const auto r = run_command("timeout 60 nohup " + kBin + " sample --checkpoint " + ckpt +
+                             " --prompt 'the' --tokens 100000000 >/dev/null 2>&1 & pid=$!; "
+                             "sleep 2; kill -HUP $pid; sleep 1; kill -0 $pid && echo alive; "
+                             "kill -TERM $pid; wait $pid");
+  EXPECT_NE(r.output.find("alive"), std::string::npos) << r.output;
+  EXPECT_EQ(r.exit_code, 143) << r.output;
+}
+
 TEST(SampleCli, BadPromptsAndCheckpointsExitTwo) {
   sy::test::TempDir dir;
   const std::string ckpt = two_step_checkpoint(dir);

@@ -317,6 +317,18 @@ TEST_F(FaultTest, CtrlCToLocalShWaitsForTheCheckpointAndExits75) {
   EXPECT_FALSE(latest_of(out + "/checkpoints").empty()) << log;
 }
 
+// A hangup (the terminal of a bare `train` closed) stops it with a checkpoint, as SIGTERM does.
+// UCX's debug handler took SIGHUP before main: the run went on without a word.
+TEST_F(FaultTest, AHangupStopsABareTrainWithACheckpoint) {
+  const std::string out = path("run");
+  Process job(train(out, 100000, "--set parallel.ep=1 --set checkpoint.every=0"), path("log"));
+  ASSERT_TRUE(trained_a_few_steps(job, out)) << job.output();
+  ::kill(job.pid(), SIGHUP);
+  EXPECT_EQ(job.wait(60), 75) << job.output();
+  EXPECT_NE(job.output().find("preempted (SIGHUP) after step"), std::string::npos) << job.output();
+  EXPECT_FALSE(latest_of(out + "/checkpoints").empty()) << job.output();
+}
+
 // Item 6: no second evaluation line, no "final loss 0.0000", metrics.jsonl untouched.
 TEST_F(FaultTest, FinishedRunStartedAgainIsANoOp) {
   const std::string out = path("run");
