@@ -377,6 +377,10 @@ PrepareReport prepare_token_file(const PrepareOptions& opt) {
     throw UsageError("data prepare: --vocab-size " + std::to_string(opt.vocab_size) +
                      " with --tokenizer bytes (its vocabulary is 256; pick --tokenizer bpe or "
                      "unigram for another size)");
+  if (bytes && opt.train_sentences)
+    throw UsageError(
+        "data prepare: --train-sentences with --tokenizer bytes: nothing is trained "
+        "(it is for bpe and unigram); leave out --train-sentences");
   // A lossless tokenizer holds 3 control pieces, the 256 bytes and "\n" before any character.
   constexpr int64_t kLeastPieces = 3 + kByteVocab + 1;
   if (!user_model && !bytes && opt.vocab_size <= 0)

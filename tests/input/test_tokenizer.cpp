@@ -216,6 +216,12 @@ TEST(Tokenizer, PrepareOptionsNameTheProblem) {
   opt.vocab_size = 300;
   expect_usage_error([&] { prepare_token_file(opt); }, {"--vocab-size 300", "bytes"},
                      "bytes with vocab");
+  // Nothing is trained for bytes: the option was ignored without a word.
+  opt.vocab_size = 0;
+  opt.train_sentences = 500;
+  expect_usage_error([&] { prepare_token_file(opt); },
+                     {"--train-sentences with --tokenizer bytes", "leave out"}, "bytes sentences");
+  opt.train_sentences.reset();
   opt.tokenizer = "wordpiece";
   expect_usage_error([&] { prepare_token_file(opt); }, {"wordpiece"}, "unknown tokenizer");
   EXPECT_FALSE(fs::exists(opt.output));
