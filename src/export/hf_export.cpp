@@ -372,7 +372,8 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
             std::pair{"unk_token", special.unk}})
         if (p.id >= 0) t[key] = p.piece;
       t["clean_up_tokenization_spaces"] = false;
-      t["model_max_length"] = cfg.model.seq_len;
+      // No model_max_length: the model reads any length (RoPE, the sliding window), and seq_len
+      // there made the tokenizer warn of "indexing errors" past it and truncation=True cut there.
       staged.stage_text(in_output("tokenizer_config.json"), t.dump(2) + "\n");
     }
     staged.commit();

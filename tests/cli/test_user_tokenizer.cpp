@@ -261,6 +261,8 @@ TEST(UserTokenizer, TheHfExportNamesTheModelsOwnSpecialPieces) {
     EXPECT_EQ(t.value("unk_token", ""), "<unk>") << t.dump();
     EXPECT_EQ(t.value("bos_token", ""), bos.is_null() ? "" : "<s>") << t.dump();
     EXPECT_EQ(t.value("eos_token", ""), eos.is_null() ? "" : "</s>") << t.dump();
+    // Any length reads (RoPE, the sliding window): no limit for transformers to warn of.
+    EXPECT_FALSE(t.contains("model_max_length")) << t.dump();
   }
 }
 
