@@ -13,8 +13,11 @@ namespace sy::files {
 namespace {
 
 // A slot is kFree, then kWriting while its owner copies the path in, then kFile/kFolder; the
-// handler reads only the last two. 64 paths of up to 4 KiB: a command registers a handful.
-enum State : int { kFree, kWriting, kFileSet, kFolderSet };
+// handler claims one of the last two (kRemoving) before it reads the path, and an owner frees
+// only a slot the handler has not claimed: a handler on another thread read kFileSet, the owner
+// freed and refilled the slot, and the handler unlinked a half-copied path. 64 paths of up to
+// 4 KiB: a command registers a handful.
+enum State : int { kFree, kWriting, kFileSet, kFolderSet, kRemoving };
 constexpr int kSlots = 64;
 constexpr size_t kMaxPath = 4096;
 struct Slot {
@@ -25,13 +28,27 @@ std::array<Slot, kSlots> g_slots;  // process-wide: read by the signal handler (
 
 void remove_registered(int signo) {
   // Files first, then folders (innermost were registered last: the reverse order).
+  // (A lock-free compare-exchange is async-signal-safe.)
+  const auto claim = [](Slot& s, int set) {
+    int expected = set;
+    return s.state.compare_exchange_strong(expected, kRemoving);
+  };
   for (Slot& s : g_slots)
-    if (s.state.load() == kFileSet) ::unlink(s.path.data());
+    if (claim(s, kFileSet)) ::unlink(s.path.data());
   for (int i = kSlots - 1; i >= 0; --i)
-    if (g_slots[static_cast<size_t>(i)].state.load() == kFolderSet)
-      ::rmdir(g_slots[static_cast<size_t>(i)].path.data());
+    if (Slot& s = g_slots[static_cast<size_t>(i)]; claim(s, kFolderSet)) ::rmdir(s.path.data());
   std::signal(signo, SIG_DFL);
   std::raise(signo);  // the default action: the process ends by the signal
+}
+
+// Frees `slot` unless the handler has claimed it (it then stays kRemoving: the process is ending).
+void release(int slot) {
+  if (slot < 0) return;
+  std::atomic<int>& state = g_slots[static_cast<size_t>(slot)].state;
+  for (int set : {kFileSet, kFolderSet}) {
+    int expected = set;
+    if (state.compare_exchange_strong(expected, kFree)) return;
+  }
 }
 
 }  // namespace
@@ -65,7 +82,7 @@ RemovedOnInterrupt::RemovedOnInterrupt(const std::string& path, Kind kind) {
 }
 
 RemovedOnInterrupt::~RemovedOnInterrupt() {
-  if (slot_ >= 0) g_slots[static_cast<size_t>(slot_)].state.store(kFree);
+  release(slot_);
 }
 
 RemovedOnInterrupt::RemovedOnInterrupt(RemovedOnInterrupt&& other) noexcept
@@ -73,7 +90,7 @@ RemovedOnInterrupt::RemovedOnInterrupt(RemovedOnInterrupt&& other) noexcept
 
 RemovedOnInterrupt& RemovedOnInterrupt::operator=(RemovedOnInterrupt&& other) noexcept {
   if (this != &other) {
-    if (slot_ >= 0) g_slots[static_cast<size_t>(slot_)].state.store(kFree);
+    release(slot_);
     slot_ = std::exchange(other.slot_, -1);
   }
   return *this;
