@@ -19,11 +19,9 @@
 #include "app/run_mpi.h"
 #include "comm/mpi.h"
 #include "src/ckpt/checkpoint.h"
-#include "src/ckpt/safetensors.h"
-#include "src/core/durable_file.h"
 #include "src/core/error.h"
-#include "src/core/paths.h"
 #include "src/export/hf_export.h"
+#include "src/export/safetensors_export.h"
 
 namespace sy::app {
 
@@ -136,25 +134,6 @@ void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& 
   }
 }
 
-// --format safetensors writes one file: a directory as --output is refused before any work.
-void refuse_directory(const std::string& output) {
-  if (output.empty()) throw UsageError("--output is empty: give the .safetensors file to write");
-  if (output.back() == '/')
-    throw UsageError("--output '" + output +
-                     "' ends in '/': --format safetensors writes one file (give its name)");
-  std::error_code ec;
-  if (std::filesystem::is_directory(output, ec))
-    throw UsageError(
-        "--output '" + output +
-        "' is a directory: --format safetensors writes one file (give its name, e.g. '" +
-        (std::filesystem::path(output) / "model.safetensors").string() +
-        "'); --format hf writes a directory");
-  if (const std::string problem = files::special_file_problem(output); !problem.empty())
-    throw UsageError("--output " + problem);
-  if (const std::string problem = files::unwritable_output(output); !problem.empty())
-    throw UsageError("--output '" + output + "': " + problem);
-}
-
 void print_removed(const std::vector<std::string>& removed) {
   if (removed.empty()) return;
   std::cout << "removed an earlier export's";
@@ -235,27 +214,14 @@ void add_ckpt_commands(CLI::App& root, std::vector<Command>& out) {
            });
          if (ea->allow_approximate)
            throw UsageError("--allow-approximate applies to --format hf only");
-         refuse_directory(ea->output);
-         refuse_output_as_input(ea->output, ea->file, "ckpt export", "the safetensors file");
+         check_safetensors_output(ea->output, ea->file);
          return run_with_mpi([&](const comm::MpiSession& mpi) {
-           ckpt::TrainState st;
-           std::vector<std::string> notes;
-           const auto tensors =
-               ckpt::read_model_tensors(MPI_COMM_WORLD, ea->file, &st, &notes, stderr_progress());
-           ckpt::refuse_non_finite(tensors, ea->file);
-           if (mpi.world_rank() == 0) {
-             ckpt::write_safetensors(ea->output, tensors,
-                                     {{"format", "switchyard"},
-                                      {"source", ea->file},
-                                      {"step", std::to_string(st.step)},
-                                      {"layout", st.layout},
-                                      {"config", st.config_yaml}});
-             int64_t elements = 0;
-             for (const auto& t : tensors) elements += static_cast<int64_t>(t.data.size());
-             std::cout << "exported " << tensors.size() << " tensors (" << elements
-                       << " float32 elements) of step " << st.step << " to " << ea->output << "\n";
-             for (const auto& n : notes) std::cout << "note: " << n << "\n";
-           }
+           const SafetensorsExportReport r =
+               export_safetensors(MPI_COMM_WORLD, ea->file, ea->output, stderr_progress());
+           if (mpi.world_rank() != 0) return static_cast<int>(kExitOk);
+           std::cout << "exported " << r.tensors << " tensors (" << r.elements
+                     << " float32 elements) of step " << r.step << " to " << ea->output << "\n";
+           for (const auto& n : r.notes) std::cout << "note: " << n << "\n";
            return static_cast<int>(kExitOk);
          });
        }});
