@@ -75,21 +75,40 @@ bool stop_signal_pending(pid_t pid) {
   return false;
 }
 
-// Whether `pid` would die of `sig` now: alive (not a zombie) with the default action for it
-// (neither caught nor ignored: /proc/<pid>/status's SigCgt and SigIgn hex masks). A rank between
-// its exec and the handler main installs first, or mpirun before it sets up its forwarding.
-bool would_die_of(pid_t pid, int sig) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+// Whether `pid` is a process just started that has not reached its handlers and would die of
+// `sig`: alive (not a zombie), catching no signal at all (/proc/<pid>/status SigCgt 0), not
+// ignoring `sig`, and younger than kStartingSeconds. A rank between its exec and the handler its
+// main installs first, or mpirun before it sets up its forwarding; not a long-lived helper such as
+// multi-node mpirun's ssh clients, which the signal does not go to anyway.
+constexpr double kStartingSeconds = 5.0;
+bool starting_and_would_die_of(pid_t pid, int sig) {
+  const std::string dir = "/proc/" + std::to_string(pid);
+  std::ifstream in(dir + "/status");
   const uint64_t bit = uint64_t{1} << (sig - 1);
   bool seen = false;
   for (std::string line; std::getline(in, line);) {
     if (line.starts_with("State:") && line.find('Z') != std::string::npos) return false;
-    if (line.starts_with("SigIgn:") || line.starts_with("SigCgt:")) {
-      if (std::strtoull(line.c_str() + 7, nullptr, 16) & bit) return false;
+    if (line.starts_with("SigIgn:") && (std::strtoull(line.c_str() + 7, nullptr, 16) & bit))
+      return false;
+    if (line.starts_with("SigCgt:")) {
+      if (std::strtoull(line.c_str() + 7, nullptr, 16) != 0) return false;
       seen = true;
     }
   }
-  return seen;  // gone (nothing read): nothing to die
+  if (!seen) return false;  // gone (nothing read): nothing to die
+  // Its age: /proc/<pid>/stat's 22nd field (start time, clock ticks after boot) against
+  // /proc/uptime.
+  std::ifstream stat_in(dir + "/stat");
+  std::string stat;
+  std::getline(stat_in, stat);
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return false;
+  std::istringstream fields(stat.substr(close + 2));  // field 3 (state) on
+  std::string field;
+  for (int f = 3; f < 22 && fields >> field;) ++f;
+  double start_ticks = 0, uptime = 0;
+  if (!(fields >> start_ticks) || !(std::ifstream("/proc/uptime") >> uptime)) return false;
+  return uptime - start_ticks / static_cast<double>(::sysconf(_SC_CLK_TCK)) < kStartingSeconds;
 }
 
 int exit_status(int status) {
@@ -151,14 +170,16 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
   // Every request since the handlers went in is passed on, one that came before the fork too.
   int passed = 0;
   bool pending_seen = false;
-  // Once a stop is passed, SIGUSR1 again every kResendTicks until the launcher ends: mpirun drops
-  // what arrives before its ranks exist ("Forwarding signal 10 to job", and the job trained to
-  // its end with exit 0), and a rank keeps only the first (before training it exits 76, after
-  // its checkpoint it ignores the rest), so another one costs nothing.
-  // A SIGUSR1 is held while the launcher or a process below it would die of it (see
-  // would_die_of: a job stopped in its first tenth of a second ended 138, the checkpoint it could
-  // have written lost), up to kHoldTicks; then it goes anyway.
-  constexpr int kResendTicks = 20, kHoldTicks = 100;
+  // Once a stop is passed, SIGUSR1 again until the launcher ends, after 2 s, then 4, 8, ... up to
+  // 64 s apart: mpirun drops what arrives before its ranks exist ("Forwarding signal 10 to job",
+  // and the job trained to its end with exit 0), and a rank keeps only the first (before training
+  // it exits 76, after its checkpoint it ignores the rest), so another one costs nothing but
+  // mpirun's line about it.
+  // A SIGUSR1 is held while the launcher or a process below it is starting and would die of it
+  // (starting_and_would_die_of: a job stopped in its first tenth of a second ended 138, the
+  // checkpoint it could have written lost), up to kHoldTicks; then it goes anyway.
+  constexpr int kFirstResendTicks = 20, kLastResendTicks = 640, kHoldTicks = 100;
+  int resend_ticks = kFirstResendTicks;
   int ticks_since_pass = -1;  // -1: none passed yet
   int held_ticks = -1;        // >= 0: a SIGUSR1 owed, held for that many ticks
   bool said = false;          // the owed one is a new request: say so when it goes
@@ -183,17 +204,19 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
     if (pass) {
       passed = requests;
       said = false;
+      resend_ticks = kFirstResendTicks;
       if (held_ticks < 0) held_ticks = 0;
-    } else if (held_ticks < 0 && ticks_since_pass >= 0 && ++ticks_since_pass >= kResendTicks) {
+    } else if (held_ticks < 0 && ticks_since_pass >= 0 && ++ticks_since_pass >= resend_ticks) {
       held_ticks = 0;
       said = true;
+      resend_ticks = std::min(2 * resend_ticks, kLastResendTicks);
     }
     if (held_ticks >= 0) {
       std::vector<pid_t> below = descendants_of(pid);
       below.push_back(pid);
-      const bool hold =
-          held_ticks < kHoldTicks &&
-          std::any_of(below.begin(), below.end(), [](pid_t p) { return would_die_of(p, SIGUSR1); });
+      const bool hold = held_ticks < kHoldTicks &&
+                        std::any_of(below.begin(), below.end(),
+                                    [](pid_t p) { return starting_and_would_die_of(p, SIGUSR1); });
       if (hold) {
         ++held_ticks;
       } else {

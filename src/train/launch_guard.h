@@ -13,10 +13,11 @@
 //     otherwise end the guard at once and leave the ranks running with nobody to report;
 //   - a SIGTERM, SIGINT or SIGHUP sent to the launcher itself stays pending there (blocked); the
 //     guard sees it in /proc/<pid>/status and passes SIGUSR1 on the same way.
-//   - once passed, SIGUSR1 goes again every 2 s until the launcher ends: mpirun drops a signal
-//     that comes before its ranks exist (a stop in a job's first tenth of a second trained to the
-//     end, exit 0), and a rank keeps only the first it gets; and each is held (up to 10 s) while
-//     the launcher or a process below it would die of it (a rank before main's handler: 138);
+//   - once passed, SIGUSR1 goes again until the launcher ends (after 2 s, then 4, 8, ... up to
+//     64 s apart): mpirun drops a signal that comes before its ranks exist (a stop in a job's
+//     first tenth of a second trained to the end, exit 0), and a rank keeps only the first it
+//     gets; and each is held (up to 10 s) while the launcher or a process below it is starting
+//     (under 5 s old, no handler yet) and would die of it (a rank before main's handler: 138);
 //   - a second Ctrl-C (SIGINT to the guard) is for ranks that do not stop: the guard kills the
 //     launcher and everything below it with SIGKILL.
 // The ranks then stop after the same step and checkpoint; rank 0 exits 75 (the others 0, see

@@ -194,6 +194,26 @@ TEST_F(FaultTest, TheGuardHoldsTheStopWhileAProcessBelowWouldDieOfIt) {
   EXPECT_TRUE(std::filesystem::exists(slept)) << "passed while the sleep ran\n" << job.output();
 }
 
+// ... but not for a long-lived helper below the launcher that the signal never goes to (a
+// multi-node mpirun's ssh clients): past its start-up the stop goes at once. It was held the
+// whole 10 s, a third of a 30 s preemption grace.
+TEST_F(FaultTest, TheGuardDoesNotHoldTheStopForALongLivedHelper) {
+  const std::string launcher = path("launcher.sh");
+  std::ofstream(launcher) << "sleep 1000 &\n"
+                             "helper=$!\n"
+                             "trap 'kill $helper; exit 75' USR1\n"
+                             "echo ready\n"
+                             "while :; do (trap '' USR1; exec sleep 0.1); done\n";
+  Process job(kBin + " guard -- sh " + launcher, path("log"));
+  ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
+      << job.output();
+  std::this_thread::sleep_for(std::chrono::milliseconds(5500));  // the helper is past start-up
+  const auto t0 = Clock::now();
+  ::kill(job.pid(), SIGTERM);
+  EXPECT_EQ(job.wait(20), 75) << job.output();
+  EXPECT_LT(seconds_since(t0), 3.0) << job.output();
+}
+
 // SLURM's way: every process of the job (guard, mpirun, ranks) gets SIGTERM at once.
 TEST_F(FaultTest, SigtermToTheWholeJobUnderTheGuardExits75) {
   const std::string out = path("run");
