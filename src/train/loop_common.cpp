@@ -454,11 +454,11 @@ std::optional<MetricsWriter> open_run_outputs(const Config& cfg, const comm::Com
     // which `placement --run` then misread.
     const std::string config = (fs::path(cfg.run.out_dir) / "config.yaml").string();
     const std::string path = metrics_path(cfg.run.out_dir);
-    std::string what = "the run's config '" + config + "'";
+    std::string what = "the metrics file '" + path + "'";
     try {
       fs::create_directories(cfg.run.out_dir);
-      files::atomic_write_text(config, to_yaml(cfg));
-      what = "the metrics file '" + path + "'";
+      // The metrics file first: a resume that refuses it (it cannot be read) leaves the run's
+      // config.yaml as it was, not the refused run's.
       if (resumed) {
         metrics.emplace(path, resume_step);
       } else {
@@ -470,6 +470,8 @@ std::optional<MetricsWriter> open_run_outputs(const Config& cfg, const comm::Com
               << "\n";
         metrics.emplace(path, false);
       }
+      what = "the run's config '" + config + "'";
+      files::atomic_write_text(config, to_yaml(cfg));
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {

@@ -275,6 +275,7 @@ TEST_F(Resume, AMetricsFileThatCannotBeReadIsRefusedNotEmptied) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string metrics = dir_.file("run") + "/metrics.jsonl";
   const std::string before = read_file(metrics);
+  const std::string config_before = read_file(dir_.file("run") + "/config.yaml");
   r = run_command("chown -R 65534:65534 " + dir_.path().string() + " && chmod 200 " + metrics);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::string cmd = train_cmd("run", "--set train.steps=30 --resume auto");
@@ -286,6 +287,8 @@ TEST_F(Resume, AMetricsFileThatCannotBeReadIsRefusedNotEmptied) {
       << r.output;
   EXPECT_EQ(read_file(metrics), before);
   EXPECT_EQ(fs::status(metrics).permissions() & fs::perms::all, fs::perms::owner_write);
+  // Nor the run's config.yaml: the refused run's (train.steps 30) replaced it.
+  EXPECT_EQ(read_file(dir_.file("run") + "/config.yaml"), config_before);
 }
 
 // --resume auto with a checkpoint.dir that holds nothing starts at step 0, as a first start must.
