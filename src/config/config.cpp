@@ -20,6 +20,7 @@
 #include <system_error>
 #include <variant>
 
+#include "src/config/yaml_scalar.h"
 #include "src/core/error.h"
 #include "src/core/number_text.h"
 #include "src/core/suggest.h"
@@ -186,16 +187,6 @@ std::vector<std::string> names_under(std::string_view section) {
       if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
   }
   return out;
-}
-
-// A scalar written without quotes (or tagged !!int, !!float, !!bool): only such a one is a
-// number or a boolean ("16" in quotes, or !!str 16, is the string 16, as every YAML reader takes
-// it).
-bool plain_scalar(const YAML::Node& n) {
-  if (!n.IsScalar()) return false;
-  const std::string& tag = n.Tag();
-  return tag == "?" || tag == "tag:yaml.org,2002:int" || tag == "tag:yaml.org,2002:float" ||
-         tag == "tag:yaml.org,2002:bool";
 }
 
 std::string describe(const YAML::Node& n) {

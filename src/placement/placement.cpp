@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "src/config/yaml_scalar.h"
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/core/number_text.h"
@@ -29,7 +30,7 @@ int64_t integer(const YAML::Node& n, const std::string& file, const std::string&
     throw UsageError(file + ": " + key + ": expected an integer" + (n ? line_of(n) : ""));
   // Decimal, as the config reads it: yaml-cpp's as<int64_t>() took 010 as 8 and 0x3 as 3.
   int64_t v = 0;
-  if (!parse_decimal(n.Scalar(), v))
+  if (!plain_scalar(n) || !parse_decimal(n.Scalar(), v))
     throw UsageError(file + ": " + key + ": expected an integer, got '" + n.Scalar() + "'" +
                      line_of(n));
   return v;

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "src/config/yaml_scalar.h"
 #include "src/core/error.h"
 #include "src/core/number_text.h"
 
@@ -51,6 +52,7 @@ class Section {
     }
     double v = 0;
     try {
+      if (!plain_scalar(node_[key])) throw YAML::Exception(YAML::Mark::null_mark(), "quoted");
       v = node_[key].as<double>();
     } catch (const YAML::Exception&) {
       fail(key, "expected a number, got '" + node_[key].as<std::string>("?") + "'");
@@ -69,7 +71,7 @@ class Section {
       return fallback;
     }
     int64_t v = 0;  // decimal, as the config reads it (as<int64_t>() took 010 as 8)
-    if (!node_[key].IsScalar() || !parse_decimal(node_[key].Scalar(), v))
+    if (!plain_scalar(node_[key]) || !parse_decimal(node_[key].Scalar(), v))
       fail(key, "expected an integer, got '" + node_[key].as<std::string>("?") + "'");
     if (v < lo)
       fail(key, "got " + std::to_string(v) + ", expected an integer >= " + std::to_string(lo));
@@ -79,6 +81,7 @@ class Section {
   bool boolean(const std::string& key, bool fallback) const {
     if (!has(key)) return fallback;
     try {
+      if (!plain_scalar(node_[key])) throw YAML::Exception(YAML::Mark::null_mark(), "quoted");
       return node_[key].as<bool>();
     } catch (const YAML::Exception&) {
       fail(key, "expected true or false");

@@ -90,6 +90,7 @@ TEST(PlacementFile, EveryBadFileIsRefusedNamingTheProblem) {
       // Integers in decimal, as the config reads them: yaml-cpp took 0x3 as 3 and 010 as 8.
       {"hex", e4 + "layers:\n  - [[0, 1], [2, 0x3]]\n", "expected an integer, got '0x3'"},
       {"leading_zero", e4 + "layers:\n  - [[0, 1], [2, 010]]\n", "expert 10 is not in 0..3"},
+      {"quoted", e4 + "layers:\n  - [[0, 1], [2, \"3\"]]\n", "expected an integer, got '3'"},
       {"no_layers", e4, "layers: expected a list"},
       {"ep_not_divisor", head + "num_experts: 4\nep: 3\nlayers:\n  - [[0], [1], [2, 3]]\n",
        "multiple of ep"},

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 
 #include "common/temp_dir.h"
 #include "src/config/config.h"
@@ -254,6 +255,19 @@ TEST(PlanCluster, ErrorsNameTheKey) {
   links.replace(links.find("links:"), std::string::npos, "links: {intra: 5}\n");
   EXPECT_NE(message(links).find("links.intra: expected a mapping"), std::string::npos)
       << message(links);
+  // Integers in decimal and numbers unquoted, as the config reads them: "2" was 2 nodes, 010 was
+  // 8, and a quoted gemm_flops a number.
+  for (const auto& [from, to, key] :
+       {std::tuple{"nodes: 2", "nodes: \"2\"", "nodes: expected an integer"},
+        std::tuple{"nodes: 2", "nodes: 0x2", "nodes: expected an integer"},
+        std::tuple{"gemm_flops: 1e12", "gemm_flops: '1e12'", "compute.gemm_flops: expected a"}}) {
+    std::string q = kCluster;
+    q.replace(q.find(from), std::string(from).size(), to);
+    EXPECT_NE(message(q).find(key), std::string::npos) << to << ": " << message(q);
+  }
+  std::string octal = kCluster;
+  octal.replace(octal.find("nodes: 2"), 8, "nodes: 010");
+  EXPECT_EQ(parse_cluster(octal, "'010.yaml'").nodes, 10);
   std::string huge = kCluster;
   huge.replace(huge.find("nodes: 2"), 8, "nodes: 4611686018427387904");
   EXPECT_NE(message(huge).find("nodes: nodes x ranks_per_node = 4611686018427387904 x 4"),
