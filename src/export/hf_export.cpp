@@ -309,22 +309,27 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
   r.approximations = plan.problems;
   r.step = model.step;
   r.notes = model.notes;
-  if (tok.vocab_size() < cfg.model.vocab_size) {
-    // sample picks among the tokenizer's ids only, less the control pieces no text encodes to
-    // (<unk>, <s>, </s>; src/sample/sampler.h); generate() among all.
-    const std::string t = std::to_string(tok.vocab_size()),
-                      v = std::to_string(cfg.model.vocab_size);
-    std::string control;
-    for (int32_t id : tok.never_encoded_ids())
-      control += (control.empty() ? "" : ", ") + std::to_string(id);
-    r.notes.push_back("model.vocab_size " + v + " is more than the tokenizer's " + t +
-                      " ids: transformers' generate() can pick ids " + t + ".." +
+  // sample picks among the tokenizer's ids only, less the control pieces no text encodes to
+  // (<unk>, <s>, </s>; src/sample/sampler.h); generate() among all: the note says how to match.
+  std::string control;
+  for (int32_t id : tok.never_encoded_ids())
+    control += (control.empty() ? "" : ", ") + std::to_string(id);
+  const std::string tv = std::to_string(tok.vocab_size()),
+                    mv = std::to_string(cfg.model.vocab_size);
+  if (tok.vocab_size() < cfg.model.vocab_size)
+    r.notes.push_back("model.vocab_size " + mv + " is more than the tokenizer's " + tv +
+                      " ids: transformers' generate() can pick ids " + tv + ".." +
                       std::to_string(cfg.model.vocab_size - 1) +
                       ", which have no text (switchyard sample never does); pass it "
                       "suppress_tokens=" +
-                      (control.empty() ? "" : "[" + control + "] + ") + "list(range(" + t + ", " +
-                      v + ")) to sample as switchyard does");
-  }
+                      (control.empty() ? "" : "[" + control + "] + ") + "list(range(" + tv + ", " +
+                      mv + ")) to sample as switchyard does");
+  else if (!control.empty())
+    r.notes.push_back("transformers' generate() can pick the tokenizer's control pieces, ids [" +
+                      control +
+                      "] (no token file holds them; switchyard sample never picks them); pass "
+                      "it suppress_tokens=[" +
+                      control + "] to sample as switchyard does");
   r.files = {"config.json", "model.safetensors"};
   if (!tok.model().empty()) {
     r.files.push_back("tokenizer.model");

@@ -254,6 +254,18 @@ TEST(UserTokenizer, TheHfExportNamesTheModelsOwnSpecialPieces) {
     // picks neither).
     EXPECT_TRUE(contains(r.output, "suppress_tokens=" + control + " + list(range(300, 304))"))
         << r.output;
+    // Unpadded, the note names the control pieces alone.
+    const std::string run300 = dir.file(name + "-run300"), hf300 = dir.file(name + "-hf300");
+    r = run_command(kBin + " train --config " + kSrc + "/configs/tiny.yaml --set data.path=" +
+                    dir.file(name + ".h5") + " --set run.out_dir=" + run300 +
+                    " --set train.steps=2 --set checkpoint.every=2 --set log.every=100"
+                    " --set model.vocab_size=300");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    r = run_command(kBin + " ckpt export " + run300 + "/checkpoints/step_00000002.h5 --format hf" +
+                    " --output " + hf300);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_TRUE(contains(r.output, "control pieces, ids " + control)) << r.output;
+    EXPECT_TRUE(contains(r.output, "suppress_tokens=" + control + " to sample")) << r.output;
     const auto config = nlohmann::json::parse(read_file(hf + "/config.json"));
     EXPECT_EQ(config["bos_token_id"], bos);
     EXPECT_EQ(config["eos_token_id"], eos);
