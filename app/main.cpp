@@ -172,6 +172,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    // Under a launcher every rank parses the same command line: rank 0 alone says what is wrong
+    // (it was printed once per rank), the others exit with the same code.
+    if (sy::launcher_rank() > 0) return sy::kExitUsage;
     if (unknown_command(app, argc, argv) || unknown_option(app, argc, argv)) return sy::kExitUsage;
     app.exit(e);
     return sy::kExitUsage;

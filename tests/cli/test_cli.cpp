@@ -132,6 +132,19 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
   }
 }
 
+// Under mpirun every rank parses the command line: an unknown option is said once (rank 0), not
+// once per rank, and every rank exits 2.
+TEST(Cli, ACommandLineErrorUnderMpirunIsSaidOnce) {
+  const auto r = run_command(sy::test::mpirun(2) + kBin + " train --config " + kSrc +
+                             "/configs/tiny.yaml --bogus");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  size_t said = 0;
+  for (size_t at = r.output.find("unknown option"); at != std::string::npos;
+       at = r.output.find("unknown option", at + 1))
+    ++said;
+  EXPECT_EQ(said, 1u) << r.output;
+}
+
 // The guard runs the launcher with its arguments exactly as given after `--` (a `--` among them
 // included), and refuses the form without `--`, whose options CLI11 would reorder.
 TEST(Cli, GuardPassesTheLaunchersArgumentsInOrder) {
