@@ -1,184 +1,17 @@
-// `switchyard plan`: predicted step time and memory per rank of every layout of a config on a
-// cluster (src/plan/plan.h), the config's own layout (--this), or the node sweep (--sweep).
-// No MPI: the planner only computes.
-#include <algorithm>
-#include <filesystem>
+// `switchyard plan`: its options; the planning itself is src/plan/io/plan_command.h.
 #include <iostream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "app/commands.h"
 #include "app/validators.h"
-#include "src/config/config.h"
-#include "src/core/error.h"
-#include "src/core/paths.h"
-#include "src/plan/io/plan_inputs.h"
-#include "src/plan/plan.h"
-#include "src/plot/plot.h"
+#include "src/plan/io/plan_command.h"
 
 namespace sy::app {
 
-namespace {
-
-struct Args {
-  std::string config, cluster, routing = "uniform", sweep, png, gnuplot = "gnuplot";
-  std::vector<std::string> overrides;
-  int64_t ranks = 0;
-  std::vector<int64_t> nodes;
-  int top = 10;
-  double memory_gib = 0;
-  bool this_layout = false, json = false;
-};
-
-// "nodes=1,2,4,8" -> {1, 2, 4, 8}
-std::vector<int64_t> parse_sweep(const std::string& spec) {
-  const std::string prefix = "nodes=";
-  if (spec.rfind(prefix, 0) != 0)
-    throw UsageError("--sweep '" + spec + "': expected nodes=N1,N2,... (e.g. nodes=1,2,4,8)");
-  std::vector<int64_t> out;
-  std::stringstream in(spec.substr(prefix.size()));
-  for (std::string item; std::getline(in, item, ',');) {
-    try {
-      size_t used = 0;
-      const long long n = std::stoll(item, &used);
-      if (used != item.size() || n < 1) throw std::invalid_argument(item);
-      out.push_back(n);
-    } catch (const std::exception&) {
-      throw UsageError("--sweep: '" + item + "' is not a node count >= 1");
-    }
-  }
-  if (out.empty()) throw UsageError("--sweep '" + spec + "': no node counts");
-  return out;
-}
-
-int run_plan(const Args& a) {
-  const Config cfg = load_config(a.config, a.overrides);
-  if (!a.png.empty()) {  // the chart must not land on a file the plan reads
-    std::vector<std::string> inputs = {a.config, a.cluster, cfg.data.path};
-    if (a.routing != "uniform")
-      for (const char* f : {"metrics.jsonl", "coactivation.h5"})
-        inputs.push_back((std::filesystem::path(a.routing) / f).string());
-    for (const std::string& input : inputs)
-      refuse_output_as_input(a.png, input, "plan", "the chart", "--png");
-  }
-  const plan::Cluster cluster = plan::load_cluster(a.cluster);
-  const plan::RoutingStats routing = plan::load_routing(a.routing, cfg);
-  plan::MemoryInputs in;
-  in.base_bytes = cluster.base_bytes;
-  const plan::TokenExtents tokens = plan::token_file_extents(cfg.data.path);
-  if (tokens.ok) {
-    in.train_tokens = tokens.train;
-    in.val_tokens = tokens.val;
-    in.data_name = "'" + cfg.data.path + "'";
-  }
-  // The cluster's `nodes` is the most a layout may span (clusters/README.md).
-  std::vector<int64_t> asked = a.nodes;
-  if (!a.sweep.empty()) asked = parse_sweep(a.sweep);
-  std::sort(asked.begin(), asked.end());  // `--nodes 4,1,2,2`: each count once, smallest first
-  asked.erase(std::unique(asked.begin(), asked.end()), asked.end());
-  for (int64_t n : asked)
-    if (n > cluster.nodes)
-      throw UsageError((a.sweep.empty() ? "--nodes " : "--sweep nodes=") + std::to_string(n) +
-                       ": the cluster file '" + a.cluster + "' has " +
-                       std::to_string(cluster.nodes) + " node(s) (its `nodes`)");
-  if (a.ranks > cluster.max_ranks())
-    throw UsageError("--ranks " + std::to_string(a.ranks) + ": the cluster file '" + a.cluster +
-                     "' has " + std::to_string(cluster.max_ranks()) + " ranks (nodes x " +
-                     "ranks_per_node)");
-  if (!tokens.ok)  // train holds the token file per rank: a plan without it may fit where it won't
-    std::cerr << "note: data.path '" << cfg.data.path
-              << "' is not a readable token file; its tokens are not counted in the memory per "
-                 "rank (train refuses the run until it is)\n";
-  // Memory per rank: --memory-gib, the cluster's figure, or (memory_bytes: 0, a cluster emulated
-  // on this host) this host's memory over every rank of the run.
-  auto memory_for = [&](int64_t world) {
-    if (a.memory_gib > 0) return a.memory_gib * 1073741824.0;
-    if (cluster.memory_bytes > 0) return cluster.memory_bytes;
-    return plan::host_memory_bytes() / static_cast<double>(world);
-  };
-
-  if (!a.sweep.empty()) {
-    const std::vector<plan::SweepPoint> points =
-        plan::sweep_nodes(cfg, asked, cluster, routing, in, memory_for);
-    std::cout << plan::format_sweep(points, cluster);
-    if (!a.png.empty()) {
-      std::vector<double> x;
-      std::vector<XySeries> series = {{"tokens/s per rank", {}, false},
-                                      {"all-to-all share of the step (%)", {}, true}};
-      for (const auto& p : points) {
-        if (!p.found) continue;
-        x.push_back(static_cast<double>(p.nodes));
-        series[0].y.push_back(p.tokens_per_s_per_rank);
-        series[1].y.push_back(100 * p.a2a_share);
-      }
-      if (x.empty()) throw UsageError("--png: no node count has a fitting layout to plot");
-      PlotOptions po;
-      po.gnuplot = a.gnuplot;
-      plot_xy(a.png, cfg.run.name + " on " + cluster.name + ": expert layer over N nodes",
-              "nodes the expert layer spans", "tokens/s per rank", "all-to-all share (%)", x,
-              series, po);
-      std::cout << "wrote " << a.png << "\n";
-    }
-    return kExitOk;
-  }
-
-  std::vector<int64_t> worlds;
-  if (a.ranks > 0) worlds.push_back(a.ranks);
-  for (int64_t n : asked) worlds.push_back(n * cluster.ranks_per_node);
-  if (worlds.empty()) worlds.push_back(cluster.max_ranks());
-
-  if (a.this_layout) {
-    // Exit 2 where the trainer would refuse the config's layout on a rank count asked (a layout
-    // or index problem, as a plan with no runnable layout does); one that only needs more
-    // memory than the cluster file's is a report, exit 0.
-    bool runs = true;
-    nlohmann::json all = nlohmann::json::array();
-    for (int64_t world : worlds) {
-      // The hosts: one for one_host, else the cluster's nodes.
-      const int64_t host_ranks = cluster.one_host ? world : cluster.ranks_per_node;
-      const plan::Evaluation e = plan::evaluate(cfg, plan::layout_of_config(cfg, world, host_ranks),
-                                                cluster, routing, in, memory_for(world));
-      if (a.json) {
-        all.push_back(plan::evaluation_json(e));
-      } else {
-        std::cout << plan::format_evaluation(e);
-      }
-      runs = runs && e.runs;
-    }
-    if (a.json) std::cout << all.dump(1) << "\n";
-    return runs ? kExitOk : kExitUsage;
-  }
-  // --json: the table's rows (the first --top that fit, best first), then every layout that does
-  // not, its `problem` saying why, as the table's summary does.
-  nlohmann::json all = nlohmann::json::array();
-  bool any_layout = false;
-  for (int64_t world : worlds) {
-    const plan::PlanResult r =
-        plan::plan_layouts(cfg, world, cluster, routing, in, memory_for(world));
-    any_layout = any_layout || !r.ranked.empty() || !r.dropped.empty();
-    if (a.json) {
-      const size_t shown = std::min(r.ranked.size(), static_cast<size_t>(a.top));
-      for (size_t i = 0; i < shown; ++i) all.push_back(plan::evaluation_json(r.ranked[i]));
-      for (const auto& e : r.dropped) all.push_back(plan::evaluation_json(e));
-    } else {
-      std::cout << plan::format_plan(cfg, r, world, cluster, routing, a.top) << "\n";
-    }
-  }
-  if (a.json) std::cout << all.dump(1) << "\n";
-  if (a.json && !any_layout)
-    std::cerr << "error: no layout of this config runs on the ranks asked (the table without "
-                 "--json names the counts it can use)\n";
-  // No layout at all runs on the ranks asked: the question was not one the config can answer
-  // (the table said why and which counts it can use); a script must not read it as a plan.
-  return any_layout ? kExitOk : kExitUsage;
-}
-
-}  // namespace
-
 void add_plan_command(CLI::App& root, std::vector<Command>& out) {
-  auto a = std::make_shared<Args>();
+  auto a = std::make_shared<plan::PlanRequest>();
   auto* cmd = root.add_subcommand(
       "plan",
       "Predict step time and memory per rank of every parallel layout of a config on a cluster "
@@ -219,7 +52,7 @@ void add_plan_command(CLI::App& root, std::vector<Command>& out) {
   cmd->add_option("--png", a->png, "With --sweep: draw the sweep into this PNG (gnuplot)")
       ->needs(sweep);
   cmd->add_option("--gnuplot", a->gnuplot, "gnuplot executable")->capture_default_str();
-  out.push_back({cmd, [a] { return run_plan(*a); }});
+  out.push_back({cmd, [a] { return plan::run_plan(*a, std::cout, std::cerr); }});
 }
 
 }  // namespace sy::app
