@@ -78,7 +78,7 @@ void add_bench_a2a(CLI::App& bench, std::vector<Command>& out) {
   cmd->add_option("--experts", a->opt.experts,
                   "Global experts (0: 2 per rank, more on few ranks so that --top-k fits)")
       ->capture_default_str()
-      ->check(CLI::Range(0, 1 << 24));
+      ->check(integer_in(0, 1 << 24));
   cmd->add_option("--width", a->opt.width, "Row width in fp32 elements (d_model), > 0")
       ->capture_default_str();
   cmd->add_option("--skew", a->opt.skews,

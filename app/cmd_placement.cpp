@@ -39,7 +39,7 @@ void add_placement_command(CLI::App& root, std::vector<Command>& out) {
          "Allowed expected load of the busiest EP rank over the mean (nodes are balanced to the "
          "same bound; where the busiest expert alone is over it, its load is the bound)")
       ->capture_default_str()
-      ->check(CLI::Range(1.0, 100.0));
+      ->check(number_in(1.0, 100.0, "[1, 100]"));
   cmd->add_option("--route-groups", o->route_groups,
                   "Routing groups to keep whole on nodes: an integer or 'nodes' (default: the "
                   "run's moe.route_groups)");

@@ -24,10 +24,10 @@ void add_plan_command(CLI::App& root, std::vector<Command>& out) {
       ->required()
       ->check(CLI::ExistingFile);
   auto* ranks = cmd->add_option("--ranks", a->ranks, "Plan for this many ranks")
-                    ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+                    ->check(integer_in(1, int64_t{1} << 30));
   cmd->add_option("--nodes", a->nodes, "Plan for these node counts (comma-separated)")
       ->delimiter(',')
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
+      ->check(integer_in(1, int64_t{1} << 24))
       ->excludes(ranks);
   cmd->add_option("--routing", a->routing,
                   "Routing to assume: 'uniform', or a run directory (its metrics.jsonl's "
@@ -35,7 +35,7 @@ void add_plan_command(CLI::App& root, std::vector<Command>& out) {
       ->capture_default_str();
   cmd->add_option("--top", a->top, "Rows of the ranked table")
       ->capture_default_str()
-      ->check(CLI::Range(1, 100000));
+      ->check(integer_in(1, 100000));
   cmd->add_option("--memory-gib", a->memory_gib,
                   "Memory per rank in GiB (default: the cluster's memory_bytes)")
       ->check(positive_number());

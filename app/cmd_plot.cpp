@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "app/commands.h"
+#include "app/validators.h"
 #include "src/core/error.h"
 #include "src/plot/plot.h"
 
@@ -28,10 +29,10 @@ void add_plot_command(CLI::App& root, std::vector<Command>& out) {
   cmd->add_option("--gnuplot", a->opt.gnuplot, "gnuplot executable")->capture_default_str();
   cmd->add_option("--width", a->opt.width, "Chart width in pixels")
       ->capture_default_str()
-      ->check(CLI::Range(200, 8000));
+      ->check(integer_in(200, 8000));
   cmd->add_option("--height", a->opt.height, "Height of a single-panel chart in pixels")
       ->capture_default_str()
-      ->check(CLI::Range(150, 8000));
+      ->check(integer_in(150, 8000));
   out.push_back({cmd, [a] {
                    for (const auto& p : plot_run(a->run_dir, a->opt, std::cerr))
                      std::cout << p << "\n";

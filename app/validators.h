@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
@@ -93,6 +94,22 @@ inline CLI::Validator decimal_integer() {
         return "expected an integer written in decimal, got '" + text + "'";
       },
       "");
+}
+
+// An integer in [lo, hi] written in decimal: CLI11's Range read '1e3' or '0x3E8' and answered
+// "Value 1e3 not in range 200 to 8000" of a value that is in range.
+inline CLI::Validator integer_in(int64_t lo, int64_t hi) {
+  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        std::string decimal = text;
+        if (!decimal_integer()(decimal).empty() || text.size() > 19)
+          return "expected an integer in " + range + ", got '" + text + "'";
+        const long long v = std::strtoll(text.c_str(), nullptr, 10);
+        if (v < lo || v > hi) return "expected an integer in " + range + ", got '" + text + "'";
+        return "";
+      },
+      "INT in " + range);
 }
 
 // A number option's text that is a number: CLI11 reads an empty value as 0 (--temperature ''

@@ -110,11 +110,13 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
            {"bench a2a --timeout nan", "--timeout: expected a number >= 0, got 'nan'"},
            {"bench a2a --timeout -1", "--timeout: expected a number >= 0, got '-1'"},
            // -1 was taken as 0 (the automatic count) without a word
-           {"bench a2a --experts -1", "--experts: Value -1 not in range 0 to 16777216"},
+           {"bench a2a --experts -1", "--experts: expected an integer in [0, 16777216], got '-1'"},
+           // CLI11's Range said "Value 1e3 not in range 200 to 8000" of 1000
+           {"plot r --width 1e3", "--width: expected an integer in [200, 8000], got '1e3'"},
            // CLI11 read integers with base 0 (010 as 8, 0x3E8 as 1000) and '' as 0
            {"sample --checkpoint c.h5 --prompt x --tokens 010",
             "--tokens: expected an integer written in decimal, got '010'"},
-           {"plot r --width 0x3E8", "--width: expected an integer written in decimal, got '0x3E8'"},
+           {"plot r --width 0x3E8", "--width: expected an integer in [200, 8000], got '0x3E8'"},
            {"sample --checkpoint c.h5 --prompt x --seed ''",
             "--seed: expected an integer written in decimal, got ''"},
            {"sample --checkpoint c.h5 --prompt x --temperature ''",
