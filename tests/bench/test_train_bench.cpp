@@ -418,23 +418,29 @@ TEST(TrainBench, PeerResultIsReadAndASlowPeerIsCutAtItsLimit) {
   EXPECT_EQ(bench_detail::run_torch_peer(cfg, opt, log).note, "failed: exit code 3");
 }
 
-// A bench stopped while the peer runs (SIGTERM, Ctrl-C) takes the peer with it: it ran on,
-// orphaned, holding the terminal's pipe. Here a child process stands for `bench train`, killed
-// while its stand-in peer (which records its pid) sleeps.
-TEST(TrainBench, APeerDiesWithTheBenchThatStartedIt) {
-  const test::TempDir dir;
+// A child process standing for `bench train`: run_torch_peer of tiny.yaml with `opt`, then exit 0.
+pid_t fork_bench(const TrainBenchOptions& opt) {
   const Config cfg = load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml", {});
-  TrainBenchOptions opt;
-  opt.torch_script = dir.file("torch_moe.py");
-  std::ofstream(opt.torch_script) << "\n";
-  const std::string pid_file = dir.file("peer.pid");
-  opt.python = fake_python(dir, "echo $$ > " + pid_file + "\nexec sleep 60");
   const pid_t bench = fork();
   if (bench == 0) {
     std::ostringstream log;
     bench_detail::run_torch_peer(cfg, opt, log);
     _exit(0);
   }
+  return bench;
+}
+
+// A bench stopped while the peer runs (SIGTERM, Ctrl-C) takes the peer with it: it ran on,
+// orphaned, holding the terminal's pipe. Here a child process stands for `bench train`, killed
+// while its stand-in peer (which records its pid) sleeps.
+TEST(TrainBench, APeerDiesWithTheBenchThatStartedIt) {
+  const test::TempDir dir;
+  TrainBenchOptions opt;
+  opt.torch_script = dir.file("torch_moe.py");
+  std::ofstream(opt.torch_script) << "\n";
+  const std::string pid_file = dir.file("peer.pid");
+  opt.python = fake_python(dir, "echo $$ > " + pid_file + "\nexec sleep 60");
+  const pid_t bench = fork_bench(opt);
   ASSERT_GT(bench, 0);
   pid_t peer = 0;
   for (int i = 0; i < 200 && peer == 0; ++i) {
@@ -468,7 +474,6 @@ TEST(TrainBench, APeerDiesWithTheBenchThatStartedIt) {
 // bench went on and ran its peer.
 TEST(TrainBench, CtrlCDuringTheTorchProbeEndsTheBench) {
   const test::TempDir dir;
-  const Config cfg = load_config(std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml", {});
   TrainBenchOptions opt;
   opt.torch_script = dir.file("torch_moe.py");
   std::ofstream(opt.torch_script) << "\n";
@@ -477,12 +482,7 @@ TEST(TrainBench, CtrlCDuringTheTorchProbeEndsTheBench) {
   std::ofstream(opt.python) << "#!/bin/sh\nif [ \"$1\" = -c ]; then touch " << probing
                             << "; sleep 3; exit 0; fi\necho '{}'\n";
   std::filesystem::permissions(opt.python, std::filesystem::perms::owner_all);
-  const pid_t bench = fork();
-  if (bench == 0) {
-    std::ostringstream log;
-    bench_detail::run_torch_peer(cfg, opt, log);
-    _exit(0);
-  }
+  const pid_t bench = fork_bench(opt);
   ASSERT_GT(bench, 0);
   for (int i = 0; i < 200 && !std::filesystem::exists(probing); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -13,6 +13,7 @@
 
 #include "common/expect_error.h"
 #include "common/file_size_limit.h"
+#include "common/file_text.h"
 #include "common/temp_dir.h"
 #include "src/core/error.h"
 #include "src/core/h5.h"
@@ -24,12 +25,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
-
 using test::expect_usage_error;
 using test::FileSizeLimit;
+using test::write_file;
 
 std::string le32(int32_t v) {
   std::string s(4, '\0');
@@ -66,9 +64,9 @@ std::vector<int32_t> as_i32(const std::vector<uint32_t>& v) {
 TEST(Import, LlmcShardsByNameIntoTrainAndVal) {
   test::TempDir dir;
   const auto t0 = ramp(100, 7, 50257), t1 = ramp(60, 13, 50257), v = ramp(40, 3, 50257);
-  write_bytes(dir.file("fw_train_000001.bin"), llmc_shard(t0));
-  write_bytes(dir.file("fw_train_000002.bin"), llmc_shard(t1));
-  write_bytes(dir.file("fw_val_000000.bin"), llmc_shard(v));
+  write_file(dir.file("fw_train_000001.bin"), llmc_shard(t0));
+  write_file(dir.file("fw_train_000002.bin"), llmc_shard(t1));
+  write_file(dir.file("fw_val_000000.bin"), llmc_shard(v));
   ImportOptions opt;
   opt.shards = {dir.file("fw_val_000000.bin"), dir.file("fw_train_000001.bin"),
                 dir.file("fw_train_000002.bin")};
@@ -90,7 +88,7 @@ TEST(Import, LlmcShardsByNameIntoTrainAndVal) {
 TEST(Import, Llama3ShardsAndRawUint16WithTheFractionRule) {
   test::TempDir dir;
   const auto big = ramp(50, 40009, 128256);  // ids past 65535: uint32 tokens
-  write_bytes(dir.file("l3.bin"), llmc_shard(big, 20240801, 7, 4));
+  write_file(dir.file("l3.bin"), llmc_shard(big, 20240801, 7, 4));
   ImportOptions opt;
   opt.shards = {dir.file("l3.bin")};
   opt.output = dir.file("l3.h5");
@@ -106,8 +104,8 @@ TEST(Import, Llama3ShardsAndRawUint16WithTheFractionRule) {
   std::string raw_tr, raw_va;
   for (uint32_t x : tr) raw_tr.append(reinterpret_cast<const char*>(&x), 2);
   for (uint32_t x : va) raw_va.append(reinterpret_cast<const char*>(&x), 2);
-  write_bytes(dir.file("train.bin"), raw_tr);
-  write_bytes(dir.file("val.bin"), raw_va);
+  write_file(dir.file("train.bin"), raw_tr);
+  write_file(dir.file("val.bin"), raw_va);
   opt.format = ShardFormat::kRawUint16;
   opt.shards = {dir.file("train.bin"), dir.file("val.bin")};
   opt.output = dir.file("ng.h5");
@@ -121,7 +119,7 @@ TEST(Import, Llama3ShardsAndRawUint16WithTheFractionRule) {
   // 1/1'): at every block of 2^20 tokens when asked every 0 s; 3 * 2^20 + 5 and 20 tokens, read
   // in 2 passes.
   std::string big_raw(static_cast<size_t>((3 << 20) + 5) * 2, '\0');
-  write_bytes(dir.file("big_train.bin"), big_raw);
+  write_file(dir.file("big_train.bin"), big_raw);
   opt.shards = {dir.file("big_train.bin"), dir.file("val.bin")};
   opt.output = dir.file("big.h5");
   opt.progress_every_s = 0;
@@ -139,7 +137,7 @@ TEST(Import, BadShardsNameTheShardAndTheOffset) {
   opt.vocab_size = 50257;
   auto check = [&](const std::string& name, const std::string& bytes, ShardFormat fmt,
                    const std::vector<std::string>& parts) {
-    write_bytes(dir.file(name), bytes);
+    write_file(dir.file(name), bytes);
     opt.format = fmt;
     opt.shards = {dir.file(name)};
     std::vector<std::string> want = parts;
@@ -173,7 +171,7 @@ TEST(Import, VocabSizeBoundAndTheFractionRoundsDown) {
   test::TempDir dir;
   std::vector<uint32_t> ids = ramp(50, 3, 100);
   ids[7] = 99;
-  write_bytes(dir.file("top.bin"), llmc_shard(ids));
+  write_file(dir.file("top.bin"), llmc_shard(ids));
   ImportOptions opt;
   opt.shards = {dir.file("top.bin")};
   opt.output = dir.file("top.h5");
@@ -188,7 +186,7 @@ TEST(Import, VocabSizeBoundAndTheFractionRoundsDown) {
   EXPECT_EQ(d.val, as_i32(std::vector<uint32_t>(ids.begin() + 38, ids.end())));
 
   ids[7] = 100;
-  write_bytes(dir.file("over.bin"), llmc_shard(ids));
+  write_file(dir.file("over.bin"), llmc_shard(ids));
   opt.shards = {dir.file("over.bin")};
   opt.output = dir.file("over.h5");
   expect_usage_error([&] { import_token_shards(opt); },
@@ -204,7 +202,7 @@ TEST(Import, TokenTypeIsUint16UpToAVocabularyOf65536) {
     ids[3] = static_cast<uint32_t>(vocab - 1);
     const std::string name =
         std::string("v").append(std::to_string(vocab));  // GCC 12: not "v" + (-Wrestrict)
-    write_bytes(dir.file(name + ".bin"), llmc_shard(ids, 20240801, 7, 4));
+    write_file(dir.file(name + ".bin"), llmc_shard(ids, 20240801, 7, 4));
     ImportOptions opt;
     opt.shards = {dir.file(name + ".bin")};
     opt.output = dir.file(name + ".h5");
@@ -229,7 +227,7 @@ TEST(Import, TokenTypeIsUint16UpToAVocabularyOf65536) {
 // The output is checked before any shard is read (reading them can take minutes).
 TEST(Import, AnUnwritableOutputIsRefusedBeforeTheShardsAreRead) {
   test::TempDir dir;
-  write_bytes(dir.file("train.bin"), llmc_shard(ramp(100, 7, 50)));
+  write_file(dir.file("train.bin"), llmc_shard(ramp(100, 7, 50)));
   ImportOptions opt;
   opt.format = ShardFormat::kLlmc;
   opt.shards = {dir.file("train.bin")};
@@ -254,7 +252,7 @@ TEST(Import, ValShardsAreThoseWithValAsAWordOfTheName) {
 // are refused before anything is written.
 TEST(Import, OutputAsAShardAndNoTrainShardAreRefused) {
   test::TempDir dir;
-  write_bytes(dir.file("fw_val_0.bin"), llmc_shard(ramp(100, 7, 50)));
+  write_file(dir.file("fw_val_0.bin"), llmc_shard(ramp(100, 7, 50)));
   ImportOptions opt;
   opt.shards = {dir.file("fw_val_0.bin")};
   opt.output = dir.file("fw_val_0.bin");
@@ -272,8 +270,8 @@ TEST(Import, AFilePastTheSizeLimitIsRefusedBeforeWriting) {
   const auto ids = ramp(300000, 7, 1000);  // 600 KB as uint16
   std::string raw;
   for (uint32_t x : ids) raw.append(reinterpret_cast<const char*>(&x), 2);
-  write_bytes(dir.file("train.bin"), raw);
-  write_bytes(dir.file("val.bin"), raw.substr(0, 20000));
+  write_file(dir.file("train.bin"), raw);
+  write_file(dir.file("val.bin"), raw.substr(0, 20000));
   ImportOptions opt;
   opt.format = ShardFormat::kRawUint16;
   opt.shards = {dir.file("train.bin"), dir.file("val.bin")};

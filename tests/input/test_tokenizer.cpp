@@ -21,6 +21,7 @@
 
 #include "common/expect_error.h"
 #include "common/file_size_limit.h"
+#include "common/file_text.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
 #include "src/core/error.h"
@@ -35,12 +36,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
-
 using test::expect_usage_error;
 using test::FileSizeLimit;
+using test::write_file;
 
 // English-like text with indentation, blank lines, a non-ASCII character and a tab.
 std::string corpus(int lines, int salt) {
@@ -67,8 +65,8 @@ struct SpmFile {
   explicit SpmFile(const std::string& type, int64_t vocab = 320) {
     a = corpus(300, 0);
     b = corpus(200, 5);
-    write_bytes(dir.file("a.txt"), a);
-    write_bytes(dir.file("b.txt"), b);
+    write_file(dir.file("a.txt"), a);
+    write_file(dir.file("b.txt"), b);
     PrepareOptions opt;
     opt.inputs = {dir.file("a.txt"), dir.file("b.txt")};
     opt.output = path = dir.file("tok.h5");
@@ -138,14 +136,14 @@ TEST(Tokenizer, StoredModelEncodesAsSpmEncode) {
   if (!fs::exists("/usr/bin/spm_encode")) GTEST_SKIP() << "spm_encode not installed";
   SpmFile f("bpe");
   const TokenData d = read_token_file(f.path, 320, 8);
-  write_bytes(f.dir.file("m.model"), d.tokenizer_model);
+  write_file(f.dir.file("m.model"), d.tokenizer_model);
   const Tokenizer tok = Tokenizer::from_stored(d.tokenizer, d.tokenizer_model, d.vocab_size, "t");
   const std::vector<std::string> lines = {"the licence terms of the free software",
                                           "  modify the program, copy the source caf\xc3\xa9.",
                                           "zebra quartz 123 \xe2\x82\xac"};
   std::string text;
   for (const auto& l : lines) text += l + "\n";
-  write_bytes(f.dir.file("in.txt"), text);
+  write_file(f.dir.file("in.txt"), text);
   const auto r = test::run_command("/usr/bin/spm_encode --model=" + f.dir.file("m.model") +
                                    " --output_format=id < " + f.dir.file("in.txt"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -187,7 +185,7 @@ TEST(Tokenizer, RefusesWhatItCannotEncodeExactly) {
 
 // A bpe prepare of `lines` lines of corpus() in dir/a.txt into dir/t.h5 (no --vocab-size yet).
 PrepareOptions bpe_prepare(const test::TempDir& dir, int lines) {
-  write_bytes(dir.file("a.txt"), corpus(lines, 1));
+  write_file(dir.file("a.txt"), corpus(lines, 1));
   PrepareOptions opt;
   opt.inputs = {dir.file("a.txt")};
   opt.output = dir.file("t.h5");
@@ -242,7 +240,7 @@ TEST(Tokenizer, LongLinesAreCutForTrainingNotSkipped) {
   // The dense text has two characters, so fewer pieces to learn.
   for (const auto& [name, text, vocab] :
        {std::tuple{"spaced", spaced, 300}, std::tuple{"dense", dense, 270}}) {
-    write_bytes(dir.file(std::string(name) + ".txt"), text);
+    write_file(dir.file(std::string(name) + ".txt"), text);
     PrepareOptions opt;
     opt.inputs = {dir.file(std::string(name) + ".txt")};
     opt.output = dir.file(std::string(name) + ".h5");
@@ -276,14 +274,14 @@ TEST(Tokenizer, LongLinesAreEncodedInPiecesWithTheWholeTextsIds) {
   std::string dense = corpus(5, 0);
   for (int i = 0; i < 40000; ++i) dense += "caf\xc3\xa9";  // 200 KB without a space
   for (const auto& [name, text] : {std::pair{"spaced", spaced}, std::pair{"dense", dense}}) {
-    write_bytes(dir.file(std::string(name) + ".txt"), text);
+    write_file(dir.file(std::string(name) + ".txt"), text);
     PrepareOptions opt;
     opt.inputs = {dir.file(std::string(name) + ".txt")};
     opt.output = dir.file(std::string(name) + ".h5");
     opt.tokenizer_model = dir.file("model");
     {
       const TokenData d = read_token_file(f.path, 320, 8);
-      write_bytes(opt.tokenizer_model, d.tokenizer_model);
+      write_file(opt.tokenizer_model, d.tokenizer_model);
     }
     opt.encode_block_bytes = 4096;
     ASSERT_NO_THROW(prepare_token_file(opt)) << name;
@@ -325,7 +323,7 @@ TEST(Tokenizer, ALongLineTakesTheMemoryOfShortOnes) {
   SpmFile f("bpe");
   {
     const TokenData d = read_token_file(f.path, 320, 8);
-    write_bytes(dir.file("model"), d.tokenizer_model);
+    write_file(dir.file("model"), d.tokenizer_model);
   }
   std::string line = corpus(36000, 4);  // ~2.5 MB
   std::replace(line.begin(), line.end(), '\n', ' ');
@@ -335,7 +333,7 @@ TEST(Tokenizer, ALongLineTakesTheMemoryOfShortOnes) {
     if (space != std::string::npos && space > i - 80) lines[space] = '\n';
   }
   auto peak = [&](const std::string& text, const std::string& name) {
-    write_bytes(dir.file(name + ".txt"), text);
+    write_file(dir.file(name + ".txt"), text);
     return child_peak_bytes([&] {
       PrepareOptions opt;
       opt.inputs = {dir.file(name + ".txt")};
@@ -359,7 +357,7 @@ TEST(Tokenizer, PrepareRefusesTextThatIsNotUtf8BeforeTraining) {
   std::string text = corpus(100, 1);
   const size_t at = text.size() - 10;
   text[at] = '\xe9';  // Latin-1 e-acute
-  write_bytes(opt.inputs[0], text);
+  write_file(opt.inputs[0], text);
   opt.vocab_size = 300;
   std::string said;
   opt.on_progress = [&](const std::string& line) { said += line + "\n"; };
@@ -382,7 +380,7 @@ TEST(Tokenizer, PrepareRefusesTheSpaceMarkBeforeTraining) {
     std::string text = corpus(100, 1);
     const size_t at = 40;
     text.insert(at, "\xE2\x96\x81");
-    write_bytes(opt.inputs[0], text);
+    write_file(opt.inputs[0], text);
     std::string said;
     opt.on_progress = [&](const std::string& line) { said += line + "\n"; };
     expect_usage_error([&] { prepare_token_file(opt); },
@@ -450,7 +448,7 @@ TEST(Tokenizer, AModelThatCannotRepresentTheTextIsRefused) {
   test::TempDir dir;
   std::string text;
   for (int i = 0; i < 200; ++i) text += "abc abd abe bcd bce cde\n";
-  write_bytes(dir.file("in.txt"), text);
+  write_file(dir.file("in.txt"), text);
   std::string model;
   const auto status =
       sentencepiece::SentencePieceTrainer::Train({{"input", dir.file("in.txt")},
