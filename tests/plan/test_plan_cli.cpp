@@ -305,9 +305,13 @@ TEST_F(PlanCli, PlanRanksEvaluatesAndSweeps) {
   EXPECT_NE(two, std::string::npos) << r.output;
   EXPECT_LT(one, two) << r.output;
   EXPECT_EQ(r.output.find(head + "4 ranks", two + 1), std::string::npos) << r.output;
-  // What does not fit names the layout's whole need and its largest term's share of it.
+  // What does not fit names the layout's whole need and its largest term's share of it. Where no
+  // layout fits, the plan is no plan: exit 2 (it was 0, and a script read it as one).
   r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --ranks 2 --memory-gib 0.001");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("no layout of this config fits in the memory per rank"),
+            std::string::npos)
+      << r.output;
   EXPECT_NE(r.output.find(" of it this term)"), std::string::npos) << r.output;
   // --json gives the table's rows: the first --top that fit, then those that do not, each with
   // its problem (before: every fitting layout, --top ignored, and nothing for what did not fit).
@@ -320,7 +324,7 @@ TEST_F(PlanCli, PlanRanksEvaluatesAndSweeps) {
   EXPECT_GE(rows[0]["tokens_per_s"].get<double>(), rows[1]["tokens_per_s"].get<double>());
   r = sy::test::run_command("{ " + kBin + " plan" + cfg + cluster +
                             " --ranks 2 --memory-gib 0.001 --json 2>/dev/null; }");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_EQ(r.exit_code, 2) << r.output;
   rows = nlohmann::json::parse(r.output);
   ASSERT_FALSE(rows.empty()) << r.output;
   for (const auto& row : rows) EXPECT_NE(row["problem"], "") << row.dump();
@@ -334,6 +338,11 @@ TEST_F(PlanCli, PlanRanksEvaluatesAndSweeps) {
   r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --ranks 7 --json");
   EXPECT_EQ(r.exit_code, 2) << r.output;
 
+  // A sweep where no node count has a layout that fits: exit 2, the sweep's table printed.
+  r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --sweep nodes=1 --memory-gib 0.001");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("no node count asked has a layout that fits"), std::string::npos)
+      << r.output;
   r = sy::test::run_command(kBin + " plan" + cfg + cluster + " --sweep nodes=0");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   // --png draws a sweep: without one it is refused, not ignored.

@@ -86,6 +86,10 @@ int run_plan(const PlanRequest& a, std::ostream& out, std::ostream& err) {
     const std::vector<SweepPoint> points =
         sweep_nodes(cfg, asked, cluster, routing, in, memory_for);
     out << format_sweep(points, cluster);
+    if (std::none_of(points.begin(), points.end(), [](const SweepPoint& p) { return p.found; })) {
+      err << "error: no node count asked has a layout that fits in the memory per rank\n";
+      return sy::kExitUsage;
+    }
     if (!a.png.empty()) {
       std::vector<double> x;
       std::vector<sy::XySeries> series = {{"tokens/s per rank", {}, false},
@@ -136,10 +140,11 @@ int run_plan(const PlanRequest& a, std::ostream& out, std::ostream& err) {
   // --json: the table's rows (the first --top that fit, best first), then every layout that does
   // not, its `problem` saying why, as the table's summary does.
   nlohmann::json all = nlohmann::json::array();
-  bool any_layout = false;
+  bool any_layout = false, any_fits = false;
   for (int64_t world : worlds) {
     const PlanResult r = plan_layouts(cfg, world, cluster, routing, in, memory_for(world));
     any_layout = any_layout || !r.ranked.empty() || !r.dropped.empty();
+    any_fits = any_fits || !r.ranked.empty();
     if (a.json) {
       const size_t shown = std::min(r.ranked.size(), static_cast<size_t>(a.top));
       for (size_t i = 0; i < shown; ++i) all.push_back(evaluation_json(r.ranked[i]));
@@ -152,9 +157,12 @@ int run_plan(const PlanRequest& a, std::ostream& out, std::ostream& err) {
   if (a.json && !any_layout)
     err << "error: no layout of this config runs on the ranks asked (the table without "
            "--json names the counts it can use)\n";
-  // No layout at all runs on the ranks asked: the question was not one the config can answer
-  // (the table said why and which counts it can use); a script must not read it as a plan.
-  return any_layout ? sy::kExitOk : sy::kExitUsage;
+  // No layout at all runs on the ranks asked, or none fits in the memory per rank: the question
+  // was not one the config can answer (the table said why); a script must not read it as a plan.
+  if (any_layout && !any_fits)
+    err << "error: no layout of this config fits in the memory per rank (each one's problem "
+           "says what it needs)\n";
+  return any_fits ? sy::kExitOk : sy::kExitUsage;
 }
 
 }  // namespace sy::plan

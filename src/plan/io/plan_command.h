@@ -24,9 +24,10 @@ struct PlanRequest {
 std::vector<int64_t> parse_sweep(const std::string& spec);
 
 // Runs the plan `r` asks for: tables or JSON to `out`, notes to `err`. Returns the exit code: 0,
-// or 2 (kExitUsage) where no layout runs on the ranks asked, or with --this where the trainer
-// would refuse the config's layout. UsageError for a request that cannot be answered (more nodes
-// than the cluster has, a chart over an input).
+// or 2 (kExitUsage) where no layout runs on the ranks asked or none fits in the memory per rank
+// (the table or sweep still printed), or with --this where the trainer would refuse the config's
+// layout (one that only needs more memory is a report, 0). UsageError for a request that cannot be
+// answered (more nodes than the cluster has, a chart over an input).
 int run_plan(const PlanRequest& r, std::ostream& out, std::ostream& err);
 
 }  // namespace sy::plan
