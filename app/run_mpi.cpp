@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <new>
 #include <string>
 
 #include "src/core/durable_file.h"
@@ -18,6 +19,19 @@ void report_error(const std::exception& e) {
     if (!err->quiet())
       std::cerr << (err->code() == kExitNumerical ? "numerical failure: " : "error: ") << e.what()
                 << std::endl;
+    return;
+  }
+  // Out of memory says so, and names an address-space limit (ulimit -v), which the memory check
+  // before training does not count (it reads RAM and cgroup limits): the message was the bare
+  // "fatal: std::bad_alloc".
+  if (dynamic_cast<const std::bad_alloc*>(&e)) {
+    std::cerr << "fatal: out of memory (" << e.what() << ")";
+    rlimit as{};
+    if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY)
+      std::cerr << "; this process's address space is limited to "
+                << static_cast<unsigned long long>(as.rlim_cur >> 10)
+                << " KiB (ulimit -v), which the memory check before training does not count";
+    std::cerr << std::endl;
     return;
   }
   std::cerr << "fatal: " << e.what() << std::endl;

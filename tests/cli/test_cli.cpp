@@ -134,6 +134,25 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
   }
 }
 
+// Out of memory under an address-space limit (ulimit -v, which the memory check before training
+// does not count: it reads RAM and cgroup limits) says so and names the limit: it was the bare
+// "fatal: std::bad_alloc". A model of about 1.6 GB of weights against a 1 GiB limit.
+TEST(Cli, OutOfMemoryUnderAnAddressSpaceLimitSaysSo) {
+  sy::test::TempDir dir;
+  const auto r =
+      run_command("ulimit -v 1048576; " + kBin + " train --config " + kSrc +
+                  "/configs/tiny.yaml --set data.path=" + kSrc +
+                  "/data/licenses.h5 --set run.out_dir=" + dir.file("run") +
+                  " --set model.d_model=1024 --set model.n_heads=8 --set model.n_layers=4"
+                  " --set moe.num_experts=16 --set moe.ffn_hidden=2048 --set train.steps=1"
+                  " --set eval.every=0");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("fatal: out of memory (std::bad_alloc); this process's address space "
+                          "is limited to 1048576 KiB (ulimit -v)"),
+            std::string::npos)
+      << r.output;
+}
+
 // Under mpirun every rank parses the command line: an unknown option is said once (rank 0), not
 // once per rank, and every rank exits 2.
 TEST(Cli, ACommandLineErrorUnderMpirunIsSaidOnce) {
