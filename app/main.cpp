@@ -128,15 +128,15 @@ int main(int argc, char** argv) {
   // file removed), not raise SIGXFSZ, which killed the process silently (exit 153) and left the
   // .tmp behind.
   std::signal(SIGXFSZ, SIG_IGN);
-  // `train`: the preemption handlers go in before anything else and stay until the process ends,
-  // so a SIGUSR1/SIGTERM during start-up ends the run with 76 (not killed: 138) and one after the
-  // last checkpoint leaves it to exit 0 (src/train/signals.h).
   // UCX's libucs, loaded with the binary, takes SIGHUP before main runs (its debug signal,
   // UCX_DEBUG_SIGNO), so a hangup ended no command: a closed terminal left `sample --tokens
   // 100000000` running, and a bare `train` swallowed it. It gets the disposition it had at exec
   // back: ignored (nohup) stays ignored; else every command but train ends on it (`guard` passes
   // it on to a training job as SIGUSR1), and train stops with a checkpoint as on SIGTERM.
   std::signal(SIGHUP, g_hangup_ignored_at_exec ? SIG_IGN : SIG_DFL);
+  // `train`: the preemption handlers go in before anything else and stay until the process ends,
+  // so a SIGUSR1/SIGTERM during start-up ends the run with 76 (not killed: 138) and one after the
+  // last checkpoint leaves it to exit 0 (src/train/signals.h).
   std::optional<sy::PreemptionSignals> train_signals;
   if (argc > 1 && std::string_view(argv[1]) == "train")
     train_signals.emplace(sy::PreemptionSignals::Mode::kExitBeforeTraining,
