@@ -21,6 +21,7 @@
 #include "cli/cli_runs.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
+#include "common/tiny_tokens.h"
 #include "src/data/tokens.h"
 
 namespace {
@@ -139,10 +140,11 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
 // "fatal: std::bad_alloc". A model of about 1.6 GB of weights against a 1 GiB limit.
 TEST(Cli, OutOfMemoryUnderAnAddressSpaceLimitSaysSo) {
   sy::test::TempDir dir;
+  ASSERT_EQ(sy::test::prepare_tiny_tokens(dir, kBin).exit_code, 0);  // data/*.h5 is not tracked
   const auto r =
       run_command("ulimit -v 1048576; " + kBin + " train --config " + kSrc +
-                  "/configs/tiny.yaml --set data.path=" + kSrc +
-                  "/data/licenses.h5 --set run.out_dir=" + dir.file("run") +
+                  "/configs/tiny.yaml --set data.path=" + dir.file("t.h5") +
+                  " --set run.out_dir=" + dir.file("run") +
                   " --set model.d_model=1024 --set model.n_heads=8 --set model.n_layers=4"
                   " --set moe.num_experts=16 --set moe.ffn_hidden=2048 --set train.steps=1"
                   " --set eval.every=0");
@@ -184,6 +186,7 @@ TEST(Cli, GuardPassesTheLaunchersArgumentsInOrder) {
 // the file's values.
 TEST(Cli, TrainTakesItsConfigFromAPipe) {
   sy::test::TempDir dir;
+  ASSERT_EQ(sy::test::prepare_tiny_tokens(dir, kBin).exit_code, 0);  // data/*.h5 is not tracked
   const std::string cfg = dir.file("c.yaml"), out = dir.file("run");
   std::ofstream(cfg)
       << "model: {vocab_size: 256, d_model: 24, n_layers: 1, n_heads: 2, seq_len: 16}\n"
@@ -191,7 +194,7 @@ TEST(Cli, TrainTakesItsConfigFromAPipe) {
          "train: {steps: 2, global_batch: 2, micro_batch: 2}\n"
          "eval: {every: 0}\n"
          "data: {path: "
-      << kSrc << "/data/licenses.h5}\n";
+      << dir.file("t.h5") << "}\n";
   const auto r = run_command("cat " + cfg + " | " + kBin +
                              " train --config /dev/stdin --set run.out_dir=" + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
