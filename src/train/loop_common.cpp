@@ -454,14 +454,25 @@ std::optional<MetricsWriter> open_run_outputs(const Config& cfg, const comm::Com
     // which `placement --run` then misread.
     const std::string config = (fs::path(cfg.run.out_dir) / "config.yaml").string();
     const std::string path = metrics_path(cfg.run.out_dir);
-    std::string what = "the metrics file '" + path + "'";
+    const std::string config_what = "the run's config '" + config + "'";
+    std::string what = config_what;
     try {
       fs::create_directories(cfg.run.out_dir);
-      // The metrics file first: a resume that refuses it (it cannot be read) leaves the run's
-      // config.yaml as it was, not the refused run's.
+      const auto write_config = [&] {
+        what = config_what;
+        files::atomic_write_text(config, to_yaml(cfg));
+      };
       if (resumed) {
+        // The metrics file first: a resume that refuses it (it cannot be read) leaves the run's
+        // config.yaml as it was, not the refused run's.
+        what = "the metrics file '" + path + "'";
         metrics.emplace(path, resume_step);
+        write_config();
       } else {
+        // The config first: a fresh run that cannot write it has not yet moved the earlier
+        // run's metrics aside (a retry would then have replaced their .prev copy).
+        write_config();
+        what = "the metrics file '" + path + "'";
         // A fresh run in a directory an earlier one logged to: its lines are kept once, as .prev
         // (said: a second fresh run replaces that copy).
         if (fs::exists(path))
@@ -470,8 +481,6 @@ std::optional<MetricsWriter> open_run_outputs(const Config& cfg, const comm::Com
               << "\n";
         metrics.emplace(path, false);
       }
-      what = "the run's config '" + config + "'";
-      files::atomic_write_text(config, to_yaml(cfg));
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
