@@ -237,11 +237,7 @@ std::string set_origins(const std::string& message,
 // ---- scalar conversions: strict, so "64abc" or "1.5" for an integer is an error, not 64 or 1 ---
 
 bool parse_number(const std::string& text, double& out) {
-  std::string_view s = text;
-  if (!s.empty() && s[0] == '+') s.remove_prefix(1);
-  if (s.size() != text.size() && s.starts_with('-')) return false;  // "+-1"
-  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  return !s.empty() && ec == std::errc{} && ptr == s.data() + s.size() && std::isfinite(out);
+  return parse_decimal(text, out) && std::isfinite(out);
 }
 
 // Whether `text` is written as an integer ([+-]digits), whatever its size: a value that does not

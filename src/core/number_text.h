@@ -17,12 +17,13 @@ inline std::string number_text(double v) {
   return std::string(buf, end);
 }
 
-// An integer written in decimal, "[+-]digits", into `out`; false for anything else (empty, "1.5",
-// "64abc", "+-1", YAML 1.1's or C's "0x10" and "0o10") or out of Int's range. Leading zeros are
-// decimal: "010" is 10 (YAML 1.2), where yaml-cpp's as<int>() and strtol's base 0 read 8. The
-// config, placement and cluster files all read integers so.
-template <class Int>
-bool parse_decimal(std::string_view text, Int& out) {
+// A number written in decimal into `out`; false for anything else or out of T's range. For an
+// integer T, "[+-]digits" only (not "1.5", "64abc", "+-1", YAML 1.1's or C's "0x10" and "0o10");
+// leading zeros are decimal: "010" is 10 (YAML 1.2), where yaml-cpp's as<int>() and strtol's
+// base 0 read 8. For a floating T, from_chars' general form ("3e-3", "0.1"; also "inf", "nan":
+// the caller checks finiteness). The config, placement and cluster files all read numbers so.
+template <class T>
+bool parse_decimal(std::string_view text, T& out) {
   std::string_view s = text;
   if (!s.empty() && s[0] == '+') s.remove_prefix(1);
   if (s.size() != text.size() && s.starts_with('-')) return false;  // "+-1"

@@ -51,12 +51,8 @@ class Section {
       return fallback;
     }
     double v = 0;
-    try {
-      if (!plain_scalar(node_[key])) throw YAML::Exception(YAML::Mark::null_mark(), "quoted");
-      v = node_[key].as<double>();
-    } catch (const YAML::Exception&) {
+    if (!plain_scalar(node_[key]) || !YAML::convert<double>::decode(node_[key], v))
       fail(key, "expected a number, got '" + node_[key].as<std::string>("?") + "'");
-    }
     if (!std::isfinite(v) || v < lo)
       fail(key, "got " + node_[key].as<std::string>() + ", expected a number >= " + fmt(lo));
     if (v > hi)
@@ -80,12 +76,10 @@ class Section {
 
   bool boolean(const std::string& key, bool fallback) const {
     if (!has(key)) return fallback;
-    try {
-      if (!plain_scalar(node_[key])) throw YAML::Exception(YAML::Mark::null_mark(), "quoted");
-      return node_[key].as<bool>();
-    } catch (const YAML::Exception&) {
+    bool v = false;
+    if (!plain_scalar(node_[key]) || !YAML::convert<bool>::decode(node_[key], v))
       fail(key, "expected true or false");
-    }
+    return v;
   }
 
   std::string text(const std::string& key, bool required) const {

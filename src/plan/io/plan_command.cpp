@@ -100,7 +100,6 @@ int run_plan(const PlanRequest& a, std::ostream& out, std::ostream& err) {
         series[0].y.push_back(p.tokens_per_s_per_rank);
         series[1].y.push_back(100 * p.a2a_share);
       }
-      if (x.empty()) throw UsageError("--png: no node count has a fitting layout to plot");
       sy::PlotOptions po;
       po.gnuplot = a.gnuplot;
       sy::plot_xy(a.png, cfg.run.name + " on " + cluster.name + ": expert layer over N nodes",
