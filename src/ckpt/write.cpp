@@ -25,6 +25,7 @@
 #include "src/ckpt/files.h"
 #include "src/ckpt/seal.h"
 #include "src/core/durable_file.h"
+#include "src/core/unique_fd.h"
 #include "src/data/tokenizer_h5.h"
 
 namespace sy::ckpt {
@@ -300,11 +301,10 @@ void diagnosed(const std::string& tmp_path, const std::function<void()>& fn) {
 // rank, before any collective write, and the ranks agree. A file system that cannot reserve
 // (EOPNOTSUPP) is written without.
 void reserve_space(const std::string& path, int64_t bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) throw std::runtime_error("opening " + path + ": " + std::strerror(errno));
-  const int rc = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, bytes);
+  const UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd.valid()) throw std::runtime_error("opening " + path + ": " + std::strerror(errno));
+  const int rc = ::fallocate(fd.get(), FALLOC_FL_KEEP_SIZE, 0, bytes);
   const int err = errno;
-  ::close(fd);
   if (rc == 0 || err == EOPNOTSUPP || err == ENOSYS) return;
   throw std::runtime_error("reserving " + mib(bytes) + " for " + path + ": " + std::strerror(err));
 }
@@ -318,11 +318,11 @@ int64_t spare_bytes(const std::vector<PlannedTensor>& plan) {
 }
 
 void hold_spare(const std::string& path, int64_t bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::runtime_error("creating " + path + ": " + std::strerror(errno));
-  const int rc = ::fallocate(fd, 0, 0, bytes);
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd.valid()) throw std::runtime_error("creating " + path + ": " + std::strerror(errno));
+  const int rc = ::fallocate(fd.get(), 0, 0, bytes);
   const int err = errno;
-  ::close(fd);
+  fd.reset();
   if (rc == 0 || err == EOPNOTSUPP || err == ENOSYS) return;
   std::error_code ec;
   fs::remove(path, ec);
@@ -331,15 +331,14 @@ void hold_spare(const std::string& path, int64_t bytes) {
 
 // Rank 0, after the close: gives back what the reservation holds beyond the file's end.
 void release_reserve(const std::string& path, int64_t bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return;
+  const UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd.valid()) return;
   struct stat st {};
-  if (::fstat(fd, &st) == 0 && st.st_size < bytes &&
-      ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size, bytes - st.st_size) !=
-          0) {
+  if (::fstat(fd.get(), &st) == 0 && st.st_size < bytes &&
+      ::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size,
+                  bytes - st.st_size) != 0) {
     // Not every file system punches holes; the blocks go with the next truncate or removal.
   }
-  ::close(fd);
 }
 
 // Every rank, after an agreed failure of the write: gives the partial file up without another

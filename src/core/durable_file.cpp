@@ -85,12 +85,11 @@ std::string unwritable_output_dir(const std::string& path) {
   if (dir.empty()) dir = ".";
   if (!fs::is_directory(dir, ec)) return "";  // the writer names what is in the way
   const std::string probe = (dir / (".switchyard-probe-" + std::to_string(::getpid()))).string();
-  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
+  const UniqueFd fd(::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd.valid()) {
     if (errno == EEXIST) return "";  // a probe of this pid's: the directory takes files
     return "cannot create files in '" + dir.string() + "': " + std::strerror(errno);
   }
-  ::close(fd);
   ::unlink(probe.c_str());
   return "";
 }
@@ -104,11 +103,10 @@ std::string unreplaceable_output(const std::string& path) {
   struct stat file {};
   if (::lstat(path.c_str(), &file) != 0 || S_ISDIR(file.st_mode)) return "";
   if (S_ISREG(file.st_mode)) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
-    if (fd >= 0) {
+    const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW));
+    if (fd.valid()) {
       int flags = 0;
-      const bool known = ::ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;  // not on every file system
-      ::close(fd);
+      const bool known = ::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) == 0;  // not everywhere
       if (known && (flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)))
         return "'" + path + "' is " +
                ((flags & FS_IMMUTABLE_FL) ? "immutable (chattr +i)" : "append-only (chattr +a)") +
@@ -126,13 +124,9 @@ std::string unreplaceable_output(const std::string& path) {
 }
 
 void fsync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw_errno("open for fsync of", path);
-  const int rc = ::fsync(fd);
-  const int saved = errno;
-  ::close(fd);
-  errno = saved;
-  if (rc != 0) throw_errno("fsync of", path);
+  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) throw_errno("open for fsync of", path);
+  if (::fsync(fd.get()) != 0) throw_errno("fsync of", path);
 }
 
 void durable_rename(const std::string& from, const std::string& to) {
@@ -164,47 +158,39 @@ HeldTmp::HeldTmp(const std::string& path) : tmp_(path + ".tmp") {
   // The lock is on the file the name holds at that moment: one renamed away by its writer
   // meanwhile (now the output itself) is let go and the name opened again.
   for (;;) {
-    const int fd = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
-    if (fd < 0) throw_errno("create", tmp_);
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
-      ::close(fd);
+    UniqueFd fd(::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666));
+    if (!fd.valid()) throw_errno("create", tmp_);
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
       throw std::runtime_error(std::string(kAnotherWriter) + " '" + path + "' (it holds '" + tmp_ +
                                "'); wait for it to finish, or give another output name");
     }  // a file system without flock writes unguarded
     struct stat held {
     }, named{};
-    if (::fstat(fd, &held) == 0 && ::stat(tmp_.c_str(), &named) == 0 &&
+    if (::fstat(fd.get(), &held) == 0 && ::stat(tmp_.c_str(), &named) == 0 &&
         held.st_dev == named.st_dev && held.st_ino == named.st_ino) {
       on_interrupt_ = RemovedOnInterrupt(tmp_);  // ours from here (never another writer's)
-      if (::ftruncate(fd, 0) != 0) {
+      if (::ftruncate(fd.get(), 0) != 0) {
         const int saved = errno;
-        ::close(fd);
+        fd.reset();
         ::unlink(tmp_.c_str());
         errno = saved;
         throw_errno("truncate", tmp_);
       }
-      fd_ = fd;
+      fd_ = std::move(fd);
       return;
     }
-    ::close(fd);  // renamed (or removed) before the lock was had: try the name again
+    // Renamed (or removed) before the lock was had: try the name again.
   }
 }
 
 HeldTmp::~HeldTmp() {
-  if (fd_ < 0) return;     // moved from, or renamed()
-  ::unlink(tmp_.c_str());  // while still held: no other writer has it yet
-  ::close(fd_);
+  if (!fd_.valid()) return;  // moved from, or renamed()
+  ::unlink(tmp_.c_str());    // while still held: no other writer has it yet
 }
-
-HeldTmp::HeldTmp(HeldTmp&& other) noexcept
-    : tmp_(std::move(other.tmp_)),
-      fd_(std::exchange(other.fd_, -1)),
-      on_interrupt_(std::move(other.on_interrupt_)) {}
 
 void HeldTmp::renamed() {
   on_interrupt_ = RemovedOnInterrupt();
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
+  fd_.reset();
 }
 
 std::string StagedFiles::stage(const std::string& path) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "src/core/interrupt.h"
+#include "src/core/unique_fd.h"
 
 namespace sy::files {
 
@@ -76,7 +77,7 @@ class HeldTmp {
  public:
   explicit HeldTmp(const std::string& path);
   ~HeldTmp();
-  HeldTmp(HeldTmp&& other) noexcept;
+  HeldTmp(HeldTmp&& other) noexcept = default;
   HeldTmp& operator=(HeldTmp&&) = delete;
   HeldTmp(const HeldTmp&) = delete;
   HeldTmp& operator=(const HeldTmp&) = delete;
@@ -87,7 +88,7 @@ class HeldTmp {
 
  private:
   std::string tmp_;
-  int fd_ = -1;
+  UniqueFd fd_;  // invalid once moved from or renamed()
   RemovedOnInterrupt on_interrupt_;
 };
 

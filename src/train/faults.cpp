@@ -10,6 +10,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "src/core/unique_fd.h"
+
 namespace sy {
 
 std::optional<CheckpointFault> CheckpointFault::from_env() {
@@ -53,13 +55,12 @@ void CheckpointFault::at(int world_rank, const std::string& where, const std::st
     throw std::logic_error("SWITCHYARD_CKPT_FAULT fill: refusing to fill the file system of '" +
                            dir + "' (only one of at most 64 MiB, a test's tmpfs)");
   const std::string path = (std::filesystem::path(dir) / "ballast").string();
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::runtime_error("SWITCHYARD_CKPT_FAULT fill: cannot create " + path);
+  const UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd.valid()) throw std::runtime_error("SWITCHYARD_CKPT_FAULT fill: cannot create " + path);
   const std::vector<char> block(1 << 16, 'x');
   for (const size_t n : {65536, 4096, 256, 16, 1})  // down to single bytes: nothing may be left
-    while (::write(fd, block.data(), n) == static_cast<ssize_t>(n)) {
+    while (::write(fd.get(), block.data(), n) == static_cast<ssize_t>(n)) {
     }
-  ::close(fd);
 }
 
 }  // namespace sy

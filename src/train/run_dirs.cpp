@@ -10,6 +10,7 @@
 #include <ctime>
 #include <filesystem>
 #include <ostream>
+#include <utility>
 
 #include "src/core/error.h"
 #include "src/core/paths.h"
@@ -63,12 +64,11 @@ RunDirs::~RunDirs() {
 
 void RunDirs::release() {
   for (const Held& h : held_) {
-    if (::ftruncate(h.fd, 0) != 0) {
+    if (::ftruncate(h.fd.get(), 0) != 0) {
       // Nothing to do: the lock goes with the descriptor, the stale holder line is harmless.
     }
-    ::close(h.fd);
   }
-  held_.clear();
+  held_.clear();  // closes them: the locks go
 }
 
 void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream& log) {
@@ -80,7 +80,8 @@ void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream
   for (const Held& h : held_)
     if (h.path == canonical) return;  // the same directory under both keys: one lock
 
-  const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  UniqueFd owned(::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  const int fd = owned.get();
   if (fd < 0)
     throw UsageError(where + " is not writable (opening " + lock + ": " + std::strerror(errno) +
                      ")");
@@ -88,7 +89,6 @@ void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream
     const int err = errno;
     if (err == EWOULDBLOCK) {
       std::string holder = printable(read_all(fd));  // whatever the file holds, shown safely
-      ::close(fd);
       if (holder.empty()) holder = "its holder did not say who it is";
       throw UsageError(where + " is in use by another switchyard run (" + holder + "; lock file " +
                        lock + "). Wait for it to end, or give this run its own " + key);
@@ -102,7 +102,7 @@ void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream
       log << "note: " << where << ": taking over the lock of a run that ended without releasing "
           << "it (" << previous << ")\n";
   }
-  held_.push_back({canonical, fd});
+  held_.push_back({canonical, std::move(owned)});
   const std::string text = holder_text() + "\n";
   // Synced: the other ranks read this line to know they see this directory (a shared
   // checkpoint.dir, loop_common.h), and NFS shows another node a write only after fsync or close.

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "src/config/config.h"
+#include "src/core/unique_fd.h"
 
 namespace sy {
 
@@ -36,7 +37,7 @@ class RunDirs {
  private:
   struct Held {
     std::string path;
-    int fd;
+    UniqueFd fd;  // flock(2) held while open
   };
   void claim(const std::string& key, const std::string& dir, std::ostream& log);
   void release();

@@ -15,6 +15,7 @@
 #include "common/temp_dir.h"
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
+#include "src/core/unique_fd.h"
 
 namespace {
 
@@ -201,20 +202,17 @@ TEST(DurableFile, AnImmutableOrAppendOnlyOutputIsNamedBeforeTheWork) {
   // The file system's own flags (ext4's "extents") stay: only the one asked for is added.
   int original = 0;
   const auto set_flags = [&](int added) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
+    const sy::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return false;
     int flags = original | added;
-    const bool ok = ::ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
-    ::close(fd);
-    return ok;
+    return ::ioctl(fd.get(), FS_IOC_SETFLAGS, &flags) == 0;
   };
   EXPECT_EQ(files::unwritable_output(path), "");
   {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    ASSERT_GE(fd, 0);
-    const bool known = ::ioctl(fd, FS_IOC_GETFLAGS, &original) == 0;
-    ::close(fd);
-    if (!known) GTEST_SKIP() << "this file system has no file flags";
+    const sy::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd.valid());
+    if (::ioctl(fd.get(), FS_IOC_GETFLAGS, &original) != 0)
+      GTEST_SKIP() << "this file system has no file flags";
   }
   if (!set_flags(FS_IMMUTABLE_FL)) GTEST_SKIP() << "chattr +i is not possible here";
   const std::string immutable = files::unwritable_output(path);
