@@ -1,6 +1,5 @@
 // `switchyard data prepare` (text files -> token file) and `switchyard data import` (token shards
 // -> token file): SPEC section 8.
-#include <hdf5.h>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -45,14 +44,6 @@ void note_repeated_inputs(const std::vector<std::string>& paths, const char* wha
       std::cerr << "note: " << what << " '" << p << "' is the same file as '" << *it->second
                 << "', given before: its tokens go in once for each time it is given\n";
   }
-}
-
-// Before a data command writes a token file: HDF5 1.10's clean-up at exit crashes (or loops) on
-// a file whose write and close failed (a disk that filled during the write), after the message:
-// it is turned off, every file the command opens being closed by then (TokenFileWriter). (Past
-// the file size limit a write fails with EFBIG instead of killing the process: main.cpp.)
-void prepare_for_token_file_writes() {
-  H5dont_atexit();
 }
 
 void add_prepare(CLI::App& data, std::vector<Command>& out) {

@@ -127,7 +127,7 @@ struct TokenFileWriter::Impl {
 
   // Gives the partial file up: closes it and removes it. After a failed write HDF5 1.10 may fail
   // the close too (it writes what it caches again) and then crash in its exit-time clean-up:
-  // the data commands turn that clean-up off (H5dont_atexit, app/cmd_data.cpp), and
+  // the data commands turn that clean-up off (prepare_for_token_file_writes), and
   // check_room() keeps a file that cannot fit from being started at all.
   void abandon() {
     h5::ErrorSilencer quiet;
@@ -156,6 +156,10 @@ int64_t token_file_bytes(int64_t vocab_size, int64_t tokens, int64_t tokenizer_m
   const auto chunk = static_cast<int64_t>(kTokenChunk);
   // Both splits' last chunks whole, the tokenizer model, and a MiB for HDF5's metadata.
   return width * (tokens + 2 * chunk) + tokenizer_model_bytes + (int64_t{1} << 20);
+}
+
+void prepare_for_token_file_writes() {
+  H5dont_atexit();
 }
 
 TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size, int64_t file_bytes)

@@ -81,6 +81,13 @@ PrepareReport prepare_token_file(const PrepareOptions& opt);
 // model has `tokenizer_model_bytes` (0 for bytes).
 int64_t token_file_bytes(int64_t vocab_size, int64_t tokens, int64_t tokenizer_model_bytes);
 
+// What a command that writes token files calls first, before any other HDF5 call: HDF5 1.10's
+// clean-up at exit crashes (or loops) on a file whose write and close failed (a disk that filled
+// during the write), after the message; it is turned off (H5dont_atexit), every file such a
+// command opens being closed by then (TokenFileWriter). Past the file size limit a write fails
+// with EFBIG instead of killing the process: app/main.cpp.
+void prepare_for_token_file_writes();
+
 // Writes a token file: "<path>.tmp", renamed to `path` by commit() (the destructor removes an
 // uncommitted .tmp). Tokens are appended split by split, in blocks, so a file larger than memory
 // can be written. `vocab_size` decides the id type (SPEC 8: uint16 up to 65536, else uint32).
