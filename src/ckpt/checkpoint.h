@@ -193,7 +193,8 @@ struct TensorStatus {
   std::string path;            // "model/embed"
   std::vector<int64_t> shape;  // as the manifest says
   int64_t chunks = 0;          // Fletcher32-checked chunks
-  std::string problem;         // empty: present, float32, shape as listed, every chunk verifies
+  // Empty: present, float32, shape as listed, every chunk verifies, every value finite.
+  std::string problem;
 };
 
 struct Inspection {
@@ -217,9 +218,10 @@ struct ReadProgress {
 
 // Collective. Opens `file`, checks the format attributes, the manifest and the metadata
 // checksum, and reads every chunk of every dataset (in parallel: each rank a share) so that HDF5
-// verifies its Fletcher32 checksum. Problems with single datasets are reported per tensor; a file
-// that cannot be used at all (missing, not HDF5, truncated, foreign, unknown format_version)
-// throws CheckpointError. `watchdog` bounds the waits (null: unbounded).
+// verifies its Fletcher32 checksum; a value that is not finite is a problem too. Problems with
+// single datasets are reported per tensor; a file that cannot be used at all (missing, not HDF5,
+// truncated, foreign, unknown format_version) throws CheckpointError. `watchdog` bounds the waits
+// (null: unbounded).
 Inspection inspect_checkpoint(MPI_Comm comm, const std::string& file,
                               comm::Watchdog* watchdog = nullptr,
                               const ReadProgress& progress = {});
@@ -253,11 +255,6 @@ struct WholeTensor {
   std::vector<int64_t> shape;
   std::vector<float> data;
 };
-// NumericalError (exit 3, as `sample` on such weights) naming the first tensor of `tensors`
-// that holds a value that is not finite, and how many it holds: the weights of a diverged run
-// (written by an older switchyard, or by the GPU trainer, which checks the loss and gradients
-// only) are no model to export. `file` names the checkpoint in the message.
-void refuse_non_finite(const std::vector<WholeTensor>& tensors, const std::string& file);
 
 // `state`, when given, receives the checkpoint's state. Damage outside /model (the optimizer
 // state: a model can still be sampled and exported, not resumed) is not an error here: it goes

@@ -292,7 +292,6 @@ HfExportReport export_hf(MPI_Comm comm, const std::string& checkpoint, const HfE
   if (opt.output_dir.empty()) throw UsageError("ckpt export --format hf: no --output directory");
   check_output_dir(opt.output_dir);
   const ckpt::CheckpointModel model = ckpt::read_checkpoint_model(comm, checkpoint, opt.progress);
-  ckpt::refuse_non_finite(model.tensors, checkpoint);
   const std::string source = "checkpoint '" + checkpoint + "'";
   const Config& cfg = model.cfg;
   const Tokenizer& tok = model.tokenizer;

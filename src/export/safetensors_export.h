@@ -24,8 +24,9 @@ struct SafetensorsExportReport {
   std::vector<std::string> notes;  // what the checkpoint's reader noticed (damaged optimizer state)
 };
 
-// Collective (every rank verifies and reads the checkpoint; rank 0 writes): UsageError for
-// weights that are not finite (a diverged run), nothing written then.
+// Collective (every rank verifies and reads the checkpoint; rank 0 writes): CheckpointError
+// (exit 2) for a model tensor that does not verify or holds a value that is not finite,
+// nothing written then.
 SafetensorsExportReport export_safetensors(MPI_Comm comm, const std::string& checkpoint,
                                            const std::string& output,
                                            const ckpt::ReadProgress& progress);

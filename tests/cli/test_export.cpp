@@ -384,10 +384,9 @@ TEST(CkptExportFiles, AFifoAsAnOutputIsRefusedAndKept) {
   EXPECT_TRUE(contains(r.output, "is a directory: remove it")) << r.output;
 }
 
-// The weights of a diverged run (an older switchyard's, or the GPU trainer's, which checks the
-// loss and gradients only) are no model: both formats refuse them with exit 3, naming the tensor,
-// as `sample` does, where they were exported (exit 0). HDF5 rewrites the chunk's Fletcher32, so
-// the checkpoint is otherwise sound.
+// Weights that are not finite (a diverged run's, or an edited file) are no model: both formats
+// refuse them as bad input (exit 2, SPEC 9), naming the tensor, where they were exported
+// (exit 0). HDF5 rewrites the chunk's Fletcher32, so the checkpoint is otherwise sound.
 TEST(CkptExportFiles, WeightsThatAreNotFiniteAreNotExported) {
   sy::test::TempDir dir;
   const std::string ckpt = two_step_checkpoint(dir);
@@ -407,8 +406,9 @@ TEST(CkptExportFiles, WeightsThatAreNotFiniteAreNotExported) {
   }
   for (const std::string& to : {dir.file("m.safetensors"), dir.file("hf") + " --format hf"}) {
     const auto r = run_command(kBin + " ckpt export " + ckpt + " --output " + to);
-    EXPECT_EQ(r.exit_code, 3) << to << "\n" << r.output;
-    EXPECT_TRUE(contains(r.output, "model/embed holds 1 of")) << r.output;
+    EXPECT_EQ(r.exit_code, 2) << to << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, "/model/embed: holds 1 of")) << r.output;
+    EXPECT_TRUE(contains(r.output, "not finite")) << r.output;
   }
   EXPECT_FALSE(fs::exists(dir.file("m.safetensors")));
   EXPECT_FALSE(fs::exists(dir.file("hf/model.safetensors")));

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
+#include <cmath>
+
 #include "common/damage.h"
 #include "faults/faults_util.h"
 #include "src/ckpt/detail.h"
@@ -58,6 +60,19 @@ void damage_root_object_header(const std::string& file) {
   xor_byte(file, static_cast<int64_t>(addr));  // its "OHDR" signature
 }
 
+// One value of a dataset replaced in place, the way another tool edits a file: HDF5 writes the
+// chunk's Fletcher32 anew and no attribute changes, so only the value itself tells.
+void set_value(const std::string& file, const char* dataset, size_t index, float value) {
+  edit(file, [&](hid_t f) {
+    h5::Dataset d{H5_CHECK(H5Dopen2(f, dataset, H5P_DEFAULT))};
+    h5::Dataspace space{H5_CHECK(H5Dget_space(d))};
+    std::vector<float> v(static_cast<size_t>(H5Sget_simple_extent_npoints(space)));
+    H5_CHECK(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()));
+    v.at(index) = value;
+    H5_CHECK(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()));
+  });
+}
+
 struct Damage {
   const char* name;
   void (*apply)(const std::string& file);
@@ -100,6 +115,15 @@ const Damage kDamages[] = {
      "no metadata checksum", "no metadata checksum"},
     {"root_object_header", damage_root_object_header, "unable to load object header",
      "unable to load object header"},
+    // Values that verify but no run writes (it stops at a non-finite update before its
+    // checkpoint): resumed, the first step's loss was NaN, exit 3 naming neither file nor
+    // dataset, and `ckpt info` said "ok".
+    {"a_weight_that_is_not_a_number",
+     [](const std::string& f) { set_value(f, "model/embed", 7, std::nanf("")); }, "BAD: holds 1 of",
+     "dataset /model/embed: holds 1 of"},
+    {"an_optimizer_moment_that_is_infinite",
+     [](const std::string& f) { set_value(f, "optim/v/final_norm", 0, INFINITY); },
+     "BAD: holds 1 of", "dataset /optim/v/final_norm: holds 1 of"},
     // Consistent but without a tensor the model needs: verification passes, loading fails,
     // and --resume auto still falls back instead of exiting 2.
     {"resealed_without_a_tensor", [](const std::string& f) { delete_dataset(f, true); },
@@ -128,8 +152,13 @@ TEST_P(DamagedCheckpoint, IsReportedAndResumeFallsBack) {
     EXPECT_EQ(r.exit_code, 2) << name << "\n" << r.output;
   }
   // Verified attribute by attribute, where the root's attributes can be read at all.
-  if (name != "resealed_without_a_tensor" && name != "root_object_header") {
+  const bool values_only =
+      name == "a_weight_that_is_not_a_number" || name == "an_optimizer_moment_that_is_infinite";
+  if (name != "resealed_without_a_tensor" && name != "root_object_header" && !values_only) {
     EXPECT_NE(r.output.find("metadata     BAD"), std::string::npos) << r.output;
+  }
+  if (values_only) {  // the file is as written but for the value: its metadata is not blamed
+    EXPECT_NE(r.output.find("metadata     every attribute"), std::string::npos) << r.output;
   }
   EXPECT_NE(r.output.find(d.info_says), std::string::npos) << d.name << "\n" << r.output;
 
@@ -139,6 +168,22 @@ TEST_P(DamagedCheckpoint, IsReportedAndResumeFallsBack) {
   EXPECT_NE(r.output.find(d.resume_says), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("resuming from " + ck + "/step_00000005.h5"), std::string::npos)
       << r.output;
+}
+
+// `--resume <file>` of a checkpoint with a NaN weight is bad input (SPEC 9: exit 2 naming the
+// file and the dataset), said before any step, not a "numerical failure" one step later.
+TEST_F(FaultTest, ResumingFromAWeightThatIsNotFiniteIsRefusedNamingIt) {
+  const std::string out = path("run"), ck = out + "/checkpoints/step_00000005.h5";
+  auto r = run_command(mpirun_command(2) + train(out, 5));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  set_value(ck, "model/layers/1/moe/w2", 3, -INFINITY);
+  r = run_command(mpirun_command(2) + train(path("again"), 8, "--resume " + ck));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find(ck), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("/model/layers/1/moe/w2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("not finite"), std::string::npos) << r.output;
+  EXPECT_EQ(read_file(path("again") + "/metrics.jsonl").find("\"loss\""), std::string::npos)
+      << "a step was trained from it";
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, DamagedCheckpoint, ::testing::ValuesIn(kDamages),
