@@ -2,6 +2,7 @@
 // and open_token_file (the splits left in the file, read window by window: the trainer). Both
 // check the file the same way, so a bad one is a UsageError naming it before training starts.
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -14,6 +15,8 @@
 #include "src/core/h5.h"
 #include "src/core/h5_attr.h"
 #include "src/core/paths.h"
+#include "src/core/printable.h"
+#include "src/core/suggest.h"
 #include "src/data/tokenizer_h5.h"
 #include "src/data/tokens.h"
 
@@ -115,6 +118,18 @@ class Reader {
     if (out.vocab_size > model_vocab_size)
       fail("vocab_size " + std::to_string(out.vocab_size) + " is larger than model.vocab_size " +
            std::to_string(model_vocab_size) + " (raise model.vocab_size to at least the file's)");
+    // Another tool's name is trained on as ids without text (tokenizer.h); one of SPEC 8's names
+    // mistyped ("SentencePiece", "byte") is a slip that would leave every checkpoint without text.
+    const std::vector<std::string> known = {kTokenizerBytes, kTokenizerSentencePiece,
+                                            kTokenizerImported};
+    if (std::find(known.begin(), known.end(), out.tokenizer) == known.end()) {
+      std::string lower = out.tokenizer;
+      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (const std::string hint = suggestion(lower, known); !hint.empty())
+        fail("root attribute tokenizer is '" + printable(out.tokenizer) + "'" + hint +
+             ": SPEC 8 names 'bytes', 'sentencepiece' or 'imported'; any other name is trained on "
+             "as ids without text, which `sample` cannot decode");
+    }
     // "bytes" decodes ids 0..255 only: a larger vocabulary holds ids no byte is.
     if (out.tokenizer == kTokenizerBytes && out.vocab_size > kByteVocab)
       fail("root attribute tokenizer is 'bytes' (ids 0-255) but vocab_size is " +

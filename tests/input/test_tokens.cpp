@@ -463,6 +463,26 @@ TEST(ReadTokens, EveryDefectIsAUsageErrorNamingFileAndProblem) {
              .int_attr("tokenizer", 1);
        },
        {"'tokenizer' must be a string"}},
+      // One of SPEC 8's names mistyped: trained on as another tool's ids, every checkpoint of the
+      // run without its text (found by QA: `sample` refused them only after training).
+      {"tokenizer name in another case",
+       [](const std::string& p) {
+         Builder(p)
+             .tokens("train", 20)
+             .tokens("val", 20)
+             .int_attr("vocab_size", 256)
+             .fixed_str_attr("tokenizer", "SentencePiece");
+       },
+       {"tokenizer is 'SentencePiece' (did you mean 'sentencepiece'?)", "'imported'"}},
+      {"tokenizer name misspelt",
+       [](const std::string& p) {
+         Builder(p)
+             .tokens("train", 20)
+             .tokens("val", 20)
+             .int_attr("vocab_size", 256)
+             .fixed_str_attr("tokenizer", "byte");
+       },
+       {"tokenizer is 'byte' (did you mean 'bytes'?)"}},
       {"vocab larger than model",
        [](const std::string& p) {
          Builder(p).tokens("train", 20).tokens("val", 20).valid_attrs(300);
