@@ -242,9 +242,8 @@ std::string what_is_kept(const std::string& dir) {
              : "; the previous checkpoint and `latest` are kept";
 }
 
-// Rank 0, before the write: refuses a checkpoint that cannot fit, so a full disk is one clear
-// message instead of a failure deep inside a collective write. A stale temp file of the same step
-// is about to be truncated, so its space counts as free.
+// Rank 0, before the write (the stale temp files removed): refuses a checkpoint that cannot fit,
+// so a full disk is one clear message instead of a failure deep inside a collective write.
 void check_free_space(const std::string& dir, const std::string& tmp_path, int64_t file_bytes,
                       int64_t need) {
   // Past the file size limit the write would fail half-way (EFBIG; SIGXFSZ is ignored), inside
@@ -253,11 +252,8 @@ void check_free_space(const std::string& dir, const std::string& tmp_path, int64
     throw Error(kExitOther, "checkpoint " + fs::path(tmp_path).stem().string() + " needs about " +
                                 mib(file_bytes) + ", " + why + what_is_kept(dir) +
                                 ". Raise the limit and resume with --resume auto");
-  int64_t avail = free_bytes(dir);
+  const int64_t avail = free_bytes(dir);
   if (avail < 0) return;  // unknown: the write itself will tell
-  std::error_code ec;
-  const auto stale = fs::file_size(tmp_path, ec);
-  if (!ec) avail += static_cast<int64_t>(stale);
   if (avail >= need) return;
   // The shortfall itself: rounded to 0.1 MiB the two could read alike ("2.6 MiB, 2.6 MiB are
   // free").
@@ -458,19 +454,24 @@ SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainSta
   const std::string label = "checkpoint '" + final_path + "'";
   const std::string spare_path = tmp_path + files::kSpareSuffix;
   const int64_t need = estimated_file_bytes(plan, st), spare = spare_bytes(plan);
+  SaveResult result;
+  result.path = final_path;
   on_root(c, label + ": preparing checkpoint.dir", [&] {
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec || !fs::is_directory(dir))
       throw UsageError("checkpoint.dir '" + dir + "' cannot be created: " + ec.message());
+    // A temp file here is a killed writer's: the trainer holds checkpoint.dir's lock (run_dirs.h).
+    // Its reservation still holds the whole checkpoint's size on disk though it looks small, so
+    // it goes before the room is counted (QA: on a tight disk every resume ran out of space).
+    for (const auto& stale : files::list_temp_files(dir))
+      if (fs::remove(stale, ec)) result.removed.push_back(stale);
     check_free_space(dir, tmp_path, need, need + spare);
     diagnosed(tmp_path, [&] { hold_spare(spare_path, spare); });
   });
 
   write_file(c, label, tmp_path, spare_path, need, plan, mine, st, stage);
 
-  SaveResult result;
-  result.path = final_path;
   on_root(c, label + ": sealing and committing the file", [&] {
     try {
       release_reserve(tmp_path, need);

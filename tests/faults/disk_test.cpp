@@ -63,6 +63,35 @@ TEST_F(DiskFull, CheckpointThatCannotFitIsRefusedBeforeWriting) {
   expect_previous_checkpoint_intact(log);
 }
 
+// A writer killed mid-checkpoint leaves step_N.h5.tmp and its .spare, the .tmp holding the whole
+// file's reservation (fallocate, KEEP_SIZE: a few KiB to `ls`, MiBs on disk). On a disk that
+// held every checkpoint before, each resume then stopped with "no space left" until someone
+// removed them by hand (found by QA). The run holds checkpoint.dir's lock, so they are removed
+// before the room is counted. Here 8 MiB hold step 5 and a 6 MiB leftover of step 10's write.
+TEST_F(DiskFull, AKilledWritersLeftoversDoNotStopTheResume) {
+  const std::string out = path("run"), ck = path("ck");
+  std::filesystem::create_directories(ck);
+  const std::string leftovers = "touch " + ck + "/step_00000010.h5.tmp && fallocate -n -l 6M " +
+                                ck + "/step_00000010.h5.tmp && head -c 2048 /dev/zero >> " + ck +
+                                "/step_00000010.h5.tmp && " + "fallocate -l 256K " + ck +
+                                "/step_00000010.h5.tmp.spare && ";
+  Process job(in_tmpfs("8m", ck,
+                       mpirun_command(2) + train(out, 5, "--set checkpoint.dir=" + ck) +
+                           " >/dev/null 2>&1 && " + leftovers + "df -k " + ck +
+                           " | sed 's/^/DF /'; " + mpirun_command(2) +
+                           train(out, 10, "--set checkpoint.dir=" + ck + " --resume auto") + "; " +
+                           "echo RC=$?; echo LATEST=$(cat " + ck + "/latest); ls -a " + ck +
+                           " | sed 's/^/LS /'"),
+              path("log"));
+  ASSERT_NE(job.wait(180), -1) << "the job hung:\n" << job.output();
+  const std::string log = job.output();
+  ASSERT_NE(log.find("DF "), std::string::npos) << "the first run or the leftovers failed\n" << log;
+  EXPECT_NE(log.find("RC=0\n"), std::string::npos) << log;
+  EXPECT_EQ(log.find("no space left"), std::string::npos) << log;
+  EXPECT_NE(log.find("LATEST=step_00000010.h5\n"), std::string::npos) << log;
+  EXPECT_EQ(log.find(".tmp"), std::string::npos) << "a leftover is still there\n" << log;
+}
+
 // The disk fills up while step 10's checkpoint is being written (rank 0 fills the tmpfs right
 // after the file is created): every rank ends together, promptly -- not at the watchdog -- and
 // the next run resumes from step 5.
