@@ -125,7 +125,8 @@ std::string format_manifest(const std::vector<ManifestEntry>& entries);
 std::vector<ManifestEntry> parse_manifest(const std::string& text);
 
 // The chunk shape of a tensor dataset: whole trailing dimensions, as many leading rows as fit in
-// about 4 MiB (splitting a dimension further only when one row alone is larger).
+// about 4 MiB (splitting a dimension further only when one row alone is larger), the rows of a
+// split dimension shared evenly among its chunks (less than one row of padding per chunk).
 std::vector<int64_t> chunk_shape(const std::vector<int64_t>& shape);
 
 // Checks that `slab` selects inside `shape` with non-overlapping blocks; throws std::logic_error
