@@ -568,7 +568,9 @@ Config config_from_file_text(const std::string& text, const std::string& path,
   try {
     validate_run_bounds(cfg);
   } catch (const UsageError& e) {
-    throw UsageError(path + ": " + e.what());
+    std::map<std::string, std::string> overridden;  // as parse_config's: the last --set wins
+    for (const std::string& o : overrides) overridden[o.substr(0, o.find('='))] = o;
+    throw UsageError(path + ": " + e.what() + set_origins(e.what(), overridden));
   }
   return cfg;
 }

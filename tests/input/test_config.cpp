@@ -491,7 +491,9 @@ TEST(Config, RunBoundsAreTheStartingConfigsOnly) {
            // runs/<name> outside runs/.
            {"run.name=../../escape", "run.name"},
            {"run.name=/abs/path", "run.name"}}) {
-    expect_usage_error([&] { load_config(file, {set}); }, {file, key + ": got "}, set);
+    // The --set is named, as for every other key (QA: this check alone sent the user to the file).
+    expect_usage_error([&] { load_config(file, {set}); },
+                       {file, key + ": got ", "(from --set " + set}, set);
     EXPECT_NO_THROW(parse_config(kMinimal, {set}, "a stored config")) << set;
   }
   EXPECT_NO_THROW(load_config(file, {"eval.sample_tokens=100000", "run.name=sweeps/lr1"}));
