@@ -149,7 +149,12 @@ Plan plan_export(const Config& cfg, const Source& src, const std::string& file) 
                          number_text(*moe.capacity_factor) +
                          "): the architectures are dropless, so tokens the training dropped "
                          "reach their experts (as in `switchyard sample`, also dropless)");
-  if (moe.route_groups.nodes || moe.route_groups.count > 1)
+  // Groups select nothing when every group is kept (M = R) or each holds one expert (R = E, and
+  // M >= k): the top-k over all experts is then the model's own (SPEC 1). `nodes` resolved to a
+  // count that only the run's layout knew.
+  const int64_t R = moe.route_groups.count, M = moe.route_groups_topk;
+  const bool groups_select = moe.route_groups.nodes || (R > 1 && M < R && R < moe.num_experts);
+  if (groups_select)
     p.problems.push_back(
         "group-limited routing (moe.route_groups): the export selects the top-k over all "
         "experts");

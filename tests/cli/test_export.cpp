@@ -312,6 +312,29 @@ TEST(HfExport, RefusesWhatNoArchitectureRepresents) {
   EXPECT_TRUE(contains(r.output, "moe.score: sigmoid")) << r.output;
 }
 
+// Group-limited routing selects nothing when every group is kept (M = R) or each group is one
+// expert (R = E): the top-k over all experts is the model's own and exports exactly (QA: it was
+// refused as "group-limited routing"). Two groups of two experts with one kept is refused.
+TEST(HfExport, GroupsThatSelectNothingExportExactly) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string data = prepare(dir);
+  const std::vector<std::pair<std::string, bool>> cases = {
+      // tiny.yaml: E 4, k 2
+      {"--set moe.route_groups=2 --set moe.route_groups_topk=2", true},
+      {"--set moe.route_groups=4 --set moe.route_groups_topk=2", true},
+      {"--set moe.route_groups=2 --set moe.route_groups_topk=1", false}};
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto& [sets, exact] = cases[i];
+    const std::string out = dir.file("run" + std::to_string(i));
+    train(data, out, 1, sets);
+    const auto r = run_command(kBin + " ckpt export " + final_ckpt(out, 1) +
+                               " --format hf --output " + dir.file("hf" + std::to_string(i)));
+    EXPECT_EQ(r.exit_code, exact ? 0 : 2) << sets << "\n" << r.output;
+    EXPECT_EQ(contains(r.output, "group-limited routing"), !exact) << sets << "\n" << r.output;
+  }
+}
+
 // A model vocabulary larger than the tokenizer's (padded): sample picks among the 256 byte ids
 // only, transformers' generate() among all 300; the export says so and how to match sample. One
 // that fits its tokenizer gets no note.
