@@ -48,7 +48,7 @@ std::string PlanLayout::set_flags() const {
   } else if (pin_nodes) {  // one node, over the config's emulated ones
     o << " --set parallel.ranks_per_node=" << world;
   }
-  if (ep > 1) {
+  if (ep > 1 && !gpu) {
     o << " --set parallel.a2a=" << (hierarchical ? "hierarchical" : "flat");
     if (hierarchical) o << " --set parallel.internode=" << to_string(internode);
   }
@@ -72,8 +72,10 @@ PlanLayout layout_of_config(const Config& cfg, int64_t world, int64_t host_ranks
   l.ep = cfg.parallel.ep;
   l.etp = cfg.parallel.etp;
   l.zero1 = cfg.parallel.zero1;
-  l.internode = cfg.parallel.internode;
-  l.hierarchical = a2a_is_hierarchical(cfg.parallel.a2a, l.ep > 0 && l.etp > 0 && l.ep_nodes() > 1);
+  l.gpu = cfg.device == Device::kCuda;
+  const bool spans = l.ep > 0 && l.etp > 0 && l.ep_nodes() > 1;
+  l.internode = l.gpu ? InternodeKind::kMpi : cfg.parallel.internode;
+  l.hierarchical = l.gpu ? spans : a2a_is_hierarchical(cfg.parallel.a2a, spans);
   return l;
 }
 
@@ -136,6 +138,7 @@ std::vector<PlanLayout> enumerate_layouts(const Config& cfg, int64_t world,
         l.world = world;
         l.ranks_per_node = ranks_per_node;
         l.pin_nodes = cfg.parallel.ranks_per_node > 0;
+        l.gpu = cfg.device == Device::kCuda;
         l.tp = tp;
         l.ep = ep;
         l.etp = etp;
@@ -149,7 +152,9 @@ std::vector<PlanLayout> enumerate_layouts(const Config& cfg, int64_t world,
           if (zero1 && !any_dp) continue;
           l.zero1 = zero1;
           std::vector<std::pair<bool, InternodeKind>> a2a = {{false, InternodeKind::kUcx}};
-          if (ep > 1 && l.ep_nodes() > 1) {
+          if (l.gpu && ep > 1 && l.ep_nodes() > 1) {
+            a2a = {{true, InternodeKind::kMpi}};  // the only exchange the GPU has
+          } else if (ep > 1 && l.ep_nodes() > 1) {
             a2a.push_back({true, InternodeKind::kUcx});
             a2a.push_back({true, InternodeKind::kMpi});
           }

@@ -24,6 +24,10 @@ struct PlanLayout {
   // The config sets parallel.ranks_per_node (emulated nodes): set_flags names the layout's nodes
   // even when it has one, or the run would keep the config's.
   bool pin_nodes = false;
+  // device: cuda: the GPU exchange is always hierarchical with MPI between nodes
+  // (comm/gpu_exchange.h); parallel.a2a and parallel.internode do not apply, so set_flags omits
+  // them and enumerate_layouts offers no variants of them.
+  bool gpu = false;
 
   int64_t dp() const { return world / tp; }
   int64_t edp() const { return world / (ep * etp); }

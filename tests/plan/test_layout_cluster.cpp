@@ -74,6 +74,40 @@ TEST(PlanLayout, EnumerationByHand) {
   EXPECT_EQ(got, want);
 }
 
+// device: cuda has one exchange (comm/gpu_exchange.h: hierarchical, MPI between nodes), so the
+// same enumeration by hand has no flat or UCX variant where the EP group spans nodes, no ZeRO-1
+// or etp > 1 (the GPU trainer runs neither), and the printed flags leave parallel.a2a and
+// parallel.internode out (QA: the table ranked "flat" and "hier/ucx" rows a GPU run cannot be).
+TEST(PlanLayout, TheGpuHasOneExchange) {
+  Config cfg;
+  cfg.model.n_heads = 2;
+  cfg.model.d_model = 8;
+  cfg.moe.num_experts = 4;
+  cfg.moe.ffn_hidden = 2;
+  cfg.train.global_batch = 4;
+  cfg.train.micro_batch = 1;
+  cfg.device = Device::kCuda;
+  std::set<std::string> got;
+  for (const PlanLayout& l : enumerate_layouts(cfg, 4, 2)) {
+    EXPECT_TRUE(got.insert(l.describe()).second) << "twice: " << l.describe();
+    EXPECT_EQ(l.set_flags().find("parallel.a2a"), std::string::npos) << l.set_flags();
+    EXPECT_EQ(l.set_flags().find("parallel.internode"), std::string::npos) << l.set_flags();
+  }
+  std::set<std::string> want;
+  for (int tp : {1, 2})
+    for (int ep : {1, 2, 4}) {
+      const std::string base = "dp=" + std::to_string(4 / tp) + " tp=" + std::to_string(tp) +
+                               " ep=" + std::to_string(ep) + " etp=1 mb=1";
+      want.insert(ep == 1 ? base : ep == 2 ? base + " flat" : base + " hier/mpi");
+    }
+  EXPECT_EQ(got, want);
+  cfg.parallel.ep = 4;
+  cfg.parallel.a2a = A2aKind::kFlat;  // what the config says does not change what the GPU runs
+  cfg.parallel.internode = InternodeKind::kUcx;
+  const PlanLayout run = layout_of_config(cfg, 4, 2);
+  EXPECT_EQ(run.describe(), "dp=4 tp=1 ep=4 etp=1 mb=1 hier/mpi");
+}
+
 // EP groups that straddle nodes unevenly (some within a node, some across; or 4 + 2 ranks) are
 // refused: the planner costs group 0 for all, and the trainer picks one all-to-all for the run.
 TEST(PlanLayout, EpGroupsSplitUnevenlyOverNodesAreRefused) {
