@@ -247,7 +247,9 @@ FileInfo read_structure(const std::string& file) {
     try {
       if (!path_exists(f, m.path))
         throw std::runtime_error(std::string("dataset missing (") + listed + ")");
-      h5::Dataset ds{H5_CHECK(H5Dopen2(f, m.path.c_str(), H5P_DEFAULT))};
+      const hid_t opened = H5Dopen2(f, m.path.c_str(), H5P_DEFAULT);
+      if (opened < 0) throw std::runtime_error(h5::dataset_open_problem(f, m.path.c_str()));
+      h5::Dataset ds{opened};
       h5::Datatype type{H5_CHECK(H5Dget_type(ds))};
       if (H5_CHECK(H5Tequal(type, H5T_IEEE_F32LE)) <= 0)
         throw std::runtime_error("not float32 little-endian");

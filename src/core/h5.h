@@ -56,6 +56,34 @@ inline std::string error_stack_message() {
   return msg.empty() ? "no HDF5 error message" : msg;
 }
 
+// "1.10.8": the HDF5 library this process runs.
+inline std::string library_version() {
+  unsigned major = 0, minor = 0, release = 0;
+  H5get_libversion(&major, &minor, &release);
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(release);
+}
+
+// Why H5Dopen2 of `path` in `file` just failed, in words for a user's file: another kind of object
+// where a dataset belongs, or a dataset this HDF5 cannot open -- a newer file format's layout or
+// filter message (h5py's libver='latest' with HDF5 2.x), a damaged object header -- with HDF5's
+// own message. Call it right after the failure (it reads the error stack).
+inline std::string dataset_open_problem(hid_t file, const char* path) {
+  const std::string stack = error_stack_message();
+  H5O_info_t info{};
+  if (H5Oget_info_by_name2(file, path, &info, H5O_INFO_BASIC, H5P_DEFAULT) >= 0 &&
+      info.type != H5O_TYPE_DATASET)
+    return info.type == H5O_TYPE_GROUP ? "is a group, not a dataset" : "is not a dataset";
+  return "cannot be opened by this build's HDF5 " + library_version() + " (" + stack +
+         "): a file format newer than it reads (h5py's libver='latest'; rewrite with libver up "
+         "to 'v114'), or a damaged object header";
+}
+
+// Why H5Dread of a dataset just failed, in words: HDF5's message, and what it usually means.
+inline std::string dataset_read_problem() {
+  return "cannot be read (" + error_stack_message() +
+         "): a damaged chunk (its checksum does not match) or a filter this HDF5 lacks";
+}
+
 // Returns `value` (a handle or status) when it is >= 0, else throws h5::Error naming the call,
 // the source location, the MPI rank (when MPI is up) and HDF5's own message.
 template <class T>

@@ -158,7 +158,7 @@ class Reader {
     if (H5_CHECK(H5Lexists(file, name, H5P_DEFAULT)) <= 0)
       fail("missing dataset " + ds_name + " (expected /train and /val)");
     const hid_t ds_id = H5Dopen2(file, name, H5P_DEFAULT);
-    if (ds_id < 0) fail(ds_name + " is not a dataset");
+    if (ds_id < 0) fail(ds_name + " " + h5::dataset_open_problem(file, name));
     h5::Dataset ds{ds_id};
     h5::Dataspace space{H5_CHECK(H5Dget_space(ds))};
     const int rank = H5_CHECK(H5Sget_simple_extent_ndims(space));
@@ -189,7 +189,9 @@ class Reader {
       const hsize_t count = std::min(kBlock, n - start);
       H5_CHECK(H5Sselect_hyperslab(space, H5S_SELECT_SET, &start, nullptr, &count, nullptr));
       h5::Dataspace mem{H5_CHECK(H5Screate_simple(1, &count, nullptr))};
-      H5_CHECK(H5Dread(ds, H5T_NATIVE_INT64, mem, space, H5P_DEFAULT, buf.data()));
+      if (H5Dread(ds, H5T_NATIVE_INT64, mem, space, H5P_DEFAULT, buf.data()) < 0)
+        fail(std::string("/").append(name).append(" ids ") + std::to_string(start) + ".." +
+             std::to_string(start + count - 1) + " " + h5::dataset_read_problem());
       for (hsize_t i = 0; i < count; ++i)
         if (buf[i] < 0 || buf[i] >= vocab_size)
           fail(outside_vocabulary(std::string("/") + name, static_cast<int64_t>(start + i), buf[i],

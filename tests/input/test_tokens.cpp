@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/damage.h"
 #include "common/expect_error.h"
 #include "common/temp_dir.h"
 #include "src/core/error.h"
@@ -267,6 +268,18 @@ class Builder {
     for (int i = 0; i < n; ++i) t[i] = static_cast<uint16_t>((value_base + i * 7) % 256);
     return dataset(name, H5T_STD_U16LE, H5T_NATIVE_UINT16, t);
   }
+  // Chunked with a Fletcher32 checksum per chunk, as another tool may write it.
+  Builder& checked_tokens(const char* name, int n) {
+    std::vector<uint16_t> t(static_cast<size_t>(n), 5);
+    const hsize_t dims = t.size(), chunk = 8;
+    h5::Dataspace space{H5Screate_simple(1, &dims, nullptr)};
+    h5::PropList dcpl{H5Pcreate(H5P_DATASET_CREATE)};
+    H5Pset_chunk(dcpl, 1, &chunk);
+    H5Pset_fletcher32(dcpl);
+    h5::Dataset ds{H5Dcreate2(file_, name, H5T_STD_U16LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)};
+    H5Dwrite(ds, H5T_NATIVE_UINT16, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data());
+    return *this;
+  }
   Builder& group(const char* name) {
     h5::Group g{H5Gcreate2(file_, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)};
     return *this;
@@ -418,7 +431,15 @@ TEST(ReadTokens, EveryDefectIsAUsageErrorNamingFileAndProblem) {
        {"missing dataset /val"}},
       {"train is a group",
        [](const std::string& p) { Builder(p).group("train").tokens("val", 20).valid_attrs(); },
-       {"/train is not a dataset"}},
+       {"/train is a group, not a dataset"}},
+      // A flipped byte in a chunk: HDF5's "data pipeline read failed" and the source line it was
+      // checked at were all the message said (QA).
+      {"a damaged chunk",
+       [](const std::string& p) {
+         Builder(p).checked_tokens("train", 20).tokens("val", 20).valid_attrs();
+         test::xor_byte(p, test::first_chunk(p, "train").first + 3);
+       },
+       {"/train ids 0..19 cannot be read", "checksum does not match"}},
       {"rank 2",
        [](const std::string& p) {
          Builder(p)
