@@ -151,6 +151,10 @@ int main(int argc, char** argv) {
   CLI::App app{"switchyard: a Mixture-of-Experts transformer trainer"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "switchyard 0.1.0");
+  // CLI11's own complaints ("--config is required") start as every other error of ours does.
+  app.failure_message([](const CLI::App* a, const CLI::Error& e) {
+    return "error: " + CLI::FailureMessage::simple(a, e);
+  });
 
   std::vector<sy::app::Command> commands;
   sy::app::add_train_command(app, commands);
