@@ -7,6 +7,7 @@
 #     others 0 (the real trainer's ranks do so, app/run_mpi.h: the job's code is rank 0's)
 #   - --resume auto: continue after D/checkpoint when it exists ("resumed at step k")
 #   - at the end: rank 0 writes D/done with "final <N>", exit 0
+#   - FAKE_NO_HANDLER_S=<s>: SIGUSR1 kills it for that long first (a task before its main)
 #   - FAKE_START_S=<s>: a start-up of that long first; a signal during it ends every rank with 76
 #     (the real trainer's "stopped before training started": nothing written)
 #   train --help: prints a usage line that includes --resume
@@ -27,6 +28,9 @@ done
 rank=${SLURM_PROCID:-0}
 mkdir -p "$out"
 stop=""
+# FAKE_NO_HANDLER_S=<s>: no handler that long first, as a real task while the loader maps its
+# libraries: SIGUSR1 then kills it (138).
+sleep "${FAKE_NO_HANDLER_S:-0}"
 trap 'stop=USR1' USR1
 trap 'stop=TERM' TERM
 

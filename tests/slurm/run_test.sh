@@ -209,6 +209,23 @@ if [ "$mode" = mechanics ]; then
   has_line "before training, as the start before it was .*not requeued" "$tmp/job-early.out" ||
     fail "the job log does not say why it was not requeued"
   echo "PASS: job $id, stopped twice before training, was requeued once and then ended"
+
+  # A stop as the tasks start, before their handlers are in (a time-limit warning or a preemption
+  # landing on a requeued job's start): it killed the tasks, exit 138, the job not requeued (QA).
+  # The script holds it until the step is SY_START_HOLD_S old; the tasks then stop as they
+  # should (76 here: before training) and the job is requeued.
+  run=$tmp/starting
+  id=$(FAKE_NO_HANDLER_S=1 FAKE_START_S=600 submit starting --set "run.out_dir=$run" \
+    --set train.steps=40) || fail "sbatch failed"
+  wait_for 120 "job $id's step to start" has_line "job $id start 1 at" "$tmp/job-starting.out"
+  scancel --batch --signal=USR1 "$id" || fail "scancel failed"
+  wait_for 120 "job $id to requeue" job_restarted "$id" 1
+  has_line "while the tasks start" "$tmp/job-starting.out" || fail "the stop was not held"
+  has_line "stopped before training started, nothing written; requeueing job $id" "$tmp/job-starting.out" ||
+    fail "the held stop did not end the start as one before training"
+  ! has_line "exited with 138" "$tmp/job-starting.out" || fail "a task died of the stop"
+  scancel "$id" 2>/dev/null
+  echo "PASS: job $id, stopped as its tasks started, was requeued (the stop held until they could take it)"
   exit 0
 fi
 
