@@ -125,7 +125,10 @@ struct TrainState {
   // /state
   LoaderState loader;  // /state/data: seed, next_step, consumed_sequences (the batch order's
                        // position: consumed_derived when the file has no such attribute)
-  RngState rng;        // /state/rng
+  // /state/data's data_fingerprint: token_source_fingerprint of the token file trained on (not
+  // written when empty; "" from checkpoints written before it was stored, or by another tool).
+  std::string data_fingerprint;
+  RngState rng;                                                     // /state/rng
   double best_val_loss = std::numeric_limits<double>::quiet_NaN();  // /state/train
   double last_val_loss = std::numeric_limits<double>::quiet_NaN();
   // Read only: the /state groups a not-sealed file lacks ("state/data", "state/rng",

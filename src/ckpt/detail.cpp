@@ -237,6 +237,7 @@ void pack(Packer& p, const TrainState& s) {
   p.u64(s.loader.seed);
   p.i64(s.loader.step);
   p.i64(s.loader.consumed);
+  p.str(s.data_fingerprint);
   p.u64(s.rng.seed);
   p.u64(s.rng.offset);
   p.f64(s.best_val_loss);
@@ -261,6 +262,7 @@ TrainState unpack_state(Unpacker& u) {
   s.loader.seed = u.u64();
   s.loader.step = u.i64();
   s.loader.consumed = u.i64();
+  s.data_fingerprint = u.str();
   s.rng.seed = u.u64();
   s.rng.offset = u.u64();
   s.best_val_loss = u.f64();

@@ -207,6 +207,8 @@ FileInfo read_structure(const std::string& file) {
     if (has_attr(g, "consumed_sequences"))
       s.loader.consumed =
           non_negative("consumed_sequences", read_attr_i64(g, "consumed_sequences"));
+    if (has_attr(g, "data_fingerprint"))
+      s.data_fingerprint = read_attr_string(g, "data_fingerprint");
   });
   group_attrs("state/rng", [&](hid_t g) {
     s.rng.seed = read_attr_u64(g, "seed");

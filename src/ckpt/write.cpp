@@ -209,6 +209,7 @@ void write_state(hid_t file, const TrainState& s, const std::vector<PlannedTenso
   write_attr(data, "seed", s.loader.seed);
   write_attr(data, "next_step", s.loader.step);
   write_attr(data, "consumed_sequences", s.loader.consumed);
+  if (!s.data_fingerprint.empty()) write_attr(data, "data_fingerprint", s.data_fingerprint);
   h5::Group rng = ensure_group(file, "state/rng");
   write_attr(rng, "generator", std::string(kRngGenerator));
   write_attr(rng, "seed", s.rng.seed);

@@ -118,6 +118,9 @@ struct TokenFileInfo {
   int64_t vocab_size = 0;       // the file's vocabulary (<= the model's)
   std::string tokenizer;        // the root attribute (tokenizer.h)
   std::string tokenizer_model;  // /tokenizer/model (sentencepiece), else empty
+  // token_source_fingerprint, where the trainer took it (its checkpoints store it: a resume on
+  // another file under the same name is said); else empty.
+  std::string fingerprint;
 };
 
 struct TokenData : TokenFileInfo {

@@ -78,6 +78,7 @@ ckpt::SaveResult save_training_checkpoint(const CkptTarget& t, const ckpt::Train
   if (t.data) {
     st.tokenizer = t.data->tokenizer;
     st.tokenizer_model = t.data->tokenizer_model;
+    st.data_fingerprint = t.data->fingerprint;
   }
   ckpt::SaveOptions o;
   o.keep = t.cfg.checkpoint.keep;
@@ -210,6 +211,14 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
           << "'): the same ids are other text now, and the next checkpoints store the new "
              "tokenizer\n";
   }
+  // The same data.path may name another file by now (a token file made again): the batches from
+  // here on are drawn from other data, and val_loss is measured on another validation split.
+  if (t.data && !r.state.data_fingerprint.empty() && !t.data->fingerprint.empty() &&
+      r.state.data_fingerprint != t.data->fingerprint)
+    log << "warning: the token file '" << t.cfg.data.path << "' (" << t.data->fingerprint
+        << ") is not the one " << plan.path << " was trained on (" << r.state.data_fingerprint
+        << "): the steps from here on draw other batches, and val_loss (its best included) is "
+           "compared across two validation splits\n";
   if (!r.state.sealed)
     log << "note: " << plan.path
         << " was written by another tool to SPEC section 5 (no manifest, no metadata checksum): "

@@ -130,6 +130,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                "nodes?)";
       });
   const std::string data_print = token_source_fingerprint(data);
+  data.fingerprint = data_print;
   check_same_as_rank0(
       data_print, rt.world, wd, "rank 0's token file", [&](const std::string& root) {
         return "data.path: this rank's token file '" + cfg.data.path + "' (" + data_print +

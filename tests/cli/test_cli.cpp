@@ -295,6 +295,42 @@ TEST(Cli, AResumedRunWithoutPeriodicCheckpointsEndsWithOne) {
   EXPECT_FALSE(std::filesystem::exists(fresh + "/checkpoints/latest")) << r.output;
 }
 
+// A resume on another token file under the same data.path (made again from other text) is
+// said: the checkpoint stores the file's fingerprint (QA: the run resumed without a word and
+// reported a best val_loss mixed over two validation splits). The same file, made again from
+// the same text, is not said.
+TEST(Cli, AResumeOnAnotherTokenFileUnderTheSameNameIsSaid) {
+  sy::test::TempDir dir;
+  const auto write_text = [&](const std::string& word) {
+    std::ofstream a(dir.file("a.txt"));
+    for (int i = 0; i < 300; ++i) a << "the quick brown " << word << " jumps over " << i << "\n";
+  };
+  const std::string h5 = dir.file("tok.h5");
+  const std::string prepare =
+      kBin + " data prepare --input " + dir.file("a.txt") + " --output " + h5;
+  const std::string train =
+      kBin + " train --config " + kSrc + "/configs/tiny.yaml --set data.path=" + h5 +
+      " --set run.out_dir=" + dir.file("run") + " --set checkpoint.every=2 --set eval.every=0";
+  write_text("fox");
+  ASSERT_EQ(run_command(prepare).exit_code, 0);
+  auto r = run_command(train + " --set train.steps=2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_EQ(run_command(prepare).exit_code, 0);  // the same text again: the same data
+  r = run_command(train + " --set train.steps=4 --resume auto");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("is not the one"), std::string::npos) << r.output;
+  write_text("cat");  // same length, other tokens
+  ASSERT_EQ(run_command(prepare).exit_code, 0);
+  r = run_command(train + " --set train.steps=6 --resume auto");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("warning: the token file '" + h5 + "' (vocab_size 256"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("is not the one " + dir.file("run") + "/checkpoints/step_00000004.h5"),
+            std::string::npos)
+      << r.output;
+}
+
 // An input given twice, also by another path, is said (it goes in twice, as given): before, a
 // glob and a name of the same file doubled it without a word. Distinct files are not said.
 TEST(Cli, AnInputGivenTwiceIsSaid) {
