@@ -88,6 +88,16 @@ Shard inspect(const std::string& path, ShardFormat format) {
       fail(path, "truncated: " + std::to_string(size) +
                      " bytes is not a whole number of uint16 tokens (a lone byte at offset " +
                      std::to_string(size - 1) + ")");
+    // An llm.c shard's header read as tokens would be 512 junk ids (and its magic the largest id,
+    // the vocabulary); bare tokens that start with a magic and its version are not plausible.
+    int32_t head[2] = {0, 0};
+    if (size >= 8 && in.read(reinterpret_cast<char*>(head), sizeof head) &&
+        ((head[0] == kLlmcMagicGpt2 && head[1] == 1) ||
+         (head[0] == kLlmcMagicLlama3 && head[1] == 7)))
+      fail(path, "offset 0: magic " + std::to_string(head[0]) + ", version " +
+                     std::to_string(head[1]) +
+                     ": an llm.c shard, whose 1024-byte header would be "
+                     "imported as tokens; use --format llmc");
     s.tokens = size / 2;
     return s;
   }

@@ -161,6 +161,12 @@ TEST(Import, BadShardsNameTheShardAndTheOffset) {
         {"offset 1108", "token 42", "id 50300", "--vocab-size 50257"});
   check("odd.bin", std::string(201, 'a'), ShardFormat::kRawUint16, {"truncated", "offset 200"});
   check("empty.bin", "", ShardFormat::kRawUint16, {"empty"});
+  // An llm.c shard as bare uint16 tokens: its header became 512 ids, its magic the vocabulary
+  // (QA). GPT-2's and LLaMA-3's are named.
+  check("gpt2_as_raw.bin", llmc_shard(ids), ShardFormat::kRawUint16,
+        {"offset 0", "magic 20240520, version 1", "--format llmc"});
+  check("llama3_as_raw.bin", llmc_shard(ids, 20240801, 7, 4), ShardFormat::kRawUint16,
+        {"magic 20240801, version 7", "--format llmc"});
   opt.shards = {dir.file("nope.bin")};
   expect_usage_error([&] { import_token_shards(opt); }, {"nope.bin", "not found"}, "missing");
 }
