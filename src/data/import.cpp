@@ -133,8 +133,8 @@ Shard inspect(const std::string& path, ShardFormat format) {
                    std::to_string((size - kLlmcHeaderBytes) / s.width) + ")");
   if (size > expected)
     fail(path, "offset " + std::to_string(expected) + ": " + std::to_string(size - expected) +
-                   " bytes after the " + std::to_string(s.tokens) +
-                   " tokens the header (offset 8) announces");
+                   (size - expected == 1 ? " byte" : " bytes") + " after the " +
+                   std::to_string(s.tokens) + " tokens the header (offset 8) announces");
   return s;
 }
 

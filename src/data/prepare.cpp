@@ -4,8 +4,10 @@
 // as they are read; SentencePiece ids are held until the count is known (the room check before
 // HDF5 writes needs it).
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -37,7 +39,7 @@ std::vector<unsigned char> read_input(const std::string& path) {
   if (const std::string why = unreadable_reason(path); !why.empty())
     throw UsageError("input file '" + path + "' " + why);
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw UsageError("input file '" + path + "' cannot be read");
+  if (!in) throw UsageError("input file '" + path + "' cannot be read: " + std::strerror(errno));
   std::vector<unsigned char> bytes;
   // A regular file in one read of its size (a vector grown by doubling held up to 3x the text
   // while it moved); a pipe as it comes.
@@ -48,7 +50,8 @@ std::vector<unsigned char> read_input(const std::string& path) {
   } else {
     bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  if (in.bad()) throw UsageError("input file '" + path + "' cannot be read");
+  if (in.bad())
+    throw UsageError("input file '" + path + "' cannot be read: " + std::strerror(errno));
   if (bytes.empty()) throw UsageError("input file '" + path + "' is empty");
   return bytes;
 }
@@ -126,6 +129,19 @@ Choice check_options(const PrepareOptions& opt) {
   files::check_output_file(opt.output);
   for (const auto& input : opt.inputs)
     refuse_output_as_input(opt.output, input, "data prepare", "the token file");
+  // Every empty input at once (read_input would name the first, a run each).
+  std::vector<std::string> empty;
+  for (const auto& input : opt.inputs) {
+    std::error_code ec;
+    if (fs::is_regular_file(input, ec) && fs::file_size(input, ec) == 0 && !ec)
+      empty.push_back("'" + input + "'");
+  }
+  if (empty.size() > 1) {
+    std::string names;
+    for (size_t i = 0; i < empty.size() && i < 20; ++i) names += (i ? ", " : "") + empty[i];
+    throw UsageError("data prepare: " + std::to_string(empty.size()) +
+                     " input files are empty: " + names + (empty.size() > 20 ? ", ..." : ""));
+  }
   const bool user_model = !opt.tokenizer_model.empty();
   if (user_model && opt.tokenizer)
     throw UsageError("data prepare: --tokenizer " + *opt.tokenizer +
@@ -276,6 +292,7 @@ Tokenizer tokenizer_for(const PrepareOptions& opt, const Choice& c, std::optiona
       (sampled ? "a random sample of " + std::to_string(c.train_sentences) + " of the " +
                      std::to_string(lines) + " lines (--train-sentences)"
                : "all " + std::to_string(lines) + " lines") +
+      " (non-empty ones; a line past 64 KiB counts as its 64 KiB parts)" +
       " of the train text ...");
   const ProgressEta clock(1, 0.0);
   Tokenizer trained = train_sentencepiece(

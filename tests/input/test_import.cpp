@@ -155,6 +155,7 @@ TEST(Import, BadShardsNameTheShardAndTheOffset) {
   check("header.bin", llmc_shard(ids).substr(0, 600), ShardFormat::kLlmc,
         {"truncated", "offset 600", "header"});
   check("extra.bin", llmc_shard(ids) + "xx", ShardFormat::kLlmc, {"offset 1224", "2 bytes after"});
+  check("extra1.bin", llmc_shard(ids) + "x", ShardFormat::kLlmc, {"offset 1224: 1 byte after"});
   std::vector<uint32_t> bad = ids;
   bad[42] = 50300;
   check("vocab.bin", llmc_shard(bad), ShardFormat::kLlmc,

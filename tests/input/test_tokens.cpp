@@ -228,6 +228,12 @@ TEST(Prepare, BadInputsNameTheFile) {
   expect_usage_error(prep({dir.file("missing.txt")}, out), {"missing.txt", "not found"}, "missing");
   expect_usage_error(prep({dir.file("ok.txt"), dir.file("empty.txt")}, out), {"empty.txt", "empty"},
                      "empty");
+  // Every empty input in one message (QA: 12 empty files among 300 took 12 runs to find).
+  write_bytes(dir.file("empty2.txt"), "");
+  expect_usage_error(prep({dir.file("empty.txt"), dir.file("ok.txt"), dir.file("empty2.txt")}, out),
+                     {"2 input files are empty: '" + dir.file("empty.txt") + "', '" +
+                      dir.file("empty2.txt") + "'"},
+                     "two empty");
   expect_usage_error(prep({dir.path().string()}, out), {"is a directory"}, "dir input");
   expect_usage_error(prep({dir.file("ok.txt")}, dir.file("nodir/o.h5")),
                      {"nodir", "does not exist"}, "no out dir");
