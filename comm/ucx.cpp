@@ -204,6 +204,15 @@ void UcxPeers::on_endpoint_error(void* arg, ucp_ep_h /*ep*/, ucs_status_t status
   }
 }
 
+std::string peer_failure_words(ucs_status_t status) {
+  std::string words = "the peer process is gone or unreachable";
+  if (status == UCS_ERR_ENDPOINT_TIMEOUT)
+    words +=
+        ", or this rank itself stalled (stopped, swapped out) past UCX's timeout -- then the "
+        "peer is alive, and the other ranks' messages say what they waited for";
+  return words;
+}
+
 void UcxPeers::progress_once() {
   // Oversubscribed ranks (more ranks than cores) must give the core away while idle, or the rank
   // they wait for never runs.
@@ -215,8 +224,8 @@ void UcxPeers::throw_if_failed(const char* what) const {
   std::ostringstream os;
   os << "rank " << world_rank() << ": UCX endpoint to "
      << peer_names_[static_cast<std::size_t>(failed_peer_)] << " failed ("
-     << ucs_status_string(failed_status_) << ") during " << what
-     << ": the peer process is gone or unreachable";
+     << ucs_status_string(failed_status_) << ") during " << what << ": "
+     << peer_failure_words(failed_status_);
   throw std::runtime_error(os.str());
 }
 
@@ -315,7 +324,7 @@ void UcxPeers::put(int peer, const void* src, std::size_t bytes, std::size_t rem
     std::ostringstream os;
     os << "rank " << world_rank() << ": ucp_put_nbx of " << bytes << " bytes to " << peer_names_[p]
        << " failed (" << ucs_status_string(UCS_PTR_STATUS(request))
-       << "): the peer process is gone or unreachable";
+       << "): " << peer_failure_words(UCS_PTR_STATUS(request));
     throw std::runtime_error(os.str());
   }
   if (request) pending_.emplace_back(request, peer);

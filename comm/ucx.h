@@ -44,6 +44,11 @@ namespace detail {
       ::sy::comm::detail::throw_ucx_error(sy_ucx_status_, #call, __FILE__, __LINE__); \
   } while (0)
 
+// Why an endpoint to a peer failed, in words for the error: the peer is gone or unreachable; an
+// endpoint timeout may also be this rank's own stall (stopped by SIGSTOP, swapped out) past UCX's
+// keepalive, which makes a live peer look gone (found by QA: a stopped rank blamed a healthy one).
+std::string peer_failure_words(ucs_status_t status);
+
 class UcxPeers {
  public:
   // Collective over comm (not owned; must outlive this object). peer_names[i] names rank i of

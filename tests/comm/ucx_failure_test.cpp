@@ -20,6 +20,7 @@
 
 #include "comm/alltoall.h"
 #include "comm/mpi.h"
+#include "comm/ucx.h"
 #include "comm/watchdog.h"
 #include "common/mpi_util.h"
 
@@ -29,6 +30,15 @@ using sy::comm::A2aAlgo;
 using sy::comm::ExchangeHandle;
 using sy::comm::ExchangeOptions;
 using sy::comm::Internode;
+
+// A timeout may be this rank's own stall: a stopped rank, continued, blamed a live peer alone.
+TEST(UcxFailure, ATimeoutSaysThisRankMayHaveStalled) {
+  const std::string timeout = sy::comm::peer_failure_words(UCS_ERR_ENDPOINT_TIMEOUT);
+  EXPECT_NE(timeout.find("gone or unreachable"), std::string::npos) << timeout;
+  EXPECT_NE(timeout.find("this rank itself stalled"), std::string::npos) << timeout;
+  const std::string reset = sy::comm::peer_failure_words(UCS_ERR_CONNECTION_RESET);
+  EXPECT_EQ(reset.find("stalled"), std::string::npos) << reset;
+}
 
 // Ranks 0 and 1 of the world as two emulated nodes of one rank each; null on the others.
 sy::comm::Comm first_two() {
