@@ -152,7 +152,10 @@ TrainBenchResult run_train_bench(const Config& cfg, const TrainBenchOptions& opt
   } else {
     // As the trainer: a config this host cannot hold is exit 2 naming the largest term, before
     // anything is allocated (not an allocation that runs the machine out of memory).
-    check_memory_fits(one_rank, 1, host_memory_budget(int64_t{1}), MemorySide::kCpuRank);
+    if (const std::string w =
+            check_memory_fits(one_rank, 1, host_memory_budget(int64_t{1}), MemorySide::kCpuRank);
+        !w.empty())
+      log << "warning: " << w << "\n";
     // The tokens stay in the file, as the trainer's (the memory check above counts no copy).
     const TokenSource data =
         open_token_file(cfg.data.path, cfg.model.vocab_size, cfg.model.seq_len, /*scan=*/true);

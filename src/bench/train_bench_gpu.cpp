@@ -148,7 +148,8 @@ void run_gpu_train_bench(const Config& cfg, const TrainBenchOptions& opt, TrainB
 
   MemoryHighWater mem;
   // as the trainer: a config the GPU cannot hold is exit 2 naming the largest term, not OOM
-  check_current_gpu_fits(cfg, 1, r.device, 1);
+  if (const std::string w = check_current_gpu_fits(cfg, 1, r.device, 1); !w.empty())
+    log << "warning: " << w << "\n";
   {  // the model is freed before the ceiling and the PyTorch peer take the device
     // The tokens stay in the file, as the trainer's (the memory check counts no copy).
     const TokenSource data =

@@ -34,8 +34,30 @@ MemoryBudget host_memory_budget(int64_t node_ranks) {
   return b;
 }
 
-void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& budget,
-                       MemorySide side) {
+namespace {
+
+// The experts of EP rank 0 at kUntrainedSkew times their share in every layer (each at most 1/k
+// of the assignments, the rank at most all), the others even: a router that has not learnt to
+// balance yet, its busiest rank.
+plan::RoutingStats untrained_skew(const Config& cfg, const plan::PlanLayout& lay) {
+  plan::RoutingStats r;
+  r.source = "an untrained router's skew";
+  const int64_t E = cfg.moe.num_experts, per_rank = E / lay.ep;
+  const double top =
+      std::min({kUntrainedSkew / static_cast<double>(E), 1.0 / static_cast<double>(cfg.moe.top_k),
+                1.0 / static_cast<double>(per_rank)});
+  const double rest =
+      (1.0 - top * static_cast<double>(per_rank)) / static_cast<double>(E - per_rank);
+  std::vector<double> load(static_cast<size_t>(E), rest);
+  std::fill_n(load.begin(), per_rank, top);
+  r.load = {load};  // one measured layer stands for every layer (routing.h)
+  return r;
+}
+
+}  // namespace
+
+std::string check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& budget,
+                              MemorySide side) {
   // A layout that does not fit the world is the caller's mistake (the trainer validates it
   // first; `bench train` runs one rank whatever parallel.* says): it priced dp = world / tp = 0
   // as "-nan MiB".
@@ -52,7 +74,7 @@ void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& bu
     const plan::TokenExtents t = plan::token_file_extents(cfg.data.path);
     // A split too short for one sequence: open_token_file names that problem, which comes first.
     const double window = static_cast<double>(cfg.model.seq_len) + 1;
-    if (t.ok && (t.train < window || t.val < window)) return;
+    if (t.ok && (t.train < window || t.val < window)) return "";
     if (t.ok) {
       in.train_tokens = t.train;
       in.val_tokens = t.val;
@@ -62,26 +84,45 @@ void check_memory_fits(const Config& cfg, int world_size, const MemoryBudget& bu
                   in.val_tokens);
     in.data_name = "'" + cfg.data.path + "'" + sizes;
   }
-  plan::MemoryEstimate est = plan::predict_memory(cfg, lay, plan::RoutingStats{}, in);
-  const auto is_host_data = [](const plan::MemoryTerm& t) { return t.host; };
-  if (side == MemorySide::kGpuDevice) {
-    std::erase_if(est.terms, is_host_data);
-    if (budget.library_bytes > 0)
-      est.terms.push_back({"the cuBLAS workspace (allocated with the model)",
-                           "(not config-dependent)", budget.library_bytes});
-  }
-  if (side == MemorySide::kGpuHost) {  // the host data and what train_gpu.cpp stages on the host
-    std::erase_if(est.terms, [&](const plan::MemoryTerm& t) { return !is_host_data(t); });
-    est.terms.push_back({"host copies of the parameters and AdamW moments (checkpoints, --resume)",
-                         "model.d_model, model.n_layers, moe.num_experts, moe.ffn_hidden, "
-                         "parallel.ep/tp (shard them)",
-                         3 * 4.0 * plan::local_param_elements(cfg, lay)});
-    est.terms.push_back(
-        {"the process (libraries, MPI, CUDA)", "(not config-dependent)", budget.in_use_bytes});
-  }
+  // What `routing` needs on `side`.
+  const auto priced = [&](const plan::RoutingStats& routing) {
+    plan::MemoryEstimate est = plan::predict_memory(cfg, lay, routing, in);
+    const auto is_host_data = [](const plan::MemoryTerm& t) { return t.host; };
+    if (side == MemorySide::kGpuDevice) {
+      std::erase_if(est.terms, is_host_data);
+      if (budget.library_bytes > 0)
+        est.terms.push_back({"the cuBLAS workspace (allocated with the model)",
+                             "(not config-dependent)", budget.library_bytes});
+    }
+    if (side == MemorySide::kGpuHost) {  // the host data and what train_gpu.cpp stages on the host
+      std::erase_if(est.terms, [&](const plan::MemoryTerm& t) { return !is_host_data(t); });
+      est.terms.push_back(
+          {"host copies of the parameters and AdamW moments (checkpoints, --resume)",
+           "model.d_model, model.n_layers, moe.num_experts, moe.ffn_hidden, "
+           "parallel.ep/tp (shard them)",
+           3 * 4.0 * plan::local_param_elements(cfg, lay)});
+      est.terms.push_back(
+          {"the process (libraries, MPI, CUDA)", "(not config-dependent)", budget.in_use_bytes});
+    }
+    return est;
+  };
+  const plan::MemoryEstimate est = priced(plan::RoutingStats{});
   const std::vector<plan::IndexProblem> index = plan::index_problems(cfg, lay);
   const double need = est.total();
-  if (index.empty() && need <= budget.bytes) return;
+  if (index.empty() && need <= budget.bytes) {
+    if (cfg.moe.capacity_factor || lay.ep == 1) return "";
+    const double skewed = priced(untrained_skew(cfg, lay)).total();
+    if (skewed <= budget.bytes) return "";
+    char factor[16];
+    std::snprintf(factor, sizeof factor, "%g", kUntrainedSkew);
+    return std::string(
+               "dropless expert parallelism: under an untrained router's skew (one rank's ") +
+           "experts at " + factor + "x their share) the busiest rank may need " +
+           plan::format_bytes(skewed) + ", more than the " + plan::format_bytes(budget.bytes) +
+           " a rank has (" + budget.what + "; uniform routing needs " + plan::format_bytes(need) +
+           "); moe.capacity_factor bounds its rows, and `switchyard plan --routing <run dir>` "
+           "prices a run's measured loads";
+  }
 
   const plan::MemoryTerm& big = est.largest();
   std::string msg;

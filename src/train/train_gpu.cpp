@@ -141,13 +141,13 @@ struct GpuRun {
   std::unique_ptr<CudaModel> model;             // last: destroyed before the exchange it uses
 };
 
-void check_current_gpu_fits(const Config& cfg, int world_size, const std::string& gpu,
-                            int64_t node_ranks) {
+std::string check_current_gpu_fits(const Config& cfg, int world_size, const std::string& gpu,
+                                   int64_t node_ranks) {
   size_t free_bytes = 0, total_bytes = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   MemoryBudget budget{static_cast<double>(free_bytes), "free memory of " + gpu, 0, node_ranks};
   budget.library_bytes = static_cast<double>(cuda::CublasHandle::kWorkspaceBytes);
-  check_memory_fits(cfg, world_size, budget, MemorySide::kGpuDevice);
+  return check_memory_fits(cfg, world_size, budget, MemorySide::kGpuDevice);
 }
 
 namespace {
@@ -272,10 +272,12 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
 #endif
   // After the NCCL communicators are created (what they allocate is then out of the GPU's free
   // memory; peers' buffers come at the first call), before the model allocates.
+  std::string memory_warning;
   agree_on_usage(g.world(), wd, [&] {
-    check_current_gpu_fits(cfg, lay.world_size, "GPU " + std::to_string(run.device),
-                           run.node.size());
+    memory_warning = check_current_gpu_fits(cfg, lay.world_size,
+                                            "GPU " + std::to_string(run.device), run.node.size());
   });
+  if (!memory_warning.empty()) log << "warning: " << memory_warning << "\n";
   // cfg is the trainer's resolved config (route_groups a number)
   run.model = std::make_unique<CudaModel>(cfg, shard_layout(lay), exchange, tp);
   CudaModel& model = *run.model;

@@ -30,9 +30,10 @@ void check_gpu_run(const Config& cfg, int world_size);
 #if defined(SWITCHYARD_HAVE_CUDA)
 // check_memory_fits for cfg on `world_size` ranks against the current GPU's free memory
 // (MemorySide::kGpuDevice) and the cuBLAS workspace the model's handle adds; `gpu` names the GPU
-// in the message. The trainer (after NCCL's set-up) and `bench train`.
-void check_current_gpu_fits(const Config& cfg, int world_size, const std::string& gpu,
-                            int64_t node_ranks);
+// in the message. The trainer (after NCCL's set-up) and `bench train`. Returns
+// check_memory_fits's warning ("" or a skew that may not fit).
+[[nodiscard]] std::string check_current_gpu_fits(const Config& cfg, int world_size,
+                                                 const std::string& gpu, int64_t node_ranks);
 #endif
 
 // The group over which a GPU step sums the expert gradients: the ranks holding replicas of the

@@ -94,6 +94,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   std::shared_ptr<const ExpertPlacement> placement;
   check_same_config_everywhere(cfg, options.resume, rt.world, wd);
   const MemoryBudget memory = host_memory_budget(rt.world);
+  std::string memory_warning;  // a fit that an untrained router's skew may break
   agree_on_usage(rt.world, wd, [&] {
     comm::validate_layout(rt.world.size(), static_cast<int>(cfg.parallel.tp),
                           static_cast<int>(cfg.parallel.ep), static_cast<int>(cfg.parallel.etp), E,
@@ -101,8 +102,9 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                           static_cast<int>(cfg.parallel.ranks_per_node));
     check_global_batch(GB, MB, rt.world.size() / cfg.parallel.tp);
     check_gpu_run(cfg, rt.world.size());
-    check_memory_fits(cfg, rt.world.size(), memory,  // before any allocation
-                      cfg.device == Device::kCuda ? MemorySide::kGpuHost : MemorySide::kCpuRank);
+    memory_warning = check_memory_fits(
+        cfg, rt.world.size(), memory,  // before any allocation
+        cfg.device == Device::kCuda ? MemorySide::kGpuHost : MemorySide::kCpuRank);
     data = open_token_file(cfg.data.path, cfg.model.vocab_size, T, /*scan=*/rank0);
     placement = load_expert_placement(cfg);
     if (rank0 && options.resume == "auto") refuse_checkpoints_left_behind(cfg);
@@ -115,6 +117,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       throw UsageError("--resume '" + options.resume + "': no such checkpoint file");
     if (rank0) dirs.emplace(cfg, log);
   });
+  if (!memory_warning.empty()) log << "warning: " << memory_warning << "\n";
 
   // What each rank reads from its own path (the same-config check leaves paths aside: a node
   // may see a file under another one), compared with rank 0's: two placement files that differ
