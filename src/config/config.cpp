@@ -397,11 +397,27 @@ void apply_override(YAML::Node& root, const std::string& assignment, const std::
   }
   YAML::Node value;
   try {
-    value = YAML::Load(text);
+    const std::vector<YAML::Node> docs = YAML::LoadAll(text);
+    if (docs.size() > 1)
+      throw UsageError("--set " + shortened(assignment) + ": " + path + ": the value holds " +
+                       std::to_string(docs.size()) +
+                       " YAML documents ('---'), one value is expected; quote it to keep "
+                       "the text");
+    if (!docs.empty()) value = docs.front();
   } catch (const YAML::Exception& e) {
     throw UsageError("--set " + shortened(assignment) + ": " + path +
                      ": value is not valid YAML: " + e.msg);
   }
+  // A '#' first or after a blank starts a YAML comment: `run.name=a #b` would set "a", unsaid. In
+  // a quoted value it is text.
+  const bool quoted = value.IsScalar() && !plain_scalar(value);
+  for (size_t i = 0; i < text.size() && !quoted; ++i)
+    if (text[i] == '#' && (i == 0 || text[i - 1] == ' ' || text[i - 1] == '\t'))
+      throw UsageError("--set " + shortened(assignment) + ": " + path + ": '" +
+                       shortened(text.substr(i)) +
+                       "' is a YAML comment and would be dropped; quote the value to keep it "
+                       "(--set '" +
+                       path + "=\"" + shortened(text) + "\"')");
   const std::string section{section_of(path)};
   const std::string leaf{leaf_of(path)};
   if (section.empty()) {

@@ -231,6 +231,16 @@ TEST(Config, BadOverridesNameTheKey) {
   expect_usage_error([] { parse_config(kMinimal, {"run.name=[1,"}); }, {"run.name"});
   expect_usage_error([] { parse_config("model: 5\n" + kMinimal, {"model.d_model=8"}); },
                      {"model", "mapping"});
+  // Text YAML would drop: a comment (run.name=a #b set "a") and a second document (the first
+  // was taken). Quoted, the '#' is text; a '#' inside a word starts no comment.
+  expect_usage_error([] { parse_config(kMinimal, {"run.name=a #b"}); },
+                     {"run.name", "'#b' is a YAML comment", "--set 'run.name=\"a #b\"'"});
+  expect_usage_error([] { parse_config(kMinimal, {"model.d_model=64 # wide"}); },
+                     {"model.d_model", "'# wide' is a YAML comment"});
+  expect_usage_error([] { parse_config(kMinimal, {"run.name=a\n---\nb"}); },
+                     {"run.name", "2 YAML documents"});
+  EXPECT_EQ(parse_config(kMinimal, {"run.name=\"a #b\""}).run.name, "a #b");
+  EXPECT_EQ(parse_config(kMinimal, {"run.name=a#b"}).run.name, "a#b");
 }
 
 Config every_field_changed() {
