@@ -226,6 +226,15 @@ if [ "$mode" = mechanics ]; then
   ! has_line "exited with 138" "$tmp/job-starting.out" || fail "a task died of the stop"
   scancel "$id" 2>/dev/null
   echo "PASS: job $id, stopped as its tasks started, was requeued (the stop held until they could take it)"
+
+  # A hold that is not whole seconds is refused before srun (bash could not compute "0.5", and the
+  # first stop then ended the batch shell, the tasks never told).
+  id=$(SY_START_HOLD_S=0.5 submit badhold --set "run.out_dir=$tmp/badhold") || fail "sbatch failed"
+  wait_for 120 "job $id to end" job_done "$id"
+  [ "$(job_field "$id" ExitCode)" = 2:0 ] || fail "job $id exit code $(job_field "$id" ExitCode), expected 2:0"
+  has_line "SY_START_HOLD_S='0.5': expected whole seconds" "$tmp/job-badhold.out" ||
+    fail "the job log does not name SY_START_HOLD_S"
+  echo "PASS: job $id with SY_START_HOLD_S=0.5 ended at once, exit 2, naming it"
   exit 0
 fi
 
