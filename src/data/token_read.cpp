@@ -119,17 +119,17 @@ class Reader {
       fail("vocab_size " + std::to_string(out.vocab_size) + " is larger than model.vocab_size " +
            std::to_string(model_vocab_size) + " (raise model.vocab_size to at least the file's)");
     // Another tool's name is trained on as ids without text (tokenizer.h); one of SPEC 8's names
-    // mistyped ("SentencePiece", "byte") is a slip that would leave every checkpoint without text.
-    const std::vector<std::string> known = {kTokenizerBytes, kTokenizerSentencePiece,
-                                            kTokenizerImported};
-    if (std::find(known.begin(), known.end(), out.tokenizer) == known.end()) {
-      std::string lower = out.tokenizer;
-      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      if (const std::string hint = suggestion(lower, known); !hint.empty())
-        fail("root attribute tokenizer is '" + printable(out.tokenizer) + "'" + hint +
-             ": SPEC 8 names 'bytes', 'sentencepiece' or 'imported'; any other name is trained on "
-             "as ids without text, which `sample` cannot decode");
-    }
+    // in another case or one edit away ("SentencePiece", "byte") is a slip that would leave every
+    // checkpoint without text. Two edits away is another tokenizer's name (ByT5, whose ids are not
+    // bytes, is two from "bytes").
+    std::string lower = out.tokenizer;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (const char* known : {kTokenizerBytes, kTokenizerSentencePiece, kTokenizerImported})
+      if (out.tokenizer != known && edit_distance(lower, known) <= 1)
+        fail("root attribute tokenizer is '" + printable(out.tokenizer) + "' (did you mean '" +
+             known +
+             "'?): SPEC 8 names 'bytes', 'sentencepiece' or 'imported'; any other name "
+             "is trained on as ids without text, which `sample` cannot decode");
     // "bytes" decodes ids 0..255 only: a larger vocabulary holds ids no byte is.
     if (out.tokenizer == kTokenizerBytes && out.vocab_size > kByteVocab)
       fail("root attribute tokenizer is 'bytes' (ids 0-255) but vocab_size is " +

@@ -7,7 +7,8 @@
 //                    /tokenizer/model, so any reader can decode
 //   "imported"       ids imported from token shards (`data import`): no text behind them
 // Any other name (a file written by another tool) is kept and trained on like "imported": its
-// ids cannot be turned into text or back.
+// ids cannot be turned into text or back. A token file naming one of the three in another case
+// or one edit away ("SentencePiece", "byte") is refused as a slip (token_read.cpp).
 //
 // The models switchyard trains are lossless: identity normalization, whitespace kept, no dummy
 // "▁" prefix, "\n" a piece of its own, and byte fallback (a byte no piece covers becomes one of 256

@@ -337,6 +337,24 @@ TEST(ReadTokens, AcceptsOtherIntegerTypesAndFixedStrings) {
   EXPECT_EQ(d.vocab_size, 70000);
 }
 
+// Two edits from a SPEC 8 name is another tokenizer's name, trained on as ids: ByT5's ids are
+// byte + 3, and relabelling them "bytes" (as a hint within two edits advised) would decode them
+// wrongly (found by review). One edit away or another case is refused (the defects below).
+TEST(ReadTokens, OtherToolsNamesNearSpecsAreTrainedOn) {
+  test::TempDir dir;
+  for (const char* name : {"ByT5", "exported", "bits", "gpt2"}) {
+    const std::string p = dir.file(std::string(name) + ".h5");
+    Builder(p)
+        .tokens("train", 40)
+        .tokens("val", 20)
+        .int_attr("vocab_size", 256)
+        .fixed_str_attr("tokenizer", name);
+    const TokenData d = read_token_file(p, 256, 8);
+    EXPECT_EQ(d.tokenizer, name);
+    EXPECT_EQ(d.train.size(), 40u) << name;
+  }
+}
+
 // The trainer's reader leaves the tokens in the file: any range reads the ids written (a uint32
 // train split, an int64 val split: HDF5 converts), a loader reading through it fills the batches
 // a loader over the ids in memory fills, and an id outside the vocabulary is refused when the
