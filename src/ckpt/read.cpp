@@ -454,8 +454,8 @@ void verify_data(const Coll& c, const std::string& file, FileInfo& info) {
     if (non_finite[i] > 0 && info.entries[i].problem.empty())
       info.entries[i].problem = "holds " + std::to_string(non_finite[i]) + " of " +
                                 std::to_string(numel_of(info.entries[i].m.shape)) +
-                                " values that are not finite (NaN or inf): the weights of a "
-                                "diverged run, or a changed file";
+                                " values that are not finite (NaN or inf): a diverged run's, or a "
+                                "changed file";
 }
 
 Inspection to_inspection(const std::string& file, const FileInfo& info) {

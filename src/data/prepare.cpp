@@ -31,6 +31,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// ": Input/output error" after a failed stream operation, when the system said why (errno is set
+// by the read(2) or open(2) below a file stream, which the stream does not promise); else "".
+std::string os_reason() {
+  return errno != 0 ? std::string(": ") + std::strerror(errno) : std::string();
+}
+
 std::vector<unsigned char> read_input(const std::string& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw UsageError("input file '" + path + "' not found");
@@ -38,8 +44,9 @@ std::vector<unsigned char> read_input(const std::string& path) {
     throw UsageError("input file '" + path + "' is a directory, expected a text file");
   if (const std::string why = unreadable_reason(path); !why.empty())
     throw UsageError("input file '" + path + "' " + why);
+  errno = 0;  // what the stream's open and reads leave is theirs
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw UsageError("input file '" + path + "' cannot be read: " + std::strerror(errno));
+  if (!in) throw UsageError("input file '" + path + "' cannot be read" + os_reason());
   std::vector<unsigned char> bytes;
   // A regular file in one read of its size (a vector grown by doubling held up to 3x the text
   // while it moved); a pipe as it comes.
@@ -50,8 +57,7 @@ std::vector<unsigned char> read_input(const std::string& path) {
   } else {
     bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  if (in.bad())
-    throw UsageError("input file '" + path + "' cannot be read: " + std::strerror(errno));
+  if (in.bad()) throw UsageError("input file '" + path + "' cannot be read" + os_reason());
   if (bytes.empty()) throw UsageError("input file '" + path + "' is empty");
   return bytes;
 }

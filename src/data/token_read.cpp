@@ -281,8 +281,12 @@ std::string token_source_fingerprint(const TokenSource& data) {
                      static_cast<size_t>(count) * sizeof(int32_t));
     }
   }
+  // FNV-1a, 64 bits: checkpoints keep the fingerprint, so its hash must not depend on the
+  // standard library that built the binary (std::hash differs between them).
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (const char c : sampled) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
   char hash[17];
-  std::snprintf(hash, sizeof hash, "%016zx", std::hash<std::string>{}(sampled));
+  std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(h));
   return "vocab_size " + std::to_string(data.vocab_size) + ", tokenizer " + data.tokenizer +
          ", /train " + std::to_string(data.train.size()) + " and /val " +
          std::to_string(data.val.size()) + " tokens, content " + hash;
