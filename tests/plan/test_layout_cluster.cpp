@@ -37,8 +37,8 @@ TEST(PlanLayout, NodeSpansFollowTheRankOrder) {
   EXPECT_TRUE(l.spans_nodes(2, 4));   // ranks 0, 2, 4, 6
 }
 
-TEST(PlanLayout, EnumerationByHand) {
-  // 4 ranks, 2 per node; 2 heads, 4 experts, ffn 2, global batch 4 of micro-batch 1.
+// 2 heads, 4 experts, ffn 2, global batch 4 of micro-batch 1: the enumerations by hand below.
+Config four_expert_config() {
   Config cfg;
   cfg.model.n_heads = 2;
   cfg.model.d_model = 8;
@@ -46,6 +46,12 @@ TEST(PlanLayout, EnumerationByHand) {
   cfg.moe.ffn_hidden = 2;
   cfg.train.global_batch = 4;
   cfg.train.micro_batch = 1;
+  return cfg;
+}
+
+TEST(PlanLayout, EnumerationByHand) {
+  // 4 ranks, 2 per node.
+  const Config cfg = four_expert_config();
   std::set<std::string> got;
   for (const PlanLayout& l : enumerate_layouts(cfg, 4, 2)) {
     EXPECT_EQ(layout_problem(cfg, l), "") << l.describe();
@@ -79,13 +85,7 @@ TEST(PlanLayout, EnumerationByHand) {
 // or etp > 1 (the GPU trainer runs neither), and the printed flags leave parallel.a2a and
 // parallel.internode out (QA: the table ranked "flat" and "hier/ucx" rows a GPU run cannot be).
 TEST(PlanLayout, TheGpuHasOneExchange) {
-  Config cfg;
-  cfg.model.n_heads = 2;
-  cfg.model.d_model = 8;
-  cfg.moe.num_experts = 4;
-  cfg.moe.ffn_hidden = 2;
-  cfg.train.global_batch = 4;
-  cfg.train.micro_batch = 1;
+  Config cfg = four_expert_config();
   cfg.device = Device::kCuda;
   std::set<std::string> got;
   for (const PlanLayout& l : enumerate_layouts(cfg, 4, 2)) {
