@@ -85,6 +85,8 @@ void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& 
               : "seed " + std::to_string(s.loader.seed) + ", next step " +
                     std::to_string(s.loader.step) + ", sequences consumed " + consumed_text(s))
       << "\n"
+      << "token file   "
+      << (s.data_fingerprint.empty() ? std::string("not recorded") : s.data_fingerprint) << "\n"
       << "rng          "
       << (missing("state/rng") ? not_stored("state/rng")
                                : "philox4x32-10, seed " + std::to_string(s.rng.seed) + ", offset " +

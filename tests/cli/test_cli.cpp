@@ -329,6 +329,13 @@ TEST(Cli, AResumeOnAnotherTokenFileUnderTheSameNameIsSaid) {
   EXPECT_NE(r.output.find("is not the one " + dir.file("run") + "/checkpoints/step_00000004.h5"),
             std::string::npos)
       << r.output;
+  // `ckpt info` shows what a checkpoint was trained on: the step-6 one the new file.
+  r = run_command(kBin + " ckpt info --no-config " + dir.file("run") +
+                  "/checkpoints/step_00000006.h5");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("token file   vocab_size 256, tokenizer bytes, /train "),
+            std::string::npos)
+      << r.output;
 }
 
 // An input given twice, also by another path, is said (it goes in twice, as given): before, a
