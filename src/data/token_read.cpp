@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cpu/philox.h"
 #include "src/core/error.h"
 #include "src/core/h5.h"
 #include "src/core/h5_attr.h"
@@ -283,8 +284,7 @@ std::string token_source_fingerprint(const TokenSource& data) {
   }
   // FNV-1a, 64 bits: checkpoints keep the fingerprint, so its hash must not depend on the
   // standard library that built the binary (std::hash differs between them).
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (const char c : sampled) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+  const uint64_t h = philox::fnv1a64(sampled.data(), sampled.size());
   char hash[17];
   std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(h));
   return "vocab_size " + std::to_string(data.vocab_size) + ", tokenizer " + data.tokenizer +

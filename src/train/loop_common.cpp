@@ -17,6 +17,7 @@
 
 #include "comm/alltoall.h"
 #include "comm/collectives.h"
+#include "kernels/cpu/philox.h"
 #include "src/ckpt/compat.h"
 #include "src/core/durable_file.h"
 #include "src/core/run_files.h"
@@ -431,9 +432,8 @@ std::vector<std::string> diverged_replicas(const comm::ProcessGroups& g, const P
     const comm::Comm& c = p.group == ParamGroup::kExpert  ? g.edp()
                           : p.tp_mode == TpMode::kSharded ? g.dp()
                                                           : g.world();
-    const auto* bytes = reinterpret_cast<const unsigned char*>(params + p.offset);
-    uint64_t h = 1469598103934665603ull;  // FNV-1a 64 of the part's bytes
-    for (size_t i = 0; i < p.numel * sizeof(float); ++i) h = (h ^ bytes[i]) * 1099511628211ull;
+    const uint64_t h = philox::fnv1a64(reinterpret_cast<const char*>(params + p.offset),
+                                       p.numel * sizeof(float));  // of the part's bytes
     std::vector<int64_t> all(static_cast<size_t>(c.size()), 0);
     all[static_cast<size_t>(c.rank())] = static_cast<int64_t>(h);
     comm::allreduce_sum(std::span<int64_t>(all), c, wd, "replica check");
