@@ -177,7 +177,7 @@ struct SaveOptions {
 
 struct SaveResult {
   std::string path;                  // the checkpoint written
-  std::vector<std::string> removed;  // files removed by rotation (and stale *.tmp)
+  std::vector<std::string> removed;  // stale *.tmp removed before the write, then rotated files
   std::vector<std::string> notes;    // things the trainer may want to log
 };
 

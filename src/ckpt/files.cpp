@@ -90,6 +90,11 @@ std::vector<std::string> rotate(const std::string& dir, int64_t new_step, int64_
         notes.push_back("could not remove " + older[i].path + ": " + ec.message());
     }
   }
+  return removed;
+}
+
+std::vector<std::string> remove_temp_files(const std::string& dir) {
+  std::vector<std::string> removed;
   for (const auto& tmp : list_temp_files(dir)) {
     std::error_code ec;
     if (fs::remove(tmp, ec)) removed.push_back(tmp);

@@ -25,8 +25,13 @@ inline constexpr const char* kSpareSuffix = ".spare";
 // Every *.h5.tmp (and *.h5.tmp.spare) in `dir`: what a crashed save leaves behind.
 std::vector<std::string> list_temp_files(const std::string& dir);
 
+// Removes every list_temp_files of `dir`; returns the removed paths. Before a save: the trainer
+// holds checkpoint.dir's lock, so they are a killed writer's, whose reservation (fallocate)
+// still holds the whole file's size on disk although it looks small.
+std::vector<std::string> remove_temp_files(const std::string& dir);
+
 // After <dir>/step_<new_step>.h5 is complete: removes the step files older than the newest
-// `keep` ones among those with step <= new_step (keep <= 0: none), and stale *.h5.tmp files.
+// `keep` ones among those with step <= new_step (keep <= 0: none).
 // Files of a later step (a run resumed from an older checkpoint left them) are kept and named in
 // `notes`. Returns the removed paths.
 std::vector<std::string> rotate(const std::string& dir, int64_t new_step, int64_t keep,

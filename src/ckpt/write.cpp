@@ -462,11 +462,8 @@ SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainSta
     fs::create_directories(dir, ec);
     if (ec || !fs::is_directory(dir))
       throw UsageError("checkpoint.dir '" + dir + "' cannot be created: " + ec.message());
-    // A temp file here is a killed writer's: the trainer holds checkpoint.dir's lock (run_dirs.h).
-    // Its reservation still holds the whole checkpoint's size on disk though it looks small, so
-    // it goes before the room is counted (QA: on a tight disk every resume ran out of space).
-    for (const auto& stale : files::list_temp_files(dir))
-      if (fs::remove(stale, ec)) result.removed.push_back(stale);
+    // Before the room is counted (QA: on a tight disk every resume ran out of space).
+    result.removed = files::remove_temp_files(dir);
     check_free_space(dir, tmp_path, need, need + spare);
     diagnosed(tmp_path, [&] { hold_spare(spare_path, spare); });
   });
@@ -502,7 +499,8 @@ SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainSta
                                    : "; removed, so --resume auto takes the newest step file"));
     }
     stage("latest");
-    result.removed = files::rotate(dir, st.step, options.keep, result.notes);
+    for (std::string& old : files::rotate(dir, st.step, options.keep, result.notes))
+      result.removed.push_back(std::move(old));
   });
   // Everyone reports what rank 0 did.
   Packer p;
