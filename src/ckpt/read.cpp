@@ -13,14 +13,8 @@
 // checksum) is read by the schema: the datasets of the model its stored config describes stand
 // for the manifest, /state may be missing, and the data pass reads unchunked data in row blocks
 // (TrainState::sealed = false).
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <string>
 #include <utility>
@@ -28,18 +22,13 @@
 #include "comm/watchdog.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/detail.h"
-#include "src/ckpt/files.h"
 #include "src/ckpt/read_structure.h"
-#include "src/ckpt/seal.h"
-#include "src/config/config.h"
-#include "src/core/paths.h"
 #include "src/core/progress.h"
 
 namespace sy::ckpt {
 
 namespace {
 
-namespace fs = std::filesystem;
 using namespace detail;
 
 std::string pack_info(const FileInfo& info) {

@@ -304,9 +304,10 @@ class Builder {
     H5Awrite(a, t, v.data());
     return *this;
   }
-  Builder& valid_attrs(int64_t vocab = 256) {
-    return int_attr("vocab_size", vocab).fixed_str_attr("tokenizer", "bytes");
+  Builder& named_attrs(const std::string& tokenizer, int64_t vocab = 256) {
+    return int_attr("vocab_size", vocab).fixed_str_attr("tokenizer", tokenizer);
   }
+  Builder& valid_attrs(int64_t vocab = 256) { return named_attrs("bytes", vocab); }
 
  private:
   h5::File file_;
@@ -344,11 +345,7 @@ TEST(ReadTokens, OtherToolsNamesNearSpecsAreTrainedOn) {
   test::TempDir dir;
   for (const char* name : {"ByT5", "exported", "bits", "gpt2"}) {
     const std::string p = dir.file(std::string(name) + ".h5");
-    Builder(p)
-        .tokens("train", 40)
-        .tokens("val", 20)
-        .int_attr("vocab_size", 256)
-        .fixed_str_attr("tokenizer", name);
+    Builder(p).tokens("train", 40).tokens("val", 20).named_attrs(name);
     const TokenData d = read_token_file(p, 256, 8);
     EXPECT_EQ(d.tokenizer, name);
     EXPECT_EQ(d.train.size(), 40u) << name;
@@ -512,20 +509,12 @@ TEST(ReadTokens, EveryDefectIsAUsageErrorNamingFileAndProblem) {
       // run without its text (found by QA: `sample` refused them only after training).
       {"tokenizer name in another case",
        [](const std::string& p) {
-         Builder(p)
-             .tokens("train", 20)
-             .tokens("val", 20)
-             .int_attr("vocab_size", 256)
-             .fixed_str_attr("tokenizer", "SentencePiece");
+         Builder(p).tokens("train", 20).tokens("val", 20).named_attrs("SentencePiece");
        },
        {"tokenizer is 'SentencePiece' (did you mean 'sentencepiece'?)", "'imported'"}},
       {"tokenizer name misspelt",
        [](const std::string& p) {
-         Builder(p)
-             .tokens("train", 20)
-             .tokens("val", 20)
-             .int_attr("vocab_size", 256)
-             .fixed_str_attr("tokenizer", "byte");
+         Builder(p).tokens("train", 20).tokens("val", 20).named_attrs("byte");
        },
        {"tokenizer is 'byte' (did you mean 'bytes'?)"}},
       {"vocab larger than model",
