@@ -132,11 +132,10 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                "): every rank must read the same placement file (a copy that differs between "
                "nodes?)";
       });
-  const std::string data_print = token_source_fingerprint(data);
-  data.fingerprint = data_print;
+  data.fingerprint = token_source_fingerprint(data);  // checkpoints keep it too
   check_same_as_rank0(
-      data_print, rt.world, wd, "rank 0's token file", [&](const std::string& root) {
-        return "data.path: this rank's token file '" + cfg.data.path + "' (" + data_print +
+      data.fingerprint, rt.world, wd, "rank 0's token file", [&](const std::string& root) {
+        return "data.path: this rank's token file '" + cfg.data.path + "' (" + data.fingerprint +
                ") is not rank 0's (" + root +
                "): every rank must read the same data (a copy that differs between nodes?)";
       });
