@@ -277,7 +277,16 @@ std::string token_source_fingerprint(const TokenSource& data) {
     const int64_t n = split->size(), count = std::min(kBlock, n);
     for (int64_t b = 0; b <= kBlocks && count > 0; ++b) {
       const int64_t first = (n - count) * b / kBlocks;
-      split->read(first, count, block.data());
+      // The same blocks on every rank: a bad id or a failed read here (in a file too large to
+      // scan) is the input file's, met by every rank reading it alike (a training window's is
+      // one rank's own: TokenSplitReader::read's runtime_error).
+      try {
+        split->read(first, count, block.data());
+      } catch (const Error&) {
+        throw;
+      } catch (const std::runtime_error& e) {
+        throw UsageError(e.what());
+      }
       sampled.append(reinterpret_cast<const char*>(block.data()),
                      static_cast<size_t>(count) * sizeof(int32_t));
     }

@@ -181,7 +181,8 @@ TokenSource open_token_file(const std::string& path, int64_t model_vocab_size, i
 // and /val 23726 tokens, content 3f1c9a20e4b5d671" (a hash of the tokenizer model and of 33
 // blocks of 256 tokens spread over each split: the start, the end and evenly between). The
 // trainer compares rank 0's with every rank's: a copy that differs between nodes trained other
-// batches than the log said.
+// batches than the log said. Every rank reads the same blocks: an id outside the vocabulary there
+// (a file too large to scan) is a UsageError naming the file, which every rank meets alike.
 std::string token_source_fingerprint(const TokenSource& data);
 
 }  // namespace sy

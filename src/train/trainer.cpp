@@ -106,6 +106,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
         cfg, rt.world.size(), memory,  // before any allocation
         cfg.device == Device::kCuda ? MemorySide::kGpuHost : MemorySide::kCpuRank);
     data = open_token_file(cfg.data.path, cfg.model.vocab_size, T, /*scan=*/rank0);
+    data.fingerprint = token_source_fingerprint(data);  // checkpoints keep it too
     placement = load_expert_placement(cfg);
     if (rank0 && options.resume == "auto") refuse_checkpoints_left_behind(cfg);
     if (rank0 && options.resume.empty()) refuse_fresh_start_over_checkpoints(cfg);
@@ -132,7 +133,6 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                "): every rank must read the same placement file (a copy that differs between "
                "nodes?)";
       });
-  data.fingerprint = token_source_fingerprint(data);  // checkpoints keep it too
   check_same_as_rank0(
       data.fingerprint, rt.world, wd, "rank 0's token file", [&](const std::string& root) {
         return "data.path: this rank's token file '" + cfg.data.path + "' (" + data.fingerprint +

@@ -416,6 +416,10 @@ TEST(ReadTokens, TheTrainersReaderReadsRangesFromTheFile) {
               std::string::npos)
         << e.what();
   }
+  // The fingerprint's blocks are the same on every rank (here the whole split): its bad id is
+  // the file's, a UsageError (exit 2, agreed), not one rank's own failure.
+  expect_usage_error([&] { token_source_fingerprint(unscanned); },
+                     {"bad.h5", "/train[30] = 70000 is outside the vocabulary"}, "fingerprint");
 }
 
 // One window of seq_len + 1 tokens is the least a split may hold: exactly that loads, one less is
