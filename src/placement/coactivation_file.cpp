@@ -82,6 +82,16 @@ Coactivation read_coactivation(const std::string& path) {
     for (int32_t e : c.sample)
       if (e < 0 || e >= c.num_experts)
         throw UsageError(path + ": /sample holds expert " + std::to_string(e));
+    if (H5_CHECK(H5Aexists(f, "checkpoint_step")) > 0) {
+      c.checkpoint_step = h5::read_attr_i64(f, "checkpoint_step");
+      c.checkpoint_tokens = h5::read_attr_i64(f, "checkpoint_tokens");
+      if (c.checkpoint_step == c.last_step)
+        c.checkpoint_counts = c.counts;
+      else if (get_dataset(f, "checkpoint_counts", H5T_NATIVE_INT64, path, c.checkpoint_counts) !=
+               std::vector{NL, E, E})
+        throw UsageError(path + ": /checkpoint_counts is not [num_layers, num_experts, " +
+                         "num_experts]");
+    }
   } catch (const h5::AttrError& e) {
     throw UsageError(path + ": root " + std::string(e.what()));
   } catch (const h5::Error& e) {
@@ -94,8 +104,11 @@ void write_coactivation(const std::string& path, const Coactivation& c) {
   const std::string tmp = path + ".tmp";
   // A write HDF5 fails (a full run.out_dir) cannot be given up cleanly: check the room first,
   // so that a full disk is one message (the previous file kept), not pages of HDF5 errors.
+  const bool own_checkpoint_counts = c.checkpoint_step >= 0 && c.checkpoint_step != c.last_step;
   const int64_t bytes =
-      static_cast<int64_t>(c.counts.size() * sizeof(int64_t) + c.sample.size() * sizeof(int32_t)) +
+      static_cast<int64_t>((c.counts.size() + (own_checkpoint_counts ? c.counts.size() : 0)) *
+                               sizeof(int64_t) +
+                           c.sample.size() * sizeof(int32_t)) +
       (int64_t{64} << 10);  // attributes and HDF5's metadata
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (const std::string why = files::no_room_for(parent.empty() ? "." : parent.string(), bytes);
@@ -119,6 +132,16 @@ void write_coactivation(const std::string& path, const Coactivation& c) {
     put_dataset(f, "counts", H5T_STD_I64LE, H5T_NATIVE_INT64, {NL, E, E}, c.counts);
     put_dataset(f, "sample", H5T_STD_I32LE, H5T_NATIVE_INT32,
                 {NL, static_cast<hsize_t>(c.sample_tokens()), K}, c.sample);
+    if (c.checkpoint_step >= 0) {
+      h5::write_attr(f, "checkpoint_step", c.checkpoint_step);
+      h5::write_attr(f, "checkpoint_tokens", c.checkpoint_tokens);
+    }
+    if (own_checkpoint_counts) {
+      SY_CHECK(c.checkpoint_counts.size() == c.counts.size(),
+               "checkpoint_counts: " << c.checkpoint_counts.size() << " entries");
+      put_dataset(f, "checkpoint_counts", H5T_STD_I64LE, H5T_NATIVE_INT64, {NL, E, E},
+                  c.checkpoint_counts);
+    }
     H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL));
   }
   files::commit_file(tmp, path);

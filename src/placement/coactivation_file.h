@@ -16,6 +16,10 @@
 //                              rank's share, at most 65536 tokens): the routing of whole tokens,
 //                              from which the traffic of a placement follows when k > 2 (the
 //                              pair counts say it exactly for k <= 2 only).
+//   Where the run has written a checkpoint: root attrs checkpoint_step and checkpoint_tokens,
+//   and /checkpoint_counts int64 [NL, E, E], the counts as of that step (absent while
+//   checkpoint_step == last_step: /counts then). A run resumed from that checkpoint continues
+//   from them, so the steps after it that a crash left counted are not counted twice.
 //
 // Letters: NL layers, E experts, K top-k, S sampled tokens.
 #pragma once
@@ -33,6 +37,9 @@ struct Coactivation {
   int64_t sample_step = 0;
   std::vector<int64_t> counts;  // [NL*E*E]
   std::vector<int32_t> sample;  // [NL*S*K]
+  // The counts as of the newest checkpoint's step (-1: none; an older file has none).
+  int64_t checkpoint_step = -1, checkpoint_tokens = 0;
+  std::vector<int64_t> checkpoint_counts;  // [NL*E*E] when checkpoint_step >= 0
 
   int64_t sample_tokens() const;  // S
   const int64_t* layer_counts(int layer) const {

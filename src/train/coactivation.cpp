@@ -51,7 +51,6 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
   total_.num_experts = E;
   total_.top_k = static_cast<int>(cfg.moe.top_k);
   total_.first_step = total_.last_step = std::max<int64_t>(resumed_step, 0);
-  flushed_step_ = total_.last_step;
   if (rank0_) total_.counts.assign(static_cast<size_t>(NL) * E * E, 0);  // rank 0 writes it
   if (!rank0_ || resumed_step < 0 || !std::filesystem::exists(path_)) return;
   try {
@@ -59,11 +58,20 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
     if (old.num_layers == NL && old.num_experts == E && old.top_k == total_.top_k) {
       log << "co-activation: continuing the counts of " << path_ << " (from step " << old.first_step
           << ")";
-      if (old.last_step > resumed_step)  // counts cannot be taken back out
+      if (old.last_step > resumed_step && old.checkpoint_step == resumed_step) {
+        // Counted past the checkpoint before a crash: its own counts, the later ones dropped.
+        log << " as of the checkpoint's step " << resumed_step << " (steps " << resumed_step + 1
+            << ".." << old.last_step << ", counted before the run stopped, are dropped)";
+        old.counts = std::move(old.checkpoint_counts);
+        old.tokens = old.checkpoint_tokens;
+      } else if (old.last_step > resumed_step) {  // an older checkpoint: no counts of its step
         log << "; it counted steps up to " << old.last_step << ", so steps " << resumed_step + 1
             << ".." << old.last_step << " will be counted twice";
+      }
       log << "\n";
-      old.last_step = resumed_step;
+      old.last_step = old.checkpoint_step = resumed_step;
+      old.checkpoint_counts = old.counts;
+      old.checkpoint_tokens = old.tokens;
       total_ = std::move(old);
       return;
     }
@@ -95,7 +103,8 @@ void CoactivationCounter::add(const Model<float>& model) {
   pending_.back() += model.moe_layer(0).num_tokens();
 }
 
-void CoactivationCounter::flush(const comm::Comm& world, int tp, int64_t done, comm::Watchdog* wd) {
+void CoactivationCounter::flush(const comm::Comm& world, int tp, int64_t done, comm::Watchdog* wd,
+                                bool at_checkpoint) {
   comm::allreduce_sum(std::span<int64_t>(pending_), world, wd, "co-activation counts");
   // The sample: every rank's tokens of the step, layer by layer, in rank order.
   const int NL = total_.num_layers;
@@ -125,6 +134,11 @@ void CoactivationCounter::flush(const comm::Comm& world, int tp, int64_t done, c
       }
       total_.sample_step = sample_step_;
     }
+    if (at_checkpoint) {
+      total_.checkpoint_step = done;
+      total_.checkpoint_counts = total_.counts;
+      total_.checkpoint_tokens = total_.tokens;
+    }
   }
   // Rank 0 writes alone; every rank learns whether it could, so that a file that cannot be
   // written (a full run.out_dir) ends all ranks together with rank 0's message, instead of rank 0
@@ -146,7 +160,6 @@ void CoactivationCounter::flush(const comm::Comm& world, int tp, int64_t done, c
     failed_ = true;  // the run stops: a checkpoint before it does not try again
     throw Error(kExitOther, failure, /*quiet=*/!rank0_);
   }
-  flushed_step_ = done;
 }
 
 }  // namespace sy

@@ -6,8 +6,9 @@
 //
 // Every rank counts the tokens it routes; the tp ranks of one data-parallel rank route the same
 // tokens, so the world's sum is divided by tp. A resumed run continues the counts of the file in
-// its out_dir; steps the file counted after the checkpoint it resumed from are counted again (the
-// log says which: after a crash, the steps since that checkpoint up to the last log step).
+// its out_dir as of the checkpoint it resumes from: each checkpoint's save records them in the
+// file, so the steps a crash left counted after it are not counted twice. A resume from an older
+// checkpoint than the file's newest one counts those steps again (the log says which).
 //
 // Letters: NL layers, E experts, K top-k, N tokens of a micro-batch.
 #pragma once
@@ -47,15 +48,18 @@ class CoactivationCounter {
   // After a micro-batch's forward: every layer's routing.
   void add(const Model<float>& model);
   // Collective over `world`: sums what every rank counted since the last flush (divided by tp),
-  // gathers the sample (when kept), and rank 0 writes the file as of step `done`.
-  void flush(const comm::Comm& world, int tp, int64_t done, comm::Watchdog* wd);
-  // Collective: flush() unless the file already holds the counts as of step `done`. Before a
-  // checkpoint: a run stopped between log steps resumes from it, so the steps since the last log
-  // step must be in the file (they were lost: the resumed file lacked them, with no word).
-  // After a flush that failed (the run is stopping), nothing: the checkpoint written before the
-  // run stops must not fail on the same full run.out_dir.
-  void flush_up_to(const comm::Comm& world, int tp, int64_t done, comm::Watchdog* wd) {
-    if (done != flushed_step_ && !failed_) flush(world, tp, done, wd);
+  // gathers the sample (when kept), and rank 0 writes the file as of step `done`; at_checkpoint:
+  // the file also keeps these counts as the checkpoint's of step `done`.
+  void flush(const comm::Comm& world, int tp, int64_t done, comm::Watchdog* wd,
+             bool at_checkpoint = false);
+  // Collective, before the checkpoint of step `done` is saved: the file as of that step, kept as
+  // the checkpoint's counts. A run stopped between log steps resumes from the checkpoint, so the
+  // steps since the last log step must be in the file (they were lost, with no word); a run
+  // that crashed after later log steps resumes from these counts (its replayed steps were
+  // counted twice). After a flush that failed (the run is stopping), nothing: the checkpoint
+  // written before the run stops must not fail on the same full run.out_dir.
+  void flush_for_checkpoint(const comm::Comm& world, int tp, int64_t done, comm::Watchdog* wd) {
+    if (!failed_) flush(world, tp, done, wd, /*at_checkpoint=*/true);
   }
 
   const std::string& path() const { return path_; }
@@ -69,8 +73,7 @@ class CoactivationCounter {
   std::vector<std::vector<int32_t>> sample_;  // [NL][S*K] this step's, when kept
   bool keep_sample_ = false;
   int64_t sample_step_ = 0;
-  int64_t flushed_step_ = 0;  // the step the file's counts are as of (the same on every rank)
-  bool failed_ = false;       // a flush could not write the file (agreed by every rank)
+  bool failed_ = false;  // a flush could not write the file (agreed by every rank)
 };
 
 }  // namespace sy

@@ -227,7 +227,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   CheckpointCadence ckpts(
       cfg, rt.world.get(), signals.get(), resumed.resumed ? first_step : -1,
       [&](int64_t done) {
-        coact.flush_up_to(rt.world, lay.tp, done, wd);  // the file as of the checkpoint
+        coact.flush_for_checkpoint(rt.world, lay.tp, done, wd);  // the file as of it
         return save_training_checkpoint(ckpt_ctx, training_state(cfg, done, opt.step_count(),
                                                                  last_lr, share.loader(), summary));
       },

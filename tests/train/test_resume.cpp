@@ -234,6 +234,34 @@ TEST_F(Resume, CoactivationCountsSurviveAStopBetweenLogSteps) {
   EXPECT_EQ(got.last_step, 20);
 }
 
+// A run that crashed after log steps past its newest checkpoint resumes from the counts as of
+// that checkpoint: steps 16-18 (counted at the step-18 log flush, the checkpoint at 15) were
+// counted again by the resumed run (their tokens twice in the file, "will be counted twice" in
+// the log). Reference: the uninterrupted run's file.
+TEST_F(Resume, CoactivationCountsOfStepsAfterTheCheckpointAreNotCountedTwice) {
+  const std::string every = "--set log.every=2 --set checkpoint.every=5";
+  auto r = run_command(train_cmd("straight", every));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string metrics = dir_.file("killed") + "/metrics.jsonl";
+  r = run_command("SWITCHYARD_FAULT=0:19:hang " + train_cmd("killed", every) + " & pid=$!; " +
+                  "for i in $(seq 600); do grep -q step.:18, " + metrics +
+                  " 2>/dev/null && break; sleep 0.05; done; sleep 0.3; kill -9 $pid; wait $pid");
+  EXPECT_EQ(r.exit_code, 137) << r.output;
+  ASSERT_EQ(read_coactivation(dir_.file("killed") + "/coactivation.h5").last_step, 18);
+  r = run_command(train_cmd("killed", every + " --resume auto"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("step_00000015.h5 (step 15)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("as of the checkpoint's step 15 (steps 16..18, counted before the run "
+                          "stopped, are dropped)"),
+            std::string::npos)
+      << r.output;
+  const Coactivation want = read_coactivation(dir_.file("straight") + "/coactivation.h5");
+  const Coactivation got = read_coactivation(dir_.file("killed") + "/coactivation.h5");
+  EXPECT_EQ(got.tokens, want.tokens);
+  EXPECT_EQ(got.counts, want.counts);
+  EXPECT_EQ(got.last_step, 20);
+}
+
 // A newest checkpoint this user may not read is not damaged: --resume auto stops with exit 2
 // naming it. It used to be skipped like a damaged one: the run resumed from the older checkpoint
 // and, with checkpoint.keep 1, removed the good newer one. Needs root to hand the run to
