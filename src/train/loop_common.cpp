@@ -524,6 +524,15 @@ void RunProgress::eval_done(int64_t step, double val_loss) {
   summary_.final_val_loss = val_loss;
   if (!(val_loss >= summary_.best_val_loss)) summary_.best_val_loss = val_loss;  // also NaN
   report_eval(step, val_loss, metrics_, log_);
+  // Finite weights whose forward pass overflows (an update too large for the model, not for
+  // fp32): the run cannot go on, and the checkpoint of this step must not become the last good
+  // one (it exited 0, or 3 at the next step with that checkpoint kept). Every rank holds the
+  // same sum (evaluate's all-reduce), so every rank throws; rank 0 says it.
+  if (!std::isfinite(val_loss))
+    throw NumericalError("non-finite validation loss at step " + std::to_string(step) +
+                             ": the model's forward pass overflows on the validation windows; "
+                             "this step's checkpoint is not written",
+                         /*quiet=*/metrics_ == nullptr);
 }
 
 namespace {

@@ -272,6 +272,7 @@ class RunProgress {
   void step_done(const StepRecord& rec);
   // Whether a periodic evaluation is due after step `done` (the last one is always evaluated).
   bool eval_due(int64_t done) const;
+  // NumericalError (exit 3) when val_loss is not finite: before the step's checkpoint.
   void eval_done(int64_t step, double val_loss);
 
  private:

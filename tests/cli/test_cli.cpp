@@ -573,6 +573,28 @@ TEST(Cli, TheLoggedLoadsAndDropsAreTheGlobalBatchs) {
           << "layer " << l << " expert " << e;
 }
 
+// Finite weights whose forward pass overflows (QA: an lr of 1e20 left |embed| at 7e37): the
+// validation loss is NaN, and the run exited 0 (one step), or with eval.every 1 wrote that step's
+// checkpoint and exited 3 at the next, keeping it as the last good one (a resume failed at once).
+// Now exit 3 at the evaluation, before its checkpoint; the loss of step 1 itself is finite.
+TEST(Cli, ANonFiniteValidationLossIsANumericalFailureBeforeItsCheckpoint) {
+  sy::test::TempDir dir;
+  sy::test::cli::write_texts(dir);
+  const std::string h5 = sy::test::cli::prepare(dir);
+  for (const std::string steps : {"1", "3"}) {
+    const std::string out = dir.file("run" + steps);
+    const auto r =
+        run_command(kBin + std::string(" train --config ") + kSrc +
+                    "/configs/tiny.yaml --set data.path=" + h5 + " --set run.out_dir=" + out +
+                    " --set checkpoint.dir=" + out + "/ckpt --set train.steps=" + steps +
+                    " --set checkpoint.every=1 --set eval.every=1 --set "
+                    "eval.sequences=2 --set train.lr=1e20");
+    EXPECT_EQ(r.exit_code, 3) << r.output;
+    EXPECT_NE(r.output.find("non-finite validation loss at step 1"), std::string::npos) << r.output;
+    EXPECT_FALSE(std::filesystem::exists(out + "/ckpt/step_00000001.h5")) << r.output;
+  }
+}
+
 // A finite loss and gradient whose update overflows fp32 (SPEC 9: a numerical failure). Before,
 // only the loss and the gradient norm were checked: an AdamW v past 3.4e38 (a z-loss of 1e30
 // unclipped) froze its parameters for good and the run exited 0; a router bias rate of 1e39 sent
