@@ -24,6 +24,7 @@
 #include "src/core/error.h"
 #include "src/core/number_text.h"
 #include "src/core/suggest.h"
+#include "src/core/utf8.h"
 
 namespace sy {
 
@@ -395,6 +396,10 @@ void apply_override(YAML::Node& root, const std::string& assignment, const std::
         is_section(path) ? "is a section; set its keys one by one" : "unknown key" + hint;
     throw UsageError("--set " + shortened(assignment) + ": " + shortened(path) + ": " + what);
   }
+  if (const TextProblem p = yaml_text_problem(text); !p.what.empty())
+    throw UsageError("--set " + shortened(assignment) + ": " + path + ": " + p.what + " at byte " +
+                     std::to_string(p.column) +
+                     " of the value; YAML text is UTF-8 without control characters");
   YAML::Node value;
   try {
     const std::vector<YAML::Node> docs = YAML::LoadAll(text);
@@ -498,6 +503,12 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
   std::map<std::string, std::string> overridden;
   const Context ctx{source_name, overridden};
 
+  // yaml-cpp reads what YAML forbids without a word (a NUL in a run name became "\b ", a
+  // directory named with it): refused, with where it is.
+  if (const TextProblem p = yaml_text_problem(yaml_text); !p.what.empty())
+    throw UsageError(source_name + ": " + p.what + " at line " + std::to_string(p.line) +
+                     ", column " + std::to_string(p.column) +
+                     "; YAML text is UTF-8 without control characters other than tab");
   YAML::Node root;
   try {
     const std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);

@@ -1,5 +1,7 @@
 #include "src/core/utf8.h"
 
+#include <cstdio>
+
 namespace sy {
 
 unsigned utf8_code_point(std::string_view text, size_t i, size_t n) {
@@ -44,6 +46,34 @@ int64_t first_invalid_utf8(std::string_view text) {
     i += n;
   }
   return -1;
+}
+
+TextProblem yaml_text_problem(std::string_view text) {
+  int64_t line = 1, column = 1;
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = utf8_length(text, i);
+    char what[64] = "";
+    if (n == 0) {
+      std::snprintf(what, sizeof what, "byte 0x%02x, not UTF-8",
+                    static_cast<unsigned>(static_cast<unsigned char>(text[i])));
+    } else {
+      const unsigned cp = utf8_code_point(text, i, n);
+      if (cp == 0)
+        std::snprintf(what, sizeof what, "a NUL byte");
+      else if ((cp < 0x20 && cp != '\t' && cp != '\n' && cp != '\r') ||
+               (cp >= 0x7F && cp <= 0x9F && cp != 0x85) || cp == 0xFFFE || cp == 0xFFFF)
+        std::snprintf(what, sizeof what, "the control character U+%04X", cp);
+    }
+    if (what[0] != '\0') return {what, line, column};
+    if (text[i] == '\n') {
+      ++line;
+      column = 1;
+    } else {
+      column += static_cast<int64_t>(n);
+    }
+    i += n;
+  }
+  return {};
 }
 
 }  // namespace sy

@@ -610,6 +610,33 @@ TEST(Config, SyntaxErrorsGiveTheLine) {
                      {"s.yaml", "2 YAML documents"});
 }
 
+// What YAML 1.2 does not allow in a stream, which yaml-cpp read without a word (QA: a NUL in a
+// run name became "\b ", and the run made a directory named with it; a byte 0xff and a NUL before
+// junk in data.path were accepted too). Refused with the line and column; tabs, CRLF, a
+// byte-order mark and UTF-8 text stay fine.
+TEST(Config, ControlCharactersAndInvalidUtf8AreRefusedWithTheirPlace) {
+  using namespace std::string_literals;
+  expect_usage_error([] { parse_config("run:\n  name: a\0b\n"s + kMinimal, {}, "n.yaml"); },
+                     {"n.yaml: a NUL byte at line 2, column 10"});
+  expect_usage_error(
+      [] {
+        parse_config(kMinimal +
+                         "run:\n  name: a\xff"
+                         "b\n",
+                     {}, "u.yaml");
+      },
+      {"u.yaml: byte 0xff, not UTF-8 at line 4, column 10"});
+  expect_usage_error([] { parse_config("run: {name: a\bb}\n" + kMinimal, {}, "c.yaml"); },
+                     {"c.yaml: the control character U+0008 at line 1, column 14"});
+  expect_usage_error([] { parse_config(kMinimal, {"run.name=a\xc3"}); },
+                     {"--set run.name=", "run.name: byte 0xc3, not UTF-8 at byte 2 of the value"});
+  expect_usage_error([] { parse_config(kMinimal, {"run.name=a\x1b[31m"}); },
+                     {"run.name: the control character U+001B at byte 2 of the value"});
+  const std::string fine = "\xef\xbb\xbfrun:\r\n  name: caf\xc3\xa9\t\xe6\x97\xa5\r\n" + kMinimal;
+  EXPECT_EQ(parse_config(fine).run.name, "caf\xc3\xa9\t\xe6\x97\xa5");
+  EXPECT_EQ(parse_config(kMinimal, {"run.name=na\xc3\xafve"}).run.name, "na\xc3\xafve");
+}
+
 TEST(Config, FilesMissingEmptyOrDirectories) {
   test::TempDir dir;
   expect_usage_error([&] { load_config(dir.file("nope.yaml")); }, {"nope.yaml", "not found"});
