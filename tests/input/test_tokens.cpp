@@ -313,6 +313,23 @@ class Builder {
   h5::File file_;
 };
 
+// The ids carry a checksum per chunk: one damaged byte is refused when the file is read, naming
+// it. Before, the changed id (still inside the vocabulary) was trained on without a word (QA: a
+// zeroed 4 KiB page of /train became ids 0).
+TEST(Prepare, ADamagedChunkOfIdsIsRefusedWhenRead) {
+  test::TempDir dir;
+  write_bytes(dir.file("a.txt"), std::string(4000, 'x'));
+  PrepareOptions opt;
+  opt.inputs = {dir.file("a.txt")};
+  opt.output = dir.file("tok.h5");
+  prepare_token_file(opt);
+  ASSERT_EQ(read_token_file(opt.output, 256, 8).train[10], 'x');
+  // /train[10]'s low byte: 'x' ^ 0x5A = '"', still an id inside the vocabulary.
+  test::xor_byte(opt.output, test::first_chunk(opt.output, "train").first + 2 * 10);
+  expect_usage_error([&] { open_token_file(opt.output, 256, 8, /*scan=*/true); },
+                     {"tok.h5", "cannot be read"}, "a damaged chunk");
+}
+
 TEST(ReadTokens, AcceptsOtherIntegerTypesAndFixedStrings) {
   test::TempDir dir;
   const std::string p = dir.file("wide.h5");
