@@ -171,7 +171,8 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
   x.threads = in.threads;
   const double P = local_param_elements(cfg, lay);
   const std::string model_keys =
-      "model.d_model, model.n_layers, moe.num_experts, moe.ffn_hidden, model.vocab_size";
+      "model.d_model, model.n_layers, moe.num_experts, moe.ffn_hidden, model.vocab_size" +
+      std::string(cfg.moe.shared_experts > 0 ? ", moe.shared_experts" : "");
   const std::string batch_keys = "train.micro_batch, model.seq_len";
   MemoryEstimate m;
   m.terms.push_back({"parameters", model_keys + ", parallel.ep/etp/tp (shard them)", kF * P});
@@ -217,7 +218,9 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
   m.terms.push_back(
       {"MoE layers: router [N, E] and expert rows [A, F/etp] at the busiest rank "
        "(z = 3.72 quantile)",
-       "moe.num_experts, moe.top_k, moe.ffn_hidden, " + batch_keys + ", model.n_layers", moe});
+       "moe.num_experts, moe.top_k, moe.ffn_hidden, " + batch_keys + ", model.n_layers" +
+           (cfg.moe.shared_experts > 0 ? ", moe.shared_experts" : ""),
+       moe});
   if (lay.ep > 1)
     m.terms.push_back({"all-to-all buffers (busiest rank, z = 3.72 quantile)",
                        batch_keys + ", model.d_model, moe.top_k", exchange});

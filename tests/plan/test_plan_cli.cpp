@@ -107,6 +107,8 @@ TEST_F(PlanCli, SizesThatCannotFitExitTwoNamingTheKey) {
        "train.micro_batch"},
       {"model.vocab_size=2147483647", "model.vocab_size"},
       {"moe.num_experts=2147483648", "moe.num_experts"},
+      // The largest term (the MoE layers' rows) named every key but this one (QA).
+      {"moe.shared_experts=100000", "moe.shared_experts"},
   };
   for (const auto& [set, key] : cases)
     expect_refused(timed(kBin + " train " + tiny("big") + " --set " + set), key, set);
