@@ -243,13 +243,13 @@ MemoryEstimate predict_memory(const Config& cfg, const PlanLayout& lay, const Ro
   }
 
   // The CPU trainer's co-activation counts for `switchyard placement` (coactivation.h): int64
-  // [L, E, E] counted since the last log step on every rank, the run's total on rank 0, and the
-  // all-reduce's temporaries (a binomial tree, as below).
+  // [L, E, E] counted since the last log step on every rank, the run's total and its copy as of
+  // the newest checkpoint on rank 0, and the all-reduce's temporaries (a binomial tree, as below).
   if (!x.cuda) {
     const double counts = kD * x.L * x.E * x.E;
     m.terms.push_back({"co-activation counts [L, E, E] (int64, for switchyard placement)",
                        "moe.num_experts, model.n_layers",
-                       counts * (2 + (lay.world > 1 ? std::ceil(std::log2(d(lay.world))) : 0))});
+                       counts * (3 + (lay.world > 1 ? std::ceil(std::log2(d(lay.world))) : 0))});
   }
 
   // Token data: the tokens stay in the file (token_read.cpp, read a window at a time); the

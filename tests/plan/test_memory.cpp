@@ -254,19 +254,19 @@ TEST(PlanMemory, TokenDataAndTheLargestTerm) {
 }
 
 // The CPU trainer's co-activation counts, int64 [L, E, E] = 16 for small_cfg: this log period's
-// on every rank and the run's total on rank 0, plus the all-reduce's binomial tree on 6 ranks
-// (ceil(log2 6) = 3 copies). The GPU trainer keeps none.
+// on every rank, the run's total and its copy as of the newest checkpoint on rank 0, plus the
+// all-reduce's binomial tree on 6 ranks (ceil(log2 6) = 3 copies). The GPU trainer keeps none.
 TEST(PlanMemory, CoactivationCountsByHand) {
   Config cfg = small_cfg();
   EXPECT_DOUBLE_EQ(
       term(predict_memory(cfg, PlanLayout{}, RoutingStats{}, MemoryInputs{}), "co-activation")
           .bytes,
-      8.0 * 16 * 2);
+      8.0 * 16 * 3);
   PlanLayout six;
   six.world = 6;
   EXPECT_DOUBLE_EQ(
       term(predict_memory(cfg, six, RoutingStats{}, MemoryInputs{}), "co-activation").bytes,
-      8.0 * 16 * 5);
+      8.0 * 16 * 6);
   cfg.device = Device::kCuda;
   for (const auto& t : predict_memory(cfg, PlanLayout{}, RoutingStats{}, MemoryInputs{}).terms)
     EXPECT_EQ(t.name.find("co-activation"), std::string::npos);

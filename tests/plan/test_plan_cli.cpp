@@ -244,9 +244,9 @@ TEST_F(PlanCli, Zero1LowersThePeakOfARunThatCheckpoints) {
 }
 
 // The prediction covers the peak of a run that checkpoints, with many experts: tiny.yaml at
-// 1024 experts (their co-activation counts, 2 x 16 MiB of int64, were not counted) writing a
-// checkpoint every 2 steps (which copied both AdamW moments, +96 MiB, and HDF5's buffers). It
-// predicted 253 MiB for a peak of 300 (before: 0.84); now 305.
+// 1024 experts (their co-activation counts, 2 x 16 MiB of int64, were not counted; a third copy,
+// the checkpoint's counts, since) writing a checkpoint every 2 steps (which copied both AdamW
+// moments, +96 MiB, and HDF5's buffers). It predicted 253 MiB for a peak of 300 (before: 0.84).
 TEST_F(PlanCli, ThePredictionCoversTheCheckpointsAndTheCoactivationCounts) {
   const std::string sets = " --set moe.num_experts=1024 --set checkpoint.every=2";
   const auto r = sy::test::run_command(kBin + " train " + tiny("peak_ckpt") + sets +
