@@ -23,6 +23,7 @@
 #include "src/config/yaml_scalar.h"
 #include "src/core/error.h"
 #include "src/core/number_text.h"
+#include "src/core/printable.h"
 #include "src/core/suggest.h"
 #include "src/core/utf8.h"
 
@@ -167,14 +168,6 @@ bool is_section(std::string_view name) {
   for (const Key& k : kKeys)
     if (section_of(k.path) == name) return true;
   return false;
-}
-
-// Text from the config as messages echo it: a megabyte-long key or value is cut to its start and
-// its length, so the message stays one readable line.
-std::string shortened(std::string_view text) {
-  constexpr size_t kMax = 80;
-  if (text.size() <= kMax) return std::string(text);
-  return std::string(text.substr(0, 60)) + "... (" + std::to_string(text.size()) + " characters)";
 }
 
 // Names valid directly under `section` ("" = the root: section names and top-level keys).

@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "src/core/error.h"
+#include "src/core/printable.h"
 
 namespace sy {
 
@@ -38,7 +39,7 @@ std::string unreadable_reason(const std::string& path) {
 }
 
 void make_directories(const std::string& where, const std::string& dir) {
-  const std::string named = where + " '" + dir + "'";
+  const std::string named = where + " '" + shortened(dir) + "'";
   std::error_code ec;
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
     throw UsageError(named + " is not a directory (" + what_is_at(dir) + " is in the way)");

@@ -12,4 +12,8 @@ namespace sy {
 // passes unchanged.
 std::string printable(std::string_view text);
 
+// Text from outside as messages echo it: a megabyte-long key, value or path is cut to its start
+// and its length ("aaaa... (1000000 characters)"), so the message stays one readable line.
+std::string shortened(std::string_view text);
+
 }  // namespace sy

@@ -16,6 +16,7 @@
 #include "common/temp_dir.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
+#include "src/core/paths.h"
 
 namespace sy {
 namespace {
@@ -507,6 +508,14 @@ TEST(Config, RunBoundsAreTheStartingConfigsOnly) {
     EXPECT_NO_THROW(parse_config(kMinimal, {set}, "a stored config")) << set;
   }
   EXPECT_NO_THROW(load_config(file, {"eval.sample_tokens=100000", "run.name=sweeps/lr1"}));
+  // A part of the name past a file name's 255 bytes (QA: a 10^6-byte name failed as run.out_dir,
+  // echoed whole on one line): named, its value cut to its start and length.
+  expect_usage_error([&] { load_config(file, {"run.name=x/" + std::string(256, 'a')}); },
+                     {"run.name: got 'x/aaa", "... (258 characters)', expected at most 255 bytes"});
+  EXPECT_NO_THROW(load_config(file, {"run.name=" + std::string(255, 'a') + "/b"}));
+  expect_usage_error(
+      [&] { make_directories("run.out_dir", dir.file(std::string(100000, 'd'))); },
+      {"run.out_dir '", "... (", "characters)' cannot be created: File name too long"});
 }
 
 TEST(Config, SigmoidScoringHasNoZLossByDefault) {
