@@ -332,7 +332,11 @@ TrainSummary train(const Config& cfg, std::ostream& log, MPI_Comm world,
   // communicators, shared windows and UCX endpoints that its peers are still waiting in; it
   // reports and aborts the job (the others' watchdogs would end it too, later).
   Runtime rt;
-  rt.watchdog = std::make_unique<comm::Watchdog>(cfg.parallel.timeout_s);
+  // parallel.timeout_s bounds a rank's wait for the others: one rank alone waits for none (its
+  // own slow start-up under load ended it, "timed out after 1s waiting for start-up").
+  int world_size = 1;
+  MPI_CHECK(MPI_Comm_size(world, &world_size));
+  if (world_size > 1) rt.watchdog = std::make_unique<comm::Watchdog>(cfg.parallel.timeout_s);
   {
     comm::WatchdogScope scope(rt.watchdog.get(), "start-up: every rank to join the run");
     rt.world = comm::Comm::dup(world);

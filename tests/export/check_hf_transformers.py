@@ -31,13 +31,21 @@ h5py, np, torch, transformers, spm, _ = require("h5py", "numpy", "torch", "trans
                                                 "sentencepiece", "google.protobuf")
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
+
+def load_fp32(path, **kw):
+    """AutoModelForCausalLM in float32. transformers before 4.56 names the keyword torch_dtype
+    (there dtype= ends in "Object of type dtype is not JSON serializable")."""
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    return AutoModelForCausalLM.from_pretrained(path, **{key: torch.float32}, **kw)
+
+
 args = parse_args(lambda ap: ap.add_argument("--rel", type=float, default=1e-6))
 failures = 0
 
 
 def hf_val_loss(model_dir, val, seq_len, windows):
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                 attn_implementation="eager")
+    model = load_fp32(model_dir, attn_implementation="eager")
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -91,7 +99,7 @@ def check_generation(name, ckpt, out, val, seq_len, prompts=8, prompt_len=6):
     which both read through that window too. A difference is accepted only at a near-tie of the
     two logits."""
     global failures
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    model = load_fp32(out).eval()
     n = 12 * seq_len
     bad = []
     for i in range(prompts):

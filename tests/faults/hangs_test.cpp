@@ -97,6 +97,18 @@ TEST_F(FaultTest, RankStoppedFromOutsideDuringCheckpointsEndsTheJob) {
   EXPECT_EQ(run_command(kBin + " ckpt info " + out + "/checkpoints/" + latest).exit_code, 0);
 }
 
+// One rank waits for no other: parallel.timeout_s does not bound its own work. A start-up
+// longer than the timeout (a 100M-parameter model built on one rank, or a small one under CPU
+// load: QA) ended it, exit 1, "timed out after 1s waiting for start-up".
+TEST_F(FaultTest, OneRanksSlowStartUpIsNotATimeout) {
+  const auto r = run_command(train(path("run"), 0,
+                                   "--set parallel.ep=1 --set parallel.timeout_s=1 --set "
+                                   "moe.num_experts=256 --set moe.ffn_hidden=2048 --set "
+                                   "eval.every=0 --set checkpoint.every=0"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("timed out"), std::string::npos) << r.output;
+}
+
 // parallel.timeout_s = 1e10 overflowed the watchdog's clock and fired at once ("timed out after
 // 1e+10s"); it is refused naming the key (item 4).
 TEST_F(FaultTest, AnOverflowingTimeoutIsRefusedNamingTheKey) {
