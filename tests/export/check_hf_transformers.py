@@ -32,12 +32,23 @@ h5py, np, torch, transformers, spm, _ = require("h5py", "numpy", "torch", "trans
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 
+VERSION = tuple(int(x) for x in transformers.__version__.split(".")[:2])
+
+
 def load_fp32(path, **kw):
     """AutoModelForCausalLM in float32. transformers before 4.56 names the keyword torch_dtype
     (there dtype= ends in "Object of type dtype is not JSON serializable")."""
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    key = "dtype" if VERSION >= (4, 56) else "torch_dtype"
     return AutoModelForCausalLM.from_pretrained(path, **{key: torch.float32}, **kw)
+
+
+def load_tokenizer(path, arch):
+    """As the README says: transformers 4's AutoTokenizer cannot read a Qwen2-MoE export's
+    tokenizer (it asks for tiktoken); LlamaTokenizerFast gives SentencePiece's ids there."""
+    if VERSION < (5, 0) and arch.startswith("Qwen2Moe"):
+        from transformers import LlamaTokenizerFast
+        return LlamaTokenizerFast.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
 
 
 args = parse_args(lambda ap: ap.add_argument("--rel", type=float, default=1e-6))
@@ -181,7 +192,7 @@ with tempfile.TemporaryDirectory() as tmp:
                            ("Qwen2MoeForCausalLM", ["moe.shared_experts=1"])]:
             name = f"{tok_name}_{arch[:5].lower()}"
             out, _ = check(name, path, [f"model.vocab_size={vocab}"] + sets, arch, tmp)
-            tok = AutoTokenizer.from_pretrained(out)
+            tok = load_tokenizer(out, arch)
             for sample in [text, "  two leading spaces\n\tand a tab", " "]:
                 want = sp.encode(sample)
                 got = tok(sample, add_special_tokens=False)["input_ids"]
