@@ -93,6 +93,8 @@ class Resume : public ::testing::Test {
   // uninterrupted run's, bit for bit. `resume_env` (e.g. "OMP_NUM_THREADS=3") is set for the
   // resumed run only.
   void expect_bitwise_resume(const std::string& extra, const std::string& resume_env = "");
+  std::string expect_coactivation_after_a_kill(const std::string& every, int hang_at,
+                                               const std::string& file, const std::string& pattern);
   test::TempDir dir_;
 };
 
@@ -211,55 +213,50 @@ TEST_F(Resume, AnotherGlobalBatchContinuesTheDataAndTheTokenCount) {
   EXPECT_NE(r.output.find("next step 12, sequences consumed 112"), std::string::npos) << r.output;
 }
 
-// A run stopped between log steps resumes with the co-activation counts of every step: the file
-// is brought up to the checkpoint it resumes from. The counts of steps 11-15 (after the step-10
-// log flush, before the step-15 checkpoint the run resumed from) were lost with no word.
-// Reference: the uninterrupted run's file.
-TEST_F(Resume, CoactivationCountsSurviveAStopBetweenLogSteps) {
-  const std::string every = "--set log.every=10 --set checkpoint.every=5";
+// Trains 20 steps with `every` straight, and again hung at step `hang_at` (SWITCHYARD_FAULT),
+// SIGKILLed once `file` (of the killed run) holds `pattern` and resumed with --resume auto from
+// the step-15 checkpoint: the resumed run's co-activation counts must be the uninterrupted run's.
+// Returns the resumed run's output.
+std::string Resume::expect_coactivation_after_a_kill(const std::string& every, int hang_at,
+                                                     const std::string& file,
+                                                     const std::string& pattern) {
   auto r = run_command(train_cmd("straight", every));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const std::string latest = dir_.file("killed") + "/checkpoints/latest";
-  r = run_command("SWITCHYARD_FAULT=0:17:hang " + train_cmd("killed", every) + " & pid=$!; " +
-                  "for i in $(seq 600); do grep -q step_00000015 " + latest +
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = run_command("SWITCHYARD_FAULT=0:" + std::to_string(hang_at) + ":hang " +
+                  train_cmd("killed", every) + " & pid=$!; for i in $(seq 600); do grep -q " +
+                  pattern + " " + dir_.file("killed") + "/" + file +
                   " 2>/dev/null && break; sleep 0.05; done; sleep 0.3; kill -9 $pid; wait $pid");
   EXPECT_EQ(r.exit_code, 137) << r.output;
   r = run_command(train_cmd("killed", every + " --resume auto"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("step_00000015.h5 (step 15)"), std::string::npos) << r.output;
   const Coactivation want = read_coactivation(dir_.file("straight") + "/coactivation.h5");
   const Coactivation got = read_coactivation(dir_.file("killed") + "/coactivation.h5");
   EXPECT_EQ(got.tokens, want.tokens);
   EXPECT_EQ(got.counts, want.counts);
   EXPECT_EQ(got.last_step, 20);
+  return r.output;
+}
+
+// A run stopped between log steps resumes with the co-activation counts of every step: the file
+// is brought up to the checkpoint it resumes from. The counts of steps 11-15 (after the step-10
+// log flush, before the step-15 checkpoint the run resumed from) were lost with no word.
+TEST_F(Resume, CoactivationCountsSurviveAStopBetweenLogSteps) {
+  expect_coactivation_after_a_kill("--set log.every=10 --set checkpoint.every=5", 17,
+                                   "checkpoints/latest", "step_00000015");
 }
 
 // A run that crashed after log steps past its newest checkpoint resumes from the counts as of
 // that checkpoint: steps 16-18 (counted at the step-18 log flush, the checkpoint at 15) were
 // counted again by the resumed run (their tokens twice in the file, "will be counted twice" in
-// the log). Reference: the uninterrupted run's file.
+// the log).
 TEST_F(Resume, CoactivationCountsOfStepsAfterTheCheckpointAreNotCountedTwice) {
-  const std::string every = "--set log.every=2 --set checkpoint.every=5";
-  auto r = run_command(train_cmd("straight", every));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const std::string metrics = dir_.file("killed") + "/metrics.jsonl";
-  r = run_command("SWITCHYARD_FAULT=0:19:hang " + train_cmd("killed", every) + " & pid=$!; " +
-                  "for i in $(seq 600); do grep -q step.:18, " + metrics +
-                  " 2>/dev/null && break; sleep 0.05; done; sleep 0.3; kill -9 $pid; wait $pid");
-  EXPECT_EQ(r.exit_code, 137) << r.output;
-  ASSERT_EQ(read_coactivation(dir_.file("killed") + "/coactivation.h5").last_step, 18);
-  r = run_command(train_cmd("killed", every + " --resume auto"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("step_00000015.h5 (step 15)"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("as of the checkpoint's step 15 (steps 16..18, counted before the run "
-                          "stopped, are dropped)"),
+  const std::string out = expect_coactivation_after_a_kill(
+      "--set log.every=2 --set checkpoint.every=5", 19, "metrics.jsonl", "step.:18,");
+  EXPECT_NE(out.find("as of the checkpoint's step 15 (steps 16..18, counted before the run "
+                     "stopped, are dropped)"),
             std::string::npos)
-      << r.output;
-  const Coactivation want = read_coactivation(dir_.file("straight") + "/coactivation.h5");
-  const Coactivation got = read_coactivation(dir_.file("killed") + "/coactivation.h5");
-  EXPECT_EQ(got.tokens, want.tokens);
-  EXPECT_EQ(got.counts, want.counts);
-  EXPECT_EQ(got.last_step, 20);
+      << out;
 }
 
 // A newest checkpoint this user may not read is not damaged: --resume auto stops with exit 2
