@@ -123,6 +123,12 @@ class Reader {
     // in another case or one edit away ("SentencePiece", "byte") is a slip that would leave every
     // checkpoint without text. Two edits away is another tokenizer's name (ByT5, whose ids are not
     // bytes, is two from "bytes").
+    // Empty is no tokenizer's name: a checkpoint of it read as one from before the attribute
+    // (bytes: `sample` decoded another tool's ids as bytes, QA), where training took it for ids.
+    if (out.tokenizer.empty())
+      fail(
+          "root attribute tokenizer is empty: SPEC 8 names 'bytes', 'sentencepiece' or "
+          "'imported' (ids without text); another tool's own name is trained on as ids");
     std::string lower = out.tokenizer;
     for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     for (const char* known : {kTokenizerBytes, kTokenizerSentencePiece, kTokenizerImported})

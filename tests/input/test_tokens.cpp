@@ -3,6 +3,7 @@
 // which must be a UsageError naming the file and the problem (never a crash or HDF5 spew).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include <hdf5.h>
@@ -299,9 +300,9 @@ class Builder {
   Builder& fixed_str_attr(const char* name, const std::string& v) {
     h5::Dataspace s{H5Screate(H5S_SCALAR)};
     h5::Datatype t{H5Tcopy(H5T_C_S1)};
-    H5Tset_size(t, v.size());
+    H5Tset_size(t, std::max<size_t>(1, v.size()));  // "" as one NUL: a size of 0 is refused
     h5::Attribute a{H5Acreate2(file_, name, t, s, H5P_DEFAULT, H5P_DEFAULT)};
-    H5Awrite(a, t, v.data());
+    H5Awrite(a, t, v.c_str());
     return *this;
   }
   Builder& named_attrs(const std::string& tokenizer, int64_t vocab = 256) {
@@ -528,6 +529,12 @@ TEST(ReadTokens, EveryDefectIsAUsageErrorNamingFileAndProblem) {
        {"'tokenizer' must be a string"}},
       // One of SPEC 8's names mistyped: trained on as another tool's ids, every checkpoint of the
       // run without its text (found by QA: `sample` refused them only after training).
+      // An empty name: trained on as ids, but `sample` read its checkpoints as bytes (QA).
+      {"empty tokenizer",
+       [](const std::string& p) {
+         Builder(p).tokens("train", 20).tokens("val", 20).named_attrs("");
+       },
+       {"root attribute tokenizer is empty"}},
       {"tokenizer name in another case",
        [](const std::string& p) {
          Builder(p).tokens("train", 20).tokens("val", 20).named_attrs("SentencePiece");
