@@ -188,6 +188,9 @@ std::string describe(const YAML::Node& n) {
   if (n.IsMap()) return "a mapping";
   if (n.IsSequence()) return "a list";
   if (!plain_scalar(n)) return "the string '" + shortened(n.Scalar()) + "' (quoted or tagged)";
+  if (n.Tag() != "?")  // !!int, !!float, !!bool: the tag decides what it is
+    return "'" + shortened(n.Scalar()) + "' (tagged !!" + n.Tag().substr(n.Tag().rfind(':') + 1) +
+           ")";
   return "'" + shortened(n.Scalar()) + "'";
 }
 
@@ -243,9 +246,9 @@ bool integer_text(const std::string& text) {
 }
 
 void convert(const YAML::Node& n, int64_t& out, const std::string& path, const Context& ctx) {
-  if (plain_scalar(n) && parse_decimal(n.Scalar(), out)) return;
+  if (integer_scalar(n) && parse_decimal(n.Scalar(), out)) return;
   ctx.fail(path,
-           plain_scalar(n) && integer_text(n.Scalar())
+           integer_scalar(n) && integer_text(n.Scalar())
                ? "expected an integer from -9223372036854775808 to 9223372036854775807, got " +
                      describe(n)
                : "expected an integer, got " + describe(n),
@@ -253,9 +256,9 @@ void convert(const YAML::Node& n, int64_t& out, const std::string& path, const C
 }
 
 void convert(const YAML::Node& n, uint64_t& out, const std::string& path, const Context& ctx) {
-  if (plain_scalar(n) && parse_decimal(n.Scalar(), out)) return;
+  if (integer_scalar(n) && parse_decimal(n.Scalar(), out)) return;
   ctx.fail(path,
-           plain_scalar(n) && integer_text(n.Scalar()) && n.Scalar()[0] != '-'
+           integer_scalar(n) && integer_text(n.Scalar()) && n.Scalar()[0] != '-'
                ? "expected an integer from 0 to 18446744073709551615, got " + describe(n)
                : "expected a non-negative integer, got " + describe(n),
            &n);

@@ -16,4 +16,10 @@ inline bool plain_scalar(const YAML::Node& n) {
          tag == "tag:yaml.org,2002:bool";
 }
 
+// A scalar an integer key reads: plain, and not tagged !!float (`!!float 32` is 32.0 to every
+// YAML reader, which an integer key refuses as it refuses `32.0`).
+inline bool integer_scalar(const YAML::Node& n) {
+  return plain_scalar(n) && n.Tag() != "tag:yaml.org,2002:float";
+}
+
 }  // namespace sy

@@ -354,6 +354,9 @@ TEST(Config, WrongTypesNameKeyValueAndExpectation) {
       {"model: {tie_embeddings: \"true\"}", "model.tie_embeddings", "got the string 'true'"},
       {"moe: {capacity_factor: '1.25'}", "moe.capacity_factor", "got the string '1.25'"},
       {"moe: {route_groups: '2'}", "moe.route_groups", "got the string '2'"},
+      // !!float 32 is 32.0 to every YAML reader (fuzz: an integer key read it as 32).
+      {"model: {d_model: !!float 32}", "model.d_model",
+       "expected an integer, got '32' (tagged !!float)"},
       // "+-" was read as "-": +-64 as -64, +-0 as 0.
       {"eval: {every: +-0}", "eval.every", "expected an integer, got '+-0'"},
       {"model: {norm_eps: +-1e-5}", "model.norm_eps", "got '+-1e-5'"},
