@@ -64,7 +64,7 @@ TextProblem yaml_text_problem(std::string_view text) {
                (cp >= 0x7F && cp <= 0x9F && cp != 0x85) || cp == 0xFFFE || cp == 0xFFFF)
         std::snprintf(what, sizeof what, "the control character U+%04X", cp);
     }
-    if (what[0] != '\0') return {what, line, column};
+    if (what[0] != '\0') return {what, line, column, static_cast<int64_t>(i)};
     if (text[i] == '\n') {
       ++line;
       column = 1;

@@ -25,10 +25,11 @@ int64_t first_invalid_utf8(std::string_view text);
 // well-formed UTF-8, or a control character other than tab, LF and CR (NUL included; C1 ones
 // but NEL too). yaml-cpp reads them without a word: a NUL in `name: a<NUL>b` became "a\b ".
 // Empty `what` when the text is fine; otherwise `what` says it ("a NUL byte", "byte 0xff, not
-// UTF-8", "the control character U+0008") and `line`/`column` (1-based, in bytes) where.
+// UTF-8", "the control character U+0008") and where: `line`/`column` (1-based, in bytes; LF
+// ends a line) and `offset` (0-based, in bytes).
 struct TextProblem {
   std::string what;
-  int64_t line = 0, column = 0;
+  int64_t line = 0, column = 0, offset = 0;
 };
 TextProblem yaml_text_problem(std::string_view text);
 

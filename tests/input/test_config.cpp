@@ -516,6 +516,14 @@ TEST(Config, RunBoundsAreTheStartingConfigsOnly) {
   expect_usage_error([&] { load_config(file, {"run.name=x/" + std::string(256, 'a')}); },
                      {"run.name: got 'x/aaa", "... (258 characters)', expected at most 255 bytes"});
   EXPECT_NO_THROW(load_config(file, {"run.name=" + std::string(255, 'a') + "/b"}));
+  // The --set that gave it is cut the same way (review: it was echoed whole, 100 KB on a line).
+  try {
+    load_config(file, {"run.name=" + std::string(100000, 'a')});
+    ADD_FAILURE() << "a 100000-byte run.name was accepted";
+  } catch (const UsageError& e) {
+    EXPECT_LT(std::string(e.what()).size(), 1000u) << std::string(e.what()).substr(0, 300);
+    EXPECT_NE(std::string(e.what()).find("(from --set run.name=aaa"), std::string::npos);
+  }
   expect_usage_error(
       [&] { make_directories("run.out_dir", dir.file(std::string(100000, 'd'))); },
       {"run.out_dir '", "... (", "characters)' cannot be created: File name too long"});
@@ -643,7 +651,10 @@ TEST(Config, ControlCharactersAndInvalidUtf8AreRefusedWithTheirPlace) {
   expect_usage_error([] { parse_config(kMinimal, {"run.name=a\xc3"}); },
                      {"--set run.name=", "run.name: byte 0xc3, not UTF-8 at byte 2 of the value"});
   expect_usage_error([] { parse_config(kMinimal, {"run.name=a\x1b[31m"}); },
-                     {"run.name: the control character U+001B at byte 2 of the value"});
+                     {"--set run.name=a\\x1B[31m: ",  // the byte escaped, not sent to the terminal
+                      "run.name: the control character U+001B at byte 2 of the value"});
+  expect_usage_error([] { parse_config(kMinimal, {"run.name=ab\ncd\x01"}); },
+                     {"the control character U+0001 at byte 6 of the value"});
   const std::string fine = "\xef\xbb\xbfrun:\r\n  name: caf\xc3\xa9\t\xe6\x97\xa5\r\n" + kMinimal;
   EXPECT_EQ(parse_config(fine).run.name, "caf\xc3\xa9\t\xe6\x97\xa5");
   EXPECT_EQ(parse_config(kMinimal, {"run.name=na\xc3\xafve"}).run.name, "na\xc3\xafve");
