@@ -204,7 +204,7 @@ struct Context {
     std::ostringstream os;
     os << source << ": " << path << ": " << what;
     if (auto it = overridden.find(path); it != overridden.end())
-      os << " (from --set " << printable(shortened(it->second)) << ")";
+      os << " (from --set " << shortened(it->second) << ")";
     else if (node && !node->Mark().is_null())
       os << " (line " << node->Mark().line + 1 << ")";
     throw UsageError(os.str());
@@ -225,7 +225,7 @@ std::string set_origins(const std::string& message,
       const bool whole = (at == 0 || !(key_char(message[at - 1]) || message[at - 1] == '.')) &&
                          (end == message.size() || !key_char(message[end]));
       if (!whole) continue;
-      out += (out.empty() ? " (from --set " : "; --set ") + printable(shortened(text));
+      out += (out.empty() ? " (from --set " : "; --set ") + shortened(text);
       break;
     }
   return out.empty() ? out : out + ")";
@@ -393,8 +393,8 @@ void apply_override(YAML::Node& root, const std::string& assignment, const std::
     throw UsageError("--set " + shortened(assignment) + ": " + shortened(path) + ": " + what);
   }
   if (const TextProblem p = yaml_text_problem(text); !p.what.empty())
-    throw UsageError("--set " + printable(shortened(assignment)) + ": " + path + ": " + p.what +
-                     " at byte " + std::to_string(p.offset + 1) +
+    throw UsageError("--set " + shortened(assignment) + ": " + path + ": " + p.what + " at byte " +
+                     std::to_string(p.offset + 1) +
                      " of the value; YAML text is UTF-8 without control characters other than "
                      "tab");
   YAML::Node value;

@@ -28,8 +28,8 @@ std::string printable(std::string_view text) {
 
 std::string shortened(std::string_view text) {
   constexpr size_t kMax = 80;
-  if (text.size() <= kMax) return std::string(text);
-  return std::string(text.substr(0, 60)) + "... (" + std::to_string(text.size()) + " characters)";
+  if (text.size() <= kMax) return printable(text);
+  return printable(text.substr(0, 60)) + "... (" + std::to_string(text.size()) + " characters)";
 }
 
 }  // namespace sy

@@ -13,7 +13,8 @@ namespace sy {
 std::string printable(std::string_view text);
 
 // Text from outside as messages echo it: a megabyte-long key, value or path is cut to its start
-// and its length ("aaaa... (1000000 characters)"), so the message stays one readable line.
+// and its length ("aaaa... (1000000 characters)"), so the message stays one readable line, and
+// what is kept is printable() (an escape sequence in a --set does not reach the terminal).
 std::string shortened(std::string_view text);
 
 }  // namespace sy
