@@ -119,16 +119,16 @@ class Reader {
     if (out.vocab_size > model_vocab_size)
       fail("vocab_size " + std::to_string(out.vocab_size) + " is larger than model.vocab_size " +
            std::to_string(model_vocab_size) + " (raise model.vocab_size to at least the file's)");
-    // Another tool's name is trained on as ids without text (tokenizer.h); one of SPEC 8's names
-    // in another case or one edit away ("SentencePiece", "byte") is a slip that would leave every
-    // checkpoint without text. Two edits away is another tokenizer's name (ByT5, whose ids are not
-    // bytes, is two from "bytes").
     // Empty is no tokenizer's name: a checkpoint of it read as one from before the attribute
     // (bytes: `sample` decoded another tool's ids as bytes, QA), where training took it for ids.
     if (out.tokenizer.empty())
       fail(
           "root attribute tokenizer is empty: SPEC 8 names 'bytes', 'sentencepiece' or "
           "'imported' (ids without text); another tool's own name is trained on as ids");
+    // Another tool's name is trained on as ids without text (tokenizer.h); one of SPEC 8's names
+    // in another case or one edit away ("SentencePiece", "byte") is a slip that would leave every
+    // checkpoint without text. Two edits away is another tokenizer's name (ByT5, whose ids are not
+    // bytes, is two from "bytes").
     std::string lower = out.tokenizer;
     for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     for (const char* known : {kTokenizerBytes, kTokenizerSentencePiece, kTokenizerImported})

@@ -160,12 +160,6 @@ TEST(MemorySide, AnIndexPastInt32IsNamedWithItsValue) {
   }
 }
 
-}  // namespace
-}  // namespace sy
-
-namespace sy {
-namespace {
-
 // A dropless expert-parallel run priced with uniform routing fits a budget that an untrained
 // router's skew may break (QA measured the busiest rank at 1.26-1.35x the uniform figure at ep=2
 // and 1.7x at ep=4): not refused, but warned about, naming capacity_factor; with a capacity, or
