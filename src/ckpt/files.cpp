@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "src/ckpt/checkpoint.h"
+#include "src/core/durable_file.h"
 
 namespace sy::ckpt {
 
@@ -100,6 +101,36 @@ std::vector<std::string> remove_temp_files(const std::string& dir) {
     if (fs::remove(tmp, ec)) removed.push_back(tmp);
   }
   return removed;
+}
+
+std::string set_aside(const std::string& dir, int64_t step) {
+  const std::string name = checkpoint_file_name(step);
+  const std::string path = (fs::path(dir) / name).string();
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return "";
+  try {
+    sy::files::durable_rename(path, path + kNonFiniteSuffix);
+  } catch (const std::exception& e) {
+    return path + " could not be set aside (" + std::string(e.what()) +
+           "): resume from an earlier checkpoint by its path";
+  }
+  std::string said = path + " is set aside as " + name + kNonFiniteSuffix;
+  if (read_latest(dir) != name) return said;
+  const std::string latest = (fs::path(dir) / "latest").string();
+  std::optional<StepFile> before;
+  for (auto& f : list_step_files(dir))
+    if (f.step < step) before = f;
+  try {
+    if (before) {
+      sy::files::atomic_write_text(latest, checkpoint_file_name(before->step));
+      return said + "; latest names " + checkpoint_file_name(before->step) + " again";
+    }
+    fs::remove(latest);
+    return said + "; no earlier checkpoint is left, so latest is removed";
+  } catch (const std::exception& e) {
+    // --resume auto falls back to the newest step file when latest's target is gone.
+    return said + "; latest could not be updated (" + std::string(e.what()) + ")";
+  }
 }
 
 }  // namespace files

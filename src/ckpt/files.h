@@ -37,4 +37,15 @@ std::vector<std::string> remove_temp_files(const std::string& dir);
 std::vector<std::string> rotate(const std::string& dir, int64_t new_step, int64_t keep,
                                 std::vector<std::string>& notes);
 
+// The suffix a checkpoint whose weights gave a non-finite loss gets (set_aside): out of
+// list_step_files, so --resume auto no longer takes it, and kept for a look.
+inline constexpr const char* kNonFiniteSuffix = ".nonfinite";
+
+// After a numerical failure (SPEC 9: "last good checkpoint kept") whose weights are those of
+// <dir>/step_<step>.h5: renames it to <name>.nonfinite and, where `latest` names it, points
+// `latest` at the newest step file before it (removes `latest` when there is none). Returns what
+// it did as one sentence for the failure's message; "" when there is no such file. Never throws:
+// a file it cannot rename is said in the sentence.
+std::string set_aside(const std::string& dir, int64_t step);
+
 }  // namespace sy::ckpt::files

@@ -527,9 +527,9 @@ void RunProgress::eval_done(int64_t step, double val_loss) {
   // Finite weights whose forward pass overflows (an update too large for the model, not for
   // fp32): the run cannot go on, and the checkpoint of this step must not become the last good
   // one (it exited 0, or 3 at the next step with that checkpoint kept). Every rank holds the
-  // same sum (evaluate's all-reduce), so every rank throws; rank 0 says it. Not covered: a
-  // checkpoint written before this evaluation (a checkpoint step between evaluations, or a stop
-  // signal in the last step) keeps weights nothing evaluated.
+  // same sum (evaluate's all-reduce), so every rank throws; rank 0 says it. A checkpoint of this
+  // step written before (a stop signal in the last step) is the caller's to set aside
+  // (CheckpointCadence::numerical_failure).
   if (!std::isfinite(val_loss))
     throw NumericalError("non-finite validation loss at step " + std::to_string(step) +
                              ": the model's forward pass overflows on the validation windows; no "

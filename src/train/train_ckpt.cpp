@@ -329,6 +329,7 @@ void CheckpointCadence::save(int64_t done, TrainSummary& summary, std::ostream& 
   if (summary.checkpoints_written.empty() || summary.checkpoints_written.back() != r.path)
     summary.checkpoints_written.push_back(r.path);
   saved_step_ = done;
+  written_step_ = done;
   // Its size and what writing it cost: a large model's checkpoint is the step's longest pause.
   std::error_code ec;
   const auto bytes = std::filesystem::file_size(r.path, ec);
@@ -374,6 +375,18 @@ std::string CheckpointCadence::before_stopping(int64_t done, TrainSummary& summa
                                                std::ostream& log) {
   if (saved_step_ != done) save(done, summary, log);
   return summary.checkpoints_written.empty() ? "" : summary.checkpoints_written.back();
+}
+
+void CheckpointCadence::numerical_failure(int64_t weights_step, const NumericalError& e) const {
+  int rank = 0;
+  MPI_CHECK(MPI_Comm_rank(comm_, &rank));
+  if (rank != 0 || written_step_ != weights_step) throw e;
+  const std::string said = ckpt::files::set_aside(cfg_.checkpoint.dir, weights_step);
+  if (said.empty()) throw e;
+  throw NumericalError(std::string(e.what()) + "; the checkpoint of step " +
+                           std::to_string(weights_step) +
+                           " holds the weights that gave it: " + said,
+                       e.quiet());
 }
 
 void CheckpointCadence::at_end(int64_t done, TrainSummary& summary, std::ostream& log) {

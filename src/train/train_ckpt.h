@@ -18,6 +18,7 @@
 #include "comm/mpi.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/config/config.h"
+#include "src/core/error.h"
 #include "src/data/loader.h"
 #include "src/data/tokens.h"
 #include "src/model/model.h"
@@ -134,6 +135,12 @@ class CheckpointCadence {
   // run.out_dir): the checkpoint of `done` unless written, so that no step is lost. Returns its
   // path ("" when this step's was written already: that one's).
   std::string before_stopping(int64_t done, TrainSummary& summary, std::ostream& log);
+  // Throws `e` (every rank: the failure is agreed), after setting its checkpoint aside on rank 0
+  // when this run wrote one of step `weights_step`, the weights whose loss (or validation loss)
+  // was not finite -- a checkpoint written between evaluations, or by a signal in the last step
+  // before the final evaluation: SPEC 9 keeps the last GOOD checkpoint, so `latest` goes back to
+  // the one before (files::set_aside), and the message says so. Not collective.
+  [[noreturn]] void numerical_failure(int64_t weights_step, const NumericalError& e) const;
 
  private:
   void save(int64_t done, TrainSummary& summary, std::ostream& log);
@@ -142,6 +149,7 @@ class CheckpointCadence {
   MPI_Comm comm_;
   const PreemptionSignals& signals_;
   int64_t saved_step_;
+  int64_t written_step_ = -1;  // the newest checkpoint this run wrote (not the one it resumed)
   SaveFn save_;
   comm::Watchdog* watchdog_;
   std::optional<CheckpointFault> fault_;  // test hook (faults.h)

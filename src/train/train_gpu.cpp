@@ -358,7 +358,11 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
       if (lay.ep > 1) model.forward(idle.data(), 1, s);
       return 0.0;
     });
-    progress.eval_done(step, v);
+    try {
+      progress.eval_done(step, v);
+    } catch (const NumericalError& e) {
+      ckpts.numerical_failure(step, e);  // a signal in the last step wrote it before this
+    }
     if (sampler.enabled())
       sampler.sample(step, g, model.table(), model.download_params().data(), log, wd);
   };
@@ -381,15 +385,17 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
       all_reduce_grads(model, ParamGroup::kExpert, *run.expert_nccl, step + 1);
 #endif
     sum_over_dp(tot, g.dp(), wd);
-    if (!std::isfinite(tot.loss.total()))
-      throw NumericalError("non-finite loss at step " + std::to_string(step + 1),
-                           /*quiet=*/!rank0);
+    if (!std::isfinite(tot.loss.total()))  // the weights of step `step` gave it
+      ckpts.numerical_failure(step,
+                              NumericalError("non-finite loss at step " + std::to_string(step + 1),
+                                             /*quiet=*/!rank0));
     const double lr = learning_rate(cfg.train, step);
     const double norm =
         model.optimizer_step(lr, cfg.train.grad_clip, cfg.train.weight_decay, total_sq);
-    if (!std::isfinite(norm))  // nothing was updated
-      throw NumericalError("non-finite gradients at step " + std::to_string(step + 1),
-                           /*quiet=*/!rank0);
+    if (!std::isfinite(norm))  // nothing was updated; the weights of step `step` gave them
+      ckpts.numerical_failure(
+          step, NumericalError("non-finite gradients at step " + std::to_string(step + 1),
+                               /*quiet=*/!rank0));
     last_lr = lr;
     if (cfg.moe.bias_update_rate > 0)
       model.update_router_biases(tot.selected, cfg.moe.bias_update_rate);

@@ -240,7 +240,11 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
       s.token_weight = 1.0;  // sum of per-token losses; evaluate divides once
       return model.forward(tok, n, s).lm;
     });
-    progress.eval_done(step, v);
+    try {
+      progress.eval_done(step, v);
+    } catch (const NumericalError& e) {
+      ckpts.numerical_failure(step, e);  // a signal in the last step wrote it before this
+    }
     sampler.sample(step, g, model.table(), model.params.data(), log, wd);
   };
 
@@ -257,10 +261,12 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
 
     const double norm = opt.reduce_gradients(model.grads.data());
     if (!std::isfinite(tot.loss.total()) || !std::isfinite(norm))
-      throw NumericalError("non-finite " +
-                               std::string(std::isfinite(tot.loss.total()) ? "gradients" : "loss") +
-                               " at step " + std::to_string(step + 1),
-                           /*quiet=*/!rank0);
+      ckpts.numerical_failure(  // the weights of step `step` gave them
+          step,
+          NumericalError("non-finite " +
+                             std::string(std::isfinite(tot.loss.total()) ? "gradients" : "loss") +
+                             " at step " + std::to_string(step + 1),
+                         /*quiet=*/!rank0));
     const double lr = learning_rate(cfg.train, step);
     int64_t overflowed = opt.step(model.params.data(), model.grads.data(), lr,
                                   clip_factor(norm, cfg.train.grad_clip));

@@ -420,31 +420,51 @@ TEST(Cli, AStoppedPlotLeavesNoScratchFolderNorStagedChart) {
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "an earlier chart");
 }
 
-// A run that diverges (lr 1e30: the second step's loss is not finite) is SPEC 9's numerical
-// failure: exit 3 (the job's code, one rank or two), the message naming it, and the last good
-// checkpoint kept as `latest`, readable. No test looked at exit 3 before: a trainer that threw
-// an ordinary error (exit 1) passed them all.
+// A run that diverges is SPEC 9's numerical failure: exit 3 (the job's code, one rank or two), the
+// message naming it, and the last good checkpoint kept as `latest`, readable. No test looked at
+// exit 3 before: a trainer that threw an ordinary error (exit 1) passed them all.
+// Resumed at step 2 with an lr of 1e30, step 3's update leaves finite weights whose forward
+// overflows, checkpointed (checkpoints every step, no evaluation between), and step 4's loss is
+// not finite. Those weights are not good: before, `latest` named step 3 and every resume failed
+// at once (exit 3 at step 4 again, also with a sane lr); now step 3's file is set aside (renamed),
+// `latest` names step 2 again, and a resume with the lr undone trains from step 2 to the end.
 TEST(Cli, ANonFiniteLossExitsThreeKeepingTheLastGoodCheckpoint) {
   sy::test::TempDir dir;
   sy::test::cli::write_texts(dir);
   const std::string h5 = sy::test::cli::prepare(dir);
   for (int np : {1, 2}) {
-    const std::string out = dir.file("run" + std::to_string(np));
-    const auto r = run_command(
+    const std::string out = dir.file("run" + std::to_string(np)), ckpt = out + "/ckpt";
+    const std::string train =
         (np > 1 ? sy::test::mpirun(np) : std::string()) + kBin + " train --config " + kSrc +
         "/configs/tiny.yaml --set data.path=" + h5 + " --set run.out_dir=" + out +
-        " --set checkpoint.dir=" + out + "/ckpt --set train.lr=1e30 --set train.warmup_steps=0" +
-        " --set train.steps=5 --set checkpoint.every=1 --set eval.every=0" +
-        " --set train.micro_batch=" + std::to_string(4 / np));
-    EXPECT_EQ(r.exit_code, 3) << "np " << np << "\n" << r.output;
-    EXPECT_NE(r.output.find("non-finite"), std::string::npos) << r.output;
-    std::ifstream latest(out + "/ckpt/latest");
+        " --set checkpoint.dir=" + ckpt + " --set checkpoint.every=1 --set eval.every=0" +
+        " --set eval.sequences=2 --set train.micro_batch=" + std::to_string(4 / np);
+    const auto first = run_command(train + " --set train.steps=2");
+    ASSERT_EQ(first.exit_code, 0) << first.output;
+    const auto bad = run_command(train +
+                                 " --set train.steps=5 --set train.lr=1e30 "
+                                 "--set train.warmup_steps=0 --resume auto");
+    EXPECT_EQ(bad.exit_code, 3) << "np " << np << "\n" << bad.output;
+    EXPECT_NE(bad.output.find("numerical failure: non-finite loss at step 4; the checkpoint of "
+                              "step 3 holds the weights that gave it: " +
+                              ckpt +
+                              "/step_00000003.h5 is set aside as step_00000003.h5.nonfinite; "
+                              "latest names step_00000002.h5 again"),
+              std::string::npos)
+        << bad.output;
+    EXPECT_FALSE(std::filesystem::exists(ckpt + "/step_00000003.h5"));
+    EXPECT_TRUE(std::filesystem::exists(ckpt + "/step_00000003.h5.nonfinite"));
+    std::ifstream latest(ckpt + "/latest");
     std::string name;
     std::getline(latest, name);
-    ASSERT_FALSE(name.empty()) << "np " << np << ": no latest\n" << r.output;
-    EXPECT_EQ(name, "step_00000001.h5") << r.output;  // the loss of step 2 is not finite
-    const auto info = run_command(kBin + " ckpt info " + out + "/ckpt/" + name);
+    EXPECT_EQ(name, "step_00000002.h5") << bad.output;
+    const auto info = run_command(kBin + " ckpt info " + ckpt + "/" + name);
     EXPECT_EQ(info.exit_code, 0) << info.output;
+    const auto again = run_command(train + " --set train.steps=5 --resume auto");
+    EXPECT_EQ(again.exit_code, 0) << again.output;
+    EXPECT_NE(again.output.find("resuming from " + ckpt + "/step_00000002.h5 (step 2)"),
+              std::string::npos)
+        << again.output;
   }
 }
 

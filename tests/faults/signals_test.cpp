@@ -109,6 +109,34 @@ TEST_F(FaultTest, SignalInTheLastStepFinishesWithTheFinalEvaluation) {
                                                               << info.output;
 }
 
+// The same, but the final evaluation finds the last step's weights overflowing (step 6 at an lr
+// of 1e20 -- min_lr too: the last step trains at min_lr -- resumed from a sane step 5): exit 3, and
+// the checkpoint the signal wrote before the evaluation is set aside with `latest` back at step 5.
+// Before, `latest` named step 6 and a
+// `--resume auto` found the run complete (exit 0) with weights that cannot be evaluated.
+TEST_F(FaultTest, SignalInTheLastStepOfWeightsThatOverflowLeavesNoCheckpointOfThem) {
+  const std::string out = path("run"), ckpt = out + "/checkpoints";
+  const auto sane = run_command(mpirun_command(2) + train(out, 5));
+  ASSERT_EQ(sane.exit_code, 0) << sane.output;
+  const auto [code, log] = usr1_while_held(
+      "stop_check:stop:6",
+      mpirun_command(2) +
+          train(out, 6,
+                "--set train.lr=1e20 --set train.min_lr=1e20 --set train.warmup_steps=0 "
+                "--resume auto"),
+      path("log"));
+  EXPECT_EQ(code, 3) << log;
+  EXPECT_NE(log.find("in the last step: checkpoint written; finishing the run"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("non-finite validation loss at step 6"), std::string::npos) << log;
+  EXPECT_NE(log.find("step_00000006.h5 is set aside as step_00000006.h5.nonfinite; latest names "
+                     "step_00000005.h5 again"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(latest_of(ckpt), "step_00000005.h5");
+  EXPECT_FALSE(std::filesystem::exists(ckpt + "/step_00000006.h5")) << log;
+}
+
 // Output to a file (a batch job's log, nohup) is written as it is said, not when a buffer fills:
 // with a lone rank held at the start of step 1, the header is there to read. It was not until the
 // first step's line (an empty log for a slow first step; found by QA).
