@@ -9,6 +9,7 @@
 #include "app/commands.h"
 #include "app/validators.h"
 #include "src/core/error.h"
+#include "src/core/h5.h"
 #include "src/placement/make_placement.h"
 
 namespace sy::app {
@@ -45,6 +46,7 @@ void add_placement_command(CLI::App& root, std::vector<Command>& out) {
                   "run's moe.route_groups)");
   cmd->add_option("--seed", o->seed, "METIS's seed")->capture_default_str();
   out.push_back({cmd, [o] {
+                   h5::print_no_library_errors();  // reads coactivation.h5
                    make_placement(*o, std::cout);
                    return static_cast<int>(kExitOk);
                  }});

@@ -6,6 +6,7 @@
 
 #include "app/commands.h"
 #include "app/validators.h"
+#include "src/core/h5.h"
 #include "src/plan/io/plan_command.h"
 
 namespace sy::app {
@@ -52,7 +53,10 @@ void add_plan_command(CLI::App& root, std::vector<Command>& out) {
   cmd->add_option("--png", a->png, "With --sweep: draw the sweep into this PNG (gnuplot)")
       ->needs(sweep);
   cmd->add_option("--gnuplot", a->gnuplot, "gnuplot executable")->capture_default_str();
-  out.push_back({cmd, [a] { return plan::run_plan(*a, std::cout, std::cerr); }});
+  out.push_back({cmd, [a] {
+                   h5::print_no_library_errors();  // reads coactivation.h5 and token files
+                   return plan::run_plan(*a, std::cout, std::cerr);
+                 }});
 }
 
 }  // namespace sy::app

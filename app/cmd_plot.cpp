@@ -8,6 +8,7 @@
 #include "app/commands.h"
 #include "app/validators.h"
 #include "src/core/error.h"
+#include "src/core/h5.h"
 #include "src/plot/plot.h"
 
 namespace sy::app {
@@ -34,6 +35,7 @@ void add_plot_command(CLI::App& root, std::vector<Command>& out) {
       ->capture_default_str()
       ->check(integer_in(150, 8000));
   out.push_back({cmd, [a] {
+                   h5::print_no_library_errors();  // reads coactivation.h5
                    for (const auto& p : plot_run(a->run_dir, a->opt, std::cerr))
                      std::cout << p << "\n";
                    return static_cast<int>(kExitOk);

@@ -10,6 +10,7 @@
 
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
+#include "src/core/h5.h"
 #include "src/train/signals.h"
 
 namespace sy::app {
@@ -86,6 +87,7 @@ int run_with_mpi(const std::function<int(const comm::MpiSession&)>& work) {
   note_unusable_mpi_temp_dir();
   keep_pmix_data_in_memory_under_a_small_file_limit();
   comm::MpiSession mpi(nullptr, nullptr);
+  h5::print_no_library_errors();
   try {
     return work(mpi);
   } catch (const Error& e) {

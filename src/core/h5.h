@@ -40,6 +40,16 @@ class ErrorSilencer {
   void* old_data_ = nullptr;
 };
 
+// HDF5's automatic error printing off for the rest of the process, where a command starts:
+// switchyard reports every HDF5 failure itself (H5_CHECK, ErrorSilencer), and HDF5 1.10.8 leaks
+// the header of an object it failed to load (a damaged checkpoint: HDFGroup/hdf5#3790), so that
+// closing the library -- at MPI_Finalize, or at exit -- printed "HDF5: infinite loop closing
+// library" and a line of codes after the right message and exit code, as long as printing was on.
+// Call it after MPI_Init: HDF5 started before MPI would close at exit, after MPI_Finalize.
+inline void print_no_library_errors() {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
+
 // The descriptions on HDF5's current error stack, outermost (the API call) first.
 inline std::string error_stack_message() {
   std::string msg;

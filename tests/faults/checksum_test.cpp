@@ -48,16 +48,15 @@ void delete_dataset(const std::string& file, bool reseal) {
 // The root group's object header (a signature and checksum of its own): every question about a
 // root attribute fails to load it. Asking whether 'format' is there escaped as exit 1, and ended
 // --resume auto's scan instead of falling back.
-void damage_root_object_header(const std::string& file) {
-  haddr_t addr = 0;
-  {
-    h5::ErrorSilencer quiet;
-    h5::File f{H5_CHECK(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT))};
-    H5O_info_t info{};
-    H5_CHECK(H5Oget_info2(f, &info, H5O_INFO_BASIC));
-    addr = info.addr;
-  }
-  xor_byte(file, static_cast<int64_t>(addr));  // its "OHDR" signature
+void damage_root_header(const std::string& file) {
+  damage_root_object_header(file, 0);  // its "OHDR" signature
+}
+// Past the signature and version, in what the header's own checksum covers: HDF5 1.10.8 then
+// leaks the header it failed to load (HDFGroup/hdf5#3790) and, while its error printing was on,
+// said "HDF5: infinite loop closing library" and a line of codes after the right exit 2, or after
+// a --resume auto that fell back and finished (QA).
+void damage_root_header_body(const std::string& file) {
+  damage_root_object_header(file, 10);
 }
 
 // One value of a dataset replaced in place, the way another tool edits a file: HDF5 writes the
@@ -113,7 +112,9 @@ const Damage kDamages[] = {
        edit(f, [](hid_t h) { H5_CHECK(H5Adelete(h, ckpt::detail::kChecksumAttr)); });
      },
      "no metadata checksum", "no metadata checksum"},
-    {"root_object_header", damage_root_object_header, "unable to load object header",
+    {"root_object_header", damage_root_header, "unable to load object header",
+     "unable to load object header"},
+    {"root_object_header_body", damage_root_header_body, "unable to load object header",
      "unable to load object header"},
     // Values that verify but no run writes (it stops at a non-finite update before its
     // checkpoint): resumed, the first step's loss was NaN, exit 3 naming neither file nor
@@ -154,18 +155,22 @@ TEST_P(DamagedCheckpoint, IsReportedAndResumeFallsBack) {
   // Verified attribute by attribute, where the root's attributes can be read at all.
   const bool values_only =
       name == "a_weight_that_is_not_a_number" || name == "an_optimizer_moment_that_is_infinite";
-  if (name != "resealed_without_a_tensor" && name != "root_object_header" && !values_only) {
+  if (name != "resealed_without_a_tensor" && !name.starts_with("root_object_header") &&
+      !values_only) {
     EXPECT_NE(r.output.find("metadata     BAD"), std::string::npos) << r.output;
   }
   if (values_only) {  // the file is as written but for the value: its metadata is not blamed
     EXPECT_NE(r.output.find("metadata     every attribute"), std::string::npos) << r.output;
   }
   EXPECT_NE(r.output.find(d.info_says), std::string::npos) << d.name << "\n" << r.output;
+  // switchyard reports HDF5's failures itself; HDF5 prints nothing of its own, at exit neither.
+  EXPECT_EQ(r.output.find("HDF5"), std::string::npos) << r.output;
 
   r = run_command(mpirun_command(2) + train(out, 12, "--resume auto"));
   EXPECT_EQ(r.exit_code, 0) << d.name << "\n" << r.output;
   EXPECT_NE(r.output.find("skipping checkpoint " + victim), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(d.resume_says), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("HDF5"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("resuming from " + ck + "/step_00000005.h5"), std::string::npos)
       << r.output;
 }
