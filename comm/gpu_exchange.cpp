@@ -148,6 +148,16 @@ void GpuExchange::inside_node(const T* send, const std::vector<int64_t>& send_ro
   node_nccl_->wait(stream, what);
 }
 
+// The exchange's time (a2a_ms, the progress line's a2a share) starts when its inputs are ready:
+// `stream` is made to wait for the compute that writes them (an event of the main stream: the
+// experts before a combine, the layers above before a backward dispatch), and the exchange waits
+// on the host for its stream, so without this wait that compute was counted as all-to-all time
+// (review; the CPU exchange is called after its compute). The host waited for it all the same;
+// not yet run on a GPU.
+void GpuExchange::wait_for_inputs(cudaStream_t stream) {
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
 template <class T>
 GpuExchange::Scratch<T> GpuExchange::begin_call(const RoutePlan& p, size_t row_bytes) {
   count_traffic(p, row_bytes);
@@ -160,6 +170,7 @@ GpuExchange::Scratch<T> GpuExchange::begin_call(const RoutePlan& p, size_t row_b
 
 template <class T>
 void GpuExchange::dispatch(const GpuRoute& route, const T* x, T* recv, int W, cudaStream_t stream) {
+  wait_for_inputs(stream);
   detail::StatsTimer timer(&stats_.seconds);
   const RoutePlan& p = route.plan;
   const size_t row = static_cast<size_t>(W) * sizeof(T);
@@ -172,6 +183,7 @@ void GpuExchange::dispatch(const GpuRoute& route, const T* x, T* recv, int W, cu
 
 template <class T>
 void GpuExchange::combine(const GpuRoute& route, const T* y, T* out, int W, cudaStream_t stream) {
+  wait_for_inputs(stream);
   detail::StatsTimer timer(&stats_.seconds);
   const RoutePlan& p = route.plan;
   const size_t row = static_cast<size_t>(W) * sizeof(T);

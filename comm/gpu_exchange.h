@@ -83,6 +83,9 @@ class GpuExchange {
                    const std::vector<int64_t>& recv_rows, int W, cudaStream_t stream,
                    const char* what);
   void count_traffic(const RoutePlan& plan, size_t row_bytes);
+  // Waits on the host for `stream`'s queued work (what the call's inputs wait for), so that the
+  // call's time is the exchange's.
+  static void wait_for_inputs(cudaStream_t stream);
   // A dispatch or combine begins: its traffic counted, and the three row buffers grown for the
   // plan: a[S], xr[X], b[F] rows.
   template <class T>

@@ -386,9 +386,10 @@ void router_losses_forward(double* loss, float* grp_frac, float* scratch, const 
                                                chunks);
     SY_CUDA_LAUNCH_CHECK("aux_terms_kernel");
   }
-  // No z-loss under sigmoid scores (SPEC section 1; cpu MoeLayer sets it to 0 there too).
-  loss_sum_kernel<<<1, kBlock, 0, stream>>>(loss, terms, static_cast<long>(G) * E, lse, N,
-                                            aux_coeff * E * group_weight,
+  // No z-loss under sigmoid scores (SPEC section 1; cpu MoeLayer never computes it): no lse is
+  // summed, so one that is not finite (a logit of +inf) cannot make it NaN * 0.
+  loss_sum_kernel<<<1, kBlock, 0, stream>>>(loss, terms, static_cast<long>(G) * E, lse,
+                                            sigmoid_scores ? 0 : N, aux_coeff * E * group_weight,
                                             sigmoid_scores ? 0.0 : z_coeff * token_weight);
   SY_CUDA_LAUNCH_CHECK("loss_sum_kernel");
 }

@@ -116,7 +116,11 @@ TEST_P(RouterSigmoidAux, ScoresNormalisedOverAllExperts) {
   const double aux_coeff = 1e-2, token_weight = 1.0 / 50, group_weight = 1.0 / 4;
   std::mt19937 rng(17);
   const auto probs = random_floats(rng, N * E, 0.05f, 0.95f);  // sigmoid scores: no sum to 1
-  const auto lse = random_floats(rng, N, -2.0f, 3.0f);
+  auto lse = random_floats(rng, N, -2.0f, 3.0f);
+  // No z-loss under sigmoid (SPEC section 1): the CPU never computes it, so a logsumexp that is
+  // not finite (a logit of +inf, whose sigmoid score is 1) must not make it NaN. The GPU summed
+  // lse^2 and scaled it by 0 (review): NaN, a "non-finite loss" the CPU does not have.
+  lse[0] = std::nanf("");
   std::vector<int32_t> topk(N * K);  // two distinct experts per token, every pair in turn
   for (int n = 0; n < N; ++n) {
     topk[n * K] = n % E;
