@@ -70,6 +70,21 @@ std::vector<std::string> list_temp_files(const std::string& dir) {
   return out;
 }
 
+std::vector<std::string> list_set_aside(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  const std::string_view suffix = kNonFiniteSuffix;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.ends_with(suffix) &&
+        step_of_file_name(name.substr(0, name.size() - suffix.size())) >= 0)
+      out.push_back(entry.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 std::vector<std::string> rotate(const std::string& dir, int64_t new_step, int64_t keep,
                                 std::vector<std::string>& notes) {
   std::vector<std::string> removed;

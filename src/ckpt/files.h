@@ -47,5 +47,7 @@ inline constexpr const char* kNonFiniteSuffix = ".nonfinite";
 // it did as one sentence for the failure's message; "" when there is no such file. Never throws:
 // a file it cannot rename is said in the sentence.
 std::string set_aside(const std::string& dir, int64_t step);
+// Every step_<digits>.h5.nonfinite in `dir`, by name.
+std::vector<std::string> list_set_aside(const std::string& dir);
 
 }  // namespace sy::ckpt::files

@@ -48,21 +48,24 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
   }
 
   // Rank 0 reads the directory: on a shared file system every rank must try the same list.
-  std::vector<std::string> candidates;
+  std::vector<std::string> candidates, set_aside;
   {
     std::string packed;
     detail::on_root(coll, "--resume auto: rank 0 listing '" + dir + "'", [&] {
       detail::Packer p;
-      const auto list = resume_candidates(dir);
-      p.i64(static_cast<int64_t>(list.size()));
-      for (const auto& c : list) p.str(c);
+      for (const auto& list : {resume_candidates(dir), files::list_set_aside(dir)}) {
+        p.i64(static_cast<int64_t>(list.size()));
+        for (const auto& c : list) p.str(c);
+      }
       packed = p.bytes();
     });
     const std::string bytes =
         detail::bcast_string(coll, packed, 0, "--resume auto: the checkpoints in '" + dir + "'");
     detail::Unpacker u(bytes);
-    candidates.resize(static_cast<size_t>(u.i64()));
-    for (auto& c : candidates) c = u.str();
+    for (auto* list : {&candidates, &set_aside}) {
+      list->resize(static_cast<size_t>(u.i64()));
+      for (auto& c : *list) c = u.str();
+    }
   }
 
   for (const auto& c : candidates) {
@@ -86,6 +89,19 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
   std::string skipped_text;
   for (const auto& s : plan.skipped) skipped_text += "\n  skipped " + s.file + ": " + s.reason;
   if (plan.path.empty()) {
+    // Only checkpoints a numerical failure set aside (files::set_aside; with checkpoint.keep 1,
+    // or a failure after the run's first checkpoint): the run got that far, so starting it over
+    // is the user's call, as over a directory of damaged checkpoints.
+    if (candidates.empty() && !set_aside.empty())
+      throw UsageError("--resume auto: '" + dir + "' holds no checkpoint to resume, only " +
+                           std::to_string(set_aside.size()) +
+                           " set aside after a numerical failure (their weights gave a loss "
+                           "that is not finite), the newest " +
+                           set_aside.back() +
+                           "; not starting over from step 0: remove them (or set another "
+                           "checkpoint.dir) to start over, or resume one on purpose with "
+                           "--resume <file>",
+                       /*quiet=*/detail::comm_rank(comm) != 0);
     if (candidates.empty()) {
       plan.message = "--resume auto: no checkpoint in '" + dir + "'; starting at step 0";
       return plan;

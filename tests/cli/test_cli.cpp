@@ -468,6 +468,37 @@ TEST(Cli, ANonFiniteLossExitsThreeKeepingTheLastGoodCheckpoint) {
   }
 }
 
+// The run's first checkpoint holds weights whose forward overflows (an lr of 1e20 from step 1):
+// set aside at step 2's non-finite loss, nothing is left to resume. --resume auto would start
+// over from step 0 with no word of the run that got that far; it is refused (exit 2) naming the
+// set-aside file, as over a directory of damaged checkpoints.
+TEST(Cli, ResumeAutoOverOnlySetAsideCheckpointsDoesNotStartOver) {
+  sy::test::TempDir dir;
+  sy::test::cli::write_texts(dir);
+  const std::string h5 = sy::test::cli::prepare(dir);
+  const std::string out = dir.file("run"), ckpt = out + "/ckpt";
+  const std::string train =
+      kBin + std::string(" train --config ") + kSrc + "/configs/tiny.yaml --set data.path=" + h5 +
+      " --set run.out_dir=" + out + " --set checkpoint.dir=" + ckpt +
+      " --set train.steps=3 --set checkpoint.every=1 --set eval.every=0" +
+      " --set eval.sequences=2 --set train.lr=1e20 --set train.warmup_steps=0";
+  const auto bad = run_command(train);
+  ASSERT_EQ(bad.exit_code, 3) << bad.output;
+  EXPECT_NE(bad.output.find("step_00000001.h5 is set aside as step_00000001.h5.nonfinite; no "
+                            "earlier checkpoint is left, so latest is removed"),
+            std::string::npos)
+      << bad.output;
+  const auto again = run_command(train + " --resume auto");
+  EXPECT_EQ(again.exit_code, 2) << again.output;
+  EXPECT_NE(again.output.find("holds no checkpoint to resume, only 1 set aside after a numerical "
+                              "failure"),
+            std::string::npos)
+      << again.output;
+  EXPECT_NE(again.output.find(ckpt + "/step_00000001.h5.nonfinite"), std::string::npos)
+      << again.output;
+  EXPECT_EQ(again.output.find("starting at step 0"), std::string::npos) << again.output;
+}
+
 // The commands that start MPI (ckpt, sample, bench a2a, train) died inside MPI_Init where no
 // file could be made under TMPDIR (PMIx's "OUT-OF-RESOURCE", exit 1), naming neither: a note
 // names it first (Open MPI may take another folder from an MCA parameter file, so it does not
