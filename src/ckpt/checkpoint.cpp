@@ -6,7 +6,7 @@ namespace {
 std::string describe(const std::string& file, const std::string& dataset,
                      const std::string& problem) {
   std::string s = "checkpoint '" + file + "'";
-  if (!dataset.empty()) s += ", dataset " + dataset;
+  if (!dataset.empty()) s += ", " + object_label(dataset);
   return s + ": " + problem;
 }
 }  // namespace

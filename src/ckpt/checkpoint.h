@@ -92,6 +92,12 @@ class CheckpointError : public UsageError {
   std::string file_, dataset_, problem_;
 };
 
+// How messages name the object of a CheckpointError: "dataset /model/embed", or "the root group"
+// for "/" (its attributes: the root object header).
+inline std::string object_label(const std::string& dataset) {
+  return dataset == "/" ? "the root group" : "dataset " + dataset;
+}
+
 // One rank's part of one global tensor. `path` is the SPEC 5 path without the leading '/'
 // ("model/layers/0/attn/wqkv", "optim/m/layers/0/attn/wqkv": see moment_path). `data` holds
 // slab.numel() floats in row-major global order: read by save (when writer), written by load.

@@ -11,7 +11,7 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string reason_of(const CheckpointError& e) {
-  return e.dataset().empty() ? e.problem() : "dataset " + e.dataset() + ": " + e.problem();
+  return e.dataset().empty() ? e.problem() : object_label(e.dataset()) + ": " + e.problem();
 }
 }  // namespace
 

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace sy::h5 {
 
@@ -50,20 +51,26 @@ inline void print_no_library_errors() {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
 }
 
-// The descriptions on HDF5's current error stack, outermost (the API call) first.
+// The descriptions on HDF5's current error stack, outermost (the API call) first: the first three
+// frames, and the innermost -- the cause, where the stack is deeper ("...; H5C_load_entry:
+// incorrect metadata checksum after all read attempts": a damaged file, which the fourth frame
+// down did not say). The frames between are HDF5's internals.
 inline std::string error_stack_message() {
-  std::string msg;
-  auto walk = [](unsigned n, const H5E_error2_t* e, void* data) -> herr_t {
-    auto& out = *static_cast<std::string*>(data);
-    if (n >= 4) return 0;  // the first few frames say it; the rest is HDF5 internals
-    if (!out.empty()) out += "; ";
-    out += e->func_name ? e->func_name : "?";
-    out += ": ";
-    out += e->desc ? e->desc : "?";
+  std::vector<std::string> frames;
+  auto walk = [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
+    static_cast<std::vector<std::string>*>(data)->push_back(
+        std::string(e->func_name ? e->func_name : "?") + ": " + (e->desc ? e->desc : "?"));
     return 0;
   };
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk, &msg);
-  return msg.empty() ? "no HDF5 error message" : msg;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk, &frames);
+  if (frames.empty()) return "no HDF5 error message";
+  std::string msg;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    if (i >= 3 && i + 1 < frames.size()) continue;
+    if (!msg.empty()) msg += i > 3 ? "; ...; " : "; ";
+    msg += frames[i];
+  }
+  return msg;
 }
 
 // "1.10.8": the HDF5 library this process runs.
@@ -83,6 +90,8 @@ inline std::string dataset_open_problem(hid_t file, const char* path) {
   if (H5Oget_info_by_name2(file, path, &info, H5O_INFO_BASIC, H5P_DEFAULT) >= 0 &&
       info.type != H5O_TYPE_DATASET)
     return info.type == H5O_TYPE_GROUP ? "is a group, not a dataset" : "is not a dataset";
+  if (stack.find("incorrect metadata checksum") != std::string::npos)
+    return "cannot be opened: its object header is damaged (" + stack + ")";
   return "cannot be opened by this build's HDF5 " + library_version() + " (" + stack +
          "): a file format newer than it reads (h5py's libver='latest'; rewrite with libver up "
          "to 'v114'), or a damaged object header";

@@ -135,7 +135,7 @@ TEST_F(PlacementCli, BadUsesExitTwoNamingTheProblem) {
 // nothing of HDF5's own. HDF5 1.10.8 leaks the header it could not load (HDFGroup/hdf5#3790) and
 // said "HDF5: infinite loop closing library" at exit while its error printing was on (QA).
 TEST_F(PlacementCli, ADamagedCoactivationFileIsNamedAndHdf5PrintsNothing) {
-  sy::test::damage_root_object_header(dir_.file("run/coactivation.h5"), 10);
+  sy::test::damage_object_header(dir_.file("run/coactivation.h5"), "/", 10);
   const auto r =
       run_command(placement("--nodes 2 --ranks-per-node 2 --output " + dir_.file("p.yaml")));
   EXPECT_EQ(r.exit_code, 2) << r.output;

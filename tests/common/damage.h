@@ -1,5 +1,5 @@
 // Damaging a checkpoint on purpose (tests of what reading one refuses): a flipped byte, where a
-// dataset's first chunk lies in the file, the root group's object header.
+// dataset's first chunk lies in the file, an object header.
 #pragma once
 
 #include <hdf5.h>
@@ -38,16 +38,16 @@ inline std::pair<int64_t, int64_t> first_chunk(const std::string& file, const ch
   return {static_cast<int64_t>(addr), static_cast<int64_t>(size)};
 }
 
-// XORs the byte `offset` bytes into the root group's object header: 0 is its "OHDR" signature;
-// from 10 on, what the header's own checksum covers (a load fails its checksum; HDF5 1.10.8 then
-// leaks the header, HDFGroup/hdf5#3790).
-inline void damage_root_object_header(const std::string& file, int64_t offset) {
+// XORs the byte `offset` bytes into the object header of `object` ("/": the root group's): 0 is
+// its "OHDR" signature; from 10 on, what the header's own checksum covers (a load fails its
+// checksum; HDF5 1.10.8 then leaks the header, HDFGroup/hdf5#3790).
+inline void damage_object_header(const std::string& file, const char* object, int64_t offset) {
   haddr_t addr = 0;
   {
     h5::ErrorSilencer quiet;
     h5::File f{H5_CHECK(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT))};
     H5O_info_t info{};
-    H5_CHECK(H5Oget_info2(f, &info, H5O_INFO_BASIC));
+    H5_CHECK(H5Oget_info_by_name2(f, object, &info, H5O_INFO_BASIC, H5P_DEFAULT));
     addr = info.addr;
   }
   xor_byte(file, static_cast<int64_t>(addr) + offset);

@@ -49,14 +49,14 @@ void delete_dataset(const std::string& file, bool reseal) {
 // root attribute fails to load it. Asking whether 'format' is there escaped as exit 1, and ended
 // --resume auto's scan instead of falling back.
 void damage_root_header(const std::string& file) {
-  damage_root_object_header(file, 0);  // its "OHDR" signature
+  damage_object_header(file, "/", 0);  // its "OHDR" signature
 }
 // Past the signature and version, in what the header's own checksum covers: HDF5 1.10.8 then
 // leaks the header it failed to load (HDFGroup/hdf5#3790) and, while its error printing was on,
 // said "HDF5: infinite loop closing library" and a line of codes after the right exit 2, or after
 // a --resume auto that fell back and finished (QA).
 void damage_root_header_body(const std::string& file) {
-  damage_root_object_header(file, 10);
+  damage_object_header(file, "/", 10);
 }
 
 // One value of a dataset replaced in place, the way another tool edits a file: HDF5 writes the
@@ -114,8 +114,17 @@ const Damage kDamages[] = {
      "no metadata checksum", "no metadata checksum"},
     {"root_object_header", damage_root_header, "unable to load object header",
      "unable to load object header"},
-    {"root_object_header_body", damage_root_header_body, "unable to load object header",
-     "unable to load object header"},
+    // The innermost frame of HDF5's stack says what the first four did not, and "/" is no
+    // dataset: the message said "dataset /: ...; H5AC_protect: H5C_protect() failed".
+    {"root_object_header_body", damage_root_header_body,
+     "incorrect metadata checksum after all read attempts", "the root group: H5Aexists"},
+    // A dataset's: "cannot be opened by this build's HDF5 (...): a file format newer than it
+    // reads (...), or a damaged object header" left the user to guess which.
+    {"dataset_object_header_body",
+     [](const std::string& f) { damage_object_header(f, "model/embed", 10); },
+     "its object header is damaged",
+     "dataset /model/embed: cannot be opened: its object header "
+     "is damaged"},
     // Values that verify but no run writes (it stops at a non-finite update before its
     // checkpoint): resumed, the first step's loss was NaN, exit 3 naming neither file nor
     // dataset, and `ckpt info` said "ok".
