@@ -33,13 +33,17 @@ std::string describe(const YAML::Node& n) {
   if (n.IsNull()) return "nothing (null)";
   if (n.IsMap()) return "a mapping";
   if (n.IsSequence()) return "a list";
+  const std::string& tag = n.Tag();
+  const std::string_view core = "tag:yaml.org,2002:";
+  const bool text = tag == "!" || tag == std::string(core) + "str";  // quoted, or !!str
   // Appended step by step: GCC 12's -Wrestrict misfires on `"'" + std::string + ...` here.
-  std::string out = plain_scalar(n) ? "'" : "the string '";
+  std::string out = text ? "the string '" : "'";
   out += shortened(n.Scalar());
   out += '\'';
-  if (!plain_scalar(n)) return out + " (quoted or tagged)";
-  if (n.Tag() != "?")  // !!int, !!float, !!bool: the tag decides what it is
-    out += " (tagged !!" + n.Tag().substr(n.Tag().rfind(':') + 1) + ")";
+  if (text) return out + " (quoted or tagged)";
+  // !!int, !!float, !!bool: the tag decides what it is; !!binary is base64-coded bytes.
+  if (tag != "?")
+    out += " (tagged " + (tag.starts_with(core) ? "!!" + tag.substr(core.size()) : tag) + ")";
   return out;
 }
 
@@ -113,7 +117,9 @@ void convert(const YAML::Node& n, std::string& out, const std::string& path, con
     out.clear();
     return;
   }
-  if (!n.IsScalar()) ctx.fail(path, "expected a string, got " + describe(n), &n);
+  // !!binary is base64-coded bytes, not text: what it holds is no name or path.
+  if (!n.IsScalar() || n.Tag() == "tag:yaml.org,2002:binary")
+    ctx.fail(path, "expected a string, got " + describe(n), &n);
   out = n.Scalar();
 }
 

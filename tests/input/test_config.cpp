@@ -357,6 +357,9 @@ TEST(Config, WrongTypesNameKeyValueAndExpectation) {
       // !!float 32 is 32.0 to every YAML reader (fuzz: an integer key read it as 32).
       {"model: {d_model: !!float 32}", "model.d_model",
        "expected an integer, got '32' (tagged !!float)"},
+      // !!binary is bytes in base64, not the text (fuzz: run.name was the base64 text).
+      {"run: {name: !!binary aGVsbG8=}", "run.name",
+       "expected a string, got 'aGVsbG8=' (tagged !!binary)"},
       // "+-" was read as "-": +-64 as -64, +-0 as 0.
       {"eval: {every: +-0}", "eval.every", "expected an integer, got '+-0'"},
       {"model: {norm_eps: +-1e-5}", "model.norm_eps", "got '+-1e-5'"},
