@@ -118,7 +118,7 @@ std::vector<std::string> remove_temp_files(const std::string& dir) {
   return removed;
 }
 
-std::string set_aside(const std::string& dir, int64_t step) {
+std::string set_aside(const std::string& dir, int64_t step, const std::vector<int64_t>& previous) {
   const std::string name = checkpoint_file_name(step);
   const std::string path = (fs::path(dir) / name).string();
   std::error_code ec;
@@ -132,16 +132,17 @@ std::string set_aside(const std::string& dir, int64_t step) {
   std::string said = path + " is set aside as " + name + kNonFiniteSuffix;
   if (read_latest(dir) != name) return said;
   const std::string latest = (fs::path(dir) / "latest").string();
-  std::optional<StepFile> before;
-  for (auto& f : list_step_files(dir))
-    if (f.step < step) before = f;
+  std::optional<std::string> back;  // the newest of `previous` still there
+  for (const int64_t p : previous)
+    if (p != step && fs::is_regular_file(fs::path(dir) / checkpoint_file_name(p), ec))
+      back = checkpoint_file_name(p);
   try {
-    if (before) {
-      sy::files::atomic_write_text(latest, checkpoint_file_name(before->step));
-      return said + "; latest names " + checkpoint_file_name(before->step) + " again";
+    if (back) {
+      sy::files::atomic_write_text(latest, *back);
+      return said + "; latest names " + *back + " again";
     }
     fs::remove(latest);
-    return said + "; no earlier checkpoint is left, so latest is removed";
+    return said + "; no earlier checkpoint of this run is left, so latest is removed";
   } catch (const std::exception& e) {
     // --resume auto falls back to the newest step file when latest's target is gone.
     return said + "; latest could not be updated (" + std::string(e.what()) + ")";

@@ -43,10 +43,13 @@ inline constexpr const char* kNonFiniteSuffix = ".nonfinite";
 
 // After a numerical failure (SPEC 9: "last good checkpoint kept") whose weights are those of
 // <dir>/step_<step>.h5: renames it to <name>.nonfinite and, where `latest` names it, points
-// `latest` at the newest step file before it (removes `latest` when there is none). Returns what
-// it did as one sentence for the failure's message; "" when there is no such file. Never throws:
-// a file it cannot rename is said in the sentence.
-std::string set_aside(const std::string& dir, int64_t step);
+// `latest` at the last of `previous` (the steps of the run's earlier checkpoints in `dir`, oldest
+// first: the one it resumed from, those it wrote) whose file is still there, or removes `latest`.
+// Not simply the newest step file below: after a resume from an older checkpoint, that can be of
+// a line of checkpoints the user went back past. Returns what it did as one sentence for the
+// failure's message; "" when there is no such file. Never throws: a file it cannot rename is said
+// in the sentence.
+std::string set_aside(const std::string& dir, int64_t step, const std::vector<int64_t>& previous);
 // Every step_<digits>.h5.nonfinite in `dir`, by name.
 std::vector<std::string> list_set_aside(const std::string& dir);
 

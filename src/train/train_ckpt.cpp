@@ -308,15 +308,25 @@ ResumeResult resume_training(const CkptContext& c, const std::string& resume, st
 }
 
 CheckpointCadence::CheckpointCadence(const Config& cfg, MPI_Comm comm,
-                                     const PreemptionSignals& signals, int64_t saved_step,
+                                     const PreemptionSignals& signals, const ResumeResult& resumed,
                                      SaveFn save, comm::Watchdog* watchdog)
     : cfg_(cfg),
       comm_(comm),
       signals_(signals),
-      saved_step_(saved_step),
+      saved_step_(resumed.resumed ? resumed.state.step : -1),
       save_(std::move(save)),
       watchdog_(watchdog),
       fault_(CheckpointFault::from_env()) {
+  if (resumed.resumed) {
+    resumed_path_ = resumed.path;
+    resumed_step_ = resumed.state.step;
+    std::error_code ec;  // a checkpoint of another directory (--resume <file>) is no pointer
+    if (std::filesystem::equivalent(std::filesystem::path(resumed.path).parent_path(),
+                                    cfg.checkpoint.dir, ec) &&
+        std::filesystem::path(resumed.path).filename() ==
+            ckpt::checkpoint_file_name(resumed.state.step))
+      line_.push_back(resumed.state.step);
+  }
   signals_.start_up_over();
 }
 
@@ -330,6 +340,7 @@ void CheckpointCadence::save(int64_t done, TrainSummary& summary, std::ostream& 
     summary.checkpoints_written.push_back(r.path);
   saved_step_ = done;
   written_step_ = done;
+  if (line_.empty() || line_.back() != done) line_.push_back(done);
   // Its size and what writing it cost: a large model's checkpoint is the step's longest pause.
   std::error_code ec;
   const auto bytes = std::filesystem::file_size(r.path, ec);
@@ -380,8 +391,16 @@ std::string CheckpointCadence::before_stopping(int64_t done, TrainSummary& summa
 void CheckpointCadence::numerical_failure(int64_t weights_step, const NumericalError& e) const {
   int rank = 0;
   MPI_CHECK(MPI_Comm_rank(comm_, &rank));
-  if (rank != 0 || written_step_ != weights_step) throw e;
-  const std::string said = ckpt::files::set_aside(cfg_.checkpoint.dir, weights_step);
+  if (rank != 0) throw e;
+  if (written_step_ != weights_step) {
+    if (weights_step != resumed_step_ || written_step_ >= 0) throw e;
+    throw NumericalError(std::string(e.what()) + "; the weights that gave it are those of " +
+                             resumed_path_ +
+                             ", which this run resumed from (left in place: this run did not "
+                             "write it); continue from an earlier checkpoint with --resume <file>",
+                         e.quiet());
+  }
+  const std::string said = ckpt::files::set_aside(cfg_.checkpoint.dir, weights_step, line_);
   if (said.empty()) throw e;
   throw NumericalError(std::string(e.what()) + "; the checkpoint of step " +
                            std::to_string(weights_step) +

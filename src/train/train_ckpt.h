@@ -118,10 +118,10 @@ std::optional<TrainSummary> finished_run(const Config& cfg, const ResumeResult& 
 class CheckpointCadence {
  public:
   using SaveFn = std::function<ckpt::SaveResult(int64_t done)>;
-  // saved_step: the step of the checkpoint the run resumed from, -1 for a fresh start.
+  // resumed: the checkpoint the run resumed from (resumed.resumed false: a fresh start).
   // watchdog bounds the per-step stop check.
   CheckpointCadence(const Config& cfg, MPI_Comm comm, const PreemptionSignals& signals,
-                    int64_t saved_step, SaveFn save, comm::Watchdog* watchdog = nullptr);
+                    const ResumeResult& resumed, SaveFn save, comm::Watchdog* watchdog = nullptr);
 
   // Collective, after every step: the periodic checkpoint; then, when a preemption signal
   // arrived on any rank, a checkpoint of `done` (unless just written) and throws
@@ -139,7 +139,10 @@ class CheckpointCadence {
   // when this run wrote one of step `weights_step`, the weights whose loss (or validation loss)
   // was not finite -- a checkpoint written between evaluations, or by a signal in the last step
   // before the final evaluation: SPEC 9 keeps the last GOOD checkpoint, so `latest` goes back to
-  // the one before (files::set_aside), and the message says so. Not collective.
+  // the run's checkpoint before it (files::set_aside), and the message says so. Where those are
+  // the weights the run resumed from (a checkpoint a signal wrote before a requeue), the message
+  // names that file, left in place: this run did not write it, and a resume with other settings
+  // may fail on a good one. Not collective.
   [[noreturn]] void numerical_failure(int64_t weights_step, const NumericalError& e) const;
 
  private:
@@ -150,6 +153,11 @@ class CheckpointCadence {
   const PreemptionSignals& signals_;
   int64_t saved_step_;
   int64_t written_step_ = -1;  // the newest checkpoint this run wrote (not the one it resumed)
+  std::string resumed_path_;   // the checkpoint the run resumed from ("" for a fresh start)
+  int64_t resumed_step_ = -1;
+  // The steps of the run's checkpoints in checkpoint.dir, oldest first: the one it resumed from
+  // (when it is there), then those it wrote. Where `latest` goes back to after a set-aside.
+  std::vector<int64_t> line_;
   SaveFn save_;
   comm::Watchdog* watchdog_;
   std::optional<CheckpointFault> fault_;  // test hook (faults.h)

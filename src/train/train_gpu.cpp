@@ -335,7 +335,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   double last_lr = resumed.state.lr;
   const RunSignals signals(args.options.signals);
   CheckpointCadence ckpts(
-      cfg, g.world().get(), signals.get(), resumed.resumed ? first_step : -1,
+      cfg, g.world().get(), signals.get(), resumed,
       [&](int64_t done) {
         host.params = model.download_params();
         model.download_moments(host.m, host.v);

@@ -225,7 +225,7 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   double last_lr = resumed.state.lr;
   const RunSignals signals(options.signals);
   CheckpointCadence ckpts(
-      cfg, rt.world.get(), signals.get(), resumed.resumed ? first_step : -1,
+      cfg, rt.world.get(), signals.get(), resumed,
       [&](int64_t done) {
         coact.flush_for_checkpoint(rt.world, lay.tp, done, wd);  // the file as of it
         return save_training_checkpoint(ckpt_ctx, training_state(cfg, done, opt.step_count(),

@@ -485,7 +485,7 @@ TEST(Cli, ResumeAutoOverOnlySetAsideCheckpointsDoesNotStartOver) {
   const auto bad = run_command(train);
   ASSERT_EQ(bad.exit_code, 3) << bad.output;
   EXPECT_NE(bad.output.find("step_00000001.h5 is set aside as step_00000001.h5.nonfinite; no "
-                            "earlier checkpoint is left, so latest is removed"),
+                            "earlier checkpoint of this run is left, so latest is removed"),
             std::string::npos)
       << bad.output;
   const auto again = run_command(train + " --resume auto");
