@@ -52,13 +52,16 @@ double sample_uniform(uint64_t seed, int64_t index) {
 int32_t pick_token(std::span<const float> logits, const SampleOptions& o, double u) {
   const int n = static_cast<int>(logits.size());
   SY_CHECK(n > 0, "pick_token: no logits");
-  // NaN (or +inf) logits come from weights that are not finite: nothing to sample from (and a
-  // NaN breaks the sort's ordering below, undefined behaviour). -inf is a masked id.
+  // NaN (or +inf) logits come from weights that are not finite, or finite but so large that the
+  // forward pass overflows fp32 (a checkpoint's values are checked finite as it is read): nothing
+  // to sample from (and a NaN breaks the sort's ordering below, undefined behaviour). -inf is a
+  // masked id.
   for (int i = 0; i < n; ++i)
     if (std::isnan(logits[static_cast<size_t>(i)]) || logits[static_cast<size_t>(i)] == INFINITY)
       throw NumericalError("the model's logit for id " + std::to_string(i) + " is " +
                            number_text(logits[static_cast<size_t>(i)]) +
-                           ": the checkpoint's weights are not finite (a diverged run?)");
+                           ": the model's forward pass overflows fp32 (weights that are not "
+                           "finite, or too large: a diverged run?)");
   if (o.temperature == 0.0) {
     int best = 0;
     for (int i = 1; i < n; ++i)

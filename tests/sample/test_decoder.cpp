@@ -328,7 +328,8 @@ TEST(Sampler, PicksWithTheSoftmaxProbabilities) {
   EXPECT_EQ(pick_token(logits, o, 0.99), 1);
 }
 
-// Logits from weights that are not finite: a NaN or +inf is a numerical error naming the id
+// Logits from weights that are not finite, or too large: a NaN or +inf is a numerical error naming
+// the id
 // (a NaN made the sort's comparison no ordering: undefined behaviour), greedy or not; -inf is a
 // masked id and samples as probability 0.
 TEST(Sampler, NonFiniteLogitsAreANumericalErrorAndMinusInfinityIsMasked) {
@@ -341,6 +342,11 @@ TEST(Sampler, NonFiniteLogitsAreANumericalErrorAndMinusInfinityIsMasked) {
         ADD_FAILURE() << "accepted " << bad;
       } catch (const NumericalError& e) {
         EXPECT_NE(std::string(e.what()).find("logit for id 1"), std::string::npos) << e.what();
+        // A checkpoint's values are checked finite as it is read: finite weights too large for
+        // the forward pass are as likely (QA: it said "the checkpoint's weights are not finite"
+        // of a file `ckpt info` had just verified).
+        EXPECT_NE(std::string(e.what()).find("forward pass overflows fp32"), std::string::npos)
+            << e.what();
       }
     }
     for (double u : {0.01, 0.5, 0.99})
