@@ -25,19 +25,33 @@ void put_dataset(hid_t file, const char* name, hid_t file_type, hid_t mem_type,
   if (!data.empty()) H5_CHECK(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()));
 }
 
-// dims of dataset `name`, and its contents into `out`.
+// The contents of dataset `name` into `out`, once its dims are `expect` (0: any size on that
+// axis, `shape` says them in words) and it holds no more than the file does: a damaged dataspace
+// (one flipped bit made an axis 1.5e9 long, which HDF5 1.10 opens) was allocated as read, and
+// the command ended "fatal: out of memory" (exit 1; QA).
 template <class T>
-std::vector<hsize_t> get_dataset(hid_t file, const char* name, hid_t mem_type,
-                                 const std::string& path, std::vector<T>& out) {
+void get_dataset(hid_t file, const char* name, hid_t mem_type, const std::string& path,
+                 const std::vector<hsize_t>& expect, const char* shape, std::vector<T>& out) {
   if (H5_CHECK(H5Lexists(file, name, H5P_DEFAULT)) <= 0)
     throw UsageError(path + ": missing dataset " + name);
   h5::Dataset ds{H5_CHECK(H5Dopen2(file, name, H5P_DEFAULT))};
   h5::Dataspace space{H5_CHECK(H5Dget_space(ds))};
   std::vector<hsize_t> dims(static_cast<size_t>(H5_CHECK(H5Sget_simple_extent_ndims(space))));
   H5_CHECK(H5Sget_simple_extent_dims(space, dims.data(), nullptr));
-  out.resize(static_cast<size_t>(H5_CHECK(H5Sget_simple_extent_npoints(space))));
+  bool fits = dims.size() == expect.size();
+  for (size_t i = 0; fits && i < dims.size(); ++i) fits = expect[i] == 0 || dims[i] == expect[i];
+  std::string dims_text;
+  for (const hsize_t d : dims) dims_text += (dims_text.empty() ? "" : ", ") + std::to_string(d);
+  if (!fits) throw UsageError(path + ": /" + name + " is [" + dims_text + "], not " + shape);
+  // The writer stores every dataset whole, uncompressed: it cannot hold more than the file.
+  const auto points = static_cast<hsize_t>(H5_CHECK(H5Sget_simple_extent_npoints(space)));
+  std::error_code ec;
+  const auto file_bytes = static_cast<hsize_t>(std::filesystem::file_size(path, ec));
+  if (!ec && points > file_bytes / sizeof(T))
+    throw UsageError(path + ": /" + name + " is [" + dims_text + "], more than the file's " +
+                     std::to_string(file_bytes) + " bytes hold: a damaged file");
+  out.resize(static_cast<size_t>(points));
   if (!out.empty()) H5_CHECK(H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()));
-  return dims;
 }
 
 }  // namespace
@@ -74,11 +88,10 @@ Coactivation read_coactivation(const std::string& path) {
     c.sample_step = h5::read_attr_i64(f, "sample_step");
     const auto NL = static_cast<hsize_t>(c.num_layers), E = static_cast<hsize_t>(c.num_experts),
                K = static_cast<hsize_t>(c.top_k);
-    if (get_dataset(f, "counts", H5T_NATIVE_INT64, path, c.counts) != std::vector{NL, E, E})
-      throw UsageError(path + ": /counts is not [num_layers, num_experts, num_experts]");
-    const auto sdims = get_dataset(f, "sample", H5T_NATIVE_INT32, path, c.sample);
-    if (sdims.size() != 3 || sdims[0] != NL || sdims[2] != K)
-      throw UsageError(path + ": /sample is not [num_layers, tokens, top_k]");
+    get_dataset(f, "counts", H5T_NATIVE_INT64, path, {NL, E, E},
+                "[num_layers, num_experts, num_experts]", c.counts);
+    get_dataset(f, "sample", H5T_NATIVE_INT32, path, {NL, 0, K}, "[num_layers, tokens, top_k]",
+                c.sample);
     for (int32_t e : c.sample)
       if (e < 0 || e >= c.num_experts)
         throw UsageError(path + ": /sample holds expert " + std::to_string(e));
@@ -87,10 +100,9 @@ Coactivation read_coactivation(const std::string& path) {
       c.checkpoint_tokens = h5::read_attr_i64(f, "checkpoint_tokens");
       if (c.checkpoint_step == c.last_step)
         c.checkpoint_counts = c.counts;
-      else if (get_dataset(f, "checkpoint_counts", H5T_NATIVE_INT64, path, c.checkpoint_counts) !=
-               std::vector{NL, E, E})
-        throw UsageError(path + ": /checkpoint_counts is not [num_layers, num_experts, " +
-                         "num_experts]");
+      else
+        get_dataset(f, "checkpoint_counts", H5T_NATIVE_INT64, path, {NL, E, E},
+                    "[num_layers, num_experts, num_experts]", c.checkpoint_counts);
     }
   } catch (const h5::AttrError& e) {
     throw UsageError(path + ": root " + std::string(e.what()));

@@ -16,6 +16,7 @@
 #include "common/temp_dir.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
+#include "src/core/h5.h"
 #include "src/placement/coactivation_file.h"
 #include "src/placement/partition.h"
 #include "src/placement/placement.h"
@@ -432,6 +433,35 @@ TEST(Coactivation, FileReadsBackAndBadFilesNameThemselves) {
             std::string::npos);
   EXPECT_NE(usage_error([&] { read_coactivation(dir.file("absent.h5")); }).find("absent.h5"),
             std::string::npos);
+}
+
+// A dataspace that says more than the file holds (a damaged file: one flipped bit made an axis
+// 1.5e9 long, which HDF5 1.10 opens) is refused naming the dataset before anything is allocated;
+// it was allocated as read, and `placement` ended "fatal: out of memory" (exit 1; QA). Here a
+// /sample of 10^12 tokens never written (HDF5 allocates no storage for it); and /counts whose
+// shape disagrees with the attributes is said with both.
+TEST(Coactivation, ADatasetLargerThanItsFileIsRefusedBeforeItIsAllocated) {
+  test::TempDir dir;
+  const std::string path = dir.file("coactivation.h5");
+  const auto replace = [&](const char* name, std::vector<hsize_t> dims) {
+    write_coactivation(path, coactivation_of(4, 2, {0, 1, 0, 1, 2, 3, 0, 2}));
+    h5::ErrorSilencer quiet;
+    h5::File f{H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT))};
+    H5_CHECK(H5Ldelete(f, name, H5P_DEFAULT));
+    h5::Dataspace space{H5_CHECK(H5Screate_simple(3, dims.data(), nullptr))};
+    h5::Dataset ds{
+        H5_CHECK(H5Dcreate2(f, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT))};
+  };
+  replace("sample", {1, 1000000000000, 2});
+  const std::string big = usage_error([&] { read_coactivation(path); });
+  EXPECT_NE(big.find("/sample is [1, 1000000000000, 2], more than the file's"), std::string::npos)
+      << big;
+  replace("counts", {1, 4, 1526726660});
+  const std::string shape = usage_error([&] { read_coactivation(path); });
+  EXPECT_NE(shape.find("/counts is [1, 4, 1526726660], not [num_layers, num_experts, "
+                       "num_experts]"),
+            std::string::npos)
+      << shape;
 }
 
 // A co-activation file that cannot fit (a full run.out_dir; here the file size limit) is one
