@@ -19,6 +19,7 @@
 #include "app/run_mpi.h"
 #include "comm/mpi.h"
 #include "src/ckpt/checkpoint.h"
+#include "src/ckpt/files.h"
 #include "src/core/error.h"
 #include "src/export/hf_export.h"
 #include "src/export/safetensors_export.h"
@@ -73,8 +74,13 @@ void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& 
            s.state_missing.end();
   };
   auto not_stored = [](const std::string& group) { return "not stored (no /" + group + ")"; };
-  out << "checkpoint   " << ins.file << "\n"
-      << "format       switchyard-checkpoint, version 1\n"
+  out << "checkpoint   " << ins.file << "\n";
+  // A file a numerical failure set aside (ckpt::files::set_aside): its values verify, but they
+  // gave a loss that is not finite, which nothing below shows.
+  if (ins.file.ends_with(ckpt::files::kNonFiniteSuffix))
+    out << "set aside    after a numerical failure: these weights gave a loss that is not finite "
+           "(--resume auto passes it by)\n";
+  out << "format       switchyard-checkpoint, version 1\n"
       << "step         " << s.step << " (tokens seen " << s.tokens_seen << ")\n"
       << "created      " << utc_time(s.created_unix) << " (unix " << s.created_unix << ")\n"
       << "layout       " << s.layout << "\n"

@@ -454,6 +454,11 @@ TEST(Cli, ANonFiniteLossExitsThreeKeepingTheLastGoodCheckpoint) {
         << bad.output;
     EXPECT_FALSE(std::filesystem::exists(ckpt + "/step_00000003.h5"));
     EXPECT_TRUE(std::filesystem::exists(ckpt + "/step_00000003.h5.nonfinite"));
+    // Its values verify, so `ckpt info` said only "ok" of it.
+    const auto aside = run_command(kBin + " ckpt info " + ckpt + "/step_00000003.h5.nonfinite");
+    EXPECT_EQ(aside.exit_code, 0) << aside.output;
+    EXPECT_NE(aside.output.find("set aside    after a numerical failure"), std::string::npos)
+        << aside.output;
     std::ifstream latest(ckpt + "/latest");
     std::string name;
     std::getline(latest, name);
