@@ -13,6 +13,7 @@
 #include <string>
 
 #include "comm/mpi.h"
+#include "common/latest.h"
 #include "common/temp_dir.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/core/error.h"
@@ -22,12 +23,7 @@
 namespace sy {
 namespace {
 
-std::string latest_in(const std::string& dir) {
-  std::ifstream in(dir + "/latest");
-  std::string name;
-  in >> name;
-  return in ? name : "(none)";
-}
+using sy::test::latest_in;
 
 // The message the failure threw (every rank throws).
 std::string failure(const CheckpointCadence& c, int64_t weights_step) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/latest.h"
 #include "common/temp_dir.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/files.h"
@@ -16,12 +17,7 @@
 namespace sy::ckpt::files {
 namespace {
 
-std::string latest_in(const std::string& dir) {
-  std::ifstream in(dir + "/latest");
-  std::string name;
-  in >> name;
-  return in ? name : "(none)";
-}
+using sy::test::latest_in;
 
 void touch(const std::string& path, const std::string& text = "x") {
   std::ofstream(path) << text;
