@@ -15,7 +15,9 @@ class MetricsWriter {
   // append = false starts a new file; an existing one is kept as "<path>.prev" first.
   MetricsWriter(const std::string& path, bool append);
   // Resuming at `step`: keeps the lines of steps <= step (a run killed after its last checkpoint
-  // logged steps that the resumed run does again) and appends after them.
+  // logged steps that the resumed run does again) and appends after them. The file is cut in
+  // place after its last line of a step <= `step`, read back from its end (lines are appended in
+  // step order): the cost is the lines dropped, not the run's history.
   MetricsWriter(const std::string& path, int64_t resume_step);
   void write(const nlohmann::json& line);
   const std::string& path() const { return path_; }
@@ -25,8 +27,9 @@ class MetricsWriter {
   std::ofstream out_;
 };
 
-// The largest "step" of the lines in the metrics file at `path`; 0 when it is missing, empty or
-// holds no step (a torn or foreign line is skipped).
+// The "step" of the last line of the metrics file at `path` that has one (lines are appended in
+// step order: the largest); 0 when it is missing, empty, unreadable or holds no step (a torn or
+// foreign line is skipped).
 int64_t last_logged_step(const std::string& path);
 
 }  // namespace sy
