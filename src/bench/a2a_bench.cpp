@@ -253,7 +253,11 @@ int64_t run_a2a_bench(const A2aBenchOptions& opt, std::ostream& out) {
   }
   if (opt.min_bytes < 1 || opt.max_bytes < opt.min_bytes)
     bad("need 0 < --min-bytes <= --max-bytes");
-  if (opt.width < 1) bad("--width must be positive");
+  // Bounded so that a token's rows (top-k of width fp32) stay countable in int64 bytes: past
+  // 2^59 the product wrapped to 0 and a division by it killed every rank with SIGFPE (QA).
+  if (const int64_t most = (int64_t{1} << 58) / opt.top_k; opt.width < 1 || opt.width > most)
+    bad("--width=" + std::to_string(opt.width) + " must be in [1, " + std::to_string(most) +
+        "] (a token's --top-k rows of fp32 counted in bytes)");
   if (opt.iters < 1 || opt.warmup < 0) bad("need --iters >= 1 and --warmup >= 0");
   if (opt.algos.empty() || opt.skews.empty()) bad("--algos and --skew need at least one value");
   const int64_t row_bytes = opt.width * static_cast<int64_t>(sizeof(float));

@@ -1,11 +1,15 @@
 #include "src/core/progress.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace sy {
 
 std::string format_duration(double s) {
-  const long t = static_cast<long>(s + 0.5);
+  // An ETA of train.steps near INT64_MAX steps overflowed the conversion (undefined; it printed
+  // "-2562047788015215:-30:-8"; QA): past 10^6 hours, or not a number, it says so.
+  if (!(s < 3.6e9)) return "over 1000000 h";
+  const long t = static_cast<long>(std::max(0.0, s) + 0.5);
   char buf[32];
   std::snprintf(buf, sizeof buf, "%02ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
   return buf;

@@ -17,7 +17,8 @@ using cpu::Grad;
 LossScale global_batch_scale(const Config& cfg) {
   const int64_t GB = cfg.train.global_batch, MB = cfg.train.micro_batch;
   LossScale s;
-  s.token_weight = 1.0 / static_cast<double>(GB * cfg.model.seq_len);
+  // In double: GB * seq_len passes INT64_MAX for a global_batch near 2^63 / seq_len (QA, UB).
+  s.token_weight = 1.0 / (static_cast<double>(GB) * static_cast<double>(cfg.model.seq_len));
   s.group_weight =
       1.0 / static_cast<double>(cfg.moe.aux_loss_scope == AuxScope::kSequence ? GB : GB / MB);
   return s;

@@ -160,6 +160,17 @@ TEST(ModelLossScale, MicroBatchesSumToTheGlobalBatchMeans) {
   }
 }
 
+// A global batch near 2^63 / seq_len: global_batch * seq_len overflowed int64 (undefined; here
+// it wrapped to 0 and the token weight was 1/0 = inf; QA under UBSan). 1/(GB T) in double.
+TEST(ModelLossScale, AGlobalBatchPastInt64TokensKeepsAFiniteWeight) {
+  Config cfg;
+  cfg.model.seq_len = 32;
+  cfg.train.global_batch = int64_t{1} << 62;
+  cfg.train.micro_batch = 1;
+  const LossScale s = global_batch_scale(cfg);
+  EXPECT_DOUBLE_EQ(s.token_weight, 1.0 / (std::ldexp(1.0, 62) * 32.0));
+}
+
 // lm_loss by SPEC section 1 computed here: with every block's weights zero, attention and the MoE
 // add nothing (x_out = Emb[token]), so the loss is the mean over all B*T positions of the
 // cross-entropy of RMSNorm(Emb[tokens[t]], g_final) @ Head^T against the NEXT token tokens[t+1]

@@ -4,6 +4,7 @@
 // by hand.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -96,6 +97,11 @@ TEST(Report, RatesTimesAndTheProgressLineByHand) {
   EXPECT_NE(line.find("ETA 01:02:05\n"), std::string::npos) << line;
   EXPECT_EQ(format_duration(59.5), "00:01:00");
   EXPECT_EQ(format_duration(90061.0), "25:01:01");
+  // The ETA of train.steps near INT64_MAX overflowed the conversion (undefined behaviour; it
+  // printed "-2562047788015215:-30:-8"; QA).
+  EXPECT_EQ(format_duration(1.23917e19), "over 1000000 h");
+  EXPECT_EQ(format_duration(std::nan("")), "over 1000000 h");
+  EXPECT_EQ(format_duration(-3.0), "00:00:00");
 }
 
 // ProgressEta's line (data prepare's bytes, sample's prompt tokens): MiB to a tenth, other units
