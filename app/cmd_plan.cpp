@@ -39,7 +39,7 @@ void add_plan_command(CLI::App& root, std::vector<Command>& out) {
       ->check(integer_in(1, 100000));
   cmd->add_option("--memory-gib", a->memory_gib,
                   "Memory per rank in GiB (default: the cluster's memory_bytes)")
-      ->check(positive_number());
+      ->check(number_in(1e-6, 1e9, "[1e-6, 1e9]"));  // 1e308 GiB was inf bytes in the tables
   cmd->add_flag("--this", a->this_layout,
                 "Only the config's own layout (parallel.*), every term shown");
   cmd->add_flag("--json", a->json, "Print JSON instead of tables");

@@ -119,6 +119,12 @@ class Section {
 // kernel launch, so a larger figure is a unit slip (microseconds given as seconds).
 constexpr double kMostSeconds = 1.0;
 
+// The least rate (FLOP/s, bytes/s) a cluster file may give: below 1 a step's predicted time
+// overflowed to inf, and the tables read "-nan" in every row, ranked at random (QA: 1e-308).
+constexpr double kLeastRate = 1.0;
+constexpr const char* kBelowLeastRate =
+    "must be at least 1 per second: a smaller rate makes the predicted times infinite";
+
 Link parse_link(const Section& s, bool required) {
   s.only({"bandwidth", "latency_s", "shared_by_node"});
   Link l;
@@ -126,6 +132,7 @@ Link parse_link(const Section& s, bool required) {
   l.latency_s = s.number("latency_s", 0, required, 0, kMostSeconds);
   l.shared_by_node = s.boolean("shared_by_node", false);
   if (required && !(l.bandwidth > 0)) s.fail("bandwidth", "must be > 0 (bytes/s)");
+  if (l.bandwidth > 0 && l.bandwidth < kLeastRate) s.fail("bandwidth", kBelowLeastRate);
   return l;
 }
 
@@ -169,6 +176,10 @@ Cluster parse_cluster(const std::string& yaml_text, const std::string& source) {
   c.layer_overhead_s = compute.number("layer_overhead_s", 0, false, 0, kMostSeconds);
   if (!(c.gemm_flops > 0)) compute.fail("gemm_flops", "must be > 0 (FLOP/s)");
   if (!(c.mem_bandwidth > 0)) compute.fail("mem_bandwidth", "must be > 0 (bytes/s)");
+  if (c.gemm_flops < kLeastRate) compute.fail("gemm_flops", kBelowLeastRate);
+  if (c.mem_bandwidth < kLeastRate) compute.fail("mem_bandwidth", kBelowLeastRate);
+  if (c.elementwise_bandwidth > 0 && c.elementwise_bandwidth < kLeastRate)
+    compute.fail("elementwise_bandwidth", kBelowLeastRate);
 
   const Section links = top.child("links", true);
   links.only({"intra", "inter", "inter_mpi"});

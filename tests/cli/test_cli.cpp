@@ -101,7 +101,13 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
   for (const auto& [args, expected] : std::vector<std::pair<std::string, std::string>>{
            {"bench train" + tiny + " --steps 0", "expected a number > 0, got '0'"},
            {"plan" + tiny + " --cluster " + kSrc + "/clusters/this-machine.yaml --memory-gib -1",
-            "expected a number > 0, got '-1'"},
+            "expected a number in [1e-6, 1e9], got '-1'"},
+           // 1e308 GiB was inf bytes in the tables (QA)
+           {"plan" + tiny + " --cluster " + kSrc + "/clusters/this-machine.yaml --memory-gib 1e308",
+            "expected a number in [1e-6, 1e9], got '1e308'"},
+           // a token's rows counted in bytes wrapped to 0: SIGFPE on every rank, exit 136 (QA)
+           {"bench a2a --width 1152921504606846976 --iters 1 --warmup 0",
+            "--width=1152921504606846976 must be in [1, "},
            {"bench train" + tiny + " --warmup -1", "expected a number >= 0, got '-1'"},
            // past int64_t: CLI11 alone took it as 2^63 - 1 (sample generated until killed)
            {"sample --checkpoint c.h5 --prompt x --tokens 99999999999999999999",

@@ -80,6 +80,19 @@ TEST(PlanLayout, EnumerationByHand) {
   EXPECT_EQ(got, want);
 }
 
+// A cluster file may hold up to 2^40 ranks: the layouts of 2^40 come at once (the divisors of the
+// world were found by a loop to 2^40, some 45 hours; QA). Every one divides the world, and the
+// config's 4 experts and 2 heads bound ep and tp.
+TEST(PlanLayout, TheLayoutsOfTwoToTheFortyRanksComeAtOnce) {
+  const Config cfg = four_expert_config();
+  const int64_t world = int64_t{1} << 40;
+  const std::vector<PlanLayout> layouts = enumerate_layouts(cfg, world, 8);
+  for (const PlanLayout& l : layouts) {
+    EXPECT_EQ(world % (l.tp * l.ep * l.etp), 0) << l.describe();
+    EXPECT_LE(l.ep, 4) << l.describe();
+  }
+}
+
 // device: cuda has one exchange (comm/gpu_exchange.h: hierarchical, MPI between nodes), so the
 // same enumeration by hand has no flat or UCX variant where the EP group spans nodes, no ZeRO-1
 // or etp > 1 (the GPU trainer runs neither), and the printed flags leave parallel.a2a and
@@ -302,6 +315,16 @@ TEST(PlanCluster, ErrorsNameTheKey) {
   std::string octal = kCluster;
   octal.replace(octal.find("nodes: 2"), 8, "nodes: 010");
   EXPECT_EQ(parse_cluster(octal, "'010.yaml'").nodes, 10);
+  // A rate below 1 per second (1e-308 passed "> 0") made every predicted time inf, and the
+  // tables "-nan" in every row, ranked at random (QA).
+  for (const auto& [from, to, key] :
+       {std::tuple{"gemm_flops: 1e12", "gemm_flops: 1e-308", "compute.gemm_flops: must be at"},
+        std::tuple{"mem_bandwidth: 1e11", "mem_bandwidth: 0.5", "compute.mem_bandwidth: must be"},
+        std::tuple{"bandwidth: 1e10", "bandwidth: 1e-308", "links.intra.bandwidth: must be at"}}) {
+    std::string q = kCluster;
+    q.replace(q.find(from), std::string(from).size(), to);
+    EXPECT_NE(message(q).find(key), std::string::npos) << to << ": " << message(q);
+  }
   std::string huge = kCluster;
   huge.replace(huge.find("nodes: 2"), 8, "nodes: 4611686018427387904");
   EXPECT_NE(message(huge).find("nodes: nodes x ranks_per_node = 4611686018427387904 x 4"),
