@@ -79,7 +79,8 @@ void add_bench_a2a(CLI::App& bench, std::vector<Command>& out) {
                   "Global experts (0: 2 per rank, more on few ranks so that --top-k fits)")
       ->capture_default_str()
       ->check(integer_in(0, 1 << 24));
-  cmd->add_option("--width", a->opt.width, "Row width in fp32 elements (d_model), > 0")
+  cmd->add_option("--width", a->opt.width,
+                  "Row width in fp32 elements (d_model), from 1 to 2^58 / --top-k")
       ->capture_default_str();
   cmd->add_option("--skew", a->opt.skews,
                   "Routing skews, comma-separated: expert e drawn with weight (e+1)^-skew "

@@ -17,7 +17,8 @@ class MetricsWriter {
   // Resuming at `step`: keeps the lines of steps <= step (a run killed after its last checkpoint
   // logged steps that the resumed run does again) and appends after them. The file is cut in
   // place after its last line of a step <= `step`, read back from its end (lines are appended in
-  // step order): the cost is the lines dropped, not the run's history.
+  // step order, so a hand-edited file keeps what comes before that line): the cost is the bytes
+  // dropped, not the run's history. UsageError when the file cannot be read or is not a file.
   MetricsWriter(const std::string& path, int64_t resume_step);
   void write(const nlohmann::json& line);
   const std::string& path() const { return path_; }
