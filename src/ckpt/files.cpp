@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 
 #include "src/ckpt/checkpoint.h"
@@ -56,33 +56,34 @@ std::vector<StepFile> list_step_files(const std::string& dir) {
   return out;
 }
 
-std::vector<std::string> list_temp_files(const std::string& dir) {
+namespace {
+// Every file in `dir` named a step file's name followed by one of `suffixes`, by name.
+std::vector<std::string> step_files_with_suffix(const std::string& dir,
+                                                std::initializer_list<std::string_view> suffixes) {
   std::vector<std::string> out;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return out;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    std::string name = entry.path().filename().string();
-    if (name.ends_with(kSpareSuffix)) name.resize(name.size() - std::strlen(kSpareSuffix));
-    if (name.ends_with(".h5.tmp") && step_of_file_name(name.substr(0, name.size() - 4)) >= 0)
-      out.push_back(entry.path().string());
+    const std::string name = entry.path().filename().string();
+    for (const std::string_view suffix : suffixes)
+      if (name.ends_with(suffix) &&
+          step_of_file_name(name.substr(0, name.size() - suffix.size())) >= 0) {
+        out.push_back(entry.path().string());
+        break;
+      }
   }
   std::sort(out.begin(), out.end());
   return out;
 }
+}  // namespace
+
+std::vector<std::string> list_temp_files(const std::string& dir) {
+  const std::string spare = std::string(".tmp") + kSpareSuffix;
+  return step_files_with_suffix(dir, {".tmp", spare});
+}
 
 std::vector<std::string> list_set_aside(const std::string& dir) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return out;
-  const std::string_view suffix = kNonFiniteSuffix;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.ends_with(suffix) &&
-        step_of_file_name(name.substr(0, name.size() - suffix.size())) >= 0)
-      out.push_back(entry.path().string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
+  return step_files_with_suffix(dir, {kNonFiniteSuffix});
 }
 
 std::vector<std::string> rotate(const std::string& dir, int64_t new_step, int64_t keep,
