@@ -1,5 +1,6 @@
 #include "src/placement/coactivation_file.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "src/core/durable_file.h"
@@ -14,6 +15,8 @@ namespace {
 
 constexpr const char* kFormat = "switchyard-coactivation";
 constexpr int64_t kVersion = 1;
+// The names of Coactivation::checkpoints' attributes and datasets (<name>_step, _tokens, _counts).
+constexpr std::array<const char*, 2> kSnapshotNames = {"checkpoint", "previous_checkpoint"};
 
 template <class T>
 void put_dataset(hid_t file, const char* name, hid_t file_type, hid_t mem_type,
@@ -95,14 +98,17 @@ Coactivation read_coactivation(const std::string& path) {
     for (int32_t e : c.sample)
       if (e < 0 || e >= c.num_experts)
         throw UsageError(path + ": /sample holds expert " + std::to_string(e));
-    if (H5_CHECK(H5Aexists(f, "checkpoint_step")) > 0) {
-      c.checkpoint_step = h5::read_attr_i64(f, "checkpoint_step");
-      c.checkpoint_tokens = h5::read_attr_i64(f, "checkpoint_tokens");
-      if (c.checkpoint_step == c.last_step)
-        c.checkpoint_counts = c.counts;
+    for (size_t i = 0; i < c.checkpoints.size(); ++i) {
+      const std::string name = kSnapshotNames[i];
+      CoactivationAt& at = c.checkpoints[i];
+      if (H5_CHECK(H5Aexists(f, (name + "_step").c_str())) <= 0) continue;
+      at.step = h5::read_attr_i64(f, (name + "_step").c_str());
+      at.tokens = h5::read_attr_i64(f, (name + "_tokens").c_str());
+      if (at.step == c.last_step)
+        at.counts = c.counts;
       else
-        get_dataset(f, "checkpoint_counts", H5T_NATIVE_INT64, path, {NL, E, E},
-                    "[num_layers, num_experts, num_experts]", c.checkpoint_counts);
+        get_dataset(f, (name + "_counts").c_str(), H5T_NATIVE_INT64, path, {NL, E, E},
+                    "[num_layers, num_experts, num_experts]", at.counts);
     }
   } catch (const h5::AttrError& e) {
     throw UsageError(path + ": root " + std::string(e.what()));
@@ -116,12 +122,15 @@ void write_coactivation(const std::string& path, const Coactivation& c) {
   const std::string tmp = path + ".tmp";
   // A write HDF5 fails (a full run.out_dir) cannot be given up cleanly: check the room first,
   // so that a full disk is one message (the previous file kept), not pages of HDF5 errors.
-  const bool own_checkpoint_counts = c.checkpoint_step >= 0 && c.checkpoint_step != c.last_step;
-  const int64_t bytes =
-      static_cast<int64_t>((c.counts.size() + (own_checkpoint_counts ? c.counts.size() : 0)) *
-                               sizeof(int64_t) +
-                           c.sample.size() * sizeof(int32_t)) +
-      (int64_t{64} << 10);  // attributes and HDF5's metadata
+  // A checkpoint's counts of the last step are /counts: no dataset of their own.
+  auto own_counts = [&](const CoactivationAt& at) {
+    return at.step >= 0 && at.step != c.last_step;
+  };
+  const auto copies = static_cast<size_t>(
+      1 + std::count_if(c.checkpoints.begin(), c.checkpoints.end(), own_counts));
+  const int64_t bytes = static_cast<int64_t>(copies * c.counts.size() * sizeof(int64_t) +
+                                             c.sample.size() * sizeof(int32_t)) +
+                        (int64_t{64} << 10);  // attributes and HDF5's metadata
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (const std::string why = files::no_room_for(parent.empty() ? "." : parent.string(), bytes);
       !why.empty())
@@ -144,15 +153,17 @@ void write_coactivation(const std::string& path, const Coactivation& c) {
     put_dataset(f, "counts", H5T_STD_I64LE, H5T_NATIVE_INT64, {NL, E, E}, c.counts);
     put_dataset(f, "sample", H5T_STD_I32LE, H5T_NATIVE_INT32,
                 {NL, static_cast<hsize_t>(c.sample_tokens()), K}, c.sample);
-    if (c.checkpoint_step >= 0) {
-      h5::write_attr(f, "checkpoint_step", c.checkpoint_step);
-      h5::write_attr(f, "checkpoint_tokens", c.checkpoint_tokens);
-    }
-    if (own_checkpoint_counts) {
-      SY_CHECK(c.checkpoint_counts.size() == c.counts.size(),
-               "checkpoint_counts: " << c.checkpoint_counts.size() << " entries");
-      put_dataset(f, "checkpoint_counts", H5T_STD_I64LE, H5T_NATIVE_INT64, {NL, E, E},
-                  c.checkpoint_counts);
+    for (size_t i = 0; i < c.checkpoints.size(); ++i) {
+      const std::string name = kSnapshotNames[i];
+      const CoactivationAt& at = c.checkpoints[i];
+      if (at.step < 0) continue;
+      h5::write_attr(f, (name + "_step").c_str(), at.step);
+      h5::write_attr(f, (name + "_tokens").c_str(), at.tokens);
+      if (!own_counts(at)) continue;
+      SY_CHECK(at.counts.size() == c.counts.size(),
+               name << "_counts: " << at.counts.size() << " entries");
+      put_dataset(f, (name + "_counts").c_str(), H5T_STD_I64LE, H5T_NATIVE_INT64, {NL, E, E},
+                  at.counts);
     }
     H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL));
   }

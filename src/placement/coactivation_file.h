@@ -19,16 +19,27 @@
 //   Where the run has written a checkpoint: root attrs checkpoint_step and checkpoint_tokens,
 //   and /checkpoint_counts int64 [NL, E, E], the counts as of that step (absent while
 //   checkpoint_step == last_step: /counts then). A run resumed from that checkpoint continues
-//   from them, so the steps after it that a crash left counted are not counted twice.
+//   from them, so the steps after it that a crash left counted are not counted twice. The same
+//   for the checkpoint before it (previous_checkpoint_step, previous_checkpoint_tokens,
+//   /previous_checkpoint_counts): the newest one may be set aside after a numerical failure,
+//   and the run resume from the one before.
 //
 // Letters: NL layers, E experts, K top-k, S sampled tokens.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace sy {
+
+// The counts as of one checkpoint's step.
+struct CoactivationAt {
+  int64_t step = -1;  // -1: none
+  int64_t tokens = 0;
+  std::vector<int64_t> counts;  // [NL*E*E] when step >= 0
+};
 
 struct Coactivation {
   int num_layers = 0, num_experts = 0, top_k = 0;
@@ -37,9 +48,8 @@ struct Coactivation {
   int64_t sample_step = 0;
   std::vector<int64_t> counts;  // [NL*E*E]
   std::vector<int32_t> sample;  // [NL*S*K]
-  // The counts as of the newest checkpoint's step (-1: none; an older file has none).
-  int64_t checkpoint_step = -1, checkpoint_tokens = 0;
-  std::vector<int64_t> checkpoint_counts;  // [NL*E*E] when checkpoint_step >= 0
+  // The counts as of the two newest checkpoints' steps, newest first (an older file has none).
+  std::array<CoactivationAt, 2> checkpoints;
 
   int64_t sample_tokens() const;  // S
   const int64_t* layer_counts(int layer) const {

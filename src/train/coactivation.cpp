@@ -6,6 +6,7 @@
 #include <ostream>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "comm/collectives.h"
 #include "src/core/error.h"
@@ -58,20 +59,27 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
     if (old.num_layers == NL && old.num_experts == E && old.top_k == total_.top_k) {
       log << "co-activation: continuing the counts of " << path_ << " (from step " << old.first_step
           << ")";
-      if (old.last_step > resumed_step && old.checkpoint_step == resumed_step) {
-        // Counted past the checkpoint before a crash: its own counts, the later ones dropped.
+      const auto at =
+          std::find_if(old.checkpoints.begin(), old.checkpoints.end(),
+                       [&](const CoactivationAt& c) { return c.step == resumed_step; });
+      if (old.last_step > resumed_step && at != old.checkpoints.end()) {
+        // Counted past the checkpoint before a crash (or past a newer checkpoint set aside after
+        // a numerical failure): its own counts, the later ones dropped.
         log << " as of the checkpoint's step " << resumed_step << " (steps " << resumed_step + 1
             << ".." << old.last_step << ", counted before the run stopped, are dropped)";
-        old.counts = std::move(old.checkpoint_counts);
-        old.tokens = old.checkpoint_tokens;
+        old.counts = at->counts;
+        old.tokens = at->tokens;
       } else if (old.last_step > resumed_step) {  // an older checkpoint: no counts of its step
         log << "; it counted steps up to " << old.last_step << ", so steps " << resumed_step + 1
             << ".." << old.last_step << " will be counted twice";
       }
       log << "\n";
-      old.last_step = old.checkpoint_step = resumed_step;
-      old.checkpoint_counts = old.counts;
-      old.checkpoint_tokens = old.tokens;
+      old.last_step = resumed_step;
+      // The checkpoint resumed from is the newest; an older one's counts are kept before it.
+      CoactivationAt before;
+      for (CoactivationAt& c : old.checkpoints)
+        if (c.step >= 0 && c.step < resumed_step && c.step > before.step) before = std::move(c);
+      old.checkpoints = {CoactivationAt{resumed_step, old.tokens, old.counts}, std::move(before)};
       total_ = std::move(old);
       return;
     }
@@ -134,10 +142,10 @@ void CoactivationCounter::flush(const comm::Comm& world, int tp, int64_t done, c
       }
       total_.sample_step = sample_step_;
     }
-    if (at_checkpoint) {
-      total_.checkpoint_step = done;
-      total_.checkpoint_counts = total_.counts;
-      total_.checkpoint_tokens = total_.tokens;
+    if (at_checkpoint) {  // the newest checkpoint's counts; the one before it kept
+      auto& cps = total_.checkpoints;
+      if (cps[0].step != done) cps[1] = std::exchange(cps[0], {});
+      cps[0] = CoactivationAt{done, total_.tokens, total_.counts};
     }
   }
   // Rank 0 writes alone; every rank learns whether it could, so that a file that cannot be

@@ -7,8 +7,9 @@
 // Every rank counts the tokens it routes; the tp ranks of one data-parallel rank route the same
 // tokens, so the world's sum is divided by tp. A resumed run continues the counts of the file in
 // its out_dir as of the checkpoint it resumes from: each checkpoint's save records them in the
-// file, so the steps a crash left counted after it are not counted twice. A resume from an older
-// checkpoint than the file's newest one counts those steps again (the log says which).
+// file (the newest two: the newest may be set aside after a numerical failure), so the steps a
+// crash left counted after it are not counted twice. A resume from an older checkpoint than
+// those counts the steps after it again (the log says which).
 //
 // Letters: NL layers, E experts, K top-k, N tokens of a micro-batch.
 #pragma once

@@ -259,6 +259,39 @@ TEST_F(Resume, CoactivationCountsOfStepsAfterTheCheckpointAreNotCountedTwice) {
       << out;
 }
 
+// A checkpoint set aside after a numerical failure (the weights of step 5, from an lr of 1e30,
+// give step 6 a non-finite loss) leaves the run to resume from the one before it (step 4): the
+// co-activation counts continue from that checkpoint's. The file kept the newest checkpoint's
+// counts only (step 5's), so step 5 was counted twice (the file's tokens above the
+// uninterrupted run's, "will be counted twice" in the log).
+TEST_F(Resume, CoactivationCountsAfterASetAsideCheckpointAreNotCountedTwice) {
+  // A constant lr (warm-up 0, min_lr = lr): the same schedule for any train.steps.
+  const std::string every =
+      "--set checkpoint.every=1 --set eval.every=0 --set train.warmup_steps=0 "
+      "--set train.steps=8 ";
+  const std::string lr = "--set train.lr=3e-3 --set train.min_lr=3e-3 ";
+  auto r = run_command(train_cmd("straight", every + lr));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(train_cmd("run", every + lr + "--set train.steps=4"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(
+      train_cmd("run", every + "--set train.lr=1e30 --set train.min_lr=1e30 --resume auto"));
+  ASSERT_EQ(r.exit_code, 3) << r.output;
+  ASSERT_NE(r.output.find("step_00000005.h5 is set aside"), std::string::npos) << r.output;
+  r = run_command(train_cmd("run", every + lr + "--resume auto"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("step_00000004.h5 (step 4)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("as of the checkpoint's step 4 (steps 5..5, counted before the run "
+                          "stopped, are dropped)"),
+            std::string::npos)
+      << r.output;
+  const Coactivation want = read_coactivation(dir_.file("straight") + "/coactivation.h5");
+  const Coactivation got = read_coactivation(dir_.file("run") + "/coactivation.h5");
+  EXPECT_EQ(got.tokens, want.tokens);
+  EXPECT_EQ(got.counts, want.counts);
+  EXPECT_EQ(got.last_step, 8);
+}
+
 // A newest checkpoint this user may not read is not damaged: --resume auto stops with exit 2
 // naming it. It used to be skipped like a damaged one: the run resumed from the older checkpoint
 // and, with checkpoint.keep 1, removed the good newer one. Needs root to hand the run to
