@@ -89,7 +89,7 @@ std::vector<ConfigChange> check_resume_config(const std::string& checkpoint_file
   // was). A text it cannot read is compared as written, and the difference named.
   const auto as_read = [&](const std::string& yaml, const std::string& what) {
     try {
-      return to_yaml(parse_config(yaml, {}, what));
+      return to_yaml(parse_stored_config(yaml, what));
     } catch (const UsageError&) {
       return yaml;
     }

@@ -54,7 +54,7 @@ std::vector<ManifestEntry> datasets_of_config(const std::string& config_yaml,
                                               const std::string& file) {
   Config cfg;
   try {
-    cfg = parse_config(config_yaml, {}, "checkpoint '" + file + "' (its stored config)");
+    cfg = parse_stored_config(config_yaml, "checkpoint '" + file + "' (its stored config)");
   } catch (const UsageError& e) {
     throw CheckpointError(file, "/", std::string("root attribute 'config': ") + e.what());
   }
@@ -189,7 +189,7 @@ FileInfo read_structure(const std::string& file) {
   if (s.loader.consumed < 0) {
     s.consumed_derived = true;
     try {
-      const int64_t gb = parse_config(s.config_yaml, {}, "stored config").train.global_batch;
+      const int64_t gb = parse_stored_config(s.config_yaml, "stored config").train.global_batch;
       int64_t consumed = 0;
       if (!__builtin_mul_overflow(s.step, gb, &consumed)) s.loader.consumed = consumed;
     } catch (const UsageError&) {

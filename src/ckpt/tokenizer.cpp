@@ -52,7 +52,7 @@ CheckpointModel read_checkpoint_model(MPI_Comm comm, const std::string& file,
   const std::string source = "checkpoint '" + file + "'";
   m.step = st.step;
   try {
-    m.cfg = parse_config(st.config_yaml, {}, source + " (its stored config)");
+    m.cfg = parse_stored_config(st.config_yaml, source + " (its stored config)");
   } catch (const UsageError& e) {
     throw CheckpointError(file, "/", std::string("root attribute 'config': ") + e.what());
   }

@@ -377,6 +377,10 @@ const char* to_string(Device v) {
   return spell(v);
 }
 
+Config parse_stored_config(const std::string& yaml_text, const std::string& source_name) {
+  return parse_config(replace_yaml_text_problems(yaml_text), {}, source_name);
+}
+
 std::vector<std::string> config_key_paths() {
   std::vector<std::string> out;
   for (const Key& k : kKeys) out.emplace_back(k.path);

@@ -162,6 +162,12 @@ Config config_from_file_text(const std::string& text, const std::string& path,
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {},
                     const std::string& source_name = "<config>");
 
+// A checkpoint's stored config (`source_name` names it): parse_config, except that a character
+// YAML does not allow reads as U+FFFD. Older switchyards stored such bytes (a Latin-1 file name
+// in data.path or run.name) before configs were checked for them; the model they describe must
+// stay readable (sample, export, resume).
+Config parse_stored_config(const std::string& yaml_text, const std::string& source_name);
+
 // Validation of a Config built in code (load/parse call it). Checks single-process invariants
 // (the world size is checked by the parallel layout code).
 void validate_config(const Config& cfg);

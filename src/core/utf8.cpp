@@ -1,6 +1,8 @@
 #include "src/core/utf8.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <utility>
 
 namespace sy {
 
@@ -48,23 +50,32 @@ int64_t first_invalid_utf8(std::string_view text) {
   return -1;
 }
 
+namespace {
+// What the character of n bytes at text[i] is that YAML does not allow (n == 0: a byte that is
+// not UTF-8), or "" when it is allowed.
+std::string yaml_char_problem(std::string_view text, size_t i, size_t n) {
+  char what[64] = "";
+  if (n == 0) {
+    std::snprintf(what, sizeof what, "byte 0x%02x, not UTF-8",
+                  static_cast<unsigned>(static_cast<unsigned char>(text[i])));
+  } else {
+    const unsigned cp = utf8_code_point(text, i, n);
+    if (cp == 0)
+      std::snprintf(what, sizeof what, "a NUL byte");
+    else if ((cp < 0x20 && cp != '\t' && cp != '\n' && cp != '\r') ||
+             (cp >= 0x7F && cp <= 0x9F && cp != 0x85) || cp == 0xFFFE || cp == 0xFFFF)
+      std::snprintf(what, sizeof what, "the control character U+%04X", cp);
+  }
+  return what;
+}
+}  // namespace
+
 TextProblem yaml_text_problem(std::string_view text) {
   int64_t line = 1, column = 1;
   for (size_t i = 0; i < text.size();) {
     const size_t n = utf8_length(text, i);
-    char what[64] = "";
-    if (n == 0) {
-      std::snprintf(what, sizeof what, "byte 0x%02x, not UTF-8",
-                    static_cast<unsigned>(static_cast<unsigned char>(text[i])));
-    } else {
-      const unsigned cp = utf8_code_point(text, i, n);
-      if (cp == 0)
-        std::snprintf(what, sizeof what, "a NUL byte");
-      else if ((cp < 0x20 && cp != '\t' && cp != '\n' && cp != '\r') ||
-               (cp >= 0x7F && cp <= 0x9F && cp != 0x85) || cp == 0xFFFE || cp == 0xFFFF)
-        std::snprintf(what, sizeof what, "the control character U+%04X", cp);
-    }
-    if (what[0] != '\0') return {what, line, column, static_cast<int64_t>(i)};
+    if (std::string what = yaml_char_problem(text, i, n); !what.empty())
+      return {std::move(what), line, column, static_cast<int64_t>(i)};
     if (text[i] == '\n') {
       ++line;
       column = 1;
@@ -74,6 +85,24 @@ TextProblem yaml_text_problem(std::string_view text) {
     i += n;
   }
   return {};
+}
+
+std::string replace_yaml_text_problems(std::string_view text, size_t* replaced) {
+  std::string out;
+  out.reserve(text.size());
+  size_t count = 0;
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = utf8_length(text, i);
+    if (yaml_char_problem(text, i, n).empty()) {
+      out.append(text.substr(i, n));
+    } else {
+      out.append("\xEF\xBF\xBD");  // U+FFFD REPLACEMENT CHARACTER
+      ++count;
+    }
+    i += std::max<size_t>(n, 1);
+  }
+  if (replaced != nullptr) *replaced = count;
+  return out;
 }
 
 }  // namespace sy

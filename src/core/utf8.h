@@ -33,4 +33,8 @@ struct TextProblem {
 };
 TextProblem yaml_text_problem(std::string_view text);
 
+// `text` with each character yaml_text_problem() would name (a byte that is not UTF-8: one
+// each) replaced by U+FFFD; `replaced` (when not null) receives how many there were.
+std::string replace_yaml_text_problems(std::string_view text, size_t* replaced = nullptr);
+
 }  // namespace sy

@@ -103,7 +103,7 @@ std::string schedule_note(const std::string& checkpoint_yaml, const TrainConfig&
                           int64_t next_step) {
   TrainConfig was;
   try {
-    was = parse_config(checkpoint_yaml, {}, "the checkpoint's config").train;
+    was = parse_stored_config(checkpoint_yaml, "the checkpoint's config").train;
   } catch (const UsageError&) {
     return "";
   }

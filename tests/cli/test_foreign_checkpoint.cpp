@@ -206,6 +206,32 @@ TEST(ForeignCheckpoint, TheStoredConfigsModelDecidesWhatIsRead) {
   EXPECT_EQ(r.output, "0\n");
 }
 
+// An older switchyard stored a config's byte that is not UTF-8 (a Latin-1 file name in data.path
+// or run.name) as it was. Since configs are checked for such bytes, `sample`, `ckpt info` of a
+// file without a manifest and `ckpt export --format hf` refused its checkpoint ("byte 0xe9, not
+// UTF-8", exit 2) though its model is readable: the byte reads as U+FFFD there.
+TEST(ForeignCheckpoint, AStoredConfigWithAByteThatIsNotUtf8IsStillRead) {
+  sy::test::TempDir dir;
+  const std::string ours = two_step_checkpoint(dir);
+  const std::string file = dir.file("latin1.h5");
+  write_foreign_copy(ours, file, /*keep_manifest=*/false, "", [](hid_t f) {
+    std::string config = sy::h5::read_attr_string(f, "config");
+    const size_t at = config.find("name: ");
+    ASSERT_NE(at, std::string::npos) << config;
+    config.insert(at + 6, "caf\xe9-");
+    sy::h5::write_attr(f, "config", config);
+  });
+  for (const std::string& cmd :
+       {" ckpt info --no-config " + file,
+        " sample --checkpoint " + file + " --prompt The --tokens 5",
+        " ckpt export " + file + " --format hf --output " + dir.file("hf"),
+        " ckpt export " + file + " --output " + dir.file("x.safetensors")}) {
+    const auto r = sy::test::run_command("timeout 60 " + kBin + cmd);
+    EXPECT_EQ(r.exit_code, 0) << cmd << "\n" << r.output;
+    EXPECT_FALSE(contains(r.output, "not UTF-8")) << cmd << "\n" << r.output;
+  }
+}
+
 TEST(ForeignCheckpoint, OursWithoutItsChecksumIsStillRefused) {
   sy::test::TempDir dir;
   const std::string ours = two_step_checkpoint(dir);

@@ -17,6 +17,7 @@
 #include "src/config/config.h"
 #include "src/core/error.h"
 #include "src/core/paths.h"
+#include "src/core/utf8.h"
 
 namespace sy {
 namespace {
@@ -661,6 +662,21 @@ TEST(Config, ControlCharactersAndInvalidUtf8AreRefusedWithTheirPlace) {
   const std::string fine = "\xef\xbb\xbfrun:\r\n  name: caf\xc3\xa9\t\xe6\x97\xa5\r\n" + kMinimal;
   EXPECT_EQ(parse_config(fine).run.name, "caf\xc3\xa9\t\xe6\x97\xa5");
   EXPECT_EQ(parse_config(kMinimal, {"run.name=na\xc3\xafve"}).run.name, "na\xc3\xafve");
+}
+
+// A checkpoint's stored config, written by an older switchyard that did not check the bytes,
+// is read with each character YAML does not allow as U+FFFD (each byte of a broken sequence
+// once); the user's own config still refuses them (above).
+TEST(Config, AStoredConfigReadsBytesYamlDoesNotAllowAsReplacementCharacters) {
+  using namespace std::string_literals;
+  const std::string bad = "run:\n  name: caf\xe9\xc3-\0x\x1b\xc3\xa9\n"s + kMinimal;
+  expect_usage_error([&] { parse_config(bad, {}, "b.yaml"); }, {"b.yaml: byte 0xe9"});
+  const Config c = parse_stored_config(bad, "stored");
+  EXPECT_EQ(c.run.name, "caf\xef\xbf\xbd\xef\xbf\xbd-\xef\xbf\xbdx\xef\xbf\xbd\xc3\xa9");
+  size_t replaced = 0;
+  EXPECT_EQ(replace_yaml_text_problems("a\xff\tb\r\n\xe6\x97\xa5", &replaced),
+            "a\xef\xbf\xbd\tb\r\n\xe6\x97\xa5");
+  EXPECT_EQ(replaced, 1u);
 }
 
 TEST(Config, FilesMissingEmptyOrDirectories) {
