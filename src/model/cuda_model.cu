@@ -52,6 +52,7 @@ struct CudaModel::Impl {
   virtual cudaStream_t stream() const = 0;
   virtual void set_phase_timer(cuda::PhaseTimer* timer) = 0;
   virtual std::vector<SlotRouting> slot_routing() const = 0;
+  virtual const std::vector<int32_t>& topk(int layer) const = 0;
 };
 
 namespace {
@@ -166,6 +167,9 @@ class ModelImpl final : public CudaModel::Impl {
     std::vector<SlotRouting> out;
     for (const auto& layer : moe_) out.push_back(layer.slot_routing());
     return out;
+  }
+  const std::vector<int32_t>& topk(int layer) const override {
+    return moe_[static_cast<size_t>(layer)].topk();
   }
   void set_phase_timer(cuda::PhaseTimer* timer) override {
     timer_ = timer;
@@ -580,6 +584,9 @@ cudaStream_t CudaModel::stream() const {
 }
 std::vector<SlotRouting> CudaModel::slot_routing() const {
   return impl_->slot_routing();
+}
+const std::vector<int32_t>& CudaModel::topk(int layer) const {
+  return impl_->topk(layer);
 }
 void CudaModel::set_phase_timer(cuda::PhaseTimer* timer) {
   impl_->set_phase_timer(timer);

@@ -103,6 +103,9 @@ class CudaModel {
 
   // Each MoE layer's slots in the last forward, selected and kept (tests; waits for the device).
   std::vector<SlotRouting> slot_routing() const;
+  // MoE layer `layer`'s top-k of the last forward's tokens [N*K], as MoeLayer::topk() (a host
+  // copy the forward brought back: no wait).
+  const std::vector<int32_t>& topk(int layer) const;
 
   // Marks the parts of every later step (src/model/step_phases.h) on the model's stream, for
   // `bench train`; null (the default) records nothing.

@@ -107,10 +107,10 @@ void CudaMoeLayer<T>::route(const T* m, int B, int T_, const CudaMoeWeights<T>& 
   cuda::moe_layout(selected_.data(), counts_.data(), offsets_.data(), row_token_.data(),
                    row_gate_.data(), slot_row_.data(), layout_scratch_.data(), topk_.data(),
                    gates_.data(), probs_.data(), N, E, K, capacity, stream);
-  // The counts (and, for the exchange, which assignments are kept) come back through page-locked
-  // memory: asynchronous copies, then the layer's one wait for the stream (the counts size the
-  // grouped GEMMs on the host).
-  const size_t back = 2 * static_cast<size_t>(E) + (moves_rows() ? 2 * static_cast<size_t>(NK) : 0);
+  // The counts, the top-k (the trainer's co-activation counts) and, for the exchange, which
+  // assignments are kept come back through page-locked memory: asynchronous copies, then the
+  // layer's one wait for the stream (the counts size the grouped GEMMs on the host).
+  const size_t back = 2 * static_cast<size_t>(E) + static_cast<size_t>(NK) * (moves_rows() ? 2 : 1);
   h_readback_.resize(back);
   h_loss_readback_.resize(2);
   int32_t* rb = h_readback_.data();
@@ -120,22 +120,19 @@ void CudaMoeLayer<T>::route(const T* m, int B, int T_, const CudaMoeWeights<T>& 
                              stream));
   CUDA_CHECK(cudaMemcpyAsync(h_loss_readback_.data(), loss_.data(), 2 * sizeof(double),
                              cudaMemcpyDeviceToHost, stream));
-  if (moves_rows()) {  // which assignments are kept, for the routes and the local layouts
-    CUDA_CHECK(cudaMemcpyAsync(rb + 2 * E, topk_.data(), sizeof(int32_t) * NK,
-                               cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaMemcpyAsync(rb + 2 * E, topk_.data(), sizeof(int32_t) * NK, cudaMemcpyDeviceToHost,
+                             stream));
+  if (moves_rows())  // which assignments are kept, for the routes and the local layouts
     CUDA_CHECK(cudaMemcpyAsync(rb + 2 * E + NK, slot_row_.data(), sizeof(int32_t) * NK,
                                cudaMemcpyDeviceToHost, stream));
-  }
   mark(StepPhase::kHostWait, stream);
   CUDA_CHECK(cudaStreamSynchronize(stream));
   h_counts_.assign(rb, rb + E);
   h_selected_.assign(rb + E, rb + 2 * E);
   h_loss_[0] = h_loss_readback_.data()[0];
   h_loss_[1] = h_loss_readback_.data()[1];
-  if (moves_rows()) {
-    h_topk_.assign(rb + 2 * E, rb + 2 * E + NK);
-    h_slot_row_.assign(rb + 2 * E + NK, rb + 2 * E + 2 * NK);
-  }
+  h_topk_.assign(rb + 2 * E, rb + 2 * E + NK);
+  if (moves_rows()) h_slot_row_.assign(rb + 2 * E + NK, rb + 2 * E + 2 * NK);
 }
 
 template <class T>

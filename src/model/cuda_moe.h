@@ -106,6 +106,9 @@ class CudaMoeLayer {
   const cuda::GroupedGemm& grouped_gemm() const { return gg_; }  // which path ran (tests)
   // The last forward's slots, selected and kept, downloaded (tests; waits for the device).
   SlotRouting slot_routing() const;
+  // The last forward's top-k of its tokens [N*K] (host: route() brought it back), as
+  // MoeLayer::topk().
+  const std::vector<int32_t>& topk() const { return h_topk_; }
   // Marks the layer's parts (router, token moves, expert GEMMs, shared experts) on the stream
   // (`bench train`); null: nothing is recorded.
   void set_phase_timer(cuda::PhaseTimer* t) { timer_ = t; }

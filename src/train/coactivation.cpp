@@ -59,9 +59,8 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
     if (old.num_layers == NL && old.num_experts == E && old.top_k == total_.top_k) {
       log << "co-activation: continuing the counts of " << path_ << " (from step " << old.first_step
           << ")";
-      const auto at =
-          std::find_if(old.checkpoints.begin(), old.checkpoints.end(),
-                       [&](const CoactivationAt& c) { return c.step == resumed_step; });
+      const auto at = std::find_if(old.checkpoints.begin(), old.checkpoints.end(),
+                                   [&](const CoactivationAt& c) { return c.step == resumed_step; });
       if (old.last_step > resumed_step && at != old.checkpoints.end()) {
         // Counted past the checkpoint before a crash (or past a newer checkpoint set aside after
         // a numerical failure): its own counts, the later ones dropped.
@@ -97,18 +96,19 @@ void CoactivationCounter::begin_step(int64_t step, bool keep_sample) {
 }
 
 void CoactivationCounter::add(const Model<float>& model) {
+  for (int l = 0; l < total_.num_layers; ++l)
+    add_layer(l, model.moe_layer(l).topk(), model.moe_layer(l).num_tokens());
+}
+
+void CoactivationCounter::add_layer(int layer, const int32_t* topk, int64_t n) {
   const int E = total_.num_experts, K = total_.top_k;
-  for (int l = 0; l < total_.num_layers; ++l) {
-    const MoeLayer<float>& layer = model.moe_layer(l);
-    const int64_t N = layer.num_tokens();
-    add_coactivation(pending_.data() + static_cast<size_t>(l) * E * E, E, layer.topk(), N, K);
-    if (keep_sample_) {
-      auto& s = sample_[static_cast<size_t>(l)];
-      const int64_t room = max_sample_ - static_cast<int64_t>(s.size()) / K;
-      s.insert(s.end(), layer.topk(), layer.topk() + std::clamp<int64_t>(room, 0, N) * K);
-    }
+  add_coactivation(pending_.data() + static_cast<size_t>(layer) * E * E, E, topk, n, K);
+  if (keep_sample_) {
+    auto& s = sample_[static_cast<size_t>(layer)];
+    const int64_t room = max_sample_ - static_cast<int64_t>(s.size()) / K;
+    s.insert(s.end(), topk, topk + std::clamp<int64_t>(room, 0, n) * K);
   }
-  pending_.back() += model.moe_layer(0).num_tokens();
+  if (layer == 0) pending_.back() += n;  // tokens, counted once per micro-batch
 }
 
 void CoactivationCounter::flush(const comm::Comm& world, int tp, int64_t done, comm::Watchdog* wd,

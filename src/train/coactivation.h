@@ -46,8 +46,10 @@ class CoactivationCounter {
   // Before step `step`'s micro-batches: keep_sample = whether the step's top-k become the file's
   // sample (the same on every rank: at a log step).
   void begin_step(int64_t step, bool keep_sample);
-  // After a micro-batch's forward: every layer's routing.
+  // After a micro-batch's forward: every layer's routing, layer by layer (add_layer: layer
+  // `layer`'s top-k topk[n*K] of its n tokens).
   void add(const Model<float>& model);
+  void add_layer(int layer, const int32_t* topk, int64_t n);
   // Collective over `world`: sums what every rank counted since the last flush (divided by tp),
   // gathers the sample (when kept), and rank 0 writes the file as of step `done`; at_checkpoint:
   // the file also keeps these counts as the checkpoint's of step `done`.

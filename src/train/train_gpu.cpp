@@ -53,10 +53,12 @@
 #include "src/core/error.h"
 #include "src/data/loader.h"
 #include "src/optim/optim.h"
+#include "src/train/coactivation.h"
 #include "src/train/eval_sample.h"
 #include "src/train/flops.h"
 #include "src/train/loop_common.h"
 #include "src/train/metrics.h"
+#include "src/train/progress.h"
 #include "src/train/rank_memory.h"
 #include "src/train/report.h"
 #include "src/train/signals.h"
@@ -329,6 +331,14 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
 #endif
   log_run_header(args.user_cfg, data, lay, device_line.str(), model.table(), flops, log);
   log << resume_log.str() << std::flush;  // all of it before the first step, in a log file too
+  CoactivationCounter coact(cfg, rank0, lay.coords.tp_rank == 0, g.world().size(),
+                            resumed.resumed ? first_step : -1, log);
+  const auto count_routing = [&] {  // after each micro-batch's forward
+    for (int l = 0; l < static_cast<int>(cfg.model.n_layers); ++l) {
+      const std::vector<int32_t>& topk = model.topk(l);
+      coact.add_layer(l, topk.data(), static_cast<int64_t>(topk.size()) / cfg.moe.top_k);
+    }
+  };
 
   RunProgress progress(cfg, flops, resumed, metrics ? &*metrics : nullptr, log);
   TrainSummary& summary = progress.summary();
@@ -337,6 +347,7 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   CheckpointCadence ckpts(
       cfg, g.world().get(), signals.get(), resumed,
       [&](int64_t done) {
+        coact.flush_for_checkpoint(g.world(), lay.tp, done, wd);  // the file as of it
         host.params = model.download_params();
         model.download_moments(host.m, host.v);
         return save_training_checkpoint(
@@ -377,7 +388,8 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
 #endif
     const bool log_step = progress.log_due(step + 1);
     model.zero_grads();
-    tot = share.accumulate(model, step);
+    coact.begin_step(step, log_step);
+    tot = share.accumulate(model, step, count_routing);
 #if defined(SWITCHYARD_HAVE_NCCL)
     if (run.tp_nccl) sum_router_grads_over_tp(model, *run.tp_nccl, step + 1);
     if (run.dp_nccl) all_reduce_grads(model, ParamGroup::kDense, *run.dp_nccl, step + 1);
@@ -410,7 +422,9 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
       add_exchange_figures(rec, run.exchange->stats(), args.spans_nodes, log_step, g.world(), wd);
 #endif
     device_peak = std::max(device_peak, device_bytes_in_use());  // sampled every step
-    if (log_step) rec.peak_mem_bytes = max_over_ranks(g.world(), device_peak, wd);
+    if (log_step)
+      flush_log_step(
+          coact, g.world(), lay.tp, rec, [&] { return device_peak; }, progress, ckpts, wd, log);
     progress.step_done(rec);
     if (progress.eval_due(done)) run_eval(done);
     ckpts.after_step(done, summary, log);

@@ -33,6 +33,7 @@
 #include "src/train/flops.h"
 #include "src/train/loop_common.h"
 #include "src/train/metrics.h"
+#include "src/train/progress.h"
 #include "src/train/rank_memory.h"
 #include "src/train/report.h"
 #include "src/train/run_dirs.h"
@@ -282,28 +283,8 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     StepRecord rec = step_record(done, tot, lr, norm, seconds_since(t0));
     if (rt.exchange)
       add_exchange_figures(rec, rt.exchange->stats(), spans_nodes != 0, log_step, rt.world, wd);
-    if (log_step) {
-      try {
-        coact.flush(rt.world, lay.tp, done, wd);
-      } catch (const Error& e) {
-        // run.out_dir cannot take the counts (agreed by every rank): the run stops, but its steps
-        // need not be lost where checkpoint.dir has room (that save fails on its own otherwise).
-        // The step's metrics line first, where it still fits (a line, not the counts): the run
-        // resumes after this step and would never write it (a torn line is skipped on resume).
-        rec.peak_mem_bytes = max_over_ranks(g.world(), peak_rss_bytes(), wd);
-        try {
-          progress.step_done(rec);
-        } catch (const std::exception&) {
-          // the folder is full: the counts' error below says so
-        }
-        const std::string saved = ckpts.before_stopping(done, summary, log);
-        throw Error(e.code(),
-                    std::string(e.what()) + ". Step " + std::to_string(done) + " is in " + saved +
-                        ": once run.out_dir can take the file, continue with --resume auto",
-                    e.quiet());
-      }
-      rec.peak_mem_bytes = max_over_ranks(g.world(), peak_rss_bytes(), wd);  // a high-water mark
-    }
+    if (log_step)
+      flush_log_step(coact, rt.world, lay.tp, rec, peak_rss_bytes, progress, ckpts, wd, log);
     progress.step_done(rec);
     if (progress.eval_due(done)) run_eval(done);
     ckpts.after_step(done, summary, log);

@@ -15,6 +15,7 @@
 #include "common/temp_dir.h"
 #include "src/config/config.h"
 #include "src/train/loop_common.h"
+#include "src/train/progress.h"
 #include "src/train/report.h"
 
 namespace sy {

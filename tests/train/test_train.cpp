@@ -18,6 +18,7 @@
 #include "src/data/tokens.h"
 #include "src/train/loop_common.h"
 #include "src/train/metrics.h"
+#include "src/train/progress.h"
 #include "src/train/trainer.h"
 
 namespace sy {
