@@ -107,6 +107,14 @@ void use_single_threaded_blas() {
   if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
+std::string blas_description() {
+  const char* config = openblas_get_config();
+  const char* core = openblas_get_corename();
+  std::string out = config != nullptr ? config : "OpenBLAS";
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out + ", kernel " + (core != nullptr ? core : "unknown");
+}
+
 template <class T>
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda, const T* B,
           int ldb, T beta, T* C, int ldc) {

@@ -3,6 +3,8 @@
 // finite-difference gradient checks run).
 #pragma once
 
+#include <string>
+
 namespace sy::cpu {
 
 // C[M,N] = alpha * op(A) @ op(B) + beta * C, all row-major.
@@ -20,6 +22,12 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, 
 // thread-safe); gemm() calls it itself, and code that parallelises around gemm() calls it before
 // its region.
 void use_single_threaded_blas();
+
+// The BLAS build and the kernel it runs on this CPU, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH
+// NO_AFFINITY Haswell MAX_THREADS=64, kernel Haswell" (OpenBLAS picks it by CPU, or
+// OPENBLAS_CORETYPE names it). Kernels round a product's sums differently: runs are bitwise
+// equal on the same kernel only.
+std::string blas_description();
 
 // How a backward writes an activation gradient: assigned (the usual case) or accumulated into
 // (when several paths feed one tensor, e.g. the routed and shared experts of one MoE input).

@@ -20,6 +20,7 @@
 #include "comm/collectives.h"
 #include "comm/groups.h"
 #include "comm/watchdog.h"
+#include "kernels/cpu/gemm.h"
 #include "src/core/error.h"
 #include "src/data/loader.h"
 #include "src/data/tokens.h"
@@ -208,8 +209,10 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   std::optional<MetricsWriter> metrics =
       open_run_outputs(cfg, rt.world, wd, rank0, resumed.resumed, first_step, log);
   const StepFlops flops = step_flops(cfg);
+  // The BLAS kernel decides how products round: a resume on another one is not bitwise.
   log_run_header(cfg, data, lay,
-                 rt.exchange ? "expert all-to-all: " + rt.exchange->describe() + "\n" : "",
+                 "cpu gemm: " + cpu::blas_description() + "\n" +
+                     (rt.exchange ? "expert all-to-all: " + rt.exchange->describe() + "\n" : ""),
                  model.table(), flops, log);
   if (placement)  // the experts of each EP rank (the layout lines above leave them out)
     log << "expert placement " << cfg.parallel.expert_placement << " (EP ranks in order, '|' "

@@ -301,4 +301,18 @@ TEST_F(Launch, TwoRanksTrainAndReportTheLayout) {
   EXPECT_EQ(count(r.output, "step      2/2"), 1u) << "rank 0 alone prints progress";
 }
 
+// OpenBLAS's kernel decides how a product's sums round, so a run (or a resume) on another kernel
+// is not bitwise the same (QA: Haswell against OpenBLAS's own pick differed from step 1, by 6.9e-7
+// over 30 steps); nothing in the log said which one ran. The run's header names it.
+TEST_F(Launch, TheLogNamesTheBlasKernelThatRoundsTheProducts) {
+  for (const char* kernel : {"Sandybridge", "Nehalem"}) {
+    const auto r = run_command("OPENBLAS_CORETYPE=" + std::string(kernel) + " " +
+                               train("--set train.steps=1"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("cpu gemm: OpenBLAS "), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(std::string(", kernel ") + kernel + "\n"), std::string::npos)
+        << r.output;
+  }
+}
+
 }  // namespace
