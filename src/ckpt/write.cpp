@@ -13,10 +13,12 @@
 #include <cerrno>
 #include <cstring>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <utility>
 
 #include "comm/watchdog.h"
@@ -71,6 +73,31 @@ std::vector<LocalTensor> group_local(const std::vector<TensorRef>& refs) {
   return out;
 }
 
+// The plan (the manifest's order and the datasets') in an order the layout does not change:
+// /model's tensors as merged, then /optim/m's and /optim/v's, each in /model's order. Under
+// ZeRO-1 rank 0 holds the moments of some tensors only, so the merge listed the other ranks'
+// later: the manifest differed from the one a run without ZeRO-1 writes (QA).
+std::vector<PlannedTensor> in_model_order(std::vector<PlannedTensor> plan) {
+  std::map<std::string, size_t> model_at;  // "layers/0/attn/wo" -> its place in /model
+  for (size_t i = 0; i < plan.size(); ++i)
+    if (plan[i].path.starts_with("model/")) model_at.emplace(plan[i].path.substr(6), i);
+  const auto key = [&](size_t i) {
+    const std::string& path = plan[i].path;
+    if (path.starts_with("model/")) return std::pair<int, size_t>{0, i};
+    const int group = path.starts_with("optim/m/") ? 1 : path.starts_with("optim/v/") ? 2 : 3;
+    if (group == 3) return std::pair<int, size_t>{3, i};
+    const auto at = model_at.find(path.substr(8));  // after "optim/m/"
+    return std::pair<int, size_t>{group, at != model_at.end() ? at->second : plan.size() + i};
+  };
+  std::vector<size_t> order(plan.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return key(a) < key(b); });
+  std::vector<PlannedTensor> out;
+  out.reserve(plan.size());
+  for (size_t i : order) out.push_back(std::move(plan[i]));
+  return out;
+}
+
 // Merges every rank's tensors (ranks in order, each in its own order) into one plan, checking
 // that the shapes agree and that the writer parts cover each tensor exactly (by element count).
 std::vector<PlannedTensor> plan_tensors(const Coll& c, const std::vector<LocalTensor>& local) {
@@ -116,7 +143,7 @@ std::vector<PlannedTensor> plan_tensors(const Coll& c, const std::vector<LocalTe
                        << ": the writer parts of all ranks hold " << written[i] << " of "
                        << numel_of(plan[i].shape)
                        << " elements (each element needs exactly one writer)");
-  return plan;
+  return in_model_order(std::move(plan));
 }
 
 h5::Group ensure_group(hid_t file, const std::string& path) {

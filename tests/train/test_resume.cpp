@@ -31,6 +31,8 @@
 #include "common/train_util.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/config/config.h"
+#include "src/core/h5.h"
+#include "src/core/h5_attr.h"
 #include "src/data/tokens.h"
 #include "src/model/params.h"
 #include "src/placement/coactivation_file.h"
@@ -518,6 +520,13 @@ TEST_F(Reshard, Zero1WritesTheSameCheckpointWithoutGatheringTheMoments) {
             << name << " (" << ranks << " ranks): " << tensor << " differs with ZeRO-1";
       }
       EXPECT_GT(plain.count("m:model/layers/0/attn/wqkv"), 0u);
+      // The manifest too (it listed the moments of the tensors rank 0 does not hold later).
+      const auto manifest = [&](const std::string& suffix) {
+        const std::string file = root + "/" + name + suffix + "/ckpt/step_00000010.h5";
+        h5::File f{H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)};
+        return h5::read_attr_string(f.get(), "tensors");
+      };
+      EXPECT_EQ(manifest("_zero1"), manifest("_plain")) << name << " (" << ranks << " ranks)";
     }
   }
   // l0's ZeRO-1 file resumed with ZeRO-1 at (dp=2, ep=2) on 4 ranks: its straight 20 steps.
