@@ -34,6 +34,7 @@ h5::Dataset create_split(hid_t file, const char* name, int64_t vocab_size) {
   // A checksum per chunk (as checkpoints have): a damaged page of ids is refused when read
   // (QA: a zeroed 4 KiB page was trained on, unsaid). Any HDF5 reader checks it on its own.
   H5_CHECK(H5Pset_fletcher32(dcpl));
+  H5_CHECK(H5Pset_obj_track_times(dcpl, false));  // the same inputs make the same bytes
   return h5::Dataset{H5_CHECK(
       H5Dcreate2(file, name, token_file_type(vocab_size), space, H5P_DEFAULT, dcpl, H5P_DEFAULT))};
 }
@@ -59,10 +60,13 @@ void write_root_attributes(hid_t file, int64_t vocab_size, const std::string& to
 void write_tokenizer_model(hid_t file, const std::string& model) {
   const hsize_t n = model.size();
   h5::Dataspace space{H5_CHECK(H5Screate_simple(1, &n, nullptr))};
-  h5::PropList lcpl{H5_CHECK(H5Pcreate(H5P_LINK_CREATE))};
-  H5_CHECK(H5Pset_create_intermediate_group(lcpl, 1));
-  h5::Dataset ds{H5_CHECK(
-      H5Dcreate2(file, "tokenizer/model", H5T_STD_U8LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT))};
+  h5::PropList gcpl{H5_CHECK(H5Pcreate(H5P_GROUP_CREATE))};
+  H5_CHECK(H5Pset_obj_track_times(gcpl, false));
+  h5::Group group{H5_CHECK(H5Gcreate2(file, "tokenizer", H5P_DEFAULT, gcpl, H5P_DEFAULT))};
+  h5::PropList dcpl{H5_CHECK(H5Pcreate(H5P_DATASET_CREATE))};
+  H5_CHECK(H5Pset_obj_track_times(dcpl, false));
+  h5::Dataset ds{
+      H5_CHECK(H5Dcreate2(group, "model", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT))};
   H5_CHECK(H5Dwrite(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, model.data()));
 }
 
