@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "src/core/durable_file.h"
@@ -35,6 +36,23 @@ namespace fs = std::filesystem;
 // by the read(2) or open(2) below a file stream, which the stream does not promise); else "".
 std::string os_reason() {
   return errno != 0 ? std::string(": ") + std::strerror(errno) : std::string();
+}
+
+// What a file starting with `bytes` is when its signature says it is not text: an HDF5 file (a
+// token file given as an input was read as bytes, its /train ids with it, unsaid), or a
+// compressed one; nullptr otherwise. Each signature holds bytes no text has.
+const char* binary_kind(const std::vector<unsigned char>& bytes) {
+  using namespace std::string_view_literals;
+  static constexpr std::pair<std::string_view, const char*> kSignatures[] = {
+      {"\x89HDF\r\n\x1a\n"sv, "an HDF5 file"}, {"\x1f\x8b"sv, "gzip-compressed"},
+      {"\xfd\x37zXZ\x00"sv, "xz-compressed"},  {"\x28\xb5\x2f\xfd"sv, "zstd-compressed"},
+      {"PK\x03\x04"sv, "a zip archive"},
+  };
+  const std::string_view head(reinterpret_cast<const char*>(bytes.data()),
+                              std::min<size_t>(bytes.size(), 8));
+  for (const auto& [signature, kind] : kSignatures)
+    if (head.starts_with(signature)) return kind;
+  return nullptr;
 }
 
 std::vector<unsigned char> read_input(const std::string& path) {
@@ -59,6 +77,10 @@ std::vector<unsigned char> read_input(const std::string& path) {
   }
   if (in.bad()) throw UsageError("input file '" + path + "' cannot be read" + os_reason());
   if (bytes.empty()) throw UsageError("input file '" + path + "' is empty");
+  if (const char* kind = binary_kind(bytes))
+    throw UsageError("input file '" + path + "' is " + kind +
+                     ", not text: data prepare reads text files (a token file is trained on "
+                     "as it is, with data.path; a compressed text is read once decompressed)");
   return bytes;
 }
 

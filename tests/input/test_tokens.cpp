@@ -236,6 +236,19 @@ TEST(Prepare, BadInputsNameTheFile) {
                       dir.file("empty2.txt") + "'"},
                      "two empty");
   expect_usage_error(prep({dir.path().string()}, out), {"is a directory"}, "dir input");
+  // A token file given as an input was read as text (its ids with it), the val entropy 0.0000,
+  // unsaid (QA); a compressed text likewise. Their signatures say they are not text.
+  const std::string text(400, 'a');
+  write_bytes(dir.file("long.txt"), text);
+  prep({dir.file("long.txt")}, dir.file("tokens.h5"))();
+  expect_usage_error(prep({dir.file("long.txt"), dir.file("tokens.h5")}, out),
+                     {"input file '" + dir.file("tokens.h5") + "' is an HDF5 file, not text"},
+                     "a token file as input");
+  write_bytes(dir.file("t.txt.gz"), std::string("\x1f\x8b\x08\x00", 4) + text);
+  expect_usage_error(prep({dir.file("t.txt.gz")}, out), {"t.txt.gz' is gzip-compressed, not text"},
+                     "gzip input");
+  write_bytes(dir.file("pk.txt"), "PK is a fine start of a line\n" + text);
+  prep({dir.file("pk.txt")}, dir.file("pk.h5"))();  // text that starts like a signature
   expect_usage_error(prep({dir.file("ok.txt")}, dir.file("nodir/o.h5")),
                      {"nodir", "does not exist"}, "no out dir");
   expect_usage_error(prep({dir.file("ok.txt")}, dir.path().string()), {"is a directory"},
