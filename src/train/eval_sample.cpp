@@ -1,10 +1,13 @@
 #include "src/train/eval_sample.h"
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <fstream>
 #include <ostream>
 #include <stdexcept>
+#include <string>
+#include <string_view>
 #include <utility>
 
 #include "src/core/printable.h"
@@ -17,6 +20,52 @@ namespace sy {
 
 namespace {
 constexpr size_t kPromptTokens = 16;
+constexpr const char* kHeader = "sample at step ";  // each sample's first line, after a blank one
+
+std::filesystem::path samples_file(const std::string& out_dir) {
+  return std::filesystem::path(out_dir) / "samples.txt";
+}
+
+// The offset of the first sample block of a step after `step` in `path` (its size when none).
+int64_t first_sample_after(const std::filesystem::path& path, int64_t step) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot be read");
+  int64_t offset = 0;
+  bool block_start = true;  // the file's start, or after a blank line
+  for (std::string line; std::getline(in, line);) {
+    if (block_start && line.starts_with(kHeader)) {
+      const std::string_view rest = std::string_view(line).substr(std::string_view(kHeader).size());
+      int64_t n = 0;
+      const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), n);
+      if (ec == std::errc() && n > step) return offset;
+    }
+    block_start = line.empty();
+    offset += static_cast<int64_t>(line.size()) + 1;
+  }
+  if (in.bad()) throw std::runtime_error("cannot be read");
+  return static_cast<int64_t>(std::filesystem::file_size(path));
+}
+}  // namespace
+
+std::string start_samples_file(const std::string& out_dir, bool resumed, int64_t resume_step) {
+  namespace fs = std::filesystem;
+  const fs::path path = samples_file(out_dir);
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return "";
+  try {
+    if (!resumed) {
+      fs::rename(path, path.string() + ".prev");
+      return "note: " + path.string() + " of an earlier run is kept as " + path.string() +
+             ".prev\n";
+    }
+    const int64_t cut = first_sample_after(path, resume_step);
+    if (cut >= static_cast<int64_t>(fs::file_size(path))) return "";
+    fs::resize_file(path, static_cast<uintmax_t>(cut));
+    return "note: " + path.string() + ": the samples after step " + std::to_string(resume_step) +
+           " (drawn before the run stopped) are dropped\n";
+  } catch (const std::exception& e) {
+    return "warning: " + path.string() + ": " + e.what() + "; its samples are left as they are\n";
+  }
 }
 
 EvalSampler::EvalSampler(const Config& cfg, const TokenSource& data)
@@ -69,11 +118,11 @@ void EvalSampler::decode(int64_t step, std::vector<float> whole, std::ostream& l
   std::string text = stream.context_text();
   for (int32_t id : r.tokens) text += stream.push(id);
   text += stream.flush();
-  const std::string header = "sample at step " + std::to_string(step) + " (the first " +
+  const std::string header = kHeader + std::to_string(step) + " (the first " +
                              std::to_string(prompt_.size()) + " validation tokens, then " +
                              std::to_string(r.tokens.size()) + " generated):";
   log << header << "\n" << printable(text) << "\n" << std::flush;  // samples.txt keeps the bytes
-  const std::filesystem::path file = std::filesystem::path(cfg_.run.out_dir) / "samples.txt";
+  const std::filesystem::path file = samples_file(cfg_.run.out_dir);
   std::ofstream out(file, std::ios::app);
   out << header << "\n" << text << "\n\n" << std::flush;
   if (!out) throw std::runtime_error("cannot append to " + file.string());

@@ -20,6 +20,13 @@
 
 namespace sy {
 
+// Rank 0, as a run opens its outputs: <out_dir>/samples.txt of an earlier run is kept as
+// samples.txt.prev by a fresh run (as metrics.jsonl), and a run resuming at `resume_step` drops
+// the samples of the later steps, which it draws again (a whole sample block at a time: the
+// blocks' "sample at step N" headers). Returns a line for the log when it did either, or could
+// not (never throws: the samples are a view of the run, not its state).
+std::string start_samples_file(const std::string& out_dir, bool resumed, int64_t resume_step);
+
 class EvalSampler {
  public:
   // The tokenizer of `data` is loaded here, so a bad one fails at start (UsageError).

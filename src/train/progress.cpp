@@ -11,6 +11,7 @@
 #include "src/core/error.h"
 #include "src/core/run_files.h"
 #include "src/train/coactivation.h"
+#include "src/train/eval_sample.h"
 #include "src/train/loop_common.h"
 #include "src/train/rank_memory.h"
 
@@ -41,6 +42,7 @@ std::optional<MetricsWriter> open_run_outputs(const Config& cfg, const comm::Com
         what = "the metrics file '" + path + "'";
         metrics.emplace(path, resume_step);
         write_config();
+        log << start_samples_file(cfg.run.out_dir, true, resume_step);
       } else {
         // The config first: a fresh run that cannot write it has not yet moved the earlier
         // run's metrics aside (a retry would then have replaced their .prev copy).
@@ -53,6 +55,7 @@ std::optional<MetricsWriter> open_run_outputs(const Config& cfg, const comm::Com
               << ".prev" << (fs::exists(path + ".prev") ? " (replacing the one before it)" : "")
               << "\n";
         metrics.emplace(path, false);
+        log << start_samples_file(cfg.run.out_dir, false, 0);
       }
     } catch (const Error&) {
       throw;

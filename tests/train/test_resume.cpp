@@ -294,6 +294,34 @@ TEST_F(Resume, CoactivationCountsAfterASetAsideCheckpointAreNotCountedTwice) {
   EXPECT_EQ(got.last_step, 8);
 }
 
+// samples.txt follows the run as metrics.jsonl does: a resume from the step-10 checkpoint drops
+// the samples of steps 15 and 20 that it draws again (it kept them: 5, 10, 15, 20, 15, 20), and a
+// fresh run in the directory keeps the earlier run's as samples.txt.prev (it appended to them).
+TEST_F(Resume, SamplesOfStepsRedoneAreDroppedAndAFreshRunKeepsTheEarlierOnes) {
+  const std::string sample = "--set eval.sample_tokens=20 ";
+  auto r = run_command(train_cmd("straight", sample));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(train_cmd("run", sample));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(
+      train_cmd("run", sample + "--resume " + dir_.file("run") + "/checkpoints/step_00000010.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("samples.txt: the samples after step 10 (drawn before the run "
+                          "stopped) are dropped"),
+            std::string::npos)
+      << r.output;
+  const std::string straight = read_file(dir_.file("straight") + "/samples.txt");
+  EXPECT_NE(straight.find("sample at step 20 "), std::string::npos) << straight;
+  EXPECT_EQ(read_file(dir_.file("run") + "/samples.txt"), straight);
+
+  r = run_command(
+      train_cmd("run", sample + "--set train.steps=5 --set checkpoint.dir=" + dir_.file("other")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_file(dir_.file("run") + "/samples.txt.prev"), straight);
+  const std::string fresh = read_file(dir_.file("run") + "/samples.txt");
+  EXPECT_EQ(fresh, straight.substr(0, straight.find("sample at step 10 "))) << fresh;
+}
+
 // A newest checkpoint this user may not read is not damaged: --resume auto stops with exit 2
 // naming it. It used to be skipped like a damaged one: the run resumed from the older checkpoint
 // and, with checkpoint.keep 1, removed the good newer one. Needs root to hand the run to
