@@ -16,6 +16,7 @@
 #include "app/commands.h"
 #include "app/run_mpi.h"
 #include "app/validators.h"
+#include "src/core/build_id.h"
 #include "src/core/error.h"
 #include "src/core/interrupt.h"
 #include "src/core/suggest.h"
@@ -150,7 +151,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"switchyard: a Mixture-of-Experts transformer trainer"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "switchyard 0.1.0");
+  app.set_version_flag("--version", std::string("switchyard ") + sy::build_id());
   // CLI11's own complaints ("--config is required") start as every other error of ours does.
   app.failure_message([](const CLI::App* a, const CLI::Error& e) {
     return "error: " + CLI::FailureMessage::simple(a, e);

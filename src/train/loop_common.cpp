@@ -17,6 +17,7 @@
 #include "comm/collectives.h"
 #include "kernels/cpu/philox.h"
 #include "src/ckpt/compat.h"
+#include "src/core/build_id.h"
 #include "src/data/loader.h"
 #include "src/train/report.h"
 #include "src/train/run_dirs.h"
@@ -290,7 +291,8 @@ void log_run_header(const Config& cfg, const TokenSource& data, const comm::Layo
                     const std::string& backend, const ParamTable& table, const StepFlops& flops,
                     std::ostream& log) {
   const int64_t T = cfg.model.seq_len, E = cfg.moe.num_experts;
-  log << "switchyard: run '" << cfg.run.name << "' -> " << cfg.run.out_dir << "\n"
+  log << "switchyard " << build_id() << ": run '" << cfg.run.name << "' -> " << cfg.run.out_dir
+      << "\n"
       << "resolved config:\n"
       << to_yaml(cfg) << "\n"
       << "data: " << cfg.data.path << " (" << data.train.size() << " train / " << data.val.size()
