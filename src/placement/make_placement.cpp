@@ -42,7 +42,9 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
   const std::string cfg_path = (fs::path(o.run_dir) / "config.yaml").string();
   if (!fs::is_regular_file(cfg_path))
     throw UsageError("--run=" + o.run_dir + ": no config.yaml (not a run directory?)");
-  const Config cfg = load_config(cfg_path);
+  // The run's own config, as a checkpoint stores it (an older switchyard may have written bytes
+  // YAML does not allow in it).
+  const Config cfg = parse_stored_config(read_config_text(cfg_path), cfg_path);
   const Coactivation c = read_coactivation((fs::path(o.run_dir) / "coactivation.h5").string());
   if (c.num_experts != cfg.moe.num_experts || c.num_layers != cfg.model.n_layers)
     throw UsageError(o.run_dir + ": coactivation.h5 (" + std::to_string(c.num_layers) +

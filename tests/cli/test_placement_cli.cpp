@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/damage.h"
+#include "common/file_text.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
 #include "src/config/config.h"
@@ -87,6 +88,21 @@ TEST_F(PlacementCli, PlacesTheKnownBestSplitAndRatesIt) {
   r = run_command(placement("--nodes 2 --evaluate " + dir_.file("p.yaml")));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("rows/token"), std::string::npos) << r.output;
+}
+
+// A run directory of an older switchyard whose config.yaml holds a byte that is not UTF-8 (a
+// Latin-1 run.name, written before configs were checked for such bytes): placement refused it
+// ("byte 0xe9, not UTF-8", exit 2) while sample and ckpt info read the run's checkpoints. It is
+// read as the checkpoints' stored config is.
+TEST_F(PlacementCli, AnOlderRunsConfigWithAByteThatIsNotUtf8IsRead) {
+  std::string config = sy::test::read_file(dir_.file("run/config.yaml"));
+  const size_t at = config.find("name: ");
+  ASSERT_NE(at, std::string::npos) << config;
+  config.insert(at + 6, "caf\xe9-");
+  std::ofstream(dir_.file("run/config.yaml"), std::ios::binary) << config;
+  const auto r =
+      run_command(placement("--nodes 2 --ranks-per-node 2 --output " + dir_.file("p.yaml")));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 // One expert per EP rank and a hot one: no placement gets the max rank load under its load, and
