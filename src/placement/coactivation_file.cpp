@@ -98,6 +98,9 @@ Coactivation read_coactivation(const std::string& path) {
     for (int32_t e : c.sample)
       if (e < 0 || e >= c.num_experts)
         throw UsageError(path + ": /sample holds expert " + std::to_string(e));
+    for (auto [name, value] : {std::pair{"recounted_steps", &c.recounted_steps},
+                               std::pair{"uncounted_steps", &c.uncounted_steps}})
+      if (H5_CHECK(H5Aexists(f, name)) > 0) *value = h5::read_attr_i64(f, name);
     for (size_t i = 0; i < c.checkpoints.size(); ++i) {
       const std::string name = kSnapshotNames[i];
       CoactivationAt& at = c.checkpoints[i];
@@ -153,6 +156,8 @@ void write_coactivation(const std::string& path, const Coactivation& c) {
     put_dataset(f, "counts", H5T_STD_I64LE, H5T_NATIVE_INT64, {NL, E, E}, c.counts);
     put_dataset(f, "sample", H5T_STD_I32LE, H5T_NATIVE_INT32,
                 {NL, static_cast<hsize_t>(c.sample_tokens()), K}, c.sample);
+    if (c.recounted_steps > 0) h5::write_attr(f, "recounted_steps", c.recounted_steps);
+    if (c.uncounted_steps > 0) h5::write_attr(f, "uncounted_steps", c.uncounted_steps);
     for (size_t i = 0; i < c.checkpoints.size(); ++i) {
       const std::string name = kSnapshotNames[i];
       const CoactivationAt& at = c.checkpoints[i];

@@ -22,7 +22,8 @@
 //   from them, so the steps after it that a crash left counted are not counted twice. The same
 //   for the checkpoint before it (previous_checkpoint_step, previous_checkpoint_tokens,
 //   /previous_checkpoint_counts): the newest one may be set aside after a numerical failure,
-//   and the run resume from the one before.
+//   and the run resume from the one before. Root attrs recounted_steps and uncounted_steps,
+//   where not 0: steps counted twice or not at all after a resume (Coactivation says when).
 //
 // Letters: NL layers, E experts, K top-k, S sampled tokens.
 #pragma once
@@ -50,6 +51,10 @@ struct Coactivation {
   std::vector<int32_t> sample;  // [NL*S*K]
   // The counts as of the two newest checkpoints' steps, newest first (an older file has none).
   std::array<CoactivationAt, 2> checkpoints;
+  // Of the steps first_step+1 .. last_step, how many the counts hold twice (a resume from a
+  // checkpoint older than the counts, which have none of its step) and how many not at all (the
+  // file could not be written before the run stopped); each resume's log said which steps.
+  int64_t recounted_steps = 0, uncounted_steps = 0;
 
   int64_t sample_tokens() const;  // S
   const int64_t* layer_counts(int layer) const {

@@ -110,8 +110,11 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
   double bytes_before = 0, bytes_after = 0;
   out << "co-activation of " << o.run_dir << ": steps " << c.first_step + 1 << ".." << c.last_step
       << ", " << c.tokens << " tokens per layer, sample of " << c.sample_tokens()
-      << " tokens (step " << c.sample_step << ")\n"
-      << (given ? "rating " + o.evaluate + ": " : std::string("placing "))  //
+      << " tokens (step " << c.sample_step << ")\n";
+  if (c.recounted_steps > 0 || c.uncounted_steps > 0)  // after resumes (their logs said which)
+    out << "note: of these steps the counts hold " << c.recounted_steps << " twice and "
+        << c.uncounted_steps << " not at all (resumes from checkpoints the counts did not match)\n";
+  out << (given ? "rating " + o.evaluate + ": " : std::string("placing "))  //
       << E << " experts on " << G << " nodes x " << R << " EP ranks";
   if (!given)
     out << " (max rank load " << o.imbalance << "x the mean"

@@ -71,6 +71,12 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
       } else if (old.last_step > resumed_step) {  // an older checkpoint: no counts of its step
         log << "; it counted steps up to " << old.last_step << ", so steps " << resumed_step + 1
             << ".." << old.last_step << " will be counted twice";
+        old.recounted_steps += old.last_step - resumed_step;
+      } else if (old.last_step < resumed_step) {  // the run stopped when it could not write them
+        log << "; it counted steps up to " << old.last_step << " only (the file could not be "
+            << "written after that), so steps " << old.last_step + 1 << ".." << resumed_step
+            << " are not in the counts";
+        old.uncounted_steps += resumed_step - old.last_step;
       }
       log << "\n";
       old.last_step = resumed_step;

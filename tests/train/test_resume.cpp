@@ -294,6 +294,51 @@ TEST_F(Resume, CoactivationCountsAfterASetAsideCheckpointAreNotCountedTwice) {
   EXPECT_EQ(got.last_step, 8);
 }
 
+// coactivation.h5 behind the checkpoint a run resumes from: a run that stopped because
+// run.out_dir could not take the file wrote a checkpoint of that step (checkpoint.dir had room),
+// so the counts end before it. Here the file of step 2 is put back after the run reached step 4.
+// The resume went on from the file's counts, its steps 3..4 missing while it claimed steps
+// 1..6, unsaid (review); the log names them and the file counts them (uncounted_steps), which
+// `placement` says; a resume from an older checkpoint counts recounted_steps the same way.
+TEST_F(Resume, CoactivationStepsNotCountedOrCountedTwiceAreSaidAndRecorded) {
+  const std::string every =
+      "--set checkpoint.every=2 --set log.every=2 --set eval.every=0 "
+      "--set train.warmup_steps=0 --set train.min_lr=3e-3 ";
+  auto r = run_command(train_cmd("straight", every + "--set train.steps=6"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(train_cmd("run", every + "--set train.steps=2"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string file = dir_.file("run") + "/coactivation.h5";
+  fs::copy_file(file, dir_.file("step2.h5"));
+  r = run_command(train_cmd("run", every + "--set train.steps=4 --resume auto"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  fs::copy_file(dir_.file("step2.h5"), file, fs::copy_options::overwrite_existing);
+  r = run_command(train_cmd("run", every + "--set train.steps=6 --resume auto"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("it counted steps up to 2 only (the file could not be written after "
+                          "that), so steps 3..4 are not in the counts"),
+            std::string::npos)
+      << r.output;
+  const Coactivation straight = read_coactivation(dir_.file("straight") + "/coactivation.h5");
+  Coactivation got = read_coactivation(file);
+  EXPECT_EQ(got.uncounted_steps, 2);
+  EXPECT_EQ(got.recounted_steps, 0);
+  EXPECT_EQ(got.tokens, straight.tokens / 3 * 2);  // steps 1-2 and 5-6 of 1-6
+  // A resume from step 2's checkpoint by path: steps 3..6 counted again.
+  r = run_command(train_cmd("run", every + "--set train.steps=6 --resume " + dir_.file("run") +
+                                       "/checkpoints/step_00000002.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  got = read_coactivation(file);
+  EXPECT_EQ(got.recounted_steps, 4);
+  EXPECT_EQ(got.uncounted_steps, 2);
+  r = run_command(std::string(SWITCHYARD_BIN) + " placement --run " + dir_.file("run") +
+                  " --nodes 2 --ranks-per-node 1 --output " + dir_.file("p.yaml"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("note: of these steps the counts hold 4 twice and 2 not at all"),
+            std::string::npos)
+      << r.output;
+}
+
 // samples.txt follows the run as metrics.jsonl does: a resume from the step-10 checkpoint drops
 // the samples of steps 15 and 20 that it draws again (it kept them: 5, 10, 15, 20, 15, 20), and a
 // fresh run in the directory keeps the earlier run's as samples.txt.prev (it appended to them).
