@@ -107,6 +107,10 @@ Coactivation read_coactivation(const std::string& path) {
       if (H5_CHECK(H5Aexists(f, (name + "_step").c_str())) <= 0) continue;
       at.step = h5::read_attr_i64(f, (name + "_step").c_str());
       at.tokens = h5::read_attr_i64(f, (name + "_tokens").c_str());
+      for (auto [tally, value] : {std::pair{"_recounted_steps", &at.recounted_steps},
+                                  std::pair{"_uncounted_steps", &at.uncounted_steps}})
+        if (H5_CHECK(H5Aexists(f, (name + tally).c_str())) > 0)
+          *value = h5::read_attr_i64(f, (name + tally).c_str());
       if (at.step == c.last_step)
         at.counts = c.counts;
       else
@@ -164,6 +168,9 @@ void write_coactivation(const std::string& path, const Coactivation& c) {
       if (at.step < 0) continue;
       h5::write_attr(f, (name + "_step").c_str(), at.step);
       h5::write_attr(f, (name + "_tokens").c_str(), at.tokens);
+      for (auto [tally, value] : {std::pair{"_recounted_steps", at.recounted_steps},
+                                  std::pair{"_uncounted_steps", at.uncounted_steps}})
+        if (value > 0) h5::write_attr(f, (name + tally).c_str(), value);
       if (!own_counts(at)) continue;
       SY_CHECK(at.counts.size() == c.counts.size(),
                name << "_counts: " << at.counts.size() << " entries");

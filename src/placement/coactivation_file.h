@@ -23,7 +23,8 @@
 //   for the checkpoint before it (previous_checkpoint_step, previous_checkpoint_tokens,
 //   /previous_checkpoint_counts): the newest one may be set aside after a numerical failure,
 //   and the run resume from the one before. Root attrs recounted_steps and uncounted_steps,
-//   where not 0: steps counted twice or not at all after a resume (Coactivation says when).
+//   where not 0: steps counted twice or not at all after a resume (Coactivation says when); the
+//   same of each checkpoint's counts as <name>_recounted_steps and <name>_uncounted_steps.
 //
 // Letters: NL layers, E experts, K top-k, S sampled tokens.
 #pragma once
@@ -35,11 +36,12 @@
 
 namespace sy {
 
-// The counts as of one checkpoint's step.
+// The counts as of one checkpoint's step (with Coactivation's tallies of that step).
 struct CoactivationAt {
   int64_t step = -1;  // -1: none
   int64_t tokens = 0;
   std::vector<int64_t> counts;  // [NL*E*E] when step >= 0
+  int64_t recounted_steps = 0, uncounted_steps = 0;
 };
 
 struct Coactivation {
@@ -51,9 +53,11 @@ struct Coactivation {
   std::vector<int32_t> sample;  // [NL*S*K]
   // The counts as of the two newest checkpoints' steps, newest first (an older file has none).
   std::array<CoactivationAt, 2> checkpoints;
-  // Of the steps first_step+1 .. last_step, how many the counts hold twice (a resume from a
-  // checkpoint older than the counts, which have none of its step) and how many not at all (the
-  // file could not be written before the run stopped); each resume's log said which steps.
+  // Of the steps first_step+1 .. last_step, at most how many the counts hold twice (a resume
+  // from a checkpoint older than the counts, which have none of its step: the steps it counts
+  // again) and at most how many not at all (the file could not be written before the run
+  // stopped); each resume's log said which. Exact but where both kinds meet (a step missed, then
+  // counted again, stays in both); a resume from a checkpoint's counts restores its tallies.
   int64_t recounted_steps = 0, uncounted_steps = 0;
 
   int64_t sample_tokens() const;  // S

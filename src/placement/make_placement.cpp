@@ -112,7 +112,7 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
       << ", " << c.tokens << " tokens per layer, sample of " << c.sample_tokens()
       << " tokens (step " << c.sample_step << ")\n";
   if (c.recounted_steps > 0 || c.uncounted_steps > 0)  // after resumes (their logs said which)
-    out << "note: of these steps the counts hold " << c.recounted_steps << " twice and "
+    out << "note: of these steps the counts hold up to " << c.recounted_steps << " twice and up to "
         << c.uncounted_steps << " not at all (resumes from checkpoints the counts did not match)\n";
   out << (given ? "rating " + o.evaluate + ": " : std::string("placing "))  //
       << E << " experts on " << G << " nodes x " << R << " EP ranks";

@@ -68,10 +68,12 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
             << ".." << old.last_step << ", counted before the run stopped, are dropped)";
         old.counts = at->counts;
         old.tokens = at->tokens;
+        old.recounted_steps = at->recounted_steps;
+        old.uncounted_steps = at->uncounted_steps;
       } else if (old.last_step > resumed_step) {  // an older checkpoint: no counts of its step
         log << "; it counted steps up to " << old.last_step << ", so steps " << resumed_step + 1
             << ".." << old.last_step << " will be counted twice";
-        old.recounted_steps += old.last_step - resumed_step;
+        recount_ = {resumed_step, old.last_step, old.recounted_steps};  // tallied as counted
       } else if (old.last_step < resumed_step) {  // the run stopped when it could not write them
         log << "; it counted steps up to " << old.last_step << " only (the file could not be "
             << "written after that), so steps " << old.last_step + 1 << ".." << resumed_step
@@ -84,7 +86,9 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
       CoactivationAt before;
       for (CoactivationAt& c : old.checkpoints)
         if (c.step >= 0 && c.step < resumed_step && c.step > before.step) before = std::move(c);
-      old.checkpoints = {CoactivationAt{resumed_step, old.tokens, old.counts}, std::move(before)};
+      old.checkpoints = {CoactivationAt{resumed_step, old.tokens, old.counts, old.recounted_steps,
+                                        old.uncounted_steps},
+                         std::move(before)};
       total_ = std::move(old);
       return;
     }
@@ -135,6 +139,9 @@ void CoactivationCounter::flush(const comm::Comm& world, int tp, int64_t done, c
     for (size_t i = 0; i < total_.counts.size(); ++i) total_.counts[i] += pending_[i] / tp;
     total_.tokens += pending_.back() / tp;
     total_.last_step = done;
+    if (recount_.until > recount_.from)  // the steps counted again so far
+      total_.recounted_steps =
+          recount_.before + std::clamp(done, recount_.from, recount_.until) - recount_.from;
     if (all > 0) {  // [ranks][NL][S_r*K] -> [NL][ranks][S_r*K]
       total_.sample.clear();
       for (int l = 0; l < NL; ++l) {
@@ -151,7 +158,8 @@ void CoactivationCounter::flush(const comm::Comm& world, int tp, int64_t done, c
     if (at_checkpoint) {  // the newest checkpoint's counts; the one before it kept
       auto& cps = total_.checkpoints;
       if (cps[0].step != done) cps[1] = std::exchange(cps[0], {});
-      cps[0] = CoactivationAt{done, total_.tokens, total_.counts};
+      cps[0] = CoactivationAt{done, total_.tokens, total_.counts, total_.recounted_steps,
+                              total_.uncounted_steps};
     }
   }
   // Rank 0 writes alone; every rank learns whether it could, so that a file that cannot be

@@ -77,6 +77,11 @@ class CoactivationCounter {
   bool keep_sample_ = false;
   int64_t sample_step_ = 0;
   bool failed_ = false;  // a flush could not write the file (agreed by every rank)
+  // A resume from a checkpoint older than the file's counts: steps from+1 .. until are counted
+  // again, on top of the file's `before` recounted steps.
+  struct {
+    int64_t from = 0, until = 0, before = 0;
+  } recount_;
 };
 
 }  // namespace sy

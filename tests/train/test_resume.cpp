@@ -324,19 +324,47 @@ TEST_F(Resume, CoactivationStepsNotCountedOrCountedTwiceAreSaidAndRecorded) {
   EXPECT_EQ(got.uncounted_steps, 2);
   EXPECT_EQ(got.recounted_steps, 0);
   EXPECT_EQ(got.tokens, straight.tokens / 3 * 2);  // steps 1-2 and 5-6 of 1-6
-  // A resume from step 2's checkpoint by path: steps 3..6 counted again.
+  // A resume from the step-4 checkpoint, whose counts the file keeps: the tallies as of it (the
+  // file's current ones were kept).
+  fs::copy_file(file, dir_.file("step6.h5"));
   r = run_command(train_cmd("run", every + "--set train.steps=6 --resume " + dir_.file("run") +
-                                       "/checkpoints/step_00000002.h5"));
+                                       "/checkpoints/step_00000004.h5"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  got = read_coactivation(file);
-  EXPECT_EQ(got.recounted_steps, 4);
-  EXPECT_EQ(got.uncounted_steps, 2);
-  r = run_command(std::string(SWITCHYARD_BIN) + " placement --run " + dir_.file("run") +
+  EXPECT_EQ(read_coactivation(file).uncounted_steps, 2);
+  // A resume of the straight run from step 2 by path, to step 4: steps 3..4 counted again (the
+  // steps that will be, not the file's 3..6; it said 4).
+  r = run_command(train_cmd("straight", every + "--set train.steps=4 --resume " +
+                                            dir_.file("straight") +
+                                            "/checkpoints/step_00000002.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  got = read_coactivation(dir_.file("straight") + "/coactivation.h5");
+  EXPECT_EQ(got.recounted_steps, 2);
+  EXPECT_EQ(got.uncounted_steps, 0);
+  r = run_command(std::string(SWITCHYARD_BIN) + " placement --run " + dir_.file("straight") +
                   " --nodes 2 --ranks-per-node 1 --output " + dir_.file("p.yaml"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("note: of these steps the counts hold 4 twice and 2 not at all"),
+  EXPECT_NE(r.output.find("note: of these steps the counts hold up to 2 twice and up to 0 not at "
+                          "all"),
             std::string::npos)
       << r.output;
+  // The gap again, the run stopped before its next checkpoint (its file has counted step 5): a
+  // resume from step 2, whose counts the file keeps from before the gap, takes their tallies
+  // too (it kept the file's 2 steps not counted, which the run counted then).
+  const std::string ckpts = dir_.file("run") + "/checkpoints/";
+  fs::copy_file(dir_.file("step2.h5"), file, fs::copy_options::overwrite_existing);
+  r = run_command("SWITCHYARD_FAULT=0:6:throw " +
+                  train_cmd("run", every + "--set log.every=1 --set train.steps=6 --resume " +
+                                       ckpts + "step_00000004.h5"));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_coactivation(file).uncounted_steps, 2);
+  r = run_command(
+      train_cmd("run", every + "--set train.steps=6 --resume " + ckpts + "step_00000002.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  got = read_coactivation(file);
+  EXPECT_EQ(got.uncounted_steps, 0);
+  EXPECT_EQ(got.recounted_steps, 0);
+  EXPECT_EQ(got.tokens, straight.tokens);
+  EXPECT_EQ(got.counts, straight.counts);
 }
 
 // samples.txt follows the run as metrics.jsonl does: a resume from the step-10 checkpoint drops
