@@ -38,21 +38,37 @@ std::string os_reason() {
   return errno != 0 ? std::string(": ") + std::strerror(errno) : std::string();
 }
 
-// What a file starting with `bytes` is when its signature says it is not text: an HDF5 file (a
-// token file given as an input was read as bytes, its /train ids with it, unsaid), or a
-// compressed one; nullptr otherwise. Each signature holds bytes no text has.
-const char* binary_kind(const std::vector<unsigned char>& bytes) {
+// What a file starting with `head` (its first 512 bytes, or fewer) is when its signature says it
+// is not text: an HDF5 file (a token file given as an input was read as bytes, its /train ids
+// with it, unsaid), an llm.c token shard (`data import` reads those), an archive or a compressed
+// file; nullptr otherwise. Each signature holds bytes that are not UTF-8 text.
+const char* binary_kind(std::string_view head) {
   using namespace std::string_view_literals;
   static constexpr std::pair<std::string_view, const char*> kSignatures[] = {
-      {"\x89HDF\r\n\x1a\n"sv, "an HDF5 file"}, {"\x1f\x8b"sv, "gzip-compressed"},
-      {"\xfd\x37zXZ\x00"sv, "xz-compressed"},  {"\x28\xb5\x2f\xfd"sv, "zstd-compressed"},
+      {"\x89HDF\r\n\x1a\n"sv, "an HDF5 file"},
+      {"\x88\xd8\x34\x01"sv, "an llm.c token shard (data import --format llmc reads it)"},
+      {"\xa1\xd9\x34\x01"sv, "an llm.c token shard (data import --format llmc reads it)"},
+      {"\x1f\x8b"sv, "gzip-compressed"},
+      {"\xfd\x37zXZ\x00"sv, "xz-compressed"},
+      {"\x28\xb5\x2f\xfd"sv, "zstd-compressed"},
       {"PK\x03\x04"sv, "a zip archive"},
   };
-  const std::string_view head(reinterpret_cast<const char*>(bytes.data()),
-                              std::min<size_t>(bytes.size(), 8));
   for (const auto& [signature, kind] : kSignatures)
     if (head.starts_with(signature)) return kind;
+  // bzip2: "BZh", the block size, then the block magic (pi in BCD)
+  if (head.size() >= 10 && head.starts_with("BZh") &&
+      head.substr(4, 6) == "\x31\x41\x59\x26\x53\x59"sv)
+    return "bzip2-compressed";
+  if (head.size() >= 262 && head.substr(257, 5) == "ustar"sv) return "a tar archive";
   return nullptr;
+}
+
+// UsageError naming `path` when `head` says it is not text.
+void refuse_binary(const std::string& path, std::string_view head) {
+  if (const char* kind = binary_kind(head))
+    throw UsageError("input file '" + path + "' is " + kind +
+                     ", not text: data prepare reads text files (a token file is trained on "
+                     "as it is, with data.path; a compressed text is read once decompressed)");
 }
 
 std::vector<unsigned char> read_input(const std::string& path) {
@@ -69,6 +85,12 @@ std::vector<unsigned char> read_input(const std::string& path) {
   // A regular file in one read of its size (a vector grown by doubling held up to 3x the text
   // while it moved); a pipe as it comes.
   if (const auto size = fs::file_size(path, ec); !ec && fs::is_regular_file(path, ec)) {
+    // Its signature first: a multi-GB token file or archive is refused before it is held.
+    std::string head(static_cast<size_t>(std::min<uintmax_t>(size, 512)), '\0');
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    refuse_binary(path, std::string_view(head.data(), static_cast<size_t>(in.gcount())));
+    in.clear();
+    in.seekg(0);
     bytes.resize(static_cast<size_t>(size));
     in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
     bytes.resize(static_cast<size_t>(in.gcount()));
@@ -77,10 +99,8 @@ std::vector<unsigned char> read_input(const std::string& path) {
   }
   if (in.bad()) throw UsageError("input file '" + path + "' cannot be read" + os_reason());
   if (bytes.empty()) throw UsageError("input file '" + path + "' is empty");
-  if (const char* kind = binary_kind(bytes))
-    throw UsageError("input file '" + path + "' is " + kind +
-                     ", not text: data prepare reads text files (a token file is trained on "
-                     "as it is, with data.path; a compressed text is read once decompressed)");
+  refuse_binary(path, std::string_view(reinterpret_cast<const char*>(bytes.data()),
+                                       std::min<size_t>(bytes.size(), 512)));  // a pipe's
   return bytes;
 }
 

@@ -247,6 +247,26 @@ TEST(Prepare, BadInputsNameTheFile) {
   write_bytes(dir.file("t.txt.gz"), std::string("\x1f\x8b\x08\x00", 4) + text);
   expect_usage_error(prep({dir.file("t.txt.gz")}, out), {"t.txt.gz' is gzip-compressed, not text"},
                      "gzip input");
+  // Refused from its first bytes: a 64 GiB (sparse) one was read whole first (1.5 GB held for
+  // a 1.5 GB file before the message).
+  {
+    std::ofstream big(dir.file("big.h5"), std::ios::binary);
+    big << std::string("\x89HDF\r\n\x1a\n", 8);
+  }
+  std::filesystem::resize_file(dir.file("big.h5"), uintmax_t{64} << 30);
+  expect_usage_error(prep({dir.file("big.h5")}, out), {"big.h5' is an HDF5 file, not text"},
+                     "a 64 GiB token file");
+  // An llm.c shard (what `data import` reads), bzip2 and tar.
+  write_bytes(dir.file("fw.bin"), std::string("\x88\xd8\x34\x01\x01\x00\x00\x00", 8) + text);
+  expect_usage_error(prep({dir.file("fw.bin")}, out), {"fw.bin' is an llm.c token shard"},
+                     "llm.c shard");
+  write_bytes(dir.file("t.bz2"), "BZh91AY&SY" + text);
+  expect_usage_error(prep({dir.file("t.bz2")}, out), {"t.bz2' is bzip2-compressed"}, "bzip2");
+  std::string tar(512, '\0');
+  tar.replace(0, 5, "a.txt");
+  tar.replace(257, 6, std::string("ustar\0", 6));
+  write_bytes(dir.file("t.tar"), tar + text);
+  expect_usage_error(prep({dir.file("t.tar")}, out), {"t.tar' is a tar archive"}, "tar");
   write_bytes(dir.file("pk.txt"), "PK is a fine start of a line\n" + text);
   prep({dir.file("pk.txt")}, dir.file("pk.h5"))();  // text that starts like a signature
   expect_usage_error(prep({dir.file("ok.txt")}, dir.file("nodir/o.h5")),
