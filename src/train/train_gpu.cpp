@@ -319,8 +319,6 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
     return std::move(*finished);
 
   const int64_t val_windows = eval_windows(cfg, data);
-  std::optional<MetricsWriter> metrics =
-      open_run_outputs(cfg, g.world(), wd, rank0, resumed.resumed, first_step, log);
   const StepFlops flops = step_flops(cfg);
   std::ostringstream device_line;
   device_line << "device: cuda (" << to_string(cfg.train.precision) << "), " << lay.world_size
@@ -330,6 +328,9 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   if (run.exchange) device_line << "expert all-to-all: " << run.exchange->describe() << "\n";
 #endif
   log_run_header(args.user_cfg, data, lay, device_line.str(), model.table(), flops, log);
+  // After the header, whose first line names the build: the outputs' notes follow it.
+  std::optional<MetricsWriter> metrics =
+      open_run_outputs(cfg, g.world(), wd, rank0, resumed.resumed, first_step, log);
   log << resume_log.str() << std::flush;  // all of it before the first step, in a log file too
   CoactivationCounter coact(cfg, rank0, lay.coords.tp_rank == 0, g.world().size(),
                             resumed.resumed ? first_step : -1, log);

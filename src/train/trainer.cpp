@@ -206,8 +206,6 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
     return std::move(*finished);
 
   const int64_t val_windows = eval_windows(cfg, data);
-  std::optional<MetricsWriter> metrics =
-      open_run_outputs(cfg, rt.world, wd, rank0, resumed.resumed, first_step, log);
   const StepFlops flops = step_flops(cfg);
   // The BLAS kernel decides how products round: a resume on another one is not bitwise.
   log_run_header(cfg, data, lay,
@@ -220,6 +218,9 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
         << describe_placement(*placement, static_cast<int>(std::count(ep_nodes.begin(),
                                                                       ep_nodes.end(), ep_nodes[0])))
         << "\n";
+  // After the header, whose first line names the build: the outputs' notes follow it.
+  std::optional<MetricsWriter> metrics =
+      open_run_outputs(cfg, rt.world, wd, rank0, resumed.resumed, first_step, log);
   log << resume_log.str() << std::flush;  // all of it before the first step, in a log file too
   CoactivationCounter coact(cfg, rank0, lay.coords.tp_rank == 0, rt.world.size(),
                             resumed.resumed ? first_step : -1, log);

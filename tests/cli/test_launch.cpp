@@ -314,8 +314,14 @@ TEST_F(Launch, VersionAndTheRunsLogNameTheBuildsCommit) {
   if (std::filesystem::exists(kSrc + "/.git")) {
     EXPECT_NE(m[1], "unknown") << v.output;
   }
+  // In a run directory an earlier run wrote to: the notes of its files come after that line.
+  std::filesystem::create_directories(dir_.file("run"));
+  std::ofstream(dir_.file("run/metrics.jsonl")) << "{\"step\": 1}\n";
+  std::ofstream(dir_.file("run/samples.txt"))
+      << "sample at step 1 (the first 1 validation tokens, then 1 generated):\nab\n\n";
   const auto r = run_command(train("--set train.steps=1"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("samples.txt.prev"), std::string::npos) << r.output;
   const std::string id = v.output.substr(0, v.output.size() - 1);
   EXPECT_EQ(r.output.rfind(id + ": run 'tiny' -> ", 0), 0u) << r.output;
 }
