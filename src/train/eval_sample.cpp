@@ -1,10 +1,10 @@
 #include "src/train/eval_sample.h"
 
 #include <algorithm>
-#include <charconv>
 #include <filesystem>
 #include <fstream>
 #include <ostream>
+#include <regex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -32,13 +32,15 @@ int64_t first_sample_after(const std::filesystem::path& path, int64_t step) {
   if (!in) throw std::runtime_error("cannot be read");
   int64_t offset = 0;
   bool block_start = true;  // the file's start, or after a blank line
+  // A header whole, as decode() writes it: a sample's text with a blank line and "sample at
+  // step 99" in it is not one (it cut the file inside an earlier sample; review).
+  static const std::regex header(R"(sample at step (\d{1,18}) \(the first \d+ validation tokens, )"
+                                 R"(then \d+ generated\):)");
+  std::smatch m;
   for (std::string line; std::getline(in, line);) {
-    if (block_start && line.starts_with(kHeader)) {
-      const std::string_view rest = std::string_view(line).substr(std::string_view(kHeader).size());
-      int64_t n = 0;
-      const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), n);
-      if (ec == std::errc() && n > step) return offset;
-    }
+    if (block_start && line.starts_with(kHeader) && std::regex_match(line, m, header) &&
+        std::stoll(m[1].str()) > step)
+      return offset;
     block_start = line.empty();
     offset += static_cast<int64_t>(line.size()) + 1;
   }
@@ -54,9 +56,11 @@ std::string start_samples_file(const std::string& out_dir, bool resumed, int64_t
   if (!fs::is_regular_file(path, ec)) return "";
   try {
     if (!resumed) {
-      fs::rename(path, path.string() + ".prev");
-      return "note: " + path.string() + " of an earlier run is kept as " + path.string() +
-             ".prev\n";
+      const std::string prev = path.string() + ".prev";
+      const bool replacing = fs::exists(prev, ec);
+      fs::rename(path, prev);
+      return "note: " + path.string() + " of an earlier run is kept as " + prev +
+             (replacing ? " (replacing the one before it)" : "") + "\n";
     }
     const int64_t cut = first_sample_after(path, resume_step);
     if (cut >= static_cast<int64_t>(fs::file_size(path))) return "";
