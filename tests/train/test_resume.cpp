@@ -35,8 +35,8 @@
 #include "src/core/h5_attr.h"
 #include "src/data/tokens.h"
 #include "src/model/params.h"
-#include "src/placement/coactivation_file.h"
 #include "src/train/trainer.h"
+#include "train/resume_fixture.h"
 
 namespace sy {
 namespace {
@@ -47,13 +47,11 @@ using test::world_rank;
 using test::world_size;
 
 namespace fs = std::filesystem;
-// The switchyard binary as a user starts it: outside this test's mpirun job, whose OMPI_*/PMIX_*
-// environment would make its MPI_Init try to join this job.
+using test::Resume;
+
+// As a user starts it (resume_fixture.h).
 test::CommandResult run_command(const std::string& cmd) {
-  return test::run_command(
-      "env -i PATH=\"$PATH\" HOME=\"$HOME\" OPENBLAS_CORETYPE=Haswell "
-      "OMP_NUM_THREADS=1 bash -c '" +
-      cmd + "'");
+  return test::run_as_user(cmd);
 }
 
 // The metrics lines by step (train lines; eval lines keyed by -step), timing keys removed.
@@ -70,37 +68,9 @@ std::map<int64_t, std::string> metrics_by_step(const std::string& run_dir) {
   return out;
 }
 
-class Resume : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (world_size() != 1) GTEST_SKIP() << "the one-process resume tests run in the np=1 instance";
-    std::ofstream t(dir_.file("t.txt"));
-    for (int i = 0; i < 600; ++i) t << "pack my box with five dozen liquor jugs, " << i << "\n";
-    t.close();
-    const auto r = run_command(std::string(SWITCHYARD_BIN) + " data prepare --input " +
-                               dir_.file("t.txt") + " --output " + dir_.file("t.h5"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-  }
-  std::string train_cmd(const std::string& run, const std::string& extra = "") {
-    return std::string(SWITCHYARD_BIN) + " train --config " + SWITCHYARD_SOURCE_DIR +
-           "/configs/tiny.yaml --set data.path=" + dir_.file("t.h5") +
-           " --set run.out_dir=" + dir_.file(run) +
-           " --set train.steps=20 --set checkpoint.every=10 --set log.every=1"
-           " --set eval.every=5 --set eval.sequences=4 " +
-           extra;
-  }
+}  // namespace
 
-  // Runs `extra` straight for 20 steps, and again SIGKILLed after its step-10 checkpoint and
-  // resumed with --resume auto: the metrics of steps 11-20 and the final checkpoint must be the
-  // uninterrupted run's, bit for bit. `resume_env` (e.g. "OMP_NUM_THREADS=3") is set for the
-  // resumed run only.
-  void expect_bitwise_resume(const std::string& extra, const std::string& resume_env = "");
-  std::string expect_coactivation_after_a_kill(const std::string& every, int hang_at,
-                                               const std::string& file, const std::string& pattern);
-  test::TempDir dir_;
-};
-
-void Resume::expect_bitwise_resume(const std::string& extra, const std::string& resume_env) {
+void test::Resume::expect_bitwise_resume(const std::string& extra, const std::string& resume_env) {
   auto cmd = [&](const std::string& run, const std::string& more = "") {
     return train_cmd(run, extra + " " + more);
   };
@@ -138,6 +108,8 @@ void Resume::expect_bitwise_resume(const std::string& extra, const std::string& 
   ASSERT_EQ(a.size(), b.size());
   for (const auto& [name, values] : a) EXPECT_EQ(b.at(name), values) << name;
 }
+
+namespace {
 
 TEST_F(Resume, KilledAfterCheckpointResumesBitwise) {
   expect_bitwise_resume("");
@@ -213,195 +185,6 @@ TEST_F(Resume, AnotherGlobalBatchContinuesTheDataAndTheTokenCount) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("step         12 (tokens seen 3584)"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("next step 12, sequences consumed 112"), std::string::npos) << r.output;
-}
-
-// Trains 20 steps with `every` straight, and again hung at step `hang_at` (SWITCHYARD_FAULT),
-// SIGKILLed once `file` (of the killed run) holds `pattern` and resumed with --resume auto from
-// the step-15 checkpoint: the resumed run's co-activation counts must be the uninterrupted run's.
-// Returns the resumed run's output.
-std::string Resume::expect_coactivation_after_a_kill(const std::string& every, int hang_at,
-                                                     const std::string& file,
-                                                     const std::string& pattern) {
-  auto r = run_command(train_cmd("straight", every));
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = run_command("SWITCHYARD_FAULT=0:" + std::to_string(hang_at) + ":hang " +
-                  train_cmd("killed", every) + " & pid=$!; for i in $(seq 600); do grep -q " +
-                  pattern + " " + dir_.file("killed") + "/" + file +
-                  " 2>/dev/null && break; sleep 0.05; done; sleep 0.3; kill -9 $pid; wait $pid");
-  EXPECT_EQ(r.exit_code, 137) << r.output;
-  r = run_command(train_cmd("killed", every + " --resume auto"));
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("step_00000015.h5 (step 15)"), std::string::npos) << r.output;
-  const Coactivation want = read_coactivation(dir_.file("straight") + "/coactivation.h5");
-  const Coactivation got = read_coactivation(dir_.file("killed") + "/coactivation.h5");
-  EXPECT_EQ(got.tokens, want.tokens);
-  EXPECT_EQ(got.counts, want.counts);
-  EXPECT_EQ(got.last_step, 20);
-  return r.output;
-}
-
-// A run stopped between log steps resumes with the co-activation counts of every step: the file
-// is brought up to the checkpoint it resumes from. The counts of steps 11-15 (after the step-10
-// log flush, before the step-15 checkpoint the run resumed from) were lost with no word.
-TEST_F(Resume, CoactivationCountsSurviveAStopBetweenLogSteps) {
-  expect_coactivation_after_a_kill("--set log.every=10 --set checkpoint.every=5", 17,
-                                   "checkpoints/latest", "step_00000015");
-}
-
-// A run that crashed after log steps past its newest checkpoint resumes from the counts as of
-// that checkpoint: steps 16-18 (counted at the step-18 log flush, the checkpoint at 15) were
-// counted again by the resumed run (their tokens twice in the file, "will be counted twice" in
-// the log).
-TEST_F(Resume, CoactivationCountsOfStepsAfterTheCheckpointAreNotCountedTwice) {
-  const std::string out = expect_coactivation_after_a_kill(
-      "--set log.every=2 --set checkpoint.every=5", 19, "metrics.jsonl", "step.:18,");
-  EXPECT_NE(out.find("as of the checkpoint's step 15 (steps 16..18, counted before the run "
-                     "stopped, are dropped)"),
-            std::string::npos)
-      << out;
-}
-
-// A checkpoint set aside after a numerical failure (the weights of step 5, from an lr of 1e30,
-// give step 6 a non-finite loss) leaves the run to resume from the one before it (step 4): the
-// co-activation counts continue from that checkpoint's. The file kept the newest checkpoint's
-// counts only (step 5's), so step 5 was counted twice (the file's tokens above the
-// uninterrupted run's, "will be counted twice" in the log).
-TEST_F(Resume, CoactivationCountsAfterASetAsideCheckpointAreNotCountedTwice) {
-  // A constant lr (warm-up 0, min_lr = lr): the same schedule for any train.steps.
-  const std::string every =
-      "--set checkpoint.every=1 --set eval.every=0 --set train.warmup_steps=0 "
-      "--set train.steps=8 ";
-  const std::string lr = "--set train.lr=3e-3 --set train.min_lr=3e-3 ";
-  auto r = run_command(train_cmd("straight", every + lr));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(train_cmd("run", every + lr + "--set train.steps=4"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(
-      train_cmd("run", every + "--set train.lr=1e30 --set train.min_lr=1e30 --resume auto"));
-  ASSERT_EQ(r.exit_code, 3) << r.output;
-  ASSERT_NE(r.output.find("step_00000005.h5 is set aside"), std::string::npos) << r.output;
-  r = run_command(train_cmd("run", every + lr + "--resume auto"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("step_00000004.h5 (step 4)"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("as of the checkpoint's step 4 (steps 5..5, counted before the run "
-                          "stopped, are dropped)"),
-            std::string::npos)
-      << r.output;
-  const Coactivation want = read_coactivation(dir_.file("straight") + "/coactivation.h5");
-  const Coactivation got = read_coactivation(dir_.file("run") + "/coactivation.h5");
-  EXPECT_EQ(got.tokens, want.tokens);
-  EXPECT_EQ(got.counts, want.counts);
-  EXPECT_EQ(got.last_step, 8);
-}
-
-// coactivation.h5 behind the checkpoint a run resumes from: a run that stopped because
-// run.out_dir could not take the file wrote a checkpoint of that step (checkpoint.dir had room),
-// so the counts end before it. Here the file of step 2 is put back after the run reached step 4.
-// The resume went on from the file's counts, its steps 3..4 missing while it claimed steps
-// 1..6, unsaid (review); the log names them and the file counts them (uncounted_steps), which
-// `placement` says; a resume from an older checkpoint counts recounted_steps the same way.
-TEST_F(Resume, CoactivationStepsNotCountedOrCountedTwiceAreSaidAndRecorded) {
-  const std::string every =
-      "--set checkpoint.every=2 --set log.every=2 --set eval.every=0 "
-      "--set train.warmup_steps=0 --set train.min_lr=3e-3 ";
-  auto r = run_command(train_cmd("straight", every + "--set train.steps=6"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(train_cmd("run", every + "--set train.steps=2"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const std::string file = dir_.file("run") + "/coactivation.h5";
-  fs::copy_file(file, dir_.file("step2.h5"));
-  r = run_command(train_cmd("run", every + "--set train.steps=4 --resume auto"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  fs::copy_file(dir_.file("step2.h5"), file, fs::copy_options::overwrite_existing);
-  r = run_command(train_cmd("run", every + "--set train.steps=6 --resume auto"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("it counted steps up to 2 only (the file could not be written after "
-                          "that), so steps 3..4 are not in the counts"),
-            std::string::npos)
-      << r.output;
-  const Coactivation straight = read_coactivation(dir_.file("straight") + "/coactivation.h5");
-  Coactivation got = read_coactivation(file);
-  EXPECT_EQ(got.uncounted_steps, 2);
-  EXPECT_EQ(got.recounted_steps, 0);
-  EXPECT_EQ(got.tokens, straight.tokens / 3 * 2);  // steps 1-2 and 5-6 of 1-6
-  // A resume from the step-4 checkpoint, whose counts the file keeps: the tallies as of it (the
-  // file's current ones were kept).
-  fs::copy_file(file, dir_.file("step6.h5"));
-  r = run_command(train_cmd("run", every + "--set train.steps=6 --resume " + dir_.file("run") +
-                                       "/checkpoints/step_00000004.h5"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(read_coactivation(file).uncounted_steps, 2);
-  // A resume of the straight run from step 2 by path, to step 4: steps 3..4 counted again (the
-  // steps that will be, not the file's 3..6; it said 4).
-  r = run_command(train_cmd("straight", every + "--set train.steps=4 --resume " +
-                                            dir_.file("straight") +
-                                            "/checkpoints/step_00000002.h5"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  got = read_coactivation(dir_.file("straight") + "/coactivation.h5");
-  EXPECT_EQ(got.recounted_steps, 2);
-  EXPECT_EQ(got.uncounted_steps, 0);
-  r = run_command(std::string(SWITCHYARD_BIN) + " placement --run " + dir_.file("straight") +
-                  " --nodes 2 --ranks-per-node 1 --output " + dir_.file("p.yaml"));
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("note: of these steps the counts hold up to 2 twice and up to 0 not at "
-                          "all"),
-            std::string::npos)
-      << r.output;
-  // The gap again, the run stopped before its next checkpoint (its file has counted step 5): a
-  // resume from step 2, whose counts the file keeps from before the gap, takes their tallies
-  // too (it kept the file's 2 steps not counted, which the run counted then).
-  const std::string ckpts = dir_.file("run") + "/checkpoints/";
-  fs::copy_file(dir_.file("step2.h5"), file, fs::copy_options::overwrite_existing);
-  r = run_command("SWITCHYARD_FAULT=0:6:throw " +
-                  train_cmd("run", every + "--set log.every=1 --set train.steps=6 --resume " +
-                                       ckpts + "step_00000004.h5"));
-  EXPECT_NE(r.exit_code, 0) << r.output;
-  EXPECT_EQ(read_coactivation(file).uncounted_steps, 2);
-  r = run_command(
-      train_cmd("run", every + "--set train.steps=6 --resume " + ckpts + "step_00000002.h5"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  got = read_coactivation(file);
-  EXPECT_EQ(got.uncounted_steps, 0);
-  EXPECT_EQ(got.recounted_steps, 0);
-  EXPECT_EQ(got.tokens, straight.tokens);
-  EXPECT_EQ(got.counts, straight.counts);
-}
-
-// samples.txt follows the run as metrics.jsonl does: a resume from the step-10 checkpoint drops
-// the samples of steps 15 and 20 that it draws again (it kept them: 5, 10, 15, 20, 15, 20), and a
-// fresh run in the directory keeps the earlier run's as samples.txt.prev (it appended to them).
-TEST_F(Resume, SamplesOfStepsRedoneAreDroppedAndAFreshRunKeepsTheEarlierOnes) {
-  const std::string sample = "--set eval.sample_tokens=20 ";
-  auto r = run_command(train_cmd("straight", sample));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(train_cmd("run", sample));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  // Step 5's text with a blank line and what starts like a header (it cut the file there).
-  const std::string lookalike = "\n\nsample at step 99 looks like a header";
-  std::string text = read_file(dir_.file("run") + "/samples.txt");
-  const size_t at = text.find("sample at step 10 ");
-  ASSERT_NE(at, std::string::npos) << text;
-  text.insert(at - 2, lookalike);
-  std::ofstream(dir_.file("run") + "/samples.txt", std::ios::binary) << text;
-  r = run_command(
-      train_cmd("run", sample + "--resume " + dir_.file("run") + "/checkpoints/step_00000010.h5"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("samples.txt: the samples after step 10 (drawn before the run "
-                          "stopped) are dropped"),
-            std::string::npos)
-      << r.output;
-  const std::string straight = read_file(dir_.file("straight") + "/samples.txt");
-  EXPECT_NE(straight.find("sample at step 20 "), std::string::npos) << straight;
-  std::string want = straight;
-  want.insert(want.find("sample at step 10 ") - 2, lookalike);
-  EXPECT_EQ(read_file(dir_.file("run") + "/samples.txt"), want);
-
-  r = run_command(
-      train_cmd("run", sample + "--set train.steps=5 --set checkpoint.dir=" + dir_.file("other")));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(read_file(dir_.file("run") + "/samples.txt.prev"), want);
-  const std::string fresh = read_file(dir_.file("run") + "/samples.txt");
-  EXPECT_EQ(fresh, straight.substr(0, straight.find("sample at step 10 "))) << fresh;
 }
 
 // A newest checkpoint this user may not read is not damaged: --resume auto stops with exit 2
