@@ -48,11 +48,7 @@ using test::world_size;
 
 namespace fs = std::filesystem;
 using test::Resume;
-
-// As a user starts it (resume_fixture.h).
-test::CommandResult run_command(const std::string& cmd) {
-  return test::run_as_user(cmd);
-}
+using test::run_as_user;
 
 // The metrics lines by step (train lines; eval lines keyed by -step), timing keys removed.
 std::map<int64_t, std::string> metrics_by_step(const std::string& run_dir) {
@@ -74,20 +70,20 @@ void test::Resume::expect_bitwise_resume(const std::string& extra, const std::st
   auto cmd = [&](const std::string& run, const std::string& more = "") {
     return train_cmd(run, extra + " " + more);
   };
-  auto r = run_command(cmd("straight"));
+  auto r = run_as_user(cmd("straight"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
   // The interrupted run hangs at the start of step 12 (after the step-10 checkpoint and a
   // step-11 line that the resumed run must redo), and is SIGKILLed there.
   const std::string latest = dir_.file("killed") + "/checkpoints/latest";
-  r = run_command("SWITCHYARD_FAULT=0:12:hang " + cmd("killed") + " & pid=$!; " +
+  r = run_as_user("SWITCHYARD_FAULT=0:12:hang " + cmd("killed") + " & pid=$!; " +
                   "for i in $(seq 600); do grep -q step_00000010 " + latest +
                   " 2>/dev/null && break; sleep 0.05; done; sleep 0.3; kill -9 $pid; wait $pid");
   EXPECT_EQ(r.exit_code, 137) << "SIGKILLed: " << r.output;
   ASSERT_TRUE(fs::exists(dir_.file("killed") + "/checkpoints/step_00000010.h5"));
   ASSERT_FALSE(fs::exists(dir_.file("killed") + "/checkpoints/step_00000020.h5"));
 
-  r = run_command(resume_env + " " + cmd("killed", "--resume auto"));
+  r = run_as_user(resume_env + " " + cmd("killed", "--resume auto"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("step_00000010.h5 (step 10)"), std::string::npos) << r.output;
   // What the kill cost, said: the step-11 line the killed run wrote is redone.
@@ -132,12 +128,12 @@ TEST_F(Resume, RouterVariantsResumeBitwise) {
 }
 
 TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
-  auto r = run_command(train_cmd("run", "--set train.steps=10"));
+  auto r = run_as_user(train_cmd("run", "--set train.steps=10"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(train_cmd("run", "--resume auto --set moe.num_experts=8"));
+  r = run_as_user(train_cmd("run", "--resume auto --set moe.num_experts=8"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("moe.num_experts"), std::string::npos) << r.output;
-  r = run_command(train_cmd("run", "--resume auto --set train.steps=12 --set log.every=2"));
+  r = run_as_user(train_cmd("run", "--resume auto --set train.steps=12 --set log.every=2"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("train.steps: 10 -> 12"), std::string::npos) << r.output;
   // The schedule's length moved: tiny.yaml's cosine (lr 3e-3, min 3e-4, warmup 5) at step 11
@@ -150,17 +146,17 @@ TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
   EXPECT_NE(r.output.find("step     12/12"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("run.seed changed"), std::string::npos) << r.output;
   // Another run.seed draws the rest of the epoch's order anew: said, with what it costs.
-  r = run_command(train_cmd("run", "--resume auto --set train.steps=13 --set run.seed=7"));
+  r = run_as_user(train_cmd("run", "--resume auto --set train.steps=13 --set run.seed=7"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("note: run.seed changed: the data order is drawn anew from step 13, so "
                           "some windows of this epoch are trained again"),
             std::string::npos)
       << r.output;
-  r = run_command(train_cmd("run", "--resume " + dir_.file("nope.h5")));
+  r = run_as_user(train_cmd("run", "--resume " + dir_.file("nope.h5")));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("nope.h5"), std::string::npos) << r.output;
   // Into a new run directory: nothing is made (it was, with checkpoints/ and lock files).
-  r = run_command(train_cmd("fresh", "--resume " + dir_.file("nope.h5")));
+  r = run_as_user(train_cmd("fresh", "--resume " + dir_.file("nope.h5")));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("--resume '" + dir_.file("nope.h5") + "': no such checkpoint file"),
             std::string::npos)
@@ -174,13 +170,13 @@ TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
 // the new batch: steps 10 and 11 read sequences 160..191, skipping 80..159, and ckpt info said
 // 6144 tokens. The order itself: Loader tests.
 TEST_F(Resume, AnotherGlobalBatchContinuesTheDataAndTheTokenCount) {
-  auto r = run_command(train_cmd("run", "--set train.steps=10"));
+  auto r = run_as_user(train_cmd("run", "--set train.steps=10"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(
+  r = run_as_user(
       train_cmd("run", "--resume auto --set train.steps=12 --set train.global_batch=16"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("train.global_batch: 8 -> 16"), std::string::npos) << r.output;
-  r = run_command(std::string(SWITCHYARD_BIN) + " ckpt info --no-config " + dir_.file("run") +
+  r = run_as_user(std::string(SWITCHYARD_BIN) + " ckpt info --no-config " + dir_.file("run") +
                   "/checkpoints/step_00000012.h5");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("step         12 (tokens seen 3584)"), std::string::npos) << r.output;
@@ -195,17 +191,17 @@ TEST_F(Resume, AnUnreadableNewestCheckpointStopsAutoResumeInsteadOfBeingSkipped)
   const std::string config = std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml";
   const auto nobody = test::as_nobody(dir_.path(), SWITCHYARD_BIN, config);
   if (!nobody) GTEST_SKIP() << "needs root and setpriv to run as another user";
-  auto r = run_command(train_cmd("run", "--set train.steps=20"));
+  auto r = run_as_user(train_cmd("run", "--set train.steps=20"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string newest = dir_.file("run") + "/checkpoints/step_00000020.h5";
-  r = run_command("chown -R 65534:65534 " + dir_.path().string() + " && chown 0:0 " + newest +
+  r = run_as_user("chown -R 65534:65534 " + dir_.path().string() + " && chown 0:0 " + newest +
                   " && chmod 000 " + newest);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // As nobody, with the copies of the binary and the config it can reach.
   std::string cmd = train_cmd("run", "--set train.steps=30 --set checkpoint.keep=1 --resume auto");
   cmd.replace(cmd.find(SWITCHYARD_BIN), std::string(SWITCHYARD_BIN).size(), nobody->bin);
   cmd.replace(cmd.find(config), config.size(), nobody->config);
-  r = run_command(nobody->prefix + cmd);
+  r = run_as_user(nobody->prefix + cmd);
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("checkpoint " + newest +
                           " cannot be read: Permission denied; not "
@@ -224,17 +220,17 @@ TEST_F(Resume, AMetricsFileThatCannotBeReadIsRefusedNotEmptied) {
   const std::string config = std::string(SWITCHYARD_SOURCE_DIR) + "/configs/tiny.yaml";
   const auto nobody = test::as_nobody(dir_.path(), SWITCHYARD_BIN, config);
   if (!nobody) GTEST_SKIP() << "needs root and setpriv to run as another user";
-  auto r = run_command(train_cmd("run", "--set train.steps=20"));
+  auto r = run_as_user(train_cmd("run", "--set train.steps=20"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string metrics = dir_.file("run") + "/metrics.jsonl";
   const std::string before = read_file(metrics);
   const std::string config_before = read_file(dir_.file("run") + "/config.yaml");
-  r = run_command("chown -R 65534:65534 " + dir_.path().string() + " && chmod 200 " + metrics);
+  r = run_as_user("chown -R 65534:65534 " + dir_.path().string() + " && chmod 200 " + metrics);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::string cmd = train_cmd("run", "--set train.steps=30 --resume auto");
   cmd.replace(cmd.find(SWITCHYARD_BIN), std::string(SWITCHYARD_BIN).size(), nobody->bin);
   cmd.replace(cmd.find(config), config.size(), nobody->config);
-  r = run_command(nobody->prefix + cmd);
+  r = run_as_user(nobody->prefix + cmd);
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("cannot read metrics file '" + metrics + "'"), std::string::npos)
       << r.output;
@@ -251,7 +247,7 @@ TEST_F(Resume, AMetricsFileThatCannotBeReadIsRefusedNotEmptied) {
 // --resume then continues into the new directory. A run that died before its first checkpoint
 // starts over with a note.
 TEST_F(Resume, ResumeAutoRefusesWhenTheEarlierCheckpointsAreElsewhere) {
-  auto r = run_command(train_cmd("run", "--set train.steps=10 --resume auto"));
+  auto r = run_as_user(train_cmd("run", "--set train.steps=10 --resume auto"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("starting at step 0"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("note: "), std::string::npos) << "a first start: " << r.output;
@@ -260,7 +256,7 @@ TEST_F(Resume, ResumeAutoRefusesWhenTheEarlierCheckpointsAreElsewhere) {
   const std::string elsewhere = dir_.file("elsewhere");
   const std::string old_ckpt = dir_.file("run") + "/checkpoints/step_00000010.h5";
 
-  r = run_command(
+  r = run_as_user(
       train_cmd("run", "--set train.steps=12 --resume auto --set checkpoint.dir=" + elsewhere));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("kept its checkpoints in '" + dir_.file("run") + "/checkpoints'"),
@@ -271,7 +267,7 @@ TEST_F(Resume, ResumeAutoRefusesWhenTheEarlierCheckpointsAreElsewhere) {
   EXPECT_FALSE(fs::exists(metrics + ".prev"));
   EXPECT_FALSE(fs::exists(elsewhere + "/latest"));
 
-  r = run_command(train_cmd(
+  r = run_as_user(train_cmd(
       "run", "--set train.steps=12 --resume " + old_ckpt + " --set checkpoint.dir=" + elsewhere));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(fs::exists(elsewhere + "/step_00000012.h5"));
@@ -280,7 +276,7 @@ TEST_F(Resume, ResumeAutoRefusesWhenTheEarlierCheckpointsAreElsewhere) {
   // Died before its first checkpoint (here: its checkpoints removed): a note, then step 0.
   fs::remove_all(elsewhere);
   fs::remove_all(dir_.file("run") + "/checkpoints");
-  r = run_command(train_cmd("run", "--set train.steps=10 --resume auto"));
+  r = run_as_user(train_cmd("run", "--set train.steps=10 --resume auto"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("metrics.jsonl shows this run at step 12 but checkpoint.dir"),
             std::string::npos)

@@ -16,12 +16,6 @@
 #include "train/resume_fixture.h"
 
 namespace sy {
-namespace {
-// As a user starts it (resume_fixture.h).
-test::CommandResult run_command(const std::string& cmd) {
-  return test::run_as_user(cmd);
-}
-}  // namespace
 
 // Trains 20 steps with `every` straight, and again hung at step `hang_at` (SWITCHYARD_FAULT),
 // SIGKILLed once `file` (of the killed run) holds `pattern` and resumed with --resume auto from
@@ -30,14 +24,14 @@ test::CommandResult run_command(const std::string& cmd) {
 std::string test::Resume::expect_coactivation_after_a_kill(const std::string& every, int hang_at,
                                                            const std::string& file,
                                                            const std::string& pattern) {
-  auto r = run_command(train_cmd("straight", every));
+  auto r = run_as_user(train_cmd("straight", every));
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = run_command("SWITCHYARD_FAULT=0:" + std::to_string(hang_at) + ":hang " +
+  r = run_as_user("SWITCHYARD_FAULT=0:" + std::to_string(hang_at) + ":hang " +
                   train_cmd("killed", every) + " & pid=$!; for i in $(seq 600); do grep -q " +
                   pattern + " " + dir_.file("killed") + "/" + file +
                   " 2>/dev/null && break; sleep 0.05; done; sleep 0.3; kill -9 $pid; wait $pid");
   EXPECT_EQ(r.exit_code, 137) << r.output;
-  r = run_command(train_cmd("killed", every + " --resume auto"));
+  r = run_as_user(train_cmd("killed", every + " --resume auto"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("step_00000015.h5 (step 15)"), std::string::npos) << r.output;
   const Coactivation want = read_coactivation(dir_.file("straight") + "/coactivation.h5");
@@ -53,6 +47,7 @@ namespace {
 namespace fs = std::filesystem;
 using test::read_file;
 using test::Resume;
+using test::run_as_user;
 
 // A run stopped between log steps resumes with the co-activation counts of every step: the file
 // is brought up to the checkpoint it resumes from. The counts of steps 11-15 (after the step-10
@@ -86,15 +81,15 @@ TEST_F(Resume, CoactivationCountsAfterASetAsideCheckpointAreNotCountedTwice) {
       "--set checkpoint.every=1 --set eval.every=0 --set train.warmup_steps=0 "
       "--set train.steps=8 ";
   const std::string lr = "--set train.lr=3e-3 --set train.min_lr=3e-3 ";
-  auto r = run_command(train_cmd("straight", every + lr));
+  auto r = run_as_user(train_cmd("straight", every + lr));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(train_cmd("run", every + lr + "--set train.steps=4"));
+  r = run_as_user(train_cmd("run", every + lr + "--set train.steps=4"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(
+  r = run_as_user(
       train_cmd("run", every + "--set train.lr=1e30 --set train.min_lr=1e30 --resume auto"));
   ASSERT_EQ(r.exit_code, 3) << r.output;
   ASSERT_NE(r.output.find("step_00000005.h5 is set aside"), std::string::npos) << r.output;
-  r = run_command(train_cmd("run", every + lr + "--resume auto"));
+  r = run_as_user(train_cmd("run", every + lr + "--resume auto"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("step_00000004.h5 (step 4)"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("as of the checkpoint's step 4 (steps 5..5, counted before the run "
@@ -118,16 +113,16 @@ TEST_F(Resume, CoactivationStepsNotCountedOrCountedTwiceAreSaidAndRecorded) {
   const std::string every =
       "--set checkpoint.every=2 --set log.every=2 --set eval.every=0 "
       "--set train.warmup_steps=0 --set train.min_lr=3e-3 ";
-  auto r = run_command(train_cmd("straight", every + "--set train.steps=6"));
+  auto r = run_as_user(train_cmd("straight", every + "--set train.steps=6"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(train_cmd("run", every + "--set train.steps=2"));
+  r = run_as_user(train_cmd("run", every + "--set train.steps=2"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string file = dir_.file("run") + "/coactivation.h5";
   fs::copy_file(file, dir_.file("step2.h5"));
-  r = run_command(train_cmd("run", every + "--set train.steps=4 --resume auto"));
+  r = run_as_user(train_cmd("run", every + "--set train.steps=4 --resume auto"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   fs::copy_file(dir_.file("step2.h5"), file, fs::copy_options::overwrite_existing);
-  r = run_command(train_cmd("run", every + "--set train.steps=6 --resume auto"));
+  r = run_as_user(train_cmd("run", every + "--set train.steps=6 --resume auto"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("it counted steps up to 2 only (the file could not be written after "
                           "that), so steps 3..4 are not in the counts"),
@@ -141,20 +136,20 @@ TEST_F(Resume, CoactivationStepsNotCountedOrCountedTwiceAreSaidAndRecorded) {
   // A resume from the step-4 checkpoint, whose counts the file keeps: the tallies as of it (the
   // file's current ones were kept).
   fs::copy_file(file, dir_.file("step6.h5"));
-  r = run_command(train_cmd("run", every + "--set train.steps=6 --resume " + dir_.file("run") +
+  r = run_as_user(train_cmd("run", every + "--set train.steps=6 --resume " + dir_.file("run") +
                                        "/checkpoints/step_00000004.h5"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(read_coactivation(file).uncounted_steps, 2);
   // A resume of the straight run from step 2 by path, to step 4: steps 3..4 counted again (the
   // steps that will be, not the file's 3..6; it said 4).
-  r = run_command(train_cmd("straight", every + "--set train.steps=4 --resume " +
+  r = run_as_user(train_cmd("straight", every + "--set train.steps=4 --resume " +
                                             dir_.file("straight") +
                                             "/checkpoints/step_00000002.h5"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   got = read_coactivation(dir_.file("straight") + "/coactivation.h5");
   EXPECT_EQ(got.recounted_steps, 2);
   EXPECT_EQ(got.uncounted_steps, 0);
-  r = run_command(std::string(SWITCHYARD_BIN) + " placement --run " + dir_.file("straight") +
+  r = run_as_user(std::string(SWITCHYARD_BIN) + " placement --run " + dir_.file("straight") +
                   " --nodes 2 --ranks-per-node 1 --output " + dir_.file("p.yaml"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("note: of these steps the counts hold up to 2 twice and up to 0 not at "
@@ -166,12 +161,12 @@ TEST_F(Resume, CoactivationStepsNotCountedOrCountedTwiceAreSaidAndRecorded) {
   // too (it kept the file's 2 steps not counted, which the run counted then).
   const std::string ckpts = dir_.file("run") + "/checkpoints/";
   fs::copy_file(dir_.file("step2.h5"), file, fs::copy_options::overwrite_existing);
-  r = run_command("SWITCHYARD_FAULT=0:6:throw " +
+  r = run_as_user("SWITCHYARD_FAULT=0:6:throw " +
                   train_cmd("run", every + "--set log.every=1 --set train.steps=6 --resume " +
                                        ckpts + "step_00000004.h5"));
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_EQ(read_coactivation(file).uncounted_steps, 2);
-  r = run_command(
+  r = run_as_user(
       train_cmd("run", every + "--set train.steps=6 --resume " + ckpts + "step_00000002.h5"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   got = read_coactivation(file);
@@ -186,9 +181,9 @@ TEST_F(Resume, CoactivationStepsNotCountedOrCountedTwiceAreSaidAndRecorded) {
 // fresh run in the directory keeps the earlier run's as samples.txt.prev (it appended to them).
 TEST_F(Resume, SamplesOfStepsRedoneAreDroppedAndAFreshRunKeepsTheEarlierOnes) {
   const std::string sample = "--set eval.sample_tokens=20 ";
-  auto r = run_command(train_cmd("straight", sample));
+  auto r = run_as_user(train_cmd("straight", sample));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(train_cmd("run", sample));
+  r = run_as_user(train_cmd("run", sample));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // Step 5's text with a blank line and what starts like a header (it cut the file there).
   const std::string lookalike = "\n\nsample at step 99 looks like a header";
@@ -197,7 +192,7 @@ TEST_F(Resume, SamplesOfStepsRedoneAreDroppedAndAFreshRunKeepsTheEarlierOnes) {
   ASSERT_NE(at, std::string::npos) << text;
   text.insert(at - 2, lookalike);
   std::ofstream(dir_.file("run") + "/samples.txt", std::ios::binary) << text;
-  r = run_command(
+  r = run_as_user(
       train_cmd("run", sample + "--resume " + dir_.file("run") + "/checkpoints/step_00000010.h5"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("samples.txt: the samples after step 10 (drawn before the run "
@@ -210,7 +205,7 @@ TEST_F(Resume, SamplesOfStepsRedoneAreDroppedAndAFreshRunKeepsTheEarlierOnes) {
   want.insert(want.find("sample at step 10 ") - 2, lookalike);
   EXPECT_EQ(read_file(dir_.file("run") + "/samples.txt"), want);
 
-  r = run_command(
+  r = run_as_user(
       train_cmd("run", sample + "--set train.steps=5 --set checkpoint.dir=" + dir_.file("other")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(read_file(dir_.file("run") + "/samples.txt.prev"), want);
