@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "src/core/printable.h"
+#include "src/core/run_files.h"
 #include "src/sample/decoder.h"
 #include "src/sample/sampler.h"
 #include "src/train/loop_common.h"
@@ -55,13 +56,7 @@ std::string start_samples_file(const std::string& out_dir, bool resumed, int64_t
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) return "";
   try {
-    if (!resumed) {
-      const std::string prev = path.string() + ".prev";
-      const bool replacing = fs::exists(prev, ec);
-      fs::rename(path, prev);
-      return "note: " + path.string() + " of an earlier run is kept as " + prev +
-             (replacing ? " (replacing the one before it)" : "") + "\n";
-    }
+    if (!resumed) return keep_earlier_as_prev(path.string());
     const int64_t cut = first_sample_after(path, resume_step);
     if (cut >= static_cast<int64_t>(fs::file_size(path))) return "";
     fs::resize_file(path, static_cast<uintmax_t>(cut));

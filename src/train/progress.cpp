@@ -48,12 +48,7 @@ std::optional<MetricsWriter> open_run_outputs(const Config& cfg, const comm::Com
         // run's metrics aside (a retry would then have replaced their .prev copy).
         write_config();
         what = "the metrics file '" + path + "'";
-        // A fresh run in a directory an earlier one logged to: its lines are kept once, as .prev
-        // (said: a second fresh run replaces that copy).
-        if (fs::exists(path))
-          log << "note: " << path << " of an earlier run in run.out_dir is kept as " << path
-              << ".prev" << (fs::exists(path + ".prev") ? " (replacing the one before it)" : "")
-              << "\n";
+        log << keep_earlier_as_prev(path);
         metrics.emplace(path, false);
         log << start_samples_file(cfg.run.out_dir, false, 0);
       }
