@@ -43,6 +43,16 @@ class Resume : public ::testing::Test {
            extra;
   }
 
+  // `train` (a train_cmd) hung at the start of step `hang_at` (SWITCHYARD_FAULT) and SIGKILLed
+  // once `file` holds `pattern`: its result (exit 137 when the kill came).
+  CommandResult kill_when(const std::string& train, int hang_at, const std::string& file,
+                          const std::string& pattern) {
+    return run_as_user(
+        "SWITCHYARD_FAULT=0:" + std::to_string(hang_at) + ":hang " + train +
+        " & pid=$!; for i in $(seq 600); do grep -q " + pattern + " " + file +
+        " 2>/dev/null && break; sleep 0.05; done; sleep 0.3; kill -9 $pid; wait $pid");
+  }
+
   // Runs `extra` straight for 20 steps, and again SIGKILLed after its step-10 checkpoint and
   // resumed with --resume auto: the metrics of steps 11-20 and the final checkpoint must be the
   // uninterrupted run's, bit for bit. `resume_env` (e.g. "OMP_NUM_THREADS=3") is set for the

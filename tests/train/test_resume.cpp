@@ -76,9 +76,7 @@ void test::Resume::expect_bitwise_resume(const std::string& extra, const std::st
   // The interrupted run hangs at the start of step 12 (after the step-10 checkpoint and a
   // step-11 line that the resumed run must redo), and is SIGKILLed there.
   const std::string latest = dir_.file("killed") + "/checkpoints/latest";
-  r = run_as_user("SWITCHYARD_FAULT=0:12:hang " + cmd("killed") + " & pid=$!; " +
-                  "for i in $(seq 600); do grep -q step_00000010 " + latest +
-                  " 2>/dev/null && break; sleep 0.05; done; sleep 0.3; kill -9 $pid; wait $pid");
+  r = kill_when(cmd("killed"), 12, latest, "step_00000010");
   EXPECT_EQ(r.exit_code, 137) << "SIGKILLed: " << r.output;
   ASSERT_TRUE(fs::exists(dir_.file("killed") + "/checkpoints/step_00000010.h5"));
   ASSERT_FALSE(fs::exists(dir_.file("killed") + "/checkpoints/step_00000020.h5"));

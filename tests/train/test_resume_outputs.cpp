@@ -26,10 +26,7 @@ std::string test::Resume::expect_coactivation_after_a_kill(const std::string& ev
                                                            const std::string& pattern) {
   auto r = run_as_user(train_cmd("straight", every));
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = run_as_user("SWITCHYARD_FAULT=0:" + std::to_string(hang_at) + ":hang " +
-                  train_cmd("killed", every) + " & pid=$!; for i in $(seq 600); do grep -q " +
-                  pattern + " " + dir_.file("killed") + "/" + file +
-                  " 2>/dev/null && break; sleep 0.05; done; sleep 0.3; kill -9 $pid; wait $pid");
+  r = kill_when(train_cmd("killed", every), hang_at, dir_.file("killed") + "/" + file, pattern);
   EXPECT_EQ(r.exit_code, 137) << r.output;
   r = run_as_user(train_cmd("killed", every + " --resume auto"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
