@@ -112,14 +112,19 @@ int checked_stdout(int rc) {
 // ...`). Written once there, before main; read-only after.
 bool g_hangup_ignored_at_exec = false;
 
-void note_hangup_disposition(int, char**, char**) {
+// The first code of ours that runs, before any library's constructor (.preinit_array): notes
+// SIGHUP's disposition and, for `train`, puts the preemption handlers in (a stop that mpirun
+// forwards to a rank it has just started comes while the libraries initialize).
+void before_libraries(int argc, char** argv, char**) {
   struct sigaction sa {};
   g_hangup_ignored_at_exec = ::sigaction(SIGHUP, nullptr, &sa) == 0 && sa.sa_handler == SIG_IGN;
+  if (argc > 1 && argv != nullptr && argv[1] != nullptr && std::string_view(argv[1]) == "train")
+    sy::PreemptionSignals::catch_before_main();
 }
 
 [[gnu::used,
-  gnu::section(".preinit_array")]] void (*const k_note_hangup)(int, char**,
-                                                               char**) = note_hangup_disposition;
+  gnu::section(".preinit_array")]] void (*const k_before_libraries)(int, char**,
+                                                                    char**) = before_libraries;
 
 }  // namespace
 
@@ -135,9 +140,9 @@ int main(int argc, char** argv) {
   // back: ignored (nohup) stays ignored; else every command but train ends on it (`guard` passes
   // it on to a training job as SIGUSR1), and train stops with a checkpoint as on SIGTERM.
   std::signal(SIGHUP, g_hangup_ignored_at_exec ? SIG_IGN : SIG_DFL);
-  // `train`: the preemption handlers go in before anything else and stay until the process ends,
-  // so a SIGUSR1/SIGTERM during start-up ends the run with 76 (not killed: 138) and one after the
-  // last checkpoint leaves it to exit 0 (src/train/signals.h).
+  // `train`: the preemption handlers (in since before_libraries) are taken over here and stay
+  // until the process ends, so a SIGUSR1/SIGTERM during start-up ends the run with 76 (not killed:
+  // 138) and one after the last checkpoint leaves it to exit 0 (src/train/signals.h).
   std::optional<sy::PreemptionSignals> train_signals;
   if (argc > 1 && std::string_view(argv[1]) == "train")
     train_signals.emplace(sy::PreemptionSignals::Mode::kExitBeforeTraining,

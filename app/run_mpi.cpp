@@ -87,6 +87,8 @@ int run_with_mpi(const std::function<int(const comm::MpiSession&)>& work) {
   note_unusable_mpi_temp_dir();
   keep_pmix_data_in_memory_under_a_small_file_limit();
   comm::MpiSession mpi(nullptr, nullptr);
+  // `train`: a stop that came while MPI started ends the run now (76), not in MPI_Init.
+  if (const PreemptionSignals* s = PreemptionSignals::installed()) s->mpi_is_up();
   h5::print_no_library_errors();
   try {
     return work(mpi);

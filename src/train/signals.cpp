@@ -24,6 +24,11 @@ std::atomic<int> g_signal{0};
 std::atomic<bool> g_installed{false};
 std::atomic<bool> g_exit_before_training{false};
 std::atomic<bool> g_announce{true};  // this process prints the before-training line
+// MPI is starting (set before main, cleared once MPI_Init has returned): a stop before training is
+// recorded and acted on when MPI is up. A rank that ended while MPI_Init connected it to
+// mpirun's PMIx server, or while another rank's did, left mpirun (Open MPI 4.1, PMIx 3)
+// deadlocked in its finalize: the job never ended.
+std::atomic<bool> g_mpi_starting{false};
 std::atomic<const PreemptionSignals*> g_instance{nullptr};
 static_assert(std::atomic<int>::is_always_lock_free);
 static_assert(std::atomic<bool>::is_always_lock_free);
@@ -35,12 +40,9 @@ void append(char* line, size_t& n, size_t cap, const char* text) {
   n += len;
 }
 
-extern "C" void on_preemption_signal(int sig) {
-  int expected = 0;
-  g_signal.compare_exchange_strong(expected, sig);
-  if (!g_exit_before_training.load()) return;
-  // Before training: nothing to save, and the process may sit in start-up work that no step
-  // boundary follows (reading a large file, waiting for a peer): end it now, as "try again".
+// Before training: nothing to save, and the process may sit in start-up work that no step
+// boundary follows (reading a large file, waiting for a peer): it ends now, as "try again".
+[[noreturn]] void exit_stopped_early(int sig) {
   if (g_announce.load()) {
     char line[256];
     size_t n = 0;
@@ -59,13 +61,41 @@ extern "C" void on_preemption_signal(int sig) {
   ::_exit(kExitStoppedEarly);
 }
 
-void install(int sig, struct sigaction* old) {
+// How long a stop that came while MPI started waits for MPI_Init to return (mpi_is_up) before
+// the process ends anyway: a peer that never comes would hold it for parallel.timeout_s.
+constexpr unsigned kMpiStartGraceSeconds = 10;
+
+extern "C" void on_mpi_start_grace_over(int) {
+  if (g_mpi_starting.load()) exit_stopped_early(g_signal.load());
+}
+
+extern "C" void on_preemption_signal(int sig) {
+  int expected = 0;
+  const bool first = g_signal.compare_exchange_strong(expected, sig);
+  if (!g_exit_before_training.load()) return;
+  if (!g_mpi_starting.load()) exit_stopped_early(sig);
+  if (!first) return;
+  // sigaction and alarm are async-signal-safe; SIGALRM is no one else's before MPI is up, and
+  // mpi_is_up ends the process once one came, so its disposition never needs putting back.
+  struct sigaction sa {};
+  sa.sa_handler = on_mpi_start_grace_over;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGALRM, &sa, nullptr);
+  ::alarm(kMpiStartGraceSeconds);
+}
+
+struct sigaction preemption_action() {
   struct sigaction sa {};
   sa.sa_handler = on_preemption_signal;
   sigemptyset(&sa.sa_mask);
   // SA_RESTART: a blocking read or MPI progress call interrupted by the signal resumes instead
   // of failing with EINTR; the flag is looked at between steps.
   sa.sa_flags = SA_RESTART;
+  return sa;
+}
+
+void install(int sig, struct sigaction* old) {
+  const struct sigaction sa = preemption_action();
   if (sigaction(sig, &sa, old) != 0)
     throw std::runtime_error("sigaction(" + std::to_string(sig) + ") failed");
 }
@@ -76,7 +106,6 @@ PreemptionSignals::PreemptionSignals(Mode mode, Restore restore, bool hangup)
     : restore_(restore), hangup_(hangup) {
   if (g_installed.exchange(true))
     throw std::logic_error("PreemptionSignals: an instance already exists in this process");
-  g_signal.store(0);
   g_announce.store(launcher_rank() <= 0);
   g_exit_before_training.store(mode == Mode::kExitBeforeTraining);
   try {
@@ -106,6 +135,7 @@ PreemptionSignals::~PreemptionSignals() {
   if (hangup_) sigaction(SIGHUP, &old_hup_, nullptr);
   sigaction(SIGTERM, &old_term_, nullptr);
   sigaction(SIGUSR1, &old_usr1_, nullptr);
+  g_signal.store(0);  // the next instance starts without this one's signal
   g_installed.store(false);
 }
 
@@ -115,6 +145,20 @@ void PreemptionSignals::start_up_over() const {
 
 const PreemptionSignals* PreemptionSignals::installed() {
   return g_instance.load();
+}
+
+void PreemptionSignals::mpi_is_up() const {
+  g_mpi_starting.store(false);
+  const int sig = g_signal.load();
+  if (sig != 0 && g_exit_before_training.load()) exit_stopped_early(sig);
+}
+
+void PreemptionSignals::catch_before_main() noexcept {
+  g_announce.store(launcher_rank() <= 0);
+  g_exit_before_training.store(true);
+  g_mpi_starting.store(true);
+  const struct sigaction sa = preemption_action();
+  for (int sig : {SIGUSR1, SIGTERM}) sigaction(sig, &sa, nullptr);  // cannot fail for these
 }
 
 int launcher_rank() {

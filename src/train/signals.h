@@ -16,8 +16,9 @@
 // step. The handler only stores to lock-free atomics (and, before training, writes one line and
 // calls _exit): async-signal-safe.
 //
-// `switchyard train` installs the handlers first thing in main (Mode::kExitBeforeTraining), before
-// the config is read, and never removes them (issue 15, item 5):
+// `switchyard train` installs the handlers before its libraries initialize (catch_before_main),
+// main takes them over (Mode::kExitBeforeTraining) and never removes them (issue 15, item 5):
+//   while MPI starts              recorded; the process ends with 76 once MPI_Init has returned;
 //   before the step loop starts   a signal ends the process at once with 76 (kExitStoppedEarly):
 //                                 there is nothing to checkpoint, and a rank blocked in start-up
 //                                 work must not hang on;
@@ -69,8 +70,22 @@ class PreemptionSignals {
   // again", which for a complete run or a failed start is not so. Process-wide, hence const.
   void start_up_over() const;
 
+  // MPI_Init has returned. A stop that came while MPI started (from before main on, see
+  // catch_before_main) was only recorded: in Mode::kExitBeforeTraining it ends the process now
+  // with 76, and from here on one does at once. Process-wide, hence const.
+  void mpi_is_up() const;
+
   // The instance that is installed now, or null.
   static const PreemptionSignals* installed();
+
+  // For `switchyard train`'s .preinit_array (app/main.cpp), which runs before any shared
+  // library's constructor: the handlers of Mode::kExitBeforeTraining go in there, and the
+  // instance main constructs takes them over. A stop that reaches a rank while its libraries
+  // initialize (mpirun forwards one to a rank the moment it has started it) ends it with 76
+  // once MPI_Init has returned (mpi_is_up): a rank that ended while MPI started left Open MPI's
+  // mpirun deadlocked in its finalize. Before main such a stop killed the rank (138). Sets no
+  // instance; never throws.
+  static void catch_before_main() noexcept;
 
  private:
   Restore restore_;

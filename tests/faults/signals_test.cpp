@@ -346,6 +346,42 @@ TEST_F(FaultTest, TheStopLocalShAdvertisesWorksFromItsFirstLine) {
   for (pid_t p : below) EXPECT_NE(::kill(p, 0), 0) << "process " << p << " still runs\n" << log;
 }
 
+// A stop that comes while train's shared libraries initialize, after exec and before main (what a
+// rank gets when mpirun forwards a stop the moment it has started it), ends it with 76 once
+// MPI_Init has returned. The handlers went in first thing in main, after libucs's and
+// OpenBLAS's constructors: the rank died of it (138). A rank that ended while MPI started (its
+// own PMIx connection or another rank's under way) left mpirun deadlocked in its finalize.
+TEST_F(FaultTest, AStopWhileTrainsLibrariesLoadExits76OnceMpiIsUp) {
+  const std::string out = path("run"), mpi_up = path("mpi_up");
+  Process job("LD_PRELOAD=" + std::string(SWITCHYARD_RAISE_USR1_LIB) +
+                  " SY_TEST_MPI_UP_FILE=" + mpi_up + " " + train(out, 20),
+              path("log"));
+  const int code = job.wait(60);
+  const std::string log = job.output();
+  EXPECT_EQ(code, 76) << log;
+  EXPECT_NE(log.find("SIGUSR1 before training started"), std::string::npos) << log;
+  EXPECT_EQ(read_file(mpi_up), "0\n") << "ended before MPI_Init returned\n" << log;
+  EXPECT_FALSE(std::filesystem::exists(out + "/checkpoints")) << log;
+}
+
+// ... but not later than 10 s after it: a start-up that does not return (here a stall of 100 s
+// before main) is not waited for until parallel.timeout_s.
+TEST_F(FaultTest, AStopWhileTheStartUpStallsExits76AfterTenSeconds) {
+  const std::string out = path("run"), mpi_up = path("mpi_up");
+  const auto t0 = Clock::now();
+  Process job("LD_PRELOAD=" + std::string(SWITCHYARD_RAISE_USR1_LIB) +
+                  " SY_TEST_STALL_S=100 SY_TEST_MPI_UP_FILE=" + mpi_up + " " + train(out, 20),
+              path("log"));
+  const int code = job.wait(60);
+  const double took = seconds_since(t0);
+  const std::string log = job.output();
+  EXPECT_EQ(code, 76) << log;
+  EXPECT_NE(log.find("SIGUSR1 before training started"), std::string::npos) << log;
+  EXPECT_GE(took, 9.0) << log;
+  EXPECT_LT(took, 30.0) << log;
+  EXPECT_FALSE(std::filesystem::exists(mpi_up)) << log;
+}
+
 TEST_F(FaultTest, CtrlCToLocalShWaitsForTheCheckpointAndExits75) {
   const std::string out = path("run");
   const std::string train_cmd = train(out, 100000, "--set checkpoint.every=0");
