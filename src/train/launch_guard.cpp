@@ -75,40 +75,47 @@ bool stop_signal_pending(pid_t pid) {
   return false;
 }
 
-// Whether `pid` is a process just started that has not reached its handlers and would die of
-// `sig`: alive (not a zombie), catching no signal at all (/proc/<pid>/status SigCgt 0), not
-// ignoring `sig`, and younger than kStartingSeconds. A rank between its exec and the handler its
-// main installs first, or mpirun before it sets up its forwarding; not a long-lived helper such as
-// multi-node mpirun's ssh clients, which the signal does not go to anyway.
-constexpr double kStartingSeconds = 5.0;
-bool starting_and_would_die_of(pid_t pid, int sig) {
-  const std::string dir = "/proc/" + std::to_string(pid);
-  std::ifstream in(dir + "/status");
-  const uint64_t bit = uint64_t{1} << (sig - 1);
-  bool seen = false;
-  for (std::string line; std::getline(in, line);) {
-    if (line.starts_with("State:") && line.find('Z') != std::string::npos) return false;
-    if (line.starts_with("SigIgn:") && (std::strtoull(line.c_str() + 7, nullptr, 16) & bit))
-      return false;
-    if (line.starts_with("SigCgt:")) {
-      if (std::strtoull(line.c_str() + 7, nullptr, 16) != 0) return false;
-      seen = true;
-    }
-  }
-  if (!seen) return false;  // gone (nothing read): nothing to die
-  // Its age: /proc/<pid>/stat's 22nd field (start time, clock ticks after boot) against
-  // /proc/uptime.
-  std::ifstream stat_in(dir + "/stat");
+// How long ago `pid` started, in seconds (a large number when it cannot be read):
+// /proc/<pid>/stat's 22nd field (start time, clock ticks after boot) against /proc/uptime.
+double seconds_since_start(pid_t pid) {
+  std::ifstream stat_in("/proc/" + std::to_string(pid) + "/stat");
   std::string stat;
   std::getline(stat_in, stat);
   const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return false;
+  if (close == std::string::npos) return 1e9;
   std::istringstream fields(stat.substr(close + 2));  // field 3 (state) on
   std::string field;
   for (int f = 3; f < 22 && fields >> field;) ++f;
   double start_ticks = 0, uptime = 0;
-  if (!(fields >> start_ticks) || !(std::ifstream("/proc/uptime") >> uptime)) return false;
-  return uptime - start_ticks / static_cast<double>(::sysconf(_SC_CLK_TCK)) < kStartingSeconds;
+  if (!(fields >> start_ticks) || !(std::ifstream("/proc/uptime") >> uptime)) return 1e9;
+  return uptime - start_ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// A process younger than this is still starting: a rank between its exec and its handlers, mpirun
+// before its forwarding or before it has started its ranks. Not a long-lived helper such as a
+// multi-node mpirun's ssh clients, which the signal does not go to anyway.
+constexpr double kStartingSeconds = 5.0;
+
+// Whether `pid` would die of `sig`: alive (not a zombie), neither catching `sig`
+// (/proc/<pid>/status SigCgt) nor ignoring it (SigIgn). The bit of `sig` itself: a rank catches
+// SIGHUP (libucs's constructor) before it catches SIGUSR1.
+bool would_die_of(pid_t pid, int sig) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  const uint64_t bit = uint64_t{1} << (sig - 1);
+  bool seen = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("State:") && line.find('Z') != std::string::npos) return false;
+    if ((line.starts_with("SigIgn:") || line.starts_with("SigCgt:")) &&
+        (std::strtoull(line.c_str() + 7, nullptr, 16) & bit))
+      return false;
+    if (line.starts_with("SigCgt:")) seen = true;
+  }
+  return seen;  // nothing read: gone, nothing to die
+}
+
+// ... and is still starting (younger than kStartingSeconds).
+bool starting_and_would_die_of(pid_t pid, int sig) {
+  return would_die_of(pid, sig) && seconds_since_start(pid) < kStartingSeconds;
 }
 
 int exit_status(int status) {
@@ -177,7 +184,9 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
   // mpirun's line about it.
   // A SIGUSR1 is held while the launcher or a process below it is starting and would die of it
   // (starting_and_would_die_of: a job stopped in its first tenth of a second ended 138, the
-  // checkpoint it could have written lost), up to kHoldTicks; then it goes anyway.
+  // checkpoint it could have written lost), or while the launcher is starting and has started
+  // nothing, up to kHoldTicks; then it goes anyway. Once one has been passed, none goes to a
+  // launcher that would die of it.
   constexpr int kFirstResendTicks = 20, kLastResendTicks = 640, kHoldTicks = 100;
   int resend_ticks = kFirstResendTicks;
   int ticks_since_pass = -1;  // -1: none passed yet
@@ -213,12 +222,21 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
     }
     if (held_ticks >= 0) {
       std::vector<pid_t> below = descendants_of(pid);
+      // A launcher still starting that has started nothing yet: mpirun forwards the stop to its
+      // ranks as soon as they exist, so it is held until they do (and have their handlers).
+      const bool nothing_started = below.empty() && seconds_since_start(pid) < kStartingSeconds;
       below.push_back(pid);
       const bool hold = held_ticks < kHoldTicks &&
-                        std::any_of(below.begin(), below.end(),
-                                    [](pid_t p) { return starting_and_would_die_of(p, SIGUSR1); });
+                        (nothing_started || std::any_of(below.begin(), below.end(), [](pid_t p) {
+                           return starting_and_would_die_of(p, SIGUSR1);
+                         }));
       if (hold) {
         ++held_ticks;
+      } else if (ticks_since_pass >= 0 && would_die_of(pid, SIGUSR1)) {
+        // One was passed, and the launcher no longer catches SIGUSR1: it is ending (mpirun takes
+        // its forwarding down while it ends the job its ranks left). Another would kill it (138).
+        held_ticks = -1;
+        ticks_since_pass = 0;
       } else {
         if (!said)
           log << "switchyard guard: a stop signal for " << argv[0]

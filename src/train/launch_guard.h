@@ -17,7 +17,10 @@
 //     64 s apart): mpirun drops a signal that comes before its ranks exist (a stop in a job's
 //     first tenth of a second trained to the end, exit 0), and a rank keeps only the first it
 //     gets; and each is held (up to 10 s) while the launcher or a process below it is starting
-//     (under 5 s old, no handler yet) and would die of it (a rank before main's handler: 138);
+//     (under 5 s old, no handler for SIGUSR1 yet) and would die of it (a rank before its
+//     handler: 138), or while the launcher is under 5 s old and has started nothing yet (mpirun
+//     forwards a stop to ranks the moment they exist); none goes again to a launcher that no
+//     longer catches SIGUSR1 (mpirun ending the job: it would die of it, 138);
 //   - a second Ctrl-C (SIGINT to the guard) is for ranks that do not stop: the guard kills the
 //     launcher and everything below it with SIGKILL.
 // The ranks then stop after the same step and checkpoint; rank 0 exits 75 (the others 0, see

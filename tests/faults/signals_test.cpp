@@ -204,6 +204,29 @@ TEST_F(FaultTest, TheGuardPassesTheStopAgainUntilTheLauncherEnds) {
   EXPECT_EQ(job.wait(20), 75) << job.output();
 }
 
+// Once a stop has been passed, the launcher is not sent another when it no longer catches SIGUSR1:
+// mpirun takes its forwarding down while it ends the job its ranks left, and the resend 2 s after
+// the first killed it (the guard, and jobs/local.sh, exited 138 where the ranks had exited 76).
+// Here the launcher drops its trap on the first stop and takes 3 s to end.
+TEST_F(FaultTest, TheGuardDoesNotResendTheStopToALauncherThatStoppedCatchingIt) {
+  const std::string launcher = path("launcher.sh");
+  std::ofstream(launcher)
+      << "got=\n"
+         "trap 'got=1' USR1\n"
+         "echo ready\n"
+         "while [ -z \"$got\" ]; do (trap '' USR1; exec sleep 0.1); done\n"
+         "trap - USR1\n"
+         "i=0\n"
+         "while [ $i -lt 30 ]; do (trap '' USR1; exec sleep 0.1); i=$((i+1)); done\n"
+         "exit 75\n";
+  Process job(kBin + " guard -- sh " + launcher, path("log"));
+  ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
+      << job.output();
+  std::this_thread::sleep_for(std::chrono::milliseconds(5500));  // past the launcher's start-up
+  ::kill(job.pid(), SIGTERM);
+  EXPECT_EQ(job.wait(30), 75) << job.output();
+}
+
 // The stop is held while a process below the launcher would die of SIGUSR1 (here a `sleep`, as
 // a rank is between its exec and main's handler), then passed: the launcher's trap runs after
 // the sleep. It went at once, and a rank that had not yet reached main died of it (exit 138).
@@ -220,6 +243,43 @@ TEST_F(FaultTest, TheGuardHoldsTheStopWhileAProcessBelowWouldDieOfIt) {
   ::kill(job.pid(), SIGTERM);
   EXPECT_EQ(job.wait(20), 75) << job.output();
   EXPECT_TRUE(std::filesystem::exists(slept)) << "passed while the sleep ran\n" << job.output();
+}
+
+// ... also for one that already catches other signals, as a rank does once libucs's constructor
+// has taken SIGHUP and before main takes SIGUSR1 (here perl with a SIGHUP handler). The hold
+// looked for no handler at all and let the stop through to it.
+TEST_F(FaultTest, TheGuardHoldsTheStopForAProcessThatCatchesOnlyOtherSignals) {
+  const std::string launcher = path("launcher.sh"), slept = path("slept");
+  std::ofstream(launcher) << "trap 'exit 75' USR1\n"
+                             "echo ready\n"
+                             "perl -e '$SIG{HUP} = sub {}; sleep 2'\n"
+                             "touch "
+                          << slept << "\nwhile :; do (trap '' USR1; exec sleep 0.1); done\n";
+  Process job(kBin + " guard -- sh " + launcher, path("log"));
+  ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
+      << job.output();
+  ::kill(job.pid(), SIGTERM);
+  EXPECT_EQ(job.wait(20), 75) << job.output();
+  EXPECT_TRUE(std::filesystem::exists(slept)) << "passed while perl ran\n" << job.output();
+}
+
+// ... and while the launcher has only just started and has started nothing yet (mpirun before it
+// forks its ranks, which it forwards a stop to as soon as they exist: the CI run's rank 1 died of
+// one, 138). Here the launcher counts for a second before its first process.
+TEST_F(FaultTest, TheGuardHoldsTheStopUntilAYoungLauncherHasStartedItsProcesses) {
+  const std::string launcher = path("launcher.sh"), started = path("started");
+  std::ofstream(launcher) << "trap 'exit 75' USR1\n"
+                             "echo ready\n"
+                             "i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); done\n"
+                             "touch "
+                          << started << "\nwhile :; do (trap '' USR1; exec sleep 0.1); done\n";
+  Process job(kBin + " guard -- sh " + launcher, path("log"));
+  ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
+      << job.output();
+  ::kill(job.pid(), SIGTERM);
+  EXPECT_EQ(job.wait(20), 75) << job.output();
+  EXPECT_TRUE(std::filesystem::exists(started)) << "passed before the launcher started anything\n"
+                                                << job.output();
 }
 
 // ... but not for a long-lived helper below the launcher that the signal never goes to (a
