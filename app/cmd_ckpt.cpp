@@ -83,6 +83,10 @@ void print_inspection(const ckpt::Inspection& ins, const ckpt::StoredTokenizer& 
   out << "format       switchyard-checkpoint, version 1\n"
       << "step         " << s.step << " (tokens seen " << s.tokens_seen << ")\n"
       << "created      " << utc_time(s.created_unix) << " (unix " << s.created_unix << ")\n"
+      << "written by   "
+      << (s.written_by.empty() ? std::string("not recorded (an older switchyard, or another tool)")
+                               : s.written_by)
+      << "\n"
       << "layout       " << s.layout << "\n"
       << "optimizer    step " << s.optim_step << ", lr " << lr << "\n"
       << "data loader  "

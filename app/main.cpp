@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"switchyard: a Mixture-of-Experts transformer trainer"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string("switchyard ") + sy::build_id());
+  app.set_version_flag("--version", sy::build_name());
   // CLI11's own complaints ("--config is required") start as every other error of ours does.
   app.failure_message([](const CLI::App* a, const CLI::Error& e) {
     return "error: " + CLI::FailureMessage::simple(a, e);

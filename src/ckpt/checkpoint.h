@@ -125,6 +125,10 @@ struct TrainState {
   std::string config_yaml;   // the resolved config (sy::to_yaml)
   std::string layout;        // layout_string(...): "dp=2,tp=1,ep=2,etp=1"
   int64_t created_unix = 0;  // set by save_checkpoint from rank 0's clock
+  // Root attribute `written_by`: build_name() of the binary that wrote it, set by
+  // save_checkpoint ("" from checkpoints written before it was stored, or by another tool). A
+  // run that continues across an upgrade can tell which build wrote which steps.
+  std::string written_by;
   // /optim attributes: the learning-rate schedule position.
   int64_t optim_step = 0;  // AdamW::step_count()
   double lr = 0.0;         // learning rate of the last update applied

@@ -244,6 +244,7 @@ void pack(Packer& p, const TrainState& s) {
   p.f64(s.last_val_loss);
   p.str(s.tokenizer);
   p.str(s.tokenizer_model);
+  p.str(s.written_by);
   p.i64(s.sealed ? 1 : 0);
   p.i64(s.consumed_derived ? 1 : 0);
   p.i64(static_cast<int64_t>(s.state_missing.size()));
@@ -269,6 +270,7 @@ TrainState unpack_state(Unpacker& u) {
   s.last_val_loss = u.f64();
   s.tokenizer = u.str();
   s.tokenizer_model = u.str();
+  s.written_by = u.str();
   s.sealed = u.i64() != 0;
   s.consumed_derived = u.i64() != 0;
   const int64_t missing = u.i64();

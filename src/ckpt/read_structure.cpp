@@ -137,6 +137,7 @@ FileInfo read_structure(const std::string& file) {
     s.layout = read_attr_string(f, "layout");
     s.created_unix = read_attr_i64(f, "created_unix");
     if (!foreign) manifest_text = read_attr_string(f, "tensors");
+    if (has_attr(f, "written_by")) s.written_by = read_attr_string(f, "written_by");
     if (has_attr(f, "tokenizer")) s.tokenizer = read_attr_string(f, "tokenizer");
   } catch (const CheckpointError&) {
     throw;

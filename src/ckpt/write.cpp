@@ -26,6 +26,7 @@
 #include "src/ckpt/detail.h"
 #include "src/ckpt/files.h"
 #include "src/ckpt/seal.h"
+#include "src/core/build_id.h"
 #include "src/core/durable_file.h"
 #include "src/core/unique_fd.h"
 #include "src/data/tokenizer_h5.h"
@@ -223,6 +224,7 @@ void write_state(hid_t file, const TrainState& s, const std::vector<PlannedTenso
   write_attr(file, "config", s.config_yaml);
   write_attr(file, "layout", s.layout);
   write_attr(file, "created_unix", s.created_unix);
+  if (!s.written_by.empty()) write_attr(file, "written_by", s.written_by);
   if (!s.tokenizer.empty()) write_attr(file, "tokenizer", s.tokenizer);
   std::vector<ManifestEntry> manifest;
   for (const auto& t : plan) manifest.push_back({t.path, t.shape});
@@ -468,6 +470,7 @@ SaveResult save_checkpoint(MPI_Comm comm, const std::string& dir, const TrainSta
   st.created_unix = std::chrono::duration_cast<std::chrono::seconds>(
                         std::chrono::system_clock::now().time_since_epoch())
                         .count();
+  st.written_by = build_name();
   {
     Packer p;
     pack(p, st);

@@ -4,8 +4,16 @@
 // build wrote which steps. Defined in a file the build writes (cmake/build_id.cmake).
 #pragma once
 
+#include <string>
+
 namespace sy {
 
 const char* build_id();
+
+// "switchyard <build_id()>": what `--version` prints, a run's log opens with and a checkpoint's
+// `written_by` holds.
+inline std::string build_name() {
+  return std::string("switchyard ") + build_id();
+}
 
 }  // namespace sy

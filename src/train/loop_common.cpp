@@ -291,8 +291,7 @@ void log_run_header(const Config& cfg, const TokenSource& data, const comm::Layo
                     const std::string& backend, const ParamTable& table, const StepFlops& flops,
                     std::ostream& log) {
   const int64_t T = cfg.model.seq_len, E = cfg.moe.num_experts;
-  log << "switchyard " << build_id() << ": run '" << cfg.run.name << "' -> " << cfg.run.out_dir
-      << "\n"
+  log << build_name() << ": run '" << cfg.run.name << "' -> " << cfg.run.out_dir << "\n"
       << "resolved config:\n"
       << to_yaml(cfg) << "\n"
       << "data: " << cfg.data.path << " (" << data.train.size() << " train / " << data.val.size()

@@ -14,6 +14,7 @@
 
 #include "src/ckpt/compat.h"
 #include "src/ckpt/files.h"
+#include "src/core/build_id.h"
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/core/run_files.h"
@@ -188,6 +189,11 @@ ResumeResult resume_training(const CkptTarget& t, const std::string& resume, std
   }
   if (plan.state.layout != t.layout)
     log << "resuming a " << plan.state.layout << " checkpoint under " << t.layout << "\n";
+  // Another build continues the run (an upgrade between jobs): said, as its steps are this one's
+  // (a resume repeats the steps bit for bit only under the same build and BLAS kernel, README).
+  if (!plan.state.written_by.empty() && plan.state.written_by != build_name())
+    log << "note: " << plan.path << " was written by " << plan.state.written_by << "; this is "
+        << build_name() << "\n";
   // The token file's tokenizer against the one the checkpoint was trained with (SPEC 8: its
   // root attribute and /tokenizer/model): another one gives the embeddings other ids.
   if (t.data) {

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -17,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli_runs.h"
+#include "src/ckpt/seal.h"
 #include "src/core/h5.h"
 #include "src/core/h5_attr.h"
 
@@ -243,3 +245,61 @@ TEST(ForeignCheckpoint, OursWithoutItsChecksumIsStillRefused) {
 }
 
 }  // namespace
+
+// A checkpoint says which build wrote it (root attribute `written_by`, what `--version` prints):
+// `ckpt info` shows it ("not recorded" for a file without it: an older switchyard, another
+// tool), and a resume from one another build wrote says so. Before, nothing told which binary
+// had written a checkpoint, though a resume repeats steps bit for bit only under the same build.
+TEST(ForeignCheckpoint, ACheckpointSaysWhichBuildWroteIt) {
+  sy::test::TempDir dir;
+  const std::string ours = two_step_checkpoint(dir);
+  auto r = sy::test::run_command(kBin + " --version");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string version = r.output.substr(0, r.output.find('\n'));
+  ASSERT_TRUE(version.starts_with("switchyard 0.")) << r.output;
+  {
+    sy::h5::File f{H5Fopen(ours.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)};
+    ASSERT_GE(f.get(), 0) << ours;
+    EXPECT_EQ(sy::h5::read_attr_string(f.get(), "written_by"), version);
+  }
+  r = sy::test::run_command(kBin + " ckpt info --no-config " + ours);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "\nwritten by   " + version + "\n")) << r.output;
+  const std::string foreign = dir.file("foreign.h5");
+  write_foreign_copy(ours, foreign, /*keep_manifest=*/false);
+  r = sy::test::run_command(kBin + " ckpt info --no-config " + foreign);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output,
+                       "\nwritten by   not recorded (an older switchyard, or another "
+                       "tool)\n"))
+      << r.output;
+
+  // Resumed by the build that wrote it: no word of it. From one that another build wrote (the
+  // attribute rewritten and the file sealed again): a note naming both.
+  const std::string data = dir.file("bytes.h5");
+  const auto resume = [&](const std::string& from, const std::string& out) {
+    return sy::test::run_command(kBin + " train --config " + kSrc + "/configs/tiny.yaml --set " +
+                                 "data.path=" + data + " --set run.out_dir=" + out +
+                                 " --set train.steps=3 --resume " + from);
+  };
+  r = resume(ours, dir.file("same"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(contains(r.output, "was written by")) << r.output;
+  const std::string older = dir.file("older.h5");
+  std::filesystem::copy_file(ours, older);
+  const std::string other = "switchyard 0.0.9 (commit 0123456789ab)";
+  {
+    sy::h5::File f{H5Fopen(older.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)};
+    ASSERT_GE(f.get(), 0) << older;
+    sy::h5::write_attr(f.get(), "written_by", other);
+  }
+  sy::ckpt::detail::seal_checkpoint(older);
+  r = resume(older, dir.file("upgraded"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(
+      r.output, "note: " + older + " was written by " + other + "; this is " + version + "\n"))
+      << r.output;
+  sy::h5::File f{H5Fopen(final_ckpt(dir.file("upgraded"), 3).c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)};
+  ASSERT_GE(f.get(), 0);
+  EXPECT_EQ(sy::h5::read_attr_string(f.get(), "written_by"), version);
+}
