@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/cpu/gemm.h"
 #include "src/bench/train_bench_steps.h"
 #include "src/ckpt/compat.h"
 #include "src/core/error.h"
@@ -273,7 +274,8 @@ void print_train_bench(const Config& cfg, const TrainBenchOptions& opt, const Tr
         << "# " << omp_get_max_threads()
         << " OpenMP threads (gemm() cuts each product into parts by its shape, one "
            "single-threaded OpenBLAS call each, run on them); "
-        << openblas_get_config() << ", OPENBLAS_CORETYPE=" << (coretype ? coretype : "(unset)")
+        << cpu::blas_description() << " (OPENBLAS_CORETYPE=" << (coretype ? coretype : "unset")
+        << ")"
         << "\n";
   }
   out << "# model FLOPs/step = " << flops_formula(cfg) << "\n\n";

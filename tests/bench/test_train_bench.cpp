@@ -145,6 +145,12 @@ TEST(TrainBench, ShortRunOnTinyConfig) {
   for (const char* s :
        {"achieved GFLOP/s", "achieved / ceiling", "tokens/s", "6*P_tok*GB*T", "step time, median"})
     EXPECT_NE(table.str().find(s), std::string::npos) << s << "\n" << table.str();
+  // The OpenBLAS kernel the products ran on, named as the trainer's log names it (it printed
+  // the build's configuration alone, whose DYNAMIC_ARCH holds every kernel).
+  EXPECT_NE(
+      table.str().find(std::string(", kernel ") + openblas_get_corename() + " (OPENBLAS_CORETYPE="),
+      std::string::npos)
+      << table.str();
   TrainBenchOptions zero = opt;
   zero.steps = 0;
   EXPECT_THROW(run_train_bench(cfg, zero, log), UsageError);
