@@ -8,10 +8,13 @@
 //     taken over.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 
 #include "faults/faults_util.h"
 #include "src/train/signals.h"
@@ -265,15 +268,17 @@ TEST_F(FaultTest, TheGuardHoldsTheStopForAProcessThatCatchesOnlyOtherSignals) {
 
 // ... and while the launcher has only just started and has started nothing yet (mpirun before it
 // forks its ranks, which it forwards a stop to as soon as they exist: the CI run's rank 1 died of
-// one, 138). Here the launcher counts for a second before its first process.
+// one, 138). Here the launcher waits a second before its first process, in bash's `read -t` on a
+// FIFO nobody writes (a busy loop in its place took over the 5 s of start-up on a loaded machine).
 TEST_F(FaultTest, TheGuardHoldsTheStopUntilAYoungLauncherHasStartedItsProcesses) {
-  const std::string launcher = path("launcher.sh"), started = path("started");
+  const std::string launcher = path("launcher.sh"), started = path("started"), fifo = path("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
   std::ofstream(launcher) << "trap 'exit 75' USR1\n"
                              "echo ready\n"
-                             "i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); done\n"
-                             "touch "
-                          << started << "\nwhile :; do (trap '' USR1; exec sleep 0.1); done\n";
-  Process job(kBin + " guard -- sh " + launcher, path("log"));
+                             "read -t 1 <> "
+                          << fifo << "\ntouch " << started
+                          << "\nwhile :; do (trap '' USR1; exec sleep 0.1); done\n";
+  Process job(kBin + " guard -- bash " + launcher, path("log"));
   ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
       << job.output();
   ::kill(job.pid(), SIGTERM);
