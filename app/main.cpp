@@ -20,6 +20,7 @@
 #include "src/core/error.h"
 #include "src/core/interrupt.h"
 #include "src/core/suggest.h"
+#include "src/train/launch_guard.h"
 #include "src/train/signals.h"
 
 namespace {
@@ -107,19 +108,31 @@ int checked_stdout(int rc) {
 }
 
 // Whether SIGHUP was ignored when this process was exec'd (nohup, a shell's disown): read in
-// .preinit_array, before any library's constructor runs, because libucs's replaces it with UCX's
+// .preinit_array, before any library's constructor runs, because libucs's replaced it with UCX's
 // debug handler, and the SIG_IGN that nohup gave was lost (a logout ended `nohup switchyard
 // ...`). Written once there, before main; read-only after.
 bool g_hangup_ignored_at_exec = false;
 
 // The first code of ours that runs, before any library's constructor (.preinit_array): notes
-// SIGHUP's disposition and, for `train`, puts the preemption handlers in (a stop that mpirun
-// forwards to a rank it has just started comes while the libraries initialize).
+// SIGHUP's disposition and holds SIGHUP blocked until main has set it again (libucs's
+// constructor takes it for UCX's debug handler, which swallowed a hangup that came before main),
+// and, for `train` and `guard`, puts their signal handlers in (a stop that mpirun forwards to a
+// rank it has just started, or that SLURM sends a job's processes at once, comes while the
+// libraries initialize).
 void before_libraries(int argc, char** argv, char**) {
   struct sigaction sa {};
   g_hangup_ignored_at_exec = ::sigaction(SIGHUP, nullptr, &sa) == 0 && sa.sa_handler == SIG_IGN;
-  if (argc > 1 && argv != nullptr && argv[1] != nullptr && std::string_view(argv[1]) == "train")
-    sy::PreemptionSignals::catch_before_main();
+  if (!g_hangup_ignored_at_exec) {
+    sigset_t hangup;
+    sigemptyset(&hangup);
+    sigaddset(&hangup, SIGHUP);
+    ::sigprocmask(SIG_BLOCK, &hangup, nullptr);
+  }
+  const std::string_view command = argc > 1 && argv != nullptr && argv[1] != nullptr ? argv[1] : "";
+  if (command == "train")
+    sy::PreemptionSignals::catch_before_main(/*hangup=*/!g_hangup_ignored_at_exec);
+  else if (command == "guard")
+    sy::catch_guard_signals();
 }
 
 [[gnu::used,
@@ -137,22 +150,33 @@ int main(int argc, char** argv) {
   // UCX's libucs, loaded with the binary, takes SIGHUP before main runs (its debug signal,
   // UCX_DEBUG_SIGNO), so a hangup ended no command: a closed terminal left `sample --tokens
   // 100000000` running, and a bare `train` swallowed it. It gets the disposition it had at exec
-  // back: ignored (nohup) stays ignored; else every command but train ends on it (`guard` passes
-  // it on to a training job as SIGUSR1), and train stops with a checkpoint as on SIGTERM.
-  std::signal(SIGHUP, g_hangup_ignored_at_exec ? SIG_IGN : SIG_DFL);
+  // back: ignored (nohup) stays ignored; else every command but train and guard ends on it,
+  // train stops with a checkpoint as on SIGTERM (the handlers below), and guard passes it on to
+  // a training job as SIGUSR1 (its handlers, taken again from libucs here).
+  const std::string_view command = argc > 1 ? argv[1] : "";
+  if (g_hangup_ignored_at_exec)
+    std::signal(SIGHUP, SIG_IGN);
+  else if (command == "guard")
+    sy::catch_guard_signals();
+  else if (command != "train")
+    std::signal(SIGHUP, SIG_DFL);
   // `train`: the preemption handlers (in since before_libraries) are taken over here and stay
   // until the process ends, so a SIGUSR1/SIGTERM during start-up ends the run with 76 (not killed:
   // 138) and one after the last checkpoint leaves it to exit 0 (src/train/signals.h).
   std::optional<sy::PreemptionSignals> train_signals;
-  if (argc > 1 && std::string_view(argv[1]) == "train")
+  if (command == "train")
     train_signals.emplace(sy::PreemptionSignals::Mode::kExitBeforeTraining,
                           sy::PreemptionSignals::Restore::kNever,
                           /*hangup=*/!g_hangup_ignored_at_exec);
+  // SIGHUP has its disposition again: one held since before_libraries comes now.
+  sigset_t hangup;
+  sigemptyset(&hangup);
+  sigaddset(&hangup, SIGHUP);
+  ::sigprocmask(SIG_UNBLOCK, &hangup, nullptr);
   // Every command but train and guard (which take these signals themselves): Ctrl-C, SIGTERM or
   // SIGHUP removes what the command was writing (a .tmp, a scratch folder) before it ends by
   // the signal (src/core/interrupt.h).
-  if (!train_signals && !(argc > 1 && std::string_view(argv[1]) == "guard"))
-    sy::files::install_interrupt_cleanup();
+  if (command != "train" && command != "guard") sy::files::install_interrupt_cleanup();
 
   CLI::App app{"switchyard: a Mixture-of-Experts transformer trainer"};
   app.require_subcommand(1);

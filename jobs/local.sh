@@ -17,38 +17,11 @@
 # Environment: SY_BIN (default build/switchyard), SY_CONFIG (default configs/small.yaml when no
 # --config is given), SY_NP (default 4, or -n), SY_MPIRUN_ARGS (extra mpirun arguments).
 set -uo pipefail
-cd "$(dirname "$0")/.." || exit 1
 
-np=${SY_NP:-4}
-if [ "${1:-}" = -n ] || [ "${1:-}" = --np ]; then
-  np=${2:?"-n needs a rank count"}
-  shift 2
-fi
-SY_BIN=${SY_BIN:-build/switchyard}
-[ -x "$SY_BIN" ] || { echo "local.sh: $SY_BIN not found; build first (see README.md)" >&2; exit 2; }
-
-args=("$@")
-has_config=0 has_resume=0
-for a in "$@"; do
-  case $a in
-    -c | --config | --config=*) has_config=1 ;;
-    --resume | --resume=*) has_resume=1 ;;
-  esac
-done
-((has_config)) || args=(--config "${SY_CONFIG:-configs/small.yaml}" "${args[@]}")
-((has_resume)) || args+=(--resume auto)
-
-# No binding and yielding waits: ranks may outnumber cores (a laptop, CI), and a spinning rank
-# steals the core another rank needs (MACHINE-NOTES: 21 ms -> 9 ms per all-to-all at 8 on 2).
-flags=(--bind-to none --mca mpi_yield_when_idle 1)
-((np > $(nproc))) && flags+=(--oversubscribe)
-[ "$(id -u)" -eq 0 ] && flags+=(--allow-run-as-root)
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
-
-# The signals are trapped before the line below says how to stop the run (its USR1 killed this
-# script, and the run went on with nobody to report). One that comes before the guard is started
-# is passed on once it is, when the guard has its handlers in (before, it would die of it).
+# The signals are trapped first thing, before the line below says how to stop the run (its USR1
+# killed this script, and the run went on with nobody to report). One that comes before the guard
+# is started is passed on once it is, when it is the guard (not this shell's fork of it, which
+# shows this shell's traps) and has its handlers in (before, it would die of it).
 guard_pid=
 pending=
 # shellcheck disable=SC2317  # invoked by the traps below
@@ -61,7 +34,8 @@ pass_on() {
   num=$(kill -l "$1")
   for ((i = 0; i < 100; i++)); do
     mask=$(awk '/^SigCgt:/ {print $2}' "/proc/$guard_pid/status" 2>/dev/null) || break
-    (((0x${mask:-0} >> (num - 1)) & 1)) && break
+    [ "$(readlink "/proc/$guard_pid/exe")" != "$(readlink "/proc/$$/exe")" ] &&
+      (((0x${mask:-0} >> (num - 1)) & 1)) && break
     sleep 0.02
   done
   kill "-$1" "$guard_pid" 2>/dev/null
@@ -90,6 +64,35 @@ on_interrupt() {
 }
 trap on_interrupt INT
 trap 'pass_on USR1' USR1
+
+cd "$(dirname "$0")/.." || exit 1
+
+np=${SY_NP:-4}
+if [ "${1:-}" = -n ] || [ "${1:-}" = --np ]; then
+  np=${2:?"-n needs a rank count"}
+  shift 2
+fi
+SY_BIN=${SY_BIN:-build/switchyard}
+[ -x "$SY_BIN" ] || { echo "local.sh: $SY_BIN not found; build first (see README.md)" >&2; exit 2; }
+
+args=("$@")
+has_config=0 has_resume=0
+for a in "$@"; do
+  case $a in
+    -c | --config | --config=*) has_config=1 ;;
+    --resume | --resume=*) has_resume=1 ;;
+  esac
+done
+((has_config)) || args=(--config "${SY_CONFIG:-configs/small.yaml}" "${args[@]}")
+((has_resume)) || args+=(--resume auto)
+
+# No binding and yielding waits: ranks may outnumber cores (a laptop, CI), and a spinning rank
+# steals the core another rank needs (MACHINE-NOTES: 21 ms -> 9 ms per all-to-all at 8 on 2).
+flags=(--bind-to none --mca mpi_yield_when_idle 1)
+((np > $(nproc))) && flags+=(--oversubscribe)
+[ "$(id -u)" -eq 0 ] && flags+=(--allow-run-as-root)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 
 echo "local.sh (pid $$; kill -USR1 $$ stops it with a checkpoint): mpirun -np $np ${flags[*]} $SY_BIN train ${args[*]}"
 # In the background, so that this shell passes a signal on instead of dying of it.

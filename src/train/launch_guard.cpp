@@ -32,6 +32,23 @@ extern "C" void on_guard_signal(int sig) {
   g_requests.fetch_add(1);
 }
 
+// Takes SIGUSR1 and the stop signals for on_guard_signal; `old_actions`, when given, gets each
+// one's previous action. A stop signal ignored now stays ignored (a shell's background job
+// ignores SIGINT: its script traps Ctrl-C itself, as jobs/local.sh does).
+void take_guard_signals(std::vector<std::pair<int, struct sigaction>>* old_actions) {
+  struct sigaction sa {};
+  sa.sa_handler = on_guard_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int sig : {SIGUSR1, SIGTERM, SIGINT, SIGHUP}) {
+    struct sigaction old {};
+    sigaction(sig, nullptr, &old);
+    if (sig != SIGUSR1 && sig != SIGTERM && old.sa_handler == SIG_IGN) continue;
+    sigaction(sig, &sa, nullptr);
+    if (old_actions != nullptr) old_actions->emplace_back(sig, old);
+  }
+}
+
 // Every process below `root` (children first found, then theirs), from /proc/<pid>/stat's ppid.
 std::vector<pid_t> descendants_of(pid_t root) {
   std::vector<std::pair<pid_t, pid_t>> parent_of;  // (pid, ppid)
@@ -126,30 +143,22 @@ int exit_status(int status) {
 
 }  // namespace
 
+void catch_guard_signals() noexcept {
+  take_guard_signals(nullptr);
+}
+
 int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
   if (argv.empty()) throw std::runtime_error("guard: no command to run");
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
 
-  struct sigaction sa {};
-  sa.sa_handler = on_guard_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  // SIGUSR1 and the stop signals, each with the action it had (restored on return). A stop
-  // signal ignored when the guard started stays ignored (a shell's background job ignores
-  // SIGINT: its script traps Ctrl-C itself, as jobs/local.sh does).
+  // SIGUSR1 and the stop signals, each with the action it had (restored on return).
   std::vector<std::pair<int, struct sigaction>> old_actions;
   const auto restore = [&] {
     for (const auto& [sig, old] : old_actions) sigaction(sig, &old, nullptr);
   };
-  for (int sig : {SIGUSR1, SIGTERM, SIGINT, SIGHUP}) {
-    struct sigaction old {};
-    sigaction(sig, nullptr, &old);
-    if (sig != SIGUSR1 && sig != SIGTERM && old.sa_handler == SIG_IGN) continue;
-    sigaction(sig, &sa, &old);
-    old_actions.emplace_back(sig, old);
-  }
+  take_guard_signals(&old_actions);
   // Blocked across the fork: the launcher inherits the blocked stop signals through exec.
   sigset_t stop, old_mask;
   sigemptyset(&stop);

@@ -38,4 +38,10 @@ namespace sy {
 // std::runtime_error when it cannot be started.
 int run_guarded(const std::vector<std::string>& argv, std::ostream& log);
 
+// For `switchyard guard`'s start (app/main.cpp: in .preinit_array, before any shared library's
+// constructor, and again in main, as libucs's takes SIGHUP): the guard's handlers go in, and a
+// stop that comes before run_guarded is passed on once the launcher runs (it killed the guard:
+// 138). Never throws.
+void catch_guard_signals() noexcept;
+
 }  // namespace sy

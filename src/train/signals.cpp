@@ -153,12 +153,13 @@ void PreemptionSignals::mpi_is_up() const {
   if (sig != 0 && g_exit_before_training.load()) exit_stopped_early(sig);
 }
 
-void PreemptionSignals::catch_before_main() noexcept {
+void PreemptionSignals::catch_before_main(bool hangup) noexcept {
   g_announce.store(launcher_rank() <= 0);
   g_exit_before_training.store(true);
   g_mpi_starting.store(true);
   const struct sigaction sa = preemption_action();
   for (int sig : {SIGUSR1, SIGTERM}) sigaction(sig, &sa, nullptr);  // cannot fail for these
+  if (hangup) sigaction(SIGHUP, &sa, nullptr);
 }
 
 int launcher_rank() {

@@ -85,7 +85,8 @@ class PreemptionSignals {
   // once MPI_Init has returned (mpi_is_up): a rank that ended while MPI started left Open MPI's
   // mpirun deadlocked in its finalize. Before main such a stop killed the rank (138). Sets no
   // instance; never throws.
-  static void catch_before_main() noexcept;
+  // `hangup`: SIGHUP too (not where it was ignored at exec).
+  static void catch_before_main(bool hangup) noexcept;
 
  private:
   Restore restore_;

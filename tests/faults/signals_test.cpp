@@ -408,6 +408,9 @@ TEST_F(FaultTest, TheStopLocalShAdvertisesWorksFromItsFirstLine) {
   const size_t trap = log.find(" USR1\n"), echo = log.find("+ echo 'local.sh (pid");
   ASSERT_NE(echo, std::string::npos) << log;
   EXPECT_LT(trap, echo) << "the USR1 trap is set after the line that advertises it\n" << log;
+  // The traps come first of all: a stop during the script's own start (cd, the arguments,
+  // nproc) killed it (QA: 5 of 8 stops in its first 10 ms).
+  EXPECT_LT(log.find("+ trap "), log.find("+ cd ")) << "a command runs before the traps\n" << log;
   for (pid_t p : below) EXPECT_NE(::kill(p, 0), 0) << "process " << p << " still runs\n" << log;
 }
 
@@ -445,6 +448,57 @@ TEST_F(FaultTest, AStopWhileTheStartUpStallsExits76AfterTenSeconds) {
   EXPECT_GE(took, 9.0) << log;
   EXPECT_LT(took, 30.0) << log;
   EXPECT_FALSE(std::filesystem::exists(mpi_up)) << log;
+}
+
+// A hangup while train's libraries initialize (a terminal closed at once) ends it with 76 as
+// SIGUSR1 does. libucs's constructor took SIGHUP for UCX's debug handler, which swallowed it: the
+// run trained to its end and exited 0, or died of it (129) before that constructor.
+TEST_F(FaultTest, AHangupWhileTrainsLibrariesLoadExits76) {
+  const std::string out = path("run");
+  Process job("LD_PRELOAD=" + std::string(SWITCHYARD_RAISE_USR1_LIB) + " SY_TEST_RAISE=HUP " +
+                  train(out, 20, "--set parallel.ep=1"),
+              path("log"));
+  const int code = job.wait(60);
+  const std::string log = job.output();
+  EXPECT_EQ(code, 76) << log;
+  EXPECT_NE(log.find("SIGHUP before training started"), std::string::npos) << log;
+}
+
+// A stop that reaches `switchyard guard` while its libraries initialize is passed on once the
+// launcher runs: the guard took its signals in run_guarded, after them, and died of it (138).
+TEST_F(FaultTest, AStopWhileTheGuardsLibrariesLoadIsPassedOn) {
+  const std::string launcher = path("launcher.sh");
+  std::ofstream(launcher) << "trap 'exit 75' USR1\n"
+                             "while :; do (trap '' USR1; exec sleep 0.1); done\n";
+  Process job("LD_PRELOAD=" + std::string(SWITCHYARD_RAISE_USR1_LIB) + " " + kBin +
+                  " guard -- sh " + launcher,
+              path("log"));
+  EXPECT_EQ(job.wait(30), 75) << job.output();
+  EXPECT_NE(job.output().find("passing it on as SIGUSR1"), std::string::npos) << job.output();
+}
+
+// jobs/local.sh passes a stop on to the guard once it is the guard: the process it started shows
+// the script's own traps until it has exec'd (here a wrapper that keeps them for a second), and
+// the stop went to it there: lost, the run trained to its end (exit 0), or 143 when it came just
+// after the exec.
+TEST_F(FaultTest, LocalShPassesAStopOnlyToTheGuardItself) {
+  const std::string out = path("run"), wrapper = path("sy.sh");
+  std::ofstream(wrapper) << "#!/bin/bash\n"
+                            "if [ \"$1\" = guard ]; then trap : USR1 TERM; sleep 1; fi\n"
+                            "exec "
+                         << kBin << " \"$@\"\n";
+  std::filesystem::permissions(wrapper, std::filesystem::perms::owner_all);
+  const std::string train_cmd = train(out, 30, "--set checkpoint.every=0");
+  const std::string prefix = kBin + " train ";
+  Process job("SY_BIN=" + wrapper + " bash " + kSrc + "/jobs/local.sh -n 2 " +
+                  train_cmd.substr(prefix.size()),
+              path("log"));
+  ASSERT_TRUE(wait_until(60, [&] {
+    return job.output().find("stops it with a checkpoint): mpirun") != std::string::npos;
+  })) << job.output();
+  ::kill(job.pid(), SIGUSR1);
+  const int code = job.wait(120);
+  EXPECT_TRUE(code == 75 || code == 76) << code << "\n" << job.output();
 }
 
 TEST_F(FaultTest, CtrlCToLocalShWaitsForTheCheckpointAndExits75) {
