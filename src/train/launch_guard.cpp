@@ -49,27 +49,40 @@ void take_guard_signals(std::vector<std::pair<int, struct sigaction>>* old_actio
   }
 }
 
+// /proc/<pid>/stat's fields after the command (which may hold spaces and parentheses): [0] is
+// field 3 (state), [1] field 4 (ppid), [19] field 22 (start time, clock ticks after boot). Empty
+// when it cannot be read (gone).
+std::vector<std::string> stat_fields(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return {};
+  std::istringstream rest(stat.substr(close + 1));
+  std::vector<std::string> fields;
+  for (std::string f; rest >> f;) fields.push_back(f);
+  return fields;
+}
+
+// The parent of `pid`, 0 when unknown.
+pid_t parent_of(pid_t pid) {
+  const std::vector<std::string> f = stat_fields(pid);
+  return f.size() > 1 ? static_cast<pid_t>(std::atoi(f[1].c_str())) : 0;
+}
+
 // Every process below `root` (children first found, then theirs), from /proc/<pid>/stat's ppid.
 std::vector<pid_t> descendants_of(pid_t root) {
-  std::vector<std::pair<pid_t, pid_t>> parent_of;  // (pid, ppid)
+  std::vector<std::pair<pid_t, pid_t>> parents;  // (pid, ppid)
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = e.path().filename().string();
     if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(e.path() / "stat");
-    std::string stat;
-    std::getline(in, stat);
-    const size_t close = stat.rfind(')');  // the command may hold spaces and parentheses
-    if (close == std::string::npos) continue;
-    std::istringstream rest(stat.substr(close + 1));
-    std::string state;
-    pid_t ppid = 0;
-    rest >> state >> ppid;
-    parent_of.emplace_back(static_cast<pid_t>(std::stoi(name)), ppid);
+    const auto pid = static_cast<pid_t>(std::stoi(name));
+    parents.emplace_back(pid, parent_of(pid));
   }
   std::vector<pid_t> out = {root};
   for (size_t i = 0; i < out.size(); ++i)
-    for (const auto& [pid, ppid] : parent_of)
+    for (const auto& [pid, ppid] : parents)
       if (ppid == out[i]) out.push_back(pid);
   out.erase(out.begin());
   return out;
@@ -95,17 +108,10 @@ bool stop_signal_pending(pid_t pid) {
 // How long ago `pid` started, in seconds (a large number when it cannot be read):
 // /proc/<pid>/stat's 22nd field (start time, clock ticks after boot) against /proc/uptime.
 double seconds_since_start(pid_t pid) {
-  std::ifstream stat_in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  std::getline(stat_in, stat);
-  const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return 1e9;
-  std::istringstream fields(stat.substr(close + 2));  // field 3 (state) on
-  std::string field;
-  for (int f = 3; f < 22 && fields >> field;) ++f;
-  double start_ticks = 0, uptime = 0;
-  if (!(fields >> start_ticks) || !(std::ifstream("/proc/uptime") >> uptime)) return 1e9;
-  return uptime - start_ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  const std::vector<std::string> f = stat_fields(pid);
+  double uptime = 0;
+  if (f.size() < 20 || !(std::ifstream("/proc/uptime") >> uptime)) return 1e9;
+  return uptime - std::atof(f[19].c_str()) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 // A process younger than this is still starting: a rank between its exec and its handlers, mpirun
@@ -130,9 +136,21 @@ bool would_die_of(pid_t pid, int sig) {
   return seen;  // nothing read: gone, nothing to die
 }
 
-// ... and is still starting (younger than kStartingSeconds).
+// Whether `pid` is a fork of its parent that has not exec'd yet (the same executable): it shows
+// the parent's handlers, which it loses at its exec (mpirun's fork of a rank).
+bool not_execd_yet(pid_t pid) {
+  const pid_t ppid = parent_of(pid);
+  if (ppid <= 1) return false;
+  std::error_code ec1, ec2;
+  const auto exe = std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec1);
+  const auto parent = std::filesystem::read_symlink("/proc/" + std::to_string(ppid) + "/exe", ec2);
+  return !ec1 && !ec2 && exe == parent;
+}
+
+// ... and is still starting (younger than kStartingSeconds), or will be once it execs.
 bool starting_and_would_die_of(pid_t pid, int sig) {
-  return would_die_of(pid, sig) && seconds_since_start(pid) < kStartingSeconds;
+  return seconds_since_start(pid) < kStartingSeconds &&
+         (would_die_of(pid, sig) || not_execd_yet(pid));
 }
 
 int exit_status(int status) {

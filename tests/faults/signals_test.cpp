@@ -287,6 +287,37 @@ TEST_F(FaultTest, TheGuardHoldsTheStopUntilAYoungLauncherHasStartedItsProcesses)
                                                 << job.output();
 }
 
+// ... also for a process the launcher has forked and not yet exec'd: it shows the launcher's
+// handler, which a rank loses at its exec and gets back only after its dynamic loader. The stop
+// went at once, and mpirun forwarded it to a rank just exec'd (QA: 138). Here the launcher
+// passes it on to perl, as mpirun does to its ranks, and perl's fork execs after 1.5 s; perl
+// notes whether the stop came before that.
+TEST_F(FaultTest, TheGuardHoldsTheStopForAForkThatHasNotExecdYet) {
+  const std::string launcher = path("launcher.sh"), execd = path("execd"), seen = path("seen");
+  // perl's handlers run between its statements: it waits in short selects, not in waitpid.
+  std::ofstream(launcher) << "perl -e '$SIG{USR1} = sub { $when //= -e \"" << execd
+                          << "\" ? \"after\" : \"before\" }; "
+                             "if (($p = fork()) == 0) { select(undef, undef, undef, 1.5); "
+                             "open(F, \">"
+                          << execd
+                          << "\"); close(F); exec(\"sleep\", \"1\"); } "
+                             "for (1 .. 100) { last if defined $when; select(undef, undef, undef, "
+                             "0.05); } waitpid($p, 0); open(F, \">"
+                          << seen
+                          << "\"); print F $when; close(F)' &\n"
+                             "pid=$!\n"
+                             "trap 'kill -USR1 $pid' USR1\n"
+                             "echo ready\n"
+                             "wait $pid; wait $pid\n"
+                             "exit 75\n";
+  Process job(kBin + " guard -- sh " + launcher, path("log"));
+  ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
+      << job.output();
+  ::kill(job.pid(), SIGTERM);
+  EXPECT_EQ(job.wait(30), 75) << job.output();
+  EXPECT_EQ(read_file(seen), "after") << job.output();
+}
+
 // ... but not for a long-lived helper below the launcher that the signal never goes to (a
 // multi-node mpirun's ssh clients): past its start-up the stop goes at once. It was held the
 // whole 10 s, a third of a 30 s preemption grace.
