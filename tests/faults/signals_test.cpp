@@ -44,6 +44,26 @@ std::vector<pid_t> foreground_group(pid_t job, int levels) {
   return group;
 }
 
+// `switchyard guard -- <shell> <launcher>`, where the launcher traps SIGUSR1 to exit 75, says
+// "ready", runs `wait_step` and then creates `marker` and loops in processes that ignore SIGUSR1.
+// A SIGTERM to the guard once the launcher is ready must reach it only after `wait_step`: the
+// launcher exits 75 with `marker` made.
+void expect_the_stop_held_through(const std::string& wait_step, const std::string& launcher,
+                                  const std::string& marker, const std::string& log,
+                                  const std::string& shell = "sh") {
+  std::ofstream(launcher) << "trap 'exit 75' USR1\n"
+                             "echo ready\n"
+                          << wait_step << "\ntouch " << marker
+                          << "\nwhile :; do (trap '' USR1; exec sleep 0.1); done\n";
+  Process job(kBin + " guard -- " + shell + " " + launcher, log);
+  ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
+      << job.output();
+  ::kill(job.pid(), SIGTERM);
+  EXPECT_EQ(job.wait(20), 75) << job.output();
+  EXPECT_TRUE(std::filesystem::exists(marker)) << "passed before `" << wait_step << "` was over\n"
+                                               << job.output();
+}
+
 // Rank 0 stops itself at start-up; SIGTERM reaches every rank (as SLURM sends it); rank 0
 // continues and finds it: the job exits 76 at once without writing anything (75 said a checkpoint
 // was written, and the job script requeued a start that made no progress).
@@ -234,36 +254,15 @@ TEST_F(FaultTest, TheGuardDoesNotResendTheStopToALauncherThatStoppedCatchingIt) 
 // a rank is between its exec and main's handler), then passed: the launcher's trap runs after
 // the sleep. It went at once, and a rank that had not yet reached main died of it (exit 138).
 TEST_F(FaultTest, TheGuardHoldsTheStopWhileAProcessBelowWouldDieOfIt) {
-  const std::string launcher = path("launcher.sh"), slept = path("slept");
-  std::ofstream(launcher) << "trap 'exit 75' USR1\n"
-                             "echo ready\n"
-                             "sleep 2\n"
-                             "touch "
-                          << slept << "\nwhile :; do (trap '' USR1; exec sleep 0.1); done\n";
-  Process job(kBin + " guard -- sh " + launcher, path("log"));
-  ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
-      << job.output();
-  ::kill(job.pid(), SIGTERM);
-  EXPECT_EQ(job.wait(20), 75) << job.output();
-  EXPECT_TRUE(std::filesystem::exists(slept)) << "passed while the sleep ran\n" << job.output();
+  expect_the_stop_held_through("sleep 2", path("launcher.sh"), path("slept"), path("log"));
 }
 
 // ... also for one that already catches other signals, as a rank does once libucs's constructor
 // has taken SIGHUP and before main takes SIGUSR1 (here perl with a SIGHUP handler). The hold
 // looked for no handler at all and let the stop through to it.
 TEST_F(FaultTest, TheGuardHoldsTheStopForAProcessThatCatchesOnlyOtherSignals) {
-  const std::string launcher = path("launcher.sh"), slept = path("slept");
-  std::ofstream(launcher) << "trap 'exit 75' USR1\n"
-                             "echo ready\n"
-                             "perl -e '$SIG{HUP} = sub {}; sleep 2'\n"
-                             "touch "
-                          << slept << "\nwhile :; do (trap '' USR1; exec sleep 0.1); done\n";
-  Process job(kBin + " guard -- sh " + launcher, path("log"));
-  ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
-      << job.output();
-  ::kill(job.pid(), SIGTERM);
-  EXPECT_EQ(job.wait(20), 75) << job.output();
-  EXPECT_TRUE(std::filesystem::exists(slept)) << "passed while perl ran\n" << job.output();
+  expect_the_stop_held_through("perl -e '$SIG{HUP} = sub {}; sleep 2'", path("launcher.sh"),
+                               path("slept"), path("log"));
 }
 
 // ... and while the launcher has only just started and has started nothing yet (mpirun before it
@@ -271,20 +270,10 @@ TEST_F(FaultTest, TheGuardHoldsTheStopForAProcessThatCatchesOnlyOtherSignals) {
 // one, 138). Here the launcher waits a second before its first process, in bash's `read -t` on a
 // FIFO nobody writes (a busy loop in its place took over the 5 s of start-up on a loaded machine).
 TEST_F(FaultTest, TheGuardHoldsTheStopUntilAYoungLauncherHasStartedItsProcesses) {
-  const std::string launcher = path("launcher.sh"), started = path("started"), fifo = path("fifo");
+  const std::string fifo = path("fifo");
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
-  std::ofstream(launcher) << "trap 'exit 75' USR1\n"
-                             "echo ready\n"
-                             "read -t 1 <> "
-                          << fifo << "\ntouch " << started
-                          << "\nwhile :; do (trap '' USR1; exec sleep 0.1); done\n";
-  Process job(kBin + " guard -- bash " + launcher, path("log"));
-  ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
-      << job.output();
-  ::kill(job.pid(), SIGTERM);
-  EXPECT_EQ(job.wait(20), 75) << job.output();
-  EXPECT_TRUE(std::filesystem::exists(started)) << "passed before the launcher started anything\n"
-                                                << job.output();
+  expect_the_stop_held_through("read -t 1 <> " + fifo, path("launcher.sh"), path("started"),
+                               path("log"), "bash");
 }
 
 // ... also for a process the launcher has forked and not yet exec'd: it shows the launcher's
