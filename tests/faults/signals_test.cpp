@@ -44,6 +44,23 @@ std::vector<pid_t> foreground_group(pid_t job, int levels) {
   return group;
 }
 
+// `jobs/local.sh -n 2` running `train_cmd` (a FaultTest::train command line) with SY_BIN=`bin`,
+// under `bash` (with its flags).
+std::string local_sh(const std::string& train_cmd, const std::string& bin = kBin,
+                     const std::string& bash = "bash") {
+  const std::string prefix = kBin + " train ";
+  EXPECT_EQ(train_cmd.rfind(prefix, 0), 0u) << train_cmd;
+  return "SY_BIN=" + bin + " " + bash + " " + kSrc + "/jobs/local.sh -n 2 " +
+         train_cmd.substr(prefix.size());
+}
+
+// Waits until jobs/local.sh's first line, which says how to stop the run, is out.
+bool advertised_its_stop(const Process& job) {
+  return wait_until(60, [&] {
+    return job.output().find("stops it with a checkpoint): mpirun") != std::string::npos;
+  });
+}
+
 // `switchyard guard -- <shell> <launcher>`, where the launcher traps SIGUSR1 to exit 75, says
 // "ready", runs `wait_step` and then creates `marker` and loops in processes that ignore SIGUSR1.
 // A SIGTERM to the guard once the launcher is ready must reach it only after `wait_step`: the
@@ -367,20 +384,18 @@ TEST_F(FaultTest, CtrlCOrHangupUnderTheGuardCheckpointsAndExits75) {
 TEST_F(FaultTest, SecondCtrlCKillsRanksThatDoNotStop) {
   const std::string out = path("run");
   const std::string train_cmd = train(out, 100000, "--set parallel.timeout_s=0");
-  const std::string prefix = kBin + " train ";
-  for (const bool local_sh : {false, true}) {
-    SCOPED_TRACE(local_sh ? "local.sh" : "guard");
+  for (const bool under_local_sh : {false, true}) {
+    SCOPED_TRACE(under_local_sh ? "local.sh" : "guard");
     std::filesystem::remove_all(out);
     Process job("SWITCHYARD_FAULT=0:3:hang " +
-                    (local_sh ? "SY_BIN=" + kBin + " bash " + kSrc + "/jobs/local.sh -n 2 " +
-                                    train_cmd.substr(prefix.size())
-                              : kBin + " guard -- " + mpirun_command(2) + train_cmd),
+                    (under_local_sh ? local_sh(train_cmd)
+                                    : kBin + " guard -- " + mpirun_command(2) + train_cmd),
                 path("log"));
     ASSERT_TRUE(wait_until(120, [&] {
       return read_file(out + "/metrics.jsonl").find("\"step\":2,") != std::string::npos ||
              !job.running();
     })) << job.output();
-    const std::vector<pid_t> group = foreground_group(job.pid(), local_sh ? 2 : 1);
+    const std::vector<pid_t> group = foreground_group(job.pid(), under_local_sh ? 2 : 1);
     const std::vector<pid_t> everything = descendants_of(job.pid());
     for (pid_t p : group) ::kill(p, SIGINT);
     ::sleep(2);
@@ -412,14 +427,9 @@ TEST_F(FaultTest, SecondCtrlCKillsRanksThatDoNotStop) {
 // trap is set before the line is echoed.
 TEST_F(FaultTest, TheStopLocalShAdvertisesWorksFromItsFirstLine) {
   const std::string out = path("run");
-  const std::string train_cmd = train(out, 100000, "--set checkpoint.every=0");
-  const std::string prefix = kBin + " train ";
-  Process job("SY_BIN=" + kBin + " bash -x " + kSrc + "/jobs/local.sh -n 2 " +
-                  train_cmd.substr(prefix.size()),
+  Process job(local_sh(train(out, 100000, "--set checkpoint.every=0"), kBin, "bash -x"),
               path("log"));
-  ASSERT_TRUE(wait_until(60, [&] {
-    return job.output().find("stops it with a checkpoint): mpirun") != std::string::npos;
-  })) << job.output();
+  ASSERT_TRUE(advertised_its_stop(job)) << job.output();
   ::kill(job.pid(), SIGUSR1);
   const std::vector<pid_t> below = descendants_of(job.pid());
   const int code = job.wait(120);
@@ -508,14 +518,8 @@ TEST_F(FaultTest, LocalShPassesAStopOnlyToTheGuardItself) {
                             "exec "
                          << kBin << " \"$@\"\n";
   std::filesystem::permissions(wrapper, std::filesystem::perms::owner_all);
-  const std::string train_cmd = train(out, 30, "--set checkpoint.every=0");
-  const std::string prefix = kBin + " train ";
-  Process job("SY_BIN=" + wrapper + " bash " + kSrc + "/jobs/local.sh -n 2 " +
-                  train_cmd.substr(prefix.size()),
-              path("log"));
-  ASSERT_TRUE(wait_until(60, [&] {
-    return job.output().find("stops it with a checkpoint): mpirun") != std::string::npos;
-  })) << job.output();
+  Process job(local_sh(train(out, 30, "--set checkpoint.every=0"), wrapper), path("log"));
+  ASSERT_TRUE(advertised_its_stop(job)) << job.output();
   ::kill(job.pid(), SIGUSR1);
   const int code = job.wait(120);
   EXPECT_TRUE(code == 75 || code == 76) << code << "\n" << job.output();
@@ -523,12 +527,7 @@ TEST_F(FaultTest, LocalShPassesAStopOnlyToTheGuardItself) {
 
 TEST_F(FaultTest, CtrlCToLocalShWaitsForTheCheckpointAndExits75) {
   const std::string out = path("run");
-  const std::string train_cmd = train(out, 100000, "--set checkpoint.every=0");
-  const std::string prefix = kBin + " train ";
-  ASSERT_EQ(train_cmd.rfind(prefix, 0), 0u);
-  Process job(
-      "SY_BIN=" + kBin + " bash " + kSrc + "/jobs/local.sh -n 2 " + train_cmd.substr(prefix.size()),
-      path("log"));
+  Process job(local_sh(train(out, 100000, "--set checkpoint.every=0")), path("log"));
   ASSERT_TRUE(trained_a_few_steps(job, out)) << job.output();
   // A terminal's Ctrl-C goes to the whole foreground group: the script, guard and mpirun.
   const std::vector<pid_t> group = foreground_group(job.pid(), 2);
