@@ -113,6 +113,15 @@ int checked_stdout(int rc) {
 // ...`). Written once there, before main; read-only after.
 bool g_hangup_ignored_at_exec = false;
 
+// SIGHUP blocked (SIG_BLOCK) or not (SIG_UNBLOCK) in this thread: held from before_libraries to
+// main, and so in the threads libraries start meanwhile (a hangup then goes to main's thread).
+void mask_hangup(int how) {
+  sigset_t hangup;
+  sigemptyset(&hangup);
+  sigaddset(&hangup, SIGHUP);
+  ::sigprocmask(how, &hangup, nullptr);
+}
+
 // The first code of ours that runs, before any library's constructor (.preinit_array): notes
 // SIGHUP's disposition and holds SIGHUP blocked until main has set it again (libucs's
 // constructor takes it for UCX's debug handler, which swallowed a hangup that came before main),
@@ -123,10 +132,7 @@ void before_libraries(int argc, char** argv, char**) {
   struct sigaction sa {};
   g_hangup_ignored_at_exec = ::sigaction(SIGHUP, nullptr, &sa) == 0 && sa.sa_handler == SIG_IGN;
   if (!g_hangup_ignored_at_exec) {
-    sigset_t hangup;
-    sigemptyset(&hangup);
-    sigaddset(&hangup, SIGHUP);
-    ::sigprocmask(SIG_BLOCK, &hangup, nullptr);
+    mask_hangup(SIG_BLOCK);
   }
   const std::string_view command = argc > 1 && argv != nullptr && argv[1] != nullptr ? argv[1] : "";
   if (command == "train")
@@ -169,10 +175,7 @@ int main(int argc, char** argv) {
                           sy::PreemptionSignals::Restore::kNever,
                           /*hangup=*/!g_hangup_ignored_at_exec);
   // SIGHUP has its disposition again: one held since before_libraries comes now.
-  sigset_t hangup;
-  sigemptyset(&hangup);
-  sigaddset(&hangup, SIGHUP);
-  ::sigprocmask(SIG_UNBLOCK, &hangup, nullptr);
+  mask_hangup(SIG_UNBLOCK);
   // Every command but train and guard (which take these signals themselves): Ctrl-C, SIGTERM or
   // SIGHUP removes what the command was writing (a .tmp, a scratch folder) before it ends by
   // the signal (src/core/interrupt.h).
