@@ -212,9 +212,13 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
   // A SIGUSR1 is held while the launcher or a process below it is starting and would die of it
   // (starting_and_would_die_of: a job stopped in its first tenth of a second ended 138, the
   // checkpoint it could have written lost), or while the launcher is starting and has started
-  // nothing, up to kHoldTicks; then it goes anyway. Once one has been passed, none goes to a
-  // launcher that would die of it.
-  constexpr int kFirstResendTicks = 20, kLastResendTicks = 640, kHoldTicks = 100;
+  // nothing, or while the launcher is starting and the set of processes below it changed in the
+  // last kSettleTicks (mpirun forwards a stop to each rank as it forks it: one forked just after
+  // the others were ready died of it, 138), up to kHoldTicks; then it goes anyway. Once one has
+  // been passed, none goes to a launcher that would die of it.
+  constexpr int kFirstResendTicks = 20, kLastResendTicks = 640, kHoldTicks = 100, kSettleTicks = 5;
+  std::vector<pid_t> last_below;  // the processes below the launcher at the last held tick
+  int settled_ticks = 0;          // held ticks since they last changed
   int resend_ticks = kFirstResendTicks;
   int ticks_since_pass = -1;  // -1: none passed yet
   int held_ticks = -1;        // >= 0: a SIGUSR1 owed, held for that many ticks
@@ -249,12 +253,17 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
     }
     if (held_ticks >= 0) {
       std::vector<pid_t> below = descendants_of(pid);
-      // A launcher still starting that has started nothing yet: mpirun forwards the stop to its
-      // ranks as soon as they exist, so it is held until they do (and have their handlers).
-      const bool nothing_started = below.empty() && seconds_since_start(pid) < kStartingSeconds;
+      std::sort(below.begin(), below.end());
+      settled_ticks = below == last_below ? settled_ticks + 1 : 0;
+      last_below = below;
+      // A launcher still starting that has started nothing yet, or is still starting processes:
+      // mpirun forwards the stop to its ranks as soon as they exist, so it is held until they do
+      // (and have their handlers).
+      const bool young = seconds_since_start(pid) < kStartingSeconds;
+      const bool starting = young && (below.empty() || settled_ticks < kSettleTicks);
       below.push_back(pid);
       const bool hold = held_ticks < kHoldTicks &&
-                        (nothing_started || std::any_of(below.begin(), below.end(), [](pid_t p) {
+                        (starting || std::any_of(below.begin(), below.end(), [](pid_t p) {
                            return starting_and_would_die_of(p, SIGUSR1);
                          }));
       if (hold) {

@@ -324,6 +324,33 @@ TEST_F(FaultTest, TheGuardHoldsTheStopForAForkThatHasNotExecdYet) {
   EXPECT_EQ(read_file(seen), "after") << job.output();
 }
 
+// ... and while a young launcher is still starting processes: mpirun forwards a stop to each rank
+// as it forks it, and one forked after the guard had seen the others ready died of it (QA, 1 run
+// in ~1000: 138). Here the launcher starts A, which catches SIGUSR1 at once, and 0.2 s later B,
+// which catches it only after 0.3 s, and passes a stop it got before to both once B has exec'd.
+TEST_F(FaultTest, TheGuardHoldsTheStopWhileAYoungLauncherIsStillStartingProcesses) {
+  const std::string launcher = path("launcher.sh"), fifo = path("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  // $1: a FIFO nobody writes, for bash's `read -t` (a wait without a process of its own).
+  std::ofstream(launcher) << R"(trap 'stop=1; [ -z "$b" ] || kill -USR1 $a $b' USR1
+perl -e '$SIG{USR1} = sub { exit 76 }; sleep 30' & a=$!
+echo ready
+read -t 0.2 <> "$1"
+perl -e 'select(undef, undef, undef, 0.3); $SIG{USR1} = sub { exit 76 }; sleep 30' & b=$!
+read -t 0.05 <> "$1"
+[ -z "$stop" ] || kill -USR1 $a $b
+while kill -0 $a 2>/dev/null || kill -0 $b 2>/dev/null; do read -t 0.05 <> "$1"; done
+wait $a; ra=$?; wait $b; echo "A $ra B $?"
+exit 75
+)";
+  Process job(kBin + " guard -- bash " + launcher + " " + fifo, path("log"));
+  ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
+      << job.output();
+  ::kill(job.pid(), SIGTERM);
+  EXPECT_EQ(job.wait(30), 75) << job.output();
+  EXPECT_NE(job.output().find("A 76 B 76"), std::string::npos) << job.output();
+}
+
 // ... but not for a long-lived helper below the launcher that the signal never goes to (a
 // multi-node mpirun's ssh clients): past its start-up the stop goes at once. It was held the
 // whole 10 s, a third of a 30 s preemption grace.
@@ -518,7 +545,7 @@ TEST_F(FaultTest, LocalShPassesAStopOnlyToTheGuardItself) {
                             "exec "
                          << kBin << " \"$@\"\n";
   std::filesystem::permissions(wrapper, std::filesystem::perms::owner_all);
-  Process job(local_sh(train(out, 30, "--set checkpoint.every=0"), wrapper), path("log"));
+  Process job(local_sh(train(out, 100000, "--set checkpoint.every=0"), wrapper), path("log"));
   ASSERT_TRUE(advertised_its_stop(job)) << job.output();
   ::kill(job.pid(), SIGUSR1);
   const int code = job.wait(120);
