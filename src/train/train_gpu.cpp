@@ -1,6 +1,6 @@
-// `device: cuda`: the training loop of SPEC section 3 with CudaModel (parameters, gradients and
-// AdamW moments on the device, in the CPU rank's flat layout), on one GPU or over one GPU per
-// rank, data-, tensor- and expert-parallel:
+// `device: cuda`: the steps of SPEC section 3's training loop (run_training, train_loop.h) with
+// CudaModel (parameters, gradients and AdamW moments on the device, in the CPU rank's flat
+// layout), on one GPU or over one GPU per rank, data-, tensor- and expert-parallel:
 //
 //   - device choice: local rank (an MPI_COMM_TYPE_SHARED split) % the visible GPU count, so a
 //     node's ranks that all see every GPU take one each and ranks bound to one GPU per task
@@ -63,6 +63,7 @@
 #include "src/train/report.h"
 #include "src/train/signals.h"
 #include "src/train/train_ckpt.h"
+#include "src/train/train_loop.h"
 
 #if defined(SWITCHYARD_HAVE_CUDA)
 #include "kernels/cuda/buffer.h"
@@ -225,6 +226,120 @@ struct HostTensors {
   }
 };
 
+// The GPU model's step: CudaModel with its fused AdamW, the gradients summed by NCCL.
+class GpuSteps final : public StepBackend {
+ public:
+  GpuSteps(const Config& cfg, int ep, GpuRun& run, const CkptTarget& ckpt,
+           CudaModel::TotalSq total_sq)
+      : cfg_(cfg),
+        ep_(ep),
+        run_(run),
+        model_(*run.model),
+        ckpt_(ckpt),
+        total_sq_(std::move(total_sq)) {}
+
+  ResumeResult resume(const std::string& resume, std::ostream& log) override {
+    const ResumeResult resumed = resume_training(ckpt_, resume, log, [&] {
+      const size_t P = model_.table().total_numel();
+      host_.params.assign(P, 0.0f);
+      host_.m.assign(P, 0.0f);
+      host_.v.assign(P, 0.0f);
+      return host_.refs(model_.table());
+    });
+    if (resumed.resumed) {
+      model_.upload_params(host_.params);
+      model_.upload_moments(host_.m, host_.v);
+      model_.set_step_count(resumed.state.optim_step);
+    }
+    return resumed;
+  }
+  void begin_step() override {
+#if defined(SWITCHYARD_HAVE_NCCL)
+    if (run_.exchange) run_.exchange->reset_stats();
+#endif
+    model_.zero_grads();
+  }
+  StepTotals accumulate(BatchShare& share, int64_t step, CoactivationCounter& coact) override {
+    return share.accumulate(model_, step, [&] {  // after each micro-batch's forward
+      for (int l = 0; l < static_cast<int>(cfg_.model.n_layers); ++l) {
+        const std::vector<int32_t>& topk = model_.topk(l);
+        coact.add_layer(l, topk.data(), static_cast<int64_t>(topk.size()) / cfg_.moe.top_k);
+      }
+    });
+  }
+  std::optional<double> reduce_gradients([[maybe_unused]] int64_t done) override {
+#if defined(SWITCHYARD_HAVE_NCCL)
+    if (run_.tp_nccl) sum_router_grads_over_tp(model_, *run_.tp_nccl, done);
+    if (run_.dp_nccl) all_reduce_grads(model_, ParamGroup::kDense, *run_.dp_nccl, done);
+    if (run_.expert_nccl)  // over edp, as the CPU optimizer sums them
+      all_reduce_grads(model_, ParamGroup::kExpert, *run_.expert_nccl, done);
+#endif
+    return std::nullopt;  // optimizer_step computes the norm
+  }
+  double update(double lr, std::optional<double>, const StepTotals& tot) override {
+    const double norm =
+        model_.optimizer_step(lr, cfg_.train.grad_clip, cfg_.train.weight_decay, total_sq_);
+    if (std::isfinite(norm) && cfg_.moe.bias_update_rate > 0)
+      model_.update_router_biases(tot.selected, cfg_.moe.bias_update_rate);
+    return norm;
+  }
+  // optimizer_step() queues AdamW and returns; update_overflow() waits for it, so the step's
+  // time ends when the GPU is done (the next step would wait for that work anyway). Then the
+  // memory in use is sampled, every step.
+  int64_t update_overflow() override {
+    const int64_t overflowed = model_.update_overflow();
+    device_peak_ = std::max(device_peak_, device_bytes_in_use());
+    return overflowed;
+  }
+  const comm::ExchangeStats* exchange_stats() const override {
+#if defined(SWITCHYARD_HAVE_NCCL)
+    if (run_.exchange) return &run_.exchange->stats();
+#endif
+    return nullptr;
+  }
+  int64_t peak_bytes() override {
+    return device_peak_;
+  }
+
+  double forward_lm(const int32_t* tokens, int n) override {
+    LossScale s;
+    s.token_weight = 1.0;  // sum of per-token losses; evaluate divides once
+    if (n > 0) return model_.forward(tokens, n, s).lm;
+    // An empty share: the expert exchange is collective, so take part with one window of token
+    // 0 and drop its loss (tokens are routed independently: the others' are unchanged).
+    if (ep_ > 1) {
+      const std::vector<int32_t> idle(static_cast<size_t>(cfg_.model.seq_len) + 1, 0);
+      model_.forward(idle.data(), 1, s);
+    }
+    return 0.0;
+  }
+  const float* host_params() override {
+    host_.params = model_.download_params();
+    return host_.params.data();
+  }
+  const ParamTable& table() const override {
+    return model_.table();
+  }
+  int64_t optim_step() const override {
+    return model_.step_count();
+  }
+  ckpt::SaveResult save(const ckpt::TrainState& state) override {
+    host_.params = model_.download_params();
+    model_.download_moments(host_.m, host_.v);
+    return save_training_checkpoint(ckpt_, state, host_.refs(model_.table()));
+  }
+
+ private:
+  const Config& cfg_;             // resolved
+  int ep_;                        // parallel.ep
+  [[maybe_unused]] GpuRun& run_;  // its NCCL communicators and exchange (a build with NCCL)
+  CudaModel& model_;
+  CkptTarget ckpt_;
+  CudaModel::TotalSq total_sq_;
+  HostTensors host_;  // this rank's tensors on the host: checkpoints, samples, the final gather
+  int64_t device_peak_ = 0;
+};
+
 }  // namespace
 
 TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
@@ -235,7 +350,6 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
   const comm::Layout& lay = g.layout();
   comm::Watchdog* wd = args.watchdog;
   const auto t_start = Clock::now();
-  const bool rank0 = lay.world_rank == 0;
   SY_CHECK(lay.etp == 1, "train_on_gpu: check_gpu_run first");
 
   keep = std::make_shared<GpuRun>();
@@ -295,31 +409,11 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
       comm::allreduce_sum(std::span<double>(&expert_sq, 1), g.ep(), wd, "the expert gradient norm");
     return dense_sq + expert_sq;
   };
-  BatchShare share(cfg, data, lay);
+  GpuSteps steps(cfg, lay.ep, run,
+                 CkptTarget{cfg, g.world().get(),
+                            ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), &data, wd},
+                 total_sq);
 
-  const CkptTarget ckpt_target{cfg, g.world().get(),
-                               ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp), &data, wd};
-  HostTensors host;
-  std::ostringstream resume_log;
-  const ResumeResult resumed = resume_training(ckpt_target, args.options.resume, resume_log, [&] {
-    const size_t P = model.table().total_numel();
-    host.params.assign(P, 0.0f);
-    host.m.assign(P, 0.0f);
-    host.v.assign(P, 0.0f);
-    return host.refs(model.table());
-  });
-  if (resumed.resumed) {
-    model.upload_params(host.params);
-    model.upload_moments(host.m, host.v);
-    model.set_step_count(resumed.state.optim_step);
-  }
-  const int64_t first_step = resumed.resumed ? resumed.state.step : 0;
-  share.resume_at(resumed);
-  if (auto finished = finished_run(cfg, resumed, resume_log.str(), log))
-    return std::move(*finished);
-
-  const int64_t val_windows = eval_windows(cfg, data);
-  const StepFlops flops = step_flops(cfg);
   std::ostringstream device_line;
   device_line << "device: cuda (" << to_string(cfg.train.precision) << "), " << lay.world_size
               << (lay.world_size > 1 ? " GPUs, gradients all-reduced with NCCL" : " GPU")
@@ -327,122 +421,9 @@ TrainSummary train_on_gpu(const GpuRunArgs& args, std::ostream& log,
 #if defined(SWITCHYARD_HAVE_NCCL)
   if (run.exchange) device_line << "expert all-to-all: " << run.exchange->describe() << "\n";
 #endif
-  log_run_header(args.user_cfg, data, lay, device_line.str(), model.table(), flops, log);
-  // After the header, whose first line names the build: the outputs' notes follow it.
-  std::optional<MetricsWriter> metrics =
-      open_run_outputs(cfg, g.world(), wd, rank0, resumed.resumed, first_step, log);
-  log << resume_log.str() << std::flush;  // all of it before the first step, in a log file too
-  CoactivationCounter coact(cfg, rank0, lay.coords.tp_rank == 0, g.world().size(),
-                            resumed.resumed ? first_step : -1, log);
-  const auto count_routing = [&] {  // after each micro-batch's forward
-    for (int l = 0; l < static_cast<int>(cfg.model.n_layers); ++l) {
-      const std::vector<int32_t>& topk = model.topk(l);
-      coact.add_layer(l, topk.data(), static_cast<int64_t>(topk.size()) / cfg.moe.top_k);
-    }
-  };
-
-  RunProgress progress(cfg, flops, resumed, metrics ? &*metrics : nullptr, log);
-  TrainSummary& summary = progress.summary();
-  double last_lr = resumed.state.lr;
-  const RunSignals signals(args.options.signals);
-  CheckpointCadence ckpts(
-      cfg, g.world().get(), signals.get(), resumed,
-      [&](int64_t done) {
-        coact.flush_for_checkpoint(g.world(), lay.tp, done, wd);  // the file as of it
-        host.params = model.download_params();
-        model.download_moments(host.m, host.v);
-        return save_training_checkpoint(
-            ckpt_target,
-            training_state(cfg, done, model.step_count(), last_lr, share.loader(), summary),
-            host.refs(model.table()));
-      },
-      wd);
-
-  const EvalSampler sampler(cfg, data);
-  auto run_eval = [&](int64_t step) {
-    const std::vector<int32_t> idle(static_cast<size_t>(cfg.model.seq_len) + 1, 0);
-    const double v = evaluate(data, cfg, val_windows, g, wd, [&](const int32_t* tok, int n) {
-      LossScale s;
-      s.token_weight = 1.0;  // sum of per-token losses; evaluate divides once
-      if (n > 0) return model.forward(tok, n, s).lm;
-      // An empty share: the expert exchange is collective, so take part with one window of
-      // token 0 and drop its loss (tokens are routed independently: the others' are unchanged).
-      if (lay.ep > 1) model.forward(idle.data(), 1, s);
-      return 0.0;
-    });
-    try {
-      progress.eval_done(step, v);
-    } catch (const NumericalError& e) {
-      ckpts.numerical_failure(step, e);  // a signal in the last step wrote it before this
-    }
-    if (sampler.enabled())
-      sampler.sample(step, g, model.table(), model.download_params().data(), log, wd);
-  };
-
-  StepTotals tot;
-  int64_t device_peak = 0;
-  for (int64_t step = first_step; step < cfg.train.steps; ++step) {
-    maybe_inject_fault(lay.world_rank, step + 1);
-    const auto t0 = Clock::now();
-#if defined(SWITCHYARD_HAVE_NCCL)
-    if (run.exchange) run.exchange->reset_stats();
-#endif
-    const bool log_step = progress.log_due(step + 1);
-    model.zero_grads();
-    coact.begin_step(step, log_step);
-    tot = share.accumulate(model, step, count_routing);
-#if defined(SWITCHYARD_HAVE_NCCL)
-    if (run.tp_nccl) sum_router_grads_over_tp(model, *run.tp_nccl, step + 1);
-    if (run.dp_nccl) all_reduce_grads(model, ParamGroup::kDense, *run.dp_nccl, step + 1);
-    if (run.expert_nccl)  // over edp, as the CPU optimizer sums them
-      all_reduce_grads(model, ParamGroup::kExpert, *run.expert_nccl, step + 1);
-#endif
-    sum_over_dp(tot, g.dp(), wd);
-    if (!std::isfinite(tot.loss.total()))  // the weights of step `step` gave it
-      ckpts.numerical_failure(step,
-                              NumericalError("non-finite loss at step " + std::to_string(step + 1),
-                                             /*quiet=*/!rank0));
-    const double lr = learning_rate(cfg.train, step);
-    const double norm =
-        model.optimizer_step(lr, cfg.train.grad_clip, cfg.train.weight_decay, total_sq);
-    if (!std::isfinite(norm))  // nothing was updated; the weights of step `step` gave them
-      ckpts.numerical_failure(
-          step, NumericalError("non-finite gradients at step " + std::to_string(step + 1),
-                               /*quiet=*/!rank0));
-    last_lr = lr;
-    if (cfg.moe.bias_update_rate > 0)
-      model.update_router_biases(tot.selected, cfg.moe.bias_update_rate);
-    // optimizer_step() queues AdamW and returns; update_overflow() waits for it, so the step's
-    // time ends when the GPU is done (the next step would wait for that work anyway).
-    check_update_finite(model.update_overflow(), step + 1, g.world(), wd);
-
-    const int64_t done = step + 1;
-    StepRecord rec = step_record(done, tot, lr, norm, seconds_since(t0));
-#if defined(SWITCHYARD_HAVE_NCCL)
-    if (run.exchange)
-      add_exchange_figures(rec, run.exchange->stats(), args.spans_nodes, log_step, g.world(), wd);
-#endif
-    device_peak = std::max(device_peak, device_bytes_in_use());  // sampled every step
-    if (log_step)
-      flush_log_step(
-          coact, g.world(), lay.tp, rec, [&] { return device_peak; }, progress, ckpts, wd, log);
-    progress.step_done(rec);
-    if (progress.eval_due(done)) run_eval(done);
-    ckpts.after_step(done, summary, log);
-  }
-  run_eval(summary.steps_done);
-  ckpts.at_end(summary.steps_done, summary, log);
-  if (args.options.gather_params || args.options.check_replicas) {
-    host.params = model.download_params();
-    if (args.options.gather_params)
-      summary.final_params = gather_params(g, cfg, model.table(), host.params.data());
-    if (args.options.check_replicas)
-      summary.diverged_replicas = diverged_replicas(g, model.table(), host.params.data(), wd);
-  }
-
-  summary.wall_s = seconds_since(t_start);
-  log_done(summary, metrics ? &*metrics : nullptr, log);
-  return std::move(summary);
+  return run_training(TrainLoopArgs{args.user_cfg, cfg, args.data, g, wd, args.options,
+                                    args.spans_nodes, device_line.str(), "", t_start},
+                      steps, log);
 }
 
 #endif  // SWITCHYARD_HAVE_CUDA

@@ -49,9 +49,9 @@ struct GpuRun;
 
 struct GpuRunArgs {
   const Config& cfg;       // resolved: moe.route_groups a number (resolve_route_groups)
-  const Config& user_cfg;  // as given (route_groups may say `nodes`): for the run header
+  const Config& user_cfg;  // as given (route_groups may say `nodes`): the run's loop (train_loop.h)
   const TokenSource& data;
-  const comm::ProcessGroups& groups;  // tp = ep = etp = 1: the dp group is the world
+  const comm::ProcessGroups& groups;  // etp = 1 (check_gpu_run)
   comm::Watchdog* watchdog;           // bounds the MPI waits (NCCL waits use parallel.timeout_s)
   const TrainOptions& options;        // resume, signals, gather_params, check_replicas
   bool spans_nodes = false;           // some EP group crosses nodes (agreed by every rank)

@@ -41,6 +41,7 @@
 #include "src/train/signals.h"
 #include "src/train/train_ckpt.h"
 #include "src/train/train_gpu.h"
+#include "src/train/train_loop.h"
 
 namespace sy {
 
@@ -78,11 +79,69 @@ std::unique_ptr<comm::TokenExchange> make_expert_exchange(const Config& cfg,
   return comm::make_exchange(o);
 }
 
+// The CPU model's step: Model<float> with the DistributedOptimizer (gradient sums over dp and
+// edp, ZeRO-1 when set), the expert exchange of comm/.
+class CpuSteps final : public StepBackend {
+ public:
+  CpuSteps(const Config& cfg, const CkptContext& ckpt, comm::TokenExchange* exchange)
+      : cfg_(cfg), ckpt_(ckpt), model_(ckpt.model), opt_(ckpt.opt), exchange_(exchange) {}
+
+  ResumeResult resume(const std::string& resume, std::ostream& log) override {
+    return resume_training(ckpt_, resume, log);
+  }
+  void begin_step() override {
+    if (exchange_) exchange_->reset_stats();
+    model_.zero_grads();
+  }
+  StepTotals accumulate(BatchShare& share, int64_t step, CoactivationCounter& coact) override {
+    return share.accumulate(model_, step, [&] { coact.add(model_); });
+  }
+  std::optional<double> reduce_gradients(int64_t) override {
+    return opt_.reduce_gradients(model_.grads.data());
+  }
+  double update(double lr, std::optional<double> norm, const StepTotals& tot) override {
+    overflowed_ = opt_.step(model_.params.data(), model_.grads.data(), lr,
+                            clip_factor(*norm, cfg_.train.grad_clip));
+    const int L = static_cast<int>(cfg_.model.n_layers), E = static_cast<int>(cfg_.moe.num_experts);
+    if (cfg_.moe.bias_update_rate > 0)
+      for (int l = 0; l < L; ++l)
+        overflowed_ += update_router_bias(model_.param(layer_param_name(l, "moe/bias")),
+                                          tot.selected.data() + static_cast<size_t>(l) * E, E,
+                                          cfg_.moe.bias_update_rate);
+    return *norm;
+  }
+  int64_t update_overflow() override { return overflowed_; }
+  const comm::ExchangeStats* exchange_stats() const override {
+    return exchange_ ? &exchange_->stats() : nullptr;
+  }
+  int64_t peak_bytes() override { return peak_rss_bytes(); }
+
+  double forward_lm(const int32_t* tokens, int n) override {
+    LossScale s;
+    s.token_weight = 1.0;  // sum of per-token losses; evaluate divides once
+    return model_.forward(tokens, n, s).lm;
+  }
+  const float* host_params() override { return model_.params.data(); }
+  const ParamTable& table() const override { return model_.table(); }
+  int64_t optim_step() const override { return opt_.step_count(); }
+  ckpt::SaveResult save(const ckpt::TrainState& state) override {
+    return save_training_checkpoint(ckpt_, state);
+  }
+
+ private:
+  const Config& cfg_;
+  CkptContext ckpt_;
+  Model<float>& model_;
+  DistributedOptimizer& opt_;
+  comm::TokenExchange* exchange_;
+  int64_t overflowed_ = 0;
+};
+
 TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
                         const TrainOptions& options) {
   const auto t_start = Clock::now();
   const int64_t T = cfg.model.seq_len, GB = cfg.train.global_batch, MB = cfg.train.micro_batch;
-  const int L = static_cast<int>(cfg.model.n_layers), E = static_cast<int>(cfg.moe.num_experts);
+  const int E = static_cast<int>(cfg.moe.num_experts);
   const bool rank0 = rt.world.rank() == 0;
   std::ostream null_log(nullptr);
   std::ostream& log = rank0 ? log_all : null_log;
@@ -183,126 +242,31 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   mp.moe.watchdog = wd;
   mp.placement = placement;
   rt.model = std::make_unique<Model<float>>(model_cfg, mp);
-  Model<float>& model = *rt.model;
-  init_params(model.params.data(), model.table(), cfg.run.seed);
+  init_params(rt.model->params.data(), rt.model->table(), cfg.run.seed);
   rt.opt = std::make_unique<DistributedOptimizer>(
-      model.table(), OptimComms{&g.world(), &g.tp(), &g.dp(), &g.edp(), wd}, cfg.parallel.zero1,
+      rt.model->table(), OptimComms{&g.world(), &g.tp(), &g.dp(), &g.edp(), wd}, cfg.parallel.zero1,
       cfg.train.weight_decay);
-  DistributedOptimizer& opt = *rt.opt;
-  BatchShare share(cfg, data, lay);
   startup.reset();
-  const CkptContext ckpt_ctx{model_cfg,
-                             rt.world.get(),
-                             ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp),
-                             model,
-                             opt,
-                             &data,
-                             wd};
-  std::ostringstream resume_log;
-  const ResumeResult resumed = resume_training(ckpt_ctx, options.resume, resume_log);
-  const int64_t first_step = resumed.resumed ? resumed.state.step : 0;
-  share.resume_at(resumed);
-  if (auto finished = finished_run(cfg, resumed, resume_log.str(), log))
-    return std::move(*finished);
+  CpuSteps steps(
+      cfg,
+      CkptContext{model_cfg, rt.world.get(), ckpt::layout_string(lay.dp, lay.tp, lay.ep, lay.etp),
+                  *rt.model, *rt.opt, &data, wd},
+      rt.exchange.get());
 
-  const int64_t val_windows = eval_windows(cfg, data);
-  const StepFlops flops = step_flops(cfg);
   // The BLAS kernel decides how products round: a resume on another one is not bitwise.
-  log_run_header(cfg, data, lay,
-                 "cpu gemm: " + cpu::blas_description() + "\n" +
-                     (rt.exchange ? "expert all-to-all: " + rt.exchange->describe() + "\n" : ""),
-                 model.table(), flops, log);
+  std::string backend_lines = "cpu gemm: " + cpu::blas_description() + "\n";
+  if (rt.exchange) backend_lines += "expert all-to-all: " + rt.exchange->describe() + "\n";
+  std::string after_header;
   if (placement)  // the experts of each EP rank (the layout lines above leave them out)
-    log << "expert placement " << cfg.parallel.expert_placement << " (EP ranks in order, '|' "
-        << "between nodes): "
-        << describe_placement(*placement, static_cast<int>(std::count(ep_nodes.begin(),
-                                                                      ep_nodes.end(), ep_nodes[0])))
-        << "\n";
-  // After the header, whose first line names the build: the outputs' notes follow it.
-  std::optional<MetricsWriter> metrics =
-      open_run_outputs(cfg, rt.world, wd, rank0, resumed.resumed, first_step, log);
-  log << resume_log.str() << std::flush;  // all of it before the first step, in a log file too
-  CoactivationCounter coact(cfg, rank0, lay.coords.tp_rank == 0, rt.world.size(),
-                            resumed.resumed ? first_step : -1, log);
-
-  RunProgress progress(cfg, flops, resumed, metrics ? &*metrics : nullptr, log);
-  TrainSummary& summary = progress.summary();
-  double last_lr = resumed.state.lr;
-  const RunSignals signals(options.signals);
-  CheckpointCadence ckpts(
-      cfg, rt.world.get(), signals.get(), resumed,
-      [&](int64_t done) {
-        coact.flush_for_checkpoint(rt.world, lay.tp, done, wd);  // the file as of it
-        return save_training_checkpoint(ckpt_ctx, training_state(cfg, done, opt.step_count(),
-                                                                 last_lr, share.loader(), summary));
-      },
-      wd);
-
-  const EvalSampler sampler(model_cfg, data);
-  auto run_eval = [&](int64_t step) {
-    const double v = evaluate(data, cfg, val_windows, g, wd, [&](const int32_t* tok, int n) {
-      LossScale s;
-      s.token_weight = 1.0;  // sum of per-token losses; evaluate divides once
-      return model.forward(tok, n, s).lm;
-    });
-    try {
-      progress.eval_done(step, v);
-    } catch (const NumericalError& e) {
-      ckpts.numerical_failure(step, e);  // a signal in the last step wrote it before this
-    }
-    sampler.sample(step, g, model.table(), model.params.data(), log, wd);
-  };
-
-  StepTotals tot;
-  for (int64_t step = first_step; step < cfg.train.steps; ++step) {
-    maybe_inject_fault(lay.world_rank, step + 1);
-    const auto t0 = Clock::now();
-    if (rt.exchange) rt.exchange->reset_stats();
-    model.zero_grads();
-    const bool log_step = progress.log_due(step + 1);
-    coact.begin_step(step, log_step);
-    tot = share.accumulate(model, step, [&] { coact.add(model); });
-    sum_over_dp(tot, g.dp(), wd);
-
-    const double norm = opt.reduce_gradients(model.grads.data());
-    if (!std::isfinite(tot.loss.total()) || !std::isfinite(norm))
-      ckpts.numerical_failure(  // the weights of step `step` gave them
-          step,
-          NumericalError("non-finite " +
-                             std::string(std::isfinite(tot.loss.total()) ? "gradients" : "loss") +
-                             " at step " + std::to_string(step + 1),
-                         /*quiet=*/!rank0));
-    const double lr = learning_rate(cfg.train, step);
-    int64_t overflowed = opt.step(model.params.data(), model.grads.data(), lr,
-                                  clip_factor(norm, cfg.train.grad_clip));
-    last_lr = lr;
-    if (cfg.moe.bias_update_rate > 0)
-      for (int l = 0; l < L; ++l)
-        overflowed += update_router_bias(model.param(layer_param_name(l, "moe/bias")),
-                                         tot.selected.data() + static_cast<size_t>(l) * E, E,
-                                         cfg.moe.bias_update_rate);
-    check_update_finite(overflowed, step + 1, rt.world, wd);
-
-    const int64_t done = step + 1;
-    StepRecord rec = step_record(done, tot, lr, norm, seconds_since(t0));
-    if (rt.exchange)
-      add_exchange_figures(rec, rt.exchange->stats(), spans_nodes != 0, log_step, rt.world, wd);
-    if (log_step)
-      flush_log_step(coact, rt.world, lay.tp, rec, peak_rss_bytes, progress, ckpts, wd, log);
-    progress.step_done(rec);
-    if (progress.eval_due(done)) run_eval(done);
-    ckpts.after_step(done, summary, log);
-  }
-  run_eval(summary.steps_done);
-  ckpts.at_end(summary.steps_done, summary, log);
-  if (options.gather_params)
-    summary.final_params = gather_params(g, cfg, model.table(), model.params.data());
-  if (options.check_replicas)
-    summary.diverged_replicas = diverged_replicas(g, model.table(), model.params.data(), wd);
-
-  summary.wall_s = seconds_since(t_start);
-  log_done(summary, metrics ? &*metrics : nullptr, log);
-  return std::move(summary);
+    after_header =
+        "expert placement " + cfg.parallel.expert_placement +
+        " (EP ranks in order, '|' between nodes): " +
+        describe_placement(*placement, static_cast<int>(std::count(ep_nodes.begin(), ep_nodes.end(),
+                                                                   ep_nodes[0]))) +
+        "\n";
+  return run_training(TrainLoopArgs{cfg, model_cfg, data, g, wd, options, spans_nodes != 0,
+                                    backend_lines, after_header, t_start},
+                      steps, log);
 }
 
 }  // namespace
