@@ -85,20 +85,24 @@ Config resolve_a2a(const Config& cfg, bool spans_nodes) {
 void validate_run_bounds(const Config& cfg) {
   const std::string& name = cfg.run.name;
   const std::string shown = std::string(1, '\'') + shortened(name) + '\'';
-  // The default run.out_dir is runs/<name>: a name may nest (a/b) but not leave runs/.
-  if (!name.empty() &&
-      (name.front() == '/' || ("/" + name + "/").find("/../") != std::string::npos))
-    bad("run.name", shown,
-        "a name that stays under runs/ (no leading '/', no '..'); run.out_dir says where a run "
-        "goes");
-  // Each part names a directory (runs/<name>): a file system takes 255 bytes (NAME_MAX). A
-  // longer one failed as run.out_dir, which the user never set, echoing the whole name.
-  size_t part = 0;
-  for (const char c : name) {
-    part = c == '/' ? 0 : part + 1;
-    if (part > 255)
+  // The default run.out_dir is runs/<name>: a name may nest (a/b) but not leave runs/. With
+  // run.out_dir set the name is only a name (a 300-byte part was refused as a directory).
+  if (cfg.run.out_dir == "runs/" + name) {
+    if (!name.empty() &&
+        (name.front() == '/' || ("/" + name + "/").find("/../") != std::string::npos))
       bad("run.name", shown,
-          "at most 255 bytes between slashes (each part names a directory under runs/)");
+          "a name that stays under runs/ (no leading '/', no '..'); run.out_dir says where a run "
+          "goes");
+    // Each part names a directory (runs/<name>): a file system takes 255 bytes (NAME_MAX). A
+    // longer one failed as run.out_dir, which the user never set, echoing the whole name.
+    size_t part = 0;
+    for (const char c : name) {
+      part = c == '/' ? 0 : part + 1;
+      if (part > 255)
+        bad("run.name", shown,
+            "at most 255 bytes between slashes (each part names a directory under runs/; or set "
+            "run.out_dir)");
+    }
   }
   // A look at the model at each evaluation, drawn by rank 0 while the others wait: a bound
   // (`switchyard sample` generates more).

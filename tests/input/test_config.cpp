@@ -520,6 +520,11 @@ TEST(Config, RunBoundsAreTheStartingConfigsOnly) {
   expect_usage_error([&] { load_config(file, {"run.name=x/" + std::string(256, 'a')}); },
                      {"run.name: got 'x/aaa", "... (258 characters)', expected at most 255 bytes"});
   EXPECT_NO_THROW(load_config(file, {"run.name=" + std::string(255, 'a') + "/b"}));
+  // With run.out_dir set, the name names no directory: any of these is only a name.
+  for (const std::string& name :
+       {std::string("../../escape"), std::string("/abs/path"), std::string(256, 'a')})
+    EXPECT_NO_THROW(load_config(file, {"run.name=" + name, "run.out_dir=" + dir.file("out")}))
+        << name;
   // The --set that gave it is cut the same way (review: it was echoed whole, 100 KB on a line).
   try {
     load_config(file, {"run.name=" + std::string(100000, 'a')});
