@@ -250,7 +250,8 @@ TEST_F(Launch, DeviceCudaExpertTensorParallelIsRefusedNamingTheKey) {
 
 // What each rank reads from its own path, which the same-config check leaves aside: a token file
 // that differs on one rank (another text, or the same sizes with other content) trained other
-// batches than the log named, exit 0; a checkpoint.dir that is not the directory rank 0 made
+// batches than the log named, exit 0; so did two expert placement files that differ; a
+// checkpoint.dir that is not the directory rank 0 made
 // (node-local, unmounted) trained until the first checkpoint and then hung for
 // parallel.timeout_s. Both are one message and exit 2 before any step; a copy of the same file
 // under another path still trains (LayoutThatDoesNotFitIsOneMessageAndExitTwo).
@@ -278,6 +279,23 @@ TEST_F(Launch, ARankReadingOtherDataOrAnotherCheckpointDirIsRefused) {
     EXPECT_NE(r.output.find("rank 1"), std::string::npos) << "names the rank:\n" << r.output;
     EXPECT_EQ(r.output.find("step "), std::string::npos) << "no work before the check";
   }
+  // Two expert placement files that differ (a copy edited on one node) routed by other tables.
+  const std::string head =
+      "format: switchyard-expert-placement\nversion: 1\nnum_experts: 4\nep: 2\n";
+  std::ofstream(dir_.file("p0.yaml"))
+      << head << "layers:\n  - [[0, 1], [2, 3]]\n  - [[0, 1], [2, 3]]\n";
+  std::ofstream(dir_.file("p1.yaml"))
+      << head << "layers:\n  - [[0, 2], [1, 3]]\n  - [[0, 1], [2, 3]]\n";
+  const std::string ep2 = each + " --set parallel.ep=2 --set parallel.expert_placement=";
+  const auto r = run_command(mpirun(1) + ep2 + dir_.file("p0.yaml") + " : -np 1 " + ep2 +
+                             dir_.file("p1.yaml"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(count(r.output, "error: "), 1u) << "one message:\n" << r.output;
+  EXPECT_NE(r.output.find("rank 1: parallel.expert_placement: this rank's placement ('" +
+                          dir_.file("p1.yaml") + "') is not rank 0's (another table)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("step "), std::string::npos) << "no work before the check";
 }
 
 // Rank 0 draws the evaluation sample alone; the other ranks waited in their next collective under

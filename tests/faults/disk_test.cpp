@@ -191,8 +191,12 @@ TEST_F(FaultTest, OneRanksFailedWriteEndsEveryRankTogether) {
 // is removed, the run finishes, and --resume auto takes the newest step file.
 TEST_F(FaultTest, ALatestThatCannotBeUpdatedIsANoteNotAFailure) {
   const std::string out = path("run"), ck = out + "/checkpoints";
+  // A `latest` naming step 5 first: the one that goes stale once step 10's is in place.
+  const auto first = run_command(mpirun_command(2) + train(out, 5));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  ASSERT_EQ(read_file(ck + "/latest"), "step_00000005.h5");
   std::filesystem::create_directories(ck + "/latest.tmp");
-  const auto r = run_command(mpirun_command(2) + train(out, 10));
+  const auto r = run_command(mpirun_command(2) + train(out, 10, "--resume auto"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find(ck + "/latest could not be updated"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("--resume auto takes the newest step file"), std::string::npos)
