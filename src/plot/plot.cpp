@@ -141,11 +141,13 @@ void check_png(const std::string& png) {
                            std::to_string(static_cast<int64_t>(size)) + " bytes"
                      : (avail >= 0 ? files::mib(avail) + " free there" : "free space unknown") +
                            ": a full disk or quota?";
+  // Not "plot:" (`plan --png` draws too), and nothing of the user's is removed: the staged file
+  // goes, an earlier chart stays (QA read "it is removed" as the earlier chart gone).
   throw Error(kExitOther,
-              "plot: gnuplot wrote '" + png + "' " +
+              "gnuplot wrote the chart '" + png + "' " +
                   (size == 0 ? std::string("empty")
                              : "cut short (" + std::to_string(size) + " bytes, no PNG end)") +
-                  " (" + why + "); it is removed");
+                  " (" + why + "): not written; an earlier file of that name is left as it was");
 }
 
 }  // namespace

@@ -208,7 +208,7 @@ TEST(PlotMetrics, AnEmptyChartFromGnuplotIsAnErrorNotASuccess) {
   } catch (const Error& e) {
     const std::string what = e.what();
     EXPECT_EQ(e.code(), kExitOther) << what;
-    EXPECT_NE(what.find("plot: gnuplot wrote '" + dir.file("plots/loss.png") + "' empty"),
+    EXPECT_NE(what.find("gnuplot wrote the chart '" + dir.file("plots/loss.png") + "' empty"),
               std::string::npos)
         << what;
     EXPECT_FALSE(fs::exists(dir.file("plots/loss.png")));
@@ -241,7 +241,7 @@ TEST(PlotMetrics, AnEmptyChartFromGnuplotIsAnErrorNotASuccess) {
     FAIL() << "a chart cut short was accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), kExitOther) << e.what();
-    EXPECT_NE(std::string(e.what()).find("plot: gnuplot wrote '" + dir.file("plots/loss.png") +
+    EXPECT_NE(std::string(e.what()).find("gnuplot wrote the chart '" + dir.file("plots/loss.png") +
                                          "' cut short (18 bytes, no PNG end)"),
               std::string::npos)
         << e.what();
