@@ -144,7 +144,9 @@ Plan plan_export(const Config& cfg, const Source& src, const std::string& file) 
           "architecture has; the export selects the top-k of p without it";
     p.problems.push_back(os.str());
   }
-  if (moe.capacity_factor)
+  // A capacity of at least every token (c k >= E: moe_capacity gives the tokens) drops nothing.
+  if (moe.capacity_factor &&
+      *moe.capacity_factor * static_cast<double>(moe.top_k) < static_cast<double>(moe.num_experts))
     p.problems.push_back("capacity dropping (moe.capacity_factor " +
                          number_text(*moe.capacity_factor) +
                          "): the architectures are dropless, so tokens the training dropped "

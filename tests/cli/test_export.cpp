@@ -335,6 +335,24 @@ TEST(HfExport, GroupsThatSelectNothingExportExactly) {
   }
 }
 
+// A capacity factor of at least E / k gives every expert room for every token (moe_capacity):
+// nothing is dropped, and the export is exact. It was refused as "capacity dropping" (QA).
+TEST(HfExport, ACapacityThatDropsNothingExportsExactly) {
+  sy::test::TempDir dir;
+  write_texts(dir);
+  const std::string data = prepare(dir);
+  // tiny.yaml: E 4, k 2
+  for (const auto& [factor, exact] :
+       {std::pair{"2", true}, std::pair{"1e308", true}, std::pair{"1.99", false}}) {
+    const std::string out = dir.file(std::string("run") + factor);
+    train(data, out, 1, std::string("--set moe.capacity_factor=") + factor);
+    const auto r = run_command(kBin + " ckpt export " + final_ckpt(out, 1) +
+                               " --format hf --output " + dir.file(std::string("hf") + factor));
+    EXPECT_EQ(r.exit_code, exact ? 0 : 2) << factor << "\n" << r.output;
+    EXPECT_EQ(contains(r.output, "capacity dropping"), !exact) << factor << "\n" << r.output;
+  }
+}
+
 // A model vocabulary larger than the tokenizer's (padded): sample picks among the 256 byte ids
 // only, transformers' generate() among all 300; the export says so and how to match sample. One
 // that fits its tokenizer gets no note.
