@@ -14,6 +14,31 @@
 
 namespace sy {
 
+namespace {
+
+// " (lm 5.4, aux 0.02, z inf: moe.z_loss_coeff 1e+308?)": the terms of a loss that is not finite
+// (its metrics line is never written), and the coefficient to look at.
+std::string loss_terms(const LossParts& loss, const Config& cfg) {
+  const auto term = [](double x) {  // "nan" whatever its sign bit (a printed "-nan" says nothing)
+    std::ostringstream t;
+    if (std::isnan(x))
+      t << "nan";
+    else
+      t << x;
+    return t.str();
+  };
+  std::ostringstream os;
+  os << " (lm " << term(loss.lm) << ", aux " << term(loss.aux) << ", z " << term(loss.z);
+  if (std::isfinite(loss.lm)) {
+    if (!std::isfinite(loss.aux)) os << ": moe.aux_loss_coeff " << cfg.moe.aux_loss_coeff << "?";
+    if (!std::isfinite(loss.z)) os << ": moe.z_loss_coeff " << cfg.moe.z_loss_coeff << "?";
+  }
+  os << ")";
+  return os.str();
+}
+
+}  // namespace
+
 TrainSummary run_training(const TrainLoopArgs& args, StepBackend& b, std::ostream& log) {
   const Config& cfg = args.cfg;
   const TokenSource& data = args.data;
@@ -53,10 +78,12 @@ TrainSummary run_training(const TrainLoopArgs& args, StepBackend& b, std::ostrea
       },
       wd);
   // The weights of step `weights_step` gave a loss or gradients that are not finite.
-  const auto not_finite = [&](int64_t weights_step, const std::string& what) {
-    ckpts.numerical_failure(weights_step, NumericalError("non-finite " + what + " at step " +
-                                                             std::to_string(weights_step + 1),
-                                                         /*quiet=*/!rank0));
+  const auto not_finite = [&](int64_t weights_step, const std::string& what,
+                              const std::string& detail = "") {
+    ckpts.numerical_failure(weights_step,
+                            NumericalError("non-finite " + what + " at step " +
+                                               std::to_string(weights_step + 1) + detail,
+                                           /*quiet=*/!rank0));
   };
 
   const EvalSampler sampler(args.model_cfg, data);
@@ -82,7 +109,7 @@ TrainSummary run_training(const TrainLoopArgs& args, StepBackend& b, std::ostrea
     tot = b.accumulate(share, step, coact);
     const std::optional<double> known_norm = b.reduce_gradients(done);
     sum_over_dp(tot, g.dp(), wd);
-    if (!std::isfinite(tot.loss.total())) not_finite(step, "loss");
+    if (!std::isfinite(tot.loss.total())) not_finite(step, "loss", loss_terms(tot.loss, cfg));
     if (known_norm && !std::isfinite(*known_norm)) not_finite(step, "gradients");
     const double lr = learning_rate(cfg.train, step);
     const double norm = b.update(lr, known_norm, tot);

@@ -451,8 +451,8 @@ TEST(Cli, ANonFiniteLossExitsThreeKeepingTheLastGoodCheckpoint) {
                                  " --set train.steps=5 --set train.lr=1e30 "
                                  "--set train.warmup_steps=0 --resume auto");
     EXPECT_EQ(bad.exit_code, 3) << "np " << np << "\n" << bad.output;
-    EXPECT_NE(bad.output.find("numerical failure: non-finite loss at step 4; the checkpoint of "
-                              "step 3 holds the weights that gave it: " +
+    EXPECT_NE(bad.output.find("numerical failure: non-finite loss at step 4 (lm nan, aux nan, z "
+                              "nan); the checkpoint of step 3 holds the weights that gave it: " +
                               ckpt +
                               "/step_00000003.h5 is set aside as step_00000003.h5.nonfinite; "
                               "latest names step_00000002.h5 again"),
@@ -655,6 +655,21 @@ TEST(Cli, ANonFiniteValidationLossIsANumericalFailureBeforeItsCheckpoint) {
     EXPECT_NE(r.output.find("non-finite validation loss at step 1"), std::string::npos) << r.output;
     EXPECT_FALSE(std::filesystem::exists(out + "/ckpt/step_00000001.h5")) << r.output;
   }
+}
+
+// A loss that is not finite leaves no metrics line for its step: the message says which term is
+// not finite and names the coefficient behind it. It said only "non-finite loss at step 1" (QA).
+TEST(Cli, ANonFiniteLossNamesItsTermAndCoefficient) {
+  sy::test::TempDir dir;
+  sy::test::cli::write_texts(dir);
+  const std::string h5 = sy::test::cli::prepare(dir);
+  const auto r =
+      run_command(kBin + " train --config " + kSrc + "/configs/tiny.yaml --set data.path=" + h5 +
+                  " --set run.out_dir=" + dir.file("run") +
+                  " --set train.steps=3 --set eval.every=0 --set moe.z_loss_coeff=1e308");
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("non-finite loss at step 1 (lm "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(", z inf: moe.z_loss_coeff 1e+308?)"), std::string::npos) << r.output;
 }
 
 // A finite loss and gradient whose update overflows fp32 (SPEC 9: a numerical failure). Before,
