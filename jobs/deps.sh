@@ -2,7 +2,20 @@
 # Installs switchyard's dependencies from Debian's packages (Debian 12, as root), only those that
 # are missing. `deps.sh` installs what building and running need; `deps.sh --test` adds what the
 # test suite needs on top (a one-machine SLURM cluster, h5py for the checkpoint schema check).
+#
+#   bash jobs/deps.sh [--test]
+#   bash jobs/deps.sh -h | --help   this text
 set -euo pipefail
+# Its options: anything else is refused (a typo such as --tests was ignored, and the test
+# packages silently not installed).
+with_test=0
+for a in "$@"; do
+  case $a in
+    --test) with_test=1 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
+    *) echo "deps.sh: unknown argument '$a' (see --help)" >&2; exit 2 ;;
+  esac
+done
 SWITCHYARD_DEBS=(build-essential cmake pkg-config
   libopenmpi-dev openmpi-bin       # MPI ranks (parallelism), and what parallel HDF5 is built on
   libhdf5-openmpi-dev              # token files and checkpoints (parallel HDF5)
@@ -16,7 +29,7 @@ SWITCHYARD_DEBS=(build-essential cmake pkg-config
   libmetis-dev                     # switchyard placement (graph partitioning of experts)
   libgtest-dev googletest          # tests (googletest also ships the sources for GPU-only builds)
 )
-if [ "${1:-}" = "--test" ]; then
+if ((with_test)); then
   SWITCHYARD_DEBS+=(
     slurm-wlm munge                # the SLURM preemption/requeue test (one-node cluster)
     python3-h5py python3-numpy     # reads checkpoints from Python as a user would

@@ -27,25 +27,35 @@
 #      env.sh    OPAL_* / PMIx relocation, OMPI_MCA_ess_singleton_isolated=1 (one rank without
 #                mpirun), LD_LIBRARY_PATH = lib + NCCL's wheel + /usr/local/cuda/lib64
 #      MANIFEST.txt  commit, build flags, each carried library with its Debian package and size
-# 3. packs .device/switchyard-gpu.tar.xz (FILE) and fails when it exceeds --max-mib (default 40):
-#    the device call carries it together with the rest of the working tree, 64 MiB in all.
+# 3. packs .device/switchyard-gpu.tar.xz (FILE) and fails when it exceeds --max-mib (default 40),
+#    leaving nothing new at FILE: the device call carries it together with the rest of the
+#    working tree, 64 MiB in all.
 #
 # On the GPU machine (jobs/README.md "The GPU machine"): run(carry=[".device/switchyard-gpu.tar.xz"],
 #   command="bash jobs/gpu_check.sh --archive .device/switchyard-gpu.tar.xz").
 # Rehearsed here, with the system copies of everything carried hidden: jobs/gpu_rehearse.sh.
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "$(realpath "${BASH_SOURCE[0]}")")/.." && pwd)  # the real one, not a symlink's
 build=$root/build-bundle
 out=$root/.device/switchyard-gpu.tar.xz
 do_build=1
 max_mib=40
+# An option's value, or one line and exit 2 (a missing one ended the script with "$2: unbound
+# variable", exit 1).
+need_value() {  # <option> <its arguments...>
+  [ -n "${2:-}" ] || { echo "gpu_bundle.sh: $1 needs a value (see --help)" >&2; exit 2; }
+}
 while (($#)); do
   case $1 in
     --no-build) do_build=0 ;;
-    --build-dir) build=$(realpath -m "$2"); shift ;;
-    --out) out=$(realpath -m "$2"); shift ;;
-    --max-mib) max_mib=$2; shift ;;
+    --build-dir) need_value "$@"; build=$(realpath -m -- "$2"); shift ;;
+    --out) need_value "$@"; out=$(realpath -m -- "$2"); shift ;;
+    --max-mib)
+      need_value "$@"
+      [[ $2 =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "gpu_bundle.sh: --max-mib $2: expected a number of MiB" >&2; exit 2; }
+      max_mib=$2
+      shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
     *) echo "gpu_bundle.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -282,9 +292,13 @@ chmod +x "$B/bin/host-python"
 mkdir -p "$(dirname "$out")"
 say "packing $(du -sh "$B" | cut -f1) into $out (xz)"
 tar -C "$stage_root" -cf - switchyard-gpu | xz -9 -T"${SY_JOBS:-2}" >"$out.tmp"
-mv "$out.tmp" "$out"
-bytes=$(stat -c %s "$out")
+# The size before the archive goes into place: one over --max-mib was left at --out after the
+# error, for the next device call to carry.
+bytes=$(stat -c %s "$out.tmp")
 mib=$(awk -v b="$bytes" 'BEGIN {printf "%.1f", b / 1048576}')
+if ! awk -v b="$bytes" -v m="$max_mib" 'BEGIN {exit !(b <= m * 1048576)}'; then
+  rm -f "$out.tmp"
+  die "the archive is $mib MiB, over --max-mib $max_mib: not written to $out (an archive already there is an earlier one)"
+fi
+mv "$out.tmp" "$out"
 say "$out: $mib MiB ($bytes bytes), ${#carried[@]} libraries, ${#plugins[@]} Open MPI plugins"
-awk -v b="$bytes" -v m="$max_mib" 'BEGIN {exit !(b <= m * 1048576)}' ||
-  die "the archive is $mib MiB, over --max-mib $max_mib"

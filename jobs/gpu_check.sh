@@ -50,19 +50,39 @@
 # results. Exit 0 when no stage failed (INCOMPLETE and SKIP are not failures).
 set -uo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+here=$(cd "$(dirname "$(realpath "${BASH_SOURCE[0]}")")" && pwd)  # the real one, not a symlink's
 archive="" bundle="" stages=abcdef
 out=${OUT:-}
+# An option's value, or one line and exit 2 (a missing one ended the script with "$2: unbound
+# variable", exit 1).
+need_value() {  # <option> <its arguments...>
+  [ -n "${2:-}" ] || { echo "gpu_check.sh: $1 needs a value (see --help)" >&2; exit 2; }
+}
 while (($#)); do
   case $1 in
-    --archive) archive=$2; shift ;;
-    --bundle) bundle=$2; shift ;;
-    --stages) stages=$2; shift ;;
-    --out) out=$2; shift ;;
+    --archive) need_value "$@"; archive=$2; shift ;;
+    --bundle) need_value "$@"; bundle=$2; shift ;;
+    --stages) need_value "$@"; stages=$2; shift ;;
+    --out) need_value "$@"; out=$2; shift ;;
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
+done
+# Letters that are no stage ran nothing and passed ("no stage failed", exit 0).
+not_stages=$(tr -d abcdef <<<"$stages")
+if [ -n "$not_stages" ]; then
+  echo "gpu_check.sh: --stages $stages: '$not_stages' is no stage (the stages are a b c d e f, lowercase)" >&2
+  exit 2
+fi
+# The budgets, whole seconds, checked before anything runs (SY_BUDGET_a=abc ended the script
+# with "abc: unbound variable" after the summary's first line).
+for s in a b c d e f; do
+  var=SY_BUDGET_$s
+  if [ -n "${!var:-}" ] && ! [[ ${!var} =~ ^(0|[1-9][0-9]{0,5})$ ]]; then  # "08": no octal
+    echo "gpu_check.sh: $var='${!var}': expected whole seconds (0 .. 999999)" >&2
+    exit 2
+  fi
 done
 [ -n "$out" ] || out=$here/../.device/check-out
 mkdir -p "$out" && out=$(cd "$out" && pwd)
@@ -545,6 +565,7 @@ fi
 # ---- results ---------------------------------------------------------------------------------
 pack_results
 for f in "$out"/*.log; do  # at most 8 MiB a file comes back whole
+  [ -e "$f" ] || continue  # no stage ran: no log (the pattern itself is no file)
   [ "$(stat -c %s "$f")" -le 8388608 ] || { tail -c 8388608 "$f" >"$f.tmp" && mv "$f.tmp" "$f"; }
 done
 note "gpu_check: done in $((SECONDS - t_start)) s; $( ((failed)) && echo "some stage FAILED" || echo "no stage failed")${incomplete:+; INCOMPLETE (out of time):$incomplete}; files in $out"

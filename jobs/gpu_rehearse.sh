@@ -26,21 +26,48 @@
 # nvidia-nccl-cu13); otherwise the CUDA toolkit's copy here stands in.
 # Exit 0 when all of that holds, 1 otherwise, 77 when it cannot run here (not root, no unshare).
 # Needs root: mount namespaces. Outputs (gpu_check's files, the runs' logs) go to --out
-# (default .device/rehearse-out).
+# (default .device/rehearse-out): a new or empty folder, or one an earlier rehearsal wrote (it
+# leaves the file .gpu_rehearse-out in it); any other folder with files in it is refused (exit 2).
+# Of an earlier rehearsal's files only those it writes are removed, never a file of yours.
 set -uo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "$(realpath "${BASH_SOURCE[0]}")")/.." && pwd)  # the real one, not a symlink's
 archive=$root/.device/switchyard-gpu.tar.xz
 out=$root/.device/rehearse-out
+# An option's value, or one line and exit 2 (a missing one failed only the $(realpath ...), and
+# the script went on with an empty path).
+need_value() {  # <option> <its arguments...>
+  [ -n "${2:-}" ] || { echo "gpu_rehearse.sh: $1 needs a value (see --help)" >&2; exit 2; }
+}
 while (($#)); do
   case $1 in
-    --archive) archive=$(realpath -m "$2"); shift ;;
-    --out) out=$(realpath -m "$2"); shift ;;
+    --archive) need_value "$@"; archive=$(realpath -m -- "$2"); shift ;;
+    --out) need_value "$@"; out=$(realpath -m -- "$2"); shift ;;
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
     *) echo "gpu_rehearse.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+
+# The output folder: only one of its own, never a folder of someone's files (`rm -f "$out"/*`
+# emptied whatever --out named). Its files: the runs' logs here and gpu_check.sh's outputs.
+readonly out_marker=.gpu_rehearse-out
+readonly out_files=(no-bundle-path.log tiny-1rank.log tiny-2ranks.log gpu_check.stdout summary.txt
+                    a.log b.log c.log d.log e.log f.log results.tar.gz .results.tar.gz.part)
+if [ -e "$out" ] && [ ! -d "$out" ]; then
+  echo "gpu_rehearse.sh: --out $out is not a folder" >&2
+  exit 2
+fi
+# (The default folder is this script's own, also from before the marker.)
+if [ -d "$out" ] && [ ! -e "$out/$out_marker" ] && [ "$out" != "$root/.device/rehearse-out" ] &&
+  [ -n "$(ls -A "$out")" ]; then
+  echo "gpu_rehearse.sh: --out $out has files in it and is not an earlier rehearsal's output (no $out_marker): name a new or empty folder" >&2
+  exit 2
+fi
+if ! { mkdir -p "$out" && : >"$out/$out_marker"; }; then
+  echo "gpu_rehearse.sh: cannot write to --out $out" >&2
+  exit 2
+fi
 
 if [ "${SY_REHEARSE_INSIDE:-}" != 1 ]; then
   [ "$(id -u)" -eq 0 ] || { echo "SKIPPED: needs root (mount namespaces)"; exit 77; }
@@ -57,7 +84,7 @@ check() {  # <what> <0 = holds>
 mount --make-rprivate / || { echo "FAIL: mount --make-rprivate /"; exit 1; }
 tmp=$(mktemp -d /tmp/switchyard-rehearse-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$out" && rm -f "$out"/*
+for f in "${out_files[@]}"; do rm -f "${out:?}/$f"; done  # an earlier rehearsal's: only these
 tar -C "$tmp" -xJf "$archive" || { echo "FAIL: cannot unpack $archive"; exit 1; }
 B=$tmp/switchyard-gpu
 : >"$tmp/empty"

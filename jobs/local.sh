@@ -3,7 +3,10 @@
 #
 #   jobs/local.sh [-n RANKS] [switchyard train arguments ...]
 #   jobs/local.sh -n 4 --config configs/tiny.yaml --set parallel.ep=2 --set train.micro_batch=2
+#   jobs/local.sh -h | --help      this text; the trainer's own options: build/switchyard train --help
 #
+# -n (or --np) comes first, with a positive whole number of ranks; every other argument goes to
+# `switchyard train`, except -h/--help anywhere (train's help printed once per rank helps nobody).
 # Adds `--resume auto` (unless a --resume is given), so running the same command again after an
 # interruption continues from the newest checkpoint that verifies in checkpoint.dir. Stop a run
 # cleanly with Ctrl-C, or SIGUSR1, SIGTERM or SIGHUP to this script, to `switchyard guard` or to
@@ -14,9 +17,18 @@
 #
 # Runs from the repository root: relative paths in the arguments (--config, data.path,
 # run.out_dir, checkpoint.dir) are the root's, wherever the script is started.
-# Environment: SY_BIN (default build/switchyard), SY_CONFIG (default configs/small.yaml when no
-# --config is given), SY_NP (default 4, or -n), SY_MPIRUN_ARGS (extra mpirun arguments).
+# Environment: SY_BIN (default build/switchyard in the repository; a path relative to the
+# directory the script is started from, or a command name found on PATH), SY_CONFIG (default
+# configs/small.yaml when no --config is given), SY_NP (default 4, or -n), SY_MPIRUN_ARGS (extra
+# mpirun arguments).
 set -uo pipefail
+
+# Its own help before anything starts (passed on, --help printed train's help once per rank).
+for a in "$@"; do
+  case $a in
+    -h | --help) sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
+  esac
+done
 
 # The signals are trapped first thing, before the line below says how to stop the run (its USR1
 # killed this script, and the run went on with nobody to report). One that comes before the guard
@@ -67,23 +79,48 @@ on_interrupt() {
 trap on_interrupt INT
 trap 'pass_on USR1' USR1
 
-cd "$(dirname "$0")/.." || exit 1
-
-np=${SY_NP:-4}
+# The rank count: a positive whole number (0 made mpirun start one rank per core, "abc" ended the
+# script with "unbound variable", "2x" and "-1" with Open MPI's banners).
+np=${SY_NP:-4} np_from=SY_NP
 if [ "${1:-}" = -n ] || [ "${1:-}" = --np ]; then
-  np=${2:?"-n needs a rank count"}
-  shift 2
+  np=${2-} np_from=$1
+  shift $(($# >= 2 ? 2 : 1))
 fi
-SY_BIN=${SY_BIN:-build/switchyard}
-[ -x "$SY_BIN" ] || { echo "local.sh: $SY_BIN not found; build first (see README.md)" >&2; exit 2; }
+if ! [[ $np =~ ^[0-9]{1,6}$ ]] || ((10#$np == 0)); then
+  echo "local.sh: $np_from needs a positive whole number of ranks, got '$np'" >&2
+  exit 2
+fi
+np=$((10#$np))
+
+# SY_BIN before the cd below: a relative path is the caller's (./sy2 was looked for in the
+# repository root), a bare name a command on PATH (as train.sbatch takes it); the message names
+# the path actually checked.
+root=$(dirname "$(dirname "$(realpath "${BASH_SOURCE[0]}")")")  # the real one, not a symlink's
+bin=${SY_BIN:-$root/build/switchyard}
+if [[ $bin == */* ]]; then
+  bin=$(realpath -m -- "$bin")
+  if [ ! -f "$bin" ] || [ ! -x "$bin" ]; then
+    echo "local.sh: $bin not found or not executable; build first (see README.md) or set SY_BIN" >&2
+    exit 2
+  fi
+else
+  found=$(type -P -- "$bin") ||
+    { echo "local.sh: $bin not found on PATH; build first (see README.md) or set SY_BIN to its path" >&2; exit 2; }
+  bin=$found
+fi
+SY_BIN=$bin
+cd "$root" || exit 1
 
 args=("$@")
-has_config=0 has_resume=0
+has_config=0 has_resume=0 resume_arg="" prev=""
 for a in "$@"; do
   case $a in
     -c | --config | --config=*) has_config=1 ;;
-    --resume | --resume=*) has_resume=1 ;;
+    --resume) has_resume=1 ;;
+    --resume=*) has_resume=1 resume_arg=${a#*=} ;;
   esac
+  [ "$prev" = --resume ] && resume_arg=$a
+  prev=$a
 done
 ((has_config)) || args=(--config "${SY_CONFIG:-configs/small.yaml}" "${args[@]}")
 ((has_resume)) || args+=(--resume auto)
@@ -96,7 +133,10 @@ flags=(--bind-to none --mca mpi_yield_when_idle 1)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 
-echo "local.sh (pid $$; kill -USR1 $$ stops it with a checkpoint): mpirun -np $np ${flags[*]} $SY_BIN train ${args[*]}"
+# Shell-quoted, so that the line can be pasted back into a shell.
+# shellcheck disable=SC2086  # word-split, as mpirun gets them
+printf -v cmd_line '%q ' mpirun -np "$np" "${flags[@]}" ${SY_MPIRUN_ARGS:-} "$SY_BIN" train "${args[@]}"
+echo "local.sh (pid $$; kill -USR1 $$ stops it with a checkpoint): ${cmd_line% }"
 # In the background, so that this shell passes a signal on instead of dying of it.
 # shellcheck disable=SC2086
 "$SY_BIN" guard -- mpirun -np "$np" "${flags[@]}" ${SY_MPIRUN_ARGS:-} "$SY_BIN" train "${args[@]}" &
@@ -117,7 +157,10 @@ while :; do
   fi
   break
 done
-if ((rc == 75)); then
+if ((rc == 75)) && ((has_resume)) && [ "$resume_arg" != auto ]; then
+  # The same command again would start from that file again, not from the checkpoint just written.
+  echo "local.sh: stopped by a signal after writing a checkpoint; run the command again with --resume auto in place of --resume $resume_arg to continue from it"
+elif ((rc == 75)); then
   echo "local.sh: stopped by a signal after writing a checkpoint; run the same command again to resume"
 elif ((rc == 76)); then
   echo "local.sh: stopped by a signal before training started: nothing was written; run the same command again"

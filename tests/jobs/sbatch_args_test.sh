@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# jobs/train.sbatch's own arguments and environment without a cluster, as sbatch_gpu_test.sh runs
+# it: the job's variables set by hand, a stand-in `srun` that records its arguments and exits
+# $FAKE_SRUN_RC, a stand-in `scontrol`. Checks:
+#   - outside a SLURM job (no SLURM_JOB_ID): one line saying so, exit 2, srun not started (it
+#     failed, and the end blamed the trainer: "train exited with 1");
+#   - -h/--help (anywhere) prints the script's usage, exit 0, srun not started;
+#   - a --resume of the user's (--resume FILE, --resume=FILE) is passed alone, no second one
+#     (the trainer refused two); a requeued start (SLURM_RESTART_COUNT=1) resumes with
+#     --resume auto in place of it; a first start from it stopped before training (76) is not
+#     requeued;
+#   - a relative SY_BIN is the job's starting directory's, not SY_ROOT's;
+#   - the start line is shell-quoted.
+#
+#   bash tests/jobs/sbatch_args_test.sh <source dir>
+# shellcheck disable=SC2015  # `check && check || fail`: fail is meant to run when either does not hold
+set -uo pipefail
+src=$(cd "${1:?source dir}" && pwd)
+tmp=$(mktemp -d /tmp/switchyard-sbatch-args-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/bin" "$tmp/caller"
+fakebin="$tmp/caller/sy2"  # never run (srun is the stand-in); the script checks it exists
+printf '#!/bin/sh\nexit 0\n' >"$fakebin"
+chmod +x "$fakebin"
+cat >"$tmp/bin/srun" <<'EOF'
+#!/usr/bin/env bash
+echo "SRUN $*" >>"$FAKE_SRUN_LOG"
+exit "${FAKE_SRUN_RC:-0}"
+EOF
+chmod +x "$tmp/bin/srun"
+cat >"$tmp/bin/scontrol" <<'EOF'
+#!/usr/bin/env bash
+case $1 in
+  show) printf '%b' "${FAKE_SCONTROL_SHOW:-}" ;;
+  requeue) echo "REQUEUE $2" >>"$FAKE_SRUN_LOG" ;;
+esac
+EOF
+chmod +x "$tmp/bin/scontrol"
+printf '#!/bin/sh\nexit 0\n' >"$tmp/bin/squeue"
+chmod +x "$tmp/bin/squeue"
+
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+has() { [[ $1 == *"$2"* ]]; }
+# job <name> <env assignments...> -- <train.sbatch arguments...>: runs the script from
+# $tmp/caller; sets out, srun, rc.
+job() {
+  local name=$1
+  shift
+  local envs=()
+  while [ "$1" != -- ]; do envs+=("$1"); shift; done
+  shift
+  : >"$tmp/$name.srun"
+  (cd "$tmp/caller" && env -i PATH="$tmp/bin:/usr/bin:/bin" HOME="$tmp" SY_ROOT="$src" SY_BIN="$fakebin" \
+    FAKE_SRUN_LOG="$tmp/$name.srun" SLURM_JOB_ID=42 SLURM_JOB_NUM_NODES=1 SLURM_NTASKS_PER_NODE=2 \
+    "${envs[@]}" timeout 20 bash "$src/jobs/train.sbatch" "$@") >"$tmp/$name.out" 2>&1
+  rc=$?
+  out=$(cat "$tmp/$name.out")
+  srun=$(cat "$tmp/$name.srun")
+}
+
+# Outside SLURM.
+job outside SLURM_JOB_ID= -- --config configs/tiny.yaml
+((rc == 2)) || fail "outside SLURM: exit $rc, expected 2: $out"
+has "$out" "train.sbatch: not inside a SLURM job: submit it with sbatch (or run jobs/local.sh on one machine)" ||
+  fail "outside SLURM: message: $out"
+has "$out" "train exited" && fail "outside SLURM: blames the trainer: $out"
+[ -z "$srun" ] || fail "outside SLURM: srun ran: $srun"
+
+# --help.
+for h in -h --help; do
+  job "help$h" -- --config configs/tiny.yaml "$h"
+  ((rc == 0)) || fail "$h: exit $rc: $out"
+  has "$out" "sbatch jobs/train.sbatch --config" || fail "$h: no usage: $out"
+  has "$out" "SBATCH" && fail "$h: #SBATCH lines in the usage: $out"
+  [ -z "$srun" ] || fail "$h: srun ran: $srun"
+done
+job help_outside SLURM_JOB_ID= -- --help
+((rc == 0)) && has "$out" "sbatch jobs/train.sbatch --config" || fail "--help outside SLURM: exit $rc: $out"
+
+# The user's --resume.
+job resume_file -- --config configs/tiny.yaml --resume ckpt/step_10.h5
+((rc == 0)) || fail "resume_file: exit $rc: $out"
+[ "$srun" = "SRUN --mpi=pmix $fakebin train --config configs/tiny.yaml --resume ckpt/step_10.h5" ] ||
+  fail "resume_file: srun got: $srun"
+job resume_eq -- --config configs/tiny.yaml --resume=ckpt/step_10.h5
+[ "$srun" = "SRUN --mpi=pmix $fakebin train --config configs/tiny.yaml --resume=ckpt/step_10.h5" ] ||
+  fail "resume_eq: exit $rc, srun got: $srun"
+job resume_requeued SLURM_RESTART_COUNT=1 -- --resume ckpt/step_10.h5 --config configs/tiny.yaml
+[ "$srun" = "SRUN --mpi=pmix $fakebin train --config configs/tiny.yaml --resume auto" ] ||
+  fail "resume_requeued: exit $rc, srun got: $srun"
+has "$out" "--resume auto in place of your --resume ckpt/step_10.h5" || fail "resume_requeued: no note: $out"
+job resume_stopped_early FAKE_SRUN_RC=76 \
+  'FAKE_SCONTROL_SHOW=JobId=42 JobName=sy JobState=RUNNING Reason=None Restarts=0\n' \
+  -- --config configs/tiny.yaml --resume ckpt/step_10.h5
+((rc == 76)) || fail "resume_stopped_early: exit $rc, expected 76: $out"
+has "$srun" "REQUEUE" && fail "resume_stopped_early: requeued: $out"
+has "$out" "not requeued" || fail "resume_stopped_early: message: $out"
+job no_resume -- --config configs/tiny.yaml
+[ "$srun" = "SRUN --mpi=pmix $fakebin train --config configs/tiny.yaml --resume auto" ] ||
+  fail "no_resume: exit $rc, srun got: $srun"
+
+# SY_BIN relative to the job's starting directory (the submission directory), not SY_ROOT.
+job relative SY_BIN=./sy2 -- --config configs/tiny.yaml
+((rc == 0)) || fail "SY_BIN=./sy2: exit $rc: $out"
+has "$srun" "$fakebin train" || fail "SY_BIN=./sy2: srun got: $srun"
+job relative_missing SY_BIN=./nope -- --config configs/tiny.yaml
+((rc == 2)) && has "$out" "$tmp/caller/nope not found" || fail "SY_BIN=./nope: exit $rc: $out"
+
+# The start line, shell-quoted.
+job quoted -- --config configs/tiny.yaml --set "run.name=a b"
+has "$out" "$fakebin train --config configs/tiny.yaml --set run.name=a\\ b --resume auto" ||
+  fail "the start line is not shell-quoted: $out"
+
+if ((fails)); then echo "$fails check(s) failed"; exit 1; fi
+echo "PASS: train.sbatch refuses to run outside SLURM, has --help, passes a --resume of the user's (auto on a requeue), takes SY_BIN relative to where the job starts and quotes its start line"
