@@ -1,6 +1,8 @@
 #include "src/sample/run.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -8,13 +10,17 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <stdexcept>
 #include <string>
 
+#include "src/ckpt/checkpoint.h"
 #include "src/core/error.h"
 #include "src/core/paths.h"
+#include "src/core/printable.h"
 #include "src/core/progress.h"
 #include "src/sample/decoder.h"
 #include "src/sample/load.h"
@@ -66,14 +72,91 @@ std::string rate_text(double tokens_per_s) {
                            (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
 }
 
+constexpr const char* kNoPrompt =
+    "no prompt: give --prompt TEXT, --prompt-file FILE or --prompt-ids IDS (token ids, e.g. "
+    "\"3 17 4\")";
+constexpr const char* kUseIds = "give the prompt as token ids, --prompt-ids IDS (e.g. \"3 17 4\")";
+constexpr const char* kOnePrompt = "give one of --prompt, --prompt-file, --prompt-ids, not more";
+
+int prompts_given(const SampleRequest& req) {
+  return static_cast<int>(req.prompt.has_value()) + static_cast<int>(!req.prompt_file.empty()) +
+         static_cast<int>(req.prompt_id_list.has_value());
+}
+
+// No prompt given: the options that can give one for this checkpoint's tokenizer, read alone
+// (the whole checkpoint's verification, which says what is wrong with a bad one, takes longer).
+// A checkpoint whose tokenizer cannot be read gets the message for any tokenizer.
+UsageError no_prompt(MPI_Comm comm, const std::string& checkpoint) {
+  std::optional<Tokenizer> tok;
+  try {
+    ckpt::StoredTokenizer stored = ckpt::read_checkpoint_tokenizer(comm, checkpoint);
+    tok = Tokenizer::from_stored(stored.name, std::move(stored.model), 0, checkpoint);
+  } catch (const std::exception&) {
+  }
+  if (!tok || tok->has_text()) return UsageError(kNoPrompt);
+  return UsageError("no prompt: the checkpoint's tokenizer '" + tok->name() +
+                    "' has no text (ids imported without a tokenizer), so there is no --prompt "
+                    "TEXT or --prompt-file FILE for it: " +
+                    kUseIds);
+}
+
+// The ids of a --prompt-ids list (parse_prompt_ids), each below *vocab_size; with none (before
+// the checkpoint is read) only the syntax is checked, and ids past int32 are not kept.
+std::vector<int32_t> ids_of_list(std::string_view list, std::optional<int64_t> vocab_size) {
+  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  const auto entry_error = [](size_t position, std::string_view entry, const std::string& why) {
+    return UsageError("--prompt-ids: entry " + std::to_string(position) + ", '" + shortened(entry) +
+                      "', " + why);
+  };
+  std::vector<int32_t> ids;
+  size_t entries = 0;
+  bool after_comma = false;  // the last separator held a comma: an entry must follow
+  for (size_t i = 0;;) {
+    while (i < list.size() && is_space(list[i])) ++i;
+    if (i == list.size() && !after_comma) break;
+    if (i == list.size() || list[i] == ',')
+      throw UsageError("--prompt-ids: entry " + std::to_string(entries + 1) +
+                       " is empty (two commas, or a comma at an end)");
+    const size_t start = i;
+    while (i < list.size() && !is_space(list[i]) && list[i] != ',') ++i;
+    const std::string_view entry = list.substr(start, i - start);
+    ++entries;
+    const bool digits =
+        std::all_of(entry.begin(), entry.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits)
+      throw entry_error(entries, entry,
+                        "is not a token id: ids are whole numbers (0, 1, 2, ...) separated by "
+                        "spaces or commas");
+    int64_t id = 0;
+    const bool too_large = std::from_chars(entry.data(), entry.data() + entry.size(), id).ec ==
+                           std::errc::result_out_of_range;
+    if (vocab_size && (too_large || id >= *vocab_size))
+      throw entry_error(entries, entry,
+                        "is not a token id of this model: ids are in [0, " +
+                            std::to_string(*vocab_size) + ") (its model.vocab_size)");
+    if (!too_large && id <= std::numeric_limits<int32_t>::max())
+      ids.push_back(static_cast<int32_t>(id));
+    while (i < list.size() && is_space(list[i])) ++i;
+    after_comma = i < list.size() && list[i] == ',';
+    if (after_comma) ++i;
+  }
+  if (entries == 0)
+    throw UsageError(
+        "--prompt-ids is empty: the model needs at least one token id to continue (ids separated "
+        "by spaces or commas, e.g. \"3 17 4\")");
+  return ids;
+}
+
 }  // namespace
 
+std::vector<int32_t> parse_prompt_ids(std::string_view list, int64_t vocab_size) {
+  return ids_of_list(list, vocab_size);
+}
+
 std::string prompt_text(const SampleRequest& req) {
-  if (req.prompt && !req.prompt_file.empty())
-    throw UsageError("give either --prompt or --prompt-file, not both");
+  if (prompts_given(req) > 1) throw UsageError(kOnePrompt);
   if (req.prompt) return *req.prompt;
-  if (req.prompt_file.empty())
-    throw UsageError("no prompt: give --prompt TEXT or --prompt-file FILE");
+  if (req.prompt_file.empty()) throw UsageError(kNoPrompt);
   const std::string what = "--prompt-file '" + req.prompt_file + "'";
   std::error_code ec;
   if (!std::filesystem::exists(req.prompt_file, ec)) throw UsageError(what + " not found");
@@ -93,6 +176,11 @@ std::vector<int32_t> prompt_ids(const SampleRequest& req, const std::string& tex
   const std::string what = req.prompt ? "--prompt" : "--prompt-file '" + req.prompt_file + "'";
   if (text.empty())
     throw UsageError(what + " is empty: the model needs at least one token to continue");
+  if (!tok.has_text())
+    throw UsageError(what + ": the checkpoint's tokenizer '" + tok.name() +
+                     "' has no text (ids imported without a tokenizer), so no text can be turned "
+                     "into its ids: " +
+                     kUseIds);
   std::vector<int32_t> ids;
   try {
     ids = tok.encode(text);
@@ -105,14 +193,19 @@ std::vector<int32_t> prompt_ids(const SampleRequest& req, const std::string& tex
 void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std::ostream& info) {
   check_device(req.device);
   check_sample_options(req.options);
-  // The prompt is read before the (longer) checkpoint verification.
-  const std::string prompt_str = prompt_text(req);
+  // The prompt is read (an id list's syntax checked) before the (longer) checkpoint verification.
+  if (prompts_given(req) == 0) throw no_prompt(comm, req.checkpoint);
+  if (prompts_given(req) > 1) throw UsageError(kOnePrompt);
+  const std::string prompt_str = req.prompt_id_list ? std::string() : prompt_text(req);
+  if (req.prompt_id_list) ids_of_list(*req.prompt_id_list, std::nullopt);
   ckpt::ReadProgress progress;
   progress.say = [&](const std::string& line) { info << line << "\n" << std::flush; };
   SamplingModel m = load_sampling_model(comm, req.checkpoint, progress);
   int rank = 0;
   MPI_CHECK(MPI_Comm_rank(comm, &rank));
-  const std::vector<int32_t> prompt = prompt_ids(req, prompt_str, m.tokenizer);
+  const std::vector<int32_t> prompt =
+      req.prompt_id_list ? parse_prompt_ids(*req.prompt_id_list, m.cfg.model.vocab_size)
+                         : prompt_ids(req, prompt_str, m.tokenizer);
   if (rank != 0) return;
 
   const Tokenizer& tok = m.tokenizer;
@@ -127,6 +220,7 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   Clock::duration text_time{};
+  // A tokenizer without text decodes to the ids, space separated: the evaluation sample's form.
   TextStream stream([&](std::span<const int32_t> ids) { return tok.decode(ids); }, prompt);
   text << stream.context_text() << std::flush;
   // Past the window a prompt is read in blocks: a long prompt file says how far it got.
