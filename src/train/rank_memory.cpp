@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
 
 #include "comm/watchdog.h"
 #include "src/core/error.h"
@@ -23,6 +26,18 @@ MemoryBudget host_memory_budget(const comm::Comm& world) {
   return host_memory_budget(node_comm.size());
 }
 
+namespace {
+
+// This process's mapped address space (/proc/self/status VmSize), in bytes; 0 when unreadable.
+double mapped_bytes() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("VmSize:")) return std::atof(line.c_str() + 7) * 1024.0;
+  return 0.0;
+}
+
+}  // namespace
+
 MemoryBudget host_memory_budget(int64_t node_ranks) {
   MemoryBudget b;
   b.node_ranks = node_ranks;
@@ -31,6 +46,20 @@ MemoryBudget host_memory_budget(int64_t node_ranks) {
   b.what = "host memory " + plan::format_bytes(host) + " / " + std::to_string(b.node_ranks) +
            " rank(s) on this host";
   b.in_use_bytes = static_cast<double>(peak_rss_bytes());
+  // An address-space limit (ulimit -v; SLURM's VSizeFactor sets one): what the run allocates
+  // must fit in what is not mapped yet. The estimate counts the RSS in use; the limit counts
+  // every mapping (libraries, MPI's shared memory), so the room is limit - mapped + in use. A run
+  // past it ended in std::bad_alloc mid-start (exit 1), after the check had passed.
+  rlimit as{};
+  if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
+    const double limit = static_cast<double>(as.rlim_cur), mapped = mapped_bytes();
+    const double room = std::max(0.0, limit - mapped) + b.in_use_bytes;
+    if (room < b.bytes) {
+      b.bytes = room;
+      b.what = "this process's address-space limit (ulimit -v) of " + plan::format_bytes(limit) +
+               ", " + plan::format_bytes(mapped) + " of it mapped already";
+    }
+  }
   return b;
 }
 

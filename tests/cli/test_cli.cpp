@@ -145,10 +145,11 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
   }
 }
 
-// Out of memory under an address-space limit (ulimit -v, which the memory check before training
-// does not count: it reads RAM and cgroup limits) says so and names the limit: it was the bare
-// "fatal: std::bad_alloc". A model of about 1.6 GB of weights against a 1 GiB limit.
-TEST(Cli, OutOfMemoryUnderAnAddressSpaceLimitSaysSo) {
+// An address-space limit (ulimit -v; SLURM's VSizeFactor sets one) is counted by the memory check
+// before training: a model of about 1.6 GB of weights against a 1 GiB limit is exit 2 naming the
+// limit, before anything is allocated. It ended in "fatal: std::bad_alloc", exit 1, the check
+// having read RAM and cgroup limits only.
+TEST(Cli, AnAddressSpaceLimitIsCountedBeforeTraining) {
   sy::test::TempDir dir;
   ASSERT_EQ(sy::test::prepare_tiny_tokens(dir, kBin).exit_code, 0);  // data/*.h5 is not tracked
   const auto r =
@@ -158,11 +159,13 @@ TEST(Cli, OutOfMemoryUnderAnAddressSpaceLimitSaysSo) {
                   " --set model.d_model=1024 --set model.n_heads=8 --set model.n_layers=4"
                   " --set moe.num_experts=16 --set moe.ffn_hidden=2048 --set train.steps=1"
                   " --set eval.every=0");
-  EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_NE(r.output.find("fatal: out of memory (std::bad_alloc); this process's address space "
-                          "is limited to 1048576 KiB (ulimit -v)"),
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("error: not enough memory per rank: this run needs "), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("(this process's address-space limit (ulimit -v) of 1.00 GiB, "),
             std::string::npos)
       << r.output;
+  EXPECT_EQ(r.output.find("bad_alloc"), std::string::npos) << r.output;
 }
 
 // Under mpirun every rank parses the command line: an unknown option is said once (rank 0), not
