@@ -6,9 +6,10 @@
 #     failed, and the end blamed the trainer: "train exited with 1");
 #   - -h/--help (anywhere) prints the script's usage, exit 0, srun not started;
 #   - a --resume of the user's (--resume FILE, --resume=FILE) is passed alone, no second one
-#     (the trainer refused two); a requeued start (SLURM_RESTART_COUNT=1) resumes with
-#     --resume auto in place of it; a first start from it stopped before training (76) is not
-#     requeued;
+#     (the trainer refused two), on a requeued start (SLURM_RESTART_COUNT=1) too (it was swapped
+#     for --resume auto, a fine-tune turned into a run from random weights where no checkpoint had
+#     been written); a start from it that is stopped (75 or 76) is not requeued (it would begin
+#     at FILE again), and says how to continue;
 #   - a relative SY_BIN is the job's starting directory's, not SY_ROOT's;
 #   - the start line is shell-quoted.
 #
@@ -87,15 +88,21 @@ job resume_eq -- --config configs/tiny.yaml --resume=ckpt/step_10.h5
 [ "$srun" = "SRUN --mpi=pmix $fakebin train --config configs/tiny.yaml --resume=ckpt/step_10.h5" ] ||
   fail "resume_eq: exit $rc, srun got: $srun"
 job resume_requeued SLURM_RESTART_COUNT=1 -- --resume ckpt/step_10.h5 --config configs/tiny.yaml
-[ "$srun" = "SRUN --mpi=pmix $fakebin train --config configs/tiny.yaml --resume auto" ] ||
+[ "$srun" = "SRUN --mpi=pmix $fakebin train --resume ckpt/step_10.h5 --config configs/tiny.yaml" ] ||
   fail "resume_requeued: exit $rc, srun got: $srun"
-has "$out" "--resume auto in place of your --resume ckpt/step_10.h5" || fail "resume_requeued: no note: $out"
 job resume_stopped_early FAKE_SRUN_RC=76 \
   'FAKE_SCONTROL_SHOW=JobId=42 JobName=sy JobState=RUNNING Reason=None Restarts=0\n' \
   -- --config configs/tiny.yaml --resume ckpt/step_10.h5
 ((rc == 76)) || fail "resume_stopped_early: exit $rc, expected 76: $out"
 has "$srun" "REQUEUE" && fail "resume_stopped_early: requeued: $out"
 has "$out" "not requeued" || fail "resume_stopped_early: message: $out"
+job resume_preempted FAKE_SRUN_RC=75 \
+  'FAKE_SCONTROL_SHOW=JobId=42 JobName=sy JobState=RUNNING Reason=None Restarts=0\n' \
+  -- --config configs/tiny.yaml --resume ckpt/step_10.h5
+((rc == 75)) || fail "resume_preempted: exit $rc, expected 75: $out"
+has "$srun" "REQUEUE" && fail "resume_preempted: requeued to begin at the file again: $out"
+has "$out" "Resubmit with --resume auto in place of --resume ckpt/step_10.h5" ||
+  fail "resume_preempted: message: $out"
 job no_resume -- --config configs/tiny.yaml
 [ "$srun" = "SRUN --mpi=pmix $fakebin train --config configs/tiny.yaml --resume auto" ] ||
   fail "no_resume: exit $rc, srun got: $srun"
@@ -113,4 +120,4 @@ has "$out" "$fakebin train --config configs/tiny.yaml --set run.name=a\\ b --res
   fail "the start line is not shell-quoted: $out"
 
 if ((fails)); then echo "$fails check(s) failed"; exit 1; fi
-echo "PASS: train.sbatch refuses to run outside SLURM, has --help, passes a --resume of the user's (auto on a requeue), takes SY_BIN relative to where the job starts and quotes its start line"
+echo "PASS: train.sbatch refuses to run outside SLURM, has --help, passes a --resume of the user's as it is (a start from it not requeued), takes SY_BIN relative to where the job starts and quotes its start line"
