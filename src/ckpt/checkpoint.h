@@ -154,6 +154,11 @@ struct TrainState {
   // read_checkpoint_tokenizer reads the model back; inspect and load leave it empty.
   std::string tokenizer;
   std::string tokenizer_model;
+  // The training data's vocabulary (its token file's root attribute `vocab_size`, at most the
+  // model's), root attribute `tokenizer_vocab_size` (switchyard's addition; 0: not written, or a
+  // checkpoint from before it). For ids imported without a tokenizer, the ids `sample` picks
+  // among, as the evaluation sample did.
+  int64_t tokenizer_vocab_size = 0;
   // Read only: false for a checkpoint written by another tool to SPEC 5 alone, without the
   // manifest (`tensors`) and the metadata checksum that switchyard adds. Such a file is read by
   // the schema: the /model and /optim datasets of the model its stored config describes, /state
@@ -284,6 +289,7 @@ std::vector<WholeTensor> read_model_tensors(MPI_Comm comm, const std::string& fi
 struct StoredTokenizer {
   std::string name;
   std::string model;
+  int64_t vocab_size = 0;  // TrainState::tokenizer_vocab_size (0: not stored)
 };
 StoredTokenizer read_checkpoint_tokenizer(MPI_Comm comm, const std::string& file);
 

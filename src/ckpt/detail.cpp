@@ -244,6 +244,7 @@ void pack(Packer& p, const TrainState& s) {
   p.f64(s.last_val_loss);
   p.str(s.tokenizer);
   p.str(s.tokenizer_model);
+  p.i64(s.tokenizer_vocab_size);
   p.str(s.written_by);
   p.i64(s.sealed ? 1 : 0);
   p.i64(s.consumed_derived ? 1 : 0);
@@ -270,6 +271,7 @@ TrainState unpack_state(Unpacker& u) {
   s.last_val_loss = u.f64();
   s.tokenizer = u.str();
   s.tokenizer_model = u.str();
+  s.tokenizer_vocab_size = u.i64();
   s.written_by = u.str();
   s.sealed = u.i64() != 0;
   s.consumed_derived = u.i64() != 0;

@@ -139,6 +139,8 @@ FileInfo read_structure(const std::string& file) {
     if (!foreign) manifest_text = read_attr_string(f, "tensors");
     if (has_attr(f, "written_by")) s.written_by = read_attr_string(f, "written_by");
     if (has_attr(f, "tokenizer")) s.tokenizer = read_attr_string(f, "tokenizer");
+    if (has_attr(f, "tokenizer_vocab_size"))
+      s.tokenizer_vocab_size = read_attr_i64(f, "tokenizer_vocab_size");
   } catch (const CheckpointError&) {
     throw;
   } catch (const std::exception& e) {

@@ -20,6 +20,8 @@ StoredTokenizer read_checkpoint_tokenizer(MPI_Comm comm, const std::string& file
     h5::File f{id};
     try {
       if (has_attr(f, "tokenizer")) out.name = read_attr_string(f, "tokenizer");
+      if (has_attr(f, "tokenizer_vocab_size"))
+        out.vocab_size = read_attr_i64(f, "tokenizer_vocab_size");
     } catch (const std::exception& e) {
       throw CheckpointError(file, "/", e.what());
     }
@@ -34,6 +36,7 @@ StoredTokenizer read_checkpoint_tokenizer(MPI_Comm comm, const std::string& file
   });
   out.name = bcast_string(comm, out.name, 0);
   out.model = bcast_string(comm, out.model, 0);
+  MPI_CHECK(MPI_Bcast(&out.vocab_size, 1, MPI_INT64_T, 0, comm));
   return out;
 }
 
@@ -56,7 +59,11 @@ CheckpointModel read_checkpoint_model(MPI_Comm comm, const std::string& file,
   } catch (const UsageError& e) {
     throw CheckpointError(file, "/", std::string("root attribute 'config': ") + e.what());
   }
-  m.tokenizer = Tokenizer::from_stored(stored.name, stored.model, m.cfg.model.vocab_size, source);
+  // Imported ids: those of the training data (its vocabulary may be smaller than the model's).
+  const int64_t vocab = stored.vocab_size > 0 && stored.vocab_size <= m.cfg.model.vocab_size
+                            ? stored.vocab_size
+                            : m.cfg.model.vocab_size;
+  m.tokenizer = Tokenizer::from_stored(stored.name, stored.model, vocab, source);
   return m;
 }
 

@@ -226,6 +226,7 @@ void write_state(hid_t file, const TrainState& s, const std::vector<PlannedTenso
   write_attr(file, "created_unix", s.created_unix);
   if (!s.written_by.empty()) write_attr(file, "written_by", s.written_by);
   if (!s.tokenizer.empty()) write_attr(file, "tokenizer", s.tokenizer);
+  if (s.tokenizer_vocab_size > 0) write_attr(file, "tokenizer_vocab_size", s.tokenizer_vocab_size);
   std::vector<ManifestEntry> manifest;
   for (const auto& t : plan) manifest.push_back({t.path, t.shape});
   write_attr(file, "tensors", format_manifest(manifest));

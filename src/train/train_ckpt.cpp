@@ -79,6 +79,7 @@ ckpt::SaveResult save_training_checkpoint(const CkptTarget& t, const ckpt::Train
   if (t.data) {
     st.tokenizer = t.data->tokenizer;
     st.tokenizer_model = t.data->tokenizer_model;
+    st.tokenizer_vocab_size = t.data->vocab_size;
     st.data_fingerprint = t.data->fingerprint;
   }
   ckpt::SaveOptions o;

@@ -36,50 +36,64 @@ std::string joined(const std::vector<int>& ids, const std::string& separator) {
   return out;
 }
 
-// A run on imported raw-uint16 ids (vocabulary 64, no text): its evaluation sample at step 3 (the
-// validation split's first 16 ids, then 40 drawn at temperature 1 with run.seed) is what
-// `sample --prompt-ids <those 16 ids> --temperature 1 --seed <run.seed>` prints from the step-3
-// checkpoint, ids space separated. Before --prompt-ids such a checkpoint could not be sampled.
-TEST(SampleCli, PromptIdsOfAnImportedRunGiveItsEvaluationSample) {
-  sy::test::TempDir dir;
+// A run of 3 steps on imported raw-uint16 ids (a vocabulary of 64, no text) with a model of
+// `model_vocab` ids, evaluated at step 3 with a 40-token sample (run.seed 77): the checkpoint's
+// directory, the sample's 16-id prompt (the validation split's first ids) and its samples.txt line.
+struct ImportedRun {
+  std::string out;
+  std::vector<int> prompt;
+  std::string sample;
+};
+ImportedRun imported_run(const sy::test::TempDir& dir, int model_vocab) {
   std::vector<uint16_t> train_ids, val_ids;
   for (int i = 0; i < 600; ++i) train_ids.push_back(static_cast<uint16_t>((i * 7 + i / 9) % 61));
   for (int i = 0; i < 300; ++i) val_ids.push_back(static_cast<uint16_t>((i * 5 + 2) % 59));
   write_uint16(dir.file("train.bin"), train_ids);
   write_uint16(dir.file("val.bin"), val_ids);
   const std::string data = dir.file("imp.h5");
-  auto r = run_command(kBin + " data import --format raw-uint16 " + dir.file("train.bin") + " " +
-                       dir.file("val.bin") + " --output " + data + " --vocab-size 64");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const std::string out = dir.file("run");
-  train(data, out, 3,
-        "--set model.vocab_size=64 --set eval.every=3 --set eval.sample_tokens=40 "
-        "--set eval.sequences=2 --set run.seed=77");
+  const auto r = run_command(kBin + " data import --format raw-uint16 " + dir.file("train.bin") +
+                             " " + dir.file("val.bin") + " --output " + data + " --vocab-size 64");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  ImportedRun run{dir.file("run" + std::to_string(model_vocab)),
+                  std::vector<int>(val_ids.begin(), val_ids.begin() + 16), ""};
+  train(data, run.out, 3,
+        "--set model.vocab_size=" + std::to_string(model_vocab) +
+            " --set eval.every=3 --set eval.sample_tokens=40 --set eval.sequences=2"
+            " --set run.seed=77");
+  std::ifstream in(run.out + "/samples.txt", std::ios::binary);
+  std::string header;
+  std::getline(in, header);
+  EXPECT_EQ(header, "sample at step 3 (the first 16 validation tokens, then 40 generated):");
+  std::getline(in, run.sample);
+  EXPECT_EQ(run.sample.rfind(joined(run.prompt, " ") + " ", 0), 0u) << run.sample;  // its prompt
+  return run;
+}
 
-  std::ifstream in(out + "/samples.txt", std::ios::binary);
-  std::string header, sample;
-  ASSERT_TRUE(std::getline(in, header));
-  ASSERT_EQ(header, "sample at step 3 (the first 16 validation tokens, then 40 generated):");
-  ASSERT_TRUE(std::getline(in, sample));
-  const std::vector<int> prompt(val_ids.begin(), val_ids.begin() + 16);
-  ASSERT_EQ(sample.rfind(joined(prompt, " ") + " ", 0), 0u) << sample;  // the prompt it drew from
-
-  const std::string cmd = kBin + " sample --checkpoint " + final_ckpt(out, 3) +
+// Its evaluation sample at step 3 (the prompt, then 40 ids drawn at temperature 1 with run.seed)
+// is what `sample --prompt-ids <the prompt> --temperature 1 --seed <run.seed>` prints from the
+// step-3 checkpoint, ids space separated. Before --prompt-ids such a checkpoint could not be
+// sampled.
+TEST(SampleCli, PromptIdsOfAnImportedRunGiveItsEvaluationSample) {
+  sy::test::TempDir dir;
+  const ImportedRun run = imported_run(dir, 64);
+  ASSERT_FALSE(run.sample.empty());
+  const std::vector<int>& prompt = run.prompt;
+  const std::string cmd = kBin + " sample --checkpoint " + final_ckpt(run.out, 3) +
                           " --tokens 40 --temperature 1 --seed 77 --prompt-ids ";
   for (const std::string& list : {joined(prompt, " "), joined(prompt, ","), joined(prompt, ", ")}) {
     const auto s = stdout_of(cmd + "'" + list + "'");
     ASSERT_EQ(s.exit_code, 0) << list << "\n" << s.output;
-    EXPECT_EQ(s.output, sample + "\n") << list;
+    EXPECT_EQ(s.output, run.sample + "\n") << list;
   }
   // An id the model does not embed (model.vocab_size 64) names the entry.
-  r = run_command(cmd + "'5 64'");
+  auto r = run_command(cmd + "'5 64'");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(contains(r.output,
                        "--prompt-ids: entry 2, '64', is not a token id of this model: "
                        "ids are in [0, 64)"))
       << r.output;
   // Without a prompt, and with a text one, the message points at --prompt-ids.
-  const std::string bare = kBin + " sample --checkpoint " + final_ckpt(out, 3);
+  const std::string bare = kBin + " sample --checkpoint " + final_ckpt(run.out, 3);
   r = run_command(bare);
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "no prompt: the checkpoint's tokenizer 'imported' has no text"))
@@ -89,6 +103,20 @@ TEST(SampleCli, PromptIdsOfAnImportedRunGiveItsEvaluationSample) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "'imported' has no text")) << r.output;
   EXPECT_TRUE(contains(r.output, "--prompt-ids IDS")) << r.output;
+}
+
+// ... also where the model's vocabulary is padded past the data's (96 ids for 64): the evaluation
+// sample picks among the data's ids, and so does `sample`, from the checkpoint's root attribute
+// tokenizer_vocab_size. It picked among the model's 96 and drew another text at the same seed.
+TEST(SampleCli, PromptIdsOfAnImportedRunWithAPaddedVocabularyPickTheDatasIds) {
+  sy::test::TempDir dir;
+  const ImportedRun run = imported_run(dir, 96);
+  ASSERT_FALSE(run.sample.empty());
+  const auto s = stdout_of(kBin + " sample --checkpoint " + final_ckpt(run.out, 3) +
+                           " --tokens 40 --temperature 1 --seed 77 --prompt-ids '" +
+                           joined(run.prompt, " ") + "'");
+  ASSERT_EQ(s.exit_code, 0) << s.output;
+  EXPECT_EQ(s.output, run.sample + "\n");
 }
 
 // With a text tokenizer the ids of a text prompt it as the text does: on the byte tokenizer, the
