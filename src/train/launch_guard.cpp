@@ -217,8 +217,8 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
   // the others were ready died of it, 138), up to kHoldTicks; then it goes anyway. Once one has
   // been passed, none goes to a launcher that would die of it.
   constexpr int kFirstResendTicks = 20, kLastResendTicks = 640, kHoldTicks = 100, kSettleTicks = 5;
-  std::vector<pid_t> last_below;  // the processes below the launcher at the last held tick
-  int settled_ticks = 0;          // held ticks since they last changed
+  std::vector<pid_t> last_below;  // the processes below the launcher at the last tick looked
+  int settled_ticks = 0;          // ticks since they last changed (looked at while it is young)
   int resend_ticks = kFirstResendTicks;
   int ticks_since_pass = -1;  // -1: none passed yet
   int held_ticks = -1;        // >= 0: a SIGUSR1 owed, held for that many ticks
@@ -251,15 +251,20 @@ int run_guarded(const std::vector<std::string>& argv, std::ostream& log) {
       said = true;
       resend_ticks = std::min(2 * resend_ticks, kLastResendTicks);
     }
-    if (held_ticks >= 0) {
+    // The processes below a young launcher, every tick (a stop is held only while they change,
+    // not for half a second from whenever it came).
+    const bool young = seconds_since_start(pid) < kStartingSeconds;
+    if (young || held_ticks >= 0) {
       std::vector<pid_t> below = descendants_of(pid);
       std::sort(below.begin(), below.end());
       settled_ticks = below == last_below ? settled_ticks + 1 : 0;
-      last_below = below;
+      last_below = std::move(below);
+    }
+    if (held_ticks >= 0) {
+      std::vector<pid_t> below = last_below;
       // A launcher still starting that has started nothing yet, or is still starting processes:
       // mpirun forwards the stop to its ranks as soon as they exist, so it is held until they do
       // (and have their handlers).
-      const bool young = seconds_since_start(pid) < kStartingSeconds;
       const bool starting = young && (below.empty() || settled_ticks < kSettleTicks);
       below.push_back(pid);
       const bool hold = held_ticks < kHoldTicks &&

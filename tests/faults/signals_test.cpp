@@ -351,6 +351,29 @@ exit 75
   EXPECT_NE(job.output().find("A 76 B 76"), std::string::npos) << job.output();
 }
 
+// ... but only while they change: a young launcher whose processes have been the same for a
+// second gets the stop at the next tick. It was held half a second from whenever it came (review),
+// at least 0.5 s every time; the fastest of three tries is well under that.
+TEST_F(FaultTest, TheGuardPassesTheStopAtOnceWhenAYoungLaunchersProcessesAreSettled) {
+  const std::string launcher = path("launcher.sh");
+  std::ofstream(launcher) << "perl -e '$SIG{USR1} = sub { exit 76 }; sleep 30' &\n"
+                             "trap 'exit 75' USR1\n"
+                             "echo ready\n"
+                             "wait\n";
+  double fastest = 1e9;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    Process job(kBin + " guard -- bash " + launcher, path("log" + std::to_string(attempt)));
+    ASSERT_TRUE(wait_until(30, [&] { return job.output().find("ready") != std::string::npos; }))
+        << job.output();
+    std::this_thread::sleep_for(std::chrono::seconds(1));  // settled, and the launcher still young
+    const auto t0 = Clock::now();
+    ::kill(job.pid(), SIGTERM);
+    EXPECT_EQ(job.wait(20), 75) << job.output();
+    fastest = std::min(fastest, seconds_since(t0));
+  }
+  EXPECT_LT(fastest, 0.45);
+}
+
 // ... but not for a long-lived helper below the launcher that the signal never goes to (a
 // multi-node mpirun's ssh clients): past its start-up the stop goes at once. It was held the
 // whole 10 s, a third of a 30 s preemption grace.
