@@ -100,9 +100,11 @@ UsageError no_prompt(MPI_Comm comm, const std::string& checkpoint) {
                     kUseIds);
 }
 
-// The ids of a --prompt-ids list (parse_prompt_ids), each below *vocab_size; with none (before
-// the checkpoint is read) only the syntax is checked, and ids past int32 are not kept.
-std::vector<int32_t> ids_of_list(std::string_view list, std::optional<int64_t> vocab_size) {
+// The ids of a --prompt-ids list (parse_prompt_ids), each below *vocab_size (`what` says where
+// that bound comes from); with none (before the checkpoint is read) only the syntax is checked,
+// and ids past int32 are not kept.
+std::vector<int32_t> ids_of_list(std::string_view list, std::optional<int64_t> vocab_size,
+                                 const std::string& what = "") {
   const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
   const auto entry_error = [](size_t position, std::string_view entry, const std::string& why) {
     return UsageError("--prompt-ids: entry " + std::to_string(position) + ", '" + shortened(entry) +
@@ -133,7 +135,7 @@ std::vector<int32_t> ids_of_list(std::string_view list, std::optional<int64_t> v
     if (vocab_size && (too_large || id >= *vocab_size))
       throw entry_error(entries, entry,
                         "is not a token id of this model: ids are in [0, " +
-                            std::to_string(*vocab_size) + ") (its model.vocab_size)");
+                            std::to_string(*vocab_size) + ") (" + what + ")");
     if (!too_large && id <= std::numeric_limits<int32_t>::max())
       ids.push_back(static_cast<int32_t>(id));
     while (i < list.size() && is_space(list[i])) ++i;
@@ -149,8 +151,14 @@ std::vector<int32_t> ids_of_list(std::string_view list, std::optional<int64_t> v
 
 }  // namespace
 
-std::vector<int32_t> parse_prompt_ids(std::string_view list, int64_t vocab_size) {
-  return ids_of_list(list, vocab_size);
+std::vector<int32_t> parse_prompt_ids(std::string_view list, int64_t model_vocab,
+                                      int64_t tokenizer_vocab) {
+  // A padded model's ids past the tokenizer's are none it was trained on, and print as nothing.
+  if (tokenizer_vocab > 0 && tokenizer_vocab < model_vocab)
+    return ids_of_list(list, tokenizer_vocab,
+                       "the ids of its tokenizer; model.vocab_size " + std::to_string(model_vocab) +
+                           " pads past them");
+  return ids_of_list(list, model_vocab, "its model.vocab_size");
 }
 
 std::string prompt_text(const SampleRequest& req) {
@@ -204,8 +212,9 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
   int rank = 0;
   MPI_CHECK(MPI_Comm_rank(comm, &rank));
   const std::vector<int32_t> prompt =
-      req.prompt_id_list ? parse_prompt_ids(*req.prompt_id_list, m.cfg.model.vocab_size)
-                         : prompt_ids(req, prompt_str, m.tokenizer);
+      req.prompt_id_list
+          ? parse_prompt_ids(*req.prompt_id_list, m.cfg.model.vocab_size, m.tokenizer.vocab_size())
+          : prompt_ids(req, prompt_str, m.tokenizer);
   if (rank != 0) return;
 
   const Tokenizer& tok = m.tokenizer;

@@ -36,12 +36,13 @@ std::string prompt_text(const SampleRequest& req);
 // generates with.
 std::vector<int32_t> prompt_ids(const SampleRequest& req, const std::string& text,
                                 const Tokenizer& tok);
-// --prompt-ids: the ids of `list`, whole numbers in [0, vocab_size) (model.vocab_size: any id
-// the model embeds, whatever its tokenizer) separated by spaces and/or a comma ("3 17 4",
-// "3,17,4", "3, 17, 4"). UsageError naming --prompt-ids and the entry at fault (its position,
-// its text shortened): not a whole number, out of range, an empty entry between commas; or an
-// empty list.
-std::vector<int32_t> parse_prompt_ids(std::string_view list, int64_t vocab_size);
+// --prompt-ids: the ids of `list`, whole numbers in [0, model_vocab) -- [0, tokenizer_vocab)
+// where the model pads its vocabulary past the tokenizer's (ids no text and no training data
+// had, printed as nothing) -- separated by spaces and/or a comma ("3 17 4", "3,17,4",
+// "3, 17, 4"). UsageError naming --prompt-ids and the entry at fault (its position, its text
+// shortened): not a whole number, out of range, an empty entry between commas; or an empty list.
+std::vector<int32_t> parse_prompt_ids(std::string_view list, int64_t model_vocab,
+                                      int64_t tokenizer_vocab = 0);
 
 // Collective (every rank reads the checkpoint; rank 0 generates): the prompt and the generated
 // text to `text` as they come, the speed to `info`. UsageError (exit 2) for a bad request, a

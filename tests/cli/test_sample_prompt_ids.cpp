@@ -169,6 +169,18 @@ TEST(SampleCli, BadPromptIdsExitTwoNamingTheEntry) {
                                                                 "... (300 characters)', is not a "
                                                                 "token id of this model");
   expect2("--prompt-ids 1 --prompt x", "--prompt excludes --prompt-ids");
+  // A model padded past its tokenizer (300 ids for the byte tokenizer's 256): an id past the
+  // tokenizer's was taken and printed as nothing (review).
+  write_texts(dir);
+  train(prepare(dir), dir.file("padded"), 1, "--set model.vocab_size=300");
+  const auto r = run_command(kBin + " sample --checkpoint " + final_ckpt(dir.file("padded"), 1) +
+                             " --tokens 4 --prompt-ids '3 290'");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output,
+                       "--prompt-ids: entry 2, '290', is not a token id of this model: "
+                       "ids are in [0, 256) (the ids of its tokenizer; model.vocab_size "
+                       "300 pads past them)"))
+      << r.output;
   expect2("--prompt-ids 1 --prompt-file " + dir.file("a.txt"),
           "--prompt-file excludes --prompt-ids");
 }
