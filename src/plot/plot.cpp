@@ -126,7 +126,7 @@ void check_png(const std::string& png) {
   const std::string staged = staged_png(png);
   std::error_code ec;
   const auto size = fs::file_size(staged, ec);
-  if (ec) throw std::runtime_error("plot: gnuplot did not write " + png);
+  if (ec) throw std::runtime_error("gnuplot did not write the chart " + png);
   if (size > 0 && ends_as_png(staged)) {
     files::commit_file(staged, png);
     return;
@@ -147,7 +147,9 @@ void check_png(const std::string& png) {
               "gnuplot wrote the chart '" + png + "' " +
                   (size == 0 ? std::string("empty")
                              : "cut short (" + std::to_string(size) + " bytes, no PNG end)") +
-                  " (" + why + "): not written; an earlier file of that name is left as it was");
+                  " (" + why +
+                  "): it is not kept, and an earlier file of that name is left as "
+                  "it was");
 }
 
 }  // namespace

@@ -30,8 +30,12 @@ std::string loss_terms(const LossParts& loss, const Config& cfg) {
   std::ostringstream os;
   os << " (lm " << term(loss.lm) << ", aux " << term(loss.aux) << ", z " << term(loss.z);
   if (std::isfinite(loss.lm)) {
-    if (!std::isfinite(loss.aux)) os << ": moe.aux_loss_coeff " << cfg.moe.aux_loss_coeff << "?";
-    if (!std::isfinite(loss.z)) os << ": moe.z_loss_coeff " << cfg.moe.z_loss_coeff << "?";
+    const char* sep = ": ";  // "...: moe.aux_loss_coeff 1e+308?, moe.z_loss_coeff 1e+307?"
+    if (!std::isfinite(loss.aux)) {
+      os << sep << "moe.aux_loss_coeff " << cfg.moe.aux_loss_coeff << "?";
+      sep = ", ";
+    }
+    if (!std::isfinite(loss.z)) os << sep << "moe.z_loss_coeff " << cfg.moe.z_loss_coeff << "?";
   }
   os << ")";
   return os.str();

@@ -673,6 +673,17 @@ TEST(Cli, ANonFiniteLossNamesItsTermAndCoefficient) {
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("non-finite loss at step 1 (lm "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(", z inf: moe.z_loss_coeff 1e+308?)"), std::string::npos) << r.output;
+  // Both terms: both coefficients, one list (review: "...?: moe.z_loss_coeff").
+  const auto both =
+      run_command(kBin + " train --config " + kSrc + "/configs/tiny.yaml --set data.path=" + h5 +
+                  " --set run.out_dir=" + dir.file("run2") +
+                  " --set train.steps=3 --set eval.every=0"
+                  " --set moe.aux_loss_coeff=1.5e308 --set moe.z_loss_coeff=1e307");
+  EXPECT_EQ(both.exit_code, 3) << both.output;
+  EXPECT_NE(both.output.find("aux inf, z inf: moe.aux_loss_coeff 1.5e+308?, moe.z_loss_coeff "
+                             "1e+307?)"),
+            std::string::npos)
+      << both.output;
 }
 
 // A finite loss and gradient whose update overflows fp32 (SPEC 9: a numerical failure). Before,
