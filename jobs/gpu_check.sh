@@ -56,7 +56,8 @@ out=${OUT:-}
 # An option's value, or one line and exit 2 (a missing one ended the script with "$2: unbound
 # variable", exit 1).
 need_value() {  # <option> <its arguments...>
-  [ -n "${2:-}" ] || { echo "gpu_check.sh: $1 needs a value (see --help)" >&2; exit 2; }
+  # (Not the next option: `--out --archive x` made a folder named --archive.)
+  [[ -n ${2:-} && $2 != --* ]] || { echo "gpu_check.sh: $1 needs a value (see --help)" >&2; exit 2; }
 }
 while (($#)); do
   case $1 in

@@ -37,7 +37,8 @@ out=$root/.device/rehearse-out
 # An option's value, or one line and exit 2 (a missing one failed only the $(realpath ...), and
 # the script went on with an empty path).
 need_value() {  # <option> <its arguments...>
-  [ -n "${2:-}" ] || { echo "gpu_rehearse.sh: $1 needs a value (see --help)" >&2; exit 2; }
+  # (Not the next option: `--out --archive x` made a folder named --archive.)
+  [[ -n ${2:-} && $2 != --* ]] || { echo "gpu_rehearse.sh: $1 needs a value (see --help)" >&2; exit 2; }
 }
 while (($#)); do
   case $1 in

@@ -60,6 +60,10 @@ run rehearse_out "$src/jobs/gpu_rehearse.sh" --archive "$tmp/none.tar.xz" --out
 run rehearse_archive "$src/jobs/gpu_rehearse.sh" --out "$tmp/rehearse-new" --archive
 ((rc == 2)) && has "$out" "gpu_rehearse.sh: --archive needs a value" ||
   fail "gpu_rehearse.sh --archive without a value: exit $rc: $out"
+# The next option is no value: --out --archive X made a folder named --archive (review).
+run rehearse_out_option "$src/jobs/gpu_rehearse.sh" --out --archive "$tmp/none.tar.xz"
+((rc == 2)) && has "$out" "gpu_rehearse.sh: --out needs a value" ||
+  fail "gpu_rehearse.sh --out --archive: exit $rc: $out"
 
 # ---- gpu_check.sh --stages and the budgets --------------------------------------------------------
 for st in xyz aB; do
