@@ -242,4 +242,12 @@ inline std::string in_tmpfs(const std::string& size, const std::string& dir,
   return "unshare -m sh -c " + quoted + "'";
 }
 
+// Waits until `job` has logged step 3 into <out>/metrics.jsonl (or ended).
+inline bool trained_a_few_steps(const Process& job, const std::string& out) {
+  return wait_until(120, [&] {
+    return read_file(out + "/metrics.jsonl").find("\"step\":3,") != std::string::npos ||
+           !job.running();
+  });
+}
+
 }  // namespace sy::test::faults
