@@ -73,7 +73,7 @@ void add_bench_a2a(CLI::App& bench, std::vector<Command>& out) {
   cmd->add_option("--max-bytes", a->max_bytes,
                   "Largest expert input per rank, >= --min-bytes; sizes double")
       ->capture_default_str();
-  cmd->add_option("--top-k", a->opt.top_k, "Experts per token, in [1, experts]")
+  cmd->add_option("--top-k", a->opt.top_k, "Experts per token, in [1, experts], at most 1024")
       ->capture_default_str();
   cmd->add_option("--experts", a->opt.experts,
                   "Global experts (0: 2 per rank, more on few ranks so that --top-k fits)")

@@ -42,11 +42,16 @@ std::vector<int32_t> make_topk(uint64_t seed, int rank, int64_t N, int E, int K,
   std::vector<char> used(static_cast<size_t>(E), 0);
   for (int64_t n = 0; n < N; ++n) {
     int32_t* slots = &topk[static_cast<size_t>(n * K)];
+    int first_unused = 0;  // every expert below it is taken (this token's)
     for (int j = 0; j < K; ++j) {
+      // Drawn again while taken, but not once half are: --top-k near --experts (16 Mi of 16 Mi)
+      // drew 64 times per slot and scanned from expert 0 for each, for hours (QA).
       int e = pick(rng);
-      for (int tries = 0; used[static_cast<size_t>(e)] && tries < 64; ++tries) e = pick(rng);
-      if (used[static_cast<size_t>(e)]) {  // very skewed: take the hottest unused expert
-        e = static_cast<int>(std::find(used.begin(), used.end(), 0) - used.begin());
+      for (int tries = 0; used[static_cast<size_t>(e)] && tries < 64 && 2 * j < E; ++tries)
+        e = pick(rng);
+      if (used[static_cast<size_t>(e)]) {  // very skewed, or most taken: the hottest unused one
+        while (used[static_cast<size_t>(first_unused)]) ++first_unused;
+        e = first_unused;
       }
       used[static_cast<size_t>(e)] = 1;
       slots[j] = e;
@@ -247,8 +252,12 @@ int64_t run_a2a_bench(const A2aBenchOptions& opt, std::ostream& out) {
     bad("--experts=" + std::to_string(E) + " is not divisible by the world size " +
         std::to_string(P));
   }
-  if (opt.top_k < 1 || opt.top_k > E) {
-    bad("--top-k=" + std::to_string(opt.top_k) + " must be in [1, experts=" + std::to_string(E) +
+  // At most 1024: past that the draw of each token's experts and the hierarchical layout ran for
+  // minutes per token (QA: --top-k 16777216 never finished; the GPU router takes at most 16).
+  constexpr int kMaxBenchTopK = 1024;
+  if (opt.top_k < 1 || opt.top_k > std::min(E, kMaxBenchTopK)) {
+    bad("--top-k=" + std::to_string(opt.top_k) + " must be in [1, " +
+        (E <= kMaxBenchTopK ? "experts=" + std::to_string(E) : std::to_string(kMaxBenchTopK)) +
         "]");
   }
   if (opt.min_bytes < 1 || opt.max_bytes < opt.min_bytes)
@@ -279,15 +288,25 @@ int64_t run_a2a_bench(const A2aBenchOptions& opt, std::ostream& out) {
     for (int i = 0; i < opt.top_k; ++i)
       none *= std::max(0.0, static_cast<double>(E - L - i) / static_cast<double>(E - i));
     const double D = P * (1.0 - none);
-    const double need = (2.0 + 2.0 * D) * static_cast<double>(tokens_of(largest) * row_bytes);
+    const double tokens = static_cast<double>(tokens_of(largest));
+    // The hierarchical exchange's buffer sets (its stages and the peers' windows): 1156 MB
+    // measured at 256 MiB, 2 ranks on 2 nodes, where the rows alone give 384 MiB. And per token
+    // it receives, the check's expectation (source, token, --top-k ids in a vector of their own:
+    // ~200 + 16 K bytes with the handle's metadata): 2.98 GB measured for --width 1 at 64 MiB,
+    // where the rows gave 100 MB (QA). Past these, ranks were killed by the kernel.
+    const bool hier = std::find(opt.algos.begin(), opt.algos.end(), comm::A2aAlgo::kHierarchical) !=
+                      opt.algos.end();
+    const double need =
+        (2.0 + 2.0 * D) * tokens * static_cast<double>(row_bytes) * (hier ? 3.0 : 1.0) +
+        D * tokens * (200.0 + 16.0 * opt.top_k);
     const MemoryBudget budget = host_memory_budget(comm::Comm::borrow(MPI_COMM_WORLD));
     double smallest = budget.bytes;
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &smallest, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD));
     if (need > smallest)
       bad("--max-bytes: the row of " + plan::format_bytes(static_cast<double>(largest)) +
           " per rank needs at least about " + plan::format_bytes(need) +
-          " per rank (its input and output, the rows it receives and stages to send), more than "
-          "the " +
+          " per rank (its input and output, the rows it receives and stages to send, the "
+          "check's bookkeeping per token), more than the " +
           plan::format_bytes(smallest) + " a rank has (" +
           (smallest < budget.bytes ? std::string("the smallest over the ranks") : budget.what) +
           "); lower --max-bytes (or --width)");

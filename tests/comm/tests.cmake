@@ -13,6 +13,8 @@
 #   bench_a2a_one_rank_defaults     its defaults on one rank, no mpirun
 #   bench_a2a_bad_option_said_once  a bad option at np 3: one message (rank 0's), exit 2
 #   bench_a2a_past_host_memory_refused  sizes past host memory at np 2: refused first, exit 2
+#   bench_a2a_narrow_rows_counted      --width 1: the per-token bookkeeping counted, exit 2
+#   bench_a2a_top_k_past_1024_refused  --top-k 2048: refused, exit 2
 #   bench_a2a_ucx_one_segment_size     UCX_TCP_TX_SEG_SIZE alone: the UCX leg still starts
 # All carry the labels mpi and test_comm.
 if(NOT TARGET test_comm)
@@ -76,4 +78,22 @@ if(TARGET switchyard)
             --max-bytes 100000G)
   set_tests_properties(bench_a2a_past_host_memory_refused PROPERTIES LABELS "mpi;test_comm"
     TIMEOUT 60 ENVIRONMENT "${sy_comm_env}")
+  # Narrow rows: the check's own bookkeeping per token (about 200 + 16 K bytes) outweighs the
+  # rows; counted, 256 MiB of 4-byte rows is refused under a 3 GB address-space limit (it was
+  # taken as 400 MB and failed in std::bad_alloc, exit 1; without the limit it took 3 GB at
+  # 64 MiB, QA).
+  add_test(NAME bench_a2a_narrow_rows_counted
+    COMMAND bash -c "ulimit -v 3000000; out=$(\"$@\" 2>&1); rc=$?; echo \"$out\"; n=$(grep -c 'bookkeeping per token), more than' <<<\"$out\"); [ $rc = 2 ] && [ $n = 1 ]"
+            bash ${SY_MPIRUN} -np 2 $<TARGET_FILE:switchyard> bench a2a --ranks-per-node 1
+            --iters 1 --warmup 0 --width 1 --min-bytes 256M --max-bytes 256M --algos flat)
+  set_tests_properties(bench_a2a_narrow_rows_counted PROPERTIES LABELS "mpi;test_comm"
+    TIMEOUT 120 ENVIRONMENT "${sy_comm_env}")
+  # --top-k past 1024 is refused: 16 Mi of 16 Mi experts drew each token's experts and laid out
+  # the hierarchical exchange for hours (QA); 2048 of 4096 ran here.
+  add_test(NAME bench_a2a_top_k_past_1024_refused
+    COMMAND bash -c "out=$(\"$@\" 2>&1); rc=$?; echo \"$out\"; n=$(grep -c 'top-k=2048 must be in \\[1, 1024\\]' <<<\"$out\"); [ $rc = 2 ] && [ $n = 1 ]"
+            bash ${SY_MPIRUN} -np 2 $<TARGET_FILE:switchyard> bench a2a --experts 4096
+            --top-k 2048 --min-bytes 1M --max-bytes 1M --iters 1 --warmup 0)
+  set_tests_properties(bench_a2a_top_k_past_1024_refused PROPERTIES LABELS "mpi;test_comm"
+    TIMEOUT 120 ENVIRONMENT "${sy_comm_env}")
 endif()
