@@ -11,6 +11,7 @@
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/core/h5.h"
+#include "src/train/rank_memory.h"
 #include "src/train/signals.h"
 
 namespace sy::app {
@@ -23,20 +24,8 @@ void report_error(const std::exception& e) {
     return;
   }
   // Out of memory says so, and names an address-space limit (ulimit -v): the message was the bare
-  // "fatal: std::bad_alloc". The memory check before training counts the limit against what it
-  // predicts; libraries and threads map more (a thread's malloc arena reserves 64 MiB).
-  if (dynamic_cast<const std::bad_alloc*>(&e)) {
-    std::cerr << "fatal: out of memory (" << e.what() << ")";
-    rlimit as{};
-    if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY)
-      std::cerr << "; this process's address space is limited to "
-                << static_cast<unsigned long long>(as.rlim_cur >> 10)
-                << " KiB (ulimit -v), which libraries' and threads' mappings count against "
-                   "beside the memory the check before training predicted";
-    std::cerr << std::endl;
-    return;
-  }
-  std::cerr << "fatal: " << e.what() << std::endl;
+  // "fatal: std::bad_alloc".
+  std::cerr << "fatal: " << failure_text(e) << std::endl;
 }
 
 namespace {

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <new>
 #include <string>
 
 #include "comm/watchdog.h"
@@ -177,6 +178,18 @@ std::string check_memory_fits(const Config& cfg, int world_size, const MemoryBud
           plan::format_bytes(need) + " per rank, " + plan::format_bytes(budget.bytes) +
           " available: " + budget.what + ")";
   throw UsageError(msg);
+}
+
+std::string failure_text(const std::exception& e) {
+  if (!dynamic_cast<const std::bad_alloc*>(&e)) return e.what();
+  std::string text = std::string("out of memory (") + e.what() + ")";
+  rlimit as{};
+  if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY)
+    text += "; this process's address space is limited to " +
+            std::to_string(static_cast<unsigned long long>(as.rlim_cur >> 10)) +
+            " KiB (ulimit -v), which libraries' and threads' mappings count against beside the "
+            "memory the check before training predicted";
+  return text;
 }
 
 int64_t peak_rss_bytes() {

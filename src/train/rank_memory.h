@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <string>
 
 #include "comm/mpi.h"
@@ -57,6 +58,11 @@ inline constexpr double kUntrainedSkew = 3.0;
 
 // This process's peak resident set size (getrusage ru_maxrss), bytes.
 int64_t peak_rss_bytes();
+
+// What a failure that is not an sy::Error says after "fatal: ": its what(), and for an
+// out-of-memory an address-space limit (ulimit -v) where one is set, which libraries' and
+// threads' mappings count against beside the memory the check before training predicted.
+std::string failure_text(const std::exception& e);
 
 // The largest `value` over the ranks of `comm` (an MPI_MAX all-reduce, bounded by the watchdog).
 int64_t max_over_ranks(const comm::Comm& comm, int64_t value, comm::Watchdog* wd);

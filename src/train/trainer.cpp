@@ -310,8 +310,9 @@ TrainSummary train(const Config& cfg, std::ostream& log, MPI_Comm world,
     throw;  // usage and numerical errors are found by every rank alike
   } catch (const std::exception& e) {
     if (rt.world.size() == 1) throw;
+    // Out of memory names an address-space limit here too (it was a bare "std::bad_alloc").
     std::fprintf(stderr, "rank %d: fatal: %s\nrank %d: aborting the job\n", comm::world_rank(),
-                 e.what(), comm::world_rank());
+                 failure_text(e).c_str(), comm::world_rank());
     std::fflush(stderr);
     MPI_Abort(rt.world.get(), kExitOther);
     throw;  // not reached

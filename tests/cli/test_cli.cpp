@@ -6,11 +6,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +26,7 @@
 #include "common/temp_dir.h"
 #include "common/tiny_tokens.h"
 #include "src/data/tokens.h"
+#include "src/train/rank_memory.h"
 
 namespace {
 
@@ -166,6 +170,27 @@ TEST(Cli, AnAddressSpaceLimitIsCountedBeforeTraining) {
             std::string::npos)
       << r.output;
   EXPECT_EQ(r.output.find("bad_alloc"), std::string::npos) << r.output;
+}
+
+// A failure that is not switchyard's own error: its what(); out of memory says so and names an
+// address-space limit where one is set, on rank 0 (app/) and on a rank that fails alone (its
+// "rank N: fatal:" line said a bare "std::bad_alloc", QA).
+TEST(Cli, AFailureTextNamesAnAddressSpaceLimit) {
+  EXPECT_EQ(sy::failure_text(std::runtime_error("disk on fire")), "disk on fire");
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_AS, &old), 0);
+  rlimit one_tib = old;
+  one_tib.rlim_cur = std::min<rlim_t>(old.rlim_max, rlim_t{1} << 40);
+  ASSERT_EQ(::setrlimit(RLIMIT_AS, &one_tib), 0);
+  const std::string text = sy::failure_text(std::bad_alloc());
+  ASSERT_EQ(::setrlimit(RLIMIT_AS, &old), 0);
+  EXPECT_EQ(
+      text.rfind("out of memory (std::bad_alloc); this process's address space is limited to " +
+                     std::to_string(static_cast<unsigned long long>(one_tib.rlim_cur >> 10)) +
+                     " KiB (ulimit -v)",
+                 0),
+      0u)
+      << text;
 }
 
 // Under mpirun every rank parses the command line: an unknown option is said once (rank 0), not
