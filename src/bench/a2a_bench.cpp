@@ -350,6 +350,15 @@ int64_t run_a2a_bench(const A2aBenchOptions& opt, std::ostream& out) {
     for (const Variant& v : variants) {
       out << prefixed(v.ex->describe(), "# " + v.algo + "/" + v.internode + ": ");
     }
+    // A row is whole tokens of --top-k rows: a size that is not one ran another size, unsaid
+    // but for its bytes/rank column (QA: --max-bytes 4 ran 16384 B).
+    for (int64_t bytes = opt.min_bytes; bytes <= opt.max_bytes; bytes *= 2)
+      if (const int64_t run = tokens_of(bytes) * opt.top_k * row_bytes; run != bytes) {
+        out << "# sizes run as whole tokens of " << opt.top_k << " x " << row_bytes
+            << " B (at least one token): " << bytes << " B asked runs " << run
+            << " B (bytes/rank gives each row's)\n";
+        break;
+      }
     out << "#\n";
     char line[256];
     std::snprintf(line, sizeof line,

@@ -11,6 +11,7 @@
 #   bench_a2a_np4              `switchyard bench a2a` on 2 emulated nodes x 2, small sizes, two
 #                              skews, every algorithm: it checks each row and exits 1 on #wrong
 #   bench_a2a_one_rank_defaults     its defaults on one rank, no mpirun
+#   bench_a2a_size_rounding_said    a size that is not whole tokens: the size run is said
 #   bench_a2a_bad_option_said_once  a bad option at np 3: one message (rank 0's), exit 2
 #   bench_a2a_past_host_memory_refused  sizes past host memory at np 2: refused first, exit 2
 #   bench_a2a_narrow_rows_counted      --width 1: the per-token bookkeeping counted, exit 2
@@ -56,6 +57,14 @@ if(TARGET switchyard)
     COMMAND $<TARGET_FILE:switchyard> bench a2a --max-bytes 1M --iters 1 --warmup 0)
   set_tests_properties(bench_a2a_one_rank_defaults PROPERTIES LABELS "mpi;test_comm" TIMEOUT 120
     ENVIRONMENT "${sy_comm_env};UCX_TLS=tcp,self")
+  # A size that is not whole tokens of --top-k rows runs another one, and says so (QA: --max-bytes
+  # 4 ran 16384 B, shown only in the bytes/rank column). Defaults: top-k 4, rows of 4096 B.
+  add_test(NAME bench_a2a_size_rounding_said
+    COMMAND bash -c "out=$(\"$@\" 2>&1); rc=$?; echo \"$out\"; n=$(grep -c '4 B asked runs 16384 B' <<<\"$out\"); [ $rc = 0 ] && [ $n = 1 ]"
+            bash $<TARGET_FILE:switchyard> bench a2a --min-bytes 4 --max-bytes 4 --iters 1
+            --warmup 0)
+  set_tests_properties(bench_a2a_size_rounding_said PROPERTIES LABELS "mpi;test_comm"
+    TIMEOUT 120 ENVIRONMENT "${sy_comm_env};UCX_TLS=tcp,self")
   # A bad option is said once (by rank 0), not once per rank, and exits 2.
   add_test(NAME bench_a2a_bad_option_said_once
     COMMAND bash -c "out=$(\"$@\" 2>&1); rc=$?; echo \"$out\"; n=$(grep -c 'does not divide the world size 3' <<<\"$out\"); [ $rc = 2 ] && [ $n = 1 ]"
