@@ -30,9 +30,9 @@ SY_BUNDLE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export SY_BUNDLE
 EOF
 
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-has() { [[ $1 == *"$2"* ]]; }
+# fails, fail, has
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # run <name> <script path> <arguments...>: sets out, rc (env: the caller's, TMPDIR private).
 run() {
   local name=$1 script=$2

@@ -196,8 +196,9 @@ mkdir -p "$tmp/nccl"
 echo 'int ncclGetVersion(int *v) { *v = 22809; return 0; }' >"$tmp/nccl.c"
 gcc -shared -fPIC -o "$tmp/nccl/libnccl.so.2" "$tmp/nccl.c"
 
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+# fails, fail, has
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 run_check() {  # <out dir> <env...> [--stages x]: gpu_check.sh on the stand-in bundle; sets rc, sum
   local o=$1 envs=() more=()
   shift

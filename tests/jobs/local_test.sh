@@ -30,9 +30,9 @@ chmod +x "$tmp/caller/sy2"
 cp "$tmp/caller/sy2" "$tmp/pathbin/sy-on-path"
 ln -s "$src/jobs/local.sh" "$tmp/link/local.sh"
 
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-has() { [[ $1 == *"$2"* ]]; }
+# fails, fail, has
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # run <name> <env assignments...> -- <local.sh arguments...>: from $tmp/caller (or $script, when
 # set); sets out, log, rc.
 run() {

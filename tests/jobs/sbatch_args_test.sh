@@ -23,26 +23,11 @@ mkdir -p "$tmp/bin" "$tmp/caller"
 fakebin="$tmp/caller/sy2"  # never run (srun is the stand-in); the script checks it exists
 printf '#!/bin/sh\nexit 0\n' >"$fakebin"
 chmod +x "$fakebin"
-cat >"$tmp/bin/srun" <<'EOF'
-#!/usr/bin/env bash
-echo "SRUN $*" >>"$FAKE_SRUN_LOG"
-exit "${FAKE_SRUN_RC:-0}"
-EOF
-chmod +x "$tmp/bin/srun"
-cat >"$tmp/bin/scontrol" <<'EOF'
-#!/usr/bin/env bash
-case $1 in
-  show) printf '%b' "${FAKE_SCONTROL_SHOW:-}" ;;
-  requeue) echo "REQUEUE $2" >>"$FAKE_SRUN_LOG" ;;
-esac
-EOF
-chmod +x "$tmp/bin/scontrol"
-printf '#!/bin/sh\nexit 0\n' >"$tmp/bin/squeue"
-chmod +x "$tmp/bin/squeue"
+# fails, fail, has; SLURM's srun, scontrol and squeue stood in for
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+slurm_stand_ins "$tmp/bin"
 
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-has() { [[ $1 == *"$2"* ]]; }
 # job <name> <env assignments...> -- <train.sbatch arguments...>: runs the script from
 # $tmp/caller; sets out, srun, rc.
 job() {

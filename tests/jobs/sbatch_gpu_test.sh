@@ -22,23 +22,11 @@ mkdir -p "$tmp/bin" "$tmp/fake"
 fakebin="$tmp/fake/switchyard"  # never run (srun is the stand-in); the script checks it exists
 printf '#!/bin/sh\nexit 0\n' >"$fakebin"
 chmod +x "$fakebin"
-cat >"$tmp/bin/srun" <<'EOF'
-#!/usr/bin/env bash
-echo "SRUN $*" >>"$FAKE_SRUN_LOG"
-exit "${FAKE_SRUN_RC:-0}"
-EOF
-chmod +x "$tmp/bin/srun"
-cat >"$tmp/bin/scontrol" <<'EOF'
-#!/usr/bin/env bash
-case $1 in
-  show) printf '%b' "$FAKE_SCONTROL_SHOW" ;;
-  requeue) echo "REQUEUE $2" >>"$FAKE_SRUN_LOG" ;;
-esac
-EOF
-chmod +x "$tmp/bin/scontrol"
+# fails, fail, has; SLURM's srun, scontrol and squeue stood in for
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+slurm_stand_ins "$tmp/bin"
 
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 # job <name> <env assignments...> -- <train.sbatch arguments...>: runs the script; sets out, srun, rc.
 job() {
   local name=$1
@@ -54,7 +42,6 @@ job() {
   out=$(cat "$tmp/$name.out")
   srun=$(cat "$tmp/$name.srun")
 }
-has() { [[ $1 == *"$2"* ]]; }
 
 job gpus SLURM_NTASKS_PER_NODE=4 SLURM_GPUS_ON_NODE=4 SLURM_GPUS_PER_TASK=1 \
   NCCL_IB_HCA=mlx5_0:1,mlx5_1:1 NCCL_SOCKET_IFNAME=ib0 UCX_NET_DEVICES=mlx5_0:1 UCX_TLS=rc,sm,self \

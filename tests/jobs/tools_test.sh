@@ -69,9 +69,9 @@ chmod +x "$repo/build/switchyard"
 : >"$repo/data/licenses.h5"
 printf '#!/usr/bin/env bash\necho "check_format $*" >>"$FAKE_LOG"\n' >"$repo/jobs/check_format.sh"
 
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-has() { [[ $1 == *"$2"* ]]; }
+# fails, fail, has
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # run <name> <script> <arguments...>: the stand-in checkout's script; sets out, log, rc.
 run() {
   local name=$1 script=$2
