@@ -107,6 +107,10 @@ void use_single_threaded_blas() {
   if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
+int blas_threads() {
+  return std::max(1, openblas_get_num_threads());
+}
+
 std::string blas_description() {
   const char* config = openblas_get_config();
   const char* core = openblas_get_corename();

@@ -28,6 +28,8 @@ void use_single_threaded_blas();
 // OPENBLAS_CORETYPE names it). Kernels round a product's sums differently: runs are bitwise
 // equal on the same kernel only.
 std::string blas_description();
+// The threads OpenBLAS computes with (each maps a 128 MiB buffer at its first product).
+int blas_threads();
 
 // How a backward writes an activation gradient: assigned (the usual case) or accumulated into
 // (when several paths feed one tensor, e.g. the routed and shared experts of one MoE input).

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "comm/watchdog.h"
+#include "kernels/cpu/gemm.h"
 #include "src/core/error.h"
 #include "src/plan/io/plan_inputs.h"
 #include "src/plan/layout.h"
@@ -54,11 +55,17 @@ MemoryBudget host_memory_budget(int64_t node_ranks) {
   rlimit as{};
   if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
     const double limit = static_cast<double>(as.rlim_cur), mapped = mapped_bytes();
-    const double room = std::max(0.0, limit - mapped) + b.in_use_bytes;
+    // Mapped later beside what the estimate counts: OpenBLAS's buffer per thread at the first
+    // product (128 MiB; past the limit OpenBLAS retried its mmap for good, the run hung and took
+    // no SIGTERM: review) and a malloc arena per thread (64 MiB of address space).
+    const double later = static_cast<double>(cpu::blas_threads()) * 128.0 * (1 << 20) +
+                         static_cast<double>(omp_get_max_threads()) * 64.0 * (1 << 20);
+    const double room = std::max(0.0, limit - mapped - later) + b.in_use_bytes;
     if (room < b.bytes) {
       b.bytes = room;
       b.what = "this process's address-space limit (ulimit -v) of " + plan::format_bytes(limit) +
-               ", " + plan::format_bytes(mapped) + " of it mapped already";
+               ", " + plan::format_bytes(mapped) + " of it mapped already and " +
+               plan::format_bytes(later) + " kept for OpenBLAS's and malloc's per-thread maps";
     }
   }
   return b;

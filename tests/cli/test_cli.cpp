@@ -172,6 +172,23 @@ TEST(Cli, AnAddressSpaceLimitIsCountedBeforeTraining) {
   EXPECT_EQ(r.output.find("bad_alloc"), std::string::npos) << r.output;
 }
 
+// Just above where the rows alone would fit, OpenBLAS's buffer (128 MiB per thread, mapped at the
+// first product) did not: its mmap failed and OpenBLAS retried it for good, the run at 100% CPU
+// taking no SIGTERM (review: at ulimit -v 1310000, this model). The check keeps that room too.
+TEST(Cli, AnAddressSpaceLimitKeepsRoomForOpenBlasBuffers) {
+  sy::test::TempDir dir;
+  ASSERT_EQ(sy::test::prepare_tiny_tokens(dir, kBin).exit_code, 0);
+  const auto r = run_command(
+      "ulimit -v 1310000; OMP_NUM_THREADS=1 timeout -k 5 60 " + kBin + " train --config " + kSrc +
+      "/configs/tiny.yaml --set data.path=" + dir.file("t.h5") +
+      " --set run.out_dir=" + dir.file("run") +
+      " --set model.d_model=512 --set model.n_heads=8 --set model.n_layers=4"
+      " --set moe.num_experts=8 --set moe.ffn_hidden=1024 --set train.steps=2 --set eval.every=0");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("kept for OpenBLAS's and malloc's per-thread maps"), std::string::npos)
+      << r.output;
+}
+
 // A failure that is not switchyard's own error: its what(); out of memory says so and names an
 // address-space limit where one is set, on rank 0 (app/) and on a rank that fails alone (its
 // "rank N: fatal:" line said a bare "std::bad_alloc", QA).
