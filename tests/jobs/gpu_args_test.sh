@@ -33,6 +33,7 @@ EOF
 # fails, fail, has
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+fails=0  # the failed checks, counted by fail (lib.sh)
 # run <name> <script path> <arguments...>: sets out, rc (env: the caller's, TMPDIR private).
 run() {
   local name=$1 script=$2

@@ -199,6 +199,7 @@ gcc -shared -fPIC -o "$tmp/nccl/libnccl.so.2" "$tmp/nccl.c"
 # fails, fail, has
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+fails=0  # the failed checks, counted by fail (lib.sh)
 run_check() {  # <out dir> <env...> [--stages x]: gpu_check.sh on the stand-in bundle; sets rc, sum
   local o=$1 envs=() more=()
   shift

@@ -1,7 +1,7 @@
 # What the jobs/ tests share (sourced): counting failed checks, and SLURM's commands stood in for.
 # shellcheck shell=bash
 
-fails=0
+fails=0  # (the tests set it again after sourcing)
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 has() { [[ $1 == *"$2"* ]]; }
 

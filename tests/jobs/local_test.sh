@@ -33,6 +33,7 @@ ln -s "$src/jobs/local.sh" "$tmp/link/local.sh"
 # fails, fail, has
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+fails=0  # the failed checks, counted by fail (lib.sh)
 # run <name> <env assignments...> -- <local.sh arguments...>: from $tmp/caller (or $script, when
 # set); sets out, log, rc.
 run() {

@@ -26,6 +26,7 @@ chmod +x "$fakebin"
 # fails, fail, has; SLURM's srun, scontrol and squeue stood in for
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+fails=0  # the failed checks, counted by fail (lib.sh)
 slurm_stand_ins "$tmp/bin"
 
 # job <name> <env assignments...> -- <train.sbatch arguments...>: runs the script from
@@ -88,6 +89,26 @@ job resume_preempted FAKE_SRUN_RC=75 \
 has "$srun" "REQUEUE" && fail "resume_preempted: requeued to begin at the file again: $out"
 has "$out" "Resubmit with --resume auto in place of --resume ckpt/step_10.h5" ||
   fail "resume_preempted: message: $out"
+# SLURM's own requeue of a start from FILE stopped before training: beginning at FILE again is
+# right, no advice to resubmit with auto (review: it would train from step 0).
+job resume_requeued_by_slurm_early FAKE_SRUN_RC=76 \
+  'FAKE_SCONTROL_SHOW=JobId=42 JobName=sy JobState=RUNNING Reason=None Restarts=1\n' \
+  -- --config configs/tiny.yaml --resume /other/run/step_100.h5
+has "$out" "its next start begins at your --resume /other/run/step_100.h5 again" ||
+  fail "resume_requeued_by_slurm_early: message: $out"
+has "$out" "resubmit with --resume auto" && fail "resume_requeued_by_slurm_early: advises auto: $out"
+# A job ending (scancel) after a start from FILE: how to go on names FILE's replacement (75) or
+# the same command (76), not the generic "resubmit this script".
+job resume_ending_75 FAKE_SRUN_RC=75 \
+  'FAKE_SCONTROL_SHOW=JobId=42 JobName=sy JobState=COMPLETING Reason=None Restarts=0\n' \
+  -- --config configs/tiny.yaml --resume ckpt/step_10.h5
+((rc == 75)) && has "$out" "Resubmit with --resume auto in place of --resume ckpt/step_10.h5" ||
+  fail "resume_ending_75: exit $rc: $out"
+job resume_ending_76 FAKE_SRUN_RC=76 \
+  'FAKE_SCONTROL_SHOW=JobId=42 JobName=sy JobState=COMPLETING Reason=None Restarts=0\n' \
+  -- --config configs/tiny.yaml --resume ckpt/step_10.h5
+((rc == 76)) && has "$out" "not requeued. Resubmit the same command" ||
+  fail "resume_ending_76: exit $rc: $out"
 job no_resume -- --config configs/tiny.yaml
 [ "$srun" = "SRUN --mpi=pmix $fakebin train --config configs/tiny.yaml --resume auto" ] ||
   fail "no_resume: exit $rc, srun got: $srun"

@@ -25,6 +25,7 @@ chmod +x "$fakebin"
 # fails, fail, has; SLURM's srun, scontrol and squeue stood in for
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+fails=0  # the failed checks, counted by fail (lib.sh)
 slurm_stand_ins "$tmp/bin"
 
 # job <name> <env assignments...> -- <train.sbatch arguments...>: runs the script; sets out, srun, rc.

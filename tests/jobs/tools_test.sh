@@ -72,6 +72,7 @@ printf '#!/usr/bin/env bash\necho "check_format $*" >>"$FAKE_LOG"\n' >"$repo/job
 # fails, fail, has
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+fails=0  # the failed checks, counted by fail (lib.sh)
 # run <name> <script> <arguments...>: the stand-in checkout's script; sets out, log, rc.
 run() {
   local name=$1 script=$2
