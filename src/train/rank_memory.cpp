@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <new>
+#include <optional>
 #include <string>
 
 #include "comm/watchdog.h"
@@ -29,6 +30,13 @@ MemoryBudget host_memory_budget(const comm::Comm& world) {
 }
 
 namespace {
+
+// This process's address-space limit (ulimit -v, RLIMIT_AS) in bytes; nullopt when there is none.
+std::optional<double> address_space_limit() {
+  rlimit as{};
+  if (::getrlimit(RLIMIT_AS, &as) != 0 || as.rlim_cur == RLIM_INFINITY) return std::nullopt;
+  return static_cast<double>(as.rlim_cur);
+}
 
 // This process's mapped address space (/proc/self/status VmSize), in bytes; 0 when unreadable.
 double mapped_bytes() {
@@ -52,9 +60,8 @@ MemoryBudget host_memory_budget(int64_t node_ranks) {
   // must fit in what is not mapped yet. The estimate counts the RSS in use; the limit counts
   // every mapping (libraries, MPI's shared memory), so the room is limit - mapped + in use. A run
   // past it ended in std::bad_alloc mid-start (exit 1), after the check had passed.
-  rlimit as{};
-  if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
-    const double limit = static_cast<double>(as.rlim_cur), mapped = mapped_bytes();
+  if (const std::optional<double> limit_bytes = address_space_limit()) {
+    const double limit = *limit_bytes, mapped = mapped_bytes();
     // Mapped later beside what the estimate counts: OpenBLAS's buffer per thread at the first
     // product (128 MiB; past the limit OpenBLAS retried its mmap for good, the run hung and took
     // no SIGTERM: review) and a malloc arena per thread (64 MiB of address space).
@@ -190,10 +197,9 @@ std::string check_memory_fits(const Config& cfg, int world_size, const MemoryBud
 std::string failure_text(const std::exception& e) {
   if (!dynamic_cast<const std::bad_alloc*>(&e)) return e.what();
   std::string text = std::string("out of memory (") + e.what() + ")";
-  rlimit as{};
-  if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY)
+  if (const std::optional<double> limit = address_space_limit())
     text += "; this process's address space is limited to " +
-            std::to_string(static_cast<unsigned long long>(as.rlim_cur >> 10)) +
+            std::to_string(static_cast<unsigned long long>(*limit) >> 10) +
             " KiB (ulimit -v), which libraries' and threads' mappings count against beside the "
             "memory the check before training predicted";
   return text;
