@@ -9,6 +9,7 @@
 #include <limits>
 #include <stdexcept>
 #include <type_traits>
+#include <vector>
 
 #include "kernels/cpu/vec_math.h"
 
@@ -110,26 +111,17 @@ void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logi
 
     auto score = [&](int i) { return bias ? p[i] + bias[i] : p[i]; };
     const uint64_t kept = kept_groups<T>(score, E, K, rule);
-    // K passes of argmax over the not yet selected experts of the kept groups. The strict '>'
-    // keeps the lower index on ties; a NaN score ranks as -inf (rank_key, as on the GPU) and
-    // starting from the first candidate keeps the selection defined (distinct experts) even when
-    // every score is NaN, so a bad step fails on its loss, not here.
-    for (int j = 0; j < K; ++j) {
-      int best = -1;
-      T best_score = T(0);
-      for (int i = 0; i < E; ++i) {
-        if (!((kept >> (i / group_size)) & 1)) continue;
-        bool taken = false;
-        for (int q = 0; q < j; ++q) taken = taken || sel[q] == i;
-        if (taken) continue;
-        const T s = rank_key(score(i));
-        if (best < 0 || s > best_score) {
-          best = i;
-          best_score = s;
-        }
-      }
-      sel[j] = best;
-    }
+    // The K best candidates of the kept groups in selection order (a higher score first, ties
+    // to the lower index). A NaN score ranks as -inf (rank_key, as on the GPU), so even a step
+    // whose scores are all NaN selects K distinct experts and fails on its loss, not here.
+    std::vector<int32_t> cand;
+    cand.reserve(static_cast<size_t>(E));
+    for (int i = 0; i < E; ++i)
+      if ((kept >> (i / group_size)) & 1) cand.push_back(i);
+    std::partial_sort(cand.begin(), cand.begin() + K, cand.end(), [&](int32_t a, int32_t b) {
+      return ranks_before(rank_key(score(a)), a, rank_key(score(b)), b);
+    });
+    std::copy(cand.begin(), cand.begin() + K, sel);
 
     double gsum = 0.0;
     for (int j = 0; j < K; ++j) gsum += static_cast<double>(p[sel[j]]);

@@ -118,8 +118,9 @@ TEST(RouterGroups, MatchesSortingReference) {
   struct Case {
     int E, K, R, M;
   };
-  for (const Case c : {Case{8, 2, 4, 1}, Case{8, 2, 4, 2}, Case{16, 4, 4, 2}, Case{16, 3, 8, 2},
-                       Case{12, 4, 3, 2}, Case{64, 8, 8, 4}, Case{6, 2, 2, 2}}) {
+  for (const Case c :
+       {Case{8, 2, 4, 1}, Case{8, 2, 4, 2}, Case{16, 4, 4, 2}, Case{16, 3, 8, 2}, Case{12, 4, 3, 2},
+        Case{64, 8, 8, 4}, Case{6, 2, 2, 2}, Case{256, 64, 1, 1}, Case{256, 64, 8, 4}}) {
     const int N = 50;
     std::mt19937 rng(c.E * 100 + c.K * 10 + c.M);
     const std::vector<double> z = test::random_vector(rng, static_cast<size_t>(N) * c.E, -3, 3);
@@ -140,6 +141,26 @@ TEST(RouterGroups, MatchesSortingReference) {
         EXPECT_EQ(tf[n * c.K + j], want[j]) << "float, E" << c.E << " R" << c.R << " token " << n;
         EXPECT_NEAR(r.gates[n * c.K + j], r.probs[n * c.E + want[j]] / sum, 1e-15);
       }
+    }
+  }
+}
+
+// Many ties and a large K: logits take three values, so most scores tie and the selection
+// order inside a tie is the lower index first, as in the sorting reference (a stable sort).
+TEST(RouterGroups, TiesAtLargeKGoToTheLowerIndex) {
+  const int N = 20, E = 256, K = 64;
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> level(-1, 1);
+  std::vector<double> z(static_cast<size_t>(N) * E);
+  for (double& v : z) v = level(rng);
+  const std::vector<double> no_bias(E, 0.0);
+  for (const RouterRule& rule : {groups(1, 1), groups(8, 4)}) {
+    const Routed r = route(z, {}, E, K, rule);
+    for (int n = 0; n < N; ++n) {
+      const std::vector<int> want = test::naive_topk(&r.probs[static_cast<size_t>(n) * E], no_bias,
+                                                     E, K, rule.groups, rule.groups_topk);
+      for (int j = 0; j < K; ++j)
+        EXPECT_EQ(r.topk[n * K + j], want[j]) << "R" << rule.groups << " token " << n << " j " << j;
     }
   }
 }
