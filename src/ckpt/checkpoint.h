@@ -285,7 +285,7 @@ std::vector<WholeTensor> read_model_tensors(MPI_Comm comm, const std::string& fi
 // Collective. The checkpoint's tokenizer: name (root attribute `tokenizer`, "" when absent) and,
 // when there is one, the bytes of /tokenizer/model (its checksums verified by the read). Throws
 // CheckpointError naming the file, and /tokenizer/model when that is missing, malformed or
-// damaged.
+// damaged, or the root attribute tokenizer_vocab_size when it is below 1.
 struct StoredTokenizer {
   std::string name;
   std::string model;
@@ -296,7 +296,7 @@ StoredTokenizer read_checkpoint_tokenizer(MPI_Comm comm, const std::string& file
 // Collective. A checkpoint's model as the commands that use it outside training read it (sample,
 // ckpt export --format hf): its step, its stored config parsed (a bad one is a CheckpointError
 // naming the root attribute), every /model tensor whole (read_model_tensors: checksums
-// verified) and its tokenizer.
+// verified) and its tokenizer (a tokenizer_vocab_size past the model's is a CheckpointError).
 struct CheckpointModel {
   int64_t step = 0;
   Config cfg;

@@ -1,6 +1,9 @@
 // read_checkpoint_tokenizer: SPEC section 8's tokenizer in a checkpoint (root attribute
 // `tokenizer`, dataset /tokenizer/model), read by rank 0 and broadcast; read_checkpoint_model:
 // the model with its config and that tokenizer, for the commands that use it outside training.
+#include <stdexcept>
+#include <string>
+
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/detail.h"
 #include "src/config/config.h"
@@ -20,8 +23,13 @@ StoredTokenizer read_checkpoint_tokenizer(MPI_Comm comm, const std::string& file
     h5::File f{id};
     try {
       if (has_attr(f, "tokenizer")) out.name = read_attr_string(f, "tokenizer");
-      if (has_attr(f, "tokenizer_vocab_size"))
+      if (has_attr(f, "tokenizer_vocab_size")) {
         out.vocab_size = read_attr_i64(f, "tokenizer_vocab_size");
+        if (out.vocab_size < 1)
+          throw std::runtime_error("root attribute 'tokenizer_vocab_size' is " +
+                                   std::to_string(out.vocab_size) +
+                                   ": a vocabulary size is at least 1");
+      }
     } catch (const std::exception& e) {
       throw CheckpointError(file, "/", e.what());
     }
@@ -60,9 +68,13 @@ CheckpointModel read_checkpoint_model(MPI_Comm comm, const std::string& file,
     throw CheckpointError(file, "/", std::string("root attribute 'config': ") + e.what());
   }
   // Imported ids: those of the training data (its vocabulary may be smaller than the model's).
-  const int64_t vocab = stored.vocab_size > 0 && stored.vocab_size <= m.cfg.model.vocab_size
-                            ? stored.vocab_size
-                            : m.cfg.model.vocab_size;
+  if (stored.vocab_size > m.cfg.model.vocab_size)
+    throw CheckpointError(
+        file, "/",
+        "root attribute 'tokenizer_vocab_size' is " + std::to_string(stored.vocab_size) +
+            ", more than its model's model.vocab_size " + std::to_string(m.cfg.model.vocab_size) +
+            ": the model cannot give the ids past its own");
+  const int64_t vocab = stored.vocab_size > 0 ? stored.vocab_size : m.cfg.model.vocab_size;
   m.tokenizer = Tokenizer::from_stored(stored.name, stored.model, vocab, source);
   return m;
 }

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -242,6 +243,31 @@ TEST(ForeignCheckpoint, OursWithoutItsChecksumIsStillRefused) {
   const auto r = sy::test::run_command(kBin + " ckpt info --no-config " + damaged);
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_FALSE(contains(r.output, "written by another tool")) << r.output;
+}
+
+// A root attribute tokenizer_vocab_size (the training data's vocabulary, which `sample` picks
+// ids from) that no vocabulary can have -- below 1, or past the stored model's 256 ids -- is
+// refused naming it. Before, such a value was ignored and the model's 256 ids used instead.
+TEST(ForeignCheckpoint, ATokenizerVocabularyNoModelCanHaveIsRefusedNamingIt) {
+  sy::test::TempDir dir;
+  const std::string ours = two_step_checkpoint(dir);
+  const std::string sample = kBin + " sample --prompt 'the quick' --tokens 4 --checkpoint ";
+  for (const int64_t v : {int64_t{0}, int64_t{-3}, int64_t{257}}) {
+    const std::string file = dir.file("vocab" + std::to_string(v) + ".h5");
+    write_foreign_copy(ours, file, /*keep_manifest=*/false, "",
+                       [&](hid_t f) { sy::h5::write_attr(f, "tokenizer_vocab_size", v); });
+    const auto r = sy::test::run_command(sample + file);
+    EXPECT_EQ(r.exit_code, 2) << v << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, "root attribute 'tokenizer_vocab_size' is " + std::to_string(v)))
+        << r.output;
+    EXPECT_TRUE(contains(r.output, file)) << r.output;
+  }
+  // The largest value that fits is read.
+  const std::string fits = dir.file("vocab256.h5");
+  write_foreign_copy(ours, fits, false, "",
+                     [](hid_t f) { sy::h5::write_attr(f, "tokenizer_vocab_size", int64_t{256}); });
+  const auto r = sy::test::run_command(sample + fits);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 }  // namespace
