@@ -81,6 +81,8 @@ job resume_stopped_early FAKE_SRUN_RC=76 \
   -- --config configs/tiny.yaml --resume ckpt/step_10.h5
 ((rc == 76)) || fail "resume_stopped_early: exit $rc, expected 76: $out"
 has "$srun" "REQUEUE" && fail "resume_stopped_early: requeued: $out"
+has "$out" "switchyard: stopped before training started, nothing written; not requeued" ||
+  fail "resume_stopped_early: message: $out"
 has "$out" "not requeued" || fail "resume_stopped_early: message: $out"
 job resume_preempted FAKE_SRUN_RC=75 \
   'FAKE_SCONTROL_SHOW=JobId=42 JobName=sy JobState=RUNNING Reason=None Restarts=0\n' \
@@ -89,6 +91,9 @@ job resume_preempted FAKE_SRUN_RC=75 \
 has "$srun" "REQUEUE" && fail "resume_preempted: requeued to begin at the file again: $out"
 has "$out" "Resubmit with --resume auto in place of --resume ckpt/step_10.h5" ||
   fail "resume_preempted: message: $out"
+# A line about the job says "switchyard:" as the script's other job lines do (it said
+# "train.sbatch: preempted" where a requeued job's says "switchyard: preempted").
+has "$out" "switchyard: preempted" || fail "resume_preempted: prefix: $out"
 # SLURM's own requeue of a start from FILE stopped before training: beginning at FILE again is
 # right, no advice to resubmit with auto (review: it would train from step 0).
 job resume_requeued_by_slurm_early FAKE_SRUN_RC=76 \
