@@ -340,8 +340,9 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
                        const ReadProgress& progress = {});
 
 // The newest-first candidates plan_resume("auto") tries: latest's target (when it holds a
-// step_*.h5 file name, not a path), then every step_*.h5 by decreasing step (no *.tmp). Not
-// collective (reads the directory).
+// step_*.h5 file name, not a path), then every other step_*.h5 (no *.tmp) by decreasing root
+// attribute created_unix (the write time; -1 where unreadable), ties by decreasing step. Not
+// collective (reads the directory and each file's attribute).
 std::vector<std::string> resume_candidates(const std::string& dir);
 
 // ---- names and helpers --------------------------------------------------------------------------

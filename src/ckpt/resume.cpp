@@ -1,5 +1,10 @@
 // Choosing the checkpoint to resume from (--resume auto|<file>).
+#include <algorithm>
+#include <cstdint>
 #include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/detail.h"
@@ -13,6 +18,21 @@ namespace fs = std::filesystem;
 std::string reason_of(const CheckpointError& e) {
   return e.dataset().empty() ? e.problem() : object_label(e.dataset()) + ": " + e.problem();
 }
+
+// When the checkpoint was written: its root attribute created_unix (SPEC 5, seconds), or -1
+// where the file or the attribute cannot be read (such a file fails verification anyway).
+int64_t written_at(const std::string& path) {
+  h5::ErrorSilencer quiet;
+  h5::PropList fapl = detail::serial_fapl();
+  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl);
+  if (id < 0) return -1;
+  h5::File f{id};
+  try {
+    return detail::has_attr(f, "created_unix") ? detail::read_attr_i64(f, "created_unix") : -1;
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
 }  // namespace
 
 std::vector<std::string> resume_candidates(const std::string& dir) {
@@ -24,9 +44,21 @@ std::vector<std::string> resume_candidates(const std::string& dir) {
     latest_path = (fs::path(dir) / *latest).string();
     out.push_back(latest_path);
   }
-  const auto steps = files::list_step_files(dir);
-  for (auto it = steps.rbegin(); it != steps.rend(); ++it)
-    if (it->path != latest_path) out.push_back(it->path);
+  // The others newest written first, not highest step first: after a resume from an older
+  // checkpoint, the higher steps left in the directory are of the line the run went back past
+  // (QA: with `latest` unreadable, auto trained that line on and rotated the newer model away).
+  // Written in the same second: the higher step first.
+  struct Written {
+    int64_t at, step;
+    std::string path;
+  };
+  std::vector<Written> rest;
+  for (const files::StepFile& f : files::list_step_files(dir))
+    if (f.path != latest_path) rest.push_back({written_at(f.path), f.step, f.path});
+  std::sort(rest.begin(), rest.end(), [](const Written& a, const Written& b) {
+    return a.at != b.at ? a.at > b.at : a.step > b.step;
+  });
+  for (const Written& w : rest) out.push_back(w.path);
   return out;
 }
 
@@ -112,7 +144,23 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
                      /*quiet=*/detail::comm_rank(comm) != 0);
   }
   plan.message = "--resume auto: resuming from " + plan.path + " (step " +
-                 std::to_string(plan.state.step) + ")" + skipped_text;
+                 std::to_string(plan.state.step) + ")";
+  // A higher step not tried because it was written before: a line of checkpoints the run went
+  // back past with a resume from an older one. Named, so the choice is not a surprise.
+  std::string passed;
+  int64_t passed_step = plan.state.step;
+  for (auto it = std::find(candidates.begin(), candidates.end(), plan.path); it != candidates.end();
+       ++it) {
+    const int64_t step = step_of_file_name(fs::path(*it).filename().string());
+    if (step > passed_step) {
+      passed_step = step;
+      passed = *it;
+    }
+  }
+  if (!passed.empty())
+    plan.message += "; not the higher " + fs::path(passed).filename().string() +
+                    ", written before it (a line of checkpoints the run went back past)";
+  plan.message += skipped_text;
   return plan;
 }
 

@@ -10,6 +10,7 @@
 #include "common/damage.h"
 #include "src/ckpt/checkpoint.h"
 #include "src/ckpt/detail.h"
+#include "src/ckpt/seal.h"
 #include "src/core/h5.h"
 
 namespace {
@@ -186,6 +187,39 @@ TEST(CkptResume, LatestNamingAMissingFileFallsBackToTheNewestStepFile) {
   EXPECT_EQ(plan.path, newest);
   ASSERT_EQ(plan.skipped.size(), 1u);
   EXPECT_EQ(plan.skipped[0].file, dir.file("step_00000099.h5"));
+}
+
+// Without latest, the step files are tried newest written first: a run resumed from step 4 past
+// a line's step 8 wrote step 6 after step 8, and auto takes step 6, naming step 8 as older. QA:
+// it took step 8 (the highest), trained the abandoned line on and rotated step 6 away. The
+// write times differ here by an edit of created_unix (resealed), not by a sleep.
+TEST(CkptResume, WithoutLatestTheNewestWrittenIsResumedNotTheHighestStep) {
+  SharedDir dir;
+  write_good(dir.path(), 4);
+  const std::string line_b = write_good(dir.path(), 8);
+  const std::string own = write_good(dir.path(), 6);
+  if (rank_of() == 0) {
+    {
+      h5::File f{H5_CHECK(H5Fopen(line_b.c_str(), H5F_ACC_RDWR, H5P_DEFAULT))};
+      const int64_t at = h5::read_attr_i64(f, "created_unix") - 100;
+      H5_CHECK(H5Adelete(f, "created_unix"));
+      h5::write_attr(f.get(), "created_unix", at);
+    }
+    ckpt::detail::seal_checkpoint(line_b);
+    fs::remove(dir.file("latest"));
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const auto candidates = ckpt::resume_candidates(dir.path());
+  ASSERT_EQ(candidates.size(), 3u);
+  EXPECT_EQ(candidates[0], own);
+  EXPECT_EQ(candidates[1], dir.file("step_00000004.h5"));
+  EXPECT_EQ(candidates[2], line_b);
+  const auto plan = ckpt::plan_resume(MPI_COMM_WORLD, "auto", dir.path());
+  EXPECT_EQ(plan.path, own);
+  EXPECT_TRUE(plan.skipped.empty());
+  EXPECT_NE(plan.message.find("not the higher step_00000008.h5, written before it"),
+            std::string::npos)
+      << plan.message;
 }
 
 // latest holds a file name of its directory (SPEC 5): a path to another run's checkpoint, or
