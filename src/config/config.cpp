@@ -3,7 +3,6 @@
 // added here is parsed, overridable, checked and dumped at once. Range rules live in validate.cpp.
 #include "src/config/config.h"
 
-#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -15,12 +14,12 @@
 #include <map>
 #include <set>
 #include <span>
-#include <sstream>
 #include <string_view>
 #include <system_error>
 #include <variant>
 
 #include "src/config/convert.h"
+#include "src/config/yaml_load.h"
 #include "src/config/yaml_scalar.h"
 #include "src/core/error.h"
 #include "src/core/number_text.h"
@@ -286,18 +285,13 @@ void apply_override(YAML::Node& root, const std::string& assignment, const std::
                      " of the value; YAML text is UTF-8 without control characters other than "
                      "tab");
   YAML::Node value;
-  try {
-    const std::vector<YAML::Node> docs = YAML::LoadAll(text);
-    if (docs.size() > 1)
-      throw UsageError("--set " + shortened(assignment) + ": " + path + ": the value holds " +
-                       std::to_string(docs.size()) +
-                       " YAML documents ('---'), one value is expected; quote it to keep "
-                       "the text");
-    if (!docs.empty()) value = docs.front();
-  } catch (const YAML::Exception& e) {
-    throw UsageError("--set " + shortened(assignment) + ": " + path +
-                     ": value is not valid YAML: " + e.msg);
-  }
+  const std::vector<YAML::Node> docs =
+      load_yaml_documents(text, "--set " + shortened(assignment) + ": " + path + ": the value");
+  if (docs.size() > 1)
+    throw UsageError("--set " + shortened(assignment) + ": " + path + ": the value holds " +
+                     std::to_string(docs.size()) +
+                     " YAML documents ('---'), one value is expected; quote it to keep the text");
+  if (!docs.empty()) value = docs.front();
   // A '#' first or after a blank starts a YAML comment: `run.name=a #b` would set "a", unsaid. In
   // a quoted value it is text.
   const bool quoted = value.IsScalar() && !plain_scalar(value);
@@ -392,30 +386,12 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
   std::map<std::string, std::string> overridden;
   const Context ctx{source_name, overridden};
 
-  // yaml-cpp reads what YAML forbids without a word (a NUL in a run name became "\b ", a
-  // directory named with it): refused, with where it is.
-  if (const TextProblem p = yaml_text_problem(yaml_text); !p.what.empty())
-    throw UsageError(source_name + ": " + p.what + " at line " + std::to_string(p.line) +
-                     ", column " + std::to_string(p.column) +
-                     "; YAML text is UTF-8 without control characters other than tab");
   YAML::Node root;
-  try {
-    const std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
-    if (docs.size() > 1)
-      throw UsageError(source_name + ": holds " + std::to_string(docs.size()) +
-                       " YAML documents; a config is one mapping");
-    if (!docs.empty()) root = docs[0];
-  } catch (const YAML::DeepRecursion& e) {
-    // yaml-cpp's own guard against a stack overflow; its message alone says "bad file".
-    throw UsageError(source_name + ": YAML nested too deep (more than " +
-                     std::to_string(e.depth() - 1) + " levels of lists or mappings, at line " +
-                     std::to_string(e.mark.line + 1) + "); a config is sections of key: value");
-  } catch (const YAML::ParserException& e) {
-    std::ostringstream os;
-    os << source_name << ": YAML syntax error at line " << e.mark.line + 1 << ", column "
-       << e.mark.column + 1 << ": " << e.msg;
-    throw UsageError(os.str());
-  }
+  const std::vector<YAML::Node> docs = load_yaml_documents(yaml_text, source_name);
+  if (docs.size() > 1)
+    throw UsageError(source_name + ": holds " + std::to_string(docs.size()) +
+                     " YAML documents; a config is one mapping");
+  if (!docs.empty()) root = docs[0];
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap())
     throw UsageError(source_name + ": expected a mapping of sections (run:, model:, ...), got " +

@@ -3,11 +3,15 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 
+#include "src/config/yaml_load.h"
 #include "src/config/yaml_scalar.h"
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
@@ -116,20 +120,16 @@ ExpertPlacement read_placement(const std::string& path) {
   if (!fs::is_regular_file(path, ec))
     throw UsageError(path + ": " + (fs::exists(path, ec) ? "not a regular file" : "no such file") +
                      " (an expert placement file, written by `switchyard placement`)");
+  std::ifstream in(path, std::ios::binary);
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (!in.good() && !in.eof()) throw UsageError(path + ": cannot read: " + std::strerror(errno));
+  // One document: a second (after '---') was silently ignored.
+  const std::vector<YAML::Node> docs = load_yaml_documents(text, path);
+  if (docs.size() > 1)
+    throw UsageError(path + ": " + std::to_string(docs.size()) +
+                     " YAML documents (separated by '---'); a placement file is one");
   YAML::Node root;
-  try {
-    // One document: a second (after '---') was silently ignored.
-    const std::vector<YAML::Node> docs = YAML::LoadAllFromFile(path);
-    if (docs.size() > 1)
-      throw UsageError(path + ": " + std::to_string(docs.size()) +
-                       " YAML documents (separated by '---'); a placement file is one");
-    if (!docs.empty()) root = docs.front();
-  } catch (const YAML::ParserException& e) {
-    throw UsageError(path + ": YAML syntax error at line " + std::to_string(e.mark.line + 1) +
-                     ": " + e.msg);
-  } catch (const YAML::Exception& e) {
-    throw UsageError(path + ": cannot read: " + e.what());
-  }
+  if (!docs.empty()) root = docs.front();
   if (!root.IsMap()) throw UsageError(path + ": expected a mapping with format: " + kFormat);
   std::set<std::string> seen;  // yaml-cpp keeps the first of a key given twice, silently
   for (const auto& kv : root) {

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "src/config/yaml_load.h"
 #include "src/config/yaml_scalar.h"
 #include "src/core/error.h"
 #include "src/core/number_text.h"
@@ -139,12 +140,12 @@ Link parse_link(const Section& s, bool required) {
 }  // namespace
 
 Cluster parse_cluster(const std::string& yaml_text, const std::string& source) {
+  const std::vector<YAML::Node> docs = load_yaml_documents(yaml_text, "cluster file " + source);
+  if (docs.size() > 1)
+    throw UsageError("cluster file " + source + ": " + std::to_string(docs.size()) +
+                     " YAML documents (separated by '---'); a cluster file is one");
   YAML::Node root;
-  try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::Exception& e) {
-    throw UsageError("cluster file " + source + ": not valid YAML: " + e.what());
-  }
+  if (!docs.empty()) root = docs.front();
   const Section top(root, "", source);
   top.only({"name", "overlaps_comm", "one_host", "cores", "thread_efficiency", "nodes",
             "ranks_per_node", "memory_bytes", "base_bytes", "compute", "links"});

@@ -433,6 +433,27 @@ TEST(Config, SyntaxErrorsGiveTheLine) {
                      {"s.yaml", "2 YAML documents"});
 }
 
+// A quote opened and not closed, in a file that ends with a newline (nearly all do): yaml-cpp read
+// the rest of the file into the value, without an error (QA: `name: "tiny` trained the defaults
+// under a run name of the whole file's text, exit 0). Refused where the text ends, saying what it
+// likely is; single quotes, a --set value, and blank lines or CRLF at the end alike.
+TEST(Config, AQuoteNotClosedIsASyntaxError) {
+  const std::string rest = "model:\n  d_model: 32\n  n_layers: 1\n";
+  for (const char* end : {"\n", "\n\n  \n", "\r\n"}) {
+    for (const char* q : {"\"", "'"}) {
+      const std::string text = "run:\n  name: " + std::string(q) + "tiny\n  seed: 7\n" + rest;
+      expect_usage_error([&] { parse_config(text.substr(0, text.size() - 1) + end, {}, "q.yaml"); },
+                         {"q.yaml: YAML syntax error at line", "a quote opened and not closed"});
+    }
+  }
+  expect_usage_error([] { parse_config(kMinimal, {"run.name=\"abc\n"}, "q.yaml"); },
+                     {"--set run.name=", "a quote opened and not closed"});
+  // Closed quotes, and a file without the final newline, still read.
+  EXPECT_EQ(parse_config("run:\n  name: \"tiny\"\n  seed: 7\n" + rest + kMinimal).run.seed, 7);
+  const std::string closed = kMinimal + "run:\n  name: 'a b'\n";
+  EXPECT_EQ(parse_config(closed.substr(0, closed.size() - 1)).run.name, "a b");
+}
+
 // What YAML 1.2 does not allow in a stream, which yaml-cpp read without a word (QA: a NUL in a
 // run name became "\b ", and the run made a directory named with it; a byte 0xff and a NUL before
 // junk in data.path were accepted too). Refused with the line and column; tabs, CRLF, a

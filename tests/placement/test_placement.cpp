@@ -102,6 +102,11 @@ TEST(PlacementFile, EveryBadFileIsRefusedNamingTheProblem) {
            "version: 7\nnum_experts: 4\nep: 2\nlayers:\n  - [[0, 1], [2, 3]]\n",
        "version"},
       {"yaml_syntax", e4 + "layers:\n  - [[0, 1], [2, 3]\n", "YAML syntax error at line"},
+      // A quote not closed swallowed the rest of the file (the layers) without a syntax error.
+      {"open_quote",
+       e4.substr(0, e4.find("num_experts")) + "note: \"x\n" + e4.substr(e4.find("num_experts")) +
+           "layers:\n  - [[0, 1], [2, 3]]\n",
+       "a quote opened and not closed"},
       // yaml-cpp kept the first of a key given twice, and read the first document only.
       {"duplicate_key", e4 + "layers:\n  - [[0, 1], [2, 3]]\nlayers:\n  - [[0, 0], [2, 3]]\n",
        "layers: duplicate key"},

@@ -277,6 +277,11 @@ TEST(PlanCluster, ErrorsNameTheKey) {
   EXPECT_NE(message(std::string(kCluster).replace(t.find("nodes: 2"), 8, "nodes: 0")).find("nodes"),
             std::string::npos);
   EXPECT_NE(message(t + "thread_efficiency: 1.5\n").find("thread_efficiency"), std::string::npos);
+  // A quote not closed read the rest of the file as the name ("nodes: missing" before).
+  const std::string open_quote = "name: \"x\n" + t.substr(t.find('\n') + 1);
+  EXPECT_NE(message(open_quote).find("'bad.yaml': YAML syntax error at line"), std::string::npos)
+      << message(open_quote);
+  EXPECT_NE(message(open_quote).find("a quote opened and not closed"), std::string::npos);
   // A key given twice (yaml-cpp kept the first: a second `nodes: 4` was silently ignored).
   EXPECT_NE(message(t + "nodes: 4\n").find("nodes: duplicate key"), std::string::npos)
       << message(t + "nodes: 4\n");
