@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <ostream>
 #include <utility>
+#include <vector>
 
 #include "src/core/error.h"
 #include "src/core/paths.h"
@@ -31,6 +32,26 @@ std::string holder_text() {
   char when[64];
   std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
   return "host " + std::string(host) + " pid " + std::to_string(::getpid()) + " since " + when;
+}
+
+// The directories create_directories(dir) will make: dir and its missing parents, deepest first.
+std::vector<std::string> missing_directories(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (fs::path p = fs::absolute(dir, ec).lexically_normal(); !p.empty() && !fs::exists(p, ec);
+       p = p.parent_path()) {
+    if (ec || p == p.parent_path()) break;
+    out.push_back(p.string());
+  }
+  return out;
+}
+
+// Whether `dir` holds nothing but the lock file.
+bool holds_only_the_lock(const std::string& dir) {
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec))
+    if (e.path().filename() != RunDirs::kLockName) return false;
+  return !ec;
 }
 
 std::string read_all(int fd) {
@@ -63,8 +84,20 @@ RunDirs::~RunDirs() {
 }
 
 void RunDirs::release() {
-  for (const Held& h : held_) {
-    if (::ftruncate(h.fd.get(), 0) != 0) {
+  // The last claimed first: checkpoint.dir may lie inside run.out_dir.
+  for (auto h = held_.rbegin(); h != held_.rend(); ++h) {
+    const std::string dir = fs::path(h->path).parent_path().string();
+    if (h->created_lock && holds_only_the_lock(dir)) {
+      // Unlinked while still locked, so no other run takes it in between; then the directories
+      // this run made, each only while empty (fs::remove does not remove a non-empty one).
+      std::error_code ec;
+      fs::remove(h->path, ec);
+      h->fd.reset();
+      for (const std::string& d : h->created)
+        if (!fs::remove(d, ec)) break;
+      continue;
+    }
+    if (::ftruncate(h->fd.get(), 0) != 0) {
       // Nothing to do: the lock goes with the descriptor, the stale holder line is harmless.
     }
   }
@@ -73,6 +106,7 @@ void RunDirs::release() {
 
 void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream& log) {
   const std::string where = key + " '" + dir + "'";
+  std::vector<std::string> created = missing_directories(dir);
   make_directories(key, dir);
   std::error_code ec;
   const std::string lock = (fs::path(dir) / kLockName).string();
@@ -80,6 +114,7 @@ void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream
   for (const Held& h : held_)
     if (h.path == canonical) return;  // the same directory under both keys: one lock
 
+  const bool created_lock = !fs::exists(lock, ec);
   UniqueFd owned(::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   const int fd = owned.get();
   if (fd < 0)
@@ -102,7 +137,7 @@ void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream
       log << "note: " << where << ": taking over the lock of a run that ended without releasing "
           << "it (" << previous << ")\n";
   }
-  held_.push_back({canonical, std::move(owned)});
+  held_.push_back({canonical, std::move(owned), created_lock, std::move(created)});
   const std::string text = holder_text() + "\n";
   // Synced: the other ranks read this line to know they see this directory (a shared
   // checkpoint.dir, loop_common.h), and NFS shows another node a write only after fsync or close.

@@ -27,7 +27,12 @@ class RunDirs {
   // Probes and locks both directories of `cfg`; notes (a lock taken over, a file system without
   // locks) go to `log`. Throws UsageError naming the key (run.out_dir, checkpoint.dir).
   RunDirs(const Config& cfg, std::ostream& log);
-  // Empties the lock files (a clean end leaves no holder named) and releases the locks.
+  // Empties the lock files (a clean end leaves no holder named) and releases the locks. A run
+  // that wrote nothing (refused after the claim: a --resume file that is no checkpoint of this
+  // model, a stop before training) leaves nothing either: a directory holding only a lock file
+  // this run created loses it, and so is removed where this run created it (with the parents it
+  // created, each only while empty). QA: such runs left runs/<name>/, its checkpoints/ and two
+  // lock files behind.
   ~RunDirs();
   RunDirs(const RunDirs&) = delete;
   RunDirs& operator=(const RunDirs&) = delete;
@@ -36,8 +41,10 @@ class RunDirs {
 
  private:
   struct Held {
-    std::string path;
-    UniqueFd fd;  // flock(2) held while open
+    std::string path;                  // the lock file, canonical
+    UniqueFd fd;                       // flock(2) held while open
+    bool created_lock = false;         // the lock file was not there before this run
+    std::vector<std::string> created;  // directories this run made, deepest first
   };
   void claim(const std::string& key, const std::string& dir, std::ostream& log);
   void release();

@@ -160,6 +160,26 @@ TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
             std::string::npos)
       << r.output;
   EXPECT_FALSE(fs::exists(dir_.file("fresh")));
+  // A --resume file that is there but is no checkpoint of this model (the token file, a
+  // directory, a checkpoint of another d_model) is refused after the run's directories were
+  // claimed: they go again, lock files and all (QA: runs/<name>/, its checkpoints/ and two lock
+  // files were left). A directory that was there before stays, as it was.
+  const std::string ten = dir_.file("run") + "/checkpoints/step_00000010.h5";
+  ASSERT_TRUE(fs::exists(ten));
+  for (const std::string& bad :
+       {dir_.file("t.h5"), dir_.file("run"), ten + " --set model.d_model=64"}) {
+    r = run_as_user(train_cmd("fresh", "--resume " + bad));
+    EXPECT_EQ(r.exit_code, 2) << bad << "\n" << r.output;
+    EXPECT_FALSE(fs::exists(dir_.file("fresh"))) << bad << "\n" << r.output;
+  }
+  fs::create_directories(dir_.file("there"));
+  r = run_as_user(train_cmd("there", "--resume " + dir_.file("t.h5")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(fs::is_directory(dir_.file("there")));
+  EXPECT_TRUE(fs::is_empty(dir_.file("there")));
+  // A run that did write keeps its directories and their (emptied) lock files.
+  EXPECT_TRUE(fs::exists(dir_.file("run") + "/.switchyard.lock"));
+  EXPECT_TRUE(fs::exists(dir_.file("run") + "/checkpoints/.switchyard.lock"));
 }
 
 // A resume with another train.global_batch continues the batch order after the sequences the
