@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -229,6 +230,12 @@ Choice check_options(const PrepareOptions& opt) {
                      "and the newline, and a piece for every distinct character of the train "
                      "text; use --vocab-size " +
                      std::to_string(kLeastPieces) + " or more");
+  // SentencePiece reads the size as an int32 (it failed after the text was read: "cannot parse
+  // \"5000000000\" as int"), as model.vocab_size is at most INT32_MAX.
+  if (!user_model && !bytes && opt.vocab_size > INT32_MAX)
+    throw UsageError("data prepare: --vocab-size " + std::to_string(opt.vocab_size) +
+                     " is too large: at most 2147483647 (SentencePiece's and model.vocab_size's "
+                     "limit)");
   if (train_sentences < 0 || (train_sentences > 0 && train_sentences <= 100))
     throw UsageError("data prepare: --train-sentences " + std::to_string(train_sentences) +
                      " must be 0 (every line) or more than 100 (SentencePiece's least sample)");

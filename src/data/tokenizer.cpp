@@ -109,9 +109,15 @@ Tokenizer Tokenizer::imported(int64_t vocab_size) {
 Tokenizer Tokenizer::sentencepiece(std::string model, const std::string& source) {
   auto sp = std::make_shared<sentencepiece::SentencePieceProcessor>();
   const auto status = sp->LoadFromSerializedProto(model);
-  if (!status.ok())
+  if (!status.ok()) {
+    // Bytes that are no ModelProto at all: SentencePiece says where in its own source it failed
+    // ("Internal: ./src/sentencepiece_processor.cc(232) [model_proto->ParseFromArray(...)]").
+    const std::string said = status.ToString();
+    const bool not_a_model = said.find("ParseFromArray") != std::string::npos;
     throw UsageError(source + ": the SentencePiece model (" + std::to_string(model.size()) +
-                     " bytes) does not load: " + status.ToString());
+                     " bytes) does not load: " +
+                     (not_a_model ? "its bytes are not a SentencePiece ModelProto" : said));
+  }
   Tokenizer t;
   t.kind_ = Kind::kSentencePiece;
   t.name_ = kTokenizerSentencePiece;

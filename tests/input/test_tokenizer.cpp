@@ -220,6 +220,11 @@ TEST(Tokenizer, PrepareOptionsNameTheProblem) {
   opt.vocab_size = 1000000;  // more pieces than the text has
   expect_usage_error([&] { prepare_token_file(opt); },
                      {"--vocab-size 1000000 is more pieces", "or less"}, "too large");
+  // Past SentencePiece's int32: refused before the text is read (its "cannot parse
+  // \"5000000000\" as int" after reading it, before).
+  opt.vocab_size = 5000000000;
+  expect_usage_error([&] { prepare_token_file(opt); },
+                     {"--vocab-size 5000000000 is too large", "at most 2147483647"}, "past int32");
   // Below the 260 pieces every tokenizer holds: SentencePiece's internal error before.
   opt.vocab_size = 2;
   expect_usage_error([&] { prepare_token_file(opt); },
