@@ -82,9 +82,7 @@ FileInfo read_structure(const std::string& file) {
   if (id < 0) {
     if (!has_hdf5_signature(file))
       throw CheckpointError(file, "", "not an HDF5 file (no HDF5 signature)" + pointer_hint(file));
-    throw CheckpointError(
-        file, "",
-        "HDF5 file cannot be opened: truncated or damaged (" + h5::error_stack_message() + ")");
+    throw CheckpointError(file, "", "HDF5 file " + h5::file_open_problem());
   }
   h5::File f{id};
 

@@ -19,7 +19,7 @@ StoredTokenizer read_checkpoint_tokenizer(MPI_Comm comm, const std::string& file
     h5::ErrorSilencer quiet;
     h5::PropList fapl = serial_fapl();
     const hid_t id = H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl);
-    if (id < 0) throw CheckpointError(file, "", "cannot be opened: " + h5::error_stack_message());
+    if (id < 0) throw CheckpointError(file, "", h5::file_open_problem());
     h5::File f{id};
     try {
       if (has_attr(f, "tokenizer")) out.name = read_attr_string(f, "tokenizer");

@@ -10,6 +10,7 @@
 #include <hdf5.h>
 #include <mpi.h>
 
+#include <cstdio>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -71,6 +72,24 @@ inline std::string error_stack_message() {
     msg += frames[i];
   }
   return msg;
+}
+
+// Why H5Fopen of a file that has HDF5's signature just failed, in words (call it right after:
+// it reads the error stack): a truncated file says how much of it is there (HDF5's message gave
+// "eof = 100000, sblock->base_addr = 0, stored_eof = 820115" among its frames); anything else
+// is "truncated or damaged" with HDF5's own message.
+inline std::string file_open_problem() {
+  const std::string stack = error_stack_message();
+  long long eof = -1, stored = -1;
+  if (const size_t at = stack.find("truncated file: eof = "); at != std::string::npos) {
+    std::sscanf(stack.c_str() + at, "truncated file: eof = %lld", &eof);
+    if (const size_t s = stack.find("stored_eof = ", at); s != std::string::npos)
+      std::sscanf(stack.c_str() + s, "stored_eof = %lld", &stored);
+  }
+  if (eof >= 0 && stored > eof)
+    return "cannot be opened: truncated, " + std::to_string(eof) + " of its " +
+           std::to_string(stored) + " bytes are there (a copy or a write cut short)";
+  return "cannot be opened: truncated or damaged (" + stack + ")";
 }
 
 // "1.10.8": the HDF5 library this process runs.

@@ -98,7 +98,7 @@ class Reader {
     if (H5Fis_hdf5(path_.c_str()) <= 0)
       fail("not an HDF5 file (make one with `switchyard data prepare`)");
     const hid_t file_id = H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (file_id < 0) fail("cannot be opened: " + h5::error_stack_message());
+    if (file_id < 0) fail(h5::file_open_problem());
     return h5::File{file_id};
   }
 

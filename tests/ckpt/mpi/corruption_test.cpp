@@ -77,11 +77,12 @@ const Damage kDamages[] = {
        xor_byte(f, addr + size / 2);
      },
      "/model/b", "does not verify"},
+    // How much of it is there, not HDF5's "eof = ..., sblock->base_addr = 0, stored_eof = ...".
     {"truncate to half", [](const std::string& f) { fs::resize_file(f, fs::file_size(f) / 2); }, "",
-     "truncated or damaged"},
+     "bytes are there (a copy or a write cut short)"},
     {"truncate the last byte",
      [](const std::string& f) { fs::resize_file(f, fs::file_size(f) - 1); }, "",
-     "truncated or damaged"},
+     "bytes are there (a copy or a write cut short)"},
     {"flip a byte of the superblock (its checksum)", [](const std::string& f) { xor_byte(f, 30); },
      "", "truncated or damaged"},
     {"delete /model/a",
