@@ -76,15 +76,21 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
                        "; give --ranks-per-node (EP ranks per node)");
     R = static_cast<int>(cfg.parallel.ep) / o.nodes;
   }
-  const int E = c.num_experts, G = o.nodes, P = G * R;
-  if (given && given->ep() != P)
+  const int E = c.num_experts, G = o.nodes;
+  // G x R in 64 bits: in int, 65536 x 65536 wrapped to 0 (E % 0, SIGFPE) and 46341 x 46341 to a
+  // negative rank count. Every EP rank holds at least one expert, so P is refused past E before
+  // anything computes with it as an int.
+  const int64_t ranks = int64_t{G} * R;
+  if (given && given->ep() != ranks)
     throw UsageError("--evaluate=" + o.evaluate +
                      ": a placement for ep = " + std::to_string(given->ep()) + ", not " +
                      std::to_string(G) + " nodes x " + std::to_string(R) + " ranks");
-  if (R < 1 || E % P != 0)
+  if (R < 1 || ranks > E || E % ranks != 0)
     throw UsageError("--nodes=" + std::to_string(G) + " x --ranks-per-node=" + std::to_string(R) +
-                     " = " + std::to_string(P) + " EP ranks do not divide the " +
-                     std::to_string(E) + " experts");
+                     " = " + std::to_string(ranks) + " EP ranks " +
+                     (ranks > E ? "are more than" : "do not divide") + " the " + std::to_string(E) +
+                     " experts");
+  const int P = static_cast<int>(ranks);
   PartitionOptions po;
   po.nodes = G;
   po.ranks_per_node = R;

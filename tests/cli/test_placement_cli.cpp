@@ -147,6 +147,32 @@ TEST_F(PlacementCli, BadUsesExitTwoNamingTheProblem) {
   EXPECT_NO_THROW(sy::load_config(dir_.file("run/config.yaml")));
 }
 
+// More EP ranks than experts (each rank holds one at least), whatever the product's size: it was
+// taken in int, so 65536 x 65536 wrapped to 0 and crashed (SIGFPE, exit 136), 46341 x 46341
+// printed a negative rank count and 2^31-1 squared reached METIS (exit 1). Exit 2 naming both
+// options, before the table.
+TEST_F(PlacementCli, MoreEpRanksThanExpertsAreRefusedWithoutOverflow) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"65536", "4294967296"},
+      {"46341", "2147488281"},
+      {"2147483647", "4611686014132420609"},
+      {"4", "16"},
+  };
+  for (const auto& [n, ranks] : cases) {
+    const std::string cmd =
+        placement("--nodes " + n + " --ranks-per-node " + n + " --output " + dir_.file("p.yaml"));
+    const auto r = run_command(cmd);
+    EXPECT_EQ(r.exit_code, 2) << cmd << "\n" << r.output;
+    EXPECT_NE(r.output.find("--nodes=" + n + " x --ranks-per-node=" + n + " = " + ranks +
+                            " EP ranks are more than the 8 experts"),
+              std::string::npos)
+        << cmd << "\n"
+        << r.output;
+    EXPECT_EQ(r.output.find("rows/token"), std::string::npos) << cmd << "\n" << r.output;
+    EXPECT_FALSE(std::filesystem::exists(dir_.file("p.yaml")));
+  }
+}
+
 // A co-activation file whose root object header fails its checksum: exit 2 naming the file, and
 // nothing of HDF5's own. HDF5 1.10.8 leaks the header it could not load (HDFGroup/hdf5#3790) and
 // said "HDF5: infinite loop closing library" at exit while its error printing was on (QA).
