@@ -103,6 +103,9 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
     throw UsageError("--output=" + o.output + " is a directory; give the placement file to write");
   if (const std::string problem = files::special_file_problem(o.output); !problem.empty())
     throw UsageError("--output " + problem);
+  // A directory that is missing or takes no files, as `data prepare` refuses it: the table was
+  // printed first, then "create '<output>.tmp' failed".
+  if (!o.output.empty()) files::check_output_file(o.output);
   for (const char* input : {"config.yaml", "coactivation.h5"})
     refuse_output_as_input(o.output, (fs::path(o.run_dir) / input).string(), "placement",
                            "the placement");

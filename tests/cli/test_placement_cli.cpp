@@ -173,6 +173,20 @@ TEST_F(PlacementCli, MoreEpRanksThanExpertsAreRefusedWithoutOverflow) {
   }
 }
 
+// An --output in a directory that does not exist was found after the work: the table, then
+// "create '.../x.yaml.tmp' failed" (the writer's internal name). Refused first, as `data
+// prepare` refuses it (files::check_output_file), naming the directory.
+TEST_F(PlacementCli, AnOutputInAMissingDirectoryIsRefusedBeforeTheWork) {
+  const std::string out = dir_.file("nodir/x.yaml");
+  const auto r = run_command(placement("--nodes 2 --ranks-per-node 2 --output " + out));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("'" + dir_.file("nodir") + "'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("does not exist"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find(".tmp"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("rows/token"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("nodir")));
+}
+
 // A co-activation file whose root object header fails its checksum: exit 2 naming the file, and
 // nothing of HDF5's own. HDF5 1.10.8 leaks the header it could not load (HDFGroup/hdf5#3790) and
 // said "HDF5: infinite loop closing library" at exit while its error printing was on (QA).
