@@ -8,6 +8,7 @@
 #include "app/validators.h"
 #include "src/core/h5.h"
 #include "src/plan/io/plan_command.h"
+#include "src/plot/plot.h"
 
 namespace sy::app {
 
@@ -54,6 +55,9 @@ void add_plan_command(CLI::App& root, std::vector<Command>& out) {
       ->needs(sweep);
   cmd->add_option("--gnuplot", a->gnuplot, "gnuplot executable")->capture_default_str();
   out.push_back({cmd, [a] {
+                   // A --gnuplot that cannot run is refused before the sweep and before the
+                   // PNG's directory is made (it was found after both, exit 1).
+                   if (!a->png.empty()) check_gnuplot(a->gnuplot);
                    h5::print_no_library_errors();  // reads coactivation.h5 and token files
                    return plan::run_plan(*a, std::cout, std::cerr);
                  }});

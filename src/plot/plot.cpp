@@ -5,11 +5,15 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <ostream>
 #include <sstream>
 #include <stdexcept>
@@ -75,6 +79,18 @@ std::vector<std::pair<double, double>> step_cells(const std::vector<TrainPoint>&
   return cells;
 }
 
+// Why the file at `path` cannot be run as a program ("no such file", "is a directory", "is not
+// executable (Permission denied)"); "" when it can.
+std::string program_problem(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (!fs::exists(st)) return "no such file";
+  if (fs::is_directory(st)) return "is a directory, not a program";
+  if (::access(path.c_str(), X_OK) != 0)
+    return std::string("is not executable (") + std::strerror(errno) + ")";
+  return "";
+}
+
 // gnuplot ends with this process (run_captured): a plot stopped by SIGTERM left it running,
 // writing its charts after the cleanup had removed the staged ones.
 void run_gnuplot(const std::string& gnuplot, const std::string& script) {
@@ -82,9 +98,14 @@ void run_gnuplot(const std::string& gnuplot, const std::string& script) {
   if (c.exit_code == 127)
     throw std::runtime_error("plot: '" + gnuplot +
                              "' not found; install Debian's gnuplot-nox (jobs/deps.sh does)");
-  if (c.exit_code != 0)
-    throw std::runtime_error("plot: gnuplot failed (exit " + std::to_string(c.exit_code) + "):\n" +
-                             c.output);
+  if (c.exit_code != 0) {
+    // A program that fails silently (--gnuplot /bin/false) ended the message at "(exit 1):".
+    const bool silent = c.output.find_first_not_of(" \t\r\n") == std::string::npos;
+    const std::string who =
+        gnuplot == PlotOptions{}.gnuplot ? gnuplot : "gnuplot ('" + gnuplot + "')";
+    throw std::runtime_error("plot: " + who + " failed (exit " + std::to_string(c.exit_code) + ")" +
+                             (silent ? " and printed nothing" : ":\n" + c.output));
+  }
 }
 
 // The staged charts of one gnuplot run, removed when the plot ends without publishing them
@@ -154,6 +175,30 @@ void check_png(const std::string& png) {
 
 }  // namespace
 
+void check_gnuplot(const std::string& gnuplot) {
+  if (gnuplot.empty()) throw UsageError("--gnuplot is empty; give the gnuplot executable");
+  if (gnuplot.find('/') != std::string::npos) {
+    if (const std::string why = program_problem(gnuplot); !why.empty())
+      throw UsageError("--gnuplot '" + gnuplot + "': " + why);
+    return;
+  }
+  // A bare name runs as /bin/sh finds it: the first executable of that name along $PATH (an
+  // empty entry is the working directory).
+  const char* env = std::getenv("PATH");
+  const std::string path = env ? env : "/usr/local/bin:/usr/bin:/bin";
+  for (size_t begin = 0;;) {
+    const size_t end = std::min(path.find(':', begin), path.size());
+    const std::string dir = path.substr(begin, end - begin);
+    if (program_problem((fs::path(dir.empty() ? "." : dir) / gnuplot).string()).empty()) return;
+    if (end == path.size()) break;
+    begin = end + 1;
+  }
+  if (gnuplot == PlotOptions{}.gnuplot)  // not installed: the machine's, not the user's
+    throw std::runtime_error("plot: '" + gnuplot +
+                             "' not found; install Debian's gnuplot-nox (jobs/deps.sh does)");
+  throw UsageError("--gnuplot '" + gnuplot + "': not found in any directory of $PATH");
+}
+
 std::vector<LoadColumn> expert_load_columns(const RunMetrics& m, int layer, int max_columns) {
   const int L = m.num_layers(), E = m.num_experts();
   const size_t n = m.train.size(), columns = static_cast<size_t>(std::max(max_columns, 1));
@@ -189,6 +234,7 @@ std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& ti
                                       const PlotOptions& opt) {
   SY_CHECK(!opt.out_dir.empty(), "plot_metrics needs an output directory");
   SY_CHECK(!m.train.empty(), "no train points");
+  check_gnuplot(opt.gnuplot);
   make_directories("the plot directory", opt.out_dir);
   ScratchDir tmp("switchyard-plot-");
   const int W = opt.width, H = opt.height;
@@ -337,6 +383,7 @@ std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& ti
 std::string plot_coactivation(const Coactivation& c, const std::string& title,
                               const PlotOptions& opt) {
   SY_CHECK(!opt.out_dir.empty(), "plot_coactivation needs an output directory");
+  check_gnuplot(opt.gnuplot);
   make_directories("the plot directory", opt.out_dir);
   ScratchDir tmp("switchyard-plot-");
   const int L = c.num_layers, E = c.num_experts;
@@ -398,6 +445,7 @@ void plot_xy(const std::string& png, const std::string& title, const std::string
   std::error_code ec;
   if (fs::is_directory(png, ec))
     throw UsageError("'" + png + "' is a directory; give the PNG file to write");
+  check_gnuplot(opt.gnuplot);  // before its directory is made
   ScratchDir tmp("switchyard-plot-");
   const fs::path parent = fs::path(png).parent_path();
   if (!parent.empty()) make_directories("'" + png + "': its directory", parent.string());
@@ -454,6 +502,13 @@ std::vector<std::string> plot_run(const std::string& run_dir, const PlotOptions&
                      (fs::is_directory(metrics, ec) ? "a directory" : what_is_at(metrics)) +
                      ", not a metrics file");
   const RunMetrics m = read_run_metrics(metrics);
+  // Every input is read, and gnuplot found, before the directory is made and the first chart
+  // drawn: a damaged coactivation.h5 was found after five charts had replaced the earlier ones
+  // (a mixed set; under a new --out, five charts left behind by a plot that failed).
+  const std::string coact = (fs::path(run_dir) / "coactivation.h5").string();
+  std::optional<Coactivation> coactivation;
+  if (fs::exists(coact, ec)) coactivation = read_coactivation(coact);
+  check_gnuplot(opt.gnuplot);
   PlotOptions o = opt;
   if (o.out_dir.empty()) o.out_dir = (fs::path(run_dir) / "plots").string();
   make_directories(opt.out_dir.empty() ? "the plot directory" : "--out", o.out_dir);
@@ -464,8 +519,7 @@ std::vector<std::string> plot_run(const std::string& run_dir, const PlotOptions&
   std::string title = fs::path(run_dir).lexically_normal().filename().string();
   if (title.empty()) title = fs::path(run_dir).parent_path().filename().string();
   std::vector<std::string> written = plot_metrics(m, title, o);
-  const std::string coact = (fs::path(run_dir) / "coactivation.h5").string();
-  if (fs::exists(coact)) written.push_back(plot_coactivation(read_coactivation(coact), title, o));
+  if (coactivation) written.push_back(plot_coactivation(*coactivation, title, o));
   return written;
 }
 

@@ -30,11 +30,21 @@ struct PlotOptions {
   int width = 1000, height = 560;   // pixels of each single-panel chart
 };
 
-// Renders the charts of `run_dir` and returns the PNG paths written. Throws UsageError (exit 2)
-// when run_dir or its metrics.jsonl is missing or holds no train line; std::runtime_error when
-// gnuplot is missing or fails (its message included).
+// Renders the charts of `run_dir` and returns the PNG paths written. Every input (metrics.jsonl,
+// coactivation.h5 where there is one) and the gnuplot executable are checked before the output
+// directory is made or a chart written. Throws UsageError (exit 2) when run_dir or its
+// metrics.jsonl is missing or holds no train line, coactivation.h5 cannot be read, or opt.gnuplot
+// is not a program (check_gnuplot); std::runtime_error when the default gnuplot is not installed
+// or gnuplot fails (its message included).
 std::vector<std::string> plot_run(const std::string& run_dir, const PlotOptions& opt,
                                   std::ostream& log);
+
+// Whether `gnuplot` (PlotOptions::gnuplot, --gnuplot) can be run: a path (one with a '/') must
+// be an executable file, a bare name one in a directory of $PATH. UsageError (exit 2) naming
+// --gnuplot for one that is missing, a directory or not executable (SPEC 9: the user named it);
+// std::runtime_error (exit 1) when the default "gnuplot" is not installed. Callers check it
+// before the work and before creating any output directory.
+void check_gnuplot(const std::string& gnuplot);
 
 // The same from metrics already read (tests, other callers); out_dir must be set.
 std::vector<std::string> plot_metrics(const RunMetrics& m, const std::string& title,
