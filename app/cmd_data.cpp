@@ -118,12 +118,12 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
       "name's start or end: fineweb_val_000000.bin, val.bin; not interval.bin) become /val; with "
       "none, the last --val-fraction of each shard does. Both splits must be non-empty");
   import->add_option("shards", opt->shards, "Token shards, in order")->required();
-  import->add_option("--format", opt->format, "llmc | raw-uint16")
-      ->transform(
-          CLI::CheckedTransformer(std::map<std::string, ShardFormat>{{"llmc", ShardFormat::kLlmc},
-                                                                     { "raw-uint16",
-                                                                       ShardFormat::kRawUint16 }},
-                                  CLI::ignore_case))
+  // A name checked as a name: CLI11's CheckedTransformer also took the enum's numbers ("--format
+  // 0" was llmc), showed "{llmc->0,raw-uint16->1} OR {0,1}" in --help and refused a typo with
+  // "Check foo value in ... FAILED".
+  auto format = std::make_shared<std::string>();
+  import->add_option("--format", *format, "llmc | raw-uint16")
+      ->check(CLI::IsMember({"llmc", "raw-uint16"}, CLI::ignore_case))
       ->required();
   import->add_option("-o,--output", opt->output, "Token file to write (.h5)")->required();
   import
@@ -138,7 +138,9 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
                    "end) held out")
       ->check(number_in(0.0, 0.9, "[0, 0.9]"))
       ->capture_default_str();
-  out.push_back({import, [opt] {
+  out.push_back({import, [opt, format] {
+                   // IsMember with ignore_case puts the member's own spelling in its place.
+                   opt->format = *format == "llmc" ? ShardFormat::kLlmc : ShardFormat::kRawUint16;
                    prepare_for_token_file_writes();
                    note_repeated_inputs(opt->shards, "shard");
                    opt->on_progress = [](const std::string& line) {

@@ -185,7 +185,35 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", sy::build_name());
   // CLI11's own complaints ("--config is required") start as every other error of ours does.
+  // Two are said in our words: a value its type cannot hold ("Could not convert: --nodes =
+  // 99999999999999999999"), and a missing subcommand, with the ones there are.
   app.failure_message([](const CLI::App* a, const CLI::Error& e) {
+    const std::string what = e.what(), convert = "Could not convert: ";
+    const size_t eq = what.find(" = ");
+    if (e.get_name() == "ConversionError" && what.starts_with(convert) && eq != std::string::npos)
+      return "error: " + what.substr(convert.size(), eq - convert.size()) + ": '" +
+             what.substr(eq + 3) +
+             "' is not a value it takes (not a number of its kind, or past its range)\n"
+             "Run with --help for more information.\n";
+    if (e.get_name() == "RequiredError" && what == "A subcommand is required") {
+      // `a` is the whole program: the command that lacks one is the deepest one given.
+      const CLI::App* at = a;
+      std::string path = "switchyard";
+      for (bool deeper = true; deeper;) {
+        deeper = false;
+        for (const CLI::App* sub : at->get_subcommands({}))
+          if (sub->parsed()) {
+            at = sub;
+            path += " " + sub->get_name();
+            deeper = true;
+            break;
+          }
+      }
+      std::string names;
+      for (const CLI::App* sub : at->get_subcommands({}))
+        names += (names.empty() ? "" : ", ") + sub->get_name();
+      return "error: " + path + " needs a subcommand: " + names + " (see '" + path + " --help')\n";
+    }
     return "error: " + CLI::FailureMessage::simple(a, e);
   });
 

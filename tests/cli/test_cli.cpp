@@ -82,7 +82,14 @@ TEST(Cli, UnknownOptionsAreNamedWithTheClosestOne) {
             "error: --warmup: expected a number >= 0, got '-1'"},
            // CLI11's own messages start as switchyard's do (they lacked "error: ").
            {"train", "error: --config is required"},
-           {"data", "error: A subcommand is required"}}) {
+           // Which ones there are (it said "A subcommand is required" alone).
+           {"data",
+            "error: switchyard data needs a subcommand: prepare, import (see 'switchyard "
+            "data --help')"},
+           {"", "error: switchyard needs a subcommand: train, guard, data, ckpt"},
+           // A value past its type, in switchyard's words, not "Could not convert: --seed = ...".
+           {"placement --run r --nodes 99999999999999999999",
+            "error: --nodes: '99999999999999999999' is not a value it takes"}}) {
     const auto r = run_command(kBin + " " + args);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find(expected), std::string::npos) << args << "\n" << r.output;
@@ -141,7 +148,12 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
            {"bench a2a --max-bytes 1e60G", "--max-bytes=1e60G must be from 1 byte to 4 EiB"},
            {"bench a2a --min-bytes 0.25", "--min-bytes=0.25 must be from 1 byte to 4 EiB"},
            {"data import a.bin --output b.h5 --val-fraction nan",
-            "--val-fraction: expected a number in [0, 0.9], got 'nan'"}}) {
+            "--val-fraction: expected a number in [0, 0.9], got 'nan'"},
+           // A format by name only: CLI11's CheckedTransformer took "0" for llmc and said "Check
+           // foo value in {llmc->0,raw-uint16->1} OR {0,1} FAILED".
+           {"data import a.bin --output b.h5 --format 0", "--format: 0 not in {llmc,raw-uint16}"},
+           {"data import a.bin --output b.h5 --format foo",
+            "--format: foo not in {llmc,raw-uint16}"}}) {
     const auto r = run_command(kBin + " " + args);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
