@@ -443,46 +443,6 @@ TEST(Cli, DeviceCudaWithoutTheBackendIsAUsageError) {
 #endif
 }
 
-// A command other than train stopped by SIGTERM (a job's end, `timeout`) or Ctrl-C leaves nothing
-// of its own: `plot` left its scratch folder under $TMPDIR and gnuplot's staged charts for good.
-// A stand-in gnuplot stages its chart, then waits; plot is stopped meanwhile. It still ends by
-// the signal (143), the charts of an earlier plot as they were, and gnuplot ends with it (it ran
-// on and wrote a chart after the cleanup: `late.png.tmp`, 2 s later).
-TEST(Cli, AStoppedPlotLeavesNoScratchFolderNorStagedChart) {
-  sy::test::TempDir dir;
-  namespace fs = std::filesystem;
-  fs::create_directories(dir.file("tmp"));
-  fs::create_directories(dir.file("run/plots"));
-  {
-    std::ofstream m(dir.file("run/metrics.jsonl"));
-    for (int s = 1; s <= 3; ++s)
-      m << R"({"step":)" << s << R"(,"loss":5,"lm_loss":5,"aux_loss":0.01,"z_loss":0,)"
-        << R"("lr":0.001,"grad_norm":1,"tokens_per_s":100,"dropped_frac":0,)"
-        << R"("expert_load":[[0.5,0.5]]})"
-        << "\n";
-  }
-  std::ofstream(dir.file("run/plots/loss.png")) << "an earlier chart";
-  std::ofstream(dir.file("gnuplot")) << "#!/bin/sh\n"
-                                        "sed -n \"s/^set output '\\(.*\\)'$/\\1/p\" \"$1\" |\n"
-                                        "  while read -r f; do echo half > \"$f\"; done\n"
-                                        "touch " +
-                                            dir.file("staged") + "\nsleep 2\necho late > " +
-                                            dir.file("run/plots/late.png.tmp") + "\n";
-  fs::permissions(dir.file("gnuplot"), fs::perms::owner_all);
-  const auto r = run_command(
-      "TMPDIR=" + dir.file("tmp") + " " + kBin + " plot " + dir.file("run") + " --gnuplot " +
-      dir.file("gnuplot") + " & pid=$!; i=0; while [ ! -e " + dir.file("staged") +
-      " ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done; kill -TERM $pid; wait $pid; "
-      "echo \"exit $?\"; sleep 3");
-  EXPECT_NE(r.output.find("exit 143"), std::string::npos) << r.output;
-  EXPECT_TRUE(fs::exists(dir.file("staged"))) << "gnuplot never ran: " << r.output;
-  EXPECT_TRUE(fs::is_empty(dir.file("tmp"))) << "a scratch folder is left";
-  for (const auto& e : fs::directory_iterator(dir.file("run/plots")))
-    EXPECT_NE(e.path().extension(), ".tmp") << e.path() << " left behind";
-  std::ifstream kept(dir.file("run/plots/loss.png"));
-  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "an earlier chart");
-}
-
 // The commands that start MPI (ckpt, sample, bench a2a, train) died inside MPI_Init where no
 // file could be made under TMPDIR (PMIx's "OUT-OF-RESOURCE", exit 1), naming neither: a note
 // names it first (Open MPI may take another folder from an MCA parameter file, so it does not

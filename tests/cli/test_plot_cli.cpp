@@ -105,4 +105,32 @@ TEST_F(PlotCli, AGnuplotThatFailsSilentlyIsSaidToHavePrintedNothing) {
   EXPECT_TRUE(earlier_chart() == "an earlier chart") << "the earlier chart was replaced";
 }
 
+// A command other than train stopped by SIGTERM (a job's end, `timeout`) or Ctrl-C leaves nothing
+// of its own: `plot` left its scratch folder under $TMPDIR and gnuplot's staged charts for good.
+// A stand-in gnuplot stages its chart, then waits; plot is stopped meanwhile. It still ends by
+// the signal (143), the charts of an earlier plot as they were, and gnuplot ends with it (it ran
+// on and wrote a chart after the cleanup: `late.png.tmp`, 2 s later).
+TEST_F(PlotCli, AStoppedPlotLeavesNoScratchFolderNorStagedChart) {
+  const sy::test::TempDir& dir = dir_;
+  fs::create_directories(dir.file("tmp"));
+  std::ofstream(dir.file("gnuplot")) << "#!/bin/sh\n"
+                                        "sed -n \"s/^set output '\\(.*\\)'$/\\1/p\" \"$1\" |\n"
+                                        "  while read -r f; do echo half > \"$f\"; done\n"
+                                        "touch " +
+                                            dir.file("staged") + "\nsleep 2\necho late > " +
+                                            dir.file("run/plots/late.png.tmp") + "\n";
+  fs::permissions(dir.file("gnuplot"), fs::perms::owner_all);
+  const auto r = run_command(
+      "TMPDIR=" + dir.file("tmp") + " " + kBin + " plot " + dir.file("run") + " --gnuplot " +
+      dir.file("gnuplot") + " & pid=$!; i=0; while [ ! -e " + dir.file("staged") +
+      " ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done; kill -TERM $pid; wait $pid; "
+      "echo \"exit $?\"; sleep 3");
+  EXPECT_NE(r.output.find("exit 143"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(dir.file("staged"))) << "gnuplot never ran: " << r.output;
+  EXPECT_TRUE(fs::is_empty(dir.file("tmp"))) << "a scratch folder is left";
+  for (const auto& e : fs::directory_iterator(dir.file("run/plots")))
+    EXPECT_NE(e.path().extension(), ".tmp") << e.path() << " left behind";
+  EXPECT_EQ(earlier_chart(), "an earlier chart");
+}
+
 }  // namespace
