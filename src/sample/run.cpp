@@ -231,7 +231,15 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
   Clock::duration text_time{};
   // A tokenizer without text decodes to the ids, space separated: the evaluation sample's form.
   TextStream stream([&](std::span<const int32_t> ids) { return tok.decode(ids); }, prompt);
-  text << stream.context_text() << std::flush;
+  // Every write checked where it is made, while errno is the write's: checked later, it was
+  // another call's (clang's libomp, starting at generate()'s first parallel region, left ENOENT
+  // where /dev/full had said ENOSPC).
+  const auto put = [&](const std::string& s) {
+    errno = 0;
+    text << s << std::flush;
+    if (!text) throw_write_failed();  // a full disk: stop now, not after every token
+  };
+  put(stream.context_text());
   // Past the window a prompt is read in blocks: a long prompt file says how far it got.
   ProgressEta reading(static_cast<int64_t>(prompt.size()), 5.0);
   const GenerateResult r = generate(
@@ -239,17 +247,14 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
       PickableIds(static_cast<int>(tok.vocab_size()), tok.never_encoded_ids()),
       [&](int32_t id) {
         const auto t = Clock::now();
-        const std::string piece = stream.push(id);
-        if (!piece.empty()) text << piece << std::flush;
-        if (!text) throw_write_failed();  // a full disk: stop now, not after every token
+        if (const std::string piece = stream.push(id); !piece.empty()) put(piece);
         text_time += Clock::now() - t;
       },
       [&](int64_t fed, int64_t) {
         if (auto line = reading.update(fed, "tokens"))
           info << "reading the prompt: " << *line << "\n" << std::flush;
       });
-  text << stream.flush() << "\n" << std::flush;
-  if (!text) throw_write_failed();
+  put(stream.flush() + "\n");
   const auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
   double model = r.prefill_s;
   for (double s : r.token_s) model += s;

@@ -143,15 +143,14 @@ void expect_hf_values(const std::string& ckpt, const std::string& hf, const std:
     const size_t CF = static_cast<size_t>(C) * F;
     // Hidden row h = s*F + f of the merged expert is expert s's hidden unit f.
     const auto in_shared = [&](int ld) {
-      return
-          [ld, F, CF](int h, int c) { return (h / F) * CF + static_cast<size_t>(c) * ld + h % F; };
+      // F and CF are constants: used, not captured (clang: "not required to be captured").
+      return [ld](int h, int c) { return (h / F) * CF + static_cast<size_t>(c) * ld + h % F; };
     };
     expect(sh + "gate_proj.weight", S * F, C, w + "moe/shared/w1", in_shared(F), 1.0f);
     expect(sh + "up_proj.weight", S * F, C, w + "moe/shared/w3", in_shared(F), 1.0f);
     expect(
         sh + "down_proj.weight", C, S * F, w + "moe/shared/w2",
-        [F, C, CF](int c, int h) { return (h / F) * CF + static_cast<size_t>(h % F) * C + c; },
-        2.0f);
+        [](int c, int h) { return (h / F) * CF + static_cast<size_t>(h % F) * C + c; }, 2.0f);
   }
   expect("model.norm.weight", 1, C, "model/final_norm", at2(C), 1.0f);
   if (spec.count("model/head")) expect("lm_head.weight", V, C, "model/head", at2(C), 1.0f);

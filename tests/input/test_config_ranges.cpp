@@ -140,8 +140,11 @@ TEST(Config, RangeBoundsAreAcceptedExactlyAndRefusedOnePast) {
       // Infinite in fp32: exit 3 at step 1 for a config error.
       {"moe.gate_scale=1e300", "moe.gate_scale"},
   };
-  for (const auto& [set, key] : past)
-    expect_usage_error([&] { parse_config(kMinimal, {set}, "base.yaml"); }, {key + ": got "}, set);
+  // Pairs, not structured bindings: a lambda may capture those only from clang 16 on (Debian 12
+  // ships clang 14).
+  for (const auto& p : past)
+    expect_usage_error([&] { parse_config(kMinimal, {p.first}, "base.yaml"); },
+                       {p.second + ": got "}, p.first);
   expect_usage_error(
       [&] {
         parse_config(kMinimal, {"moe.num_experts=65", "moe.route_groups=65", "moe.top_k=1"});
@@ -156,15 +159,16 @@ TEST(Config, RunBoundsAreTheStartingConfigsOnly) {
   test::TempDir dir;
   const std::string file = dir.file("c.yaml");
   std::ofstream(file) << kMinimal;
-  for (const auto& [set, key] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& p : std::vector<std::pair<std::string, std::string>>{
            // Rank 0 drew the sample while the others waited, SIGTERM unheard (1e9 ran minutes).
            {"eval.sample_tokens=100001", "eval.sample_tokens"},
            // runs/<name> outside runs/.
            {"run.name=../../escape", "run.name"},
            {"run.name=/abs/path", "run.name"}}) {
+    const std::string& set = p.first;
     // The --set is named, as for every other key (QA: this check alone sent the user to the file).
     expect_usage_error([&] { load_config(file, {set}); },
-                       {file, key + ": got ", "(from --set " + set}, set);
+                       {file, p.second + ": got ", "(from --set " + set}, set);
     EXPECT_NO_THROW(parse_config(kMinimal, {set}, "a stored config")) << set;
   }
   EXPECT_NO_THROW(load_config(file, {"eval.sample_tokens=100000", "run.name=sweeps/lr1"}));
