@@ -38,13 +38,32 @@ std::string unreadable_reason(const std::string& path) {
   return std::string(kCannotBeRead) + std::strerror(errno);
 }
 
-void make_directories(const std::string& where, const std::string& dir) {
+void make_directories(const std::string& where, const std::string& dir,
+                      std::vector<std::string>* created) {
   const std::string named = where + " '" + shortened(dir) + "'";
   std::error_code ec;
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
     throw UsageError(named + " is not a directory (" + what_is_at(dir) + " is in the way)");
-  fs::create_directories(dir, ec);
-  if (ec) throw UsageError(named + " cannot be created: " + ec.message());
+  if (!created) {
+    fs::create_directories(dir, ec);
+    if (ec) throw UsageError(named + " cannot be created: " + ec.message());
+    return;
+  }
+  // One component at a time, as the file system resolves them (through "..", symlinks), noting
+  // each one made here; one made meanwhile by another process is not this call's.
+  fs::path at;
+  std::vector<std::string> made;
+  for (const fs::path& part : fs::path(dir)) {
+    at /= part;
+    if (part.empty() || fs::is_directory(at, ec)) continue;
+    if (fs::create_directory(at, ec)) made.push_back(at.string());
+    if (ec || !fs::is_directory(at, ec)) {
+      const std::string why = ec ? ec.message() : what_is_at(at.string()) + " is in the way";
+      created->assign(made.rbegin(), made.rend());  // the caller may remove those
+      throw UsageError(named + " cannot be created: " + why);
+    }
+  }
+  created->assign(made.rbegin(), made.rend());
 }
 
 void refuse_output_as_input(const std::string& output, const std::string& input,

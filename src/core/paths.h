@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace sy {
 
@@ -17,8 +18,11 @@ std::string unreadable_reason(const std::string& path);
 
 // Creates `dir` and its parents where missing. Throws UsageError (exit 2) "<where> '<dir>' is not
 // a directory (a regular file is in the way)" or "... cannot be created: <reason>"; `where` names
-// the key or flag, e.g. "run.out_dir" or "--out".
-void make_directories(const std::string& where, const std::string& dir);
+// the key or flag, e.g. "run.out_dir" or "--out". `created`, when given, receives the directories
+// this call made, deepest first, as paths that name them (a/b/../c makes a, a/b and a/c: all
+// three are listed, a/c as "a/b/../c"), so that a caller can remove them again.
+void make_directories(const std::string& where, const std::string& dir,
+                      std::vector<std::string>* created = nullptr);
 
 // Throws UsageError "<command>: <flag> '<output>' is the input file '<input>': writing <what>
 // would overwrite it; ..." when the two name the same file (also through a link or ./).

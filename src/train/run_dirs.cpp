@@ -2,8 +2,10 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -34,24 +36,21 @@ std::string holder_text() {
   return "host " + std::string(host) + " pid " + std::to_string(::getpid()) + " since " + when;
 }
 
-// The directories create_directories(dir) will make: dir and its missing parents, deepest first.
-std::vector<std::string> missing_directories(const std::string& dir) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (fs::path p = fs::absolute(dir, ec).lexically_normal(); !p.empty() && !fs::exists(p, ec);
-       p = p.parent_path()) {
-    if (ec || p == p.parent_path()) break;
-    out.push_back(p.string());
-  }
-  return out;
-}
-
-// Whether `dir` holds nothing but the lock file.
+// Whether `dir` holds nothing but the lock file (false where it cannot be read: nothing is
+// removed then). Not throwing: it runs in the destructor.
 bool holds_only_the_lock(const std::string& dir) {
   std::error_code ec;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec))
-    if (e.path().filename() != RunDirs::kLockName) return false;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().filename() != RunDirs::kLockName) return false;
   return !ec;
+}
+
+// Whether the open file `fd` is still the one at `path` (not unlinked or replaced meanwhile).
+bool still_at(int fd, const std::string& path) {
+  struct stat open_st {
+  }, path_st{};
+  return ::fstat(fd, &open_st) == 0 && ::stat(path.c_str(), &path_st) == 0 &&
+         open_st.st_dev == path_st.st_dev && open_st.st_ino == path_st.st_ino;
 }
 
 std::string read_all(int fd) {
@@ -84,8 +83,10 @@ RunDirs::~RunDirs() {
 }
 
 void RunDirs::release() {
-  // The last claimed first: checkpoint.dir may lie inside run.out_dir.
-  for (auto h = held_.rbegin(); h != held_.rend(); ++h) {
+  // The deeper directory first: either may lie inside the other.
+  std::sort(held_.begin(), held_.end(),
+            [](const Held& a, const Held& b) { return a.path.size() > b.path.size(); });
+  for (auto h = held_.begin(); h != held_.end(); ++h) {
     const std::string dir = fs::path(h->path).parent_path().string();
     if (h->created_lock && holds_only_the_lock(dir)) {
       // Unlinked while still locked, so no other run takes it in between; then the directories
@@ -106,22 +107,39 @@ void RunDirs::release() {
 
 void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream& log) {
   const std::string where = key + " '" + dir + "'";
-  std::vector<std::string> created = missing_directories(dir);
-  make_directories(key, dir);
-  std::error_code ec;
   const std::string lock = (fs::path(dir) / kLockName).string();
-  const std::string canonical = fs::weakly_canonical(lock, ec).string();
-  for (const Held& h : held_)
-    if (h.path == canonical) return;  // the same directory under both keys: one lock
-
-  const bool created_lock = !fs::exists(lock, ec);
-  UniqueFd owned(::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  std::vector<std::string> created;
+  std::string canonical;
+  UniqueFd owned;
+  bool created_lock = false;
+  int locked = -1, lock_errno = 0;  // flock's result
+  // A run that ends having written nothing removes its lock file and the directories it made
+  // (release): a lock opened just before that is no longer the file at the path, and its flock
+  // would let this run in beside a third. So the lock taken is checked to be the file at the
+  // path, else taken again (and the directories made again).
+  for (int attempt = 0;; ++attempt) {
+    std::vector<std::string> made;
+    make_directories(key, dir, &made);
+    created.insert(created.begin(), made.begin(), made.end());
+    std::error_code ec;
+    if (attempt == 0) {
+      canonical = fs::weakly_canonical(lock, ec).string();
+      for (const Held& h : held_)
+        if (h.path == canonical) return;  // the same directory under both keys: one lock
+    }
+    created_lock = !fs::exists(lock, ec);
+    owned = UniqueFd(::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (owned.get() < 0 && errno == ENOENT && attempt < 10) continue;  // its directory went
+    if (owned.get() < 0)
+      throw UsageError(where + " is not writable (opening " + lock + ": " + std::strerror(errno) +
+                       ")");
+    locked = ::flock(owned.get(), LOCK_EX | LOCK_NB);
+    lock_errno = errno;
+    if (locked != 0 || still_at(owned.get(), lock) || attempt >= 10) break;
+  }
   const int fd = owned.get();
-  if (fd < 0)
-    throw UsageError(where + " is not writable (opening " + lock + ": " + std::strerror(errno) +
-                     ")");
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
+  if (locked != 0) {
+    const int err = lock_errno;
     if (err == EWOULDBLOCK) {
       std::string holder = printable(read_all(fd));  // whatever the file holds, shown safely
       if (holder.empty()) holder = "its holder did not say who it is";

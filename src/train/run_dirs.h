@@ -29,7 +29,7 @@ class RunDirs {
   RunDirs(const Config& cfg, std::ostream& log);
   // Empties the lock files (a clean end leaves no holder named) and releases the locks. A run
   // that wrote nothing (refused after the claim: a --resume file that is no checkpoint of this
-  // model, a stop before training) leaves nothing either: a directory holding only a lock file
+  // model) leaves nothing either: a directory holding only a lock file
   // this run created loses it, and so is removed where this run created it (with the parents it
   // created, each only while empty). QA: such runs left runs/<name>/, its checkpoints/ and two
   // lock files behind.

@@ -177,6 +177,16 @@ TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(fs::is_directory(dir_.file("there")));
   EXPECT_TRUE(fs::is_empty(dir_.file("there")));
+  // checkpoint.dir a parent of run.out_dir (its lock file was left: the deeper one goes first),
+  // and a run.out_dir through "..", whose directories are made one by one (a/ and a/b/ were
+  // left: the path was taken apart lexically, a/c is what the file system made).
+  r = run_as_user(train_cmd(
+      "there/o", "--set checkpoint.dir=" + dir_.file("there") + " --resume " + dir_.file("t.h5")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(fs::is_empty(dir_.file("there"))) << r.output;
+  r = run_as_user(train_cmd("a/b/../c", "--resume " + dir_.file("t.h5")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_FALSE(fs::exists(dir_.file("a"))) << r.output;
   // A run that did write keeps its directories and their (emptied) lock files.
   EXPECT_TRUE(fs::exists(dir_.file("run") + "/.switchyard.lock"));
   EXPECT_TRUE(fs::exists(dir_.file("run") + "/checkpoints/.switchyard.lock"));
