@@ -123,7 +123,7 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
   // "Check foo value in ... FAILED".
   auto format = std::make_shared<std::string>();
   import->add_option("--format", *format, "llmc | raw-uint16")
-      ->check(CLI::IsMember({"llmc", "raw-uint16"}, CLI::ignore_case))
+      ->transform(CLI::IsMember({"llmc", "raw-uint16"}, CLI::ignore_case))
       ->required();
   import->add_option("-o,--output", opt->output, "Token file to write (.h5)")->required();
   import
@@ -139,7 +139,8 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
       ->check(number_in(0.0, 0.9, "[0, 0.9]"))
       ->capture_default_str();
   out.push_back({import, [opt, format] {
-                   // IsMember with ignore_case puts the member's own spelling in its place.
+                   // As a transform, IsMember puts the member's own spelling in its place
+                   // (as a check it left "LLMC" as typed).
                    opt->format = *format == "llmc" ? ShardFormat::kLlmc : ShardFormat::kRawUint16;
                    prepare_for_token_file_writes();
                    note_repeated_inputs(opt->shards, "shard");

@@ -394,11 +394,16 @@ TEST(DataImportCli, LlmcShardsAreReadByTheirHeader) {
       f.write(reinterpret_cast<const char*>(&v), 2);
     }
   }
-  const auto r = run_command(kBin + " data import --format llmc " + dir.file("train.bin") + " " +
-                             dir.file("val.bin") + " --output " + dir.file("imp.h5"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_TRUE(contains(r.output, "vocab_size 50 (largest id + 1), 300 train / 300 val tokens"))
-      << r.output;
+  // The format's name in any case (review: "LLMC" was read as raw-uint16, then refused as an
+  // llm.c shard with the advice to give --format llmc).
+  for (const char* format : {"llmc", "LLMC"}) {
+    const auto r =
+        run_command(kBin + " data import --format " + format + " " + dir.file("train.bin") + " " +
+                    dir.file("val.bin") + " --output " + dir.file(std::string(format) + ".h5"));
+    ASSERT_EQ(r.exit_code, 0) << format << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, "vocab_size 50 (largest id + 1), 300 train / 300 val tokens"))
+        << r.output;
+  }
 }
 
 // ---- ckpt export --format hf --------------------------------------------------------------------
