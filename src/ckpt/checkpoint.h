@@ -343,7 +343,13 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
 // step_*.h5 file name, not a path), then every other step_*.h5 (no *.tmp) by decreasing root
 // attribute created_unix (the write time; -1 where unreadable), ties by decreasing step. Not
 // collective (reads the directory and each file's attribute).
-std::vector<std::string> resume_candidates(const std::string& dir);
+struct ResumeCandidate {
+  std::string path;
+  int64_t step = 0;         // from the file name
+  int64_t written_at = -1;  // created_unix; -1: cannot be read
+  bool from_latest = false;
+};
+std::vector<ResumeCandidate> resume_candidates(const std::string& dir);
 
 // ---- names and helpers --------------------------------------------------------------------------
 

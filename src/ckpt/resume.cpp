@@ -35,32 +35,56 @@ int64_t written_at(const std::string& path) {
 }
 }  // namespace
 
-std::vector<std::string> resume_candidates(const std::string& dir) {
-  std::vector<std::string> out;
+std::vector<ResumeCandidate> resume_candidates(const std::string& dir) {
+  std::vector<ResumeCandidate> out;
   std::string latest_path;
   // SPEC 5: latest holds a file name of this directory. Anything else (a path to another run's
   // checkpoint, junk) is no pointer: the step files below are tried instead.
   if (const auto latest = files::read_latest(dir); latest && step_of_file_name(*latest) >= 0) {
     latest_path = (fs::path(dir) / *latest).string();
-    out.push_back(latest_path);
+    out.push_back({latest_path, step_of_file_name(*latest), written_at(latest_path), true});
   }
   // The others newest written first, not highest step first: after a resume from an older
   // checkpoint, the higher steps left in the directory are of the line the run went back past
   // (QA: with `latest` unreadable, auto trained that line on and rotated the newer model away).
   // Written in the same second: the higher step first.
-  struct Written {
-    int64_t at, step;
-    std::string path;
-  };
-  std::vector<Written> rest;
+  std::vector<ResumeCandidate> rest;
   for (const files::StepFile& f : files::list_step_files(dir))
-    if (f.path != latest_path) rest.push_back({written_at(f.path), f.step, f.path});
-  std::sort(rest.begin(), rest.end(), [](const Written& a, const Written& b) {
-    return a.at != b.at ? a.at > b.at : a.step > b.step;
+    if (f.path != latest_path) rest.push_back({f.path, f.step, written_at(f.path), false});
+  std::sort(rest.begin(), rest.end(), [](const ResumeCandidate& a, const ResumeCandidate& b) {
+    return a.written_at != b.written_at ? a.written_at > b.written_at : a.step > b.step;
   });
-  for (const Written& w : rest) out.push_back(w.path);
+  out.insert(out.end(), rest.begin(), rest.end());
   return out;
 }
+
+namespace {
+
+// What plan_resume says of the step files it did not try beside the one it resumed from `chosen`
+// (not latest's: a run that resumed from an older checkpoint made latest name it on purpose):
+// the highest step written before it (a line of checkpoints the run went back past), and the
+// highest whose write time cannot be read (sorted last, so not tried: perhaps damaged).
+std::string passed_over(const std::vector<ResumeCandidate>& candidates,
+                        const ResumeCandidate& chosen) {
+  if (chosen.from_latest || chosen.written_at < 0) return "";
+  const ResumeCandidate *older = nullptr, *unknown = nullptr;
+  for (const ResumeCandidate& c : candidates) {
+    if (c.step <= chosen.step) continue;
+    const ResumeCandidate*& slot = c.written_at < 0 ? unknown : older;
+    if (c.written_at < chosen.written_at && (!slot || c.step > slot->step)) slot = &c;
+  }
+  std::string out;
+  if (older)
+    out += "; not the higher " + fs::path(older->path).filename().string() +
+           ", written before it (a line of checkpoints the run went back past)";
+  if (unknown)
+    out += "; the higher " + fs::path(unknown->path).filename().string() +
+           " was not tried: when it was written (root attribute created_unix) cannot be read "
+           "(damaged? `switchyard ckpt info` checks it)";
+  return out;
+}
+
+}  // namespace
 
 ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::string& dir,
                        comm::Watchdog* watchdog, const AcceptFn& accept,
@@ -80,31 +104,47 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
   }
 
   // Rank 0 reads the directory: on a shared file system every rank must try the same list.
-  std::vector<std::string> candidates, set_aside;
+  std::vector<ResumeCandidate> candidates;
+  std::vector<std::string> set_aside;
   {
     std::string packed;
     detail::on_root(coll, "--resume auto: rank 0 listing '" + dir + "'", [&] {
       detail::Packer p;
-      for (const auto& list : {resume_candidates(dir), files::list_set_aside(dir)}) {
-        p.i64(static_cast<int64_t>(list.size()));
-        for (const auto& c : list) p.str(c);
+      const std::vector<ResumeCandidate> found = resume_candidates(dir);
+      p.i64(static_cast<int64_t>(found.size()));
+      for (const ResumeCandidate& c : found) {
+        p.str(c.path);
+        p.i64(c.step);
+        p.i64(c.written_at);
+        p.i64(c.from_latest ? 1 : 0);
       }
+      const std::vector<std::string> aside = files::list_set_aside(dir);
+      p.i64(static_cast<int64_t>(aside.size()));
+      for (const std::string& a : aside) p.str(a);
       packed = p.bytes();
     });
     const std::string bytes =
         detail::bcast_string(coll, packed, 0, "--resume auto: the checkpoints in '" + dir + "'");
     detail::Unpacker u(bytes);
-    for (auto* list : {&candidates, &set_aside}) {
-      list->resize(static_cast<size_t>(u.i64()));
-      for (auto& c : *list) c = u.str();
+    candidates.resize(static_cast<size_t>(u.i64()));
+    for (ResumeCandidate& c : candidates) {
+      c.path = u.str();
+      c.step = u.i64();
+      c.written_at = u.i64();
+      c.from_latest = u.i64() != 0;
     }
+    set_aside.resize(static_cast<size_t>(u.i64()));
+    for (std::string& a : set_aside) a = u.str();
   }
 
-  for (const auto& c : candidates) {
+  const ResumeCandidate* chosen = nullptr;
+  for (const ResumeCandidate& candidate : candidates) {
+    const std::string& c = candidate.path;
     try {
       plan.state = verify_checkpoint(comm, c, watchdog, progress);
       if (accept) accept(c, plan.state);
       plan.path = c;
+      chosen = &candidate;
       break;
     } catch (const CheckpointError& e) {
       // A checkpoint it may not read is not damaged: skipping it would resume from an older one
@@ -145,21 +185,7 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
   }
   plan.message = "--resume auto: resuming from " + plan.path + " (step " +
                  std::to_string(plan.state.step) + ")";
-  // A higher step not tried because it was written before: a line of checkpoints the run went
-  // back past with a resume from an older one. Named, so the choice is not a surprise.
-  std::string passed;
-  int64_t passed_step = plan.state.step;
-  for (auto it = std::find(candidates.begin(), candidates.end(), plan.path); it != candidates.end();
-       ++it) {
-    const int64_t step = step_of_file_name(fs::path(*it).filename().string());
-    if (step > passed_step) {
-      passed_step = step;
-      passed = *it;
-    }
-  }
-  if (!passed.empty())
-    plan.message += "; not the higher " + fs::path(passed).filename().string() +
-                    ", written before it (a line of checkpoints the run went back past)";
+  plan.message += passed_over(candidates, *chosen);
   plan.message += skipped_text;
   return plan;
 }

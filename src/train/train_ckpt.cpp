@@ -261,12 +261,13 @@ void refuse_checkpoints_left_behind(const Config& cfg) {
   if (old_dir.empty() || old_dir == cfg.checkpoint.dir ||
       fs::equivalent(old_dir, cfg.checkpoint.dir, ec))
     return;
-  const std::vector<std::string> left = ckpt::resume_candidates(old_dir);
-  if (left.empty()) return;
+  const std::vector<ckpt::ResumeCandidate> found = ckpt::resume_candidates(old_dir);
+  if (found.empty()) return;
+  const std::string& newest = found.front().path;
   throw UsageError("--resume auto: checkpoint.dir '" + cfg.checkpoint.dir +
                    "' holds no checkpoint, but the earlier run in run.out_dir '" + cfg.run.out_dir +
-                   "' kept its checkpoints in '" + old_dir + "' (newest " + left.front() +
-                   "). Resume from it with --resume " + left.front() +
+                   "' kept its checkpoints in '" + old_dir + "' (newest " + newest +
+                   "). Resume from it with --resume " + newest +
                    " (the run then checkpoints into '" + cfg.checkpoint.dir +
                    "'), or move the checkpoints there; to start over, give the run another "
                    "run.out_dir");
