@@ -76,8 +76,9 @@ inline std::string error_stack_message() {
 
 // Why H5Fopen of a file that has HDF5's signature just failed, in words (call it right after:
 // it reads the error stack): a truncated file says how much of it is there (HDF5's message gave
-// "eof = 100000, sblock->base_addr = 0, stored_eof = 820115" among its frames); anything else
-// is "truncated or damaged" with HDF5's own message.
+// "eof = 100000, sblock->base_addr = 0, stored_eof = 820115" among its frames), a file another
+// process holds open for writing says so; anything else is "truncated or damaged" with HDF5's
+// own message.
 inline std::string file_open_problem() {
   const std::string stack = error_stack_message();
   long long eof = -1, stored = -1;
@@ -89,6 +90,11 @@ inline std::string file_open_problem() {
   if (eof >= 0 && stored > eof)
     return "cannot be opened: truncated, " + std::to_string(eof) + " of its " +
            std::to_string(stored) + " bytes are there (a copy or a write cut short)";
+  // HDF5's own file lock, held by another process writing the file (h5py's 'r+', a writer
+  // still running): the file is in use, not damaged.
+  if (stack.find("unable to lock file") != std::string::npos)
+    return "cannot be opened: another process holds it open for writing (HDF5's file lock: " +
+           stack + ")";
   return "cannot be opened: truncated or damaged (" + stack + ")";
 }
 

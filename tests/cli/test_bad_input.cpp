@@ -240,6 +240,30 @@ TEST(CliBadInput, AFreshRunDoesNotOverwriteAnEarlierRunsCheckpoints) {
   EXPECT_TRUE(std::filesystem::exists(out + "/checkpoints/step_00000004.h5"));
 }
 
+// A token file another process holds open for writing (h5py's 'r+'; here this test, through
+// HDF5): HDF5's file lock refuses the open, which is not damage. It was reported "truncated or
+// damaged" with HDF5's frames.
+TEST(CliBadInput, ATokenFileHeldOpenForWritingIsSaidToBeInUse) {
+  sy::test::TempDir dir;
+  std::ofstream(dir.file("t.txt")) << "pack my box with five dozen liquor jugs\n";
+  sy::PrepareOptions prep;
+  prep.inputs = {dir.file("t.txt")};
+  prep.output = dir.file("t.h5");
+  sy::prepare_token_file(prep);
+  const hid_t held = H5Fopen(prep.output.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(held, 0);
+  const Result r = run("train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
+                       "/configs/tiny.yaml --set data.path=" + prep.output +
+                       " --set run.out_dir=" + dir.file("run"));
+  H5Fclose(held);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("token file '" + prep.output +
+                       "': cannot be opened: another process holds it open for writing"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("damaged"), std::string::npos) << r.err;
+}
+
 // A token file past the file size limit (ulimit -f): one message naming the file and the limit,
 // exit 1, nothing left behind. It used to be SIGXFSZ (153) with the .tmp left, or a crash in
 // HDF5's exit handlers (139) after pages of HDF5-DIAG.
