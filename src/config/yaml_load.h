@@ -6,8 +6,10 @@
 //   - a quoted scalar left open is an error. yaml-cpp 0.7 reads one that runs into a text ending
 //     in a newline (nearly every file) as one string to the end, the rest of the file swallowed:
 //     QA's config with `name: "tiny` trained the defaults under a 90-character run name, exit 0.
-//     Parsed without the trailing blanks and newlines, yaml-cpp meets the end inside the scalar
-//     and says so; the message adds what it likely is.
+//     So a text that parses is parsed again without its trailing blanks and newlines, where
+//     yaml-cpp meets the end inside such a scalar and says so (the message adds what it likely
+//     is); the values are always those of the whole text (a block scalar at the end keeps its
+//     trailing spaces and newline).
 #pragma once
 
 #include <yaml-cpp/yaml.h>

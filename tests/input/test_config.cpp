@@ -452,6 +452,14 @@ TEST(Config, AQuoteNotClosedIsASyntaxError) {
   EXPECT_EQ(parse_config("run:\n  name: \"tiny\"\n  seed: 7\n" + rest + kMinimal).run.seed, 7);
   const std::string closed = kMinimal + "run:\n  name: 'a b'\n";
   EXPECT_EQ(parse_config(closed.substr(0, closed.size() - 1)).run.name, "a b");
+  // A double-quoted value left open that ends in a backslash (yaml-cpp: "unknown escape
+  // character" once the newline is gone) is the same mistake (review).
+  expect_usage_error([&] { parse_config(kMinimal + "run:\n  name: \"q3\\\n", {}, "q.yaml"); },
+                     {"q.yaml: YAML syntax error", "a quote opened and not closed"});
+  // A text that parses means what it says: a block scalar at the end keeps its trailing space,
+  // as it does elsewhere in the file (review: the trimmed text was the one read, "x.h5").
+  EXPECT_EQ(parse_config("data:\n  path: |-\n    x.h5 \n").data.path, "x.h5 ");
+  EXPECT_EQ(parse_config("data:\n  path: |-\n    x.h5 \nrun:\n  seed: 1\n").data.path, "x.h5 ");
 }
 
 // What YAML 1.2 does not allow in a stream, which yaml-cpp read without a word (QA: a NUL in a
