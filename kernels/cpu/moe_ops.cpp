@@ -91,43 +91,47 @@ template <class T>
 void router_forward(T* probs, T* lse, int32_t* topk_idx, T* gates, const T* logits, const T* bias,
                     int N, int E, int K, const RouterRule& rule) {
   const int group_size = E / rule.groups;
-#pragma omp parallel for schedule(static) if (static_cast <long>(N) * E >= kParallelMinElems / 4)
-  for (int n = 0; n < N; ++n) {
-    const T* z = logits + static_cast<long>(n) * E;
-    T* p = probs + static_cast<long>(n) * E;
-    int32_t* sel = topk_idx + static_cast<long>(n) * K;
-    T* g = gates + static_cast<long>(n) * K;
-
-    double zmax = static_cast<double>(z[0]);
-    for (int i = 1; i < E; ++i) zmax = std::fmax(zmax, static_cast<double>(z[i]));
-    double sum = 0.0;
-    for (int i = 0; i < E; ++i) sum += std::exp(static_cast<double>(z[i]) - zmax);
-    const double l = zmax + std::log(sum);
-    lse[n] = static_cast<T>(l);
-    for (int i = 0; i < E; ++i) {
-      const double zi = static_cast<double>(z[i]);
-      p[i] = static_cast<T>(rule.sigmoid ? 1.0 / (1.0 + std::exp(-zi)) : std::exp(zi - l));
-    }
-
-    auto score = [&](int i) { return bias ? p[i] + bias[i] : p[i]; };
-    const uint64_t kept = kept_groups<T>(score, E, K, rule);
-    // The K best candidates of the kept groups in selection order (a higher score first, ties
-    // to the lower index). A NaN score ranks as -inf (rank_key, as on the GPU), so even a step
-    // whose scores are all NaN selects K distinct experts and fails on its loss, not here.
-    std::vector<int32_t> cand;
+#pragma omp parallel if (static_cast <long>(N) * E >= kParallelMinElems / 4)
+  {
+    std::vector<int32_t> cand;  // one per thread, reused by its tokens
     cand.reserve(static_cast<size_t>(E));
-    for (int i = 0; i < E; ++i)
-      if ((kept >> (i / group_size)) & 1) cand.push_back(i);
-    std::partial_sort(cand.begin(), cand.begin() + K, cand.end(), [&](int32_t a, int32_t b) {
-      return ranks_before(rank_key(score(a)), a, rank_key(score(b)), b);
-    });
-    std::copy(cand.begin(), cand.begin() + K, sel);
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; ++n) {
+      const T* z = logits + static_cast<long>(n) * E;
+      T* p = probs + static_cast<long>(n) * E;
+      int32_t* sel = topk_idx + static_cast<long>(n) * K;
+      T* g = gates + static_cast<long>(n) * K;
 
-    double gsum = 0.0;
-    for (int j = 0; j < K; ++j) gsum += static_cast<double>(p[sel[j]]);
-    const double norm = rule.norm_topk ? gsum : 1.0;
-    for (int j = 0; j < K; ++j)
-      g[j] = static_cast<T>(static_cast<double>(p[sel[j]]) / norm * rule.gate_scale);
+      double zmax = static_cast<double>(z[0]);
+      for (int i = 1; i < E; ++i) zmax = std::fmax(zmax, static_cast<double>(z[i]));
+      double sum = 0.0;
+      for (int i = 0; i < E; ++i) sum += std::exp(static_cast<double>(z[i]) - zmax);
+      const double l = zmax + std::log(sum);
+      lse[n] = static_cast<T>(l);
+      for (int i = 0; i < E; ++i) {
+        const double zi = static_cast<double>(z[i]);
+        p[i] = static_cast<T>(rule.sigmoid ? 1.0 / (1.0 + std::exp(-zi)) : std::exp(zi - l));
+      }
+
+      auto score = [&](int i) { return bias ? p[i] + bias[i] : p[i]; };
+      const uint64_t kept = kept_groups<T>(score, E, K, rule);
+      // The K best candidates of the kept groups in selection order (a higher score first, ties
+      // to the lower index). A NaN score ranks as -inf (rank_key, as on the GPU), so even a step
+      // whose scores are all NaN selects K distinct experts and fails on its loss, not here.
+      cand.clear();
+      for (int i = 0; i < E; ++i)
+        if ((kept >> (i / group_size)) & 1) cand.push_back(i);
+      std::partial_sort(cand.begin(), cand.begin() + K, cand.end(), [&](int32_t a, int32_t b) {
+        return ranks_before(rank_key(score(a)), a, rank_key(score(b)), b);
+      });
+      std::copy(cand.begin(), cand.begin() + K, sel);
+
+      double gsum = 0.0;
+      for (int j = 0; j < K; ++j) gsum += static_cast<double>(p[sel[j]]);
+      const double norm = rule.norm_topk ? gsum : 1.0;
+      for (int j = 0; j < K; ++j)
+        g[j] = static_cast<T>(static_cast<double>(p[sel[j]]) / norm * rule.gate_scale);
+    }
   }
 }
 

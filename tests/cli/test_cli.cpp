@@ -86,7 +86,9 @@ TEST(Cli, UnknownOptionsAreNamedWithTheClosestOne) {
            {"data",
             "error: switchyard data needs a subcommand: prepare, import (see 'switchyard "
             "data --help')"},
-           {"", "error: switchyard needs a subcommand: train, guard, data, ckpt"},
+           {"",
+            "error: switchyard needs a subcommand: train, guard, data, ckpt, bench, plot, "
+            "placement, sample, plan (see 'switchyard --help')"},
            // A value past its type, in switchyard's words, not "Could not convert: --seed = ...".
            {"placement --run r --nodes 99999999999999999999",
             "error: --nodes: '99999999999999999999' is not a value it takes"}}) {
