@@ -72,11 +72,17 @@ class DeviceBuffer {
     CUDA_CHECK(cudaDeviceSynchronize());
   }
   std::vector<T> download() const {
-    std::vector<T> host(size_);
-    if (size_ == 0) return host;
+    std::vector<T> host;
+    download_into(host);
+    return host;
+  }
+  // Into `host`, resized to the buffer: a vector that already holds as many keeps its memory (a
+  // new one beside it doubled the host copy while it was filled).
+  void download_into(std::vector<T>& host) const {
+    host.resize(size_);
+    if (size_ == 0) return;
     CUDA_CHECK(cudaDeviceSynchronize());  // results of every stream are written
     CUDA_CHECK(cudaMemcpy(host.data(), ptr_, bytes(), cudaMemcpyDeviceToHost));
-    return host;
   }
   // Every byte set to `byte` (synchronous, as upload). The tests' poison: 0xFF makes every float
   // and bf16 element a NaN; integer outputs use gputest::poison_byte<T>() instead (0xFF would

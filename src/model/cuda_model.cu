@@ -34,7 +34,7 @@ struct CudaModel::Impl {
   virtual const ParamTable& table() const = 0;
   virtual void init_params(uint64_t seed) = 0;
   virtual void upload_params(const std::vector<float>& host) = 0;
-  virtual std::vector<float> download_params() const = 0;
+  virtual void download_params(std::vector<float>& into) const = 0;
   virtual std::vector<float> download_grads() const = 0;
   virtual void download_moments(std::vector<float>& m, std::vector<float>& v) const = 0;
   virtual void upload_moments(const std::vector<float>& m, const std::vector<float>& v) = 0;
@@ -135,9 +135,9 @@ class ModelImpl final : public CudaModel::Impl {
     refresh_compute_copy();
     sync();
   }
-  std::vector<float> download_params() const override {
+  void download_params(std::vector<float>& into) const override {
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-    return params_.download();
+    params_.download_into(into);
   }
   std::vector<float> download_grads() const override {
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
@@ -145,8 +145,8 @@ class ModelImpl final : public CudaModel::Impl {
   }
   void download_moments(std::vector<float>& m, std::vector<float>& v) const override {
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-    m = m_.download();
-    v = v_.download();
+    m_.download_into(m);
+    v_.download_into(v);
   }
   void upload_moments(const std::vector<float>& m, const std::vector<float>& v) override {
     for (const auto* h : {&m, &v})
@@ -538,7 +538,12 @@ void CudaModel::upload_params(const std::vector<float>& host) {
   impl_->upload_params(host);
 }
 std::vector<float> CudaModel::download_params() const {
-  return impl_->download_params();
+  std::vector<float> out;
+  impl_->download_params(out);
+  return out;
+}
+void CudaModel::download_params(std::vector<float>& into) const {
+  impl_->download_params(into);
 }
 std::vector<float> CudaModel::download_grads() const {
   return impl_->download_grads();

@@ -60,8 +60,11 @@ class CudaModel {
   void init_params(uint64_t seed);
   void upload_params(const std::vector<float>& host);  // [table().total_numel()]
   std::vector<float> download_params() const;
+  // Into `into` (resized), reusing its memory: the checkpoint's host copy is not doubled.
+  void download_params(std::vector<float>& into) const;
   std::vector<float> download_grads() const;
-  // The AdamW moments [table().total_numel()] each, for checkpoints (=, host).
+  // The AdamW moments [table().total_numel()] each, for checkpoints (=, host; each vector's
+  // memory reused).
   void download_moments(std::vector<float>& m, std::vector<float>& v) const;
   void upload_moments(const std::vector<float>& m, const std::vector<float>& v);
 

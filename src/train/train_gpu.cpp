@@ -314,7 +314,7 @@ class GpuSteps final : public StepBackend {
     return 0.0;
   }
   const float* host_params() override {
-    host_.params = model_.download_params();
+    model_.download_params(host_.params);
     return host_.params.data();
   }
   const ParamTable& table() const override {
@@ -324,7 +324,7 @@ class GpuSteps final : public StepBackend {
     return model_.step_count();
   }
   ckpt::SaveResult save(const ckpt::TrainState& state) override {
-    host_.params = model_.download_params();
+    model_.download_params(host_.params);
     model_.download_moments(host_.m, host_.v);
     return save_training_checkpoint(ckpt_, state, host_.refs(model_.table()));
   }

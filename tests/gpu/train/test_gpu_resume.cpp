@@ -221,5 +221,24 @@ TEST_F(GpuResume, AnUpdateThatOverflowsIsANumericalFailureBeforeItsCheckpoint) {
   }
 }
 
+// A loss that is not finite (the GPU's router_losses_forward kernel computes the terms) is
+// SPEC 9's numerical failure as on the CPU (tests/cli/test_numerical.cpp's
+// ANonFiniteLossNamesItsTermAndCoefficient): exit 3 at step 1, naming the z term and its
+// coefficient, and no checkpoint of that step. No GPU test reached this exit before.
+TEST_F(GpuResume, ANonFiniteLossIsANumericalFailureNamingItsTerm) {
+  try {
+    run(dir_->config("zloss", {"train.steps=3", "checkpoint.every=1", "eval.every=0",
+                               "moe.z_loss_coeff=1e308"}));
+    ADD_FAILURE() << "the run finished";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), kExitNumerical) << e.what();
+    EXPECT_NE(std::string(e.what()).find("non-finite loss at step 1 (lm "), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find(", z inf: moe.z_loss_coeff 1e+308?)"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir_->ckpt("zloss", 1)));
+}
+
 }  // namespace
 }  // namespace sy
