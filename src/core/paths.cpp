@@ -56,9 +56,16 @@ void make_directories(const std::string& where, const std::string& dir,
   for (const fs::path& part : fs::path(dir)) {
     at /= part;
     if (part.empty() || fs::is_directory(at, ec)) continue;
-    if (fs::create_directory(at, ec)) made.push_back(at.string());
-    if (ec || !fs::is_directory(at, ec)) {
-      const std::string why = ec ? ec.message() : what_is_at(at.string()) + " is in the way";
+    std::string why;
+    if (fs::exists(at, ec))  // a file where a directory of the path belongs (create_directories
+                             // said "Not a directory" of the path; create_directory "File exists")
+      why =
+          std::strerror(ENOTDIR) + std::string(" (") + what_is_at(at.string()) + " is in the way)";
+    else if (fs::create_directory(at, ec))
+      made.push_back(at.string());
+    if (why.empty() && (ec || !fs::is_directory(at, ec)))
+      why = ec ? ec.message() : what_is_at(at.string()) + " is in the way";
+    if (!why.empty()) {
       created->assign(made.rbegin(), made.rend());  // the caller may remove those
       throw UsageError(named + " cannot be created: " + why);
     }

@@ -86,16 +86,18 @@ void RunDirs::release() {
   // The deeper directory first: either may lie inside the other.
   std::sort(held_.begin(), held_.end(),
             [](const Held& a, const Held& b) { return a.path.size() > b.path.size(); });
+  std::vector<std::string> made;  // by claims whose directory this run leaves empty
   for (auto h = held_.begin(); h != held_.end(); ++h) {
     const std::string dir = fs::path(h->path).parent_path().string();
     if (h->created_lock && holds_only_the_lock(dir)) {
-      // Unlinked while still locked, so no other run takes it in between; then the directories
-      // this run made, each only while empty (fs::remove does not remove a non-empty one).
+      // Unlinked while still locked, so no other run takes it in between.
       std::error_code ec;
       fs::remove(h->path, ec);
       h->fd.reset();
+      // Its directories now, so that the shallower claim's finds its own empty; those still
+      // holding something are tried again below.
       for (const std::string& d : h->created)
-        if (!fs::remove(d, ec)) break;
+        if (!fs::remove(d, ec)) made.push_back(d);
       continue;
     }
     if (::ftruncate(h->fd.get(), 0) != 0) {
@@ -103,6 +105,21 @@ void RunDirs::release() {
     }
   }
   held_.clear();  // closes them: the locks go
+  // Then the directories those claims made that were not empty yet, each only while empty
+  // (fs::remove does not remove a non-empty one), in rounds: one claim's may hold the other's
+  // lock (a checkpoint.dir made as a parent of run.out_dir), so each round may empty one more.
+  for (bool progress = true; progress && !made.empty();) {
+    progress = false;
+    for (auto d = made.begin(); d != made.end();) {
+      std::error_code ec;
+      if (fs::remove(*d, ec)) {
+        d = made.erase(d);
+        progress = true;
+      } else {
+        ++d;
+      }
+    }
+  }
 }
 
 void RunDirs::claim(const std::string& key, const std::string& dir, std::ostream& log) {

@@ -187,6 +187,12 @@ TEST_F(Resume, ModelShapeChangeIsRefusedNamingTheKeyOtherChangesAreReported) {
   r = run_as_user(train_cmd("a/b/../c", "--resume " + dir_.file("t.h5")));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_FALSE(fs::exists(dir_.file("a"))) << r.output;
+  // Both made here, checkpoint.dir above run.out_dir: its parents, made by run.out_dir's claim,
+  // go too (review: p/a/b was left).
+  r = run_as_user(train_cmd(
+      "p/a/b/o", "--set checkpoint.dir=" + dir_.file("p/a/b") + " --resume " + dir_.file("t.h5")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_FALSE(fs::exists(dir_.file("p"))) << r.output;
   // A run that did write keeps its directories and their (emptied) lock files.
   EXPECT_TRUE(fs::exists(dir_.file("run") + "/.switchyard.lock"));
   EXPECT_TRUE(fs::exists(dir_.file("run") + "/checkpoints/.switchyard.lock"));
