@@ -68,7 +68,10 @@ std::string passed_over(const std::vector<ResumeCandidate>& candidates,
                         const ResumeCandidate& chosen) {
   if (chosen.from_latest || chosen.written_at < 0) return "";
   const ResumeCandidate *older = nullptr, *unknown = nullptr;
-  for (const ResumeCandidate& c : candidates) {
+  // Those after it in the order tried: the ones before were tried (and skipped, said so).
+  for (auto it = candidates.begin() + (&chosen - candidates.data()) + 1; it != candidates.end();
+       ++it) {
+    const ResumeCandidate& c = *it;
     if (c.step <= chosen.step) continue;
     const ResumeCandidate*& slot = c.written_at < 0 ? unknown : older;
     if (c.written_at < chosen.written_at && (!slot || c.step > slot->step)) slot = &c;
@@ -147,14 +150,19 @@ ResumePlan plan_resume(MPI_Comm comm, const std::string& resume, const std::stri
       chosen = &candidate;
       break;
     } catch (const CheckpointError& e) {
-      // A checkpoint it may not read is not damaged: skipping it would resume from an older one
-      // and write over it (with checkpoint.keep, remove it). Said, exit 2.
-      if (e.dataset().empty() && e.problem().starts_with(CheckpointError::kUnreadable))
-        throw UsageError("--resume auto: checkpoint " + c + " " + e.problem() +
-                             "; not skipped (it is not damaged, and resuming from an older one "
-                             "would train over it). Make it readable, or resume from another "
-                             "checkpoint on purpose with --resume <file>",
-                         /*quiet=*/detail::comm_rank(comm) != 0);
+      // A checkpoint it may not read, or one another process holds open for writing (h5py's
+      // 'r+'), is not damaged: skipping it would resume from an older one and write over it
+      // (with checkpoint.keep, remove it). Said, exit 2.
+      const bool unreadable = e.problem().starts_with(CheckpointError::kUnreadable),
+                 in_use = e.problem().find(h5::kHeldOpenForWriting) != std::string::npos;
+      if (e.dataset().empty() && (unreadable || in_use))
+        throw UsageError(
+            "--resume auto: checkpoint " + c + " " + e.problem() +
+                "; not skipped (it is not damaged, and resuming from an older one "
+                "would train over it). " +
+                (in_use ? "Run again once that process has closed it" : "Make it readable") +
+                ", or resume from another checkpoint on purpose with --resume <file>",
+            /*quiet=*/detail::comm_rank(comm) != 0);
       plan.skipped.push_back({c, reason_of(e)});
     }
   }

@@ -79,6 +79,7 @@ inline std::string error_stack_message() {
 // "eof = 100000, sblock->base_addr = 0, stored_eof = 820115" among its frames), a file another
 // process holds open for writing says so; anything else is "truncated or damaged" with HDF5's
 // own message.
+inline constexpr const char* kHeldOpenForWriting = "another process holds it open for writing";
 inline std::string file_open_problem() {
   const std::string stack = error_stack_message();
   long long eof = -1, stored = -1;
@@ -93,8 +94,8 @@ inline std::string file_open_problem() {
   // HDF5's own file lock, held by another process writing the file (h5py's 'r+', a writer
   // still running): the file is in use, not damaged.
   if (stack.find("unable to lock file") != std::string::npos)
-    return "cannot be opened: another process holds it open for writing (HDF5's file lock: " +
-           stack + ")";
+    return std::string("cannot be opened: ") + kHeldOpenForWriting +
+           " (HDF5's file lock: " + stack + ")";
   return "cannot be opened: truncated or damaged (" + stack + ")";
 }
 

@@ -264,6 +264,35 @@ TEST(CliBadInput, ATokenFileHeldOpenForWritingIsSaidToBeInUse) {
   EXPECT_EQ(r.err.find("damaged"), std::string::npos) << r.err;
 }
 
+// --resume auto where the checkpoint latest names is held open for writing by another process:
+// not damage, so not skipped for an older one (which the run would then train over: review).
+TEST(CliBadInput, ACheckpointHeldOpenForWritingIsNotSkippedByResumeAuto) {
+  sy::test::TempDir dir;
+  {
+    std::ofstream text(dir.file("t.txt"));
+    for (int i = 0; i < 600; ++i) text << "pack my box with five dozen liquor jugs, " << i << "\n";
+  }
+  sy::PrepareOptions prep;
+  prep.inputs = {dir.file("t.txt")};
+  prep.output = dir.file("t.h5");
+  sy::prepare_token_file(prep);
+  const std::string train = "train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
+                            "/configs/tiny.yaml --set data.path=" + prep.output +
+                            " --set run.out_dir=" + dir.file("run") +
+                            " --set checkpoint.every=2 --set eval.every=0";
+  ASSERT_EQ(run(train + " --set train.steps=4").exit_code, 0);
+  const std::string four = dir.file("run/checkpoints/step_00000004.h5");
+  const hid_t held = H5Fopen(four.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(held, 0);
+  const Result r = run(train + " --set train.steps=6 --resume auto");
+  H5Fclose(held);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("checkpoint " + four), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("another process holds it open for writing"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("not skipped"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("run/checkpoints/step_00000006.h5")));
+}
+
 // A token file past the file size limit (ulimit -f): one message naming the file and the limit,
 // exit 1, nothing left behind. It used to be SIGXFSZ (153) with the .tmp left, or a crash in
 // HDF5's exit handlers (139) after pages of HDF5-DIAG.

@@ -250,6 +250,15 @@ TEST(CkptResume, HigherStepsNotTriedAreDescribedAsTheyAre) {
                               "(root attribute created_unix) cannot be read"),
             std::string::npos)
       << plan.message;
+  // The same file named by latest is tried first and skipped: said so, not "not tried" (review).
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (rank_of() == 0) std::ofstream(dir.file("latest"), std::ios::trunc) << "step_00000008.h5\n";
+  MPI_Barrier(MPI_COMM_WORLD);
+  plan = ckpt::plan_resume(MPI_COMM_WORLD, "auto", dir.path());
+  EXPECT_EQ(plan.path, six);
+  ASSERT_EQ(plan.skipped.size(), 1u);
+  EXPECT_EQ(plan.skipped[0].file, eight);
+  EXPECT_EQ(plan.message.find("not tried"), std::string::npos) << plan.message;
 }
 
 // latest holds a file name of its directory (SPEC 5): a path to another run's checkpoint, or
