@@ -1,6 +1,7 @@
 // read_checkpoint_tokenizer: SPEC section 8's tokenizer in a checkpoint (root attribute
 // `tokenizer`, dataset /tokenizer/model), read by rank 0 and broadcast; read_checkpoint_model:
 // the model with its config and that tokenizer, for the commands that use it outside training.
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
@@ -59,7 +60,7 @@ CheckpointModel read_checkpoint_model(MPI_Comm comm, const std::string& file,
   CheckpointModel m;
   TrainState st;
   m.tensors = read_model_tensors(comm, file, &st, &m.notes, progress);
-  const StoredTokenizer stored = read_checkpoint_tokenizer(comm, file);
+  StoredTokenizer stored = read_checkpoint_tokenizer(comm, file);
   const std::string source = "checkpoint '" + file + "'";
   m.step = st.step;
   try {
@@ -68,6 +69,14 @@ CheckpointModel read_checkpoint_model(MPI_Comm comm, const std::string& file,
     throw CheckpointError(file, "/", std::string("root attribute 'config': ") + e.what());
   }
   // Imported ids: those of the training data (its vocabulary may be smaller than the model's).
+  // A checkpoint from before tokenizer_vocab_size names that vocabulary in its data fingerprint
+  // (token_source_fingerprint: "vocab_size 512, tokenizer imported, ..."): without it, sample
+  // picked among a padded model's ids too (QA: ids past the data's in 2000 tokens).
+  long long from_fingerprint = 0;
+  if (stored.vocab_size == 0 &&
+      std::sscanf(st.data_fingerprint.c_str(), "vocab_size %lld,", &from_fingerprint) == 1 &&
+      from_fingerprint >= 1 && from_fingerprint <= m.cfg.model.vocab_size)
+    stored.vocab_size = from_fingerprint;
   if (stored.vocab_size > m.cfg.model.vocab_size)
     throw CheckpointError(
         file, "/",

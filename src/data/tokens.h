@@ -183,6 +183,7 @@ TokenSource open_token_file(const std::string& path, int64_t model_vocab_size, i
 // trainer compares rank 0's with every rank's: a copy that differs between nodes trained other
 // batches than the log said. Every rank reads the same blocks: an id outside the vocabulary there
 // (a file too large to scan) is a UsageError naming the file, which every rank meets alike.
+// It begins "vocab_size N,": read back from older checkpoints' /state/data (ckpt/tokenizer.cpp).
 std::string token_source_fingerprint(const TokenSource& data);
 
 }  // namespace sy

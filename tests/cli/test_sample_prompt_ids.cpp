@@ -3,8 +3,10 @@
 // computed another way: the trainer's own evaluation sample of an imported run, and on a byte
 // tokenizer the text prompt whose bytes are the ids.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -13,6 +15,8 @@
 #include "cli/cli_runs.h"
 #include "common/run_command.h"
 #include "common/temp_dir.h"
+#include "src/ckpt/seal.h"
+#include "src/core/h5.h"
 
 namespace {
 
@@ -117,6 +121,21 @@ TEST(SampleCli, PromptIdsOfAnImportedRunWithAPaddedVocabularyPickTheDatasIds) {
                            joined(run.prompt, " ") + "'");
   ASSERT_EQ(s.exit_code, 0) << s.output;
   EXPECT_EQ(s.output, run.sample + "\n");
+  // A checkpoint from before that attribute (deleted here, the file resealed): the data's
+  // vocabulary from its /state/data fingerprint ("vocab_size 64, ..."). It picked among 96.
+  const std::string older = dir.file("older.h5");
+  std::filesystem::copy_file(final_ckpt(run.out, 3), older);
+  {
+    sy::h5::File f{H5Fopen(older.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)};
+    ASSERT_GE(f.get(), 0);
+    ASSERT_GE(H5Adelete(f.get(), "tokenizer_vocab_size"), 0);
+  }
+  sy::ckpt::detail::seal_checkpoint(older);
+  const auto o = stdout_of(kBin + " sample --checkpoint " + older +
+                           " --tokens 40 --temperature 1 --seed 77 --prompt-ids '" +
+                           joined(run.prompt, " ") + "'");
+  ASSERT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_EQ(o.output, run.sample + "\n");
 }
 
 // With a text tokenizer the ids of a text prompt it as the text does: on the byte tokenizer, the
