@@ -19,6 +19,7 @@
 #include "common/file_text.h"
 #include "common/other_user.h"
 #include "common/temp_dir.h"
+#include "common/tiny_tokens.h"
 #include "src/data/tokens.h"
 
 namespace {
@@ -245,19 +246,16 @@ TEST(CliBadInput, AFreshRunDoesNotOverwriteAnEarlierRunsCheckpoints) {
 // damaged" with HDF5's frames.
 TEST(CliBadInput, ATokenFileHeldOpenForWritingIsSaidToBeInUse) {
   sy::test::TempDir dir;
-  std::ofstream(dir.file("t.txt")) << "pack my box with five dozen liquor jugs\n";
-  sy::PrepareOptions prep;
-  prep.inputs = {dir.file("t.txt")};
-  prep.output = dir.file("t.h5");
-  sy::prepare_token_file(prep);
-  const hid_t held = H5Fopen(prep.output.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_EQ(sy::test::prepare_tiny_tokens(dir, kBin).exit_code, 0);
+  const std::string tokens = dir.file("t.h5");
+  const hid_t held = H5Fopen(tokens.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
   ASSERT_GE(held, 0);
-  const Result r = run("train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
-                       "/configs/tiny.yaml --set data.path=" + prep.output +
-                       " --set run.out_dir=" + dir.file("run"));
+  const Result r =
+      run("train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
+          "/configs/tiny.yaml --set data.path=" + tokens + " --set run.out_dir=" + dir.file("run"));
   H5Fclose(held);
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_NE(r.err.find("token file '" + prep.output +
+  EXPECT_NE(r.err.find("token file '" + tokens +
                        "': cannot be opened: another process holds it open for writing"),
             std::string::npos)
       << r.err;
@@ -268,16 +266,9 @@ TEST(CliBadInput, ATokenFileHeldOpenForWritingIsSaidToBeInUse) {
 // not damage, so not skipped for an older one (which the run would then train over: review).
 TEST(CliBadInput, ACheckpointHeldOpenForWritingIsNotSkippedByResumeAuto) {
   sy::test::TempDir dir;
-  {
-    std::ofstream text(dir.file("t.txt"));
-    for (int i = 0; i < 600; ++i) text << "pack my box with five dozen liquor jugs, " << i << "\n";
-  }
-  sy::PrepareOptions prep;
-  prep.inputs = {dir.file("t.txt")};
-  prep.output = dir.file("t.h5");
-  sy::prepare_token_file(prep);
+  ASSERT_EQ(sy::test::prepare_tiny_tokens(dir, kBin).exit_code, 0);
   const std::string train = "train --config " + std::string(SWITCHYARD_SOURCE_DIR) +
-                            "/configs/tiny.yaml --set data.path=" + prep.output +
+                            "/configs/tiny.yaml --set data.path=" + dir.file("t.h5") +
                             " --set run.out_dir=" + dir.file("run") +
                             " --set checkpoint.every=2 --set eval.every=0";
   ASSERT_EQ(run(train + " --set train.steps=4").exit_code, 0);
