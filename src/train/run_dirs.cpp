@@ -47,8 +47,8 @@ bool holds_only_the_lock(const std::string& dir) {
 
 // Whether the open file `fd` is still the one at `path` (not unlinked or replaced meanwhile).
 bool still_at(int fd, const std::string& path) {
-  struct stat open_st {
-  }, path_st{};
+  struct stat open_st {};
+  struct stat path_st {};
   return ::fstat(fd, &open_st) == 0 && ::stat(path.c_str(), &path_st) == 0 &&
          open_st.st_dev == path_st.st_dev && open_st.st_ino == path_st.st_ino;
 }
