@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "src/config/convert.h"
 #include "src/config/yaml_load.h"
 #include "src/config/yaml_scalar.h"
 #include "src/core/error.h"
@@ -53,7 +54,7 @@ class Section {
     }
     double v = 0;
     if (!plain_scalar(node_[key]) || !YAML::convert<double>::decode(node_[key], v))
-      fail(key, "expected a number, got '" + node_[key].as<std::string>("?") + "'");
+      fail(key, "expected a number, got " + config_convert::describe(node_[key]));
     if (!std::isfinite(v) || v < lo)
       fail(key, "got " + node_[key].as<std::string>() + ", expected a number >= " + fmt(lo));
     if (v > hi)
@@ -69,7 +70,7 @@ class Section {
     }
     int64_t v = 0;  // decimal, as the config reads it (as<int64_t>() took 010 as 8)
     if (!plain_scalar(node_[key]) || !parse_decimal(node_[key].Scalar(), v))
-      fail(key, "expected an integer, got '" + node_[key].as<std::string>("?") + "'");
+      fail(key, "expected an integer, got " + config_convert::describe(node_[key]));
     if (v < lo)
       fail(key, "got " + std::to_string(v) + ", expected an integer >= " + std::to_string(lo));
     return v;

@@ -277,6 +277,15 @@ TEST(PlanCluster, ErrorsNameTheKey) {
   EXPECT_NE(message(std::string(kCluster).replace(t.find("nodes: 2"), 8, "nodes: 0")).find("nodes"),
             std::string::npos);
   EXPECT_NE(message(t + "thread_efficiency: 1.5\n").find("thread_efficiency"), std::string::npos);
+  // A list or a mapping where a number belongs is named as such ("got '?'" before).
+  std::string listed = kCluster;
+  listed.replace(listed.find("nodes: 2"), 8, "nodes: [1, 2]");
+  EXPECT_NE(message(listed).find("nodes: expected an integer, got a list"), std::string::npos)
+      << message(listed);
+  std::string mapped = kCluster;
+  mapped.replace(mapped.find("gemm_flops: 1e12"), 16, "gemm_flops: {a: 1}");
+  EXPECT_NE(message(mapped).find("gemm_flops: expected a number, got a mapping"), std::string::npos)
+      << message(mapped);
   // A quote not closed read the rest of the file as the name ("nodes: missing" before).
   const std::string open_quote = "name: \"x\n" + t.substr(t.find('\n') + 1);
   EXPECT_NE(message(open_quote).find("'bad.yaml': YAML syntax error at line"), std::string::npos)
