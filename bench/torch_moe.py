@@ -49,14 +49,19 @@ DEFAULTS = {
               "norm_eps": 1e-5, "rope_theta": 10000.0, "tie_embeddings": True},
     "moe": {"num_experts": 4, "top_k": 2, "ffn_hidden": 128, "shared_experts": 0,
             "norm_topk": True, "capacity_factor": None, "aux_loss_coeff": 1e-2,
-            "aux_loss_scope": "sequence", "z_loss_coeff": 1e-3, "bias_update_rate": 0.0},
+            "aux_loss_scope": "sequence", "z_loss_coeff": 1e-3, "bias_update_rate": 0.0,
+            "score": "softmax", "gate_scale": 1.0, "route_groups": 1, "route_groups_topk": 1},
     "train": {"steps": 100, "global_batch": 8, "micro_batch": 8, "lr": 1e-3, "min_lr": 1e-4,
               "warmup_steps": 10, "weight_decay": 0.1, "grad_clip": 1.0},
     "data": {"path": ""},
 }
 
+# Keys switchyard has whose value leaves SPEC 1's math alone (overlap_chunks pipelines the
+# exchange; precision is honoured by `bench --device cuda`'s autocast).
+MATH_FREE_KEYS = {"moe": ("overlap_chunks",), "train": ("precision",)}
 
-def load_config(path, overrides):
+
+def load_config(path, overrides, one_process=False):
     with open(path) as f:
         raw = yaml.safe_load(f) or {}
     for o in overrides:
@@ -65,9 +70,26 @@ def load_config(path, overrides):
         raw.setdefault(sec, {})[leaf] = yaml.safe_load(value)
     cfg = {}
     for sec, keys in DEFAULTS.items():
+        # A key this model does not know would be a model switchyard trains and this one does
+        # not: refuse it rather than check another model (keys that leave the math alone pass).
+        for key in (raw.get(sec) or {}):
+            if key not in keys and key not in MATH_FREE_KEYS.get(sec, ()):
+                sys.exit(f"torch_moe.py: {sec}.{key} is not modelled here (bench/torch_moe.py)")
         cfg[sec] = dict(keys)
         cfg[sec].update((raw.get(sec) or {}))
     cfg["device"] = raw.get("device", "cpu")
+    moe = cfg["moe"]
+    if moe["score"] not in ("softmax", "sigmoid"):
+        sys.exit(f"torch_moe.py: moe.score: {moe['score']!r} is neither softmax nor sigmoid")
+    if moe["score"] == "sigmoid" and "z_loss_coeff" not in (raw.get("moe") or {}):
+        moe["z_loss_coeff"] = 0.0  # SPEC 1: the z-loss is defined for softmax scores only
+    if moe["route_groups"] == "nodes" and one_process:
+        moe["route_groups"] = 1  # the nodes one process spans: one (switchyard on one rank too)
+    if not isinstance(moe["route_groups"], int) or isinstance(moe["route_groups"], bool):
+        # `nodes` is the number of nodes the run's expert layout spans: a launch fact, not a
+        # config one, so `check` of a run's config cannot know it.
+        sys.exit(f"torch_moe.py: moe.route_groups: {moe['route_groups']!r} depends on the launch; "
+                 "give the number of groups it resolved to with --set moe.route_groups=N")
     return cfg
 
 
@@ -302,14 +324,30 @@ def moe_layer(cfg, P, l, m, B, T, stats=None):
     p_ = f"model/layers/{l}/moe/"
     N = m.shape[0]
     z = m @ P[p_ + "router"]
-    probs = torch.softmax(z, dim=-1)
+    if moe["score"] == "sigmoid":  # per expert; the balance loss sees them normalised over E
+        probs = torch.sigmoid(z)
+        balance = probs / probs.sum(-1, keepdim=True)
+    else:
+        probs = torch.softmax(z, dim=-1)
+        balance = probs
     lse = torch.logsumexp(z, dim=-1)
     scores = (probs + P[p_ + "bias"]).detach()
+    R, M = moe["route_groups"], moe["route_groups_topk"]
+    if R > 1 and M < R:  # group-limited: select only among the experts of the M best groups
+        r = -(-K // M)
+        best = torch.sort(scores.view(N, R, E // R), dim=-1, descending=True, stable=True).values
+        group_score = best[..., 0]
+        for j in range(1, r):  # added best first, in fp32, as switchyard does
+            group_score = group_score + best[..., j]
+        kept = torch.sort(group_score, dim=-1, descending=True, stable=True).indices[:, :M]
+        in_kept = torch.zeros(N, R, dtype=torch.bool, device=m.device).scatter_(1, kept, True)
+        scores = scores.masked_fill(~in_kept.repeat_interleave(E // R, dim=1), -math.inf)
     # top-k with ties to the lower expert index: a stable descending sort.
     sel = torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :K]  # [N, K]
     gates = probs.gather(1, sel)
     if moe["norm_topk"]:
         gates = gates / gates.sum(-1, keepdim=True)
+    gates = gates * moe["gate_scale"]
 
     out = torch.zeros_like(m)
     cap = capacity(cfg, N)
@@ -334,7 +372,7 @@ def moe_layer(cfg, P, l, m, B, T, stats=None):
     NG = N // groups
     onehot = torch.zeros(N, E, device=m.device).scatter_(1, sel, 1.0)
     f = onehot.view(groups, NG, E).sum(1) / (NG * K)
-    Pm = probs.view(groups, NG, E).mean(1)
+    Pm = balance.view(groups, NG, E).mean(1)
     aux_sum = (moe["aux_loss_coeff"] * E * (f * Pm).sum(-1)).sum()
     z_sum = moe["z_loss_coeff"] * lse.pow(2).sum()
     return out, aux_sum, z_sum
@@ -498,7 +536,7 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, args.set, one_process=args.command == "bench")
     run = cmd_bench if args.command == "bench" else cmd_check
     if not args.profile:
         run(cfg, args)

@@ -3,10 +3,12 @@
 
 The loss switchyard logs for step 1 is the loss of step 0's global batch under the initial
 weights, so torch_moe.py's `check` (its own Philox init, data order and model) must give the same
-numbers, for the default tiny config and for one with capacity drops, a shared expert, an untied
-head, un-normalised gates and micro-batch aux groups; and the loss of a later step from a
-checkpoint written after 30 updates at a high learning rate (weights far from the initial ones). Exits 77 (CTest SKIP_RETURN_CODE) when this Python
-has no torch: PyTorch is a multi-GB install that CI does not carry.
+numbers, for the default tiny config, for one with capacity drops, a shared expert, an untied
+head, un-normalised gates and micro-batch aux groups, and for a sigmoid router with group-limited
+selection and scaled gates; and the loss of a later step from a checkpoint written after 30
+updates at a high learning rate (weights far from the initial ones), with both routers. Exits 77
+(CTest SKIP_RETURN_CODE) when this Python has no torch: PyTorch is a multi-GB install that CI
+does not carry.
 """
 import json
 import os
@@ -47,12 +49,18 @@ with tempfile.TemporaryDirectory() as tmp:
     tiny = os.path.join(args.source, "configs", "tiny.yaml")
     base = ["--set", f"data.path={data}", "--set", "log.every=1", "--set", "eval.every=0",
             "--set", "eval.sequences=1"]
+    GROUPED = ["--set", "moe.score=sigmoid", "--set", "moe.num_experts=8", "--set", "moe.top_k=3",
+               "--set", "moe.route_groups=4", "--set", "moe.route_groups_topk=2",
+               "--set", "moe.gate_scale=2.5"]
     variants = {
         "tiny, initial weights": [],
         "capacity+shared+untied+micro_batch": [
             "--set", "moe.capacity_factor=1.0", "--set", "moe.shared_experts=1",
             "--set", "model.tie_embeddings=false", "--set", "moe.norm_topk=false",
             "--set", "moe.aux_loss_scope=micro_batch", "--set", "train.micro_batch=2"],
+        # DeepSeek-V3's router: sigmoid scores, 8 experts in 4 groups of which a token may use 2
+        # (each group scored by its 2 best), top-3, gates scaled by 2.5.
+        "sigmoid+groups+gate_scale": GROUPED,
     }
     for name, extra in variants.items():
         out = os.path.join(tmp, name.replace(" ", "_").replace(",", "").replace("+", "_"))
@@ -65,17 +73,21 @@ with tempfile.TemporaryDirectory() as tmp:
     # From a checkpoint: the loss logged at step 31 is that of step 30's batch under the weights
     # saved after 30 updates at a high learning rate, far from the initial ones (std 0.02, gains
     # 1, nearly uniform attention), where a wrong RoPE direction, attention scale or gain shows.
-    out = os.path.join(tmp, "ckpt")
-    run([args.switchyard, "train", "--config", tiny, *base, "--set", "train.steps=31",
-         "--set", "checkpoint.every=30", "--set", f"run.out_dir={out}",
-         "--set", "train.lr=0.02", "--set", "train.warmup_steps=0",
-         "--set", "moe.bias_update_rate=0.01"])
-    ckpt = os.path.join(out, "checkpoints", "step_00000030.h5")
-    if not os.path.exists(ckpt):
-        sys.exit(f"FAILED: switchyard wrote no {ckpt}")
-    pt = json.loads(run([sys.executable, script, "check", "--config",
-                         os.path.join(out, "config.yaml"), "--checkpoint", ckpt]).strip().splitlines()[-1])
-    compare("checkpoint at step 30 (lr 0.02)", metrics_line(out, 31), pt, rel=1e-4)
+    # The second time with the grouped sigmoid router, where the learned bias also ranks groups.
+    for name, extra in (("checkpoint at step 30 (lr 0.02)", []),
+                        ("  the same, sigmoid+groups", GROUPED)):
+        out = os.path.join(tmp, "ckpt_grouped" if extra else "ckpt")
+        run([args.switchyard, "train", "--config", tiny, *base, *extra, "--set", "train.steps=31",
+             "--set", "checkpoint.every=30", "--set", f"run.out_dir={out}",
+             "--set", "train.lr=0.02", "--set", "train.warmup_steps=0",
+             "--set", "moe.bias_update_rate=0.01"])
+        ckpt = os.path.join(out, "checkpoints", "step_00000030.h5")
+        if not os.path.exists(ckpt):
+            sys.exit(f"FAILED: switchyard wrote no {ckpt}")
+        pt = json.loads(run([sys.executable, script, "check", "--config",
+                             os.path.join(out, "config.yaml"), "--checkpoint",
+                             ckpt]).strip().splitlines()[-1])
+        compare(name, metrics_line(out, 31), pt, rel=1e-4)
 
 print(f"{'FAILED' if failures else 'passed'}: {failures} mismatches")
 sys.exit(1 if failures else 0)
