@@ -29,22 +29,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 fails=0  # the failed checks, counted by fail (lib.sh)
 slurm_stand_ins "$tmp/bin"
 
-# job <name> <env assignments...> -- <train.sbatch arguments...>: runs the script from
-# $tmp/caller; sets out, srun, rc.
-job() {
-  local name=$1
-  shift
-  local envs=()
-  while [ "$1" != -- ]; do envs+=("$1"); shift; done
-  shift
-  : >"$tmp/$name.srun"
-  (cd "$tmp/caller" && env -i PATH="$tmp/bin:/usr/bin:/bin" HOME="$tmp" SY_ROOT="$src" SY_BIN="$fakebin" \
-    FAKE_SRUN_LOG="$tmp/$name.srun" SLURM_JOB_ID=42 SLURM_JOB_NUM_NODES=1 SLURM_NTASKS_PER_NODE=2 \
-    "${envs[@]}" timeout 20 bash "$src/jobs/train.sbatch" "$@") >"$tmp/$name.out" 2>&1
-  rc=$?
-  out=$(cat "$tmp/$name.out")
-  srun=$(cat "$tmp/$name.srun")
-}
+# job: sbatch_job (lib.sh) from $tmp/caller.
+job() { job_cwd="$tmp/caller" sbatch_job "$@"; }
 
 # Outside SLURM.
 job outside SLURM_JOB_ID= -- --config configs/tiny.yaml

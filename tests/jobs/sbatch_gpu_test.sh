@@ -28,21 +28,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 fails=0  # the failed checks, counted by fail (lib.sh)
 slurm_stand_ins "$tmp/bin"
 
-# job <name> <env assignments...> -- <train.sbatch arguments...>: runs the script; sets out, srun, rc.
-job() {
-  local name=$1
-  shift
-  local envs=()
-  while [ "$1" != -- ]; do envs+=("$1"); shift; done
-  shift
-  : >"$tmp/$name.srun"
-  env -i PATH="$tmp/bin:/usr/bin:/bin" HOME="$tmp" SY_ROOT="$src" SY_BIN="${SY_BIN_FOR_TEST:-$fakebin}" \
-    FAKE_SRUN_LOG="$tmp/$name.srun" SLURM_JOB_ID=42 SLURM_JOB_NUM_NODES=1 "${envs[@]}" \
-    bash "$src/jobs/train.sbatch" "$@" >"$tmp/$name.out" 2>&1
-  rc=$?
-  out=$(cat "$tmp/$name.out")
-  srun=$(cat "$tmp/$name.srun")
-}
+# job: sbatch_job (lib.sh), the switchyard $SY_BIN_FOR_TEST where a check sets it.
+job() { job_bin="${SY_BIN_FOR_TEST:-$fakebin}" sbatch_job "$@"; }
 
 job gpus SLURM_NTASKS_PER_NODE=4 SLURM_GPUS_ON_NODE=4 SLURM_GPUS_PER_TASK=1 \
   NCCL_IB_HCA=mlx5_0:1,mlx5_1:1 NCCL_SOCKET_IFNAME=ib0 UCX_NET_DEVICES=mlx5_0:1 UCX_TLS=rc,sm,self \
