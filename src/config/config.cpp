@@ -23,6 +23,7 @@
 #include "src/config/yaml_scalar.h"
 #include "src/core/error.h"
 #include "src/core/number_text.h"
+#include "src/core/paths.h"
 #include "src/core/printable.h"
 #include "src/core/suggest.h"
 #include "src/core/utf8.h"
@@ -438,16 +439,7 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
 }
 
 std::string read_config_text(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw UsageError("config file '" + path + "' not found");
-  if (fs::is_directory(path, ec))
-    throw UsageError("config file '" + path + "' is a directory, expected a YAML file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw UsageError("config file '" + path + "' cannot be read");
-  std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  if (in.bad()) throw UsageError("config file '" + path + "' cannot be read");
-  return text;
+  return read_text_file(path, "config file", "a YAML file");
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {

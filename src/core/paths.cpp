@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <system_error>
 
@@ -36,6 +38,24 @@ std::string what_is_at(const std::string& path) {
 std::string unreadable_reason(const std::string& path) {
   if (::access(path.c_str(), R_OK) == 0) return "";
   return std::string(kCannotBeRead) + std::strerror(errno);
+}
+
+std::string read_text_file(const std::string& path, const std::string& what,
+                           const std::string& expected) {
+  const std::string named = what + " '" + path + "'";
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw UsageError(named + " not found");
+  if (fs::is_directory(path, ec)) throw UsageError(named + " is a directory, expected " + expected);
+  if (const std::string why = unreadable_reason(path); !why.empty())
+    throw UsageError(named + " " + why);
+  errno = 0;  // what the open and the reads leave is theirs
+  std::ifstream in(path, std::ios::binary);
+  std::string text;
+  if (in) text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  if (!in && !in.eof())
+    throw UsageError(named + " cannot be read" +
+                     (errno != 0 ? std::string(": ") + std::strerror(errno) : std::string()));
+  return text;
 }
 
 void make_directories(const std::string& where, const std::string& dir,

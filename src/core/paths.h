@@ -16,6 +16,13 @@ std::string what_is_at(const std::string& path);
 inline constexpr const char* kCannotBeRead = "cannot be read: ";  // how the reason starts
 std::string unreadable_reason(const std::string& path);
 
+// The whole of a small text file the user named (a config, a prompt, a cluster or placement
+// file), `what` naming it in messages ("config file", "--prompt-file"). Throws UsageError
+// "<what> '<path>' not found", "... is a directory, expected <expected>" or "... cannot be read:
+// <reason>". A FIFO or /dev/stdin is read as it comes.
+std::string read_text_file(const std::string& path, const std::string& what,
+                           const std::string& expected);
+
 // Creates `dir` and its parents where missing. Throws UsageError (exit 2) "<where> '<dir>' is not
 // a directory (a regular file is in the way)" or "... cannot be created: <reason>"; `where` names
 // the key or flag, e.g. "run.out_dir" or "--out". `created`, when given, receives the directories

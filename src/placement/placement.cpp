@@ -16,6 +16,7 @@
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/core/number_text.h"
+#include "src/core/paths.h"
 
 namespace sy {
 
@@ -115,14 +116,8 @@ std::string describe_placement(const ExpertPlacement& p, int ranks_per_node, int
 }
 
 ExpertPlacement read_placement(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec))
-    throw UsageError(path + ": " + (fs::exists(path, ec) ? "not a regular file" : "no such file") +
-                     " (an expert placement file, written by `switchyard placement`)");
-  std::ifstream in(path, std::ios::binary);
-  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  if (!in.good() && !in.eof()) throw UsageError(path + ": cannot read: " + std::strerror(errno));
+  const std::string text =
+      read_text_file(path, "expert placement file", "a file written by `switchyard placement`");
   // One document: a second (after '---') was silently ignored.
   const std::vector<YAML::Node> docs = load_yaml_documents(text, path);
   if (docs.size() > 1)

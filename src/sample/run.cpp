@@ -165,18 +165,7 @@ std::string prompt_text(const SampleRequest& req) {
   if (prompts_given(req) > 1) throw UsageError(kOnePrompt);
   if (req.prompt) return *req.prompt;
   if (req.prompt_file.empty()) throw UsageError(kNoPrompt);
-  const std::string what = "--prompt-file '" + req.prompt_file + "'";
-  std::error_code ec;
-  if (!std::filesystem::exists(req.prompt_file, ec)) throw UsageError(what + " not found");
-  if (std::filesystem::is_directory(req.prompt_file, ec))
-    throw UsageError(what + " is a directory, expected a text file");
-  if (const std::string why = unreadable_reason(req.prompt_file); !why.empty())
-    throw UsageError(what + " " + why);
-  std::ifstream in(req.prompt_file, std::ios::binary);
-  if (!in) throw UsageError(what + " cannot be read");
-  std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  if (in.bad()) throw UsageError(what + " cannot be read");
-  return text;
+  return read_text_file(req.prompt_file, "--prompt-file", "a text file");
 }
 
 std::vector<int32_t> prompt_ids(const SampleRequest& req, const std::string& text,

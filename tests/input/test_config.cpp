@@ -2,6 +2,7 @@
 // and every rejection: unknown keys, wrong types, out-of-range values, bad files. Every rejection
 // must be a UsageError whose message names the key path (or the file) and the offending value.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <yaml-cpp/yaml.h>
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <functional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/temp_dir.h"
@@ -520,6 +522,27 @@ TEST(Config, FilesMissingEmptyOrDirectories) {
   std::ofstream(dir.file("bad.yaml")) << "model:\n  d_model: 96\n  n_heads: x\n" << kMinimal;
   expect_usage_error([&] { load_config(dir.file("bad.yaml")); },
                      {"bad.yaml", "model.n_heads", "'x'", "(line 3)"});
+}
+
+// read_text_file, which reads the config, prompt, cluster and placement files: each way a file
+// cannot be read is said naming it, and a FIFO (a shell's <(...), /dev/stdin) is read as it comes.
+TEST(TextFile, EachProblemIsNamedAndAFifoIsRead) {
+  using namespace std::string_literals;
+  test::TempDir dir;
+  expect_usage_error([&] { read_text_file(dir.file("nope.yaml"), "cluster file", "x"); },
+                     {"cluster file '" + dir.file("nope.yaml") + "' not found"});
+  expect_usage_error(
+      [&] { read_text_file(dir.path().string(), "--prompt-file", "a text file"); },
+      {"--prompt-file '" + dir.path().string() + "' is a directory, expected a text file"});
+  std::ofstream(dir.file("empty")).flush();
+  EXPECT_EQ(read_text_file(dir.file("empty"), "config file", "x"), "");
+  const std::string text = "a: 1\n\0b\xff\n"s;
+  std::ofstream(dir.file("bytes"), std::ios::binary) << text;
+  EXPECT_EQ(read_text_file(dir.file("bytes"), "config file", "x"), text);
+  ASSERT_EQ(::mkfifo(dir.file("fifo").c_str(), 0600), 0);
+  std::thread writer([&] { std::ofstream(dir.file("fifo"), std::ios::binary) << text; });
+  EXPECT_EQ(read_text_file(dir.file("fifo"), "config file", "x"), text);
+  writer.join();
 }
 
 TEST(Config, ShippedConfigsLoad) {

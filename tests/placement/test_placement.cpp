@@ -121,9 +121,13 @@ TEST(PlacementFile, EveryBadFileIsRefusedNamingTheProblem) {
     EXPECT_NE(msg.find(c.expect), std::string::npos) << c.label << ": '" << msg << "'";
     EXPECT_NE(msg.find(path), std::string::npos) << c.label << " does not name the file: " << msg;
   }
-  EXPECT_NE(usage_error([&] { read_placement(dir.file("absent.yaml")); }).find("no such file"),
+  EXPECT_NE(usage_error([&] {
+              read_placement(dir.file("absent.yaml"));
+            }).find("expert placement file '" + dir.file("absent.yaml") + "' not found"),
             std::string::npos);
-  EXPECT_NE(usage_error([&] { read_placement(dir.path().string()); }).find("not a regular file"),
+  EXPECT_NE(usage_error([&] {
+              read_placement(dir.path().string());
+            }).find("is a directory, expected a file written by `switchyard placement`"),
             std::string::npos);
 }
 

@@ -9,6 +9,7 @@
 
 #include "src/core/error.h"
 #include "src/core/h5.h"
+#include "src/core/paths.h"
 #include "src/core/run_files.h"
 #include "src/placement/coactivation_file.h"
 #include "src/plot/run_metrics.h"
@@ -18,17 +19,6 @@ namespace sy::plan {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_text(const std::string& path, const char* what) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec))
-    throw UsageError(std::string(what) + " '" + path + "' not found (or not a regular file)");
-  std::ifstream in(path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  if (!in) throw UsageError(std::string(what) + " '" + path + "' cannot be read");
-  return s.str();
-}
 
 // A number in a cgroup file ("max" = no limit: 0).
 double cgroup_limit(const char* path) {
@@ -46,7 +36,7 @@ double cgroup_limit(const char* path) {
 }  // namespace
 
 Cluster load_cluster(const std::string& path) {
-  return parse_cluster(read_text(path, "cluster file"), "'" + path + "'");
+  return parse_cluster(read_text_file(path, "cluster file", "a YAML file"), "'" + path + "'");
 }
 
 bool load_coactivation(const std::string& path, int64_t E, int64_t K, RoutingStats& r) {
