@@ -57,7 +57,43 @@ void get_dataset(hid_t file, const char* name, hid_t mem_type, const std::string
   if (!out.empty()) H5_CHECK(H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()));
 }
 
+// The routing attributes <prefix>route_groups, <prefix>route_groups_topk and
+// <prefix>other_routing_steps (the last where not 0); none where the routing is not known.
+void write_routing(hid_t f, const std::string& prefix, const CoactivationRouting& r) {
+  if (!r.known()) return;
+  h5::write_attr(f, (prefix + "route_groups").c_str(), int64_t{r.groups});
+  h5::write_attr(f, (prefix + "route_groups_topk").c_str(), int64_t{r.topk});
+  if (r.other_steps > 0) h5::write_attr(f, (prefix + "other_routing_steps").c_str(), r.other_steps);
+}
+
+CoactivationRouting read_routing(hid_t f, const std::string& prefix, const std::string& path) {
+  CoactivationRouting r;
+  if (H5_CHECK(H5Aexists(f, (prefix + "route_groups").c_str())) <= 0) return r;
+  const int64_t groups = h5::read_attr_i64(f, (prefix + "route_groups").c_str());
+  const int64_t topk = h5::read_attr_i64(f, (prefix + "route_groups_topk").c_str());
+  if (groups < 1 || topk < 1 || topk > groups || groups > (int64_t{1} << 20))
+    throw UsageError(path + ": root attributes " + prefix + "route_groups " +
+                     std::to_string(groups) + ", " + prefix + "route_groups_topk " +
+                     std::to_string(topk) + " are no routing");
+  r = CoactivationRouting::of(groups, topk);
+  const std::string other = prefix + "other_routing_steps";
+  if (H5_CHECK(H5Aexists(f, other.c_str())) > 0)
+    r.other_steps = h5::read_attr_i64(f, other.c_str());
+  return r;
+}
+
 }  // namespace
+
+CoactivationRouting CoactivationRouting::of(int64_t route_groups, int64_t route_groups_topk) {
+  if (route_groups <= 1 || route_groups_topk >= route_groups) return {1, 1};
+  return {static_cast<int>(route_groups), static_cast<int>(route_groups_topk)};
+}
+
+std::string CoactivationRouting::describe() const {
+  if (!known()) return "an unrecorded routing";
+  if (groups == 1) return "plain top-k";
+  return "the best " + std::to_string(topk) + " of " + std::to_string(groups) + " expert groups";
+}
 
 int64_t Coactivation::sample_tokens() const {
   const int64_t per_token = static_cast<int64_t>(num_layers) * top_k;
@@ -101,6 +137,7 @@ Coactivation read_coactivation(const std::string& path) {
     for (auto [name, value] : {std::pair{"recounted_steps", &c.recounted_steps},
                                std::pair{"uncounted_steps", &c.uncounted_steps}})
       if (H5_CHECK(H5Aexists(f, name)) > 0) *value = h5::read_attr_i64(f, name);
+    c.routing = read_routing(f, "", path);
     for (size_t i = 0; i < c.checkpoints.size(); ++i) {
       const std::string name = kSnapshotNames[i];
       CoactivationAt& at = c.checkpoints[i];
@@ -111,6 +148,7 @@ Coactivation read_coactivation(const std::string& path) {
                                   std::pair{"_uncounted_steps", &at.uncounted_steps}})
         if (H5_CHECK(H5Aexists(f, (name + tally).c_str())) > 0)
           *value = h5::read_attr_i64(f, (name + tally).c_str());
+      at.routing = read_routing(f, name + "_", path);
       if (at.step == c.last_step)
         at.counts = c.counts;
       else
@@ -162,6 +200,7 @@ void write_coactivation(const std::string& path, const Coactivation& c) {
                 {NL, static_cast<hsize_t>(c.sample_tokens()), K}, c.sample);
     if (c.recounted_steps > 0) h5::write_attr(f, "recounted_steps", c.recounted_steps);
     if (c.uncounted_steps > 0) h5::write_attr(f, "uncounted_steps", c.uncounted_steps);
+    write_routing(f, "", c.routing);
     for (size_t i = 0; i < c.checkpoints.size(); ++i) {
       const std::string name = kSnapshotNames[i];
       const CoactivationAt& at = c.checkpoints[i];
@@ -171,6 +210,7 @@ void write_coactivation(const std::string& path, const Coactivation& c) {
       for (auto [tally, value] : {std::pair{"_recounted_steps", at.recounted_steps},
                                   std::pair{"_uncounted_steps", at.uncounted_steps}})
         if (value > 0) h5::write_attr(f, (name + tally).c_str(), value);
+      write_routing(f, name + "_", at.routing);
       if (!own_counts(at)) continue;
       SY_CHECK(at.counts.size() == c.counts.size(),
                name << "_counts: " << at.counts.size() << " entries");

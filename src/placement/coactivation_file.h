@@ -25,6 +25,12 @@
 //   and the run resume from the one before. Root attrs recounted_steps and uncounted_steps,
 //   where not 0: steps counted twice or not at all after a resume (Coactivation says when); the
 //   same of each checkpoint's counts as <name>_recounted_steps and <name>_uncounted_steps.
+//   Root attrs route_groups and route_groups_topk: the routing the counts were gathered under
+//   (moe.route_groups as the run resolved it; 1 and 1 for plain top-k, also where the groups
+//   limit nothing), absent in a file from before them; other_routing_steps, where not 0: of the
+//   steps counted, at most how many were routed otherwise (a resume that changed the routing:
+//   route_groups: nodes on another node count). Each checkpoint's counts have their own
+//   (<name>_route_groups, <name>_route_groups_topk, <name>_other_routing_steps).
 //
 // Letters: NL layers, E experts, K top-k, S sampled tokens.
 #pragma once
@@ -36,12 +42,29 @@
 
 namespace sy {
 
+// The routing counts were gathered under: a token's top-k from the `topk` best of `groups` groups
+// (1, 1: plain top-k; 0, 0: not recorded, a file from before it), and of the steps counted, at
+// most how many were routed otherwise.
+struct CoactivationRouting {
+  int groups = 0, topk = 0;
+  int64_t other_steps = 0;
+
+  // (route_groups, route_groups_topk) as recorded: groups that limit nothing are plain top-k.
+  static CoactivationRouting of(int64_t route_groups, int64_t route_groups_topk);
+  bool known() const { return groups > 0; }
+  bool same_selection(const CoactivationRouting& o) const {
+    return groups == o.groups && topk == o.topk;
+  }
+  std::string describe() const;  // "plain top-k", "the best 1 of 4 expert groups"
+};
+
 // The counts as of one checkpoint's step (with Coactivation's tallies of that step).
 struct CoactivationAt {
   int64_t step = -1;  // -1: none
   int64_t tokens = 0;
   std::vector<int64_t> counts;  // [NL*E*E] when step >= 0
   int64_t recounted_steps = 0, uncounted_steps = 0;
+  CoactivationRouting routing;
 };
 
 struct Coactivation {
@@ -59,6 +82,7 @@ struct Coactivation {
   // stopped); each resume's log said which. Exact but where both kinds meet (a step missed, then
   // counted again, stays in both); a resume from a checkpoint's counts restores its tallies.
   int64_t recounted_steps = 0, uncounted_steps = 0;
+  CoactivationRouting routing;  // of the latest steps counted
 
   int64_t sample_tokens() const;  // S
   const int64_t* layer_counts(int layer) const {

@@ -123,6 +123,18 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
   if (c.recounted_steps > 0 || c.uncounted_steps > 0)  // after resumes (their logs said which)
     out << "note: of these steps the counts hold up to " << c.recounted_steps << " twice and up to "
         << c.uncounted_steps << " not at all (resumes from checkpoints the counts did not match)\n";
+  // Counts of another routing than the one placed for (route_groups: nodes resolved for another
+  // node count): the rows below are those of the counted routing (QA: "4 groups whole" and a
+  // prediction past the one row per token that routing allows, unsaid).
+  const CoactivationRouting target =
+      CoactivationRouting::of(po.route_groups, cfg.moe.route_groups_topk);
+  if (c.routing.known() && !c.routing.same_selection(target))
+    out << "note: the counts were routed with " << c.routing.describe() << "; a run routed with "
+        << target.describe() << " selects other experts: the rows below are those of the counted "
+        << "routing\n";
+  if (c.routing.other_steps > 0)
+    out << "note: up to " << c.routing.other_steps << " of these steps were routed otherwise than "
+        << "with " << c.routing.describe() << " (a resume changed moe.route_groups)\n";
   out << (given ? "rating " + o.evaluate + ": " : std::string("placing "))  //
       << E << " experts on " << G << " nodes x " << R << " EP ranks";
   if (!given)

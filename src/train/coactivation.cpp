@@ -52,6 +52,9 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
   total_.num_experts = E;
   total_.top_k = static_cast<int>(cfg.moe.top_k);
   total_.first_step = total_.last_step = std::max<int64_t>(resumed_step, 0);
+  const CoactivationRouting routing =
+      CoactivationRouting::of(cfg.moe.route_groups.count, cfg.moe.route_groups_topk);
+  total_.routing = routing;
   if (rank0_) total_.counts.assign(static_cast<size_t>(NL) * E * E, 0);  // rank 0 writes it
   if (!rank0_ || resumed_step < 0 || !std::filesystem::exists(path_)) return;
   try {
@@ -70,6 +73,7 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
         old.tokens = at->tokens;
         old.recounted_steps = at->recounted_steps;
         old.uncounted_steps = at->uncounted_steps;
+        old.routing = at->routing;
       } else if (old.last_step > resumed_step) {  // an older checkpoint: no counts of its step
         log << "; it counted steps up to " << old.last_step << ", so steps " << resumed_step + 1
             << ".." << old.last_step << " will be counted twice";
@@ -80,15 +84,25 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
             << " are not in the counts";
         old.uncounted_steps += resumed_step - old.last_step;
       }
-      log << "\n";
       old.last_step = resumed_step;
       // The checkpoint resumed from is the newest; an older one's counts are kept before it.
       CoactivationAt before;
       for (CoactivationAt& c : old.checkpoints)
         if (c.step >= 0 && c.step < resumed_step && c.step > before.step) before = std::move(c);
       old.checkpoints = {CoactivationAt{resumed_step, old.tokens, old.counts, old.recounted_steps,
-                                        old.uncounted_steps},
+                                        old.uncounted_steps, old.routing},
                          std::move(before)};
+      // Another routing from here on (route_groups: nodes on another node count): the steps
+      // counted so far chose their experts otherwise, which `placement` says.
+      if (old.routing.known() && !old.routing.same_selection(routing)) {
+        const int64_t counted = old.last_step - old.first_step;
+        log << "; they were routed with " << old.routing.describe() << ", this run routes with "
+            << routing.describe() << " (`switchyard placement` says so of the counts)";
+        old.routing = {routing.groups, routing.topk, counted};
+      } else if (!old.routing.known()) {
+        old.routing = routing;  // a file from before the routing was recorded
+      }
+      log << "\n";
       total_ = std::move(old);
       return;
     }
@@ -158,8 +172,12 @@ void CoactivationCounter::flush(const comm::Comm& world, int tp, int64_t done, c
     if (at_checkpoint) {  // the newest checkpoint's counts; the one before it kept
       auto& cps = total_.checkpoints;
       if (cps[0].step != done) cps[1] = std::exchange(cps[0], {});
-      cps[0] = CoactivationAt{done, total_.tokens, total_.counts, total_.recounted_steps,
-                              total_.uncounted_steps};
+      cps[0] = CoactivationAt{done,
+                              total_.tokens,
+                              total_.counts,
+                              total_.recounted_steps,
+                              total_.uncounted_steps,
+                              total_.routing};
     }
   }
   // Rank 0 writes alone; every rank learns whether it could, so that a file that cannot be

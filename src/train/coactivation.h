@@ -36,7 +36,8 @@ void add_coactivation(int64_t* counts, int E, const int32_t* topk, int64_t n, in
 
 class CoactivationCounter {
  public:
-  // The file is <cfg.run.out_dir>/coactivation.h5. resumed_step >= 0: a resumed run, which
+  // The file is <cfg.run.out_dir>/coactivation.h5; cfg is resolved (moe.route_groups a number:
+  // the routing the counts are recorded under). resumed_step >= 0: a resumed run, which
   // continues the file's counts when it matches the model (rank 0 reads it); -1: a fresh start.
   // samples: whether this rank's tokens go into the sample (tp rank 0: the other tp ranks route
   // the same tokens); world_size: the ranks sharing the sample's size limit.

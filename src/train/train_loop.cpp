@@ -67,7 +67,7 @@ TrainSummary run_training(const TrainLoopArgs& args, StepBackend& b, std::ostrea
   std::optional<MetricsWriter> metrics =
       open_run_outputs(cfg, g.world(), wd, rank0, resumed.resumed, first_step, log);
   log << resume_log.str() << std::flush;  // all of it before the first step, in a log file too
-  CoactivationCounter coact(cfg, rank0, lay.coords.tp_rank == 0, g.world().size(),
+  CoactivationCounter coact(args.model_cfg, rank0, lay.coords.tp_rank == 0, g.world().size(),
                             resumed.resumed ? first_step : -1, log);
 
   RunProgress progress(cfg, flops, resumed, metrics ? &*metrics : nullptr, log);

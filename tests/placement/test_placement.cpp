@@ -437,6 +437,21 @@ TEST(Coactivation, FileReadsBackAndBadFilesNameThemselves) {
   EXPECT_EQ(r.tokens, 4);
   EXPECT_EQ(r.first_step, 3);
   EXPECT_EQ(r.last_step, 10);
+  EXPECT_FALSE(r.routing.known());  // none recorded: none read
+  // The routing, the file's and a checkpoint's, reads back; groups that limit nothing (a token
+  // may use all 4) are plain top-k.
+  c.routing = CoactivationRouting::of(4, 2);
+  c.routing.other_steps = 5;
+  c.checkpoints[0] = CoactivationAt{8, 2, c.counts, 0, 0, CoactivationRouting::of(4, 4)};
+  write_coactivation(path, c);
+  const Coactivation routed = read_coactivation(path);
+  EXPECT_EQ(routed.routing.groups, 4);
+  EXPECT_EQ(routed.routing.topk, 2);
+  EXPECT_EQ(routed.routing.other_steps, 5);
+  EXPECT_EQ(routed.checkpoints[0].routing.groups, 1);
+  EXPECT_EQ(routed.checkpoints[0].routing.topk, 1);
+  EXPECT_EQ(routed.checkpoints[0].routing.other_steps, 0);
+  EXPECT_EQ(routed.checkpoints[0].routing.describe(), "plain top-k");
   write_text(dir.file("text.h5"), "not hdf5\n");
   EXPECT_NE(usage_error([&] { read_coactivation(dir.file("text.h5")); }).find("text.h5"),
             std::string::npos);

@@ -173,6 +173,68 @@ TEST_F(Resume, CoactivationStepsNotCountedOrCountedTwiceAreSaidAndRecorded) {
   EXPECT_EQ(got.counts, straight.counts);
 }
 
+// coactivation.h5 records the routing its counts were gathered under. A resume that changes it
+// (2 groups of which a token uses 1, then the best 2 of 4 -- as `route_groups: nodes` does on
+// another node count) says so and records how many counted steps were routed otherwise, each
+// checkpoint's counts keeping their own; `placement` says when the counts were routed otherwise
+// than it places for (QA: it predicted rows past what that routing allows, unsaid).
+TEST_F(Resume, CoactivationRecordsTheRoutingAndAResumeThatChangesIt) {
+  const std::string every = "--set eval.every=0 ";
+  const std::string two_of_one = "--set moe.route_groups=2 --set moe.route_groups_topk=1 ";
+  const std::string four_of_two = "--set moe.route_groups=4 --set moe.route_groups_topk=2 ";
+  auto r = run_as_user(train_cmd("run", every + two_of_one + "--set train.steps=10"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string file = dir_.file("run") + "/coactivation.h5";
+  Coactivation c = read_coactivation(file);
+  EXPECT_EQ(c.routing.groups, 2);
+  EXPECT_EQ(c.routing.topk, 1);
+  EXPECT_EQ(c.routing.other_steps, 0);
+
+  r = run_as_user(train_cmd("run", every + four_of_two + "--set train.steps=15 --resume auto"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("they were routed with the best 1 of 2 expert groups, this run routes "
+                          "with the best 2 of 4 expert groups"),
+            std::string::npos)
+      << r.output;
+  c = read_coactivation(file);
+  EXPECT_EQ(c.routing.groups, 4);
+  EXPECT_EQ(c.routing.topk, 2);
+  EXPECT_EQ(c.routing.other_steps, 10);  // steps 1..10, of 1..15
+  EXPECT_EQ(c.checkpoints[0].step, 15);
+  EXPECT_EQ(c.checkpoints[0].routing.other_steps, 10);
+  EXPECT_EQ(c.checkpoints[1].step, 10);
+  EXPECT_EQ(c.checkpoints[1].routing.groups, 2);
+  EXPECT_EQ(c.checkpoints[1].routing.other_steps, 0);
+
+  const std::string placement = std::string(SWITCHYARD_BIN) + " placement --run " +
+                                dir_.file("run") + " --nodes 2 --ranks-per-node 1 --output " +
+                                dir_.file("p.yaml");
+  r = run_as_user(placement);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("note: up to 10 of these steps were routed otherwise than with the best "
+                          "2 of 4 expert groups"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("selects other experts"), std::string::npos) << r.output;
+  r = run_as_user(placement + " --route-groups 2");  // 2 groups of which a token uses 2: all
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("note: the counts were routed with the best 2 of 4 expert groups; a run "
+                          "routed with plain top-k selects other experts"),
+            std::string::npos)
+      << r.output;
+
+  // Back to the step-10 checkpoint and its routing: its counts' own record, nothing routed
+  // otherwise.
+  r = run_as_user(train_cmd("run", every + two_of_one + "--set train.steps=12 --resume " +
+                                       dir_.file("run") + "/checkpoints/step_00000010.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("they were routed with"), std::string::npos) << r.output;
+  c = read_coactivation(file);
+  EXPECT_EQ(c.routing.groups, 2);
+  EXPECT_EQ(c.routing.topk, 1);
+  EXPECT_EQ(c.routing.other_steps, 0);
+}
+
 // samples.txt follows the run as metrics.jsonl does: a resume from the step-10 checkpoint drops
 // the samples of steps 15 and 20 that it draws again (it kept them: 5, 10, 15, 20, 15, 20), and a
 // fresh run in the directory keeps the earlier run's as samples.txt.prev (it appended to them).
