@@ -91,6 +91,15 @@ if ! [[ $np =~ ^[0-9]{1,6}$ ]] || ((10#$np == 0)); then
   exit 2
 fi
 np=$((10#$np))
+# Later, train would refuse it ("unknown option '-n'") after mpirun started the default count.
+prev=""
+for a in "$@"; do
+  if [[ $a == -n || $a == --np ]] && [[ $prev != --set && $prev != -c && $prev != --config ]]; then
+    echo "local.sh: $a comes first, before the train arguments: jobs/local.sh $a N --config ..." >&2
+    exit 2
+  fi
+  prev=$a
+done
 
 # SY_BIN before the cd below: a relative path is the caller's (./sy2 was looked for in the
 # repository root), a bare name a command on PATH (as train.sbatch takes it); the message names

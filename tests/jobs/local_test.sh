@@ -5,7 +5,7 @@
 #   - -h/--help (also after train arguments) prints the script's usage, exit 0, nothing started;
 #   - -n / SY_NP must be a positive whole number: 0, abc, 2x, -1 and a missing count are one
 #     line "local.sh: -n needs a positive whole number of ranks, got '...'", exit 2, nothing
-#     started; -n 3 starts 3 ranks;
+#     started; -n 3 starts 3 ranks; -n after train arguments is refused naming where it goes;
 #   - SY_BIN relative to the directory the script is started from (not the repository root),
 #     a command name on PATH taken, a missing one named by the path checked (exit 2);
 #   - started through a symlink, it runs from the real repository root;
@@ -74,6 +74,12 @@ has "$out" "local.sh: -n needs a positive whole number of ranks, got ''" || fail
 run sy_np SY_NP=abc -- --config configs/tiny.yaml
 ((rc == 2)) && has "$out" "local.sh: SY_NP needs a positive whole number of ranks, got 'abc'" ||
   fail "SY_NP=abc: exit $rc: $out"
+for flag in -n --np; do  # after the train arguments: said before anything starts
+  run "late$flag" -- --config configs/tiny.yaml "$flag" 2 --set train.steps=5
+  ((rc == 2)) || fail "late $flag: exit $rc, expected 2: $out"
+  has "$out" "local.sh: $flag comes first, before the train arguments" || fail "late $flag: message: $out"
+  [ -z "$log" ] || fail "late $flag: started: $log"
+done
 run np3 -- -n 3 --config configs/tiny.yaml
 ((rc == 0)) || fail "-n 3: exit $rc: $out"
 has "$log" "mpirun -np 3 " || fail "-n 3: not 3 ranks: $log"
