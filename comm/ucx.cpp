@@ -95,12 +95,17 @@ UcxPeers::UcxPeers(MPI_Comm comm, std::vector<std::string> peer_names, Watchdog*
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES;
     params.features = UCP_FEATURE_RMA;
-    UCX_CHECK(ucp_init(&params, config.get(), &context_));
-
     ucp_worker_params_t worker_params{};
     worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
     worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;  // only the main thread calls UCX
-    UCX_CHECK(ucp_worker_create(context_, &worker_params, &worker_));
+    try {
+      UCX_CHECK(ucp_init(&params, config.get(), &context_));
+      UCX_CHECK(ucp_worker_create(context_, &worker_params, &worker_));
+    } catch (const std::runtime_error& e) {  // e.g. UCX_TLS naming no transport this host has
+      throw std::runtime_error(std::string(e.what()) +
+                               " (UCX could not start for parallel.internode=ucx: see UCX's lines "
+                               "above and UCX_TLS, or set parallel.internode=mpi)");
+    }
 
     ucp_address_t* address = nullptr;
     std::size_t address_bytes = 0;

@@ -150,6 +150,20 @@ TEST_F(Launch, AUcxWithoutANetworkTransportSaysWhatToSet) {
   EXPECT_NE(r.output.find("set parallel.internode=mpi"), std::string::npos) << r.output;
 }
 
+// UCX that cannot start at all (UCX_TLS naming a transport this host lacks: "No such device"
+// from ucp_init and a file:line, on every rank): the error names the key and the way around it.
+TEST_F(Launch, AUcxThatCannotStartNamesTheKey) {
+  const auto r =
+      run_command("UCX_TLS=rc_verbs " + mpirun(4) +
+                  train("--set train.steps=2 --set parallel.ep=4 "
+                        "--set parallel.ranks_per_node=2 --set parallel.a2a=hierarchical "
+                        "--set parallel.internode=ucx --set train.global_batch=4"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("UCX could not start for parallel.internode=ucx"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("or set parallel.internode=mpi"), std::string::npos) << r.output;
+}
+
 // `cmd` inside a shell that prints "rank R exit C" after it; a rank that exits non-zero waits 3 s
 // first, so that mpirun's end of the job does not cut the other ranks' lines.
 std::string saying_its_exit(const std::string& cmd) {
