@@ -43,7 +43,11 @@ void add_placement_command(CLI::App& root, std::vector<Command>& out) {
       ->check(number_in(1.0, 100.0, "[1, 100]"));
   cmd->add_option("--route-groups", o->route_groups,
                   "Routing groups to keep whole on nodes: an integer or 'nodes' (default: the "
-                  "run's moe.route_groups)");
+                  "run's moe.route_groups)")
+      ->check([](const std::string& v) {
+        return v.empty() ? std::string("give an integer or 'nodes', not an empty value")
+                         : std::string();
+      });
   cmd->add_option("--seed", o->seed, "METIS's seed")->capture_default_str();
   out.push_back({cmd, [o] {
                    h5::print_no_library_errors();  // reads coactivation.h5

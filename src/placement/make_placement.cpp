@@ -7,6 +7,7 @@
 #include <numeric>
 #include <optional>
 #include <ostream>
+#include <vector>
 
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
@@ -135,6 +136,17 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
   if (c.routing.other_steps > 0)
     out << "note: up to " << c.routing.other_steps << " of these steps were routed otherwise than "
         << "with " << c.routing.describe() << " (a resume changed moe.route_groups)\n";
+  if (given && po.route_groups > 1) {  // what a run with those groups says of it (QA: rated
+                                       // here, then refused by training)
+    std::vector<int> node_of_ep_rank(static_cast<size_t>(P));
+    for (int p = 0; p < P; ++p) node_of_ep_rank[static_cast<size_t>(p)] = p / R;
+    try {
+      check_placement_route_groups(*given, RouteGroups{po.route_groups, false}, node_of_ep_rank);
+    } catch (const UsageError& e) {
+      out << "note: training with " << po.route_groups << " routing groups refuses this "
+          << "placement: " << e.what() << "\n";
+    }
+  }
   out << (given ? "rating " + o.evaluate + ": " : std::string("placing "))  //
       << E << " experts on " << G << " nodes x " << R << " EP ranks";
   if (!given)

@@ -128,6 +128,9 @@ TEST_F(PlacementCli, BadUsesExitTwoNamingTheProblem) {
       {placement("--nodes 2 --ranks-per-node 2"), "--output"},
       {placement("--nodes 2 --evaluate " + dir_.file("bad.yaml")), "bad.yaml"},
       {placement("--nodes 2 --ranks-per-node 2 --route-groups 3 --output x.yaml"), "route_groups"},
+      // An empty value (an unset variable) was the run's own moe.route_groups, unsaid.
+      {placement("--nodes 2 --ranks-per-node 2 --route-groups '' --output x.yaml"),
+       "--route-groups: give an integer or 'nodes', not an empty value"},
       {placement("--nodes 2 --ranks-per-node 2 --output " + dir_.path().string()),
        "is a directory"},
       // The run's own files (the placement YAML was written over them, exit 0).
@@ -249,6 +252,24 @@ TEST_F(PlacementCli, TrainingRefusesABadPlacementNamingTheProblem) {
 
 // With route_groups on, 2 emulated nodes: a placement that moves experts of group 0 to the other
 // node (and some of group 1 back) would let a token reach more nodes than route_groups_topk.
+// --evaluate of a placement that training with the routing groups asked for would refuse (a group
+// spread over both nodes): rated as any other, with that said (it was rated, unsaid; QA).
+TEST_F(PlacementCli, RatingAPlacementThatSplitsARouteGroupSaysTrainingRefusesIt) {
+  const std::string file = dir_.file("split.yaml");
+  sy::write_placement(file, sy::ExpertPlacement::from_ranks({{0, 2, 0, 2, 1, 3, 1, 3}}, 4, "t"));
+  auto r =
+      run_command(placement("--nodes 2 --route-groups 2 --ranks-per-node 2 --evaluate " + file));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("note: training with 2 routing groups refuses this placement: "
+                          "parallel.expert_placement: layer 0 spreads routing group 0"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("rows/token"), std::string::npos) << r.output;
+  r = run_command(placement("--nodes 2 --ranks-per-node 2 --evaluate " + file));  // no groups
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("refuses"), std::string::npos) << r.output;
+}
+
 TEST_F(PlacementCli, TrainingRefusesAPlacementThatSplitsARouteGroup) {
   const std::string file = dir_.file("split.yaml");
   sy::write_placement(file, sy::ExpertPlacement::from_ranks({{0, 1, 0, 1}, {0, 0, 1, 1}}, 2, "t"));
