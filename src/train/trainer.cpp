@@ -257,13 +257,21 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   std::string backend_lines = "cpu gemm: " + cpu::blas_description() + "\n";
   if (rt.exchange) backend_lines += "expert all-to-all: " + rt.exchange->describe() + "\n";
   std::string after_header;
-  if (placement)  // the experts of each EP rank (the layout lines above leave them out)
+  if (placement) {  // the experts of each EP rank (the layout lines above leave them out)
+    const int per_node =
+        static_cast<int>(std::count(ep_nodes.begin(), ep_nodes.end(), ep_nodes[0]));
     after_header =
         "expert placement " + cfg.parallel.expert_placement +
-        " (EP ranks in order, '|' between nodes): " +
-        describe_placement(*placement, static_cast<int>(std::count(ep_nodes.begin(), ep_nodes.end(),
-                                                                   ep_nodes[0]))) +
+        " (EP ranks in order, '|' between nodes): " + describe_placement(*placement, per_node) +
         "\n";
+    // Made for other nodes: its experts work, its grouping of co-selected ones by node does not.
+    if (placement->ranks_per_node > 0 && placement->ranks_per_node != per_node)
+      after_header += "note: " + cfg.parallel.expert_placement + " was made for " +
+                      std::to_string(placement->ranks_per_node) + " EP ranks per node, this run " +
+                      "has " + std::to_string(per_node) + ": the experts it keeps together on a " +
+                      "node are not on one here (remake it with `switchyard placement " +
+                      "--ranks-per-node " + std::to_string(per_node) + "`)\n";
+  }
   return run_training(TrainLoopArgs{cfg, model_cfg, data, g, wd, options, spans_nodes != 0,
                                     backend_lines, after_header, t_start},
                       steps, log);

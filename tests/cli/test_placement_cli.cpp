@@ -286,6 +286,20 @@ TEST_F(PlacementCli, TrainingRefusesAPlacementThatSplitsARouteGroup) {
                                     "--set parallel.expert_placement=" +
                                     file));
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_EQ(ok.output.find("was made for"), std::string::npos) << ok.output;
+  // Made for 2 EP ranks per node, run on 1 per node: it trains, and the log says that its
+  // node grouping is not this run's (it said nothing; QA).
+  sy::ExpertPlacement two = sy::ExpertPlacement::from_ranks({{0, 1, 0, 1}, {0, 0, 1, 1}}, 2, "t");
+  two.ranks_per_node = 2;
+  sy::write_placement(dir_.file("two.yaml"), two);
+  const auto other =
+      run_command(mpirun(2) + train("--set parallel.ep=2 --set parallel.ranks_per_node=1 "
+                                    "--set parallel.expert_placement=" +
+                                    dir_.file("two.yaml")));
+  EXPECT_EQ(other.exit_code, 0) << other.output;
+  EXPECT_NE(other.output.find("two.yaml was made for 2 EP ranks per node, this run has 1"),
+            std::string::npos)
+      << other.output;
 }
 
 }  // namespace
