@@ -33,6 +33,13 @@ class Launch : public ::testing::Test {
            " --set run.out_dir=" + dir_.file("run") +
            " --set train.micro_batch=1 --set eval.every=0 --set eval.sequences=2 " + extra;
   }
+  // 4 ranks on 2 emulated nodes exchanging over UCX, with UCX_TLS=`tls`.
+  sy::test::CommandResult train_over_ucx(const std::string& tls) {
+    return run_command("UCX_TLS=" + tls + " " + mpirun(4) +
+                       train("--set train.steps=2 --set parallel.ep=4 "
+                             "--set parallel.ranks_per_node=2 --set parallel.a2a=hierarchical "
+                             "--set parallel.internode=ucx --set train.global_batch=4"));
+  }
   sy::test::TempDir dir_;
 };
 
@@ -137,11 +144,7 @@ TEST_F(Launch, ARankThatNeverStartsEndsTheJobAfterTheTimeout) {
 // UCX without a transport that reports failed peers between nodes (UCX_TLS=sm,self): the job
 // ends naming the cure ("Destination is unreachable" and a file:line before).
 TEST_F(Launch, AUcxWithoutANetworkTransportSaysWhatToSet) {
-  const auto r =
-      run_command("UCX_TLS=sm,self " + mpirun(4) +
-                  train("--set train.steps=2 --set parallel.ep=4 "
-                        "--set parallel.ranks_per_node=2 --set parallel.a2a=hierarchical "
-                        "--set parallel.internode=ucx --set train.global_batch=4"));
+  const auto r = train_over_ucx("sm,self");
   EXPECT_NE(r.exit_code, 0) << r.output;
   // The peer as every other UCX message names it (it said "rank 1 ... node peer 0": indices in
   // the node-peer communicator, not the job's ranks).
@@ -153,11 +156,7 @@ TEST_F(Launch, AUcxWithoutANetworkTransportSaysWhatToSet) {
 // UCX that cannot start at all (UCX_TLS naming a transport this host lacks: "No such device"
 // from ucp_init and a file:line, on every rank): the error names the key and the way around it.
 TEST_F(Launch, AUcxThatCannotStartNamesTheKey) {
-  const auto r =
-      run_command("UCX_TLS=rc_verbs " + mpirun(4) +
-                  train("--set train.steps=2 --set parallel.ep=4 "
-                        "--set parallel.ranks_per_node=2 --set parallel.a2a=hierarchical "
-                        "--set parallel.internode=ucx --set train.global_batch=4"));
+  const auto r = train_over_ucx("rc_verbs");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("UCX could not start for parallel.internode=ucx"), std::string::npos)
       << r.output;
