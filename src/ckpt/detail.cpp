@@ -371,6 +371,19 @@ void select_slab(hid_t space, const Slab& slab) {
                                block.data()));
 }
 
+h5::Dataspace memory_space(const Slab* slab) {
+  if (!slab || slab->numel() == 0) {
+    const hsize_t zero = 0;
+    h5::Dataspace none{H5_CHECK(H5Screate_simple(1, &zero, nullptr))};
+    H5_CHECK(H5Sselect_none(none));
+    return none;
+  }
+  const std::vector<int64_t> local = slab->local_shape();
+  const std::vector<hsize_t> dims(local.begin(), local.end());
+  return h5::Dataspace{
+      H5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr))};
+}
+
 }  // namespace sy::ckpt::detail
 
 namespace sy::ckpt {

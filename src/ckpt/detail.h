@@ -136,4 +136,11 @@ void check_slab(const std::string& path, const std::vector<int64_t>& shape, cons
 // Selects `slab` in the file dataspace `space` (H5S_SELECT_SET), or nothing when numel() == 0.
 void select_slab(hid_t space, const Slab& slab);
 
+// The memory dataspace of a rank's buffer for `slab` (null: the rank moves nothing): the slab's
+// local shape, all selected, or nothing selected when it holds no element. The same elements in
+// the same order as a flat space of numel(), but with a shape like the file selection's HDF5 maps
+// whole runs to chunks; a flat one it mapped element by element (a 88.5 MiB checkpoint's write
+// took 1.05 s of CPU, 0.37 s this way; QA).
+h5::Dataspace memory_space(const Slab* slab);
+
 }  // namespace sy::ckpt::detail

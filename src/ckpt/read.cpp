@@ -140,8 +140,7 @@ void verify_data(const Coll& c, const std::string& file, FileInfo& info) {
         buf.resize(static_cast<size_t>(nr * row_numel));
         h5::Dataspace fs{H5_CHECK(H5Dget_space(ds))};
         select_slab(fs, s);
-        const hsize_t n = buf.size();
-        h5::Dataspace ms{H5_CHECK(H5Screate_simple(1, &n, nullptr))};
+        const h5::Dataspace ms = memory_space(&s);
         if (H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf.data()) < 0)
           throw std::runtime_error("data does not verify (rows " + std::to_string(r0) + ".." +
                                    std::to_string(r0 + nr - 1) + "): " + h5::error_stack_message());
@@ -249,14 +248,12 @@ void read_refs(const Coll& c, const std::string& file, const Inspection& ins,
         if (ds.get() < 0) throw std::runtime_error("cannot open: " + h5::error_stack_message());
         const hsize_t n = r ? static_cast<hsize_t>(r->slab.numel()) : 0;
         h5::Dataspace fs{H5_CHECK(H5Dget_space(ds))};
-        h5::Dataspace ms{H5_CHECK(H5Screate_simple(1, &n, nullptr))};
+        const h5::Dataspace ms = memory_space(n > 0 ? &r->slab : nullptr);
         float dummy = 0.0f;
-        if (n > 0) {
+        if (n > 0)
           select_slab(fs, r->slab);
-        } else {
+        else
           H5_CHECK(H5Sselect_none(fs));
-          H5_CHECK(H5Sselect_none(ms));
-        }
         if (H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, dxpl, n > 0 ? r->data : &dummy) < 0)
           throw std::runtime_error("read failed: " + h5::error_stack_message());
         progress.add(static_cast<int64_t>(n) * 4);

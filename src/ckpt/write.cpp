@@ -203,13 +203,11 @@ void write_tensor(hid_t file, const PlannedTensor& t, const LocalTensor* mine, h
       part = mine->writer_parts[static_cast<size_t>(round)];
     h5::Dataspace file_space{H5_CHECK(H5Dget_space(ds))};
     const hsize_t n = part ? static_cast<hsize_t>(part->slab.numel()) : 0;
-    h5::Dataspace mem_space{H5_CHECK(H5Screate_simple(1, &n, nullptr))};
-    if (part && n > 0) {
+    const h5::Dataspace mem_space = memory_space(n > 0 ? &part->slab : nullptr);
+    if (n > 0)
       select_slab(file_space, part->slab);
-    } else {
+    else
       H5_CHECK(H5Sselect_none(file_space));
-      H5_CHECK(H5Sselect_none(mem_space));
-    }
     const float dummy = 0.0f;  // HDF5 wants a buffer even when this rank writes nothing
     H5_CHECK(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem_space, file_space, dxpl,
                       part && n > 0 ? part->data : &dummy));
