@@ -61,7 +61,7 @@ DEFAULTS = {
 MATH_FREE_KEYS = {"moe": ("overlap_chunks",), "train": ("precision",)}
 
 
-def load_config(path, overrides, one_process=False):
+def load_config(path, overrides, one_process=False, resolved_route_groups=None):
     with open(path) as f:
         raw = yaml.safe_load(f) or {}
     for o in overrides:
@@ -85,11 +85,14 @@ def load_config(path, overrides, one_process=False):
         moe["z_loss_coeff"] = 0.0  # SPEC 1: the z-loss is defined for softmax scores only
     if moe["route_groups"] == "nodes" and one_process:
         moe["route_groups"] = 1  # the nodes one process spans: one (switchyard on one rank too)
+    elif moe["route_groups"] == "nodes" and isinstance(resolved_route_groups, int):
+        moe["route_groups"] = resolved_route_groups  # what the checkpoint's run resolved
     if not isinstance(moe["route_groups"], int) or isinstance(moe["route_groups"], bool):
         # `nodes` is the number of nodes the run's expert layout spans: a launch fact, not a
         # config one, so `check` of a run's config cannot know it.
         sys.exit(f"torch_moe.py: moe.route_groups: {moe['route_groups']!r} depends on the launch; "
-                 "give the number of groups it resolved to with --set moe.route_groups=N")
+                 "give the number of groups it resolved to with --set moe.route_groups=N "
+                 "(a --checkpoint of the run says it)")
     return cfg
 
 
@@ -222,6 +225,8 @@ def init_params(cfg):
 
 
 def load_checkpoint(cfg, path):
+    """The weights, the step, and where the next batch starts (consumed_sequences; None in a
+    file without it)."""
     import h5py
     out = {}
     with h5py.File(path, "r") as f:
@@ -230,7 +235,19 @@ def load_checkpoint(cfg, path):
             assert a.shape == tuple(shape), f"{path}:/{name} has shape {a.shape}, expected {shape}"
             out[name] = torch.from_numpy(a.copy())
         step = int(f.attrs["step"])
-    return out, step
+        data = f.get("/state/data")
+        consumed = int(data.attrs["consumed_sequences"]) if (
+            data is not None and "consumed_sequences" in data.attrs) else None
+    return out, step, consumed
+
+
+def stored_route_groups(path):
+    """moe.route_groups as the checkpoint's run resolved it (its root attribute `config`)."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        config = f.attrs["config"]
+    stored = yaml.safe_load(config.decode() if isinstance(config, bytes) else config) or {}
+    return (stored.get("moe") or {}).get("route_groups")
 
 
 # ----------------------------------------------------------------------------- data (SPEC 3, 8)
@@ -260,10 +277,14 @@ class Batches:
         self.W = (len(train) - 1) // T
         self.perms = {}
 
-    def step(self, t):
+    def step(self, t, first=None):
+        """first: the global index of the batch's first sequence (default t * GB; a checkpoint
+        records it, /state/data's consumed_sequences, which differs after a resume that changed
+        train.global_batch)."""
         rows = []
+        first = t * self.GB if first is None else first
         for j in range(self.GB):
-            g = t * self.GB + j
+            g = first + j
             ep = g // self.W
             if ep not in self.perms:
                 self.perms[ep] = epoch_permutation(self.seed, ep, self.W)
@@ -307,8 +328,10 @@ def capacity(cfg, n_tok):
         return n_tok
     K, E = cfg["moe"]["top_k"], cfg["moe"]["num_experts"]
     x = c * n_tok * K / E
+    if x >= n_tok:
+        return n_tok
     r = round(x)
-    if abs(x - r) <= 1e-9 * max(1.0, abs(x)):
+    if r >= 1 and abs(x - r) <= 1e-9 * r:  # a decimal factor's product rounded, as switchyard
         return int(r)
     return int(math.ceil(x))
 
@@ -423,15 +446,16 @@ def scales(cfg):
 # ----------------------------------------------------------------------------- commands
 
 def cmd_check(cfg, args):
+    first = None
     if args.checkpoint:
-        P, step = load_checkpoint(cfg, args.checkpoint)
+        P, step, first = load_checkpoint(cfg, args.checkpoint)
     else:
         P, step = init_params(cfg), 0
     if args.step is not None:
-        step = args.step
+        step, first = args.step, None
     train, _ = read_tokens(args.data or cfg["data"]["path"])
     T, GB, MB = cfg["model"]["seq_len"], cfg["train"]["global_batch"], cfg["train"]["micro_batch"]
-    batch = Batches(train, T, GB, int(cfg["run"]["seed"])).step(step)
+    batch = Batches(train, T, GB, int(cfg["run"]["seed"])).step(step, first)
     st, sg = scales(cfg)
     lm = aux = z = 0.0
     stats = {"dropped": 0}
@@ -536,7 +560,10 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.set, one_process=args.command == "bench")
+    resolved = (stored_route_groups(args.checkpoint)
+                if args.command == "check" and args.checkpoint else None)
+    cfg = load_config(args.config, args.set, one_process=args.command == "bench",
+                      resolved_route_groups=resolved)
     run = cmd_bench if args.command == "bench" else cmd_check
     if not args.profile:
         run(cfg, args)

@@ -61,6 +61,8 @@ with tempfile.TemporaryDirectory() as tmp:
         # DeepSeek-V3's router: sigmoid scores, 8 experts in 4 groups of which a token may use 2
         # (each group scored by its 2 best), top-3, gates scaled by 2.5.
         "sigmoid+groups+gate_scale": GROUPED,
+        # A factor so small that one token per expert is kept (ceil of a product near 0: not 0).
+        "capacity 1e-12": ["--set", "moe.capacity_factor=1e-12"],
     }
     for name, extra in variants.items():
         out = os.path.join(tmp, name.replace(" ", "_").replace(",", "").replace("+", "_"))
@@ -88,6 +90,19 @@ with tempfile.TemporaryDirectory() as tmp:
                              os.path.join(out, "config.yaml"), "--checkpoint",
                              ckpt]).strip().splitlines()[-1])
         compare(name, metrics_line(out, 31), pt, rel=1e-4)
+
+    # A resume that changes train.global_batch continues the data order where the checkpoint
+    # left it (/state/data consumed_sequences), not at step * the new batch.
+    out = os.path.join(tmp, "batch_change")
+    common = [*base, "--set", "checkpoint.every=2", "--set", f"run.out_dir={out}"]
+    run([args.switchyard, "train", "--config", tiny, *common, "--set", "train.steps=2"])
+    ckpt = os.path.join(out, "checkpoints", "step_00000002.h5")
+    run([args.switchyard, "train", "--config", tiny, *common, "--set", "train.steps=3",
+         "--set", "train.global_batch=4", "--resume", ckpt])
+    pt = json.loads(run([sys.executable, script, "check", "--config",
+                         os.path.join(out, "config.yaml"), "--checkpoint",
+                         ckpt]).strip().splitlines()[-1])
+    compare("resumed with global_batch 8 -> 4", metrics_line(out, 3), pt, rel=1e-4)
 
 print(f"{'FAILED' if failures else 'passed'}: {failures} mismatches")
 sys.exit(1 if failures else 0)
