@@ -29,7 +29,8 @@
 //   (moe.route_groups as the run resolved it; 1 and 1 for plain top-k, also where the groups
 //   limit nothing), absent in a file from before them; other_routing_steps, where not 0: of the
 //   steps counted, at most how many were routed otherwise (a resume that changed the routing:
-//   route_groups: nodes on another node count). Each checkpoint's counts have their own
+//   route_groups: nodes on another node count; or the steps of a file from before the routing
+//   was recorded, whose routing is not known). Each checkpoint's counts have their own
 //   (<name>_route_groups, <name>_route_groups_topk, <name>_other_routing_steps).
 //
 // Letters: NL layers, E experts, K top-k, S sampled tokens.

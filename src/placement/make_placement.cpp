@@ -135,7 +135,9 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
         << "routing\n";
   if (c.routing.other_steps > 0)
     out << "note: up to " << c.routing.other_steps << " of these steps were routed otherwise than "
-        << "with " << c.routing.describe() << " (a resume changed moe.route_groups)\n";
+        << "with " << c.routing.describe()
+        << " (a resume changed moe.route_groups, or they were counted before the routing was "
+        << "recorded)\n";
   if (given && po.route_groups > 1) {  // what a run with those groups says of it (QA: rated
                                        // here, then refused by training)
     std::vector<int> node_of_ep_rank(static_cast<size_t>(P));

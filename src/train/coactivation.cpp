@@ -64,7 +64,11 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
           << ")";
       const auto at = std::find_if(old.checkpoints.begin(), old.checkpoints.end(),
                                    [&](const CoactivationAt& c) { return c.step == resumed_step; });
-      if (old.last_step > resumed_step && at != old.checkpoints.end()) {
+      const bool restored = old.last_step > resumed_step && at != old.checkpoints.end();
+      // The steps the counts hold: up to the checkpoint's own step where its counts are taken
+      // back, else all the file counted (a resume from an older checkpoint keeps them).
+      const int64_t counted = (restored ? resumed_step : old.last_step) - old.first_step;
+      if (restored) {
         // Counted past the checkpoint before a crash (or past a newer checkpoint set aside after
         // a numerical failure): its own counts, the later ones dropped.
         log << " as of the checkpoint's step " << resumed_step << " (steps " << resumed_step + 1
@@ -95,12 +99,14 @@ CoactivationCounter::CoactivationCounter(const Config& cfg, bool rank0, bool sam
       // Another routing from here on (route_groups: nodes on another node count): the steps
       // counted so far chose their experts otherwise, which `placement` says.
       if (old.routing.known() && !old.routing.same_selection(routing)) {
-        const int64_t counted = old.last_step - old.first_step;
         log << "; they were routed with " << old.routing.describe() << ", this run routes with "
             << routing.describe() << " (`switchyard placement` says so of the counts)";
         old.routing = {routing.groups, routing.topk, counted};
-      } else if (!old.routing.known()) {
-        old.routing = routing;  // a file from before the routing was recorded
+      } else if (!old.routing.known()) {  // a file from before the routing was recorded
+        if (counted > 0)
+          log << "; they do not record their routing (a file from before it was recorded), so "
+              << "`switchyard placement` counts their " << counted << " steps as routed otherwise";
+        old.routing = {routing.groups, routing.topk, counted};
       }
       log << "\n";
       total_ = std::move(old);

@@ -235,6 +235,41 @@ TEST_F(Resume, CoactivationRecordsTheRoutingAndAResumeThatChangesIt) {
   EXPECT_EQ(c.routing.other_steps, 0);
 }
 
+// Routing changed on a resume from a checkpoint older than the file's counts: the steps counted
+// under the old routing are all the file counted, which stay in the counts (it said 5, the steps
+// up to the checkpoint; review). And a file from before the routing was recorded: its steps are
+// counted as routed otherwise, and the log says why (it took the new run's routing, unsaid).
+TEST_F(Resume, CoactivationRoutingAfterAnOlderCheckpointOrAnUnrecordedFile) {
+  const std::string every = "--set eval.every=0 --set checkpoint.every=5 --set checkpoint.keep=5 ";
+  const std::string two_of_one = "--set moe.route_groups=2 --set moe.route_groups_topk=1 ";
+  const std::string four_of_two = "--set moe.route_groups=4 --set moe.route_groups_topk=2 ";
+  auto r = run_as_user(train_cmd("run", every + two_of_one));  // 20 steps, counts of 15 and 20
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string ckpts = dir_.file("run") + "/checkpoints/";
+  r = run_as_user(train_cmd(
+      "run", every + four_of_two + "--set train.steps=22 --resume " + ckpts + "step_00000005.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string file = dir_.file("run") + "/coactivation.h5";
+  Coactivation c = read_coactivation(file);
+  EXPECT_EQ(c.routing.groups, 4);
+  EXPECT_EQ(c.routing.other_steps, 20);  // steps 1..20 of the first run, all in the counts
+
+  // The file as a switchyard before the routing attributes wrote it.
+  c.routing = {};
+  for (CoactivationAt& at : c.checkpoints) at.routing = {};
+  write_coactivation(file, c);
+  r = run_as_user(train_cmd("run", every + four_of_two + "--set train.steps=24 --resume auto"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("they do not record their routing (a file from before it was recorded), "
+                          "so `switchyard placement` counts their 22 steps as routed otherwise"),
+            std::string::npos)
+      << r.output;
+  c = read_coactivation(file);
+  EXPECT_EQ(c.routing.groups, 4);
+  EXPECT_EQ(c.routing.topk, 2);
+  EXPECT_EQ(c.routing.other_steps, 22);
+}
+
 // samples.txt follows the run as metrics.jsonl does: a resume from the step-10 checkpoint drops
 // the samples of steps 15 and 20 that it draws again (it kept them: 5, 10, 15, 20, 15, 20), and a
 // fresh run in the directory keeps the earlier run's as samples.txt.prev (it appended to them).
