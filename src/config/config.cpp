@@ -439,7 +439,7 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
 }
 
 std::string read_config_text(const std::string& path) {
-  return read_text_file(path, "config file", "a YAML file");
+  return read_text_file(path, "config file", "a YAML file", TextSource::kFileOrStream);
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {

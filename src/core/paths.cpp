@@ -1,17 +1,18 @@
 #include "src/core/paths.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <system_error>
 
 #include "src/core/error.h"
 #include "src/core/printable.h"
+#include "src/core/unique_fd.h"
 
 namespace sy {
 
@@ -41,21 +42,32 @@ std::string unreadable_reason(const std::string& path) {
 }
 
 std::string read_text_file(const std::string& path, const std::string& what,
-                           const std::string& expected) {
+                           const std::string& expected, TextSource source) {
+  constexpr size_t kMaxBytes = size_t{64} << 20;  // past any config, prompt or placement file
   const std::string named = what + " '" + path + "'";
   std::error_code ec;
   if (!fs::exists(path, ec)) throw UsageError(named + " not found");
   if (fs::is_directory(path, ec)) throw UsageError(named + " is a directory, expected " + expected);
+  const fs::file_type type = fs::status(path, ec).type();
+  const bool stream = type == fs::file_type::fifo || type == fs::file_type::character;
+  if (type != fs::file_type::regular && !(stream && source == TextSource::kFileOrStream))
+    throw UsageError(named + " is " + what_is_at(path) + ", expected " + expected +
+                     " (a regular file)");
   if (const std::string why = unreadable_reason(path); !why.empty())
     throw UsageError(named + " " + why);
-  errno = 0;  // what the open and the reads leave is theirs
-  std::ifstream in(path, std::ios::binary);
+  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) throw UsageError(named + " " + kCannotBeRead + std::strerror(errno));
   std::string text;
-  if (in) text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  if (!in && !in.eof())
-    throw UsageError(named + " cannot be read" +
-                     (errno != 0 ? std::string(": ") + std::strerror(errno) : std::string()));
-  return text;
+  std::array<char, 1 << 16> buf;
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+    if (n == 0) return text;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw UsageError(named + " " + kCannotBeRead + std::strerror(errno));
+    if (text.size() + static_cast<size_t>(n) > kMaxBytes)
+      throw UsageError(named + " holds more than 64 MiB: not " + expected);
+    text.append(buf.data(), static_cast<size_t>(n));
+  }
 }
 
 void make_directories(const std::string& where, const std::string& dir,

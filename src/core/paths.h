@@ -16,12 +16,19 @@ std::string what_is_at(const std::string& path);
 inline constexpr const char* kCannotBeRead = "cannot be read: ";  // how the reason starts
 std::string unreadable_reason(const std::string& path);
 
+// What read_text_file takes: a regular file only (a file every rank of a job reads: a FIFO gave
+// its text to one rank and held the others), or also a FIFO or terminal (a shell's <(...),
+// /dev/stdin) where one process reads it.
+enum class TextSource { kRegularFile, kFileOrStream };
+
 // The whole of a small text file the user named (a config, a prompt, a cluster or placement
 // file), `what` naming it in messages ("config file", "--prompt-file"). Throws UsageError
-// "<what> '<path>' not found", "... is a directory, expected <expected>" or "... cannot be read:
-// <reason>". A FIFO or /dev/stdin is read as it comes.
+// "<what> '<path>' not found", "... is a directory, expected <expected>", "... is a FIFO,
+// expected <expected> (a regular file)", "... cannot be read: <reason>", or "... holds more than
+// 64 MiB" (a device such as /dev/zero was read until memory ran out).
 std::string read_text_file(const std::string& path, const std::string& what,
-                           const std::string& expected);
+                           const std::string& expected,
+                           TextSource source = TextSource::kRegularFile);
 
 // Creates `dir` and its parents where missing. Throws UsageError (exit 2) "<where> '<dir>' is not
 // a directory (a regular file is in the way)" or "... cannot be created: <reason>"; `where` names

@@ -165,7 +165,7 @@ std::string prompt_text(const SampleRequest& req) {
   if (prompts_given(req) > 1) throw UsageError(kOnePrompt);
   if (req.prompt) return *req.prompt;
   if (req.prompt_file.empty()) throw UsageError(kNoPrompt);
-  return read_text_file(req.prompt_file, "--prompt-file", "a text file");
+  return read_text_file(req.prompt_file, "--prompt-file", "a text file", TextSource::kFileOrStream);
 }
 
 std::vector<int32_t> prompt_ids(const SampleRequest& req, const std::string& text,

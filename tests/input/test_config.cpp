@@ -1,8 +1,10 @@
 // The config (SPEC section 7): defaults, every key parsed, --set overrides, the to_yaml round trip,
 // and every rejection: unknown keys, wrong types, out-of-range values, bad files. Every rejection
 // must be a UsageError whose message names the key path (or the file) and the offending value.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <yaml-cpp/yaml.h>
 #include <algorithm>
@@ -525,8 +527,11 @@ TEST(Config, FilesMissingEmptyOrDirectories) {
 }
 
 // read_text_file, which reads the config, prompt, cluster and placement files: each way a file
-// cannot be read is said naming it, and a FIFO (a shell's <(...), /dev/stdin) is read as it comes.
-TEST(TextFile, EachProblemIsNamedAndAFifoIsRead) {
+// cannot be read is said naming it; a FIFO (a shell's <(...), /dev/stdin) is read as it comes
+// where one process reads the file, and refused where every rank does (one rank got the text,
+// the others waited in open(2) until the job's timeout; review); a device is no text file (it
+// read /dev/zero until memory ran out).
+TEST(TextFile, EachProblemIsNamedAndAFifoIsReadWhereOneProcessReadsIt) {
   using namespace std::string_literals;
   test::TempDir dir;
   expect_usage_error([&] { read_text_file(dir.file("nope.yaml"), "cluster file", "x"); },
@@ -539,10 +544,33 @@ TEST(TextFile, EachProblemIsNamedAndAFifoIsRead) {
   const std::string text = "a: 1\n\0b\xff\n"s;
   std::ofstream(dir.file("bytes"), std::ios::binary) << text;
   EXPECT_EQ(read_text_file(dir.file("bytes"), "config file", "x"), text);
-  ASSERT_EQ(::mkfifo(dir.file("fifo").c_str(), 0600), 0);
-  std::thread writer([&] { std::ofstream(dir.file("fifo"), std::ios::binary) << text; });
-  EXPECT_EQ(read_text_file(dir.file("fifo"), "config file", "x"), text);
-  writer.join();
+
+  const std::string fifo = dir.file("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  expect_usage_error([&] { read_text_file(fifo, "expert placement file", "a placement"); },
+                     {"'" + fifo + "' is a FIFO, expected a placement (a regular file)"});
+  std::thread writer([&] { std::ofstream(fifo, std::ios::binary) << text; });
+  // Whatever the read does, the writer is let go (a reader that never opened the FIFO left it
+  // blocked in open, and the thread's destructor ended the whole test binary; review).
+  struct Release {
+    std::thread& t;
+    const std::string& fifo;
+    ~Release() {
+      const int fd = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+      t.join();
+      if (fd >= 0) ::close(fd);
+    }
+  } release{writer, fifo};
+  EXPECT_EQ(read_text_file(fifo, "config file", "x", TextSource::kFileOrStream), text);
+
+  expect_usage_error(
+      [&] { read_text_file("/dev/zero", "cluster file", "a YAML file"); },
+      {"cluster file '/dev/zero' is a device, expected a YAML file (a regular file)"});
+  expect_usage_error(
+      [&] {
+        read_text_file("/dev/zero", "--prompt-file", "a text file", TextSource::kFileOrStream);
+      },
+      {"--prompt-file '/dev/zero' holds more than 64 MiB: not a text file"});
 }
 
 TEST(Config, ShippedConfigsLoad) {
