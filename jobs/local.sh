@@ -94,8 +94,9 @@ np=$((10#$np))
 # Later, train would refuse it ("unknown option '-n'") after mpirun started the default count.
 prev=""
 for a in "$@"; do
-  if [[ $a == -n || $a == --np ]] && [[ $prev != --set && $prev != -c && $prev != --config ]]; then
-    echo "local.sh: $a comes first, before the train arguments: jobs/local.sh $a N --config ..." >&2
+  case $prev in --set | -c | --config | --resume) prev=$a; continue ;; esac  # a value
+  if [[ $a == -n || $a == --np || $a == --np=* || $a =~ ^-n[0-9] ]]; then
+    echo "local.sh: $a comes first, before the train arguments: jobs/local.sh -n N --config ..." >&2
     exit 2
   fi
   prev=$a

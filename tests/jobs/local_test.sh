@@ -74,12 +74,14 @@ has "$out" "local.sh: -n needs a positive whole number of ranks, got ''" || fail
 run sy_np SY_NP=abc -- --config configs/tiny.yaml
 ((rc == 2)) && has "$out" "local.sh: SY_NP needs a positive whole number of ranks, got 'abc'" ||
   fail "SY_NP=abc: exit $rc: $out"
-for flag in -n --np; do  # after the train arguments: said before anything starts
+for flag in -n --np --np=2 -n3; do  # after the train arguments: said before anything starts
   run "late$flag" -- --config configs/tiny.yaml "$flag" 2 --set train.steps=5
   ((rc == 2)) || fail "late $flag: exit $rc, expected 2: $out"
   has "$out" "local.sh: $flag comes first, before the train arguments" || fail "late $flag: message: $out"
   [ -z "$log" ] || fail "late $flag: started: $log"
 done
+run resume_n -- --config configs/tiny.yaml --resume -n  # a value, for train to judge
+has "$out" "comes first" && fail "--resume -n: taken for a late -n: $out"
 run np3 -- -n 3 --config configs/tiny.yaml
 ((rc == 0)) || fail "-n 3: exit $rc: $out"
 has "$log" "mpirun -np 3 " || fail "-n 3: not 3 ranks: $log"
