@@ -52,7 +52,7 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
          double init_timeout = ParallelConfig{}.timeout_s;
          std::optional<std::string> text;
          try {
-           text = read_config_text(a->config);
+           text = read_config_text(a->config, config_source());
            init_timeout = config_from_file_text(*text, a->config, a->overrides).parallel.timeout_s;
          } catch (const std::exception&) {
          }

@@ -438,8 +438,8 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
   }
 }
 
-std::string read_config_text(const std::string& path) {
-  return read_text_file(path, "config file", "a YAML file", TextSource::kFileOrStream);
+std::string read_config_text(const std::string& path, TextSource source) {
+  return read_text_file(path, "config file", "a YAML file", source);
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {

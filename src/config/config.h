@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "src/core/paths.h"
+
 namespace sy {
 
 struct RunConfig {
@@ -153,7 +155,10 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 // load_config in two parts: the file's text, read once (a pipe -- `<(...)`, /dev/stdin -- gives
 // it only once: `train` read it twice and trained an empty config, every key at its default);
 // then that text as the file `path` (UsageError naming the file or key).
-std::string read_config_text(const std::string& path);
+// A job of several ranks reads it on each: a regular file only there (a FIFO gave its text to one
+// rank while the others waited in open(2) until the start-up timed out; review).
+std::string read_config_text(const std::string& path,
+                             TextSource source = TextSource::kFileOrStream);
 Config config_from_file_text(const std::string& text, const std::string& path,
                              const std::vector<std::string>& overrides = {});
 

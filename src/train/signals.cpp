@@ -170,6 +170,12 @@ int launcher_rank() {
   return -1;
 }
 
+int launcher_size() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"})
+    if (const char* v = std::getenv(var)) return std::atoi(v);
+  return -1;
+}
+
 bool PreemptionSignals::requested() const {
   return g_signal.load() != 0;
 }

@@ -279,12 +279,17 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
 
 }  // namespace
 
+TextSource config_source() {
+  return launcher_size() > 1 ? TextSource::kRegularFile : TextSource::kFileOrStream;
+}
+
 Config load_config_on_every_rank(const std::string& path, const std::optional<std::string>& text,
                                  const std::vector<std::string>& overrides, MPI_Comm world) {
   const comm::Comm w = comm::Comm::borrow(world);  // the caller's: not freed here
   Config cfg;
   agree_on_usage(w, nullptr, [&] {
-    cfg = text ? config_from_file_text(*text, path, overrides) : load_config(path, overrides);
+    cfg = config_from_file_text(text ? *text : read_config_text(path, config_source()), path,
+                                overrides);
   });
   return cfg;
 }

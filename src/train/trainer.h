@@ -49,6 +49,10 @@ struct TrainOptions {
   const PreemptionSignals* signals = nullptr;
 };
 
+// How `train` may read its config: a FIFO or terminal on its own, a regular file only in a job of
+// several ranks (launcher_size()), each of which reads it.
+TextSource config_source();
+
 // load_config on every rank of `world` (collective, MPI up): an error every rank meets is rank
 // 0's to report, a rank's own (a node-local copy of the file that differs, an MPMD launch with
 // other --set flags) that rank's; see agree_on_usage. The wait for the other ranks is not bounded

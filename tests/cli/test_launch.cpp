@@ -2,6 +2,7 @@
 // does not fit is one clear message and exit 2 (rank 0 the only rank exiting non-zero); a rank that
 // throws or dies mid-run ends the whole job non-zero, promptly, naming the rank and the reason.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <filesystem>
@@ -139,6 +140,30 @@ TEST_F(Launch, ARankThatNeverStartsEndsTheJobAfterTheTimeout) {
   EXPECT_NE(r.output.find("rank 0: timed out after 3s waiting for MPI start-up"), std::string::npos)
       << r.output;
   EXPECT_LT(seconds, 40) << r.output;
+}
+
+// A FIFO as the config of a job of several ranks, each of which reads it: one rank got the text
+// and the others waited in open(2) until the start-up's timeout ("waiting for MPI start-up", not
+// a word of the config; review). Refused at once, naming the file; one process alone still
+// reads it (test_input's TextFile test).
+TEST_F(Launch, AFifoAsTheConfigOfSeveralRanksIsRefused) {
+  const std::string fifo = dir_.file("cfg.fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r =
+      run_command("(timeout 20 sh -c 'cat " + kSrc + "/configs/tiny.yaml > " + fifo +
+                  "' </dev/null >/dev/null 2>&1 &); " + mpirun(2) + kBin + " train --config " +
+                  fifo + " --set data.path=" + dir_.file("t.h5") +
+                  " --set run.out_dir=" + dir_.file("run") + " --set parallel.timeout_s=30");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("config file '" + fifo +
+                          "' is a FIFO, expected a YAML file (a regular "
+                          "file)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_LT(seconds, 15) << r.output;
 }
 
 // UCX without a transport that reports failed peers between nodes (UCX_TLS=sm,self): the job
