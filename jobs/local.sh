@@ -82,10 +82,11 @@ trap 'pass_on USR1' USR1
 # The rank count: a positive whole number (0 made mpirun start one rank per core, "abc" ended the
 # script with "unbound variable", "2x" and "-1" with Open MPI's banners).
 np=${SY_NP:-4} np_from=SY_NP
-if [ "${1:-}" = -n ] || [ "${1:-}" = --np ]; then
-  np=${2-} np_from=$1
-  shift $(($# >= 2 ? 2 : 1))
-fi
+case ${1:-} in
+  -n | --np) np=${2-} np_from=$1; shift $(($# >= 2 ? 2 : 1)) ;;
+  --np=* | -n=*) np=${1#*=} np_from=${1%%=*}; shift ;;
+  -n[0-9]*) np=${1#-n} np_from=-n; shift ;;
+esac
 if ! [[ $np =~ ^[0-9]{1,6}$ ]] || ((10#$np == 0)); then
   echo "local.sh: $np_from needs a positive whole number of ranks, got '$np'" >&2
   exit 2
@@ -95,8 +96,9 @@ np=$((10#$np))
 prev=""
 for a in "$@"; do
   case $prev in --set | -c | --config | --resume) prev=$a; continue ;; esac  # a value
-  if [[ $a == -n || $a == --np || $a == --np=* || $a =~ ^-n[0-9] ]]; then
-    echo "local.sh: $a comes first, before the train arguments: jobs/local.sh -n N --config ..." >&2
+  if [[ $a == -n || $a == --np || $a == --np=* || $a == -n=* || $a =~ ^-n[0-9] ]]; then
+    echo "local.sh: $a: the rank count comes first and once, before the train arguments:" \
+      "jobs/local.sh -n N --config ..." >&2
     exit 2
   fi
   prev=$a

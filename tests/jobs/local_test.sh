@@ -74,12 +74,18 @@ has "$out" "local.sh: -n needs a positive whole number of ranks, got ''" || fail
 run sy_np SY_NP=abc -- --config configs/tiny.yaml
 ((rc == 2)) && has "$out" "local.sh: SY_NP needs a positive whole number of ranks, got 'abc'" ||
   fail "SY_NP=abc: exit $rc: $out"
-for flag in -n --np --np=2 -n3; do  # after the train arguments: said before anything starts
+for flag in -n --np --np=2 -n=2 -n3; do  # after the train arguments: said before anything starts
   run "late$flag" -- --config configs/tiny.yaml "$flag" 2 --set train.steps=5
   ((rc == 2)) || fail "late $flag: exit $rc, expected 2: $out"
-  has "$out" "local.sh: $flag comes first, before the train arguments" || fail "late $flag: message: $out"
+  has "$out" "local.sh: $flag: the rank count comes first and once" || fail "late $flag: message: $out"
   [ -z "$log" ] || fail "late $flag: started: $log"
 done
+for first in --np=3 -n=3 -n3; do  # the one-word forms first are the count
+  run "first$first" -- "$first" --config configs/tiny.yaml
+  ((rc == 0)) && has "$log" "mpirun -np 3 " || fail "$first first: exit $rc, not 3 ranks: $out $log"
+done
+run twice -- -n 2 --config configs/tiny.yaml -n 3
+((rc == 2)) && has "$out" "local.sh: -n: the rank count comes first and once" || fail "-n twice: exit $rc: $out"
 run resume_n -- --config configs/tiny.yaml --resume -n  # a value, for train to judge
 has "$out" "comes first" && fail "--resume -n: taken for a late -n: $out"
 run np3 -- -n 3 --config configs/tiny.yaml
