@@ -129,6 +129,10 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
   // prediction past the one row per token that routing allows, unsaid).
   const CoactivationRouting target =
       CoactivationRouting::of(po.route_groups, cfg.moe.route_groups_topk);
+  if (!c.routing.known() && target.groups > 1)  // a file from before the routing was recorded
+    out << "note: the counts do not record the routing they were gathered under (a file from "
+        << "before switchyard recorded it): the rows below take them as routed with "
+        << target.describe() << "\n";
   if (c.routing.known() && !c.routing.same_selection(target))
     out << "note: the counts were routed with " << c.routing.describe() << "; a run routed with "
         << target.describe() << " selects other experts: the rows below are those of the counted "
