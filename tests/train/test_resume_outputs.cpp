@@ -46,6 +46,13 @@ using test::read_file;
 using test::Resume;
 using test::run_as_user;
 
+// The routing a coactivation.h5 records for its counts.
+void expect_routing(const CoactivationRouting& r, int groups, int topk, int64_t other_steps) {
+  EXPECT_EQ(r.groups, groups);
+  EXPECT_EQ(r.topk, topk);
+  EXPECT_EQ(r.other_steps, other_steps);
+}
+
 // A run stopped between log steps resumes with the co-activation counts of every step: the file
 // is brought up to the checkpoint it resumes from. The counts of steps 11-15 (after the step-10
 // log flush, before the step-15 checkpoint the run resumed from) were lost with no word.
@@ -186,9 +193,7 @@ TEST_F(Resume, CoactivationRecordsTheRoutingAndAResumeThatChangesIt) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string file = dir_.file("run") + "/coactivation.h5";
   Coactivation c = read_coactivation(file);
-  EXPECT_EQ(c.routing.groups, 2);
-  EXPECT_EQ(c.routing.topk, 1);
-  EXPECT_EQ(c.routing.other_steps, 0);
+  expect_routing(c.routing, 2, 1, 0);
 
   r = run_as_user(train_cmd("run", every + four_of_two + "--set train.steps=15 --resume auto"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -197,14 +202,11 @@ TEST_F(Resume, CoactivationRecordsTheRoutingAndAResumeThatChangesIt) {
             std::string::npos)
       << r.output;
   c = read_coactivation(file);
-  EXPECT_EQ(c.routing.groups, 4);
-  EXPECT_EQ(c.routing.topk, 2);
-  EXPECT_EQ(c.routing.other_steps, 10);  // steps 1..10, of 1..15
+  expect_routing(c.routing, 4, 2, 10);  // steps 1..10, of 1..15
   EXPECT_EQ(c.checkpoints[0].step, 15);
-  EXPECT_EQ(c.checkpoints[0].routing.other_steps, 10);
+  expect_routing(c.checkpoints[0].routing, 4, 2, 10);
   EXPECT_EQ(c.checkpoints[1].step, 10);
-  EXPECT_EQ(c.checkpoints[1].routing.groups, 2);
-  EXPECT_EQ(c.checkpoints[1].routing.other_steps, 0);
+  expect_routing(c.checkpoints[1].routing, 2, 1, 0);
 
   const std::string placement = std::string(SWITCHYARD_BIN) + " placement --run " +
                                 dir_.file("run") + " --nodes 2 --ranks-per-node 1 --output " +
@@ -230,9 +232,7 @@ TEST_F(Resume, CoactivationRecordsTheRoutingAndAResumeThatChangesIt) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.find("they were routed with"), std::string::npos) << r.output;
   c = read_coactivation(file);
-  EXPECT_EQ(c.routing.groups, 2);
-  EXPECT_EQ(c.routing.topk, 1);
-  EXPECT_EQ(c.routing.other_steps, 0);
+  expect_routing(c.routing, 2, 1, 0);
 }
 
 // Routing changed on a resume from a checkpoint older than the file's counts: the steps counted
@@ -251,8 +251,7 @@ TEST_F(Resume, CoactivationRoutingAfterAnOlderCheckpointOrAnUnrecordedFile) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string file = dir_.file("run") + "/coactivation.h5";
   Coactivation c = read_coactivation(file);
-  EXPECT_EQ(c.routing.groups, 4);
-  EXPECT_EQ(c.routing.other_steps, 20);  // steps 1..20 of the first run, all in the counts
+  expect_routing(c.routing, 4, 2, 20);  // steps 1..20 of the first run, all in the counts
 
   // The file as a switchyard before the routing attributes wrote it: placement says so where
   // the routing matters (it said nothing until a resume; review), then a resume records it.
@@ -272,9 +271,7 @@ TEST_F(Resume, CoactivationRoutingAfterAnOlderCheckpointOrAnUnrecordedFile) {
             std::string::npos)
       << r.output;
   c = read_coactivation(file);
-  EXPECT_EQ(c.routing.groups, 4);
-  EXPECT_EQ(c.routing.topk, 2);
-  EXPECT_EQ(c.routing.other_steps, 22);
+  expect_routing(c.routing, 4, 2, 22);
 }
 
 // samples.txt follows the run as metrics.jsonl does: a resume from the step-10 checkpoint drops
