@@ -44,10 +44,7 @@ void add_placement_command(CLI::App& root, std::vector<Command>& out) {
   cmd->add_option("--route-groups", o->route_groups,
                   "Routing groups to keep whole on nodes: an integer or 'nodes' (default: the "
                   "run's moe.route_groups)")
-      ->check([](const std::string& v) {
-        return v.empty() ? std::string("give an integer or 'nodes', not an empty value")
-                         : std::string();
-      });
+      ->check(non_empty("give an integer or 'nodes'"));
   cmd->add_option("--seed", o->seed, "METIS's seed")->capture_default_str();
   out.push_back({cmd, [o] {
                    h5::print_no_library_errors();  // reads coactivation.h5

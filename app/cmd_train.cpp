@@ -10,6 +10,7 @@
 
 #include "app/commands.h"
 #include "app/run_mpi.h"
+#include "app/validators.h"
 #include "comm/mpi.h"
 #include "comm/watchdog.h"
 #include "src/config/config.h"
@@ -38,10 +39,7 @@ void add_train_command(CLI::App& root, std::vector<Command>& out) {
                   "else the newest step_*.h5 there that verifies; a fresh start when there is "
                   "none) or a step_*.h5 file. Without it a run starts at step 0, and refuses a "
                   "checkpoint.dir that holds checkpoints")
-      ->check([](const std::string& v) {
-        return v.empty() ? std::string("give 'auto' or a checkpoint file, not an empty value")
-                         : std::string();
-      });
+      ->check(non_empty("give 'auto' or a checkpoint file"));
   out.push_back(
       {cmd, [a] {
          // MPI_Init waits for every rank of the job: one that never comes (a node that

@@ -33,6 +33,16 @@ inline CLI::Validator number_over_zero(bool zero_ok, const std::string& name) {
 }
 }  // namespace detail
 
+// Any value but an empty one (an unset variable: `--resume "$X"`), which the command would take as
+// the option not given; `expected` says what to give ("give 'auto' or a checkpoint file").
+inline CLI::Validator non_empty(const std::string& expected) {
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        return text.empty() ? expected + ", not an empty value" : std::string();
+      },
+      "");
+}
+
 // A finite number > 0.
 inline CLI::Validator positive_number() {
   return detail::number_over_zero(/*zero_ok=*/false, "POSITIVE");
