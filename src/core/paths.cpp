@@ -46,15 +46,14 @@ std::string read_text_file(const std::string& path, const std::string& what,
   constexpr size_t kMaxBytes = size_t{64} << 20;  // past any config, prompt or placement file
   const std::string named = what + " '" + path + "'";
   std::error_code ec;
-  if (!fs::exists(path, ec)) throw UsageError(named + " not found");
-  if (fs::is_directory(path, ec)) throw UsageError(named + " is a directory, expected " + expected);
-  const fs::file_type type = fs::status(path, ec).type();
-  const bool stream = type == fs::file_type::fifo || type == fs::file_type::character;
-  if (type != fs::file_type::regular && !(stream && source == TextSource::kFileOrStream))
+  const fs::file_status st = fs::status(path, ec);
+  if (!fs::exists(st)) throw UsageError(named + " not found");
+  if (fs::is_directory(st)) throw UsageError(named + " is a directory, expected " + expected);
+  const bool stream = fs::is_fifo(st) || fs::is_character_file(st);
+  if (!fs::is_regular_file(st) && !(stream && source == TextSource::kFileOrStream))
     throw UsageError(named + " is " + what_is_at(path) + ", expected " + expected +
                      " (a regular file)");
-  if (const std::string why = unreadable_reason(path); !why.empty())
-    throw UsageError(named + " " + why);
+  // open(2) says a file this process may not read: "cannot be read: Permission denied".
   const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) throw UsageError(named + " " + kCannotBeRead + std::strerror(errno));
   std::string text;
