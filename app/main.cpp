@@ -13,6 +13,9 @@
 #include <string_view>
 #include <vector>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "app/commands.h"
 #include "app/run_mpi.h"
 #include "app/validators.h"
@@ -122,6 +125,22 @@ void mask_hangup(int how) {
   ::sigprocmask(how, &hangup, nullptr);
 }
 
+// A standard stream closed at exec (`<&-`, `>&-`, a launcher that closes them) is held open on
+// /dev/null before any library opens a file. Else the next descriptor opened takes its number:
+// UCX's and Open MPI's pipes did, and `sample --prompt-file /dev/stdin <&-` waited on one of
+// them for ever, and text for standard output would have gone into one. Read-only, so a read
+// of 0 is the end of input and a write to 1 or 2 fails with EBADF as it did on the closed one.
+void hold_closed_standard_streams() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    const int held = ::open("/dev/null", O_RDONLY);  // the lowest free number: `fd` itself
+    if (held >= 0 && held != fd) {
+      ::dup2(held, fd);
+      ::close(held);
+    }
+  }
+}
+
 // The first code of ours that runs, before any library's constructor (.preinit_array): notes
 // SIGHUP's disposition and holds SIGHUP blocked until main has set it again (libucs's
 // constructor takes it for UCX's debug handler, which swallowed a hangup that came before main),
@@ -129,6 +148,7 @@ void mask_hangup(int how) {
 // rank it has just started, or that SLURM sends a job's processes at once, comes while the
 // libraries initialize).
 void before_libraries(int argc, char** argv, char**) {
+  hold_closed_standard_streams();
   struct sigaction sa {};
   g_hangup_ignored_at_exec = ::sigaction(SIGHUP, nullptr, &sa) == 0 && sa.sa_handler == SIG_IGN;
   if (!g_hangup_ignored_at_exec) {
@@ -231,11 +251,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
+    return checked_stdout(app.exit(e));
   } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
+    return checked_stdout(app.exit(e));
   } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
+    return checked_stdout(app.exit(e));
   } catch (const CLI::ParseError& e) {
     // Under a launcher every rank parses the same command line: rank 0 alone says what is wrong
     // (it was printed once per rank), the others exit with the same code.

@@ -297,6 +297,29 @@ TEST(SampleCli, AnOutputThatCannotBeWrittenExitsOne) {
   EXPECT_TRUE(contains(r.output, "writing the standard output failed")) << r.output;
 }
 
+// A standard stream closed at start (`<&-`, `>&-`) reads as empty and fails to be written, as a
+// closed one does: its number was taken by the next file a library opened (a pipe of UCX's or
+// Open MPI's), and `--prompt-file /dev/stdin <&-` waited on that pipe for ever. --help and
+// --version to a full disk are exit 1 as every other output is (they were exit 0).
+TEST(SampleCli, AClosedStandardStreamIsNotAnotherFile) {
+  sy::test::TempDir dir;
+  const std::string ckpt = two_step_checkpoint(dir);
+  auto r = run_command("timeout 30 " + kBin + " sample --checkpoint " + ckpt +
+                       " --prompt-file /dev/stdin <&-");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "--prompt-file '/dev/stdin' is empty")) << r.output;
+  r = run_command("{ timeout 60 " + kBin + " sample --checkpoint " + ckpt +
+                  " --prompt x --tokens 5 2>&1 >&-; }");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "writing the generated text failed: Bad file descriptor"))
+      << r.output;
+  for (const std::string args : {"--help", "--version", "sample --help"}) {
+    r = run_command("{ " + kBin + " " + args + " 2>&1 >/dev/full; }");
+    EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, "writing the standard output failed")) << args;
+  }
+}
+
 // Where a GPU is usable (CUDA build): `sample --device cuda` streams the same greedy text as
 // --device cpu (the decoders' logits agree within 1e-4: tests/gpu/sample), and says which device
 // ran. Not yet run on a GPU.
