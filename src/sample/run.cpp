@@ -245,14 +245,13 @@ void run_sample(MPI_Comm comm, const SampleRequest& req, std::ostream& text, std
       });
   put(stream.flush() + "\n");
   const auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
-  double model = r.prefill_s;
-  for (double s : r.token_s) model += s;
+  const double model = r.prefill_s + r.tokens_s;
   char buf[200];
   std::snprintf(buf, sizeof buf,
-                "generated %zu tokens in %.2f s (model %.2f s, reading the prompt %.1f ms of it; "
+                "generated %lld tokens in %.2f s (model %.2f s, reading the prompt %.1f ms of it; "
                 "text %.2f s)",
-                r.tokens.size(), seconds(Clock::now() - start), model, r.prefill_s * 1e3,
-                seconds(text_time));
+                static_cast<long long>(r.tokens), seconds(Clock::now() - start), model,
+                r.prefill_s * 1e3, seconds(text_time));
   info << buf << " | tokens/s at 64 tokens: " << rate_text(r.tokens_per_s(64))
        << ", at 1024 tokens: " << rate_text(r.tokens_per_s(1024)) << "\n";
 }

@@ -162,8 +162,9 @@ GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, cons
     const int32_t id = pick_token(pickable_logits(*logits), o, sample_uniform(o.seed, i));
     logits = &dec.feed(&id, 1);
     t1 = Clock::now();
-    r.tokens.push_back(id);
-    r.token_s.push_back(seconds(t0, t1));
+    ++r.tokens;
+    r.tokens_s += seconds(t0, t1);
+    if (i < GenerateResult::kTimedTokens) r.token_s.push_back(seconds(t0, t1));
     if (on_token) on_token(id);
   }
   return r;
@@ -187,6 +188,11 @@ std::string TextStream::emit(size_t end, const std::string& prefix_text, const s
   std::string out = text.size() > prefix_text.size() ? text.substr(prefix_text.size()) : "";
   prefix_ = read_;
   read_ = end;
+  if (prefix_ >= kDropAt) {  // no decode reaches before the window again
+    ids_.erase(ids_.begin(), ids_.begin() + static_cast<std::ptrdiff_t>(prefix_));
+    read_ -= prefix_;
+    prefix_ = 0;
+  }
   return out;
 }
 

@@ -32,13 +32,16 @@ int32_t pick_token(std::span<const float> logits, const SampleOptions& o, double
 // The u01 draw of generated token `index` (0-based) for `seed`: Philox4x32-10 block `index`.
 double sample_uniform(uint64_t seed, int64_t index);
 
+// What generate() measured. Its size does not grow with the tokens generated (a run of 10^8
+// tokens kept every id and every token's time: 1.2 GB); on_token sees each id.
 struct GenerateResult {
-  std::vector<int32_t> tokens;            // the generated ids (the prompt not included)
-  double prefill_s = 0.0;                 // feeding the prompt (its prefill, and past the window
-                                          // its blocks)
-  std::vector<double> token_s;            // [tokens] seconds to pick and feed each generated token
-  double tokens_per_s(int64_t at) const;  // over the 64 tokens ending at token `at` (1-based);
-                                          // NaN when fewer than `at` were generated
+  static constexpr int64_t kTimedTokens = 1024;  // the tokens whose own times are kept
+  int64_t tokens = 0;                            // generated (the prompt not included)
+  double prefill_s = 0.0;       // feeding the prompt (its prefill, and past the window its blocks)
+  double tokens_s = 0.0;        // picking and feeding the generated tokens, all of them
+  std::vector<double> token_s;  // [min(tokens, kTimedTokens)] seconds of each of the first ones
+  double tokens_per_s(int64_t at) const;  // over the 64 tokens ending at token `at` (1-based,
+                                          // <= kTimedTokens); NaN when fewer were generated
 };
 
 // The ids generate() may pick: those below `limit` (the tokenizer's vocabulary, which may be
@@ -81,10 +84,14 @@ class TextStream {
   TextStream(DecodeFn decode, std::span<const int32_t> context);
   // The text of the context, up to its last complete character.
   const std::string& context_text() const { return context_text_; }
-  // The new text after `id` (ids accumulate).
+  // The new text after `id`.
   std::string push(int32_t id);
   // Whatever is held (call at the end).
   std::string flush();
+  // The ids it keeps: those from the window's start on (those before it are let go once there
+  // are kDropAt of them), so a stream's memory does not grow with its length.
+  size_t kept_ids() const { return ids_.size(); }
+  static constexpr size_t kDropAt = 4096;
 
  private:
   // ids_[prefix_, read_) is the window already emitted; ids_[read_, end) the ids held.

@@ -107,19 +107,19 @@ void EvalSampler::decode(int64_t step, std::vector<float> whole, std::ostream& l
   o.seed = cfg_.run.seed;
   // A preemption signal cuts the sample short: the run's checkpoint is waiting on it (SLURM's
   // grace time runs), and rank 0 would draw up to eval.sample_tokens before looking.
-  const auto stop_on_signal = [](int32_t) {
+  TextStream stream([&](std::span<const int32_t> ids) { return tokenizer_.decode(ids); }, prompt_);
+  std::string text = stream.context_text();
+  const auto add_or_stop = [&](int32_t id) {
     if (const PreemptionSignals* s = PreemptionSignals::installed(); s && s->requested())
       throw std::runtime_error(std::string(s->signal_name()) +
                                " arrived: cut short so that the run can stop");
+    text += stream.push(id);
   };
-  const GenerateResult r = generate(dec, prompt_, o, pickable_, stop_on_signal);
-  TextStream stream([&](std::span<const int32_t> ids) { return tokenizer_.decode(ids); }, prompt_);
-  std::string text = stream.context_text();
-  for (int32_t id : r.tokens) text += stream.push(id);
+  const GenerateResult r = generate(dec, prompt_, o, pickable_, add_or_stop);
   text += stream.flush();
   const std::string header = kHeader + std::to_string(step) + " (the first " +
                              std::to_string(prompt_.size()) + " validation tokens, then " +
-                             std::to_string(r.tokens.size()) + " generated):";
+                             std::to_string(r.tokens) + " generated):";
   log << header << "\n" << printable(text) << "\n" << std::flush;  // samples.txt keeps the bytes
   const std::filesystem::path file = samples_file(cfg_.run.out_dir);
   std::ofstream out(file, std::ios::app);

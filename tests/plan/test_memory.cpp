@@ -399,7 +399,7 @@ TEST(PlanMemory, TheEvalSampleTermMatchesTheResidentGrowthOfADecoder) {
   o.tokens = cfg.eval.sample_tokens;
   const std::vector<int32_t> prompt(16, 7);
   const GenerateResult r = generate(dec, prompt, o, 2048);
-  EXPECT_EQ(r.tokens.size(), 64u);
+  EXPECT_EQ(r.tokens, 64);
   const double grown = rss_bytes() - before;
   // 66 MB predicted: 14.2 M parameters (57 MB), the 4.7 MB cache and the gather's 4.2 MB part
   // buffer, which is not held here; the decoder's own buffers took about as much (grew 64.6 MB).

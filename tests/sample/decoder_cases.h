@@ -5,13 +5,18 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <ostream>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "src/config/config.h"
 #include "src/model/init.h"
 #include "src/model/params.h"
+#include "src/sample/decoder.h"
+#include "src/sample/sampler.h"
 
 namespace sy::test {
 
@@ -79,6 +84,20 @@ inline std::vector<DecoderVariant> decoder_variants() {
         "moe.route_groups_topk=1"},
        true},
   };
+}
+
+// generate()'s ids, collected through its on_token (its result keeps their count only), which
+// must agree with the count.
+inline std::vector<int32_t> generated_ids(
+    TokenDecoder& dec, std::span<const int32_t> prompt, const SampleOptions& o,
+    const PickableIds& pickable, const std::function<void(int64_t, int64_t)>& on_prompt = {}) {
+  std::vector<int32_t> ids;
+  const GenerateResult r = generate(
+      dec, prompt, o, pickable, [&](int32_t id) { ids.push_back(id); }, on_prompt);
+  if (r.tokens != static_cast<int64_t>(ids.size()))
+    throw std::logic_error("generate() counted " + std::to_string(r.tokens) + " tokens, gave " +
+                           std::to_string(ids.size()));
+  return ids;
 }
 
 }  // namespace sy::test

@@ -22,6 +22,7 @@ namespace {
 
 using test::argmax;
 using test::DecoderVariant;
+using test::generated_ids;
 
 // The logits of the last of `seq` tokens by the training model's full forward of [seq, padding]:
 // causal attention and dropless per-token routing make the padding irrelevant.
@@ -72,8 +73,9 @@ TEST_P(CachedDecoding, GreedyEqualsArgmaxOfTheFullForwardOfTheGrowingSequence) {
   SampleOptions o;
   o.temperature = 0.0;
   o.tokens = cfg.model.seq_len - 3;
-  const GenerateResult r = generate(dec, std::vector<int32_t>{5, 17, 42}, o, dec.vocab_size());
-  EXPECT_EQ(r.tokens, std::vector<int32_t>(seq.begin() + 3, seq.end())) << v.name;
+  EXPECT_EQ(generated_ids(dec, std::vector<int32_t>{5, 17, 42}, o, dec.vocab_size()),
+            std::vector<int32_t>(seq.begin() + 3, seq.end()))
+      << v.name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, CachedDecoding, ::testing::ValuesIn(test::decoder_variants()),
@@ -92,10 +94,10 @@ TEST(Decoder, PrefillEqualsOneTokenAtATimeAndRunsPastTheWindow) {
   // Past seq_len the cache is a window of the last seq_len positions: generation goes on.
   SampleOptions o;
   o.tokens = 3 * cfg.model.seq_len;
-  const GenerateResult r = generate(a, prompt, o, a.vocab_size());
-  EXPECT_EQ(static_cast<int64_t>(r.tokens.size()), 3 * cfg.model.seq_len);
+  const std::vector<int32_t> ids = generated_ids(a, prompt, o, a.vocab_size());
+  EXPECT_EQ(static_cast<int64_t>(ids.size()), 3 * cfg.model.seq_len);
   EXPECT_EQ(a.position(), 7 + 3 * cfg.model.seq_len);
-  for (int32_t t : r.tokens) EXPECT_TRUE(t >= 0 && t < a.vocab_size());
+  for (int32_t t : ids) EXPECT_TRUE(t >= 0 && t < a.vocab_size());
 }
 
 // Past seq_len each layer attends over the last W = seq_len positions and RoPE scores depend
@@ -166,9 +168,9 @@ TEST(Decoder, AFeedPastTheWindowIsReadThroughIt) {
   SampleOptions o;
   o.tokens = 4;
   o.temperature = 0.0;
-  const GenerateResult r = generate(a, prompt, o, a.vocab_size());
-  ASSERT_EQ(r.tokens.size(), 4u);
-  EXPECT_EQ(r.tokens[0], argmax(single));
+  const std::vector<int32_t> ids = generated_ids(a, prompt, o, a.vocab_size());
+  ASSERT_EQ(ids.size(), 4u);
+  EXPECT_EQ(ids[0], argmax(single));
 }
 
 // A window of 70, longer than a block: a block's first query reads back to 63 positions before
@@ -212,8 +214,8 @@ TEST(Sampler, ALongPromptIsReadInBlocksSayingHowFar) {
     o.tokens = 6;
     o.temperature = 0.0;
     std::vector<int64_t> fed;
-    const GenerateResult r =
-        generate(a, prompt, o, a.vocab_size(), {}, [&](int64_t done, int64_t total) {
+    const std::vector<int32_t> ids =
+        generated_ids(a, prompt, o, a.vocab_size(), [&](int64_t done, int64_t total) {
           EXPECT_EQ(total, n);
           fed.push_back(done);
         });
@@ -229,13 +231,35 @@ TEST(Sampler, ALongPromptIsReadInBlocksSayingHowFar) {
       want.push_back(argmax(*logits));
       logits = &b.feed(&want.back(), 1);
     }
-    EXPECT_EQ(r.tokens, want);
+    EXPECT_EQ(ids, want);
     // A prompt within the window: one prefill, no progress calls.
     fed.clear();
     generate(a, std::span<const int32_t>(prompt).first(static_cast<size_t>(W)), o, a.vocab_size(),
              {}, [&](int64_t done, int64_t) { fed.push_back(done); });
     EXPECT_TRUE(fed.empty());
   }
+}
+
+// What generate() returns keeps each token's time for the first kTimedTokens only (it kept
+// every id and time: 12 bytes a token for the whole of a long `sample`); the count and the total
+// time cover them all.
+TEST(Sampler, TheResultDoesNotGrowWithTheTokens) {
+  const Config cfg = test::tiny_decoder_config();
+  const std::vector<float> p = test::decoder_weights(cfg, false);
+  Decoder dec(cfg, p);
+  SampleOptions o;
+  o.tokens = GenerateResult::kTimedTokens + 200;
+  int64_t seen = 0;
+  const GenerateResult r =
+      generate(dec, std::vector<int32_t>{3, 1, 4}, o, 40, [&](int32_t) { ++seen; });
+  EXPECT_EQ(r.tokens, o.tokens);
+  EXPECT_EQ(seen, o.tokens);
+  EXPECT_EQ(static_cast<int64_t>(r.token_s.size()), GenerateResult::kTimedTokens);
+  double first = 0.0;
+  for (double s : r.token_s) first += s;
+  EXPECT_GT(r.tokens_s, first);
+  EXPECT_GT(r.tokens_per_s(GenerateResult::kTimedTokens), 0.0);
+  EXPECT_TRUE(std::isnan(r.tokens_per_s(GenerateResult::kTimedTokens + 1)));
 }
 
 TEST(Sampler, FixedSeedGivesTheSameTokensAndVocabLimitHolds) {
@@ -246,12 +270,12 @@ TEST(Sampler, FixedSeedGivesTheSameTokensAndVocabLimitHolds) {
   o.tokens = 24;
   o.seed = 11;
   const std::vector<int32_t> prompt = {3, 1, 4};
-  const auto r1 = generate(dec, prompt, o, 40);
-  const auto r2 = generate(dec, prompt, o, 40);
-  EXPECT_EQ(r1.tokens, r2.tokens);
-  for (int32_t t : r1.tokens) EXPECT_LT(t, 40);
+  const auto r1 = generated_ids(dec, prompt, o, 40);
+  const auto r2 = generated_ids(dec, prompt, o, 40);
+  EXPECT_EQ(r1, r2);
+  for (int32_t t : r1) EXPECT_LT(t, 40);
   o.seed = 12;
-  EXPECT_NE(generate(dec, prompt, o, 40).tokens, r1.tokens);
+  EXPECT_NE(generated_ids(dec, prompt, o, 40), r1);
 }
 
 // The ids no text encodes to (a SentencePiece model's <unk>, <s>, </s>) are never picked: greedy
@@ -271,8 +295,8 @@ TEST(Sampler, NeverPicksTheExcludedIds) {
   SampleOptions o;
   o.temperature = 0.0;
   o.tokens = 1;
-  EXPECT_EQ(generate(dec, prompt, o, 40).tokens[0], best);
-  EXPECT_EQ(generate(dec, prompt, o, PickableIds(40, {best})).tokens[0], second);
+  EXPECT_EQ(generated_ids(dec, prompt, o, 40)[0], best);
+  EXPECT_EQ(generated_ids(dec, prompt, o, PickableIds(40, {best}))[0], second);
 
   std::vector<int32_t> never = {0, 1, 2, 5, 6, 7, 8, 9, 39};
   o.temperature = 100.0;
@@ -281,7 +305,7 @@ TEST(Sampler, NeverPicksTheExcludedIds) {
   std::vector<int> drawn(40, 0);
   for (uint64_t seed = 1; seed <= 20; ++seed) {
     o.seed = seed;
-    for (int32_t t : generate(dec, prompt, o, PickableIds(40, never)).tokens) {
+    for (int32_t t : generated_ids(dec, prompt, o, PickableIds(40, never))) {
       ASSERT_LT(t, 40);
       ++drawn[static_cast<size_t>(t)];
     }

@@ -6,10 +6,12 @@
 // over a long stream grow linearly with its length.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "src/sample/sampler.h"
@@ -223,6 +225,32 @@ TEST(TextStream, DecodedIdsGrowLinearlyWithTheStream) {
   // ~5000 * 2500 ids.
   EXPECT_LE(spm.ids_decoded, int64_t{20} * 5000);
   EXPECT_TRUE(s == spm(concat(ctx, gen)));  // (not EXPECT_EQ: ~14 KB of text on failure)
+}
+
+// The ids a stream keeps stay bounded however long it runs (it kept every one: 4 bytes a token
+// for the whole of `sample --tokens 100000000`), and its text is still the decode of all ids.
+TEST(TextStream, KeptIdsStayBoundedOverALongStream) {
+  FakeSentencePiece spm;
+  const TextStream::DecodeFn decode = [&](std::span<const int32_t> ids) { return spm(ids); };
+  const std::vector<int32_t> ctx(64, F::kA);
+  // Characters split over byte tokens, a stray byte (held at most 3 tokens), text pieces.
+  const std::vector<int32_t> cycle = {F::kSpA, 0xF0, 0x9F, 0x98, 0x80,   F::kB,
+                                      0xE2,    0x82, 0xAC, 0x9F, F::kSpB};
+  std::vector<int32_t> gen;
+  for (int i = 0; i < 30000; ++i) gen.push_back(cycle[static_cast<size_t>(i) % cycle.size()]);
+  for (const auto& [name, fn] :
+       {std::pair<const char*, TextStream::DecodeFn>{"spm", decode}, {"bytes", byte_decode}}) {
+    TextStream ts(fn, ctx);
+    std::string s = ts.context_text();
+    size_t most = 0;
+    for (int32_t id : gen) {
+      s += ts.push(id);
+      most = std::max(most, ts.kept_ids());
+    }
+    s += ts.flush();
+    EXPECT_LE(most, TextStream::kDropAt + 16) << name;
+    EXPECT_TRUE(s == fn(concat(ctx, gen))) << name;  // (not EXPECT_EQ: ~60 KB of text)
+  }
 }
 
 }  // namespace

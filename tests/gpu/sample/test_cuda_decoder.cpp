@@ -64,7 +64,7 @@ TEST_P(CudaDecoding, GreedyTokensAndLogitsEqualTheCpuDecoderPastTheWindow) {
   SampleOptions o;
   o.temperature = 0.0;
   o.tokens = kGreedySteps;
-  EXPECT_EQ(generate(gpu_dec, prompt, o, gpu_dec.vocab_size()).tokens, greedy) << v.name;
+  EXPECT_EQ(test::generated_ids(gpu_dec, prompt, o, gpu_dec.vocab_size()), greedy) << v.name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, CudaDecoding, ::testing::ValuesIn(test::decoder_variants()),
