@@ -11,6 +11,7 @@
 
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
+#include "src/core/number_text.h"
 #include "src/core/paths.h"
 #include "src/placement/coactivation_file.h"
 #include "src/placement/partition.h"
@@ -147,7 +148,8 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
     std::vector<int> node_of_ep_rank(static_cast<size_t>(P));
     for (int p = 0; p < P; ++p) node_of_ep_rank[static_cast<size_t>(p)] = p / R;
     try {
-      check_placement_route_groups(*given, RouteGroups{po.route_groups, false}, node_of_ep_rank);
+      check_placement_route_groups(*given, RouteGroups{po.route_groups, false}, node_of_ep_rank,
+                                   "parallel.expert_placement=" + o.evaluate);
     } catch (const UsageError& e) {
       out << "note: training with " << po.route_groups << " routing groups refuses this "
           << "placement: " << e.what() << "\n";
@@ -208,6 +210,10 @@ ExpertPlacement make_placement(const PlacementOptions& o, std::ostream& out) {
                 static_cast<long long>(row_bytes));
   const std::string total = buf;
   out << total << "\n";
+  if (cfg.moe.capacity_factor)  // (QA: 1.35-1.4x the measured internode_bytes, unsaid)
+    out << "note: these bytes are those of every counted assignment, before capacity drops any; "
+        << "the run drops rows past moe.capacity_factor " << number_text(*cfg.moe.capacity_factor)
+        << ", so its internode_bytes are lower by what it drops\n";
   if (given) return *given;
   comments.insert(comments.begin(), "made from " + o.run_dir + " (steps " +
                                         std::to_string(c.first_step + 1) + ".." +

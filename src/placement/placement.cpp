@@ -246,7 +246,8 @@ std::shared_ptr<const ExpertPlacement> load_expert_placement(const Config& cfg) 
 }
 
 void check_placement_route_groups(const ExpertPlacement& p, const RouteGroups& groups,
-                                  const std::vector<int>& node_of_ep_rank) {
+                                  const std::vector<int>& node_of_ep_rank,
+                                  const std::string& what) {
   SY_CHECK(static_cast<int>(node_of_ep_rank.size()) == p.ep(),
            node_of_ep_rank.size() << " nodes for " << p.ep() << " EP ranks");
   const std::set<int> all_nodes(node_of_ep_rank.begin(), node_of_ep_rank.end());
@@ -262,10 +263,10 @@ void check_placement_route_groups(const ExpertPlacement& p, const RouteGroups& g
       }
       if (placed.size() > contiguous.size())
         throw UsageError(
-            "parallel.expert_placement: layer " + std::to_string(l) + " spreads routing group " +
-            std::to_string(g) + " (experts " + std::to_string(g * G) + ".." +
-            std::to_string((g + 1) * G - 1) + ") over " + std::to_string(placed.size()) +
-            " nodes, the contiguous layout over " + std::to_string(contiguous.size()) +
+            what + ": layer " + std::to_string(l) + " spreads routing group " + std::to_string(g) +
+            " (experts " + std::to_string(g * G) + ".." + std::to_string((g + 1) * G - 1) +
+            ") over " + std::to_string(placed.size()) + " nodes, the contiguous layout over " +
+            std::to_string(contiguous.size()) +
             ": with moe.route_groups on, a placement may only move whole groups between nodes " +
             "(make it with `switchyard placement --route-groups`)");
     }

@@ -92,8 +92,8 @@ std::shared_ptr<const ExpertPlacement> load_expert_placement(const Config& cfg);
 // a placement may only move whole groups between nodes: every group (experts g*E/R ..
 // (g+1)*E/R - 1) must lie on no more nodes than under the contiguous layout, or a token could
 // reach more nodes than route_groups_topk allows. node_of_ep_rank[P]: the node of each EP rank.
-// Throws UsageError naming parallel.expert_placement and the first group that spreads.
+// Throws UsageError naming `what` (the key and its file) and the first group that spreads.
 void check_placement_route_groups(const ExpertPlacement& p, const RouteGroups& groups,
-                                  const std::vector<int>& node_of_ep_rank);
+                                  const std::vector<int>& node_of_ep_rank, const std::string& what);
 
 }  // namespace sy

@@ -225,7 +225,8 @@ TrainSummary train_impl(Runtime& rt, const Config& cfg, std::ostream& log_all,
   });
   if (placement)
     agree_on_usage(rt.world, wd, [&] {
-      check_placement_route_groups(*placement, cfg.moe.route_groups, ep_nodes);
+      check_placement_route_groups(*placement, cfg.moe.route_groups, ep_nodes,
+                                   "parallel.expert_placement=" + cfg.parallel.expert_placement);
     });
   if (cfg.device == Device::kCuda) {
     startup.reset();  // train_on_gpu bounds its own start-up

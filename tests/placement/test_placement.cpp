@@ -168,6 +168,7 @@ TEST(PlacementFile, AMismatchWithTheConfigNamesTheKey) {
 
 TEST(PlacementRouteGroups, OnlyWholeGroupsMoveBetweenNodes) {
   const std::vector<int> two_nodes = {0, 0, 1, 1};  // EP ranks 0,1 on node 0, 2,3 on node 1
+  const std::string key = "parallel.expert_placement=p.yaml";  // what messages name
   auto place = [](std::vector<int32_t> r) { return ExpertPlacement::from_ranks({r}, 4, "t"); };
   // E = 8, L = 2. Groups of 4 (R = 2) and of 2 (R = 4).
   const ExpertPlacement swapped = place({2, 2, 3, 3, 0, 0, 1, 1});   // the groups change nodes
@@ -175,27 +176,27 @@ TEST(PlacementRouteGroups, OnlyWholeGroupsMoveBetweenNodes) {
   const ExpertPlacement crossing = place({2, 0, 0, 1, 1, 3, 3, 2});  // 0 and 4 change nodes
   for (const RouteGroups g : {RouteGroups{2, false}, RouteGroups{1, true}, RouteGroups{4, false}})
     for (const auto* ok : {&swapped, &inside})
-      EXPECT_NO_THROW(check_placement_route_groups(*ok, g, two_nodes)) << g.count << g.nodes;
+      EXPECT_NO_THROW(check_placement_route_groups(*ok, g, two_nodes, key)) << g.count << g.nodes;
   const std::string msg = usage_error([&] {
-    check_placement_route_groups(crossing, RouteGroups{2, false}, two_nodes);
+    check_placement_route_groups(crossing, RouteGroups{2, false}, two_nodes, key);
   });
   EXPECT_NE(msg.find("routing group 0"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("parallel.expert_placement"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(key + ": layer 0"), std::string::npos) << msg;
   EXPECT_NE(usage_error([&] {
-              check_placement_route_groups(crossing, RouteGroups{1, true}, two_nodes);
+              check_placement_route_groups(crossing, RouteGroups{1, true}, two_nodes, key);
             }).find("routing group 0"),
             std::string::npos);
   // R = 4: group {0, 1} on ranks 2 and 0 (nodes 1 and 0) spreads; R = 1 allows anything.
   EXPECT_NE(usage_error([&] {
-              check_placement_route_groups(crossing, RouteGroups{4, false}, two_nodes);
+              check_placement_route_groups(crossing, RouteGroups{4, false}, two_nodes, key);
             }),
             "");
-  EXPECT_NO_THROW(check_placement_route_groups(crossing, RouteGroups{1, false}, two_nodes));
+  EXPECT_NO_THROW(check_placement_route_groups(crossing, RouteGroups{1, false}, two_nodes, key));
   // R = 2 over 4 nodes: each group spans 2 nodes, and may be reshuffled inside them.
   const std::vector<int> four_nodes = {0, 1, 2, 3};
-  EXPECT_NO_THROW(check_placement_route_groups(inside, RouteGroups{2, false}, four_nodes));
+  EXPECT_NO_THROW(check_placement_route_groups(inside, RouteGroups{2, false}, four_nodes, key));
   EXPECT_NE(usage_error([&] {
-              check_placement_route_groups(crossing, RouteGroups{2, false}, four_nodes);
+              check_placement_route_groups(crossing, RouteGroups{2, false}, four_nodes, key);
             }),
             "");
 }
@@ -340,14 +341,14 @@ TEST(Partition, MovesOnlyWholeRouteGroupsBetweenNodes) {
   o.route_groups = 4;
   const LayerPartition grouped = partition_layer(c.data(), 8, o);
   const ExpertPlacement p = ExpertPlacement::from_ranks({grouped.rank_of}, 4, "t");
-  EXPECT_NO_THROW(check_placement_route_groups(p, RouteGroups{4, false}, {0, 0, 1, 1}));
+  EXPECT_NO_THROW(check_placement_route_groups(p, RouteGroups{4, false}, {0, 0, 1, 1}, "p"));
   // Groups of 4 over 4 nodes (G % R == 0): each keeps its 2 nodes.
   o.nodes = 4;
   o.ranks_per_node = 1;
   o.route_groups = 2;
   const LayerPartition blocks = partition_layer(c.data(), 8, o);
   const ExpertPlacement pb = ExpertPlacement::from_ranks({blocks.rank_of}, 4, "t");
-  EXPECT_NO_THROW(check_placement_route_groups(pb, RouteGroups{2, false}, {0, 1, 2, 3}));
+  EXPECT_NO_THROW(check_placement_route_groups(pb, RouteGroups{2, false}, {0, 1, 2, 3}, "p"));
   // 3 groups do not divide 8 experts; 4 groups of 3 experts cannot stay whole over 3 nodes
   // (neither count divides the other).
   o.route_groups = 3;
