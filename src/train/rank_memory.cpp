@@ -64,15 +64,20 @@ MemoryBudget host_memory_budget(int64_t node_ranks) {
     const double limit = *limit_bytes, mapped = mapped_bytes();
     // Mapped later beside what the estimate counts: OpenBLAS's buffer per thread at the first
     // product (128 MiB; past the limit OpenBLAS retried its mmap for good, the run hung and took
-    // no SIGTERM: review) and a malloc arena per thread (64 MiB of address space).
+    // no SIGTERM: review) and a malloc arena per worker thread (64 MiB of address space; the
+    // main thread's heap is the estimate's: QA found a 1-rank run refused that trained).
     const double later = static_cast<double>(cpu::blas_threads()) * 128.0 * (1 << 20) +
-                         static_cast<double>(omp_get_max_threads()) * 64.0 * (1 << 20);
-    const double room = std::max(0.0, limit - mapped - later) + b.in_use_bytes;
+                         static_cast<double>(omp_get_max_threads() - 1) * 64.0 * (1 << 20);
+    const double free = limit - mapped - later;
+    const double room = std::max(0.0, free) + b.in_use_bytes;
     if (room < b.bytes) {
       b.bytes = room;
+      // The sum spelled out: the limit's part left, plus what the need counts that is mapped.
       b.what = "this process's address-space limit (ulimit -v) of " + plan::format_bytes(limit) +
-               ", " + plan::format_bytes(mapped) + " of it mapped already and " +
-               plan::format_bytes(later) + " kept for OpenBLAS's and malloc's per-thread maps";
+               " less " + plan::format_bytes(mapped) + " mapped already and " +
+               plan::format_bytes(later) + " kept for OpenBLAS's and malloc's per-thread maps" +
+               (free > 0 ? " leaves " + plan::format_bytes(free) : std::string(" leaves nothing")) +
+               ", plus the " + plan::format_bytes(b.in_use_bytes) + " in use that the need counts";
     }
   }
   return b;

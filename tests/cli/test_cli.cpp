@@ -180,7 +180,7 @@ TEST(Cli, AnAddressSpaceLimitIsCountedBeforeTraining) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("error: not enough memory per rank: this run needs "), std::string::npos)
       << r.output;
-  EXPECT_NE(r.output.find("(this process's address-space limit (ulimit -v) of 1.00 GiB, "),
+  EXPECT_NE(r.output.find("(this process's address-space limit (ulimit -v) of 1.00 GiB less "),
             std::string::npos)
       << r.output;
   EXPECT_EQ(r.output.find("bad_alloc"), std::string::npos) << r.output;
