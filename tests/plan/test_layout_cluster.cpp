@@ -409,6 +409,32 @@ TEST(PlanInputs, ARunsRoutingIsItsMeanLoadAndAnotherDepthIsSaid) {
       << r.source;
   cfg.moe.num_experts = 8;
   EXPECT_THROW(load_routing(dir.string(), cfg), UsageError);
+  // Loads that are not fractions of the assignments: refused naming the step, layer and value
+  // (1e308 priced a step of "-nan ms", all zeros memory below the uniform's: exit 0, QA).
+  cfg.moe.num_experts = 4;
+  cfg.model.n_layers = 2;
+  const auto refused = [&](const std::string& load) {
+    std::ofstream(dir / "metrics.jsonl")
+        << R"({"step":1,"loss":5.0,"expert_load":[[0.25,0.25,0.25,0.25],[0.25,0.25,0.25,0.25]]})"
+           "\n"
+        << R"({"step":7,"loss":4.9,"expert_load":[[0.25,0.25,0.25,0.25],)" << load << "]}\n";
+    try {
+      load_routing(dir.string(), cfg);
+    } catch (const UsageError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(not refused)");
+  };
+  EXPECT_EQ(refused("[1e308,1e308,0,0]"),
+            "--routing '" + dir.string() +
+                "': metrics.jsonl step 7, expert_load layer 1, expert 0: 1e+308 is not a "
+                "fraction of the assignments (in [0, 1])");
+  EXPECT_NE(refused("[-0.5,0.5,0.5,0.5]").find("layer 1, expert 0: -0.5 is not a fraction"),
+            std::string::npos);
+  EXPECT_NE(refused("[0,0,0,0]").find("step 7, expert_load layer 1: its fractions sum to 0, not 1"),
+            std::string::npos);
+  EXPECT_NE(refused("[0.5,0.5,0.5,0.5]").find("sum to 2, not 1"), std::string::npos);
+  EXPECT_EQ(refused("[0.2501,0.25,0.25,0.25]"), "(not refused)");  // a rounded line
   std::filesystem::remove_all(dir);
 }
 

@@ -3,12 +3,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "src/core/error.h"
 #include "src/core/h5.h"
+#include "src/core/number_text.h"
 #include "src/core/paths.h"
 #include "src/core/run_files.h"
 #include "src/placement/coactivation_file.h"
@@ -65,6 +67,31 @@ bool load_coactivation(const std::string& path, int64_t E, int64_t K, RoutingSta
   return true;
 }
 
+namespace {
+
+// A step's expert_load is, per layer, fractions of the assignments (SPEC 6): each in [0, 1], the
+// layer's summing to 1 (within the digits a hand-edited line keeps). Others priced a step of
+// "-nan ms" (1e308), or memory below the uniform (all zero), exit 0 (QA).
+void check_expert_load(const TrainPoint& t, const std::string& spec) {
+  for (size_t l = 0; l < t.expert_load.size(); ++l) {
+    const std::string where = "--routing '" + spec + "': metrics.jsonl step " +
+                              std::to_string(t.step) + ", expert_load layer " + std::to_string(l);
+    double sum = 0;
+    for (size_t e = 0; e < t.expert_load[l].size(); ++e) {
+      const double v = t.expert_load[l][e];
+      if (!(v >= 0.0 && v <= 1.0))
+        throw UsageError(where + ", expert " + std::to_string(e) + ": " + number_text(v) +
+                         " is not a fraction of the assignments (in [0, 1])");
+      sum += v;
+    }
+    if (std::abs(sum - 1.0) > 1e-3)
+      throw UsageError(where + ": its fractions sum to " + number_text(sum) +
+                       ", not 1 (each is a share of the layer's assignments)");
+  }
+}
+
+}  // namespace
+
 RoutingStats load_routing(const std::string& spec, const Config& cfg) {
   RoutingStats r;
   if (spec.empty() || spec == "uniform") return r;
@@ -84,6 +111,7 @@ RoutingStats load_routing(const std::string& spec, const Config& cfg) {
   int steps = 0;
   for (const TrainPoint& t : m.train) {
     if (static_cast<int>(t.expert_load.size()) != m.num_layers()) continue;
+    check_expert_load(t, spec);
     ++steps;
     r.step_loads.push_back(t.expert_load);
     for (size_t l = 0; l < t.expert_load.size(); ++l)
