@@ -145,6 +145,16 @@ TEST_F(PlanCli, PlanThisOnRanksItCannotRunOnExitsTwo) {
   EXPECT_NE(r.output.find("cannot run: train.global_batch is not a multiple of dp"),
             std::string::npos)
       << r.output;
+  // The exit 2 is said on stderr, with --this and in the table (only --json said it there; QA).
+  const std::string table = kBin + " plan --config " + kSource + "/configs/tiny.yaml --set " +
+                            "data.path=" + dir() + "/tokens.h5 --cluster " + kSource +
+                            "/clusters/h100-ib.yaml --ranks 3";
+  for (const std::string& cmd : {plan_this("--ranks 3"), table}) {
+    const auto err = sy::test::run_command("{ " + cmd + " 2>&1 >/dev/null; }");
+    EXPECT_EQ(err.exit_code, 2) << cmd << "\n" << err.output;
+    EXPECT_TRUE(err.output.starts_with("error: ")) << cmd << "\n" << err.output;
+    EXPECT_NE(err.output.find("run on the ranks asked"), std::string::npos) << err.output;
+  }
   // Past the code's 32-bit indices (8 x 65536 tokens x 4096 experts of router scores): the
   // trainer refuses it too, so exit 2 (it was counted as a layout that runs).
   const auto idx = sy::test::run_command(

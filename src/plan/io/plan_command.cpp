@@ -134,6 +134,9 @@ int run_plan(const PlanRequest& a, std::ostream& out, std::ostream& err) {
       runs = runs && e.runs;
     }
     if (a.json) out << all.dump(1) << "\n";
+    if (!runs)  // said on stderr as every exit 2 is (a script reading it saw nothing, QA)
+      err << "error: the config's layout does not run on the ranks asked (its `cannot run` "
+             "line says why)\n";
     return runs ? sy::kExitOk : sy::kExitUsage;
   }
   // --json: the table's rows (the first --top that fit, best first), then every layout that does
@@ -153,9 +156,11 @@ int run_plan(const PlanRequest& a, std::ostream& out, std::ostream& err) {
     }
   }
   if (a.json) out << all.dump(1) << "\n";
-  if (a.json && !any_layout)
-    err << "error: no layout of this config runs on the ranks asked (the table without "
-           "--json names the counts it can use)\n";
+  if (!any_layout)  // also beside the table, whose notes say why (stderr had nothing: QA)
+    err << "error: no layout of this config can run on the ranks asked ("
+        << (a.json ? "the table without --json names the counts it can use"
+                   : "the table's notes say why and the counts it can use")
+        << ")\n";
   // No layout at all runs on the ranks asked, or none fits in the memory per rank: the question
   // was not one the config can answer (the table said why); a script must not read it as a plan.
   if (any_layout && !any_fits)
