@@ -18,6 +18,12 @@ namespace sy::plan {
 
 namespace {
 
+// The least rate (FLOP/s, bytes/s) a cluster file may give: below 1 a step's predicted time
+// overflowed to inf, and the tables read "-nan" in every row, ranked at random (QA: 1e-308).
+constexpr double kLeastRate = 1.0;
+constexpr const char* kBelowLeastRate =
+    "must be at least 1 per second: a smaller rate makes the predicted times infinite";
+
 // A map node of the file whose keys must all be in `allowed`.
 class Section {
  public:
@@ -52,14 +58,28 @@ class Section {
       if (required) fail(key, "missing (required)");
       return fallback;
     }
-    double v = 0;
-    if (!plain_scalar(node_[key]) || !YAML::convert<double>::decode(node_[key], v))
-      fail(key, "expected a number, got " + config_convert::describe(node_[key]));
+    const double v = decoded_number(key);
     if (!std::isfinite(v) || v < lo)
       fail(key, "got " + node_[key].as<std::string>() + ", expected a number >= " + fmt(lo));
     if (v > hi)
       fail(key, "got " + node_[key].as<std::string>() + ", expected at most " + fmt(hi) +
                     " (seconds; 2 us is 2e-6)");
+    return v;
+  }
+
+  // A rate (FLOP/s, bytes/s) of at least kLeastRate, every value below it (negative, 0, 1e-308)
+  // refused alike (QA: -1 was "expected a number >= 0", 0 "must be > 0", 0.5 "at least 1").
+  // Optional: absent or 0 is "not given", 0 returned.
+  double rate(const std::string& key, bool required) const {
+    if (!has(key)) {
+      if (required) fail(key, "missing (required)");
+      return 0;
+    }
+    const double v = decoded_number(key);
+    if (!required && v == 0) return 0;
+    if (!(v >= kLeastRate && std::isfinite(v)))
+      fail(key, "got " + node_[key].as<std::string>() + ", " +
+                    (required ? "" : "0 (not given) or ") + kBelowLeastRate);
     return v;
   }
 
@@ -102,6 +122,12 @@ class Section {
   }
 
  private:
+  double decoded_number(const std::string& key) const {
+    double v = 0;
+    if (!plain_scalar(node_[key]) || !YAML::convert<double>::decode(node_[key], v))
+      fail(key, "expected a number, got " + config_convert::describe(node_[key]));
+    return v;
+  }
   std::string full(const std::string& key) const {
     if (path_.empty()) return key;
     return key.empty() ? path_ : path_ + "." + key;
@@ -121,20 +147,12 @@ class Section {
 // kernel launch, so a larger figure is a unit slip (microseconds given as seconds).
 constexpr double kMostSeconds = 1.0;
 
-// The least rate (FLOP/s, bytes/s) a cluster file may give: below 1 a step's predicted time
-// overflowed to inf, and the tables read "-nan" in every row, ranked at random (QA: 1e-308).
-constexpr double kLeastRate = 1.0;
-constexpr const char* kBelowLeastRate =
-    "must be at least 1 per second: a smaller rate makes the predicted times infinite";
-
 Link parse_link(const Section& s, bool required) {
   s.only({"bandwidth", "latency_s", "shared_by_node"});
   Link l;
-  l.bandwidth = s.number("bandwidth", 0, required);
+  l.bandwidth = s.rate("bandwidth", required);
   l.latency_s = s.number("latency_s", 0, required, 0, kMostSeconds);
   l.shared_by_node = s.boolean("shared_by_node", false);
-  if (required && !(l.bandwidth > 0)) s.fail("bandwidth", "must be > 0 (bytes/s)");
-  if (l.bandwidth > 0 && l.bandwidth < kLeastRate) s.fail("bandwidth", kBelowLeastRate);
   return l;
 }
 
@@ -171,17 +189,11 @@ Cluster parse_cluster(const std::string& yaml_text, const std::string& source) {
   const Section compute = top.child("compute", true);
   compute.only({"gemm_flops", "gemm_half_dim", "mem_bandwidth", "elementwise_bandwidth",
                 "layer_overhead_s"});
-  c.gemm_flops = compute.number("gemm_flops", 0, true);
+  c.gemm_flops = compute.rate("gemm_flops", true);
   c.gemm_half_dim = compute.number("gemm_half_dim", 0, false, 0);
-  c.mem_bandwidth = compute.number("mem_bandwidth", 0, true);
-  c.elementwise_bandwidth = compute.number("elementwise_bandwidth", 0, false, 0);
+  c.mem_bandwidth = compute.rate("mem_bandwidth", true);
+  c.elementwise_bandwidth = compute.rate("elementwise_bandwidth", false);
   c.layer_overhead_s = compute.number("layer_overhead_s", 0, false, 0, kMostSeconds);
-  if (!(c.gemm_flops > 0)) compute.fail("gemm_flops", "must be > 0 (FLOP/s)");
-  if (!(c.mem_bandwidth > 0)) compute.fail("mem_bandwidth", "must be > 0 (bytes/s)");
-  if (c.gemm_flops < kLeastRate) compute.fail("gemm_flops", kBelowLeastRate);
-  if (c.mem_bandwidth < kLeastRate) compute.fail("mem_bandwidth", kBelowLeastRate);
-  if (c.elementwise_bandwidth > 0 && c.elementwise_bandwidth < kLeastRate)
-    compute.fail("elementwise_bandwidth", kBelowLeastRate);
 
   const Section links = top.child("links", true);
   links.only({"intra", "inter", "inter_mpi"});

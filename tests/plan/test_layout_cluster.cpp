@@ -323,9 +323,24 @@ TEST(PlanCluster, ErrorsNameTheKey) {
        {std::tuple{"nodes: 2", "nodes: \"2\"", "nodes: expected an integer"},
         std::tuple{"nodes: 2", "nodes: 0x2", "nodes: expected an integer"},
         std::tuple{"gemm_flops: 1e12", "gemm_flops: '1e12'", "compute.gemm_flops: expected a"},
-        std::tuple{"gemm_flops: 1e12", "gemm_flops: 1e-308", "compute.gemm_flops: must be at"},
-        std::tuple{"mem_bandwidth: 1e11", "mem_bandwidth: 0.5", "compute.mem_bandwidth: must be"},
-        std::tuple{"bandwidth: 1e10", "bandwidth: 1e-308", "links.intra.bandwidth: must be at"}}) {
+        std::tuple{"gemm_flops: 1e12", "gemm_flops: 1e-308",
+                   "compute.gemm_flops: got 1e-308, must"},
+        std::tuple{"mem_bandwidth: 1e11", "mem_bandwidth: 0.5",
+                   "compute.mem_bandwidth: got 0.5, must"},
+        std::tuple{"bandwidth: 1e10", "bandwidth: 1e-308",
+                   "links.intra.bandwidth: got 1e-308, "
+                   "must be at least 1 per second"},
+        // Every value below the least rate said alike (-1 was ">= 0", 0 "> 0", 0.5 "at least 1").
+        std::tuple{"gemm_flops: 1e12", "gemm_flops: -1e11",
+                   "compute.gemm_flops: got -1e11, must be at least 1 per second"},
+        std::tuple{"gemm_flops: 1e12", "gemm_flops: 0",
+                   "compute.gemm_flops: got 0, must be at least 1 per second"},
+        std::tuple{"bandwidth: 1e10", "bandwidth: -1e9",
+                   "links.intra.bandwidth: got -1e9, must be at least 1 per second"},
+        std::tuple{"mem_bandwidth: 1e11", "mem_bandwidth: 1e11, elementwise_bandwidth: -3",
+                   "compute.elementwise_bandwidth: got -3, 0 (not given) or must be at least 1"},
+        std::tuple{"mem_bandwidth: 1e11", "mem_bandwidth: .nan",
+                   "compute.mem_bandwidth: got .nan, must be at least 1"}}) {
     std::string q = kCluster;
     q.replace(q.find(from), std::string(from).size(), to);
     EXPECT_NE(message(q).find(key), std::string::npos) << to << ": " << message(q);
