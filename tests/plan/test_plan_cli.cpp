@@ -45,10 +45,11 @@ class PlanCli : public ::testing::Test {
            "/tokens.h5 --set run.out_dir=" + dir() + "/" + run;
   }
   // `plan --this` of tiny.yaml on the H100 cluster file, with `args` after it.
-  static std::string plan_this(const std::string& args) {
+  static std::string plan_table(const std::string& args) {
     return kBin + " plan --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() +
-           "/tokens.h5 --cluster " + kSource + "/clusters/h100-ib.yaml --this " + args;
+           "/tokens.h5 --cluster " + kSource + "/clusters/h100-ib.yaml " + args;
   }
+  static std::string plan_this(const std::string& args) { return plan_table("--this " + args); }
 
   static std::unique_ptr<sy::test::TempDir> dir_;
 };
@@ -136,6 +137,23 @@ TEST_F(PlanCli, PlanThisNamesTheKeysThatShrinkWhatDoesNotFit) {
   EXPECT_NE(r.output.find("; shrink it with model.d_model"), std::string::npos) << r.output;
 }
 
+// --this and --json say the routing they priced, as the table's header does (they said
+// nothing: a plan of a run's measured routing read as one of uniform routing; QA).
+TEST_F(PlanCli, EveryFormSaysTheRoutingItPriced) {
+  const auto out = [](const std::string& cmd) {
+    const auto r = sy::test::run_command("(" + cmd + " 2>/dev/null)");
+    EXPECT_EQ(r.exit_code, 0) << cmd << "\n" << r.output;
+    return r.output;
+  };
+  const std::string text = out(plan_this("--ranks 1"));
+  EXPECT_TRUE(text.starts_with("# routing uniform\n")) << text;
+  for (const std::string& cmd : {plan_this("--ranks 1 --json"), plan_table("--ranks 2 --json")}) {
+    const auto rows = nlohmann::json::parse(out(cmd));
+    ASSERT_FALSE(rows.empty()) << cmd;
+    for (const auto& row : rows) EXPECT_EQ(row.at("routing"), "uniform") << row.dump();
+  }
+}
+
 // plan --this with a rank count the config's layout cannot run on (tiny.yaml's global batch 8
 // over 3 data-parallel ranks) says why and exits 2, as a plan with no runnable layout does; it
 // exited 0.
@@ -146,10 +164,7 @@ TEST_F(PlanCli, PlanThisOnRanksItCannotRunOnExitsTwo) {
             std::string::npos)
       << r.output;
   // The exit 2 is said on stderr, with --this and in the table (only --json said it there; QA).
-  const std::string table = kBin + " plan --config " + kSource + "/configs/tiny.yaml --set " +
-                            "data.path=" + dir() + "/tokens.h5 --cluster " + kSource +
-                            "/clusters/h100-ib.yaml --ranks 3";
-  for (const std::string& cmd : {plan_this("--ranks 3"), table}) {
+  for (const std::string& cmd : {plan_this("--ranks 3"), plan_table("--ranks 3")}) {
     const auto err = sy::test::run_command("{ " + cmd + " 2>&1 >/dev/null; }");
     EXPECT_EQ(err.exit_code, 2) << cmd << "\n" << err.output;
     EXPECT_TRUE(err.output.starts_with("error: ")) << cmd << "\n" << err.output;

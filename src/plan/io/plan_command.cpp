@@ -48,6 +48,11 @@ int run_plan(const PlanRequest& a, std::ostream& out, std::ostream& err) {
   }
   const Cluster cluster = load_cluster(a.cluster);
   const RoutingStats routing = load_routing(a.routing, cfg);
+  // A --json row says the routing it was priced with, as the table's header does (QA).
+  const auto routed = [&](nlohmann::json row) {
+    row["routing"] = routing.source;
+    return row;
+  };
   MemoryInputs in;
   in.base_bytes = cluster.base_bytes;
   const TokenExtents tokens = token_file_extents(cfg.data.path);
@@ -121,13 +126,14 @@ int run_plan(const PlanRequest& a, std::ostream& out, std::ostream& err) {
     // memory than the cluster file's is a report, exit 0.
     bool runs = true;
     nlohmann::json all = nlohmann::json::array();
+    if (!a.json) out << "# routing " << routing.source << "\n";  // as the table's header says
     for (int64_t world : worlds) {
       // The hosts: one for one_host, else the cluster's nodes.
       const int64_t host_ranks = cluster.one_host ? world : cluster.ranks_per_node;
       const Evaluation e = evaluate(cfg, layout_of_config(cfg, world, host_ranks), cluster, routing,
                                     in, memory_for(world));
       if (a.json) {
-        all.push_back(evaluation_json(e));
+        all.push_back(routed(evaluation_json(e)));
       } else {
         out << format_evaluation(e);
       }
@@ -149,8 +155,8 @@ int run_plan(const PlanRequest& a, std::ostream& out, std::ostream& err) {
     any_fits = any_fits || !r.ranked.empty();
     if (a.json) {
       const size_t shown = std::min(r.ranked.size(), static_cast<size_t>(a.top));
-      for (size_t i = 0; i < shown; ++i) all.push_back(evaluation_json(r.ranked[i]));
-      for (const auto& e : r.dropped) all.push_back(evaluation_json(e));
+      for (size_t i = 0; i < shown; ++i) all.push_back(routed(evaluation_json(r.ranked[i])));
+      for (const auto& e : r.dropped) all.push_back(routed(evaluation_json(e)));
     } else {
       out << format_plan(cfg, r, world, cluster, routing, a.top) << "\n";
     }
