@@ -23,7 +23,8 @@ void add_sample_command(CLI::App& root, std::vector<Command>& out) {
       "dropping");
   cmd->add_option("-c,--checkpoint", req->checkpoint, "Checkpoint file (step_<N>.h5)")->required();
   auto* p = cmd->add_option("-p,--prompt", *prompt, "The text to continue");
-  auto* pf = cmd->add_option("--prompt-file", req->prompt_file, "Read the prompt from this file")
+  auto* pf = cmd->add_option("--prompt-file", req->prompt_file,
+                             "Read the prompt from this file (- or /dev/stdin: standard input)")
                  ->excludes(p);
   auto* pi = cmd->add_option("--prompt-ids", *id_list,
                              "The prompt as token ids, one argument: whole numbers in [0, "

@@ -117,44 +117,6 @@ double entropy_of_counts(const std::vector<int64_t>& counts) {
   return h;
 }
 
-// Encodes `text` (one input's train or val part, starting at byte `file_offset` of its file) with
-// a SentencePiece tokenizer (byte tokens are written as they are read: prepare_token_file) into
-// `dst` in blocks of about `block` bytes that end after a newline, or before a space inside a
-// line too long for one: SentencePiece's pieces cross neither, and each block after the first is
-// encoded as it reads after a newline (as is the part itself when `after_newline`), so the ids are
-// those of the whole text and a dummy "▁" comes only in front of it; `progress` hears after each
-// block. Offsets in errors are the file's.
-void encode_part(const Tokenizer& tok, std::string_view text, int64_t file_offset,
-                 bool after_newline, std::vector<uint32_t>& dst, size_t block,
-                 const std::function<void(size_t)>& progress) {
-  // SentencePiece's memory grows with the text it encodes at once (1.85 GB for one 11 MB line):
-  // where a block would run more than kLongLine past its size (into a long line), it ends before
-  // that line, and a line past block + kLongLine is encoded in pieces of at most kLongLine
-  // (long_line_piece_end).
-  constexpr size_t kLongLine = size_t{64} << 10;
-  for (size_t at = 0; at < text.size();) {
-    size_t end = text.find('\n', std::min(at + block, text.size()) - 1);
-    end = end == std::string::npos ? text.size() : end + 1;
-    if (end - at > block + kLongLine) {
-      const size_t nl = text.rfind('\n', at + block - 1);
-      if (nl != std::string::npos && nl >= at) {
-        end = nl + 1;
-      } else {
-        end = long_line_piece_end(text, at, kLongLine);
-      }
-    }
-    std::vector<int32_t> ids;
-    try {
-      ids = tok.encode(text.substr(at, end - at), at > 0 || after_newline);
-    } catch (const InexactText& e) {
-      throw UsageError(e.message_at(file_offset + static_cast<int64_t>(at) + e.offset()));
-    }
-    dst.insert(dst.end(), ids.begin(), ids.end());
-    progress(end - at);
-    at = end;
-  }
-}
-
 // What the options ask for.
 struct Choice {
   bool bytes = false;       // byte tokens
@@ -400,8 +362,8 @@ void write_byte_tokens(const PrepareOptions& opt, const Tokenizer& tok, Inputs& 
   r.val_unigram_nats = entropy_of_counts(val_counts);
 }
 
-// Pass 2 for SentencePiece: each input encoded in blocks (encode_part); the ids held until their
-// count is known.
+// Pass 2 for SentencePiece: each input encoded in blocks (encode_in_blocks); the ids held until
+// their count is known.
 void write_sentencepiece_tokens(const PrepareOptions& opt, const Choice& c, const Tokenizer& tok,
                                 Inputs& in, PrepareReport& r, const Say& say) {
   ProgressEta eta(r.train_bytes + r.val_bytes, opt.progress_every_s);
@@ -412,10 +374,12 @@ void write_sentencepiece_tokens(const PrepareOptions& opt, const Choice& c, cons
   auto encode_into = [&](std::vector<uint32_t>& dst, std::string_view text, size_t input,
                          int64_t file_offset) {
     try {
-      encode_part(tok, text, file_offset, !dst.empty(), dst, opt.encode_block_bytes, [&](size_t n) {
-        encoded += static_cast<int64_t>(n);
-        if (auto line = eta.update(encoded)) say("encoding: " + *line);
-      });
+      encode_in_blocks(tok, text, file_offset, !dst.empty(), opt.encode_block_bytes,
+                       [&](const std::vector<int32_t>& ids, size_t n) {
+                         dst.insert(dst.end(), ids.begin(), ids.end());
+                         encoded += static_cast<int64_t>(n);
+                         if (auto line = eta.update(encoded)) say("encoding: " + *line);
+                       });
     } catch (const UsageError& e) {
       throw UsageError("input file '" + opt.inputs[input] + "': " + e.what() +
                        (c.user_model ? "; encode with a model that gives any text back exactly "

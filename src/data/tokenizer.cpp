@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <unordered_map>
 
@@ -269,6 +270,36 @@ size_t long_line_piece_end(std::string_view text, size_t at, size_t most) {
   if (space != std::string_view::npos && space > at + most / 2) return space;
   while (end > at + 1 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
   return end;
+}
+
+void encode_in_blocks(const Tokenizer& tok, std::string_view text, int64_t offset,
+                      bool after_newline, size_t block,
+                      const std::function<void(const std::vector<int32_t>&, size_t)>& take) {
+  // SentencePiece's memory grows with the text it encodes at once (1.85 GB for one 11 MB line):
+  // where a block would run more than kLongLine past its size (into a long line), it ends before
+  // that line, and a line past block + kLongLine is encoded in pieces of at most kLongLine
+  // (long_line_piece_end).
+  constexpr size_t kLongLine = size_t{64} << 10;
+  for (size_t at = 0; at < text.size();) {
+    size_t end = text.find('\n', std::min(at + block, text.size()) - 1);
+    end = end == std::string::npos ? text.size() : end + 1;
+    if (end - at > block + kLongLine) {
+      const size_t nl = text.rfind('\n', at + block - 1);
+      if (nl != std::string::npos && nl >= at) {
+        end = nl + 1;
+      } else {
+        end = long_line_piece_end(text, at, kLongLine);
+      }
+    }
+    std::vector<int32_t> ids;
+    try {
+      ids = tok.encode(text.substr(at, end - at), at > 0 || after_newline);
+    } catch (const InexactText& e) {
+      throw UsageError(e.message_at(offset + static_cast<int64_t>(at) + e.offset()));
+    }
+    take(ids, end - at);
+    at = end;
+  }
 }
 
 int64_t count_sentences(const std::vector<std::string>& texts) {

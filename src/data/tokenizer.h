@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -132,6 +133,17 @@ enum class SentencePieceType { kBpe, kUnigram };
 // at + most. Training (SentencePiece skips a sentence past 64 KiB) and encoding (its memory grows
 // with the text encoded at once) cut long lines here.
 size_t long_line_piece_end(std::string_view text, size_t at, size_t most);
+
+// Encodes `text` (which sits at byte `offset` of its file) in blocks of about `block` bytes that
+// end after a newline, or before a space inside a line too long for one: SentencePiece's pieces
+// cross neither, and each block after the first is encoded as it reads after a newline (as is the
+// text itself when `after_newline`), so the ids are those of the whole text and a dummy "▁"
+// comes only in front of it, while SentencePiece's memory is that of one block (it grows with the
+// text encoded at once: 784 MB for a 5.6 MB prompt encoded whole). `take(ids, bytes)` hears each
+// block's ids and length. UsageError for text it cannot encode exactly, naming the file's offset.
+void encode_in_blocks(const Tokenizer& tok, std::string_view text, int64_t offset,
+                      bool after_newline, size_t block,
+                      const std::function<void(const std::vector<int32_t>&, size_t)>& take);
 
 // The lines SentencePiece trains on: each text's non-empty lines, one past 64 KiB (SentencePiece's
 // longest sentence) counted as the pieces it is cut into.

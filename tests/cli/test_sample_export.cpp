@@ -297,6 +297,19 @@ TEST(SampleCli, AnOutputThatCannotBeWrittenExitsOne) {
   EXPECT_TRUE(contains(r.output, "writing the standard output failed")) << r.output;
 }
 
+// `--prompt-file -` reads standard input, as most tools do (it was "'-' not found"); a count of
+// one is "1 token".
+TEST(SampleCli, APromptFileOfADashIsStandardInput) {
+  sy::test::TempDir dir;
+  const std::string ckpt = two_step_checkpoint(dir);
+  const auto r = run_command("printf 'the' | " + kBin + " sample --checkpoint " + ckpt +
+                             " --prompt-file - --tokens 1 --temperature 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "prompt 3 tokens;")) << r.output;
+  EXPECT_TRUE(contains(r.output, "\nthe")) << r.output;
+  EXPECT_TRUE(contains(r.output, "generated 1 token in ")) << r.output;
+}
+
 // A standard stream closed at start (`<&-`, `>&-`) reads as empty and fails to be written, as a
 // closed one does: its number was taken by the next file a library opened (a pipe of UCX's or
 // Open MPI's), and `--prompt-file /dev/stdin <&-` waited on that pipe for ever. --help and
