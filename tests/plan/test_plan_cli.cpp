@@ -154,6 +154,26 @@ TEST_F(PlanCli, EveryFormSaysTheRoutingItPriced) {
   }
 }
 
+// --this --nodes on a one-host cluster (nodes emulated) with the config's ranks_per_node 0 plans
+// every rank as one node, as training would run them: said, with the key that plans the nodes
+// asked (QA: --nodes 2 gave "1 node(s) of 4", unsaid).
+TEST_F(PlanCli, ThisOnEmulatedNodesSaysWhatMakesThemNodes) {
+  const std::string one_host =
+      kBin + " plan --config " + kSource + "/configs/tiny.yaml --set data.path=" + dir() +
+      "/tokens.h5 --cluster " + kSource +
+      "/clusters/this-machine.yaml --this --nodes 2 --set train.micro_batch=2";
+  auto r = sy::test::run_command(one_host);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("(1 node(s) of 4)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--set parallel.ranks_per_node=2 plans the nodes asked"),
+            std::string::npos)
+      << r.output;
+  r = sy::test::run_command(one_host + " --set parallel.ranks_per_node=2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("(2 node(s) of 2)"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("plans the nodes asked"), std::string::npos) << r.output;
+}
+
 // plan --this with a rank count the config's layout cannot run on (tiny.yaml's global batch 8
 // over 3 data-parallel ranks) says why and exits 2, as a plan with no runnable layout does; it
 // exited 0.

@@ -127,6 +127,14 @@ int run_plan(const PlanRequest& a, std::ostream& out, std::ostream& err) {
     bool runs = true;
     nlohmann::json all = nlohmann::json::array();
     if (!a.json) out << "# routing " << routing.source << "\n";  // as the table's header says
+    // The config's own layout: on one host, parallel.ranks_per_node 0 makes every rank one node,
+    // whatever --nodes asked (QA: --nodes 2 planned "1 node(s) of 4", unsaid).
+    if (cluster.one_host && cfg.parallel.ranks_per_node == 0 &&
+        std::any_of(asked.begin(), asked.end(), [](int64_t n) { return n > 1; }))
+      err << "note: on the one host of '" << a.cluster << "' the config's "
+          << "parallel.ranks_per_node 0 runs every rank as one node; --set "
+          << "parallel.ranks_per_node=" << cluster.ranks_per_node << " plans the nodes asked "
+          << "(emulated, as training would run them)\n";
     for (int64_t world : worlds) {
       // The hosts: one for one_host, else the cluster's nodes.
       const int64_t host_ranks = cluster.one_host ? world : cluster.ranks_per_node;
