@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cpu/philox.h"
 #include "src/core/durable_file.h"
 #include "src/core/error.h"
 #include "src/core/number_text.h"
@@ -214,12 +215,16 @@ Choice check_options(const PrepareOptions& opt) {
 struct Inputs {
   struct Split {
     size_t size, at;  // the input's bytes; its val part starts at `at`
+    uint64_t hash;    // of its bytes (FNV-1a), to know them again
   };
   std::vector<Split> splits;
   std::vector<std::string> train_parts;  // the train text, while a tokenizer trains on it
   // An input that is no regular file (a pipe, <(zcat corpus.gz)) cannot be read twice: kept.
   std::vector<std::vector<unsigned char>> kept;
 
+  static uint64_t hash_of(const std::vector<unsigned char>& content) {
+    return philox::fnv1a64(reinterpret_cast<const char*>(content.data()), content.size());
+  }
   // Input i read again (the same bytes as in pass 1, or an error).
   std::vector<unsigned char> read_again(const PrepareOptions& opt, size_t i) {
     std::vector<unsigned char> content =
@@ -228,6 +233,12 @@ struct Inputs {
       throw UsageError("input file '" + opt.inputs[i] + "' changed while data prepare read it (" +
                        std::to_string(splits[i].size) + " bytes, then " +
                        std::to_string(content.size()) + ")");
+    // Bytes changed in place (QA: a U+2581 written while the tokenizer trained passed pass 1's
+    // check unseen, and the file decoded it as a space, exit 0).
+    if (hash_of(content) != splits[i].hash)
+      throw UsageError("input file '" + opt.inputs[i] + "' changed while data prepare read it " +
+                       "(the same " + std::to_string(content.size()) +
+                       " bytes, other values the second time)");
     return content;
   }
   // Input i's train or val part of `content`.
@@ -272,7 +283,7 @@ Inputs read_and_split(const PrepareOptions& opt, const Choice& c, PrepareReport&
     size_t split = n - static_cast<size_t>(std::floor(static_cast<double>(n) * opt.val_fraction));
     // SentencePiece reads UTF-8: never cut a character in two.
     while (!c.bytes && split < n && (content[split] & 0xC0) == 0x80) ++split;
-    in.splits.push_back({n, split});
+    in.splits.push_back({n, split, Inputs::hash_of(content)});
     if (c.training)
       in.train_parts.emplace_back(content.begin(),
                                   content.begin() + static_cast<std::ptrdiff_t>(split));

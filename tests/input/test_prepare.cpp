@@ -189,6 +189,29 @@ TEST(TokenFileWriter, ASecondWriterIsRefusedAndTheFirstsFileIsWhole) {
 }
 
 // An output that is one of the inputs would overwrite the text with the token file.
+// An input changed between the two reads (while a tokenizer trains, which takes minutes on a
+// large corpus) is refused, also when its size stays: QA wrote a U+2581 in place after pass 1's
+// check, and the file decoded it as a space, exit 0. Here the byte changes when pass 1 reports.
+TEST(Prepare, AnInputChangedInPlaceBetweenTheReadsIsRefused) {
+  test::TempDir dir;
+  test::write_file(dir.file("a.txt"), "some text to keep, then more of it\n");
+  PrepareOptions opt;
+  opt.inputs = {dir.file("a.txt")};
+  opt.output = dir.file("a.h5");
+  opt.on_progress = [&](const std::string& line) {
+    if (line.starts_with("read "))
+      test::write_file(dir.file("a.txt"), "some text to keep, than more of it\n");
+  };
+  expect_usage_error([&] { prepare_token_file(opt); },
+                     {"input file '" + dir.file("a.txt") + "' changed while data prepare read it",
+                      "the same 35 bytes, other values"},
+                     "same size");
+  EXPECT_FALSE(fs::exists(opt.output));
+  opt.on_progress = nullptr;  // unchanged: written
+  prepare_token_file(opt);
+  EXPECT_TRUE(fs::exists(opt.output));
+}
+
 TEST(Prepare, AnOutputThatIsAnInputIsRefused) {
   test::TempDir dir;
   test::write_file(dir.file("a.txt"), "some text to keep\n");
