@@ -53,7 +53,7 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
       "Turn text files into a token file (HDF5, SPEC section 8): byte tokens, a SentencePiece "
       "BPE/unigram tokenizer trained on the train parts, or your own SentencePiece model "
       "(--tokenizer-model); a SentencePiece model is stored in the file");
-  prepare->add_option("-i,--input", opt->inputs, "Text files, concatenated in order")->required();
+  prepare->add_option("-i,--input", opt->inputs, "Text files, concatenated in order (nothing added between them)")->required();
   prepare->add_option("-o,--output", opt->output, "Token file to write (.h5)")->required();
   prepare
       ->add_option("--val-fraction", opt->val_fraction,

@@ -251,6 +251,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
+    // `data inspect --help`: no such command, said as without --help (it printed data's help,
+    // exit 0; QA).
+    if (unknown_command(app, argc, argv)) return sy::kExitUsage;
     return checked_stdout(app.exit(e));
   } catch (const CLI::CallForAllHelp& e) {
     return checked_stdout(app.exit(e));

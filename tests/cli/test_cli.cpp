@@ -62,6 +62,12 @@ TEST(Cli, UnknownCommandsAreNamedWithTheClosestOne) {
                           "commands of 'data' are prepare, import"),
             std::string::npos)
       << r.output;
+  // With --help too (it printed data's help, exit 0; QA); a known command's help is exit 0.
+  r = run_command(kBin + " data inspect --help");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown command 'inspect' of 'data'"), std::string::npos) << r.output;
+  for (const char* ok : {" data --help", " data prepare --help", " --help", " guard --help"})
+    EXPECT_EQ(run_command(kBin + ok + " >/dev/null").exit_code, 0) << ok;
 }
 
 // A mistyped option is named with the command's closest option, before CLI11's own complaints
