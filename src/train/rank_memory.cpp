@@ -64,10 +64,11 @@ MemoryBudget host_memory_budget(int64_t node_ranks) {
     const double limit = *limit_bytes, mapped = mapped_bytes();
     // Mapped later beside what the estimate counts: OpenBLAS's buffer per thread at the first
     // product (128 MiB; past the limit OpenBLAS retried its mmap for good, the run hung and took
-    // no SIGTERM: review) and a malloc arena per worker thread (64 MiB of address space; the
-    // main thread's heap is the estimate's: QA found a 1-rank run refused that trained).
+    // no SIGTERM: review) and a malloc arena per thread (64 MiB of address space). The main
+    // thread's heap is brk's, yet its 64 MiB stay: without them a 2-rank run just above the
+    // boundary died of bad_alloc (review), while 1 rank is refused up to ~90 MiB early (QA).
     const double later = static_cast<double>(cpu::blas_threads()) * 128.0 * (1 << 20) +
-                         static_cast<double>(omp_get_max_threads() - 1) * 64.0 * (1 << 20);
+                         static_cast<double>(omp_get_max_threads()) * 64.0 * (1 << 20);
     const double free = limit - mapped - later;
     const double room = std::max(0.0, free) + b.in_use_bytes;
     if (room < b.bytes) {
