@@ -179,17 +179,20 @@ TextStream::TextStream(DecodeFn decode_fn, std::span<const int32_t> context)
   prefix_ = read_ - std::min(read_, kContextIds);
   // The context's text a chunk at a time, each decoded with the kContextIds before it as a push
   // is: SentencePiece's decode of a whole long prompt at once took 40x its text in memory (QA: a
-  // 2.5 MB prompt peaked at 367 MB). A chunk ends where no character is left unfinished, so the
-  // text up to it is a prefix of the text past it.
+  // 2.5 MB prompt peaked at 367 MB). A chunk ends where the text so far is a prefix of the text
+  // with the next ids too: no character there waits for a later byte. Asked of the text itself,
+  // since a U+FFFD at the end may be a real one (EF BF BD) or a byte still to be completed
+  // (review: guessing from the text, "\uFFFD\u27C2" came out as two U+FFFD).
+  const auto stable = [&](size_t n) {
+    const size_t from = n - std::min(n, kContextIds);
+    return decode(from, std::min(ids_.size(), n + kMaxHeld + 1)).starts_with(decode(from, n));
+  };
   constexpr size_t kChunk = 4096;
   for (size_t at = 0; at < read_;) {
     size_t next = std::min(read_, at + kChunk);
-    // A character is at most 4 byte tokens: past 3 back, the bytes are stray ones, which decode
-    // alike wherever the chunk ends.
-    for (size_t back = 0; back < kMaxHeld && next < read_ &&
-                          ends_incomplete(decode(next - std::min(next, kContextIds), next));
-         ++back)
-      --next;
+    while (next < read_ && next > at + 1 && !stable(next)) --next;
+    if (next < read_ && !stable(next))  // none in the chunk (stray bytes throughout): past it
+      for (next = std::min(read_, at + kChunk); next < read_ && !stable(next);) ++next;
     const size_t from = at - std::min(at, kContextIds);
     const std::string before = decode(from, at), upto = decode(from, next);
     context_text_ += upto.substr(std::min(before.size(), upto.size()));
