@@ -137,10 +137,12 @@ size_t long_line_piece_end(std::string_view text, size_t at, size_t most);
 // Encodes `text` (which sits at byte `offset` of its file) in blocks of about `block` bytes that
 // end after a newline, or before a space inside a line too long for one: SentencePiece's pieces
 // cross neither, and each block after the first is encoded as it reads after a newline (as is the
-// text itself when `after_newline`), so the ids are those of the whole text and a dummy "▁"
-// comes only in front of it, while SentencePiece's memory is that of one block (it grows with the
-// text encoded at once: 784 MB for a 5.6 MB prompt encoded whole). `take(ids, bytes)` hears each
-// block's ids and length. UsageError for text it cannot encode exactly, naming the file's offset.
+// text itself when `after_newline`), so the ids are those of the whole text (but in a line of over
+// block + 64 KiB without a space, which is cut at a character: long_line_piece_end) and a dummy
+// "▁" comes only in front of it, while SentencePiece's memory is that of one block (it grows with
+// the text encoded at once: 784 MB for a 5.6 MB prompt encoded whole). `take(ids, bytes)` hears
+// each block's ids and length. UsageError for text it cannot encode exactly, naming the file's
+// offset.
 void encode_in_blocks(const Tokenizer& tok, std::string_view text, int64_t offset,
                       bool after_newline, size_t block,
                       const std::function<void(const std::vector<int32_t>&, size_t)>& take);

@@ -23,6 +23,9 @@ namespace {
 constexpr double kLeastRate = 1.0;
 constexpr const char* kBelowLeastRate =
     "must be at least 1 per second: a smaller rate makes the predicted times infinite";
+constexpr const char* kBelowLeastRateOptional =
+    "must be 0 (not given) or at least 1 per second: a smaller rate makes the predicted times "
+    "infinite";
 
 // A map node of the file whose keys must all be in `allowed`.
 class Section {
@@ -77,9 +80,10 @@ class Section {
     }
     const double v = decoded_number(key);
     if (!required && v == 0) return 0;
-    if (!(v >= kLeastRate && std::isfinite(v)))
+    if (!std::isfinite(v)) fail(key, "got " + node_[key].as<std::string>() + ", not a finite rate");
+    if (!(v >= kLeastRate))
       fail(key, "got " + node_[key].as<std::string>() + ", " +
-                    (required ? "" : "0 (not given) or ") + kBelowLeastRate);
+                    (required ? kBelowLeastRate : kBelowLeastRateOptional));
     return v;
   }
 

@@ -338,9 +338,11 @@ TEST(PlanCluster, ErrorsNameTheKey) {
         std::tuple{"bandwidth: 1e10", "bandwidth: -1e9",
                    "links.intra.bandwidth: got -1e9, must be at least 1 per second"},
         std::tuple{"mem_bandwidth: 1e11", "mem_bandwidth: 1e11, elementwise_bandwidth: -3",
-                   "compute.elementwise_bandwidth: got -3, 0 (not given) or must be at least 1"},
+                   "compute.elementwise_bandwidth: got -3, must be 0 (not given) or at least 1"},
         std::tuple{"mem_bandwidth: 1e11", "mem_bandwidth: .nan",
-                   "compute.mem_bandwidth: got .nan, must be at least 1"}}) {
+                   "compute.mem_bandwidth: got .nan, not a finite rate"},
+        std::tuple{"gemm_flops: 1e12", "gemm_flops: .inf",
+                   "compute.gemm_flops: got .inf, not a finite rate"}}) {
     std::string q = kCluster;
     q.replace(q.find(from), std::string(from).size(), to);
     EXPECT_NE(message(q).find(key), std::string::npos) << to << ": " << message(q);

@@ -149,8 +149,8 @@ int run_plan(const PlanRequest& a, std::ostream& out, std::ostream& err) {
     }
     if (a.json) out << all.dump(1) << "\n";
     if (!runs)  // said on stderr as every exit 2 is (a script reading it saw nothing, QA)
-      err << "error: the config's layout does not run on the ranks asked (its `cannot run` "
-             "line says why)\n";
+      err << "error: the config's layout does not run on the ranks asked ("
+          << (a.json ? "its row's `problem` says why" : "its `cannot run` line says why") << ")\n";
     return runs ? sy::kExitOk : sy::kExitUsage;
   }
   // --json: the table's rows (the first --top that fit, best first), then every layout that does
