@@ -3,6 +3,7 @@
 // PyTorch is installed, the same model in PyTorch (the work is src/bench/train_bench.h).
 #include <cstdlib>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "src/bench/train_bench.h"
 #include "src/config/config.h"
 #include "src/core/error.h"
+#include "src/train/signals.h"
 
 namespace sy::app {
 
@@ -61,6 +63,17 @@ void add_bench_train(CLI::App& bench, std::vector<Command>& out) {
                   "H100 SXM and H200 SXM from NVIDIA's datasheets)")
       ->check(positive_number());
   out.push_back({cmd, [a] {
+                   // One process: under a launcher every rank ran its own bench, each table
+                   // "1 rank", the copies sharing the cores (QA).
+                   if (launcher_rank() > 0) return static_cast<int>(kExitOk);  // rank 0 says it
+                   if (launcher_size() > 1)
+                     throw UsageError(
+                         "bench train times one process; run it without mpirun/srun "
+                         "(this is one of " +
+                         std::to_string(launcher_size()) + " ranks)");
+                   if (a->opt.warmup > std::numeric_limits<int64_t>::max() - a->opt.steps)
+                     throw UsageError("--warmup " + std::to_string(a->opt.warmup) + " + --steps " +
+                                      std::to_string(a->opt.steps) + " is past 2^63 steps");
                    const Config cfg = load_config(a->config, a->overrides);
                    TrainBenchOptions opt = a->opt;
                    if (a->no_torch) opt.python.clear();

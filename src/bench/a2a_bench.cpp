@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <ostream>
 #include <random>
@@ -220,8 +221,9 @@ Row run_row(TokenExchange& ex, const A2aBenchOptions& opt, int64_t N, double ske
     }
   }
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, parts, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
-  row.transfer_us = parts[0] / (P * opt.iters) * 1e6;
-  row.sync_us = parts[1] / (P * opt.iters) * 1e6;
+  const double timed = static_cast<double>(P) * opt.iters;  // (in int: past 2^31 at 4 ranks)
+  row.transfer_us = parts[0] / timed * 1e6;
+  row.sync_us = parts[1] / timed * 1e6;
   row.dispatch_us = slowest_median_us(dispatch_s);
   row.combine_us = slowest_median_us(combine_s);
   return row;
@@ -268,6 +270,11 @@ int64_t run_a2a_bench(const A2aBenchOptions& opt, std::ostream& out) {
     bad("--width=" + std::to_string(opt.width) + " must be in [1, " + std::to_string(most) +
         "] (a token's --top-k rows of fp32 counted in bytes)");
   if (opt.iters < 1 || opt.warmup < 0) bad("need --iters >= 1 and --warmup >= 0");
+  // Counted in int (the loop, and P x iters in the means): past it no iteration ran and the
+  // table read 0 us and inf GB/s, exit 0 (QA).
+  if (opt.iters > std::numeric_limits<int>::max() - opt.warmup)
+    bad("--iters " + std::to_string(opt.iters) + " + --warmup " + std::to_string(opt.warmup) +
+        " is past 2^31 - 1, the most iterations the bench counts");
   if (opt.algos.empty() || opt.skews.empty()) bad("--algos and --skew need at least one value");
   const int64_t row_bytes = opt.width * static_cast<int64_t>(sizeof(float));
   const auto tokens_of = [&](int64_t bytes) {
