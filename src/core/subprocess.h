@@ -12,7 +12,10 @@ namespace sy {
 std::string shell_quote(const std::string& s);
 
 struct Captured {
-  int exit_code = -1;  // -1: it did not start, or a signal ended it
+  // The shell's status; 128 + N where signal N ended it, as a shell reports one (`timeout -k`
+  // kills itself with SIGKILL: 137, which was -1, and a timed-out peer read as failed; QA);
+  // -1: it did not start.
+  int exit_code = -1;
   std::string output;  // its standard output (add 2>&1 to `cmd` for its errors too)
 };
 

@@ -418,6 +418,11 @@ TEST(TrainBench, PeerResultIsReadAndASlowPeerIsCutAtItsLimit) {
   EXPECT_FALSE(slow.ran);
   EXPECT_EQ(slow.note, "timed out after 1 s (--torch-timeout)");
   EXPECT_LT(took, 30) << "the peer was waited for, not cut at its limit";
+  // One that ignores SIGTERM is killed (SIGKILL, after timeout's grace): still "timed out", not
+  // "failed: exit code -1" (QA).
+  opt.python = fake_python(dir, "trap '' TERM; sleep 60");
+  EXPECT_EQ(bench_detail::run_torch_peer(cfg, opt, log).note,
+            "timed out after 1 s (--torch-timeout)");
 
   opt.python = fake_python(dir, "exit 3");
   opt.torch_timeout_s = 0;
