@@ -172,10 +172,13 @@ GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, cons
 
 TextStream::TextStream(DecodeFn decode_fn, std::span<const int32_t> context)
     : decode_(std::move(decode_fn)), ids_(context.begin(), context.end()), read_(ids_.size()) {
-  // A character the context leaves unfinished is held, as it would be when generated.
+  // A character the context leaves unfinished is held, as it would be when generated; and the
+  // held ids start where the text splits (not inside a real U+FFFD, EF|BF BD, which reads as an
+  // unfinished character).
   while (read_ > 0 && ids_.size() - read_ < kMaxHeld &&
          ends_incomplete(decode(read_ - std::min(read_, kContextIds), read_)))
     --read_;
+  while (read_ > 0 && !splits_at(read_ - std::min(read_, kContextIds), read_, ids_.size())) --read_;
   prefix_ = read_ - std::min(read_, kContextIds);
   // The context's text a chunk at a time, each decoded with the kContextIds before it as a push
   // is: SentencePiece's decode of a whole long prompt at once took 40x its text in memory (QA: a
@@ -204,6 +207,12 @@ std::string TextStream::decode(size_t begin, size_t end) const {
   return decode_(std::span<const int32_t>(ids_).subspan(begin, end - begin));
 }
 
+bool TextStream::splits_at(size_t from, size_t b, size_t end) const {
+  const std::string whole = decode(from, end), head = decode(from, b), tail = decode(b, end);
+  // (A tail that starts with a piece's space: SentencePiece drops it from a text's first piece.)
+  return whole == head + tail || whole == head + " " + tail;
+}
+
 std::string TextStream::emit(size_t end, const std::string& prefix_text, const std::string& text) {
   std::string out = text.size() > prefix_text.size() ? text.substr(prefix_text.size()) : "";
   prefix_ = read_;
@@ -223,9 +232,13 @@ std::string TextStream::push(int32_t id) {
   if (text.size() > prefix_text.size() && !ends_incomplete(text))
     return emit(ids_.size(), prefix_text, text);
   if (ids_.size() - read_ <= kMaxHeld) return "";
-  // More held than one character can be: emit all but the last kMaxHeld ids as they decode.
-  const size_t cut = ids_.size() - kMaxHeld;
-  return emit(cut, prefix_text, decode(prefix_, cut));
+  // More held than one character can be: emit up to the last place, at least kMaxHeld ids back,
+  // where the text splits -- not inside a character (a real U+FFFD, EF|BF BD, ends like an
+  // unfinished one; cut there, its bytes read as two more U+FFFD: review). A character is at
+  // most 4 ids, so one comes within a few ids.
+  for (size_t cut = ids_.size() - kMaxHeld; cut > read_; --cut)
+    if (splits_at(prefix_, cut, ids_.size())) return emit(cut, prefix_text, decode(prefix_, cut));
+  return "";
 }
 
 std::string TextStream::flush() {

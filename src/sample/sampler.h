@@ -72,8 +72,10 @@ GenerateResult generate(TokenDecoder& dec, std::span<const int32_t> prompt, cons
 // While the decoded text ends in an incomplete UTF-8 character — an unfinished multi-byte sequence
 // (byte tokenizer), or U+FFFD, which SentencePiece writes for each byte of one (byte-fallback
 // pieces) — the new ids are held until a later token completes it. Such a character is at most 4
-// byte tokens, so at most kMaxHeld = 3 ids are held: past that, the ids before the last 3 are
-// emitted as they decode (an invalid byte sequence, or a real U+FFFD, cannot stall the output).
+// byte tokens, so kMaxHeld = 3 ids are held: past that, the ids up to the last place at least 3
+// back where the text splits (the text of the ids before it, then that of those after, is the
+// text of all; not inside a character) are emitted as they decode (an invalid byte sequence, or
+// a real U+FFFD, cannot stall the output: at most a character's 4 ids more are held).
 // The context (the prompt) comes first; context_text() is its text, to be printed before the
 // stream (it leaves out a character the context leaves unfinished: the stream emits it).
 class TextStream {
@@ -96,6 +98,8 @@ class TextStream {
  private:
   // ids_[prefix_, read_) is the window already emitted; ids_[read_, end) the ids held.
   std::string decode(size_t begin, size_t end) const;
+  // Whether the text of ids [from, end) is that of [from, b) then that of [b, end).
+  bool splits_at(size_t from, size_t b, size_t end) const;
   // Emits decode(prefix_, end) past decode(prefix_, read_) and moves the window to [read_, end).
   std::string emit(size_t end, const std::string& prefix_text, const std::string& text);
 

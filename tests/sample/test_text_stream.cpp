@@ -200,9 +200,18 @@ TEST(TextStream, RandomPiecesStreamAsTheFullDecode) {
   const TextStream::DecodeFn decode = [&](std::span<const int32_t> ids) { return spm(ids); };
   std::mt19937 rng(7);
   // Bytes of valid characters, stray bytes, and text pieces.
-  const std::vector<int32_t> pool = {0xF0, 0x9F, 0x98,  0x80,  0xE2,    0x82,    0xAC, 0xC3,
+  // EF BF BD: a real U+FFFD, which ends like an unfinished character (review: cut after its EF,
+  // its BF BD were streamed as two more U+FFFD).
+  const std::vector<int32_t> pool = {0xEF, 0xBF, 0xBD,  0xEF,  0xBF,    0xBD,    0xF0,
+                                     0x9F, 0x98, 0x80,  0xE2,  0x82,    0xAC,    0xC3,
                                      0xA9, 0x41, F::kH, F::kA, F::kSpA, F::kSpB, F::kB};
-  for (int trial = 0; trial < 300; ++trial) {
+  // The review's cases: a prompt ending in U+FFFD and a stray EF, and a U+FFFD generated.
+  for (const auto& [ctx, gen] : std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>>{
+           {{F::kH, 0xEF, 0xBF, 0xBD, 0xEF}, {F::kA}}, {{F::kH}, {0xEF, 0xBF, 0xBD, 0xEF, 0x98}}}) {
+    EXPECT_EQ(stream(decode, ctx, gen), spm(concat(ctx, gen)));
+    EXPECT_EQ(stream(byte_decode, ctx, gen), byte_decode(concat(ctx, gen)));
+  }
+  for (int trial = 0; trial < 3000; ++trial) {
     std::vector<int32_t> ctx, gen;
     for (int i = 0; i < 1 + trial % 5; ++i) ctx.push_back(pool[rng() % pool.size()]);
     for (int i = 0; i < 30; ++i) gen.push_back(pool[rng() % pool.size()]);
