@@ -74,6 +74,10 @@ void add_bench_train(CLI::App& bench, std::vector<Command>& out) {
                    if (a->opt.warmup > std::numeric_limits<int64_t>::max() - a->opt.steps)
                      throw UsageError("--warmup " + std::to_string(a->opt.warmup) + " + --steps " +
                                       std::to_string(a->opt.steps) + " is past 2^63 steps");
+                   if (!a->no_torch && a->opt.python.empty())  // (was said as --no-torch; QA)
+                     throw UsageError(
+                         "--python is empty (or SWITCHYARD_TORCH_PYTHON is): name "
+                         "an interpreter, or give --no-torch");
                    const Config cfg = load_config(a->config, a->overrides);
                    TrainBenchOptions opt = a->opt;
                    if (a->no_torch) opt.python.clear();

@@ -24,6 +24,7 @@
 #include "src/bench/train_bench_steps.h"
 #include "src/ckpt/compat.h"
 #include "src/core/error.h"
+#include "src/core/number_text.h"
 #include "src/core/scratch_dir.h"
 #include "src/core/subprocess.h"
 #include "src/data/loader.h"
@@ -117,6 +118,13 @@ TorchPeer run_torch_peer(const Config& cfg, const TrainBenchOptions& opt, std::o
     p.tokens_per_s = j.at("tokens_per_s").get<double>();
     p.step_s = j.at("step_s").get<double>();
     p.peak_mem_bytes = j.value("peak_mem_bytes", 0.0);
+    // A ratio of figures that are not positive read "inf x" or "-6652.61 x" (QA).
+    if (!(p.tokens_per_s > 0 && std::isfinite(p.tokens_per_s) && p.step_s > 0 &&
+          std::isfinite(p.step_s))) {
+      p.note = "failed: its tokens_per_s " + number_text(p.tokens_per_s) + " and step_s " +
+               number_text(p.step_s) + " are not both positive";
+      return p;
+    }
     p.note = "torch " + j.value("torch", std::string("?")) + ", " +
              (cfg.device == Device::kCuda ? j.value("device", std::string("cuda")) + ", " +
                                                 j.value("precision", std::string("?"))

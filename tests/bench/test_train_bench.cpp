@@ -424,6 +424,12 @@ TEST(TrainBench, PeerResultIsReadAndASlowPeerIsCutAtItsLimit) {
   EXPECT_EQ(bench_detail::run_torch_peer(cfg, opt, log).note,
             "timed out after 1 s (--torch-timeout)");
 
+  // Figures that are not positive are no result (they gave "inf x" and "-6652.61 x" ratios).
+  opt.python = fake_python(dir, "echo '{\"tokens_per_s\": -5, \"step_s\": 0.25}'");
+  const TorchPeer negative = bench_detail::run_torch_peer(cfg, opt, log);
+  EXPECT_FALSE(negative.ran);
+  EXPECT_EQ(negative.note, "failed: its tokens_per_s -5 and step_s 0.25 are not both positive");
+
   opt.python = fake_python(dir, "exit 3");
   opt.torch_timeout_s = 0;
   EXPECT_EQ(bench_detail::run_torch_peer(cfg, opt, log).note, "failed: exit code 3");

@@ -132,6 +132,8 @@ TEST(Cli, OutOfRangeNumbersSayWhatIsExpected) {
            {"bench train" + tiny + " --steps 1 --warmup 9223372036854775807",
             "--warmup 9223372036854775807 + --steps 1 is past 2^63 steps"},
            {"bench a2a --iters 2147483647", "--iters 2147483647 + --warmup 5 is past 2^31 - 1"},
+           // an empty interpreter was said as "skipped (--no-torch)" (QA)
+           {"bench train" + tiny + " --steps 1 --python ''", "--python is empty"},
            // past int64_t: CLI11 alone took it as 2^63 - 1 (sample generated until killed)
            {"sample --checkpoint c.h5 --prompt x --tokens 99999999999999999999",
             "--tokens: expected an integer in [-2^63, 2^63), got '99999999999999999999'"},
