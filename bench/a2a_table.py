@@ -55,6 +55,8 @@ def main():
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the bench command after --")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
 
     times = collections.defaultdict(list)
     volume = {}
@@ -90,7 +92,8 @@ def main():
         flat_v = volume.get((size, skew, "flat/mpi"), ("-", "-"))
         hier_v = next((volume[(size, skew, a)] for a in ("hier/ucx", "hier/mpi")
                        if (size, skew, a) in volume), ("-", "-"))
-        print(f"| {size >> 20} MiB | {skew:g} | " + " | ".join(cells) +
+        label = f"{size / 2**20:g} MiB" if size >= 2**20 else f"{size / 2**10:g} KiB"
+        print(f"| {label} | {skew:g} | " + " | ".join(cells) +
               f" | {flat_v[0]} -> {hier_v[0]} | {flat_v[1]} -> {hier_v[1]} |")
     for algo, title in present[1:]:
         print(f"\n{title} beats flat in {wins[algo]} of {len(rows)} rows", end="")

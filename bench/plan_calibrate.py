@@ -284,8 +284,10 @@ def main():
     base, peak_rss = base_memory(args, sets, provisional)
     os.unlink(provisional)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "?"
+    # The binary's own commit (its --version), not the working directory's (QA: "?" outside a
+    # checkout, another commit with a --bin from elsewhere).
+    version = subprocess.run([args.bin, "--version"], capture_output=True, text=True).stdout
+    commit = version.split("(commit ")[1].split(")")[0] if "(commit " in version else "?"
     mbs = ",".join(str(mb) for mb in micro_batches)
     header = (
         f"# This machine, measured by bench/plan_calibrate.py on {datetime.date.today()} "

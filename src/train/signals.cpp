@@ -171,7 +171,9 @@ int launcher_rank() {
 }
 
 int launcher_size() {
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"})
+  // SLURM_STEP_NUM_TASKS, which srun sets for the processes it starts, not SLURM_NTASKS, which a
+  // batch script has too: a command run in it directly is one process of an allocation for more.
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"})
     if (const char* v = std::getenv(var)) return std::atoi(v);
   return -1;
 }

@@ -99,7 +99,8 @@ class PreemptionSignals {
 // This process's rank as mpirun or srun announce it in the environment, before MPI is
 // initialized (-1: unknown, e.g. a run without a launcher).
 int launcher_rank();
-// The job's rank count as the launcher's environment says it (-1: no launcher).
+// The rank count of this launch as mpirun or srun say it in the environment (-1: no launcher;
+// a batch script's own commands, outside srun, have none).
 int launcher_size();
 
 // Collective over `comm` (MPI_Allreduce, logical or): true on every rank when any rank of `comm`

@@ -258,6 +258,14 @@ TEST(Cli, ACommandLineErrorUnderMpirunIsSaidOnce) {
       EXPECT_EQ(said, 1u) << args << "\n" << r.output;
     }
   }
+  // A batch script's own commands are one process, whatever the allocation's SLURM_NTASKS: srun
+  // says a launch's size in SLURM_STEP_NUM_TASKS.
+  const auto batch = run_command("SLURM_NTASKS=4 " + kBin + " bench train" + tiny +
+                                 " --steps 1 --no-torch --set data.path=/nonexistent.h5");
+  EXPECT_EQ(batch.output.find("times one process"), std::string::npos) << batch.output;
+  const auto step = run_command("SLURM_STEP_NUM_TASKS=4 SLURM_PROCID=0 " + kBin + " bench train" +
+                                tiny + " --steps 1 --no-torch");
+  EXPECT_NE(step.output.find("this is one of 4 ranks"), std::string::npos) << step.output;
 }
 
 // The guard runs the launcher with its arguments exactly as given after `--` (a `--` among them
