@@ -161,8 +161,11 @@ void check_room(const std::string& path, const std::string& dir, int64_t bytes) 
 int64_t token_file_bytes(int64_t vocab_size, int64_t tokens, int64_t tokenizer_model_bytes) {
   const auto width = static_cast<int64_t>(H5Tget_size(token_file_type(vocab_size)));
   const auto chunk = static_cast<int64_t>(kTokenChunk);
-  // Both splits' last chunks whole, the tokenizer model, and a MiB for HDF5's metadata.
-  return width * (tokens + 2 * chunk) + tokenizer_model_bytes + (int64_t{1} << 20);
+  // Both splits' last chunks whole, the tokenizer model, and HDF5's metadata: 64 KiB and 64
+  // bytes a chunk (its index; a 60 MB file of 458 chunks has 61 KB besides its tokens). A MiB
+  // for it made a 272 KB file "need about 1.3 MiB" under a 1 MiB ulimit -f (QA).
+  const int64_t chunks = tokens / chunk + 2;
+  return width * (tokens + 2 * chunk) + tokenizer_model_bytes + (int64_t{64} << 10) + 64 * chunks;
 }
 
 void prepare_for_token_file_writes() {

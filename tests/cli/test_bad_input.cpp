@@ -301,6 +301,18 @@ TEST(CliBadInput, ATokenFilePastTheFileSizeLimitIsOneMessage) {
   EXPECT_FALSE(std::filesystem::exists(out + ".tmp"));
 }
 
+// A small token file under a limit it fits in is written: the room check asked for a MiB of
+// metadata, and a 272 KB file "needed about 1.3 MiB" under a 1 MiB limit (QA).
+TEST(CliBadInput, ASmallTokenFileUnderALimitItFitsIsWritten) {
+  sy::test::TempDir dir;
+  sy::test::write_file(dir.file("small.txt"), std::string(2000, 'x'));
+  const std::string out = dir.file("small.h5");
+  const Result r =
+      run("data prepare --input " + dir.file("small.txt") + " --output " + out, "ulimit -f 1000; ");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(out));
+}
+
 // The same write failing after the room check passed (a disk that filled meanwhile; the test
 // hook skips the check): the same one message and exit 1, for prepare and import, where HDF5's
 // clean-up at exit used to crash (139) after the message.
