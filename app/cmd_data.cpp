@@ -53,7 +53,10 @@ void add_prepare(CLI::App& data, std::vector<Command>& out) {
       "Turn text files into a token file (HDF5, SPEC section 8): byte tokens, a SentencePiece "
       "BPE/unigram tokenizer trained on the train parts, or your own SentencePiece model "
       "(--tokenizer-model); a SentencePiece model is stored in the file");
-  prepare->add_option("-i,--input", opt->inputs, "Text files, concatenated in order (nothing added between them)")->required();
+  prepare
+      ->add_option("-i,--input", opt->inputs,
+                   "Text files, concatenated in order (nothing added between them)")
+      ->required();
   prepare->add_option("-o,--output", opt->output, "Token file to write (.h5)")->required();
   prepare
       ->add_option("--val-fraction", opt->val_fraction,
@@ -114,8 +117,10 @@ void add_import(CLI::App& data, std::vector<Command>& out) {
       "import",
       "Turn token shards into a token file without re-tokenizing: llm.c .bin shards (256-int32 "
       "header, magic 20240520 uint16 or 20240801 uint32) or bare uint16 files (nanoGPT's "
-      "train.bin/val.bin). Shards whose file name has the word 'val' (delimited by _ - . or the "
-      "name's start or end: fineweb_val_000000.bin, val.bin; not interval.bin) become /val; with "
+      "train.bin/val.bin). Shards whose file name has the word 'val' or 'validation' in any case "
+      "(delimited by _ - . "
+      "or the name's start or end: fineweb_val_000000.bin, val.bin, VAL.bin; not interval.bin) "
+      "become /val; with "
       "none, the last --val-fraction of each shard does. Both splits must be non-empty");
   import->add_option("shards", opt->shards, "Token shards, in order")->required();
   // A name checked as a name: CLI11's CheckedTransformer also took the enum's numbers ("--format

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -62,13 +63,17 @@ std::ifstream open_shard(const std::string& path) {
 }  // namespace
 
 bool shard_named_val(const std::string& path) {
-  const std::string name = fs::path(path).filename().string();
+  // In any case, and "validation" too (QA: VAL.bin and validation.bin were train shards).
+  std::string name = fs::path(path).filename().string();
+  std::transform(name.begin(), name.end(), name.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   auto delimiter = [&](size_t i) {
     return i == std::string::npos || i >= name.size() || name[i] == '_' || name[i] == '-' ||
            name[i] == '.';
   };
-  for (size_t at = name.find("val"); at != std::string::npos; at = name.find("val", at + 1))
-    if ((at == 0 || delimiter(at - 1)) && delimiter(at + 3)) return true;
+  for (const std::string word : {"val", "validation"})
+    for (size_t at = name.find(word); at != std::string::npos; at = name.find(word, at + 1))
+      if ((at == 0 || delimiter(at - 1)) && delimiter(at + word.size())) return true;
   return false;
 }
 
@@ -192,11 +197,12 @@ ImportReport import_token_shards(const ImportOptions& opt) {
   }
   if (val_tokens == total_tokens)  // only when every shard is a val shard (fraction < 1)
     throw UsageError(
-        "data import: every shard is named as a validation shard (the word 'val' in "
+        "data import: every shard is named as a validation shard (the word 'val' or 'validation' "
+        "in "
         "its name), so /train would be empty; give the train shards too");
   if (val_tokens == 0)  // only with no val shard (shards are not empty)
     throw UsageError(
-        "data import: no shard is named as a validation shard (the word 'val' in "
+        "data import: no shard is named as a validation shard (the word 'val' or 'validation' in "
         "its name) and --val-fraction " +
         number_text(opt.val_fraction) +
         " holds out no token, so /val would be empty; raise --val-fraction or "

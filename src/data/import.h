@@ -4,11 +4,11 @@
 //               count, zeros), then the tokens: magic 20240520 version 1 = uint16 (GPT-2),
 //               magic 20240801 version 7 = uint32 (LLaMA-3)
 //   raw-uint16  nanoGPT's train.bin / val.bin: bare little-endian uint16 tokens, no header
-// A shard whose file name has the word "val" (delimited by '_', '-', '.' or the name's start or
-// end: llm.c's *_val_*.bin, nanoGPT's val.bin; not interval.bin) goes to /val, every other one to
-// /train; when no shard is named so, the last `val_fraction` of each shard's tokens is the
-// validation split (as `data prepare` does with texts). Every shard is checked completely before
-// anything is written.
+// A shard whose file name has the word "val" or "validation", in any case (delimited by '_', '-',
+// '.' or the name's start or end: llm.c's *_val_*.bin, nanoGPT's val.bin; not interval.bin) goes to
+// /val, every other one to /train; when no shard is named so, the last `val_fraction` of each
+// shard's tokens is the validation split (as `data prepare` does with texts). Every shard is
+// checked completely before anything is written.
 #pragma once
 
 #include <cstdint>

@@ -249,9 +249,12 @@ TEST(Import, AnUnwritableOutputIsRefusedBeforeTheShardsAreRead) {
 // The shards whose names say val: "val" as a word of the name (llm.c's fw_val_000000.bin,
 // nanoGPT's val.bin), not inside another word.
 TEST(Import, ValShardsAreThoseWithValAsAWordOfTheName) {
-  for (const char* yes : {"val.bin", "fw_val_000000.bin", "x-val.bin", "/d/val_1.bin", "a.val"})
+  // In any case, and the word "validation" too (VAL.bin and validation.bin were train shards).
+  for (const char* yes : {"val.bin", "fw_val_000000.bin", "x-val.bin", "/d/val_1.bin", "a.val",
+                          "VAL.bin", "Fw_Val_0.bin", "validation.bin", "tok_validation_000.bin"})
     EXPECT_TRUE(shard_named_val(yes)) << yes;
-  for (const char* no : {"interval_train.bin", "train.bin", "valley.bin", "eval.bin", "/val/t.bin"})
+  for (const char* no : {"interval_train.bin", "train.bin", "valley.bin", "eval.bin", "/val/t.bin",
+                         "VALLEY.bin", "invalidation.bin"})
     EXPECT_FALSE(shard_named_val(no)) << no;
 }
 
