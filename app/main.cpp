@@ -2,6 +2,7 @@
 // app/cmd_*.cpp each) and turns the exception type into the exit code of SPEC section 9.
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -9,8 +10,10 @@
 #include <exception>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
@@ -48,7 +51,13 @@ bool unknown_command(CLI::App& app, int argc, char** argv) {
   int i = 1;
   CLI::App* at = named_command(app, argc, argv, i);
   const std::vector<CLI::App*> subs = at->get_subcommands({});
+  // A command with subcommands takes flags only (--help): past them, a word is a subcommand
+  // (`data --help inspect` printed data's help, exit 0; review).
+  if (!subs.empty())
+    while (i < argc && argv[i][0] == '-' && std::string_view(argv[i]) != "--") ++i;
   if (i >= argc || argv[i][0] == '-' || subs.empty()) return false;
+  for (const CLI::App* sub : subs)
+    if (sub->get_name() == argv[i]) return false;  // `data --help prepare`: prepare's help
   std::vector<std::string> names;
   std::string list;
   for (const CLI::App* sub : subs) {
@@ -260,13 +269,28 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return checked_stdout(app.exit(e));
   } catch (const CLI::ParseError& e) {
-    // Under a launcher every rank parses the same command line: rank 0 alone says what is wrong
-    // (it was printed once per rank) and exits 2, the others 0, as for every error (README):
-    // exiting 2 as well, one of them could make mpirun end the job, rank 0 with it, before its
-    // message was out (QA: lost in 4 of 30 runs of `bench a2a --skew -1` on 4 ranks).
-    if (sy::launcher_rank() > 0) return sy::kExitOk;
-    if (unknown_command(app, argc, argv) || unknown_option(app, argc, argv)) return sy::kExitUsage;
-    app.exit(e);
+    // Under a launcher every rank parses the same command line, and rank 0 says what is wrong
+    // (it was printed once per rank). Another rank waits 2 s first: exiting at once, it could
+    // make mpirun end the job, rank 0 with it, before rank 0's message was out (QA: lost in 4
+    // of 30 runs of `bench a2a --skew -1` on 4 ranks); by then mpirun has ended it where rank 0
+    // failed too. Where rank 0 did not (a --config on a path only some nodes have), it says
+    // its own, naming itself, and exits 2 (exiting 0 silently, the job waited for it at start-up
+    // until parallel.timeout_s: review).
+    const int rank = sy::launcher_rank();
+    for (int slice = 0; rank > 0 && slice < 40; ++slice) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      // `train` takes the SIGTERM with which mpirun ends the job: rank 0 has said it.
+      if (const sy::PreemptionSignals* s = sy::PreemptionSignals::installed(); s && s->requested())
+        return sy::kExitUsage;
+    }
+    std::ostringstream said;
+    std::streambuf* const cerr_buf = std::cerr.rdbuf(said.rdbuf());
+    if (!unknown_command(app, argc, argv) && !unknown_option(app, argc, argv)) app.exit(e);
+    std::cerr.rdbuf(cerr_buf);
+    std::istringstream lines(said.str());
+    for (std::string line; std::getline(lines, line);)
+      std::cerr << (rank > 0 ? "rank " + std::to_string(rank) + ": " : std::string()) << line
+                << "\n";
     return sy::kExitUsage;
   }
 

@@ -94,12 +94,18 @@ TorchPeer run_torch_peer(const Config& cfg, const TrainBenchOptions& opt, std::o
   char limit[64] = "";
   if (opt.torch_timeout_s > 0)
     std::snprintf(limit, sizeof limit, "timeout -k 5 %g ", opt.torch_timeout_s);
+  const auto started = std::chrono::steady_clock::now();
   const Captured c = run_captured(
       std::string(limit) + py + " " + shell_quote(script) + " bench --config " + shell_quote(yaml) +
       " --steps " + std::to_string(opt.steps) + " --warmup " + std::to_string(opt.warmup) +
       (cfg.device == Device::kCuda ? " --device cuda" : ""));
   dir.reset();
-  if (opt.torch_timeout_s > 0 && (c.exit_code == 124 || c.exit_code == 137)) {
+  // 137 is also a peer killed otherwise (out of memory) well before the limit: a timeout only
+  // once the limit has passed (review).
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (opt.torch_timeout_s > 0 && (c.exit_code == 124 || c.exit_code == 137) &&
+      took >= opt.torch_timeout_s) {
     char note[96];
     std::snprintf(note, sizeof note, "timed out after %g s (--torch-timeout)", opt.torch_timeout_s);
     p.note = note;

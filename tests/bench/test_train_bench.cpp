@@ -423,6 +423,11 @@ TEST(TrainBench, PeerResultIsReadAndASlowPeerIsCutAtItsLimit) {
   opt.python = fake_python(dir, "trap '' TERM; sleep 60");
   EXPECT_EQ(bench_detail::run_torch_peer(cfg, opt, log).note,
             "timed out after 1 s (--torch-timeout)");
+  // ... but one killed at once (out of memory) well inside the limit failed (it read as timed
+  // out; review).
+  opt.python = fake_python(dir, "kill -9 $$");
+  opt.torch_timeout_s = 100;
+  EXPECT_EQ(bench_detail::run_torch_peer(cfg, opt, log).note, "failed: exit code 137");
 
   // Figures that are not positive are no result (they gave "inf x" and "-6652.61 x" ratios).
   opt.python = fake_python(dir, "echo '{\"tokens_per_s\": -5, \"step_s\": 0.25}'");

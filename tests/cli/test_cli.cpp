@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -63,10 +64,13 @@ TEST(Cli, UnknownCommandsAreNamedWithTheClosestOne) {
             std::string::npos)
       << r.output;
   // With --help too (it printed data's help, exit 0; QA); a known command's help is exit 0.
-  r = run_command(kBin + " data inspect --help");
-  EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("unknown command 'inspect' of 'data'"), std::string::npos) << r.output;
-  for (const char* ok : {" data --help", " data prepare --help", " --help", " guard --help"})
+  for (const char* args : {" data inspect --help", " data --help inspect"}) {
+    r = run_command(kBin + args);
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find("unknown command 'inspect' of 'data'"), std::string::npos) << r.output;
+  }
+  for (const char* ok :
+       {" data --help", " data prepare --help", " data --help prepare", " --help", " guard --help"})
     EXPECT_EQ(run_command(kBin + ok + " >/dev/null").exit_code, 0) << ok;
 }
 
@@ -237,9 +241,9 @@ TEST(Cli, AFailureTextNamesAnAddressSpaceLimit) {
 }
 
 // Under mpirun every rank parses the command line: an unknown option is said once (rank 0), not
-// once per rank; rank 0 exits 2, the others 0, so that mpirun does not end the job before rank
-// 0's message is out (QA: lost in 4 of 30 runs when every rank exited 2). bench train, one
-// process's bench, is refused under a launcher, also said once (every rank ran its own bench).
+// once per rank; the others wait 2 s before they exit, so that mpirun does not end the job before
+// rank 0's message is out (QA: lost in 4 of 30 runs when every rank exited 2 at once). bench train,
+// one process's bench, is refused under a launcher, also said once (every rank ran its own bench).
 TEST(Cli, ACommandLineErrorUnderMpirunIsSaidOnce) {
   const std::string tiny = " --config " + kSrc + "/configs/tiny.yaml";
   for (const auto& [args, said_as] : std::vector<std::pair<std::string, std::string>>{
@@ -258,6 +262,18 @@ TEST(Cli, ACommandLineErrorUnderMpirunIsSaidOnce) {
       EXPECT_EQ(said, 1u) << args << "\n" << r.output;
     }
   }
+  // A command line that fails on rank 1 alone (its node lacks the --config path): rank 1 names
+  // itself and the file, exit 2, at once (it exited 0 silently, and rank 0 waited at start-up
+  // until parallel.timeout_s: review).
+  const auto start = std::chrono::steady_clock::now();
+  const std::string train = kBin + " train --set train.steps=1 --set eval.every=0 --config ";
+  const auto alone = run_command(sy::test::mpirun(1) + train + kSrc +
+                                 "/configs/tiny.yaml : -np 1 " + train + "/nonexistent/c.yaml");
+  EXPECT_EQ(alone.exit_code, 2) << alone.output;
+  EXPECT_NE(alone.output.find("rank 1: error: --config: File does not exist: /nonexistent/c.yaml"),
+            std::string::npos)
+      << alone.output;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 60);
   // A batch script's own commands are one process, whatever the allocation's SLURM_NTASKS: srun
   // says a launch's size in SLURM_STEP_NUM_TASKS.
   const auto batch = run_command("SLURM_NTASKS=4 " + kBin + " bench train" + tiny +

@@ -188,7 +188,6 @@ TEST(TokenFileWriter, ASecondWriterIsRefusedAndTheFirstsFileIsWhole) {
   unsetenv("HDF5_USE_FILE_LOCKING");
 }
 
-// An output that is one of the inputs would overwrite the text with the token file.
 // An input changed between the two reads (while a tokenizer trains, which takes minutes on a
 // large corpus) is refused, also when its size stays: QA wrote a U+2581 in place after pass 1's
 // check, and the file decoded it as a space, exit 0. Here the byte changes when pass 1 reports.
@@ -212,6 +211,7 @@ TEST(Prepare, AnInputChangedInPlaceBetweenTheReadsIsRefused) {
   EXPECT_TRUE(fs::exists(opt.output));
 }
 
+// An output that is one of the inputs would overwrite the text with the token file.
 TEST(Prepare, AnOutputThatIsAnInputIsRefused) {
   test::TempDir dir;
   test::write_file(dir.file("a.txt"), "some text to keep\n");
