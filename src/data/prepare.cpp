@@ -227,8 +227,8 @@ struct Inputs {
   }
   // Input i read again (the same bytes as in pass 1, or an error).
   std::vector<unsigned char> read_again(const PrepareOptions& opt, size_t i) {
-    std::vector<unsigned char> content =
-        kept[i].empty() ? read_input(opt.inputs[i]) : std::move(kept[i]);
+    if (!kept[i].empty()) return std::move(kept[i]);  // pass 1's own bytes
+    std::vector<unsigned char> content = read_input(opt.inputs[i]);
     if (content.size() != splits[i].size)
       throw UsageError("input file '" + opt.inputs[i] + "' changed while data prepare read it (" +
                        std::to_string(splits[i].size) + " bytes, then " +

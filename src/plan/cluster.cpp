@@ -22,10 +22,7 @@ namespace {
 // overflowed to inf, and the tables read "-nan" in every row, ranked at random (QA: 1e-308).
 constexpr double kLeastRate = 1.0;
 constexpr const char* kBelowLeastRate =
-    "must be at least 1 per second: a smaller rate makes the predicted times infinite";
-constexpr const char* kBelowLeastRateOptional =
-    "must be 0 (not given) or at least 1 per second: a smaller rate makes the predicted times "
-    "infinite";
+    "at least 1 per second: a smaller rate makes the predicted times infinite";
 
 // A map node of the file whose keys must all be in `allowed`.
 class Section {
@@ -82,8 +79,8 @@ class Section {
     if (!required && v == 0) return 0;
     if (!std::isfinite(v)) fail(key, "got " + node_[key].as<std::string>() + ", not a finite rate");
     if (!(v >= kLeastRate))
-      fail(key, "got " + node_[key].as<std::string>() + ", " +
-                    (required ? kBelowLeastRate : kBelowLeastRateOptional));
+      fail(key, "got " + node_[key].as<std::string>() + ", must be " +
+                    (required ? "" : "0 (not given) or ") + kBelowLeastRate);
     return v;
   }
 

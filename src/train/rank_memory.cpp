@@ -69,15 +69,15 @@ MemoryBudget host_memory_budget(int64_t node_ranks) {
     // boundary died of bad_alloc (review), while 1 rank is refused up to ~90 MiB early (QA).
     const double later = static_cast<double>(cpu::blas_threads()) * 128.0 * (1 << 20) +
                          static_cast<double>(omp_get_max_threads()) * 64.0 * (1 << 20);
-    const double free = limit - mapped - later;
-    const double room = std::max(0.0, free) + b.in_use_bytes;
+    const double left = limit - mapped - later;
+    const double room = std::max(0.0, left) + b.in_use_bytes;
     if (room < b.bytes) {
       b.bytes = room;
       // The sum spelled out: the limit's part left, plus what the need counts that is mapped.
       b.what = "this process's address-space limit (ulimit -v) of " + plan::format_bytes(limit) +
                " less " + plan::format_bytes(mapped) + " mapped already and " +
                plan::format_bytes(later) + " kept for OpenBLAS's and malloc's per-thread maps" +
-               (free > 0 ? " leaves " + plan::format_bytes(free) : std::string(" leaves nothing")) +
+               (left > 0 ? " leaves " + plan::format_bytes(left) : std::string(" leaves nothing")) +
                ", plus the " + plan::format_bytes(b.in_use_bytes) + " in use that the need counts";
     }
   }
